@@ -1,0 +1,1 @@
+"""lstep.features package."""

@@ -1,0 +1,1 @@
+"""lstep.training package."""
