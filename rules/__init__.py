@@ -1,1 +1,21 @@
-"""lstep.rules package."""
+"""Status-tag rules as data (YAML) and the vectorised engine that applies them.
+
+``rules`` imports none of ``features``, ``models``, ``training`` or ``serving``: it works on plain
+frames, and the caller passes the known feature names when loading.
+"""
+
+from rules.config import MODEL_SCORE_COLUMNS, RulesError, RuleSet, load_ruleset
+from rules.engine import decide
+from rules.graph import mermaid
+from rules.schemas import DECISION_COLUMNS, DecisionInputError
+
+__all__ = [
+    "DECISION_COLUMNS",
+    "MODEL_SCORE_COLUMNS",
+    "DecisionInputError",
+    "RuleSet",
+    "RulesError",
+    "decide",
+    "load_ruleset",
+    "mermaid",
+]

@@ -1,0 +1,452 @@
+"""The rules as data: pydantic models for the three YAML files, and the validating loader.
+
+A rules directory holds ``tags.yaml`` (the status tags and cooldowns), ``transitions.yaml`` (the
+rules R01..R15, in precedence order) and ``interventions.yaml`` (priorities, synergy matrix,
+value weights, control share). The packaged directory is ``rules/`` itself; ``--rules DIR`` points
+to another one with the same three files.
+
+Everything is checked at load, so that a bad edit fails at start-up and not in the nightly batch:
+unknown features and tags, tags nothing can reach, automatic rules into a manual-entry tag, rules
+out of a terminal tag, duplicate ids and malformed conditions. Each error is a :class:`RulesError`
+naming the file, the rule id (when there is one) and the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from rules.conditions import Condition, ConditionError, iter_leaves, parse_condition
+from rules.interventions import Interventions
+
+TAGS_FILE = "tags.yaml"
+TRANSITIONS_FILE = "transitions.yaml"
+INTERVENTIONS_FILE = "interventions.yaml"
+NEW = "new"
+"""The pseudo source tag of a learner the state store has never seen."""
+
+MODEL_SCORE_COLUMNS: frozenset[str] = frozenset({"p_churn", "p_low", "p_high", "confidence"})
+"""Score columns: leaves on them are the model side of the blend, all others the rules side."""
+
+Signal = Literal["fact", "rules", "model", "both"]
+
+
+class RulesError(ValueError):
+    """A rules directory that cannot be used, naming the file, rule id and field at fault."""
+
+    def __init__(
+        self, file: str, message: str, *, rule_id: str | None = None, field: str | None = None
+    ) -> None:
+        where = [file]
+        if rule_id is not None:
+            where.append(f"rule {rule_id}")
+        if field is not None:
+            where.append(f"field {field}")
+        super().__init__(f"{': '.join(where)}: {message}")
+        self.file = file
+        self.rule_id = rule_id
+        self.field = field
+        self.message = message
+
+
+class TagSpec(BaseModel):
+    """One status tag."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^ST_\d{3}$")
+    name: str = Field(min_length=1)
+    entry: Literal["auto", "manual"]
+    terminal: bool = False
+    typical_duration: str
+    description: str
+
+
+class TagsFile(BaseModel):
+    """The content of ``tags.yaml``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tags: tuple[TagSpec, ...] = Field(min_length=1)
+    cooldown_days: dict[str, Annotated[int, Field(ge=0)]]
+
+
+class Rule(BaseModel):
+    """One transition rule: from some tags (or ``new``) to a tag when the condition holds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^R\d{2}$")
+    sources: tuple[str, ...] = Field(alias="from", min_length=1)
+    to: str
+    description: str = Field(min_length=1)
+    signal: Signal
+    condition: Condition
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _single_source_as_list(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("description")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        value = value.strip()
+        if "\n" in value or "\r" in value:
+            raise ValueError("must be one line: the audit log quotes it")
+        return value
+
+
+class RuleSet(BaseModel):
+    """A validated rules directory: tags, cooldowns, rules in precedence order, interventions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str
+    tags: tuple[TagSpec, ...]
+    cooldown_days: dict[str, int]
+    rules: tuple[Rule, ...]
+    interventions: Interventions
+
+    @property
+    def tag_ids(self) -> list[str]:
+        """Tag ids in file order."""
+        return [tag.id for tag in self.tags]
+
+    @property
+    def terminal_tags(self) -> list[str]:
+        """Tags no rule leaves (ST_006)."""
+        return [tag.id for tag in self.tags if tag.terminal]
+
+    @property
+    def manual_tags(self) -> list[str]:
+        """Tags only a CS override can enter (ST_005)."""
+        return [tag.id for tag in self.tags if tag.entry == "manual"]
+
+    @property
+    def features_used(self) -> list[str]:
+        """Every column a condition reads, sorted."""
+        return sorted(
+            {leaf.feature for rule in self.rules for _, leaf in iter_leaves(rule.condition)}
+        )
+
+    @property
+    def string_features(self) -> list[str]:
+        """Columns that conditions compare with strings (all others are read as numbers)."""
+        return sorted(
+            {
+                leaf.feature
+                for rule in self.rules
+                for _, leaf in iter_leaves(rule.condition)
+                if leaf.compares_strings
+            }
+        )
+
+    def rule(self, rule_id: str) -> Rule:
+        """The rule with this id.
+
+        Raises:
+            KeyError: naming the known ids.
+        """
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(f"no rule {rule_id!r}; the rules are {[r.id for r in self.rules]}")
+
+
+def load_ruleset(rules_dir: Path | str | None = None, *, known_features: Iterable[str]) -> RuleSet:
+    """Load and validate a rules directory.
+
+    Args:
+        rules_dir: a directory with the three YAML files; None for the packaged rules.
+        known_features: every column a condition may read: the feature catalog's names plus the
+            score columns (p_churn, p_low, p_high, confidence).
+
+    Raises:
+        RulesError: naming the file, rule id and field of the first problem found.
+    """
+    directory = resources.files("rules") if rules_dir is None else Path(rules_dir)
+    tags_file, tags = _load_tags(directory)
+    _check_cooldowns(tags, tags_file)
+    rules_file, rules = _load_rules(directory)
+    interventions_file, interventions = _load_interventions(directory)
+    _check_rule_tags(rules, tags, rules_file)
+    _check_features(rules, set(known_features), rules_file)
+    _check_signals(rules, rules_file)
+    _check_reachable(rules, tags.tags, rules_file)
+    _check_interventions(interventions, tags.tags, interventions_file)
+    return RuleSet(
+        source=str(directory),
+        tags=tags.tags,
+        cooldown_days=tags.cooldown_days,
+        rules=rules,
+        interventions=interventions,
+    )
+
+
+def _read_yaml(directory: Traversable | Path, name: str) -> tuple[str, dict]:
+    """Read one YAML file of the directory as a mapping; return its path and content."""
+    path = directory / name
+    file = str(path)
+    if not path.is_file():
+        raise RulesError(
+            file,
+            f"not found: a rules directory needs {TAGS_FILE}, {TRANSITIONS_FILE} and "
+            f"{INTERVENTIONS_FILE}",
+        )
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        problem = " ".join(str(error).split())  # one line: pyyaml's message spans several
+        raise RulesError(file, f"not valid YAML: {problem}") from None
+    if not isinstance(content, dict):
+        raise RulesError(file, f"expected a mapping at the top, got {type(content).__name__}")
+    return file, content
+
+
+def _format_loc(loc: Iterable[int | str]) -> str:
+    """Render a pydantic error location as ``tags[2].entry``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _pydantic_message(error: PydanticValidationError) -> tuple[str, str]:
+    """The field and message of the first error, without pydantic's 'Value error, ' prefix."""
+    first = error.errors()[0]
+    return _format_loc(first["loc"]), first["msg"].removeprefix("Value error, ")
+
+
+def _load_tags(directory: Traversable | Path) -> tuple[str, TagsFile]:
+    """Parse tags.yaml and check that tag ids are unique."""
+    file, content = _read_yaml(directory, TAGS_FILE)
+    try:
+        tags = TagsFile.model_validate(content)
+    except PydanticValidationError as error:
+        field, message = _pydantic_message(error)
+        raise RulesError(file, message, field=field) from None
+    seen: set[str] = set()
+    for index, tag in enumerate(tags.tags):
+        if tag.id in seen:
+            raise RulesError(file, f"tag {tag.id} is listed twice", field=f"tags[{index}].id")
+        seen.add(tag.id)
+    return file, tags
+
+
+def _load_rules(directory: Traversable | Path) -> tuple[str, tuple[Rule, ...]]:
+    """Parse transitions.yaml into rules, in file order, with unique ids."""
+    file, content = _read_yaml(directory, TRANSITIONS_FILE)
+    raw_rules = content.get("rules")
+    if not isinstance(raw_rules, list) or not raw_rules:
+        raise RulesError(file, "expected a non-empty list of rules", field="rules")
+    extra = sorted(set(content) - {"rules"})
+    if extra:
+        raise RulesError(file, f"unknown top-level keys {extra}", field=extra[0])
+    rules = tuple(_parse_rule(raw, index, file) for index, raw in enumerate(raw_rules))
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.id in seen:
+            raise RulesError(file, "this id is used by two rules", rule_id=rule.id, field="id")
+        seen.add(rule.id)
+    return file, rules
+
+
+def _parse_rule(raw: object, index: int, file: str) -> Rule:
+    """Validate one raw rule, its condition tree included."""
+    if not isinstance(raw, dict):
+        raise RulesError(file, f"expected a mapping, got {raw!r}", field=f"rules[{index}]")
+    rule_id = str(raw.get("id", f"#{index + 1}"))
+    fields = dict(raw)
+    if "condition" in fields:
+        try:
+            fields["condition"] = parse_condition(fields["condition"])
+        except ConditionError as error:
+            raise RulesError(file, error.message, rule_id=rule_id, field=error.path) from None
+    try:
+        return Rule.model_validate(fields)
+    except PydanticValidationError as error:
+        field, message = _pydantic_message(error)
+        raise RulesError(file, message, rule_id=rule_id, field=field) from None
+
+
+def _load_interventions(directory: Traversable | Path) -> tuple[str, Interventions]:
+    """Parse interventions.yaml (cross-checks against the tags come later)."""
+    file, content = _read_yaml(directory, INTERVENTIONS_FILE)
+    try:
+        return file, Interventions.model_validate(content)
+    except PydanticValidationError as error:
+        field, message = _pydantic_message(error)
+        raise RulesError(file, message, field=field) from None
+
+
+def _check_rule_tags(rules: tuple[Rule, ...], tags: TagsFile, file: str) -> None:
+    """Every from/to is a known tag; no rule into a manual tag, out of a terminal one, or a loop."""
+    by_id = {tag.id: tag for tag in tags.tags}
+    known = f"known tags: {', '.join(by_id)} (and '{NEW}' as a source)"
+    for rule in rules:
+        for index, source in enumerate(rule.sources):
+            if source != NEW and source not in by_id:
+                raise RulesError(
+                    file,
+                    f"unknown tag {source!r}; {known}",
+                    rule_id=rule.id,
+                    field=f"from[{index}]",
+                )
+            if source in by_id and by_id[source].terminal:
+                raise RulesError(
+                    file,
+                    f"{source} is terminal: no rule may leave it",
+                    rule_id=rule.id,
+                    field=f"from[{index}]",
+                )
+            if source == rule.to:
+                raise RulesError(
+                    file,
+                    f"a rule must move to another tag, not {source} -> {source}",
+                    rule_id=rule.id,
+                    field=f"from[{index}]",
+                )
+        if rule.to not in by_id:
+            raise RulesError(file, f"unknown tag {rule.to!r}; {known}", rule_id=rule.id, field="to")
+        if by_id[rule.to].entry == "manual":
+            raise RulesError(
+                file,
+                f"{rule.to} is entered by hand only (a CS override): an "
+                "automatic rule may not move into it",
+                rule_id=rule.id,
+                field="to",
+            )
+
+
+def _check_features(rules: tuple[Rule, ...], known_features: set[str], file: str) -> None:
+    """Every leaf reads a known column, and each column is compared with one kind of value."""
+    kinds: dict[str, tuple[bool, str]] = {}
+    for rule in rules:
+        for path, leaf in iter_leaves(rule.condition):
+            if leaf.feature not in known_features:
+                close = difflib.get_close_matches(leaf.feature, sorted(known_features), n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise RulesError(
+                    file,
+                    f"unknown feature {leaf.feature!r}{hint}",
+                    rule_id=rule.id,
+                    field=f"{path}.feature",
+                )
+            if leaf.op in ("is_null", "not_null"):
+                continue
+            earlier = kinds.setdefault(leaf.feature, (leaf.compares_strings, rule.id))
+            if earlier[0] != leaf.compares_strings:
+                raise RulesError(
+                    file,
+                    f"{leaf.feature!r} is compared with a "
+                    f"{'string' if leaf.compares_strings else 'number'} here but not "
+                    f"in rule {earlier[1]}",
+                    rule_id=rule.id,
+                    field=f"{path}.value",
+                )
+
+
+def _check_signals(rules: tuple[Rule, ...], file: str) -> None:
+    """The declared signal matches the columns the condition reads."""
+    for rule in rules:
+        features = {leaf.feature for _, leaf in iter_leaves(rule.condition)}
+        reads_model = bool(features & MODEL_SCORE_COLUMNS)
+        reads_rules = bool(features - MODEL_SCORE_COLUMNS)
+        expected = {
+            "fact": not reads_model,
+            "rules": reads_rules and not reads_model,
+            "model": reads_model and not reads_rules,
+            "both": reads_model and reads_rules,
+        }[rule.signal]
+        if not expected:
+            raise RulesError(
+                file,
+                f"signal '{rule.signal}' does not match the condition, which reads "
+                f"{'model scores' if reads_model else 'no model score'} and "
+                f"{'rule features' if reads_rules else 'no rule feature'} "
+                f"(model scores: {', '.join(sorted(MODEL_SCORE_COLUMNS))})",
+                rule_id=rule.id,
+                field="signal",
+            )
+
+
+def _check_reachable(rules: tuple[Rule, ...], tags: tuple[TagSpec, ...], file: str) -> None:
+    """Every tag can be reached from 'new' by rules, or entered by hand (manual tags)."""
+    reached = {NEW} | {tag.id for tag in tags if tag.entry == "manual"}
+    frontier = set(reached)
+    while frontier:
+        frontier = {r.to for r in rules if set(r.sources) & frontier} - reached
+        reached |= frontier
+    for tag in tags:
+        if tag.id not in reached:
+            raise RulesError(
+                file,
+                f"tag {tag.id} ({tag.name}) cannot be reached: no chain of rules from '{NEW}' "
+                "moves into it",
+                field="to",
+            )
+
+
+def _check_interventions(
+    interventions: Interventions, tags: tuple[TagSpec, ...], file: str
+) -> None:
+    """Synergy rows and defaults name known tags, products and priorities; one default per tag."""
+    tag_ids = [tag.id for tag in tags]
+    products = interventions.product_tags
+    priorities = interventions.priority_order
+    pairs: set[tuple[str, str]] = set()
+    for index, row in enumerate(interventions.synergy):
+        field = f"synergy[{index}]"
+        _require(row.status_tag, tag_ids, "status tag", file, f"{field}.status_tag")
+        _require(row.product_tag, products, "product tag", file, f"{field}.product_tag")
+        _require(row.priority, priorities, "priority", file, f"{field}.priority")
+        if (row.product_tag, row.status_tag) in pairs:
+            raise RulesError(
+                file, f"{row.product_tag} x {row.status_tag} is listed twice", field=field
+            )
+        pairs.add((row.product_tag, row.status_tag))
+    for tag_id, default in interventions.defaults.items():
+        _require(tag_id, tag_ids, "status tag", file, f"defaults.{tag_id}")
+        _require(default.priority, priorities, "priority", file, f"defaults.{tag_id}.priority")
+    missing = [tag_id for tag_id in tag_ids if tag_id not in interventions.defaults]
+    if missing:
+        raise RulesError(file, f"no default priority and action for {missing}", field="defaults")
+
+
+def _require(value: str, allowed: list[str], what: str, file: str, field: str) -> None:
+    """Raise a RulesError when ``value`` is not one of ``allowed``."""
+    if value not in allowed:
+        known = ", ".join(allowed)
+        raise RulesError(file, f"unknown {what} {value!r}; known: {known}", field=field)
+
+
+def _check_cooldowns(tags: TagsFile, file: str) -> None:
+    """One cooldown per tag a rule can leave: every non-terminal tag, and nothing else."""
+    by_id = {tag.id: tag for tag in tags.tags}
+    for tag_id in tags.cooldown_days:
+        if tag_id not in by_id:
+            raise RulesError(
+                file,
+                f"unknown tag {tag_id!r}; known: {', '.join(by_id)}",
+                field=f"cooldown_days.{tag_id}",
+            )
+        if by_id[tag_id].terminal:
+            raise RulesError(
+                file,
+                f"{tag_id} is terminal: nothing leaves it, so no cooldown",
+                field=f"cooldown_days.{tag_id}",
+            )
+    missing = [t.id for t in tags.tags if not t.terminal and t.id not in tags.cooldown_days]
+    if missing:
+        raise RulesError(
+            file, f"no cooldown for {missing} (write 0 for none)", field="cooldown_days"
+        )

@@ -1,0 +1,400 @@
+"""The rules engine: one pure, vectorised, order-independent function, :func:`decide`.
+
+Semantics (DESIGN §5):
+
+- Each rule fires where the learner's current tag is one of its ``from`` tags (``new`` for a
+  learner absent from ``state``) and its condition holds.
+- Among the firing rules, a move to a terminal tag (ST_006) wins, then the first in file order.
+- Cooldowns hold automatic moves out of a tag the learner entered less than ``cooldown_days``
+  ago; an active override (``override_expires`` null or after ``as_of``) holds automatic moves.
+  Neither holds a move to a terminal tag. A held decision keeps the learner where they are and
+  says why in ``held`` (and which rule was held in ``description``).
+- A terminal tag is never left; a manual-entry tag (ST_005) is never entered by a rule (both are
+  guaranteed by the loader and kept by the engine).
+- ``signal`` records which side of the blend actually fired for the move: ``fact`` for fact rules;
+  otherwise, over every firing rule into the same tag, ``rules`` if only rule-feature leaves were
+  true, ``model`` if only model-score leaves, ``both`` if both. With no model score (``p_churn``
+  NaN) model leaves are false, and the description says the decision was made without the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.typing import ArrayLike
+
+from rules.conditions import evaluate
+from rules.config import MODEL_SCORE_COLUMNS, RuleSet
+from rules.interventions import control_flags, value_at_risk
+from rules.schemas import (
+    HELD_REASONS,
+    SIGNALS,
+    DecisionInputError,
+    decision_schema,
+    scored_schema,
+    state_schema,
+    validate_frame,
+)
+
+MODEL_ABSENT_NOTE = " [no model score: decided on rules only]"
+NO_CODE = -1
+"""Categorical code for null (no rule, no tag, not held)."""
+COOLDOWN, OVERRIDE = 0, 1  # codes into HELD_REASONS
+FACT = 0  # code of "fact" in SIGNALS
+
+
+@dataclass(frozen=True)
+class CurrentState:
+    """Where each scored learner stands before today's decision (arrays aligned with ``scored``).
+
+    Attributes:
+        from_code: index into ``ruleset.tag_ids``; ``len(tag_ids)`` for a new learner.
+        days_in_tag: whole days since the learner entered the tag (0 for a new learner).
+        override_active: an override holds the learner today.
+    """
+
+    from_code: np.ndarray
+    days_in_tag: np.ndarray
+    override_active: np.ndarray
+
+
+@dataclass(frozen=True)
+class Moves:
+    """The outcome per learner (arrays aligned with ``scored``).
+
+    Attributes:
+        winner: index of the rule that decided (moved or held), NO_CODE when none fired.
+        moved: the learner changes tag today.
+        to_code: resulting tag index; NO_CODE for a new learner no rule could tag.
+        held_code: index into HELD_REASONS, NO_CODE when nothing was held.
+        signal_code: index into SIGNALS for a move, NO_CODE otherwise.
+    """
+
+    winner: np.ndarray
+    moved: np.ndarray
+    to_code: np.ndarray
+    held_code: np.ndarray
+    signal_code: np.ndarray
+
+
+def decide(
+    ruleset: RuleSet, state: pd.DataFrame, scored: pd.DataFrame, as_of: date
+) -> pd.DataFrame:
+    """Decide today's status tag, priority and action of every scored learner.
+
+    Args:
+        ruleset: the validated rules (:func:`rules.config.load_ruleset`).
+        state: current tag of known learners: customer_id, tag, since (day the tag was entered),
+            override_tag (nullable), override_expires (nullable; null means no expiry). Naive
+            timestamps are UTC; tz-aware ones are converted to UTC.
+        scored: one row per learner to decide: customer_id, product_tag, mrr, p_churn and
+            confidence (NaN when there is no model), risk_indicator_count and every feature the
+            rules read. Other columns are ignored.
+        as_of: the decision day (00:00 UTC of that day; a datetime counts as its day).
+
+    Returns:
+        One row per scored learner with the columns of ``rules.schemas.DECISION_COLUMNS``, sorted
+        by priority (P1 first), value_at_risk (descending), customer_id. ``value_at_risk`` is
+        p_churn x mrr, with the tier weight when mrr is null or 0 and risk_indicator_count / 12
+        in place of p_churn when there is no model score.
+
+    Raises:
+        DecisionInputError: a frame breaks its contract (names the column, check and rows), or an
+            active override disagrees with the stored tag.
+    """
+    as_of_ts = pd.Timestamp(as_of.year, as_of.month, as_of.day)  # the day, even from a datetime
+    scored = validate_frame(scored_schema(ruleset), scored)
+    state = validate_frame(state_schema(ruleset, as_of_ts), state)
+    current = current_state(ruleset, state, scored["customer_id"], as_of_ts)
+    moves = choose_moves(ruleset, scored, current)
+    decisions = decision_frame(ruleset, scored, current, moves, as_of_ts)
+    return validate_frame(decision_schema(ruleset), decisions)
+
+
+def current_state(
+    ruleset: RuleSet, state: pd.DataFrame, customer_ids: pd.Series, as_of: pd.Timestamp
+) -> CurrentState:
+    """Look each scored learner up in the (validated) state; absent ones are new."""
+    _check_overrides_agree(state, as_of)
+    new_code = len(ruleset.tag_ids)
+    if len(state) == 0:
+        rows = len(customer_ids)
+        return CurrentState(np.full(rows, new_code), np.zeros(rows, np.int64), np.zeros(rows, bool))
+    positions = codes_of(customer_ids, state["customer_id"])
+    known = positions >= 0
+    safe = np.where(known, positions, 0)  # any valid row; masked out by ``known``
+    tag_codes = codes_of(state["tag"], ruleset.tag_ids)
+    entered = state["since"].to_numpy().astype("datetime64[D]")
+    days = (as_of.to_datetime64().astype("datetime64[D]") - entered).astype(np.int64)
+    return CurrentState(
+        from_code=np.where(known, tag_codes[safe], new_code),
+        days_in_tag=np.where(known, days[safe], 0),
+        override_active=known & _override_active(state, as_of)[safe],
+    )
+
+
+def codes_of(values: pd.Series, categories: Sequence[str] | pd.Series) -> np.ndarray:
+    """Position of each value in ``categories`` (first match), -1 where absent or null.
+
+    Arrow's hash lookup is several times faster than a pandas Index on a million strings.
+    """
+    found = pc.index_in(pa.array(values), value_set=pa.array(categories))
+    return pc.fill_null(found, -1).to_numpy().astype(np.int64)
+
+
+def _override_active(state: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:
+    """Overrides in force on ``as_of``: set, and without expiry or expiring after as_of."""
+    expires = state["override_expires"]
+    return (state["override_tag"].notna() & (expires.isna() | (expires > as_of))).to_numpy()
+
+
+def _check_overrides_agree(state: pd.DataFrame, as_of: pd.Timestamp) -> None:
+    """An active override must be the learner's stored tag, or the store is inconsistent."""
+    disagree = _override_active(state, as_of) & (state["override_tag"] != state["tag"]).to_numpy()
+    if disagree.any():
+        examples = state.loc[disagree, ["customer_id", "tag", "override_tag"]].head(3)
+        raise DecisionInputError(
+            f"state: {int(disagree.sum())} rows have an active override whose override_tag is not "
+            f"their tag (e.g. {examples.to_dict('records')}); fix the state store first"
+        )
+
+
+def fire_rules(
+    ruleset: RuleSet, scored: pd.DataFrame, from_code: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Evaluate every rule on every learner.
+
+    Returns:
+        Three (rules x learners) boolean arrays: the rule fires; it fires with a true leaf on a
+        rule feature; it fires with a true leaf on a model score.
+    """
+    rows = len(scored)
+    columns = {name: scored[name] for name in ruleset.features_used}
+    source_index = {tag: i for i, tag in enumerate(ruleset.tag_ids)} | {"new": len(ruleset.tag_ids)}
+    fired = np.zeros((len(ruleset.rules), rows), bool)
+    rules_side, model_side = np.zeros_like(fired), np.zeros_like(fired)
+    for i, rule in enumerate(ruleset.rules):
+        applies_from = np.zeros(len(source_index), bool)
+        applies_from[[source_index[source] for source in rule.sources]] = True
+        applicable = applies_from[from_code]
+        outcome = evaluate(rule.condition, columns, MODEL_SCORE_COLUMNS, rows)
+        fired[i] = outcome.fired & applicable
+        rules_side[i] = outcome.rules_side & applicable
+        model_side[i] = outcome.model_side & applicable
+    return fired, rules_side, model_side
+
+
+def choose_moves(ruleset: RuleSet, scored: pd.DataFrame, current: CurrentState) -> Moves:
+    """Pick the winning rule per learner and apply cooldowns and overrides."""
+    fired, rules_side, model_side = fire_rules(ruleset, scored, current.from_code)
+    tag_index = {tag: i for i, tag in enumerate(ruleset.tag_ids)}
+    # One extra slot at the end of each table answers for the NO_CODE (-1) index.
+    rule_to = np.array([tag_index[rule.to] for rule in ruleset.rules] + [NO_CODE])
+    terminal = np.array([tag.terminal for tag in ruleset.tags] + [False])
+    winner = _winning_rule(ruleset, fired, terminal[rule_to[:-1]])
+    target = rule_to[winner]
+    has_winner = winner != NO_CODE
+    exempt = terminal[target]  # moves to a terminal tag ignore cooldowns and overrides
+    cooldowns = np.array([ruleset.cooldown_days.get(tag, 0) for tag in ruleset.tag_ids] + [0])
+    held_override = has_winner & ~exempt & current.override_active
+    held_cooldown = (
+        has_winner & ~exempt & ~held_override & (current.days_in_tag < cooldowns[current.from_code])
+    )
+    moved = has_winner & ~held_override & ~held_cooldown
+    is_new = current.from_code == len(ruleset.tag_ids)
+    stay = np.where(is_new, NO_CODE, current.from_code)
+    held_code = np.select([held_cooldown, held_override], [COOLDOWN, OVERRIDE], NO_CODE)
+    signal_code = _signal_codes(ruleset, rules_side, model_side, rule_to[:-1], winner, target)
+    return Moves(
+        winner=winner,
+        moved=moved,
+        to_code=np.where(moved, target, stay),
+        held_code=held_code,
+        signal_code=np.where(moved, signal_code, NO_CODE),
+    )
+
+
+def _winning_rule(ruleset: RuleSet, fired: np.ndarray, to_terminal: np.ndarray) -> np.ndarray:
+    """The firing rule with the highest precedence: terminal targets first, then file order."""
+    ranked = [i for i in range(len(ruleset.rules)) if to_terminal[i]]
+    ranked += [i for i in range(len(ruleset.rules)) if not to_terminal[i]]
+    winner = np.full(fired.shape[1], NO_CODE)
+    for i in reversed(ranked):
+        winner = np.where(fired[i], i, winner)
+    return winner
+
+
+def _signal_codes(
+    ruleset: RuleSet,
+    rules_side: np.ndarray,
+    model_side: np.ndarray,
+    rule_to: np.ndarray,
+    winner: np.ndarray,
+    target: np.ndarray,
+) -> np.ndarray:
+    """Which side fired: fact for fact rules, else rules/model/both over rules into ``target``."""
+    declared = np.array([SIGNALS.index(rule.signal) for rule in ruleset.rules] + [NO_CODE])
+    any_rules = np.zeros(len(winner), bool)
+    any_model = np.zeros(len(winner), bool)
+    for i, rule in enumerate(ruleset.rules):
+        if rule.signal == "fact":
+            continue
+        into_target = target == rule_to[i]
+        any_rules |= rules_side[i] & into_target
+        any_model |= model_side[i] & into_target
+    sides = np.select(
+        [any_rules & any_model, any_rules, any_model],
+        [SIGNALS.index("both"), SIGNALS.index("rules"), SIGNALS.index("model")],
+        NO_CODE,
+    )
+    winner_declared = declared[winner]
+    return np.where((winner_declared == FACT) | (sides == NO_CODE), winner_declared, sides)
+
+
+def decision_frame(
+    ruleset: RuleSet,
+    scored: pd.DataFrame,
+    current: CurrentState,
+    moves: Moves,
+    as_of: pd.Timestamp,
+) -> pd.DataFrame:
+    """Assemble the decisions in their documented order (priority, value at risk, customer_id)."""
+    tags = ruleset.tag_ids
+    customer_ids = scored["customer_id"].array
+    product_code = codes_of(scored["product_tag"], ruleset.interventions.product_tags)
+    priority_code, action_code, actions = _priority_and_action(ruleset, product_code, moves.to_code)
+    from_code = np.where(current.from_code < len(tags), current.from_code, NO_CODE)
+    value = _value_at_risk(ruleset, scored, product_code)
+    decisions = pd.DataFrame(
+        {
+            "customer_id": customer_ids,
+            "as_of": np.full(len(scored), as_of.to_datetime64(), dtype="datetime64[ns]"),
+            "from_tag": _categorical(from_code, tags),
+            "to_tag": _categorical(moves.to_code, tags),
+            "changed": moves.moved,
+            "rule_id": _categorical(
+                np.where(moves.moved, moves.winner, NO_CODE), [rule.id for rule in ruleset.rules]
+            ),
+            "description": _descriptions(ruleset, current, moves, scored["p_churn"].isna()),
+            "signal": _categorical(moves.signal_code, SIGNALS),
+            "p_churn": scored["p_churn"].to_numpy(),
+            "confidence": scored["confidence"].to_numpy(),
+            "priority": pd.Categorical.from_codes(
+                priority_code, categories=ruleset.interventions.priority_order, ordered=True
+            ),
+            "action": _categorical(action_code, actions),
+            "control": control_flags(
+                customer_ids, action_code, actions, ruleset.interventions.control_share
+            ),
+            "value_at_risk": value,
+            "held": _categorical(moves.held_code, HELD_REASONS),
+        }
+    )
+    order = decision_order(priority_code, value, customer_ids)
+    return decisions.take(order).reset_index(drop=True)
+
+
+def decision_order(
+    priority_code: np.ndarray, value_at_risk: np.ndarray, customer_ids: ArrayLike
+) -> np.ndarray:
+    """Row order: priority (P1 first, none last), value at risk descending (NaN last), id.
+
+    The two numeric keys are sorted first; only runs of rows tied on both are then ordered by
+    customer id, so that a million strings are sorted only when the values really tie.
+    """
+    priority = np.where(priority_code < 0, np.iinfo(np.int64).max, priority_code)
+    descending_value = np.where(np.isnan(value_at_risk), np.inf, -value_at_risk)
+    order = np.lexsort((descending_value, priority))
+    sorted_priority, sorted_value = priority[order], descending_value[order]
+    tied = (sorted_priority[1:] == sorted_priority[:-1]) & (sorted_value[1:] == sorted_value[:-1])
+    if not tied.any():
+        return order
+    in_tie = np.zeros(len(order), bool)
+    in_tie[1:] |= tied
+    in_tie[:-1] |= tied
+    run = np.cumsum(np.concatenate([[True], ~tied]))  # one number per run of tied rows
+    rows = np.flatnonzero(in_tie)
+    ties = pa.table({"run": run[rows], "id": pa.array(customer_ids).take(order[rows])})
+    within = pc.sort_indices(ties, sort_keys=[("run", "ascending"), ("id", "ascending")])
+    order[rows] = order[rows][within.to_numpy()]
+    return order
+
+
+def _categorical(codes: np.ndarray, categories: list[str] | tuple[str, ...]) -> pd.Categorical:
+    return pd.Categorical.from_codes(codes, categories=list(categories))
+
+
+def _priority_and_action(
+    ruleset: RuleSet, product_code: np.ndarray, to_code: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Priority and action codes per learner from (product_tag, resulting tag) tables."""
+    interventions = ruleset.interventions
+    tags = ruleset.tag_ids
+    picks = [[interventions.lookup(p, t) for t in tags] for p in interventions.product_tags]
+    actions = list(dict.fromkeys(pick.action for row in picks for pick in row))
+    priorities = interventions.priority_order
+    # Column len(tags) (reached by NO_CODE = -1) is for a learner with no tag: no priority.
+    priority_table = np.full((len(picks), len(tags) + 1), NO_CODE)
+    action_table = np.full((len(picks), len(tags) + 1), NO_CODE)
+    for p, row in enumerate(picks):
+        priority_table[p, : len(tags)] = [priorities.index(pick.priority) for pick in row]
+        action_table[p, : len(tags)] = [actions.index(pick.action) for pick in row]
+    return priority_table[product_code, to_code], action_table[product_code, to_code], actions
+
+
+def _value_at_risk(ruleset: RuleSet, scored: pd.DataFrame, product_code: np.ndarray) -> np.ndarray:
+    weights = np.array(list(ruleset.interventions.value_weights.values()), dtype=float)
+    return value_at_risk(
+        scored["p_churn"].to_numpy(float),
+        scored["risk_indicator_count"].to_numpy(float),
+        scored["mrr"].to_numpy(float),
+        weights[product_code],
+    )
+
+
+def _descriptions(
+    ruleset: RuleSet, current: CurrentState, moves: Moves, model_absent: pd.Series
+) -> pd.Categorical:
+    """The audit-log sentence per learner, chosen from a small table of texts by code."""
+    rules = ruleset.rules
+    count = len(rules)
+    texts = [rule.description for rule in rules]
+    texts += [
+        f"{rule.id} held by the cooldown of the current tag: {rule.description}" for rule in rules
+    ]
+    texts += [f"{rule.id} held by an active override: {rule.description}" for rule in rules]
+    texts += [
+        "no rule fired: stays in the current tag",
+        "terminal tag: no rule moves a learner out of it",
+        "new learner: no entry rule fired, so no tag yet",
+    ]
+    texts += [text + MODEL_ABSENT_NOTE for text in texts]
+    terminal = np.array([tag.terminal for tag in ruleset.tags] + [False])
+    is_new = current.from_code == len(ruleset.tag_ids)
+    base = np.select(
+        [
+            moves.moved,
+            moves.held_code == COOLDOWN,
+            moves.held_code == OVERRIDE,
+            terminal[current.from_code],
+            is_new,
+        ],
+        [
+            moves.winner,
+            count + moves.winner,
+            2 * count + moves.winner,
+            3 * count + 1,
+            3 * count + 2,
+        ],
+        3 * count,
+    )
+    codes = base + model_absent.to_numpy() * (3 * count + 3)
+    unique = list(dict.fromkeys(texts))  # two rules may share a description
+    remap = np.array([unique.index(text) for text in texts])
+    return pd.Categorical.from_codes(remap[codes], categories=unique)

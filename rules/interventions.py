@@ -1,0 +1,125 @@
+"""Intervention priority, recommended action, value at risk and the control group.
+
+The data lives in ``interventions.yaml``: priorities P1..P4, the product x status synergy rows of
+DESIGN §5, a default priority and action per status tag, value weights per product tier and the
+control-group share. The functions here are vectorised and pure.
+
+Control group: a learner is in the control group for an action when
+``u = int(sha256(f"{customer_id}\\x1f{action}" as UTF-8)[:8], big-endian) / 2**64`` is below
+``control_share``. The draw depends on nothing but the two strings, so it is the same on every run
+and every machine, and a learner who changes action is drawn afresh for the new one.
+
+Value at risk: ``p x value`` where p is ``p_churn``, or ``risk_indicator_count / 12`` (the share of
+the 12 risk indicators that are on) when there is no model score, and value is ``mrr``, or the
+product tier's weight when ``mrr`` is null or 0 (free learners are still worth something).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.typing import ArrayLike
+from pydantic import BaseModel, ConfigDict, Field
+
+RISK_INDICATOR_TOTAL = 12
+"""How many named risk indicators ``risk_indicator_count`` counts (DESIGN §5)."""
+
+CONTROL_SEPARATOR = "\x1f"
+"""Joins customer_id and action before hashing (the ASCII unit separator, absent from ids)."""
+
+
+class PriorityAction(BaseModel):
+    """A priority (P1..P4) and the action a CS team takes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    priority: str = Field(pattern=r"^P\d$")
+    action: str = Field(min_length=1)
+
+
+class SynergyRow(PriorityAction):
+    """One row of the product tag x status tag synergy matrix."""
+
+    product_tag: str = Field(pattern=r"^PT_\d{3}$")
+    status_tag: str = Field(pattern=r"^ST_\d{3}$")
+
+
+class Interventions(BaseModel):
+    """The content of ``interventions.yaml`` (tags are checked against tags.yaml by the loader)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    priorities: dict[Annotated[str, Field(pattern=r"^P\d$")], str] = Field(min_length=1)
+    control_share: float = Field(default=0.1, ge=0.0, le=1.0)
+    value_weights: dict[Annotated[str, Field(pattern=r"^PT_\d{3}$")], Annotated[float, Field(ge=0)]]
+    synergy: tuple[SynergyRow, ...]
+    defaults: dict[str, PriorityAction]
+
+    @property
+    def priority_order(self) -> list[str]:
+        """Priorities from the most urgent (P1) to the least."""
+        return sorted(self.priorities)
+
+    @property
+    def product_tags(self) -> list[str]:
+        """The product tiers, in file order (the keys of ``value_weights``)."""
+        return list(self.value_weights)
+
+    def lookup(self, product_tag: str, status_tag: str) -> PriorityAction:
+        """The synergy row for the pair, else the status tag's default."""
+        for row in self.synergy:
+            if row.product_tag == product_tag and row.status_tag == status_tag:
+                return PriorityAction(priority=row.priority, action=row.action)
+        return self.defaults[status_tag]
+
+
+def control_draw(customer_ids: ArrayLike, action: str) -> np.ndarray:
+    """The uniform [0, 1) draw of each customer for one action (see the module docstring).
+
+    Args:
+        customer_ids: strings (a list, numpy/pandas array or Arrow array).
+        action: the action text.
+    """
+    ids = pa.array(customer_ids).cast(pa.large_string())
+    suffix = pa.scalar(CONTROL_SEPARATOR + action, pa.large_string())
+    messages = pc.binary_join_element_wise(ids, suffix, pa.scalar("", pa.large_string()))
+    as_bytes = messages.cast(pa.large_binary()).to_pylist()
+    digests = b"".join([hashlib.sha256(message).digest() for message in as_bytes])
+    # Each digest is 32 bytes = four big-endian uint64 words; the first word is the draw.
+    return np.frombuffer(digests, dtype=">u8")[::4].astype(np.float64) / 2.0**64
+
+
+def control_flags(
+    customer_ids: ArrayLike, action_codes: np.ndarray, actions: list[str], share: float
+) -> np.ndarray:
+    """Which learners are in the control group for their action.
+
+    Args:
+        customer_ids: one id per row.
+        action_codes: index into ``actions`` per row; -1 (no action) is never in the control group.
+        actions: the action texts.
+        share: the configured control share in [0, 1].
+    """
+    ids = pa.array(customer_ids)
+    flags = np.zeros(len(ids), dtype=bool)
+    for code, action in enumerate(actions):
+        rows = np.flatnonzero(action_codes == code)
+        if rows.size:
+            flags[rows] = control_draw(ids.take(rows), action) < share
+    return flags
+
+
+def value_at_risk(
+    p_churn: np.ndarray,
+    risk_indicator_count: np.ndarray,
+    mrr: np.ndarray,
+    tier_weight: np.ndarray,
+) -> np.ndarray:
+    """Expected monthly value at risk per learner (see the module docstring for the fallbacks)."""
+    probability = np.where(np.isnan(p_churn), risk_indicator_count / RISK_INDICATOR_TOTAL, p_churn)
+    has_revenue = ~np.isnan(mrr) & (mrr > 0)
+    return probability * np.where(has_revenue, mrr, tier_weight)

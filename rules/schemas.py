@@ -1,0 +1,140 @@
+"""Pandera contracts of the engine's frames: ``scored`` and ``state`` in, decisions out.
+
+The input schemas are ``strict="filter"``: the caller may pass the whole feature frame and the
+whole state table, and the engine keeps the columns it reads (nothing it keeps is dropped or
+altered beyond the documented coercion). Rule features are read as float64 (flags become 1.0/0.0,
+nullable integers become NaN where null), except those the rules compare with strings.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+
+from rules.config import MODEL_SCORE_COLUMNS, RuleSet
+from rules.interventions import RISK_INDICATOR_TOTAL
+
+SIGNALS: tuple[str, ...] = ("fact", "rules", "model", "both")
+HELD_REASONS: tuple[str, ...] = ("cooldown", "override")
+DECISION_COLUMNS: tuple[str, ...] = (
+    "customer_id",
+    "as_of",
+    "from_tag",
+    "to_tag",
+    "changed",
+    "rule_id",
+    "description",
+    "signal",
+    "p_churn",
+    "confidence",
+    "priority",
+    "action",
+    "control",
+    "value_at_risk",
+    "held",
+)
+
+
+class DecisionInputError(ValueError):
+    """A ``scored`` or ``state`` frame the engine cannot decide on; says which column and rows."""
+
+
+def _probability() -> pa.Column:
+    """A score in [0, 1]; null (NaN) means there is no model score."""
+    return pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True)
+
+
+def scored_schema(ruleset: RuleSet) -> pa.DataFrameSchema:
+    """The columns ``decide`` reads from ``scored``: keys, scores and every feature a rule uses."""
+    columns = {
+        "customer_id": pa.Column(str, unique=True),
+        "product_tag": pa.Column(str, pa.Check.isin(ruleset.interventions.product_tags)),
+        "mrr": pa.Column(float, pa.Check.ge(0.0), nullable=True),
+        "p_churn": _probability(),
+        "confidence": _probability(),
+        "risk_indicator_count": pa.Column(
+            float, pa.Check.in_range(0.0, float(RISK_INDICATOR_TOTAL)), nullable=True
+        ),
+    }
+    strings = set(ruleset.string_features)
+    for feature in ruleset.features_used:
+        if feature in columns:
+            continue
+        if feature in MODEL_SCORE_COLUMNS:
+            columns[feature] = _probability()
+        else:
+            columns[feature] = pa.Column(str if feature in strings else float, nullable=True)
+    return pa.DataFrameSchema(columns, strict="filter", coerce=True, name="scored")
+
+
+def state_schema(ruleset: RuleSet, as_of: pd.Timestamp) -> pa.DataFrameSchema:
+    """The current tag of every known learner; ``since`` may not be after ``as_of``."""
+    tags = ruleset.tag_ids
+    return pa.DataFrameSchema(
+        {
+            "customer_id": pa.Column(str, unique=True),
+            "tag": pa.Column(str, pa.Check.isin(tags)),
+            "since": pa.Column(
+                pa.DateTime,
+                pa.Check.le(as_of, error=f"since must not be after as_of {as_of.date()}"),
+            ),
+            "override_tag": pa.Column(str, pa.Check.isin(tags), nullable=True),
+            "override_expires": pa.Column(pa.DateTime, nullable=True),
+        },
+        strict="filter",
+        coerce=True,
+        name="state",
+    )
+
+
+def decision_schema(ruleset: RuleSet) -> pa.DataFrameSchema:
+    """One row per decided learner; :func:`rules.engine.decide` documents each column."""
+    rule_ids = [rule.id for rule in ruleset.rules]
+    tag = pa.Column(pa.Category, pa.Check.isin(ruleset.tag_ids), nullable=True)
+    columns = {
+        # Not re-checked for uniqueness: ids are unique in scored and decisions map rows 1:1.
+        "customer_id": pa.Column(str),
+        "as_of": pa.Column(pa.DateTime),
+        "from_tag": tag,
+        "to_tag": tag,
+        "changed": pa.Column(bool),
+        "rule_id": pa.Column(pa.Category, pa.Check.isin(rule_ids), nullable=True),
+        "description": pa.Column(pa.Category),
+        "signal": pa.Column(pa.Category, pa.Check.isin(SIGNALS), nullable=True),
+        "p_churn": _probability(),
+        "confidence": _probability(),
+        "priority": pa.Column(
+            pa.Category, pa.Check.isin(ruleset.interventions.priority_order), nullable=True
+        ),
+        "action": pa.Column(pa.Category, nullable=True),
+        "control": pa.Column(bool),
+        "value_at_risk": pa.Column(float, pa.Check.ge(0.0), nullable=True),
+        "held": pa.Column(pa.Category, pa.Check.isin(HELD_REASONS), nullable=True),
+    }
+    return pa.DataFrameSchema(columns, strict=True, ordered=True, name="decisions")
+
+
+def validate_frame(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
+    """Validate ``frame``; on failure raise one error listing every failing column and check.
+
+    Raises:
+        DecisionInputError: e.g. "scored: column 'p_churn' fails in_range(0.0, 1.0) on 2 rows
+            (e.g. 1.5, -0.1)".
+    """
+    try:
+        return schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as error:
+        raise DecisionInputError(_describe_failures(schema.name, error.failure_cases)) from None
+
+
+def _describe_failures(frame_name: str, failures: pd.DataFrame) -> str:
+    """Summarise pandera's failures: one clause per (column, check), with counts and examples."""
+    clauses = []
+    missing = failures.loc[failures["check"] == "column_in_dataframe", "failure_case"]
+    if len(missing):
+        clauses.append(f"missing column(s) {sorted(str(name) for name in missing)}")
+    failures = failures[failures["check"] != "column_in_dataframe"]
+    for (column, check), group in failures.groupby(["column", "check"], sort=True, dropna=False):
+        examples = ", ".join(str(value) for value in group["failure_case"].drop_duplicates()[:5])
+        clauses.append(f"column {column!r} fails {check} on {len(group)} rows (e.g. {examples})")
+    return f"{frame_name}: " + "; ".join(clauses)

@@ -1,0 +1,58 @@
+"""Turn the table-driven engine cases (``cases/*.yaml``) into ``scored`` and ``state`` frames.
+
+A case file has ``as_of``, a ``base`` learner (feature values on which no rule fires for a known
+learner), and ``cases``: each with a ``name``, optional ``product_tag``, ``features`` (overrides
+of the base), ``state`` (absent for a new learner: tag, since_days, override_tag,
+override_expires_days relative to as_of, null for no expiry) and ``expect`` (decision columns).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+CASES_DIR = Path(__file__).parent / "cases"
+
+
+def load_casebook(name: str) -> dict:
+    """Read one case file and give every case a customer id (its position, zero-padded)."""
+    book = yaml.safe_load((CASES_DIR / name).read_text(encoding="utf-8"))
+    for index, case in enumerate(book["cases"]):
+        case["customer_id"] = f"c{index:03d}"
+    return book
+
+
+def scored_frame(book: dict, cases: list[dict] | None = None) -> pd.DataFrame:
+    """One scored row per case: the base learner with the case's overrides."""
+    rows = []
+    for case in cases if cases is not None else book["cases"]:
+        row = {**book["base"], **case.get("features", {})}
+        rows.append({"customer_id": case["customer_id"], **row})
+    return pd.DataFrame(rows)
+
+
+def state_frame(book: dict, cases: list[dict] | None = None) -> pd.DataFrame:
+    """State rows for the cases that have a state (the others are new learners)."""
+    as_of: date = book["as_of"]
+    rows = []
+    for case in cases if cases is not None else book["cases"]:
+        state = case.get("state")
+        if state is None:
+            continue
+        expires = state.get("override_expires_days")
+        rows.append(
+            {
+                "customer_id": case["customer_id"],
+                "tag": state["tag"],
+                "since": pd.Timestamp(as_of - timedelta(days=state.get("since_days", 30))),
+                "override_tag": state.get("override_tag"),
+                "override_expires": None
+                if expires is None
+                else pd.Timestamp(as_of + timedelta(days=expires)),
+            }
+        )
+    columns = ["customer_id", "tag", "since", "override_tag", "override_expires"]
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,344 @@
+"""Tests for rules.engine.decide: table-driven cases, properties, sort order and input contracts."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rules.engine import decide, decision_order
+from rules.interventions import control_draw
+from rules.schemas import DECISION_COLUMNS, DecisionInputError
+from tests.rules.casebook import load_casebook, scored_frame, state_frame
+
+CASE_FILES = ("transitions.yaml", "lifecycle.yaml", "interventions.yaml")
+BOOKS = {name: load_casebook(name) for name in CASE_FILES}
+AS_OF = date(2025, 6, 1)
+
+
+def _case_params() -> list:
+    return [
+        pytest.param(name, case, id=f"{name.removesuffix('.yaml')}: {case['name']}")
+        for name, book in BOOKS.items()
+        for case in book["cases"]
+    ]
+
+
+@pytest.fixture(scope="module")
+def decisions_by_file(ruleset) -> dict[str, pd.DataFrame]:
+    """Each case file decided in one batch, indexed by customer id."""
+    return {
+        name: decide(ruleset, state_frame(book), scored_frame(book), book["as_of"]).set_index(
+            "customer_id"
+        )
+        for name, book in BOOKS.items()
+    }
+
+
+def _same(actual: object, expected: object) -> bool:
+    if expected is None:
+        return pd.isna(actual)
+    if isinstance(expected, float):
+        return actual == pytest.approx(expected)
+    return actual == expected
+
+
+@pytest.mark.parametrize(("file", "case"), _case_params())
+def test_table_case(decisions_by_file, file, case):
+    # given the case's learner decided together with the rest of its file
+    row = decisions_by_file[file].loc[case["customer_id"]]
+    # then every expected column has the expected value
+    wrong = {
+        column: (row[column], expected)
+        for column, expected in case["expect"].items()
+        if not _same(row[column], expected)
+    }
+    assert not wrong, f"(actual, expected) per column: {wrong}"
+    if "description_contains" in case:
+        assert case["description_contains"] in row["description"]
+
+
+def test_the_tables_cover_every_rule_firing_and_not_firing(ruleset):
+    # given every case of the three files
+    cases = [case for book in BOOKS.values() for case in book["cases"]]
+    # when collecting the rules each case expects to fire, and the edges it probes
+    fired = {case["expect"].get("rule_id") for case in cases}
+    edges = {case.get("edge_of") for case in cases}
+    # then each packaged rule is seen on both sides of its thresholds
+    rule_ids = {rule.id for rule in ruleset.rules}
+    assert rule_ids - fired == set()
+    assert rule_ids - {"R01"} - edges == set()  # R01's condition is always true
+
+
+def test_the_tables_cover_every_synergy_row(ruleset):
+    # given the synergy pairs the interventions cases claim to exercise
+    claimed = {
+        tuple(case["synergy"]) for case in BOOKS["interventions.yaml"]["cases"] if "synergy" in case
+    }
+    # then they are exactly the synergy rows of the packaged rules
+    rows = {(row.product_tag, row.status_tag) for row in ruleset.interventions.synergy}
+    assert claimed == rows
+
+
+def test_each_learner_is_decided_as_if_alone(ruleset, decisions_by_file):
+    # given the lifecycle cases decided in one batch, and each case decided on its own
+    book = BOOKS["lifecycle.yaml"]
+    batch = decisions_by_file["lifecycle.yaml"]
+    for case in book["cases"]:
+        alone = decide(
+            ruleset, state_frame(book, [case]), scored_frame(book, [case]), book["as_of"]
+        )
+        # then the two decisions agree on every column
+        pd.testing.assert_frame_equal(alone, batch.loc[[case["customer_id"]]].reset_index())
+
+
+def test_no_rule_ever_moves_a_learner_into_st005(decisions_by_file):
+    # given every decision of every case file
+    every = pd.concat(decisions_by_file.values())
+    # when looking at the learners who end in ST_005
+    in_st005 = every[every["to_tag"] == "ST_005"]
+    # then all of them were already there and did not move
+    assert len(in_st005) > 0
+    assert (in_st005["from_tag"] == "ST_005").all()
+    assert not in_st005["changed"].any()
+
+
+def test_decisions_have_the_documented_columns_and_one_row_per_learner(decisions_by_file):
+    for name, decisions in decisions_by_file.items():
+        assert [decisions.index.name, *decisions.columns] == list(DECISION_COLUMNS)
+        assert len(decisions) == len(BOOKS[name]["cases"])
+        assert (decisions["as_of"] == pd.Timestamp(BOOKS[name]["as_of"])).all()
+
+
+def test_decisions_are_sorted_by_priority_then_value_at_risk_then_customer_id(ruleset):
+    # given two Pro learners turning P1 (values 70 and 90) and two P4 learners tied at 10
+    book = BOOKS["interventions.yaml"]
+    cases = [
+        {"customer_id": "z-tied", "state": {"tag": "ST_003"}, "features": {"p_churn": 0.1}},
+        {"customer_id": "b-low", "state": {"tag": "ST_001"}, "features": {"p_churn": 0.7}},
+        {"customer_id": "y-high", "state": {"tag": "ST_001"}, "features": {"p_churn": 0.9}},
+        {"customer_id": "a-tied", "state": {"tag": "ST_003"}, "features": {"p_churn": 0.1}},
+    ]
+    # when
+    decisions = decide(ruleset, state_frame(book, cases), scored_frame(book, cases), AS_OF)
+    # then P1 comes first, the higher value first within it, and ties by customer id
+    assert decisions["customer_id"].tolist() == ["y-high", "b-low", "a-tied", "z-tied"]
+    assert decisions["priority"].tolist() == ["P1", "P1", "P4", "P4"]
+    assert decisions["value_at_risk"].tolist() == pytest.approx([90.0, 70.0, 10.0, 10.0])
+
+
+def test_decision_order_breaks_ties_by_id_and_puts_nan_values_and_no_priority_last():
+    # given P2, P1 without value, P1 at 3 (id c), no priority, P1 at 3 (id a)
+    priority_code = np.array([1, 0, 0, -1, 0])
+    value = np.array([5.0, np.nan, 3.0, 1.0, 3.0])
+    ids = ["e", "d", "c", "b", "a"]
+    # when
+    order = decision_order(priority_code, value, ids)
+    # then P1 at 3 by id (a, c), P1 without value, P2, and the row without priority
+    assert order.tolist() == [4, 2, 1, 0, 3]
+
+
+def test_control_flag_is_the_hash_draw_of_customer_and_action(ruleset):
+    # given 400 new learners (all get the ST_001 default action for PT_002)
+    book = BOOKS["transitions.yaml"]
+    cases = [{"customer_id": f"learner-{i}"} for i in range(400)]
+    # when
+    decisions = decide(ruleset, state_frame(book, cases), scored_frame(book, cases), AS_OF)
+    # then the flag is the sha256 draw of (customer_id, action) against the 10% share
+    action = decisions["action"].iloc[0]
+    expected = control_draw(decisions["customer_id"].tolist(), action) < 0.1
+    assert (decisions["control"].to_numpy() == expected).all()
+    assert 10 < decisions["control"].sum() < 80  # some, not all: the share is applied
+
+
+def test_an_empty_batch_gives_an_empty_frame_with_the_columns(ruleset):
+    book = BOOKS["transitions.yaml"]
+    scored = scored_frame(book).iloc[0:0]
+    decisions = decide(ruleset, state_frame(book, []), scored, AS_OF)
+    assert decisions.empty
+    assert list(decisions.columns) == list(DECISION_COLUMNS)
+
+
+def test_state_rows_of_learners_not_scored_are_ignored(ruleset):
+    # given a state with a learner who is not in today's batch
+    book = BOOKS["transitions.yaml"]
+    cases = [{"customer_id": "scored", "state": {"tag": "ST_002"}}]
+    state = pd.concat(
+        [
+            state_frame(book, cases),
+            state_frame(book, [{"customer_id": "absent", "state": {"tag": "ST_004"}}]),
+        ]
+    )
+    # when
+    decisions = decide(ruleset, state, scored_frame(book, cases), AS_OF)
+    # then only the scored learner is decided
+    assert decisions["customer_id"].tolist() == ["scored"]
+    assert decisions["to_tag"].tolist() == ["ST_002"]
+
+
+# --- order independence ----------------------------------------------------------------------
+
+TAGS = ["ST_001", "ST_002", "ST_003", "ST_004", "ST_005", "ST_006"]
+
+
+def _random_frames(seed: int, rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Learners with values near every threshold (and nulls), about half of them known."""
+    rng = np.random.default_rng(seed)
+
+    def pick(*values: float) -> np.ndarray:
+        return rng.choice(np.array(values, dtype=float), rows)
+
+    scored = pd.DataFrame(
+        {
+            "customer_id": [f"r{seed}-{i}" for i in range(rows)],
+            "product_tag": rng.choice(["PT_001", "PT_002", "PT_003"], rows),
+            "mrr": pick(np.nan, 0.0, 50.0, 50.0),
+            "p_churn": pick(np.nan, 0.1, 0.3, 0.4, 0.6, 0.6, 0.9),
+            "confidence": pick(np.nan, 0.29, 0.5, 0.9),
+            "risk_indicator_count": pick(0, 1, 2, 4, 4),
+            "risk_inactive_14d": rng.random(rows) < 0.2,
+            "days_since_last_event": pick(1.0, 29.9, 30.0),
+            "cancellations_30d": pick(0, 0, 0, 1),
+            "active_days_7d": pick(0, 2, 3, 7),
+            "milestones_total": pick(np.nan, 1, 2, 6),
+            "milestones_30d": pick(0, 1),
+            "lessons_total": pick(0, 8, 30),
+            "lessons_30d": pick(0, 3),
+            "tenure_days": pick(10.0, 28.0),
+        }
+    )
+    known = rng.random(rows) < 0.6
+    tags = rng.choice(TAGS, rows)
+    overridden = rng.random(rows) < 0.2
+    expires = rng.choice([np.nan, -1.0, 0.0, 3.0], rows)
+    state = pd.DataFrame(
+        {
+            "customer_id": scored["customer_id"],
+            "tag": tags,
+            "since": [
+                pd.Timestamp(AS_OF - timedelta(days=int(d))) for d in rng.integers(0, 20, rows)
+            ],
+            "override_tag": np.where(overridden, tags, None),
+            "override_expires": [
+                pd.NaT if np.isnan(e) else pd.Timestamp(AS_OF + timedelta(days=e)) for e in expires
+            ],
+        }
+    )[known]
+    return scored, state
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 30))
+def test_shuffling_rows_does_not_change_the_decisions(ruleset, seed, rows):
+    # given random learners near every threshold
+    scored, state = _random_frames(seed, rows)
+    rng = np.random.default_rng(seed + 1)
+    # when the same frames are decided with their rows shuffled
+    first = decide(ruleset, state, scored, AS_OF)
+    again = decide(
+        ruleset,
+        state.sample(frac=1.0, random_state=rng),
+        scored.sample(frac=1.0, random_state=rng).set_axis(np.arange(rows)[::-1]),
+        AS_OF,
+    )
+    # then the decisions are identical, row for row
+    pd.testing.assert_frame_equal(first, again)
+    assert len(first) == rows
+
+
+# --- input contracts ----------------------------------------------------------------------------
+
+
+def _one_learner() -> tuple[pd.DataFrame, pd.DataFrame]:
+    book = BOOKS["transitions.yaml"]
+    cases = [{"customer_id": "a", "state": {"tag": "ST_001"}}, {"customer_id": "b"}]
+    return scored_frame(book, cases), state_frame(book, cases)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda s, t: (s.drop(columns="milestones_total"), t),
+            "missing column(s) ['milestones_total']",
+        ),
+        (lambda s, t: (s.assign(p_churn=[1.5, 0.2]), t), "column 'p_churn' fails in_range"),
+        (
+            lambda s, t: (s.assign(customer_id=["a", "a"]), t),
+            "column 'customer_id' fails field_uniqueness",
+        ),
+        (lambda s, t: (s.assign(product_tag=["PT_009", "PT_001"]), t), "PT_009"),
+        (
+            lambda s, t: (s.assign(mrr=[-1.0, 3.0]), t),
+            "column 'mrr' fails greater_than_or_equal_to",
+        ),
+        (lambda s, t: (s, t.assign(tag=["ST_042"])), "state: column 'tag' fails isin"),
+        (
+            lambda s, t: (s, t.assign(since=[pd.Timestamp("2025-06-02")])),
+            "since must not be after as_of",
+        ),
+        (
+            lambda s, t: (s, t.assign(override_tag=["ST_005"])),
+            "1 rows have an active override whose override_tag is not their tag",
+        ),
+    ],
+    ids=[
+        "missing feature",
+        "p_churn > 1",
+        "duplicate id",
+        "unknown product",
+        "negative mrr",
+        "unknown tag",
+        "since after as_of",
+        "override disagrees with tag",
+    ],
+)
+def test_a_broken_input_frame_is_refused_with_a_clear_message(ruleset, edit, message):
+    # given a valid batch, broken in one way
+    scored, state = edit(*_one_learner())
+    # when / then
+    with pytest.raises(DecisionInputError) as error:
+        decide(ruleset, state, scored, AS_OF)
+    assert message in str(error.value)
+
+
+def test_extra_columns_are_ignored_and_nullable_integers_are_accepted(ruleset):
+    # given the feature frame as the features package would hand it over
+    scored, state = _one_learner()
+    scored = scored.assign(
+        sessions_7d=[3, 4],
+        milestones_total=pd.array([2, None], dtype="Int64"),
+        milestones_30d=[1, 0],
+    )
+    # when
+    decisions = decide(ruleset, state, scored, AS_OF).set_index("customer_id")
+    # then the known learner progresses (R02) and the new one with a null count does not (R01)
+    assert decisions.loc["a", "rule_id"] == "R02"
+    assert decisions.loc["b", "rule_id"] == "R01"
+    assert "sessions_7d" not in decisions.columns
+
+
+def test_tz_aware_state_timestamps_and_a_datetime_as_of_are_read_in_utc_days(ruleset):
+    # given a learner who entered ST_001 at 00:30 Paris time on 26 May (22:30 UTC on 25 May), as
+    # a timestamptz column comes back from PostgreSQL, and an override that expired in UTC terms
+    book = BOOKS["lifecycle.yaml"]
+    cases = [
+        {"customer_id": "a", "state": {"tag": "ST_001"}, "features": {"risk_indicator_count": 5}}
+    ]
+    state = state_frame(book, cases).assign(
+        since=pd.Series(pd.to_datetime(["2025-05-26 00:30"])).dt.tz_localize("Europe/Paris"),
+        override_tag=["ST_001"],
+        override_expires=pd.Series(pd.to_datetime(["2025-06-01 01:00"])).dt.tz_localize(
+            "Europe/Paris"
+        ),
+    )
+    # when deciding on 1 June given as a datetime in the afternoon
+    decisions = decide(ruleset, state, scored_frame(book, cases), datetime(2025, 6, 1, 15, 0))
+    # then the learner has been in ST_001 for 7 days (cooldown over), the override (23:00 UTC on
+    # 31 May) has expired, and the decision is dated 1 June
+    assert decisions.loc[0, "rule_id"] == "R04"
+    assert decisions.loc[0, "as_of"] == pd.Timestamp("2025-06-01")
