@@ -1,0 +1,304 @@
+"""Tests for models.churn: model matrix, behaviour on a planted signal, calibration, confidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.catalog import load_catalog
+from models.churn import (
+    PREDICTION_COLUMNS,
+    PRODUCT_TAG_CATEGORIES,
+    ChurnModel,
+    FeatureFrameError,
+    lightgbm_params,
+    model_feature_names,
+    to_model_matrix,
+)
+from models.metrics import expected_calibration_error
+from tests.models.synthetic import TEST_PARAMS, make_feature_frame
+
+# --- the model matrix -----------------------------------------------------------------------------
+
+
+def test_model_uses_every_catalog_feature_in_catalog_order():
+    # given the catalog / when
+    names = model_feature_names()
+    # then
+    assert names == [spec.name for spec in load_catalog().features]
+
+
+def test_model_matrix_types_columns_and_ignores_extra_ones():
+    # given a feature frame with keys, a label column and reversed feature columns
+    frame, outcomes = make_feature_frame(20, seed=5)
+    frame = frame[frame.columns[::-1]].assign(churned=outcomes)
+    frame.index = pd.RangeIndex(100, 120)
+    # when
+    matrix = to_model_matrix(frame)
+    # then
+    assert list(matrix.columns) == model_feature_names()
+    assert matrix.index.equals(frame.index)
+    categorical = matrix.pop("product_tag")
+    assert list(categorical.cat.categories) == list(PRODUCT_TAG_CATEGORIES)
+    assert set(matrix.dtypes) == {np.dtype("float64")}
+    assert matrix["is_cold_start"].isin([0.0, 1.0]).all()
+
+
+def test_model_matrix_accepts_nullable_counts_and_json_style_flags():
+    # given a nullable Int64 count with a missing value and a flag column of True/False/None
+    frame, _ = make_feature_frame(3, seed=6)
+    frame["lessons_7d"] = pd.array([2, None, 0], dtype="Int64")
+    frame["risk_inactive_7d"] = pd.Series([True, None, False], dtype=object)
+    # when
+    matrix = to_model_matrix(frame)
+    # then
+    np.testing.assert_array_equal(matrix["lessons_7d"], [2.0, np.nan, 0.0])
+    np.testing.assert_array_equal(matrix["risk_inactive_7d"], [1.0, np.nan, 0.0])
+
+
+def test_model_matrix_names_every_missing_and_mistyped_column():
+    # given a frame without active_days_7d and with tenure_days stored as Python objects
+    frame, _ = make_feature_frame(4, seed=7)
+    frame = frame.drop(columns="active_days_7d")
+    frame["tenure_days"] = frame["tenure_days"].astype(object)
+    # when
+    with pytest.raises(FeatureFrameError) as raised:
+        to_model_matrix(frame)
+    # then
+    assert str(raised.value) == (
+        "feature frame: missing columns ['active_days_7d']; "
+        "column tenure_days has dtype object, expected float"
+    )
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "message"),
+    [
+        ("product_tag", ["PT_001", "PT_009", "PT_009", None], r"outside .*\['PT_009'\] \(2 rows\)"),
+        ("product_tag", [1, 2, 3, 1], "column product_tag has dtype int64, expected category"),
+        ("risk_inactive_7d", [0, 1, 2, 1], "risk_inactive_7d has 1 values other than 0/1"),
+        ("risk_inactive_7d", ["yes", "no", "no", "no"], "risk_inactive_7d has dtype str"),
+        ("lessons_7d", [1.0, 2.5, 3.0, np.nan], r"lessons_7d has 1 non-integer values \(e.g. 2.5"),
+        ("mrr", [1.0, np.inf, 3.0, -np.inf], "column mrr has 2 infinite values"),
+        ("tenure_days", [True, False, True, True], "tenure_days has dtype bool, expected float"),
+    ],
+)
+def test_model_matrix_rejects_mistyped_values_with_a_clear_message(column, values, message):
+    # given a frame with one bad column
+    frame, _ = make_feature_frame(4, seed=8)
+    frame[column] = values
+    # when / then
+    with pytest.raises(FeatureFrameError, match=message):
+        to_model_matrix(frame)
+
+
+# --- behaviour on the planted signal --------------------------------------------------------------
+
+
+def _predictions_along(model: ChurnModel, rows: pd.DataFrame, column: str, grid) -> np.ndarray:
+    """p_churn of each row (axis 0) as ``column`` takes each value of ``grid`` (axis 1)."""
+    return np.column_stack(
+        [model.predict(rows.assign(**{column: value}))["p_churn"].to_numpy() for value in grid]
+    )
+
+
+def test_more_days_of_inactivity_never_lower_p_churn_and_raise_it_overall(fitted):
+    # given 200 test learners
+    rows = fitted.test_frame.iloc[:200]
+    # when their days since the last event go from 0 to 40
+    p_churn = _predictions_along(fitted.model, rows, "days_since_last_event", range(0, 41, 5))
+    # then each learner's risk is non-decreasing and rises clearly on average
+    assert (np.diff(p_churn, axis=1) >= 0).all()
+    assert p_churn[:, -1].mean() - p_churn[:, 0].mean() > 0.3
+
+
+def test_a_steeper_decline_never_lowers_p_churn_and_raises_it_overall(fitted):
+    # given 200 test learners
+    rows = fitted.test_frame.iloc[:200]
+    # when their activity trend goes from +1 (rising) to -1 (stopped)
+    p_churn = _predictions_along(fitted.model, rows, "activity_trend_7v23", np.linspace(1, -1, 9))
+    # then
+    assert (np.diff(p_churn, axis=1) >= 0).all()
+    assert p_churn[:, -1].mean() - p_churn[:, 0].mean() > 0.15
+
+
+def test_more_active_days_lower_p_churn_on_average(fitted):
+    # given 200 test learners (active days are not constrained: the model must learn this)
+    rows = fitted.test_frame.iloc[:200]
+    # when
+    p_churn = _predictions_along(fitted.model, rows, "active_days_30d", [0, 15, 30])
+    # then
+    assert p_churn[:, 0].mean() > p_churn[:, 1].mean() > p_churn[:, 2].mean()
+
+
+def test_customer_ids_and_row_order_change_nothing(fitted):
+    # given the test slice, and the same rows shuffled under other customer ids
+    frame = fitted.test_frame.iloc[:500]
+    shuffled = frame.sample(frac=1.0, random_state=4)
+    shuffled["customer_id"] = [f"other-{i}" for i in range(len(shuffled))]
+    # when
+    original = fitted.model.predict(frame)
+    reordered = fitted.model.predict(shuffled)
+    # then
+    assert not reordered.index.equals(original.index)
+    pd.testing.assert_frame_equal(reordered.loc[original.index], original)
+
+
+# --- calibration and confidence -------------------------------------------------------------------
+
+
+def test_calibrated_probability_has_ece_at_most_0_03_on_the_held_out_slice(fitted):
+    # given the untouched test slice / when
+    p_churn = fitted.model.predict(fitted.test_frame)["p_churn"]
+    # then
+    assert expected_calibration_error(fitted.test_outcomes, p_churn) <= 0.03
+
+
+def test_prediction_columns_follow_their_definitions(fitted):
+    # given / when
+    predictions = fitted.model.predict(fitted.test_frame.iloc[:2000])
+    p_churn, p_low, p_high, confidence = (predictions[c].to_numpy() for c in PREDICTION_COLUMNS)
+    # then: the Venn-Abers merge and the decision confidence
+    assert list(predictions.columns) == list(PREDICTION_COLUMNS)
+    np.testing.assert_allclose(p_churn, p_high / (1 - p_low + p_high))
+    assert ((p_low <= p_churn) & (p_churn <= p_high)).all()
+    np.testing.assert_allclose(confidence, np.where(p_churn >= 0.5, p_low, 1 - p_high))
+
+
+def test_higher_confidence_means_more_reliable_decisions_and_no_overclaim(fitted):
+    # given the decisions (p_churn >= 0.5) on the test slice, split into confidence quintiles
+    predictions = fitted.model.predict(fitted.test_frame)
+    right = (predictions["p_churn"].to_numpy() >= 0.5) == (fitted.test_outcomes == 1)
+    confidence = predictions["confidence"].to_numpy()
+    quintiles = np.array_split(np.argsort(confidence, kind="stable"), 5)
+    # when
+    accuracy = np.array([right[rows].mean() for rows in quintiles])
+    claimed = np.array([confidence[rows].mean() for rows in quintiles])
+    # then: the top quintile is right clearly more often than the bottom one
+    assert accuracy[-1] - accuracy[0] > 0.2
+    # and each quintile is right at least as often as claimed, within 3 binomial standard errors
+    # (2000 decisions per quintile: the test slice itself measures accuracy to about +-0.01)
+    standard_error = np.sqrt(claimed * (1 - claimed) / np.array([len(q) for q in quintiles]))
+    assert (accuracy >= claimed - 3 * standard_error).all(), (accuracy, claimed)
+
+
+# --- explanations, persistence --------------------------------------------------------------------
+
+
+def test_raw_probability_matches_lightgbm_scoring_the_data_frame_itself(fitted):
+    # given rows with a missing product tag (the fast path passes category codes, NaN if missing)
+    rows = fitted.test_frame.iloc[:300].copy()
+    rows.loc[rows.index[:5], "product_tag"] = None
+    # when
+    fast = fitted.model.raw_probability(rows)
+    # then
+    reference = fitted.model.booster.predict(to_model_matrix(rows))
+    np.testing.assert_array_equal(fast, reference)
+
+
+def test_contributions_sum_to_the_raw_log_odds(fitted):
+    # given a few test rows
+    rows = fitted.test_frame.iloc[:50]
+    # when
+    contributions = fitted.model.contributions(rows)
+    # then
+    raw = fitted.model.raw_probability(rows)
+    assert list(contributions.columns) == [*model_feature_names(), "bias"]
+    assert contributions.index.equals(rows.index)
+    np.testing.assert_allclose(contributions.sum(axis=1), np.log(raw / (1 - raw)), atol=1e-9)
+    assert contributions["days_since_last_event"].abs().mean() > contributions["mrr"].abs().mean()
+
+
+def test_save_and_load_give_identical_predictions(fitted, tmp_path):
+    # given a saved model
+    fitted.model.save(tmp_path / "churn")
+    # when
+    loaded = ChurnModel.load(tmp_path / "churn")
+    # then
+    rows = fitted.test_frame.iloc[:1000]
+    pd.testing.assert_frame_equal(loaded.predict(rows), fitted.model.predict(rows))
+    pd.testing.assert_frame_equal(loaded.contributions(rows), fitted.model.contributions(rows))
+    assert loaded.params == fitted.model.params
+    assert sorted(p.name for p in (tmp_path / "churn").iterdir()) == [
+        "booster.txt",
+        "calibrator.npz",
+        "model.json",
+    ]
+
+
+def test_loading_an_incomplete_directory_names_the_missing_files(fitted, tmp_path):
+    # given a saved model without its calibrator
+    fitted.model.save(tmp_path / "churn")
+    (tmp_path / "churn" / "calibrator.npz").unlink()
+    # when / then
+    with pytest.raises(FileNotFoundError, match=r"missing \['calibrator.npz'\]"):
+        ChurnModel.load(tmp_path / "churn")
+
+
+def test_an_empty_frame_gets_an_empty_prediction(fitted):
+    # given / when
+    predictions = fitted.model.predict(fitted.test_frame.iloc[:0])
+    # then
+    assert list(predictions.columns) == list(PREDICTION_COLUMNS)
+    assert predictions.empty
+
+
+# --- fitting ----------------------------------------------------------------------------------
+
+
+def test_fitting_twice_with_the_same_seed_gives_the_same_model():
+    # given a small population
+    frame, outcomes = make_feature_frame(600, seed=9)
+    fit_args = (frame.iloc[:400], outcomes[:400], frame.iloc[400:], outcomes[400:])
+    # when
+    first = ChurnModel.fit(*fit_args, params=TEST_PARAMS, num_boost_round=5, seed=2)
+    second = ChurnModel.fit(*fit_args, params=TEST_PARAMS, num_boost_round=5, seed=2)
+    # then
+    np.testing.assert_array_equal(first.raw_probability(frame), second.raw_probability(frame))
+    assert first.training_summary["n_train"] == 400
+    assert first.params["monotone_constraints"][0] == 1  # days_since_last_event
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"y_cal": np.zeros(100)}, "y_cal: needs both classes, got 0 churners in 100 rows"),
+        ({"y_train": pd.Series(np.ones(100), index=range(1, 101))}, "y_train: its index"),
+        ({"y_train": np.ones(99)}, "y_train: 99 outcomes for 100 feature rows"),
+        ({"y_train": np.full(100, 0.5)}, "y_train: 100 values are not 0/1"),
+        ({"params": {"seed": 7}}, "conflicts with seed=0"),
+        ({"params": {"n_estimators": 7}}, "pass num_boost_round instead"),
+        ({"params": {"objective": "regression"}}, "objective must be 'binary'"),
+        ({"num_boost_round": 0}, "num_boost_round must be >= 1"),
+    ],
+)
+def test_fit_rejects_inconsistent_inputs_before_training(change, message):
+    # given a small valid population and one inconsistent input
+    frame, outcomes = make_feature_frame(200, seed=10)
+    arguments = {
+        "X_train": frame.iloc[:100],
+        "y_train": outcomes[:100],
+        "X_cal": frame.iloc[100:],
+        "y_cal": outcomes[100:],
+        "params": TEST_PARAMS,
+        "num_boost_round": 3,
+    }
+    # when / then
+    with pytest.raises(ValueError, match=message):
+        ChurnModel.fit(**{**arguments, **change})
+
+
+def test_lightgbm_params_constrain_recency_and_trend_unless_the_caller_says_otherwise():
+    # given the model features
+    names = model_feature_names()
+    # when
+    default = lightgbm_params({"num_leaves": 7}, seed=1)
+    replaced = lightgbm_params({"monotone_constraints": [0] * len(names)}, seed=1)
+    # then
+    constraints = dict(zip(names, default["monotone_constraints"], strict=True))
+    assert constraints["days_since_last_event"] == 1
+    assert constraints["activity_trend_7v23"] == -1
+    assert constraints["active_days_30d"] == 0
+    assert (default["num_leaves"], default["seed"], default["objective"]) == (7, 1, "binary")
+    assert replaced["monotone_constraints"] == [0] * len(names)
