@@ -1,0 +1,255 @@
+"""The model registry: champion / challenger decisions and manual promotion or rollback.
+
+Serving loads ``models:/lstep-churn@champion`` and never a run id, so the ``champion`` alias IS the
+deployment. A newly trained version takes it only when it is better on the same evidence:
+
+- the current champion is loaded by its alias and **re-scored on the new run's test slice**;
+- the new version becomes champion iff its PR-AUC is strictly higher than the champion's on that
+  slice AND its ECE is at most the champion's plus ``ECE_TOLERANCE`` (0.005: about the sampling
+  noise of a 15-bin ECE on a few thousand rows; a real calibration regression is larger);
+- otherwise it gets the alias ``challenger`` and the reason is recorded and printed.
+
+A champion that cannot score the new test slice (for example a feature it needs is no longer
+produced) is not compared by guesswork: the new version becomes challenger and a person decides
+with :func:`promote`. When there is no champion yet, the new version becomes champion.
+
+Every decision is recorded as model-version tags (``lstep.*``): what was compared, the numbers and
+the reason; :func:`promote` (forced promotion or rollback) records who, why and when.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from models.metrics import expected_calibration_error, pr_auc
+from models.pyfunc import to_pyfunc_input
+
+MODEL_NAME = "lstep-churn"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+ECE_TOLERANCE = 0.005
+"""How much worse (higher) the new version's ECE may be than the champion's on the same slice."""
+TAG_PREFIX = "lstep."
+
+
+@dataclass(frozen=True)
+class SliceScore:
+    """PR-AUC and ECE of one model version on one test slice."""
+
+    version: str
+    pr_auc: float
+    ece: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Which alias a new version got, and why."""
+
+    version: str
+    alias: str
+    reason: str
+    new: SliceScore
+    champion: SliceScore | None
+
+
+def decide(
+    new: SliceScore, champion: SliceScore | None, *, ece_tolerance: float = ECE_TOLERANCE
+) -> tuple[str, str]:
+    """The alias for ``new`` given the champion's score on the same slice, and the reason.
+
+    Returns:
+        (``champion`` or ``challenger``, a one-sentence reason).
+    """
+    if champion is None:
+        return CHAMPION, "no champion yet: the first version becomes champion"
+    versus = f"than champion v{champion.version} on the same test slice"
+    if new.pr_auc <= champion.pr_auc:
+        return CHALLENGER, (
+            f"PR-AUC {new.pr_auc:.4f} is not higher {versus} ({champion.pr_auc:.4f})"
+        )
+    if new.ece > champion.ece + ece_tolerance:
+        return CHALLENGER, (
+            f"PR-AUC is higher ({new.pr_auc:.4f} vs {champion.pr_auc:.4f}) but ECE {new.ece:.4f} "
+            f"is worse {versus} ({champion.ece:.4f}, tolerance {ece_tolerance})"
+        )
+    return CHAMPION, (
+        f"PR-AUC {new.pr_auc:.4f} beats {champion.pr_auc:.4f} of v{champion.version} on the "
+        f"same test slice with ECE {new.ece:.4f} (champion {champion.ece:.4f})"
+    )
+
+
+def current_champion(client: mlflow.MlflowClient, name: str = MODEL_NAME) -> ModelVersion | None:
+    """The version holding the ``champion`` alias, or None when there is none."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def score_version(
+    uri: str, version: str, test_frame: pd.DataFrame, churned: np.ndarray
+) -> SliceScore:
+    """Load a registered pyfunc by ``uri`` and score ``test_frame`` (a feature frame) with it.
+
+    The frame goes through ``models.pyfunc.to_pyfunc_input`` (the pyfunc's input contract), then
+    only the columns of the loaded version's signature are passed.
+
+    Raises:
+        ValueError: when the model cannot score the frame (missing or mistyped columns).
+    """
+    model = mlflow.pyfunc.load_model(uri)
+    inputs = to_pyfunc_input(test_frame)
+    schema = model.metadata.get_input_schema()
+    columns = schema.input_names() if schema is not None else list(inputs.columns)
+    missing = [column for column in columns if column not in inputs.columns]
+    if missing:
+        raise ValueError(f"{uri} (v{version}) needs columns the test slice lacks: {missing}")
+    p_churn = np.asarray(model.predict(inputs[columns])["p_churn"], dtype=float)
+    return SliceScore(
+        version=version,
+        pr_auc=pr_auc(churned, p_churn),
+        ece=expected_calibration_error(churned, p_churn),
+    )
+
+
+def _set_tags(client: mlflow.MlflowClient, name: str, version: str, tags: dict) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, TAG_PREFIX + key, str(value))
+
+
+def _hand_over_champion(
+    client: mlflow.MlflowClient, name: str, version: str, previous: ModelVersion | None
+) -> None:
+    """Point ``champion`` at ``version``; drop its ``challenger`` alias; mark the one replaced."""
+    client.set_registered_model_alias(name, CHAMPION, version)
+    try:
+        challenger = client.get_model_version_by_alias(name, CHALLENGER)
+    except MlflowException:
+        challenger = None
+    if challenger is not None and str(challenger.version) == version:
+        client.delete_registered_model_alias(name, CHALLENGER)
+    if previous is not None and str(previous.version) != version:
+        _set_tags(client, name, str(previous.version), {"replaced_by_version": version})
+
+
+def register_decision(
+    client: mlflow.MlflowClient,
+    version: str,
+    new: SliceScore,
+    *,
+    test_frame: pd.DataFrame,
+    churned: np.ndarray,
+    name: str = MODEL_NAME,
+) -> Decision:
+    """Compare ``version`` with the champion on the same test slice, set its alias, tag the why.
+
+    The champion is loaded with ``mlflow.pyfunc.load_model("models:/<name>@champion")``, which
+    reads MLflow's registry URI: the caller points it at ``client``'s registry first
+    (``training.pipeline.train`` does).
+
+    Args:
+        client: MLflow client of the tracking/registry store.
+        version: the newly registered version.
+        new: its PR-AUC and ECE on ``test_frame``.
+        test_frame: the new run's test slice (a feature frame).
+        churned: the 0/1 labels of ``test_frame``.
+        name: registered model name.
+    """
+    previous = current_champion(client, name)
+    champion_score = None
+    if previous is not None and str(previous.version) != version:
+        try:
+            champion_score = score_version(
+                f"models:/{name}@{CHAMPION}", str(previous.version), test_frame, churned
+            )
+        except (ValueError, MlflowException) as error:
+            reason = f"champion v{previous.version} could not score the new test slice: {error}"
+            return _apply(client, name, version, CHALLENGER, reason, new, None, previous)
+    alias, reason = decide(new, champion_score)
+    return _apply(client, name, version, alias, reason, new, champion_score, previous)
+
+
+def _apply(
+    client: mlflow.MlflowClient,
+    name: str,
+    version: str,
+    alias: str,
+    reason: str,
+    new: SliceScore,
+    champion: SliceScore | None,
+    previous: ModelVersion | None,
+) -> Decision:
+    if alias == CHAMPION:
+        _hand_over_champion(client, name, version, previous)
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+    tags = {"decision": alias, "decision_reason": reason, "test_pr_auc": f"{new.pr_auc:.6f}"}
+    tags["test_ece"] = f"{new.ece:.6f}"
+    if champion is not None:
+        tags |= {
+            "compared_with_version": champion.version,
+            "champion_pr_auc_same_slice": f"{champion.pr_auc:.6f}",
+            "champion_ece_same_slice": f"{champion.ece:.6f}",
+        }
+    _set_tags(client, name, version, tags)
+    return Decision(version=version, alias=alias, reason=reason, new=new, champion=champion)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """A manual promotion (or rollback) of a version to champion."""
+
+    version: str
+    previous_version: str | None
+    actor: str
+    reason: str
+    at: datetime
+
+
+def promote(
+    tracking_uri: str,
+    version: str | int,
+    *,
+    reason: str,
+    actor: str,
+    at: datetime,
+    name: str = MODEL_NAME,
+) -> Promotion:
+    """Make ``version`` the champion by hand (forced promotion or rollback), recording who and why.
+
+    Args:
+        tracking_uri: the MLflow tracking/registry URI.
+        version: the model version to promote.
+        reason: why (required, recorded as a tag).
+        actor: who (required, recorded as a tag).
+        at: when (recorded as an ISO tag; the caller passes the current time).
+        name: registered model name.
+
+    Raises:
+        ValueError: on an empty reason/actor or a version the registry does not hold.
+    """
+    if not reason.strip() or not actor.strip():
+        raise ValueError("promote: both --reason and the actor are required and must not be empty")
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    version = str(version)
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as error:
+        known = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        raise ValueError(f"promote: {name} has no version {version} (versions: {known})") from error
+    previous = current_champion(client, name)
+    _hand_over_champion(client, name, version, previous)
+    previous_version = str(previous.version) if previous is not None else None
+    tags = {"promoted_by": actor, "promotion_reason": reason, "promoted_at": at.isoformat()}
+    tags |= {"decision": CHAMPION, "replaced_version": previous_version or "none"}
+    _set_tags(client, name, version, tags)
+    return Promotion(version, previous_version, actor, reason, at)
