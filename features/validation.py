@@ -157,7 +157,7 @@ class ValidationReport:
         return Group(*summary, table) if self.problems else Group(*summary)
 
 
-class InputError(Exception):
+class InputError(ValueError):
     """The inputs failed validation; ``str(error)`` is the rendered report."""
 
     def __init__(self, report: ValidationReport) -> None:
@@ -288,6 +288,19 @@ def _read_table(path_or_frame: TableInput, findings: _Findings) -> pd.DataFrame 
     except (OSError, ValueError, pyarrow_lib.ArrowException) as error:
         findings.error(None, f"cannot be read as {file_format}: {error}", 0)
         return None
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a parquet or CSV file (by suffix) as it is, for inputs checked elsewhere (spines).
+
+    Raises:
+        ValueError: naming the file when it is missing, of an unsupported type or unreadable.
+    """
+    findings = _Findings(source=Path(path).name)
+    frame = _read_table(path, findings)
+    if frame is None:
+        raise ValueError("; ".join(str(problem) for problem in findings.problems))
+    return frame
 
 
 # --- columns: mapping renames, missing, extra -----------------------------------------------------

@@ -62,7 +62,7 @@ from training.evaluate import (
 from training.plots import SHAP_SAMPLE_ROWS, write_plots
 from training.registry import MODEL_NAME, Decision, SliceScore, register_decision
 from training.report import comparison_table, markdown_table, model_card
-from training.splits import TimeSplit, expanding_folds, split_by_time
+from training.splits import CvFold, TimeSplit, expanding_folds, split_by_time
 from training.tracking import TrialRunLogger, ensure_experiment, flat_params
 from training.tuning import TuningConfig, TuningResult, best_so_far, tune
 
@@ -154,14 +154,33 @@ def _tuning_bar(progress: Progress, config: TuningConfig) -> Callable[[optuna.St
     return update
 
 
+def _tuning_folds(split: TimeSplit) -> tuple[pd.DataFrame, list[CvFold]]:
+    """Expanding purged folds inside the training slice; on a short log, one purged holdout.
+
+    A log of a few months leaves too few training dates for several folds with a W-day purge
+    each. Then the trials fit on the training slice and are scored on the calibration slice,
+    which the split already keeps W days later: still time-based, never random, and the test
+    slice stays untouched by tuning.
+    """
+    train = split.train.frame.reset_index(drop=True)
+    try:
+        return train, expanding_folds(train, horizon_days=split.horizon_days)
+    except ValueError:
+        calibration = split.calibration.frame.reset_index(drop=True)
+        both = pd.concat([train, calibration], ignore_index=True)
+        fit = np.arange(len(train))
+        valid = np.arange(len(train), len(both))
+        as_of = calibration["as_of"]
+        return both, [CvFold(fit, valid, as_of.min(), as_of.max())]
+
+
 def _tune(
     split: TimeSplit,
     config: TuningConfig,
     progress: Progress,
     trial_logger: TrialRunLogger,
 ) -> TuningResult:
-    train = split.train.frame.reset_index(drop=True)
-    folds = expanding_folds(train, horizon_days=split.horizon_days)
+    train, folds = _tuning_folds(split)
     mlflow.log_param("cv.folds", len(folds))
     return tune(
         to_model_matrix(train),

@@ -1,0 +1,406 @@
+"""The ``lstep`` command: the one composition root that knows every package.
+
+Heavy libraries (MLflow, LightGBM, BentoML) are imported inside the commands that need them, so
+``lstep --help`` and the data commands start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from serving.settings import Settings, disable_telemetry
+
+app = typer.Typer(
+    name="lstep",
+    help="Learner lifecycle and churn: simulate, validate, build features, train, score, explain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+rules_app = typer.Typer(help="Status-tag rules: validate and show the transition graph.")
+app.add_typer(rules_app, name="rules")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad input, missing model): printed without a stack trace."""
+
+
+def quiet_libraries() -> None:
+    """Keep MLflow's per-artifact progress bars and INFO chatter out of the command's output."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # The model carries its pinned pip requirements; copying the repo's uv.lock adds nothing.
+    os.environ.setdefault("MLFLOW_LOG_UV_FILES", "false")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # The uv-made venv has no pip: MLflow's "cannot resolve pip version" warning is noise here.
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
+
+
+def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected errors into a red message and exit code 1 instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        disable_telemetry()
+        quiet_libraries()
+        try:
+            return command(*args, **kwargs)
+        except (UserError, ValueError, FileNotFoundError, KeyError) as error:
+            message = error.args[0] if isinstance(error, KeyError) and error.args else error
+            err_console.print("[bold red]error:[/] ", end="")
+            err_console.print(str(message), markup=False, highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def parse_date(value: str) -> date:
+    """Parse an ISO date given on the command line, naming the bad value when it is not one."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date (expected YYYY-MM-DD)") from None
+
+
+def utc_now() -> datetime:
+    """The real current time: only the CLI edge reads the clock; logic receives it."""
+    return datetime.now(UTC)
+
+
+EventsOpt = Annotated[Path, typer.Option("--events", help="Events file (parquet or CSV).")]
+CustomersOpt = Annotated[Path, typer.Option("--customers", help="Customers file (parquet or CSV).")]
+MappingOpt = Annotated[
+    Path | None,
+    typer.Option("--mapping", help="YAML mapping a foreign event log onto the contract."),
+]
+AllowUnknownOpt = Annotated[
+    bool,
+    typer.Option("--allow-unknown", help="Map unknown event types to 'other' instead of failing."),
+]
+AsOfOpt = Annotated[
+    list[str] | None,
+    typer.Option("--as-of", help="Date YYYY-MM-DD (repeatable): eligible learners at each."),
+]
+EveryDaysOpt = Annotated[
+    int | None,
+    typer.Option("--every-days", help="Observation dates every N days across the log.", min=1),
+]
+SpineOpt = Annotated[
+    Path | None,
+    typer.Option("--spine", help="Parquet/CSV of exact (customer_id, as_of) pairs."),
+]
+
+
+def _progress() -> Any:
+    """A rich progress bar with elapsed time, used by the long-running commands."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+@app.command()
+@friendly_errors
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    customers: Annotated[int, typer.Option(help="Number of learners.", min=1)] = 5000,
+    days: Annotated[int, typer.Option(help="Days simulated from --start.", min=1)] = 180,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.", min=0)] = 0,
+    start: Annotated[str, typer.Option(help="First simulated day (YYYY-MM-DD).")] = "2026-01-01",
+    horizon_days: Annotated[int, typer.Option(help="Label window W for the truth.", min=1)] = 30,
+    truth_share: Annotated[
+        float, typer.Option(help="Share of learners with true-probability rows (0 = none).")
+    ] = 1.0,
+    truth_paths: Annotated[int, typer.Option(help="Monte-Carlo paths per truth row.", min=1)] = 64,
+) -> None:
+    """Simulate a learner population: events, customers and the true churn probabilities."""
+    from features.simulator import SimulationConfig
+    from features.simulator import simulate as run_simulation
+
+    config = SimulationConfig(
+        customers=customers,
+        days=days,
+        seed=seed,
+        start=parse_date(start),
+        horizon_days=horizon_days,
+        truth_share=truth_share,
+        truth_paths=truth_paths,
+    )
+    with _progress() as progress:
+        task = progress.add_task("simulating learners", total=customers)
+        summary = run_simulation(config, out, progress=lambda n: progress.advance(task, n))
+    console.print(
+        f"[green]wrote[/] {summary.customers:,} learners, {summary.events:,} events, "
+        f"{summary.truth_rows:,} truth rows ({summary.start} to {summary.end}) "
+        f"to {out} in {summary.seconds:.1f} s"
+    )
+
+
+@app.command()
+@friendly_errors
+def validate(
+    events: EventsOpt,
+    customers: CustomersOpt,
+    mapping: MappingOpt = None,
+    allow_unknown: AllowUnknownOpt = False,
+) -> None:
+    """Check events and customers against the contracts; exit 1 on any problem."""
+    from features.validation import validate_inputs
+
+    validated = validate_inputs(
+        events, customers, mapping=mapping, allow_unknown=allow_unknown, now=utc_now()
+    )
+    console.print(validated.report)
+    if not validated.report.ok:
+        raise typer.Exit(1)
+
+
+def _load_inputs(
+    events: Path, customers: Path, mapping: Path | None, allow_unknown: bool
+) -> tuple[Any, Any]:
+    """Validated (events, customers) frames, or an InputError whose message is the report."""
+    from features.validation import load_valid_inputs
+
+    with err_console.status("validating inputs"):
+        return load_valid_inputs(
+            events, customers, mapping=mapping, allow_unknown=allow_unknown, now=utc_now()
+        )
+
+
+def _observation_spine(
+    events: Any,
+    as_of: list[str] | None,
+    every_days: int | None,
+    spine: Path | None,
+) -> tuple[list[date] | None, Any]:
+    """Resolve the three mutually exclusive ways of saying where to compute: dates or a spine."""
+    given = [
+        name
+        for name, value in (("--as-of", as_of), ("--every-days", every_days), ("--spine", spine))
+        if value
+    ]
+    if len(given) != 1:
+        named = ", ".join(given) or "none"
+        raise UserError(f"give exactly one of --as-of, --every-days, --spine (got {named})")
+    if as_of:
+        return [parse_date(value) for value in as_of], None
+    if every_days:
+        from features.windows import observation_dates
+
+        first = events["ts"].min().date() + timedelta(days=30)
+        last = events["ts"].max().date() + timedelta(days=1)
+        return observation_dates(first, last, every_days), None
+    from features.validation import read_table
+
+    return None, read_table(spine)
+
+
+@app.command()
+@friendly_errors
+def features(
+    events: EventsOpt,
+    customers: CustomersOpt,
+    out: Annotated[Path, typer.Option("--out", help="Output parquet file.")],
+    mapping: MappingOpt = None,
+    allow_unknown: AllowUnknownOpt = False,
+    as_of: AsOfOpt = None,
+    every_days: EveryDaysOpt = None,
+    spine: SpineOpt = None,
+) -> None:
+    """Build the 30-day window features at dates (eligible learners) or for a spine of pairs."""
+    from features.windows import build_features, write_features
+
+    events_frame, customers_frame = _load_inputs(events, customers, mapping, allow_unknown)
+    dates, pairs = _observation_spine(events_frame, as_of, every_days, spine)
+    with err_console.status("building window features"):
+        frame = build_features(events_frame, customers_frame, as_of=dates, spine=pairs)
+    write_features(frame, out)
+    console.print(f"[green]wrote[/] {len(frame):,} rows x {frame.shape[1] - 2} features to {out}")
+
+
+def _settings() -> Settings:
+    """Settings from the environment (``LSTEP_*``), read at the edge."""
+    return Settings()
+
+
+@app.command()
+@friendly_errors
+def train(
+    events: EventsOpt,
+    customers: CustomersOpt,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="Bring-your-own labels: its (customer_id, as_of) rows."),
+    ] = None,
+    mapping: MappingOpt = None,
+    truth: Annotated[
+        Path | None, typer.Option("--truth", help="Simulator truth.parquet, for the oracle row.")
+    ] = None,
+    horizon_days: Annotated[int, typer.Option(help="Churn window W in days.", min=1)] = 30,
+    every_days: Annotated[int, typer.Option(help="Days between observation dates.", min=1)] = 7,
+    trials: Annotated[int, typer.Option(help="Optuna trials.", min=1)] = 30,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds after which no new trial starts.")
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "lstep-churn",
+    seed: Annotated[int, typer.Option(help="Seed for tuning, LightGBM and plots.")] = 0,
+) -> None:
+    """Tune, train, calibrate, evaluate and register a churn model; promote it if it wins."""
+    from training.pipeline import train as run_training
+
+    settings = _settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    run_training(
+        events,
+        customers,
+        labels=labels,
+        mapping=mapping,
+        truth=truth,
+        horizon_days=horizon_days,
+        every_days=every_days,
+        trials=trials,
+        timeout=timeout,
+        experiment=experiment,
+        tracking_uri=settings.tracking_uri,
+        now=utc_now(),
+        seed=seed,
+        console=console,
+        model_name=settings.model_name,
+    )
+
+
+@app.command()
+@friendly_errors
+def promote(
+    version: Annotated[int, typer.Option("--version", help="Registered model version.", min=1)],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded on the version).")],
+    actor: Annotated[
+        str, typer.Option("--actor", envvar="USER", help="Who (default: $USER).")
+    ] = "unknown",
+) -> None:
+    """Make a model version the champion by hand (forced promotion or rollback)."""
+    from training.registry import promote as promote_version
+
+    settings = _settings()
+    promotion = promote_version(
+        settings.tracking_uri,
+        version,
+        reason=reason,
+        actor=actor,
+        at=utc_now(),
+        name=settings.model_name,
+    )
+    previous = promotion.previous_version or "none"
+    console.print(
+        f"[green]{settings.model_name} v{promotion.version} is champion[/] "
+        f"(was v{previous}); recorded actor {promotion.actor!r}, reason {promotion.reason!r}"
+    )
+
+
+@app.command()
+@friendly_errors
+def labels(
+    events: EventsOpt,
+    customers: CustomersOpt,
+    out: Annotated[Path, typer.Option("--out", help="Output parquet file.")],
+    mapping: MappingOpt = None,
+    allow_unknown: AllowUnknownOpt = False,
+    as_of: AsOfOpt = None,
+    every_days: EveryDaysOpt = None,
+    spine: SpineOpt = None,
+    horizon_days: Annotated[int, typer.Option(help="Churn window W in days.", min=1)] = 30,
+) -> None:
+    """Compute churn labels y(t) for eligible learners at dates, or for a spine of pairs."""
+    from features.labels import compute_labels
+    from features.windows import eligible_spine
+
+    events_frame, customers_frame = _load_inputs(events, customers, mapping, allow_unknown)
+    dates, pairs = _observation_spine(events_frame, as_of, every_days, spine)
+    if pairs is None:
+        pairs = eligible_spine(events_frame, customers_frame, dates)
+    frame = compute_labels(events_frame, pairs, horizon_days=horizon_days)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out, index=False)
+    excluded = frame.attrs.get("excluded_incomplete", 0)
+    console.print(
+        f"[green]wrote[/] {len(frame):,} labels (churn rate {frame['churned'].mean():.1%}) to "
+        f"{out}; {excluded:,} rows left out because their {horizon_days}-day window is not "
+        "complete in the log"
+    )
+
+
+def _demo_population(settings: Settings, customers: int, days: int, seed: int) -> Path:
+    """Simulate the demo population once; later runs reuse it."""
+    from features.simulator import SimulationConfig
+    from features.simulator import simulate as run_simulation
+
+    out = settings.data_path / "demo"
+    if (out / "meta.json").exists():
+        console.print(f"[dim]reusing the simulated population in {out}[/]")
+        return out
+    config = SimulationConfig(customers=customers, days=days, seed=seed)
+    with _progress() as progress:
+        task = progress.add_task("simulating learners", total=customers)
+        summary = run_simulation(config, out, progress=lambda n: progress.advance(task, n))
+    console.print(f"simulated {summary.customers:,} learners, {summary.events:,} events -> {out}")
+    return out
+
+
+def _demo_features(events: Any, customers: Any) -> None:
+    """Weekly features and labels over the log, summarised."""
+    from features.labels import compute_labels
+    from features.summary import distribution_table, label_summary
+    from features.windows import build_features
+
+    dates, _ = _observation_spine(events, None, 7, None)
+    with err_console.status("building weekly window features and labels"):
+        frame = build_features(events, customers, as_of=dates)
+        churn = compute_labels(events, frame)
+    stats = label_summary(churn)
+    console.print(
+        f"features: {len(frame):,} rows x {frame.shape[1] - 2} features at {len(dates)} weekly "
+        f"dates; labelled rows {stats['rows']:,} ({stats['learners']:,} learners), "
+        f"30-day churn rate {stats['churn_rate']:.1%}"
+    )
+    console.print(distribution_table(frame))
+
+
+@app.command()
+@friendly_errors
+def demo(
+    customers: Annotated[int, typer.Option(help="Learners to simulate.", min=100)] = 5000,
+    days: Annotated[int, typer.Option(help="Days to simulate.", min=120)] = 180,
+    seed: Annotated[int, typer.Option(help="Simulation seed.")] = 0,
+) -> None:
+    """The main job on the embedded defaults: simulate, validate, build features, summarise."""
+    settings = _settings()
+    console.rule("[bold]lstep demo")
+    data = _demo_population(settings, customers, days, seed)
+    events_frame, customers_frame = _load_inputs(
+        data / "events.parquet", data / "customers.parquet", None, False
+    )
+    console.print(f"validated {len(events_frame):,} events of {len(customers_frame):,} learners")
+    _demo_features(events_frame, customers_frame)
