@@ -104,7 +104,7 @@ def catalog_markdown(catalog: FeatureCatalog | None = None) -> str:
     lines = [
         "# Feature catalog",
         "",
-        "Generated from `features/catalog.yaml` by `lstep features --catalog`. Windows: the 30 days",
+        "Generated from `features/catalog.yaml` by `lstep catalog --markdown > docs/features.md`. Windows: the 30 days",
         "[as_of - 30d, as_of); only events with ts < as_of are used.",
         "",
         "| name | group | unit | needs | description |",

@@ -342,9 +342,11 @@ def labels(
     if pairs is None:
         pairs = eligible_spine(events_frame, customers_frame, dates)
     frame = compute_labels(events_frame, pairs, horizon_days=horizon_days)
+    excluded = frame.attrs.get("excluded_incomplete", 0)
+    # attrs hold a Timestamp that parquet metadata cannot carry; the count is printed below.
+    frame.attrs.clear()
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out, index=False)
-    excluded = frame.attrs.get("excluded_incomplete", 0)
     console.print(
         f"[green]wrote[/] {len(frame):,} labels (churn rate {frame['churned'].mean():.1%}) to "
         f"{out}; {excluded:,} rows left out because their {horizon_days}-day window is not "
@@ -404,3 +406,24 @@ def demo(
     )
     console.print(f"validated {len(events_frame):,} events of {len(customers_frame):,} learners")
     _demo_features(events_frame, customers_frame)
+
+
+@app.command()
+@friendly_errors
+def catalog(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print docs/features.md.")] = False,
+) -> None:
+    """List the features: name, unit, the event types each needs, and what it means."""
+    from rich.table import Table
+
+    from features.catalog import catalog_markdown, load_catalog
+
+    if markdown:
+        print(catalog_markdown(), end="")
+        return
+    table = Table("name", "group", "unit", "needs", "description", show_lines=False)
+    for spec in load_catalog().features:
+        table.add_row(
+            spec.name, spec.group, spec.unit, ", ".join(spec.needs) or "any", spec.description
+        )
+    console.print(table)
