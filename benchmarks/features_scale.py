@@ -1,14 +1,14 @@
 """Benchmark: window features for a large population at one as_of.
 
-Simulates N learners x D days (cached under benchmarks/.cache, truth off), then builds the features at
-as_of = the end of the log over the 30-day window with DuckDB, and, for comparison, computes the first ten
-catalog features with a plain pandas groupby. Each stage runs in its own process so that its peak RSS is
-its own. Prints events, rows, seconds per stage and peak RSS.
+Simulates N learners x D days (cached under benchmarks/.cache, truth off), then builds the
+features at as_of = the end of the log over the 30-day window with DuckDB, and, for comparison,
+computes the first ten catalog features with a plain pandas groupby. Each stage runs in its own
+process so that its peak RSS is its own. Prints events, rows, seconds per stage and peak RSS.
 
     python benchmarks/features_scale.py --customers 1000000 --days 60
 
-Targets on a 2-core machine: simulation of 1M x 60 days <= 5 min; features for 1M learners <= 20 s and
-<= 6 GiB peak.
+Targets on a 2-core machine: simulation of 1M x 60 days <= 5 min; features for 1M learners
+<= 20 s and <= 6 GiB peak.
 """
 
 from __future__ import annotations
@@ -47,9 +47,7 @@ def _features(out: str, as_of: date) -> dict:
     from features.windows import build_features
 
     started = time.perf_counter()
-    frame = build_features(
-        f"{out}/events.parquet", f"{out}/customers.parquet", as_of=[as_of]
-    )
+    frame = build_features(f"{out}/events.parquet", f"{out}/customers.parquet", as_of=[as_of])
     return {
         "seconds": time.perf_counter() - started,
         "rows": len(frame),

@@ -1,4 +1,4 @@
-"""The feature catalog: names, plain-words descriptions, units and the event types each feature needs.
+"""The feature catalog: names, plain-words descriptions, units and the event types each needs.
 
 The catalog (``catalog.yaml`` beside this module) is the single list of feature columns. It drives
 the feature-frame schema, the generated docs and, later, the reason codes a CS lead reads.
@@ -104,8 +104,8 @@ def catalog_markdown(catalog: FeatureCatalog | None = None) -> str:
     lines = [
         "# Feature catalog",
         "",
-        "Generated from `features/catalog.yaml` by `lstep catalog --markdown > docs/features.md`. Windows: the 30 days",
-        "[as_of - 30d, as_of); only events with ts < as_of are used.",
+        "Generated from `features/catalog.yaml` by `lstep catalog --markdown > docs/features.md`.",
+        "Windows: the 30 days [as_of - 30d, as_of); only events with ts < as_of are used.",
         "",
         "| name | group | unit | needs | description |",
         "| --- | --- | --- | --- | --- |",

@@ -88,7 +88,8 @@ def load_settings(config_file: Path | None = None) -> Settings:
         return Settings()
     loaded = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
     if not isinstance(loaded, dict):
-        raise ValueError(f"{config_file}: expected a mapping of settings, got {type(loaded).__name__}")
+        kind = type(loaded).__name__
+        raise ValueError(f"{config_file}: expected a mapping of settings, got {kind}")
     from_env = Settings().model_dump(exclude_unset=True)
     return Settings(**{**loaded, **from_env})
 

@@ -1,0 +1,59 @@
+"""Settings: locations derive from LSTEP_HOME, each overridable; unknown keys are refused."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from serving.settings import Settings, load_settings
+
+
+def test_every_location_lives_under_home_by_default(monkeypatch, tmp_path):
+    # given only LSTEP_HOME
+    monkeypatch.setenv("LSTEP_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # when settings are read
+    settings = Settings()
+    # then data, state, MLflow, BentoML and reports are all under it
+    assert settings.data_path == tmp_path / "data"
+    assert settings.state_database_url == f"sqlite:///{tmp_path.resolve()}/state.db"
+    assert settings.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert settings.bentoml_path == tmp_path / "bentoml"
+    assert settings.reports_path == tmp_path / "reports"
+    assert settings.champion_uri == "models:/lstep-churn@champion"
+
+
+def test_env_overrides_one_location_and_mlflow_own_variable_is_honoured(monkeypatch, tmp_path):
+    monkeypatch.setenv("LSTEP_HOME", str(tmp_path))
+    monkeypatch.setenv("LSTEP_STATE_URL", "postgresql+psycopg://u@127.0.0.1:5432/test")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    settings = Settings()
+    assert settings.state_database_url == "postgresql+psycopg://u@127.0.0.1:5432/test"
+    assert settings.tracking_uri == "http://mlflow:5000"
+
+
+def test_settings_are_frozen_and_refuse_unknown_keys():
+    settings = Settings()
+    with pytest.raises(ValidationError):
+        settings.home = "elsewhere"  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="horizon"):
+        Settings(horizon=3)  # type: ignore[call-arg]
+
+
+def test_yaml_file_is_read_and_environment_wins(monkeypatch, tmp_path):
+    # given a YAML file and an environment variable for the same key
+    config = tmp_path / "lstep.yaml"
+    config.write_text("home: from-file\nhorizon_days: 21\n", encoding="utf-8")
+    monkeypatch.setenv("LSTEP_HOME", "from-env")
+    # when loaded
+    settings = load_settings(config)
+    # then the file fills what the environment leaves unset
+    assert str(settings.home) == "from-env"
+    assert settings.horizon_days == 21
+
+
+def test_yaml_that_is_not_a_mapping_names_the_file(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("- a\n- b\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.yaml: expected a mapping"):
+        load_settings(config)
