@@ -1,0 +1,264 @@
+"""Benchmark: the whole daily batch run for N learners over their 30-day window.
+
+    .venv/bin/python benchmarks/batch_scale.py --customers 1000000 [--days 60] [--seed 7]
+
+Data: the simulation of ``benchmarks/features_scale.py``
+(``benchmarks/.cache/sim-{N}x{D}-s{seed}``), simulated here when absent. The champion is a small
+model trained once on 20k learners x 240 days (train_time.py's cache
+``benchmarks/.cache/sim-20000x240-seed0-truth0.25``, or one simulated here without truth when
+absent; a 60-day log is too short for purged time splits) with 5 Optuna trials, registered in
+``benchmarks/.cache/batch-champion`` and reused by later runs. It scores the big population by
+alias, as production does.
+
+The run uses a fresh SQLite state store in a temporary directory and goes through
+``serving.batch.run_day`` exactly as ``lstep score`` does, in two child processes (so that each
+peak RSS is its own):
+
+1. ``day 1`` (as_of = the log's end - 1 day): the first batch ever, every learner new and tagged;
+   it fills the store.
+2. ``day 2`` (as_of = the log's end): the measured steady-state day, a learner moving here and
+   there, reading the state day 1 wrote. Seconds per stage, total, peak RSS.
+
+Input validation (``load_valid_inputs``: pandas + pandera over every event) is not part of the
+run: the batch reads the parquet files with DuckDB (``inputs_validated=True``). ``--validate``
+times it on its own in a third child; at 1M learners (~60M events) it needs tens of GiB, so it is
+off by default.
+
+The floor, for comparison: the time DuckDB takes just to scan the window's events (every column the
+features read, in [as_of - 30 d, as_of)) plus LightGBM's raw predict on the same learners' rows.
+
+Targets (issue 5, 2 cores): the daily run <= 60 s and <= 8 GiB peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import resource
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+CHAMPION_DIR = CACHE / "batch-champion"
+TRAIN_POPULATION = (20_000, 240, 0)
+"""customers, days, seed of the champion's training population (shared with train_time.py)."""
+TARGET_SECONDS = 60.0
+TARGET_GIB = 8.0
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def _peak_rss_gib() -> float:
+    """Peak resident set size of this process, in GiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def _in_child(function, *args) -> dict:
+    """Run one stage in a fresh process so that its peak RSS is measured alone."""
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+
+def _simulate(customers: int, days: int, seed: int, out: str, truth_share: float) -> dict:
+    from features.simulator import SimulationConfig, simulate
+
+    started = time.perf_counter()
+    config = SimulationConfig(customers=customers, days=days, seed=seed, truth_share=truth_share)
+    summary = simulate(config, Path(out))
+    return {
+        "seconds": time.perf_counter() - started,
+        "events": summary.events,
+        "peak_rss_gib": _peak_rss_gib(),
+    }
+
+
+def _population(customers: int, days: int, seed: int) -> tuple[Path, dict]:
+    """The features_scale.py cache of the big population (simulated when absent)."""
+    out = CACHE / f"sim-{customers}x{days}-s{seed}"
+    if (out / "meta.json").exists() and (out / "bench.json").exists():
+        return out, json.loads((out / "bench.json").read_text())
+    sim = _in_child(_simulate, customers, days, seed, str(out), 0.0)
+    (out / "bench.json").write_text(json.dumps(sim))
+    return out, sim
+
+
+def _train_champion(tracking_dir: str, population: str) -> dict:
+    """Train and register the small champion (training is only ever imported here)."""
+    from rich.console import Console
+
+    from serving.settings import disable_telemetry
+    from training.pipeline import train
+
+    disable_telemetry()
+    started = time.perf_counter()
+    directory = Path(tracking_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    result = train(
+        f"{population}/events.parquet",
+        f"{population}/customers.parquet",
+        trials=5,
+        tracking_uri=f"sqlite:///{directory / 'mlflow.db'}",
+        artifact_location=str(directory / "mlartifacts"),
+        now=NOW,
+        console=Console(quiet=True),
+    )
+    return {"seconds": time.perf_counter() - started, "version": result.model_version}
+
+
+def _champion_store() -> str:
+    """The tracking URI of the cached small champion (trained once, then reused)."""
+    marker = CHAMPION_DIR / "champion.json"
+    if not marker.exists():
+        customers, days, seed = TRAIN_POPULATION
+        cached = [
+            CACHE / f"sim-{customers}x{days}-seed{seed}-truth{share}" for share in (0.25, 0.0)
+        ]
+        population = next((path for path in cached if (path / "meta.json").exists()), cached[1])
+        if not (population / "meta.json").exists():
+            _in_child(_simulate, customers, days, seed, str(population), 0.0)
+        trained = _in_child(_train_champion, str(CHAMPION_DIR), str(population))
+        marker.write_text(json.dumps({**trained, "population": population.name}))
+        print(f"champion   trained v{trained['version']} in {trained['seconds']:.1f} s (cached)")
+    return f"sqlite:///{CHAMPION_DIR / 'mlflow.db'}"
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def _batch_day(
+    population: str, state_url: str, tracking_uri: str, as_of: date, run_id: str
+) -> dict:
+    """One ``run_day`` over the parquet files, as ``lstep score`` runs it."""
+    from features.catalog import load_catalog
+    from rules import MODEL_SCORE_COLUMNS, load_ruleset
+    from serving.batch import run_day
+    from serving.scoring import load_champion
+    from serving.settings import disable_telemetry
+    from serving.store import StateStore
+
+    disable_telemetry()
+    started = time.perf_counter()
+    champion = load_champion(tracking_uri)
+    ruleset = load_ruleset(None, known_features=[*load_catalog().names, *MODEL_SCORE_COLUMNS])
+    loading = time.perf_counter() - started
+    with StateStore(state_url) as store:
+        result = run_day(
+            as_of,
+            events=f"{population}/events.parquet",
+            customers=f"{population}/customers.parquet",
+            store=store,
+            champion=champion,
+            ruleset=ruleset,
+            run_id=run_id,
+            now=NOW,
+            data_dir=Path(state_url.removeprefix("sqlite:///")).parent / "data",
+            inputs_validated=True,
+        )
+    return {
+        "stages": {"load champion + rules": loading, **result.stage_seconds},
+        "seconds": time.perf_counter() - started,
+        "learners": result.learners,
+        "transitions": result.transitions,
+        "peak_rss_gib": _peak_rss_gib(),
+    }
+
+
+def _validate(population: str) -> dict:
+    from features.validation import load_valid_inputs
+
+    started = time.perf_counter()
+    events, _ = load_valid_inputs(
+        f"{population}/events.parquet", f"{population}/customers.parquet", now=NOW
+    )
+    return {
+        "seconds": time.perf_counter() - started,
+        "events": len(events),
+        "peak_rss_gib": _peak_rss_gib(),
+    }
+
+
+def _floor(population: str, tracking_uri: str, snapshot: str, as_of: date) -> dict:
+    """DuckDB's bare scan of the window's events + LightGBM's raw predict on the learners' rows."""
+    from features.windows import connect
+    from models.churn import ChurnModel
+    from serving.scoring import load_champion
+
+    start = as_of - timedelta(days=30)
+    con = connect()
+    started = time.perf_counter()
+    window = [datetime.combine(day, datetime.min.time(), UTC) for day in (start, as_of)]
+    con.execute(
+        "SELECT count(*), count(customer_id), count(event_type), sum(duration_s), "
+        "count(channel), count(item) FROM read_parquet(?) WHERE ts >= ? AND ts < ?",
+        [f"{population}/events.parquet", *window],
+    ).fetchall()
+    scan = time.perf_counter() - started
+    import pandas as pd
+
+    model: ChurnModel = load_champion(tracking_uri).model
+    matrix = model.model_matrix(pd.read_parquet(snapshot))
+    started = time.perf_counter()
+    model.booster.predict(matrix, num_threads=2)
+    predict = time.perf_counter() - started
+    return {"scan": scan, "predict": predict, "rows": len(matrix)}
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def _print_day(name: str, day: dict) -> None:
+    print(
+        f"{name}  {day['seconds']:6.1f} s  peak {day['peak_rss_gib']:.2f} GiB  "
+        f"{day['learners']:,} learners, {day['transitions']:,} transitions"
+    )
+    for stage, seconds in day["stages"].items():
+        print(f"    {stage:<24} {seconds:6.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--validate", action="store_true", help="also time load_valid_inputs")
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores; population {args.customers:,} x {args.days} days")
+    population, sim = _population(args.customers, args.days, args.seed)
+    print(f"events     {sim['events']:,} (simulated in {sim['seconds']:.0f} s)")
+    tracking_uri = _champion_store()
+    end = date(2026, 1, 1) + timedelta(days=args.days)
+    with tempfile.TemporaryDirectory(prefix="lstep-batch-scale-") as scratch:
+        state_url = f"sqlite:///{Path(scratch) / 'state.db'}"
+        inputs = (str(population), state_url, tracking_uri)
+        first = _in_child(_batch_day, *inputs, end - timedelta(days=1), "d1")
+        _print_day(f"day 1 ({end - timedelta(days=1)}, first load)", first)
+        day = _in_child(_batch_day, *inputs, end, "d2")
+        _print_day(f"day 2 ({end}, measured)  ", day)
+        snapshot = Path(scratch) / "data" / "features" / f"as_of={end.isoformat()}.parquet"
+        floor = _in_child(_floor, str(population), tracking_uri, str(snapshot), end)
+    validation = _in_child(_validate, str(population)) if args.validate else None
+    print(
+        f"floor      {floor['scan'] + floor['predict']:6.1f} s  (DuckDB scan of the window "
+        f"{floor['scan']:.2f} s + LightGBM raw predict of {floor['rows']:,} rows "
+        f"{floor['predict']:.2f} s)"
+    )
+    if validation is not None:
+        print(
+            f"validation {validation['seconds']:6.1f} s  peak {validation['peak_rss_gib']:.2f} GiB"
+            f"  ({validation['events']:,} events; not part of the run above)"
+        )
+    verdict = day["seconds"] <= TARGET_SECONDS and day["peak_rss_gib"] <= TARGET_GIB
+    print(
+        f"target     {'MET' if verdict else 'MISSED'}: day 2 {day['seconds']:.1f} s "
+        f"(<= {TARGET_SECONDS:.0f}), {day['peak_rss_gib']:.2f} GiB (<= {TARGET_GIB:.0f})"
+    )
+
+
+if __name__ == "__main__":
+    main()

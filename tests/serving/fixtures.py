@@ -1,0 +1,77 @@
+"""Builders for the scoring and batch tests: a small simulated log and one champion trained on it.
+
+The champion is made the way production makes one (``training.pipeline.train``, two Optuna
+trials) into an MLflow SQLite store under a temporary LSTEP_HOME; tests only ever load it by its
+``champion`` alias. The log is short (500 learners x 150 days), so the label horizon is 14 days:
+with 30 days, three purged slices of a 150-day log leave no training dates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from rich.console import Console
+
+from features.catalog import load_catalog
+from features.simulator import SimulationConfig, simulate
+from features.validation import load_valid_inputs
+from rules import MODEL_SCORE_COLUMNS, RuleSet, load_ruleset
+
+POPULATION = SimulationConfig(customers=500, days=150, seed=5, truth_share=0.0)
+NOW = datetime(2026, 6, 15, 2, tzinfo=UTC)
+"""The batch's clock: after the simulated log (2026-01-01 + 150 days = 2026-05-31)."""
+FIRST_DAY = date(2026, 5, 10)
+"""A batch day with 130 days of history before it."""
+
+
+@dataclass(frozen=True)
+class SimulatedLog:
+    """The simulated files and their validated frames."""
+
+    events_path: Path
+    customers_path: Path
+    events: pd.DataFrame
+    customers: pd.DataFrame
+
+
+def simulate_log(out_dir: Path, config: SimulationConfig = POPULATION) -> SimulatedLog:
+    """Simulate ``config`` into ``out_dir`` and validate it once."""
+    simulate(config, out_dir)
+    events_path, customers_path = out_dir / "events.parquet", out_dir / "customers.parquet"
+    events, customers = load_valid_inputs(events_path, customers_path, now=NOW)
+    return SimulatedLog(events_path, customers_path, events, customers)
+
+
+def train_champion(log: SimulatedLog, home: Path) -> str:
+    """Train and register a champion under ``home``; return the MLflow tracking URI."""
+    from training.pipeline import train  # tests only: serving code never imports training
+
+    home.mkdir(parents=True, exist_ok=True)
+    tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        train(
+            log.events_path,
+            log.customers_path,
+            trials=2,
+            every_days=7,
+            horizon_days=14,
+            threads=1,
+            tracking_uri=tracking_uri,
+            now=NOW,
+            console=Console(quiet=True),
+            artifact_location=str(home / "mlartifacts"),
+        )
+    finally:  # train sets the process-wide URIs; leave other tests the defaults they had
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+    return tracking_uri
+
+
+def packaged_ruleset() -> RuleSet:
+    """The packaged rules, loaded the way the batch job and the service load them."""
+    return load_ruleset(None, known_features=[*load_catalog().names, *MODEL_SCORE_COLUMNS])
