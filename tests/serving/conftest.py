@@ -1,0 +1,110 @@
+"""Fixtures of the serving tests: a fresh state store on SQLite (in tmp) and on PostgreSQL.
+
+The PostgreSQL store lives in a schema of its own, created for one test and dropped after it, and
+reached through ``search_path`` in the URL's connect options: parallel workers (pytest-xdist),
+reruns and a crashed earlier run never see each other's tables. The server is required, not
+optional: these tests fail, never skip, without it. ``LSTEP_TEST_POSTGRES_URL`` points them at
+another server.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from serving.store import StateStore
+
+POSTGRES_URL = os.environ.get(
+    "LSTEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+FINISHED_AT = datetime(2030, 1, 1, tzinfo=UTC)
+"""What the fixture store's clock says: every finished_at a test sees."""
+
+
+def url_with_search_path(url: str, schema: str) -> str:
+    """``url`` whose connections use ``schema`` first (libpq ``options=-csearch_path=...``)."""
+    parsed = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    return parsed.render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """The URL of an empty database: a SQLite file in tmp, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+        return
+    schema = f"lstep_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield url_with_search_path(POSTGRES_URL, schema)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture
+def finished_at() -> datetime:
+    """The instant the fixture store's clock always gives."""
+    return FINISHED_AT
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[StateStore]:
+    """A migrated, empty state store whose clock is fixed at ``FINISHED_AT``."""
+    opened = StateStore(store_url, clock=lambda: FINISHED_AT)
+    yield opened
+    opened.close()
+
+
+# ---- scoring and batch fixtures (one simulated log and one champion per test session) --------
+
+
+@pytest.fixture(scope="session")
+def simulated_log(tmp_path_factory: pytest.TempPathFactory):
+    """500 simulated learners x 150 days, written once and validated once."""
+    from tests.serving.fixtures import simulate_log
+
+    return simulate_log(tmp_path_factory.mktemp("simulated-log"))
+
+
+@pytest.fixture(scope="session")
+def champion_tracking_uri(simulated_log, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An MLflow store under a tmp LSTEP_HOME whose ``lstep-churn@champion`` was just trained."""
+    from tests.serving.fixtures import train_champion
+
+    return train_champion(simulated_log, tmp_path_factory.mktemp("lstep-home"))
+
+
+@pytest.fixture(scope="session")
+def champion(champion_tracking_uri: str):
+    """The champion, loaded by its alias as serving loads it."""
+    from serving.scoring import load_champion
+
+    loaded = load_champion(champion_tracking_uri)
+    assert loaded is not None, "the session's training did not register a champion"
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def ruleset():
+    """The packaged rules."""
+    from tests.serving.fixtures import packaged_ruleset
+
+    return packaged_ruleset()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path) -> Iterator[StateStore]:
+    """A migrated, empty SQLite state store (the batch tests' default backend)."""
+    opened = StateStore(f"sqlite:///{tmp_path / 'state.db'}", clock=lambda: FINISHED_AT)
+    yield opened
+    opened.close()
