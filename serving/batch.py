@@ -346,11 +346,19 @@ def run_range(
         "dry_run": dry_run,
         "now": now,
         "data_dir": data_dir,
-        "console": console,
         "inputs_validated": True,
         "top": top,
     }
-    return [run_day(day, run_id=f"{run_id}-{day.isoformat()}", **shared) for day in days]
+    # One bar over the days rather than a bar per stage per day: a month's backfill would
+    # otherwise print some 200 lines.
+    results: list[BatchResult] = []
+    with _progress(console) as progress:
+        task = None if progress is None else progress.add_task("backfill days", total=len(days))
+        for day in days:
+            results.append(run_day(day, run_id=f"{run_id}-{day.isoformat()}", **shared))
+            if progress is not None:
+                progress.update(task, advance=1, description=f"backfill days (done {day})")
+    return results
 
 
 # --- stages ---------------------------------------------------------------------------------------

@@ -355,11 +355,11 @@ def labels(
 
 
 def _demo_population(settings: Settings, customers: int, days: int, seed: int) -> Path:
-    """Simulate the demo population once; later runs reuse it."""
+    """Simulate the demo population into the event store once; later runs reuse it."""
     from features.simulator import SimulationConfig
     from features.simulator import simulate as run_simulation
 
-    out = settings.data_path / "demo"
+    out = settings.data_path
     if (out / "meta.json").exists():
         console.print(f"[dim]reusing the simulated population in {out}[/]")
         return out
@@ -390,14 +390,48 @@ def _demo_features(events: Any, customers: Any) -> None:
     console.print(distribution_table(frame))
 
 
+def _demo_champion(
+    settings: Settings, data: Path, events: Any, customers: Any, trials: int
+) -> None:
+    """Train and register a champion unless one exists already."""
+    from serving.scoring import load_champion
+    from training.pipeline import train as run_training
+
+    existing = load_champion(settings.tracking_uri, settings.model_name)
+    if existing is not None:
+        console.print(f"[dim]reusing the champion {existing.uri} (v{existing.version})[/]")
+        return
+    console.rule("training the churn model")
+    run_training(events, customers, truth=data / "truth.parquet", trials=trials, timeout=120,
+                 tracking_uri=settings.tracking_uri, now=utc_now(), console=console,
+                 model_name=settings.model_name)  # fmt: skip
+
+
+def _demo_backfill(settings: Settings, data: Path, events: Any, customers: Any) -> date:
+    """Run the daily batch over the log's last 30 days (completed days are skipped)."""
+    import json
+
+    from serving.batch import render_summary, run_range
+
+    end = date.fromisoformat(json.loads((data / "meta.json").read_text())["data_end"])
+    start = end - timedelta(days=29)
+    console.rule(f"daily batch job, backfilled {start} .. {end}")
+    context = _batch_context(settings, None, rules_only=False)
+    results = run_range(start, end, events=events, customers=customers, now=utc_now(), **context)
+    console.print(render_summary(results[-1]))
+    console.print(_kpi_table(context["store"], settings, None, end))
+    return end
+
+
 @app.command()
 @friendly_errors
 def demo(
     customers: Annotated[int, typer.Option(help="Learners to simulate.", min=100)] = 5000,
     days: Annotated[int, typer.Option(help="Days to simulate.", min=120)] = 180,
     seed: Annotated[int, typer.Option(help="Simulation seed.")] = 0,
+    trials: Annotated[int, typer.Option(help="Optuna trials (short tuning).", min=1)] = 8,
 ) -> None:
-    """The main job on the embedded defaults: simulate, validate, build features, summarise."""
+    """The main job end to end: simulate, validate, train, backfill the batch, report."""
     settings = _settings()
     console.rule("[bold]lstep demo")
     data = _demo_population(settings, customers, days, seed)
@@ -406,6 +440,14 @@ def demo(
     )
     console.print(f"validated {len(events_frame):,} events of {len(customers_frame):,} learners")
     _demo_features(events_frame, customers_frame)
+    _demo_champion(settings, data, events_frame, customers_frame, trials)
+    last_day = _demo_backfill(settings, data, events_frame, customers_frame)
+    console.rule("next")
+    console.print(
+        f"explain a learner:  .venv/bin/lstep explain <customer_id> --as-of {last_day}\n"
+        f"MLflow UI:          .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri}\n"
+        "start the service:  .venv/bin/lstep serve   (then POST /score on http://127.0.0.1:3000)"
+    )
 
 
 @app.command()
@@ -427,3 +469,280 @@ def catalog(
             spec.name, spec.group, spec.unit, ", ".join(spec.needs) or "any", spec.description
         )
     console.print(table)
+
+
+# --- daily operation: rules, score, explain, status, overrides, KPIs --------------------------
+
+RulesDirOpt = Annotated[
+    Path | None, typer.Option("--rules", help="Directory of rules YAML (default: packaged).")
+]
+OptionalEventsOpt = Annotated[
+    Path | None, typer.Option("--events", help="Events file (default: the event store).")
+]
+OptionalCustomersOpt = Annotated[
+    Path | None, typer.Option("--customers", help="Customers file (default: the event store).")
+]
+
+
+def _ruleset(rules_dir: Path | None) -> Any:
+    """The validated rules, checked against the catalog's feature names and the model scores."""
+    from features.catalog import load_catalog
+    from rules import MODEL_SCORE_COLUMNS, load_ruleset
+
+    return load_ruleset(rules_dir, known_features=[*load_catalog().names, *MODEL_SCORE_COLUMNS])
+
+
+def _event_store(
+    settings: Settings, events: Path | None, customers: Path | None
+) -> tuple[Path, Path]:
+    """Explicit files, or the event store under LSTEP_DATA_DIR (what `lstep demo` fills)."""
+    events = events or settings.data_path / "events.parquet"
+    customers = customers or settings.data_path / "customers.parquet"
+    for path in (events, customers):
+        if not path.exists():
+            raise UserError(
+                f"{path} does not exist: pass --events/--customers, or run `lstep demo` (or "
+                "`lstep simulate --out $LSTEP_HOME/data`) to fill the event store"
+            )
+    return events, customers
+
+
+def _store(settings: Settings) -> Any:
+    from serving.store import StateStore
+
+    return StateStore(settings.state_database_url)
+
+
+@rules_app.command("check")
+@friendly_errors
+def rules_check(rules_dir: RulesDirOpt = None) -> None:
+    """Validate the rules and print the transition graph (Mermaid)."""
+    from rules import mermaid
+
+    ruleset = _ruleset(rules_dir)
+    console.print(f"[green]rules OK[/]: {len(ruleset.rules)} rules, {len(ruleset.tags)} tags")
+    print(mermaid(ruleset))
+
+
+@app.command()
+@friendly_errors
+def score(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="The batch day.")] = None,
+    from_day: Annotated[str | None, typer.Option("--from", help="Backfill: first day.")] = None,
+    to_day: Annotated[str | None, typer.Option("--to", help="Backfill: last day.")] = None,
+    events: OptionalEventsOpt = None,
+    customers: OptionalCustomersOpt = None,
+    mapping: MappingOpt = None,
+    allow_unknown: AllowUnknownOpt = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute, write nothing.")] = False,
+    rules_only: Annotated[
+        bool, typer.Option("--rules-only", help="Run the rules without the model.")
+    ] = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Redo the latest completed day.")
+    ] = False,
+    rules_dir: RulesDirOpt = None,
+) -> None:
+    """The daily batch job: features, champion scores, rules, and the audit trail (idempotent)."""
+    from serving.batch import render_summary, run_day, run_range
+
+    settings = _settings()
+    if (as_of is None) == (from_day is None or to_day is None):
+        raise UserError("give --as-of DAY, or --from DAY --to DAY for a backfill")
+    events_path, customers_path = _event_store(settings, events, customers)
+    common = _batch_context(settings, rules_dir, rules_only)
+    common.update(events=events_path, customers=customers_path, mapping=mapping,
+                  allow_unknown=allow_unknown, dry_run=dry_run, now=utc_now())  # fmt: skip
+    if as_of is not None:
+        results = [run_day(parse_date(as_of), replace=replace, **common)]
+    else:
+        results = run_range(parse_date(from_day), parse_date(to_day), **common)
+    console.print(render_summary(results[-1]))
+
+
+def _batch_context(settings: Settings, rules_dir: Path | None, rules_only: bool) -> dict[str, Any]:
+    """What every batch day needs: store, champion (unless rules-only), rules, run id, paths."""
+    import uuid
+
+    from serving.scoring import load_champion, no_champion_message
+
+    champion = None if rules_only else load_champion(settings.tracking_uri, settings.model_name)
+    if champion is None and not rules_only:
+        raise UserError(no_champion_message(settings.model_name))
+    return {
+        "store": _store(settings),
+        "champion": champion,
+        "ruleset": _ruleset(rules_dir),
+        "rules_only": rules_only,
+        "run_id": f"run-{uuid.uuid4().hex[:12]}",
+        "data_dir": settings.data_path,
+        "console": console,
+    }
+
+
+def _latest_batch_day(store: Any) -> date | None:
+    """The as_of of the latest completed batch run, if any."""
+    runs = store.runs()
+    done = runs[runs["status"] == "completed"]
+    return None if done.empty else pd_date(done["as_of"].max())
+
+
+def pd_date(value: Any) -> date:
+    """A date from a pandas/python date-like value."""
+    import pandas as pd
+
+    return pd.Timestamp(value).date()
+
+
+@app.command()
+@friendly_errors
+def explain(
+    customer_id: Annotated[str, typer.Argument(help="The learner's customer_id.")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Day (default: the latest batch day).")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw a waterfall PNG here.")
+    ] = None,
+    top: Annotated[int, typer.Option(help="How many reasons to print.", min=1)] = 8,
+    events: OptionalEventsOpt = None,
+    customers: OptionalCustomersOpt = None,
+) -> None:
+    """Why a learner's churn risk is what it is: reason codes in probability points."""
+    import pandas as pd
+
+    from features.windows import build_features
+    from models.explain import explain as explain_row
+    from models.explain import probability_points, waterfall_plot
+    from serving.scoring import load_champion, no_champion_message, score_features
+
+    settings = _settings()
+    events_path, customers_path = _event_store(settings, events, customers)
+    day = parse_date(as_of) if as_of else _latest_batch_day(_store(settings)) or utc_now().date()
+    champion = load_champion(settings.tracking_uri, settings.model_name)
+    if champion is None:
+        raise UserError(no_champion_message(settings.model_name))
+    spine = pd.DataFrame({"customer_id": [customer_id], "as_of": [pd.Timestamp(day)]})
+    row = build_features(events_path, customers_path, spine=spine)
+    scores = score_features(row, champion).iloc[0]
+    reasons = explain_row(champion.model, row, top=None)[:top]
+    _, p_base, p_raw = probability_points(champion.model.contributions(row))
+    title = (
+        f"{customer_id} on {day}: p_churn {scores['p_churn']:.1%} [{scores['p_low']:.1%}, "
+        f"{scores['p_high']:.1%}], confidence {scores['confidence']:.0%} (v{champion.version})"
+    )
+    console.print(_reasons_table(title, reasons))
+    console.print(
+        f"[dim]base rate {float(p_base[0]):.1%} + reasons = raw model probability "
+        f"{float(p_raw[0]):.1%}; p_churn is that probability after calibration[/]"
+    )
+    if plot is not None:
+        waterfall_plot(reasons, plot, p_base=float(p_base[0]), title=f"{customer_id} {day}")
+        console.print(f"[green]wrote[/] {plot}")
+
+
+def _reasons_table(title: str, reasons: list[Any]) -> Any:
+    """Reason codes as a two-column table: signed points, plain words."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("points", justify="right")
+    table.add_column("reason")
+    for reason in reasons:
+        table.add_row(f"{reason.points:+.1f}", reason.text)
+    return table
+
+
+@app.command()
+@friendly_errors
+def status(customer_id: Annotated[str, typer.Argument(help="The learner's customer_id.")]) -> None:
+    """A learner's current tag, open override and full history with reasons."""
+    from rich.table import Table
+
+    store = _store(_settings())
+    current = store.current(customer_id)
+    if current is None:
+        raise UserError(f"learner {customer_id!r} is not in the state store (never scored)")
+    console.print(f"[bold]{customer_id}[/]: {current['tag']} since {current['since']}")
+    if current["override"]:
+        held = current["override"]
+        until = held["expires"] or "no expiry"
+        console.print(f"override to {held['tag']} by {held['actor']} ({held['reason']}), {until}")
+    table = Table("as_of", "from", "to", "rule / actor", "reason", "p_churn", "model", "run")
+    for row in store.history(customer_id).itertuples(index=False):
+        who = row.rule_id or row.actor or ""
+        p_churn = "" if row.p_churn != row.p_churn or row.p_churn is None else f"{row.p_churn:.0%}"
+        table.add_row(str(row.as_of)[:10], row.from_tag or "new", row.to_tag, who, row.reason,
+                      p_churn, row.model_version or "", row.run_id or "")  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def override(
+    customer_id: Annotated[str, typer.Argument(help="The learner's customer_id.")],
+    tag: Annotated[str, typer.Option("--tag", help="ST_001..ST_006 (ST_005 only by hand).")],
+    actor: Annotated[str, typer.Option("--actor", help="Who decides.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (quoted in the audit log).")],
+    expires: Annotated[
+        str | None, typer.Option("--expires", help="Day the override ends (default: never).")
+    ] = None,
+) -> None:
+    """Set a learner's tag by hand; automatic rules hold it until it expires (except ST_006)."""
+    store = _store(_settings())
+    until = parse_date(expires) if expires else None
+    store.set_override(customer_id, tag, actor=actor, reason=reason, expires=until, now=utc_now())
+    console.print(
+        f"[green]{customer_id} -> {tag}[/] by {actor}: {reason}"
+        + (f" (until {until})" if until else " (no expiry)")
+    )
+
+
+@app.command()
+@friendly_errors
+def kpis(
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Day (default: the latest batch day).")
+    ] = None,
+    customers: OptionalCustomersOpt = None,
+) -> None:
+    """The six lifecycle KPIs against their targets, from the audit log."""
+    settings = _settings()
+    store = _store(settings)
+    day = parse_date(as_of) if as_of else _latest_batch_day(store)
+    if day is None:
+        raise UserError("no completed batch run yet: run `lstep score --as-of DAY` first")
+    console.print(_kpi_table(store, settings, customers, day))
+
+
+def _kpi_table(store: Any, settings: Settings, customers: Path | None, day: date) -> Any:
+    """Compute the KPIs at ``day`` and lay them out against their targets."""
+    import pandas as pd
+    from rich.table import Table
+
+    from features.validation import load_customers
+    from serving.kpis import compute_kpis
+
+    customers_path = customers or settings.data_path / "customers.parquet"
+    customer_frame = load_customers(customers_path)[0] if customers_path.exists() else None
+    if customer_frame is None:
+        customer_frame = pd.DataFrame(columns=["customer_id", "product_tag", "enrolled_at", "mrr"])
+    results = compute_kpis(
+        store.transitions_frame(until=day), store.scores_frame(), customer_frame, as_of=day
+    )
+    table = Table(title=f"KPIs on {day}", title_justify="left")
+    for column in ("KPI", "value", "target", "met", "treated", "control", "detail"):
+        table.add_column(column)
+    for kpi in results:
+        met = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[kpi.meets_target]
+        table.add_row(kpi.name, _fmt(kpi.value, kpi.unit), f"{kpi.comparison} "
+                      f"{_fmt(kpi.target, kpi.unit)}", met, _fmt(kpi.treated, kpi.unit),
+                      _fmt(kpi.control, kpi.unit), kpi.detail)  # fmt: skip
+    return table
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    """A KPI value in its unit; '-' when there is no data."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}%" if unit == "%" else f"{value:,.1f} {unit}"

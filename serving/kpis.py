@@ -18,7 +18,8 @@ Each KPI, its id and target:
     Median hours from the first risk signal to the automatic ST_004 transition. The signal is
     dated by the decision that fired it: 00:00 UTC of the transition's ``as_of`` (the data it saw
     ended then); the transition by its ``created_at``. So this measures how soon after its data
-    closes the daily batch acts.
+    closes the daily batch acts. Moves recorded more than 7 days after their data closed were
+    replayed by a backfill and are left out (counted in the detail).
 ``recovery_rate`` (>= 35 %)
     Of the risk episodes (entering ST_004/ST_005 until leaving both) that have ended, the share
     ending in ST_001/ST_002. ``treated`` and ``control`` split it by the ``control`` flag of the
@@ -58,6 +59,8 @@ RISK_TAGS: tuple[str, ...] = (RISK_TAG, MANUAL_ONLY_TAG)
 MASTERY_TAG = "ST_003"
 MASTERY_WINDOW = timedelta(days=60)
 REVERT_WINDOW = timedelta(days=7)
+REPLAY_AFTER = timedelta(days=7)
+"""A move recorded this long after its data closed was replayed by a backfill, not run live."""
 RISK_FOLLOW_UPS: tuple[str, ...] = (MANUAL_ONLY_TAG, CHURNED_TAG)
 """Manual moves after an automatic ST_004 that agree with it (re-engagement, churn)."""
 
@@ -185,15 +188,25 @@ def mastery_within_60_days(log: pd.DataFrame, customers: pd.DataFrame, as_of: pd
 
 
 def risk_detection_hours(log: pd.DataFrame) -> Kpi:
-    """Median hours from the risk signal (00:00 UTC of the decision day) to the ST_004 move."""
+    """Median hours from the risk signal (00:00 UTC of the decision day) to the ST_004 move.
+
+    Moves recorded more than ``REPLAY_AFTER`` after their data closed come from a backfill that
+    replays history; they say nothing about how fast the daily job acts, so they are left out and
+    counted in the detail.
+    """
     moves = log[(log["to_tag"] == RISK_TAG) & log["rule_id"].notna()]
     hours = (moves["created_at"] - _instant(moves["as_of"])).dt.total_seconds() / 3600.0
-    value = float(hours.median()) if len(hours) else None
-    detail = (
-        f"median of {len(hours)} automatic ST_004 moves (slowest {hours.max():.1f} h)"
-        if len(hours)
-        else "no automatic ST_004 moves yet"
-    )
+    replayed = int((hours > REPLAY_AFTER.total_seconds() / 3600.0).sum())
+    live = hours[hours <= REPLAY_AFTER.total_seconds() / 3600.0]
+    value = float(live.median()) if len(live) else None
+    if len(live):
+        detail = f"median of {len(live)} automatic ST_004 moves (slowest {live.max():.1f} h)"
+    elif replayed:
+        detail = "every ST_004 move so far came from a backfill, not a live daily run"
+    else:
+        detail = "no automatic ST_004 moves yet"
+    if replayed and len(live):
+        detail += f"; {replayed} backfilled moves left out"
     return _kpi("risk_detection_hours", value, detail)
 
 

@@ -122,9 +122,9 @@ def labels_frame(labels) -> pd.DataFrame:
     return rows.assign(as_of=pd.to_datetime(rows["as_of"]))
 
 
-def kpis_by_id(outcomes: pd.DataFrame | None = None) -> dict[str, Kpi]:
+def kpis_by_id(outcomes: pd.DataFrame | None = None, history=HISTORY) -> dict[str, Kpi]:
     kpis = compute_kpis(
-        transitions_frame(HISTORY),
+        transitions_frame(history),
         scores_frame(CONTROL_FLAGS),
         customers_frame(ENROLLED),
         as_of=AS_OF,
@@ -180,6 +180,26 @@ def test_detection_speed_measures_hours_from_the_decision_day_to_the_st004_move(
     assert kpi.value == pytest.approx((2 + 8) / 2)
     assert (kpi.unit, kpi.meets_target) == ("hours", True)
     assert "slowest 30.0 h" in kpi.detail
+
+
+def test_detection_speed_leaves_out_moves_replayed_by_a_backfill():
+    # Given the history plus two ST_004 moves recorded months after their data closed (a backfill)
+    replayed = [
+        ("x", "2024-05-01", "ST_001", "ST_004", "R04", "2024-06-29 09:00"),
+        ("y", "2024-05-02", "ST_001", "ST_004", "R04", "2024-06-29 09:00"),
+    ]
+    # When the KPIs are computed
+    detection = kpis_by_id(history=HISTORY + replayed)["risk_detection_hours"]
+    # Then the live moves alone set the median (still 5 h) and the detail counts the replayed ones
+    assert detection.value == pytest.approx((2 + 8) / 2)
+    assert "2 backfilled moves left out" in detection.detail
+
+
+def test_detection_speed_of_a_backfill_only_history_is_no_data_not_a_huge_number():
+    replayed = [("x", "2024-05-01", "ST_001", "ST_004", "R04", "2024-06-29 09:00")]
+    kpi = kpis_by_id(history=replayed)
+    assert kpi["risk_detection_hours"].value is None
+    assert "backfill" in kpi["risk_detection_hours"].detail
 
 
 def test_recovery_rate_splits_ended_episodes_by_the_control_flag_at_their_start():
