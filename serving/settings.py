@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import yaml
+from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TELEMETRY_ENV: dict[str, str] = {
@@ -51,11 +52,19 @@ class Settings(BaseSettings):
         """SQLAlchemy URL of the state store; SQLite under ``home`` by default."""
         return self.state_url or f"sqlite:///{(self.home / 'state.db').resolve()}"
 
+    @model_validator(mode="after")
+    def _pin_tracking_uri(self) -> Settings:
+        # MLflow's own variable is read once, here: mlflow.set_tracking_uri() rewrites it in this
+        # process, so reading it later would follow whatever URI a library set last.
+        explicit = self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        resolved = explicit or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+        object.__setattr__(self, "mlflow_tracking_uri", resolved)
+        return self
+
     @property
     def tracking_uri(self) -> str:
         """MLflow tracking/registry URI; the sqlite file under ``home`` by default."""
-        explicit = self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        return explicit or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+        return str(self.mlflow_tracking_uri)
 
     @property
     def artifacts_path(self) -> Path:

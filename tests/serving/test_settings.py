@@ -57,3 +57,14 @@ def test_yaml_that_is_not_a_mapping_names_the_file(tmp_path):
     config.write_text("- a\n- b\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad\.yaml: expected a mapping"):
         load_settings(config)
+
+
+def test_tracking_uri_is_pinned_when_settings_are_made(monkeypatch, tmp_path):
+    # given settings made while MLFLOW_TRACKING_URI is unset
+    monkeypatch.setenv("LSTEP_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = Settings()
+    # when a library later rewrites MLflow's variable in this process (mlflow.set_tracking_uri does)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    # then the settings still point at the store under LSTEP_HOME
+    assert settings.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
