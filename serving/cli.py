@@ -670,11 +670,31 @@ def status(customer_id: Annotated[str, typer.Argument(help="The learner's custom
         console.print(f"override to {held['tag']} by {held['actor']} ({held['reason']}), {until}")
     table = Table("as_of", "from", "to", "rule / actor", "reason", "p_churn", "model", "run")
     for row in store.history(customer_id).itertuples(index=False):
-        who = row.rule_id or row.actor or ""
-        p_churn = "" if row.p_churn != row.p_churn or row.p_churn is None else f"{row.p_churn:.0%}"
-        table.add_row(str(row.as_of)[:10], row.from_tag or "new", row.to_tag, who, row.reason,
-                      p_churn, row.model_version or "", row.run_id or "")  # fmt: skip
+        p_churn = "" if _missing(row.p_churn) else f"{row.p_churn:.0%}"
+        who = row.actor if _missing(row.rule_id) else row.rule_id
+        table.add_row(
+            str(row.as_of)[:10],
+            _text(row.from_tag, "new"),
+            row.to_tag,
+            _text(who),
+            _text(row.reason),
+            p_churn,
+            _text(row.model_version),
+            _text(row.run_id),
+        )
     console.print(table)
+
+
+def _missing(value: Any) -> bool:
+    """True for None and NaN/NA, the shapes a null takes in a frame row."""
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))
+
+
+def _text(value: Any, default: str = "") -> str:
+    """A table cell: the value as text, or ``default`` when it is null."""
+    return default if _missing(value) else str(value)
 
 
 @app.command()

@@ -116,3 +116,54 @@ def test_missing_file_is_one_readable_line(tmp_path):
     assert result.exit_code == 1
     assert "nope.parquet" in result.output
     assert "Traceback" not in result.output
+
+
+def test_rules_check_prints_the_mermaid_graph():
+    result = runner.invoke(app, ["rules", "check"])
+    assert result.exit_code == 0, result.output
+    assert "rules OK: 15 rules, 6 tags" in result.output
+    assert "ST_004 -->" in result.output
+
+
+def test_score_without_a_champion_says_what_to_do(population, lstep_home):
+    # given an empty LSTEP_HOME (no MLflow registry yet) and an event store
+    result = runner.invoke(
+        app,
+        ["score", "--as-of", "2026-04-01", "--events", str(population / "events.parquet"),
+         "--customers", str(population / "customers.parquet")],
+    )  # fmt: skip
+    # then one readable line tells the user to train first or run the rules alone
+    assert result.exit_code == 1
+    assert "no champion registered" in result.output
+    assert "--rules-only" in result.output
+
+
+def test_rules_only_batch_then_status_override_and_kpis(population, lstep_home):
+    # given one rules-only batch day
+    inputs = ["--events", str(population / "events.parquet"),
+              "--customers", str(population / "customers.parquet")]  # fmt: skip
+    scored = runner.invoke(app, ["score", "--as-of", "2026-04-01", "--rules-only", *inputs])
+    assert scored.exit_code == 0, scored.output
+    learner = pd.read_parquet(population / "events.parquet")["customer_id"].iloc[0]
+    # when a CS lead overrides a learner into re-engagement
+    override = runner.invoke(
+        app, ["override", learner, "--tag", "ST_005", "--actor", "kim", "--reason", "called"]
+    )
+    status = runner.invoke(app, ["status", learner])
+    kpis = runner.invoke(app, ["kpis", "--as-of", "2026-04-01", *inputs[2:]])
+    # then the status shows the manual move and its reason, and the KPIs are reported
+    assert override.exit_code == 0, override.output
+    assert status.exit_code == 0, status.output
+    assert "ST_005" in status.output
+    assert "called" in status.output
+    assert kpis.exit_code == 0, kpis.output
+    assert "KPIs on 2026-04-01" in kpis.output
+    assert ">= 70.0%" in kpis.output
+
+
+def test_override_with_an_unknown_tag_is_refused(population, lstep_home):
+    result = runner.invoke(
+        app, ["override", "C0000001", "--tag", "ST_099", "--actor", "kim", "--reason", "x"]
+    )
+    assert result.exit_code == 1
+    assert "ST_099" in result.output
