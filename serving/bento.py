@@ -1,0 +1,209 @@
+"""``lstep serve``: copy the champion into the BentoML model store, then run the HTTP service.
+
+The MLflow registry stays the source of truth (``models:/lstep-churn@champion``). ``serve``
+resolves the alias to a version, imports that version with ``bentoml.mlflow.import_model`` under
+the tag ``lstep-churn:mlflow-v<version>`` (once: a version already in the store is reused), and
+execs ``bentoml serve serving.service:LstepService``. The service declares
+``bentoml.models.BentoModel("lstep-churn:latest")``, so it serves the newest import and
+``bentoml build`` (``bentofile.yaml``) packs it into the bento.
+
+The BentoML store lives at ``Settings().bentoml_path`` (``BENTOML_HOME``, by default
+``$LSTEP_HOME/bentoml``). BentoML reads ``BENTOML_HOME`` once per process, so this module sets it
+before its first (lazy) ``import bentoml`` and checks that an earlier import did not settle on
+another home. ``LSTEP_RULES_ONLY=true`` serves the rules alone: nothing is imported and the
+service starts without a model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serving.settings import TELEMETRY_ENV, Settings, disable_telemetry
+
+BENTO_MODEL_NAME = "lstep-churn"
+"""Name of the champion in the BentoML model store."""
+SERVED_MODEL_TAG = f"{BENTO_MODEL_NAME}:latest"
+"""What the service declares: the newest import."""
+SERVICE_IMPORT = "serving.service:LstepService"
+METADATA_VERSION = "mlflow_version"
+METADATA_URI = "mlflow_uri"
+METADATA_MODEL_NAME = "mlflow_model_name"
+_MISSING_ALIAS_CODES = frozenset(
+    {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
+)
+
+
+class ServiceSettings(BaseSettings):
+    """Knobs of the HTTP service, from ``LSTEP_*`` variables (beside ``serving.settings``).
+
+    Attributes:
+        api_token: the bearer token of ``/override`` and ``/score`` with ``apply``; unset, both
+            are refused (401) for everyone.
+        max_batch: most learners one ``/score`` request may carry (413 above).
+        max_events: most inline events one ``/score`` request may carry (413 above).
+        rules_only: serve without a model (scores null, rules decide on features alone); the
+            service then starts whether or not a champion exists.
+        rules_dir: a rules directory to load instead of the packaged rules.
+        top_reasons: reason codes per learner in ``/score``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LSTEP_", frozen=True, extra="forbid")
+
+    api_token: SecretStr | None = None
+    max_batch: int = Field(default=1000, ge=1)
+    max_events: int = Field(default=200_000, ge=1)
+    rules_only: bool = False
+    rules_dir: Path | None = None
+    top_reasons: int = Field(default=3, ge=0)
+
+
+def bento_model_tag(version: str) -> str:
+    """The BentoML tag of a registered MLflow version (BentoML versions are lowercase words)."""
+    return f"{BENTO_MODEL_NAME}:mlflow-v{version}"
+
+
+def service_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment ``bentoml serve`` runs with: ``base`` plus the locations and telemetry off.
+
+    Every location is passed resolved (absolute paths, the full state and tracking URLs), so the
+    service finds the same files as the process that started it, whatever its working directory.
+    """
+    environment = dict(os.environ if base is None else base)
+    for name, value in TELEMETRY_ENV.items():
+        environment.setdefault(name, value)
+    environment.update(
+        {
+            "BENTOML_HOME": str(settings.bentoml_path.resolve()),
+            "LSTEP_HOME": str(settings.home.resolve()),
+            "LSTEP_DATA_DIR": str(settings.data_path.resolve()),
+            "LSTEP_STATE_URL": settings.state_database_url,
+            "LSTEP_MLFLOW_TRACKING_URI": settings.tracking_uri,
+            "LSTEP_MODEL_NAME": settings.model_name,
+        }
+    )
+    return environment
+
+
+def use_bentoml_home(settings: Settings) -> Path:
+    """Point this process's BentoML at ``settings.bentoml_path``, before BentoML reads it.
+
+    Raises:
+        RuntimeError: when BentoML already settled on another home in this process.
+    """
+    disable_telemetry()
+    home = settings.bentoml_path.resolve()
+    os.environ["BENTOML_HOME"] = str(home)
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    settled = Path(BentoMLContainer.bentoml_home.get()).resolve()
+    if settled != home:
+        raise RuntimeError(
+            f"BentoML already uses the model store at {settled} in this process, not {home}: "
+            "call serving.bento functions before anything else touches BentoML"
+        )
+    return home
+
+
+def champion_version(tracking_uri: str, model_name: str) -> str | None:
+    """The registered version the ``champion`` alias points at, or None when there is none."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        return str(client.get_model_version_by_alias(model_name, "champion").version)
+    except MlflowException as error:
+        if error.error_code in _MISSING_ALIAS_CODES:
+            return None
+        raise
+
+
+def import_champion(settings: Settings) -> str | None:
+    """Import the champion into the BentoML store, once per registered version.
+
+    Returns:
+        The BentoML tag (``lstep-churn:mlflow-v3``), or None when no version holds the alias.
+    """
+    use_bentoml_home(settings)
+    version = champion_version(settings.tracking_uri, settings.model_name)
+    if version is None:
+        return None
+    import bentoml
+    import mlflow
+
+    tag = bento_model_tag(version)
+    try:
+        return str(bentoml.models.get(tag).tag)
+    except bentoml.exceptions.NotFound:
+        pass  # not imported yet
+    # Pin the version the alias named: a promotion meanwhile must not import another one.
+    model_uri = f"models:/{settings.model_name}/{version}"
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    imported = bentoml.mlflow.import_model(
+        tag,
+        model_uri,
+        labels={"source": "mlflow", "alias": "champion"},
+        metadata={
+            METADATA_VERSION: version,
+            METADATA_URI: model_uri,
+            METADATA_MODEL_NAME: settings.model_name,
+        },
+    )
+    return str(imported.tag)
+
+
+def serve_command(host: str, port: int) -> list[str]:
+    """The ``bentoml serve`` command line of the service (the venv's ``bentoml`` script)."""
+    script = Path(sys.executable).with_name("bentoml")
+    executable = str(script) if script.exists() else shutil.which("bentoml") or "bentoml"
+    return [executable, "serve", SERVICE_IMPORT, "--host", host, "--port", str(port)]
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 3000) -> None:
+    """Import the champion and replace this process with ``bentoml serve`` (does not return).
+
+    Raises:
+        serving.scoring.NoChampionError: when no champion is registered and
+            ``LSTEP_RULES_ONLY`` is not true.
+        RuntimeError: see ``use_bentoml_home``.
+    """
+    from serving.scoring import NoChampionError, no_champion_message
+
+    if not ServiceSettings().rules_only and import_champion(settings) is None:
+        raise NoChampionError(
+            f"{no_champion_message(settings.model_name)} "
+            "(or set LSTEP_RULES_ONLY=true to serve the rules alone)"
+        )
+    environment = service_environment(settings)  # resolved before leaving the working directory
+    # `bentoml serve` imports the service from its working directory: the project root.
+    os.chdir(project_root())
+    command = serve_command(host, port)
+    os.execve(command[0], command, environment)
+
+
+def project_root() -> Path:
+    """The directory holding the five packages (and ``bentofile.yaml``)."""
+    return Path(__file__).resolve().parent.parent
+
+
+__all__ = [
+    "BENTO_MODEL_NAME",
+    "SERVED_MODEL_TAG",
+    "SERVICE_IMPORT",
+    "ServiceSettings",
+    "bento_model_tag",
+    "champion_version",
+    "import_champion",
+    "project_root",
+    "serve",
+    "serve_command",
+    "service_environment",
+    "use_bentoml_home",
+]

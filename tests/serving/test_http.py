@@ -1,0 +1,204 @@
+"""The service over real HTTP: a ``bentoml serve`` subprocess, ``bentoml.SyncHTTPClient`` and httpx.
+
+Learners are taken from the middle of the snapshot: ``test_service`` applies and overrides
+learners at its two ends in the same workspace.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import bentoml
+import httpx
+import pandas as pd
+import pytest
+
+from tests.serving.service_fixtures import (
+    API_TOKEN,
+    MAX_BATCH,
+    SNAPSHOT_DAY,
+    ServedService,
+    ServedWorkspace,
+    shared_service,
+    shared_workspace,
+)
+
+AS_OF = SNAPSHOT_DAY.isoformat()
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory, simulated_log, champion_tracking_uri, champion, ruleset):
+    """The served workspace on the session's champion."""
+    return shared_workspace(
+        tmp_path_factory, simulated_log, champion_tracking_uri, champion, ruleset
+    )
+
+
+@pytest.fixture(scope="session")
+def served(workspace: ServedWorkspace):
+    """The running service, stopped at the end of the session."""
+    service = shared_service(workspace)
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def learners(workspace: ServedWorkspace) -> list[str]:
+    """Twenty learners of the snapshot's middle."""
+    snapshot = pd.read_parquet(workspace.settings.data_path / "features" / f"as_of={AS_OF}.parquet")
+    middle = len(snapshot) // 2
+    return list(snapshot["customer_id"].iloc[middle : middle + 20])
+
+
+@pytest.fixture(scope="module")
+def client(served: ServedService):
+    """BentoML's client, with the API token as its bearer token."""
+    with bentoml.SyncHTTPClient(served.url, token=API_TOKEN, timeout=60) as opened:
+        yield opened
+
+
+def assert_same(actual, expected) -> None:
+    """Equal records, numbers to 1e-12: SHAP sums of a batch may differ from a lone row's in the
+    last bit (LightGBM adds the trees' contributions in another order)."""
+    if isinstance(expected, dict):
+        assert actual.keys() == expected.keys()
+        for key in expected:
+            assert_same(actual[key], expected[key])
+    elif isinstance(expected, list):
+        assert len(actual) == len(expected)
+        for item, wanted in zip(actual, expected, strict=True):
+            assert_same(item, wanted)
+    elif isinstance(expected, float):
+        assert actual == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    else:
+        assert actual == expected
+
+
+def post(served: ServedService, route: str, body, **headers) -> httpx.Response:
+    return httpx.post(f"{served.url}{route}", json=body, headers=headers, timeout=60)
+
+
+def test_health_and_metrics_endpoints_stay_on(served):
+    for route in ("/livez", "/readyz", "/metrics"):
+        assert httpx.get(f"{served.url}{route}", timeout=10).status_code == 200
+    assert "bentoml_service_request" in httpx.get(f"{served.url}/metrics", timeout=10).text
+
+
+def test_the_client_scores_by_id_with_the_batch_jobs_scores(client, workspace, learners):
+    # given learners the batch job scored on its latest day
+    ids = learners[:3]
+    with workspace.open_store() as store:
+        stored = store.scores_frame(SNAPSHOT_DAY).set_index("customer_id")["p_churn"]
+    # when scored over HTTP by id
+    response = client.score({"learners": [{"customer_id": c} for c in ids], "as_of": AS_OF})
+    # then every learner comes back with the batch job's score and a full record
+    assert [record["customer_id"] for record in response["learners"]] == ids
+    for record in response["learners"]:
+        assert record["p_churn"] == pytest.approx(stored[record["customer_id"]], abs=1e-12)
+        assert record["feature_source"] == "snapshot"
+        assert {"proposed_tag", "rule_id", "priority", "action", "control", "reasons"} <= set(
+            record
+        )
+    assert response["dry_run"] is True
+
+
+def test_the_client_explains_and_gives_the_status(client, workspace, learners):
+    explanation = client.explain({"customer_id": learners[3], "as_of": AS_OF})
+    total = sum(reason["points"] for reason in explanation["reasons"])
+    assert total == pytest.approx(100 * (explanation["p_raw"] - explanation["p_base"]), abs=1e-9)
+    status = client.status({"customer_id": learners[3]})
+    with workspace.open_store() as store:
+        assert status["tag"] == store.current(learners[3])["tag"]
+        assert len(status["history"]) == len(store.history(learners[3]))
+
+
+def test_apply_with_the_token_is_accepted(client, learners):
+    # given the client's bearer token, when apply is asked, then it runs (moves or not)
+    response = client.score(
+        {"learners": [{"customer_id": learners[4]}], "as_of": AS_OF, "apply": True}
+    )
+    assert response["dry_run"] is False
+    (record,) = response["learners"]
+    assert record["applied"] or record["not_applied_reason"]
+
+
+def test_concurrent_requests_are_batched_and_answered_like_single_ones(served, learners):
+    # given each learner scored alone, one request at a time
+    def score_one(customer_id: str) -> httpx.Response:
+        return post(served, "/score", {"learners": [{"customer_id": customer_id}], "as_of": AS_OF})
+
+    alone = {c: score_one(c).json()["learners"][0] for c in learners[:6]}
+    # when sixteen requests arrive at once (the scorer merges them into batches)
+    ids = learners[:16]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(score_one, ids))
+    # then every one succeeds with the same record as alone
+    assert [response.status_code for response in responses] == [200] * len(ids)
+    for response in responses:
+        record = response.json()["learners"][0]
+        if record["customer_id"] in alone:
+            assert_same(record, alone[record["customer_id"]])
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"learners": [{"customer_id": ""}]}, "learners.0.customer_id"),
+        ({"learners": [{"customer_id": "C1"}], "aply": True}, "aply"),
+        ({"learners": []}, "learners"),
+        ({"learners": [{"customer_id": "C1", "events": [{"ts": "x"}]}]}, "learners.0.events.0"),
+        ({"learners": [{"customer_id": "C1"}], "as_of": "2026-02-30"}, "as_of"),
+    ],
+)
+def test_a_bad_payload_is_400_naming_the_field(served, body, field):
+    response = post(served, "/score", body)
+    assert response.status_code == 400
+    error = response.json()
+    assert field in error["detail"]
+    assert isinstance(error["error"], str)
+
+
+def test_apply_without_the_token_is_401(served, learners):
+    body = {"learners": [{"customer_id": learners[5]}], "as_of": AS_OF, "apply": True}
+    assert post(served, "/score", body).status_code == 401
+    assert post(served, "/score", body, authorization="Bearer wrong").status_code == 401
+
+
+def test_an_override_with_a_wrong_token_is_401_and_changes_nothing(served, workspace, learners):
+    customer_id = learners[6]
+    with workspace.open_store() as store:
+        before = store.history(customer_id)
+    body = {"customer_id": customer_id, "tag": "ST_005", "actor": "x", "reason": "y"}
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": API_TOKEN}):
+        assert post(served, "/override", body, **headers).status_code == 401
+    with workspace.open_store() as store:
+        pd.testing.assert_frame_equal(store.history(customer_id), before)
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/score", {"learners": [{"customer_id": "NOBODY-9"}], "as_of": AS_OF}),
+        ("/explain", {"customer_id": "NOBODY-9", "as_of": AS_OF}),
+        ("/status", {"customer_id": "NOBODY-9"}),
+    ],
+)
+def test_an_unknown_learner_is_404_naming_them(served, route, body):
+    response = post(served, route, body)
+    assert response.status_code == 404
+    assert "NOBODY-9" in response.json()["error"]
+
+
+def test_more_learners_than_the_limit_is_413(served):
+    body = {"learners": [{"customer_id": f"C{n:07d}"} for n in range(MAX_BATCH + 1)]}
+    response = post(served, "/score", body)
+    assert response.status_code == 413
+    assert "LSTEP_MAX_BATCH" in response.json()["error"]
+
+
+def test_an_as_of_after_today_is_422(served, learners):
+    response = post(
+        served, "/score", {"learners": [{"customer_id": learners[0]}], "as_of": "2199-01-01"}
+    )
+    assert response.status_code == 422
+    assert "after today" in response.json()["error"]
