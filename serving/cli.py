@@ -766,3 +766,25 @@ def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
     return f"{value:.1f}%" if unit == "%" else f"{value:,.1f} {unit}"
+
+
+@app.command()
+@friendly_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 3000,
+) -> None:
+    """Import the champion into the BentoML store and start the HTTP service (/score, /explain...).
+
+    Set LSTEP_API_TOKEN to enable /override and `apply: true`; LSTEP_RULES_ONLY=true serves the
+    rules without a model.
+    """
+    from serving.bento import serve as start_service
+    from serving.scoring import NoChampionError
+
+    settings = _settings()
+    console.print(f"starting the lstep service on http://{host}:{port} (Ctrl-C stops it)")
+    try:
+        start_service(settings, host=host, port=port)
+    except NoChampionError as error:
+        raise UserError(str(error)) from None
