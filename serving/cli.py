@@ -542,6 +542,9 @@ def score(
         bool, typer.Option("--replace", help="Redo the latest completed day.")
     ] = False,
     rules_dir: RulesDirOpt = None,
+    with_report: Annotated[
+        bool, typer.Option("--report", help="Write the HTML report of the last day.")
+    ] = False,
 ) -> None:
     """The daily batch job: features, champion scores, rules, and the audit trail (idempotent)."""
     from serving.batch import render_summary, run_day, run_range
@@ -558,6 +561,11 @@ def score(
     else:
         results = run_range(parse_date(from_day), parse_date(to_day), **common)
     console.print(render_summary(results[-1]))
+    if with_report and not dry_run:
+        written = _write_report(
+            settings, common["store"], results[-1].as_of, events_path, customers_path, None
+        )
+        console.print(f"[green]report[/] {written}")
 
 
 def _batch_context(settings: Settings, rules_dir: Path | None, rules_only: bool) -> dict[str, Any]:
@@ -788,3 +796,40 @@ def serve(
         start_service(settings, host=host, port=port)
     except NoChampionError as error:
         raise UserError(str(error)) from None
+
+
+@app.command()
+@friendly_errors
+def report(
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Day (default: the latest batch day).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="HTML file (default: reports dir).")
+    ] = None,
+    events: OptionalEventsOpt = None,
+    customers: OptionalCustomersOpt = None,
+) -> None:
+    """Write the self-contained HTML report for CS leads (KPIs, tags, call list, model, drift)."""
+    settings = _settings()
+    store = _store(settings)
+    day = parse_date(as_of) if as_of else _latest_batch_day(store)
+    if day is None:
+        raise UserError("no completed batch run yet: run `lstep score --as-of DAY` first")
+    events_path, customers_path = _event_store(settings, events, customers)
+    written = _write_report(settings, store, day, events_path, customers_path, out)
+    console.print(f"[green]wrote[/] {written}")
+
+
+def _write_report(
+    settings: Settings, store: Any, day: date, events: Any, customers: Any, out: Path | None
+) -> Path:
+    """Validate the inputs (paths or frames) and write the report of ``day``."""
+    from serving.report import write_report
+    from serving.scoring import load_champion
+
+    if isinstance(events, Path):
+        events, customers = _load_inputs(events, customers, None, False)
+    champion = load_champion(settings.tracking_uri, settings.model_name)
+    return write_report(store, settings, as_of=day, champion=champion, events=events,
+                        customers=customers, out=out)  # fmt: skip

@@ -1,0 +1,56 @@
+"""A small report workspace: three batch days over the session's simulated log and champion.
+
+Shared by ``tests/serving/test_report.py`` and the browser test: the state store, the feature
+snapshots and the settings that point at the session's MLflow store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+from serving.batch import run_day
+from serving.scoring import Champion
+from serving.settings import Settings
+from serving.store import StateStore
+from tests.serving.fixtures import FIRST_DAY, NOW, SimulatedLog, packaged_ruleset
+
+BATCH_DAYS = (FIRST_DAY, FIRST_DAY + timedelta(days=7), FIRST_DAY + timedelta(days=14))
+"""Three weekly batch days: enough for a tag history and an earliest-vs-latest drift."""
+
+
+@dataclass(frozen=True)
+class ReportWorkspace:
+    """A store after the batch days, and settings pointing at its snapshots and MLflow."""
+
+    settings: Settings
+    store: StateStore
+    log: SimulatedLog
+    last_day: date
+
+
+def build_workspace(
+    root: Path, log: SimulatedLog, champion: Champion | None, tracking_uri: str
+) -> ReportWorkspace:
+    """Run the batch days into a fresh LSTEP_HOME under ``root``."""
+    settings = Settings(
+        home=root, data_dir=root / "data", mlflow_tracking_uri=tracking_uri, reports_dir=root / "r"
+    )
+    store = StateStore(settings.state_database_url)
+    ruleset = packaged_ruleset()
+    for day in BATCH_DAYS:
+        run_day(
+            day,
+            events=log.events,
+            customers=log.customers,
+            store=store,
+            champion=champion,
+            ruleset=ruleset,
+            rules_only=champion is None,
+            run_id=f"report-{day}",
+            now=NOW,
+            data_dir=settings.data_path,
+            inputs_validated=True,
+        )
+    return ReportWorkspace(settings, store, log, BATCH_DAYS[-1])
