@@ -197,9 +197,24 @@ def to_model_matrix(
     Raises:
         FeatureFrameError: naming every missing column and every mistyped column.
     """
+    dtypes = dict(feature_dtypes) if feature_dtypes is not None else model_feature_dtypes()
+    matrix = _typed_matrix(frame, dtypes)
+    # inplace: the matrix is new, so validation need not copy a million rows again
+    return _matrix_schema(tuple(dtypes.items())).validate(matrix, inplace=True)
+
+
+def _typed_matrix(frame: pd.DataFrame, dtypes: Mapping[str, FeatureDtype]) -> pd.DataFrame:
+    """``to_model_matrix`` without the pandera re-check of the matrix it builds.
+
+    Every input column is checked here (``_model_column``); the re-check only confirms what the
+    construction guarantees (float64 or the fixed Categorical, in order), and costs ~15 ms per
+    call on one row, which matters to the service's one-learner requests.
+
+    Raises:
+        FeatureFrameError: naming every missing column and every mistyped column.
+    """
     if not isinstance(frame, pd.DataFrame):
         raise FeatureFrameError(f"feature frame: expected a pandas DataFrame, got {type(frame)}")
-    dtypes = dict(feature_dtypes) if feature_dtypes is not None else model_feature_dtypes()
     missing = [name for name in dtypes if name not in frame.columns]
     problems: list[str] = []
     columns: dict[str, Any] = {}
@@ -210,9 +225,7 @@ def to_model_matrix(
     if missing or problems:
         parts = [f"missing columns {missing}"] if missing else []
         raise FeatureFrameError("feature frame: " + "; ".join(parts + problems))
-    matrix = pd.DataFrame(columns, index=frame.index)
-    # inplace: the matrix is new, so validation need not copy a million rows again
-    return _matrix_schema(tuple(dtypes.items())).validate(matrix, inplace=True)
+    return pd.DataFrame(columns, index=frame.index)
 
 
 def _lightgbm_values(matrix: pd.DataFrame) -> np.ndarray:
@@ -309,6 +322,24 @@ def _prediction_schema() -> pa.DataFrameSchema:
         error="p_churn must lie inside [p_low, p_high]",
     )
     return pa.DataFrameSchema(columns, checks=[inside], strict=True, ordered=True, coerce=True)
+
+
+def _checked_predictions(frame: pd.DataFrame) -> pd.DataFrame:
+    """``_prediction_schema``'s contract in numpy: probabilities in [0, 1], p_churn inside.
+
+    Raises:
+        ValueError: naming the broken check and how many rows break it.
+    """
+    values = frame[list(PREDICTION_COLUMNS)].to_numpy(dtype=np.float64)
+    outside = int((~((values >= 0.0) & (values <= 1.0))).any(axis=1).sum())  # NaN is outside
+    p_churn, p_low, p_high = (frame[name].to_numpy() for name in ("p_churn", "p_low", "p_high"))
+    not_inside = int((~((p_low <= p_churn + 1e-12) & (p_churn <= p_high + 1e-12))).sum())
+    if outside or not_inside:
+        raise ValueError(
+            f"predictions: {outside} of {len(frame)} rows have a probability outside [0, 1] or "
+            f"missing, {not_inside} have p_churn outside [p_low, p_high]"
+        )
+    return frame
 
 
 # --- training inputs ------------------------------------------------------------------------------
@@ -501,11 +532,42 @@ class ChurnModel:
         Raises:
             FeatureFrameError: naming every missing or mistyped model column of ``X``.
         """
-        p_churn, p_low, p_high = self.calibrator.calibrate(self.raw_probability(X))
+        frame = self._calibrated(self.raw_probability(X), X.index)
+        return _prediction_schema().validate(frame, inplace=True)
+
+    def predict_with_contributions(self, X: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``predict`` and ``contributions`` of ``X`` from ONE model matrix (the serving path).
+
+        The results equal those of the two methods. Cheaper for small frames: the matrix is
+        built and typed once, without the pandera re-check of what its construction guarantees,
+        and the predictions are checked with numpy instead of pandera (same contract).
+
+        Returns:
+            (predictions as ``predict`` returns them, contributions as ``contributions`` does).
+
+        Raises:
+            FeatureFrameError: naming every missing or mistyped model column of ``X``.
+            ValueError: when a prediction breaks its contract (a bug, never the input's fault).
+        """
+        matrix = _typed_matrix(X, self.feature_dtypes)
+        columns = [*self.feature_names, "bias"]
+        if matrix.empty:
+            contributions = pd.DataFrame(columns=columns, index=X.index, dtype=np.float64)
+            return self._calibrated(np.empty(0, dtype=np.float64), X.index), contributions
+        values = _lightgbm_values(matrix)
+        raw = np.asarray(self.booster.predict(values), dtype=np.float64)
+        predictions = _checked_predictions(self._calibrated(raw, X.index))
+        contributions = pd.DataFrame(
+            self.booster.predict(values, pred_contrib=True), columns=columns, index=X.index
+        )
+        return predictions, contributions
+
+    def _calibrated(self, raw: np.ndarray, index: pd.Index) -> pd.DataFrame:
+        """The four prediction columns of raw probabilities, unchecked."""
+        p_churn, p_low, p_high = self.calibrator.calibrate(raw)
         confidence = decision_confidence(p_churn, p_low, p_high)
         columns = (p_churn, p_low, p_high, confidence)
-        frame = pd.DataFrame(dict(zip(PREDICTION_COLUMNS, columns, strict=True)), index=X.index)
-        return _prediction_schema().validate(frame, inplace=True)
+        return pd.DataFrame(dict(zip(PREDICTION_COLUMNS, columns, strict=True)), index=index)
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """TreeSHAP contributions to the raw log-odds: one column per feature, then ``bias``.

@@ -140,18 +140,29 @@ def probability_points(contributions: pd.DataFrame) -> tuple[pd.DataFrame, np.nd
     return frame, p_base, p_raw
 
 
-def explain_frame(model: ChurnModel, features: pd.DataFrame) -> list[Explanation]:
+def explain_frame(
+    model: ChurnModel, features: pd.DataFrame, *, contributions: pd.DataFrame | None = None
+) -> list[Explanation]:
     """Explain every row of a feature frame (one TreeSHAP call for all of them).
 
     Args:
         model: the fitted churn model.
         features: a feature frame with the model columns (and optionally customer_id); related
             columns (e.g. ``sessions_30d`` for ``sessions_7d``) enrich the texts when present.
+        contributions: ``model.contributions(features)`` when the caller already has them
+            (``ChurnModel.predict_with_contributions``), so TreeSHAP does not run twice.
 
     Raises:
         models.churn.FeatureFrameError: naming every missing or mistyped model column.
+        ValueError: when ``contributions`` has not one row per row of ``features``.
     """
-    points, p_base, p_raw = probability_points(model.contributions(features))
+    if contributions is None:
+        contributions = model.contributions(features)
+    elif len(contributions) != len(features):
+        raise ValueError(
+            f"contributions: {len(contributions)} rows for {len(features)} feature rows"
+        )
+    points, p_base, p_raw = probability_points(contributions)
     specs = {spec.name: spec for spec in load_catalog().features}
     explanations = []
     ids = features["customer_id"] if "customer_id" in features.columns else None

@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib
 import shutil
 import tempfile
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -108,14 +109,7 @@ def to_pyfunc_input(frame: pd.DataFrame, model: ChurnModel | None = None) -> pd.
     """
     feature_dtypes = model.feature_dtypes if model is not None else model_feature_dtypes()
     matrix = to_model_matrix(frame, feature_dtypes=feature_dtypes)
-    flags = [name for name, dtype in feature_dtypes.items() if dtype == "bool"]
-    missing_flags = matrix[flags].isna().sum()
-    missing_flags = missing_flags[missing_flags > 0]
-    if not missing_flags.empty:
-        raise FeatureFrameError(
-            f"feature frame: flag columns with missing values {missing_flags.to_dict()}; "
-            "a flag must be true or false"
-        )
+    check_flags_present(matrix, feature_dtypes)
     columns: dict[str, pd.Series] = {}
     for name, dtype in feature_dtypes.items():
         if dtype == "bool":
@@ -125,6 +119,26 @@ def to_pyfunc_input(frame: pd.DataFrame, model: ChurnModel | None = None) -> pd.
         else:
             columns[name] = matrix[name]
     return pd.DataFrame(columns, index=frame.index)
+
+
+def check_flags_present(frame: pd.DataFrame, feature_dtypes: Mapping[str, str]) -> None:
+    """Refuse missing values in flag columns, as the pyfunc's input contract does.
+
+    Args:
+        frame: a feature frame or model matrix holding every flag column of ``feature_dtypes``.
+        feature_dtypes: model columns and their catalog dtypes (flags are ``bool``).
+
+    Raises:
+        FeatureFrameError: naming each flag column with missing values and how many.
+    """
+    flags = [name for name, dtype in feature_dtypes.items() if dtype == "bool"]
+    missing_flags = frame[flags].isna().sum()
+    missing_flags = missing_flags[missing_flags > 0]
+    if not missing_flags.empty:
+        raise FeatureFrameError(
+            f"feature frame: flag columns with missing values {missing_flags.to_dict()}; "
+            "a flag must be true or false"
+        )
 
 
 def _required_signature(example: pd.DataFrame, predictions: pd.DataFrame) -> ModelSignature:
@@ -190,6 +204,7 @@ def log_churn_model(
 __all__ = [
     "ARTIFACT_KEY",
     "ChurnPyfunc",
+    "check_flags_present",
     "log_churn_model",
     "pinned_requirements",
     "to_pyfunc_input",

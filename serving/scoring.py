@@ -27,8 +27,8 @@ import pandera.pandas as pa
 from mlflow.exceptions import MlflowException
 
 from models.churn import PREDICTION_COLUMNS, ChurnModel
-from models.explain import Reason, explain_frame
-from models.pyfunc import to_pyfunc_input
+from models.explain import Explanation, Reason, explain_frame
+from models.pyfunc import check_flags_present
 from rules import RuleSet, decide
 
 DEFAULT_MODEL_NAME = "lstep-churn"
@@ -124,7 +124,7 @@ def load_champion(tracking_uri: str, model_name: str = DEFAULT_MODEL_NAME) -> Ch
             pyfunc = mlflow.pyfunc.load_model(uri)
         if _champion_version(client, model_name) == version:
             return Champion(
-                pyfunc=pyfunc, model=_churn_model(pyfunc, uri), version=version, uri=uri
+                pyfunc=pyfunc, model=unwrap_churn_model(pyfunc, uri), version=version, uri=uri
             )
     raise RuntimeError(f"{uri}: the alias moved {_LOAD_ATTEMPTS} times while loading; try again")
 
@@ -144,9 +144,6 @@ def unwrap_churn_model(pyfunc: mlflow.pyfunc.PyFuncModel, uri: str) -> ChurnMode
             "register models with `lstep train`"
         )
     return model
-
-
-_churn_model = unwrap_churn_model  # the name serving/service.py first imported
 
 
 # --- scores ---------------------------------------------------------------------------------------
@@ -181,7 +178,11 @@ def _keys(features: pd.DataFrame) -> pd.DataFrame:
 
 
 def score_features(features: pd.DataFrame, champion: Champion | None) -> pd.DataFrame:
-    """Score a feature frame with the champion's pyfunc (NaN scores when ``champion`` is None).
+    """Score a feature frame with the champion (NaN scores when ``champion`` is None).
+
+    The champion's ``ChurnModel`` is called directly: the pyfunc wraps the same model, so the
+    scores are identical, without MLflow's per-call input conversion and signature check (its
+    input contract, flags true or false, is enforced here with ``check_flags_present``).
 
     Args:
         features: one row per learner (``features.windows.build_features`` output or the same
@@ -194,16 +195,23 @@ def score_features(features: pd.DataFrame, champion: Champion | None) -> pd.Data
 
     Raises:
         ValueError: missing keys or repeated learners.
-        models.churn.FeatureFrameError: missing or mistyped model columns.
+        models.churn.FeatureFrameError: missing or mistyped model columns, or missing flags.
     """
-    scores = _keys(features)
+    keys = _keys(features)
     if champion is None or features.empty:
-        for name in PREDICTION_COLUMNS:
+        return _scores_frame(keys, None)
+    predicted = champion.model.predict(features)
+    check_flags_present(features, champion.model.feature_dtypes)
+    return _scores_frame(keys, predicted)
+
+
+def _scores_frame(keys: pd.DataFrame, predicted: pd.DataFrame | None) -> pd.DataFrame:
+    """Keys plus the prediction columns (NaN without predictions), checked: ``SCORES_SCHEMA``."""
+    scores = keys
+    for name in PREDICTION_COLUMNS:
+        if predicted is None:
             scores[name] = np.nan
-    else:
-        inputs = to_pyfunc_input(features, champion.model).reset_index(drop=True)
-        predicted = champion.pyfunc.predict(inputs)
-        for name in PREDICTION_COLUMNS:
+        else:
             scores[name] = np.asarray(predicted[name], dtype=np.float64)
     return SCORES_SCHEMA.validate(scores, inplace=True)
 
@@ -217,6 +225,8 @@ def decide_learners(
     ruleset: RuleSet,
     state: pd.DataFrame,
     as_of: date,
+    *,
+    check_output: bool = True,
 ) -> pd.DataFrame:
     """Run the rules engine on features plus scores (``rules.decide``).
 
@@ -226,6 +236,7 @@ def decide_learners(
         ruleset: the loaded rules.
         state: the state store's ``state_frame(as_of)`` (an empty frame for a fresh store).
         as_of: the decision day.
+        check_output: passed to ``rules.decide`` (False skips the engine's self-check only).
 
     Returns:
         The engine's decisions (``rules.DECISION_COLUMNS``), P1 first.
@@ -246,7 +257,7 @@ def decide_learners(
             f"scores: {len(score_columns)} rows for {len(keys)} learners "
             f"({unscored} learners without a score row); score the same frame you decide on"
         )
-    return decide(ruleset, state, scored.drop(columns="_merge"), as_of)
+    return decide(ruleset, state, scored.drop(columns="_merge"), as_of, check_output=check_output)
 
 
 def _check_day(features: pd.DataFrame, as_of: date) -> None:
@@ -270,7 +281,12 @@ def explain_learners(
     ids = [str(customer_id) for customer_id in _keys(features)["customer_id"]]
     if champion is None or features.empty:
         return {customer_id: [] for customer_id in ids}
-    explanations = explain_frame(champion.model, features)
+    return _top_reasons(ids, explain_frame(champion.model, features), top)
+
+
+def _top_reasons(
+    ids: list[str], explanations: list[Explanation], top: int
+) -> dict[str, list[Reason]]:
     return {
         customer_id: explanation.top(top)
         for customer_id, explanation in zip(ids, explanations, strict=True)
@@ -344,13 +360,54 @@ def score_learners(
         as_of: the decision day.
         top_reasons: reasons per learner.
     """
-    scores = score_features(features, champion)
-    decisions = decide_learners(features, scores, ruleset, state, as_of)
-    reasons = explain_learners(features, champion, top=top_reasons)
+    if champion is None or features.empty:
+        scores = score_features(features, champion)
+        contributions = None
+    else:
+        scores, contributions = _scores_and_contributions(features, champion)
+    # The engine still checks its inputs; its output check is a self-check the tests cover.
+    decisions = decide_learners(features, scores, ruleset, state, as_of, check_output=False)
+    if contributions is None:
+        reasons = explain_learners(features, champion, top=top_reasons)
+    else:
+        explanations = explain_frame(champion.model, features, contributions=contributions)
+        ids = [str(customer_id) for customer_id in scores["customer_id"]]
+        reasons = _top_reasons(ids, explanations, top_reasons)
     version = champion.version if champion is not None else None
     return ScoredLearners(
         scores=scores, decisions=decisions, reasons=reasons, model_version=version
     )
+
+
+def _scores_and_contributions(
+    features: pd.DataFrame, champion: Champion
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``score_features`` and the TreeSHAP contributions from one model matrix (one pass)."""
+    keys = _keys(features)
+    predicted, contributions = champion.model.predict_with_contributions(features)
+    check_flags_present(features, champion.model.feature_dtypes)
+    return _coerced_scores_frame(keys, predicted), contributions
+
+
+def _coerced_scores_frame(keys: pd.DataFrame, predicted: pd.DataFrame) -> pd.DataFrame:
+    """``_scores_frame`` for checked predictions: ``SCORES_SCHEMA``'s coercion, not its checks.
+
+    ``predict_with_contributions`` checked the probabilities and ``_keys`` the ids' uniqueness;
+    the full schema run costs ~10 ms per one-learner request. Each column is coerced by the
+    schema's own dtype, so the frame is the one ``_scores_frame`` returns.
+
+    Raises:
+        ValueError: when a customer_id or as_of is missing (naming how many rows).
+    """
+    missing = int(keys["customer_id"].isna().sum() + keys["as_of"].isna().sum())
+    if missing:
+        raise ValueError(f"feature frame: {missing} missing customer_id or as_of values")
+    scores = keys
+    for name in PREDICTION_COLUMNS:
+        scores[name] = np.asarray(predicted[name], dtype=np.float64)
+    for name, column in SCORES_SCHEMA.columns.items():
+        scores[name] = column.dtype.coerce(scores[name])
+    return scores
 
 
 def _number(value: Any) -> float | None:

@@ -61,9 +61,7 @@ import anyio  # noqa: E402
 import bentoml  # noqa: E402
 import pandas as pd  # noqa: E402
 from bentoml.exceptions import BentoMLException, NotFound  # noqa: E402
-from sqlalchemy import select  # noqa: E402
 
-import serving.store as store_internals  # noqa: E402
 from features.catalog import load_catalog  # noqa: E402
 from features.schemas import CUSTOMER_COLUMNS, EVENT_COLUMNS  # noqa: E402
 from features.simulator import CUSTOMERS_FILE, EVENTS_FILE  # noqa: E402
@@ -97,19 +95,17 @@ from serving.bento import (  # noqa: E402
 from serving.scoring import (  # noqa: E402
     Champion,
     NoChampionError,
-    _churn_model,
     load_champion,
     no_champion_message,
     score_features,
     score_learners,
+    unwrap_churn_model,
 )
 from serving.settings import Settings  # noqa: E402
-from serving.store import StateStore  # noqa: E402
+from serving.store import ApplyRefused, StateStore  # noqa: E402
 from serving.store_models import (  # noqa: E402
-    DECISIONS_SCHEMA,
     STATE_SCHEMA,
     STATUS_TAGS,
-    Status,
     validate_frame,
 )
 
@@ -666,14 +662,10 @@ def load_service_champion(settings: Settings, reference: Any) -> Champion | None
     pyfunc = bentoml.mlflow.load_model(stored)
     uri = str(stored.info.metadata.get(METADATA_URI, f"bentoml:{stored.tag}"))
     version = str(stored.info.metadata.get(METADATA_VERSION, stored.tag.version))
-    return Champion(pyfunc=pyfunc, model=_churn_model(pyfunc, uri), version=version, uri=uri)
+    return Champion(pyfunc=pyfunc, model=unwrap_churn_model(pyfunc, uri), version=version, uri=uri)
 
 
 # --- writing the proposed moves (apply) -----------------------------------------------------------
-
-
-class ApplyRefused(ValueError):
-    """The moves cannot be written on that day."""
 
 
 def apply_decisions(
@@ -686,9 +678,9 @@ def apply_decisions(
 ) -> dict[str, str | None]:
     """Write the changed decisions as transitions, with the daily batch's checks.
 
-    One writer transaction: moves of learners with an active override (except to ST_006), or
-    whose stored tag is no longer the decision's ``from_tag``, are skipped. The learners' status
-    rows follow their new transitions; no score rows are written.
+    ``StateStore.apply_learners`` under an ``api-<uuid>`` run id: moves of learners with an
+    active override (except to ST_006), or whose stored tag is no longer the decision's
+    ``from_tag``, are skipped; no score rows are written and the day is not marked done.
 
     Returns:
         customer_id -> None when the move was written, else why it was not.
@@ -696,35 +688,10 @@ def apply_decisions(
     Raises:
         ApplyRefused: ``as_of`` is before the latest completed batch day (days move forward).
     """
-    checked = validate_frame(decisions, DECISIONS_SCHEMA)
-    run_id = f"api-{uuid.uuid4().hex}"
-    ids = list(checked["customer_id"])
-    # StateStore has no public per-learner write; these are the helpers apply_batch uses.
-    with store._writer() as conn:
-        latest = store_internals._latest_completed(conn)
-        if latest is not None and as_of < latest:
-            raise ApplyRefused(
-                f"as_of {as_of} is before the latest batch day ({latest}): moves are applied "
-                "on or after it, as batches are"
-            )
-        tags = pd.DataFrame(
-            conn.execute(
-                select(Status.customer_id, Status.tag.label("db_tag")).where(
-                    Status.customer_id.in_(ids)
-                )
-            ).all(),
-            columns=["customer_id", "db_tag"],
-        )
-        overridden = store_internals._active_override_ids(conn, as_of)
-        plan = store_internals._plan_transitions(checked, tags, overridden)
-        rows = store_internals._transition_rows(plan.applied, run_id, model_version, now)
-        store_internals._bulk_insert(conn, store_internals.Transition.__table__, rows)
-        store_internals._update_status_from_run(conn, run_id)
-        store_internals._clear_overrides_of_churned(conn, run_id, now)
-    result: dict[str, str | None] = dict.fromkeys(plan.applied["customer_id"])
-    for reason, skipped in plan.skipped.items():
-        result.update(dict.fromkeys(skipped, reason))
-    return result
+    result = store.apply_learners(
+        as_of, decisions, run_id=f"api-{uuid.uuid4().hex}", model_version=model_version, now=now
+    )
+    return result.outcomes
 
 
 # --- HTTP helpers ---------------------------------------------------------------------------------

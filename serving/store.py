@@ -141,6 +141,30 @@ class _TransitionPlan:
     skipped: dict[str, list[str]]
 
 
+class ApplyRefused(ValueError):
+    """Moves cannot be written on that day (it is before the latest completed batch day)."""
+
+
+@dataclass(frozen=True)
+class AppliedResult:
+    """What ``StateStore.apply_learners`` did.
+
+    Attributes:
+        run_id: the run id stamped on the written transitions.
+        outcomes: customer_id -> None when the learner's move was written, else why it was
+            skipped (``overridden``, ``stale_from_tag``, ``already_churned``); changed decisions
+            only.
+    """
+
+    run_id: str
+    outcomes: dict[str, str | None]
+
+    @property
+    def applied(self) -> list[str]:
+        """The learners whose move was written."""
+        return [customer_id for customer_id, reason in self.outcomes.items() if reason is None]
+
+
 class StateStore:
     """Durable learner state behind the batch job, the override CLI/endpoint and the KPI report."""
 
@@ -349,6 +373,56 @@ class StateStore:
             self._mark_failed(as_of, error)
             raise
 
+    def apply_learners(
+        self,
+        as_of: date,
+        decisions: pd.DataFrame,
+        *,
+        run_id: str,
+        model_version: str | None,
+        now: datetime,
+    ) -> AppliedResult:
+        """Write the changed decisions of some learners, outside a daily batch.
+
+        One writer transaction, under the same lock and checks as ``apply_batch``: moves of
+        learners with an active override (except to ST_006), or whose stored tag is no longer
+        the decision's ``from_tag``, are skipped. Status rows follow the new transitions. No
+        score rows and no ``batch_runs`` row are written: the day is not marked done, so the
+        daily batch still runs on it.
+
+        Args:
+            as_of: the decisions' day; not before the latest completed batch day.
+            decisions: rules-engine rows (``DECISIONS_SCHEMA``) of ``as_of``.
+            run_id: stamped on the transitions (e.g. ``api-<uuid>``).
+            model_version: the model that scored the learners (None in rules-only mode).
+            now: when the moves are written (aware).
+
+        Raises:
+            ApplyRefused: ``as_of`` is before the latest completed batch day (days move forward).
+            ValueError: invalid decisions, a naive ``now`` or an empty ``run_id``.
+        """
+        _require_aware(now, "now")
+        if not run_id.strip():
+            raise ValueError("run_id is empty")
+        checked = _checked_decisions(as_of, decisions)
+        with self._writer() as conn:
+            latest = _latest_completed(conn)
+            if latest is not None and as_of < latest:
+                raise ApplyRefused(
+                    f"as_of {as_of} is before the latest batch day ({latest}): moves are "
+                    "applied on or after it, as batches are"
+                )
+            tags = _read_tags_of(conn, checked["customer_id"].tolist())
+            plan = _plan_transitions(checked, tags, _active_override_ids(conn, as_of))
+            rows = _transition_rows(plan.applied, run_id, model_version, now)
+            _bulk_insert(conn, Transition.__table__, rows)
+            _update_status_from_run(conn, run_id)
+            _clear_overrides_of_churned(conn, run_id, now)
+        outcomes: dict[str, str | None] = dict.fromkeys(plan.applied["customer_id"])
+        for reason, skipped in plan.skipped.items():
+            outcomes.update(dict.fromkeys(skipped, reason))
+        return AppliedResult(run_id=run_id, outcomes=outcomes)
+
     def _claim_run(self, batch: _Batch) -> RunRecord | None:
         """Return the completed record to reuse, or mark the day ``running`` and return None."""
         with self._writer() as conn:
@@ -482,6 +556,15 @@ def _first_mapping(conn: Connection, stmt: Select[Any]) -> dict[str, Any] | None
 
 def _read_tags(conn: Connection) -> pd.DataFrame:
     return _result_frame(conn.execute(select(Status.customer_id, Status.tag.label("db_tag"))))
+
+
+def _read_tags_of(conn: Connection, customer_ids: list[str]) -> pd.DataFrame:
+    """``_read_tags`` for some learners only (a few requested ones, not the whole table)."""
+    stmt = select(Status.customer_id, Status.tag.label("db_tag")).where(
+        Status.customer_id.in_(customer_ids)
+    )
+    frame = _result_frame(conn.execute(stmt))
+    return frame if len(frame.columns) else pd.DataFrame(columns=["customer_id", "db_tag"])
 
 
 def _active_override_ids(conn: Connection, as_of: date) -> set[str]:
@@ -864,4 +947,11 @@ def _undo_run(conn: Connection, run: RunRecord, now: datetime) -> None:
     conn.execute(delete(Score).where(Score.as_of == run.as_of))
 
 
-__all__ = ["MIGRATIONS_LOCATION", "SQLITE_BUSY_TIMEOUT_S", "StateStore", "utc_now"]
+__all__ = [
+    "MIGRATIONS_LOCATION",
+    "SQLITE_BUSY_TIMEOUT_S",
+    "AppliedResult",
+    "ApplyRefused",
+    "StateStore",
+    "utc_now",
+]

@@ -210,6 +210,30 @@ def test_contributions_sum_to_the_raw_log_odds(fitted):
     assert contributions["days_since_last_event"].abs().mean() > contributions["mrr"].abs().mean()
 
 
+def test_predictions_with_contributions_equal_the_two_separate_calls(fitted):
+    # given rows with their own index, one with a missing count
+    rows = fitted.test_frame.iloc[10:40].copy()
+    rows.index = rows.index + 1000
+    rows.loc[rows.index[0], "sessions_7d"] = np.nan
+    # when both come from one model matrix
+    predictions, contributions = fitted.model.predict_with_contributions(rows)
+    # then they are exactly what predict and contributions return
+    pd.testing.assert_frame_equal(predictions, fitted.model.predict(rows))
+    pd.testing.assert_frame_equal(contributions, fitted.model.contributions(rows))
+    # and an empty frame gives empty frames
+    empty_predictions, empty_contributions = fitted.model.predict_with_contributions(rows.iloc[:0])
+    assert empty_predictions.empty and list(empty_contributions.columns)[-1] == "bias"
+
+
+def test_predictions_with_contributions_name_mistyped_columns(fitted):
+    # given a frame whose product tag is unknown
+    rows = fitted.test_frame.iloc[:3].copy()
+    rows["product_tag"] = "PT_999"
+    # when / then the same FeatureFrameError as predict names the column and the value
+    with pytest.raises(FeatureFrameError, match=r"product_tag.*PT_999"):
+        fitted.model.predict_with_contributions(rows)
+
+
 def test_save_and_load_give_identical_predictions(fitted, tmp_path):
     # given a saved model
     fitted.model.save(tmp_path / "churn")

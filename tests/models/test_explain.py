@@ -165,3 +165,17 @@ def test_waterfall_plot_writes_a_png(small_model, tmp_path):
     )
     # Then a PNG image is written there
     assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_given_contributions_give_the_same_explanations_and_must_match_the_rows(small_model):
+    # Given a fitted model and the contributions it computed once for five learners
+    model, learners = small_model
+    rows = learners.iloc[:5]
+    _, contributions = model.predict_with_contributions(rows)
+    # When the learners are explained from those contributions
+    explanations = explain_frame(model, rows, contributions=contributions)
+    # Then the explanations are those TreeSHAP gives when run again
+    assert explanations == explain_frame(model, rows)
+    # And contributions of other rows are refused, naming both counts
+    with pytest.raises(ValueError, match="4 rows for 5 feature rows"):
+        explain_frame(model, rows, contributions=contributions.iloc[:4])

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from features.windows import build_features
-from models.churn import PREDICTION_COLUMNS
+from models.churn import PREDICTION_COLUMNS, FeatureFrameError
+from models.pyfunc import to_pyfunc_input
 from serving.scoring import (
     champion_uri,
     decide_learners,
@@ -192,6 +193,37 @@ def test_records_match_the_decisions_they_come_from(day_features, champion, rule
         assert record["rule_id"] == decision["rule_id"]
         assert record["priority"] == decision["priority"]
         assert record["control"] is bool(decision["control"])
+
+
+def test_one_call_equals_the_three_steps_and_the_pyfunc(
+    day_features, champion, ruleset, empty_state
+):
+    # Given the champion and 40 learners
+    # When they are scored in one call (one model matrix, the model called directly)
+    scored = score_learners(
+        day_features, champion=champion, ruleset=ruleset, state=empty_state, as_of=FIRST_DAY
+    )
+    # Then scores, decisions and reasons are those of the three public steps
+    scores = score_features(day_features, champion)
+    pd.testing.assert_frame_equal(scored.scores, scores)
+    decisions = decide_learners(day_features, scores, ruleset, empty_state, FIRST_DAY)
+    pd.testing.assert_frame_equal(scored.decisions, decisions)
+    assert scored.reasons == explain_learners(day_features, champion)
+    # And the scores are the registered pyfunc's, which external users load
+    by_pyfunc = champion.pyfunc.predict(to_pyfunc_input(day_features, champion.model))
+    for name in PREDICTION_COLUMNS:
+        np.testing.assert_array_equal(scored.scores[name], by_pyfunc[name].to_numpy())
+
+
+def test_scoring_refuses_a_missing_flag_as_the_pyfunc_does(day_features, champion):
+    # Given a learner whose flag is missing
+    features = day_features.astype({"is_cold_start": "object"})
+    features.loc[0, "is_cold_start"] = None
+    # When / then scoring names the flag column, on both paths
+    with pytest.raises(FeatureFrameError, match="is_cold_start"):
+        score_features(features, champion)
+    with pytest.raises(FeatureFrameError, match="is_cold_start"):
+        score_learners(features, champion=champion, ruleset=None, state=None, as_of=FIRST_DAY)
 
 
 def test_rules_only_records_say_so(day_features, ruleset, empty_state):

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, inspect
 import rules
 import serving.store as store_module
 from features.catalog import load_catalog
-from serving.store import StateStore
+from serving.store import ApplyRefused, StateStore
 from serving.store_models import DECISIONS_SCHEMA, Base
 from tests.serving.batches import FIRST_DAY, apply, at, decisions, run_paused_batch
 
@@ -578,3 +578,41 @@ def test_an_override_during_a_batch_in_another_process_is_not_lost(store, tmp_pa
     assert history["run_id"].tolist()[1] == "child"
     assert history.iloc[-1]["from_tag"] == "ST_004"
     assert store.current("a")["override"]["tag"] == "ST_005"
+
+
+# ---- per-learner moves (the service's apply: true) ---------------------------------------------
+
+
+def test_applied_learners_move_with_their_status_without_marking_the_day_done(store):
+    # Given learners tagged by the day-1 batch, one of them overridden since
+    apply(store, DAY1, FIRST_DAY)
+    store.set_override("c", "ST_004", actor="cs", reason="watch", expires=None, now=at(DAY1, 9))
+    moves = decisions(DAY2, [("a", "ST_001", "ST_002"), ("b", "ST_002", "ST_003")])
+    moves = pd.concat([moves, decisions(DAY2, [("c", "ST_004", "ST_001")])], ignore_index=True)
+    # When the moves are applied on day 2 outside a batch
+    result = store.apply_learners(DAY2, moves, run_id="api-1", model_version="7", now=at(DAY2, 10))
+    # Then the free learner moves, the stale and the overridden ones are held, saying why
+    assert result.outcomes == {"a": None, "b": "stale_from_tag", "c": "overridden"}
+    assert result.applied == ["a"]
+    assert tags(store) == {"a": "ST_002", "b": "ST_001", "c": "ST_004"}
+    assert store.history("a")["model_version"].iloc[-1] == "7"
+    # And no score or run row is written: the day-2 batch still runs
+    assert row_counts(store)["scores"] == len(FIRST_DAY) and len(store.runs()) == 1
+    assert apply(store, DAY2, [("a", "ST_002", "ST_002")]).status == "completed"
+
+
+def test_applied_learners_before_the_latest_batch_day_are_refused(store):
+    # Given a completed batch on day 2
+    apply(store, DAY1, FIRST_DAY)
+    apply(store, DAY2, [("a", "ST_001", "ST_002")])
+    before = row_counts(store)
+    # When moves for day 1 are applied / Then they are refused and nothing is written
+    with pytest.raises(ApplyRefused, match="before the latest batch day"):
+        store.apply_learners(
+            DAY1,
+            decisions(DAY1, [("a", "ST_002", "ST_003")]),
+            run_id="api-2",
+            model_version=None,
+            now=at(DAY2, 11),
+        )
+    assert row_counts(store) == before and tags(store)["a"] == "ST_002"
