@@ -820,7 +820,31 @@ class LearnerScorer:
         return self.engine.explain(item)
 
 
+def pages_app() -> Any:
+    """Read-only pages beside the API: ``GET /pages/report`` serves the latest HTML report."""
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse
+
+    from serving.report import latest_report_html
+
+    pages = FastAPI(title="lstep pages", openapi_url=None, docs_url=None, redoc_url=None)
+
+    @pages.get("/report", response_class=HTMLResponse)
+    def latest_report() -> HTMLResponse:
+        html = latest_report_html(Settings().reports_path)
+        if html is None:
+            missing = (
+                "<p>No report yet: run <code>lstep report</code> or "
+                "<code>lstep score --report</code>.</p>"
+            )
+            return HTMLResponse(missing, status_code=HTTPStatus.NOT_FOUND)
+        return HTMLResponse(html)
+
+    return pages
+
+
 @bentoml.service(name="lstep", workers=1, threads=4, traffic={"timeout": 120})
+@bentoml.asgi_app(pages_app(), path="/pages")
 class LstepService:
     """Learner churn scores, status tags, explanations and overrides over HTTP."""
 

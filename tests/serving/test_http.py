@@ -202,3 +202,40 @@ def test_an_as_of_after_today_is_422(served, learners):
     )
     assert response.status_code == 422
     assert "after today" in response.json()["error"]
+
+
+def test_the_report_page_is_served_read_only_and_opens_in_chromium(
+    served, workspace, simulated_log, champion, tmp_path
+):  # noqa: E501
+    from serving.report import write_report
+    from tests.e2e.test_report_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
+
+    # given a service whose reports directory is empty
+    page = f"{served.url}/pages/report"
+    reports = workspace.settings.reports_path
+    for old in reports.glob("report-*.html") if reports.exists() else []:
+        old.unlink()
+    # then the page says there is no report yet, and a write is refused (read-only)
+    assert httpx.get(page, timeout=30).status_code == 404
+    assert httpx.post(page, timeout=30).status_code == 405
+    # when the report of the snapshot day is written
+    with workspace.open_store() as store:
+        write_report(store, workspace.settings, as_of=SNAPSHOT_DAY, champion=champion,
+                     events=simulated_log.events, customers=simulated_log.customers)  # fmt: skip
+    # then the service serves it, and it opens in Chromium with its KPI table and a learner
+    served_page = httpx.get(page, timeout=30)
+    assert served_page.status_code == 200
+    assert 'id="kpis"' in served_page.text
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page()
+            tab.goto(page)
+            assert tab.locator("#kpi-table tbody tr").count() == 6
+            assert tab.locator("[id^=learner-]").first.is_visible()
+            tab.screenshot(path=str(tmp_path / "served-report.png"), full_page=True)
+        finally:
+            browser.close()
