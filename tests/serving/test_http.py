@@ -206,7 +206,7 @@ def test_an_as_of_after_today_is_422(served, learners):
 
 def test_the_report_page_is_served_read_only_and_opens_in_chromium(
     served, workspace, simulated_log, champion, tmp_path
-):  # noqa: E501
+):
     from serving.report import write_report
     from tests.e2e.test_report_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
 
