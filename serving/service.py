@@ -829,8 +829,10 @@ def pages_app() -> Any:
 
     pages = FastAPI(title="lstep pages", openapi_url=None, docs_url=None, redoc_url=None)
 
-    @pages.get("/report", response_class=HTMLResponse)
-    def latest_report() -> HTMLResponse:
+    # No return annotation for FastAPI to resolve: this module's annotations are strings, and
+    # an unresolvable one breaks the OpenAPI document BentoML merges the mounted app into.
+    @pages.get("/report", response_class=HTMLResponse, response_model=None)
+    def latest_report():
         html = latest_report_html(Settings().reports_path)
         if html is None:
             missing = (

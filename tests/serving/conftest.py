@@ -108,3 +108,23 @@ def sqlite_store(tmp_path) -> Iterator[StateStore]:
     opened = StateStore(f"sqlite:///{tmp_path / 'state.db'}", clock=lambda: FINISHED_AT)
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory, simulated_log, champion_tracking_uri, champion, ruleset):
+    """An LSTEP_HOME `lstep serve` could start on, with the session's champion."""
+    from tests.serving.service_fixtures import shared_workspace
+
+    return shared_workspace(
+        tmp_path_factory, simulated_log, champion_tracking_uri, champion, ruleset
+    )
+
+
+@pytest.fixture(scope="session")
+def served(workspace):
+    """The running service over real HTTP, stopped at the end of the session."""
+    from tests.serving.service_fixtures import shared_service
+
+    service = shared_service(workspace)
+    yield service
+    service.stop()

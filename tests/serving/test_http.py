@@ -19,27 +19,9 @@ from tests.serving.service_fixtures import (
     SNAPSHOT_DAY,
     ServedService,
     ServedWorkspace,
-    shared_service,
-    shared_workspace,
 )
 
 AS_OF = SNAPSHOT_DAY.isoformat()
-
-
-@pytest.fixture(scope="session")
-def workspace(tmp_path_factory, simulated_log, champion_tracking_uri, champion, ruleset):
-    """The served workspace on the session's champion."""
-    return shared_workspace(
-        tmp_path_factory, simulated_log, champion_tracking_uri, champion, ruleset
-    )
-
-
-@pytest.fixture(scope="session")
-def served(workspace: ServedWorkspace):
-    """The running service, stopped at the end of the session."""
-    service = shared_service(workspace)
-    yield service
-    service.stop()
 
 
 @pytest.fixture(scope="module")

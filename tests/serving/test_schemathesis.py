@@ -17,31 +17,12 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from tests.serving.service_fixtures import (
     API_TOKEN,
     ServedService,
-    ServedWorkspace,
-    shared_service,
-    shared_workspace,
 )
 
 EXAMPLES_PER_ENDPOINT = 25
 ENDPOINTS = ("/score", "/explain", "/status", "/override")
 # schemathesis.pytest.from_fixture is not used: 4.32 reads pytest's private Function._nodeid,
 # which pytest 9 removed; hypothesis drives the operation's own strategy instead.
-
-
-@pytest.fixture(scope="session")
-def workspace(tmp_path_factory, simulated_log, champion_tracking_uri, champion, ruleset):
-    """The served workspace on the session's champion."""
-    return shared_workspace(
-        tmp_path_factory, simulated_log, champion_tracking_uri, champion, ruleset
-    )
-
-
-@pytest.fixture(scope="session")
-def served(workspace: ServedWorkspace):
-    """The running service, stopped at the end of the session."""
-    service = shared_service(workspace)
-    yield service
-    service.stop()
 
 
 @pytest.fixture(scope="session")

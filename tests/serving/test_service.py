@@ -58,7 +58,6 @@ from tests.serving.service_fixtures import (
     OTHER_DAY,
     SNAPSHOT_DAY,
     ServedWorkspace,
-    shared_workspace,
 )
 
 RULES_ONLY_NOTE = "[no model score: decided on rules only]"
@@ -71,14 +70,6 @@ def context(authorization: str | None = None) -> SimpleNamespace:
 
 
 BEARER = context(f"Bearer {API_TOKEN}")
-
-
-@pytest.fixture(scope="session")
-def workspace(tmp_path_factory, simulated_log, champion_tracking_uri, champion, ruleset):
-    """The served workspace on the session's champion."""
-    return shared_workspace(
-        tmp_path_factory, simulated_log, champion_tracking_uri, champion, ruleset
-    )
 
 
 @pytest.fixture(scope="module")
