@@ -592,14 +592,11 @@ def _latest_batch_day(store: Any) -> date | None:
     """The as_of of the latest completed batch run, if any."""
     runs = store.runs()
     done = runs[runs["status"] == "completed"]
-    return None if done.empty else pd_date(done["as_of"].max())
-
-
-def pd_date(value: Any) -> date:
-    """A date from a pandas/python date-like value."""
+    if done.empty:
+        return None
     import pandas as pd
 
-    return pd.Timestamp(value).date()
+    return pd.Timestamp(done["as_of"].max()).date()
 
 
 @app.command()
