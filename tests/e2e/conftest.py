@@ -1,7 +1,6 @@
-"""End-to-end fixtures: the simulated log, one champion and a report workspace per session.
+"""End-to-end fixtures: a report workspace per session, on the session's log and champion.
 
-The serving suite's fixtures live in ``tests/serving/conftest.py``, out of reach of this folder;
-these build the same things with the same builders (``tests.serving.fixtures``).
+The simulated log and the champion are the shared session fixtures of ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -10,16 +9,14 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def e2e_workspace(tmp_path_factory: pytest.TempPathFactory):
-    """A workspace with a trained champion and three batch days, built once per session."""
-    from serving.scoring import load_champion
+def e2e_workspace(
+    tmp_path_factory: pytest.TempPathFactory, simulated_log, champion_tracking_uri, champion
+):
+    """A workspace with the session's champion and three batch days, built once per session."""
     from tests.e2e.workspace import build_workspace
-    from tests.serving.fixtures import simulate_log, train_champion
 
-    log = simulate_log(tmp_path_factory.mktemp("e2e-log"))
-    tracking_uri = train_champion(log, tmp_path_factory.mktemp("e2e-home"))
-    champion = load_champion(tracking_uri)
-    assert champion is not None, "the session's training did not register a champion"
-    workspace = build_workspace(tmp_path_factory.mktemp("e2e-report"), log, champion, tracking_uri)
+    workspace = build_workspace(
+        tmp_path_factory.mktemp("e2e-report"), simulated_log, champion, champion_tracking_uri
+    )
     yield workspace, champion
     workspace.store.close()

@@ -65,43 +65,6 @@ def store(store_url: str) -> Iterator[StateStore]:
     opened.close()
 
 
-# ---- scoring and batch fixtures (one simulated log and one champion per test session) --------
-
-
-@pytest.fixture(scope="session")
-def simulated_log(tmp_path_factory: pytest.TempPathFactory):
-    """500 simulated learners x 150 days, written once and validated once."""
-    from tests.serving.fixtures import simulate_log
-
-    return simulate_log(tmp_path_factory.mktemp("simulated-log"))
-
-
-@pytest.fixture(scope="session")
-def champion_tracking_uri(simulated_log, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """An MLflow store under a tmp LSTEP_HOME whose ``lstep-churn@champion`` was just trained."""
-    from tests.serving.fixtures import train_champion
-
-    return train_champion(simulated_log, tmp_path_factory.mktemp("lstep-home"))
-
-
-@pytest.fixture(scope="session")
-def champion(champion_tracking_uri: str):
-    """The champion, loaded by its alias as serving loads it."""
-    from serving.scoring import load_champion
-
-    loaded = load_champion(champion_tracking_uri)
-    assert loaded is not None, "the session's training did not register a champion"
-    return loaded
-
-
-@pytest.fixture(scope="session")
-def ruleset():
-    """The packaged rules."""
-    from tests.serving.fixtures import packaged_ruleset
-
-    return packaged_ruleset()
-
-
 @pytest.fixture
 def sqlite_store(tmp_path) -> Iterator[StateStore]:
     """A migrated, empty SQLite state store (the batch tests' default backend)."""
