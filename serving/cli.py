@@ -10,14 +10,14 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from serving.settings import Settings, disable_telemetry
+from serving.settings import Settings, disable_telemetry, utc_now
 
 app = typer.Typer(
     name="lstep",
@@ -71,11 +71,6 @@ def parse_date(value: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a date (expected YYYY-MM-DD)") from None
-
-
-def utc_now() -> datetime:
-    """The real current time: only the CLI edge reads the clock; logic receives it."""
-    return datetime.now(UTC)
 
 
 EventsOpt = Annotated[Path, typer.Option("--events", help="Events file (parquet or CSV).")]

@@ -101,7 +101,7 @@ from serving.scoring import (  # noqa: E402
     score_learners,
     unwrap_churn_model,
 )
-from serving.settings import Settings  # noqa: E402
+from serving.settings import Settings, utc_now  # noqa: E402
 from serving.store import ApplyRefused, StateStore  # noqa: E402
 from serving.store_models import (  # noqa: E402
     STATE_SCHEMA,
@@ -750,11 +750,6 @@ async def call_scorer(method: Callable[[Any], Awaitable[Any]], argument: Any) ->
                 raise
             logger.warning("scorer call failed at the connection (%s); retrying", error)
     raise AssertionError("unreachable")  # the loop returns or raises
-
-
-def utc_now() -> datetime:
-    """The real clock: read only at the HTTP edge, passed inward as ``now``."""
-    return datetime.now(UTC)
 
 
 def _check_size(request: ScoreRequest, config: ServiceSettings) -> None:

@@ -8,6 +8,7 @@ honours MLflow's own ``MLFLOW_TRACKING_URI`` so that an existing MLflow server i
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,12 @@ TELEMETRY_ENV: dict[str, str] = {
     "DO_NOT_TRACK": "true",
 }
 """Variables that stop MLflow and BentoML from calling home (there is no internet at run time)."""
+
+
+def utc_now() -> datetime:
+    """The real current time. Read only at the edges (CLI, HTTP, the store's run stamps) and
+    passed inward as ``now``: logic never reads the clock."""
+    return datetime.now(UTC)
 
 
 def disable_telemetry() -> None:
@@ -103,4 +110,4 @@ def load_settings(config_file: Path | None = None) -> Settings:
     return Settings(**{**loaded, **from_env})
 
 
-__all__ = ["TELEMETRY_ENV", "Settings", "disable_telemetry", "load_settings"]
+__all__ = ["TELEMETRY_ENV", "Settings", "disable_telemetry", "load_settings", "utc_now"]

@@ -66,7 +66,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
-from serving.settings import Settings
+from serving.settings import Settings, utc_now
 from serving.store_models import (
     CHURNED_TAG,
     DECISIONS_SCHEMA,
@@ -96,11 +96,6 @@ _EXAMPLES = 10
 _WRITER_OPTION = "lstep_writer"
 _MANUAL_SIGNAL = "manual"
 _MODEL_SCORE_COLUMNS = ("customer_id", "p_churn", "p_low", "p_high", "confidence")
-
-
-def utc_now() -> datetime:
-    """The real clock, used only to stamp ``finished_at`` (inject another into ``StateStore``)."""
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
