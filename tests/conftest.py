@@ -11,10 +11,17 @@ disable_telemetry()
 
 @pytest.fixture
 def lstep_home(tmp_path, monkeypatch):
-    """A fresh LSTEP_HOME for one test, so no test touches the developer's ./.lstep."""
+    """A fresh LSTEP_HOME for one test, so no test touches the developer's ./.lstep.
+
+    MLflow's own URI variables are cleared too: ``mlflow.set_tracking_uri()`` in an earlier test
+    of the same process leaves MLFLOW_TRACKING_URI pointing at that test's registry, which
+    Settings would otherwise honour.
+    """
     home = tmp_path / "lstep-home"
     home.mkdir()
     monkeypatch.setenv("LSTEP_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     return home
 
 
