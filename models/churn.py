@@ -557,10 +557,32 @@ class ChurnModel:
         values = _lightgbm_values(matrix)
         raw = np.asarray(self.booster.predict(values), dtype=np.float64)
         predictions = _checked_predictions(self._calibrated(raw, X.index))
-        contributions = pd.DataFrame(
-            self.booster.predict(values, pred_contrib=True), columns=columns, index=X.index
-        )
+        contributions = pd.DataFrame(self.raw_contributions(values), columns=columns, index=X.index)
         return predictions, contributions
+
+    def model_values(self, X: pd.DataFrame) -> np.ndarray:
+        """``X`` as the float64 array the booster reads (categories as their training codes).
+
+        Each column is checked as ``predict_with_contributions`` checks it. Rows of the result
+        feed ``raw_contributions`` later without building a frame again (the service keeps
+        them for the day's learners and explains one row per request).
+
+        Raises:
+            FeatureFrameError: naming every missing or mistyped model column of ``X``.
+        """
+        return _lightgbm_values(_typed_matrix(X, self.feature_dtypes))
+
+    def raw_contributions(self, values: np.ndarray, *, num_threads: int = 0) -> np.ndarray:
+        """TreeSHAP contributions of rows of ``model_values``: the features, then ``bias``.
+
+        Args:
+            values: rows of ``model_values``.
+            num_threads: LightGBM threads (0: the model's setting); a background job passes 1
+                to leave the other cores to requests.
+        """
+        options = {"num_threads": num_threads} if num_threads else {}
+        contributions = self.booster.predict(values, pred_contrib=True, **options)
+        return np.asarray(contributions, dtype=np.float64)
 
     def _calibrated(self, raw: np.ndarray, index: pd.Index) -> pd.DataFrame:
         """The four prediction columns of raw probabilities, unchecked."""
@@ -578,7 +600,7 @@ class ChurnModel:
         columns = [*self.feature_names, "bias"]
         if matrix.empty:
             return pd.DataFrame(columns=columns, index=X.index, dtype=np.float64)
-        values = self.booster.predict(_lightgbm_values(matrix), pred_contrib=True)
+        values = self.raw_contributions(_lightgbm_values(matrix))
         return pd.DataFrame(values, columns=columns, index=X.index)
 
     def save(self, directory: Path) -> None:

@@ -34,8 +34,9 @@ days ago), scaled to the same length ("sessions in the last 7 days: 1 (was 9 per
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -125,19 +126,55 @@ def probability_points(contributions: pd.DataFrame) -> tuple[pd.DataFrame, np.nd
     """
     if "bias" not in contributions.columns:
         raise ValueError("contributions: missing the 'bias' column of ChurnModel.contributions")
-    phi = contributions.drop(columns="bias").to_numpy(dtype=np.float64)
-    bias = contributions["bias"].to_numpy(dtype=np.float64)
+    names = contributions.columns.drop("bias")
+    values = contributions[[*names, "bias"]].to_numpy(dtype=np.float64)
+    points, p_base, p_raw = points_of(values)
+    return pd.DataFrame(points, columns=names, index=contributions.index), p_base, p_raw
+
+
+def points_of(contributions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``probability_points`` on a plain array whose last column is the bias.
+
+    Args:
+        contributions: rows of ``ChurnModel.raw_contributions`` (features, then bias).
+
+    Returns:
+        (points, rows x features; ``p_base`` per row; ``p_raw`` per row).
+    """
+    # One memory layout for every caller: a sum over rows of a column-major array adds in
+    # another order, and the points of a learner would differ in the last bits by path.
+    contributions = np.ascontiguousarray(contributions, dtype=np.float64)
+    phi = contributions[:, :-1]
+    bias = contributions[:, -1]
     total = phi.sum(axis=1)
     p_base = _sigmoid(bias)
     p_raw = _sigmoid(bias + total)
     tangent = p_base * (1.0 - p_base)
     cancelled = np.abs(total) < _TANGENT_EPSILON
     slope = np.where(cancelled, tangent, (p_raw - p_base) / np.where(cancelled, 1.0, total))
-    points = 100.0 * phi * slope[:, None]
-    frame = pd.DataFrame(
-        points, columns=contributions.columns.drop("bias"), index=contributions.index
-    )
-    return frame, p_base, p_raw
+    return 100.0 * phi * slope[:, None], p_base, p_raw
+
+
+def ranked_reasons(
+    row: Mapping[str, Any], names: Sequence[str], points: Sequence[float], top: int | None
+) -> list[Reason]:
+    """One learner's reasons, largest ``|points|`` first (ties by feature name), ``top`` of them.
+
+    Only the reasons returned are worded, so the top three of 50 features cost three sentences.
+
+    Args:
+        row: the learner's feature values by name (a frame row or a plain mapping); related
+            columns (``sessions_30d`` for ``sessions_7d``, ``tenure_days``) enrich the texts.
+        names: the model's feature names, in the order of ``points``.
+        points: each feature's probability points (``points_of``).
+        top: how many reasons (all for None).
+    """
+    order = sorted(range(len(names)), key=lambda index: (-abs(points[index]), names[index]))
+    specs = _catalog_specs()
+    return [
+        _reason(specs.get(names[index]), names[index], row, float(points[index]))
+        for index in order[:top]
+    ]
 
 
 def explain_frame(
@@ -163,15 +200,12 @@ def explain_frame(
             f"contributions: {len(contributions)} rows for {len(features)} feature rows"
         )
     points, p_base, p_raw = probability_points(contributions)
-    specs = {spec.name: spec for spec in load_catalog().features}
+    names = list(points.columns)
+    point_rows = points.to_numpy()
     explanations = []
     ids = features["customer_id"] if "customer_id" in features.columns else None
     for position, (_, row) in enumerate(features.iterrows()):
-        row_points = points.iloc[position]
-        reasons = [
-            _reason(specs.get(name), name, row, float(row_points[name])) for name in points.columns
-        ]
-        reasons.sort(key=lambda reason: (-abs(reason.points), reason.feature))
+        reasons = ranked_reasons(row, names, point_rows[position], None)
         explanations.append(
             Explanation(
                 customer_id=None if ids is None else str(ids.iloc[position]),
@@ -221,7 +255,7 @@ def format_value(value: Any, unit: str) -> str:
     return f"{_number(value)} {'min' if unit == 'minutes' else unit}"
 
 
-def reason_text(spec: FeatureSpec | None, name: str, row: pd.Series, points: float) -> str:
+def reason_text(spec: FeatureSpec | None, name: str, row: Mapping[str, Any], points: float) -> str:
     """The sentence of one reason: label, the learner's value, context, points."""
     label = spec.label if spec is not None else name
     unit = spec.unit if spec is not None else ""
@@ -281,7 +315,12 @@ def _sigmoid(log_odds: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-log_odds))
 
 
-def _reason(spec: FeatureSpec | None, name: str, row: pd.Series, points: float) -> Reason:
+@cache
+def _catalog_specs() -> dict[str, FeatureSpec]:
+    return {spec.name: spec for spec in load_catalog().features}
+
+
+def _reason(spec: FeatureSpec | None, name: str, row: Mapping[str, Any], points: float) -> Reason:
     return Reason(
         feature=name,
         value=_plain(row.get(name)),
@@ -312,7 +351,7 @@ def _number(value: Any) -> str:
     return f"{number:.0f}" if number == round(number) else f"{number:.1f}"
 
 
-def _context(name: str, row: pd.Series, unit: str) -> str:
+def _context(name: str, row: Mapping[str, Any], unit: str) -> str:
     """`` (was 9 per week before)`` for a recent window whose 30-day column is in the row."""
     if name not in RECENT_PAIRS:
         return ""
@@ -343,7 +382,9 @@ __all__ = [
     "explain_frame",
     "format_points",
     "format_value",
+    "points_of",
     "probability_points",
+    "ranked_reasons",
     "reason_text",
     "waterfall_plot",
 ]

@@ -71,6 +71,11 @@ class ChurnPyfunc(mlflow.pyfunc.PythonModel):
         """Load the saved model directory that MLflow copied next to the MLmodel file."""
         self._model = ChurnModel.load(Path(context.artifacts[ARTIFACT_KEY]))
 
+    @property
+    def churn_model(self) -> ChurnModel | None:
+        """The loaded ``ChurnModel`` (None before ``load_context``), for TreeSHAP explanations."""
+        return self._model
+
     def predict(
         self,
         context: mlflow.pyfunc.PythonModelContext | None,
