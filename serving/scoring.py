@@ -14,7 +14,7 @@ record says so (``model_version`` null, the decision's description ends with the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -27,8 +27,14 @@ import pandera.pandas as pa
 from mlflow.exceptions import MlflowException
 
 from models.churn import PREDICTION_COLUMNS, ChurnModel
-from models.explain import Explanation, Reason, explain_frame
-from models.pyfunc import check_flags_present
+from models.explain import (
+    Explanation,
+    Reason,
+    explain_frame,
+    probability_points,
+    ranked_reasons,
+)
+from models.pyfunc import ChurnPyfunc, check_flags_present
 from rules import RuleSet, decide
 
 DEFAULT_MODEL_NAME = "lstep-churn"
@@ -136,8 +142,7 @@ def unwrap_churn_model(pyfunc: mlflow.pyfunc.PyFuncModel, uri: str) -> ChurnMode
         TypeError: when the pyfunc is not an lstep ``ChurnPyfunc`` (naming ``uri``).
     """
     wrapper = pyfunc.unwrap_python_model()
-    # ChurnPyfunc keeps the loaded model in ``_model`` (set by load_context); no public accessor.
-    model = getattr(wrapper, "_model", None)
+    model = wrapper.churn_model if isinstance(wrapper, ChurnPyfunc) else None
     if not isinstance(model, ChurnModel):
         raise TypeError(
             f"{uri}: expected an lstep ChurnPyfunc model, got {type(wrapper).__name__}; "
@@ -317,28 +322,49 @@ class ScoredLearners:
     def to_records(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per learner, in the order of ``scores`` (the API's response)."""
         decisions = self.decisions.set_index("customer_id")
-        records = []
-        for score in self.scores.to_dict("records"):
-            customer_id = str(score["customer_id"])
-            decision = decisions.loc[customer_id]
-            records.append(
-                {
-                    "customer_id": customer_id,
-                    "as_of": pd.Timestamp(score["as_of"]).date().isoformat(),
-                    **{name: _number(score[name]) for name in PREDICTION_COLUMNS},
-                    "current_tag": _text(decision["from_tag"]),
-                    "proposed_tag": _text(decision["to_tag"]),
-                    "rule_id": _text(decision["rule_id"]),
-                    "rule_description": _text(decision["description"]),
-                    "signal": _text(decision["signal"]),
-                    "priority": _text(decision["priority"]),
-                    "action": _text(decision["action"]),
-                    "control": bool(decision["control"]),
-                    "reasons": [reason.as_dict() for reason in self.reasons.get(customer_id, [])],
-                    "model_version": self.model_version,
-                }
+        return [
+            learner_record(
+                score,
+                decisions.loc[str(score["customer_id"])],
+                self.reasons.get(str(score["customer_id"]), []),
+                self.model_version,
             )
-        return records
+            for score in self.scores.to_dict("records")
+        ]
+
+
+def learner_record(
+    score: Mapping[str, Any],
+    decision: Mapping[str, Any],
+    reasons: Sequence[Reason],
+    model_version: str | None,
+) -> dict[str, Any]:
+    """What the API says of one learner, from their score row, decision row and reasons.
+
+    The one place the record is assembled: ``ScoredLearners.to_records`` and the service's
+    precomputed day answers (``serving.answers``) both call it, so they cannot drift apart.
+
+    Args:
+        score: customer_id, as_of and the prediction columns (``SCORES_SCHEMA`` row).
+        decision: the rules engine's decision row (``rules.DECISION_COLUMNS``).
+        reasons: the learner's top reasons (empty in rules-only mode).
+        model_version: the champion's version, None in rules-only mode.
+    """
+    return {
+        "customer_id": str(score["customer_id"]),
+        "as_of": pd.Timestamp(score["as_of"]).date().isoformat(),
+        **{name: _number(score[name]) for name in PREDICTION_COLUMNS},
+        "current_tag": _text(decision["from_tag"]),
+        "proposed_tag": _text(decision["to_tag"]),
+        "rule_id": _text(decision["rule_id"]),
+        "rule_description": _text(decision["description"]),
+        "signal": _text(decision["signal"]),
+        "priority": _text(decision["priority"]),
+        "action": _text(decision["action"]),
+        "control": bool(decision["control"]),
+        "reasons": [reason.as_dict() for reason in reasons],
+        "model_version": model_version,
+    }
 
 
 def score_learners(
@@ -370,13 +396,23 @@ def score_learners(
     if contributions is None:
         reasons = explain_learners(features, champion, top=top_reasons)
     else:
-        explanations = explain_frame(champion.model, features, contributions=contributions)
-        ids = [str(customer_id) for customer_id in scores["customer_id"]]
-        reasons = _top_reasons(ids, explanations, top_reasons)
+        reasons = _worded_top_reasons(features, contributions, top_reasons)
     version = champion.version if champion is not None else None
     return ScoredLearners(
         scores=scores, decisions=decisions, reasons=reasons, model_version=version
     )
+
+
+def _worded_top_reasons(
+    features: pd.DataFrame, contributions: pd.DataFrame, top: int
+) -> dict[str, list[Reason]]:
+    """Each learner's ``top`` reasons; only those are put into words (not all ~50 features)."""
+    points, _, _ = probability_points(contributions)
+    names, point_rows = list(points.columns), points.to_numpy()
+    return {
+        str(row["customer_id"]): ranked_reasons(row, names, point_rows[position], top)
+        for position, (_, row) in enumerate(features.iterrows())
+    }
 
 
 def _scores_and_contributions(
@@ -430,6 +466,7 @@ __all__ = [
     "champion_uri",
     "decide_learners",
     "explain_learners",
+    "learner_record",
     "load_champion",
     "no_champion_message",
     "score_features",
