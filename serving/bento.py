@@ -51,6 +51,9 @@ class ServiceSettings(BaseSettings):
             service then starts whether or not a champion exists.
         rules_dir: a rules directory to load instead of the packaged rules.
         top_reasons: reason codes per learner in ``/score``.
+        warm_reasons: how many of the day's learners (call-list order: P1 first) get their
+            reason codes computed in the background when a snapshot's answers are built; the
+            others are explained on their first request (TreeSHAP, a few ms each).
     """
 
     model_config = SettingsConfigDict(env_prefix="LSTEP_", frozen=True, extra="forbid")
@@ -61,6 +64,7 @@ class ServiceSettings(BaseSettings):
     rules_only: bool = False
     rules_dir: Path | None = None
     top_reasons: int = Field(default=3, ge=0)
+    warm_reasons: int = Field(default=50_000, ge=0)
 
 
 def bento_model_tag(version: str) -> str:

@@ -5,7 +5,11 @@
 - ``LstepService``, the public API: ``POST /score``, ``/explain``, ``/status``, ``/override``,
   beside BentoML's own ``/livez``, ``/readyz``, ``/metrics`` and ``/docs.json`` (the OpenAPI
   document). It owns everything HTTP: the request models (``serving.api_models``), the bearer
-  token, the batch limit, the error statuses, and the reads and writes of the state store.
+  token, the batch limit, the error statuses, and the reads and writes of the state store. It
+  also keeps the day's answers (``serving.answers``): every learner of the batch job's latest
+  snapshot scored and decided at once, so that a dry run by id on that day is a lookup and one
+  state read in this process (the hop to the scorer alone costs ~6 ms); a learner whose
+  stored state moved since the answers were built goes to the scorer.
 - ``LearnerScorer``, internal (reached over a local socket through ``bentoml.depends``): loads
   the champion, the rules and the stored customers and features once, and scores through one
   **adaptive-batching** endpoint. BentoML merges the learners of concurrent ``/score`` requests
@@ -70,6 +74,7 @@ from features.vocabulary import PRODUCT_TAGS  # noqa: E402
 from features.windows import build_features, connect  # noqa: E402
 from models.explain import explain_frame  # noqa: E402
 from rules import MODEL_SCORE_COLUMNS, RuleSet, load_ruleset  # noqa: E402
+from serving.answers import AnswerKeeper  # noqa: E402
 from serving.api_models import (  # noqa: E402
     ExplainOutcome,
     ExplainRequest,
@@ -645,12 +650,39 @@ def load_engine(settings: Settings, config: ServiceSettings, reference: Any) -> 
         logger.info("lstep service scores with %s version %s", champion.uri, champion.version)
     return ScoringEngine(
         champion=champion,
-        ruleset=load_ruleset(
-            config.rules_dir, known_features=[*load_catalog().names, *MODEL_SCORE_COLUMNS]
-        ),
+        ruleset=load_service_ruleset(config),
         store=StateStore.from_settings(settings),
         data=LearnerData.open(settings.data_path),
         top_reasons=config.top_reasons,
+    )
+
+
+def load_service_ruleset(config: ServiceSettings) -> RuleSet:
+    """The packaged rules, or those of ``LSTEP_RULES_DIR``, checked against the catalog."""
+    return load_ruleset(
+        config.rules_dir, known_features=[*load_catalog().names, *MODEL_SCORE_COLUMNS]
+    )
+
+
+def load_answer_keeper(
+    settings: Settings, config: ServiceSettings, store: StateStore, reference: Any
+) -> AnswerKeeper | None:
+    """The day's answers for the public service (``serving.answers``).
+
+    Returns:
+        None without a champion outside rules-only mode: the scorer then refuses to start,
+        naming the fix, and the public service answers nothing itself.
+    """
+    champion = None if config.rules_only else load_service_champion(settings, reference)
+    if champion is None and not config.rules_only:
+        return None
+    return AnswerKeeper(
+        settings.data_path,
+        champion=champion,
+        ruleset=load_service_ruleset(config),
+        store=store,
+        top_reasons=config.top_reasons,
+        warm_reasons=config.warm_reasons,
     )
 
 
@@ -849,8 +881,11 @@ class LstepService:
     clock: Callable[[], datetime] = staticmethod(utc_now)
 
     def __init__(self) -> None:
+        settings = Settings()
         self.config = ServiceSettings()
-        self.store = StateStore.from_settings(Settings())
+        self.store = StateStore.from_settings(settings)
+        scorer_model = LearnerScorer.inner.__dict__.get("champion_model")
+        self.answers = load_answer_keeper(settings, self.config, self.store, scorer_model)
         if self.config.api_token is None:
             logger.warning("LSTEP_API_TOKEN is not set: /override and apply are refused (401)")
 
@@ -867,6 +902,9 @@ class LstepService:
             check_bearer(_authorization(ctx), self._token)
         now = self.clock()
         as_of = _resolve_as_of(request.as_of, now)
+        answered = await self._answered(request, as_of)
+        if answered is not None:
+            return _score_response(answered, as_of, apply=False, written={})
         items = [ScoreItem(learner=learner, as_of=as_of, now=now) for learner in request.learners]
         outcomes = await call_scorer(self.scorer.to_async.score_items, items)
         raise_for_outcomes((o.status, o.message or "") for o in outcomes if o.status != 200)
@@ -874,6 +912,18 @@ class LstepService:
         if request.apply:
             written = await anyio.to_thread.run_sync(self._apply, outcomes, as_of, now)
         return _score_response(outcomes, as_of, request.apply, written)
+
+    async def _answered(self, request: ScoreRequest, as_of: date) -> list[ScoreOutcome] | None:
+        """The day's precomputed answers for a dry run by id, when they hold every learner."""
+        by_id = all(learner.events is None for learner in request.learners)
+        by_id = by_id and not request.apply
+        if self.answers is None or not by_id:
+            return None
+        ids = [learner.customer_id for learner in request.learners]
+        records = await anyio.to_thread.run_sync(self.answers.answer, ids, as_of)
+        if records is None:
+            return None
+        return [ScoreOutcome(customer_id=r["customer_id"], record=r) for r in records]
 
     def _apply(
         self, outcomes: Sequence[ScoreOutcome], as_of: date, now: datetime
@@ -1076,6 +1126,8 @@ __all__ = [
     "day_features",
     "error_body",
     "learner_state",
+    "load_answer_keeper",
     "load_engine",
     "load_service_champion",
+    "load_service_ruleset",
 ]

@@ -141,6 +141,25 @@ def test_by_id_on_the_snapshot_day_gives_the_batch_jobs_scores(service, workspac
     assert response.dry_run and not response.rules_only and response.transitions_written == 0
 
 
+def test_by_id_on_the_snapshot_day_is_answered_without_the_scorer(service, snapshot, monkeypatch):
+    # given the scorer out of reach
+    async def unreachable(method, argument):
+        raise AssertionError("the scorer was called")
+
+    monkeypatch.setattr("serving.service.call_scorer", unreachable)
+    ids = list(snapshot["customer_id"].iloc[[40, 41, 42]])
+    # when learners are scored by id on the snapshot day, then the day's answers serve them
+    response = score(service, by_id(*ids))
+    assert [learner.customer_id for learner in response.learners] == ids
+    assert {learner.feature_source for learner in response.learners} == {"snapshot"}
+    assert all(len(learner.reasons) == 3 for learner in response.learners)
+    # while another day, inline events or apply need the scorer
+    with pytest.raises(AssertionError, match="the scorer was called"):
+        score(service, by_id(*ids), as_of=OTHER_DAY)
+    with pytest.raises(AssertionError, match="the scorer was called"):
+        score(service, by_id(*ids), apply=True, ctx=BEARER)
+
+
 def test_by_id_on_another_day_computes_features_from_the_stored_events(
     service, workspace, champion
 ):
@@ -340,9 +359,15 @@ def test_override_needs_the_token_and_then_pins_the_tag(service, workspace, snap
     with workspace.open_store() as store:
         assert store.current(customer_id) == before
     # when overridden with it, then the tag is pinned, by that person, in the history
+    assert score(service, by_id(customer_id)).learners[0].current_tag == before["tag"] != "ST_005"
     status = service.override(request, ctx=BEARER)
     assert status.tag == "ST_005" and status.override.actor == "cs-lead"
     assert status.history[-1].to_tag == "ST_005" and status.history[-1].actor == "cs-lead"
+    # and /score on the snapshot day no longer gives the day's answer built before the pin:
+    # the pin is later than that day, which the scorer says (422) instead of a stale tag
+    with pytest.raises(ServiceError, match="has been ST_005 since") as raised:
+        score(service, by_id(customer_id))
+    assert raised.value.error_code == HTTPStatus.UNPROCESSABLE_ENTITY
 
 
 def test_status_gives_the_tag_and_the_whole_history(service, workspace, snapshot):
