@@ -1,8 +1,11 @@
 """Benchmark: latency and throughput of ``POST /score`` over loopback HTTP.
 
-One learner per request, by id (the batch job's feature snapshot of the day: the fast path) and
-with inline events (the learner's 30 days of events in the body), at concurrency 1, 8 and 32,
-against ``bentoml serve serving.service:LstepService`` started as ``lstep serve`` starts it.
+One learner per request, by id (on the day of the batch job's feature snapshot: the day's
+precomputed answers, ``serving.answers``) and with inline events (the learner's 30 days of events
+in the body), at concurrency 1, 8 and 32, against ``bentoml serve serving.service:LstepService``
+started as ``lstep serve`` starts it, once the service has computed the reason codes of the day's
+learners ahead (it logs when). A second start with that warm-up off (``LSTEP_WARM_REASONS=0``)
+measures "by id, first ask": each request a learner whose reasons are computed on the spot.
 Targets (issue 5): p50 <= 10 ms and p99 <= 50 ms at concurrency 1 for one learner by id.
 
 The workspace (simulated learners, a champion trained with two Optuna trials, one batch day with
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -42,6 +46,8 @@ CONCURRENCY = (1, 8, 32)
 TARGET_P50_MS = 10.0
 TARGET_P99_MS = 50.0
 READY_TIMEOUT_S = 240.0
+WARM_TIMEOUT_S = 600.0
+WARM_LINE = re.compile(r"reasons of (\d+) learners of \S+ ready in ([\d.]+) s")
 
 
 @dataclass(frozen=True)
@@ -114,12 +120,15 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _start(settings: Settings, log_path: Path) -> tuple[subprocess.Popen, str]:
+def _start(
+    settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
     """``bentoml serve`` on a free loopback port, once ``/readyz`` answers."""
     port = _free_port()
+    environment = service_environment(settings) | (extra_env or {})
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            serve_command("127.0.0.1", port), cwd=project_root(), env=service_environment(settings),
+            serve_command("127.0.0.1", port), cwd=project_root(), env=environment,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -135,6 +144,17 @@ def _start(settings: Settings, log_path: Path) -> tuple[subprocess.Popen, str]:
         time.sleep(0.5)
     os.killpg(process.pid, signal.SIGTERM)
     raise SystemExit(f"not ready after {READY_TIMEOUT_S} s; see {log_path}")
+
+
+def _wait_for_warm_reasons(log_path: Path) -> tuple[int, float]:
+    """Block until the service logs that the day's reasons are computed: (learners, seconds)."""
+    deadline = time.monotonic() + WARM_TIMEOUT_S
+    while time.monotonic() < deadline:
+        found = WARM_LINE.search(log_path.read_text(errors="replace"))
+        if found:
+            return int(found.group(1)), float(found.group(2))
+        time.sleep(0.5)
+    raise SystemExit(f"the reasons warm-up did not finish in {WARM_TIMEOUT_S} s; see {log_path}")
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -206,6 +226,18 @@ def _measure(url: str, payloads: dict[str, list[dict]], requests: int) -> list[d
     return figures
 
 
+def _measure_first_asks(url: str, bodies: list[dict], requests: int) -> dict:
+    """By id at concurrency 1, every request a learner not asked about before."""
+    asyncio.run(_level(url, bodies[:16], 1, 16))  # connections only: these 16 are not reused
+    fresh = bodies[16:]
+    count = min(requests, len(fresh))
+    return {
+        "mode": "by id, first ask",
+        "concurrency": 1,
+        **asyncio.run(_level(url, fresh, 1, count)),
+    }
+
+
 def _report(console: Console, figures: list[dict], example: dict) -> None:
     table = Table(title="serve_latency: POST /score, one learner per request", title_justify="left")
     for column in ("mode", "concurrency", "requests", "p50 ms", "p99 ms", "req/s"):
@@ -235,8 +267,18 @@ def main() -> None:
     with console.status("starting bentoml serve"):
         process, url = _start(workspace.settings, log_path)
     try:
+        with console.status("waiting for the day's reason codes"):
+            learners, seconds = _wait_for_warm_reasons(log_path)
+        console.print(f"reasons of {learners} learners computed ahead in {seconds:.1f} s")
         example = httpx.post(f"{url}/score", json=payloads["by id"][0], timeout=60).json()
         figures = _measure(url, payloads, arguments.requests)
+    finally:
+        _stop(process)
+    cold_log = workspace.settings.home / "serve-cold.log"
+    with console.status("starting bentoml serve without the reasons warm-up"):
+        process, url = _start(workspace.settings, cold_log, {"LSTEP_WARM_REASONS": "0"})
+    try:
+        figures.append(_measure_first_asks(url, payloads["by id"], arguments.requests))
     finally:
         _stop(process)
     _report(console, figures, example)
