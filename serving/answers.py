@@ -63,6 +63,24 @@ def state_row(tag: Any, since: Any, override_tag: Any, override_expires: Any) ->
     return str(tag), since_day, override, _day(override_expires)
 
 
+def state_rows_of(state: pd.DataFrame) -> dict[str, StateRow]:
+    """``state_row`` of every row of a ``state_frame``, by customer_id (column-wise: fast)."""
+    overrides = state["override_tag"]
+    columns = zip(
+        state["tag"].astype(str).tolist(),
+        _days(state["since"]),
+        overrides.astype(object).where(overrides.notna(), None).tolist(),
+        _days(state["override_expires"]),
+        strict=True,
+    )
+    return dict(zip(state["customer_id"].astype(str).tolist(), columns, strict=True))
+
+
+def _days(column: pd.Series) -> list[date | None]:
+    """A datetime column as ``date`` objects, None where missing."""
+    return column.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]").tolist()
+
+
 def _missing(value: Any) -> bool:
     return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
 
@@ -143,12 +161,7 @@ class DayAnswers:
             as_of=as_of,
             model_version=None if champion is None else champion.version,
             positions=positions,
-            states={
-                row.customer_id: state_row(
-                    row.tag, row.since, row.override_tag, row.override_expires
-                )
-                for row in state.itertuples(index=False)
-            },
+            states=state_rows_of(state),
             scores={name: scores[name].to_numpy(np.float64) for name in PREDICTION_COLUMNS},
             decisions={name: aligned[name].to_numpy(object) for name in DECISION_FIELDS},
             feature_columns={
@@ -387,4 +400,5 @@ __all__ = [
     "StateRow",
     "load_day_answers",
     "state_row",
+    "state_rows_of",
 ]

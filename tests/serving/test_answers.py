@@ -12,7 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.answers import AnswerKeeper, DayAnswers, load_day_answers, state_row
+from serving.answers import (
+    AnswerKeeper,
+    DayAnswers,
+    load_day_answers,
+    state_row,
+    state_rows_of,
+)
 from serving.batch import latest_feature_snapshot
 from serving.scoring import score_learners
 from tests.serving.batches import at, decisions
@@ -213,6 +219,22 @@ def test_no_snapshot_means_no_answers(tmp_path, sqlite_store, champion, ruleset)
     )
     keeper = AnswerKeeper(tmp_path, champion=champion, ruleset=ruleset, store=sqlite_store)
     assert keeper.current is None and keeper.answer(["C0000001"], date(2026, 5, 20)) is None
+
+
+def test_a_whole_state_frame_converts_as_each_row_does(day):
+    # given the stored state with an override added to one learner and a tag to another
+    _, _, state = day
+    varied = state.copy()
+    varied.loc[0, ["override_tag", "override_expires"]] = ["ST_002", pd.Timestamp("2026-06-01")]
+    varied.loc[1, "override_tag"] = "ST_005"
+    # when the frame is converted at once, then each learner's row is their state_row
+    converted = state_rows_of(varied)
+    assert len(converted) == len(varied) > 100
+    for row in varied.itertuples(index=False):
+        expected = state_row(row.tag, row.since, row.override_tag, row.override_expires)
+        assert converted[row.customer_id] == expected
+    assert converted[varied["customer_id"].iloc[0]][2:] == ("ST_002", date(2026, 6, 1))
+    assert converted[varied["customer_id"].iloc[1]][2:] == ("ST_005", None)
 
 
 def test_state_rows_from_the_store_and_from_the_frame_compare_equal(sqlite_store, day):
