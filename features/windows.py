@@ -532,6 +532,7 @@ def build_features(
     as_of: Sequence[date] | None = None,
     spine: pd.DataFrame | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
+    type_firsts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Compute the catalog features at each as_of from the events strictly before it.
 
@@ -543,6 +544,10 @@ def build_features(
             order; other columns are ignored. Give exactly one of ``as_of`` and ``spine``.
         con: a DuckDB connection to use; by default a fresh one from ``connect()``. Only
             temporary objects are created on it, and they are dropped before returning.
+        type_firsts: the event types' availability of a larger log (``event_type_firsts``),
+            used instead of that of ``events``: availability is a property of the whole event
+            stream, so features of a few learners' own events (the service's inline events)
+            take it from the stored log, as the batch job does.
 
     Returns:
         customer_id, as_of (naive datetime64[us] at midnight UTC), then the catalog features in
@@ -566,8 +571,31 @@ def build_features(
         ws.register_dates(dates, restrict_to=pairs)
         window = ws.create("TABLE", "window", _WINDOW_TABLE, **ws.window_parts())
         pairs = ws.eligible(window) if pairs is None else pairs
+        if type_firsts is not None:
+            ws.use_type_firsts(type_firsts)
         raw = ws.features(pairs, window, catalog) if len(pairs) else _empty_frame(catalog)
     return _typed_features(raw, catalog)
+
+
+def event_type_firsts(
+    events: TableInput, con: duckdb.DuckDBPyConnection | None = None
+) -> pd.DataFrame:
+    """Per event type, its first timestamp in ``events`` and its first with a duration.
+
+    Returns:
+        event_type, first_ts, first_timed_ts (UTC; NaT when no event of the type has a
+        duration), the input ``build_features(type_firsts=...)`` takes.
+    """
+    with workspace(con) as ws:
+        ws.register_events(events)
+        firsts = ws.con.execute(
+            f"SELECT CAST(event_type AS VARCHAR) AS event_type, min(ts) AS first_ts, "
+            f"min(ts) FILTER (duration_s IS NOT NULL) AS first_timed_ts "
+            f"FROM {ws.events} GROUP BY 1 ORDER BY 1"
+        ).df()
+    for column in ("first_ts", "first_timed_ts"):
+        firsts[column] = pd.to_datetime(firsts[column]).dt.tz_localize("UTC")
+    return firsts.astype({"event_type": "str"})
 
 
 def check_catalog_coverage(catalog: FeatureCatalog) -> None:
@@ -689,6 +717,7 @@ class Workspace:
         self._created: list[tuple[str, str]] = []
         self._registered: list[str] = []
         self.customer_filter = ""
+        self.type_firsts: str | None = None
 
     def name(self, role: str) -> str:
         """The unique name of this call's object playing ``role``."""
@@ -750,6 +779,22 @@ class Workspace:
         if restrict_to is not None:
             ids = self.register("spine_ids", restrict_to[["customer_id"]].drop_duplicates())
             self.customer_filter = f"AND customer_id IN (SELECT customer_id FROM {ids})"
+
+    def use_type_firsts(self, firsts: pd.DataFrame) -> None:
+        """Take availability from ``event_type_firsts`` of another log (see ``build_features``).
+
+        Raises:
+            ValueError: when a column is missing.
+        """
+        columns = ["event_type", "first_ts", "first_timed_ts"]
+        missing = [column for column in columns if column not in firsts.columns]
+        if missing:
+            raise ValueError(f"type_firsts: missing columns {missing}")
+        naive = firsts[columns].assign(
+            first_ts=_naive_utc(firsts["first_ts"]),
+            first_timed_ts=_naive_utc(firsts["first_timed_ts"]),
+        )
+        self.type_firsts = self.register("type_firsts_input", naive)
 
     def in_window(self) -> str:
         """SQL of the events joined to the windows holding them, with their ``lag``."""
@@ -831,7 +876,7 @@ class Workspace:
 
     def _availability(self, catalog: FeatureCatalog) -> str:
         """Per as_of, which event types (with a duration or not) the log had before it."""
-        firsts = self.create(
+        firsts = self.type_firsts or self.create(
             "TABLE", "type_firsts", _TYPE_FIRSTS_TABLE, events=self.events, until=self.until
         )
         return self.create(
@@ -840,6 +885,14 @@ class Workspace:
             "CREATE TEMP TABLE {name} AS {query}",
             query=_availability_sql(catalog, self.dates, firsts),
         )
+
+
+def _naive_utc(column: pd.Series) -> pd.Series:
+    """Timestamps as naive UTC (the views' convention); naive input already is UTC."""
+    moments = pd.to_datetime(column)
+    if moments.dt.tz is not None:
+        moments = moments.dt.tz_convert("UTC").dt.tz_localize(None)
+    return moments.astype("datetime64[us]")
 
 
 def _parquet_path(data: str | Path, role: str) -> Path:

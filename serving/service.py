@@ -70,8 +70,7 @@ from features.catalog import load_catalog  # noqa: E402
 from features.schemas import CUSTOMER_COLUMNS, EVENT_COLUMNS  # noqa: E402
 from features.simulator import CUSTOMERS_FILE, EVENTS_FILE  # noqa: E402
 from features.validation import load_customers, validate_inputs  # noqa: E402
-from features.vocabulary import PRODUCT_TAGS  # noqa: E402
-from features.windows import build_features, connect  # noqa: E402
+from features.windows import build_features, event_type_firsts  # noqa: E402
 from models.explain import explain_frame  # noqa: E402
 from rules import MODEL_SCORE_COLUMNS, RuleSet, load_ruleset  # noqa: E402
 from serving.answers import AnswerKeeper  # noqa: E402
@@ -124,8 +123,6 @@ SNAPSHOT_RECHECK_S = 60.0
 """How often, at most, a request for a newer day makes the scorer look for a newer snapshot."""
 STATE_LOOKUP_LIMIT = 64
 """Up to this many learners the state is read learner by learner; above, in one full read."""
-AVAILABILITY_PROBE_ID = "\x00lstep:availability-probe"
-"""Owner of the availability probe events; API customer ids cannot hold control characters."""
 SCORER_ATTEMPTS = 3
 """Tries of a call to the scorer that fails at the connection level (see ``call_scorer``)."""
 _STATE_COLUMNS = ["customer_id", "tag", "since", "override_tag", "override_expires"]
@@ -143,7 +140,8 @@ class LearnerData:
             ``features/as_of=YYYY-MM-DD.parquet`` snapshots.
         customers: the stored customers (contract form), indexed by customer_id.
         type_firsts: per event type, its first timestamp in the stored log and its first with a
-            duration (``availability_probes``).
+            duration (``features.windows.event_type_firsts``): inline features take the
+            availability of event types from it, as the batch job's features do.
         snapshot_as_of: the day of the latest feature snapshot, None without one.
         snapshot: that snapshot's features, indexed by customer_id.
     """
@@ -208,61 +206,18 @@ class LearnerData:
         spine = pd.DataFrame({"customer_id": list(ids), "as_of": pd.Timestamp(as_of)})
         return build_features(self.events_path, self.customers.reset_index(drop=True), spine=spine)
 
-    def availability_probes(self, as_of: date) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Events and a customer that make inline features see the stored log's event types.
-
-        ``build_features`` nulls a feature whose event type (or any duration of it) never
-        appeared in the log before ``as_of``: a property of the whole event stream, not of one
-        learner. A request's events alone would null "quiz attempts" for a learner who never
-        took a quiz, where the batch job, reading the whole log, says 0. One probe event per
-        type at its first appearance (and one with a duration at its first timed appearance),
-        owned by ``AVAILABILITY_PROBE_ID``, carries the log's availability into the inline
-        computation; the probe is never in the spine, so it adds no row and no value.
-        """
-        cutoff = pd.Timestamp(as_of, tz=UTC)
-        firsts = self.type_firsts
-        plain = firsts[firsts["first_ts"] < cutoff]
-        timed = firsts[firsts["first_timed_ts"] < cutoff]
-        events = pd.concat(
-            [
-                pd.DataFrame({"ts": plain["first_ts"], "event_type": plain["event_type"]}),
-                pd.DataFrame(
-                    {"ts": timed["first_timed_ts"], "event_type": timed["event_type"]}
-                ).assign(duration_s=0.0),
-            ],
-            ignore_index=True,
-        ).assign(customer_id=AVAILABILITY_PROBE_ID)
-        customer = pd.DataFrame(
-            {
-                "customer_id": [AVAILABILITY_PROBE_ID],
-                "product_tag": [next(iter(PRODUCT_TAGS))],
-                "enrolled_at": [events["ts"].min() if len(events) else cutoff],
-                "mrr": [None],
-            }
-        )
-        return events.reindex(columns=list(EVENT_COLUMNS)), customer
-
 
 def _type_firsts(events_path: Path) -> pd.DataFrame:
-    """First timestamp of each event type in the stored log, and first with a duration."""
-    columns = {
-        "event_type": pd.Series(dtype="str"),
-        "first_ts": pd.Series(dtype="datetime64[us, UTC]"),
-        "first_timed_ts": pd.Series(dtype="datetime64[us, UTC]"),
-    }
+    """``event_type_firsts`` of the stored log (none without one)."""
     if not events_path.exists():
-        return pd.DataFrame(columns)
-    con = connect()
-    try:
-        firsts = con.execute(
-            "SELECT CAST(event_type AS VARCHAR) AS event_type, min(ts) AS first_ts, "
-            "min(ts) FILTER (WHERE duration_s IS NOT NULL) AS first_timed_ts "
-            "FROM read_parquet(?) GROUP BY 1",
-            [str(events_path)],
-        ).df()
-    finally:
-        con.close()
-    return firsts.astype({name: column.dtype for name, column in columns.items()})
+        return pd.DataFrame(
+            {
+                "event_type": pd.Series(dtype="str"),
+                "first_ts": pd.Series(dtype="datetime64[us, UTC]"),
+                "first_timed_ts": pd.Series(dtype="datetime64[us, UTC]"),
+            }
+        )
+    return event_type_firsts(events_path)
 
 
 def _read_customers(data_dir: Path) -> pd.DataFrame:
@@ -393,7 +348,9 @@ def inline_features(
             "as_of": pd.Timestamp(usable[0].as_of),
         }
     )
-    return build_features(checked.events, checked.customers, spine=spine)
+    return build_features(
+        checked.events, checked.customers, spine=spine, type_firsts=data.type_firsts
+    )
 
 
 def _customer_of(
@@ -427,7 +384,7 @@ def _inline_ok(item: ScoreItem, data: LearnerData, errors: dict[str, tuple[int, 
 def _inline_frames(
     items: Sequence[ScoreItem], data: LearnerData
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Events and customers of inline learners (plus the availability probe), as contracts say."""
+    """Events and customers of inline learners, in the contracts' columns and types."""
     events = [
         {"customer_id": item.learner.customer_id, **event.model_dump()}
         for item in items
@@ -440,11 +397,7 @@ def _inline_frames(
     customers = [_customer_of(item, data, {}) for item in items]
     customers_frame = pd.DataFrame(customers, columns=list(CUSTOMER_COLUMNS))
     customers_frame["enrolled_at"] = pd.to_datetime(customers_frame["enrolled_at"], utc=True)
-    probe_events, probe_customer = data.availability_probes(items[0].as_of)
-    return (
-        pd.concat([events_frame, probe_events], ignore_index=True),
-        pd.concat([customers_frame, probe_customer], ignore_index=True),
-    )
+    return events_frame, customers_frame
 
 
 def _utc(moment: datetime) -> datetime:

@@ -19,6 +19,7 @@ from features.windows import (
     build_features,
     check_catalog_coverage,
     eligible_spine,
+    event_type_firsts,
     feature_dtypes,
     observation_dates,
     read_features,
@@ -273,6 +274,50 @@ def test_an_event_type_counts_as_seen_only_from_the_first_date_after_it():
     before, after = frame["lessons_total"].tolist()
     assert pd.isna(before)
     assert after == 1
+
+
+def test_one_learners_events_with_the_logs_type_firsts_give_the_whole_logs_features():
+    # given a log where only learner b ever took a quiz or timed a session
+    events = events_frame(
+        [
+            ["a", "2024-03-10 09:00:00", "session", None, "web"],
+            ["a", "2024-03-28 09:00:00", "lesson_completed", None, "web", "L01"],
+            ["b", "2024-03-05 09:00:00", "session", 900.0, "mobile"],
+            ["b", "2024-03-06 09:00:00", "quiz_attempted", None, "mobile"],
+        ]
+    )
+    customers = customers_frame([["a"], ["b"]])
+    spine = pd.DataFrame({"customer_id": ["a"], "as_of": [T_MIDNIGHT]})
+    whole_log = build_features(events, customers, spine=spine)
+    a_events = events[events["customer_id"] == "a"]
+    # when a's features come from a's events alone, with and without the log's availability
+    alone = build_features(a_events, customers, spine=spine)
+    with_firsts = build_features(
+        a_events, customers, spine=spine, type_firsts=event_type_firsts(events)
+    )
+    # then alone, quiz and time features are unknown; with the log's firsts they are the log's
+    assert pd.isna(alone["quiz_attempts_30d"].iloc[0]) and pd.isna(
+        alone["session_minutes_30d"].iloc[0]
+    )
+    assert with_firsts["quiz_attempts_30d"].iloc[0] == 0
+    pd.testing.assert_frame_equal(with_firsts, whole_log)
+
+
+def test_type_firsts_give_each_types_first_event_and_first_timed_event():
+    # given sessions, the first without a duration, and a lesson never timed
+    events = events_frame(
+        [
+            ["a", "2024-03-10 09:00:00", "session", None, "web"],
+            ["b", "2024-03-12 09:00:00", "session", 60.0, "web"],
+            ["a", "2024-03-11 09:00:00", "lesson_completed", None, "web", "L01"],
+        ]
+    )
+    # when
+    firsts = event_type_firsts(events).set_index("event_type")
+    # then
+    assert firsts.at["session", "first_ts"] == pd.Timestamp("2024-03-10 09:00", tz="UTC")
+    assert firsts.at["session", "first_timed_ts"] == pd.Timestamp("2024-03-12 09:00", tz="UTC")
+    assert pd.isna(firsts.at["lesson_completed", "first_timed_ts"])
 
 
 def test_durations_missing_from_the_whole_log_null_the_time_features():
