@@ -27,10 +27,18 @@ from tests.serving.service_fixtures import SNAPSHOT_DAY
 
 @pytest.fixture(scope="module")
 def day(workspace) -> tuple[date, pd.DataFrame, pd.DataFrame]:
-    """The workspace's latest snapshot day, its features and the stored state on that day."""
+    """The workspace's latest snapshot day, its features and the stored state on that day.
+
+    The workspace is shared with the other serving test modules of this worker, which may have
+    moved some learners after that day (applied moves, overrides): those learners are the
+    scorer's to refuse (422), so the day here is made of the others.
+    """
     as_of, features = latest_feature_snapshot(workspace.settings.data_path)
     with workspace.open_store() as store:
         state = store.state_frame(as_of)
+    later = state.loc[state["since"] > pd.Timestamp(as_of), "customer_id"]
+    features = features[~features["customer_id"].isin(later)].reset_index(drop=True)
+    state = state[~state["customer_id"].isin(later)].reset_index(drop=True)
     return as_of, features, state
 
 
