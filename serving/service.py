@@ -48,6 +48,7 @@ from serving.settings import disable_telemetry
 # BentoML reads its tracking opt-outs when it is imported: set them first.
 disable_telemetry()
 
+import functools  # noqa: E402
 import hmac  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -800,6 +801,23 @@ class LearnerScorer:
         return self.engine.explain(item)
 
 
+@functools.cache
+def scored_learners_counter() -> Any:
+    """``lstep_score_learners_total{path}`` on ``/metrics``: learners /score answered, by path.
+
+    ``answers``: from the day's precomputed answers; ``scorer``: sent to the scorer (another day,
+    inline events, apply, or a learner whose state moved). Created on first use, in the worker:
+    BentoML points prometheus_client at its multiprocess directory after importing this module.
+    """
+    from prometheus_client import Counter
+
+    return Counter(
+        "lstep_score_learners",
+        "Learners scored by /score, by path: the day's answers or the scorer",
+        ["path"],
+    )
+
+
 def pages_app() -> Any:
     """Read-only pages beside the API: ``GET /pages/report`` serves the latest HTML report."""
     from fastapi import FastAPI
@@ -839,6 +857,7 @@ class LstepService:
         self.store = StateStore.from_settings(settings)
         scorer_model = LearnerScorer.inner.__dict__.get("champion_model")
         self.answers = load_answer_keeper(settings, self.config, self.store, scorer_model)
+        self.scored = scored_learners_counter()
         if self.config.api_token is None:
             logger.warning("LSTEP_API_TOKEN is not set: /override and apply are refused (401)")
 
@@ -857,9 +876,11 @@ class LstepService:
         as_of = _resolve_as_of(request.as_of, now)
         answered = await self._answered(request, as_of)
         if answered is not None:
+            self.scored.labels(path="answers").inc(len(answered))
             return _score_response(answered, as_of, apply=False, written={})
         items = [ScoreItem(learner=learner, as_of=as_of, now=now) for learner in request.learners]
         outcomes = await call_scorer(self.scorer.to_async.score_items, items)
+        self.scored.labels(path="scorer").inc(len(outcomes))
         raise_for_outcomes((o.status, o.message or "") for o in outcomes if o.status != 200)
         written: dict[str, str | None] = {}
         if request.apply:
@@ -1083,4 +1104,5 @@ __all__ = [
     "load_engine",
     "load_service_champion",
     "load_service_ruleset",
+    "scored_learners_counter",
 ]

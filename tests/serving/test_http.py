@@ -6,6 +6,7 @@ learners at its two ends in the same workspace.
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import bentoml
@@ -16,6 +17,7 @@ import pytest
 from tests.serving.service_fixtures import (
     API_TOKEN,
     MAX_BATCH,
+    OTHER_DAY,
     SNAPSHOT_DAY,
     ServedService,
     ServedWorkspace,
@@ -104,13 +106,15 @@ def test_apply_with_the_token_is_accepted(client, learners):
     assert record["applied"] or record["not_applied_reason"]
 
 
-def test_concurrent_requests_are_batched_and_answered_like_single_ones(served, learners):
-    # given each learner scored alone, one request at a time
+@pytest.mark.parametrize("as_of", [AS_OF, OTHER_DAY.isoformat()], ids=["answers", "scorer"])
+def test_concurrent_requests_are_answered_like_single_ones(served, learners, as_of):
+    # given each learner scored alone, one request at a time (on the snapshot day the day's
+    # answers serve them; on another day the scorer, which merges concurrent ones into batches)
     def score_one(customer_id: str) -> httpx.Response:
-        return post(served, "/score", {"learners": [{"customer_id": customer_id}], "as_of": AS_OF})
+        return post(served, "/score", {"learners": [{"customer_id": customer_id}], "as_of": as_of})
 
     alone = {c: score_one(c).json()["learners"][0] for c in learners[:6]}
-    # when sixteen requests arrive at once (the scorer merges them into batches)
+    # when sixteen requests arrive at once
     ids = learners[:16]
     with ThreadPoolExecutor(max_workers=16) as pool:
         responses = list(pool.map(score_one, ids))
@@ -120,6 +124,25 @@ def test_concurrent_requests_are_batched_and_answered_like_single_ones(served, l
         record = response.json()["learners"][0]
         if record["customer_id"] in alone:
             assert_same(record, alone[record["customer_id"]])
+
+
+def test_metrics_count_the_learners_of_each_scoring_path(served, learners):
+    # given the counts before
+    def counts() -> dict[str, float]:
+        text = httpx.get(f"{served.url}/metrics", timeout=10).text
+        found = re.findall(r'^lstep_score_learners_total\{path="(\w+)"\} ([\d.e+]+)$', text, re.M)
+        return {path: float(value) for path, value in found}
+
+    before = counts()
+    # when two learners are scored on the snapshot day and one on another day
+    body = {"learners": [{"customer_id": c} for c in learners[:2]], "as_of": AS_OF}
+    assert post(served, "/score", body).status_code == 200
+    other = {"learners": [{"customer_id": learners[0]}], "as_of": OTHER_DAY.isoformat()}
+    assert post(served, "/score", other).status_code == 200
+    # then the day's answers counted two and the scorer one
+    after = counts()
+    assert after["answers"] - before.get("answers", 0.0) == 2
+    assert after["scorer"] - before.get("scorer", 0.0) == 1
 
 
 @pytest.mark.parametrize(
