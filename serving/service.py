@@ -889,9 +889,8 @@ class LstepService:
 
     async def _answered(self, request: ScoreRequest, as_of: date) -> list[ScoreOutcome] | None:
         """The day's precomputed answers for a dry run by id, when they hold every learner."""
-        by_id = all(learner.events is None for learner in request.learners)
-        by_id = by_id and not request.apply
-        if self.answers is None or not by_id:
+        inline = any(learner.events is not None for learner in request.learners)
+        if self.answers is None or request.apply or inline:
             return None
         ids = [learner.customer_id for learner in request.learners]
         records = await anyio.to_thread.run_sync(self.answers.answer, ids, as_of)
