@@ -27,13 +27,7 @@ import pandera.pandas as pa
 from mlflow.exceptions import MlflowException
 
 from models.churn import PREDICTION_COLUMNS, ChurnModel
-from models.explain import (
-    Explanation,
-    Reason,
-    explain_frame,
-    probability_points,
-    ranked_reasons,
-)
+from models.explain import Reason, probability_points, ranked_reasons
 from models.pyfunc import ChurnPyfunc, check_flags_present
 from rules import RuleSet, decide
 
@@ -286,16 +280,7 @@ def explain_learners(
     ids = [str(customer_id) for customer_id in _keys(features)["customer_id"]]
     if champion is None or features.empty:
         return {customer_id: [] for customer_id in ids}
-    return _top_reasons(ids, explain_frame(champion.model, features), top)
-
-
-def _top_reasons(
-    ids: list[str], explanations: list[Explanation], top: int
-) -> dict[str, list[Reason]]:
-    return {
-        customer_id: explanation.top(top)
-        for customer_id, explanation in zip(ids, explanations, strict=True)
-    }
+    return _worded_top_reasons(features, champion.model.contributions(features), top)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 
 from features.windows import build_features
 from models.churn import PREDICTION_COLUMNS, FeatureFrameError
+from models.explain import explain_frame
 from models.pyfunc import to_pyfunc_input
 from serving.scoring import (
     champion_uri,
@@ -248,6 +249,9 @@ def test_explanations_give_each_learner_their_top_reasons(day_features, champion
     for learner_reasons in reasons.values():
         assert len(learner_reasons) == 2
         assert abs(learner_reasons[0].points) >= abs(learner_reasons[1].points)
+    # and they are the first two of each learner's full breakdown
+    full = explain_frame(champion.model, day_features.head(5))
+    assert list(reasons.values()) == [explanation.top(2) for explanation in full]
 
 
 def test_champion_loads_in_a_copy_of_the_store(champion_tracking_uri, tmp_path):
