@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from features.catalog import FeatureCatalog, FeatureSpec, load_catalog
 from features.schemas import feature_frame_schema
+from features.vocabulary import CANONICAL_EVENT_TYPES
 from features.windows import (
     build_features,
     check_catalog_coverage,
@@ -122,17 +123,6 @@ def test_feature_dtypes_make_only_type_dependent_counts_nullable():
 
 # --- point-in-time correctness ------------------------------------------------------------------
 
-EVENT_TYPES = [
-    "session",
-    "lesson_completed",
-    "milestone_completed",
-    "quiz_attempted",
-    "quiz_passed",
-    "feature_used",
-    "community_post",
-    "video_watched",
-    "subscription_cancelled",
-]
 AS_OF = pd.Timestamp("2024-03-01", tz="UTC")
 MICROSECOND = pd.Timedelta(microseconds=1)
 # offsets from t that sit on the edges of the windows and of t itself
@@ -153,7 +143,7 @@ offsets = st.one_of(
 event_rows = st.tuples(
     st.sampled_from(["a", "b", "c"]),
     offsets,
-    st.sampled_from(EVENT_TYPES),
+    st.sampled_from(CANONICAL_EVENT_TYPES),
     st.one_of(st.none(), st.floats(min_value=0, max_value=7200)),
     st.sampled_from([None, "web", "mobile"]),
     st.sampled_from([None, "notes", "planner"]),
