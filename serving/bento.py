@@ -43,8 +43,8 @@ class ServiceSettings(BaseSettings):
     """Knobs of the HTTP service, from ``LSTEP_*`` variables (beside ``serving.settings``).
 
     Attributes:
-        api_token: the bearer token of ``/override`` and ``/score`` with ``apply``; unset, both
-            are refused (401) for everyone.
+        api_token: the bearer token of ``/override`` and ``/score`` with ``apply``; unset, empty
+            or blank, both are refused (401) for everyone: an empty secret is no secret.
         max_batch: most learners one ``/score`` request may carry (413 above).
         max_events: most inline events one ``/score`` request may carry (413 above).
         rules_only: serve without a model (scores null, rules decide on features alone); the
@@ -65,6 +65,24 @@ class ServiceSettings(BaseSettings):
     rules_dir: Path | None = None
     top_reasons: int = Field(default=3, ge=0)
     warm_reasons: int = Field(default=50_000, ge=0)
+
+    @property
+    def write_token(self) -> str | None:
+        """The token writes need, or None when writes are refused (token unset, empty or blank)."""
+        if self.api_token is None or not self.api_token.get_secret_value().strip():
+            return None
+        return self.api_token.get_secret_value()
+
+    def token_warning(self) -> str | None:
+        """What start-up must warn about the token, or None when writes are enabled."""
+        if self.api_token is None:
+            return "LSTEP_API_TOKEN is not set: /override and apply are refused (401)"
+        if self.write_token is None:
+            return (
+                "LSTEP_API_TOKEN is empty: an empty secret is no secret, so /override and apply "
+                "are refused (401); set a non-blank token to enable them"
+            )
+        return None
 
 
 def bento_model_tag(version: str) -> str:

@@ -779,10 +779,13 @@ def serve(
     Set LSTEP_API_TOKEN to enable /override and `apply: true`; LSTEP_RULES_ONLY=true serves the
     rules without a model.
     """
+    from serving.bento import ServiceSettings
     from serving.bento import serve as start_service
     from serving.scoring import NoChampionError
 
     settings = _settings()
+    if (warning := ServiceSettings().token_warning()) is not None:
+        console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"starting the lstep service on http://{host}:{port} (Ctrl-C stops it)")
     try:
         start_service(settings, host=host, port=port)

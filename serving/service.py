@@ -693,12 +693,16 @@ class ServiceError(BentoMLException):
 def check_bearer(authorization: str | None, token: str | None) -> None:
     """Accept ``Authorization: Bearer <token>`` with the configured token, else 401.
 
+    A blank configured token or a blank presented one never matches: an empty secret is no secret.
+
     Raises:
         ServiceError: 401 when the header is missing or wrong, or no token is configured.
     """
     scheme, _, given = (authorization or "").partition(" ")
     valid = (
         token is not None
+        and token.strip() != ""
+        and given.strip() != ""
         and scheme.lower() == "bearer"
         and hmac.compare_digest(given.strip().encode(), token.encode())
     )
@@ -858,13 +862,12 @@ class LstepService:
         scorer_model = LearnerScorer.inner.__dict__.get("champion_model")
         self.answers = load_answer_keeper(settings, self.config, self.store, scorer_model)
         self.scored = scored_learners_counter()
-        if self.config.api_token is None:
-            logger.warning("LSTEP_API_TOKEN is not set: /override and apply are refused (401)")
+        if (warning := self.config.token_warning()) is not None:
+            logger.warning(warning)
 
     @property
     def _token(self) -> str | None:
-        token = self.config.api_token
-        return None if token is None else token.get_secret_value()
+        return self.config.write_token
 
     @bentoml.api
     async def score(self, request: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:

@@ -370,6 +370,38 @@ def test_override_needs_the_token_and_then_pins_the_tag(service, workspace, snap
     assert raised.value.error_code == HTTPStatus.UNPROCESSABLE_ENTITY
 
 
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_an_empty_token_refuses_every_write_and_warns(
+    service, workspace, snapshot, blank, monkeypatch
+):
+    # given the service configured with an empty LSTEP_API_TOKEN (as `LSTEP_API_TOKEN= lstep serve`)
+    monkeypatch.setenv("LSTEP_API_TOKEN", blank)
+    config = ServiceSettings()
+    monkeypatch.setattr(service, "config", config)
+    customer_id = snapshot["customer_id"].iloc[31]
+    with workspace.open_store() as store:
+        before = store.current(customer_id)
+    request = OverrideRequest(customer_id=customer_id, tag="ST_005", actor="x", reason="probe")
+    # when an override or an apply comes with an empty bearer, then 401 and nothing is written
+    for ctx in (context("Bearer"), context("Bearer "), context(f"Bearer {blank}")):
+        with pytest.raises(ServiceError) as raised:
+            service.override(request, ctx=ctx)
+        assert raised.value.error_code == HTTPStatus.UNAUTHORIZED
+        with pytest.raises(ServiceError) as raised:
+            score(service, by_id(customer_id), as_of=OTHER_DAY, apply=True, ctx=ctx)
+        assert raised.value.error_code == HTTPStatus.UNAUTHORIZED
+    with workspace.open_store() as store:
+        assert store.current(customer_id) == before
+    # and start-up says why writes are off
+    assert config.write_token is None and "empty" in config.token_warning()
+
+
+def test_a_set_token_enables_writes_without_a_warning():
+    assert ServiceSettings(api_token="s3cret").write_token == "s3cret"
+    assert ServiceSettings(api_token="s3cret").token_warning() is None
+    assert "not set" in ServiceSettings(api_token=None).token_warning()
+
+
 def test_status_gives_the_tag_and_the_whole_history(service, workspace, snapshot):
     customer_id = snapshot["customer_id"].iloc[11]
     status = service.status(StatusRequest(customer_id=customer_id))
@@ -460,6 +492,11 @@ def test_the_champion_is_loaded_from_the_bentoml_store(workspace, champion):
         ("Basic s3cret", "s3cret", False),
         ("Bearer s3cre", "s3cret", False),
         ("Bearer s3cret", None, False),
+        # an empty secret is no secret: a blank configured token matches nothing, not even blank
+        ("Bearer ", "", False),
+        ("Bearer", "", False),
+        ("Bearer   ", "  ", False),
+        ("Bearer s3cret", "", False),
     ],
 )
 def test_only_the_configured_bearer_token_is_accepted(header, token, accepted):
