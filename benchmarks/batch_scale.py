@@ -11,7 +11,7 @@ absent; a 60-day log is too short for purged time splits) with 5 Optuna trials, 
 alias, as production does.
 
 The run uses a fresh SQLite state store in a temporary directory and goes through
-``serving.batch.run_day`` exactly as ``lstep score`` does, in two child processes (so that each
+``serving.app.batch.run_day`` exactly as ``lstep score`` does, in two child processes (so that each
 peak RSS is its own):
 
 1. ``day 1`` (as_of = the log's end - 1 day): the first batch ever, every learner new and tagged;
@@ -135,31 +135,32 @@ def _batch_day(
     population: str, state_url: str, tracking_uri: str, as_of: date, run_id: str
 ) -> dict:
     """One ``run_day`` over the parquet files, as ``lstep score`` runs it."""
-    from features.catalog import load_catalog
-    from rules import MODEL_SCORE_COLUMNS, load_ruleset
-    from serving.batch import run_day
-    from serving.scoring import load_champion
+    from serving.app.batch import BatchContext, BatchInputs, run_day
+    from serving.infra.champion import load_champion
+    from serving.infra.rulesets import load_rules
+    from serving.infra.store import StateStore
     from serving.settings import disable_telemetry
-    from serving.store import StateStore
 
     disable_telemetry()
     started = time.perf_counter()
     champion = load_champion(tracking_uri)
-    ruleset = load_ruleset(None, known_features=[*load_catalog().names, *MODEL_SCORE_COLUMNS])
+    ruleset = load_rules()
     loading = time.perf_counter() - started
+    inputs = BatchInputs(
+        events=f"{population}/events.parquet",
+        customers=f"{population}/customers.parquet",
+        validated=True,  # validated once, timed on its own (``_validate``)
+    )
     with StateStore(state_url) as store:
-        result = run_day(
-            as_of,
-            events=f"{population}/events.parquet",
-            customers=f"{population}/customers.parquet",
+        context = BatchContext(
             store=store,
             champion=champion,
             ruleset=ruleset,
             run_id=run_id,
             now=NOW,
             data_dir=Path(state_url.removeprefix("sqlite:///")).parent / "data",
-            inputs_validated=True,
         )
+        result = run_day(as_of, inputs, context)
     return {
         "stages": {"load champion + rules": loading, **result.stage_seconds},
         "seconds": time.perf_counter() - started,
@@ -187,7 +188,7 @@ def _floor(population: str, tracking_uri: str, snapshot: str, as_of: date) -> di
     """DuckDB's bare scan of the window's events + LightGBM's raw predict on the learners' rows."""
     from features.windows import connect
     from models.churn import ChurnModel
-    from serving.scoring import load_champion
+    from serving.infra.champion import load_champion
 
     start = as_of - timedelta(days=30)
     con = connect()

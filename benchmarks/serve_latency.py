@@ -1,11 +1,12 @@
 """Benchmark: latency and throughput of ``POST /score`` over loopback HTTP.
 
 One learner per request, by id (on the day of the batch job's feature snapshot: the day's
-precomputed answers, ``serving.answers``) and with inline events (the learner's 30 days of events
-in the body), at concurrency 1, 8 and 32, against ``bentoml serve serving.service:LstepService``
-started as ``lstep serve`` starts it, once the service has computed the reason codes of the day's
-learners ahead (it logs when). A second start with that warm-up off (``LSTEP_WARM_REASONS=0``)
-measures "by id, first ask": each request a learner whose reasons are computed on the spot.
+precomputed answers, ``serving.app.answers``) and with inline events (the learner's 30 days of
+events in the body), at concurrency 1, 8 and 32, against
+``bentoml serve serving.api.service:LstepService`` started as ``lstep serve`` starts it, once
+the service has computed the reason codes of the day's learners ahead (it logs when). A second
+start with that warm-up off (``LSTEP_WARM_REASONS=0``) measures "by id, first ask": each
+request a learner whose reasons are computed on the spot.
 Targets (issue 5): p50 <= 10 ms and p99 <= 50 ms at concurrency 1 for one learner by id.
 
 The workspace (simulated learners, a champion trained with two Optuna trials, one batch day with
@@ -37,7 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from features.simulator import SimulationConfig, simulate
-from serving.bento import import_champion, project_root, serve_command, service_environment
+from serving.api.bento import import_champion, project_root, serve_command, service_environment
 from serving.settings import Settings
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -88,11 +89,10 @@ def _workspace(customers: int, days: int, seed: int, console: Console) -> Worksp
 
 def _build(settings: Settings, config: SimulationConfig, as_of: date, console: Console) -> None:
     """Simulate, train a small champion, run the batch on ``as_of``, import the champion."""
-    from features.catalog import load_catalog
-    from rules import MODEL_SCORE_COLUMNS, load_ruleset
-    from serving.batch import run_day
-    from serving.scoring import load_champion
-    from serving.store import StateStore
+    from serving.app.batch import BatchContext, BatchInputs, run_day
+    from serving.infra.champion import load_champion
+    from serving.infra.rulesets import load_rules
+    from serving.infra.store import StateStore
     from training.pipeline import train  # the benchmark makes its champion as production does
 
     data = settings.data_path
@@ -104,13 +104,13 @@ def _build(settings: Settings, config: SimulationConfig, as_of: date, console: C
             data / "events.parquet", data / "customers.parquet", tracking_uri=settings.tracking_uri,
             now=now, trials=2, horizon_days=14, console=Console(quiet=True),
         )  # fmt: skip
-    ruleset = load_ruleset(None, known_features=[*load_catalog().names, *MODEL_SCORE_COLUMNS])
+    inputs = BatchInputs(events=data / "events.parquet", customers=data / "customers.parquet")
     with console.status("running the batch job"), StateStore.from_settings(settings) as store:
-        run_day(
-            as_of, events=data / "events.parquet", customers=data / "customers.parquet",
-            store=store, champion=load_champion(settings.tracking_uri), ruleset=ruleset,
+        context = BatchContext(
+            store=store, champion=load_champion(settings.tracking_uri), ruleset=load_rules(),
             run_id=f"bench-{as_of}", now=now, data_dir=data,
         )  # fmt: skip
+        run_day(as_of, inputs, context)
     import_champion(settings)
 
 

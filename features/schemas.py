@@ -38,6 +38,10 @@ UTC_INSTANT = pd.DatetimeTZDtype(unit="us", tz="UTC")
 AS_OF_DTYPE = np.dtype("datetime64[us]")
 """dtype of ``as_of``: naive, at midnight, meaning 00:00 UTC of that day."""
 KEY_COLUMNS: tuple[str, str] = ("customer_id", "as_of")
+EVENTS_FILE = "events.parquet"
+CUSTOMERS_FILE = "customers.parquet"
+"""File names of the event store (``LSTEP_DATA_DIR``): what ``lstep simulate`` writes and
+``lstep score``, the service and the report read."""
 """Keys of the label and feature frames."""
 
 ColumnKind = Literal["text", "timestamp", "number"]
@@ -269,8 +273,10 @@ def feature_frame_schema(catalog: FeatureCatalog | None = None) -> pa.DataFrameS
 
 __all__ = [
     "AS_OF_DTYPE",
+    "CUSTOMERS_FILE",
     "CUSTOMER_COLUMNS",
     "CUSTOMER_CONTRACT",
+    "EVENTS_FILE",
     "EVENT_COLUMNS",
     "EVENT_CONTRACT",
     "KEY_COLUMNS",

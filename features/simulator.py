@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.schemas import CUSTOMERS_FILE, EVENTS_FILE
 from features.vocabulary import CANONICAL_EVENT_TYPES, CHANNELS, PRODUCT_TAGS
 
 _Columns = TypeVar("_Columns")
@@ -61,8 +62,6 @@ FIRST_TRUTH_DAY = 30
 MAX_CUSTOMERS = 9_999_999
 """Customer ids are "C" + 7 digits."""
 
-EVENTS_FILE = "events.parquet"
-CUSTOMERS_FILE = "customers.parquet"
 TRUTH_FILE = "truth.parquet"
 META_FILE = "meta.json"
 

@@ -31,9 +31,6 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pyarrow_lib
-from rich.console import Group
-from rich.table import Table
-from rich.text import Text
 
 from features.mapping import EventMapping, load_mapping, map_event_types
 from features.schemas import (
@@ -120,7 +117,7 @@ class ValidationReport:
         """True when there is no error (notes are fine)."""
         return not self.errors
 
-    def _summary_lines(self) -> list[str]:
+    def summary_lines(self) -> list[str]:
         status = "passed" if self.ok else "FAILED"
         return [
             f"input validation {status}: {_plural(len(self.errors), 'error')}, "
@@ -132,29 +129,10 @@ class ValidationReport:
 
     def render(self) -> str:
         """Plain text: a summary, then one line per error, then one per note."""
-        lines = self._summary_lines()
+        lines = self.summary_lines()
         lines += [f"  error: {problem}" for problem in self.errors]
         lines += [f"  note: {problem}" for problem in self.notes]
         return "\n".join(lines)
-
-    def __rich__(self) -> Group:
-        """A rich renderable (``console.print(report)``): the summary and a table of problems."""
-        style = "green" if self.ok else "bold red"
-        table = Table("", "source", "column", "rows", "problem", show_lines=False)
-        for problem in (*self.errors, *self.notes):
-            shown = f"; e.g. {', '.join(problem.examples)}" if problem.examples else ""
-            table.add_row(
-                Text(problem.severity, style="red" if problem.severity == "error" else "yellow"),
-                problem.source,
-                problem.column or "",
-                f"{problem.rows:,}",
-                problem.message + shown,
-            )
-        summary = [
-            Text(line, style=style if i == 0 else "")
-            for i, line in enumerate(self._summary_lines())
-        ]
-        return Group(*summary, table) if self.problems else Group(*summary)
 
 
 class InputError(ValueError):

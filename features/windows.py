@@ -37,12 +37,11 @@ import pandas as pd
 import pandera.pandas as pa
 
 from features.catalog import FeatureCatalog, FeatureSpec, load_catalog
-from features.schemas import feature_frame_schema
+from features.schemas import KEY_COLUMNS, feature_frame_schema
 
 DAY_US = 86_400_000_000
 """Microseconds in a day: durations are compared in exact integer microseconds."""
 WINDOW_DAYS = 30
-KEY_COLUMNS = ("customer_id", "as_of")
 EVENT_COLUMNS = ("customer_id", "ts", "event_type", "duration_s", "channel", "item")
 CUSTOMER_COLUMNS = ("customer_id", "product_tag", "enrolled_at", "mrr")
 RISK_COUNT = "risk_indicator_count"

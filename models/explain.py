@@ -62,7 +62,6 @@ PRODUCT_NAMES: dict[str, str] = {
     "PT_002": "PPAL Enterprise",
     "PT_003": "PPAL Freemium",
 }
-KEY_COLUMNS = ("customer_id", "as_of")
 _TANGENT_EPSILON = 1e-12
 
 

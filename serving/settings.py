@@ -11,9 +11,10 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from features.schemas import CUSTOMERS_FILE, EVENTS_FILE
 
 TELEMETRY_ENV: dict[str, str] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -21,6 +22,8 @@ TELEMETRY_ENV: dict[str, str] = {
     "DO_NOT_TRACK": "true",
 }
 """Variables that stop MLflow and BentoML from calling home (there is no internet at run time)."""
+DEFAULT_MODEL_NAME = "lstep-churn"
+CHAMPION_ALIAS = "champion"
 
 
 def utc_now() -> datetime:
@@ -46,13 +49,22 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     bentoml_home: Path | None = None
     reports_dir: Path | None = None
-    model_name: str = "lstep-churn"
-    horizon_days: int = 30
+    model_name: str = DEFAULT_MODEL_NAME
 
     @property
     def data_path(self) -> Path:
         """Parquet data directory (simulated or imported events, customers, features)."""
         return self.data_dir or self.home / "data"
+
+    @property
+    def events_path(self) -> Path:
+        """The event store's events file."""
+        return self.data_path / EVENTS_FILE
+
+    @property
+    def customers_path(self) -> Path:
+        """The event store's customers file."""
+        return self.data_path / CUSTOMERS_FILE
 
     @property
     def state_database_url(self) -> str:
@@ -91,23 +103,20 @@ class Settings(BaseSettings):
     @property
     def champion_uri(self) -> str:
         """The registry URI serving loads: by alias, never by run id."""
-        return f"models:/{self.model_name}@champion"
+        return champion_uri(self.model_name)
 
 
-def load_settings(config_file: Path | None = None) -> Settings:
-    """Build settings from an optional YAML file; environment variables override the file.
-
-    Raises:
-        ValueError: when the YAML file is not a mapping or names an unknown setting.
-    """
-    if config_file is None:
-        return Settings()
-    loaded = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
-    if not isinstance(loaded, dict):
-        kind = type(loaded).__name__
-        raise ValueError(f"{config_file}: expected a mapping of settings, got {kind}")
-    from_env = Settings().model_dump(exclude_unset=True)
-    return Settings(**{**loaded, **from_env})
+def champion_uri(model_name: str = DEFAULT_MODEL_NAME) -> str:
+    """The registry URI of the champion: ``models:/<name>@champion`` (never a run id)."""
+    return f"models:/{model_name}@{CHAMPION_ALIAS}"
 
 
-__all__ = ["TELEMETRY_ENV", "Settings", "disable_telemetry", "load_settings", "utc_now"]
+__all__ = [
+    "CHAMPION_ALIAS",
+    "DEFAULT_MODEL_NAME",
+    "TELEMETRY_ENV",
+    "Settings",
+    "champion_uri",
+    "disable_telemetry",
+    "utc_now",
+]

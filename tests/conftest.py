@@ -47,7 +47,7 @@ def champion_tracking_uri(simulated_log, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture(scope="session")
 def champion(champion_tracking_uri: str):
     """The champion, loaded by its alias as serving loads it."""
-    from serving.scoring import load_champion
+    from serving.infra.champion import load_champion
 
     loaded = load_champion(champion_tracking_uri)
     assert loaded is not None, "the session's training did not register a champion"

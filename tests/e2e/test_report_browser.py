@@ -44,13 +44,14 @@ def test_report_opens_in_chromium_with_kpis_charts_and_a_learner(e2e_workspace, 
     _require_browser()
     from playwright.sync_api import sync_playwright
 
-    from serving.report import write_report
+    from serving.app.report import write_report
 
     # given the report of the workspace's last batch day, written to disk
     workspace, champion = e2e_workspace
-    path = write_report(workspace.store, workspace.settings, as_of=workspace.last_day,
-                        champion=champion, events=workspace.log.events,
-                        customers=workspace.log.customers)  # fmt: skip
+    path = write_report(
+        workspace.store, workspace.settings, as_of=workspace.last_day,
+        inputs=workspace.inputs(champion),
+    )  # fmt: skip
     requested: list[str] = []
     with sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

@@ -1,6 +1,6 @@
 """A small report workspace: three batch days over the session's simulated log and champion.
 
-Shared by ``tests/serving/test_report.py`` and the browser test: the state store, the feature
+Shared by ``tests/serving/app/test_report.py`` and the browser test: the state store, the feature
 snapshots and the settings that point at the session's MLflow store.
 """
 
@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-from serving.batch import run_day
-from serving.scoring import Champion
+from serving.app.report import ReportInputs
+from serving.infra.champion import Champion
+from serving.infra.store import StateStore
 from serving.settings import Settings
-from serving.store import StateStore
-from tests.serving.fixtures import FIRST_DAY, NOW, SimulatedLog, packaged_ruleset
+from tests.serving.fixtures import FIRST_DAY, SimulatedLog, packaged_ruleset, run_batch_day
 
 BATCH_DAYS = (FIRST_DAY, FIRST_DAY + timedelta(days=7), FIRST_DAY + timedelta(days=14))
 """Three weekly batch days: enough for a tag history and an earliest-vs-latest drift."""
@@ -29,6 +29,10 @@ class ReportWorkspace:
     log: SimulatedLog
     last_day: date
 
+    def inputs(self, champion: Champion | None) -> ReportInputs:
+        """What the report reads besides the store: this champion, the rules, the log."""
+        return ReportInputs(champion, packaged_ruleset(), self.log.events, self.log.customers)
+
 
 def build_workspace(
     root: Path, log: SimulatedLog, champion: Champion | None, tracking_uri: str
@@ -40,17 +44,8 @@ def build_workspace(
     store = StateStore(settings.state_database_url)
     ruleset = packaged_ruleset()
     for day in BATCH_DAYS:
-        run_day(
-            day,
-            events=log.events,
-            customers=log.customers,
-            store=store,
-            champion=champion,
-            ruleset=ruleset,
-            rules_only=champion is None,
-            run_id=f"report-{day}",
-            now=NOW,
+        run_batch_day(
+            day, log, store, champion, ruleset, run_id=f"report-{day}",
             data_dir=settings.data_path,
-            inputs_validated=True,
-        )
+        )  # fmt: skip
     return ReportWorkspace(settings, store, log, BATCH_DAYS[-1])

@@ -236,7 +236,7 @@ def test_explain_at_risk_backfills_lists_explains_and_records_an_override(
     first_retrain: Executed, workspace: Path, tmp_path: Path
 ):
     # Given a workspace with a champion and an empty state store
-    from serving.store import StateStore
+    from serving.infra.store import StateStore
 
     assert not (workspace / "state.db").exists()
     # When notebook 02 runs with its defaults (today = the end of the log)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-import serving.store as store_module
-from serving.store import StateStore
-from serving.store_models import STATUS_TAGS, RunRecord
+import serving.infra.store as store_module
+from serving.core.frames import RunRecord
+from serving.core.tags import STATUS_TAGS
+from serving.infra.store import StateStore
 
 FIRST_DAY = [("a", None, "ST_001"), ("b", None, "ST_001"), ("c", None, "ST_001")]
 
@@ -81,7 +82,7 @@ def run_paused_batch(url: str, work_dir: str, pause_s: float) -> None:
     is written to ``error.txt`` for the parent to show.
     """
     work = Path(work_dir)
-    write_status = store_module._update_status_from_run
+    write_status = store_module.update_status_from_run
 
     def paused_write_status(conn, run_id: str) -> None:
         (work / "inside").touch()
@@ -91,7 +92,7 @@ def run_paused_batch(url: str, work_dir: str, pause_s: float) -> None:
         time.sleep(0.5)
         write_status(conn, run_id)
 
-    store_module._update_status_from_run = paused_write_status  # this process only
+    store_module.update_status_from_run = paused_write_status  # this process only
     job = pd.read_pickle(work / "job.pkl")
     try:
         store_module.StateStore(url, auto_migrate=False).apply_batch(

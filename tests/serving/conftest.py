@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from serving.store import StateStore
+from serving.infra.store import StateStore
 
 POSTGRES_URL = os.environ.get(
     "LSTEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

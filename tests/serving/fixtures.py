@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
+import pytest
 from rich.console import Console
 
 from features.catalog import load_catalog
@@ -70,6 +72,45 @@ def train_champion(log: SimulatedLog, home: Path) -> str:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
     return tracking_uri
+
+
+def run_batch_day(
+    day: date,
+    log: SimulatedLog,
+    store: Any,
+    champion: Any,
+    ruleset: RuleSet,
+    *,
+    run_id: str,
+    data_dir: Path | None = None,
+    **options: Any,
+) -> Any:
+    """One batch day on the validated log, as ``lstep score`` runs it (``options``: dry_run,
+    replace)."""
+    from serving.app.batch import BatchContext, BatchInputs, run_day
+
+    inputs = BatchInputs(events=log.events, customers=log.customers, validated=True)
+    context = BatchContext(
+        store=store, champion=champion, ruleset=ruleset, run_id=run_id, now=NOW, data_dir=data_dir
+    )
+    return run_day(day, inputs, context, **options)
+
+
+def assert_same(actual, expected) -> None:
+    """Equal records, numbers to 1e-12: SHAP sums of a batch may differ from a lone row's in the
+    last bit (LightGBM adds the trees' contributions in another order)."""
+    if isinstance(expected, dict):
+        assert actual.keys() == expected.keys()
+        for key in expected:
+            assert_same(actual[key], expected[key])
+    elif isinstance(expected, list):
+        assert len(actual) == len(expected)
+        for item, wanted in zip(actual, expected, strict=True):
+            assert_same(item, wanted)
+    elif isinstance(expected, float):
+        assert actual == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    else:
+        assert actual == expected
 
 
 def packaged_ruleset() -> RuleSet:

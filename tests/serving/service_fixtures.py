@@ -23,11 +23,10 @@ from pathlib import Path
 
 import httpx
 
-from serving.batch import run_day
-from serving.bento import import_champion, project_root, serve_command, service_environment
+from serving.api.bento import import_champion, project_root, serve_command, service_environment
+from serving.infra.store import StateStore
 from serving.settings import Settings
-from serving.store import StateStore
-from tests.serving.fixtures import NOW
+from tests.serving.fixtures import run_batch_day
 
 SNAPSHOT_DAY = date(2026, 5, 20)
 """The batch job's latest day in the workspace: by-id requests for it take the fast path."""
@@ -63,18 +62,10 @@ def build_workspace(root: Path, log, tracking_uri: str, champion, ruleset) -> Se
     settings = Settings(home=home, data_dir=data_dir, mlflow_tracking_uri=tracking_uri)
     with StateStore.from_settings(settings) as store:
         for day in (SNAPSHOT_DAY - timedelta(days=1), SNAPSHOT_DAY):
-            run_day(
-                day,
-                events=log.events,
-                customers=log.customers,
-                store=store,
-                champion=champion,
-                ruleset=ruleset,
-                run_id=f"batch-{day.isoformat()}",
-                now=NOW,
+            run_batch_day(
+                day, log, store, champion, ruleset, run_id=f"batch-{day.isoformat()}",
                 data_dir=data_dir,
-                inputs_validated=True,
-            )
+            )  # fmt: skip
     bento_tag = import_champion(settings)
     assert bento_tag is not None, "the session's champion did not reach the BentoML store"
     environment = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from serving.settings import Settings, load_settings
+from serving.settings import Settings
 
 
 def test_every_location_lives_under_home_by_default(monkeypatch, tmp_path):
@@ -20,6 +20,8 @@ def test_every_location_lives_under_home_by_default(monkeypatch, tmp_path):
     assert settings.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     assert settings.bentoml_path == tmp_path / "bentoml"
     assert settings.reports_path == tmp_path / "reports"
+    assert settings.events_path == tmp_path / "data" / "events.parquet"
+    assert settings.customers_path == tmp_path / "data" / "customers.parquet"
     assert settings.champion_uri == "models:/lstep-churn@champion"
 
 
@@ -38,25 +40,8 @@ def test_settings_are_frozen_and_refuse_unknown_keys():
         settings.home = "elsewhere"  # type: ignore[misc]
     with pytest.raises(ValidationError, match="horizon"):
         Settings(horizon=3)  # type: ignore[call-arg]
-
-
-def test_yaml_file_is_read_and_environment_wins(monkeypatch, tmp_path):
-    # given a YAML file and an environment variable for the same key
-    config = tmp_path / "lstep.yaml"
-    config.write_text("home: from-file\nhorizon_days: 21\n", encoding="utf-8")
-    monkeypatch.setenv("LSTEP_HOME", "from-env")
-    # when loaded
-    settings = load_settings(config)
-    # then the file fills what the environment leaves unset
-    assert str(settings.home) == "from-env"
-    assert settings.horizon_days == 21
-
-
-def test_yaml_that_is_not_a_mapping_names_the_file(tmp_path):
-    config = tmp_path / "bad.yaml"
-    config.write_text("- a\n- b\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad\.yaml: expected a mapping"):
-        load_settings(config)
+    with pytest.raises(ValidationError, match="horizon_days"):
+        Settings(horizon_days=30)  # type: ignore[call-arg]  # never read: not a setting
 
 
 def test_tracking_uri_is_pinned_when_settings_are_made(monkeypatch, tmp_path):

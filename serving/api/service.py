@@ -1,0 +1,247 @@
+"""The HTTP service: two BentoML 1.4 services, each method one call into ``serving.app``.
+
+``bentoml serve serving.api.service:LstepService`` (or ``lstep serve``) runs both, one process
+each:
+
+- ``LstepService``, the public API: ``POST /score``, ``/explain``, ``/status``, ``/override``,
+  beside BentoML's own ``/livez``, ``/readyz``, ``/metrics`` and ``/docs.json``, and the read-only
+  ``GET /pages/report``. **It owns scoring**: it loads the champion (once) and the rules, keeps
+  the day's answers (every learner of the batch job's latest snapshot assessed at once) and runs
+  ``assess`` for every other ask (``serving.app.online``). Scoring lives here because the
+  hottest request, one learner by id on the latest batch day, is a lookup in the day's answers:
+  a hop to another process would cost more than the answer (~6 ms against ~2), and reason codes
+  need the model where the answers are.
+- ``LearnerFeatures``, internal (reached over a local socket through ``bentoml.depends``): the
+  feature assembly of asks the day's answers do not hold, by id from the stored events or from
+  inline events (``serving.infra.learners``). It loads no model. Its one endpoint has **adaptive
+  batching**: BentoML merges the learners of concurrent requests into one call, so the fixed
+  cost of an assembly (the contract checks, a DuckDB workspace) is paid once per batch.
+
+Every problem is a value (``serving.core.problems``) mapped to its status in one place
+(``serving.api.problems``); every 4xx body is ``{"error": str, "detail": str}``.
+
+Configuration: ``serving.settings.Settings`` (where the data, state, registry and BentoML store
+live) and ``serving.api.bento.ServiceSettings`` (``LSTEP_API_TOKEN``, ``LSTEP_MAX_BATCH``,
+``LSTEP_MAX_EVENTS``, ``LSTEP_RULES_ONLY``, ``LSTEP_RULES_DIR``, ``LSTEP_TOP_REASONS``,
+``LSTEP_WARM_REASONS``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import bentoml
+
+from serving.api.bento import HINT, SERVED_MODEL_TAG, ServiceSettings, load_served_champion
+from serving.api.models import (
+    ExplainRequest,
+    ExplainResponse,
+    FeatureItem,
+    FeatureOutcome,
+    OverrideRequest,
+    ScoreRequest,
+    ScoreResponse,
+    StatusRequest,
+    StatusResponse,
+    learner_ask,
+)
+from serving.api.pages import pages_app
+from serving.api.problems import ErrorBodyMiddleware, check_bearer, http_problems
+from serving.api.responses import explain_response, score_response, status_response
+from serving.api.transport import day_features_of, feature_item, feature_outcomes
+from serving.app.answers import AnswerKeeper
+from serving.app.online import OnlineScoring, check_size, resolve_as_of
+from serving.app.status import learner_status, set_override
+from serving.core.asks import LearnerAsk
+from serving.core.problems import NoChampionError
+from serving.infra.champion import require_champion
+from serving.infra.learners import DayFeatures, LearnerData
+from serving.infra.rulesets import load_rules
+from serving.infra.store import StateStore
+from serving.settings import Settings, utc_now
+
+logger = logging.getLogger("bentoml.lstep")
+
+BATCH_MAX_SIZE = 1000
+"""Most learners the features process takes in one merged call (BentoML splits larger ones)."""
+BATCH_MAX_LATENCY_MS = 30_000
+"""BentoML drops queued items (503) it expects to wait longer than this; assembly takes less."""
+FEATURES_ATTEMPTS = 3
+"""Tries of a call to the features process that fails at the connection level."""
+
+
+@bentoml.service(name="lstep-features", workers=1, threads=1)
+class LearnerFeatures:
+    """Internal: features of learners by id (stored events) or inline, batched adaptively."""
+
+    def __init__(self) -> None:
+        self.data = LearnerData.open(Settings().data_path)
+
+    @bentoml.api(batchable=True, max_batch_size=BATCH_MAX_SIZE, max_latency_ms=BATCH_MAX_LATENCY_MS)
+    def features(self, items: list[FeatureItem]) -> list[FeatureOutcome]:
+        """Features of the learners of concurrent requests, assembled together."""
+        return feature_outcomes([item.ask() for item in items], self.data)
+
+
+def _declared_champion() -> Any:
+    """The BentoML model the service declares (``bentoml build`` packs it); none when rules-only.
+
+    A declared model must exist when the server starts, so rules-only mode declares none.
+    """
+    return None if ServiceSettings().rules_only else bentoml.models.BentoModel(SERVED_MODEL_TAG)
+
+
+def load_online(
+    settings: Settings,
+    config: ServiceSettings,
+    store: StateStore,
+    reference: Any,
+    fetch: Callable[[Sequence[LearnerAsk]], Any],
+) -> OnlineScoring:
+    """Load the champion (unless rules-only), the rules and the day's answers, once.
+
+    Raises:
+        NoChampionError: no champion (BentoML store or MLflow registry) and not rules-only.
+    """
+    loaded = None if config.rules_only else load_served_champion(settings, reference)
+    try:
+        champion = require_champion(
+            loaded, rules_only=config.rules_only, model_name=settings.model_name, hint=HINT
+        )
+    except NoChampionError as error:
+        logger.error("lstep service cannot start: %s", error.message)
+        raise
+    if champion is None:
+        logger.warning("lstep service in RULES-ONLY mode: no model scores, rules decide alone")
+    else:
+        logger.info("lstep service scores with %s version %s", champion.uri, champion.version)
+    ruleset = load_rules(config.rules_dir)
+    keeper = AnswerKeeper(
+        settings.data_path, champion=champion, ruleset=ruleset, store=store,
+        top_reasons=config.top_reasons, warm_reasons=config.warm_reasons,
+    )  # fmt: skip
+    return OnlineScoring(
+        champion=champion, ruleset=ruleset, store=store, fetch=fetch, keeper=keeper,
+        top_reasons=config.top_reasons,
+    )  # fmt: skip
+
+
+@functools.cache
+def scored_learners_counter() -> Any:
+    """``lstep_score_learners_total{path}`` on ``/metrics``: learners /score answered, by path.
+
+    ``answers``: from the day's precomputed answers; ``scorer``: assessed on demand (another
+    day, inline events, apply, or a learner whose state moved). Created on first use, in the
+    worker: BentoML points prometheus_client at its multiprocess directory after importing this.
+    """
+    from prometheus_client import Counter
+
+    return Counter(
+        "lstep_score_learners",
+        "Learners scored by /score, by path: the day's answers or assessed on demand",
+        ["path"],
+    )
+
+
+@bentoml.service(name="lstep", workers=1, threads=4, traffic={"timeout": 120})
+@bentoml.asgi_app(pages_app(), path="/pages")
+class LstepService:
+    """Learner churn scores, status tags, explanations and overrides over HTTP."""
+
+    learner_features = bentoml.depends(LearnerFeatures)
+    champion_model = _declared_champion()
+    clock: Callable[[], datetime] = staticmethod(utc_now)
+
+    def __init__(self) -> None:
+        settings = Settings()
+        self.config = ServiceSettings()
+        self.store = StateStore.from_settings(settings)
+        reference = type(self).__dict__.get("champion_model")
+        self.online = load_online(settings, self.config, self.store, reference, self._fetch)
+        self.scored = scored_learners_counter()
+        if (warning := self.config.token_warning()) is not None:
+            logger.warning(warning)
+
+    @bentoml.api
+    async def score(self, request: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
+        """Score learners by id or with inline events; ``apply: true`` writes the moves."""
+        with http_problems():
+            check_size(len(request.learners), request.event_count, self.config.limits)
+            if request.apply:
+                check_bearer(_authorization(ctx), self.config.write_token)
+            now = self.clock()
+            as_of = resolve_as_of(request.as_of, now)
+            asks = [learner_ask(learner, as_of, now) for learner in request.learners]
+            result = await self.online.score(asks, apply=request.apply, now=now)
+        self.scored.labels(path=result.path).inc(len(result.records))
+        return score_response(result)
+
+    @bentoml.api
+    async def explain(self, request: ExplainRequest, /) -> ExplainResponse:
+        """Every feature's share of one learner's churn probability, largest first."""
+        with http_problems():
+            now = self.clock()
+            ask = request.ask(resolve_as_of(request.as_of, now), now)
+            assessment, source = await self.online.explain(ask)
+            return explain_response(assessment, source)
+
+    @bentoml.api
+    def status(self, request: StatusRequest, /) -> StatusResponse:
+        """A learner's current tag, open override and full history."""
+        with http_problems():
+            return status_response(learner_status(self.store, request.customer_id))
+
+    @bentoml.api
+    def override(self, request: OverrideRequest, /, ctx: bentoml.Context) -> StatusResponse:
+        """Pin a learner's tag by hand (bearer token); automatic rules then hold until expiry."""
+        with http_problems():
+            check_bearer(_authorization(ctx), self.config.write_token)
+            status = set_override(
+                self.store, request.customer_id, request.tag, actor=request.actor,
+                reason=request.reason, expires=request.expires, now=self.clock(),
+            )  # fmt: skip
+            return status_response(status)
+
+    async def _fetch(self, asks: Sequence[LearnerAsk]) -> DayFeatures:
+        """Features of asks the day's answers do not hold, from the features process."""
+        items = [feature_item(ask) for ask in asks]
+        outcomes = await call_features(self.learner_features.to_async.features, items)
+        return day_features_of(outcomes)
+
+
+async def call_features(method: Callable[[Any], Any], argument: Any) -> Any:
+    """Await the features endpoint, retrying when the connection to it breaks.
+
+    BentoML's client for ``bentoml.depends`` recycles its HTTP session every 100 calls by closing
+    it, which breaks the calls still in flight on it ("Cannot write to closing transport",
+    "Connector is closed"; bentoml/BentoML#4971, #5698). Assembling features writes nothing, so
+    the call is safely repeated on the fresh session.
+    """
+    for attempt in range(1, FEATURES_ATTEMPTS + 1):
+        try:
+            return await method(argument)
+        except aiohttp.ClientConnectionError as error:
+            if attempt == FEATURES_ATTEMPTS:
+                raise
+            logger.warning("features call failed at the connection (%s); retrying", error)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _authorization(ctx: Any) -> str | None:
+    return ctx.request.headers.get("authorization")
+
+
+LstepService.add_asgi_middleware(ErrorBodyMiddleware)
+
+__all__ = [
+    "LearnerFeatures",
+    "LstepService",
+    "call_features",
+    "load_online",
+    "scored_learners_counter",
+]

@@ -1,0 +1,358 @@
+"""The daily batch job: ``lstep score --as-of D`` (and ``--from D1 --to D2`` to backfill).
+
+One day reads as its stages, one call each, I/O at the ends:
+
+1. **inputs**: events and customers validated (``features.validation.load_valid_inputs``); a
+   backfill validates them once for all its days.
+2. **learners**: everyone eligible at ``as_of`` (``features.windows.eligible_spine``) plus every
+   learner whose stored tag is live (not ST_006). A learner who stopped being active is no longer
+   eligible, but must still be decided on, or "30 days inactive -> ST_006" (R09) could never fire.
+3. **features**: ``build_features(spine=...)``, the code training uses.
+4. **score** and 5. **decide**: ``serving.core.assess`` with the champion
+   (``models:/lstep-churn@champion``) or, in rules-only mode, without; the run, every score row
+   and every decision say which.
+6. **write**: ``StateStore.apply_batch``: scores, transitions and the run record in one
+   transaction, idempotent per ``as_of`` (a completed day is not recomputed); a dry run writes
+   nothing. Then the day's feature frame goes to ``<data_dir>/features/as_of=YYYY-MM-DD.parquet``,
+   the service's snapshot of the day.
+7. **summary**: tag distribution and its change, transitions by rule, and the call list with
+   each learner's reasons (``serving.app.summary``); the CLI renders it.
+
+A replaced day (``replace``, the latest completed day only) is decided against the state before
+that day: the store undoes the day's automatic transitions in the same transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from features.mapping import EventMapping
+from features.validation import load_valid_inputs
+from features.windows import TableInput, build_features, connect, eligible_spine
+from rules import RuleSet
+from serving.app.summary import TOP_LEARNERS, BatchResult, is_in, summarise, tag_counts
+from serving.core.assess import Assessment, AssessOptions, ModelHandle, assess
+from serving.core.frames import RunRecord
+from serving.core.tags import CHURNED_TAG
+from serving.infra.snapshots import write_feature_snapshot
+from serving.infra.store import StateStore
+
+STAGES: dict[str, str] = {
+    "inputs": "validate inputs",
+    "learners": "select learners",
+    "features": "build features",
+    "score": "score with the champion",
+    "decide": "apply the rules",
+    "write": "write to the state store",
+    "summary": "summarise",
+}
+
+
+class BatchProgress(Protocol):
+    """Where a run reports its progress (the CLI draws bars; tests and schedulers need none)."""
+
+    def stage(self, as_of: date, name: str) -> AbstractContextManager[None]:
+        """Wraps one stage of one day (``STAGES``)."""
+        ...
+
+    def days(self, total: int) -> Callable[[date], None]:
+        """Starts a backfill of ``total`` days; the callable is told each day done."""
+        ...
+
+
+@dataclass(frozen=True)
+class BatchInputs:
+    """The event log a run reads: frames or files, validated once.
+
+    Attributes:
+        events: events (frame or parquet/CSV path).
+        customers: customers (frame or parquet/CSV path).
+        validated: the inputs already passed ``load_valid_inputs``.
+        mapping: event-type mapping (YAML path or ``EventMapping``) for a foreign log.
+        allow_unknown: load event types the mapping does not cover as ``other``.
+    """
+
+    events: TableInput
+    customers: TableInput
+    validated: bool = False
+    mapping: EventMapping | str | Path | None = None
+    allow_unknown: bool = False
+
+    def loaded(self, now: datetime) -> BatchInputs:
+        """These inputs validated (files read and checked against the contracts).
+
+        Raises:
+            features.validation.InputError: the inputs fail validation (the rendered report).
+        """
+        if self.validated:
+            return self
+        events, customers = load_valid_inputs(
+            self.events,
+            self.customers,
+            mapping=self.mapping,
+            allow_unknown=self.allow_unknown,
+            now=now,
+        )
+        return BatchInputs(events=events, customers=customers, validated=True)
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """What every day of a run shares, resolved once by the caller.
+
+    Attributes:
+        store: the state store.
+        champion: the loaded champion, or None for a rules-only run.
+        ruleset: the loaded rules.
+        run_id: the run's id (a backfill suffixes each day).
+        now: the current instant (aware): validation limit and the run's ``started_at``.
+        data_dir: where feature snapshots go (none written when None).
+        progress: where stage progress goes (None: nowhere).
+        top: length of the call list in the summary.
+    """
+
+    store: StateStore
+    champion: ModelHandle | None
+    ruleset: RuleSet
+    run_id: str
+    now: datetime
+    data_dir: Path | None = None
+    progress: BatchProgress | None = None
+    top: int = TOP_LEARNERS
+
+    def stage(self, as_of: date, name: str) -> AbstractContextManager[None]:
+        return nullcontext() if self.progress is None else self.progress.stage(as_of, name)
+
+
+@dataclass
+class _Timer:
+    """Wall time per stage, around the context's own progress."""
+
+    context: BatchContext
+    as_of: date
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        with self.context.stage(self.as_of, name):
+            yield
+        self.seconds[name] = round(time.perf_counter() - started, 3)
+
+
+def run_day(
+    as_of: date,
+    inputs: BatchInputs,
+    context: BatchContext,
+    *,
+    dry_run: bool = False,
+    replace: bool = False,
+) -> BatchResult:
+    """Run the daily batch for one ``as_of`` (see the module docstring).
+
+    Raises:
+        features.validation.InputError: the inputs fail validation (the rendered report).
+        ValueError: a day before the latest completed one, or a replace of another day.
+    """
+    completed = _completed_runs(context.store)
+    done = _check_day_order(as_of, completed, replace=replace)
+    if done is not None:
+        return _already_done(done, context.store)
+    timer = _Timer(context, as_of)
+    if not inputs.validated:
+        with timer("inputs"):
+            inputs = inputs.loaded(context.now)
+    con = connect()  # one DuckDB workspace: the learners' and the features' scans share it
+    try:
+        with timer("learners"):
+            state = _state_before(context.store, as_of, completed, replace=replace)
+            spine, eligible = _learners(inputs, as_of, state, con)
+        with timer("features"):
+            features = build_features(inputs.events, inputs.customers, spine=spine, con=con)
+    finally:
+        con.close()
+    options = AssessOptions(check_output=True)
+    assessment = assess(
+        features, champion=context.champion, ruleset=context.ruleset, state=state, as_of=as_of,
+        options=options, stage=timer,
+    )  # fmt: skip
+    with timer("write"):
+        run, snapshot = (None, None) if dry_run else _write(context, assessment, replace)
+    with timer("summary"):
+        stored = _stored_tags(context.store, run)
+        summary = summarise(assessment, state, run, stored, context.top)
+    return BatchResult(
+        as_of=as_of, run=run, dry_run=dry_run, already_done=False,
+        rules_only=assessment.rules_only, model_version=assessment.model_version,
+        learners=len(features), eligible=eligible, live_inactive=len(features) - eligible,
+        stage_seconds=dict(timer.seconds), feature_snapshot=snapshot, assessment=assessment,
+        **summary,
+    )  # fmt: skip
+
+
+def run_range(
+    start: date, end: date, inputs: BatchInputs, context: BatchContext, *, dry_run: bool = False
+) -> list[BatchResult]:
+    """Backfill: run the days ``start..end`` (inclusive) in order, validating the inputs once.
+
+    Each day's run id is ``{run_id}-{YYYY-MM-DD}``; days already completed are skipped (their
+    earlier record is returned). A dry run of several days is refused: each day is decided on
+    the state the previous day wrote, which a dry run does not write.
+
+    Raises:
+        ValueError: ``end`` before ``start``, or a multi-day dry run.
+        features.validation.InputError: as ``run_day``.
+    """
+    if end < start:
+        raise ValueError(f"backfill: --to {end} is before --from {start}")
+    days = [start + timedelta(days=offset) for offset in range((end - start).days + 1)]
+    if dry_run and len(days) > 1:
+        raise ValueError(
+            f"backfill: a dry run covers one day ({len(days)} asked): each day is decided on the "
+            "state the previous day writes"
+        )
+    inputs = inputs.loaded(context.now)
+    # One bar over the days rather than a bar per stage per day: a month's backfill would
+    # otherwise print some 200 lines.
+    done = context.progress.days(len(days)) if context.progress is not None else None
+    results = []
+    for day in days:
+        daily = dataclasses.replace(
+            context, progress=None, run_id=f"{context.run_id}-{day.isoformat()}"
+        )
+        results.append(run_day(day, inputs, daily, dry_run=dry_run))
+        if done is not None:
+            done(day)
+    return results
+
+
+# --- stages ---------------------------------------------------------------------------------------
+
+
+def _completed_runs(store: StateStore) -> pd.DataFrame:
+    runs = store.runs()
+    return runs[runs["status"] == "completed"]
+
+
+def _check_day_order(as_of: date, completed: pd.DataFrame, *, replace: bool) -> RunRecord | None:
+    """The completed record to reuse for ``as_of``, or None to run the day.
+
+    Raises:
+        ValueError: a day before the latest completed one, or replace of any other day.
+    """
+    if completed.empty:
+        if replace:
+            raise ValueError(f"replace: no completed run to replace (asked for {as_of})")
+        return None
+    latest = completed["as_of"].max().date()
+    if replace and as_of != latest:
+        raise ValueError(
+            f"replace: only the latest completed day ({latest}) can be redone, not {as_of}"
+        )
+    if as_of < latest and not (completed["as_of"].dt.date == as_of).any():
+        raise ValueError(
+            f"{as_of} is before the latest completed batch day {latest}: days move forward; "
+            "a missed day can only be run before later days"
+        )
+    same_day = completed[completed["as_of"].dt.date == as_of]
+    if same_day.empty or replace:
+        return None
+    return RunRecord(**_record_values(same_day.iloc[0].to_dict()))
+
+
+def _record_values(row: dict[str, Any]) -> dict[str, Any]:
+    values = {name: (None if _is_missing(value) else value) for name, value in row.items()}
+    values["as_of"] = pd.Timestamp(values["as_of"]).date()
+    for name in ("started_at", "finished_at"):
+        if values[name] is not None:
+            values[name] = pd.Timestamp(values[name]).to_pydatetime()
+    return values
+
+
+def _is_missing(value: Any) -> bool:
+    return not isinstance(value, dict | list | str) and bool(pd.isna(value))
+
+
+def _already_done(run: RunRecord, store: StateStore) -> BatchResult:
+    """The result of a day completed earlier: its record and the current tag distribution."""
+    tags = tag_counts(store.state_frame()["tag"])
+    return BatchResult(
+        as_of=run.as_of,
+        run=run,
+        dry_run=False,
+        already_done=True,
+        rules_only=run.rules_only,
+        model_version=run.model_version,
+        tags_before=tags,
+        tags_after=tags,
+    )
+
+
+def _state_before(
+    store: StateStore, as_of: date, completed: pd.DataFrame, *, replace: bool
+) -> pd.DataFrame:
+    """The state the day is decided on: the store's, or for a replace the one before that day."""
+    state = store.state_frame(as_of)
+    if not replace:
+        return state
+    replaced_run = completed.loc[completed["as_of"].dt.date == as_of, "run_id"].iloc[0]
+    log = store.transitions_frame(until=as_of)
+    kept = log[log["run_id"].isna() | (log["run_id"] != replaced_run)]
+    last = kept.sort_values("id").groupby("customer_id", sort=False).tail(1)
+    before = last[["customer_id", "to_tag", "as_of"]].rename(
+        columns={"to_tag": "tag", "as_of": "since"}
+    )
+    overrides = state[["customer_id", "override_tag", "override_expires"]]
+    rebuilt = before.merge(overrides, on="customer_id", how="left")
+    return rebuilt.sort_values("customer_id", ignore_index=True)
+
+
+def _learners(
+    inputs: BatchInputs, as_of: date, state: pd.DataFrame, con: Any
+) -> tuple[pd.DataFrame, int]:
+    """The spine to decide on (eligible UNION live-tagged learners) and how many are eligible."""
+    eligible = eligible_spine(inputs.events, inputs.customers, [as_of], con=con)
+    live = state.loc[state["tag"] != CHURNED_TAG, "customer_id"]
+    extra = live[~is_in(live, eligible["customer_id"])]
+    day = pd.Timestamp(as_of.year, as_of.month, as_of.day).as_unit("us")
+    kept = pd.DataFrame({"customer_id": extra.to_numpy(), "as_of": day})
+    spine = pd.concat([eligible[["customer_id", "as_of"]], kept], ignore_index=True)
+    return spine.sort_values("customer_id", ignore_index=True), len(eligible)
+
+
+def _write(
+    context: BatchContext, assessment: Assessment, replace: bool
+) -> tuple[RunRecord, Path | None]:
+    """Commit the day to the store, then write the feature snapshot."""
+    run = context.store.apply_batch(
+        assessment.as_of,
+        assessment.decisions,
+        None if assessment.rules_only else assessment.scores,
+        run_id=context.run_id,
+        model_version=assessment.model_version,
+        rules_only=assessment.rules_only,
+        now=context.now,
+        replace=replace,
+    )
+    snapshot = None
+    if context.data_dir is not None:
+        snapshot = write_feature_snapshot(assessment.features, Path(context.data_dir), run.as_of)
+    return run, snapshot
+
+
+def _stored_tags(store: StateStore, run: RunRecord | None) -> pd.Series | None:
+    """The store's tags when it left some moves out (the summary must say what it holds)."""
+    skipped = dict((run.summary or {}).get("skipped", {})) if run is not None else {}
+    return store.state_frame()["tag"] if any(skipped.values()) else None
+
+
+__all__ = ["STAGES", "BatchContext", "BatchInputs", "BatchProgress", "run_day", "run_range"]

@@ -1,0 +1,255 @@
+"""Typed jobs: one frozen pydantic object per command, built by the CLI or read from YAML.
+
+``lstep score --as-of D`` builds a ``BatchJob``, ``--from D1 --to D2`` a ``BackfillJob``,
+``lstep report`` a ``ReportJob``; ``--config job.yaml`` reads the same object from a file (the
+file's keys are the fields below; unknown keys are refused, naming them). ``job.run(runtime)``
+opens what it needs from the runtime's settings and returns data; the CLI renders it.
+
+Example ``job.yaml`` for a backfill in rules-only mode::
+
+    start: 2026-06-01
+    end: 2026-06-30
+    rules_only: true
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from serving.app.batch import BatchContext, BatchInputs, BatchProgress, run_day, run_range
+from serving.app.summary import TOP_LEARNERS, BatchResult
+from serving.core.problems import Invalid, NotFound
+from serving.infra.champion import load_champion, require_champion
+from serving.infra.rulesets import load_rules
+from serving.infra.store import StateStore
+from serving.settings import Settings
+
+JobT = TypeVar("JobT", bound=BaseModel)
+
+
+@dataclass
+class Runtime:
+    """What a job runs with: where things are, the time, and where progress goes.
+
+    Attributes:
+        settings: locations (``LSTEP_*``).
+        now: the current instant (aware), read once at the edge.
+        progress: stage progress (None: nowhere).
+        store: an open state store to use (None: opened from the settings).
+    """
+
+    settings: Settings
+    now: datetime
+    progress: BatchProgress | None = None
+    store: StateStore | None = None
+
+    def open_store(self) -> StateStore:
+        if self.store is None:
+            self.store = StateStore.from_settings(self.settings)
+        return self.store
+
+
+class Job(BaseModel):
+    """Base of the jobs: frozen, unknown fields refused, loadable from YAML."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def from_yaml(cls, path: Path, **overrides: Any) -> Self:
+        """The job a YAML file describes; ``overrides`` (given options) win over the file."""
+        return load_job(cls, path, overrides)
+
+
+def load_job(kind: type[JobT], path: Path, overrides: dict[str, Any] | None = None) -> JobT:
+    """A job (any frozen pydantic model) from a YAML file of its fields, ``overrides`` winning.
+
+    Raises:
+        Invalid: the file is not a mapping or breaks the job's fields (naming the file).
+    """
+    loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise Invalid(f"{path}: expected a mapping of job fields, got {type(loaded).__name__}")
+    try:
+        return kind(**{**loaded, **(overrides or {})})
+    except ValidationError as error:
+        fields = "; ".join(
+            f"{'.'.join(str(part) for part in found['loc']) or 'job'}: {found['msg']}"
+            for found in error.errors()
+        )
+        raise Invalid(f"{path}: {fields}") from None
+
+
+class _BatchFields(Job):
+    events: Path | None = None
+    customers: Path | None = None
+    mapping: Path | None = None
+    allow_unknown: bool = False
+    dry_run: bool = False
+    rules_only: bool = False
+    rules_dir: Path | None = None
+    report: bool = False
+    top: int = Field(default=TOP_LEARNERS, ge=1)
+
+    def _context(self, runtime: Runtime) -> BatchContext:
+        return batch_context(
+            runtime, rules_only=self.rules_only, rules_dir=self.rules_dir, top=self.top
+        )
+
+    def _inputs(self, settings: Settings) -> BatchInputs:
+        events, customers = event_store_paths(settings, self.events, self.customers)
+        return BatchInputs(
+            events=events, customers=customers, mapping=self.mapping,
+            allow_unknown=self.allow_unknown,
+        )  # fmt: skip
+
+    def _report(self, runtime: Runtime, results: list[BatchResult]) -> Path | None:
+        if not self.report or self.dry_run:
+            return None
+        job = ReportJob(
+            as_of=results[-1].as_of,
+            events=self.events,
+            customers=self.customers,
+            rules_dir=self.rules_dir,
+        )
+        return job.run(runtime)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What a batch or backfill job did: one result per day, and the report it wrote."""
+
+    results: list[BatchResult]
+    report: Path | None = None
+
+
+class BatchJob(_BatchFields):
+    """``lstep score --as-of D``: the daily batch of one day (idempotent)."""
+
+    as_of: date
+    replace: bool = False
+
+    def run(self, runtime: Runtime) -> BatchOutcome:
+        """Run the day; with ``report``, then write its HTML report."""
+        context = self._context(runtime)
+        inputs = self._inputs(runtime.settings)
+        result = run_day(self.as_of, inputs, context, dry_run=self.dry_run, replace=self.replace)
+        return BatchOutcome(results=[result], report=self._report(runtime, [result]))
+
+
+class BackfillJob(_BatchFields):
+    """``lstep score --from D1 --to D2``: the daily batch over days, in order."""
+
+    start: date
+    end: date
+
+    def run(self, runtime: Runtime) -> BatchOutcome:
+        """Run every day from ``start`` to ``end``; with ``report``, report the last one."""
+        context = self._context(runtime)
+        results = run_range(
+            self.start, self.end, self._inputs(runtime.settings), context, dry_run=self.dry_run
+        )
+        return BatchOutcome(results=results, report=self._report(runtime, results))
+
+
+class ReportJob(Job):
+    """``lstep report``: the self-contained HTML page of a batch day for CS leads."""
+
+    as_of: date | None = None
+    out: Path | None = None
+    events: Path | None = None
+    customers: Path | None = None
+    rules_dir: Path | None = None
+
+    def run(self, runtime: Runtime) -> Path:
+        """Write the report of ``as_of`` (default: the latest completed batch day).
+
+        Raises:
+            NotFound: no completed batch run yet, or an event store file is missing.
+        """
+        from serving.app.report import ReportInputs, write_report  # matplotlib: report only
+
+        settings, store = runtime.settings, runtime.open_store()
+        day = self.as_of or latest_batch_day(store)
+        if day is None:
+            raise NotFound("no completed batch run yet: run `lstep score --as-of DAY` first")
+        events, customers = event_store_paths(settings, self.events, self.customers)
+        progress = runtime.progress
+        with nullcontext() if progress is None else progress.stage(day, "inputs"):
+            inputs = BatchInputs(events=events, customers=customers).loaded(runtime.now)
+        sources = ReportInputs(
+            champion=load_champion(settings.tracking_uri, settings.model_name),
+            ruleset=load_rules(self.rules_dir),
+            events=inputs.events,
+            customers=inputs.customers,
+        )
+        return write_report(store, settings, as_of=day, inputs=sources, out=self.out)
+
+
+def batch_context(
+    runtime: Runtime, *, rules_only: bool, rules_dir: Path | None = None, top: int = TOP_LEARNERS
+) -> BatchContext:
+    """Store, champion (unless rules-only), rules and a new run id: what every day shares.
+
+    Raises:
+        NoChampionError: no champion and not rules-only.
+    """
+    settings = runtime.settings
+    loaded = None if rules_only else load_champion(settings.tracking_uri, settings.model_name)
+    return BatchContext(
+        store=runtime.open_store(),
+        champion=require_champion(loaded, rules_only=rules_only, model_name=settings.model_name),
+        ruleset=load_rules(rules_dir),
+        run_id=f"run-{uuid.uuid4().hex[:12]}",
+        now=runtime.now,
+        data_dir=settings.data_path,
+        progress=runtime.progress,
+        top=top,
+    )
+
+
+def event_store_paths(
+    settings: Settings, events: Path | None, customers: Path | None
+) -> tuple[Path, Path]:
+    """Explicit files, or the event store under ``LSTEP_DATA_DIR`` (what ``lstep demo`` fills).
+
+    Raises:
+        NotFound: a file does not exist (saying how to fill the event store).
+    """
+    events = events or settings.events_path
+    customers = customers or settings.customers_path
+    for path in (events, customers):
+        if not path.exists():
+            raise NotFound(
+                f"{path} does not exist: pass --events/--customers, or run `lstep demo` (or "
+                "`lstep simulate --out $LSTEP_HOME/data`) to fill the event store"
+            )
+    return events, customers
+
+
+def latest_batch_day(store: StateStore) -> date | None:
+    """The as_of of the latest completed batch run, if any."""
+    runs = store.runs()
+    done = runs[runs["status"] == "completed"]
+    return None if done.empty else done["as_of"].max().date()
+
+
+__all__ = [
+    "BackfillJob",
+    "BatchJob",
+    "BatchOutcome",
+    "Job",
+    "ReportJob",
+    "Runtime",
+    "batch_context",
+    "event_store_paths",
+    "latest_batch_day",
+    "load_job",
+]

@@ -1,0 +1,172 @@
+"""What a batch day did, as data: tag counts before and after, moves by rule, the call list.
+
+``summarise`` turns a day's assessment and the store's answer into the fields of
+``BatchResult``; the CLI renders it (``serving.cli.render``), a scheduler can read it as data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from serving.core.assess import Assessment
+from serving.core.calllist import call_list, urgent_rows
+from serving.core.frames import RunRecord
+from serving.core.tags import STATUS_TAGS
+
+TOP_LEARNERS = 20
+"""Learners of the day's call list in the summary."""
+
+
+@dataclass(frozen=True)
+class TopLearner:
+    """One learner of the day's call list."""
+
+    customer_id: str
+    priority: str
+    action: str
+    to_tag: str
+    p_churn: float | None
+    value_at_risk: float
+    rule_id: str | None
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one day's run did (or, for a dry run, would do).
+
+    Attributes:
+        as_of: the batch day.
+        run: the stored run record; None for a dry run. When ``already_done``, the earlier run.
+        dry_run: nothing was written.
+        already_done: the day was completed before; nothing was recomputed or written.
+        rules_only: no model scored the day.
+        model_version: the champion's version (None when rules-only).
+        learners: learners decided on; ``eligible`` of them eligible, ``live_inactive`` kept
+            because their stored tag is live.
+        tags_before, tags_after: learners per tag in the store before and after the day.
+        transitions_by_rule: moves per rule id that the day made (or would make).
+        held: decisions held per reason (cooldown, override).
+        skipped: changed decisions the store did not apply, per reason (see ``StateStore``).
+        top_learners: the top P1/P2 learners outside the control group, most value at risk first.
+        control_excluded: P1/P2 learners left off the list because they are in the control group.
+        stage_seconds: wall time per stage.
+        feature_snapshot: where the day's features were written (None for a dry run).
+        assessment: the day's assessment (None when the day was done before).
+    """
+
+    as_of: date
+    run: RunRecord | None
+    dry_run: bool
+    already_done: bool
+    rules_only: bool
+    model_version: str | None
+    learners: int = 0
+    eligible: int = 0
+    live_inactive: int = 0
+    tags_before: dict[str, int] = field(default_factory=dict)
+    tags_after: dict[str, int] = field(default_factory=dict)
+    transitions_by_rule: dict[str, int] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    top_learners: tuple[TopLearner, ...] = ()
+    control_excluded: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    feature_snapshot: Path | None = None
+    assessment: Assessment | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def transitions(self) -> int:
+        """Moves the day made (or would make)."""
+        return sum(self.transitions_by_rule.values())
+
+
+def tag_counts(tags: pd.Series) -> dict[str, int]:
+    """Learners per status tag, in tag order (tags with none left out)."""
+    counts = tags.astype(str).value_counts()
+    return {tag: int(counts[tag]) for tag in STATUS_TAGS if tag in counts.index}
+
+
+def summarise(
+    assessment: Assessment,
+    state: pd.DataFrame,
+    run: RunRecord | None,
+    stored_tags: pd.Series | None,
+    top: int = TOP_LEARNERS,
+) -> dict[str, Any]:
+    """The summary fields of ``BatchResult``.
+
+    Args:
+        assessment: the day's assessment.
+        state: the state the day was decided on.
+        run: the stored run (None for a dry run).
+        stored_tags: the store's tags after the write, when it skipped moves (else None: the
+            tags after are the decisions applied to ``state``).
+        top: length of the call list.
+    """
+    decisions = assessment.decisions
+    skipped = dict((run.summary or {}).get("skipped", {})) if run is not None else {}
+    after = stored_tags if stored_tags is not None else _tags_after(state, decisions)
+    by_rule = decisions.loc[decisions["changed"], "rule_id"].astype(str).value_counts()
+    held = decisions["held"].dropna().astype(str).value_counts()
+    listed, control_excluded = _top_learners(assessment, top)
+    return {
+        "tags_before": tag_counts(state["tag"]),
+        "tags_after": tag_counts(after),
+        "transitions_by_rule": {str(rule): int(count) for rule, count in by_rule.items()},
+        "held": {str(reason): int(count) for reason, count in held.items()},
+        "skipped": {str(reason): int(count) for reason, count in skipped.items()},
+        "top_learners": listed,
+        "control_excluded": control_excluded,
+    }
+
+
+def _tags_after(state: pd.DataFrame, decisions: pd.DataFrame) -> pd.Series:
+    """Each learner's tag once the decisions are applied (unchanged learners keep theirs)."""
+    decided = decisions.loc[decisions["to_tag"].notna(), ["customer_id", "to_tag"]]
+    decided = decided.astype({"customer_id": str, "to_tag": str})
+    undecided = state.loc[~is_in(state["customer_id"], decided["customer_id"]), "tag"]
+    return pd.concat([undecided.astype(str), decided["to_tag"]], ignore_index=True)
+
+
+def _top_learners(assessment: Assessment, top: int) -> tuple[tuple[TopLearner, ...], int]:
+    """The call list (engine order: value at risk) with each learner's reasons, and the
+    number of urgent learners left out because they are in the control group."""
+    decisions = assessment.decisions
+    listed = call_list(decisions, top, ordered=True)
+    positions = assessment.positions_of(listed["customer_id"].astype(str).tolist())
+    assessment.reasons(positions)  # one TreeSHAP call for the whole list
+    learners = tuple(
+        TopLearner(
+            customer_id=str(row["customer_id"]),
+            priority=str(row["priority"]),
+            action=str(row["action"]),
+            to_tag=str(row["to_tag"]),
+            p_churn=None if pd.isna(row["p_churn"]) else float(row["p_churn"]),
+            value_at_risk=float(row["value_at_risk"]),
+            rule_id=None if pd.isna(row["rule_id"]) else str(row["rule_id"]),
+            reasons=assessment.reason_texts(position) or (str(row["description"]),),
+        )
+        for position, row in zip(positions, listed.to_dict("records"), strict=True)
+    )
+    return learners, int(urgent_rows(decisions)["control"].sum())
+
+
+def is_in(values: pd.Series, candidates: pd.Series) -> np.ndarray:
+    """``values.isin(candidates)`` by an Arrow hash lookup.
+
+    pandas' isin on a million Arrow-backed strings is pathologically slow; Arrow's is not.
+    """
+    found = pc.is_in(pa.array(values.astype(str)), value_set=pa.array(candidates.astype(str)))
+    return found.to_numpy(zero_copy_only=False)
+
+
+__all__ = ["TOP_LEARNERS", "BatchResult", "TopLearner", "is_in", "summarise", "tag_counts"]

@@ -1,0 +1,255 @@
+"""Daily operation: ``rules check``, ``score``, ``explain``, ``status``, ``override``, ``kpis``,
+``report``."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from serving.cli.common import (
+    AllowUnknownOpt,
+    ConfigOpt,
+    MappingOpt,
+    OptionalCustomersOpt,
+    OptionalEventsOpt,
+    RulesDirOpt,
+    UserError,
+    build_job,
+    console,
+    err_console,
+    friendly_errors,
+    open_store,
+    parse_date,
+    runtime,
+    settings,
+)
+from serving.settings import utc_now
+
+DayOpt = Annotated[str | None, typer.Option("--as-of", help="Day (default: the latest batch day).")]
+
+
+def register(app: typer.Typer, rules_app: typer.Typer) -> None:
+    """Add the daily commands to ``app`` (and ``rules check`` to ``rules_app``)."""
+    rules_app.command("check")(rules_check)
+    for command in (score, explain, status, override, kpis, report):
+        app.command()(command)
+
+
+@friendly_errors
+def rules_check(rules_dir: RulesDirOpt = None) -> None:
+    """Validate the rules and print the transition graph (Mermaid)."""
+    from rules import mermaid
+    from serving.infra.rulesets import load_rules
+
+    ruleset = load_rules(rules_dir)
+    console.print(f"[green]rules OK[/]: {len(ruleset.rules)} rules, {len(ruleset.tags)} tags")
+    print(mermaid(ruleset))
+
+
+@friendly_errors
+def score(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="The batch day.")] = None,
+    from_day: Annotated[str | None, typer.Option("--from", help="Backfill: first day.")] = None,
+    to_day: Annotated[str | None, typer.Option("--to", help="Backfill: last day.")] = None,
+    events: OptionalEventsOpt = None,
+    customers: OptionalCustomersOpt = None,
+    mapping: MappingOpt = None,
+    allow_unknown: AllowUnknownOpt = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute, write nothing.")] = False,
+    rules_only: Annotated[
+        bool, typer.Option("--rules-only", help="Run the rules without the model.")
+    ] = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Redo the latest completed day.")
+    ] = False,
+    rules_dir: RulesDirOpt = None,
+    with_report: Annotated[
+        bool, typer.Option("--report", help="Write the HTML report of the last day.")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """The daily batch job: features, champion scores, rules, and the audit trail (idempotent)."""
+    from serving.app.jobs import BackfillJob, BatchJob
+    from serving.cli.render import RichBatchProgress, batch_summary
+
+    options = {
+        "events": events, "customers": customers, "mapping": mapping,
+        "allow_unknown": allow_unknown, "dry_run": dry_run, "rules_only": rules_only,
+        "rules_dir": rules_dir, "report": with_report,
+    }  # fmt: skip
+    if as_of is not None and from_day is None and to_day is None:
+        job = build_job(
+            BatchJob, config, {**options, "as_of": parse_date(as_of), "replace": replace}
+        )
+    elif as_of is None and from_day is not None and to_day is not None:
+        days = {"start": parse_date(from_day), "end": parse_date(to_day)}
+        job = build_job(BackfillJob, config, {**options, **days})
+    elif config is not None and as_of is None and from_day is None and to_day is None:
+        job = _job_of_file(config, options)
+    else:
+        raise UserError("give --as-of DAY, or --from DAY --to DAY for a backfill")
+    progress = RichBatchProgress(console)
+    with progress.running():
+        outcome = job.run(runtime(progress))
+    console.print(batch_summary(outcome.results[-1]))
+    if outcome.report is not None:
+        console.print(f"[green]report[/] {outcome.report}")
+
+
+def _job_of_file(config: Path, options: dict) -> object:
+    """A batch job (``as_of``) or a backfill (``start``/``end``), as the file says."""
+    import yaml
+
+    from serving.app.jobs import BackfillJob, BatchJob
+
+    fields = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    kind = BackfillJob if isinstance(fields, dict) and "start" in fields else BatchJob
+    return build_job(kind, config, options)
+
+
+@friendly_errors
+def explain(
+    customer_id: Annotated[str, typer.Argument(help="The learner's customer_id.")],
+    as_of: DayOpt = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw a waterfall PNG here.")
+    ] = None,
+    top: Annotated[int, typer.Option(help="How many reasons to print.", min=1)] = 8,
+    events: OptionalEventsOpt = None,
+    customers: OptionalCustomersOpt = None,
+) -> None:
+    """Why a learner's churn risk is what it is: reason codes in probability points."""
+    import pandas as pd
+
+    from features.windows import build_features
+    from models.explain import waterfall_plot
+    from serving.app.jobs import event_store_paths, latest_batch_day
+    from serving.cli.render import reasons_table
+    from serving.core.assess import assess
+    from serving.core.state import later_states
+    from serving.infra.champion import load_champion, require_champion
+    from serving.infra.rulesets import load_rules
+
+    current = settings()
+    store = open_store(current)
+    events_path, customers_path = event_store_paths(current, events, customers)
+    day = parse_date(as_of) if as_of else latest_batch_day(store) or utc_now().date()
+    loaded = load_champion(current.tracking_uri, current.model_name)
+    champion = require_champion(loaded, rules_only=False, model_name=current.model_name)
+    spine = pd.DataFrame({"customer_id": [customer_id], "as_of": [pd.Timestamp(day)]})
+    row = build_features(events_path, customers_path, spine=spine)
+    state = store.state_frame(day, customer_ids=[customer_id])
+    state = state.drop(later_states(state, day).index)  # a tag begun later: decide as new
+    assessment = assess(row, champion=champion, ruleset=load_rules(), state=state, as_of=day)
+    explanation = assessment.explanation(0)
+    scores = assessment.scores.iloc[0]
+    title = (
+        f"{customer_id} on {day}: p_churn {scores['p_churn']:.1%} [{scores['p_low']:.1%}, "
+        f"{scores['p_high']:.1%}], confidence {scores['confidence']:.0%} (v{champion.version})"
+    )
+    console.print(reasons_table(title, explanation.top(top)))
+    console.print(
+        f"[dim]base rate {explanation.p_base:.1%} + reasons = raw model probability "
+        f"{explanation.p_raw:.1%}; p_churn is that probability after calibration[/]"
+    )
+    if plot is not None:
+        waterfall_plot(
+            explanation.top(top), plot, p_base=explanation.p_base, title=f"{customer_id} {day}"
+        )
+        console.print(f"[green]wrote[/] {plot}")
+
+
+@friendly_errors
+def status(customer_id: Annotated[str, typer.Argument(help="The learner's customer_id.")]) -> None:
+    """A learner's current tag, open override and full history with reasons."""
+    from serving.app.status import learner_status
+    from serving.cli.render import learner_status as render_status
+    from serving.core.problems import NotFound
+
+    try:
+        found = learner_status(open_store(settings()), customer_id)
+    except NotFound:
+        raise UserError(
+            f"learner {customer_id!r} is not in the state store (never scored)"
+        ) from None
+    console.print(render_status(found))
+
+
+@friendly_errors
+def override(
+    customer_id: Annotated[str, typer.Argument(help="The learner's customer_id.")],
+    tag: Annotated[str, typer.Option("--tag", help="ST_001..ST_006 (ST_005 only by hand).")],
+    actor: Annotated[str, typer.Option("--actor", help="Who decides.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (quoted in the audit log).")],
+    expires: Annotated[
+        str | None, typer.Option("--expires", help="Day the override ends (default: never).")
+    ] = None,
+) -> None:
+    """Set a learner's tag by hand; automatic rules hold it until it expires (except ST_006)."""
+    from serving.app.status import set_override
+
+    until = parse_date(expires) if expires else None
+    set_override(
+        open_store(settings()), customer_id, tag, actor=actor, reason=reason, expires=until,
+        now=utc_now(),
+    )  # fmt: skip
+    console.print(
+        f"[green]{customer_id} -> {tag}[/] by {actor}: {reason}"
+        + (f" (until {until})" if until else " (no expiry)")
+    )
+
+
+@friendly_errors
+def kpis(as_of: DayOpt = None, customers: OptionalCustomersOpt = None) -> None:
+    """The six lifecycle KPIs against their targets, from the audit log."""
+    from serving.app.jobs import latest_batch_day
+
+    current = settings()
+    store = open_store(current)
+    day = parse_date(as_of) if as_of else latest_batch_day(store)
+    if day is None:
+        raise UserError("no completed batch run yet: run `lstep score --as-of DAY` first")
+    console.print(kpi_table_at(store, customers or current.customers_path, day))
+
+
+def kpi_table_at(store: object, customers: Path, day: date) -> object:
+    """Compute the KPIs at ``day`` and lay them out against their targets."""
+    import pandas as pd
+
+    from features.validation import load_customers
+    from serving.app.kpis import compute_kpis
+    from serving.cli.render import kpi_table
+
+    customer_frame = load_customers(customers)[0] if customers.exists() else None
+    if customer_frame is None:
+        customer_frame = pd.DataFrame(columns=["customer_id", "product_tag", "enrolled_at", "mrr"])
+    results = compute_kpis(
+        store.transitions_frame(until=day), store.scores_frame(), customer_frame, as_of=day
+    )
+    return kpi_table(results, day)
+
+
+@friendly_errors
+def report(
+    as_of: DayOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="HTML file (default: reports dir).")
+    ] = None,
+    events: OptionalEventsOpt = None,
+    customers: OptionalCustomersOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write the self-contained HTML report for CS leads (KPIs, tags, call list, model, drift)."""
+    from serving.app.jobs import ReportJob
+    from serving.cli.render import RichBatchProgress
+
+    day = parse_date(as_of) if as_of else None
+    options = {"as_of": day, "out": out, "events": events, "customers": customers}
+    job = build_job(ReportJob, config, options)
+    progress = RichBatchProgress(err_console)
+    with progress.running():
+        written = job.run(runtime(progress))
+    console.print(f"[green]wrote[/] {written}")

@@ -1,0 +1,129 @@
+"""``lstep demo``: the main job end to end on the embedded defaults (what ``make demo`` runs)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from serving.cli.common import (
+    console,
+    err_console,
+    friendly_errors,
+    load_inputs,
+    runtime,
+    settings,
+)
+from serving.settings import Settings, utc_now
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``demo`` to ``app``."""
+    app.command()(demo)
+
+
+@friendly_errors
+def demo(
+    customers: Annotated[int, typer.Option(help="Learners to simulate.", min=100)] = 5000,
+    days: Annotated[int, typer.Option(help="Days to simulate.", min=120)] = 180,
+    seed: Annotated[int, typer.Option(help="Simulation seed.")] = 0,
+    trials: Annotated[int, typer.Option(help="Optuna trials (short tuning).", min=1)] = 8,
+) -> None:
+    """The main job end to end: simulate, validate, train, backfill the batch, report."""
+    current = settings()
+    console.rule("[bold]lstep demo")
+    data = _population(current, customers, days, seed)
+    events_frame, customers_frame = load_inputs(
+        current.events_path, current.customers_path, None, False
+    )
+    console.print(f"validated {len(events_frame):,} events of {len(customers_frame):,} learners")
+    _features(events_frame, customers_frame)
+    _champion(current, data, trials)
+    last_day = _backfill(data, events_frame, customers_frame)
+    console.rule("next")
+    console.print(
+        f"explain a learner:  .venv/bin/lstep explain <customer_id> --as-of {last_day}\n"
+        f"MLflow UI:          .venv/bin/mlflow ui --backend-store-uri {current.tracking_uri}\n"
+        "start the service:  .venv/bin/lstep serve   (then POST /score on http://127.0.0.1:3000)"
+    )
+
+
+def _population(current: Settings, customers: int, days: int, seed: int) -> Path:
+    """Simulate the demo population into the event store once; later runs reuse it."""
+    from features.simulator import SimulationConfig
+    from features.simulator import simulate as run_simulation
+    from serving.cli.render import counting_progress
+
+    out = current.data_path
+    if (out / "meta.json").exists():
+        console.print(f"[dim]reusing the simulated population in {out}[/]")
+        return out
+    config = SimulationConfig(customers=customers, days=days, seed=seed)
+    with counting_progress(err_console) as progress:
+        task = progress.add_task("simulating learners", total=customers)
+        summary = run_simulation(config, out, progress=lambda n: progress.advance(task, n))
+    console.print(f"simulated {summary.customers:,} learners, {summary.events:,} events -> {out}")
+    return out
+
+
+def _features(events: Any, customers: Any) -> None:
+    """Weekly features and labels over the log, summarised."""
+    from features.labels import compute_labels
+    from features.summary import distribution_table, label_summary
+    from features.windows import build_features
+    from serving.cli.data import observation_spine
+
+    dates, _ = observation_spine(events, None, 7, None)
+    with err_console.status("building weekly window features and labels"):
+        frame = build_features(events, customers, as_of=dates)
+        churn = compute_labels(events, frame)
+    stats = label_summary(churn)
+    console.print(
+        f"features: {len(frame):,} rows x {frame.shape[1] - 2} features at {len(dates)} weekly "
+        f"dates; labelled rows {stats['rows']:,} ({stats['learners']:,} learners), "
+        f"30-day churn rate {stats['churn_rate']:.1%}"
+    )
+    console.print(distribution_table(frame))
+
+
+def _champion(current: Settings, data: Path, trials: int) -> None:
+    """Train and register a champion unless one exists already."""
+    from serving.infra.champion import load_champion
+    from training.jobs import TrainJob
+
+    existing = load_champion(current.tracking_uri, current.model_name)
+    if existing is not None:
+        console.print(f"[dim]reusing the champion {existing.uri} (v{existing.version})[/]")
+        return
+    console.rule("training the churn model")
+    job = TrainJob(
+        events=current.events_path, customers=current.customers_path,
+        truth=data / "truth.parquet", trials=trials, timeout=120,
+    )  # fmt: skip
+    job.run(
+        tracking_uri=current.tracking_uri, model_name=current.model_name, now=utc_now(),
+        console=console,
+    )  # fmt: skip
+
+
+def _backfill(data: Path, events: Any, customers: Any) -> date:
+    """Run the daily batch over the log's last 30 days (completed days are skipped)."""
+    from serving.app.batch import BatchInputs, run_range
+    from serving.app.jobs import batch_context
+    from serving.cli.daily import kpi_table_at
+    from serving.cli.render import RichBatchProgress, batch_summary
+
+    end = date.fromisoformat(json.loads((data / "meta.json").read_text())["data_end"])
+    start = end - timedelta(days=29)
+    console.rule(f"daily batch job, backfilled {start} .. {end}")
+    progress = RichBatchProgress(console)
+    context = batch_context(runtime(progress), rules_only=False)
+    inputs = BatchInputs(events=events, customers=customers, validated=True)
+    with progress.running():
+        results = run_range(start, end, inputs, context)
+    console.print(batch_summary(results[-1]))
+    console.print(kpi_table_at(context.store, data / "customers.parquet", end))
+    return end

@@ -1,0 +1,237 @@
+"""Every terminal rendering of the CLI: tables, summaries and progress bars (rich).
+
+Library code returns data (``BatchResult``, ``Kpi``, ``Reason``, ``LearnerStatus``,
+``ValidationReport``); this module is the one place that draws it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from features.validation import ValidationReport
+from serving.app.batch import STAGES
+from serving.app.kpis import Kpi
+from serving.app.status import LearnerStatus
+from serving.app.summary import BatchResult
+from serving.core.tags import STATUS_TAGS
+
+
+def counting_progress(console: Console) -> Progress:
+    """A bar with a count and elapsed time, for the long-running data commands."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+class RichBatchProgress:
+    """A batch run's progress on a terminal: a bar per stage of a day, one bar for a backfill."""
+
+    def __init__(self, console: Console) -> None:
+        columns = (TextColumn("{task.description:<40}"), BarColumn(), TimeElapsedColumn())
+        self.bars = Progress(*columns, console=console, transient=False)
+
+    @contextmanager
+    def running(self) -> Iterator[RichBatchProgress]:
+        with self.bars:
+            yield self
+
+    @contextmanager
+    def stage(self, as_of: date, name: str) -> Iterator[None]:
+        task = self.bars.add_task(f"{as_of} {STAGES.get(name, name)}", total=1)
+        yield
+        self.bars.update(task, completed=1)
+
+    def days(self, total: int) -> Callable[[date], None]:
+        task = self.bars.add_task("backfill days", total=total)
+
+        def done(day: date) -> None:
+            self.bars.update(task, advance=1, description=f"backfill days (done {day})")
+
+        return done
+
+
+def validation_report(report: ValidationReport) -> RenderableType:
+    """The summary and a table of problems of an input validation."""
+    style = "green" if report.ok else "bold red"
+    table = Table("", "source", "column", "rows", "problem", show_lines=False)
+    for problem in (*report.errors, *report.notes):
+        shown = f"; e.g. {', '.join(problem.examples)}" if problem.examples else ""
+        table.add_row(
+            Text(problem.severity, style="red" if problem.severity == "error" else "yellow"),
+            problem.source,
+            problem.column or "",
+            f"{problem.rows:,}",
+            problem.message + shown,
+        )
+    summary = [
+        Text(line, style=style if i == 0 else "") for i, line in enumerate(report.summary_lines())
+    ]
+    return Group(*summary, table) if report.problems else Group(*summary)
+
+
+def batch_summary(result: BatchResult) -> RenderableType:
+    """The end-of-run summary: tags, transitions by rule, the call list."""
+    if result.already_done:
+        run_id = result.run.run_id if result.run is not None else "?"
+        return Group(
+            f"[yellow]{result.as_of}: already completed by run {run_id}; nothing was written[/]",
+            _tags_table(result),
+        )
+    mode = "rules only (no model score)" if result.rules_only else f"model v{result.model_version}"
+    written = "DRY RUN: nothing written" if result.dry_run else f"run {result.run.run_id}"
+    header = (
+        f"[bold]{result.as_of}[/]: {result.learners:,} learners ({result.eligible:,} eligible, "
+        f"{result.live_inactive:,} live but inactive), {result.transitions:,} transitions; "
+        f"{mode}; {written}; {sum(result.stage_seconds.values()):.1f} s"
+    )
+    parts: list[RenderableType] = [header, _tags_table(result), _rules_table(result)]
+    if any(result.skipped.values()):
+        parts.append(f"[yellow]moves the store skipped: {result.skipped}[/]")
+    parts.append(_top_table(result))
+    return Group(*parts)
+
+
+def _tags_table(result: BatchResult) -> Table:
+    table = Table(title="status tags", title_justify="left")
+    for column in ("tag", "name", "before", "after", "change"):
+        table.add_column(column, justify="left" if column in ("tag", "name") else "right")
+    for tag, name in STATUS_TAGS.items():
+        before, after = result.tags_before.get(tag, 0), result.tags_after.get(tag, 0)
+        table.add_row(tag, name, f"{before:,}", f"{after:,}", f"{after - before:+,}")
+    return table
+
+
+def _rules_table(result: BatchResult) -> Table:
+    table = Table(title="transitions by rule", title_justify="left")
+    table.add_column("rule")
+    table.add_column("moves", justify="right")
+    for rule, count in sorted(result.transitions_by_rule.items(), key=lambda item: -item[1]):
+        table.add_row(rule, f"{count:,}")
+    if result.held:
+        table.caption = "held: " + ", ".join(f"{k} {v:,}" for k, v in result.held.items())
+    return table
+
+
+def _top_table(result: BatchResult) -> Table:
+    title = f"top {len(result.top_learners)} P1/P2 learners to contact"
+    if result.control_excluded:
+        title += f" ({result.control_excluded:,} in the control group left out)"
+    table = Table(title=title, title_justify="left")
+    for column in ("learner", "priority", "tag", "p_churn", "value at risk", "why"):
+        table.add_column(column, overflow="fold")
+    for learner in result.top_learners:
+        p_churn = "-" if learner.p_churn is None else f"{learner.p_churn:.2f}"
+        table.add_row(
+            learner.customer_id,
+            learner.priority,
+            learner.to_tag,
+            p_churn,
+            f"{learner.value_at_risk:,.2f}",
+            "\n".join(learner.reasons),
+        )
+    return table
+
+
+def kpi_table(results: Sequence[Kpi], day: date) -> Table:
+    """The KPIs at ``day`` against their targets, treated vs control where they split."""
+    table = Table(title=f"KPIs on {day}", title_justify="left")
+    for column in ("KPI", "value", "target", "met", "treated", "control", "detail"):
+        table.add_column(column)
+    for kpi in results:
+        met = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[kpi.meets_target]
+        table.add_row(
+            kpi.name,
+            kpi_value(kpi.value, kpi.unit),
+            f"{kpi.comparison} {kpi_value(kpi.target, kpi.unit)}",
+            met,
+            kpi_value(kpi.treated, kpi.unit),
+            kpi_value(kpi.control, kpi.unit),
+            kpi.detail,
+        )
+    return table
+
+
+def kpi_value(value: float | None, unit: str) -> str:
+    """A KPI value in its unit; '-' when there is no data."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}%" if unit == "%" else f"{value:,.1f} {unit}"
+
+
+def reasons_table(title: str, reasons: Sequence[Any]) -> Table:
+    """Reason codes as a two-column table: signed points, plain words."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("points", justify="right")
+    table.add_column("reason")
+    for reason in reasons:
+        table.add_row(f"{reason.points:+.1f}", reason.text)
+    return table
+
+
+def learner_status(status: LearnerStatus) -> RenderableType:
+    """A learner's tag, open override and history with reasons."""
+    lines: list[RenderableType] = [
+        f"[bold]{status.customer_id}[/]: {status.tag} since {status.since}"
+    ]
+    if status.override:
+        held = status.override
+        until = held["expires"] or "no expiry"
+        lines.append(f"override to {held['tag']} by {held['actor']} ({held['reason']}), {until}")
+    table = Table("as_of", "from", "to", "rule / actor", "reason", "p_churn", "model", "run")
+    for row in status.history.itertuples(index=False):
+        p_churn = "" if _missing(row.p_churn) else f"{row.p_churn:.0%}"
+        who = row.actor if _missing(row.rule_id) else row.rule_id
+        table.add_row(
+            str(row.as_of)[:10],
+            _text(row.from_tag, "new"),
+            row.to_tag,
+            _text(who),
+            _text(row.reason),
+            p_churn,
+            _text(row.model_version),
+            _text(row.run_id),
+        )
+    return Group(*lines, table)
+
+
+def _missing(value: Any) -> bool:
+    """True for None and NaN/NA, the shapes a null takes in a frame row."""
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))
+
+
+def _text(value: Any, default: str = "") -> str:
+    """A table cell: the value as text, or ``default`` when it is null."""
+    return default if _missing(value) else str(value)
+
+
+__all__ = [
+    "RichBatchProgress",
+    "batch_summary",
+    "counting_progress",
+    "kpi_table",
+    "kpi_value",
+    "learner_status",
+    "reasons_table",
+    "validation_report",
+]

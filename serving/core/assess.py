@@ -1,0 +1,457 @@
+"""``assess``: score -> decide -> explain, the one path every caller takes.
+
+A feature frame of one day, the champion (or none: rules-only), the rules and the learners'
+stored state go in; an ``Assessment`` comes out: the calibrated scores (``score_features``), the
+rules engine's decisions (``decide_learners``) and, on demand, each learner's reasons. Reasons
+are of two kinds, given in every mode: the model's reason codes (TreeSHAP in probability points,
+empty without a model) and the risk indicators that are on (the flags rule-side moves fire on).
+``Assessment.record`` is what the API, the batch's call list and the report say of a learner.
+
+The daily batch, the service's day answers, the online scorer, ``lstep explain`` and the report
+all call ``assess``; ``tests/serving/core/test_paths.py`` checks they give identical records.
+
+Nothing here reads a clock, a file or a database: the state comes in as a frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cached_property
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow as pyarrow_lib
+import pyarrow.compute as pc
+
+from features.schemas import KEY_COLUMNS
+from models.churn import PREDICTION_COLUMNS, ChurnModel
+from models.explain import Explanation, Reason, explain_frame, points_of, ranked_reasons
+from models.pyfunc import check_flags_present
+from rules import RuleSet, decide
+from serving.core.records import is_on, learner_record, risk_flags
+
+TOP_REASONS = 3
+"""Reason codes per learner in a record, the call list and the report."""
+SCORE_COLUMNS: tuple[str, ...] = ("customer_id", "as_of", *PREDICTION_COLUMNS)
+DECISION_FIELDS: tuple[str, ...] = (
+    "from_tag",
+    "to_tag",
+    "rule_id",
+    "description",
+    "signal",
+    "priority",
+    "action",
+    "control",
+)
+"""The decision columns a learner's record quotes."""
+
+_PROBABILITY = pa.Check.in_range(0.0, 1.0)
+SCORES_SCHEMA = pa.DataFrameSchema(
+    {
+        "customer_id": pa.Column(str, nullable=False, unique=True),
+        "as_of": pa.Column("datetime64[us]", nullable=False),
+        **{name: pa.Column("float64", _PROBABILITY, nullable=True) for name in PREDICTION_COLUMNS},
+    },
+    strict=True,
+    ordered=True,
+    coerce=True,
+    name="scores",
+)
+"""What ``score_features`` returns: one row per learner; NaN scores mean rules-only."""
+
+
+class ModelHandle(Protocol):
+    """What ``assess`` needs of a loaded champion: the model and its registered version."""
+
+    @property
+    def model(self) -> ChurnModel: ...
+
+    @property
+    def version(self) -> str: ...
+
+
+# --- scores ---------------------------------------------------------------------------------------
+
+
+def score_features(features: pd.DataFrame, champion: ModelHandle | None) -> pd.DataFrame:
+    """Score a feature frame with the champion (NaN scores when ``champion`` is None).
+
+    The champion's ``ChurnModel`` is called directly: the MLflow pyfunc wraps the same model, so
+    the scores are identical, without MLflow's per-call input conversion and signature check
+    (its input contract, flags true or false, is enforced here with ``check_flags_present``).
+
+    Args:
+        features: one row per learner; customer_id and as_of are required, extra columns are
+            ignored.
+        champion: the loaded champion, or None for rules-only.
+
+    Returns:
+        customer_id, as_of and the prediction columns (``SCORES_SCHEMA``), in input order.
+
+    Raises:
+        ValueError: missing keys or repeated learners.
+        models.churn.FeatureFrameError: missing or mistyped model columns, or missing flags.
+    """
+    keys = _keys(features)
+    if champion is None or features.empty:
+        return _scores_frame(keys, None)
+    predicted = champion.model.predict(features)
+    check_flags_present(features, champion.model.feature_dtypes)
+    return _scores_frame(keys, predicted)
+
+
+def _keys(features: pd.DataFrame) -> pd.DataFrame:
+    """customer_id and as_of of a feature frame, checked: both present, ids unique."""
+    missing = [column for column in KEY_COLUMNS if column not in features.columns]
+    if missing:
+        raise ValueError(f"feature frame: missing key columns {missing}")
+    repeated = features["customer_id"][features["customer_id"].duplicated()]
+    if len(repeated):
+        raise ValueError(
+            f"feature frame: {len(repeated)} rows repeat a customer_id "
+            f"(e.g. {repeated.head(3).tolist()}); score one row per learner"
+        )
+    return features[list(KEY_COLUMNS)].reset_index(drop=True)
+
+
+def _scores_frame(keys: pd.DataFrame, predicted: pd.DataFrame | None) -> pd.DataFrame:
+    """Keys plus the prediction columns (NaN without predictions), checked: ``SCORES_SCHEMA``."""
+    scores = keys
+    for name in PREDICTION_COLUMNS:
+        values = np.nan if predicted is None else np.asarray(predicted[name], dtype=np.float64)
+        scores[name] = values
+    return SCORES_SCHEMA.validate(scores, inplace=True)
+
+
+def _scores_and_contributions(
+    features: pd.DataFrame, champion: ModelHandle
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """``score_features`` and the TreeSHAP contributions from one model matrix (one pass).
+
+    ``predict_with_contributions`` checked the probabilities and ``_keys`` the ids' uniqueness;
+    the full schema run costs ~10 ms per one-learner request, so each column is only coerced by
+    the schema's own dtype: the frame equals the one ``score_features`` returns.
+    """
+    keys = _keys(features)
+    predicted, contributions = champion.model.predict_with_contributions(features)
+    check_flags_present(features, champion.model.feature_dtypes)
+    missing = int(keys["customer_id"].isna().sum() + keys["as_of"].isna().sum())
+    if missing:
+        raise ValueError(f"feature frame: {missing} missing customer_id or as_of values")
+    scores = keys
+    for name in PREDICTION_COLUMNS:
+        scores[name] = np.asarray(predicted[name], dtype=np.float64)
+    for name, column in SCORES_SCHEMA.columns.items():
+        scores[name] = column.dtype.coerce(scores[name])
+    return scores, contributions.to_numpy(dtype=np.float64)
+
+
+# --- decisions ------------------------------------------------------------------------------------
+
+
+def decide_learners(
+    features: pd.DataFrame,
+    scores: pd.DataFrame,
+    ruleset: RuleSet,
+    state: pd.DataFrame,
+    as_of: date,
+    *,
+    check_output: bool = True,
+) -> pd.DataFrame:
+    """Run the rules engine on features plus scores (``rules.decide``).
+
+    Args:
+        features: one row per learner at ``as_of``.
+        scores: ``score_features`` output for the same learners.
+        ruleset: the loaded rules.
+        state: the learners' stored state on ``as_of`` (an empty frame for a fresh store).
+        as_of: the decision day.
+        check_output: passed to ``rules.decide`` (False skips the engine's self-check only).
+
+    Returns:
+        The engine's decisions (``rules.DECISION_COLUMNS``), P1 first.
+
+    Raises:
+        ValueError: when features hold another day, or features and scores name other learners.
+    """
+    _check_day(features, as_of)
+    keys = _keys(features)
+    score_columns = scores[["customer_id", *PREDICTION_COLUMNS]]
+    # A merge indicator, not Series.isin: isin on a million Arrow-backed strings is very slow.
+    scored = features.drop(columns=list(PREDICTION_COLUMNS), errors="ignore").merge(
+        score_columns, on="customer_id", how="left", validate="one_to_one", indicator=True
+    )
+    unscored = int((scored["_merge"] == "left_only").sum())
+    if unscored or len(score_columns) != len(keys):
+        raise ValueError(
+            f"scores: {len(score_columns)} rows for {len(keys)} learners "
+            f"({unscored} learners without a score row); score the same frame you decide on"
+        )
+    return decide(ruleset, state, scored.drop(columns="_merge"), as_of, check_output=check_output)
+
+
+def _check_day(features: pd.DataFrame, as_of: date) -> None:
+    if features.empty:
+        return
+    other = features["as_of"] != pd.Timestamp(as_of.year, as_of.month, as_of.day)
+    if other.any():
+        days = sorted({str(pd.Timestamp(day).date()) for day in features.loc[other, "as_of"]})
+        raise ValueError(
+            f"feature frame: {int(other.sum())} rows are for {days[:5]}, not as_of {as_of}"
+        )
+
+
+# --- the assessment -------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Assessment:
+    """Scores, decisions and (on demand) reasons of a group of learners on one day.
+
+    Attributes:
+        as_of: the day.
+        features: the assessed feature rows, in input order (index 0..n-1).
+        scores: ``score_features`` output, row for row with ``features``.
+        decisions: ``decide_learners`` output, P1 first.
+        model: the champion's ``ChurnModel``, None in rules-only mode.
+        model_version: the champion's version, None in rules-only mode.
+        top_reasons: reason codes per learner.
+    """
+
+    as_of: date
+    features: pd.DataFrame
+    scores: pd.DataFrame
+    decisions: pd.DataFrame
+    model: ChurnModel | None = None
+    model_version: str | None = None
+    top_reasons: int = TOP_REASONS
+    _reasons: dict[int, list[Reason]] = field(default_factory=dict, repr=False)
+    _model_values: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def rules_only(self) -> bool:
+        """True when no model scored these learners."""
+        return self.model is None
+
+    @cached_property
+    def positions(self) -> dict[str, int]:
+        """customer_id -> row of ``features`` and ``scores``."""
+        ids = self.scores["customer_id"].astype(str).tolist()
+        return {customer_id: row for row, customer_id in enumerate(ids)}
+
+    @cached_property
+    def call_order(self) -> np.ndarray:
+        """Positions in the rules engine's order: P1 first, then by value at risk."""
+        ids = self.decisions["customer_id"].astype(str).tolist()
+        return np.array([self.positions[customer_id] for customer_id in ids], dtype=np.int64)
+
+    def positions_of(self, customer_ids: Sequence[str]) -> list[int]:
+        """Positions of some learners (in the order given), by one vectorised lookup.
+
+        Raises:
+            KeyError: naming a learner the assessment does not hold.
+        """
+        ids = pyarrow_lib.array(self.scores["customer_id"].astype(str))
+        found = pc.index_in(pyarrow_lib.array(list(customer_ids), pyarrow_lib.string()), ids)
+        positions = found.to_pylist()
+        for customer_id, position in zip(customer_ids, positions, strict=True):
+            if position is None:
+                raise KeyError(f"learner {customer_id!r} was not assessed on {self.as_of}")
+        return positions
+
+    def record(self, position: int) -> dict[str, Any]:
+        """What lstep says of the learner at ``position`` (the API's ``LearnerScore`` fields)."""
+        score = {"customer_id": self._ids[position], "as_of": self.as_of}
+        score |= {name: values[position] for name, values in self._score_values.items()}
+        decision = {name: values[position] for name, values in self._decided.items()}
+        return learner_record(
+            score,
+            decision,
+            self.reasons([position])[0],
+            self.indicators(position),
+            self.model_version,
+        )
+
+    def records(self, customer_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Records of ``customer_ids`` (all learners, in input order, for None)."""
+        positions = range(len(self)) if customer_ids is None else self.positions_of(customer_ids)
+        self.reasons(list(positions))  # one TreeSHAP call for all of them
+        return [self.record(position) for position in positions]
+
+    def reasons(self, positions: Sequence[int], *, num_threads: int = 0) -> list[list[Reason]]:
+        """The top reason codes of the learners at ``positions``; computed once, then kept.
+
+        Empty lists in rules-only mode. The learners not explained yet get one TreeSHAP call.
+        """
+        if self.model is None:
+            return [[] for _ in positions]
+        waiting = sorted({int(p) for p in positions if int(p) not in self._reasons})
+        if waiting:
+            self._explain(waiting, num_threads)
+        return [self._reasons[int(position)] for position in positions]
+
+    def indicators(self, position: int) -> list[dict[str, str]]:
+        """The risk indicators on for the learner at ``position``, in catalog order."""
+        return [
+            {"feature": name, "text": label}
+            for name, label in self._flags
+            if is_on(self._columns[name][position])
+        ]
+
+    def reason_texts(self, position: int) -> tuple[str, ...]:
+        """The "why" of a call-list line: the reason codes' texts, else the indicators that are on.
+
+        Rules-only risk comes from the risk indicators, so naming those that are on is the honest
+        "why" when there is no model to explain with.
+        """
+        if self.model is not None:
+            return tuple(reason.text for reason in self.reasons([position])[0])
+        on = [indicator["text"] for indicator in self.indicators(position)]
+        return tuple(on[: self.top_reasons])
+
+    def explanation(self, position: int) -> Explanation:
+        """Every model feature's points for the learner at ``position`` (``lstep explain``).
+
+        Raises:
+            ValueError: in rules-only mode (there is no model to explain with).
+        """
+        if self.model is None:
+            raise ValueError("rules-only mode: there is no model to explain with")
+        return explain_frame(self.model, self.features.iloc[[position]])[0]
+
+    def prepare_reasons(self) -> None:
+        """Build the booster's input rows of every learner now, so that a reason costs one row."""
+        if self.model is not None and self._model_values is None:
+            self._model_values = np.ascontiguousarray(self.model.model_values(self.features))
+
+    def keep_contributions(self, contributions: np.ndarray) -> None:
+        """Word and keep every learner's reasons from TreeSHAP rows computed with the scores."""
+        self._word(list(range(len(self))), contributions)
+
+    def _explain(self, positions: list[int], num_threads: int) -> None:
+        if self._model_values is not None:
+            values = self._model_values[positions]
+        else:
+            values = self.model.model_values(self.features.iloc[positions])
+        self._word(positions, self.model.raw_contributions(values, num_threads=num_threads))
+
+    def _word(self, positions: list[int], contributions: np.ndarray) -> None:
+        points, _, _ = points_of(contributions)
+        names = self.model.feature_names
+        for index, position in enumerate(positions):
+            row = {name: values[position] for name, values in self._columns.items()}
+            self._reasons[position] = ranked_reasons(row, names, points[index], self.top_reasons)
+
+    @cached_property
+    def _ids(self) -> list[str]:
+        return self.scores["customer_id"].astype(str).tolist()
+
+    @cached_property
+    def _score_values(self) -> dict[str, np.ndarray]:
+        return {name: self.scores[name].to_numpy(np.float64) for name in PREDICTION_COLUMNS}
+
+    @cached_property
+    def _decided(self) -> dict[str, np.ndarray]:
+        aligned = self.decisions.set_index("customer_id").reindex(pd.Index(self._ids, dtype=object))
+        return {name: aligned[name].to_numpy(object) for name in DECISION_FIELDS}
+
+    @cached_property
+    def _flags(self) -> tuple[tuple[str, str], ...]:
+        return risk_flags(tuple(self._columns))
+
+    @cached_property
+    def _columns(self) -> dict[str, np.ndarray]:
+        """The feature columns the reason texts quote, as arrays (a row costs no frame)."""
+        names = [name for name in self.features.columns if name not in KEY_COLUMNS]
+        return {name: self.features[name].to_numpy() for name in names}
+
+
+@dataclass(frozen=True)
+class AssessOptions:
+    """How deep ``assess`` goes.
+
+    Attributes:
+        top_reasons: reason codes per learner.
+        explain: compute every learner's reason codes with the scores, in one pass (a request
+            of a few learners); otherwise they are computed when asked for.
+        check_output: run the rules engine's self-check of its output (the batch does).
+    """
+
+    top_reasons: int = TOP_REASONS
+    explain: bool = False
+    check_output: bool = False
+
+
+def _no_stage(_name: str) -> AbstractContextManager[None]:
+    return nullcontext()
+
+
+def assess(
+    features: pd.DataFrame,
+    *,
+    champion: ModelHandle | None,
+    ruleset: RuleSet,
+    state: pd.DataFrame,
+    as_of: date,
+    options: AssessOptions = AssessOptions(),
+    stage: Callable[[str], AbstractContextManager[None]] = _no_stage,
+) -> Assessment:
+    """Score, decide and (optionally now) explain the learners of one day.
+
+    Args:
+        features: one row per learner at ``as_of`` (``build_features`` output).
+        champion: the loaded champion, or None for rules-only.
+        ruleset: the loaded rules.
+        state: the learners' stored state on ``as_of`` (``STATE_SCHEMA``).
+        as_of: the decision day.
+        options: reasons per learner, explain now, self-check the rules engine.
+        stage: wraps the ``score`` and ``decide`` steps (the batch times them and shows
+            progress; this module reads no clock).
+
+    Raises:
+        ValueError: features of another day, missing keys or repeated learners.
+    """
+    contributions = None
+    with stage("score"):
+        if champion is not None and options.explain and not features.empty:
+            scores, contributions = _scores_and_contributions(features, champion)
+        else:
+            scores = score_features(features, champion)
+    with stage("decide"):
+        decisions = decide_learners(
+            features, scores, ruleset, state, as_of, check_output=options.check_output
+        )
+    assessment = Assessment(
+        as_of=as_of,
+        features=features.reset_index(drop=True),
+        scores=scores,
+        decisions=decisions,
+        model=None if champion is None else champion.model,
+        model_version=None if champion is None else champion.version,
+        top_reasons=options.top_reasons,
+    )
+    if contributions is not None:
+        assessment.keep_contributions(contributions)
+    return assessment
+
+
+__all__ = [
+    "DECISION_FIELDS",
+    "SCORES_SCHEMA",
+    "SCORE_COLUMNS",
+    "TOP_REASONS",
+    "AssessOptions",
+    "Assessment",
+    "ModelHandle",
+    "assess",
+    "decide_learners",
+    "score_features",
+]

@@ -1,0 +1,197 @@
+"""Frames and records that cross the state store's boundary, in both directions (DESIGN §5).
+
+pandera schemas of the frames the store takes (decisions, scores) and gives (state, audit log,
+stored scores, batch runs), and ``RunRecord``, one batch run as stored. Frames follow the
+project's time convention (``features.schemas``): dates (``as_of``, ``since``, ``expires``) are
+naive ``datetime64[us]`` at midnight, meaning 00:00 UTC of that day; instants (``created_at``,
+``updated_at``) are ``datetime64[us, UTC]``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+import pandas as pd
+import pandera.pandas as pa
+from pydantic import BaseModel, ConfigDict
+
+from features.schemas import AS_OF_DTYPE, UTC_INSTANT
+from serving.core.tags import STATUS_TAGS
+
+RunStatus = Literal["running", "completed", "failed"]
+RUN_STATUSES: tuple[str, ...] = ("running", "completed", "failed")
+
+
+class RunRecord(BaseModel):
+    """What ``apply_batch`` returns: the batch run as stored.
+
+    When ``run_id`` differs from the one the caller passed, the day was already completed by an
+    earlier run and nothing was written.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    as_of: date
+    status: RunStatus
+    started_at: datetime
+    finished_at: datetime | None
+    model_version: str | None
+    rules_only: bool
+    summary: dict[str, Any] | None
+
+
+_DATE = AS_OF_DTYPE
+_INSTANT = UTC_INSTANT
+_TAG_CHECK = pa.Check.isin(list(STATUS_TAGS))
+_PROBABILITY = pa.Check.in_range(0.0, 1.0)
+
+
+def validate_frame(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
+    """Validate (and coerce) a frame; a failure is a ValueError naming the frame and column."""
+    try:
+        return schema.validate(frame)
+    except (pa.errors.SchemaError, pa.errors.SchemaErrors) as error:
+        raise ValueError(f"{schema.name}: {error}") from None
+
+
+def _text(nullable: bool = True, **kwargs: Any) -> pa.Column:
+    return pa.Column(str, nullable=nullable, **kwargs)
+
+
+def _tag(nullable: bool) -> pa.Column:
+    return pa.Column(str, _TAG_CHECK, nullable=nullable)
+
+
+def _probability() -> pa.Column:
+    return pa.Column(float, _PROBABILITY, nullable=True)
+
+
+def _frame_schema(name: str, columns: dict[str, pa.Column]) -> pa.DataFrameSchema:
+    return pa.DataFrameSchema(columns, name=name, strict=True, coerce=True)
+
+
+DECISIONS_SCHEMA = _frame_schema(
+    "decisions",
+    {
+        "customer_id": _text(nullable=False, unique=True),
+        "as_of": pa.Column(_DATE),
+        "from_tag": _tag(nullable=True),
+        "to_tag": _tag(nullable=True),
+        "changed": pa.Column(bool),
+        "rule_id": _text(),
+        "description": _text(),
+        "signal": _text(),
+        "p_churn": _probability(),
+        "confidence": _probability(),
+        "priority": _text(),
+        "action": _text(),
+        "control": pa.Column(bool),
+        "value_at_risk": pa.Column(float, nullable=True),
+        "held": _text(),  # why a due move was held ("cooldown", "override"), else null
+    },
+)
+"""Input of ``apply_batch``: the rules engine's decision per learner for one ``as_of``
+(``rules.DECISION_COLUMNS``; categorical columns are read as text)."""
+
+SCORES_INPUT_SCHEMA = _frame_schema(
+    "scores",
+    {
+        "customer_id": _text(nullable=False, unique=True),
+        "as_of": pa.Column(_DATE, required=False),
+        "p_churn": _probability(),
+        "p_low": _probability(),
+        "p_high": _probability(),
+        "confidence": _probability(),
+    },
+)
+"""Input of ``apply_batch``: the model's calibrated score and interval per learner."""
+
+STATE_SCHEMA = _frame_schema(
+    "state",
+    {
+        "customer_id": _text(nullable=False, unique=True),
+        "tag": _tag(nullable=False),
+        "since": pa.Column(_DATE),
+        "override_tag": _tag(nullable=True),
+        "override_expires": pa.Column(_DATE, nullable=True),
+    },
+)
+"""Output of ``state_frame``: current tag per learner and the active override, if any."""
+
+
+def empty_state() -> pd.DataFrame:
+    """A state frame without learners (a fresh store): every learner is new."""
+    columns = {name: pd.Series(dtype=object) for name in STATE_SCHEMA.columns}
+    return validate_frame(pd.DataFrame(columns), STATE_SCHEMA)
+
+
+TRANSITIONS_SCHEMA = _frame_schema(
+    "transitions",
+    {
+        "id": pa.Column(int),
+        "customer_id": _text(nullable=False),
+        "as_of": pa.Column(_DATE),
+        "from_tag": _tag(nullable=True),
+        "to_tag": _tag(nullable=False),
+        "rule_id": _text(),
+        "actor": _text(),
+        "reason": _text(nullable=False),
+        "signal": _text(),
+        "p_churn": _probability(),
+        "confidence": _probability(),
+        "model_version": _text(),
+        "run_id": _text(),
+        "created_at": pa.Column(_INSTANT),
+    },
+)
+"""The audit log as a frame (``transitions_frame``, ``history``); an input of the KPIs."""
+
+STORED_SCORES_SCHEMA = _frame_schema(
+    "scores",
+    {
+        "customer_id": _text(nullable=False),
+        "as_of": pa.Column(_DATE),
+        "p_churn": _probability(),
+        "p_low": _probability(),
+        "p_high": _probability(),
+        "confidence": _probability(),
+        "priority": _text(),
+        "action": _text(),
+        "control": pa.Column(bool),
+        "value_at_risk": pa.Column(float, nullable=True),
+        "model_version": _text(),
+        "run_id": _text(nullable=False),
+    },
+)
+"""Stored scores as a frame (``scores_frame``); an input of the KPIs."""
+
+RUNS_SCHEMA = _frame_schema(
+    "batch_runs",
+    {
+        "run_id": _text(nullable=False, unique=True),
+        "as_of": pa.Column(_DATE, unique=True),
+        "status": pa.Column(str, pa.Check.isin(list(RUN_STATUSES))),
+        "started_at": pa.Column(_INSTANT),
+        "finished_at": pa.Column(_INSTANT, nullable=True),
+        "model_version": _text(),
+        "rules_only": pa.Column(bool),
+        "summary": pa.Column(object, nullable=True),
+    },
+)
+"""Output of ``runs``: one row per batch day."""
+
+__all__ = [
+    "DECISIONS_SCHEMA",
+    "RUNS_SCHEMA",
+    "RUN_STATUSES",
+    "SCORES_INPUT_SCHEMA",
+    "STATE_SCHEMA",
+    "STORED_SCORES_SCHEMA",
+    "TRANSITIONS_SCHEMA",
+    "RunRecord",
+    "RunStatus",
+    "empty_state",
+    "validate_frame",
+]

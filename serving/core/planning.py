@@ -1,0 +1,211 @@
+"""Planning of state-store writes: which rows a batch day or an override writes (pure).
+
+The store (``serving.infra.store``) reads the state inside its writer transaction and asks these
+functions what to write; they never touch the database. Checks of what comes in (decisions of
+the right day, override requests) live here too, so the rules of a write read in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pandas as pd
+
+from serving.core.frames import (
+    DECISIONS_SCHEMA,
+    SCORES_INPUT_SCHEMA,
+    STORED_SCORES_SCHEMA,
+    TRANSITIONS_SCHEMA,
+    validate_frame,
+)
+from serving.core.tags import CHURNED_TAG, MANUAL_ONLY_TAG, STATUS_TAGS, TAGS_AFTER_CHURN
+
+EXAMPLES = 10
+"""Learners quoted by name in an error or a run summary."""
+MANUAL_SIGNAL = "manual"
+"""The ``signal`` of a transition a person made."""
+_MODEL_SCORE_COLUMNS = ("customer_id", "p_churn", "p_low", "p_high", "confidence")
+
+
+@dataclass(frozen=True)
+class TransitionPlan:
+    """Which changed decisions become transitions, and which were skipped and why."""
+
+    applied: pd.DataFrame
+    skipped: dict[str, list[str]]
+
+
+def require_aware(moment: datetime, name: str) -> None:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name}={moment.isoformat()} is naive: pass a timezone-aware datetime")
+
+
+def _examples(values: pd.Series) -> list[str]:
+    return [str(value) for value in values.head(EXAMPLES)]
+
+
+def checked_decisions(as_of: date, decisions: pd.DataFrame) -> pd.DataFrame:
+    """The validated decisions of ``as_of``; changed rows must say where to and why."""
+    checked = validate_frame(decisions, DECISIONS_SCHEMA)
+    other_day = checked[checked["as_of"] != pd.Timestamp(as_of)]
+    if len(other_day):
+        raise ValueError(
+            f"decisions: {len(other_day)} rows have an as_of other than {as_of} "
+            f"(e.g. {_examples(other_day['as_of'].dt.date)})"
+        )
+    changed = checked[checked["changed"]]
+    for column in ("to_tag", "rule_id", "description"):
+        missing = changed[changed[column].isna()]
+        if len(missing):
+            raise ValueError(
+                f"decisions: {len(missing)} changed rows have no {column} "
+                f"(customers {_examples(missing['customer_id'])})"
+            )
+    manual_only = changed[changed["to_tag"] == MANUAL_ONLY_TAG]
+    if len(manual_only):
+        raise ValueError(
+            f"decisions: {len(manual_only)} rows move learners to {MANUAL_ONLY_TAG}, which only "
+            f"a person may set (customers {_examples(manual_only['customer_id'])})"
+        )
+    return checked
+
+
+def check_override_request(
+    tag: str, *, actor: str, reason: str, expires: date | None, now: datetime
+) -> None:
+    if tag not in STATUS_TAGS:
+        raise ValueError(f"unknown tag {tag!r}: expected one of {', '.join(STATUS_TAGS)}")
+    if not actor or not actor.strip():
+        raise ValueError("an override needs an actor: who decided it")
+    if not reason or not reason.strip():
+        raise ValueError("an override needs a reason: why the tag is set by hand")
+    require_aware(now, "now")
+    today = now.astimezone(UTC).date()
+    if expires is not None and expires <= today:
+        raise ValueError(f"expires {expires} is not after today ({today})")
+
+
+def check_override_target(customer_id: str, from_tag: str | None, tag: str) -> None:
+    if from_tag is None:
+        raise ValueError(f"unknown customer {customer_id!r}: the store has no status for them")
+    if from_tag == CHURNED_TAG and tag not in TAGS_AFTER_CHURN:
+        raise ValueError(
+            f"customer {customer_id!r} is {CHURNED_TAG} (churned): a person may move them back "
+            f"only to {' or '.join(sorted(TAGS_AFTER_CHURN))}, not {tag}"
+        )
+
+
+def score_rows(
+    as_of: date,
+    decisions: pd.DataFrame,
+    scores: pd.DataFrame | None,
+    run_id: str,
+    model_version: str | None,
+) -> pd.DataFrame:
+    """One ``scores`` row per decision; the model frame adds the interval ``p_low``/``p_high``."""
+    model = validate_frame(
+        scores if scores is not None else pd.DataFrame(columns=list(_MODEL_SCORE_COLUMNS)),
+        SCORES_INPUT_SCHEMA,
+    )
+    off_day = model[model["as_of"] != pd.Timestamp(as_of)] if "as_of" in model else model[:0]
+    if len(off_day):
+        raise ValueError(
+            f"scores: {len(off_day)} rows have an as_of other than {as_of} "
+            f"(customers {_examples(off_day['customer_id'])})"
+        )
+    # An outer merge finds scores without a decision; Series.isin against a million
+    # ids is pathologically slow for pandas' Arrow-backed strings.
+    rows = decisions.merge(
+        model.drop(columns="as_of", errors="ignore"),
+        on="customer_id",
+        how="outer",
+        suffixes=("", "_model"),
+        indicator=True,
+    )
+    undecided = rows[rows["_merge"] == "right_only"]
+    if len(undecided):
+        raise ValueError(
+            f"scores: {len(undecided)} customers have a score but no decision "
+            f"(e.g. {_examples(undecided['customer_id'])})"
+        )
+    for column in ("p_churn", "confidence"):  # what the rules used wins; the model fills gaps
+        rows[column] = rows[column].fillna(rows[f"{column}_model"])
+    rows["as_of"] = as_of
+    rows["model_version"] = model_version
+    rows["run_id"] = run_id
+    return rows[list(STORED_SCORES_SCHEMA.columns)]
+
+
+def plan_transitions(
+    decisions: pd.DataFrame, current_tags: pd.DataFrame, overridden: set[str]
+) -> TransitionPlan:
+    """Keep the changed decisions that still apply to the state read inside the transaction."""
+    changed = decisions[decisions["changed"]].merge(current_tags, on="customer_id", how="left")
+    to_churn = changed["to_tag"] == CHURNED_TAG
+    already_churned = to_churn & (changed["db_tag"] == CHURNED_TAG)
+    # To ST_006 is a fact (30 days without events): it passes overrides and state changes.
+    is_overridden = changed["customer_id"].isin(overridden) & ~to_churn
+    is_stale = (changed["from_tag"].fillna("") != changed["db_tag"].fillna("")) & ~(
+        to_churn | is_overridden
+    )
+    skipped = {
+        "overridden": is_overridden,
+        "stale_from_tag": is_stale,
+        "already_churned": already_churned,
+    }
+    applied = changed[~(is_overridden | is_stale | already_churned)].copy()
+    applied["from_tag"] = applied["db_tag"]  # the tag actually left, for the audit log
+    return TransitionPlan(
+        applied=applied,
+        skipped={
+            reason: changed.loc[mask, "customer_id"].tolist() for reason, mask in skipped.items()
+        },
+    )
+
+
+def transition_rows(
+    applied: pd.DataFrame, run_id: str, model_version: str | None, now: datetime
+) -> pd.DataFrame:
+    rows = applied.rename(columns={"description": "reason"})
+    rows["as_of"] = rows["as_of"].dt.date
+    rows["actor"] = None
+    rows["model_version"] = model_version
+    rows["run_id"] = run_id
+    rows["created_at"] = now
+    return rows[[column for column in TRANSITIONS_SCHEMA.columns if column != "id"]]
+
+
+def run_summary(
+    decisions: pd.DataFrame, score_rows: pd.DataFrame, plan: TransitionPlan
+) -> dict[str, Any]:
+    """What the run did, for ``batch_runs.summary``: counts, and examples of skipped learners."""
+    held_counts = decisions["held"].value_counts()
+    return {
+        "decisions": len(decisions),
+        "scores": len(score_rows),
+        "changed_decisions": int(decisions["changed"].sum()),
+        "held": {str(reason): int(count) for reason, count in held_counts.items()},
+        "transitions": len(plan.applied),
+        "transitions_by_tag": {
+            str(tag): int(count) for tag, count in plan.applied["to_tag"].value_counts().items()
+        },
+        "skipped": {reason: len(ids) for reason, ids in plan.skipped.items()},
+        "skipped_examples": {reason: ids[:EXAMPLES] for reason, ids in plan.skipped.items() if ids},
+    }
+
+
+__all__ = [
+    "EXAMPLES",
+    "MANUAL_SIGNAL",
+    "TransitionPlan",
+    "check_override_request",
+    "check_override_target",
+    "checked_decisions",
+    "plan_transitions",
+    "require_aware",
+    "run_summary",
+    "score_rows",
+    "transition_rows",
+]

@@ -1,0 +1,96 @@
+"""A learner's stored state in one normal form, and the learners a day can no longer decide.
+
+The store reads state with one query (``serving.infra.store``); callers that compare states (the
+day's answers check that a learner's state is still the one their answer was decided on) turn
+rows into ``StateRow`` tuples here, whether the rows came as a frame or as query tuples.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+
+StateRow = tuple[str, date, str | None, date | None]
+"""A learner's stored state on a day: tag, since, active override's tag and expiry (or None)."""
+
+
+def state_row(tag: Any, since: Any, override_tag: Any, override_expires: Any) -> StateRow:
+    """One normal form for a state row, whether it came from a frame or from a query."""
+    since_day = _day(since)
+    if since_day is None:
+        raise ValueError(f"state row of tag {tag}: missing since")
+    override = None if _missing(override_tag) else str(override_tag)
+    return str(tag), since_day, override, _day(override_expires)
+
+
+def state_rows_of(state: pd.DataFrame) -> dict[str, StateRow]:
+    """``state_row`` of every row of a state frame, by customer_id (column-wise: fast)."""
+    overrides = state["override_tag"]
+    columns = zip(
+        state["tag"].astype(str).tolist(),
+        _days(state["since"]),
+        overrides.astype(object).where(overrides.notna(), None).tolist(),
+        _days(state["override_expires"]),
+        strict=True,
+    )
+    return dict(zip(state["customer_id"].astype(str).tolist(), columns, strict=True))
+
+
+def later_states(state: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """The state rows whose tag began after ``as_of``: that day can no longer be decided for them.
+
+    The store keeps the current tag only, so a day before it began cannot be decided again.
+    """
+    return state[state["since"] > pd.Timestamp(as_of)]
+
+
+def without_later_states(
+    features: pd.DataFrame, state: pd.DataFrame, as_of: date
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Features and state without the learners of ``later_states``, and those rows.
+
+    Returns:
+        (features kept, state kept, the later state rows left out).
+    """
+    later = later_states(state, as_of)
+    if later.empty:
+        return features, state, later
+    dropped = set(later["customer_id"])
+    kept_features = features[~features["customer_id"].isin(dropped)].reset_index(drop=True)
+    kept_state = state[~state["customer_id"].isin(dropped)].reset_index(drop=True)
+    return kept_features, kept_state, later
+
+
+def later_state_message(customer_id: str, tag: str, since: Any, as_of: date) -> str:
+    """Why a learner of ``later_states`` cannot be scored on ``as_of``."""
+    return (
+        f"learner {customer_id!r} has been {tag} since {pd.Timestamp(since).date()}, after "
+        f"as_of {as_of}: score them on or after that day"
+    )
+
+
+def _days(column: pd.Series) -> list[date | None]:
+    """A datetime column as ``date`` objects, None where missing."""
+    return column.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]").tolist()
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+
+def _day(value: Any) -> date | None:
+    if _missing(value):
+        return None
+    return value.date() if isinstance(value, datetime) else value
+
+
+__all__ = [
+    "StateRow",
+    "later_state_message",
+    "later_states",
+    "state_row",
+    "state_rows_of",
+    "without_later_states",
+]

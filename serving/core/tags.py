@@ -1,0 +1,24 @@
+"""The status tags (DESIGN §5) as constants, for code that needs them before any rules load.
+
+``rules/tags.yaml`` is the source of truth for names, entry and terminal flags; the constants
+here are what the store's CHECK constraints, the API's vocabulary and the KPIs are written
+against, and ``tests/serving/core/test_tags.py`` keeps the two equal.
+"""
+
+from __future__ import annotations
+
+STATUS_TAGS: dict[str, str] = {
+    "ST_001": "Learning:Active",
+    "ST_002": "Learning:Progressing",
+    "ST_003": "Learning:Mastery",
+    "ST_004": "Risk:Declining",
+    "ST_005": "Risk:Re-engagement",
+    "ST_006": "Status:Churned",
+}
+MANUAL_ONLY_TAG = "ST_005"
+CHURNED_TAG = "ST_006"
+RISK_TAG = "ST_004"
+TAGS_AFTER_CHURN: frozenset[str] = frozenset({"ST_001", "ST_005"})
+"""The only tags a person may move an ST_006 (churned) learner back to."""
+
+__all__ = ["CHURNED_TAG", "MANUAL_ONLY_TAG", "RISK_TAG", "STATUS_TAGS", "TAGS_AFTER_CHURN"]

@@ -1,0 +1,68 @@
+"""The batch job's feature snapshots: ``<data_dir>/features/as_of=YYYY-MM-DD.parquet``.
+
+The daily batch writes the day's feature frame after committing the day; the service answers a
+day from its snapshot, the report reads snapshots for the call list and for drift.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from features.windows import read_features
+
+FEATURES_SUBDIR = "features"
+_SNAPSHOT_NAME = re.compile(r"^as_of=(\d{4}-\d{2}-\d{2})\.parquet$")
+
+
+def snapshot_path(data_dir: Path, as_of: date) -> Path:
+    """``<data_dir>/features/as_of=YYYY-MM-DD.parquet``."""
+    return Path(data_dir) / FEATURES_SUBDIR / f"as_of={as_of.isoformat()}.parquet"
+
+
+def write_feature_snapshot(features: pd.DataFrame, data_dir: Path, as_of: date) -> Path:
+    """Write a day's feature frame atomically (a reader never sees a half-written file)."""
+    target = snapshot_path(data_dir, as_of)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    features.to_parquet(partial, index=False)
+    partial.replace(target)
+    return target
+
+
+def batch_snapshots(data_dir: Path, until: date | None = None) -> list[tuple[date, Path]]:
+    """Snapshots on or before ``until`` (all for None), oldest first."""
+    directory = Path(data_dir) / FEATURES_SUBDIR
+    if not directory.is_dir():
+        return []
+    dated = [
+        (date.fromisoformat(match.group(1)), path)
+        for path in directory.iterdir()
+        if (match := _SNAPSHOT_NAME.match(path.name))
+    ]
+    return sorted((day, path) for day, path in dated if until is None or day <= until)
+
+
+def latest_feature_snapshot(data_dir: Path) -> tuple[date, pd.DataFrame] | None:
+    """The newest snapshot under ``data_dir``, validated.
+
+    Returns:
+        (its as_of, the feature frame), or None when no snapshot exists yet.
+    """
+    snapshots = batch_snapshots(data_dir)
+    if not snapshots:
+        return None
+    as_of, path = snapshots[-1]
+    return as_of, read_features(path)
+
+
+__all__ = [
+    "FEATURES_SUBDIR",
+    "batch_snapshots",
+    "latest_feature_snapshot",
+    "snapshot_path",
+    "write_feature_snapshot",
+]

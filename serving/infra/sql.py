@@ -1,0 +1,356 @@
+"""SQL of the state store: the engine, the statements and the bulk writes (``serving.infra.store``).
+
+SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` for writers; PostgreSQL gets binary
+COPY for bulk rows. Every function takes an open connection: transactions and the writer lock
+are the store's business.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandas.api.types import is_bool_dtype, is_float_dtype
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Date,
+    Engine,
+    Result,
+    Select,
+    Table,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from serving.core.frames import RunRecord, validate_frame
+from serving.core.planning import MANUAL_SIGNAL
+from serving.core.tags import CHURNED_TAG
+from serving.infra.tables import BatchRun, Override, Score, Status, Transition
+
+SQLITE_BUSY_TIMEOUT_S = 120
+"""How long a SQLite writer waits for another writer (a 1M-row batch commits in well under this)."""
+WRITER_OPTION = "lstep_writer"
+"""Execution option marking a writer connection (SQLite then begins IMMEDIATE)."""
+_CHUNK_ROWS = 50_000
+
+# ---- engine ----------------------------------------------------------------------------------
+
+
+def open_engine(url: str) -> Engine:
+    """An engine; SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` for writers."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+    event.listen(engine, "connect", _configure_sqlite_connection)
+    event.listen(engine, "begin", _begin_sqlite_transaction)
+    return engine
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event emit BEGIN itself: pysqlite's own implicit BEGIN is
+    # deferred and would let two writers both start and one fail with "database is locked".
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    # 64 MiB of page cache: index inserts of a million-row batch stop thrashing the default 2 MiB.
+    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.close()
+
+
+def _begin_sqlite_transaction(conn: Connection) -> None:
+    writer = conn.get_execution_options().get(WRITER_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+
+# ---- reading helpers -------------------------------------------------------------------------
+
+
+def read_frame(conn: Connection, stmt: Select[Any], schema: pa.DataFrameSchema) -> pd.DataFrame:
+    result = conn.execute(stmt)
+    return validate_frame(result_frame(result), schema)
+
+
+def result_frame(result: Result[Any]) -> pd.DataFrame:
+    # pandas reads plain tuples ten times faster than SQLAlchemy Row objects.
+    rows = [tuple(row) for row in result]
+    return pd.DataFrame.from_records(rows, columns=list(result.keys()))
+
+
+def transitions_select() -> Select[Any]:
+    return select(*Transition.__table__.columns).order_by(Transition.id)
+
+
+def state_select(as_of: date | BindParameter[date] | None) -> Select[Any]:
+    """Each learner's status with the override open (and, given ``as_of``, active) on as_of."""
+    return select(
+        Status.customer_id,
+        Status.tag,
+        Status.since,
+        Override.tag.label("override_tag"),
+        Override.expires.label("override_expires"),
+    ).outerjoin(
+        Override,
+        (Override.customer_id == Status.customer_id) & override_active(as_of),
+    )
+
+
+def override_active(as_of: date | BindParameter[date] | None) -> Any:
+    """SQL condition: the override is open (and, given ``as_of``, not expired by then)."""
+    condition = Override.cleared_at.is_(None)
+    if as_of is not None:
+        condition = condition & or_(Override.expires.is_(None), Override.expires > as_of)
+    return condition
+
+
+STATE_ROWS = state_select(bindparam("as_of", type_=Date)).where(
+    Status.customer_id.in_(bindparam("customer_ids", expanding=True))
+)
+"""``state_rows``' query, built once: SQLAlchemy then reuses its compiled form (~1 ms a call)."""
+
+
+def first_mapping(conn: Connection, stmt: Select[Any]) -> dict[str, Any] | None:
+    row = conn.execute(stmt).first()
+    return None if row is None else dict(row._mapping)
+
+
+def read_tags(conn: Connection) -> pd.DataFrame:
+    return result_frame(conn.execute(select(Status.customer_id, Status.tag.label("db_tag"))))
+
+
+def read_tags_of(conn: Connection, customer_ids: list[str]) -> pd.DataFrame:
+    """``read_tags`` for some learners only (a few requested ones, not the whole table)."""
+    stmt = select(Status.customer_id, Status.tag.label("db_tag")).where(
+        Status.customer_id.in_(customer_ids)
+    )
+    frame = result_frame(conn.execute(stmt))
+    return frame if len(frame.columns) else pd.DataFrame(columns=["customer_id", "db_tag"])
+
+
+def active_override_ids(conn: Connection, as_of: date) -> set[str]:
+    stmt = select(Override.customer_id).where(override_active(as_of))
+    return set(conn.execute(stmt).scalars())
+
+
+def latest_completed(conn: Connection) -> date | None:
+    return conn.execute(
+        select(func.max(BatchRun.as_of)).where(BatchRun.status == "completed")
+    ).scalar_one()
+
+
+def check_run_id_free(conn: Connection, run_id: str, as_of: date) -> None:
+    other_day = conn.execute(
+        select(BatchRun.as_of).where(BatchRun.run_id == run_id, BatchRun.as_of != as_of)
+    ).scalar_one_or_none()
+    if other_day is not None:
+        raise ValueError(f"run_id {run_id!r} already names the batch of {other_day}")
+
+
+def existing_run(conn: Connection, as_of: date, replace: bool) -> RunRecord | None:
+    """The completed run of ``as_of``, after checking that the day may be (re)run at all."""
+    latest = latest_completed(conn)
+    row = first_mapping(
+        conn,
+        select(*BatchRun.__table__.columns).where(
+            BatchRun.as_of == as_of, BatchRun.status == "completed"
+        ),
+    )
+    if row is None:
+        if latest is not None and as_of < latest:
+            raise ValueError(
+                f"as_of {as_of} is before the latest completed batch ({latest}): "
+                "batches must move forward in time"
+            )
+        return None
+    if replace and as_of != latest:
+        raise ValueError(
+            f"replace is allowed only for the latest completed as_of ({latest}), not {as_of}"
+        )
+    return RunRecord(**row)
+
+
+# ---- writing helpers -------------------------------------------------------------------------
+
+
+def driver_rows(conn: Connection, table: Table, frame: pd.DataFrame) -> list[tuple[Any, ...]]:
+    """Rows as the DBAPI driver takes them: None for missing values, column types applied.
+
+    Each column's SQLAlchemy bind processor (dates to text on SQLite, UTC for instants) runs
+    once per distinct value rather than once per row: batch columns such as ``as_of`` or
+    ``created_at`` hold one value for a million rows.
+    """
+    columns = []
+    for name in frame.columns:
+        series = frame[name]
+        processor = table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        # Python floats and bools are what every driver takes already.
+        if processor is None or is_float_dtype(series.dtype) or is_bool_dtype(series.dtype):
+            columns.append(series.to_numpy(dtype=object, na_value=None).tolist())
+            continue
+        codes, distinct = pd.factorize(series)  # missing values get code -1
+        lookup = [processor(value) for value in distinct.to_numpy(dtype=object)] + [None]
+        columns.append(np.asarray(lookup, dtype=object)[codes].tolist())
+    return list(zip(*columns, strict=True))
+
+
+def bulk_insert(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
+    """Insert a frame of ``table`` columns: COPY on PostgreSQL, driver executemany elsewhere."""
+    if frame.empty:
+        return
+    columns = list(frame.columns)
+    # Key order makes the primary-key and customer_id index inserts sequential.
+    rows = driver_rows(conn, table, frame.sort_values("customer_id"))
+    if conn.dialect.name == "postgresql":
+        copy_rows(conn, table.name, columns, rows)
+        return
+    insert_sql = str(table.insert().compile(dialect=conn.dialect, column_keys=columns))
+    for start in range(0, len(rows), _CHUNK_ROWS):
+        conn.exec_driver_sql(insert_sql, rows[start : start + _CHUNK_ROWS])
+
+
+def copy_rows(
+    conn: Connection, table_name: str, columns: list[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """COPY rows in PostgreSQL's binary format (about four times faster than text here)."""
+    from psycopg import sql  # PostgreSQL only
+
+    cursor = conn.connection.driver_connection.cursor()
+    # Binary COPY needs each column's exact type: ask the server rather than guess.
+    type_oids = dict(
+        cursor.execute(
+            "SELECT attname, atttypid FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            [table_name],
+        ).fetchall()
+    )
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table_name), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with cursor, cursor.copy(copy_sql) as copy:
+        copy.set_types([type_oids[column] for column in columns])
+        for row in rows:
+            copy.write_row(row)
+
+
+def update_status_from_run(conn: Connection, run_id: str) -> None:
+    """Set each learner the run moved to the tag of their transition in it (one statement)."""
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    moves = select(
+        Transition.customer_id,
+        Transition.to_tag,
+        Transition.as_of,
+        Transition.created_at,
+        Transition.run_id,
+    ).where(Transition.run_id == run_id)  # a WHERE also keeps SQLite's upsert parser happy
+    statement = dialect_insert(Status).from_select(
+        ["customer_id", "tag", "since", "updated_at", "run_id"], moves
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[Status.customer_id],
+        set_={name: statement.excluded[name] for name in ("tag", "since", "updated_at", "run_id")},
+    )
+    conn.execute(statement)
+
+
+def write_override(conn: Connection, override: dict[str, Any], from_tag: str) -> None:
+    """Close the learner's open override, open this one, log the move and set the status."""
+    customer_id, now = override["customer_id"], override["created_at"]
+    today = now.astimezone(UTC).date()  # the day a person acted is the day the tag starts
+    conn.execute(
+        update(Override)
+        .where(Override.customer_id == customer_id, Override.cleared_at.is_(None))
+        .values(cleared_at=now)
+    )
+    conn.execute(Override.__table__.insert().values(**override))
+    conn.execute(
+        Transition.__table__.insert().values(
+            customer_id=customer_id,
+            as_of=today,
+            from_tag=from_tag,
+            to_tag=override["tag"],
+            actor=override["actor"],
+            reason=override["reason"],
+            signal=MANUAL_SIGNAL,
+            created_at=now,
+        )
+    )
+    conn.execute(
+        update(Status)
+        .where(Status.customer_id == customer_id)
+        .values(tag=override["tag"], since=today, updated_at=now, run_id=None)
+    )
+
+
+def clear_overrides_of_churned(conn: Connection, run_id: str, now: datetime) -> None:
+    """Clear the open overrides that the run's moves to ST_006 passed.
+
+    A churned learner's tag is a fact; an override left open beside it would contradict the
+    stored tag (the rules engine refuses such a state).
+    """
+    churned = select(Transition.customer_id).where(
+        Transition.run_id == run_id, Transition.to_tag == CHURNED_TAG
+    )
+    conn.execute(
+        update(Override)
+        .where(Override.cleared_at.is_(None), Override.customer_id.in_(churned))
+        .values(cleared_at=now)
+    )
+
+
+def upsert_run(conn: Connection, values: dict[str, Any]) -> None:
+    """Write the one ``batch_runs`` row of ``values['as_of']``, replacing whatever was there."""
+    conn.execute(delete(BatchRun).where(BatchRun.as_of == values["as_of"]))
+    conn.execute(BatchRun.__table__.insert().values(**values))
+
+
+def undo_run(conn: Connection, run: RunRecord, now: datetime) -> None:
+    """Delete a completed day's scores and automatic transitions and restore the prior tags."""
+    moved = select(Transition.customer_id).where(Transition.run_id == run.run_id)
+    kept = or_(Transition.run_id.is_(None), Transition.run_id != run.run_id)
+    # Learners the run created have no earlier transition: they disappear with it.
+    conn.execute(
+        delete(Status).where(
+            Status.customer_id.in_(moved),
+            Status.customer_id.not_in(select(Transition.customer_id).where(kept)),
+        )
+    )
+
+    def previous(column: Any) -> Any:
+        # Correlated with the status row being updated: its latest transition that stays.
+        return (
+            select(column)
+            .where(Transition.customer_id == Status.customer_id, kept)
+            .order_by(Transition.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    conn.execute(
+        update(Status)
+        .where(Status.customer_id.in_(moved))
+        .values(
+            tag=previous(Transition.to_tag),
+            since=previous(Transition.as_of),
+            run_id=previous(Transition.run_id),
+            updated_at=now,
+        )
+    )
+    conn.execute(delete(Transition).where(Transition.run_id == run.run_id))
+    conn.execute(delete(Score).where(Score.as_of == run.as_of))

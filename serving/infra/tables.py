@@ -1,0 +1,200 @@
+"""The state store's five tables as SQLAlchemy models (DESIGN §5).
+
+``status``, ``transitions``, ``overrides``, ``scores`` and ``batch_runs``. The Alembic revisions
+in ``serving/infra/migrations`` are a frozen copy of these models, and a test checks that the two
+agree. Dates are ``Date`` columns; instants are ``UTCDateTime`` (timezone-aware on every backend).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from serving.core.tags import STATUS_TAGS
+
+_TAG_LIST_SQL = ", ".join(f"'{tag}'" for tag in STATUS_TAGS)
+_ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
+_ID_LENGTH = 64
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC instant on every backend (SQLite has no timezone type).
+
+    Naive datetimes are refused on the way in: whose clock they came from is unknown.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert to UTC; SQLite stores the naive UTC wall time."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: pass a timezone-aware instant")
+        in_utc = value.astimezone(UTC)
+        return in_utc.replace(tzinfo=None) if dialect.name == "sqlite" else in_utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return an aware UTC datetime whatever the backend gave back."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with named constraints, so migrations can refer to them."""
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Status(Base):
+    """The current tag of each learner; always equal to the last transition's ``to_tag``."""
+
+    __tablename__ = "status"
+    __table_args__ = (CheckConstraint(f"tag IN ({_TAG_LIST_SQL})", name="tag"),)
+
+    customer_id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(8))
+    since: Mapped[date] = mapped_column(Date)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    run_id: Mapped[str | None] = mapped_column(String(_ID_LENGTH))
+
+
+class Transition(Base):
+    """The append-only audit log: one row per tag move, automatic (rule_id) or manual (actor)."""
+
+    __tablename__ = "transitions"
+    __table_args__ = (
+        CheckConstraint(f"to_tag IN ({_TAG_LIST_SQL})", name="to_tag"),
+        CheckConstraint("(rule_id IS NULL) <> (actor IS NULL)", name="rule_or_actor"),
+        Index(None, "customer_id", "id"),
+        Index(None, "run_id"),
+        # Ids are never reused, even after a replaced day's rows are deleted.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(_ID_LENGTH))
+    as_of: Mapped[date] = mapped_column(Date)
+    from_tag: Mapped[str | None] = mapped_column(String(8))
+    to_tag: Mapped[str] = mapped_column(String(8))
+    rule_id: Mapped[str | None] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    signal: Mapped[str | None] = mapped_column(String(32))
+    p_churn: Mapped[float | None] = mapped_column(Float)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    model_version: Mapped[str | None] = mapped_column(String(_ID_LENGTH))
+    run_id: Mapped[str | None] = mapped_column(String(_ID_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Override(Base):
+    """A person's decision to pin a learner's tag, optionally until ``expires`` (exclusive)."""
+
+    __tablename__ = "overrides"
+    __table_args__ = (
+        CheckConstraint(f"tag IN ({_TAG_LIST_SQL})", name="tag"),
+        # At most one open override per learner: a new one clears the previous one.
+        Index(
+            "uq_overrides_open_customer_id",
+            "customer_id",
+            unique=True,
+            sqlite_where=text("cleared_at IS NULL"),
+            postgresql_where=text("cleared_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(_ID_LENGTH))
+    tag: Mapped[str] = mapped_column(String(8))
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires: Mapped[date | None] = mapped_column(Date)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Score(Base):
+    """One row per learner and batch day: the model's score and the intervention it implies."""
+
+    __tablename__ = "scores"
+    __table_args__ = (Index(None, "as_of"),)
+
+    # The primary key is the (customer_id, as_of) uniqueness: one score per learner and day.
+    customer_id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True)
+    as_of: Mapped[date] = mapped_column(Date, primary_key=True)
+    p_churn: Mapped[float | None] = mapped_column(Float)
+    p_low: Mapped[float | None] = mapped_column(Float)
+    p_high: Mapped[float | None] = mapped_column(Float)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    priority: Mapped[str | None] = mapped_column(String(8))
+    action: Mapped[str | None] = mapped_column(String(128))
+    control: Mapped[bool] = mapped_column(Boolean)
+    value_at_risk: Mapped[float | None] = mapped_column(Float)
+    model_version: Mapped[str | None] = mapped_column(String(_ID_LENGTH))
+    run_id: Mapped[str] = mapped_column(String(_ID_LENGTH))
+
+
+class BatchRun(Base):
+    """One daily batch per ``as_of``: ``running`` until its transaction commits ``completed``."""
+
+    __tablename__ = "batch_runs"
+    __table_args__ = (
+        UniqueConstraint("as_of"),
+        CheckConstraint("status IN ('running', 'completed', 'failed')", name="status"),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True)
+    as_of: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    model_version: Mapped[str | None] = mapped_column(String(_ID_LENGTH))
+    rules_only: Mapped[bool] = mapped_column(Boolean)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+def column_names(model: type[Base]) -> list[str]:
+    """A table's column names, in table order."""
+    return [column.name for column in model.__table__.columns]
+
+
+__all__ = [
+    "Base",
+    "BatchRun",
+    "Override",
+    "Score",
+    "Status",
+    "Transition",
+    "UTCDateTime",
+    "column_names",
+]

@@ -1,0 +1,273 @@
+"""The day's precomputed answers (``serving.app.answers``): equal to ``assess``, never stale.
+
+The answers are built from the served workspace's feature snapshot and state store (read only
+here); the keeper's tests use a copy of the snapshot and a fresh SQLite store of their own.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.app.answers import AnswerKeeper, DayAnswers, load_day_answers
+from serving.core.assess import AssessOptions, assess
+from serving.core.state import state_row, state_rows_of
+from serving.infra.snapshots import latest_feature_snapshot
+from tests.serving.batches import at, decisions
+from tests.serving.service_fixtures import SNAPSHOT_DAY
+
+
+@pytest.fixture(scope="module")
+def day(workspace) -> tuple[date, pd.DataFrame, pd.DataFrame]:
+    """The workspace's latest snapshot day, its features and the stored state on that day.
+
+    The workspace is shared with the other serving test modules of this worker, which may have
+    moved some learners after that day (applied moves, overrides): those learners are the
+    scorer's to refuse (422), so the day here is made of the others.
+    """
+    as_of, features = latest_feature_snapshot(workspace.settings.data_path)
+    with workspace.open_store() as store:
+        state = store.state_frame(as_of)
+    later = state.loc[state["since"] > pd.Timestamp(as_of), "customer_id"]
+    features = features[~features["customer_id"].isin(later)].reset_index(drop=True)
+    state = state[~state["customer_id"].isin(later)].reset_index(drop=True)
+    return as_of, features, state
+
+
+@pytest.fixture(scope="module")
+def answers(day, champion, ruleset) -> DayAnswers:
+    as_of, features, state = day
+    return DayAnswers.build(features, champion=champion, ruleset=ruleset, state=state, as_of=as_of)
+
+
+def online_records(features, champion, ruleset, state, as_of) -> list[dict]:
+    """``assess`` as the online path runs it: every learner explained in one pass."""
+    assessment = assess(
+        features, champion=champion, ruleset=ruleset, state=state, as_of=as_of,
+        options=AssessOptions(explain=True),
+    )  # fmt: skip
+    return assessment.records()
+
+
+def tag_learner(store, customer_id: str, tag: str, as_of: date) -> None:
+    """Give a learner of an empty store a tag on ``as_of`` (a move written as the API writes it)."""
+    store.apply_learners(
+        as_of,
+        decisions(as_of, [(customer_id, None, tag)]),
+        run_id="api-test",
+        model_version=None,
+        now=at(as_of, 10),
+    )
+
+
+def stored_state(state: pd.DataFrame, customer_id: str):
+    """The learner's ``state_row`` in the frame, None when the store does not know them."""
+    rows = state[state["customer_id"] == customer_id]
+    if rows.empty:
+        return None
+    row = rows.iloc[0]
+    return state_row(row["tag"], row["since"], row["override_tag"], row["override_expires"])
+
+
+def test_every_answer_is_the_online_record_for_that_learner(answers, day, champion, ruleset):
+    # given assess run over the whole snapshot, with reasons (the on-demand path)
+    as_of, features, state = day
+    records = online_records(features, champion, ruleset, state, as_of)
+    expected = {record["customer_id"]: record for record in records}
+    # when every learner is looked up in the answers with their stored state
+    assert as_of == SNAPSHOT_DAY and len(answers) == len(expected) > 100
+    for customer_id, record in expected.items():
+        answer = answers.record(customer_id, stored_state(state, customer_id))
+        # then the answer is that record, from the snapshot
+        assert answer == record | {"feature_source": "snapshot"}, customer_id
+
+
+def test_answers_equal_the_one_learner_online_path(answers, day, champion, ruleset):
+    # given learners assessed one at a time, as the online path assesses a lone request
+    as_of, features, state = day
+    for position in (0, 13, 77, len(features) - 1):
+        one = features.iloc[[position]].reset_index(drop=True)
+        customer_id = one["customer_id"].iloc[0]
+        mine = state[state["customer_id"] == customer_id].reset_index(drop=True)
+        record = online_records(one, champion, ruleset, mine, as_of)[0]
+        # when looked up, then the answer is the same record
+        assert answers.record(customer_id, stored_state(state, customer_id)) == record | {
+            "feature_source": "snapshot"
+        }
+
+
+def test_a_moved_state_or_an_unknown_learner_gets_no_answer(answers, day):
+    # given a learner the answers hold
+    _, features, state = day
+    customer_id = features["customer_id"].iloc[3]
+    current = stored_state(state, customer_id)
+    assert current is not None and answers.record(customer_id, current) is not None
+    tag, since, _, _ = current
+    # when their state moved since the answers were built, then there is no answer
+    assert answers.record(customer_id, (tag, since, tag, None)) is None  # an override came
+    assert answers.record(customer_id, (tag, since + timedelta(days=1), None, None)) is None
+    assert answers.record(customer_id, None) is None  # the store forgot them
+    # and a learner outside the snapshot has none either
+    assert answers.record("nobody-by-this-id", None) is None
+
+
+def test_learners_whose_tag_began_after_the_day_are_left_to_the_scorer(day, champion, ruleset):
+    # given a state in which one learner's tag began the day after the snapshot
+    as_of, features, state = day
+    later = state.copy()
+    moved = later["customer_id"].iloc[0]
+    later.loc[later["customer_id"] == moved, "since"] = pd.Timestamp(as_of + timedelta(days=1))
+    # when the answers are built, then that learner is not among them (the scorer says 422)
+    built = DayAnswers.build(features, champion=champion, ruleset=ruleset, state=later, as_of=as_of)
+    assert moved not in built.assessment.positions
+    assert len(built) == len(features) - 1
+
+
+def test_reasons_warm_in_call_list_order_and_match_those_made_on_the_spot(day, champion, ruleset):
+    # given fresh answers, with no reasons computed yet
+    as_of, features, state = day
+    warm = DayAnswers.build(features, champion=champion, ruleset=ruleset, state=state, as_of=as_of)
+    cold = DayAnswers.build(features, champion=champion, ruleset=ruleset, state=state, as_of=as_of)
+    # when the first 40 learners of the call list are warmed
+    kept = warm.warm_reasons(40, chunk=16)
+    # then exactly those are kept, P1 ones first, and they equal reasons computed one at a time
+    first = [int(position) for position in warm.assessment.call_order[:40]]
+    kept_reasons = warm.assessment._reasons
+    assert kept == 40 and set(kept_reasons) == set(first)
+    decided = warm.assessment.decisions.set_index("customer_id")
+    ids = warm.assessment.scores["customer_id"]
+    priorities = [decided.loc[ids[position], "priority"] for position in first]
+    assert list(priorities) == sorted(priorities, key=lambda p: (p is None, str(p)))
+    for position in first:
+        assert kept_reasons[position] == cold.assessment.reasons([position])[0]
+        assert len(kept_reasons[position]) == 3
+
+
+def test_rules_only_answers_have_no_scores_and_no_reasons(day, ruleset):
+    # given answers built without a champion
+    as_of, features, state = day
+    built = DayAnswers.build(features, champion=None, ruleset=ruleset, state=state, as_of=as_of)
+    customer_id = features["customer_id"].iloc[0]
+    # when a learner is looked up, then the rules decided alone and the record says so
+    record = built.record(customer_id, stored_state(state, customer_id))
+    assert record["model_version"] is None and record["p_churn"] is None
+    assert record["reasons"] == [] and record["rule_description"].endswith("rules only]")
+    assert built.warm_reasons(10) == 0
+
+
+# --- the keeper: loading, answering whole requests, a newer day -----------------------------------
+
+
+@pytest.fixture
+def data_dir(tmp_path, day):
+    """A data directory holding a copy of the workspace's snapshot only."""
+    as_of, features, _ = day
+    (tmp_path / "features").mkdir()
+    features.to_parquet(tmp_path / "features" / f"as_of={as_of}.parquet")
+    return tmp_path
+
+
+def test_the_keeper_answers_whole_requests_and_only_those_it_holds(
+    data_dir, sqlite_store, champion, ruleset, day
+):
+    # given a keeper on the snapshot and an empty store (every learner is new)
+    as_of, features, _ = day
+    keeper = AnswerKeeper(data_dir, champion=champion, ruleset=ruleset, store=sqlite_store)
+    ids = list(features["customer_id"].iloc[:3])
+    # when whole requests are answered
+    records = keeper.answer(ids, as_of)
+    # then each learner gets their record, new learners with no current tag
+    assert [record["customer_id"] for record in records] == ids
+    assert all(record["current_tag"] is None for record in records)
+    # and a request with one learner it cannot answer, or for another day, goes to the scorer
+    assert keeper.answer([*ids, "nobody-by-this-id"], as_of) is None
+    assert keeper.answer(ids, as_of - timedelta(days=1)) is None
+
+
+def test_the_keeper_notices_a_learner_whose_state_moved(
+    data_dir, sqlite_store, champion, ruleset, day
+):
+    # given a keeper built while a learner was new
+    as_of, features, _ = day
+    keeper = AnswerKeeper(data_dir, champion=champion, ruleset=ruleset, store=sqlite_store)
+    customer_id = features["customer_id"].iloc[5]
+    assert keeper.answer([customer_id], as_of) is not None
+    # when the store learns their tag (a move applied through the API)
+    tag_learner(sqlite_store, customer_id, "ST_002", as_of)
+    # then the keeper no longer answers for them: the scorer decides on the new state
+    assert keeper.answer([customer_id], as_of) is None
+
+
+def test_the_keeper_builds_the_answers_of_a_newer_snapshot(
+    data_dir, sqlite_store, champion, ruleset, day
+):
+    # given a keeper on the snapshot, and the batch job's snapshot of the next day appearing
+    as_of, features, _ = day
+    clock = iter(np.arange(0.0, 1000.0, 100.0))
+    keeper = AnswerKeeper(
+        data_dir, champion=champion, ruleset=ruleset, store=sqlite_store, clock=lambda: next(clock)
+    )
+    next_day = as_of + timedelta(days=1)
+    features.assign(as_of=pd.Timestamp(next_day)).to_parquet(
+        data_dir / "features" / f"as_of={next_day}.parquet"
+    )
+    ids = list(features["customer_id"].iloc[:2])
+    # when asked about the next day, the keeper sends the request on and looks (in background)
+    assert keeper.answer(ids, next_day) is None
+    keeper.refresh()  # what the background look does, here in the foreground
+    # then it answers for the next day
+    assert keeper.current.as_of == next_day
+    assert [record["as_of"] for record in keeper.answer(ids, next_day)] == [str(next_day)] * 2
+    assert not keeper.refresh()  # nothing newer now
+
+
+def test_no_snapshot_means_no_answers(tmp_path, sqlite_store, champion, ruleset):
+    # given a data directory where the batch job has not run yet
+    # when the answers are loaded, then there are none (every request goes to the scorer)
+    assert (
+        load_day_answers(tmp_path, champion=champion, ruleset=ruleset, store=sqlite_store) is None
+    )
+    keeper = AnswerKeeper(tmp_path, champion=champion, ruleset=ruleset, store=sqlite_store)
+    assert keeper.current is None and keeper.answer(["C0000001"], date(2026, 5, 20)) is None
+
+
+def test_a_whole_state_frame_converts_as_each_row_does(day):
+    # given the stored state with an override added to one learner and a tag to another
+    _, _, state = day
+    varied = state.copy()
+    varied.loc[0, ["override_tag", "override_expires"]] = ["ST_002", pd.Timestamp("2026-06-01")]
+    varied.loc[1, "override_tag"] = "ST_005"
+    # when the frame is converted at once, then each learner's row is their state_row
+    converted = state_rows_of(varied)
+    assert len(converted) == len(varied) > 100
+    for row in varied.itertuples(index=False):
+        expected = state_row(row.tag, row.since, row.override_tag, row.override_expires)
+        assert converted[row.customer_id] == expected
+    assert converted[varied["customer_id"].iloc[0]][2:] == ("ST_002", date(2026, 6, 1))
+    assert converted[varied["customer_id"].iloc[1]][2:] == ("ST_005", None)
+
+
+def test_state_rows_from_the_store_and_from_the_frame_compare_equal(sqlite_store, day):
+    # given a learner with a tag and an override in a store
+    as_of, features, _ = day
+    customer_id = features["customer_id"].iloc[0]
+    tag_learner(sqlite_store, customer_id, "ST_002", as_of)
+    sqlite_store.set_override(
+        customer_id,
+        "ST_002",
+        actor="cs-lead",
+        reason="pinned",
+        expires=as_of + timedelta(days=9),
+        now=at(as_of, 11),
+    )
+    # when the state is read as a frame and as plain rows
+    frame = sqlite_store.state_frame(as_of)
+    rows = sqlite_store.state_rows([customer_id, "nobody-by-this-id"], as_of)
+    # then both give the same state_row, with the override, and nothing for an unknown learner
+    from_frame = stored_state(frame, customer_id)
+    assert rows[customer_id] == from_frame
+    assert from_frame[2] == "ST_002" and from_frame[3] == as_of + timedelta(days=9)
+    assert "nobody-by-this-id" not in rows

@@ -1,0 +1,156 @@
+"""The CS report (``serving.app.report``): pieces on tiny frames, the page on a small workspace."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from serving.app.report import (
+    ReportInputs,
+    build_report,
+    latest_report_html,
+    learner_anchor,
+    report_path,
+    tag_history,
+    transitions_by_rule,
+    write_report,
+)
+from serving.core.calllist import call_list
+from serving.infra.store import StateStore
+from serving.settings import Settings
+from tests.serving.fixtures import packaged_ruleset
+
+
+def _log(rows: list[tuple[str, str, str | None, str, str | None]]) -> pd.DataFrame:
+    """An audit log from (customer_id, as_of, from_tag, to_tag, rule_id) in append order."""
+    return pd.DataFrame(
+        [
+            {"id": index, "customer_id": c, "as_of": pd.Timestamp(d), "from_tag": f,
+             "to_tag": t, "rule_id": r}
+            for index, (c, d, f, t, r) in enumerate(rows, start=1)
+        ]
+    )  # fmt: skip
+
+
+def test_tag_history_counts_each_learner_at_their_latest_tag_per_day():
+    # given a learner moving ST_001 -> ST_004 on day two and another staying in ST_001
+    log = _log(
+        [
+            ("a", "2026-05-01", None, "ST_001", "R01"),
+            ("b", "2026-05-01", None, "ST_001", "R01"),
+            ("a", "2026-05-02", "ST_001", "ST_004", "R11"),
+        ]
+    )
+    # when the history is rebuilt on both days
+    history = tag_history(log, [date(2026, 5, 2), date(2026, 5, 1)])
+    # then day one has both in ST_001 and day two has one moved to ST_004, days in order
+    assert history["day"].dt.date.tolist() == [date(2026, 5, 1), date(2026, 5, 2)]
+    assert history[["ST_001", "ST_004"]].to_numpy().tolist() == [[2, 0], [1, 1]]
+    assert (history.drop(columns="day").sum(axis=1) == 2).all()
+
+
+def test_transitions_by_rule_counts_manual_moves_under_manual():
+    # given two R01 moves and one override (no rule id)
+    log = _log(
+        [
+            ("a", "2026-05-01", None, "ST_001", "R01"),
+            ("b", "2026-05-01", None, "ST_001", "R01"),
+            ("a", "2026-05-02", "ST_001", "ST_005", None),
+        ]
+    )
+    # when counted
+    counts = transitions_by_rule(log)
+    # then the rule comes first and the person's move is counted as manual
+    assert counts.to_dict() == {"R01": 2, "manual": 1}
+    assert counts.index[0] == "R01"
+
+
+def test_learner_anchor_keeps_ids_usable_in_a_url_fragment():
+    assert learner_anchor("C0001") == "learner-C0001"
+    assert learner_anchor("a b/c") == "learner-a_b_c"
+
+
+def test_latest_report_html_picks_the_newest_dated_report(tmp_path):
+    # given two dated reports and a file of another name
+    report_path(tmp_path, date(2026, 5, 2)).write_text("second", encoding="utf-8")
+    report_path(tmp_path, date(2026, 5, 1)).write_text("first", encoding="utf-8")
+    (tmp_path / "report-latest.html").write_text("other", encoding="utf-8")
+    # when the latest is read, then the newer date wins and other names are ignored
+    assert latest_report_html(tmp_path) == "second"
+    assert latest_report_html(tmp_path / "missing") is None
+
+
+def test_build_report_refuses_a_store_without_a_completed_run(tmp_path, simulated_log):
+    # given an empty store
+    settings = Settings(home=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    log = simulated_log
+    # when a report is asked for, then the error says what to run
+    with (
+        StateStore(settings.state_database_url) as store,
+        pytest.raises(ValueError, match="no completed batch run on or before 2026-05-10"),
+    ):
+        inputs = ReportInputs(None, packaged_ruleset(), log.events, log.customers)
+        build_report(store, settings, as_of=date(2026, 5, 10), inputs=inputs)
+
+
+@pytest.fixture(scope="module")
+def report_workspace(tmp_path_factory, simulated_log, champion, champion_tracking_uri):
+    from tests.e2e.workspace import build_workspace
+
+    root = tmp_path_factory.mktemp("report-workspace")
+    workspace = build_workspace(root, simulated_log, champion, champion_tracking_uri)
+    yield workspace
+    workspace.store.close()
+
+
+def test_report_has_every_section_embeds_its_images_and_loads_nothing(report_workspace, champion):
+    # given three batch days scored by the champion
+    ws = report_workspace
+    # when the report of the last day is written
+    path = write_report(ws.store, ws.settings, as_of=ws.last_day, inputs=ws.inputs(champion))
+    html = path.read_text(encoding="utf-8")
+    # then it is the default dated file, with each section and the learners of the call list
+    assert path == ws.settings.reports_path / f"report-{ws.last_day}.html"
+    ids = set(re.findall(r'id="([^"]+)"', html))
+    assert {"kpis", "tags-over-time", "transitions", "call-list", "model-card", "drift"} <= ids
+    learners = [anchor for anchor in ids if anchor.startswith("learner-")]
+    assert 1 <= len(learners) <= 10
+    scores = ws.store.scores_frame(ws.last_day)
+    assert {learner_anchor(c) for c in call_list(scores, 10)["customer_id"]} == set(learners)
+    # and every image is an embedded PNG; no URL reaches out of the file
+    sources = re.findall(r'<img[^>]* src="([^"]+)"', html)
+    assert len(sources) == 3 + len(learners) and all(
+        s.startswith("data:image/png;base64,") for s in sources
+    )
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    assert html.count("<tr data-kpi=") == 6
+    assert f"Champion v{champion.version}" in html and "recency" in html
+    assert latest_report_html(ws.settings.reports_path) == html
+
+
+def test_report_drift_compares_the_earliest_and_latest_snapshots(report_workspace, champion):
+    # given the workspace's three snapshots
+    ws = report_workspace
+    # when the report is built on the second day, then drift compares days one and two only
+    html = build_report(ws.store, ws.settings, as_of=date(2026, 5, 17), inputs=ws.inputs(champion))
+    assert "EARLIEST batch-day feature snapshot (2026-05-10" in html
+    assert "LATEST (2026-05-17" in html
+    assert html.count('class="badge ') == 8
+    assert "3 completed batch day" not in html and "2 completed batch day" in html
+
+
+def test_report_rules_only_uses_risk_indicators_and_says_there_is_no_model(tmp_path, simulated_log):
+    # given a workspace scored by the rules alone
+    from tests.e2e.workspace import build_workspace
+
+    ws = build_workspace(tmp_path, simulated_log, None, f"sqlite:///{tmp_path / 'm.db'}")
+    # when its report is built
+    html = build_report(ws.store, ws.settings, as_of=ws.last_day, inputs=ws.inputs(None))
+    ws.store.close()
+    # then no waterfall is drawn and the model card says there is no champion
+    assert 'class="chart waterfall"' not in html
+    assert "there is no model waterfall" in html
+    assert "No champion model is registered" in html

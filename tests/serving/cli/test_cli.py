@@ -1,0 +1,194 @@
+"""The `lstep` command line: the data commands end to end, exit codes and readable errors."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from serving.cli import app
+
+runner = CliRunner()
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.iterdir())
+    }
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory) -> Path:
+    """A small simulated population, made once through the CLI."""
+    out = tmp_path_factory.mktemp("sim") / "pop"
+    result = runner.invoke(
+        app, ["simulate", "--customers", "300", "--days", "100", "--seed", "3", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_simulate_twice_gives_byte_identical_files(tmp_path):
+    # given the same arguments twice
+    args = ["simulate", "--customers", "2000", "--days", "120", "--seed", "1", "--out"]
+    # when both runs finish
+    first = runner.invoke(app, [*args, str(tmp_path / "a")])
+    second = runner.invoke(app, [*args, str(tmp_path / "b")])
+    # then every file is the same, byte for byte
+    assert first.exit_code == second.exit_code == 0, first.output + second.output
+    digests = _digest(tmp_path / "a")
+    assert {"events.parquet", "customers.parquet", "truth.parquet"} <= set(digests)
+    assert digests == _digest(tmp_path / "b")
+
+
+def test_validate_passes_on_simulated_data(population):
+    result = runner.invoke(
+        app,
+        ["validate", "--events", str(population / "events.parquet"),
+         "--customers", str(population / "customers.parquet")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "passed" in result.output
+
+
+def test_validate_fails_naming_file_column_and_count(population, tmp_path):
+    # given events with two negative durations
+    events = pd.read_parquet(population / "events.parquet")
+    sessions = events.index[events["event_type"] == "session"][:2]
+    events.loc[sessions, "duration_s"] = -5.0
+    bad = tmp_path / "bad_events.parquet"
+    events.to_parquet(bad)
+    # when validated
+    customers = str(population / "customers.parquet")
+    result = runner.invoke(app, ["validate", "--events", str(bad), "--customers", customers])
+    # then exit 1 and the message names the file, the column and the row count
+    assert result.exit_code == 1
+    assert "bad_events.parquet" in result.output
+    assert "duration_s" in result.output
+    assert "2 rows" in result.output
+
+
+def test_features_and_labels_commands_write_matching_frames(population, tmp_path):
+    # given the simulated population
+    inputs = ["--events", str(population / "events.parquet"),
+              "--customers", str(population / "customers.parquet")]  # fmt: skip
+    # when features and labels are built at the same dates
+    features = runner.invoke(
+        app, ["features", *inputs, "--as-of", "2026-03-01", "--as-of", "2026-03-08",
+              "--out", str(tmp_path / "f.parquet")],
+    )  # fmt: skip
+    labels = runner.invoke(
+        app, ["labels", *inputs, "--spine", str(tmp_path / "f.parquet"),
+              "--out", str(tmp_path / "y.parquet")],
+    )  # fmt: skip
+    # then both succeed and the labels cover exactly the feature rows (windows complete)
+    assert features.exit_code == 0, features.output
+    assert labels.exit_code == 0, labels.output
+    frame = pd.read_parquet(tmp_path / "f.parquet")
+    churn = pd.read_parquet(tmp_path / "y.parquet")
+    assert set(frame["as_of"].dt.date.astype(str)) == {"2026-03-01", "2026-03-08"}
+    assert len(churn) == len(frame)
+    assert churn["churned"].isin([0, 1]).all()
+
+
+def test_features_requires_exactly_one_way_to_say_where(population, tmp_path):
+    result = runner.invoke(
+        app,
+        ["features", "--events", str(population / "events.parquet"),
+         "--customers", str(population / "customers.parquet"),
+         "--as-of", "2026-03-01", "--every-days", "7", "--out", str(tmp_path / "f.parquet")],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "exactly one of --as-of, --every-days, --spine" in result.output
+
+
+def test_missing_file_is_one_readable_line(tmp_path):
+    result = runner.invoke(
+        app,
+        ["features", "--events", str(tmp_path / "nope.parquet"),
+         "--customers", str(tmp_path / "nope2.parquet"), "--as-of", "2026-03-01",
+         "--out", str(tmp_path / "f.parquet")],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "nope.parquet" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_rules_check_prints_the_mermaid_graph():
+    result = runner.invoke(app, ["rules", "check"])
+    assert result.exit_code == 0, result.output
+    assert "rules OK: 15 rules, 6 tags" in result.output
+    assert "ST_004 -->" in result.output
+
+
+def test_score_without_a_champion_says_what_to_do(population, lstep_home):
+    # given an empty LSTEP_HOME (no MLflow registry yet) and an event store
+    result = runner.invoke(
+        app,
+        ["score", "--as-of", "2026-04-01", "--events", str(population / "events.parquet"),
+         "--customers", str(population / "customers.parquet")],
+    )  # fmt: skip
+    # then one readable line tells the user to train first or run the rules alone
+    assert result.exit_code == 1
+    assert "no champion registered" in result.output
+    assert "--rules-only" in result.output
+
+
+def test_rules_only_batch_then_status_override_and_kpis(population, lstep_home):
+    # given one rules-only batch day
+    inputs = ["--events", str(population / "events.parquet"),
+              "--customers", str(population / "customers.parquet")]  # fmt: skip
+    scored = runner.invoke(app, ["score", "--as-of", "2026-04-01", "--rules-only", *inputs])
+    assert scored.exit_code == 0, scored.output
+    learner = pd.read_parquet(population / "events.parquet")["customer_id"].iloc[0]
+    # when a CS lead overrides a learner into re-engagement
+    override = runner.invoke(
+        app, ["override", learner, "--tag", "ST_005", "--actor", "kim", "--reason", "called"]
+    )
+    status = runner.invoke(app, ["status", learner])
+    kpis = runner.invoke(app, ["kpis", "--as-of", "2026-04-01", *inputs[2:]])
+    # then the status shows the manual move and its reason, and the KPIs are reported
+    assert override.exit_code == 0, override.output
+    assert status.exit_code == 0, status.output
+    assert "ST_005" in status.output
+    assert "called" in status.output
+    assert kpis.exit_code == 0, kpis.output
+    assert "KPIs on 2026-04-01" in kpis.output
+    assert ">= 70.0%" in kpis.output
+
+
+def test_override_with_an_unknown_tag_is_refused(population, lstep_home):
+    result = runner.invoke(
+        app, ["override", "C0000001", "--tag", "ST_099", "--actor", "kim", "--reason", "x"]
+    )
+    assert result.exit_code == 1
+    assert "ST_099" in result.output
+
+
+def test_score_runs_the_job_a_config_file_describes(population, lstep_home, tmp_path):
+    # given a job file for a rules-only dry run of one day
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        f"as_of: 2026-04-01\nrules_only: true\ndry_run: true\n"
+        f"events: {population / 'events.parquet'}\ncustomers: {population / 'customers.parquet'}\n"
+    )
+    # when the batch runs from it
+    result = runner.invoke(app, ["score", "--config", str(config)])
+    # then it is that day, rules only, and nothing was written
+    assert result.exit_code == 0, result.output
+    assert "2026-04-01" in result.output and "rules only" in result.output
+    assert "DRY RUN" in result.output
+
+
+def test_a_config_file_with_an_unknown_field_is_one_readable_line(lstep_home, tmp_path):
+    config = tmp_path / "job.yaml"
+    config.write_text("as_of: 2026-04-01\nrules_onyl: true\n")
+    result = runner.invoke(app, ["score", "--config", str(config)])
+    assert result.exit_code == 1
+    said = "".join(result.output.split())  # the terminal wraps long lines, even inside words
+    assert "job.yaml:rules_onyl:Extrainputsarenotpermitted" in said
+    assert "Traceback" not in result.output

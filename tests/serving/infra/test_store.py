@@ -1,0 +1,670 @@
+"""The state store on SQLite and PostgreSQL: schema, batches, overrides, crashes and concurrency."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from datetime import date, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+
+import rules
+import serving.infra.store as store_module
+from features.catalog import load_catalog
+from serving.core.frames import DECISIONS_SCHEMA
+from serving.infra.store import ApplyRefused, StateStore
+from serving.infra.tables import Base
+from tests.serving.batches import FIRST_DAY, apply, at, decisions, run_paused_batch
+
+DAY1 = date(2024, 3, 1)
+DAY2 = date(2024, 3, 2)
+DAY3 = date(2024, 3, 3)
+DAY4 = date(2024, 3, 4)
+TABLES = {"status", "transitions", "overrides", "scores", "batch_runs"}
+
+
+def tags(store: StateStore) -> dict[str, str]:
+    """customer_id -> current tag."""
+    state = store.state_frame()
+    return dict(zip(state["customer_id"], state["tag"], strict=True))
+
+
+def row_counts(store: StateStore) -> dict[str, int]:
+    """Rows in each table a batch writes."""
+    return {
+        "status": len(store.state_frame()),
+        "transitions": len(store.transitions_frame()),
+        "scores": len(store.scores_frame()),
+        "runs": len(store.runs()),
+    }
+
+
+# ---- schema ------------------------------------------------------------------------------------
+
+
+def test_migrations_create_the_schema_the_models_describe(store_url):
+    # Given a store opened without migrating
+    store = StateStore(store_url, auto_migrate=False)
+    engine = create_engine(store_url)
+    try:
+        assert not TABLES & set(inspect(engine).get_table_names())
+        # When migrating, twice (the second is a no-op)
+        store.migrate()
+        store.migrate()
+        # Then the tables exist and match the models exactly
+        assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+        store.close()
+
+
+def test_decision_columns_are_the_rules_engines():
+    # Given the engine's documented output columns / When compared with the store's input contract
+    # Then they are the same columns
+    assert list(DECISIONS_SCHEMA.columns) == list(rules.DECISION_COLUMNS)
+
+
+@pytest.fixture(scope="module")
+def ruleset() -> rules.RuleSet:
+    """The packaged rules, as the batch job loads them."""
+    return rules.load_ruleset(
+        known_features=[*load_catalog().names, *sorted(rules.MODEL_SCORE_COLUMNS)]
+    )
+
+
+def scored(ruleset: rules.RuleSet, learners: dict[str, float]) -> pd.DataFrame:
+    """Rules-only inputs of learners with no activity signal but ``days_since_last_event``."""
+    frame = pd.DataFrame(
+        {
+            "customer_id": list(learners),
+            "product_tag": "PT_001",
+            "mrr": 30.0,
+            "p_churn": float("nan"),
+            "confidence": float("nan"),
+            "risk_indicator_count": 0.0,
+        }
+    )
+    for feature in ruleset.features_used:
+        if feature not in frame:
+            frame[feature] = 0.0
+    return frame.assign(days_since_last_event=list(learners.values()))
+
+
+def decide_and_apply(store: StateStore, ruleset: rules.RuleSet, day: date, learners) -> None:
+    """One day of the batch job: read the state, let the engine decide, write the decisions."""
+    state = store.state_frame(as_of=day)
+    decided = rules.decide(ruleset, state, scored(ruleset, learners), day)
+    store.apply_batch(
+        day, decided, None, run_id=f"job-{day}", model_version=None, rules_only=True, now=at(day)
+    )
+
+
+def test_the_rules_engine_reads_the_state_and_the_store_takes_its_decisions(store, ruleset):
+    # Given three learners started by the engine on day 1, and b pinned to ST_004 by a person
+    decide_and_apply(store, ruleset, DAY1, {"a": 0.0, "b": 0.0, "c": 0.0})
+    store.set_override("b", "ST_004", actor="kim", reason="call", expires=None, now=at(DAY1, 9))
+    # When a and b have been inactive 30 days by day 2 (a fact: it passes overrides)
+    decide_and_apply(store, ruleset, DAY2, {"a": 30.0, "b": 30.0, "c": 1.0})
+    # Then both churn, b's override is closed, and c stays
+    assert tags(store) == {"a": "ST_006", "b": "ST_006", "c": "ST_001"}
+    assert store.current("b")["override"] is None
+    # And the engine accepts the state the store now holds
+    decide_and_apply(store, ruleset, DAY3, {"c": 2.0})
+    assert store.runs()["status"].tolist() == ["completed"] * 3
+
+
+# ---- batches -----------------------------------------------------------------------------------
+
+
+def test_first_batch_writes_status_transitions_scores_and_run(store, finished_at):
+    # Given four new learners and model scores for two of them
+    scores = pd.DataFrame(
+        {
+            "customer_id": ["a", "b"],
+            "p_churn": [0.1, 0.9],
+            "p_low": [0.05, 0.8],
+            "p_high": [0.2, 0.95],
+            "confidence": [0.7, 0.6],
+        }
+    )
+    # When the batch is applied
+    record = store.apply_batch(
+        DAY1,
+        decisions(DAY1, [*FIRST_DAY, ("dz", None, "ST_001")]),
+        scores,
+        run_id="r1",
+        model_version="v3",
+        rules_only=False,
+        now=at(DAY1),
+    )
+    # Then the run completed, with counts, and each learner has a status and a transition
+    assert (record.run_id, record.status, record.finished_at) == ("r1", "completed", finished_at)
+    assert (record.summary["transitions"], record.summary["scores"]) == (4, 4)
+    assert tags(store) == {"a": "ST_001", "b": "ST_001", "c": "ST_001", "dz": "ST_001"}
+    log = store.transitions_frame()
+    assert log["run_id"].eq("r1").all() and log["model_version"].eq("v3").all()
+    assert log["reason"].eq("moves to ST_001").all() and log["actor"].isna().all()
+    assert log["created_at"].eq(pd.Timestamp(at(DAY1))).all()
+    # And every learner has a score; the interval comes from the model frame
+    stored = store.scores_frame(DAY1).set_index("customer_id")
+    assert stored.loc["b", "p_high"] == 0.95 and pd.isna(stored.loc["c", "p_low"])
+    assert bool(stored.loc["dz", "control"]) and not bool(stored.loc["a", "control"])
+
+
+def test_unchanged_decisions_are_scored_but_not_logged(store):
+    # Given day 1
+    apply(store, DAY1, FIRST_DAY)
+    # When day 2 moves only a
+    record = apply(
+        store,
+        DAY2,
+        [("a", "ST_001", "ST_002"), ("b", "ST_001", "ST_001"), ("c", "ST_001", "ST_001")],
+    )
+    # Then three scores and one transition are written for day 2
+    assert len(store.scores_frame(DAY2)) == 3
+    assert store.transitions_frame()["as_of"].eq(pd.Timestamp(DAY2)).sum() == 1
+    assert record.summary["changed_decisions"] == 1
+    state = store.state_frame().set_index("customer_id")
+    assert state.loc["b", "since"] == pd.Timestamp(DAY1)
+
+
+def test_same_as_of_twice_is_a_no_op_returning_the_first_run(store):
+    # Given a completed day
+    first = apply(store, DAY1, FIRST_DAY, run_id="r1")
+    before = row_counts(store)
+    # When the same day runs again, even with other decisions
+    again = apply(store, DAY1, [("a", None, "ST_001"), ("x", None, "ST_001")], run_id="r2")
+    # Then nothing is written and the first run's record comes back
+    assert again == first
+    assert row_counts(store) == before
+    assert "x" not in tags(store)
+
+
+def test_replace_rewrites_the_latest_day_and_keeps_manual_transitions(store):
+    # Given day 1, day 2 moving a and b, and a person's override of c after day 2
+    apply(store, DAY1, FIRST_DAY)
+    apply(store, DAY2, [("a", "ST_001", "ST_002"), ("b", "ST_001", "ST_004")], run_id="old")
+    store.set_override(
+        "c", "ST_004", actor="kim", reason="call went badly", expires=None, now=at(DAY2, 15)
+    )
+    # When day 2 is replaced by decisions that move only b, elsewhere
+    record = apply(
+        store,
+        DAY2,
+        [("a", "ST_001", "ST_001"), ("b", "ST_001", "ST_002")],
+        run_id="new",
+        replace=True,
+    )
+    # Then day 2's old automatic moves are gone, a is back where day 1 left it
+    assert record.run_id == "new"
+    assert tags(store) == {"a": "ST_001", "b": "ST_002", "c": "ST_004"}
+    state = store.state_frame().set_index("customer_id")
+    assert state.loc["a", "since"] == pd.Timestamp(DAY1)
+    log = store.transitions_frame()
+    assert "old" not in set(log["run_id"].dropna())
+    assert log[log["actor"].notna()]["customer_id"].tolist() == ["c"]
+    assert set(store.scores_frame(DAY2)["run_id"]) == {"new"}
+    assert store.runs()["run_id"].tolist() == ["run-2024-03-01", "new"]
+
+
+def test_replace_removes_learners_the_replaced_day_created(store):
+    # Given a day that created learner n
+    apply(store, DAY1, FIRST_DAY)
+    apply(store, DAY2, [("n", None, "ST_001")])
+    # When the day is replaced without n
+    apply(store, DAY2, [("a", "ST_001", "ST_001")], run_id="again", replace=True)
+    # Then n has no status and no transition left
+    assert "n" not in tags(store)
+    assert store.history("n").empty
+
+
+def test_runs_must_move_forward_and_replace_only_the_latest_day(store):
+    # Given days 1 and 2 completed
+    apply(store, DAY1, FIRST_DAY)
+    apply(store, DAY2, [("a", "ST_001", "ST_002")])
+    before = row_counts(store)
+    # When an earlier, new day or a replace of day 1 is asked for, Then both are refused
+    with pytest.raises(ValueError, match="before the latest completed batch"):
+        apply(store, date(2024, 2, 28), FIRST_DAY)
+    with pytest.raises(ValueError, match="only for the latest completed as_of"):
+        apply(store, DAY1, FIRST_DAY, run_id="again", replace=True)
+    # And nothing was written
+    assert row_counts(store) == before
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.assign(as_of=pd.Timestamp(DAY2)), "as_of other than 2024-03-01"),
+        (lambda f: f.assign(rule_id=None), "changed rows have no rule_id"),
+        (lambda f: f.assign(to_tag="ST_005"), "ST_005, which only a person may set"),
+        (lambda f: f.assign(to_tag="ST_009"), "to_tag"),
+        (lambda f: pd.concat([f, f]), "customer_id"),
+    ],
+    ids=["other-day", "no-rule", "auto-st005", "unknown-tag", "duplicate-customer"],
+)
+def test_invalid_decisions_are_refused_before_anything_is_written(store, change, message):
+    # Given a decision frame broken in one way
+    broken = change(decisions(DAY1, FIRST_DAY))
+    # When applied, Then a ValueError names the problem and the store stays empty
+    with pytest.raises(ValueError, match=message):
+        store.apply_batch(
+            DAY1, broken, None, run_id="r", model_version=None, rules_only=True, now=at(DAY1)
+        )
+    assert row_counts(store) == {"status": 0, "transitions": 0, "scores": 0, "runs": 0}
+
+
+def test_scores_without_a_decision_are_refused(store):
+    # Given a model frame scoring a learner the rules did not decide on
+    scores = pd.DataFrame(
+        {
+            "customer_id": ["a", "ghost"],
+            "p_churn": [0.1, 0.2],
+            "p_low": [0.0, 0.1],
+            "p_high": [0.2, 0.3],
+            "confidence": [0.9, 0.9],
+        }
+    )
+    # When applied, Then the error names the learner
+    with pytest.raises(ValueError, match=r"1 customers have a score but no decision.*ghost"):
+        store.apply_batch(
+            DAY1,
+            decisions(DAY1, FIRST_DAY),
+            scores,
+            run_id="r",
+            model_version="v1",
+            rules_only=False,
+            now=at(DAY1),
+        )
+
+
+def test_a_failure_inside_the_batch_marks_the_run_failed_and_keeps_the_state(store, monkeypatch):
+    # Given day 1 and a transitions insert that breaks on day 2
+    apply(store, DAY1, FIRST_DAY)
+    before = row_counts(store)
+    real_insert = store_module.bulk_insert
+
+    def failing_insert(conn, table, frame):
+        real_insert(conn, table, frame)
+        if table.name == "transitions":
+            raise RuntimeError("disk full")
+
+    monkeypatch.setattr(store_module, "bulk_insert", failing_insert)
+    # When day 2 runs, Then the error propagates
+    with pytest.raises(RuntimeError, match="disk full"):
+        apply(store, DAY2, [("a", "ST_001", "ST_002")])
+    # And the run is recorded as failed while the state is as before
+    runs = store.runs().set_index("as_of")
+    assert runs.loc[pd.Timestamp(DAY2), "status"] == "failed"
+    assert "disk full" in runs.loc[pd.Timestamp(DAY2), "summary"]["error"]
+    assert {**row_counts(store), "runs": before["runs"]} == before
+    # And a rerun completes the day
+    monkeypatch.setattr(store_module, "bulk_insert", real_insert)
+    assert apply(store, DAY2, [("a", "ST_001", "ST_002")], run_id="retry").status == "completed"
+    assert tags(store)["a"] == "ST_002"
+
+
+def test_a_decision_made_on_a_stale_state_is_skipped_and_counted(store):
+    # Given a learner in ST_001
+    apply(store, DAY1, FIRST_DAY)
+    # When a decision claims they were in ST_002
+    record = apply(store, DAY2, [("a", "ST_002", "ST_003"), ("b", "ST_001", "ST_002")])
+    # Then that move is skipped, counted with an example, and the other applies
+    assert record.summary["skipped"]["stale_from_tag"] == 1
+    assert record.summary["skipped_examples"]["stale_from_tag"] == ["a"]
+    assert tags(store) == {"a": "ST_001", "b": "ST_002", "c": "ST_001"}
+
+
+def test_naive_now_is_refused(store):
+    # Given a naive datetime / When used as now / Then a ValueError says so
+    with pytest.raises(ValueError, match="naive"):
+        store.apply_batch(
+            DAY1,
+            decisions(DAY1, FIRST_DAY),
+            None,
+            run_id="r",
+            model_version=None,
+            rules_only=True,
+            now=datetime(2024, 3, 1),
+        )
+
+
+# ---- overrides ---------------------------------------------------------------------------------
+
+
+def test_override_writes_override_transition_and_status_together(store):
+    # Given a learner in ST_004
+    apply(store, DAY1, FIRST_DAY)
+    apply(store, DAY2, [("a", "ST_001", "ST_004")])
+    # When a person puts them in ST_005 until day 10
+    store.set_override(
+        "a",
+        "ST_005",
+        actor=" kim ",
+        reason="retention call booked",
+        expires=date(2024, 3, 10),
+        now=at(DAY2, 15),
+    )
+    # Then the status, the audit log and the open override all say so
+    current = store.current("a")
+    assert (current["tag"], current["since"], current["run_id"]) == ("ST_005", DAY2, None)
+    assert current["override"]["actor"] == "kim"
+    assert current["override"]["expires"] == date(2024, 3, 10)
+    last = store.history("a").iloc[-1]
+    assert (last["from_tag"], last["to_tag"], last["actor"]) == ("ST_004", "ST_005", "kim")
+    assert pd.isna(last["rule_id"]) and last["reason"] == "retention call booked"
+    assert last["created_at"] == pd.Timestamp(at(DAY2, 15))
+
+
+def test_a_new_override_clears_the_previous_one(store):
+    # Given an override of a
+    apply(store, DAY1, FIRST_DAY)
+    store.set_override("a", "ST_004", actor="kim", reason="first", expires=None, now=at(DAY1, 9))
+    # When another person overrides a again
+    store.set_override("a", "ST_002", actor="lee", reason="second", expires=None, now=at(DAY1, 10))
+    # Then only the second is open
+    state = store.state_frame().set_index("customer_id")
+    assert state.loc["a", "override_tag"] == "ST_002"
+    assert store.current("a")["override"]["reason"] == "second"
+
+
+OVERRIDE_ERRORS = [
+    ({"tag": "ST_009"}, "unknown tag 'ST_009'"),
+    ({"actor": "  "}, "needs an actor"),
+    ({"reason": ""}, "needs a reason"),
+    ({"expires": DAY1}, "expires 2024-03-01 is not after today"),
+    ({"now": datetime(2024, 3, 1, 9)}, "naive"),
+    ({"customer_id": "nobody"}, "unknown customer 'nobody'"),
+    ({"customer_id": "gone", "tag": "ST_002"}, "only to ST_001 or ST_005, not ST_002"),
+]
+
+
+def test_override_errors_name_the_problem_and_write_nothing(store):
+    # Given learners, one of them churned
+    apply(store, DAY1, [*FIRST_DAY, ("gone", None, "ST_001")])
+    apply(store, DAY2, [("gone", "ST_001", "ST_006")])
+    before = (row_counts(store), store.current("a"))
+    valid = {
+        "customer_id": "a",
+        "tag": "ST_004",
+        "actor": "kim",
+        "reason": "why",
+        "expires": None,
+        "now": at(DAY1, 9),
+    }
+    for change, message in OVERRIDE_ERRORS:
+        # When an override breaks one rule, Then it is refused with a clear message
+        request = {**valid, **change}
+        with pytest.raises(ValueError, match=message):
+            store.set_override(request.pop("customer_id"), request.pop("tag"), **request)
+    # And nothing changed
+    assert (row_counts(store), store.current("a")) == before
+
+
+def test_a_churned_learner_may_be_brought_back_to_st001_or_st005(store):
+    # Given a churned learner
+    apply(store, DAY1, FIRST_DAY)
+    apply(store, DAY2, [("a", "ST_001", "ST_006")])
+    # When a person brings them back to ST_005
+    store.set_override(
+        "a", "ST_005", actor="kim", reason="win-back call", expires=None, now=at(DAY2, 11)
+    )
+    # Then the decision is recorded
+    assert store.history("a")["to_tag"].tolist() == ["ST_001", "ST_006", "ST_005"]
+
+
+def test_override_with_expiry_holds_automatic_moves_until_it_expires(store):
+    # Given a in ST_001, pinned to ST_002 by a person until day 4 (exclusive)
+    apply(store, DAY1, FIRST_DAY)
+    store.set_override(
+        "a", "ST_002", actor="kim", reason="knows better", expires=DAY4, now=at(DAY1, 9)
+    )
+    # When day 3 (before expiry) decides to move a, Then the move is skipped and counted
+    held = apply(store, DAY3, [("a", "ST_002", "ST_004")])
+    assert held.summary["skipped"]["overridden"] == 1
+    assert tags(store)["a"] == "ST_002"
+    assert (
+        store.state_frame(as_of=DAY3).set_index("customer_id").loc["a", "override_tag"] == "ST_002"
+    )
+    # When day 4 (the expiry day) decides the same, Then it applies: the override no longer holds
+    assert pd.isna(store.state_frame(as_of=DAY4).set_index("customer_id").loc["a", "override_tag"])
+    moved = apply(store, DAY4, [("a", "ST_002", "ST_004")])
+    assert moved.summary["transitions"] == 1
+    assert tags(store)["a"] == "ST_004"
+
+
+def test_override_after_the_snapshot_blocks_moves_except_to_st006(store):
+    # Given the state the batch job read before deciding
+    apply(store, DAY1, FIRST_DAY)
+    snapshot = store.state_frame(as_of=DAY2)
+    assert snapshot["override_tag"].isna().all()
+    # And overrides written after that snapshot, before the batch writes
+    for learner in ("a", "b"):
+        store.set_override(
+            learner, "ST_004", actor="kim", reason="call", expires=None, now=at(DAY1, 20)
+        )
+    # When the decisions made on the snapshot are applied
+    record = apply(store, DAY2, [("a", "ST_001", "ST_002"), ("b", "ST_001", "ST_006")])
+    # Then a keeps the person's tag, b churns anyway and b's override is closed
+    assert record.summary["skipped"]["overridden"] == 1
+    assert tags(store) == {"a": "ST_004", "b": "ST_006", "c": "ST_001"}
+    assert store.history("b")["from_tag"].tolist()[-1] == "ST_004"
+    assert store.current("b")["override"] is None
+    assert store.current("a")["override"]["tag"] == "ST_004"
+
+
+# ---- reads -------------------------------------------------------------------------------------
+
+
+def test_history_lists_automatic_and_manual_transitions_in_append_order(store):
+    # Given automatic, manual and automatic moves of a, and moves of others between them
+    apply(store, DAY1, FIRST_DAY)
+    store.set_override("a", "ST_004", actor="kim", reason="call", expires=DAY2, now=at(DAY1, 9))
+    apply(store, DAY2, [("a", "ST_004", "ST_001"), ("b", "ST_001", "ST_002")])
+    # When a's history is read
+    history = store.history("a")
+    # Then it is a's transitions only, oldest first, each automatic or manual
+    assert history["to_tag"].tolist() == ["ST_001", "ST_004", "ST_001"]
+    assert history["id"].is_monotonic_increasing
+    assert history["actor"].notna().tolist() == [False, True, False]
+    assert history["rule_id"].notna().tolist() == [True, False, True]
+    assert store.history("nobody").empty and store.current("nobody") is None
+
+
+def test_transitions_frame_until_stops_at_that_day(store):
+    # Given two days of moves
+    apply(store, DAY1, FIRST_DAY)
+    apply(store, DAY2, [("a", "ST_001", "ST_002")])
+    # When read until day 1, Then day 2 is left out
+    assert store.transitions_frame(until=DAY1)["as_of"].max() == pd.Timestamp(DAY1)
+    assert len(store.transitions_frame()) == 4
+
+
+# ---- crashes and concurrency (a second process) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def processes() -> multiprocessing.context.BaseContext:
+    """Child processes forked from a server that imported pandas and the store once.
+
+    A fresh interpreter per child would spend seconds importing; the forkserver is a clean,
+    single-threaded process, so forking it is safe (unlike forking the test process).
+    """
+    context = multiprocessing.get_context("forkserver")
+    # pandera imports its validation backends on first use: import them in the server too.
+    context.set_forkserver_preload(["tests.serving.batches", "pandera.backends.pandas.register"])
+    return context
+
+
+def start_child_batch(processes, url: str, work: Path, day: date, moves, pause_s: float):
+    """Start ``apply_batch`` of ``moves`` in another process; it pauses inside its transaction."""
+    pd.to_pickle(
+        {"as_of": day, "decisions": decisions(day, moves), "now": at(day)}, work / "job.pkl"
+    )
+    child = processes.Process(target=run_paused_batch, args=(url, str(work), pause_s))
+    child.start()
+    return child
+
+
+def child_error(work: Path) -> str:
+    error_file = work / "error.txt"
+    return error_file.read_text() if error_file.exists() else "(no traceback written)"
+
+
+def wait_for(path: Path, child, timeout_s: float = 60.0) -> None:
+    """Wait until ``path`` exists; fail with the child's traceback if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if child.exitcode is not None:
+            pytest.fail(f"child exited {child.exitcode} early:\n{child_error(path.parent)}")
+        if time.monotonic() > deadline:
+            child.kill()
+            pytest.fail(f"child did not reach {path.name} in {timeout_s} s")
+        time.sleep(0.02)
+
+
+DAY2_MOVES = [("a", "ST_001", "ST_004"), ("b", "ST_001", "ST_002")]
+
+
+def test_a_batch_killed_midway_leaves_the_previous_state_and_a_rerun_completes(
+    store, tmp_path, processes
+):
+    # Given day 1 completed
+    apply(store, DAY1, FIRST_DAY)
+    before = (store.state_frame(), store.transitions_frame(), store.scores_frame())
+    # When day 2 is killed (SIGKILL) inside its transaction in another process
+    child = start_child_batch(processes, store.url, tmp_path, DAY2, DAY2_MOVES, pause_s=120)
+    wait_for(tmp_path / "inside", child)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(timeout=30)
+    assert child.exitcode == -signal.SIGKILL
+    # Then the state is exactly day 1's and day 2 is marked as started, not completed
+    after = (store.state_frame(), store.transitions_frame(), store.scores_frame())
+    for old, new in zip(before, after, strict=True):
+        pd.testing.assert_frame_equal(old, new)
+    assert store.runs().set_index("run_id").loc["child", "status"] == "running"
+    # And a rerun of day 2 completes it
+    record = apply(store, DAY2, DAY2_MOVES, run_id="rerun")
+    assert (record.run_id, record.status) == ("rerun", "completed")
+    assert tags(store) == {"a": "ST_004", "b": "ST_002", "c": "ST_001"}
+    assert store.runs()["status"].tolist() == ["completed", "completed"]
+
+
+def test_an_override_during_a_batch_in_another_process_is_not_lost(store, tmp_path, processes):
+    # Given day 1, and day 2 paused inside its transaction in another process
+    apply(store, DAY1, FIRST_DAY)
+    child = start_child_batch(processes, store.url, tmp_path, DAY2, DAY2_MOVES, pause_s=30)
+    wait_for(tmp_path / "inside", child)
+    # When a person overrides a (whom the batch moves) while it runs
+    (tmp_path / "go").touch()
+    store.set_override(
+        "a", "ST_005", actor="kim", reason="re-engagement", expires=None, now=at(DAY2, 3)
+    )
+    child.join(timeout=60)
+    assert child.exitcode == 0, child_error(tmp_path)
+    # Then the override waited for the batch and landed after it: both are kept
+    assert tags(store) == {"a": "ST_005", "b": "ST_002", "c": "ST_001"}
+    history = store.history("a")
+    assert history["to_tag"].tolist() == ["ST_001", "ST_004", "ST_005"]
+    assert history["run_id"].tolist()[1] == "child"
+    assert history.iloc[-1]["from_tag"] == "ST_004"
+    assert store.current("a")["override"]["tag"] == "ST_005"
+
+
+# ---- per-learner moves (the service's apply: true) ---------------------------------------------
+
+
+def test_applied_learners_move_with_their_status_without_marking_the_day_done(store):
+    # Given learners tagged by the day-1 batch, one of them overridden since
+    apply(store, DAY1, FIRST_DAY)
+    store.set_override("c", "ST_004", actor="cs", reason="watch", expires=None, now=at(DAY1, 9))
+    moves = decisions(DAY2, [("a", "ST_001", "ST_002"), ("b", "ST_002", "ST_003")])
+    moves = pd.concat([moves, decisions(DAY2, [("c", "ST_004", "ST_001")])], ignore_index=True)
+    # When the moves are applied on day 2 outside a batch
+    result = store.apply_learners(DAY2, moves, run_id="api-1", model_version="7", now=at(DAY2, 10))
+    # Then the free learner moves, the stale and the overridden ones are held, saying why
+    assert result.outcomes == {"a": None, "b": "stale_from_tag", "c": "overridden"}
+    assert result.applied == ["a"]
+    assert tags(store) == {"a": "ST_002", "b": "ST_001", "c": "ST_004"}
+    assert store.history("a")["model_version"].iloc[-1] == "7"
+    # And no score or run row is written: the day-2 batch still runs
+    assert row_counts(store)["scores"] == len(FIRST_DAY) and len(store.runs()) == 1
+    assert apply(store, DAY2, [("a", "ST_002", "ST_002")]).status == "completed"
+
+
+def test_applied_learners_before_the_latest_batch_day_are_refused(store):
+    # Given a completed batch on day 2
+    apply(store, DAY1, FIRST_DAY)
+    apply(store, DAY2, [("a", "ST_001", "ST_002")])
+    before = row_counts(store)
+    # When moves for day 1 are applied / Then they are refused and nothing is written
+    with pytest.raises(ApplyRefused, match="before the latest batch day"):
+        store.apply_learners(
+            DAY1,
+            decisions(DAY1, [("a", "ST_002", "ST_003")]),
+            run_id="api-2",
+            model_version=None,
+            now=at(DAY2, 11),
+        )
+    assert row_counts(store) == before and tags(store)["a"] == "ST_002"
+
+
+def test_the_state_of_some_learners_keeps_only_overrides_still_active(sqlite_store):
+    # given a learner with an override that no longer applies from May 10
+    apply(sqlite_store, date(2026, 5, 1), [("L1", None, "ST_001")])
+    sqlite_store.set_override(
+        "L1",
+        "ST_005",
+        actor="cs",
+        reason="call",
+        expires=date(2026, 5, 10),
+        now=at(date(2026, 5, 2), 9),
+    )
+    # when the state of some learners is read the day before and on that day
+    before = sqlite_store.state_frame(date(2026, 5, 9), customer_ids=["L1", "L2"])
+    after = sqlite_store.state_frame(date(2026, 5, 10), customer_ids=["L1"])
+    # then only the first carries the override; unknown learners have no row
+    assert list(before["customer_id"]) == ["L1"] and before["override_tag"].iloc[0] == "ST_005"
+    assert after["tag"].iloc[0] == "ST_005" and pd.isna(after["override_tag"].iloc[0])
+    # and the rows the service compares are the same state, one query either way
+    rows = sqlite_store.state_rows(["L1", "L2"], date(2026, 5, 9))
+    assert rows == {"L1": ("ST_005", date(2026, 5, 2), "ST_005", date(2026, 5, 10))}
+
+
+def test_applied_moves_respect_overrides_and_the_latest_batch_day(sqlite_store):
+    # given learners tagged by a batch on May 1, one of them overridden since
+    day = date(2026, 5, 1)
+    apply(sqlite_store, day, [("L1", None, "ST_001"), ("L2", None, "ST_001")])
+    sqlite_store.set_override(
+        "L2", "ST_004", actor="cs", reason="watch", expires=None, now=at(day, 9)
+    )
+    moves = decisions(date(2026, 5, 3), [("L1", "ST_001", "ST_004"), ("L2", "ST_004", "ST_001")])
+    # when the proposed moves are applied two days later (the service's apply)
+    written = sqlite_store.apply_learners(
+        date(2026, 5, 3), moves, run_id="api-1", model_version="7", now=at(date(2026, 5, 3), 10)
+    )
+    # then the free learner moves and the overridden one is held, saying why
+    assert written.outcomes == {"L1": None, "L2": "overridden"}
+    assert sqlite_store.current("L1")["tag"] == "ST_004"
+    assert sqlite_store.current("L2")["tag"] == "ST_004"
+    assert sqlite_store.history("L1")["model_version"].iloc[-1] == "7"
+    # and a day before the latest batch day is refused, writing nothing
+    with pytest.raises(ApplyRefused, match="before the latest batch day"):
+        sqlite_store.apply_learners(
+            date(2026, 4, 30),
+            decisions(date(2026, 4, 30), [("L1", "ST_004", "ST_001")]),
+            run_id="api-2",
+            model_version="7",
+            now=at(date(2026, 5, 3), 11),
+        )
+    assert sqlite_store.current("L1")["tag"] == "ST_004"
