@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -565,14 +566,29 @@ def test_an_override_during_a_batch_in_another_process_is_not_lost(store, tmp_pa
     apply(store, DAY1, FIRST_DAY)
     child = start_child_batch(processes, store.url, tmp_path, DAY2, DAY2_MOVES, pause_s=30)
     wait_for(tmp_path / "inside", child)
-    # When a person overrides a (whom the batch moves) while it runs
+    # When a person overrides a (whom the batch moves) while the batch is still inside
+    done: list[BaseException | None] = []
+
+    def override() -> None:
+        try:
+            store.set_override(
+                "a", "ST_005", actor="kim", reason="re-engagement", expires=None, now=at(DAY2, 3)
+            )
+            done.append(None)
+        except BaseException as error:  # reported by the assertions below
+            done.append(error)
+
+    writer = threading.Thread(target=override)
+    writer.start()
+    # Then the override waits for the batch's writer lock: a second on, it has not landed
+    writer.join(timeout=1.0)
+    assert writer.is_alive() and not done, "the override did not wait for the batch"
     (tmp_path / "go").touch()
-    store.set_override(
-        "a", "ST_005", actor="kim", reason="re-engagement", expires=None, now=at(DAY2, 3)
-    )
     child.join(timeout=60)
+    writer.join(timeout=60)
     assert child.exitcode == 0, child_error(tmp_path)
-    # Then the override waited for the batch and landed after it: both are kept
+    assert done == [None]
+    # And it landed after the batch: both are kept, the override moved a out of the batch's tag
     assert tags(store) == {"a": "ST_005", "b": "ST_002", "c": "ST_001"}
     history = store.history("a")
     assert history["to_tag"].tolist() == ["ST_001", "ST_004", "ST_005"]
