@@ -166,16 +166,21 @@ def write_report(
 def latest_report_html(reports_path: Path) -> str | None:
     """The newest ``report-YYYY-MM-DD.html`` under ``reports_path`` (by its date), or None.
 
-    For the service's read-only page route: files with other names (``--out`` elsewhere,
-    partial writes) are ignored.
+    For the service's read-only page route: only regular files inside the folder are served;
+    other names (``--out`` elsewhere, partial writes), links and anything resolving outside the
+    folder are ignored, so a link planted there cannot serve another file of the machine.
     """
     directory = Path(reports_path)
     if not directory.is_dir():
         return None
+    inside = directory.resolve()
     dated = [
         (match.group(1), path)
         for path in directory.iterdir()
-        if (match := REPORT_NAME.match(path.name)) and path.is_file()
+        if (match := REPORT_NAME.match(path.name))
+        and not path.is_symlink()
+        and path.is_file()
+        and path.resolve().parent == inside
     ]
     if not dated:
         return None

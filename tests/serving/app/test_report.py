@@ -83,6 +83,18 @@ def test_latest_report_html_picks_the_newest_dated_report(tmp_path):
     assert latest_report_html(tmp_path / "missing") is None
 
 
+def test_latest_report_html_never_follows_a_link_out_of_the_folder(tmp_path):
+    # given a real report and a newer-dated link to a file outside the reports folder
+    secret = tmp_path / "outside.txt"
+    secret.write_text("not a report", encoding="utf-8")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    report_path(reports, date(2026, 5, 1)).write_text("the report", encoding="utf-8")
+    report_path(reports, date(2099, 1, 1)).symlink_to(secret)
+    # when the latest report is read, then the link is ignored
+    assert latest_report_html(reports) == "the report"
+
+
 def test_build_report_refuses_a_store_without_a_completed_run(tmp_path, simulated_log):
     # given an empty store
     settings = Settings(home=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
