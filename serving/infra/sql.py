@@ -7,6 +7,9 @@ are the store's business.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -34,9 +37,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+)
 
 from serving.core.frames import RunRecord, validate_frame
 from serving.core.planning import MANUAL_SIGNAL
+from serving.core.problems import Invalid, Unavailable
 from serving.core.tags import CHURNED_TAG
 from serving.infra.tables import BatchRun, Override, Score, Status, Transition
 
@@ -49,13 +59,48 @@ _CHUNK_ROWS = 50_000
 # ---- engine ----------------------------------------------------------------------------------
 
 
+def safe_url(url: str) -> str:
+    """The URL as it may be shown: the password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+@contextmanager
+def store_errors(url: str) -> Iterator[None]:
+    """Turn a database that cannot be reached, read or written into one ``Unavailable`` line.
+
+    Connection refused, a wrong password, a read-only or vanished SQLite file: the message names
+    the store (password masked) and the driver's first line, never a traceback. Errors that mean
+    a bug (integrity, programming) pass through.
+    """
+    try:
+        yield
+    except (OperationalError, InterfaceError) as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise Unavailable(f"state store {safe_url(url)}: {reason}") from None
+
+
 def open_engine(url: str) -> Engine:
-    """An engine; SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` for writers."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    """An engine; SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` for writers.
+
+    Raises:
+        Invalid: the URL is not a database URL this installation can open.
+        Unavailable: a SQLite file's directory cannot be created.
+    """
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite":
+            return create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError, ImportError) as error:
+        raise Invalid(f"state store URL {safe_url(url)} cannot be opened: {error}") from None
+    in_a_file = parsed.database and parsed.database != ":memory:" and "uri" not in parsed.query
+    if in_a_file:  # a plain path (``file:`` URIs name files SQLite opens as they are)
+        try:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise Unavailable(f"state store {safe_url(url)}: {error}") from None
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_sqlite_transaction)

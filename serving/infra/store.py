@@ -80,6 +80,7 @@ from serving.infra.sql import (
     read_tags,
     read_tags_of,
     state_select,
+    store_errors,
     transitions_select,
     undo_run,
     update_status_from_run,
@@ -208,7 +209,7 @@ class StateStore:
         stmt = state_select(as_of).order_by(Status.customer_id)
         if customer_ids is not None:
             stmt = stmt.where(Status.customer_id.in_(list(customer_ids)))
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             return read_frame(conn, stmt, STATE_SCHEMA)
 
     def state_rows(self, customer_ids: Sequence[str], as_of: date) -> dict[str, StateRow]:
@@ -225,19 +226,19 @@ class StateStore:
         if not customer_ids:
             return {}
         parameters = {"customer_ids": list(customer_ids), "as_of": as_of}
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(STATE_ROWS, parameters)
             return {row[0]: state_row(*row[1:]) for row in rows}
 
     def history(self, customer_id: str) -> pd.DataFrame:
         """One learner's transitions, oldest first (``TRANSITIONS_SCHEMA``; empty if unknown)."""
         stmt = transitions_select().where(Transition.customer_id == customer_id)
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             return read_frame(conn, stmt, TRANSITIONS_SCHEMA)
 
     def current(self, customer_id: str) -> dict[str, Any] | None:
         """A learner's status row plus their open override (``override`` is None without one)."""
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             status = first_mapping(
                 conn, select(*Status.__table__.columns).where(Status.customer_id == customer_id)
             )
@@ -258,7 +259,7 @@ class StateStore:
     def runs(self) -> pd.DataFrame:
         """Every batch run, oldest ``as_of`` first (``RUNS_SCHEMA``)."""
         stmt = select(*BatchRun.__table__.columns).order_by(BatchRun.as_of)
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             return read_frame(conn, stmt, RUNS_SCHEMA)
 
     def transitions_frame(self, until: date | None = None) -> pd.DataFrame:
@@ -266,7 +267,7 @@ class StateStore:
         stmt = transitions_select()
         if until is not None:
             stmt = stmt.where(Transition.as_of <= until)
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             return read_frame(conn, stmt, TRANSITIONS_SCHEMA)
 
     def scores_frame(self, as_of: date | None = None) -> pd.DataFrame:
@@ -274,7 +275,7 @@ class StateStore:
         stmt = select(*Score.__table__.columns).order_by(Score.as_of, Score.customer_id)
         if as_of is not None:
             stmt = stmt.where(Score.as_of == as_of)
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             return read_frame(conn, stmt, STORED_SCORES_SCHEMA)
 
     # ---- writes ------------------------------------------------------------------------------
@@ -460,9 +461,15 @@ class StateStore:
             error.add_note(f"and marking the run failed raised {mark_error!r}")
 
     @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        """A connection; a store that cannot be reached or written is one ``Unavailable`` line."""
+        with store_errors(self.url), self._engine.connect() as conn:
+            yield conn
+
+    @contextmanager
     def _writer(self) -> Iterator[Connection]:
         """A transaction that holds the store's single-writer lock until it ends."""
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             conn.execution_options(**{WRITER_OPTION: True})
             with conn.begin():
                 if conn.dialect.name == "postgresql":

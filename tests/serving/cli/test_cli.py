@@ -192,3 +192,21 @@ def test_a_config_file_with_an_unknown_field_is_one_readable_line(lstep_home, tm
     said = "".join(result.output.split())  # the terminal wraps long lines, even inside words
     assert "job.yaml:rules_onyl:Extrainputsarenotpermitted" in said
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgresql+psycopg://u:s3cret@127.0.0.1:9/test", "u:***@127.0.0.1:9/test"),
+        ("nonsense://x", "nonsense://x cannot be opened"),
+    ],
+)
+def test_a_store_that_cannot_be_opened_is_one_line_and_exit_1(lstep_home, monkeypatch, url, said):
+    # given a state store URL that points nowhere usable
+    monkeypatch.setenv("LSTEP_STATE_URL", url)
+    # when a command needs the store, then one readable error line, no password, no traceback
+    result = runner.invoke(app, ["status", "C0000001"])
+    assert result.exit_code == 1
+    flat = " ".join(result.output.split())
+    assert flat.startswith("error: state store") and said in flat
+    assert "s3cret" not in result.output and "Traceback" not in result.output

@@ -20,6 +20,7 @@ import rules
 import serving.infra.store as store_module
 from features.catalog import load_catalog
 from serving.core.frames import DECISIONS_SCHEMA
+from serving.core.problems import Invalid, Unavailable
 from serving.infra.store import ApplyRefused, StateStore
 from serving.infra.tables import Base
 from tests.serving.batches import FIRST_DAY, apply, at, decisions, run_paused_batch
@@ -684,3 +685,37 @@ def test_applied_moves_respect_overrides_and_the_latest_batch_day(sqlite_store):
             now=at(date(2026, 5, 3), 11),
         )
     assert sqlite_store.current("L1")["tag"] == "ST_004"
+
+
+# ---- a store that cannot be reached, opened or written ------------------------------------------
+
+
+def test_an_unreachable_server_is_one_line_naming_it_without_the_password():
+    # given a PostgreSQL URL where no server listens
+    url = "postgresql+psycopg://lstep:s3cret@127.0.0.1:9/test"
+    # when the store is opened, then one Unavailable names the store, masks the password
+    with pytest.raises(Unavailable) as raised:
+        StateStore(url)
+    message = raised.value.message
+    assert message.startswith("state store postgresql+psycopg://lstep:***@127.0.0.1:9/test: ")
+    assert "s3cret" not in message and "\n" not in message
+
+
+def test_a_url_that_is_no_database_says_so():
+    with pytest.raises(Invalid, match=r"state store URL nonsense://x cannot be opened"):
+        StateStore("nonsense://x")
+
+
+def test_a_read_only_store_refuses_writes_in_one_line(tmp_path):
+    # given a store with a learner, then opened read-only
+    path = tmp_path / "state.db"
+    with StateStore(f"sqlite:///{path}") as writable:
+        apply(writable, DAY1, FIRST_DAY)
+    read_only = StateStore(f"sqlite:///file:{path}?mode=ro&uri=true", auto_migrate=False)
+    # when a person overrides a learner, then the write is refused naming the store
+    refused = r"state store sqlite:///file.*: attempt to write a readonly database"
+    with pytest.raises(Unavailable, match=refused):
+        read_only.set_override("a", "ST_005", actor="kim", reason="x", expires=None, now=at(DAY1))
+    # and reads still work
+    assert tags(read_only)["a"] == "ST_001"
+    read_only.close()
