@@ -63,6 +63,7 @@ from serving.infra.champion import require_champion
 from serving.infra.learners import DayFeatures, LearnerData
 from serving.infra.rulesets import load_rules
 from serving.infra.store import StateStore
+from serving.infra.workspace import open_workspace_store
 from serving.settings import Settings, utc_now
 
 logger = logging.getLogger("bentoml.lstep")
@@ -160,7 +161,7 @@ class LstepService:
     def __init__(self) -> None:
         settings = Settings()
         self.config = ServiceSettings()
-        self.store = StateStore.from_settings(settings)
+        self.store = open_workspace_store(settings, self.clock())
         reference = type(self).__dict__.get("champion_model")
         self.online = load_online(settings, self.config, self.store, reference, self._fetch)
         self.scored = scored_learners_counter()

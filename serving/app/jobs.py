@@ -30,6 +30,7 @@ from serving.core.problems import Invalid, NotFound
 from serving.infra.champion import load_champion, require_champion
 from serving.infra.rulesets import load_rules
 from serving.infra.store import StateStore
+from serving.infra.workspace import open_workspace_store
 from serving.settings import Settings
 
 JobT = TypeVar("JobT", bound=BaseModel)
@@ -53,7 +54,7 @@ class Runtime:
 
     def open_store(self) -> StateStore:
         if self.store is None:
-            self.store = StateStore.from_settings(self.settings)
+            self.store = open_workspace_store(self.settings, self.now)
         return self.store
 
 

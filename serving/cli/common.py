@@ -87,11 +87,11 @@ def build_job(kind: type, config: Path | None, options: dict[str, Any]) -> Any:
     return load_job(kind, config, given)
 
 
-def open_store(current: Settings) -> Any:
-    """The state store of ``current`` settings."""
-    from serving.infra.store import StateStore
+def open_store(current: Settings, *, init: bool = False) -> Any:
+    """The state store of ``current`` settings (created on an empty workspace, never again)."""
+    from serving.infra.workspace import open_workspace_store
 
-    return StateStore.from_settings(current)
+    return open_workspace_store(current, utc_now(), init=init)
 
 
 def load_inputs(events: Path, customers: Path, mapping: Path | None, allow_unknown: bool) -> Any:

@@ -34,7 +34,7 @@ DayOpt = Annotated[str | None, typer.Option("--as-of", help="Day (default: the l
 def register(app: typer.Typer, rules_app: typer.Typer) -> None:
     """Add the daily commands to ``app`` (and ``rules check`` to ``rules_app``)."""
     rules_app.command("check")(rules_check)
-    for command in (score, explain, status, override, kpis, report):
+    for command in (init, score, explain, status, override, kpis, report):
         app.command()(command)
 
 
@@ -47,6 +47,19 @@ def rules_check(rules_dir: RulesDirOpt = None) -> None:
     ruleset = load_rules(rules_dir)
     console.print(f"[green]rules OK[/]: {len(ruleset.rules)} rules, {len(ruleset.tags)} tags")
     print(mermaid(ruleset))
+
+
+@friendly_errors
+def init(
+    force: Annotated[
+        bool, typer.Option("--force", help="Start a new, empty history where one was lost.")
+    ] = False,
+) -> None:
+    """Create the state store of this workspace (the first batch run does it too)."""
+    from serving.infra.sql import safe_url
+
+    store = open_store(settings(), init=force)
+    console.print(f"[green]state store ready[/]: {safe_url(store.url)}")
 
 
 @friendly_errors

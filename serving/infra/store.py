@@ -44,7 +44,7 @@ from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, select, text, update
+from sqlalchemy import Connection, inspect, select, text, update
 
 from serving.core.frames import (
     RUNS_SCHEMA,
@@ -169,7 +169,11 @@ class StateStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StateStore:
-        """Open the store named by ``settings.state_database_url`` (SQLite under LSTEP_HOME)."""
+        """Open the store named by ``settings.state_database_url`` (SQLite under LSTEP_HOME).
+
+        Applications open it through ``serving.infra.workspace.open_workspace_store``, which
+        also refuses to re-create a store the workspace had.
+        """
         return cls(settings.state_database_url)
 
     def close(self) -> None:
@@ -181,6 +185,11 @@ class StateStore:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def is_empty(self) -> bool:
+        """True when the database holds no lstep schema yet (new, deleted or dropped)."""
+        with self._connect() as conn:
+            return not inspect(conn).has_table("alembic_version")
 
     def migrate(self) -> None:
         """Upgrade the schema to the newest Alembic revision, under the writer lock."""

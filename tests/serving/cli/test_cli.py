@@ -210,3 +210,20 @@ def test_a_store_that_cannot_be_opened_is_one_line_and_exit_1(lstep_home, monkey
     flat = " ".join(result.output.split())
     assert flat.startswith("error: state store") and said in flat
     assert "s3cret" not in result.output and "Traceback" not in result.output
+
+
+def test_a_deleted_store_stops_the_batch_until_init_force(population, lstep_home):
+    # given a workspace whose rules-only batch ran, then whose state.db was deleted
+    inputs = ["--events", str(population / "events.parquet"),
+              "--customers", str(population / "customers.parquet")]  # fmt: skip
+    day = ["score", "--as-of", "2026-04-01", "--rules-only", *inputs]
+    assert runner.invoke(app, day).exit_code == 0
+    (lstep_home / "state.db").unlink()
+    # when the batch runs again, then it stops: the history is gone, not silently restarted
+    lost = runner.invoke(app, day)
+    assert lost.exit_code == 1
+    assert "now missing or empty" in " ".join(lost.output.split())
+    assert "Traceback" not in lost.output
+    # and after the explicit step, a new history starts
+    assert runner.invoke(app, ["init", "--force"]).exit_code == 0
+    assert runner.invoke(app, day).exit_code == 0
