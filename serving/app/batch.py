@@ -13,8 +13,8 @@ One day reads as its stages, one call each, I/O at the ends:
    and every decision say which.
 6. **write**: ``StateStore.apply_batch``: scores, transitions and the run record in one
    transaction, idempotent per ``as_of`` (a completed day is not recomputed); a dry run writes
-   nothing. Then the day's feature frame goes to ``<data_dir>/features/as_of=YYYY-MM-DD.parquet``,
-   the service's snapshot of the day.
+   nothing. The day's feature frame goes to ``<data_dir>/features/as_of=YYYY-MM-DD.parquet`` (the
+   service's snapshot of the day) just before the commit, so a completed day has its snapshot.
 7. **summary**: tag distribution and its change, transitions by rule, and the call list with
    each learner's reasons (``serving.app.summary``); the CLI renders it.
 
@@ -332,7 +332,17 @@ def _learners(
 def _write(
     context: BatchContext, assessment: Assessment, replace: bool
 ) -> tuple[RunRecord, Path | None]:
-    """Commit the day to the store, then write the feature snapshot."""
+    """Write the day's feature snapshot, then commit the day to the store.
+
+    The snapshot comes first: features are a function of the log alone, so a snapshot whose
+    commit never came is the one a rerun writes again, while a committed day always has its
+    snapshot (a crash between the two used to leave a completed day without one, for good).
+    """
+    snapshot = None
+    if context.data_dir is not None:
+        snapshot = write_feature_snapshot(
+            assessment.features, Path(context.data_dir), assessment.as_of
+        )
     run = context.store.apply_batch(
         assessment.as_of,
         assessment.decisions,
@@ -343,9 +353,6 @@ def _write(
         now=context.now,
         replace=replace,
     )
-    snapshot = None
-    if context.data_dir is not None:
-        snapshot = write_feature_snapshot(assessment.features, Path(context.data_dir), run.as_of)
     return run, snapshot
 
 

@@ -6,7 +6,9 @@ day from its snapshot, the report reads snapshots for the call list and for drif
 
 from __future__ import annotations
 
+import os
 import re
+import uuid
 from datetime import date
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from features.windows import read_features
 
 FEATURES_SUBDIR = "features"
 _SNAPSHOT_NAME = re.compile(r"^as_of=(\d{4}-\d{2}-\d{2})\.parquet$")
+_PARTIAL_NAME = re.compile(r"^\.as_of=\d{4}-\d{2}-\d{2}\.parquet\.(\d+)\.[0-9a-f]+\.partial$")
 
 
 def snapshot_path(data_dir: Path, as_of: date) -> Path:
@@ -24,13 +27,43 @@ def snapshot_path(data_dir: Path, as_of: date) -> Path:
 
 
 def write_feature_snapshot(features: pd.DataFrame, data_dir: Path, as_of: date) -> Path:
-    """Write a day's feature frame atomically (a reader never sees a half-written file)."""
+    """Write a day's feature frame atomically: a reader never sees a half-written file.
+
+    The frame goes to a temporary file named after this process (two runs of the same day never
+    share one), then is renamed over the snapshot. Temporary files of processes that no longer
+    run (a killed batch) are removed first; this one's is removed if the write fails.
+    """
     target = snapshot_path(data_dir, as_of)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    features.to_parquet(partial, index=False)
-    partial.replace(target)
+    remove_stale_partials(target.parent)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        features.to_parquet(partial, index=False)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
     return target
+
+
+def remove_stale_partials(directory: Path) -> list[Path]:
+    """Remove the temporary snapshot files whose writing process is gone; return them."""
+    removed = []
+    for path in Path(directory).glob(".as_of=*.partial"):
+        match = _PARTIAL_NAME.match(path.name)
+        if match is None or not _running(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
 
 
 def batch_snapshots(data_dir: Path, until: date | None = None) -> list[tuple[date, Path]]:
@@ -63,6 +96,7 @@ __all__ = [
     "FEATURES_SUBDIR",
     "batch_snapshots",
     "latest_feature_snapshot",
+    "remove_stale_partials",
     "snapshot_path",
     "write_feature_snapshot",
 ]

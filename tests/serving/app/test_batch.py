@@ -311,3 +311,29 @@ def test_a_live_learner_who_goes_silent_churns_by_r09(sqlite_store, ruleset):
     history = sqlite_store.history("quiet")
     assert history["rule_id"].tolist()[-1] == "R09"
     assert second.transitions_by_rule.get("R09") == 1
+
+
+def test_a_day_whose_commit_failed_has_its_snapshot_and_a_rerun_completes_it(
+    sqlite_store, simulated_log, ruleset, tmp_path, monkeypatch
+):
+    # given a day whose store write fails (a crash at the commit), with a data directory
+    real = sqlite_store.apply_batch
+
+    def crash(*args, **kwargs):
+        raise OSError("disk gone at the commit")
+
+    monkeypatch.setattr(sqlite_store, "apply_batch", crash)
+    data_dir = tmp_path / "data"
+    with pytest.raises(OSError, match="disk gone"):
+        run(sqlite_store, simulated_log, None, ruleset, rules_only=True, data_dir=data_dir)
+    # then the snapshot was written before the commit, and nothing else is left behind
+    snapshot = latest_feature_snapshot(data_dir)
+    assert snapshot is not None and snapshot[0] == FIRST_DAY
+    assert [path.name for path in (data_dir / "features").iterdir()] == [
+        f"as_of={FIRST_DAY}.parquet"
+    ]
+    assert sqlite_store.runs().empty
+    # and when the day runs again it completes, with its snapshot
+    monkeypatch.setattr(sqlite_store, "apply_batch", real)
+    again = run(sqlite_store, simulated_log, None, ruleset, rules_only=True, data_dir=data_dir)
+    assert again.run.status == "completed" and again.feature_snapshot.exists()
