@@ -353,9 +353,12 @@ class FeatureOutcome(_Response):
         source: where the row came from (``event_store`` or ``inline``); None with a problem.
         row: the learner's feature row, an Arrow IPC stream of one row (types kept exactly).
         problem_kind, problem_message: why the learner has no row (``serving.core.problems``).
+        stored: the learner is in the event store's customers (False: known only from the
+            customer record sent with their events).
     """
 
     customer_id: str
+    stored: bool = True
     source: str | None = None
     row: Base64Bytes | None = None
     problem_kind: str | None = None

@@ -60,6 +60,7 @@ def day_features_of(outcomes: Sequence[FeatureOutcome]) -> DayFeatures:
             for o in outcomes
             if o.problem_kind is not None
         },
+        unstored=frozenset(o.customer_id for o in outcomes if not o.stored),
     )
 
 
@@ -89,6 +90,7 @@ def _outcome(customer_id: str, features: DayFeatures, rows: dict[str, bytes]) ->
     # as base64 when the outcome is serialised, and decoded when the other side parses it).
     return FeatureOutcome.model_construct(
         customer_id=customer_id,
+        stored=customer_id not in features.unstored,
         source=features.sources[customer_id],
         row=rows[customer_id],
         problem_kind=None,

@@ -132,6 +132,8 @@ class OnlineScoring:
         if answered is not None:
             return ScoreResult(as_of, [_dry(record) for record in answered], False, ANSWERS)
         features = await self.features(asks)
+        if apply:
+            _check_stored(features)
         assessment = await anyio.to_thread.run_sync(self._assess, features, as_of)
         ids = [ask.customer_id for ask in asks]
         records = [
@@ -217,6 +219,21 @@ class OnlineScoring:
             now=now,
         )
         return result.outcomes
+
+
+def _check_stored(features: DayFeatures) -> None:
+    """Moves are written only for learners the daily batch can read (the stored customers).
+
+    Raises:
+        Conflict: naming the learners known only from the request.
+    """
+    if features.unstored:
+        named = sorted(features.unstored)
+        raise Conflict(
+            f"learners {named[:5]} are not in the event store's customers: apply writes moves "
+            "only for learners the daily batch can read; add them to customers.parquet first, "
+            "or score them without apply"
+        )
 
 
 def _raise_worst(problems: dict[str, Problem]) -> None:

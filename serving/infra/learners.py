@@ -10,6 +10,7 @@ day or data that breaks the contracts: ``Invalid``) instead of failing the other
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -106,11 +107,14 @@ class DayFeatures:
         sources: customer_id -> where the row came from (``event_store``, ``inline``, or a
             caller's own source such as ``snapshot``).
         problems: customer_id -> why that learner has no row.
+        unstored: learners whose customer record came with the ask and who are not in the
+            event store's customers (the daily batch cannot read them).
     """
 
     frame: pd.DataFrame
     sources: dict[str, str] = field(default_factory=dict)
     problems: dict[str, Problem] = field(default_factory=dict)
+    unstored: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, frame: pd.DataFrame | None, source: str) -> DayFeatures:
@@ -127,6 +131,7 @@ class DayFeatures:
             frame=frame,
             sources={**self.sources, **other.sources},
             problems={**self.problems, **other.problems},
+            unstored=self.unstored | other.unstored,
         )
 
 
@@ -206,7 +211,8 @@ def inline_features(
     frame = build_features(
         checked.events, checked.customers, spine=spine, type_firsts=data.type_firsts
     )
-    return DayFeatures.of(frame, INLINE)
+    unstored = {ask.customer_id for ask in usable if ask.customer_id not in data.customers.index}
+    return dataclasses.replace(DayFeatures.of(frame, INLINE), unstored=frozenset(unstored))
 
 
 def _customer_of(

@@ -259,6 +259,27 @@ def test_inline_data_that_breaks_the_contracts_is_422_naming_the_column(
     assert raised.value.error_code == HTTPStatus.UNPROCESSABLE_ENTITY
 
 
+def test_applying_a_learner_the_customers_store_does_not_hold_is_refused(service, workspace):
+    # given a learner known only from the customer record sent with their events
+    learner = {
+        "customer_id": "GHOST-1",
+        "events": [{"ts": "2026-05-18T09:00:00Z", "event_type": "session", "duration_s": 60.0}],
+        "customer": {"product_tag": "PT_001", "enrolled_at": "2026-04-01T00:00:00Z", "mrr": 9.0},
+    }
+    with workspace.open_store() as store:
+        before = len(store.transitions_frame())
+    # when their move is applied, then 409 names them and nothing is written
+    with pytest.raises(
+        ServiceError, match=r"GHOST-1.*not in the event store's customers"
+    ) as raised:
+        score(service, [learner], as_of=OTHER_DAY, apply=True, ctx=BEARER)
+    assert raised.value.error_code == HTTPStatus.CONFLICT
+    with workspace.open_store() as store:
+        assert len(store.transitions_frame()) == before and store.current("GHOST-1") is None
+    # while a dry run still scores them
+    assert score(service, [learner], as_of=OTHER_DAY).learners[0].feature_source == "inline"
+
+
 def test_a_new_learner_with_events_and_a_customer_record_is_scored(service):
     # given a learner the event store does not know, with their record and recent sessions
     events = [
