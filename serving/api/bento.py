@@ -63,6 +63,8 @@ class ServiceSettings(BaseSettings):
         warm_reasons: how many of the day's learners (call-list order: P1 first) get their
             reason codes computed in the background when a snapshot's answers are built; the
             others are explained on their first request (TreeSHAP, a few ms each).
+        max_body_bytes: the largest request body; a larger one gets its 413 before parsing.
+        features_timeout_s: the deadline of a call to the features process (503 over it).
     """
 
     model_config = SettingsConfigDict(env_prefix="LSTEP_", frozen=True, extra="forbid")
@@ -74,6 +76,8 @@ class ServiceSettings(BaseSettings):
     rules_dir: Path | None = None
     top_reasons: int = Field(default=TOP_REASONS, ge=0)
     warm_reasons: int = Field(default=50_000, ge=0)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    features_timeout_s: float = Field(default=30.0, gt=0)
 
     @property
     def limits(self) -> Limits:

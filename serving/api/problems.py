@@ -18,6 +18,7 @@ from typing import Any
 
 from bentoml.exceptions import BentoMLException
 
+from serving.api.guards import RETRY_AFTER_S
 from serving.core.problems import (
     BadRequest,
     Conflict,
@@ -58,13 +59,25 @@ def status_of(problem: Problem) -> HTTPStatus:
     return HTTPStatus.UNPROCESSABLE_ENTITY
 
 
+PROBLEM_KEY = "lstep.problem"
+"""Where an answered problem's message waits in the request scope for ``ErrorBodyMiddleware``."""
+
+
 @contextmanager
-def http_problems() -> Iterator[None]:
-    """Run an API method: a ``Problem`` it raises becomes the error response of its status."""
+def http_problems(ctx: Any = None) -> Iterator[None]:
+    """Run an API method: a ``Problem`` it raises becomes the error response of its status.
+
+    BentoML words every 5xx body "An unexpected error has occurred"; a 503 of ours (a dependency
+    down or slow) is no unexpected error, so its message is left in the request's scope, where
+    ``ErrorBodyMiddleware`` puts it back into the body.
+    """
     try:
         yield
     except Problem as problem:
-        raise ServiceError(status_of(problem), problem.message) from None
+        status = status_of(problem)
+        if status >= 500 and ctx is not None:
+            ctx.request.scope[PROBLEM_KEY] = problem.message
+        raise ServiceError(status, problem.message) from None
 
 
 def check_bearer(authorization: str | None, token: str | None) -> None:
@@ -107,7 +120,9 @@ class ErrorBodyMiddleware:
         chunks: list[bytes] = []
 
         async def rewrite(message: dict) -> None:
-            if message["type"] == "http.response.start" and _is_json_error(message):
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                message = _with_retry_after(message)
+            if message["type"] == "http.response.start" and _is_json_error(message, scope):
                 held["start"] = message
                 return
             if message["type"] != "http.response.body" or "start" not in held:
@@ -116,7 +131,7 @@ class ErrorBodyMiddleware:
             chunks.append(message.get("body", b""))
             if message.get("more_body", False):
                 return
-            body = error_body(b"".join(chunks))
+            body = error_body(b"".join(chunks), scope.get(PROBLEM_KEY))
             headers = [
                 (name, value)
                 for name, value in held["start"]["headers"]
@@ -129,14 +144,26 @@ class ErrorBodyMiddleware:
         await self.app(scope, receive, rewrite)
 
 
-def _is_json_error(start: dict) -> bool:
+def _with_retry_after(start: dict) -> dict:
+    """A 503 tells the client when to try again (a dependency is down or slow)."""
+    headers = list(start.get("headers", []))
+    if not any(name.lower() == b"retry-after" for name, _ in headers):
+        headers.append((b"retry-after", RETRY_AFTER_S))
+    return {**start, "headers": headers}
+
+
+def _is_json_error(start: dict, scope: dict) -> bool:
+    """A JSON 4xx, or a 5xx whose message a problem left (see ``http_problems``)."""
     headers = dict(start.get("headers", []))
     content_type = headers.get(b"content-type", b"").decode("latin-1")
-    return 400 <= start["status"] < 500 and content_type.startswith("application/json")
+    ours = 400 <= start["status"] < 500 or PROBLEM_KEY in scope
+    return ours and content_type.startswith("application/json")
 
 
-def error_body(raw: bytes) -> bytes:
-    """``{"error": str, "detail": str}`` from any of BentoML's error bodies."""
+def error_body(raw: bytes, problem: str | None = None) -> bytes:
+    """``{"error": str, "detail": str}`` from any of BentoML's error bodies (or a problem's)."""
+    if problem is not None:
+        return json.dumps({"error": problem}).encode()
     try:
         parsed = json.loads(raw)
     except ValueError:

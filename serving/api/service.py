@@ -28,6 +28,7 @@ live) and ``serving.api.bento.ServiceSettings`` (``LSTEP_API_TOKEN``, ``LSTEP_MA
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -35,9 +36,11 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+import anyio
 import bentoml
 
 from serving.api.bento import HINT, SERVED_MODEL_TAG, ServiceSettings, load_served_champion
+from serving.api.guards import Readiness, RequestGuardMiddleware, quiet_client_errors
 from serving.api.models import (
     ExplainRequest,
     ExplainResponse,
@@ -58,10 +61,11 @@ from serving.app.answers import AnswerKeeper
 from serving.app.online import OnlineScoring, check_size, resolve_as_of
 from serving.app.status import learner_status, set_override
 from serving.core.asks import LearnerAsk
-from serving.core.problems import NoChampionError
+from serving.core.problems import NoChampionError, Unavailable
 from serving.infra.champion import require_champion
 from serving.infra.learners import DayFeatures, LearnerData
 from serving.infra.rulesets import load_rules
+from serving.infra.sql import safe_url
 from serving.infra.store import StateStore
 from serving.infra.workspace import open_workspace_store
 from serving.settings import Settings, utc_now
@@ -165,13 +169,16 @@ class LstepService:
         reference = type(self).__dict__.get("champion_model")
         self.online = load_online(settings, self.config, self.store, reference, self._fetch)
         self.scored = scored_learners_counter()
+        quiet_client_errors()
+        Readiness.register("the features process lstep-features", self._features_ready)
+        Readiness.register(f"the state store {safe_url(self.store.url)}", self._store_ready)
         if (warning := self.config.token_warning()) is not None:
             logger.warning(warning)
 
     @bentoml.api
     async def score(self, request: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
         """Score learners by id or with inline events; ``apply: true`` writes the moves."""
-        with http_problems():
+        with http_problems(ctx):
             check_size(len(request.learners), request.event_count, self.config.limits)
             if request.apply:
                 check_bearer(_authorization(ctx), self.config.write_token)
@@ -183,24 +190,24 @@ class LstepService:
         return score_response(result)
 
     @bentoml.api
-    async def explain(self, request: ExplainRequest, /) -> ExplainResponse:
+    async def explain(self, request: ExplainRequest, /, ctx: bentoml.Context) -> ExplainResponse:
         """Every feature's share of one learner's churn probability, largest first."""
-        with http_problems():
+        with http_problems(ctx):
             now = self.clock()
             ask = request.ask(resolve_as_of(request.as_of, now), now)
             assessment, source = await self.online.explain(ask)
             return explain_response(assessment, source)
 
     @bentoml.api
-    def status(self, request: StatusRequest, /) -> StatusResponse:
+    def status(self, request: StatusRequest, /, ctx: bentoml.Context) -> StatusResponse:
         """A learner's current tag, open override and full history."""
-        with http_problems():
+        with http_problems(ctx):
             return status_response(learner_status(self.store, request.customer_id))
 
     @bentoml.api
     def override(self, request: OverrideRequest, /, ctx: bentoml.Context) -> StatusResponse:
         """Pin a learner's tag by hand (bearer token); automatic rules then hold until expiry."""
-        with http_problems():
+        with http_problems(ctx):
             check_bearer(_authorization(ctx), self.config.write_token)
             status = set_override(
                 self.store, request.customer_id, request.tag, actor=request.actor,
@@ -209,10 +216,31 @@ class LstepService:
             return status_response(status)
 
     async def _fetch(self, asks: Sequence[LearnerAsk]) -> DayFeatures:
-        """Features of asks the day's answers do not hold, from the features process."""
+        """Features of asks the day's answers do not hold, from the features process.
+
+        Raises:
+            Unavailable: no answer within ``LSTEP_FEATURES_TIMEOUT_S`` (503, retry later).
+        """
         items = [feature_item(ask) for ask in asks]
-        outcomes = await call_features(self.learner_features.to_async.features, items)
+        deadline = self.config.features_timeout_s
+        try:
+            outcomes = await asyncio.wait_for(
+                call_features(self.learner_features.to_async.features, items), deadline
+            )
+        except TimeoutError:
+            raise Unavailable(
+                f"the features process did not answer within {deadline:g} s "
+                "(LSTEP_FEATURES_TIMEOUT_S); try again shortly"
+            ) from None
         return day_features_of(outcomes)
+
+    async def _features_ready(self) -> None:
+        proxy = self.learner_features
+        if hasattr(proxy, "is_ready") and not await proxy.is_ready(timeout=1):
+            raise RuntimeError("not ready")
+
+    async def _store_ready(self) -> None:
+        await anyio.to_thread.run_sync(self.store.is_empty)
 
 
 async def call_features(method: Callable[[Any], Any], argument: Any) -> Any:
@@ -238,6 +266,9 @@ def _authorization(ctx: Any) -> str | None:
 
 
 LstepService.add_asgi_middleware(ErrorBodyMiddleware)
+LstepService.add_asgi_middleware(
+    RequestGuardMiddleware, max_body_bytes=ServiceSettings().max_body_bytes
+)
 
 __all__ = [
     "LearnerFeatures",

@@ -34,6 +34,8 @@ OTHER_DAY = date(2026, 5, 26)
 """A day without a snapshot: by-id requests compute features from the stored events."""
 API_TOKEN = "test-token-0123456789"
 MAX_BATCH = 40
+MAX_BODY_BYTES = 256 * 1024
+"""Small enough to test the body limit with bodies of a few hundred KB."""
 READY_TIMEOUT_S = 180.0
 WORKSPACES: dict[str, ServedWorkspace] = {}
 SERVERS: dict[str, ServedService] = {}
@@ -72,6 +74,7 @@ def build_workspace(root: Path, log, tracking_uri: str, champion, ruleset) -> Se
         **service_environment(settings),
         "LSTEP_API_TOKEN": API_TOKEN,
         "LSTEP_MAX_BATCH": str(MAX_BATCH),
+        "LSTEP_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
     }
     return ServedWorkspace(home, settings, environment, bento_tag)
 
@@ -116,8 +119,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_service(workspace: ServedWorkspace, log_path: Path) -> ServedService:
-    """Start the service and wait until ``/readyz`` answers 200.
+def start_service(
+    workspace: ServedWorkspace, log_path: Path, extra_env: dict[str, str] | None = None
+) -> ServedService:
+    """Start the service (``extra_env`` added to the workspace's) and wait until ``/readyz`` is 200.
 
     Raises:
         AssertionError: with the server's log tail when it exits or is not ready in time.
@@ -127,7 +132,7 @@ def start_service(workspace: ServedWorkspace, log_path: Path) -> ServedService:
         process = subprocess.Popen(
             serve_command("127.0.0.1", port),
             cwd=project_root(),
-            env=workspace.environment,
+            env=workspace.environment | (extra_env or {}),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() ends all its workers

@@ -18,6 +18,7 @@ from tests.serving.fixtures import assert_same, packaged_ruleset
 from tests.serving.service_fixtures import (
     API_TOKEN,
     MAX_BATCH,
+    MAX_BODY_BYTES,
     OTHER_DAY,
     SNAPSHOT_DAY,
     ServedService,
@@ -230,3 +231,58 @@ def test_the_report_page_is_served_read_only_and_opens_in_chromium(
             tab.screenshot(path=str(tmp_path / "served-report.png"), full_page=True)
         finally:
             browser.close()
+
+
+# --- the door: body size, content types, logs -----------------------------------------------------
+
+
+def test_a_body_over_the_limit_is_413_before_parsing(served):
+    # given a body over LSTEP_MAX_BODY_BYTES, announced by its length and sent chunked
+    body = b'{"learners": [' + b'{"customer_id": "C0000001"},' * (MAX_BODY_BYTES // 20) + b"]}"
+    announced = httpx.post(
+        f"{served.url}/score", content=body, headers={"content-type": "application/json"}
+    )
+
+    def chunks():
+        for start in range(0, len(body), 16 * 1024):
+            yield body[start : start + 16 * 1024]
+
+    streamed = httpx.post(
+        f"{served.url}/score", content=chunks(), headers={"content-type": "application/json"}
+    )
+    # then both are refused with 413 naming the setting, and the service still answers
+    for response in (announced, streamed):
+        assert response.status_code == 413, response.text
+        assert "LSTEP_MAX_BODY_BYTES" in response.json()["error"]
+    assert httpx.get(f"{served.url}/readyz", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("route", "content"),
+    [
+        ("/score", {"files": {"learners": ("x.json", b"[]")}}),
+        (
+            "/status",
+            {"content": b'{"customer_id": "C0000001"}', "headers": {"content-type": "text/plain"}},
+        ),
+        ("/override", {"data": {"customer_id": "C0000001"}}),
+    ],
+)
+def test_bodies_that_are_not_json_are_415(served, route, content):
+    response = httpx.post(f"{served.url}{route}", timeout=30, **content)
+    assert response.status_code == 415, response.text
+    assert "send application/json" in response.json()["error"]
+
+
+def test_client_errors_are_logged_as_one_info_line_without_the_body(served):
+    # given a request that breaks the request model, carrying a recognisable value
+    marker = "MARKER-in-the-body-0123"
+    response = post(served, "/score", {"learners": [{"customer_id": "C0000001"}], "aply": marker})
+    assert response.status_code == 400
+    # then the log has one line for it, at INFO, and neither a traceback nor the body
+    lines = served.log_tail(400).splitlines()
+    said = [n for n, line in enumerate(lines) if "client error 400 on /score [POST]" in line]
+    assert said and "[INFO]" in lines[said[-1]]
+    # (a traceback is written with its record, so it would be the very next line)
+    assert not any(line.startswith("Traceback") for line in lines[said[-1] + 1 : said[-1] + 2])
+    assert not any(marker in line for line in lines)

@@ -58,7 +58,7 @@ RULES_ONLY_NOTE = "[no model score: decided on rules only]"
 def context(authorization: str | None = None) -> SimpleNamespace:
     """What the service reads of ``bentoml.Context``: the request's headers."""
     headers = {} if authorization is None else {"authorization": authorization}
-    return SimpleNamespace(request=SimpleNamespace(headers=headers))
+    return SimpleNamespace(request=SimpleNamespace(headers=headers, scope={}))
 
 
 BEARER = context(f"Bearer {API_TOKEN}")
@@ -415,13 +415,13 @@ def test_a_set_token_enables_writes_without_a_warning():
 
 def test_status_gives_the_tag_and_the_whole_history(service, workspace, snapshot):
     customer_id = snapshot["customer_id"].iloc[11]
-    status = service.status(StatusRequest(customer_id=customer_id))
+    status = service.status(StatusRequest(customer_id=customer_id), ctx=context())
     with workspace.open_store() as store:
         history = store.history(customer_id)
     assert status.tag == history["to_tag"].iloc[-1]
     assert [t.to_tag for t in status.history] == list(history["to_tag"])
     with pytest.raises(ServiceError) as raised:
-        service.status(StatusRequest(customer_id="NOBODY-2"))
+        service.status(StatusRequest(customer_id="NOBODY-2"), ctx=context())
     assert raised.value.error_code == HTTPStatus.NOT_FOUND
 
 
@@ -431,7 +431,7 @@ def test_status_gives_the_tag_and_the_whole_history(service, workspace, snapshot
 def test_explain_gives_every_feature_and_the_points_add_up(service, snapshot):
     customer_id = snapshot["customer_id"].iloc[4]
     explanation = asyncio.run(
-        service.explain(ExplainRequest(customer_id=customer_id, as_of=SNAPSHOT_DAY))
+        service.explain(ExplainRequest(customer_id=customer_id, as_of=SNAPSHOT_DAY), ctx=context())
     )
     (scored,) = score(service, by_id(customer_id)).learners
     assert sorted(r.feature for r in explanation.reasons) == sorted(model_feature_names())
