@@ -38,6 +38,9 @@ UTC_INSTANT = pd.DatetimeTZDtype(unit="us", tz="UTC")
 AS_OF_DTYPE = np.dtype("datetime64[us]")
 """dtype of ``as_of``: naive, at midnight, meaning 00:00 UTC of that day."""
 KEY_COLUMNS: tuple[str, str] = ("customer_id", "as_of")
+EARLIEST_INSTANT = pd.Timestamp("2000-01-01", tz="UTC")
+"""No course log starts before this: an earlier ts or enrolled_at is a typo (0001-01-01) or an
+epoch zero, and is refused by the contracts rather than read as 25 years of inactivity."""
 EVENTS_FILE = "events.parquet"
 CUSTOMERS_FILE = "customers.parquet"
 """File names of the event store (``LSTEP_DATA_DIR``): what ``lstep simulate`` writes and
@@ -276,6 +279,7 @@ __all__ = [
     "CUSTOMERS_FILE",
     "CUSTOMER_COLUMNS",
     "CUSTOMER_CONTRACT",
+    "EARLIEST_INSTANT",
     "EVENTS_FILE",
     "EVENT_COLUMNS",
     "EVENT_CONTRACT",

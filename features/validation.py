@@ -35,6 +35,7 @@ import pyarrow as pyarrow_lib
 from features.mapping import EventMapping, load_mapping, map_event_types
 from features.schemas import (
     CUSTOMER_CONTRACT,
+    EARLIEST_INSTANT,
     EVENT_CONTRACT,
     UTC_INSTANT,
     ColumnContract,
@@ -476,6 +477,17 @@ def _check_future(
         findings.error(column.name, message, count, _examples(values, future))
 
 
+def _check_past(values: pd.Series, column: ColumnContract, findings: _Findings) -> None:
+    early = values < EARLIEST_INSTANT
+    if early.any():
+        count = int(early.sum())
+        message = (
+            f"{_rows_have(count)} {column.name} before {EARLIEST_INSTANT.date()} (min "
+            f"{values.min()}): not a date of a course log"
+        )
+        findings.error(column.name, message, count, _examples(values, early))
+
+
 def _check_unique(values: pd.Series, column: ColumnContract, findings: _Findings) -> None:
     repeated = values.duplicated(keep=False) & values.notna()
     if repeated.any():
@@ -502,6 +514,8 @@ def _check_values(
             _check_allowed(values, column, findings)
         if column.kind == "number":
             _check_numbers(values, column, findings)
+        if column.kind == "timestamp":
+            _check_past(values, column, findings)
         if column.kind == "timestamp" and as_of_limit is not None:
             _check_future(values, column, as_of_limit, findings)
         if column.unique:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Base64Bytes,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -70,15 +71,39 @@ class _Response(BaseModel):
 # --- requests -------------------------------------------------------------------------------------
 
 
+def _no_number_instant(value: Any) -> Any:
+    """An instant is an ISO 8601 string (or a datetime), never a bare number: an epoch count
+    in some unit is too easy to get wrong by a factor of 1,000."""
+    if isinstance(value, int | float):
+        raise ValueError(
+            f"{value!r} is a number: send an ISO 8601 string, e.g. 2026-01-31T08:00:00Z"
+        )
+    return value
+
+
+def _no_text_number(value: Any) -> Any:
+    """A quantity is a JSON number: "60" is text, and text is not silently read as a number."""
+    if isinstance(value, str):
+        raise ValueError(f"{value!r} is text: send a number, e.g. 60.0")
+    return value
+
+
+Instant = Annotated[datetime, BeforeValidator(_no_number_instant)]
+"""A timestamp of the contracts: ISO 8601 (a naive one means UTC); numbers are refused."""
+Quantity = Annotated[float, BeforeValidator(_no_text_number)]
+"""A number of the contracts: JSON numbers only; text is refused."""
+
+
 class EventIn(_Request):
     """One recent event of a learner, in the canonical vocabulary (DESIGN §3).
 
-    A timestamp without a time zone means UTC, as in the event files.
+    A timestamp without a time zone means UTC, as in the event files. Timestamps are ISO 8601
+    strings and quantities JSON numbers: the API takes what the file contracts take, no more.
     """
 
-    ts: datetime
+    ts: Instant
     event_type: EventType
-    duration_s: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    duration_s: Quantity | None = Field(default=None, ge=0.0, allow_inf_nan=False)
     channel: Channel | None = None
     item: str | None = Field(default=None, max_length=256)
 
@@ -87,8 +112,8 @@ class CustomerIn(_Request):
     """A learner's customer record, for learners the event store does not know yet."""
 
     product_tag: ProductTag
-    enrolled_at: datetime
-    mrr: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    enrolled_at: Instant
+    mrr: Quantity | None = Field(default=None, ge=0.0, allow_inf_nan=False)
 
 
 class LearnerIn(_Request):

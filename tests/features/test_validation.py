@@ -312,6 +312,22 @@ def test_null_timestamps_are_an_error_separate_from_unparseable_ones():
     assert problem.message == "2 rows have a null ts"
 
 
+def test_timestamps_before_any_course_log_are_an_error():
+    # given an event and an enrolment dated 0001-01-01 (a typo, or an empty date read as one)
+    event = event_problem(ts=["2026-01-05T09:00:00Z", "0001-01-01T00:00:00Z"] * 2)
+    customer = customer_problem(enrolled_at=["0001-01-01T00:00:00Z", "2026-01-02T00:00:00Z"])
+    # then both are refused, naming the column, the count and the earliest value
+    assert (event.column, event.rows) == ("ts", 2)
+    assert "2 rows have ts before 2000-01-01" in event.message
+    assert (customer.column, customer.rows) == ("enrolled_at", 1)
+    assert "enrolled_at before 2000-01-01" in customer.message
+
+
+def test_integer_epoch_timestamps_are_refused_not_read_as_nanoseconds():
+    problem = event_problem(ts=[1767225600, 1767225601, 1767225602, 1767225603])
+    assert problem.column == "ts" and "has type int64, expected timestamp" in problem.message
+
+
 def test_future_timestamps_are_an_error_with_count_and_max():
     # given two events after "now" and one exactly at "now" (not in the future)
     ts = ["2026-01-05T09:00:00Z", "2031-01-01T00:00:00Z", "2026-03-02T00:00:00Z", NOW.isoformat()]

@@ -8,6 +8,7 @@ simulated world's present.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from datetime import date, timedelta
 from http import HTTPStatus
@@ -17,6 +18,7 @@ import bentoml
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from features.windows import build_features
 from models.churn import model_feature_names
@@ -29,6 +31,8 @@ from serving.api.bento import (
     service_environment,
 )
 from serving.api.models import (
+    CustomerIn,
+    EventIn,
     ExplainRequest,
     OverrideRequest,
     ScoreRequest,
@@ -278,6 +282,38 @@ def test_applying_a_learner_the_customers_store_does_not_hold_is_refused(service
         assert len(store.transitions_frame()) == before and store.current("GHOST-1") is None
     # while a dry run still scores them
     assert score(service, [learner], as_of=OTHER_DAY).learners[0].feature_source == "inline"
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "said"),
+    [
+        (EventIn, {"ts": 1767225600, "event_type": "session"}, "is a number"),
+        (
+            EventIn,
+            {"ts": "2026-05-01T00:00:00Z", "event_type": "session", "duration_s": "60"},
+            "is text",
+        ),
+        (CustomerIn, {"product_tag": "PT_001", "enrolled_at": 0}, "is a number"),
+        (CustomerIn, {"product_tag": "PT_001", "enrolled_at": "2026-01-01", "mrr": "9"}, "is text"),
+    ],
+)
+def test_the_api_takes_what_the_file_contracts_take_no_more(model, fields, said):
+    # when a timestamp comes as a number or a quantity as text, then the body is refused (400)
+    with pytest.raises(ValidationError, match=said):
+        model.model_validate(fields)
+    with pytest.raises(ValidationError, match=said):
+        model.model_validate_json(json.dumps(fields))
+
+
+def test_an_enrolment_before_any_course_log_is_422_as_in_the_files(service):
+    learner = {
+        "customer_id": "NEW-3",
+        "events": [{"ts": "2026-05-02T09:00:00Z", "event_type": "session", "duration_s": 60.0}],
+        "customer": {"product_tag": "PT_001", "enrolled_at": "0001-01-01T00:00:00Z", "mrr": 9.0},
+    }
+    with pytest.raises(ServiceError, match="enrolled_at before 2000-01-01") as raised:
+        score(service, [learner])
+    assert raised.value.error_code == HTTPStatus.UNPROCESSABLE_ENTITY
 
 
 def test_a_new_learner_with_events_and_a_customer_record_is_scored(service):
