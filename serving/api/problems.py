@@ -144,6 +144,64 @@ class ErrorBodyMiddleware:
         await self.app(scope, receive, rewrite)
 
 
+class DeclaredStatusesMiddleware:
+    """Declare in the OpenAPI document (``/docs.json``) every status the API answers with.
+
+    BentoML declares 200, 400, 404 and 500; the problems of ``STATUSES`` and the door's 415
+    answer others, and a client generated from the document should know them all.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["path"] != "/docs.json":
+            await self.app(scope, receive, send)
+            return
+        held: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def declare(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                held["start"] = message
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = declared_statuses(b"".join(chunks))
+            headers = [(n, v) for n, v in held["start"]["headers"] if n != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**held["start"], "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, declare)
+
+
+def declared_statuses(raw: bytes) -> bytes:
+    """The OpenAPI document with every answered status declared on every POST operation."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return raw
+    statuses = {int(status) for status in STATUSES.values()} | {415}
+    for item in document.get("paths", {}).values():
+        responses = item.get("post", {}).get("responses")
+        if responses is None:
+            continue
+        for status in sorted(statuses):
+            responses.setdefault(str(status), _error_response(HTTPStatus(status)))
+    return json.dumps(document).encode()
+
+
+def _error_response(status: HTTPStatus) -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+    }
+    return {"description": status.phrase, "content": {"application/json": {"schema": schema}}}
+
+
 def _with_retry_after(start: dict) -> dict:
     """A 503 tells the client when to try again (a dependency is down or slow)."""
     headers = list(start.get("headers", []))
@@ -193,6 +251,7 @@ def _field_error(error: Any) -> str:
 
 __all__ = [
     "STATUSES",
+    "DeclaredStatusesMiddleware",
     "ErrorBodyMiddleware",
     "ServiceError",
     "check_bearer",

@@ -54,7 +54,12 @@ from serving.api.models import (
     learner_ask,
 )
 from serving.api.pages import pages_app
-from serving.api.problems import ErrorBodyMiddleware, check_bearer, http_problems
+from serving.api.problems import (
+    DeclaredStatusesMiddleware,
+    ErrorBodyMiddleware,
+    check_bearer,
+    http_problems,
+)
 from serving.api.responses import explain_response, score_response, status_response
 from serving.api.transport import day_features_of, feature_item, feature_outcomes
 from serving.app.answers import AnswerKeeper
@@ -266,6 +271,7 @@ def _authorization(ctx: Any) -> str | None:
 
 
 LstepService.add_asgi_middleware(ErrorBodyMiddleware)
+LstepService.add_asgi_middleware(DeclaredStatusesMiddleware)
 LstepService.add_asgi_middleware(
     RequestGuardMiddleware, max_body_bytes=ServiceSettings().max_body_bytes
 )

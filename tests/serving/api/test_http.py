@@ -286,3 +286,10 @@ def test_client_errors_are_logged_as_one_info_line_without_the_body(served):
     # (a traceback is written with its record, so it would be the very next line)
     assert not any(line.startswith("Traceback") for line in lines[said[-1] + 1 : said[-1] + 2])
     assert not any(marker in line for line in lines)
+
+
+def test_the_openapi_document_declares_every_status_the_api_answers(served):
+    document = httpx.get(f"{served.url}/docs.json", timeout=30).json()
+    for route in ("/score", "/explain", "/status", "/override"):
+        declared = set(document["paths"][route]["post"]["responses"])
+        assert {"200", "400", "401", "404", "409", "413", "415", "422", "503"} <= declared, route
