@@ -255,13 +255,18 @@ async def call_features(method: Callable[[Any], Any], argument: Any) -> Any:
     it, which breaks the calls still in flight on it ("Cannot write to closing transport",
     "Connector is closed"; bentoml/BentoML#4971, #5698). Assembling features writes nothing, so
     the call is safely repeated on the fresh session.
+
+    Raises:
+        Unavailable: the process cannot be reached after ``FEATURES_ATTEMPTS`` tries (503).
     """
     for attempt in range(1, FEATURES_ATTEMPTS + 1):
         try:
             return await method(argument)
         except aiohttp.ClientConnectionError as error:
             if attempt == FEATURES_ATTEMPTS:
-                raise
+                raise Unavailable(
+                    f"the features process cannot be reached ({error}); try again shortly"
+                ) from None
             logger.warning("features call failed at the connection (%s); retrying", error)
     raise AssertionError("unreachable")  # the loop returns or raises
 

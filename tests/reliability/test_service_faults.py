@@ -70,3 +70,23 @@ def test_a_stopped_features_process_is_a_prompt_503_and_the_service_recovers(
         assert time.monotonic() < deadline, "not ready again within 30 s"
         time.sleep(0.5)
     assert httpx.post(f"{url}/score", json=body, timeout=60).status_code == 200
+
+
+def test_a_killed_features_process_is_a_503_not_a_500_and_answers_still_flow(
+    own_service, workspace
+):
+    url = own_service.url
+    other = {"learners": [{"customer_id": "C0000003"}], "as_of": OTHER_DAY.isoformat()}
+    worker = features_process(psutil.Process(own_service.process.pid))
+    # when the features process is killed while requests come in
+    worker.kill()
+    worker.wait(timeout=10)
+    responses = [httpx.post(f"{url}/score", json=other, timeout=60) for _ in range(3)]
+    # then each request needing it is a 503 (or served by a restarted process), never a 500
+    assert {response.status_code for response in responses} <= {200, 503}
+    for response in responses:
+        if response.status_code == 503:
+            assert response.headers["retry-after"] == "5"
+    # and the day's answers, which need no feature assembly, still flow
+    snapshot = {"learners": [{"customer_id": "C0000003"}], "as_of": SNAPSHOT_DAY.isoformat()}
+    assert httpx.post(f"{url}/score", json=snapshot, timeout=60).status_code in (200, 422)
