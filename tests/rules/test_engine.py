@@ -10,10 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rules.config import load_ruleset
 from rules.engine import decide, decision_order
 from rules.interventions import control_draw
 from rules.schemas import DECISION_COLUMNS, DecisionInputError
-from tests.rules.casebook import load_casebook, scored_frame, state_frame
+from tests.rules.casebook import (
+    copy_packaged_rules,
+    load_casebook,
+    reorder_transitions,
+    scored_frame,
+    state_frame,
+)
 
 CASE_FILES = ("transitions.yaml", "lifecycle.yaml", "interventions.yaml")
 BOOKS = {name: load_casebook(name) for name in CASE_FILES}
@@ -60,6 +67,35 @@ def test_table_case(decisions_by_file, file, case):
     assert not wrong, f"(actual, expected) per column: {wrong}"
     if "description_contains" in case:
         assert case["description_contains"] in row["description"]
+
+
+PRECEDENCE = load_casebook("precedence.yaml")
+
+
+@pytest.fixture(scope="module")
+def reordered_decisions(tmp_path_factory, known_features) -> pd.DataFrame:
+    """The precedence cases decided by the packaged rules in precedence.yaml's other order."""
+    rules_dir = copy_packaged_rules(tmp_path_factory.mktemp("reordered"))
+    reorder_transitions(rules_dir, PRECEDENCE["rules_order"])
+    reordered = load_ruleset(rules_dir, known_features=known_features)
+    # the loader keeps file order: otherwise these cases would test the packaged order again
+    assert [rule.id for rule in reordered.rules] == PRECEDENCE["rules_order"]
+    book = PRECEDENCE
+    decisions = decide(reordered, state_frame(book), scored_frame(book), book["as_of"])
+    return decisions.set_index("customer_id")
+
+
+@pytest.mark.parametrize("case", PRECEDENCE["cases"], ids=[c["name"] for c in PRECEDENCE["cases"]])
+def test_precedence_is_terminal_first_then_file_order_in_any_file(reordered_decisions, case):
+    # given a valid rules file with the churn rules last, and the case's learner
+    row = reordered_decisions.loc[case["customer_id"]]
+    # then the decision is the one precedence gives, not the one plain file order would give
+    wrong = {
+        column: (row[column], expected)
+        for column, expected in case["expect"].items()
+        if not _same(row[column], expected)
+    }
+    assert not wrong, f"(actual, expected) per column: {wrong}"
 
 
 def test_the_tables_cover_every_rule_firing_and_not_firing(ruleset):
