@@ -436,6 +436,16 @@ def test_observation_dates_run_every_n_days_up_to_and_including_the_end():
         observation_dates(date(2024, 1, 2), date(2024, 1, 1), 7)
 
 
+def test_one_day_apart_and_a_one_day_range_are_the_smallest_schedules():
+    # when / then daily dates are allowed, and a range of one day gives that day
+    assert observation_dates(date(2024, 1, 1), date(2024, 1, 3), 1) == [
+        date(2024, 1, 1),
+        date(2024, 1, 2),
+        date(2024, 1, 3),
+    ]
+    assert observation_dates(date(2024, 1, 1), date(2024, 1, 1), 7) == [date(2024, 1, 1)]
+
+
 # --- spine mode and inputs ----------------------------------------------------------------------
 
 
@@ -637,3 +647,34 @@ def test_days_before_t_are_whole_utc_days():
     assert row["events_7d"] == 2
     assert row["active_days_7d"] == 2
     assert row["days_since_last_event"] == pytest.approx(1 / 86_400_000_000)
+
+
+def test_a_spine_error_names_the_spine_column_and_three_examples():
+    # given an off-midnight as_of, and four rows repeating two pairs
+    off_midnight = pd.DataFrame({"customer_id": ["a"], "as_of": ["2024-04-01 06:00"]})
+    repeated = pd.DataFrame({"customer_id": ["a", "a", "b", "b"], "as_of": [T] * 4})
+
+    # when / then the source and its column are named, and at most three pairs are shown
+    with pytest.raises(ValueError, match=r"^spine: column as_of: 1 values are not at midnight"):
+        build_features(events_frame([]), customers_frame([["a"]]), spine=off_midnight)
+    with pytest.raises(ValueError) as raised:
+        build_features(events_frame([]), customers_frame([["a"], ["b"]]), spine=repeated)
+    message = str(raised.value)
+    assert message.startswith("spine: 4 rows repeat a (customer_id, as_of) pair, e.g. [")
+    assert message.count("'customer_id'") == 3
+
+
+def test_features_are_written_into_new_folders_and_over_an_earlier_file(tmp_path):
+    # given a feature frame, and a path two folders deep that does not exist yet
+    events = events_frame([["a", "2024-03-20 10:00:00", "session", 60.0]])
+    frame = build_features(events, customers_frame([["a"]]), as_of=[T])
+    target = tmp_path / "new" / "deeper" / "features.parquet"
+
+    # when it is written there twice
+    write_features(frame, target)
+    write_features(frame, target)
+
+    # then the file reads back as the frame, with no index column added
+    assert len(frame) == 1
+    pd.testing.assert_frame_equal(read_features(target), frame)
+    assert list(pd.read_parquet(target).columns) == list(frame.columns)

@@ -13,6 +13,8 @@ from models.churn import (
     PRODUCT_TAG_CATEGORIES,
     ChurnModel,
     FeatureFrameError,
+    VennAbersCalibration,
+    _checked_predictions,
     lightgbm_params,
     model_feature_names,
     to_model_matrix,
@@ -245,6 +247,50 @@ def test_confidence_claims_less_than_the_calibrated_probability_by_the_calibrati
     assert (shortfall > 0).all()
     assert (shortfall <= width + 1e-12).all()
     assert spearmanr(shortfall, width).statistic > 0.5
+
+
+def _predictions(*rows: tuple[float, float, float, float]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+
+
+def test_the_prediction_check_passes_the_edges_of_its_contract():
+    # given probabilities at 0 and 1, and p_churn a rounding error (1e-12) outside its interval
+    edges = _predictions(
+        (0.0, 0.0, 0.0, 1.0),
+        (1.0, 1.0, 1.0, 1.0),
+        (0.25, 0.25 + 1e-12, 0.3, 0.7),
+        (0.25 + 1e-12, 0.2, 0.25, 0.7),
+    )
+    # when / then they pass unchanged
+    assert _checked_predictions(edges) is edges
+
+
+def test_the_prediction_check_counts_each_kind_of_broken_row():
+    # given a probability above 1, a missing one, p_churn below and above its interval, a good row
+    broken = _predictions(
+        (0.5, 0.4, 0.6, 1.2),
+        (0.5, 0.4, 0.6, np.nan),
+        (0.3, 0.4, 0.6, 0.4),
+        (0.7, 0.4, 0.6, 0.4),
+        (0.5, 0.4, 0.6, 0.5),
+    )
+    # when / then
+    with pytest.raises(ValueError) as raised:
+        _checked_predictions(broken)
+    assert str(raised.value) == (
+        "predictions: 2 of 5 rows have a probability outside [0, 1] or missing, "
+        "2 have p_churn outside [p_low, p_high]"
+    )
+
+
+def test_a_calibrator_file_holding_pickled_objects_is_refused(tmp_path):
+    # given a calibrator.npz whose arrays are Python objects (loading them would unpickle)
+    path = tmp_path / "calibrator.npz"
+    objects = np.array([{"not": "numbers"}], dtype=object)
+    np.savez(path, scores=objects, p0=objects, p1=objects)
+    # when / then
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        VennAbersCalibration.load(path)
 
 
 # --- explanations, persistence --------------------------------------------------------------------
