@@ -15,6 +15,7 @@ from models.churn import (
     FeatureFrameError,
     VennAbersCalibration,
     _checked_predictions,
+    decision_confidence,
     lightgbm_params,
     model_feature_names,
     to_model_matrix,
@@ -247,6 +248,13 @@ def test_confidence_claims_less_than_the_calibrated_probability_by_the_calibrati
     assert (shortfall > 0).all()
     assert (shortfall <= width + 1e-12).all()
     assert spearmanr(shortfall, width).statistic > 0.5
+
+
+def test_a_probability_of_exactly_one_half_is_a_churner_decision():
+    # given p_churn 0.5 and just below it, with the interval [0.45, 0.7]
+    confidence = decision_confidence([0.5, 0.4999], [0.45, 0.45], [0.7, 0.7])
+    # then 0.5 decides "churner" (confidence p_low), just below decides "stays" (1 - p_high)
+    np.testing.assert_allclose(confidence, [0.45, 0.3])
 
 
 def _predictions(*rows: tuple[float, float, float, float]) -> pd.DataFrame:
