@@ -289,6 +289,10 @@ def test_the_prediction_check_counts_each_kind_of_broken_row():
         "predictions: 2 of 5 rows have a probability outside [0, 1] or missing, "
         "2 have p_churn outside [p_low, p_high]"
     )
+    # and either kind alone is enough to refuse the frame
+    for alone in (broken.iloc[[0, 4]], broken.iloc[[2, 4]]):
+        with pytest.raises(ValueError, match="predictions: "):
+            _checked_predictions(alone)
 
 
 def test_a_calibrator_file_holding_pickled_objects_is_refused(tmp_path):
