@@ -265,7 +265,9 @@ FROM ({measures})
 """
 
 
-def _trend(recent: str, prior: str) -> str:
+# Runs only while the module is imported (it builds module constants), before mutmut picks a
+# mutant: no mutant of it could ever run, so none is made (make mutate, docs/mutation.md).
+def _trend(recent: str, prior: str) -> str:  # pragma: no mutate block
     """(r7 - r23) / (r7 + r23) on per-day rates, 0 when both are zero (catalog: trends)."""
     r7, r23 = f"(({recent}) / 7.0)", f"(({prior}) / 23.0)"
     return f"CASE WHEN {r7} + {r23} = 0 THEN 0.0 ELSE ({r7} - {r23}) / ({r7} + {r23}) END"
@@ -280,7 +282,9 @@ def _minutes(seconds: str, *, events: str, timed: str) -> str:
     return f"CASE WHEN {events} > 0 AND {timed} = 0 THEN NULL ELSE {seconds} / 60 END"
 
 
-def _tenure_at_least(days: int) -> str:
+# Runs only while the module is imported (it builds module constants), before mutmut picks a
+# mutant: no mutant of it could ever run, so none is made (make mutate, docs/mutation.md).
+def _tenure_at_least(days: int) -> str:  # pragma: no mutate block
     return f"tenure_us >= {days * DAY_US}"
 
 
@@ -363,7 +367,9 @@ _PANDAS_DTYPES = {"float": "float64", "bool": "bool", "category": "str"}
 # --- schemas -------------------------------------------------------------------------------------
 
 
-def as_of_column() -> pa.Column:
+# Runs only while the module is imported (it builds module constants), before mutmut picks a
+# mutant: no mutant of it could ever run, so none is made (make mutate, docs/mutation.md).
+def as_of_column() -> pa.Column:  # pragma: no mutate block
     """The pandera column of an as_of: naive ``datetime64[us]`` at midnight, never null.
 
     pandera coerces naive datetimes to nanoseconds, so the unit is checked, not coerced.

@@ -1,12 +1,44 @@
-"""Shared test fixtures; telemetry is off for every test."""
+"""Shared test fixtures; telemetry is off for every test; hypothesis draws by profile.
+
+hypothesis profiles: ``ci`` (chosen when the CI variable is set, as ``.ci/run`` sets it) runs
+derandomized, every test's draws from a fixed seed derived from the test, so a CI failure
+reproduces anywhere; ``dev`` (otherwise) draws afresh each run, so local runs explore new cases.
+``HYPOTHESIS_PROFILE`` names a profile explicitly. The explicit ``@settings`` of a test (its
+examples, its deadline) keep their values; the profile fills in the rest. Schemathesis draws
+through hypothesis (``operation.as_strategy()`` under ``@given``), so the profile covers it too.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 import pytest
+from hypothesis import settings
 
 from serving.settings import disable_telemetry
 
 disable_telemetry()
+
+CI_PROFILE, DEV_PROFILE = "ci", "dev"
+# Both from hypothesis's own defaults: a CI variable makes hypothesis load its built-in "ci"
+# profile at import, which would otherwise be the parent of anything registered here.
+_DEFAULTS = settings.get_profile("default")
+settings.register_profile(
+    CI_PROFILE, parent=_DEFAULTS, derandomize=True, database=None, print_blob=True
+)
+settings.register_profile(DEV_PROFILE, parent=_DEFAULTS, derandomize=False, print_blob=True)
+
+
+def hypothesis_profile(environ: Mapping[str, str]) -> str:
+    """The profile for an environment: HYPOTHESIS_PROFILE, else ``ci`` under CI, else ``dev``."""
+    if environ.get("HYPOTHESIS_PROFILE"):
+        return environ["HYPOTHESIS_PROFILE"]
+    in_ci = environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return CI_PROFILE if in_ci else DEV_PROFILE
+
+
+settings.load_profile(hypothesis_profile(os.environ))
 
 
 @pytest.fixture

@@ -306,7 +306,13 @@ def _register(
         ece=float(evaluation.table.loc[MODEL, "ece"]),
     )
     decision = register_decision(
-        client, version, new, test_frame=test, churned=test["churned"].to_numpy(), name=model_name
+        client,
+        version,
+        new,
+        test_frame=test,
+        churned=test["churned"].to_numpy(),
+        new_p_churn=model.predict(test)["p_churn"].to_numpy(),
+        name=model_name,
     )
     tags = {"model_version": version, "decision": decision.alias, "reason": decision.reason}
     mlflow.set_tags({f"lstep.{key}": value for key, value in tags.items()})

@@ -1,20 +1,26 @@
 """The model registry: champion / challenger decisions and manual promotion or rollback.
 
 Serving loads ``models:/lstep-churn@champion`` and never a run id, so the ``champion`` alias IS the
-deployment. A newly trained version takes it only when it is better on the same evidence:
+deployment. A newly trained version takes it only when it is better on the same evidence, by more
+than the evidence's noise:
 
 - the current champion is loaded by its alias and **re-scored on the new run's test slice**;
-- the new version becomes champion iff its PR-AUC is strictly higher than the champion's on that
-  slice AND its ECE is at most the champion's plus ``ECE_TOLERANCE`` (0.005: about the sampling
-  noise of a 15-bin ECE on a few thousand rows; a real calibration regression is larger);
+- the PR-AUC gain of the new version over the champion on that slice is bootstrapped, **paired**
+  (each of ``BOOTSTRAP_RESAMPLES`` resamples draws the same test rows for both versions, so what
+  the two share, the slice's hard and easy learners, cancels out); see :func:`pr_auc_gain`;
+- the new version becomes champion iff the lower end of the one-sided 95% interval of that gain
+  is above 0 (a gain beyond noise) AND its ECE is at most the champion's plus ``ECE_TOLERANCE``
+  (0.005: about the sampling noise of a 15-bin ECE on a few thousand rows; a real calibration
+  regression is larger);
 - otherwise it gets the alias ``challenger`` and the reason is recorded and printed.
 
 A champion that cannot score the new test slice (for example a feature it needs is no longer
 produced) is not compared by guesswork: the new version becomes challenger and a person decides
 with :func:`promote`. When there is no champion yet, the new version becomes champion.
 
-Every decision is recorded as model-version tags (``lstep.*``): what was compared, the numbers and
-the reason; :func:`promote` (forced promotion or rollback) records who, why and when.
+Every decision is recorded as model-version tags (``lstep.*``): what was compared, the numbers
+(the gain and its interval's lower end included) and the reason; :func:`promote` (forced
+promotion or rollback) records who, why and when.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from numpy.typing import ArrayLike
+from scipy.stats import bootstrap
 
 from models.metrics import expected_calibration_error, pr_auc
 from models.pyfunc import to_pyfunc_input
@@ -36,6 +44,10 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 ECE_TOLERANCE = 0.005
 """How much worse (higher) the new version's ECE may be than the champion's on the same slice."""
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+GAIN_LEVEL = 0.95
+"""The one-sided confidence level of the PR-AUC gain's lower end."""
 TAG_PREFIX = "lstep."
 
 
@@ -49,6 +61,52 @@ class SliceScore:
 
 
 @dataclass(frozen=True)
+class Gain:
+    """The new version's PR-AUC gain over the champion on the same test rows, and its noise.
+
+    Attributes:
+        observed: new PR-AUC minus the champion's, on the whole slice.
+        lower: the lower end of the one-sided ``GAIN_LEVEL`` paired-bootstrap interval of it.
+        resamples: bootstrap resamples drawn.
+    """
+
+    observed: float
+    lower: float
+    resamples: int
+
+
+def pr_auc_gain(
+    churned: ArrayLike,
+    new_p: ArrayLike,
+    champion_p: ArrayLike,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Gain:
+    """Paired percentile bootstrap (``scipy.stats.bootstrap``) of PR-AUC(new) - PR-AUC(champion).
+
+    Seeded, so the same slice and scores always give the same decision.
+    """
+    data = tuple(np.asarray(values, dtype=float) for values in (churned, new_p, champion_p))
+
+    def gain(y: np.ndarray, new: np.ndarray, champion: np.ndarray) -> float:
+        return pr_auc(y, new) - pr_auc(y, champion)
+
+    result = bootstrap(
+        data,
+        gain,
+        paired=True,
+        vectorized=False,
+        n_resamples=resamples,
+        confidence_level=GAIN_LEVEL,
+        alternative="greater",
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return Gain(gain(*data), float(result.confidence_interval.low), resamples)
+
+
+@dataclass(frozen=True)
 class Decision:
     """Which alias a new version got, and why."""
 
@@ -57,22 +115,44 @@ class Decision:
     reason: str
     new: SliceScore
     champion: SliceScore | None
+    gain: Gain | None = None
 
 
 def decide(
-    new: SliceScore, champion: SliceScore | None, *, ece_tolerance: float = ECE_TOLERANCE
+    new: SliceScore,
+    champion: SliceScore | None,
+    gain: Gain | None = None,
+    *,
+    ece_tolerance: float = ECE_TOLERANCE,
 ) -> tuple[str, str]:
     """The alias for ``new`` given the champion's score on the same slice, and the reason.
 
+    Args:
+        new: the new version's PR-AUC and ECE on the test slice.
+        champion: the champion's on the same slice, None when there is no champion.
+        gain: the paired-bootstrap PR-AUC gain of ``new`` over ``champion`` (``pr_auc_gain``).
+        ece_tolerance: how much higher the new ECE may be.
+
     Returns:
         (``champion`` or ``challenger``, a one-sentence reason).
+
+    Raises:
+        ValueError: when there is a champion but no gain to judge by.
     """
     if champion is None:
         return CHAMPION, "no champion yet: the first version becomes champion"
+    if gain is None:
+        raise ValueError("decide: comparing with a champion needs the paired PR-AUC gain")
     versus = f"than champion v{champion.version} on the same test slice"
     if new.pr_auc <= champion.pr_auc:
         return CHALLENGER, (
             f"PR-AUC {new.pr_auc:.4f} is not higher {versus} ({champion.pr_auc:.4f})"
+        )
+    if gain.lower <= 0:
+        return CHALLENGER, (
+            f"PR-AUC gain {gain.observed:+.4f} ({new.pr_auc:.4f} vs {champion.pr_auc:.4f}) is "
+            f"within noise {versus}: the lower end of its one-sided {GAIN_LEVEL:.0%} "
+            f"paired-bootstrap interval is {gain.lower:+.4f} ({gain.resamples} resamples)"
         )
     if new.ece > champion.ece + ece_tolerance:
         return CHALLENGER, (
@@ -81,7 +161,9 @@ def decide(
         )
     return CHAMPION, (
         f"PR-AUC {new.pr_auc:.4f} beats {champion.pr_auc:.4f} of v{champion.version} on the "
-        f"same test slice with ECE {new.ece:.4f} (champion {champion.ece:.4f})"
+        f"same test slice by {gain.observed:+.4f}, beyond noise (one-sided {GAIN_LEVEL:.0%} "
+        f"paired-bootstrap lower end {gain.lower:+.4f}), with ECE {new.ece:.4f} "
+        f"(champion {champion.ece:.4f})"
     )
 
 
@@ -97,11 +179,14 @@ def current_champion(client: mlflow.MlflowClient, name: str = MODEL_NAME) -> Mod
 
 def score_version(
     uri: str, version: str, test_frame: pd.DataFrame, churned: np.ndarray
-) -> SliceScore:
+) -> tuple[SliceScore, np.ndarray]:
     """Load a registered pyfunc by ``uri`` and score ``test_frame`` (a feature frame) with it.
 
     The frame goes through ``models.pyfunc.to_pyfunc_input`` (the pyfunc's input contract), then
     only the columns of the loaded version's signature are passed.
+
+    Returns:
+        The version's PR-AUC and ECE on the frame, and its ``p_churn`` per row.
 
     Raises:
         ValueError: when the model cannot score the frame (missing or mistyped columns).
@@ -114,11 +199,12 @@ def score_version(
     if missing:
         raise ValueError(f"{uri} (v{version}) needs columns the test slice lacks: {missing}")
     p_churn = np.asarray(model.predict(inputs[columns])["p_churn"], dtype=float)
-    return SliceScore(
+    score = SliceScore(
         version=version,
         pr_auc=pr_auc(churned, p_churn),
         ece=expected_calibration_error(churned, p_churn),
     )
+    return score, p_churn
 
 
 def _set_tags(client: mlflow.MlflowClient, name: str, version: str, tags: dict) -> None:
@@ -148,6 +234,7 @@ def register_decision(
     *,
     test_frame: pd.DataFrame,
     churned: np.ndarray,
+    new_p_churn: ArrayLike,
     name: str = MODEL_NAME,
 ) -> Decision:
     """Compare ``version`` with the champion on the same test slice, set its alias, tag the why.
@@ -162,46 +249,52 @@ def register_decision(
         new: its PR-AUC and ECE on ``test_frame``.
         test_frame: the new run's test slice (a feature frame).
         churned: the 0/1 labels of ``test_frame``.
+        new_p_churn: the new version's ``p_churn`` per row of ``test_frame`` (paired with the
+            champion's for the bootstrap of the gain).
         name: registered model name.
     """
     previous = current_champion(client, name)
-    champion_score = None
-    if previous is not None and str(previous.version) != version:
-        try:
-            champion_score = score_version(
-                f"models:/{name}@{CHAMPION}", str(previous.version), test_frame, churned
-            )
-        except (ValueError, MlflowException) as error:
-            reason = f"champion v{previous.version} could not score the new test slice: {error}"
-            return _apply(client, name, version, CHALLENGER, reason, new, None, previous)
-    alias, reason = decide(new, champion_score)
-    return _apply(client, name, version, alias, reason, new, champion_score, previous)
+    if previous is None or str(previous.version) == version:
+        alias, reason = decide(new, None)
+        return _apply(client, name, Decision(version, alias, reason, new, None), previous)
+    try:
+        champion, champion_p_churn = score_version(
+            f"models:/{name}@{CHAMPION}", str(previous.version), test_frame, churned
+        )
+    except (ValueError, MlflowException) as error:
+        reason = f"champion v{previous.version} could not score the new test slice: {error}"
+        return _apply(client, name, Decision(version, CHALLENGER, reason, new, None), previous)
+    gain = pr_auc_gain(churned, new_p_churn, champion_p_churn)
+    alias, reason = decide(new, champion, gain)
+    decision = Decision(version, alias, reason, new, champion, gain)
+    return _apply(client, name, decision, previous)
 
 
 def _apply(
-    client: mlflow.MlflowClient,
-    name: str,
-    version: str,
-    alias: str,
-    reason: str,
-    new: SliceScore,
-    champion: SliceScore | None,
-    previous: ModelVersion | None,
+    client: mlflow.MlflowClient, name: str, decision: Decision, previous: ModelVersion | None
 ) -> Decision:
-    if alias == CHAMPION:
+    """Set the decided alias and record the decision as tags on the new version."""
+    version, champion, gain = decision.version, decision.champion, decision.gain
+    if decision.alias == CHAMPION:
         _hand_over_champion(client, name, version, previous)
     else:
         client.set_registered_model_alias(name, CHALLENGER, version)
-    tags = {"decision": alias, "decision_reason": reason, "test_pr_auc": f"{new.pr_auc:.6f}"}
-    tags["test_ece"] = f"{new.ece:.6f}"
+    tags = {"decision": decision.alias, "decision_reason": decision.reason}
+    tags |= {"test_pr_auc": f"{decision.new.pr_auc:.6f}", "test_ece": f"{decision.new.ece:.6f}"}
     if champion is not None:
         tags |= {
             "compared_with_version": champion.version,
             "champion_pr_auc_same_slice": f"{champion.pr_auc:.6f}",
             "champion_ece_same_slice": f"{champion.ece:.6f}",
         }
+    if gain is not None:
+        tags |= {
+            "pr_auc_gain": f"{gain.observed:.6f}",
+            "pr_auc_gain_lower_95": f"{gain.lower:.6f}",
+            "pr_auc_gain_resamples": gain.resamples,
+        }
     _set_tags(client, name, version, tags)
-    return Decision(version=version, alias=alias, reason=reason, new=new, champion=champion)
+    return decision
 
 
 @dataclass(frozen=True)

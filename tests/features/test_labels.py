@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -125,6 +126,31 @@ def test_an_explicit_observed_until_decides_completeness():
     assert labels.attrs["excluded_incomplete"] == 1
 
 
+def test_a_tz_aware_observed_until_is_read_in_utc():
+    # given a log complete until 01:00 on 1 April in Paris, i.e. 23:00 UTC on 31 March
+    events = events_frame([["a", "2024-03-02 10:00:00", "session", 60.0]])
+    spine = spine_of(("a", T), ("a", date(2024, 3, 2)))
+    until = datetime(2024, 4, 1, 1, 0, tzinfo=ZoneInfo("Europe/Paris"))
+
+    # when
+    labels = compute_labels(events, spine, observed_until=until)
+
+    # then the window ending at 00:00 UTC on 31 March is complete, the one ending on 1 April not
+    assert labels.attrs["observed_until"] == pd.Timestamp("2024-03-31 23:00")
+    assert labels["as_of"].tolist() == [T_MIDNIGHT]
+
+
+def test_a_one_day_horizon_is_the_shortest_allowed():
+    # given a learner active on t + 1 day only
+    events = events_frame([["a", "2024-03-02 10:00:00", "session", 60.0]])
+
+    # when the churn window is the day of t alone
+    labels = compute_labels(events, spine_of(("a", T)), horizon_days=1, observed_until=LATE)
+
+    # then no event fell in it: churned
+    assert labels["churned"].tolist() == [1]
+
+
 def test_output_has_the_label_contract_and_keeps_the_spine_order():
     # given a spine in no particular order with an extra column
     events = events_frame([["b", "2024-03-05 10:00:00", "session", 60.0]])
@@ -188,14 +214,14 @@ def test_bad_arguments_are_refused():
 # --- bring-your-own labels ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+@pytest.mark.parametrize("suffix", ["parquet", "pq", "csv"])
 def test_labels_files_load_in_the_label_contract(tmp_path, suffix):
     # given a labels file with text dates and ids that look like numbers
     raw = pd.DataFrame(
         {"customer_id": ["007", "008"], "as_of": ["2024-03-01", "2024-03-08"], "churned": [1, 0]}
     )
     path = tmp_path / f"labels.{suffix}"
-    raw.to_parquet(path) if suffix == "parquet" else raw.to_csv(path, index=False)
+    raw.to_csv(path, index=False) if suffix == "csv" else raw.to_parquet(path)
 
     # when
     labels = load_labels(path)
@@ -245,3 +271,25 @@ def test_a_labels_file_with_repeated_pairs_a_missing_column_or_a_wrong_type_is_r
         load_labels(text)
     with pytest.raises(FileNotFoundError, match=r"missing\.csv"):
         load_labels(tmp_path / "missing.csv")
+
+
+def test_every_problem_of_a_labels_file_is_one_line_in_the_order_found(tmp_path):
+    # given eight rows repeating four pairs, and four labels that are not 0/1
+    path = tmp_path / "many.csv"
+    pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "d", "e", "a", "b", "c", "d"],
+            "as_of": ["2024-03-01"] * 9,
+            "churned": [2, 3, 4, 5, 0, 1, 0, 1, 0],
+        }
+    ).to_csv(path, index=False)
+
+    # when
+    with pytest.raises(ValueError) as raised:
+        load_labels(path)
+
+    # then each check is a line with its count and at most three examples
+    assert str(raised.value) == (
+        "many.csv: 8 rows repeat a (customer_id, as_of) pair (a, b, c)\n"
+        "many.csv: column churned: 4 rows fail check isin([0, 1]) (e.g. 2, 3, 4)"
+    )

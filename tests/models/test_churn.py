@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import spearmanr
 
 from features.catalog import load_catalog
 from models.churn import (
@@ -12,11 +13,15 @@ from models.churn import (
     PRODUCT_TAG_CATEGORIES,
     ChurnModel,
     FeatureFrameError,
+    VennAbersCalibration,
+    _checked_predictions,
+    decision_confidence,
     lightgbm_params,
     model_feature_names,
     to_model_matrix,
 )
 from models.metrics import expected_calibration_error
+from tests.models.calibration import claims_per_bin, logistic_calibration
 from tests.models.synthetic import TEST_PARAMS, make_feature_frame
 
 # --- the model matrix -----------------------------------------------------------------------------
@@ -155,6 +160,38 @@ def test_calibrated_probability_has_ece_at_most_0_03_on_the_held_out_slice(fitte
     assert expected_calibration_error(fitted.test_outcomes, p_churn) <= 0.03
 
 
+def test_venn_abers_calibrates_an_overconfident_booster(overconfident):
+    # given a deliberately overfit booster and held-out learners
+    model, frame, churned = (
+        overconfident.model,
+        overconfident.test_frame,
+        overconfident.test_outcomes,
+    )
+    # when their calibrated probability and the booster's raw score are predicted
+    p_churn = model.predict(frame)["p_churn"]
+    raw = model.raw_probability(frame)
+    # then p_churn has calibration slope 1 and intercept 0 within their 95% intervals
+    calibrated = logistic_calibration(churned, p_churn)
+    assert calibrated.holds, calibrated
+    # and the raw score does not (overconfident: slope well below 1), so the check tells them apart
+    uncalibrated = logistic_calibration(churned, raw)
+    assert not uncalibrated.holds, uncalibrated
+    assert uncalibrated.slope < 0.8
+
+
+def test_probabilities_shrunk_by_a_tenth_fail_the_calibration_check(fitted):
+    # given the held-out predictions of the test model (raw scores nearly calibrated here), and
+    # the same probabilities shrunk by 0.9: both have a 15-bin ECE under 0.03
+    p_churn = fitted.model.predict(fitted.test_frame)["p_churn"].to_numpy()
+    raw = fitted.model.raw_probability(fitted.test_frame)
+    # when / then p_churn passes the calibration slope and intercept check
+    assert logistic_calibration(fitted.test_outcomes, p_churn).holds
+    # and the shrunk ones fail it
+    for shrunk in (0.9 * p_churn, 0.9 * raw):
+        check = logistic_calibration(fitted.test_outcomes, shrunk)
+        assert not check.holds, check
+
+
 def test_prediction_columns_follow_their_definitions(fitted):
     # given / when
     predictions = fitted.model.predict(fitted.test_frame.iloc[:2000])
@@ -181,6 +218,91 @@ def test_higher_confidence_means_more_reliable_decisions_and_no_overclaim(fitted
     # (2000 decisions per quintile: the test slice itself measures accuracy to about +-0.01)
     standard_error = np.sqrt(claimed * (1 - claimed) / np.array([len(q) for q in quintiles]))
     assert (accuracy >= claimed - 3 * standard_error).all(), (accuracy, claimed)
+
+
+def test_confidence_is_a_pessimistic_probability_that_the_decision_is_right(thinly_calibrated):
+    # given the decisions of one booster calibrated on ten thin slices (wide intervals), pooled
+    predictions = thinly_calibrated.predictions
+    churner = predictions["p_churn"].to_numpy() >= 0.5
+    right = churner == (thinly_calibrated.outcomes == 1)
+    # when the decisions are binned by their confidence (deciles of 5,000)
+    accuracy, claimed, error = claims_per_bin(predictions["confidence"].to_numpy(), right)
+    # then each decile is right at least as often as it claims, within 3 standard errors
+    assert (accuracy >= claimed - 3 * error).all(), (accuracy, claimed)
+    # and the optimistic end of the same intervals over-claims in the same check
+    optimistic = np.where(churner, predictions["p_high"], 1 - predictions["p_low"])
+    accuracy, claimed, error = claims_per_bin(optimistic, right)
+    assert (accuracy < claimed - 3 * error).any(), (accuracy, claimed)
+
+
+def test_confidence_claims_less_than_the_calibrated_probability_by_the_calibration_doubt(fitted):
+    # given the held-out predictions
+    predictions = fitted.model.predict(fitted.test_frame)
+    p_churn, p_low, p_high, confidence = (predictions[c].to_numpy() for c in PREDICTION_COLUMNS)
+    # when the confidence is set against the calibrated chance that the decision is right
+    shortfall = np.maximum(p_churn, 1 - p_churn) - confidence
+    width = p_high - p_low
+    # then it claims less wherever the interval leaves doubt, never by more than the interval,
+    # and the more the wider the interval: a pessimistic bound, not the point estimate
+    assert (width > 0).all()
+    assert (shortfall > 0).all()
+    assert (shortfall <= width + 1e-12).all()
+    assert spearmanr(shortfall, width).statistic > 0.5
+
+
+def test_a_probability_of_exactly_one_half_is_a_churner_decision():
+    # given p_churn 0.5 and just below it, with the interval [0.45, 0.7]
+    confidence = decision_confidence([0.5, 0.4999], [0.45, 0.45], [0.7, 0.7])
+    # then 0.5 decides "churner" (confidence p_low), just below decides "stays" (1 - p_high)
+    np.testing.assert_allclose(confidence, [0.45, 0.3])
+
+
+def _predictions(*rows: tuple[float, float, float, float]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+
+
+def test_the_prediction_check_passes_the_edges_of_its_contract():
+    # given probabilities at 0 and 1, and p_churn a rounding error (1e-12) outside its interval
+    edges = _predictions(
+        (0.0, 0.0, 0.0, 1.0),
+        (1.0, 1.0, 1.0, 1.0),
+        (0.25, 0.25 + 1e-12, 0.3, 0.7),
+        (0.25 + 1e-12, 0.2, 0.25, 0.7),
+    )
+    # when / then they pass unchanged
+    assert _checked_predictions(edges) is edges
+
+
+def test_the_prediction_check_counts_each_kind_of_broken_row():
+    # given a probability above 1, a missing one, p_churn below and above its interval, a good row
+    broken = _predictions(
+        (0.5, 0.4, 0.6, 1.2),
+        (0.5, 0.4, 0.6, np.nan),
+        (0.3, 0.4, 0.6, 0.4),
+        (0.7, 0.4, 0.6, 0.4),
+        (0.5, 0.4, 0.6, 0.5),
+    )
+    # when / then
+    with pytest.raises(ValueError) as raised:
+        _checked_predictions(broken)
+    assert str(raised.value) == (
+        "predictions: 2 of 5 rows have a probability outside [0, 1] or missing, "
+        "2 have p_churn outside [p_low, p_high]"
+    )
+    # and either kind alone is enough to refuse the frame
+    for alone in (broken.iloc[[0, 4]], broken.iloc[[2, 4]]):
+        with pytest.raises(ValueError, match="predictions: "):
+            _checked_predictions(alone)
+
+
+def test_a_calibrator_file_holding_pickled_objects_is_refused(tmp_path):
+    # given a calibrator.npz whose arrays are Python objects (loading them would unpickle)
+    path = tmp_path / "calibrator.npz"
+    objects = np.array([{"not": "numbers"}], dtype=object)
+    np.savez(path, scores=objects, p0=objects, p1=objects)
+    # when / then
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        VennAbersCalibration.load(path)
 
 
 # --- explanations, persistence --------------------------------------------------------------------

@@ -4,17 +4,23 @@ A case file has ``as_of``, a ``base`` learner (feature values on which no rule f
 learner), and ``cases``: each with a ``name``, optional ``product_tag``, ``features`` (overrides
 of the base), ``state`` (absent for a new learner: tag, since_days, override_tag,
 override_expires_days relative to as_of, null for no expiry) and ``expect`` (decision columns).
+A case file may also give ``rules_order``: the rule ids in the order of another, equally valid
+transitions.yaml, which ``reorder_transitions`` writes into a copy of the rules.
 """
 
 from __future__ import annotations
 
+import shutil
 from datetime import date, timedelta
+from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
 CASES_DIR = Path(__file__).parent / "cases"
+RULE_FILES = ("tags.yaml", "transitions.yaml", "interventions.yaml")
+TRANSITIONS_FILE = "transitions.yaml"
 
 
 def load_casebook(name: str) -> dict:
@@ -56,3 +62,27 @@ def state_frame(book: dict, cases: list[dict] | None = None) -> pd.DataFrame:
         )
     columns = ["customer_id", "tag", "since", "override_tag", "override_expires"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def copy_packaged_rules(target: Path) -> Path:
+    """Copy the packaged rules files into ``target`` (created if absent) and return it."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RULE_FILES:
+        with resources.as_file(resources.files("rules").joinpath(name)) as source:
+            shutil.copy(source, target / name)
+    return target
+
+
+def reorder_transitions(rules_dir: Path, order: list[str]) -> None:
+    """Rewrite ``rules_dir``'s transitions.yaml with its rules in ``order`` (ids), nothing else.
+
+    Raises:
+        ValueError: when ``order`` is not a permutation of the file's rule ids.
+    """
+    path = rules_dir / TRANSITIONS_FILE
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))  # aliases come back expanded
+    by_id = {rule["id"]: rule for rule in document["rules"]}
+    if sorted(order) != sorted(by_id):
+        raise ValueError(f"rules_order {order} is not a permutation of {sorted(by_id)}")
+    document["rules"] = [by_id[rule_id] for rule_id in order]
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")

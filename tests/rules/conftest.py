@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from features.catalog import load_catalog
 from rules.config import MODEL_SCORE_COLUMNS, RuleSet, load_ruleset
-
-RULE_FILES = ("tags.yaml", "transitions.yaml", "interventions.yaml")
+from tests.rules.casebook import copy_packaged_rules
 
 
 @pytest.fixture(scope="session")
@@ -29,9 +26,4 @@ def ruleset(known_features) -> RuleSet:
 @pytest.fixture
 def rules_copy(tmp_path) -> Path:
     """A writable copy of the packaged rules directory."""
-    target = tmp_path / "rules"
-    target.mkdir()
-    for name in RULE_FILES:
-        with resources.as_file(resources.files("rules").joinpath(name)) as source:
-            shutil.copy(source, target / name)
-    return target
+    return copy_packaged_rules(tmp_path / "rules")

@@ -129,3 +129,35 @@ def test_an_empty_all_is_always_true_and_credits_no_side():
     assert outcome.fired.all()
     assert not outcome.rules_side.any()
     assert not outcome.model_side.any()
+
+
+def test_a_condition_error_reads_as_its_path_then_its_message():
+    # given / when
+    error = ConditionError("condition.all[0].op", "bad op")
+    # then the text a caller prints names the node first
+    assert str(error) == "condition.all[0].op: bad op"
+
+
+@pytest.mark.parametrize("value", [[1, 2], ["PT_001", "PT_003"]])
+def test_an_in_list_of_all_numbers_or_all_strings_parses(value):
+    # given / when
+    leaf = parse_condition({"feature": "x", "op": "in", "value": value})
+    # then
+    assert leaf == Leaf(feature="x", op="in", value=tuple(value))
+
+
+def test_an_in_list_mixing_strings_and_numbers_is_refused():
+    with pytest.raises(ConditionError, match="needs all strings or all numbers"):
+        parse_condition({"feature": "x", "op": "in", "value": [1, "PT_001"]})
+
+
+def test_an_empty_all_nested_in_an_any_fires_on_every_row():
+    # given "any of: (the empty all), count >= 4" on four rows
+    condition = parse_condition(
+        {"any": [{"all": []}, {"feature": "count", "op": ">=", "value": 4}]}
+    )
+    # when
+    outcome = evaluate(condition, _columns(), MODEL, rows=4)
+    # then the empty all makes every row fire, and only the count credits the rules side
+    assert outcome.fired.tolist() == [True, True, True, True]
+    assert outcome.rules_side.tolist() == [True, True, False, False]

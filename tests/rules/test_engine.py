@@ -10,10 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rules.config import load_ruleset
 from rules.engine import decide, decision_order
 from rules.interventions import control_draw
 from rules.schemas import DECISION_COLUMNS, DecisionInputError
-from tests.rules.casebook import load_casebook, scored_frame, state_frame
+from tests.rules.casebook import (
+    copy_packaged_rules,
+    load_casebook,
+    reorder_transitions,
+    scored_frame,
+    state_frame,
+)
 
 CASE_FILES = ("transitions.yaml", "lifecycle.yaml", "interventions.yaml")
 BOOKS = {name: load_casebook(name) for name in CASE_FILES}
@@ -28,15 +35,14 @@ def _case_params() -> list:
     ]
 
 
-@pytest.fixture(scope="module")
-def decisions_by_file(ruleset) -> dict[str, pd.DataFrame]:
-    """Each case file decided in one batch, indexed by customer id."""
-    return {
-        name: decide(ruleset, state_frame(book), scored_frame(book), book["as_of"]).set_index(
-            "customer_id"
-        )
-        for name, book in BOOKS.items()
-    }
+def _decided(ruleset, book: dict) -> pd.DataFrame:
+    """A case file decided in one batch, indexed by customer id.
+
+    Each test decides in its own body rather than reading a shared fixture: mutation testing
+    credits a test only with the code it runs itself (``make mutate``).
+    """
+    decisions = decide(ruleset, state_frame(book), scored_frame(book), book["as_of"])
+    return decisions.set_index("customer_id")
 
 
 def _same(actual: object, expected: object) -> bool:
@@ -48,9 +54,9 @@ def _same(actual: object, expected: object) -> bool:
 
 
 @pytest.mark.parametrize(("file", "case"), _case_params())
-def test_table_case(decisions_by_file, file, case):
+def test_table_case(ruleset, file, case):
     # given the case's learner decided together with the rest of its file
-    row = decisions_by_file[file].loc[case["customer_id"]]
+    row = _decided(ruleset, BOOKS[file]).loc[case["customer_id"]]
     # then every expected column has the expected value
     wrong = {
         column: (row[column], expected)
@@ -60,6 +66,33 @@ def test_table_case(decisions_by_file, file, case):
     assert not wrong, f"(actual, expected) per column: {wrong}"
     if "description_contains" in case:
         assert case["description_contains"] in row["description"]
+
+
+PRECEDENCE = load_casebook("precedence.yaml")
+
+
+@pytest.fixture(scope="module")
+def reordered_ruleset(tmp_path_factory, known_features):
+    """The packaged rules in precedence.yaml's other order."""
+    rules_dir = copy_packaged_rules(tmp_path_factory.mktemp("reordered"))
+    reorder_transitions(rules_dir, PRECEDENCE["rules_order"])
+    reordered = load_ruleset(rules_dir, known_features=known_features)
+    # the loader keeps file order: otherwise these cases would test the packaged order again
+    assert [rule.id for rule in reordered.rules] == PRECEDENCE["rules_order"]
+    return reordered
+
+
+@pytest.mark.parametrize("case", PRECEDENCE["cases"], ids=[c["name"] for c in PRECEDENCE["cases"]])
+def test_precedence_is_terminal_first_then_file_order_in_any_file(reordered_ruleset, case):
+    # given a valid rules file with the churn rules last, and the case's learner
+    row = _decided(reordered_ruleset, PRECEDENCE).loc[case["customer_id"]]
+    # then the decision is the one precedence gives, not the one plain file order would give
+    wrong = {
+        column: (row[column], expected)
+        for column, expected in case["expect"].items()
+        if not _same(row[column], expected)
+    }
+    assert not wrong, f"(actual, expected) per column: {wrong}"
 
 
 def test_the_tables_cover_every_rule_firing_and_not_firing(ruleset):
@@ -84,10 +117,10 @@ def test_the_tables_cover_every_synergy_row(ruleset):
     assert claimed == rows
 
 
-def test_each_learner_is_decided_as_if_alone(ruleset, decisions_by_file):
+def test_each_learner_is_decided_as_if_alone(ruleset):
     # given the lifecycle cases decided in one batch, and each case decided on its own
     book = BOOKS["lifecycle.yaml"]
-    batch = decisions_by_file["lifecycle.yaml"]
+    batch = _decided(ruleset, book)
     for case in book["cases"]:
         alone = decide(
             ruleset, state_frame(book, [case]), scored_frame(book, [case]), book["as_of"]
@@ -96,9 +129,9 @@ def test_each_learner_is_decided_as_if_alone(ruleset, decisions_by_file):
         pd.testing.assert_frame_equal(alone, batch.loc[[case["customer_id"]]].reset_index())
 
 
-def test_no_rule_ever_moves_a_learner_into_st005(decisions_by_file):
+def test_no_rule_ever_moves_a_learner_into_st005(ruleset):
     # given every decision of every case file
-    every = pd.concat(decisions_by_file.values())
+    every = pd.concat([_decided(ruleset, book) for book in BOOKS.values()])
     # when looking at the learners who end in ST_005
     in_st005 = every[every["to_tag"] == "ST_005"]
     # then all of them were already there and did not move
@@ -107,11 +140,15 @@ def test_no_rule_ever_moves_a_learner_into_st005(decisions_by_file):
     assert not in_st005["changed"].any()
 
 
-def test_decisions_have_the_documented_columns_and_one_row_per_learner(decisions_by_file):
-    for name, decisions in decisions_by_file.items():
+def test_decisions_have_the_documented_columns_and_one_row_per_learner(ruleset):
+    for book in BOOKS.values():
+        decisions = _decided(ruleset, book)
         assert [decisions.index.name, *decisions.columns] == list(DECISION_COLUMNS)
-        assert len(decisions) == len(BOOKS[name]["cases"])
-        assert (decisions["as_of"] == pd.Timestamp(BOOKS[name]["as_of"])).all()
+        assert len(decisions) == len(book["cases"])
+        assert (decisions["as_of"] == pd.Timestamp(book["as_of"])).all()
+        # priorities compare in their declared order: P1 < P2 < ... (a plain categorical would not)
+        assert decisions["priority"].cat.ordered
+        assert list(decisions["priority"].cat.categories) == ["P1", "P2", "P3", "P4"]
 
 
 def test_decisions_are_sorted_by_priority_then_value_at_risk_then_customer_id(ruleset):

@@ -6,6 +6,7 @@ import shutil
 from datetime import UTC, date, datetime
 
 import mlflow
+import numpy as np
 import pytest
 
 from models.churn import ChurnModel
@@ -15,40 +16,103 @@ from tests.training.frames import feature_frame, weekly_dates
 from training.registry import (
     CHALLENGER,
     CHAMPION,
+    Gain,
     SliceScore,
     current_champion,
     decide,
+    pr_auc_gain,
     promote,
     register_decision,
 )
 from training.tracking import ensure_experiment
 
 NAME = "lstep-churn-test"
+RETRAINED = "lstep-churn-retrained-test"
 PARAMS = {"num_leaves": 7, "learning_rate": 0.1, "num_threads": 1, "min_data_in_leaf": 20}
 
 
+NOISE_GAIN = (0.01, -0.006)
+"""A PR-AUC gain whose paired-bootstrap interval reaches below 0: noise."""
+REAL_GAIN = (0.01, 0.004)
+
+
 @pytest.mark.parametrize(
-    ("new", "champion", "alias", "reason"),
+    ("new", "champion", "gain", "alias", "reason"),
     [
-        ((0.60, 0.02), None, CHAMPION, "no champion yet"),
-        ((0.61, 0.02), (0.60, 0.02), CHAMPION, "beats 0.6000"),
-        ((0.61, 0.024), (0.60, 0.02), CHAMPION, "beats"),
-        ((0.60, 0.01), (0.60, 0.02), CHALLENGER, "not higher"),
-        ((0.59, 0.01), (0.60, 0.02), CHALLENGER, "not higher"),
-        ((0.70, 0.03), (0.60, 0.02), CHALLENGER, "ECE 0.0300 is worse"),
+        ((0.60, 0.02), None, None, CHAMPION, "no champion yet"),
+        ((0.61, 0.02), (0.60, 0.02), REAL_GAIN, CHAMPION, "beats 0.6000"),
+        ((0.61, 0.024), (0.60, 0.02), REAL_GAIN, CHAMPION, "beyond noise"),
+        ((0.61, 0.02), (0.60, 0.02), NOISE_GAIN, CHALLENGER, "within noise"),
+        ((0.60, 0.01), (0.60, 0.02), (0.0, -0.01), CHALLENGER, "not higher"),
+        ((0.59, 0.01), (0.60, 0.02), (-0.01, -0.02), CHALLENGER, "not higher"),
+        ((0.70, 0.03), (0.60, 0.02), (0.10, 0.05), CHALLENGER, "ECE 0.0300 is worse"),
     ],
 )
-def test_decide(new, champion, alias, reason):
-    # given the new version's and the champion's scores on the same slice
+def test_decide(new, champion, gain, alias, reason):
+    # given the new version's and the champion's scores on the same slice, and the paired gain
     new_score = SliceScore("2", *new)
     champion_score = SliceScore("1", *champion) if champion else None
+    paired = Gain(*gain, resamples=1000) if gain else None
 
     # when
-    decided, why = decide(new_score, champion_score)
+    decided, why = decide(new_score, champion_score, paired)
 
     # then
     assert decided == alias
     assert reason in why
+
+
+def test_a_gain_within_noise_says_how_far_its_interval_reaches():
+    # given a 0.01 gain whose interval reaches -0.006
+    new, champion = SliceScore("2", 0.61, 0.02), SliceScore("1", 0.60, 0.02)
+
+    # when
+    _, why = decide(new, champion, Gain(*NOISE_GAIN, resamples=1000))
+
+    # then the reason gives the gain, the lower end and the resamples
+    assert "PR-AUC gain +0.0100 (0.6100 vs 0.6000) is within noise" in why
+    assert "paired-bootstrap interval is -0.0060 (1000 resamples)" in why
+
+
+def test_deciding_against_a_champion_without_the_paired_gain_is_refused():
+    with pytest.raises(ValueError, match="needs the paired PR-AUC gain"):
+        decide(SliceScore("2", 0.7, 0.02), SliceScore("1", 0.6, 0.02))
+
+
+def _planted(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Outcomes drawn from known probabilities, and those probabilities."""
+    rng = np.random.default_rng(seed)
+    truth = rng.beta(1.0, 2.5, rows)
+    return (rng.random(rows) < truth).astype(float), truth
+
+
+def test_the_paired_bootstrap_finds_no_gain_in_a_noisy_copy_of_the_champion():
+    # given a champion's scores and a copy with its own small noise, on 2,000 rows
+    churned, champion = _planted(2_000, seed=1)
+    rng = np.random.default_rng(2)
+    copies = [np.clip(champion + rng.normal(0, 0.03, churned.size), 0, 1) for _ in range(5)]
+
+    # when each copy's gain is bootstrapped
+    gains = [pr_auc_gain(churned, copy, champion, resamples=300) for copy in copies]
+
+    # then none is beyond noise, whichever way its observed gain went
+    assert all(gain.lower <= 0 for gain in gains), gains
+    assert any(gain.observed > 0 for gain in gains), "no copy was lucky: the case is not tested"
+
+
+def test_the_paired_bootstrap_finds_a_real_gain_and_is_seeded():
+    # given the true probabilities against a blurred version of them, on 2,000 rows
+    churned, truth = _planted(2_000, seed=3)
+    blurred = np.clip(truth + np.random.default_rng(4).normal(0, 0.15, churned.size), 0, 1)
+
+    # when
+    first = pr_auc_gain(churned, truth, blurred, resamples=300)
+    again = pr_auc_gain(churned, truth, blurred, resamples=300)
+
+    # then the gain is beyond noise, and the same inputs give the same interval
+    assert first.lower > 0
+    assert first.observed == pytest.approx(pr_auc(churned, truth) - pr_auc(churned, blurred))
+    assert first == again
 
 
 def _fit(frame_seed: int, signal: float, rounds: int) -> ChurnModel:
@@ -60,9 +124,34 @@ def _fit(frame_seed: int, signal: float, rounds: int) -> ChurnModel:
     )
 
 
+def _register(client, experiment_id, model: ChurnModel, test, name: str):
+    """Log ``model`` as a new version of ``name`` and let the registry decide its alias."""
+    with mlflow.start_run(experiment_id=experiment_id):
+        info = log_churn_model(model, input_example=test.head(5), registered_model_name=name)
+    p = model.predict(test)["p_churn"].to_numpy()
+    score = SliceScore(
+        str(info.registered_model_version),
+        pr_auc(test["churned"], p),
+        expected_calibration_error(test["churned"], p),
+    )
+    return register_decision(
+        client,
+        score.version,
+        score,
+        test_frame=test,
+        churned=test["churned"].to_numpy(),
+        new_p_churn=p,
+        name=name,
+    )
+
+
 @pytest.fixture(scope="module")
 def store(migrated_mlflow_db, tmp_path_factory):
-    """A SQLite tracking store holding v1 (a real model) and v2 (a model of noise)."""
+    """A SQLite tracking store holding two registered models, two versions each.
+
+    NAME: v1 a real model, v2 a model of noise. RETRAINED: v1 the same real model, v2 the same
+    recipe trained on a fresh sample, whose PR-AUC on the test slice is higher by chance.
+    """
     path = tmp_path_factory.mktemp("registry") / "mlflow.db"
     shutil.copyfile(migrated_mlflow_db, path)
     uri = f"sqlite:///{path}"
@@ -71,19 +160,13 @@ def store(migrated_mlflow_db, tmp_path_factory):
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment_id = ensure_experiment(client, "registry-test", uri)
     test = feature_frame(500, weekly_dates(date(2026, 4, 1), 2), seed=50)
-    versions = {}
-    for label, model in (("good", _fit(10, 1.0, 30)), ("noise", _fit(20, 0.0, 30))):
-        with mlflow.start_run(experiment_id=experiment_id):
-            info = log_churn_model(model, input_example=test.head(5), registered_model_name=NAME)
-        p = model.predict(test)["p_churn"]
-        score = SliceScore(
-            str(info.registered_model_version),
-            pr_auc(test["churned"], p),
-            expected_calibration_error(test["churned"], p),
-        )
-        versions[label] = register_decision(
-            client, score.version, score, test_frame=test, churned=test["churned"], name=NAME
-        )
+    good = _fit(10, 1.0, 30)
+    versions = {
+        "good": _register(client, experiment_id, good, test, NAME),
+        "noise": _register(client, experiment_id, _fit(20, 0.0, 30), test, NAME),
+        "first": _register(client, experiment_id, good, test, RETRAINED),
+        "retrained": _register(client, experiment_id, _fit(24, 1.0, 30), test, RETRAINED),
+    }
     return uri, client, versions
 
 
@@ -111,6 +194,26 @@ def test_worse_version_is_challenger_and_the_champion_stays(store):
     tags = client.get_model_version(NAME, noise.version).tags
     assert tags["lstep.decision"] == CHALLENGER
     assert tags["lstep.compared_with_version"] == good.version
+
+
+def test_a_retrain_better_by_noise_only_is_challenger_and_says_so(store):
+    # given the same recipe retrained on a fresh sample: a higher PR-AUC on the slice, by chance
+    _, client, versions = store
+    retrained, first = versions["retrained"], versions["first"]
+    assert retrained.new.pr_auc > retrained.champion.pr_auc  # the case under test
+
+    # then the gain is within the paired bootstrap's noise: it stays challenger, and why is kept
+    assert retrained.gain.lower <= 0 < retrained.gain.observed
+    assert retrained.alias == CHALLENGER
+    assert str(current_champion(client, RETRAINED).version) == first.version
+    assert "within noise" in retrained.reason
+    tags = client.get_model_version(RETRAINED, retrained.version).tags
+    assert tags["lstep.decision_reason"] == retrained.reason
+    assert float(tags["lstep.pr_auc_gain"]) == pytest.approx(retrained.gain.observed, abs=1e-6)
+    assert float(tags["lstep.pr_auc_gain_lower_95"]) == pytest.approx(
+        retrained.gain.lower, abs=1e-6
+    )
+    assert tags["lstep.pr_auc_gain_resamples"] == "1000"
 
 
 def test_promote_then_roll_back_records_who_and_why(store):
