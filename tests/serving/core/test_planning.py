@@ -1,0 +1,90 @@
+"""Planning of a store write, on tiny frames: score rows, which moves apply, what the run says."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pandas as pd
+import pytest
+
+from serving.core.planning import plan_transitions, run_summary, score_rows, transition_rows
+from serving.core.tags import STATUS_TAGS
+from tests.serving.batches import decisions
+
+DAY = date(2024, 3, 2)
+NOW = datetime(2024, 3, 2, 2, tzinfo=UTC)
+MOVES = [("a", "ST_001", "ST_004"), ("b", "ST_001", "ST_001"), ("c", "ST_004", "ST_006")]
+
+
+def model_scores(day: date = DAY, ids=("a", "b", "c")) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": list(ids),
+            "as_of": pd.Timestamp(day),
+            "p_churn": 0.9,
+            "p_low": 0.8,
+            "p_high": 0.95,
+            "confidence": 0.8,
+        }
+    )
+
+
+def test_score_rows_refuse_model_scores_of_another_day():
+    with pytest.raises(ValueError, match=r"3 rows have an as_of other than 2024-03-02 .*'a'"):
+        score_rows(DAY, decisions(DAY, MOVES), model_scores(date(2024, 3, 1)), "r", "7")
+
+
+def test_score_rows_take_what_the_rules_used_and_the_model_fills_the_gaps():
+    # given decisions whose p_churn is what the rules saw, one of them missing
+    decided = decisions(DAY, MOVES)
+    decided.loc[decided["customer_id"] == "b", ["p_churn", "confidence"]] = None
+    # when the day's score rows are planned
+    rows = score_rows(DAY, decided, model_scores(), "run-1", "7").set_index("customer_id")
+    # then the rules' values win, the model fills the gap, and the run and model are stamped
+    assert rows.loc["a", "p_churn"] == 0.4 and rows.loc["b", "p_churn"] == 0.9
+    assert rows.loc["b", "confidence"] == 0.8 and rows.loc["a", "p_low"] == 0.8
+    assert set(rows["model_version"]) == {"7"} and set(rows["run_id"]) == {"run-1"}
+    assert set(rows["as_of"]) == {DAY}
+
+
+def tags(**current: str) -> pd.DataFrame:
+    return pd.DataFrame({"customer_id": list(current), "db_tag": list(current.values())})
+
+
+def test_a_move_to_st006_of_a_learner_already_churned_is_skipped_as_such():
+    # given c is churned in the store already, and a is overridden
+    plan = plan_transitions(
+        decisions(DAY, MOVES), tags(a="ST_001", b="ST_001", c="ST_006"), overridden={"a"}
+    )
+    # then nothing applies, and each skip says why
+    assert plan.applied.empty
+    assert plan.skipped == {"overridden": ["a"], "stale_from_tag": [], "already_churned": ["c"]}
+
+
+def test_the_run_summary_counts_everything_the_day_did():
+    # given a day: three decisions, one held by a cooldown, two moves applied
+    decided = decisions(DAY, MOVES)
+    decided["held"] = pd.Categorical([None, "cooldown", None])
+    plan = plan_transitions(decided, tags(a="ST_001", b="ST_001", c="ST_004"), overridden=set())
+    rows = score_rows(DAY, decided, None, "r", None)
+    # then the summary says so, key by key
+    assert run_summary(decided, rows, plan) == {
+        "decisions": 3,
+        "scores": 3,
+        "changed_decisions": 2,
+        "held": {"cooldown": 1},
+        "transitions": 2,
+        # every tag is counted (the rules engine's tags are categories), moved to or not
+        "transitions_by_tag": {tag: int(tag in ("ST_004", "ST_006")) for tag in STATUS_TAGS},
+        "skipped": {"overridden": 0, "stale_from_tag": 0, "already_churned": 0},
+        "skipped_examples": {},
+    }
+
+
+def test_transition_rows_carry_days_as_dates_and_the_run():
+    plan = plan_transitions(decisions(DAY, MOVES), tags(a="ST_001", c="ST_004"), set())
+    rows = transition_rows(plan.applied, "run-1", "7", NOW)
+    assert rows["as_of"].tolist() == [DAY, DAY]
+    assert all(type(day) is date for day in rows["as_of"])
+    assert set(rows["run_id"]) == {"run-1"} and set(rows["model_version"]) == {"7"}
+    assert rows["actor"].isna().all() and (rows["created_at"] == NOW).all()
