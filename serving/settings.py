@@ -23,13 +23,32 @@ TELEMETRY_ENV: dict[str, str] = {
 }
 """Variables that stop MLflow and BentoML from calling home (there is no internet at run time)."""
 DEFAULT_MODEL_NAME = "lstep-churn"
+FROZEN_CLOCK_ENV = "LSTEP_NOW"
+"""Names the instant ``utc_now`` returns instead of the real clock (see ``utc_now``)."""
 CHAMPION_ALIAS = "champion"
 
 
 def utc_now() -> datetime:
-    """The real current time. Read only at the edges (CLI, HTTP, the store's run stamps) and
-    passed inward as ``now``: logic never reads the clock."""
-    return datetime.now(UTC)
+    """The current time, read only at the edges (CLI, HTTP, the store's run stamps) and passed
+    inward as ``now``: logic never reads the clock.
+
+    ``LSTEP_NOW`` (an ISO 8601 instant; naive means UTC) freezes it: for replaying a past day
+    as if it were today, for demos on old logs, and for tests that must not depend on the day
+    they run. Unset in production.
+
+    Raises:
+        ValueError: ``LSTEP_NOW`` is set but is not an ISO 8601 instant.
+    """
+    frozen = os.environ.get(FROZEN_CLOCK_ENV, "").strip()
+    if not frozen:
+        return datetime.now(UTC)
+    try:
+        instant = datetime.fromisoformat(frozen)
+    except ValueError:
+        raise ValueError(
+            f"{FROZEN_CLOCK_ENV}={frozen!r} is not an ISO 8601 instant (e.g. 2026-06-15T02:00:00Z)"
+        ) from None
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
 
 
 def disable_telemetry() -> None:
@@ -114,6 +133,7 @@ def champion_uri(model_name: str = DEFAULT_MODEL_NAME) -> str:
 __all__ = [
     "CHAMPION_ALIAS",
     "DEFAULT_MODEL_NAME",
+    "FROZEN_CLOCK_ENV",
     "TELEMETRY_ENV",
     "Settings",
     "champion_uri",

@@ -41,6 +41,18 @@ def hypothesis_profile(environ: Mapping[str, str]) -> str:
 settings.load_profile(hypothesis_profile(os.environ))
 
 
+TESTS_NOW = "2026-06-15T02:00:00+00:00"
+"""The present of every test that reads the wall clock: after the simulated logs (2026)."""
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock(monkeypatch):
+    """Every wall-clock read of the code under test (``serving.settings.utc_now``) gives
+    ``TESTS_NOW``: no test depends on the day it runs (the simulated logs are of 2026)."""
+    monkeypatch.setenv("LSTEP_NOW", TESTS_NOW)
+    return TESTS_NOW
+
+
 @pytest.fixture
 def lstep_home(tmp_path, monkeypatch):
     """A fresh LSTEP_HOME for one test, so no test touches the developer's ./.lstep.

@@ -26,7 +26,7 @@ import httpx
 from serving.api.bento import import_champion, project_root, serve_command, service_environment
 from serving.infra.store import StateStore
 from serving.settings import Settings
-from tests.serving.fixtures import run_batch_day
+from tests.serving.fixtures import NOW, run_batch_day
 
 SNAPSHOT_DAY = date(2026, 5, 20)
 """The batch job's latest day in the workspace: by-id requests for it take the fast path."""
@@ -75,6 +75,7 @@ def build_workspace(root: Path, log, tracking_uri: str, champion, ruleset) -> Se
         "LSTEP_API_TOKEN": API_TOKEN,
         "LSTEP_MAX_BATCH": str(MAX_BATCH),
         "LSTEP_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        "LSTEP_NOW": NOW.isoformat(),  # the service's clock: the tests' present, not today
     }
     return ServedWorkspace(home, settings, environment, bento_tag)
 

@@ -53,3 +53,20 @@ def test_tracking_uri_is_pinned_when_settings_are_made(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
     # then the settings still point at the store under LSTEP_HOME
     assert settings.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+
+def test_the_clock_runs_unless_lstep_now_freezes_it(monkeypatch):
+    from datetime import UTC, datetime
+
+    from serving.settings import utc_now
+
+    monkeypatch.delenv("LSTEP_NOW", raising=False)
+    before = datetime.now(UTC)
+    assert before <= utc_now() <= datetime.now(UTC)
+    monkeypatch.setenv("LSTEP_NOW", "2026-06-15T02:00:00")  # naive: UTC
+    assert utc_now() == datetime(2026, 6, 15, 2, tzinfo=UTC)
+    monkeypatch.setenv("LSTEP_NOW", "2026-06-15T04:00:00+02:00")
+    assert utc_now() == datetime(2026, 6, 15, 2, tzinfo=UTC)
+    monkeypatch.setenv("LSTEP_NOW", "yesterday")
+    with pytest.raises(ValueError, match="LSTEP_NOW='yesterday' is not an ISO 8601 instant"):
+        utc_now()
