@@ -99,16 +99,18 @@ def _train_champion(tracking_dir: str, population: str) -> dict:
     from rich.console import Console
 
     from serving.settings import disable_telemetry
+    from training.jobs import TrainJob
     from training.pipeline import train
 
     disable_telemetry()
     started = time.perf_counter()
     directory = Path(tracking_dir)
     directory.mkdir(parents=True, exist_ok=True)
+    job = TrainJob(
+        events=f"{population}/events.parquet", customers=f"{population}/customers.parquet", trials=5
+    )
     result = train(
-        f"{population}/events.parquet",
-        f"{population}/customers.parquet",
-        trials=5,
+        job,
         tracking_uri=f"sqlite:///{directory / 'mlflow.db'}",
         artifact_location=str(directory / "mlartifacts"),
         now=NOW,

@@ -93,17 +93,19 @@ def _build(settings: Settings, config: SimulationConfig, as_of: date, console: C
     from serving.infra.champion import load_champion
     from serving.infra.rulesets import load_rules
     from serving.infra.store import StateStore
-    from training.pipeline import train  # the benchmark makes its champion as production does
+    from training.jobs import TrainJob  # the benchmark makes its champion as production does
+    from training.pipeline import train
 
     data = settings.data_path
     now = datetime.combine(START + timedelta(days=config.days + 1), datetime.min.time(), UTC)
     with console.status("simulating learners"):
         simulate(config, data)
     with console.status("training a champion (2 trials)"):
-        train(
-            data / "events.parquet", data / "customers.parquet", tracking_uri=settings.tracking_uri,
-            now=now, trials=2, horizon_days=14, console=Console(quiet=True),
+        job = TrainJob(
+            events=data / "events.parquet", customers=data / "customers.parquet", trials=2,
+            horizon_days=14,
         )  # fmt: skip
+        train(job, tracking_uri=settings.tracking_uri, now=now, console=Console(quiet=True))
     inputs = BatchInputs(events=data / "events.parquet", customers=data / "customers.parquet")
     with console.status("running the batch job"), StateStore.from_settings(settings) as store:
         context = BatchContext(

@@ -22,6 +22,7 @@ from rich.table import Table
 from targets import simulation_dir, verdict
 
 from features.simulator import SimulationConfig, simulate
+from training.jobs import TrainJob
 from training.pipeline import train
 
 TARGET_SECONDS = 600.0
@@ -92,15 +93,18 @@ def main() -> None:
     directory, simulate_seconds = _simulated(config, console)
     with tempfile.TemporaryDirectory(prefix="lstep-bench-") as scratch:
         started = time.perf_counter()
-        result = train(
-            directory / "events.parquet",
-            directory / "customers.parquet",
+        job = TrainJob(
+            events=directory / "events.parquet",
+            customers=directory / "customers.parquet",
             truth=directory / "truth.parquet",
             trials=arguments.trials,
-            tracking_uri=f"sqlite:///{Path(scratch) / 'mlflow.db'}",
-            now=datetime.now(UTC),
             seed=arguments.seed,
             threads=arguments.threads,
+        )
+        result = train(
+            job,
+            tracking_uri=f"sqlite:///{Path(scratch) / 'mlflow.db'}",
+            now=datetime.now(UTC),
             console=console,
         )
         wall = time.perf_counter() - started

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
@@ -45,7 +46,6 @@ from rich.progress import (
 )
 
 from features.labels import load_labels
-from features.mapping import EventMapping
 from features.schemas import labels_schema
 from features.validation import load_valid_inputs
 from models.churn import ChurnModel, model_feature_names, to_model_matrix
@@ -65,6 +65,9 @@ from training.report import comparison_table, markdown_table, model_card
 from training.splits import CvFold, TimeSplit, expanding_folds, split_by_time
 from training.tracking import TrialRunLogger, ensure_experiment, flat_params
 from training.tuning import TuningConfig, TuningResult, best_so_far, tune
+
+if TYPE_CHECKING:
+    from training.jobs import TrainJob
 
 TableInput = pd.DataFrame | str | Path
 
@@ -255,35 +258,24 @@ class _Prepared:
     truth: pd.DataFrame | None
 
 
-def _prepare(
-    stages: _Stages,
-    events: TableInput,
-    customers: TableInput,
-    *,
-    labels: TableInput | None,
-    mapping: EventMapping | str | Path | None,
-    truth: TableInput | None,
-    horizon_days: int,
-    every_days: int,
-    now: datetime,
-) -> _Prepared:
+def _prepare(stages: _Stages, job: TrainJob, now: datetime) -> _Prepared:
     """Stages 1-3: validated inputs, the training set and its time split."""
     with stages.stage("validate", "validate inputs"):
         events_frame, customers_frame = load_valid_inputs(
-            events, customers, mapping=mapping, now=now
+            job.events, job.customers, mapping=job.mapping, now=now
         )
-        labels_frame = _labels(labels)
-        truth_frame = _read_table(truth) if truth is not None else None
+        labels_frame = _labels(job.labels)
+        truth_frame = _read_table(job.truth) if job.truth is not None else None
     with stages.stage("dataset", "features and labels"):
         data = build_training_set(
             events_frame,
             customers_frame,
             labels=labels_frame,
-            horizon_days=horizon_days,
-            every_days=every_days,
+            horizon_days=job.horizon_days,
+            every_days=job.every_days,
         )
     with stages.stage("split", "purged time split"):
-        split = split_by_time(data.frame, horizon_days=horizon_days)
+        split = split_by_time(data.frame, horizon_days=job.horizon_days)
     return _Prepared(events_frame, data, split, truth_frame)
 
 
@@ -339,44 +331,24 @@ def _report(
 
 
 def train(
-    events: TableInput,
-    customers: TableInput,
+    job: TrainJob,
     *,
-    labels: TableInput | None = None,
-    mapping: EventMapping | str | Path | None = None,
-    truth: TableInput | None = None,
-    horizon_days: int = 30,
-    every_days: int = 7,
-    trials: int = 30,
-    timeout: float | None = None,
-    experiment: str = "lstep-churn",
     tracking_uri: str,
     now: datetime,
-    seed: int = 0,
+    model_name: str = MODEL_NAME,
     console: Console | None = None,
     artifact_location: str | None = None,
-    model_name: str = MODEL_NAME,
-    threads: int = 2,
 ) -> TrainResult:
     """Train, evaluate, log and register a churn model (the stages of the module docstring).
 
     Args:
-        events: events parquet/CSV path or frame (canonical, or foreign with ``mapping``).
-        customers: customers parquet/CSV path or frame.
-        labels: optional bring-your-own labels (path or frame): its rows are the rows.
-        mapping: optional mapping YAML path (or ``EventMapping``) for a foreign log.
-        truth: optional simulator truth (path or frame) for the oracle row.
-        horizon_days: W, the label window and the purge gap.
-        every_days: days between observation dates (computed labels).
-        trials: Optuna trials; ``timeout``: seconds after which no new trial starts.
-        experiment: MLflow experiment name.
+        job: what to train on and how (``training.jobs.TrainJob``: the log, labels, mapping,
+            truth, horizon, observation spacing, trials, timeout, experiment, seed, threads).
         tracking_uri: MLflow tracking and registry URI (the CLI passes the settings' one).
         now: the current instant; events after it fail validation (the CLI passes the real time).
-        seed: seeds the sampler, LightGBM and the plot sample.
+        model_name: registered model name.
         console: where progress and the table go (a fresh ``rich`` console by default).
         artifact_location: artifact root for a new experiment (default: beside a SQLite file).
-        model_name: registered model name.
-        threads: LightGBM threads.
 
     Raises:
         features.validation.InputError: when the inputs fail validation (the rendered report).
@@ -384,20 +356,19 @@ def train(
     """
     console = console or Console()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = TuningConfig(trials=trials, timeout=timeout, seed=seed, threads=threads)
+    config = TuningConfig(
+        trials=job.trials, timeout=job.timeout, seed=job.seed, threads=job.threads
+    )
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    experiment_id = ensure_experiment(client, experiment, tracking_uri, artifact_location)
+    experiment_id = ensure_experiment(client, job.experiment, tracking_uri, artifact_location)
     with _progress(console) as progress, mlflow.start_run(experiment_id=experiment_id) as run:
         stages = _Stages(progress)
-        prepared = _prepare(
-            stages, events, customers, labels=labels, mapping=mapping, truth=truth,
-            horizon_days=horizon_days, every_days=every_days, now=now,
-        )  # fmt: skip
+        prepared = _prepare(stages, job, now)
         _log_run_inputs(prepared.data, prepared.split, config)
         logger = TrialRunLogger(client, experiment_id, run.info.run_id)
-        model, tuning, evaluation = _fit_and_evaluate(stages, prepared, config, logger, seed)
+        model, tuning, evaluation = _fit_and_evaluate(stages, prepared, config, logger, job.seed)
         with stages.stage("log_model", "log and register the model"):
             decision, model_uri = _register(client, prepared, model, evaluation, model_name)
         _log_outcome(tuning, evaluation, stages.seconds)
@@ -410,7 +381,7 @@ def train(
             feature_names=model.feature_names,
         )
         mlflow.log_text(card, "model_card.md")
-    _report(console, evaluation, decision, model_name, truth is not None)
+    _report(console, evaluation, decision, model_name, job.truth is not None)
     return TrainResult(
         run_id=run.info.run_id,
         experiment_id=experiment_id,

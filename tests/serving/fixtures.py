@@ -50,19 +50,23 @@ def simulate_log(out_dir: Path, config: SimulationConfig = POPULATION) -> Simula
 
 def train_champion(log: SimulatedLog, home: Path) -> str:
     """Train and register a champion under ``home``; return the MLflow tracking URI."""
-    from training.pipeline import train  # tests only: serving code never imports training
+    from training.jobs import TrainJob  # tests only: serving code never imports training
+    from training.pipeline import train
 
     home.mkdir(parents=True, exist_ok=True)
     tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
     previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     try:
-        train(
-            log.events_path,
-            log.customers_path,
+        job = TrainJob(
+            events=log.events_path,
+            customers=log.customers_path,
             trials=2,
             every_days=7,
             horizon_days=14,
             threads=1,
+        )
+        train(
+            job,
             tracking_uri=tracking_uri,
             now=NOW,
             console=Console(quiet=True),

@@ -13,6 +13,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from rich.console import Console
 
 from tests.training.simulated import foreign_copy
+from training.jobs import TrainJob
 from training.pipeline import train
 from training.registry import CHALLENGER, CHAMPION, current_champion
 
@@ -41,10 +42,11 @@ def trained_twice(population, migrated_mlflow_db, tmp_path_factory):
     store = tmp_path_factory.mktemp("store") / "mlflow.db"
     store.write_bytes(migrated_mlflow_db.read_bytes())
     uri = f"sqlite:///{store}"
-    common = {"truth": population.truth, "tracking_uri": uri, "now": NOW, "threads": 1}
     console = _quiet_console()
-    first = train(population.events, population.customers, trials=4, console=console, **common)
-    second = train(population.events, population.customers, trials=1, console=console, **common)
+    runs = {"tracking_uri": uri, "now": NOW, "console": console}
+    data = {"events": population.events, "customers": population.customers, "threads": 1}
+    first = train(TrainJob(**data, truth=population.truth, trials=4), **runs)
+    second = train(TrainJob(**data, truth=population.truth, trials=1), **runs)
     return uri, first, second, console.export_text()
 
 
@@ -120,17 +122,15 @@ def test_a_foreign_log_with_a_mapping_and_its_own_labels_trains(population, trac
     foreign = foreign_copy(population, tmp_path / "foreign")
 
     # when trained through the mapping with the labels file
-    result = train(
-        foreign.events,
-        foreign.customers,
+    job = TrainJob(
+        events=foreign.events,
+        customers=foreign.customers,
         labels=foreign.labels,
         mapping=foreign.mapping,
         trials=2,
-        tracking_uri=tracking_uri,
-        now=NOW,
         threads=1,
-        console=_quiet_console(),
     )
+    result = train(job, tracking_uri=tracking_uri, now=NOW, console=_quiet_console())
 
     # then the labels file's rows were the rows, and a model was registered and evaluated
     assert result.data["data.label_source"] == "labels file"
@@ -157,14 +157,12 @@ def test_train_with_the_mlflow_store_on_postgresql(population, postgres_uri, tmp
     artifacts = (tmp_path / "artifacts").as_uri()
 
     # when trained with one trial
+    job = TrainJob(events=population.events, customers=population.customers, trials=1, threads=1)
     result = train(
-        population.events,
-        population.customers,
-        trials=1,
+        job,
         tracking_uri=postgres_uri,
         artifact_location=artifacts,
         now=NOW,
-        threads=1,
         console=_quiet_console(),
     )
 
