@@ -384,6 +384,7 @@ OVERRIDE_ERRORS = [
     ({"tag": "ST_009"}, "unknown tag 'ST_009'"),
     ({"actor": "  "}, "needs an actor"),
     ({"reason": ""}, "needs a reason"),
+    ({"reason": "  "}, "needs a reason"),
     ({"expires": DAY1}, "expires 2024-03-01 is not after today"),
     ({"now": datetime(2024, 3, 1, 9)}, "naive"),
     ({"customer_id": "nobody"}, "unknown customer 'nobody'"),
