@@ -31,7 +31,8 @@ from __future__ import annotations
 import importlib
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,23 @@ class ChurnPyfunc(mlflow.pyfunc.PythonModel):
         if self._model is None:
             raise RuntimeError("ChurnPyfunc.predict called before load_context")
         return self._model.predict(model_input)
+
+
+@contextmanager
+def mlflow_uris(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking and registry URIs at ``tracking_uri`` for a while.
+
+    ``mlflow.pyfunc.load_model("models:/...")`` and fluent runs resolve through the global URIs;
+    restoring the previous ones keeps a host process (the service, a notebook, tests) unaffected.
+    """
+    previous_tracking, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous_tracking)
+        mlflow.set_registry_uri(previous_registry)
 
 
 def pinned_requirements() -> list[str]:

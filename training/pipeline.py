@@ -49,7 +49,7 @@ from features.labels import load_labels
 from features.schemas import labels_schema
 from features.validation import load_valid_inputs
 from models.churn import ChurnModel, model_feature_names, to_model_matrix
-from models.pyfunc import log_churn_model
+from models.pyfunc import log_churn_model, mlflow_uris
 from training.baselines import Scorer, fit_baselines
 from training.dataset import TrainingSet, build_training_set
 from training.evaluate import (
@@ -359,11 +359,13 @@ def train(
     config = TuningConfig(
         trials=job.trials, timeout=job.timeout, seed=job.seed, threads=job.threads
     )
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     experiment_id = ensure_experiment(client, job.experiment, tracking_uri, artifact_location)
-    with _progress(console) as progress, mlflow.start_run(experiment_id=experiment_id) as run:
+    with (
+        mlflow_uris(tracking_uri),  # the fluent run logs there; the caller's URIs come back
+        _progress(console) as progress,
+        mlflow.start_run(experiment_id=experiment_id) as run,
+    ):
         stages = _Stages(progress)
         prepared = _prepare(stages, job, now)
         _log_run_inputs(prepared.data, prepared.split, config)

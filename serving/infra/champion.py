@@ -7,8 +7,6 @@ that is allowed (``--rules-only``, ``LSTEP_RULES_ONLY``) or a ``NoChampionError`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -16,7 +14,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from models.churn import ChurnModel
-from models.pyfunc import ChurnPyfunc
+from models.pyfunc import ChurnPyfunc, mlflow_uris
 from serving.core.problems import NoChampionError
 from serving.settings import CHAMPION_ALIAS, DEFAULT_MODEL_NAME, champion_uri
 
@@ -50,23 +48,6 @@ class Champion:
     model: ChurnModel
     version: str
     uri: str
-
-
-@contextmanager
-def _mlflow_uris(tracking_uri: str) -> Iterator[None]:
-    """Point MLflow's process-wide tracking and registry URIs at ``tracking_uri`` for a while.
-
-    ``mlflow.pyfunc.load_model("models:/...")`` resolves the alias through the global registry
-    URI; restoring the previous ones keeps a host process (the service, tests) unaffected.
-    """
-    previous_tracking, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous_tracking)
-        mlflow.set_registry_uri(previous_registry)
 
 
 def champion_version(tracking_uri: str, model_name: str = DEFAULT_MODEL_NAME) -> str | None:
@@ -104,7 +85,7 @@ def load_champion(tracking_uri: str, model_name: str = DEFAULT_MODEL_NAME) -> Ch
         version = _champion_version(client, model_name)
         if version is None:
             return None
-        with _mlflow_uris(tracking_uri):
+        with mlflow_uris(tracking_uri):
             pyfunc = mlflow.pyfunc.load_model(uri)
         if _champion_version(client, model_name) == version:
             return Champion(
