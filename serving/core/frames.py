@@ -138,6 +138,7 @@ TRANSITIONS_SCHEMA = _frame_schema(
         "rule_id": _text(),
         "actor": _text(),
         "reason": _text(nullable=False),
+        "why": _text(),
         "signal": _text(),
         "p_churn": _probability(),
         "confidence": _probability(),

@@ -171,6 +171,8 @@ def transition_rows(
     rows = applied.rename(columns={"description": "reason"})
     rows["as_of"] = rows["as_of"].dt.date
     rows["actor"] = None
+    if "why" not in rows:
+        rows["why"] = None
     rows["model_version"] = model_version
     rows["run_id"] = run_id
     rows["created_at"] = now

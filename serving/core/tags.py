@@ -20,5 +20,18 @@ CHURNED_TAG = "ST_006"
 RISK_TAG = "ST_004"
 TAGS_AFTER_CHURN: frozenset[str] = frozenset({"ST_001", "ST_005"})
 """The only tags a person may move an ST_006 (churned) learner back to."""
+CAMPAIGN_KIND, HOLD_KIND = "campaign", "hold"
+OVERRIDE_KINDS = (CAMPAIGN_KIND, HOLD_KIND)
+"""Kinds of override: a time-boxed retention campaign in ST_005 (the exit rules keep running),
+or a hold (automatic moves other than to a terminal tag wait until it ends)."""
 
-__all__ = ["CHURNED_TAG", "MANUAL_ONLY_TAG", "RISK_TAG", "STATUS_TAGS", "TAGS_AFTER_CHURN"]
+__all__ = [
+    "CAMPAIGN_KIND",
+    "CHURNED_TAG",
+    "HOLD_KIND",
+    "MANUAL_ONLY_TAG",
+    "OVERRIDE_KINDS",
+    "RISK_TAG",
+    "STATUS_TAGS",
+    "TAGS_AFTER_CHURN",
+]

@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pandas as pd
@@ -65,6 +65,7 @@ from serving.core.planning import (
 )
 from serving.core.problems import ApplyRefused
 from serving.core.state import StateRow, state_row
+from serving.core.tags import CAMPAIGN_KIND, HOLD_KIND, MANUAL_ONLY_TAG
 from serving.infra.sql import (
     STATE_ROWS,
     WRITER_OPTION,
@@ -312,7 +313,9 @@ class StateStore:
             "tag": tag,
             "actor": actor.strip(),
             "reason": reason.strip(),
+            "kind": CAMPAIGN_KIND if tag == MANUAL_ONLY_TAG else HOLD_KIND,
             "created_at": now,
+            "effective_as_of": now.astimezone(UTC).date(),
             "expires": expires,
         }
         with self._writer() as conn:

@@ -30,9 +30,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from serving.core.tags import STATUS_TAGS
+from serving.core.tags import OVERRIDE_KINDS, STATUS_TAGS
 
 _TAG_LIST_SQL = ", ".join(f"'{tag}'" for tag in STATUS_TAGS)
+OVERRIDE_KINDS_SQL = ", ".join(f"'{kind}'" for kind in OVERRIDE_KINDS)
 _ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
 _ID_LENGTH = 64
 
@@ -109,6 +110,8 @@ class Transition(Base):
     rule_id: Mapped[str | None] = mapped_column(String(16))
     actor: Mapped[str | None] = mapped_column(String(128))
     reason: Mapped[str] = mapped_column(Text)
+    # The facts that made a rule's condition true, in words (None for a manual move).
+    why: Mapped[str | None] = mapped_column(Text)
     signal: Mapped[str | None] = mapped_column(String(32))
     p_churn: Mapped[float | None] = mapped_column(Float)
     confidence: Mapped[float | None] = mapped_column(Float)
@@ -118,11 +121,19 @@ class Transition(Base):
 
 
 class Override(Base):
-    """A person's decision to pin a learner's tag, optionally until ``expires`` (exclusive)."""
+    """A person's decision about a learner's tag, on the data's clock.
+
+    ``kind`` is ``campaign`` (a retention campaign in ST_005: the exit rules keep running) or
+    ``hold`` (automatic moves other than to a terminal tag are held). It applies to the data days
+    ``effective_as_of <= as_of < expires`` and before ``cleared_as_of``; ``created_at`` and
+    ``cleared_at`` are the wall-clock instants it was recorded and ended (audit only).
+    """
 
     __tablename__ = "overrides"
     __table_args__ = (
         CheckConstraint(f"tag IN ({_TAG_LIST_SQL})", name="tag"),
+        CheckConstraint(f"kind IN ({OVERRIDE_KINDS_SQL})", name="kind"),
+        CheckConstraint("expires IS NULL OR expires > effective_as_of", name="expires"),
         # At most one open override per learner: a new one clears the previous one.
         Index(
             "uq_overrides_open_customer_id",
@@ -136,11 +147,16 @@ class Override(Base):
     id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
     customer_id: Mapped[str] = mapped_column(String(_ID_LENGTH))
     tag: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[str] = mapped_column(String(16))
     actor: Mapped[str] = mapped_column(String(128))
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    effective_as_of: Mapped[date] = mapped_column(Date)
     expires: Mapped[date | None] = mapped_column(Date)
     cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cleared_as_of: Mapped[date | None] = mapped_column(Date)
+    cleared_by: Mapped[str | None] = mapped_column(String(128))
+    clear_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class Score(Base):
