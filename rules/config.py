@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from rules.conditions import Condition, ConditionError, iter_leaves, parse_condition
@@ -35,6 +35,12 @@ NEW = "new"
 
 MODEL_SCORE_COLUMNS: frozenset[str] = frozenset({"p_churn", "p_low", "p_high", "confidence"})
 """Score columns: leaves on them are the model side of the blend, all others the rules side."""
+
+STATE_COLUMNS: frozenset[str] = frozenset({"campaign_active"})
+"""Columns the engine derives from the stored state, which a condition may read like features.
+
+``campaign_active``: the learner's retention campaign (an ST_005 override of kind ``campaign``)
+is running on the decision day; false once its box ended or it was cleared."""
 
 Signal = Literal["fact", "rules", "model", "both"]
 
@@ -68,6 +74,26 @@ class TagSpec(BaseModel):
     terminal: bool = False
     typical_duration: str
     description: str
+    manual_from: tuple[str, ...] = ()
+
+
+class CampaignBox(BaseModel):
+    """How long a retention campaign (the manual-entry tag) runs: a default within bounds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    default_days: int = Field(ge=1)
+    min_days: int = Field(ge=1)
+    max_days: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _default_within_bounds(self) -> CampaignBox:
+        if not self.min_days <= self.default_days <= self.max_days:
+            raise ValueError(
+                f"default_days {self.default_days} is not within min_days {self.min_days} .. "
+                f"max_days {self.max_days}"
+            )
+        return self
 
 
 class TagsFile(BaseModel):
@@ -77,6 +103,7 @@ class TagsFile(BaseModel):
 
     tags: tuple[TagSpec, ...] = Field(min_length=1)
     cooldown_days: dict[str, Annotated[int, Field(ge=0)]]
+    campaign: CampaignBox
 
 
 class Rule(BaseModel):
@@ -113,6 +140,7 @@ class RuleSet(BaseModel):
     source: str
     tags: tuple[TagSpec, ...]
     cooldown_days: dict[str, int]
+    campaign: CampaignBox
     rules: tuple[Rule, ...]
     interventions: Interventions
 
@@ -131,11 +159,16 @@ class RuleSet(BaseModel):
         """Tags only a CS override can enter (ST_005)."""
         return [tag.id for tag in self.tags if tag.entry == "manual"]
 
+    def manual_sources(self, tag_id: str) -> tuple[str, ...]:
+        """The tags a person may move a learner from into ``tag_id`` (``manual_from``)."""
+        return next(tag.manual_from for tag in self.tags if tag.id == tag_id)
+
     @property
     def features_used(self) -> list[str]:
-        """Every column a condition reads, sorted."""
+        """Every column a condition reads from the scored frame, sorted (not STATE_COLUMNS)."""
         return sorted(
             {leaf.feature for rule in self.rules for _, leaf in iter_leaves(rule.condition)}
+            - STATE_COLUMNS
         )
 
     @property
@@ -176,10 +209,11 @@ def load_ruleset(rules_dir: Path | str | None = None, *, known_features: Iterabl
     directory = resources.files("rules") if rules_dir is None else Path(rules_dir)
     tags_file, tags = _load_tags(directory)
     _check_cooldowns(tags, tags_file)
+    _check_manual_moves(tags, tags_file)
     rules_file, rules = _load_rules(directory)
     interventions_file, interventions = _load_interventions(directory)
     _check_rule_tags(rules, tags, rules_file)
-    _check_features(rules, set(known_features), rules_file)
+    _check_features(rules, set(known_features) | STATE_COLUMNS, rules_file)
     _check_signals(rules, rules_file)
     _check_reachable(rules, tags.tags, rules_file)
     _check_interventions(interventions, tags.tags, interventions_file)
@@ -187,6 +221,7 @@ def load_ruleset(rules_dir: Path | str | None = None, *, known_features: Iterabl
         source=str(directory),
         tags=tags.tags,
         cooldown_days=tags.cooldown_days,
+        campaign=tags.campaign,
         rules=rules,
         interventions=interventions,
     )
@@ -450,3 +485,27 @@ def _check_cooldowns(tags: TagsFile, file: str) -> None:
         raise RulesError(
             file, f"no cooldown for {missing} (write 0 for none)", field="cooldown_days"
         )
+
+
+def _check_manual_moves(tags: TagsFile, file: str) -> None:
+    """``manual_from`` names other known tags; a manual-entry tag has some; the box fits."""
+    known = [tag.id for tag in tags.tags]
+    for index, tag in enumerate(tags.tags):
+        field = f"tags[{index}].manual_from"
+        for source in tag.manual_from:
+            _require(source, known, "tag", file, field)
+            if source == tag.id:
+                raise RulesError(file, f"{tag.id} lists itself: a hold keeps a tag", field=field)
+        if tag.entry == "manual" and not tag.manual_from:
+            raise RulesError(
+                file, f"{tag.id} is entered by hand only, but from no tag", field=field
+            )
+    for tag in tags.tags:
+        cooldown = tags.cooldown_days.get(tag.id, 0)
+        if tag.entry == "manual" and cooldown >= tags.campaign.min_days:
+            raise RulesError(
+                file,
+                f"the {tag.id} cooldown ({cooldown} days) must be shorter than the shortest "
+                f"campaign ({tags.campaign.min_days} days), or the exit rules could never run",
+                field=f"cooldown_days.{tag.id}",
+            )

@@ -6,9 +6,11 @@ Semantics (DESIGN §5):
   learner absent from ``state``) and its condition holds.
 - Among the firing rules, a move to a terminal tag (ST_006) wins, then the first in file order.
 - Cooldowns hold automatic moves out of a tag the learner entered less than ``cooldown_days``
-  ago; an active override (``override_expires`` null or after ``as_of``) holds automatic moves.
-  Neither holds a move to a terminal tag. A held decision keeps the learner where they are and
-  says why in ``held`` (and which rule was held in ``description``).
+  ago; an active override of kind ``hold`` (``override_expires`` null or after ``as_of``) holds
+  automatic moves. Neither holds a move to a terminal tag. An active override of kind
+  ``campaign`` (a retention campaign in ST_005) holds nothing: the exit rules run, and read
+  ``campaign_active`` (false once the campaign's box has ended). A held decision keeps the
+  learner where they are and says why in ``held`` (and which rule was held in ``description``).
 - A terminal tag is never left; a manual-entry tag (ST_005) is never entered by a rule (both are
   guaranteed by the loader and kept by the engine).
 - ``signal`` records which side of the blend actually fired for the move: ``fact`` for fact rules;
@@ -56,12 +58,14 @@ class CurrentState:
     Attributes:
         from_code: index into ``ruleset.tag_ids``; ``len(tag_ids)`` for a new learner.
         days_in_tag: whole days since the learner entered the tag (0 for a new learner).
-        override_active: an override holds the learner today.
+        override_active: an override of kind ``hold`` holds the learner today.
+        campaign_active: the learner's retention campaign runs today.
     """
 
     from_code: np.ndarray
     days_in_tag: np.ndarray
     override_active: np.ndarray
+    campaign_active: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -96,8 +100,9 @@ def decide(
     Args:
         ruleset: the validated rules (:func:`rules.config.load_ruleset`).
         state: current tag of known learners: customer_id, tag, since (day the tag was entered),
-            override_tag (nullable), override_expires (nullable; null means no expiry). Naive
-            timestamps are UTC; tz-aware ones are converted to UTC.
+            override_tag (nullable), override_expires (nullable; null means no expiry),
+            override_kind (optional; ``hold`` or ``campaign``, a missing column or null means
+            ``hold``). Naive timestamps are UTC; tz-aware ones are converted to UTC.
         scored: one row per learner to decide: customer_id, product_tag, mrr, p_churn and
             confidence (NaN when there is no model), risk_indicator_count and every feature the
             rules read. Other columns are ignored.
@@ -135,17 +140,33 @@ def current_state(
     new_code = len(ruleset.tag_ids)
     if len(state) == 0:
         rows = len(customer_ids)
-        return CurrentState(np.full(rows, new_code), np.zeros(rows, np.int64), np.zeros(rows, bool))
+        nothing = np.zeros(rows, bool)
+        return CurrentState(np.full(rows, new_code), np.zeros(rows, np.int64), nothing, nothing)
     positions = codes_of(customer_ids, state["customer_id"])
     known = positions >= 0
     safe = np.where(known, positions, 0)  # any valid row; masked out by ``known``
     tag_codes = codes_of(state["tag"], ruleset.tag_ids)
     entered = state["since"].to_numpy().astype("datetime64[D]")
     days = (as_of.to_datetime64().astype("datetime64[D]") - entered).astype(np.int64)
+    active = _override_active(state, as_of)
+    campaign = active & (_override_kinds(state) == "campaign")
     return CurrentState(
         from_code=np.where(known, tag_codes[safe], new_code),
         days_in_tag=np.where(known, days[safe], 0),
-        override_active=known & _override_active(state, as_of)[safe],
+        override_active=known & (active & ~campaign)[safe],
+        campaign_active=known & campaign[safe],
+    )
+
+
+def _override_kinds(state: pd.DataFrame) -> np.ndarray:
+    """Each row's override kind; ``hold`` where the column is missing or null."""
+    if "override_kind" not in state:
+        return np.full(len(state), "hold", dtype=object)
+    return (
+        state["override_kind"]
+        .astype(object)
+        .where(state["override_kind"].notna(), "hold")
+        .to_numpy()
     )
 
 
@@ -176,16 +197,17 @@ def _check_overrides_agree(state: pd.DataFrame, as_of: pd.Timestamp) -> None:
 
 
 def fire_rules(
-    ruleset: RuleSet, scored: pd.DataFrame, from_code: np.ndarray
+    ruleset: RuleSet, scored: pd.DataFrame, current: CurrentState
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Evaluate every rule on every learner.
+    """Evaluate every rule on every learner (scored columns, and the state's ``STATE_COLUMNS``).
 
     Returns:
         Three (rules x learners) boolean arrays: the rule fires; it fires with a true leaf on a
         rule feature; it fires with a true leaf on a model score.
     """
-    rows = len(scored)
+    rows, from_code = len(scored), current.from_code
     columns = {name: scored[name] for name in ruleset.features_used}
+    columns["campaign_active"] = pd.Series(current.campaign_active, index=scored.index)
     source_index = {tag: i for i, tag in enumerate(ruleset.tag_ids)} | {"new": len(ruleset.tag_ids)}
     fired = np.zeros((len(ruleset.rules), rows), bool)
     rules_side, model_side = np.zeros_like(fired), np.zeros_like(fired)
@@ -202,7 +224,7 @@ def fire_rules(
 
 def choose_moves(ruleset: RuleSet, scored: pd.DataFrame, current: CurrentState) -> Moves:
     """Pick the winning rule per learner and apply cooldowns and overrides."""
-    fired, rules_side, model_side = fire_rules(ruleset, scored, current.from_code)
+    fired, rules_side, model_side = fire_rules(ruleset, scored, current)
     tag_index = {tag: i for i, tag in enumerate(ruleset.tag_ids)}
     # One extra slot at the end of each table answers for the NO_CODE (-1) index.
     rule_to = np.array([tag_index[rule.to] for rule in ruleset.rules] + [NO_CODE])

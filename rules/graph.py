@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from rules.config import NEW, RuleSet
 
-OVERRIDE_NODE = "override"
-"""The pseudo node from which CS overrides enter manual-entry tags."""
-
 
 def mermaid(ruleset: RuleSet) -> str:
     """Render the rules as a Mermaid flowchart.
 
     Nodes are the tags (a stadium for ``new``, a cylinder for terminal tags); one edge per
     (from, to) pair, labelled with the ids of the rules that make that move, in file order.
-    Manual-entry tags get a dotted edge from a "CS override" node.
+    A manual-entry tag (ST_005, the retention campaign) gets a dotted edge from each tag a person
+    may move a learner from (``manual_from``), labelled with the campaign's time box.
     """
     lines = ["flowchart TD", f'    {NEW}(["new learner"])']
     for tag in ruleset.tags:
@@ -30,7 +28,10 @@ def mermaid(ruleset: RuleSet) -> str:
             edges.setdefault((source, rule.to), []).append(rule.id)
     for (source, target), rule_ids in edges.items():
         lines.append(f'    {source} -->|"{", ".join(rule_ids)}"| {target}')
-    if ruleset.manual_tags:
-        lines.append(f'    {OVERRIDE_NODE}{{{{"CS override"}}}}')
-        lines.extend(f"    {OVERRIDE_NODE} -.->|manual| {tag}" for tag in ruleset.manual_tags)
+    box = ruleset.campaign
+    label = f"CS campaign, {box.min_days}-{box.max_days} days"
+    for tag in ruleset.manual_tags:
+        lines.extend(
+            f'    {source} -.->|"{label}"| {tag}' for source in ruleset.manual_sources(tag)
+        )
     return "\n".join(lines) + "\n"

@@ -80,6 +80,9 @@ def state_schema(ruleset: RuleSet, as_of: pd.Timestamp) -> pa.DataFrameSchema:
             ),
             "override_tag": pa.Column(str, pa.Check.isin(tags), nullable=True),
             "override_expires": pa.Column(pa.DateTime, nullable=True),
+            "override_kind": pa.Column(
+                str, pa.Check.isin(["hold", "campaign"]), nullable=True, required=False
+            ),
         },
         strict="filter",
         coerce=True,

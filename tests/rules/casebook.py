@@ -3,7 +3,8 @@
 A case file has ``as_of``, a ``base`` learner (feature values on which no rule fires for a known
 learner), and ``cases``: each with a ``name``, optional ``product_tag``, ``features`` (overrides
 of the base), ``state`` (absent for a new learner: tag, since_days, override_tag,
-override_expires_days relative to as_of, null for no expiry) and ``expect`` (decision columns).
+override_expires_days relative to as_of, null for no expiry; override_kind, by default
+campaign for an ST_005 override and hold otherwise) and ``expect`` (decision columns).
 A case file may also give ``rules_order``: the rule ids in the order of another, equally valid
 transitions.yaml, which ``reorder_transitions`` writes into a copy of the rules.
 """
@@ -58,9 +59,14 @@ def state_frame(book: dict, cases: list[dict] | None = None) -> pd.DataFrame:
                 "override_expires": None
                 if expires is None
                 else pd.Timestamp(as_of + timedelta(days=expires)),
+                # As the store writes them: an ST_005 override is a campaign, any other a hold.
+                "override_kind": state.get(
+                    "override_kind",
+                    "campaign" if state.get("override_tag") == "ST_005" else "hold",
+                ),
             }
         )
-    columns = ["customer_id", "tag", "since", "override_tag", "override_expires"]
+    columns = ["customer_id", "tag", "since", "override_tag", "override_expires", "override_kind"]
     return pd.DataFrame(rows, columns=columns)
 
 

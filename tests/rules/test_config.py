@@ -20,6 +20,8 @@ DESIGN_FLOW = (
     {("new", "ST_001"), ("ST_001", "ST_002"), ("ST_002", "ST_003")}
     | {(tag, "ST_004") for tag in ("ST_001", "ST_002", "ST_003")}
     | {("ST_005", "ST_001"), ("ST_004", "ST_001")}
+    # a retention campaign whose time box ended without re-engagement (issue 11)
+    | {("ST_005", "ST_004")}
     | {(tag, "ST_006") for tag in LIVE}
     # onboarding of a learner first seen when already progressing, mastered or at risk
     | {("new", "ST_002"), ("new", "ST_003"), ("new", "ST_004")}
@@ -28,11 +30,11 @@ DESIGN_FLOW = (
 
 
 def test_the_packaged_rules_implement_exactly_the_design_flow(ruleset):
-    # when listing every (from, to) move the 15 rules can make
+    # when listing every (from, to) move the 16 rules can make
     moves = {(source, rule.to) for rule in ruleset.rules for source in rule.sources}
     # then they are the design's flow, nothing more and nothing less
     assert moves == DESIGN_FLOW
-    assert sorted(rule.id for rule in ruleset.rules) == [f"R{i:02d}" for i in range(1, 16)]
+    assert sorted(rule.id for rule in ruleset.rules) == [f"R{i:02d}" for i in range(1, 17)]
 
 
 def test_the_packaged_tags_are_the_six_of_the_design(ruleset):
