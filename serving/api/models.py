@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from features.vocabulary import CANONICAL_EVENT_TYPES, CHANNELS, PRODUCT_TAGS
+from serving.core import overrides
 from serving.core.asks import LearnerAsk
 from serving.core.tags import STATUS_TAGS
 
@@ -206,21 +207,39 @@ class StatusRequest(_Request):
 
 
 class OverrideRequest(_Request):
-    """Body of ``POST /override``: pin a learner's tag by hand (needs the API token).
+    """Body of ``POST /override`` (needs the API token), on the data's clock.
 
-    ``expires`` is the first day the override no longer applies (none: until cleared).
+    ``tag: ST_005`` starts a time-boxed retention campaign (the exit rules keep running); any
+    other tag moves the learner and holds them there; no tag holds them at their current tag.
+    ``effective`` is the first data day it applies to (default: the day after the latest
+    completed batch day); ``expires`` the first data day it no longer applies to, or
+    ``for_days`` its length (default: the campaign box for ST_005, until cleared otherwise).
+    ``clear: true`` ends the learner's open override instead (from ``effective``).
     """
 
     customer_id: CustomerId
-    tag: StatusTag
+    tag: StatusTag | None = None
     actor: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+    effective: date | None = None
     expires: date | None = None
+    for_days: Annotated[int, Field(ge=1, le=3660)] | None = None
+    clear: bool = False
 
     @model_validator(mode="after")
     def _valid(self) -> OverrideRequest:
+        _check_day("effective", self.effective)
         _check_day("expires", self.expires)
+        if self.clear and (self.tag, self.expires, self.for_days) != (None, None, None):
+            raise ValueError("clear: true ends an override: give no tag, expires or for_days")
         return self
+
+    def to_request(self) -> overrides.OverrideRequest:
+        """The request as the store plans it."""
+        return overrides.OverrideRequest(
+            customer_id=self.customer_id, actor=self.actor, reason=self.reason, tag=self.tag,
+            effective=self.effective, expires=self.expires, days=self.for_days,
+        )  # fmt: skip
 
 
 # --- responses ------------------------------------------------------------------------------------
@@ -306,12 +325,14 @@ class ExplainResponse(_Response):
 
 
 class OverrideOut(_Response):
-    """The learner's open manual override."""
+    """The learner's open manual override: data days beside the instant it was recorded."""
 
     tag: StatusTag
+    kind: Literal["campaign", "hold"]
     actor: str
     reason: str
     created_at: datetime
+    effective_as_of: date
     expires: date | None
 
 

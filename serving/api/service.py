@@ -64,8 +64,9 @@ from serving.api.responses import explain_response, score_response, status_respo
 from serving.api.transport import day_features_of, feature_item, feature_outcomes
 from serving.app.answers import AnswerKeeper
 from serving.app.online import OnlineScoring, check_size, resolve_as_of
-from serving.app.status import learner_status, set_override
+from serving.app.status import clear_override, learner_status, set_override
 from serving.core.asks import LearnerAsk
+from serving.core.overrides import OverridePolicy
 from serving.core.problems import NoChampionError, Unavailable
 from serving.infra.champion import require_champion
 from serving.infra.learners import DayFeatures, LearnerData
@@ -211,13 +212,19 @@ class LstepService:
 
     @bentoml.api
     def override(self, request: OverrideRequest, /, ctx: bentoml.Context) -> StatusResponse:
-        """Pin a learner's tag by hand (bearer token); automatic rules then hold until expiry."""
+        """Start a campaign, hold a learner, or clear an override (bearer token), in data days."""
         with http_problems(ctx):
             check_bearer(_authorization(ctx), self.config.write_token)
-            status = set_override(
-                self.store, request.customer_id, request.tag, actor=request.actor,
-                reason=request.reason, expires=request.expires, now=self.clock(),
-            )  # fmt: skip
+            if request.clear:
+                words = (request.actor, request.reason)
+                return status_response(
+                    clear_override(
+                        self.store, request.customer_id, words=words, now=self.clock(),
+                        effective=request.effective,
+                    )
+                )  # fmt: skip
+            policy = OverridePolicy.of(self.online.ruleset)
+            status = set_override(self.store, request.to_request(), policy=policy, now=self.clock())
             return status_response(status)
 
     async def _fetch(self, asks: Sequence[LearnerAsk]) -> DayFeatures:

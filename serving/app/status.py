@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from serving.core.overrides import OverridePolicy, OverrideRequest
 from serving.core.problems import Invalid, NotFound
 from serving.core.tags import STATUS_TAGS
 from serving.infra.store import StateStore
@@ -22,7 +23,8 @@ class LearnerStatus:
         customer_id: the learner.
         tag: their current tag; ``tag_name`` its name.
         since: the day they entered it.
-        override: the open override (tag, actor, reason, created_at, expires), or None.
+        override: the open override (tag, kind, actor, reason, created_at, effective_as_of,
+            expires), or None.
         history: their transitions, oldest first (``TRANSITIONS_SCHEMA``).
     """
 
@@ -54,27 +56,59 @@ def learner_status(store: StateStore, customer_id: str) -> LearnerStatus:
 
 
 def set_override(
-    store: StateStore,
-    customer_id: str,
-    tag: str,
-    *,
-    actor: str,
-    reason: str,
-    expires: date | None,
-    now: datetime,
+    store: StateStore, request: OverrideRequest, *, policy: OverridePolicy, now: datetime
 ) -> LearnerStatus:
-    """Pin a learner's tag by hand; automatic rules then hold until it expires (except ST_006).
+    """Record an override on the data's clock (``serving.core.overrides``).
 
     Raises:
-        NotFound: the store has no status for them.
+        NotFound: the store has no status for the learner.
         Invalid: the override breaks a rule of overrides (named).
     """
     try:
-        store.set_override(customer_id, tag, actor=actor, reason=reason, expires=expires, now=now)
+        store.set_override(request, policy=policy, now=now)
     except ValueError as error:
-        unknown = store.current(customer_id) is None
-        raise (NotFound if unknown else Invalid)(str(error)) from None
+        raise _refusal(store, request.customer_id, error) from None
+    return learner_status(store, request.customer_id)
+
+
+def clear_override(
+    store: StateStore,
+    customer_id: str,
+    *,
+    words: tuple[str, str],
+    now: datetime,
+    effective: date | None = None,
+) -> LearnerStatus:
+    """End a learner's open override early; ``words`` = (actor, reason), both recorded.
+
+    Raises:
+        NotFound: the store has no status for the learner.
+        Invalid: no open override, a blank actor or reason, or a day already decided.
+    """
+    try:
+        store.clear_override(customer_id, words=words, now=now, effective=effective)
+    except ValueError as error:
+        raise _refusal(store, customer_id, error) from None
     return learner_status(store, customer_id)
 
 
-__all__ = ["LearnerStatus", "learner_status", "set_override"]
+def list_overrides(
+    store: StateStore, *, now: datetime, customer_id: str | None = None, active: bool = False
+) -> pd.DataFrame:
+    """Overrides, newest first; ``active``: those applying on the next batch day or later."""
+    live_from = store.next_batch_day(now) if active else None
+    return store.overrides_frame(customer_id, live_from=live_from)
+
+
+def _refusal(store: StateStore, customer_id: str, error: ValueError) -> Exception:
+    unknown = store.current(customer_id) is None
+    return (NotFound if unknown else Invalid)(str(error))
+
+
+__all__ = [
+    "LearnerStatus",
+    "clear_override",
+    "learner_status",
+    "list_overrides",
+    "set_override",
+]

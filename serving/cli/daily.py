@@ -1,5 +1,5 @@
-"""Daily operation: ``rules check``, ``score``, ``explain``, ``status``, ``override``, ``kpis``,
-``report``."""
+"""Daily operation: ``rules check``, ``score``, ``explain``, ``status``, ``kpis``, ``report``
+(overrides: ``serving.cli.overrides``)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ DayOpt = Annotated[str | None, typer.Option("--as-of", help="Day (default: the l
 def register(app: typer.Typer, rules_app: typer.Typer) -> None:
     """Add the daily commands to ``app`` (and ``rules check`` to ``rules_app``)."""
     rules_app.command("check")(rules_check)
-    for command in (init, score, explain, status, override, kpis, report):
+    for command in (init, score, explain, status, kpis, report):
         app.command()(command)
 
 
@@ -189,30 +189,6 @@ def status(customer_id: Annotated[str, typer.Argument(help="The learner's custom
             f"learner {customer_id!r} is not in the state store (never scored)"
         ) from None
     console.print(render_status(found))
-
-
-@friendly_errors
-def override(
-    customer_id: Annotated[str, typer.Argument(help="The learner's customer_id.")],
-    tag: Annotated[str, typer.Option("--tag", help="ST_001..ST_006 (ST_005 only by hand).")],
-    actor: Annotated[str, typer.Option("--actor", help="Who decides.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (quoted in the audit log).")],
-    expires: Annotated[
-        str | None, typer.Option("--expires", help="Day the override ends (default: never).")
-    ] = None,
-) -> None:
-    """Set a learner's tag by hand; automatic rules hold it until it expires (except ST_006)."""
-    from serving.app.status import set_override
-
-    until = parse_date(expires) if expires else None
-    set_override(
-        open_store(settings()), customer_id, tag, actor=actor, reason=reason, expires=until,
-        now=utc_now(),
-    )  # fmt: skip
-    console.print(
-        f"[green]{customer_id} -> {tag}[/] by {actor}: {reason}"
-        + (f" (until {until})" if until else " (no expiry)")
-    )
 
 
 @friendly_errors

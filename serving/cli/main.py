@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from serving.cli import daily, data, demo, model, serve
+from serving.cli import daily, data, demo, model, overrides, serve
 
 app = typer.Typer(
     name="lstep",
@@ -18,6 +18,7 @@ app.add_typer(rules_app, name="rules")
 data.register(app)
 model.register(app)
 daily.register(app, rules_app)
+overrides.register(app)
 serve.register(app)
 demo.register(app)
 

@@ -194,8 +194,11 @@ def learner_status(status: LearnerStatus) -> RenderableType:
     ]
     if status.override:
         held = status.override
-        until = held["expires"] or "no expiry"
-        lines.append(f"override to {held['tag']} by {held['actor']} ({held['reason']}), {until}")
+        until = f"until {held['expires']}" if held["expires"] else "until cleared"
+        lines.append(
+            f"override ({held['kind']}) {held['tag']} by {held['actor']} ({held['reason']}): "
+            f"data days from {held['effective_as_of']} {until}"
+        )
     table = Table("as_of", "from", "to", "rule / actor", "reason", "p_churn", "model", "run")
     for row in status.history.itertuples(index=False):
         p_churn = "" if _missing(row.p_churn) else f"{row.p_churn:.0%}"

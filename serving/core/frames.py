@@ -116,9 +116,31 @@ STATE_SCHEMA = _frame_schema(
         "since": pa.Column(_DATE),
         "override_tag": _tag(nullable=True),
         "override_expires": pa.Column(_DATE, nullable=True),
+        "override_kind": _text(),
     },
 )
-"""Output of ``state_frame``: current tag per learner and the active override, if any."""
+"""Output of ``state_frame``: each learner's tag on a day and the override applying, if any."""
+
+OVERRIDES_SCHEMA = _frame_schema(
+    "overrides",
+    {
+        "id": pa.Column(int),
+        "customer_id": _text(nullable=False),
+        "tag": _tag(nullable=False),
+        "kind": _text(nullable=False),
+        "actor": _text(nullable=False),
+        "reason": _text(nullable=False),
+        "created_at": pa.Column(_INSTANT),
+        "effective_as_of": pa.Column(_DATE),
+        "expires": pa.Column(_DATE, nullable=True),
+        "cleared_at": pa.Column(_INSTANT, nullable=True),
+        "cleared_as_of": pa.Column(_DATE, nullable=True),
+        "cleared_by": _text(),
+        "clear_reason": _text(),
+    },
+)
+"""Output of ``overrides_frame``: data days (effective_as_of, expires, cleared_as_of) beside the
+wall-clock instants they were recorded (created_at, cleared_at)."""
 
 
 def empty_state() -> pd.DataFrame:
@@ -185,6 +207,7 @@ RUNS_SCHEMA = _frame_schema(
 
 __all__ = [
     "DECISIONS_SCHEMA",
+    "OVERRIDES_SCHEMA",
     "RUNS_SCHEMA",
     "RUN_STATUSES",
     "SCORES_INPUT_SCHEMA",

@@ -8,7 +8,7 @@ the right day, override requests) live here too, so the rules of a write read in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
@@ -20,7 +20,7 @@ from serving.core.frames import (
     TRANSITIONS_SCHEMA,
     validate_frame,
 )
-from serving.core.tags import CHURNED_TAG, MANUAL_ONLY_TAG, STATUS_TAGS, TAGS_AFTER_CHURN
+from serving.core.tags import CHURNED_TAG, MANUAL_ONLY_TAG
 
 EXAMPLES = 10
 """Learners quoted by name in an error or a run summary."""
@@ -35,6 +35,56 @@ class TransitionPlan:
 
     applied: pd.DataFrame
     skipped: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class BatchDay:
+    """One ``apply_batch`` call: the day, the run's identity and when it started."""
+
+    as_of: date
+    run_id: str
+    model_version: str | None
+    rules_only: bool
+    now: datetime
+    replace: bool
+
+    def run_values(
+        self,
+        status: str,
+        finished_at: datetime | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The ``batch_runs`` row of this run in ``status``."""
+        return {
+            "run_id": self.run_id,
+            "as_of": self.as_of,
+            "status": status,
+            "started_at": self.now,
+            "finished_at": finished_at,
+            "model_version": self.model_version,
+            "rules_only": self.rules_only,
+            "summary": summary,
+        }
+
+
+@dataclass(frozen=True)
+class AppliedResult:
+    """What ``StateStore.apply_learners`` did.
+
+    Attributes:
+        run_id: the run id stamped on the written transitions.
+        outcomes: customer_id -> None when the learner's move was written, else why it was
+            skipped (``overridden``, ``stale_from_tag``, ``already_churned``); changed decisions
+            only.
+    """
+
+    run_id: str
+    outcomes: dict[str, str | None]
+
+    @property
+    def applied(self) -> list[str]:
+        """The learners whose move was written."""
+        return [customer_id for customer_id, reason in self.outcomes.items() if reason is None]
 
 
 def require_aware(moment: datetime, name: str) -> None:
@@ -70,31 +120,6 @@ def checked_decisions(as_of: date, decisions: pd.DataFrame) -> pd.DataFrame:
             f"a person may set (customers {_examples(manual_only['customer_id'])})"
         )
     return checked
-
-
-def check_override_request(
-    tag: str, *, actor: str, reason: str, expires: date | None, now: datetime
-) -> None:
-    if tag not in STATUS_TAGS:
-        raise ValueError(f"unknown tag {tag!r}: expected one of {', '.join(STATUS_TAGS)}")
-    if not actor or not actor.strip():
-        raise ValueError("an override needs an actor: who decided it")
-    if not reason or not reason.strip():
-        raise ValueError("an override needs a reason: why the tag is set by hand")
-    require_aware(now, "now")
-    today = now.astimezone(UTC).date()
-    if expires is not None and expires <= today:
-        raise ValueError(f"expires {expires} is not after today ({today})")
-
-
-def check_override_target(customer_id: str, from_tag: str | None, tag: str) -> None:
-    if from_tag is None:
-        raise ValueError(f"unknown customer {customer_id!r}: the store has no status for them")
-    if from_tag == CHURNED_TAG and tag not in TAGS_AFTER_CHURN:
-        raise ValueError(
-            f"customer {customer_id!r} is {CHURNED_TAG} (churned): a person may move them back "
-            f"only to {' or '.join(sorted(TAGS_AFTER_CHURN))}, not {tag}"
-        )
 
 
 def score_rows(
@@ -201,9 +226,9 @@ def run_summary(
 __all__ = [
     "EXAMPLES",
     "MANUAL_SIGNAL",
+    "AppliedResult",
+    "BatchDay",
     "TransitionPlan",
-    "check_override_request",
-    "check_override_target",
     "checked_decisions",
     "plan_transitions",
     "require_aware",

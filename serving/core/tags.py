@@ -18,8 +18,6 @@ STATUS_TAGS: dict[str, str] = {
 MANUAL_ONLY_TAG = "ST_005"
 CHURNED_TAG = "ST_006"
 RISK_TAG = "ST_004"
-TAGS_AFTER_CHURN: frozenset[str] = frozenset({"ST_001", "ST_005"})
-"""The only tags a person may move an ST_006 (churned) learner back to."""
 CAMPAIGN_KIND, HOLD_KIND = "campaign", "hold"
 OVERRIDE_KINDS = (CAMPAIGN_KIND, HOLD_KIND)
 """Kinds of override: a time-boxed retention campaign in ST_005 (the exit rules keep running),
@@ -33,5 +31,4 @@ __all__ = [
     "OVERRIDE_KINDS",
     "RISK_TAG",
     "STATUS_TAGS",
-    "TAGS_AFTER_CHURN",
 ]

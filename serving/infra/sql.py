@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,11 @@ import pandas as pd
 import pandera.pandas as pa
 from pandas.api.types import is_bool_dtype, is_float_dtype
 from sqlalchemy import (
-    BindParameter,
     Connection,
-    Date,
     Engine,
     Result,
     Select,
     Table,
-    bindparam,
     create_engine,
     delete,
     event,
@@ -45,10 +42,8 @@ from sqlalchemy.exc import (
 )
 
 from serving.core.frames import RunRecord, validate_frame
-from serving.core.planning import MANUAL_SIGNAL
 from serving.core.problems import Invalid, Unavailable
-from serving.core.tags import CHURNED_TAG
-from serving.infra.tables import BatchRun, Override, Score, Status, Transition
+from serving.infra.tables import BatchRun, Score, Status, Transition
 
 SQLITE_BUSY_TIMEOUT_S = 120
 """How long a SQLite writer waits for another writer (a 1M-row batch commits in well under this)."""
@@ -143,55 +138,9 @@ def transitions_select() -> Select[Any]:
     return select(*Transition.__table__.columns).order_by(Transition.id)
 
 
-def state_select(as_of: date | BindParameter[date] | None) -> Select[Any]:
-    """Each learner's status with the override open (and, given ``as_of``, active) on as_of."""
-    return select(
-        Status.customer_id,
-        Status.tag,
-        Status.since,
-        Override.tag.label("override_tag"),
-        Override.expires.label("override_expires"),
-    ).outerjoin(
-        Override,
-        (Override.customer_id == Status.customer_id) & override_active(as_of),
-    )
-
-
-def override_active(as_of: date | BindParameter[date] | None) -> Any:
-    """SQL condition: the override is open (and, given ``as_of``, not expired by then)."""
-    condition = Override.cleared_at.is_(None)
-    if as_of is not None:
-        condition = condition & or_(Override.expires.is_(None), Override.expires > as_of)
-    return condition
-
-
-STATE_ROWS = state_select(bindparam("as_of", type_=Date)).where(
-    Status.customer_id.in_(bindparam("customer_ids", expanding=True))
-)
-"""``state_rows``' query, built once: SQLAlchemy then reuses its compiled form (~1 ms a call)."""
-
-
 def first_mapping(conn: Connection, stmt: Select[Any]) -> dict[str, Any] | None:
     row = conn.execute(stmt).first()
     return None if row is None else dict(row._mapping)
-
-
-def read_tags(conn: Connection) -> pd.DataFrame:
-    return result_frame(conn.execute(select(Status.customer_id, Status.tag.label("db_tag"))))
-
-
-def read_tags_of(conn: Connection, customer_ids: list[str]) -> pd.DataFrame:
-    """``read_tags`` for some learners only (a few requested ones, not the whole table)."""
-    stmt = select(Status.customer_id, Status.tag.label("db_tag")).where(
-        Status.customer_id.in_(customer_ids)
-    )
-    frame = result_frame(conn.execute(stmt))
-    return frame if len(frame.columns) else pd.DataFrame(columns=["customer_id", "db_tag"])
-
-
-def active_override_ids(conn: Connection, as_of: date) -> set[str]:
-    stmt = select(Override.customer_id).where(override_active(as_of))
-    return set(conn.execute(stmt).scalars())
 
 
 def latest_completed(conn: Connection) -> date | None:
@@ -310,53 +259,11 @@ def update_status_from_run(conn: Connection, run_id: str) -> None:
     statement = statement.on_conflict_do_update(
         index_elements=[Status.customer_id],
         set_={name: statement.excluded[name] for name in ("tag", "since", "updated_at", "run_id")},
+        # Status is the latest transition in data time: a move of an earlier day than an
+        # override dated ahead does not replace it.
+        where=Status.since <= statement.excluded.since,
     )
     conn.execute(statement)
-
-
-def write_override(conn: Connection, override: dict[str, Any], from_tag: str) -> None:
-    """Close the learner's open override, open this one, log the move and set the status."""
-    customer_id, now = override["customer_id"], override["created_at"]
-    today = now.astimezone(UTC).date()  # the day a person acted is the day the tag starts
-    conn.execute(
-        update(Override)
-        .where(Override.customer_id == customer_id, Override.cleared_at.is_(None))
-        .values(cleared_at=now)
-    )
-    conn.execute(Override.__table__.insert().values(**override))
-    conn.execute(
-        Transition.__table__.insert().values(
-            customer_id=customer_id,
-            as_of=today,
-            from_tag=from_tag,
-            to_tag=override["tag"],
-            actor=override["actor"],
-            reason=override["reason"],
-            signal=MANUAL_SIGNAL,
-            created_at=now,
-        )
-    )
-    conn.execute(
-        update(Status)
-        .where(Status.customer_id == customer_id)
-        .values(tag=override["tag"], since=today, updated_at=now, run_id=None)
-    )
-
-
-def clear_overrides_of_churned(conn: Connection, run_id: str, now: datetime) -> None:
-    """Clear the open overrides that the run's moves to ST_006 passed.
-
-    A churned learner's tag is a fact; an override left open beside it would contradict the
-    stored tag (the rules engine refuses such a state).
-    """
-    churned = select(Transition.customer_id).where(
-        Transition.run_id == run_id, Transition.to_tag == CHURNED_TAG
-    )
-    conn.execute(
-        update(Override)
-        .where(Override.cleared_at.is_(None), Override.customer_id.in_(churned))
-        .values(cleared_at=now)
-    )
 
 
 def upsert_run(conn: Connection, values: dict[str, Any]) -> None:
@@ -382,7 +289,7 @@ def undo_run(conn: Connection, run: RunRecord, now: datetime) -> None:
         return (
             select(column)
             .where(Transition.customer_id == Status.customer_id, kept)
-            .order_by(Transition.id.desc())
+            .order_by(Transition.as_of.desc(), Transition.id.desc())
             .limit(1)
             .scalar_subquery()
         )

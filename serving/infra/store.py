@@ -31,31 +31,39 @@ Guarantees, and how they are kept:
 Bulk rows go in by binary COPY on PostgreSQL and by the driver's executemany on SQLite: a day of
 a million learners (scores, plus a tenth of them moving) commits in about 9 s on either here.
 
-An override is active while it is not cleared and ``as_of < expires`` (``expires`` is the first
-day it no longer applies); a new override of the same learner clears the previous one.
+Overrides and state live on the data's clock (``serving.core.overrides``,
+``serving.infra.state_sql``): an override applies to data days ``effective_as_of <= as_of <
+expires`` (and before ``cleared_as_of``); reads of a day are point-in-time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import Connection, inspect, select, text, update
 
 from serving.core.frames import (
+    OVERRIDES_SCHEMA,
     RUNS_SCHEMA,
     STATE_SCHEMA,
     STORED_SCORES_SCHEMA,
     TRANSITIONS_SCHEMA,
     RunRecord,
 )
+from serving.core.overrides import (
+    OverridePolicy,
+    OverrideRequest,
+    next_batch_day,
+    plan_clear,
+    plan_override,
+)
 from serving.core.planning import (
-    check_override_request,
-    check_override_target,
+    AppliedResult,
+    BatchDay,
     checked_decisions,
     plan_transitions,
     require_aware,
@@ -65,27 +73,30 @@ from serving.core.planning import (
 )
 from serving.core.problems import ApplyRefused
 from serving.core.state import StateRow, state_row
-from serving.core.tags import CAMPAIGN_KIND, HOLD_KIND, MANUAL_ONLY_TAG
 from serving.infra.sql import (
-    STATE_ROWS,
     WRITER_OPTION,
-    active_override_ids,
     bulk_insert,
     check_run_id_free,
-    clear_overrides_of_churned,
     existing_run,
     first_mapping,
     latest_completed,
     open_engine,
     read_frame,
-    read_tags,
-    read_tags_of,
-    state_select,
     store_errors,
     transitions_select,
     undo_run,
     update_status_from_run,
     upsert_run,
+)
+from serving.infra.state_sql import (
+    STATE_ROWS,
+    active_hold_ids,
+    clear_override,
+    close_overrides_of_moved,
+    open_override,
+    overrides_select,
+    read_tags,
+    state_select,
     write_override,
 )
 from serving.infra.tables import BatchRun, Override, Score, Status, Transition
@@ -93,56 +104,6 @@ from serving.settings import Settings, utc_now
 
 MIGRATIONS_LOCATION = "serving.infra:migrations"
 _ADVISORY_LOCK_CLASS = 0x15_7E_90  # first key of pg_advisory_xact_lock: "lstep state store"
-
-
-@dataclass(frozen=True)
-class _Batch:
-    """One ``apply_batch`` call: the day, the run's identity and when it started."""
-
-    as_of: date
-    run_id: str
-    model_version: str | None
-    rules_only: bool
-    now: datetime
-    replace: bool
-
-    def run_values(
-        self,
-        status: str,
-        finished_at: datetime | None = None,
-        summary: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """The ``batch_runs`` row of this run in ``status``."""
-        return {
-            "run_id": self.run_id,
-            "as_of": self.as_of,
-            "status": status,
-            "started_at": self.now,
-            "finished_at": finished_at,
-            "model_version": self.model_version,
-            "rules_only": self.rules_only,
-            "summary": summary,
-        }
-
-
-@dataclass(frozen=True)
-class AppliedResult:
-    """What ``StateStore.apply_learners`` did.
-
-    Attributes:
-        run_id: the run id stamped on the written transitions.
-        outcomes: customer_id -> None when the learner's move was written, else why it was
-            skipped (``overridden``, ``stale_from_tag``, ``already_churned``); changed decisions
-            only.
-    """
-
-    run_id: str
-    outcomes: dict[str, str | None]
-
-    @property
-    def applied(self) -> list[str]:
-        """The learners whose move was written."""
-        return [customer_id for customer_id, reason in self.outcomes.items() if reason is None]
 
 
 class StateStore:
@@ -209,16 +170,15 @@ class StateStore:
     def state_frame(
         self, as_of: date | None = None, customer_ids: Sequence[str] | None = None
     ) -> pd.DataFrame:
-        """Current tag per learner with the open override, if any (``STATE_SCHEMA``).
+        """Each learner's tag on data day ``as_of`` and the override applying then.
 
         Args:
-            as_of: when given, overrides that expired by then (``expires <= as_of``) are left
-                out; without it every uncleared override is returned with its ``expires``.
+            as_of: the data day (point-in-time: a learner's latest transition on or before it,
+                and the override whose window holds it); None for the current tags and the
+                open overrides.
             customer_ids: only these learners (those without a status have no row).
         """
-        stmt = state_select(as_of).order_by(Status.customer_id)
-        if customer_ids is not None:
-            stmt = stmt.where(Status.customer_id.in_(list(customer_ids)))
+        stmt = state_select(as_of, None if customer_ids is None else list(customer_ids))
         with self._connect() as conn:
             return read_frame(conn, stmt, STATE_SCHEMA)
 
@@ -231,14 +191,14 @@ class StateStore:
 
         Returns:
             customer_id -> (tag, since, override_tag, override_expires) for the learners that
-            have a status; the override columns are None without an override active on as_of.
+            have a status; the override columns are None without an override applying on as_of.
         """
         if not customer_ids:
             return {}
         parameters = {"customer_ids": list(customer_ids), "as_of": as_of}
         with self._connect() as conn:
             rows = conn.execute(STATE_ROWS, parameters)
-            return {row[0]: state_row(*row[1:]) for row in rows}
+            return {row[0]: state_row(*row[1:5]) for row in rows}
 
     def history(self, customer_id: str) -> pd.DataFrame:
         """One learner's transitions, oldest first (``TRANSITIONS_SCHEMA``; empty if unknown)."""
@@ -258,9 +218,11 @@ class StateStore:
                 conn,
                 select(
                     Override.tag,
+                    Override.kind,
                     Override.actor,
                     Override.reason,
                     Override.created_at,
+                    Override.effective_as_of,
                     Override.expires,
                 ).where(Override.customer_id == customer_id, Override.cleared_at.is_(None)),
             )
@@ -290,40 +252,70 @@ class StateStore:
 
     # ---- writes ------------------------------------------------------------------------------
 
+    def overrides_frame(
+        self, customer_id: str | None = None, *, live_from: date | None = None
+    ) -> pd.DataFrame:
+        """Overrides, newest first (``OVERRIDES_SCHEMA``).
+
+        Args:
+            customer_id: one learner's only.
+            live_from: only those still applying on or after this data day (not expired, not
+                cleared by then; future-dated ones included).
+        """
+        with self._connect() as conn:
+            return read_frame(conn, overrides_select(customer_id, live_from), OVERRIDES_SCHEMA)
+
+    def next_batch_day(self, now: datetime) -> date:
+        """The first data day an override recorded now may take effect on."""
+        with self._connect() as conn:
+            return next_batch_day(latest_completed(conn), now)
+
     def set_override(
-        self,
-        customer_id: str,
-        tag: str,
-        *,
-        actor: str,
-        reason: str,
-        expires: date | None,
-        now: datetime,
-    ) -> None:
-        """Pin a learner's tag by hand: override row, transition and status in one transaction.
+        self, request: OverrideRequest, *, policy: OverridePolicy, now: datetime
+    ) -> dict[str, Any]:
+        """Record an override on the data's clock: override row, manual move and status at once.
+
+        Returns:
+            The override row written (with its ``effective_as_of`` and ``expires``).
 
         Raises:
-            ValueError: unknown tag, empty actor or reason, naive ``now``, ``expires`` not after
-                today, a learner the store does not know, or an ST_006 learner moved anywhere
-                but ST_001/ST_005.
+            ValueError: from ``plan_override``, naming what is wrong (unknown tag or learner, a
+                move ``tags.yaml`` does not allow, an effective day already decided, an expiry
+                not after it, a campaign outside its box, a blank actor or reason).
         """
-        check_override_request(tag, actor=actor, reason=reason, expires=expires, now=now)
-        override = {
-            "customer_id": customer_id,
-            "tag": tag,
-            "actor": actor.strip(),
-            "reason": reason.strip(),
-            "kind": CAMPAIGN_KIND if tag == MANUAL_ONLY_TAG else HOLD_KIND,
-            "created_at": now,
-            "effective_as_of": now.astimezone(UTC).date(),
-            "expires": expires,
-        }
+        require_aware(now, "now")
         with self._writer() as conn:
-            from_tag = conn.execute(
-                select(Status.tag).where(Status.customer_id == customer_id)
+            current_tag = conn.execute(
+                select(Status.tag).where(Status.customer_id == request.customer_id)
             ).scalar_one_or_none()
-            check_override_target(customer_id, from_tag, tag)
-            write_override(conn, override, from_tag)
+            first_day = next_batch_day(latest_completed(conn), now)
+            planned = plan_override(request, current_tag, first_day, policy, now)
+            write_override(conn, planned.row, planned.from_tag, planned.moves)
+        return planned.row
+
+    def clear_override(
+        self,
+        customer_id: str,
+        *,
+        words: tuple[str, str],
+        now: datetime,
+        effective: date | None = None,
+    ) -> dict[str, Any]:
+        """End a learner's open override early, recording who and why (``plan_clear``).
+
+        Returns:
+            The override row as cleared.
+
+        Raises:
+            ValueError: no open override, a blank actor or reason, or a day already decided.
+        """
+        require_aware(now, "now")
+        with self._writer() as conn:
+            found = open_override(conn, customer_id)
+            first_day = next_batch_day(latest_completed(conn), now)
+            values = plan_clear(customer_id, found, words, first_day, effective)
+            clear_override(conn, found["id"], values, now)  # type: ignore[index]
+        return {**found, **values, "cleared_at": now}  # type: ignore[dict-item]
 
     def apply_batch(
         self,
@@ -361,7 +353,7 @@ class StateStore:
         require_aware(now, "now")
         if not run_id.strip():
             raise ValueError("run_id is empty")
-        batch = _Batch(as_of, run_id, model_version, rules_only, now, replace)
+        batch = BatchDay(as_of, run_id, model_version, rules_only, now, replace)
         checked = checked_decisions(as_of, decisions)
         rows = score_rows(as_of, checked, scores, run_id, model_version)
         existing = self._claim_run(batch)
@@ -413,18 +405,18 @@ class StateStore:
                     f"as_of {as_of} is before the latest batch day ({latest}): moves are "
                     "applied on or after it, as batches are"
                 )
-            tags = read_tags_of(conn, checked["customer_id"].tolist())
-            plan = plan_transitions(checked, tags, active_override_ids(conn, as_of))
+            tags = read_tags(conn, as_of, checked["customer_id"].tolist())
+            plan = plan_transitions(checked, tags, active_hold_ids(conn, as_of))
             rows = transition_rows(plan.applied, run_id, model_version, now)
             bulk_insert(conn, Transition.__table__, rows)
             update_status_from_run(conn, run_id)
-            clear_overrides_of_churned(conn, run_id, now)
+            close_overrides_of_moved(conn, run_id, as_of, now)
         outcomes: dict[str, str | None] = dict.fromkeys(plan.applied["customer_id"])
         for reason, skipped in plan.skipped.items():
             outcomes.update(dict.fromkeys(skipped, reason))
         return AppliedResult(run_id=run_id, outcomes=outcomes)
 
-    def _claim_run(self, batch: _Batch) -> RunRecord | None:
+    def _claim_run(self, batch: BatchDay) -> RunRecord | None:
         """Return the completed record to reuse, or mark the day ``running`` and return None."""
         with self._writer() as conn:
             check_run_id_free(conn, batch.run_id, batch.as_of)
@@ -437,7 +429,7 @@ class StateStore:
         return None
 
     def _write_batch(
-        self, conn: Connection, batch: _Batch, decisions: pd.DataFrame, scores: pd.DataFrame
+        self, conn: Connection, batch: BatchDay, decisions: pd.DataFrame, scores: pd.DataFrame
     ) -> RunRecord:
         """The batch transaction: re-check the day, then write everything and complete the run."""
         existing = existing_run(conn, batch.as_of, batch.replace)
@@ -445,12 +437,13 @@ class StateStore:
             return existing  # another process completed the day while we waited for the lock
         if existing is not None:
             undo_run(conn, existing, batch.now)
-        plan = plan_transitions(decisions, read_tags(conn), active_override_ids(conn, batch.as_of))
+        tags_then = read_tags(conn, batch.as_of)
+        plan = plan_transitions(decisions, tags_then, active_hold_ids(conn, batch.as_of))
         bulk_insert(conn, Score.__table__, scores)
         transitions = transition_rows(plan.applied, batch.run_id, batch.model_version, batch.now)
         bulk_insert(conn, Transition.__table__, transitions)
         update_status_from_run(conn, batch.run_id)
-        clear_overrides_of_churned(conn, batch.run_id, batch.now)
+        close_overrides_of_moved(conn, batch.run_id, batch.as_of, batch.now)
         summary = run_summary(decisions, scores, plan)
         values = batch.run_values("completed", self._clock(), summary)
         upsert_run(conn, values)

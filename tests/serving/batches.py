@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 from datetime import UTC, date, datetime
@@ -11,8 +12,32 @@ import pandas as pd
 
 import serving.infra.store as store_module
 from serving.core.frames import RunRecord
+from serving.core.overrides import OverridePolicy, OverrideRequest
 from serving.core.tags import STATUS_TAGS
+from serving.infra.rulesets import load_rules
 from serving.infra.store import StateStore
+
+
+@functools.cache
+def packaged_policy() -> OverridePolicy:
+    """The override rules of the packaged ``tags.yaml``."""
+    return OverridePolicy.of(load_rules())
+
+
+def set_override(
+    store: StateStore,
+    customer_id: str,
+    tag: str | None,
+    *,
+    actor: str,
+    reason: str,
+    now: datetime,
+    **when: date | int | None,
+) -> dict:
+    """``store.set_override`` of the packaged policy; ``when``: effective, expires, days."""
+    request = OverrideRequest(customer_id=customer_id, actor=actor, reason=reason, tag=tag, **when)  # type: ignore[arg-type]
+    return store.set_override(request, policy=packaged_policy(), now=now)
+
 
 FIRST_DAY = [("a", None, "ST_001"), ("b", None, "ST_001"), ("c", None, "ST_001")]
 

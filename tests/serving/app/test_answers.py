@@ -16,7 +16,7 @@ from serving.app.answers import AnswerKeeper, DayAnswers, load_day_answers
 from serving.core.assess import AssessOptions, assess
 from serving.core.state import state_row, state_rows_of
 from serving.infra.snapshots import latest_feature_snapshot
-from tests.serving.batches import at, decisions
+from tests.serving.batches import at, decisions, set_override
 from tests.serving.service_fixtures import SNAPSHOT_DAY
 
 
@@ -255,7 +255,8 @@ def test_state_rows_from_the_store_and_from_the_frame_compare_equal(sqlite_store
     as_of, features, _ = day
     customer_id = features["customer_id"].iloc[0]
     tag_learner(sqlite_store, customer_id, "ST_002", as_of)
-    sqlite_store.set_override(
+    set_override(
+        sqlite_store,
         customer_id,
         "ST_002",
         actor="cs-lead",

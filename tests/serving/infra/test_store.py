@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 import time
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +23,14 @@ from serving.core.frames import DECISIONS_SCHEMA
 from serving.core.problems import Invalid, Unavailable
 from serving.infra.store import ApplyRefused, StateStore
 from serving.infra.tables import Base
-from tests.serving.batches import FIRST_DAY, apply, at, decisions, run_paused_batch
+from tests.serving.batches import (
+    FIRST_DAY,
+    apply,
+    at,
+    decisions,
+    run_paused_batch,
+    set_override,
+)
 
 DAY1 = date(2024, 3, 1)
 DAY2 = date(2024, 3, 2)
@@ -114,7 +121,7 @@ def decide_and_apply(store: StateStore, ruleset: rules.RuleSet, day: date, learn
 def test_the_rules_engine_reads_the_state_and_the_store_takes_its_decisions(store, ruleset):
     # Given three learners started by the engine on day 1, and b pinned to ST_004 by a person
     decide_and_apply(store, ruleset, DAY1, {"a": 0.0, "b": 0.0, "c": 0.0})
-    store.set_override("b", "ST_004", actor="kim", reason="call", expires=None, now=at(DAY1, 9))
+    set_override(store, "b", "ST_004", actor="kim", reason="call", expires=None, now=at(DAY1, 9))
     # When a and b have been inactive 30 days by day 2 (a fact: it passes overrides)
     decide_and_apply(store, ruleset, DAY2, {"a": 30.0, "b": 30.0, "c": 1.0})
     # Then both churn, b's override is closed, and c stays
@@ -196,8 +203,8 @@ def test_replace_rewrites_the_latest_day_and_keeps_manual_transitions(store):
     # Given day 1, day 2 moving a and b, and a person's override of c after day 2
     apply(store, DAY1, FIRST_DAY)
     apply(store, DAY2, [("a", "ST_001", "ST_002"), ("b", "ST_001", "ST_004")], run_id="old")
-    store.set_override(
-        "c", "ST_004", actor="kim", reason="call went badly", expires=None, now=at(DAY2, 15)
+    set_override(
+        store, "c", "ST_004", actor="kim", reason="call went badly", expires=None, now=at(DAY2, 15)
     )
     # When day 2 is replaced by decisions that move only b, elsewhere
     record = apply(
@@ -344,36 +351,33 @@ def test_naive_now_is_refused(store):
 # ---- overrides ---------------------------------------------------------------------------------
 
 
-def test_override_writes_override_transition_and_status_together(store):
-    # Given a learner in ST_004
+def test_override_writes_override_transition_and_status_together_on_the_next_data_day(store):
+    # Given a learner in ST_004 after the batch of day 2, and a wall clock months later
     apply(store, DAY1, FIRST_DAY)
     apply(store, DAY2, [("a", "ST_001", "ST_004")])
-    # When a person puts them in ST_005 until day 10
-    store.set_override(
-        "a",
-        "ST_005",
-        actor=" kim ",
-        reason="retention call booked",
-        expires=date(2024, 3, 10),
-        now=at(DAY2, 15),
-    )
-    # Then the status, the audit log and the open override all say so
+    later = datetime(2024, 9, 1, 15, tzinfo=UTC)
+    # When a person starts a retention campaign for them (no dates given)
+    set_override(store, "a", "ST_005", actor=" kim ", reason="retention call booked", now=later)
+    # Then it takes effect on the data day after the latest batch day, for the default 28 days
     current = store.current("a")
-    assert (current["tag"], current["since"], current["run_id"]) == ("ST_005", DAY2, None)
-    assert current["override"]["actor"] == "kim"
-    assert current["override"]["expires"] == date(2024, 3, 10)
+    assert (current["tag"], current["since"], current["run_id"]) == ("ST_005", DAY3, None)
+    held = current["override"]
+    assert (held["kind"], held["actor"], held["effective_as_of"]) == ("campaign", "kim", DAY3)
+    assert held["expires"] == DAY3 + timedelta(days=28)
+    # And the audit log dates the move on the data day and records the wall-clock instant
     last = store.history("a").iloc[-1]
     assert (last["from_tag"], last["to_tag"], last["actor"]) == ("ST_004", "ST_005", "kim")
+    assert last["as_of"] == pd.Timestamp(DAY3)
     assert pd.isna(last["rule_id"]) and last["reason"] == "retention call booked"
-    assert last["created_at"] == pd.Timestamp(at(DAY2, 15))
+    assert last["created_at"] == pd.Timestamp(later)
 
 
 def test_a_new_override_clears_the_previous_one(store):
     # Given an override of a
     apply(store, DAY1, FIRST_DAY)
-    store.set_override("a", "ST_004", actor="kim", reason="first", expires=None, now=at(DAY1, 9))
+    set_override(store, "a", "ST_004", actor="kim", reason="first", expires=None, now=at(DAY1, 9))
     # When another person overrides a again
-    store.set_override("a", "ST_002", actor="lee", reason="second", expires=None, now=at(DAY1, 10))
+    set_override(store, "a", "ST_002", actor="lee", reason="second", expires=None, now=at(DAY1, 10))
     # Then only the second is open
     state = store.state_frame().set_index("customer_id")
     assert state.loc["a", "override_tag"] == "ST_002"
@@ -385,52 +389,51 @@ OVERRIDE_ERRORS = [
     ({"actor": "  "}, "needs an actor"),
     ({"reason": ""}, "needs a reason"),
     ({"reason": "  "}, "needs a reason"),
-    ({"expires": DAY1}, "expires 2024-03-01 is not after today"),
+    ({"expires": DAY3}, "expires 2024-03-03 is not after the effective day 2024-03-03"),
+    ({"effective": DAY2}, "effective day 2024-03-02 is already decided .* from 2024-03-03 on"),
+    ({"expires": DAY4, "days": 3}, "not both"),
+    ({"days": 0}, "at least one day"),
     ({"now": datetime(2024, 3, 1, 9)}, "naive"),
     ({"customer_id": "nobody"}, "unknown customer 'nobody'"),
-    ({"customer_id": "gone", "tag": "ST_002"}, "only to ST_001 or ST_005, not ST_002"),
+    ({"customer_id": "gone", "tag": "ST_002"}, "into ST_002 only from ST_001, ST_003, ST_004"),
+    ({"tag": "ST_005"}, "is ST_001: a person may move a learner into ST_005 only from ST_004"),
+    ({"customer_id": "risky", "tag": "ST_005", "days": 40}, "lasts 14-28 days .*, not 40"),
+    ({"customer_id": "risky", "tag": "ST_005", "days": 7}, "lasts 14-28 days .*, not 7"),
 ]
 
 
 def test_override_errors_name_the_problem_and_write_nothing(store):
-    # Given learners, one of them churned
-    apply(store, DAY1, [*FIRST_DAY, ("gone", None, "ST_001")])
-    apply(store, DAY2, [("gone", "ST_001", "ST_006")])
-    before = (row_counts(store), store.current("a"))
-    valid = {
-        "customer_id": "a",
-        "tag": "ST_004",
-        "actor": "kim",
-        "reason": "why",
-        "expires": None,
-        "now": at(DAY1, 9),
-    }
+    # Given learners after the batch of day 2: one churned, one at risk
+    apply(store, DAY1, [*FIRST_DAY, ("gone", None, "ST_001"), ("risky", None, "ST_001")])
+    apply(store, DAY2, [("gone", "ST_001", "ST_006"), ("risky", "ST_001", "ST_004")])
+    before = (row_counts(store), store.current("a"), len(store.overrides_frame()))
+    valid = {"customer_id": "a", "tag": "ST_004", "actor": "kim", "reason": "why"}
     for change, message in OVERRIDE_ERRORS:
         # When an override breaks one rule, Then it is refused with a clear message
-        request = {**valid, **change}
+        request = {"now": at(DAY2, 9), **valid, **change}
         with pytest.raises(ValueError, match=message):
-            store.set_override(request.pop("customer_id"), request.pop("tag"), **request)
+            set_override(store, request.pop("customer_id"), request.pop("tag"), **request)
     # And nothing changed
-    assert (row_counts(store), store.current("a")) == before
+    assert (row_counts(store), store.current("a"), len(store.overrides_frame())) == before
 
 
-def test_a_churned_learner_may_be_brought_back_to_st001_or_st005(store):
+def test_a_churned_learner_may_be_brought_back_to_st001_but_not_into_a_campaign(store):
     # Given a churned learner
     apply(store, DAY1, FIRST_DAY)
     apply(store, DAY2, [("a", "ST_001", "ST_006")])
-    # When a person brings them back to ST_005
-    store.set_override(
-        "a", "ST_005", actor="kim", reason="win-back call", expires=None, now=at(DAY2, 11)
-    )
-    # Then the decision is recorded
-    assert store.history("a")["to_tag"].tolist() == ["ST_001", "ST_006", "ST_005"]
+    # When a person tries a campaign, Then it is refused: campaigns start from ST_004
+    with pytest.raises(ValueError, match="into ST_005 only from ST_004"):
+        set_override(store, "a", "ST_005", actor="kim", reason="win-back", now=at(DAY2, 11))
+    # When a person brings them back to ST_001, Then the decision is recorded
+    set_override(store, "a", "ST_001", actor="kim", reason="win-back call", now=at(DAY2, 11))
+    assert store.history("a")["to_tag"].tolist() == ["ST_001", "ST_006", "ST_001"]
 
 
 def test_override_with_expiry_holds_automatic_moves_until_it_expires(store):
     # Given a in ST_001, pinned to ST_002 by a person until day 4 (exclusive)
     apply(store, DAY1, FIRST_DAY)
-    store.set_override(
-        "a", "ST_002", actor="kim", reason="knows better", expires=DAY4, now=at(DAY1, 9)
+    set_override(
+        store, "a", "ST_002", actor="kim", reason="knows better", expires=DAY4, now=at(DAY1, 9)
     )
     # When day 3 (before expiry) decides to move a, Then the move is skipped and counted
     held = apply(store, DAY3, [("a", "ST_002", "ST_004")])
@@ -453,8 +456,8 @@ def test_override_after_the_snapshot_blocks_moves_except_to_st006(store):
     assert snapshot["override_tag"].isna().all()
     # And overrides written after that snapshot, before the batch writes
     for learner in ("a", "b"):
-        store.set_override(
-            learner, "ST_004", actor="kim", reason="call", expires=None, now=at(DAY1, 20)
+        set_override(
+            store, learner, "ST_004", actor="kim", reason="call", expires=None, now=at(DAY1, 20)
         )
     # When the decisions made on the snapshot are applied
     record = apply(store, DAY2, [("a", "ST_001", "ST_002"), ("b", "ST_001", "ST_006")])
@@ -472,8 +475,9 @@ def test_override_after_the_snapshot_blocks_moves_except_to_st006(store):
 def test_history_lists_automatic_and_manual_transitions_in_append_order(store):
     # Given automatic, manual and automatic moves of a, and moves of others between them
     apply(store, DAY1, FIRST_DAY)
-    store.set_override("a", "ST_004", actor="kim", reason="call", expires=DAY2, now=at(DAY1, 9))
-    apply(store, DAY2, [("a", "ST_004", "ST_001"), ("b", "ST_001", "ST_002")])
+    set_override(store, "a", "ST_004", actor="kim", reason="call", expires=DAY3, now=at(DAY1, 9))
+    apply(store, DAY2, [("b", "ST_001", "ST_002")])
+    apply(store, DAY3, [("a", "ST_004", "ST_001")])
     # When a's history is read
     history = store.history("a")
     # Then it is a's transitions only, oldest first, each automatic or manual
@@ -573,8 +577,14 @@ def test_an_override_during_a_batch_in_another_process_is_not_lost(store, tmp_pa
 
     def override() -> None:
         try:
-            store.set_override(
-                "a", "ST_005", actor="kim", reason="re-engagement", expires=None, now=at(DAY2, 3)
+            set_override(
+                store,
+                "a",
+                "ST_005",
+                actor="kim",
+                reason="re-engagement",
+                expires=None,
+                now=at(DAY2, 3),
             )
             done.append(None)
         except BaseException as error:  # reported by the assertions below
@@ -605,7 +615,7 @@ def test_an_override_during_a_batch_in_another_process_is_not_lost(store, tmp_pa
 def test_applied_learners_move_with_their_status_without_marking_the_day_done(store):
     # Given learners tagged by the day-1 batch, one of them overridden since
     apply(store, DAY1, FIRST_DAY)
-    store.set_override("c", "ST_004", actor="cs", reason="watch", expires=None, now=at(DAY1, 9))
+    set_override(store, "c", "ST_004", actor="cs", reason="watch", expires=None, now=at(DAY1, 9))
     moves = decisions(DAY2, [("a", "ST_001", "ST_002"), ("b", "ST_002", "ST_003")])
     moves = pd.concat([moves, decisions(DAY2, [("c", "ST_004", "ST_001")])], ignore_index=True)
     # When the moves are applied on day 2 outside a batch
@@ -638,11 +648,12 @@ def test_applied_learners_before_the_latest_batch_day_are_refused(store):
 
 
 def test_the_state_of_some_learners_keeps_only_overrides_still_active(sqlite_store):
-    # given a learner with an override that no longer applies from May 10
+    # given a learner with an override from May 2 that no longer applies from May 10
     apply(sqlite_store, date(2026, 5, 1), [("L1", None, "ST_001")])
-    sqlite_store.set_override(
+    set_override(
+        sqlite_store,
         "L1",
-        "ST_005",
+        "ST_004",
         actor="cs",
         reason="call",
         expires=date(2026, 5, 10),
@@ -652,19 +663,19 @@ def test_the_state_of_some_learners_keeps_only_overrides_still_active(sqlite_sto
     before = sqlite_store.state_frame(date(2026, 5, 9), customer_ids=["L1", "L2"])
     after = sqlite_store.state_frame(date(2026, 5, 10), customer_ids=["L1"])
     # then only the first carries the override; unknown learners have no row
-    assert list(before["customer_id"]) == ["L1"] and before["override_tag"].iloc[0] == "ST_005"
-    assert after["tag"].iloc[0] == "ST_005" and pd.isna(after["override_tag"].iloc[0])
+    assert list(before["customer_id"]) == ["L1"] and before["override_tag"].iloc[0] == "ST_004"
+    assert after["tag"].iloc[0] == "ST_004" and pd.isna(after["override_tag"].iloc[0])
     # and the rows the service compares are the same state, one query either way
     rows = sqlite_store.state_rows(["L1", "L2"], date(2026, 5, 9))
-    assert rows == {"L1": ("ST_005", date(2026, 5, 2), "ST_005", date(2026, 5, 10))}
+    assert rows == {"L1": ("ST_004", date(2026, 5, 2), "ST_004", date(2026, 5, 10))}
 
 
 def test_applied_moves_respect_overrides_and_the_latest_batch_day(sqlite_store):
     # given learners tagged by a batch on May 1, one of them overridden since
     day = date(2026, 5, 1)
     apply(sqlite_store, day, [("L1", None, "ST_001"), ("L2", None, "ST_001")])
-    sqlite_store.set_override(
-        "L2", "ST_004", actor="cs", reason="watch", expires=None, now=at(day, 9)
+    set_override(
+        sqlite_store, "L2", "ST_004", actor="cs", reason="watch", expires=None, now=at(day, 9)
     )
     moves = decisions(date(2026, 5, 3), [("L1", "ST_001", "ST_004"), ("L2", "ST_004", "ST_001")])
     # when the proposed moves are applied two days later (the service's apply)
@@ -716,7 +727,7 @@ def test_a_read_only_store_refuses_writes_in_one_line(tmp_path):
     # when a person overrides a learner, then the write is refused naming the store
     refused = r"state store sqlite:///file.*: attempt to write a readonly database"
     with pytest.raises(Unavailable, match=refused):
-        read_only.set_override("a", "ST_005", actor="kim", reason="x", expires=None, now=at(DAY1))
+        set_override(read_only, "a", "ST_004", actor="kim", reason="x", now=at(DAY1))
     # and reads still work
     assert tags(read_only)["a"] == "ST_001"
     read_only.close()

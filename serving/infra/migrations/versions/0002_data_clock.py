@@ -5,7 +5,8 @@ Revises: 0001_initial
 Create Date: 2026-12-02
 
 - ``overrides.kind``: ``campaign`` (ST_005, the exit rules keep running) or ``hold``. Existing
-  ST_005 overrides become campaigns, every other one a hold (what they did before).
+  ST_005 overrides become campaigns (those without expiry get the default 28-day box: they
+  never ended before), every other one a hold (what they did before).
 - ``overrides.effective_as_of``: the first data day an override applies to. Before this
   revision an override took effect on the wall-clock day it was recorded, so existing rows get
   the UTC date of ``created_at``. ``cleared_as_of`` likewise gets the date of ``cleared_at``.
@@ -35,6 +36,13 @@ def _utc_date(column: str) -> str:
     return f"date({column})"  # SQLite stores the naive UTC wall time
 
 
+def _days_after(column: str, days: int) -> str:
+    """SQL for the date ``days`` after a date column, per dialect."""
+    if op.get_bind().dialect.name == "postgresql":
+        return f"{column} + {days}"
+    return f"date({column}, '+{days} days')"
+
+
 def upgrade() -> None:
     """Add the columns, fill them from what the rows already say, then constrain them."""
     with op.batch_alter_table("overrides") as batch:
@@ -53,12 +61,15 @@ def upgrade() -> None:
         "WHERE cleared_at IS NOT NULL"
     )
     # An old expiry on or before the day an override began never applied: it becomes the day
-    # after, so the new CHECK holds and the override stays as inactive as it was.
+    # after, so the new CHECK holds. An old campaign without expiry never ended (R08 could not
+    # fire under it): it gets the default box of 28 days.
     op.execute(
-        "UPDATE overrides SET expires = effective_as_of + 1 WHERE expires <= effective_as_of"
-        if op.get_bind().dialect.name == "postgresql"
-        else "UPDATE overrides SET expires = date(effective_as_of, '+1 day') "
+        f"UPDATE overrides SET expires = {_days_after('effective_as_of', 1)} "
         "WHERE expires <= effective_as_of"
+    )
+    op.execute(
+        f"UPDATE overrides SET expires = {_days_after('effective_as_of', 28)} "
+        "WHERE kind = 'campaign' AND expires IS NULL"
     )
     with op.batch_alter_table("overrides") as batch:
         batch.alter_column("kind", existing_type=sa.String(16), nullable=False)
