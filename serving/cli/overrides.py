@@ -105,8 +105,11 @@ def overrides(
     frame = list_overrides(
         open_store(settings()), now=utc_now(), customer_id=learner, active=active
     )
-    table = Table("id", "learner", "tag", "kind", "from", "until", "ended", "by", "reason",
-                  "recorded", title=f"{len(frame)} overrides")  # fmt: skip
+    table = Table(title=f"{len(frame)} overrides (from/until/ended: data days)")
+    for name in ("id", "learner", "tag", "kind", "from", "until"):
+        table.add_column(name, no_wrap=True)  # an id or a day cut to "C00…" says nothing
+    for name in ("ended", "by", "reason", "recorded"):
+        table.add_column(name, overflow="fold")
     for row in frame.itertuples(index=False):
         ended = "" if row.cleared_as_of is None or str(row.cleared_as_of) == "NaT" else (
             f"{_day(row.cleared_as_of)} by {row.cleared_by or 'rule'}: {row.clear_reason}"

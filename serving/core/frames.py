@@ -160,7 +160,7 @@ TRANSITIONS_SCHEMA = _frame_schema(
         "rule_id": _text(),
         "actor": _text(),
         "reason": _text(nullable=False),
-        "why": _text(),
+        "why": _text(required=False),  # absent from frames built before rule reasons
         "signal": _text(),
         "p_churn": _probability(),
         "confidence": _probability(),

@@ -391,11 +391,17 @@ def test_apply_with_the_token_writes_the_proposed_moves(service, workspace, snap
     assert again.transitions_written == 0
 
 
-def test_override_needs_the_token_and_then_pins_the_tag(service, workspace, snapshot):
-    # given a learner in the store
-    customer_id = snapshot["customer_id"].iloc[30]
+def test_override_needs_the_token_and_then_holds_the_learner_from_the_next_data_day(
+    service, workspace, snapshot
+):
+    # given a learner of the snapshot day who is not at risk (a person may move them to ST_004)
+    with workspace.open_store() as store:
+        state = store.state_frame()
+    live = state[state["tag"].isin(["ST_001", "ST_002", "ST_003"])]
+    customer_id = snapshot.loc[snapshot["customer_id"].isin(live["customer_id"]), "customer_id"]
+    customer_id = customer_id.iloc[30]
     request = OverrideRequest(
-        customer_id=customer_id, tag="ST_005", actor="cs-lead", reason="retention call booked"
+        customer_id=customer_id, tag="ST_004", actor="cs-lead", reason="call went badly"
     )
     with workspace.open_store() as store:
         before = store.current(customer_id)
@@ -405,16 +411,17 @@ def test_override_needs_the_token_and_then_pins_the_tag(service, workspace, snap
     assert raised.value.error_code == HTTPStatus.UNAUTHORIZED
     with workspace.open_store() as store:
         assert store.current(customer_id) == before
-    # when overridden with it, then the tag is pinned, by that person, in the history
-    assert score(service, by_id(customer_id)).learners[0].current_tag == before["tag"] != "ST_005"
+    # when overridden with it, then the learner is held at ST_004 by that person, from the data
+    # day after the latest batch day (the snapshot day), whatever the wall clock says
     status = service.override(request, ctx=BEARER)
-    assert status.tag == "ST_005" and status.override.actor == "cs-lead"
-    assert status.history[-1].to_tag == "ST_005" and status.history[-1].actor == "cs-lead"
-    # and /score on the snapshot day no longer gives the day's answer built before the pin:
-    # the pin is later than that day, which the service says (422) instead of a stale tag
-    with pytest.raises(ServiceError, match="has been ST_005 since") as raised:
-        score(service, by_id(customer_id))
-    assert raised.value.error_code == HTTPStatus.UNPROCESSABLE_ENTITY
+    next_day = SNAPSHOT_DAY + timedelta(days=1)
+    assert status.tag == "ST_004" and status.override.actor == "cs-lead"
+    assert (status.override.kind, status.override.effective_as_of) == ("hold", next_day)
+    assert status.history[-1].to_tag == "ST_004" and status.history[-1].as_of == next_day
+    # and /score of the snapshot day still answers as that day was decided
+    assert score(service, by_id(customer_id)).learners[0].current_tag == before["tag"]
+    # while the next day starts from the person's tag
+    assert score(service, by_id(customer_id), as_of=next_day).learners[0].current_tag == "ST_004"
 
 
 @pytest.mark.parametrize("blank", ["", "   "])

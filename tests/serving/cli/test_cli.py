@@ -10,6 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from serving.cli import app
+from serving.infra.store import StateStore
+from serving.settings import Settings
 
 runner = CliRunner()
 
@@ -121,7 +123,7 @@ def test_missing_file_is_one_readable_line(tmp_path):
 def test_rules_check_prints_the_mermaid_graph():
     result = runner.invoke(app, ["rules", "check"])
     assert result.exit_code == 0, result.output
-    assert "rules OK: 15 rules, 6 tags" in result.output
+    assert "rules OK: 16 rules, 6 tags" in result.output
     assert "ST_004 -->" in result.output
 
 
@@ -145,20 +147,57 @@ def test_rules_only_batch_then_status_override_and_kpis(population, lstep_home):
     scored = runner.invoke(app, ["score", "--as-of", "2026-04-01", "--rules-only", *inputs])
     assert scored.exit_code == 0, scored.output
     learner = pd.read_parquet(population / "events.parquet")["customer_id"].iloc[0]
-    # when a CS lead overrides a learner into re-engagement
+    # when a CS lead holds a learner (the wall clock is months after the data)
     override = runner.invoke(
-        app, ["override", learner, "--tag", "ST_005", "--actor", "kim", "--reason", "called"]
+        app, ["override", learner, "--hold", "--actor", "kim", "--reason", "called", "--for", "3w"]
     )
     status = runner.invoke(app, ["status", learner])
     kpis = runner.invoke(app, ["kpis", "--as-of", "2026-04-01", *inputs[2:]])
-    # then the status shows the manual move and its reason, and the KPIs are reported
+    # then the hold takes effect on the next data day for 21 days, and status shows it
     assert override.exit_code == 0, override.output
+    assert "(hold) from data day 2026-04-02 until 2026-04-23" in override.output
     assert status.exit_code == 0, status.output
-    assert "ST_005" in status.output
-    assert "called" in status.output
+    assert "called" in status.output and "data days from 2026-04-02" in status.output
     assert kpis.exit_code == 0, kpis.output
     assert "KPIs on 2026-04-01" in kpis.output
     assert ">= 70.0%" in kpis.output
+
+
+def test_overrides_are_listed_cleared_and_leave_earlier_days_runnable(population, lstep_home):
+    # given two rules-only batch days and a hold recorded after them
+    inputs = ["--rules-only", "--events", str(population / "events.parquet"),
+              "--customers", str(population / "customers.parquet")]  # fmt: skip
+    for day in ("2026-04-01", "2026-04-02"):
+        assert runner.invoke(app, ["score", "--as-of", day, *inputs]).exit_code == 0
+    learner = pd.read_parquet(population / "events.parquet")["customer_id"].iloc[0]
+    held = ["override", learner, "--hold", "--actor", "kim", "--reason", "vip"]
+    assert runner.invoke(app, held).exit_code == 0
+    # when the overrides are listed, then the hold is there, from the next data day
+    listed = runner.invoke(app, ["overrides", "--active"])
+    assert listed.exit_code == 0, listed.output
+    assert learner in listed.output and "2026-04-03" in listed.output
+    # when an earlier day is run again (a dry run) and the range is replayed, then both run
+    dry = runner.invoke(app, ["score", "--as-of", "2026-04-01", "--dry-run", *inputs])
+    assert dry.exit_code == 0, dry.output
+    replay = runner.invoke(app, ["score", "--from", "2026-04-01", "--to", "2026-04-03", *inputs])
+    assert replay.exit_code == 0, replay.output
+    # when the hold is cleared, then it is recorded, and clearing it again is one clear line
+    clear = ["override", learner, "--clear", "--actor", "lee", "--reason", "done"]
+    cleared = runner.invoke(app, clear)
+    assert cleared.exit_code == 0, cleared.output
+    assert "override cleared" in cleared.output
+    again = runner.invoke(app, clear)
+    assert again.exit_code == 1
+    assert "has no open override to clear" in again.output and "Traceback" not in again.output
+    # and a campaign for a learner who is not at risk is refused, naming the rule
+    with StateStore(Settings().state_database_url) as store:
+        state = store.state_frame()
+    active = state.loc[state["tag"] == "ST_001", "customer_id"].iloc[0]
+    refused = runner.invoke(
+        app, ["override", active, "--tag", "ST_005", "--actor", "kim", "--reason", "x"]
+    )
+    assert refused.exit_code == 1
+    assert "only from ST_004" in " ".join(refused.output.split())
 
 
 def test_override_with_an_unknown_tag_is_refused(population, lstep_home):
