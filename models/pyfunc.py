@@ -29,6 +29,7 @@ Loading: ``mlflow.pyfunc.load_model("models:/lstep-churn@champion")``, then
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -97,14 +98,22 @@ class ChurnPyfunc(mlflow.pyfunc.PythonModel):
         return self._model.predict(model_input)
 
 
+_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
 @contextmanager
 def mlflow_uris(tracking_uri: str) -> Iterator[None]:
     """Point MLflow's process-wide tracking and registry URIs at ``tracking_uri`` for a while.
 
     ``mlflow.pyfunc.load_model("models:/...")`` and fluent runs resolve through the global URIs;
     restoring the previous ones keeps a host process (the service, a notebook, tests) unaffected.
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI`` into the
+    environment, which ``Settings`` reads: those are put back exactly as they were (unset stays
+    unset), or a later ``Settings()`` in the process would point at MLflow's default store in the
+    working directory instead of the workspace's.
     """
     previous_tracking, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    previous_environ = {name: os.environ.get(name) for name in _URI_VARIABLES}
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
@@ -112,6 +121,11 @@ def mlflow_uris(tracking_uri: str) -> Iterator[None]:
     finally:
         mlflow.set_tracking_uri(previous_tracking)
         mlflow.set_registry_uri(previous_registry)
+        for name, value in previous_environ.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def pinned_requirements() -> list[str]:

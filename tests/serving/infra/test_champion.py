@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import mlflow
@@ -14,6 +15,7 @@ from serving.infra.champion import (
     no_champion_message,
     require_champion,
 )
+from serving.settings import Settings
 
 
 def test_load_champion_returns_none_when_nothing_is_registered(tmp_path):
@@ -54,6 +56,22 @@ def test_load_champion_leaves_the_process_mlflow_uris_alone(champion_tracking_ur
         assert mlflow.get_tracking_uri() == other
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_loading_the_champion_leaves_the_workspace_settings_pointing_at_the_workspace(
+    champion_tracking_uri, tmp_path, monkeypatch
+):
+    # Given a process without MLFLOW_TRACKING_URI (as `lstep demo` runs)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setenv("LSTEP_HOME", str(tmp_path))
+    # When the champion is loaded (train -> batch in one process does the same)
+    load_champion(champion_tracking_uri)
+    # Then MLflow's variables are unset again, and new settings still name the workspace's store
+    # (they used to name MLflow's default store in the working directory: "no champion")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+    assert Settings().tracking_uri == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
 
 
 def test_no_champion_message_names_the_alias_and_both_ways_out():
