@@ -125,5 +125,9 @@ def _backfill(data: Path, events: Any, customers: Any) -> date:
     with progress.running():
         results = run_range(start, end, inputs, context)
     console.print(batch_summary(results[-1]))
-    console.print(kpi_table_at(context.store, data / "customers.parquet", end))
+    table = kpi_table_at(
+        context.store, end, customers=customers, events=events, ruleset=context.ruleset,
+        data_dir=data,
+    )  # fmt: skip
+    console.print(table)
     return end
