@@ -383,7 +383,7 @@ def automation_accuracy(log: pd.DataFrame, as_of: pd.Timestamp, labels: pd.DataF
             "no labels given: risk moves judged on reverts only"
             if labels is None
             else f"risk moves vs their complete label: {confirmed} confirmed, {int(refuted.sum())}"
-            f" refuted, {waiting} still inside their label window (judged on reverts only)"
+            f" refuted, {waiting} without a complete label (judged on reverts only)"
         )
         detail = (
             f"{correct} of {len(judged)} automatic transitions held up: {int(reverted.sum())} "
