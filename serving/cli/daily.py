@@ -246,6 +246,7 @@ def kpis(
 
 
 def _customers_or_empty(customers: Path) -> object:
+    """The customers file's frame, or an empty one (the KPIs then have no mastery cohort)."""
     import pandas as pd
 
     from features.validation import load_customers
