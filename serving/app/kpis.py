@@ -158,6 +158,7 @@ def _log_until(transitions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     by_learner = log.groupby("customer_id", sort=False)
     log["previous_as_of"] = by_learner["as_of"].shift(1)
     log["previous_to_tag"] = by_learner["to_tag"].shift(1)
+    log["previous_from_tag"] = by_learner["from_tag"].shift(1)
     for column in ("to_tag", "actor", "as_of"):
         log[f"next_{column}"] = by_learner[column].shift(-1)
     return log
@@ -181,6 +182,8 @@ def active_learner_rate(log: pd.DataFrame) -> Kpi:
 
 
 NO_DECISIONS = "no daily decision inputs (feature snapshots and scores) given"
+ONBOARDED = "onboarded"
+"""A run status: the learner's entry into the from tag was their onboarding into the store."""
 
 
 def _moves_into(log: pd.DataFrame, target: str, from_tag: str | None = None) -> pd.DataFrame:
@@ -196,6 +199,8 @@ def _moves_into(log: pd.DataFrame, target: str, from_tag: str | None = None) -> 
             "as_of": moves["as_of"].to_numpy(),
             "from_tag": moves["from_tag"].astype(object).to_numpy(),
             "entered": pd.to_datetime(entered).to_numpy(),
+            # entered from_tag as a new learner: their first tag in the store
+            "entered_new": (moves["previous_from_tag"].isna() & entered.notna()).to_numpy(),
         }
     )
 
@@ -207,6 +212,7 @@ def _left_out(runs: pd.DataFrame, decisions: DecisionDays) -> str:
         BEFORE_HISTORY: "whose run starts before the stored days or at a missing snapshot",
         NO_INPUTS: "on days without a snapshot",
         NOT_QUALIFYING: "whose day no longer meets the rules",
+        ONBOARDED: "tagged ST_001 on their first stored day, when they may have long been in it",
     }
     parts = [f"{int(counts[key])} {text}" for key, text in reasons.items() if counts.get(key, 0)]
     note = f"; left out: {', '.join(parts)}" if parts else ""
@@ -225,6 +231,10 @@ def progression_velocity(log: pd.DataFrame, decisions: DecisionDays | None) -> K
     if decisions is None:
         return _kpi("progression_velocity", None, NO_DECISIONS)
     runs = run_starts(moves, decisions, "ST_002")
+    # A learner first tagged when the history began (the day before has no stored inputs) was
+    # onboarded into ST_001 then; when they really began is unknown.
+    onboarded = runs["entered_new"] & ~(runs["entered"] - DAY).isin(decisions.days)
+    runs.loc[onboarded & (runs["status"] == MEASURED), "status"] = ONBOARDED
     measured = runs[runs["status"] == MEASURED]
     days = (measured["first_day"] - measured["entered"]).dt.days
     value = float(days.median()) if len(days) else None

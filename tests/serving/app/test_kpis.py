@@ -234,22 +234,26 @@ def decision_days(qualifying: dict[str, tuple[set[int], set[int]]], ruleset=None
 
 # r: in ST_001 from June 1, meets a risk condition from June 5 on; the 7-day cooldown holds the
 # move until June 8. s: meets it on June 2, not June 3, then from June 4. t: first seen on June 1
-# already at risk (the history's first day: when it began is unknown). p: meets the ST_002
-# condition from June 3; the cooldown holds the move until June 8.
+# already at risk (the history's first day: when it began is unknown). p: first tagged on June 2,
+# meets the ST_002 condition from June 4; the cooldown holds the move until June 9. q: onboarded
+# into ST_001 on the history's first day, so when q began in ST_001 is unknown.
 RUN_HISTORY = [
     ("r", "2024-06-01", None, "ST_001", "R01", "2024-06-01 02:00"),
     ("s", "2024-06-01", None, "ST_001", "R01", "2024-06-01 02:00"),
     ("t", "2024-06-01", None, "ST_004", "R13", "2024-06-01 02:00"),
-    ("p", "2024-06-01", None, "ST_001", "R01", "2024-06-01 02:00"),
+    ("q", "2024-06-01", None, "ST_001", "R01", "2024-06-01 02:00"),
+    ("p", "2024-06-02", None, "ST_001", "R01", "2024-06-02 02:00"),
     ("r", "2024-06-08", "ST_001", "ST_004", "R04", "2024-06-08 02:00"),
     ("s", "2024-06-08", "ST_001", "ST_004", "R04", "2024-06-08 02:00"),
-    ("p", "2024-06-08", "ST_001", "ST_002", "R02", "2024-06-08 02:00"),
+    ("q", "2024-06-08", "ST_001", "ST_002", "R02", "2024-06-08 02:00"),
+    ("p", "2024-06-09", "ST_001", "ST_002", "R02", "2024-06-09 02:00"),
 ]
 RUN_INPUTS = {
     "r": ({5, 6, 7, 8}, set()),
     "s": ({2, 4, 5, 6, 7, 8}, set()),
     "t": ({1}, set()),
-    "p": (set(), {3, 4, 5, 6, 7, 8}),
+    "p": (set(), {4, 5, 6, 7, 8, 9}),
+    "q": (set(), {3, 4, 5, 6, 7, 8}),
 }
 
 
@@ -302,13 +306,16 @@ def test_detection_speed_follows_a_new_rule_into_st004_by_its_target_not_its_id(
 
 
 def test_progression_velocity_counts_to_the_first_st002_qualifying_day_not_the_move():
-    # Given p entering ST_001 on June 1, qualifying for ST_002 from June 3, moved on June 8
+    # Given p entering ST_001 on June 2, qualifying for ST_002 from June 4, moved on June 9
     kpi = kpis_by_id(history=RUN_HISTORY, decisions=decision_days(RUN_INPUTS))
     velocity = kpi["progression_velocity"]
     # Then velocity is 2 days, not the 7 the cooldown imposed on the move
     assert velocity.value == pytest.approx(2.0)
     assert velocity.meets_target is True
     assert "moves themselves came after a median 7 days" in velocity.detail
+    # And q, onboarded when the history began, is left out rather than counted from then
+    assert "median of 1 ST_001 -> ST_002 moves" in velocity.detail
+    assert "left out: 1 tagged ST_001 on their first stored day" in velocity.detail
 
 
 def test_run_based_kpis_without_decision_inputs_have_no_value():
