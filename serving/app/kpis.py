@@ -1,34 +1,41 @@
-"""The six lifecycle KPIs of the product owner's brief, computed from the state store's frames.
+"""The six lifecycle KPIs of the product owner's brief, in data time.
 
-``compute_kpis(transitions, scores, customers, as_of=..., outcomes=None)`` is pure: it reads the
-audit log (``StateStore.transitions_frame``), the stored scores (``StateStore.scores_frame``), the
-customers table and, optionally, churn labels, and uses only what was known at ``as_of``
-(transitions and scores with ``as_of <= as_of``). Percentages are 0-100.
+``compute_kpis(transitions, scores, customers, as_of=..., outcomes=None, decisions=None)`` is pure:
+it reads the audit log (``StateStore.transitions_frame``), the stored scores
+(``StateStore.scores_frame``), the customers table and, optionally, churn labels
+(``features.labels``) and the batch's daily decision inputs (``serving.app.qualifying``), and uses
+only what was known at ``as_of``. Every duration is counted in data days (the ``as_of`` of batch
+days and transitions), never by the wall clock (``created_at``), so a backfill and a live daily
+run give the same KPIs. Percentages are 0-100.
 
-Each KPI, its id and target:
+Each KPI, its id and target (``KPI_DEFINITIONS`` holds the one-line definitions that the CLI and
+the report print under each):
 
 ``active_learner_rate`` (>= 70 %)
     Share of live learners (latest tag ST_001..ST_005) whose latest tag is ST_001 or ST_002.
 ``progression_velocity`` (<= 14 days)
-    Median days from entering ST_001 to the move ST_001 -> ST_002.
+    Median days from entering ST_001 to the first day of the uninterrupted run of days on which
+    the learner met the condition of a rule from ST_001 into ST_002 and which ended in the move:
+    when the learner qualified, not when the cooldown let the move happen.
 ``mastery_60d`` (>= 40 %)
-    Of the learners enrolled at least 60 days before ``as_of``, the share whose first ST_003
-    came at most 60 days after the day they enrolled.
-``risk_detection_hours`` (<= 24 hours)
-    Median hours from the first risk signal to the automatic ST_004 transition. The signal is
-    dated by the decision that fired it: 00:00 UTC of the transition's ``as_of`` (the data it saw
-    ended then); the transition by its ``created_at``. So this measures how soon after its data
-    closes the daily batch acts. Moves recorded more than 7 days after their data closed were
-    replayed by a backfill and are left out (counted in the detail).
+    Of the learners whose first 60 days are all in the history (enrolled at most a day before
+    the first logged day, at least 60 days before ``as_of``), the share whose first ST_003 came
+    at most 60 days after enrolling. Without such a cohort: no value, and the day it becomes
+    measurable.
+``risk_detection_days`` (<= 1 day)
+    Median days from the first day a learner met the condition of a rule into ST_004 (from their
+    tag; the run of qualifying days ending at the move) to the automatic move. Moves whose run
+    reaches a day without stored inputs (the history's first day, a missing snapshot) have an
+    unknown start and are left out, counted in the detail.
 ``recovery_rate`` (>= 35 %)
     Of the risk episodes (entering ST_004/ST_005 until leaving both) that have ended, the share
     ending in ST_001/ST_002. ``treated`` and ``control`` split it by the ``control`` flag of the
     learner's score on the day the episode began (a learner unscored that day is in neither).
 ``automation_accuracy`` (>= 85 %)
-    Of the automatic transitions at least 7 days old, the share not reverted by a person within
-    7 days and, for moves to ST_004 with a label at their ``as_of`` in ``outcomes``, confirmed by
-    it (churned = 1). Younger transitions are not judged yet; unlabelled risk moves are judged
-    on reverts only. The detail line counts both.
+    Of the automatic transitions at least 7 data days before ``as_of``, the share not reverted by
+    a person within 7 data days and, for moves to ST_004 whose label window (``horizon_days``)
+    is complete by the end of ``as_of``, confirmed by the label (churned = 1). Risk moves still
+    inside their label window are judged on reverts only; the detail counts them.
 
 A person "reverts" an automatic transition when the learner's next transition is manual and comes
 within 7 days, unless it is the designed follow-up of a risk move (ST_004 -> ST_005 re-engagement
@@ -41,10 +48,19 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from features.schemas import customers_schema, labels_schema
+from serving.app.qualifying import (
+    BEFORE_HISTORY,
+    MEASURED,
+    NO_INPUTS,
+    NOT_QUALIFYING,
+    DecisionDays,
+    run_starts,
+)
 from serving.core.frames import STORED_SCORES_SCHEMA, TRANSITIONS_SCHEMA, validate_frame
 from serving.core.tags import CHURNED_TAG, MANUAL_ONLY_TAG, RISK_TAG
 
@@ -53,8 +69,9 @@ RISK_TAGS: tuple[str, ...] = (RISK_TAG, MANUAL_ONLY_TAG)
 MASTERY_TAG = "ST_003"
 MASTERY_WINDOW = timedelta(days=60)
 REVERT_WINDOW = timedelta(days=7)
-REPLAY_AFTER = timedelta(days=7)
-"""A move recorded this long after its data closed was replayed by a backfill, not run live."""
+DAY = timedelta(days=1)
+LABEL_HORIZON_DAYS = 30
+"""The churn window W of the labels (DESIGN §4), the default of ``features.labels``."""
 RISK_FOLLOW_UPS: tuple[str, ...] = (MANUAL_ONLY_TAG, CHURNED_TAG)
 """Manual moves after an automatic ST_004 that agree with it (re-engagement, churn)."""
 
@@ -72,6 +89,7 @@ class Kpi(BaseModel):
     unit: str
     meets_target: bool | None
     detail: str
+    definition: str
     treated: float | None = None
     control: float | None = None
 
@@ -80,11 +98,35 @@ KPI_TARGETS: dict[str, tuple[str, Literal[">=", "<="], float, str]] = {
     "active_learner_rate": ("Active learner rate", ">=", 70.0, "%"),
     "progression_velocity": ("Progression velocity", "<=", 14.0, "days"),
     "mastery_60d": ("Mastery within 60 days", ">=", 40.0, "%"),
-    "risk_detection_hours": ("At-risk detection speed", "<=", 24.0, "hours"),
+    "risk_detection_days": ("At-risk detection speed", "<=", 1.0, "days"),
     "recovery_rate": ("Recovery success rate", ">=", 35.0, "%"),
     "automation_accuracy": ("Automation accuracy", ">=", 85.0, "%"),
 }
 """id -> (name, comparison, target, unit), in report order."""
+
+KPI_DEFINITIONS: dict[str, str] = {
+    "active_learner_rate": "Share of live learners (ST_001-ST_005) whose tag is ST_001 or ST_002.",
+    "progression_velocity": (
+        "Median data days from entering ST_001 to the first day the learner met an ST_002 rule's "
+        "condition (not the cooldown-held move)."
+    ),
+    "mastery_60d": (
+        "Share of learners whose first 60 days are all in the history that reached ST_003 within "
+        "60 days of enrolling."
+    ),
+    "risk_detection_days": (
+        "Median data days from the first day a learner met an ST_004 rule's condition to the "
+        "automatic ST_004 move."
+    ),
+    "recovery_rate": (
+        "Share of ended ST_004/ST_005 episodes that ended in ST_001/ST_002 (treated vs control)."
+    ),
+    "automation_accuracy": (
+        "Share of automatic moves 7+ data days old not reverted by a person within 7 days and, "
+        "for ST_004, not refuted by a complete label."
+    ),
+}
+"""id -> the one-line definition printed under the KPI by ``lstep kpis`` and the report."""
 
 
 def _kpi(kpi_id: str, value: float | None, detail: str, **split: float | None) -> Kpi:
@@ -101,6 +143,7 @@ def _kpi(kpi_id: str, value: float | None, detail: str, **split: float | None) -
         unit=unit,
         meets_target=meets,
         detail=detail,
+        definition=KPI_DEFINITIONS[kpi_id],
         **split,
     )
 
@@ -109,18 +152,14 @@ def _percent(part: int, whole: int) -> float | None:
     return None if whole == 0 else 100.0 * part / whole
 
 
-def _instant(day: pd.Series) -> pd.Series:
-    """00:00 UTC of each day."""
-    return day.dt.tz_localize("UTC")
-
-
 def _log_until(transitions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     """The transitions known at ``as_of`` in append order, with each learner's previous and next."""
     log = transitions[transitions["as_of"] <= as_of].sort_values("id").reset_index(drop=True)
     by_learner = log.groupby("customer_id", sort=False)
     log["previous_as_of"] = by_learner["as_of"].shift(1)
     log["previous_to_tag"] = by_learner["to_tag"].shift(1)
-    for column in ("to_tag", "actor", "created_at"):
+    log["previous_from_tag"] = by_learner["from_tag"].shift(1)
+    for column in ("to_tag", "actor", "as_of"):
         log[f"next_{column}"] = by_learner[column].shift(-1)
     return log
 
@@ -142,66 +181,126 @@ def active_learner_rate(log: pd.DataFrame) -> Kpi:
     )
 
 
-def progression_velocity(log: pd.DataFrame) -> Kpi:
-    """Median days spent in ST_001 before moving on to ST_002."""
-    moves = log[
-        (log["from_tag"] == "ST_001")
-        & (log["to_tag"] == "ST_002")
-        & (log["previous_to_tag"] == "ST_001")
-    ]
-    days = (moves["as_of"] - moves["previous_as_of"]).dt.days
+NO_DECISIONS = "no daily decision inputs (feature snapshots and scores) given"
+ONBOARDED = "onboarded"
+"""A run status: the learner's entry into the from tag was their onboarding into the store."""
+
+
+def _moves_into(log: pd.DataFrame, target: str, from_tag: str | None = None) -> pd.DataFrame:
+    """The automatic moves into ``target`` with the day each learner entered their from tag."""
+    moves = log[(log["to_tag"] == target) & log["rule_id"].notna()]
+    if from_tag is not None:
+        moves = moves[(moves["from_tag"] == from_tag) & (moves["previous_to_tag"] == from_tag)]
+    # The previous transition put the learner in from_tag; none means a learner seen first.
+    entered = moves["previous_as_of"].where(moves["from_tag"].notna())
+    return pd.DataFrame(
+        {
+            "customer_id": moves["customer_id"].astype(str).to_numpy(),
+            "as_of": moves["as_of"].to_numpy(),
+            "from_tag": moves["from_tag"].astype(object).to_numpy(),
+            "entered": pd.to_datetime(entered).to_numpy(),
+            # entered from_tag as a new learner: their first tag in the store
+            "entered_new": (moves["previous_from_tag"].isna() & entered.notna()).to_numpy(),
+        }
+    )
+
+
+def _left_out(runs: pd.DataFrame, decisions: DecisionDays) -> str:
+    """What the detail says of the moves a run could not measure, and of missing snapshots."""
+    counts = runs["status"].value_counts()
+    reasons = {
+        BEFORE_HISTORY: "whose run starts before the stored days or at a missing snapshot",
+        NO_INPUTS: "on days without a snapshot",
+        NOT_QUALIFYING: "whose day no longer meets the rules",
+        ONBOARDED: "tagged ST_001 on their first stored day, when they may have long been in it",
+    }
+    parts = [f"{int(counts[key])} {text}" for key, text in reasons.items() if counts.get(key, 0)]
+    note = f"; left out: {', '.join(parts)}" if parts else ""
+    if decisions.missing:
+        days = ", ".join(str(day) for day in decisions.missing[:3])
+        more = "..." if len(decisions.missing) > 3 else ""
+        note += f"; snapshots missing for {len(decisions.missing)} batch days ({days}{more})"
+    return note
+
+
+def progression_velocity(log: pd.DataFrame, decisions: DecisionDays | None) -> Kpi:
+    """Median days from entering ST_001 to first qualifying for the move to ST_002."""
+    moves = _moves_into(log, "ST_002", from_tag="ST_001")
+    if not len(moves):
+        return _kpi("progression_velocity", None, "no ST_001 -> ST_002 moves yet")
+    if decisions is None:
+        return _kpi("progression_velocity", None, NO_DECISIONS)
+    runs = run_starts(moves, decisions, "ST_002")
+    # A learner first tagged when the history began (the day before has no stored inputs) was
+    # onboarded into ST_001 then; when they really began is unknown.
+    onboarded = runs["entered_new"] & ~(runs["entered"] - DAY).isin(decisions.days)
+    runs.loc[onboarded & (runs["status"] == MEASURED), "status"] = ONBOARDED
+    measured = runs[runs["status"] == MEASURED]
+    days = (measured["first_day"] - measured["entered"]).dt.days
     value = float(days.median()) if len(days) else None
     detail = (
-        f"median of {len(days)} ST_001 -> ST_002 moves (range {days.min()}-{days.max()} days)"
+        f"median of {len(days)} ST_001 -> ST_002 moves, days to the first qualifying day "
+        f"(range {days.min()}-{days.max()}; the moves themselves came after a median "
+        f"{(measured['as_of'] - measured['entered']).dt.days.median():.0f} days)"
         if len(days)
-        else "no ST_001 -> ST_002 moves yet"
+        else "no ST_001 -> ST_002 move could be measured"
     )
-    return _kpi("progression_velocity", value, detail)
+    return _kpi("progression_velocity", value, detail + _left_out(runs, decisions))
 
 
 def mastery_within_60_days(log: pd.DataFrame, customers: pd.DataFrame, as_of: pd.Timestamp) -> Kpi:
-    """Share of learners enrolled 60+ days ago who reached ST_003 within 60 days of enrolling."""
+    """Share of learners with 60 days of history who reached ST_003 within 60 days of enrolling.
+
+    A learner enrolled on day e is first tagged on day e + 1 (eligible means enrolled before the
+    day), so their first 60 days are in the history when e is at most one day before the first
+    logged day. Learners enrolled earlier may have reached ST_003 before the history began.
+    """
+    if log.empty:
+        return _kpi("mastery_60d", None, "no history yet: no learner tagged")
+    history_start = log["as_of"].min()
     enrolled_day = customers["enrolled_at"].dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
-    cohort = customers.assign(enrolled_day=enrolled_day)
-    cohort = cohort[cohort["enrolled_day"] <= as_of - MASTERY_WINDOW]
+    covered = customers.assign(enrolled_day=enrolled_day)
+    covered = covered[covered["enrolled_day"] >= history_start - DAY]
+    cohort = covered[covered["enrolled_day"] <= as_of - MASTERY_WINDOW]
+    if cohort.empty:
+        earliest = covered["enrolled_day"].min() if len(covered) else history_start - DAY
+        ready = (earliest + MASTERY_WINDOW).date()
+        return _kpi(
+            "mastery_60d",
+            None,
+            f"not enough history: measurable from {ready} (history starts {history_start.date()}; "
+            "learners enrolled earlier may have reached ST_003 before it)",
+        )
     first_mastery = (
         log[log["to_tag"] == MASTERY_TAG].groupby("customer_id")["as_of"].min().rename("mastery")
     )
     cohort = cohort.join(first_mastery, on="customer_id")
     reached = int((cohort["mastery"] - cohort["enrolled_day"] <= MASTERY_WINDOW).sum())
     detail = (
-        f"{reached} of {len(cohort)} learners enrolled 60+ days ago reached ST_003 within 60 days"
-        if len(cohort)
-        else "no learners enrolled 60+ days ago yet"
+        f"{reached} of {len(cohort)} learners enrolled since {(history_start - DAY).date()} and "
+        "60+ days ago reached ST_003 within 60 days"
     )
-    return _kpi(
-        "mastery_60d",
-        _percent(reached, len(cohort)),
-        detail,
+    return _kpi("mastery_60d", _percent(reached, len(cohort)), detail)
+
+
+def risk_detection_days(log: pd.DataFrame, decisions: DecisionDays | None) -> Kpi:
+    """Median days from the first day a learner met an ST_004 condition to the automatic move."""
+    moves = _moves_into(log, RISK_TAG)
+    if not len(moves):
+        return _kpi("risk_detection_days", None, "no automatic ST_004 moves yet")
+    if decisions is None:
+        return _kpi("risk_detection_days", None, NO_DECISIONS)
+    runs = run_starts(moves, decisions, RISK_TAG)
+    measured = runs[runs["status"] == MEASURED]
+    days = (measured["as_of"] - measured["first_day"]).dt.days
+    value = float(days.median()) if len(days) else None
+    detail = (
+        f"median of {len(days)} automatic ST_004 moves (range {days.min()}-{days.max()} days, "
+        f"{int((days <= 1).sum())} within a day)"
+        if len(days)
+        else "no automatic ST_004 move could be measured"
     )
-
-
-def risk_detection_hours(log: pd.DataFrame) -> Kpi:
-    """Median hours from the risk signal (00:00 UTC of the decision day) to the ST_004 move.
-
-    Moves recorded more than ``REPLAY_AFTER`` after their data closed come from a backfill that
-    replays history; they say nothing about how fast the daily job acts, so they are left out and
-    counted in the detail.
-    """
-    moves = log[(log["to_tag"] == RISK_TAG) & log["rule_id"].notna()]
-    hours = (moves["created_at"] - _instant(moves["as_of"])).dt.total_seconds() / 3600.0
-    replayed = int((hours > REPLAY_AFTER.total_seconds() / 3600.0).sum())
-    live = hours[hours <= REPLAY_AFTER.total_seconds() / 3600.0]
-    value = float(live.median()) if len(live) else None
-    if len(live):
-        detail = f"median of {len(live)} automatic ST_004 moves (slowest {live.max():.1f} h)"
-    elif replayed:
-        detail = "every ST_004 move so far came from a backfill, not a live daily run"
-    else:
-        detail = "no automatic ST_004 moves yet"
-    if replayed and len(live):
-        detail += f"; {replayed} backfilled moves left out"
-    return _kpi("risk_detection_hours", value, detail)
+    return _kpi("risk_detection_days", value, detail + _left_out(runs, decisions))
 
 
 def _risk_episodes(log: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
@@ -249,49 +348,59 @@ def recovery_rate(log: pd.DataFrame, scores: pd.DataFrame) -> Kpi:
 
 
 def _reverted(automatic: pd.DataFrame) -> pd.Series:
-    """Whether a person's next move undid each automatic transition within 7 days."""
+    """Whether a person's next move undid each automatic transition within 7 data days."""
     manual_next = automatic["next_actor"].notna()
-    soon = automatic["next_created_at"] - automatic["created_at"] <= REVERT_WINDOW
+    soon = automatic["next_as_of"] - automatic["as_of"] <= REVERT_WINDOW
     follow_up = (automatic["to_tag"] == RISK_TAG) & automatic["next_to_tag"].isin(RISK_FOLLOW_UPS)
     return manual_next & soon & ~follow_up
 
 
-def automation_accuracy(
-    log: pd.DataFrame, as_of: pd.Timestamp, outcomes: pd.DataFrame | None
-) -> Kpi:
-    """Share of automatic transitions neither reverted by a person nor refuted by the label."""
+def complete_labels(
+    outcomes: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int = LABEL_HORIZON_DAYS
+) -> pd.DataFrame:
+    """The labels whose window [t, t + horizon) ends by the end of ``as_of`` (known then)."""
+    return outcomes[outcomes["as_of"] + timedelta(days=horizon_days) <= as_of + DAY]
+
+
+def automation_accuracy(log: pd.DataFrame, as_of: pd.Timestamp, labels: pd.DataFrame | None) -> Kpi:
+    """Share of automatic transitions neither reverted by a person nor refuted by the label.
+
+    Args:
+        log: the audit log up to ``as_of`` (``_log_until``).
+        as_of: the KPI day.
+        labels: complete labels known at ``as_of`` (``complete_labels``), or None when no event
+            log was given: risk moves are then judged on reverts only.
+    """
     automatic = log[log["rule_id"].notna()]
-    settled = automatic["created_at"] + REVERT_WINDOW <= as_of.tz_localize("UTC")
-    judged = automatic[settled].copy()
+    settled = automatic["as_of"] + REVERT_WINDOW <= as_of
+    judged = automatic[settled]
     reverted = _reverted(judged)
     is_risk = judged["to_tag"] == RISK_TAG
-    refuted = pd.Series(False, index=judged.index)
-    unlabelled = int(is_risk.sum())
-    if outcomes is not None:
-        labels = (
-            judged[["customer_id", "as_of"]]
-            .merge(
-                outcomes[["customer_id", "as_of", "churned"]],
-                on=["customer_id", "as_of"],
-                how="left",
-            )["churned"]
-            .to_numpy()
+    churned = pd.Series(np.nan, index=judged.index)
+    if labels is not None:
+        keyed = judged[["customer_id", "as_of"]].merge(
+            labels[["customer_id", "as_of", "churned"]], on=["customer_id", "as_of"], how="left"
         )
-        refuted = is_risk & pd.Series(labels == 0, index=judged.index)
-        unlabelled = int((is_risk & pd.Series(pd.isna(labels), index=judged.index)).sum())
+        churned = pd.Series(keyed["churned"].to_numpy(dtype="float64"), index=judged.index)
+    refuted = is_risk & churned.eq(0)
+    confirmed = int((is_risk & churned.eq(1)).sum())
+    waiting = int((is_risk & churned.isna()).sum())
     correct = int((~reverted & ~refuted).sum())
-    detail = (
-        f"{correct} of {len(judged)} automatic transitions held up: {int(reverted.sum())} "
-        f"reverted by a person within 7 days, {int(refuted.sum())} risk moves refuted by the "
-        f"label ({unlabelled} without one); {int((~settled).sum())} younger than 7 days not judged"
-        if len(judged)
-        else f"no automatic transitions 7+ days old yet ({int((~settled).sum())} younger)"
-    )
-    return _kpi(
-        "automation_accuracy",
-        _percent(correct, len(judged)),
-        detail,
-    )
+    if not len(judged):
+        detail = f"no automatic transitions 7+ days old yet ({int((~settled).sum())} younger)"
+    else:
+        labelled = (
+            "no labels given: risk moves judged on reverts only"
+            if labels is None
+            else f"risk moves vs their complete label: {confirmed} confirmed, {int(refuted.sum())}"
+            f" refuted, {waiting} without a complete label (judged on reverts only)"
+        )
+        detail = (
+            f"{correct} of {len(judged)} automatic transitions held up: {int(reverted.sum())} "
+            f"reverted by a person within 7 days; {labelled}; {int((~settled).sum())} younger "
+            "than 7 days not judged"
+        )
+    return _kpi("automation_accuracy", _percent(correct, len(judged)), detail)
 
 
 def compute_kpis(
@@ -301,6 +410,8 @@ def compute_kpis(
     *,
     as_of: date,
     outcomes: pd.DataFrame | None = None,
+    decisions: DecisionDays | None = None,
+    horizon_days: int = LABEL_HORIZON_DAYS,
 ) -> list[Kpi]:
     """The six KPIs at ``as_of`` (see the module docstring for their definitions).
 
@@ -309,7 +420,11 @@ def compute_kpis(
         scores: stored scores (``STORED_SCORES_SCHEMA``); their ``control`` flags split recovery.
         customers: the customers contract (``features.schemas.customers_schema``).
         as_of: the day the KPIs describe (00:00 UTC of that day).
-        outcomes: optional churn labels (``features.schemas.labels_schema``).
+        outcomes: churn labels (``features.schemas.labels_schema``), e.g. ``compute_labels`` of
+            the automatic ST_004 moves; only those complete by the end of ``as_of`` are used.
+        decisions: the batch days' decision inputs; without them detection speed and
+            progression velocity have no value.
+        horizon_days: the labels' churn window W in days.
 
     Raises:
         ValueError: a frame breaks its contract (names the frame, column and values).
@@ -318,12 +433,14 @@ def compute_kpis(
     log = _log_until(validate_frame(transitions, TRANSITIONS_SCHEMA), day)
     known_scores = validate_frame(scores, STORED_SCORES_SCHEMA)
     known_scores = known_scores[known_scores["as_of"] <= day]
-    labels = None if outcomes is None else validate_frame(outcomes, labels_schema())
+    labels = None
+    if outcomes is not None:
+        labels = complete_labels(validate_frame(outcomes, labels_schema()), day, horizon_days)
     return [
         active_learner_rate(log),
-        progression_velocity(log),
+        progression_velocity(log, decisions),
         mastery_within_60_days(log, validate_frame(customers, customers_schema()), day),
-        risk_detection_hours(log),
+        risk_detection_days(log, decisions),
         recovery_rate(log, known_scores),
         automation_accuracy(log, day, labels),
     ]
@@ -331,14 +448,17 @@ def compute_kpis(
 
 __all__ = [
     "ACTIVE_TAGS",
+    "KPI_DEFINITIONS",
     "KPI_TARGETS",
     "RISK_TAGS",
+    "DecisionDays",
     "Kpi",
     "active_learner_rate",
     "automation_accuracy",
+    "complete_labels",
     "compute_kpis",
     "mastery_within_60_days",
     "progression_velocity",
     "recovery_rate",
-    "risk_detection_hours",
+    "risk_detection_days",
 ]

@@ -2,8 +2,10 @@
 
 The page is built from what the service already keeps, as it stood at ``as_of``:
 
-- **KPIs** (``#kpis``): ``serving.kpis.compute_kpis`` on the audit log and stored scores, each
-  against its target, with treated vs control where the KPI splits by group (recovery).
+- **KPIs** (``#kpis``): ``serving.app.kpi_inputs.kpis_at`` (the audit log, stored scores, the
+  batch days' feature snapshots and the labels of the event log, all in data days), each against
+  its target with its one-line definition, and treated vs control where the KPI splits by group
+  (recovery).
 - **Tags over time** (``#tags-over-time``): every learner's tag at the end of each completed
   batch day, rebuilt from the audit log (a learner's tag on day d is the ``to_tag`` of their last
   transition with ``as_of <= d``), drawn as a stacked area.
@@ -42,7 +44,8 @@ from models.explain import format_points
 from rules import RuleSet
 from serving.app.charts import png_data_uri, rules_bar_figure, tag_area_figure, waterfall_uri
 from serving.app.drift import drift_section
-from serving.app.kpis import KPI_TARGETS, Kpi, compute_kpis
+from serving.app.kpi_inputs import kpis_at
+from serving.app.kpis import KPI_TARGETS, Kpi
 from serving.app.model_card import model_card_section
 from serving.core.assess import Assessment, assess
 from serving.core.calllist import call_list, urgent_rows
@@ -125,7 +128,10 @@ def build_report(
         )
     transitions = store.transitions_frame(until=as_of)
     champion = inputs.champion
-    kpis = compute_kpis(transitions, store.scores_frame(), inputs.customers, as_of=as_of)
+    kpis = kpis_at(
+        store, as_of, customers=inputs.customers, events=inputs.events, ruleset=inputs.ruleset,
+        data_dir=settings.data_path,
+    )  # fmt: skip
     context = {
         "as_of": as_of,
         "batch_days": len(days),
@@ -224,6 +230,7 @@ def kpi_rows(kpis: Sequence[Kpi]) -> list[dict[str, Any]]:
             "treated": format_kpi_value(kpi.treated, kpi.unit),
             "control": format_kpi_value(kpi.control, kpi.unit),
             "detail": kpi.detail,
+            "definition": kpi.definition,
         }
         for kpi in sorted(kpis, key=lambda kpi: list(KPI_TARGETS).index(kpi.id))
     ]

@@ -21,6 +21,7 @@ from serving.cli.common import (
     console,
     err_console,
     friendly_errors,
+    load_inputs,
     open_store,
     parse_date,
     runtime,
@@ -192,31 +193,54 @@ def status(customer_id: Annotated[str, typer.Argument(help="The learner's custom
 
 
 @friendly_errors
-def kpis(as_of: DayOpt = None, customers: OptionalCustomersOpt = None) -> None:
-    """The six lifecycle KPIs against their targets, from the audit log."""
+def kpis(
+    as_of: DayOpt = None,
+    events: OptionalEventsOpt = None,
+    customers: OptionalCustomersOpt = None,
+    rules_dir: RulesDirOpt = None,
+) -> None:
+    """The six lifecycle KPIs against their targets, in data days, each with its definition."""
     from serving.app.jobs import latest_batch_day
+    from serving.infra.rulesets import load_rules
 
     current = settings()
     store = open_store(current)
     day = parse_date(as_of) if as_of else latest_batch_day(store)
     if day is None:
         raise UserError("no completed batch run yet: run `lstep score --as-of DAY` first")
-    console.print(kpi_table_at(store, customers or current.customers_path, day))
+    customers = customers or current.customers_path
+    events = events or current.events_path
+    if events.exists() and customers.exists():
+        event_frame, customer_frame = load_inputs(events, customers, None, False)
+    else:  # no event log: no labels, and no cohorts without customers
+        event_frame, customer_frame = None, _customers_or_empty(customers)
+    table = kpi_table_at(
+        store, day, customers=customer_frame, events=event_frame,
+        ruleset=load_rules(rules_dir), data_dir=current.data_path,
+    )  # fmt: skip
+    console.print(table)
 
 
-def kpi_table_at(store: object, customers: Path, day: date) -> object:
-    """Compute the KPIs at ``day`` and lay them out against their targets."""
+def _customers_or_empty(customers: Path) -> object:
+    """The customers file's frame, or an empty one (the KPIs then have no mastery cohort)."""
     import pandas as pd
 
     from features.validation import load_customers
-    from serving.app.kpis import compute_kpis
+
+    if customers.exists():
+        return load_customers(customers)[0]
+    return pd.DataFrame(columns=["customer_id", "product_tag", "enrolled_at", "mrr"])
+
+
+def kpi_table_at(
+    store: object, day: date, *, customers: object, events: object, ruleset: object, data_dir: Path
+) -> object:
+    """Compute the KPIs at ``day`` (``serving.app.kpi_inputs.kpis_at``) and lay them out."""
+    from serving.app.kpi_inputs import kpis_at
     from serving.cli.render import kpi_table
 
-    customer_frame = load_customers(customers)[0] if customers.exists() else None
-    if customer_frame is None:
-        customer_frame = pd.DataFrame(columns=["customer_id", "product_tag", "enrolled_at", "mrr"])
-    results = compute_kpis(
-        store.transitions_frame(until=day), store.scores_frame(), customer_frame, as_of=day
+    results = kpis_at(
+        store, day, customers=customers, events=events, ruleset=ruleset, data_dir=data_dir
     )
     return kpi_table(results, day)
 

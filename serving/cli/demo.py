@@ -31,6 +31,14 @@ def demo(
     days: Annotated[int, typer.Option(help="Days to simulate.", min=120)] = 180,
     seed: Annotated[int, typer.Option(help="Simulation seed.")] = 0,
     trials: Annotated[int, typer.Option(help="Optuna trials (short tuning).", min=1)] = 8,
+    backfill_days: Annotated[
+        int,
+        typer.Option(
+            help="Batch days to backfill up to the log's end (61, the default, gives every KPI a value: "
+            "mastery needs 60 days of history, labels a complete 30-day window).",
+            min=1,
+        ),
+    ] = 61,
 ) -> None:
     """The main job end to end: simulate, validate, train, backfill the batch, report."""
     current = settings()
@@ -42,7 +50,7 @@ def demo(
     console.print(f"validated {len(events_frame):,} events of {len(customers_frame):,} learners")
     _features(events_frame, customers_frame)
     _champion(current, data, trials)
-    last_day = _backfill(data, events_frame, customers_frame)
+    last_day = _backfill(data, events_frame, customers_frame, backfill_days)
     console.rule("next")
     console.print(
         f"explain a learner:  .venv/bin/lstep explain <customer_id> --as-of {last_day}\n"
@@ -109,15 +117,15 @@ def _champion(current: Settings, data: Path, trials: int) -> None:
     )  # fmt: skip
 
 
-def _backfill(data: Path, events: Any, customers: Any) -> date:
-    """Run the daily batch over the log's last 30 days (completed days are skipped)."""
+def _backfill(data: Path, events: Any, customers: Any, days: int) -> date:
+    """Run the daily batch over the log's last ``days`` days (completed days are skipped)."""
     from serving.app.batch import BatchInputs, run_range
     from serving.app.jobs import batch_context
     from serving.cli.daily import kpi_table_at
     from serving.cli.render import RichBatchProgress, batch_summary
 
     end = date.fromisoformat(json.loads((data / "meta.json").read_text())["data_end"])
-    start = end - timedelta(days=29)
+    start = end - timedelta(days=days - 1)
     console.rule(f"daily batch job, backfilled {start} .. {end}")
     progress = RichBatchProgress(console)
     context = batch_context(runtime(progress), rules_only=False)
@@ -125,5 +133,9 @@ def _backfill(data: Path, events: Any, customers: Any) -> date:
     with progress.running():
         results = run_range(start, end, inputs, context)
     console.print(batch_summary(results[-1]))
-    console.print(kpi_table_at(context.store, data / "customers.parquet", end))
+    table = kpi_table_at(
+        context.store, end, customers=customers, events=events, ruleset=context.ruleset,
+        data_dir=data,
+    )  # fmt: skip
+    console.print(table)
     return end

@@ -152,14 +152,14 @@ def _top_table(result: BatchResult) -> Table:
 
 
 def kpi_table(results: Sequence[Kpi], day: date) -> Table:
-    """The KPIs at ``day`` against their targets, treated vs control where they split."""
+    """The KPIs at ``day`` against their targets (each with its definition under its name)."""
     table = Table(title=f"KPIs on {day}", title_justify="left")
     for column in ("KPI", "value", "target", "met", "treated", "control", "detail"):
         table.add_column(column)
     for kpi in results:
         met = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[kpi.meets_target]
         table.add_row(
-            kpi.name,
+            Text.assemble((kpi.name, "bold"), "\n", (kpi.definition, "dim")),
             kpi_value(kpi.value, kpi.unit),
             f"{kpi.comparison} {kpi_value(kpi.target, kpi.unit)}",
             met,

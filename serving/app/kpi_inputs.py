@@ -1,0 +1,123 @@
+"""The KPIs' inputs, loaded at the edge: the store's frames, the batch's decision inputs, labels.
+
+``kpis_at`` is what ``lstep kpis``, ``lstep demo`` and the report call: it reads the audit log,
+the stored scores and runs, each completed batch day's feature snapshot (joined with that day's
+scores: what the rules decided on) and, when the event log is given, the churn labels of the
+automatic ST_004 moves; then it hands them to the pure ``compute_kpis``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from features.labels import compute_labels
+from rules import MODEL_SCORE_COLUMNS, RuleSet
+from serving.app.kpis import LABEL_HORIZON_DAYS, Kpi, compute_kpis
+from serving.app.qualifying import DecisionDays
+from serving.core.tags import RISK_TAG
+from serving.infra.snapshots import snapshot_path
+from serving.infra.store import StateStore
+
+KEYS = ["customer_id", "as_of"]
+
+
+def load_decision_days(
+    data_dir: Path,
+    scores: pd.DataFrame,
+    ruleset: RuleSet,
+    days: Iterable[date],
+    customer_ids: Sequence[str] | None = None,
+) -> DecisionDays:
+    """Each batch day's feature snapshot joined with that day's stored scores.
+
+    Only the columns the rules read are loaded (and only ``customer_ids`` when given), so a long
+    history stays affordable. Days whose snapshot is missing are listed, not guessed.
+
+    Args:
+        data_dir: where the batch writes its snapshots (``Settings.data_path``).
+        scores: the stored scores (``StateStore.scores_frame``).
+        ruleset: the rules whose conditions will be evaluated.
+        days: the completed batch days to load.
+        customer_ids: the learners to keep (None: all).
+    """
+    wanted = [name for name in ruleset.features_used if name not in MODEL_SCORE_COLUMNS]
+    frames, missing, loaded = [], [], []
+    for day in sorted(days):
+        path = snapshot_path(data_dir, day)
+        if not path.exists():
+            missing.append(day)
+            continue
+        loaded.append(day)
+        present = set(pq.read_schema(path).names)
+        columns = KEYS + [name for name in wanted if name in present]
+        rows = None if customer_ids is None else [("customer_id", "in", list(customer_ids))]
+        frames.append(pd.read_parquet(path, columns=columns, filters=rows))
+    features = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=KEYS)
+    features = features.astype({"customer_id": str, "as_of": "datetime64[us]"})
+    model = [name for name in MODEL_SCORE_COLUMNS if name in scores]
+    day_scores = scores[KEYS + model].astype({"customer_id": str, "as_of": "datetime64[us]"})
+    inputs = features.merge(day_scores, on=KEYS, how="left")
+    return DecisionDays(ruleset, inputs, missing=tuple(missing), loaded=tuple(loaded))
+
+
+def risk_move_labels(
+    events: pd.DataFrame,
+    transitions: pd.DataFrame,
+    as_of: date,
+    horizon_days: int = LABEL_HORIZON_DAYS,
+) -> pd.DataFrame:
+    """Churn labels (``features.labels``) of the automatic ST_004 moves, complete by ``as_of``.
+
+    The log counts as complete up to the end of ``as_of`` or its last event, whichever is
+    earlier: a label whose window ends later is not known yet and is left out.
+    """
+    risk = transitions[(transitions["to_tag"] == RISK_TAG) & transitions["rule_id"].notna()]
+    spine = risk[KEYS].drop_duplicates().astype({"as_of": "datetime64[us]"})
+    end_of_day = pd.Timestamp(as_of) + timedelta(days=1)
+    stamps = pd.to_datetime(events["ts"], utc=True)
+    last = stamps.max().tz_localize(None).floor("D") + timedelta(days=1) if len(stamps) else None
+    until = end_of_day if last is None else min(end_of_day, last)
+    return compute_labels(events, spine, horizon_days=horizon_days, observed_until=until)
+
+
+def kpis_at(
+    store: StateStore,
+    as_of: date,
+    *,
+    customers: pd.DataFrame,
+    events: pd.DataFrame | None,
+    ruleset: RuleSet,
+    data_dir: Path,
+) -> list[Kpi]:
+    """The six KPIs at ``as_of`` from the store, the snapshots and (when given) the event log.
+
+    Args:
+        store: the state store.
+        as_of: the KPI day.
+        customers: validated customers.
+        events: validated events, for the labels of automation accuracy (None: no labels).
+        ruleset: the rules whose conditions date the first qualifying days.
+        data_dir: where the batch's feature snapshots are.
+    """
+    transitions = store.transitions_frame(until=as_of)
+    scores = store.scores_frame()
+    runs = store.runs()
+    completed = runs[(runs["status"] == "completed") & (runs["as_of"].dt.date <= as_of)]
+    # Only learners with an automatic move the run-based KPIs measure: a fraction of the rows.
+    measured = transitions["rule_id"].notna() & transitions["to_tag"].isin([RISK_TAG, "ST_002"])
+    decisions = load_decision_days(
+        data_dir, scores, ruleset, [day.date() for day in completed["as_of"]],
+        customer_ids=transitions.loc[measured, "customer_id"].unique().tolist(),
+    )  # fmt: skip
+    outcomes = None if events is None else risk_move_labels(events, transitions, as_of)
+    return compute_kpis(
+        transitions, scores, customers, as_of=as_of, outcomes=outcomes, decisions=decisions
+    )
+
+
+__all__ = ["kpis_at", "load_decision_days", "risk_move_labels"]

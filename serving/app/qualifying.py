@@ -1,0 +1,168 @@
+"""When a learner first met the condition of a move: runs of qualifying data days before it.
+
+The batch keeps, for every learner and batch day, what it decided on: the day's feature snapshot
+(``serving.infra.snapshots``) and the day's stored scores (``p_churn``, ``confidence``, ...).
+Evaluating the conditions of the rules into a tag (``rule.to``) from the learner's tag
+(``rule.sources``) on those inputs says on which days the learner qualified for the move, whether
+or not a cooldown or an override held it that day. The KPIs measure from the first day of the
+uninterrupted run of qualifying days that ends at the move.
+
+Everything is in data days (``as_of``); nothing here reads a clock, a file or a database. The
+rules are taken from the ``RuleSet`` object (``rule.to`` and ``rule.sources``), never by rule id,
+so a rule added into a tag (say from ST_005 to ST_004) is picked up without a change here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from rules import MODEL_SCORE_COLUMNS, RuleSet
+from rules.conditions import evaluate
+from rules.config import NEW
+
+DAY = timedelta(days=1)
+MEASURED = "measured"
+BEFORE_HISTORY = "before history"
+"""The run reaches a day with no stored inputs: its real first day is unknown."""
+NO_INPUTS = "no inputs"
+"""The move's own day has no stored inputs (no snapshot): nothing to measure from."""
+NOT_QUALIFYING = "not qualifying"
+"""The move's day does not meet today's rules (the rules changed since the move)."""
+
+
+@dataclass(frozen=True)
+class DecisionDays:
+    """What the batch decided on, day by day.
+
+    Attributes:
+        ruleset: the rules whose conditions are evaluated.
+        inputs: one row per learner and stored batch day: ``customer_id``, ``as_of`` (naive
+            midnight) and the columns the rules read (features and model scores).
+        missing: batch days whose feature snapshot is missing (their learners have no inputs).
+        loaded: the days whose inputs were loaded (None: the days present in ``inputs``). A
+            loader that keeps only some learners says which days it read, so that a day is not
+            taken for a gap because none of those learners was scored on it.
+    """
+
+    ruleset: RuleSet
+    inputs: pd.DataFrame
+    missing: tuple[date, ...] = field(default=())
+    loaded: tuple[date, ...] | None = None
+
+    @property
+    def days(self) -> frozenset[pd.Timestamp]:
+        """The days with stored inputs."""
+        days = self.inputs["as_of"].unique() if self.loaded is None else list(self.loaded)
+        return frozenset(pd.to_datetime(days))
+
+
+def qualifying_days(decisions: DecisionDays, target: str) -> pd.DataFrame:
+    """Every (learner, day, source tag) on which a rule from that tag into ``target`` held.
+
+    Returns:
+        ``customer_id``, ``as_of``, ``from_tag`` (``rules.config.NEW`` for a learner not yet in
+        the store), one row per qualifying combination.
+    """
+    inputs = decisions.inputs
+    columns = _rule_columns(inputs, decisions.ruleset)
+    frames = [pd.DataFrame(columns=["customer_id", "as_of", "from_tag"])]
+    for rule in decisions.ruleset.rules:
+        if rule.to != target:
+            continue
+        fired = evaluate(rule.condition, columns, MODEL_SCORE_COLUMNS, len(inputs)).fired
+        held = inputs.loc[fired, ["customer_id", "as_of"]]
+        frames.extend(held.assign(from_tag=source) for source in rule.sources)
+    found = pd.concat(frames, ignore_index=True).drop_duplicates(ignore_index=True)
+    return found.astype({"customer_id": str, "from_tag": str, "as_of": "datetime64[us]"})
+
+
+def _rule_columns(inputs: pd.DataFrame, ruleset: RuleSet) -> dict[str, pd.Series]:
+    """The columns the conditions read, typed as the engine reads them (numbers as floats).
+
+    A column the stored inputs lack (a feature added after the snapshot was written) is all
+    null, so conditions on it do not hold, as they would not for a null value.
+    """
+    strings = set(ruleset.string_features)
+    columns = {}
+    for name in ruleset.features_used:
+        if name not in inputs:
+            columns[name] = pd.Series(np.nan, index=inputs.index)
+        elif name in strings:
+            columns[name] = inputs[name].astype(object)
+        else:
+            columns[name] = pd.Series(
+                inputs[name].astype("Float64").to_numpy(dtype="float64", na_value=np.nan),
+                index=inputs.index,
+            )
+    return columns
+
+
+def run_starts(moves: pd.DataFrame, decisions: DecisionDays, target: str) -> pd.DataFrame:
+    """The first day of the run of qualifying days that ends at each move into ``target``.
+
+    The run counts back from the move's day over consecutive days on which the learner met the
+    condition of a rule from the move's ``from_tag`` into ``target``, and never before the day
+    after the learner entered that tag (``entered``; before it they were in another tag).
+
+    Args:
+        moves: one row per move: ``customer_id``, ``as_of`` (the move's day), ``from_tag`` (null
+            for a learner first seen that day) and ``entered`` (the day they entered
+            ``from_tag``; NaT for a new learner).
+        decisions: the stored inputs of the batch days.
+        target: the tag moved into.
+
+    Returns:
+        ``moves`` with ``first_day`` (NaT unless measured) and ``status``: ``MEASURED``,
+        ``BEFORE_HISTORY`` (the run reaches a day without stored inputs, so it may have begun
+        earlier), ``NO_INPUTS`` (the move's day has none) or ``NOT_QUALIFYING`` (today's rules
+        do not hold on the move's day).
+    """
+    runs = _runs(qualifying_days(decisions, target))
+    keyed = moves.assign(
+        as_of=pd.to_datetime(moves["as_of"]).astype("datetime64[us]"),
+        from_tag=moves["from_tag"].astype(object).where(moves["from_tag"].notna(), NEW),
+    )
+    found = keyed.merge(runs, on=["customer_id", "as_of", "from_tag"], how="left")
+    entered = pd.to_datetime(found["entered"]).astype("datetime64[us]")
+    bound = entered + DAY  # the first day spent in from_tag before its decision
+    first = found["run_start"].where(entered.isna() | (found["run_start"] > bound), bound)
+    before = first - DAY
+    stored = decisions.days
+    unknown_start = ~before.isin(stored) & (entered.isna() | (first > bound))
+    status = np.select(
+        [
+            ~found["as_of"].isin(stored),
+            found["run_start"].isna(),
+            unknown_start,
+        ],
+        [NO_INPUTS, NOT_QUALIFYING, BEFORE_HISTORY],
+        default=MEASURED,
+    )
+    result = moves.reset_index(drop=True).assign(status=status)
+    return result.assign(first_day=first.where(result["status"] == MEASURED).to_numpy())
+
+
+def _runs(qualifying: pd.DataFrame) -> pd.DataFrame:
+    """Each qualifying day with ``run_start``: the first day of its run of consecutive days."""
+    ordered = qualifying.sort_values(["customer_id", "from_tag", "as_of"], ignore_index=True)
+    same = (ordered["customer_id"] == ordered["customer_id"].shift()) & (
+        ordered["from_tag"] == ordered["from_tag"].shift()
+    )
+    consecutive = same & (ordered["as_of"] - ordered["as_of"].shift() == pd.Timedelta(DAY))
+    run = (~consecutive).cumsum()
+    return ordered.assign(run_start=ordered.groupby(run)["as_of"].transform("min"))
+
+
+__all__ = [
+    "BEFORE_HISTORY",
+    "MEASURED",
+    "NOT_QUALIFYING",
+    "NO_INPUTS",
+    "DecisionDays",
+    "qualifying_days",
+    "run_starts",
+]

@@ -1,0 +1,100 @@
+"""``kpis_at``: the KPIs from a store, the batch's snapshots and the event log, in data days."""
+
+from __future__ import annotations
+
+from datetime import UTC, date
+
+import pandas as pd
+import pytest
+
+from serving.app.kpi_inputs import kpis_at, load_decision_days
+from serving.infra.snapshots import snapshot_path, write_feature_snapshot
+from tests.serving.app.test_kpis import customers_frame
+from tests.serving.batches import FIRST_DAY, apply
+from tests.serving.fixtures import packaged_ruleset
+
+DAY_1, DAY_2, DAY_3 = date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)
+
+
+def _snapshot(data_dir, day: date, at_risk: set[str]) -> None:
+    """A day's feature snapshot: only the risk indicator count matters here."""
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "as_of": pd.Timestamp(day),
+            "risk_indicator_count": [12.0 if c in at_risk else 0.0 for c in "abc"],
+        }
+    )
+    write_feature_snapshot(frame, data_dir, day)
+
+
+def _events(rows: list[tuple[str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": [c for c, _ in rows],
+            "ts": pd.to_datetime([ts for _, ts in rows]).tz_localize(UTC),
+            "event_type": "session",
+            "duration_s": 60.0,
+            "channel": "web",
+            "item": None,
+        }
+    )
+
+
+@pytest.fixture
+def three_days(store, tmp_path, monkeypatch):
+    """a, b, c tagged on March 1; a meets a risk condition from March 2, moved on March 3.
+
+    The clock is pinned years away from the data: nothing may depend on it.
+    """
+    monkeypatch.setenv("LSTEP_NOW", "2031-01-01T00:00:00Z")
+    apply(store, DAY_1, FIRST_DAY)
+    apply(store, DAY_2, [("a", "ST_001", "ST_001")])
+    apply(store, DAY_3, [("a", "ST_001", "ST_004")])
+    for day, at_risk in ((DAY_1, set()), (DAY_2, {"a"}), (DAY_3, {"a"})):
+        _snapshot(tmp_path, day, at_risk)
+    # a is never seen again (churned); b's event on April 5 shows the log runs until then
+    events = _events([("a", "2024-03-02 10:00"), ("b", "2024-04-05 10:00")])
+    return store, tmp_path, events
+
+
+def _kpis(store, data_dir, events, as_of: date) -> dict:
+    customers = customers_frame({"a": "2024-02-20", "b": "2024-02-20", "c": "2024-02-20"})
+    found = kpis_at(
+        store, as_of, customers=customers, events=events, ruleset=packaged_ruleset(),
+        data_dir=data_dir,
+    )  # fmt: skip
+    return {kpi.id: kpi for kpi in found}
+
+
+def test_detection_speed_is_read_from_the_snapshots_and_scores_of_the_batch_days(three_days):
+    store, data_dir, events = three_days
+    kpis = _kpis(store, data_dir, events, date(2024, 4, 10))
+    # Then a's move on March 3 came 1 day after it first met the risk condition (March 2)
+    assert kpis["risk_detection_days"].value == pytest.approx(1.0)
+    assert kpis["risk_detection_days"].meets_target is True
+
+
+def test_automation_accuracy_gets_the_labels_of_the_event_log_once_complete(three_days):
+    store, data_dir, events = three_days
+    # When judged on April 10: a's label window March 3 - April 1 is complete, a churned
+    late = _kpis(store, data_dir, events, date(2024, 4, 10))["automation_accuracy"]
+    assert late.value == pytest.approx(100.0)
+    assert "1 confirmed, 0 refuted, 0 without a complete label" in late.detail
+    # When judged on March 20, the window is not complete: the label is not used yet
+    early = _kpis(store, data_dir, events, date(2024, 3, 20))["automation_accuracy"]
+    assert "0 confirmed, 0 refuted, 1 without a complete label" in early.detail
+
+
+def test_a_missing_snapshot_is_named_and_the_run_through_it_not_measured(three_days):
+    store, data_dir, events = three_days
+    # Given March 2's snapshot lost
+    snapshot_path(data_dir, DAY_2).unlink()
+    decisions = load_decision_days(
+        data_dir, store.scores_frame(), packaged_ruleset(), [DAY_1, DAY_2, DAY_3]
+    )
+    assert decisions.missing == (DAY_2,)
+    # Then detection speed has no value and says which day is missing
+    detection = _kpis(store, data_dir, events, date(2024, 4, 10))["risk_detection_days"]
+    assert detection.value is None
+    assert "snapshots missing for 1 batch days (2024-03-02)" in detection.detail
