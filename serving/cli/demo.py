@@ -34,7 +34,7 @@ def demo(
     backfill_days: Annotated[
         int,
         typer.Option(
-            help="Batch days to backfill up to the log's end (61, the default, gives every KPI a value: "
+            help="Batch days to backfill up to the log's end (61 gives every KPI a value: "
             "mastery needs 60 days of history, labels a complete 30-day window).",
             min=1,
         ),
