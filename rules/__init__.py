@@ -4,6 +4,7 @@
 frames, and the caller passes the known feature names when loading.
 """
 
+from rules.capacity import OVER_CAPACITY, cut_to_capacity
 from rules.config import MODEL_SCORE_COLUMNS, RulesError, RuleSet, load_ruleset
 from rules.engine import decide
 from rules.graph import mermaid
@@ -12,9 +13,11 @@ from rules.schemas import DECISION_COLUMNS, DecisionInputError
 __all__ = [
     "DECISION_COLUMNS",
     "MODEL_SCORE_COLUMNS",
+    "OVER_CAPACITY",
     "DecisionInputError",
     "RuleSet",
     "RulesError",
+    "cut_to_capacity",
     "decide",
     "load_ruleset",
     "mermaid",

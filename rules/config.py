@@ -25,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic import ValidationError as PydanticValidationError
 
 from rules.conditions import Condition, ConditionError, iter_leaves, parse_condition
+from rules.errors import RulesError
+from rules.intervention_checks import check_interventions
 from rules.interventions import Interventions
 
 TAGS_FILE = "tags.yaml"
@@ -43,24 +45,6 @@ STATE_COLUMNS: frozenset[str] = frozenset({"campaign_active"})
 is running on the decision day; false once its box ended or it was cleared."""
 
 Signal = Literal["fact", "rules", "model", "both"]
-
-
-class RulesError(ValueError):
-    """A rules directory that cannot be used, naming the file, rule id and field at fault."""
-
-    def __init__(
-        self, file: str, message: str, *, rule_id: str | None = None, field: str | None = None
-    ) -> None:
-        where = [file]
-        if rule_id is not None:
-            where.append(f"rule {rule_id}")
-        if field is not None:
-            where.append(f"field {field}")
-        super().__init__(f"{': '.join(where)}: {message}")
-        self.file = file
-        self.rule_id = rule_id
-        self.field = field
-        self.message = message
 
 
 class TagSpec(BaseModel):
@@ -216,7 +200,7 @@ def load_ruleset(rules_dir: Path | str | None = None, *, known_features: Iterabl
     _check_features(rules, set(known_features) | STATE_COLUMNS, rules_file)
     _check_signals(rules, rules_file)
     _check_reachable(rules, tags.tags, rules_file)
-    _check_interventions(interventions, tags.tags, interventions_file)
+    check_interventions(interventions, [tag.id for tag in tags.tags], interventions_file)
     return RuleSet(
         source=str(directory),
         tags=tags.tags,
@@ -320,7 +304,19 @@ def _load_interventions(directory: Traversable | Path) -> tuple[str, Interventio
         return file, Interventions.model_validate(content)
     except PydanticValidationError as error:
         field, message = _pydantic_message(error)
-        raise RulesError(file, message, field=field) from None
+        raise RulesError(
+            file, message, rule_id=_escalation_id(content, error), field=field
+        ) from None
+
+
+def _escalation_id(content: dict, error: PydanticValidationError) -> str | None:
+    """The id of the escalation an error is in (``#n`` when it has none), else None."""
+    loc = error.errors()[0]["loc"]
+    if len(loc) < 2 or loc[0] != "escalations" or not isinstance(loc[1], int):
+        return None
+    raw = content["escalations"][loc[1]]
+    has_id = isinstance(raw, dict) and raw.get("id") is not None
+    return str(raw["id"]) if has_id else f"#{loc[1] + 1}"
 
 
 def _check_rule_tags(rules: tuple[Rule, ...], tags: TagsFile, file: str) -> None:
@@ -431,39 +427,6 @@ def _check_reachable(rules: tuple[Rule, ...], tags: tuple[TagSpec, ...], file: s
             )
 
 
-def _check_interventions(
-    interventions: Interventions, tags: tuple[TagSpec, ...], file: str
-) -> None:
-    """Synergy rows and defaults name known tags, products and priorities; one default per tag."""
-    tag_ids = [tag.id for tag in tags]
-    products = interventions.product_tags
-    priorities = interventions.priority_order
-    pairs: set[tuple[str, str]] = set()
-    for index, row in enumerate(interventions.synergy):
-        field = f"synergy[{index}]"
-        _require(row.status_tag, tag_ids, "status tag", file, f"{field}.status_tag")
-        _require(row.product_tag, products, "product tag", file, f"{field}.product_tag")
-        _require(row.priority, priorities, "priority", file, f"{field}.priority")
-        if (row.product_tag, row.status_tag) in pairs:
-            raise RulesError(
-                file, f"{row.product_tag} x {row.status_tag} is listed twice", field=field
-            )
-        pairs.add((row.product_tag, row.status_tag))
-    for tag_id, default in interventions.defaults.items():
-        _require(tag_id, tag_ids, "status tag", file, f"defaults.{tag_id}")
-        _require(default.priority, priorities, "priority", file, f"defaults.{tag_id}.priority")
-    missing = [tag_id for tag_id in tag_ids if tag_id not in interventions.defaults]
-    if missing:
-        raise RulesError(file, f"no default priority and action for {missing}", field="defaults")
-
-
-def _require(value: str, allowed: list[str], what: str, file: str, field: str) -> None:
-    """Raise a RulesError when ``value`` is not one of ``allowed``."""
-    if value not in allowed:
-        known = ", ".join(allowed)
-        raise RulesError(file, f"unknown {what} {value!r}; known: {known}", field=field)
-
-
 def _check_cooldowns(tags: TagsFile, file: str) -> None:
     """One cooldown per tag a rule can leave: every non-terminal tag, and nothing else."""
     by_id = {tag.id: tag for tag in tags.tags}
@@ -493,7 +456,10 @@ def _check_manual_moves(tags: TagsFile, file: str) -> None:
     for index, tag in enumerate(tags.tags):
         field = f"tags[{index}].manual_from"
         for source in tag.manual_from:
-            _require(source, known, "tag", file, field)
+            if source not in known:
+                raise RulesError(
+                    file, f"unknown tag {source!r}; known: {', '.join(known)}", field=field
+                )
             if source == tag.id:
                 raise RulesError(file, f"{tag.id} lists itself: a hold keeps a tag", field=field)
         if tag.entry == "manual" and not tag.manual_from:

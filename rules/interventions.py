@@ -12,6 +12,10 @@ and every machine, and a learner who changes action is drawn afresh for the new 
 Value at risk: ``p x value`` where p is ``p_churn``, or ``risk_indicator_count / 12`` (the share of
 the 12 risk indicators that are on) when there is no model score, and value is ``mrr``, or the
 product tier's weight when ``mrr`` is null or 0 (free learners are still worth something).
+
+Escalations (IV_01, ...) raise a tier's learners in some status tags to a more urgent priority,
+keeping the action of their synergy row or tag default; they never lower a priority. The daily
+capacity for personal outreach is applied to a whole day's decisions by :mod:`rules.capacity`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 RISK_INDICATOR_TOTAL = 12
 """How many named risk indicators ``risk_indicator_count`` counts (DESIGN §5)."""
@@ -48,6 +52,44 @@ class SynergyRow(PriorityAction):
     status_tag: str = Field(pattern=r"^ST_\d{3}$")
 
 
+class Escalation(BaseModel):
+    """Raise the learners of one product tier in some status tags to a more urgent priority."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^IV_\d{2,}$")
+    description: str = Field(min_length=1)
+    product_tag: str = Field(pattern=r"^PT_\d{3}$")
+    status_tags: tuple[Annotated[str, Field(pattern=r"^ST_\d{3}$")], ...] = Field(min_length=1)
+    priority: str = Field(pattern=r"^P\d$")
+
+
+class Capacity(BaseModel):
+    """How many learners the CS team reaches personally per day, and what the others get.
+
+    Attributes:
+        personal_outreach_per_day: learners a day may keep a personal priority (those before
+            ``overflow_priority``), control group aside: the control learners get no call.
+        overflow_priority: the first automated priority; learners past the capacity get it.
+        automated_actions: status tag -> the automated action an overflow learner of that tag
+            gets (every tag that can have a personal priority needs one).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    personal_outreach_per_day: int = Field(ge=0)
+    overflow_priority: str = Field(pattern=r"^P\d$")
+    automated_actions: dict[Annotated[str, Field(pattern=r"^ST_\d{3}$")], str]
+
+    @field_validator("automated_actions")
+    @classmethod
+    def _non_empty_actions(cls, value: dict[str, str]) -> dict[str, str]:
+        blank = [tag for tag, action in value.items() if not action.strip()]
+        if blank:
+            raise ValueError(f"blank automated action for {blank}")
+        return value
+
+
 class Interventions(BaseModel):
     """The content of ``interventions.yaml`` (tags are checked against tags.yaml by the loader)."""
 
@@ -58,6 +100,9 @@ class Interventions(BaseModel):
     value_weights: dict[Annotated[str, Field(pattern=r"^PT_\d{3}$")], Annotated[float, Field(ge=0)]]
     synergy: tuple[SynergyRow, ...]
     defaults: dict[str, PriorityAction]
+    escalations: tuple[Escalation, ...] = ()
+    capacity: Capacity | None = None
+    """None: no daily limit on personal outreach (every P1/P2 learner keeps their priority)."""
 
     @property
     def priority_order(self) -> list[str]:
@@ -70,11 +115,29 @@ class Interventions(BaseModel):
         return list(self.value_weights)
 
     def lookup(self, product_tag: str, status_tag: str) -> PriorityAction:
-        """The synergy row for the pair, else the status tag's default."""
+        """The synergy row for the pair, else the status tag's default; then the escalations.
+
+        An escalation that matches replaces the priority when it is more urgent; the action stays.
+        """
+        found = self.defaults[status_tag]
         for row in self.synergy:
             if row.product_tag == product_tag and row.status_tag == status_tag:
-                return PriorityAction(priority=row.priority, action=row.action)
-        return self.defaults[status_tag]
+                found = PriorityAction(priority=row.priority, action=row.action)
+                break
+        raised = [
+            escalation.priority
+            for escalation in self.escalations
+            if escalation.product_tag == product_tag and status_tag in escalation.status_tags
+        ]
+        priority = min([found.priority, *raised], key=self.priority_order.index)
+        return PriorityAction(priority=priority, action=found.action)
+
+    def personal_priorities(self) -> list[str]:
+        """Priorities the capacity limits: those before the overflow priority (none without one)."""
+        if self.capacity is None:
+            return []
+        order = self.priority_order
+        return order[: order.index(self.capacity.overflow_priority)]
 
 
 def control_draw(customer_ids: ArrayLike, action: str) -> np.ndarray:

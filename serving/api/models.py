@@ -280,6 +280,11 @@ class LearnerScore(_Response):
     priority: str | None
     action: str | None
     control: bool = Field(description="in the control group: gets no intervention")
+    over_capacity: bool | None = Field(
+        description="the day's capacity for personal outreach moved the learner to automated "
+        "outreach; null: decided on demand, without the rest of the day, so the capacity was not "
+        "applied and priority is the rules' own"
+    )
     reasons: list[ReasonOut]
     risk_indicators: list[IndicatorOut] = Field(
         description="the risk indicators that are on (in every mode, model or rules-only)"

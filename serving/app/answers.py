@@ -72,7 +72,7 @@ class DayAnswers:
             ruleset=ruleset,
             state=state,
             as_of=as_of,
-            options=AssessOptions(top_reasons=top_reasons),
+            options=AssessOptions(top_reasons=top_reasons, whole_day=True),
         )
         assessment.prepare_reasons()
         assessment.positions  # noqa: B018 - built now, not on the first request

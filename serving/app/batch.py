@@ -180,7 +180,7 @@ def run_day(
             features = build_features(inputs.events, inputs.customers, spine=spine, con=con)
     finally:
         con.close()
-    options = AssessOptions(check_output=True)
+    options = AssessOptions(check_output=True, whole_day=True)  # a whole day: its capacity
     assessment = assess(
         features, champion=context.champion, ruleset=context.ruleset, state=state, as_of=as_of,
         options=options, stage=timer,

@@ -58,6 +58,9 @@ class BatchResult:
         skipped: changed decisions the store did not apply, per reason (see ``StateStore``).
         top_learners: the top P1/P2 learners outside the control group, most value at risk first.
         control_excluded: P1/P2 learners left off the list because they are in the control group.
+        to_call: P1/P2 learners outside the control group: the day's personal outreach.
+        over_capacity: learners the day's capacity moved from P1/P2 to automated outreach.
+        overflow_priority: the priority they were moved to (None when none was moved).
         stage_seconds: wall time per stage.
         feature_snapshot: where the day's features were written (None for a dry run).
         assessment: the day's assessment (None when the day was done before).
@@ -79,6 +82,9 @@ class BatchResult:
     skipped: dict[str, int] = field(default_factory=dict)
     top_learners: tuple[TopLearner, ...] = ()
     control_excluded: int = 0
+    to_call: int = 0
+    over_capacity: int = 0
+    overflow_priority: str | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
     feature_snapshot: Path | None = None
     assessment: Assessment | None = field(default=None, repr=False, compare=False)
@@ -118,6 +124,9 @@ def summarise(
     by_rule = decisions.loc[decisions["changed"], "rule_id"].astype(str).value_counts()
     held = decisions["held"].dropna().astype(str).value_counts()
     listed, control_excluded = _top_learners(assessment, top)
+    urgent = urgent_rows(decisions)
+    over = decisions["over_capacity"].fillna(False).to_numpy(bool)
+    moved_to = decisions.loc[over, "priority"].astype(str).unique()
     return {
         "tags_before": tag_counts(state["tag"]),
         "tags_after": tag_counts(after),
@@ -126,6 +135,9 @@ def summarise(
         "skipped": {str(reason): int(count) for reason, count in skipped.items()},
         "top_learners": listed,
         "control_excluded": control_excluded,
+        "to_call": int((~urgent["control"].astype(bool)).sum()),
+        "over_capacity": int(over.sum()),
+        "overflow_priority": str(moved_to[0]) if len(moved_to) else None,
     }
 
 

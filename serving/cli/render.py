@@ -107,7 +107,17 @@ def batch_summary(result: BatchResult) -> RenderableType:
     if any(result.skipped.values()):
         parts.append(f"[yellow]moves the store skipped: {result.skipped}[/]")
     parts.append(_top_table(result))
+    if result.over_capacity:
+        parts.append(f"[yellow]{capacity_line(result)}[/]")
     return Group(*parts)
+
+
+def capacity_line(result: BatchResult) -> str:
+    """How many urgent learners the day's capacity for personal outreach moved, and to what."""
+    return (
+        f"{result.over_capacity:,} P1/P2 learners over capacity moved to automated outreach "
+        f"({result.overflow_priority}); {result.to_call:,} left to contact personally"
+    )
 
 
 def _tags_table(result: BatchResult) -> Table:

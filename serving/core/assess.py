@@ -32,7 +32,7 @@ from features.schemas import KEY_COLUMNS
 from models.churn import PREDICTION_COLUMNS, ChurnModel
 from models.explain import Explanation, Reason, explain_frame, points_of, ranked_reasons
 from models.pyfunc import check_flags_present
-from rules import RuleSet, decide
+from rules import OVER_CAPACITY, RuleSet, cut_to_capacity, decide
 from serving.core.records import is_on, learner_record, risk_flags
 
 TOP_REASONS = 3
@@ -47,6 +47,7 @@ DECISION_FIELDS: tuple[str, ...] = (
     "priority",
     "action",
     "control",
+    OVER_CAPACITY,
 )
 """The decision columns a learner's record quotes."""
 
@@ -162,8 +163,14 @@ def decide_learners(
     as_of: date,
     *,
     check_output: bool = True,
+    whole_day: bool = False,
 ) -> pd.DataFrame:
-    """Run the rules engine on features plus scores (``rules.decide``).
+    """Run the rules engine on features plus scores (``rules.decide``), then the day's capacity.
+
+    The capacity for personal outreach is a limit on a whole day (``rules.cut_to_capacity``):
+    it is applied when ``features`` are all of the day's learners (the batch, the day's
+    answers). Learners decided on demand, without the rest of their day, keep the rules'
+    priority and action, and ``over_capacity`` is null: not known.
 
     Args:
         features: one row per learner at ``as_of``.
@@ -172,9 +179,11 @@ def decide_learners(
         state: the learners' stored state on ``as_of`` (an empty frame for a fresh store).
         as_of: the decision day.
         check_output: passed to ``rules.decide`` (False skips the engine's self-check only).
+        whole_day: ``features`` hold every learner of the day: apply the capacity.
 
     Returns:
-        The engine's decisions (``rules.DECISION_COLUMNS``), P1 first.
+        The engine's decisions (``rules.DECISION_COLUMNS``) plus ``over_capacity`` (nullable
+        boolean: null when the capacity was not applied), P1 first.
 
     Raises:
         ValueError: when features hold another day, or features and scores name other learners.
@@ -192,7 +201,14 @@ def decide_learners(
             f"scores: {len(score_columns)} rows for {len(keys)} learners "
             f"({unscored} learners without a score row); score the same frame you decide on"
         )
-    return decide(ruleset, state, scored.drop(columns="_merge"), as_of, check_output=check_output)
+    decisions = decide(
+        ruleset, state, scored.drop(columns="_merge"), as_of, check_output=check_output
+    )
+    if whole_day:
+        decisions = cut_to_capacity(ruleset, decisions)
+    else:
+        decisions[OVER_CAPACITY] = pd.NA
+    return decisions.astype({OVER_CAPACITY: "boolean"})
 
 
 def _check_day(features: pd.DataFrame, as_of: date) -> None:
@@ -383,11 +399,15 @@ class AssessOptions:
         explain: compute every learner's reason codes with the scores, in one pass (a request
             of a few learners); otherwise they are computed when asked for.
         check_output: run the rules engine's self-check of its output (the batch does).
+        whole_day: the features are every learner of the day, so the day's capacity for
+            personal outreach is applied (the batch and the day's answers); an on-demand ask
+            of a few learners is decided without it (``decide_learners``).
     """
 
     top_reasons: int = TOP_REASONS
     explain: bool = False
     check_output: bool = False
+    whole_day: bool = False
 
 
 def _no_stage(_name: str) -> AbstractContextManager[None]:
@@ -427,7 +447,13 @@ def assess(
             scores = score_features(features, champion)
     with stage("decide"):
         decisions = decide_learners(
-            features, scores, ruleset, state, as_of, check_output=options.check_output
+            features,
+            scores,
+            ruleset,
+            state,
+            as_of,
+            check_output=options.check_output,
+            whole_day=options.whole_day,
         )
     assessment = Assessment(
         as_of=as_of,

@@ -209,11 +209,14 @@ def run_summary(
 ) -> dict[str, Any]:
     """What the run did, for ``batch_runs.summary``: counts, and examples of skipped learners."""
     held_counts = decisions["held"].value_counts()
+    over = decisions["over_capacity"] if "over_capacity" in decisions else pd.Series(dtype=bool)
     return {
         "decisions": len(decisions),
         "scores": len(score_rows),
         "changed_decisions": int(decisions["changed"].sum()),
         "held": {str(reason): int(count) for reason, count in held_counts.items()},
+        # learners the day's capacity moved from personal to automated outreach
+        "over_capacity": int(over.fillna(False).astype(bool).sum()),
         "transitions": len(plan.applied),
         "transitions_by_tag": {
             str(tag): int(count) for tag, count in plan.applied["to_tag"].value_counts().items()

@@ -44,6 +44,10 @@ def learner_record(
         "priority": _text(decision["priority"]),
         "action": _text(decision["action"]),
         "control": bool(decision["control"]),
+        # None: decided without the rest of the day, so the day's capacity was not applied.
+        "over_capacity": None
+        if _missing(decision["over_capacity"])
+        else bool(decision["over_capacity"]),
         "reasons": [reason.as_dict() for reason in reasons],
         "risk_indicators": [dict(indicator) for indicator in indicators],
         "model_version": model_version,

@@ -8,14 +8,17 @@ with 30 days, three purged slices of a 150-day log leave no training dates.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 from rich.console import Console
 
 from features.catalog import load_catalog
@@ -115,6 +118,20 @@ def assert_same(actual, expected) -> None:
         assert actual == pytest.approx(expected, rel=1e-12, abs=1e-12)
     else:
         assert actual == expected
+
+
+def limited_ruleset(directory: Path, *, personal_outreach_per_day: int) -> RuleSet:
+    """The packaged rules with another daily capacity for personal outreach."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("tags.yaml", "transitions.yaml", "interventions.yaml"):
+        with resources.as_file(resources.files("rules").joinpath(name)) as source:
+            shutil.copy(source, directory / name)
+    path = directory / "interventions.yaml"
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document["capacity"]["personal_outreach_per_day"] = personal_outreach_per_day
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    known = [*load_catalog().names, *MODEL_SCORE_COLUMNS]
+    return load_ruleset(directory, known_features=known)
 
 
 def packaged_ruleset() -> RuleSet:

@@ -43,11 +43,12 @@ def answers(day, champion, ruleset) -> DayAnswers:
     return DayAnswers.build(features, champion=champion, ruleset=ruleset, state=state, as_of=as_of)
 
 
-def online_records(features, champion, ruleset, state, as_of) -> list[dict]:
-    """``assess`` as the online path runs it: every learner explained in one pass."""
+def online_records(features, champion, ruleset, state, as_of, whole_day=False) -> list[dict]:
+    """``assess`` as the online path runs it: every learner explained in one pass (and, for
+    ``whole_day``, the day's capacity applied as the answers apply it)."""
     assessment = assess(
         features, champion=champion, ruleset=ruleset, state=state, as_of=as_of,
-        options=AssessOptions(explain=True),
+        options=AssessOptions(explain=True, whole_day=whole_day),
     )  # fmt: skip
     return assessment.records()
 
@@ -75,7 +76,7 @@ def stored_state(state: pd.DataFrame, customer_id: str):
 def test_every_answer_is_the_online_record_for_that_learner(answers, day, champion, ruleset):
     # given assess run over the whole snapshot, with reasons (the on-demand path)
     as_of, features, state = day
-    records = online_records(features, champion, ruleset, state, as_of)
+    records = online_records(features, champion, ruleset, state, as_of, whole_day=True)
     expected = {record["customer_id"]: record for record in records}
     # when every learner is looked up in the answers with their stored state
     assert as_of == SNAPSHOT_DAY and len(answers) == len(expected) > 100
@@ -93,10 +94,11 @@ def test_answers_equal_the_one_learner_online_path(answers, day, champion, rules
         customer_id = one["customer_id"].iloc[0]
         mine = state[state["customer_id"] == customer_id].reset_index(drop=True)
         record = online_records(one, champion, ruleset, mine, as_of)[0]
-        # when looked up, then the answer is the same record
-        assert answers.record(customer_id, stored_state(state, customer_id)) == record | {
-            "feature_source": "snapshot"
-        }
+        answer = answers.record(customer_id, stored_state(state, customer_id))
+        # when looked up, then the answer is the same record; alone, the day's capacity is not
+        # applied (null), and the answers' day moved none of these learners
+        assert record["over_capacity"] is None and answer["over_capacity"] is False
+        assert answer == record | {"feature_source": "snapshot", "over_capacity": False}
 
 
 def test_a_moved_state_or_an_unknown_learner_gets_no_answer(answers, day):

@@ -5,6 +5,10 @@ For the same learners, day and stored state, in model and in rules-only mode: th
 assembled from the event store, as the features process does) and ``lstep explain``'s path (one
 learner's features built alone) agree on every field of the record; the report's call list quotes
 the batch's reasons.
+
+One field differs by design: the day's capacity for personal outreach is a cut over a whole day,
+so the batch and the day's answers apply it (``over_capacity`` true or false) and an on-demand
+decision of a few learners does not (``over_capacity`` null, the rules' own priority and action).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from serving.core.asks import LearnerAsk
 from serving.core.assess import assess
 from serving.infra.learners import LearnerData, day_features
 from serving.infra.store import StateStore
-from tests.serving.fixtures import FIRST_DAY, NOW, assert_same, run_batch_day
+from tests.serving.fixtures import FIRST_DAY, NOW, assert_same, limited_ruleset, run_batch_day
 
 DAY = FIRST_DAY + timedelta(days=1)
 """The day every path assesses: the day after a batch day, so learners have a stored state."""
@@ -53,6 +57,12 @@ def without_source(record: dict) -> dict:
     return {key: value for key, value in record.items() if key not in SOURCE_FIELDS}
 
 
+def decided_alone(record: dict) -> dict:
+    """An on-demand record as the batch would give it for a learner its capacity did not move."""
+    assert record["over_capacity"] is None  # decided without the day: the capacity not applied
+    return without_source(record) | {"over_capacity": False}
+
+
 def test_batch_answers_online_and_explain_give_the_same_records(world, mode, ruleset):
     store, batch, data, ids = world
     expected = batch.assessment.records(ids)
@@ -79,10 +89,13 @@ def test_batch_answers_online_and_explain_give_the_same_records(world, mode, rul
         mine = store.state_frame(DAY, customer_ids=[customer_id])
         one = assess(row, champion=mode, ruleset=ruleset, state=mine, as_of=DAY)
         from_explain.append(one.records()[0])
-    # then every path gives the batch's record, field for field
+    # then every path gives the batch's record, field for field (the day's capacity moved none
+    # of these learners; on demand it is not applied, and the record says so)
     assert len(expected) == LEARNERS
-    for path in (from_answers, from_online, from_explain):
-        assert_same([without_source(record) for record in path], expected)
+    assert not any(record["over_capacity"] for record in expected)
+    assert_same([without_source(record) for record in from_answers], expected)
+    for path in (from_online, from_explain):
+        assert_same([decided_alone(record) for record in path], expected)
     assert {record["feature_source"] for record in from_answers} == {"snapshot"}
     assert {record["feature_source"] for record in from_online} == {"event_store"}
 
@@ -100,3 +113,37 @@ def test_every_mode_quotes_reasons_and_the_call_list_says_why(world, mode):
         texts = batch.assessment.reason_texts(position)
         assert learner.reasons == (texts or learner.reasons)
         assert learner.reasons
+
+
+def test_the_batch_and_the_day_answers_apply_the_capacity_and_on_demand_does_not(
+    world, mode, simulated_log, tmp_path
+):
+    # given the same day decided with a capacity of 5 calls
+    store, _, _, _ = world
+    ruleset = limited_ruleset(tmp_path, personal_outreach_per_day=5)
+    batch = run_batch_day(DAY, simulated_log, store, mode, ruleset, run_id="cut", dry_run=True)
+    decisions = batch.assessment.decisions
+    called = decisions["priority"].isin(["P1", "P2"]) & ~decisions["control"]
+    moved = decisions.loc[decisions["over_capacity"], "customer_id"].tolist()
+    # then the call list holds 5 learners and the others were moved (and counted)
+    assert called.sum() == 5 and len(moved) == batch.over_capacity > 0
+    # when the day's answers and the on-demand path give the records of two moved learners
+    ids = moved[:2]
+    expected = batch.assessment.records(ids)
+    answers = DayAnswers.build(
+        batch.assessment.features,
+        champion=mode,
+        ruleset=ruleset,
+        state=store.state_frame(DAY),
+        as_of=DAY,
+    )
+    from_answers = [answers.record(c, store.state_rows(ids, DAY).get(c)) for c in ids]
+    alone = assess(
+        answers.features_of(ids), champion=mode, ruleset=ruleset, state=store.state_frame(DAY),
+        as_of=DAY,
+    ).records(ids)  # fmt: skip
+    # then the answers are the batch's records: moved to P3 with an automated action
+    assert_same([without_source(record) for record in from_answers], expected)
+    assert all(r["over_capacity"] and r["priority"] == "P3" for r in expected)
+    # and on demand the capacity is not applied: the rules' own P1/P2, over_capacity null
+    assert all(r["over_capacity"] is None and r["priority"] in ("P1", "P2") for r in alone)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import date
+
+import pytest
 from rich.console import Console
 
 from features.validation import Problem, ValidationReport
-from serving.cli.render import kpi_value, validation_report
+from serving.app.summary import BatchResult
+from serving.cli.render import batch_summary, kpi_value, validation_report
 
 
 def test_a_validation_report_renders_as_a_table_with_every_problem():
@@ -27,3 +31,20 @@ def test_kpi_values_carry_their_unit_and_a_dash_without_data():
     assert kpi_value(71.25, "%") == "71.2%"
     assert kpi_value(1234.5, "hours") == "1,234.5 hours"
     assert kpi_value(None, "%") == "-"
+
+
+@pytest.mark.parametrize("over", [0, 62])
+def test_the_batch_summary_says_how_many_learners_the_capacity_moved(over):
+    # given a dry-run day whose capacity moved ``over`` urgent learners to automated outreach
+    result = BatchResult(
+        as_of=date(2026, 6, 30), run=None, dry_run=True, already_done=False, rules_only=True,
+        model_version=None, to_call=150, over_capacity=over,
+        overflow_priority="P3" if over else None,
+    )  # fmt: skip
+    console = Console(record=True, width=200)
+    console.print(batch_summary(result))
+    text = console.export_text()
+    # then the summary counts them, and says nothing of the kind when none was moved
+    line = "62 P1/P2 learners over capacity moved to automated outreach (P3); 150 left to contact"
+    assert (line in text) == bool(over)
+    assert ("over capacity" in text) == bool(over)

@@ -30,6 +30,7 @@ RECORD_KEYS = {
     "rule_description",
     "signal",
     "priority",
+    "over_capacity",
     "action",
     "control",
     "reasons",
@@ -128,6 +129,8 @@ def test_records_carry_everything_the_api_returns(day_features, champion, rulese
         assert len(record["reasons"]) == 3
         assert {"feature", "value", "points", "text"} == set(record["reasons"][0])
         assert record["p_low"] <= record["p_churn"] <= record["p_high"]
+        # a few learners decided without the rest of their day: the capacity is not applied
+        assert record["over_capacity"] is None
 
 
 def test_records_match_the_decisions_they_come_from(day_features, champion, ruleset, empty_state):

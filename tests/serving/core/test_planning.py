@@ -73,12 +73,27 @@ def test_the_run_summary_counts_everything_the_day_did():
         "scores": 3,
         "changed_decisions": 2,
         "held": {"cooldown": 1},
+        "over_capacity": 0,
         "transitions": 2,
         # every tag is counted (the rules engine's tags are categories), moved to or not
         "transitions_by_tag": {tag: int(tag in ("ST_004", "ST_006")) for tag in STATUS_TAGS},
         "skipped": {"overridden": 0, "stale_from_tag": 0, "already_churned": 0},
         "skipped_examples": {},
     }
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [([True, False, True], 2), ([None, None, None], 0), ([True, None, False], 1)],
+)
+def test_the_run_summary_counts_the_learners_the_capacity_moved(flags, expected):
+    # given a day whose capacity moved some learners (null: the capacity was not applied)
+    decided = decisions(DAY, MOVES)
+    decided["over_capacity"] = pd.array(flags, dtype="boolean")
+    plan = plan_transitions(decided, tags(a="ST_001", b="ST_001", c="ST_004"), overridden=set())
+    # then the summary counts them
+    summary = run_summary(decided, score_rows(DAY, decided, None, "r", None), plan)
+    assert summary["over_capacity"] == expected
 
 
 def test_transition_rows_carry_days_as_dates_and_the_run():

@@ -1,0 +1,93 @@
+"""The day's capacity for personal outreach: :func:`cut_to_capacity`, pure and vectorised.
+
+``decide`` gives each learner the priority of their synergy row, tag default or escalation; it
+decides learners one by one and cannot know how many the CS team can reach. The cut is a
+property of a whole day: applied to all of a day's decisions, it keeps the call list to
+``capacity.personal_outreach_per_day`` learners and moves the rest to automated outreach.
+
+The call list is the personal priorities (P1, P2: those before ``capacity.overflow_priority``)
+in decision order: priority, value at risk descending, customer_id. A learner keeps a personal
+priority when a call is still free as the list reaches them, that is when fewer than the capacity
+of the non-control learners before them kept theirs. The control group takes no call, so a
+control learner above the cut keeps their priority (the "would have been called" the experiment
+measures) and the learners called are at most the capacity. A learner past the cut gets the
+overflow priority, the automated action of their status tag, a fresh control draw for that action
+(the draw is per action), and ``over_capacity`` True.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from rules.config import RuleSet
+from rules.engine import NO_CODE, codes_of, decision_order
+from rules.interventions import control_flags
+
+OVER_CAPACITY = "over_capacity"
+"""The column :func:`cut_to_capacity` adds: the cut moved the learner to automated outreach."""
+
+
+def over_capacity_rows(ruleset: RuleSet, decisions: pd.DataFrame) -> np.ndarray:
+    """Which decisions the day's capacity moves to automated outreach (aligned with the rows).
+
+    Args:
+        ruleset: the rules (``interventions.capacity``; None means no limit).
+        decisions: all of one day's decisions (``rules.decide`` output, in any row order).
+    """
+    capacity = ruleset.interventions.capacity
+    if capacity is None or decisions.empty:
+        return np.zeros(len(decisions), bool)
+    interventions = ruleset.interventions
+    priority = codes_of(decisions["priority"].astype(object), interventions.priority_order)
+    personal = (priority != NO_CODE) & (priority < len(interventions.personal_priorities()))
+    value = decisions["value_at_risk"].to_numpy(float)
+    order = decision_order(priority, value, decisions["customer_id"].array)
+    calls = (personal & ~decisions["control"].to_numpy(bool))[order].astype(np.int64)
+    calls_before = np.cumsum(calls) - calls
+    over = np.zeros(len(decisions), bool)
+    over[order] = personal[order] & (calls_before >= capacity.personal_outreach_per_day)
+    return over
+
+
+def cut_to_capacity(ruleset: RuleSet, decisions: pd.DataFrame) -> pd.DataFrame:
+    """Apply the day's capacity to all of one day's decisions (see the module docstring).
+
+    Args:
+        ruleset: the rules the decisions were made with.
+        decisions: ``rules.decide`` output for every learner of the day.
+
+    Returns:
+        The decisions with the overflow's priority, action and control redone, an
+        ``over_capacity`` column (bool) last, in decision order (priority, value at risk
+        descending, customer_id).
+    """
+    over = over_capacity_rows(ruleset, decisions)
+    cut = decisions.assign(**{OVER_CAPACITY: over})
+    if not over.any():
+        return cut
+    capacity = ruleset.interventions.capacity
+    automated = list(dict.fromkeys(capacity.automated_actions.values()))
+    tags = cut.loc[over, "to_tag"].astype(str)
+    action_code = codes_of(tags.map(capacity.automated_actions), automated)
+    control = control_flags(
+        cut.loc[over, "customer_id"].array,
+        action_code,
+        automated,
+        ruleset.interventions.control_share,
+    )
+    actions = cut["action"].cat.add_categories(
+        [action for action in automated if action not in cut["action"].cat.categories]
+    )
+    actions[over] = np.array(automated, dtype=object)[action_code]
+    priorities = cut["priority"].copy()
+    priorities[over] = capacity.overflow_priority
+    controls = cut["control"].to_numpy(bool).copy()
+    controls[over] = control
+    cut = cut.assign(priority=priorities, action=actions, control=controls)
+    priority = codes_of(cut["priority"].astype(object), ruleset.interventions.priority_order)
+    order = decision_order(priority, cut["value_at_risk"].to_numpy(float), cut["customer_id"].array)
+    return cut.take(order).reset_index(drop=True)
+
+
+__all__ = ["OVER_CAPACITY", "cut_to_capacity", "over_capacity_rows"]

@@ -1,0 +1,163 @@
+"""Tests for rules.capacity: the day's call list is cut to the capacity, by value at risk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from rules.capacity import cut_to_capacity, over_capacity_rows
+from rules.config import load_ruleset
+from rules.engine import decide
+from rules.interventions import control_draw
+from tests.rules.casebook import load_casebook, scored_frame, state_frame
+
+AUTOMATED_RETENTION = "automated retention campaign - emails and in-app messages"
+
+
+def _with_interventions(rules_copy, known_features, **changes):
+    """The packaged rules with top-level keys of interventions.yaml replaced."""
+    path = rules_copy / "interventions.yaml"
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for key, value in changes.items():
+        if key == "capacity" and value is None:
+            del document["capacity"]
+        elif key == "capacity":
+            document["capacity"]["personal_outreach_per_day"] = value
+        else:
+            document[key] = value
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return load_ruleset(rules_copy, known_features=known_features)
+
+
+def _declining_day(rows: list[tuple[str, float]]) -> tuple[pd.DataFrame, pd.DataFrame, object]:
+    """One learner per (product_tag, mrr), each moving from ST_001 to ST_004 (p_churn 0.8)."""
+    book = load_casebook("interventions.yaml")
+    book["cases"] = [
+        {
+            "customer_id": f"L{index:02d}",
+            "features": {"product_tag": product, "mrr": mrr, "p_churn": 0.8, "confidence": 0.9},
+            "state": {"tag": "ST_001"},
+        }
+        for index, (product, mrr) in enumerate(rows)
+    ]
+    return scored_frame(book), state_frame(book), book["as_of"]
+
+
+# Pro at risk is P1 (synergy), Enterprise at risk P1 (IV_01), Freemium at risk P2 (default).
+DAY = [
+    ("PT_001", 40.0),  # L00 P1, value 32
+    ("PT_002", 900.0),  # L01 P1, value 720
+    ("PT_001", 90.0),  # L02 P1, value 72
+    ("PT_003", 0.0),  # L03 P2, value 4 (tier weight 5)
+    ("PT_002", 300.0),  # L04 P1, value 240
+    ("PT_001", 60.0),  # L05 P1, value 48
+    ("PT_003", 0.0),  # L06 P2, value 4
+]
+
+
+def test_the_cut_keeps_the_top_value_at_risk_and_moves_the_rest_to_automated_outreach(
+    rules_copy, known_features
+):
+    # given a capacity of 3 calls, no control group, and 5 P1 + 2 P2 learners at risk
+    ruleset = _with_interventions(rules_copy, known_features, capacity=3, control_share=0.0)
+    scored, state, as_of = _declining_day(DAY)
+    decided = decide(ruleset, state, scored, as_of)
+    assert (decided["priority"].astype(str) == "P1").sum() == 5
+    # when the day is cut to capacity
+    cut = cut_to_capacity(ruleset, decided).set_index("customer_id")
+    # then the three P1 learners with the most value at risk keep their priority and action
+    kept = cut[~cut["over_capacity"]]
+    assert sorted(kept.index) == ["L01", "L02", "L04"]
+    assert set(kept["priority"].astype(str)) == {"P1"}
+    # and the other four (two P1, both P2) move to P3 with the automated action of ST_004
+    over = cut[cut["over_capacity"]]
+    assert sorted(over.index) == ["L00", "L03", "L05", "L06"]
+    assert set(over["priority"].astype(str)) == {"P3"}
+    assert set(over["action"].astype(str)) == {AUTOMATED_RETENTION}
+    # and the frame is still in decision order: P1, then P3 by value at risk
+    assert list(cut.index) == ["L01", "L04", "L02", "L05", "L00", "L03", "L06"]
+
+
+def test_without_a_capacity_nothing_is_cut(rules_copy, known_features):
+    ruleset = _with_interventions(rules_copy, known_features, capacity=None)
+    scored, state, as_of = _declining_day(DAY)
+    cut = cut_to_capacity(ruleset, decide(ruleset, state, scored, as_of))
+    assert not cut["over_capacity"].any()
+    assert (cut["priority"].astype(str) == "P1").sum() == 5
+
+
+def test_a_capacity_larger_than_the_day_cuts_nobody(ruleset):
+    scored, state, as_of = _declining_day(DAY)
+    decided = decide(ruleset, state, scored, as_of)
+    cut = cut_to_capacity(ruleset, decided)
+    assert not cut["over_capacity"].any()
+    pd.testing.assert_frame_equal(cut.drop(columns="over_capacity"), decided)
+
+
+def _urgent_frame(priorities: str, control: str) -> pd.DataFrame:
+    """Decisions in call-list order, value at risk falling: one letter per row."""
+    rows = len(priorities)
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(rows)],
+            "priority": pd.Categorical([f"P{p}" for p in priorities], ["P1", "P2", "P3", "P4"]),
+            "value_at_risk": np.arange(rows, 0, -1, dtype=float),
+            "control": [flag == "c" for flag in control],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("capacity", "priorities", "control", "expected_over"),
+    [
+        # a control learner takes no call: it keeps its priority while a call is still free
+        (1, "112223", "c.c...", "..TTT."),
+        (2, "112223", "c.c...", "....T."),
+        # past the last free call, a control learner is over capacity too
+        (1, "1112", ".c.c", ".TTT"),
+        # capacity 0: every personal priority goes; P3/P4 are never touched
+        (0, "1234", "....", "TT.."),
+    ],
+)
+def test_a_learner_keeps_a_personal_priority_while_a_call_is_free(
+    ruleset, capacity, priorities, control, expected_over
+):
+    decisions = _urgent_frame(priorities, control)
+    limited = ruleset.model_copy(
+        update={
+            "interventions": ruleset.interventions.model_copy(
+                update={
+                    "capacity": ruleset.interventions.capacity.model_copy(
+                        update={"personal_outreach_per_day": capacity}
+                    )
+                }
+            )
+        }
+    )
+    over = over_capacity_rows(limited, decisions)
+    assert "".join("T" if flag else "." for flag in over) == expected_over
+    # and the learners still called never exceed the capacity
+    called = ~over & decisions["priority"].isin(["P1", "P2"]) & ~decisions["control"]
+    assert called.sum() <= capacity
+    # and the cut does not depend on the row order
+    shuffled = decisions.sample(frac=1.0, random_state=3)
+    assert np.array_equal(over_capacity_rows(limited, shuffled), over[shuffled.index.to_numpy()])
+
+
+def test_a_moved_learner_is_drawn_afresh_for_the_control_group_of_the_automated_action(
+    rules_copy, known_features
+):
+    # given a control share of one half and a capacity of one call
+    ruleset = _with_interventions(rules_copy, known_features, capacity=1, control_share=0.5)
+    scored, state, as_of = _declining_day(DAY)
+    # when
+    cut = cut_to_capacity(ruleset, decide(ruleset, state, scored, as_of))
+    # then each moved learner's control flag is the draw for the automated action
+    over = cut[cut["over_capacity"]]
+    assert len(over) >= 1
+    expected = control_draw(over["customer_id"].tolist(), AUTOMATED_RETENTION) < 0.5
+    assert over["control"].tolist() == expected.tolist()
+    called = cut[cut["priority"].isin(["P1", "P2"]) & ~cut["control"]]
+    assert len(called) == 1
