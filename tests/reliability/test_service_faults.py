@@ -11,6 +11,7 @@ import signal
 import time
 
 import httpx
+import pandas as pd
 import psutil
 import pytest
 
@@ -87,6 +88,10 @@ def test_a_killed_features_process_is_a_503_not_a_500_and_answers_still_flow(
     for response in responses:
         if response.status_code == 503:
             assert response.headers["retry-after"] == "5"
-    # and the day's answers, which need no feature assembly, still flow
-    snapshot = {"learners": [{"customer_id": "C0000003"}], "as_of": SNAPSHOT_DAY.isoformat()}
+    # and the day's answers, which need no feature assembly, still flow: for a learner the
+    # snapshot holds (one it does not hold needs the features process, and would wait for the
+    # restart: a 503 under load, as before)
+    snapshot_file = workspace.settings.data_path / "features" / f"as_of={SNAPSHOT_DAY}.parquet"
+    held = pd.read_parquet(snapshot_file, columns=["customer_id"])["customer_id"].iloc[-1]
+    snapshot = {"learners": [{"customer_id": held}], "as_of": SNAPSHOT_DAY.isoformat()}
     assert httpx.post(f"{url}/score", json=snapshot, timeout=60).status_code in (200, 422)
