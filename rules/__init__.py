@@ -7,6 +7,7 @@ frames, and the caller passes the known feature names when loading.
 from rules.config import MODEL_SCORE_COLUMNS, RulesError, RuleSet, load_ruleset
 from rules.engine import decide
 from rules.graph import mermaid
+from rules.reasons import Wording
 from rules.schemas import DECISION_COLUMNS, DecisionInputError
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "DecisionInputError",
     "RuleSet",
     "RulesError",
+    "Wording",
     "decide",
     "load_ruleset",
     "mermaid",
