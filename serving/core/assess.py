@@ -33,7 +33,7 @@ from models.churn import PREDICTION_COLUMNS, ChurnModel
 from models.explain import Explanation, Reason, explain_frame, points_of, ranked_reasons
 from models.pyfunc import check_flags_present
 from rules import RuleSet, decide
-from serving.core.records import is_on, learner_record, risk_flags
+from serving.core.records import is_on, learner_record, risk_flags, rule_wording
 
 TOP_REASONS = 3
 """Reason codes per learner in a record, the call list and the report."""
@@ -47,6 +47,7 @@ DECISION_FIELDS: tuple[str, ...] = (
     "priority",
     "action",
     "control",
+    "why",
 )
 """The decision columns a learner's record quotes."""
 
@@ -192,7 +193,14 @@ def decide_learners(
             f"scores: {len(score_columns)} rows for {len(keys)} learners "
             f"({unscored} learners without a score row); score the same frame you decide on"
         )
-    return decide(ruleset, state, scored.drop(columns="_merge"), as_of, check_output=check_output)
+    return decide(
+        ruleset,
+        state,
+        scored.drop(columns="_merge"),
+        as_of,
+        check_output=check_output,
+        wording=rule_wording(),
+    )
 
 
 def _check_day(features: pd.DataFrame, as_of: date) -> None:

@@ -28,6 +28,7 @@ RECORD_KEYS = {
     "proposed_tag",
     "rule_id",
     "rule_description",
+    "why",
     "signal",
     "priority",
     "action",
