@@ -23,7 +23,10 @@ class LearnerStatus:
         tag: their current tag; ``tag_name`` its name.
         since: the day they entered it.
         override: the open override (tag, actor, reason, created_at, expires), or None.
-        history: their transitions, oldest first (``TRANSITIONS_SCHEMA``).
+        history: their transitions, oldest first (``TRANSITIONS_SCHEMA``), each with the rule's
+            description (``reason``) and the facts it fired on (``why``).
+        score: their latest stored score row (as_of, p_churn, confidence, priority, action, ...),
+            or None when no batch scored them.
     """
 
     customer_id: str
@@ -32,6 +35,20 @@ class LearnerStatus:
     since: date
     override: dict[str, Any] | None
     history: pd.DataFrame
+    score: dict[str, Any] | None = None
+
+    @property
+    def signal(self) -> str | None:
+        """What fired for the move into the current tag (fact, rules, model, both), if a rule.
+
+        The scores table keeps no signal; the audit log does, on the move that set the tag.
+        """
+        if self.history.empty:
+            return None
+        last = self.history.iloc[-1]
+        if last["to_tag"] != self.tag or pd.isna(last["signal"]):
+            return None
+        return str(last["signal"])
 
 
 def learner_status(store: StateStore, customer_id: str) -> LearnerStatus:
@@ -50,6 +67,7 @@ def learner_status(store: StateStore, customer_id: str) -> LearnerStatus:
         since=current["since"],
         override=current["override"],
         history=store.history(customer_id),
+        score=store.latest_score(customer_id),
     )
 
 
