@@ -176,13 +176,26 @@ def _pieces(
     """What to say of one rule's true leaves, in order: piece key -> rows that say it."""
     pieces: dict[tuple[str, ...], np.ndarray] = {}
     bounds: dict[tuple[str, str], Leaf] = {}  # (feature, op) -> the leaf said first
+    same: dict[tuple[str | None, ...], tuple[str, ...]] = {}  # what a flag says -> its key
     for leaf, live in _true_leaves(condition, columns, np.ones(rows, bool), rows):
         for key, mask in _expand(leaf, live, columns, wording):
+            # Two flags that read the same (inactive 7 and 14 days: "no activity for 14
+            # days") are said once.
+            key = same.setdefault(_says(key, wording), key)
             pieces[key] = pieces[key] | mask if key in pieces else mask
         earlier = bounds.setdefault((leaf.feature, leaf.op), leaf)
         if earlier is not leaf and leaf.op in ORDERING_OPS:
             _say_the_stricter(pieces, earlier, leaf)
     return pieces
+
+
+def _says(key: tuple[str, ...], wording: Wording) -> tuple[str | None, ...]:
+    """What a piece reads as, for a flag (its evidence and phrase, or label); else the key."""
+    kind, name = key
+    if kind != "flag":
+        return key
+    evidence, phrase = wording.evidence.get(name), wording.phrases.get(name)
+    return ("flag", evidence, phrase) if evidence and phrase else ("flag", wording.label(name))
 
 
 def _say_the_stricter(pieces: dict[tuple[str, ...], np.ndarray], first: Leaf, then: Leaf) -> None:
