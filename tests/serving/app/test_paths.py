@@ -79,8 +79,9 @@ def test_batch_answers_online_and_explain_give_the_same_records(world, mode, rul
         mine = store.state_frame(DAY, customer_ids=[customer_id])
         one = assess(row, champion=mode, ruleset=ruleset, state=mine, as_of=DAY)
         from_explain.append(one.records()[0])
-    # then every path gives the batch's record, field for field
+    # then every path gives the batch's record, field for field, the rule's words included
     assert len(expected) == LEARNERS
+    assert any(record["why"] for record in expected), "no learner's rule fired: why untested"
     for path in (from_answers, from_online, from_explain):
         assert_same([without_source(record) for record in path], expected)
     assert {record["feature_source"] for record in from_answers} == {"snapshot"}
