@@ -15,6 +15,8 @@ Semantics (DESIGN §5):
   otherwise, over every firing rule into the same tag, ``rules`` if only rule-feature leaves were
   true, ``model`` if only model-score leaves, ``both`` if both. With no model score (``p_churn``
   NaN) model leaves are false, and the description says the decision was made without the model.
+- ``why`` puts into words the facts the winning rule fired on, for a learner it moved or held
+  (``rules.reasons``; the caller's ``Wording`` gives the labels); null for everyone else.
 """
 
 from __future__ import annotations
