@@ -45,12 +45,29 @@ class FeatureSpec(BaseModel):
     group: FeatureGroup
     needs: tuple[str, ...] = ()
     needs_duration: bool = False
+    phrase: str | None = None
+    evidence: str | None = None
 
     @model_validator(mode="after")
     def _needs_are_canonical(self) -> FeatureSpec:
         unknown = sorted(set(self.needs) - set(CANONICAL_EVENT_TYPES))
         if unknown:
             raise ValueError(f"feature {self.name!r} needs unknown event types {unknown}")
+        return self
+
+    @model_validator(mode="after")
+    def _phrase_formats_a_value(self) -> FeatureSpec:
+        # A phrase is formatted in the nightly batch; a typo must fail when the catalog loads.
+        if self.phrase is not None:
+            try:
+                self.phrase.format(value=1.5)
+            except (KeyError, IndexError, ValueError) as error:
+                raise ValueError(
+                    f"feature {self.name!r}: phrase {self.phrase!r} does not format a value "
+                    f"({error!r}); write {{value}} with an optional format spec"
+                ) from None
+        if self.evidence is not None and self.dtype != "bool":
+            raise ValueError(f"feature {self.name!r}: only a risk flag quotes evidence")
         return self
 
 
@@ -67,6 +84,11 @@ class FeatureCatalog(BaseModel):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"feature catalog lists these names twice: {duplicated}")
+        unknown = sorted(
+            f"{f.name} -> {f.evidence}" for f in self.features if f.evidence not in (None, *names)
+        )
+        if unknown:
+            raise ValueError(f"feature catalog: evidence names unknown features: {unknown}")
         return self
 
     @property

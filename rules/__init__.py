@@ -8,6 +8,7 @@ from rules.capacity import OVER_CAPACITY, cut_to_capacity
 from rules.config import MODEL_SCORE_COLUMNS, RulesError, RuleSet, load_ruleset
 from rules.engine import decide
 from rules.graph import mermaid
+from rules.reasons import Wording
 from rules.schemas import DECISION_COLUMNS, DecisionInputError
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "DecisionInputError",
     "RuleSet",
     "RulesError",
+    "Wording",
     "cut_to_capacity",
     "decide",
     "load_ruleset",

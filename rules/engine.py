@@ -17,6 +17,8 @@ Semantics (DESIGN §5):
   otherwise, over every firing rule into the same tag, ``rules`` if only rule-feature leaves were
   true, ``model`` if only model-score leaves, ``both`` if both. With no model score (``p_churn``
   NaN) model leaves are false, and the description says the decision was made without the model.
+- ``why`` puts into words the facts the winning rule fired on, for a learner it moved or held
+  (``rules.reasons``; the caller's ``Wording`` gives the labels); null for everyone else.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from numpy.typing import ArrayLike
 from rules.conditions import evaluate
 from rules.config import MODEL_SCORE_COLUMNS, RuleSet
 from rules.interventions import control_flags, value_at_risk
+from rules.reasons import Wording, why_texts
 from rules.schemas import (
     HELD_REASONS,
     SIGNALS,
@@ -94,6 +97,7 @@ def decide(
     as_of: date,
     *,
     check_output: bool = True,
+    wording: Wording | None = None,
 ) -> pd.DataFrame:
     """Decide today's status tag, priority and action of every scored learner.
 
@@ -110,6 +114,9 @@ def decide(
         check_output: re-check the decisions against ``decision_schema`` (a self-check of the
             engine; the inputs are always checked). A caller on a latency budget that tests the
             engine's output elsewhere passes False: the frame is the same either way.
+        wording: labels, phrases and risk indicators for ``why`` (``rules.reasons``); without
+            it a leaf reads by feature name and ``risk_indicator_count`` is not expanded. The
+            indicator and evidence columns it names are read from ``scored`` where present.
 
     Returns:
         One row per scored learner with the columns of ``rules.schemas.DECISION_COLUMNS``, sorted
@@ -122,11 +129,16 @@ def decide(
             active override disagrees with the stored tag.
     """
     as_of_ts = pd.Timestamp(as_of.year, as_of.month, as_of.day)  # the day, even from a datetime
-    scored = validate_frame(scored_schema(ruleset), scored)
+    wording = wording or Wording()
+    scored = validate_frame(scored_schema(ruleset, wording.columns), scored)
     state = validate_frame(state_schema(ruleset, as_of_ts), state)
     current = current_state(ruleset, state, scored["customer_id"], as_of_ts)
     moves = choose_moves(ruleset, scored, current)
-    decisions = decision_frame(ruleset, scored, current, moves, as_of_ts)
+    read = {
+        name: scored[name] for name in [*ruleset.features_used, *wording.columns] if name in scored
+    }
+    why = why_texts(ruleset, read, moves.winner, moves.moved | (moves.held_code >= 0), wording)
+    decisions = decision_frame(ruleset, scored, current, moves, as_of_ts, why=why)
     if not check_output:
         return decisions
     return validate_frame(decision_schema(ruleset), decisions)
@@ -295,8 +307,13 @@ def decision_frame(
     current: CurrentState,
     moves: Moves,
     as_of: pd.Timestamp,
+    *,
+    why: pd.api.extensions.ExtensionArray | None = None,
 ) -> pd.DataFrame:
-    """Assemble the decisions in their documented order (priority, value at risk, customer_id)."""
+    """Assemble the decisions in their documented order (priority, value at risk, customer_id).
+
+    ``why`` (aligned with ``scored``, ``rules.reasons.why_texts``) is all null when not given.
+    """
     tags = ruleset.tag_ids
     customer_ids = scored["customer_id"].array
     product_code = codes_of(scored["product_tag"], ruleset.interventions.product_tags)
@@ -326,6 +343,7 @@ def decision_frame(
             ),
             "value_at_risk": value,
             "held": _categorical(moves.held_code, HELD_REASONS),
+            "why": pd.array([None] * len(scored), dtype=str) if why is None else why,
         }
     )
     order = decision_order(priority_code, value, customer_ids)

@@ -8,6 +8,8 @@ nullable integers become NaN where null), except those the rules compare with st
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 import pandera.pandas as pa
 
@@ -32,6 +34,7 @@ DECISION_COLUMNS: tuple[str, ...] = (
     "control",
     "value_at_risk",
     "held",
+    "why",
 )
 
 
@@ -44,8 +47,12 @@ def _probability() -> pa.Column:
     return pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True)
 
 
-def scored_schema(ruleset: RuleSet) -> pa.DataFrameSchema:
-    """The columns ``decide`` reads from ``scored``: keys, scores and every feature a rule uses."""
+def scored_schema(ruleset: RuleSet, optional: Sequence[str] = ()) -> pa.DataFrameSchema:
+    """The columns ``decide`` reads from ``scored``: keys, scores and every feature a rule uses.
+
+    ``optional`` columns (the risk indicators and evidence a ``why`` quotes) are kept, as
+    floats, where present.
+    """
     columns = {
         "customer_id": pa.Column(str, unique=True),
         "product_tag": pa.Column(str, pa.Check.isin(ruleset.interventions.product_tags)),
@@ -64,6 +71,8 @@ def scored_schema(ruleset: RuleSet) -> pa.DataFrameSchema:
             columns[feature] = _probability()
         else:
             columns[feature] = pa.Column(str if feature in strings else float, nullable=True)
+    for name in optional:
+        columns.setdefault(name, pa.Column(float, nullable=True, required=False))
     return pa.DataFrameSchema(columns, strict="filter", coerce=True, name="scored")
 
 
@@ -113,6 +122,8 @@ def decision_schema(ruleset: RuleSet) -> pa.DataFrameSchema:
         "control": pa.Column(bool),
         "value_at_risk": pa.Column(float, pa.Check.ge(0.0), nullable=True),
         "held": pa.Column(pa.Category, pa.Check.isin(HELD_REASONS), nullable=True),
+        # The true leaves of the rule that moved or held the learner, in words; else null.
+        "why": pa.Column(str, nullable=True),
     }
     return pa.DataFrameSchema(columns, strict=True, ordered=True, name="decisions")
 

@@ -276,6 +276,10 @@ class LearnerScore(_Response):
     proposed_tag: StatusTag | None
     rule_id: str | None
     rule_description: str | None
+    why: str | None = Field(
+        description="the facts that made the rule fire, in words, e.g. 'no activity for 17 "
+        "days; daily events -62% vs the 23 days before'; null when no rule moved or held them"
+    )
     signal: str | None
     priority: str | None
     action: str | None
@@ -350,6 +354,9 @@ class TransitionOut(_Response):
     rule_id: str | None
     actor: str | None
     reason: str
+    why: str | None = Field(
+        default=None, description="the facts the rule fired on, in words; null for a manual move"
+    )
     signal: str | None
     p_churn: Probability | None
     confidence: Probability | None

@@ -308,12 +308,40 @@ def call_list_section(
         features, champion=inputs.champion, ruleset=inputs.ruleset, state=empty_state(),
         as_of=as_of,
     )  # fmt: skip
+    moves = _last_moves(store, listed["customer_id"].tolist(), as_of)
     return {
-        "learners": [_listed_learner(score, assessment) for score in listed.to_dict("records")],
+        "learners": [
+            _listed_learner(score, assessment) | {"move": moves.get(str(score["customer_id"]))}
+            for score in listed.to_dict("records")
+        ],
         "urgent": len(urgent),
         "control_left_out": int(urgent["control"].sum()),
         "scored": len(scores),
     }
+
+
+def _last_moves(store: StateStore, customer_ids: list[str], as_of: date) -> dict[str, dict]:
+    """Each listed learner's last move up to ``as_of`` from the audit log, with its why.
+
+    The call list's assessment decides on an empty state, so its ``why`` would be a new
+    learner's; the stored move is the one that put the learner where they are. One indexed
+    history read per listed learner (a few dozen).
+    """
+    moves = {}
+    for customer_id in customer_ids:
+        history = store.history(customer_id)
+        history = history[history["as_of"] <= pd.Timestamp(as_of)]
+        if history.empty:
+            continue
+        last = history.iloc[-1]
+        moves[customer_id] = {
+            "tag": last["to_tag"],
+            "since": pd.Timestamp(last["as_of"]).date().isoformat(),
+            "by": last["actor"] if pd.isna(last["rule_id"]) else last["rule_id"],
+            "reason": last["reason"],
+            "why": None if pd.isna(last["why"]) else last["why"],
+        }
+    return moves
 
 
 def _listed_features(

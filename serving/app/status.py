@@ -25,7 +25,10 @@ class LearnerStatus:
         since: the day they entered it.
         override: the open override (tag, kind, actor, reason, created_at, effective_as_of,
             expires), or None.
-        history: their transitions, oldest first (``TRANSITIONS_SCHEMA``).
+        history: their transitions, oldest first (``TRANSITIONS_SCHEMA``), each with the rule's
+            description (``reason``) and the facts it fired on (``why``).
+        score: their latest stored score row (as_of, p_churn, confidence, priority, action, ...),
+            or None when no batch scored them.
     """
 
     customer_id: str
@@ -34,6 +37,20 @@ class LearnerStatus:
     since: date
     override: dict[str, Any] | None
     history: pd.DataFrame
+    score: dict[str, Any] | None = None
+
+    @property
+    def signal(self) -> str | None:
+        """What fired for the move into the current tag (fact, rules, model, both), if a rule.
+
+        The scores table keeps no signal; the audit log does, on the move that set the tag.
+        """
+        if self.history.empty:
+            return None
+        last = self.history.iloc[-1]
+        if last["to_tag"] != self.tag or pd.isna(last["signal"]):
+            return None
+        return str(last["signal"])
 
 
 def learner_status(store: StateStore, customer_id: str) -> LearnerStatus:
@@ -52,6 +69,7 @@ def learner_status(store: StateStore, customer_id: str) -> LearnerStatus:
         since=current["since"],
         override=current["override"],
         history=store.history(customer_id),
+        score=store.latest_score(customer_id),
     )
 
 

@@ -37,6 +37,8 @@ class TopLearner:
     value_at_risk: float
     rule_id: str | None
     reasons: tuple[str, ...]
+    why: str | None = None
+    """The facts today's rule fired on (moved or held), in words; None otherwise."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,7 @@ def _top_learners(assessment: Assessment, top: int) -> tuple[tuple[TopLearner, .
             value_at_risk=float(row["value_at_risk"]),
             rule_id=None if pd.isna(row["rule_id"]) else str(row["rule_id"]),
             reasons=assessment.reason_texts(position) or (str(row["description"]),),
+            why=None if pd.isna(row["why"]) else str(row["why"]),
         )
         for position, row in zip(positions, listed.to_dict("records"), strict=True)
     )

@@ -141,7 +141,7 @@ def explain(
     from features.windows import build_features
     from models.explain import waterfall_plot
     from serving.app.jobs import event_store_paths, latest_batch_day
-    from serving.cli.render import reasons_table
+    from serving.cli.render import decision_lines, reasons_table
     from serving.core.assess import assess
     from serving.core.state import later_states
     from serving.infra.champion import load_champion, require_champion
@@ -169,6 +169,7 @@ def explain(
         f"[dim]base rate {explanation.p_base:.1%} + reasons = raw model probability "
         f"{explanation.p_raw:.1%}; p_churn is that probability after calibration[/]"
     )
+    console.print(decision_lines(assessment.record(0)))
     if plot is not None:
         waterfall_plot(
             explanation.top(top), plot, p_base=explanation.p_base, title=f"{customer_id} {day}"

@@ -12,6 +12,7 @@ from datetime import date
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -146,17 +147,19 @@ def _top_table(result: BatchResult) -> Table:
     if result.control_excluded:
         title += f" ({result.control_excluded:,} in the control group left out)"
     table = Table(title=title, title_justify="left")
-    for column in ("learner", "priority", "tag", "p_churn", "value at risk", "why"):
+    for column in ("learner", "priority", "tag", "p_churn", "value at risk", "why", "rule: why"):
         table.add_column(column, overflow="fold")
     for learner in result.top_learners:
         p_churn = "-" if learner.p_churn is None else f"{learner.p_churn:.2f}"
+        moved = f"{learner.rule_id or 'held'}: {learner.why}" if learner.why else ""
         table.add_row(
             learner.customer_id,
             learner.priority,
             learner.to_tag,
             p_churn,
             f"{learner.value_at_risk:,.2f}",
-            "\n".join(learner.reasons),
+            escape("\n".join(learner.reasons)),
+            escape(moved),
         )
     return table
 
@@ -198,32 +201,70 @@ def reasons_table(title: str, reasons: Sequence[Any]) -> Table:
 
 
 def learner_status(status: LearnerStatus) -> RenderableType:
-    """A learner's tag, open override and history with reasons."""
+    """A learner's tag, latest score and intervention, open override, and history with reasons.
+
+    Each history row quotes the rule's description and, under it, why the rule fired (the
+    facts it fired on), so that "why is this learner at risk?" is answered where it is asked.
+    """
     lines: list[RenderableType] = [
-        f"[bold]{status.customer_id}[/]: {status.tag} since {status.since}"
+        f"[bold]{status.customer_id}[/]: {status.tag} ({status.tag_name}) "
+        f"since {status.since} (data day)",
+        _latest_score(status),
     ]
     if status.override:
         held = status.override
         until = f"until {held['expires']}" if held["expires"] else "until cleared"
         lines.append(
-            f"override ({held['kind']}) {held['tag']} by {held['actor']} ({held['reason']}): "
-            f"data days from {held['effective_as_of']} {until}"
+            f"open override ({held['kind']}): {held['tag']} by {escape(held['actor'])} "
+            f"({escape(held['reason'])}), data days from {held['effective_as_of']} {until}"
         )
+    else:
+        lines.append("open override: none")
     table = Table("as_of", "from", "to", "rule / actor", "reason", "p_churn", "model", "run")
     for row in status.history.itertuples(index=False):
         p_churn = "" if _missing(row.p_churn) else f"{row.p_churn:.0%}"
         who = row.actor if _missing(row.rule_id) else row.rule_id
+        # Rule texts may hold brackets ("[no model score: ...]"): text, not rich markup.
+        reason = escape(_text(row.reason))
+        if not _missing(row.why):
+            reason += f"\n[dim]why:[/] {escape(row.why)}"
         table.add_row(
             str(row.as_of)[:10],
             _text(row.from_tag, "new"),
             row.to_tag,
             _text(who),
-            _text(row.reason),
+            reason,
             p_churn,
             _text(row.model_version),
             _text(row.run_id),
         )
     return Group(*lines, table)
+
+
+def _latest_score(status: LearnerStatus) -> str:
+    """Priority, action, p_churn, confidence and signal of the learner's last scored day."""
+    score = status.score
+    signal = f"signal {status.signal or '-'}"
+    if score is None:
+        return f"not scored yet; {signal}"
+    p_churn = "-" if _missing(score["p_churn"]) else f"{score['p_churn']:.0%}"
+    confidence = "-" if _missing(score["confidence"]) else f"{score['confidence']:.0%}"
+    control = " (control group: no intervention)" if score["control"] else ""
+    return (
+        f"priority {_text(score['priority'], '-')}, action {_text(score['action'], '-')}{control}; "
+        f"p_churn {p_churn}, confidence {confidence}; {signal} (scored {score['as_of']})"
+    )
+
+
+def decision_lines(record: dict[str, Any]) -> RenderableType:
+    """What the rules decided for a learner and why (``lstep explain``, under the reasons)."""
+    tags = f"{_text(record['current_tag'], 'new')} -> {_text(record['proposed_tag'], '-')}"
+    lines = [f"[bold]rules:[/] {tags}: {escape(_text(record['rule_description']))}"]
+    if record["why"] is not None:
+        lines.append(f"[bold]why:[/] {escape(record['why'])}")
+    indicators = ", ".join(indicator["text"] for indicator in record["risk_indicators"])
+    lines.append(f"[bold]risk indicators on:[/] {escape(indicators or 'none')}")
+    return Group(*lines)
 
 
 def _missing(value: Any) -> bool:
@@ -242,6 +283,7 @@ __all__ = [
     "RichBatchProgress",
     "batch_summary",
     "counting_progress",
+    "decision_lines",
     "kpi_table",
     "kpi_value",
     "learner_status",

@@ -33,7 +33,7 @@ from models.churn import PREDICTION_COLUMNS, ChurnModel
 from models.explain import Explanation, Reason, explain_frame, points_of, ranked_reasons
 from models.pyfunc import check_flags_present
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity, decide
-from serving.core.records import is_on, learner_record, risk_flags
+from serving.core.records import is_on, learner_record, risk_flags, rule_wording
 
 TOP_REASONS = 3
 """Reason codes per learner in a record, the call list and the report."""
@@ -48,6 +48,7 @@ DECISION_FIELDS: tuple[str, ...] = (
     "action",
     "control",
     OVER_CAPACITY,
+    "why",
 )
 """The decision columns a learner's record quotes."""
 
@@ -202,7 +203,12 @@ def decide_learners(
             f"({unscored} learners without a score row); score the same frame you decide on"
         )
     decisions = decide(
-        ruleset, state, scored.drop(columns="_merge"), as_of, check_output=check_output
+        ruleset,
+        state,
+        scored.drop(columns="_merge"),
+        as_of,
+        check_output=check_output,
+        wording=rule_wording(),
     )
     if whole_day:
         decisions = cut_to_capacity(ruleset, decisions)

@@ -1,12 +1,14 @@
 """What lstep says of one learner: the record the API returns, from an assessment's rows.
 
 ``learner_record`` is the one place a record is assembled; the risk indicators it quotes are the
-catalog's ``risk_*`` flags that are on.
+catalog's ``risk_*`` flags that are on. ``rule_wording`` gives the rules engine the catalog's
+labels and phrases, with which it words why a rule moved or held a learner (the ``why``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import pandas as pd
@@ -14,6 +16,7 @@ import pandas as pd
 from features.catalog import load_catalog
 from models.churn import PREDICTION_COLUMNS
 from models.explain import Reason
+from rules import Wording
 
 
 def learner_record(
@@ -40,6 +43,7 @@ def learner_record(
         "proposed_tag": _text(decision["to_tag"]),
         "rule_id": _text(decision["rule_id"]),
         "rule_description": _text(decision["description"]),
+        "why": _text(decision["why"]),
         "signal": _text(decision["signal"]),
         "priority": _text(decision["priority"]),
         "action": _text(decision["action"]),
@@ -52,6 +56,18 @@ def learner_record(
         "risk_indicators": [dict(indicator) for indicator in indicators],
         "model_version": model_version,
     }
+
+
+@cache
+def rule_wording() -> Wording:
+    """The feature catalog's labels, phrases and risk indicators, as the rules engine words them."""
+    catalog = load_catalog()
+    return Wording(
+        labels={spec.name: spec.label for spec in catalog.features},
+        phrases={spec.name: spec.phrase for spec in catalog.features if spec.phrase},
+        evidence={spec.name: spec.evidence for spec in catalog.features if spec.evidence},
+        indicators=tuple(catalog.risk_indicators),
+    )
 
 
 def risk_flags(columns: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -80,4 +96,4 @@ def _text(value: Any) -> str | None:
     return None if _missing(value) else str(value)
 
 
-__all__ = ["is_on", "learner_record", "risk_flags"]
+__all__ = ["is_on", "learner_record", "risk_flags", "rule_wording"]

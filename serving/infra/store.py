@@ -131,11 +131,7 @@ class StateStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StateStore:
-        """Open the store named by ``settings.state_database_url`` (SQLite under LSTEP_HOME).
-
-        Applications open it through ``serving.infra.workspace.open_workspace_store``, which
-        also refuses to re-create a store the workspace had.
-        """
+        """The store of ``settings`` (apps use ``open_workspace_store``: it never re-creates)."""
         return cls(settings.state_database_url)
 
     def close(self) -> None:
@@ -249,6 +245,12 @@ class StateStore:
             stmt = stmt.where(Score.as_of == as_of)
         with self._connect() as conn:
             return read_frame(conn, stmt, STORED_SCORES_SCHEMA)
+
+    def latest_score(self, customer_id: str) -> dict[str, Any] | None:
+        """The learner's last stored score row: one query on the (customer_id, as_of) key."""
+        stmt = select(*Score.__table__.columns).where(Score.customer_id == customer_id)
+        with self._connect() as conn:
+            return first_mapping(conn, stmt.order_by(Score.as_of.desc()).limit(1))
 
     # ---- writes ------------------------------------------------------------------------------
 

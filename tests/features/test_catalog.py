@@ -42,3 +42,37 @@ def test_catalog_rejects_duplicate_names_and_unknown_event_types():
         FeatureCatalog.model_validate({"features": [spec, spec]})
     with pytest.raises(ValidationError, match="unknown event types"):
         FeatureCatalog.model_validate({"features": [{**spec, "needs": ["teleport"]}]})
+
+
+def test_each_risk_flag_quoting_evidence_quotes_a_numeric_feature_with_a_phrase():
+    # given the packaged catalog
+    catalog = load_catalog()
+    quoting = [spec for spec in catalog.features if spec.evidence]
+    # then the flags that quote evidence are risk indicators, each with a phrase of a number
+    assert {spec.name for spec in quoting} <= set(catalog.risk_indicators)
+    assert len(quoting) >= 8
+    for spec in quoting:
+        assert catalog.get(spec.evidence).dtype in ("int", "float")
+        assert spec.phrase is not None and "{value" in spec.phrase
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"phrase": "no activity for {days} days"}, "does not format a value"),
+        ({"phrase": "{value:.0q}"}, "does not format a value"),
+        ({"evidence": "days_since_last_event"}, "only a risk flag quotes evidence"),
+    ],
+)
+def test_a_phrase_that_cannot_be_formatted_or_misplaced_evidence_fails_at_load(change, message):
+    spec = {"name": "x", "label": "x", "description": "x", "unit": "count", "dtype": "int",
+            "group": "frequency"}  # fmt: skip
+    with pytest.raises(ValidationError, match=message):
+        FeatureCatalog.model_validate({"features": [{**spec, **change}]})
+
+
+def test_evidence_must_name_a_catalog_feature():
+    flag = {"name": "risk_x", "label": "x", "description": "x", "unit": "flag", "dtype": "bool",
+            "group": "risk", "phrase": "{value:.0f}", "evidence": "no_such_feature"}  # fmt: skip
+    with pytest.raises(ValidationError, match=r"risk_x -> no_such_feature"):
+        FeatureCatalog.model_validate({"features": [flag]})

@@ -134,6 +134,9 @@ def test_by_id_on_the_snapshot_day_gives_the_batch_jobs_scores(service, workspac
         assert learner.current_tag == current[learner.customer_id]
         assert learner.p_low <= learner.p_churn <= learner.p_high
         assert 0 < len(learner.reasons) <= 3
+        # a rule that neither moved nor held the learner leaves no words
+        if learner.rule_id is None and " held by " not in learner.rule_description:
+            assert learner.why is None
     assert response.dry_run and not response.rules_only and response.transitions_written == 0
 
 
@@ -463,6 +466,10 @@ def test_status_gives_the_tag_and_the_whole_history(service, workspace, snapshot
         history = store.history(customer_id)
     assert status.tag == history["to_tag"].iloc[-1]
     assert [t.to_tag for t in status.history] == list(history["to_tag"])
+    # and each move quotes the words of why its rule fired, as the audit log keeps them
+    assert [t.why for t in status.history] == [
+        None if pd.isna(why) else why for why in history["why"]
+    ]
     with pytest.raises(ServiceError) as raised:
         service.status(StatusRequest(customer_id="NOBODY-2"), ctx=context())
     assert raised.value.error_code == HTTPStatus.NOT_FOUND

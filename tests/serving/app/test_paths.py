@@ -89,10 +89,12 @@ def test_batch_answers_online_and_explain_give_the_same_records(world, mode, rul
         mine = store.state_frame(DAY, customer_ids=[customer_id])
         one = assess(row, champion=mode, ruleset=ruleset, state=mine, as_of=DAY)
         from_explain.append(one.records()[0])
-    # then every path gives the batch's record, field for field (the day's capacity moved none
-    # of these learners; on demand it is not applied, and the record says so)
+    # then every path gives the batch's record, field for field, the rule's words included
+    # (the day's capacity moved none of these learners; on demand it is not applied, and the
+    # record says so)
     assert len(expected) == LEARNERS
     assert not any(record["over_capacity"] for record in expected)
+    assert any(record["why"] for record in expected), "no learner's rule fired: why untested"
     assert_same([without_source(record) for record in from_answers], expected)
     for path in (from_online, from_explain):
         assert_same([decided_alone(record) for record in path], expected)

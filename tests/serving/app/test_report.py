@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from html import escape
 
 import pandas as pd
 import pytest
@@ -166,3 +167,24 @@ def test_report_rules_only_uses_risk_indicators_and_says_there_is_no_model(tmp_p
     assert 'class="chart waterfall"' not in html
     assert "there is no model waterfall" in html
     assert "No champion model is registered" in html
+
+
+def test_the_call_list_says_which_rule_put_each_learner_in_their_tag_and_why(
+    report_workspace, champion
+):
+    # given three batch days scored by the champion
+    ws = report_workspace
+    # when the report of the last day is built
+    html = build_report(ws.store, ws.settings, as_of=ws.last_day, inputs=ws.inputs(champion))
+    # then each listed learner whose last move a rule made quotes that move's words from the log
+    listed = call_list(ws.store.scores_frame(ws.last_day), 10)["customer_id"].tolist()
+    quoted = 0
+    for customer_id in listed:
+        history = ws.store.history(customer_id)
+        last = history[history["as_of"] <= pd.Timestamp(ws.last_day)].iloc[-1]
+        section = html.split(f'id="{learner_anchor(customer_id)}"')[1].split("</article>")[0]
+        assert f"In {last['to_tag']} since" in section
+        if not pd.isna(last["why"]):
+            assert f"Why: {escape(last['why'])}." in section
+            quoted += 1
+    assert quoted > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from serving.cli import app
+from serving.cli.common import console
 from serving.infra.store import StateStore
 from serving.settings import Settings
 
@@ -198,6 +200,35 @@ def test_overrides_are_listed_cleared_and_leave_earlier_days_runnable(population
     )
     assert refused.exit_code == 1
     assert "only from ST_004" in " ".join(refused.output.split())
+
+
+def test_status_shows_the_intervention_the_scores_and_why_the_rule_moved_them(
+    population, lstep_home, monkeypatch
+):
+    # given one rules-only batch day, and a learner the rules moved for reasons they recorded
+    inputs = ["--events", str(population / "events.parquet"),
+              "--customers", str(population / "customers.parquet")]  # fmt: skip
+    scored = runner.invoke(app, ["score", "--as-of", "2026-04-01", "--rules-only", *inputs])
+    assert scored.exit_code == 0, scored.output
+    with StateStore(Settings().state_database_url) as store:
+        log = store.transitions_frame()
+        score = store.scores_frame(date(2026, 4, 1)).set_index("customer_id")
+    moved = log[log["why"].notna()].iloc[0]
+    # when a CS lead asks for the learner's status, on a terminal wide enough not to fold
+    monkeypatch.setattr(console, "width", 400)
+    status = runner.invoke(app, ["status", moved["customer_id"]])
+    # then it shows the tag and data day, the stored intervention, the scores and the signal
+    assert status.exit_code == 0, status.output
+    output = status.output
+    assert f"{moved['to_tag']} (" in output and "since 2026-04-01 (data day)" in output
+    learner = score.loc[moved["customer_id"]]
+    assert f"priority {learner['priority']}, action {learner['action']}" in output
+    assert "p_churn -, confidence -" in output  # rules only: no model scores
+    assert f"signal {moved['signal']}" in output
+    assert "open override: none" in output
+    # and the move's rule description and the words of why it fired
+    assert moved["reason"] in output
+    assert f"why: {moved['why']}" in output
 
 
 def test_override_with_an_unknown_tag_is_refused(population, lstep_home):

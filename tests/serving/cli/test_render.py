@@ -4,12 +4,42 @@ from __future__ import annotations
 
 from datetime import date
 
+import pandas as pd
 import pytest
 from rich.console import Console
 
 from features.validation import Problem, ValidationReport
+from serving.app.status import LearnerStatus
 from serving.app.summary import BatchResult
-from serving.cli.render import batch_summary, kpi_value, validation_report
+from serving.cli.render import (
+    batch_summary,
+    decision_lines,
+    kpi_value,
+    learner_status,
+    validation_report,
+)
+from serving.core.frames import TRANSITIONS_SCHEMA
+
+WHY = "no activity for 17 days; daily events -62% vs the 23 days before"
+
+
+def _text(renderable) -> str:
+    console = Console(record=True, width=250)
+    console.print(renderable)
+    return console.export_text()
+
+
+def _status(history: list[dict], score: dict | None, override: dict | None) -> LearnerStatus:
+    columns = [name for name in TRANSITIONS_SCHEMA.columns]
+    return LearnerStatus(
+        customer_id="C1",
+        tag=history[-1]["to_tag"],
+        tag_name="Risk:Declining",
+        since=date(2026, 4, 2),
+        override=override,
+        history=pd.DataFrame([{name: row.get(name) for name in columns} for row in history]),
+        score=score,
+    )
 
 
 def test_a_validation_report_renders_as_a_table_with_every_problem():
@@ -48,3 +78,54 @@ def test_the_batch_summary_says_how_many_learners_the_capacity_moved(over):
     line = "62 P1/P2 learners over capacity moved to automated outreach (P3); 150 left to contact"
     assert (line in text) == bool(over)
     assert ("over capacity" in text) == bool(over)
+
+
+MOVE = {"as_of": "2026-04-02", "from_tag": "ST_001", "to_tag": "ST_004", "rule_id": "R04",
+        "reason": "declining [no model score: decided on rules only]", "why": WHY,
+        "signal": "rules", "run_id": "r2"}  # fmt: skip
+SCORE = {"as_of": date(2026, 4, 3), "p_churn": 0.64, "confidence": 0.5, "priority": "P1",
+         "action": "immediate CSM intervention", "control": False}  # fmt: skip
+
+
+def test_status_shows_the_intervention_scores_signal_and_each_moves_why():
+    # given a learner moved by R04 and scored the day after
+    text = _text(learner_status(_status([MOVE], SCORE, None)))
+    # then the lines say tag and data day, intervention, scores, signal, and no override
+    assert "C1: ST_004 (Risk:Declining) since 2026-04-02 (data day)" in text
+    assert (
+        "priority P1, action immediate CSM intervention; p_churn 64%, confidence 50%; "
+        "signal rules (scored 2026-04-03)"
+    ) in text
+    assert "open override: none" in text
+    # and the move's description (brackets as text, not markup) and its why
+    assert "declining [no model score: decided on rules only]" in text
+    assert f"why: {WHY}" in text
+
+
+@pytest.mark.parametrize(
+    ("last", "signal"),
+    [({}, "signal rules"), ({"to_tag": "ST_005", "rule_id": None, "actor": "kim",
+                             "signal": None, "why": None}, "signal -")],
+)  # fmt: skip
+def test_the_signal_is_the_move_into_the_current_tag(last, signal):
+    text = _text(learner_status(_status([{**MOVE, **last}], SCORE, None)))
+    assert signal in text
+
+
+def test_status_of_a_learner_never_scored_and_overridden_says_so():
+    override = {"tag": "ST_004", "actor": "kim", "reason": "called", "expires": date(2026, 5, 1)}
+    text = _text(learner_status(_status([MOVE], None, override)))
+    assert "not scored yet; signal rules" in text
+    assert "open override: ST_004 by kim (called), until 2026-05-01" in text
+
+
+@pytest.mark.parametrize(("why", "shown"), [(WHY, True), (None, False)])
+def test_explain_shows_the_rule_and_its_why_under_the_reasons(why, shown):
+    record = {"current_tag": "ST_001", "proposed_tag": "ST_004", "why": why,
+              "rule_description": "declining [x]",
+              "risk_indicators": [{"feature": "risk_inactive_14d",
+                                   "text": "no activity in the last 14 days"}]}  # fmt: skip
+    text = _text(decision_lines(record))
+    assert "rules: ST_001 -> ST_004: declining [x]" in text
+    assert (f"why: {WHY}" in text) is shown
+    assert "risk indicators on: no activity in the last 14 days" in text

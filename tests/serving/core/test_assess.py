@@ -28,6 +28,7 @@ RECORD_KEYS = {
     "proposed_tag",
     "rule_id",
     "rule_description",
+    "why",
     "signal",
     "priority",
     "over_capacity",
@@ -145,6 +146,22 @@ def test_records_match_the_decisions_they_come_from(day_features, champion, rule
         assert record["rule_id"] == decision["rule_id"]
         assert record["priority"] == decision["priority"]
         assert record["control"] is bool(decision["control"])
+        assert record["why"] == (None if pd.isna(decision["why"]) else decision["why"])
+
+
+def test_a_record_says_in_the_catalogs_words_why_its_rule_fired(
+    day_features, champion, ruleset, empty_state
+):
+    # Given 40 new learners assessed with the champion
+    records = assessed(day_features, champion, ruleset, empty_state).records()
+    # Then the default entry rule (no condition) says nothing, and every other rule says why
+    by_rule = {}
+    for record in records:
+        by_rule.setdefault(record["rule_id"], []).append(record["why"])
+    assert all(why is None for why in by_rule.pop("R01", []))
+    assert by_rule and all(why for whys in by_rule.values() for why in whys)
+    # And the words are the catalog's, not column names
+    assert not any("risk_" in why or "_30d" in why for whys in by_rule.values() for why in whys)
 
 
 def test_one_call_equals_the_three_steps_and_the_pyfunc(

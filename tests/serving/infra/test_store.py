@@ -21,6 +21,7 @@ import serving.infra.store as store_module
 from features.catalog import load_catalog
 from serving.core.frames import DECISIONS_SCHEMA
 from serving.core.problems import Invalid, Unavailable
+from serving.core.records import rule_wording
 from serving.infra.store import ApplyRefused, StateStore
 from serving.infra.tables import Base
 from tests.serving.batches import (
@@ -131,6 +132,28 @@ def test_the_rules_engine_reads_the_state_and_the_store_takes_its_decisions(stor
     # And the engine accepts the state the store now holds
     decide_and_apply(store, ruleset, DAY3, {"c": 2.0})
     assert store.runs()["status"].tolist() == ["completed"] * 3
+
+
+def test_the_store_keeps_the_words_of_why_a_rule_moved_a_learner(store, ruleset):
+    # Given two learners started on day 1, and on day 2 one of them inactive for 31 days
+    decide_and_apply(store, ruleset, DAY1, {"a": 0.0, "b": 0.0})
+    day2 = scored(ruleset, {"a": 31.0, "b": 2.0})
+    decided = rules.decide(ruleset, store.state_frame(DAY2), day2, DAY2, wording=rule_wording())
+    # When the engine's decisions, with their why, are applied
+    store.apply_batch(
+        DAY2, decided, None, run_id="job-2", model_version=None, rules_only=True, now=at(DAY2)
+    )
+    # Then the move's words come back from the audit log, and the day-1 entry move has none
+    history = store.history("a")
+    assert history["rule_id"].tolist() == ["R01", "R09"]
+    assert history["why"].iloc[-1] == "no activity for 31 days"
+    assert pd.isna(history["why"].iloc[0])
+    log = store.transitions_frame()
+    assert log.loc[log["customer_id"] == "b", "why"].isna().all()
+    # And the latest score row is day 2's, with its priority and action
+    latest = store.latest_score("a")
+    assert latest["as_of"] == DAY2 and latest["priority"] is not None
+    assert store.latest_score("nobody") is None
 
 
 # ---- batches -----------------------------------------------------------------------------------
