@@ -137,6 +137,7 @@ def decide(
     read = {
         name: scored[name] for name in [*ruleset.features_used, *wording.columns] if name in scored
     }
+    read["campaign_active"] = pd.Series(current.campaign_active, index=scored.index)
     why = why_texts(ruleset, read, moves.winner, moves.moved | (moves.held_code >= 0), wording)
     decisions = decision_frame(ruleset, scored, current, moves, as_of_ts, why=why)
     if not check_output:

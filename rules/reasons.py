@@ -65,6 +65,13 @@ OP_SIGNS: dict[str, str] = {
 }
 
 
+STATE_WORDS: dict[tuple[str, bool], str] = {
+    ("campaign_active", True): "the retention campaign is running",
+    ("campaign_active", False): "the retention campaign's time box ended (or it was cleared)",
+}
+"""How the engine's state columns (``rules.config.STATE_COLUMNS``) read, by (column, value)."""
+
+
 @dataclass(frozen=True)
 class Wording:
     """What the caller knows of the features, to put a rule's true leaves into words.
@@ -277,7 +284,8 @@ def _leaf_words(leaf: Leaf, wording: Wording) -> Callable[[Any], str]:
         said = f"{label}: not recorded" if leaf.op == "is_null" else f"{label}: recorded"
         return lambda _value: said
     if isinstance(leaf.value, bool) and leaf.op in ("==", "!="):
-        said = label if (leaf.value is True) == (leaf.op == "==") else f"not {label}"
+        holds = (leaf.value is True) == (leaf.op == "==")
+        said = STATE_WORDS.get((leaf.feature, holds)) or (label if holds else f"not {label}")
         return lambda _value: said
     phrase = wording.phrases.get(leaf.feature)
     if phrase is not None:
