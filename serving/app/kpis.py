@@ -59,6 +59,7 @@ from serving.app.qualifying import (
     NO_INPUTS,
     NOT_QUALIFYING,
     DecisionDays,
+    reads_state,
     run_starts,
 )
 from serving.core.frames import STORED_SCORES_SCHEMA, TRANSITIONS_SCHEMA, validate_frame
@@ -198,6 +199,7 @@ def _moves_into(log: pd.DataFrame, target: str, from_tag: str | None = None) -> 
             "customer_id": moves["customer_id"].astype(str).to_numpy(),
             "as_of": moves["as_of"].to_numpy(),
             "from_tag": moves["from_tag"].astype(object).to_numpy(),
+            "rule_id": moves["rule_id"].astype(object).to_numpy(),
             "entered": pd.to_datetime(entered).to_numpy(),
             # entered from_tag as a new learner: their first tag in the store
             "entered_new": (moves["previous_from_tag"].isna() & entered.notna()).to_numpy(),
@@ -284,8 +286,15 @@ def mastery_within_60_days(log: pd.DataFrame, customers: pd.DataFrame, as_of: pd
 
 
 def risk_detection_days(log: pd.DataFrame, decisions: DecisionDays | None) -> Kpi:
-    """Median days from the first day a learner met an ST_004 condition to the automatic move."""
+    """Median days from the first day a learner met an ST_004 condition to the automatic move.
+
+    A move by a rule that reads the state rather than the learner's activity (R16: a retention
+    campaign's box ended) detects nothing: such moves are left out.
+    """
     moves = _moves_into(log, RISK_TAG)
+    if decisions is not None:
+        state_rules = [rule.id for rule in decisions.ruleset.rules if reads_state(rule)]
+        moves = moves[~moves["rule_id"].isin(state_rules)]
     if not len(moves):
         return _kpi("risk_detection_days", None, "no automatic ST_004 moves yet")
     if decisions is None:

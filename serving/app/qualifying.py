@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from rules import MODEL_SCORE_COLUMNS, RuleSet
-from rules.conditions import evaluate
-from rules.config import NEW
+from rules.conditions import evaluate, iter_leaves
+from rules.config import NEW, STATE_COLUMNS, Rule
 
 DAY = timedelta(days=1)
 MEASURED = "measured"
@@ -71,13 +71,18 @@ def qualifying_days(decisions: DecisionDays, target: str) -> pd.DataFrame:
     columns = _rule_columns(inputs, decisions.ruleset)
     frames = [pd.DataFrame(columns=["customer_id", "as_of", "from_tag"])]
     for rule in decisions.ruleset.rules:
-        if rule.to != target:
-            continue
+        if rule.to != target or reads_state(rule):
+            continue  # the state columns (campaign_active) are not among the stored inputs
         fired = evaluate(rule.condition, columns, MODEL_SCORE_COLUMNS, len(inputs)).fired
         held = inputs.loc[fired, ["customer_id", "as_of"]]
         frames.extend(held.assign(from_tag=source) for source in rule.sources)
     found = pd.concat(frames, ignore_index=True).drop_duplicates(ignore_index=True)
     return found.astype({"customer_id": str, "from_tag": str, "as_of": "datetime64[us]"})
+
+
+def reads_state(rule: Rule) -> bool:
+    """Whether a rule's condition reads a state column (``rules.config.STATE_COLUMNS``)."""
+    return any(leaf.feature in STATE_COLUMNS for _, leaf in iter_leaves(rule.condition))
 
 
 def _rule_columns(inputs: pd.DataFrame, ruleset: RuleSet) -> dict[str, pd.Series]:
@@ -164,5 +169,6 @@ __all__ = [
     "NO_INPUTS",
     "DecisionDays",
     "qualifying_days",
+    "reads_state",
     "run_starts",
 ]

@@ -90,11 +90,11 @@ DECISIONS_SCHEMA = _frame_schema(
         "control": pa.Column(bool),
         "value_at_risk": pa.Column(float, nullable=True),
         "held": _text(),  # why a due move was held ("cooldown", "override"), else null
-        # The day's capacity moved the learner to automated outreach (null: not applied).
-        "over_capacity": pa.Column("boolean", nullable=True, required=False),
         # The facts that made the deciding rule fire, in words (null for a stay); optional so
         # that decisions built without the engine still load: their transitions quote none.
         "why": _text(required=False),
+        # The day's capacity moved the learner to automated outreach (null: not applied).
+        "over_capacity": pa.Column("boolean", nullable=True, required=False),
     },
 )
 """Input of ``apply_batch``: the rules engine's decision per learner for one ``as_of``

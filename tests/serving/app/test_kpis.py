@@ -288,7 +288,7 @@ def test_detection_speed_follows_a_new_rule_into_st004_by_its_target_not_its_id(
     condition = parse_condition({"feature": "risk_indicator_count", "op": ">=", "value": 3})
     added = Rule.model_validate(
         {
-            "id": "R16", "from": ["ST_005"], "to": "ST_004", "signal": "rules",
+            "id": "R17", "from": ["ST_005"], "to": "ST_004", "signal": "rules",
             "description": "campaign failing: risk indicators again",
             "condition": condition,
         }
@@ -297,12 +297,28 @@ def test_detection_speed_follows_a_new_rule_into_st004_by_its_target_not_its_id(
     history = [
         ("u", "2024-06-01", None, "ST_001", "R01", "2024-06-01 02:00"),
         ("u", "2024-06-02", "ST_001", "ST_005", "person", "2024-06-02 10:00"),
-        ("u", "2024-06-09", "ST_005", "ST_004", "R16", "2024-06-09 02:00"),
+        ("u", "2024-06-09", "ST_005", "ST_004", "R17", "2024-06-09 02:00"),
     ]
     decisions = decision_days({"u": ({6, 7, 8, 9}, set())}, ruleset)
     # Then its detection is 3 days (June 6 to June 9)
     detection = kpis_by_id(history=history, decisions=decisions)["risk_detection_days"]
     assert detection.value == pytest.approx(3.0)
+
+
+def test_a_campaign_whose_box_ended_is_no_detection():
+    # Given u put in a campaign by hand and returned to ST_004 by R16 when its box ended
+    history = [
+        ("u", "2024-06-01", None, "ST_004", "R13", "2024-06-01 02:00"),
+        ("u", "2024-06-02", "ST_004", "ST_005", "person", "2024-06-02 10:00"),
+        ("u", "2024-06-30", "ST_005", "ST_004", "R16", "2024-06-30 02:00"),
+    ]
+    decisions = decision_days({"u": ({1}, set())}, packaged_ruleset())
+    # Then detection speed is what it is without the R16 move: R16 reads the state, not the
+    # learner, so it detects nothing
+    detection = kpis_by_id(history=history, decisions=decisions)["risk_detection_days"]
+    without = kpis_by_id(history=history[:2], decisions=decisions)["risk_detection_days"]
+    assert (detection.value, detection.detail) == (without.value, without.detail)
+    assert "1 " in detection.detail and "2 " not in detection.detail
 
 
 def test_progression_velocity_counts_to_the_first_st002_qualifying_day_not_the_move():

@@ -113,10 +113,13 @@ def test_the_signal_is_the_move_into_the_current_tag(last, signal):
 
 
 def test_status_of_a_learner_never_scored_and_overridden_says_so():
-    override = {"tag": "ST_004", "actor": "kim", "reason": "called", "expires": date(2026, 5, 1)}
+    override = {"tag": "ST_004", "kind": "hold", "actor": "kim", "reason": "called",
+                "effective_as_of": date(2026, 4, 3), "expires": date(2026, 5, 1)}  # fmt: skip
     text = _text(learner_status(_status([MOVE], None, override)))
     assert "not scored yet; signal rules" in text
-    assert "open override: ST_004 by kim (called), until 2026-05-01" in text
+    assert (
+        "open override (hold): ST_004 by kim (called), data days from 2026-04-03 until 2026-05-01"
+    ) in text
 
 
 @pytest.mark.parametrize(("why", "shown"), [(WHY, True), (None, False)])
