@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.catalog import load_catalog
 from rules import Wording
 from rules.engine import decide
 from rules.reasons import why_texts
 from rules.schemas import DECISION_COLUMNS
+from serving.core.records import rule_wording
 from tests.rules.casebook import load_casebook, scored_frame, state_frame
 
 BOOK = load_casebook("reasons.yaml")
@@ -19,13 +19,7 @@ BOOK = load_casebook("reasons.yaml")
 @pytest.fixture(scope="module")
 def wording() -> Wording:
     """What serving passes: the catalog's labels, phrases, evidence and risk indicators."""
-    catalog = load_catalog()
-    return Wording(
-        labels={spec.name: spec.label for spec in catalog.features},
-        phrases={spec.name: spec.phrase for spec in catalog.features if spec.phrase},
-        evidence={spec.name: spec.evidence for spec in catalog.features if spec.evidence},
-        indicators=tuple(catalog.risk_indicators),
-    )
+    return rule_wording()
 
 
 def _decided(ruleset, wording: Wording | None) -> pd.DataFrame:
