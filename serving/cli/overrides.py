@@ -106,18 +106,17 @@ def overrides(
         open_store(settings()), now=utc_now(), customer_id=learner, active=active
     )
     table = Table(title=f"{len(frame)} overrides (from/until/ended: data days)")
-    for name in ("id", "learner", "tag", "kind", "from", "until"):
+    for name in ("learner", "tag", "kind", "from", "until"):
         table.add_column(name, no_wrap=True)  # an id or a day cut to "C00…" says nothing
-    for name in ("ended", "by", "reason", "recorded"):
-        table.add_column(name, overflow="fold")
+    table.add_column("who: why (recorded, UTC); ended", overflow="fold", min_width=12, ratio=1)
     for row in frame.itertuples(index=False):
-        ended = "" if row.cleared_as_of is None or str(row.cleared_as_of) == "NaT" else (
-            f"{_day(row.cleared_as_of)} by {row.cleared_by or 'rule'}: {row.clear_reason}"
-        )  # fmt: skip
+        said = f"{row.actor}: {row.reason} ({str(row.created_at)[:16]})"
+        if _day(row.cleared_as_of):
+            said += f"; ended {_day(row.cleared_as_of)} by {row.cleared_by or 'rule'}: "
+            said += str(row.clear_reason)
         table.add_row(
-            str(row.id), row.customer_id, row.tag, row.kind, _day(row.effective_as_of),
-            _day(row.expires) or "until cleared", ended, row.actor, row.reason,
-            str(row.created_at)[:19],
+            row.customer_id, row.tag, row.kind, _day(row.effective_as_of),
+            _day(row.expires) or "until cleared", said,
         )  # fmt: skip
     console.print(table)
 

@@ -220,23 +220,28 @@ def learner_status(status: LearnerStatus) -> RenderableType:
         )
     else:
         lines.append("open override: none")
-    table = Table("as_of", "from", "to", "rule / actor", "reason", "p_churn", "model", "run")
+    table = Table(title="history (as_of: data day)")
+    for name in ("as_of", "move", "by"):
+        table.add_column(name, no_wrap=True)  # a day or a tag cut to "2026-05…" says nothing
+    table.add_column("reason and why", ratio=1)
+    table.add_column("p_churn", no_wrap=True)
+    table.add_column("model", no_wrap=True)
     for row in status.history.itertuples(index=False):
         p_churn = "" if _missing(row.p_churn) else f"{row.p_churn:.0%}"
-        who = row.actor if _missing(row.rule_id) else row.rule_id
+        manual = _missing(row.rule_id)
         # Rule texts may hold brackets ("[no model score: ...]"): text, not rich markup.
         reason = escape(_text(row.reason))
         if not _missing(row.why):
             reason += f"\n[dim]why:[/] {escape(row.why)}"
+        if manual:  # the two clocks: the data day it took effect, the instant it was recorded
+            reason += f"\n[dim]recorded {str(row.created_at)[:16]} UTC[/]"
         table.add_row(
             str(row.as_of)[:10],
-            _text(row.from_tag, "new"),
-            row.to_tag,
-            _text(who),
+            f"{_text(row.from_tag, 'new')} → {row.to_tag}",
+            escape(_text(row.actor if manual else row.rule_id)),
             reason,
             p_churn,
             _text(row.model_version),
-            _text(row.run_id),
         )
     return Group(*lines, table)
 
