@@ -5,8 +5,9 @@ Kinds of request, drawn at random by ``--workers`` concurrent clients for ``--mi
 - ``by id (answers)``: one learner on the snapshot day (the day's answers);
 - ``by id (other day)``: one learner on the day after (assessed on demand);
 - ``inline events``: one learner with their 30 days of events;
-- ``override``: a CS override with the token (only once the batch day is done: an override is
-  dated by the wall clock, and a batch day before it is refused, see the lifecycle issue);
+- ``override``: a CS hold of one learner with the token, from the start (an override takes
+  effect on the data day after the latest batch day, so the batch day running meanwhile decides
+  on it and no day is refused);
 - ``bad request``: a body that breaks the request model (400 expected).
 
 Thirty seconds in, ``lstep score`` runs the next batch day in another process. Printed: requests
@@ -81,7 +82,6 @@ def _bodies(workspace, payloads: dict) -> dict[str, list[dict]]:
         "override": [
             {
                 "customer_id": body["learners"][0]["customer_id"],
-                "tag": "ST_005",
                 "actor": "soak",
                 "reason": "soak test",
             }
@@ -91,12 +91,12 @@ def _bodies(workspace, payloads: dict) -> dict[str, list[dict]]:
     }
 
 
-async def _client(url, bodies, stop_at, batch_done, results, latencies) -> None:
-    kinds = [kind for kind in bodies if kind != "override"]
+async def _client(url, bodies, stop_at, results, latencies) -> None:
+    kinds = list(bodies)
     headers = {"authorization": f"Bearer {TOKEN}"}
     async with httpx.AsyncClient(base_url=url, timeout=HUNG_S) as client:
         while time.monotonic() < stop_at:
-            kind = random.choice([*kinds, "override"] if batch_done.is_set() else kinds)
+            kind = random.choice(kinds)
             route = "/override" if kind == "override" else "/score"
             body = random.choice(bodies[kind])
             started = time.perf_counter()
@@ -110,7 +110,7 @@ async def _client(url, bodies, stop_at, batch_done, results, latencies) -> None:
             latencies[kind].append((time.perf_counter() - started) * 1000)
 
 
-async def _batch(workspace, batch_done: asyncio.Event, console: Console) -> None:
+async def _batch(workspace, console: Console) -> None:
     await asyncio.sleep(BATCH_AFTER_S)
     day = (workspace.as_of + timedelta(days=1)).isoformat()
     environment = service_environment(workspace.settings)
@@ -124,18 +124,14 @@ async def _batch(workspace, batch_done: asyncio.Event, console: Console) -> None
     seconds = time.monotonic() - started
     verdict = "done" if process.returncode == 0 else f"FAILED: {error.decode()[-300:]}"
     console.print(f"batch day {day} {verdict} in {seconds:.1f} s while serving")
-    batch_done.set()
 
 
 async def _soak(url, workspace, bodies, minutes, workers, console) -> tuple[dict, dict]:
     results: dict[str, Counter] = defaultdict(Counter)
     latencies: dict[str, list[float]] = defaultdict(list)
-    batch_done = asyncio.Event()
     stop_at = time.monotonic() + minutes * 60
-    clients = [
-        _client(url, bodies, stop_at, batch_done, results, latencies) for _ in range(workers)
-    ]
-    await asyncio.gather(_batch(workspace, batch_done, console), *clients)
+    clients = [_client(url, bodies, stop_at, results, latencies) for _ in range(workers)]
+    await asyncio.gather(_batch(workspace, console), *clients)
     return results, latencies
 
 
