@@ -23,6 +23,7 @@ from tests.serving.service_fixtures import (
     SNAPSHOT_DAY,
     ServedService,
     ServedWorkspace,
+    start_service,
 )
 
 AS_OF = SNAPSHOT_DAY.isoformat()
@@ -293,3 +294,32 @@ def test_the_openapi_document_declares_every_status_the_api_answers(served):
     for route in ("/score", "/explain", "/status", "/override"):
         declared = set(document["paths"][route]["post"]["responses"])
         assert {"200", "400", "401", "404", "409", "413", "415", "422", "503"} <= declared, route
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_an_empty_token_over_http_refuses_every_write_and_warns_at_start_up(
+    workspace: ServedWorkspace, learners: list[str], tmp_path, blank: str
+):
+    # given the service started as `LSTEP_API_TOKEN= lstep serve` (set, but empty or blank)
+    served = start_service(workspace, tmp_path / "serve.log", {"LSTEP_API_TOKEN": blank})
+    try:
+        with workspace.open_store() as store:
+            before = (store.current(learners[0]), len(store.overrides_frame()))
+        override = {"customer_id": learners[0], "actor": "x", "reason": "probe"}
+        apply = {"learners": [{"customer_id": learners[0]}], "as_of": AS_OF, "apply": True}
+        # when writes come with an empty bearer, any bearer, or none (HTTP clients strip a
+        # trailing blank, so "Bearer " arrives as "Bearer"; the in-process tests send it as is)
+        for header in ("Bearer", f"Bearer {API_TOKEN}", ""):
+            headers = {"authorization": header} if header else {}
+            refused = [
+                httpx.post(f"{served.url}/override", json=override, headers=headers, timeout=60),
+                httpx.post(f"{served.url}/score", json=apply, headers=headers, timeout=60),
+            ]
+            # then each is a 401, over real HTTP
+            assert [response.status_code for response in refused] == [401, 401], header
+        # and nothing was written, and the start-up log said why writes are refused
+        with workspace.open_store() as store:
+            assert (store.current(learners[0]), len(store.overrides_frame())) == before
+        assert "LSTEP_API_TOKEN is empty" in served.log_tail(400)
+    finally:
+        served.stop()
