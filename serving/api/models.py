@@ -365,6 +365,19 @@ class TransitionOut(_Response):
     created_at: datetime
 
 
+class ScoreOut(_Response):
+    """The learner's latest stored score: what the last batch day decided for them."""
+
+    as_of: date
+    p_churn: Probability | None
+    confidence: Probability | None
+    priority: str | None
+    action: str | None
+    control: bool
+    value_at_risk: float | None
+    model_version: str | None
+
+
 class StatusResponse(_Response):
     """Body returned by ``POST /status`` and ``POST /override``."""
 
@@ -372,6 +385,9 @@ class StatusResponse(_Response):
     tag: StatusTag
     tag_name: str
     since: date
+    score: ScoreOut | None = Field(
+        default=None, description="the latest batch day's score and intervention; null if none"
+    )
     override: OverrideOut | None
     history: list[TransitionOut]
 

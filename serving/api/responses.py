@@ -10,6 +10,7 @@ from serving.api.models import (
     ExplainResponse,
     OverrideOut,
     ReasonOut,
+    ScoreOut,
     ScoreResponse,
     StatusResponse,
     TransitionOut,
@@ -59,9 +60,16 @@ def status_response(status: LearnerStatus) -> StatusResponse:
         tag=status.tag,
         tag_name=status.tag_name,
         since=status.since,
+        score=None if status.score is None else _score_out(status.score),
         override=None if override is None else OverrideOut(**override),
         history=[TransitionOut(**_plain(row)) for row in status.history.to_dict("records")],
     )
+
+
+def _score_out(row: dict[str, Any]) -> ScoreOut:
+    """The stored score row's public fields (the interval and run id stay in the store)."""
+    plain = _plain(row)
+    return ScoreOut(**{name: plain[name] for name in ScoreOut.model_fields})
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

@@ -470,6 +470,12 @@ def test_status_gives_the_tag_and_the_whole_history(service, workspace, snapshot
     assert [t.why for t in status.history] == [
         None if pd.isna(why) else why for why in history["why"]
     ]
+    # and the latest batch day's score and intervention, as stored
+    with workspace.open_store() as store:
+        stored = store.latest_score(customer_id)
+    assert status.score is not None and status.score.as_of == stored["as_of"]
+    assert (status.score.priority, status.score.action) == (stored["priority"], stored["action"])
+    assert status.score.p_churn == pytest.approx(stored["p_churn"])
     with pytest.raises(ServiceError) as raised:
         service.status(StatusRequest(customer_id="NOBODY-2"), ctx=context())
     assert raised.value.error_code == HTTPStatus.NOT_FOUND
