@@ -25,7 +25,6 @@ from serving.app.coalesce import Coalescer
 from serving.core.asks import LearnerAsk
 from serving.core.assess import TOP_REASONS, Assessment, AssessOptions, ModelHandle, assess
 from serving.core.problems import Conflict, Invalid, Problem, TooLarge, worst
-from serving.core.state import later_state_message, without_later_states
 from serving.infra.learners import DayFeatures
 from serving.infra.store import StateStore
 
@@ -140,7 +139,7 @@ class OnlineScoring:
         if apply:
             _check_stored(features)
         ids = [ask.customer_id for ask in asks]
-        assessment = await self._assessed(features.frame, as_of, ids, alone=apply)
+        assessment = await self._assessed(features.frame, as_of, alone=apply)
         records = [
             record | {"feature_source": features.sources[record["customer_id"]]}
             for record in assessment.records(ids)
@@ -160,7 +159,7 @@ class OnlineScoring:
         if self.champion is None:
             raise Conflict("the service runs in rules-only mode: there is no model to explain")
         features = await self.features([ask])
-        assessment = await self._assessed(features.frame, ask.as_of, [ask.customer_id], alone=True)
+        assessment = await self._assessed(features.frame, ask.as_of, alone=True)
         return assessment, features.sources[ask.customer_id]
 
     async def features(self, asks: Sequence[LearnerAsk]) -> DayFeatures:
@@ -187,38 +186,21 @@ class OnlineScoring:
         ids = [ask.customer_id for ask in asks]
         return await anyio.to_thread.run_sync(self.keeper.answer, ids, as_of)
 
-    async def _assessed(
-        self, frame: pd.DataFrame, as_of: date, ids: Sequence[str], *, alone: bool
-    ) -> Assessment:
-        """The assessment holding ``ids``: this request's alone (apply, explain: the result
-        is the request's own), or shared with the concurrent requests of the day.
-
-        Raises:
-            Invalid: a learner of ``ids`` whose stored tag began after ``as_of``.
-        """
+    async def _assessed(self, frame: pd.DataFrame, as_of: date, *, alone: bool) -> Assessment:
+        """The assessment of ``frame``'s learners: this request's alone (apply, explain: the
+        result is the request's own), or shared with the concurrent requests of the day."""
         if alone:
-            assessment, later = await anyio.to_thread.run_sync(self._assess, frame, as_of)
-        else:
-            assessment, later = await self._coalesced(frame, as_of)
-        _raise_worst({c: problem for c, problem in later.items() if c in set(ids)})
-        return assessment
+            return await anyio.to_thread.run_sync(self._assess, frame, as_of)
+        return await self._coalesced(frame, as_of)
 
-    def _assess(self, frame: pd.DataFrame, as_of: date) -> tuple[Assessment, dict[str, Problem]]:
-        """Assess on the learners' stored state; those whose tag began later get a problem."""
+    def _assess(self, frame: pd.DataFrame, as_of: date) -> Assessment:
+        """Assess on the learners' stored state of ``as_of`` (point-in-time: never later)."""
         state = self.store.state_frame(as_of, customer_ids=frame["customer_id"].tolist())
-        frame, state, later = without_later_states(frame, state, as_of)
-        problems: dict[str, Problem] = {
-            row.customer_id: Invalid(
-                later_state_message(row.customer_id, row.tag, row.since, as_of)
-            )
-            for row in later.itertuples()
-        }
         options = AssessOptions(top_reasons=self.top_reasons, explain=True)
-        assessment = assess(
+        return assess(
             frame, champion=self.champion, ruleset=self.ruleset, state=state, as_of=as_of,
             options=options,
         )  # fmt: skip
-        return assessment, problems
 
     def _apply(self, assessment: Assessment, now: datetime) -> dict[str, str | None]:
         """Write the changed decisions as transitions, with the daily batch's checks.

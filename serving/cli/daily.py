@@ -143,7 +143,6 @@ def explain(
     from serving.app.jobs import event_store_paths, latest_batch_day
     from serving.cli.render import decision_lines, reasons_table
     from serving.core.assess import assess
-    from serving.core.state import later_states
     from serving.infra.champion import load_champion, require_champion
     from serving.infra.rulesets import load_rules
 
@@ -155,8 +154,7 @@ def explain(
     champion = require_champion(loaded, rules_only=False, model_name=current.model_name)
     spine = pd.DataFrame({"customer_id": [customer_id], "as_of": [pd.Timestamp(day)]})
     row = build_features(events_path, customers_path, spine=spine)
-    state = store.state_frame(day, customer_ids=[customer_id])
-    state = state.drop(later_states(state, day).index)  # a tag begun later: decide as new
+    state = store.state_frame(day, customer_ids=[customer_id])  # point-in-time: as on that day
     assessment = assess(row, champion=champion, ruleset=load_rules(), state=state, as_of=day)
     explanation = assessment.explanation(0)
     scores = assessment.scores.iloc[0]

@@ -41,7 +41,8 @@ def state_rows_of(state: pd.DataFrame) -> dict[str, StateRow]:
 def later_states(state: pd.DataFrame, as_of: date) -> pd.DataFrame:
     """The state rows whose tag began after ``as_of``: that day can no longer be decided for them.
 
-    The store keeps the current tag only, so a day before it began cannot be decided again.
+    The store's reads are point-in-time and never return one; a state frame from elsewhere
+    (the day's answers are built on any frame they are given) may.
     """
     return state[state["since"] > pd.Timestamp(as_of)]
 
@@ -63,14 +64,6 @@ def without_later_states(
     return kept_features, kept_state, later
 
 
-def later_state_message(customer_id: str, tag: str, since: Any, as_of: date) -> str:
-    """Why a learner of ``later_states`` cannot be scored on ``as_of``."""
-    return (
-        f"learner {customer_id!r} has been {tag} since {pd.Timestamp(since).date()}, after "
-        f"as_of {as_of}: score them on or after that day"
-    )
-
-
 def _days(column: pd.Series) -> list[date | None]:
     """A datetime column as ``date`` objects, None where missing."""
     return column.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]").tolist()
@@ -88,7 +81,6 @@ def _day(value: Any) -> date | None:
 
 __all__ = [
     "StateRow",
-    "later_state_message",
     "later_states",
     "state_row",
     "state_rows_of",
