@@ -1,0 +1,76 @@
+"""The campaign message contract: what a batch day plans and the outbox keeps (issue 12).
+
+A campaign (``rules/campaigns.yaml``) that a learner's decision triggers on data day D plans one
+message per cadence step, due on D + the step's delay. The batch writes the planned messages to
+the outbox table in the same transaction as the day's transitions; ``lstep dispatch`` delivers
+the due ones through a sink per channel and records each attempt.
+
+Three parties share these names: the planner (``serving.core.campaigns``, pure), the store
+(``serving.infra``: the outbox table, written with the day) and the dispatcher and the
+measurement (``serving.app``). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+
+MESSAGE_COLUMNS: tuple[str, ...] = (
+    "message_id",  # str: message_key(...), the outbox id and the sinks' Idempotency-Key
+    "planned_on",  # date: the batch day that planned it (the trigger day)
+    "due_on",  # date: planned_on + the step's delay; sent once a batch day >= due_on is done
+    "customer_id",  # str
+    "campaign_id",  # str: CP_01 .. CP_24
+    "step",  # int: 0-based position in the campaign's cadence
+    "channel",  # str: one of CHANNELS (after personalisation, e.g. mobile-primary -> push)
+    "template_id",  # str: the template the dispatcher renders
+    "variant",  # str: the A/B variant ("" when the campaign has none)
+    "control",  # bool: the learner is in the control group: kept as SUPPRESSED, never sent
+    "context",  # str: JSON object of the learner fields the template reads
+)
+"""Columns of a planned message, in order (the planner's output, the outbox's input)."""
+
+CHANNELS: tuple[str, ...] = ("email", "push", "in_app", "csm_task", "webhook")
+"""The channels a campaign step may use."""
+
+PENDING, SENT, FAILED, DEAD, SUPPRESSED, CANCELLED = (
+    "pending",
+    "sent",
+    "failed",
+    "dead",
+    "suppressed",
+    "cancelled",
+)
+"""Outbox states: pending (to send), sent, failed (an attempt failed; retried), dead (gave up
+after the maximum tries), suppressed (control group: recorded, never sent), cancelled (the
+learner met the campaign's exit condition before the step was due)."""
+MESSAGE_STATES: tuple[str, ...] = (PENDING, SENT, FAILED, DEAD, SUPPRESSED, CANCELLED)
+
+FEEDBACK_KINDS: tuple[str, ...] = ("delivered", "opened", "clicked", "converted")
+"""What ``POST /events/campaign`` records per message (once per message and kind)."""
+
+
+def message_key(planned_on: date, customer_id: str, campaign_id: str, step: int) -> str:
+    """The stable id of a planned message: a rerun of the day plans the same ids (no duplicates).
+
+    Example:
+        >>> message_key(date(2026, 6, 1), "C1", "CP_01", 0)
+        'msg-d282b16e2e89e70b3c21'
+    """
+    raw = f"{planned_on.isoformat()}|{customer_id}|{campaign_id}|{step}".encode()
+    return "msg-" + hashlib.sha256(raw).hexdigest()[:20]
+
+
+__all__ = [
+    "CANCELLED",
+    "CHANNELS",
+    "DEAD",
+    "FAILED",
+    "FEEDBACK_KINDS",
+    "MESSAGE_COLUMNS",
+    "MESSAGE_STATES",
+    "PENDING",
+    "SENT",
+    "SUPPRESSED",
+    "message_key",
+]
