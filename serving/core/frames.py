@@ -95,6 +95,10 @@ DECISIONS_SCHEMA = _frame_schema(
         "why": _text(required=False),
         # The day's capacity moved the learner to automated outreach (null: not applied).
         "over_capacity": pa.Column("boolean", nullable=True, required=False),
+        # The campaign the decision triggers, its channel, and the learner's behaviour tags
+        # (a list of ids, or comma-separated text); optional: decisions before campaigns.
+        **{name: _text(required=False) for name in ("campaign_id", "channel")},
+        "behaviour_tags": pa.Column(object, nullable=True, required=False),
     },
 )
 """Input of ``apply_batch``: the rules engine's decision per learner for one ``as_of``
@@ -191,6 +195,9 @@ STORED_SCORES_SCHEMA = _frame_schema(
         "value_at_risk": pa.Column(float, nullable=True),
         "model_version": _text(),
         "run_id": _text(nullable=False),
+        "campaign_id": _text(required=False),
+        "channel": _text(required=False),
+        "behaviour_tags": _text(required=False),  # comma-separated ids, e.g. "BT_001,BT_004"
     },
 )
 """Stored scores as a frame (``scores_frame``); an input of the KPIs."""

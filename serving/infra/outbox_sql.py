@@ -1,0 +1,250 @@
+"""SQL of the campaign outbox and its feedback (``serving.infra.store``).
+
+Every function takes an open connection: the store decides the transaction. Planned messages
+go in insert-if-absent (``ON CONFLICT DO NOTHING`` on the stable ``message_id``), so a rerun of
+a day adds nothing twice. Dispatchers claim due rows with a lease (``claimed_by``,
+``claimed_at``): on PostgreSQL under ``FOR UPDATE SKIP LOCKED``, on SQLite inside the store's
+``BEGIN IMMEDIATE`` writer transaction; either way two dispatchers never hold the same row.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, Select, and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from serving.core.messages import CANCELLED, FAILED, PENDING, SENT, SUPPRESSED
+from serving.infra.tables import CampaignFeedback, Outbox
+
+_CHUNK_ROWS = 5_000
+SENDABLE = (PENDING, FAILED)
+"""States a dispatcher may (re)send."""
+
+
+def _dialect_insert(conn: Connection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def insert_messages(conn: Connection, rows: pd.DataFrame) -> int:
+    """Insert outbox rows whose ``message_id`` is not there yet; return how many went in."""
+    if rows.empty:
+        return 0
+    records = rows.astype(object).where(rows.notna(), None).to_dict("records")
+    statement = _dialect_insert(conn)(Outbox).on_conflict_do_nothing(
+        index_elements=[Outbox.message_id]
+    )
+    inserted = 0
+    for start in range(0, len(records), _CHUNK_ROWS):
+        result = conn.execute(statement, records[start : start + _CHUNK_ROWS])
+        inserted += max(result.rowcount, 0)
+    return inserted
+
+
+def drop_unsent_of_day(conn: Connection, as_of: date) -> None:
+    """Before a replaced day's new plan: drop its messages nobody has tried to send yet."""
+    conn.execute(
+        delete(Outbox).where(
+            Outbox.planned_on == as_of,
+            Outbox.state.in_((PENDING, SUPPRESSED)),
+            Outbox.tries == 0,
+            Outbox.claimed_by.is_(None),
+        )
+    )
+
+
+def cancel_messages(conn: Connection, message_ids: list[str], now: datetime) -> int:
+    """Cancel the still-sendable messages among ``message_ids``; sent ones stay as they are."""
+    cancelled = 0
+    for start in range(0, len(message_ids), _CHUNK_ROWS):
+        result = conn.execute(
+            update(Outbox)
+            .where(
+                Outbox.message_id.in_(message_ids[start : start + _CHUNK_ROWS]),
+                Outbox.state.in_(SENDABLE),
+            )
+            .values(state=CANCELLED, last_error=None, next_attempt_at=None)
+        )
+        cancelled += max(result.rowcount, 0)
+    return cancelled
+
+
+def outbox_select(
+    *,
+    states: tuple[str, ...] | None = None,
+    customer_ids: list[str] | None = None,
+    since: date | None = None,
+    until: date | None = None,
+) -> Select[Any]:
+    """Outbox rows, by planned day then id: of some states, learners, planned days."""
+    stmt = select(*Outbox.__table__.columns).order_by(Outbox.planned_on, Outbox.message_id)
+    if states is not None:
+        stmt = stmt.where(Outbox.state.in_(states))
+    if customer_ids is not None:
+        stmt = stmt.where(Outbox.customer_id.in_(customer_ids))
+    if since is not None:
+        stmt = stmt.where(Outbox.planned_on >= since)
+    if until is not None:
+        stmt = stmt.where(Outbox.planned_on <= until)
+    return stmt
+
+
+def feedback_select(message_ids: list[str] | None = None) -> Select[Any]:
+    """Feedback events, oldest first."""
+    stmt = select(*CampaignFeedback.__table__.columns).order_by(CampaignFeedback.id)
+    if message_ids is not None:
+        stmt = stmt.where(CampaignFeedback.message_id.in_(message_ids))
+    return stmt
+
+
+def counts_select(until: date | None) -> Select[Any]:
+    """Messages by state and channel (planned on or before ``until`` when given)."""
+    stmt = select(Outbox.state, Outbox.channel, func.count().label("messages"))
+    if until is not None:
+        stmt = stmt.where(Outbox.planned_on <= until)
+    return stmt.group_by(Outbox.state, Outbox.channel).order_by(Outbox.state, Outbox.channel)
+
+
+def _due(data_day: date, now: datetime, channels: tuple[str, ...] | None, lease: timedelta) -> Any:
+    """SQL condition: the row may be sent now (due, not waiting, not held by a live claim)."""
+    condition = and_(
+        Outbox.state.in_(SENDABLE),
+        Outbox.due_on <= data_day,
+        or_(Outbox.next_attempt_at.is_(None), Outbox.next_attempt_at <= now),
+        or_(Outbox.claimed_at.is_(None), Outbox.claimed_at < now - lease),
+    )
+    if channels is not None:
+        condition = and_(condition, Outbox.channel.in_(channels))
+    return condition
+
+
+def due_select(
+    data_day: date, now: datetime, channels: tuple[str, ...] | None, lease: timedelta
+) -> Select[Any]:
+    """Due rows, oldest due first (what a dry run renders; what a claim takes)."""
+    return (
+        select(*Outbox.__table__.columns)
+        .where(_due(data_day, now, channels, lease))
+        .order_by(Outbox.due_on, Outbox.message_id)
+    )
+
+
+def claim_due(
+    conn: Connection,
+    token: str,
+    *,
+    data_day: date,
+    now: datetime,
+    channels: tuple[str, ...] | None,
+    lease: timedelta,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Claim up to ``limit`` due rows for dispatcher ``token`` and return them.
+
+    On PostgreSQL the rows are locked ``FOR UPDATE SKIP LOCKED``, so a second dispatcher
+    claiming at the same moment takes other rows instead of waiting; on SQLite the caller's
+    ``BEGIN IMMEDIATE`` transaction serialises claims.
+    """
+    chosen = due_select(data_day, now, channels, lease).limit(limit)
+    if conn.dialect.name == "postgresql":
+        chosen = chosen.with_for_update(skip_locked=True)
+    rows = [dict(row._mapping) for row in conn.execute(chosen)]
+    ids = [row["message_id"] for row in rows]
+    if ids:
+        conn.execute(
+            update(Outbox)
+            .where(Outbox.message_id.in_(ids))
+            .values(claimed_by=token, claimed_at=now)
+        )
+    return rows
+
+
+def mark_sent(
+    conn: Connection, message_id: str, token: str, subject: str, body: str, now: datetime
+) -> None:
+    """Record a delivered message with what was sent; the claim ends."""
+    conn.execute(
+        update(Outbox)
+        .where(Outbox.message_id == message_id, Outbox.claimed_by == token)
+        .values(
+            state=SENT, tries=Outbox.tries + 1, sent_at=now, subject=subject, body=body,
+            last_error=None, next_attempt_at=None, claimed_by=None, claimed_at=None,
+        )
+    )  # fmt: skip
+
+
+def mark_failed(
+    conn: Connection, message_id: str, token: str, *, state: str, error: str, retry: Any
+) -> None:
+    """Record a failed attempt (``failed`` to retry at ``retry``, or ``dead``); the claim ends."""
+    conn.execute(
+        update(Outbox)
+        .where(Outbox.message_id == message_id, Outbox.claimed_by == token)
+        .values(
+            state=state, tries=Outbox.tries + 1, last_error=error[:2000], next_attempt_at=retry,
+            claimed_by=None, claimed_at=None,
+        )
+    )  # fmt: skip
+
+
+def release(conn: Connection, message_id: str, token: str, not_before: datetime | None) -> None:
+    """Give a claimed row back unsent (deferred, or left when the dispatcher stops early)."""
+    conn.execute(
+        update(Outbox)
+        .where(Outbox.message_id == message_id, Outbox.claimed_by == token)
+        .values(next_attempt_at=not_before, claimed_by=None, claimed_at=None)
+    )
+
+
+def sent_times(conn: Connection, customer_ids: list[str], since: datetime) -> dict[str, list]:
+    """When each of ``customer_ids`` was sent a message at or after ``since``."""
+    found: dict[str, list] = {customer_id: [] for customer_id in customer_ids}
+    for start in range(0, len(customer_ids), _CHUNK_ROWS):
+        rows = conn.execute(
+            select(Outbox.customer_id, Outbox.sent_at).where(
+                Outbox.customer_id.in_(customer_ids[start : start + _CHUNK_ROWS]),
+                Outbox.sent_at >= since,
+            )
+        )
+        for customer_id, sent_at in rows:
+            found[customer_id].append(sent_at)
+    return found
+
+
+def message_exists(conn: Connection, message_id: str) -> bool:
+    """Whether the outbox holds ``message_id``."""
+    stmt = select(Outbox.message_id).where(Outbox.message_id == message_id)
+    return conn.execute(stmt).first() is not None
+
+
+def insert_feedback(
+    conn: Connection, message_id: str, kind: str, source: str, now: datetime
+) -> bool:
+    """Record one feedback event; False when the message already had this kind (no change)."""
+    statement = (
+        _dialect_insert(conn)(CampaignFeedback)
+        .values(message_id=message_id, kind=kind, source=source, recorded_at=now)
+        .on_conflict_do_nothing(index_elements=["message_id", "kind"])
+    )
+    return conn.execute(statement).rowcount == 1
+
+
+__all__ = [
+    "SENDABLE",
+    "cancel_messages",
+    "claim_due",
+    "counts_select",
+    "drop_unsent_of_day",
+    "due_select",
+    "feedback_select",
+    "insert_feedback",
+    "insert_messages",
+    "mark_failed",
+    "mark_sent",
+    "message_exists",
+    "outbox_select",
+    "release",
+    "sent_times",
+]
