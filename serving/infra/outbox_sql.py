@@ -29,18 +29,22 @@ def _dialect_insert(conn: Connection) -> Any:
 
 
 def insert_messages(conn: Connection, rows: pd.DataFrame) -> int:
-    """Insert outbox rows whose ``message_id`` is not there yet; return how many went in."""
+    """Insert outbox rows whose ``message_id`` is not there yet; return how many went in.
+
+    ``rows`` are one run's (one ``run_id``): those that went in are the ones carrying it.
+    """
     if rows.empty:
         return 0
     records = rows.astype(object).where(rows.notna(), None).to_dict("records")
     statement = _dialect_insert(conn)(Outbox).on_conflict_do_nothing(
         index_elements=[Outbox.message_id]
     )
-    inserted = 0
     for start in range(0, len(records), _CHUNK_ROWS):
-        result = conn.execute(statement, records[start : start + _CHUNK_ROWS])
-        inserted += max(result.rowcount, 0)
-    return inserted
+        conn.execute(statement, records[start : start + _CHUNK_ROWS])
+    # Drivers disagree on executemany's rowcount (psycopg gives the last statement's): count.
+    run_ids = rows["run_id"].unique().tolist()
+    counted = select(func.count()).select_from(Outbox).where(Outbox.run_id.in_(run_ids))
+    return int(conn.execute(counted).scalar_one())
 
 
 def drop_unsent_of_day(conn: Connection, as_of: date) -> None:
@@ -227,8 +231,9 @@ def insert_feedback(
         _dialect_insert(conn)(CampaignFeedback)
         .values(message_id=message_id, kind=kind, source=source, recorded_at=now)
         .on_conflict_do_nothing(index_elements=["message_id", "kind"])
+        .returning(CampaignFeedback.id)
     )
-    return conn.execute(statement).rowcount == 1
+    return conn.execute(statement).first() is not None
 
 
 __all__ = [

@@ -25,11 +25,7 @@ Guarantees, and how they are kept:
   learner with an active override, or whose tag is no longer the decision's ``from_tag`` (the
   state changed after the snapshot the decisions came from), are skipped and counted in the run
   summary, never silently.
-- **Campaign messages commit with their day.** ``apply_batch(..., plan=...)`` writes the
-  day's planned messages to the ``outbox`` (``pending``, or ``suppressed`` for the control
-  group) and cancels the plan's ``cancel_ids`` inside the batch transaction: a day that rolls
-  back leaves no message, a rerun inserts nothing twice (stable ``message_id``, insert if
-  absent), and a replace first drops the replaced day's messages nobody tried to send yet.
+- **Campaign messages commit with their day** (``apply_day``): ``serving.infra.outbox_store``.
 - **Status is derived from the log.** A learner's status row always holds the ``to_tag`` and
   ``as_of`` of their latest transition.
 
@@ -45,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
@@ -59,8 +55,6 @@ from serving.core.frames import (
     TRANSITIONS_SCHEMA,
     RunRecord,
 )
-from serving.core.messages import FAILED, PENDING
-from serving.core.outbox import MessagePlan, outbox_rows
 from serving.core.overrides import (
     OverridePolicy,
     OverrideRequest,
@@ -75,27 +69,11 @@ from serving.core.planning import (
     plan_transitions,
     require_aware,
     run_summary,
-    score_rows,
     transition_rows,
 )
-from serving.core.problems import ApplyRefused, NotFound
+from serving.core.problems import ApplyRefused
 from serving.core.state import StateRow, state_row
-from serving.infra.outbox_sql import (
-    cancel_messages,
-    claim_due,
-    counts_select,
-    drop_unsent_of_day,
-    due_select,
-    feedback_select,
-    insert_feedback,
-    insert_messages,
-    mark_failed,
-    mark_sent,
-    message_exists,
-    outbox_select,
-    release,
-    sent_times,
-)
+from serving.infra.outbox_store import OutboxMixin
 from serving.infra.sql import (
     WRITER_OPTION,
     bulk_insert,
@@ -105,7 +83,6 @@ from serving.infra.sql import (
     latest_completed,
     open_engine,
     read_frame,
-    result_frame,
     store_errors,
     transitions_select,
     undo_run,
@@ -123,23 +100,14 @@ from serving.infra.state_sql import (
     state_select,
     write_override,
 )
-from serving.infra.tables import (
-    BatchRun,
-    Outbox,
-    Override,
-    Score,
-    Status,
-    Transition,
-    column_names,
-)
+from serving.infra.tables import BatchRun, Override, Score, Status, Transition
 from serving.settings import Settings, utc_now
 
 MIGRATIONS_LOCATION = "serving.infra:migrations"
-SENDABLE_STATES = (PENDING, FAILED)
 _ADVISORY_LOCK_CLASS = 0x15_7E_90  # first key of pg_advisory_xact_lock: "lstep state store"
 
 
-class StateStore:
+class StateStore(OutboxMixin):
     """Durable learner state behind the batch job, the override CLI/endpoint and the KPI report."""
 
     def __init__(
@@ -285,125 +253,6 @@ class StateStore:
         with self._connect() as conn:
             return first_mapping(conn, stmt.order_by(Score.as_of.desc()).limit(1))
 
-    # ---- campaign messages ---------------------------------------------------------------
-
-    def latest_batch_day(self) -> date | None:
-        """The latest completed batch day: the data clock messages fall due on."""
-        with self._connect() as conn:
-            return latest_completed(conn)
-
-    def pending_messages(self, customer_ids: Sequence[str] | None = None) -> pd.DataFrame:
-        """Messages still to send (``pending`` or ``failed``), of some learners (the planner's
-        ``pending``: what its cancellations and caps look at)."""
-        ids = None if customer_ids is None else list(customer_ids)
-        return self.outbox_frame(states=SENDABLE_STATES, customer_ids=ids)
-
-    def recent_messages(self, since: date) -> pd.DataFrame:
-        """Every message planned on or after data day ``since``, whatever its state."""
-        return self.outbox_frame(since=since)
-
-    def outbox_frame(
-        self,
-        *,
-        states: Sequence[str] | None = None,
-        customer_ids: Sequence[str] | None = None,
-        since: date | None = None,
-        until: date | None = None,
-    ) -> pd.DataFrame:
-        """Outbox rows by planned day: of some states, learners, or planned days (inclusive).
-
-        Dates (``planned_on``, ``due_on``) are ``datetime64[us]``; instants are aware UTC.
-        """
-        stmt = outbox_select(
-            states=None if states is None else tuple(states),
-            customer_ids=None if customer_ids is None else list(customer_ids),
-            since=since,
-            until=until,
-        )
-        with self._connect() as conn:
-            return _outbox_frame(result_frame(conn.execute(stmt)))
-
-    def feedback_frame(self, message_ids: Sequence[str] | None = None) -> pd.DataFrame:
-        """Feedback events (message_id, kind, recorded_at, source), oldest first."""
-        stmt = feedback_select(None if message_ids is None else list(message_ids))
-        with self._connect() as conn:
-            frame = result_frame(conn.execute(stmt))
-        if frame.columns.empty:
-            frame = pd.DataFrame(columns=["id", "message_id", "kind", "recorded_at", "source"])
-        return frame.drop(columns="id")
-
-    def outbox_counts(self, until: date | None = None) -> pd.DataFrame:
-        """Messages by (state, channel), planned on or before ``until`` when given."""
-        with self._connect() as conn:
-            frame = result_frame(conn.execute(counts_select(until)))
-        empty = pd.DataFrame(columns=["state", "channel", "messages"])
-        return frame if len(frame.columns) else empty
-
-    def due_messages(
-        self, *, data_day: date, now: datetime, channels: Sequence[str] | None, lease: timedelta
-    ) -> pd.DataFrame:
-        """Messages a dispatcher could claim now (what ``--dry-run`` renders), nothing claimed."""
-        stmt = due_select(data_day, now, None if channels is None else tuple(channels), lease)
-        with self._connect() as conn:
-            return _outbox_frame(result_frame(conn.execute(stmt)))
-
-    def claim_messages(
-        self,
-        token: str,
-        *,
-        data_day: date,
-        now: datetime,
-        channels: Sequence[str] | None,
-        lease: timedelta,
-        limit: int,
-    ) -> list[dict[str, Any]]:
-        """Claim up to ``limit`` due messages for dispatcher ``token`` (see ``claim_due``)."""
-        require_aware(now, "now")
-        picked = None if channels is None else tuple(channels)
-        with self._dispatch_transaction() as conn:
-            return claim_due(
-                conn, token, data_day=data_day, now=now, channels=picked, lease=lease, limit=limit
-            )
-
-    def record_sent(
-        self, message_id: str, token: str, *, subject: str, body: str, now: datetime
-    ) -> None:
-        """Mark a claimed message ``sent`` with the subject and body that went out."""
-        with self._dispatch_transaction() as conn:
-            mark_sent(conn, message_id, token, subject, body, now)
-
-    def record_failure(
-        self, message_id: str, token: str, *, state: str, error: str, retry: datetime | None
-    ) -> None:
-        """Mark a claimed message ``failed`` (retried from ``retry``) or ``dead``."""
-        with self._dispatch_transaction() as conn:
-            mark_failed(conn, message_id, token, state=state, error=error, retry=retry)
-
-    def release_message(self, message_id: str, token: str, not_before: datetime | None) -> None:
-        """Give a claimed message back unsent, to be tried from ``not_before``."""
-        with self._dispatch_transaction() as conn:
-            release(conn, message_id, token, not_before)
-
-    def sent_since(self, customer_ids: Sequence[str], since: datetime) -> dict[str, list]:
-        """customer_id -> instants they were sent a message at or after ``since``."""
-        with self._connect() as conn:
-            return sent_times(conn, list(customer_ids), since)
-
-    def record_feedback(self, message_id: str, kind: str, *, source: str, now: datetime) -> bool:
-        """Record that a message was delivered, opened, clicked or converted (once per kind).
-
-        Returns:
-            True when recorded, False when the message already had this kind (nothing changed).
-
-        Raises:
-            NotFound: no message ``message_id`` in the outbox.
-        """
-        require_aware(now, "now")
-        with self._writer() as conn:
-            if not message_exists(conn, message_id):
-                raise NotFound(f"message_id {message_id!r}: no such message in the outbox")
-            return insert_feedback(conn, message_id, kind, source, now)
-
     # ---- writes ------------------------------------------------------------------------------
 
     def overrides_frame(
@@ -482,7 +331,6 @@ class StateStore:
         rules_only: bool,
         now: datetime,
         replace: bool = False,
-        plan: MessagePlan | None = None,
     ) -> RunRecord:
         """Write one day's decisions and scores, all or nothing (see the module docstring).
 
@@ -497,36 +345,16 @@ class StateStore:
             rules_only: whether the model was left out.
             now: when the batch started (``started_at``, ``created_at`` of its rows).
             replace: redo the day even if completed; allowed for the latest completed day only.
-            plan: the day's campaign messages and the ids to cancel (``MessagePlan``), written
-                in the same transaction; None writes no message.
 
         Returns:
             The stored run record: the new one, or the existing one when the day was completed.
 
         Raises:
-            ValueError: invalid frames (decisions, scores, messages), a day before the latest
-                completed one, or replace of a day that is not the latest completed one.
+            ValueError: invalid frames, a day before the latest completed one, or replace of a
+                day that is not the latest completed one.
         """
-        require_aware(now, "now")
-        if not run_id.strip():
-            raise ValueError("run_id is empty")
         batch = BatchDay(as_of, run_id, model_version, rules_only, now, replace)
-        checked = checked_decisions(as_of, decisions)
-        rows = score_rows(as_of, checked, scores, run_id, model_version)
-        messages = None if plan is None else outbox_rows(as_of, plan.messages, run_id, now)
-        cancel_ids = [] if plan is None else list(plan.cancel_ids)
-        existing = self._claim_run(batch)
-        if existing is not None:
-            return existing
-        try:
-            with self._writer() as conn:
-                record = self._write_batch(conn, batch, checked, rows)
-                if record.run_id != run_id:  # another process completed the day meanwhile
-                    return record
-                return self._write_messages(conn, batch, messages, cancel_ids, record)
-        except Exception as error:
-            self._mark_failed(as_of, error)
-            raise
+        return self.apply_day(batch, decisions, scores)
 
     def apply_learners(
         self,
@@ -611,35 +439,6 @@ class StateStore:
         upsert_run(conn, values)
         return RunRecord(**values)
 
-    def _write_messages(
-        self,
-        conn: Connection,
-        batch: BatchDay,
-        messages: pd.DataFrame | None,
-        cancel_ids: list[str],
-        record: RunRecord,
-    ) -> RunRecord:
-        """The plan's part of the batch transaction; its counts join the run summary."""
-        if batch.replace:
-            drop_unsent_of_day(conn, batch.as_of)
-        if messages is None and not cancel_ids:
-            return record
-        inserted = 0 if messages is None else insert_messages(conn, messages)
-        cancelled = cancel_messages(conn, cancel_ids, batch.now)
-        summary = {
-            **(record.summary or {}),
-            "messages": {
-                "planned": 0 if messages is None else len(messages),
-                "inserted": inserted,
-                "suppressed": 0 if messages is None else int(messages["control"].sum()),
-                "cancelled": cancelled,
-            },
-        }
-        conn.execute(
-            update(BatchRun).where(BatchRun.run_id == record.run_id).values(summary=summary)
-        )
-        return record.model_copy(update={"summary": summary})
-
     def _mark_failed(self, as_of: date, error: Exception) -> None:
         """Record why a batch failed, unless the day is completed (a failed replace)."""
         try:
@@ -663,17 +462,6 @@ class StateStore:
             yield conn
 
     @contextmanager
-    def _dispatch_transaction(self) -> Iterator[Connection]:
-        """A short transaction of a dispatcher: rows locked one by one on PostgreSQL (no
-        store-wide lock, so dispatching never waits for a batch), the writer's on SQLite."""
-        if self._engine.dialect.name != "postgresql":
-            with self._writer() as conn:
-                yield conn
-            return
-        with self._connect() as conn, conn.begin():
-            yield conn
-
-    @contextmanager
     def _writer(self) -> Iterator[Connection]:
         """A transaction that holds the store's single-writer lock until it ends."""
         with self._connect() as conn:
@@ -688,17 +476,6 @@ class StateStore:
                         {"lock_class": _ADVISORY_LOCK_CLASS},
                     )
                 yield conn
-
-
-def _outbox_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Outbox rows as a frame: dates as ``datetime64[us]`` like every frame of the store."""
-    if frame.columns.empty:
-        frame = pd.DataFrame(columns=column_names(Outbox))
-    for column in ("planned_on", "due_on"):
-        frame[column] = pd.to_datetime(frame[column]).astype("datetime64[us]")
-    for column in ("next_attempt_at", "sent_at", "claimed_at", "created_at"):
-        frame[column] = pd.to_datetime(frame[column], utc=True)
-    return frame
 
 
 __all__ = ["MIGRATIONS_LOCATION", "AppliedResult", "ApplyRefused", "StateStore"]
