@@ -47,6 +47,8 @@ Render = Callable[[str, str, str, dict[str, Any]], Rendered]
 """(template_id, channel, variant, context) -> the subject and body to send."""
 OpenSinks = Callable[[Iterable[str]], Mapping[str, Sink]]
 """channels -> a sink per channel (``serving.infra.sinks.build_sinks`` with the settings)."""
+Progress = Callable[[int, int], None]
+"""Told (messages just handled, messages due in all) as the run goes."""
 
 
 @dataclass(frozen=True)
@@ -123,14 +125,14 @@ class Dispatcher:
 
 
 def dispatch(
-    parts: Dispatcher, options: DispatchOptions, progress: Callable[[int], None] | None = None
+    parts: Dispatcher, options: DispatchOptions, progress: Progress | None = None
 ) -> tuple[DispatchSummary, int]:
     """Deliver the due messages (see the module docstring).
 
     Args:
         parts: the store, settings, sinks, renderer and clock.
         options: channels, limit, dry run, claim token.
-        progress: told how many messages each step handled.
+        progress: told (messages handled, messages due) as the run goes.
 
     Returns:
         The summary, and how many messages were due when the run started (the progress total).
@@ -158,17 +160,21 @@ def dispatch(
     if due.empty:
         summary.seconds = time.perf_counter() - started
         return summary, 0
+    total = len(due)
+    tick = None if progress is None else (lambda done: progress(done, total))
+    if progress is not None:
+        progress(0, total)
     if options.dry_run:
-        _dry_run(parts, due.to_dict("records"), summary, progress)
+        _dry_run(parts, due.to_dict("records"), summary, tick)
     else:
         sinks = parts.open_sinks(sorted(set(due["channel"])))
         try:
-            _deliver(parts, options, sinks, data_day, open_channels, len(due), summary, progress)
+            _deliver(parts, options, sinks, data_day, open_channels, total, summary, tick)
         finally:
             for sink in {id(sink): sink for sink in sinks.values()}.values():
                 sink.close()
     summary.seconds = time.perf_counter() - started
-    return summary, len(due)
+    return summary, total
 
 
 def _dry_run(
@@ -290,12 +296,31 @@ def _day(value: Any) -> date:
     return value.date() if isinstance(value, datetime) else value
 
 
+@dataclass(frozen=True)
+class PlainMessage:
+    """A message rendered without templates."""
+
+    subject: str
+    body: str
+
+
+def plain_render(template_id: str, channel: str, variant: str, context: dict[str, Any]) -> Any:
+    """A renderer for a workspace without campaign templates: the template id as subject and
+    the learner's fields as the body (so a marketing tool can still render its own)."""
+    lines = [f"{key}: {value}" for key, value in sorted(context.items())]
+    suffix = f" ({variant})" if variant else ""
+    return PlainMessage(subject=f"{template_id}{suffix}", body="\n".join(lines))
+
+
 __all__ = [
     "DispatchOptions",
     "DispatchSummary",
     "Dispatcher",
     "OpenSinks",
+    "PlainMessage",
+    "Progress",
     "Render",
     "Rendered",
     "dispatch",
+    "plain_render",
 ]
