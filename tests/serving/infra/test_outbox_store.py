@@ -24,7 +24,7 @@ from serving.core.messages import CANCELLED, PENDING, SENT, SUPPRESSED
 from serving.core.outbox import empty_messages
 from serving.core.problems import NotFound
 from serving.infra.store import MIGRATIONS_LOCATION, StateStore
-from tests.serving.batches import FIRST_DAY, apply, decisions
+from tests.serving.batches import FIRST_DAY, apply, at, decisions
 from tests.serving.infra.test_store import child_error, wait_for
 from tests.serving.outbox_fixtures import (
     apply_with_plan,
@@ -315,3 +315,22 @@ def test_migration_0003_keeps_old_scores_and_downgrades_with_data(store_url):
         assert conn.execute(text("SELECT count(*) FROM scores")).scalar_one() == 1 + 3 + 3
     engine.dispose()
     old.close()
+
+
+def test_scores_keep_the_campaign_channel_and_behaviour_tags_the_decisions_carry(store):
+    # Given day 1 whose decisions carry a campaign for a and b, none for c
+    frame = decisions(DAY1, FIRST_DAY)
+    frame["campaign_id"] = ["CP_03", "CP_07", None]
+    frame["channel"] = ["push", "email", None]
+    frame["behaviour_tags"] = [["BT_002", "BT_005"], [], None]
+    # When applied
+    store.apply_batch(
+        DAY1, frame, None, run_id="r1", model_version=None, rules_only=True, now=at(DAY1)
+    )
+    # Then each score row says so; the tags as comma-separated ids
+    scores = store.scores_frame(DAY1).set_index("customer_id")
+    assert scores["campaign_id"].tolist()[:2] == ["CP_03", "CP_07"]
+    assert scores["channel"].tolist()[:2] == ["push", "email"]
+    assert scores.loc["a", "behaviour_tags"] == "BT_002,BT_005"
+    assert scores.loc["b", "behaviour_tags"] == ""
+    assert scores.loc[["c"], ["campaign_id", "channel", "behaviour_tags"]].isna().all(axis=None)
