@@ -91,6 +91,8 @@ class DispatchSettings(BaseModel):
             (deferred, not lost); equal start and end: no quiet hours.
         max_per_learner, cap_window_h: at most this many messages per learner per window.
         batch_size: messages claimed at a time.
+        record_every: outcomes recorded per transaction (a dispatcher killed mid-group sends
+            that group again after the lease: at least once, deduplicated by message id).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -117,6 +119,7 @@ class DispatchSettings(BaseModel):
     max_per_learner: int = Field(default=3, ge=1)
     cap_window_h: float = Field(default=24.0, gt=0)
     batch_size: int = Field(default=200, ge=1)
+    record_every: int = Field(default=50, ge=1)
 
     @field_validator("sinks", mode="before")
     @classmethod

@@ -10,7 +10,8 @@ message, sends it through the sink of its channel and records the outcome at onc
 
 - ``sent`` with the rendered subject and body and ``sent_at``;
 - ``failed`` with the error, tried again after a backoff that doubles with each try;
-- ``dead`` after ``max_tries``, or at once when the sink says retrying cannot help;
+- ``dead`` after ``max_tries``, or at once when the sink says retrying cannot help (outcomes
+  are recorded every ``record_every`` messages, in one transaction each);
 - deferred (claim released, nothing counted as a try) in quiet hours for the quiet channels,
   or when the learner reached the frequency cap: later, never lost.
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
-from serving.core.messages import CHANNELS, DEAD, FAILED
+from serving.core.messages import CHANNELS, DEAD, FAILED, SENT
 from serving.core.outbox import QuietHours, cap_until, retry_at
 from serving.infra.sinks import Outgoing, Sink, SinkError
 from serving.infra.store import StateStore
@@ -214,70 +215,93 @@ def _deliver(
         )
         if not rows:
             return
-        customers = sorted({row["customer_id"] for row in rows})
-        sent_times = parts.store.sent_since(customers, now - window)
-        pending = [row["message_id"] for row in rows]
-        try:
-            for row in rows:
-                _handle(parts, options.token, sinks, row, sent_times, summary)
-                pending.remove(row["message_id"])
-                if progress is not None:
-                    progress(1)
-        finally:  # rows not reached (an interrupt) go back unsent, at once
-            for message_id in pending:
-                parts.store.release_message(message_id, options.token, None)
+        sent_times = parts.store.sent_since(
+            sorted({row["customer_id"] for row in rows}), now - window
+        )
+        _send_claimed(parts, options.token, sinks, rows, sent_times, summary, progress)
         handled += len(rows)
 
 
-def _handle(
+def _send_claimed(
+    parts: Dispatcher,
+    token: str,
+    sinks: Mapping[str, Sink],
+    rows: list[dict[str, Any]],
+    sent_times: dict[str, list[datetime]],
+    summary: DispatchSummary,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Send claimed rows, recording outcomes every ``record_every`` messages.
+
+    Recording in groups spares a transaction per message; a dispatcher killed between a send
+    and its group's record sends that group again after the lease (at least once, and the
+    sinks carry the message id for the receiver to deduplicate).
+    """
+    attempts: list[dict[str, Any]] = []
+    untouched = {row["message_id"] for row in rows}
+    try:
+        for row in rows:
+            attempt = _attempt(parts, token, sinks, row, sent_times, summary)
+            untouched.discard(row["message_id"])
+            if attempt is not None:
+                attempts.append(attempt)
+            if len(attempts) >= parts.settings.record_every:
+                parts.store.record_attempts(token, attempts)
+                attempts = []
+            if progress is not None:
+                progress(1)
+    finally:  # what was done is recorded; rows not reached (an interrupt) go back at once
+        parts.store.record_attempts(token, attempts)
+        for message_id in untouched:
+            parts.store.release_message(message_id, token, None)
+
+
+def _attempt(
     parts: Dispatcher,
     token: str,
     sinks: Mapping[str, Sink],
     row: dict[str, Any],
     sent_times: dict[str, list[datetime]],
     summary: DispatchSummary,
-) -> None:
-    """Send one claimed message, or defer it for the frequency cap; record what happened."""
-    config, store, now = parts.settings, parts.store, parts.clock()
+) -> dict[str, Any] | None:
+    """Send one claimed message and say what happened; None when the frequency cap defers it
+    (its claim is released at once, to be tried when the learner is under the cap again)."""
+    config, now = parts.settings, parts.clock()
     window = timedelta(hours=config.cap_window_h)
     capped = cap_until(sent_times[row["customer_id"]], config.max_per_learner, window, now)
     if capped is not None:
-        store.release_message(row["message_id"], token, capped)
+        parts.store.release_message(row["message_id"], token, capped)
         summary.deferred += 1
-        return
+        return None
     try:
         message = _outgoing(parts.render, row)
         sinks[row["channel"]].send(message)
     except (SinkError, ValueError, KeyError, TypeError) as error:
-        _record_failure(parts, token, row, error, summary)
-        return
+        return _failure(parts, row, error, summary)
     sent_at = parts.clock()
-    store.record_sent(
-        row["message_id"], token, subject=message.subject, body=message.body, now=sent_at
-    )
     sent_times[row["customer_id"]].append(sent_at)
     summary.sent += 1
     summary.by_channel[row["channel"]] += 1
+    return {
+        "message_id": row["message_id"], "state": SENT, "sent_at": sent_at,
+        "subject": message.subject, "body": message.body,
+    }  # fmt: skip
 
 
-def _record_failure(
-    parts: Dispatcher,
-    token: str,
-    row: dict[str, Any],
-    error: Exception,
-    summary: DispatchSummary,
-) -> None:
+def _failure(
+    parts: Dispatcher, row: dict[str, Any], error: Exception, summary: DispatchSummary
+) -> dict[str, Any]:
     """``failed`` with a retry time, or ``dead`` after the last try or a permanent error."""
     config, tries = parts.settings, int(row["tries"]) + 1
     permanent = getattr(error, "permanent", False)
     text = str(error) if isinstance(error, SinkError) else f"{type(error).__name__}: {error}"
+    attempt = {"message_id": row["message_id"], "last_error": text}
     if permanent or tries >= config.max_tries:
-        parts.store.record_failure(row["message_id"], token, state=DEAD, error=text, retry=None)
         summary.dead += 1
-        return
-    retry = retry_at(parts.clock(), tries, config.retry_base_s, config.retry_max_s)
-    parts.store.record_failure(row["message_id"], token, state=FAILED, error=text, retry=retry)
+        return {**attempt, "state": DEAD}
     summary.failed += 1
+    retry = retry_at(parts.clock(), tries, config.retry_base_s, config.retry_max_s)
+    return {**attempt, "state": FAILED, "next_attempt_at": retry}
 
 
 def _outgoing(render: Render, row: dict[str, Any]) -> Outgoing:

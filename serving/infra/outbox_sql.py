@@ -13,10 +13,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Select, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from serving.core.messages import CANCELLED, FAILED, PENDING, SENT, SUPPRESSED
+from serving.core.messages import CANCELLED, FAILED, PENDING, SUPPRESSED
 from serving.infra.tables import CampaignFeedback, Outbox
 
 _CHUNK_ROWS = 5_000
@@ -165,32 +165,34 @@ def claim_due(
     return rows
 
 
-def mark_sent(
-    conn: Connection, message_id: str, token: str, subject: str, body: str, now: datetime
-) -> None:
-    """Record a delivered message with what was sent; the claim ends."""
-    conn.execute(
-        update(Outbox)
-        .where(Outbox.message_id == message_id, Outbox.claimed_by == token)
-        .values(
-            state=SENT, tries=Outbox.tries + 1, sent_at=now, subject=subject, body=body,
-            last_error=None, next_attempt_at=None, claimed_by=None, claimed_at=None,
-        )
-    )  # fmt: skip
+def mark_attempts(conn: Connection, token: str, attempts: list[dict[str, Any]]) -> None:
+    """Record attempts of messages ``token`` holds, one statement for them all; claims end.
 
-
-def mark_failed(
-    conn: Connection, message_id: str, token: str, *, state: str, error: str, retry: Any
-) -> None:
-    """Record a failed attempt (``failed`` to retry at ``retry``, or ``dead``); the claim ends."""
-    conn.execute(
+    Each attempt: ``message_id``, ``state`` (sent, failed or dead), ``sent_at``, ``subject``,
+    ``body`` (a sent one's), ``last_error`` and ``next_attempt_at`` (a failed one's).
+    """
+    if not attempts:
+        return
+    statement = (
         update(Outbox)
-        .where(Outbox.message_id == message_id, Outbox.claimed_by == token)
+        .where(Outbox.message_id == bindparam("attempt_id"), Outbox.claimed_by == token)
         .values(
-            state=state, tries=Outbox.tries + 1, last_error=error[:2000], next_attempt_at=retry,
+            state=bindparam("state"), tries=Outbox.tries + 1, sent_at=bindparam("sent_at"),
+            subject=bindparam("subject"), body=bindparam("body"),
+            last_error=bindparam("last_error"), next_attempt_at=bindparam("next_attempt_at"),
             claimed_by=None, claimed_at=None,
         )
     )  # fmt: skip
+    rows = [
+        {
+            "attempt_id": attempt["message_id"], "state": attempt["state"],
+            "sent_at": attempt.get("sent_at"), "subject": attempt.get("subject"),
+            "body": attempt.get("body"), "last_error": (attempt.get("last_error") or "")[:2000]
+            or None, "next_attempt_at": attempt.get("next_attempt_at"),
+        }
+        for attempt in attempts
+    ]  # fmt: skip
+    conn.execute(statement, rows)
 
 
 def release(conn: Connection, message_id: str, token: str, not_before: datetime | None) -> None:
@@ -246,8 +248,7 @@ __all__ = [
     "feedback_select",
     "insert_feedback",
     "insert_messages",
-    "mark_failed",
-    "mark_sent",
+    "mark_attempts",
     "message_exists",
     "outbox_select",
     "release",

@@ -8,7 +8,7 @@
   rolls back leaves no message; a rerun inserts nothing twice (stable ``message_id``, insert if
   absent); a replace first drops the replaced day's messages nobody tried to send yet.
 - what the campaign planner reads (``pending_messages``, ``recent_messages``), what the
-  dispatcher claims and records (``claim_messages``, ``record_sent``, ``record_failure``,
+  dispatcher claims and records (``claim_messages``, ``record_attempts``,
   ``release_message``), what the measurement reads (``outbox_frame``, ``feedback_frame``,
   ``outbox_counts``) and what ``POST /events/campaign`` records (``record_feedback``).
 """
@@ -24,7 +24,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, update
 
 from serving.core.frames import RunRecord
-from serving.core.messages import FAILED, PENDING
+from serving.core.messages import FAILED, PENDING, SENT
 from serving.core.outbox import MessagePlan, outbox_rows
 from serving.core.planning import BatchDay, checked_decisions, require_aware, score_rows
 from serving.core.problems import NotFound
@@ -37,8 +37,7 @@ from serving.infra.outbox_sql import (
     feedback_select,
     insert_feedback,
     insert_messages,
-    mark_failed,
-    mark_sent,
+    mark_attempts,
     message_exists,
     outbox_select,
     release,
@@ -193,19 +192,19 @@ class OutboxMixin:
                 conn, token, data_day=data_day, now=now, channels=picked, lease=lease, limit=limit
             )
 
+    def record_attempts(self, token: str, attempts: list[dict[str, Any]]) -> None:
+        """Record what sending claimed messages did, in one transaction (``mark_attempts``):
+        ``sent`` with subject, body and ``sent_at``; ``failed`` with the error and
+        ``next_attempt_at``; ``dead``."""
+        with self._dispatch_transaction() as conn:
+            mark_attempts(conn, token, attempts)
+
     def record_sent(
         self, message_id: str, token: str, *, subject: str, body: str, now: datetime
     ) -> None:
-        """Mark a claimed message ``sent`` with the subject and body that went out."""
-        with self._dispatch_transaction() as conn:
-            mark_sent(conn, message_id, token, subject, body, now)
-
-    def record_failure(
-        self, message_id: str, token: str, *, state: str, error: str, retry: datetime | None
-    ) -> None:
-        """Mark a claimed message ``failed`` (retried from ``retry``) or ``dead``."""
-        with self._dispatch_transaction() as conn:
-            mark_failed(conn, message_id, token, state=state, error=error, retry=retry)
+        """Mark one claimed message ``sent`` with the subject and body that went out."""
+        attempt = {"message_id": message_id, "state": SENT, "subject": subject, "body": body}
+        self.record_attempts(token, [{**attempt, "sent_at": now}])
 
     def release_message(self, message_id: str, token: str, not_before: datetime | None) -> None:
         """Give a claimed message back unsent, to be tried from ``not_before``."""
