@@ -7,6 +7,7 @@ where the claim matters.
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -196,3 +197,84 @@ def test_options_are_checked():
         DispatchOptions(channels=("fax",))
     with pytest.raises(ValueError, match="--limit 0"):
         DispatchOptions(limit=0)
+
+
+def test_two_dispatchers_at_once_deliver_each_message_exactly_once(store, tmp_path):
+    # Given 60 due webhook messages and a receiver counting each message's tries
+    learners = [f"L{number:02d}" for number in range(60)]
+    planned_day(store, messages(DAY2, learners, channel="webhook"))
+    with WebhookReceiver(SECRET) as hook:
+        config = settings(webhook_url=hook.url, batch_size=7, record_every=3)
+        parts = dispatcher(store, config, Clock(NOON), tmp_path / "f.jsonl")
+        results: list = []
+
+        def run() -> None:
+            results.append(dispatch(parts, DispatchOptions())[0])
+
+        # When two dispatchers run at the same time
+        workers = [threading.Thread(target=run) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+    # Then every message arrived exactly once and both runs' counts add up
+    assert sorted(body["customer_id"] for body in hook.bodies) == learners
+    assert set(hook.tries.values()) == {1}
+    assert sum(result.sent for result in results) == 60
+    assert set(store.outbox_frame()["state"]) == {SENT}
+
+
+def test_a_dispatcher_that_died_mid_send_leaves_its_messages_to_the_next_after_the_lease(
+    sqlite_store, tmp_path
+):
+    # Given a dispatcher that claimed a's message and died before recording anything
+    planned_day(sqlite_store, messages(DAY2, ["a", "b"]))
+    lease = timedelta(seconds=DispatchSettings().lease_s)
+    claimed = sqlite_store.claim_messages(
+        "dead-one", data_day=DAY2, now=NOON, channels=None, lease=lease, limit=1
+    )
+    clock = Clock(NOON + timedelta(seconds=1))
+    with SmtpReceiver() as smtp:
+        parts = dispatcher(sqlite_store, settings(smtp_port=smtp.port), clock, tmp_path / "f")
+        # When another dispatcher runs within the lease, Then it sends only the other message
+        assert dispatch(parts, DispatchOptions())[0].sent == 1
+        # When it runs after the lease, Then the claimed message goes too (at least once)
+        clock.now = NOON + lease + timedelta(seconds=1)
+        assert dispatch(parts, DispatchOptions())[0].sent == 1
+    assert {mail["Idempotency-Key"] for mail in smtp.mails} == {
+        claimed[0]["message_id"],
+        *set(sqlite_store.outbox_frame()["message_id"]),
+    }
+    assert set(sqlite_store.outbox_frame()["state"]) == {SENT}
+
+
+def test_a_dispatch_stopped_midway_keeps_what_it_sent_and_gives_the_rest_back(
+    sqlite_store, tmp_path
+):
+    # Given four due messages and a renderer that breaks down on the third
+    planned_day(sqlite_store, messages(DAY2, ["a", "b", "c", "d"], channel="in_app"))
+    calls: list[str] = []
+
+    def breaking(template_id, channel, variant, context):
+        calls.append(context["name"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of a run
+        return render(template_id, channel, variant, context)
+
+    config = settings()
+    parts = Dispatcher(
+        store=sqlite_store, settings=config, clock=Clock(NOON), render=breaking,
+        open_sinks=lambda channels: build_sinks(config, tmp_path / "f.jsonl", channels),
+    )  # fmt: skip
+    # When dispatched, Then the interrupt goes through
+    with pytest.raises(KeyboardInterrupt):
+        dispatch(parts, DispatchOptions())
+    # And the two sent are recorded sent; the other two are pending and claimable at once
+    stored = sqlite_store.outbox_frame()
+    assert sorted(stored["state"]) == [PENDING, PENDING, SENT, SENT]
+    assert stored["claimed_by"].isna().all()
+    assert len((tmp_path / "f.jsonl").read_text().splitlines()) == 2
+    due = sqlite_store.due_messages(
+        data_day=DAY2, now=NOON, channels=None, lease=timedelta(seconds=config.lease_s)
+    )
+    assert len(due) == 2
