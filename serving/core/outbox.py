@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -83,6 +84,9 @@ def outbox_rows(as_of: date, messages: pd.DataFrame, run_id: str, now: datetime)
             planned on another day, due before it was planned, or whose id is not the stable
             ``message_key`` of its (day, learner, campaign, step), naming rows and values.
     """
+    if "control" in messages:  # coercion would read any text, "false" too, as True
+        not_bool = ~messages["control"].map(lambda value: isinstance(value, bool | np.bool_))
+        _refuse(messages, not_bool, "have a control flag that is not true or false")
     frame = validate_frame(messages, MESSAGES_SCHEMA)[list(MESSAGE_COLUMNS)].copy()
     day = pd.Timestamp(as_of)
     _refuse(frame, frame["planned_on"] != day, f"are planned on another day than {as_of}")
@@ -108,7 +112,8 @@ def outbox_rows(as_of: date, messages: pd.DataFrame, run_id: str, now: datetime)
 
 def _refuse(frame: pd.DataFrame, mask: pd.Series, what: str) -> None:
     if mask.any():
-        examples = frame.loc[mask, "message_id"].head(5).tolist()
+        named = frame["message_id"] if "message_id" in frame else frame.index.to_series()
+        examples = named[mask].head(5).tolist()
         raise ValueError(f"campaign messages: {int(mask.sum())} {what} (e.g. {examples})")
 
 
