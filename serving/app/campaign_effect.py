@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import date, timedelta
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -101,6 +102,18 @@ class EffectSettings(BaseModel):
     min_effect: float = Field(0.05, gt=0.0, lt=1.0)
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
     power: float = Field(0.8, gt=0.0, lt=1.0)
+
+
+class CampaignRecords(Protocol):
+    """Where the outbox and the feedback are read (the state store, issue 12's outbox tables)."""
+
+    def outbox_frame(self) -> pd.DataFrame:
+        """Every outbox row: ``MESSAGE_COLUMNS`` plus ``state``."""
+        ...
+
+    def feedback_frame(self) -> pd.DataFrame:
+        """Every feedback row: message_id, kind (one of ``FEEDBACK_KINDS``), recorded_at."""
+        ...
 
 
 # --- statistics -----------------------------------------------------------------------------------
@@ -379,9 +392,32 @@ def effect_summary(effect: pd.DataFrame) -> pd.DataFrame:
                 for low, high in zip(effect["ci_low"], effect["ci_high"], strict=True)
             ],
             "p": effect["p_value"].round(3),
+            "MDE pts": (effect["mde"] * percent).round(1),
             "Enough to tell": effect["enough"].map({True: "yes", False: "no"}),
         }
     )
+
+
+def campaign_effect_at(
+    records: CampaignRecords,
+    events: pd.DataFrame,
+    as_of: date,
+    settings: EffectSettings | None = None,
+    windows: Mapping[str, int] | None = None,
+) -> pd.DataFrame:
+    """``campaign_effect`` of the records' outbox and feedback (what ``lstep campaigns`` shows)."""
+    outbox, feedback = records.outbox_frame(), records.feedback_frame()
+    return campaign_effect(outbox, feedback, events, as_of, settings, windows)
+
+
+def campaign_report_frame(
+    records: CampaignRecords,
+    events: pd.DataFrame,
+    as_of: date,
+    settings: EffectSettings | None = None,
+) -> pd.DataFrame:
+    """The report's campaign table: ``effect_summary`` of ``campaign_effect_at``."""
+    return effect_summary(campaign_effect_at(records, events, as_of, settings))
 
 
 def _interval_text(low: float, high: float) -> str:
@@ -396,8 +432,11 @@ __all__ = [
     "FEEDBACK_COLUMNS",
     "OUTBOX_COLUMNS",
     "REENGAGEMENT_KINDS",
+    "CampaignRecords",
     "EffectSettings",
     "campaign_effect",
+    "campaign_effect_at",
+    "campaign_report_frame",
     "effect_summary",
     "effect_table",
     "first_runs",

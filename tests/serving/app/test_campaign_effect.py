@@ -15,6 +15,7 @@ from serving.app.campaign_effect import (
     EFFECT_COLUMNS,
     EffectSettings,
     campaign_effect,
+    campaign_report_frame,
     effect_summary,
     learner_outcomes,
     minimum_detectable_effect,
@@ -278,3 +279,30 @@ def test_summary_is_readable_percentages():
     assert (row["Treated %"], row["Control %"], row["Uplift pts"]) == (60.0, 25.0, 35.0)
     assert row["Variant"] == "-" and row["Enough to tell"] == "no"
     assert row["Interval"].startswith("[") and row["Interval"].endswith("]")
+
+
+class FrameRecords:
+    """The CampaignRecords contract over two frames."""
+
+    def __init__(self, outbox: pd.DataFrame, feedback: pd.DataFrame) -> None:
+        self._outbox, self._feedback = outbox, feedback
+
+    def outbox_frame(self) -> pd.DataFrame:
+        return self._outbox
+
+    def feedback_frame(self) -> pd.DataFrame:
+        return self._feedback
+
+
+def test_the_report_frame_reads_the_records():
+    # given records holding 3 of 4 treated and 1 of 4 control learners converted
+    messages = [message(f"T{i}") for i in range(4)]
+    messages += [message(f"K{i}", control=True) for i in range(4)]
+    events = [event(f"T{i}", DUE) for i in range(3)] + [event("K0", DUE)]
+    outbox, feedback, log = frames(messages, events)
+    # when the report asks for its table
+    report = campaign_report_frame(FrameRecords(outbox, feedback), log, LATER)
+    # then it is the summary of the effect of those frames, MDE included
+    assert report.equals(effect_summary(campaign_effect(outbox, feedback, log, as_of=LATER)))
+    assert (report.iloc[0]["Treated %"], report.iloc[0]["Control %"]) == (75.0, 25.0)
+    assert report.iloc[0]["MDE pts"] > 50  # eight learners cannot see less than 50 points
