@@ -210,11 +210,11 @@ def first_runs(outbox: pd.DataFrame, as_of: date) -> pd.DataFrame:
     first = ordered.drop_duplicates(["customer_id", "campaign_id"])
     keys = ["customer_id", "campaign_id", "planned_on"]
     run = planned.merge(first[keys], on=keys)  # every message of the first run's cadence
-    grouped = run.groupby(["customer_id", "campaign_id"], sort=False)
+    by_run = [run["customer_id"], run["campaign_id"]]
     facts = pd.DataFrame(
         {
-            "sent": grouped["state"].agg(lambda states: bool((states == SENT).any())),
-            "message_ids": grouped["message_id"].agg(list),
+            "sent": (run["state"] == SENT).groupby(by_run, sort=False).any(),
+            "message_ids": run["message_id"].groupby(by_run, sort=False).agg(list),
         }
     ).reset_index()
     columns = ["customer_id", "campaign_id", "variant", "control", "due_on", "state"]
