@@ -1233,11 +1233,12 @@ class InterventionEffect(BaseModel):
 
     A contacted learner re-engages when three things hold: they respond to the contact's channel
     (a per-learner trait: a stable draw per learner and channel below
-    ``responsiveness[channel]``), they are reachable (no cancellation in the log up to the last
-    possible re-engagement day, and that day still inside the log) and a per-contact draw falls
-    below ``effect``. A re-engaged learner gets a session and a completed lesson (their next) on
-    one of the ``within_days`` days after the contact. Nothing else changes: the base log, the
-    truth file and the learners who are not contacted stay as simulated.
+    ``responsiveness[channel]``), they are reachable (enrolled by the contact day, no
+    cancellation in the log up to the last possible re-engagement day, and that day still inside
+    the log) and a per-contact draw falls below ``effect``. A re-engaged learner gets a session
+    and a completed lesson (their next) on one of the ``within_days`` days after the contact.
+    Nothing else changes: the base log, the truth file and the learners who are not contacted
+    stay as simulated.
 
     So, with ``c`` the learner's chance of a re-engagement event in a window that covers those
     days anyway, a contact raises it to ``c + (1 - c) * responsive * reachable * effect``: the
@@ -1331,9 +1332,14 @@ def contact_outcomes(
     responsive = np.zeros(len(frame), dtype=bool)
     for channel, rows in frame.groupby("channel").groups.items():
         responsive[rows] = responds_to(frame.loc[rows, "customer_id"], channel, intervention)
-    last_day = pd.to_datetime(frame["day"]) + pd.Timedelta(days=intervention.within_days)
-    cancel = pd.to_datetime(frame["customer_id"].map(_cancellation_days(events)))
-    reachable = (last_day < pd.Timestamp(log_end)) & ~(cancel <= last_day)  # NaT: never cancelled
+    day = pd.to_datetime(frame["day"])
+    last_day = day + pd.Timedelta(days=intervention.within_days)
+    first, cancel = (
+        pd.to_datetime(frame["customer_id"].map(days)) for days in _first_and_cancel_days(events)
+    )
+    # Enrolled (their enrolment day always has an event), not cancelled, and room in the log;
+    # a NaT compares False, so a learner with no event or no cancellation gets what they should.
+    reachable = (first <= day) & ~(cancel <= last_day) & (last_day < pd.Timestamp(log_end))
     keys = (frame["customer_id"], frame["day"], frame["channel"])
     draw = _uniforms(intervention.seed, "re-engages", *keys)
     offset = 1 + np.floor(_uniforms(intervention.seed, "when", *keys) * intervention.within_days)
@@ -1347,11 +1353,18 @@ def contact_outcomes(
     return frame
 
 
-def _cancellation_days(events: pa.Table) -> dict[str, date]:
-    """Each cancelling learner's cancellation day (data day, UTC)."""
-    cancels = events.filter(pc.equal(events["event_type"], "subscription_cancelled"))
-    days = cancels["ts"].to_pandas().dt.date
-    return dict(zip(cancels["customer_id"].to_pylist(), days, strict=True))
+def _first_and_cancel_days(events: pa.Table) -> tuple[dict[str, date], dict[str, date]]:
+    """Each learner's first event day and each cancelling learner's cancellation day (UTC)."""
+    frame = pd.DataFrame(
+        {
+            "customer_id": events["customer_id"].to_pandas(),
+            "day": events["ts"].to_pandas().dt.date,
+            "cancel": events["event_type"].to_pandas() == "subscription_cancelled",
+        }
+    )
+    first = frame.groupby("customer_id")["day"].min()
+    cancels = frame[frame["cancel"]].groupby("customer_id")["day"].min()
+    return first.to_dict(), cancels.to_dict()
 
 
 def apply_contacts(
@@ -1427,6 +1440,46 @@ def _next_lessons(customer_ids: pd.Series, before_us: np.ndarray, events: pa.Tab
     return (counts.reindex(asked.index, fill_value=0).to_numpy() % COURSE_LESSONS).astype(int)
 
 
+def apply_contacts_to_run(
+    run_dir: Path, contacts: pd.DataFrame, intervention: InterventionEffect
+) -> pd.DataFrame:
+    """Apply contacts to a simulated run's ``events.parquet`` in place, once; note it in meta.json.
+
+    The file is replaced only when whole (a temporary file renamed over it). ``meta.json``
+    records the intervention and the counts, and a second application is refused: the draws are
+    stable, so applying the same contacts twice would duplicate the re-engagements.
+
+    Args:
+        run_dir: a directory ``simulate`` wrote (its meta.json gives the end of the log).
+        contacts: ``CONTACT_COLUMNS``; e.g. the sent outbox messages' customer_id, due_on (as
+            ``day``) and channel.
+        intervention: the effect's settings.
+
+    Returns:
+        ``contact_outcomes`` of the contacts.
+    """
+    meta_path, events_path = Path(run_dir) / META_FILE, Path(run_dir) / EVENTS_FILE
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path}: not found (is {run_dir} a simulated run?)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if "intervention" in meta:
+        raise ValueError(f"{meta_path}: contacts were already applied to this run; simulate anew")
+    events = pq.read_table(events_path, schema=EVENTS_SCHEMA)
+    log_end = date.fromisoformat(meta["data_end"])
+    contacted, outcomes = apply_contacts(events, contacts, intervention, log_end)
+    partial = events_path.with_name(f".{EVENTS_FILE}.partial")
+    pq.write_table(contacted, partial)
+    partial.replace(events_path)
+    meta["events"] = contacted.num_rows
+    meta["intervention"] = {
+        **intervention.model_dump(mode="json"),
+        "contacts": len(outcomes),
+        "re_engaged": int(outcomes["re_engaged"].sum()),
+    }
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return outcomes
+
+
 __all__ = [
     "CHUNK_SIZE",
     "CONTACT_CHANNELS",
@@ -1442,6 +1495,7 @@ __all__ = [
     "SimulationSummary",
     "advance_day",
     "apply_contacts",
+    "apply_contacts_to_run",
     "contact_outcomes",
     "draw_population",
     "estimate_label_probability",

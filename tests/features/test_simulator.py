@@ -27,6 +27,7 @@ from features.simulator import (
     simulate,
     simulate_chunk,
 )
+from features.validation import validate_inputs
 from features.vocabulary import CANONICAL_EVENT_TYPES, CHANNELS
 
 FILES = ("events.parquet", "customers.parquet", "truth.parquet", "meta.json")
@@ -733,13 +734,16 @@ def test_re_engagement_follows_responsiveness_and_the_effect(base_log: pa.Table)
     assert (simulator.responds_to(ids, "push", effect) != outcomes.responsive).any()
 
 
-def test_cancelled_learners_and_contacts_at_the_log_end_do_not_re_engage(
+def test_cancelled_or_unenrolled_learners_and_contacts_at_the_log_end_do_not_re_engage(
     base_log: pa.Table,
 ) -> None:
-    # given learners who cancelled before the contact, and a contact too close to the log end
+    # given learners who cancelled before the contact or enrolled after it, and contacts too
+    # close to the log end
     frame = base_log.to_pandas()
     cancels = frame[frame.event_type == "subscription_cancelled"]
     gone = cancels[cancels.ts.dt.date < CONTACT_DAY].customer_id.tolist()
+    first_day = frame.groupby("customer_id").ts.min().dt.date
+    gone += first_day[first_day > CONTACT_DAY].index.tolist()  # not enrolled yet
     certain = InterventionEffect(effect=1.0, responsiveness={"csm_task": 1.0})
     late = CONTACTED.end - timedelta(days=2)
     contacts = pd.concat(
@@ -788,3 +792,30 @@ def test_responsiveness_names_only_known_channels() -> None:
         InterventionEffect(responsiveness={"sms": 0.5})
     with pytest.raises(ValidationError, match="outside"):
         InterventionEffect(responsiveness={"email": 1.5})
+
+
+def test_contacts_applied_to_a_run_rewrite_its_log_once(tmp_path: Path) -> None:
+    # given a small simulated run and its log
+    run = tmp_path / "run"
+    simulate(SMALL.model_copy(update={"truth_share": 0.0}), run)
+    before = pq.read_table(run / "events.parquet")
+    ids = _ids(before)[:100]
+    certain = InterventionEffect(effect=1.0, responsiveness={"in_app": 1.0})
+    contacts = _contacts(ids, SMALL.start + timedelta(days=40), "in_app")
+    # when contacts with a certain effect are applied to the run
+    outcomes = simulator.apply_contacts_to_run(run, contacts, certain)
+    # then the file holds the re-engagements and meta.json says what was applied
+    after = pq.read_table(run / "events.parquet")
+    re_engaged = int(outcomes.re_engaged.sum())
+    assert re_engaged > 0 and after.num_rows == before.num_rows + 2 * re_engaged
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["events"] == after.num_rows and meta["intervention"]["re_engaged"] == re_engaged
+    # and the rewritten log still passes the input contract
+    report = validate_inputs(
+        run / "events.parquet", run / "customers.parquet", now=pd.Timestamp("2027-01-01", tz="UTC")
+    ).report
+    assert report.ok, report
+    # and a second application is refused, leaving the file as it is
+    with pytest.raises(ValueError, match="already applied"):
+        simulator.apply_contacts_to_run(run, contacts, certain)
+    assert pq.read_table(run / "events.parquet").equals(after)
