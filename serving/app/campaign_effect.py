@@ -201,12 +201,18 @@ def observed_until(events: pd.DataFrame, as_of: date) -> pd.Timestamp:
 
 
 def first_runs(outbox: pd.DataFrame, as_of: date) -> pd.DataFrame:
-    """Each learner's first run of each campaign planned by ``as_of``: its first message's row
-    plus ``sent`` (a message of the run was sent) and the run's ``message_ids`` (a list)."""
+    """Each learner's first run of each campaign planned by ``as_of``, one row per learner.
+
+    The first run is the earliest trigger day's cadence; its row is that run's first message
+    (earliest ``due_on``, then ``step``) with ``sent`` (a message of the run was sent) and the
+    run's ``message_ids`` (a list). A missing ``control`` flag counts as treated unless the
+    message was suppressed.
+    """
     planned = outbox[pd.to_datetime(outbox["planned_on"]) <= pd.Timestamp(as_of)].copy()
     planned["planned_on"] = pd.to_datetime(planned["planned_on"])
     planned["due_on"] = pd.to_datetime(planned["due_on"])
-    ordered = planned.sort_values(["customer_id", "campaign_id", "due_on", "step"], kind="stable")
+    order = ["customer_id", "campaign_id", "planned_on", "due_on", "step"]
+    ordered = planned.sort_values(order, kind="stable")
     first = ordered.drop_duplicates(["customer_id", "campaign_id"])
     keys = ["customer_id", "campaign_id", "planned_on"]
     run = planned.merge(first[keys], on=keys)  # every message of the first run's cadence
@@ -219,7 +225,7 @@ def first_runs(outbox: pd.DataFrame, as_of: date) -> pd.DataFrame:
     ).reset_index()
     columns = ["customer_id", "campaign_id", "variant", "control", "due_on", "state"]
     runs = first[columns].merge(facts, on=["customer_id", "campaign_id"], how="left")
-    runs["control"] = runs["control"].astype(bool) | (runs["state"] == SUPPRESSED)
+    runs["control"] = runs["control"].eq(True) | (runs["state"] == SUPPRESSED)
     return runs.drop(columns="state").reset_index(drop=True)
 
 

@@ -36,7 +36,7 @@ def message(
     planned: date = DUE,
     delay: int = 0,
     step: int = 0,
-    control: bool = False,
+    control: bool | None = False,
     variant: str = "",
     state: str | None = None,
 ) -> dict:
@@ -306,3 +306,15 @@ def test_the_report_frame_reads_the_records():
     assert report.equals(effect_summary(campaign_effect(outbox, feedback, log, as_of=LATER)))
     assert (report.iloc[0]["Treated %"], report.iloc[0]["Control %"]) == (75.0, 25.0)
     assert report.iloc[0]["MDE pts"] > 50  # eight learners cannot see less than 50 points
+
+
+def test_the_first_run_is_the_earliest_trigger_even_when_a_later_one_is_due_sooner():
+    # given A's first run (planned D, first step due D+5) and a re-trigger planned D+2 under a
+    # changed cadence (due at once)
+    retrigger = DUE + timedelta(days=2)
+    messages = [message("A", delay=5), message("A", planned=retrigger)]
+    messages += [message("B", control=None, state=SUPPRESSED)]  # a control flag the store lost
+    outcomes = learner_outcomes(*frames(messages, []), as_of=LATER).set_index("customer_id")
+    # then A's run is the one planned on D, and the suppressed B is in the control group
+    assert outcomes.loc["A", "due_on"] == pd.Timestamp(DUE + timedelta(days=5))
+    assert not outcomes.loc["A", "control"] and outcomes.loc["B", "control"]
