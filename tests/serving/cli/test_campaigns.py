@@ -107,3 +107,15 @@ def test_a_bad_threshold_names_the_option(lstep_home, log_dir):
     result = runner.invoke(app, ["campaigns", "--min-effect", "2", *_inputs(log_dir)])
     assert result.exit_code == 1
     assert "--min-effect" in result.output and "Traceback" not in result.output
+
+
+def test_the_option_defaults_are_the_effect_settings_defaults():
+    # the CLI spells its defaults out (importing scipy would slow `lstep --help`); they must agree
+    import inspect
+
+    from serving.app.campaign_effect import EffectSettings
+
+    options = inspect.signature(campaigns_cli.campaigns).parameters
+    defaults = EffectSettings()
+    assert options["window_days"].default == defaults.conversion_days
+    assert options["min_effect"].default == defaults.min_effect
