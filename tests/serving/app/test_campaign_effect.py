@@ -8,7 +8,11 @@ from datetime import UTC, date, datetime, time, timedelta
 import pandas as pd
 import pytest
 from statsmodels.stats.power import NormalIndPower
-from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+from statsmodels.stats.proportion import (
+    confint_proportions_2indep,
+    proportion_confint,
+    proportions_ztest,
+)
 
 from serving.app.campaign_effect import (
     ALL_VARIANTS,
@@ -21,6 +25,7 @@ from serving.app.campaign_effect import (
     minimum_detectable_effect,
     two_proportion_p_value,
     uplift_interval,
+    wilson_interval,
 )
 from serving.core.messages import MESSAGE_COLUMNS, SENT, SUPPRESSED, message_key
 
@@ -318,3 +323,10 @@ def test_the_first_run_is_the_earliest_trigger_even_when_a_later_one_is_due_soon
     # then A's run is the one planned on D, and the suppressed B is in the control group
     assert outcomes.loc["A", "due_on"] == pd.Timestamp(DUE + timedelta(days=5))
     assert not outcomes.loc["A", "control"] and outcomes.loc["B", "control"]
+
+
+@pytest.mark.parametrize(("converted", "total"), [(0, 10), (3, 10), (10, 10), (412, 1000)])
+def test_wilson_interval_matches_statsmodels(converted, total):
+    assert wilson_interval(converted, total) == pytest.approx(
+        proportion_confint(converted, total, method="wilson"), abs=1e-12
+    )
