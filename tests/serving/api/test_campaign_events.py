@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import create_engine, text
 
 from serving.api.models import CampaignEventRequest
 from serving.api.problems import ServiceError
@@ -91,3 +92,46 @@ def test_the_body_refuses_unknown_fields_and_blank_ids():
         CampaignEventRequest(message_id="  ", kind="opened")
     with pytest.raises(ValidationError, match="extra"):
         CampaignEventRequest(message_id="m", kind="opened", when="now")
+
+
+# ---- over real HTTP: the route, the guards and the error bodies as served ---------------------
+
+
+def test_over_http_an_event_is_recorded_once_and_errors_name_what_was_wrong(served, workspace):
+    import httpx
+
+    from tests.serving.service_fixtures import API_TOKEN
+
+    # given a message in the served workspace's outbox (written directly: the served day's
+    # state is shared by other tests, the outbox is not)
+    message_id = "msg-http-0000000000000"
+    engine = create_engine(workspace.settings.state_database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO outbox (message_id, planned_on, due_on, customer_id, campaign_id, "
+                "step, channel, template_id, variant, control, context, state, tries, run_id, "
+                "created_at) VALUES (:id, :day, :day, 'C1', 'CP_01', 0, 'email', 't', '', false, "
+                "'{}', 'sent', 1, 'http-test', :at) ON CONFLICT DO NOTHING"
+            ),
+            {"id": message_id, "day": date(2026, 5, 20), "at": NOW.replace(tzinfo=None)},
+        )
+    engine.dispose()
+    url, bearer = f"{served.url}/events/campaign", {"Authorization": f"Bearer {API_TOKEN}"}
+
+    def post(body: dict, headers: dict | None = None) -> httpx.Response:
+        sent = bearer if headers is None else headers
+        return httpx.post(url, json=body, headers=sent, timeout=30)
+
+    # when it is reported clicked twice, then the first records and the repeat does not
+    first = post({"message_id": message_id, "kind": "clicked"})
+    again = post({"message_id": message_id, "kind": "clicked"})
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert (first.json()["recorded"], again.json()["recorded"]) == (True, False)
+    # and the errors are answered with their status and a body naming the problem
+    unknown = post({"message_id": "msg-nope", "kind": "opened"})
+    assert unknown.status_code == 404 and "msg-nope" in unknown.json()["error"]
+    bad_kind = post({"message_id": message_id, "kind": "bounced"})
+    assert bad_kind.status_code == 422 and "kind" in bad_kind.json()["error"]
+    assert post({"message_id": message_id, "kind": "opened"}, {}).status_code == 401
+    assert post({"message_id": message_id}).status_code == 400
