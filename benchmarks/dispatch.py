@@ -14,6 +14,10 @@ per learner, so nothing is deferred.
 
 The receivers share the process (and its GIL) with the dispatcher, so the figures are a floor
 for a dispatcher talking to a separate server. Printed: messages, seconds, messages/s per sink.
+
+Measured here (2 cores shared with other jobs, load 4-5; 2,000 messages): SQLite store,
+webhook ~740/s, SMTP ~320/s, file ~5,200/s; PostgreSQL store, webhook ~640/s, SMTP ~360/s, file
+~1,900/s. Under heavier load (7 on 2 cores) the webhook fell to ~380/s and SMTP to ~190/s.
 """
 
 from __future__ import annotations
