@@ -409,17 +409,16 @@ def match_campaigns(
             hit = changed & (to_tag == trigger.into).to_numpy()
             if trigger.sources:
                 sources = [tag for tag in trigger.sources if tag != NEW]
-                hit &= from_tag.isin(sources).to_numpy() | (
-                    (NEW in trigger.sources) & from_tag.isna().to_numpy()
-                )
+                from_new = from_tag.isna().to_numpy() & (NEW in trigger.sources)
+                hit = hit & (from_tag.isin(sources).to_numpy() | from_new)
         else:
-            hit = (to_tag == trigger.tag).to_numpy()
+            hit = (to_tag == trigger.tag).to_numpy().copy()
             if trigger.product_tag is not None:
-                hit &= products == trigger.product_tag
+                hit = hit & (products == trigger.product_tag)
             if trigger.priority is not None:
-                hit &= priority == trigger.priority
+                hit = hit & (priority == trigger.priority)
         if trigger.behaviour is not None:
-            hit &= holds(behaviours, trigger.behaviour)
+            hit = hit & holds(behaviours, trigger.behaviour)
         found[hit] = index
     return found
 
