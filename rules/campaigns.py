@@ -29,7 +29,15 @@ import numpy as np
 import pandas as pd
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from rules.behaviours import holds
@@ -115,6 +123,19 @@ class StateTrigger(_Frozen):
     behaviour: str | None = None
 
 
+def _trigger_kind(value: Any) -> str:
+    """A trigger with ``into`` is a transition's; any other is a state's (so errors name one)."""
+    if isinstance(value, dict):
+        return "transition" if "into" in value else "state"
+    return "transition" if isinstance(value, TransitionTrigger) else "state"
+
+
+Trigger = Annotated[
+    Annotated[TransitionTrigger, Tag("transition")] | Annotated[StateTrigger, Tag("state")],
+    Discriminator(_trigger_kind),
+]
+
+
 class Step(_Frozen):
     """One message of the cadence: ``delay_days`` after the trigger day, on a channel.
 
@@ -167,7 +188,7 @@ class Campaign(_Frozen):
     id: str = Field(pattern=r"^CP_\d{2}$")
     name: str = Field(min_length=1)
     description: str = Field(min_length=1)
-    trigger: TransitionTrigger | StateTrigger
+    trigger: Trigger
     channel: Channel
     template: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     cadence: tuple[Step, ...] = ()
@@ -189,15 +210,21 @@ class Campaign(_Frozen):
             for step in steps
         )
 
-    @model_validator(mode="after")
-    def _coherent(self) -> Campaign:
-        delays = [step.delay_days for step in self.cadence]
+    @field_validator("cadence")
+    @classmethod
+    def _delays_in_order(cls, cadence: tuple[Step, ...]) -> tuple[Step, ...]:
+        delays = [step.delay_days for step in cadence]
         if delays != sorted(delays):
             raise ValueError(f"cadence delays must not decrease, got {delays}")
-        ids = [variant.id for variant in self.variants]
+        return cadence
+
+    @field_validator("variants")
+    @classmethod
+    def _distinct_variants(cls, variants: tuple[Variant, ...]) -> tuple[Variant, ...]:
+        ids = [variant.id for variant in variants]
         if len(set(ids)) != len(ids):
             raise ValueError(f"variant ids repeat: {ids}")
-        return self
+        return variants
 
 
 class Catalogue(_Frozen):
@@ -289,8 +316,9 @@ def _parse_campaign(raw: object, index: int, file: str) -> Campaign:
     except PydanticValidationError as error:
         first = error.errors()[0]
         # A union (trigger) reports each member's failure; name the field, not the member.
-        loc = [part for part in first["loc"] if part not in ("TransitionTrigger", "StateTrigger")]
+        loc = [part for part in first["loc"] if part not in ("transition", "state")]
         field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        field = field or None
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "literal_error":
             message = f"unknown channel {first['input']!r}; channels: {', '.join(CHANNELS)}"
