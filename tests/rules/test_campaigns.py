@@ -192,3 +192,14 @@ def test_the_sandbox_refuses_unsafe_templates(tmp_path):
 
 def test_the_sample_context_has_every_template_field():
     assert set(SAMPLE_CONTEXT) == set(TEMPLATE_FIELDS)
+
+
+def test_the_decisions_channel_is_the_first_steps_personalised(ruleset):
+    from rules.campaigns import campaign_columns
+
+    # given two Freemium learners moving into ST_004 (CP_13: email, push for mobile-primary)
+    row = BOOK["defaults"] | {"to_tag": "ST_004", "changed": True, "priority": "P2"}
+    decisions = pd.DataFrame([row | {"behaviour_tags": "BT_002"}, row]).drop(columns="product_tag")
+    campaign_id, channel = campaign_columns(ruleset.campaigns, decisions, ["PT_003", "PT_003"])
+    assert list(campaign_id) == ["CP_13", "CP_13"]
+    assert list(channel) == ["push", "email"]
