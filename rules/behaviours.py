@@ -150,13 +150,32 @@ def behaviour_tags(behaviours: Sequence[Behaviour], frame: pd.DataFrame) -> np.n
 
 def holds(tags: pd.Series | np.ndarray, behaviour_id: str) -> np.ndarray:
     """Which learners hold ``behaviour_id``, from a ``behaviour_tags`` column."""
-    padded = SEPARATOR + pd.Series(np.asarray(tags, dtype=object)).fillna("") + SEPARATOR
-    return padded.str.contains(SEPARATOR + behaviour_id + SEPARATOR, regex=False).to_numpy(bool)
+    return BehaviourLookup(tags).holds(behaviour_id)
+
+
+class BehaviourLookup:
+    """Answers "who holds BT_x" for one ``behaviour_tags`` column, many times, cheaply.
+
+    The column has few distinct values (combinations of eight tags), so it is factorised once
+    (a hash pass) and each question is answered on the distinct values, then spread by code.
+    """
+
+    def __init__(self, tags: pd.Series | np.ndarray) -> None:
+        column = tags if isinstance(tags, pd.Series) else pd.Series(np.asarray(tags, dtype=object))
+        self._codes, uniques = pd.factorize(column)  # Arrow strings: a dictionary encode
+        self._codes = np.asarray(self._codes)
+        self._held = [set(str(value).split(SEPARATOR)) for value in uniques]
+
+    def holds(self, behaviour_id: str) -> np.ndarray:
+        """A boolean per learner; null or "" holds nothing."""
+        table = np.array([behaviour_id in held for held in self._held] + [False])
+        return table[self._codes]  # code -1 (null) reads the trailing False
 
 
 __all__ = [
     "BEHAVIOURS_FILE",
     "Behaviour",
+    "BehaviourLookup",
     "behaviour_features",
     "behaviour_masks",
     "behaviour_tags",

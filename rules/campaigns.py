@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import (
@@ -40,7 +42,7 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
-from rules.behaviours import holds
+from rules.behaviours import BehaviourLookup
 from rules.errors import RulesError
 
 if TYPE_CHECKING:
@@ -425,37 +427,76 @@ def match_campaigns(
     found = np.full(rows, -1, dtype=np.int64)
     if not catalogue.campaigns or rows == 0:
         return found
-    to_tag = decisions["to_tag"].astype(object)
-    from_tag = decisions["from_tag"].astype(object)
-    priority = decisions["priority"].astype(object).to_numpy()
-    products = np.asarray(list(product_tags), dtype=object)
+    # Every column becomes integer codes once; each trigger is then a few integer compares.
+    words = _Codes(catalogue)
+    to_tag = words.of(decisions["to_tag"])
+    from_tag = words.of(decisions["from_tag"])
+    priority = words.of(decisions["priority"])
+    products = words.of(
+        product_tags
+        if isinstance(product_tags, pd.Series)
+        else pd.Series(list(product_tags), dtype=object)
+    )
     changed = decisions["changed"].to_numpy(bool)
-    behaviours = decisions["behaviour_tags"].to_numpy(object)
+    behaviours = BehaviourLookup(decisions["behaviour_tags"])
     for index in reversed(range(len(catalogue.campaigns))):  # the first match is written last
         trigger = catalogue.campaigns[index].trigger
         if isinstance(trigger, TransitionTrigger):
-            hit = changed & (to_tag == trigger.into).to_numpy()
+            hit = changed & (to_tag == words.code(trigger.into))
             if trigger.sources:
-                sources = [tag for tag in trigger.sources if tag != NEW]
-                from_new = from_tag.isna().to_numpy() & (NEW in trigger.sources)
-                hit = hit & (from_tag.isin(sources).to_numpy() | from_new)
+                # A new learner has no from_tag: its code is -1, which "new" stands for.
+                sources = [-1 if tag == NEW else words.code(tag) for tag in trigger.sources]
+                hit = hit & np.isin(from_tag, sources)
         else:
-            hit = (to_tag == trigger.tag).to_numpy().copy()
+            hit = to_tag == words.code(trigger.tag)
             if trigger.product_tag is not None:
-                hit = hit & (products == trigger.product_tag)
+                hit = hit & (products == words.code(trigger.product_tag))
             if trigger.priority is not None:
-                hit = hit & (priority == trigger.priority)
+                hit = hit & (priority == words.code(trigger.priority))
         if trigger.behaviour is not None:
-            hit = hit & holds(behaviours, trigger.behaviour)
+            hit = hit & behaviours.holds(trigger.behaviour)
         found[hit] = index
     return found
+
+
+class _Codes:
+    """Integer codes of the words the triggers name (tags, products, priorities); -1 for others."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        words: set[str] = set()
+        for campaign in catalogue.campaigns:
+            trigger = campaign.trigger
+            if isinstance(trigger, TransitionTrigger):
+                words |= {trigger.into, *trigger.sources} - {NEW}
+            else:
+                words |= {w for w in (trigger.tag, trigger.product_tag, trigger.priority) if w}
+        self.words = sorted(words)
+
+    def code(self, word: str) -> int:
+        return self.words.index(word)
+
+    def of(self, values: pd.Series) -> np.ndarray:
+        """The code of each value; -1 for null and for words no trigger names.
+
+        A categorical is recoded on its categories; other strings take Arrow's hash lookup
+        (iterating a million Arrow-backed strings in Python costs most of a second).
+        """
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            return np.asarray(values.cat.set_categories(self.words).cat.codes, dtype=np.int64)
+        array = pa.array(values, from_pandas=True)
+        if pa.types.is_null(array.type):  # an all-null column names nothing
+            return np.full(len(values), -1, dtype=np.int64)
+        found = pc.index_in(array.cast(pa.string()), value_set=pa.array(self.words))
+        return pc.fill_null(found, -1).to_numpy().astype(np.int64)
 
 
 def step_channels(step: Step, behaviour_tags: np.ndarray | pd.Series) -> np.ndarray:
     """The channel of a step per learner: the first ``prefer`` tag they hold, else the step's."""
     channels = np.full(len(behaviour_tags), step.channel, dtype=object)
-    for tag, channel in reversed(list(step.prefer.items())):
-        channels[holds(behaviour_tags, tag)] = channel
+    if step.prefer:
+        behaviours = BehaviourLookup(behaviour_tags)
+        for tag, channel in reversed(list(step.prefer.items())):
+            channels[behaviours.holds(tag)] = channel
     return channels
 
 
@@ -464,14 +505,18 @@ def campaign_columns(
 ) -> tuple[pd.Categorical, pd.Categorical]:
     """``campaign_id`` and ``channel`` (the first step's, personalised) per decision; null: none."""
     found = match_campaigns(catalogue, decisions, product_tags)
-    channels = np.full(len(decisions), None, dtype=object)
-    behaviours = decisions["behaviour_tags"].to_numpy(object)
+    channel_code = np.full(len(decisions), -1, dtype=np.int64)
+    behaviours = BehaviourLookup(decisions["behaviour_tags"]) if len(decisions) else None
     for index, campaign in enumerate(catalogue.campaigns):
-        rows = np.flatnonzero(found == index)
-        if rows.size:
-            channels[rows] = step_channels(campaign.steps[0], behaviours[rows])
+        mine = found == index
+        if not mine.any():
+            continue
+        first = campaign.steps[0]
+        channel_code[mine] = CHANNELS.index(first.channel)
+        for tag, channel in reversed(list(first.prefer.items())):  # the first listed wins
+            channel_code[mine & behaviours.holds(tag)] = CHANNELS.index(channel)
     campaign_id = pd.Categorical.from_codes(found, categories=catalogue.ids)
-    channel = pd.Categorical(channels, categories=list(CHANNELS))
+    channel = pd.Categorical.from_codes(channel_code, categories=list(CHANNELS))
     return campaign_id, channel
 
 
