@@ -19,7 +19,7 @@ QUIET = {
     "milestones_30d": 0,
     "lessons_30d": 2,
     "distinct_features_30d": 2,
-    "video_share_30d": 0.1,
+    "video_share_30d": 0.05,
     "community_replies_30d": 0,
     "quiz_attempts_30d": 0,
     "quiz_pass_rate_30d": np.nan,
@@ -32,15 +32,18 @@ QUIET = {
         ({}, ""),
         ({"active_days_7d": 5}, "BT_001"),
         ({"active_days_7d": 4}, ""),
-        ({"mobile_share_30d": 0.6}, "BT_002"),
+        ({"mobile_share_30d": 0.7}, "BT_002"),
+        ({"mobile_share_30d": 0.69}, ""),
         ({"community_posts_30d": 3}, "BT_003"),
-        ({"milestones_30d": 2}, "BT_004"),
-        ({"lessons_30d": 12}, "BT_004"),  # any of the two paces
-        ({"distinct_features_30d": 5}, "BT_005"),
-        ({"video_share_30d": 0.5}, "BT_006"),
-        ({"community_replies_30d": 3}, "BT_007"),
-        ({"quiz_attempts_30d": 4, "quiz_pass_rate_30d": 0.6}, "BT_008"),
-        ({"quiz_attempts_30d": 4}, ""),  # no pass rate: null compares false
+        ({"milestones_30d": 4}, "BT_004"),
+        ({"lessons_30d": 20}, "BT_004"),  # any of the two paces
+        ({"milestones_30d": 3, "lessons_30d": 19}, ""),
+        ({"distinct_features_30d": 6}, "BT_005"),
+        ({"video_share_30d": 0.2}, "BT_006"),
+        ({"community_replies_30d": 5}, "BT_007"),
+        ({"quiz_attempts_30d": 8, "quiz_pass_rate_30d": 0.7}, "BT_008"),
+        ({"quiz_attempts_30d": 8, "quiz_pass_rate_30d": 0.69}, ""),
+        ({"quiz_attempts_30d": 8}, ""),  # no pass rate: null compares false
         (
             {"video_share_30d": 0.9, "active_days_7d": 7, "mobile_share_30d": 1.0},
             "BT_001,BT_002,BT_006",
@@ -59,7 +62,7 @@ def test_a_missing_feature_column_holds_nothing(ruleset):
 
 
 def test_many_learners_are_tagged_at_once_in_their_order(ruleset):
-    rows = [QUIET | {"active_days_7d": 6}, QUIET, QUIET | {"mobile_share_30d": 0.7}] * 1000
+    rows = [QUIET | {"active_days_7d": 6}, QUIET, QUIET | {"mobile_share_30d": 0.8}] * 1000
     tags = behaviour_tags(ruleset.behaviours, pd.DataFrame(rows))
     assert tags[:3].tolist() == ["BT_001", "", "BT_002"]
     assert (tags[3:6] == tags[:3]).all() and len(tags) == 3000
