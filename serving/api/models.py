@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -391,12 +392,19 @@ class ScoreOut(_Response):
     channel: str | None = None
     control: bool
     value_at_risk: float | None
-    behaviour_tags: str | None = Field(
+    behaviour_tags: list[str] | None = Field(
         default=None,
-        description="the behaviour tags held that day: ids joined by ',', '' for none; null: "
-        "not stored",
+        description="the behaviour tags held that day (BT_001..BT_008); null: not stored",
     )
     model_version: str | None
+
+    @field_validator("behaviour_tags", mode="before")
+    @classmethod
+    def _split_stored_tags(cls, value: object) -> object:
+        """The scores table keeps the ids joined by ',' ('' for none)."""
+        if isinstance(value, str):
+            return [part for part in value.split(",") if part]
+        return value
 
 
 class StatusResponse(_Response):
