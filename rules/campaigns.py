@@ -300,6 +300,7 @@ def load_campaigns(
             raise RulesError(file, "this id is used twice", rule_id=campaign.id, field="id")
         seen.add(campaign.id)
         _check_names(campaign, vocabulary, file)
+        _check_coherence(campaign, file)
     unnamed = [product for product in vocabulary.products if product not in products]
     if campaigns and unnamed:
         raise RulesError(file, f"no name for the products {unnamed}", field="products")
@@ -359,6 +360,29 @@ def _check_names(campaign: Campaign, vocabulary: Vocabulary, file: str) -> None:
                 rule_id=campaign.id,
                 field=field,
             )
+
+
+def _check_coherence(campaign: Campaign, file: str) -> None:
+    """The cap leaves room for the cadence, and the exit does not hold where the trigger enrols."""
+    steps = len(campaign.steps)
+    if campaign.frequency_cap.max_messages < steps:
+        raise RulesError(
+            file,
+            f"{campaign.frequency_cap.max_messages} is below the {steps} steps of the cadence: "
+            "the campaign could never be planned",
+            rule_id=campaign.id,
+            field="frequency_cap.max_messages",
+        )
+    trigger = campaign.trigger
+    entered = trigger.into if isinstance(trigger, TransitionTrigger) else trigger.tag
+    if campaign.exit is not None and campaign.exit.met(pd.Series([entered]))[0]:
+        raise RulesError(
+            file,
+            f"the exit condition holds in {entered}, the tag the trigger enrols learners in: "
+            "every planned step would be cancelled",
+            rule_id=campaign.id,
+            field="exit",
+        )
 
 
 def templates_path(directory: Traversable | Path | None = None) -> Path:
