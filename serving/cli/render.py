@@ -298,6 +298,10 @@ def decision_lines(record: dict[str, Any]) -> RenderableType:
         lines.append(f"[bold]why:[/] {escape(record['why'])}")
     indicators = ", ".join(indicator["text"] for indicator in record["risk_indicators"])
     lines.append(f"[bold]risk indicators on:[/] {escape(indicators or 'none')}")
+    if record.get("campaign_id") is not None:
+        lines.append(f"[bold]campaign:[/] {record['campaign_id']} via {record.get('channel')}")
+    if "behaviour_tags" in record:
+        lines.append(behaviour_line({"behaviour_tags": ",".join(record["behaviour_tags"])}))
     return Group(*lines)
 
 

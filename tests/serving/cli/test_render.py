@@ -167,3 +167,14 @@ def test_the_campaigns_table_lists_every_campaign_with_its_cadence(ruleset):
     assert all(campaign_id in text for campaign_id in ruleset.campaigns.ids)
     assert "d0 email (BT_002: push), d3 push, d7 email" in text  # CP_09
     assert "A:0.5 B:0.5" in text
+
+
+def test_explain_names_the_campaign_and_the_behaviour_tags():
+    record = {"current_tag": "ST_001", "proposed_tag": "ST_004", "why": None,
+              "rule_description": "declining", "risk_indicators": [],
+              "campaign_id": "CP_13", "channel": "push", "behaviour_tags": ["BT_002"]}  # fmt: skip
+    text = _text(decision_lines(record))
+    assert "campaign: CP_13 via push" in text
+    assert "behaviour tags: BT_002 Usage:Mobile-Primary" in text
+    # a learner without a campaign says nothing of one
+    assert "campaign:" not in _text(decision_lines(record | {"campaign_id": None}))
