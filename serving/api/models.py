@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -283,6 +284,16 @@ class LearnerScore(_Response):
     signal: str | None
     priority: str | None
     action: str | None
+    campaign_id: str | None = Field(
+        default=None,
+        description="the campaign the decision triggers (rules/campaigns.yaml, CP_01..CP_24): "
+        "the first whose trigger matches; null: none",
+    )
+    channel: str | None = Field(
+        default=None,
+        description="the campaign's first channel for this learner (email, push, in_app, "
+        "csm_task, webhook), after personalisation by behaviour tags; null: no campaign",
+    )
     control: bool = Field(description="in the control group: gets no intervention")
     over_capacity: bool | None = Field(
         description="the day's capacity for personal outreach moved the learner to automated "
@@ -292,6 +303,10 @@ class LearnerScore(_Response):
     reasons: list[ReasonOut]
     risk_indicators: list[IndicatorOut] = Field(
         description="the risk indicators that are on (in every mode, model or rules-only)"
+    )
+    behaviour_tags: list[str] = Field(
+        default_factory=list,
+        description="the behaviour tags the learner holds (BT_001..BT_008, rules/behaviours.yaml)",
     )
     model_version: str | None
     feature_source: FeatureSource = Field(
@@ -373,9 +388,23 @@ class ScoreOut(_Response):
     confidence: Probability | None
     priority: str | None
     action: str | None
+    campaign_id: str | None = None
+    channel: str | None = None
     control: bool
     value_at_risk: float | None
+    behaviour_tags: list[str] | None = Field(
+        default=None,
+        description="the behaviour tags held that day (BT_001..BT_008); null: not stored",
+    )
     model_version: str | None
+
+    @field_validator("behaviour_tags", mode="before")
+    @classmethod
+    def _split_stored_tags(cls, value: object) -> object:
+        """The scores table keeps the ids joined by ',' ('' for none)."""
+        if isinstance(value, str):
+            return [part for part in value.split(",") if part]
+        return value
 
 
 class StatusResponse(_Response):
