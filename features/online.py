@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -65,8 +65,15 @@ def channel_code(channel: str | None) -> int:
     return CHANNELS.index(channel) if channel in CHANNELS else len(CHANNELS)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
 def instant_us(moment: datetime | date | pd.Timestamp) -> int:
     """Microseconds since the epoch of an instant (naive means UTC) or of a day's midnight UTC."""
+    if type(moment) is datetime:  # the common case, in plain Python: ~1 us, not ~10
+        aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+        return (aware - _EPOCH) // _ONE_US
     stamp = pd.Timestamp(moment)
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
@@ -562,20 +569,28 @@ def features_frame(
     """
     catalog, dtypes = _plan()
     rows = [learner_features(events, who, as_of, availability) for who, events in learners]
-    columns: dict[str, pd.Series] = {
-        "customer_id": pd.Series([customer.customer_id for customer, _ in learners], dtype="str"),
-        "as_of": pd.Series(
-            np.full(len(learners), np.datetime64(pd.Timestamp(as_of).date(), "us")),
-            dtype="datetime64[us]",
-        ),
+    day = np.datetime64(pd.Timestamp(as_of).date(), "us")
+    columns: dict[str, Any] = {
+        "customer_id": pd.array([who.customer_id for who, _ in learners], dtype="str"),
+        "as_of": np.full(len(learners), day, dtype="datetime64[us]"),
     }
     for name in catalog.names:
-        values = [row[name] for row in rows]
-        dtype = dtypes[name]
-        if dtype == "float64":
-            values = [np.nan if value is None else value for value in values]
-        columns[name] = pd.Series(values, dtype=dtype)
-    return pd.DataFrame(columns)
+        columns[name] = _column([row[name] for row in rows], dtypes[name])
+    # arrays of the final dtypes, not Series: a Series per column costs ~0.1 ms each
+    return pd.DataFrame(columns, copy=False)
+
+
+def _column(values: list[Any], dtype: str) -> Any:
+    """``values`` (None for null) as an array of ``dtype``."""
+    if dtype == "float64":
+        return np.array([np.nan if value is None else value for value in values], dtype="float64")
+    if dtype == "Int64":
+        missing = np.array([value is None for value in values], dtype=bool)
+        numbers = np.array([0 if value is None else value for value in values], dtype="int64")
+        return pd.arrays.IntegerArray(numbers, missing)
+    if dtype in ("int64", "bool"):
+        return np.array(values, dtype=dtype)
+    return pd.array(values, dtype=dtype)
 
 
 def events_by_learner(events: pd.DataFrame) -> dict[str, LearnerEvents]:

@@ -32,8 +32,10 @@ from features.online import (
     Customer,
     LearnerEvents,
     TypeAvailability,
+    channel_code,
     features_frame,
     instant_us,
+    type_code,
 )
 from features.schemas import CUSTOMERS_FILE, EARLIEST_INSTANT, EVENTS_FILE
 from features.validation import load_customers
@@ -51,6 +53,8 @@ EVENT_STORE, INLINE = "event_store", "inline"
 """Where a learner's features came from (``feature_source`` in the API)."""
 MAX_INLINE_EVENTS = 20_000
 """Most inline events of one learner (the API's own limit per learner is the same)."""
+_EVENT_TYPES = frozenset(CANONICAL_EVENT_TYPES)
+_EARLIEST = EARLIEST_INSTANT.to_pydatetime()
 INDEX_DIR = ".event-index"
 """The event index's sidecars, inside the data directory (elsewhere when it is read-only)."""
 
@@ -77,6 +81,7 @@ class LearnerData:
     _availability: TypeAvailability = field(
         default_factory=lambda: TypeAvailability({}, {}), repr=False
     )
+    _customer_columns: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _stamp: tuple[float, ...] = field(default=(), repr=False)
     _checked_at: float = field(default=0.0, repr=False)
 
@@ -121,15 +126,16 @@ class LearnerData:
 
     def customer(self, customer_id: str) -> Customer | None:
         """The stored customer record of a learner, or None for a learner the store lacks."""
-        if customer_id not in self.customers.index:
+        try:
+            position = self.customers.index.get_loc(customer_id)
+        except KeyError:
             return None
-        row = self.customers.loc[customer_id]
-        mrr = row["mrr"]
+        columns = self._customer_columns
         return Customer(
             customer_id=customer_id,
-            product_tag=str(row["product_tag"]),
-            enrolled_us=instant_us(row["enrolled_at"]),
-            mrr=math.nan if pd.isna(mrr) else float(mrr),
+            product_tag=str(columns["product_tag"][position]),
+            enrolled_us=int(columns["enrolled_us"][position]),
+            mrr=float(columns["mrr"][position]),
         )
 
     def stored_events(self, customer_id: str) -> LearnerEvents:
@@ -153,6 +159,7 @@ class LearnerData:
     def _load(self) -> None:
         self._stamp = self._file_stamp()
         self.customers = _read_customers(self.data_dir)
+        self._customer_columns = _customer_columns(self.customers)
         if self.events_path.exists():
             self.type_firsts = event_type_firsts(self.events_path)
             self.index = _open_index(self.events_path, self.data_dir / INDEX_DIR)
@@ -170,7 +177,7 @@ def _open_index(events_path: Path, index_root: Path) -> EventIndex:
     """The log's index in ``index_root``, or in the temporary directory when that is read-only."""
     try:
         return EventIndex.open(events_path, index_root)
-    except PermissionError as error:
+    except OSError as error:  # read-only (EROFS, EACCES): the index goes to tmp
         digest = hashlib.sha256(str(events_path.resolve()).encode()).hexdigest()[:16]
         fallback = Path(tempfile.gettempdir()) / "lstep-event-index" / digest
         logger.warning(
@@ -201,19 +208,26 @@ class DayFeatures:
     def of(cls, frame: pd.DataFrame | None, source: str) -> DayFeatures:
         """Rows all from one source."""
         if frame is None or frame.empty:
-            return cls(frame=pd.DataFrame())
+            return cls(frame=_NO_ROWS)
         return cls(frame=frame, sources=dict.fromkeys(frame["customer_id"], source))
 
     def merged(self, other: DayFeatures) -> DayFeatures:
         """The rows, sources and problems of both (disjoint learners)."""
         frames = [frame for frame in (self.frame, other.frame) if len(frame)]
-        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        if len(frames) == 2:
+            frame = pd.concat(frames, ignore_index=True)
+        else:  # one learner's frame is not copied: the hot path of /score
+            frame = frames[0] if frames else _NO_ROWS
         return DayFeatures(
             frame=frame,
             sources={**self.sources, **other.sources},
             problems={**self.problems, **other.problems},
             unstored=self.unstored | other.unstored,
         )
+
+
+_NO_ROWS = pd.DataFrame()
+"""The frame of a group without rows (shared, never modified)."""
 
 
 def day_features(asks: Sequence[LearnerAsk], data: LearnerData) -> DayFeatures:
@@ -235,7 +249,7 @@ def day_features(asks: Sequence[LearnerAsk], data: LearnerData) -> DayFeatures:
         EVENT_STORE,
     )
     inline = inline_features([ask for ask in asks if ask.inline], data, problems)
-    return computed.merged(inline).merged(DayFeatures(pd.DataFrame(), problems=problems))
+    return computed.merged(inline).merged(DayFeatures(_NO_ROWS, problems=problems))
 
 
 def _known_enrolled(
@@ -278,7 +292,7 @@ def inline_features(
             customer, events = checked
             learners.append((customer, data.stored_events(ask.customer_id).merged(events)))
     if not learners:
-        return DayFeatures(pd.DataFrame())
+        return DayFeatures(_NO_ROWS)
     frame = features_frame(learners, asks[0].as_of, data.availability)
     unstored = {c.customer_id for c, _ in learners if c.customer_id not in data.customers.index}
     return dataclasses.replace(DayFeatures.of(frame, INLINE), unstored=frozenset(unstored))
@@ -298,14 +312,21 @@ def _checked_inline(
     customer = _customer_of(ask, data, problems)
     if customer is None:
         return None
-    found = _customer_problems(ask) + _event_problems(ask, customer)
+    found = _customer_problems(ask)
+    instants = _event_problems(ask, customer, found)
     if found:
         problems[ask.customer_id] = Invalid(f"learner {ask.customer_id!r}: " + "; ".join(found))
         return None
     enrolled_at = pd.Timestamp(customer.enrolled_us, unit="us", tz=UTC)
     if not _enrolled_before(ask, enrolled_at, problems):
         return None
-    return customer, LearnerEvents.of_records(events)
+    return customer, LearnerEvents.of_columns(
+        instants,
+        [type_code(event["event_type"]) for event in events],
+        [math.nan if event.get("duration_s") is None else event["duration_s"] for event in events],
+        [channel_code(event.get("channel")) for event in events],
+        [event.get("item") for event in events],
+    )
 
 
 def _customer_of(
@@ -341,48 +362,50 @@ def _customer_problems(ask: LearnerAsk) -> list[str]:
             f"customer.product_tag: {record.get('product_tag')!r} is not one of "
             f"{', '.join(PRODUCT_TAGS)}"
         )
-    found += _instant_problems("customer.enrolled_at", record.get("enrolled_at"), ask.now)
+    enrolled_at = record.get("enrolled_at")
+    found += _instant_problems("customer.enrolled_at", enrolled_at, _instant(enrolled_at), ask.now)
     found += _quantity_problems("customer.mrr", record.get("mrr"))
     return found
 
 
-def _event_problems(ask: LearnerAsk, customer: Customer) -> list[str]:
-    """What breaks the event contract, per event and field (``events[3].duration_s: ...``)."""
-    found = []
+def _event_problems(ask: LearnerAsk, customer: Customer, found: list[str]) -> list[int]:
+    """Add to ``found`` what breaks the event contract, per event and field
+    (``events[3].duration_s: -5 is negative``); return the events' instants (microseconds)."""
+    instants = []
     for position, event in enumerate(ask.events or ()):
         where = f"events[{position}]"
-        if not isinstance(event, Mapping):
+        if type(event) is not dict and not isinstance(event, Mapping):  # dict: skip the ABC
             found.append(f"{where}: {event!r} is not an event")
             continue
-        found += _instant_problems(f"{where}.ts", event.get("ts"), ask.now)
         ts = _instant(event.get("ts"))
-        if ts is not None and instant_us(ts) < customer.enrolled_us:
-            found.append(
-                f"{where}.ts: {ts} is before the learner's enrolled_at "
-                f"{pd.Timestamp(customer.enrolled_us, unit='us', tz=UTC)}"
-            )
-        if event.get("event_type") not in CANONICAL_EVENT_TYPES:
+        found += _instant_problems(f"{where}.ts", event.get("ts"), ts, ask.now)
+        if ts is not None:
+            instants.append(instant_us(ts))
+            if instants[-1] < customer.enrolled_us:
+                enrolled = pd.Timestamp(customer.enrolled_us, unit="us", tz=UTC)
+                found.append(f"{where}.ts: {ts} is before the learner's enrolled_at {enrolled}")
+        if event.get("event_type") not in _EVENT_TYPES:
             found.append(
                 f"{where}.event_type: {event.get('event_type')!r} is not a known event type "
                 f"({', '.join(CANONICAL_EVENT_TYPES)})"
             )
-        found += _quantity_problems(f"{where}.duration_s", event.get("duration_s"))
+        if event.get("duration_s") is not None:
+            found += _quantity_problems(f"{where}.duration_s", event.get("duration_s"))
         if event.get("channel") is not None and event.get("channel") not in CHANNELS:
             found.append(
                 f"{where}.channel: {event.get('channel')!r} is not one of {', '.join(CHANNELS)}"
             )
         if event.get("item") is not None and not isinstance(event.get("item"), str):
             found.append(f"{where}.item: {event.get('item')!r} is not text")
-    return found
+    return instants
 
 
-def _instant_problems(name: str, value: Any, now: datetime) -> list[str]:
+def _instant_problems(name: str, value: Any, moment: datetime | None, now: datetime) -> list[str]:
     """A timestamp of the contracts: an instant, not before 2000, not after ``now``."""
-    moment = _instant(value)
     if moment is None:
         return [f"{name}: {value!r} is not a timestamp"]
-    if moment < EARLIEST_INSTANT:
-        return [f"{name} before {EARLIEST_INSTANT.date()}: {moment} is not a date of a course log"]
+    if moment < _EARLIEST:
+        return [f"{name} before {_EARLIEST.date()}: {moment} is not a date of a course log"]
     if moment > now:
         return [f"{name}: {moment} is in the future (now is {now.astimezone(UTC)})"]
     return []
@@ -402,20 +425,23 @@ def _quantity_problems(name: str, value: Any) -> list[str]:
 
 
 def _is_number(value: Any) -> bool:
+    if type(value) is float:
+        return True
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
-def _instant(value: Any) -> pd.Timestamp | None:
+def _instant(value: Any) -> datetime | None:
     """A timestamp in UTC (naive means UTC, as in the files), or None when it is not one."""
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
             return None
-    if not isinstance(value, datetime) or pd.isna(value):
+    if isinstance(value, pd.Timestamp):
+        value = None if pd.isna(value) else value.to_pydatetime()
+    if not isinstance(value, datetime):
         return None
-    moment = pd.Timestamp(value)
-    return moment.tz_localize(UTC) if moment.tzinfo is None else moment.tz_convert(UTC)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _read_customers(data_dir: Path) -> pd.DataFrame:
@@ -429,6 +455,16 @@ def _read_customers(data_dir: Path) -> pd.DataFrame:
     if errors:
         raise ValueError(f"{path}: " + "; ".join(errors))
     return frame.set_index("customer_id", drop=False)
+
+
+def _customer_columns(customers: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The customers as arrays in index order: a row lookup is then a few microseconds."""
+    enrolled = customers["enrolled_at"].dt.tz_convert("UTC").dt.tz_localize(None)
+    return {
+        "product_tag": customers["product_tag"].to_numpy(dtype=object),
+        "enrolled_us": enrolled.astype("datetime64[us]").to_numpy().view("int64"),
+        "mrr": customers["mrr"].to_numpy(dtype="float64", na_value=np.nan),
+    }
 
 
 def _no_customers() -> pd.DataFrame:

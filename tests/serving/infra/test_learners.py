@@ -16,6 +16,7 @@ import pytest
 from features.windows import build_features
 from serving.core.asks import LearnerAsk
 from serving.core.problems import Invalid, NotFound, TooLarge
+from serving.infra import learners
 from serving.infra.learners import LearnerData, day_features
 from tests.serving.fixtures import NOW
 
@@ -176,3 +177,22 @@ def test_a_learner_enrolled_after_the_day_is_invalid(data):
     day = (first["enrolled_at"] - pd.Timedelta(days=1)).date()
     features = day_features([LearnerAsk(first["customer_id"], day, NOW)], data)
     assert "not before as_of" in features.problems[first["customer_id"]].message
+
+
+def test_a_read_only_data_directory_keeps_the_index_elsewhere(simulated_log, tmp_path, monkeypatch):
+    # given a data directory where the index cannot be written (EROFS, as on a read-only mount)
+    opened = []
+    real_open = learners.EventIndex.open
+
+    def open_index(events_path, index_root):
+        opened.append(index_root)
+        if index_root.parent == simulated_log.events_path.parent:
+            raise OSError(30, "Read-only file system")
+        return real_open(events_path, tmp_path / "elsewhere")
+
+    monkeypatch.setattr(learners.EventIndex, "open", open_index)
+    # when the data is opened, then the index lives outside it and learners are still read by id
+    data = LearnerData.open(simulated_log.events_path.parent)
+    assert len(opened) == 2 and opened[1].parent != simulated_log.events_path.parent
+    learner = enrolled_before(data, DAYS[0], 1)[0]
+    assert not day_features([LearnerAsk(learner, DAYS[0], NOW)], data).problems
