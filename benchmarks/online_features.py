@@ -4,15 +4,19 @@ In process, concurrency 1, on a simulated event store: the event index build (fi
 reuse (second open), then per request the features of one learner by id on a day that is no
 snapshot day (the day after the log ends: "today" for a live system), and with inline events
 (up to 200: the learner's latest stored ones sent again plus new ones, merged and deduplicated).
-The HTTP hop and ``assess`` are not in these figures (``benchmarks/serve_latency.py`` times the
-whole ``/score``).
+The HTTP hop and ``assess`` are not in these figures.
 
-    .venv/bin/python benchmarks/online_features.py [--customers 5000] [--requests 500]
+``--http`` times the whole ``POST /score`` instead, at concurrency 1, against ``bentoml serve``
+on ``benchmarks/serve_latency.py``'s cached workspace (its helpers, unchanged): by id on the day
+after the snapshot day, and with up to 200 inline events on that day.
+
+    .venv/bin/python benchmarks/online_features.py [--customers 5000] [--requests 500] [--http]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import time
@@ -35,6 +39,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--days", type=int, default=150)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--inline-events", type=int, default=200)
+    parser.add_argument("--http", action="store_true", help="time POST /score end to end")
     return parser.parse_args()
 
 
@@ -58,6 +63,9 @@ def _timed(asks: list[LearnerAsk], data: LearnerData) -> list[float]:
 
 def main() -> None:
     args = _arguments()
+    if args.http:
+        _http(args)
+        return
     config = SimulationConfig(customers=args.customers, days=args.days, seed=3, truth_share=0.0)
     out = CACHE / f"online-{args.customers}x{args.days}"
     if not (out / "events.parquet").exists():
@@ -114,6 +122,57 @@ def _inline(mine: pd.DataFrame | None, count: int, day) -> tuple[dict, ...]:
             }
         )
     return tuple(rows)
+
+
+def _http(args: argparse.Namespace) -> None:
+    """``POST /score`` at concurrency 1: by id on a day that is no snapshot day, and inline."""
+    import asyncio
+
+    import serve_latency as bench  # beside this file: its workspace and server helpers
+    from rich.console import Console
+
+    console = Console()
+    workspace = bench._workspace(1000, 150, 0, console)
+    day = workspace.as_of + timedelta(days=1)
+    data = workspace.settings.data_path
+    events = pd.read_parquet(data / "events.parquet")
+    before = events[events["ts"] < pd.Timestamp(day, tz="UTC")]
+    grouped = dict(tuple(before.groupby("customer_id")))
+    snapshot = pd.read_parquet(data / "features" / f"as_of={workspace.as_of}.parquet")
+    ids = [c for c in snapshot["customer_id"] if c in grouped][: args.requests]
+    by_id = [{"learners": [{"customer_id": c}], "as_of": day.isoformat()} for c in ids]
+    inline = []
+    for customer_id in ids:
+        rows = (
+            grouped[customer_id]
+            .sort_values("ts")
+            .tail(args.inline_events)
+            .drop(columns="customer_id")
+        )
+        rows = rows.assign(ts=rows["ts"].map(pd.Timestamp.isoformat))
+        body = json.loads(rows.to_json(orient="records"))
+        learner = {"customer_id": customer_id, "events": body}
+        inline.append({"learners": [learner], "as_of": day.isoformat()})
+    log_path = workspace.settings.home / "serve-online.log"
+    process, url = bench._start(workspace.settings, log_path, {"LSTEP_WARM_REASONS": "0"})
+    try:
+        snapshot_day = [{**body, "as_of": workspace.as_of.isoformat()} for body in by_id]
+        modes = (
+            ("by id, snapshot day (the day's answers)", snapshot_day),
+            ("by id, day after the snapshot", by_id),
+            ("inline", inline),
+        )
+        for mode, bodies in modes:
+            asyncio.run(bench._level(url, bodies, 1, 16))  # connections, caches
+            figures = asyncio.run(bench._level(url, bodies, 1, len(bodies)))
+            sizes = [len(b["learners"][0].get("events") or ()) for b in bodies]
+            console.print(
+                f"{mode} ({max(sizes)} events max): p50 {figures['p50_ms']:.1f} ms, "
+                f"p99 {figures['p99_ms']:.1f} ms, {figures['requests_per_s']:.0f} req/s "
+                f"(n={figures['requests']})"
+            )
+    finally:
+        bench._stop(process)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ FORMAT_VERSION = 1
 """Bumped when the sidecar's layout changes: an older sidecar is rebuilt, never misread."""
 BATCH_ROWS = 1_000_000
 """Rows DuckDB hands over at a time while the sorted file is written."""
+SORT_MEMORY_LIMIT = "1GB"
+"""DuckDB's memory for the sort: beyond it the sort spills to disk, so a build beside a running
+service stays small whatever the log's size."""
 EVENTS_FILE, IDS_FILE, STARTS_FILE, STOPS_FILE, META_FILE = (
     "events.arrow",
     "ids.npy",
@@ -190,7 +193,7 @@ def _build(events_path: Path, directory: Path, stamp: dict[str, int | str]) -> N
 
 def _write_sorted(events_path: Path, directory: Path) -> tuple[int, int]:
     """Write the sorted events and the learners' row ranges; return (rows, learners)."""
-    con = connect()
+    con = connect(memory_limit=SORT_MEMORY_LIMIT)
     try:
         reader = con.sql(_SORTED_SQL, params=[str(events_path)]).to_arrow_reader(BATCH_ROWS)
         runs = _Runs()
