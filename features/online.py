@@ -180,7 +180,10 @@ class LearnerEvents:
         """
         if len(other) == 0:
             return self
-        seen = set(self.keys())
+        # only stored events within the added ones' time span can repeat one of them
+        low = int(np.searchsorted(self.ts_us, other.ts_us.min(), side="left"))
+        high = int(np.searchsorted(self.ts_us, other.ts_us.max(), side="right"))
+        seen = set(self.take(slice(low, high)).keys())
         fresh = []
         for position, key in enumerate(other.keys()):
             if key not in seen:
