@@ -121,9 +121,10 @@ class CustomerIn(_Request):
 class LearnerIn(_Request):
     """A learner to score: by id (features from the event store) or with inline recent events.
 
-    With ``events`` the features are computed from exactly these events (send at least the 30
-    days before ``as_of``; earlier events only feed the all-time totals). ``customer`` replaces
-    the stored customer record, and is required for a learner the event store does not know.
+    With ``events`` the features are computed from these events merged with the learner's stored
+    ones (an event equal to a stored one in every field counts once), so sending only the events
+    the event store does not have yet is enough. ``customer`` replaces the stored customer record,
+    and is required for a learner the event store does not know.
     """
 
     customer_id: CustomerId
