@@ -469,43 +469,11 @@ class FeatureOutcome(_Response):
     problem_message: str | None = None
 
 
-# --- campaign feedback (issue 12) -----------------------------------------------------------------
-
-
-_Word = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-
-
-class CampaignEventRequest(_Request):
-    """Body of ``POST /events/campaign`` (needs the API token): what happened to a message.
-
-    ``kind`` is one of ``delivered``, ``opened``, ``clicked``, ``converted`` (another is a 422
-    naming the field); ``source`` names who reports it (an ESP, the marketing tool).
-    """
-
-    message_id: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
-    ]
-    kind: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
-    source: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
-    ] = "api"
-
-
-class CampaignEventResponse(_Response):
-    """The event as recorded: ``recorded`` is false when the message already had this kind."""
-
-    message_id: str
-    kind: str
-    recorded: bool
-
-
 __all__ = [
     "CUSTOMER_ID_MAX_LENGTH",
     "MAX_AS_OF",
     "MAX_EVENTS_PER_LEARNER",
     "MIN_AS_OF",
-    "CampaignEventRequest",
-    "CampaignEventResponse",
     "CustomerIn",
     "EventIn",
     "ExplainRequest",

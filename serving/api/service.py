@@ -41,10 +41,9 @@ import anyio
 import bentoml
 
 from serving.api.bento import HINT, SERVED_MODEL_TAG, ServiceSettings, load_served_champion
+from serving.api.feedback_models import CampaignEventRequest, CampaignEventResponse
 from serving.api.guards import Readiness, RequestGuardMiddleware, quiet_client_errors
 from serving.api.models import (
-    CampaignEventRequest,
-    CampaignEventResponse,
     ExplainRequest,
     ExplainResponse,
     FeatureItem,

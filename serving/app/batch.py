@@ -12,7 +12,8 @@ One day reads as its stages, one call each, I/O at the ends:
    (``models:/lstep-churn@champion``) or, in rules-only mode, without; the run, every score row
    and every decision say which.
 6. **write**: ``StateStore.apply_batch``: scores, transitions, the day's campaign messages
-   (``plan_day_campaigns``, when the context has a planner) and the run record in one
+   (``plan_day_campaigns``: the rules' campaign catalogue, ``serving.core.campaigns``) and the
+   run record in one
    transaction, idempotent per ``as_of`` (a completed day is not recomputed); a dry run writes
    nothing. The day's feature frame goes to ``<data_dir>/features/as_of=YYYY-MM-DD.parquet`` (the
    service's snapshot of the day) just before the commit, so a completed day has its snapshot.
@@ -40,10 +41,15 @@ from features.mapping import EventMapping
 from features.validation import load_valid_inputs
 from features.windows import TableInput, build_features, connect, eligible_spine
 from rules import RuleSet
+from serving.app.day_campaigns import (
+    RECENT_MESSAGE_DAYS,
+    CampaignPlanner,
+    catalogue_planner,
+    plan_day_campaigns,
+)
 from serving.app.summary import TOP_LEARNERS, BatchResult, is_in, summarise, tag_counts
 from serving.core.assess import Assessment, AssessOptions, ModelHandle, assess
 from serving.core.frames import RunRecord
-from serving.core.outbox import MessagePlan
 from serving.core.planning import BatchDay
 from serving.core.tags import CHURNED_TAG
 from serving.infra.snapshots import write_feature_snapshot
@@ -58,27 +64,6 @@ STAGES: dict[str, str] = {
     "write": "write to the state store",
     "summary": "summarise",
 }
-
-
-RECENT_MESSAGE_DAYS = 60
-"""How far back the campaign planner sees the messages already planned (its caps, cadences)."""
-
-
-class CampaignPlanner(Protocol):
-    """Plans a day's campaign messages (``serving.core.campaigns.plan_campaigns`` with its
-    catalogue bound): pure, given the day's decisions and features and the outbox's state."""
-
-    def __call__(
-        self,
-        decisions: pd.DataFrame,
-        features: pd.DataFrame,
-        as_of: date,
-        *,
-        pending: pd.DataFrame,
-        recent: pd.DataFrame,
-    ) -> MessagePlan:
-        """The messages planned on ``as_of`` and the ids of pending ones to cancel."""
-        ...
 
 
 class BatchProgress(Protocol):
@@ -142,7 +127,9 @@ class BatchContext:
         data_dir: where feature snapshots go (none written when None).
         progress: where stage progress goes (None: nowhere).
         top: length of the call list in the summary.
-        planner: plans the day's campaign messages; None plans none (no message is written).
+        planner: plans the day's campaign messages; None: the catalogue of ``ruleset``
+            (``catalogue_planner``).
+        campaigns: False plans no message at all (the outbox is left alone).
     """
 
     store: StateStore
@@ -154,6 +141,7 @@ class BatchContext:
     progress: BatchProgress | None = None
     top: int = TOP_LEARNERS
     planner: CampaignPlanner | None = None
+    campaigns: bool = True
 
     def stage(self, as_of: date, name: str) -> AbstractContextManager[None]:
         return nullcontext() if self.progress is None else self.progress.stage(as_of, name)
@@ -369,7 +357,8 @@ def _write(
         snapshot = write_feature_snapshot(
             assessment.features, Path(context.data_dir), assessment.as_of
         )
-    plan = plan_day_campaigns(assessment, context.store, context.planner)
+    planner = context.planner or catalogue_planner(context.ruleset)
+    plan = plan_day_campaigns(assessment, context.store, planner if context.campaigns else None)
     day = BatchDay(
         assessment.as_of, context.run_id, assessment.model_version, assessment.rules_only,
         context.now, replace,
@@ -377,19 +366,6 @@ def _write(
     scores = None if assessment.rules_only else assessment.scores
     run = context.store.apply_day(day, assessment.decisions, scores, plan)
     return run, snapshot
-
-
-def plan_day_campaigns(
-    assessment: Assessment, store: StateStore, planner: CampaignPlanner | None
-) -> MessagePlan | None:
-    """The day's campaign plan, given the messages still pending for its learners and those
-    planned in the last ``RECENT_MESSAGE_DAYS``; None without a planner."""
-    if planner is None:
-        return None
-    decisions = assessment.decisions
-    pending = store.pending_messages(decisions["customer_id"].tolist())
-    recent = store.recent_messages(assessment.as_of - timedelta(days=RECENT_MESSAGE_DAYS))
-    return planner(decisions, assessment.features, assessment.as_of, pending=pending, recent=recent)
 
 
 def _stored_tags(store: StateStore, run: RunRecord | None) -> pd.Series | None:
@@ -405,6 +381,7 @@ __all__ = [
     "BatchInputs",
     "BatchProgress",
     "CampaignPlanner",
+    "catalogue_planner",
     "plan_day_campaigns",
     "run_day",
     "run_range",

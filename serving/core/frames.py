@@ -101,10 +101,6 @@ DECISIONS_SCHEMA = _frame_schema(
         "why": _text(required=False),
         # The day's capacity moved the learner to automated outreach (null: not applied).
         "over_capacity": pa.Column("boolean", nullable=True, required=False),
-        # The campaign the decision triggers, its channel, and the learner's behaviour tags
-        # (a list of ids, or comma-separated text); optional: decisions before campaigns.
-        **{name: _text(required=False) for name in ("campaign_id", "channel")},
-        "behaviour_tags": pa.Column(object, nullable=True, required=False),
     },
 )
 """Input of ``apply_batch``: the rules engine's decision per learner for one ``as_of``

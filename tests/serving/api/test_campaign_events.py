@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import create_engine, text
 
-from serving.api.models import CampaignEventRequest
+from serving.api.feedback_models import CampaignEventRequest
 from serving.api.problems import ServiceError
 from serving.api.service import LstepService
 from tests.serving.batches import FIRST_DAY, apply

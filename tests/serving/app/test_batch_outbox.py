@@ -7,16 +7,17 @@ the day decided, and cancelling every pending message of a learner who churned.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import date
 
 import pandas as pd
 
 from serving.app.batch import BatchContext, BatchInputs, run_day
-from serving.core.messages import CANCELLED, PENDING, message_key
+from serving.core.messages import CANCELLED, PENDING, SUPPRESSED, message_key
 from serving.core.outbox import PlannedDay
 from tests.features.event_frames import customers_frame, events_frame
-from tests.serving.fixtures import NOW
+from tests.serving.fixtures import FIRST_DAY, NOW
 
 DAY_ONE, DAY_TWO = date(2024, 3, 10), date(2024, 4, 1)
 
@@ -88,7 +89,38 @@ def test_the_days_plan_is_made_from_the_outbox_and_written_with_the_day(sqlite_s
     assert len(sqlite_store.outbox_frame()) == 4
 
 
-def test_without_a_planner_no_message_is_written(sqlite_store, ruleset):
-    result = run_day(DAY_ONE, inputs(), context(sqlite_store, ruleset, "one"))
+def test_without_campaigns_no_message_is_written(sqlite_store, ruleset):
+    day = context(sqlite_store, ruleset, "one")
+    result = run_day(DAY_ONE, inputs(), dataclasses.replace(day, campaigns=False))
     assert result.run.status == "completed"
     assert sqlite_store.outbox_frame().empty and "messages" not in result.run.summary
+
+
+def test_the_catalogue_plans_the_decided_campaigns_and_a_replace_adds_nothing_twice(
+    sqlite_store, ruleset, simulated_log
+):
+    # Given the packaged catalogue (the default planner) and the simulated log, rules only
+    log = BatchInputs(
+        events=simulated_log.events, customers=simulated_log.customers, validated=True
+    )
+    day = FIRST_DAY
+    # When the day runs
+    result = run_day(day, log, context(sqlite_store, ruleset, "cat"))
+    # Then every learner whose decision names a campaign has its first step planned on the day,
+    # on that campaign; the control group's are suppressed, the others pending
+    scores = sqlite_store.scores_frame(day)
+    with_campaign = scores.dropna(subset=["campaign_id"])
+    outbox = sqlite_store.outbox_frame()
+    assert len(with_campaign) > 0 and len(outbox) >= len(with_campaign)
+    first = outbox[outbox["step"] == 0].set_index("customer_id")
+    expected = with_campaign.set_index("customer_id")
+    assert set(first.index) <= set(expected.index)
+    assert (first["campaign_id"] == expected.loc[first.index, "campaign_id"]).all()
+    control = expected.loc[first.index, "control"]
+    assert (first.loc[control, "state"] == SUPPRESSED).all()
+    assert (first.loc[~control, "state"] == PENDING).all()
+    assert result.run.summary["messages"]["inserted"] == len(outbox)
+    # When the day is replaced, Then the same messages are planned again, none twice
+    again = run_day(day, log, context(sqlite_store, ruleset, "cat-again"), replace=True)
+    assert again.run.summary["messages"]["planned"] == len(outbox)
+    assert sorted(sqlite_store.outbox_frame()["message_id"]) == sorted(outbox["message_id"])

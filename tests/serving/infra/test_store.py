@@ -88,13 +88,9 @@ def test_migrations_create_the_schema_the_models_describe(store_url):
 
 def test_decision_columns_are_the_rules_engines():
     # Given the engine's documented output columns / When compared with the store's input contract
-    # Then they are the same columns, and the flag the day's capacity adds and the campaign
-    # columns (issue 12), which are optional
-    campaign = ["campaign_id", "channel", "behaviour_tags"]
-    engine = [column for column in rules.DECISION_COLUMNS if column not in campaign]
-    assert list(DECISIONS_SCHEMA.columns) == [*engine, rules.OVER_CAPACITY, *campaign]
-    for optional in (rules.OVER_CAPACITY, *campaign):
-        assert not DECISIONS_SCHEMA.columns[optional].required
+    # Then they are the same columns, and the flag the day's capacity adds, which is optional
+    assert list(DECISIONS_SCHEMA.columns) == [*rules.DECISION_COLUMNS, rules.OVER_CAPACITY]
+    assert not DECISIONS_SCHEMA.columns[rules.OVER_CAPACITY].required
 
 
 @pytest.fixture(scope="module")
