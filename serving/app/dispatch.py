@@ -37,6 +37,10 @@ from serving.infra.store import StateStore
 from serving.settings import DispatchSettings
 
 
+class RenderError(Exception):
+    """A message's template could not be rendered (recorded as the attempt's error)."""
+
+
 class Rendered(Protocol):
     """What a renderer returns (``rules.campaigns.RenderedMessage``)."""
 
@@ -87,6 +91,8 @@ class DispatchSummary:
     dead: int = 0
     deferred: int = 0
     rendered: int = 0
+    render_errors: int = 0
+    first_error: str | None = None
     by_channel: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
 
@@ -186,9 +192,14 @@ def _dry_run(
 ) -> None:
     """Render every due message and count it by channel; nothing is written."""
     for row in rows:
-        _outgoing(parts.render, row)
-        summary.rendered += 1
-        summary.by_channel[row["channel"]] += 1
+        try:
+            _outgoing(parts.render, row)
+        except Exception as error:  # counted and named: a dry run is how a bad template shows
+            summary.render_errors += 1
+            summary.first_error = summary.first_error or f"{row['template_id']}: {error!r}"
+        else:
+            summary.rendered += 1
+            summary.by_channel[row["channel"]] += 1
         if progress is not None:
             progress(1)
 
@@ -276,8 +287,12 @@ def _attempt(
     try:
         message = _outgoing(parts.render, row)
         sinks[row["channel"]].send(message)
-    except (SinkError, ValueError, KeyError, TypeError) as error:
+    except SinkError as error:
         return _failure(parts, row, error, summary)
+    except Exception as error:  # the templates' own failure (a missing template or variable)
+        return _failure(
+            parts, row, RenderError(f"rendering {row['template_id']}: {error!r}"), summary
+        )
     sent_at = parts.clock()
     sent_times[row["customer_id"]].append(sent_at)
     summary.sent += 1
@@ -344,6 +359,7 @@ __all__ = [
     "PlainMessage",
     "Progress",
     "Render",
+    "RenderError",
     "Rendered",
     "dispatch",
     "plain_render",

@@ -67,9 +67,15 @@ def summary_line(summary: Any, due: int) -> str:
     channels = ", ".join(f"{name} {count}" for name, count in sorted(summary.by_channel.items()))
     speed = f"{summary.per_second:,.0f} messages/s"
     if summary.dry_run:
+        broken = (
+            f", {summary.render_errors} could not be rendered (first: {summary.first_error})"
+            if summary.render_errors
+            else ""
+        )
         return (
             f"[bold]dry run[/] (data day {summary.data_day}): {summary.rendered} would be sent "
-            f"({channels or 'none'}), {summary.deferred} deferred; {speed}; nothing written"
+            f"({channels or 'none'}), {summary.deferred} deferred{broken}; {speed}; "
+            "nothing written"
         )
     return (
         f"[bold]dispatched[/] (data day {summary.data_day}, {due} due): sent {summary.sent} "

@@ -160,16 +160,9 @@ def score_rows(
     rows["as_of"] = as_of
     rows["model_version"] = model_version
     rows["run_id"] = run_id
-    for column in ("campaign_id", "channel"):  # decisions made before campaigns carry none
+    for column in ("campaign_id", "channel", "behaviour_tags"):  # none before campaigns
         rows[column] = rows[column].astype(object) if column in rows else None
-    tags = rows["behaviour_tags"] if "behaviour_tags" in rows else pd.Series(None, rows.index)
-    rows["behaviour_tags"] = tags.map(_joined_tags, na_action="ignore").astype(object)
     return rows[list(STORED_SCORES_SCHEMA.columns)]
-
-
-def _joined_tags(tags: Any) -> str:
-    """Behaviour tags as stored: a list of ids becomes "BT_001,BT_004"; text stays."""
-    return tags if isinstance(tags, str) else ",".join(str(tag) for tag in tags)
 
 
 def plan_transitions(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 import serving.infra.outbox_store as outbox_store_module
+from rules.campaigns import SAMPLE_CONTEXT
 from serving.core.messages import message_key
 from serving.core.outbox import PlannedDay
 from serving.core.planning import BatchDay
@@ -32,6 +33,7 @@ def messages(
     steps: tuple[int, ...] = (0,),
     delay_days: int = 0,
     control: tuple[str, ...] = (),
+    template: str | None = None,
 ) -> pd.DataFrame:
     """One message per learner and step, planned on ``day``, due ``delay_days`` x step later."""
     rows = [
@@ -43,10 +45,12 @@ def messages(
             "campaign_id": campaign,
             "step": step,
             "channel": channel,
-            "template_id": f"{campaign.lower()}_step{step}",
+            "template_id": template or f"{campaign.lower()}_step{step}",
             "variant": "",
             "control": learner in control,
-            "context": json.dumps({"name": learner.upper(), "tag": "ST_004"}),
+            "context": json.dumps(
+                {**SAMPLE_CONTEXT, "customer_id": learner, "name": learner.upper()}
+            ),
         }
         for learner in learners
         for step in steps

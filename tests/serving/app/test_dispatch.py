@@ -278,3 +278,30 @@ def test_a_dispatch_stopped_midway_keeps_what_it_sent_and_gives_the_rest_back(
         data_day=DAY2, now=NOON, channels=None, lease=timedelta(seconds=config.lease_s)
     )
     assert len(due) == 2
+
+
+def test_a_template_that_cannot_render_fails_its_message_not_the_run(sqlite_store, tmp_path):
+    # Given two due messages, one of them with a template that does not exist
+    frame = pd.concat(
+        [
+            messages(DAY2, ["a"], channel="in_app", template="welcome"),
+            messages(DAY2, ["b"], channel="in_app", template="no_such"),
+        ]
+    )
+    planned_day(sqlite_store, frame)
+
+    def strict(template_id, channel, variant, context):
+        if template_id == "no_such":
+            raise LookupError(f"template {template_id}.{channel}.j2 not found")
+        return render(template_id, channel, variant, context)
+
+    config = settings()
+    parts = Dispatcher(
+        store=sqlite_store, settings=config, clock=Clock(NOON), render=strict,
+        open_sinks=lambda channels: build_sinks(config, tmp_path / "f.jsonl", channels),
+    )  # fmt: skip
+    # When dispatched, Then a is sent and b failed with the reason, to be retried
+    summary, _ = dispatch(parts, DispatchOptions())
+    assert (summary.sent, summary.failed) == (1, 1)
+    failed = sqlite_store.outbox_frame(states=[FAILED]).iloc[0]
+    assert failed["customer_id"] == "b" and "rendering no_such" in failed["last_error"]

@@ -31,8 +31,8 @@ def planned(lstep_home):
     apply(store, DAY1, FIRST_DAY)
     frame = pd.concat(
         [
-            messages(DAY2, ["a", "b", "z"], control=("z",)),
-            messages(DAY2, ["c"], channel="push"),
+            messages(DAY2, ["a", "b", "z"], control=("z",), template="welcome"),
+            messages(DAY2, ["c"], channel="push", template="comeback_nudge"),
         ]
     )
     apply_with_plan(store, DAY2, MOVES, plan(frame))
@@ -67,7 +67,8 @@ def test_dispatch_sends_through_smtp_and_the_file_and_says_what_it_did(planned, 
     assert "3 would be sent (email 2, push 1)" in said[0] and "nothing written" in said[0]
     assert "sent 2 (email 2), failed 0, dead 0, deferred 0" in said[1]
     assert "sent 1 (push 1)" in said[2]
-    assert sorted(mail["Subject"] for mail in smtp.mails) == ["cp_01_step0", "cp_01_step0"]
+    # rendered by the campaign templates (rules/templates/welcome.email.j2)
+    assert sorted(mail["Subject"] for mail in smtp.mails) == ["Welcome to PPAL Pro"] * 2
     lines = (planned / "outbox" / "messages.jsonl").read_text().splitlines()
     assert [json.loads(line)["customer_id"] for line in lines] == ["c"]
     counts = runner.invoke(app, ["outbox"]).output
@@ -82,4 +83,19 @@ def test_dispatch_to_a_webhook_without_a_secret_is_one_clear_line(planned, monke
     assert "LSTEP_DISPATCH__WEBHOOK_SECRET" in result.output
     assert "Traceback" not in result.output
     # And nothing was claimed or sent: the messages are still pending
+    assert "pending" in runner.invoke(app, ["outbox"]).output
+
+
+def test_a_dry_run_names_a_template_that_cannot_render(lstep_home, monkeypatch):
+    # given a planned message whose template does not exist
+    store = open_workspace_store(Settings(), utc_now())
+    apply(store, DAY1, FIRST_DAY)
+    apply_with_plan(store, DAY2, MOVES, plan(messages(DAY2, ["a"], template="no_such")))
+    store.close()
+    monkeypatch.setenv("LSTEP_DISPATCH__QUIET_END", "21:00")
+    # when dry-run, then it says which template failed, and nothing is written
+    result = runner.invoke(app, ["dispatch", "--dry-run"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "0 would be sent" in said and "1 could not be rendered (first: no_such" in said
     assert "pending" in runner.invoke(app, ["outbox"]).output

@@ -322,12 +322,12 @@ def test_scores_keep_the_campaign_channel_and_behaviour_tags_the_decisions_carry
     frame = decisions(DAY1, FIRST_DAY)
     frame["campaign_id"] = ["CP_03", "CP_07", None]
     frame["channel"] = ["push", "email", None]
-    frame["behaviour_tags"] = [["BT_002", "BT_005"], [], None]
+    frame["behaviour_tags"] = ["BT_002,BT_005", "", None]
     # When applied
     store.apply_batch(
         DAY1, frame, None, run_id="r1", model_version=None, rules_only=True, now=at(DAY1)
     )
-    # Then each score row says so; the tags as comma-separated ids
+    # Then each score row says so (the tags as the decisions give them: sorted ids joined by ",")
     scores = store.scores_frame(DAY1).set_index("customer_id")
     assert scores["campaign_id"].tolist()[:2] == ["CP_03", "CP_07"]
     assert scores["channel"].tolist()[:2] == ["push", "email"]
