@@ -42,17 +42,20 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
 import pandas as pd
-from mlflow.models import ModelSignature, infer_signature
-from mlflow.models.model import ModelInfo
-from mlflow.types import ColSpec, DataType, Schema
-from mlflow.types.schema import AnyType
 
 from features.catalog import load_catalog
 from models.churn import ChurnModel, FeatureFrameError, model_feature_dtypes, to_model_matrix
+
+if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
+    from mlflow.models.model import ModelInfo
+    from mlflow.types import Schema
+
+# MLflow is imported where it is used, never at import time: ``serving.core.assess`` imports this
+# module for ``check_flags_present``, and ``lstep explain`` must not pay MLflow's import (~1 s).
 
 ARTIFACT_KEY = "churn_model"
 INPUT_EXAMPLE_ROWS = 5
@@ -71,39 +74,59 @@ PREDICT_DISTRIBUTIONS: tuple[str, ...] = (
 CODE_PACKAGES: tuple[str, ...] = ("models", "features")
 
 
-class ChurnPyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow wrapper around a saved ``ChurnModel`` (artifact ``churn_model``)."""
+def __getattr__(name: str) -> Any:
+    """``ChurnPyfunc``, defined on first use (PEP 562), as MLflow's base class needs MLflow."""
+    if name == "ChurnPyfunc":
+        return _churn_pyfunc_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    def __init__(self) -> None:
-        self._model: ChurnModel | None = None
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        """Load the saved model directory that MLflow copied next to the MLmodel file."""
-        self._model = ChurnModel.load(Path(context.artifacts[ARTIFACT_KEY]))
+def _churn_pyfunc_class() -> type:
+    """``ChurnPyfunc``, defined once and then a plain module attribute."""
+    defined = globals().get("ChurnPyfunc")
+    if defined is None:
+        globals()["ChurnPyfunc"] = defined = _define_churn_pyfunc()
+    return defined
 
-    @property
-    def churn_model(self) -> ChurnModel | None:
-        """The loaded ``ChurnModel`` (None before ``load_context``), for TreeSHAP explanations."""
-        return self._model
 
-    def predict(
-        self,
-        context: mlflow.pyfunc.PythonModelContext | None,
-        model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,
-    ) -> pd.DataFrame:
-        """Score a feature frame.
+def _define_churn_pyfunc() -> type:
+    """The ``ChurnPyfunc`` class, named ``models.pyfunc.ChurnPyfunc`` as pickles refer to it."""
+    import mlflow.pyfunc
 
-        Returns:
-            ``p_churn``, ``p_low``, ``p_high``, ``confidence``, indexed like ``model_input``.
+    class ChurnPyfunc(mlflow.pyfunc.PythonModel):
+        """MLflow wrapper around a saved ``ChurnModel`` (artifact ``churn_model``)."""
 
-        Raises:
-            RuntimeError: when called before ``load_context``.
-            FeatureFrameError: naming every missing or mistyped model column.
-        """
-        if self._model is None:
-            raise RuntimeError("ChurnPyfunc.predict called before load_context")
-        return self._model.predict(numbers_from_objects(model_input, self._model.feature_dtypes))
+        def __init__(self) -> None:
+            self._model: ChurnModel | None = None
+
+        def load_context(self, context: Any) -> None:
+            """Load the saved model directory that MLflow copied next to the MLmodel file."""
+            self._model = ChurnModel.load(Path(context.artifacts[ARTIFACT_KEY]))
+
+        @property
+        def churn_model(self) -> ChurnModel | None:
+            """The loaded ``ChurnModel`` (None before ``load_context``), for TreeSHAP."""
+            return self._model
+
+        def predict(
+            self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        ) -> pd.DataFrame:
+            """Score a feature frame.
+
+            Returns:
+                ``p_churn``, ``p_low``, ``p_high``, ``confidence``, indexed like ``model_input``.
+
+            Raises:
+                RuntimeError: when called before ``load_context``.
+                FeatureFrameError: naming every missing or mistyped model column.
+            """
+            if self._model is None:
+                raise RuntimeError("ChurnPyfunc.predict called before load_context")
+            model = self._model
+            return model.predict(numbers_from_objects(model_input, model.feature_dtypes))
+
+    ChurnPyfunc.__qualname__ = "ChurnPyfunc"
+    return ChurnPyfunc
 
 
 def numbers_from_objects(frame: pd.DataFrame, feature_dtypes: Mapping[str, str]) -> pd.DataFrame:
@@ -137,6 +160,8 @@ def mlflow_uris(tracking_uri: str) -> Iterator[None]:
     unset), or a later ``Settings()`` in the process would point at MLflow's default store in the
     working directory instead of the workspace's.
     """
+    import mlflow
+
     previous_tracking, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     previous_environ = {name: os.environ.get(name) for name in _URI_VARIABLES}
     mlflow.set_tracking_uri(tracking_uri)
@@ -164,22 +189,30 @@ def input_schema(feature_dtypes: Mapping[str, str]) -> Schema:
     Args:
         feature_dtypes: model columns and their catalog dtypes (``ChurnModel.feature_dtypes``).
     """
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
+
     specs = {spec.name: spec for spec in load_catalog().features}
+    column_types = _column_types()
     columns = []
     for name, dtype in feature_dtypes.items():
         spec = specs.get(name)
         always_counted = spec is not None and not spec.needs
-        column_type = _COLUMN_TYPES[dtype] if dtype != "int" or always_counted else AnyType()
+        column_type = column_types[dtype] if dtype != "int" or always_counted else AnyType()
         columns.append(ColSpec(type=column_type, name=name, required=True))
     return Schema(columns)
 
 
-_COLUMN_TYPES = {
-    "float": DataType.double,
-    "int": DataType.long,
-    "bool": DataType.boolean,
-    "category": DataType.string,
-}
+def _column_types() -> dict[str, Any]:
+    """MLflow's type of each catalog dtype (an ``int`` that may be missing excepted)."""
+    from mlflow.types import DataType
+
+    return {
+        "float": DataType.double,
+        "int": DataType.long,
+        "bool": DataType.boolean,
+        "category": DataType.string,
+    }
 
 
 def to_pyfunc_input(
@@ -213,6 +246,8 @@ def to_pyfunc_input(
 
 def _conformed(values: pd.Series, declared: object) -> pd.Series:
     """A model-matrix column (float64 numbers and flags, or the Categorical) as ``declared``."""
+    from mlflow.types import DataType
+
     if declared == DataType.boolean:
         return values.astype(bool)
     if declared == DataType.string:
@@ -244,6 +279,8 @@ def check_flags_present(frame: pd.DataFrame, feature_dtypes: Mapping[str, str]) 
 
 def pyfunc_signature(model: ChurnModel, example: pd.DataFrame) -> ModelSignature:
     """``input_schema`` of the model's columns, and the prediction columns ``example`` gives."""
+    from mlflow.models import ModelSignature, infer_signature
+
     # The predictions' schema, inferred as a signature's inputs: inferring it beside the example
     # would also infer (and warn about) the input columns, which input_schema declares instead.
     outputs = infer_signature(model.predict(example)).inputs
@@ -284,6 +321,8 @@ def log_churn_model(
     Raises:
         FeatureFrameError: when ``input_example`` lacks a model column or has a mistyped one.
     """
+    import mlflow.pyfunc
+
     example = to_pyfunc_input(input_example, model)
     signature = pyfunc_signature(model, example)
     with tempfile.TemporaryDirectory(prefix="lstep-churn-") as scratch:
@@ -291,7 +330,7 @@ def log_churn_model(
         model.save(model_dir)
         return mlflow.pyfunc.log_model(
             name=name,
-            python_model=ChurnPyfunc(),
+            python_model=_churn_pyfunc_class()(),
             artifacts={ARTIFACT_KEY: str(model_dir)},
             signature=signature,
             input_example=example.head(INPUT_EXAMPLE_ROWS),
@@ -303,7 +342,7 @@ def log_churn_model(
 
 __all__ = [
     "ARTIFACT_KEY",
-    "ChurnPyfunc",
+    "ChurnPyfunc",  # noqa: F822 (defined on first use: see __getattr__)
     "check_flags_present",
     "input_schema",
     "log_churn_model",
