@@ -5,9 +5,11 @@ like hyperfine without its statistics), on a workspace: ``--home`` (an ``LSTEP_H
 ``lstep demo`` filled), or a new one built with ``lstep demo`` in a temporary folder (~1-2 min).
 ``python -c pass`` and ``lstep --help`` are timed beside them: the floor of any Python process
 and of the CLI itself. Targets (issue 13): ``status`` and ``kpis`` under 1.5 s, ``explain`` on a
-batch day under 2.5 s. Every figure depends on the machine's load (2 shared cores here) and on
-whether Python finds compiled bytecode (``PYTHONDONTWRITEBYTECODE`` keeps every run compiling
-every module it imports): the table says which.
+batch day under 2.5 s. Wall time depends on the machine's load (2 shared cores here), so each
+run's CPU time (user + system, from ``getrusage`` of the children) is printed beside it: on a busy
+machine it is the steadier figure. Both depend on whether Python finds compiled bytecode
+(``PYTHONDONTWRITEBYTECODE=1`` with no ``.pyc`` yet makes every run compile what it imports).
+Set ``PYTHONPATH`` to another checkout to time its code with the same environment.
 
     .venv/bin/python benchmarks/cli_latency.py [--home DIR] [--repeat 5] [--customer ID]
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -66,16 +69,20 @@ def scored_customer(home: Path) -> str:
     return str(pq.read_table(snapshots[-1], columns=["customer_id"]).column(0)[0])
 
 
-def time_runs(command: list[str], env: dict[str, str], repeat: int) -> list[float]:
-    """Seconds of ``repeat`` runs of ``command``; a failing run stops the benchmark."""
-    seconds = []
+def time_runs(command: list[str], env: dict[str, str], repeat: int) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds of ``repeat`` runs of ``command``; a failing run stops the benchmark."""
+    timings = []
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, timeout=RUN_TIMEOUT_S)
-        seconds.append(time.perf_counter() - start)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        timings.append((wall, cpu))
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr.decode()[-2000:]}")
-    return seconds
+    return timings
 
 
 def commands(customer: str) -> dict[str, list[str]]:
@@ -90,20 +97,22 @@ def commands(customer: str) -> dict[str, list[str]]:
     }
 
 
-def report(results: dict[str, list[float]], repeat: int, bytecode: str) -> Table:
-    """min / median / max per command against its target."""
-    table = Table(title=f"lstep CLI wall time, {repeat} runs each ({bytecode})")
-    for column in ("command", "min s", "median s", "max s", "target s", "met"):
+def report(results: dict[str, list[tuple[float, float]]], title: str) -> Table:
+    """Wall min / median / max and CPU median per command, against its target."""
+    table = Table(title=title)
+    for column in ("command", "min s", "median s", "max s", "CPU median s", "target s", "met"):
         table.add_column(column, justify="left" if column == "command" else "right")
-    for name, seconds in results.items():
+    for name, timings in results.items():
+        wall = [seconds for seconds, _ in timings]
         target = TARGETS_S.get(name)
-        median = statistics.median(seconds)
+        median = statistics.median(wall)
         met = "-" if target is None else ("yes" if median <= target else "no")
         table.add_row(
             name,
-            f"{min(seconds):.2f}",
+            f"{min(wall):.2f}",
             f"{median:.2f}",
-            f"{max(seconds):.2f}",
+            f"{max(wall):.2f}",
+            f"{statistics.median(cpu for _, cpu in timings):.2f}",
             "-" if target is None else f"{target:.1f}",
             met,
         )
@@ -129,8 +138,12 @@ def main() -> None:
             name: time_runs(command, env, args.repeat)
             for name, command in commands(customer).items()
         }
-    bytecode = "no .pyc written" if os.environ.get("PYTHONDONTWRITEBYTECODE") else ".pyc allowed"
-    Console().print(report(results, args.repeat, f"{bytecode}; load {os.getloadavg()[0]:.1f}"))
+    bytecode = "set" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "unset"
+    title = (
+        f"lstep CLI, {args.repeat} runs each (PYTHONDONTWRITEBYTECODE {bytecode}, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+    )
+    Console().print(report(results, title))
 
 
 if __name__ == "__main__":
