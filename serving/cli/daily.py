@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from serving.cli.common import (
     AllowUnknownOpt,
@@ -42,13 +43,30 @@ def register(app: typer.Typer, rules_app: typer.Typer) -> None:
 
 @friendly_errors
 def rules_check(rules_dir: RulesDirOpt = None) -> None:
-    """Validate the rules and print the transition graph (Mermaid)."""
+    """Validate the rules, campaigns and templates; print the transition graph and campaigns.
+
+    Every template is rendered with a sample context: a missing variable fails the check
+    (exit 1, naming the file, campaign and variable). Campaign triggers that no rule, manual
+    move or priority can produce are flagged.
+    """
     from rules import mermaid
+    from rules.campaigns import render_problems, unreachable_triggers
+    from serving.cli.render import campaigns_table
     from serving.infra.rulesets import load_rules
 
     ruleset = load_rules(rules_dir)
-    console.print(f"[green]rules OK[/]: {len(ruleset.rules)} rules, {len(ruleset.tags)} tags")
+    problems = render_problems(ruleset.campaigns)
+    if problems:
+        raise UserError("templates do not render:\n" + "\n".join(problems))
+    console.print(
+        f"[green]rules OK[/]: {len(ruleset.rules)} rules, {len(ruleset.tags)} tags, "
+        f"{len(ruleset.campaigns.campaigns)} campaigns, {len(ruleset.behaviours)} behaviour tags"
+    )
     print(mermaid(ruleset))
+    if ruleset.campaigns.campaigns:
+        console.print(campaigns_table(ruleset))
+    for problem in unreachable_triggers(ruleset):
+        console.print(f"[yellow]unreachable trigger[/]: {escape(problem)}")
 
 
 @friendly_errors

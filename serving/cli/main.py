@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from serving.cli import daily, data, demo, model, overrides, serve
+from serving.cli import campaigns, daily, data, demo, model, overrides, serve
 
 app = typer.Typer(
     name="lstep",
@@ -21,5 +21,6 @@ daily.register(app, rules_app)
 overrides.register(app)
 serve.register(app)
 demo.register(app)
+campaigns.register(app)
 
 __all__ = ["app"]
