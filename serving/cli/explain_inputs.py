@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -25,6 +26,7 @@ from serving.infra.snapshots import snapshot_path
 from serving.settings import Settings
 
 CACHE_SUBDIR = Path("cache") / "models"
+Warn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class VersionModel:
 
 
 def stored_day_inputs(
-    current: Settings, store: Any, customer_id: str, day: date, *, warn: Any = None
+    current: Settings, store: Any, customer_id: str, day: date, *, warn: Warn | None = None
 ) -> tuple[pd.DataFrame, VersionModel] | None:
     """The learner's row of the day's snapshot and the version that scored it, if both exist.
 
@@ -81,7 +83,9 @@ def model_cache_dir(current: Settings, version: str) -> Path:
     return current.home / CACHE_SUBDIR / f"{current.model_name}-v{version}-{registry}"
 
 
-def version_model(current: Settings, version: str, *, warn: Any = None) -> ChurnModel | None:
+def version_model(
+    current: Settings, version: str, *, warn: Warn | None = None
+) -> ChurnModel | None:
     """The ``ChurnModel`` of a registered version: from the cache, else from MLflow (cached then).
 
     Returns:
@@ -115,7 +119,7 @@ def _registered_model(current: Settings, version: str) -> ChurnModel | None:
     return unwrap_churn_model(pyfunc, uri)
 
 
-def _write_cache(model: ChurnModel, directory: Path, warn: Any) -> None:
+def _write_cache(model: ChurnModel, directory: Path, warn: Warn | None) -> None:
     """Save ``model`` under ``directory`` atomically; a read-only home only costs speed."""
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
