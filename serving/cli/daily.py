@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -30,6 +30,9 @@ from serving.cli.common import (
     settings,
 )
 from serving.settings import utc_now
+
+if TYPE_CHECKING:
+    from serving.app.summary import BatchResult
 
 DayOpt = Annotated[str | None, typer.Option("--as-of", help="Day (default: the latest batch day).")]
 
@@ -127,9 +130,19 @@ def score(
     progress = RichBatchProgress(console)
     with progress.running():
         outcome = job.run(runtime(progress))
+    _cache_scoring_version(outcome.results[-1])
     console.print(batch_summary(outcome.results[-1]))
     if outcome.report is not None:
         console.print(f"[green]report[/] {outcome.report}")
+
+
+def _cache_scoring_version(result: BatchResult) -> None:
+    """Cache the files of the version that scored the batch, for fast ``lstep explain``."""
+    version = result.model_version
+    if version is not None and not result.dry_run:
+        from serving.cli.explain_inputs import cache_version
+
+        cache_version(settings(), str(version), warn=_note)
 
 
 def _job_of_file(config: Path, options: dict) -> object:

@@ -102,6 +102,23 @@ def version_model(
     return model
 
 
+def cache_version(
+    current: Settings, version: str, model: ChurnModel | None = None, *, warn: Warn | None = None
+) -> None:
+    """Put a version's files in the cache after a batch scored with it (once per version).
+
+    The first ``lstep explain`` of that batch's days is then fast too. ``model``: the loaded
+    ``ChurnModel`` when the caller holds it; otherwise it is fetched through MLflow.
+    """
+    directory = model_cache_dir(current, version)
+    if directory.is_dir():
+        return
+    if model is None:
+        version_model(current, version, warn=warn)
+    else:
+        _write_cache(model, directory, warn)
+
+
 def _registered_model(current: Settings, version: str) -> ChurnModel | None:
     """Load ``models:/<name>/<version>`` through MLflow (the slow path: ~1 s of imports)."""
     import mlflow
@@ -134,4 +151,10 @@ def _write_cache(model: ChurnModel, directory: Path, warn: Warn | None) -> None:
             warn(f"{directory} not written ({error}): explain loads the model through MLflow")
 
 
-__all__ = ["VersionModel", "model_cache_dir", "stored_day_inputs", "version_model"]
+__all__ = [
+    "VersionModel",
+    "cache_version",
+    "model_cache_dir",
+    "stored_day_inputs",
+    "version_model",
+]

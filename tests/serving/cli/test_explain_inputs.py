@@ -11,11 +11,13 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from serving.cli import app
-from serving.cli.explain_inputs import model_cache_dir
+from serving.cli.explain_inputs import cache_version, model_cache_dir, version_model
+from serving.infra.snapshots import snapshot_path
 from serving.infra.store import StateStore
 from serving.settings import TELEMETRY_ENV, Settings
 from tests.serving.fixtures import NOW, run_batch_day
@@ -158,3 +160,15 @@ def test_an_unwritable_cache_costs_speed_not_the_answer(batch_home, tmp_path):
     # then it still explains the stored score, and says the model was not cached
     assert f"p_churn {batch_home.p_churn:.1%}" in output
     assert "not written" in output
+
+
+def test_a_cached_version_predicts_exactly_as_the_registered_one(batch_home, champion, tmp_path):
+    # given a home without a cache and the champion as the batch loaded it
+    settings = batch_home.settings.model_copy(update={"home": tmp_path / "home"})
+    frame = pd.read_parquet(snapshot_path(settings.data_path, SNAPSHOT_DAY))
+    # when a batch caches its version, and explain reads it back
+    cache_version(settings, champion.version, champion.model)
+    cached = version_model(settings, champion.version)
+    # then the cached files score every learner of the day exactly as the champion does
+    assert (model_cache_dir(settings, champion.version) / "booster.txt").is_file()
+    pd.testing.assert_frame_equal(cached.predict(frame), champion.model.predict(frame))
