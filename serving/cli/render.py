@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.markup import escape
@@ -23,12 +23,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from features.validation import ValidationReport
-from serving.app.batch import STAGES
-from serving.app.kpis import Kpi
-from serving.app.status import LearnerStatus
-from serving.app.summary import BatchResult
 from serving.core.tags import STATUS_TAGS
+
+if TYPE_CHECKING:  # for annotations only: importing these at run time would cost every command
+    # the whole batch path (LightGBM, MLflow, DuckDB, pandera) just to draw one table
+    from features.validation import ValidationReport
+    from serving.app.kpis import Kpi
+    from serving.app.status import LearnerStatus
+    from serving.app.summary import BatchResult
 
 BEHAVIOUR_NAMES: dict[str, str] = {
     "BT_001": "Engagement:High-Frequency",
@@ -70,6 +72,8 @@ class RichBatchProgress:
 
     @contextmanager
     def stage(self, as_of: date, name: str) -> Iterator[None]:
+        from serving.app.batch import STAGES  # a batch is running: its modules are loaded
+
         task = self.bars.add_task(f"{as_of} {STAGES.get(name, name)}", total=1)
         yield
         self.bars.update(task, completed=1)
