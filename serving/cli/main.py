@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from serving.cli import campaigns, daily, data, demo, model, overrides, serve
+from serving.cli import campaigns, daily, data, demo, model, outbox, overrides, serve
 
 app = typer.Typer(
     name="lstep",
@@ -19,6 +19,7 @@ data.register(app)
 model.register(app)
 daily.register(app, rules_app)
 overrides.register(app)
+outbox.register(app)
 serve.register(app)
 demo.register(app)
 campaigns.register(app)

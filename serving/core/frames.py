@@ -197,6 +197,9 @@ STORED_SCORES_SCHEMA = _frame_schema(
         "value_at_risk": pa.Column(float, nullable=True),
         "model_version": _text(),
         "run_id": _text(nullable=False),
+        "campaign_id": _text(required=False),
+        "channel": _text(required=False),
+        "behaviour_tags": _text(required=False),  # comma-separated ids, e.g. "BT_001,BT_004"
     },
 )
 """Stored scores as a frame (``scores_frame``); an input of the KPIs."""

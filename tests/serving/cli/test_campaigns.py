@@ -62,15 +62,42 @@ def _inputs(log_dir: Path) -> list[str]:
             "--customers", str(log_dir / "customers.parquet")]  # fmt: skip
 
 
-def test_without_an_outbox_the_command_is_one_clear_line(lstep_home, log_dir):
-    # given a workspace whose state store has no outbox table
+def test_an_empty_outbox_says_no_campaign_was_planned(lstep_home, log_dir):
+    # given a workspace whose state store has its outbox (migration 0003) but no message yet
     # when the campaign effect is asked for
     result = runner.invoke(app, ["campaigns", "--as-of", str(DUE), *_inputs(log_dir)])
-    # then one readable line and exit 1, no traceback
-    assert result.exit_code == 1
-    flat = " ".join(result.output.split())
-    assert flat.startswith("error: state store") and "no campaign outbox yet" in flat
+    # then the table says there is nothing to measure, without a traceback
+    assert result.exit_code == 0, result.output
+    assert f"no campaign messages planned by {DUE}" in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_the_table_reads_the_stores_outbox_and_feedback(lstep_home, log_dir, monkeypatch):
+    # given a batch day that planned CP_01 for 8 learners (2 in the control), sent, one opened
+    from serving.infra.workspace import open_workspace_store
+    from serving.settings import Settings, utc_now
+    from tests.serving.batches import apply
+    from tests.serving.outbox_fixtures import apply_with_plan, messages, plan
+
+    ids = sorted(pd.read_parquet(log_dir / "customers.parquet").customer_id)[:8]
+    store = open_workspace_store(Settings(), utc_now())
+    apply(store, DUE - timedelta(days=1), [(c, None, "ST_001") for c in ids])
+    frame = messages(DUE, ids, control=tuple(ids[:2]))
+    apply_with_plan(store, DUE, [(c, "ST_001", "ST_001") for c in ids], plan(frame))
+    sent = [{"message_id": m, "state": SENT, "sent_at": utc_now()} for m in frame.message_id[2:]]
+    store.claim_messages("t", data_day=DUE, now=utc_now(), channels=None, lease=timedelta(1),
+                         limit=10)  # fmt: skip
+    store.record_attempts("t", sent)
+    store.record_feedback(frame.message_id[2], "opened", source="test", now=utc_now())
+    store.close()
+    # when the table is asked for on the log's last day
+    monkeypatch.setattr(console, "width", 250)
+    as_of = str(CONFIG.end - timedelta(days=1))
+    result = runner.invoke(app, ["campaigns", "--as-of", as_of, *_inputs(log_dir)])
+    # then the campaign's row counts the store's treated, control and opened learners
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "CP_01" in line).split("│")
+    assert (int(row[3]), int(row[4]), int(row[5]), int(row[7])) == (6, 6, 2, 1)
 
 
 def test_the_table_shows_each_variant_and_the_pending_learners(lstep_home, log_dir, monkeypatch):
