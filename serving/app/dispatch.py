@@ -335,32 +335,14 @@ def _day(value: Any) -> date:
     return value.date() if isinstance(value, datetime) else value
 
 
-@dataclass(frozen=True)
-class PlainMessage:
-    """A message rendered without templates."""
-
-    subject: str
-    body: str
-
-
-def plain_render(template_id: str, channel: str, variant: str, context: dict[str, Any]) -> Any:
-    """A renderer for a workspace without campaign templates: the template id as subject and
-    the learner's fields as the body (so a marketing tool can still render its own)."""
-    lines = [f"{key}: {value}" for key, value in sorted(context.items())]
-    suffix = f" ({variant})" if variant else ""
-    return PlainMessage(subject=f"{template_id}{suffix}", body="\n".join(lines))
-
-
 __all__ = [
     "DispatchOptions",
     "DispatchSummary",
     "Dispatcher",
     "OpenSinks",
-    "PlainMessage",
     "Progress",
     "Render",
     "RenderError",
     "Rendered",
     "dispatch",
-    "plain_render",
 ]

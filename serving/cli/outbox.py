@@ -85,14 +85,9 @@ def summary_line(summary: Any, due: int) -> str:
 
 
 def renderer() -> Any:
-    """The campaign templates' renderer; until they exist, a plain one (and a warning)."""
-    try:
-        from rules.campaigns import render_message  # type: ignore[import-not-found]
-    except ImportError:
-        from serving.app.dispatch import plain_render
+    """The campaign templates' renderer (``rules.campaigns.render_message``)."""
+    from rules.campaigns import render_message
 
-        err_console.print("[yellow]warning:[/] no campaign templates: sending plain messages")
-        return plain_render
     return render_message
 
 
