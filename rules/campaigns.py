@@ -606,8 +606,13 @@ def _priority_possible(ruleset: RuleSet, trigger: StateTrigger) -> bool:
 
 
 @lru_cache(maxsize=8)
+@lru_cache(maxsize=8)
 def _environment(templates_dir: str) -> SandboxedEnvironment:
-    """A sandboxed environment over one templates folder: undefined variables are errors."""
+    """A sandboxed environment over one templates folder: undefined variables are errors.
+
+    Kept per folder: an environment compiles each template once (and reloads a changed file);
+    a new one per message made the dispatcher compile every template again, ~1 ms a message.
+    """
     return SandboxedEnvironment(
         loader=FileSystemLoader(templates_dir),
         undefined=StrictUndefined,

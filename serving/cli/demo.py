@@ -14,6 +14,7 @@ from serving.cli.common import (
     err_console,
     friendly_errors,
     load_inputs,
+    open_store,
     runtime,
     settings,
 )
@@ -51,11 +52,13 @@ def demo(
     _features(events_frame, customers_frame)
     _champion(current, data, trials)
     last_day = _backfill(data, events_frame, customers_frame, backfill_days)
+    _campaigns(current, last_day)
     console.rule("next")
     console.print(
         f"explain a learner:  .venv/bin/lstep explain <customer_id> --as-of {last_day}\n"
         f"MLflow UI:          .venv/bin/mlflow ui --backend-store-uri {current.tracking_uri}\n"
-        "start the service:  .venv/bin/lstep serve   (then POST /score on http://127.0.0.1:3000)"
+        "start the service:  .venv/bin/lstep serve   (then POST /score on http://127.0.0.1:3000)\n"
+        "campaign effect:    .venv/bin/lstep campaigns   (treated vs control, with intervals)"
     )
 
 
@@ -143,3 +146,39 @@ def _backfill(data: Path, events: Any, customers: Any, days: int) -> date:
     )  # fmt: skip
     console.print(table)
     return end
+
+
+DEMO_CAP_LIFTED = 10_000
+"""The demo's per-learner cap of one dispatch run: in effect none."""
+
+
+def _campaigns(current: Settings, last_day: date) -> None:
+    """Dispatch the due campaign messages to a JSONL file and show the last day's campaigns.
+
+    Every channel goes to the file sink (a marketing tool's import), without quiet hours: the
+    demo must not need a mail server or a webhook receiver, nor depend on the hour it runs. The
+    per-learner cap is a wall-clock one (messages per 24 h): the backfill's days are dispatched
+    in one run here, where a daily dispatcher would have sent them day by day, so it is lifted.
+    """
+    from serving.app.dispatch import Dispatcher, DispatchOptions, dispatch
+    from serving.cli.outbox import campaign_day_table, renderer, summary_line
+    from serving.core.messages import CHANNELS
+    from serving.infra.sinks import build_sinks
+
+    path = current.home / "outbox" / "demo-messages.jsonl"
+    config = current.dispatch.model_copy(
+        update={
+            "sinks": dict.fromkeys(CHANNELS, "file"),
+            "quiet_end": current.dispatch.quiet_start,
+            "max_per_learner": DEMO_CAP_LIFTED,
+        }
+    )
+    store = open_store(current)
+    console.rule(f"campaigns: the due messages dispatched to {path}")
+    parts = Dispatcher(
+        store=store, settings=config, render=renderer(), clock=utc_now,
+        open_sinks=lambda channels: build_sinks(config, path, channels),
+    )  # fmt: skip
+    summary, due = dispatch(parts, DispatchOptions(), progress=None)
+    console.print(summary_line(summary, due))
+    console.print(campaign_day_table(store.outbox_frame(since=last_day, until=last_day), last_day))

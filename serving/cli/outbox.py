@@ -123,4 +123,42 @@ def outbox_table(counts: Any, day: Any) -> Table:
     return table
 
 
-__all__ = ["dispatch", "outbox", "outbox_table", "register", "renderer", "summary_line"]
+def campaign_day_table(messages: Any, day: Any) -> Table:
+    """The campaigns a day triggered: learners, and their messages by state and channel.
+
+    ``sent``: delivered; ``control``: the control group's, recorded and never sent; ``later``:
+    steps due on later days (or waiting for a retry); ``channels``: all the day's messages.
+
+    Args:
+        messages: the outbox rows planned on ``day`` (``StateStore.outbox_frame``).
+        day: the batch day.
+    """
+    table = Table(title=f"campaigns triggered on {day}")
+    for name in ("campaign", "learners", "sent", "control", "later", "channels"):
+        table.add_column(name, justify="left" if name in ("campaign", "channels") else "right")
+    if messages.empty:
+        table.add_row("(none)")
+        return table
+    for campaign_id, rows in messages.groupby("campaign_id", sort=True):
+        states = rows["state"].value_counts()
+        channels = rows["channel"].value_counts().sort_index()
+        table.add_row(
+            str(campaign_id),
+            f"{rows['customer_id'].nunique():,}",
+            f"{states.get('sent', 0):,}",
+            f"{states.get('suppressed', 0):,}",
+            f"{states.get('pending', 0) + states.get('failed', 0):,}",
+            " ".join(f"{name}:{count:,}" for name, count in channels.items()),
+        )
+    return table
+
+
+__all__ = [
+    "campaign_day_table",
+    "dispatch",
+    "outbox",
+    "outbox_table",
+    "register",
+    "renderer",
+    "summary_line",
+]

@@ -99,3 +99,37 @@ def test_a_dry_run_names_a_template_that_cannot_render(lstep_home, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "0 would be sent" in said and "1 could not be rendered (first: no_such" in said
     assert "pending" in runner.invoke(app, ["outbox"]).output
+
+
+def test_the_demo_dispatches_every_channel_to_its_file_and_tables_the_last_day(planned):
+    # Given a day that planned emails for a and b (z in the control) and a push for c,
+    # at 02:00 UTC (inside the default quiet hours, which the demo switches off)
+    from serving.cli.demo import _campaigns
+
+    # When the demo's campaign step runs on that day
+    result = runner.invoke(_typer_of(_campaigns), [str(DAY2)])
+
+    # Then every non-control message went to the demo's file, none to SMTP or a webhook
+    assert result.exit_code == 0, result.output
+    written = Settings().home / "outbox" / "demo-messages.jsonl"
+    lines = [json.loads(line) for line in written.read_text().splitlines()]
+    assert sorted(line["customer_id"] for line in lines) == ["a", "b", "c"]
+    assert "sent 3" in result.output
+    # and the day's table counts learners, sent and the control per campaign
+    rows = {line.split()[1]: line.split() for line in result.output.splitlines() if "│ " in line}
+    learners, sent, control, later = (rows["CP_01"][i] for i in (3, 5, 7, 9))
+    assert (learners, sent, control, later) == ("4", "3", "1", "0")
+    assert "email:3 push:1" in result.output
+
+
+def _typer_of(step):
+    """A one-command app calling the demo's step with the settings and a day."""
+    import typer
+
+    one = typer.Typer()
+
+    @one.command()
+    def run(day: str) -> None:
+        step(Settings(), date.fromisoformat(day))
+
+    return one
