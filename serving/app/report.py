@@ -42,6 +42,7 @@ import pandera.pandas as pa
 from features.windows import build_features, read_features
 from models.explain import format_points
 from rules import RuleSet
+from serving.app.campaign_effect import campaign_report_frame
 from serving.app.charts import png_data_uri, rules_bar_figure, tag_area_figure, waterfall_uri
 from serving.app.drift import drift_section
 from serving.app.kpi_inputs import kpis_at
@@ -141,6 +142,7 @@ def build_report(
         "rules": rules_section(transitions_by_rule(transitions)),
         "call_list": call_list_section(store, settings.data_path, as_of, inputs, top),
         "campaigns": campaigns_section(store.scores_frame(as_of)),
+        "campaign_effect": effect_section(campaign_report_frame(store, inputs.events, as_of)),
         "model_card": model_card_section(settings, champion),
         "drift": drift_section(settings.data_path, as_of, champion),
     }
@@ -416,6 +418,15 @@ def campaigns_section(scores: pd.DataFrame) -> dict[str, Any]:
         for row in counts.itertuples(index=False)
     ]
     return {"stored": True, "rows": rows, "none": int(scores["campaign_id"].isna().sum())}
+
+
+def effect_section(summary: pd.DataFrame) -> dict[str, Any]:
+    """The campaigns' measured effect (``campaign_effect.effect_summary``) as header and rows."""
+    rows = [
+        ["-" if pd.isna(value) else str(value) for value in row]
+        for row in summary.itertuples(index=False)
+    ]
+    return {"header": list(summary.columns), "rows": rows}
 
 
 def _learner_row(score: dict[str, Any]) -> dict[str, Any]:

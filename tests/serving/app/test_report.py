@@ -129,6 +129,11 @@ def test_report_has_every_section_embeds_its_images_and_loads_nothing(report_wor
     assert path == ws.settings.reports_path / f"report-{ws.last_day}.html"
     ids = set(re.findall(r'id="([^"]+)"', html))
     assert {"kpis", "tags-over-time", "transitions", "call-list", "model-card", "drift"} <= ids
+    # and the campaigns the batch days planned, with their measured effect per campaign
+    planned = ws.store.outbox_frame(until=ws.last_day)["campaign_id"].unique()
+    assert len(planned) and "campaign-effect-table" in ids
+    effect_rows = re.search(r'id="campaign-effect-table">(.*?)</table>', html, re.S).group(1)
+    assert sorted(set(re.findall(r"<tr><td>(CP_\d+)</td>", effect_rows))) == sorted(planned)
     learners = [anchor for anchor in ids if anchor.startswith("learner-")]
     assert 1 <= len(learners) <= 10
     scores = ws.store.scores_frame(ws.last_day)
@@ -215,3 +220,14 @@ def test_a_store_without_campaign_columns_says_so():
 
     section = campaigns_section(pd.DataFrame({"customer_id": ["a"], "control": [False]}))
     assert section == {"stored": False, "rows": [], "none": 0}
+
+
+def test_the_effect_section_shows_a_missing_number_as_a_dash():
+    from serving.app.report import effect_section
+
+    # given an effect summary whose control rate is unknown (no control learner yet)
+    summary = pd.DataFrame({"Campaign": ["CP_01"], "Control %": [float("nan")], "p": [0.04]})
+    # when it becomes the report's table
+    section = effect_section(summary)
+    # then the header is kept and the unknown number reads as a dash
+    assert section == {"header": ["Campaign", "Control %", "p"], "rows": [["CP_01", "-", "0.04"]]}
