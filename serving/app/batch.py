@@ -25,6 +25,7 @@ that day: the store undoes the day's automatic transitions in the same transacti
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -39,12 +40,15 @@ from features.mapping import EventMapping
 from features.validation import load_valid_inputs
 from features.windows import TableInput, build_features, connect, eligible_spine
 from rules import RuleSet
+from serving.app.answers import write_day_answers
 from serving.app.summary import TOP_LEARNERS, BatchResult, is_in, summarise, tag_counts
 from serving.core.assess import Assessment, AssessOptions, ModelHandle, assess
 from serving.core.frames import RunRecord
 from serving.core.tags import CHURNED_TAG
 from serving.infra.snapshots import write_feature_snapshot
 from serving.infra.store import StateStore
+
+logger = logging.getLogger("lstep")
 
 STAGES: dict[str, str] = {
     "inputs": "validate inputs",
@@ -353,7 +357,24 @@ def _write(
         now=context.now,
         replace=replace,
     )
+    if context.data_dir is not None:
+        _write_answers(context, assessment)
     return run, snapshot
+
+
+def _write_answers(context: BatchContext, assessment: Assessment) -> None:
+    """The day's answers file for the service, decided on the state the day left.
+
+    The day is committed: a failure here costs the service a rebuild, not the day (warned).
+    """
+    try:
+        write_day_answers(
+            Path(context.data_dir), assessment.features, assessment.scores,
+            ruleset=context.ruleset, state=context.store.state_frame(assessment.as_of),
+            as_of=assessment.as_of, model_version=assessment.model_version,
+        )  # fmt: skip
+    except OSError as error:
+        logger.warning("the day's answers file was not written (%s); the service builds it", error)
 
 
 def _stored_tags(store: StateStore, run: RunRecord | None) -> pd.Series | None:
