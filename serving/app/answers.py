@@ -57,6 +57,7 @@ from serving.infra.answers_file import (
     answers_path,
     build_lock,
     open_answers_file,
+    remove_older_answers,
     write_answers_file,
 )
 from serving.infra.snapshots import batch_snapshots
@@ -378,9 +379,10 @@ def write_day_answers(
     table = answers_table(
         features, scores, ruleset=ruleset, state=state, as_of=as_of, model_version=model_version
     )
-    return write_answers_file(
-        table, answers_path(data_dir, as_of, answers_tag(model_version, ruleset))
-    )
+    path = answers_path(data_dir, as_of, answers_tag(model_version, ruleset))
+    write_answers_file(table, path)
+    remove_older_answers(data_dir, as_of)  # only the latest day is served
+    return path
 
 
 def load_day_answers(

@@ -15,6 +15,9 @@ One day reads as its stages, one call each, I/O at the ends:
    transaction, idempotent per ``as_of`` (a completed day is not recomputed); a dry run writes
    nothing. The day's feature frame goes to ``<data_dir>/features/as_of=YYYY-MM-DD.parquet`` (the
    service's snapshot of the day) just before the commit, so a completed day has its snapshot.
+   After the commit, the day's answers (every learner decided on the state the day left) go to
+   ``<data_dir>/answers/`` (``serving.app.answers.write_day_answers``): the service maps them
+   instead of assessing every learner at start-up.
 7. **summary**: tag distribution and its change, transitions by rule, and the call list with
    each learner's reasons (``serving.app.summary``); the CLI renders it.
 

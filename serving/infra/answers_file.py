@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 ANSWERS_SUBDIR = "answers"
+_DAY_IN_NAME = re.compile(r"as_of=(\d{4}-\d{2}-\d{2})\.")
 
 
 def answers_path(data_dir: Path, as_of: date, tag: str) -> Path:
@@ -59,6 +61,22 @@ def open_answers_file(path: Path) -> pa.Table | None:
     return ipc.open_file(source).read_all()
 
 
+def remove_older_answers(data_dir: Path, as_of: date) -> list[Path]:
+    """Remove the answers files (and their locks and leftovers) of days before ``as_of``.
+
+    Only the latest day is ever served; a file an old service still maps stays readable to it
+    until it lets go (POSIX keeps an unlinked file's pages for its mappers).
+    """
+    directory = Path(data_dir) / ANSWERS_SUBDIR
+    removed = []
+    for path in directory.glob("*as_of=*") if directory.is_dir() else []:
+        found = _DAY_IN_NAME.search(path.name)
+        if found and date.fromisoformat(found.group(1)) < as_of:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 @contextmanager
 def build_lock(path: Path) -> Iterator[bool]:
     """An exclusive, non-blocking lock on building ``path`` (its ``.lock`` beside it).
@@ -88,5 +106,6 @@ __all__ = [
     "answers_path",
     "build_lock",
     "open_answers_file",
+    "remove_older_answers",
     "write_answers_file",
 ]
