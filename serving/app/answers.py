@@ -492,6 +492,7 @@ class AnswerKeeper:
         self.recheck_s = recheck_s
         self._clock = clock
         self._lock = threading.Lock()
+        self._loading = threading.Lock()
         self._refreshing = False
         self._checked_at = clock()
         self.current: DayAnswers | None = self._load(newer_than=None, build=not background)
@@ -557,18 +558,21 @@ class AnswerKeeper:
             True when newer answers replaced the current ones. A failure is logged and the
             current answers stay (requests they cannot answer are assessed on demand).
         """
-        try:
-            current = self.current
-            newer = self._load(newer_than=None if current is None else current.as_of)
-        except Exception:  # a background thread: log, keep serving
-            logger.exception("loading the day answers of a newer snapshot failed")
-            return False
-        finally:
-            with self._lock:
-                self._refreshing = False
-        if newer is not None:
-            self.current = newer
-        return newer is not None
+        # One load at a time in this process: a second one would find the file lock taken by
+        # the first and come back empty-handed instead of waiting for its answers.
+        with self._loading:
+            try:
+                current = self.current
+                newer = self._load(newer_than=None if current is None else current.as_of)
+            except Exception:  # a background thread: log, keep serving
+                logger.exception("loading the day answers of a newer snapshot failed")
+                return False
+            finally:
+                with self._lock:
+                    self._refreshing = False
+            if newer is not None:
+                self.current = newer
+            return newer is not None
 
 
 __all__ = [
