@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rules.campaigns import campaign_columns
 from rules.config import RuleSet
 from rules.engine import NO_CODE, codes_of, decision_order
 from rules.interventions import control_flags
@@ -50,12 +51,17 @@ def over_capacity_rows(ruleset: RuleSet, decisions: pd.DataFrame) -> np.ndarray:
     return over
 
 
-def cut_to_capacity(ruleset: RuleSet, decisions: pd.DataFrame) -> pd.DataFrame:
+def cut_to_capacity(
+    ruleset: RuleSet, decisions: pd.DataFrame, *, product_tags: pd.Series | None = None
+) -> pd.DataFrame:
     """Apply the day's capacity to all of one day's decisions (see the module docstring).
 
     Args:
         ruleset: the rules the decisions were made with.
         decisions: ``rules.decide`` output for every learner of the day.
+        product_tags: each learner's product tier, indexed by customer_id: the overflow's
+            campaign is matched again on its new priority (without it, campaign triggers that
+            name a product do not match the overflow).
 
     Returns:
         The decisions with the overflow's priority, action and control redone, an
@@ -85,9 +91,28 @@ def cut_to_capacity(ruleset: RuleSet, decisions: pd.DataFrame) -> pd.DataFrame:
     controls = cut["control"].to_numpy(bool).copy()
     controls[over] = control
     cut = cut.assign(priority=priorities, action=actions, control=controls)
+    if "campaign_id" in cut:
+        cut = _rematch_campaigns(ruleset, cut, over, product_tags)
     priority = codes_of(cut["priority"].astype(object), ruleset.interventions.priority_order)
     order = decision_order(priority, cut["value_at_risk"].to_numpy(float), cut["customer_id"].array)
     return cut.take(order).reset_index(drop=True)
+
+
+def _rematch_campaigns(
+    ruleset: RuleSet, cut: pd.DataFrame, over: np.ndarray, product_tags: pd.Series | None
+) -> pd.DataFrame:
+    """The campaign and channel of the overflow, matched on its automated priority and action."""
+    rows = cut.loc[over]
+    products = (
+        [None] * len(rows)
+        if product_tags is None
+        else rows["customer_id"].map(product_tags).astype(object).where(lambda s: s.notna(), None)
+    )
+    campaign_id, channel = campaign_columns(ruleset.campaigns, rows, products)
+    campaigns, channels = cut["campaign_id"].copy(), cut["channel"].copy()
+    campaigns[over] = np.asarray(campaign_id, dtype=object)
+    channels[over] = np.asarray(channel, dtype=object)
+    return cut.assign(campaign_id=campaigns, channel=channels)
 
 
 __all__ = ["OVER_CAPACITY", "cut_to_capacity", "over_capacity_rows"]

@@ -19,6 +19,9 @@ Semantics (DESIGN §5):
   NaN) model leaves are false, and the description says the decision was made without the model.
 - ``why`` puts into words the facts the winning rule fired on, for a learner it moved or held
   (``rules.reasons``; the caller's ``Wording`` gives the labels); null for everyone else.
+- ``behaviour_tags`` are the behaviour tags a learner holds (``rules.behaviours``), and
+  ``campaign_id``/``channel`` the first campaign whose trigger the decision matches and its first
+  step's channel, personalised by the behaviour tags (``rules.campaigns``); null for none.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
+from rules.behaviours import behaviour_tags
+from rules.campaigns import campaign_columns
 from rules.conditions import evaluate
 from rules.config import MODEL_SCORE_COLUMNS, RuleSet
 from rules.interventions import control_flags, value_at_risk
@@ -344,9 +349,13 @@ def decision_frame(
             ),
             "value_at_risk": value,
             "held": _categorical(moves.held_code, HELD_REASONS),
+            "behaviour_tags": pd.array(behaviour_tags(ruleset.behaviours, scored), dtype=str),
             "why": pd.array([None] * len(scored), dtype=str) if why is None else why,
         }
     )
+    campaign_id, channel = campaign_columns(ruleset.campaigns, decisions, scored["product_tag"])
+    decisions.insert(decisions.columns.get_loc("action") + 1, "campaign_id", campaign_id)
+    decisions.insert(decisions.columns.get_loc("campaign_id") + 1, "channel", channel)
     order = decision_order(priority_code, value, customer_ids)
     return decisions.take(order).reset_index(drop=True)
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import pandas as pd
 import pandera.pandas as pa
 
+from rules.campaigns import CHANNELS
 from rules.config import MODEL_SCORE_COLUMNS, RuleSet
 from rules.interventions import RISK_INDICATOR_TOTAL
 
@@ -31,9 +32,12 @@ DECISION_COLUMNS: tuple[str, ...] = (
     "confidence",
     "priority",
     "action",
+    "campaign_id",
+    "channel",
     "control",
     "value_at_risk",
     "held",
+    "behaviour_tags",
     "why",
 )
 
@@ -71,7 +75,8 @@ def scored_schema(ruleset: RuleSet, optional: Sequence[str] = ()) -> pa.DataFram
             columns[feature] = _probability()
         else:
             columns[feature] = pa.Column(str if feature in strings else float, nullable=True)
-    for name in optional:
+    # Behaviour tags read their features where present: a missing one is null, so not held.
+    for name in [*optional, *ruleset.behaviour_features]:
         columns.setdefault(name, pa.Column(float, nullable=True, required=False))
     return pa.DataFrameSchema(columns, strict="filter", coerce=True, name="scored")
 
@@ -119,9 +124,14 @@ def decision_schema(ruleset: RuleSet) -> pa.DataFrameSchema:
             pa.Category, pa.Check.isin(ruleset.interventions.priority_order), nullable=True
         ),
         "action": pa.Column(pa.Category, nullable=True),
+        # The first campaign whose trigger matches (rules.campaigns), and its first step's channel.
+        "campaign_id": pa.Column(pa.Category, pa.Check.isin(ruleset.campaigns.ids), nullable=True),
+        "channel": pa.Column(pa.Category, pa.Check.isin(CHANNELS), nullable=True),
         "control": pa.Column(bool),
         "value_at_risk": pa.Column(float, pa.Check.ge(0.0), nullable=True),
         "held": pa.Column(pa.Category, pa.Check.isin(HELD_REASONS), nullable=True),
+        # The behaviour tags held: sorted ids joined by ",", "" for none.
+        "behaviour_tags": pa.Column(str),
         # The true leaves of the rule that moved or held the learner, in words; else null.
         "why": pa.Column(str, nullable=True),
     }

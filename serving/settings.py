@@ -8,10 +8,11 @@ honours MLflow's own ``MLFLOW_TRACKING_URI`` so that an existing MLflow server i
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
+from typing import Any
 
-from pydantic import model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.schemas import CUSTOMERS_FILE, EVENTS_FILE
@@ -57,10 +58,89 @@ def disable_telemetry() -> None:
         os.environ.setdefault(name, value)
 
 
+SINK_NAMES: tuple[str, ...] = ("webhook", "email", "file")
+"""The sinks ``lstep dispatch`` can deliver through (``serving.infra.sinks``)."""
+DEFAULT_SINKS: dict[str, str] = {
+    "email": "email", "push": "file", "in_app": "file", "csm_task": "file", "webhook": "webhook",
+}  # fmt: skip
+"""Channel -> sink unless ``LSTEP_DISPATCH__SINKS`` says otherwise (push and in-app go to the
+marketing tool's file; a CSM task is a row in it too)."""
+
+
+class DispatchSettings(BaseModel):
+    """How ``lstep dispatch`` delivers campaign messages (``LSTEP_DISPATCH__<FIELD>``).
+
+    Attributes:
+        sinks: channel -> sink (``webhook``, ``email`` or ``file``).
+        webhook_url: where the webhook sink POSTs (JSON; signed ``X-Lstep-Signature``).
+        webhook_secret: the HMAC-SHA256 key of the signature; a webhook sink refuses to start
+            without one (an empty secret is no secret).
+        webhook_timeout_s: per request.
+        webhook_attempts: tries of one message within a dispatch (500s and connection
+            errors), with exponential backoff from ``webhook_backoff_s``.
+        smtp_host, smtp_port, smtp_from, smtp_timeout_s: the mail server the email sink uses.
+        smtp_to: the recipient when the message's context has no ``email``.
+        file_path: the JSONL file the file sink appends to (default
+            ``$LSTEP_HOME/outbox/messages.jsonl``).
+        max_tries: dispatch attempts before a message is ``dead``.
+        retry_base_s, retry_max_s: the wait before retrying a failed message doubles from
+            ``retry_base_s`` with each try, up to ``retry_max_s``.
+        lease_s: how long a claim holds a message (a dispatcher killed mid-send leaves it to
+            another after this).
+        quiet_start, quiet_end, quiet_channels: a daily UTC window when those channels wait
+            (deferred, not lost); equal start and end: no quiet hours.
+        max_per_learner, cap_window_h: at most this many messages per learner per window.
+        batch_size: messages claimed at a time.
+        record_every: outcomes recorded per transaction (a dispatcher killed mid-group sends
+            that group again after the lease: at least once, deduplicated by message id).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sinks: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SINKS))
+    webhook_url: str = "http://127.0.0.1:8099/lstep/messages"
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_attempts: int = Field(default=3, ge=1, le=10)
+    webhook_backoff_s: float = Field(default=0.2, ge=0)
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = "lstep@localhost"
+    smtp_to: str = "{customer_id}@learners.invalid"
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    file_path: Path | None = None
+    max_tries: int = Field(default=5, ge=1)
+    retry_base_s: float = Field(default=60.0, ge=0)
+    retry_max_s: float = Field(default=6 * 3600.0, ge=0)
+    lease_s: float = Field(default=300.0, gt=0)
+    quiet_start: time = time(21, 0)
+    quiet_end: time = time(7, 0)
+    quiet_channels: tuple[str, ...] = ("email", "push")
+    max_per_learner: int = Field(default=3, ge=1)
+    cap_window_h: float = Field(default=24.0, gt=0)
+    batch_size: int = Field(default=200, ge=1)
+    record_every: int = Field(default=50, ge=1)
+
+    @field_validator("sinks", mode="before")
+    @classmethod
+    def _over_defaults(cls, value: Any) -> Any:
+        # Naming one channel's sink keeps the others' defaults.
+        return {**DEFAULT_SINKS, **value} if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _known_sinks(self) -> DispatchSettings:
+        unknown = {channel: sink for channel, sink in self.sinks.items() if sink not in SINK_NAMES}
+        if unknown:
+            raise ValueError(f"dispatch.sinks: unknown sink(s) {unknown}: use one of {SINK_NAMES}")
+        return self
+
+
 class Settings(BaseSettings):
     """Where lstep reads and writes, and the knobs shared by the CLI, batch job and service."""
 
-    model_config = SettingsConfigDict(env_prefix="LSTEP_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="LSTEP_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
 
     home: Path = Path(".lstep")
     data_dir: Path | None = None
@@ -69,6 +149,7 @@ class Settings(BaseSettings):
     bentoml_home: Path | None = None
     reports_dir: Path | None = None
     model_name: str = DEFAULT_MODEL_NAME
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
 
     @property
     def data_path(self) -> Path:
@@ -120,6 +201,11 @@ class Settings(BaseSettings):
         return self.reports_dir or self.home / "reports"
 
     @property
+    def outbox_file(self) -> Path:
+        """Where the file sink appends messages (JSONL)."""
+        return self.dispatch.file_path or self.home / "outbox" / "messages.jsonl"
+
+    @property
     def champion_uri(self) -> str:
         """The registry URI serving loads: by alias, never by run id."""
         return champion_uri(self.model_name)
@@ -134,7 +220,9 @@ __all__ = [
     "CHAMPION_ALIAS",
     "DEFAULT_MODEL_NAME",
     "FROZEN_CLOCK_ENV",
+    "SINK_NAMES",
     "TELEMETRY_ENV",
+    "DispatchSettings",
     "Settings",
     "champion_uri",
     "disable_telemetry",

@@ -36,6 +36,7 @@ from mlflow.exceptions import MlflowException
 from numpy.typing import ArrayLike
 from scipy.stats import bootstrap
 
+from models.churn import model_feature_names
 from models.metrics import expected_calibration_error, pr_auc
 from models.pyfunc import to_pyfunc_input
 
@@ -182,8 +183,9 @@ def score_version(
 ) -> tuple[SliceScore, np.ndarray]:
     """Load a registered pyfunc by ``uri`` and score ``test_frame`` (a feature frame) with it.
 
-    The frame goes through ``models.pyfunc.to_pyfunc_input`` (the pyfunc's input contract), then
-    only the columns of the loaded version's signature are passed.
+    The frame goes through ``models.pyfunc.to_pyfunc_input`` with the loaded version's own input
+    schema: a version logged before the pyfunc took feature frames as they are (every number
+    ``double``) is compared on the same rows as a new one.
 
     Returns:
         The version's PR-AUC and ECE on the frame, and its ``p_churn`` per row.
@@ -192,12 +194,12 @@ def score_version(
         ValueError: when the model cannot score the frame (missing or mistyped columns).
     """
     model = mlflow.pyfunc.load_model(uri)
-    inputs = to_pyfunc_input(test_frame)
     schema = model.metadata.get_input_schema()
-    columns = schema.input_names() if schema is not None else list(inputs.columns)
-    missing = [column for column in columns if column not in inputs.columns]
+    columns = schema.input_names() if schema is not None else model_feature_names()
+    missing = [column for column in columns if column not in test_frame.columns]
     if missing:
         raise ValueError(f"{uri} (v{version}) needs columns the test slice lacks: {missing}")
+    inputs = to_pyfunc_input(test_frame, schema=schema)
     p_churn = np.asarray(model.predict(inputs[columns])["p_churn"], dtype=float)
     score = SliceScore(
         version=version,

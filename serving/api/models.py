@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -120,9 +121,10 @@ class CustomerIn(_Request):
 class LearnerIn(_Request):
     """A learner to score: by id (features from the event store) or with inline recent events.
 
-    With ``events`` the features are computed from exactly these events (send at least the 30
-    days before ``as_of``; earlier events only feed the all-time totals). ``customer`` replaces
-    the stored customer record, and is required for a learner the event store does not know.
+    With ``events`` the features are computed from these events merged with the learner's stored
+    ones (an event equal to a stored one in every field counts once), so sending only the events
+    the event store does not have yet is enough. ``customer`` replaces the stored customer record,
+    and is required for a learner the event store does not know.
     """
 
     customer_id: CustomerId
@@ -283,6 +285,16 @@ class LearnerScore(_Response):
     signal: str | None
     priority: str | None
     action: str | None
+    campaign_id: str | None = Field(
+        default=None,
+        description="the campaign the decision triggers (rules/campaigns.yaml, CP_01..CP_24): "
+        "the first whose trigger matches; null: none",
+    )
+    channel: str | None = Field(
+        default=None,
+        description="the campaign's first channel for this learner (email, push, in_app, "
+        "csm_task, webhook), after personalisation by behaviour tags; null: no campaign",
+    )
     control: bool = Field(description="in the control group: gets no intervention")
     over_capacity: bool | None = Field(
         description="the day's capacity for personal outreach moved the learner to automated "
@@ -292,6 +304,10 @@ class LearnerScore(_Response):
     reasons: list[ReasonOut]
     risk_indicators: list[IndicatorOut] = Field(
         description="the risk indicators that are on (in every mode, model or rules-only)"
+    )
+    behaviour_tags: list[str] = Field(
+        default_factory=list,
+        description="the behaviour tags the learner holds (BT_001..BT_008, rules/behaviours.yaml)",
     )
     model_version: str | None
     feature_source: FeatureSource = Field(
@@ -373,9 +389,23 @@ class ScoreOut(_Response):
     confidence: Probability | None
     priority: str | None
     action: str | None
+    campaign_id: str | None = None
+    channel: str | None = None
     control: bool
     value_at_risk: float | None
+    behaviour_tags: list[str] | None = Field(
+        default=None,
+        description="the behaviour tags held that day (BT_001..BT_008); null: not stored",
+    )
     model_version: str | None
+
+    @field_validator("behaviour_tags", mode="before")
+    @classmethod
+    def _split_stored_tags(cls, value: object) -> object:
+        """The scores table keeps the ids joined by ',' ('' for none)."""
+        if isinstance(value, str):
+            return [part for part in value.split(",") if part]
+        return value
 
 
 class StatusResponse(_Response):

@@ -69,7 +69,8 @@ def status_response(status: LearnerStatus) -> StatusResponse:
 def _score_out(row: dict[str, Any]) -> ScoreOut:
     """The stored score row's public fields (the interval and run id stay in the store)."""
     plain = _plain(row)
-    return ScoreOut(**{name: plain[name] for name in ScoreOut.model_fields})
+    # A store without the campaign columns (issue 12) leaves them at their default, null.
+    return ScoreOut(**{name: plain[name] for name in ScoreOut.model_fields if name in plain})
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@
 each:
 
 - ``LstepService``, the public API: ``POST /score``, ``/explain``, ``/status``, ``/override``,
+  ``/events/campaign`` (campaign feedback),
   beside BentoML's own ``/livez``, ``/readyz``, ``/metrics`` and ``/docs.json``, and the read-only
   ``GET /pages/report``. **It owns scoring**: it loads the champion (once) and the rules, maps
   the day's answers (every learner of the batch job's latest snapshot, decided by the batch job
@@ -42,6 +43,7 @@ import anyio
 import bentoml
 
 from serving.api.bento import HINT, SERVED_MODEL_TAG, ServiceSettings, load_served_champion
+from serving.api.feedback_models import CampaignEventRequest, CampaignEventResponse
 from serving.api.guards import Readiness, RequestGuardMiddleware, quiet_client_errors
 from serving.api.models import (
     ExplainRequest,
@@ -65,6 +67,7 @@ from serving.api.problems import (
 from serving.api.responses import explain_response, score_response, status_response
 from serving.api.transport import day_features_of, feature_item, feature_outcomes
 from serving.app.answers import AnswerKeeper
+from serving.app.feedback import record_campaign_event
 from serving.app.online import OnlineScoring, check_size, resolve_as_of
 from serving.app.status import clear_override, learner_status, set_override
 from serving.core.asks import LearnerAsk
@@ -231,6 +234,22 @@ class LstepService:
             policy = OverridePolicy.of(self.online.ruleset)
             status = set_override(self.store, request.to_request(), policy=policy, now=self.clock())
             return status_response(status)
+
+    @bentoml.api(route="/events/campaign")
+    def campaign_event(
+        self, request: CampaignEventRequest, /, ctx: bentoml.Context
+    ) -> CampaignEventResponse:
+        """Record that a campaign message was delivered, opened, clicked or converted (bearer
+        token); a repeat answers ``recorded: false`` and changes nothing."""
+        with http_problems(ctx):
+            check_bearer(_authorization(ctx), self.config.write_token)
+            recorded = record_campaign_event(
+                self.store, request.message_id, request.kind, source=request.source,
+                now=self.clock(),
+            )  # fmt: skip
+            return CampaignEventResponse(
+                message_id=request.message_id, kind=request.kind, recorded=recorded
+            )
 
     async def _fetch(self, asks: Sequence[LearnerAsk]) -> DayFeatures:
         """Features of asks the day's answers do not hold, from the features process.

@@ -11,7 +11,9 @@ One day reads as its stages, one call each, I/O at the ends:
 4. **score** and 5. **decide**: ``serving.core.assess`` with the champion
    (``models:/lstep-churn@champion``) or, in rules-only mode, without; the run, every score row
    and every decision say which.
-6. **write**: ``StateStore.apply_batch``: scores, transitions and the run record in one
+6. **write**: ``StateStore.apply_batch``: scores, transitions, the day's campaign messages
+   (``plan_day_campaigns``: the rules' campaign catalogue, ``serving.core.campaigns``) and the
+   run record in one
    transaction, idempotent per ``as_of`` (a completed day is not recomputed); a dry run writes
    nothing. The day's feature frame goes to ``<data_dir>/features/as_of=YYYY-MM-DD.parquet`` (the
    service's snapshot of the day) just before the commit, so a completed day has its snapshot.
@@ -44,9 +46,16 @@ from features.validation import load_valid_inputs
 from features.windows import TableInput, build_features, connect, eligible_spine
 from rules import RuleSet
 from serving.app.answers import write_day_answers
+from serving.app.day_campaigns import (
+    RECENT_MESSAGE_DAYS,
+    CampaignPlanner,
+    catalogue_planner,
+    plan_day_campaigns,
+)
 from serving.app.summary import TOP_LEARNERS, BatchResult, is_in, summarise, tag_counts
 from serving.core.assess import Assessment, AssessOptions, ModelHandle, assess
 from serving.core.frames import RunRecord
+from serving.core.planning import BatchDay
 from serving.core.tags import CHURNED_TAG
 from serving.infra.snapshots import write_feature_snapshot
 from serving.infra.store import StateStore
@@ -125,6 +134,9 @@ class BatchContext:
         data_dir: where feature snapshots go (none written when None).
         progress: where stage progress goes (None: nowhere).
         top: length of the call list in the summary.
+        planner: plans the day's campaign messages; None: the catalogue of ``ruleset``
+            (``catalogue_planner``).
+        campaigns: False plans no message at all (the outbox is left alone).
     """
 
     store: StateStore
@@ -135,6 +147,8 @@ class BatchContext:
     data_dir: Path | None = None
     progress: BatchProgress | None = None
     top: int = TOP_LEARNERS
+    planner: CampaignPlanner | None = None
+    campaigns: bool = True
 
     def stage(self, as_of: date, name: str) -> AbstractContextManager[None]:
         return nullcontext() if self.progress is None else self.progress.stage(as_of, name)
@@ -350,16 +364,14 @@ def _write(
         snapshot = write_feature_snapshot(
             assessment.features, Path(context.data_dir), assessment.as_of
         )
-    run = context.store.apply_batch(
-        assessment.as_of,
-        assessment.decisions,
-        None if assessment.rules_only else assessment.scores,
-        run_id=context.run_id,
-        model_version=assessment.model_version,
-        rules_only=assessment.rules_only,
-        now=context.now,
-        replace=replace,
-    )
+    planner = context.planner or catalogue_planner(context.ruleset)
+    plan = plan_day_campaigns(assessment, context.store, planner if context.campaigns else None)
+    day = BatchDay(
+        assessment.as_of, context.run_id, assessment.model_version, assessment.rules_only,
+        context.now, replace,
+    )  # fmt: skip
+    scores = None if assessment.rules_only else assessment.scores
+    run = context.store.apply_day(day, assessment.decisions, scores, plan)
     if context.data_dir is not None:
         _write_answers(context, assessment)
     return run, snapshot
@@ -386,4 +398,15 @@ def _stored_tags(store: StateStore, run: RunRecord | None) -> pd.Series | None:
     return store.state_frame()["tag"] if any(skipped.values()) else None
 
 
-__all__ = ["STAGES", "BatchContext", "BatchInputs", "BatchProgress", "run_day", "run_range"]
+__all__ = [
+    "RECENT_MESSAGE_DAYS",
+    "STAGES",
+    "BatchContext",
+    "BatchInputs",
+    "BatchProgress",
+    "CampaignPlanner",
+    "catalogue_planner",
+    "plan_day_campaigns",
+    "run_day",
+    "run_range",
+]

@@ -140,6 +140,7 @@ def build_report(
         "tags": tags_section(tag_history(transitions, [day.date() for day in days])),
         "rules": rules_section(transitions_by_rule(transitions)),
         "call_list": call_list_section(store, settings.data_path, as_of, inputs, top),
+        "campaigns": campaigns_section(store.scores_frame(as_of)),
         "model_card": model_card_section(settings, champion),
         "drift": drift_section(settings.data_path, as_of, champion),
     }
@@ -387,13 +388,48 @@ def _listed_learner(score: dict[str, Any], assessment: Assessment) -> dict[str, 
     }
 
 
+def campaigns_section(scores: pd.DataFrame) -> dict[str, Any]:
+    """The day's decisions by campaign and channel, treated and control (from the stored scores).
+
+    A store without the campaign columns (from before issue 12) gives ``stored`` False.
+    """
+    if "campaign_id" not in scores.columns:
+        return {"stored": False, "rows": [], "none": 0}
+    with_campaign = scores[scores["campaign_id"].notna()]
+    counts = (
+        with_campaign.assign(
+            channel=with_campaign["channel"].astype(object).fillna("—"),
+            control=with_campaign["control"].astype(bool),
+        )
+        .groupby(["campaign_id", "channel"])["control"]
+        .agg(decisions="size", control="sum")
+        .reset_index()
+        .sort_values(["campaign_id", "channel"])
+    )
+    rows = [
+        {
+            "campaign_id": str(row.campaign_id),
+            "channel": str(row.channel),
+            "decisions": int(row.decisions),
+            "control": int(row.control),
+        }
+        for row in counts.itertuples(index=False)
+    ]
+    return {"stored": True, "rows": rows, "none": int(scores["campaign_id"].isna().sum())}
+
+
 def _learner_row(score: dict[str, Any]) -> dict[str, Any]:
     p_churn = score["p_churn"]
+    campaign = score.get("campaign_id")
     return {
         "customer_id": str(score["customer_id"]),
         "anchor": learner_anchor(str(score["customer_id"])),
         "priority": str(score["priority"]),
         "action": str(score["action"]),
+        # The campaign the day's decision triggered and its channel ("—": none, or not stored).
+        "campaign": "—"
+        if campaign is None or pd.isna(campaign)
+        else (f"{campaign} ({score.get('channel') or '—'})"),
         "p_churn": "—" if pd.isna(p_churn) else f"{p_churn:.0%}",
         "value_at_risk": f"{float(score['value_at_risk'] or 0.0):,.2f}",
     }

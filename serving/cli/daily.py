@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from serving.cli.common import (
     AllowUnknownOpt,
@@ -21,6 +22,7 @@ from serving.cli.common import (
     console,
     err_console,
     friendly_errors,
+    latest_batch_day,
     load_inputs,
     open_store,
     parse_date,
@@ -28,6 +30,9 @@ from serving.cli.common import (
     settings,
 )
 from serving.settings import utc_now
+
+if TYPE_CHECKING:
+    from serving.app.summary import BatchResult
 
 DayOpt = Annotated[str | None, typer.Option("--as-of", help="Day (default: the latest batch day).")]
 
@@ -41,13 +46,30 @@ def register(app: typer.Typer, rules_app: typer.Typer) -> None:
 
 @friendly_errors
 def rules_check(rules_dir: RulesDirOpt = None) -> None:
-    """Validate the rules and print the transition graph (Mermaid)."""
+    """Validate the rules, campaigns and templates; print the transition graph and campaigns.
+
+    Every template is rendered with a sample context: a missing variable fails the check
+    (exit 1, naming the file, campaign and variable). Campaign triggers that no rule, manual
+    move or priority can produce are flagged.
+    """
     from rules import mermaid
+    from rules.campaigns import render_problems, unreachable_triggers
+    from serving.cli.render import campaigns_table
     from serving.infra.rulesets import load_rules
 
     ruleset = load_rules(rules_dir)
-    console.print(f"[green]rules OK[/]: {len(ruleset.rules)} rules, {len(ruleset.tags)} tags")
+    problems = render_problems(ruleset.campaigns)
+    if problems:
+        raise UserError("templates do not render:\n" + "\n".join(problems))
+    console.print(
+        f"[green]rules OK[/]: {len(ruleset.rules)} rules, {len(ruleset.tags)} tags, "
+        f"{len(ruleset.campaigns.campaigns)} campaigns, {len(ruleset.behaviours)} behaviour tags"
+    )
     print(mermaid(ruleset))
+    if ruleset.campaigns.campaigns:
+        console.print(campaigns_table(ruleset))
+    for problem in unreachable_triggers(ruleset):
+        console.print(f"[yellow]unreachable trigger[/]: {escape(problem)}")
 
 
 @friendly_errors
@@ -108,9 +130,19 @@ def score(
     progress = RichBatchProgress(console)
     with progress.running():
         outcome = job.run(runtime(progress))
+    _cache_scoring_version(outcome.results[-1])
     console.print(batch_summary(outcome.results[-1]))
     if outcome.report is not None:
         console.print(f"[green]report[/] {outcome.report}")
+
+
+def _cache_scoring_version(result: BatchResult) -> None:
+    """Cache the files of the version that scored the batch, for fast ``lstep explain``."""
+    version = result.model_version
+    if version is not None and not result.dry_run:
+        from serving.cli.explain_inputs import cache_version
+
+        cache_version(settings(), str(version), warn=_note)
 
 
 def _job_of_file(config: Path, options: dict) -> object:
@@ -135,25 +167,24 @@ def explain(
     events: OptionalEventsOpt = None,
     customers: OptionalCustomersOpt = None,
 ) -> None:
-    """Why a learner's churn risk is what it is: reason codes in probability points."""
-    import pandas as pd
+    """Why a learner's churn risk is what it is: reason codes in probability points.
 
-    from features.windows import build_features
-    from models.explain import waterfall_plot
-    from serving.app.jobs import event_store_paths, latest_batch_day
+    On a batch day the learner's row of the day's snapshot is explained with the version that
+    scored it (``serving.cli.explain_inputs``); on other days, or with --events/--customers, the
+    features are built from the events and the current champion explains them.
+    """
+    from serving.cli.explain_inputs import stored_day_inputs
     from serving.cli.render import decision_lines, reasons_table
     from serving.core.assess import assess
-    from serving.infra.champion import load_champion, require_champion
     from serving.infra.rulesets import load_rules
 
     current = settings()
     store = open_store(current)
-    events_path, customers_path = event_store_paths(current, events, customers)
     day = parse_date(as_of) if as_of else latest_batch_day(store) or utc_now().date()
-    loaded = load_champion(current.tracking_uri, current.model_name)
-    champion = require_champion(loaded, rules_only=False, model_name=current.model_name)
-    spine = pd.DataFrame({"customer_id": [customer_id], "as_of": [pd.Timestamp(day)]})
-    row = build_features(events_path, customers_path, spine=spine)
+    stored = None
+    if events is None and customers is None:
+        stored = stored_day_inputs(current, store, customer_id, day, warn=_note)
+    row, champion = stored or _built_inputs(current, customer_id, day, events, customers)
     state = store.state_frame(day, customer_ids=[customer_id])  # point-in-time: as on that day
     assessment = assess(row, champion=champion, ruleset=load_rules(), state=state, as_of=day)
     explanation = assessment.explanation(0)
@@ -169,10 +200,33 @@ def explain(
     )
     console.print(decision_lines(assessment.record(0)))
     if plot is not None:
+        from models.explain import waterfall_plot
+
         waterfall_plot(
             explanation.top(top), plot, p_base=explanation.p_base, title=f"{customer_id} {day}"
         )
         console.print(f"[green]wrote[/] {plot}")
+
+
+def _built_inputs(
+    current: object, customer_id: str, day: date, events: Path | None, customers: Path | None
+) -> tuple[object, object]:
+    """The learner's features built from the event store at ``day``, and the current champion."""
+    import pandas as pd
+
+    from features.windows import build_features
+    from serving.app.jobs import event_store_paths
+    from serving.infra.champion import load_champion, require_champion
+
+    events_path, customers_path = event_store_paths(current, events, customers)
+    loaded = load_champion(current.tracking_uri, current.model_name)
+    champion = require_champion(loaded, rules_only=False, model_name=current.model_name)
+    spine = pd.DataFrame({"customer_id": [customer_id], "as_of": [pd.Timestamp(day)]})
+    return build_features(events_path, customers_path, spine=spine), champion
+
+
+def _note(message: str) -> None:
+    err_console.print(f"[dim]note: {message}[/]", highlight=False)
 
 
 @friendly_errors
@@ -199,7 +253,6 @@ def kpis(
     rules_dir: RulesDirOpt = None,
 ) -> None:
     """The six lifecycle KPIs against their targets, in data days, each with its definition."""
-    from serving.app.jobs import latest_batch_day
     from serving.infra.rulesets import load_rules
 
     current = settings()

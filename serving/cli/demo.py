@@ -132,6 +132,10 @@ def _backfill(data: Path, events: Any, customers: Any, days: int) -> date:
     inputs = BatchInputs(events=events, customers=customers, validated=True)
     with progress.running():
         results = run_range(start, end, inputs, context)
+    if context.champion is not None:  # the first `lstep explain` then skips MLflow too
+        from serving.cli.explain_inputs import cache_version
+
+        cache_version(settings(), context.champion.version, context.champion.model)
     console.print(batch_summary(results[-1]))
     table = kpi_table_at(
         context.store, end, customers=customers, events=events, ruleset=context.ruleset,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from serving.cli import daily, data, demo, model, overrides, serve
+from serving.cli import campaigns, daily, data, demo, model, outbox, overrides, serve
 
 app = typer.Typer(
     name="lstep",
@@ -19,7 +19,9 @@ data.register(app)
 model.register(app)
 daily.register(app, rules_app)
 overrides.register(app)
+outbox.register(app)
 serve.register(app)
 demo.register(app)
+campaigns.register(app)
 
 __all__ = ["app"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.markup import escape
@@ -23,12 +23,27 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from features.validation import ValidationReport
-from serving.app.batch import STAGES
-from serving.app.kpis import Kpi
-from serving.app.status import LearnerStatus
-from serving.app.summary import BatchResult
 from serving.core.tags import STATUS_TAGS
+
+if TYPE_CHECKING:  # for annotations only: importing these at run time would cost every command
+    # the whole batch path (LightGBM, MLflow, DuckDB, pandera) just to draw one table
+    from features.validation import ValidationReport
+    from serving.app.kpis import Kpi
+    from serving.app.status import LearnerStatus
+    from serving.app.summary import BatchResult
+
+BEHAVIOUR_NAMES: dict[str, str] = {
+    "BT_001": "Engagement:High-Frequency",
+    "BT_002": "Usage:Mobile-Primary",
+    "BT_003": "Social:Community-Active",
+    "BT_004": "Learning:Fast-Track",
+    "BT_005": "Usage:Feature-Explorer",
+    "BT_006": "Content:Video-Preferred",
+    "BT_007": "Social:Collaboration-Focused",
+    "BT_008": "Goal:Certification-Driven",
+}
+"""The brief's behaviour tag names, for display (``rules/behaviours.yaml`` is the source; a
+test keeps the two equal)."""
 
 
 def counting_progress(console: Console) -> Progress:
@@ -57,6 +72,8 @@ class RichBatchProgress:
 
     @contextmanager
     def stage(self, as_of: date, name: str) -> Iterator[None]:
+        from serving.app.batch import STAGES  # a batch is running: its modules are loaded
+
         task = self.bars.add_task(f"{as_of} {STAGES.get(name, name)}", total=1)
         yield
         self.bars.update(task, completed=1)
@@ -255,10 +272,26 @@ def _latest_score(status: LearnerStatus) -> str:
     p_churn = "-" if _missing(score["p_churn"]) else f"{score['p_churn']:.0%}"
     confidence = "-" if _missing(score["confidence"]) else f"{score['confidence']:.0%}"
     control = " (control group: no intervention)" if score["control"] else ""
+    campaign = ""
+    if not _missing(score.get("campaign_id")):
+        campaign = f"; campaign {score['campaign_id']} via {_text(score.get('channel'), '-')}"
     return (
-        f"priority {_text(score['priority'], '-')}, action {_text(score['action'], '-')}{control}; "
-        f"p_churn {p_churn}, confidence {confidence}; {signal} (scored {score['as_of']})"
+        f"priority {_text(score['priority'], '-')}, action {_text(score['action'], '-')}{control}"
+        f"{campaign}; p_churn {p_churn}, confidence {confidence}; {signal} "
+        f"(scored {score['as_of']})\n{behaviour_line(score)}"
     )
+
+
+def behaviour_line(score: dict[str, Any]) -> str:
+    """The behaviour tags of a stored score row, with their names (the scores table keeps them
+    once the store has the column; older stores say so)."""
+    if "behaviour_tags" not in score:
+        return "behaviour tags: not stored"
+    ids = [part for part in _text(score["behaviour_tags"]).split(",") if part]
+    if not ids:
+        return "behaviour tags: none"
+    named = [f"{tag} {BEHAVIOUR_NAMES.get(tag, '')}".strip() for tag in ids]
+    return "behaviour tags: " + ", ".join(named)
 
 
 def decision_lines(record: dict[str, Any]) -> RenderableType:
@@ -269,7 +302,56 @@ def decision_lines(record: dict[str, Any]) -> RenderableType:
         lines.append(f"[bold]why:[/] {escape(record['why'])}")
     indicators = ", ".join(indicator["text"] for indicator in record["risk_indicators"])
     lines.append(f"[bold]risk indicators on:[/] {escape(indicators or 'none')}")
+    if record.get("campaign_id") is not None:
+        lines.append(f"[bold]campaign:[/] {record['campaign_id']} via {record.get('channel')}")
+    if "behaviour_tags" in record:
+        lines.append(behaviour_line({"behaviour_tags": ",".join(record["behaviour_tags"])}))
     return Group(*lines)
+
+
+def campaigns_table(ruleset: Any) -> Table:
+    """The campaign catalogue (``lstep rules check``): trigger, cadence, cap, exit, variants."""
+    from rules.campaigns import TransitionTrigger
+
+    table = Table(title="campaigns (first matching trigger wins, top to bottom)")
+    for name in ("id", "name", "trigger", "cadence", "cap", "exit", "A/B"):
+        table.add_column(name, overflow="fold")
+    for campaign in ruleset.campaigns.campaigns:
+        trigger = campaign.trigger
+        if isinstance(trigger, TransitionTrigger):
+            sources = ",".join(trigger.sources) or "any"
+            when = f"{sources} -> {trigger.into}"
+        else:
+            parts = [trigger.tag, trigger.product_tag, trigger.priority]
+            when = " x ".join(part for part in parts if part)
+        if trigger.behaviour:
+            when += f" + {trigger.behaviour}"
+        steps = ", ".join(
+            f"d{step.delay_days} {step.channel}"
+            + "".join(f" ({tag}: {channel})" for tag, channel in step.prefer.items())
+            for step in campaign.steps
+        )
+        cap = campaign.frequency_cap
+        leaves = campaign.exit
+        exit_text = (
+            ""
+            if leaves is None
+            else (
+                f"tag in {', '.join(leaves.tag_in)}"
+                if leaves.tag_in is not None
+                else f"tag not in {', '.join(leaves.tag_not_in)}"
+            )
+        )
+        table.add_row(
+            campaign.id,
+            escape(campaign.name),
+            when,
+            steps,
+            f"{cap.max_messages}/{cap.per_days}d",
+            exit_text,
+            " ".join(f"{v.id}:{v.weight:g}" for v in campaign.variants),
+        )
+    return table
 
 
 def _missing(value: Any) -> bool:
@@ -287,6 +369,8 @@ def _text(value: Any, default: str = "") -> str:
 __all__ = [
     "RichBatchProgress",
     "batch_summary",
+    "behaviour_line",
+    "campaigns_table",
     "counting_progress",
     "decision_lines",
     "kpi_table",

@@ -46,8 +46,11 @@ DECISION_FIELDS: tuple[str, ...] = (
     "signal",
     "priority",
     "action",
+    "campaign_id",
+    "channel",
     "control",
     OVER_CAPACITY,
+    "behaviour_tags",
     "why",
 )
 """The decision columns a learner's record quotes."""
@@ -211,7 +214,8 @@ def decide_learners(
         wording=rule_wording(),
     )
     if whole_day:
-        decisions = cut_to_capacity(ruleset, decisions)
+        products = scored.set_index("customer_id")["product_tag"]
+        decisions = cut_to_capacity(ruleset, decisions, product_tags=products)
     else:
         decisions[OVER_CAPACITY] = pd.NA
     return decisions.astype({OVER_CAPACITY: "boolean"})

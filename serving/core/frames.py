@@ -87,9 +87,15 @@ DECISIONS_SCHEMA = _frame_schema(
         "confidence": _probability(),
         "priority": _text(),
         "action": _text(),
+        # The campaign the decision triggers and its channel (issue 12); optional so that
+        # decisions built without a campaign catalogue still load.
+        "campaign_id": _text(required=False),
+        "channel": _text(required=False),
         "control": pa.Column(bool),
         "value_at_risk": pa.Column(float, nullable=True),
         "held": _text(),  # why a due move was held ("cooldown", "override"), else null
+        # The behaviour tags held: sorted ids joined by ",", "" for none (optional, as above).
+        "behaviour_tags": _text(required=False),
         # The facts that made the deciding rule fire, in words (null for a stay); optional so
         # that decisions built without the engine still load: their transitions quote none.
         "why": _text(required=False),
@@ -191,6 +197,9 @@ STORED_SCORES_SCHEMA = _frame_schema(
         "value_at_risk": pa.Column(float, nullable=True),
         "model_version": _text(),
         "run_id": _text(nullable=False),
+        "campaign_id": _text(required=False),
+        "channel": _text(required=False),
+        "behaviour_tags": _text(required=False),  # comma-separated ids, e.g. "BT_001,BT_004"
     },
 )
 """Stored scores as a frame (``scores_frame``); an input of the KPIs."""

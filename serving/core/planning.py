@@ -160,6 +160,8 @@ def score_rows(
     rows["as_of"] = as_of
     rows["model_version"] = model_version
     rows["run_id"] = run_id
+    for column in ("campaign_id", "channel", "behaviour_tags"):  # none before campaigns
+        rows[column] = rows[column].astype(object) if column in rows else None
     return rows[list(STORED_SCORES_SCHEMA.columns)]
 
 

@@ -47,11 +47,14 @@ def learner_record(
         "signal": _text(decision["signal"]),
         "priority": _text(decision["priority"]),
         "action": _text(decision["action"]),
+        "campaign_id": _text(decision["campaign_id"]),
+        "channel": _text(decision["channel"]),
         "control": bool(decision["control"]),
         # None: decided without the rest of the day, so the day's capacity was not applied.
         "over_capacity": None
         if _missing(decision["over_capacity"])
         else bool(decision["over_capacity"]),
+        "behaviour_tags": _ids(decision["behaviour_tags"]),
         "reasons": [reason.as_dict() for reason in reasons],
         "risk_indicators": [dict(indicator) for indicator in indicators],
         "model_version": model_version,
@@ -94,6 +97,11 @@ def _number(value: Any) -> float | None:
 
 def _text(value: Any) -> str | None:
     return None if _missing(value) else str(value)
+
+
+def _ids(value: Any) -> list[str]:
+    """A ``behaviour_tags`` cell ("BT_002,BT_006", "" or null) as a list of ids."""
+    return [] if _missing(value) else [part for part in str(value).split(",") if part]
 
 
 __all__ = ["is_on", "learner_record", "risk_flags", "rule_wording"]

@@ -25,6 +25,7 @@ Guarantees, and how they are kept:
   learner with an active override, or whose tag is no longer the decision's ``from_tag`` (the
   state changed after the snapshot the decisions came from), are skipped and counted in the run
   summary, never silently.
+- **Campaign messages commit with their day** (``apply_day``): ``serving.infra.outbox_store``.
 - **Status is derived from the log.** A learner's status row always holds the ``to_tag`` and
   ``as_of`` of their latest transition.
 
@@ -68,11 +69,11 @@ from serving.core.planning import (
     plan_transitions,
     require_aware,
     run_summary,
-    score_rows,
     transition_rows,
 )
 from serving.core.problems import ApplyRefused
 from serving.core.state import StateRow, state_row
+from serving.infra.outbox_store import OutboxMixin
 from serving.infra.sql import (
     WRITER_OPTION,
     bulk_insert,
@@ -106,7 +107,7 @@ MIGRATIONS_LOCATION = "serving.infra:migrations"
 _ADVISORY_LOCK_CLASS = 0x15_7E_90  # first key of pg_advisory_xact_lock: "lstep state store"
 
 
-class StateStore:
+class StateStore(OutboxMixin):
     """Durable learner state behind the batch job, the override CLI/endpoint and the KPI report."""
 
     def __init__(
@@ -352,21 +353,8 @@ class StateStore:
             ValueError: invalid frames, a day before the latest completed one, or replace of a
                 day that is not the latest completed one.
         """
-        require_aware(now, "now")
-        if not run_id.strip():
-            raise ValueError("run_id is empty")
         batch = BatchDay(as_of, run_id, model_version, rules_only, now, replace)
-        checked = checked_decisions(as_of, decisions)
-        rows = score_rows(as_of, checked, scores, run_id, model_version)
-        existing = self._claim_run(batch)
-        if existing is not None:
-            return existing
-        try:
-            with self._writer() as conn:
-                return self._write_batch(conn, batch, checked, rows)
-        except Exception as error:
-            self._mark_failed(as_of, error)
-            raise
+        return self.apply_day(batch, decisions, scores)
 
     def apply_learners(
         self,

@@ -1,6 +1,7 @@
-"""The state store's five tables as SQLAlchemy models (DESIGN §5).
+"""The state store's tables as SQLAlchemy models (DESIGN §5).
 
-``status``, ``transitions``, ``overrides``, ``scores`` and ``batch_runs``. The Alembic revisions
+``status``, ``transitions``, ``overrides``, ``scores`` and ``batch_runs``; the campaign
+``outbox`` and ``campaign_feedback`` (issue 12). The Alembic revisions
 in ``serving/infra/migrations`` are a frozen copy of these models, and a test checks that the two
 agree. Dates are ``Date`` columns; instants are ``UTCDateTime`` (timezone-aware on every backend).
 """
@@ -30,10 +31,17 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from serving.core.messages import CHANNELS, FEEDBACK_KINDS, MESSAGE_STATES
 from serving.core.tags import OVERRIDE_KINDS, STATUS_TAGS
 
 _TAG_LIST_SQL = ", ".join(f"'{tag}'" for tag in STATUS_TAGS)
 OVERRIDE_KINDS_SQL = ", ".join(f"'{kind}'" for kind in OVERRIDE_KINDS)
+
+
+def _sql_list(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{value}'" for value in values)
+
+
 _ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
 _ID_LENGTH = 64
 
@@ -178,6 +186,11 @@ class Score(Base):
     value_at_risk: Mapped[float | None] = mapped_column(Float)
     model_version: Mapped[str | None] = mapped_column(String(_ID_LENGTH))
     run_id: Mapped[str] = mapped_column(String(_ID_LENGTH))
+    # The campaign the decision triggered and its channel; the learner's behaviour tags as
+    # comma-separated ids (BT_001,BT_004). Null on days decided before campaigns existed.
+    campaign_id: Mapped[str | None] = mapped_column(String(16))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    behaviour_tags: Mapped[str | None] = mapped_column(Text)
 
 
 class BatchRun(Base):
@@ -199,6 +212,69 @@ class BatchRun(Base):
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
+class Outbox(Base):
+    """One planned campaign message (``serving.core.messages``) and what delivering it did.
+
+    Written with its batch day (same transaction); ``lstep dispatch`` claims due rows
+    (``claimed_by``/``claimed_at``: a lease, so two dispatchers never send the same row and a
+    dispatcher killed mid-send leaves the row to be claimed again), sends them and records the
+    attempt: ``sent`` with the rendered subject and body, ``failed`` with the error and when to
+    try again, ``dead`` after the last try.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        CheckConstraint(f"state IN ({_sql_list(MESSAGE_STATES)})", name="state"),
+        CheckConstraint(f"channel IN ({_sql_list(CHANNELS)})", name="channel"),
+        Index(None, "state", "due_on"),
+        Index(None, "customer_id", "sent_at"),
+        Index(None, "planned_on"),
+    )
+
+    message_id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True)
+    planned_on: Mapped[date] = mapped_column(Date)
+    due_on: Mapped[date] = mapped_column(Date)
+    customer_id: Mapped[str] = mapped_column(String(_ID_LENGTH))
+    campaign_id: Mapped[str] = mapped_column(String(16))
+    step: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(16))
+    template_id: Mapped[str] = mapped_column(String(128))
+    variant: Mapped[str] = mapped_column(String(32))
+    control: Mapped[bool] = mapped_column(Boolean)
+    context: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    tries: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)
+    claimed_by: Mapped[str | None] = mapped_column(String(_ID_LENGTH))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    run_id: Mapped[str] = mapped_column(String(_ID_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CampaignFeedback(Base):
+    """What happened to a message after it left: delivered, opened, clicked, converted.
+
+    Once per message and kind: a repeated event changes nothing.
+    """
+
+    __tablename__ = "campaign_feedback"
+    __table_args__ = (
+        CheckConstraint(f"kind IN ({_sql_list(FEEDBACK_KINDS)})", name="kind"),
+        UniqueConstraint("message_id", "kind"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(_ID_LENGTH))
+    kind: Mapped[str] = mapped_column(String(16))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(64))
+
+
 def column_names(model: type[Base]) -> list[str]:
     """A table's column names, in table order."""
     return [column.name for column in model.__table__.columns]
@@ -207,6 +283,8 @@ def column_names(model: type[Base]) -> list[str]:
 __all__ = [
     "Base",
     "BatchRun",
+    "CampaignFeedback",
+    "Outbox",
     "Override",
     "Score",
     "Status",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +18,16 @@ from features import simulator
 from features.simulator import (
     ChunkResult,
     DynamicsParameters,
+    InterventionEffect,
     LearnerState,
     SimulationConfig,
     advance_day,
+    apply_contacts,
     estimate_label_probability,
     simulate,
     simulate_chunk,
 )
+from features.validation import validate_inputs
 from features.vocabulary import CANONICAL_EVENT_TYPES, CHANNELS
 
 FILES = ("events.parquet", "customers.parquet", "truth.parquet", "meta.json")
@@ -657,3 +660,162 @@ def test_estimated_probability_matches_simulated_futures() -> None:
     assert p[0] == pytest.approx(by_hand, abs=0.03)
     assert 0.05 < by_hand < 0.95
     assert final.size == 4000
+
+
+# --- the intervention effect (issue 12) -----------------------------------------------------------
+
+CONTACTED = SimulationConfig(customers=1500, days=90, seed=21, truth_share=0.0)
+CONTACT_DAY = CONTACTED.start + timedelta(days=60)
+
+
+@pytest.fixture(scope="module")
+def base_log() -> pa.Table:
+    seed = np.random.SeedSequence(CONTACTED.seed).spawn(1)[0]
+    return simulate_chunk(CONTACTED, seed, 0, CONTACTED.customers).events
+
+
+def _contacts(ids: list[str], day: date = CONTACT_DAY, channel: str = "email") -> pd.DataFrame:
+    return pd.DataFrame({"customer_id": ids, "day": day, "channel": channel})
+
+
+def _ids(events: pa.Table) -> list[str]:
+    return sorted(set(events["customer_id"].to_pylist()))
+
+
+def test_effect_off_leaves_the_log_identical(base_log: pa.Table) -> None:
+    # given contacts for half the learners, when the switched-off effect is applied
+    contacts = _contacts(_ids(base_log)[::2])
+    events, outcomes = apply_contacts(base_log, contacts, InterventionEffect(), CONTACTED.end)
+    # then the log is the same, byte for byte, and nobody re-engaged
+    assert events.equals(base_log)
+    assert len(outcomes) == len(contacts) and not outcomes["re_engaged"].any()
+
+
+def test_effect_on_changes_only_re_engaged_contacted_learners(base_log: pa.Table) -> None:
+    # given contacts for every other learner and a strong effect
+    contacted = _ids(base_log)[::2]
+    effect = InterventionEffect(effect=0.8, within_days=3)
+    events, outcomes = apply_contacts(base_log, _contacts(contacted), effect, CONTACTED.end)
+    before, after = base_log.to_pandas(), events.to_pandas()
+    # then learners not contacted keep exactly their rows
+    untouched = ~before.customer_id.isin(contacted)
+    pd.testing.assert_frame_equal(
+        before[untouched].reset_index(drop=True),
+        after[~after.customer_id.isin(contacted)].reset_index(drop=True),
+    )
+    # and contacted learners keep every row and gain a session and a lesson when re-engaged
+    merged = after.merge(before, how="left", indicator=True)
+    added = merged[merged["_merge"] == "left_only"]
+    hits = outcomes[outcomes.re_engaged]
+    assert len(hits) > 0
+    assert len(before) + len(added) == len(after)
+    assert sorted(added.customer_id) == sorted([*hits.customer_id, *hits.customer_id])
+    assert set(added.event_type) == {"session", "lesson_completed"}
+    days = (added.ts.dt.tz_localize(None).dt.floor("D") - pd.Timestamp(CONTACT_DAY)).dt.days
+    assert days.between(1, 3).all()
+    # and the log stays sorted by customer then time
+    order = after.sort_values(["customer_id", "ts"], kind="stable").index
+    assert (order == after.index).all()
+
+
+def test_re_engagement_follows_responsiveness_and_the_effect(base_log: pa.Table) -> None:
+    # given every learner contacted by email (60% respond) with a 50% effect
+    ids = _ids(base_log)
+    effect = InterventionEffect(effect=0.5)
+    outcomes = simulator.contact_outcomes(_contacts(ids), base_log, effect, CONTACTED.end)
+    # then about 60% respond, about half the responsive reachable ones re-engage, none other
+    assert outcomes.responsive.mean() == pytest.approx(0.6, abs=0.04)
+    eligible = outcomes.responsive & outcomes.reachable
+    assert outcomes[eligible].re_engaged.mean() == pytest.approx(0.5, abs=0.05)
+    assert not outcomes[~eligible].re_engaged.any()
+    # and a learner's responsiveness is a trait: the same in any subset, other for another channel
+    subset = simulator.responds_to(ids[100:200], "email", effect)
+    assert (subset == outcomes.responsive.to_numpy()[100:200]).all()
+    assert (simulator.responds_to(ids, "push", effect) != outcomes.responsive).any()
+
+
+def test_cancelled_or_unenrolled_learners_and_contacts_at_the_log_end_do_not_re_engage(
+    base_log: pa.Table,
+) -> None:
+    # given learners who cancelled before the contact or enrolled after it, and contacts too
+    # close to the log end
+    frame = base_log.to_pandas()
+    cancels = frame[frame.event_type == "subscription_cancelled"]
+    gone = cancels[cancels.ts.dt.date < CONTACT_DAY].customer_id.tolist()
+    first_day = frame.groupby("customer_id").ts.min().dt.date
+    gone += first_day[first_day > CONTACT_DAY].index.tolist()  # not enrolled yet
+    certain = InterventionEffect(effect=1.0, responsiveness={"csm_task": 1.0})
+    late = CONTACTED.end - timedelta(days=2)
+    contacts = pd.concat(
+        [_contacts(gone, channel="csm_task"), _contacts(_ids(base_log)[:5], late, "csm_task")]
+    )
+    # when contacted with a certain effect, then none of them re-engages
+    events, outcomes = apply_contacts(base_log, contacts, certain, CONTACTED.end)
+    assert gone and not outcomes.re_engaged.any() and events.equals(base_log)
+
+
+def test_a_re_engaged_learner_takes_their_next_lesson_on_their_channel(base_log: pa.Table) -> None:
+    # given a learner with lessons behind them, contacted by push with a certain effect
+    frame = base_log.to_pandas()
+    before = frame[frame.ts.dt.date < CONTACT_DAY]
+    lessons = before[before.event_type == "lesson_completed"].groupby("customer_id").size()
+    learner = lessons.index[0]
+    certain = InterventionEffect(effect=1.0, responsiveness={"push": 1.0}, within_days=1)
+    events, _ = apply_contacts(
+        base_log, _contacts([learner], channel="push"), certain, CONTACTED.end
+    )
+    # then the day after, a mobile session and the next lesson appear (its number continues on)
+    day = CONTACT_DAY + timedelta(days=1)
+    after = events.to_pandas()
+    new = after.merge(frame, how="left", indicator=True).query("_merge == 'left_only'")
+    assert (new.ts.dt.date == day).all() and set(new.channel) == {"mobile"}
+    lesson = new[new.event_type == "lesson_completed"].item.iloc[0]
+    on_that_day = after[(after.customer_id == learner) & (after.ts < new.ts.min())]
+    done = (on_that_day.event_type == "lesson_completed").sum()
+    assert lesson == f"L{done % simulator.COURSE_LESSONS + 1:03d}"
+
+
+@pytest.mark.parametrize(
+    ("contacts", "message"),
+    [
+        (pd.DataFrame({"customer_id": ["C1"], "day": [date(2026, 3, 1)]}), "missing column"),
+        (_contacts(["C1"], channel="sms"), "unknown channel"),
+    ],
+)
+def test_bad_contacts_are_named(base_log: pa.Table, contacts: pd.DataFrame, message: str) -> None:
+    with pytest.raises(ValueError, match=f"contacts: {message}"):
+        apply_contacts(base_log, contacts, InterventionEffect(effect=0.5), CONTACTED.end)
+
+
+def test_responsiveness_names_only_known_channels() -> None:
+    with pytest.raises(ValidationError, match="unknown channel"):
+        InterventionEffect(responsiveness={"sms": 0.5})
+    with pytest.raises(ValidationError, match="outside"):
+        InterventionEffect(responsiveness={"email": 1.5})
+
+
+def test_contacts_applied_to_a_run_rewrite_its_log_once(tmp_path: Path) -> None:
+    # given a small simulated run and its log
+    run = tmp_path / "run"
+    simulate(SMALL.model_copy(update={"truth_share": 0.0}), run)
+    before = pq.read_table(run / "events.parquet")
+    ids = _ids(before)[:100]
+    certain = InterventionEffect(effect=1.0, responsiveness={"in_app": 1.0})
+    contacts = _contacts(ids, SMALL.start + timedelta(days=40), "in_app")
+    # when contacts with a certain effect are applied to the run
+    outcomes = simulator.apply_contacts_to_run(run, contacts, certain)
+    # then the file holds the re-engagements and meta.json says what was applied
+    after = pq.read_table(run / "events.parquet")
+    re_engaged = int(outcomes.re_engaged.sum())
+    assert re_engaged > 0 and after.num_rows == before.num_rows + 2 * re_engaged
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["events"] == after.num_rows and meta["intervention"]["re_engaged"] == re_engaged
+    # and the rewritten log still passes the input contract
+    report = validate_inputs(
+        run / "events.parquet", run / "customers.parquet", now=pd.Timestamp("2027-01-01", tz="UTC")
+    ).report
+    assert report.ok, report
+    # and a second application is refused, leaving the file as it is
+    with pytest.raises(ValueError, match="already applied"):
+        simulator.apply_contacts_to_run(run, contacts, certain)
+    assert pq.read_table(run / "events.parquet").equals(after)

@@ -161,3 +161,26 @@ def test_a_moved_learner_is_drawn_afresh_for_the_control_group_of_the_automated_
     assert over["control"].tolist() == expected.tolist()
     called = cut[cut["priority"].isin(["P1", "P2"]) & ~cut["control"]]
     assert len(called) == 1
+
+
+def test_the_overflow_takes_the_campaign_of_its_automated_priority(tmp_path, known_features):
+    from tests.rules.test_campaigns import copy_rules_with_campaigns
+
+    # given the packaged rules and campaigns with 3 calls a day and no control group
+    rules_dir = copy_rules_with_campaigns(tmp_path / "rules")
+    ruleset = _with_interventions(rules_dir, known_features, capacity=3, control_share=0.0)
+    scored, state, as_of = _declining_day(DAY)
+    decided = decide(ruleset, state, scored, as_of).set_index("customer_id")
+    # before the cut every Pro learner at risk is P1: the synergy's CSM intervention (CP_05)
+    assert set(decided.loc[["L00", "L02", "L05"], "campaign_id"]) == {"CP_05"}
+    products = scored.set_index("customer_id")["product_tag"]
+    cut = cut_to_capacity(ruleset, decided.reset_index(), product_tags=products)
+    cut = cut.set_index("customer_id")
+    # then the called keep theirs; the overflow (now P3, moved into ST_004 today) gets the
+    # automated early warning of the move (CP_13, before the P3 retention CP_18 in file order)
+    assert cut.loc["L02", "campaign_id"] == "CP_05" and cut.loc["L01", "campaign_id"] == "CP_06"
+    assert set(cut.loc[["L00", "L05", "L03", "L06"], "campaign_id"]) == {"CP_13"}
+    assert set(cut.loc[["L00", "L05"], "channel"]) == {"email"}
+    # and without the products, a product-specific trigger cannot match the overflow
+    blind = cut_to_capacity(ruleset, decided.reset_index()).set_index("customer_id")
+    assert "CP_05" not in set(blind.loc[["L00", "L05"], "campaign_id"])

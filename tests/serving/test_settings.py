@@ -70,3 +70,34 @@ def test_the_clock_runs_unless_lstep_now_freezes_it(monkeypatch):
     monkeypatch.setenv("LSTEP_NOW", "yesterday")
     with pytest.raises(ValueError, match="LSTEP_NOW='yesterday' is not an ISO 8601 instant"):
         utc_now()
+
+
+def test_dispatch_settings_come_from_nested_variables_and_keep_other_defaults(
+    monkeypatch, tmp_path
+):
+    # given the webhook secret, one channel's sink and the SMTP port in the environment
+    monkeypatch.setenv("LSTEP_HOME", str(tmp_path))
+    monkeypatch.setenv("LSTEP_DISPATCH__WEBHOOK_SECRET", "s3cret")
+    monkeypatch.setenv("LSTEP_DISPATCH__SINKS", '{"push": "webhook"}')
+    monkeypatch.setenv("LSTEP_DISPATCH__SMTP_PORT", "2525")
+    # when settings are read
+    dispatch = Settings().dispatch
+    # then they are set, the other channels keep their sinks, and the secret is not shown
+    assert dispatch.webhook_secret.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(dispatch)
+    assert dispatch.sinks == {
+        "email": "email", "push": "webhook", "in_app": "file", "csm_task": "file",
+        "webhook": "webhook",
+    }  # fmt: skip
+    assert dispatch.smtp_port == 2525
+    assert Settings().outbox_file == tmp_path / "outbox" / "messages.jsonl"
+
+
+def test_an_unknown_sink_or_dispatch_key_is_refused_naming_it(monkeypatch):
+    monkeypatch.setenv("LSTEP_DISPATCH__SINKS", '{"email": "fax"}')
+    with pytest.raises(ValidationError, match=r"unknown sink.*fax"):
+        Settings()
+    monkeypatch.delenv("LSTEP_DISPATCH__SINKS")
+    monkeypatch.setenv("LSTEP_DISPATCH__SMTP_PASSWORD_FILE", "x")
+    with pytest.raises(ValidationError, match="smtp_password_file"):
+        Settings()

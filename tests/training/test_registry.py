@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 import mlflow
 import numpy as np
 import pytest
+from mlflow.types import ColSpec, DataType, Schema
 
 from models.churn import ChurnModel
 from models.metrics import expected_calibration_error, pr_auc
@@ -23,6 +24,7 @@ from training.registry import (
     pr_auc_gain,
     promote,
     register_decision,
+    score_version,
 )
 from training.tracking import ensure_experiment
 
@@ -249,3 +251,37 @@ def test_promote_rejects_an_unknown_version_and_an_empty_reason(store):
         promote(uri, 99, reason="x", actor="ana", at=at, name=NAME)
     with pytest.raises(ValueError, match="reason"):
         promote(uri, 1, reason=" ", actor="ana", at=at, name=NAME)
+
+
+@pytest.mark.slow
+def test_a_champion_logged_before_the_feature_frame_contract_is_still_scored(
+    tracking_uri, monkeypatch
+):
+    # given a version logged with the earlier signature (every number double)
+    legacy = {"int": DataType.double, "float": DataType.double}
+    legacy |= {"bool": DataType.boolean, "category": DataType.string}
+
+    def earlier_schema(feature_dtypes):
+        return Schema([ColSpec(legacy[dtype], name) for name, dtype in feature_dtypes.items()])
+
+    model = _fit(frame_seed=40, signal=1.0, rounds=20)
+    test = feature_frame(300, weekly_dates(date(2026, 3, 1), 2), seed=42)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr("models.pyfunc.input_schema", earlier_schema)
+            experiment = ensure_experiment(client, "legacy", tracking_uri)
+            with mlflow.start_run(experiment_id=experiment):
+                example = test.head(5)
+                info = log_churn_model(model, input_example=example, registered_model_name=NAME)
+        uri = f"models:/{NAME}/{info.registered_model_version}"
+        declared = mlflow.pyfunc.load_model(uri).metadata.get_input_schema().input_dict()
+        assert declared["active_days_7d"].type == DataType.double
+        # when the registry scores the new test slice with it
+        score, p_churn = score_version(uri, "1", test, test["churned"].to_numpy())
+    finally:
+        mlflow.set_tracking_uri(None)
+    # then it scores the feature frame as the model does
+    np.testing.assert_array_equal(p_churn, model.predict(test)["p_churn"].to_numpy())
+    assert score.pr_auc == pytest.approx(pr_auc(test["churned"], p_churn))

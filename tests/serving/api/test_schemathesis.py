@@ -20,7 +20,7 @@ from tests.serving.service_fixtures import (
 )
 
 EXAMPLES_PER_ENDPOINT = 25
-ENDPOINTS = ("/score", "/explain", "/status", "/override")
+ENDPOINTS = ("/score", "/explain", "/status", "/override", "/events/campaign")
 # schemathesis.pytest.from_fixture is not used: 4.32 reads pytest's private Function._nodeid,
 # which pytest 9 removed; hypothesis drives the operation's own strategy instead.
 

@@ -317,12 +317,12 @@ def test_a_day_whose_commit_failed_has_its_snapshot_and_a_rerun_completes_it(
     sqlite_store, simulated_log, ruleset, tmp_path, monkeypatch
 ):
     # given a day whose store write fails (a crash at the commit), with a data directory
-    real = sqlite_store.apply_batch
+    real = sqlite_store.apply_day
 
     def crash(*args, **kwargs):
         raise OSError("disk gone at the commit")
 
-    monkeypatch.setattr(sqlite_store, "apply_batch", crash)
+    monkeypatch.setattr(sqlite_store, "apply_day", crash)
     data_dir = tmp_path / "data"
     with pytest.raises(OSError, match="disk gone"):
         run(sqlite_store, simulated_log, None, ruleset, rules_only=True, data_dir=data_dir)
@@ -334,6 +334,6 @@ def test_a_day_whose_commit_failed_has_its_snapshot_and_a_rerun_completes_it(
     ]
     assert sqlite_store.runs().empty
     # and when the day runs again it completes, with its snapshot
-    monkeypatch.setattr(sqlite_store, "apply_batch", real)
+    monkeypatch.setattr(sqlite_store, "apply_day", real)
     again = run(sqlite_store, simulated_log, None, ruleset, rules_only=True, data_dir=data_dir)
     assert again.run.status == "completed" and again.feature_snapshot.exists()

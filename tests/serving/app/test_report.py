@@ -188,3 +188,30 @@ def test_the_call_list_says_which_rule_put_each_learner_in_their_tag_and_why(
             assert f"Why: {escape(last['why'])}." in section
             quoted += 1
     assert quoted > 0
+
+
+def test_the_campaigns_section_counts_decisions_by_campaign_and_channel():
+    from serving.app.report import campaigns_section
+
+    scores = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "d", "e"],
+            "campaign_id": ["CP_09", "CP_09", "CP_09", None, "CP_05"],
+            "channel": ["email", "push", "email", None, "csm_task"],
+            "control": [False, False, True, False, False],
+        }
+    )
+    section = campaigns_section(scores)
+    assert section["stored"] and section["none"] == 1
+    assert section["rows"] == [
+        {"campaign_id": "CP_05", "channel": "csm_task", "decisions": 1, "control": 0},
+        {"campaign_id": "CP_09", "channel": "email", "decisions": 2, "control": 1},
+        {"campaign_id": "CP_09", "channel": "push", "decisions": 1, "control": 0},
+    ]
+
+
+def test_a_store_without_campaign_columns_says_so():
+    from serving.app.report import campaigns_section
+
+    section = campaigns_section(pd.DataFrame({"customer_id": ["a"], "control": [False]}))
+    assert section == {"stored": False, "rows": [], "none": 0}

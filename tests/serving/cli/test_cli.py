@@ -297,3 +297,32 @@ def test_a_deleted_store_stops_the_batch_until_init_force(population, lstep_home
     # and after the explicit step, a new history starts
     assert runner.invoke(app, ["init", "--force"]).exit_code == 0
     assert runner.invoke(app, day).exit_code == 0
+
+
+def test_rules_check_lists_the_campaigns_and_flags_unreachable_triggers(tmp_path):
+    from tests.rules.test_campaigns import _edit, copy_rules_with_campaigns
+
+    # given a rules directory whose CP_13 waits for a move into ST_005 (only a person makes it)
+    rules_dir = copy_rules_with_campaigns(tmp_path / "rules")
+    trigger = {"path": ["campaigns", {"id": "CP_13"}, "trigger"], "value": {"into": "ST_005"}}
+    _edit(rules_dir, {"set": trigger})
+    result = runner.invoke(app, ["rules", "check", "--rules", str(rules_dir)])
+    # then the check passes, lists the 24 campaigns and flags CP_13 alone
+    assert result.exit_code == 0, result.output
+    assert "24 campaigns, 8 behaviour tags" in result.output
+    assert "unreachable trigger: CP_13 (At-risk early warning): no rule moves a learner" in (
+        " ".join(result.output.split())
+    )
+    assert result.output.count("unreachable trigger") == 1
+
+
+def test_rules_check_fails_on_a_template_that_cannot_render(tmp_path):
+    from tests.rules.test_campaigns import copy_rules_with_campaigns
+
+    rules_dir = copy_rules_with_campaigns(tmp_path / "rules")
+    (rules_dir / "templates" / "welcome.email.j2").write_text("{{ reasons.missing_field }}\n")
+    result = runner.invoke(app, ["rules", "check", "--rules", str(rules_dir)])
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())
+    assert "rule CP_01" in output and "welcome.email.j2" in output and "missing_field" in output
+    assert "Traceback" not in result.output

@@ -132,3 +132,49 @@ def test_explain_shows_the_rule_and_its_why_under_the_reasons(why, shown):
     assert "rules: ST_001 -> ST_004: declining [x]" in text
     assert (f"why: {WHY}" in text) is shown
     assert "risk indicators on: no activity in the last 14 days" in text
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ({"behaviour_tags": "BT_002,BT_006"},
+         "behaviour tags: BT_002 Usage:Mobile-Primary, BT_006 Content:Video-Preferred"),
+        ({"behaviour_tags": ""}, "behaviour tags: none"),
+        ({}, "behaviour tags: not stored"),  # a store from before the column
+    ],
+)  # fmt: skip
+def test_status_shows_the_behaviour_tags_the_scores_table_keeps(stored, shown):
+    text = _text(learner_status(_status([MOVE], SCORE | stored, None)))
+    assert shown in text
+
+
+def test_status_names_the_campaign_and_its_channel():
+    score = SCORE | {"campaign_id": "CP_05", "channel": "csm_task"}
+    text = _text(learner_status(_status([MOVE], score, None)))
+    assert "action immediate CSM intervention; campaign CP_05 via csm_task; p_churn 64%" in text
+
+
+def test_the_behaviour_names_shown_are_the_rules(ruleset):
+    from serving.cli.render import BEHAVIOUR_NAMES
+
+    assert {b.id: b.name for b in ruleset.behaviours} == BEHAVIOUR_NAMES
+
+
+def test_the_campaigns_table_lists_every_campaign_with_its_cadence(ruleset):
+    from serving.cli.render import campaigns_table
+
+    text = _text(campaigns_table(ruleset))
+    assert all(campaign_id in text for campaign_id in ruleset.campaigns.ids)
+    assert "d0 email (BT_002: push), d3 push, d7 email" in text  # CP_09
+    assert "A:0.5 B:0.5" in text
+
+
+def test_explain_names_the_campaign_and_the_behaviour_tags():
+    record = {"current_tag": "ST_001", "proposed_tag": "ST_004", "why": None,
+              "rule_description": "declining", "risk_indicators": [],
+              "campaign_id": "CP_13", "channel": "push", "behaviour_tags": ["BT_002"]}  # fmt: skip
+    text = _text(decision_lines(record))
+    assert "campaign: CP_13 via push" in text
+    assert "behaviour tags: BT_002 Usage:Mobile-Primary" in text
+    # a learner without a campaign says nothing of one
+    assert "campaign:" not in _text(decision_lines(record | {"campaign_id": None}))

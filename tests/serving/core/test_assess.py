@@ -33,7 +33,10 @@ RECORD_KEYS = {
     "priority",
     "over_capacity",
     "action",
+    "campaign_id",
+    "channel",
     "control",
+    "behaviour_tags",
     "reasons",
     "risk_indicators",
     "model_version",
@@ -132,6 +135,9 @@ def test_records_carry_everything_the_api_returns(day_features, champion, rulese
         assert record["p_low"] <= record["p_churn"] <= record["p_high"]
         # a few learners decided without the rest of their day: the capacity is not applied
         assert record["over_capacity"] is None
+        assert all(tag.startswith("BT_") for tag in record["behaviour_tags"])
+        # every tag a learner can reach has a default campaign, so every tagged decision has one
+        assert record["campaign_id"] is not None and record["channel"] is not None
 
 
 def test_records_match_the_decisions_they_come_from(day_features, champion, ruleset, empty_state):

@@ -37,7 +37,15 @@ DAY1 = date(2024, 3, 1)
 DAY2 = date(2024, 3, 2)
 DAY3 = date(2024, 3, 3)
 DAY4 = date(2024, 3, 4)
-TABLES = {"status", "transitions", "overrides", "scores", "batch_runs"}
+TABLES = {
+    "status",
+    "transitions",
+    "overrides",
+    "scores",
+    "batch_runs",
+    "outbox",
+    "campaign_feedback",
+}
 
 
 def tags(store: StateStore) -> dict[str, str]:

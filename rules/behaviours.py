@@ -1,0 +1,184 @@
+"""Behaviour tags BT_001..BT_008 as data (``behaviours.yaml``), and their vectorised computation.
+
+A behaviour tag is a condition over the window features, in the grammar of the transition rules
+(``rules.conditions``). A learner may hold several: :func:`behaviour_tags` gives each learner the
+ids of the tags they hold, sorted and joined by ",", or "" for none. The tags personalise the
+campaigns (``rules.campaigns``): a trigger may require one, a cadence step may prefer a channel
+for one, and the templates read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from rules.conditions import Condition, ConditionError, evaluate, iter_leaves, parse_condition
+from rules.errors import RulesError
+
+BEHAVIOURS_FILE = "behaviours.yaml"
+SEPARATOR = ","
+"""Joins the ids a learner holds in the ``behaviour_tags`` column."""
+
+
+class Behaviour(BaseModel):
+    """One behaviour tag: an id, a name and the condition a learner meets to hold it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^BT_\d{3}$")
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    condition: Condition
+
+
+def load_behaviours(
+    directory: Traversable | Path, known_features: Iterable[str], read_yaml
+) -> tuple[Behaviour, ...]:
+    """Load ``behaviours.yaml`` from a rules directory; none when the file is absent.
+
+    Args:
+        directory: the rules directory.
+        known_features: the columns a condition may read.
+        read_yaml: the rules loader's reader (returns the file's path and mapping).
+
+    Raises:
+        RulesError: naming the file, the behaviour id and the field of the first problem.
+    """
+    if not (directory / BEHAVIOURS_FILE).is_file():
+        return ()
+    file, content = read_yaml(directory, BEHAVIOURS_FILE)
+    extra = sorted(set(content) - {"behaviours"})
+    if extra:
+        raise RulesError(file, f"unknown top-level keys {extra}", field=extra[0])
+    raw_list = content.get("behaviours")
+    if not isinstance(raw_list, list):
+        raise RulesError(file, "expected a list of behaviour tags", field="behaviours")
+    behaviours = tuple(_parse(raw, index, file) for index, raw in enumerate(raw_list))
+    known = set(known_features)
+    seen: set[str] = set()
+    for behaviour in behaviours:
+        if behaviour.id in seen:
+            raise RulesError(file, "this id is used twice", rule_id=behaviour.id, field="id")
+        seen.add(behaviour.id)
+        for path, leaf in iter_leaves(behaviour.condition):
+            if leaf.feature not in known:
+                raise RulesError(
+                    file,
+                    f"unknown feature {leaf.feature!r}",
+                    rule_id=behaviour.id,
+                    field=f"{path}.feature",
+                )
+            if leaf.compares_strings:
+                raise RulesError(
+                    file,
+                    "behaviour conditions compare numbers only",
+                    rule_id=behaviour.id,
+                    field=f"{path}.value",
+                )
+    return behaviours
+
+
+def _parse(raw: object, index: int, file: str) -> Behaviour:
+    if not isinstance(raw, dict):
+        raise RulesError(file, f"expected a mapping, got {raw!r}", field=f"behaviours[{index}]")
+    behaviour_id = str(raw.get("id", f"#{index + 1}"))
+    fields = dict(raw)
+    try:
+        if "condition" in fields:
+            fields["condition"] = parse_condition(fields["condition"])
+        return Behaviour.model_validate(fields)
+    except ConditionError as error:
+        raise RulesError(file, error.message, rule_id=behaviour_id, field=error.path) from None
+    except PydanticValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise RulesError(file, first["msg"], rule_id=behaviour_id, field=field) from None
+
+
+def behaviour_features(behaviours: Sequence[Behaviour]) -> list[str]:
+    """Every feature the behaviour conditions read, sorted."""
+    return sorted({leaf.feature for b in behaviours for _, leaf in iter_leaves(b.condition)})
+
+
+def behaviour_masks(behaviours: Sequence[Behaviour], frame: pd.DataFrame) -> np.ndarray:
+    """A (behaviours x learners) boolean array: who holds which tag.
+
+    A feature missing from ``frame`` reads as null, so its leaves are false.
+    """
+    rows = len(frame)
+    columns = {
+        name: (
+            pd.to_numeric(frame[name], errors="coerce").astype(float)
+            if name in frame
+            else pd.Series(np.full(rows, np.nan), index=frame.index)
+        )
+        for name in behaviour_features(behaviours)
+    }
+    masks = np.zeros((len(behaviours), rows), bool)
+    for i, behaviour in enumerate(behaviours):
+        masks[i] = evaluate(behaviour.condition, columns, frozenset(), rows).fired
+    return masks
+
+
+def behaviour_tags(behaviours: Sequence[Behaviour], frame: pd.DataFrame) -> np.ndarray:
+    """Each learner's behaviour tags: sorted ids joined by ",", "" for none (object array).
+
+    Vectorised: the tags a learner holds form a bit pattern; each distinct pattern is joined once.
+    """
+    ordered = sorted(behaviours, key=lambda behaviour: behaviour.id)
+    masks = behaviour_masks(ordered, frame)
+    if not ordered:
+        return np.full(len(frame), "", dtype=object)
+    weights = (1 << np.arange(len(ordered), dtype=np.int64))[:, None]
+    patterns = (masks * weights).sum(axis=0)
+    unique, inverse = np.unique(patterns, return_inverse=True)
+    texts = np.array(
+        [
+            SEPARATOR.join(b.id for bit, b in enumerate(ordered) if int(pattern) >> bit & 1)
+            for pattern in unique
+        ],
+        dtype=object,
+    )
+    return texts[inverse.reshape(-1)] if len(frame) else np.array([], dtype=object)
+
+
+def holds(tags: pd.Series | np.ndarray, behaviour_id: str) -> np.ndarray:
+    """Which learners hold ``behaviour_id``, from a ``behaviour_tags`` column."""
+    return BehaviourLookup(tags).holds(behaviour_id)
+
+
+class BehaviourLookup:
+    """Answers "who holds BT_x" for one ``behaviour_tags`` column, many times, cheaply.
+
+    The column has few distinct values (combinations of eight tags), so it is factorised once
+    (a hash pass) and each question is answered on the distinct values, then spread by code.
+    """
+
+    def __init__(self, tags: pd.Series | np.ndarray) -> None:
+        column = tags if isinstance(tags, pd.Series) else pd.Series(np.asarray(tags, dtype=object))
+        self._codes, uniques = pd.factorize(column)  # Arrow strings: a dictionary encode
+        self._codes = np.asarray(self._codes)
+        self._held = [set(str(value).split(SEPARATOR)) for value in uniques]
+
+    def holds(self, behaviour_id: str) -> np.ndarray:
+        """A boolean per learner; null or "" holds nothing."""
+        table = np.array([behaviour_id in held for held in self._held] + [False])
+        return table[self._codes]  # code -1 (null) reads the trailing False
+
+
+__all__ = [
+    "BEHAVIOURS_FILE",
+    "Behaviour",
+    "BehaviourLookup",
+    "behaviour_features",
+    "behaviour_masks",
+    "behaviour_tags",
+    "holds",
+    "load_behaviours",
+]

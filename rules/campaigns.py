@@ -1,0 +1,727 @@
+"""The campaign catalogue as data (``campaigns.yaml``), its matching, and its templates.
+
+A campaign (CP_01..CP_24) is what a decision sets in motion: a trigger (a transition into a tag,
+or the day's tag x product x priority, either optionally for a behaviour tag), a channel and a
+template, a cadence (steps with delays), a frequency cap per learner, an exit condition and
+optional A/B variants. Each decision maps to at most one campaign: the first in file order whose
+trigger matches (:func:`match_campaigns`), like the synergy lookup.
+
+Templates are Jinja2 files ``templates/<template>.<channel>.j2`` (an A/B variant may have its own
+``<template>.<channel>.<variant>.j2``), rendered in a sandbox with ``StrictUndefined``: the loader
+refuses a template that reads a variable the planner does not provide (``TEMPLATE_FIELDS``), and
+``lstep rules check`` renders each one with a sample context. :func:`render_message` is what the
+dispatcher calls. Nothing here imports ``serving``: ``serving.core.messages`` imports
+``CHANNELS`` from here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, meta
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+from pydantic import ValidationError as PydanticValidationError
+
+from rules.behaviours import BehaviourLookup
+from rules.errors import RulesError
+
+if TYPE_CHECKING:
+    from rules.config import RuleSet
+
+CAMPAIGNS_FILE = "campaigns.yaml"
+TEMPLATES_DIR = "templates"
+NEW = "new"
+CHANNELS: tuple[str, ...] = ("email", "push", "in_app", "csm_task", "webhook")
+"""The channels a campaign step may use (``serving.core.messages`` re-exports them)."""
+Channel = Literal["email", "push", "in_app", "csm_task", "webhook"]
+BehaviourId = Annotated[str, Field(pattern=r"^BT_\d{3}$")]
+SUBJECT_PREFIX = "Subject:"
+
+TEMPLATE_FIELDS: dict[str, str] = {
+    "customer_id": "the learner's id",
+    "name": "the learner's name, or null when the customers file has none",
+    "greeting": "'Hi <name>' or a neutral 'Hello'",
+    "tag": "the learner's status tag after today's decision (ST_001..ST_006)",
+    "tag_name": "its name (Learning:Active ...)",
+    "product_tag": "the learner's product tier (PT_001..)",
+    "product_name": "its name from campaigns.yaml (PPAL Pro ...)",
+    "priority": "the decision's priority (P1..P4)",
+    "action": "the decision's action",
+    "reasons": "up to three reasons in words (list of strings; may be empty)",
+    "behaviours": "the behaviour tags held (list of ids such as BT_002; may be empty)",
+    "lessons_total": "lessons completed so far",
+    "lessons_30d": "lessons completed in the last 30 days",
+    "milestones_total": "milestones reached so far",
+    "milestones_30d": "milestones reached in the last 30 days",
+    "next_milestone": "the number of the next milestone (milestones_total + 1)",
+    "days_inactive": "days since the learner's last event",
+    "campaign_id": "CP_01 ..",
+    "campaign_name": "the campaign's name",
+}
+"""The variables a template may read: the planner puts exactly these in a message's context."""
+
+SAMPLE_CONTEXT: dict[str, Any] = {
+    "customer_id": "C000042",
+    "name": "Ana",
+    "greeting": "Hi Ana",
+    "tag": "ST_004",
+    "tag_name": "Risk:Declining",
+    "product_tag": "PT_001",
+    "product_name": "PPAL Pro",
+    "priority": "P2",
+    "action": "retention outreach by the CS team",
+    "reasons": ["no activity for 9 days", "daily events -62% vs the 23 days before"],
+    "behaviours": ["BT_002", "BT_006"],
+    "lessons_total": 14,
+    "lessons_30d": 3,
+    "milestones_total": 2,
+    "milestones_30d": 1,
+    "next_milestone": 3,
+    "days_inactive": 9,
+    "campaign_id": "CP_09",
+    "campaign_name": "At-risk early warning",
+}
+"""A context with every field, for ``rules check``; :func:`sample_contexts` adds the edge cases."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class TransitionTrigger(_Frozen):
+    """Fires on the day a learner moves into ``into`` (from one of ``sources``, any when empty)."""
+
+    into: str
+    sources: tuple[str, ...] = Field(default=(), alias="from")
+    behaviour: str | None = None
+
+
+class StateTrigger(_Frozen):
+    """Fires on every day a decision has the tag (and product, priority, behaviour when given)."""
+
+    tag: str
+    product_tag: str | None = None
+    priority: str | None = None
+    behaviour: str | None = None
+
+
+def _trigger_kind(value: Any) -> str:
+    """A trigger with ``into`` is a transition's; any other is a state's (so errors name one)."""
+    if isinstance(value, dict):
+        return "transition" if "into" in value else "state"
+    return "transition" if isinstance(value, TransitionTrigger) else "state"
+
+
+Trigger = Annotated[
+    Annotated[TransitionTrigger, Tag("transition")] | Annotated[StateTrigger, Tag("state")],
+    Discriminator(_trigger_kind),
+]
+
+
+class Step(_Frozen):
+    """One message of the cadence: ``delay_days`` after the trigger day, on a channel.
+
+    ``prefer`` maps a behaviour tag to the channel used instead for learners who hold it (the
+    first listed that the learner holds wins), e.g. ``{BT_002: push}``.
+    """
+
+    delay_days: int = Field(ge=0)
+    channel: Channel | None = None
+    template: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
+    prefer: dict[BehaviourId, Channel] = Field(default_factory=dict)
+
+
+class FrequencyCap(_Frozen):
+    """At most ``max_messages`` of this campaign per learner within ``per_days`` days."""
+
+    max_messages: int = Field(ge=1)
+    per_days: int = Field(ge=1)
+
+
+class Exit(_Frozen):
+    """Pending steps are cancelled on a day the learner's tag is (not) in the list."""
+
+    tag_in: tuple[str, ...] | None = None
+    tag_not_in: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Exit:
+        if (self.tag_in is None) == (self.tag_not_in is None):
+            raise ValueError("give exactly one of tag_in, tag_not_in")
+        return self
+
+    def met(self, tags: pd.Series) -> np.ndarray:
+        """Which learners (by their tag today) meet the exit condition; a null tag meets none."""
+        known = tags.notna().to_numpy()
+        listed = tags.isin(self.tag_in or self.tag_not_in).to_numpy()
+        return known & (listed if self.tag_in is not None else ~listed)
+
+
+class Variant(_Frozen):
+    """An A/B variant: its id (the template suffix) and its weight."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_]+$")
+    weight: float = Field(gt=0)
+
+
+class Campaign(_Frozen):
+    """One campaign type (see the module docstring)."""
+
+    id: str = Field(pattern=r"^CP_\d{2}$")
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    trigger: Trigger
+    channel: Channel
+    template: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    cadence: tuple[Step, ...] = ()
+    frequency_cap: FrequencyCap
+    exit: Exit | None = None
+    variants: tuple[Variant, ...] = ()
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """The cadence, the campaign's channel and template filled in (one day-0 step if none)."""
+        steps = self.cadence or (Step(delay_days=0),)
+        return tuple(
+            step.model_copy(
+                update={
+                    "channel": step.channel or self.channel,
+                    "template": step.template or self.template,
+                }
+            )
+            for step in steps
+        )
+
+    @field_validator("cadence")
+    @classmethod
+    def _delays_in_order(cls, cadence: tuple[Step, ...]) -> tuple[Step, ...]:
+        delays = [step.delay_days for step in cadence]
+        if delays != sorted(delays):
+            raise ValueError(f"cadence delays must not decrease, got {delays}")
+        return cadence
+
+    @field_validator("variants")
+    @classmethod
+    def _distinct_variants(cls, variants: tuple[Variant, ...]) -> tuple[Variant, ...]:
+        ids = [variant.id for variant in variants]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"variant ids repeat: {ids}")
+        return variants
+
+
+class Catalogue(_Frozen):
+    """The validated ``campaigns.yaml``: product names and the campaigns in precedence order."""
+
+    products: dict[str, str] = Field(default_factory=dict)
+    campaigns: tuple[Campaign, ...] = ()
+    templates_dir: str | None = None
+    """Where the templates were checked (None: no campaigns file)."""
+
+    @property
+    def ids(self) -> list[str]:
+        """Campaign ids in file order."""
+        return [campaign.id for campaign in self.campaigns]
+
+    def get(self, campaign_id: str) -> Campaign:
+        """The campaign with this id (KeyError naming the known ids)."""
+        for campaign in self.campaigns:
+            if campaign.id == campaign_id:
+                return campaign
+        raise KeyError(f"no campaign {campaign_id!r}; known: {self.ids}")
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    """A rendered message: a subject (empty when the template has none) and a body."""
+
+    subject: str
+    body: str
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What a campaign may name: the rules' tags, products, priorities and behaviour tags."""
+
+    tags: Sequence[str]
+    products: Sequence[str]
+    priorities: Sequence[str]
+    behaviours: Sequence[str]
+
+
+def load_campaigns(
+    directory: Traversable | Path,
+    vocabulary: Vocabulary,
+    read_yaml: Callable[[Any, str], tuple[str, dict]],
+) -> Catalogue:
+    """Load ``campaigns.yaml`` and check its names and templates; empty when the file is absent.
+
+    Raises:
+        RulesError: naming the file, the campaign id and the field of the first problem: an
+            unknown channel, tag, product, priority or behaviour tag, a missing template, a
+            template variable the planner does not provide, a repeated id.
+    """
+    if not (directory / CAMPAIGNS_FILE).is_file():
+        return Catalogue()
+    file, content = read_yaml(directory, CAMPAIGNS_FILE)
+    extra = sorted(set(content) - {"products", "campaigns"})
+    if extra:
+        raise RulesError(file, f"unknown top-level keys {extra}", field=extra[0])
+    raw_list = content.get("campaigns")
+    if not isinstance(raw_list, list):
+        raise RulesError(file, "expected a list of campaigns", field="campaigns")
+    campaigns = tuple(_parse_campaign(raw, index, file) for index, raw in enumerate(raw_list))
+    products = content.get("products") or {}
+    seen: set[str] = set()
+    for campaign in campaigns:
+        if campaign.id in seen:
+            raise RulesError(file, "this id is used twice", rule_id=campaign.id, field="id")
+        seen.add(campaign.id)
+        _check_names(campaign, vocabulary, file)
+        _check_coherence(campaign, file)
+    unnamed = [product for product in vocabulary.products if product not in products]
+    if campaigns and unnamed:
+        raise RulesError(file, f"no name for the products {unnamed}", field="products")
+    templates = templates_path(directory)
+    for campaign in campaigns:
+        _check_templates(campaign, templates, file)
+    return Catalogue(products=products, campaigns=campaigns, templates_dir=str(templates))
+
+
+def _parse_campaign(raw: object, index: int, file: str) -> Campaign:
+    if not isinstance(raw, dict):
+        raise RulesError(file, f"expected a mapping, got {raw!r}", field=f"campaigns[{index}]")
+    campaign_id = str(raw.get("id", f"#{index + 1}"))
+    try:
+        return Campaign.model_validate(raw)
+    except PydanticValidationError as error:
+        first = error.errors()[0]
+        # A union (trigger) reports each member's failure; name the field, not the member.
+        loc = [part for part in first["loc"] if part not in ("transition", "state")]
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        field = field or None
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "literal_error":
+            message = f"unknown channel {first['input']!r}; channels: {', '.join(CHANNELS)}"
+        raise RulesError(file, message, rule_id=campaign_id, field=field) from None
+
+
+def _check_names(campaign: Campaign, vocabulary: Vocabulary, file: str) -> None:
+    """Every tag, product, priority and behaviour tag a campaign names exists."""
+    trigger = campaign.trigger
+    names: list[tuple[str, str | None, Sequence[str], str]] = []
+    if isinstance(trigger, TransitionTrigger):
+        names.append(("trigger.into", trigger.into, vocabulary.tags, "tag"))
+        names += [
+            (f"trigger.from[{i}]", source, [*vocabulary.tags, NEW], "tag")
+            for i, source in enumerate(trigger.sources)
+        ]
+    else:
+        names.append(("trigger.tag", trigger.tag, vocabulary.tags, "tag"))
+        names.append(("trigger.product_tag", trigger.product_tag, vocabulary.products, "product"))
+        names.append(("trigger.priority", trigger.priority, vocabulary.priorities, "priority"))
+    names.append(("trigger.behaviour", trigger.behaviour, vocabulary.behaviours, "behaviour tag"))
+    if campaign.exit is not None:
+        listed = campaign.exit.tag_in or campaign.exit.tag_not_in or ()
+        key = "tag_in" if campaign.exit.tag_in is not None else "tag_not_in"
+        names += [(f"exit.{key}[{i}]", tag, vocabulary.tags, "tag") for i, tag in enumerate(listed)]
+    for i, step in enumerate(campaign.cadence):
+        names += [
+            (f"cadence[{i}].prefer.{tag}", tag, vocabulary.behaviours, "behaviour tag")
+            for tag in step.prefer
+        ]
+    for field, value, known, kind in names:
+        if value is not None and value not in known:
+            raise RulesError(
+                file,
+                f"unknown {kind} {value!r}; known: {', '.join(known)}",
+                rule_id=campaign.id,
+                field=field,
+            )
+
+
+def _check_coherence(campaign: Campaign, file: str) -> None:
+    """The cap leaves room for the cadence, and the exit does not hold where the trigger enrols."""
+    steps = len(campaign.steps)
+    if campaign.frequency_cap.max_messages < steps:
+        raise RulesError(
+            file,
+            f"{campaign.frequency_cap.max_messages} is below the {steps} steps of the cadence: "
+            "the campaign could never be planned",
+            rule_id=campaign.id,
+            field="frequency_cap.max_messages",
+        )
+    trigger = campaign.trigger
+    entered = trigger.into if isinstance(trigger, TransitionTrigger) else trigger.tag
+    if campaign.exit is not None and campaign.exit.met(pd.Series([entered]))[0]:
+        raise RulesError(
+            file,
+            f"the exit condition holds in {entered}, the tag the trigger enrols learners in: "
+            "every planned step would be cancelled",
+            rule_id=campaign.id,
+            field="exit",
+        )
+
+
+def templates_path(directory: Traversable | Path | None = None) -> Path:
+    """The templates folder of a rules directory (the packaged ``rules/templates`` for None)."""
+    base = resources.files("rules") if directory is None else directory
+    return Path(str(base / TEMPLATES_DIR))
+
+
+def template_names(campaign: Campaign) -> list[tuple[str, str, str]]:
+    """(field, file name, variant) of every template a campaign may render, in cadence order.
+
+    A variant's own file is optional (the step's file is used without it), so it is listed only
+    where it exists; see :func:`_template_file`.
+    """
+    names = []
+    for i, step in enumerate(campaign.steps):
+        for channel in dict.fromkeys([step.channel, *step.prefer.values()]):
+            for variant in ["", *(v.id for v in campaign.variants)]:
+                names.append((f"cadence[{i}].template", step.template, channel, variant))
+    return [(field, f"{t}.{c}.j2", v) for field, t, c, v in names]
+
+
+def _check_templates(campaign: Campaign, templates: Path, file: str) -> None:
+    """Each template exists and reads only ``TEMPLATE_FIELDS``."""
+    env = _environment(str(templates))
+    for field, name, variant in template_names(campaign):
+        stem = name.removesuffix(".j2")
+        path = templates / (f"{stem}.{variant}.j2" if variant else name)
+        if not path.is_file():
+            if variant:
+                continue  # a variant without its own file renders the step's template
+            raise RulesError(file, f"no template file {path}", rule_id=campaign.id, field=field)
+        try:
+            source = path.read_text(encoding="utf-8")
+            read = meta.find_undeclared_variables(env.parse(source))
+            unknown = sorted(read - set(TEMPLATE_FIELDS))
+        except TemplateError as error:
+            raise RulesError(
+                file, f"template {path.name}: {error}", rule_id=campaign.id, field=field
+            ) from None
+        if unknown:
+            raise RulesError(
+                file,
+                f"template {path.name} reads unknown variable {unknown[0]!r}; a template may read "
+                f"{', '.join(TEMPLATE_FIELDS)}",
+                rule_id=campaign.id,
+                field=field,
+            )
+
+
+# --- matching ------------------------------------------------------------------------------------
+
+
+def match_campaigns(
+    catalogue: Catalogue, decisions: pd.DataFrame, product_tags: Iterable[str | None]
+) -> np.ndarray:
+    """The campaign of each decision: index into ``catalogue.campaigns``, -1 for none.
+
+    Args:
+        catalogue: the campaigns, in precedence order (first match wins).
+        decisions: from_tag, to_tag, changed, priority and behaviour_tags per learner.
+        product_tags: each decision's product tier (aligned with the rows; None: unknown, so
+            triggers naming a product do not match).
+    """
+    rows = len(decisions)
+    found = np.full(rows, -1, dtype=np.int64)
+    if not catalogue.campaigns or rows == 0:
+        return found
+    # Every column becomes integer codes once; each trigger is then a few integer compares.
+    words = _Codes(catalogue)
+    to_tag = words.of(decisions["to_tag"])
+    from_tag = words.of(decisions["from_tag"])
+    priority = words.of(decisions["priority"])
+    products = words.of(
+        product_tags
+        if isinstance(product_tags, pd.Series)
+        else pd.Series(list(product_tags), dtype=object)
+    )
+    changed = decisions["changed"].to_numpy(bool)
+    behaviours = BehaviourLookup(decisions["behaviour_tags"])
+    for index in reversed(range(len(catalogue.campaigns))):  # the first match is written last
+        trigger = catalogue.campaigns[index].trigger
+        if isinstance(trigger, TransitionTrigger):
+            hit = changed & (to_tag == words.code(trigger.into))
+            if trigger.sources:
+                # A new learner has no from_tag: its code is -1, which "new" stands for.
+                sources = [-1 if tag == NEW else words.code(tag) for tag in trigger.sources]
+                hit = hit & np.isin(from_tag, sources)
+        else:
+            hit = to_tag == words.code(trigger.tag)
+            if trigger.product_tag is not None:
+                hit = hit & (products == words.code(trigger.product_tag))
+            if trigger.priority is not None:
+                hit = hit & (priority == words.code(trigger.priority))
+        if trigger.behaviour is not None:
+            hit = hit & behaviours.holds(trigger.behaviour)
+        found[hit] = index
+    return found
+
+
+class _Codes:
+    """Integer codes of the words the triggers name (tags, products, priorities); -1 for others."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        words: set[str] = set()
+        for campaign in catalogue.campaigns:
+            trigger = campaign.trigger
+            if isinstance(trigger, TransitionTrigger):
+                words |= {trigger.into, *trigger.sources} - {NEW}
+            else:
+                words |= {w for w in (trigger.tag, trigger.product_tag, trigger.priority) if w}
+        self.words = sorted(words)
+
+    def code(self, word: str) -> int:
+        return self.words.index(word)
+
+    def of(self, values: pd.Series) -> np.ndarray:
+        """The code of each value; -1 for null and for words no trigger names.
+
+        A categorical is recoded on its categories; other strings take Arrow's hash lookup
+        (iterating a million Arrow-backed strings in Python costs most of a second).
+        """
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            return np.asarray(values.cat.set_categories(self.words).cat.codes, dtype=np.int64)
+        array = pa.array(values, from_pandas=True)
+        if pa.types.is_null(array.type):  # an all-null column names nothing
+            return np.full(len(values), -1, dtype=np.int64)
+        found = pc.index_in(array.cast(pa.string()), value_set=pa.array(self.words))
+        return pc.fill_null(found, -1).to_numpy().astype(np.int64)
+
+
+def step_channels(step: Step, behaviour_tags: np.ndarray | pd.Series) -> np.ndarray:
+    """The channel of a step per learner: the first ``prefer`` tag they hold, else the step's."""
+    channels = np.full(len(behaviour_tags), step.channel, dtype=object)
+    if step.prefer:
+        behaviours = BehaviourLookup(behaviour_tags)
+        for tag, channel in reversed(list(step.prefer.items())):
+            channels[behaviours.holds(tag)] = channel
+    return channels
+
+
+def campaign_columns(
+    catalogue: Catalogue, decisions: pd.DataFrame, product_tags: Iterable[str | None]
+) -> tuple[pd.Categorical, pd.Categorical]:
+    """``campaign_id`` and ``channel`` (the first step's, personalised) per decision; null: none."""
+    found = match_campaigns(catalogue, decisions, product_tags)
+    channel_code = np.full(len(decisions), -1, dtype=np.int64)
+    behaviours = BehaviourLookup(decisions["behaviour_tags"]) if len(decisions) else None
+    for index, campaign in enumerate(catalogue.campaigns):
+        mine = found == index
+        if not mine.any():
+            continue
+        first = campaign.steps[0]
+        channel_code[mine] = CHANNELS.index(first.channel)
+        for tag, channel in reversed(list(first.prefer.items())):  # the first listed wins
+            channel_code[mine & behaviours.holds(tag)] = CHANNELS.index(channel)
+    campaign_id = pd.Categorical.from_codes(found, categories=catalogue.ids)
+    channel = pd.Categorical.from_codes(channel_code, categories=list(CHANNELS))
+    return campaign_id, channel
+
+
+def unreachable_triggers(ruleset: RuleSet) -> list[str]:
+    """The campaigns whose trigger no rule (or manual move, or priority) can produce, in words.
+
+    A transition trigger needs a rule from one of its sources (any, when none is given) into its
+    tag; a state trigger needs a reachable tag (``new`` or a manual entry reaches it through the
+    rules) and, when it names a priority, a product tier that the interventions (synergy row,
+    tag default, escalation, or the capacity's overflow) can give that priority in that tag.
+    """
+    problems = []
+    for campaign in ruleset.campaigns.campaigns:
+        trigger = campaign.trigger
+        if isinstance(trigger, TransitionTrigger):
+            sources = set(trigger.sources)
+            moves = [
+                rule
+                for rule in ruleset.rules
+                if rule.to == trigger.into and (not sources or sources & set(rule.sources))
+            ]
+            if not moves:
+                which = f" from {', '.join(trigger.sources)}" if trigger.sources else ""
+                problems.append(
+                    f"{campaign.id} ({campaign.name}): no rule moves a learner into "
+                    f"{trigger.into}{which}"
+                )
+        elif trigger.tag not in _reachable_tags(ruleset):
+            problems.append(f"{campaign.id} ({campaign.name}): no rule reaches {trigger.tag}")
+        elif trigger.priority is not None and not _priority_possible(ruleset, trigger):
+            problems.append(
+                f"{campaign.id} ({campaign.name}): the interventions never give priority "
+                f"{trigger.priority} in {trigger.tag}"
+                + (f" to {trigger.product_tag}" if trigger.product_tag else "")
+            )
+    return problems
+
+
+def _reachable_tags(ruleset: RuleSet) -> set[str]:
+    reached = {NEW, *ruleset.manual_tags}
+    frontier = set(reached)
+    while frontier:
+        frontier = {rule.to for rule in ruleset.rules if set(rule.sources) & frontier} - reached
+        reached |= frontier
+    return reached
+
+
+def _priority_possible(ruleset: RuleSet, trigger: StateTrigger) -> bool:
+    interventions = ruleset.interventions
+    products = [trigger.product_tag] if trigger.product_tag else interventions.product_tags
+    personal = interventions.personal_priorities()
+    for product in products:
+        own = interventions.lookup(product, trigger.tag).priority
+        possible = {own}
+        if own in personal and trigger.tag in interventions.capacity.automated_actions:
+            possible.add(interventions.capacity.overflow_priority)
+        if trigger.priority in possible:
+            return True
+    return False
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _environment(templates_dir: str) -> SandboxedEnvironment:
+    """A sandboxed environment over one templates folder: undefined variables are errors."""
+    return SandboxedEnvironment(
+        loader=FileSystemLoader(templates_dir),
+        undefined=StrictUndefined,
+        autoescape=False,  # plain-text messages; a webhook template writes JSON with |tojson
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+
+
+def _template_file(templates: Path, template_id: str, channel: str, variant: str) -> str:
+    """The file a (template, channel, variant) renders: the variant's own, else the step's."""
+    if variant and (templates / f"{template_id}.{channel}.{variant}.j2").is_file():
+        return f"{template_id}.{channel}.{variant}.j2"
+    return f"{template_id}.{channel}.j2"
+
+
+def render_message(
+    template_id: str,
+    channel: str,
+    variant: str,
+    context: Mapping[str, Any],
+    *,
+    templates_dir: Path | str | None = None,
+) -> RenderedMessage:
+    """Render one message (what the dispatcher calls with an outbox row's fields).
+
+    A first line ``Subject: ...`` becomes the subject (an email's); the rest is the body.
+
+    Args:
+        template_id: the step's template id.
+        channel: the message's channel (after personalisation).
+        variant: the A/B variant ("" for none).
+        context: the message's context (``TEMPLATE_FIELDS``; the outbox's JSON, parsed).
+        templates_dir: a templates folder; None for the packaged ``rules/templates``.
+
+    Raises:
+        jinja2.TemplateError: a missing template or variable, or a sandbox violation.
+    """
+    templates = Path(templates_dir) if templates_dir is not None else templates_path()
+    env = _environment(str(templates))
+    name = _template_file(templates, template_id, channel, variant)
+    text = env.get_template(name).render(dict(context)).strip()
+    first, _, rest = text.partition("\n")
+    if first.startswith(SUBJECT_PREFIX):
+        return RenderedMessage(first.removeprefix(SUBJECT_PREFIX).strip(), rest.strip())
+    return RenderedMessage("", text)
+
+
+def sample_contexts() -> list[dict[str, Any]]:
+    """The sample context, and its edge cases: no name, no reasons, no behaviour tags."""
+    bare = SAMPLE_CONTEXT | {"name": None, "greeting": "Hello", "reasons": [], "behaviours": []}
+    return [dict(SAMPLE_CONTEXT), bare]
+
+
+def render_problems(catalogue: Catalogue) -> list[str]:
+    """Render every template of every campaign with the sample contexts; the failures, in words.
+
+    Each problem names the campaign's file, the campaign id, the template and what failed
+    (for a missing variable: which one).
+    """
+    problems = []
+    templates = Path(catalogue.templates_dir or templates_path())
+    for campaign in catalogue.campaigns:
+        for field, name, variant in template_names(campaign):
+            template_id, channel, _ = name.split(".")
+            for context in sample_contexts():
+                try:
+                    rendered = render_message(
+                        template_id, channel, variant, context, templates_dir=templates
+                    )
+                except TemplateError as error:
+                    problems.append(
+                        f"{CAMPAIGNS_FILE}: rule {campaign.id}: field {field}: template "
+                        f"{_template_file(templates, template_id, channel, variant)}: {error}"
+                    )
+                    break
+                if not rendered.body:
+                    problems.append(
+                        f"{CAMPAIGNS_FILE}: rule {campaign.id}: field {field}: template {name} "
+                        "renders an empty body"
+                    )
+                    break
+    return list(dict.fromkeys(problems))
+
+
+def context_json(context: Mapping[str, Any]) -> str:
+    """A context as the outbox keeps it (compact JSON, keys sorted)."""
+    return json.dumps(context, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+__all__ = [
+    "CAMPAIGNS_FILE",
+    "CHANNELS",
+    "SAMPLE_CONTEXT",
+    "TEMPLATE_FIELDS",
+    "Campaign",
+    "Catalogue",
+    "Exit",
+    "FrequencyCap",
+    "RenderedMessage",
+    "StateTrigger",
+    "Step",
+    "TransitionTrigger",
+    "Variant",
+    "Vocabulary",
+    "campaign_columns",
+    "context_json",
+    "load_campaigns",
+    "match_campaigns",
+    "render_message",
+    "render_problems",
+    "sample_contexts",
+    "step_channels",
+    "templates_path",
+    "unreachable_triggers",
+]

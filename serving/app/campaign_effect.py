@@ -1,0 +1,456 @@
+"""The measured effect of campaigns: per campaign and A/B variant, treated against the control.
+
+Pure over frames, with the day asked (``as_of``) passed in; the outbox, the feedback and the event
+log are read at the edge (``serving.cli.campaigns``).
+
+What is measured, per learner (a campaign's outcome is per learner, not per message):
+
+- A learner's **run** of a campaign starts with their first message of it (earliest ``due_on``,
+  then ``step``); the run is that message's trigger day (``planned_on``) and every message of the
+  campaign planned for the learner that day (the cadence). Later re-triggers are not counted
+  again: the first exposure is the experiment.
+- **Arm**: the first message's ``control`` flag (the control group's messages are ``suppressed``,
+  never sent). Treated learners are counted as assigned (intention to treat): a message that was
+  never delivered (dead, still pending) still counts as treated, so the comparison with the
+  control stays a comparison of two random halves. ``sent`` says how many were reached.
+- **Conversion window**: data days ``[due_on, due_on + W)`` of the first message, ``W`` the
+  campaign's conversion window (``EffectSettings.conversion_days`` unless the campaign says
+  otherwise). A message due on D is dispatched once batch day D is done, so D's own activity
+  counts; like the KPIs' labels, the log counts as known up to the end of ``as_of`` or of its
+  last event, whichever is earlier. A learner whose window is not complete by then (or whose
+  first message is not due yet) is **pending**: reported, not counted in any rate.
+- **Converted from the log**: the learner has a re-engagement event (``REENGAGEMENT_KINDS``: a
+  session or a completed lesson) in the window. The rates and the uplift compare these log
+  conversions only: the control is never messaged, so it can never send feedback, and counting
+  feedback conversions on the treated side alone would inflate the uplift. ``converted`` (the
+  treated learners converted by feedback or by the log) is reported beside them.
+- **Opened / clicked**: feedback (``FEEDBACK_KINDS``) on any message of the treated run. The
+  feedback's ``recorded_at`` is a wall-clock stamp, not a data day, so it does not filter.
+
+Statistics (scipy only; ``statsmodels`` is a dev dependency the tests compare against):
+
+- uplift = treated rate - control rate, with Newcombe's hybrid score interval (method 10 of
+  Newcombe 1998, built from the two Wilson score intervals, no continuity correction);
+- the p-value of the two-sided two-proportion z-test with the pooled rate (as
+  ``statsmodels.stats.proportion.proportions_ztest``);
+- the minimum detectable effect (MDE) at ``power`` and ``alpha`` for the two arms' sizes, on the
+  raw scale with the pooled rate's variance (0.5 when the pooled rate is 0 or 1, the worst case):
+  the sample is **large enough to tell** when the MDE is at most ``min_effect``, the smallest
+  uplift worth knowing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import date, timedelta
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.stats import norm
+
+from serving.core.messages import MESSAGE_COLUMNS, SENT, SUPPRESSED
+
+REENGAGEMENT_KINDS: tuple[str, ...] = ("session", "lesson_completed")
+"""Event types that count as coming back: the learner opened a session or finished a lesson."""
+
+ALL_VARIANTS = "*"
+"""The ``variant`` of a campaign's total row (written only when it has several variants)."""
+
+FEEDBACK_COLUMNS: tuple[str, ...] = ("message_id", "kind", "recorded_at")
+OUTBOX_COLUMNS: tuple[str, ...] = (*MESSAGE_COLUMNS, "state")
+
+EFFECT_COLUMNS: tuple[str, ...] = (
+    "campaign_id",
+    "variant",
+    "treated",  # learners assigned to treatment with a complete window
+    "sent",  # of them, reached by at least one sent message
+    "suppressed",  # control learners with a complete window
+    "pending",  # the campaign's learners (both arms) whose window is not complete yet
+    "opened",
+    "clicked",
+    "converted",  # treated converted by feedback or by the log
+    "treated_converted",  # treated converted by the log (the rate's numerator)
+    "control_converted",
+    "treated_rate",
+    "control_rate",
+    "uplift",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "mde",
+    "enough",
+)
+"""Columns of ``campaign_effect``, one row per campaign and variant."""
+
+
+class EffectSettings(BaseModel):
+    """How campaign effects are judged.
+
+    Attributes:
+        conversion_days: W, the default conversion window in data days after ``due_on``.
+        min_effect: the smallest uplift (rate difference) worth knowing.
+        alpha: 1 - the interval's confidence, and the test's level.
+        power: the power the minimum detectable effect is computed for.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    conversion_days: int = Field(14, gt=0)
+    min_effect: float = Field(0.05, gt=0.0, lt=1.0)
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    power: float = Field(0.8, gt=0.0, lt=1.0)
+
+
+class CampaignRecords(Protocol):
+    """Where the outbox and the feedback are read (the state store, issue 12's outbox tables)."""
+
+    def outbox_frame(self) -> pd.DataFrame:
+        """Every outbox row: ``MESSAGE_COLUMNS`` plus ``state``."""
+        ...
+
+    def feedback_frame(self) -> pd.DataFrame:
+        """Every feedback row: message_id, kind (one of ``FEEDBACK_KINDS``), recorded_at."""
+        ...
+
+
+# --- statistics -----------------------------------------------------------------------------------
+
+
+def wilson_interval(converted: int, total: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson's score interval of a proportion (no continuity correction); (0, 1) when empty."""
+    if total == 0:
+        return 0.0, 1.0
+    z = float(norm.ppf(1 - alpha / 2))
+    rate = converted / total
+    centre = (rate + z * z / (2 * total)) / (1 + z * z / total)
+    half = z / (1 + z * z / total) * math.sqrt(rate * (1 - rate) / total + z * z / (4 * total**2))
+    return max(centre - half, 0.0), min(centre + half, 1.0)
+
+
+def uplift_interval(
+    treated: tuple[int, int], control: tuple[int, int], alpha: float = 0.05
+) -> tuple[float, float, float]:
+    """The rate difference treated - control and Newcombe's hybrid score interval for it.
+
+    Args:
+        treated: (converted, learners) of the treated arm; learners > 0.
+        control: (converted, learners) of the control arm; learners > 0.
+        alpha: 1 - the confidence.
+
+    Returns:
+        (difference, low, high).
+    """
+    (x1, n1), (x2, n2) = treated, control
+    p1, p2 = x1 / n1, x2 / n2
+    low1, high1 = wilson_interval(x1, n1, alpha)
+    low2, high2 = wilson_interval(x2, n2, alpha)
+    diff = p1 - p2
+    low = diff - math.sqrt((p1 - low1) ** 2 + (high2 - p2) ** 2)
+    high = diff + math.sqrt((high1 - p1) ** 2 + (p2 - low2) ** 2)
+    return diff, low, high
+
+
+def two_proportion_p_value(treated: tuple[int, int], control: tuple[int, int]) -> float:
+    """Two-sided p-value of the pooled two-proportion z-test (1.0 when both rates are 0 or 1)."""
+    (x1, n1), (x2, n2) = treated, control
+    pooled = (x1 + x2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if se == 0:  # both arms all converted or none did: no difference to see
+        return 1.0
+    z = (x1 / n1 - x2 / n2) / se
+    return float(2 * norm.sf(abs(z)))
+
+
+def minimum_detectable_effect(
+    pooled_rate: float, treated: int, control: int, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """The smallest rate difference a two-sided test at ``alpha`` finds with ``power``.
+
+    Normal approximation: ``(z[1 - alpha/2] + z[power]) * sqrt(p (1 - p) (1/n1 + 1/n2))`` with
+    p the pooled rate (0.5, the worst case, when it is 0 or 1 and so says nothing). Infinite when
+    an arm is empty.
+    """
+    if treated == 0 or control == 0:
+        return math.inf
+    rate = pooled_rate if 0.0 < pooled_rate < 1.0 else 0.5
+    z = float(norm.ppf(1 - alpha / 2) + norm.ppf(power))
+    return z * math.sqrt(rate * (1 - rate) * (1 / treated + 1 / control))
+
+
+# --- learners' runs -------------------------------------------------------------------------------
+
+
+def reengagement_days(events: pd.DataFrame) -> pd.DataFrame:
+    """The (customer_id, day) pairs with a re-engagement event, sorted by day (data days, UTC)."""
+    kept = events[events["event_type"].isin(REENGAGEMENT_KINDS)]
+    stamps = pd.to_datetime(kept["ts"], utc=True).dt.tz_localize(None).dt.floor("D")
+    days = pd.DataFrame({"customer_id": kept["customer_id"].astype(str), "day": stamps})
+    return days.drop_duplicates().sort_values("day", kind="stable").reset_index(drop=True)
+
+
+def observed_until(events: pd.DataFrame, as_of: date) -> pd.Timestamp:
+    """The end (exclusive) of what the log says: the end of ``as_of`` or of its last event day."""
+    end_of_day = pd.Timestamp(as_of) + timedelta(days=1)
+    if events.empty:
+        return end_of_day
+    last = pd.to_datetime(events["ts"], utc=True).max().tz_localize(None).floor("D")
+    return min(end_of_day, last + timedelta(days=1))
+
+
+def first_runs(outbox: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """Each learner's first run of each campaign planned by ``as_of``, one row per learner.
+
+    The first run is the earliest trigger day's cadence; its row is that run's first message
+    (earliest ``due_on``, then ``step``) with ``sent`` (a message of the run was sent) and the
+    run's ``message_ids`` (a list). A missing ``control`` flag counts as treated unless the
+    message was suppressed.
+    """
+    planned = outbox[pd.to_datetime(outbox["planned_on"]) <= pd.Timestamp(as_of)].copy()
+    planned["planned_on"] = pd.to_datetime(planned["planned_on"])
+    planned["due_on"] = pd.to_datetime(planned["due_on"])
+    order = ["customer_id", "campaign_id", "planned_on", "due_on", "step"]
+    ordered = planned.sort_values(order, kind="stable")
+    first = ordered.drop_duplicates(["customer_id", "campaign_id"])
+    keys = ["customer_id", "campaign_id", "planned_on"]
+    run = planned.merge(first[keys], on=keys)  # every message of the first run's cadence
+    by_run = [run["customer_id"], run["campaign_id"]]
+    facts = pd.DataFrame(
+        {
+            "sent": (run["state"] == SENT).groupby(by_run, sort=False).any(),
+            "message_ids": run["message_id"].groupby(by_run, sort=False).agg(list),
+        }
+    ).reset_index()
+    columns = ["customer_id", "campaign_id", "variant", "control", "due_on", "state"]
+    runs = first[columns].merge(facts, on=["customer_id", "campaign_id"], how="left")
+    runs["control"] = runs["control"].eq(True) | (runs["state"] == SUPPRESSED)
+    return runs.drop(columns="state").reset_index(drop=True)
+
+
+def _feedback_flags(runs: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
+    """Per run, whether any of its messages was opened, clicked or converted (feedback)."""
+    exploded = runs[["message_ids"]].explode("message_ids").rename(columns={"message_ids": "id"})
+    kinds = feedback[["message_id", "kind"]].drop_duplicates()
+    joined = exploded.reset_index().merge(kinds, left_on="id", right_on="message_id")
+    flags = pd.DataFrame(index=runs.index)
+    for kind in ("opened", "clicked", "converted"):
+        hit = joined.loc[joined["kind"] == kind, "index"].unique()
+        flags[kind] = runs.index.isin(hit)
+    return flags
+
+
+def _log_converted(runs: pd.DataFrame, activity: pd.DataFrame) -> pd.Series:
+    """Whether each run's learner has a re-engagement day in ``[due_on, window_end)``."""
+    ordered = runs[["customer_id", "due_on", "window_end"]].reset_index()
+    ordered = ordered.astype({"customer_id": str, "due_on": "datetime64[ns]"})
+    ordered = ordered.sort_values("due_on", kind="stable")
+    days = activity["day"].astype("datetime64[ns]")
+    found = pd.merge_asof(
+        ordered,
+        pd.DataFrame(
+            {"customer_id": activity["customer_id"].astype(str), "due_on": days, "next_day": days}
+        ),
+        on="due_on",
+        by="customer_id",
+        direction="forward",
+    )
+    converted = found["next_day"].notna() & (found["next_day"] < found["window_end"])
+    return pd.Series(converted.to_numpy(), index=found["index"].to_numpy()).reindex(runs.index)
+
+
+def learner_outcomes(
+    outbox: pd.DataFrame,
+    feedback: pd.DataFrame,
+    events: pd.DataFrame,
+    as_of: date,
+    settings: EffectSettings | None = None,
+    windows: Mapping[str, int] | None = None,
+) -> pd.DataFrame:
+    """One row per learner and campaign (the first run): arm, variant, feedback, conversion.
+
+    Args:
+        outbox: outbox rows (``OUTBOX_COLUMNS``: the message contract plus ``state``).
+        feedback: feedback rows (``FEEDBACK_COLUMNS``).
+        events: the event log (``customer_id``, ``ts``, ``event_type``); other columns ignored.
+        as_of: the day asked (data time).
+        settings: the default conversion window and the thresholds.
+        windows: conversion windows in days by campaign id, overriding the default.
+
+    Returns:
+        customer_id, campaign_id, variant, control, due_on, sent, complete, opened, clicked,
+        feedback_converted, log_converted.
+    """
+    settings = settings or EffectSettings()
+    _require(outbox, OUTBOX_COLUMNS, "outbox")
+    _require(feedback, FEEDBACK_COLUMNS, "feedback")
+    _require(events, ("customer_id", "ts", "event_type"), "events")
+    runs = first_runs(outbox, as_of)
+    days = runs["campaign_id"].map(dict(windows or {})).fillna(settings.conversion_days)
+    runs["window_end"] = runs["due_on"] + pd.to_timedelta(days.astype(int), unit="D")
+    runs["complete"] = runs["window_end"] <= observed_until(events, as_of)
+    flags = _feedback_flags(runs, feedback)
+    runs[["opened", "clicked"]] = flags[["opened", "clicked"]]
+    runs["feedback_converted"] = flags["converted"]
+    runs["log_converted"] = _log_converted(runs, reengagement_days(events)).astype(bool)
+    return runs.drop(columns=["message_ids", "window_end"])
+
+
+def _require(frame: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {', '.join(missing)}")
+
+
+# --- per campaign and variant ---------------------------------------------------------------------
+
+
+def _effect_row(treated: pd.DataFrame, control: pd.DataFrame, settings: EffectSettings) -> dict:
+    """The counts and statistics of one treated group against its campaign's control."""
+    n1, n2 = len(treated), len(control)
+    x1, x2 = int(treated["log_converted"].sum()), int(control["log_converted"].sum())
+    row: dict = {
+        "treated": n1,
+        "sent": int(treated["sent"].sum()),
+        "suppressed": n2,
+        "opened": int(treated["opened"].sum()),
+        "clicked": int(treated["clicked"].sum()),
+        "converted": int((treated["log_converted"] | treated["feedback_converted"]).sum()),
+        "treated_converted": x1,
+        "control_converted": x2,
+        "treated_rate": x1 / n1 if n1 else np.nan,
+        "control_rate": x2 / n2 if n2 else np.nan,
+        "uplift": np.nan,
+        "ci_low": np.nan,
+        "ci_high": np.nan,
+        "p_value": np.nan,
+    }
+    if n1 and n2:
+        diff, low, high = uplift_interval((x1, n1), (x2, n2), settings.alpha)
+        p_value = two_proportion_p_value((x1, n1), (x2, n2))
+        row.update(uplift=diff, ci_low=low, ci_high=high, p_value=p_value)
+    pooled = (x1 + x2) / (n1 + n2) if n1 + n2 else 0.0
+    mde = minimum_detectable_effect(pooled, n1, n2, settings.alpha, settings.power)
+    row.update(mde=mde, enough=bool(mde <= settings.min_effect))
+    return row
+
+
+def effect_table(outcomes: pd.DataFrame, settings: EffectSettings | None = None) -> pd.DataFrame:
+    """``EFFECT_COLUMNS`` per campaign and variant from ``learner_outcomes``.
+
+    Every variant's treated learners are compared with the campaign's whole control group:
+    variants are assigned independently of the control flag, so the pooled control is a fair
+    counterfactual for each and keeps the most power. A campaign with several variants also gets
+    a total row (variant ``ALL_VARIANTS``).
+    """
+    settings = settings or EffectSettings()
+    rows = []
+    for campaign, runs in outcomes.groupby("campaign_id", sort=True):
+        done = runs[runs["complete"]]
+        control = done[done["control"]]
+        pending = int((~runs["complete"]).sum())
+        variants = sorted(runs.loc[~runs["control"], "variant"].unique()) or [""]
+        groups = [(v, done[~done["control"] & (done["variant"] == v)]) for v in variants]
+        if len(variants) > 1:
+            groups.append((ALL_VARIANTS, done[~done["control"]]))
+        for variant, treated in groups:
+            row = _effect_row(treated, control, settings)
+            rows.append({"campaign_id": campaign, "variant": variant, "pending": pending, **row})
+    return pd.DataFrame(rows, columns=list(EFFECT_COLUMNS))
+
+
+def campaign_effect(
+    outbox: pd.DataFrame,
+    feedback: pd.DataFrame,
+    events: pd.DataFrame,
+    as_of: date,
+    settings: EffectSettings | None = None,
+    windows: Mapping[str, int] | None = None,
+) -> pd.DataFrame:
+    """The measured effect per campaign and variant at ``as_of`` (``EFFECT_COLUMNS``).
+
+    See the module docstring for what is counted; the arguments are ``learner_outcomes``'.
+    """
+    outcomes = learner_outcomes(outbox, feedback, events, as_of, settings, windows)
+    return effect_table(outcomes, settings)
+
+
+def effect_summary(effect: pd.DataFrame) -> pd.DataFrame:
+    """A small, readable frame of ``campaign_effect`` for the report (rates and uplift in %)."""
+    percent = 100.0
+    return pd.DataFrame(
+        {
+            "Campaign": effect["campaign_id"],
+            "Variant": effect["variant"].replace("", "-"),
+            "Treated": effect["treated"],
+            "Sent": effect["sent"],
+            "Control": effect["suppressed"],
+            "Pending": effect["pending"],
+            "Opened": effect["opened"],
+            "Clicked": effect["clicked"],
+            "Converted": effect["converted"],
+            "Treated %": (effect["treated_rate"] * percent).round(1),
+            "Control %": (effect["control_rate"] * percent).round(1),
+            "Uplift pts": (effect["uplift"] * percent).round(1),
+            "Interval": [
+                _interval_text(low, high)
+                for low, high in zip(effect["ci_low"], effect["ci_high"], strict=True)
+            ],
+            "p": effect["p_value"].round(3),
+            "MDE pts": (effect["mde"] * percent).round(1),
+            "Enough to tell": effect["enough"].map({True: "yes", False: "no"}),
+        }
+    )
+
+
+def campaign_effect_at(
+    records: CampaignRecords,
+    events: pd.DataFrame,
+    as_of: date,
+    settings: EffectSettings | None = None,
+    windows: Mapping[str, int] | None = None,
+) -> pd.DataFrame:
+    """``campaign_effect`` of the records' outbox and feedback (what ``lstep campaigns`` shows)."""
+    outbox, feedback = records.outbox_frame(), records.feedback_frame()
+    return campaign_effect(outbox, feedback, events, as_of, settings, windows)
+
+
+def campaign_report_frame(
+    records: CampaignRecords,
+    events: pd.DataFrame,
+    as_of: date,
+    settings: EffectSettings | None = None,
+) -> pd.DataFrame:
+    """The report's campaign table: ``effect_summary`` of ``campaign_effect_at``."""
+    return effect_summary(campaign_effect_at(records, events, as_of, settings))
+
+
+def _interval_text(low: float, high: float) -> str:
+    if np.isnan(low) or np.isnan(high):
+        return "-"
+    return f"[{low * 100:+.1f}, {high * 100:+.1f}]"
+
+
+__all__ = [
+    "ALL_VARIANTS",
+    "EFFECT_COLUMNS",
+    "FEEDBACK_COLUMNS",
+    "OUTBOX_COLUMNS",
+    "REENGAGEMENT_KINDS",
+    "CampaignRecords",
+    "EffectSettings",
+    "campaign_effect",
+    "campaign_effect_at",
+    "campaign_report_frame",
+    "effect_summary",
+    "effect_table",
+    "first_runs",
+    "learner_outcomes",
+    "minimum_detectable_effect",
+    "observed_until",
+    "reengagement_days",
+    "two_proportion_p_value",
+    "uplift_interval",
+    "wilson_interval",
+]

@@ -1,0 +1,160 @@
+"""What ``lstep explain`` reads on a batch day: the snapshot row and the version that scored it.
+
+A batch day already holds the learner's features (the snapshot ``as_of=DAY.parquet``) and the
+registered version that scored them (the stored score's ``model_version``). Explaining from those
+skips rebuilding the features with DuckDB and loading MLflow's pyfunc machinery, and it explains
+the score the batch stored, even after the champion changed. The version's ``ChurnModel`` files
+are kept in a local cache (``<LSTEP_HOME>/cache/models``), written through MLflow on first use: a
+registered version never changes, so a cached one is never stale (the key includes the registry).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from models.churn import ChurnModel
+from serving.infra.snapshots import snapshot_path
+from serving.settings import Settings
+
+CACHE_SUBDIR = Path("cache") / "models"
+Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class VersionModel:
+    """A registered version's ``ChurnModel`` (what ``assess`` needs of a champion)."""
+
+    model: ChurnModel
+    version: str
+
+
+def stored_day_inputs(
+    current: Settings, store: Any, customer_id: str, day: date, *, warn: Warn | None = None
+) -> tuple[pd.DataFrame, VersionModel] | None:
+    """The learner's row of the day's snapshot and the version that scored it, if both exist.
+
+    Args:
+        current: the settings (data directory, registry, model name, home for the cache).
+        store: the state store (the stored score names the version).
+        customer_id: the learner.
+        day: the batch day.
+        warn: called with a one-line message when the model cache cannot be written.
+
+    Returns:
+        None when the day has no snapshot, the learner no stored model score that day, or the
+        version is no longer in the registry: the caller then builds the features and loads the
+        champion.
+    """
+    path = snapshot_path(current.data_path, day)
+    version = _scoring_version(store, customer_id, day) if path.is_file() else None
+    if version is None:
+        return None
+    row = pd.read_parquet(path, filters=[("customer_id", "==", customer_id)])
+    if len(row) != 1:
+        return None
+    model = version_model(current, version, warn=warn)
+    return None if model is None else (row.reset_index(drop=True), VersionModel(model, version))
+
+
+def _scoring_version(store: Any, customer_id: str, day: date) -> str | None:
+    """The model version of the learner's stored score on ``day`` (None: none, or rules only)."""
+    latest = store.latest_score(customer_id)  # one keyed query: explain is mostly of the last day
+    if latest is not None and pd.Timestamp(latest["as_of"]).date() == day:
+        version = latest.get("model_version")
+    else:
+        scores = store.scores_frame(day)
+        version = scores.loc[scores["customer_id"] == customer_id, "model_version"].dropna()
+        version = version.iloc[0] if len(version) else None
+    return None if version is None or pd.isna(version) else str(version)
+
+
+def model_cache_dir(current: Settings, version: str) -> Path:
+    """Where version ``version`` of the settings' registered model is cached."""
+    registry = hashlib.sha256(current.tracking_uri.encode()).hexdigest()[:12]
+    return current.home / CACHE_SUBDIR / f"{current.model_name}-v{version}-{registry}"
+
+
+def version_model(
+    current: Settings, version: str, *, warn: Warn | None = None
+) -> ChurnModel | None:
+    """The ``ChurnModel`` of a registered version: from the cache, else from MLflow (cached then).
+
+    Returns:
+        None when the registry does not hold that version (any more).
+    """
+    directory = model_cache_dir(current, version)
+    try:
+        return ChurnModel.load(directory)
+    except (FileNotFoundError, ValueError):
+        pass  # not cached yet, or written by another model format: fetch it
+    model = _registered_model(current, version)
+    if model is not None:
+        _write_cache(model, directory, warn)
+    return model
+
+
+def cache_version(
+    current: Settings, version: str, model: ChurnModel | None = None, *, warn: Warn | None = None
+) -> None:
+    """Put a version's files in the cache after a batch scored with it (once per version).
+
+    The first ``lstep explain`` of that batch's days is then fast too. ``model``: the loaded
+    ``ChurnModel`` when the caller holds it; otherwise it is fetched through MLflow.
+    """
+    directory = model_cache_dir(current, version)
+    if directory.is_dir():
+        return
+    if model is None:
+        version_model(current, version, warn=warn)
+    else:
+        _write_cache(model, directory, warn)
+
+
+def _registered_model(current: Settings, version: str) -> ChurnModel | None:
+    """Load ``models:/<name>/<version>`` through MLflow (the slow path: ~1 s of imports)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from models.pyfunc import mlflow_uris
+    from serving.infra.champion import unwrap_churn_model
+
+    uri = f"models:/{current.model_name}/{version}"
+    try:
+        with mlflow_uris(current.tracking_uri):
+            pyfunc = mlflow.pyfunc.load_model(uri)
+    except MlflowException:
+        return None
+    return unwrap_churn_model(pyfunc, uri)
+
+
+def _write_cache(model: ChurnModel, directory: Path, warn: Warn | None) -> None:
+    """Save ``model`` under ``directory`` atomically; a read-only home only costs speed."""
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            model.save(partial)
+            partial.replace(directory)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    except OSError as error:
+        if warn is not None and not directory.is_dir():  # a concurrent explain may have won
+            warn(f"{directory} not written ({error}): explain loads the model through MLflow")
+
+
+__all__ = [
+    "VersionModel",
+    "cache_version",
+    "model_cache_dir",
+    "stored_day_inputs",
+    "version_model",
+]

@@ -1,0 +1,181 @@
+"""The outbox's rules, pure: which planned messages a day writes, and when a message may go.
+
+The planner (``serving.core.campaigns``) gives a frame of ``MESSAGE_COLUMNS`` and the ids to
+cancel; ``outbox_rows`` checks it against the day and turns it into outbox rows (control rows
+``suppressed``, the rest ``pending``). The dispatcher (``serving.app.dispatch``) asks
+``quiet_until``, ``retry_at`` and ``cap_until`` when a message may be (re)tried; every instant
+is passed in, none is read here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from serving.core.frames import validate_frame
+from serving.core.messages import (
+    CHANNELS,
+    MESSAGE_COLUMNS,
+    PENDING,
+    SUPPRESSED,
+    message_key,
+)
+
+MESSAGES_SCHEMA = pa.DataFrameSchema(
+    {
+        "message_id": pa.Column(str, unique=True),
+        "planned_on": pa.Column("datetime64[us]"),
+        "due_on": pa.Column("datetime64[us]"),
+        "customer_id": pa.Column(str),
+        "campaign_id": pa.Column(str),
+        "step": pa.Column(int, pa.Check.ge(0)),
+        "channel": pa.Column(str, pa.Check.isin(list(CHANNELS))),
+        "template_id": pa.Column(str),
+        "variant": pa.Column(str),
+        "control": pa.Column(bool),
+        "context": pa.Column(str),
+    },
+    name="campaign messages",
+    strict=True,
+    coerce=True,
+    ordered=False,
+)
+"""A planned day's messages (``MESSAGE_COLUMNS``), as the outbox takes them."""
+
+
+class MessagePlan(Protocol):
+    """What the planner gives a batch day (``serving.core.campaigns.CampaignPlan``)."""
+
+    @property
+    def messages(self) -> pd.DataFrame:
+        """The messages planned on the day (``MESSAGE_COLUMNS``)."""
+        ...
+
+    @property
+    def cancel_ids(self) -> list[str]:
+        """Ids of earlier messages whose campaign the learner has left (exit condition)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PlannedDay:
+    """A plan as plain values (tests, callers that build messages themselves)."""
+
+    messages: pd.DataFrame
+    cancel_ids: list[str]
+
+
+def empty_messages() -> pd.DataFrame:
+    """A messages frame without rows."""
+    return pd.DataFrame({name: pd.Series(dtype=object) for name in MESSAGE_COLUMNS})
+
+
+def outbox_rows(as_of: date, messages: pd.DataFrame, run_id: str, now: datetime) -> pd.DataFrame:
+    """The outbox rows of a day's planned messages: control rows suppressed, the rest pending.
+
+    Raises:
+        ValueError: a column missing or mistyped, an unknown channel, a repeated id, a message
+            planned on another day, due before it was planned, or whose id is not the stable
+            ``message_key`` of its (day, learner, campaign, step), naming rows and values.
+    """
+    if "control" in messages:  # coercion would read any text, "false" too, as True
+        not_bool = ~messages["control"].map(lambda value: isinstance(value, bool | np.bool_))
+        _refuse(messages, not_bool, "have a control flag that is not true or false")
+    frame = validate_frame(messages, MESSAGES_SCHEMA)[list(MESSAGE_COLUMNS)].copy()
+    day = pd.Timestamp(as_of)
+    _refuse(frame, frame["planned_on"] != day, f"are planned on another day than {as_of}")
+    _refuse(frame, frame["due_on"] < frame["planned_on"], "are due before they were planned")
+    keys = [
+        message_key(planned.date(), customer, campaign, int(step))
+        for planned, customer, campaign, step in zip(
+            frame["planned_on"], frame["customer_id"], frame["campaign_id"], frame["step"],
+            strict=True,
+        )
+    ]  # fmt: skip
+    _refuse(frame, frame["message_id"] != keys, "have an id other than message_key(...)")
+    bad_context = ~frame["context"].map(_is_json_object)
+    _refuse(frame, bad_context, "have a context that is not a JSON object")
+    for column in ("planned_on", "due_on"):
+        frame[column] = frame[column].dt.date
+    frame["state"] = frame["control"].map({True: SUPPRESSED, False: PENDING})
+    frame["tries"] = 0
+    frame["run_id"] = run_id
+    frame["created_at"] = now
+    return frame
+
+
+def _refuse(frame: pd.DataFrame, mask: pd.Series, what: str) -> None:
+    if mask.any():
+        named = frame["message_id"] if "message_id" in frame else frame.index.to_series()
+        examples = named[mask].head(5).tolist()
+        raise ValueError(f"campaign messages: {int(mask.sum())} {what} (e.g. {examples})")
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """A daily UTC window when some channels wait (e.g. 21:00-07:00 for email and push).
+
+    ``start == end`` means no quiet hours.
+    """
+
+    start: time
+    end: time
+    channels: tuple[str, ...]
+
+    def until(self, channel: str, now: datetime) -> datetime | None:
+        """When the window that holds ``now`` ends, if ``channel`` must wait; else None."""
+        if channel not in self.channels or self.start == self.end:
+            return None
+        clock = now.timetz().replace(tzinfo=None)
+        wraps = self.start > self.end  # e.g. 21:00 -> 07:00 crosses midnight
+        if wraps:
+            inside = clock >= self.start or clock < self.end
+        else:
+            inside = self.start <= clock < self.end
+        if not inside:
+            return None
+        end = datetime.combine(now.date(), self.end, tzinfo=now.tzinfo)
+        return end if end > now else end + timedelta(days=1)
+
+
+def retry_at(now: datetime, tries: int, base_s: float, max_s: float) -> datetime:
+    """When a message that failed its ``tries``-th attempt is tried again: base x 2^(tries-1)."""
+    return now + timedelta(seconds=min(max_s, base_s * 2 ** max(tries - 1, 0)))
+
+
+def cap_until(sent_at: list[datetime], cap: int, window: timedelta, now: datetime) -> Any:
+    """When a learner who was sent ``sent_at`` within ``window`` may get another message.
+
+    Returns:
+        None when fewer than ``cap`` were sent in the window before ``now``; else the instant
+        the oldest of them leaves it.
+    """
+    recent = sorted(moment for moment in sent_at if now - window < moment <= now)
+    if len(recent) < cap:
+        return None
+    return recent[len(recent) - cap] + window
+
+
+__all__ = [
+    "MESSAGES_SCHEMA",
+    "MessagePlan",
+    "PlannedDay",
+    "QuietHours",
+    "cap_until",
+    "empty_messages",
+    "outbox_rows",
+    "retry_at",
+]

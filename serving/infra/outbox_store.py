@@ -1,0 +1,297 @@
+"""The state store's campaign messages: the outbox a batch day writes and dispatchers drain.
+
+``OutboxMixin`` gives ``StateStore`` its outbox methods:
+
+- ``apply_day(batch, decisions, scores, plan)``: ``apply_batch`` with the day's campaign plan.
+  The planned messages go to the ``outbox`` (``pending``, or ``suppressed`` for the control
+  group) and the plan's ``cancel_ids`` are cancelled inside the batch transaction: a day that
+  rolls back leaves no message; a rerun inserts nothing twice (stable ``message_id``, insert if
+  absent); a replace first drops the replaced day's messages nobody tried to send yet.
+- what the campaign planner reads (``pending_messages``, ``recent_messages``), what the
+  dispatcher claims and records (``claim_messages``, ``record_attempts``,
+  ``release_message``), what the measurement reads (``outbox_frame``, ``feedback_frame``,
+  ``outbox_counts``) and what ``POST /events/campaign`` records (``record_feedback``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, Engine, update
+
+from serving.core.frames import RunRecord
+from serving.core.messages import FAILED, PENDING, SENT
+from serving.core.outbox import MessagePlan, outbox_rows
+from serving.core.planning import BatchDay, checked_decisions, require_aware, score_rows
+from serving.core.problems import NotFound
+from serving.infra.outbox_sql import (
+    cancel_messages,
+    claim_due,
+    counts_select,
+    drop_unsent_of_day,
+    due_select,
+    feedback_select,
+    insert_feedback,
+    insert_messages,
+    mark_attempts,
+    message_exists,
+    outbox_select,
+    release,
+    sent_times,
+)
+from serving.infra.sql import latest_completed, result_frame
+from serving.infra.tables import BatchRun, Outbox, column_names
+
+SENDABLE_STATES = (PENDING, FAILED)
+"""States a message is still to be sent in."""
+
+
+def planned_rows(
+    as_of: date, plan: MessagePlan | None, run_id: str, now: datetime
+) -> tuple[pd.DataFrame | None, list[str]]:
+    """A plan's outbox rows (checked before anything is written) and its ids to cancel."""
+    if plan is None:
+        return None, []
+    return outbox_rows(as_of, plan.messages, run_id, now), list(plan.cancel_ids)
+
+
+class OutboxMixin:
+    """Outbox methods of ``StateStore`` (which provides the engine and the transactions)."""
+
+    _engine: Engine
+
+    def _connect(self) -> AbstractContextManager[Connection]:
+        raise NotImplementedError  # StateStore's
+
+    def _writer(self) -> AbstractContextManager[Connection]:
+        raise NotImplementedError  # StateStore's
+
+    def _claim_run(self, batch: BatchDay) -> RunRecord | None:
+        raise NotImplementedError  # StateStore's
+
+    def _write_batch(
+        self, conn: Connection, batch: BatchDay, decisions: pd.DataFrame, scores: pd.DataFrame
+    ) -> RunRecord:
+        raise NotImplementedError  # StateStore's
+
+    def _mark_failed(self, as_of: date, error: Exception) -> None:
+        raise NotImplementedError  # StateStore's
+
+    def apply_day(
+        self,
+        batch: BatchDay,
+        decisions: pd.DataFrame,
+        scores: pd.DataFrame | None,
+        plan: MessagePlan | None = None,
+    ) -> RunRecord:
+        """``apply_batch`` of a ``BatchDay``, with the day's campaign ``plan`` (messages and ids
+        to cancel) written in the same transaction (``serving.infra.outbox_store``).
+
+        Raises:
+            ValueError: as ``apply_batch``, and a plan whose messages break their contract.
+        """
+        as_of, run_id, now = batch.as_of, batch.run_id, batch.now
+        require_aware(now, "now")
+        if not run_id.strip():
+            raise ValueError("run_id is empty")
+        checked = checked_decisions(as_of, decisions)
+        rows = score_rows(as_of, checked, scores, run_id, batch.model_version)
+        messages, cancel_ids = planned_rows(as_of, plan, run_id, now)
+        existing = self._claim_run(batch)
+        if existing is not None:
+            return existing
+        try:
+            with self._writer() as conn:
+                record = self._write_batch(conn, batch, checked, rows)
+                return self._write_messages(conn, batch, messages, cancel_ids, record)
+        except Exception as error:
+            self._mark_failed(as_of, error)
+            raise
+
+    # ---- campaign messages ---------------------------------------------------------------
+
+    def latest_batch_day(self) -> date | None:
+        """The latest completed batch day: the data clock messages fall due on."""
+        with self._connect() as conn:
+            return latest_completed(conn)
+
+    def pending_messages(self, customer_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """Messages still to send (``pending`` or ``failed``), of some learners (the planner's
+        ``pending``: what its cancellations and caps look at)."""
+        pending = self.outbox_frame(states=SENDABLE_STATES)
+        if customer_ids is None:
+            return pending
+        # Filtered here: a day's learners (up to millions) are too many for one SQL IN list.
+        wanted = pending["customer_id"].isin(pd.Index(list(customer_ids)))
+        return pending[wanted].reset_index(drop=True)
+
+    def recent_messages(self, since: date) -> pd.DataFrame:
+        """Every message planned on or after data day ``since``, whatever its state."""
+        return self.outbox_frame(since=since)
+
+    def outbox_frame(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        customer_ids: Sequence[str] | None = None,
+        since: date | None = None,
+        until: date | None = None,
+    ) -> pd.DataFrame:
+        """Outbox rows by planned day: of some states, learners, or planned days (inclusive).
+
+        Dates (``planned_on``, ``due_on``) are ``datetime64[us]``; instants are aware UTC.
+        """
+        stmt = outbox_select(
+            states=None if states is None else tuple(states),
+            customer_ids=None if customer_ids is None else list(customer_ids),
+            since=since,
+            until=until,
+        )
+        with self._connect() as conn:
+            return _outbox_frame(result_frame(conn.execute(stmt)))
+
+    def feedback_frame(self, message_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """Feedback events (message_id, kind, recorded_at, source), oldest first."""
+        stmt = feedback_select(None if message_ids is None else list(message_ids))
+        with self._connect() as conn:
+            frame = result_frame(conn.execute(stmt))
+        if frame.columns.empty:
+            frame = pd.DataFrame(columns=["id", "message_id", "kind", "recorded_at", "source"])
+        return frame.drop(columns="id")
+
+    def outbox_counts(self, until: date | None = None) -> pd.DataFrame:
+        """Messages by (state, channel), planned on or before ``until`` when given."""
+        with self._connect() as conn:
+            frame = result_frame(conn.execute(counts_select(until)))
+        empty = pd.DataFrame(columns=["state", "channel", "messages"])
+        return frame if len(frame.columns) else empty
+
+    def due_messages(
+        self, *, data_day: date, now: datetime, channels: Sequence[str] | None, lease: timedelta
+    ) -> pd.DataFrame:
+        """Messages a dispatcher could claim now (what ``--dry-run`` renders), nothing claimed."""
+        stmt = due_select(data_day, now, None if channels is None else tuple(channels), lease)
+        with self._connect() as conn:
+            return _outbox_frame(result_frame(conn.execute(stmt)))
+
+    def claim_messages(
+        self,
+        token: str,
+        *,
+        data_day: date,
+        now: datetime,
+        channels: Sequence[str] | None,
+        lease: timedelta,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Claim up to ``limit`` due messages for dispatcher ``token`` (see ``claim_due``)."""
+        require_aware(now, "now")
+        picked = None if channels is None else tuple(channels)
+        with self._dispatch_transaction() as conn:
+            return claim_due(
+                conn, token, data_day=data_day, now=now, channels=picked, lease=lease, limit=limit
+            )
+
+    def record_attempts(self, token: str, attempts: list[dict[str, Any]]) -> None:
+        """Record what sending claimed messages did, in one transaction (``mark_attempts``):
+        ``sent`` with subject, body and ``sent_at``; ``failed`` with the error and
+        ``next_attempt_at``; ``dead``."""
+        with self._dispatch_transaction() as conn:
+            mark_attempts(conn, token, attempts)
+
+    def record_sent(
+        self, message_id: str, token: str, *, subject: str, body: str, now: datetime
+    ) -> None:
+        """Mark one claimed message ``sent`` with the subject and body that went out."""
+        attempt = {"message_id": message_id, "state": SENT, "subject": subject, "body": body}
+        self.record_attempts(token, [{**attempt, "sent_at": now}])
+
+    def release_message(self, message_id: str, token: str, not_before: datetime | None) -> None:
+        """Give a claimed message back unsent, to be tried from ``not_before``."""
+        with self._dispatch_transaction() as conn:
+            release(conn, message_id, token, not_before)
+
+    def sent_since(self, customer_ids: Sequence[str], since: datetime) -> dict[str, list]:
+        """customer_id -> instants they were sent a message at or after ``since``."""
+        with self._connect() as conn:
+            return sent_times(conn, list(customer_ids), since)
+
+    def record_feedback(self, message_id: str, kind: str, *, source: str, now: datetime) -> bool:
+        """Record that a message was delivered, opened, clicked or converted (once per kind).
+
+        Returns:
+            True when recorded, False when the message already had this kind (nothing changed).
+
+        Raises:
+            NotFound: no message ``message_id`` in the outbox.
+        """
+        require_aware(now, "now")
+        with self._writer() as conn:
+            if not message_exists(conn, message_id):
+                raise NotFound(f"message_id {message_id!r}: no such message in the outbox")
+            return insert_feedback(conn, message_id, kind, source, now)
+
+    def _write_messages(
+        self,
+        conn: Connection,
+        batch: BatchDay,
+        messages: pd.DataFrame | None,
+        cancel_ids: list[str],
+        record: RunRecord,
+    ) -> RunRecord:
+        """The plan's part of the batch transaction; its counts join the run summary.
+
+        Control rows go in ``suppressed``, the rest ``pending``; a message already there (a
+        rerun) is left as it is; a replace first drops the replaced day's messages nobody tried
+        to send yet; ``cancel_ids`` still sendable become ``cancelled``.
+        """
+        if record.run_id != batch.run_id:  # another process completed the day meanwhile
+            return record
+        if batch.replace:
+            drop_unsent_of_day(conn, batch.as_of)
+        if messages is None and not cancel_ids:
+            return record
+        inserted = 0 if messages is None else insert_messages(conn, messages)
+        cancelled = cancel_messages(conn, cancel_ids, batch.now)
+        summary = {
+            **(record.summary or {}),
+            "messages": {
+                "planned": 0 if messages is None else len(messages),
+                "inserted": inserted,
+                "suppressed": 0 if messages is None else int(messages["control"].sum()),
+                "cancelled": cancelled,
+            },
+        }
+        conn.execute(
+            update(BatchRun).where(BatchRun.run_id == record.run_id).values(summary=summary)
+        )
+        return record.model_copy(update={"summary": summary})
+
+    @contextmanager
+    def _dispatch_transaction(self) -> Iterator[Connection]:
+        """A short transaction of a dispatcher: rows locked one by one on PostgreSQL (no
+        store-wide lock, so dispatching never waits for a batch), the writer's on SQLite."""
+        if self._engine.dialect.name != "postgresql":
+            with self._writer() as conn:
+                yield conn
+            return
+        with self._connect() as conn, conn.begin():
+            yield conn
+
+
+def _outbox_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Outbox rows as a frame: dates as ``datetime64[us]`` like every frame of the store."""
+    if frame.columns.empty:
+        frame = pd.DataFrame(columns=column_names(Outbox))
+    for column in ("planned_on", "due_on"):
+        frame[column] = pd.to_datetime(frame[column]).astype("datetime64[us]")
+    for column in ("next_attempt_at", "sent_at", "claimed_at", "created_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
+__all__ = ["SENDABLE_STATES", "OutboxMixin", "planned_rows"]

@@ -1,0 +1,174 @@
+"""``lstep explain`` on a batch day: the snapshot row, the version that scored it, the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from serving.cli import app
+from serving.cli.explain_inputs import cache_version, model_cache_dir, version_model
+from serving.infra.snapshots import snapshot_path
+from serving.infra.store import StateStore
+from serving.settings import TELEMETRY_ENV, Settings
+from tests.serving.fixtures import NOW, run_batch_day
+from tests.serving.service_fixtures import SNAPSHOT_DAY
+
+runner = CliRunner()
+
+# Runs one command in a fresh interpreter and reports which heavy libraries it imported.
+COMMAND_IMPORTS = textwrap.dedent(
+    """
+    import json, sys
+    from serving.cli import app
+    try:
+        app(sys.argv[1:])
+    except SystemExit as exit:
+        code = exit.code
+    heavy = ("mlflow", "duckdb", "bentoml", "matplotlib")
+    print(json.dumps({"code": code, "imported": [m for m in heavy if m in sys.modules]}))
+    """
+)
+
+
+@dataclass(frozen=True)
+class BatchHome:
+    """An LSTEP_HOME with one batch day (snapshot and stored scores) on the session's champion."""
+
+    settings: Settings
+    environment: dict[str, str]
+    events: Path
+    customers: Path
+    customer_id: str
+    p_churn: float
+    version: str
+
+
+@pytest.fixture(scope="module")
+def batch_home(tmp_path_factory, simulated_log, champion_tracking_uri, champion, ruleset):
+    root = tmp_path_factory.mktemp("explain-home")
+    data_dir = root / "data"
+    data_dir.mkdir()
+    for source in (simulated_log.events_path, simulated_log.customers_path):
+        shutil.copy(source, data_dir / source.name)
+    settings = Settings(
+        home=root / "home", data_dir=data_dir, mlflow_tracking_uri=champion_tracking_uri
+    )
+    with StateStore.from_settings(settings) as store:
+        run_batch_day(
+            SNAPSHOT_DAY, simulated_log, store, champion, ruleset, run_id="batch", data_dir=data_dir
+        )
+        scores = store.scores_frame(SNAPSHOT_DAY).dropna(subset=["p_churn"])
+    environment = {
+        **TELEMETRY_ENV,
+        "LSTEP_HOME": str(settings.home),
+        "LSTEP_DATA_DIR": str(data_dir),
+        "MLFLOW_TRACKING_URI": champion_tracking_uri,
+        "LSTEP_NOW": NOW.isoformat(),
+    }
+    first = scores.iloc[0]
+    return BatchHome(
+        settings,
+        environment,
+        data_dir / simulated_log.events_path.name,
+        data_dir / simulated_log.customers_path.name,
+        str(first["customer_id"]),
+        float(first["p_churn"]),
+        str(first["model_version"]),
+    )
+
+
+def _explain(home: BatchHome, *options: str) -> str:
+    result = runner.invoke(app, ["explain", home.customer_id, *options], env=home.environment)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _in_a_fresh_process(home: BatchHome, *arguments: str) -> dict:
+    completed = subprocess.run(
+        [sys.executable, "-c", COMMAND_IMPORTS, *arguments],
+        env={**os.environ, **home.environment},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_explain_on_a_batch_day_explains_the_stored_score_as_rebuilt_features_do(batch_home):
+    # given a batch day with its snapshot and stored scores, and no cached model yet
+    cache = model_cache_dir(batch_home.settings, batch_home.version)
+    shutil.rmtree(cache, ignore_errors=True)
+    # when the learner is explained from the stored day, and from features built from the events
+    stored = _explain(batch_home)
+    built = _explain(
+        batch_home, "--events", str(batch_home.events), "--customers", str(batch_home.customers)
+    )
+    # then both say the same, with the score the batch stored, and the version's files are cached
+    assert stored == built
+    assert f"p_churn {batch_home.p_churn:.1%}" in stored.splitlines()[0]
+    assert (cache / "booster.txt").is_file()
+
+
+@pytest.mark.slow
+def test_a_cached_version_explains_without_mlflow_duckdb_or_bentoml(batch_home):
+    # given the version that scored the day in the model cache
+    _explain(batch_home)
+    # when a fresh `lstep explain` runs on the batch day
+    ran = _in_a_fresh_process(batch_home, "explain", batch_home.customer_id)
+    # then it needed neither MLflow nor BentoML nor matplotlib (DuckDB: the snapshot module's)
+    assert ran == {"code": 0, "imported": ["duckdb"]}
+
+
+@pytest.mark.slow
+def test_status_and_kpis_import_no_heavy_library(batch_home):
+    # given a workspace with a batch day / when status and kpis run in fresh processes
+    status = _in_a_fresh_process(batch_home, "status", batch_home.customer_id)
+    kpis = _in_a_fresh_process(batch_home, "kpis")
+    # then (kpis reads the event log for its labels: DuckDB builds them)
+    assert status == {"code": 0, "imported": []}
+    assert kpis["code"] == 0 and "mlflow" not in kpis["imported"]
+
+
+@pytest.mark.slow
+def test_an_unwritable_cache_costs_speed_not_the_answer(batch_home, tmp_path):
+    # given a home where the cache folder cannot be created (a file is in its place)
+    home = tmp_path / "home"
+    shutil.copytree(batch_home.settings.home, home)
+    shutil.rmtree(home / "cache", ignore_errors=True)
+    (home / "cache").write_text("not a folder")
+    blocked = BatchHome(
+        batch_home.settings.model_copy(update={"home": home}),
+        {**batch_home.environment, "LSTEP_HOME": str(home)},
+        batch_home.events, batch_home.customers, batch_home.customer_id, batch_home.p_churn,
+        batch_home.version,
+    )  # fmt: skip
+    # when
+    output = _explain(blocked)
+    # then it still explains the stored score, and says the model was not cached
+    assert f"p_churn {batch_home.p_churn:.1%}" in output
+    assert "not written" in output
+
+
+def test_a_cached_version_predicts_exactly_as_the_registered_one(batch_home, champion, tmp_path):
+    # given a home without a cache and the champion as the batch loaded it
+    settings = batch_home.settings.model_copy(update={"home": tmp_path / "home"})
+    frame = pd.read_parquet(snapshot_path(settings.data_path, SNAPSHOT_DAY))
+    # when a batch caches its version, and explain reads it back
+    cache_version(settings, champion.version, champion.model)
+    cached = version_model(settings, champion.version)
+    # then the cached files score every learner of the day exactly as the champion does
+    assert (model_cache_dir(settings, champion.version) / "booster.txt").is_file()
+    pd.testing.assert_frame_equal(cached.predict(frame), champion.model.predict(frame))

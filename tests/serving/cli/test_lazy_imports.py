@@ -1,0 +1,49 @@
+"""The CLI starts fast: importing it, or the modules every command shares, loads no heavy library.
+
+Each check runs in a fresh interpreter: in the test process the fixtures have imported them all.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("mlflow", "lightgbm", "shap", "bentoml", "duckdb", "sklearn", "matplotlib")
+
+
+def _imported_heavy(module: str) -> list[str]:
+    code = (
+        f"import json, sys, {module}\n"
+        f"print(json.dumps([name for name in {HEAVY!r} if name in sys.modules]))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return json.loads(completed.stdout)
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["serving.cli", "serving.cli.render", "serving.cli.explain_inputs", "models.pyfunc"],
+)
+def test_importing_a_cli_module_loads_no_heavy_library_it_does_not_need(module):
+    # given a fresh interpreter / when the module is imported
+    imported = _imported_heavy(module)
+    # then only what the module itself needs is loaded: the churn model needs LightGBM (which
+    # imports scikit-learn), explain's snapshot module DuckDB; nothing needs MLflow to import
+    needed = {
+        "serving.cli.explain_inputs": ["lightgbm", "duckdb", "sklearn"],
+        "models.pyfunc": ["lightgbm", "sklearn"],
+    }.get(module, [])
+    assert imported == needed
+
+
+def test_the_pure_assess_path_does_not_load_mlflow():
+    # given / when the one path from features to answers is imported
+    imported = _imported_heavy("serving.core.assess")
+    # then MLflow (the registry's library) is not part of it
+    assert "mlflow" not in imported

@@ -1,0 +1,212 @@
+"""The campaign planner: enrolment, cadence, caps, exits, variants and the control flag."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rules.campaigns import CHANNELS as RULES_CHANNELS
+from rules.campaigns import TEMPLATE_FIELDS, Variant, render_message
+from serving.core.campaigns import assign_variants, plan_campaigns
+from serving.core.messages import CHANNELS, MESSAGE_COLUMNS, message_key
+
+AS_OF = date(2026, 6, 1)
+NO_PENDING = pd.DataFrame(columns=["message_id", "customer_id", "campaign_id", "due_on"])
+NO_RECENT = pd.DataFrame(columns=["customer_id", "campaign_id", "planned_on", "state"])
+
+
+def decision(customer_id: str, campaign_id: str | None, **fields) -> dict:
+    """A decision row as the engine gives it (only what the planner reads)."""
+    row = {
+        "customer_id": customer_id,
+        "from_tag": "ST_001",
+        "to_tag": "ST_002",
+        "changed": False,
+        "priority": "P3",
+        "action": "upgrade nurturing campaign",
+        "campaign_id": campaign_id,
+        "control": False,
+        "behaviour_tags": "",
+        "why": "3 milestones in 30 days; 12 lessons",
+    }
+    return row | fields
+
+
+def features_of(*customer_ids: str, **columns) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "customer_id": list(customer_ids),
+            "product_tag": "PT_003",
+            "lessons_total": 14.0,
+            "lessons_30d": 5.0,
+            "milestones_total": 2.0,
+            "milestones_30d": 1.0,
+            "days_since_last_event": 1.0,
+        }
+    )
+    return frame.assign(**columns)
+
+
+def plan(decisions, features, ruleset, *, pending=NO_PENDING, recent=NO_RECENT, as_of=AS_OF):
+    return plan_campaigns(
+        pd.DataFrame(decisions),
+        features,
+        ruleset.campaigns,
+        as_of,
+        pending=pending,
+        recent=recent,
+    )
+
+
+def test_the_planner_and_the_rules_name_the_same_channels():
+    assert RULES_CHANNELS == CHANNELS
+
+
+def test_a_triggered_learner_gets_one_message_per_cadence_step(ruleset):
+    # given a Freemium learner whose decision triggers upgrade nurturing (3 steps: 0, 3, 7 days)
+    result = plan([decision("L1", "CP_09")], features_of("L1"), ruleset)
+    messages = result.messages
+    # then three messages, due on the step days, with stable ids and the step's channels
+    assert list(messages.columns) == list(MESSAGE_COLUMNS)
+    assert messages["step"].tolist() == [0, 1, 2]
+    assert messages["due_on"].tolist() == [AS_OF + timedelta(days=d) for d in (0, 3, 7)]
+    assert messages["channel"].tolist() == ["email", "push", "email"]
+    assert messages["template_id"].tolist() == ["upgrade_value", "upgrade_nudge", "upgrade_offer"]
+    expected_ids = [message_key(AS_OF, "L1", "CP_09", step) for step in range(3)]
+    assert messages["message_id"].tolist() == expected_ids
+    assert set(messages["planned_on"]) == {AS_OF}
+    assert result.cancel_ids == []
+
+
+def test_the_context_holds_every_template_field_and_renders(ruleset):
+    features = features_of("L1", "L2", name=["Ana", None])
+    messages = plan([decision("L1", "CP_09"), decision("L2", "CP_09")], features, ruleset).messages
+    contexts = {row.customer_id: json.loads(row.context) for row in messages.itertuples()}
+    assert set(contexts["L1"]) == set(TEMPLATE_FIELDS)
+    assert contexts["L1"]["greeting"] == "Hi Ana"
+    assert contexts["L2"]["greeting"] == "Hello" and contexts["L2"]["name"] is None
+    assert contexts["L1"]["next_milestone"] == 3
+    assert contexts["L1"]["tag_name"] == "Learning:Progressing"
+    assert contexts["L1"]["product_name"] == "PPAL Freemium"
+    assert contexts["L1"]["reasons"] == ["3 milestones in 30 days", "12 lessons"]
+    for row in messages.itertuples():
+        context = json.loads(row.context)
+        assert render_message(row.template_id, row.channel, row.variant, context).body
+
+
+def test_mobile_primary_learners_get_push_before_email(ruleset):
+    decisions = [decision("M", "CP_09", behaviour_tags="BT_002,BT_006"), decision("E", "CP_09")]
+    messages = plan(decisions, features_of("M", "E"), ruleset).messages
+    first = messages[messages["step"] == 0].set_index("customer_id")["channel"]
+    assert first["M"] == "push"
+    assert first["E"] == "email"
+
+
+def test_learners_without_a_campaign_get_nothing(ruleset):
+    result = plan([decision("L1", None)], features_of("L1"), ruleset)
+    assert result.messages.empty
+    assert list(result.messages.columns) == list(MESSAGE_COLUMNS)
+
+
+def test_a_learner_with_pending_steps_of_the_campaign_is_not_enrolled_again(ruleset):
+    pending = pd.DataFrame(
+        {
+            "message_id": ["m1"],
+            "customer_id": ["L1"],
+            "campaign_id": ["CP_09"],
+            "due_on": [AS_OF + timedelta(days=2)],
+        }
+    )
+    messages = plan(
+        [decision("L1", "CP_09"), decision("L2", "CP_09")],
+        features_of("L1", "L2"),
+        ruleset,
+        pending=pending,
+    ).messages
+    assert set(messages["customer_id"]) == {"L2"}
+
+
+@pytest.mark.parametrize(
+    ("days_ago", "state", "enrolled"),
+    [
+        (10, "sent", False),  # 1 in the 30-day window + 3 steps > 3
+        (29, "suppressed", False),  # the control's would-be messages count too
+        (30, "sent", True),  # out of the window
+        (10, "cancelled", True),  # cancelled messages were never sent
+    ],
+)
+def test_the_frequency_cap_counts_the_campaigns_messages_in_its_window(
+    ruleset, days_ago, state, enrolled
+):
+    recent = pd.DataFrame(
+        {
+            "customer_id": ["L1"],
+            "campaign_id": ["CP_09"],
+            "planned_on": [AS_OF - timedelta(days=days_ago)],
+            "state": [state],
+        }
+    )
+    messages = plan([decision("L1", "CP_09")], features_of("L1"), ruleset, recent=recent).messages
+    assert (len(messages) == 3) is enrolled
+
+
+def test_a_rerun_of_the_day_plans_nothing_new(ruleset):
+    first = plan([decision("L1", "CP_09")], features_of("L1"), ruleset).messages
+    recent = first[["customer_id", "campaign_id", "planned_on"]].assign(state="pending")
+    pending = first[["message_id", "customer_id", "campaign_id", "due_on"]]
+    again = plan(
+        [decision("L1", "CP_09")], features_of("L1"), ruleset, pending=pending, recent=recent
+    )
+    assert again.messages.empty
+
+
+def test_pending_messages_are_cancelled_when_the_learner_meets_the_exit(ruleset):
+    # given pending retention-campaign steps (CP_21 exits when the learner leaves ST_005)
+    pending = pd.DataFrame(
+        {
+            "message_id": ["left", "stays", "unscored", "other"],
+            "customer_id": ["A", "B", "C", "D"],
+            "campaign_id": ["CP_21", "CP_21", "CP_21", "CP_22"],  # CP_22 has no exit
+            "due_on": [AS_OF + timedelta(days=4)] * 4,
+        }
+    )
+    decisions = [
+        decision("A", None, from_tag="ST_005", to_tag="ST_001", changed=True),
+        decision("B", None, from_tag="ST_005", to_tag="ST_005"),
+        decision("D", None, from_tag="ST_001", to_tag="ST_006", changed=True),
+    ]
+    result = plan(decisions, features_of("A", "B", "D"), ruleset, pending=pending)
+    # then only A's message goes: B is still in ST_005, C was not decided today, D's has no exit
+    assert result.cancel_ids == ["left"]
+
+
+def test_the_control_flag_is_the_decisions(ruleset):
+    decisions = [decision("T", "CP_22", control=False), decision("C", "CP_22", control=True)]
+    messages = plan(decisions, features_of("T", "C"), ruleset).messages
+    assert messages.set_index("customer_id")["control"].to_dict() == {"T": False, "C": True}
+
+
+def test_variants_are_stable_and_follow_the_weights(ruleset):
+    campaign = ruleset.campaigns.get("CP_09")
+    ids = np.array([f"C{i:05d}" for i in range(4000)], dtype=object)
+    variants = assign_variants(ids, campaign)
+    # stable: the same learner gets the same variant whatever else is planned with them
+    assert (assign_variants(ids[::-1], campaign)[::-1] == variants).all()
+    assert assign_variants(ids[:7], campaign).tolist() == variants[:7].tolist()
+    assert abs((variants == "A").mean() - 0.5) < 0.03
+    skewed = campaign.model_copy(
+        update={"variants": (Variant(id="A", weight=9), Variant(id="B", weight=1))}
+    )
+    share_a = (assign_variants(ids, skewed) == "A").mean()
+    assert abs(share_a - 0.9) < 0.02
+    assert set(assign_variants(ids, ruleset.campaigns.get("CP_22"))) == {""}
+
+
+def test_the_planned_variant_is_the_learners(ruleset):
+    messages = plan([decision("L1", "CP_09")], features_of("L1"), ruleset).messages
+    expected = assign_variants(np.array(["L1"], dtype=object), ruleset.campaigns.get("CP_09"))[0]
+    assert set(messages["variant"]) == {expected}

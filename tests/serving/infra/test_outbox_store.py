@@ -1,0 +1,336 @@
+"""The transactional outbox on SQLite and PostgreSQL (``serving.infra.outbox_store``).
+
+A day's campaign messages commit or roll back with its transitions (a failure mid-write, a
+process killed inside the transaction), a rerun adds nothing, the control group is recorded
+as suppressed, dispatchers never claim the same row, feedback is recorded once per kind.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+from datetime import UTC, date, datetime, timedelta
+
+import pandas as pd
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, text
+
+import serving.infra.outbox_store as outbox_store_module
+from serving.core.messages import CANCELLED, PENDING, SENT, SUPPRESSED
+from serving.core.outbox import empty_messages
+from serving.core.problems import NotFound
+from serving.infra.store import MIGRATIONS_LOCATION, StateStore
+from tests.serving.batches import FIRST_DAY, apply, at, decisions
+from tests.serving.infra.test_store import child_error, wait_for
+from tests.serving.outbox_fixtures import (
+    apply_with_plan,
+    messages,
+    plan,
+    run_paused_planned_batch,
+)
+
+DAY1, DAY2, DAY3 = date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)
+WALL = datetime(2024, 3, 3, 9, tzinfo=UTC)
+LEASE = timedelta(minutes=5)
+MOVES = [("a", "ST_001", "ST_004"), ("b", "ST_001", "ST_004"), ("c", "ST_001", "ST_001")]
+
+
+def states(store: StateStore) -> dict[str, str]:
+    """customer_id:step -> state of every message."""
+    frame = store.outbox_frame()
+    keys = frame["customer_id"] + ":" + frame["step"].astype(str)
+    return dict(zip(keys, frame["state"], strict=True))
+
+
+def test_a_days_messages_are_written_with_its_transitions_and_the_control_is_suppressed(store):
+    # Given day 1, and day 2 moving a and b with a two-step campaign for a, b and control z
+    apply(store, DAY1, FIRST_DAY)
+    frame = messages(DAY2, ["a", "b", "z"], steps=(0, 1), delay_days=3, control=("z",))
+    # When day 2 is applied with the plan
+    record = apply_with_plan(store, DAY2, MOVES, plan(frame))
+    # Then every message is in the outbox: the control's suppressed, the others pending
+    assert states(store) == {
+        "a:0": PENDING, "a:1": PENDING, "b:0": PENDING, "b:1": PENDING,
+        "z:0": SUPPRESSED, "z:1": SUPPRESSED,
+    }  # fmt: skip
+    stored = store.outbox_frame().set_index("message_id")
+    assert stored.loc[frame["message_id"][1], "due_on"] == pd.Timestamp(DAY2 + timedelta(days=3))
+    assert (stored["run_id"] == "run-2024-03-02").all()
+    assert record.summary["messages"] == {
+        "planned": 6, "inserted": 6, "suppressed": 2, "cancelled": 0
+    }  # fmt: skip
+    assert store.runs().set_index("run_id").loc[record.run_id, "summary"]["messages"]["planned"]
+    # And the planner's reads see them: pending ones per learner, recent ones by day
+    assert set(store.pending_messages(["a"])["step"]) == {0, 1}
+    assert len(store.recent_messages(DAY2)) == 6 and store.recent_messages(DAY3).empty
+
+
+def test_a_rerun_adds_nothing_and_a_replace_keeps_what_was_sent(store):
+    # Given day 2 applied with a plan, and a's message sent since
+    apply(store, DAY1, FIRST_DAY)
+    day_plan = plan(pd.concat([messages(DAY2, ["a"]), messages(DAY2, ["b"], channel="push")]))
+    apply_with_plan(store, DAY2, MOVES, day_plan)
+    claimed = store.claim_messages(
+        "d1", data_day=DAY2, now=WALL, channels=("email",), lease=LEASE, limit=5
+    )
+    assert [row["customer_id"] for row in claimed] == ["a"]
+    store.record_sent(claimed[0]["message_id"], "d1", subject="s", body="b", now=WALL)
+    # When the completed day is run again with the same plan
+    apply_with_plan(store, DAY2, MOVES, day_plan, run_id="again")
+    # Then nothing was added
+    assert len(store.outbox_frame()) == 2
+    # When the day is replaced with a plan for b and c only
+    record = apply_with_plan(
+        store, DAY2, MOVES, plan(messages(DAY2, ["b", "c"])), run_id="redo", replace=True
+    )
+    # Then the sent message stays sent, the unsent one is replanned, c's is new
+    assert states(store) == {"a:0": SENT, "b:0": PENDING, "c:0": PENDING}
+    assert record.summary["messages"]["inserted"] == 2
+    assert set(store.outbox_frame()["run_id"]) == {"run-2024-03-02", "redo"}
+
+
+def test_cancel_ids_cancel_only_messages_not_yet_sent(store):
+    # Given day 2's two-step campaign for a and b, a's first step sent
+    apply(store, DAY1, FIRST_DAY)
+    frame = messages(DAY2, ["a", "b"], steps=(0, 1), delay_days=3)
+    apply_with_plan(store, DAY2, MOVES, plan(frame))
+    first = frame["message_id"][0]
+    claimed = store.claim_messages(
+        "d1", data_day=DAY2, now=WALL, channels=None, lease=LEASE, limit=5
+    )
+    assert {row["customer_id"] for row in claimed} == {"a", "b"}  # step 1 is due on day 5
+    store.record_sent(first, "d1", subject="s", body="b", now=WALL)
+    # When day 3 cancels every message of a (they left the campaign's tag)
+    a_ids = frame.loc[frame["customer_id"] == "a", "message_id"].tolist()
+    stay = [("a", "ST_004", "ST_004")]
+    record = apply_with_plan(store, DAY3, stay, plan(empty_messages(), a_ids))
+    # Then the sent one stays sent, the pending one is cancelled, b's are untouched
+    assert states(store) == {"a:0": SENT, "a:1": CANCELLED, "b:0": PENDING, "b:1": PENDING}
+    assert record.summary["messages"]["cancelled"] == 1
+
+
+def test_a_failure_after_the_messages_rolls_back_the_whole_day(store, monkeypatch):
+    # Given day 1, and a cancellation that breaks after day 2's messages went in
+    apply(store, DAY1, FIRST_DAY)
+    transitions_before = len(store.transitions_frame())
+
+    def broken_cancel(conn, ids, now):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(outbox_store_module, "cancel_messages", broken_cancel)
+    # When day 2 is applied, Then the error propagates
+    with pytest.raises(RuntimeError, match="disk full"):
+        apply_with_plan(store, DAY2, MOVES, plan(messages(DAY2, ["a", "b"])))
+    # And neither the messages nor the transitions nor the scores of day 2 are there
+    assert store.outbox_frame().empty
+    assert len(store.transitions_frame()) == transitions_before
+    assert store.scores_frame(DAY2).empty
+    assert store.runs().set_index("as_of").loc[pd.Timestamp(DAY2), "status"] == "failed"
+    # And a rerun writes the day with its messages
+    monkeypatch.undo()
+    apply_with_plan(store, DAY2, MOVES, plan(messages(DAY2, ["a", "b"])), run_id="retry")
+    assert states(store) == {"a:0": PENDING, "b:0": PENDING}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"channel": "fax"}, "channel"),
+        ({"planned_on": pd.Timestamp(DAY1)}, "planned on another day"),
+        ({"message_id": "msg-made-up"}, "id other than message_key"),
+        ({"context": "[1, 2]"}, "not a JSON object"),
+    ],
+)
+def test_a_plan_breaking_the_contract_is_refused_before_anything_is_written(
+    sqlite_store, change, message
+):
+    # Given day 1, and a plan for day 2 with one bad row
+    apply(sqlite_store, DAY1, FIRST_DAY)
+    frame = messages(DAY2, ["a", "b"])
+    for column, value in change.items():
+        frame.loc[1, column] = value
+    # When applied, Then the error names what is wrong and nothing of day 2 is written
+    with pytest.raises(ValueError, match=message):
+        apply_with_plan(sqlite_store, DAY2, MOVES, plan(frame))
+    assert sqlite_store.outbox_frame().empty
+    assert pd.Timestamp(DAY2) not in set(sqlite_store.runs()["as_of"])
+
+
+def test_two_dispatchers_never_claim_the_same_message_and_a_lapsed_claim_is_taken_again(store):
+    # Given five due messages
+    apply(store, DAY1, FIRST_DAY)
+    apply_with_plan(store, DAY2, MOVES, plan(messages(DAY2, ["a", "b", "c", "d", "e"])))
+    claims: dict[str, list[str]] = {}
+
+    def claim(token: str) -> None:
+        rows = store.claim_messages(
+            token, data_day=DAY2, now=WALL, channels=None, lease=LEASE, limit=3
+        )
+        claims[token] = [row["message_id"] for row in rows]
+
+    # When two dispatchers claim at the same time
+    workers = [threading.Thread(target=claim, args=(token,)) for token in ("d1", "d2")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    # Then they hold disjoint messages, all five between them
+    assert not set(claims["d1"]) & set(claims["d2"])
+    assert len(claims["d1"]) + len(claims["d2"]) == 5
+    # And a claimed message is not due again until its lease lapses
+    assert store.due_messages(data_day=DAY2, now=WALL, channels=None, lease=LEASE).empty
+    later = store.due_messages(data_day=DAY2, now=WALL + 2 * LEASE, channels=None, lease=LEASE)
+    assert len(later) == 5
+    # And a message due after the latest batch day is not due yet
+    assert store.due_messages(data_day=DAY1, now=WALL + 2 * LEASE, channels=None, lease=LEASE).empty
+
+
+def test_feedback_is_recorded_once_per_kind_and_only_for_known_messages(store):
+    # Given a message in the outbox
+    apply(store, DAY1, FIRST_DAY)
+    frame = messages(DAY2, ["a"])
+    apply_with_plan(store, DAY2, MOVES, plan(frame))
+    message_id = frame["message_id"][0]
+    # When it is opened twice and clicked once
+    first = store.record_feedback(message_id, "opened", source="api", now=WALL)
+    again = store.record_feedback(message_id, "opened", source="api", now=WALL + LEASE)
+    clicked = store.record_feedback(message_id, "clicked", source="api", now=WALL)
+    # Then the repeat changed nothing
+    assert (first, again, clicked) == (True, False, True)
+    feedback = store.feedback_frame()
+    assert feedback["kind"].tolist() == ["opened", "clicked"]
+    assert feedback["recorded_at"].iloc[0] == WALL
+    # And an unknown message is named
+    with pytest.raises(NotFound, match="msg-nope"):
+        store.record_feedback("msg-nope", "opened", source="api", now=WALL)
+
+
+def test_counts_by_state_and_channel(sqlite_store):
+    # Given email for a and b (b in the control group) and a push for c
+    apply(sqlite_store, DAY1, FIRST_DAY)
+    frame = pd.concat(
+        [messages(DAY2, ["a", "b"], control=("b",)), messages(DAY2, ["c"], channel="push")]
+    )
+    apply_with_plan(sqlite_store, DAY2, MOVES, plan(frame))
+    # When counted, Then each (state, channel) has its number
+    counts = sqlite_store.outbox_counts()
+    assert [tuple(row) for row in counts.itertuples(index=False)] == [
+        ("pending", "email", 1), ("pending", "push", 1), ("suppressed", "email", 1)
+    ]  # fmt: skip
+    assert sqlite_store.outbox_counts(until=DAY1).empty
+
+
+# ---- a process killed inside the batch transaction ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def processes() -> multiprocessing.context.BaseContext:
+    """Children forked from a server that imported the store once (see test_store)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(
+        ["tests.serving.outbox_fixtures", "pandera.backends.pandas.register"]
+    )
+    return context
+
+
+def test_a_batch_killed_after_writing_its_messages_leaves_neither_messages_nor_moves(
+    store, tmp_path, processes
+):
+    # Given day 1, and day 2 with its plan paused in another process after the messages went in
+    apply(store, DAY1, FIRST_DAY)
+    before = (store.state_frame(), store.transitions_frame())
+    day_plan = plan(messages(DAY2, ["a", "b"]))
+    job = {"as_of": DAY2, "decisions": decisions(DAY2, MOVES), "plan": day_plan}
+    pd.to_pickle(job, tmp_path / "job.pkl")
+    child = processes.Process(target=run_paused_planned_batch, args=(store.url, str(tmp_path), 120))
+    child.start()
+    wait_for(tmp_path / "inside", child)
+    # When it is killed there (SIGKILL)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(timeout=30)
+    assert child.exitcode == -signal.SIGKILL, child_error(tmp_path)
+    # Then no message and no move of day 2 is there
+    assert store.outbox_frame().empty
+    after = (store.state_frame(), store.transitions_frame())
+    for old, new in zip(before, after, strict=True):
+        pd.testing.assert_frame_equal(old, new)
+    # And a rerun writes both
+    apply_with_plan(store, DAY2, MOVES, day_plan, run_id="rerun")
+    assert states(store) == {"a:0": PENDING, "b:0": PENDING}
+    assert store.state_frame().set_index("customer_id").loc["a", "tag"] == "ST_004"
+
+
+# ---- migration ----------------------------------------------------------------------------------
+
+
+def _migrate(url: str, revision: str, *, down: bool = False) -> None:
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS_LOCATION)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(config, revision)
+    engine.dispose()
+
+
+def test_migration_0003_keeps_old_scores_and_downgrades_with_data(store_url):
+    # Given a store at 0002 with a batch day
+    _migrate(store_url, "0002_data_clock")
+    old = StateStore(store_url, auto_migrate=False)
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO scores (customer_id, as_of, priority, control, run_id) "
+                "VALUES ('old', :day, 'P1', false, 'r1')"
+            ),
+            {"day": DAY1},
+        )
+    # When upgraded to head
+    _migrate(store_url, "head")
+    # Then the old score reads with no campaign, and a day with a plan can be written
+    scores = old.scores_frame()
+    assert scores["campaign_id"].isna().all() and scores["priority"].tolist() == ["P1"]
+    apply(old, DAY1, FIRST_DAY, run_id="r-day1")
+    apply_with_plan(old, DAY2, MOVES, plan(messages(DAY2, ["a"])))
+    old.record_feedback(messages(DAY2, ["a"])["message_id"][0], "opened", source="t", now=WALL)
+    # When downgraded to 0002, Then the outbox tables are gone and every score row stays
+    _migrate(store_url, "0002_data_clock", down=True)
+    with engine.connect() as conn:
+        tables = set(
+            conn.execute(
+                text(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = current_schema()"
+                )
+                if engine.dialect.name == "postgresql"
+                else text("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ).scalars()
+        )
+        assert not {"outbox", "campaign_feedback"} & tables
+        assert conn.execute(text("SELECT count(*) FROM scores")).scalar_one() == 1 + 3 + 3
+    engine.dispose()
+    old.close()
+
+
+def test_scores_keep_the_campaign_channel_and_behaviour_tags_the_decisions_carry(store):
+    # Given day 1 whose decisions carry a campaign for a and b, none for c
+    frame = decisions(DAY1, FIRST_DAY)
+    frame["campaign_id"] = ["CP_03", "CP_07", None]
+    frame["channel"] = ["push", "email", None]
+    frame["behaviour_tags"] = ["BT_002,BT_005", "", None]
+    # When applied
+    store.apply_batch(
+        DAY1, frame, None, run_id="r1", model_version=None, rules_only=True, now=at(DAY1)
+    )
+    # Then each score row says so (the tags as the decisions give them: sorted ids joined by ",")
+    scores = store.scores_frame(DAY1).set_index("customer_id")
+    assert scores["campaign_id"].tolist()[:2] == ["CP_03", "CP_07"]
+    assert scores["channel"].tolist()[:2] == ["push", "email"]
+    assert scores.loc["a", "behaviour_tags"] == "BT_002,BT_005"
+    assert scores.loc["b", "behaviour_tags"] == ""
+    assert scores.loc[["c"], ["campaign_id", "channel", "behaviour_tags"]].isna().all(axis=None)
