@@ -63,6 +63,11 @@ class ServiceSettings(BaseSettings):
         warm_reasons: how many of the day's learners (call-list order: P1 first) get their
             reason codes computed in the background when a snapshot's answers are built; the
             others are explained on their first request (TreeSHAP, a few ms each).
+        reasons_cache: how many learners' reason codes a worker keeps (LRU); the day's answers
+            themselves are memory-mapped from a file, so memory grows with this, not with the
+            number of learners.
+        api_workers: worker processes of the public service (each maps the same answers file;
+            2 on 2 cores: one process queues requests at concurrency 32).
         max_body_bytes: the largest request body; a larger one gets its 413 before parsing.
         features_timeout_s: the deadline of a call to the features process (503 over it).
     """
@@ -76,6 +81,8 @@ class ServiceSettings(BaseSettings):
     rules_dir: Path | None = None
     top_reasons: int = Field(default=TOP_REASONS, ge=0)
     warm_reasons: int = Field(default=50_000, ge=0)
+    reasons_cache: int = Field(default=100_000, ge=1)
+    api_workers: int = Field(default=2, ge=1)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     features_timeout_s: float = Field(default=30.0, gt=0)
 

@@ -6,12 +6,14 @@ each:
 - ``LstepService``, the public API: ``POST /score``, ``/explain``, ``/status``, ``/override``,
   ``/events/campaign`` (campaign feedback),
   beside BentoML's own ``/livez``, ``/readyz``, ``/metrics`` and ``/docs.json``, and the read-only
-  ``GET /pages/report``. **It owns scoring**: it loads the champion (once) and the rules, keeps
-  the day's answers (every learner of the batch job's latest snapshot assessed at once) and runs
-  ``assess`` for every other ask (``serving.app.online``). Scoring lives here because the
-  hottest request, one learner by id on the latest batch day, is a lookup in the day's answers:
-  a hop to another process would cost more than the answer (~6 ms against ~2), and reason codes
-  need the model where the answers are.
+  ``GET /pages/report``. **It owns scoring**: it loads the champion (once) and the rules, maps
+  the day's answers (every learner of the batch job's latest snapshot, decided by the batch job
+  into a memory-mapped file: ``serving.app.answers``) and runs ``assess`` for every other ask
+  (``serving.app.online``). It runs ``LSTEP_API_WORKERS`` processes (2: one queues at
+  concurrency 32 on 2 cores); each maps the same file, so memory does not grow with learners.
+  Scoring lives here because the hottest request, one learner by id on the latest batch day,
+  is a lookup in the day's answers: a hop to another process would cost more than the answer
+  (~6 ms against ~2), and reason codes need the model where the answers are.
 - ``LearnerFeatures``, internal (reached over a local socket through ``bentoml.depends``): the
   feature assembly of asks the day's answers do not hold, by id from the stored events or from
   inline events (``serving.infra.learners``). It loads no model. Its one endpoint has **adaptive
@@ -24,7 +26,7 @@ Every problem is a value (``serving.core.problems``) mapped to its status in one
 Configuration: ``serving.settings.Settings`` (where the data, state, registry and BentoML store
 live) and ``serving.api.bento.ServiceSettings`` (``LSTEP_API_TOKEN``, ``LSTEP_MAX_BATCH``,
 ``LSTEP_MAX_EVENTS``, ``LSTEP_RULES_ONLY``, ``LSTEP_RULES_DIR``, ``LSTEP_TOP_REASONS``,
-``LSTEP_WARM_REASONS``).
+``LSTEP_WARM_REASONS``, ``LSTEP_REASONS_CACHE``, ``LSTEP_API_WORKERS``).
 """
 
 from __future__ import annotations
@@ -138,6 +140,7 @@ def load_online(
     keeper = AnswerKeeper(
         settings.data_path, champion=champion, ruleset=ruleset, store=store,
         top_reasons=config.top_reasons, warm_reasons=config.warm_reasons,
+        cache_size=config.reasons_cache, background=True,
     )  # fmt: skip
     return OnlineScoring(
         champion=champion, ruleset=ruleset, store=store, fetch=fetch, keeper=keeper,
@@ -162,7 +165,9 @@ def scored_learners_counter() -> Any:
     )
 
 
-@bentoml.service(name="lstep", workers=1, threads=4, traffic={"timeout": 120})
+@bentoml.service(
+    name="lstep", workers=ServiceSettings().api_workers, threads=4, traffic={"timeout": 120}
+)
 @bentoml.asgi_app(pages_app(), path="/pages")
 class LstepService:
     """Learner churn scores, status tags, explanations and overrides over HTTP."""

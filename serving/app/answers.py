@@ -1,36 +1,66 @@
-"""The day's answers: every learner of the batch job's latest snapshot, assessed once.
+"""The day's answers: every learner of a batch day, decided once, looked up by id.
 
 A ``/score`` request for a learner by id, on the day of the batch job's latest feature snapshot,
 asks a question whose inputs are all known beforehand: the learner's snapshot row, the champion,
-the rules and the learner's stored state. ``DayAnswers.build`` runs ``assess`` over all the
-snapshot's learners at once, vectorised, and keeps each learner's assessment beside the state it
-was decided on. Answering is then a lookup, a check that the learner's stored state is still
-that state, and the learner's reason codes: one TreeSHAP row, computed on first use and kept
-(TreeSHAP costs milliseconds per learner, too much to run for a million learners up front).
+the rules and the learner's stored state. ``answers_table`` decides all the day's learners at
+once (``score_features`` + ``decide_learners``, the two steps of ``assess``, on the state the
+day left) and lays each learner's snapshot row, scores, decision and the state it was decided
+on side by side in one Arrow table sorted by ``customer_id``.
 
-Each answer is ``assess``'s own record for the same inputs, so it equals what the on-demand path
-computes for that learner. When the learner's state has moved since the answers were built (an
-override, an applied move), ``DayAnswers.record`` returns None and the request is assessed on
-demand, on the new state.
+The batch job writes that table beside its snapshot (``write_day_answers``), and the service
+memory-maps it (``serving.infra.answers_file``): start-up assesses nobody, a worker holds no
+learner in its heap, and a lookup is a binary search (``np.searchsorted``) over the ids' bytes.
+A service whose champion or rules differ from the batch's builds its own file once, in the
+background (one worker process, under a lock), answering on demand meanwhile.
+
+Answering is a lookup, a check that the learner's stored state is still the state the answer was
+decided on, and the learner's reason codes: one TreeSHAP row, computed on first use and kept in a
+bounded LRU cache (TreeSHAP costs milliseconds per learner, too much for millions up front). Each
+answer is ``assess``'s own record for the same inputs, so it equals what the on-demand path
+computes; when the learner's state moved (an override, an applied move), ``DayAnswers.record``
+returns None and the request is assessed on demand, on the new state.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from features.schemas import KEY_COLUMNS
+from features.windows import read_features
+from models.churn import PREDICTION_COLUMNS, ChurnModel
+from models.explain import Reason, points_of, ranked_reasons
 from rules import RuleSet
-from serving.core.assess import TOP_REASONS, Assessment, AssessOptions, ModelHandle, assess
-from serving.core.state import StateRow, state_rows_of, without_later_states
-from serving.infra.snapshots import latest_feature_snapshot
+from serving.core.assess import (
+    DECISION_FIELDS,
+    TOP_REASONS,
+    ModelHandle,
+    decide_learners,
+    score_features,
+)
+from serving.core.records import is_on, learner_record, risk_flags
+from serving.core.state import StateRow, without_later_states
+from serving.infra.answers_file import (
+    answers_path,
+    build_lock,
+    open_answers_file,
+    remove_older_answers,
+    write_answers_file,
+)
+from serving.infra.snapshots import batch_snapshots
 from serving.infra.store import StateStore
 
 logger = logging.getLogger("bentoml.lstep")
@@ -38,20 +68,150 @@ logger = logging.getLogger("bentoml.lstep")
 FEATURE_SOURCE = "snapshot"
 WARM_CHUNK = 256
 """Learners explained per TreeSHAP call of the background warm-up."""
+REASONS_CACHE = 100_000
+"""Learners whose reason codes a worker keeps (least recently asked about go first)."""
+KEY, CALL_ORDER = "lstep.key", "lstep.call_order"
+SCORE, DECISION = "lstep.score.", "lstep.decision."
+STATE = ("lstep.state.tag", "lstep.state.since", "lstep.state.override_tag",
+         "lstep.state.override_expires")  # fmt: skip
+META_AS_OF, META_MODEL, META_FEATURES = b"lstep.as_of", b"lstep.model_version", b"lstep.features"
 
 
-@dataclass
+def answers_tag(model_version: str | None, ruleset: RuleSet) -> str:
+    """Names what decided a day's answers: the champion's version and the rules' content.
+
+    A service serving another champion or other rules than the batch's must not answer from
+    the batch's file: its own answers would differ.
+    """
+    rules = ruleset.model_dump_json(exclude={"source"}).encode()
+    digest = hashlib.sha256(rules).hexdigest()[:12]
+    model = "rules-only" if model_version is None else f"model-{model_version}"
+    return re.sub(r"[^A-Za-z0-9_-]", "_", model) + f".rules-{digest}"
+
+
+def answers_table(
+    features: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    ruleset: RuleSet,
+    state: pd.DataFrame,
+    as_of: date,
+    model_version: str | None,
+) -> pa.Table:
+    """Decide every learner of one day on ``state`` and lay the answers out by ``customer_id``.
+
+    Args:
+        features: the day's feature frame (every learner of the day: the capacity is applied).
+        scores: ``score_features`` of those learners (any order; NaN scores: rules-only).
+        ruleset: the loaded rules.
+        state: the learners' stored state on ``as_of``; learners whose tag began after it are
+            left out (that day can no longer be decided for them: the scorer says so).
+        as_of: the day.
+        model_version: the champion's version, None in rules-only mode.
+
+    Returns:
+        The snapshot's columns, then the scores, the decision fields, the state decided on and
+        each learner's place in the call list, sorted by the ids' UTF-8 bytes.
+    """
+    features, state, _ = without_later_states(features, state, as_of)
+    features = features.reset_index(drop=True)
+    ids = pd.Index(features["customer_id"].astype(str), dtype=object)
+    scores = scores.set_index(scores["customer_id"].astype(str)).loc[ids].reset_index(drop=True)
+    decisions = decide_learners(features, scores, ruleset, state, as_of, whole_day=True)
+    keys = np.char.encode(ids.to_numpy(dtype=str), "utf-8")
+    order = np.argsort(keys, kind="stable")
+    columns: dict[str, Any] = {KEY: pa.array(keys, type=pa.binary(max(keys.dtype.itemsize, 1)))}
+    columns |= {
+        SCORE + name: pa.array(scores[name], from_pandas=True) for name in PREDICTION_COLUMNS
+    }
+    decided = decisions.set_index(decisions["customer_id"].astype(str)).reindex(ids)
+    for name in DECISION_FIELDS:
+        columns[DECISION + name] = pa.array(decided[name].astype(object), from_pandas=True)
+    columns |= _state_columns(state, ids)
+    unsorted = ids.get_indexer(pd.Index(decisions["customer_id"].astype(str), dtype=object))
+    table = pa.Table.from_pandas(features, preserve_index=False)
+    for name, values in columns.items():
+        table = table.append_column(name, values)
+    table = table.take(pa.array(order))
+    # Sorted position of each learner, in call-list order (P1 first): the warm-up's order.
+    unsorted_to_sorted = np.empty(len(order), dtype=np.int64)
+    unsorted_to_sorted[order] = np.arange(len(order))
+    call_order = unsorted_to_sorted[unsorted]
+    table = table.append_column(CALL_ORDER, pa.array(call_order))
+    metadata = dict(table.schema.metadata or {}) | {
+        META_AS_OF: as_of.isoformat().encode(),
+        META_MODEL: (model_version or "").encode(),
+        META_FEATURES: json.dumps(list(features.columns)).encode(),
+    }
+    return table.replace_schema_metadata(metadata)
+
+
+def _state_columns(state: pd.DataFrame, ids: pd.Index) -> dict[str, pa.Array]:
+    """Each learner's stored state (null tag: a new learner), in ``ids`` order, as Arrow."""
+    aligned = state.set_index(state["customer_id"].astype(str)).reindex(ids)
+
+    def day(name: str) -> pa.Array:
+        values = pd.to_datetime(aligned[name]).to_numpy(dtype="datetime64[D]")
+        return pa.array(values, type=pa.date32(), from_pandas=True)
+
+    def text(name: str) -> pa.Array:
+        return pa.array(aligned[name].astype(object), type=pa.string(), from_pandas=True)
+
+    tag, since, override, expires = STATE
+    return {
+        tag: text("tag"),
+        since: day("since"),
+        override: text("override_tag"),
+        expires: day("override_expires"),
+    }
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    """One column as one array (a memory-mapped file holds one chunk: a view, no copy)."""
+    column = table.column(name)
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 class DayAnswers:
-    """The assessment of one day's learners and the state each was decided on.
+    """One day's answers (``answers_table``), looked up by id, reasons explained on first use.
 
     Attributes:
-        assessment: ``assess`` over the snapshot's learners (those whose tag began after the day
-            left out: that day can no longer be decided for them).
-        states: customer_id -> the ``StateRow`` the decision was made on (absent: new learner).
+        as_of: the day.
+        model: the champion's model that scored the day, None in rules-only mode.
+        model_version: its version.
+        top_reasons: reason codes per learner.
     """
 
-    assessment: Assessment
-    states: dict[str, StateRow]
+    def __init__(
+        self,
+        table: pa.Table,
+        *,
+        model: ChurnModel | None,
+        top_reasons: int = TOP_REASONS,
+        cache_size: int = REASONS_CACHE,
+    ) -> None:
+        metadata = table.schema.metadata
+        self.as_of = date.fromisoformat(metadata[META_AS_OF].decode())
+        self.model_version = metadata[META_MODEL].decode() or None
+        self.model = model
+        self.top_reasons = top_reasons
+        self.feature_columns: list[str] = json.loads(metadata[META_FEATURES])
+        self._table = table
+        keys = _column(table, KEY)
+        width = keys.type.byte_width
+        # A view of the (memory-mapped) key bytes: the binary search pages in ~20 of them.
+        self._keys = np.frombuffer(
+            keys.buffers()[1], dtype=f"S{width}", count=len(keys), offset=keys.offset * width
+        )
+        self._scores = {name: _column(table, SCORE + name) for name in PREDICTION_COLUMNS}
+        self._decisions = {name: _column(table, DECISION + name) for name in DECISION_FIELDS}
+        self._state = [_column(table, name) for name in STATE]
+        names = tuple(name for name in self.feature_columns if name not in KEY_COLUMNS)
+        self._flags = risk_flags(names)
+        self._flag_values = {name: _column(table, name) for name, _ in self._flags}
+        self._cache: OrderedDict[int, list[Reason]] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
 
     @classmethod
     def build(
@@ -63,27 +223,42 @@ class DayAnswers:
         state: pd.DataFrame,
         as_of: date,
         top_reasons: int = TOP_REASONS,
+        cache_size: int = REASONS_CACHE,
     ) -> DayAnswers:
-        """Assess every learner of ``features`` (one day) against ``state``."""
-        features, state, _ = without_later_states(features, state, as_of)
-        assessment = assess(
-            features,
-            champion=champion,
-            ruleset=ruleset,
-            state=state,
-            as_of=as_of,
-            options=AssessOptions(top_reasons=top_reasons, whole_day=True),
-        )
-        assessment.prepare_reasons()
-        assessment.positions  # noqa: B018 - built now, not on the first request
-        return cls(assessment=assessment, states=state_rows_of(state))
-
-    @property
-    def as_of(self) -> date:
-        return self.assessment.as_of
+        """Score and decide every learner of ``features`` (one day) on ``state``, in memory."""
+        version = None if champion is None else champion.version
+        table = answers_table(
+            features, score_features(features, champion), ruleset=ruleset, state=state,
+            as_of=as_of, model_version=version,
+        )  # fmt: skip
+        model = None if champion is None else champion.model
+        return cls(table, model=model, top_reasons=top_reasons, cache_size=cache_size)
 
     def __len__(self) -> int:
-        return len(self.assessment)
+        return self._table.num_rows
+
+    @property
+    def rules_only(self) -> bool:
+        """True when no model scored these learners."""
+        return self.model is None
+
+    def positions(self, customer_ids: Sequence[str]) -> np.ndarray:
+        """Each learner's row, -1 for a learner the answers do not hold (one binary search)."""
+        width = self._keys.dtype.itemsize
+        wanted = [customer_id.encode() for customer_id in customer_ids]
+        # Longer ids are not held; NUL bytes would compare as the padding of the fixed width.
+        fits = np.array([len(key) <= width and b"\0" not in key for key in wanted], dtype=bool)
+        keys = np.array([key if ok else b"" for key, ok in zip(wanted, fits, strict=True)])
+        found = np.searchsorted(self._keys, keys.astype(f"S{width}"))
+        inside = found < len(self._keys)
+        hit = fits & inside
+        hit[inside] &= self._keys[found[inside]] == keys[inside]
+        return np.where(hit, found, -1)
+
+    def state_at(self, position: int) -> StateRow | None:
+        """The stored state the learner at ``position`` was decided on (None: a new learner)."""
+        tag, since, override, expires = (column[position].as_py() for column in self._state)
+        return None if tag is None else (tag, since, override, expires)
 
     def record(self, customer_id: str, state: StateRow | None) -> dict[str, Any] | None:
         """The learner's record, if the answers hold them and their state is still ``state``.
@@ -93,35 +268,121 @@ class DayAnswers:
             state: their stored state now (None when they have none).
 
         Returns:
-            ``Assessment.record`` plus ``feature_source``; None when the learner is not among
-            the answers or their state moved since the build.
+            ``Assessment.record`` for them plus ``feature_source``; None when the learner is
+            not among the answers or their state moved since the answers were decided.
         """
-        position = self.assessment.positions.get(customer_id)
-        if position is None or self.states.get(customer_id) != state:
+        position = int(self.positions([customer_id])[0])
+        if position < 0 or self.state_at(position) != state:
             return None
-        return self.assessment.record(position) | {"feature_source": FEATURE_SOURCE}
+        return self.record_at(position) | {"feature_source": FEATURE_SOURCE}
+
+    def record_at(self, position: int) -> dict[str, Any]:
+        """``learner_record`` of the learner at ``position`` (``Assessment.record``'s fields)."""
+        score = {"customer_id": self._keys[position].decode(), "as_of": self.as_of}
+        score |= {name: values[position].as_py() for name, values in self._scores.items()}
+        decision = {name: values[position].as_py() for name, values in self._decisions.items()}
+        indicators = [
+            {"feature": name, "text": label}
+            for name, label in self._flags
+            if is_on(self._flag_values[name][position].as_py())
+        ]
+        reasons = self.reasons([position])[0]
+        return learner_record(score, decision, reasons, indicators, self.model_version)
 
     def features_of(self, customer_ids: Sequence[str]) -> pd.DataFrame:
-        """The snapshot rows of those of ``customer_ids`` the answers hold."""
-        positions = self.assessment.positions
-        held = [positions[c] for c in customer_ids if c in positions]
-        return self.assessment.features.iloc[held].reset_index(drop=True)
+        """The snapshot rows of those of ``customer_ids`` the answers hold, in that order."""
+        held = [int(position) for position in self.positions(customer_ids) if position >= 0]
+        return self._rows(held)
+
+    def _rows(self, positions: Sequence[int]) -> pd.DataFrame:
+        rows = self._table.take(pa.array(positions, type=pa.int64()))
+        return rows.select(self.feature_columns).to_pandas()
+
+    def reasons(self, positions: Sequence[int], *, num_threads: int = 0) -> list[list[Reason]]:
+        """The top reason codes of the learners at ``positions``; kept in a bounded LRU cache.
+
+        Empty lists in rules-only mode. The learners not in the cache get one TreeSHAP call.
+        """
+        if self.model is None:
+            return [[] for _ in positions]
+        wanted = [int(position) for position in positions]
+        with self._lock:
+            kept = {p: self._cache[p] for p in wanted if p in self._cache}
+            for position in kept:
+                self._cache.move_to_end(position)
+        waiting = sorted(set(wanted) - kept.keys())
+        if waiting:
+            explained = dict(zip(waiting, self._explain(waiting, num_threads), strict=True))
+            kept |= explained
+            with self._lock:
+                self._cache.update(explained)
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return [kept[position] for position in wanted]
+
+    def _explain(self, positions: list[int], num_threads: int) -> list[list[Reason]]:
+        """TreeSHAP of the rows at ``positions``, worded as ``Assessment`` words them."""
+        frame = self._rows(positions)
+        values = self.model.model_values(frame)
+        points, _, _ = points_of(self.model.raw_contributions(values, num_threads=num_threads))
+        names = self.model.feature_names
+        columns = {
+            name: frame[name].to_numpy() for name in frame.columns if name not in KEY_COLUMNS
+        }
+        return [
+            ranked_reasons(
+                {n: v[row] for n, v in columns.items()}, names, points[row], self.top_reasons
+            )
+            for row in range(len(positions))
+        ]
+
+    def call_order(self, limit: int) -> list[int]:
+        """The rows of the first ``limit`` learners of the call list (P1 first)."""
+        return _column(self._table, CALL_ORDER).slice(0, limit).to_pylist()
 
     def warm_reasons(self, limit: int, *, chunk: int = WARM_CHUNK) -> int:
         """Compute the reasons of the first ``limit`` learners in call-list order, ahead of asks.
 
         TreeSHAP runs on one thread, ``chunk`` learners at a time, so the other cores stay free
-        for requests; a learner asked about before their turn is explained on the spot.
+        for requests; a learner asked about before their turn is explained on the spot. No more
+        learners than the cache keeps are warmed.
 
         Returns:
             How many learners' reasons were computed (0 in rules-only mode).
         """
-        if self.assessment.rules_only:
+        if self.model is None:
             return 0
-        order = [int(position) for position in self.assessment.call_order[:limit]]
+        order = self.call_order(min(limit, self._cache_size))
         for start in range(0, len(order), chunk):
-            self.assessment.reasons(order[start : start + chunk], num_threads=1)
+            self.reasons(order[start : start + chunk], num_threads=1)
         return len(order)
+
+
+def write_day_answers(
+    data_dir: Path,
+    features: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    ruleset: RuleSet,
+    state: pd.DataFrame,
+    as_of: date,
+    model_version: str | None,
+) -> Path:
+    """Decide a day's learners on ``state`` (the state the day left) and write the answers file.
+
+    The batch job calls this after committing a day, with its features and scores: the service
+    then opens the file instead of assessing everyone at start-up.
+
+    Raises:
+        OSError: the data directory cannot be written.
+    """
+    table = answers_table(
+        features, scores, ruleset=ruleset, state=state, as_of=as_of, model_version=model_version
+    )
+    path = answers_path(data_dir, as_of, answers_tag(model_version, ruleset))
+    write_answers_file(table, path)
+    remove_older_answers(data_dir, as_of)  # only the latest day is served
+    return path
 
 
 def load_day_answers(
@@ -132,24 +393,58 @@ def load_day_answers(
     store: StateStore,
     newer_than: date | None = None,
     top_reasons: int = TOP_REASONS,
+    cache_size: int = REASONS_CACHE,
+    build: bool = True,
 ) -> DayAnswers | None:
-    """Build the answers of the batch job's latest snapshot under ``data_dir``.
+    """The answers of the batch job's latest snapshot under ``data_dir``.
+
+    The answers file of that day, champion and rules is memory-mapped; without one (the batch
+    ran with another champion or other rules, or before answers files existed) and with
+    ``build``, this process decides the day from the snapshot and writes the file, unless
+    another process is writing it.
 
     Returns:
-        The answers, or None when there is no snapshot (or none newer than ``newer_than``).
+        The answers, or None when there is no snapshot (or none newer than ``newer_than``), no
+        file and no ``build``, or another process is building it.
     """
-    latest = latest_feature_snapshot(data_dir)
-    if latest is None or (newer_than is not None and latest[0] <= newer_than):
+    snapshots = batch_snapshots(data_dir)
+    if not snapshots or (newer_than is not None and snapshots[-1][0] <= newer_than):
         return None
-    as_of, features = latest
-    return DayAnswers.build(
-        features,
-        champion=champion,
-        ruleset=ruleset,
-        state=store.state_frame(as_of),
-        as_of=as_of,
-        top_reasons=top_reasons,
-    )
+    as_of, snapshot = snapshots[-1]
+    version = None if champion is None else champion.version
+    path = answers_path(data_dir, as_of, answers_tag(version, ruleset))
+    table = open_answers_file(path)
+    if table is None and build:
+        with build_lock(path) as held:
+            table = open_answers_file(path)  # another process may have finished meanwhile
+            if table is None and held:
+                table = _built(path, read_features(snapshot), champion, ruleset, store, as_of)
+    if table is None:
+        return None
+    model = None if champion is None else champion.model
+    return DayAnswers(table, model=model, top_reasons=top_reasons, cache_size=cache_size)
+
+
+def _built(
+    path: Path,
+    features: pd.DataFrame,
+    champion: ModelHandle | None,
+    ruleset: RuleSet,
+    store: StateStore,
+    as_of: date,
+) -> pa.Table:
+    """Decide the day from its snapshot, write the file and map it (in memory if unwritable)."""
+    table = answers_table(
+        features, score_features(features, champion), ruleset=ruleset,
+        state=store.state_frame(as_of), as_of=as_of,
+        model_version=None if champion is None else champion.version,
+    )  # fmt: skip
+    try:
+        write_answers_file(table, path)
+    except OSError as error:
+        logger.warning("the day's answers stay in memory: cannot write %s (%s)", path, error)
+        return table
+    return open_answers_file(path) or table
 
 
 def _warm(answers: DayAnswers, limit: int) -> None:
@@ -167,9 +462,10 @@ def _warm(answers: DayAnswers, limit: int) -> None:
 class AnswerKeeper:
     """The current ``DayAnswers``, and the answers of a newer snapshot when one appears.
 
-    The batch job writes one snapshot a day. A request for a day after the answers' day makes
-    the keeper look for a newer snapshot (at most every ``recheck_s`` seconds) and build its
-    answers in a background thread; until they are ready such requests are assessed on demand.
+    Start-up maps the answers file of the latest snapshot; without one it is built in the
+    background (``background``) or now. A request for a day after the answers' day makes the
+    keeper look for a newer snapshot (at most every ``recheck_s`` seconds) in a background
+    thread; until answers are ready such requests are assessed on demand.
     """
 
     def __init__(
@@ -181,7 +477,9 @@ class AnswerKeeper:
         store: StateStore,
         top_reasons: int = TOP_REASONS,
         warm_reasons: int = 0,
+        cache_size: int = REASONS_CACHE,
         recheck_s: float = 60.0,
+        background: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.data_dir = data_dir
@@ -190,55 +488,58 @@ class AnswerKeeper:
         self.store = store
         self.top_reasons = top_reasons
         self.warm_reasons = warm_reasons
+        self.cache_size = cache_size
         self.recheck_s = recheck_s
         self._clock = clock
         self._lock = threading.Lock()
+        self._loading = threading.Lock()
         self._refreshing = False
         self._checked_at = clock()
-        self.current: DayAnswers | None = self._load(newer_than=None)
+        self.current: DayAnswers | None = self._load(newer_than=None, build=not background)
+        if self.current is None and background:
+            self._refreshing = True
+            self._start(self.refresh)
 
-    def _load(self, newer_than: date | None) -> DayAnswers | None:
+    def _load(self, newer_than: date | None, *, build: bool = True) -> DayAnswers | None:
         started = time.perf_counter()
         answers = load_day_answers(
-            self.data_dir,
-            champion=self.champion,
-            ruleset=self.ruleset,
-            store=self.store,
-            newer_than=newer_than,
-            top_reasons=self.top_reasons,
-        )
+            self.data_dir, champion=self.champion, ruleset=self.ruleset, store=self.store,
+            newer_than=newer_than, top_reasons=self.top_reasons, cache_size=self.cache_size,
+            build=build,
+        )  # fmt: skip
         if answers is not None:
             seconds = time.perf_counter() - started
             logger.info(
                 "day answers of %s: %d learners in %.1f s", answers.as_of, len(answers), seconds
             )
-            if self.warm_reasons and not answers.assessment.rules_only:
-                threading.Thread(
-                    target=_warm,
-                    args=(answers, self.warm_reasons),
-                    name="lstep-reasons",
-                    daemon=True,
-                ).start()
+            if self.warm_reasons and not answers.rules_only:
+                self._start(_warm, answers, self.warm_reasons)
         return answers
+
+    @staticmethod
+    def _start(target: Callable[..., Any], *args: Any) -> None:
+        threading.Thread(target=target, args=args, name="lstep-day-answers", daemon=True).start()
 
     def answer(self, customer_ids: Sequence[str], as_of: date) -> list[dict[str, Any]] | None:
         """Records of all ``customer_ids`` on ``as_of``, or None when any must be assessed anew.
 
         One query reads the learners' stored state; a learner the answers do not hold, or whose
-        state moved since they were built, sends the whole request to the on-demand path.
+        state moved since they were decided, sends the whole request to the on-demand path.
         """
         answers = self.current
         if answers is None or as_of != answers.as_of:
             if answers is None or as_of > answers.as_of:
                 self.refresh_soon()
             return None
+        positions = answers.positions(customer_ids)
+        if (positions < 0).any():
+            return None
         rows = self.store.state_rows(customer_ids, as_of)
         records = []
-        for customer_id in customer_ids:
-            record = answers.record(customer_id, rows.get(customer_id))
-            if record is None:
+        for customer_id, position in zip(customer_ids, positions.tolist(), strict=True):
+            if answers.state_at(position) != rows.get(customer_id):
                 return None
-            records.append(record)
+            records.append(answers.record_at(position) | {"feature_source": FEATURE_SOURCE})
         return records
 
     def refresh_soon(self) -> None:
@@ -248,27 +549,39 @@ class AnswerKeeper:
             if self._refreshing or now - self._checked_at < self.recheck_s:
                 return
             self._refreshing, self._checked_at = True, now
-        threading.Thread(target=self.refresh, name="lstep-day-answers", daemon=True).start()
+        self._start(self.refresh)
 
     def refresh(self) -> bool:
-        """Build the answers of a snapshot newer than the current one (blocking).
+        """Load (or build) the answers of a snapshot newer than the current one (blocking).
 
         Returns:
             True when newer answers replaced the current ones. A failure is logged and the
             current answers stay (requests they cannot answer are assessed on demand).
         """
-        try:
-            current = self.current
-            newer = self._load(newer_than=None if current is None else current.as_of)
-        except Exception:  # a background thread: log, keep serving
-            logger.exception("building the day answers of a newer snapshot failed")
-            return False
-        finally:
-            with self._lock:
-                self._refreshing = False
-        if newer is not None:
-            self.current = newer
-        return newer is not None
+        # One load at a time in this process: a second one would find the file lock taken by
+        # the first and come back empty-handed instead of waiting for its answers.
+        with self._loading:
+            try:
+                current = self.current
+                newer = self._load(newer_than=None if current is None else current.as_of)
+            except Exception:  # a background thread: log, keep serving
+                logger.exception("loading the day answers of a newer snapshot failed")
+                return False
+            finally:
+                with self._lock:
+                    self._refreshing = False
+            if newer is not None:
+                self.current = newer
+            return newer is not None
 
 
-__all__ = ["FEATURE_SOURCE", "AnswerKeeper", "DayAnswers", "load_day_answers"]
+__all__ = [
+    "FEATURE_SOURCE",
+    "REASONS_CACHE",
+    "AnswerKeeper",
+    "DayAnswers",
+    "answers_table",
+    "answers_tag",
+    "load_day_answers",
+    "write_day_answers",
+]

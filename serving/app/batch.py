@@ -17,6 +17,9 @@ One day reads as its stages, one call each, I/O at the ends:
    transaction, idempotent per ``as_of`` (a completed day is not recomputed); a dry run writes
    nothing. The day's feature frame goes to ``<data_dir>/features/as_of=YYYY-MM-DD.parquet`` (the
    service's snapshot of the day) just before the commit, so a completed day has its snapshot.
+   After the commit, the day's answers (every learner decided on the state the day left) go to
+   ``<data_dir>/answers/`` (``serving.app.answers.write_day_answers``): the service maps them
+   instead of assessing every learner at start-up.
 7. **summary**: tag distribution and its change, transitions by rule, and the call list with
    each learner's reasons (``serving.app.summary``); the CLI renders it.
 
@@ -27,6 +30,7 @@ that day: the store undoes the day's automatic transitions in the same transacti
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -41,6 +45,7 @@ from features.mapping import EventMapping
 from features.validation import load_valid_inputs
 from features.windows import TableInput, build_features, connect, eligible_spine
 from rules import RuleSet
+from serving.app.answers import write_day_answers
 from serving.app.day_campaigns import (
     RECENT_MESSAGE_DAYS,
     CampaignPlanner,
@@ -54,6 +59,8 @@ from serving.core.planning import BatchDay
 from serving.core.tags import CHURNED_TAG
 from serving.infra.snapshots import write_feature_snapshot
 from serving.infra.store import StateStore
+
+logger = logging.getLogger("lstep")
 
 STAGES: dict[str, str] = {
     "inputs": "validate inputs",
@@ -365,7 +372,24 @@ def _write(
     )  # fmt: skip
     scores = None if assessment.rules_only else assessment.scores
     run = context.store.apply_day(day, assessment.decisions, scores, plan)
+    if context.data_dir is not None:
+        _write_answers(context, assessment)
     return run, snapshot
+
+
+def _write_answers(context: BatchContext, assessment: Assessment) -> None:
+    """The day's answers file for the service, decided on the state the day left.
+
+    The day is committed: a failure here costs the service a rebuild, not the day (warned).
+    """
+    try:
+        write_day_answers(
+            Path(context.data_dir), assessment.features, assessment.scores,
+            ruleset=context.ruleset, state=context.store.state_frame(assessment.as_of),
+            as_of=assessment.as_of, model_version=assessment.model_version,
+        )  # fmt: skip
+    except OSError as error:
+        logger.warning("the day's answers file was not written (%s); the service builds it", error)
 
 
 def _stored_tags(store: StateStore, run: RunRecord | None) -> pd.Series | None:

@@ -6,15 +6,24 @@ here); the keeper's tests use a copy of the snapshot and a fresh SQLite store of
 
 from __future__ import annotations
 
+import time
 from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from serving.app.answers import AnswerKeeper, DayAnswers, load_day_answers
+from serving.app.answers import (
+    AnswerKeeper,
+    DayAnswers,
+    answers_tag,
+    load_day_answers,
+    write_day_answers,
+)
 from serving.core.assess import AssessOptions, assess
 from serving.core.state import state_row, state_rows_of
+from serving.infra.answers_file import answers_path, build_lock
 from serving.infra.snapshots import latest_feature_snapshot
 from tests.serving.batches import at, decisions, set_override
 from tests.serving.service_fixtures import SNAPSHOT_DAY
@@ -124,7 +133,7 @@ def test_learners_whose_tag_began_after_the_day_are_left_to_the_scorer(day, cham
     later.loc[later["customer_id"] == moved, "since"] = pd.Timestamp(as_of + timedelta(days=1))
     # when the answers are built, then that learner is not among them (the scorer says 422)
     built = DayAnswers.build(features, champion=champion, ruleset=ruleset, state=later, as_of=as_of)
-    assert moved not in built.assessment.positions
+    assert built.positions([moved]).tolist() == [-1]
     assert len(built) == len(features) - 1
 
 
@@ -136,15 +145,13 @@ def test_reasons_warm_in_call_list_order_and_match_those_made_on_the_spot(day, c
     # when the first 40 learners of the call list are warmed
     kept = warm.warm_reasons(40, chunk=16)
     # then exactly those are kept, P1 ones first, and they equal reasons computed one at a time
-    first = [int(position) for position in warm.assessment.call_order[:40]]
-    kept_reasons = warm.assessment._reasons
+    first = warm.call_order(40)
+    kept_reasons = dict(warm._cache)
     assert kept == 40 and set(kept_reasons) == set(first)
-    decided = warm.assessment.decisions.set_index("customer_id")
-    ids = warm.assessment.scores["customer_id"]
-    priorities = [decided.loc[ids[position], "priority"] for position in first]
-    assert list(priorities) == sorted(priorities, key=lambda p: (p is None, str(p)))
+    priorities = [warm.record_at(position)["priority"] for position in first]
+    assert priorities == sorted(priorities, key=lambda p: (p is None, str(p)))
     for position in first:
-        assert kept_reasons[position] == cold.assessment.reasons([position])[0]
+        assert kept_reasons[position] == cold.reasons([position])[0]
         assert len(kept_reasons[position]) == 3
 
 
@@ -274,3 +281,123 @@ def test_state_rows_from_the_store_and_from_the_frame_compare_equal(sqlite_store
     assert rows[customer_id] == from_frame
     assert from_frame[2] == "ST_002" and from_frame[3] == as_of + timedelta(days=9)
     assert "nobody-by-this-id" not in rows
+
+
+# --- the answers file: written by the batch, memory-mapped by the service -------------------------
+
+
+def test_the_batch_writes_the_answers_file_the_service_maps(workspace, day, champion, ruleset):
+    # given the workspace whose batch job ran the snapshot day (it wrote the answers file)
+    as_of, features, state = day
+    data_dir = workspace.settings.data_path
+    # (and removed the day before's: only the latest day is served)
+    written = sorted((data_dir / "answers").glob("*.arrow"))
+    assert [path.name for path in written] == [
+        f"as_of={as_of}.{answers_tag(champion.version, ruleset)}.arrow"
+    ]
+    # when the service loads the day's answers without building any
+    allocated = pa.total_allocated_bytes()
+    with workspace.open_store() as store:
+        mapped = load_day_answers(
+            data_dir, champion=champion, ruleset=ruleset, store=store, build=False
+        )
+    # then they come from the file, memory-mapped (not copied into the heap) ...
+    assert mapped is not None and mapped.as_of == as_of
+    assert pa.total_allocated_bytes() - allocated < 64 * 1024
+    # ... and every learner whose state the day left is unchanged gets the record assess gives
+    built = DayAnswers.build(features, champion=champion, ruleset=ruleset, state=state, as_of=as_of)
+    answered = 0
+    for customer_id in features["customer_id"]:
+        current = stored_state(state, customer_id)
+        from_file = mapped.record(customer_id, current)
+        if from_file is not None:
+            answered += 1
+            assert from_file == built.record(customer_id, current), customer_id
+    assert answered > 0.9 * len(features)
+
+
+def test_the_answers_hold_the_snapshot_rows_as_they_were(answers, day):
+    # given learners of the snapshot, in an order of the caller's, and one it does not hold
+    _, features, _ = day
+    ids = list(features["customer_id"].iloc[[9, 2, 40]])
+    # when their rows are read back from the answers
+    rows = answers.features_of([*ids, "nobody-by-this-id"])
+    # then they are the snapshot's rows, same values and dtypes, in the order asked
+    expected = features.set_index("customer_id").loc[ids].reset_index()
+    pd.testing.assert_frame_equal(rows, expected[features.columns])
+
+
+def test_ids_are_found_by_their_bytes_and_nothing_else(answers, day):
+    # given the ids of the day, and ids that are not: longer, with a NUL byte, absent
+    _, features, _ = day
+    held = features["customer_id"].iloc[7]
+    asked = [held, held + "x" * 40, held + "\0", held[:-1], "nobody-by-this-id", "é"]
+    # when they are looked up, then only the held one has a row, and it is that learner's
+    positions = answers.positions(asked).tolist()
+    assert positions[0] >= 0 and positions[1:] == [-1] * 5
+    assert answers.record_at(positions[0])["customer_id"] == held
+
+
+def test_the_reasons_cache_keeps_the_last_learners_asked_about(day, champion, ruleset):
+    # given answers that keep the reasons of 5 learners
+    as_of, features, state = day
+    small = DayAnswers.build(
+        features, champion=champion, ruleset=ruleset, state=state, as_of=as_of, cache_size=5
+    )
+    first = small.reasons([0])[0]
+    # when 12 learners are explained one after the other
+    for position in range(1, 12):
+        small.reasons([position])
+    # then only the last 5 are kept, and a forgotten one is explained again, identically
+    assert list(small._cache) == [7, 8, 9, 10, 11]
+    assert small.reasons([0])[0] == first and 0 in small._cache and len(small._cache) == 5
+
+
+def test_answers_of_another_champion_or_rules_are_not_served(
+    data_dir, sqlite_store, champion, ruleset, day
+):
+    # given an answers file the batch wrote with another champion version
+    as_of, features, state = day
+    scores = features[["customer_id", "as_of"]].assign(
+        p_churn=0.5, p_low=0.4, p_high=0.6, confidence=0.1
+    )
+    write_day_answers(
+        data_dir, features, scores, ruleset=ruleset, state=state, as_of=as_of,
+        model_version="999",
+    )  # fmt: skip
+    # when this champion's answers are loaded without building, then there are none
+    loaded = load_day_answers(
+        data_dir, champion=champion, ruleset=ruleset, store=sqlite_store, build=False
+    )
+    assert loaded is None
+    assert answers_tag("999", ruleset) != answers_tag(champion.version, ruleset)
+    assert answers_tag(None, ruleset).startswith("rules-only.")
+    # when built, then this champion's file is written beside it and served from then on
+    built = load_day_answers(data_dir, champion=champion, ruleset=ruleset, store=sqlite_store)
+    again = load_day_answers(
+        data_dir, champion=champion, ruleset=ruleset, store=sqlite_store, build=False
+    )
+    assert built.model_version == again.model_version == champion.version
+    assert len(list((data_dir / "answers").glob("*.arrow"))) == 2
+
+
+def test_one_process_builds_a_missing_file_the_others_answer_on_demand(
+    data_dir, sqlite_store, champion, ruleset, day
+):
+    # given another worker process building the day's answers file (it holds the lock)
+    as_of, features, _ = day
+    path = answers_path(data_dir, as_of, answers_tag(champion.version, ruleset))
+    with build_lock(path) as held:
+        assert held
+        # when this worker starts, then it builds nothing and has no answers yet
+        keeper = AnswerKeeper(data_dir, champion=champion, ruleset=ruleset, store=sqlite_store)
+        assert keeper.current is None and not path.exists()
+    # when the lock is free, a background start builds the file and then answers from it
+    keeper = AnswerKeeper(
+        data_dir, champion=champion, ruleset=ruleset, store=sqlite_store, background=True
+    )
+    deadline = time.monotonic() + 120
+    while keeper.current is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ids = list(features["customer_id"].iloc[:2])
+    assert path.is_file() and [r["customer_id"] for r in keeper.answer(ids, as_of)] == ids

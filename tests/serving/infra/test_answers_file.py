@@ -1,0 +1,59 @@
+"""The answers file (``serving.infra.answers_file``): written whole, mapped without a copy."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pyarrow as pa
+
+from serving.infra.answers_file import (
+    answers_path,
+    build_lock,
+    open_answers_file,
+    remove_older_answers,
+    write_answers_file,
+)
+
+DAY = date(2026, 5, 20)
+
+
+def test_a_written_table_reads_back_whole_and_memory_mapped(tmp_path):
+    # given a table of a few thousand rows written as the day's answers
+    table = pa.table({"key": pa.array([f"C{i:07d}" for i in range(5000)]), "x": range(5000)})
+    path = write_answers_file(table, answers_path(tmp_path, DAY, "model-1.rules-abc"))
+    # when it is opened
+    allocated = pa.total_allocated_bytes()
+    read = open_answers_file(path)
+    # then it is the same table, in one chunk per column, and nothing was copied into the heap
+    assert read.equals(table) and read.column("x").num_chunks == 1
+    assert pa.total_allocated_bytes() - allocated < 4096
+    assert path.name == "as_of=2026-05-20.model-1.rules-abc.arrow"
+    # and no temporary file is left beside it; a missing file reads as None
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert open_answers_file(answers_path(tmp_path, DAY, "model-2.rules-abc")) is None
+
+
+def test_older_days_files_go_and_the_days_own_stay(tmp_path):
+    # given answers files of three days (two tags on the newest) and a lock of an old day
+    table = pa.table({"x": [1]})
+    old = write_answers_file(table, answers_path(tmp_path, date(2026, 5, 18), "model-1.r"))
+    older = write_answers_file(table, answers_path(tmp_path, date(2026, 5, 19), "model-1.r"))
+    lock = old.with_name(f".{old.name}.lock")
+    lock.touch()
+    kept = [write_answers_file(table, answers_path(tmp_path, DAY, tag)) for tag in ("a", "b")]
+    # when the older ones are removed on the newest day
+    removed = remove_older_answers(tmp_path, DAY)
+    # then only the newest day's files remain
+    assert sorted(removed) == sorted([old, older, lock])
+    assert sorted(old.parent.iterdir()) == sorted(kept)
+
+
+def test_one_process_at_a_time_holds_the_build_lock(tmp_path):
+    # given a file being built under its lock
+    path = answers_path(tmp_path, DAY, "model-1.r")
+    # when another asks for the lock meanwhile, then it does not get it
+    with build_lock(path) as first, build_lock(path) as second:
+        assert first and not second
+    # and once released, the next one gets it
+    with build_lock(path) as third:
+        assert third
