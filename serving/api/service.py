@@ -16,9 +16,10 @@ each:
   (~6 ms against ~2), and reason codes need the model where the answers are.
 - ``LearnerFeatures``, internal (reached over a local socket through ``bentoml.depends``): the
   feature assembly of asks the day's answers do not hold, by id from the stored events or from
-  inline events (``serving.infra.learners``). It loads no model. Its one endpoint has **adaptive
-  batching**: BentoML merges the learners of concurrent requests into one call, so the fixed
-  cost of an assembly (the contract checks, a DuckDB workspace) is paid once per batch.
+  inline events (``serving.infra.learners``: numpy over each learner's events, read through the
+  memory-mapped event index). It loads no model and holds the customers once for all workers.
+  Its one endpoint has **adaptive batching**: BentoML merges the learners of concurrent requests
+  into one call.
 
 Every problem is a value (``serving.core.problems``) mapped to its status in one place
 (``serving.api.problems``); every 4xx body is ``{"error": str, "detail": str}``.
@@ -66,7 +67,7 @@ from serving.api.problems import (
 )
 from serving.api.responses import explain_response, score_response, status_response
 from serving.api.transport import day_features_of, feature_item, feature_outcomes
-from serving.app.answers import AnswerKeeper
+from serving.app.answers import AnswerKeeper, ReasonOptions
 from serving.app.feedback import record_campaign_event
 from serving.app.online import OnlineScoring, check_size, resolve_as_of
 from serving.app.status import clear_override, learner_status, set_override
@@ -137,10 +138,13 @@ def load_online(
     else:
         logger.info("lstep service scores with %s version %s", champion.uri, champion.version)
     ruleset = load_rules(config.rules_dir)
-    keeper = AnswerKeeper(
-        settings.data_path, champion=champion, ruleset=ruleset, store=store,
+    reasons = ReasonOptions(
         top_reasons=config.top_reasons, warm_reasons=config.warm_reasons,
-        cache_size=config.reasons_cache, background=True,
+        cache_size=config.reasons_cache,
+    )  # fmt: skip
+    keeper = AnswerKeeper(
+        settings.data_path, champion=champion, ruleset=ruleset, store=store, reasons=reasons,
+        background=True,
     )  # fmt: skip
     return OnlineScoring(
         champion=champion, ruleset=ruleset, store=store, fetch=fetch, keeper=keeper,

@@ -23,14 +23,13 @@ returns None and the request is assessed on demand, on the new state.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -44,20 +43,32 @@ from features.windows import read_features
 from models.churn import PREDICTION_COLUMNS, ChurnModel
 from models.explain import Reason, points_of, ranked_reasons
 from rules import RuleSet
+from serving.app.answers_table import (
+    CALL_ORDER,
+    DECISION,
+    KEY,
+    META_AS_OF,
+    META_FEATURES,
+    META_MODEL,
+    SCORE,
+    STATE,
+    answers_table,
+    answers_tag,
+    column_of,
+    write_day_answers,
+)
 from serving.core.assess import (
     DECISION_FIELDS,
     TOP_REASONS,
     ModelHandle,
-    decide_learners,
     score_features,
 )
 from serving.core.records import is_on, learner_record, risk_flags
-from serving.core.state import StateRow, without_later_states
+from serving.core.state import StateRow
 from serving.infra.answers_file import (
     answers_path,
     build_lock,
     open_answers_file,
-    remove_older_answers,
     write_answers_file,
 )
 from serving.infra.snapshots import batch_snapshots
@@ -70,106 +81,6 @@ WARM_CHUNK = 256
 """Learners explained per TreeSHAP call of the background warm-up."""
 REASONS_CACHE = 100_000
 """Learners whose reason codes a worker keeps (least recently asked about go first)."""
-KEY, CALL_ORDER = "lstep.key", "lstep.call_order"
-SCORE, DECISION = "lstep.score.", "lstep.decision."
-STATE = ("lstep.state.tag", "lstep.state.since", "lstep.state.override_tag",
-         "lstep.state.override_expires")  # fmt: skip
-META_AS_OF, META_MODEL, META_FEATURES = b"lstep.as_of", b"lstep.model_version", b"lstep.features"
-
-
-def answers_tag(model_version: str | None, ruleset: RuleSet) -> str:
-    """Names what decided a day's answers: the champion's version and the rules' content.
-
-    A service serving another champion or other rules than the batch's must not answer from
-    the batch's file: its own answers would differ.
-    """
-    rules = ruleset.model_dump_json(exclude={"source"}).encode()
-    digest = hashlib.sha256(rules).hexdigest()[:12]
-    model = "rules-only" if model_version is None else f"model-{model_version}"
-    return re.sub(r"[^A-Za-z0-9_-]", "_", model) + f".rules-{digest}"
-
-
-def answers_table(
-    features: pd.DataFrame,
-    scores: pd.DataFrame,
-    *,
-    ruleset: RuleSet,
-    state: pd.DataFrame,
-    as_of: date,
-    model_version: str | None,
-) -> pa.Table:
-    """Decide every learner of one day on ``state`` and lay the answers out by ``customer_id``.
-
-    Args:
-        features: the day's feature frame (every learner of the day: the capacity is applied).
-        scores: ``score_features`` of those learners (any order; NaN scores: rules-only).
-        ruleset: the loaded rules.
-        state: the learners' stored state on ``as_of``; learners whose tag began after it are
-            left out (that day can no longer be decided for them: the scorer says so).
-        as_of: the day.
-        model_version: the champion's version, None in rules-only mode.
-
-    Returns:
-        The snapshot's columns, then the scores, the decision fields, the state decided on and
-        each learner's place in the call list, sorted by the ids' UTF-8 bytes.
-    """
-    features, state, _ = without_later_states(features, state, as_of)
-    features = features.reset_index(drop=True)
-    ids = pd.Index(features["customer_id"].astype(str), dtype=object)
-    scores = scores.set_index(scores["customer_id"].astype(str)).loc[ids].reset_index(drop=True)
-    decisions = decide_learners(features, scores, ruleset, state, as_of, whole_day=True)
-    keys = np.char.encode(ids.to_numpy(dtype=str), "utf-8")
-    order = np.argsort(keys, kind="stable")
-    columns: dict[str, Any] = {KEY: pa.array(keys, type=pa.binary(max(keys.dtype.itemsize, 1)))}
-    columns |= {
-        SCORE + name: pa.array(scores[name], from_pandas=True) for name in PREDICTION_COLUMNS
-    }
-    decided = decisions.set_index(decisions["customer_id"].astype(str)).reindex(ids)
-    for name in DECISION_FIELDS:
-        columns[DECISION + name] = pa.array(decided[name].astype(object), from_pandas=True)
-    columns |= _state_columns(state, ids)
-    unsorted = ids.get_indexer(pd.Index(decisions["customer_id"].astype(str), dtype=object))
-    table = pa.Table.from_pandas(features, preserve_index=False)
-    for name, values in columns.items():
-        table = table.append_column(name, values)
-    table = table.take(pa.array(order))
-    # Sorted position of each learner, in call-list order (P1 first): the warm-up's order.
-    unsorted_to_sorted = np.empty(len(order), dtype=np.int64)
-    unsorted_to_sorted[order] = np.arange(len(order))
-    call_order = unsorted_to_sorted[unsorted]
-    table = table.append_column(CALL_ORDER, pa.array(call_order))
-    metadata = dict(table.schema.metadata or {}) | {
-        META_AS_OF: as_of.isoformat().encode(),
-        META_MODEL: (model_version or "").encode(),
-        META_FEATURES: json.dumps(list(features.columns)).encode(),
-    }
-    return table.replace_schema_metadata(metadata)
-
-
-def _state_columns(state: pd.DataFrame, ids: pd.Index) -> dict[str, pa.Array]:
-    """Each learner's stored state (null tag: a new learner), in ``ids`` order, as Arrow."""
-    aligned = state.set_index(state["customer_id"].astype(str)).reindex(ids)
-
-    def day(name: str) -> pa.Array:
-        values = pd.to_datetime(aligned[name]).to_numpy(dtype="datetime64[D]")
-        return pa.array(values, type=pa.date32(), from_pandas=True)
-
-    def text(name: str) -> pa.Array:
-        return pa.array(aligned[name].astype(object), type=pa.string(), from_pandas=True)
-
-    tag, since, override, expires = STATE
-    return {
-        tag: text("tag"),
-        since: day("since"),
-        override: text("override_tag"),
-        expires: day("override_expires"),
-    }
-
-
-def _column(table: pa.Table, name: str) -> pa.Array:
-    """One column as one array (a memory-mapped file holds one chunk: a view, no copy)."""
-    column = table.column(name)
-    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 class DayAnswers:
@@ -197,18 +108,18 @@ class DayAnswers:
         self.top_reasons = top_reasons
         self.feature_columns: list[str] = json.loads(metadata[META_FEATURES])
         self._table = table
-        keys = _column(table, KEY)
+        keys = column_of(table, KEY)
         width = keys.type.byte_width
         # A view of the (memory-mapped) key bytes: the binary search pages in ~20 of them.
         self._keys = np.frombuffer(
             keys.buffers()[1], dtype=f"S{width}", count=len(keys), offset=keys.offset * width
         )
-        self._scores = {name: _column(table, SCORE + name) for name in PREDICTION_COLUMNS}
-        self._decisions = {name: _column(table, DECISION + name) for name in DECISION_FIELDS}
-        self._state = [_column(table, name) for name in STATE]
+        self._scores = {name: column_of(table, SCORE + name) for name in PREDICTION_COLUMNS}
+        self._decisions = {name: column_of(table, DECISION + name) for name in DECISION_FIELDS}
+        self._state = [column_of(table, name) for name in STATE]
         names = tuple(name for name in self.feature_columns if name not in KEY_COLUMNS)
         self._flags = risk_flags(names)
-        self._flag_values = {name: _column(table, name) for name, _ in self._flags}
+        self._flag_values = {name: column_of(table, name) for name, _ in self._flags}
         self._cache: OrderedDict[int, list[Reason]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -338,7 +249,7 @@ class DayAnswers:
 
     def call_order(self, limit: int) -> list[int]:
         """The rows of the first ``limit`` learners of the call list (P1 first)."""
-        return _column(self._table, CALL_ORDER).slice(0, limit).to_pylist()
+        return column_of(self._table, CALL_ORDER).slice(0, limit).to_pylist()
 
     def warm_reasons(self, limit: int, *, chunk: int = WARM_CHUNK) -> int:
         """Compute the reasons of the first ``limit`` learners in call-list order, ahead of asks.
@@ -356,33 +267,6 @@ class DayAnswers:
         for start in range(0, len(order), chunk):
             self.reasons(order[start : start + chunk], num_threads=1)
         return len(order)
-
-
-def write_day_answers(
-    data_dir: Path,
-    features: pd.DataFrame,
-    scores: pd.DataFrame,
-    *,
-    ruleset: RuleSet,
-    state: pd.DataFrame,
-    as_of: date,
-    model_version: str | None,
-) -> Path:
-    """Decide a day's learners on ``state`` (the state the day left) and write the answers file.
-
-    The batch job calls this after committing a day, with its features and scores: the service
-    then opens the file instead of assessing everyone at start-up.
-
-    Raises:
-        OSError: the data directory cannot be written.
-    """
-    table = answers_table(
-        features, scores, ruleset=ruleset, state=state, as_of=as_of, model_version=model_version
-    )
-    path = answers_path(data_dir, as_of, answers_tag(model_version, ruleset))
-    write_answers_file(table, path)
-    remove_older_answers(data_dir, as_of)  # only the latest day is served
-    return path
 
 
 def load_day_answers(
@@ -459,6 +343,21 @@ def _warm(answers: DayAnswers, limit: int) -> None:
     logger.info("reasons of %d learners of %s ready in %.1f s", kept, answers.as_of, seconds)
 
 
+@dataclass(frozen=True)
+class ReasonOptions:
+    """The reason codes of the day's answers.
+
+    Attributes:
+        top_reasons: reason codes per learner.
+        warm_reasons: learners of the call list explained in the background after a load.
+        cache_size: learners whose reason codes a worker keeps.
+    """
+
+    top_reasons: int = TOP_REASONS
+    warm_reasons: int = 0
+    cache_size: int = REASONS_CACHE
+
+
 class AnswerKeeper:
     """The current ``DayAnswers``, and the answers of a newer snapshot when one appears.
 
@@ -475,9 +374,7 @@ class AnswerKeeper:
         champion: ModelHandle | None,
         ruleset: RuleSet,
         store: StateStore,
-        top_reasons: int = TOP_REASONS,
-        warm_reasons: int = 0,
-        cache_size: int = REASONS_CACHE,
+        reasons: ReasonOptions = ReasonOptions(),
         recheck_s: float = 60.0,
         background: bool = False,
         clock: Callable[[], float] = time.monotonic,
@@ -486,9 +383,9 @@ class AnswerKeeper:
         self.champion = champion
         self.ruleset = ruleset
         self.store = store
-        self.top_reasons = top_reasons
-        self.warm_reasons = warm_reasons
-        self.cache_size = cache_size
+        self.top_reasons = reasons.top_reasons
+        self.warm_reasons = reasons.warm_reasons
+        self.cache_size = reasons.cache_size
         self.recheck_s = recheck_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -580,6 +477,7 @@ __all__ = [
     "REASONS_CACHE",
     "AnswerKeeper",
     "DayAnswers",
+    "ReasonOptions",
     "answers_table",
     "answers_tag",
     "load_day_answers",

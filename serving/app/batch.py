@@ -45,7 +45,7 @@ from features.mapping import EventMapping
 from features.validation import load_valid_inputs
 from features.windows import TableInput, build_features, connect, eligible_spine
 from rules import RuleSet
-from serving.app.answers import write_day_answers
+from serving.app.answers_table import write_day_answers
 from serving.app.day_campaigns import (
     RECENT_MESSAGE_DAYS,
     CampaignPlanner,

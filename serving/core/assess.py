@@ -20,20 +20,25 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 import pyarrow as pyarrow_lib
 import pyarrow.compute as pc
 
 from features.schemas import KEY_COLUMNS
 from models.churn import PREDICTION_COLUMNS, ChurnModel
 from models.explain import Explanation, Reason, explain_frame, points_of, ranked_reasons
-from models.pyfunc import check_flags_present
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity, decide
 from serving.core.records import is_on, learner_record, risk_flags, rule_wording
+from serving.core.scoring import (
+    SCORES_SCHEMA,
+    ModelHandle,
+    keys_of,
+    score_features,
+    scores_and_contributions,
+)
 
 TOP_REASONS = 3
 """Reason codes per learner in a record, the call list and the report."""
@@ -54,107 +59,6 @@ DECISION_FIELDS: tuple[str, ...] = (
     "why",
 )
 """The decision columns a learner's record quotes."""
-
-_PROBABILITY = pa.Check.in_range(0.0, 1.0)
-SCORES_SCHEMA = pa.DataFrameSchema(
-    {
-        "customer_id": pa.Column(str, nullable=False, unique=True),
-        "as_of": pa.Column("datetime64[us]", nullable=False),
-        **{name: pa.Column("float64", _PROBABILITY, nullable=True) for name in PREDICTION_COLUMNS},
-    },
-    strict=True,
-    ordered=True,
-    coerce=True,
-    name="scores",
-)
-"""What ``score_features`` returns: one row per learner; NaN scores mean rules-only."""
-
-
-class ModelHandle(Protocol):
-    """What ``assess`` needs of a loaded champion: the model and its registered version."""
-
-    @property
-    def model(self) -> ChurnModel: ...
-
-    @property
-    def version(self) -> str: ...
-
-
-# --- scores ---------------------------------------------------------------------------------------
-
-
-def score_features(features: pd.DataFrame, champion: ModelHandle | None) -> pd.DataFrame:
-    """Score a feature frame with the champion (NaN scores when ``champion`` is None).
-
-    The champion's ``ChurnModel`` is called directly: the MLflow pyfunc wraps the same model, so
-    the scores are identical, without MLflow's per-call input conversion and signature check
-    (its input contract, flags true or false, is enforced here with ``check_flags_present``).
-
-    Args:
-        features: one row per learner; customer_id and as_of are required, extra columns are
-            ignored.
-        champion: the loaded champion, or None for rules-only.
-
-    Returns:
-        customer_id, as_of and the prediction columns (``SCORES_SCHEMA``), in input order.
-
-    Raises:
-        ValueError: missing keys or repeated learners.
-        models.churn.FeatureFrameError: missing or mistyped model columns, or missing flags.
-    """
-    keys = _keys(features)
-    if champion is None or features.empty:
-        return _scores_frame(keys, None)
-    predicted = champion.model.predict(features)
-    check_flags_present(features, champion.model.feature_dtypes)
-    return _scores_frame(keys, predicted)
-
-
-def _keys(features: pd.DataFrame) -> pd.DataFrame:
-    """customer_id and as_of of a feature frame, checked: both present, ids unique."""
-    missing = [column for column in KEY_COLUMNS if column not in features.columns]
-    if missing:
-        raise ValueError(f"feature frame: missing key columns {missing}")
-    repeated = features["customer_id"][features["customer_id"].duplicated()]
-    if len(repeated):
-        raise ValueError(
-            f"feature frame: {len(repeated)} rows repeat a customer_id "
-            f"(e.g. {repeated.head(3).tolist()}); score one row per learner"
-        )
-    return features[list(KEY_COLUMNS)].reset_index(drop=True)
-
-
-def _scores_frame(keys: pd.DataFrame, predicted: pd.DataFrame | None) -> pd.DataFrame:
-    """Keys plus the prediction columns (NaN without predictions), checked: ``SCORES_SCHEMA``."""
-    scores = keys
-    for name in PREDICTION_COLUMNS:
-        values = np.nan if predicted is None else np.asarray(predicted[name], dtype=np.float64)
-        scores[name] = values
-    return SCORES_SCHEMA.validate(scores, inplace=True)
-
-
-def _scores_and_contributions(
-    features: pd.DataFrame, champion: ModelHandle
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """``score_features`` and the TreeSHAP contributions from one model matrix (one pass).
-
-    ``predict_with_contributions`` checked the probabilities and ``_keys`` the ids' uniqueness;
-    the full schema run costs ~10 ms per one-learner request, so each column is only coerced by
-    the schema's own dtype: the frame equals the one ``score_features`` returns.
-    """
-    keys = _keys(features)
-    predicted, contributions = champion.model.predict_with_contributions(features)
-    check_flags_present(features, champion.model.feature_dtypes)
-    missing = int(keys["customer_id"].isna().sum() + keys["as_of"].isna().sum())
-    if missing:
-        raise ValueError(f"feature frame: {missing} missing customer_id or as_of values")
-    scores = keys
-    for name in PREDICTION_COLUMNS:
-        scores[name] = np.asarray(predicted[name], dtype=np.float64)
-    for name, column in SCORES_SCHEMA.columns.items():
-        scores[name] = column.dtype.coerce(scores[name])
-    return scores, contributions.to_numpy(dtype=np.float64)
-
 
 # --- decisions ------------------------------------------------------------------------------------
 
@@ -193,22 +97,12 @@ def decide_learners(
         ValueError: when features hold another day, or features and scores name other learners.
     """
     _check_day(features, as_of)
-    keys = _keys(features)
-    score_columns = scores[["customer_id", *PREDICTION_COLUMNS]]
-    # A merge indicator, not Series.isin: isin on a million Arrow-backed strings is very slow.
-    scored = features.drop(columns=list(PREDICTION_COLUMNS), errors="ignore").merge(
-        score_columns, on="customer_id", how="left", validate="one_to_one", indicator=True
-    )
-    unscored = int((scored["_merge"] == "left_only").sum())
-    if unscored or len(score_columns) != len(keys):
-        raise ValueError(
-            f"scores: {len(score_columns)} rows for {len(keys)} learners "
-            f"({unscored} learners without a score row); score the same frame you decide on"
-        )
+    keys = keys_of(features)
+    scored = _with_scores(features, scores[["customer_id", *PREDICTION_COLUMNS]], len(keys))
     decisions = decide(
         ruleset,
         state,
-        scored.drop(columns="_merge"),
+        scored,
         as_of,
         check_output=check_output,
         wording=rule_wording(),
@@ -219,6 +113,38 @@ def decide_learners(
     else:
         decisions[OVER_CAPACITY] = pd.NA
     return decisions.astype({OVER_CAPACITY: "boolean"})
+
+
+def _with_scores(
+    features: pd.DataFrame, score_columns: pd.DataFrame, learners: int
+) -> pd.DataFrame:
+    """``features`` with the score columns of the same learners (the engine's ``scored``).
+
+    Scores made from this very frame (every caller's case) list the same ids in the same order:
+    their columns are set as they are. A merge, which copies every feature block (~10 ms for one
+    learner), is the general case.
+
+    Raises:
+        ValueError: features and scores name other learners.
+    """
+    base = features.drop(columns=list(PREDICTION_COLUMNS), errors="ignore")
+    ids = score_columns["customer_id"].to_numpy()
+    if len(ids) == learners and np.array_equal(ids, base["customer_id"].to_numpy()):
+        base = base.reset_index(drop=True)
+        for name in PREDICTION_COLUMNS:
+            base[name] = score_columns[name].to_numpy()
+        return base
+    # A merge indicator, not Series.isin: isin on a million Arrow-backed strings is very slow.
+    scored = base.merge(
+        score_columns, on="customer_id", how="left", validate="one_to_one", indicator=True
+    )
+    unscored = int((scored["_merge"] == "left_only").sum())
+    if unscored or len(score_columns) != learners:
+        raise ValueError(
+            f"scores: {len(score_columns)} rows for {learners} learners "
+            f"({unscored} learners without a score row); score the same frame you decide on"
+        )
+    return scored.drop(columns="_merge")
 
 
 def _check_day(features: pd.DataFrame, as_of: date) -> None:
@@ -452,7 +378,7 @@ def assess(
     contributions = None
     with stage("score"):
         if champion is not None and options.explain and not features.empty:
-            scores, contributions = _scores_and_contributions(features, champion)
+            scores, contributions = scores_and_contributions(features, champion)
         else:
             scores = score_features(features, champion)
     with stage("decide"):

@@ -1,0 +1,170 @@
+"""The day's answers as one Arrow table: what the batch writes and the service maps (layout).
+
+``answers_table`` decides all of a day's learners at once (``score_features`` +
+``decide_learners``, the two steps of ``assess``, on the state the day left) and lays each
+learner's snapshot row, scores, decision and the state it was decided on side by side, sorted by
+``customer_id``; ``write_day_answers`` is the batch job's call. ``serving.app.answers`` reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from models.churn import PREDICTION_COLUMNS
+from rules import RuleSet
+from serving.core.assess import DECISION_FIELDS, decide_learners
+from serving.core.state import without_later_states
+from serving.infra.answers_file import answers_path, remove_older_answers, write_answers_file
+
+KEY, CALL_ORDER = "lstep.key", "lstep.call_order"
+SCORE, DECISION = "lstep.score.", "lstep.decision."
+STATE = ("lstep.state.tag", "lstep.state.since", "lstep.state.override_tag",
+         "lstep.state.override_expires")  # fmt: skip
+META_AS_OF, META_MODEL, META_FEATURES = b"lstep.as_of", b"lstep.model_version", b"lstep.features"
+
+
+def answers_tag(model_version: str | None, ruleset: RuleSet) -> str:
+    """Names what decided a day's answers: the champion's version and the rules' content.
+
+    A service serving another champion or other rules than the batch's must not answer from
+    the batch's file: its own answers would differ.
+    """
+    rules = ruleset.model_dump_json(exclude={"source"}).encode()
+    digest = hashlib.sha256(rules).hexdigest()[:12]
+    model = "rules-only" if model_version is None else f"model-{model_version}"
+    return re.sub(r"[^A-Za-z0-9_-]", "_", model) + f".rules-{digest}"
+
+
+def answers_table(
+    features: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    ruleset: RuleSet,
+    state: pd.DataFrame,
+    as_of: date,
+    model_version: str | None,
+) -> pa.Table:
+    """Decide every learner of one day on ``state`` and lay the answers out by ``customer_id``.
+
+    Args:
+        features: the day's feature frame (every learner of the day: the capacity is applied).
+        scores: ``score_features`` of those learners (any order; NaN scores: rules-only).
+        ruleset: the loaded rules.
+        state: the learners' stored state on ``as_of``; learners whose tag began after it are
+            left out (that day can no longer be decided for them: the scorer says so).
+        as_of: the day.
+        model_version: the champion's version, None in rules-only mode.
+
+    Returns:
+        The snapshot's columns, then the scores, the decision fields, the state decided on and
+        each learner's place in the call list, sorted by the ids' UTF-8 bytes.
+    """
+    features, state, _ = without_later_states(features, state, as_of)
+    features = features.reset_index(drop=True)
+    ids = pd.Index(features["customer_id"].astype(str), dtype=object)
+    scores = scores.set_index(scores["customer_id"].astype(str)).loc[ids].reset_index(drop=True)
+    decisions = decide_learners(features, scores, ruleset, state, as_of, whole_day=True)
+    keys = np.char.encode(ids.to_numpy(dtype=str), "utf-8")
+    order = np.argsort(keys, kind="stable")
+    columns: dict[str, Any] = {KEY: pa.array(keys, type=pa.binary(max(keys.dtype.itemsize, 1)))}
+    columns |= {
+        SCORE + name: pa.array(scores[name], from_pandas=True) for name in PREDICTION_COLUMNS
+    }
+    decided = decisions.set_index(decisions["customer_id"].astype(str)).reindex(ids)
+    for name in DECISION_FIELDS:
+        columns[DECISION + name] = pa.array(decided[name].astype(object), from_pandas=True)
+    columns |= _state_columns(state, ids)
+    unsorted = ids.get_indexer(pd.Index(decisions["customer_id"].astype(str), dtype=object))
+    table = pa.Table.from_pandas(features, preserve_index=False)
+    for name, values in columns.items():
+        table = table.append_column(name, values)
+    table = table.take(pa.array(order))
+    # Sorted position of each learner, in call-list order (P1 first): the warm-up's order.
+    unsorted_to_sorted = np.empty(len(order), dtype=np.int64)
+    unsorted_to_sorted[order] = np.arange(len(order))
+    call_order = unsorted_to_sorted[unsorted]
+    table = table.append_column(CALL_ORDER, pa.array(call_order))
+    metadata = dict(table.schema.metadata or {}) | {
+        META_AS_OF: as_of.isoformat().encode(),
+        META_MODEL: (model_version or "").encode(),
+        META_FEATURES: json.dumps(list(features.columns)).encode(),
+    }
+    return table.replace_schema_metadata(metadata)
+
+
+def _state_columns(state: pd.DataFrame, ids: pd.Index) -> dict[str, pa.Array]:
+    """Each learner's stored state (null tag: a new learner), in ``ids`` order, as Arrow."""
+    aligned = state.set_index(state["customer_id"].astype(str)).reindex(ids)
+
+    def day(name: str) -> pa.Array:
+        values = pd.to_datetime(aligned[name]).to_numpy(dtype="datetime64[D]")
+        return pa.array(values, type=pa.date32(), from_pandas=True)
+
+    def text(name: str) -> pa.Array:
+        return pa.array(aligned[name].astype(object), type=pa.string(), from_pandas=True)
+
+    tag, since, override, expires = STATE
+    return {
+        tag: text("tag"),
+        since: day("since"),
+        override: text("override_tag"),
+        expires: day("override_expires"),
+    }
+
+
+def column_of(table: pa.Table, name: str) -> pa.Array:
+    """One column as one array (a memory-mapped file holds one chunk: a view, no copy)."""
+    column = table.column(name)
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def write_day_answers(
+    data_dir: Path,
+    features: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    ruleset: RuleSet,
+    state: pd.DataFrame,
+    as_of: date,
+    model_version: str | None,
+) -> Path:
+    """Decide a day's learners on ``state`` (the state the day left) and write the answers file.
+
+    The batch job calls this after committing a day, with its features and scores: the service
+    then opens the file instead of assessing everyone at start-up.
+
+    Raises:
+        OSError: the data directory cannot be written.
+    """
+    table = answers_table(
+        features, scores, ruleset=ruleset, state=state, as_of=as_of, model_version=model_version
+    )
+    path = answers_path(data_dir, as_of, answers_tag(model_version, ruleset))
+    write_answers_file(table, path)
+    remove_older_answers(data_dir, as_of)  # only the latest day is served
+    return path
+
+
+__all__ = [
+    "CALL_ORDER",
+    "DECISION",
+    "KEY",
+    "META_AS_OF",
+    "META_FEATURES",
+    "META_MODEL",
+    "SCORE",
+    "STATE",
+    "answers_table",
+    "answers_tag",
+    "column_of",
+    "write_day_answers",
+]

@@ -1,0 +1,127 @@
+"""Scoring a feature frame with the champion: the first step of ``assess`` (pure).
+
+``score_features`` calls the champion's ``ChurnModel`` directly (the MLflow pyfunc wraps the
+same model: identical scores, without MLflow's per-call conversion); ``scores_and_contributions``
+also returns the TreeSHAP contributions of the same model matrix, for the paths that explain.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from features.schemas import KEY_COLUMNS
+from models.churn import PREDICTION_COLUMNS, ChurnModel
+from models.pyfunc import check_flags_present
+
+_PROBABILITY = pa.Check.in_range(0.0, 1.0)
+SCORES_SCHEMA = pa.DataFrameSchema(
+    {
+        "customer_id": pa.Column(str, nullable=False, unique=True),
+        "as_of": pa.Column("datetime64[us]", nullable=False),
+        **{name: pa.Column("float64", _PROBABILITY, nullable=True) for name in PREDICTION_COLUMNS},
+    },
+    strict=True,
+    ordered=True,
+    coerce=True,
+    name="scores",
+)
+"""What ``score_features`` returns: one row per learner; NaN scores mean rules-only."""
+
+
+class ModelHandle(Protocol):
+    """What ``assess`` needs of a loaded champion: the model and its registered version."""
+
+    @property
+    def model(self) -> ChurnModel: ...
+
+    @property
+    def version(self) -> str: ...
+
+
+# --- scores ---------------------------------------------------------------------------------------
+
+
+def score_features(features: pd.DataFrame, champion: ModelHandle | None) -> pd.DataFrame:
+    """Score a feature frame with the champion (NaN scores when ``champion`` is None).
+
+    The champion's ``ChurnModel`` is called directly: the MLflow pyfunc wraps the same model, so
+    the scores are identical, without MLflow's per-call input conversion and signature check
+    (its input contract, flags true or false, is enforced here with ``check_flags_present``).
+
+    Args:
+        features: one row per learner; customer_id and as_of are required, extra columns are
+            ignored.
+        champion: the loaded champion, or None for rules-only.
+
+    Returns:
+        customer_id, as_of and the prediction columns (``SCORES_SCHEMA``), in input order.
+
+    Raises:
+        ValueError: missing keys or repeated learners.
+        models.churn.FeatureFrameError: missing or mistyped model columns, or missing flags.
+    """
+    keys = keys_of(features)
+    if champion is None or features.empty:
+        return _scores_frame(keys, None)
+    predicted = champion.model.predict(features)
+    check_flags_present(features, champion.model.feature_dtypes)
+    return _scores_frame(keys, predicted)
+
+
+def keys_of(features: pd.DataFrame) -> pd.DataFrame:
+    """customer_id and as_of of a feature frame, checked: both present, ids unique."""
+    missing = [column for column in KEY_COLUMNS if column not in features.columns]
+    if missing:
+        raise ValueError(f"feature frame: missing key columns {missing}")
+    repeated = features["customer_id"][features["customer_id"].duplicated()]
+    if len(repeated):
+        raise ValueError(
+            f"feature frame: {len(repeated)} rows repeat a customer_id "
+            f"(e.g. {repeated.head(3).tolist()}); score one row per learner"
+        )
+    return features[list(KEY_COLUMNS)].reset_index(drop=True)
+
+
+def _scores_frame(keys: pd.DataFrame, predicted: pd.DataFrame | None) -> pd.DataFrame:
+    """Keys plus the prediction columns (NaN without predictions), checked: ``SCORES_SCHEMA``."""
+    scores = keys
+    for name in PREDICTION_COLUMNS:
+        values = np.nan if predicted is None else np.asarray(predicted[name], dtype=np.float64)
+        scores[name] = values
+    return SCORES_SCHEMA.validate(scores, inplace=True)
+
+
+def scores_and_contributions(
+    features: pd.DataFrame, champion: ModelHandle
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """``score_features`` and the TreeSHAP contributions from one model matrix (one pass).
+
+    ``predict_with_contributions`` checked the probabilities and ``_keys`` the ids' uniqueness;
+    the full schema run costs ~10 ms per one-learner request, so each column is only coerced by
+    the schema's own dtype: the frame equals the one ``score_features`` returns.
+    """
+    keys = keys_of(features)
+    predicted, contributions = champion.model.predict_with_contributions(features)
+    check_flags_present(features, champion.model.feature_dtypes)
+    missing = int(keys["customer_id"].isna().sum() + keys["as_of"].isna().sum())
+    if missing:
+        raise ValueError(f"feature frame: {missing} missing customer_id or as_of values")
+    scores = keys
+    for name in PREDICTION_COLUMNS:
+        scores[name] = np.asarray(predicted[name], dtype=np.float64)
+    for name, column in SCORES_SCHEMA.columns.items():
+        scores[name] = column.dtype.coerce(scores[name])
+    return scores, contributions.to_numpy(dtype=np.float64)
+
+
+__all__ = [
+    "SCORES_SCHEMA",
+    "ModelHandle",
+    "keys_of",
+    "score_features",
+    "scores_and_contributions",
+]
