@@ -15,16 +15,15 @@ from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import create_engine, text
 
 import serving.infra.outbox_store as outbox_store_module
 from serving.core.messages import CANCELLED, PENDING, SENT, SUPPRESSED
 from serving.core.outbox import empty_messages
 from serving.core.problems import NotFound
-from serving.infra.store import MIGRATIONS_LOCATION, StateStore
+from serving.infra.store import StateStore
 from tests.serving.batches import FIRST_DAY, apply, at, decisions
+from tests.serving.infra.test_state_sql import migrate_store
 from tests.serving.infra.test_store import child_error, wait_for
 from tests.serving.outbox_fixtures import (
     apply_with_plan,
@@ -267,19 +266,9 @@ def test_a_batch_killed_after_writing_its_messages_leaves_neither_messages_nor_m
 # ---- migration ----------------------------------------------------------------------------------
 
 
-def _migrate(url: str, revision: str, *, down: bool = False) -> None:
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS_LOCATION)
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(config, revision)
-    engine.dispose()
-
-
 def test_migration_0003_keeps_old_scores_and_downgrades_with_data(store_url):
     # Given a store at 0002 with a batch day
-    _migrate(store_url, "0002_data_clock")
+    migrate_store(store_url, "0002_data_clock")
     old = StateStore(store_url, auto_migrate=False)
     engine = create_engine(store_url)
     with engine.begin() as conn:
@@ -291,7 +280,7 @@ def test_migration_0003_keeps_old_scores_and_downgrades_with_data(store_url):
             {"day": DAY1},
         )
     # When upgraded to head
-    _migrate(store_url, "head")
+    migrate_store(store_url, "head")
     # Then the old score reads with no campaign, and a day with a plan can be written
     scores = old.scores_frame()
     assert scores["campaign_id"].isna().all() and scores["priority"].tolist() == ["P1"]
@@ -299,7 +288,7 @@ def test_migration_0003_keeps_old_scores_and_downgrades_with_data(store_url):
     apply_with_plan(old, DAY2, MOVES, plan(messages(DAY2, ["a"])))
     old.record_feedback(messages(DAY2, ["a"])["message_id"][0], "opened", source="t", now=WALL)
     # When downgraded to 0002, Then the outbox tables are gone and every score row stays
-    _migrate(store_url, "0002_data_clock", down=True)
+    migrate_store(store_url, "0002_data_clock", down=True)
     with engine.connect() as conn:
         tables = set(
             conn.execute(

@@ -124,7 +124,7 @@ def test_a_replayed_day_before_an_override_decides_as_it_did_before(store):
         set_override(store, "b", None, actor="kim", reason="late", now=WALL, effective=DAY2)
 
 
-def _migrate(url: str, revision: str, *, down: bool = False) -> None:
+def migrate_store(url: str, revision: str, *, down: bool = False) -> None:
     """Alembic upgrade (or downgrade) of the store at ``url`` to ``revision``."""
     config = Config()
     config.set_main_option("script_location", MIGRATIONS_LOCATION)
@@ -143,7 +143,7 @@ OLD_OVERRIDES = text(
 
 def test_migration_0002_keeps_what_old_overrides_meant_and_downgrades(store_url):
     # Given a store at revision 0001 with a batch day and three old overrides
-    _migrate(store_url, "0001_initial")
+    migrate_store(store_url, "0001_initial")
     old = StateStore(store_url, auto_migrate=False)
     engine = create_engine(store_url)
     with engine.begin() as conn:
@@ -164,7 +164,7 @@ def test_migration_0002_keeps_what_old_overrides_meant_and_downgrades(store_url)
         ]  # fmt: skip
         conn.execute(OLD_OVERRIDES, rows)
     # When migrated to head
-    _migrate(store_url, "head")
+    migrate_store(store_url, "head")
     frame = old.overrides_frame().set_index("customer_id")
     # Then the ST_005 one is a campaign with the default box, the others holds; each applies
     # from the UTC day it was recorded, and the cleared one ended on the day it was cleared
@@ -176,7 +176,7 @@ def test_migration_0002_keeps_what_old_overrides_meant_and_downgrades(store_url)
     assert tag_on(old, DAY3, "b") == ("ST_004", DAY2, "ST_004", "hold")
     # When downgraded again, Then every row of 0001 is still there (the campaign keeps the box
     # the upgrade gave it: an old "no expiry" campaign never ended, which was the bug)
-    _migrate(store_url, "0001_initial", down=True)
+    migrate_store(store_url, "0001_initial", down=True)
     with engine.connect() as conn:
         kept = conn.execute(text("SELECT customer_id, tag FROM overrides ORDER BY customer_id"))
         assert [tuple(row) for row in kept] == [("a", "ST_005"), ("b", "ST_004"), ("c", "ST_001")]
