@@ -290,11 +290,13 @@ def test_the_batch_writes_the_answers_file_the_service_maps(workspace, day, cham
     # given the workspace whose batch job ran the snapshot day (it wrote the answers file)
     as_of, features, state = day
     data_dir = workspace.settings.data_path
-    # (and removed the day before's: only the latest day is served)
+    # (and removed the day before's: only the latest day is served). A rules-only service
+    # started on this shared workspace by another test may have built its own file of the day.
     written = sorted((data_dir / "answers").glob("*.arrow"))
-    assert [path.name for path in written] == [
-        f"as_of={as_of}.{answers_tag(champion.version, ruleset)}.arrow"
+    assert f"as_of={as_of}.{answers_tag(champion.version, ruleset)}.arrow" in [
+        path.name for path in written
     ]
+    assert {path.name.split(".")[0] for path in written} == {f"as_of={as_of}"}
     # when the service loads the day's answers without building any
     allocated = pa.total_allocated_bytes()
     with workspace.open_store() as store:
