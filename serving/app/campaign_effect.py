@@ -33,6 +33,9 @@ Statistics (scipy only; ``statsmodels`` is a dev dependency the tests compare ag
   Newcombe 1998, built from the two Wilson score intervals, no continuity correction);
 - the p-value of the two-sided two-proportion z-test with the pooled rate (as
   ``statsmodels.stats.proportion.proportions_ztest``);
+- the p-value adjusted for the table's many comparisons (Benjamini-Hochberg over every row with a
+  p-value, ``scipy.stats.false_discovery_control``): with twenty campaigns at alpha 0.05, one
+  "significant" uplift is expected by chance alone, so the table is read on the adjusted column;
 - the minimum detectable effect (MDE) at ``power`` and ``alpha`` for the two arms' sizes, on the
   raw scale with the pooled rate's variance (0.5 when the pooled rate is 0 or 1, the worst case):
   the sample is **large enough to tell** when the MDE is at most ``min_effect``, the smallest
@@ -49,7 +52,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.stats import norm
+from scipy.stats import false_discovery_control, norm
 
 from serving.core.messages import MESSAGE_COLUMNS, SENT, SUPPRESSED
 
@@ -80,6 +83,7 @@ EFFECT_COLUMNS: tuple[str, ...] = (
     "ci_low",
     "ci_high",
     "p_value",
+    "p_adjusted",  # Benjamini-Hochberg over the table's rows with a p-value
     "mde",
     "enough",
 )
@@ -357,7 +361,22 @@ def effect_table(outcomes: pd.DataFrame, settings: EffectSettings | None = None)
         for variant, treated in groups:
             row = _effect_row(treated, control, settings)
             rows.append({"campaign_id": campaign, "variant": variant, "pending": pending, **row})
-    return pd.DataFrame(rows, columns=list(EFFECT_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(EFFECT_COLUMNS))
+    table["p_adjusted"] = adjusted_p_values(table["p_value"].to_numpy(dtype=float))
+    return table
+
+
+def adjusted_p_values(p_values: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values of the finite entries; NaN stays NaN.
+
+    The table tests one hypothesis per campaign and variant: the false discovery rate over the
+    table, not each row's own alpha, is what a reader can act on.
+    """
+    adjusted = np.full(len(p_values), np.nan)
+    finite = np.isfinite(p_values)
+    if finite.any():
+        adjusted[finite] = false_discovery_control(p_values[finite], method="bh")
+    return adjusted
 
 
 def campaign_effect(
@@ -398,6 +417,7 @@ def effect_summary(effect: pd.DataFrame) -> pd.DataFrame:
                 for low, high in zip(effect["ci_low"], effect["ci_high"], strict=True)
             ],
             "p": effect["p_value"].round(3),
+            "p (BH)": effect["p_adjusted"].round(3),
             "MDE pts": (effect["mde"] * percent).round(1),
             "Enough to tell": effect["enough"].map({True: "yes", False: "no"}),
         }
@@ -440,6 +460,7 @@ __all__ = [
     "REENGAGEMENT_KINDS",
     "CampaignRecords",
     "EffectSettings",
+    "adjusted_p_values",
     "campaign_effect",
     "campaign_effect_at",
     "campaign_report_frame",

@@ -119,7 +119,8 @@ def effect_table(summary: Any, day: date, effect_settings: Any) -> Table:
         f"per learner, first message of a campaign; converted = a session or lesson within "
         f"{effect_settings.conversion_days} days of it (treated: or feedback). Rates and uplift "
         "compare log conversions of all treated (sent or not) with the control (suppressed); "
-        f"Newcombe 95% interval, pooled z-test; enough = detectable effect at 80% power <= "
+        "Newcombe 95% interval, pooled z-test; p (BH): adjusted for the table's many campaigns "
+        f"(Benjamini-Hochberg), read it first; enough = detectable effect at 80% power <= "
         f"{effect_settings.min_effect * 100:g} points. Pending: window not complete yet."
     )
     if summary.empty:

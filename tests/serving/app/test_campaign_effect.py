@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, date, datetime, time, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 from statsmodels.stats.power import NormalIndPower
@@ -330,3 +331,19 @@ def test_wilson_interval_matches_statsmodels(converted, total):
     assert wilson_interval(converted, total) == pytest.approx(
         proportion_confint(converted, total, method="wilson"), abs=1e-12
     )
+
+
+def test_adjusted_p_values_follow_benjamini_hochberg_and_keep_the_unknown():
+    from statsmodels.stats.multitest import multipletests
+
+    from serving.app.campaign_effect import adjusted_p_values
+
+    # given a table's p-values, one row without a test (no control learner)
+    p_values = np.array([0.008, 0.2, np.nan, 0.04, 0.5])
+    # when they are adjusted for the table's comparisons
+    adjusted = adjusted_p_values(p_values)
+    # then they are statsmodels' Benjamini-Hochberg values, larger than the raw ones,
+    # and the row without a test stays without one
+    reference = multipletests(p_values[[0, 1, 3, 4]], method="fdr_bh")[1]
+    np.testing.assert_allclose(adjusted[[0, 1, 3, 4]], reference, rtol=1e-12)
+    assert np.isnan(adjusted[2]) and adjusted[0] > p_values[0]
