@@ -178,7 +178,7 @@ class ReportJob(Job):
         from serving.app.report import ReportInputs, write_report  # matplotlib: report only
 
         settings, store = runtime.settings, runtime.open_store()
-        day = self.as_of or latest_batch_day(store)
+        day = self.as_of or store.latest_batch_day()
         if day is None:
             raise NotFound("no completed batch run yet: run `lstep score --as-of DAY` first")
         events, customers = event_store_paths(settings, self.events, self.customers)
@@ -235,13 +235,6 @@ def event_store_paths(
     return events, customers
 
 
-def latest_batch_day(store: StateStore) -> date | None:
-    """The as_of of the latest completed batch run, if any."""
-    runs = store.runs()
-    done = runs[runs["status"] == "completed"]
-    return None if done.empty else done["as_of"].max().date()
-
-
 __all__ = [
     "BackfillJob",
     "BatchJob",
@@ -251,6 +244,5 @@ __all__ = [
     "Runtime",
     "batch_context",
     "event_store_paths",
-    "latest_batch_day",
     "load_job",
 ]

@@ -52,13 +52,12 @@ def campaigns(
     """Per campaign and variant: sent, opened, clicked, converted, the control's rate, the
     uplift with a 95% interval and p-value, and whether the sample is large enough to tell."""
     from serving.app.campaign_effect import EffectSettings, campaign_effect_at, effect_summary
-    from serving.app.jobs import latest_batch_day
 
     effect_settings = _effect_settings(EffectSettings, window_days, min_effect)
     current = settings()
     store = open_store(current)
     records = store_records(store)
-    day = parse_date(as_of) if as_of else latest_batch_day(store)
+    day = parse_date(as_of) if as_of else store.latest_batch_day()
     if day is None:
         raise UserError("no completed batch run yet: run `lstep score --as-of DAY` or give --as-of")
     events = events or current.events_path

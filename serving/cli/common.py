@@ -94,17 +94,6 @@ def open_store(current: Settings, *, init: bool = False) -> Any:
     return open_workspace_store(current, utc_now(), init=init)
 
 
-def latest_batch_day(store: Any) -> date | None:
-    """The as_of of the latest completed batch run, if any.
-
-    ``serving.app.jobs.latest_batch_day``'s rule, here because importing ``jobs`` loads the whole
-    batch path (LightGBM, MLflow, DuckDB): too slow for ``status``, ``kpis`` and ``explain``.
-    """
-    runs = store.runs()
-    done = runs[runs["status"] == "completed"]
-    return None if done.empty else done["as_of"].max().date()
-
-
 def load_inputs(events: Path, customers: Path, mapping: Path | None, allow_unknown: bool) -> Any:
     """Validated (events, customers) frames, or an InputError whose message is the report."""
     from features.validation import load_valid_inputs
@@ -168,7 +157,6 @@ __all__ = [
     "console",
     "err_console",
     "friendly_errors",
-    "latest_batch_day",
     "load_inputs",
     "open_store",
     "parse_date",

@@ -22,7 +22,6 @@ from serving.cli.common import (
     console,
     err_console,
     friendly_errors,
-    latest_batch_day,
     load_inputs,
     open_store,
     parse_date,
@@ -180,7 +179,7 @@ def explain(
 
     current = settings()
     store = open_store(current)
-    day = parse_date(as_of) if as_of else latest_batch_day(store) or utc_now().date()
+    day = parse_date(as_of) if as_of else store.latest_batch_day() or utc_now().date()
     stored = None
     if events is None and customers is None:
         stored = stored_day_inputs(current, store, customer_id, day, warn=_note)
@@ -257,7 +256,7 @@ def kpis(
 
     current = settings()
     store = open_store(current)
-    day = parse_date(as_of) if as_of else latest_batch_day(store)
+    day = parse_date(as_of) if as_of else store.latest_batch_day()
     if day is None:
         raise UserError("no completed batch run yet: run `lstep score --as-of DAY` first")
     customers = customers or current.customers_path

@@ -115,7 +115,8 @@ class OutboxMixin:
     # ---- campaign messages ---------------------------------------------------------------
 
     def latest_batch_day(self) -> date | None:
-        """The latest completed batch day: the data clock messages fall due on."""
+        """The latest completed batch day, if any: the data clock (messages fall due on it; the
+        CLI describes it when no day is given)."""
         with self._connect() as conn:
             return latest_completed(conn)
 
