@@ -14,6 +14,7 @@ from serving.cli import app
 from serving.cli import campaigns as campaigns_cli
 from serving.cli.common import console
 from serving.core.messages import SENT, SUPPRESSED, message_key
+from tests.serving.app.test_campaign_effect import FrameRecords
 
 runner = CliRunner()
 CONFIG = SimulationConfig(customers=200, days=60, seed=5, truth_share=0.0)
@@ -25,19 +26,6 @@ def log_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("campaign-log")
     simulate(CONFIG, out)
     return out
-
-
-class FrameRecords:
-    """The CampaignRecords contract over two frames (the store's methods at merge time)."""
-
-    def __init__(self, outbox: pd.DataFrame, feedback: pd.DataFrame) -> None:
-        self._outbox, self._feedback = outbox, feedback
-
-    def outbox_frame(self) -> pd.DataFrame:
-        return self._outbox
-
-    def feedback_frame(self) -> pd.DataFrame:
-        return self._feedback
 
 
 def _row(customer: str, variant: str, control: bool, due: date = DUE) -> dict:
