@@ -38,8 +38,7 @@ from sqlalchemy import create_engine
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from serving.app.dispatch import Dispatcher, DispatchOptions, dispatch
-from serving.core.messages import message_key
-from serving.core.outbox import PlannedDay
+from serving.core.messages import CampaignPlan, message_key
 from serving.core.planning import BatchDay
 from serving.infra.sinks import build_sinks
 from serving.infra.store import StateStore
@@ -91,7 +90,7 @@ def planned_store(url: str, count: int, channel: str) -> StateStore:
     )  # fmt: skip
     batch = BatchDay(DAY, "bench", None, True, NOW, False)
     started = time_module.perf_counter()
-    store.apply_day(batch, decisions, None, PlannedDay(messages=messages, cancel_ids=[]))
+    store.apply_day(batch, decisions, None, CampaignPlan(messages=messages, cancel_ids=[]))
     WRITE_SECONDS.append(time_module.perf_counter() - started)
     return store
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from rules import RuleSet
 from serving.core.assess import Assessment
-from serving.core.outbox import MessagePlan
+from serving.core.messages import CampaignPlan
 from serving.infra.store import StateStore
 
 RECENT_MESSAGE_DAYS = 60
@@ -34,7 +34,7 @@ class CampaignPlanner(Protocol):
         *,
         pending: pd.DataFrame,
         recent: pd.DataFrame,
-    ) -> MessagePlan:
+    ) -> CampaignPlan:
         """The messages planned on ``as_of`` and the ids of pending ones to cancel."""
         ...
 
@@ -50,7 +50,7 @@ def catalogue_planner(ruleset: RuleSet) -> CampaignPlanner:
         *,
         pending: pd.DataFrame,
         recent: pd.DataFrame,
-    ) -> MessagePlan:
+    ) -> CampaignPlan:
         return plan_campaigns(
             decisions, features, ruleset.campaigns, as_of, pending=pending, recent=recent
         )
@@ -60,7 +60,7 @@ def catalogue_planner(ruleset: RuleSet) -> CampaignPlanner:
 
 def plan_day_campaigns(
     assessment: Assessment, store: StateStore, planner: CampaignPlanner | None
-) -> MessagePlan | None:
+) -> CampaignPlan | None:
     """The day's campaign plan, given the messages still pending for its learners and those
     planned in the last ``RECENT_MESSAGE_DAYS``; None without a planner.
 

@@ -20,7 +20,6 @@ out, which the batch writes to the outbox in the day's transaction.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import numpy as np
@@ -28,25 +27,12 @@ import pandas as pd
 
 from rules.campaigns import Campaign, Catalogue, step_channels
 from rules.interventions import control_draw
-from serving.core.messages import CANCELLED, MESSAGE_COLUMNS, message_key
+from serving.core.messages import CANCELLED, MESSAGE_COLUMNS, CampaignPlan, message_key
 from serving.core.tags import STATUS_TAGS
 
 TOP_REASONS = 3
 """Reasons a message's context quotes."""
 _COUNTS = ("lessons_total", "lessons_30d", "milestones_total", "milestones_30d")
-
-
-@dataclass(frozen=True)
-class CampaignPlan:
-    """What a batch day does to the outbox.
-
-    Attributes:
-        messages: the planned messages, exactly ``MESSAGE_COLUMNS``, by campaign, learner, step.
-        cancel_ids: pending message ids whose learner met their campaign's exit today (sorted).
-    """
-
-    messages: pd.DataFrame
-    cancel_ids: list[str] = field(default_factory=list)
 
 
 def plan_campaigns(

@@ -13,7 +13,12 @@ measurement (``serving.app``). Nothing here does I/O.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from datetime import date
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MESSAGE_COLUMNS: tuple[str, ...] = (
     "message_id",  # str: message_key(...), the outbox id and the sinks' Idempotency-Key
@@ -50,6 +55,19 @@ FEEDBACK_KINDS: tuple[str, ...] = ("delivered", "opened", "clicked", "converted"
 """What ``POST /events/campaign`` records per message (once per message and kind)."""
 
 
+@dataclass(frozen=True)
+class CampaignPlan:
+    """What a batch day does to the outbox: the planner's output, the store's input.
+
+    Attributes:
+        messages: the planned messages, exactly ``MESSAGE_COLUMNS``.
+        cancel_ids: pending message ids whose learner met their campaign's exit today.
+    """
+
+    messages: pd.DataFrame
+    cancel_ids: list[str] = field(default_factory=list)
+
+
 def message_key(planned_on: date, customer_id: str, campaign_id: str, step: int) -> str:
     """The stable id of a planned message: a rerun of the day plans the same ids (no duplicates).
 
@@ -72,5 +90,6 @@ __all__ = [
     "PENDING",
     "SENT",
     "SUPPRESSED",
+    "CampaignPlan",
     "message_key",
 ]

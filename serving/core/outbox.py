@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,28 +47,6 @@ MESSAGES_SCHEMA = pa.DataFrameSchema(
     ordered=False,
 )
 """A planned day's messages (``MESSAGE_COLUMNS``), as the outbox takes them."""
-
-
-class MessagePlan(Protocol):
-    """What the planner gives a batch day (``serving.core.campaigns.CampaignPlan``)."""
-
-    @property
-    def messages(self) -> pd.DataFrame:
-        """The messages planned on the day (``MESSAGE_COLUMNS``)."""
-        ...
-
-    @property
-    def cancel_ids(self) -> list[str]:
-        """Ids of earlier messages whose campaign the learner has left (exit condition)."""
-        ...
-
-
-@dataclass(frozen=True)
-class PlannedDay:
-    """A plan as plain values (tests, callers that build messages themselves)."""
-
-    messages: pd.DataFrame
-    cancel_ids: list[str]
 
 
 def empty_messages() -> pd.DataFrame:
@@ -171,8 +149,6 @@ def cap_until(sent_at: list[datetime], cap: int, window: timedelta, now: datetim
 
 __all__ = [
     "MESSAGES_SCHEMA",
-    "MessagePlan",
-    "PlannedDay",
     "QuietHours",
     "cap_until",
     "empty_messages",

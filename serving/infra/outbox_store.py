@@ -24,8 +24,8 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, update
 
 from serving.core.frames import RunRecord
-from serving.core.messages import FAILED, PENDING, SENT
-from serving.core.outbox import MessagePlan, outbox_rows
+from serving.core.messages import FAILED, PENDING, SENT, CampaignPlan
+from serving.core.outbox import outbox_rows
 from serving.core.planning import BatchDay, checked_decisions, require_aware, score_rows
 from serving.core.problems import NotFound
 from serving.infra.outbox_sql import (
@@ -51,7 +51,7 @@ SENDABLE_STATES = (PENDING, FAILED)
 
 
 def planned_rows(
-    as_of: date, plan: MessagePlan | None, run_id: str, now: datetime
+    as_of: date, plan: CampaignPlan | None, run_id: str, now: datetime
 ) -> tuple[pd.DataFrame | None, list[str]]:
     """A plan's outbox rows (checked before anything is written) and its ids to cancel."""
     if plan is None:
@@ -86,7 +86,7 @@ class OutboxMixin:
         batch: BatchDay,
         decisions: pd.DataFrame,
         scores: pd.DataFrame | None,
-        plan: MessagePlan | None = None,
+        plan: CampaignPlan | None = None,
     ) -> RunRecord:
         """``apply_batch`` of a ``BatchDay``, with the day's campaign ``plan`` (messages and ids
         to cancel) written in the same transaction (``serving.infra.outbox_store``).

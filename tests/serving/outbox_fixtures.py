@@ -17,8 +17,7 @@ import pandas as pd
 
 import serving.infra.outbox_store as outbox_store_module
 from rules.campaigns import SAMPLE_CONTEXT
-from serving.core.messages import message_key
-from serving.core.outbox import PlannedDay
+from serving.core.messages import CampaignPlan, message_key
 from serving.core.planning import BatchDay
 from serving.infra.store import StateStore
 from tests.serving.batches import at, decisions
@@ -58,15 +57,15 @@ def messages(
     return pd.DataFrame(rows)
 
 
-def plan(frame: pd.DataFrame, cancel_ids: list[str] | None = None) -> PlannedDay:
-    return PlannedDay(messages=frame, cancel_ids=list(cancel_ids or []))
+def plan(frame: pd.DataFrame, cancel_ids: list[str] | None = None) -> CampaignPlan:
+    return CampaignPlan(messages=frame, cancel_ids=list(cancel_ids or []))
 
 
 def batch_day(day: date, run_id: str | None = None, *, replace: bool = False) -> BatchDay:
     return BatchDay(day, run_id or f"run-{day}", None, True, at(day), replace)
 
 
-def apply_with_plan(store: StateStore, day: date, moves, day_plan: PlannedDay | None, **options):
+def apply_with_plan(store: StateStore, day: date, moves, day_plan: CampaignPlan | None, **options):
     """A rules-only batch of ``moves`` on ``day`` with its campaign plan."""
     run_id = options.pop("run_id", None)
     return store.apply_day(batch_day(day, run_id, **options), decisions(day, moves), None, day_plan)

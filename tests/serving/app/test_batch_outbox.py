@@ -14,8 +14,7 @@ from datetime import date
 import pandas as pd
 
 from serving.app.batch import BatchContext, BatchInputs, run_day
-from serving.core.messages import CANCELLED, PENDING, SUPPRESSED, message_key
-from serving.core.outbox import PlannedDay
+from serving.core.messages import CANCELLED, PENDING, SUPPRESSED, CampaignPlan, message_key
 from tests.features.event_frames import customers_frame, events_frame
 from tests.serving.fixtures import FIRST_DAY, NOW
 
@@ -28,7 +27,7 @@ class Planner:
     def __init__(self) -> None:
         self.seen: list[dict] = []
 
-    def __call__(self, decisions, features, as_of, *, pending, recent) -> PlannedDay:
+    def __call__(self, decisions, features, as_of, *, pending, recent) -> CampaignPlan:
         self.seen.append({"as_of": as_of, "pending": pending, "recent": recent, "n": len(features)})
         rows = [
             {
@@ -44,7 +43,7 @@ class Planner:
         ]  # fmt: skip
         churned = decisions.loc[decisions["to_tag"] == "ST_006", "customer_id"]
         cancel = pending.loc[pending["customer_id"].isin(churned), "message_id"].tolist()
-        return PlannedDay(messages=pd.DataFrame(rows), cancel_ids=cancel)
+        return CampaignPlan(messages=pd.DataFrame(rows), cancel_ids=cancel)
 
 
 def inputs() -> BatchInputs:
