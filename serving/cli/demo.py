@@ -160,10 +160,9 @@ def _campaigns(current: Settings, last_day: date) -> None:
     per-learner cap is a wall-clock one (messages per 24 h): the backfill's days are dispatched
     in one run here, where a daily dispatcher would have sent them day by day, so it is lifted.
     """
-    from serving.app.dispatch import Dispatcher, DispatchOptions, dispatch
-    from serving.cli.outbox import campaign_day_table, renderer, summary_line
+    from serving.app.dispatch import DispatchOptions, dispatch
+    from serving.cli.outbox import campaign_day_table, dispatcher, summary_line
     from serving.core.messages import CHANNELS
-    from serving.infra.sinks import build_sinks
 
     path = current.home / "outbox" / "demo-messages.jsonl"
     config = current.dispatch.model_copy(
@@ -175,10 +174,6 @@ def _campaigns(current: Settings, last_day: date) -> None:
     )
     store = open_store(current)
     console.rule(f"campaigns: the due messages dispatched to {path}")
-    parts = Dispatcher(
-        store=store, settings=config, render=renderer(), clock=utc_now,
-        open_sinks=lambda channels: build_sinks(config, path, channels),
-    )  # fmt: skip
-    summary, due = dispatch(parts, DispatchOptions(), progress=None)
+    summary, due = dispatch(dispatcher(store, config, path), DispatchOptions(), progress=None)
     console.print(summary_line(summary, due))
     console.print(campaign_day_table(store.outbox_frame(since=last_day, until=last_day), last_day))

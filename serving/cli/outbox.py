@@ -7,6 +7,7 @@ Sinks, retries, quiet hours and caps come from the settings (``LSTEP_DISPATCH__*
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -36,9 +37,8 @@ def dispatch(
     ] = False,
 ) -> None:
     """Deliver the due campaign messages through their sinks (webhook, email, file)."""
-    from serving.app.dispatch import Dispatcher, DispatchOptions
+    from serving.app.dispatch import DispatchOptions
     from serving.app.dispatch import dispatch as run_dispatch
-    from serving.infra.sinks import build_sinks
 
     current = settings()
     config = current.dispatch
@@ -46,10 +46,7 @@ def dispatch(
         channels=tuple(channel) if channel else None, limit=limit, dry_run=dry_run,
         token=f"dispatch-{uuid.uuid4().hex[:16]}",
     )  # fmt: skip
-    parts = Dispatcher(
-        store=open_store(current), settings=config, render=renderer(), clock=utc_now,
-        open_sinks=lambda channels: build_sinks(config, current.outbox_file, channels),
-    )  # fmt: skip
+    parts = dispatcher(open_store(current), config, current.outbox_file)
     with counting_progress(err_console) as bars:
         task = bars.add_task("dry run" if dry_run else "dispatch", total=None)
 
@@ -84,11 +81,17 @@ def summary_line(summary: Any, due: int) -> str:
     )
 
 
-def renderer() -> Any:
-    """The campaign templates' renderer (``rules.campaigns.render_message``)."""
+def dispatcher(store: Any, config: Any, file_path: Path) -> Any:
+    """The parts of a dispatch run: the store, sinks by ``config`` (the file sink writing to
+    ``file_path``), the campaign templates' renderer and the wall clock."""
     from rules.campaigns import render_message
+    from serving.app.dispatch import Dispatcher
+    from serving.infra.sinks import build_sinks
 
-    return render_message
+    return Dispatcher(
+        store=store, settings=config, render=render_message, clock=utc_now,
+        open_sinks=lambda channels: build_sinks(config, file_path, channels),
+    )  # fmt: skip
 
 
 @friendly_errors
@@ -156,9 +159,9 @@ def campaign_day_table(messages: Any, day: Any) -> Table:
 __all__ = [
     "campaign_day_table",
     "dispatch",
+    "dispatcher",
     "outbox",
     "outbox_table",
     "register",
-    "renderer",
     "summary_line",
 ]
