@@ -30,8 +30,13 @@ help:
 $(UV):
 	$(PYTHON) -m pip install --quiet --user "uv==$(UV_VERSION)" || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
 
+# Bytecode is compiled once at install: without it every process (each CLI call, each test's
+# subprocess) compiles what it imports again when PYTHONDONTWRITEBYTECODE is set or the
+# environment is read-only; `import pandas, pyarrow, sklearn, lightgbm, mlflow` took 5.6 s
+# instead of 2.0 s on 2 cores.
 $(STAMP): uv.lock pyproject.toml | $(UV)
-	$$(command -v uv || echo $(UV)) sync --frozen --python $(PYTHON)
+	$$(command -v uv || echo $(UV)) sync --frozen --compile-bytecode --python $(PYTHON)
+	$(RUN)/python -m compileall -q -j 0 features models rules serving training
 	touch $(STAMP)
 
 setup: $(STAMP)
