@@ -69,7 +69,6 @@ class ServiceSettings(BaseSettings):
         api_workers: worker processes of the public service (each maps the same answers file;
             2 on 2 cores: one process queues requests at concurrency 32).
         max_body_bytes: the largest request body; a larger one gets its 413 before parsing.
-        features_timeout_s: the deadline of a call to the features process (503 over it).
     """
 
     model_config = SettingsConfigDict(env_prefix="LSTEP_", frozen=True, extra="forbid")
@@ -84,7 +83,6 @@ class ServiceSettings(BaseSettings):
     reasons_cache: int = Field(default=100_000, ge=1)
     api_workers: int = Field(default=2, ge=1)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    features_timeout_s: float = Field(default=30.0, gt=0)
 
     @property
     def limits(self) -> Limits:

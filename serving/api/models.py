@@ -18,7 +18,6 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    Base64Bytes,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -422,7 +421,7 @@ class StatusResponse(_Response):
     history: list[TransitionOut]
 
 
-# --- between the public service and the internal features process ------------------------------
+# --- from a request to the online path ----------------------------------------------------------
 
 
 def learner_ask(learner: LearnerIn, as_of: date, now: datetime) -> LearnerAsk:
@@ -434,41 +433,6 @@ def learner_ask(learner: LearnerIn, as_of: date, now: datetime) -> LearnerAsk:
     return LearnerAsk(learner.customer_id, as_of, now, events=events, customer=customer)
 
 
-class FeatureItem(_Request):
-    """One learner whose features the internal features process assembles: the unit its
-    adaptive batching merges.
-
-    ``now`` is the instant the public service received the request: inline events and
-    enrolments after it break the contracts.
-    """
-
-    learner: LearnerIn
-    as_of: date
-    now: datetime
-
-    def ask(self) -> LearnerAsk:
-        return learner_ask(self.learner, self.as_of, self.now)
-
-
-class FeatureOutcome(_Response):
-    """The features process's answer for one ``FeatureItem``: a feature row, or a problem.
-
-    Attributes:
-        source: where the row came from (``event_store`` or ``inline``); None with a problem.
-        row: the learner's feature row, an Arrow IPC stream of one row (types kept exactly).
-        problem_kind, problem_message: why the learner has no row (``serving.core.problems``).
-        stored: the learner is in the event store's customers (False: known only from the
-            customer record sent with their events).
-    """
-
-    customer_id: str
-    stored: bool = True
-    source: str | None = None
-    row: Base64Bytes | None = None
-    problem_kind: str | None = None
-    problem_message: str | None = None
-
-
 __all__ = [
     "CUSTOMER_ID_MAX_LENGTH",
     "MAX_AS_OF",
@@ -478,8 +442,6 @@ __all__ = [
     "EventIn",
     "ExplainRequest",
     "ExplainResponse",
-    "FeatureItem",
-    "FeatureOutcome",
     "IndicatorOut",
     "LearnerIn",
     "LearnerScore",

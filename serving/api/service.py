@@ -1,25 +1,17 @@
-"""The HTTP service: two BentoML 1.4 services, each method one call into ``serving.app``.
+"""The HTTP service: a BentoML 1.4 service whose methods are each one call into ``serving.app``.
 
-``bentoml serve serving.api.service:LstepService`` (or ``lstep serve``) runs both, one process
-each:
-
-- ``LstepService``, the public API: ``POST /score``, ``/explain``, ``/status``, ``/override``,
-  ``/events/campaign`` (campaign feedback),
-  beside BentoML's own ``/livez``, ``/readyz``, ``/metrics`` and ``/docs.json``, and the read-only
-  ``GET /pages/report``. **It owns scoring**: it loads the champion (once) and the rules, maps
-  the day's answers (every learner of the batch job's latest snapshot, decided by the batch job
-  into a memory-mapped file: ``serving.app.answers``) and runs ``assess`` for every other ask
-  (``serving.app.online``). It runs ``LSTEP_API_WORKERS`` processes (2: one queues at
-  concurrency 32 on 2 cores); each maps the same file, so memory does not grow with learners.
-  Scoring lives here because the hottest request, one learner by id on the latest batch day,
-  is a lookup in the day's answers: a hop to another process would cost more than the answer
-  (~6 ms against ~2), and reason codes need the model where the answers are.
-- ``LearnerFeatures``, internal (reached over a local socket through ``bentoml.depends``): the
-  feature assembly of asks the day's answers do not hold, by id from the stored events or from
-  inline events (``serving.infra.learners``: numpy over each learner's events, read through the
-  memory-mapped event index). It loads no model and holds the customers once for all workers.
-  Its one endpoint has **adaptive batching**: BentoML merges the learners of concurrent requests
-  into one call.
+``bentoml serve serving.api.service:LstepService`` (or ``lstep serve``) runs ``LSTEP_API_WORKERS``
+processes (2: one queues at concurrency 32 on 2 cores) of ``LstepService``, the public API:
+``POST /score``, ``/explain``, ``/status``, ``/override``, ``/events/campaign`` (campaign feedback),
+beside BentoML's own ``/livez``, ``/readyz``, ``/metrics`` and ``/docs.json``, and the read-only
+``GET /pages/report``. Each worker loads the champion (once) and the rules, maps the day's answers
+(every learner of the batch job's latest snapshot, decided by the batch job into a memory-mapped
+file: ``serving.app.answers``) and runs ``assess`` for every other ask (``serving.app.online``),
+with features assembled in the worker from the memory-mapped indexes of the customers and the
+event log (``serving.infra.learners``: numpy over each learner's events). Every file a worker reads
+per learner is memory-mapped and shared by the workers, so memory does not grow with learners and
+no internal hop sits on the path of a request (a features process cost 5-15 ms a call, more than
+the assessment of a learner).
 
 Every problem is a value (``serving.core.problems``) mapped to its status in one place
 (``serving.api.problems``); every 4xx body is ``{"error": str, "detail": str}``.
@@ -32,14 +24,12 @@ live) and ``serving.api.bento.ServiceSettings`` (``LSTEP_API_TOKEN``, ``LSTEP_MA
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import anyio
 import bentoml
 
@@ -49,8 +39,6 @@ from serving.api.guards import Readiness, RequestGuardMiddleware, quiet_client_e
 from serving.api.models import (
     ExplainRequest,
     ExplainResponse,
-    FeatureItem,
-    FeatureOutcome,
     OverrideRequest,
     ScoreRequest,
     ScoreResponse,
@@ -66,16 +54,14 @@ from serving.api.problems import (
     http_problems,
 )
 from serving.api.responses import explain_response, score_response, status_response
-from serving.api.transport import day_features_of, feature_item, feature_outcomes
 from serving.app.answers import AnswerKeeper, ReasonOptions
 from serving.app.feedback import record_campaign_event
-from serving.app.online import OnlineScoring, check_size, resolve_as_of
+from serving.app.online import FeatureFetch, OnlineScoring, check_size, in_process, resolve_as_of
 from serving.app.status import clear_override, learner_status, set_override
-from serving.core.asks import LearnerAsk
 from serving.core.overrides import OverridePolicy
-from serving.core.problems import NoChampionError, Unavailable
+from serving.core.problems import NoChampionError
 from serving.infra.champion import require_champion
-from serving.infra.learners import DayFeatures, LearnerData
+from serving.infra.learners import LearnerData
 from serving.infra.rulesets import load_rules
 from serving.infra.sql import safe_url
 from serving.infra.store import StateStore
@@ -83,26 +69,6 @@ from serving.infra.workspace import open_workspace_store
 from serving.settings import Settings, utc_now
 
 logger = logging.getLogger("bentoml.lstep")
-
-BATCH_MAX_SIZE = 1000
-"""Most learners the features process takes in one merged call (BentoML splits larger ones)."""
-BATCH_MAX_LATENCY_MS = 30_000
-"""BentoML drops queued items (503) it expects to wait longer than this; assembly takes less."""
-FEATURES_ATTEMPTS = 3
-"""Tries of a call to the features process that fails at the connection level."""
-
-
-@bentoml.service(name="lstep-features", workers=1, threads=1)
-class LearnerFeatures:
-    """Internal: features of learners by id (stored events) or inline, batched adaptively."""
-
-    def __init__(self) -> None:
-        self.data = LearnerData.open(Settings().data_path)
-
-    @bentoml.api(batchable=True, max_batch_size=BATCH_MAX_SIZE, max_latency_ms=BATCH_MAX_LATENCY_MS)
-    def features(self, items: list[FeatureItem]) -> list[FeatureOutcome]:
-        """Features of the learners of concurrent requests, assembled together."""
-        return feature_outcomes([item.ask() for item in items], self.data)
 
 
 def _declared_champion() -> Any:
@@ -118,7 +84,7 @@ def load_online(
     config: ServiceSettings,
     store: StateStore,
     reference: Any,
-    fetch: Callable[[Sequence[LearnerAsk]], Any],
+    fetch: FeatureFetch,
 ) -> OnlineScoring:
     """Load the champion (unless rules-only), the rules and the day's answers, once.
 
@@ -176,7 +142,6 @@ def scored_learners_counter() -> Any:
 class LstepService:
     """Learner churn scores, status tags, explanations and overrides over HTTP."""
 
-    learner_features = bentoml.depends(LearnerFeatures)
     champion_model = _declared_champion()
     clock: Callable[[], datetime] = staticmethod(utc_now)
 
@@ -185,10 +150,11 @@ class LstepService:
         self.config = ServiceSettings()
         self.store = open_workspace_store(settings, self.clock())
         reference = type(self).__dict__.get("champion_model")
-        self.online = load_online(settings, self.config, self.store, reference, self._fetch)
+        self.data = LearnerData.open(settings.data_path)
+        fetch = in_process(self.data)
+        self.online = load_online(settings, self.config, self.store, reference, fetch)
         self.scored = scored_learners_counter()
         quiet_client_errors()
-        Readiness.register("the features process lstep-features", self._features_ready)
         Readiness.register(f"the state store {safe_url(self.store.url)}", self._store_ready)
         if (warning := self.config.token_warning()) is not None:
             logger.warning(warning)
@@ -255,55 +221,8 @@ class LstepService:
                 message_id=request.message_id, kind=request.kind, recorded=recorded
             )
 
-    async def _fetch(self, asks: Sequence[LearnerAsk]) -> DayFeatures:
-        """Features of asks the day's answers do not hold, from the features process.
-
-        Raises:
-            Unavailable: no answer within ``LSTEP_FEATURES_TIMEOUT_S`` (503, retry later).
-        """
-        items = [feature_item(ask) for ask in asks]
-        deadline = self.config.features_timeout_s
-        try:
-            outcomes = await asyncio.wait_for(
-                call_features(self.learner_features.to_async.features, items), deadline
-            )
-        except TimeoutError:
-            raise Unavailable(
-                f"the features process did not answer within {deadline:g} s "
-                "(LSTEP_FEATURES_TIMEOUT_S); try again shortly"
-            ) from None
-        return day_features_of(outcomes)
-
-    async def _features_ready(self) -> None:
-        proxy = self.learner_features
-        if hasattr(proxy, "is_ready") and not await proxy.is_ready(timeout=1):
-            raise RuntimeError("not ready")
-
     async def _store_ready(self) -> None:
         await anyio.to_thread.run_sync(self.store.is_empty)
-
-
-async def call_features(method: Callable[[Any], Any], argument: Any) -> Any:
-    """Await the features endpoint, retrying when the connection to it breaks.
-
-    BentoML's client for ``bentoml.depends`` recycles its HTTP session every 100 calls by closing
-    it, which breaks the calls still in flight on it ("Cannot write to closing transport",
-    "Connector is closed"; bentoml/BentoML#4971, #5698). Assembling features writes nothing, so
-    the call is safely repeated on the fresh session.
-
-    Raises:
-        Unavailable: the process cannot be reached after ``FEATURES_ATTEMPTS`` tries (503).
-    """
-    for attempt in range(1, FEATURES_ATTEMPTS + 1):
-        try:
-            return await method(argument)
-        except aiohttp.ClientConnectionError as error:
-            if attempt == FEATURES_ATTEMPTS:
-                raise Unavailable(
-                    f"the features process cannot be reached ({error}); try again shortly"
-                ) from None
-            logger.warning("features call failed at the connection (%s); retrying", error)
-    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def _authorization(ctx: Any) -> str | None:
@@ -317,9 +236,7 @@ LstepService.add_asgi_middleware(
 )
 
 __all__ = [
-    "LearnerFeatures",
     "LstepService",
-    "call_features",
     "load_online",
     "scored_learners_counter",
 ]

@@ -1,11 +1,11 @@
 """The online path: what the service does with a ``/score`` or ``/explain`` ask, without HTTP.
 
 A dry run by id on the day of the latest snapshot is answered from the day's answers
-(``serving.app.answers``). Every other ask is assessed on demand: the features of the learners
-come from the snapshot when the day's answers hold them, else from the feature assembly
-(``serving.infra.learners``, reached through ``fetch``: in the service, the internal features
-process that batches concurrent asks), and then ``assess`` scores, decides and explains them on
-the learners' current stored state. ``apply`` writes the proposed moves with the batch's checks.
+(``serving.app.answers``). Every other ask is assessed on demand: the features of the learners come
+from the snapshot when the day's answers hold them, else from the feature assembly
+(``serving.infra.learners``, reached through ``fetch``: in the service, ``in_process``), and then
+``assess`` scores, decides and explains them on the learners' current stored state. ``apply`` writes
+the proposed moves with the batch's checks.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from serving.app.coalesce import Coalescer
 from serving.core.asks import LearnerAsk
 from serving.core.assess import TOP_REASONS, Assessment, AssessOptions, ModelHandle, assess
 from serving.core.problems import Conflict, Invalid, Problem, TooLarge, worst
-from serving.infra.learners import DayFeatures
+from serving.infra.learners import DayFeatures, LearnerData, day_features
 from serving.infra.store import StateStore
 
 FeatureFetch = Callable[[Sequence[LearnerAsk]], Awaitable[DayFeatures]]
-"""Assembles the features of some asks of one day (the service: the internal features process)."""
+"""Assembles the features of some asks of one day (the service: ``in_process``)."""
 ANSWERS, ON_DEMAND = "answers", "scorer"
 """The two paths of ``/score`` (the label values of ``lstep_score_learners_total``)."""
 
@@ -66,6 +66,20 @@ class ScoreResult:
     @property
     def transitions_written(self) -> int:
         return sum(bool(record["applied"]) for record in self.records)
+
+
+def in_process(data: LearnerData) -> FeatureFetch:
+    """The features of asks assembled in this process, off the event loop, from ``data``
+    (re-read when its files change: new learners arrive without a restart)."""
+
+    def assemble(asks: Sequence[LearnerAsk]) -> DayFeatures:
+        data.refresh()
+        return day_features(asks, data)
+
+    async def fetch(asks: Sequence[LearnerAsk]) -> DayFeatures:
+        return await anyio.to_thread.run_sync(assemble, asks)
+
+    return fetch
 
 
 def resolve_as_of(requested: date | None, now: datetime) -> date:
@@ -277,5 +291,6 @@ __all__ = [
     "OnlineScoring",
     "ScoreResult",
     "check_size",
+    "in_process",
     "resolve_as_of",
 ]

@@ -7,7 +7,7 @@ depends on the request models.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -39,24 +39,4 @@ class LearnerAsk:
         return self.events is not None
 
 
-def rounds(asks: Sequence[LearnerAsk]) -> Iterator[list[int]]:
-    """Positions of ``asks`` grouped by day, then split so that no group repeats a learner.
-
-    Concurrent requests merged into one call may ask for the same learner (by id, or with
-    different inline events): features are assembled for each learner once per call.
-    """
-    by_day: dict[date, list[list[int]]] = {}
-    for position, ask in enumerate(asks):
-        groups = by_day.setdefault(ask.as_of, [])
-        free = next(
-            (g for g in groups if all(asks[p].customer_id != ask.customer_id for p in g)), None
-        )
-        if free is None:
-            groups.append([position])
-        else:
-            free.append(position)
-    for groups in by_day.values():
-        yield from groups
-
-
-__all__ = ["LearnerAsk", "rounds"]
+__all__ = ["LearnerAsk"]

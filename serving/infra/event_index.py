@@ -10,8 +10,9 @@ it, built once per version of the log (its size and mtime) and reused by every l
   pages of learners nobody asks about never enter memory.
 - ``ids.npy`` (fixed-width bytes, sorted), ``starts.npy`` and ``stops.npy`` (row ranges):
   memory-mapped too, looked up by binary search.
-- ``meta.json``: the log's stamp, row and learner counts, written last: a directory without it is
-  an unfinished build and is never read.
+- ``meta.json``: the log's stamp, row and learner counts and when each event type first appeared
+  (``features.online.TypeAvailability``, which every learner's features take from the whole log),
+  written last (``serving.infra.sidecars``: built under a lock, renamed into place).
 
 The sort runs in DuckDB (out of core, bounded memory) and streams into the file batch by batch,
 so no step holds the log's events as Python objects: a 5M-learner log needs its ids (fixed-width
@@ -20,11 +21,7 @@ bytes) and one batch at a time.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,25 +29,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.online import EVENT_TYPES, NO_CHANNEL, OTHER_CODE, LearnerEvents
+from features.online import EVENT_TYPES, NO_CHANNEL, OTHER_CODE, LearnerEvents, TypeAvailability
 from features.vocabulary import CHANNELS
-from features.windows import connect
+from features.windows import connect, event_type_firsts
+from serving.infra.sidecars import fixed_width, open_sidecar, read_meta, sorted_position
 
 logger = logging.getLogger("bentoml.lstep")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped when the sidecar's layout changes: an older sidecar is rebuilt, never misread."""
 BATCH_ROWS = 1_000_000
 """Rows DuckDB hands over at a time while the sorted file is written."""
 SORT_MEMORY_LIMIT = "1GB"
 """DuckDB's memory for the sort: beyond it the sort spills to disk, so a build beside a running
 service stays small whatever the log's size."""
-EVENTS_FILE, IDS_FILE, STARTS_FILE, STOPS_FILE, META_FILE = (
+EVENTS_FILE, IDS_FILE, STARTS_FILE, STOPS_FILE = (
     "events.arrow",
     "ids.npy",
     "starts.npy",
     "stops.npy",
-    "meta.json",
 )
 
 
@@ -82,6 +79,7 @@ class EventIndex:
         table: the sorted events (memory-mapped).
         ids: the learners' ids, sorted (fixed-width bytes, memory-mapped).
         starts, stops: each learner's rows in ``table``.
+        availability: when each event type first appeared in the log.
     """
 
     directory: Path
@@ -89,6 +87,7 @@ class EventIndex:
     ids: np.ndarray
     starts: np.ndarray
     stops: np.ndarray
+    availability: TypeAvailability
 
     @classmethod
     def open(cls, events_path: Path, index_root: Path) -> EventIndex:
@@ -98,23 +97,26 @@ class EventIndex:
             FileNotFoundError: no such events file.
             OSError: the index cannot be written under ``index_root``.
         """
-        stamp = _stamp(events_path)
-        directory = index_root / f"v{FORMAT_VERSION}-{stamp['size']}-{stamp['mtime_ns']}"
-        if not _complete(directory, stamp):
-            _build(events_path, directory, stamp)
-            _drop_older(index_root, keep=directory)
+        directory = open_sidecar(
+            events_path,
+            index_root,
+            version=FORMAT_VERSION,
+            write=lambda into: _write(events_path, into),
+        )
         return cls._read(directory)
 
     @classmethod
     def _read(cls, directory: Path) -> EventIndex:
         source = pa.memory_map(str(directory / EVENTS_FILE), "r")
         table = pa.ipc.open_file(source).read_all()
+        firsts = read_meta(directory)["type_firsts"]
         return cls(
             directory=directory,
             table=table,
             ids=np.load(directory / IDS_FILE, mmap_mode="r"),
             starts=np.load(directory / STARTS_FILE, mmap_mode="r"),
             stops=np.load(directory / STOPS_FILE, mmap_mode="r"),
+            availability=TypeAvailability(firsts["first_us"], firsts["first_timed_us"]),
         )
 
     def __len__(self) -> int:
@@ -122,11 +124,8 @@ class EventIndex:
 
     def rows_of(self, customer_id: str) -> tuple[int, int]:
         """The learner's row range in ``table`` ((0, 0) for a learner without events)."""
-        key = customer_id.encode("utf-8")
-        if len(self.ids) == 0 or len(key) > self.ids.dtype.itemsize:
-            return 0, 0
-        position = int(np.searchsorted(self.ids, key))
-        if position == len(self.ids) or self.ids[position] != key:
+        position = sorted_position(self.ids, customer_id)
+        if position < 0:
             return 0, 0
         return int(self.starts[position]), int(self.stops[position])
 
@@ -152,43 +151,13 @@ def _numbers(rows: pa.Table, name: str) -> np.ndarray:
     return array.to_numpy(zero_copy_only=False)
 
 
-def _stamp(events_path: Path) -> dict[str, int | str]:
-    status = events_path.stat()
-    return {
-        "version": FORMAT_VERSION,
-        "source": str(events_path.resolve()),
-        "size": status.st_size,
-        "mtime_ns": status.st_mtime_ns,
-    }
-
-
-def _complete(directory: Path, stamp: dict[str, int | str]) -> bool:
-    """The sidecar in ``directory`` is finished and made from this version of the log."""
-    try:
-        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return all(meta.get(key) == value for key, value in stamp.items())
-
-
-def _build(events_path: Path, directory: Path, stamp: dict[str, int | str]) -> None:
-    """Sort the log into a fresh directory, then move it into place (another process may race:
-    the first to finish wins, the other's copy is dropped)."""
-    building = directory.with_name(f".building-{uuid.uuid4().hex}")
-    building.mkdir(parents=True)
-    try:
-        rows, learners = _write_sorted(events_path, building)
-        meta = {**stamp, "rows": rows, "learners": learners}
-        (building / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        try:
-            os.rename(building, directory)
-        except OSError:
-            if not _complete(directory, stamp):  # a damaged sidecar, not a racing winner
-                shutil.rmtree(directory)
-                os.rename(building, directory)
-        logger.info("event index of %s: %d events of %d learners", events_path, rows, learners)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
+def _write(events_path: Path, directory: Path) -> dict:
+    """Write the sidecar's files; return the facts ``meta.json`` keeps."""
+    rows, learners = _write_sorted(events_path, directory)
+    availability = TypeAvailability.of_firsts(event_type_firsts(events_path))
+    logger.info("event index of %s: %d events of %d learners", events_path, rows, learners)
+    firsts = {"first_us": availability.first_us, "first_timed_us": availability.first_timed_us}
+    return {"rows": rows, "learners": learners, "type_firsts": firsts}
 
 
 def _write_sorted(events_path: Path, directory: Path) -> tuple[int, int]:
@@ -239,31 +208,11 @@ class _Runs:
         """(ids as sorted fixed-width bytes, starts, stops)."""
         starts = np.concatenate(self.starts) if self.starts else np.empty(0, "int64")
         stops = np.r_[starts[1:], total].astype("int64") if len(starts) else starts
-        ids = _fixed_width(pa.chunked_array(self.ids, type=pa.string()))
+        ids = fixed_width(pa.chunked_array(self.ids, type=pa.string()))
         if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
             order = np.argsort(ids, kind="stable")  # DuckDB's order is not numpy's bytes order
             ids, starts, stops = ids[order], starts[order], stops[order]
         return ids, starts.astype("int64"), stops
-
-
-def _fixed_width(ids: pa.ChunkedArray) -> np.ndarray:
-    """UTF-8 ids as numpy fixed-width bytes, filled chunk by chunk (no list of all ids)."""
-    as_bytes = pc.cast(ids, pa.binary())
-    width = max(1, pc.max(pc.binary_length(as_bytes)).as_py() or 1)
-    out = np.empty(len(ids), dtype=f"S{width}")
-    position = 0
-    for chunk in as_bytes.chunks:
-        out[position : position + len(chunk)] = chunk.to_pylist()
-        position += len(chunk)
-    return out
-
-
-def _drop_older(index_root: Path, keep: Path) -> None:
-    """Remove sidecars of older versions of the log (a process still mapping one keeps its
-    pages: unlinking does not unmap)."""
-    for path in index_root.glob("v*-*"):
-        if path != keep and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
 
 
 __all__ = ["FORMAT_VERSION", "EventIndex"]

@@ -1,14 +1,15 @@
 """Features of learners on demand: from the event store by id, or from events sent inline.
 
-``LearnerData`` is the event store the online path reads (``LSTEP_DATA_DIR``: the customers and
-``events.parquet``, with its index ``serving.infra.event_index``). ``day_features`` assembles the
-features of a group of ``LearnerAsk``s of one day with the online feature code
-(``features.online``: numpy over one learner's sorted events, proven equal to the batch job's
-``build_features``): by id from the learner's stored events, read through the index; inline from
-the events in the ask merged with the learner's stored ones (exact repeats dropped), after the file
-contracts are checked on the plain values. A learner that cannot have features gets a ``Problem``
-of their own (unknown: ``NotFound``; enrolled after the day or data that breaks the contracts:
-``Invalid``; too many events: ``TooLarge``) instead of failing the others.
+``LearnerData`` is the event store the online path reads (``LSTEP_DATA_DIR``: ``customers.parquet``
+and ``events.parquet``, through their memory-mapped indexes ``serving.infra.customer_index`` and
+``serving.infra.event_index``: a process maps them instead of loading millions of learners).
+``day_features`` assembles the features of a group of ``LearnerAsk``s of one day with the online
+feature code (``features.online``: numpy over one learner's sorted events, proven equal to the batch
+job's ``build_features``): by id from the learner's stored events, read through the index; inline
+from the events in the ask merged with the learner's stored ones (exact repeats dropped), after the
+file contracts are checked on the plain values. A learner that cannot have features gets a
+``Problem`` of their own (unknown: ``NotFound``; enrolled after the day or data that breaks the
+contracts: ``Invalid``; too many events: ``TooLarge``) instead of failing the others.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -38,11 +39,10 @@ from features.online import (
     type_code,
 )
 from features.schemas import CUSTOMERS_FILE, EARLIEST_INSTANT, EVENTS_FILE
-from features.validation import load_customers
 from features.vocabulary import CANONICAL_EVENT_TYPES, CHANNELS, PRODUCT_TAGS
-from features.windows import event_type_firsts
 from serving.core.asks import LearnerAsk
 from serving.core.problems import Invalid, NotFound, Problem, TooLarge
+from serving.infra.customer_index import CustomerIndex
 from serving.infra.event_index import EventIndex
 
 logger = logging.getLogger("bentoml.lstep")
@@ -56,7 +56,10 @@ MAX_INLINE_EVENTS = 20_000
 _EVENT_TYPES = frozenset(CANONICAL_EVENT_TYPES)
 _EARLIEST = EARLIEST_INSTANT.to_pydatetime()
 INDEX_DIR = ".event-index"
-"""The event index's sidecars, inside the data directory (elsewhere when it is read-only)."""
+"""The indexes' sidecars, inside the data directory (elsewhere when it is read-only)."""
+NO_TYPES = TypeAvailability({}, {})
+"""The availability of event types without a log: none appeared."""
+IndexT = TypeVar("IndexT")
 
 
 @dataclass
@@ -65,41 +68,28 @@ class LearnerData:
 
     Attributes:
         data_dir: holds ``events.parquet`` and ``customers.parquet``.
-        customers: the stored customers (contract form), indexed by customer_id.
-        type_firsts: per event type, its first timestamp in the stored log and its first with a
-            duration (``features.windows.event_type_firsts``): every learner's features take the
-            availability of event types from it, as the batch job's features do.
+        customers: the stored customers by id.
         index: the stored events by learner (None without an events file).
         max_events: most inline events of one learner.
     """
 
     data_dir: Path
-    customers: pd.DataFrame
-    type_firsts: pd.DataFrame
+    customers: CustomerIndex = field(default_factory=CustomerIndex.empty)
     index: EventIndex | None = None
     max_events: int = MAX_INLINE_EVENTS
-    _availability: TypeAvailability = field(
-        default_factory=lambda: TypeAvailability({}, {}), repr=False
-    )
-    _customer_columns: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _stamp: tuple[float, ...] = field(default=(), repr=False)
     _checked_at: float = field(default=0.0, repr=False)
 
     @classmethod
     def open(cls, data_dir: Path, *, max_events: int = MAX_INLINE_EVENTS) -> LearnerData:
-        """Read the customers, the log's event types and its index (built when missing or stale).
+        """Map the customers' and the log's indexes (built when missing or stale).
 
         A missing directory means no learners.
 
         Raises:
             ValueError: when ``customers.parquet`` breaks the customer contract.
         """
-        data = cls(
-            data_dir=data_dir,
-            customers=_no_customers(),
-            type_firsts=_no_type_firsts(),
-            max_events=max_events,
-        )
+        data = cls(data_dir=data_dir, max_events=max_events)
         data._load()
         return data
 
@@ -109,8 +99,9 @@ class LearnerData:
 
     @property
     def availability(self) -> TypeAvailability:
-        """When each event type first appeared in the stored log."""
-        return self._availability
+        """When each event type first appeared in the stored log: every learner's features take
+        the availability of event types from it, as the batch job's features do."""
+        return NO_TYPES if self.index is None else self.index.availability
 
     def refresh(self) -> None:
         """Re-read the files when they changed (checked at most every ``RECHECK_S`` seconds).
@@ -126,17 +117,7 @@ class LearnerData:
 
     def customer(self, customer_id: str) -> Customer | None:
         """The stored customer record of a learner, or None for a learner the store lacks."""
-        try:
-            position = self.customers.index.get_loc(customer_id)
-        except KeyError:
-            return None
-        columns = self._customer_columns
-        return Customer(
-            customer_id=customer_id,
-            product_tag=str(columns["product_tag"][position]),
-            enrolled_us=int(columns["enrolled_us"][position]),
-            mrr=float(columns["mrr"][position]),
-        )
+        return self.customers.customer(customer_id)
 
     def stored_events(self, customer_id: str) -> LearnerEvents:
         """The learner's stored events, sorted by time (read through the index)."""
@@ -154,18 +135,19 @@ class LearnerData:
             if customer is None:
                 raise KeyError(f"unknown learner {customer_id!r}: not in the event store")
             learners.append((customer, self.stored_events(customer_id)))
-        return features_frame(learners, as_of, self._availability)
+        return features_frame(learners, as_of, self.availability)
 
     def _load(self) -> None:
         self._stamp = self._file_stamp()
-        self.customers = _read_customers(self.data_dir)
-        self._customer_columns = _customer_columns(self.customers)
-        if self.events_path.exists():
-            self.type_firsts = event_type_firsts(self.events_path)
-            self.index = _open_index(self.events_path, self.data_dir / INDEX_DIR)
+        index_root = self.data_dir / INDEX_DIR
+        customers_path = self.data_dir / CUSTOMERS_FILE
+        if customers_path.exists():
+            self.customers = _writable(CustomerIndex.open, customers_path, index_root / "customers")
         else:
-            self.type_firsts, self.index = _no_type_firsts(), None
-        self._availability = TypeAvailability.of_firsts(self.type_firsts)
+            logger.warning("no %s: only learners with inline events can be scored", customers_path)
+            self.customers = CustomerIndex.empty()
+        exists = self.events_path.exists()
+        self.index = _writable(EventIndex.open, self.events_path, index_root) if exists else None
         self._checked_at = time.monotonic()
 
     def _file_stamp(self) -> tuple[float, ...]:
@@ -173,17 +155,16 @@ class LearnerData:
         return tuple(path.stat().st_mtime if path.exists() else -1.0 for path in paths)
 
 
-def _open_index(events_path: Path, index_root: Path) -> EventIndex:
-    """The log's index in ``index_root``, or in the temporary directory when that is read-only."""
+def _writable(open_index: Callable[[Path, Path], IndexT], source: Path, index_root: Path) -> IndexT:
+    """``source``'s index in ``index_root``, or in the temporary directory when that is
+    read-only."""
     try:
-        return EventIndex.open(events_path, index_root)
+        return open_index(source, index_root)
     except OSError as error:  # read-only (EROFS, EACCES): the index goes to tmp
-        digest = hashlib.sha256(str(events_path.resolve()).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(str(index_root.resolve()).encode()).hexdigest()[:16]
         fallback = Path(tempfile.gettempdir()) / "lstep-event-index" / digest
-        logger.warning(
-            "cannot write the event index in %s (%s); using %s", index_root, error, fallback
-        )
-        return EventIndex.open(events_path, fallback)
+        logger.warning("cannot write the index in %s (%s); using %s", index_root, error, fallback)
+        return open_index(source, fallback)
 
 
 @dataclass
@@ -258,11 +239,12 @@ def _known_enrolled(
     """The asks of learners the store knows and who enrolled before the day; problems for others."""
     known = []
     for ask in asks:
-        if ask.customer_id not in data.customers.index:
+        customer = data.customer(ask.customer_id)
+        if customer is None:
             problems[ask.customer_id] = NotFound(
                 f"unknown learner {ask.customer_id!r}: not in the event store"
             )
-        elif _enrolled_before(ask, data.customers.at[ask.customer_id, "enrolled_at"], problems):
+        elif _enrolled_before(ask, _enrolled_at(customer), problems):
             known.append(ask)
     return known
 
@@ -294,7 +276,7 @@ def inline_features(
     if not learners:
         return DayFeatures(_NO_ROWS)
     frame = features_frame(learners, asks[0].as_of, data.availability)
-    unstored = {c.customer_id for c, _ in learners if c.customer_id not in data.customers.index}
+    unstored = {c.customer_id for c, _ in learners if c.customer_id not in data.customers}
     return dataclasses.replace(DayFeatures.of(frame, INLINE), unstored=frozenset(unstored))
 
 
@@ -317,8 +299,7 @@ def _checked_inline(
     if found:
         problems[ask.customer_id] = Invalid(f"learner {ask.customer_id!r}: " + "; ".join(found))
         return None
-    enrolled_at = pd.Timestamp(customer.enrolled_us, unit="us", tz=UTC)
-    if not _enrolled_before(ask, enrolled_at, problems):
+    if not _enrolled_before(ask, _enrolled_at(customer), problems):
         return None
     return customer, LearnerEvents.of_columns(
         instants,
@@ -444,48 +425,8 @@ def _instant(value: Any) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _read_customers(data_dir: Path) -> pd.DataFrame:
-    path = data_dir / CUSTOMERS_FILE
-    if not path.exists():
-        logger.warning("no %s: only learners with inline events can be scored", path)
-        frame, problems = load_customers(_no_customers())
-    else:
-        frame, problems = load_customers(path)
-    errors = [str(problem) for problem in problems if problem.severity == "error"]
-    if errors:
-        raise ValueError(f"{path}: " + "; ".join(errors))
-    return frame.set_index("customer_id", drop=False)
-
-
-def _customer_columns(customers: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The customers as arrays in index order: a row lookup is then a few microseconds."""
-    enrolled = customers["enrolled_at"].dt.tz_convert("UTC").dt.tz_localize(None)
-    return {
-        "product_tag": customers["product_tag"].to_numpy(dtype=object),
-        "enrolled_us": enrolled.astype("datetime64[us]").to_numpy().view("int64"),
-        "mrr": customers["mrr"].to_numpy(dtype="float64", na_value=np.nan),
-    }
-
-
-def _no_customers() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "customer_id": pd.Series(dtype="str"),
-            "product_tag": pd.Series(dtype="str"),
-            "enrolled_at": pd.Series(dtype="datetime64[us, UTC]"),
-            "mrr": pd.Series(dtype="float64"),
-        }
-    )
-
-
-def _no_type_firsts() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "event_type": pd.Series(dtype="str"),
-            "first_ts": pd.Series(dtype="datetime64[us, UTC]"),
-            "first_timed_ts": pd.Series(dtype="datetime64[us, UTC]"),
-        }
-    )
+def _enrolled_at(customer: Customer) -> pd.Timestamp:
+    return pd.Timestamp(customer.enrolled_us, unit="us", tz=UTC)
 
 
 __all__ = [

@@ -40,8 +40,7 @@ from serving.api.models import (
 )
 from serving.api.problems import ServiceError, check_bearer, error_body, http_problems
 from serving.api.service import LstepService, load_online
-from serving.api.transport import feature_outcomes
-from serving.app.online import Limits, check_size
+from serving.app.online import Limits, check_size, in_process
 from serving.core.asks import LearnerAsk
 from serving.core.assess import score_features
 from serving.core.problems import NoChampionError
@@ -78,8 +77,6 @@ def service(workspace: ServedWorkspace) -> Iterator[LstepService]:
         instance = LstepService()
         instance.clock = lambda: NOW
         yield instance
-        # bentoml.depends keeps the service it built on the class: drop it with this module.
-        asyncio.run(LstepService.inner.learner_features.close())
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +185,7 @@ def test_inline_events_give_the_same_features_and_scores_as_by_id(service, works
     logged_types = set(events["event_type"])
     learner_types = events[events["customer_id"].isin(ids)].groupby("customer_id")["event_type"]
     assert any(set(types) < logged_types for _, types in learner_types), "pick other learners"
-    data = service.learner_features.data
+    data = service.data
     inline = [
         LearnerAsk(c, SNAPSHOT_DAY, NOW, events=tuple(stored_events(workspace, c, SNAPSHOT_DAY)))
         for c in ids
@@ -504,13 +501,7 @@ def test_explain_gives_every_feature_and_the_points_add_up(service, snapshot):
 def local_online(settings, config):
     """The service's online path, loaded as the service loads it, features assembled in-process."""
     store = StateStore.from_settings(settings)
-    data = LearnerData.open(settings.data_path)
-
-    async def fetch(asks):
-        from serving.api.transport import day_features_of
-
-        return day_features_of(feature_outcomes(asks, data))
-
+    fetch = in_process(LearnerData.open(settings.data_path))
     return load_online(settings, config, store, reference=None, fetch=fetch)
 
 

@@ -2,7 +2,7 @@
 
 For the same learners, day and stored state, in model and in rules-only mode: the daily batch
 (its day's assessment), the service's day answers, the service's on-demand path (features
-assembled from the event store, as the features process does) and ``lstep explain``'s path (one
+assembled from the event store, as the service does) and ``lstep explain``'s path (one
 learner's features built alone) agree on every field of the record; the report's call list quotes
 the batch's reasons.
 
@@ -63,7 +63,9 @@ def decided_alone(record: dict) -> dict:
     return without_source(record) | {"over_capacity": False}
 
 
-def test_batch_answers_online_and_explain_give_the_same_records(world, mode, ruleset):
+def test_batch_answers_online_and_explain_give_the_same_records(
+    world, mode, ruleset, simulated_log
+):
     store, batch, data, ids = world
     expected = batch.assessment.records(ids)
     state = store.state_frame(DAY)
@@ -74,7 +76,7 @@ def test_batch_answers_online_and_explain_give_the_same_records(world, mode, rul
     rows = store.state_rows(ids, DAY)
     from_answers = [answers.record(c, rows.get(c)) for c in ids]
 
-    # the on-demand path, features from the event store (the features process's assembly)
+    # the on-demand path, features from the event store (the service's in-process assembly)
     async def fetch(asks):
         return day_features(asks, data)
 
@@ -85,7 +87,7 @@ def test_batch_answers_online_and_explain_give_the_same_records(world, mode, rul
     from_explain = []
     for customer_id in ids:
         spine = pd.DataFrame({"customer_id": [customer_id], "as_of": [pd.Timestamp(DAY)]})
-        row = build_features(data.events_path, data.customers.reset_index(drop=True), spine=spine)
+        row = build_features(data.events_path, simulated_log.customers, spine=spine)
         mine = store.state_frame(DAY, customer_ids=[customer_id])
         one = assess(row, champion=mode, ruleset=ruleset, state=mine, as_of=DAY)
         from_explain.append(one.records()[0])

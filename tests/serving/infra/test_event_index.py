@@ -10,7 +10,8 @@ import pytest
 
 from features.online import events_by_learner
 from serving.infra import event_index
-from serving.infra.event_index import META_FILE, EventIndex
+from serving.infra.event_index import EventIndex
+from serving.infra.sidecars import META_FILE
 from tests.features.event_frames import events_frame
 
 

@@ -13,7 +13,8 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from features.windows import build_features
+from features.online import TypeAvailability
+from features.windows import build_features, event_type_firsts
 from serving.core.asks import LearnerAsk
 from serving.core.problems import Invalid, NotFound, TooLarge
 from serving.infra import learners
@@ -51,16 +52,20 @@ def stored_events(events: pd.DataFrame, customer_id: str, until: date) -> list[d
     ]
 
 
-def enrolled_before(data: LearnerData, day: date, count: int) -> list[str]:
-    customers = data.customers
+@pytest.fixture(scope="module")
+def customers(simulated_log) -> pd.DataFrame:
+    return simulated_log.customers
+
+
+def enrolled_before(customers: pd.DataFrame, day: date, count: int) -> list[str]:
     early = customers[customers["enrolled_at"] < pd.Timestamp(day, tz="UTC")]
     return list(early["customer_id"].iloc[:: max(1, len(early) // count)][:count])
 
 
 @pytest.mark.parametrize("day", DAYS)
-def test_by_id_on_any_day_gives_the_batch_features(data, simulated_log, day):
+def test_by_id_on_any_day_gives_the_batch_features(data, simulated_log, day, customers):
     # given learners enrolled before a day that is no batch day
-    ids = enrolled_before(data, day, 40)
+    ids = enrolled_before(customers, day, 40)
     # when their features are assembled by id
     features = day_features([LearnerAsk(c, day, NOW) for c in ids], data)
     # then they are the batch job's features of the stored log, from the event store
@@ -69,10 +74,12 @@ def test_by_id_on_any_day_gives_the_batch_features(data, simulated_log, day):
     assert set(features.sources.values()) == {"event_store"} and not features.problems
 
 
-def test_inline_events_are_merged_with_the_stored_ones_without_repeats(data, simulated_log):
+def test_inline_events_are_merged_with_the_stored_ones_without_repeats(
+    data, simulated_log, customers
+):
     # given learners who send their last stored events again plus new sessions of the day before
     day = DAYS[1]
-    ids = enrolled_before(data, day, 5)
+    ids = enrolled_before(customers, day, 5)
     events = simulated_log.events
     new = [
         {"ts": pd.Timestamp(day, tz="UTC").to_pydatetime() - timedelta(hours=h), "event_type": e}
@@ -91,7 +98,7 @@ def test_inline_events_are_merged_with_the_stored_ones_without_repeats(data, sim
     expected = build_features(
         merged, simulated_log.customers,
         spine=pd.DataFrame({"customer_id": ids, "as_of": pd.Timestamp(day)}),
-        type_firsts=data.type_firsts,
+        type_firsts=event_type_firsts(simulated_log.events_path),
     )  # fmt: skip
     pd.testing.assert_frame_equal(features.frame, expected, check_exact=False, rtol=1e-9)
     assert set(features.sources.values()) == {"inline"} and not features.unstored
@@ -110,9 +117,11 @@ def test_inline_events_are_merged_with_the_stored_ones_without_repeats(data, sim
          r"events\[1\]\.channel: 'fax'"),
     ],
 )  # fmt: skip
-def test_inline_data_breaking_the_contracts_names_the_learner_and_field(data, event, named):
+def test_inline_data_breaking_the_contracts_names_the_learner_and_field(
+    data, event, named, customers
+):
     # given a stored learner whose second inline event breaks the contract, and another learner
-    good, bad = enrolled_before(data, DAYS[1], 2)
+    good, bad = enrolled_before(customers, DAYS[1], 2)
     fine = {"ts": "2026-05-20T10:00:00", "event_type": "session"}
     asks = [
         LearnerAsk(bad, DAYS[1], NOW, events=(fine, event)),
@@ -143,9 +152,9 @@ def test_an_event_before_enrolment_and_an_old_enrolment_are_invalid(data):
     assert features.frame.empty
 
 
-def test_more_inline_events_than_the_limit_is_too_large(data):
+def test_more_inline_events_than_the_limit_is_too_large(data, customers):
     # given a learner with one event more than the store's limit (50 in this fixture)
-    (learner,) = enrolled_before(data, DAYS[1], 1)
+    (learner,) = enrolled_before(customers, DAYS[1], 1)
     events = tuple({"ts": "2026-05-20T10:00:00", "event_type": "session"} for _ in range(51))
     features = day_features([LearnerAsk(learner, DAYS[1], NOW, events=events)], data)
     assert isinstance(features.problems[learner], TooLarge)
@@ -171,15 +180,27 @@ def test_unknown_learners_are_not_found_and_new_ones_with_a_record_are_unstored(
     assert features.unstored == frozenset({"NEW-3"})
 
 
-def test_a_learner_enrolled_after_the_day_is_invalid(data):
+def test_the_type_availability_is_the_stored_logs_and_survives_a_reopen(simulated_log):
+    # given the event store opened once (the index built) and then again (the index reused)
+    first = LearnerData.open(simulated_log.events_path.parent)
+    again = LearnerData.open(simulated_log.events_path.parent)
+    # then both know when each event type first appeared in the whole log, as the batch does
+    expected = TypeAvailability.of_firsts(event_type_firsts(simulated_log.events_path))
+    assert first.availability == expected == again.availability
+    assert len(expected.first_us) > 1 and expected.first_timed_us
+
+
+def test_a_learner_enrolled_after_the_day_is_invalid(data, customers):
     # given a stored learner asked about a day before their enrolment
-    first = data.customers.sort_values("enrolled_at").iloc[-1]
+    first = customers.sort_values("enrolled_at").iloc[-1]
     day = (first["enrolled_at"] - pd.Timedelta(days=1)).date()
     features = day_features([LearnerAsk(first["customer_id"], day, NOW)], data)
     assert "not before as_of" in features.problems[first["customer_id"]].message
 
 
-def test_a_read_only_data_directory_keeps_the_index_elsewhere(simulated_log, tmp_path, monkeypatch):
+def test_a_read_only_data_directory_keeps_the_index_elsewhere(
+    simulated_log, tmp_path, monkeypatch, customers
+):
     # given a data directory where the index cannot be written (EROFS, as on a read-only mount)
     opened = []
     real_open = learners.EventIndex.open
@@ -194,5 +215,5 @@ def test_a_read_only_data_directory_keeps_the_index_elsewhere(simulated_log, tmp
     # when the data is opened, then the index lives outside it and learners are still read by id
     data = LearnerData.open(simulated_log.events_path.parent)
     assert len(opened) == 2 and opened[1].parent != simulated_log.events_path.parent
-    learner = enrolled_before(data, DAYS[0], 1)[0]
+    learner = enrolled_before(customers, DAYS[0], 1)[0]
     assert not day_features([LearnerAsk(learner, DAYS[0], NOW)], data).problems
