@@ -46,6 +46,7 @@ from rules.schemas import (
     HELD_REASONS,
     SIGNALS,
     DecisionInputError,
+    conform,
     decision_schema,
     scored_schema,
     state_schema,
@@ -101,6 +102,7 @@ def decide(
     scored: pd.DataFrame,
     as_of: date,
     *,
+    check_inputs: bool = True,
     check_output: bool = True,
     wording: Wording | None = None,
 ) -> pd.DataFrame:
@@ -116,8 +118,15 @@ def decide(
             confidence (NaN when there is no model), risk_indicator_count and every feature the
             rules read. Other columns are ignored.
         as_of: the decision day (00:00 UTC of that day; a datetime counts as its day).
+        check_inputs: validate ``scored`` and ``state`` against ``scored_schema`` and
+            ``state_schema`` (the contract's checks and coercion). A caller that built both
+            frames itself with the contract's dtypes and values (the online scorer: features,
+            scores and stored state of its own making) passes False: the frames are only
+            coerced to the schemas' dtypes (``rules.schemas.conform``), so valid inputs give the
+            same decisions, and invalid ones give undefined decisions instead of an error. An
+            active override that disagrees with the stored tag is an error either way.
         check_output: re-check the decisions against ``decision_schema`` (a self-check of the
-            engine; the inputs are always checked). A caller on a latency budget that tests the
+            engine). A caller on a latency budget that tests the
             engine's output elsewhere passes False: the frame is the same either way.
         wording: labels, phrases and risk indicators for ``why`` (``rules.reasons``); without
             it a leaf reads by feature name and ``risk_indicator_count`` is not expanded. The
@@ -135,8 +144,9 @@ def decide(
     """
     as_of_ts = pd.Timestamp(as_of.year, as_of.month, as_of.day)  # the day, even from a datetime
     wording = wording or Wording()
-    scored = validate_frame(scored_schema(ruleset, wording.columns), scored)
-    state = validate_frame(state_schema(ruleset, as_of_ts), state)
+    checked = validate_frame if check_inputs else conform
+    scored = checked(scored_schema(ruleset, wording.columns), scored)
+    state = checked(state_schema(ruleset, as_of_ts), state)
     current = current_state(ruleset, state, scored["customer_id"], as_of_ts)
     moves = choose_moves(ruleset, scored, current)
     read = {
