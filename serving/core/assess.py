@@ -70,6 +70,7 @@ def decide_learners(
     state: pd.DataFrame,
     as_of: date,
     *,
+    check_inputs: bool = True,
     check_output: bool = True,
     whole_day: bool = False,
 ) -> pd.DataFrame:
@@ -86,6 +87,8 @@ def decide_learners(
         ruleset: the loaded rules.
         state: the learners' stored state on ``as_of`` (an empty frame for a fresh store).
         as_of: the decision day.
+        check_inputs: passed to ``rules.decide`` (False: ``scored`` and ``state`` are only
+            coerced, not checked; for frames of the caller's own making).
         check_output: passed to ``rules.decide`` (False skips the engine's self-check only).
         whole_day: ``features`` hold every learner of the day: apply the capacity.
 
@@ -104,6 +107,7 @@ def decide_learners(
         state,
         scored,
         as_of,
+        check_inputs=check_inputs,
         check_output=check_output,
         wording=rule_wording(),
     )
@@ -334,6 +338,10 @@ class AssessOptions:
         top_reasons: reason codes per learner.
         explain: compute every learner's reason codes with the scores, in one pass (a request
             of a few learners); otherwise they are computed when asked for.
+        check_inputs: validate the frames the rules engine decides on (``rules.decide``). The
+            online scorer turns it off: its features, scores and state are its own typed
+            frames, and a pandera pass over one learner's frames costs more than the rest of
+            the assessment; every other caller keeps the check.
         check_output: run the rules engine's self-check of its output (the batch does).
         whole_day: the features are every learner of the day, so the day's capacity for
             personal outreach is applied (the batch and the day's answers); an on-demand ask
@@ -342,6 +350,7 @@ class AssessOptions:
 
     top_reasons: int = TOP_REASONS
     explain: bool = False
+    check_inputs: bool = True
     check_output: bool = False
     whole_day: bool = False
 
@@ -388,6 +397,7 @@ def assess(
             ruleset,
             state,
             as_of,
+            check_inputs=options.check_inputs,
             check_output=options.check_output,
             whole_day=options.whole_day,
         )
