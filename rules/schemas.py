@@ -57,12 +57,14 @@ DAYS_KEPT = 8
 """``state_schema`` days kept per ruleset: a service's current days, a backfill's recent ones."""
 
 
-def _once(ruleset: RuleSet, key: Hashable, build: Callable[[], Any]) -> Any:
+def built_once(ruleset: RuleSet, key: Hashable, build: Callable[[], Any]) -> Any:
     """``build()`` for ``ruleset`` and ``key``, built on first use and then kept.
 
-    A schema costs ~1 ms to build, as much as validating a one-row frame; the engine asks for
-    the same few on every call. The entry goes with the ruleset (weak reference), so a new
-    ruleset reusing a dead one's ``id`` never sees the dead one's schemas.
+    For what depends only on the ruleset (and ``key``): a schema costs ~1 ms to build, as much
+    as validating a one-row frame, and the engine asks for the same few on every call (and
+    for its lookup tables, ``rules.engine``). The entry goes with the ruleset (weak
+    reference), so a new ruleset reusing a dead one's ``id`` never sees the dead one's values.
+    Values are shared: never modify one.
     """
     ident = id(ruleset)
     entry = _BUILT.get(ident)
@@ -94,7 +96,7 @@ def scored_schema(ruleset: RuleSet, optional: Sequence[str] = ()) -> pa.DataFram
     floats, where present. Built once per (ruleset, optional) and shared: do not modify it.
     """
     optional = tuple(optional)
-    return _once(ruleset, ("scored", optional), lambda: _scored_schema(ruleset, optional))
+    return built_once(ruleset, ("scored", optional), lambda: _scored_schema(ruleset, optional))
 
 
 def _scored_schema(ruleset: RuleSet, optional: tuple[str, ...]) -> pa.DataFrameSchema:
@@ -127,7 +129,7 @@ def state_schema(ruleset: RuleSet, as_of: pd.Timestamp) -> pa.DataFrameSchema:
 
     Built once per (ruleset, as_of) and shared, for the last ``DAYS_KEPT`` days asked for.
     """
-    days = _once(ruleset, "state", dict)
+    days = built_once(ruleset, "state", dict)
     schema = days.get(as_of)
     if schema is None:
         schema = _state_schema(ruleset, as_of)
@@ -164,7 +166,7 @@ def decision_schema(ruleset: RuleSet) -> pa.DataFrameSchema:
 
     Built once per ruleset and shared: do not modify it.
     """
-    return _once(ruleset, "decisions", lambda: _decision_schema(ruleset))
+    return built_once(ruleset, "decisions", lambda: _decision_schema(ruleset))
 
 
 def _decision_schema(ruleset: RuleSet) -> pa.DataFrameSchema:
