@@ -114,9 +114,12 @@ def decide_learners(
     if whole_day:
         products = scored.set_index("customer_id")["product_tag"]
         decisions = cut_to_capacity(ruleset, decisions, product_tags=products)
+        over = decisions[OVER_CAPACITY].astype("boolean")
     else:
-        decisions[OVER_CAPACITY] = pd.NA
-    return decisions.astype({OVER_CAPACITY: "boolean"})
+        over = pd.array([pd.NA] * len(decisions), dtype="boolean")
+    # The one column set in place: astype on the frame would copy every decision column.
+    decisions[OVER_CAPACITY] = over
+    return decisions
 
 
 def _with_scores(
