@@ -5,7 +5,9 @@ events (``serving.infra.learners.day_features``), their state on the day (``stat
 its pandera pass, and ``state_of``, the rows of the compiled query), then ``assess`` (score,
 decide, explain) and the record, with the rules engine's input checks on (every other caller)
 and off (the online scorer, ``check_inputs=False``). Prints the median and p99 of each step over
-``--repeats`` asks, cycling through learners; prints, asserts nothing.
+``--repeats`` asks, cycling through learners, the steps taking turns on each ask, and the
+median CPU time (less sensitive than wall time to other work on shared cores); prints, asserts
+nothing.
 
 The workspace is ``serve_latency``'s (simulated learners, a champion trained with two Optuna
 trials, one batch day), built under ``benchmarks/.cache`` when absent; ``--home`` reads another
@@ -60,17 +62,25 @@ def _home(arguments: argparse.Namespace, console: Console) -> Path:
     return _workspace(1000, 150, 0, console).settings.home
 
 
-def _timed(step: Callable[[str], object], ids: list[str], repeats: int) -> np.ndarray:
-    """Milliseconds of ``step`` per ask, after one warm-up ask per learner."""
-    for customer_id in ids:
-        step(customer_id)
-    times = np.empty(repeats)
+def _timed(
+    steps: dict[str, Callable[[str], object]], ids: list[str], repeats: int
+) -> dict[str, np.ndarray]:
+    """Wall and CPU milliseconds of each step per ask, as (repeats x 2) arrays.
+
+    The steps take turns on each ask, so that load from other processes on shared cores falls
+    on all of them alike; one warm-up ask per learner first.
+    """
+    for step in steps.values():
+        for customer_id in ids:
+            step(customer_id)
+    times = {name: np.empty((repeats, 2)) for name in steps}
     for index in range(repeats):
         customer_id = ids[index % len(ids)]
-        started = time.perf_counter()
-        step(customer_id)
-        times[index] = (time.perf_counter() - started) * 1000
-    return times
+        for name, step in steps.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            step(customer_id)
+            times[name][index] = (time.perf_counter() - wall, time.process_time() - cpu)
+    return {name: values * 1000 for name, values in times.items()}
 
 
 def main() -> None:
@@ -123,18 +133,20 @@ def _measure(settings: Settings, store: StateStore, repeats: int) -> dict[str, n
         "assess + record, checks off": lambda c: assessed(c, False),
         "state_of + assess + record (online)": online,
     }
-    return {name: _timed(step, ids, repeats) for name, step in steps.items()}
+    return _timed(steps, ids, repeats)
 
 
 def _report(console: Console, figures: dict[str, np.ndarray], home: Path) -> None:
     table = Table(title=f"one learner, the day after the batch day ({home.name})")
-    for column in ("step", "p50 ms", "p99 ms"):
+    for column in ("step", "p50 ms", "p99 ms", "CPU p50 ms"):
         table.add_column(column, justify="left" if column == "step" else "right")
     for name, times in figures.items():
-        table.add_row(name, f"{np.median(times):.2f}", f"{np.percentile(times, 99):.2f}")
+        wall, cpu = times[:, 0], times[:, 1]
+        figures_ms = (np.median(wall), np.percentile(wall, 99), np.median(cpu))
+        table.add_row(name, *(f"{value:.2f}" for value in figures_ms))
     console.print(table)
-    on = np.median(figures["assess + record, checks on"])
-    off = np.median(figures["assess + record, checks off"])
+    on = np.median(figures["assess + record, checks on"][:, 0])
+    off = np.median(figures["assess + record, checks off"][:, 0])
     console.print(f"assess + record p50: checks on {on:.2f} ms, off {off:.2f} ms ({on / off:.1f}x)")
 
 
