@@ -44,6 +44,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from features.catalog import load_catalog
@@ -268,6 +269,9 @@ def check_flags_present(frame: pd.DataFrame, feature_dtypes: Mapping[str, str]) 
         FeatureFrameError: naming each flag column with missing values and how many.
     """
     flags = [name for name, dtype in feature_dtypes.items() if dtype == "bool"]
+    dtypes = dict(zip(frame.columns, frame.dtypes, strict=False))
+    if all(dtypes.get(name) == np.dtype(bool) for name in flags):
+        return  # numpy booleans cannot be missing: a frame's scan cost ~1 ms on one learner
     missing_flags = frame[flags].isna().sum()
     missing_flags = missing_flags[missing_flags > 0]
     if not missing_flags.empty:

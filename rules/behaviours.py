@@ -112,18 +112,21 @@ def behaviour_masks(behaviours: Sequence[Behaviour], frame: pd.DataFrame) -> np.
     A feature missing from ``frame`` reads as null, so its leaves are false.
     """
     rows = len(frame)
-    columns = {
-        name: (
-            pd.to_numeric(frame[name], errors="coerce").astype(float)
-            if name in frame
-            else pd.Series(np.full(rows, np.nan), index=frame.index)
-        )
-        for name in behaviour_features(behaviours)
-    }
+    columns = {name: _as_floats(frame, name, rows) for name in behaviour_features(behaviours)}
     masks = np.zeros((len(behaviours), rows), bool)
     for i, behaviour in enumerate(behaviours):
         masks[i] = evaluate(behaviour.condition, columns, frozenset(), rows).fired
     return masks
+
+
+def _as_floats(frame: pd.DataFrame, name: str, rows: int) -> np.ndarray:
+    """A column's values as floats (non-numbers and a missing column read as null)."""
+    if name not in frame:
+        return np.full(rows, np.nan)
+    column = frame[name]
+    if column.dtype == np.float64:  # the engine's coerced features: no conversion to pay for
+        return column.to_numpy()
+    return pd.to_numeric(column, errors="coerce").astype(float).to_numpy()
 
 
 def behaviour_tags(behaviours: Sequence[Behaviour], frame: pd.DataFrame) -> np.ndarray:

@@ -166,7 +166,7 @@ class Evaluation:
 
 def evaluate(
     condition: Condition,
-    columns: Mapping[str, pd.Series],
+    columns: Mapping[str, pd.Series | np.ndarray],
     model_columns: frozenset[str],
     rows: int,
 ) -> Evaluation:
@@ -174,7 +174,8 @@ def evaluate(
 
     Args:
         condition: the parsed tree.
-        columns: the frame's columns by name (float for numbers and flags, str for strings).
+        columns: the frame's columns by name (float for numbers and flags, str for strings), as
+            Series or as their values.
         model_columns: score columns whose leaves count as the model side of the blend.
         rows: the number of rows (the columns' common length).
     """
@@ -194,14 +195,18 @@ def evaluate(
     return Evaluation(fired, rules_side, model_side)
 
 
-def leaf_mask(leaf: Leaf, column: pd.Series) -> np.ndarray:
-    """The boolean mask of one leaf over one column; false wherever the column is null."""
-    present = column.notna().to_numpy()
+def leaf_mask(leaf: Leaf, column: pd.Series | np.ndarray) -> np.ndarray:
+    """The boolean mask of one leaf over one column; false wherever the column is null.
+
+    The column may be a Series or its values (``Series.to_numpy()``): a caller evaluating many
+    leaves converts each column once, which is most of a one-row evaluation's cost.
+    """
+    values = column.to_numpy() if isinstance(column, pd.Series) else column
+    present = ~pd.isna(values)
     if leaf.op == "is_null":
         return ~present
     if leaf.op == "not_null":
         return present
-    values = column.to_numpy()
     if leaf.op == "in":
         wanted = list(leaf.value) if leaf.compares_strings else [float(v) for v in leaf.value]
         return np.isin(values, wanted) & present

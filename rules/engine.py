@@ -26,6 +26,7 @@ Semantics (DESIGN §5):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -46,6 +47,7 @@ from rules.schemas import (
     HELD_REASONS,
     SIGNALS,
     DecisionInputError,
+    conform,
     decision_schema,
     scored_schema,
     state_schema,
@@ -101,6 +103,7 @@ def decide(
     scored: pd.DataFrame,
     as_of: date,
     *,
+    check_inputs: bool = True,
     check_output: bool = True,
     wording: Wording | None = None,
 ) -> pd.DataFrame:
@@ -116,8 +119,15 @@ def decide(
             confidence (NaN when there is no model), risk_indicator_count and every feature the
             rules read. Other columns are ignored.
         as_of: the decision day (00:00 UTC of that day; a datetime counts as its day).
+        check_inputs: validate ``scored`` and ``state`` against ``scored_schema`` and
+            ``state_schema`` (the contract's checks and coercion). A caller that built both
+            frames itself with the contract's dtypes and values (the online scorer: features,
+            scores and stored state of its own making) passes False: the frames are only
+            coerced to the schemas' dtypes (``rules.schemas.conform``), so valid inputs give the
+            same decisions, and invalid ones give undefined decisions instead of an error. An
+            active override that disagrees with the stored tag is an error either way.
         check_output: re-check the decisions against ``decision_schema`` (a self-check of the
-            engine; the inputs are always checked). A caller on a latency budget that tests the
+            engine). A caller on a latency budget that tests the
             engine's output elsewhere passes False: the frame is the same either way.
         wording: labels, phrases and risk indicators for ``why`` (``rules.reasons``); without
             it a leaf reads by feature name and ``risk_indicator_count`` is not expanded. The
@@ -135,8 +145,9 @@ def decide(
     """
     as_of_ts = pd.Timestamp(as_of.year, as_of.month, as_of.day)  # the day, even from a datetime
     wording = wording or Wording()
-    scored = validate_frame(scored_schema(ruleset, wording.columns), scored)
-    state = validate_frame(state_schema(ruleset, as_of_ts), state)
+    checked = validate_frame if check_inputs else conform
+    scored = checked(scored_schema(ruleset, wording.columns), scored)
+    state = checked(state_schema(ruleset, as_of_ts), state)
     current = current_state(ruleset, state, scored["customer_id"], as_of_ts)
     moves = choose_moves(ruleset, scored, current)
     read = {
@@ -180,12 +191,8 @@ def _override_kinds(state: pd.DataFrame) -> np.ndarray:
     """Each row's override kind; ``hold`` where the column is missing or null."""
     if "override_kind" not in state:
         return np.full(len(state), "hold", dtype=object)
-    return (
-        state["override_kind"]
-        .astype(object)
-        .where(state["override_kind"].notna(), "hold")
-        .to_numpy()
-    )
+    kinds = state["override_kind"].to_numpy(object)
+    return np.where(pd.isna(kinds), "hold", kinds).astype(object)
 
 
 def codes_of(values: pd.Series, categories: Sequence[str] | pd.Series) -> np.ndarray:
@@ -198,14 +205,23 @@ def codes_of(values: pd.Series, categories: Sequence[str] | pd.Series) -> np.nda
 
 
 def _override_active(state: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:
-    """Overrides in force on ``as_of``: set, and without expiry or expiring after as_of."""
-    expires = state["override_expires"]
-    return (state["override_tag"].notna() & (expires.isna() | (expires > as_of))).to_numpy()
+    """Overrides in force on ``as_of``: set, and without expiry or expiring after as_of.
+
+    On the validated state's naive datetime64 values (numpy: a few Series operations were a
+    tenth of deciding one learner); any other column is compared as a Series.
+    """
+    has_override = ~pd.isna(state["override_tag"].to_numpy())
+    expires = state["override_expires"].to_numpy()
+    if expires.dtype.kind == "M":
+        return has_override & (np.isnat(expires) | (expires > as_of.to_datetime64()))
+    column = state["override_expires"]
+    return has_override & (column.isna() | (column > as_of)).to_numpy()
 
 
 def _check_overrides_agree(state: pd.DataFrame, as_of: pd.Timestamp) -> None:
     """An active override must be the learner's stored tag, or the store is inconsistent."""
-    disagree = _override_active(state, as_of) & (state["override_tag"] != state["tag"]).to_numpy()
+    stored = state["override_tag"].to_numpy(object) != state["tag"].to_numpy(object)
+    disagree = _override_active(state, as_of) & stored
     if disagree.any():
         examples = state.loc[disagree, ["customer_id", "tag", "override_tag"]].head(3)
         raise DecisionInputError(
@@ -224,8 +240,9 @@ def fire_rules(
         rule feature; it fires with a true leaf on a model score.
     """
     rows, from_code = len(scored), current.from_code
-    columns = {name: scored[name] for name in ruleset.features_used}
-    columns["campaign_active"] = pd.Series(current.campaign_active, index=scored.index)
+    # Each column's values once: the leaves reading a column would otherwise each convert it.
+    columns = {name: scored[name].to_numpy() for name in ruleset.features_used}
+    columns["campaign_active"] = current.campaign_active
     source_index = {tag: i for i, tag in enumerate(ruleset.tag_ids)} | {"new": len(ruleset.tag_ids)}
     fired = np.zeros((len(ruleset.rules), rows), bool)
     rules_side, model_side = np.zeros_like(fired), np.zeros_like(fired)
@@ -340,8 +357,8 @@ def decision_frame(
             "signal": _categorical(moves.signal_code, SIGNALS),
             "p_churn": scored["p_churn"].to_numpy(),
             "confidence": scored["confidence"].to_numpy(),
-            "priority": pd.Categorical.from_codes(
-                priority_code, categories=ruleset.interventions.priority_order, ordered=True
+            "priority": _categorical(
+                priority_code, ruleset.interventions.priority_order, ordered=True
             ),
             "action": _categorical(action_code, actions),
             "control": control_flags(
@@ -386,8 +403,17 @@ def decision_order(
     return order
 
 
-def _categorical(codes: np.ndarray, categories: list[str] | tuple[str, ...]) -> pd.Categorical:
-    return pd.Categorical.from_codes(codes, categories=list(categories))
+def _categorical(
+    codes: np.ndarray, categories: list[str] | tuple[str, ...], *, ordered: bool = False
+) -> pd.Categorical:
+    return pd.Categorical.from_codes(codes, dtype=_categories(tuple(categories), ordered))
+
+
+@functools.lru_cache(maxsize=256)
+def _categories(categories: tuple[str, ...], ordered: bool) -> pd.CategoricalDtype:
+    """The dtype of a decision column, built once: building one checks its categories (an
+    Index per call), which was a tenth of deciding one learner. Dtypes are immutable."""
+    return pd.CategoricalDtype(list(categories), ordered=ordered)
 
 
 def _priority_and_action(
@@ -457,4 +483,4 @@ def _descriptions(
     codes = base + model_absent.to_numpy() * (3 * count + 3)
     unique = list(dict.fromkeys(texts))  # two rules may share a description
     remap = np.array([unique.index(text) for text in texts])
-    return pd.Categorical.from_codes(remap[codes], categories=unique)
+    return _categorical(remap[codes], unique)

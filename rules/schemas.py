@@ -8,10 +8,15 @@ nullable integers become NaN where null), except those the rules compare with st
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import weakref
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+from pandera.engines import pandas_engine
 
 from rules.campaigns import CHANNELS
 from rules.config import MODEL_SCORE_COLUMNS, RuleSet
@@ -46,6 +51,39 @@ class DecisionInputError(ValueError):
     """A ``scored`` or ``state`` frame the engine cannot decide on; says which column and rows."""
 
 
+_BUILT: dict[int, tuple[weakref.ref[RuleSet], dict[Hashable, Any]]] = {}
+"""Schemas built per ruleset (by identity: a RuleSet holds dicts, so it is not hashable)."""
+DAYS_KEPT = 8
+"""``state_schema`` days kept per ruleset: a service's current days, a backfill's recent ones."""
+
+
+def built_once(ruleset: RuleSet, key: Hashable, build: Callable[[], Any]) -> Any:
+    """``build()`` for ``ruleset`` and ``key``, built on first use and then kept.
+
+    For what depends only on the ruleset (and ``key``): a schema costs ~1 ms to build, as much
+    as validating a one-row frame, and the engine asks for the same few on every call (and
+    for its lookup tables, ``rules.engine``). The entry goes with the ruleset (weak
+    reference), so a new ruleset reusing a dead one's ``id`` never sees the dead one's values.
+    Values are shared: never modify one.
+    """
+    ident = id(ruleset)
+    entry = _BUILT.get(ident)
+    if entry is None or entry[0]() is not ruleset:
+        entry = (weakref.ref(ruleset, lambda ref: _forget(ident, ref)), {})
+        _BUILT[ident] = entry
+    built = entry[1]
+    value = built.get(key)
+    if value is None:  # two threads may both build: the first one kept wins, both are equal
+        value = built.setdefault(key, build())
+    return value
+
+
+def _forget(ident: int, ref: weakref.ref[RuleSet]) -> None:
+    entry = _BUILT.get(ident)
+    if entry is not None and entry[0] is ref:
+        _BUILT.pop(ident, None)
+
+
 def _probability() -> pa.Column:
     """A score in [0, 1]; null (NaN) means there is no model score."""
     return pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True)
@@ -55,8 +93,13 @@ def scored_schema(ruleset: RuleSet, optional: Sequence[str] = ()) -> pa.DataFram
     """The columns ``decide`` reads from ``scored``: keys, scores and every feature a rule uses.
 
     ``optional`` columns (the risk indicators and evidence a ``why`` quotes) are kept, as
-    floats, where present.
+    floats, where present. Built once per (ruleset, optional) and shared: do not modify it.
     """
+    optional = tuple(optional)
+    return built_once(ruleset, ("scored", optional), lambda: _scored_schema(ruleset, optional))
+
+
+def _scored_schema(ruleset: RuleSet, optional: tuple[str, ...]) -> pa.DataFrameSchema:
     columns = {
         "customer_id": pa.Column(str, unique=True),
         "product_tag": pa.Column(str, pa.Check.isin(ruleset.interventions.product_tags)),
@@ -82,7 +125,21 @@ def scored_schema(ruleset: RuleSet, optional: Sequence[str] = ()) -> pa.DataFram
 
 
 def state_schema(ruleset: RuleSet, as_of: pd.Timestamp) -> pa.DataFrameSchema:
-    """The current tag of every known learner; ``since`` may not be after ``as_of``."""
+    """The current tag of every known learner; ``since`` may not be after ``as_of``.
+
+    Built once per (ruleset, as_of) and shared, for the last ``DAYS_KEPT`` days asked for.
+    """
+    days = built_once(ruleset, "state", dict)
+    schema = days.get(as_of)
+    if schema is None:
+        schema = _state_schema(ruleset, as_of)
+        while len(days) >= DAYS_KEPT:  # drop the day asked for first (dicts keep that order)
+            days.pop(next(iter(days), None), None)
+        days[as_of] = schema
+    return schema
+
+
+def _state_schema(ruleset: RuleSet, as_of: pd.Timestamp) -> pa.DataFrameSchema:
     tags = ruleset.tag_ids
     return pa.DataFrameSchema(
         {
@@ -105,7 +162,14 @@ def state_schema(ruleset: RuleSet, as_of: pd.Timestamp) -> pa.DataFrameSchema:
 
 
 def decision_schema(ruleset: RuleSet) -> pa.DataFrameSchema:
-    """One row per decided learner; :func:`rules.engine.decide` documents each column."""
+    """One row per decided learner; :func:`rules.engine.decide` documents each column.
+
+    Built once per ruleset and shared: do not modify it.
+    """
+    return built_once(ruleset, "decisions", lambda: _decision_schema(ruleset))
+
+
+def _decision_schema(ruleset: RuleSet) -> pa.DataFrameSchema:
     rule_ids = [rule.id for rule in ruleset.rules]
     tag = pa.Column(pa.Category, pa.Check.isin(ruleset.tag_ids), nullable=True)
     columns = {
@@ -149,6 +213,48 @@ def validate_frame(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFr
         return schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as error:
         raise DecisionInputError(_describe_failures(schema.name, error.failure_cases)) from None
+
+
+def conform(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the schema's dtypes, without its checks (a trusted caller's frame).
+
+    Each column whose dtype the schema would coerce is coerced as validation would: float64
+    columns (counts, nullable counts, flags) in one numpy conversion, the rest by the schema's
+    own ``coerce``. Columns are not filtered (the engine reads by name) and no check runs: a
+    frame that breaks the contract gives undefined decisions, so only frames the caller built
+    with these dtypes and values (``serving.core``'s online path) should come here.
+
+    Raises:
+        DecisionInputError: a required column is missing.
+    """
+    dtypes = dict(zip(frame.columns, frame.dtypes, strict=True))
+    floats, others = [], {}
+    for name, column in schema.columns.items():
+        dtype = dtypes.get(name)
+        if dtype is None:
+            if column.required:
+                raise DecisionInputError(f"{schema.name}: missing column(s) [{name!r}]")
+            continue
+        if _fits(column.dtype, dtype):
+            continue
+        if column.dtype.type == np.float64:
+            floats.append(name)
+        else:
+            others[name] = column.dtype.coerce(frame[name])
+    if not floats and not others:
+        return frame
+    conformed = frame.copy(deep=False)
+    if floats:
+        conformed[floats] = frame[floats].to_numpy(np.float64, na_value=np.nan)
+    for name, values in others.items():
+        conformed[name] = values
+    return conformed
+
+
+@functools.lru_cache(maxsize=1024)
+def _fits(target: pandas_engine.DataType, dtype: Any) -> bool:
+    """A column of ``dtype`` needs no coercion to ``target`` (pandera's own dtype check)."""
+    return bool(target.check(pandas_engine.Engine.dtype(dtype)))
 
 
 def _describe_failures(frame_name: str, failures: pd.DataFrame) -> str:

@@ -70,6 +70,7 @@ def decide_learners(
     state: pd.DataFrame,
     as_of: date,
     *,
+    check_inputs: bool = True,
     check_output: bool = True,
     whole_day: bool = False,
 ) -> pd.DataFrame:
@@ -86,6 +87,8 @@ def decide_learners(
         ruleset: the loaded rules.
         state: the learners' stored state on ``as_of`` (an empty frame for a fresh store).
         as_of: the decision day.
+        check_inputs: passed to ``rules.decide`` (False: ``scored`` and ``state`` are only
+            coerced, not checked; for frames of the caller's own making).
         check_output: passed to ``rules.decide`` (False skips the engine's self-check only).
         whole_day: ``features`` hold every learner of the day: apply the capacity.
 
@@ -104,15 +107,19 @@ def decide_learners(
         state,
         scored,
         as_of,
+        check_inputs=check_inputs,
         check_output=check_output,
         wording=rule_wording(),
     )
     if whole_day:
         products = scored.set_index("customer_id")["product_tag"]
         decisions = cut_to_capacity(ruleset, decisions, product_tags=products)
+        over = decisions[OVER_CAPACITY].astype("boolean")
     else:
-        decisions[OVER_CAPACITY] = pd.NA
-    return decisions.astype({OVER_CAPACITY: "boolean"})
+        over = pd.array([pd.NA] * len(decisions), dtype="boolean")
+    # The one column set in place: astype on the frame would copy every decision column.
+    decisions[OVER_CAPACITY] = over
+    return decisions
 
 
 def _with_scores(
@@ -334,6 +341,10 @@ class AssessOptions:
         top_reasons: reason codes per learner.
         explain: compute every learner's reason codes with the scores, in one pass (a request
             of a few learners); otherwise they are computed when asked for.
+        check_inputs: validate the frames the rules engine decides on (``rules.decide``). The
+            online scorer turns it off: its features, scores and state are its own typed
+            frames, and a pandera pass over one learner's frames costs more than the rest of
+            the assessment; every other caller keeps the check.
         check_output: run the rules engine's self-check of its output (the batch does).
         whole_day: the features are every learner of the day, so the day's capacity for
             personal outreach is applied (the batch and the day's answers); an on-demand ask
@@ -342,6 +353,7 @@ class AssessOptions:
 
     top_reasons: int = TOP_REASONS
     explain: bool = False
+    check_inputs: bool = True
     check_output: bool = False
     whole_day: bool = False
 
@@ -388,6 +400,7 @@ def assess(
             ruleset,
             state,
             as_of,
+            check_inputs=options.check_inputs,
             check_output=options.check_output,
             whole_day=options.whole_day,
         )

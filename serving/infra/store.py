@@ -54,6 +54,7 @@ from serving.core.frames import (
     STORED_SCORES_SCHEMA,
     TRANSITIONS_SCHEMA,
     RunRecord,
+    state_frame_of_rows,
 )
 from serving.core.overrides import (
     OverridePolicy,
@@ -196,6 +197,19 @@ class StateStore(OutboxMixin):
         with self._connect() as conn:
             rows = conn.execute(STATE_ROWS, parameters)
             return {row[0]: state_row(*row[1:5]) for row in rows}
+
+    def state_of(self, customer_ids: Sequence[str], as_of: date) -> pd.DataFrame:
+        """``state_frame(as_of, customer_ids)`` of a few learners, without its pandera pass.
+
+        The online scorer reads the state of each request's learners: the compiled query of
+        ``state_rows`` costs ~0.1 ms, the frame's validation ~7 ms. The frame is the same
+        (``state_frame_of_rows``).
+        """
+        if not customer_ids:
+            return state_frame_of_rows([])
+        parameters = {"customer_ids": list(customer_ids), "as_of": as_of}
+        with self._connect() as conn:
+            return state_frame_of_rows([tuple(row) for row in conn.execute(STATE_ROWS, parameters)])
 
     def history(self, customer_id: str) -> pd.DataFrame:
         """One learner's transitions, oldest first (``TRANSITIONS_SCHEMA``; empty if unknown)."""

@@ -14,9 +14,14 @@ from models.churn import (
     ChurnModel,
     FeatureFrameError,
     VennAbersCalibration,
+    _block_values,
+    _booster_values,
     _checked_predictions,
+    _lightgbm_values,
+    _typed_matrix,
     decision_confidence,
     lightgbm_params,
+    model_feature_dtypes,
     model_feature_names,
     to_model_matrix,
 )
@@ -96,6 +101,55 @@ def test_model_matrix_rejects_mistyped_values_with_a_clear_message(column, value
     # when / then
     with pytest.raises(FeatureFrameError, match=message):
         to_model_matrix(frame)
+
+
+def _per_column(frame: pd.DataFrame) -> np.ndarray:
+    return _lightgbm_values(_typed_matrix(frame, model_feature_dtypes()))
+
+
+@pytest.mark.parametrize("rows", [1, 4, 300], ids=["one row", "a request", "past the block"])
+def test_the_boosters_array_of_a_small_frame_is_the_per_column_one(rows):
+    # given features with the dtypes the feature assembly gives: nullable counts (one missing),
+    # plain counts, boolean flags, floats with a NaN, the tier as text; columns reordered
+    frame, _ = make_feature_frame(rows, seed=9)
+    frame["lessons_7d"] = pd.array([None, *range(rows - 1)], dtype="Int64")
+    frame["risk_inactive_7d"] = np.arange(rows) % 2 == 0
+    frame.loc[frame.index[0], "tenure_days"] = np.nan
+    frame["product_tag"] = pd.array(frame["product_tag"].astype(str), dtype="str")
+    frame = frame[frame.columns[::-1]]
+    # when the booster's array is built (in one block up to SMALL_BATCH_ROWS rows)
+    values = _booster_values(frame, model_feature_dtypes())
+    # then it is the per-column array, value for value and column-major
+    np.testing.assert_array_equal(values, _per_column(frame))
+    assert values.flags.f_contiguous
+    # and the block conversion can take such a frame (beyond SMALL_BATCH_ROWS it is not asked)
+    assert _block_values(frame, model_feature_dtypes()) is not None
+
+
+@pytest.mark.parametrize(
+    ("column", "values"),
+    [
+        ("product_tag", ["PT_001", "PT_009", "PT_009", None]),
+        ("risk_inactive_7d", [0, 1, 2, 1]),
+        ("risk_inactive_7d", pd.Series([True, None, False, True], dtype=object)),
+        ("lessons_7d", [1.0, 2.5, 3.0, np.nan]),
+        ("mrr", [1.0, np.inf, 3.0, -np.inf]),
+        ("tenure_days", [True, False, True, True]),
+    ],
+)
+def test_a_small_frame_the_block_cannot_take_gets_the_per_column_values_or_error(column, values):
+    # given a small frame with one column the one-block conversion does not check
+    frame, _ = make_feature_frame(4, seed=8)
+    frame[column] = values
+    # when / then the booster's array is the per-column one, or the same error
+    try:
+        expected = _per_column(frame)
+    except FeatureFrameError as error:
+        with pytest.raises(FeatureFrameError) as raised:
+            _booster_values(frame, model_feature_dtypes())
+        assert str(raised.value) == str(error)
+    else:
+        np.testing.assert_array_equal(_booster_values(frame, model_feature_dtypes()), expected)
 
 
 # --- behaviour on the planted signal --------------------------------------------------------------

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from rules.config import load_ruleset
 from rules.engine import decide, decision_order
 from rules.interventions import control_draw
-from rules.schemas import DECISION_COLUMNS, DecisionInputError
+from rules.schemas import (
+    DAYS_KEPT,
+    DECISION_COLUMNS,
+    DecisionInputError,
+    decision_schema,
+    scored_schema,
+    state_schema,
+)
 from tests.rules.casebook import (
     copy_packaged_rules,
     load_casebook,
@@ -379,3 +386,60 @@ def test_tz_aware_state_timestamps_and_a_datetime_as_of_are_read_in_utc_days(rul
     # 31 May) has expired, and the decision is dated 1 June
     assert decisions.loc[0, "rule_id"] == "R04"
     assert decisions.loc[0, "as_of"] == pd.Timestamp("2025-06-01")
+
+
+@pytest.mark.parametrize("name", CASE_FILES)
+def test_unchecked_inputs_of_the_contracts_dtypes_decide_as_checked_ones(ruleset, name):
+    # given a case file's frames with the features package's dtypes, which the contract coerces
+    # to floats: a flag as booleans, counts as integers and nullable integers (one null)
+    book = BOOKS[name]
+    scored = scored_frame(book)
+    assert scored["risk_inactive_14d"].dtype == bool
+    for column in ("milestones_total", "lessons_30d"):
+        scored[column] = pd.array(scored[column].round(), dtype="Int64")
+    scored.loc[scored.index[0], "milestones_total"] = pd.NA
+    # when decided with and without the input checks
+    checked = decide(ruleset, state_frame(book), scored, book["as_of"])
+    unchecked = decide(ruleset, state_frame(book), scored, book["as_of"], check_inputs=False)
+    # then the decisions are the same frame
+    pd.testing.assert_frame_equal(unchecked, checked)
+
+
+def test_unchecked_inputs_still_refuse_an_override_that_disagrees_and_a_missing_column(ruleset):
+    # given one learner's frames broken in ways the engine itself depends on
+    scored, state = _one_learner()
+    # when / then the override check and a missing column still raise without the input checks
+    with pytest.raises(DecisionInputError, match="override_tag is not their tag"):
+        decide(ruleset, state.assign(override_tag=["ST_005"]), scored, AS_OF, check_inputs=False)
+    with pytest.raises(DecisionInputError, match=r"missing column\(s\) \['milestones_total'\]"):
+        decide(ruleset, state, scored.drop(columns="milestones_total"), AS_OF, check_inputs=False)
+
+
+def test_schemas_are_built_once_per_ruleset_and_day(ruleset, known_features):
+    # given the packaged rules, and the same rules loaded again (another, equal object)
+    again = load_ruleset(known_features=known_features)
+    day, next_day = pd.Timestamp(AS_OF), pd.Timestamp(AS_OF + timedelta(days=1))
+    # when the engine's schemas are asked for twice
+    # then each is built once for a ruleset (and a day), and apart for another object or day
+    assert scored_schema(ruleset, ("a",)) is scored_schema(ruleset, ["a"])
+    assert scored_schema(ruleset) is not scored_schema(ruleset, ("a",))
+    assert decision_schema(ruleset) is decision_schema(ruleset)
+    assert decision_schema(again) is not decision_schema(ruleset)
+    assert state_schema(ruleset, day) is state_schema(ruleset, day)
+    assert state_schema(ruleset, next_day) is not state_schema(ruleset, day)
+
+
+def test_the_state_schema_of_a_day_checks_that_day_after_others_were_built(ruleset):
+    # given the state schemas of more days than are kept, the first day's dropped
+    days = [pd.Timestamp(AS_OF + timedelta(days=offset)) for offset in range(DAYS_KEPT + 2)]
+    first = state_schema(ruleset, days[0])
+    for day in days[1:]:
+        state_schema(ruleset, day)
+    scored, state = _one_learner()
+    since_second_day = state.assign(since=[days[1]])
+    # when a state entered on the second day is decided on the first and on the second
+    # then the first day's schema, built anew, refuses it and the second's accepts it
+    assert state_schema(ruleset, days[0]) is not first
+    with pytest.raises(DecisionInputError, match="since must not be after as_of"):
+        decide(ruleset, since_second_day, scored, days[0].date())
+    assert len(decide(ruleset, since_second_day, scored, days[1].date())) == 2

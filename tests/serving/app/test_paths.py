@@ -19,11 +19,14 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
+import serving.core.assess as assess_module
 from features.windows import build_features
+from rules.schemas import conform, scored_schema, state_schema, validate_frame
 from serving.app.answers import DayAnswers
 from serving.app.online import OnlineScoring
 from serving.core.asks import LearnerAsk
-from serving.core.assess import assess
+from serving.core.assess import AssessOptions, assess
+from serving.core.records import rule_wording
 from serving.infra.learners import LearnerData, day_features
 from serving.infra.store import StateStore
 from tests.serving.fixtures import FIRST_DAY, NOW, assert_same, limited_ruleset, run_batch_day
@@ -151,3 +154,72 @@ def test_the_batch_and_the_day_answers_apply_the_capacity_and_on_demand_does_not
     assert all(r["over_capacity"] and r["priority"] == "P3" for r in expected)
     # and on demand the capacity is not applied: the rules' own P1/P2, over_capacity null
     assert all(r["over_capacity"] is None and r["priority"] in ("P1", "P2") for r in alone)
+
+
+def on_demand_frames(world) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The features and the state the on-demand path assesses the world's learners on."""
+    store, _, data, ids = world
+    features = day_features([LearnerAsk(c, DAY, NOW) for c in ids], data).frame
+    return features, store.state_of(ids, DAY)
+
+
+def with_overrides(state: pd.DataFrame) -> pd.DataFrame:
+    """``state`` with, on its first three learners, a hold without expiry, a campaign and a
+    hold that expired on the day (each on the learner's stored tag, as the store keeps them)."""
+    state = state.copy()
+    kinds = ["hold", "campaign", "hold"]
+    expires = [pd.NaT, pd.Timestamp(DAY + timedelta(days=5)), pd.Timestamp(DAY)]
+    state.loc[:2, "override_tag"] = state.loc[:2, "tag"].to_numpy()
+    state.loc[:2, "override_kind"] = kinds
+    state.loc[:2, "override_expires"] = expires
+    return state
+
+
+@pytest.mark.parametrize("overrides", [False, True], ids=["stored state", "overrides"])
+def test_on_demand_frames_decide_the_same_with_and_without_the_input_checks(
+    world, mode, ruleset, overrides
+):
+    # given the features and state the on-demand path assesses learners on
+    features, state = on_demand_frames(world)
+    assert len(state) == LEARNERS  # every learner has a stored tag after the batch day
+    state = with_overrides(state) if overrides else state
+    # when they are assessed with the rules engine's input checks and without (the scorer's way)
+    assessments = {}
+    for check in (True, False):
+        options = AssessOptions(explain=True, check_inputs=check)
+        assessments[check] = assess(
+            features, champion=mode, ruleset=ruleset, state=state, as_of=DAY, options=options
+        )
+    # then the decisions are the same frame, and the records the same values of the same types
+    pd.testing.assert_frame_equal(assessments[False].decisions, assessments[True].decisions)
+    records = {check: assessments[check].records() for check in assessments}
+    assert [repr(record) for record in records[False]] == [repr(r) for r in records[True]]
+
+
+def test_the_scorer_hands_the_engine_frames_that_keep_its_contract(
+    world, mode, ruleset, monkeypatch
+):
+    # given the on-demand scorer, with the rules engine's inputs recorded
+    store, _, _, _ = world
+    features, _ = on_demand_frames(world)
+    seen = {}
+
+    def recording(ruleset, state, scored, as_of, **options):
+        seen.update(state=state, scored=scored, options=options)
+        return decide(ruleset, state, scored, as_of, **options)
+
+    decide = assess_module.decide
+    monkeypatch.setattr(assess_module, "decide", recording)
+    online = OnlineScoring(champion=mode, ruleset=ruleset, store=store, fetch=None)
+    # when it assesses the learners
+    online._assess(features, DAY)
+    # then it asked for no input checks, and its frames pass them: validation only coerces,
+    # to the very frames the engine's unchecked path builds
+    assert seen["options"]["check_inputs"] is False
+    schemas = {
+        "scored": scored_schema(ruleset, rule_wording().columns),
+        "state": state_schema(ruleset, pd.Timestamp(DAY)),
+    }
+    for name, schema in schemas.items():
+        valid = validate_frame(schema, seen[name])
+        pd.testing.assert_frame_equal(conform(schema, seen[name])[valid.columns], valid)

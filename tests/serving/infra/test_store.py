@@ -763,3 +763,27 @@ def test_a_read_only_store_refuses_writes_in_one_line(tmp_path):
     # and reads still work
     assert tags(read_only)["a"] == "ST_001"
     read_only.close()
+
+
+def test_the_state_of_a_few_learners_from_rows_is_the_validated_state_frame(store):
+    # Given a held learner (no expiry), one in a retention campaign, one whose hold has expired
+    # and one without an override, after two batch days
+    apply(store, DAY1, [*FIRST_DAY, ("d", None, "ST_001")])
+    apply(store, DAY2, [("b", "ST_001", "ST_004")])
+    set_override(store, "a", "ST_002", actor="kim", reason="pin", expires=None, now=at(DAY2, 9))
+    set_override(store, "b", "ST_005", actor="kim", reason="campaign", now=at(DAY2, 10))
+    set_override(store, "c", "ST_004", actor="kim", reason="short", expires=DAY4, now=at(DAY2, 11))
+    for day in (DAY3, DAY4 + timedelta(days=1)):
+        for ids in (["a", "b", "c", "d", "nobody"], ["c"], ["nobody"], []):
+            # When the state is read from the compiled query's rows and through the frame's
+            # validation
+            from_rows = store.state_of(ids, day)
+            validated = store.state_frame(day, customer_ids=ids)
+            # Then both are the same frame: values, dtypes and index
+            pd.testing.assert_frame_equal(from_rows, validated)
+    # And the overrides all apply on day 3; on day 5 the expired one is gone, the others apply
+    first = store.state_of(["a", "b", "c"], DAY3)
+    assert first["override_tag"].tolist() == ["ST_002", "ST_005", "ST_004"]
+    later = store.state_of(["a", "b", "c"], DAY4 + timedelta(days=1))
+    assert later["override_kind"].tolist()[:2] == ["hold", "campaign"]
+    assert pd.isna(later["override_tag"].iloc[2])
