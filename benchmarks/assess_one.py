@@ -104,7 +104,7 @@ def _measure(settings: Settings, store: StateStore, repeats: int) -> dict[str, n
     as_of = store.latest_batch_day() + timedelta(days=1)
     now = datetime.now(UTC)
     features = {}
-    for customer_id in data.customers.index:
+    for customer_id in (key.decode("utf-8") for key in data.customers.ids):
         frame = day_features([LearnerAsk(customer_id, as_of, now)], data).frame
         if not frame.empty:
             features[customer_id] = frame
