@@ -239,13 +239,27 @@ class StateStore(OutboxMixin):
         with self._connect() as conn:
             return read_frame(conn, stmt, TRANSITIONS_SCHEMA)
 
-    def scores_frame(self, as_of: date | None = None) -> pd.DataFrame:
-        """Stored scores, of one day when ``as_of`` is given (``SCORES_SCHEMA``)."""
-        stmt = select(*Score.__table__.columns).order_by(Score.as_of, Score.customer_id)
+    def scores_frame(
+        self, as_of: date | None = None, *, columns: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Stored scores, of one day when ``as_of`` is given (``STORED_SCORES_SCHEMA``).
+
+        Args:
+            as_of: only this day's scores (None: every day's).
+            columns: only these columns, in this order (None: all). Every day's scores are a
+                big read (learners x days rows) whose cost grows with its columns: the KPIs
+                need 7 of the 15.
+        """
+        table = Score.__table__.columns
+        chosen = list(table) if columns is None else [table[name] for name in columns]
+        stmt = select(*chosen).order_by(Score.as_of, Score.customer_id)
         if as_of is not None:
             stmt = stmt.where(Score.as_of == as_of)
+        schema = STORED_SCORES_SCHEMA
+        if columns is not None:
+            schema = schema.select_columns(list(columns))
         with self._connect() as conn:
-            return read_frame(conn, stmt, STORED_SCORES_SCHEMA)
+            return read_frame(conn, stmt, schema)
 
     def latest_score(self, customer_id: str) -> dict[str, Any] | None:
         """The learner's last stored score row: one query on the (customer_id, as_of) key."""

@@ -202,6 +202,18 @@ def test_first_batch_writes_status_transitions_scores_and_run(store, finished_at
     assert bool(stored.loc["dz", "control"]) and not bool(stored.loc["a", "control"])
 
 
+def test_a_narrow_scores_read_equals_those_columns_of_the_full_read(store):
+    # Given two days of scores
+    apply(store, DAY1, FIRST_DAY)
+    apply(store, DAY2, [("a", "ST_001", "ST_002"), ("b", "ST_001", "ST_001")])
+    columns = ["customer_id", "as_of", "control", "p_low"]
+    # When only some columns are read
+    narrow = store.scores_frame(columns=columns)
+    # Then they come in that order, with the same rows, values and dtypes as in the full read
+    assert list(narrow.columns) == columns
+    pd.testing.assert_frame_equal(narrow, store.scores_frame()[columns])
+
+
 def test_unchanged_decisions_are_scored_but_not_logged(store):
     # Given day 1
     apply(store, DAY1, FIRST_DAY)
