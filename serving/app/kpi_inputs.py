@@ -105,8 +105,10 @@ def kpis_at(
         data_dir: where the batch's feature snapshots are.
     """
     transitions = store.transitions_frame(until=as_of)
-    # Only what the KPIs and the rules' model conditions read: half the columns, half the time.
-    scores = store.scores_frame(columns=[*SCORE_COLUMNS, *sorted(MODEL_SCORE_COLUMNS)])
+    # Only what the KPIs and the rules' conditions read of the scores: the read of every day's
+    # scores costs by the column, and the first-qualifying days need no other model column.
+    model_columns = sorted(MODEL_SCORE_COLUMNS.intersection(ruleset.features_used))
+    scores = store.scores_frame(columns=[*SCORE_COLUMNS, *model_columns])
     runs = store.runs()
     completed = runs[(runs["status"] == "completed") & (runs["as_of"].dt.date <= as_of)]
     # Only learners with an automatic move the run-based KPIs measure: a fraction of the rows.
