@@ -13,7 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
 import rules
@@ -84,6 +86,20 @@ def test_migrations_create_the_schema_the_models_describe(store_url):
     finally:
         engine.dispose()
         store.close()
+
+
+def test_a_store_is_at_head_once_migrated_to_alembics_head(store_url):
+    # Given Alembic's head revision of the migrations
+    config = Config()
+    config.set_main_option("script_location", store_module.MIGRATIONS_LOCATION)
+    head = ScriptDirectory.from_config(config).get_current_head()
+    # When a store is opened without migrating, then migrated
+    with StateStore(store_url, auto_migrate=False) as store:
+        before = store.at_head()
+        store.migrate()
+        # Then it is at head only once migrated, the head the store skips migrating at
+        assert (before, store.at_head()) == (False, True)
+    assert head == store_module.HEAD_REVISION
 
 
 def test_decision_columns_are_the_rules_engines():
