@@ -10,7 +10,7 @@ registered version never changes, so a cached one is never stale (the key includ
 The learner's calibrated scores are the stored ones too (``StoredScoreModel``): the same version
 on the same row computes exactly them, and not recomputing them spares the Venn-Abers library,
 which imports scikit-learn and SciPy (~0.7 s of a ~2 s command). TreeSHAP needs only LightGBM's
-``Booster``, so LightGBM is imported without its scikit-learn API (``_import_lightgbm``).
+``Booster``, so LightGBM is imported without its scikit-learn API (``import_lightgbm``).
 """
 
 from __future__ import annotations
@@ -24,16 +24,28 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from serving.infra.snapshots import snapshot_path
+from serving.settings import Settings
+
+if TYPE_CHECKING:
+    from models.churn import ChurnModel
+
+CACHE_SUBDIR = Path("cache") / "models"
+Warn = Callable[[str], None]
 
 
-def _import_lightgbm() -> None:
+def import_lightgbm() -> None:
     """Import LightGBM without its scikit-learn estimators, unless either is already imported.
 
     LightGBM imports scikit-learn (and SciPy with it) when it is installed, for its
     ``LGBMClassifier`` family; nothing here uses those. A ``None`` in ``sys.modules`` makes that
     optional import fail the way a missing package does, and is removed at once, so a later
-    ``import sklearn`` (the MLflow path, Venn-Abers) still works.
+    ``import sklearn`` (the MLflow path, Venn-Abers) still works. ``lstep explain`` calls it
+    before anything imports the churn model.
     """
     if "lightgbm" in sys.modules or "sklearn" in sys.modules:
         return
@@ -43,18 +55,6 @@ def _import_lightgbm() -> None:
     finally:
         if sys.modules.get("sklearn", ...) is None:
             del sys.modules["sklearn"]
-
-
-_import_lightgbm()
-
-import pandas as pd  # noqa: E402 (after LightGBM's import, which must come first)
-
-from models.churn import PREDICTION_COLUMNS, ChurnModel  # noqa: E402
-from serving.infra.snapshots import snapshot_path  # noqa: E402
-from serving.settings import Settings  # noqa: E402
-
-CACHE_SUBDIR = Path("cache") / "models"
-Warn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,8 @@ class StoredScoreModel:
 
     def __init__(self, model: ChurnModel, customer_id: str, score: Mapping[str, Any]) -> None:
         """Wrap ``model``; ``score``: the learner's stored score row (``PREDICTION_COLUMNS``)."""
+        from models.churn import PREDICTION_COLUMNS
+
         self.model = model
         self.customer_id = customer_id
         self.score = {name: _probability(score[name]) for name in PREDICTION_COLUMNS}
@@ -153,6 +155,9 @@ def version_model(
     Returns:
         None when the registry does not hold that version (any more).
     """
+    import_lightgbm()
+    from models.churn import ChurnModel
+
     directory = model_cache_dir(current, version)
     try:
         return ChurnModel.load(directory)
@@ -217,6 +222,7 @@ __all__ = [
     "StoredScoreModel",
     "VersionModel",
     "cache_version",
+    "import_lightgbm",
     "model_cache_dir",
     "stored_day_inputs",
     "version_model",

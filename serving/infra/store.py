@@ -105,8 +105,7 @@ from serving.settings import Settings, utc_now
 
 MIGRATIONS_LOCATION = "serving.infra:migrations"
 HEAD_REVISION = "0003_campaigns"
-"""The newest migration's revision (a test holds it to Alembic's head): a store already there
-needs no Alembic, whose import and upgrade check cost a CLI command 0.1-0.2 s."""
+"""The newest migration (a test holds it to Alembic's head): a store there needs no Alembic."""
 _ADVISORY_LOCK_CLASS = 0x15_7E_90  # first key of pg_advisory_xact_lock: "lstep state store"
 
 
@@ -253,14 +252,9 @@ class StateStore(OutboxMixin):
     def scores_frame(
         self, as_of: date | None = None, *, columns: Sequence[str] | None = None
     ) -> pd.DataFrame:
-        """Stored scores, of one day when ``as_of`` is given (``STORED_SCORES_SCHEMA``).
-
-        Args:
-            as_of: only this day's scores (None: every day's).
-            columns: only these columns, in this order (None: all). Every day's scores are a
-                big read (learners x days rows) whose cost grows with its columns: the KPIs
-                need 7 of the 15.
-        """
+        """Stored scores (``STORED_SCORES_SCHEMA``), of one day when ``as_of`` is given, and
+        only ``columns`` when given, in that order: every day's scores (learners x days rows) cost
+        by the column, and the KPIs need a third of them."""
         table = Score.__table__.columns
         chosen = list(table) if columns is None else [table[name] for name in columns]
         stmt = select(*chosen).order_by(Score.as_of, Score.customer_id)
