@@ -8,16 +8,19 @@ automatic ST_004 moves; then it hands them to the pure ``compute_kpis``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from features.labels import compute_labels
 from rules import MODEL_SCORE_COLUMNS, RuleSet
-from serving.app.kpis import LABEL_HORIZON_DAYS, Kpi, compute_kpis
+from serving.app.kpis import LABEL_HORIZON_DAYS, SCORE_COLUMNS, Kpi, compute_kpis
 from serving.app.qualifying import DecisionDays
 from serving.core.tags import RISK_TAG
 from serving.infra.snapshots import snapshot_path
@@ -46,23 +49,48 @@ def load_decision_days(
         customer_ids: the learners to keep (None: all).
     """
     wanted = [name for name in ruleset.features_used if name not in MODEL_SCORE_COLUMNS]
-    frames, missing, loaded = [], [], []
+    paths, missing, loaded = [], [], []
     for day in sorted(days):
         path = snapshot_path(data_dir, day)
-        if not path.exists():
+        if path.exists():
+            loaded.append(day)
+            paths.append(path)
+        else:
             missing.append(day)
-            continue
-        loaded.append(day)
-        present = set(pq.read_schema(path).names)
-        columns = KEYS + [name for name in wanted if name in present]
-        rows = None if customer_ids is None else [("customer_id", "in", list(customer_ids))]
-        frames.append(pd.read_parquet(path, columns=columns, filters=rows))
+    rows = None if customer_ids is None else pc.field("customer_id").isin(list(customer_ids))
+    frames = [
+        _read_snapshots(group, columns, rows) for columns, group in _same_columns(paths, wanted)
+    ]
     features = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=KEYS)
     features = features.astype({"customer_id": str, "as_of": "datetime64[us]"})
     model = [name for name in MODEL_SCORE_COLUMNS if name in scores]
     day_scores = scores[KEYS + model].astype({"customer_id": str, "as_of": "datetime64[us]"})
     inputs = features.merge(day_scores, on=KEYS, how="left")
     return DecisionDays(ruleset, inputs, missing=tuple(missing), loaded=tuple(loaded))
+
+
+def _same_columns(paths: list[Path], wanted: list[str]) -> Iterator[tuple[list[str], list[Path]]]:
+    """Runs of consecutive snapshots with the same ``KEYS + wanted`` columns (names and types).
+
+    A feature added to the rules after a snapshot was written is absent from it (null after the
+    concatenation); a run of snapshots alike is read in one scan.
+    """
+
+    def fields(path: Path) -> tuple[tuple[str, str], ...]:
+        schema = pq.read_schema(path)
+        named = [name for name in KEYS + wanted if name in schema.names]
+        return tuple((name, str(schema.field(name).type)) for name in named)
+
+    for run, group in itertools.groupby(paths, key=fields):
+        yield [name for name, _ in run], list(group)
+
+
+def _read_snapshots(
+    paths: list[Path], columns: list[str], rows: pc.Expression | None
+) -> pd.DataFrame:
+    """``columns`` of the ``rows`` of snapshots alike, in their order: one scan, not one per day."""
+    dataset = ds.dataset([str(path) for path in paths], format="parquet")
+    return dataset.to_table(columns=columns, filter=rows).to_pandas()
 
 
 def risk_move_labels(
@@ -105,7 +133,10 @@ def kpis_at(
         data_dir: where the batch's feature snapshots are.
     """
     transitions = store.transitions_frame(until=as_of)
-    scores = store.scores_frame()
+    # Only what the KPIs and the rules' conditions read of the scores: the read of every day's
+    # scores costs by the column, and the first-qualifying days need no other model column.
+    model_columns = sorted(MODEL_SCORE_COLUMNS.intersection(ruleset.features_used))
+    scores = store.scores_frame(columns=[*SCORE_COLUMNS, *model_columns])
     runs = store.runs()
     completed = runs[(runs["status"] == "completed") & (runs["as_of"].dt.date <= as_of)]
     # Only learners with an automatic move the run-based KPIs measure: a fraction of the rows.

@@ -75,6 +75,8 @@ LABEL_HORIZON_DAYS = 30
 """The churn window W of the labels (DESIGN §4), the default of ``features.labels``."""
 RISK_FOLLOW_UPS: tuple[str, ...] = (MANUAL_ONLY_TAG, CHURNED_TAG)
 """Manual moves after an automatic ST_004 that agree with it (re-engagement, churn)."""
+SCORE_COLUMNS: tuple[str, ...] = ("customer_id", "as_of", "control")
+"""The stored scores' columns the KPIs read (recovery's treated/control split)."""
 
 
 class Kpi(BaseModel):
@@ -426,7 +428,8 @@ def compute_kpis(
 
     Args:
         transitions: the audit log (``TRANSITIONS_SCHEMA``), any period; later rows are ignored.
-        scores: stored scores (``STORED_SCORES_SCHEMA``); their ``control`` flags split recovery.
+        scores: stored scores (``STORED_SCORES_SCHEMA``), at least the ``SCORE_COLUMNS``
+            (others are ignored); their ``control`` flags split recovery.
         customers: the customers contract (``features.schemas.customers_schema``).
         as_of: the day the KPIs describe (00:00 UTC of that day).
         outcomes: churn labels (``features.schemas.labels_schema``), e.g. ``compute_labels`` of
@@ -440,7 +443,9 @@ def compute_kpis(
     """
     day = pd.Timestamp(as_of.year, as_of.month, as_of.day)
     log = _log_until(validate_frame(transitions, TRANSITIONS_SCHEMA), day)
-    known_scores = validate_frame(scores, STORED_SCORES_SCHEMA)
+    # Only the columns read are checked: callers may pass a narrow read of the store.
+    score_schema = STORED_SCORES_SCHEMA.select_columns(list(SCORE_COLUMNS))
+    known_scores = validate_frame(scores[list(SCORE_COLUMNS)], score_schema)
     known_scores = known_scores[known_scores["as_of"] <= day]
     labels = None
     if outcomes is not None:
@@ -460,6 +465,7 @@ __all__ = [
     "KPI_DEFINITIONS",
     "KPI_TARGETS",
     "RISK_TAGS",
+    "SCORE_COLUMNS",
     "DecisionDays",
     "Kpi",
     "active_learner_rate",

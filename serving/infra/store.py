@@ -105,6 +105,8 @@ from serving.infra.tables import BatchRun, Override, Score, Status, Transition
 from serving.settings import Settings, utc_now
 
 MIGRATIONS_LOCATION = "serving.infra:migrations"
+HEAD_REVISION = "0003_campaigns"
+"""The newest migration (a test holds it to Alembic's head): a store there needs no Alembic."""
 _ADVISORY_LOCK_CLASS = 0x15_7E_90  # first key of pg_advisory_xact_lock: "lstep state store"
 
 
@@ -150,6 +152,14 @@ class StateStore(OutboxMixin):
         """True when the database holds no lstep schema yet (new, deleted or dropped)."""
         with self._connect() as conn:
             return not inspect(conn).has_table("alembic_version")
+
+    def at_head(self) -> bool:
+        """True when the schema is at ``HEAD_REVISION`` (a read: no Alembic, no writer lock)."""
+        with self._connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return False
+            versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
+            return versions.all() == [HEAD_REVISION]
 
     def migrate(self) -> None:
         """Upgrade the schema to the newest Alembic revision, under the writer lock."""
@@ -253,13 +263,22 @@ class StateStore(OutboxMixin):
         with self._connect() as conn:
             return read_frame(conn, stmt, TRANSITIONS_SCHEMA)
 
-    def scores_frame(self, as_of: date | None = None) -> pd.DataFrame:
-        """Stored scores, of one day when ``as_of`` is given (``SCORES_SCHEMA``)."""
-        stmt = select(*Score.__table__.columns).order_by(Score.as_of, Score.customer_id)
+    def scores_frame(
+        self, as_of: date | None = None, *, columns: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Stored scores (``STORED_SCORES_SCHEMA``), of one day when ``as_of`` is given, and
+        only ``columns`` when given, in that order: every day's scores (learners x days rows) cost
+        by the column, and the KPIs need a third of them."""
+        table = Score.__table__.columns
+        chosen = list(table) if columns is None else [table[name] for name in columns]
+        stmt = select(*chosen).order_by(Score.as_of, Score.customer_id)
         if as_of is not None:
             stmt = stmt.where(Score.as_of == as_of)
+        schema = STORED_SCORES_SCHEMA
+        if columns is not None:
+            schema = schema.select_columns(list(columns))
         with self._connect() as conn:
-            return read_frame(conn, stmt, STORED_SCORES_SCHEMA)
+            return read_frame(conn, stmt, schema)
 
     def latest_score(self, customer_id: str) -> dict[str, Any] | None:
         """The learner's last stored score row: one query on the (customer_id, as_of) key."""

@@ -65,7 +65,8 @@ def open_workspace_store(settings: Settings, now: datetime, *, init: bool = Fals
             "would be lost. Restore it from a backup, or run `lstep init --force` to start a "
             "new, empty history"
         )
-    store.migrate()
+    if not store.at_head():  # upgrading a store at head does nothing, after importing Alembic
+        store.migrate()
     record_store(settings.home, url, now)
     return store
 

@@ -98,3 +98,24 @@ def test_a_missing_snapshot_is_named_and_the_run_through_it_not_measured(three_d
     detection = _kpis(store, data_dir, events, date(2024, 4, 10))["risk_detection_days"]
     assert detection.value is None
     assert "snapshots missing for 1 batch days (2024-03-02)" in detection.detail
+
+
+def test_snapshots_with_different_columns_are_read_as_each_day_alone_would_be(three_days):
+    store, data_dir, _ = three_days
+    # Given March 2's snapshot written with a column the others lack, and as an integer there
+    days = [DAY_1, DAY_2, DAY_3]
+    frame = pd.read_parquet(snapshot_path(data_dir, DAY_2))
+    write_feature_snapshot(frame.assign(lessons_total=[3, 0, 7]), data_dir, DAY_2)
+    # When the decision days are loaded for a and c
+    decisions = load_decision_days(
+        data_dir, store.scores_frame(), packaged_ruleset(), days, customer_ids=["a", "c"]
+    )
+    # Then the rows are those of reading each day alone, in day order, lessons_total null on
+    # the days without it
+    inputs = decisions.inputs
+    assert inputs[["customer_id", "as_of"]].values.tolist() == [
+        [customer, pd.Timestamp(day)] for day in days for customer in ("a", "c")
+    ]
+    assert inputs["lessons_total"].isna().tolist() == [True, True, False, False, True, True]
+    assert inputs.loc[inputs["as_of"] == pd.Timestamp(DAY_2), "lessons_total"].tolist() == [3, 7]
+    assert inputs.loc[inputs["customer_id"] == "a", "risk_indicator_count"].tolist() == [0, 12, 12]

@@ -12,7 +12,7 @@ import pytest
 
 from rules.conditions import parse_condition
 from rules.config import Rule
-from serving.app.kpis import Kpi, compute_kpis
+from serving.app.kpis import SCORE_COLUMNS, Kpi, compute_kpis
 from serving.app.qualifying import DecisionDays
 from tests.serving.batches import FIRST_DAY, apply
 from tests.serving.fixtures import packaged_ruleset
@@ -462,3 +462,21 @@ def test_kpis_read_the_frames_a_store_returns(store):
     # Then b and c of the three live learners are active, and a's risk episode is open
     assert by_id["active_learner_rate"].value == pytest.approx(100 * 2 / 3)
     assert by_id["recovery_rate"].detail == "no ST_004/ST_005 episode has ended yet (1 open)"
+
+
+def test_kpis_of_a_narrow_scores_read_equal_those_of_the_full_read(store):
+    # Given a store with a risk episode that ended, a learner in control
+    apply(store, date(2024, 3, 1), FIRST_DAY)
+    apply(store, date(2024, 3, 2), [("a", "ST_001", "ST_004")])
+    apply(store, date(2024, 3, 3), [("a", "ST_004", "ST_001")])
+    customers = customers_frame({"a": "2024-02-28", "b": "2024-02-28", "c": "2024-02-28"})
+
+    def kpis_of(scores: pd.DataFrame) -> list:
+        return compute_kpis(store.transitions_frame(), scores, customers, as_of=date(2024, 3, 3))
+
+    # When the KPIs are computed from every score column and from SCORE_COLUMNS only
+    full = kpis_of(store.scores_frame())
+    narrow = kpis_of(store.scores_frame(columns=list(SCORE_COLUMNS)))
+    # Then they are the same KPIs, recovery measured
+    assert narrow == full
+    assert {kpi.id: kpi for kpi in narrow}["recovery_rate"].value == 100.0

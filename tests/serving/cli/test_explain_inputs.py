@@ -16,7 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 from serving.cli import app
-from serving.cli.explain_inputs import cache_version, model_cache_dir, version_model
+from serving.cli.explain_inputs import (
+    StoredScoreModel,
+    cache_version,
+    model_cache_dir,
+    stored_day_inputs,
+    version_model,
+)
 from serving.infra.snapshots import snapshot_path
 from serving.infra.store import StateStore
 from serving.settings import TELEMETRY_ENV, Settings
@@ -34,7 +40,7 @@ COMMAND_IMPORTS = textwrap.dedent(
         app(sys.argv[1:])
     except SystemExit as exit:
         code = exit.code
-    heavy = ("mlflow", "duckdb", "bentoml", "matplotlib")
+    heavy = ("mlflow", "duckdb", "bentoml", "matplotlib", "sklearn", "alembic")
     print(json.dumps({"code": code, "imported": [m for m in heavy if m in sys.modules]}))
     """
 )
@@ -128,7 +134,9 @@ def test_a_cached_version_explains_without_mlflow_duckdb_or_bentoml(batch_home):
     _explain(batch_home)
     # when a fresh `lstep explain` runs on the batch day
     ran = _in_a_fresh_process(batch_home, "explain", batch_home.customer_id)
-    # then it needed neither MLflow nor BentoML nor matplotlib (DuckDB: the snapshot module's)
+    # then it needed neither MLflow nor BentoML nor matplotlib (DuckDB: the snapshot module's),
+    # nor scikit-learn: the score is the stored one, and TreeSHAP is LightGBM's Booster alone;
+    # nor Alembic: the store is at head, nothing to migrate
     assert ran == {"code": 0, "imported": ["duckdb"]}
 
 
@@ -137,9 +145,10 @@ def test_status_and_kpis_import_no_heavy_library(batch_home):
     # given a workspace with a batch day / when status and kpis run in fresh processes
     status = _in_a_fresh_process(batch_home, "status", batch_home.customer_id)
     kpis = _in_a_fresh_process(batch_home, "kpis")
-    # then (kpis reads the event log for its labels: DuckDB builds them)
+    # then neither loads the model's libraries, nor Alembic for a store at head (kpis reads the
+    # event log for its labels: DuckDB builds them)
     assert status == {"code": 0, "imported": []}
-    assert kpis["code"] == 0 and "mlflow" not in kpis["imported"]
+    assert kpis["code"] == 0 and not {"mlflow", "sklearn", "alembic"} & set(kpis["imported"])
 
 
 @pytest.mark.slow
@@ -172,3 +181,22 @@ def test_a_cached_version_predicts_exactly_as_the_registered_one(batch_home, cha
     # then the cached files score every learner of the day exactly as the champion does
     assert (model_cache_dir(settings, champion.version) / "booster.txt").is_file()
     pd.testing.assert_frame_equal(cached.predict(frame), champion.model.predict(frame))
+
+
+def test_the_stored_score_is_what_the_version_predicts_for_the_learners_row(batch_home):
+    # given a batch day whose learner's version is cached
+    cache_version(batch_home.settings, batch_home.version)
+    with StateStore(batch_home.settings.state_database_url, auto_migrate=False) as store:
+        # when explain reads the day's inputs
+        row, champion = stored_day_inputs(
+            batch_home.settings, store, batch_home.customer_id, SNAPSHOT_DAY
+        )
+    # then the model answers the learner's row with the stored score, which is exactly what the
+    # version computes from that row; any other frame is the version's own prediction
+    assert isinstance(champion.model, StoredScoreModel)
+    predicted = champion.model.predict(row)
+    assert predicted.loc[0, "p_churn"] == batch_home.p_churn
+    pd.testing.assert_frame_equal(predicted, champion.model.model.predict(row))
+    other = row.assign(customer_id="someone else")
+    version = champion.model.model
+    pd.testing.assert_frame_equal(champion.model.predict(other), version.predict(other))

@@ -13,7 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
 import rules
@@ -84,6 +86,20 @@ def test_migrations_create_the_schema_the_models_describe(store_url):
     finally:
         engine.dispose()
         store.close()
+
+
+def test_a_store_is_at_head_once_migrated_to_alembics_head(store_url):
+    # Given Alembic's head revision of the migrations
+    config = Config()
+    config.set_main_option("script_location", store_module.MIGRATIONS_LOCATION)
+    head = ScriptDirectory.from_config(config).get_current_head()
+    # When a store is opened without migrating, then migrated
+    with StateStore(store_url, auto_migrate=False) as store:
+        before = store.at_head()
+        store.migrate()
+        # Then it is at head only once migrated, the head the store skips migrating at
+        assert (before, store.at_head()) == (False, True)
+    assert head == store_module.HEAD_REVISION
 
 
 def test_decision_columns_are_the_rules_engines():
@@ -200,6 +216,18 @@ def test_first_batch_writes_status_transitions_scores_and_run(store, finished_at
     stored = store.scores_frame(DAY1).set_index("customer_id")
     assert stored.loc["b", "p_high"] == 0.95 and pd.isna(stored.loc["c", "p_low"])
     assert bool(stored.loc["dz", "control"]) and not bool(stored.loc["a", "control"])
+
+
+def test_a_narrow_scores_read_equals_those_columns_of_the_full_read(store):
+    # Given two days of scores
+    apply(store, DAY1, FIRST_DAY)
+    apply(store, DAY2, [("a", "ST_001", "ST_002"), ("b", "ST_001", "ST_001")])
+    columns = ["customer_id", "as_of", "control", "p_low"]
+    # When only some columns are read
+    narrow = store.scores_frame(columns=columns)
+    # Then they come in that order, with the same rows, values and dtypes as in the full read
+    assert list(narrow.columns) == columns
+    pd.testing.assert_frame_equal(narrow, store.scores_frame()[columns])
 
 
 def test_unchanged_decisions_are_scored_but_not_logged(store):
