@@ -172,9 +172,7 @@ def explain(
     scored it (``serving.cli.explain_inputs``); on other days, or with --events/--customers, the
     features are built from the events and the current champion explains them.
     """
-    from serving.cli.explain_inputs import import_lightgbm, stored_day_inputs
-
-    import_lightgbm()  # before assess imports the churn model: TreeSHAP needs no scikit-learn
+    from serving.cli.explain_inputs import stored_day_inputs
     from serving.cli.render import decision_lines, reasons_table
     from serving.core.assess import assess
     from serving.infra.rulesets import load_rules

@@ -8,17 +8,14 @@ are kept in a local cache (``<LSTEP_HOME>/cache/models``), written through MLflo
 registered version never changes, so a cached one is never stale (the key includes the registry).
 
 The learner's calibrated scores are the stored ones too (``StoredScoreModel``): the same version
-on the same row computes exactly them, and not recomputing them spares the Venn-Abers library,
-which imports scikit-learn and SciPy (~0.7 s of a ~2 s command). TreeSHAP needs only LightGBM's
-``Booster``, so LightGBM is imported without its scikit-learn API (``import_lightgbm``).
+on the same row computes exactly them, and not recomputing them spares loading the Venn-Abers
+calibrator; TreeSHAP needs only LightGBM's ``Booster``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,25 +33,6 @@ if TYPE_CHECKING:
 
 CACHE_SUBDIR = Path("cache") / "models"
 Warn = Callable[[str], None]
-
-
-def import_lightgbm() -> None:
-    """Import LightGBM without its scikit-learn estimators, unless either is already imported.
-
-    LightGBM imports scikit-learn (and SciPy with it) when it is installed, for its
-    ``LGBMClassifier`` family; nothing here uses those. A ``None`` in ``sys.modules`` makes that
-    optional import fail the way a missing package does, and is removed at once, so a later
-    ``import sklearn`` (the MLflow path, Venn-Abers) still works. ``lstep explain`` calls it
-    before anything imports the churn model.
-    """
-    if "lightgbm" in sys.modules or "sklearn" in sys.modules:
-        return
-    sys.modules["sklearn"] = None  # type: ignore[assignment]
-    try:
-        importlib.import_module("lightgbm")
-    finally:
-        if sys.modules.get("sklearn", ...) is None:
-            del sys.modules["sklearn"]
 
 
 @dataclass(frozen=True)
@@ -155,7 +133,6 @@ def version_model(
     Returns:
         None when the registry does not hold that version (any more).
     """
-    import_lightgbm()
     from models.churn import ChurnModel
 
     directory = model_cache_dir(current, version)
@@ -222,7 +199,6 @@ __all__ = [
     "StoredScoreModel",
     "VersionModel",
     "cache_version",
-    "import_lightgbm",
     "model_cache_dir",
     "stored_day_inputs",
     "version_model",

@@ -39,7 +39,7 @@ expires`` (and before ``cleared_as_of``); reads of a day are point-in-time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
@@ -48,13 +48,7 @@ import pandas as pd
 from sqlalchemy import Connection, inspect, select, text, update
 
 from serving.core.frames import (
-    OVERRIDES_SCHEMA,
-    RUNS_SCHEMA,
-    STATE_SCHEMA,
-    STORED_SCORES_SCHEMA,
-    TRANSITIONS_SCHEMA,
     RunRecord,
-    state_frame_of_rows,
 )
 from serving.core.overrides import (
     OverridePolicy,
@@ -73,35 +67,29 @@ from serving.core.planning import (
     transition_rows,
 )
 from serving.core.problems import ApplyRefused
-from serving.core.state import StateRow, state_row
 from serving.infra.outbox_store import OutboxMixin
 from serving.infra.sql import (
     WRITER_OPTION,
     bulk_insert,
     check_run_id_free,
     existing_run,
-    first_mapping,
     latest_completed,
     open_engine,
-    read_frame,
     store_errors,
-    transitions_select,
     undo_run,
     update_status_from_run,
     upsert_run,
 )
 from serving.infra.state_sql import (
-    STATE_ROWS,
     active_hold_ids,
     clear_override,
     close_overrides_of_moved,
     open_override,
-    overrides_select,
     read_tags,
-    state_select,
     write_override,
 )
-from serving.infra.tables import BatchRun, Override, Score, Status, Transition
+from serving.infra.store_reads import ReadsMixin
+from serving.infra.tables import BatchRun, Score, Status, Transition
 from serving.settings import Settings, utc_now
 
 MIGRATIONS_LOCATION = "serving.infra:migrations"
@@ -110,7 +98,7 @@ HEAD_REVISION = "0003_campaigns"
 _ADVISORY_LOCK_CLASS = 0x15_7E_90  # first key of pg_advisory_xact_lock: "lstep state store"
 
 
-class StateStore(OutboxMixin):
+class StateStore(ReadsMixin, OutboxMixin):
     """Durable learner state behind the batch job, the override CLI/endpoint and the KPI report."""
 
     def __init__(
@@ -173,133 +161,7 @@ class StateStore(OutboxMixin):
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
 
-    # ---- reads -------------------------------------------------------------------------------
-
-    def state_frame(
-        self, as_of: date | None = None, customer_ids: Sequence[str] | None = None
-    ) -> pd.DataFrame:
-        """Each learner's tag on data day ``as_of`` and the override applying then.
-
-        Args:
-            as_of: the data day (point-in-time: a learner's latest transition on or before it,
-                and the override whose window holds it); None for the current tags and the
-                open overrides.
-            customer_ids: only these learners (those without a status have no row).
-        """
-        stmt = state_select(as_of, None if customer_ids is None else list(customer_ids))
-        with self._connect() as conn:
-            return read_frame(conn, stmt, STATE_SCHEMA)
-
-    def state_rows(self, customer_ids: Sequence[str], as_of: date) -> dict[str, StateRow]:
-        """``state_frame(as_of, customer_ids)`` as ``StateRow`` tuples, in one indexed query.
-
-        The service checks the learners of each request against the state its precomputed
-        answers were decided on (``serving.app.answers``); a frame and its checks would cost
-        more than the whole answer. The query is the same select, compiled once.
-
-        Returns:
-            customer_id -> (tag, since, override_tag, override_expires) for the learners that
-            have a status; the override columns are None without an override applying on as_of.
-        """
-        if not customer_ids:
-            return {}
-        parameters = {"customer_ids": list(customer_ids), "as_of": as_of}
-        with self._connect() as conn:
-            rows = conn.execute(STATE_ROWS, parameters)
-            return {row[0]: state_row(*row[1:5]) for row in rows}
-
-    def state_of(self, customer_ids: Sequence[str], as_of: date) -> pd.DataFrame:
-        """``state_frame(as_of, customer_ids)`` of a few learners, without its pandera pass.
-
-        The online scorer reads the state of each request's learners: the compiled query of
-        ``state_rows`` costs ~0.1 ms, the frame's validation ~7 ms. The frame is the same
-        (``state_frame_of_rows``).
-        """
-        if not customer_ids:
-            return state_frame_of_rows([])
-        parameters = {"customer_ids": list(customer_ids), "as_of": as_of}
-        with self._connect() as conn:
-            return state_frame_of_rows([tuple(row) for row in conn.execute(STATE_ROWS, parameters)])
-
-    def history(self, customer_id: str) -> pd.DataFrame:
-        """One learner's transitions, oldest first (``TRANSITIONS_SCHEMA``; empty if unknown)."""
-        stmt = transitions_select().where(Transition.customer_id == customer_id)
-        with self._connect() as conn:
-            return read_frame(conn, stmt, TRANSITIONS_SCHEMA)
-
-    def current(self, customer_id: str) -> dict[str, Any] | None:
-        """A learner's status row plus their open override (``override`` is None without one)."""
-        with self._connect() as conn:
-            status = first_mapping(
-                conn, select(*Status.__table__.columns).where(Status.customer_id == customer_id)
-            )
-            if status is None:
-                return None
-            override = first_mapping(
-                conn,
-                select(
-                    Override.tag,
-                    Override.kind,
-                    Override.actor,
-                    Override.reason,
-                    Override.created_at,
-                    Override.effective_as_of,
-                    Override.expires,
-                ).where(Override.customer_id == customer_id, Override.cleared_at.is_(None)),
-            )
-        return {**status, "override": override}
-
-    def runs(self) -> pd.DataFrame:
-        """Every batch run, oldest ``as_of`` first (``RUNS_SCHEMA``)."""
-        stmt = select(*BatchRun.__table__.columns).order_by(BatchRun.as_of)
-        with self._connect() as conn:
-            return read_frame(conn, stmt, RUNS_SCHEMA)
-
-    def transitions_frame(self, until: date | None = None) -> pd.DataFrame:
-        """The audit log in append order, up to and including ``as_of == until`` when given."""
-        stmt = transitions_select()
-        if until is not None:
-            stmt = stmt.where(Transition.as_of <= until)
-        with self._connect() as conn:
-            return read_frame(conn, stmt, TRANSITIONS_SCHEMA)
-
-    def scores_frame(
-        self, as_of: date | None = None, *, columns: Sequence[str] | None = None
-    ) -> pd.DataFrame:
-        """Stored scores (``STORED_SCORES_SCHEMA``), of one day when ``as_of`` is given, and
-        only ``columns`` when given, in that order: every day's scores (learners x days rows) cost
-        by the column, and the KPIs need a third of them."""
-        table = Score.__table__.columns
-        chosen = list(table) if columns is None else [table[name] for name in columns]
-        stmt = select(*chosen).order_by(Score.as_of, Score.customer_id)
-        if as_of is not None:
-            stmt = stmt.where(Score.as_of == as_of)
-        schema = STORED_SCORES_SCHEMA
-        if columns is not None:
-            schema = schema.select_columns(list(columns))
-        with self._connect() as conn:
-            return read_frame(conn, stmt, schema)
-
-    def latest_score(self, customer_id: str) -> dict[str, Any] | None:
-        """The learner's last stored score row: one query on the (customer_id, as_of) key."""
-        stmt = select(*Score.__table__.columns).where(Score.customer_id == customer_id)
-        with self._connect() as conn:
-            return first_mapping(conn, stmt.order_by(Score.as_of.desc()).limit(1))
-
     # ---- writes ------------------------------------------------------------------------------
-
-    def overrides_frame(
-        self, customer_id: str | None = None, *, live_from: date | None = None
-    ) -> pd.DataFrame:
-        """Overrides, newest first (``OVERRIDES_SCHEMA``).
-
-        Args:
-            customer_id: one learner's only.
-            live_from: only those still applying on or after this data day (not expired, not
-                cleared by then; future-dated ones included).
-        """
-        with self._connect() as conn:
-            return read_frame(conn, overrides_select(customer_id, live_from), OVERRIDES_SCHEMA)
 
     def next_batch_day(self, now: datetime) -> date:
         """The first data day an override recorded now may take effect on."""
