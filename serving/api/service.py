@@ -25,6 +25,7 @@ live) and ``serving.api.bento.ServiceSettings`` (``LSTEP_API_TOKEN``, ``LSTEP_MA
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -158,6 +159,10 @@ class LstepService:
         Readiness.register(f"the state store {safe_url(self.store.url)}", self._store_ready)
         if (warning := self.config.token_warning()) is not None:
             logger.warning(warning)
+        # What was loaded lives as long as the worker: out of the collector's reach, a full
+        # collection does not walk the champion's and the rules' objects in the middle of a
+        # request (the tail of /score at concurrency 32).
+        gc.freeze()
 
     @bentoml.api
     async def score(self, request: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
