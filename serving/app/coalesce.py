@@ -1,7 +1,7 @@
 """Concurrent on-demand asks of one day, assessed together.
 
-Scoring a few learners costs mostly fixed work (the rules engine's checks of its input frames,
-one model matrix, one TreeSHAP call): ~35 ms for one learner, about the same for thirty. The
+Scoring a few learners costs mostly fixed work (the pandas frames of the rules engine, one model
+matrix, one TreeSHAP call): ~19 ms for one learner, not much more for thirty. The
 public service receives concurrent requests each for a learner or two; assessing each alone
 spends that fixed cost per request and, with Python's GIL, serialises them. ``Coalescer`` lets
 the requests that arrive while an assessment runs wait, then assesses all of them in one call,
