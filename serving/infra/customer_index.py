@@ -59,12 +59,7 @@ class CustomerIndex:
             ValueError: the file breaks the customer contract (naming each problem).
             OSError: the index cannot be written under ``index_root``.
         """
-        directory = open_sidecar(
-            customers_path,
-            index_root,
-            version=FORMAT_VERSION,
-            write=lambda into: _write(customers_path, into),
-        )
+        directory = open_sidecar(customers_path, index_root, version=FORMAT_VERSION, write=_write)
         arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in COLUMNS}
         return cls(**arrays)
 

@@ -97,12 +97,7 @@ class EventIndex:
             FileNotFoundError: no such events file.
             OSError: the index cannot be written under ``index_root``.
         """
-        directory = open_sidecar(
-            events_path,
-            index_root,
-            version=FORMAT_VERSION,
-            write=lambda into: _write(events_path, into),
-        )
+        directory = open_sidecar(events_path, index_root, version=FORMAT_VERSION, write=_write)
         return cls._read(directory)
 
     @classmethod

@@ -32,8 +32,9 @@ import pyarrow.compute as pc
 META_FILE = "meta.json"
 LOCK_FILE = ".lock"
 
-Writer = Callable[[Path], dict[str, Any]]
-"""Writes a sidecar's files into the directory it is given; returns facts for ``meta.json``."""
+Writer = Callable[[Path, Path], dict[str, Any]]
+"""Writes a sidecar's files from the source (first) into the directory (second); returns facts
+for ``meta.json``."""
 
 
 def open_sidecar(source: Path, root: Path, *, version: int, write: Writer) -> Path:
@@ -56,7 +57,7 @@ def open_sidecar(source: Path, root: Path, *, version: int, write: Writer) -> Pa
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / LOCK_FILE):
         if not _complete(directory, stamp):  # another process may have built it meanwhile
-            _build(directory, stamp, write)
+            _build(source, directory, stamp, write)
             _drop_older(root, keep=directory)
     return directory
 
@@ -119,12 +120,12 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _build(directory: Path, stamp: dict[str, Any], write: Writer) -> None:
+def _build(source: Path, directory: Path, stamp: dict[str, Any], write: Writer) -> None:
     """Write into a fresh directory, then move it into place."""
     building = directory.with_name(f".building-{uuid.uuid4().hex}")
     building.mkdir(parents=True)
     try:
-        facts = write(building)
+        facts = write(source, building)
         meta = {**stamp, **facts}
         (building / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if directory.exists():  # a damaged sidecar (a complete one was found above)

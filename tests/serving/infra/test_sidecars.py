@@ -16,7 +16,7 @@ def test_workers_opening_together_build_the_sidecar_once(tmp_path):
     source.write_text("v1")
     builds = []
 
-    def write(directory):
+    def write(_source, directory):
         builds.append(directory)
         time.sleep(0.3)
         (directory / "out.txt").write_text(source.read_text())
@@ -47,7 +47,7 @@ def test_a_failed_build_leaves_nothing_to_read_and_the_next_open_builds(tmp_path
     source = tmp_path / "source.txt"
     source.write_text("v1")
 
-    def failing(directory):
+    def failing(_source, directory):
         (directory / "out.txt").write_text("half")
         raise ValueError("bad source")
 
@@ -56,6 +56,9 @@ def test_a_failed_build_leaves_nothing_to_read_and_the_next_open_builds(tmp_path
     # then no sidecar directory remains, and the next open builds a whole one
     assert not list((tmp_path / "s").glob("v*")) and not list((tmp_path / "s").glob(".building*"))
     directory = open_sidecar(
-        source, tmp_path / "s", version=1, write=lambda d: (d / "out.txt").write_text("ok") and {}
+        source,
+        tmp_path / "s",
+        version=1,
+        write=lambda _s, d: (d / "out.txt").write_text("ok") and {},
     )
     assert (directory / "out.txt").read_text() == "ok"
