@@ -14,6 +14,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -57,7 +58,9 @@ def load_decision_days(
             paths.append(path)
         else:
             missing.append(day)
-    rows = None if customer_ids is None else pc.field("customer_id").isin(list(customer_ids))
+    rows = None
+    if customer_ids is not None:  # typed: an empty list is "no learner", not a null-typed set
+        rows = pc.field("customer_id").isin(pa.array(list(customer_ids), pa.string()))
     frames = [
         _read_snapshots(group, columns, rows) for columns, group in _same_columns(paths, wanted)
     ]

@@ -119,3 +119,15 @@ def test_snapshots_with_different_columns_are_read_as_each_day_alone_would_be(th
     assert inputs["lessons_total"].isna().tolist() == [True, True, False, False, True, True]
     assert inputs.loc[inputs["as_of"] == pd.Timestamp(DAY_2), "lessons_total"].tolist() == [3, 7]
     assert inputs.loc[inputs["customer_id"] == "a", "risk_indicator_count"].tolist() == [0, 12, 12]
+
+
+def test_no_learner_to_keep_loads_no_rows_instead_of_failing(three_days):
+    # given a store whose days have no automatic move to judge (no learner to keep)
+    store, data_dir, _ = three_days
+    # when the decision days are loaded for no learner
+    decisions = load_decision_days(
+        data_dir, store.scores_frame(), packaged_ruleset(), [DAY_1, DAY_2, DAY_3], customer_ids=[]
+    )
+    # then there are no rows, and the days are still the loaded ones (nothing missing)
+    assert decisions.inputs.empty
+    assert decisions.loaded == (DAY_1, DAY_2, DAY_3) and decisions.missing == ()
