@@ -31,6 +31,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from features.catalog import FeatureCatalog, FeatureSpec, load_catalog
+from features.layout import CUSTOMERS_FILE, EVENTS_FILE
 from features.vocabulary import CANONICAL_EVENT_TYPES, CHANNELS, OTHER_EVENT_TYPE, PRODUCT_TAGS
 
 UTC_INSTANT = pd.DatetimeTZDtype(unit="us", tz="UTC")
@@ -38,14 +39,10 @@ UTC_INSTANT = pd.DatetimeTZDtype(unit="us", tz="UTC")
 AS_OF_DTYPE = np.dtype("datetime64[us]")
 """dtype of ``as_of``: naive, at midnight, meaning 00:00 UTC of that day."""
 KEY_COLUMNS: tuple[str, str] = ("customer_id", "as_of")
+"""Keys of the label and feature frames."""
 EARLIEST_INSTANT = pd.Timestamp("2000-01-01", tz="UTC")
 """No course log starts before this: an earlier ts or enrolled_at is a typo (0001-01-01) or an
 epoch zero, and is refused by the contracts rather than read as 25 years of inactivity."""
-EVENTS_FILE = "events.parquet"
-CUSTOMERS_FILE = "customers.parquet"
-"""File names of the event store (``LSTEP_DATA_DIR``): what ``lstep simulate`` writes and
-``lstep score``, the service and the report read."""
-"""Keys of the label and feature frames."""
 
 ColumnKind = Literal["text", "timestamp", "number"]
 

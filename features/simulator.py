@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from features.schemas import CUSTOMERS_FILE, EVENTS_FILE
+from features.layout import CUSTOMERS_FILE, EVENTS_FILE
 from features.vocabulary import CANONICAL_EVENT_TYPES, CHANNELS, PRODUCT_TAGS
 
 _Columns = TypeVar("_Columns")

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from features.schemas import CUSTOMERS_FILE, EVENTS_FILE
+from features.layout import CUSTOMERS_FILE, EVENTS_FILE
 
 TELEMETRY_ENV: dict[str, str] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
