@@ -319,6 +319,10 @@ class Assessment:
 
     @cached_property
     def _decided(self) -> dict[str, np.ndarray]:
+        """The decision fields row for row with ``features`` (the engine sorts by priority)."""
+        decided = self.decisions["customer_id"].astype(str).tolist()
+        if decided == self._ids:  # already in input order (always so for one learner)
+            return {name: self.decisions[name].to_numpy(object) for name in DECISION_FIELDS}
         aligned = self.decisions.set_index("customer_id").reindex(pd.Index(self._ids, dtype=object))
         return {name: aligned[name].to_numpy(object) for name in DECISION_FIELDS}
 
