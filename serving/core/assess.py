@@ -134,7 +134,8 @@ def _with_scores(
     Raises:
         ValueError: features and scores name other learners.
     """
-    base = features.drop(columns=list(PREDICTION_COLUMNS), errors="ignore")
+    present = [name for name in PREDICTION_COLUMNS if name in features.columns]
+    base = features.drop(columns=present) if present else features  # a drop copies every block
     ids = score_columns["customer_id"].to_numpy()
     if len(ids) == learners and np.array_equal(ids, base["customer_id"].to_numpy()):
         base = base.reset_index(drop=True)

@@ -116,6 +116,21 @@ def test_decisions_refuse_scores_of_other_learners(day_features, ruleset, empty_
         decide_learners(day_features, scores, ruleset, empty_state, FIRST_DAY)
 
 
+def test_deciding_leaves_the_callers_features_as_they_were(
+    day_features, champion, ruleset, empty_state
+):
+    # Given a feature frame without score columns, and one that still carries old ones
+    before = day_features.copy()
+    stale = day_features.assign(p_churn=0.5)
+    # When both are scored and decided
+    for features in (day_features, stale):
+        scores = score_features(features, champion)
+        decide_learners(features, scores, ruleset, empty_state, FIRST_DAY)
+    # Then neither frame was changed: no score column added, none overwritten
+    pd.testing.assert_frame_equal(day_features, before)
+    assert (stale["p_churn"] == 0.5).all() and "confidence" not in stale
+
+
 def test_records_carry_everything_the_api_returns(day_features, champion, ruleset, empty_state):
     # Given 40 learners the store has never seen
     # When they are scored, decided and explained in one call
