@@ -52,6 +52,9 @@ TableInput = pd.DataFrame | str | Path
 
 # --- SQL ------------------------------------------------------------------------------------------
 # Placeholders in braces are names of temporary objects or already-quoted literals, never user data.
+# Divisions are written `integer / integer`: `/` divides as DOUBLE in DuckDB and in Spark SQL alike
+# (`//` is DuckDB's integer division), whereas a decimal literal (`/ 7.0`) makes Spark divide in
+# DECIMAL, rounded to 6 places, and breaks the DuckDB/Spark parity of the trends.
 
 _EVENTS_VIEW = """
 CREATE TEMP VIEW {name} AS
@@ -81,17 +84,19 @@ CREATE TEMP TABLE {name} AS
 SELECT as_of,
        as_of - INTERVAL 30 DAY AS window_start,
        row_number() OVER (ORDER BY as_of) AS bucket,
-       coalesce(lag(as_of) OVER (ORDER BY as_of) - INTERVAL 30 DAY, TIMESTAMP '-infinity')
-           AS bucket_start
+       -- null for bucket 1 (everything before the first window: it has no bucket days)
+       lag(as_of) OVER (ORDER BY as_of) - INTERVAL 30 DAY AS bucket_start
 FROM (SELECT DISTINCT as_of FROM {dates})
 """
 
 # The UTC days of each window, with `lag` = days from that day to t's day. t is a midnight, so
 # [t-30d, t) is exactly the days of lag 1..30 and "the last 7 days" those of lag 1..7.
+# (a VALUES list, not DuckDB's range(): SQLGlot turns `range(1, 31) AS r(lag)` into invalid Spark)
+_LAGS = ", ".join(f"({lag})" for lag in range(1, WINDOW_DAYS + 1))
 _WINDOW_DAYS_TABLE = """
 CREATE TEMP TABLE {name} AS
 SELECT d.as_of, CAST(d.as_of AS DATE) - CAST(r.lag AS INTEGER) AS day, CAST(r.lag AS INTEGER) AS lag
-FROM {dates} AS d CROSS JOIN range(1, 31) AS r(lag)
+FROM {dates} AS d CROSS JOIN (VALUES {lags}) AS r(lag)
 """
 
 # Each event joined to every as_of whose window holds it, by equality on the day: a hash join.
@@ -157,13 +162,16 @@ GROUP BY customer_id, as_of
 """
 
 # The UTC days of history buckets 2, 3, ...: [window start of date k-1, window start of date k).
-# Bucket 1 is everything before the first window, so it needs no days.
+# Bucket 1 is everything before the first window, so it needs no days. (The unnest is not inside
+# the CAST: Spark allows a generator only at the top of a SELECT expression.)
 _BUCKET_DAYS_TABLE = """
 CREATE TEMP TABLE {name} AS
-SELECT bucket, CAST(unnest(generate_series(bucket_start, window_start - INTERVAL 1 DAY,
-                                           INTERVAL 1 DAY)) AS DATE) AS day
-FROM {dates}
-WHERE bucket > 1
+SELECT bucket, CAST(day AS DATE) AS day
+FROM (SELECT bucket,
+             unnest(generate_series(bucket_start, window_start - INTERVAL 1 DAY, INTERVAL 1 DAY))
+                 AS day
+      FROM {dates}
+      WHERE bucket > 1)
 """
 
 # Measures of the events before the window per (learner, bucket); a spine row at bucket k adds
@@ -232,7 +240,7 @@ JOIN {dates} AS d USING (as_of)
 _MEASURES = """
 SELECT s.row_id, s.customer_id, s.as_of, s.enrolled_at, s.product_tag, s.mrr,
        date_diff('microsecond', s.enrolled_at, s.as_of) AS tenure_us,
-       least(30, s.as_of_day - s.enrol_day) AS window_days,
+       least(30, date_diff('day', s.enrol_day, s.as_of_day)) AS window_days,
        {window_columns},
        coalesce(i.items30, 0) AS items30,
        -- a window timestamp is always later than any timestamp before the window
@@ -269,12 +277,12 @@ FROM ({measures})
 # mutant: no mutant of it could ever run, so none is made (make mutate, docs/mutation.md).
 def _trend(recent: str, prior: str) -> str:  # pragma: no mutate block
     """(r7 - r23) / (r7 + r23) on per-day rates, 0 when both are zero (catalog: trends)."""
-    r7, r23 = f"(({recent}) / 7.0)", f"(({prior}) / 23.0)"
+    r7, r23 = f"(({recent}) / 7)", f"(({prior}) / 23)"
     return f"CASE WHEN {r7} + {r23} = 0 THEN 0.0 ELSE ({r7} - {r23}) / ({r7} + {r23}) END"
 
 
 def _days_since(instant: str) -> str:
-    return f"date_diff('microsecond', {instant}, as_of) / {DAY_US}.0"
+    return f"date_diff('microsecond', {instant}, as_of) / {DAY_US}"
 
 
 def _minutes(seconds: str, *, events: str, timed: str) -> str:
@@ -293,7 +301,7 @@ def _tenure_at_least(days: int) -> str:  # pragma: no mutate block
 _SESSION_TIME_UNKNOWN = (
     "(ses7 > 0 AND ses_timed7 = 0) OR (ses_prior23 > 0 AND ses_timed_prior23 = 0)"
 )
-_SLOPE_4W = "slope_x10 / 10.0"
+_SLOPE_4W = "slope_x10 / 10"
 
 FEATURE_SQL: dict[str, str] = {
     "days_since_last_event": _days_since("coalesce(last_ts, enrolled_at)"),
@@ -311,7 +319,7 @@ FEATURE_SQL: dict[str, str] = {
     "session_minutes_30d": _minutes("ses_s30", events="ses30", timed="ses_timed30"),
     "avg_session_minutes_30d": "ses_s30 / 60 / nullif(ses_timed30, 0)",
     "activity_trend_7v23": _trend("ev7", "ev_prior23"),
-    "events_change_7v23": "CASE WHEN ev_prior23 > 0 THEN (ev7 / 7.0) / (ev_prior23 / 23.0) - 1 END",
+    "events_change_7v23": "CASE WHEN ev_prior23 > 0 THEN (ev7 / 7) / (ev_prior23 / 23) - 1 END",
     "sessions_trend_7v23": _trend("ses7", "ses_prior23"),
     "minutes_trend_7v23": (
         f"CASE WHEN {_SESSION_TIME_UNKNOWN} THEN NULL ELSE {_trend('ses_s7', 'ses_s_prior23')} END"
@@ -332,7 +340,7 @@ FEATURE_SQL: dict[str, str] = {
     "mobile_share_30d": "mob30 / nullif(chan30, 0)",
     "video_share_30d": "vid30 / nullif(ev30, 0)",
     "video_minutes_30d": _minutes("vid_s30", events="vid30", timed="vid_timed30"),
-    "tenure_days": f"tenure_us / {DAY_US}.0",
+    "tenure_days": f"tenure_us / {DAY_US}",
     "is_cold_start": f"tenure_us < {WINDOW_DAYS * DAY_US}",
     "product_tag": "product_tag",
     "mrr": "mrr",
@@ -344,7 +352,9 @@ FEATURE_SQL: dict[str, str] = {
         f"coalesce(NOT ({_SESSION_TIME_UNKNOWN}) AND ses_s_prior23 > 0"
         " AND 46 * ses_s7 <= 7 * ses_s_prior23, FALSE)"
     ),
-    "risk_low_frequency": (f"coalesce(ad30 / window_days < 0.10 AND {_tenure_at_least(7)}, FALSE)"),
+    "risk_low_frequency": (
+        f"coalesce(ad30 / nullif(window_days, 0) < 0.10 AND {_tenure_at_least(7)}, FALSE)"
+    ),
     "risk_no_lesson_14d": f"les14 = 0 AND {_tenure_at_least(14)}",
     "risk_milestone_stall": (
         f"CASE WHEN last_milestone_ts IS NULL THEN {_tenure_at_least(WINDOW_DAYS)}"
@@ -777,7 +787,9 @@ class Workspace:
         """The as_of dates (and, for a spine, the learners whose events are worth reading)."""
         raw = self.register("as_of_input", pd.DataFrame({"as_of": dates}))
         self.dates = self.create("TABLE", "dates", _DATES_TABLE, dates=raw)
-        self.window_days = self.create("TABLE", "window_days", _WINDOW_DAYS_TABLE, dates=self.dates)
+        self.window_days = self.create(
+            "TABLE", "window_days", _WINDOW_DAYS_TABLE, dates=self.dates, lags=_LAGS
+        )
         self.last_as_of = dates.max()
         self.until = timestamp_literal(self.last_as_of)
         self.first_window_start = timestamp_literal(dates.min() - pd.Timedelta(days=WINDOW_DAYS))
