@@ -9,4 +9,7 @@ CUSTOMERS_FILE = "customers.parquet"
 """File names of the event store: what ``lstep simulate`` writes and ``lstep score``, the service
 and the report read."""
 
-__all__ = ["CUSTOMERS_FILE", "EVENTS_FILE"]
+PARQUET_SUFFIXES = (".parquet", ".pq")
+"""File suffixes read as parquet (anything else is read as CSV where CSV is allowed)."""
+
+__all__ = ["CUSTOMERS_FILE", "EVENTS_FILE", "PARQUET_SUFFIXES"]

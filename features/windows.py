@@ -37,6 +37,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from features.catalog import FeatureCatalog, FeatureSpec, load_catalog
+from features.layout import PARQUET_SUFFIXES
 from features.schemas import KEY_COLUMNS, feature_frame_schema
 
 DAY_US = 86_400_000_000
@@ -45,7 +46,6 @@ WINDOW_DAYS = 30
 EVENT_COLUMNS = ("customer_id", "ts", "event_type", "duration_s", "channel", "item")
 CUSTOMER_COLUMNS = ("customer_id", "product_tag", "enrolled_at", "mrr")
 RISK_COUNT = "risk_indicator_count"
-PARQUET_SUFFIXES = (".parquet", ".pq")
 
 TableInput = pd.DataFrame | str | Path
 """A pandas frame, or the path of a parquet file that DuckDB reads directly."""

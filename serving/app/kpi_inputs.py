@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import date, timedelta
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from features.labels import compute_labels
+from features.validation import load_events
 from rules import MODEL_SCORE_COLUMNS, RuleSet
 from serving.app.kpis import LABEL_HORIZON_DAYS, SCORE_COLUMNS, Kpi, compute_kpis
 from serving.app.qualifying import DecisionDays
@@ -96,8 +98,49 @@ def _read_snapshots(
     return dataset.to_table(columns=columns, filter=rows).to_pandas()
 
 
+@dataclass(frozen=True)
+class StoredEvents:
+    """The event store's parquet file, read only for the learners the KPIs label.
+
+    The labels of automation accuracy need the events of the learners moved to ST_004, a
+    fraction of the log: validating those rows alone (against the same contract) spares
+    ``lstep kpis`` a validation of the whole log on every call. The log's last event, which
+    dates how far the labels are complete, is the whole file's.
+
+    Attributes:
+        path: the events parquet file (the event store's, in contract form).
+        now: events after this instant are an error, as in ``load_valid_inputs``.
+    """
+
+    path: Path
+    now: datetime
+
+    def of_learners(self, customer_ids: Sequence[str]) -> tuple[pd.DataFrame, pd.Timestamp | None]:
+        """The validated events of ``customer_ids`` and the log's last event (naive UTC).
+
+        Raises:
+            ValueError: those rows break the events contract (each error, naming the file).
+        """
+        log = pq.read_table(self.path)
+        wanted = pc.is_in(log.column("customer_id"), pa.array(list(customer_ids), pa.string()))
+        events, problems, _ = load_events(log.filter(wanted).to_pandas(), as_of_limit=self.now)
+        errors = [replace(problem, source=self.path.name) for problem in problems]
+        errors = [str(problem) for problem in errors if problem.severity == "error"]
+        if errors:
+            raise ValueError("; ".join(errors))
+        return events, _last_instant(log.column("ts"))
+
+
+def _last_instant(stamps: pa.ChunkedArray) -> pd.Timestamp | None:
+    last = pc.max(stamps).as_py()
+    if last is None:
+        return None
+    moment = pd.Timestamp(last)
+    return moment.tz_convert("UTC").tz_localize(None) if moment.tzinfo else moment
+
+
 def risk_move_labels(
-    events: pd.DataFrame,
+    events: pd.DataFrame | StoredEvents,
     transitions: pd.DataFrame,
     as_of: date,
     horizon_days: int = LABEL_HORIZON_DAYS,
@@ -106,12 +149,22 @@ def risk_move_labels(
 
     The log counts as complete up to the end of ``as_of`` or its last event, whichever is
     earlier: a label whose window ends later is not known yet and is left out.
+
+    Args:
+        events: the validated event log, or the store's file (only the moved learners read).
+        transitions: the audit log up to ``as_of``.
+        as_of: the KPI day.
+        horizon_days: the churn window of the labels.
     """
     risk = transitions[(transitions["to_tag"] == RISK_TAG) & transitions["rule_id"].notna()]
     spine = risk[KEYS].drop_duplicates().astype({"as_of": "datetime64[us]"})
+    if isinstance(events, StoredEvents):
+        events, last_event = events.of_learners(spine["customer_id"].unique().tolist())
+    else:
+        stamps = pd.to_datetime(events["ts"], utc=True)
+        last_event = stamps.max().tz_localize(None) if len(stamps) else None
     end_of_day = pd.Timestamp(as_of) + timedelta(days=1)
-    stamps = pd.to_datetime(events["ts"], utc=True)
-    last = stamps.max().tz_localize(None).floor("D") + timedelta(days=1) if len(stamps) else None
+    last = None if last_event is None else last_event.floor("D") + timedelta(days=1)
     until = end_of_day if last is None else min(end_of_day, last)
     return compute_labels(events, spine, horizon_days=horizon_days, observed_until=until)
 
@@ -121,7 +174,7 @@ def kpis_at(
     as_of: date,
     *,
     customers: pd.DataFrame,
-    events: pd.DataFrame | None,
+    events: pd.DataFrame | StoredEvents | None,
     ruleset: RuleSet,
     data_dir: Path,
 ) -> list[Kpi]:
@@ -131,7 +184,8 @@ def kpis_at(
         store: the state store.
         as_of: the KPI day.
         customers: validated customers.
-        events: validated events, for the labels of automation accuracy (None: no labels).
+        events: validated events, or the store's file (``StoredEvents``), for the labels of
+            automation accuracy (None: no labels).
         ruleset: the rules whose conditions date the first qualifying days.
         data_dir: where the batch's feature snapshots are.
     """
@@ -154,4 +208,4 @@ def kpis_at(
     )
 
 
-__all__ = ["kpis_at", "load_decision_days", "risk_move_labels"]
+__all__ = ["StoredEvents", "kpis_at", "load_decision_days", "risk_move_labels"]

@@ -262,7 +262,7 @@ def kpis(
     customers = customers or current.customers_path
     events = events or current.events_path
     if events.exists() and customers.exists():
-        event_frame, customer_frame = load_inputs(events, customers, None, False)
+        event_frame, customer_frame = _kpi_inputs(events, customers)
     else:  # no event log: no labels, and no cohorts without customers
         event_frame, customer_frame = None, _customers_or_empty(customers)
     table = kpi_table_at(
@@ -270,6 +270,31 @@ def kpis(
         ruleset=load_rules(rules_dir), data_dir=current.data_path,
     )  # fmt: skip
     console.print(table)
+
+
+def _kpi_inputs(events: Path, customers: Path) -> tuple[object, object]:
+    """The event log as the KPIs read it, and the validated customers.
+
+    A parquet log is read lazily (``StoredEvents``: only the learners the labels need, checked
+    against the contract); another format is validated whole, as every command does.
+    """
+    from features.layout import PARQUET_SUFFIXES
+    from serving.app.kpi_inputs import StoredEvents
+
+    if events.suffix.lower() not in PARQUET_SUFFIXES:
+        return load_inputs(events, customers, None, False)
+    return StoredEvents(events, utc_now()), _valid_customers(customers)
+
+
+def _valid_customers(customers: Path) -> object:
+    """The customers file, validated (a ``UserError`` naming each error otherwise)."""
+    from features.validation import load_customers
+
+    frame, problems = load_customers(customers, as_of_limit=utc_now())
+    errors = [str(problem) for problem in problems if problem.severity == "error"]
+    if errors:
+        raise UserError("; ".join(errors))
+    return frame
 
 
 def _customers_or_empty(customers: Path) -> object:

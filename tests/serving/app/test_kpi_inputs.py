@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 
 import pandas as pd
 import pytest
 
-from serving.app.kpi_inputs import kpis_at, load_decision_days
+from serving.app.kpi_inputs import StoredEvents, kpis_at, load_decision_days
 from serving.infra.snapshots import snapshot_path, write_feature_snapshot
 from tests.serving.app.test_kpis import customers_frame
 from tests.serving.batches import FIRST_DAY, apply
@@ -131,3 +131,34 @@ def test_no_learner_to_keep_loads_no_rows_instead_of_failing(three_days):
     # then there are no rows, and the days are still the loaded ones (nothing missing)
     assert decisions.inputs.empty
     assert decisions.loaded == (DAY_1, DAY_2, DAY_3) and decisions.missing == ()
+
+
+def test_the_stored_log_read_for_the_moved_learners_gives_the_labels_of_the_whole_log(
+    three_days, tmp_path
+):
+    # Given the event log as the store's parquet file; b (never moved) is the one whose event
+    # on April 5 says how far the log runs
+    store, data_dir, events = three_days
+    path = tmp_path / "events.parquet"
+    events.to_parquet(path)
+    stored = StoredEvents(path, datetime(2031, 1, 1, tzinfo=UTC))
+    for day in (date(2024, 4, 10), date(2024, 3, 20), date(2024, 4, 3)):
+        # When the KPIs read the file lazily and the validated frame whole
+        lazy = _kpis(store, data_dir, stored, day)["automation_accuracy"]
+        whole = _kpis(store, data_dir, events, day)["automation_accuracy"]
+        # Then they agree (on April 3 only b's event makes a's window complete)
+        assert (lazy.value, lazy.detail) == (whole.value, whole.detail)
+    assert (
+        "1 confirmed"
+        in _kpis(store, data_dir, stored, date(2024, 4, 3))["automation_accuracy"].detail
+    )
+
+
+def test_a_moved_learners_event_that_breaks_the_contract_is_refused_by_name(three_days, tmp_path):
+    # Given a stored log whose event of a (the moved learner) has an unknown type
+    store, data_dir, events = three_days
+    path = tmp_path / "events.parquet"
+    events.assign(event_type=["teleported", "session"]).to_parquet(path)
+    # When the KPIs read it, then the error names the file, the column and the value
+    with pytest.raises(ValueError, match=r"events\.parquet: column event_type: .*'teleported'"):
+        _kpis(store, data_dir, StoredEvents(path, datetime(2031, 1, 1, tzinfo=UTC)), DAY_3)

@@ -165,6 +165,27 @@ def test_rules_only_batch_then_status_override_and_kpis(population, lstep_home):
     assert ">= 70.0%" in kpis.output
 
 
+def test_kpis_name_the_customers_file_that_breaks_the_contract(population, lstep_home, tmp_path):
+    # given one rules-only batch day, then a customers file with one learner twice
+    inputs = ["--events", str(population / "events.parquet"),
+              "--customers", str(population / "customers.parquet")]  # fmt: skip
+    assert (
+        runner.invoke(app, ["score", "--as-of", "2026-04-01", "--rules-only", *inputs]).exit_code
+        == 0
+    )
+    broken = tmp_path / "broken-customers.parquet"
+    customers = pd.read_parquet(population / "customers.parquet")
+    pd.concat([customers, customers.head(1)]).to_parquet(broken)
+    # when the KPIs are asked with it
+    kpis = runner.invoke(
+        app, ["kpis", "--as-of", "2026-04-01", *inputs[:2], "--customers", str(broken)]
+    )
+    # then the command fails naming the file and the column, without a traceback
+    assert kpis.exit_code == 1
+    assert "broken-customers.parquet" in kpis.output and "customer_id" in kpis.output
+    assert "Traceback" not in kpis.output
+
+
 def test_overrides_are_listed_cleared_and_leave_earlier_days_runnable(population, lstep_home):
     # given two rules-only batch days and a hold recorded after them
     inputs = ["--rules-only", "--events", str(population / "events.parquet"),
