@@ -25,7 +25,9 @@ pyspark is imported lazily: the DuckDB path never pays for it.
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ from serving.app.summary import is_in
 from serving.core.assess import Assessment, decide_learners
 from serving.core.problems import Invalid, NotFound
 from serving.core.scoring import SCORES_SCHEMA
+from serving.settings import Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkFrame
@@ -400,6 +403,53 @@ def check_master(master: str, *, timeout_s: float = 5.0) -> None:
     raise NotFound(f"Spark master {master} cannot be reached")
 
 
+@contextmanager
+def spark_step(settings: Settings, champion: Any, *, master: str) -> Iterator[SparkDay]:
+    """A Spark session on ``master`` and the ``SparkDay`` of a run; the session ends with it.
+
+    Args:
+        settings: the workspace (MLflow registry, model name, ``<data_dir>/spark`` output).
+        champion: the loaded champion (``serving.infra.champion.Champion``), None: rules-only.
+        master: the Spark master URL (``local[2]``, ``spark://host:7077``, ``yarn``...).
+
+    Raises:
+        NotFound: the master cannot be reached.
+        Invalid: the Spark feature engine (``features.spark``) is not installed.
+    """
+    check_master(master)
+    try:
+        from features.spark import SparkEngine, spark_session
+    except ImportError as error:
+        raise Invalid(f"--engine spark needs pyspark and features.spark ({error})") from None
+    if master.startswith("local"):  # local workers run this interpreter; a cluster sets its own
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = spark_session(master, app_name="lstep-score")
+    try:
+        yield SparkDay(
+            spark=spark,
+            source=EngineFeatures(SparkEngine(spark)),
+            model_uri=None if champion is None else version_uri(settings, champion),
+            tracking_uri=settings.tracking_uri,
+            input_names=() if champion is None else signature_names(champion),
+            output_dir=settings.data_path / "spark",
+        )
+    finally:
+        spark.stop()
+
+
+def version_uri(settings: Settings, champion: Any) -> str:
+    """The champion's registered version as a URI: what the run records is what Spark loads."""
+    return f"models:/{settings.model_name}/{champion.version}"
+
+
+def signature_names(champion: Any) -> tuple[str, ...]:
+    """The input columns the champion's MLflow signature requires."""
+    schema = champion.pyfunc.metadata.get_input_schema()
+    if schema is None or not schema.has_input_names():
+        return tuple(champion.model.feature_dtypes)
+    return tuple(schema.required_input_names())
+
+
 __all__ = [
     "DECISION_TYPES",
     "EngineFeatures",
@@ -412,5 +462,9 @@ __all__ = [
     "decide_rows",
     "decisions_frame",
     "features_and_scores",
+    "naive_utc",
+    "signature_names",
+    "spark_step",
+    "version_uri",
     "whole_day_decisions",
 ]

@@ -13,15 +13,18 @@ import os
 import sys
 from dataclasses import dataclass
 from datetime import date, timedelta
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
-from features.windows import build_features, eligible_spine
+from features.windows import build_features, eligible_spine, feature_dtypes
 from serving.app.batch import BatchContext, BatchInputs, run_day
+from serving.app.jobs import BatchJob, Runtime
 from serving.app.spark_day import SparkDay, check_master
 from serving.core.problems import Invalid, NotFound
 from serving.infra.store import StateStore
+from serving.settings import Settings
 from tests.serving.fixtures import FIRST_DAY, NOW
 
 pyspark = pytest.importorskip("pyspark", reason="the Spark engine needs pyspark")
@@ -166,7 +169,7 @@ def test_a_rerun_of_a_spark_day_changes_nothing(two_days, simulated_log, champio
 
 def test_spark_writes_features_and_scores_partitioned_by_day(two_days, spark):
     # Given the two Spark days, When their parquet is read back
-    _, spark_store, results, _, home = two_days
+    _, _, results, _, home = two_days
     scores = spark.read.parquet(str(home / "spark" / "scores")).toPandas()
     features = spark.read.parquet(str(home / "spark" / "features"))
     # Then each day is a partition holding one row per learner decided that day
@@ -175,7 +178,7 @@ def test_spark_writes_features_and_scores_partitioned_by_day(two_days, spark):
         str(FIRST_DAY): results["spark"][0].learners,
         str(SECOND_DAY): results["spark"][1].learners,
     }
-    assert "sessions_7d" in features.columns or len(features.columns) > 10
+    assert set(features.columns) == {"customer_id", "as_of", *feature_dtypes()}
 
 
 def test_rules_only_days_agree_between_engines(
@@ -216,3 +219,62 @@ def test_an_unreachable_master_is_named():
     with pytest.raises(NotFound, match=r"spark://127\.0\.0\.1:9 cannot be reached"):
         check_master("spark://127.0.0.1:9", timeout_s=1.0)
     check_master("local[2]")  # and a local master needs no check
+
+
+# --- the job and the command ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def workspace_settings(simulated_log, champion_tracking_uri, tmp_path) -> Settings:
+    """Settings whose event store is the session's log and whose MLflow holds the champion."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for source in (simulated_log.events_path, simulated_log.customers_path):
+        (data / source.name).write_bytes(source.read_bytes())
+    return Settings(
+        home=tmp_path / "home", data_dir=data, mlflow_tracking_uri=champion_tracking_uri
+    )
+
+
+@pytest.fixture
+def stand_in_engine(spark, monkeypatch):
+    """``features.spark`` as DuckDB features handed to the test session (which stays open)."""
+    bridge = DuckDBFeatures(spark)
+    module = SimpleNamespace(
+        SparkEngine=lambda session: session,
+        spark_session=lambda master, app_name: spark,
+        eligible_spine=lambda events, customers, days, con: eligible_spine(events, customers, days),
+        spark_features=lambda engine, events, customers, spine: bridge.features(
+            BatchInputs(events=events, customers=customers), spine
+        ),
+    )
+    monkeypatch.setitem(sys.modules, "features.spark", module)
+    monkeypatch.setattr(type(spark), "stop", lambda self: None)
+
+
+def test_a_spark_batch_job_runs_the_day_as_the_duckdb_job_does(
+    workspace_settings, stand_in_engine, two_days, champion
+):
+    # When the job runs a day with the Spark engine from the settings alone
+    outcome = BatchJob(as_of=FIRST_DAY, engine="spark").run(Runtime(workspace_settings, NOW))
+    # Then the champion's version scored it, it moved learners as the DuckDB day did
+    (result,) = outcome.results
+    duck = two_days[2]["duckdb"][0]
+    assert result.model_version == champion.version and not result.dry_run
+    assert result.transitions_by_rule == duck.transitions_by_rule
+    # And Spark wrote the day's scores under the event store's spark/ directory
+    assert (workspace_settings.data_path / "spark" / "scores" / f"as_of={FIRST_DAY}").is_dir()
+
+
+def test_a_master_that_cannot_be_reached_is_named_and_nothing_is_written(workspace_settings):
+    # Given a workspace with one completed rules-only day
+    runtime = Runtime(workspace_settings, NOW)
+    BatchJob(as_of=FIRST_DAY, rules_only=True).run(runtime)
+    before = store_contents(runtime.open_store())
+    # When the next day runs on a master nobody listens on, Then the error names the master
+    job = BatchJob(as_of=SECOND_DAY, engine="spark", spark_master="spark://127.0.0.1:9")
+    with pytest.raises(NotFound, match=r"^Spark master spark://127\.0\.0\.1:9 cannot be reached$"):
+        job.run(runtime)
+    # And the store is unchanged
+    for name, frame in store_contents(runtime.open_store()).items():
+        pd.testing.assert_frame_equal(frame, before[name], obj=name)
