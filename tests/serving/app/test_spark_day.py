@@ -182,15 +182,13 @@ def test_spark_writes_features_and_scores_partitioned_by_day(two_days, spark):
 
 
 def test_rules_only_days_agree_between_engines(
-    spark, simulated_log, ruleset, champion_tracking_uri, tmp_path
+    spark, simulated_log, ruleset, champion_tracking_uri, sqlite_store, tmp_path
 ):
     # Given a rules-only day (no champion) through both engines
-    duck = run(
-        StateStore(f"sqlite:///{tmp_path / 'a.db'}"), simulated_log, None, ruleset, FIRST_DAY
-    )
+    with StateStore(f"sqlite:///{tmp_path / 'duck.db'}") as duck_store:
+        duck = run(duck_store, simulated_log, None, ruleset, FIRST_DAY)
     step = spark_step(spark, None, champion_tracking_uri, tmp_path)
-    spark_store = StateStore(f"sqlite:///{tmp_path / 'b.db'}")
-    spark_result = run(spark_store, simulated_log, None, ruleset, FIRST_DAY, step=step)
+    spark_result = run(sqlite_store, simulated_log, None, ruleset, FIRST_DAY, step=step)
     # Then the decisions are identical and nothing was scored
     assert spark_result.rules_only and spark_result.transitions_by_rule == duck.transitions_by_rule
     assert_same_day(spark_result, duck)
@@ -198,10 +196,10 @@ def test_rules_only_days_agree_between_engines(
 
 
 def test_a_champion_whose_signature_the_features_miss_is_one_line_and_writes_nothing(
-    spark, simulated_log, champion, champion_tracking_uri, ruleset, tmp_path
+    spark, simulated_log, champion, champion_tracking_uri, ruleset, sqlite_store, tmp_path
 ):
     # Given a store with a completed day and a champion needing a column the features lack
-    store = StateStore(f"sqlite:///{tmp_path / 's.db'}")
+    store = sqlite_store
     run(store, simulated_log, None, ruleset, FIRST_DAY)
     before = store_contents(store)
     step = spark_step(spark, champion, champion_tracking_uri, tmp_path)
