@@ -1,6 +1,7 @@
 """Benchmark: the whole daily batch run for N learners over their 30-day window.
 
     .venv/bin/python benchmarks/batch_scale.py --customers 1000000 [--days 60] [--seed 7]
+        [--engine duckdb|spark|both]
 
 Data: the simulation of ``benchmarks/features_scale.py``
 (``benchmarks/.cache/sim-{N}x{D}-s{seed}-code{version}``), simulated here when absent. The
@@ -25,6 +26,12 @@ run: the batch reads the parquet files with DuckDB (``inputs_validated=True``). 
 times it on its own in a third child; at 1M learners (~60M events) it needs tens of GiB, so it is
 off by default.
 
+``--engine spark`` runs the same two days through ``serving.app.spark_day.SparkDay`` on a
+``local[2]`` session (features by ``features.spark``; until that module exists, DuckDB's features
+handed to Spark, said so in the output); ``both`` runs DuckDB then Spark on the same population,
+each into its own store, and prints their steady days side by side. The Spark peak is the
+driver's Python process plus the JVM's (the Python workers are not counted).
+
 The floor, for comparison: the time DuckDB takes just to scan the window's events (every column the
 features read, in [as_of - 30 d, as_of)) plus LightGBM's raw predict on the same learners' rows.
 
@@ -39,8 +46,10 @@ import json
 import multiprocessing as mp
 import os
 import resource
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -141,7 +150,7 @@ def _champion_store() -> str:
 
 
 def _batch_day(
-    population: str, state_url: str, tracking_uri: str, as_of: date, run_id: str
+    population: str, state_url: str, tracking_uri: str, as_of: date, run_id: str, engine: str
 ) -> dict:
     """One ``run_day`` over the parquet files, as ``lstep score`` runs it."""
     from serving.app.batch import BatchContext, BatchInputs, run_day
@@ -160,23 +169,94 @@ def _batch_day(
         customers=f"{population}/customers.parquet",
         validated=True,  # validated once, timed on its own (``_validate``)
     )
-    with StateStore(state_url) as store:
+    data_dir = Path(state_url.removeprefix("sqlite:///")).parent / "data"
+    with StateStore(state_url) as store, _engine_step(engine, champion, tracking_uri) as step:
         context = BatchContext(
-            store=store,
-            champion=champion,
-            ruleset=ruleset,
-            run_id=run_id,
-            now=NOW,
-            data_dir=Path(state_url.removeprefix("sqlite:///")).parent / "data",
-        )
+            store=store, champion=champion, ruleset=ruleset, run_id=run_id, now=NOW,
+            data_dir=data_dir, step=step,
+        )  # fmt: skip
+        if step is not None:
+            step.output_dir = data_dir / "spark"
+            loading = time.perf_counter() - started  # the session's start counts as loading
         result = run_day(as_of, inputs, context)
+        jvm_gib = _jvm_peak_gib(step)
     return {
         "stages": {"load champion + rules": loading, **result.stage_seconds},
         "seconds": time.perf_counter() - started,
         "learners": result.learners,
         "transitions": result.transitions,
-        "peak_rss_gib": _peak_rss_gib(),
+        "peak_rss_gib": _peak_rss_gib() + jvm_gib,
     }
+
+
+@contextmanager
+def _engine_step(engine: str, champion, tracking_uri: str):
+    """None for DuckDB; for Spark a ``SparkDay`` on a local[2] session (stopped after)."""
+    if engine == "duckdb":
+        yield None
+        return
+    from serving.app.spark_day import SparkDay, signature_names
+
+    spark, source = _spark_source()
+    try:
+        yield SparkDay(
+            spark=spark, source=source, model_uri=f"models:/lstep-churn/{champion.version}",
+            tracking_uri=tracking_uri, input_names=signature_names(champion),
+        )  # fmt: skip
+    finally:
+        spark.stop()
+
+
+def _spark_source():
+    """A local[2] session and the feature source: ``features.spark``, else DuckDB's features."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    try:
+        from features.spark import SparkEngine, spark_session
+
+        from serving.app.spark_day import EngineFeatures
+
+        spark = spark_session("local[2]", app_name="batch-scale")
+        return spark, EngineFeatures(SparkEngine(spark))
+    except ImportError:
+        from pyspark.sql import SparkSession
+
+        spark = (
+            SparkSession.builder.master("local[2]").appName("batch-scale")
+            .config("spark.sql.session.timeZone", "UTC").config("spark.ui.enabled", "false")
+            .config("spark.sql.shuffle.partitions", "2").config("spark.driver.memory", "4g")
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            .getOrCreate()
+        )  # fmt: skip
+        return spark, _DuckDBFeaturesOnSpark(spark)
+
+
+class _DuckDBFeaturesOnSpark:
+    """Learners and features by DuckDB handed to Spark: the stand-in until features.spark."""
+
+    def __init__(self, spark) -> None:
+        self.spark = spark
+        print("    (features: DuckDB's, handed to Spark: features.spark is not installed)")
+
+    def eligible(self, inputs, as_of):
+        from features.windows import eligible_spine
+
+        return eligible_spine(inputs.events, inputs.customers, [as_of])
+
+    def features(self, inputs, spine):
+        from features.windows import build_features
+
+        frame = build_features(inputs.events, inputs.customers, spine=spine)
+        return self.spark.createDataFrame(frame.astype({"product_tag": str})).repartition(2)
+
+
+def _jvm_peak_gib(step) -> float:
+    """The Spark JVM's peak resident set (VmHWM), 0 without Spark."""
+    if step is None:
+        return 0.0
+    pid = step.spark.sparkContext._gateway.proc.pid
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    kib = next((int(line.split()[1]) for line in status if line.startswith("VmHWM")), 0)
+    return kib / 1024**2
 
 
 def _validate(population: str) -> dict:
@@ -231,26 +311,52 @@ def _print_day(name: str, day: dict) -> None:
         print(f"    {stage:<24} {seconds:6.2f} s")
 
 
+def _two_days(engine: str, scratch: Path, population: Path, tracking_uri: str, end: date) -> dict:
+    """Day 1 (first load) and day 2 (measured) of one engine in a fresh store; day 2's figures."""
+    scratch.mkdir(parents=True)
+    inputs = (str(population), f"sqlite:///{scratch / 'state.db'}", tracking_uri)
+    first = _in_child(_batch_day, *inputs, end - timedelta(days=1), "d1", engine)
+    _print_day(f"[{engine}] day 1 ({end - timedelta(days=1)}, first load)", first)
+    day = _in_child(_batch_day, *inputs, end, "d2", engine)
+    _print_day(f"[{engine}] day 2 ({end}, measured)  ", day)
+    return day
+
+
+def _print_side_by_side(steady: dict[str, dict], floor_seconds: float) -> None:
+    """Day 2's stage times of each engine in one table, with the ratio to the floor."""
+    names = list(dict.fromkeys(stage for day in steady.values() for stage in day["stages"]))
+    print(f"{'day 2 stage':<26}" + "".join(f"{engine:>10}" for engine in steady))
+    for stage in names:
+        cells = "".join(f"{day['stages'].get(stage, 0.0):10.2f}" for day in steady.values())
+        print(f"    {stage:<22}{cells}")
+    print(f"    {'total':<22}" + "".join(f"{day['seconds']:10.2f}" for day in steady.values()))
+    ratios = "".join(f"{day['seconds'] / floor_seconds:9.1f}x" for day in steady.values())
+    print(f"    {'/ floor':<22}{ratios}")
+    peaks = "".join(f"{day['peak_rss_gib']:10.2f}" for day in steady.values())
+    print(f"    {'peak GiB':<22}{peaks}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=TARGET_CUSTOMERS)
     parser.add_argument("--days", type=int, default=TARGET_DAYS)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--validate", action="store_true", help="also time load_valid_inputs")
+    parser.add_argument("--engine", choices=["duckdb", "spark", "both"], default="duckdb")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; population {args.customers:,} x {args.days} days")
     population, sim = _population(args.customers, args.days, args.seed)
     print(f"events     {sim['events']:,} (simulated in {sim['seconds']:.0f} s)")
     tracking_uri = _champion_store()
     end = date(2026, 1, 1) + timedelta(days=args.days)
+    engines = ["duckdb", "spark"] if args.engine == "both" else [args.engine]
+    steady = {}
     with tempfile.TemporaryDirectory(prefix="lstep-batch-scale-") as scratch:
-        state_url = f"sqlite:///{Path(scratch) / 'state.db'}"
-        inputs = (str(population), state_url, tracking_uri)
-        first = _in_child(_batch_day, *inputs, end - timedelta(days=1), "d1")
-        _print_day(f"day 1 ({end - timedelta(days=1)}, first load)", first)
-        day = _in_child(_batch_day, *inputs, end, "d2")
-        _print_day(f"day 2 ({end}, measured)  ", day)
-        snapshot = Path(scratch) / "data" / "features" / f"as_of={end.isoformat()}.parquet"
+        for engine in engines:
+            steady[engine] = _two_days(
+                engine, Path(scratch) / engine, population, tracking_uri, end
+            )
+        snapshot = Path(scratch) / engines[0] / "data" / "features" / f"as_of={end}.parquet"
         floor = _in_child(_floor, str(population), tracking_uri, str(snapshot), end)
     validation = _in_child(_validate, str(population)) if args.validate else None
     print(
@@ -263,9 +369,13 @@ def main() -> None:
             f"validation {validation['seconds']:6.1f} s  peak {validation['peak_rss_gib']:.2f} GiB"
             f"  ({validation['events']:,} events; not part of the run above)"
         )
+    floor_seconds = floor["scan"] + floor["predict"]
+    if len(steady) > 1:
+        _print_side_by_side(steady, floor_seconds)
+    day = steady[engines[0]]
     print(
         verdict(
-            "day 2",
+            f"day 2 ({engines[0]})",
             f"{day['seconds']:.1f} s (<= {TARGET_SECONDS:.0f}), "
             f"{day['peak_rss_gib']:.2f} GiB (<= {TARGET_GIB:.0f})",
             met=day["seconds"] <= TARGET_SECONDS and day["peak_rss_gib"] <= TARGET_GIB,

@@ -23,6 +23,10 @@ One day reads as its stages, one call each, I/O at the ends:
 7. **summary**: tag distribution and its change, transitions by rule, and the call list with
    each learner's reasons (``serving.app.summary``); the CLI renders it.
 
+Stages 2-5 are the engine's step (``DayStep``): ``duckdb_step`` here, ``serving.app.spark_day``
+for ``--engine spark``; the day order, the state before the day, the write and the summary are
+shared, so both engines commit and report a day the same way.
+
 A replaced day (``replace``, the latest completed day only) is decided against the state before
 that day: the store undoes the day's automatic transitions in the same transaction.
 """
@@ -122,6 +126,41 @@ class BatchInputs:
 
 
 @dataclass(frozen=True)
+class AssessedDay:
+    """What an engine step hands back: the day assessed, and what only that engine writes.
+
+    Attributes:
+        assessment: every learner of the day scored and decided, the capacity cut applied.
+        eligible: how many of them are eligible (the rest are live-tagged but inactive).
+        write_outputs: writes the engine's own files of the day (before the commit, like the
+            feature snapshot); None when it has none.
+    """
+
+    assessment: Assessment
+    eligible: int
+    write_outputs: Callable[[], None] | None = None
+
+
+class DayStep(Protocol):
+    """Learners -> features -> score -> decide of one day: the part an engine runs.
+
+    Day order, the state before the day, the write, the answers and the summary are shared by
+    every engine (``run_day``); only this step differs between DuckDB and Spark.
+    """
+
+    def __call__(
+        self,
+        as_of: date,
+        inputs: BatchInputs,
+        context: BatchContext,
+        state: pd.DataFrame,
+        stage: Callable[[str], AbstractContextManager[None]],
+    ) -> AssessedDay:
+        """Assess the learners of ``as_of`` given their stored ``state``, timing ``stage``s."""
+        ...
+
+
+@dataclass(frozen=True)
 class BatchContext:
     """What every day of a run shares, resolved once by the caller.
 
@@ -137,6 +176,8 @@ class BatchContext:
         planner: plans the day's campaign messages; None: the catalogue of ``ruleset``
             (``catalogue_planner``).
         campaigns: False plans no message at all (the outbox is left alone).
+        step: the engine that runs learners -> features -> score -> decide (``DayStep``);
+            None: DuckDB in this process (``duckdb_step``).
     """
 
     store: StateStore
@@ -149,6 +190,7 @@ class BatchContext:
     top: int = TOP_LEARNERS
     planner: CampaignPlanner | None = None
     campaigns: bool = True
+    step: DayStep | None = None
 
     def stage(self, as_of: date, name: str) -> AbstractContextManager[None]:
         return nullcontext() if self.progress is None else self.progress.stage(as_of, name)
@@ -167,7 +209,9 @@ class _Timer:
         started = time.perf_counter()
         with self.context.stage(self.as_of, name):
             yield
-        self.seconds[name] = round(time.perf_counter() - started, 3)
+        # Added up: the shared part of a stage (the state read of "learners") and the engine's.
+        spent = self.seconds.get(name, 0.0) + time.perf_counter() - started
+        self.seconds[name] = round(spent, 3)
 
 
 def run_day(
@@ -189,35 +233,55 @@ def run_day(
     if done is not None:
         return _already_done(done, context.store)
     timer = _Timer(context, as_of)
-    if not inputs.validated:
-        with timer("inputs"):
-            inputs = inputs.loaded(context.now)
-    con = connect()  # one DuckDB workspace: the learners' and the features' scans share it
-    try:
-        with timer("learners"):
-            state = _state_before(context.store, as_of, completed, replace=replace)
-            spine, eligible = _learners(inputs, as_of, state, con)
-        with timer("features"):
-            features = build_features(inputs.events, inputs.customers, spine=spine, con=con)
-    finally:
-        con.close()
-    options = AssessOptions(check_output=True, whole_day=True)  # a whole day: its capacity
-    assessment = assess(
-        features, champion=context.champion, ruleset=context.ruleset, state=state, as_of=as_of,
-        options=options, stage=timer,
-    )  # fmt: skip
+    with timer("learners"):
+        state = _state_before(context.store, as_of, completed, replace=replace)
+    step = context.step or duckdb_step
+    day = step(as_of, inputs, context, state, timer)
+    assessment, features = day.assessment, day.assessment.features
     with timer("write"):
-        run, snapshot = (None, None) if dry_run else _write(context, assessment, replace)
+        run, snapshot = (None, None) if dry_run else _write(context, day, replace)
     with timer("summary"):
         stored = _stored_tags(context.store, run)
         summary = summarise(assessment, state, run, stored, context.top)
     return BatchResult(
         as_of=as_of, run=run, dry_run=dry_run, already_done=False,
         rules_only=assessment.rules_only, model_version=assessment.model_version,
-        learners=len(features), eligible=eligible, live_inactive=len(features) - eligible,
+        learners=len(features), eligible=day.eligible, live_inactive=len(features) - day.eligible,
         stage_seconds=dict(timer.seconds), feature_snapshot=snapshot, assessment=assessment,
         **summary,
     )  # fmt: skip
+
+
+def duckdb_step(
+    as_of: date,
+    inputs: BatchInputs,
+    context: BatchContext,
+    state: pd.DataFrame,
+    stage: Callable[[str], AbstractContextManager[None]],
+) -> AssessedDay:
+    """The embedded engine: validation, learners and features in DuckDB, ``assess`` in pandas.
+
+    Raises:
+        features.validation.InputError: the inputs fail validation (the rendered report).
+    """
+    if not inputs.validated:
+        with stage("inputs"):
+            inputs = inputs.loaded(context.now)
+    con = connect()  # one DuckDB workspace: the learners' and the features' scans share it
+    try:
+        with stage("learners"):
+            eligible = eligible_spine(inputs.events, inputs.customers, [as_of], con=con)
+            spine = spine_of(eligible, state, as_of)
+        with stage("features"):
+            features = build_features(inputs.events, inputs.customers, spine=spine, con=con)
+    finally:
+        con.close()
+    options = AssessOptions(check_output=True, whole_day=True)  # a whole day: its capacity
+    assessment = assess(
+        features, champion=context.champion, ruleset=context.ruleset, state=state, as_of=as_of,
+        options=options, stage=stage,
+    )  # fmt: skip
+    return AssessedDay(assessment, len(eligible))
 
 
 def run_range(
@@ -241,7 +305,8 @@ def run_range(
             f"backfill: a dry run covers one day ({len(days)} asked): each day is decided on the "
             "state the previous day writes"
         )
-    inputs = inputs.loaded(context.now)
+    if context.step is None:  # another engine reads (and checks) the inputs itself
+        inputs = inputs.loaded(context.now)
     # One bar over the days rather than a bar per stage per day: a month's backfill would
     # otherwise print some 200 lines.
     done = context.progress.days(len(days)) if context.progress is not None else None
@@ -337,41 +402,42 @@ def _state_before(
     return rebuilt.sort_values("customer_id", ignore_index=True)
 
 
-def _learners(
-    inputs: BatchInputs, as_of: date, state: pd.DataFrame, con: Any
-) -> tuple[pd.DataFrame, int]:
-    """The spine to decide on (eligible UNION live-tagged learners) and how many are eligible."""
-    eligible = eligible_spine(inputs.events, inputs.customers, [as_of], con=con)
+def spine_of(eligible: pd.DataFrame, state: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """The spine to decide on: the ``eligible`` learners UNION the live-tagged ones of ``state``.
+
+    A learner who stopped being active is no longer eligible but must still be decided on, or
+    "30 days inactive -> ST_006" (R09) could never fire. Sorted by customer_id.
+    """
     live = state.loc[state["tag"] != CHURNED_TAG, "customer_id"]
     extra = live[~is_in(live, eligible["customer_id"])]
     day = pd.Timestamp(as_of.year, as_of.month, as_of.day).as_unit("us")
     kept = pd.DataFrame({"customer_id": extra.to_numpy(), "as_of": day})
     spine = pd.concat([eligible[["customer_id", "as_of"]], kept], ignore_index=True)
-    return spine.sort_values("customer_id", ignore_index=True), len(eligible)
+    return spine.sort_values("customer_id", ignore_index=True)
 
 
-def _write(
-    context: BatchContext, assessment: Assessment, replace: bool
-) -> tuple[RunRecord, Path | None]:
-    """Write the day's feature snapshot, then commit the day to the store.
+def _write(context: BatchContext, day: AssessedDay, replace: bool) -> tuple[RunRecord, Path | None]:
+    """Write the day's feature snapshot (and the engine's own files), then commit the day.
 
     The snapshot comes first: features are a function of the log alone, so a snapshot whose
     commit never came is the one a rerun writes again, while a committed day always has its
     snapshot (a crash between the two used to leave a completed day without one, for good).
     """
-    snapshot = None
+    assessment, snapshot = day.assessment, None
+    if day.write_outputs is not None:
+        day.write_outputs()
     if context.data_dir is not None:
         snapshot = write_feature_snapshot(
             assessment.features, Path(context.data_dir), assessment.as_of
         )
     planner = context.planner or catalogue_planner(context.ruleset)
     plan = plan_day_campaigns(assessment, context.store, planner if context.campaigns else None)
-    day = BatchDay(
+    batch_day = BatchDay(
         assessment.as_of, context.run_id, assessment.model_version, assessment.rules_only,
         context.now, replace,
     )  # fmt: skip
     scores = None if assessment.rules_only else assessment.scores
-    run = context.store.apply_day(day, assessment.decisions, scores, plan)
+    run = context.store.apply_day(batch_day, assessment.decisions, scores, plan)
     if context.data_dir is not None:
         _write_answers(context, assessment)
     return run, snapshot
@@ -401,12 +467,16 @@ def _stored_tags(store: StateStore, run: RunRecord | None) -> pd.Series | None:
 __all__ = [
     "RECENT_MESSAGE_DAYS",
     "STAGES",
+    "AssessedDay",
     "BatchContext",
     "BatchInputs",
     "BatchProgress",
     "CampaignPlanner",
+    "DayStep",
     "catalogue_planner",
+    "duckdb_step",
     "plan_day_campaigns",
     "run_day",
     "run_range",
+    "spine_of",
 ]

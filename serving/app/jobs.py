@@ -14,12 +14,14 @@ Example ``job.yaml`` for a backfill in rules-only mode::
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -98,6 +100,26 @@ class _BatchFields(Job):
     rules_dir: Path | None = None
     report: bool = False
     top: int = Field(default=TOP_LEARNERS, ge=1)
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    spark_master: str = "local[2]"
+
+    @contextmanager
+    def _engine(self, runtime: Runtime, context: BatchContext) -> Iterator[BatchContext]:
+        """``context`` with the job's engine: DuckDB as it is, or a Spark session for the run.
+
+        Raises:
+            Invalid: a mapping with the Spark engine (it reads the contract's columns only).
+            NotFound: the Spark master cannot be reached.
+        """
+        if self.engine == "duckdb":
+            yield context
+            return
+        if self.mapping is not None:
+            raise Invalid(f"{self.mapping}: --mapping is not supported with --engine spark yet")
+        from serving.app.spark_day import spark_step  # pyspark only when asked for
+
+        with spark_step(runtime.settings, context.champion, master=self.spark_master) as step:
+            yield dataclasses.replace(context, step=step)
 
     def _context(self, runtime: Runtime) -> BatchContext:
         return batch_context(
@@ -139,9 +161,11 @@ class BatchJob(_BatchFields):
 
     def run(self, runtime: Runtime) -> BatchOutcome:
         """Run the day; with ``report``, then write its HTML report."""
-        context = self._context(runtime)
         inputs = self._inputs(runtime.settings)
-        result = run_day(self.as_of, inputs, context, dry_run=self.dry_run, replace=self.replace)
+        with self._engine(runtime, self._context(runtime)) as context:
+            result = run_day(
+                self.as_of, inputs, context, dry_run=self.dry_run, replace=self.replace
+            )
         return BatchOutcome(results=[result], report=self._report(runtime, [result]))
 
 
@@ -153,10 +177,9 @@ class BackfillJob(_BatchFields):
 
     def run(self, runtime: Runtime) -> BatchOutcome:
         """Run every day from ``start`` to ``end``; with ``report``, report the last one."""
-        context = self._context(runtime)
-        results = run_range(
-            self.start, self.end, self._inputs(runtime.settings), context, dry_run=self.dry_run
-        )
+        inputs = self._inputs(runtime.settings)
+        with self._engine(runtime, self._context(runtime)) as context:
+            results = run_range(self.start, self.end, inputs, context, dry_run=self.dry_run)
         return BatchOutcome(results=results, report=self._report(runtime, results))
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import date
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -84,6 +85,13 @@ def init(
     console.print(f"[green]state store ready[/]: {safe_url(store.url)}")
 
 
+class Engine(StrEnum):
+    """``--engine``: where a batch day's features and scores run."""
+
+    DUCKDB = "duckdb"
+    SPARK = "spark"
+
+
 @friendly_errors
 def score(
     as_of: Annotated[str | None, typer.Option("--as-of", help="The batch day.")] = None,
@@ -105,6 +113,12 @@ def score(
         bool, typer.Option("--report", help="Write the HTML report of the last day.")
     ] = False,
     config: ConfigOpt = None,
+    engine: Annotated[
+        Engine, typer.Option("--engine", help="Where features and scores run.")
+    ] = Engine.DUCKDB,
+    master: Annotated[
+        str, typer.Option("--master", help="Spark master URL (with --engine spark).")
+    ] = "local[2]",
 ) -> None:
     """The daily batch job: features, champion scores, rules, and the audit trail (idempotent)."""
     from serving.app.jobs import BackfillJob, BatchJob
@@ -113,7 +127,8 @@ def score(
     options = {
         "events": events, "customers": customers, "mapping": mapping,
         "allow_unknown": allow_unknown, "dry_run": dry_run, "rules_only": rules_only,
-        "rules_dir": rules_dir, "report": with_report,
+        "rules_dir": rules_dir, "report": with_report, "engine": engine.value,
+        "spark_master": master,
     }  # fmt: skip
     if as_of is not None and from_day is None and to_day is None:
         job = build_job(
