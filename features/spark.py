@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +29,12 @@ import pandas as pd
 
 from features.catalog import load_catalog
 from features.windows import (
+    _ACTIVE_PAIRS_TABLE,
+    _ELIGIBLE,
     _WINDOW_TABLE,
     TableInput,
     Workspace,
+    _as_of_dates,
     as_of_series,
     check_catalog_coverage,
     feature_dtypes,
@@ -321,6 +325,42 @@ def spark_features(
     window = ws.create("TABLE", "window", _WINDOW_TABLE, **ws.window_parts())
     raw = engine.execute(ws.features_sql(pairs, window, catalog)).frame
     return raw.selectExpr(*[f"CAST({name} AS {kind}) AS {name}" for name, kind in _spark_columns()])
+
+
+def spark_eligible(
+    engine: SparkEngine, events: TableInput, customers: TableInput, as_of: Sequence[date]
+) -> DataFrame:
+    """``features.windows.eligible_spine`` as a lazy Spark DataFrame (valid until engine.close()).
+
+    Returns:
+        the eligible (customer_id string, as_of timestamp) pairs at each date.
+    """
+    ws = Workspace(engine)
+    engine.at_close(ws.close)
+    ws.register_inputs(events, customers)
+    ws.register_dates(_as_of_dates(as_of))
+    active = ws.create("TABLE", "active", _ACTIVE_PAIRS_TABLE, in_window=ws.in_window())
+    sql = _ELIGIBLE.format(customers=ws.customers, dates=ws.dates, active=active)
+    return engine.execute(sql).frame
+
+
+def event_days(engine: SparkEngine, events: TableInput) -> tuple[date, date]:
+    """The UTC days of the first and the last event (the span ``--every-days`` steps through).
+
+    Raises:
+        ValueError: when there are no events.
+    """
+    ws = Workspace(engine)
+    try:
+        ws.register_events(events)
+        first, last = engine.execute(
+            f"SELECT CAST(min(ts) AS DATE), CAST(max(ts) AS DATE) FROM {ws.events}"
+        ).fetchall()[0]
+    finally:
+        ws.close()
+    if first is None:
+        raise ValueError(f"events: {events} holds no events")
+    return first, last
 
 
 def feature_schema() -> str:
