@@ -200,7 +200,7 @@ class SparkEngine:
     def register(self, name: str, frame: pd.DataFrame | DataFrame) -> None:
         """Expose a pandas or Spark DataFrame as the temporary view ``name``."""
         if isinstance(frame, pd.DataFrame):
-            frame = self.spark.createDataFrame(frame)
+            frame = self.spark.createDataFrame(_arrow_ready(frame))
         frame.createOrReplaceTempView(name)
 
     def unregister(self, name: str) -> None:
@@ -243,6 +243,13 @@ class SparkEngine:
         """Drop the temporary objects of the lazy results handed out (``spark_features``)."""
         while self._at_close:
             self._at_close.pop()()
+
+
+def _arrow_ready(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its pandas ``str`` columns as object: pyspark's Arrow conversion cannot take
+    pandas 3's Arrow-backed strings (and would fall back to converting row by row)."""
+    strings = {name: object for name, dtype in frame.dtypes.items() if dtype == "str"}
+    return frame.astype(strings) if strings else frame
 
 
 def to_spark_sql(sql: str, *, cache_tables: bool = False) -> str:

@@ -60,6 +60,11 @@ def spine(log) -> pd.DataFrame:
     return pairs.drop_duplicates(ignore_index=True)
 
 
+def as_objects(frame: pd.DataFrame) -> pd.DataFrame:
+    """pandas 3's Arrow-backed str columns as object, which pyspark's Arrow conversion takes."""
+    return frame.astype({"customer_id": object})
+
+
 def assert_same_features(duck: pd.DataFrame, spark: pd.DataFrame) -> None:
     """Same rows, columns, dtypes and nulls; floats within TOLERANCE, everything else equal."""
     pd.testing.assert_frame_equal(spark, duck, check_exact=False, rtol=0, atol=TOLERANCE)
@@ -111,7 +116,7 @@ def test_spark_features_of_a_spark_spine_is_a_typed_spark_frame_equal_to_duckdbs
 ):
     # given the spine as a Spark DataFrame
     events, customers = log
-    spark_spine = spark.createDataFrame(spine)
+    spark_spine = spark.createDataFrame(as_objects(spine))
     # when the features are computed as a Spark DataFrame
     frame = spark_features(engine, events, customers, spine=spark_spine)
     # then its schema is the catalog's in Spark types, and its rows are DuckDB's
@@ -125,7 +130,7 @@ def test_spark_features_of_a_spark_spine_is_a_typed_spark_frame_equal_to_duckdbs
 
 def test_a_spark_spine_with_a_repeated_pair_is_refused(log, engine, spine, spark):
     # given a Spark spine that repeats its first pair
-    repeated = spark.createDataFrame(pd.concat([spine, spine.head(1)], ignore_index=True))
+    repeated = spark.createDataFrame(as_objects(pd.concat([spine, spine.head(1)])))
     # when / then the features are refused, saying why
     with pytest.raises(ValueError, match="1 rows repeat a"):
         spark_features(engine, *log, spine=repeated)
