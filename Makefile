@@ -35,7 +35,7 @@ $(UV):
 # environment is read-only; `import pandas, pyarrow, sklearn, lightgbm, mlflow` took 5.6 s
 # instead of 2.0 s on 2 cores.
 $(STAMP): uv.lock pyproject.toml | $(UV)
-	$$(command -v uv || echo $(UV)) sync --frozen --compile-bytecode --python $(PYTHON)
+	$$(command -v uv || echo $(UV)) sync --frozen --extra spark --compile-bytecode --python $(PYTHON)
 	$(RUN)/python -m compileall -q -j 0 features models rules serving training
 	touch $(STAMP)
 

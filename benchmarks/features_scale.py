@@ -6,7 +6,11 @@ features at as_of = the end of the log over the 30-day window with DuckDB, and, 
 computes the first ten catalog features with a plain pandas groupby. Each stage runs in its own
 process so that its peak RSS is its own. Prints events, rows, seconds per stage and peak RSS.
 
-    python benchmarks/features_scale.py --customers 1000000 --days 60
+    python benchmarks/features_scale.py --customers 1000000 --days 60 [--engine duckdb|spark|both]
+
+``--engine spark`` builds the same frame on Spark ``local[N]`` (N = the cores) through
+``features.spark.SparkEngine``, twice: DuckDB's temporary tables as Spark cached tables, then as
+lazy views, after a first call that warms the JVM; the session's start-up is timed apart.
 
 Targets on a 2-core machine: simulation of 1M x 60 days <= 5 min; features for 1M learners
 <= 20 s and <= 6 GiB peak. A run at another size prints its figures, not a verdict.
@@ -58,6 +62,39 @@ def _features(out: str, as_of: date) -> dict:
         "columns": frame.shape[1],
         "peak_rss_gib": _peak_rss_gib(),
     }
+
+
+def _spark_features(out: str, as_of: date) -> dict:
+    from features.spark import SparkEngine, spark_session
+    from features.windows import build_features
+
+    started = time.perf_counter()
+    spark = spark_session(f"local[{os.cpu_count()}]", app_name="lstep-features-scale")
+    figures = {"startup_seconds": time.perf_counter() - started}
+    # the first call also warms the JVM (class loading, JIT): it is timed apart, not compared
+    for name, cache_tables in (("warm-up", False), ("cached", True), ("views", False)):
+        started = time.perf_counter()
+        frame = build_features(
+            f"{out}/events.parquet",
+            f"{out}/customers.parquet",
+            as_of=[as_of],
+            con=SparkEngine(spark, cache_tables=cache_tables),
+        )
+        figures[f"{name}_seconds"] = time.perf_counter() - started
+    spark.stop()
+    return {**figures, "rows": len(frame), "peak_rss_gib": _peak_rss_gib()}
+
+
+def _print_spark(spark: dict, duck: dict | None) -> None:
+    ratio = (
+        f"; cached tables {spark['cached_seconds'] / duck['seconds']:.1f}x DuckDB" if duck else ""
+    )
+    print(
+        f"spark      {spark['cached_seconds']:8.1f} s   cached tables, "
+        f"{spark['views_seconds']:.1f} s lazy views; start-up {spark['startup_seconds']:.1f} s, "
+        f"first call {spark['warm-up_seconds']:.1f} s; rows {spark['rows']:,}; "
+        f"peak driver {spark['peak_rss_gib']:.2f} GiB (the JVM's apart){ratio}"
+    )
 
 
 def _pandas_first_ten(out: str, as_of: date) -> dict:
@@ -112,6 +149,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=TARGET_CUSTOMERS)
     parser.add_argument("--days", type=int, default=TARGET_DAYS)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--engine", choices=["duckdb", "spark", "both"], default="duckdb")
     args = parser.parse_args()
     out = simulation_dir(f"sim-{args.customers}x{args.days}-s{args.seed}")
     as_of = date(2026, 1, 1) + timedelta(days=args.days)
@@ -126,11 +164,16 @@ def main() -> None:
         print(f"simulate   {sim['seconds']:8.1f} s   peak {sim['peak_rss_gib']:.2f} GiB")
     print(f"events     {sim['events']:,}")
 
+    if args.engine == "spark":
+        _print_spark(_in_child(_spark_features, str(out), as_of), None)
+        return
     feats = _in_child(_features, str(out), as_of)
     print(
         f"features   {feats['seconds']:8.1f} s   peak {feats['peak_rss_gib']:.2f} GiB   "
         f"rows {feats['rows']:,} x {feats['columns']} columns (DuckDB, all catalog features)"
     )
+    if args.engine == "both":
+        _print_spark(_in_child(_spark_features, str(out), as_of), feats)
     base = _in_child(_pandas_first_ten, str(out), as_of)
     print(
         f"pandas     {base['seconds']:8.1f} s   peak {base['peak_rss_gib']:.2f} GiB   "

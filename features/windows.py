@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import duckdb
 import pandas as pd
@@ -525,7 +526,7 @@ def eligible_spine(
     customers: TableInput,
     as_of: Sequence[date],
     *,
-    con: duckdb.DuckDBPyConnection | None = None,
+    con: duckdb.DuckDBPyConnection | SqlEngine | None = None,
 ) -> pd.DataFrame:
     """The eligible (customer_id, as_of) pairs at each date (DESIGN §4), sorted by as_of, id.
 
@@ -546,7 +547,7 @@ def build_features(
     *,
     as_of: Sequence[date] | None = None,
     spine: pd.DataFrame | None = None,
-    con: duckdb.DuckDBPyConnection | None = None,
+    con: duckdb.DuckDBPyConnection | SqlEngine | None = None,
     type_firsts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Compute the catalog features at each as_of from the events strictly before it.
@@ -557,8 +558,9 @@ def build_features(
         as_of: dates; every learner eligible at each date gets a row (sorted by as_of, id).
         spine: exact (customer_id, as_of) pairs to compute, eligible or not, kept in the spine's
             order; other columns are ignored. Give exactly one of ``as_of`` and ``spine``.
-        con: a DuckDB connection to use; by default a fresh one from ``connect()``. Only
-            temporary objects are created on it, and they are dropped before returning.
+        con: a DuckDB connection to use, by default a fresh one from ``connect()``, or another
+            engine (``features.spark.SparkEngine``). Only temporary objects are created on it,
+            and they are dropped before returning.
         type_firsts: the event types' availability of a larger log (``event_type_firsts``),
             used instead of that of ``events``: availability is a property of the whole event
             stream, so features of a few learners' own events (the service's inline events)
@@ -593,7 +595,7 @@ def build_features(
 
 
 def event_type_firsts(
-    events: TableInput, con: duckdb.DuckDBPyConnection | None = None
+    events: TableInput, con: duckdb.DuckDBPyConnection | SqlEngine | None = None
 ) -> pd.DataFrame:
     """Per event type, its first timestamp in ``events`` and its first with a duration.
 
@@ -720,14 +722,53 @@ def _feature_select(catalog: FeatureCatalog, measures: str) -> str:
     )
 
 
+@runtime_checkable
+class SqlEngine(Protocol):
+    """An engine that runs the feature SQL (written in DuckDB's dialect) other than DuckDB.
+
+    Besides the DuckDB-connection methods the workspace calls (``execute`` -> a result with
+    ``df()``/``fetchall()``, ``register``, ``unregister``) it says how a parquet path becomes a
+    relation, which columns a relation has, and how spine pairs get their row ids.
+    """
+
+    def execute(self, sql: str) -> Any: ...
+    def register(self, name: str, frame: Any) -> Any: ...
+    def unregister(self, name: str) -> Any: ...
+    def parquet_relation(self, ws: Workspace, path: str | Path, role: str) -> str: ...
+    def column_names(self, relation: str) -> list[str]: ...
+    def numbered(self, pairs: Any) -> Any: ...
+
+
+class DuckDBEngine:
+    """The engine-specific bits of a workspace on a plain DuckDB connection."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def parquet_relation(self, ws: Workspace, path: str | Path, role: str) -> str:
+        """DuckDB reads a local parquet file in the FROM clause itself."""
+        return f"read_parquet({_sql_literal(str(_parquet_path(path, role)))})"
+
+    def column_names(self, relation: str) -> list[str]:
+        """The columns of a relation (a FROM-clause)."""
+        return [row[0] for row in self.con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
+
+    def numbered(self, pairs: pd.DataFrame) -> pd.DataFrame:
+        """The spine pairs with ``row_id`` = their position, the output's order."""
+        return pairs.assign(row_id=range(len(pairs)))
+
+
 class Workspace:
     """The temporary DuckDB objects of one call, named uniquely and dropped on close.
 
     ``features.labels`` uses it too, so that events are read the same way everywhere.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection | SqlEngine) -> None:
         self.con = con
+        # the engine-specific bits (a parquet path as a relation, a relation's columns): DuckDB's
+        # here, or those of an engine that brings its own (features.spark.SparkEngine)
+        self.engine = con if isinstance(con, SqlEngine) else DuckDBEngine(con)
         self._prefix = f"lstep_{uuid.uuid4().hex[:12]}"
         self._created: list[tuple[str, str]] = []
         self._registered: list[str] = []
@@ -764,9 +805,9 @@ class Workspace:
         if isinstance(data, pd.DataFrame):
             relation = self.register(f"{role}_frame", data)
         else:
-            relation = f"read_parquet({_sql_literal(str(_parquet_path(data, role)))})"
-        described = self.con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
-        missing = [column for column in columns if column not in {row[0] for row in described}]
+            relation = self.engine.parquet_relation(self, data, role)
+        present = set(self.engine.column_names(relation))
+        missing = [column for column in columns if column not in present]
         if missing:
             raise ValueError(f"{_describe(data, role)}: missing columns {missing}")
         return relation
@@ -838,23 +879,32 @@ class Workspace:
 
     def features(self, pairs: pd.DataFrame, window: str, catalog: FeatureCatalog) -> pd.DataFrame:
         """The raw feature rows of ``pairs`` (row_id, keys, catalog columns), in pairs' order."""
+        return self.con.execute(self.features_sql(pairs, window, catalog)).df()
+
+    def features_sql(self, pairs: TableInput, window: str, catalog: FeatureCatalog) -> str:
+        """The query of ``features`` (its tables created), for an engine that runs it lazily.
+
+        ``pairs`` is a pandas frame, or whatever frame the engine's ``numbered`` accepts.
+        """
         spine = self._spine_table(pairs)
         measures = self._measures_sql(spine, window, catalog)
-        return self.con.execute(_feature_select(catalog, measures)).df()
+        return _feature_select(catalog, measures)
 
     def _spine_table(self, pairs: pd.DataFrame) -> str:
-        raw = self.register("spine_pairs", pairs.assign(row_id=range(len(pairs))))
+        raw = self.register("spine_pairs", self.engine.numbered(pairs))
         spine = self.create(
             "TABLE", "spine", _SPINE_TABLE, spine=raw, customers=self.customers, dates=self.dates
         )
-        joined = self.con.execute(f"SELECT count(*) FROM {spine}").fetchall()[0][0]
-        if joined != len(pairs):
+        joined, given = self.con.execute(
+            f"SELECT (SELECT count(*) FROM {spine}), (SELECT count(*) FROM {raw})"
+        ).fetchall()[0]
+        if joined != given:
             unknown = self.con.execute(
                 f"SELECT DISTINCT customer_id FROM {raw} WHERE customer_id NOT IN "
                 f"(SELECT customer_id FROM {self.customers}) ORDER BY 1 LIMIT 5"
             ).fetchall()
             raise ValueError(
-                f"spine: {len(pairs) - joined} rows name learners missing from customers, "
+                f"spine: {given - joined} rows name learners missing from customers, "
                 f"e.g. {[row[0] for row in unknown]}"
             )
         return spine
@@ -926,7 +976,7 @@ def _describe(data: TableInput, role: str) -> str:
 
 
 @contextmanager
-def workspace(con: duckdb.DuckDBPyConnection | None = None) -> Iterator[Workspace]:
+def workspace(con: duckdb.DuckDBPyConnection | SqlEngine | None = None) -> Iterator[Workspace]:
     """A ``Workspace`` on ``con``, or on a fresh ``connect()`` connection closed afterwards."""
     own = con is None
     connection = connect() if own else con

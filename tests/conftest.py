@@ -104,3 +104,17 @@ def ruleset():
     from tests.serving.fixtures import packaged_ruleset
 
     return packaged_ruleset()
+
+
+# ---- Spark (the optional `spark` extra, installed by make setup: these tests run in CI) ---------
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local[2] SparkSession per test process, as ``features.spark.spark_session`` makes it
+    (UTC, no UI, Arrow): a JVM starts in 5-15 s, so every Spark test shares it."""
+    from features.spark import spark_session
+
+    session = spark_session("local[2]", app_name="lstep-tests", conf={"spark.driver.memory": "1g"})
+    yield session
+    session.stop()

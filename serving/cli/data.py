@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,8 +95,14 @@ def observation_spine(
     as_of: list[str] | None,
     every_days: int | None,
     spine: Path | None,
+    *,
+    event_days: Callable[[], tuple[date, date]] | None = None,
 ) -> tuple[list[date] | None, Any]:
-    """Resolve the three mutually exclusive ways of saying where to compute: dates or a spine."""
+    """Resolve the three mutually exclusive ways of saying where to compute: dates or a spine.
+
+    ``--every-days`` steps from 30 days after the first event's day to the day after the last:
+    those days come from the events frame, or from ``event_days`` when the frame is not loaded.
+    """
     given = [
         name
         for name, value in (("--as-of", as_of), ("--every-days", every_days), ("--spine", spine))
@@ -108,34 +116,99 @@ def observation_spine(
     if every_days:
         from features.windows import observation_dates
 
-        first = events["ts"].min().date() + timedelta(days=30)
-        last = events["ts"].max().date() + timedelta(days=1)
+        first_day, last_day = (
+            event_days() if event_days else (events["ts"].min().date(), events["ts"].max().date())
+        )
+        first, last = first_day + timedelta(days=30), last_day + timedelta(days=1)
         return observation_dates(first, last, every_days), None
     from features.validation import read_table
 
     return None, read_table(spine)
 
 
+class Engine(StrEnum):
+    """Where the features are computed."""
+
+    duckdb = "duckdb"
+    spark = "spark"
+
+
+EngineOpt = Annotated[
+    Engine,
+    typer.Option(
+        "--engine",
+        help="duckdb (embedded; inputs validated in full) or spark (inputs read by Spark from "
+        "paths or URIs and checked for their columns only; --out becomes a parquet directory).",
+    ),
+]
+# strings, not Paths: a Path would fold the // of a URI (s3a://bucket/...)
+SourceEventsOpt = Annotated[
+    str,
+    typer.Option(
+        "--events", help="Events file (parquet or CSV); with --engine spark, parquet path or URI."
+    ),
+]
+SourceCustomersOpt = Annotated[
+    str,
+    typer.Option(
+        "--customers",
+        help="Customers file (parquet or CSV); with --engine spark, parquet path or URI.",
+    ),
+]
+OutOpt = Annotated[
+    str, typer.Option("--out", help="Output parquet file (a directory with --engine spark).")
+]
+MasterOpt = Annotated[
+    str, typer.Option("--master", help="Spark master: local[N], spark://host:port, yarn, ...")
+]
+
+
 @friendly_errors
 def features(
-    events: EventsOpt,
-    customers: CustomersOpt,
-    out: Annotated[Path, typer.Option("--out", help="Output parquet file.")],
+    events: SourceEventsOpt,
+    customers: SourceCustomersOpt,
+    out: OutOpt,
     mapping: MappingOpt = None,
     allow_unknown: AllowUnknownOpt = False,
     as_of: AsOfOpt = None,
     every_days: EveryDaysOpt = None,
     spine: SpineOpt = None,
+    engine: EngineOpt = Engine.duckdb,
+    master: MasterOpt = "local[2]",
 ) -> None:
     """Build the 30-day window features at dates (eligible learners) or for a spine of pairs."""
     from features.windows import build_features, write_features
 
-    events_frame, customers_frame = load_inputs(events, customers, mapping, allow_unknown)
+    if engine is Engine.spark:
+        if mapping or allow_unknown:
+            raise UserError("--mapping and --allow-unknown need --engine duckdb")
+        spark_feature_files(events, customers, out, (as_of, every_days, spine), master)
+        return
+    inputs = (Path(events), Path(customers))
+    events_frame, customers_frame = load_inputs(*inputs, mapping, allow_unknown)
     dates, pairs = observation_spine(events_frame, as_of, every_days, spine)
     with err_console.status("building window features"):
         frame = build_features(events_frame, customers_frame, as_of=dates, spine=pairs)
     write_features(frame, out)
     console.print(f"[green]wrote[/] {len(frame):,} rows x {frame.shape[1] - 2} features to {out}")
+
+
+def spark_feature_files(
+    events: str, customers: str, out: str, where: tuple[Any, Any, Any], master: str
+) -> None:
+    """``features --engine spark``: Spark reads the inputs, computes and writes ``out``."""
+    from features.spark import event_days, spark_eligible, spark_engine, spark_features
+
+    status = err_console.status(f"building window features on Spark ({master})")
+    with status, spark_engine(master) as engine:
+        span = lambda: event_days(engine, events)  # noqa: E731 - read only for --every-days
+        dates, pairs = observation_spine(None, *where, event_days=span)
+        if pairs is None:
+            pairs = spark_eligible(engine, events, customers, dates)
+        frame = spark_features(engine, events, customers, spine=pairs)
+        frame.write.mode("overwrite").parquet(out)
+        rows = engine.spark.read.parquet(out).count()
+    console.print(f"[green]wrote[/] {rows:,} rows x {len(frame.columns) - 2} features to {out}")
 
 
 @friendly_errors
