@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Select, and_, bindparam, delete, func, or_, s
 from sqlalchemy.dialects import postgresql, sqlite
 
 from serving.core.messages import CANCELLED, FAILED, PENDING, SUPPRESSED
-from serving.infra.sql import copy_rows, driver_rows
+from serving.infra.sql import copy_rows, driver_chunks
 from serving.infra.tables import CampaignFeedback, Outbox
 
 _CHUNK_ROWS = 5_000
@@ -42,12 +42,12 @@ def insert_messages(conn: Connection, rows: pd.DataFrame) -> int:
     if rows.empty:
         return 0
     columns = list(rows.columns)
-    values = driver_rows(conn, Outbox.__table__, rows.sort_values("message_id"))
+    chunks = driver_chunks(conn, Outbox.__table__, rows.sort_values("message_id"))
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
             "CREATE TEMPORARY TABLE planned_outbox (LIKE outbox INCLUDING DEFAULTS) ON COMMIT DROP"
         )
-        copy_rows(conn, "planned_outbox", columns, values)
+        copy_rows(conn, "planned_outbox", columns, (row for chunk in chunks for row in chunk))
         names = ", ".join(columns)
         inserted = conn.exec_driver_sql(
             f"INSERT INTO outbox ({names}) SELECT {names} FROM planned_outbox "
@@ -57,10 +57,7 @@ def insert_messages(conn: Connection, rows: pd.DataFrame) -> int:
         return inserted
     statement = sqlite.insert(Outbox).on_conflict_do_nothing(index_elements=["message_id"])
     insert_sql = str(statement.compile(dialect=conn.dialect, column_keys=columns))
-    inserted = 0
-    for start in range(0, len(values), _CHUNK_ROWS):
-        inserted += conn.exec_driver_sql(insert_sql, values[start : start + _CHUNK_ROWS]).rowcount
-    return inserted
+    return sum(conn.exec_driver_sql(insert_sql, chunk).rowcount for chunk in chunks)
 
 
 def drop_unsent_of_day(conn: Connection, as_of: date) -> None:
