@@ -42,7 +42,7 @@ def insert_messages(conn: Connection, rows: pd.DataFrame) -> int:
     if rows.empty:
         return 0
     columns = list(rows.columns)
-    chunks = driver_chunks(conn, Outbox.__table__, rows.sort_values("message_id"))
+    chunks = driver_chunks(conn, Outbox.__table__, rows, order_by="message_id")
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
             "CREATE TEMPORARY TABLE planned_outbox (LIKE outbox INCLUDING DEFAULTS) ON COMMIT DROP"
