@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -78,6 +79,8 @@ def spark_session(
             "(another zone moves events across days and drops rows silently)"
         )
     check_master_reachable(master)
+    if local_cores(master) is not None:  # local workers run this interpreter (pandas UDFs)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)

@@ -25,16 +25,12 @@ pyspark is imported lazily: the DuckDB path never pays for it.
 
 from __future__ import annotations
 
-import os
-import socket
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -99,7 +95,7 @@ class EngineFeatures:
     engine: Any
 
     def eligible(self, inputs: BatchInputs, as_of: date) -> pd.DataFrame:
-        from features.spark import eligible_spine
+        from features.windows import eligible_spine
 
         with _named_paths(inputs):
             return eligible_spine(inputs.events, inputs.customers, [as_of], con=self.engine)
@@ -384,25 +380,6 @@ def whole_day_decisions(
     return cut
 
 
-def check_master(master: str, *, timeout_s: float = 5.0) -> None:
-    """A standalone master (``spark://host:port``) answers, or ``NotFound`` naming it.
-
-    Spark itself retries an unreachable standalone master for about a minute before giving up,
-    with the error in its log only; a TCP connect says the same at once.
-    """
-    parsed = urlparse(master)
-    if parsed.scheme != "spark":
-        return  # local[...] needs nothing; yarn and k8s are reached through their own clients
-    for host_port in parsed.netloc.split(","):
-        host, _, port = host_port.partition(":")
-        try:
-            with socket.create_connection((host, int(port or 7077)), timeout=timeout_s):
-                return
-        except (OSError, ValueError):
-            continue
-    raise NotFound(f"Spark master {master} cannot be reached")
-
-
 @contextmanager
 def spark_step(settings: Settings, champion: Any, *, master: str) -> Iterator[SparkDay]:
     """A Spark session on ``master`` and the ``SparkDay`` of a run; the session ends with it.
@@ -413,16 +390,14 @@ def spark_step(settings: Settings, champion: Any, *, master: str) -> Iterator[Sp
         master: the Spark master URL (``local[2]``, ``spark://host:7077``, ``yarn``...).
 
     Raises:
-        NotFound: the master cannot be reached.
-        Invalid: the Spark feature engine (``features.spark``) is not installed.
+        ValueError: the master cannot be reached or cannot start a session
+            (``features.spark.spark_session``).
+        Invalid: pyspark or sqlglot (the ``spark`` extra) is not installed.
     """
-    check_master(master)
     try:
         from features.spark import SparkEngine, spark_session
     except ImportError as error:
-        raise Invalid(f"--engine spark needs pyspark and features.spark ({error})") from None
-    if master.startswith("local"):  # local workers run this interpreter; a cluster sets its own
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        raise Invalid(f"--engine spark needs the spark extra: pyspark, sqlglot ({error})") from None
     spark = spark_session(master, app_name="lstep-score")
     try:
         yield SparkDay(
@@ -456,7 +431,6 @@ __all__ = [
     "SparkDay",
     "SparkFeatureSource",
     "champion_udf",
-    "check_master",
     "conform_features",
     "decide_partitions",
     "decide_rows",

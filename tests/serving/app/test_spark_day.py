@@ -2,68 +2,30 @@
 
 Both engines run the same days on the session's simulated log and champion, each into its own
 SQLite store; transitions, tags, priorities, over_capacity and scores must be identical (floats
-within 1e-9). Until ``features.spark`` lands, the Spark step's features are DuckDB's made into a
-Spark DataFrame (``DuckDBFeatures``): the scoring (``spark_udf``), the per-partition rules
-(``mapInPandas``), the capacity cut and the write are the Spark path's own.
+within 1e-9). The Spark step is the one the CLI runs: learners and features by ``features.spark``
+(the feature SQL transpiled), scores by ``spark_udf``, the rules per partition (``mapInPandas``),
+the capacity cut on the driver, the shared write. The session is the tests' shared ``spark``.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from dataclasses import dataclass
-from datetime import date, timedelta
-from types import SimpleNamespace
+from datetime import timedelta
 
 import pandas as pd
 import pytest
 
-from features.windows import build_features, eligible_spine, feature_dtypes
+from features.spark import SparkEngine, check_master_reachable
+from features.windows import feature_dtypes
 from serving.app.batch import BatchContext, BatchInputs, run_day
 from serving.app.jobs import BatchJob, Runtime
-from serving.app.spark_day import SparkDay, check_master
-from serving.core.problems import Invalid, NotFound
+from serving.app.spark_day import EngineFeatures, SparkDay
+from serving.core.problems import Invalid
 from serving.infra.store import StateStore
 from serving.settings import Settings
 from tests.serving.fixtures import FIRST_DAY, NOW
 
-pyspark = pytest.importorskip("pyspark", reason="the Spark engine needs pyspark")
 SECOND_DAY = FIRST_DAY + timedelta(days=1)
 COMPARED = ["customer_id", "from_tag", "to_tag", "rule_id", "priority", "action", "control"]
-
-
-@pytest.fixture(scope="module")
-def spark():
-    """A local[2] session in UTC, no UI, two shuffle partitions (S1's fixture replaces it)."""
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the workers need this venv
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("lstep-tests")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .getOrCreate()
-    )
-    yield session
-    session.stop()
-
-
-@dataclass(frozen=True)
-class DuckDBFeatures:
-    """Learners and features by DuckDB, handed to Spark: the stand-in for ``features.spark``."""
-
-    spark: object
-
-    def eligible(self, inputs: BatchInputs, as_of: date) -> pd.DataFrame:
-        return eligible_spine(inputs.events, inputs.customers, [as_of])
-
-    def features(self, inputs: BatchInputs, spine: pd.DataFrame):
-        frame = build_features(inputs.events, inputs.customers, spine=spine)
-        frame = frame.astype({"product_tag": str})  # Arrow dictionaries are not Spark strings
-        return self.spark.createDataFrame(frame).repartition(2)
 
 
 def spark_step(spark, champion, tracking_uri, tmp_path) -> SparkDay:
@@ -71,7 +33,7 @@ def spark_step(spark, champion, tracking_uri, tmp_path) -> SparkDay:
     names = () if champion is None else tuple(champion.model.feature_dtypes)
     return SparkDay(
         spark=spark,
-        source=DuckDBFeatures(spark),
+        source=EngineFeatures(SparkEngine(spark)),
         model_uri=None if champion is None else f"models:/lstep-churn/{champion.version}",
         tracking_uri=tracking_uri,
         input_names=names,
@@ -214,9 +176,9 @@ def test_a_champion_whose_signature_the_features_miss_is_one_line_and_writes_not
 
 def test_an_unreachable_master_is_named():
     # Given a standalone master URL nothing listens on, When it is checked, Then it is named
-    with pytest.raises(NotFound, match=r"spark://127\.0\.0\.1:9 cannot be reached"):
-        check_master("spark://127.0.0.1:9", timeout_s=1.0)
-    check_master("local[2]")  # and a local master needs no check
+    with pytest.raises(ValueError, match=r"^Spark master spark://127\.0\.0\.1:9 cannot be reached"):
+        check_master_reachable("spark://127.0.0.1:9")
+    check_master_reachable("local[2]")  # and a local master needs no check
 
 
 # --- the job and the command ----------------------------------------------------------------------
@@ -235,23 +197,14 @@ def workspace_settings(simulated_log, champion_tracking_uri, tmp_path) -> Settin
 
 
 @pytest.fixture
-def stand_in_engine(spark, monkeypatch):
-    """``features.spark`` as DuckDB features handed to the test session (which stays open)."""
-    bridge = DuckDBFeatures(spark)
-    module = SimpleNamespace(
-        SparkEngine=lambda session: session,
-        spark_session=lambda master, app_name: spark,
-        eligible_spine=lambda events, customers, days, con: eligible_spine(events, customers, days),
-        spark_features=lambda engine, events, customers, spine: bridge.features(
-            BatchInputs(events=events, customers=customers), spine
-        ),
-    )
-    monkeypatch.setitem(sys.modules, "features.spark", module)
+def shared_session(spark, monkeypatch):
+    """The job's ``spark_session`` gets the tests' running session (``getOrCreate``); the job
+    stops the session it was handed when it ends, which must not end the shared one."""
     monkeypatch.setattr(type(spark), "stop", lambda self: None)
 
 
 def test_a_spark_batch_job_runs_the_day_as_the_duckdb_job_does(
-    workspace_settings, stand_in_engine, two_days, champion
+    workspace_settings, shared_session, two_days, champion
 ):
     # When the job runs a day with the Spark engine from the settings alone
     outcome = BatchJob(as_of=FIRST_DAY, engine="spark").run(Runtime(workspace_settings, NOW))
@@ -271,7 +224,7 @@ def test_a_master_that_cannot_be_reached_is_named_and_nothing_is_written(workspa
     before = store_contents(runtime.open_store())
     # When the next day runs on a master nobody listens on, Then the error names the master
     job = BatchJob(as_of=SECOND_DAY, engine="spark", spark_master="spark://127.0.0.1:9")
-    with pytest.raises(NotFound, match=r"^Spark master spark://127\.0\.0\.1:9 cannot be reached$"):
+    with pytest.raises(ValueError, match=r"^Spark master spark://127\.0\.0\.1:9 cannot be reached"):
         job.run(runtime)
     # And the store is unchanged
     for name, frame in store_contents(runtime.open_store()).items():

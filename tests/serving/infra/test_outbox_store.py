@@ -21,6 +21,7 @@ import serving.infra.outbox_store as outbox_store_module
 from serving.core.messages import CANCELLED, PENDING, SENT, SUPPRESSED
 from serving.core.outbox import empty_messages
 from serving.core.problems import NotFound
+from serving.infra.outbox_store import PLANNER_COLUMNS
 from serving.infra.store import StateStore
 from tests.serving.batches import FIRST_DAY, apply, at, decisions
 from tests.serving.infra.test_state_sql import migrate_store
@@ -90,6 +91,35 @@ def test_a_rerun_adds_nothing_and_a_replace_keeps_what_was_sent(store):
     assert states(store) == {"a:0": SENT, "b:0": PENDING, "c:0": PENDING}
     assert record.summary["messages"]["inserted"] == 2
     assert set(store.outbox_frame()["run_id"]) == {"run-2024-03-02", "redo"}
+
+
+def test_the_inserted_count_leaves_out_messages_already_there(store):
+    # Given day 2 applied with messages for a and b, a's since sent
+    apply(store, DAY1, FIRST_DAY)
+    apply_with_plan(store, DAY2, MOVES, plan(messages(DAY2, ["a", "b"])))
+    claimed = store.claim_messages(
+        "d1", data_day=DAY2, now=WALL, channels=None, lease=LEASE, limit=1
+    )
+    store.record_sent(claimed[0]["message_id"], "d1", subject="s", body="b", now=WALL)
+    # When the day is replaced with a plan for a, b and c (a's id is already in the outbox)
+    record = apply_with_plan(
+        store, DAY2, MOVES, plan(messages(DAY2, ["a", "b", "c"])), run_id="redo", replace=True
+    )
+    # Then the summary counts the two that went in, not the three planned
+    assert record.summary["messages"]["planned"] == 3
+    assert record.summary["messages"]["inserted"] == 2
+
+
+def test_the_planners_reads_leave_the_contexts_out(store):
+    # Given day 2's two-step campaign for a
+    apply(store, DAY1, FIRST_DAY)
+    apply_with_plan(store, DAY2, MOVES, plan(messages(DAY2, ["a"], steps=(0, 1), delay_days=3)))
+    # When the planner reads the pending and the recent messages
+    pending, recent = store.pending_messages(["a"]), store.recent_messages(DAY1)
+    # Then both hold its columns only, dates as datetime64 like every outbox frame
+    assert list(pending.columns) == list(PLANNER_COLUMNS) == list(recent.columns)
+    assert "context" not in pending and len(pending) == len(recent) == 2
+    assert pending["due_on"].dtype == "datetime64[us]"
 
 
 def test_cancel_ids_cancel_only_messages_not_yet_sent(store):
