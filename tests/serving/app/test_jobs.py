@@ -58,18 +58,6 @@ def test_yaml_with_an_unknown_field_names_the_file_and_the_field(tmp_path):
         load_job(BatchJob, config)
 
 
-@pytest.fixture
-def workspace_settings(tmp_path, simulated_log, champion_tracking_uri) -> Settings:
-    """Settings whose event store is the session's log and whose MLflow holds the champion."""
-    data = tmp_path / "data"
-    data.mkdir()
-    for source in (simulated_log.events_path, simulated_log.customers_path):
-        (data / source.name).write_bytes(source.read_bytes())
-    return Settings(
-        home=tmp_path / "home", data_dir=data, mlflow_tracking_uri=champion_tracking_uri
-    )
-
-
 def test_a_batch_job_runs_a_day_with_the_registered_champion(workspace_settings, champion):
     # when a dry batch day runs from the settings alone
     outcome = BatchJob(as_of=FIRST_DAY, dry_run=True).run(Runtime(workspace_settings, NOW))

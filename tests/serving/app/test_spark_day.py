@@ -21,7 +21,6 @@ from serving.app.jobs import BatchJob, Runtime
 from serving.app.spark_day import EngineFeatures, SparkDay
 from serving.core.problems import Invalid
 from serving.infra.store import StateStore
-from serving.settings import Settings
 from tests.serving.fixtures import FIRST_DAY, NOW
 
 SECOND_DAY = FIRST_DAY + timedelta(days=1)
@@ -182,18 +181,6 @@ def test_an_unreachable_master_is_named():
 
 
 # --- the job and the command ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def workspace_settings(simulated_log, champion_tracking_uri, tmp_path) -> Settings:
-    """Settings whose event store is the session's log and whose MLflow holds the champion."""
-    data = tmp_path / "data"
-    data.mkdir()
-    for source in (simulated_log.events_path, simulated_log.customers_path):
-        (data / source.name).write_bytes(source.read_bytes())
-    return Settings(
-        home=tmp_path / "home", data_dir=data, mlflow_tracking_uri=champion_tracking_uri
-    )
 
 
 @pytest.fixture
