@@ -27,42 +27,21 @@ for var in ("MLFLOW_DISABLE_TELEMETRY", "BENTOML_DO_NOT_TRACK", "DO_NOT_TRACK"):
 import numpy as np
 import pandas as pd
 import sqlglot
-from sqlglot import exp
 
 from features import windows
 from features.simulator import SimulationConfig, simulate
+from features.spark import to_spark_sql
 
 AS_OF = [dt.date(2026, 3, 1), dt.date(2026, 4, 15), dt.date(2026, 5, 31)]
 
 
-# --- SQLGlot transforms (applied to the DuckDB AST before generating Spark SQL) ----------------
-
-
-def _epoch_us(node: exp.Expression) -> exp.Expression:
-    """make_timestamp(epoch_us(x)) -> x.
-
-    DuckDB needs it to make a TIMESTAMPTZ naive UTC whatever the session TimeZone; Spark has no
-    epoch_us, and with spark.sql.session.timeZone=UTC its TIMESTAMP (an instant) already shows
-    and truncates to days in UTC.
-    """
-    if (
-        isinstance(node, exp.UnixToTime)
-        and isinstance(node.this, exp.Anonymous)
-        and node.this.name.lower() == "epoch_us"
-    ):
-        return node.this.expressions[0]
-    return node
-
-
-TRANSFORMS = [_epoch_us]
+# --- SQLGlot: the production transpilation (features.spark), or none with --raw -----------------
 
 
 def to_spark(sql: str, *, raw: bool) -> str:
-    tree = sqlglot.parse_one(sql, read="duckdb")
-    if not raw:
-        for transform in TRANSFORMS:
-            tree = tree.transform(transform)
-    return tree.sql("spark")
+    if raw:
+        return sqlglot.parse_one(sql, read="duckdb").sql("spark")
+    return to_spark_sql(sql)
 
 
 # --- a DuckDB-connection look-alike on a SparkSession --------------------------------------------
