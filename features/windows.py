@@ -505,6 +505,11 @@ def feature_dtypes(catalog: FeatureCatalog | None = None) -> dict[str, str]:
     return {spec.name: _pandas_dtype(spec) for spec in catalog.features}
 
 
+def frame_dtypes(catalog: FeatureCatalog | None = None) -> dict[str, str]:
+    """The pandas dtype of every column of a feature frame: its keys, then ``feature_dtypes``."""
+    return {"customer_id": "str", "as_of": "datetime64[us]", **feature_dtypes(catalog)}
+
+
 def write_features(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write a feature frame to parquet (validated first) and return the path."""
     target = Path(path)
@@ -650,14 +655,13 @@ def _as_of_dates(as_of: Sequence[date] | None) -> pd.Series:
 
 def _typed_features(raw: pd.DataFrame, catalog: FeatureCatalog) -> pd.DataFrame:
     """The raw SQL result with the catalog dtypes, validated by the shared feature-frame schema."""
-    dtypes = {"customer_id": "str", "as_of": "datetime64[us]", **feature_dtypes(catalog)}
+    dtypes = frame_dtypes(catalog)
     frame = raw[list(dtypes)].astype(dtypes).reset_index(drop=True)
     return feature_frame_schema(catalog).validate(frame)
 
 
 def _empty_frame(catalog: FeatureCatalog) -> pd.DataFrame:
-    columns = {"customer_id": "str", "as_of": "datetime64[us]", **feature_dtypes(catalog)}
-    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
+    return pd.DataFrame({name: pd.Series(dtype=d) for name, d in frame_dtypes(catalog).items()})
 
 
 def _sql_literal(value: str) -> str:
@@ -849,8 +853,8 @@ class Workspace:
         if missing:
             raise ValueError(f"type_firsts: missing columns {missing}")
         naive = firsts[columns].assign(
-            first_ts=_naive_utc(firsts["first_ts"]),
-            first_timed_ts=_naive_utc(firsts["first_timed_ts"]),
+            first_ts=naive_utc(firsts["first_ts"]),
+            first_timed_ts=naive_utc(firsts["first_timed_ts"]),
         )
         self.type_firsts = self.register("type_firsts_input", naive)
 
@@ -954,7 +958,7 @@ class Workspace:
         )
 
 
-def _naive_utc(column: pd.Series) -> pd.Series:
+def naive_utc(column: pd.Series) -> pd.Series:
     """Timestamps as naive UTC (the views' convention); naive input already is UTC."""
     moments = pd.to_datetime(column)
     if moments.dt.tz is not None:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
+from features.windows import frame_dtypes, naive_utc
 from models.churn import PREDICTION_COLUMNS
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity
 from rules.engine import codes_of, decision_order
@@ -308,21 +309,15 @@ def decide_rows(
 
 
 def conform_features(frame: pd.DataFrame) -> pd.DataFrame:
-    """A Spark-made feature frame with the catalog's pandas dtypes (as ``build_features``)."""
-    from features.windows import feature_dtypes
+    """A Spark-made feature frame with the catalog's pandas dtypes (as ``build_features``).
 
-    dtypes = {"customer_id": "str", "as_of": "datetime64[us]", **feature_dtypes()}
+    Arrow hands Spark timestamps over tz-aware and pandas UDFs naive: both become naive UTC.
+    """
+    dtypes = frame_dtypes()
     frame = frame.assign(as_of=naive_utc(frame["as_of"]))
     ordered = [name for name in dtypes if name in frame.columns]
     typed = frame[ordered].astype({name: dtypes[name] for name in ordered})
     return typed.reset_index(drop=True)
-
-
-def naive_utc(instants: pd.Series) -> pd.Series:
-    """Naive UTC instants: Arrow hands Spark timestamps over tz-aware, pandas UDFs naive."""
-    if isinstance(instants.dtype, pd.DatetimeTZDtype):
-        return instants.dt.tz_convert("UTC").dt.tz_localize(None)
-    return instants
 
 
 def features_and_scores(scored: SparkFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -352,7 +347,7 @@ def decisions_frame(
         features.iloc[:0], scores.iloc[:0], ruleset, state.iloc[:0], scores["as_of"].iloc[0]
     ) if len(features) else None  # fmt: skip
     typed = collected.copy()
-    typed["as_of"] = naive_utc(typed["as_of"]).astype("datetime64[ns]")
+    typed["as_of"] = naive_utc(typed["as_of"]).astype("datetime64[ns]")  # rules.decide's unit
     for name in DECISION_TYPES:
         wanted = None if template is None else template[name].dtype
         if isinstance(wanted, pd.CategoricalDtype):
@@ -436,7 +431,6 @@ __all__ = [
     "decide_rows",
     "decisions_frame",
     "features_and_scores",
-    "naive_utc",
     "signature_names",
     "spark_step",
     "version_uri",
