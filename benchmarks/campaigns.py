@@ -109,18 +109,17 @@ def main() -> None:
             "due_on": AS_OF + timedelta(days=2),
         }
     )
-    recent = pd.DataFrame(
+    in_window = pd.DataFrame(
         {
             "customer_id": enrolled[third : 2 * third],
             "campaign_id": campaigns[third : 2 * third],
-            "planned_on": AS_OF - timedelta(days=3),
-            "state": "sent",
+            "messages": 1,
         }
     )
     plan = timed(
         f"plan_campaigns({args.customers:,} decisions, {args.triggered:,} triggered)",
         lambda: plan_campaigns(
-            decisions, features, ruleset.campaigns, AS_OF, pending=pending, recent=recent
+            decisions, features, ruleset.campaigns, AS_OF, pending=pending, in_window=in_window
         ),
     )
     print(f"planned {len(plan.messages):,} messages, {len(plan.cancel_ids):,} cancelled")

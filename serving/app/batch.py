@@ -50,12 +50,7 @@ from features.validation import load_valid_inputs
 from features.windows import TableInput, build_features, connect, eligible_spine
 from rules import RuleSet
 from serving.app.answers_table import write_day_answers
-from serving.app.day_campaigns import (
-    RECENT_MESSAGE_DAYS,
-    CampaignPlanner,
-    catalogue_planner,
-    plan_day_campaigns,
-)
+from serving.app.day_campaigns import CampaignPlanner, catalogue_planner, plan_day_campaigns
 from serving.app.summary import TOP_LEARNERS, BatchResult, is_in, summarise, tag_counts
 from serving.core.assess import Assessment, AssessOptions, ModelHandle, assess
 from serving.core.frames import RunRecord
@@ -465,7 +460,6 @@ def _stored_tags(store: StateStore, run: RunRecord | None) -> pd.Series | None:
 
 
 __all__ = [
-    "RECENT_MESSAGE_DAYS",
     "STAGES",
     "AssessedDay",
     "BatchContext",

@@ -1,30 +1,37 @@
 """The campaign messages a batch day plans: the planner, given what the outbox already holds.
 
 ``plan_day_campaigns`` reads what the planner needs from the store (the day's learners' pending
-messages, the messages planned in the last ``RECENT_MESSAGE_DAYS``) and asks the planner
+messages; per learner and campaign, the messages planned in the campaign's cap window) and asks
+the planner
 (``serving.core.campaigns.plan_campaigns`` over the rules' catalogue, ``catalogue_planner``) for
 the day's plan, which ``serving.app.batch`` then writes with the day (``StateStore.apply_day``).
 """
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
 from typing import Protocol
 
 import pandas as pd
 
 from rules import RuleSet
+from rules.campaigns import Catalogue
 from serving.core.assess import Assessment
+from serving.core.campaigns import cap_windows, plan_campaigns
 from serving.core.messages import CampaignPlan
 from serving.infra.store import StateStore
-
-RECENT_MESSAGE_DAYS = 60
-"""How far back the campaign planner sees the messages already planned (its caps, cadences)."""
 
 
 class CampaignPlanner(Protocol):
     """Plans a day's campaign messages (``serving.core.campaigns.plan_campaigns`` with its
-    catalogue bound): pure, given the day's decisions and features and the outbox's state."""
+    catalogue bound): pure, given the day's decisions and features and the outbox's state.
+
+    ``windows`` are the cap windows (campaign id -> days) whose ``in_window`` counts it reads.
+    """
+
+    windows: Mapping[str, int]
 
     def __call__(
         self,
@@ -33,36 +40,46 @@ class CampaignPlanner(Protocol):
         as_of: date,
         *,
         pending: pd.DataFrame,
-        recent: pd.DataFrame,
+        in_window: pd.DataFrame,
     ) -> CampaignPlan:
         """The messages planned on ``as_of`` and the ids of pending ones to cancel."""
         ...
 
 
-def catalogue_planner(ruleset: RuleSet) -> CampaignPlanner:
-    """``serving.core.campaigns.plan_campaigns`` over the ruleset's campaign catalogue."""
-    from serving.core.campaigns import plan_campaigns
+@dataclass(frozen=True)
+class CataloguePlanner:
+    """``serving.core.campaigns.plan_campaigns`` over a campaign catalogue."""
 
-    def planner(
+    catalogue: Catalogue
+
+    @property
+    def windows(self) -> Mapping[str, int]:
+        return cap_windows(self.catalogue)
+
+    def __call__(
+        self,
         decisions: pd.DataFrame,
         features: pd.DataFrame,
         as_of: date,
         *,
         pending: pd.DataFrame,
-        recent: pd.DataFrame,
+        in_window: pd.DataFrame,
     ) -> CampaignPlan:
         return plan_campaigns(
-            decisions, features, ruleset.campaigns, as_of, pending=pending, recent=recent
+            decisions, features, self.catalogue, as_of, pending=pending, in_window=in_window
         )
 
-    return planner
+
+def catalogue_planner(ruleset: RuleSet) -> CampaignPlanner:
+    """``serving.core.campaigns.plan_campaigns`` over the ruleset's campaign catalogue."""
+    return CataloguePlanner(ruleset.campaigns)
 
 
 def plan_day_campaigns(
     assessment: Assessment, store: StateStore, planner: CampaignPlanner | None
 ) -> CampaignPlan | None:
-    """The day's campaign plan, given the messages still pending for its learners and those
-    planned in the last ``RECENT_MESSAGE_DAYS``; None without a planner.
+    """The day's campaign plan, given the messages still pending for its learners and, per
+    learner and campaign, those planned in the campaign's cap window; None without a planner.
 
     The day's own earlier messages are left out of both: a replaced day is planned against the
     outbox as it stood before that day (its unsent messages are dropped in the replacing
@@ -72,10 +89,8 @@ def plan_day_campaigns(
         return None
     decisions, day = assessment.decisions, pd.Timestamp(assessment.as_of)
     pending = store.pending_messages(decisions["customer_id"].tolist())
-    recent = store.recent_messages(assessment.as_of - timedelta(days=RECENT_MESSAGE_DAYS))
     pending = pending[pending["planned_on"] != day].reset_index(drop=True)
-    recent = recent[recent["planned_on"] != day].reset_index(drop=True)
-    return planner(decisions, assessment.features, assessment.as_of, pending=pending, recent=recent)
-
-
-__all__ = ["RECENT_MESSAGE_DAYS", "CampaignPlanner", "catalogue_planner", "plan_day_campaigns"]
+    in_window = store.messages_in_window(assessment.as_of, planner.windows)
+    return planner(
+        decisions, assessment.features, assessment.as_of, pending=pending, in_window=in_window
+    )

@@ -6,10 +6,12 @@ engine, ``rules.campaigns``), the day's features, the catalogue and the outbox r
 out, which the batch writes to the outbox in the day's transaction.
 
 - A learner whose decision names a campaign is enrolled today unless that campaign already has
-  pending steps for them, or the campaign's messages planned for them in the last ``per_days``
-  days (cancelled ones aside, today's included, so a rerun adds nothing) plus its cadence would
-  exceed ``max_messages``. Enrolment plans one message per cadence step, due on
-  ``as_of + delay_days``, on the step's channel personalised by the behaviour tags.
+  pending steps for them, or the campaign's messages planned for them in its cap window before
+  today (the ``per_days`` days up to yesterday, cancelled ones aside: ``in_window``) plus its
+  cadence would exceed ``max_messages`` (a rerun of the day plans the same messages again, with
+  the same ids, and the store inserts none of them twice). Enrolment plans one message per
+  cadence step, due on ``as_of + delay_days``, on the step's channel personalised by the
+  behaviour tags.
 - The A/B variant is a stable hash of (learner, campaign) (``rules.interventions.control_draw``)
   over the variants' cumulative weights; the control flag is the decision's (the outbox keeps a
   control learner's messages as suppressed, never sends them).
@@ -27,7 +29,7 @@ import pandas as pd
 
 from rules.campaigns import Campaign, Catalogue, step_channels
 from rules.interventions import control_draw
-from serving.core.messages import CANCELLED, MESSAGE_COLUMNS, CampaignPlan, message_key
+from serving.core.messages import MESSAGE_COLUMNS, CampaignPlan, message_key
 from serving.core.tags import STATUS_TAGS
 
 TOP_REASONS = 3
@@ -42,7 +44,7 @@ def plan_campaigns(
     as_of: date,
     *,
     pending: pd.DataFrame,
-    recent: pd.DataFrame,
+    in_window: pd.DataFrame,
 ) -> CampaignPlan:
     """Plan the day's campaign messages and the cancellations (see the module docstring).
 
@@ -54,11 +56,13 @@ def plan_campaigns(
         catalogue: the campaigns (``ruleset.campaigns``).
         as_of: the batch day.
         pending: outbox rows still pending: message_id, customer_id, campaign_id, due_on.
-        recent: outbox rows planned within the cap windows: customer_id, campaign_id,
-            planned_on, state.
+        in_window: per learner and campaign, the ``messages`` planned within that campaign's
+            cap window before ``as_of`` (``cap_windows``), cancelled ones aside: customer_id,
+            campaign_id, messages. One row per pair, not per message: at a million learners
+            the messages of the windows are millions of rows a day.
     """
     return CampaignPlan(
-        messages=_planned(decisions, features, catalogue, as_of, pending, recent),
+        messages=_planned(decisions, features, catalogue, as_of, pending, in_window),
         cancel_ids=_cancelled(decisions, catalogue, pending),
     )
 
@@ -69,13 +73,13 @@ def _planned(
     catalogue: Catalogue,
     as_of: date,
     pending: pd.DataFrame,
-    recent: pd.DataFrame,
+    in_window: pd.DataFrame,
 ) -> pd.DataFrame:
     """One message per cadence step of every learner enrolled today."""
     triggered = decisions.loc[decisions["campaign_id"].notna()]
     triggered = triggered.assign(campaign_id=triggered["campaign_id"].astype(str))
     triggered = _without_pending(triggered, pending)
-    triggered = _under_cap(triggered, catalogue, as_of, recent)
+    triggered = _under_cap(triggered, catalogue, in_window)
     if triggered.empty:
         return _empty_messages()
     contexts = _contexts(triggered, features, catalogue)
@@ -95,30 +99,27 @@ def _without_pending(triggered: pd.DataFrame, pending: pd.DataFrame) -> pd.DataF
     return triggered.loc[(merged["_merge"] == "left_only").to_numpy()]
 
 
+def cap_windows(catalogue: Catalogue) -> dict[str, int]:
+    """Each campaign's frequency-cap window in days (``frequency_cap.per_days``): what the store
+    counts a learner's earlier messages over (``in_window``)."""
+    return {campaign.id: campaign.frequency_cap.per_days for campaign in catalogue.campaigns}
+
+
 def _under_cap(
-    triggered: pd.DataFrame, catalogue: Catalogue, as_of: date, recent: pd.DataFrame
+    triggered: pd.DataFrame, catalogue: Catalogue, in_window: pd.DataFrame
 ) -> pd.DataFrame:
     """Keep learners whose messages of the campaign within its window leave room for a cadence."""
-    if recent.empty or triggered.empty:
+    if in_window.empty or triggered.empty:
         return triggered
-    caps = pd.DataFrame(
-        {
-            "campaign_id": catalogue.ids,
-            "per_days": [c.frequency_cap.per_days for c in catalogue.campaigns],
-        }
+    counts = in_window[["customer_id", "campaign_id", "messages"]].astype(
+        {"customer_id": str, "campaign_id": str}
     )
-    rows = recent.loc[recent["state"].astype(str) != CANCELLED, ["customer_id", "campaign_id"]]
-    rows = rows.astype(str).assign(planned_on=pd.to_datetime(recent["planned_on"]))
-    rows = rows.merge(caps, on="campaign_id", how="inner")
-    age = (pd.Timestamp(as_of) - rows["planned_on"]).dt.days
-    in_window = rows.loc[(age >= 0) & (age < rows["per_days"])]
-    counts = in_window.groupby(["customer_id", "campaign_id"]).size().rename("sent_in_window")
-    merged = triggered.merge(counts.reset_index(), on=["customer_id", "campaign_id"], how="left")
+    merged = triggered.merge(counts, on=["customer_id", "campaign_id"], how="left")
     room = pd.Series(
         {c.id: c.frequency_cap.max_messages - len(c.steps) for c in catalogue.campaigns}
     )
     allowed = merged["campaign_id"].map(room).to_numpy()
-    used = merged["sent_in_window"].fillna(0).to_numpy()
+    used = merged["messages"].fillna(0).to_numpy()
     return triggered.loc[used <= allowed]
 
 

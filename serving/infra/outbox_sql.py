@@ -9,11 +9,24 @@ a day adds nothing twice. Dispatchers claim due rows with a lease (``claimed_by`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Select, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from serving.core.messages import CANCELLED, FAILED, PENDING, SUPPRESSED
@@ -126,6 +139,33 @@ def outbox_select(
     if until is not None:
         stmt = stmt.where(Outbox.planned_on <= until)
     return stmt
+
+
+def planner_pending_select(columns: tuple[str, ...]) -> Select[Any]:
+    """The still-sendable messages, in no particular order (the planner keys them itself)."""
+    table = Outbox.__table__.columns
+    return select(*[table[name] for name in columns]).where(Outbox.state.in_(SENDABLE))
+
+
+def in_window_select(as_of: date, windows: Mapping[str, int]) -> Select[Any]:
+    """Per learner and campaign, the messages planned in that campaign's window before ``as_of``.
+
+    A campaign's window is its ``windows`` days up to ``as_of`` (planned on or after
+    ``as_of - days + 1``), the day itself left out (a replaced day is planned against the outbox
+    as it stood before it); cancelled messages do not count; campaigns not in ``windows`` never
+    match. One row per (customer_id, campaign_id) with ``messages``.
+    """
+    starts = {campaign: as_of - timedelta(days=days - 1) for campaign, days in windows.items()}
+    counted = select(Outbox.customer_id, Outbox.campaign_id, func.count().label("messages"))
+    counted = counted.group_by(Outbox.customer_id, Outbox.campaign_id)
+    if not starts:
+        return counted.where(false())
+    return counted.where(
+        Outbox.planned_on >= min(starts.values()),  # the index's range; the case is per row
+        Outbox.planned_on < as_of,
+        Outbox.planned_on >= case(starts, value=Outbox.campaign_id, else_=as_of),
+        Outbox.state != CANCELLED,
+    )
 
 
 def feedback_select(message_ids: list[str] | None = None) -> Select[Any]:

@@ -7,7 +7,7 @@
   group) and the plan's ``cancel_ids`` are cancelled inside the batch transaction: a day that
   rolls back leaves no message; a rerun inserts nothing twice (stable ``message_id``, insert if
   absent); a replace first drops the replaced day's messages nobody tried to send yet.
-- what the campaign planner reads (``pending_messages``, ``recent_messages``), what the
+- what the campaign planner reads (``pending_messages``, ``messages_in_window``), what the
   dispatcher claims and records (``claim_messages``, ``record_attempts``,
   ``release_message``), what the measurement reads (``outbox_frame``, ``feedback_frame``,
   ``outbox_counts``) and what ``POST /events/campaign`` records (``record_feedback``).
@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -35,15 +35,17 @@ from serving.infra.outbox_sql import (
     drop_unsent_of_day,
     due_select,
     feedback_select,
+    in_window_select,
     insert_feedback,
     insert_messages,
     mark_attempts,
     message_exists,
     outbox_select,
+    planner_pending_select,
     release,
     sent_times,
 )
-from serving.infra.sql import latest_completed, result_frame
+from serving.infra.sql import driver_frame, latest_completed, result_frame
 from serving.infra.tables import BatchRun, Outbox, column_names
 
 SENDABLE_STATES = (PENDING, FAILED)
@@ -133,18 +135,26 @@ class OutboxMixin:
 
     def pending_messages(self, customer_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """Messages still to send (``pending`` or ``failed``), of some learners (the planner's
-        ``pending``: what its cancellations and caps look at), in ``PLANNER_COLUMNS``."""
-        pending = self.outbox_frame(states=SENDABLE_STATES, columns=PLANNER_COLUMNS)
+        ``pending``: what its cancellations and caps look at), in ``PLANNER_COLUMNS``, in no
+        particular order."""
+        with self._connect() as conn:
+            frame = driver_frame(conn, planner_pending_select(PLANNER_COLUMNS))
+        pending = _outbox_frame(frame, list(PLANNER_COLUMNS))
         if customer_ids is None:
             return pending
         # Filtered here: a day's learners (up to millions) are too many for one SQL IN list.
         wanted = pending["customer_id"].isin(pd.Index(list(customer_ids)))
         return pending[wanted].reset_index(drop=True)
 
-    def recent_messages(self, since: date) -> pd.DataFrame:
-        """Every message planned on or after data day ``since``, whatever its state, in
-        ``PLANNER_COLUMNS``."""
-        return self.outbox_frame(since=since, columns=PLANNER_COLUMNS)
+    def messages_in_window(self, as_of: date, windows: Mapping[str, int]) -> pd.DataFrame:
+        """The planner's ``in_window``: per learner and campaign, the ``messages`` planned in
+        the campaign's ``windows`` days before ``as_of``, cancelled ones aside
+        (``outbox_sql.in_window_select``); customer_id, campaign_id, messages."""
+        with self._connect() as conn:
+            frame = driver_frame(conn, in_window_select(as_of, windows))
+        if frame.columns.empty:
+            frame = pd.DataFrame(columns=["customer_id", "campaign_id", "messages"])
+        return frame.astype({"messages": "int64"})
 
     def outbox_frame(
         self,

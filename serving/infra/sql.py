@@ -134,6 +134,22 @@ def result_frame(result: Result[Any]) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=list(result.keys()))
 
 
+def driver_frame(conn: Connection, stmt: Select[Any]) -> pd.DataFrame:
+    """A select's rows as the driver returns them, without SQLAlchemy's row objects.
+
+    For the batch's bulk reads (a million learners' outbox rows a day): fetching through the
+    DBAPI cursor took half the time of ``result_frame`` on 480k outbox rows. The price is the
+    result processors: values come as the driver gives them (SQLite: dates as ISO strings,
+    booleans as integers), so callers read only plain columns or convert them.
+    """
+    result = conn.execute(stmt)
+    columns = list(result.keys())
+    try:
+        return pd.DataFrame.from_records(result.cursor.fetchall(), columns=columns)
+    finally:
+        result.close()
+
+
 def transitions_select() -> Select[Any]:
     return select(*Transition.__table__.columns).order_by(Transition.id)
 

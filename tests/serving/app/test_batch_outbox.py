@@ -26,9 +26,12 @@ class Planner:
 
     def __init__(self) -> None:
         self.seen: list[dict] = []
+        self.windows = {"CP_01": 30}
 
-    def __call__(self, decisions, features, as_of, *, pending, recent) -> CampaignPlan:
-        self.seen.append({"as_of": as_of, "pending": pending, "recent": recent, "n": len(features)})
+    def __call__(self, decisions, features, as_of, *, pending, in_window) -> CampaignPlan:
+        self.seen.append(
+            {"as_of": as_of, "pending": pending, "in_window": in_window, "n": len(features)}
+        )
         rows = [
             {
                 "message_id": message_key(as_of, learner, "CP_01", 0),
@@ -76,7 +79,10 @@ def test_the_days_plan_is_made_from_the_outbox_and_written_with_the_day(sqlite_s
     second = run_day(DAY_TWO, inputs(), context(sqlite_store, ruleset, "two", planner))
     # Then the planner saw day one's pending messages, and quiet's was cancelled
     assert set(planner.seen[1]["pending"]["customer_id"]) == {"quiet", "busy"}
-    assert len(planner.seen[1]["recent"]) == 2
+    counted = planner.seen[1]["in_window"]
+    assert dict(zip(counted["customer_id"], counted["messages"], strict=True)) == {
+        "quiet": 1, "busy": 1
+    }  # fmt: skip
     outbox = sqlite_store.outbox_frame()
     day_one = outbox[outbox["planned_on"] == pd.Timestamp(DAY_ONE)].set_index("customer_id")
     assert day_one["state"].to_dict() == {"busy": PENDING, "quiet": CANCELLED}

@@ -11,12 +11,12 @@ import pytest
 
 from rules.campaigns import CHANNELS as RULES_CHANNELS
 from rules.campaigns import TEMPLATE_FIELDS, Variant, render_message
-from serving.core.campaigns import assign_variants, plan_campaigns
+from serving.core.campaigns import assign_variants, cap_windows, plan_campaigns
 from serving.core.messages import CHANNELS, MESSAGE_COLUMNS, message_key
 
 AS_OF = date(2026, 6, 1)
 NO_PENDING = pd.DataFrame(columns=["message_id", "customer_id", "campaign_id", "due_on"])
-NO_RECENT = pd.DataFrame(columns=["customer_id", "campaign_id", "planned_on", "state"])
+NO_IN_WINDOW = pd.DataFrame(columns=["customer_id", "campaign_id", "messages"])
 
 
 def decision(customer_id: str, campaign_id: str | None, **fields) -> dict:
@@ -51,14 +51,14 @@ def features_of(*customer_ids: str, **columns) -> pd.DataFrame:
     return frame.assign(**columns)
 
 
-def plan(decisions, features, ruleset, *, pending=NO_PENDING, recent=NO_RECENT, as_of=AS_OF):
+def plan(decisions, features, ruleset, *, pending=NO_PENDING, in_window=NO_IN_WINDOW, as_of=AS_OF):
     return plan_campaigns(
         pd.DataFrame(decisions),
         features,
         ruleset.campaigns,
         as_of,
         pending=pending,
-        recent=recent,
+        in_window=in_window,
     )
 
 
@@ -131,36 +131,42 @@ def test_a_learner_with_pending_steps_of_the_campaign_is_not_enrolled_again(rule
 
 
 @pytest.mark.parametrize(
-    ("days_ago", "state", "enrolled"),
+    ("in_window", "enrolled"),
     [
-        (10, "sent", False),  # 1 in the 30-day window + 3 steps > 3
-        (29, "suppressed", False),  # the control's would-be messages count too
-        (30, "sent", True),  # out of the window
-        (10, "cancelled", True),  # cancelled messages were never sent
+        (0, True),  # upgrade nurturing: 3 steps, at most 3 messages in 30 days
+        (1, False),  # 1 in the window + 3 steps > 3
+        (3, False),
     ],
 )
 def test_the_frequency_cap_counts_the_campaigns_messages_in_its_window(
-    ruleset, days_ago, state, enrolled
+    ruleset, in_window, enrolled
 ):
-    recent = pd.DataFrame(
+    # given L1's messages of CP_09 in its cap window, and L2's of another campaign
+    counts = pd.DataFrame(
         {
-            "customer_id": ["L1"],
-            "campaign_id": ["CP_09"],
-            "planned_on": [AS_OF - timedelta(days=days_ago)],
-            "state": [state],
+            "customer_id": ["L1", "L2"],
+            "campaign_id": ["CP_09", "CP_05"],
+            "messages": [in_window, 5],
         }
     )
-    messages = plan([decision("L1", "CP_09")], features_of("L1"), ruleset, recent=recent).messages
-    assert (len(messages) == 3) is enrolled
+    # when both are triggered into CP_09
+    decided = [decision("L1", "CP_09"), decision("L2", "CP_09")]
+    messages = plan(decided, features_of("L1", "L2"), ruleset, in_window=counts).messages
+    # then L1 is enrolled only while the cap leaves room; L2's other campaign does not count
+    assert (messages["customer_id"] == "L1").sum() == (3 if enrolled else 0)
+    assert (messages["customer_id"] == "L2").sum() == 3
+
+
+def test_cap_windows_are_the_campaigns_per_days(ruleset):
+    windows = cap_windows(ruleset.campaigns)
+    assert windows["CP_09"] == 30 and windows["CP_14"] == 365
+    assert list(windows) == ruleset.campaigns.ids
 
 
 def test_a_rerun_of_the_day_plans_nothing_new(ruleset):
     first = plan([decision("L1", "CP_09")], features_of("L1"), ruleset).messages
-    recent = first[["customer_id", "campaign_id", "planned_on"]].assign(state="pending")
     pending = first[["message_id", "customer_id", "campaign_id", "due_on"]]
-    again = plan(
-        [decision("L1", "CP_09")], features_of("L1"), ruleset, pending=pending, recent=recent
-    )
+    again = plan([decision("L1", "CP_09")], features_of("L1"), ruleset, pending=pending)
     assert again.messages.empty
 
 

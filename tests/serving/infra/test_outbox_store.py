@@ -23,6 +23,7 @@ from serving.core.outbox import empty_messages
 from serving.core.problems import NotFound
 from serving.infra.outbox_store import PLANNER_COLUMNS
 from serving.infra.store import StateStore
+from serving.infra.tables import Outbox
 from tests.serving.batches import FIRST_DAY, apply, at, decisions
 from tests.serving.infra.test_state_sql import migrate_store
 from tests.serving.infra.test_store import child_error, wait_for
@@ -64,9 +65,13 @@ def test_a_days_messages_are_written_with_its_transitions_and_the_control_is_sup
         "planned": 6, "inserted": 6, "suppressed": 2, "cancelled": 0
     }  # fmt: skip
     assert store.runs().set_index("run_id").loc[record.run_id, "summary"]["messages"]["planned"]
-    # And the planner's reads see them: pending ones per learner, recent ones by day
+    # And the planner's reads see them: pending ones per learner, counts in the cap windows
     assert set(store.pending_messages(["a"])["step"]) == {0, 1}
-    assert len(store.recent_messages(DAY2)) == 6 and store.recent_messages(DAY3).empty
+    counted = store.messages_in_window(DAY3, {"CP_01": 2})
+    assert dict(zip(counted["customer_id"], counted["messages"], strict=True)) == {
+        "a": 2, "b": 2, "z": 2
+    }  # fmt: skip
+    assert store.messages_in_window(DAY2, {"CP_01": 2}).empty  # the day itself is left out
 
 
 def test_a_rerun_adds_nothing_and_a_replace_keeps_what_was_sent(store):
@@ -114,12 +119,53 @@ def test_the_planners_reads_leave_the_contexts_out(store):
     # Given day 2's two-step campaign for a
     apply(store, DAY1, FIRST_DAY)
     apply_with_plan(store, DAY2, MOVES, plan(messages(DAY2, ["a"], steps=(0, 1), delay_days=3)))
-    # When the planner reads the pending and the recent messages
-    pending, recent = store.pending_messages(["a"]), store.recent_messages(DAY1)
-    # Then both hold its columns only, dates as datetime64 like every outbox frame
-    assert list(pending.columns) == list(PLANNER_COLUMNS) == list(recent.columns)
-    assert "context" not in pending and len(pending) == len(recent) == 2
+    # When the planner reads the pending messages
+    pending = store.pending_messages(["a"])
+    # Then they hold its columns only, dates as datetime64 like every outbox frame
+    assert list(pending.columns) == list(PLANNER_COLUMNS)
+    assert "context" not in pending and len(pending) == 2
     assert pending["due_on"].dtype == "datetime64[us]"
+    assert sorted(pending["planned_on"].dt.date) == [DAY2, DAY2]
+
+
+@pytest.mark.parametrize(
+    ("days_ago", "state", "counted"),
+    [
+        (1, SENT, True),  # yesterday: inside a 30-day window
+        (29, SUPPRESSED, True),  # the control's would-be messages count too
+        (30, SENT, False),  # out of the window
+        (10, CANCELLED, False),  # cancelled messages were never sent
+        (0, PENDING, False),  # the day being planned is left out (a replace plans it again)
+    ],
+)
+def test_messages_in_window_count_a_campaigns_messages_within_its_cap_window(
+    store, days_ago, state, counted
+):
+    # Given one message of CP_09 (30-day window) and one of CP_14 (365 days) planned days_ago
+    today = DAY1 + timedelta(days=400)
+    for campaign in ("CP_09", "CP_14"):
+        _put_message(store, today - timedelta(days=days_ago), campaign, state)
+    # When the planner's counts are read for today
+    frame = store.messages_in_window(today, {"CP_09": 30, "CP_14": 365, "CP_01": 7})
+    # Then CP_09's message counts only inside its window; CP_14's window holds all but cancels
+    found = dict(zip(frame["campaign_id"], frame["messages"], strict=True))
+    assert found.get("CP_09", 0) == (1 if counted else 0)
+    assert found.get("CP_14", 0) == (0 if state == CANCELLED or days_ago == 0 else 1)
+
+
+def test_messages_in_window_ignore_campaigns_without_a_window(store):
+    _put_message(store, DAY1, "CP_99", PENDING)
+    assert store.messages_in_window(DAY2, {"CP_09": 30}).empty
+    assert store.messages_in_window(DAY2, {}).empty
+
+
+def _put_message(store: StateStore, day: date, campaign: str, state: str) -> None:
+    """One outbox row of learner a, as a dispatcher would have left it."""
+    row = messages(day, ["a"], campaign=campaign).assign(
+        state=state, tries=0, run_id=f"run-{day}", created_at=at(day)
+    )
+    with store._engine.begin() as conn:
+        conn.execute(Outbox.__table__.insert(), row.to_dict("records"))
 
 
 def test_cancel_ids_cancel_only_messages_not_yet_sent(store):
