@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -102,12 +102,7 @@ def main() -> None:
     )
     third = len(enrolled) // 3
     pending = pd.DataFrame(
-        {
-            "message_id": [f"m{i}" for i in range(third)],
-            "customer_id": enrolled[:third],
-            "campaign_id": campaigns[:third],
-            "due_on": AS_OF + timedelta(days=2),
-        }
+        {"customer_id": enrolled[:third], "campaign_id": campaigns[:third], "messages": 2}
     )
     in_window = pd.DataFrame(
         {
@@ -122,7 +117,7 @@ def main() -> None:
             decisions, features, ruleset.campaigns, AS_OF, pending=pending, in_window=in_window
         ),
     )
-    print(f"planned {len(plan.messages):,} messages, {len(plan.cancel_ids):,} cancelled")
+    print(f"planned {len(plan.messages):,} messages, {len(plan.cancels):,} pairs cancelled")
 
 
 if __name__ == "__main__":

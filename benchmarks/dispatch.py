@@ -90,7 +90,7 @@ def planned_store(url: str, count: int, channel: str) -> StateStore:
     )  # fmt: skip
     batch = BatchDay(DAY, "bench", None, True, NOW, False)
     started = time_module.perf_counter()
-    store.apply_day(batch, decisions, None, CampaignPlan(messages=messages, cancel_ids=[]))
+    store.apply_day(batch, decisions, None, CampaignPlan(messages=messages))
     WRITE_SECONDS.append(time_module.perf_counter() - started)
     return store
 

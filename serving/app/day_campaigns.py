@@ -1,7 +1,7 @@
 """The campaign messages a batch day plans: the planner, given what the outbox already holds.
 
-``plan_day_campaigns`` reads what the planner needs from the store (the day's learners' pending
-messages; per learner and campaign, the messages planned in the campaign's cap window) and asks
+``plan_day_campaigns`` reads what the planner needs from the store (per learner and campaign:
+whether messages are still pending, how many were planned in the campaign's cap window) and asks
 the planner
 (``serving.core.campaigns.plan_campaigns`` over the rules' catalogue, ``catalogue_planner``) for
 the day's plan, which ``serving.app.batch`` then writes with the day (``StateStore.apply_day``).
@@ -42,7 +42,7 @@ class CampaignPlanner(Protocol):
         pending: pd.DataFrame,
         in_window: pd.DataFrame,
     ) -> CampaignPlan:
-        """The messages planned on ``as_of`` and the ids of pending ones to cancel."""
+        """The messages planned on ``as_of`` and the pending pairs to cancel."""
         ...
 
 
@@ -78,8 +78,8 @@ def catalogue_planner(ruleset: RuleSet) -> CampaignPlanner:
 def plan_day_campaigns(
     assessment: Assessment, store: StateStore, planner: CampaignPlanner | None
 ) -> CampaignPlan | None:
-    """The day's campaign plan, given the messages still pending for its learners and, per
-    learner and campaign, those planned in the campaign's cap window; None without a planner.
+    """The day's campaign plan, given, per learner and campaign, the messages still pending and
+    those planned in the campaign's cap window; None without a planner.
 
     The day's own earlier messages are left out of both: a replaced day is planned against the
     outbox as it stood before that day (its unsent messages are dropped in the replacing
@@ -87,10 +87,12 @@ def plan_day_campaigns(
     """
     if planner is None:
         return None
-    decisions, day = assessment.decisions, pd.Timestamp(assessment.as_of)
-    pending = store.pending_messages(decisions["customer_id"].tolist())
-    pending = pending[pending["planned_on"] != day].reset_index(drop=True)
+    pending = store.pending_pairs(assessment.as_of)
     in_window = store.messages_in_window(assessment.as_of, planner.windows)
     return planner(
-        decisions, assessment.features, assessment.as_of, pending=pending, in_window=in_window
+        assessment.decisions,
+        assessment.features,
+        assessment.as_of,
+        pending=pending,
+        in_window=in_window,
     )

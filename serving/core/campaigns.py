@@ -29,7 +29,13 @@ import pandas as pd
 
 from rules.campaigns import Campaign, Catalogue, step_channels
 from rules.interventions import control_draw
-from serving.core.messages import MESSAGE_COLUMNS, CampaignPlan, message_key
+from serving.core.messages import (
+    MESSAGE_COLUMNS,
+    PAIR_COLUMNS,
+    CampaignPlan,
+    message_key,
+    no_pairs,
+)
 from serving.core.tags import STATUS_TAGS
 
 TOP_REASONS = 3
@@ -55,7 +61,8 @@ def plan_campaigns(
             counts, days_since_last_event; ``name`` when the customers file has one).
         catalogue: the campaigns (``ruleset.campaigns``).
         as_of: the batch day.
-        pending: outbox rows still pending: message_id, customer_id, campaign_id, due_on.
+        pending: the (customer_id, campaign_id) pairs with messages still to send, planned
+            before ``as_of``: one row per pair.
         in_window: per learner and campaign, the ``messages`` planned within that campaign's
             cap window before ``as_of`` (``cap_windows``), cancelled ones aside: customer_id,
             campaign_id, messages. One row per pair, not per message: at a million learners
@@ -63,7 +70,7 @@ def plan_campaigns(
     """
     return CampaignPlan(
         messages=_planned(decisions, features, catalogue, as_of, pending, in_window),
-        cancel_ids=_cancelled(decisions, catalogue, pending),
+        cancels=_cancelled(decisions, catalogue, pending),
     )
 
 
@@ -94,7 +101,7 @@ def _without_pending(triggered: pd.DataFrame, pending: pd.DataFrame) -> pd.DataF
     """Drop learners who still have pending steps of the campaign their decision triggers."""
     if pending.empty:
         return triggered
-    running = pending[["customer_id", "campaign_id"]].astype(str).drop_duplicates()
+    running = pending[list(PAIR_COLUMNS)].astype(str).drop_duplicates()
     merged = triggered.merge(running, on=["customer_id", "campaign_id"], how="left", indicator=True)
     return triggered.loc[(merged["_merge"] == "left_only").to_numpy()]
 
@@ -238,10 +245,12 @@ def _ids(tags: object) -> list[str]:
     return [part for part in tags.split(",") if part] if isinstance(tags, str) else []
 
 
-def _cancelled(decisions: pd.DataFrame, catalogue: Catalogue, pending: pd.DataFrame) -> list[str]:
-    """Pending messages whose learner's tag today meets their campaign's exit condition."""
+def _cancelled(
+    decisions: pd.DataFrame, catalogue: Catalogue, pending: pd.DataFrame
+) -> pd.DataFrame:
+    """Pending (learner, campaign) pairs whose learner's tag today meets the campaign's exit."""
     if pending.empty or decisions.empty:
-        return []
+        return no_pairs()
     today = decisions[["customer_id", "to_tag"]].astype({"customer_id": str})
     rows = pending.astype({"customer_id": str, "campaign_id": str}).merge(
         today, on="customer_id", how="inner"
@@ -254,7 +263,8 @@ def _cancelled(decisions: pd.DataFrame, catalogue: Catalogue, pending: pd.DataFr
         mine = (rows["campaign_id"] == campaign.id).to_numpy()
         if mine.any():
             cancel |= mine & campaign.exit.met(tags)
-    return sorted(rows.loc[cancel, "message_id"].astype(str).unique().tolist())
+    pairs = rows.loc[cancel, list(PAIR_COLUMNS)].drop_duplicates()
+    return pairs.sort_values(list(PAIR_COLUMNS), ignore_index=True)
 
 
 def _empty_messages() -> pd.DataFrame:

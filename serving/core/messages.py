@@ -55,17 +55,30 @@ FEEDBACK_KINDS: tuple[str, ...] = ("delivered", "opened", "clicked", "converted"
 """What ``POST /events/campaign`` records per message (once per message and kind)."""
 
 
+PAIR_COLUMNS = ("customer_id", "campaign_id")
+"""A learner and a campaign: how the planner sees the outbox and names what it cancels."""
+
+
+def no_pairs() -> pd.DataFrame:
+    """An empty frame of (learner, campaign) pairs."""
+    import pandas as pd  # the module's constants are read without pandas (dispatch, API)
+
+    return pd.DataFrame({name: pd.Series(dtype=object) for name in PAIR_COLUMNS})
+
+
 @dataclass(frozen=True)
 class CampaignPlan:
     """What a batch day does to the outbox: the planner's output, the store's input.
 
     Attributes:
         messages: the planned messages, exactly ``MESSAGE_COLUMNS``.
-        cancel_ids: pending message ids whose learner met their campaign's exit today.
+        cancels: (customer_id, campaign_id) pairs whose learner met the campaign's exit today:
+            their still-sendable messages planned before the day are cancelled. Pairs, not
+            message ids: the planner then reads one row per pending pair, not every message.
     """
 
     messages: pd.DataFrame
-    cancel_ids: list[str] = field(default_factory=list)
+    cancels: pd.DataFrame = field(default_factory=no_pairs)
 
 
 def message_key(planned_on: date, customer_id: str, campaign_id: str, step: int) -> str:

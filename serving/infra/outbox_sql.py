@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import (
     Connection,
+    Date,
     Select,
     and_,
     bindparam,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -85,35 +87,41 @@ def drop_unsent_of_day(conn: Connection, as_of: date) -> None:
     )
 
 
-def cancel_messages(conn: Connection, message_ids: list[str], now: datetime) -> int:
-    """Cancel the still-sendable messages among ``message_ids``; sent ones stay as they are.
+def cancel_pairs(conn: Connection, pairs: pd.DataFrame, as_of: date, now: datetime) -> int:
+    """Cancel the still-sendable messages planned before ``as_of`` of the (customer_id,
+    campaign_id) ``pairs``; sent ones stay as they are. Returns how many were cancelled.
 
-    One statement over a temporary table of the ids. The ids drive the join (``CROSS JOIN``
+    One statement over a temporary table of the pairs. The pairs drive the join (``CROSS JOIN``
     keeps them the outer loop on SQLite, whose planner otherwise walks the ``(state, due_on)``
-    index, i.e. every pending message of every day, once per chunk of ids): the outer UPDATE
-    then finds each row by its primary key.
+    index, i.e. every pending message of every day, once per pair): each pair then finds its
+    learner's messages through the ``customer_id`` index. The day's own messages are never
+    cancelled: a learner may leave one campaign and enter another on the same day.
     """
-    if not message_ids:
+    if pairs.empty:
         return 0
     conn.exec_driver_sql(
-        "CREATE TEMPORARY TABLE cancelled_ids (message_id VARCHAR(64) PRIMARY KEY)"
+        "CREATE TEMPORARY TABLE cancelled_pairs (customer_id VARCHAR(64), "
+        "campaign_id VARCHAR(16), PRIMARY KEY (customer_id, campaign_id))"
     )
-    values = [(message_id,) for message_id in sorted(set(message_ids))]
+    unique = pairs[["customer_id", "campaign_id"]].astype(str).drop_duplicates()
+    values = list(unique.sort_values(["customer_id", "campaign_id"]).itertuples(index=False))
     if conn.dialect.name == "postgresql":
-        copy_rows(conn, "cancelled_ids", ["message_id"], values)
+        copy_rows(conn, "cancelled_pairs", ["customer_id", "campaign_id"], values)
     else:
         for start in range(0, len(values), _CHUNK_ROWS):
             conn.exec_driver_sql(
-                "INSERT INTO cancelled_ids (message_id) VALUES (?)",
-                values[start : start + _CHUNK_ROWS],
+                "INSERT INTO cancelled_pairs (customer_id, campaign_id) VALUES (?, ?)",
+                [tuple(value) for value in values[start : start + _CHUNK_ROWS]],
             )
     sendable = ", ".join(f"'{state}'" for state in SENDABLE)  # constants, not input
-    result = conn.exec_driver_sql(
+    statement = text(
         f"UPDATE outbox SET state = '{CANCELLED}', last_error = NULL, next_attempt_at = NULL "
-        "WHERE message_id IN (SELECT o.message_id FROM cancelled_ids c CROSS JOIN outbox o "
-        f"WHERE o.message_id = c.message_id AND o.state IN ({sendable}))"
-    )
-    conn.exec_driver_sql("DROP TABLE cancelled_ids")
+        "WHERE message_id IN (SELECT o.message_id FROM cancelled_pairs c CROSS JOIN outbox o "
+        "WHERE o.customer_id = c.customer_id AND o.campaign_id = c.campaign_id "
+        f"AND o.state IN ({sendable}) AND o.planned_on < :as_of)"
+    ).bindparams(bindparam("as_of", type_=Date))
+    result = conn.execute(statement, {"as_of": as_of})
+    conn.exec_driver_sql("DROP TABLE cancelled_pairs")
     return max(result.rowcount, 0)
 
 
@@ -141,10 +149,14 @@ def outbox_select(
     return stmt
 
 
-def planner_pending_select(columns: tuple[str, ...]) -> Select[Any]:
-    """The still-sendable messages, in no particular order (the planner keys them itself)."""
-    table = Outbox.__table__.columns
-    return select(*[table[name] for name in columns]).where(Outbox.state.in_(SENDABLE))
+def pending_pairs_select(as_of: date) -> Select[Any]:
+    """The (customer_id, campaign_id) pairs with still-sendable messages planned before
+    ``as_of``, one row each, with how many (``messages``)."""
+    return (
+        select(Outbox.customer_id, Outbox.campaign_id, func.count().label("messages"))
+        .where(Outbox.state.in_(SENDABLE), Outbox.planned_on < as_of)
+        .group_by(Outbox.customer_id, Outbox.campaign_id)
+    )
 
 
 def in_window_select(as_of: date, windows: Mapping[str, int]) -> Select[Any]:
@@ -313,17 +325,19 @@ def insert_feedback(
 
 __all__ = [
     "SENDABLE",
-    "cancel_messages",
+    "cancel_pairs",
     "claim_due",
     "counts_select",
     "drop_unsent_of_day",
     "due_select",
     "feedback_select",
+    "in_window_select",
     "insert_feedback",
     "insert_messages",
     "mark_attempts",
     "message_exists",
     "outbox_select",
+    "pending_pairs_select",
     "release",
     "sent_times",
 ]

@@ -4,10 +4,11 @@
 
 - ``apply_day(batch, decisions, scores, plan)``: ``apply_batch`` with the day's campaign plan.
   The planned messages go to the ``outbox`` (``pending``, or ``suppressed`` for the control
-  group) and the plan's ``cancel_ids`` are cancelled inside the batch transaction: a day that
-  rolls back leaves no message; a rerun inserts nothing twice (stable ``message_id``, insert if
-  absent); a replace first drops the replaced day's messages nobody tried to send yet.
-- what the campaign planner reads (``pending_messages``, ``messages_in_window``), what the
+  group) and the messages of the plan's ``cancels`` pairs are cancelled inside the batch
+  transaction: a day that rolls back leaves no message; a rerun inserts nothing twice (stable
+  ``message_id``, insert if absent); a replace first drops the replaced day's messages nobody
+  tried to send yet.
+- what the campaign planner reads (``pending_pairs``, ``messages_in_window``), what the
   dispatcher claims and records (``claim_messages``, ``record_attempts``,
   ``release_message``), what the measurement reads (``outbox_frame``, ``feedback_frame``,
   ``outbox_counts``) and what ``POST /events/campaign`` records (``record_feedback``).
@@ -24,12 +25,12 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, update
 
 from serving.core.frames import RunRecord
-from serving.core.messages import FAILED, PENDING, SENT, CampaignPlan
+from serving.core.messages import FAILED, PAIR_COLUMNS, PENDING, SENT, CampaignPlan, no_pairs
 from serving.core.outbox import outbox_rows
 from serving.core.planning import BatchDay, checked_decisions, require_aware, score_rows
 from serving.core.problems import NotFound
 from serving.infra.outbox_sql import (
-    cancel_messages,
+    cancel_pairs,
     claim_due,
     counts_select,
     drop_unsent_of_day,
@@ -41,7 +42,7 @@ from serving.infra.outbox_sql import (
     mark_attempts,
     message_exists,
     outbox_select,
-    planner_pending_select,
+    pending_pairs_select,
     release,
     sent_times,
 )
@@ -50,26 +51,15 @@ from serving.infra.tables import BatchRun, Outbox, column_names
 
 SENDABLE_STATES = (PENDING, FAILED)
 """States a message is still to be sent in."""
-PLANNER_COLUMNS = (
-    "message_id",
-    "planned_on",
-    "due_on",
-    "customer_id",
-    "campaign_id",
-    "step",
-    "state",
-)
-"""What the campaign planner reads of the outbox: without the contexts, most of a row's bytes
-(a day's read at a million learners otherwise pulls gigabytes of JSON it never looks at)."""
 
 
 def planned_rows(
     as_of: date, plan: CampaignPlan | None, run_id: str, now: datetime
-) -> tuple[pd.DataFrame | None, list[str]]:
-    """A plan's outbox rows (checked before anything is written) and its ids to cancel."""
+) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """A plan's outbox rows (checked before anything is written) and its pairs to cancel."""
     if plan is None:
-        return None, []
-    return outbox_rows(as_of, plan.messages, run_id, now), list(plan.cancel_ids)
+        return None, no_pairs()
+    return outbox_rows(as_of, plan.messages, run_id, now), plan.cancels
 
 
 class OutboxMixin:
@@ -113,14 +103,14 @@ class OutboxMixin:
             raise ValueError("run_id is empty")
         checked = checked_decisions(as_of, decisions)
         rows = score_rows(as_of, checked, scores, run_id, batch.model_version)
-        messages, cancel_ids = planned_rows(as_of, plan, run_id, now)
+        messages, cancels = planned_rows(as_of, plan, run_id, now)
         existing = self._claim_run(batch)
         if existing is not None:
             return existing
         try:
             with self._writer() as conn:
                 record = self._write_batch(conn, batch, checked, rows)
-                return self._write_messages(conn, batch, messages, cancel_ids, record)
+                return self._write_messages(conn, batch, messages, cancels, record)
         except Exception as error:
             self._mark_failed(as_of, error)
             raise
@@ -133,18 +123,13 @@ class OutboxMixin:
         with self._connect() as conn:
             return latest_completed(conn)
 
-    def pending_messages(self, customer_ids: Sequence[str] | None = None) -> pd.DataFrame:
-        """Messages still to send (``pending`` or ``failed``), of some learners (the planner's
-        ``pending``: what its cancellations and caps look at), in ``PLANNER_COLUMNS``, in no
-        particular order."""
+    def pending_pairs(self, as_of: date) -> pd.DataFrame:
+        """The planner's ``pending``: the (customer_id, campaign_id) pairs with messages still
+        to send (``pending`` or ``failed``) planned before ``as_of``, with how many
+        (``messages``); one row per pair, whatever the number of steps."""
         with self._connect() as conn:
-            frame = driver_frame(conn, planner_pending_select(PLANNER_COLUMNS))
-        pending = _outbox_frame(frame, list(PLANNER_COLUMNS))
-        if customer_ids is None:
-            return pending
-        # Filtered here: a day's learners (up to millions) are too many for one SQL IN list.
-        wanted = pending["customer_id"].isin(pd.Index(list(customer_ids)))
-        return pending[wanted].reset_index(drop=True)
+            frame = driver_frame(conn, pending_pairs_select(as_of))
+        return _pair_counts(frame)
 
     def messages_in_window(self, as_of: date, windows: Mapping[str, int]) -> pd.DataFrame:
         """The planner's ``in_window``: per learner and campaign, the ``messages`` planned in
@@ -152,9 +137,7 @@ class OutboxMixin:
         (``outbox_sql.in_window_select``); customer_id, campaign_id, messages."""
         with self._connect() as conn:
             frame = driver_frame(conn, in_window_select(as_of, windows))
-        if frame.columns.empty:
-            frame = pd.DataFrame(columns=["customer_id", "campaign_id", "messages"])
-        return frame.astype({"messages": "int64"})
+        return _pair_counts(frame)
 
     def outbox_frame(
         self,
@@ -267,23 +250,24 @@ class OutboxMixin:
         conn: Connection,
         batch: BatchDay,
         messages: pd.DataFrame | None,
-        cancel_ids: list[str],
+        cancels: pd.DataFrame,
         record: RunRecord,
     ) -> RunRecord:
         """The plan's part of the batch transaction; its counts join the run summary.
 
         Control rows go in ``suppressed``, the rest ``pending``; a message already there (a
         rerun) is left as it is; a replace first drops the replaced day's messages nobody tried
-        to send yet; ``cancel_ids`` still sendable become ``cancelled``.
+        to send yet; the still-sendable messages of the ``cancels`` pairs planned before the day
+        become ``cancelled``.
         """
         if record.run_id != batch.run_id:  # another process completed the day meanwhile
             return record
         if batch.replace:
             drop_unsent_of_day(conn, batch.as_of)
-        if messages is None and not cancel_ids:
+        if messages is None and cancels.empty:
             return record
         inserted = 0 if messages is None else insert_messages(conn, messages)
-        cancelled = cancel_messages(conn, cancel_ids, batch.now)
+        cancelled = cancel_pairs(conn, cancels, batch.as_of, batch.now)
         summary = {
             **(record.summary or {}),
             "messages": {
@@ -310,6 +294,14 @@ class OutboxMixin:
             yield conn
 
 
+def _pair_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """customer_id, campaign_id (strings) and ``messages`` (int64), also when no row came."""
+    columns = [*PAIR_COLUMNS, "messages"]
+    if len(frame.columns) == 0:
+        frame = pd.DataFrame(columns=columns)
+    return frame.astype({"customer_id": object, "campaign_id": object, "messages": "int64"})
+
+
 def _outbox_frame(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Outbox rows as a frame: dates as ``datetime64[us]`` like every frame of the store."""
     if frame.columns.empty:
@@ -323,4 +315,4 @@ def _outbox_frame(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
-__all__ = ["PLANNER_COLUMNS", "SENDABLE_STATES", "OutboxMixin", "planned_rows"]
+__all__ = ["SENDABLE_STATES", "OutboxMixin", "planned_rows"]

@@ -17,7 +17,7 @@ import pandas as pd
 
 import serving.infra.outbox_store as outbox_store_module
 from rules.campaigns import SAMPLE_CONTEXT
-from serving.core.messages import CampaignPlan, message_key
+from serving.core.messages import PAIR_COLUMNS, CampaignPlan, message_key
 from serving.core.planning import BatchDay
 from serving.infra.store import StateStore
 from tests.serving.batches import at, decisions
@@ -57,8 +57,10 @@ def messages(
     return pd.DataFrame(rows)
 
 
-def plan(frame: pd.DataFrame, cancel_ids: list[str] | None = None) -> CampaignPlan:
-    return CampaignPlan(messages=frame, cancel_ids=list(cancel_ids or []))
+def plan(frame: pd.DataFrame, cancels: list[tuple[str, str]] | None = None) -> CampaignPlan:
+    """A plan of ``frame``'s messages, cancelling the (customer_id, campaign_id) ``cancels``."""
+    pairs = pd.DataFrame(cancels or [], columns=list(PAIR_COLUMNS))
+    return CampaignPlan(messages=frame, cancels=pairs)
 
 
 def batch_day(day: date, run_id: str | None = None, *, replace: bool = False) -> BatchDay:

@@ -45,8 +45,8 @@ class Planner:
             )
         ]  # fmt: skip
         churned = decisions.loc[decisions["to_tag"] == "ST_006", "customer_id"]
-        cancel = pending.loc[pending["customer_id"].isin(churned), "message_id"].tolist()
-        return CampaignPlan(messages=pd.DataFrame(rows), cancel_ids=cancel)
+        cancels = pending.loc[pending["customer_id"].isin(churned), ["customer_id", "campaign_id"]]
+        return CampaignPlan(messages=pd.DataFrame(rows), cancels=cancels)
 
 
 def inputs() -> BatchInputs:

@@ -15,7 +15,7 @@ from serving.core.campaigns import assign_variants, cap_windows, plan_campaigns
 from serving.core.messages import CHANNELS, MESSAGE_COLUMNS, message_key
 
 AS_OF = date(2026, 6, 1)
-NO_PENDING = pd.DataFrame(columns=["message_id", "customer_id", "campaign_id", "due_on"])
+NO_PENDING = pd.DataFrame(columns=["customer_id", "campaign_id", "messages"])
 NO_IN_WINDOW = pd.DataFrame(columns=["customer_id", "campaign_id", "messages"])
 
 
@@ -79,7 +79,7 @@ def test_a_triggered_learner_gets_one_message_per_cadence_step(ruleset):
     expected_ids = [message_key(AS_OF, "L1", "CP_09", step) for step in range(3)]
     assert messages["message_id"].tolist() == expected_ids
     assert set(messages["planned_on"]) == {AS_OF}
-    assert result.cancel_ids == []
+    assert result.cancels.empty
 
 
 def test_the_context_holds_every_template_field_and_renders(ruleset):
@@ -113,14 +113,7 @@ def test_learners_without_a_campaign_get_nothing(ruleset):
 
 
 def test_a_learner_with_pending_steps_of_the_campaign_is_not_enrolled_again(ruleset):
-    pending = pd.DataFrame(
-        {
-            "message_id": ["m1"],
-            "customer_id": ["L1"],
-            "campaign_id": ["CP_09"],
-            "due_on": [AS_OF + timedelta(days=2)],
-        }
-    )
+    pending = pd.DataFrame({"customer_id": ["L1"], "campaign_id": ["CP_09"], "messages": [2]})
     messages = plan(
         [decision("L1", "CP_09"), decision("L2", "CP_09")],
         features_of("L1", "L2"),
@@ -165,7 +158,7 @@ def test_cap_windows_are_the_campaigns_per_days(ruleset):
 
 def test_a_rerun_of_the_day_plans_nothing_new(ruleset):
     first = plan([decision("L1", "CP_09")], features_of("L1"), ruleset).messages
-    pending = first[["message_id", "customer_id", "campaign_id", "due_on"]]
+    pending = first.groupby(["customer_id", "campaign_id"], as_index=False).size()
     again = plan([decision("L1", "CP_09")], features_of("L1"), ruleset, pending=pending)
     assert again.messages.empty
 
@@ -174,10 +167,9 @@ def test_pending_messages_are_cancelled_when_the_learner_meets_the_exit(ruleset)
     # given pending retention-campaign steps (CP_21 exits when the learner leaves ST_005)
     pending = pd.DataFrame(
         {
-            "message_id": ["left", "stays", "unscored", "other"],
-            "customer_id": ["A", "B", "C", "D"],
-            "campaign_id": ["CP_21", "CP_21", "CP_21", "CP_22"],  # CP_22 has no exit
-            "due_on": [AS_OF + timedelta(days=4)] * 4,
+            "customer_id": ["A", "A", "B", "C", "D"],
+            "campaign_id": ["CP_21", "CP_05", "CP_21", "CP_21", "CP_22"],  # CP_22 has no exit
+            "messages": [2, 1, 1, 3, 1],
         }
     )
     decisions = [
@@ -186,8 +178,12 @@ def test_pending_messages_are_cancelled_when_the_learner_meets_the_exit(ruleset)
         decision("D", None, from_tag="ST_001", to_tag="ST_006", changed=True),
     ]
     result = plan(decisions, features_of("A", "B", "D"), ruleset, pending=pending)
-    # then only A's message goes: B is still in ST_005, C was not decided today, D's has no exit
-    assert result.cancel_ids == ["left"]
+    # then A's pairs go (both campaigns exit outside ST_004/ST_005), sorted: B is still in
+    # ST_005, C was not decided today, D's campaign has no exit
+    assert result.cancels.to_dict("records") == [
+        {"customer_id": "A", "campaign_id": "CP_05"},
+        {"customer_id": "A", "campaign_id": "CP_21"},
+    ]
 
 
 def test_the_control_flag_is_the_decisions(ruleset):

@@ -19,9 +19,7 @@ from sqlalchemy import create_engine, text
 
 import serving.infra.outbox_store as outbox_store_module
 from serving.core.messages import CANCELLED, PENDING, SENT, SUPPRESSED
-from serving.core.outbox import empty_messages
 from serving.core.problems import NotFound
-from serving.infra.outbox_store import PLANNER_COLUMNS
 from serving.infra.store import StateStore
 from serving.infra.tables import Outbox
 from tests.serving.batches import FIRST_DAY, apply, at, decisions
@@ -65,8 +63,10 @@ def test_a_days_messages_are_written_with_its_transitions_and_the_control_is_sup
         "planned": 6, "inserted": 6, "suppressed": 2, "cancelled": 0
     }  # fmt: skip
     assert store.runs().set_index("run_id").loc[record.run_id, "summary"]["messages"]["planned"]
-    # And the planner's reads see them: pending ones per learner, counts in the cap windows
-    assert set(store.pending_messages(["a"])["step"]) == {0, 1}
+    # And the planner's reads see them from the next day on: pending pairs, window counts
+    pending = store.pending_pairs(DAY3)
+    assert dict(zip(pending["customer_id"], pending["messages"], strict=True)) == {"a": 2, "b": 2}
+    assert store.pending_pairs(DAY2).empty  # the day itself is left out (a replace plans it)
     counted = store.messages_in_window(DAY3, {"CP_01": 2})
     assert dict(zip(counted["customer_id"], counted["messages"], strict=True)) == {
         "a": 2, "b": 2, "z": 2
@@ -115,19 +115,6 @@ def test_the_inserted_count_leaves_out_messages_already_there(store):
     assert record.summary["messages"]["inserted"] == 2
 
 
-def test_the_planners_reads_leave_the_contexts_out(store):
-    # Given day 2's two-step campaign for a
-    apply(store, DAY1, FIRST_DAY)
-    apply_with_plan(store, DAY2, MOVES, plan(messages(DAY2, ["a"], steps=(0, 1), delay_days=3)))
-    # When the planner reads the pending messages
-    pending = store.pending_messages(["a"])
-    # Then they hold its columns only, dates as datetime64 like every outbox frame
-    assert list(pending.columns) == list(PLANNER_COLUMNS)
-    assert "context" not in pending and len(pending) == 2
-    assert pending["due_on"].dtype == "datetime64[us]"
-    assert sorted(pending["planned_on"].dt.date) == [DAY2, DAY2]
-
-
 @pytest.mark.parametrize(
     ("days_ago", "state", "counted"),
     [
@@ -168,7 +155,7 @@ def _put_message(store: StateStore, day: date, campaign: str, state: str) -> Non
         conn.execute(Outbox.__table__.insert(), row.to_dict("records"))
 
 
-def test_cancel_ids_cancel_only_messages_not_yet_sent(store):
+def test_cancels_cancel_only_messages_not_yet_sent_and_planned_before_the_day(store):
     # Given day 2's two-step campaign for a and b, a's first step sent
     apply(store, DAY1, FIRST_DAY)
     frame = messages(DAY2, ["a", "b"], steps=(0, 1), delay_days=3)
@@ -179,12 +166,14 @@ def test_cancel_ids_cancel_only_messages_not_yet_sent(store):
     )
     assert {row["customer_id"] for row in claimed} == {"a", "b"}  # step 1 is due on day 5
     store.record_sent(first, "d1", subject="s", body="b", now=WALL)
-    # When day 3 cancels every message of a (they left the campaign's tag)
-    a_ids = frame.loc[frame["customer_id"] == "a", "message_id"].tolist()
+    # When day 3 enrols a again and cancels a's CP_01 messages (a left the campaign's tag)
     stay = [("a", "ST_004", "ST_004")]
-    record = apply_with_plan(store, DAY3, stay, plan(empty_messages(), a_ids))
-    # Then the sent one stays sent, the pending one is cancelled, b's are untouched
-    assert states(store) == {"a:0": SENT, "a:1": CANCELLED, "b:0": PENDING, "b:1": PENDING}
+    again = messages(DAY3, ["a"], steps=(2,))  # a's new message, planned today
+    record = apply_with_plan(store, DAY3, stay, plan(again, [("a", "CP_01"), ("x", "CP_01")]))
+    # Then the sent one stays sent, the pending one is cancelled, today's and b's are untouched
+    assert states(store) == {
+        "a:0": SENT, "a:1": CANCELLED, "a:2": PENDING, "b:0": PENDING, "b:1": PENDING
+    }  # fmt: skip
     assert record.summary["messages"]["cancelled"] == 1
 
 
@@ -193,10 +182,10 @@ def test_a_failure_after_the_messages_rolls_back_the_whole_day(store, monkeypatc
     apply(store, DAY1, FIRST_DAY)
     transitions_before = len(store.transitions_frame())
 
-    def broken_cancel(conn, ids, now):
+    def broken_cancel(*args):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(outbox_store_module, "cancel_messages", broken_cancel)
+    monkeypatch.setattr(outbox_store_module, "cancel_pairs", broken_cancel)
     # When day 2 is applied, Then the error propagates
     with pytest.raises(RuntimeError, match="disk full"):
         apply_with_plan(store, DAY2, MOVES, plan(messages(DAY2, ["a", "b"])))
