@@ -1,7 +1,7 @@
 """Benchmark: the whole daily batch run for N learners over their 30-day window.
 
     .venv/bin/python benchmarks/batch_scale.py --customers 1000000 [--days 60] [--seed 7]
-        [--engine duckdb|spark|both]
+        [--engine duckdb|spark|both] [--history 1]
 
 Data: the simulation of ``benchmarks/features_scale.py``
 (``benchmarks/.cache/sim-{N}x{D}-s{seed}-code{version}``), simulated here when absent. The
@@ -18,8 +18,15 @@ peak RSS is its own):
 
 1. ``day 1`` (as_of = the log's end - 1 day): the first batch ever, every learner new and tagged;
    it fills the store.
-2. ``day 2`` (as_of = the log's end): the measured steady-state day, a learner moving here and
-   there, reading the state day 1 wrote. Seconds per stage, total, peak RSS.
+2. ``day 2`` (as_of = the log's end): the measured day, a learner moving here and there, reading
+   the state day 1 wrote. Seconds per stage, total, peak RSS.
+
+Campaigns make the day after a first load a wave, not a steady day: day 1 enrols every learner
+in its move's campaign ("into" triggers), so the tag campaigns of every learner start on day 2
+(~1.6 messages a learner at 100k, against ~0.1 on later days). ``--history N`` (N > 1) measures
+a steady day instead: day 1 is the log's end - N, days in between run unmeasured (one line each)
+with the dispatcher's effect between them (due messages marked sent, as ``lstep dispatch`` would
+leave them; its own cost is ``benchmarks/dispatch.py``'s), and the log's end is measured.
 
 Input validation (``load_valid_inputs``: pandas + pandera over every event) is not part of the
 run: the batch reads the parquet files with DuckDB (``inputs_validated=True``). ``--validate``
@@ -34,7 +41,7 @@ peak is the driver's Python process plus the JVM's (the Python workers are not c
 The floor, for comparison: the time DuckDB takes just to scan the window's events (every column the
 features read, in [as_of - 30 d, as_of)) plus LightGBM's raw predict on the same learners' rows.
 
-Targets (issue 14, 2 cores): for 1M learners (x 60 days) the steady day (day 2) <= 15 s, <= 4 GiB
+Targets (issue 14, 2 cores): for 1M learners (x 60 days) the steady day (measured) <= 15 s, <= 4 GiB
 peak RSS and <= 2.6x the floor printed in the same run (the ratio is what survives a busy
 machine); the first day <= 25 s. A run at another size prints its figures, not a verdict.
 """
@@ -282,22 +289,56 @@ def _print_day(name: str, day: dict) -> None:
 
 
 def _two_days(
-    engine: str, scratch: Path, population: Path, tracking_uri: str, end: date
+    engine: str, scratch: Path, population: Path, tracking_uri: str, end: date, history: int
 ) -> tuple[dict, dict]:
-    """Day 1 (first load) and day 2 (measured) of one engine in a fresh store: both figures."""
+    """Day 1 (first load), the unmeasured days between (``history`` > 1) and the measured day
+    of one engine in a fresh store: the first and the measured day's figures."""
     scratch.mkdir(parents=True)
-    inputs = (str(population), f"sqlite:///{scratch / 'state.db'}", tracking_uri)
-    first = _in_child(_batch_day, *inputs, end - timedelta(days=1), "d1", engine)
-    _print_day(f"[{engine}] day 1 ({end - timedelta(days=1)}, first load)", first)
+    state_url = f"sqlite:///{scratch / 'state.db'}"
+    inputs = (str(population), state_url, tracking_uri)
+    start = end - timedelta(days=history)
+    first = _in_child(_batch_day, *inputs, start, "d1", engine)
+    _print_day(f"[{engine}] day 1 ({start}, first load)", first)
+    for offset in range(1, history):
+        day = start + timedelta(days=offset)
+        _mark_due_sent(state_url, day - timedelta(days=1))
+        warm = _in_child(_batch_day, *inputs, day, f"w{offset}", engine)
+        print(
+            f"[{engine}] day {offset + 1} ({day}, not measured) {warm['seconds']:6.1f} s  "
+            f"{_planned_on(state_url, day):,} messages planned"
+        )
+    _mark_due_sent(state_url, end - timedelta(days=1))
     day = _in_child(_batch_day, *inputs, end, "d2", engine)
-    _print_day(f"[{engine}] day 2 ({end}, measured)  ", day)
+    label = "measured" if history == 1 else "measured, steady"
+    _print_day(f"[{engine}] day {history + 1} ({end}, {label})  ", day)
+    print(f"    {_planned_on(state_url, end):,} campaign messages planned")
     return first, day
+
+
+def _mark_due_sent(state_url: str, data_day: date) -> None:
+    """The dispatcher's effect on the outbox by the end of ``data_day``: due pending sent."""
+    import sqlite3
+
+    with sqlite3.connect(state_url.removeprefix("sqlite:///")) as conn:
+        conn.execute(
+            "UPDATE outbox SET state = 'sent', sent_at = ?, tries = 1 "
+            "WHERE state = 'pending' AND due_on <= ?",
+            (NOW.isoformat(sep=" "), data_day.isoformat()),
+        )
+
+
+def _planned_on(state_url: str, day: date) -> int:
+    import sqlite3
+
+    with sqlite3.connect(state_url.removeprefix("sqlite:///")) as conn:
+        query = "SELECT count(*) FROM outbox WHERE planned_on = ?"
+        return conn.execute(query, (day.isoformat(),)).fetchone()[0]
 
 
 def _print_side_by_side(steady: dict[str, dict], floor_seconds: float) -> None:
     """Day 2's stage times of each engine in one table, with the ratio to the floor."""
     names = list(dict.fromkeys(stage for day in steady.values() for stage in day["stages"]))
-    print(f"{'day 2 stage':<26}" + "".join(f"{engine:>10}" for engine in steady))
+    print(f"{'measured day stage':<26}" + "".join(f"{engine:>10}" for engine in steady))
     for stage in names:
         cells = "".join(f"{day['stages'].get(stage, 0.0):10.2f}" for day in steady.values())
         print(f"    {stage:<22}{cells}")
@@ -317,7 +358,7 @@ def _print_verdicts(
     ratio = day["seconds"] / (floor["scan"] + floor["predict"])
     print(
         verdict(
-            f"day 2 ({engine})",
+            f"measured day ({engine})",
             f"{day['seconds']:.1f} s (<= {TARGET_SECONDS:.0f}), "
             f"{day['peak_rss_gib']:.2f} GiB (<= {TARGET_GIB:.0f}), "
             f"{ratio:.1f}x the floor (<= {TARGET_FLOOR_RATIO})",
@@ -346,7 +387,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--validate", action="store_true", help="also time load_valid_inputs")
     parser.add_argument("--engine", choices=["duckdb", "spark", "both"], default="duckdb")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=1,
+        help="days from the first load to the measured day (1: the day after; more: a steady day)",
+    )
     args = parser.parse_args()
+    if args.history < 1:
+        parser.error(f"--history must be at least 1, got {args.history}")
     print(f"machine: {os.cpu_count()} cores; population {args.customers:,} x {args.days} days")
     population, sim = _population(args.customers, args.days, args.seed)
     print(f"events     {sim['events']:,} (simulated in {sim['seconds']:.0f} s)")
@@ -357,7 +406,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lstep-batch-scale-") as scratch:
         for engine in engines:
             steady[engine] = _two_days(
-                engine, Path(scratch) / engine, population, tracking_uri, end
+                engine, Path(scratch) / engine, population, tracking_uri, end, args.history
             )
         snapshot = Path(scratch) / engines[0] / "data" / "features" / f"as_of={end}.parquet"
         floor = _in_child(_floor, str(population), tracking_uri, str(snapshot), end)
