@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -86,7 +86,13 @@ class OutboxMixin:
 
     def _write_batch(
         self, conn: Connection, batch: BatchDay, decisions: pd.DataFrame, scores: pd.DataFrame
-    ) -> RunRecord:
+    ) -> tuple[RunRecord, str | None]:
+        raise NotImplementedError  # StateStore's
+
+    def _write_scores(self, batch: BatchDay, rows: pd.DataFrame) -> None:
+        raise NotImplementedError  # StateStore's
+
+    def _retire_scores(self, as_of: date, run_ids: Iterable[str | None]) -> None:
         raise NotImplementedError  # StateStore's
 
     def _mark_failed(self, as_of: date, error: Exception) -> None:
@@ -116,12 +122,17 @@ class OutboxMixin:
         if existing is not None:
             return existing
         try:
+            self._write_scores(batch, rows)  # the run's file: seen once the run is completed
             with self._writer() as conn:
-                record = self._write_batch(conn, batch, checked, rows)
-                return self._write_messages(conn, batch, messages, cancel_ids, record)
+                record, replaced = self._write_batch(conn, batch, checked, rows)
+                record = self._write_messages(conn, batch, messages, cancel_ids, record)
         except Exception as error:
+            self._retire_scores(as_of, [run_id])
             self._mark_failed(as_of, error)
             raise
+        lost = run_id if record.run_id != run_id else None  # another process did the day
+        self._retire_scores(as_of, [replaced, lost])
+        return record
 
     # ---- campaign messages ---------------------------------------------------------------
 
