@@ -156,11 +156,12 @@ def learner_row(scores_dir: Path, path: Path, customer_id: str) -> dict[str, Any
 
 @contextmanager
 def _file_errors(scores_dir: Path) -> Iterator[None]:
-    """An unreadable, unwritable or vanished scores file is one ``Unavailable`` line."""
+    """An unreadable, unwritable, vanished or corrupt scores file is one ``Unavailable`` line."""
     try:
         yield
-    except OSError as error:  # pyarrow's own I/O errors are OSErrors too
-        reason = (error.strerror or str(error)).strip().splitlines()[0]
+    except (OSError, pa.ArrowException) as error:  # pyarrow's I/O errors are OSErrors too
+        strerror = getattr(error, "strerror", None)
+        reason = (strerror or str(error) or type(error).__name__).strip().splitlines()[0]
         where = f": {error.filename}" if getattr(error, "filename", None) else ""
         raise Unavailable(f"scores directory {scores_dir}: {reason}{where}") from None
 

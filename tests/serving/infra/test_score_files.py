@@ -164,6 +164,20 @@ def test_a_missing_file_of_a_completed_day_is_one_line_naming_it(parquet_store, 
         parquet_store.latest_score("a")
 
 
+def test_a_corrupt_file_of_a_completed_day_is_one_line_naming_the_directory(
+    parquet_store, scores_dir
+):
+    # Given a completed day whose file was overwritten with garbage
+    apply(parquet_store, DAY1, FIRST_DAY, run_id="r1")
+    score_file(scores_dir, DAY1, "r1").write_bytes(b"not parquet")
+    # When the scores or a learner's latest row are read, Then one Unavailable line says so
+    for read in (parquet_store.scores_frame, lambda: parquet_store.latest_score("a")):
+        with pytest.raises(Unavailable) as raised:
+            read()
+        assert raised.value.message.startswith(f"scores directory {scores_dir}: ")
+        assert "\n" not in raised.value.message
+
+
 def test_a_scores_directory_that_cannot_be_written_leaves_the_state_unchanged(tmp_path):
     # Given a store whose scores directory lies under a plain file (no one can create it)
     (tmp_path / "a-file").write_text("not a directory")
