@@ -113,9 +113,7 @@ def remove_files(paths: Iterable[Path]) -> None:
             continue
 
 
-def read_scores(
-    scores_dir: Path, paths: Sequence[Path], columns: Sequence[str] | None = None
-) -> pd.DataFrame:
+def read_scores(paths: Sequence[Path], columns: Sequence[str] | None = None) -> pd.DataFrame:
     """The rows of ``paths`` in their order (only ``columns`` when given), dates as
     ``datetime64[us]`` like every frame of the store.
 
@@ -123,8 +121,10 @@ def read_scores(
         Unavailable: a file cannot be read.
     """
     names = list(SCORES_ARROW_SCHEMA.names) if columns is None else list(columns)
-    with _file_errors(scores_dir):
-        tables = [pq.read_table(path, columns=names, schema=SCORES_ARROW_SCHEMA) for path in paths]
+    tables = []
+    for path in paths:
+        with _file_errors(_scores_dir_of(path)):
+            tables.append(pq.read_table(path, columns=names, schema=SCORES_ARROW_SCHEMA))
     if not tables:
         tables = [SCORES_ARROW_SCHEMA.empty_table().select(names)]
     frame = pa.concat_tables(tables).to_pandas(date_as_object=False)
@@ -133,10 +133,10 @@ def read_scores(
     return frame
 
 
-def learner_row(scores_dir: Path, path: Path, customer_id: str) -> dict[str, Any] | None:
+def learner_row(path: Path, customer_id: str) -> dict[str, Any] | None:
     """One learner's row of a day's file: only the row groups whose customer_id statistics can
     hold the id are read (pyarrow's filtered read costs ~15 ms at a million rows, this ~5)."""
-    with _file_errors(scores_dir):
+    with _file_errors(_scores_dir_of(path)):
         file = pq.ParquetFile(path)
         column = file.schema_arrow.get_field_index("customer_id")
         for index in range(file.metadata.num_row_groups):
@@ -152,6 +152,11 @@ def learner_row(scores_dir: Path, path: Path, customer_id: str) -> dict[str, Any
             if found.num_rows:
                 return found.slice(0, 1).to_pylist()[0]
     return None
+
+
+def _scores_dir_of(path: Path) -> Path:
+    """The scores directory of a day's file (``<scores_dir>/as_of=D/<run>.parquet``)."""
+    return Path(path).parent.parent
 
 
 @contextmanager

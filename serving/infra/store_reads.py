@@ -138,38 +138,37 @@ class ReadsMixin:
         for a day stored before (``serving.infra.score_files``); the frame is the same.
 
         Raises:
-            Unavailable: a completed day's scores file is missing or cannot be read.
+            Unavailable: a completed day's scores are neither in a file nor in SQL (a missing
+                file, or a store opened without the scores directory its days were written to).
         """
         schema = STORED_SCORES_SCHEMA
         if columns is not None:
             schema = schema.select_columns(list(columns))
-        if self.scores_dir is None:
-            return validate_frame(self._sql_scores(as_of, columns), schema)
-        files, sql_days = self._score_files(self.scores_dir, as_of)
+        files, sql_days = self._score_sources(as_of)
         paths = [path for _, path in files]
+        if not paths:
+            return validate_frame(self._sql_scores(as_of, columns), schema)
         if not sql_days:
-            return validate_frame(read_scores(self.scores_dir, paths, columns), schema)
+            return validate_frame(read_scores(paths, columns), schema)
         # Days of both kinds: each read with its keys, so that the union sorts as SQL would.
         keyed = None if columns is None else list(dict.fromkeys(["as_of", "customer_id", *columns]))
         from_sql = self._sql_scores(as_of, keyed, only_days=sql_days)
         from_sql["as_of"] = pd.to_datetime(from_sql["as_of"]).astype("datetime64[us]")
-        both = pd.concat([read_scores(self.scores_dir, paths, keyed), from_sql], ignore_index=True)
+        both = pd.concat([read_scores(paths, keyed), from_sql], ignore_index=True)
         both = both.sort_values(["as_of", "customer_id"], ignore_index=True)
         return validate_frame(both if columns is None else both[list(columns)], schema)
 
     def latest_score(self, customer_id: str) -> dict[str, Any] | None:
         """The learner's last stored score row: one query on the (customer_id, as_of) key, and
         with a scores directory the newer days' files, newest first, until one has the learner."""
+        files, _ = self._score_sources(None)
         stmt = select(*Score.__table__.columns).where(Score.customer_id == customer_id)
         with self._connect() as conn:
             in_sql = first_mapping(conn, stmt.order_by(Score.as_of.desc()).limit(1))
-        if self.scores_dir is None:
-            return in_sql
-        files, _ = self._score_files(self.scores_dir, None)
         for day, path in reversed(files):
             if in_sql is not None and day <= in_sql["as_of"]:
                 break
-            row = learner_row(self.scores_dir, path, customer_id)
+            row = learner_row(path, customer_id)
             if row is not None:
                 return row
         return in_sql
@@ -191,14 +190,12 @@ class ReadsMixin:
         with self._connect() as conn:
             return result_frame(conn.execute(stmt))
 
-    def _score_files(
-        self, scores_dir: Path, as_of: date | None
-    ) -> tuple[list[tuple[date, Path]], list[date]]:
+    def _score_sources(self, as_of: date | None) -> tuple[list[tuple[date, Path]], list[date]]:
         """The completed days (``as_of`` only, when given), oldest first, split into the days
-        whose run has a scores file (with it) and the days read from SQL.
+        whose run has a scores file (with it) and the days stored in SQL.
 
         Raises:
-            Unavailable: a day's run recorded scores, but neither its file nor SQL holds them.
+            Unavailable: a day's run recorded scores, but neither a file nor SQL holds them.
         """
         runs = select(BatchRun.as_of, BatchRun.run_id, BatchRun.summary).where(
             BatchRun.status == "completed"
@@ -207,18 +204,16 @@ class ReadsMixin:
             runs = runs.where(BatchRun.as_of == as_of)
         with self._connect() as conn:
             completed = conn.execute(runs.order_by(BatchRun.as_of)).all()
-            stored_in_sql = set(conn.execute(select(Score.as_of).distinct()).scalars())
+            in_sql = set(conn.execute(select(Score.as_of).distinct()).scalars())
         files, sql_days = [], []
         for day, run_id, summary in completed:
-            path = score_file(scores_dir, day, run_id)
-            if path.exists():
+            path = None if self.scores_dir is None else score_file(self.scores_dir, day, run_id)
+            if path is not None and path.exists():
                 files.append((day, path))
-            elif day in stored_in_sql:
+            elif day in in_sql:
                 sql_days.append(day)
             elif (summary or {}).get("scores", 0):
-                raise Unavailable(
-                    f"scores of {day} (run {run_id}): {path} is missing; restore it from a backup"
-                )
+                raise Unavailable(_missing_scores(day, run_id, path))
         return files, sql_days
 
     def overrides_frame(
@@ -233,6 +228,16 @@ class ReadsMixin:
         """
         with self._connect() as conn:
             return read_frame(conn, overrides_select(customer_id, live_from), OVERRIDES_SCHEMA)
+
+
+def _missing_scores(day: date, run_id: str, path: Path | None) -> str:
+    """Why a completed day has no scores to read, and what to do."""
+    if path is None:
+        return (
+            f"scores of {day} (run {run_id}) are not in SQL: this store was opened without the "
+            "scores directory the day was written to (open it with StateStore.from_settings)"
+        )
+    return f"scores of {day} (run {run_id}): {path} is missing; restore it from a backup"
 
 
 __all__ = ["ReadsMixin"]

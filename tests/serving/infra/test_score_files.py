@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import create_engine, text
 
 import serving.infra.store as store_module
 from serving.core.frames import STORED_SCORES_SCHEMA
@@ -75,10 +76,11 @@ def test_a_day_is_one_file_per_run_sorted_by_learner_and_sql_holds_no_score(
     table = pq.read_table(scores_dir / files[0])
     assert table.schema.names == SCORES_ARROW_SCHEMA.names
     assert table.column("customer_id").to_pylist() == ["a", "b", "c"]
-    # And the SQL scores table stays empty (read through a store without the directory)
-    with StateStore(parquet_store.url, auto_migrate=False) as sql_only:
-        assert sql_only.scores_frame().empty
-        assert len(sql_only.state_frame()) == 3
+    # And the SQL scores table stays empty
+    engine = create_engine(parquet_store.url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM scores")).scalar_one() == 0
+    engine.dispose()
 
 
 def test_parquet_and_sql_stores_give_the_same_frames_and_latest_rows(tmp_path):
@@ -178,6 +180,19 @@ def test_a_corrupt_file_of_a_completed_day_is_one_line_naming_the_directory(
         assert "\n" not in raised.value.message
 
 
+def test_a_store_opened_without_the_directory_its_days_went_to_says_so(parquet_store):
+    # Given a day whose scores went to a file
+    apply(parquet_store, DAY1, FIRST_DAY, run_id="r1")
+    # When the store is opened without its scores directory and scores are read
+    with StateStore(parquet_store.url, auto_migrate=False) as without:
+        # Then one Unavailable line says where they are, never an empty day
+        for read in (without.scores_frame, lambda: without.latest_score("a")):
+            with pytest.raises(
+                Unavailable, match=r"scores of 2024-03-01 \(run r1\) are not in SQL"
+            ):
+                read()
+
+
 def test_a_scores_directory_that_cannot_be_written_leaves_the_state_unchanged(tmp_path):
     # Given a store whose scores directory lies under a plain file (no one can create it)
     (tmp_path / "a-file").write_text("not a directory")
@@ -241,5 +256,6 @@ def test_the_workspace_store_keeps_scores_under_the_data_directory(tmp_path):
     # When the apps open its store, Then its scores go under <data_dir>/scores
     store = open_workspace_store(settings, at(DAY1))
     assert store.scores_dir == tmp_path / "data" / "scores"
-    assert StateStore.from_settings(settings).scores_dir == store.scores_dir
+    with StateStore.from_settings(settings) as same:
+        assert same.scores_dir == store.scores_dir
     store.close()
