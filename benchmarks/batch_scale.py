@@ -12,7 +12,8 @@ registered in ``benchmarks/.cache/batch-champion-code{version}`` and reused by l
 scores the big population by alias, as production does. Every cache is keyed by the code version
 of the sources that make it (``targets.code_version``): changed code simulates and trains anew.
 
-The run uses a fresh SQLite state store in a temporary directory and goes through
+The run uses a fresh SQLite state store (scores as parquet under its data directory, as the
+apps keep them) in a temporary directory and goes through
 ``serving.app.batch.run_day`` exactly as ``lstep score`` does, in two child processes (so that each
 peak RSS is its own):
 
@@ -179,7 +180,8 @@ def _batch_day(
         validated=True,  # validated once, timed on its own (``_validate``)
     )
     data_dir = Path(state_url.removeprefix("sqlite:///")).parent / "data"
-    with StateStore(state_url) as store, _engine_step(engine, champion, tracking_uri) as step:
+    store = StateStore(state_url, scores_dir=data_dir / "scores")  # as the apps open it
+    with store, _engine_step(engine, champion, tracking_uri) as step:
         context = BatchContext(
             store=store, champion=champion, ruleset=ruleset, run_id=run_id, now=NOW,
             data_dir=data_dir, step=step,

@@ -11,12 +11,14 @@ One day reads as its stages, one call each, I/O at the ends:
 4. **score** and 5. **decide**: ``serving.core.assess`` with the champion
    (``models:/lstep-churn@champion``) or, in rules-only mode, without; the run, every score row
    and every decision say which.
-6. **write**: ``StateStore.apply_batch``: scores, transitions, the day's campaign messages
+6. **write**: ``StateStore.apply_day``: transitions, the day's campaign messages
    (``plan_day_campaigns``: the rules' campaign catalogue, ``serving.core.campaigns``) and the
-   run record in one
-   transaction, idempotent per ``as_of`` (a completed day is not recomputed); a dry run writes
-   nothing. The day's feature frame goes to ``<data_dir>/features/as_of=YYYY-MM-DD.parquet`` (the
-   service's snapshot of the day) just before the commit, so a completed day has its snapshot.
+   run record in one transaction, the scores in the run's parquet file under
+   ``<data_dir>/scores/`` that the commit makes the day's (``serving.infra.score_files``; in SQL
+   for a store opened without a scores directory), idempotent per ``as_of`` (a completed day is
+   not recomputed); a dry run writes nothing. The day's feature frame goes to
+   ``<data_dir>/features/as_of=YYYY-MM-DD.parquet`` (the service's snapshot of the day) just
+   before the commit, so a completed day has its snapshot.
    After the commit, the day's answers (every learner decided on the state the day left) go to
    ``<data_dir>/answers/`` (``serving.app.answers.write_day_answers``): the service maps them
    instead of assessing every learner at start-up.

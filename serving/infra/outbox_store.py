@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -78,7 +78,13 @@ class OutboxMixin:
 
     def _write_batch(
         self, conn: Connection, batch: BatchDay, decisions: pd.DataFrame, scores: pd.DataFrame
-    ) -> RunRecord:
+    ) -> tuple[RunRecord, str | None]:
+        raise NotImplementedError  # StateStore's
+
+    def _write_scores(self, batch: BatchDay, rows: pd.DataFrame) -> None:
+        raise NotImplementedError  # StateStore's
+
+    def _retire_scores(self, as_of: date, run_ids: Iterable[str | None]) -> None:
         raise NotImplementedError  # StateStore's
 
     def _mark_failed(self, as_of: date, error: Exception) -> None:
@@ -91,7 +97,7 @@ class OutboxMixin:
         scores: pd.DataFrame | None,
         plan: CampaignPlan | None = None,
     ) -> RunRecord:
-        """``apply_batch`` of a ``BatchDay``, with the day's campaign ``plan`` (messages and ids
+        """``apply_batch`` of a ``BatchDay``, with the day's campaign ``plan`` (messages and pairs
         to cancel) written in the same transaction (``serving.infra.outbox_store``).
 
         Raises:
@@ -108,12 +114,17 @@ class OutboxMixin:
         if existing is not None:
             return existing
         try:
+            self._write_scores(batch, rows)  # the run's file: seen once the run is completed
             with self._writer() as conn:
-                record = self._write_batch(conn, batch, checked, rows)
-                return self._write_messages(conn, batch, messages, cancels, record)
+                record, replaced = self._write_batch(conn, batch, checked, rows)
+                record = self._write_messages(conn, batch, messages, cancels, record)
         except Exception as error:
+            self._retire_scores(as_of, [run_id])
             self._mark_failed(as_of, error)
             raise
+        lost = run_id if record.run_id != run_id else None  # another process did the day
+        self._retire_scores(as_of, [replaced, lost])
+        return record
 
     # ---- campaign messages ---------------------------------------------------------------
 

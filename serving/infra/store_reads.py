@@ -1,6 +1,7 @@
 """The reads of ``StateStore`` (``serving.infra.store``): state, history, runs, audit log, scores
 and overrides, each a frame checked against its schema (``serving.core.frames``) or a few plain
-rows for the service's hot path.
+rows for the service's hot path. Scores come from SQL, or from the day's parquet files
+(``serving.infra.score_files``) when the store has a scores directory.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -20,15 +22,20 @@ from serving.core.frames import (
     STORED_SCORES_SCHEMA,
     TRANSITIONS_SCHEMA,
     state_frame_of_rows,
+    validate_frame,
 )
+from serving.core.problems import Unavailable
 from serving.core.state import StateRow, state_row
-from serving.infra.sql import first_mapping, read_frame, transitions_select
+from serving.infra.score_files import learner_row, read_scores, score_file
+from serving.infra.sql import first_mapping, read_frame, result_frame, transitions_select
 from serving.infra.state_sql import STATE_ROWS, overrides_select, state_select
 from serving.infra.tables import BatchRun, Override, Score, Status, Transition
 
 
 class ReadsMixin:
     """Read methods of ``StateStore`` (which provides the connections)."""
+
+    scores_dir: Path | None
 
     def _connect(self) -> AbstractContextManager[Connection]:
         raise NotImplementedError  # StateStore's
@@ -125,23 +132,89 @@ class ReadsMixin:
     ) -> pd.DataFrame:
         """Stored scores (``STORED_SCORES_SCHEMA``), of one day when ``as_of`` is given, and
         only ``columns`` when given, in that order: every day's scores (learners x days rows) cost
-        by the column, and the KPIs need a third of them."""
+        by the column, and the KPIs need a third of them.
+
+        With a scores directory, each completed day's rows come from its run's file, or from SQL
+        for a day stored before (``serving.infra.score_files``); the frame is the same.
+
+        Raises:
+            Unavailable: a completed day's scores are neither in a file nor in SQL (a missing
+                file, or a store opened without the scores directory its days were written to).
+        """
+        schema = STORED_SCORES_SCHEMA
+        if columns is not None:
+            schema = schema.select_columns(list(columns))
+        files, sql_days = self._score_sources(as_of)
+        paths = [path for _, path in files]
+        if not paths:
+            return validate_frame(self._sql_scores(as_of, columns), schema)
+        if not sql_days:
+            return validate_frame(read_scores(paths, columns), schema)
+        # Days of both kinds: each read with its keys, so that the union sorts as SQL would.
+        keyed = None if columns is None else list(dict.fromkeys(["as_of", "customer_id", *columns]))
+        from_sql = self._sql_scores(as_of, keyed, only_days=sql_days)
+        from_sql["as_of"] = pd.to_datetime(from_sql["as_of"]).astype("datetime64[us]")
+        both = pd.concat([read_scores(paths, keyed), from_sql], ignore_index=True)
+        both = both.sort_values(["as_of", "customer_id"], ignore_index=True)
+        return validate_frame(both if columns is None else both[list(columns)], schema)
+
+    def latest_score(self, customer_id: str) -> dict[str, Any] | None:
+        """The learner's last stored score row: one query on the (customer_id, as_of) key, and
+        with a scores directory the newer days' files, newest first, until one has the learner."""
+        files, _ = self._score_sources(None)
+        stmt = select(*Score.__table__.columns).where(Score.customer_id == customer_id)
+        with self._connect() as conn:
+            in_sql = first_mapping(conn, stmt.order_by(Score.as_of.desc()).limit(1))
+        for day, path in reversed(files):
+            if in_sql is not None and day <= in_sql["as_of"]:
+                break
+            row = learner_row(path, customer_id)
+            if row is not None:
+                return row
+        return in_sql
+
+    def _sql_scores(
+        self,
+        as_of: date | None,
+        columns: Sequence[str] | None,
+        only_days: Sequence[date] | None = None,
+    ) -> pd.DataFrame:
+        """Score rows in SQL (of ``only_days`` when given), by day and learner."""
         table = Score.__table__.columns
         chosen = list(table) if columns is None else [table[name] for name in columns]
         stmt = select(*chosen).order_by(Score.as_of, Score.customer_id)
         if as_of is not None:
             stmt = stmt.where(Score.as_of == as_of)
-        schema = STORED_SCORES_SCHEMA
-        if columns is not None:
-            schema = schema.select_columns(list(columns))
+        if only_days is not None:
+            stmt = stmt.where(Score.as_of.in_(list(only_days)))
         with self._connect() as conn:
-            return read_frame(conn, stmt, schema)
+            return result_frame(conn.execute(stmt))
 
-    def latest_score(self, customer_id: str) -> dict[str, Any] | None:
-        """The learner's last stored score row: one query on the (customer_id, as_of) key."""
-        stmt = select(*Score.__table__.columns).where(Score.customer_id == customer_id)
+    def _score_sources(self, as_of: date | None) -> tuple[list[tuple[date, Path]], list[date]]:
+        """The completed days (``as_of`` only, when given), oldest first, split into the days
+        whose run has a scores file (with it) and the days stored in SQL.
+
+        Raises:
+            Unavailable: a day's run recorded scores, but neither a file nor SQL holds them.
+        """
+        runs = select(BatchRun.as_of, BatchRun.run_id, BatchRun.summary).where(
+            BatchRun.status == "completed"
+        )
+        if as_of is not None:
+            runs = runs.where(BatchRun.as_of == as_of)
         with self._connect() as conn:
-            return first_mapping(conn, stmt.order_by(Score.as_of.desc()).limit(1))
+            completed = conn.execute(runs.order_by(BatchRun.as_of)).all()
+            in_sql = set(conn.execute(select(Score.as_of).distinct()).scalars())
+        files, sql_days = [], []
+        for day, run_id, summary in completed:
+            path = None if self.scores_dir is None else score_file(self.scores_dir, day, run_id)
+            if path is not None and path.exists():
+                files.append((day, path))
+            elif day in in_sql:
+                sql_days.append(day)
+            elif (summary or {}).get("scores", 0):
+                raise Unavailable(_missing_scores(day, run_id, path))
+        return files, sql_days
 
     def overrides_frame(
         self, customer_id: str | None = None, *, live_from: date | None = None
@@ -155,6 +228,16 @@ class ReadsMixin:
         """
         with self._connect() as conn:
             return read_frame(conn, overrides_select(customer_id, live_from), OVERRIDES_SCHEMA)
+
+
+def _missing_scores(day: date, run_id: str, path: Path | None) -> str:
+    """Why a completed day has no scores to read, and what to do."""
+    if path is None:
+        return (
+            f"scores of {day} (run {run_id}) are not in SQL: this store was opened without the "
+            "scores directory the day was written to (open it with StateStore.from_settings)"
+        )
+    return f"scores of {day} (run {run_id}): {path} is missing; restore it from a backup"
 
 
 __all__ = ["ReadsMixin"]

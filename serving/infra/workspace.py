@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from serving.core.problems import Conflict
+from serving.infra.score_files import SCORES_SUBDIR
 from serving.infra.sql import safe_url
 from serving.infra.store import StateStore
 from serving.settings import Settings
@@ -55,7 +56,7 @@ def open_workspace_store(settings: Settings, now: datetime, *, init: bool = Fals
         Conflict: the workspace created this store before and it is now missing or empty.
     """
     url = settings.state_database_url
-    store = StateStore(url, auto_migrate=False)
+    store = StateStore(url, scores_dir=settings.data_path / SCORES_SUBDIR, auto_migrate=False)
     created = recorded_stores(settings.home).get(safe_url(url))
     if store.is_empty() and created is not None and not init:
         store.close()

@@ -41,7 +41,7 @@ def build_workspace(
     settings = Settings(
         home=root, data_dir=root / "data", mlflow_tracking_uri=tracking_uri, reports_dir=root / "r"
     )
-    store = StateStore(settings.state_database_url)
+    store = StateStore.from_settings(settings)
     ruleset = packaged_ruleset()
     for day in BATCH_DAYS:
         run_batch_day(

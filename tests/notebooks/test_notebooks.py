@@ -243,7 +243,7 @@ def test_explain_at_risk_backfills_lists_explains_and_records_an_override(
     executed = execute(EXPLAIN, tmp_path, workspace, {"NOW": NOW}, "explain_summary")
     summary = executed.summary
     # Then it backfilled the last 7 days and listed today's P1/P2 learners
-    store = StateStore(f"sqlite:///{workspace / 'state.db'}")
+    store = StateStore(f"sqlite:///{workspace / 'state.db'}", scores_dir=workspace / "data" / "scores")
     try:
         completed = store.runs().query("status == 'completed'")
         assert len(completed) == 7 and str(completed["as_of"].max().date()) == summary["today"]

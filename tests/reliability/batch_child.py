@@ -33,7 +33,7 @@ def run_rules_only_day(
     url: str, events: str, customers: str, day: date, data_dir: str, kill_at: str | None
 ) -> None:
     """One rules-only batch day on the files, killed when ``kill_at`` begins (never for None)."""
-    with StateStore(url) as store:
+    with StateStore(url, scores_dir=Path(data_dir) / "scores") as store:  # as the apps open it
         context = BatchContext(
             store=store, champion=None, ruleset=load_rules(), run_id=f"run-{day}-{kill_at}",
             now=NOW, data_dir=Path(data_dir), progress=KillAt(kill_at),

@@ -2,7 +2,8 @@
 completed day, and a rerun reaches the state an uninterrupted run makes, with no duplicate.
 
 The kill comes from the batch's own progress hook (``serving.app.batch.BatchProgress``), not a
-sleep: the child dies exactly when the named stage begins. On SQLite and on PostgreSQL.
+sleep: the child dies exactly when the named stage begins. On SQLite and on PostgreSQL, the scores
+in files as the apps keep them.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def reference(simulated_log, tmp_path_factory, processes) -> dict[str, pd.DataFr
     url = f"sqlite:///{home / 'state.db'}"
     for day in (FIRST_DAY, DAY2):
         assert run_child(processes, url, simulated_log, day, home / "data", None) == 0
-    with StateStore(url) as store:
+    with StateStore(url, scores_dir=home / "data" / "scores") as store:
         return contents(store)
 
 
@@ -76,12 +77,12 @@ def test_a_day_killed_at_a_stage_boundary_is_whole_or_absent_and_a_rerun_complet
     # given day 1 completed
     url, data_dir = store_url, tmp_path / "data"
     assert run_child(processes, url, simulated_log, FIRST_DAY, data_dir, None) == 0
-    with StateStore(url) as store:
+    with StateStore(url, scores_dir=data_dir / "scores") as store:
         after_day1 = contents(store)
     # when day 2 is killed as the stage begins
     assert run_child(processes, url, simulated_log, DAY2, data_dir, stage) == -9
     # then the store holds day 1 as it was (a stage before the commit), or day 2 whole
-    with StateStore(url) as store:
+    with StateStore(url, scores_dir=data_dir / "scores") as store:
         found = contents(store)
     if stage in BEFORE_COMMIT:
         kept = {name: frame for name, frame in after_day1.items() if name != "runs"}
@@ -91,7 +92,7 @@ def test_a_day_killed_at_a_stage_boundary_is_whole_or_absent_and_a_rerun_complet
         assert_same(found, reference)
     # and a rerun of day 2 completes it, with the day's snapshot and no duplicate
     assert run_child(processes, url, simulated_log, DAY2, data_dir, None) == 0
-    with StateStore(url) as store:
+    with StateStore(url, scores_dir=data_dir / "scores") as store:
         final = contents(store)
         transitions = store.transitions_frame()
     assert_same(final, reference)

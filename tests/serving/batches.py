@@ -98,7 +98,9 @@ def apply(
     )
 
 
-def run_paused_batch(url: str, work_dir: str, pause_s: float) -> None:
+def run_paused_batch(
+    url: str, work_dir: str, pause_s: float, scores_dir: str | None = None
+) -> None:
     """Child process body: apply the batch in ``job.pkl`` as run ``child``, pausing midway.
 
     The pause comes inside the batch transaction, after scores and transitions are written and
@@ -120,7 +122,8 @@ def run_paused_batch(url: str, work_dir: str, pause_s: float) -> None:
     store_module.update_status_from_run = paused_write_status  # this process only
     job = pd.read_pickle(work / "job.pkl")
     try:
-        store_module.StateStore(url, auto_migrate=False).apply_batch(
+        store = store_module.StateStore(url, scores_dir=scores_dir, auto_migrate=False)
+        store.apply_batch(
             job["as_of"],
             job["decisions"],
             None,

@@ -65,6 +65,16 @@ def store(store_url: str) -> Iterator[StateStore]:
     opened.close()
 
 
+@pytest.fixture(params=["sql", "parquet"])
+def scores_store(request: pytest.FixtureRequest, store_url: str, tmp_path) -> Iterator[StateStore]:
+    """``store`` keeping the days' scores in SQL, or as parquet files under tmp (the apps' way):
+    the score tests hold both to the same public API."""
+    scores_dir = tmp_path / "scores" if request.param == "parquet" else None
+    opened = StateStore(store_url, scores_dir=scores_dir, clock=lambda: FINISHED_AT)
+    yield opened
+    opened.close()
+
+
 @pytest.fixture
 def sqlite_store(tmp_path) -> Iterator[StateStore]:
     """A migrated, empty SQLite state store (the batch tests' default backend)."""

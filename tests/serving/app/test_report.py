@@ -102,7 +102,7 @@ def test_build_report_refuses_a_store_without_a_completed_run(tmp_path, simulate
     log = simulated_log
     # when a report is asked for, then the error says what to run
     with (
-        StateStore(settings.state_database_url) as store,
+        StateStore.from_settings(settings) as store,
         pytest.raises(ValueError, match="no completed batch run on or before 2026-05-10"),
     ):
         inputs = ReportInputs(None, packaged_ruleset(), log.events, log.customers)

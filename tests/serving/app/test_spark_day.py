@@ -1,10 +1,12 @@
 """The Spark engine of the daily batch: parity with DuckDB, idempotency, one-line errors.
 
 Both engines run the same days on the session's simulated log and champion, each into its own
-SQLite store; transitions, tags, priorities, over_capacity and scores must be identical (floats
-within 1e-9). The Spark step is the one the CLI runs: learners and features by ``features.spark``
-(the feature SQL transpiled), scores by ``spark_udf``, the rules per partition (``mapInPandas``),
-the capacity cut on the driver, the shared write. The session is the tests' shared ``spark``.
+SQLite store (DuckDB's keeping scores in SQL, Spark's in scores files, as the apps do: the reads
+must not tell them apart); transitions, tags, priorities, over_capacity and scores must be
+identical (floats within 1e-9). The Spark step is the one the CLI runs: learners and features
+by ``features.spark`` (the feature SQL transpiled), scores by ``spark_udf``, the rules per
+partition (``mapInPandas``), the capacity cut on the driver, the shared write. The session is the
+tests' shared ``spark``.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def two_days(spark, simulated_log, champion, champion_tracking_uri, ruleset, tmp
     """Two days through each engine, each engine into its own store."""
     home = tmp_path_factory.mktemp("spark-day")
     duck_store = StateStore(f"sqlite:///{home / 'duck.db'}")
-    spark_store = StateStore(f"sqlite:///{home / 'spark.db'}")
+    spark_store = StateStore(f"sqlite:///{home / 'spark.db'}", scores_dir=home / "scores")
     step = spark_step(spark, champion, champion_tracking_uri, home)
     results = {"duckdb": [], "spark": []}
     for day in (FIRST_DAY, SECOND_DAY):

@@ -213,7 +213,7 @@ def test_overrides_are_listed_cleared_and_leave_earlier_days_runnable(population
     assert again.exit_code == 1
     assert "has no open override to clear" in again.output and "Traceback" not in again.output
     # and a campaign for a learner who is not at risk is refused, naming the rule
-    with StateStore(Settings().state_database_url) as store:
+    with StateStore.from_settings(Settings()) as store:
         state = store.state_frame()
     active = state.loc[state["tag"] == "ST_001", "customer_id"].iloc[0]
     refused = runner.invoke(
@@ -231,7 +231,7 @@ def test_status_shows_the_intervention_the_scores_and_why_the_rule_moved_them(
               "--customers", str(population / "customers.parquet")]  # fmt: skip
     scored = runner.invoke(app, ["score", "--as-of", "2026-04-01", "--rules-only", *inputs])
     assert scored.exit_code == 0, scored.output
-    with StateStore(Settings().state_database_url) as store:
+    with StateStore.from_settings(Settings()) as store:
         log = store.transitions_frame()
         score = store.scores_frame(date(2026, 4, 1)).set_index("customer_id")
     moved = log[log["why"].notna()].iloc[0]

@@ -185,7 +185,7 @@ def test_a_cached_version_predicts_exactly_as_the_registered_one(batch_home, cha
 def test_the_stored_score_is_what_the_version_predicts_for_the_learners_row(batch_home):
     # given a batch day whose learner's version is cached
     cache_version(batch_home.settings, batch_home.version)
-    with StateStore(batch_home.settings.state_database_url, auto_migrate=False) as store:
+    with StateStore.from_settings(batch_home.settings) as store:
         # when explain reads the day's inputs
         row, champion = stored_day_inputs(
             batch_home.settings, store, batch_home.customer_id, SNAPSHOT_DAY

@@ -158,32 +158,34 @@ def test_the_rules_engine_reads_the_state_and_the_store_takes_its_decisions(stor
     assert store.runs()["status"].tolist() == ["completed"] * 3
 
 
-def test_the_store_keeps_the_words_of_why_a_rule_moved_a_learner(store, ruleset):
+def test_the_store_keeps_the_words_of_why_a_rule_moved_a_learner(scores_store, ruleset):
     # Given two learners started on day 1, and on day 2 one of them inactive for 31 days
-    decide_and_apply(store, ruleset, DAY1, {"a": 0.0, "b": 0.0})
+    decide_and_apply(scores_store, ruleset, DAY1, {"a": 0.0, "b": 0.0})
     day2 = scored(ruleset, {"a": 31.0, "b": 2.0})
-    decided = rules.decide(ruleset, store.state_frame(DAY2), day2, DAY2, wording=rule_wording())
+    decided = rules.decide(
+        ruleset, scores_store.state_frame(DAY2), day2, DAY2, wording=rule_wording()
+    )
     # When the engine's decisions, with their why, are applied
-    store.apply_batch(
+    scores_store.apply_batch(
         DAY2, decided, None, run_id="job-2", model_version=None, rules_only=True, now=at(DAY2)
     )
     # Then the move's words come back from the audit log, and the day-1 entry move has none
-    history = store.history("a")
+    history = scores_store.history("a")
     assert history["rule_id"].tolist() == ["R01", "R09"]
     assert history["why"].iloc[-1] == "no activity for 31 days"
     assert pd.isna(history["why"].iloc[0])
-    log = store.transitions_frame()
+    log = scores_store.transitions_frame()
     assert log.loc[log["customer_id"] == "b", "why"].isna().all()
     # And the latest score row is day 2's, with its priority and action
-    latest = store.latest_score("a")
+    latest = scores_store.latest_score("a")
     assert latest["as_of"] == DAY2 and latest["priority"] is not None
-    assert store.latest_score("nobody") is None
+    assert scores_store.latest_score("nobody") is None
 
 
 # ---- batches -----------------------------------------------------------------------------------
 
 
-def test_first_batch_writes_status_transitions_scores_and_run(store, finished_at):
+def test_first_batch_writes_status_transitions_scores_and_run(scores_store, finished_at):
     # Given four new learners and model scores for two of them
     scores = pd.DataFrame(
         {
@@ -195,7 +197,7 @@ def test_first_batch_writes_status_transitions_scores_and_run(store, finished_at
         }
     )
     # When the batch is applied
-    record = store.apply_batch(
+    record = scores_store.apply_batch(
         DAY1,
         decisions(DAY1, [*FIRST_DAY, ("dz", None, "ST_001")]),
         scores,
@@ -207,68 +209,74 @@ def test_first_batch_writes_status_transitions_scores_and_run(store, finished_at
     # Then the run completed, with counts, and each learner has a status and a transition
     assert (record.run_id, record.status, record.finished_at) == ("r1", "completed", finished_at)
     assert (record.summary["transitions"], record.summary["scores"]) == (4, 4)
-    assert tags(store) == {"a": "ST_001", "b": "ST_001", "c": "ST_001", "dz": "ST_001"}
-    log = store.transitions_frame()
+    assert tags(scores_store) == {"a": "ST_001", "b": "ST_001", "c": "ST_001", "dz": "ST_001"}
+    log = scores_store.transitions_frame()
     assert log["run_id"].eq("r1").all() and log["model_version"].eq("v3").all()
     assert log["reason"].eq("moves to ST_001").all() and log["actor"].isna().all()
     assert log["created_at"].eq(pd.Timestamp(at(DAY1))).all()
     # And every learner has a score; the interval comes from the model frame
-    stored = store.scores_frame(DAY1).set_index("customer_id")
+    stored = scores_store.scores_frame(DAY1).set_index("customer_id")
     assert stored.loc["b", "p_high"] == 0.95 and pd.isna(stored.loc["c", "p_low"])
     assert bool(stored.loc["dz", "control"]) and not bool(stored.loc["a", "control"])
 
 
-def test_a_narrow_scores_read_equals_those_columns_of_the_full_read(store):
+def test_a_narrow_scores_read_equals_those_columns_of_the_full_read(scores_store):
     # Given two days of scores
-    apply(store, DAY1, FIRST_DAY)
-    apply(store, DAY2, [("a", "ST_001", "ST_002"), ("b", "ST_001", "ST_001")])
+    apply(scores_store, DAY1, FIRST_DAY)
+    apply(scores_store, DAY2, [("a", "ST_001", "ST_002"), ("b", "ST_001", "ST_001")])
     columns = ["customer_id", "as_of", "control", "p_low"]
     # When only some columns are read
-    narrow = store.scores_frame(columns=columns)
+    narrow = scores_store.scores_frame(columns=columns)
     # Then they come in that order, with the same rows, values and dtypes as in the full read
     assert list(narrow.columns) == columns
-    pd.testing.assert_frame_equal(narrow, store.scores_frame()[columns])
+    pd.testing.assert_frame_equal(narrow, scores_store.scores_frame()[columns])
 
 
-def test_unchanged_decisions_are_scored_but_not_logged(store):
+def test_unchanged_decisions_are_scored_but_not_logged(scores_store):
     # Given day 1
-    apply(store, DAY1, FIRST_DAY)
+    apply(scores_store, DAY1, FIRST_DAY)
     # When day 2 moves only a
     record = apply(
-        store,
+        scores_store,
         DAY2,
         [("a", "ST_001", "ST_002"), ("b", "ST_001", "ST_001"), ("c", "ST_001", "ST_001")],
     )
     # Then three scores and one transition are written for day 2
-    assert len(store.scores_frame(DAY2)) == 3
-    assert store.transitions_frame()["as_of"].eq(pd.Timestamp(DAY2)).sum() == 1
+    assert len(scores_store.scores_frame(DAY2)) == 3
+    assert scores_store.transitions_frame()["as_of"].eq(pd.Timestamp(DAY2)).sum() == 1
     assert record.summary["changed_decisions"] == 1
-    state = store.state_frame().set_index("customer_id")
+    state = scores_store.state_frame().set_index("customer_id")
     assert state.loc["b", "since"] == pd.Timestamp(DAY1)
 
 
-def test_same_as_of_twice_is_a_no_op_returning_the_first_run(store):
+def test_same_as_of_twice_is_a_no_op_returning_the_first_run(scores_store):
     # Given a completed day
-    first = apply(store, DAY1, FIRST_DAY, run_id="r1")
-    before = row_counts(store)
+    first = apply(scores_store, DAY1, FIRST_DAY, run_id="r1")
+    before = row_counts(scores_store)
     # When the same day runs again, even with other decisions
-    again = apply(store, DAY1, [("a", None, "ST_001"), ("x", None, "ST_001")], run_id="r2")
+    again = apply(scores_store, DAY1, [("a", None, "ST_001"), ("x", None, "ST_001")], run_id="r2")
     # Then nothing is written and the first run's record comes back
     assert again == first
-    assert row_counts(store) == before
-    assert "x" not in tags(store)
+    assert row_counts(scores_store) == before
+    assert "x" not in tags(scores_store)
 
 
-def test_replace_rewrites_the_latest_day_and_keeps_manual_transitions(store):
+def test_replace_rewrites_the_latest_day_and_keeps_manual_transitions(scores_store):
     # Given day 1, day 2 moving a and b, and a person's override of c after day 2
-    apply(store, DAY1, FIRST_DAY)
-    apply(store, DAY2, [("a", "ST_001", "ST_002"), ("b", "ST_001", "ST_004")], run_id="old")
+    apply(scores_store, DAY1, FIRST_DAY)
+    apply(scores_store, DAY2, [("a", "ST_001", "ST_002"), ("b", "ST_001", "ST_004")], run_id="old")
     set_override(
-        store, "c", "ST_004", actor="kim", reason="call went badly", expires=None, now=at(DAY2, 15)
+        scores_store,
+        "c",
+        "ST_004",
+        actor="kim",
+        reason="call went badly",
+        expires=None,
+        now=at(DAY2, 15),
     )
     # When day 2 is replaced by decisions that move only b, elsewhere
     record = apply(
-        store,
+        scores_store,
         DAY2,
         [("a", "ST_001", "ST_001"), ("b", "ST_001", "ST_002")],
         run_id="new",
@@ -276,14 +284,14 @@ def test_replace_rewrites_the_latest_day_and_keeps_manual_transitions(store):
     )
     # Then day 2's old automatic moves are gone, a is back where day 1 left it
     assert record.run_id == "new"
-    assert tags(store) == {"a": "ST_001", "b": "ST_002", "c": "ST_004"}
-    state = store.state_frame().set_index("customer_id")
+    assert tags(scores_store) == {"a": "ST_001", "b": "ST_002", "c": "ST_004"}
+    state = scores_store.state_frame().set_index("customer_id")
     assert state.loc["a", "since"] == pd.Timestamp(DAY1)
-    log = store.transitions_frame()
+    log = scores_store.transitions_frame()
     assert "old" not in set(log["run_id"].dropna())
     assert log[log["actor"].notna()]["customer_id"].tolist() == ["c"]
-    assert set(store.scores_frame(DAY2)["run_id"]) == {"new"}
-    assert store.runs()["run_id"].tolist() == ["run-2024-03-01", "new"]
+    assert set(scores_store.scores_frame(DAY2)["run_id"]) == {"new"}
+    assert scores_store.runs()["run_id"].tolist() == ["run-2024-03-01", "new"]
 
 
 def test_replace_removes_learners_the_replaced_day_created(store):
@@ -357,10 +365,12 @@ def test_scores_without_a_decision_are_refused(store):
         )
 
 
-def test_a_failure_inside_the_batch_marks_the_run_failed_and_keeps_the_state(store, monkeypatch):
+def test_a_failure_inside_the_batch_marks_the_run_failed_and_keeps_the_state(
+    scores_store, monkeypatch
+):
     # Given day 1 and a transitions insert that breaks on day 2
-    apply(store, DAY1, FIRST_DAY)
-    before = row_counts(store)
+    apply(scores_store, DAY1, FIRST_DAY)
+    before = row_counts(scores_store)
     real_insert = store_module.bulk_insert
 
     def failing_insert(conn, table, frame):
@@ -371,16 +381,18 @@ def test_a_failure_inside_the_batch_marks_the_run_failed_and_keeps_the_state(sto
     monkeypatch.setattr(store_module, "bulk_insert", failing_insert)
     # When day 2 runs, Then the error propagates
     with pytest.raises(RuntimeError, match="disk full"):
-        apply(store, DAY2, [("a", "ST_001", "ST_002")])
+        apply(scores_store, DAY2, [("a", "ST_001", "ST_002")])
     # And the run is recorded as failed while the state is as before
-    runs = store.runs().set_index("as_of")
+    runs = scores_store.runs().set_index("as_of")
     assert runs.loc[pd.Timestamp(DAY2), "status"] == "failed"
     assert "disk full" in runs.loc[pd.Timestamp(DAY2), "summary"]["error"]
-    assert {**row_counts(store), "runs": before["runs"]} == before
+    assert {**row_counts(scores_store), "runs": before["runs"]} == before
     # And a rerun completes the day
     monkeypatch.setattr(store_module, "bulk_insert", real_insert)
-    assert apply(store, DAY2, [("a", "ST_001", "ST_002")], run_id="retry").status == "completed"
-    assert tags(store)["a"] == "ST_002"
+    assert (
+        apply(scores_store, DAY2, [("a", "ST_001", "ST_002")], run_id="retry").status == "completed"
+    )
+    assert tags(scores_store)["a"] == "ST_002"
 
 
 def test_a_decision_made_on_a_stale_state_is_skipped_and_counted(store):
@@ -573,12 +585,15 @@ def processes() -> multiprocessing.context.BaseContext:
     return context
 
 
-def start_child_batch(processes, url: str, work: Path, day: date, moves, pause_s: float):
+def start_child_batch(
+    processes, url: str, work: Path, day: date, moves, pause_s: float, scores_dir=None
+):
     """Start ``apply_batch`` of ``moves`` in another process; it pauses inside its transaction."""
     pd.to_pickle(
         {"as_of": day, "decisions": decisions(day, moves), "now": at(day)}, work / "job.pkl"
     )
-    child = processes.Process(target=run_paused_batch, args=(url, str(work), pause_s))
+    scores = None if scores_dir is None else str(scores_dir)
+    child = processes.Process(target=run_paused_batch, args=(url, str(work), pause_s, scores))
     child.start()
     return child
 
@@ -604,27 +619,40 @@ DAY2_MOVES = [("a", "ST_001", "ST_004"), ("b", "ST_001", "ST_002")]
 
 
 def test_a_batch_killed_midway_leaves_the_previous_state_and_a_rerun_completes(
-    store, tmp_path, processes
+    scores_store, tmp_path, processes
 ):
     # Given day 1 completed
-    apply(store, DAY1, FIRST_DAY)
-    before = (store.state_frame(), store.transitions_frame(), store.scores_frame())
+    apply(scores_store, DAY1, FIRST_DAY)
+    before = (
+        scores_store.state_frame(),
+        scores_store.transitions_frame(),
+        scores_store.scores_frame(),
+    )
     # When day 2 is killed (SIGKILL) inside its transaction in another process
-    child = start_child_batch(processes, store.url, tmp_path, DAY2, DAY2_MOVES, pause_s=120)
+    child = start_child_batch(
+        processes, scores_store.url, tmp_path, DAY2, DAY2_MOVES, 120, scores_store.scores_dir
+    )
     wait_for(tmp_path / "inside", child)
     os.kill(child.pid, signal.SIGKILL)
     child.join(timeout=30)
     assert child.exitcode == -signal.SIGKILL
     # Then the state is exactly day 1's and day 2 is marked as started, not completed
-    after = (store.state_frame(), store.transitions_frame(), store.scores_frame())
+    after = (
+        scores_store.state_frame(),
+        scores_store.transitions_frame(),
+        scores_store.scores_frame(),
+    )
     for old, new in zip(before, after, strict=True):
         pd.testing.assert_frame_equal(old, new)
-    assert store.runs().set_index("run_id").loc["child", "status"] == "running"
+    assert scores_store.runs().set_index("run_id").loc["child", "status"] == "running"
+    if scores_store.scores_dir is not None:  # the killed run's file is there, and unread
+        assert (scores_store.scores_dir / "as_of=2024-03-02" / "child.parquet").exists()
     # And a rerun of day 2 completes it
-    record = apply(store, DAY2, DAY2_MOVES, run_id="rerun")
+    record = apply(scores_store, DAY2, DAY2_MOVES, run_id="rerun")
     assert (record.run_id, record.status) == ("rerun", "completed")
-    assert tags(store) == {"a": "ST_004", "b": "ST_002", "c": "ST_001"}
-    assert store.runs()["status"].tolist() == ["completed", "completed"]
+    assert tags(scores_store) == {"a": "ST_004", "b": "ST_002", "c": "ST_001"}
+    assert scores_store.runs()["status"].tolist() == ["completed", "completed"]
+    assert set(scores_store.scores_frame(DAY2)["run_id"]) == {"rerun"}
 
 
 def test_an_override_during_a_batch_in_another_process_is_not_lost(store, tmp_path, processes):
