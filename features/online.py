@@ -268,9 +268,6 @@ class Measures:
     last_us: int | None
     last_session_us: int | None
     last_milestone_us: int | None
-    last_lesson_us: int | None
-    last_quiz_us: int | None
-    last_video_us: int | None
     lessons_total: int
     milestones_total: int
     ev7: int
@@ -310,8 +307,6 @@ class Measures:
     """The lags of the window's active days, newest (smallest lag) first."""
     lag_before: int | None
     """Days from the day of the last event before the window to t's day (None without one)."""
-    lag_first: int | None
-    """Days from the day of the learner's first event to t's day (None without one)."""
 
     @property
     def ev_prior23(self) -> int:
@@ -356,9 +351,6 @@ def measures(events: LearnerEvents, customer: Customer, as_of_us: int) -> Measur
         last_us=int(history.ts_us[-1]) if end else None,
         last_session_us=_last(history, SESSION),
         last_milestone_us=_last(history, MILESTONE),
-        last_lesson_us=_last(history, LESSON),
-        last_quiz_us=_last(history, QUIZ_ATTEMPT),
-        last_video_us=_last(history, VIDEO),
         lessons_total=int(np.count_nonzero(history.type_code == LESSON)),
         milestones_total=int(np.count_nonzero(history.type_code == MILESTONE)),
         ev7=int(np.count_nonzero(in7)),
@@ -395,7 +387,6 @@ def measures(events: LearnerEvents, customer: Customer, as_of_us: int) -> Measur
         day_counts=tuple(np.bincount(lag[in7], minlength=8)[1:8].tolist()),
         active_lags=tuple(days.tolist()),
         lag_before=int(as_of_day - history.ts_us[start - 1] // DAY_US) if start else None,
-        lag_first=int(as_of_day - history.ts_us[0] // DAY_US) if end else None,
     )
 
 
@@ -482,15 +473,6 @@ def _longest_streak(m: Measures) -> int:
     return longest
 
 
-def _weekday_regularity(m: Measures) -> float | None:
-    """sum of (active days per weekday)^2 / (4 x active days), over the 28 days before t."""
-    lags = np.asarray([lag for lag in m.active_lags if lag <= 28], dtype="int64")
-    if not len(lags):
-        return None
-    per_weekday = np.bincount(lags % 7, minlength=7)
-    return int(np.sum(per_weekday * per_weekday)) / (4 * len(lags))
-
-
 def _milestone_stall(m: Measures) -> bool:
     if m.last_milestone_us is None:
         return _tenure_at_least(m, WINDOW_DAYS)
@@ -512,9 +494,6 @@ FEATURES: dict[str, Callable[[Measures], Any]] = {
         m.last_us if m.last_us is not None else m.enrolled_us, m.as_of_us
     ),
     "days_since_last_session": lambda m: _days_since(m.last_session_us, m.as_of_us),
-    "days_since_last_lesson": lambda m: _days_since(m.last_lesson_us, m.as_of_us),
-    "days_since_last_quiz": lambda m: _days_since(m.last_quiz_us, m.as_of_us),
-    "days_since_last_video": lambda m: _days_since(m.last_video_us, m.as_of_us),
     "active_days_7d": lambda m: m.ad7,
     "active_days_14d": lambda m: m.ad14,
     "active_days_30d": lambda m: m.ad30,
@@ -532,8 +511,6 @@ FEATURES: dict[str, Callable[[Measures], Any]] = {
     "max_gap_days_30d": _max_gap,
     "silence_vs_usual_gap": _silence_vs_usual_gap,
     "longest_active_streak_30d": _longest_streak,
-    "weekday_regularity_28d": _weekday_regularity,
-    "days_since_first_event": lambda m: m.lag_first,
     "sessions_7d": lambda m: m.ses7,
     "sessions_14d": lambda m: m.ses14,
     "sessions_30d": lambda m: m.ses30,

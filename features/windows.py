@@ -18,7 +18,7 @@ day) table has ~25M groups and costs several times more than this.
    before t. Each catalog feature is nulled (numbers) or set False (flags) when its ``needs`` are
    absent; this is generated from ``features/catalog.yaml`` (``needs``/``needs_duration``).
 4. the spine (learner, t) joined to customers, the measures above and the feature expressions;
-   the sequence of active days (gaps, streaks, weekdays) comes from the 30-bit mask of step 1 by
+   the sequence of active days (gaps, streaks) comes from the 30-bit mask of step 1 by
    integer bit arithmetic, a few stacked SELECTs, the same on DuckDB and Spark SQL.
 
 The catalog is the column list: every catalog feature must have an SQL expression below
@@ -123,9 +123,6 @@ _WINDOW_AGGREGATES = {
     "last_ts": "max(ts)",
     "last_session_ts": "max(ts) FILTER (event_type = 'session')",
     "last_milestone_ts": "max(ts) FILTER (event_type = 'milestone_completed')",
-    "last_lesson_ts": "max(ts) FILTER (event_type = 'lesson_completed')",
-    "last_quiz_ts": "max(ts) FILTER (event_type = 'quiz_attempted')",
-    "last_video_ts": "max(ts) FILTER (event_type = 'video_watched')",
     # events on each of the last 7 days (the shape of the last week, and its intensity when the
     # log has no durations): day1 = the day before as_of
     **{f"day{lag}": f"count(*) FILTER (lag = {lag})" for lag in range(1, 8)},
@@ -191,10 +188,6 @@ SELECT e.customer_id, coalesce(b.bucket, 1) AS bucket,
        max(e.ts) AS last_ts,
        max(e.ts) FILTER (e.event_type = 'session') AS last_session_ts,
        max(e.ts) FILTER (e.event_type = 'milestone_completed') AS last_milestone_ts,
-       max(e.ts) FILTER (e.event_type = 'lesson_completed') AS last_lesson_ts,
-       max(e.ts) FILTER (e.event_type = 'quiz_attempted') AS last_quiz_ts,
-       max(e.ts) FILTER (e.event_type = 'video_watched') AS last_video_ts,
-       min(e.ts) AS first_ts,
        count(*) FILTER (e.event_type = 'lesson_completed') AS lessons,
        count(*) FILTER (e.event_type = 'milestone_completed') AS milestones
 FROM {events} AS e LEFT JOIN {bucket_days} AS b ON CAST(e.ts AS DATE) = b.day
@@ -208,10 +201,6 @@ SELECT s.row_id,
        max(h.last_ts) AS last_ts,
        max(h.last_session_ts) AS last_session_ts,
        max(h.last_milestone_ts) AS last_milestone_ts,
-       max(h.last_lesson_ts) AS last_lesson_ts,
-       max(h.last_quiz_ts) AS last_quiz_ts,
-       max(h.last_video_ts) AS last_video_ts,
-       min(h.first_ts) AS first_ts,
        sum(h.lessons) AS lessons_before,
        sum(h.milestones) AS milestones_before
 FROM {spine} AS s JOIN {history} AS h ON h.customer_id = s.customer_id AND h.bucket <= s.bucket
@@ -264,12 +253,8 @@ SELECT s.row_id, s.customer_id, s.as_of, s.enrolled_at, s.product_tag, s.mrr,
        coalesce(w.last_ts, h.last_ts) AS last_ts,
        coalesce(w.last_session_ts, h.last_session_ts) AS last_session_ts,
        coalesce(w.last_milestone_ts, h.last_milestone_ts) AS last_milestone_ts,
-       coalesce(w.last_lesson_ts, h.last_lesson_ts) AS last_lesson_ts,
-       coalesce(w.last_quiz_ts, h.last_quiz_ts) AS last_quiz_ts,
-       coalesce(w.last_video_ts, h.last_video_ts) AS last_video_ts,
-       -- UTC days from the last event before the window and from the first event ever to t
+       -- UTC days from the day of the last event before the window to t's day
        date_diff('day', CAST(h.last_ts AS DATE), s.as_of_day) AS lag_before,
-       date_diff('day', CAST(h.first_ts AS DATE), s.as_of_day) AS lag_first_before,
        coalesce(h.lessons_before, 0) + coalesce(w.les30, 0) AS lessons_total,
        coalesce(h.milestones_before, 0) + coalesce(w.mil30, 0) AS milestones_total,
        a.* EXCLUDE (as_of)
@@ -356,12 +341,8 @@ def _lag_of_bit(bit: str) -> str:  # pragma: no mutate block
     return f"bit_count({bit} - 1) + 1"
 
 
-# The weekday (lag residue mod 7) of each of the 28 days [t-28d, t): bits lag-1 of r, r+7, ...
-_WEEKDAY_BITS = [sum(1 << (lag - 1) for lag in range(r, 29, 7)) for r in range(1, 8)]
-_WEEKDAY_COUNTS = [f"bit_count(active_mask & {bits})" for bits in _WEEKDAY_BITS]
-
-# The newest, second-newest and oldest active day, the longest streak, the inactive days between
-# the newest and the oldest active day and their longest run, and the weekday counts of 4 weeks.
+# The newest, second-newest and oldest active day, the longest streak, and the inactive days
+# between the newest and the oldest active day with their longest run.
 _SEQUENCE_TEMPLATE = """
 SELECT *, {longest_inner} + 1 AS max_gap
 FROM (SELECT *, {inner_runs}
@@ -371,9 +352,7 @@ FROM (SELECT *, {inner_runs}
                    bit_count(mask_smear) AS oldest_lag,
                    {second} AS second_lag,
                    CASE WHEN ad30 >= 2 THEN mask_smear - active_mask - (mask_low - 1) ELSE 0 END
-                       AS inner_gaps,
-                   {weekday_squares} AS weekday_squares,
-                   bit_count(active_mask & {four_weeks}) AS ad28
+                       AS inner_gaps
             FROM ({derived})))
 """
 
@@ -388,8 +367,6 @@ def _sequence_template() -> str:  # pragma: no mutate block
         longest_active=_longest_run("active_mask", "mask"),
         newest=f"CASE WHEN ad30 > 0 THEN {_lag_of_bit('mask_low')} END",
         second=f"CASE WHEN ad30 >= 2 THEN {_lag_of_bit(f'({rest} & (-{rest}))')} END",
-        weekday_squares=" + ".join(f"{c} * {c}" for c in _WEEKDAY_COUNTS),
-        four_weeks=(1 << 28) - 1,
         derived="{derived}",
     )
 
@@ -432,9 +409,6 @@ _SLOPE_4W = "slope_x10 / 10"
 FEATURE_SQL: dict[str, str] = {
     "days_since_last_event": _days_since("coalesce(last_ts, enrolled_at)"),
     "days_since_last_session": _days_since("last_session_ts"),
-    "days_since_last_lesson": _days_since("last_lesson_ts"),
-    "days_since_last_quiz": _days_since("last_quiz_ts"),
-    "days_since_last_video": _days_since("last_video_ts"),
     "active_days_7d": "ad7",
     "active_days_14d": "ad14",
     "active_days_30d": "ad30",
@@ -454,8 +428,6 @@ FEATURE_SQL: dict[str, str] = {
         "CASE WHEN ad30 >= 2 THEN newest_lag / ((oldest_lag - newest_lag) / (ad30 - 1)) END"
     ),
     "longest_active_streak_30d": "longest_streak",
-    "weekday_regularity_28d": "CASE WHEN ad28 > 0 THEN weekday_squares / (4 * ad28) END",
-    "days_since_first_event": "coalesce(lag_first_before, CASE WHEN ad30 > 0 THEN oldest_lag END)",
     "sessions_7d": "ses7",
     "sessions_14d": "ses14",
     "sessions_30d": "ses30",
