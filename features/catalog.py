@@ -19,6 +19,9 @@ FeatureDtype = Literal["float", "int", "bool", "category"]
 FeatureGroup = Literal[
     "recency",
     "frequency",
+    "shape",
+    "intensity",
+    "rhythm",
     "time",
     "trend",
     "progress",

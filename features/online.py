@@ -301,6 +301,12 @@ class Measures:
     mob30: int
     chan30: int
     items30: int
+    day_counts: tuple[int, ...]
+    """Events on each of the last 7 days (lag 1 first)."""
+    active_lags: tuple[int, ...]
+    """The lags of the window's active days, newest (smallest lag) first."""
+    lag_before: int | None
+    """Days from the day of the last event before the window to t's day (None without one)."""
 
     @property
     def ev_prior23(self) -> int:
@@ -378,6 +384,9 @@ def measures(events: LearnerEvents, customer: Customer, as_of_us: int) -> Measur
         mob30=int(np.count_nonzero(window.channel_code == MOBILE)),
         chan30=int(np.count_nonzero(window.channel_code != NO_CHANNEL)),
         items30=len({item for item in features_used.tolist() if item is not None}),
+        day_counts=tuple(np.bincount(lag[in7], minlength=8)[1:8].tolist()),
+        active_lags=tuple(days.tolist()),
+        lag_before=int(as_of_day - history.ts_us[start - 1] // DAY_US) if start else None,
     )
 
 
@@ -430,6 +439,40 @@ def _avg_session_minutes(m: Measures) -> float | None:
     return None if m.ses_timed30 == 0 else m.ses_s30 / 60 / m.ses_timed30
 
 
+def _last_gap(m: Measures) -> int | None:
+    """Days between the last two active days; the earlier may precede the window."""
+    if m.ad30 >= 2:
+        return m.active_lags[1] - m.active_lags[0]
+    if m.ad30 == 1 and m.lag_before is not None:
+        return m.lag_before - m.active_lags[0]
+    return None
+
+
+def _mean_gap(m: Measures) -> float | None:
+    if m.ad30 < 2:
+        return None
+    return (m.active_lags[-1] - m.active_lags[0]) / (m.ad30 - 1)
+
+
+def _max_gap(m: Measures) -> int | None:
+    return int(np.max(np.diff(m.active_lags))) if m.ad30 >= 2 else None
+
+
+def _silence_vs_usual_gap(m: Measures) -> float | None:
+    mean = _mean_gap(m)
+    return None if mean is None else m.active_lags[0] / mean
+
+
+def _longest_streak(m: Measures) -> int:
+    """Most consecutive active days (lags one apart) in the window."""
+    longest = run = 0
+    previous = None
+    for lag in m.active_lags:
+        run = run + 1 if previous is not None and lag == previous + 1 else 1
+        longest, previous = max(longest, run), lag
+    return longest
+
+
 def _milestone_stall(m: Measures) -> bool:
     if m.last_milestone_us is None:
         return _tenure_at_least(m, WINDOW_DAYS)
@@ -457,6 +500,17 @@ FEATURES: dict[str, Callable[[Measures], Any]] = {
     "active_day_share_30d": lambda m: m.ad30 / m.window_days if m.window_days > 0 else None,
     "events_7d": lambda m: m.ev7,
     "events_30d": lambda m: m.ev30,
+    **{
+        f"events_{lag}_day{'s' if lag > 1 else ''}_ago": (lambda m, i=lag - 1: m.day_counts[i])
+        for lag in range(1, 8)
+    },
+    "events_per_active_day_7d": lambda m: _ratio(m.ev7, m.ad7),
+    "events_per_active_day_30d": lambda m: _ratio(m.ev30, m.ad30),
+    "last_gap_days": _last_gap,
+    "mean_gap_days_30d": _mean_gap,
+    "max_gap_days_30d": _max_gap,
+    "silence_vs_usual_gap": _silence_vs_usual_gap,
+    "longest_active_streak_30d": _longest_streak,
     "sessions_7d": lambda m: m.ses7,
     "sessions_14d": lambda m: m.ses14,
     "sessions_30d": lambda m: m.ses30,

@@ -17,7 +17,9 @@ day) table has ~25M groups and costs several times more than this.
 3. availability: which event types (and which types with a duration) appeared anywhere in the log
    before t. Each catalog feature is nulled (numbers) or set False (flags) when its ``needs`` are
    absent; this is generated from ``features/catalog.yaml`` (``needs``/``needs_duration``).
-4. the spine (learner, t) joined to customers, the measures above and the feature expressions.
+4. the spine (learner, t) joined to customers, the measures above and the feature expressions;
+   the sequence of active days (gaps, streaks) comes from the 30-bit mask of step 1 by
+   integer bit arithmetic, a few stacked SELECTs, the same on DuckDB and Spark SQL.
 
 The catalog is the column list: every catalog feature must have an SQL expression below
 (``FEATURE_SQL``) and the output columns follow catalog order.
@@ -121,6 +123,9 @@ _WINDOW_AGGREGATES = {
     "last_ts": "max(ts)",
     "last_session_ts": "max(ts) FILTER (event_type = 'session')",
     "last_milestone_ts": "max(ts) FILTER (event_type = 'milestone_completed')",
+    # events on each of the last 7 days (the shape of the last week, and its intensity when the
+    # log has no durations): day1 = the day before as_of
+    **{f"day{lag}": f"count(*) FILTER (lag = {lag})" for lag in range(1, 8)},
     "ses7": "count(*) FILTER (event_type = 'session' AND lag <= 7)",
     "ses14": "count(*) FILTER (event_type = 'session' AND lag <= 14)",
     "ses30": "count(*) FILTER (event_type = 'session')",
@@ -248,6 +253,8 @@ SELECT s.row_id, s.customer_id, s.as_of, s.enrolled_at, s.product_tag, s.mrr,
        coalesce(w.last_ts, h.last_ts) AS last_ts,
        coalesce(w.last_session_ts, h.last_session_ts) AS last_session_ts,
        coalesce(w.last_milestone_ts, h.last_milestone_ts) AS last_milestone_ts,
+       -- UTC days from the day of the last event before the window to t's day
+       date_diff('day', CAST(h.last_ts AS DATE), s.as_of_day) AS lag_before,
        coalesce(h.lessons_before, 0) + coalesce(w.les30, 0) AS lessons_total,
        coalesce(h.milestones_before, 0) + coalesce(w.mil30, 0) AS milestones_total,
        a.* EXCLUDE (as_of)
@@ -269,9 +276,104 @@ SELECT *,
        bit_count(active_mask & 16383) AS ad14,
        bit_count(active_mask) AS ad30,
        bit_count(active_mask & ((CAST(1 AS BIGINT) << greatest(window_days, 0)) - 1))
-           AS ad_since_enrol
+           AS ad_since_enrol,
+       {mask_measures}
 FROM ({measures})
 """
+
+
+# --- the sequence of active days, from the bitmask ------------------------------------------------
+# Plain integer bit arithmetic (&, |, >>, bit_count, CASE), the same in DuckDB and Spark SQL, in
+# a few stacked SELECTs: each layer names what the next one reads, so that no expression is
+# repeated inside another. With m = active_mask (bit lag-1 set when day lag was active):
+#   low = m & -m                   the newest active day's bit (0 without any)
+#   smear = m | m >> 1 | ...       every bit up to the oldest active day's
+#   runs_k(x) = x & x >> 1 & ... & x >> (k-1): bit i set when bits i .. i+k-1 all are
+# so the longest run of ones in x is the number of k in 1..30 with runs_k(x) != 0, computed from
+# runs_1, _2, _4, _8 and _16 (runs_k for any k is an AND of shifted power-of-two runs).
+# The inactive days strictly between the newest and the oldest active day are smear - m - (low - 1)
+# (m and low - 1 are disjoint subsets of smear), and the longest gap between two active days is
+# one more than their longest run.
+
+_RUN_POWERS = (2, 4, 8, 16)
+
+
+# Runs only while the module is imported (it builds module constants), before mutmut picks a
+# mutant: no mutant of it could ever run, so none is made (make mutate, docs/mutation.md).
+def _runs_columns(x: str, prefix: str) -> str:  # pragma: no mutate block
+    """``{prefix}_runs{k}`` for k = 2, 4, 8, 16: bit i set when bits i .. i+k-1 of x all are."""
+    return ", ".join(
+        " & ".join([x, *(f"({x} >> {shift})" for shift in range(1, k))]) + f" AS {prefix}_runs{k}"
+        for k in _RUN_POWERS
+    )
+
+
+# (import time only, as above)
+def _longest_run(x: str, prefix: str) -> str:  # pragma: no mutate block
+    """The longest run of ones in the 30-bit ``x``, from its ``{prefix}_runs{k}`` columns."""
+    indicators = []
+    for length in range(1, WINDOW_DAYS + 1):
+        terms, offset = [], 0
+        for power in (16, 8, 4, 2, 1):
+            if length - offset >= power:
+                column = x if power == 1 else f"{prefix}_runs{power}"
+                terms.append(column if offset == 0 else f"({column} >> {offset})")
+                offset += power
+        indicators.append(f"CASE WHEN ({' & '.join(terms)}) <> 0 THEN 1 ELSE 0 END")
+    return " + ".join(indicators)
+
+
+# (import time only, as above)
+def _mask_measures() -> str:  # pragma: no mutate block
+    """The bitmask measures the sequence layers read: newest bit, smear and runs of ``m``."""
+    smear = " | ".join(["active_mask", *(f"(active_mask >> {s})" for s in range(1, WINDOW_DAYS))])
+    return ", ".join(
+        [
+            "active_mask & (-active_mask) AS mask_low",
+            f"{smear} AS mask_smear",
+            _runs_columns("active_mask", "mask"),
+        ]
+    )
+
+
+def _lag_of_bit(bit: str) -> str:  # pragma: no mutate block
+    """The lag (1 = the day before t) of a single-bit value."""
+    return f"bit_count({bit} - 1) + 1"
+
+
+# The newest, second-newest and oldest active day, the longest streak, and the inactive days
+# between the newest and the oldest active day with their longest run.
+_SEQUENCE_TEMPLATE = """
+SELECT *, {longest_inner} + 1 AS max_gap
+FROM (SELECT *, {inner_runs}
+      FROM (SELECT *,
+                   {longest_active} AS longest_streak,
+                   {newest} AS newest_lag,
+                   bit_count(mask_smear) AS oldest_lag,
+                   {second} AS second_lag,
+                   CASE WHEN ad30 >= 2 THEN mask_smear - active_mask - (mask_low - 1) ELSE 0 END
+                       AS inner_gaps
+            FROM ({derived})))
+"""
+
+
+# (import time only, as above)
+def _sequence_template() -> str:  # pragma: no mutate block
+    """``_SEQUENCE_TEMPLATE`` with its generated expressions; ``{derived}`` stays a placeholder."""
+    rest = "(active_mask - mask_low)"
+    return _SEQUENCE_TEMPLATE.format(
+        inner_runs=_runs_columns("inner_gaps", "gaps"),
+        longest_inner=_longest_run("inner_gaps", "gaps"),
+        longest_active=_longest_run("active_mask", "mask"),
+        newest=f"CASE WHEN ad30 > 0 THEN {_lag_of_bit('mask_low')} END",
+        second=f"CASE WHEN ad30 >= 2 THEN {_lag_of_bit(f'({rest} & (-{rest}))')} END",
+        derived="{derived}",
+    )
+
+
+_DERIVED = _DERIVED.replace("{mask_measures}", _mask_measures())
+_SEQUENCE = _sequence_template()
+"""The derived measures of ``_DERIVED`` (its query as ``{derived}``) plus the sequence measures."""
 
 
 # Runs only while the module is imported (it builds module constants), before mutmut picks a
@@ -313,6 +415,19 @@ FEATURE_SQL: dict[str, str] = {
     "active_day_share_30d": "CASE WHEN window_days > 0 THEN ad30 / window_days END",
     "events_7d": "ev7",
     "events_30d": "ev30",
+    **{f"events_{lag}_day{'s' if lag > 1 else ''}_ago": f"day{lag}" for lag in range(1, 8)},
+    "events_per_active_day_7d": "ev7 / nullif(ad7, 0)",
+    "events_per_active_day_30d": "ev30 / nullif(ad30, 0)",
+    "last_gap_days": (
+        "CASE WHEN ad30 >= 2 THEN second_lag - newest_lag"
+        " WHEN ad30 = 1 THEN lag_before - newest_lag END"
+    ),
+    "mean_gap_days_30d": "CASE WHEN ad30 >= 2 THEN (oldest_lag - newest_lag) / (ad30 - 1) END",
+    "max_gap_days_30d": "CASE WHEN ad30 >= 2 THEN max_gap END",
+    "silence_vs_usual_gap": (
+        "CASE WHEN ad30 >= 2 THEN newest_lag / ((oldest_lag - newest_lag) / (ad30 - 1)) END"
+    ),
+    "longest_active_streak_30d": "longest_streak",
     "sessions_7d": "ses7",
     "sessions_14d": "ses14",
     "sessions_30d": "ses30",
@@ -929,7 +1044,7 @@ class Workspace:
             history_at=self._history_at(spine),
             availability=self._availability(catalog),
         )
-        return _DERIVED.format(measures=measures)
+        return _SEQUENCE.format(derived=_DERIVED.format(measures=measures))
 
     def _history_at(self, spine: str) -> str:
         """The all-history measures before each spine row's window."""

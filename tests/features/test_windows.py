@@ -64,8 +64,12 @@ def test_hand_computed_values(case):
     events = events_frame(case["events"])
     customers = customers_frame(case["customers"])
 
-    # when
-    frame = build_features(events, customers, as_of=[case["as_of"]])
+    # when (at as_of: the learners eligible then; with all_learners: every learner, eligible or not)
+    if case.get("all_learners"):
+        spine = customers[["customer_id"]].assign(as_of=pd.Timestamp(case["as_of"]))
+        frame = build_features(events, customers, spine=spine)
+    else:
+        frame = build_features(events, customers, as_of=[case["as_of"]])
 
     # then
     for customer_id, expected in case["expect"].items():

@@ -45,7 +45,9 @@ def _noise_column(rng: np.random.Generator, dtype: str, rows: int) -> np.ndarray
 
 def make_feature_frame(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     """A feature frame (customer_id, as_of, catalog columns) and its sampled 0/1 outcomes."""
-    rng = np.random.default_rng(seed)
+    # The planted signal and the outcomes have their own stream, the noise columns another: a
+    # catalog that grows adds noise columns without redrawing the learners or their outcomes.
+    rng, noise = (np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(2))
     catalog = load_catalog()
     engagement = rng.uniform(size=rows)
     planted = {
@@ -61,7 +63,7 @@ def make_feature_frame(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
         if spec.name in planted:
             columns[spec.name] = planted[spec.name]
         else:
-            columns[spec.name] = _noise_column(rng, spec.dtype, rows)
+            columns[spec.name] = _noise_column(noise, spec.dtype, rows)
     frame = pd.DataFrame(columns)
     outcomes = (rng.uniform(size=rows) < true_churn_probability(frame)).astype(np.int64)
     return frame, outcomes

@@ -126,6 +126,24 @@ def _fit(frame_seed: int, signal: float, rounds: int) -> ChurnModel:
     )
 
 
+def _retrained_by_chance(first: ChurnModel, test) -> ChurnModel:
+    """``first``'s recipe on the first fresh sample whose PR-AUC on ``test`` is higher by chance.
+
+    Which sample that is depends on every random column of the frames, so on the catalog: it is
+    searched for (seeds 24, 26, ...), not hard-coded.
+    """
+
+    def score(model: ChurnModel) -> float:
+        return pr_auc(test["churned"], model.predict(test)["p_churn"].to_numpy())
+
+    bar = score(first)
+    for seed in range(24, 64, 2):
+        model = _fit(seed, 1.0, 30)
+        if score(model) > bar:
+            return model
+    raise AssertionError("no fresh sample scored higher than the first model by chance")
+
+
 def _register(client, experiment_id, model: ChurnModel, test, name: str):
     """Log ``model`` as a new version of ``name`` and let the registry decide its alias."""
     with mlflow.start_run(experiment_id=experiment_id):
@@ -167,7 +185,9 @@ def store(migrated_mlflow_db, tmp_path_factory):
         "good": _register(client, experiment_id, good, test, NAME),
         "noise": _register(client, experiment_id, _fit(20, 0.0, 30), test, NAME),
         "first": _register(client, experiment_id, good, test, RETRAINED),
-        "retrained": _register(client, experiment_id, _fit(24, 1.0, 30), test, RETRAINED),
+        "retrained": _register(
+            client, experiment_id, _retrained_by_chance(good, test), test, RETRAINED
+        ),
     }
     return uri, client, versions
 
