@@ -41,7 +41,7 @@ and :func:`recovered_point`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -332,6 +332,28 @@ class EarlyWarning:
     table: pd.DataFrame
     points: dict[str, OperatingPoint]
     operating_points: dict[str, OperatingPoint]
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Scorers other than the model that could not be given a point, and why."""
+
+    def mlflow_metrics(self) -> dict[str, float]:
+        """``early_warning.<scorer>.<N>d.<metric>`` and ``operating_point.<name>.<field>``."""
+        metrics = {
+            f"early_warning.{scorer}.{days}d.{name}": float(value)
+            for (scorer, days), row in self.table.iterrows()
+            for name, value in row.items()
+            if pd.notna(value)
+        }
+        for scorer, point in self.points.items():
+            metrics[f"early_warning.{scorer}.calibration_precision"] = point.value
+            metrics[f"early_warning.{scorer}.reached_on_calibration"] = float(point.reached)
+        for name, point in self.operating_points.items():
+            metrics |= {
+                f"operating_point.{name}.threshold": point.threshold,
+                f"operating_point.{name}.reached": float(point.reached),
+                f"operating_point.{name}.value": point.value,
+                f"operating_point.{name}.target": point.target,
+            }
+        return metrics
 
     def claim(self, scorer: str = "model") -> str:
         """One plain sentence: is "85% precision 14 days ahead" reached on the test slice?"""
@@ -379,12 +401,23 @@ def evaluate_early_warning(
             uncovered rows) are left out for that scorer.
         min_flags: see :func:`early_warning_point`.
         model: the scorer whose named operating points the rules use.
+
+    Raises:
+        ValueError: when the model's calibration scores cannot give a point (too few rows);
+            another scorer in that case is left out and listed in ``skipped`` with the reason.
     """
     rows: dict[tuple[str, int], dict[str, float]] = {}
     points: dict[str, OperatingPoint] = {}
+    skipped: dict[str, str] = {}
     for name in scorers:
         cal = calibration[calibration[name].notna()]
-        point = early_warning_point(cal["lead"], cal[name], min_flags=min_flags)
+        try:
+            point = early_warning_point(cal["lead"], cal[name], min_flags=min_flags)
+        except ValueError as error:
+            if name == model:
+                raise
+            skipped[name] = f"{error} ({len(cal)} calibration rows scored)"
+            continue
         points[name] = point
         scored = test[test[name].notna()]
         flagged = scored[name].to_numpy() >= point.threshold
@@ -399,4 +432,4 @@ def evaluate_early_warning(
         healthy = calibration[HEALTHY_COLUMN].to_numpy() == 0
         recovered = recovered_point(calibration["churned"], calibration[model], healthy)
         named = {EARLY_WARNING: points[model], RECOVERED: recovered}
-    return EarlyWarning(table=table, points=points, operating_points=named)
+    return EarlyWarning(table=table, points=points, operating_points=named, skipped=skipped)

@@ -52,6 +52,7 @@ from models.churn import ChurnModel, model_feature_names, to_model_matrix
 from models.pyfunc import log_churn_model, mlflow_uris
 from training.baselines import Scorer, fit_baselines
 from training.dataset import TrainingSet, build_training_set
+from training.early_warning import HEALTHY_COLUMN, lead_days
 from training.evaluate import (
     MODEL,
     ORACLE,
@@ -61,7 +62,14 @@ from training.evaluate import (
 )
 from training.plots import SHAP_SAMPLE_ROWS, write_plots
 from training.registry import MODEL_NAME, Decision, SliceScore, register_decision
-from training.report import comparison_table, markdown_table, model_card
+from training.report import (
+    comparison_table,
+    early_warning_caption,
+    early_warning_table,
+    markdown_table,
+    model_card,
+    operating_points_markdown,
+)
 from training.splits import CvFold, TimeSplit, expanding_folds, split_by_time
 from training.tracking import TrialRunLogger, ensure_experiment, flat_params
 from training.tuning import TuningConfig, TuningResult, best_so_far, tune
@@ -203,16 +211,22 @@ def _evaluate(
     events: pd.DataFrame,
     observed_until: pd.Timestamp,
 ) -> tuple[Evaluation, pd.DataFrame]:
-    test = split.test.frame
-    p_churn = model.predict(test)["p_churn"].to_numpy()
-    scores = score_test_slice(test, model_probability=p_churn, baselines=baselines, truth=truth)
+    """Score test and calibration slices: metrics on test, early-warning points on calibration."""
+    frames = {"test": split.test.frame, "calibration": split.calibration.frame}
+    scored: dict[str, pd.DataFrame] = {}
+    for name, frame in frames.items():
+        p_churn = model.predict(frame)["p_churn"].to_numpy()
+        scores = score_test_slice(
+            frame, model_probability=p_churn, baselines=baselines, truth=truth
+        )
+        scores["lead"] = lead_days(frame, events, observed_until=observed_until)
+        scores[HEALTHY_COLUMN] = frame[HEALTHY_COLUMN].to_numpy()
+        scored[name] = scores
+    scores = scored["test"]
     scorers = [MODEL, *(b.name for b in baselines)]
     if ORACLE in scores and scores[ORACLE].notna().any():
         scorers.append(ORACLE)
-    last_event = events.groupby("customer_id")["ts"].max()
-    evaluation = evaluate_scores(
-        scores, scorers, last_event=last_event, observed_until=observed_until
-    )
+    evaluation = evaluate_scores(scores, scorers, calibration=scored["calibration"])
     return evaluation, scores
 
 
@@ -319,6 +333,12 @@ def _report(
     truth_given: bool,
 ) -> None:
     console.print(comparison_table(evaluation))
+    if evaluation.early_warning is not None:
+        early = evaluation.early_warning
+        console.print(early_warning_table(early))
+        console.print(early_warning_caption(early))
+        console.print("operating points (recorded with the model version):")
+        console.print(operating_points_markdown(early.operating_points), markup=False)
     if truth_given and evaluation.oracle_rows < evaluation.rows:
         console.print(
             f"[yellow]note[/]: the truth file covers {evaluation.oracle_rows} of the "
