@@ -17,16 +17,16 @@ from features.catalog import load_catalog
 from rules import MODEL_SCORE_COLUMNS, RuleSet, load_ruleset
 
 if TYPE_CHECKING:
-    from serving.infra.champion import Champion
+    from serving.core.scoring import ModelHandle
 
 
-def load_rules(rules_dir: Path | None = None, *, champion: Champion | None = None) -> RuleSet:
+def load_rules(rules_dir: Path | None = None, *, champion: ModelHandle | None = None) -> RuleSet:
     """The validated rules, checked against the catalog's feature names and the model scores.
 
     Args:
         rules_dir: a rules directory; None for the packaged rules.
-        champion: the champion whose operating points resolve the rules' ``@name`` values;
-            None (rules-only) leaves them unresolved.
+        champion: the champion (anything with its ``ChurnModel`` and version) whose operating
+            points resolve the rules' ``@name`` values; None (rules-only) leaves them unresolved.
 
     Raises:
         rules.RulesError: naming the file, rule id and field of the first problem, or the
@@ -35,7 +35,7 @@ def load_rules(rules_dir: Path | None = None, *, champion: Champion | None = Non
     ruleset = load_ruleset(rules_dir, known_features=[*load_catalog().names, *MODEL_SCORE_COLUMNS])
     if champion is None:
         return ruleset
-    source = f"{champion.uri} (v{champion.version})"
+    source = f"the champion (v{champion.version})"
     return ruleset.with_operating_points(champion.model.operating_points, source)
 
 
