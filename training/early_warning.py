@@ -33,7 +33,8 @@ and :func:`recovered_point`):
 - ``early_warning``: the lowest threshold whose precision at ``CLAIM_LEAD_DAYS`` (14) is at least
   ``CLAIM_PRECISION`` (0.85), among thresholds that flag at least ``MIN_FLAGS`` rows (a precision
   on fewer flags is noise); when no threshold reaches it, the threshold with the best precision
-  (``reached = False`` says so);
+  (``reached = False`` says so). Either way only thresholds keeping a recall of at least
+  ``MIN_RECALL`` (0.10) at 14 days are considered;
 - ``recovered``: the largest score whose churn rate (an isotonic fit of the calibration labels on
   the score) is at most the base churn rate of healthy Learning:Active learners (ST_001 rows with
   no risk indicator up, ``risk_indicator_count == 0``): under it, a learner is as safe as they are.
@@ -55,6 +56,10 @@ CLAIM_LEAD_DAYS = 14
 CLAIM_PRECISION = 0.85
 MIN_FLAGS = 30
 """Fewest flagged calibration rows a threshold needs before its precision is believed."""
+MIN_RECALL = 0.10
+"""Least recall at 14 days an early-warning threshold must keep: the precision at the top of the
+scores, on a few dozen flags, is noise (on the demo, 0.83 on calibration with 2.6% recall fell to
+0.70 on test) and a warning that misses 90% of churners is none."""
 EARLY_WARNING = "early_warning"
 RECOVERED = "recovered"
 CANCELLED = "subscription_cancelled"
@@ -254,8 +259,12 @@ def early_warning_point(
     days: int = CLAIM_LEAD_DAYS,
     precision: float = CLAIM_PRECISION,
     min_flags: int = MIN_FLAGS,
+    min_recall: float = MIN_RECALL,
 ) -> OperatingPoint:
     """The lowest threshold with precision >= ``precision`` at ``days``, or the best reachable.
+
+    Only thresholds flagging at least ``min_flags`` rows with a recall of at least ``min_recall``
+    are candidates (see ``MIN_RECALL``).
 
     Raises:
         ValueError: when no threshold flags ``min_flags`` rows (a slice too small to choose on).
@@ -264,6 +273,7 @@ def early_warning_point(
     curve = curve[curve["flags"] >= min_flags]
     if curve.empty:
         raise ValueError(f"early warning: no threshold flags {min_flags} rows; slice too small")
+    curve = curve[curve["recall"] >= min_recall]
     good = curve[curve["precision"] >= precision]
     reached = not good.empty
     chosen = good.iloc[-1] if reached else curve.loc[curve["precision"].idxmax()]
@@ -279,7 +289,8 @@ def early_warning_point(
         reached,
         float(chosen["precision"]),
         precision,
-        f"{how} (recall {chosen['recall']:.3f}, {int(chosen['flags'])} flags, min {min_flags})",
+        f"{how} (recall {chosen['recall']:.3f}, {int(chosen['flags'])} flags; candidates flag "
+        f">= {min_flags} rows with recall >= {min_recall:.2f})",
     )
 
 
@@ -360,11 +371,15 @@ class EarlyWarning:
         row = self.table.loc[(scorer, CLAIM_LEAD_DAYS)]
         met = row["precision"] >= CLAIM_PRECISION
         verdict = "reached" if met else "NOT reached"
+        rows = self.table.loc[scorer]
+        reaching = [str(days) for days, r in rows.iterrows() if r["precision"] >= CLAIM_PRECISION]
+        elsewhere = ", ".join(reaching) if reaching else "none of " + "/".join(map(str, LEAD_DAYS))
         return (
             f"{CLAIM_PRECISION:.0%} precision {CLAIM_LEAD_DAYS}+ days ahead is {verdict} by the "
             f"{scorer} on the test slice: precision {row['precision']:.3f}, recall "
             f"{row['recall']:.3f}, accuracy {row['accuracy']:.3f} at threshold "
-            f"{row['threshold']:.3f} ({self.points[scorer].rule})"
+            f"{row['threshold']:.3f}; N (days) with precision >= {CLAIM_PRECISION}: {elsewhere} "
+            f"({self.points[scorer].rule})"
         )
 
 

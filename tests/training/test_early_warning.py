@@ -150,6 +150,17 @@ def test_min_flags_keeps_a_precision_on_few_flags_from_deciding(story):
         early_warning_point(story["lead"], story["model"], min_flags=10)
 
 
+def test_min_recall_keeps_a_threshold_that_misses_most_churners_from_deciding(story):
+    # given recalls 0.2 (0.7), 0.6 (0.6), 0.8 (0.3), 1.0 (0.2 and 0.1) at 14 days
+    # when a threshold must keep a recall of 0.9
+    point = early_warning_point(story["lead"], story["model"], min_flags=1, min_recall=0.9)
+
+    # then the best precision among 0.2 and 0.1 is taken (0.625 at 0.2), not 0.667 at 0.3
+    assert point.threshold == pytest.approx(0.2)
+    assert point.value == pytest.approx(5 / 8)
+    assert "recall >= 0.90" in point.rule
+
+
 def test_recovered_is_the_largest_score_as_safe_as_healthy_learners():
     # given healthy rows churning at 1/4 and an isotonic fit 0, 0, .5, .5, 1, 1
     churned = [0, 0, 1, 0, 1, 1]

@@ -113,6 +113,7 @@ def test_early_warning_table_says_plainly_whether_the_claim_is_reached(early):
         assert expected in text
     assert "85% precision 14+ days ahead is NOT reached by the model" in text
     assert "precision 0.800" in text
+    assert "N (days) with precision >= 0.85: 7 " in text
     assert "oracle: not shown, no threshold flags 30 rows" in text
 
 
