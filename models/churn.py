@@ -501,6 +501,10 @@ class ChurnModel:
         feature_dtypes: catalog dtype of each model column, so a saved model types its input
             without the catalog of the day.
         training_summary: row counts and churn rates of the training and calibration slices.
+        operating_points: named thresholds on ``p_churn`` chosen on the calibration slice by
+            training (``training.early_warning``: ``early_warning``, ``recovered``); the rules
+            refer to them by name (``value: "@early_warning"``). Empty for a model saved before
+            they existed; they travel in ``model.json`` wherever the model goes.
     """
 
     booster: lgb.Booster
@@ -511,6 +515,7 @@ class ChurnModel:
     seed: int = 0
     feature_dtypes: dict[str, FeatureDtype] = field(default_factory=dict)
     training_summary: dict[str, float] = field(default_factory=dict)
+    operating_points: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.feature_dtypes:
@@ -686,6 +691,7 @@ class ChurnModel:
             "num_boost_round": self.num_boost_round,
             "seed": self.seed,
             "training_summary": self.training_summary,
+            "operating_points": self.operating_points,
             "lightgbm_version": lgb.__version__,
         }
         text = json.dumps(metadata, indent=2, default=_json_scalar)
@@ -719,6 +725,8 @@ class ChurnModel:
             seed=metadata["seed"],
             feature_dtypes=metadata["feature_dtypes"],
             training_summary=metadata["training_summary"],
+            # absent in a model saved before operating points existed: it has none
+            operating_points=metadata.get("operating_points", {}),
         )
 
 

@@ -4,6 +4,13 @@ A condition is a tree written in YAML: ``{all: [...]}`` and ``{any: [...]}`` nod
 ``{feature, op, value}``. Nothing is ever evaluated as a string: each leaf becomes one numpy or
 pandas comparison over a whole column.
 
+Operating points: an ordering leaf on a model score may name a threshold instead of a number,
+``{feature: p_churn, op: ">=", value: "@early_warning"}``: a named operating point that training
+chose on its calibration slice and saved with the model (``RuleSet.with_operating_points``
+replaces each name by the champion's number). A leaf whose name is not resolved is false on every
+row, like a comparison with the null ``p_churn`` of rules-only mode, the one case it is allowed
+(``rules.engine.decide`` refuses model scores with unresolved names).
+
 Null semantics: every comparison is false on a null value (``!=`` included), so a condition on
 ``p_churn`` simply does not fire when there is no model score; ``is_null`` / ``not_null`` test for
 nulls explicitly. An empty ``all: []`` is always true (the default entry rule uses it).
@@ -11,6 +18,7 @@ nulls explicitly. An empty ``all: []`` is always true (the default entry rule us
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -24,6 +32,9 @@ Op = Literal["<", "<=", ">", ">=", "==", "!=", "in", "is_null", "not_null"]
 ORDERING_OPS: frozenset[str] = frozenset({"<", "<=", ">", ">="})
 NULL_OPS: frozenset[str] = frozenset({"is_null", "not_null"})
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
+REFERENCE_PREFIX = "@"
+"""An ordering leaf's value ``@name`` names an operating point instead of a number."""
+_REFERENCE = re.compile(r"^@[a-z][a-z0-9_]*$")
 
 
 class ConditionError(ValueError):
@@ -45,8 +56,17 @@ class Leaf(BaseModel):
     value: Scalar | tuple[Scalar, ...] | None = None
 
     @property
+    def reference(self) -> str | None:
+        """The operating point an ordering leaf names (``@early_warning`` -> ``early_warning``)."""
+        if self.op in ORDERING_OPS and isinstance(self.value, str):
+            return self.value.removeprefix(REFERENCE_PREFIX)
+        return None
+
+    @property
     def compares_strings(self) -> bool:
-        """True when the value (or every value of an ``in`` list) is a string."""
+        """True when the value (or every value of an ``in`` list) is a string (not a reference)."""
+        if self.reference is not None:
+            return False
         values = self.value if isinstance(self.value, tuple) else (self.value,)
         return any(isinstance(item, str) for item in values)
 
@@ -125,8 +145,10 @@ def _value_problem(leaf: Leaf, *, has_value: bool) -> str | None:
     if value is None:
         return f"op '{op}' needs a value"
     if op in ORDERING_OPS:
+        if isinstance(value, str) and _REFERENCE.match(value):
+            return None
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"op '{op}' needs a number, got {value!r}"
+            return f"op '{op}' needs a number or an operating point ('@name'), got {value!r}"
         return None
     if op == "in":
         if not isinstance(value, tuple) or not value:
@@ -202,6 +224,8 @@ def leaf_mask(leaf: Leaf, column: pd.Series | np.ndarray) -> np.ndarray:
     leaves converts each column once, which is most of a one-row evaluation's cost.
     """
     values = column.to_numpy() if isinstance(column, pd.Series) else column
+    if leaf.reference is not None:  # unresolved: rules-only mode, see the module docstring
+        return np.zeros(len(values), dtype=bool)
     present = ~pd.isna(values)
     if leaf.op == "is_null":
         return ~present
@@ -222,3 +246,18 @@ def leaf_mask(leaf: Leaf, column: pd.Series | np.ndarray) -> np.ndarray:
         return compare(values.astype(object), leaf.value) & present
     # Flags arrive as floats (1.0/0.0), so ``value: true`` compares as 1.0.
     return compare(values, float(leaf.value)) & present
+
+
+def resolve_references(condition: Condition, points: Mapping[str, float]) -> Condition:
+    """The condition with each ``@name`` leaf value replaced by ``points[name]``.
+
+    Raises:
+        KeyError: naming the first operating point ``points`` lacks.
+    """
+    if isinstance(condition, Leaf):
+        if condition.reference is None:
+            return condition
+        return condition.model_copy(update={"value": float(points[condition.reference])})
+    if isinstance(condition, AllOf):
+        return AllOf(all=tuple(resolve_references(child, points) for child in condition.all))
+    return AnyOf(any=tuple(resolve_references(child, points) for child in condition.any))

@@ -9,14 +9,21 @@ to another one with the same three files.
 
 Everything is checked at load, so that a bad edit fails at start-up and not in the nightly batch:
 unknown features and tags, tags nothing can reach, automatic rules into a manual-entry tag, rules
-out of a terminal tag, duplicate ids and malformed conditions. Each error is a :class:`RulesError`
-naming the file, the rule id (when there is one) and the field.
+out of a terminal tag, duplicate ids, malformed conditions and unknown operating points (a leaf
+value ``"@name"`` must be one of ``OPERATING_POINTS``, on a probability). Each error is a
+:class:`RulesError` naming the file, the rule id (when there is one) and the field.
+
+Operating points are numbers only a model knows: ``RuleSet.with_operating_points`` resolves them
+against the champion's (``ChurnModel.operating_points``), and a champion that lacks one a rule
+uses is an error naming the rule and the point, never a silent fallback to some other threshold.
+Without a champion (rules-only) they stay unresolved and their leaves are false, as every
+comparison with the absent ``p_churn`` is (``rules.conditions``).
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -28,7 +35,14 @@ from pydantic import ValidationError as PydanticValidationError
 
 from rules.behaviours import Behaviour, behaviour_features, load_behaviours
 from rules.campaigns import Catalogue, Vocabulary, load_campaigns
-from rules.conditions import Condition, ConditionError, iter_leaves, parse_condition
+from rules.conditions import (
+    Condition,
+    ConditionError,
+    Leaf,
+    iter_leaves,
+    parse_condition,
+    resolve_references,
+)
 from rules.errors import RulesError
 from rules.intervention_checks import check_interventions
 from rules.interventions import Interventions
@@ -41,6 +55,12 @@ NEW = "new"
 
 MODEL_SCORE_COLUMNS: frozenset[str] = frozenset({"p_churn", "p_low", "p_high", "confidence"})
 """Score columns: leaves on them are the model side of the blend, all others the rules side."""
+
+OPERATING_POINTS: frozenset[str] = frozenset({"early_warning", "recovered"})
+"""Named thresholds a leaf may use as its value (``"@early_warning"``): what training chooses on
+its calibration slice and saves with each model version (``training.early_warning``)."""
+REFERENCE_SCORES: frozenset[str] = frozenset({"p_churn", "p_low", "p_high"})
+"""The probabilities an operating point is a threshold on (not ``confidence``)."""
 
 STATE_COLUMNS: frozenset[str] = frozenset({"campaign_active"})
 """Columns the engine derives from the stored state, which a condition may read like features.
@@ -180,6 +200,43 @@ class RuleSet(BaseModel):
             }
         )
 
+    @property
+    def references(self) -> list[tuple[str, str, Leaf]]:
+        """(rule id, leaf path, leaf) of every leaf naming an operating point, in file order."""
+        return [
+            (rule.id, path, leaf)
+            for rule in self.rules
+            for path, leaf in iter_leaves(rule.condition)
+            if leaf.reference is not None
+        ]
+
+    def with_operating_points(self, points: Mapping[str, float], source: str) -> RuleSet:
+        """These rules with each ``@name`` replaced by the model's threshold of that name.
+
+        Args:
+            points: the champion's operating points (``ChurnModel.operating_points``).
+            source: what holds them, for the error (``models:/lstep-churn@champion (v3)``).
+
+        Raises:
+            RulesError: naming the rule and the operating point that ``points`` lacks.
+        """
+        for rule_id, path, leaf in self.references:
+            if leaf.reference not in points:
+                held = ", ".join(f"@{name}" for name in sorted(points)) or "none"
+                raise RulesError(
+                    self.source,
+                    f"uses the operating point '@{leaf.reference}', which {source} does not "
+                    f"record (it records: {held}); train a model with `lstep train`, or decide "
+                    "on the rules alone (--rules-only)",
+                    rule_id=rule_id,
+                    field=f"{path}.value",
+                )
+        rules = tuple(
+            rule.model_copy(update={"condition": resolve_references(rule.condition, points)})
+            for rule in self.rules
+        )
+        return self.model_copy(update={"rules": rules})
+
     def rule(self, rule_id: str) -> Rule:
         """The rule with this id.
 
@@ -212,6 +269,7 @@ def load_ruleset(rules_dir: Path | str | None = None, *, known_features: Iterabl
     interventions_file, interventions = _load_interventions(directory)
     _check_rule_tags(rules, tags, rules_file)
     _check_features(rules, known_features | STATE_COLUMNS, rules_file)
+    _check_operating_points(rules, rules_file)
     _check_signals(rules, rules_file)
     _check_reachable(rules, tags.tags, rules_file)
     check_interventions(interventions, [tag.id for tag in tags.tags], interventions_file)
@@ -409,6 +467,30 @@ def _check_features(rules: tuple[Rule, ...], known_features: set[str], file: str
                     f"{leaf.feature!r} is compared with a "
                     f"{'string' if leaf.compares_strings else 'number'} here but not "
                     f"in rule {earlier[1]}",
+                    rule_id=rule.id,
+                    field=f"{path}.value",
+                )
+
+
+def _check_operating_points(rules: tuple[Rule, ...], file: str) -> None:
+    """Every ``@name`` is a known operating point, on a probability column."""
+    known = ", ".join(f"@{name}" for name in sorted(OPERATING_POINTS))
+    for rule in rules:
+        for path, leaf in iter_leaves(rule.condition):
+            if leaf.reference is None:
+                continue
+            if leaf.reference not in OPERATING_POINTS:
+                raise RulesError(
+                    file,
+                    f"unknown operating point '@{leaf.reference}'; known: {known}",
+                    rule_id=rule.id,
+                    field=f"{path}.value",
+                )
+            if leaf.feature not in REFERENCE_SCORES:
+                raise RulesError(
+                    file,
+                    f"an operating point is a threshold on {', '.join(sorted(REFERENCE_SCORES))}, "
+                    f"not on {leaf.feature!r}",
                     rule_id=rule.id,
                     field=f"{path}.value",
                 )

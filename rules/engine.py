@@ -142,11 +142,14 @@ def decide(
     Raises:
         DecisionInputError: a frame breaks its contract (names the column, check and rows), or an
             active override disagrees with the stored tag.
+        ValueError: the rules name operating points (``@early_warning``) that were not resolved
+            against the champion's, yet ``scored`` holds model scores.
     """
     as_of_ts = pd.Timestamp(as_of.year, as_of.month, as_of.day)  # the day, even from a datetime
     wording = wording or Wording()
     checked = validate_frame if check_inputs else conform
     scored = checked(scored_schema(ruleset, wording.columns), scored)
+    _check_references_resolved(ruleset, scored)
     state = checked(state_schema(ruleset, as_of_ts), state)
     current = current_state(ruleset, state, scored["customer_id"], as_of_ts)
     moves = choose_moves(ruleset, scored, current)
@@ -159,6 +162,25 @@ def decide(
     if not check_output:
         return decisions
     return validate_frame(decision_schema(ruleset), decisions)
+
+
+def _check_references_resolved(ruleset: RuleSet, scored: pd.DataFrame) -> None:
+    """Refuse model scores judged by rules whose operating points were never resolved.
+
+    Unresolved ``@name`` leaves are false (rules-only mode has no scores to compare); with
+    scores present they would silently never fire.
+    """
+    references = ruleset.references
+    if not references:
+        return
+    scores = [name for name in MODEL_SCORE_COLUMNS if name in scored]
+    if scores and scored[scores].notna().any().any():
+        rule_id, _, leaf = references[0]
+        raise ValueError(
+            f"rules: rule {rule_id} names the operating point '@{leaf.reference}', which was not "
+            "resolved against the champion's (RuleSet.with_operating_points), yet the learners "
+            "have model scores"
+        )
 
 
 def current_state(

@@ -207,6 +207,8 @@ def _says(key: tuple[str, ...], wording: Wording) -> tuple[str | None, ...]:
 
 def _say_the_stricter(pieces: dict[tuple[str, ...], np.ndarray], first: Leaf, then: Leaf) -> None:
     """Two bounds on one score ("≥ 0.40" and "≥ 0.60", R13): where both hold, say the stricter."""
+    if first.reference is not None or then.reference is not None:
+        return  # an unresolved operating point (rules-only): its leaf is never true
     first_key, then_key = ("leaf", first.model_dump_json()), ("leaf", then.model_dump_json())
     if first_key not in pieces or then_key not in pieces or first_key == then_key:
         return

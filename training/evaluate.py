@@ -11,16 +11,11 @@ model/oracle ratios compare the model and the oracle on exactly those rows. A ra
 ``model / oracle`` for every metric, so it is below 1 for a model that ranks worse (AUCs, lift,
 recall) and above 1 for one with larger errors (Brier, ECE, log loss).
 
-**Lead time.** The ST_006 date of a learner is the first UTC midnight at least 30 days after their
-last event (when the daily batch would tag them churned). A *churner* here is a learner with a
-``churned = 1`` test row whose ST_006 date is observable (``<= observed_until``) and not before the
-first test date. The scorer *flags* a learner at ``as_of`` t when its probability is
-``>= flag_threshold`` (default 0.5, the churn model's decision threshold: ``p_churn >= 0.5`` is the
-"churner" decision that its ``confidence`` speaks about). Lead time = days from the first flagging
-test date before the ST_006 date to that date. Reported: churners, share flagged at all, median lead
-time of the flagged, and the share of ALL churners flagged at least 14 days ahead. The test slice
-has weekly dates, so lead times move in steps of ``every_days``, and a churner whose decline began
-before the first test date cannot be credited with more lead than the slice allows.
+**Early warning** (``training.early_warning``): when the calibration slice's scores are given,
+each scorer gets its own ``early_warning`` threshold chosen there (the lowest with precision 0.85
+at 14+ days' lead, or its best reachable precision) and is measured with it on the test slice at
+lead targets of 7, 14 and 21 days: precision, recall, accuracy and the lead-time distribution.
+Both frames then carry ``lead``, the days from ``as_of`` to the learner's next ST_006 date.
 """
 
 from __future__ import annotations
@@ -33,18 +28,12 @@ import pandas as pd
 import pandera.pandas as pa
 
 from models.metrics import classification_metrics
+from training.early_warning import MIN_FLAGS, EarlyWarning, evaluate_early_warning
 
 KEYS = ["customer_id", "as_of"]
 LABEL = "churned"
 ORACLE = "oracle"
 MODEL = "model"
-ST006_INACTIVE_DAYS = 30
-"""ST_006 (Status:Churned) fires after this many days without an event (DESIGN §5)."""
-LEAD_TARGET_DAYS = 14
-"""The business wants churners flagged at least this many days before ST_006 (DESIGN §4)."""
-DEFAULT_FLAG_THRESHOLD = 0.5
-LEAD_COLUMNS = ("churners", "flagged_share", "median_lead_days", "flagged_14d_share")
-
 TRUTH_SCHEMA = pa.DataFrameSchema(
     {
         "customer_id": pa.Column(str, nullable=False),
@@ -78,66 +67,18 @@ def attach_oracle(scores: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     return joined
 
 
-def st006_dates(last_event: pd.Series) -> pd.Series:
-    """First UTC midnight at least ``ST006_INACTIVE_DAYS`` after each learner's last event.
-
-    Args:
-        last_event: per customer_id (index), the timestamp of the last event (UTC or naive UTC).
-    """
-    instants = pd.to_datetime(last_event, utc=True).dt.tz_localize(None)
-    due = instants + pd.Timedelta(days=ST006_INACTIVE_DAYS)
-    return due.dt.ceil("D").astype("datetime64[us]")
-
-
-def lead_times(
-    scores: pd.DataFrame,
-    column: str,
-    st006: pd.Series,
-    *,
-    observed_until: pd.Timestamp,
-    flag_threshold: float = DEFAULT_FLAG_THRESHOLD,
-) -> pd.DataFrame:
-    """Per churner: ST_006 date, first flagging as_of and lead time in days (NaN if never flagged).
-
-    See the module docstring for who counts as a churner and what flagging means.
-    """
-    churned_rows = scores.loc[scores[LABEL] == 1, "customer_id"].unique()
-    due = st006.reindex(churned_rows)
-    first_test_date = scores["as_of"].min()
-    due = due[(due <= observed_until) & (due >= first_test_date)].rename("st006_date")
-    rows = scores[scores["customer_id"].isin(due.index)].join(due, on="customer_id")
-    flagged = rows[(rows[column] >= flag_threshold) & (rows["as_of"] < rows["st006_date"])]
-    first_flag = flagged.groupby("customer_id")["as_of"].min().rename("first_flag")
-    result = due.to_frame().join(first_flag)
-    result["lead_days"] = (result["st006_date"] - result["first_flag"]).dt.days
-    return result.rename_axis("customer_id").reset_index()
-
-
-def lead_summary(per_churner: pd.DataFrame) -> dict[str, float]:
-    """Churners, share flagged, median lead days of the flagged, share flagged >= 14 days ahead."""
-    churners = len(per_churner)
-    if churners == 0:
-        return dict.fromkeys(LEAD_COLUMNS, np.nan) | {"churners": 0.0}
-    lead = per_churner["lead_days"]
-    return {
-        "churners": float(churners),
-        "flagged_share": float(lead.notna().mean()),
-        "median_lead_days": float(lead.median()) if lead.notna().any() else np.nan,
-        "flagged_14d_share": float((lead >= LEAD_TARGET_DAYS).mean()),
-    }
-
-
 @dataclass(frozen=True)
 class Evaluation:
     """The comparison table and what it was computed on."""
 
     table: pd.DataFrame
-    """Index: scorer; columns: the classification metrics, then the lead-time columns."""
+    """Index: scorer; columns: the classification metrics."""
     ratios: dict[str, float]
     """model / oracle per metric, on the rows the oracle covers (empty without truth)."""
     rows: int
     oracle_rows: int
-    flag_threshold: float
+    early_warning: EarlyWarning | None = None
+    """Every scorer at its early-warning point, and the model's operating points (or None)."""
 
     def mlflow_metrics(self) -> dict[str, float]:
         """``test.<scorer>.<metric>`` and ``test.model_vs_oracle.<metric>``, NaNs left out."""
@@ -148,6 +89,8 @@ class Evaluation:
             if pd.notna(value)
         }
         metrics |= {f"test.model_vs_oracle.{k}": v for k, v in self.ratios.items() if pd.notna(v)}
+        if self.early_warning is not None:
+            metrics |= self.early_warning.mlflow_metrics()
         return metrics | {
             "test.rows": float(self.rows),
             "test.oracle_rows": float(self.oracle_rows),
@@ -167,19 +110,19 @@ def evaluate_scores(
     scores: pd.DataFrame,
     scorers: list[str],
     *,
-    last_event: pd.Series,
-    observed_until: pd.Timestamp,
-    flag_threshold: float = DEFAULT_FLAG_THRESHOLD,
+    calibration: pd.DataFrame | None = None,
+    min_flags: int = MIN_FLAGS,
 ) -> Evaluation:
-    """Metrics and lead times of every scorer column of ``scores`` (see the module docstring).
+    """Metrics of every scorer column of ``scores``, and their early warning (module docstring).
 
     Args:
         scores: customer_id, as_of, churned and one probability column per name in ``scorers``
-            (an ``oracle`` column may hold NaN where the truth has no row).
+            (an ``oracle`` column may hold NaN where the truth has no row); ``lead`` too when
+            ``calibration`` is given.
         scorers: the columns to compare, in table order (``model`` first).
-        last_event: per customer_id, the timestamp of their last event in the whole log.
-        observed_until: the instant up to which the log is complete.
-        flag_threshold: probability at which a scorer flags a learner (lead time).
+        calibration: the calibration slice's scores frame with the same columns plus
+            ``risk_indicator_count``, to choose the operating points on; None: no early warning.
+        min_flags: fewest flagged calibration rows an early-warning threshold needs.
 
     Raises:
         ValueError: when a scorer column is missing, or the test slice has a single class.
@@ -187,25 +130,22 @@ def evaluate_scores(
     missing = [name for name in scorers if name not in scores.columns]
     if missing:
         raise ValueError(f"evaluation: scores frame lacks the scorer columns {missing}")
-    st006 = st006_dates(last_event)
     rows: dict[str, Mapping[str, float]] = {}
     for name in scorers:
         usable = scores[scores[name].notna()]
-        if usable.empty:
-            continue
-        metrics = classification_metrics(usable[LABEL], usable[name])
-        per_churner = lead_times(
-            usable, name, st006, observed_until=observed_until, flag_threshold=flag_threshold
-        )
-        rows[name] = metrics | lead_summary(per_churner)
+        if not usable.empty:
+            rows[name] = classification_metrics(usable[LABEL], usable[name])
     table = pd.DataFrame.from_dict(rows, orient="index")
     has_oracle = ORACLE in scores.columns and MODEL in scores.columns
+    early = None
+    if calibration is not None:
+        early = evaluate_early_warning(calibration, scores, list(rows), min_flags=min_flags)
     return Evaluation(
         table=table,
         ratios=_ratios(scores) if has_oracle else {},
         rows=len(scores),
         oracle_rows=int(scores[ORACLE].notna().sum()) if ORACLE in scores.columns else 0,
-        flag_threshold=flag_threshold,
+        early_warning=early,
     )
 
 

@@ -12,8 +12,11 @@ Stages (each timed, each with a progress line; tuning has its own bar with the b
 6. **model**: LightGBM on the training slice with the best parameters, Venn-Abers calibrated on the
    calibration slice (``models.churn.ChurnModel``);
 7. **evaluate**: model vs baselines (vs oracle) on the test slice, plots (``training.evaluate``);
+   the early warning (``training.early_warning``): each scorer's ``early_warning`` threshold chosen
+   on the calibration slice, measured on the test slice at N = 7/14/21 days; the model's named
+   operating points (``early_warning``, ``recovered``) are saved inside the model;
 8. **log**: params, metrics, plots, feature list, model card and the pyfunc model, registered as a
-   new version of ``lstep-churn``;
+   new version of ``lstep-churn`` (operating points also as ``lstep.operating_point.*`` tags);
 9. **registry**: champion or challenger (``training.registry``), printed with the reason.
 
 The lead's CLI calls :func:`train` (``lstep train``) and :func:`training.registry.promote`
@@ -26,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,6 +55,7 @@ from models.churn import ChurnModel, model_feature_names, to_model_matrix
 from models.pyfunc import log_churn_model, mlflow_uris
 from training.baselines import Scorer, fit_baselines
 from training.dataset import TrainingSet, build_training_set
+from training.early_warning import HEALTHY_COLUMN, lead_days
 from training.evaluate import (
     MODEL,
     ORACLE,
@@ -60,8 +64,21 @@ from training.evaluate import (
     score_test_slice,
 )
 from training.plots import SHAP_SAMPLE_ROWS, write_plots
-from training.registry import MODEL_NAME, Decision, SliceScore, register_decision
-from training.report import comparison_table, markdown_table, model_card
+from training.registry import (
+    MODEL_NAME,
+    Decision,
+    SliceScore,
+    early_warning_recall,
+    register_decision,
+)
+from training.report import (
+    comparison_table,
+    early_warning_caption,
+    early_warning_table,
+    markdown_table,
+    model_card,
+    operating_points_markdown,
+)
 from training.splits import CvFold, TimeSplit, expanding_folds, split_by_time
 from training.tracking import TrialRunLogger, ensure_experiment, flat_params
 from training.tuning import TuningConfig, TuningResult, best_so_far, tune
@@ -203,16 +220,22 @@ def _evaluate(
     events: pd.DataFrame,
     observed_until: pd.Timestamp,
 ) -> tuple[Evaluation, pd.DataFrame]:
-    test = split.test.frame
-    p_churn = model.predict(test)["p_churn"].to_numpy()
-    scores = score_test_slice(test, model_probability=p_churn, baselines=baselines, truth=truth)
+    """Score test and calibration slices: metrics on test, early-warning points on calibration."""
+    frames = {"test": split.test.frame, "calibration": split.calibration.frame}
+    scored: dict[str, pd.DataFrame] = {}
+    for name, frame in frames.items():
+        p_churn = model.predict(frame)["p_churn"].to_numpy()
+        scores = score_test_slice(
+            frame, model_probability=p_churn, baselines=baselines, truth=truth
+        )
+        scores["lead"] = lead_days(frame, events, observed_until=observed_until)
+        scores[HEALTHY_COLUMN] = frame[HEALTHY_COLUMN].to_numpy()
+        scored[name] = scores
+    scores = scored["test"]
     scorers = [MODEL, *(b.name for b in baselines)]
     if ORACLE in scores and scores[ORACLE].notna().any():
         scorers.append(ORACLE)
-    last_event = events.groupby("customer_id")["ts"].max()
-    evaluation = evaluate_scores(
-        scores, scorers, last_event=last_event, observed_until=observed_until
-    )
+    evaluation = evaluate_scores(scores, scorers, calibration=scored["calibration"])
     return evaluation, scores
 
 
@@ -284,6 +307,7 @@ def _register(
     prepared: _Prepared,
     model: ChurnModel,
     evaluation: Evaluation,
+    test_scores: pd.DataFrame,
     model_name: str,
 ) -> tuple[Decision, str]:
     """Log the pyfunc as a new registered version and give it champion or challenger."""
@@ -292,10 +316,13 @@ def _register(
         model, name="model", input_example=test.head(5), registered_model_name=model_name
     )
     version = str(info.registered_model_version)
+    new_p_churn = model.predict(test)["p_churn"].to_numpy()
+    lead = test_scores["lead"].to_numpy()
     new = SliceScore(
         version=version,
         pr_auc=float(evaluation.table.loc[MODEL, "pr_auc"]),
         ece=float(evaluation.table.loc[MODEL, "ece"]),
+        early_recall=early_warning_recall(lead, new_p_churn, model.operating_points),
     )
     decision = register_decision(
         client,
@@ -303,12 +330,31 @@ def _register(
         new,
         test_frame=test,
         churned=test["churned"].to_numpy(),
-        new_p_churn=model.predict(test)["p_churn"].to_numpy(),
+        new_p_churn=new_p_churn,
+        lead=lead,
         name=model_name,
     )
+    _tag_operating_points(client, model_name, version, evaluation)
     tags = {"model_version": version, "decision": decision.alias, "reason": decision.reason}
     mlflow.set_tags({f"lstep.{key}": value for key, value in tags.items()})
     return decision, info.model_uri
+
+
+def _tag_operating_points(
+    client: mlflow.MlflowClient, model_name: str, version: str, evaluation: Evaluation
+) -> None:
+    """Record the named operating points as model-version tags (``lstep.operating_point.*``).
+
+    The thresholds also travel inside the model (``ChurnModel.operating_points``), which is what
+    serving reads; the tags show them, how they were chosen and whether the target was met.
+    """
+    if evaluation.early_warning is None:
+        return
+    for name, point in evaluation.early_warning.operating_points.items():
+        prefix = f"lstep.operating_point.{name}"
+        client.set_model_version_tag(model_name, version, prefix, f"{point.threshold:.6f}")
+        client.set_model_version_tag(model_name, version, f"{prefix}.reached", str(point.reached))
+        client.set_model_version_tag(model_name, version, f"{prefix}.rule", point.rule)
 
 
 def _report(
@@ -319,6 +365,12 @@ def _report(
     truth_given: bool,
 ) -> None:
     console.print(comparison_table(evaluation))
+    if evaluation.early_warning is not None:
+        early = evaluation.early_warning
+        console.print(early_warning_table(early))
+        console.print(early_warning_caption(early))
+        console.print("operating points (recorded with the model version):")
+        console.print(operating_points_markdown(early.operating_points), markup=False)
     if truth_given and evaluation.oracle_rows < evaluation.rows:
         console.print(
             f"[yellow]note[/]: the truth file covers {evaluation.oracle_rows} of the "
@@ -370,9 +422,11 @@ def train(
         prepared = _prepare(stages, job, now)
         _log_run_inputs(prepared.data, prepared.split, config)
         logger = TrialRunLogger(client, experiment_id, run.info.run_id)
-        model, tuning, evaluation = _fit_and_evaluate(stages, prepared, config, logger, job.seed)
+        model, tuning, evaluation, scores = _fit_and_evaluate(
+            stages, prepared, config, logger, job.seed
+        )
         with stages.stage("log_model", "log and register the model"):
-            decision, model_uri = _register(client, prepared, model, evaluation, model_name)
+            decision, model_uri = _register(client, prepared, model, evaluation, scores, model_name)
         _log_outcome(tuning, evaluation, stages.seconds)
         card = model_card(
             model_name=f"{model_name} v{decision.version} ({decision.alias})",
@@ -404,8 +458,12 @@ def _fit_and_evaluate(
     config: TuningConfig,
     logger: TrialRunLogger,
     seed: int,
-) -> tuple[ChurnModel, TuningResult, Evaluation]:
-    """Stages 4-7: baselines, tuning, the final model, the evaluation and its plots."""
+) -> tuple[ChurnModel, TuningResult, Evaluation, pd.DataFrame]:
+    """Stages 4-7: baselines, tuning, the final model, the evaluation and its plots.
+
+    The model comes back carrying its named operating points (chosen on the calibration slice),
+    with the test slice's scores frame (``lead`` included).
+    """
     split = prepared.split
     with stages.stage("baselines", "baselines"):
         baselines = fit_baselines(split.train.frame, split.train.frame["churned"].to_numpy())
@@ -418,4 +476,7 @@ def _fit_and_evaluate(
             split, model, baselines, prepared.truth, prepared.events, prepared.data.observed_until
         )
         _log_plots(scores, evaluation, model, split.test.frame)
-    return model, tuning, evaluation
+    if evaluation.early_warning is not None:
+        points = evaluation.early_warning.operating_points
+        model = replace(model, operating_points={k: p.threshold for k, p in points.items()})
+    return model, tuning, evaluation, scores

@@ -12,6 +12,10 @@ than the evidence's noise:
   is above 0 (a gain beyond noise) AND its ECE is at most the champion's plus ``ECE_TOLERANCE``
   (0.005: about the sampling noise of a 15-bin ECE on a few thousand rows; a real calibration
   regression is larger);
+- and it does not lose more than ``RECALL_TOLERANCE`` (0.02) of recall at the early-warning
+  operating point: each version's recall at 14+ days' lead (``training.early_warning``) at its
+  own recorded ``early_warning`` threshold, on the same slice. A champion saved before operating
+  points existed has no such recall, and this check is then not made (the reason says so);
 - otherwise it gets the alias ``challenger`` and the reason is recorded and printed.
 
 A champion that cannot score the new test slice (for example a feature it needs is no longer
@@ -39,6 +43,7 @@ from scipy.stats import bootstrap
 from models.churn import model_feature_names
 from models.metrics import expected_calibration_error, pr_auc
 from models.pyfunc import to_pyfunc_input
+from training.early_warning import CLAIM_LEAD_DAYS, EARLY_WARNING, counts_at
 
 MODEL_NAME = "lstep-churn"
 CHAMPION = "champion"
@@ -50,15 +55,33 @@ BOOTSTRAP_SEED = 0
 GAIN_LEVEL = 0.95
 """The one-sided confidence level of the PR-AUC gain's lower end."""
 TAG_PREFIX = "lstep."
+RECALL_TOLERANCE = 0.02
+"""How much early-warning recall (14+ days' lead, at its own threshold) a new version may lose."""
 
 
 @dataclass(frozen=True)
 class SliceScore:
-    """PR-AUC and ECE of one model version on one test slice."""
+    """PR-AUC, ECE and early-warning recall of one model version on one test slice.
+
+    ``early_recall`` is the recall at 14+ days' lead at the version's own ``early_warning``
+    threshold; None when the version has no such operating point (or no lead times were given).
+    """
 
     version: str
     pr_auc: float
     ece: float
+    early_recall: float | None = None
+
+
+def early_warning_recall(
+    lead: ArrayLike, p_churn: ArrayLike, operating_points: dict[str, float]
+) -> float | None:
+    """Recall at ``CLAIM_LEAD_DAYS`` of ``p_churn >= early_warning`` (None without that point)."""
+    threshold = operating_points.get(EARLY_WARNING)
+    if threshold is None:
+        return None
+    flagged = np.asarray(p_churn, dtype=float) >= threshold
+    return counts_at(lead, flagged, CLAIM_LEAD_DAYS).recall
 
 
 @dataclass(frozen=True)
@@ -160,12 +183,33 @@ def decide(
             f"PR-AUC is higher ({new.pr_auc:.4f} vs {champion.pr_auc:.4f}) but ECE {new.ece:.4f} "
             f"is worse {versus} ({champion.ece:.4f}, tolerance {ece_tolerance})"
         )
+    recall_note = _early_recall_note(new, champion)
+    if recall_note.startswith("loses"):
+        return (
+            CHALLENGER,
+            f"PR-AUC is higher ({new.pr_auc:.4f} vs {champion.pr_auc:.4f}) but it "
+            f"{recall_note} {versus}",
+        )
     return CHAMPION, (
         f"PR-AUC {new.pr_auc:.4f} beats {champion.pr_auc:.4f} of v{champion.version} on the "
         f"same test slice by {gain.observed:+.4f}, beyond noise (one-sided {GAIN_LEVEL:.0%} "
         f"paired-bootstrap lower end {gain.lower:+.4f}), with ECE {new.ece:.4f} "
-        f"(champion {champion.ece:.4f})"
+        f"(champion {champion.ece:.4f}); {recall_note}"
     )
+
+
+def _early_recall_note(new: SliceScore, champion: SliceScore) -> str:
+    """``loses ...`` when the new version's early-warning recall drops beyond tolerance."""
+    if new.early_recall is None or champion.early_recall is None:
+        return "early-warning recall not compared (a version has no early_warning point)"
+    drop = champion.early_recall - new.early_recall
+    figures = (
+        f"early-warning recall (14+ days, at its own threshold) {new.early_recall:.3f} vs "
+        f"{champion.early_recall:.3f}"
+    )
+    if drop > RECALL_TOLERANCE:
+        return f"loses {figures}: more than {RECALL_TOLERANCE} lower"
+    return figures
 
 
 def current_champion(client: mlflow.MlflowClient, name: str = MODEL_NAME) -> ModelVersion | None:
@@ -179,7 +223,11 @@ def current_champion(client: mlflow.MlflowClient, name: str = MODEL_NAME) -> Mod
 
 
 def score_version(
-    uri: str, version: str, test_frame: pd.DataFrame, churned: np.ndarray
+    uri: str,
+    version: str,
+    test_frame: pd.DataFrame,
+    churned: np.ndarray,
+    lead: ArrayLike | None = None,
 ) -> tuple[SliceScore, np.ndarray]:
     """Load a registered pyfunc by ``uri`` and score ``test_frame`` (a feature frame) with it.
 
@@ -187,8 +235,16 @@ def score_version(
     schema: a version logged before the pyfunc took feature frames as they are (every number
     ``double``) is compared on the same rows as a new one.
 
+    Args:
+        uri: the model URI (``models:/<name>@champion``).
+        version: its version, for messages and the score.
+        test_frame: the feature frame to score.
+        churned: its 0/1 labels.
+        lead: days to ST_006 per row (``training.early_warning.lead_days``), for the
+            early-warning recall at the version's own recorded threshold; None: not computed.
+
     Returns:
-        The version's PR-AUC and ECE on the frame, and its ``p_churn`` per row.
+        The version's PR-AUC, ECE (and early-warning recall) on the frame, and its ``p_churn``.
 
     Raises:
         ValueError: when the model cannot score the frame (missing or mistyped columns).
@@ -201,12 +257,20 @@ def score_version(
         raise ValueError(f"{uri} (v{version}) needs columns the test slice lacks: {missing}")
     inputs = to_pyfunc_input(test_frame, schema=schema)
     p_churn = np.asarray(model.predict(inputs[columns])["p_churn"], dtype=float)
+    points = _operating_points(model)
     score = SliceScore(
         version=version,
         pr_auc=pr_auc(churned, p_churn),
         ece=expected_calibration_error(churned, p_churn),
+        early_recall=None if lead is None else early_warning_recall(lead, p_churn, points),
     )
     return score, p_churn
+
+
+def _operating_points(model: mlflow.pyfunc.PyFuncModel) -> dict[str, float]:
+    """The operating points saved with an lstep pyfunc's ``ChurnModel`` ({} for any other)."""
+    churn_model = getattr(model.unwrap_python_model(), "churn_model", None)
+    return dict(getattr(churn_model, "operating_points", None) or {})
 
 
 def _set_tags(client: mlflow.MlflowClient, name: str, version: str, tags: dict) -> None:
@@ -237,6 +301,7 @@ def register_decision(
     test_frame: pd.DataFrame,
     churned: np.ndarray,
     new_p_churn: ArrayLike,
+    lead: ArrayLike | None = None,
     name: str = MODEL_NAME,
 ) -> Decision:
     """Compare ``version`` with the champion on the same test slice, set its alias, tag the why.
@@ -253,6 +318,8 @@ def register_decision(
         churned: the 0/1 labels of ``test_frame``.
         new_p_churn: the new version's ``p_churn`` per row of ``test_frame`` (paired with the
             champion's for the bootstrap of the gain).
+        lead: days to ST_006 per row of ``test_frame``, for the champion's early-warning recall
+            (None: that check is not made).
         name: registered model name.
     """
     previous = current_champion(client, name)
@@ -261,7 +328,7 @@ def register_decision(
         return _apply(client, name, Decision(version, alias, reason, new, None), previous)
     try:
         champion, champion_p_churn = score_version(
-            f"models:/{name}@{CHAMPION}", str(previous.version), test_frame, churned
+            f"models:/{name}@{CHAMPION}", str(previous.version), test_frame, churned, lead
         )
     except (ValueError, MlflowException) as error:
         reason = f"champion v{previous.version} could not score the new test slice: {error}"
@@ -283,12 +350,16 @@ def _apply(
         client.set_registered_model_alias(name, CHALLENGER, version)
     tags = {"decision": decision.alias, "decision_reason": decision.reason}
     tags |= {"test_pr_auc": f"{decision.new.pr_auc:.6f}", "test_ece": f"{decision.new.ece:.6f}"}
+    if decision.new.early_recall is not None:
+        tags["test_early_warning_recall"] = f"{decision.new.early_recall:.6f}"
     if champion is not None:
         tags |= {
             "compared_with_version": champion.version,
             "champion_pr_auc_same_slice": f"{champion.pr_auc:.6f}",
             "champion_ece_same_slice": f"{champion.ece:.6f}",
         }
+        if champion.early_recall is not None:
+            tags["champion_early_warning_recall_same_slice"] = f"{champion.early_recall:.6f}"
     if gain is not None:
         tags |= {
             "pr_auc_gain": f"{gain.observed:.6f}",

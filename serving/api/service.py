@@ -104,7 +104,7 @@ def load_online(
         logger.warning("lstep service in RULES-ONLY mode: no model scores, rules decide alone")
     else:
         logger.info("lstep service scores with %s version %s", champion.uri, champion.version)
-    ruleset = load_rules(config.rules_dir)
+    ruleset = load_rules(config.rules_dir, champion=champion)
     reasons = ReasonOptions(
         top_reasons=config.top_reasons, warm_reasons=config.warm_reasons,
         cache_size=config.reasons_cache,

@@ -208,9 +208,10 @@ class ReportJob(Job):
         progress = runtime.progress
         with nullcontext() if progress is None else progress.stage(day, "inputs"):
             inputs = BatchInputs(events=events, customers=customers).loaded(runtime.now)
+        champion = load_champion(settings.tracking_uri, settings.model_name)
         sources = ReportInputs(
-            champion=load_champion(settings.tracking_uri, settings.model_name),
-            ruleset=load_rules(self.rules_dir),
+            champion=champion,
+            ruleset=load_rules(self.rules_dir, champion=champion),
             events=inputs.events,
             customers=inputs.customers,
         )
@@ -227,10 +228,11 @@ def batch_context(
     """
     settings = runtime.settings
     loaded = None if rules_only else load_champion(settings.tracking_uri, settings.model_name)
+    champion = require_champion(loaded, rules_only=rules_only, model_name=settings.model_name)
     return BatchContext(
         store=runtime.open_store(),
-        champion=require_champion(loaded, rules_only=rules_only, model_name=settings.model_name),
-        ruleset=load_rules(rules_dir),
+        champion=champion,
+        ruleset=load_rules(rules_dir, champion=champion),
         run_id=f"run-{uuid.uuid4().hex[:12]}",
         now=runtime.now,
         data_dir=settings.data_path,

@@ -1,7 +1,9 @@
 """The champion's model card for the report: metrics with baselines, calibration, data window.
 
 Found through the registry: the run of the version holding the ``champion`` alias logged
-``comparison.md``, ``model_card.md`` and ``plots/calibration.png``; nothing is configured.
+``comparison.md``, ``model_card.md`` and ``plots/calibration.png``; nothing is configured. The
+card's "Early warning" and "Operating points" sections (the brief's "85% 14 days ahead" claim,
+measured) are shown as they are; a champion trained before they existed shows none.
 """
 
 from __future__ import annotations
@@ -87,9 +89,29 @@ def model_card_section(settings: Settings, champion: Champion | None) -> dict[st
         "metrics_rows": rows,
         "baselines": markdown_bullets(markdown_section(artifacts.card, "Baselines")),
         "data_window": markdown_bullets(markdown_section(artifacts.card, "Data window")),
+        "early_warning": early_warning_section(artifacts.card),
         "calibration": "data:image/png;base64,"
         + base64.b64encode(artifacts.calibration_png).decode("ascii"),
         "card": artifacts.card,
+    }
+
+
+def early_warning_section(card: str) -> dict[str, Any] | None:
+    """The card's early-warning definition, table, verdict and operating points.
+
+    None for a champion trained before training measured it (its card has no such section).
+    """
+    section = markdown_section(card, "Early warning")
+    if not section:
+        return None
+    paragraphs = [part.strip() for part in section.split("\n\n") if part.strip()]
+    header, rows = markdown_table(section)
+    return {
+        "definition": " ".join(paragraphs[0].split()),
+        "header": header,
+        "rows": rows,
+        "verdict": " ".join(paragraphs[-1].split()),
+        "operating_points": markdown_bullets(markdown_section(card, "Operating points")),
     }
 
 
@@ -122,6 +144,7 @@ def markdown_bullets(text: str) -> list[str]:
 __all__ = [
     "ChampionArtifacts",
     "champion_artifacts",
+    "early_warning_section",
     "markdown_bullets",
     "markdown_section",
     "markdown_table",

@@ -32,6 +32,7 @@ from serving.cli.common import (
 from serving.settings import utc_now
 
 if TYPE_CHECKING:
+    from rules import RuleSet
     from serving.app.summary import BatchResult
 
 DayOpt = Annotated[str | None, typer.Option("--as-of", help="Day (default: the latest batch day).")]
@@ -47,6 +48,9 @@ def register(app: typer.Typer, rules_app: typer.Typer) -> None:
 @friendly_errors
 def rules_check(rules_dir: RulesDirOpt = None) -> None:
     """Validate the rules, campaigns and templates; print the transition graph and campaigns.
+
+    Rules naming the model's operating points (``@early_warning``) get the champion's values
+    printed; a champion that lacks one is an error (exit 1), no champion is a note.
 
     Every template is rendered with a sample context: a missing variable fails the check
     (exit 1, naming the file, campaign and variable). Campaign triggers that no rule, manual
@@ -70,6 +74,37 @@ def rules_check(rules_dir: RulesDirOpt = None) -> None:
         console.print(campaigns_table(ruleset))
     for problem in unreachable_triggers(ruleset):
         console.print(f"[yellow]unreachable trigger[/]: {escape(problem)}")
+    _print_operating_points(ruleset)
+
+
+def _print_operating_points(ruleset: RuleSet) -> None:
+    """Each rule leaf naming an operating point, with the champion's value for it.
+
+    Raises:
+        rules.RulesError: the champion does not record a point a rule names.
+    """
+    from serving.infra.champion import load_champion
+
+    if not ruleset.references:
+        return
+    current = settings()
+    champion = load_champion(current.tracking_uri, current.model_name)
+    if champion is None:
+        console.print(
+            "[yellow]no champion[/]: operating points unresolved; rules-only runs decide without "
+            "them (a model condition never fires without a score)"
+        )
+    points = {} if champion is None else champion.model.operating_points
+    if champion is not None:
+        ruleset.with_operating_points(points, f"{champion.uri} (v{champion.version})")
+        console.print(f"operating points of {champion.uri} (v{champion.version}):")
+    for rule_id, path, leaf in ruleset.references:
+        value = points.get(leaf.reference)
+        shown = "unresolved" if value is None else f"{value:.4f}"
+        console.print(
+            f"  {rule_id} {path}: {leaf.feature} {leaf.op} @{leaf.reference} = {shown}",
+            markup=False,
+        )
 
 
 @friendly_errors
@@ -200,7 +235,8 @@ def explain(
         stored = stored_day_inputs(current, store, customer_id, day, warn=_note)
     row, champion = stored or _built_inputs(current, customer_id, day, events, customers)
     state = store.state_frame(day, customer_ids=[customer_id])  # point-in-time: as on that day
-    assessment = assess(row, champion=champion, ruleset=load_rules(), state=state, as_of=day)
+    ruleset = load_rules(champion=champion)
+    assessment = assess(row, champion=champion, ruleset=ruleset, state=state, as_of=day)
     explanation = assessment.explanation(0)
     scores = assessment.scores.iloc[0]
     title = (

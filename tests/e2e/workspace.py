@@ -31,7 +31,8 @@ class ReportWorkspace:
 
     def inputs(self, champion: Champion | None) -> ReportInputs:
         """What the report reads besides the store: this champion, the rules, the log."""
-        return ReportInputs(champion, packaged_ruleset(), self.log.events, self.log.customers)
+        rules = packaged_ruleset(champion)
+        return ReportInputs(champion, rules, self.log.events, self.log.customers)
 
 
 def build_workspace(
@@ -42,7 +43,7 @@ def build_workspace(
         home=root, data_dir=root / "data", mlflow_tracking_uri=tracking_uri, reports_dir=root / "r"
     )
     store = StateStore.from_settings(settings)
-    ruleset = packaged_ruleset()
+    ruleset = packaged_ruleset(champion)  # as the batch job loads them: the champion's points
     for day in BATCH_DAYS:
         run_batch_day(
             day, log, store, champion, ruleset, run_id=f"report-{day}",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -425,6 +428,20 @@ def test_save_and_load_give_identical_predictions(fitted, tmp_path):
         "calibrator.npz",
         "model.json",
     ]
+
+
+def test_operating_points_travel_with_the_saved_model_and_default_to_none(fitted, tmp_path):
+    # given a copy of the model with operating points, saved
+    model = dataclasses.replace(fitted.model, operating_points={"early_warning": 0.61})
+    model.save(tmp_path / "churn")
+    # when loaded, then the points come back
+    assert ChurnModel.load(tmp_path / "churn").operating_points == {"early_warning": 0.61}
+    # and a model.json written before operating points existed loads with none
+    metadata_file = tmp_path / "churn" / "model.json"
+    metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
+    del metadata["operating_points"]
+    metadata_file.write_text(json.dumps(metadata), encoding="utf-8")
+    assert ChurnModel.load(tmp_path / "churn").operating_points == {}
 
 
 def test_loading_an_incomplete_directory_names_the_missing_files(fitted, tmp_path):

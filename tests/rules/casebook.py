@@ -19,9 +19,19 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from rules.config import RuleSet
+
 CASES_DIR = Path(__file__).parent / "cases"
 RULE_FILES = ("tags.yaml", "transitions.yaml", "interventions.yaml")
 TRANSITIONS_FILE = "transitions.yaml"
+CASEBOOK_POINTS = {"early_warning": 0.6, "recovered": 0.3}
+"""The operating points the casebooks' p_churn values were written around: the thresholds R05
+and R07/R08 had by hand before they named the model's operating points."""
+
+
+def with_casebook_points(ruleset: RuleSet) -> RuleSet:
+    """The rules with ``@early_warning`` / ``@recovered`` resolved to ``CASEBOOK_POINTS``."""
+    return ruleset.with_operating_points(CASEBOOK_POINTS, "the casebook")
 
 
 def load_casebook(name: str) -> dict:

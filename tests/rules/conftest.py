@@ -8,7 +8,7 @@ import pytest
 
 from features.catalog import load_catalog
 from rules.config import MODEL_SCORE_COLUMNS, RuleSet, load_ruleset
-from tests.rules.casebook import copy_packaged_rules
+from tests.rules.casebook import copy_packaged_rules, with_casebook_points
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def known_features() -> list[str]:
 @pytest.fixture(scope="session")
 def ruleset(known_features) -> RuleSet:
     """The packaged rules."""
-    return load_ruleset(known_features=known_features)
+    return with_casebook_points(load_ruleset(known_features=known_features))
 
 
 @pytest.fixture

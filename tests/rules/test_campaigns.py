@@ -21,7 +21,7 @@ from rules.campaigns import (
     unreachable_triggers,
 )
 from rules.config import RulesError, load_ruleset
-from tests.rules.casebook import CASES_DIR
+from tests.rules.casebook import CASES_DIR, with_casebook_points
 
 BOOK = yaml.safe_load((CASES_DIR / "campaigns.yaml").read_text(encoding="utf-8"))
 MATCHING, INVALID = BOOK["matching"], BOOK["invalid"]
@@ -118,7 +118,7 @@ def test_a_directory_without_campaigns_loads_with_none(tmp_path, known_features)
     directory = copy_rules_with_campaigns(tmp_path / "rules")
     (directory / "campaigns.yaml").unlink()
     (directory / "behaviours.yaml").unlink()
-    ruleset = load_ruleset(directory, known_features=known_features)
+    ruleset = with_casebook_points(load_ruleset(directory, known_features=known_features))
     assert ruleset.campaigns.campaigns == () and ruleset.behaviours == ()
 
 
@@ -144,7 +144,7 @@ def test_rules_check_flags_triggers_no_rule_can_reach(
         directory,
         {"set": {"path": ["campaigns", {"id": campaign_id}, "trigger"], "value": trigger}},
     )
-    ruleset = load_ruleset(directory, known_features=known_features)
+    ruleset = with_casebook_points(load_ruleset(directory, known_features=known_features))
     # then it loads (it is valid data) but rules check names it
     problems = unreachable_triggers(ruleset)
     assert len(problems) == 1
@@ -175,7 +175,7 @@ def test_a_missing_variable_at_render_time_names_it(tmp_path, known_features):
     directory = copy_rules_with_campaigns(tmp_path / "rules")
     # an attribute of a known field is not caught by the load-time scan, but by rendering
     (directory / "templates" / "learning_digest.email.j2").write_text("{{ reasons.first }}\n")
-    ruleset = load_ruleset(directory, known_features=known_features)
+    ruleset = with_casebook_points(load_ruleset(directory, known_features=known_features))
     problems = render_problems(ruleset.campaigns)
     assert len(problems) == 1
     assert "CP_22" in problems[0] and "learning_digest.email.j2" in problems[0]

@@ -11,7 +11,7 @@ from rules.capacity import cut_to_capacity, over_capacity_rows
 from rules.config import load_ruleset
 from rules.engine import decide
 from rules.interventions import control_draw
-from tests.rules.casebook import load_casebook, scored_frame, state_frame
+from tests.rules.casebook import load_casebook, scored_frame, state_frame, with_casebook_points
 
 AUTOMATED_RETENTION = "automated retention campaign - emails and in-app messages"
 
@@ -28,7 +28,7 @@ def _with_interventions(rules_copy, known_features, **changes):
         else:
             document[key] = value
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    return load_ruleset(rules_copy, known_features=known_features)
+    return with_casebook_points(load_ruleset(rules_copy, known_features=known_features))
 
 
 def _declining_day(rows: list[tuple[str, float]]) -> tuple[pd.DataFrame, pd.DataFrame, object]:

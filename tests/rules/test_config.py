@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from rules.config import RulesError, load_ruleset
-from tests.rules.casebook import CASES_DIR
+from tests.rules.casebook import CASES_DIR, with_casebook_points
 
 INVALID_CASES = yaml.safe_load((CASES_DIR / "invalid_rules.yaml").read_text(encoding="utf-8"))[
     "cases"
@@ -49,7 +49,7 @@ def test_a_rules_directory_given_by_path_loads_like_the_packaged_one(
 ):
     # given a copy of the packaged files in another directory
     # when
-    copied = load_ruleset(rules_copy, known_features=known_features)
+    copied = with_casebook_points(load_ruleset(rules_copy, known_features=known_features))
     # then the content is the same, and the source says where it came from
     assert copied.rules == ruleset.rules
     assert copied.interventions == ruleset.interventions
@@ -141,3 +141,38 @@ def test_the_invalid_cases_cover_every_required_error_kind():
         "needs a number",
     ):
         assert fragment in messages, fragment
+
+
+def test_operating_points_resolve_to_the_models_numbers(known_features):
+    # given the packaged rules, which name @early_warning (R05) and @recovered (R07, R08)
+    raw = load_ruleset(known_features=known_features)
+    assert [(rule_id, leaf.value) for rule_id, _, leaf in raw.references] == [
+        ("R05", "@early_warning"),
+        ("R07", "@recovered"),
+        ("R08", "@recovered"),
+        ("R13", "@early_warning"),  # R13 reuses R05's condition
+    ]
+
+    # when resolved against a model's points
+    resolved = raw.with_operating_points({"early_warning": 0.42, "recovered": 0.07}, "v3")
+
+    # then the leaves hold the numbers and nothing else changed
+    assert resolved.references == []
+    assert resolved.rule("R05").condition.all[0].value == 0.42
+    assert resolved.rule("R07").condition.all[1].value == 0.07
+    assert resolved.rule("R04") == raw.rule("R04")
+
+
+def test_a_champion_without_an_operating_point_a_rule_uses_is_an_error(known_features):
+    # given the packaged rules and a champion that records only early_warning
+    raw = load_ruleset(known_features=known_features)
+
+    # when / then the error names the rule, the point, what the champion records and the way out
+    with pytest.raises(RulesError) as raised:
+        raw.with_operating_points({"early_warning": 0.4}, "models:/lstep-churn@champion (v2)")
+    assert raised.value.rule_id == "R07"
+    assert "'@recovered', which models:/lstep-churn@champion (v2) does not record" in str(
+        raised.value
+    )
+    assert "(it records: @early_warning)" in str(raised.value)
+    assert "--rules-only" in str(raised.value)

@@ -27,6 +27,7 @@ from tests.rules.casebook import (
     reorder_transitions,
     scored_frame,
     state_frame,
+    with_casebook_points,
 )
 
 CASE_FILES = ("transitions.yaml", "lifecycle.yaml", "interventions.yaml")
@@ -83,7 +84,7 @@ def reordered_ruleset(tmp_path_factory, known_features):
     """The packaged rules in precedence.yaml's other order."""
     rules_dir = copy_packaged_rules(tmp_path_factory.mktemp("reordered"))
     reorder_transitions(rules_dir, PRECEDENCE["rules_order"])
-    reordered = load_ruleset(rules_dir, known_features=known_features)
+    reordered = with_casebook_points(load_ruleset(rules_dir, known_features=known_features))
     # the loader keeps file order: otherwise these cases would test the packaged order again
     assert [rule.id for rule in reordered.rules] == PRECEDENCE["rules_order"]
     return reordered
@@ -417,7 +418,7 @@ def test_unchecked_inputs_still_refuse_an_override_that_disagrees_and_a_missing_
 
 def test_schemas_are_built_once_per_ruleset_and_day(ruleset, known_features):
     # given the packaged rules, and the same rules loaded again (another, equal object)
-    again = load_ruleset(known_features=known_features)
+    again = with_casebook_points(load_ruleset(known_features=known_features))
     day, next_day = pd.Timestamp(AS_OF), pd.Timestamp(AS_OF + timedelta(days=1))
     # when the engine's schemas are asked for twice
     # then each is built once for a ruleset (and a day), and apart for another object or day
@@ -443,3 +444,31 @@ def test_the_state_schema_of_a_day_checks_that_day_after_others_were_built(rules
     with pytest.raises(DecisionInputError, match="since must not be after as_of"):
         decide(ruleset, since_second_day, scored, days[0].date())
     assert len(decide(ruleset, since_second_day, scored, days[1].date())) == 2
+
+
+def test_unresolved_operating_points_are_refused_with_model_scores(known_features):
+    # given the packaged rules as loaded, their @early_warning and @recovered not resolved
+    raw = load_ruleset(known_features=known_features)
+    book = BOOKS["transitions.yaml"]
+
+    # when / then learners with model scores are refused, naming the rule and the point
+    with pytest.raises(ValueError, match="rule R05 names the operating point '@early_warning'"):
+        decide(raw, state_frame(book), scored_frame(book), book["as_of"])
+
+
+def test_rules_only_decides_with_unresolved_operating_points_as_with_any_threshold(
+    ruleset, known_features
+):
+    # given the transitions casebook without model scores (rules-only)
+    raw = load_ruleset(known_features=known_features)
+    book = BOOKS["transitions.yaml"]
+    scored = scored_frame(book).assign(p_churn=np.nan, p_low=np.nan, p_high=np.nan)
+    scored = scored.assign(confidence=np.nan)
+
+    # when decided by the unresolved and by the resolved rules
+    unresolved = decide(raw, state_frame(book), scored, book["as_of"])
+    resolved = decide(ruleset, state_frame(book), scored, book["as_of"])
+
+    # then the decisions are the same: a model leaf never fires without a score
+    pd.testing.assert_frame_equal(unresolved, resolved)
+    assert "R05" not in set(unresolved["rule_id"].dropna())

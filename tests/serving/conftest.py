@@ -84,12 +84,17 @@ def sqlite_store(tmp_path) -> Iterator[StateStore]:
 
 
 @pytest.fixture(scope="session")
-def workspace(tmp_path_factory, simulated_log, champion_tracking_uri, champion, ruleset):
-    """An LSTEP_HOME `lstep serve` could start on, with the session's champion."""
+def workspace(tmp_path_factory, simulated_log, champion_tracking_uri, champion):
+    """An LSTEP_HOME `lstep serve` could start on, with the session's champion.
+
+    Its batch days decide with the rules resolved against the champion's operating points, as
+    the batch job and the service load them.
+    """
+    from tests.serving.fixtures import packaged_ruleset
     from tests.serving.service_fixtures import shared_workspace
 
     return shared_workspace(
-        tmp_path_factory, simulated_log, champion_tracking_uri, champion, ruleset
+        tmp_path_factory, simulated_log, champion_tracking_uri, champion, packaged_ruleset(champion)
     )
 
 

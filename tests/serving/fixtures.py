@@ -25,6 +25,9 @@ from features.catalog import load_catalog
 from features.simulator import SimulationConfig, simulate
 from features.validation import load_valid_inputs
 from rules import MODEL_SCORE_COLUMNS, RuleSet, load_ruleset
+from serving.infra.champion import Champion
+from serving.infra.rulesets import load_rules
+from tests.rules.casebook import with_casebook_points
 
 POPULATION = SimulationConfig(customers=500, days=150, seed=5, truth_share=0.0)
 NOW = datetime(2026, 6, 15, 2, tzinfo=UTC)
@@ -131,9 +134,17 @@ def limited_ruleset(directory: Path, *, personal_outreach_per_day: int) -> RuleS
     document["capacity"]["personal_outreach_per_day"] = personal_outreach_per_day
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     known = [*load_catalog().names, *MODEL_SCORE_COLUMNS]
-    return load_ruleset(directory, known_features=known)
+    return with_casebook_points(load_ruleset(directory, known_features=known))
 
 
-def packaged_ruleset() -> RuleSet:
-    """The packaged rules, loaded the way the batch job and the service load them."""
-    return load_ruleset(None, known_features=[*load_catalog().names, *MODEL_SCORE_COLUMNS])
+def packaged_ruleset(champion: Champion | None = None) -> RuleSet:
+    """The packaged rules, loaded the way the batch job and the service load them.
+
+    With a champion, its operating points resolve the rules (``load_rules(champion=...)``);
+    without, the casebook's (``tests.rules.casebook.CASEBOOK_POINTS``: the thresholds the
+    hand-made scores of the tests were written around).
+    """
+    if champion is not None:
+        return load_rules(champion=champion)
+    loaded = load_ruleset(None, known_features=[*load_catalog().names, *MODEL_SCORE_COLUMNS])
+    return with_casebook_points(loaded)

@@ -12,10 +12,21 @@ import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from rich.console import Console
 
+from features.validation import load_valid_inputs
+from models.pyfunc import mlflow_uris
 from tests.training.simulated import foreign_copy
+from training.dataset import build_training_set
+from training.early_warning import (
+    EARLY_WARNING,
+    RECOVERED,
+    early_warning_point,
+    lead_days,
+    recovered_point,
+)
 from training.jobs import TrainJob
 from training.pipeline import train
 from training.registry import CHALLENGER, CHAMPION, current_champion
+from training.splits import split_by_time
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)
 BASELINES = ("recency", "risk_rules", "logistic")
@@ -170,3 +181,49 @@ def test_train_with_the_mlflow_store_on_postgresql(population, postgres_uri, tmp
     client = mlflow.MlflowClient(tracking_uri=postgres_uri, registry_uri=postgres_uri)
     assert client.get_run(result.run_id).data.metrics["test.model.pr_auc"] > 0
     assert str(current_champion(client, "lstep-churn").version) == result.model_version
+
+
+def test_the_early_warning_is_measured_printed_logged_and_tagged(trained_twice):
+    # given the first run
+    uri, first, _, printed = trained_twice
+    early = first.evaluation.early_warning
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    # then the model and every baseline have N = 7/14/21 rows at their own thresholds
+    for scorer in ("model", *BASELINES):
+        assert [days for (name, days) in early.table.index if name == scorer] == [7, 14, 21]
+    # and the table and the plain verdict were printed, the metrics logged
+    assert "Early warning" in printed and "85% precision 14+ days ahead is" in printed
+    metrics = client.get_run(first.run_id).data.metrics
+    assert metrics["early_warning.model.14d.precision"] == pytest.approx(
+        early.table.loc[("model", 14), "precision"]
+    )
+    # and the version's tags hold the operating points the model carries
+    version = client.get_model_version("lstep-churn", first.model_version)
+    for name, point in early.operating_points.items():
+        tagged = float(version.tags[f"lstep.operating_point.{name}"])
+        assert tagged == pytest.approx(point.threshold, abs=1e-6)
+
+
+def test_operating_points_reproduce_from_the_calibration_slice(trained_twice, population):
+    # given the registered first version, loaded as serving loads a model
+    uri, first, _, _ = trained_twice
+    with mlflow_uris(uri):
+        loaded = mlflow.pyfunc.load_model(f"models:/lstep-churn/{first.model_version}")
+    model = loaded.unwrap_python_model().churn_model
+
+    # when the calibration slice is rebuilt from the same log and the points chosen again
+    job = TrainJob(events=population.events, customers=population.customers)
+    events, customers = load_valid_inputs(job.events, job.customers, now=NOW)
+    data = build_training_set(
+        events, customers, horizon_days=job.horizon_days, every_days=job.every_days
+    )
+    calibration = split_by_time(data.frame, horizon_days=job.horizon_days).calibration.frame
+    p_churn = model.predict(calibration)["p_churn"].to_numpy()
+    lead = lead_days(calibration, events, observed_until=data.observed_until)
+    healthy = calibration["risk_indicator_count"].to_numpy() == 0
+
+    # then they are the thresholds the model carries
+    assert model.operating_points[EARLY_WARNING] == early_warning_point(lead, p_churn).threshold
+    recovered = recovered_point(calibration["churned"], p_churn, healthy)
+    assert model.operating_points[RECOVERED] == recovered.threshold

@@ -21,6 +21,7 @@ from training.registry import (
     SliceScore,
     current_champion,
     decide,
+    early_warning_recall,
     pr_auc_gain,
     promote,
     register_decision,
@@ -48,6 +49,9 @@ REAL_GAIN = (0.01, 0.004)
         ((0.60, 0.01), (0.60, 0.02), (0.0, -0.01), CHALLENGER, "not higher"),
         ((0.59, 0.01), (0.60, 0.02), (-0.01, -0.02), CHALLENGER, "not higher"),
         ((0.70, 0.03), (0.60, 0.02), (0.10, 0.05), CHALLENGER, "ECE 0.0300 is worse"),
+        ((0.61, 0.02, 0.47), (0.60, 0.02, 0.50), REAL_GAIN, CHALLENGER, "loses early-warning"),
+        ((0.61, 0.02, 0.49), (0.60, 0.02, 0.50), REAL_GAIN, CHAMPION, "recall (14+ days"),
+        ((0.61, 0.02, 0.40), (0.60, 0.02), REAL_GAIN, CHAMPION, "recall not compared"),
     ],
 )
 def test_decide(new, champion, gain, alias, reason):
@@ -62,6 +66,20 @@ def test_decide(new, champion, gain, alias, reason):
     # then
     assert decided == alias
     assert reason in why
+
+
+def test_early_warning_recall_is_at_the_versions_own_recorded_threshold():
+    # given leads of 20 (targets), 40 (not) and 5 (late) days and two versions' scores
+    lead = np.array([20, 20, 20, 20, 40, 5])
+    p = np.array([0.9, 0.7, 0.5, 0.3, 0.8, 0.9])
+
+    # when each is flagged at its own early_warning threshold
+    strict = early_warning_recall(lead, p, {"early_warning": 0.75})
+    loose = early_warning_recall(lead, p, {"early_warning": 0.4})
+
+    # then recall counts the 14+ day targets only, and a version without the point has none
+    assert (strict, loose) == (0.25, 0.75)
+    assert early_warning_recall(lead, p, {}) is None
 
 
 def test_a_gain_within_noise_says_how_far_its_interval_reaches():

@@ -212,7 +212,7 @@ def test_the_report_page_is_served_read_only_and_opens_in_chromium(
     # when the report of the snapshot day is written
     with workspace.open_store() as store:
         inputs = ReportInputs(
-            champion, packaged_ruleset(), simulated_log.events, simulated_log.customers
+            champion, packaged_ruleset(champion), simulated_log.events, simulated_log.customers
         )
         write_report(store, workspace.settings, as_of=SNAPSHOT_DAY, inputs=inputs)
     # then the service serves it, and it opens in Chromium with its KPI table and a learner

@@ -146,6 +146,11 @@ def test_report_has_every_section_embeds_its_images_and_loads_nothing(report_wor
     assert not re.search(r'(src|href)="(https?:)?//', html)
     assert html.count("<tr data-kpi=") == 6
     assert f"Champion v{champion.version}" in html and "recency" in html
+    # and the early warning: N = 7/14/21 per scorer, the plain verdict, the named points
+    early_rows = re.search(r'id="early-warning-table">(.*?)</table>', html, re.S).group(1)
+    assert re.findall(r"<tr><td>model</td><td>(\d+)</td>", early_rows) == ["7", "14", "21"]
+    assert "85% precision 14+ days ahead is" in html
+    assert "@early_warning:" in html and "@recovered:" in html
     assert latest_report_html(ws.settings.reports_path) == html
 
 

@@ -122,11 +122,32 @@ def test_missing_file_is_one_readable_line(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_rules_check_prints_the_mermaid_graph():
+def test_rules_check_prints_the_mermaid_graph(lstep_home):
     result = runner.invoke(app, ["rules", "check"])
     assert result.exit_code == 0, result.output
     assert "rules OK: 16 rules, 6 tags" in result.output
     assert "ST_004 -->" in result.output
+    # and, without a champion, the operating points the rules name are unresolved
+    assert "no champion" in result.output
+    assert "R05 condition.all[0]: p_churn >= @early_warning = unresolved" in result.output
+
+
+def test_rules_check_prints_the_champions_operating_points(
+    lstep_home, monkeypatch, champion_tracking_uri, champion
+):
+    # given a registry whose champion carries operating points
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", champion_tracking_uri)
+    points = champion.model.operating_points
+
+    # when the rules are checked
+    result = runner.invoke(app, ["rules", "check"])
+
+    # then each rule leaf naming one shows the champion's value
+    assert result.exit_code == 0, result.output
+    assert f"(v{champion.version})" in result.output
+    early, recovered = points["early_warning"], points["recovered"]
+    assert f"R05 condition.all[0]: p_churn >= @early_warning = {early:.4f}" in result.output
+    assert f"R07 condition.all[1]: p_churn <= @recovered = {recovered:.4f}" in result.output
 
 
 def test_score_without_a_champion_says_what_to_do(population, lstep_home):

@@ -26,6 +26,7 @@ from serving.core.problems import Invalid, Unavailable
 from serving.core.records import rule_wording
 from serving.infra.store import ApplyRefused, StateStore
 from serving.infra.tables import Base
+from tests.rules.casebook import with_casebook_points
 from tests.serving.batches import (
     FIRST_DAY,
     apply,
@@ -112,8 +113,10 @@ def test_decision_columns_are_the_rules_engines():
 @pytest.fixture(scope="module")
 def ruleset() -> rules.RuleSet:
     """The packaged rules, as the batch job loads them."""
-    return rules.load_ruleset(
-        known_features=[*load_catalog().names, *sorted(rules.MODEL_SCORE_COLUMNS)]
+    return with_casebook_points(
+        rules.load_ruleset(
+            known_features=[*load_catalog().names, *sorted(rules.MODEL_SCORE_COLUMNS)]
+        )
     )
 
 
