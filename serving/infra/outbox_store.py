@@ -87,6 +87,9 @@ class OutboxMixin:
     def _retire_scores(self, as_of: date, run_ids: Iterable[str | None]) -> None:
         raise NotImplementedError  # StateStore's
 
+    def _discard_scores(self, as_of: date, run_id: str) -> None:
+        raise NotImplementedError  # StateStore's
+
     def _mark_failed(self, as_of: date, error: Exception) -> None:
         raise NotImplementedError  # StateStore's
 
@@ -119,7 +122,7 @@ class OutboxMixin:
                 record, replaced = self._write_batch(conn, batch, checked, rows)
                 record = self._write_messages(conn, batch, messages, cancels, record)
         except Exception as error:
-            self._retire_scores(as_of, [run_id])
+            self._discard_scores(as_of, run_id)
             self._mark_failed(as_of, error)
             raise
         lost = run_id if record.run_id != run_id else None  # another process did the day

@@ -76,7 +76,7 @@ from serving.core.planning import (
     run_summary,
     transition_rows,
 )
-from serving.core.problems import ApplyRefused
+from serving.core.problems import ApplyRefused, Unavailable
 from serving.infra.outbox_store import OutboxMixin
 from serving.infra.score_files import SCORES_SUBDIR, remove_files, score_file, write_scores
 from serving.infra.sql import (
@@ -367,6 +367,23 @@ class StateStore(ReadsMixin, OutboxMixin):
         """The run's scores file, before its transaction (nothing without a scores directory)."""
         if self.scores_dir is not None:
             write_scores(self.scores_dir, batch.as_of, batch.run_id, rows)
+
+    def _discard_scores(self, as_of: date, run_id: str) -> None:
+        """Remove a failed run's file, unless its run id is the day's completed one (another
+        process of the same run id did the day: the file is that day's)."""
+        if self.scores_dir is None:
+            return
+        try:
+            with self._connect() as conn:
+                completed = conn.execute(
+                    select(BatchRun.run_id).where(
+                        BatchRun.as_of == as_of, BatchRun.status == "completed"
+                    )
+                ).scalar_one_or_none()
+        except Unavailable:
+            return  # the store cannot tell: a leftover file is harmless, a lost day is not
+        if completed != run_id:
+            self._retire_scores(as_of, [run_id])
 
     def _retire_scores(self, as_of: date, run_ids: Iterable[str | None]) -> None:
         """Remove the files of runs no reader will see (replaced, lost or failed), by name."""

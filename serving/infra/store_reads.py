@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, exists, select
 
 from serving.core.frames import (
     OVERRIDES_SCHEMA,
@@ -197,20 +197,21 @@ class ReadsMixin:
         Raises:
             Unavailable: a day's run recorded scores, but neither a file nor SQL holds them.
         """
-        runs = select(BatchRun.as_of, BatchRun.run_id, BatchRun.summary).where(
+        # One index seek per day (a DISTINCT over the scores table would scan all its rows).
+        in_sql = exists().where(Score.as_of == BatchRun.as_of)
+        runs = select(BatchRun.as_of, BatchRun.run_id, BatchRun.summary, in_sql).where(
             BatchRun.status == "completed"
         )
         if as_of is not None:
             runs = runs.where(BatchRun.as_of == as_of)
         with self._connect() as conn:
             completed = conn.execute(runs.order_by(BatchRun.as_of)).all()
-            in_sql = set(conn.execute(select(Score.as_of).distinct()).scalars())
         files, sql_days = [], []
-        for day, run_id, summary in completed:
+        for day, run_id, summary, day_in_sql in completed:
             path = None if self.scores_dir is None else score_file(self.scores_dir, day, run_id)
             if path is not None and path.exists():
                 files.append((day, path))
-            elif day in in_sql:
+            elif day_in_sql:
                 sql_days.append(day)
             elif (summary or {}).get("scores", 0):
                 raise Unavailable(_missing_scores(day, run_id, path))

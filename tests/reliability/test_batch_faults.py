@@ -119,6 +119,9 @@ def test_three_runs_of_the_same_day_at_once_make_one_day(
         child.join(timeout=180)
     # then all succeed, the day is made once, and no temporary file is left
     assert [child.exitcode for child in children] == [0, 0, 0]
-    with StateStore(store_url) as store:
+    with StateStore(store_url, scores_dir=data_dir / "scores") as store:
         assert_same(contents(store), reference)
     assert not list((data_dir / "features").glob(".*.partial"))
+    assert [path.name for path in (data_dir / "scores" / f"as_of={DAY2}").iterdir()] == [
+        f"run-{DAY2}-None.parquet"
+    ]

@@ -142,6 +142,25 @@ def test_a_replace_that_fails_leaves_the_day_and_its_file(parquet_store, scores_
     assert not score_file(scores_dir, DAY2, "new").exists()
 
 
+def test_a_failed_attempt_under_the_completed_runs_id_keeps_the_days_file(
+    parquet_store, scores_dir, monkeypatch
+):
+    # Given day 1 completed by run r1, and a second process of r1 that claimed the day before
+    # the first committed (three at once do that) and then fails inside its transaction
+    apply(parquet_store, DAY1, FIRST_DAY, run_id="r1")
+    monkeypatch.setattr(parquet_store, "_claim_run", lambda batch: None)
+
+    def failing_write(*args):
+        raise RuntimeError("connection lost")
+
+    monkeypatch.setattr(parquet_store, "_write_batch", failing_write)
+    # When it fails, Then the completed day's file is still there and read
+    with pytest.raises(RuntimeError, match="connection lost"):
+        apply(parquet_store, DAY1, FIRST_DAY, run_id="r1")
+    assert score_file(scores_dir, DAY1, "r1").exists()
+    assert len(parquet_store.scores_frame(DAY1)) == 3
+
+
 def test_a_file_of_a_run_that_never_completed_is_not_read(parquet_store, scores_dir):
     # Given day 1 completed by run r1, and beside its file one of a run that never committed
     apply(parquet_store, DAY1, FIRST_DAY, run_id="r1")
