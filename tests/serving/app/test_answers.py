@@ -26,6 +26,7 @@ from serving.core.state import state_row, state_rows_of
 from serving.infra.answers_file import answers_path, build_lock
 from serving.infra.snapshots import latest_feature_snapshot
 from tests.serving.batches import at, decisions, set_override
+from tests.serving.fixtures import packaged_ruleset
 from tests.serving.service_fixtures import SNAPSHOT_DAY
 
 
@@ -286,9 +287,10 @@ def test_state_rows_from_the_store_and_from_the_frame_compare_equal(sqlite_store
 # --- the answers file: written by the batch, memory-mapped by the service -------------------------
 
 
-def test_the_batch_writes_the_answers_file_the_service_maps(workspace, day, champion, ruleset):
+def test_the_batch_writes_the_answers_file_the_service_maps(workspace, day, champion):
     # given the workspace whose batch job ran the snapshot day (it wrote the answers file)
     as_of, features, state = day
+    ruleset = packaged_ruleset(champion)  # resolved on the champion, as the batch and service do
     data_dir = workspace.settings.data_path
     # (and removed the day before's: only the latest day is served). A rules-only service
     # started on this shared workspace by another test may have built its own file of the day.
