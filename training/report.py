@@ -88,16 +88,21 @@ def early_warning_caption(early: EarlyWarning) -> str:
     return text
 
 
-def early_warning_table(early: EarlyWarning, *, title: str = "Early warning") -> Table:
-    """The early-warning table (scorer x N = 7/14/21) for the terminal."""
-    table = Table(
-        title=f"{title}: is churn flagged N days before ST_006?",
+def _compact_table(title: str) -> Table:
+    """The terminal tables' common look: left title, one rule under the header, tight cells."""
+    return Table(
+        title=title,
         title_justify="left",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         padding=(0, 1),
         collapse_padding=True,
     )
+
+
+def early_warning_table(early: EarlyWarning, *, title: str = "Early warning") -> Table:
+    """The early-warning table (scorer x N = 7/14/21) for the terminal."""
+    table = _compact_table(f"{title}: is churn flagged N days before ST_006?")
     table.add_column("scorer", style="bold", no_wrap=True)
     table.add_column("N", justify="right")
     for header in ("thr", "prec", "recall", "acc", "caught", "lead q1/q2/q3"):
@@ -132,14 +137,7 @@ def operating_points_markdown(points: Mapping[str, OperatingPoint]) -> str:
 
 def comparison_table(evaluation: Evaluation, *, title: str = "Test slice") -> Table:
     """The model vs baselines (vs oracle) table, with a model/oracle ratio row when available."""
-    table = Table(
-        title=f"{title}: {evaluation.rows} rows",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        padding=(0, 1),
-        collapse_padding=True,
-    )
+    table = _compact_table(f"{title}: {evaluation.rows} rows")
     table.add_column("scorer", style="bold", no_wrap=True)
     for header in SHORT_HEADERS.values():
         table.add_column(header, justify="right", no_wrap=True)

@@ -53,20 +53,21 @@ def test_comparison_table_lists_scorers_and_the_oracle_ratio(evaluation):
     assert "1234 rows" in text
 
 
-def test_model_card_has_every_section(evaluation):
-    # given the pieces of a run
-    tuning = TuningResult({}, 120, 0.7, "pr_auc", 3, 5, 2, 12.0)
-    data = {"data.horizon_days": 30, "data.every_days": 7, "data.label_source": "computed"}
-
-    # when the card is written
-    card = model_card(
+def _card(evaluation, feature_names: list[str]) -> str:
+    """The model card of a run with fixed tuning, data and split pieces."""
+    return model_card(
         model_name="lstep-churn v3 (champion)",
-        data=data,
+        data={"data.horizon_days": 30, "data.every_days": 7, "data.label_source": "computed"},
         split={"split.test.rows": 1234},
-        tuning=tuning,
+        tuning=TuningResult({}, 120, 0.7, "pr_auc", 3, 5, 2, 12.0),
         evaluation=evaluation,
-        feature_names=["days_since_last_event", "active_days_7d"],
+        feature_names=feature_names,
     )
+
+
+def test_model_card_has_every_section(evaluation):
+    # given the pieces of a run, when the card is written
+    card = _card(evaluation, ["days_since_last_event", "active_days_7d"])
 
     # then it names the window, the label rule, the features, the metrics and the baselines
     for section in ("## Data window", "## Label", "## Features (2)", "## Metrics", "## Baselines"):
@@ -120,18 +121,8 @@ def test_early_warning_table_says_plainly_whether_the_claim_is_reached(early):
 def test_model_card_defines_the_claim_and_lists_the_operating_points(evaluation, early):
     # given an evaluation with the early warning
     with_early = dataclasses.replace(evaluation, early_warning=early)
-    tuning = TuningResult({}, 120, 0.7, "pr_auc", 3, 5, 2, 12.0)
-    data = {"data.horizon_days": 30, "data.every_days": 7, "data.label_source": "computed"}
-
     # when the card is written
-    card = model_card(
-        model_name="lstep-churn v3 (champion)",
-        data=data,
-        split={"split.test.rows": 1234},
-        tuning=tuning,
-        evaluation=with_early,
-        feature_names=["days_since_last_event"],
-    )
+    card = _card(with_early, ["days_since_last_event"])
 
     # then it defines the claim, shows the table, the verdict and both named points
     assert "## Early warning" in card and "## Operating points" in card
