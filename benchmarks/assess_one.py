@@ -100,7 +100,8 @@ def main() -> None:
 def _measure(settings: Settings, store: StateStore, repeats: int) -> dict[str, np.ndarray]:
     """Each step's times for one learner of the day after the batch day."""
     data = LearnerData.open(settings.data_path)
-    champion, ruleset = load_champion(settings.tracking_uri), load_rules()
+    champion = load_champion(settings.tracking_uri)
+    ruleset = load_rules(champion=champion)
     as_of = store.latest_batch_day() + timedelta(days=1)
     now = datetime.now(UTC)
     features = {}

@@ -172,7 +172,7 @@ def _batch_day(
     disable_telemetry()
     started = time.perf_counter()
     champion = load_champion(tracking_uri)
-    ruleset = load_rules()
+    ruleset = load_rules(champion=champion)  # its operating points resolve the rules' @names
     loading = time.perf_counter() - started
     inputs = BatchInputs(
         events=f"{population}/events.parquet",

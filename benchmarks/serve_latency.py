@@ -161,8 +161,9 @@ def _build(settings: Settings, config: SimulationConfig, as_of: date, console: C
         train(job, tracking_uri=settings.tracking_uri, now=now, console=Console(quiet=True))
     inputs = BatchInputs(events=data / "events.parquet", customers=data / "customers.parquet")
     with console.status("running the batch job"), StateStore.from_settings(settings) as store:
+        champion = load_champion(settings.tracking_uri)
         context = BatchContext(
-            store=store, champion=load_champion(settings.tracking_uri), ruleset=load_rules(),
+            store=store, champion=champion, ruleset=load_rules(champion=champion),
             run_id=f"bench-{as_of}", now=now, data_dir=data,
         )  # fmt: skip
         run_day(as_of, inputs, context)
@@ -178,9 +179,10 @@ def _ensure_answers(settings: Settings, console: Console) -> None:
     from serving.infra.store import StateStore
 
     with console.status("the day's answers file"), StateStore.from_settings(settings) as store:
+        champion = load_champion(settings.tracking_uri)
         load_day_answers(
-            settings.data_path, champion=load_champion(settings.tracking_uri),
-            ruleset=load_rules(), store=store,
+            settings.data_path, champion=champion, ruleset=load_rules(champion=champion),
+            store=store,
         )  # fmt: skip
 
 
@@ -232,8 +234,8 @@ def _synthesise(base: Workspace, settings: Settings, learners: int) -> None:
     with StateStore.from_settings(settings) as store:
         state = store.state_frame(base.as_of)  # empty: every learner new
     write_day_answers(
-        data, features, scores, ruleset=load_rules(), state=state, as_of=base.as_of,
-        model_version=champion.version,
+        data, features, scores, ruleset=load_rules(champion=champion), state=state,
+        as_of=base.as_of, model_version=champion.version,
     )  # fmt: skip
 
 
