@@ -138,6 +138,10 @@ class AssessedDay:
     write_outputs: Callable[[], None] | None = None
 
 
+Stage = Callable[[str], AbstractContextManager[None]]
+"""Times a named stage of the day: ``with stage("features"): ...``."""
+
+
 class DayStep(Protocol):
     """Learners -> features -> score -> decide of one day: the part an engine runs.
 
@@ -151,7 +155,7 @@ class DayStep(Protocol):
         inputs: BatchInputs,
         context: BatchContext,
         state: pd.DataFrame,
-        stage: Callable[[str], AbstractContextManager[None]],
+        stage: Stage,
     ) -> AssessedDay:
         """Assess the learners of ``as_of`` given their stored ``state``, timing ``stage``s."""
         ...
@@ -254,7 +258,7 @@ def duckdb_step(
     inputs: BatchInputs,
     context: BatchContext,
     state: pd.DataFrame,
-    stage: Callable[[str], AbstractContextManager[None]],
+    stage: Stage,
 ) -> AssessedDay:
     """The embedded engine: validation, learners and features in DuckDB, ``assess`` in pandas.
 
@@ -469,6 +473,7 @@ __all__ = [
     "BatchProgress",
     "CampaignPlanner",
     "DayStep",
+    "Stage",
     "catalogue_planner",
     "duckdb_step",
     "plan_day_campaigns",

@@ -25,8 +25,8 @@ pyspark is imported lazily: the DuckDB path never pays for it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -39,7 +39,7 @@ from features.windows import frame_dtypes, naive_utc
 from models.churn import PREDICTION_COLUMNS
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity
 from rules.engine import codes_of, decision_order
-from serving.app.batch import AssessedDay, BatchContext, BatchInputs, spine_of
+from serving.app.batch import AssessedDay, BatchContext, BatchInputs, Stage, spine_of
 from serving.app.summary import is_in
 from serving.core.assess import Assessment, decide_learners
 from serving.core.problems import Invalid, NotFound
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkFrame
     from pyspark.sql import SparkSession
 
-Stage = Callable[[str], AbstractContextManager[None]]
 SCORES_STRUCT = "_scores"
 """The column the UDF's struct of predictions lands in before it is flattened."""
 DECISION_TYPES: dict[str, str] = {
