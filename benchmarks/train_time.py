@@ -1,5 +1,9 @@
 """Benchmark: seconds per stage of ``lstep train`` on 20k learners x 240 days with 30 Optuna trials.
 
+After the timings it prints what the time bought, at that size: the model's test-slice figures,
+model/oracle (the simulator's true probabilities) and the brief's claim, "85% precision 14+ days
+ahead" (``training.early_warning``), reached or not.
+
 Target (issue 3): the whole training of 20k learners x 240 days with 30 trials <= 10 minutes on 2
 cores; a run with other sizes prints its time, not a verdict. The simulated population is cached
 under ``benchmarks/.cache`` (git-ignored, keyed by the simulator's code version) so that reruns time
@@ -22,6 +26,8 @@ from rich.table import Table
 from targets import simulation_dir, verdict
 
 from features.simulator import SimulationConfig, simulate
+from training.early_warning import CLAIM_LEAD_DAYS
+from training.evaluate import Evaluation
 from training.jobs import TrainJob
 from training.pipeline import train
 
@@ -80,6 +86,26 @@ def _report(
     console.print(table)
 
 
+def _quality(console: Console, evaluation: Evaluation, size: str) -> None:
+    """The model's headline figures, model/oracle and the claim's verdict at this size."""
+    model = evaluation.table.loc["model"]
+    ratio = evaluation.ratios.get("roc_auc", float("nan"))
+    console.print(
+        f"quality at {size}: ROC-AUC {model['roc_auc']:.3f} (model/oracle {ratio:.3f}), "
+        f"PR-AUC {model['pr_auc']:.3f}, recall @ precision 0.85 "
+        f"{model['recall_at_precision_85']:.3f} on {evaluation.rows:,} test rows"
+    )
+    early = evaluation.early_warning
+    if early is None or "model" not in early.points:
+        console.print("the early-warning claim was not measured (no calibration slice)")
+        return
+    row = early.table.loc[("model", CLAIM_LEAD_DAYS)]
+    console.print(
+        f"early warning {CLAIM_LEAD_DAYS} d: precision {row['precision']:.3f}, "
+        f"recall {row['recall']:.3f}; {early.claim('model')}"
+    )
+
+
 def main() -> None:
     """Simulate (or reuse) the population, train once, print seconds per stage."""
     arguments = _arguments()
@@ -110,7 +136,9 @@ def main() -> None:
         wall = time.perf_counter() - started
     stages = {"simulate (not in train)": simulate_seconds, **result.stage_seconds}
     console.print(f"rows: {result.data['data.rows']:,}; split: {result.split}")
-    _report(console, stages, wall, _size(arguments.customers, arguments.days, arguments.trials))
+    size = _size(arguments.customers, arguments.days, arguments.trials)
+    _report(console, stages, wall, size)
+    _quality(console, result.evaluation, size)
 
 
 if __name__ == "__main__":
