@@ -1,7 +1,7 @@
 """Benchmark: the whole daily batch run for N learners over their 30-day window.
 
     .venv/bin/python benchmarks/batch_scale.py --customers 1000000 [--days 60] [--seed 7]
-        [--engine duckdb|spark|both] [--history 1]
+        [--engine duckdb|spark|both] [--history 1] [--profile FILE]
 
 Data: the simulation of ``benchmarks/features_scale.py``
 (``benchmarks/.cache/sim-{N}x{D}-s{seed}-code{version}``), simulated here when absent. The
@@ -160,9 +160,16 @@ def _champion_store() -> str:
 
 
 def _batch_day(
-    population: str, state_url: str, tracking_uri: str, as_of: date, run_id: str, engine: str
+    population: str,
+    state_url: str,
+    tracking_uri: str,
+    as_of: date,
+    run_id: str,
+    engine: str,
+    profile: str | None = None,
 ) -> dict:
-    """One ``run_day`` over the parquet files, as ``lstep score`` runs it."""
+    """One ``run_day`` over the parquet files, as ``lstep score`` runs it (under cProfile,
+    its stats dumped to ``profile``, when that is given)."""
     from serving.app.batch import BatchContext, BatchInputs, run_day
     from serving.infra.champion import load_champion
     from serving.infra.rulesets import load_rules
@@ -189,7 +196,8 @@ def _batch_day(
         if step is not None:
             step.output_dir = data_dir / "spark"
             loading = time.perf_counter() - started  # the session's start counts as loading
-        result = run_day(as_of, inputs, context)
+        with _profiled(profile):
+            result = run_day(as_of, inputs, context)
         jvm_gib = _jvm_peak_gib(step)
     return {
         "stages": {"load champion + rules": loading, **result.stage_seconds},
@@ -198,6 +206,23 @@ def _batch_day(
         "transitions": result.transitions,
         "peak_rss_gib": _peak_rss_gib() + jvm_gib,
     }
+
+
+@contextmanager
+def _profiled(path: str | None):
+    """cProfile around the block, its stats dumped to ``path`` (nothing when None)."""
+    if path is None:
+        yield
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        profiler.dump_stats(path)
 
 
 @contextmanager
@@ -291,10 +316,16 @@ def _print_day(name: str, day: dict) -> None:
 
 
 def _two_days(
-    engine: str, scratch: Path, population: Path, tracking_uri: str, end: date, history: int
+    engine: str,
+    scratch: Path,
+    population: Path,
+    tracking_uri: str,
+    end: date,
+    args: argparse.Namespace,
 ) -> tuple[dict, dict]:
     """Day 1 (first load), the unmeasured days between (``history`` > 1) and the measured day
     of one engine in a fresh store: the first and the measured day's figures."""
+    history = args.history
     scratch.mkdir(parents=True)
     state_url = f"sqlite:///{scratch / 'state.db'}"
     inputs = (str(population), state_url, tracking_uri)
@@ -310,10 +341,13 @@ def _two_days(
             f"{_planned_on(state_url, day):,} messages planned"
         )
     _mark_due_sent(state_url, end - timedelta(days=1))
-    day = _in_child(_batch_day, *inputs, end, "d2", engine)
+    profile = None if args.profile is None else f"{args.profile}.{engine}"
+    day = _in_child(_batch_day, *inputs, end, "d2", engine, profile)
     label = "measured" if history == 1 else "measured, steady"
     _print_day(f"[{engine}] day {history + 1} ({end}, {label})  ", day)
     print(f"    {_planned_on(state_url, end):,} campaign messages planned")
+    if profile is not None:
+        print(f"    cProfile of the measured day: {profile} (python -m pstats {profile})")
     return first, day
 
 
@@ -395,6 +429,11 @@ def main() -> None:
         default=1,
         help="days from the first load to the measured day (1: the day after; more: a steady day)",
     )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run the measured day under cProfile, stats to FILE.<engine> (times grow ~1.5x)",
+    )
     args = parser.parse_args()
     if args.history < 1:
         parser.error(f"--history must be at least 1, got {args.history}")
@@ -408,7 +447,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lstep-batch-scale-") as scratch:
         for engine in engines:
             steady[engine] = _two_days(
-                engine, Path(scratch) / engine, population, tracking_uri, end, args.history
+                engine, Path(scratch) / engine, population, tracking_uri, end, args
             )
         snapshot = Path(scratch) / engines[0] / "data" / "features" / f"as_of={end}.parquet"
         floor = _in_child(_floor, str(population), tracking_uri, str(snapshot), end)

@@ -89,10 +89,11 @@ def _report(
 def _quality(console: Console, evaluation: Evaluation, size: str) -> None:
     """The model's headline figures, model/oracle and the claim's verdict at this size."""
     model = evaluation.table.loc["model"]
-    ratio = evaluation.ratios.get("roc_auc", float("nan"))
+    ratios = {name: evaluation.ratios.get(name, float("nan")) for name in ("roc_auc", "pr_auc")}
     console.print(
-        f"quality at {size}: ROC-AUC {model['roc_auc']:.3f} (model/oracle {ratio:.3f}), "
-        f"PR-AUC {model['pr_auc']:.3f}, recall @ precision 0.85 "
+        f"quality at {size}: ROC-AUC {model['roc_auc']:.3f} (model/oracle "
+        f"{ratios['roc_auc']:.3f}), PR-AUC {model['pr_auc']:.3f} (model/oracle "
+        f"{ratios['pr_auc']:.3f}), recall @ precision 0.85 "
         f"{model['recall_at_precision_85']:.3f} on {evaluation.rows:,} test rows"
     )
     early = evaluation.early_warning

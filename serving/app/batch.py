@@ -69,7 +69,10 @@ STAGES: dict[str, str] = {
     "features": "build features",
     "score": "score with the champion",
     "decide": "apply the rules",
-    "write": "write to the state store",
+    "snapshot": "write the feature snapshot",
+    "plan": "plan campaign messages",
+    "write": "commit the day to the state store",
+    "answers": "write the service's answers",
     "summary": "summarise",
 }
 
@@ -239,8 +242,7 @@ def run_day(
     step = context.step or duckdb_step
     day = step(as_of, inputs, context, state, timer)
     assessment, features = day.assessment, day.assessment.features
-    with timer("write"):
-        run, snapshot = (None, None) if dry_run else _write(context, day, replace)
+    run, snapshot = (None, None) if dry_run else _write(context, day, replace, timer)
     with timer("summary"):
         stored = _stored_tags(context.store, run)
         summary = summarise(assessment, state, run, stored, context.top)
@@ -417,30 +419,37 @@ def spine_of(eligible: pd.DataFrame, state: pd.DataFrame, as_of: date) -> pd.Dat
     return spine.sort_values("customer_id", ignore_index=True)
 
 
-def _write(context: BatchContext, day: AssessedDay, replace: bool) -> tuple[RunRecord, Path | None]:
+def _write(
+    context: BatchContext, day: AssessedDay, replace: bool, stage: Stage
+) -> tuple[RunRecord, Path | None]:
     """Write the day's feature snapshot (and the engine's own files), then commit the day.
 
     The snapshot comes first: features are a function of the log alone, so a snapshot whose
     commit never came is the one a rerun writes again, while a committed day always has its
     snapshot (a crash between the two used to leave a completed day without one, for good).
+    Each part is its own stage, so a slow day says which part was slow.
     """
     assessment, snapshot = day.assessment, None
-    if day.write_outputs is not None:
-        day.write_outputs()
-    if context.data_dir is not None:
-        snapshot = write_feature_snapshot(
-            assessment.features, Path(context.data_dir), assessment.as_of
-        )
-    planner = context.planner or catalogue_planner(context.ruleset)
-    plan = plan_day_campaigns(assessment, context.store, planner if context.campaigns else None)
+    with stage("snapshot"):
+        if day.write_outputs is not None:
+            day.write_outputs()
+        if context.data_dir is not None:
+            snapshot = write_feature_snapshot(
+                assessment.features, Path(context.data_dir), assessment.as_of
+            )
+    with stage("plan"):
+        planner = context.planner or catalogue_planner(context.ruleset)
+        plan = plan_day_campaigns(assessment, context.store, planner if context.campaigns else None)
     batch_day = BatchDay(
         assessment.as_of, context.run_id, assessment.model_version, assessment.rules_only,
         context.now, replace,
     )  # fmt: skip
     scores = None if assessment.rules_only else assessment.scores
-    run = context.store.apply_day(batch_day, assessment.decisions, scores, plan)
-    if context.data_dir is not None:
-        _write_answers(context, assessment)
+    with stage("write"):
+        run = context.store.apply_day(batch_day, assessment.decisions, scores, plan)
+    with stage("answers"):
+        if context.data_dir is not None:
+            _write_answers(context, assessment)
     return run, snapshot
 
 

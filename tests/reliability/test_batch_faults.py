@@ -20,8 +20,8 @@ from tests.reliability.batch_child import run_rules_only_day
 from tests.serving.fixtures import FIRST_DAY
 
 DAY2 = FIRST_DAY + timedelta(days=1)
-BEFORE_COMMIT = ("inputs", "learners", "features", "score", "decide", "write")
-AFTER_COMMIT = ("summary",)
+BEFORE_COMMIT = ("inputs", "learners", "features", "score", "decide", "snapshot", "plan", "write")
+AFTER_COMMIT = ("answers", "summary")
 
 
 @pytest.fixture(scope="module")
