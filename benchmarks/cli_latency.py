@@ -9,7 +9,8 @@ batch day under 2.5 s. Wall time depends on the machine's load (2 shared cores h
 run's CPU time (user + system, from ``getrusage`` of the children) is printed beside it: on a busy
 machine it is the steadier figure. Both depend on whether Python finds compiled bytecode
 (``PYTHONDONTWRITEBYTECODE=1`` with no ``.pyc`` yet makes every run compile what it imports).
-Set ``PYTHONPATH`` to another checkout to time its code with the same environment.
+To time another checkout's code on the same workspace, run this file with that checkout's
+``.venv/bin/python`` (``PYTHONPATH`` does not do it: the editable install's finder comes first).
 
     .venv/bin/python benchmarks/cli_latency.py [--home DIR] [--repeat 5] [--customer ID]
 """

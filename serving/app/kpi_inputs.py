@@ -100,12 +100,13 @@ def _read_snapshots(
 
 @dataclass(frozen=True)
 class StoredEvents:
-    """The event store's parquet file, read only for the learners the KPIs label.
+    """The event store's parquet file, read only for the rows the KPIs' labels read.
 
-    The labels of automation accuracy need the events of the learners moved to ST_004, a
-    fraction of the log: validating those rows alone (against the same contract) spares
-    ``lstep kpis`` a validation of the whole log on every call. The log's last event, which
-    dates how far the labels are complete, is the whole file's.
+    The labels of automation accuracy need the events of the learners moved to ST_004 whose
+    label window is complete, within those windows: a fraction of the log. Validating those
+    rows alone (against the same contract) spares ``lstep kpis`` a validation of the whole log
+    on every call. The log's last event, which dates how far the labels are complete, is the
+    whole file's.
 
     Attributes:
         path: the events parquet file (the event store's, in contract form).
@@ -115,20 +116,41 @@ class StoredEvents:
     path: Path
     now: datetime
 
-    def of_learners(self, customer_ids: Sequence[str]) -> tuple[pd.DataFrame, pd.Timestamp | None]:
-        """The validated events of ``customer_ids`` and the log's last event (naive UTC).
+    def last_event(self) -> pd.Timestamp | None:
+        """The log's last event (naive UTC), None for an empty log."""
+        return _last_instant(pq.read_table(self.path, columns=["ts"]).column("ts"))
+
+    def of_learners(
+        self, customer_ids: Sequence[str], window: tuple[pd.Timestamp, pd.Timestamp] | None = None
+    ) -> pd.DataFrame:
+        """The validated events of ``customer_ids``, only those in ``window`` when given.
+
+        Args:
+            customer_ids: the learners to read.
+            window: [start, end) as naive UTC instants; applied to a timestamp ``ts`` column
+                (a text one is read whole: it is parsed by the validation).
 
         Raises:
             ValueError: those rows break the events contract (each error, naming the file).
         """
         log = pq.read_table(self.path)
         wanted = pc.is_in(log.column("customer_id"), pa.array(list(customer_ids), pa.string()))
+        if window is not None and pa.types.is_timestamp(log.schema.field("ts").type):
+            wanted = pc.and_(wanted, _within(log.column("ts"), *window))
         events, problems, _ = load_events(log.filter(wanted).to_pandas(), as_of_limit=self.now)
         errors = [replace(problem, source=self.path.name) for problem in problems]
         errors = [str(problem) for problem in errors if problem.severity == "error"]
         if errors:
             raise ValueError("; ".join(errors))
-        return events, _last_instant(log.column("ts"))
+        return events
+
+
+def _within(stamps: pa.ChunkedArray, start: pd.Timestamp, end: pd.Timestamp) -> pa.ChunkedArray:
+    """``start <= ts < end`` (naive UTC bounds) on a timestamp column, with or without a zone."""
+    zone = stamps.type.tz
+    bounds = [moment.tz_localize("UTC") if zone else moment for moment in (start, end)]
+    low, high = (pa.scalar(moment.to_pydatetime(), stamps.type) for moment in bounds)
+    return pc.and_(pc.greater_equal(stamps, low), pc.less(stamps, high))
 
 
 def _last_instant(stamps: pa.ChunkedArray) -> pd.Timestamp | None:
@@ -151,7 +173,8 @@ def risk_move_labels(
     earlier: a label whose window ends later is not known yet and is left out.
 
     Args:
-        events: the validated event log, or the store's file (only the moved learners read).
+        events: the validated event log, or the store's file (only the events the complete
+            labels read are read: their learners', within their windows).
         transitions: the audit log up to ``as_of``.
         as_of: the KPI day.
         horizon_days: the churn window of the labels.
@@ -159,13 +182,20 @@ def risk_move_labels(
     risk = transitions[(transitions["to_tag"] == RISK_TAG) & transitions["rule_id"].notna()]
     spine = risk[KEYS].drop_duplicates().astype({"as_of": "datetime64[us]"})
     if isinstance(events, StoredEvents):
-        events, last_event = events.of_learners(spine["customer_id"].unique().tolist())
+        last_event = events.last_event()
     else:
         stamps = pd.to_datetime(events["ts"], utc=True)
         last_event = stamps.max().tz_localize(None) if len(stamps) else None
     end_of_day = pd.Timestamp(as_of) + timedelta(days=1)
     last = None if last_event is None else last_event.floor("D") + timedelta(days=1)
     until = end_of_day if last is None else min(end_of_day, last)
+    if isinstance(events, StoredEvents):
+        # compute_labels reads only these events: [first window's start, last window's end).
+        horizon = pd.Timedelta(days=horizon_days)
+        complete = spine[spine["as_of"] + horizon <= until]
+        window = (complete["as_of"].min(), complete["as_of"].max() + horizon)
+        learners = complete["customer_id"].unique().tolist()
+        events = events.of_learners(learners, window if learners else None)
     return compute_labels(events, spine, horizon_days=horizon_days, observed_until=until)
 
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rules import RuleSet
 from serving.core.tags import CAMPAIGN_KIND, HOLD_KIND, MANUAL_ONLY_TAG, STATUS_TAGS
+
+if TYPE_CHECKING:  # the rules package imports pandera: ~0.5 s that `lstep status` does not need
+    from rules import RuleSet
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from sqlalchemy.exc import (
     OperationalError,
 )
 
-from serving.core.frames import RunRecord, validate_frame
+from serving.core.frames import RunRecord, stored_frame
 from serving.core.problems import Invalid, Unavailable
 from serving.infra.tables import BatchRun, Score, Status, Transition
 
@@ -124,8 +124,9 @@ def _begin_sqlite_transaction(conn: Connection) -> None:
 
 
 def read_frame(conn: Connection, stmt: Select[Any], schema: pa.DataFrameSchema) -> pd.DataFrame:
+    """The select's rows typed by ``schema``: the store's own rows (``stored_frame``)."""
     result = conn.execute(stmt)
-    return validate_frame(result_frame(result), schema)
+    return stored_frame(result_frame(result), schema)
 
 
 def result_frame(result: Result[Any]) -> pd.DataFrame:

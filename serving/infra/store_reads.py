@@ -22,7 +22,7 @@ from serving.core.frames import (
     STORED_SCORES_SCHEMA,
     TRANSITIONS_SCHEMA,
     state_frame_of_rows,
-    validate_frame,
+    stored_frame,
 )
 from serving.core.problems import Unavailable
 from serving.core.state import StateRow, state_row
@@ -147,16 +147,16 @@ class ReadsMixin:
         files, sql_days = self._score_sources(as_of)
         paths = [path for _, path in files]
         if not paths:
-            return validate_frame(self._sql_scores(as_of, columns), schema)
+            return stored_frame(self._sql_scores(as_of, columns), schema)
         if not sql_days:
-            return validate_frame(read_scores(paths, columns), schema)
+            return stored_frame(read_scores(paths, columns), schema)
         # Days of both kinds: each read with its keys, so that the union sorts as SQL would.
         keyed = None if columns is None else list(dict.fromkeys(["as_of", "customer_id", *columns]))
         from_sql = self._sql_scores(as_of, keyed, only_days=sql_days)
         from_sql["as_of"] = pd.to_datetime(from_sql["as_of"]).astype("datetime64[us]")
         both = pd.concat([read_scores(paths, keyed), from_sql], ignore_index=True)
         both = both.sort_values(["as_of", "customer_id"], ignore_index=True)
-        return validate_frame(both if columns is None else both[list(columns)], schema)
+        return stored_frame(both if columns is None else both[list(columns)], schema)
 
     def latest_score(self, customer_id: str) -> dict[str, Any] | None:
         """The learner's last stored score row: one query on the (customer_id, as_of) key, and

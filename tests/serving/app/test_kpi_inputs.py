@@ -14,6 +14,7 @@ from tests.serving.batches import FIRST_DAY, apply
 from tests.serving.fixtures import packaged_ruleset
 
 DAY_1, DAY_2, DAY_3 = date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)
+DAY_4 = date(2024, 4, 10)  # a's label window (March 3 - April 1) is complete by then
 
 
 def _snapshot(data_dir, day: date, at_risk: set[str]) -> None:
@@ -154,11 +155,61 @@ def test_the_stored_log_read_for_the_moved_learners_gives_the_labels_of_the_whol
     )
 
 
-def test_a_moved_learners_event_that_breaks_the_contract_is_refused_by_name(three_days, tmp_path):
-    # Given a stored log whose event of a (the moved learner) has an unknown type
-    store, data_dir, events = three_days
+@pytest.mark.parametrize(
+    ("a_event", "event_type"),
+    [
+        ("2024-03-02 23:59", "session"),  # the day before the window: not in it
+        ("2024-03-03 00:00", "session"),  # the window's first instant
+        ("2024-04-01 23:59", "session"),  # its last minute
+        ("2024-04-02 00:00", "session"),  # the first instant after it
+        ("2024-03-15 12:00", "subscription_cancelled"),
+    ],
+)
+def test_the_stored_log_read_within_the_label_windows_gives_the_labels_of_the_whole_log(
+    three_days, tmp_path, a_event, event_type
+):
+    # Given a stored log where a (moved on March 3: window March 3 - April 1) has one event
+    # at or near the window's edges, and b's event on April 5 dates how far the log runs
+    store, data_dir, _ = three_days
+    events = _events([("a", a_event), ("b", "2024-04-05 10:00")]).assign(
+        event_type=[event_type, "session"]
+    )
     path = tmp_path / "events.parquet"
+    events.to_parquet(path)
+    # When the KPIs read only the window's events of the file, and the validated frame whole
+    lazy = _kpis(store, data_dir, StoredEvents(path, datetime(2031, 1, 1, tzinfo=UTC)), DAY_4)
+    whole = _kpis(store, data_dir, events, DAY_4)
+    # Then the labels agree: a churned unless a session fell inside the window
+    kept = a_event.startswith(("2024-03-03", "2024-04-01")) and event_type == "session"
+    accuracy = lazy["automation_accuracy"]
+    assert (accuracy.value, accuracy.detail) == (
+        whole["automation_accuracy"].value,
+        whole["automation_accuracy"].detail,
+    )
+    assert ("0 confirmed, 1 refuted" if kept else "1 confirmed, 0 refuted") in accuracy.detail
+
+
+def test_a_moved_learners_event_that_breaks_the_contract_is_refused_by_name(three_days, tmp_path):
+    # Given a stored log whose event of a (the moved learner), inside a's complete label
+    # window, has an unknown type
+    store, data_dir, _ = three_days
+    path = tmp_path / "events.parquet"
+    events = _events([("a", "2024-03-10 10:00"), ("b", "2024-04-05 10:00")])
     events.assign(event_type=["teleported", "session"]).to_parquet(path)
     # When the KPIs read it, then the error names the file, the column and the value
     with pytest.raises(ValueError, match=r"events\.parquet: column event_type: .*'teleported'"):
-        _kpis(store, data_dir, StoredEvents(path, datetime(2031, 1, 1, tzinfo=UTC)), DAY_3)
+        _kpis(store, data_dir, StoredEvents(path, datetime(2031, 1, 1, tzinfo=UTC)), DAY_4)
+
+
+def test_events_outside_every_complete_label_window_are_not_read(three_days, tmp_path):
+    # Given a stored log whose only events out of a's window (March 3 - April 1) break the
+    # contract: a's before it, c's (never moved) inside it; b's dates the log
+    store, data_dir, _ = three_days
+    path = tmp_path / "events.parquet"
+    rows = [("a", "2024-03-02 10:00"), ("c", "2024-03-10 10:00"), ("b", "2024-04-05 10:00")]
+    _events(rows).assign(event_type=["teleported", "teleported", "session"]).to_parquet(path)
+    # When the KPIs read it
+    kpis = _kpis(store, data_dir, StoredEvents(path, datetime(2031, 1, 1, tzinfo=UTC)), DAY_4)
+    # Then the labels were computed from the window's rows only (none: a churned); the
+    # batch, which reads the whole log, is where those rows are refused
+    assert "1 confirmed, 0 refuted" in kpis["automation_accuracy"].detail

@@ -48,3 +48,15 @@ def test_the_pure_assess_path_does_not_load_mlflow():
     imported = _imported_heavy("serving.core.assess")
     # then MLflow (the registry's library) is not part of it
     assert "mlflow" not in imported
+
+
+def test_a_learners_status_does_not_load_the_rules_engine():
+    # given a fresh interpreter / when what `lstep status` uses is imported
+    code = "import sys, serving.app.status; print('rules.engine' in sys.modules)"
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    # then the rules package (its engine, schemas and YAML loading) is not: overrides name
+    # ``RuleSet`` only for typing
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip() == "False"

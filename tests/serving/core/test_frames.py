@@ -1,0 +1,88 @@
+"""``serving.core.frames``: the store's own rows typed without the pandera pass, as validated."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from serving.core.frames import (
+    OVERRIDES_SCHEMA,
+    RUNS_SCHEMA,
+    STATE_SCHEMA,
+    STORED_SCORES_SCHEMA,
+    TRANSITIONS_SCHEMA,
+    stored_frame,
+    validate_frame,
+)
+from tests.serving.batches import FIRST_DAY, apply, at, decisions, set_override
+
+DAY_1, DAY_2, DAY_3 = date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)
+
+
+@pytest.fixture
+def three_days(scores_store):
+    """Two rules-only days, an override recorded then cleared, and a scored day with a gap."""
+    apply(scores_store, DAY_1, FIRST_DAY)
+    apply(scores_store, DAY_2, [("a", "ST_001", "ST_004"), ("b", "ST_001", "ST_001")])
+    set_override(scores_store, "c", "ST_004", actor="kim", reason="call", now=at(DAY_2, 9))
+    scores = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "p_churn": [0.8, None, 0.1],  # b unscored: a null probability
+            "p_low": [0.7, None, 0.05],
+            "p_high": [0.9, None, 0.2],
+            "confidence": [0.6, None, 0.9],
+        }
+    )
+    moves = [("a", "ST_004", "ST_004"), ("b", "ST_001", "ST_001"), ("c", "ST_004", "ST_004")]
+    scores_store.apply_batch(
+        DAY_3, decisions(DAY_3, moves), scores, run_id="scored", model_version="1",
+        rules_only=False, now=at(DAY_3),
+    )  # fmt: skip
+    return scores_store
+
+
+def test_every_store_read_is_typed_as_its_validation_would_type_it(three_days):
+    # Given a store with transitions (automatic and manual), overrides, runs and scores
+    store = three_days
+    reads = {
+        "transitions": (store.transitions_frame(), TRANSITIONS_SCHEMA),
+        "history": (store.history("c"), TRANSITIONS_SCHEMA),
+        "runs": (store.runs(), RUNS_SCHEMA),
+        "scores": (store.scores_frame(), STORED_SCORES_SCHEMA),
+        "state": (store.state_frame(DAY_3), STATE_SCHEMA),
+        "overrides": (store.overrides_frame(), OVERRIDES_SCHEMA),
+    }
+    for name, (frame, schema) in reads.items():
+        # When each read (typed by stored_frame) is validated in full
+        validated = validate_frame(frame, schema)
+        # Then the checks pass and the validation changes nothing: not a dtype, not a value
+        assert not frame.empty, name
+        pd.testing.assert_frame_equal(frame, validated, obj=name)
+    # And nulls of text columns stay missing (the automatic move has no actor), not "None"
+    actors = store.history("c")["actor"]
+    assert actors.isna().tolist() == [True, False] and actors.iloc[-1] == "kim"
+
+
+def test_a_stored_frame_without_a_required_column_or_with_an_unknown_one_is_refused():
+    # Given a transitions frame with its reason column renamed
+    frame = pd.DataFrame({name: [] for name in TRANSITIONS_SCHEMA.columns}).rename(
+        columns={"reason": "excuse"}
+    )
+    # When it is typed, then the error names the frame and both columns
+    with pytest.raises(
+        ValueError, match=r"transitions: missing columns \['reason'\], unexpected \['excuse'\]"
+    ):
+        stored_frame(frame, TRANSITIONS_SCHEMA)
+
+
+def test_a_stored_frame_takes_the_optional_columns_it_has_and_keeps_their_order():
+    # Given scores without the optional campaign columns, in another order than the schema's
+    frame = pd.DataFrame({"run_id": ["r"], "as_of": [date(2024, 3, 1)], "customer_id": ["a"]})
+    schema = STORED_SCORES_SCHEMA.select_columns(["customer_id", "as_of", "run_id"])
+    # When it is typed, then the columns stay in the frame's order, with the schema's types
+    typed = stored_frame(frame, schema)
+    assert list(typed.columns) == ["run_id", "as_of", "customer_id"]
+    assert typed["as_of"].dtype == validate_frame(frame, schema)["as_of"].dtype
