@@ -31,7 +31,7 @@ from sqlalchemy import (
 
 from serving.core.planning import MANUAL_SIGNAL
 from serving.core.tags import HOLD_KIND
-from serving.infra.sql import result_frame
+from serving.infra.sql import driver_frame
 from serving.infra.tables import Override, Status, Transition
 
 Day = date | BindParameter[date]
@@ -97,7 +97,7 @@ STATE_ROWS = state_select(bindparam("as_of", type_=Date), bindparam("customer_id
 def read_tags(conn: Connection, as_of: date, customer_ids: list[str] | None = None) -> pd.DataFrame:
     """customer_id and db_tag of every learner (or of ``customer_ids``) on ``as_of``."""
     tags = _tags_on(as_of, customer_ids)
-    frame = result_frame(conn.execute(select(tags.c.customer_id, tags.c.tag.label("db_tag"))))
+    frame = driver_frame(conn, select(tags.c.customer_id, tags.c.tag.label("db_tag")))
     return frame if len(frame.columns) else pd.DataFrame(columns=["customer_id", "db_tag"])
 
 
