@@ -70,9 +70,7 @@ def monthly_hazard(p_churn: ArrayLike, score_horizon_days: int = MONTH_DAYS) -> 
         return -np.expm1(_survival_log(p, score_horizon_days))
 
 
-def expected_months(
-    p_churn: ArrayLike, lifetime: Lifetime | None = None
-) -> np.ndarray:
+def expected_months(p_churn: ArrayLike, lifetime: Lifetime | None = None) -> np.ndarray:
     """Expected remaining months over the capped horizon (module docstring: the formula).
 
     Computed as ``expm1(H log s) / expm1(log s)`` with ``log s = (30 / H_d) log1p(-p)``, exact
