@@ -41,6 +41,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MONTH_DAYS = 30
 """Days in a month of the projection (the default label window is one month)."""
+LIFETIME_COLUMNS: tuple[str, ...] = ("expected_months", "projected_value")
+"""The projection's columns in the decisions (``rules.schemas.DECISION_COLUMNS``) and scores."""
 
 
 class Lifetime(BaseModel):
@@ -110,4 +112,11 @@ def _survival_log(p: np.ndarray, score_horizon_days: int) -> np.ndarray:
     return (MONTH_DAYS / score_horizon_days) * np.log1p(-p)
 
 
-__all__ = ["MONTH_DAYS", "Lifetime", "expected_months", "monthly_hazard", "projected_value"]
+__all__ = [
+    "LIFETIME_COLUMNS",
+    "MONTH_DAYS",
+    "Lifetime",
+    "expected_months",
+    "monthly_hazard",
+    "projected_value",
+]
