@@ -27,10 +27,11 @@ value times ``E``: with a constant hazard a learner retained this month faces th
 next month (memorylessness), so keeping them is worth ``E`` more months of value; with ``H = 1``
 it is the one-month ``p x mrr`` of before.
 
-Tested against the simulator (``tests/rules/test_lifetime.py``): with the simulator's true
-probabilities at one day, the mean projected months per tier lie within 15% of the mean
-realised months until final churn (censored at the end of the simulation, the cap being the
-months the simulation has left).
+Tested against the simulator (``tests/rules/test_lifetime.py``, figures in ``rules/README.md``):
+with the simulator's true probabilities at one day, the mean projected months of the paid tiers
+lie within 15% of the mean realised months until final churn (censored at the end of the
+simulation, the cap being the months it has left); Freemium is overstated 2-3x, because a free
+learner cancels nothing and the label sees their churn only after a whole silent month.
 """
 
 from __future__ import annotations
