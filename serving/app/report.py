@@ -49,9 +49,8 @@ from serving.app.kpi_inputs import kpis_at
 from serving.app.kpis import KPI_TARGETS, Kpi
 from serving.app.model_card import model_card_section
 from serving.core.assess import Assessment, assess
-from serving.core.calllist import call_list, urgent_rows
+from serving.core.calllist import call_list, urgent_rows, value_texts
 from serving.core.frames import empty_state
-from serving.core.records import value_texts
 from serving.core.tags import STATUS_TAGS
 from serving.infra.champion import Champion
 from serving.infra.snapshots import snapshot_path

@@ -23,7 +23,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from serving.core.records import value_texts
+from serving.core.calllist import value_texts
 from serving.core.tags import STATUS_TAGS
 
 if TYPE_CHECKING:  # for annotations only: importing these at run time would cost every command

@@ -17,10 +17,7 @@ from features.catalog import load_catalog
 from models.churn import PREDICTION_COLUMNS
 from models.explain import Reason
 from rules import Wording
-from rules.lifetime import LIFETIME_COLUMNS
-
-VALUE_FIELDS: tuple[str, ...] = ("value_at_risk", *LIFETIME_COLUMNS)
-"""The decision's money fields a record quotes (``rules.lifetime``)."""
+from serving.core.calllist import VALUE_FIELDS
 
 
 def learner_record(
@@ -63,22 +60,6 @@ def learner_record(
         "reasons": [reason.as_dict() for reason in reasons],
         "risk_indicators": [dict(indicator) for indicator in indicators],
         "model_version": model_version,
-    }
-
-
-def value_texts(score: Mapping[str, Any], missing: str = "—") -> dict[str, str]:
-    """A stored score's value at risk, expected months and projected value, as printed.
-
-    Args:
-        score: a stored score row (``STORED_SCORES_SCHEMA``); a row stored before the lifetime
-            projection, or without a score or mrr, lacks some: they read ``missing``.
-        missing: the text of an absent value.
-    """
-    value, months, projected = (score.get(name) for name in VALUE_FIELDS)
-    return {
-        "value_at_risk": missing if _missing(value) else f"{float(value):,.2f}",
-        "expected_months": missing if _missing(months) else f"{float(months):.1f}",
-        "projected_value": missing if _missing(projected) else f"{float(projected):,.2f}",
     }
 
 
@@ -125,4 +106,4 @@ def _ids(value: Any) -> list[str]:
     return [] if _missing(value) else [part for part in str(value).split(",") if part]
 
 
-__all__ = ["VALUE_FIELDS", "is_on", "learner_record", "risk_flags", "rule_wording", "value_texts"]
+__all__ = ["is_on", "learner_record", "risk_flags", "rule_wording"]
