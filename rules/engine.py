@@ -42,6 +42,7 @@ from rules.campaigns import campaign_columns
 from rules.conditions import evaluate
 from rules.config import MODEL_SCORE_COLUMNS, RuleSet
 from rules.interventions import control_flags, value_at_risk
+from rules.lifetime import expected_months, projected_value
 from rules.reasons import Wording, why_texts
 from rules.schemas import (
     HELD_REASONS,
@@ -135,9 +136,11 @@ def decide(
 
     Returns:
         One row per scored learner with the columns of ``rules.schemas.DECISION_COLUMNS``, sorted
-        by priority (P1 first), value_at_risk (descending), customer_id. ``value_at_risk`` is
-        p_churn x mrr, with the tier weight when mrr is null or 0 and risk_indicator_count / 12
-        in place of p_churn when there is no model score.
+        by priority (P1 first), value_at_risk (descending), customer_id. ``expected_months``
+        and ``projected_value`` (mrr x expected months) are the lifetime projection of
+        ``rules.lifetime`` (null without a model score; the value null where mrr is);
+        ``value_at_risk`` is p_churn x mrr x expected_months, with the tier weight when mrr is
+        null or 0, and risk_indicator_count / 12 x one month when there is no model score.
 
     Raises:
         DecisionInputError: a frame breaks its contract (names the column, check and rows), or an
@@ -364,7 +367,7 @@ def decision_frame(
     product_code = codes_of(scored["product_tag"], ruleset.interventions.product_tags)
     priority_code, action_code, actions = _priority_and_action(ruleset, product_code, moves.to_code)
     from_code = np.where(current.from_code < len(tags), current.from_code, NO_CODE)
-    value = _value_at_risk(ruleset, scored, product_code)
+    lifetime = _lifetime_columns(ruleset, scored, product_code)
     decisions = pd.DataFrame(
         {
             "customer_id": customer_ids,
@@ -386,7 +389,7 @@ def decision_frame(
             "control": control_flags(
                 customer_ids, action_code, actions, ruleset.interventions.control_share
             ),
-            "value_at_risk": value,
+            **lifetime,
             "held": _categorical(moves.held_code, HELD_REASONS),
             "behaviour_tags": pd.array(behaviour_tags(ruleset.behaviours, scored), dtype=str),
             "why": pd.array([None] * len(scored), dtype=str) if why is None else why,
@@ -395,7 +398,7 @@ def decision_frame(
     campaign_id, channel = campaign_columns(ruleset.campaigns, decisions, scored["product_tag"])
     decisions.insert(decisions.columns.get_loc("action") + 1, "campaign_id", campaign_id)
     decisions.insert(decisions.columns.get_loc("campaign_id") + 1, "channel", channel)
-    order = decision_order(priority_code, value, customer_ids)
+    order = decision_order(priority_code, lifetime["value_at_risk"], customer_ids)
     return decisions.take(order).reset_index(drop=True)
 
 
@@ -456,14 +459,23 @@ def _priority_and_action(
     return priority_table[product_code, to_code], action_table[product_code, to_code], actions
 
 
-def _value_at_risk(ruleset: RuleSet, scored: pd.DataFrame, product_code: np.ndarray) -> np.ndarray:
-    weights = np.array(list(ruleset.interventions.value_weights.values()), dtype=float)
-    return value_at_risk(
-        scored["p_churn"].to_numpy(float),
-        scored["risk_indicator_count"].to_numpy(float),
-        scored["mrr"].to_numpy(float),
-        weights[product_code],
+def _lifetime_columns(
+    ruleset: RuleSet, scored: pd.DataFrame, product_code: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``value_at_risk``, ``expected_months`` and ``projected_value`` (``rules.lifetime``)."""
+    interventions = ruleset.interventions
+    weights = np.array(list(interventions.value_weights.values()), dtype=float)
+    p_churn = scored["p_churn"].to_numpy(float)
+    mrr = scored["mrr"].to_numpy(float)
+    months = expected_months(p_churn, interventions.lifetime)
+    value = value_at_risk(
+        p_churn, scored["risk_indicator_count"].to_numpy(float), mrr, weights[product_code], months
     )
+    return {
+        "value_at_risk": value,
+        "expected_months": months,
+        "projected_value": projected_value(mrr, months),
+    }
 
 
 def _descriptions(

@@ -9,9 +9,12 @@ Control group: a learner is in the control group for an action when
 ``control_share``. The draw depends on nothing but the two strings, so it is the same on every run
 and every machine, and a learner who changes action is drawn afresh for the new one.
 
-Value at risk: ``p x value`` where p is ``p_churn``, or ``risk_indicator_count / 12`` (the share of
-the 12 risk indicators that are on) when there is no model score, and value is ``mrr``, or the
-product tier's weight when ``mrr`` is null or 0 (free learners are still worth something).
+Value at risk: ``p x monthly value x E`` where p is ``p_churn``, monthly value is ``mrr``, or the
+product tier's weight when ``mrr`` is null or 0 (free learners are still worth something), and E
+the learner's expected remaining months over the capped horizon (``rules.lifetime``: a learner
+retained this month is worth E more months). With no model score, p is
+``risk_indicator_count / 12`` (the share of the 12 risk indicators that are on) and E is 1: there
+is no calibrated probability to project a lifetime from, so the value is one month's, as before.
 
 Escalations (IV_01, ...) raise a tier's learners in some status tags to a more urgent priority,
 keeping the action of their synergy row or tag default; they never lower a priority. The daily
@@ -28,6 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rules.lifetime import Lifetime
 
 RISK_INDICATOR_TOTAL = 12
 """How many named risk indicators ``risk_indicator_count`` counts (DESIGN §5)."""
@@ -103,6 +108,8 @@ class Interventions(BaseModel):
     escalations: tuple[Escalation, ...] = ()
     capacity: Capacity | None = None
     """None: no daily limit on personal outreach (every P1/P2 learner keeps their priority)."""
+    lifetime: Lifetime = Lifetime()
+    """The lifetime projection's cap and the window ``p_churn`` covers (``rules.lifetime``)."""
 
     @property
     def priority_order(self) -> list[str]:
@@ -181,8 +188,19 @@ def value_at_risk(
     risk_indicator_count: np.ndarray,
     mrr: np.ndarray,
     tier_weight: np.ndarray,
+    months: np.ndarray,
 ) -> np.ndarray:
-    """Expected monthly value at risk per learner (see the module docstring for the fallbacks)."""
-    probability = np.where(np.isnan(p_churn), risk_indicator_count / RISK_INDICATOR_TOTAL, p_churn)
+    """Expected value at risk per learner (see the module docstring for the fallbacks).
+
+    Args:
+        p_churn: calibrated churn probability (NaN: no model score).
+        risk_indicator_count: risk indicators on, the probability's stand-in without a score.
+        mrr: monthly revenue (NaN: unknown).
+        tier_weight: the monthly value of the learner's tier, used when mrr is null or 0.
+        months: ``rules.lifetime.expected_months`` of ``p_churn`` (NaN where it is NaN).
+    """
+    scored = ~np.isnan(p_churn)
+    probability = np.where(scored, p_churn, risk_indicator_count / RISK_INDICATOR_TOTAL)
     has_revenue = ~np.isnan(mrr) & (mrr > 0)
-    return probability * np.where(has_revenue, mrr, tier_weight)
+    monthly = np.where(has_revenue, mrr, tier_weight)
+    return probability * monthly * np.where(scored, months, 1.0)

@@ -41,6 +41,8 @@ DECISION_COLUMNS: tuple[str, ...] = (
     "channel",
     "control",
     "value_at_risk",
+    "expected_months",
+    "projected_value",
     "held",
     "behaviour_tags",
     "why",
@@ -193,6 +195,9 @@ def _decision_schema(ruleset: RuleSet) -> pa.DataFrameSchema:
         "channel": pa.Column(pa.Category, pa.Check.isin(CHANNELS), nullable=True),
         "control": pa.Column(bool),
         "value_at_risk": pa.Column(float, pa.Check.ge(0.0), nullable=True),
+        # The lifetime projection (rules.lifetime): months in [1, cap], value mrr x months.
+        "expected_months": pa.Column(float, pa.Check.ge(1.0), nullable=True),
+        "projected_value": pa.Column(float, pa.Check.ge(0.0), nullable=True),
         "held": pa.Column(pa.Category, pa.Check.isin(HELD_REASONS), nullable=True),
         # The behaviour tags held: sorted ids joined by ",", "" for none.
         "behaviour_tags": pa.Column(str),

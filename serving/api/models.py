@@ -55,6 +55,12 @@ ProductTag = Literal[tuple(PRODUCT_TAGS)]  # type: ignore[valid-type]
 StatusTag = Literal[tuple(STATUS_TAGS)]  # type: ignore[valid-type]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 FeatureSource = Literal["snapshot", "event_store", "inline"]
+EXPECTED_MONTHS = (
+    "expected remaining months over the capped horizon (24 by default), the current month "
+    "included, from the monthly hazard of p_churn (constant hazard, rules/lifetime.py); null: "
+    "no model score or not stored"
+)
+PROJECTED_VALUE = "mrr x expected_months (no discounting); null: mrr or the score unknown"
 
 
 class _Request(BaseModel):
@@ -308,6 +314,13 @@ class LearnerScore(_Response):
         default_factory=list,
         description="the behaviour tags the learner holds (BT_001..BT_008, rules/behaviours.yaml)",
     )
+    value_at_risk: float | None = Field(
+        default=None,
+        description="p_churn x monthly value (mrr, or the tier's weight when mrr is null or 0) x "
+        "expected_months; without a model score, risk indicators on / 12 x one month's value",
+    )
+    expected_months: float | None = Field(default=None, description=EXPECTED_MONTHS)
+    projected_value: float | None = Field(default=None, description=PROJECTED_VALUE)
     model_version: str | None
     feature_source: FeatureSource = Field(
         description="snapshot: the batch job's features of the day; event_store: computed from "
@@ -392,6 +405,8 @@ class ScoreOut(_Response):
     channel: str | None = None
     control: bool
     value_at_risk: float | None
+    expected_months: float | None = Field(default=None, description=EXPECTED_MONTHS)
+    projected_value: float | None = Field(default=None, description=PROJECTED_VALUE)
     behaviour_tags: list[str] | None = Field(
         default=None,
         description="the behaviour tags held that day (BT_001..BT_008); null: not stored",

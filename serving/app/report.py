@@ -49,7 +49,7 @@ from serving.app.kpi_inputs import kpis_at
 from serving.app.kpis import KPI_TARGETS, Kpi
 from serving.app.model_card import model_card_section
 from serving.core.assess import Assessment, assess
-from serving.core.calllist import call_list, urgent_rows
+from serving.core.calllist import call_list, urgent_rows, value_texts
 from serving.core.frames import empty_state
 from serving.core.tags import STATUS_TAGS
 from serving.infra.champion import Champion
@@ -442,7 +442,7 @@ def _learner_row(score: dict[str, Any]) -> dict[str, Any]:
         if campaign is None or pd.isna(campaign)
         else (f"{campaign} ({score.get('channel') or '—'})"),
         "p_churn": "—" if pd.isna(p_churn) else f"{p_churn:.0%}",
-        "value_at_risk": f"{float(score['value_at_risk'] or 0.0):,.2f}",
+        **value_texts(score),  # value at risk, expected months, projected value
     }
 
 

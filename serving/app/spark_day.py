@@ -69,6 +69,8 @@ DECISION_TYPES: dict[str, str] = {
     "channel": "string",
     "control": "boolean",
     "value_at_risk": "double",
+    "expected_months": "double",
+    "projected_value": "double",
     "held": "string",
     "behaviour_tags": "string",
     "why": "string",

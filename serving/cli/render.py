@@ -23,6 +23,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from serving.core.calllist import value_texts
 from serving.core.tags import STATUS_TAGS
 
 if TYPE_CHECKING:  # for annotations only: importing these at run time would cost every command
@@ -275,10 +276,13 @@ def _latest_score(status: LearnerStatus) -> str:
     campaign = ""
     if not _missing(score.get("campaign_id")):
         campaign = f"; campaign {score['campaign_id']} via {_text(score.get('channel'), '-')}"
+    values = value_texts(score, missing="-")
     return (
         f"priority {_text(score['priority'], '-')}, action {_text(score['action'], '-')}{control}"
         f"{campaign}; p_churn {p_churn}, confidence {confidence}; {signal} "
-        f"(scored {score['as_of']})\n{behaviour_line(score)}"
+        f"(scored {score['as_of']})\nvalue at risk {values['value_at_risk']}; expected months "
+        f"{values['expected_months']}, projected value {values['projected_value']}\n"
+        f"{behaviour_line(score)}"
     )
 
 

@@ -57,6 +57,9 @@ DECISION_FIELDS: tuple[str, ...] = (
     OVER_CAPACITY,
     "behaviour_tags",
     "why",
+    "value_at_risk",
+    "expected_months",
+    "projected_value",
 )
 """The decision columns a learner's record quotes."""
 

@@ -7,10 +7,16 @@ the rules engine already gives its decisions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pandas as pd
 
 URGENT_PRIORITIES: tuple[str, ...] = ("P1", "P2")
 """Priorities that put a learner on the call list."""
+VALUE_FIELDS: tuple[str, ...] = ("value_at_risk", "expected_months", "projected_value")
+"""What a learner is worth: value at risk and the lifetime projection (``rules.lifetime``'s
+``LIFETIME_COLUMNS``, spelled here so that ``lstep status`` imports no rules engine)."""
 CALL_LIST_ORDER = (["priority", "value_at_risk", "customer_id"], [True, False, True])
 
 
@@ -35,4 +41,24 @@ def call_list(frame: pd.DataFrame, top: int, *, ordered: bool = False) -> pd.Dat
     return listed.head(top).reset_index(drop=True)
 
 
-__all__ = ["URGENT_PRIORITIES", "call_list", "urgent_rows"]
+def value_texts(score: Mapping[str, Any], missing: str = "—") -> dict[str, str]:
+    """A stored score's value at risk, expected months and projected value, as printed.
+
+    Args:
+        score: a stored score row (``STORED_SCORES_SCHEMA``); a row stored before the lifetime
+            projection, or without a score or mrr, lacks some: they read ``missing``.
+        missing: the text of an absent value.
+    """
+    value, months, projected = (score.get(name) for name in VALUE_FIELDS)
+
+    def missing_value(cell: Any) -> bool:
+        return cell is None or bool(pd.isna(cell))
+
+    return {
+        "value_at_risk": missing if missing_value(value) else f"{float(value):,.2f}",
+        "expected_months": missing if missing_value(months) else f"{float(months):.1f}",
+        "projected_value": missing if missing_value(projected) else f"{float(projected):,.2f}",
+    }
+
+
+__all__ = ["URGENT_PRIORITIES", "VALUE_FIELDS", "call_list", "urgent_rows", "value_texts"]

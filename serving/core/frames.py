@@ -117,6 +117,10 @@ DECISIONS_SCHEMA = _frame_schema(
         "channel": _text(required=False),
         "control": pa.Column(bool),
         "value_at_risk": pa.Column(float, nullable=True),
+        # The lifetime projection (rules.lifetime); optional so that decisions built without
+        # the engine still load: their scores then project nothing.
+        "expected_months": pa.Column(float, nullable=True, required=False),
+        "projected_value": pa.Column(float, nullable=True, required=False),
         "held": _text(),  # why a due move was held ("cooldown", "override"), else null
         # The behaviour tags held: sorted ids joined by ",", "" for none (optional, as above).
         "behaviour_tags": _text(required=False),
@@ -251,6 +255,9 @@ STORED_SCORES_SCHEMA = _frame_schema(
         "campaign_id": _text(required=False),
         "channel": _text(required=False),
         "behaviour_tags": _text(required=False),  # comma-separated ids, e.g. "BT_001,BT_004"
+        # The lifetime projection (rules.lifetime): null on days stored before it existed.
+        "expected_months": pa.Column(float, nullable=True),
+        "projected_value": pa.Column(float, nullable=True),
     },
 )
 """Stored scores as a frame (``scores_frame``); an input of the KPIs."""

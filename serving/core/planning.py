@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from rules.lifetime import LIFETIME_COLUMNS
 from serving.core.frames import (
     DECISIONS_SCHEMA,
     SCORES_INPUT_SCHEMA,
@@ -162,6 +164,8 @@ def score_rows(
     rows["run_id"] = run_id
     for column in ("campaign_id", "channel", "behaviour_tags"):  # none before campaigns
         rows[column] = rows[column].astype(object) if column in rows else None
+    for column in LIFETIME_COLUMNS:  # decisions built without the engine project nothing
+        rows[column] = rows[column].astype(float) if column in rows else np.nan
     return rows[list(STORED_SCORES_SCHEMA.columns)]
 
 

@@ -17,6 +17,7 @@ from features.catalog import load_catalog
 from models.churn import PREDICTION_COLUMNS
 from models.explain import Reason
 from rules import Wording
+from serving.core.calllist import VALUE_FIELDS
 
 
 def learner_record(
@@ -55,6 +56,7 @@ def learner_record(
         if _missing(decision["over_capacity"])
         else bool(decision["over_capacity"]),
         "behaviour_tags": _ids(decision["behaviour_tags"]),
+        **{name: _number(decision[name]) for name in VALUE_FIELDS},
         "reasons": [reason.as_dict() for reason in reasons],
         "risk_indicators": [dict(indicator) for indicator in indicators],
         "model_version": model_version,

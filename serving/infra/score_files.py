@@ -68,6 +68,8 @@ SCORES_ARROW_SCHEMA = pa.schema(
         ("campaign_id", pa.string()),
         ("channel", pa.string()),
         ("behaviour_tags", pa.string()),
+        ("expected_months", pa.float64()),
+        ("projected_value", pa.float64()),
     ]
 )
 """The file's columns: ``STORED_SCORES_SCHEMA``'s, in its order (a test holds them equal)."""

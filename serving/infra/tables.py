@@ -191,6 +191,10 @@ class Score(Base):
     campaign_id: Mapped[str | None] = mapped_column(String(16))
     channel: Mapped[str | None] = mapped_column(String(16))
     behaviour_tags: Mapped[str | None] = mapped_column(Text)
+    # The lifetime projection (rules.lifetime): expected remaining months over the capped
+    # horizon and mrr x those months. Null on days decided before it existed.
+    expected_months: Mapped[float | None] = mapped_column(Float)
+    projected_value: Mapped[float | None] = mapped_column(Float)
 
 
 class BatchRun(Base):

@@ -71,6 +71,8 @@ def decisions(day: date, moves: list[tuple[str, str | None, str]]) -> pd.DataFra
                 "action": "call",
                 "control": customer_id.endswith("z"),
                 "value_at_risk": 12.0,
+                "expected_months": 2.5,
+                "projected_value": 75.0,
                 "held": None,
             }
         )

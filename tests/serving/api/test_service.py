@@ -473,6 +473,10 @@ def test_status_gives_the_tag_and_the_whole_history(service, workspace, snapshot
     assert status.score is not None and status.score.as_of == stored["as_of"]
     assert (status.score.priority, status.score.action) == (stored["priority"], stored["action"])
     assert status.score.p_churn == pytest.approx(stored["p_churn"])
+    # and its lifetime projection: months within the 24-month cap, mrr x months as stored
+    assert 1.0 <= status.score.expected_months <= 24.0
+    assert status.score.expected_months == pytest.approx(stored["expected_months"])
+    assert status.score.projected_value == pytest.approx(stored["projected_value"], nan_ok=True)
     with pytest.raises(ServiceError) as raised:
         service.status(StatusRequest(customer_id="NOBODY-2"), ctx=context())
     assert raised.value.error_code == HTTPStatus.NOT_FOUND

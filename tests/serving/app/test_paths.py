@@ -100,6 +100,9 @@ def test_batch_answers_online_and_explain_give_the_same_records(
     assert len(expected) == LEARNERS
     assert not any(record["over_capacity"] for record in expected)
     assert any(record["why"] for record in expected), "no learner's rule fired: why untested"
+    # and the lifetime projection is in every record: within the cap with a model, null without
+    months = [record["expected_months"] for record in expected]
+    assert all(1.0 <= m <= 24.0 if mode else m is None for m in months), months
     assert_same([without_source(record) for record in from_answers], expected)
     for path in (from_online, from_explain):
         assert_same([decided_alone(record) for record in path], expected)

@@ -137,7 +137,13 @@ def test_report_has_every_section_embeds_its_images_and_loads_nothing(report_wor
     learners = [anchor for anchor in ids if anchor.startswith("learner-")]
     assert 1 <= len(learners) <= 10
     scores = ws.store.scores_frame(ws.last_day)
-    assert {learner_anchor(c) for c in call_list(scores, 10)["customer_id"]} == set(learners)
+    listed = call_list(scores, 10)
+    assert {learner_anchor(c) for c in listed["customer_id"]} == set(learners)
+    # and the call list shows each learner's expected months and projected value, as stored
+    table = re.search(r'id="call-table">(.*?)</table>', html, re.S).group(1)
+    assert "<th>expected months</th><th>projected value</th>" in table
+    first = listed.iloc[0]
+    assert f'<td class="num">{first["expected_months"]:.1f}</td>' in table
     # and every image is an embedded PNG; no URL reaches out of the file
     sources = re.findall(r'<img[^>]* src="([^"]+)"', html)
     assert len(sources) == 3 + len(learners) and all(

@@ -266,6 +266,8 @@ def test_status_shows_the_intervention_the_scores_and_why_the_rule_moved_them(
     learner = score.loc[moved["customer_id"]]
     assert f"priority {learner['priority']}, action {learner['action']}" in output
     assert "p_churn -, confidence -" in output  # rules only: no model scores
+    # and the value at risk stored; without a score nothing to project a lifetime from
+    assert f"value at risk {learner['value_at_risk']:,.2f}; expected months -" in output
     assert f"signal {moved['signal']}" in output
     assert "open override: none" in output
     # and the move's rule description and the words of why it fired

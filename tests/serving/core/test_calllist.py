@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from serving.core.calllist import call_list
+from rules.lifetime import LIFETIME_COLUMNS
+from serving.core.calllist import VALUE_FIELDS, call_list, value_texts
 
 
 def test_call_list_keeps_p1_p2_outside_control_ordered_by_priority_then_value():
@@ -22,3 +24,18 @@ def test_call_list_keeps_p1_p2_outside_control_ordered_by_priority_then_value():
     # then P1 comes before P2, higher value first; P3 and the control learner never appear
     assert listed["customer_id"].tolist() == ["c", "b"]
     assert call_list(scores, top=10)["customer_id"].tolist() == ["c", "b", "a"]
+
+
+def test_the_value_fields_are_value_at_risk_and_the_rules_lifetime_columns():
+    assert ("value_at_risk", *LIFETIME_COLUMNS) == VALUE_FIELDS
+
+
+def test_value_texts_print_a_score_and_a_dash_for_what_is_missing():
+    # given a scored row, and one stored before the projection (no such keys) without a score
+    scored = {"value_at_risk": 1234.5, "expected_months": 4.976, "projected_value": np.nan}
+    older = {"value_at_risk": None}
+    # when / then money with two decimals, months with one, the missing text for the rest
+    assert value_texts(scored) == {
+        "value_at_risk": "1,234.50", "expected_months": "5.0", "projected_value": "—",
+    }  # fmt: skip
+    assert set(value_texts(older, missing="-").values()) == {"-"}

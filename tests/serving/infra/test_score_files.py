@@ -60,6 +60,24 @@ def test_the_file_columns_are_the_stored_scores_frame_columns():
     assert SCORES_ARROW_SCHEMA.names == list(STORED_SCORES_SCHEMA.columns)
 
 
+def test_the_lifetime_projection_is_stored_and_files_from_before_it_read_as_null(
+    parquet_store, scores_dir
+):
+    # Given a day stored with the projection, and a file of the same day written before it
+    scored_day(parquet_store, DAY1, [("a", None, "ST_001"), ("b", None, "ST_001")], "r1")
+    path = score_file(scores_dir, DAY1, "r1")
+    table = pq.read_table(path)
+    # Then the day's row carries the decision's projection
+    stored = parquet_store.scores_frame(DAY1).iloc[0]
+    assert (stored["expected_months"], stored["projected_value"]) == (2.5, 75.0)
+    # When the file loses the two columns, as a file from before the projection has them
+    pq.write_table(table.drop_columns(["expected_months", "projected_value"]), path)
+    # Then it still reads, with null projections
+    before = parquet_store.scores_frame(DAY1).iloc[0]
+    assert pd.isna(before["expected_months"]) and pd.isna(before["projected_value"])
+    assert before["value_at_risk"] == 12.0
+
+
 def test_a_day_is_one_file_per_run_sorted_by_learner_and_sql_holds_no_score(
     parquet_store, scores_dir
 ):
