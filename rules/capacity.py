@@ -43,7 +43,8 @@ def over_capacity_rows(ruleset: RuleSet, decisions: pd.DataFrame) -> np.ndarray:
     priority = codes_of(decisions["priority"].astype(object), interventions.priority_order)
     personal = (priority != NO_CODE) & (priority < len(interventions.personal_priorities()))
     value = decisions["value_at_risk"].to_numpy(float)
-    order = decision_order(priority, value, decisions["customer_id"].array)
+    p_churn = decisions["p_churn"].to_numpy(float)
+    order = decision_order(priority, value, p_churn, decisions["customer_id"].array)
     calls = (personal & ~decisions["control"].to_numpy(bool))[order].astype(np.int64)
     calls_before = np.cumsum(calls) - calls
     over = np.zeros(len(decisions), bool)
@@ -94,7 +95,8 @@ def cut_to_capacity(
     if "campaign_id" in cut:
         cut = _rematch_campaigns(ruleset, cut, over, product_tags)
     priority = codes_of(cut["priority"].astype(object), ruleset.interventions.priority_order)
-    order = decision_order(priority, cut["value_at_risk"].to_numpy(float), cut["customer_id"].array)
+    value, p_churn = (cut[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
+    order = decision_order(priority, value, p_churn, cut["customer_id"].array)
     return cut.take(order).reset_index(drop=True)
 
 

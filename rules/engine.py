@@ -398,23 +398,32 @@ def decision_frame(
     campaign_id, channel = campaign_columns(ruleset.campaigns, decisions, scored["product_tag"])
     decisions.insert(decisions.columns.get_loc("action") + 1, "campaign_id", campaign_id)
     decisions.insert(decisions.columns.get_loc("campaign_id") + 1, "channel", channel)
-    order = decision_order(priority_code, lifetime["value_at_risk"], customer_ids)
+    order = decision_order(
+        priority_code, lifetime["value_at_risk"], scored["p_churn"].to_numpy(float), customer_ids
+    )
     return decisions.take(order).reset_index(drop=True)
 
 
 def decision_order(
-    priority_code: np.ndarray, value_at_risk: np.ndarray, customer_ids: ArrayLike
+    priority_code: np.ndarray,
+    value_at_risk: np.ndarray,
+    p_churn: np.ndarray,
+    customer_ids: ArrayLike,
 ) -> np.ndarray:
-    """Row order: priority (P1 first, none last), value at risk descending (NaN last), id.
+    """Row order: priority (P1 first, none last), value at risk descending, p_churn descending
+    (NaN last for both), id.
 
-    The two numeric keys are sorted first; only runs of rows tied on both are then ordered by
-    customer id, so that a million strings are sorted only when the values really tie.
+    Value at risk over the projected lifetime is about mrr x P(churn within the cap) and
+    saturates for high p (``rules.lifetime``): two learners paying the same tie on it, and the
+    likelier to leave comes first. The numeric keys are sorted first; only runs of rows tied on
+    all of them are then ordered by customer id, so that a million strings are sorted only when
+    the values really tie.
     """
     priority = np.where(priority_code < 0, np.iinfo(np.int64).max, priority_code)
-    descending_value = np.where(np.isnan(value_at_risk), np.inf, -value_at_risk)
-    order = np.lexsort((descending_value, priority))
-    sorted_priority, sorted_value = priority[order], descending_value[order]
-    tied = (sorted_priority[1:] == sorted_priority[:-1]) & (sorted_value[1:] == sorted_value[:-1])
+    keys = [np.where(np.isnan(v), np.inf, -v) for v in (np.asarray(p_churn, float), value_at_risk)]
+    order = np.lexsort((*keys, priority))
+    sorted_keys = [key[order] for key in (priority, *keys)]
+    tied = np.logical_and.reduce([key[1:] == key[:-1] for key in sorted_keys])
     if not tied.any():
         return order
     in_tie = np.zeros(len(order), bool)

@@ -366,9 +366,8 @@ def whole_day_decisions(
 ) -> pd.DataFrame:
     """The day's capacity cut over every decision, in ``rules.decide``'s order."""
     priority = codes_of(decisions["priority"].astype(object), ruleset.interventions.priority_order)
-    order = decision_order(
-        priority, decisions["value_at_risk"].to_numpy(float), decisions["customer_id"].array
-    )
+    value, p_churn = (decisions[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
+    order = decision_order(priority, value, p_churn, decisions["customer_id"].array)
     ordered = decisions.take(order).reset_index(drop=True)
     products = features.set_index("customer_id")["product_tag"]
     cut = cut_to_capacity(ruleset, ordered, product_tags=products)

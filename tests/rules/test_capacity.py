@@ -104,6 +104,7 @@ def _urgent_frame(priorities: str, control: str) -> pd.DataFrame:
             "customer_id": [f"c{i}" for i in range(rows)],
             "priority": pd.Categorical([f"P{p}" for p in priorities], ["P1", "P2", "P3", "P4"]),
             "value_at_risk": np.arange(rows, 0, -1, dtype=float),
+            "p_churn": np.full(rows, 0.5),
             "control": [flag == "c" for flag in control],
         }
     )

@@ -184,14 +184,28 @@ def test_decisions_are_sorted_by_priority_then_value_at_risk_then_customer_id(ru
 
 
 def test_decision_order_breaks_ties_by_id_and_puts_nan_values_and_no_priority_last():
-    # given P2, P1 without value, P1 at 3 (id c), no priority, P1 at 3 (id a)
+    # given P2, P1 without value, P1 at 3 (id c), no priority, P1 at 3 (id a), all at p 0.5
     priority_code = np.array([1, 0, 0, -1, 0])
     value = np.array([5.0, np.nan, 3.0, 1.0, 3.0])
+    p_churn = np.full(5, 0.5)
     ids = ["e", "d", "c", "b", "a"]
     # when
-    order = decision_order(priority_code, value, ids)
+    order = decision_order(priority_code, value, p_churn, ids)
     # then P1 at 3 by id (a, c), P1 without value, P2, and the row without priority
     assert order.tolist() == [4, 2, 1, 0, 3]
+
+
+def test_decision_order_puts_the_likelier_to_leave_first_among_equal_values():
+    # given three P1 learners worth the same (saturated lifetime value) at p 0.8, 0.95, NaN
+    # and one worth more at p 0.4
+    priority_code = np.zeros(4, dtype=np.int64)
+    value = np.array([100.0, 100.0, 100.0, 150.0])
+    p_churn = np.array([0.8, 0.95, np.nan, 0.4])
+    ids = ["a", "b", "c", "d"]
+    # when
+    order = decision_order(priority_code, value, p_churn, ids)
+    # then value first, then p_churn descending with no score last, not the ids
+    assert order.tolist() == [3, 1, 0, 2]
 
 
 def test_control_flag_is_the_hash_draw_of_customer_and_action(ruleset):
