@@ -68,6 +68,8 @@ MUTATE := \
 	rules.engine.* \
 	rules.conditions.* \
 	features.windows.* \
+	features.window_sql.* \
+	features.workspace.* \
 	features.labels.* \
 	models.churn.xǁVennAbersCalibrationǁ* \
 	models.churn.x_decision_confidence__mutmut_* \

@@ -279,7 +279,7 @@ def _validate(population: str) -> dict:
 
 def _floor(population: str, tracking_uri: str, snapshot: str, as_of: date) -> dict:
     """DuckDB's bare scan of the window's events + LightGBM's raw predict on the learners' rows."""
-    from features.windows import connect
+    from features.workspace import connect
     from models.churn import ChurnModel
     from serving.infra.champion import load_champion
 

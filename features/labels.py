@@ -20,7 +20,9 @@ import pandas as pd
 from pandera.errors import SchemaErrors
 
 from features.schemas import LabelsSchema
-from features.windows import TableInput, Workspace, normalize_spine, timestamp_literal, workspace
+from features.window_sql import timestamp_literal
+from features.windows import normalize_spine
+from features.workspace import TableInput, Workspace, workspace
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ needs the same numbers for one learner in well under a millisecond, without a Du
 a pandera validation of a one-row frame. This module is that second implementation. The catalog
 (``features/catalog.yaml``) stays the one definition of what each feature means: the column order,
 the dtypes and the availability rule (``needs``, ``needs_duration``) are read from it, and
-``features.windows`` (``FEATURE_SQL``) is the reference each expression below mirrors, measure for
-measure. ``tests/features/test_online.py`` proves the two equal (nulls included) on random logs and
-on the simulator.
+``features.window_sql`` (``FEATURE_SQL``) is the reference each expression below mirrors, measure
+for measure. ``tests/features/test_online.py`` proves the two equal (nulls included) on random logs
+and on the simulator.
 
 Conventions are those of ``features.windows``: ``as_of`` t is a day meaning 00:00 UTC; only events
 with ``ts < t`` count; the window is [t - 30d, t); ``lag`` is the days from an event's UTC day to
@@ -27,7 +27,8 @@ import pandas as pd
 
 from features.catalog import FeatureCatalog, FeatureSpec, load_catalog
 from features.vocabulary import CANONICAL_EVENT_TYPES, CHANNELS
-from features.windows import DAY_US, RISK_COUNT, WINDOW_DAYS, feature_dtypes
+from features.window_sql import DAY_US, RISK_COUNT, WINDOW_DAYS
+from features.windows import feature_dtypes
 
 EVENT_TYPES: tuple[str, ...] = CANONICAL_EVENT_TYPES
 """Event type codes are positions in this tuple; any other type (``other``) gets ``OTHER_CODE``."""
@@ -241,7 +242,7 @@ class TypeAvailability:
 
 
 def _has_needs(spec: FeatureSpec, seen: set[str], timed: set[str]) -> bool:
-    """``features.windows._available_condition``, on sets of event types."""
+    """``features.window_sql._available_condition``, on sets of event types."""
     if spec.needs and not seen.intersection(spec.needs):
         return False
     if spec.needs_duration:
@@ -254,7 +255,7 @@ def _has_needs(spec: FeatureSpec, seen: set[str], timed: set[str]) -> bool:
 
 @dataclass(frozen=True)
 class Measures:
-    """What the feature expressions read: ``features.windows``' measures of one (learner, as_of).
+    """What the feature expressions read: ``features.window_sql``' measures of one (learner, as_of).
 
     Window counts and sums are 0 without events; the ``*_us`` instants are None without one.
     """
@@ -404,7 +405,7 @@ def _last(history: LearnerEvents, code: int) -> int | None:
     return int(history.ts_us[hits[-1]]) if len(hits) else None
 
 
-# --- the feature expressions (features.windows.FEATURE_SQL, in Python) ----------------------------
+# --- the feature expressions (features.window_sql.FEATURE_SQL, in Python) -------------------------
 
 
 def _days_since(instant_us: int | None, as_of_us: int) -> float | None:
@@ -568,7 +569,7 @@ FEATURES: dict[str, Callable[[Measures], Any]] = {
     ),
 }
 """Each catalog feature (risk_indicator_count aside: the sum of the masked risk flags) as a
-function of the measures; the mirror of ``features.windows.FEATURE_SQL``."""
+function of the measures; the mirror of ``features.window_sql.FEATURE_SQL``."""
 
 
 @cache

@@ -1,11 +1,11 @@
-"""The window features on Spark SQL: the DuckDB SQL of ``features.windows``, transpiled (issue 14).
+"""The window features on Spark SQL: the DuckDB SQL of ``features.window_sql``, transpiled.
 
-One feature definition, two engines: every statement ``features.windows.Workspace`` runs is written
-in DuckDB's dialect and, on Spark, transpiled by SQLGlot (``read="duckdb", write="spark"``) with one
-transform of our own (``make_timestamp(epoch_us(x))`` -> ``x``, see ``_drop_epoch_us``). A
-``SparkEngine`` plays the DuckDB connection for the workspace, so ``build_features`` and
-``eligible_spine`` take it as their ``con``; ``spark_features`` returns the features as a Spark
-DataFrame without collecting them to the driver.
+One feature definition, two engines (issue 14): every statement ``features.workspace.Workspace``
+runs is written in DuckDB's dialect and, on Spark, transpiled by SQLGlot (``read="duckdb",
+write="spark"``) with one transform of our own (``make_timestamp(epoch_us(x))`` -> ``x``, see
+``_drop_epoch_us``). A ``SparkEngine`` plays the DuckDB connection for the workspace, so
+``build_features`` and ``eligible_spine`` take it as their ``con``; ``spark_features`` returns the
+features as a Spark DataFrame without collecting them to the driver.
 
 The Spark session time zone must be UTC: an as_of is midnight UTC and the SQL truncates
 timestamps to days in the session zone, so another zone moves events across days and drops rows
@@ -29,18 +29,15 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from features.catalog import load_catalog
+from features.window_sql import _ACTIVE_PAIRS_TABLE, _ELIGIBLE, _WINDOW_TABLE
 from features.windows import (
-    _ACTIVE_PAIRS_TABLE,
-    _ELIGIBLE,
-    _WINDOW_TABLE,
-    TableInput,
-    Workspace,
     _as_of_dates,
     as_of_series,
     check_catalog_coverage,
     feature_dtypes,
     normalize_spine,
 )
+from features.workspace import TableInput, Workspace
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -177,7 +174,7 @@ class SparkResult:
 
 
 class SparkEngine:
-    """Runs a ``features.windows.Workspace`` on a SparkSession (``con=SparkEngine(spark)``).
+    """Runs a ``features.workspace.Workspace`` on a SparkSession (``con=SparkEngine(spark)``).
 
     Each statement is transpiled from DuckDB's dialect (``to_spark_sql``). DuckDB's temporary
     tables become cached tables (``CACHE TABLE``, materialised once) when ``cache_tables``, else
@@ -256,7 +253,7 @@ def _arrow_ready(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_spark_sql(sql: str, *, cache_tables: bool = False) -> str:
-    """A DuckDB-dialect statement of ``features.windows`` in Spark SQL.
+    """A DuckDB-dialect statement of ``features.window_sql`` in Spark SQL.
 
     ``CREATE TEMP TABLE t AS q`` becomes ``CACHE TABLE t AS q`` when ``cache_tables`` (SQLGlot
     writes a lazy ``CREATE TEMPORARY VIEW``).

@@ -49,7 +49,8 @@ import pandas as pd
 
 from features.mapping import EventMapping
 from features.validation import load_valid_inputs
-from features.windows import TableInput, build_features, connect, eligible_spine
+from features.windows import build_features, eligible_spine
+from features.workspace import TableInput, connect
 from rules import RuleSet
 from serving.app.answers_table import write_day_answers
 from serving.app.day_campaigns import CampaignPlanner, catalogue_planner, plan_day_campaigns

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
-from features.windows import frame_dtypes, naive_utc
+from features.windows import frame_dtypes
+from features.workspace import naive_utc
 from models.churn import PREDICTION_COLUMNS
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity
 from rules.engine import codes_of, decision_order

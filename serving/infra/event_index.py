@@ -31,7 +31,8 @@ import pyarrow.compute as pc
 
 from features.online import EVENT_TYPES, NO_CHANNEL, OTHER_CODE, LearnerEvents, TypeAvailability
 from features.vocabulary import CHANNELS
-from features.windows import connect, event_type_firsts
+from features.windows import event_type_firsts
+from features.workspace import connect
 from serving.infra.sidecars import fixed_width, open_sidecar, read_meta, sorted_position
 
 logger = logging.getLogger("bentoml.lstep")

@@ -1,4 +1,8 @@
-"""Tests for features/windows.py: hand-computed values, point-in-time correctness, degradation."""
+"""Tests for features/windows.py: hand-computed values, point-in-time correctness, degradation.
+
+They go through the public API, so they also cover the SQL it runs (features/window_sql.py) and
+the workspace that runs it (features/workspace.py): neither has behaviour worth testing apart.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,550 @@
+"""The DuckDB SQL of the window features (DESIGN §4): templates, feature expressions, builders.
+
+This module is text: SQL templates and the Python that assembles them from the catalog. It runs
+nothing and imports no engine, so it sits below ``features.workspace`` (which runs these
+statements on DuckDB or, transpiled, on Spark) and ``features.windows`` (the public API), and a
+reader can check the SQL without the machinery that runs it.
+
+How the SQL is organised (one DuckDB connection; its temporary objects are dropped at the end).
+Events are aggregated straight into one row per (learner, as_of): at 1M learners a per-(learner,
+day) table has ~25M groups and costs several times more than this.
+
+1. window: every event joined to each as_of whose window [t-30d, t) holds it, with ``lag`` = days
+   from the event's UTC day to t's day (t is a midnight, so lag 1..7 is exactly "the last 7
+   days"), then one GROUP BY (learner, as_of) of FILTERed counts/sums and a bitmask of active days.
+   Distinct feature items come from a second, much smaller aggregation of feature_used events.
+2. history: the events before each window, per (learner, bucket of as_of dates); a spine row
+   adds up the buckets up to its date and its own window (last timestamps, lesson totals, ...).
+3. availability: which event types (and which types with a duration) appeared anywhere in the log
+   before t. Each catalog feature is nulled (numbers) or set False (flags) when its ``needs`` are
+   absent; this is generated from ``features/catalog.yaml`` (``needs``/``needs_duration``).
+4. the spine (learner, t) joined to customers, the measures above and the feature expressions;
+   the sequence of active days (gaps, streaks) comes from the 30-bit mask of step 1 by
+   integer bit arithmetic, a few stacked SELECTs, the same on DuckDB and Spark SQL.
+
+The catalog is the column list: every catalog feature must have an SQL expression below
+(``FEATURE_SQL``) and the output columns follow catalog order.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from features.catalog import FeatureCatalog, FeatureSpec
+
+DAY_US = 86_400_000_000
+"""Microseconds in a day: durations are compared in exact integer microseconds."""
+WINDOW_DAYS = 30
+EVENT_COLUMNS = ("customer_id", "ts", "event_type", "duration_s", "channel", "item")
+CUSTOMER_COLUMNS = ("customer_id", "product_tag", "enrolled_at", "mrr")
+RISK_COUNT = "risk_indicator_count"
+
+# --- SQL ------------------------------------------------------------------------------------------
+# Placeholders in braces are names of temporary objects or already-quoted literals, never user data.
+# Divisions are written `integer / integer`: `/` divides as DOUBLE in DuckDB and in Spark SQL alike
+# (`//` is DuckDB's integer division), whereas a decimal literal (`/ 7.0`) makes Spark divide in
+# DECIMAL, rounded to 6 places, and breaks the DuckDB/Spark parity of the trends.
+
+_EVENTS_VIEW = """
+CREATE TEMP VIEW {name} AS
+SELECT CAST(customer_id AS VARCHAR) AS customer_id,
+       -- epoch_us is absolute, so this is naive UTC whatever the session's TimeZone setting
+       make_timestamp(epoch_us(ts)) AS ts,
+       CAST(event_type AS VARCHAR) AS event_type,
+       CAST(duration_s AS DOUBLE) AS duration_s,
+       CAST(channel AS VARCHAR) AS channel,
+       CAST(item AS VARCHAR) AS item
+FROM {source}
+"""
+
+_CUSTOMERS_VIEW = """
+CREATE TEMP VIEW {name} AS
+SELECT CAST(customer_id AS VARCHAR) AS customer_id,
+       CAST(product_tag AS VARCHAR) AS product_tag,
+       make_timestamp(epoch_us(enrolled_at)) AS enrolled_at,
+       CAST(mrr AS DOUBLE) AS mrr
+FROM {source}
+"""
+
+# The as_of dates, sorted. The all-history measures at t are the 30-day window plus everything
+# before it: history bucket k holds the events in [window start of date k-1, window start of k).
+_DATES_TABLE = """
+CREATE TEMP TABLE {name} AS
+SELECT as_of,
+       as_of - INTERVAL 30 DAY AS window_start,
+       row_number() OVER (ORDER BY as_of) AS bucket,
+       -- null for bucket 1 (everything before the first window: it has no bucket days)
+       lag(as_of) OVER (ORDER BY as_of) - INTERVAL 30 DAY AS bucket_start
+FROM (SELECT DISTINCT as_of FROM {dates})
+"""
+
+# The UTC days of each window, with `lag` = days from that day to t's day. t is a midnight, so
+# [t-30d, t) is exactly the days of lag 1..30 and "the last 7 days" those of lag 1..7.
+# (a VALUES list, not DuckDB's range(): SQLGlot turns `range(1, 31) AS r(lag)` into invalid Spark)
+_LAGS = ", ".join(f"({lag})" for lag in range(1, WINDOW_DAYS + 1))
+_WINDOW_DAYS_TABLE = """
+CREATE TEMP TABLE {name} AS
+SELECT d.as_of, CAST(d.as_of AS DATE) - CAST(r.lag AS INTEGER) AS day, CAST(r.lag AS INTEGER) AS lag
+FROM {dates} AS d CROSS JOIN (VALUES {lags}) AS r(lag)
+"""
+
+# Each event joined to every as_of whose window holds it, by equality on the day: a hash join.
+# (A range join on ts against a few dates makes DuckDB pick an IEJoin, many times slower.)
+_IN_WINDOW = """
+SELECT e.*, w.as_of, w.lag
+FROM {events} AS e JOIN {window_days} AS w ON CAST(e.ts AS DATE) = w.day
+WHERE e.ts >= {first_window_start} AND e.ts < {until} {customer_filter}
+"""
+
+# One aggregate per measure: at 50M events each extra aggregate costs ~0.5 s of CPU, so the list is
+# kept to what the catalog needs (community posts + replies share one 7-day count, active days are
+# one bitmask with bit lag-1 set).
+_WINDOW_AGGREGATES = {
+    "ev7": "count(*) FILTER (lag <= 7)",
+    "ev30": "count(*)",
+    "wk1": "count(*) FILTER (lag BETWEEN 22 AND 28)",
+    # sum over the 4 weeks of (2x - 5) * events, x = 1 (oldest) .. 4 (last 7 days): 10 * slope
+    "slope_x10": "sum(3 - 2 * ((lag - 1) // 7)) FILTER (lag <= 28)",
+    "active_mask": "bit_or(CAST(1 AS BIGINT) << (lag - 1))",
+    "last_ts": "max(ts)",
+    "last_session_ts": "max(ts) FILTER (event_type = 'session')",
+    "last_milestone_ts": "max(ts) FILTER (event_type = 'milestone_completed')",
+    # events on each of the last 7 days (the shape of the last week, and its intensity when the
+    # log has no durations): day1 = the day before as_of
+    **{f"day{lag}": f"count(*) FILTER (lag = {lag})" for lag in range(1, 8)},
+    "ses7": "count(*) FILTER (event_type = 'session' AND lag <= 7)",
+    "ses14": "count(*) FILTER (event_type = 'session' AND lag <= 14)",
+    "ses30": "count(*) FILTER (event_type = 'session')",
+    "ses_s7": "sum(duration_s) FILTER (event_type = 'session' AND lag <= 7)",
+    "ses_s30": "sum(duration_s) FILTER (event_type = 'session')",
+    "ses_timed7": "count(duration_s) FILTER (event_type = 'session' AND lag <= 7)",
+    "ses_timed30": "count(duration_s) FILTER (event_type = 'session')",
+    "les7": "count(*) FILTER (event_type = 'lesson_completed' AND lag <= 7)",
+    "les14": "count(*) FILTER (event_type = 'lesson_completed' AND lag <= 14)",
+    "les30": "count(*) FILTER (event_type = 'lesson_completed')",
+    "mil30": "count(*) FILTER (event_type = 'milestone_completed')",
+    "qa30": "count(*) FILTER (event_type = 'quiz_attempted')",
+    "qp30": "count(*) FILTER (event_type = 'quiz_passed')",
+    "can30": "count(*) FILTER (event_type = 'subscription_cancelled')",
+    "community7": (
+        "count(*) FILTER (event_type IN ('community_post', 'community_reply') AND lag <= 7)"
+    ),
+    "post30": "count(*) FILTER (event_type = 'community_post')",
+    "reply30": "count(*) FILTER (event_type = 'community_reply')",
+    "vid30": "count(*) FILTER (event_type = 'video_watched')",
+    "vid_s30": "sum(duration_s) FILTER (event_type = 'video_watched')",
+    "vid_timed30": "count(duration_s) FILTER (event_type = 'video_watched')",
+    "mob30": "count(*) FILTER (channel = 'mobile')",
+    "chan30": "count(channel)",
+}
+
+_WINDOW_TABLE = """
+CREATE TEMP TABLE {name} AS
+SELECT customer_id, as_of, {aggregates}
+FROM ({in_window})
+GROUP BY customer_id, as_of
+"""
+
+_ITEMS_TABLE = """
+CREATE TEMP TABLE {name} AS
+SELECT customer_id, as_of, count(DISTINCT item) AS items30
+FROM ({in_window})
+WHERE event_type = 'feature_used'
+GROUP BY customer_id, as_of
+"""
+
+# The UTC days of history buckets 2, 3, ...: [window start of date k-1, window start of date k).
+# Bucket 1 is everything before the first window, so it needs no days. (The unnest is not inside
+# the CAST: Spark allows a generator only at the top of a SELECT expression.)
+_BUCKET_DAYS_TABLE = """
+CREATE TEMP TABLE {name} AS
+SELECT bucket, CAST(day AS DATE) AS day
+FROM (SELECT bucket,
+             unnest(generate_series(bucket_start, window_start - INTERVAL 1 DAY, INTERVAL 1 DAY))
+                 AS day
+      FROM {dates}
+      WHERE bucket > 1)
+"""
+
+# Measures of the events before the window per (learner, bucket); a spine row at bucket k adds
+# up buckets 1..k and its own window. Days are matched by equality (a hash join), as above.
+_HISTORY_TABLE = """
+CREATE TEMP TABLE {name} AS
+SELECT e.customer_id, coalesce(b.bucket, 1) AS bucket,
+       max(e.ts) AS last_ts,
+       max(e.ts) FILTER (e.event_type = 'session') AS last_session_ts,
+       max(e.ts) FILTER (e.event_type = 'milestone_completed') AS last_milestone_ts,
+       count(*) FILTER (e.event_type = 'lesson_completed') AS lessons,
+       count(*) FILTER (e.event_type = 'milestone_completed') AS milestones
+FROM {events} AS e LEFT JOIN {bucket_days} AS b ON CAST(e.ts AS DATE) = b.day
+WHERE e.ts < {last_window_start} {customer_filter}
+GROUP BY ALL
+"""
+
+_HISTORY_AT_TABLE = """
+CREATE TEMP TABLE {name} AS
+SELECT s.row_id,
+       max(h.last_ts) AS last_ts,
+       max(h.last_session_ts) AS last_session_ts,
+       max(h.last_milestone_ts) AS last_milestone_ts,
+       sum(h.lessons) AS lessons_before,
+       sum(h.milestones) AS milestones_before
+FROM {spine} AS s JOIN {history} AS h ON h.customer_id = s.customer_id AND h.bucket <= s.bucket
+GROUP BY s.row_id
+"""
+
+_TYPE_FIRSTS_TABLE = """
+CREATE TEMP TABLE {name} AS
+SELECT event_type,
+       min(ts) AS first_ts,
+       min(ts) FILTER (duration_s IS NOT NULL) AS first_timed_ts
+FROM {events}
+WHERE ts < {until}
+GROUP BY event_type
+"""
+
+_ACTIVE_PAIRS_TABLE = """
+CREATE TEMP TABLE {name} AS
+SELECT DISTINCT customer_id, as_of FROM ({in_window})
+"""
+
+_ELIGIBLE = """
+SELECT c.customer_id, d.as_of
+FROM {customers} AS c CROSS JOIN {dates} AS d
+WHERE c.enrolled_at < d.as_of
+  AND (c.enrolled_at > d.window_start
+       OR EXISTS (SELECT 1 FROM {active} AS a
+                  WHERE a.customer_id = c.customer_id AND a.as_of = d.as_of))
+ORDER BY d.as_of, c.customer_id
+"""
+
+_SPINE_TABLE = """
+CREATE TEMP TABLE {name} AS
+SELECT s.row_id, s.customer_id, s.as_of, d.bucket, CAST(s.as_of AS DATE) AS as_of_day,
+       c.enrolled_at, CAST(c.enrolled_at AS DATE) AS enrol_day, c.product_tag, c.mrr
+FROM {spine} AS s
+JOIN {customers} AS c USING (customer_id)
+JOIN {dates} AS d USING (as_of)
+"""
+
+# Per-learner measures the feature expressions read: the spine, the window aggregates (0 without
+# events in the window), the all-history values and the catalog availability flags.
+_MEASURES = """
+SELECT s.row_id, s.customer_id, s.as_of, s.enrolled_at, s.product_tag, s.mrr,
+       date_diff('microsecond', s.enrolled_at, s.as_of) AS tenure_us,
+       least(30, date_diff('day', s.enrol_day, s.as_of_day)) AS window_days,
+       {window_columns},
+       coalesce(i.items30, 0) AS items30,
+       -- a window timestamp is always later than any timestamp before the window
+       coalesce(w.last_ts, h.last_ts) AS last_ts,
+       coalesce(w.last_session_ts, h.last_session_ts) AS last_session_ts,
+       coalesce(w.last_milestone_ts, h.last_milestone_ts) AS last_milestone_ts,
+       -- UTC days from the day of the last event before the window to t's day
+       date_diff('day', CAST(h.last_ts AS DATE), s.as_of_day) AS lag_before,
+       coalesce(h.lessons_before, 0) + coalesce(w.les30, 0) AS lessons_total,
+       coalesce(h.milestones_before, 0) + coalesce(w.mil30, 0) AS milestones_total,
+       a.* EXCLUDE (as_of)
+FROM {spine} AS s
+LEFT JOIN {window} AS w USING (customer_id, as_of)
+LEFT JOIN {items} AS i USING (customer_id, as_of)
+LEFT JOIN {history_at} AS h USING (row_id)
+JOIN {availability} AS a USING (as_of)
+"""
+
+# Derived measures: sub-window counts and active days from the bitmask (bit lag-1 = that day).
+_DERIVED = """
+SELECT *,
+       ev30 - ev7 AS ev_prior23,
+       ses30 - ses7 AS ses_prior23,
+       ses_s30 - ses_s7 AS ses_s_prior23,
+       ses_timed30 - ses_timed7 AS ses_timed_prior23,
+       bit_count(active_mask & 127) AS ad7,
+       bit_count(active_mask & 16383) AS ad14,
+       bit_count(active_mask) AS ad30,
+       bit_count(active_mask & ((CAST(1 AS BIGINT) << greatest(window_days, 0)) - 1))
+           AS ad_since_enrol,
+       {mask_measures}
+FROM ({measures})
+"""
+
+
+# --- the sequence of active days, from the bitmask ------------------------------------------------
+# Plain integer bit arithmetic (&, |, >>, bit_count, CASE), the same in DuckDB and Spark SQL, in
+# a few stacked SELECTs: each layer names what the next one reads, so that no expression is
+# repeated inside another. With m = active_mask (bit lag-1 set when day lag was active):
+#   low = m & -m                   the newest active day's bit (0 without any)
+#   smear = m | m >> 1 | ...       every bit up to the oldest active day's
+#   runs_k(x) = x & x >> 1 & ... & x >> (k-1): bit i set when bits i .. i+k-1 all are
+# so the longest run of ones in x is the number of k in 1..30 with runs_k(x) != 0, computed from
+# runs_1, _2, _4, _8 and _16 (runs_k for any k is an AND of shifted power-of-two runs).
+# The inactive days strictly between the newest and the oldest active day are smear - m - (low - 1)
+# (m and low - 1 are disjoint subsets of smear), and the longest gap between two active days is
+# one more than their longest run.
+
+_RUN_POWERS = (2, 4, 8, 16)
+
+
+# Runs only while the module is imported (it builds module constants), before mutmut picks a
+# mutant: no mutant of it could ever run, so none is made (make mutate, docs/mutation.md).
+def _runs_columns(x: str, prefix: str) -> str:  # pragma: no mutate block
+    """``{prefix}_runs{k}`` for k = 2, 4, 8, 16: bit i set when bits i .. i+k-1 of x all are."""
+    return ", ".join(
+        " & ".join([x, *(f"({x} >> {shift})" for shift in range(1, k))]) + f" AS {prefix}_runs{k}"
+        for k in _RUN_POWERS
+    )
+
+
+# (import time only, as above)
+def _longest_run(x: str, prefix: str) -> str:  # pragma: no mutate block
+    """The longest run of ones in the 30-bit ``x``, from its ``{prefix}_runs{k}`` columns."""
+    indicators = []
+    for length in range(1, WINDOW_DAYS + 1):
+        terms, offset = [], 0
+        for power in (16, 8, 4, 2, 1):
+            if length - offset >= power:
+                column = x if power == 1 else f"{prefix}_runs{power}"
+                terms.append(column if offset == 0 else f"({column} >> {offset})")
+                offset += power
+        indicators.append(f"CASE WHEN ({' & '.join(terms)}) <> 0 THEN 1 ELSE 0 END")
+    return " + ".join(indicators)
+
+
+# (import time only, as above)
+def _mask_measures() -> str:  # pragma: no mutate block
+    """The bitmask measures the sequence layers read: newest bit, smear and runs of ``m``."""
+    smear = " | ".join(["active_mask", *(f"(active_mask >> {s})" for s in range(1, WINDOW_DAYS))])
+    return ", ".join(
+        [
+            "active_mask & (-active_mask) AS mask_low",
+            f"{smear} AS mask_smear",
+            _runs_columns("active_mask", "mask"),
+        ]
+    )
+
+
+def _lag_of_bit(bit: str) -> str:  # pragma: no mutate block
+    """The lag (1 = the day before t) of a single-bit value."""
+    return f"bit_count({bit} - 1) + 1"
+
+
+# The newest, second-newest and oldest active day, the longest streak, and the inactive days
+# between the newest and the oldest active day with their longest run.
+_SEQUENCE_TEMPLATE = """
+SELECT *, {longest_inner} + 1 AS max_gap
+FROM (SELECT *, {inner_runs}
+      FROM (SELECT *,
+                   {longest_active} AS longest_streak,
+                   {newest} AS newest_lag,
+                   bit_count(mask_smear) AS oldest_lag,
+                   {second} AS second_lag,
+                   CASE WHEN ad30 >= 2 THEN mask_smear - active_mask - (mask_low - 1) ELSE 0 END
+                       AS inner_gaps
+            FROM ({derived})))
+"""
+
+
+# (import time only, as above)
+def _sequence_template() -> str:  # pragma: no mutate block
+    """``_SEQUENCE_TEMPLATE`` with its generated expressions; ``{derived}`` stays a placeholder."""
+    rest = "(active_mask - mask_low)"
+    return _SEQUENCE_TEMPLATE.format(
+        inner_runs=_runs_columns("inner_gaps", "gaps"),
+        longest_inner=_longest_run("inner_gaps", "gaps"),
+        longest_active=_longest_run("active_mask", "mask"),
+        newest=f"CASE WHEN ad30 > 0 THEN {_lag_of_bit('mask_low')} END",
+        second=f"CASE WHEN ad30 >= 2 THEN {_lag_of_bit(f'({rest} & (-{rest}))')} END",
+        derived="{derived}",
+    )
+
+
+_DERIVED = _DERIVED.replace("{mask_measures}", _mask_measures())
+_SEQUENCE = _sequence_template()
+"""The derived measures of ``_DERIVED`` (its query as ``{derived}``) plus the sequence measures."""
+
+
+# Runs only while the module is imported (it builds module constants), before mutmut picks a
+# mutant: no mutant of it could ever run, so none is made (make mutate, docs/mutation.md).
+def _trend(recent: str, prior: str) -> str:  # pragma: no mutate block
+    """(r7 - r23) / (r7 + r23) on per-day rates, 0 when both are zero (catalog: trends)."""
+    r7, r23 = f"(({recent}) / 7)", f"(({prior}) / 23)"
+    return f"CASE WHEN {r7} + {r23} = 0 THEN 0.0 ELSE ({r7} - {r23}) / ({r7} + {r23}) END"
+
+
+def _days_since(instant: str) -> str:
+    return f"date_diff('microsecond', {instant}, as_of) / {DAY_US}"
+
+
+def _minutes(seconds: str, *, events: str, timed: str) -> str:
+    """Seconds as minutes; null when the learner had such events but none carried a duration."""
+    return f"CASE WHEN {events} > 0 AND {timed} = 0 THEN NULL ELSE {seconds} / 60 END"
+
+
+# Runs only while the module is imported (it builds module constants), before mutmut picks a
+# mutant: no mutant of it could ever run, so none is made (make mutate, docs/mutation.md).
+def _tenure_at_least(days: int) -> str:  # pragma: no mutate block
+    return f"tenure_us >= {days * DAY_US}"
+
+
+# A learner's session time is unknown (null) when a sub-window has sessions but none carried a
+# duration: counting them as 0 minutes would fake a drop.
+_SESSION_TIME_UNKNOWN = (
+    "(ses7 > 0 AND ses_timed7 = 0) OR (ses_prior23 > 0 AND ses_timed_prior23 = 0)"
+)
+_SLOPE_4W = "slope_x10 / 10"
+
+FEATURE_SQL: dict[str, str] = {
+    "days_since_last_event": _days_since("coalesce(last_ts, enrolled_at)"),
+    "days_since_last_session": _days_since("last_session_ts"),
+    "active_days_7d": "ad7",
+    "active_days_14d": "ad14",
+    "active_days_30d": "ad30",
+    "active_day_share_30d": "CASE WHEN window_days > 0 THEN ad30 / window_days END",
+    "events_7d": "ev7",
+    "events_30d": "ev30",
+    **{f"events_{lag}_day{'s' if lag > 1 else ''}_ago": f"day{lag}" for lag in range(1, 8)},
+    "events_per_active_day_7d": "ev7 / nullif(ad7, 0)",
+    "events_per_active_day_30d": "ev30 / nullif(ad30, 0)",
+    "last_gap_days": (
+        "CASE WHEN ad30 >= 2 THEN second_lag - newest_lag"
+        " WHEN ad30 = 1 THEN lag_before - newest_lag END"
+    ),
+    "mean_gap_days_30d": "CASE WHEN ad30 >= 2 THEN (oldest_lag - newest_lag) / (ad30 - 1) END",
+    "max_gap_days_30d": "CASE WHEN ad30 >= 2 THEN max_gap END",
+    "silence_vs_usual_gap": (
+        "CASE WHEN ad30 >= 2 THEN newest_lag / ((oldest_lag - newest_lag) / (ad30 - 1)) END"
+    ),
+    "longest_active_streak_30d": "longest_streak",
+    "sessions_7d": "ses7",
+    "sessions_14d": "ses14",
+    "sessions_30d": "ses30",
+    "session_minutes_7d": _minutes("ses_s7", events="ses7", timed="ses_timed7"),
+    "session_minutes_30d": _minutes("ses_s30", events="ses30", timed="ses_timed30"),
+    "avg_session_minutes_30d": "ses_s30 / 60 / nullif(ses_timed30, 0)",
+    "activity_trend_7v23": _trend("ev7", "ev_prior23"),
+    "events_change_7v23": "CASE WHEN ev_prior23 > 0 THEN (ev7 / 7) / (ev_prior23 / 23) - 1 END",
+    "sessions_trend_7v23": _trend("ses7", "ses_prior23"),
+    "minutes_trend_7v23": (
+        f"CASE WHEN {_SESSION_TIME_UNKNOWN} THEN NULL ELSE {_trend('ses_s7', 'ses_s_prior23')} END"
+    ),
+    "weekly_events_slope_4w": _SLOPE_4W,
+    "lessons_7d": "les7",
+    "lessons_30d": "les30",
+    "lessons_total": "lessons_total",
+    "milestones_30d": "mil30",
+    "milestones_total": "milestones_total",
+    "days_since_last_milestone": _days_since("last_milestone_ts"),
+    "quiz_attempts_30d": "qa30",
+    "quiz_pass_rate_30d": "qp30 / nullif(qa30, 0)",
+    "cancellations_30d": "can30",
+    "community_posts_30d": "post30",
+    "community_replies_30d": "reply30",
+    "distinct_features_30d": "items30",
+    "mobile_share_30d": "mob30 / nullif(chan30, 0)",
+    "video_share_30d": "vid30 / nullif(ev30, 0)",
+    "video_minutes_30d": _minutes("vid_s30", events="vid30", timed="vid_timed30"),
+    "tenure_days": f"tenure_us / {DAY_US}",
+    "is_cold_start": f"tenure_us < {WINDOW_DAYS * DAY_US}",
+    "product_tag": "product_tag",
+    "mrr": "mrr",
+    "risk_inactive_7d": f"ev7 = 0 AND {_tenure_at_least(7)}",
+    "risk_inactive_14d": f"ad14 = 0 AND {_tenure_at_least(14)}",
+    # r7 <= r23 / 2 in integers: ev7 / 7 <= ev_prior23 / 23 / 2, so no float rounding at -0.5
+    "risk_activity_drop": "ev_prior23 > 0 AND 46 * ev7 <= 7 * ev_prior23",
+    "risk_session_time_drop": (
+        f"coalesce(NOT ({_SESSION_TIME_UNKNOWN}) AND ses_s_prior23 > 0"
+        " AND 46 * ses_s7 <= 7 * ses_s_prior23, FALSE)"
+    ),
+    "risk_low_frequency": (
+        f"coalesce(ad30 / nullif(window_days, 0) < 0.10 AND {_tenure_at_least(7)}, FALSE)"
+    ),
+    "risk_no_lesson_14d": f"les14 = 0 AND {_tenure_at_least(14)}",
+    "risk_milestone_stall": (
+        f"CASE WHEN last_milestone_ts IS NULL THEN {_tenure_at_least(WINDOW_DAYS)}"
+        f" ELSE date_diff('microsecond', last_milestone_ts, as_of) >= {WINDOW_DAYS * DAY_US} END"
+    ),
+    "risk_quiz_struggle": "qa30 >= 3 AND 2 * qp30 < qa30",
+    "risk_community_withdrawal": "post30 + reply30 - community7 > 0 AND community7 = 0",
+    "risk_short_sessions": "coalesce(ses_s30 / 60 / nullif(ses_timed30, 0) < 5, FALSE)",
+    "risk_steady_decline": f"{_SLOPE_4W} < 0 AND wk1 > 0 AND 2 * ev7 <= wk1",
+    "risk_onboarding_stall": (
+        f"{_tenure_at_least(7)} AND tenure_us < {WINDOW_DAYS * DAY_US} AND ad_since_enrol <= 2"
+    ),
+}
+"""SQL expression of each catalog feature over the measures above (risk_indicator_count aside:
+it is the sum of the catalog's risk flags after the availability rule)."""
+
+
+# --- literals and the catalog-driven SELECTs ------------------------------------------------------
+
+
+def _sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def timestamp_literal(value: pd.Timestamp) -> str:
+    """A DuckDB TIMESTAMP literal of a naive (UTC) timestamp."""
+    return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
+
+
+def _availability_sql(catalog: FeatureCatalog, dates: str, type_firsts: str) -> str:
+    """Per as_of, whether each needed type (and a timed event of it) appeared before it."""
+    needed = sorted({t for spec in catalog.features for t in spec.needs})
+    flags = ["coalesce(bool_or(f.first_timed_ts < d.as_of), FALSE) AS timed_any"]
+    for event_type in needed:
+        is_type = f"f.event_type = {_sql_literal(event_type)}"
+        flags.append(
+            f"coalesce(bool_or({is_type} AND f.first_ts < d.as_of), FALSE) AS seen_{event_type}"
+        )
+        flags.append(
+            f"coalesce(bool_or({is_type} AND f.first_timed_ts < d.as_of), FALSE)"
+            f" AS timed_{event_type}"
+        )
+    return (
+        f"SELECT d.as_of, {', '.join(flags)} FROM {dates} AS d "
+        f"LEFT JOIN {type_firsts} AS f ON TRUE GROUP BY d.as_of"
+    )
+
+
+def _available_condition(spec: FeatureSpec) -> str | None:
+    """SQL condition under which ``spec`` has data (catalog ``needs`` / ``needs_duration``)."""
+    conditions = []
+    if spec.needs:
+        conditions.append(" OR ".join(f"seen_{t}" for t in spec.needs))
+    if spec.needs_duration:
+        timed = [f"timed_{t}" for t in spec.needs] or ["timed_any"]
+        conditions.append(" OR ".join(timed))
+    return " AND ".join(f"({c})" for c in conditions) or None
+
+
+def _feature_select(catalog: FeatureCatalog, measures: str) -> str:
+    """The final SELECT: each catalog feature, masked by its availability, in catalog order."""
+    columns = []
+    for spec in catalog.features:
+        if spec.name == RISK_COUNT:
+            continue
+        expression = FEATURE_SQL[spec.name]
+        available = _available_condition(spec)
+        if available is not None:
+            missing = "FALSE" if spec.dtype == "bool" else "NULL"
+            expression = f"CASE WHEN {available} THEN {expression} ELSE {missing} END"
+        columns.append(f"{expression} AS {spec.name}")
+    flags = " + ".join(f"CAST({name} AS INTEGER)" for name in catalog.risk_indicators) or "0"
+    output = ", ".join(
+        f"CAST({flags} AS BIGINT) AS {RISK_COUNT}" if name == RISK_COUNT else name
+        for name in catalog.names
+    )
+    return (
+        f"WITH m AS ({measures}), f AS (SELECT row_id, customer_id, as_of, {', '.join(columns)} "
+        f"FROM m) SELECT row_id, customer_id, as_of, {output} FROM f ORDER BY row_id"
+    )
+
+
+__all__ = [
+    "CUSTOMER_COLUMNS",
+    "DAY_US",
+    "EVENT_COLUMNS",
+    "FEATURE_SQL",
+    "RISK_COUNT",
+    "WINDOW_DAYS",
+    "timestamp_literal",
+]
