@@ -17,7 +17,11 @@ URGENT_PRIORITIES: tuple[str, ...] = ("P1", "P2")
 VALUE_FIELDS: tuple[str, ...] = ("value_at_risk", "expected_months", "projected_value")
 """What a learner is worth: value at risk and the lifetime projection (``rules.lifetime``'s
 ``LIFETIME_COLUMNS``, spelled here so that ``lstep status`` imports no rules engine)."""
-CALL_LIST_ORDER = (["priority", "value_at_risk", "customer_id"], [True, False, True])
+CALL_LIST_ORDER = (
+    ["priority", "value_at_risk", "p_churn", "customer_id"],
+    [True, False, False, True],
+)
+"""``rules.engine.decision_order``'s keys, for stored scores read back in any order."""
 
 
 def urgent_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -29,7 +33,8 @@ def call_list(frame: pd.DataFrame, top: int, *, ordered: bool = False) -> pd.Dat
     """The first ``top`` urgent rows outside the control group, in call-list order.
 
     Args:
-        frame: decisions or stored scores (priority, value_at_risk, control, customer_id).
+        frame: decisions or stored scores (priority, value_at_risk, p_churn, control,
+            customer_id).
         top: how many learners.
         ordered: the frame is already in call-list order (the rules engine's decisions).
     """

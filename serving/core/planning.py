@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rules.lifetime import LIFETIME_COLUMNS
+from serving.core.calllist import VALUE_FIELDS
 from serving.core.frames import (
     DECISIONS_SCHEMA,
     SCORES_INPUT_SCHEMA,
@@ -164,7 +164,9 @@ def score_rows(
     rows["run_id"] = run_id
     for column in ("campaign_id", "channel", "behaviour_tags"):  # none before campaigns
         rows[column] = rows[column].astype(object) if column in rows else None
-    for column in LIFETIME_COLUMNS:  # decisions built without the engine project nothing
+    # The lifetime columns (VALUE_FIELDS: rules.lifetime's, spelled in serving.core.calllist so
+    # that reading a status loads no rules engine); decisions built without the engine have none.
+    for column in VALUE_FIELDS[1:]:
         rows[column] = rows[column].astype(float) if column in rows else np.nan
     return rows[list(STORED_SCORES_SCHEMA.columns)]
 

@@ -17,6 +17,7 @@ def test_call_list_keeps_p1_p2_outside_control_ordered_by_priority_then_value():
             "priority": ["P2", "P1", "P1", "P3", "P1"],
             "control": [False, False, False, False, True],
             "value_at_risk": [90.0, 10.0, 30.0, 99.0, 99.0],
+            "p_churn": [0.5, 0.9, 0.4, 0.5, 0.9],
         }
     )
     # when the call list of two is drawn
@@ -24,6 +25,23 @@ def test_call_list_keeps_p1_p2_outside_control_ordered_by_priority_then_value():
     # then P1 comes before P2, higher value first; P3 and the control learner never appear
     assert listed["customer_id"].tolist() == ["c", "b"]
     assert call_list(scores, top=10)["customer_id"].tolist() == ["c", "b", "a"]
+
+
+def test_call_list_puts_the_likelier_to_leave_first_among_equal_values_as_the_engine_does():
+    # given three P1 learners worth the same, at p 0.7, 0.95 and no score
+    scores = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "priority": ["P1", "P1", "P1"],
+            "control": [False, False, False],
+            "value_at_risk": [50.0, 50.0, 50.0],
+            "p_churn": [0.7, 0.95, float("nan")],
+        }
+    )
+    # when the call list is drawn from scores read back in any order
+    listed = call_list(scores, top=3)
+    # then p_churn breaks the tie (no score last), as rules.engine.decision_order does
+    assert listed["customer_id"].tolist() == ["b", "a", "c"]
 
 
 def test_the_value_fields_are_value_at_risk_and_the_rules_lifetime_columns():
