@@ -249,6 +249,36 @@ def learner_page(store: StateStore, customer_id: str, links: Links) -> str:
     return render_html(context, "dashboard_learner.html.j2")
 
 
+def write_dashboard(cache: DashboardCache, out: Path, *, learners: int = CALLS_SHOWN) -> list[Path]:
+    """The pages as static files in ``out``, linked relatively, with plotly.js beside them.
+
+    The overview (unfiltered: a file has no server to filter with), the call list and a page
+    for each of its first ``learners`` learners.
+
+    Returns:
+        The files written.
+
+    Raises:
+        NotFound: no completed batch day yet.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    links = Links(None)
+    pages = {
+        "index.html": overview_page(cache, DashboardFilters(), links),
+        "calls.html": calls_page(cache, links, limit=learners),
+    }
+    listed, _ = call_rows(cache.frames().latest_scores, None, limit=learners)
+    for customer_id in listed["customer_id"].astype(str):
+        pages[links.learner(customer_id)] = learner_page(cache.source.store, customer_id, links)
+    written = [out / PLOTLY_JS]
+    written[0].write_bytes(plotly_js())
+    for name, html in pages.items():
+        (out / name).write_text(html, encoding="utf-8")
+        written.append(out / name)
+    return written
+
+
 def history_chart(history: pd.DataFrame) -> dict[str, Any]:
     """The learner's tag over time as a step line (one point per transition)."""
     tags = list(STATUS_TAGS)
@@ -331,4 +361,5 @@ __all__ = [
     "plotly_js",
     "tag_area_chart",
     "value_chart",
+    "write_dashboard",
 ]
