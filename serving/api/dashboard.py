@@ -8,6 +8,7 @@ the workspace's store: pages aggregate over frames read once per stored history.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import date
 from http import HTTPStatus
 from typing import Any
@@ -46,8 +47,9 @@ def dashboard_cache() -> DashboardCache:
     return DashboardCache(source, utc_now)
 
 
-def dashboard_app() -> Any:
-    """The FastAPI app mounted at ``/dashboard``."""
+def dashboard_app(cache: Callable[[], DashboardCache] = dashboard_cache) -> Any:
+    """The FastAPI app mounted at ``/dashboard``; ``cache`` gives the pages' cache (the
+    workspace's by default, opened on the first request)."""
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, Response
 
@@ -67,7 +69,7 @@ def dashboard_app() -> Any:
             filters = DashboardFilters(
                 tier=tier, cohort=cohort, tag=tag, start=_day(start), end=_day(end)
             )
-            return HTMLResponse(overview_page(dashboard_cache(), filters, links))
+            return HTMLResponse(overview_page(cache(), filters, links))
         except ValueError as error:
             return problem(_first_error(error), HTTPStatus.BAD_REQUEST)
         except NotFound as error:
@@ -76,7 +78,7 @@ def dashboard_app() -> Any:
     @app.get("/calls", response_class=HTMLResponse, response_model=None)
     def calls(q: str | None = None, sort: str = "priority"):
         try:
-            return HTMLResponse(calls_page(dashboard_cache(), links, search=q, sort=sort))
+            return HTMLResponse(calls_page(cache(), links, search=q, sort=sort))
         except ValueError as error:
             return problem(error, HTTPStatus.BAD_REQUEST)
         except NotFound as error:
@@ -85,7 +87,7 @@ def dashboard_app() -> Any:
     @app.get("/learner/{customer_id}", response_class=HTMLResponse, response_model=None)
     def learner(customer_id: str):
         try:
-            return HTMLResponse(learner_page(dashboard_cache().source.store, customer_id, links))
+            return HTMLResponse(learner_page(cache().source.store, customer_id, links))
         except NotFound as error:
             return problem(error, HTTPStatus.NOT_FOUND)
 

@@ -71,7 +71,7 @@ class Links:
         return PLOTLY_JS if self.static else f"{self.root}/static/{PLOTLY_JS}"
 
     def overview(self, **query: Any) -> str:
-        return "index.html" if self.static else self._with(self.root or "", query)
+        return "index.html" if self.static else self._with(f"{self.root}/", query)
 
     def calls(self, **query: Any) -> str:
         return "calls.html" if self.static else self._with(f"{self.root}/calls", query)
