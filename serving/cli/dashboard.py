@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from serving.cli.common import RulesDirOpt, console, friendly_errors, open_store, settings
-from serving.settings import utc_now
 
 
 def register(app: typer.Typer) -> None:
@@ -28,6 +27,7 @@ def dashboard(
     from serving.app.dashboard import DashboardCache, DashboardSource
     from serving.app.dashboard_pages import write_dashboard
     from serving.infra.rulesets import load_rules
+    from serving.settings import utc_now
 
     current = settings()
     source = DashboardSource(
