@@ -4,7 +4,8 @@
 processes (2: one queues at concurrency 32 on 2 cores) of ``LstepService``, the public API:
 ``POST /score``, ``/explain``, ``/status``, ``/override``, ``/events/campaign`` (campaign feedback),
 beside BentoML's own ``/livez``, ``/readyz``, ``/metrics`` and ``/docs.json``, and the read-only
-``GET /pages/report``. Each worker loads the champion (once) and the rules, maps the day's answers
+``GET /pages/report`` and ``GET /dashboard`` (``serving.api.dashboard``). Each worker loads the
+champion (once) and the rules, maps the day's answers
 (every learner of the batch job's latest snapshot, decided by the batch job into a memory-mapped
 file: ``serving.app.answers``) and runs ``assess`` for every other ask (``serving.app.online``),
 with features assembled in the worker from the memory-mapped indexes of the customers and the
@@ -35,6 +36,7 @@ import anyio
 import bentoml
 
 from serving.api.bento import HINT, SERVED_MODEL_TAG, ServiceSettings, load_served_champion
+from serving.api.dashboard import dashboard_app
 from serving.api.feedback_models import CampaignEventRequest, CampaignEventResponse
 from serving.api.guards import Readiness, RequestGuardMiddleware, quiet_client_errors
 from serving.api.models import (
@@ -140,6 +142,7 @@ def scored_learners_counter() -> Any:
     name="lstep", workers=ServiceSettings().api_workers, threads=4, traffic={"timeout": 120}
 )
 @bentoml.asgi_app(pages_app(), path="/pages")
+@bentoml.asgi_app(dashboard_app(), path="/dashboard")
 class LstepService:
     """Learner churn scores, status tags, explanations and overrides over HTTP."""
 

@@ -199,6 +199,59 @@ def risk_move_labels(
     return compute_labels(events, spine, horizon_days=horizon_days, observed_until=until)
 
 
+@dataclass(frozen=True)
+class KpiInputs:
+    """What ``compute_kpis`` reads besides the customers, loaded once for any day up to ``as_of``.
+
+    Attributes:
+        transitions: the audit log up to ``as_of``.
+        scores: every day's stored scores, the columns the KPIs and the rules read.
+        decisions: the completed batch days' decision inputs.
+        outcomes: the labels of the automatic ST_004 moves complete by ``as_of`` (None: no
+            event log); ``compute_kpis`` keeps, for an earlier day, those complete by then.
+    """
+
+    transitions: pd.DataFrame
+    scores: pd.DataFrame
+    decisions: DecisionDays
+    outcomes: pd.DataFrame | None
+
+
+def load_kpi_inputs(
+    store: StateStore,
+    as_of: date,
+    *,
+    events: pd.DataFrame | StoredEvents | None,
+    ruleset: RuleSet,
+    data_dir: Path,
+) -> KpiInputs:
+    """The KPIs' inputs from the store, the snapshots and (when given) the event log.
+
+    Args:
+        store: the state store.
+        as_of: the last day the KPIs will describe.
+        events: validated events, or the store's file (``StoredEvents``), for the labels of
+            automation accuracy (None: no labels).
+        ruleset: the rules whose conditions date the first qualifying days.
+        data_dir: where the batch's feature snapshots are.
+    """
+    transitions = store.transitions_frame(until=as_of)
+    # Only what the KPIs and the rules' conditions read of the scores: the read of every day's
+    # scores costs by the column, and the first-qualifying days need no other model column.
+    model_columns = sorted(MODEL_SCORE_COLUMNS.intersection(ruleset.features_used))
+    scores = store.scores_frame(columns=[*SCORE_COLUMNS, *model_columns])
+    runs = store.runs()
+    completed = runs[(runs["status"] == "completed") & (runs["as_of"].dt.date <= as_of)]
+    # Only learners with an automatic move the run-based KPIs measure: a fraction of the rows.
+    measured = transitions["rule_id"].notna() & transitions["to_tag"].isin([RISK_TAG, "ST_002"])
+    decisions = load_decision_days(
+        data_dir, scores, ruleset, [day.date() for day in completed["as_of"]],
+        customer_ids=transitions.loc[measured, "customer_id"].unique().tolist(),
+    )  # fmt: skip
+    outcomes = None if events is None else risk_move_labels(events, transitions, as_of)
+    return KpiInputs(transitions, scores, decisions, outcomes)
+
+
 def kpis_at(
     store: StateStore,
     as_of: date,
@@ -219,23 +272,18 @@ def kpis_at(
         ruleset: the rules whose conditions date the first qualifying days.
         data_dir: where the batch's feature snapshots are.
     """
-    transitions = store.transitions_frame(until=as_of)
-    # Only what the KPIs and the rules' conditions read of the scores: the read of every day's
-    # scores costs by the column, and the first-qualifying days need no other model column.
-    model_columns = sorted(MODEL_SCORE_COLUMNS.intersection(ruleset.features_used))
-    scores = store.scores_frame(columns=[*SCORE_COLUMNS, *model_columns])
-    runs = store.runs()
-    completed = runs[(runs["status"] == "completed") & (runs["as_of"].dt.date <= as_of)]
-    # Only learners with an automatic move the run-based KPIs measure: a fraction of the rows.
-    measured = transitions["rule_id"].notna() & transitions["to_tag"].isin([RISK_TAG, "ST_002"])
-    decisions = load_decision_days(
-        data_dir, scores, ruleset, [day.date() for day in completed["as_of"]],
-        customer_ids=transitions.loc[measured, "customer_id"].unique().tolist(),
-    )  # fmt: skip
-    outcomes = None if events is None else risk_move_labels(events, transitions, as_of)
+    inputs = load_kpi_inputs(store, as_of, events=events, ruleset=ruleset, data_dir=data_dir)
     return compute_kpis(
-        transitions, scores, customers, as_of=as_of, outcomes=outcomes, decisions=decisions
-    )
+        inputs.transitions, inputs.scores, customers, as_of=as_of, outcomes=inputs.outcomes,
+        decisions=inputs.decisions,
+    )  # fmt: skip
 
 
-__all__ = ["StoredEvents", "kpis_at", "load_decision_days", "risk_move_labels"]
+__all__ = [
+    "KpiInputs",
+    "StoredEvents",
+    "kpis_at",
+    "load_decision_days",
+    "load_kpi_inputs",
+    "risk_move_labels",
+]

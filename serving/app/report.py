@@ -196,8 +196,8 @@ def latest_report_html(reports_path: Path) -> str | None:
     return max(dated)[1].read_text(encoding="utf-8")
 
 
-def render_html(context: dict[str, Any]) -> str:
-    """Render the packaged Jinja2 template (HTML autoescaped) with ``context``."""
+def render_html(context: dict[str, Any], template: str = TEMPLATE_NAME) -> str:
+    """Render a packaged Jinja2 template (the report's by default; HTML autoescaped)."""
     import jinja2
 
     environment = jinja2.Environment(
@@ -207,7 +207,7 @@ def render_html(context: dict[str, Any]) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return environment.get_template(TEMPLATE_NAME).render(**context)
+    return environment.get_template(template).render(**context)
 
 
 # --- KPIs -----------------------------------------------------------------------------------------

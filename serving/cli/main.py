@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from serving.cli import campaigns, daily, data, demo, model, outbox, overrides, serve
+from serving.cli import campaigns, daily, dashboard, data, demo, model, outbox, overrides, serve
 
 app = typer.Typer(
     name="lstep",
@@ -18,6 +18,7 @@ app.add_typer(rules_app, name="rules")
 data.register(app)
 model.register(app)
 daily.register(app, rules_app)
+dashboard.register(app)
 overrides.register(app)
 outbox.register(app)
 serve.register(app)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, exists, select
+from sqlalchemy import Connection, exists, func, select
 
 from serving.core.frames import (
     OVERRIDES_SCHEMA,
@@ -126,6 +126,24 @@ class ReadsMixin:
         stmt = select(*BatchRun.__table__.columns).order_by(BatchRun.as_of)
         with self._connect() as conn:
             return read_frame(conn, stmt, RUNS_SCHEMA)
+
+    def audit_head(self) -> tuple[int | None, str | None, int]:
+        """What changes whenever the stored history does: the last transition's id, the last
+        completed run's id and the number of overrides (two index reads and a count).
+
+        A reader that keeps frames of the store (the dashboard) reloads them when this changes.
+        """
+        last_run = (
+            select(BatchRun.run_id)
+            .where(BatchRun.status == "completed")
+            .order_by(BatchRun.as_of.desc(), BatchRun.run_id.desc())
+            .limit(1)
+        )
+        with self._connect() as conn:
+            last_id = conn.execute(select(func.max(Transition.id))).scalar()
+            run_id = conn.execute(last_run).scalar()
+            overrides = conn.execute(select(func.count()).select_from(Override)).scalar() or 0
+        return last_id, run_id, int(overrides)
 
     def transitions_frame(self, until: date | None = None) -> pd.DataFrame:
         """The audit log in append order, up to and including ``as_of == until`` when given."""

@@ -323,3 +323,33 @@ def test_an_empty_token_over_http_refuses_every_write_and_warns_at_start_up(
         assert "LSTEP_API_TOKEN is empty" in served.log_tail(400)
     finally:
         served.stop()
+
+
+def test_the_dashboard_is_served_read_only_with_its_own_plotly(served, workspace):
+    # given the service over the batch workspace, when the overview is asked with two filters
+    base = f"{served.url}/dashboard"
+    overview = httpx.get(
+        base, params={"tier": "PT_001", "tag": "ST_001"}, timeout=60, follow_redirects=True
+    )
+    # then it draws its charts with the plotly.js the service itself serves, cached
+    assert overview.status_code == 200
+    assert (
+        'id="tags-chart"' in overview.text
+        and 'src="/dashboard/static/plotly.min.js"' in overview.text
+    )
+    script = httpx.get(f"{base}/static/plotly.min.js", timeout=60)
+    assert script.status_code == 200 and "max-age" in script.headers["cache-control"]
+    assert (
+        script.headers["content-type"].startswith("text/javascript") and len(script.content) > 1e6
+    )
+    # and the call list links learners to their pages, which show their history
+    calls = httpx.get(f"{base}/calls", params={"sort": "p_churn"}, timeout=60)
+    learner = re.search(r'class="learner-link" href="(/dashboard/learner/[^"]+)"', calls.text)
+    assert learner is not None
+    page = httpx.get(f"{served.url}{learner.group(1)}", timeout=60)
+    assert page.status_code == 200 and 'id="moves"' in page.text
+    # bad input is a clear 400 naming it, an unknown learner a 404, a write is refused
+    bad = httpx.get(f"{base}/", params={"tier": "PT_042"}, timeout=60)
+    assert bad.status_code == 400 and "PT_042" in bad.text
+    assert httpx.get(f"{base}/learner/nobody", timeout=60).status_code == 404
+    assert httpx.post(f"{base}/calls", timeout=60).status_code in (405, 415)  # never written

@@ -1,0 +1,336 @@
+"""The dashboard's figures, computed from the store's frames: pure functions, frames in, frames out.
+
+Every aggregation runs in DuckDB over the frames (a million learners' audit log is a few million
+rows: a Python loop over learners, or a pandas pass per batch day, would cost seconds). Time is
+passed in: the filters' date range and the batch days decide what is counted, never the clock.
+
+- ``learners_of``: the learners a filter selects (tier, enrolment cohort, tag at the range's end).
+- ``tag_series``: learners per status tag at the end of each batch day (the report's
+  ``tag_history``, computed as +1/-1 at each transition and a running sum, not a pass per day).
+- ``value_by_tier_tag``: revenue at risk and projected lifetime value by tier and tag.
+- ``call_rows``: the day's call list (``serving.core.calllist``), searched and sorted.
+- ``kpi_trend``: the six KPIs on each batch day (``compute_kpis``: one loop per day, not learner).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import date
+from typing import Literal
+
+import duckdb
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from features.vocabulary import PRODUCT_TAGS
+from serving.app.kpi_inputs import KpiInputs
+from serving.app.kpis import compute_kpis
+from serving.core.calllist import CALL_LIST_ORDER, URGENT_PRIORITIES
+from serving.core.tags import STATUS_TAGS
+
+COHORT = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+SORTS: dict[str, tuple[list[str], list[bool]]] = {
+    "priority": CALL_LIST_ORDER,
+    "value_at_risk": (["value_at_risk", "customer_id"], [False, True]),
+    "p_churn": (["p_churn", "customer_id"], [False, True]),
+}
+"""How the call list can be sorted: column order and directions (ties broken by id)."""
+LEARNER_COLUMNS = ["customer_id", "product_tag", "cohort", "tag"]
+
+
+class DashboardFilters(BaseModel):
+    """What a lead narrowed the dashboard to; every field optional (None: everyone).
+
+    Attributes:
+        tier: a product tag (PT_001..PT_003).
+        cohort: an enrolment month, ``YYYY-MM``.
+        tag: a status tag (ST_001..ST_006): learners in it at the end of the date range.
+        start: the first batch day shown; ``end`` the last.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tier: str | None = None
+    cohort: str | None = None
+    tag: str | None = None
+    start: date | None = None
+    end: date | None = None
+
+    @field_validator("tier", "cohort", "tag", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("tier")
+    @classmethod
+    def _known_tier(cls, value: str | None) -> str | None:
+        if value is not None and value not in PRODUCT_TAGS:
+            raise ValueError(f"unknown tier {value!r}: one of {', '.join(PRODUCT_TAGS)}")
+        return value
+
+    @field_validator("tag")
+    @classmethod
+    def _known_tag(cls, value: str | None) -> str | None:
+        if value is not None and value not in STATUS_TAGS:
+            raise ValueError(f"unknown status tag {value!r}: one of {', '.join(STATUS_TAGS)}")
+        return value
+
+    @field_validator("cohort")
+    @classmethod
+    def _month(cls, value: str | None) -> str | None:
+        if value is not None and not COHORT.match(value):
+            raise ValueError(f"cohort {value!r} is not an enrolment month YYYY-MM")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DashboardFilters:
+        if self.start and self.end and self.start > self.end:
+            raise ValueError(f"date range starts ({self.start}) after it ends ({self.end})")
+        return self
+
+    @property
+    def narrows_learners(self) -> bool:
+        """Whether the filters select some learners rather than everyone."""
+        return any(value is not None for value in (self.tier, self.cohort, self.tag))
+
+
+def days_in_range(days: Sequence[date], filters: DashboardFilters) -> list[date]:
+    """The batch days inside the filters' date range, oldest first."""
+    return sorted(
+        day
+        for day in days
+        if (filters.start is None or day >= filters.start)
+        and (filters.end is None or day <= filters.end)
+    )
+
+
+def latest_tags(transitions: pd.DataFrame, until: date) -> pd.DataFrame:
+    """Each learner's tag at the end of ``until`` (their last transition on or before it)."""
+    con = duckdb.connect()
+    con.register("log", transitions[["id", "customer_id", "as_of", "to_tag"]])
+    return con.execute(
+        "SELECT customer_id, arg_max(to_tag, id) AS tag FROM log "
+        "WHERE as_of <= ? GROUP BY customer_id",
+        [pd.Timestamp(until)],
+    ).df()
+
+
+def learners_of(
+    customers: pd.DataFrame, tags: pd.DataFrame, filters: DashboardFilters
+) -> pd.DataFrame:
+    """The learners the filters select, with tier, cohort and tag (``LEARNER_COLUMNS``).
+
+    Args:
+        customers: the customers contract (``customer_id``, ``product_tag``, ``enrolled_at``).
+        tags: ``latest_tags`` at the range's end; a learner without one has tag None.
+        filters: the lead's filters.
+    """
+    enrolled = pd.to_datetime(customers["enrolled_at"], utc=True).dt.tz_localize(None)
+    frame = pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"].astype(str).to_numpy(),
+            "product_tag": customers["product_tag"].astype(str).to_numpy(),
+            "enrolled": enrolled.to_numpy(),
+        }
+    )
+    con = duckdb.connect()
+    con.register("customers", frame)
+    con.register("tags", tags)
+    where, params = [], []
+    for column, value in (("product_tag", filters.tier), ("cohort", filters.cohort)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if filters.tag is not None:
+        where.append("tag = ?")
+        params.append(filters.tag)
+    sql = (
+        "SELECT * FROM (SELECT c.customer_id, c.product_tag, strftime(c.enrolled, '%Y-%m') "
+        "AS cohort, t.tag FROM customers c LEFT JOIN tags t USING (customer_id))"
+    )
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return con.execute(sql, params).df()[LEARNER_COLUMNS]
+
+
+def tag_series(
+    transitions: pd.DataFrame, learners: pd.DataFrame | None, days: Sequence[date]
+) -> pd.DataFrame:
+    """Learners per status tag at the end of each of ``days`` (one column per tag).
+
+    Each transition opens its tag on its day and closes it on the learner's next transition's
+    day; the count on a day is the running sum of openings minus closings up to it.
+
+    Args:
+        transitions: the audit log (``id``, ``customer_id``, ``as_of``, ``to_tag``).
+        learners: only these learners' (``customer_id``); None for everyone.
+        days: the batch days to count on.
+    """
+    columns = ["day", *STATUS_TAGS]
+    if not days:
+        return pd.DataFrame(columns=columns)
+    con = duckdb.connect()
+    con.register("log", transitions[["id", "customer_id", "as_of", "to_tag"]])
+    source = "log"
+    if learners is not None:
+        con.register("chosen", learners[["customer_id"]])
+        source = "(SELECT * FROM log SEMI JOIN chosen USING (customer_id))"
+    deltas = con.execute(
+        f"""
+        WITH spans AS (
+            SELECT to_tag AS tag, as_of AS opened,
+                   lead(as_of) OVER (PARTITION BY customer_id ORDER BY id) AS closed
+            FROM {source}
+        )
+        SELECT day, tag, sum(change)::BIGINT AS change FROM (
+            SELECT opened AS day, tag, 1 AS change FROM spans
+            UNION ALL
+            SELECT closed AS day, tag, -1 AS change FROM spans WHERE closed IS NOT NULL
+        ) GROUP BY day, tag
+        """
+    ).df()
+    wide = deltas.pivot_table(index="day", columns="tag", values="change", aggfunc="sum")
+    wide = wide.reindex(columns=list(STATUS_TAGS)).fillna(0).sort_index().cumsum()
+    wanted = pd.DatetimeIndex([pd.Timestamp(day) for day in sorted(days)])
+    counts = wide.reindex(wide.index.union(wanted)).ffill().reindex(wanted).fillna(0)
+    counts = counts.astype("int64").rename_axis("day").reset_index()
+    return counts[columns]
+
+
+def value_by_tier_tag(scores: pd.DataFrame, learners: pd.DataFrame) -> pd.DataFrame:
+    """Revenue at risk and projected lifetime value of a day's scores, by tier and tag.
+
+    Args:
+        scores: one day's stored scores (``customer_id``, ``value_at_risk``,
+            ``projected_value``).
+        learners: ``learners_of``: the selected learners with tier and tag.
+
+    Returns:
+        ``product_tag``, ``tag``, ``learners``, ``value_at_risk``, ``projected_value`` (sums;
+        a learner without a value counts as a learner, not as 0 value), largest risk first.
+    """
+    con = duckdb.connect()
+    con.register("scores", scores[["customer_id", "value_at_risk", "projected_value"]])
+    con.register("chosen", learners)
+    return con.execute(
+        """
+        SELECT c.product_tag, coalesce(c.tag, 'untagged') AS tag, count(*) AS learners,
+               coalesce(sum(s.value_at_risk), 0) AS value_at_risk,
+               coalesce(sum(s.projected_value), 0) AS projected_value
+        FROM scores s JOIN chosen c USING (customer_id)
+        GROUP BY ALL ORDER BY value_at_risk DESC, c.product_tag, tag
+        """
+    ).df()
+
+
+def call_rows(
+    scores: pd.DataFrame,
+    learners: pd.DataFrame | None,
+    *,
+    search: str | None = None,
+    sort: Literal["priority", "value_at_risk", "p_churn"] = "priority",
+    limit: int = 100,
+) -> tuple[pd.DataFrame, int]:
+    """The day's call list (urgent, outside the control group), searched and sorted.
+
+    Args:
+        scores: one day's stored scores.
+        learners: only these learners (``learners_of``); None for everyone.
+        search: a piece of a learner id (case-insensitive); None or blank for all.
+        sort: ``SORTS``' key.
+        limit: how many rows to return.
+
+    Returns:
+        The first ``limit`` rows and how many matched in all.
+    """
+    columns, ascending = SORTS[sort]
+    order = ", ".join(
+        f"{column} {'ASC' if up else 'DESC'} NULLS LAST"
+        for column, up in zip(columns, ascending, strict=True)
+    )
+    con = duckdb.connect()
+    con.register("scores", scores)
+    source = "scores"
+    if learners is not None:
+        con.register("chosen", learners[["customer_id"]])
+        source = "(SELECT * FROM scores SEMI JOIN chosen USING (customer_id))"
+    where = "priority IN (SELECT unnest(?)) AND NOT control"
+    params: list[object] = [list(URGENT_PRIORITIES)]
+    if search and search.strip():
+        where += " AND contains(lower(customer_id), lower(?))"
+        params.append(search.strip())
+    matched = con.execute(
+        f"SELECT *, count(*) OVER () AS matched FROM {source} WHERE {where} "
+        f"ORDER BY {order} LIMIT {int(limit)}",
+        params,
+    ).df()
+    total = int(matched["matched"].iloc[0]) if len(matched) else 0
+    return matched.drop(columns="matched"), total
+
+
+def kpi_trend(
+    inputs: KpiInputs,
+    customers: pd.DataFrame,
+    days: Sequence[date],
+    learners: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The six KPIs (``serving.app.kpis.compute_kpis``, the one implementation) on each day.
+
+    Args:
+        inputs: the KPIs' inputs loaded up to the last of ``days`` (``load_kpi_inputs``).
+        customers: the customers contract.
+        days: the batch days to compute them on.
+        learners: only these learners' history (``customer_id``); None for everyone.
+
+    Returns:
+        One row per day and KPI: ``day``, ``id``, ``name``, ``value`` (NaN without data),
+        ``target``, ``comparison``, ``unit``.
+    """
+    if learners is not None:
+        chosen = set(learners["customer_id"].astype(str))
+
+        def keep(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame[frame["customer_id"].astype(str).isin(chosen)]
+
+        decisions = replace(inputs.decisions, inputs=keep(inputs.decisions.inputs))
+        outcomes = None if inputs.outcomes is None else keep(inputs.outcomes)
+        inputs = KpiInputs(keep(inputs.transitions), keep(inputs.scores), decisions, outcomes)
+        customers = keep(customers)
+    rows = [
+        {
+            "day": pd.Timestamp(day),
+            "id": kpi.id,
+            "name": kpi.name,
+            "value": kpi.value,
+            "target": kpi.target,
+            "comparison": kpi.comparison,
+            "unit": kpi.unit,
+        }
+        for day in sorted(days)
+        for kpi in compute_kpis(
+            inputs.transitions,
+            inputs.scores,
+            customers,
+            as_of=day,
+            outcomes=inputs.outcomes,
+            decisions=inputs.decisions,
+        )
+    ]
+    columns = ["day", "id", "name", "value", "target", "comparison", "unit"]
+    return pd.DataFrame(rows, columns=columns).astype({"value": "float64"})
+
+
+__all__ = [
+    "LEARNER_COLUMNS",
+    "SORTS",
+    "DashboardFilters",
+    "call_rows",
+    "days_in_range",
+    "kpi_trend",
+    "latest_tags",
+    "learners_of",
+    "tag_series",
+    "value_by_tier_tag",
+]

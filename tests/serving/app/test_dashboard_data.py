@@ -1,0 +1,137 @@
+"""The dashboard's aggregations on tiny frames whose answers can be counted by hand."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from serving.app.dashboard_data import (
+    DashboardFilters,
+    call_rows,
+    days_in_range,
+    latest_tags,
+    learners_of,
+    tag_series,
+    value_by_tier_tag,
+)
+
+D1, D2, D3 = date(2026, 5, 1), date(2026, 5, 2), date(2026, 5, 3)
+
+
+def _log(rows: list[tuple[str, date, str]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "id": range(1, len(rows) + 1),
+            "customer_id": [row[0] for row in rows],
+            "as_of": pd.to_datetime([row[1] for row in rows]),
+            "to_tag": [row[2] for row in rows],
+        }
+    )
+
+
+LOG = _log(
+    [
+        ("a", D1, "ST_001"),
+        ("b", D1, "ST_001"),
+        ("a", D2, "ST_004"),
+        ("c", D2, "ST_001"),
+        ("c", D2, "ST_002"),  # two moves on one day: the day ends in the second
+        ("b", D3, "ST_006"),
+    ]
+)
+CUSTOMERS = pd.DataFrame(
+    {
+        "customer_id": ["a", "b", "c", "d"],
+        "product_tag": ["PT_001", "PT_003", "PT_001", "PT_002"],
+        "enrolled_at": pd.to_datetime(
+            ["2026-03-05", "2026-04-01", "2026-04-20", "2026-04-30"], utc=True
+        ),
+    }
+)
+
+
+def test_tag_series_counts_each_learners_last_tag_at_the_end_of_each_day():
+    # given the log above, when counted on the three days
+    series = tag_series(LOG, None, [D3, D1, D2]).set_index("day")
+    # then each day counts each learner once, in their last tag of the day
+    assert series.loc[pd.Timestamp(D1), ["ST_001", "ST_004"]].tolist() == [2, 0]
+    assert series.loc[pd.Timestamp(D2)].to_dict() == {
+        "ST_001": 1, "ST_002": 1, "ST_003": 0, "ST_004": 1, "ST_005": 0, "ST_006": 0,
+    }  # fmt: skip
+    assert series.loc[pd.Timestamp(D3), ["ST_001", "ST_006"]].tolist() == [0, 1]
+    assert (series.sum(axis=1) == [2, 3, 3]).all()
+
+
+def test_tag_series_of_chosen_learners_and_of_a_day_before_the_log():
+    chosen = pd.DataFrame({"customer_id": ["a"]})
+    series = tag_series(LOG, chosen, [date(2026, 4, 30), D2]).set_index("day")
+    assert series.loc[pd.Timestamp(date(2026, 4, 30))].sum() == 0
+    assert series.loc[pd.Timestamp(D2)].to_dict()["ST_004"] == 1
+    assert series.loc[pd.Timestamp(D2)].sum() == 1
+
+
+def test_learners_of_filters_by_tier_cohort_and_tag_at_the_ranges_end():
+    tags = latest_tags(LOG, D2)
+    assert dict(zip(tags["customer_id"], tags["tag"], strict=True)) == {
+        "a": "ST_004", "b": "ST_001", "c": "ST_002",
+    }  # fmt: skip
+    everyone = learners_of(CUSTOMERS, tags, DashboardFilters())
+    assert len(everyone) == 4 and pd.isna(everyone.set_index("customer_id").loc["d", "tag"])
+    pro = learners_of(CUSTOMERS, tags, DashboardFilters(tier="PT_001"))
+    assert sorted(pro["customer_id"]) == ["a", "c"]
+    april_pro = learners_of(CUSTOMERS, tags, DashboardFilters(tier="PT_001", cohort="2026-04"))
+    assert april_pro["customer_id"].tolist() == ["c"]
+    risk = learners_of(CUSTOMERS, tags, DashboardFilters(tag="ST_004"))
+    assert risk["customer_id"].tolist() == ["a"]
+
+
+def test_filters_refuse_what_they_cannot_mean_naming_it():
+    with pytest.raises(ValidationError, match="PT_009"):
+        DashboardFilters(tier="PT_009")
+    with pytest.raises(ValidationError, match="2026-13"):
+        DashboardFilters(cohort="2026-13")
+    with pytest.raises(ValidationError, match="ST_100"):
+        DashboardFilters(tag="ST_100")
+    with pytest.raises(ValidationError, match="starts"):
+        DashboardFilters(start=D3, end=D1)
+    assert DashboardFilters(tier=" ", tag="").narrows_learners is False
+    assert days_in_range([D3, D1, D2], DashboardFilters(start=D2)) == [D2, D3]
+
+
+SCORES = pd.DataFrame(
+    {
+        "customer_id": ["a", "b", "c", "d", "e"],
+        "priority": ["P1", "P2", "P1", "P3", "P1"],
+        "action": ["call"] * 5,
+        "control": [False, False, False, False, True],
+        "p_churn": [0.9, 0.5, 0.7, 0.2, 0.95],
+        "value_at_risk": [10.0, 50.0, 30.0, 5.0, 99.0],
+        "projected_value": [100.0, 200.0, None, 40.0, 300.0],
+    }
+)
+
+
+def test_call_rows_keep_urgent_treated_learners_in_the_asked_order():
+    rows, matched = call_rows(SCORES, None)
+    assert matched == 3  # d is P3, e is in the control group
+    assert rows["customer_id"].tolist() == ["c", "a", "b"]  # P1 by value at risk, then P2
+    by_p = call_rows(SCORES, None, sort="p_churn")[0]["customer_id"].tolist()
+    assert by_p == ["a", "c", "b"]
+    by_value = call_rows(SCORES, None, sort="value_at_risk", limit=1)
+    assert by_value[0]["customer_id"].tolist() == ["b"] and by_value[1] == 3
+    found, count = call_rows(SCORES, None, search=" B ")
+    assert found["customer_id"].tolist() == ["b"] and count == 1
+    chosen = pd.DataFrame({"customer_id": ["a", "d"]})
+    assert call_rows(SCORES, chosen)[0]["customer_id"].tolist() == ["a"]
+
+
+def test_value_by_tier_tag_sums_the_selected_learners_values():
+    learners = learners_of(CUSTOMERS, latest_tags(LOG, D2), DashboardFilters())
+    values = value_by_tier_tag(SCORES, learners).set_index(["product_tag", "tag"])
+    assert values.loc[("PT_003", "ST_001"), "value_at_risk"] == 50.0
+    assert values.loc[("PT_001", "ST_002"), "projected_value"] == 0.0  # c has no projection
+    assert values.loc[("PT_002", "untagged"), "learners"] == 1
+    assert values["value_at_risk"].sum() == 95.0  # e is not a customer of the selection

@@ -1,0 +1,96 @@
+"""The dashboard's pages on a small workspace: three batch days of the session's log, rules only
+(the pages read the store, not the model)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+
+import pytest
+
+from serving.app.dashboard import DashboardCache, DashboardSource
+from serving.app.dashboard_data import DashboardFilters, kpi_trend
+from serving.app.dashboard_pages import Links, calls_page, overview_page, write_dashboard
+from serving.app.kpi_inputs import kpis_at
+from tests.serving.fixtures import packaged_ruleset
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory, simulated_log):
+    from tests.e2e.workspace import build_workspace
+
+    root = tmp_path_factory.mktemp("dashboard")
+    workspace = build_workspace(root, simulated_log, None, f"sqlite:///{root / 'm.db'}")
+    source = DashboardSource(
+        store=workspace.store, customers_path=simulated_log.customers_path,
+        events_path=simulated_log.events_path, data_dir=workspace.settings.data_path,
+        ruleset=packaged_ruleset(None),
+    )  # fmt: skip
+    yield workspace, DashboardCache(source, lambda: NOW)
+    workspace.store.close()
+
+
+def _charts(html: str) -> dict[str, dict]:
+    data = re.search(r'<script id="charts-data" type="application/json">(.*?)</script>', html, re.S)
+    return {chart["id"]: chart for chart in json.loads(data.group(1))}
+
+
+def test_the_kpi_trend_ends_on_the_kpis_of_lstep_kpis(dashboard, simulated_log):
+    # given the workspace's last batch day
+    workspace, cache = dashboard
+    frames = cache.frames()
+    # when the trend is computed over the batch days
+    trend = kpi_trend(cache.kpi_inputs(frames), frames.customers, frames.days)
+    # then its last day holds the KPIs `lstep kpis` computes on that day, one per day and KPI
+    expected = kpis_at(
+        workspace.store, frames.latest_day, customers=frames.customers, events=None,
+        ruleset=packaged_ruleset(None), data_dir=workspace.settings.data_path,
+    )  # fmt: skip
+    last = trend[trend["day"] == trend["day"].max()].set_index("id")["value"]
+    for kpi in expected:
+        if kpi.id == "automation_accuracy":
+            continue  # the dashboard judges risk moves by their labels too (events given)
+        assert (last[kpi.id] == kpi.value) or (kpi.value is None and last.isna()[kpi.id])
+    assert len(trend) == 6 * len(frames.days)
+
+
+def test_the_overview_draws_tags_kpis_and_value_and_filters_narrow_it(dashboard):
+    _, cache = dashboard
+    links = Links("/dashboard")
+    everyone = overview_page(cache, DashboardFilters(), links)
+    charts = _charts(everyone)
+    assert {"tags-chart", "value-chart"} <= set(charts)
+    assert len([name for name in charts if name.startswith("kpi-")]) == 6
+    total = sum(sum(trace["y"][-1:]) for trace in charts["tags-chart"]["data"])
+    # a filter to one tier and one tag counts fewer learners, all in that tag
+    narrowed = _charts(overview_page(cache, DashboardFilters(tier="PT_001", tag="ST_001"), links))
+    last = {trace["name"][:6]: trace["y"][-1] for trace in narrowed["tags-chart"]["data"]}
+    assert 0 < last["ST_001"] < total
+    assert sum(count for tag, count in last.items() if tag != "ST_001") == 0
+    assert "https://" not in everyone and "cdn" not in everyone.lower()
+
+
+def test_the_call_list_links_each_learner_and_refuses_an_unknown_sort(dashboard):
+    _, cache = dashboard
+    html = calls_page(cache, Links("/dashboard"), sort="value_at_risk")
+    links = re.findall(r'class="learner-link" href="(/dashboard/learner/[^"]+)"', html)
+    assert links
+    with pytest.raises(ValueError, match="unknown sort 'mrr'"):
+        calls_page(cache, Links("/dashboard"), sort="mrr")
+
+
+def test_the_static_export_links_its_pages_relatively_with_plotly_beside_them(dashboard, tmp_path):
+    _, cache = dashboard
+    written = write_dashboard(cache, tmp_path, learners=3)
+    names = {path.name for path in written}
+    assert {"index.html", "calls.html", "plotly.min.js"} <= names
+    learners = sorted(name for name in names if name.startswith("learner-"))
+    assert len(learners) == 3
+    calls = (tmp_path / "calls.html").read_text()
+    assert all(f'href="{name}"' in calls for name in learners)
+    assert 'src="plotly.min.js"' in (tmp_path / "index.html").read_text()
+    assert "/dashboard" not in calls  # no link to the service from a file
+    assert (tmp_path / "plotly.min.js").stat().st_size > 1_000_000
