@@ -21,7 +21,9 @@ from serving.app.answers import (
     load_day_answers,
     write_day_answers,
 )
+from serving.app.answers_table import answers_table
 from serving.core.assess import AssessOptions, assess
+from serving.core.scoring import score_features
 from serving.core.state import state_row, state_rows_of
 from serving.infra.answers_file import answers_path, build_lock
 from serving.infra.snapshots import latest_feature_snapshot
@@ -355,6 +357,30 @@ def test_the_reasons_cache_keeps_the_last_learners_asked_about(day, champion, ru
     # then only the last 5 are kept, and a forgotten one is explained again, identically
     assert list(small._cache) == [7, 8, 9, 10, 11]
     assert small.reasons([0])[0] == first and 0 in small._cache and len(small._cache) == 5
+
+
+def test_the_answers_table_does_not_depend_on_the_order_of_features_or_scores(
+    day, champion, ruleset
+):
+    # given the day's learners sorted by id, and the same learners shuffled (scores otherwise)
+    as_of, features, state = day
+    ordered = features.sort_values("customer_id", ignore_index=True)
+    scores = score_features(ordered, champion)
+    shuffled = ordered.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    scores_shuffled = scores.sample(frac=1.0, random_state=4).reset_index(drop=True)
+    version = champion.version
+    # when both are laid out
+    fast = answers_table(
+        ordered, scores, ruleset=ruleset, state=state, as_of=as_of, model_version=version
+    )
+    slow = answers_table(
+        shuffled, scores_shuffled, ruleset=ruleset, state=state, as_of=as_of,
+        model_version=version,
+    )  # fmt: skip
+    # then the tables are equal, sorted by id, with the same call order
+    assert fast.equals(slow)
+    keys = fast.column("lstep.key").to_pylist()
+    assert keys == sorted(keys)
 
 
 def test_answers_of_another_champion_or_rules_are_not_served(
