@@ -505,6 +505,9 @@ class ChurnModel:
             training (``training.early_warning``: ``early_warning``, ``recovered``); the rules
             refer to them by name (``value: "@early_warning"``). Empty for a model saved before
             they existed; they travel in ``model.json`` wherever the model goes.
+        horizon_days: the label window ``p_churn`` is a probability of churn within (``lstep
+            train --horizon-days``); the lifetime projection reads it (``rules.lifetime``). None
+            for a model saved before it was recorded.
     """
 
     booster: lgb.Booster
@@ -516,6 +519,7 @@ class ChurnModel:
     feature_dtypes: dict[str, FeatureDtype] = field(default_factory=dict)
     training_summary: dict[str, float] = field(default_factory=dict)
     operating_points: dict[str, float] = field(default_factory=dict)
+    horizon_days: int | None = None
 
     def __post_init__(self) -> None:
         if not self.feature_dtypes:
@@ -692,6 +696,7 @@ class ChurnModel:
             "seed": self.seed,
             "training_summary": self.training_summary,
             "operating_points": self.operating_points,
+            "horizon_days": self.horizon_days,
             "lightgbm_version": lgb.__version__,
         }
         text = json.dumps(metadata, indent=2, default=_json_scalar)
@@ -727,6 +732,7 @@ class ChurnModel:
             training_summary=metadata["training_summary"],
             # absent in a model saved before operating points existed: it has none
             operating_points=metadata.get("operating_points", {}),
+            horizon_days=metadata.get("horizon_days"),  # absent before it was recorded
         )
 
 

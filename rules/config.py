@@ -237,6 +237,20 @@ class RuleSet(BaseModel):
         )
         return self.model_copy(update={"rules": rules})
 
+    def with_score_horizon(self, days: int) -> RuleSet:
+        """These rules with the lifetime projection reading ``p_churn`` as a probability of
+        churn within ``days`` (the champion's label window, recorded with it): the YAML's
+        ``lifetime.score_horizon_days`` is then only the fallback for a champion without one.
+
+        Raises:
+            RulesError: ``days`` is not positive.
+        """
+        if days <= 0:
+            raise RulesError(self.source, f"the champion's label window is {days} days")
+        lifetime = self.interventions.lifetime.model_copy(update={"score_horizon_days": days})
+        interventions = self.interventions.model_copy(update={"lifetime": lifetime})
+        return self.model_copy(update={"interventions": interventions})
+
     def rule(self, rule_id: str) -> Rule:
         """The rule with this id.
 

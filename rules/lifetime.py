@@ -51,7 +51,9 @@ class Lifetime(BaseModel):
 
     Attributes:
         horizon_months: the cap H: months projected at most, the current one included.
-        score_horizon_days: H_d, the window ``p_churn`` is a probability of churn within: the
+        score_horizon_days: H_d, the window ``p_churn`` is a probability of churn within (the
+            champion's recorded label window replaces it when the rules load on the champion,
+            ``RuleSet.with_score_horizon``): the
             champion's label window (``lstep train --horizon-days``, 30 by default).
     """
 

@@ -470,7 +470,8 @@ def _fit_and_evaluate(
     with stages.stage("tuning", "Optuna trials"):
         tuning = _tune(split, config, stages.progress, logger)
     with stages.stage("model", "final model + calibration"):
-        model = _fit_model(split, tuning, seed)
+        # the window its p_churn covers travels with it: the lifetime projection reads it
+        model = replace(_fit_model(split, tuning, seed), horizon_days=split.horizon_days)
     with stages.stage("evaluate", "evaluation and plots"):
         evaluation, scores = _evaluate(
             split, model, baselines, prepared.truth, prepared.events, prepared.data.observed_until

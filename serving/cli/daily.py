@@ -105,6 +105,14 @@ def _print_operating_points(ruleset: RuleSet) -> None:
             f"  {rule_id} {path}: {leaf.feature} {leaf.op} @{leaf.reference} = {shown}",
             markup=False,
         )
+    window = None if champion is None else getattr(champion.model, "horizon_days", None)
+    lifetime = ruleset.interventions.lifetime
+    origin = "the champion's label window" if window else "interventions.yaml"
+    console.print(
+        f"lifetime projection: p_churn over {window or lifetime.score_horizon_days} days "
+        f"({origin}), capped at {lifetime.horizon_months} months",
+        markup=False,
+    )
 
 
 @friendly_errors

@@ -26,7 +26,8 @@ def load_rules(rules_dir: Path | None = None, *, champion: ModelHandle | None = 
     Args:
         rules_dir: a rules directory; None for the packaged rules.
         champion: the champion (anything with its ``ChurnModel`` and version) whose operating
-            points resolve the rules' ``@name`` values; None (rules-only) leaves them unresolved.
+            points resolve the rules' ``@name`` values and whose label window is the lifetime
+            projection's ``score_horizon_days``; None (rules-only) leaves both as the files say.
 
     Raises:
         rules.RulesError: naming the file, rule id and field of the first problem, or the
@@ -36,7 +37,9 @@ def load_rules(rules_dir: Path | None = None, *, champion: ModelHandle | None = 
     if champion is None:
         return ruleset
     source = f"the champion (v{champion.version})"
-    return ruleset.with_operating_points(champion.model.operating_points, source)
+    ruleset = ruleset.with_operating_points(champion.model.operating_points, source)
+    horizon = getattr(champion.model, "horizon_days", None)  # None: saved before it was recorded
+    return ruleset if horizon is None else ruleset.with_score_horizon(horizon)
 
 
 __all__ = ["load_rules"]

@@ -430,6 +430,21 @@ def test_save_and_load_give_identical_predictions(fitted, tmp_path):
     ]
 
 
+def test_the_label_window_travels_with_the_saved_model_and_is_none_when_never_recorded(
+    fitted, tmp_path
+):
+    # given a copy of the model that records a 14-day label window, saved
+    dataclasses.replace(fitted.model, horizon_days=14).save(tmp_path / "churn")
+    # when loaded, then the window comes back
+    assert ChurnModel.load(tmp_path / "churn").horizon_days == 14
+    # and a model.json written before the window was recorded loads with None
+    metadata_file = tmp_path / "churn" / "model.json"
+    metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
+    del metadata["horizon_days"]
+    metadata_file.write_text(json.dumps(metadata), encoding="utf-8")
+    assert ChurnModel.load(tmp_path / "churn").horizon_days is None
+
+
 def test_operating_points_travel_with_the_saved_model_and_default_to_none(fitted, tmp_path):
     # given a copy of the model with operating points, saved
     model = dataclasses.replace(fitted.model, operating_points={"early_warning": 0.61})

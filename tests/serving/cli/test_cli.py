@@ -148,6 +148,9 @@ def test_rules_check_prints_the_champions_operating_points(
     early, recovered = points["early_warning"], points["recovered"]
     assert f"R05 condition.all[0]: p_churn >= @early_warning = {early:.4f}" in result.output
     assert f"R07 condition.all[1]: p_churn <= @recovered = {recovered:.4f}" in result.output
+    # and the lifetime projection reads p_churn over the champion's recorded label window
+    window = champion.model.horizon_days
+    assert f"p_churn over {window} days (the champion's label window)" in result.output
 
 
 def test_score_without_a_champion_says_what_to_do(population, lstep_home):
