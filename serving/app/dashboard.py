@@ -149,6 +149,7 @@ class DashboardCache:
                 frames.kpi_inputs = load_kpi_inputs(
                     self.source.store, frames.latest_day, events=events,
                     ruleset=self.source.ruleset, data_dir=self.source.data_dir,
+                    transitions=frames.transitions,
                 )  # fmt: skip
             return frames.kpi_inputs
 
