@@ -3,8 +3,8 @@
 A page aggregates in DuckDB over frames (``serving.app.dashboard_data``); reading a million
 learners' audit log from SQL costs seconds, so ``DashboardCache`` keeps the frames it read and
 reads again only when the store's history moved (``StateStore.audit_head``: a new transition, a
-completed run, an override). The KPIs' inputs (every day's scores and decision inputs) are read
-on the first page that needs them.
+completed run, an override set or cleared). The KPIs' inputs (every day's scores and decision
+inputs) are read on the first page that needs them.
 """
 
 from __future__ import annotations
@@ -149,6 +149,7 @@ class DashboardCache:
                 frames.kpi_inputs = load_kpi_inputs(
                     self.source.store, frames.latest_day, events=events,
                     ruleset=self.source.ruleset, data_dir=self.source.data_dir,
+                    transitions=frames.transitions,
                 )  # fmt: skip
             return frames.kpi_inputs
 

@@ -9,7 +9,8 @@ passed in: the filters' date range and the batch days decide what is counted, ne
   ``tag_history``, computed as +1/-1 at each transition and a running sum, not a pass per day).
 - ``value_by_tier_tag``: revenue at risk and projected lifetime value by tier and tag.
 - ``call_rows``: the day's call list (``serving.core.calllist``), searched and sorted.
-- ``kpi_trend``: the six KPIs on each batch day (``compute_kpis``: one loop per day, not learner).
+- ``kpi_trend``: the six KPIs on each batch day (``compute_kpis_on_days``: the frames checked and
+  the qualifying runs found once, then one pass per day, not per learner).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from features.vocabulary import PRODUCT_TAGS
 from serving.app.kpi_inputs import KpiInputs
-from serving.app.kpis import compute_kpis
+from serving.app.kpis import compute_kpis_on_days
 from serving.core.calllist import CALL_LIST_ORDER, URGENT_PRIORITIES
 from serving.core.tags import STATUS_TAGS
 
@@ -276,7 +277,7 @@ def kpi_trend(
     days: Sequence[date],
     learners: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The six KPIs (``serving.app.kpis.compute_kpis``, the one implementation) on each day.
+    """The six KPIs (``serving.app.kpis.compute_kpis_on_days``, the one implementation) on each day.
 
     Args:
         inputs: the KPIs' inputs loaded up to the last of ``days`` (``load_kpi_inputs``).
@@ -298,6 +299,10 @@ def kpi_trend(
         outcomes = None if inputs.outcomes is None else keep(inputs.outcomes)
         inputs = KpiInputs(keep(inputs.transitions), keep(inputs.scores), decisions, outcomes)
         customers = keep(customers)
+    on_days = compute_kpis_on_days(
+        inputs.transitions, inputs.scores, customers, days=sorted(days),
+        outcomes=inputs.outcomes, decisions=inputs.decisions,
+    )  # fmt: skip
     rows = [
         {
             "day": pd.Timestamp(day),
@@ -308,15 +313,8 @@ def kpi_trend(
             "comparison": kpi.comparison,
             "unit": kpi.unit,
         }
-        for day in sorted(days)
-        for kpi in compute_kpis(
-            inputs.transitions,
-            inputs.scores,
-            customers,
-            as_of=day,
-            outcomes=inputs.outcomes,
-            decisions=inputs.decisions,
-        )
+        for day, kpis in on_days.items()
+        for kpi in kpis
     ]
     columns = ["day", "id", "name", "value", "target", "comparison", "unit"]
     return pd.DataFrame(rows, columns=columns).astype({"value": "float64"})

@@ -224,6 +224,7 @@ def load_kpi_inputs(
     events: pd.DataFrame | StoredEvents | None,
     ruleset: RuleSet,
     data_dir: Path,
+    transitions: pd.DataFrame | None = None,
 ) -> KpiInputs:
     """The KPIs' inputs from the store, the snapshots and (when given) the event log.
 
@@ -234,8 +235,13 @@ def load_kpi_inputs(
             automation accuracy (None: no labels).
         ruleset: the rules whose conditions date the first qualifying days.
         data_dir: where the batch's feature snapshots are.
+        transitions: the store's audit log when the caller has read it already (a million
+            learners' log costs seconds to read twice); None reads it.
     """
-    transitions = store.transitions_frame(until=as_of)
+    if transitions is None:
+        transitions = store.transitions_frame(until=as_of)
+    else:
+        transitions = transitions[transitions["as_of"] <= pd.Timestamp(as_of)]
     # Only what the KPIs and the rules' conditions read of the scores: the read of every day's
     # scores costs by the column, and the first-qualifying days need no other model column.
     model_columns = sorted(MODEL_SCORE_COLUMNS.intersection(ruleset.features_used))

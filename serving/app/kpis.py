@@ -1,6 +1,7 @@
 """The six lifecycle KPIs of the product owner's brief, in data time.
 
-``compute_kpis(transitions, scores, customers, as_of=..., outcomes=None, decisions=None)`` is pure:
+``compute_kpis(transitions, scores, customers, as_of=..., outcomes=None, decisions=None)`` is pure
+(``compute_kpis_on_days`` gives the same for many days at once, checking the frames once):
 it reads the audit log (``StateStore.transitions_frame``), the stored scores
 (``StateStore.scores_frame``), the customers table and, optionally, churn labels
 (``features.labels``) and the batch's daily decision inputs (``serving.app.qualifying``), and uses
@@ -45,6 +46,7 @@ reporting 0; ``meets_target`` is None then.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Literal
 
@@ -53,12 +55,14 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from features.schemas import customers_schema, labels_schema
+from serving.app.kpi_targets import KPI_DEFINITIONS, KPI_TARGETS
 from serving.app.qualifying import (
     BEFORE_HISTORY,
     MEASURED,
     NO_INPUTS,
     NOT_QUALIFYING,
     DecisionDays,
+    qualifying_runs,
     reads_state,
     run_starts,
 )
@@ -97,58 +101,15 @@ class Kpi(BaseModel):
     control: float | None = None
 
 
-KPI_TARGETS: dict[str, tuple[str, Literal[">=", "<="], float, str]] = {
-    "active_learner_rate": ("Active learner rate", ">=", 70.0, "%"),
-    "progression_velocity": ("Progression velocity", "<=", 14.0, "days"),
-    "mastery_60d": ("Mastery within 60 days", ">=", 40.0, "%"),
-    "risk_detection_days": ("At-risk detection speed", "<=", 1.0, "days"),
-    "recovery_rate": ("Recovery success rate", ">=", 35.0, "%"),
-    "automation_accuracy": ("Automation accuracy", ">=", 85.0, "%"),
-}
-"""id -> (name, comparison, target, unit), in report order."""
-
-KPI_DEFINITIONS: dict[str, str] = {
-    "active_learner_rate": "Share of live learners (ST_001-ST_005) whose tag is ST_001 or ST_002.",
-    "progression_velocity": (
-        "Median data days from entering ST_001 to the first day the learner met an ST_002 rule's "
-        "condition (not the cooldown-held move)."
-    ),
-    "mastery_60d": (
-        "Share of learners whose first 60 days are all in the history that reached ST_003 within "
-        "60 days of enrolling."
-    ),
-    "risk_detection_days": (
-        "Median data days from the first day a learner met an ST_004 rule's condition to the "
-        "automatic ST_004 move."
-    ),
-    "recovery_rate": (
-        "Share of ended ST_004/ST_005 episodes that ended in ST_001/ST_002 (treated vs control)."
-    ),
-    "automation_accuracy": (
-        "Share of automatic moves 7+ data days old not reverted by a person within 7 days and, "
-        "for ST_004, not refuted by a complete label."
-    ),
-}
-"""id -> the one-line definition printed under the KPI by ``lstep kpis`` and the report."""
-
-
 def _kpi(kpi_id: str, value: float | None, detail: str, **split: float | None) -> Kpi:
     name, comparison, target, unit = KPI_TARGETS[kpi_id]
     meets: bool | None = None  # no value, no verdict
     if value is not None:
         meets = value >= target if comparison == ">=" else value <= target
     return Kpi(
-        id=kpi_id,
-        name=name,
-        value=value,
-        target=target,
-        comparison=comparison,
-        unit=unit,
-        meets_target=meets,
-        detail=detail,
-        definition=KPI_DEFINITIONS[kpi_id],
-        **split,
-    )
+        id=kpi_id, name=name, value=value, target=target, comparison=comparison, unit=unit,
+        meets_target=meets, detail=detail, definition=KPI_DEFINITIONS[kpi_id], **split,
+    )  # fmt: skip
 
 
 def _percent(part: int, whole: int) -> float | None:
@@ -177,11 +138,7 @@ def active_learner_rate(log: pd.DataFrame) -> Kpi:
         if len(live)
         else "no live learners yet"
     )
-    return _kpi(
-        "active_learner_rate",
-        _percent(active, len(live)),
-        detail,
-    )
+    return _kpi("active_learner_rate", _percent(active, len(live)), detail)
 
 
 NO_DECISIONS = "no daily decision inputs (feature snapshots and scores) given"
@@ -227,14 +184,17 @@ def _left_out(runs: pd.DataFrame, decisions: DecisionDays) -> str:
     return note
 
 
-def progression_velocity(log: pd.DataFrame, decisions: DecisionDays | None) -> Kpi:
-    """Median days from entering ST_001 to first qualifying for the move to ST_002."""
+def progression_velocity(
+    log: pd.DataFrame, decisions: DecisionDays | None, runs: pd.DataFrame | None = None
+) -> Kpi:
+    """Median days from entering ST_001 to first qualifying for the move to ST_002 (``runs``:
+    ``qualifying_runs`` into ST_002, when already found)."""
     moves = _moves_into(log, "ST_002", from_tag="ST_001")
     if not len(moves):
         return _kpi("progression_velocity", None, "no ST_001 -> ST_002 moves yet")
     if decisions is None:
         return _kpi("progression_velocity", None, NO_DECISIONS)
-    runs = run_starts(moves, decisions, "ST_002")
+    runs = run_starts(moves, decisions, "ST_002", runs)
     # A learner first tagged when the history began (the day before has no stored inputs) was
     # onboarded into ST_001 then; when they really began is unknown.
     onboarded = runs["entered_new"] & ~(runs["entered"] - DAY).isin(decisions.days)
@@ -287,8 +247,11 @@ def mastery_within_60_days(log: pd.DataFrame, customers: pd.DataFrame, as_of: pd
     return _kpi("mastery_60d", _percent(reached, len(cohort)), detail)
 
 
-def risk_detection_days(log: pd.DataFrame, decisions: DecisionDays | None) -> Kpi:
-    """Median days from the first day a learner met an ST_004 condition to the automatic move.
+def risk_detection_days(
+    log: pd.DataFrame, decisions: DecisionDays | None, runs: pd.DataFrame | None = None
+) -> Kpi:
+    """Median days from the first day a learner met an ST_004 condition to the automatic move
+    (``runs``: ``qualifying_runs`` into ST_004, when already found).
 
     A move by a rule that reads the state rather than the learner's activity (R16: a retention
     campaign's box ended) detects nothing: such moves are left out.
@@ -301,7 +264,7 @@ def risk_detection_days(log: pd.DataFrame, decisions: DecisionDays | None) -> Kp
         return _kpi("risk_detection_days", None, "no automatic ST_004 moves yet")
     if decisions is None:
         return _kpi("risk_detection_days", None, NO_DECISIONS)
-    runs = run_starts(moves, decisions, RISK_TAG)
+    runs = run_starts(moves, decisions, RISK_TAG, runs)
     measured = runs[runs["status"] == MEASURED]
     days = (measured["as_of"] - measured["first_day"]).dt.days
     value = float(days.median()) if len(days) else None
@@ -424,16 +387,43 @@ def compute_kpis(
     decisions: DecisionDays | None = None,
     horizon_days: int = LABEL_HORIZON_DAYS,
 ) -> list[Kpi]:
-    """The six KPIs at ``as_of`` (see the module docstring for their definitions).
+    """The six KPIs at ``as_of`` (the module docstring defines them): ``compute_kpis_on_days``
+    of that one day (its arguments, with ``as_of`` the day the KPIs describe).
+
+    Raises:
+        ValueError: a frame breaks its contract (names the frame, column and values).
+    """
+    on_days = compute_kpis_on_days(
+        transitions, scores, customers, days=[as_of], outcomes=outcomes, decisions=decisions,
+        horizon_days=horizon_days,
+    )  # fmt: skip
+    return on_days[as_of]
+
+
+def compute_kpis_on_days(
+    transitions: pd.DataFrame,
+    scores: pd.DataFrame,
+    customers: pd.DataFrame,
+    *,
+    days: Sequence[date],
+    outcomes: pd.DataFrame | None = None,
+    decisions: DecisionDays | None = None,
+    horizon_days: int = LABEL_HORIZON_DAYS,
+) -> dict[date, list[Kpi]]:
+    """The six KPIs on each of ``days`` (00:00 UTC of each), each day's from what was known then.
+
+    What does not depend on the day is done once: the frames' checks, the runs of qualifying
+    days (the stored inputs'), and narrowing the scores to the learner-days recovery reads (an
+    episode begins on a transition's day; a score on another day is never joined).
 
     Args:
         transitions: the audit log (``TRANSITIONS_SCHEMA``), any period; later rows are ignored.
         scores: stored scores (``STORED_SCORES_SCHEMA``), at least the ``SCORE_COLUMNS``
             (others are ignored); their ``control`` flags split recovery.
         customers: the customers contract (``features.schemas.customers_schema``).
-        as_of: the day the KPIs describe (00:00 UTC of that day).
+        days: the days the KPIs describe.
         outcomes: churn labels (``features.schemas.labels_schema``), e.g. ``compute_labels`` of
-            the automatic ST_004 moves; only those complete by the end of ``as_of`` are used.
+            the automatic ST_004 moves; on a day, only those complete by its end are used.
         decisions: the batch days' decision inputs; without them detection speed and
             progression velocity have no value.
         horizon_days: the labels' churn window W in days.
@@ -441,23 +431,33 @@ def compute_kpis(
     Raises:
         ValueError: a frame breaks its contract (names the frame, column and values).
     """
-    day = pd.Timestamp(as_of.year, as_of.month, as_of.day)
-    log = _log_until(validate_frame(transitions, TRANSITIONS_SCHEMA), day)
+    transitions = validate_frame(transitions, TRANSITIONS_SCHEMA)
     # Only the columns read are checked: callers may pass a narrow read of the store.
     score_schema = STORED_SCORES_SCHEMA.select_columns(list(SCORE_COLUMNS))
     known_scores = validate_frame(scores[list(SCORE_COLUMNS)], score_schema)
-    known_scores = known_scores[known_scores["as_of"] <= day]
-    labels = None
-    if outcomes is not None:
-        labels = complete_labels(validate_frame(outcomes, labels_schema()), day, horizon_days)
-    return [
-        active_learner_rate(log),
-        progression_velocity(log, decisions),
-        mastery_within_60_days(log, validate_frame(customers, customers_schema()), day),
-        risk_detection_days(log, decisions),
-        recovery_rate(log, known_scores),
-        automation_accuracy(log, day, labels),
+    moved = pd.MultiIndex.from_frame(transitions[["customer_id", "as_of"]])
+    known_scores = known_scores[
+        pd.MultiIndex.from_frame(known_scores[["customer_id", "as_of"]]).isin(moved)
     ]
+    customers = validate_frame(customers, customers_schema())
+    labels = None if outcomes is None else validate_frame(outcomes, labels_schema())
+    runs = {}
+    if decisions is not None:
+        runs = {tag: qualifying_runs(decisions, tag) for tag in ("ST_002", RISK_TAG)}
+    kpis = {}
+    for as_of in days:
+        day = pd.Timestamp(as_of.year, as_of.month, as_of.day)
+        log = _log_until(transitions, day)
+        complete = None if labels is None else complete_labels(labels, day, horizon_days)
+        kpis[as_of] = [
+            active_learner_rate(log),
+            progression_velocity(log, decisions, runs.get("ST_002")),
+            mastery_within_60_days(log, customers, day),
+            risk_detection_days(log, decisions, runs.get(RISK_TAG)),
+            recovery_rate(log, known_scores[known_scores["as_of"] <= day]),
+            automation_accuracy(log, day, complete),
+        ]
+    return kpis
 
 
 __all__ = [
@@ -472,6 +472,7 @@ __all__ = [
     "automation_accuracy",
     "complete_labels",
     "compute_kpis",
+    "compute_kpis_on_days",
     "mastery_within_60_days",
     "progression_velocity",
     "recovery_rate",

@@ -117,7 +117,18 @@ def _rule_columns(inputs: pd.DataFrame, ruleset: RuleSet) -> dict[str, pd.Series
     return columns
 
 
-def run_starts(moves: pd.DataFrame, decisions: DecisionDays, target: str) -> pd.DataFrame:
+def qualifying_runs(decisions: DecisionDays, target: str) -> pd.DataFrame:
+    """Each qualifying day into ``target`` with its run's first day (``run_start``).
+
+    It depends on the stored inputs only, not on the day the KPIs describe: a caller measuring
+    many days finds it once and passes it to ``run_starts``.
+    """
+    return _runs(qualifying_days(decisions, target))
+
+
+def run_starts(
+    moves: pd.DataFrame, decisions: DecisionDays, target: str, runs: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The first day of the run of qualifying days that ends at each move into ``target``.
 
     The run counts back from the move's day over consecutive days on which the learner met the
@@ -130,6 +141,7 @@ def run_starts(moves: pd.DataFrame, decisions: DecisionDays, target: str) -> pd.
             ``from_tag``; NaT for a new learner).
         decisions: the stored inputs of the batch days.
         target: the tag moved into.
+        runs: ``qualifying_runs(decisions, target)`` when already found.
 
     Returns:
         ``moves`` with ``first_day`` (NaT unless measured) and ``status``: ``MEASURED``,
@@ -137,7 +149,8 @@ def run_starts(moves: pd.DataFrame, decisions: DecisionDays, target: str) -> pd.
         earlier), ``NO_INPUTS`` (the move's day has none) or ``NOT_QUALIFYING`` (today's rules
         do not hold on the move's day).
     """
-    runs = _runs(qualifying_days(decisions, target))
+    if runs is None:
+        runs = qualifying_runs(decisions, target)
     keyed = moves.assign(
         as_of=pd.to_datetime(moves["as_of"]).astype("datetime64[us]"),
         from_tag=moves["from_tag"].astype(object).where(moves["from_tag"].notna(), NEW),
@@ -180,6 +193,7 @@ __all__ = [
     "NO_INPUTS",
     "DecisionDays",
     "qualifying_days",
+    "qualifying_runs",
     "reads_state",
     "run_starts",
 ]

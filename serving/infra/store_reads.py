@@ -127,10 +127,13 @@ class ReadsMixin:
         with self._connect() as conn:
             return read_frame(conn, stmt, RUNS_SCHEMA)
 
-    def audit_head(self) -> tuple[int | None, str | None, int]:
+    def audit_head(self) -> tuple[int | None, str | None, int, int]:
         """What changes whenever the stored history does: the last transition's id, the last
-        completed run's id and the number of overrides (two index reads and a count).
+        completed run's id, the number of overrides and the number of cleared ones (two index
+        reads and one pass over the overrides).
 
+        A clear writes no transition and no override row (it updates one), so only the cleared
+        count moves then; a row once cleared stays cleared, so the count never comes back.
         A reader that keeps frames of the store (the dashboard) reloads them when this changes.
         """
         last_run = (
@@ -142,8 +145,10 @@ class ReadsMixin:
         with self._connect() as conn:
             last_id = conn.execute(select(func.max(Transition.id))).scalar()
             run_id = conn.execute(last_run).scalar()
-            overrides = conn.execute(select(func.count()).select_from(Override)).scalar() or 0
-        return last_id, run_id, int(overrides)
+            overrides, cleared = conn.execute(
+                select(func.count(), func.count(Override.cleared_at)).select_from(Override)
+            ).one()
+        return last_id, run_id, int(overrides or 0), int(cleared or 0)
 
     def transitions_frame(self, until: date | None = None) -> pd.DataFrame:
         """The audit log in append order, up to and including ``as_of == until`` when given."""

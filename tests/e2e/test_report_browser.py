@@ -6,42 +6,11 @@ with CI=true a missing browser or driver is a failure.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from pathlib import Path
-
-import pytest
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _require_browser() -> None:
-    """Skip (fail under CI=true) when Chromium or Playwright is missing."""
-    missing = []
-    if not os.access(CHROMIUM, os.X_OK):
-        missing.append(f"chromium not installed at {CHROMIUM} (apt-get install chromium)")
-    if importlib.util.find_spec("playwright") is None:
-        missing.append("the playwright python package is not installed (dev dependency)")
-    if not missing:
-        return
-    message = "; ".join(missing)
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true: {message}")
-    pytest.skip(message)
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 
 
 def test_report_opens_in_chromium_with_kpis_charts_and_a_learner(e2e_workspace, tmp_path):
-    _require_browser()
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     from serving.app.report import write_report

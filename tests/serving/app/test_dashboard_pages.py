@@ -7,12 +7,14 @@ import json
 import re
 from datetime import UTC, datetime
 
+import pandas as pd
 import pytest
 
 from serving.app.dashboard import DashboardCache, DashboardSource
 from serving.app.dashboard_data import DashboardFilters, kpi_trend
 from serving.app.dashboard_pages import Links, calls_page, overview_page, write_dashboard
 from serving.app.kpi_inputs import kpis_at
+from serving.app.kpis import compute_kpis
 from tests.serving.fixtures import packaged_ruleset
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -55,6 +57,25 @@ def test_the_kpi_trend_ends_on_the_kpis_of_lstep_kpis(dashboard, simulated_log):
             continue  # the dashboard judges risk moves by their labels too (events given)
         assert (last[kpi.id] == kpi.value) or (kpi.value is None and last.isna()[kpi.id])
     assert len(trend) == 6 * len(frames.days)
+
+
+def test_the_trend_of_many_days_at_once_is_each_days_kpis(dashboard):
+    # given the KPIs' inputs of the workspace's three batch days
+    _, cache = dashboard
+    frames = cache.frames()
+    inputs = cache.kpi_inputs(frames)
+    # when the trend computes every day at once
+    trend = kpi_trend(inputs, frames.customers, frames.days).set_index(["day", "id"])
+    # then each day's values are those of that day computed alone
+    for day in frames.days:
+        alone = compute_kpis(
+            inputs.transitions, inputs.scores, frames.customers, as_of=day,
+            outcomes=inputs.outcomes, decisions=inputs.decisions,
+        )  # fmt: skip
+        values = [trend.loc[(pd.Timestamp(day), kpi.id), "value"] for kpi in alone]
+        expected = [float("nan") if kpi.value is None else kpi.value for kpi in alone]
+        assert values == pytest.approx(expected, nan_ok=True)
+    assert trend.groupby(level="day")["value"].apply(tuple).nunique() > 1  # the days differ
 
 
 def test_the_overview_draws_tags_kpis_and_value_and_filters_narrow_it(dashboard):

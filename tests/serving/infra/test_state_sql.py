@@ -93,6 +93,27 @@ def test_clearing_an_override_records_who_and_why_and_takes_effect_on_the_next_d
         store.clear_override("b", words=("lee", " "), now=WALL)
 
 
+def test_the_audit_head_moves_on_every_override_write_a_clear_included(store):
+    # Given day 1 done and a hold of a
+    apply(store, DAY1, FIRST_DAY)
+    set_override(store, "a", None, actor="kim", reason="vip", now=WALL)
+    held = store.audit_head()
+    # When nothing is written, Then the head stays
+    assert store.audit_head() == held
+    # When the hold is cleared (no transition, no new override row)
+    store.clear_override("a", words=("lee", "vip period over"), now=WALL)
+    cleared = store.audit_head()
+    # Then the head moved, by its cleared count only
+    assert cleared[:3] == held[:3] and cleared[3] == held[3] + 1
+    # And a new hold of a moves it again, and replacing it moves both counts
+    set_override(store, "a", None, actor="kim", reason="vip again", now=WALL)
+    again = store.audit_head()
+    set_override(store, "a", None, actor="kim", reason="longer", now=WALL)
+    replaced = store.audit_head()
+    assert len({held, cleared, again, replaced}) == 4
+    assert (replaced[2] - again[2], replaced[3] - again[3]) == (1, 1)
+
+
 def test_the_override_list_can_keep_only_those_still_applying(store):
     # Given an expired hold of a, an open hold of b and a campaign of c dated ahead
     apply(store, DAY1, FIRST_DAY)

@@ -1,0 +1,72 @@
+"""Debian's headless Chromium for the browser tests, and a local server for a web app.
+
+Never a downloaded browser: ``.ci/run`` installs Debian's ``chromium`` with apt when it is missing.
+Outside CI a test skips with a message naming what is missing; with CI=true a missing browser or
+driver is a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+LOCAL_HOST = "127.0.0.1"
+
+
+def require_browser() -> None:
+    """Skip (fail under CI=true) when Chromium or Playwright is missing."""
+    missing = []
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"chromium not installed at {CHROMIUM} (apt-get install chromium)")
+    if importlib.util.find_spec("playwright") is None:
+        missing.append("the playwright python package is not installed (dev dependency)")
+    if not missing:
+        return
+    message = "; ".join(missing)
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true: {message}")
+    pytest.skip(message)
+
+
+@contextmanager
+def serving(app: Any, timeout_s: float = 30.0) -> Iterator[str]:
+    """Serve an ASGI app on 127.0.0.1 (a free port) in a thread; yields its base URL."""
+    import uvicorn
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((LOCAL_HOST, 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the test server did not start on {LOCAL_HOST}:{port}")
+        time.sleep(0.05)
+    try:
+        yield f"http://{LOCAL_HOST}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout_s)
+        listener.close()
