@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -237,17 +237,22 @@ class RuleSet(BaseModel):
         )
         return self.model_copy(update={"rules": rules})
 
-    def with_score_horizon(self, days: int) -> RuleSet:
-        """These rules with the lifetime projection reading ``p_churn`` as a probability of
-        churn within ``days`` (the champion's label window, recorded with it): the YAML's
-        ``lifetime.score_horizon_days`` is then only the fallback for a champion without one.
+    def with_lifetime(self, **changes: Any) -> RuleSet:
+        """These rules with the lifetime projection's settings changed (validated): the apps
+        set the champion's label window (``score_horizon_days``) and its ``@recovered`` point
+        (``healthy_p_churn``), recorded with it, over the YAML's fallbacks.
 
         Raises:
-            RulesError: ``days`` is not positive.
+            RulesError: a value the ``lifetime`` settings refuse, named.
         """
-        if days <= 0:
-            raise RulesError(self.source, f"the champion's label window is {days} days")
-        lifetime = self.interventions.lifetime.model_copy(update={"score_horizon_days": days})
+        current = self.interventions.lifetime
+        try:
+            lifetime = type(current).model_validate(current.model_dump() | changes)
+        except PydanticValidationError as error:
+            problem = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
+            )
+            raise RulesError(self.source, f"the champion's lifetime settings: {problem}") from None
         interventions = self.interventions.model_copy(update={"lifetime": lifetime})
         return self.model_copy(update={"interventions": interventions})
 

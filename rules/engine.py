@@ -42,7 +42,7 @@ from rules.campaigns import campaign_columns
 from rules.conditions import evaluate
 from rules.config import MODEL_SCORE_COLUMNS, RuleSet
 from rules.interventions import control_flags, value_at_risk
-from rules.lifetime import expected_months, projected_value
+from rules.lifetime import expected_months, months_at_risk, projected_value
 from rules.reasons import Wording, why_texts
 from rules.schemas import (
     HELD_REASONS,
@@ -136,11 +136,12 @@ def decide(
 
     Returns:
         One row per scored learner with the columns of ``rules.schemas.DECISION_COLUMNS``, sorted
-        by priority (P1 first), value_at_risk (descending), customer_id. ``expected_months``
+        by priority (P1 first), value_at_risk, p_churn (descending), customer_id.
+        ``expected_months``
         and ``projected_value`` (mrr x expected months) are the lifetime projection of
         ``rules.lifetime`` (null without a model score; the value null where mrr is);
-        ``value_at_risk`` is p_churn x mrr x expected_months, with the tier weight when mrr is
-        null or 0, and risk_indicator_count / 12 x one month when there is no model score.
+        ``value_at_risk`` is mrr x ``rules.lifetime.months_at_risk``, with the tier weight when
+        mrr is null or 0, and risk_indicator_count / 12 x one month when there is no score.
 
     Raises:
         DecisionInputError: a frame breaks its contract (names the column, check and rows), or an
@@ -413,11 +414,10 @@ def decision_order(
     """Row order: priority (P1 first, none last), value at risk descending, p_churn descending
     (NaN last for both), id.
 
-    Value at risk over the projected lifetime is about mrr x P(churn within the cap) and
-    saturates for high p (``rules.lifetime``): two learners paying the same tie on it, and the
-    likelier to leave comes first. The numeric keys are sorted first; only runs of rows tied on
-    all of them are then ordered by customer id, so that a million strings are sorted only when
-    the values really tie.
+    Learners as safe as a healthy one all have value at risk 0 (``rules.lifetime``): among
+    ties the likelier to leave comes first. The numeric keys are sorted first; only runs of
+    rows tied on all of them are then ordered by customer id, so that a million strings are
+    sorted only when the values really tie.
     """
     priority = np.where(priority_code < 0, np.iinfo(np.int64).max, priority_code)
     keys = [np.where(np.isnan(v), np.inf, -v) for v in (np.asarray(p_churn, float), value_at_risk)]
@@ -477,8 +477,9 @@ def _lifetime_columns(
     p_churn = scored["p_churn"].to_numpy(float)
     mrr = scored["mrr"].to_numpy(float)
     months = expected_months(p_churn, interventions.lifetime)
+    at_risk = months_at_risk(p_churn, interventions.lifetime)
     value = value_at_risk(
-        p_churn, scored["risk_indicator_count"].to_numpy(float), mrr, weights[product_code], months
+        p_churn, scored["risk_indicator_count"].to_numpy(float), mrr, weights[product_code], at_risk
     )
     return {
         "value_at_risk": value,

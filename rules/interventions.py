@@ -9,12 +9,12 @@ Control group: a learner is in the control group for an action when
 ``control_share``. The draw depends on nothing but the two strings, so it is the same on every run
 and every machine, and a learner who changes action is drawn afresh for the new one.
 
-Value at risk: ``p x monthly value x E`` where p is ``p_churn``, monthly value is ``mrr``, or the
-product tier's weight when ``mrr`` is null or 0 (free learners are still worth something), and E
-the learner's expected remaining months over the capped horizon (``rules.lifetime``: a learner
-retained this month is worth E more months). With no model score, p is
-``risk_indicator_count / 12`` (the share of the 12 risk indicators that are on) and E is 1: there
-is no calibrated probability to project a lifetime from, so the value is one month's, as before.
+Value at risk: ``monthly value x months at risk``, where monthly value is ``mrr``, or the product
+tier's weight when ``mrr`` is null or 0 (free learners are still worth something), and the months
+at risk are ``max(0, E(healthy p) - E(p_churn))``, the expected months over the capped horizon
+that the learner's risk costs against a healthy learner's (``rules.lifetime``). With no model
+score it is ``risk_indicator_count / 12`` (the share of the 12 risk indicators that are on) x
+one month's value: there is no calibrated probability to project a lifetime from.
 
 Escalations (IV_01, ...) raise a tier's learners in some status tags to a more urgent priority,
 keeping the action of their synergy row or tag default; they never lower a priority. The daily
@@ -188,7 +188,7 @@ def value_at_risk(
     risk_indicator_count: np.ndarray,
     mrr: np.ndarray,
     tier_weight: np.ndarray,
-    months: np.ndarray,
+    at_risk: np.ndarray,
 ) -> np.ndarray:
     """Expected value at risk per learner (see the module docstring for the fallbacks).
 
@@ -197,10 +197,10 @@ def value_at_risk(
         risk_indicator_count: risk indicators on, the probability's stand-in without a score.
         mrr: monthly revenue (NaN: unknown).
         tier_weight: the monthly value of the learner's tier, used when mrr is null or 0.
-        months: ``rules.lifetime.expected_months`` of ``p_churn`` (NaN where it is NaN).
+        at_risk: ``rules.lifetime.months_at_risk`` of ``p_churn`` (NaN where it is NaN).
     """
     scored = ~np.isnan(p_churn)
-    probability = np.where(scored, p_churn, risk_indicator_count / RISK_INDICATOR_TOTAL)
+    unscored_share = risk_indicator_count / RISK_INDICATOR_TOTAL
     has_revenue = ~np.isnan(mrr) & (mrr > 0)
     monthly = np.where(has_revenue, mrr, tier_weight)
-    return probability * monthly * np.where(scored, months, 1.0)
+    return monthly * np.where(scored, at_risk, unscored_share)

@@ -22,10 +22,14 @@ Assumptions (stated because each one is a simplification a reader should weigh):
 - **no win-back**: a churned learner never pays again.
 - **the cap** ``H``: nothing beyond it counts (a learner with ``p`` near 0 is worth ``H`` months).
 
-Value at risk (``rules.interventions.value_at_risk``) multiplies ``p`` by the learner's monthly
-value times ``E``: with a constant hazard a learner retained this month faces the same future
-next month (memorylessness), so keeping them is worth ``E`` more months of value; with ``H = 1``
-it is the one-month ``p x mrr`` of before.
+**Months at risk** ``max(0, E(p_healthy) - E(p))``: the months of value a learner's risk is
+expected to cost against a healthy learner's over the same cap, where ``p_healthy`` is a healthy
+learner's ``p_churn`` (``healthy_p_churn``: the champion's ``@recovered`` operating point when it
+records one, the score under which learners churn no more than the ST_001 base rate). Value at
+risk (``rules.interventions.value_at_risk``) is the monthly value times the months at risk: it
+grows with the risk and with the value, and a learner as safe as a healthy one risks nothing.
+(``p x monthly value x E``, tried first, equals ``monthly value x P(churn within H)``: it
+saturates for p above ~0.3 and ordered the call list by mrr alone, low-risk payers first.)
 
 Tested against the simulator (``tests/rules/test_lifetime.py``, figures in ``rules/README.md``):
 with the simulator's true probabilities at one day, the mean projected months of the paid tiers
@@ -51,6 +55,9 @@ class Lifetime(BaseModel):
 
     Attributes:
         horizon_months: the cap H: months projected at most, the current one included.
+        healthy_p_churn: a healthy learner's ``p_churn`` over the same window, the reference of
+            the months at risk (the champion's ``@recovered`` replaces it when the rules load on
+            a champion that records it; 0.08 is about the demo's).
         score_horizon_days: H_d, the window ``p_churn`` is a probability of churn within (the
             champion's recorded label window replaces it when the rules load on the champion,
             ``RuleSet.with_score_horizon``): the
@@ -61,6 +68,7 @@ class Lifetime(BaseModel):
 
     horizon_months: int = Field(default=24, gt=0)
     score_horizon_days: int = Field(default=MONTH_DAYS, gt=0)
+    healthy_p_churn: float = Field(default=0.08, ge=0.0, le=1.0)
 
 
 def monthly_hazard(p_churn: ArrayLike, score_horizon_days: int = MONTH_DAYS) -> np.ndarray:
@@ -100,6 +108,21 @@ def expected_months(p_churn: ArrayLike, lifetime: Lifetime | None = None) -> np.
     return np.clip(months, 1.0, horizon)  # rounding must not leave [1, H]
 
 
+def months_at_risk(p_churn: ArrayLike, lifetime: Lifetime | None = None) -> np.ndarray:
+    """``max(0, E(healthy_p_churn) - E(p))``: months of value the risk costs against a healthy
+    learner's (module docstring); NaN where ``p_churn`` is NaN.
+
+    Args:
+        p_churn: calibrated churn probabilities over ``lifetime.score_horizon_days``.
+        lifetime: the cap, the window and the healthy reference; None for the defaults.
+    """
+    lifetime = lifetime or Lifetime()
+    months = expected_months(p_churn, lifetime)
+    healthy = expected_months(np.array([lifetime.healthy_p_churn]), lifetime)[0]
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isnan(months), np.nan, np.maximum(healthy - months, 0.0))
+
+
 def projected_value(mrr: ArrayLike, months: ArrayLike) -> np.ndarray:
     """``mrr x expected months``: NaN where mrr is null (unknown), 0 where mrr is 0 (free).
 
@@ -121,5 +144,6 @@ __all__ = [
     "Lifetime",
     "expected_months",
     "monthly_hazard",
+    "months_at_risk",
     "projected_value",
 ]

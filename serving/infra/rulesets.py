@@ -26,8 +26,9 @@ def load_rules(rules_dir: Path | None = None, *, champion: ModelHandle | None = 
     Args:
         rules_dir: a rules directory; None for the packaged rules.
         champion: the champion (anything with its ``ChurnModel`` and version) whose operating
-            points resolve the rules' ``@name`` values and whose label window is the lifetime
-            projection's ``score_horizon_days``; None (rules-only) leaves both as the files say.
+            points resolve the rules' ``@name`` values, and whose label window and ``@recovered``
+            point are the lifetime projection's ``score_horizon_days`` and ``healthy_p_churn``;
+            None (rules-only) leaves them as the files say.
 
     Raises:
         rules.RulesError: naming the file, rule id and field of the first problem, or the
@@ -37,9 +38,14 @@ def load_rules(rules_dir: Path | None = None, *, champion: ModelHandle | None = 
     if champion is None:
         return ruleset
     source = f"the champion (v{champion.version})"
-    ruleset = ruleset.with_operating_points(champion.model.operating_points, source)
-    horizon = getattr(champion.model, "horizon_days", None)  # None: saved before it was recorded
-    return ruleset if horizon is None else ruleset.with_score_horizon(horizon)
+    points = champion.model.operating_points
+    ruleset = ruleset.with_operating_points(points, source)
+    recorded = {
+        "score_horizon_days": getattr(champion.model, "horizon_days", None),  # None: saved before
+        "healthy_p_churn": points.get("recovered"),
+    }
+    changes = {name: value for name, value in recorded.items() if value is not None}
+    return ruleset.with_lifetime(**changes) if changes else ruleset
 
 
 __all__ = ["load_rules"]

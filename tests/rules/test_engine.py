@@ -161,8 +161,8 @@ def test_decisions_have_the_documented_columns_and_one_row_per_learner(ruleset):
 
 def test_decisions_are_sorted_by_priority_then_value_at_risk_then_customer_id(ruleset):
     # given two Pro learners turning P1 and two P4 learners tied (mrr 100 unless said); value at
-    # risk is mrr x (1 - (1 - p)^24) over the 24-month cap: 100 x (1 - 0.3^24) = 100.0 for p 0.7,
-    # 60 x (1 - 0.1^24) = 60.0 for p 0.9 and mrr 60: over 24 months both are almost sure to churn
+    # risk is mrr x (E(0.08) - E(p)), E(p) = (1 - (1 - p)^24) / p the months over the 24-month cap
+    # and 0.08 the packaged healthy p_churn
     book = BOOKS["interventions.yaml"]
     cases = [
         {"customer_id": "z-tied", "state": {"tag": "ST_003"}, "features": {"p_churn": 0.1}},
@@ -179,8 +179,11 @@ def test_decisions_are_sorted_by_priority_then_value_at_risk_then_customer_id(ru
     # then P1 comes first, the higher value first within it, and ties by customer id
     assert decisions["customer_id"].tolist() == ["y-high", "b-low", "a-tied", "z-tied"]
     assert decisions["priority"].tolist() == ["P1", "P1", "P4", "P4"]
-    tied = 100.0 * (1.0 - 0.9**24)  # 92.02
-    assert decisions["value_at_risk"].tolist() == pytest.approx([100.0, 60.0, tied, tied])
+    months = lambda p: (1.0 - (1.0 - p) ** 24) / p  # noqa: E731
+    at_risk = lambda p: months(0.08) - months(p)  # noqa: E731
+    tied = 100.0 * at_risk(0.1)  # 160.80
+    expected = [100.0 * at_risk(0.7), 60.0 * at_risk(0.9), tied, tied]  # 938.2, 581.9
+    assert decisions["value_at_risk"].tolist() == pytest.approx(expected)
 
 
 def test_decision_order_breaks_ties_by_id_and_puts_nan_values_and_no_priority_last():

@@ -53,14 +53,14 @@ def test_a_learner_without_an_action_is_never_in_the_control_group():
 
 
 def test_value_at_risk_uses_mrr_then_the_tier_weight_then_the_risk_count():
-    # given: p and mrr; p and mrr 0; p and no mrr; no p, count 6 and mrr 30; expected months 3
+    # given: p and mrr; p and mrr 0; p and no mrr; no p, count 6 and mrr 30; 3 months at risk
     # where there is a score (NaN without one, as rules.lifetime gives)
     p_churn = np.array([0.5, 0.5, 0.5, np.nan])
     risk_count = np.array([0.0, 0.0, 0.0, 6.0])
     mrr = np.array([80.0, 0.0, np.nan, 30.0])
     weight = np.array([49.0, 5.0, 250.0, 49.0])
-    months = np.array([3.0, 3.0, 3.0, np.nan])
+    at_risk = np.array([3.0, 3.0, 3.0, np.nan])
     # when
-    value = value_at_risk(p_churn, risk_count, mrr, weight, months)
-    # then p x monthly value x months with a score; without one, count / 12 x one month's mrr
-    assert value.tolist() == [120.0, 7.5, 375.0, 15.0]
+    value = value_at_risk(p_churn, risk_count, mrr, weight, at_risk)
+    # then monthly value x months at risk with a score; without one, count / 12 x one month's mrr
+    assert value.tolist() == [240.0, 15.0, 750.0, 15.0]

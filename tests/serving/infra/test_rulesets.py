@@ -42,6 +42,17 @@ def test_a_champion_that_records_no_window_keeps_the_files_value():
     assert resolved.interventions.lifetime.score_horizon_days == 30
 
 
-def test_a_non_positive_window_is_refused():
-    with pytest.raises(RulesError, match="label window is 0 days"):
-        load_rules().with_score_horizon(0)
+def test_the_healthy_reference_is_the_champions_recovered_point():
+    # given a champion whose @recovered is 0.05 (the packaged fallback is 0.08)
+    assert load_rules().interventions.lifetime.healthy_p_churn == 0.08
+    # when the rules are loaded on it, then the months at risk are measured against 0.05
+    resolved = load_rules(champion=SimpleNamespace(version="7", model=SimpleNamespace(
+        operating_points={**POINTS, "recovered": 0.05}, horizon_days=30)))  # fmt: skip
+    assert resolved.interventions.lifetime.healthy_p_churn == 0.05
+
+
+def test_lifetime_settings_a_champion_brings_are_validated_and_named():
+    with pytest.raises(RulesError, match="score_horizon_days"):
+        load_rules().with_lifetime(score_horizon_days=0)
+    with pytest.raises(RulesError, match="healthy_p_churn"):
+        load_rules().with_lifetime(healthy_p_churn=1.5)
