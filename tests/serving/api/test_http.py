@@ -199,7 +199,7 @@ def test_the_report_page_is_served_read_only_and_opens_in_chromium(
     served, workspace, simulated_log, champion, tmp_path
 ):
     from serving.app.report import ReportInputs, write_report
-    from tests.e2e.test_report_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
+    from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 
     # given a service whose reports directory is empty
     page = f"{served.url}/pages/report"
@@ -219,7 +219,7 @@ def test_the_report_page_is_served_read_only_and_opens_in_chromium(
     served_page = httpx.get(page, timeout=30)
     assert served_page.status_code == 200
     assert 'id="kpis"' in served_page.text
-    _require_browser()
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as driver:
