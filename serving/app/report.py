@@ -44,6 +44,7 @@ from models.explain import format_points
 from rules import RuleSet
 from serving.app.campaign_effect import campaign_report_frame
 from serving.app.charts import png_data_uri, rules_bar_figure, tag_area_figure, waterfall_uri
+from serving.app.dashboard_data import tag_series
 from serving.app.drift import drift_section
 from serving.app.kpi_inputs import kpis_at
 from serving.app.kpis import KPI_TARGETS, Kpi
@@ -250,17 +251,10 @@ def tag_history(transitions: pd.DataFrame, days: Sequence[date]) -> pd.DataFrame
         days: the batch days to count on.
 
     Returns:
-        One row per day (``TAG_HISTORY_SCHEMA``): ``day`` and a count column per status tag.
+        One row per day (``TAG_HISTORY_SCHEMA``): ``day`` and a count column per status tag,
+        the dashboard's ``tag_series`` of every learner.
     """
-    log = transitions.sort_values("id")
-    rows = []
-    for day in sorted(days):
-        known = log[log["as_of"] <= pd.Timestamp(day)]
-        latest = known.drop_duplicates("customer_id", keep="last")["to_tag"].astype(str)
-        counts = latest.value_counts()
-        rows.append({"day": pd.Timestamp(day), **{t: int(counts.get(t, 0)) for t in STATUS_TAGS}})
-    frame = pd.DataFrame(rows, columns=["day", *STATUS_TAGS])
-    return TAG_HISTORY_SCHEMA.validate(frame)
+    return TAG_HISTORY_SCHEMA.validate(tag_series(transitions, None, days))
 
 
 def transitions_by_rule(transitions: pd.DataFrame) -> pd.Series:
