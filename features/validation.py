@@ -781,6 +781,21 @@ def load_customers(
     return loaded.frame, loaded.findings.problems
 
 
+def valid_customers(
+    path_or_frame: TableInput, *, as_of_limit: datetime | pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """``load_customers``, refusing a table with an error: the customers in contract form.
+
+    Raises:
+        ValueError: every error found, joined by "; " (each names the file and the column).
+    """
+    frame, problems = load_customers(path_or_frame, as_of_limit=as_of_limit)
+    errors = [str(problem) for problem in problems if problem.severity == "error"]
+    if errors:
+        raise ValueError("; ".join(errors))
+    return frame
+
+
 # --- cross-checks and the whole validation -------------------------------------------------------
 
 
@@ -945,6 +960,7 @@ __all__ = [
     "load_valid_inputs",
     "schema_problems",
     "utc_instant",
+    "valid_customers",
     "validate_frame",
     "validate_inputs",
 ]

@@ -18,13 +18,12 @@ from typing import Any
 
 import pandas as pd
 
-from features.validation import load_customers
+from features.schemas import CUSTOMER_COLUMNS
+from features.validation import valid_customers
 from rules import RuleSet
 from serving.app.kpi_inputs import KpiInputs, StoredEvents, load_kpi_inputs
 from serving.core.problems import NotFound
 from serving.infra.store import StateStore
-
-CUSTOMER_COLUMNS = ["customer_id", "product_tag", "enrolled_at", "mrr"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def read_customers(path: Path) -> pd.DataFrame:
     """The customers file (``CUSTOMER_COLUMNS``), or none when it does not exist.
 
     Raises:
-        ValueError: the file breaks the customers contract (each error, naming the file).
+        ValueError: the file breaks the customers contract (each error names the file).
     """
     if not Path(path).exists():
         return pd.DataFrame(
@@ -96,11 +95,7 @@ def read_customers(path: Path) -> pd.DataFrame:
                 "mrr": pd.Series(dtype="float64"),
             }
         )
-    frame, problems = load_customers(path)
-    errors = [str(problem) for problem in problems if problem.severity == "error"]
-    if errors:
-        raise ValueError(f"{Path(path).name}: " + "; ".join(errors))
-    return frame[CUSTOMER_COLUMNS]
+    return valid_customers(path)[list(CUSTOMER_COLUMNS)]
 
 
 def read_frames(source: DashboardSource, key: tuple[Any, ...]) -> DashboardFrames:
@@ -155,7 +150,6 @@ class DashboardCache:
 
 
 __all__ = [
-    "CUSTOMER_COLUMNS",
     "DashboardCache",
     "DashboardFrames",
     "DashboardSource",

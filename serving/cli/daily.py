@@ -347,13 +347,12 @@ def _kpi_inputs(events: Path, customers: Path) -> tuple[object, object]:
 
 def _valid_customers(customers: Path) -> object:
     """The customers file, validated (a ``UserError`` naming each error otherwise)."""
-    from features.validation import load_customers
+    from features.validation import valid_customers
 
-    frame, problems = load_customers(customers, as_of_limit=utc_now())
-    errors = [str(problem) for problem in problems if problem.severity == "error"]
-    if errors:
-        raise UserError("; ".join(errors))
-    return frame
+    try:
+        return valid_customers(customers, as_of_limit=utc_now())
+    except ValueError as error:
+        raise UserError(str(error)) from None
 
 
 def _customers_or_empty(customers: Path) -> object:

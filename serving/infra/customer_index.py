@@ -4,7 +4,7 @@ A service with millions of learners used to read ``customers.parquet`` into a pa
 every process that assembles features (seconds and hundreds of MB per million learners, at each
 start). ``CustomerIndex.open`` keeps a sidecar beside the file instead (``serving.infra.sidecars``:
 built once per version of the file, under a lock, from the customers as
-``features.validation.load_customers`` checks them; a file that breaks the contract is refused
+``features.validation.valid_customers`` checks them; a file that breaks the contract is refused
 with the contract's words):
 
 - ``ids.npy``: the ids as sorted fixed-width bytes, looked up by binary search;
@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features.online import Customer
-from features.validation import load_customers
+from features.validation import valid_customers
 from features.vocabulary import PRODUCT_TAGS
 from serving.infra.sidecars import fixed_width, open_sidecar, sorted_position
 
@@ -93,10 +93,10 @@ class CustomerIndex:
 
 def _write(customers_path: Path, directory: Path) -> dict:
     """Check the customers against the contract and write the arrays sorted by id."""
-    frame, problems = load_customers(customers_path)
-    errors = [str(problem) for problem in problems if problem.severity == "error"]
-    if errors:
-        raise ValueError(f"{customers_path}: " + "; ".join(errors))
+    try:
+        frame = valid_customers(customers_path)
+    except ValueError as error:
+        raise ValueError(f"{customers_path}: {error}") from None
     for name, array in zip(COLUMNS, _arrays(frame), strict=True):
         np.save(directory / f"{name}.npy", array)
     return {"customers": len(frame)}

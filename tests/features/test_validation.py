@@ -25,6 +25,7 @@ from features.validation import (
     load_customers,
     load_events,
     load_valid_inputs,
+    valid_customers,
     validate_frame,
     validate_inputs,
 )
@@ -82,6 +83,18 @@ def event_problem(**overrides: list) -> Problem:
 def customer_problem(**overrides: list) -> Problem:
     _, problems = load_customers(customers_frame(**overrides), as_of_limit=NOW)
     return only_error(problems)
+
+
+def test_valid_customers_returns_a_clean_table_and_refuses_one_with_errors_naming_them():
+    # given a clean customers table, and one with an unknown tier and a negative mrr
+    clean = valid_customers(customers_frame(), as_of_limit=NOW)
+    bad = customers_frame(product_tag=["PT_001", "PT_009"], mrr=[49.0, -1.0])
+    # then the clean one comes back in contract form, the bad one is refused with both errors
+    assert list(clean.columns[:4]) == ["customer_id", "product_tag", "enrolled_at", "mrr"]
+    with pytest.raises(ValueError) as refused:
+        valid_customers(bad, as_of_limit=NOW)
+    assert "column product_tag" in str(refused.value) and "column mrr" in str(refused.value)
+    assert "; " in str(refused.value)
 
 
 # --- clean inputs ---------------------------------------------------------------------------------
