@@ -15,7 +15,8 @@ from models.explain import Explanation, waterfall_plot
 from serving.core.tags import STATUS_TAGS
 
 WATERFALL_REASONS = 8
-_TAG_COLORS = ("#2e86c1", "#28b463", "#7d3c98", "#e67e22", "#f1c40f", "#7f8c8d")
+TAG_COLORS = ("#2e86c1", "#28b463", "#7d3c98", "#e67e22", "#f1c40f", "#7f8c8d")
+"""One colour per status tag (ST_001..ST_006), the report's and the dashboard's."""
 
 
 def tag_area_figure(history: pd.DataFrame) -> Any:
@@ -27,7 +28,7 @@ def tag_area_figure(history: pd.DataFrame) -> Any:
     if len(history) == 1:  # one day has no area: widen it to a visible band
         days = np.array([days[0] - np.timedelta64(12, "h"), days[0] + np.timedelta64(12, "h")])
         counts = [np.repeat(column, 2) for column in counts]
-    axes.stackplot(days, *counts, labels=labels, colors=_TAG_COLORS, alpha=0.9)
+    axes.stackplot(days, *counts, labels=labels, colors=TAG_COLORS, alpha=0.9)
     axes.set_ylabel("learners")
     axes.set_title("learners per status tag at the end of each batch day")
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
@@ -77,4 +78,11 @@ def png_data_uri(figure: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-__all__ = ["png_data_uri", "pyplot", "rules_bar_figure", "tag_area_figure", "waterfall_uri"]
+__all__ = [
+    "TAG_COLORS",
+    "png_data_uri",
+    "pyplot",
+    "rules_bar_figure",
+    "tag_area_figure",
+    "waterfall_uri",
+]

@@ -25,6 +25,7 @@ from urllib.parse import quote, urlencode
 
 import pandas as pd
 
+from serving.app.charts import TAG_COLORS
 from serving.app.dashboard import DashboardCache, DashboardFrames
 from serving.app.dashboard_data import (
     SORTS,
@@ -45,7 +46,6 @@ from serving.core.tags import STATUS_TAGS
 from serving.infra.store import StateStore
 
 CALLS_SHOWN = 100
-TAG_COLORS = ("#2e86c1", "#28b463", "#7d3c98", "#e67e22", "#f1c40f", "#7f8c8d")
 PLOTLY_JS = "plotly.min.js"
 
 
