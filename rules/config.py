@@ -249,10 +249,12 @@ class RuleSet(BaseModel):
         try:
             lifetime = type(current).model_validate(current.model_dump() | changes)
         except PydanticValidationError as error:
-            problem = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
-            )
-            raise RulesError(self.source, f"the champion's lifetime settings: {problem}") from None
+            field, message = _pydantic_message(error)
+            raise RulesError(
+                self.source,
+                f"the champion's lifetime setting is refused: {message}",
+                field=f"lifetime.{field}",
+            ) from None
         interventions = self.interventions.model_copy(update={"lifetime": lifetime})
         return self.model_copy(update={"interventions": interventions})
 
