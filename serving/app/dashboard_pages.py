@@ -38,7 +38,7 @@ from serving.app.dashboard_data import (
     tag_series,
     value_by_tier_tag,
 )
-from serving.app.kpis import KPI_TARGETS
+from serving.app.kpi_targets import KPI_TARGETS
 from serving.app.report import format_kpi_value, learner_anchor, render_html
 from serving.app.status import learner_status
 from serving.core.calllist import value_texts

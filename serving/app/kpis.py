@@ -462,8 +462,6 @@ def compute_kpis_on_days(
 
 __all__ = [
     "ACTIVE_TAGS",
-    "KPI_DEFINITIONS",
-    "KPI_TARGETS",
     "RISK_TAGS",
     "SCORE_COLUMNS",
     "DecisionDays",

@@ -47,7 +47,8 @@ from serving.app.charts import png_data_uri, rules_bar_figure, tag_area_figure, 
 from serving.app.dashboard_data import tag_series
 from serving.app.drift import drift_section
 from serving.app.kpi_inputs import kpis_at
-from serving.app.kpis import KPI_TARGETS, Kpi
+from serving.app.kpi_targets import KPI_TARGETS
+from serving.app.kpis import Kpi
 from serving.app.model_card import model_card_section
 from serving.core.assess import Assessment, assess
 from serving.core.calllist import call_list, urgent_rows, value_texts
