@@ -477,7 +477,7 @@ def _lifetime_columns(
     p_churn = scored["p_churn"].to_numpy(float)
     mrr = scored["mrr"].to_numpy(float)
     months = expected_months(p_churn, interventions.lifetime)
-    at_risk = months_at_risk(p_churn, interventions.lifetime)
+    at_risk = months_at_risk(months, interventions.lifetime)
     value = value_at_risk(
         p_churn, scored["risk_indicator_count"].to_numpy(float), mrr, weights[product_code], at_risk
     )

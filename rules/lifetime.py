@@ -108,16 +108,16 @@ def expected_months(p_churn: ArrayLike, lifetime: Lifetime | None = None) -> np.
     return np.clip(months, 1.0, horizon)  # rounding must not leave [1, H]
 
 
-def months_at_risk(p_churn: ArrayLike, lifetime: Lifetime | None = None) -> np.ndarray:
+def months_at_risk(months: ArrayLike, lifetime: Lifetime | None = None) -> np.ndarray:
     """``max(0, E(healthy_p_churn) - E(p))``: months of value the risk costs against a healthy
-    learner's (module docstring); NaN where ``p_churn`` is NaN.
+    learner's (module docstring); NaN where the expected months are NaN (no score).
 
     Args:
-        p_churn: calibrated churn probabilities over ``lifetime.score_horizon_days``.
+        months: ``expected_months`` of the learners' ``p_churn`` under the same ``lifetime``.
         lifetime: the cap, the window and the healthy reference; None for the defaults.
     """
     lifetime = lifetime or Lifetime()
-    months = expected_months(p_churn, lifetime)
+    months = np.asarray(months, dtype=float)
     healthy = expected_months(np.array([lifetime.healthy_p_churn]), lifetime)[0]
     with np.errstate(invalid="ignore"):
         return np.where(np.isnan(months), np.nan, np.maximum(healthy - months, 0.0))

@@ -119,7 +119,7 @@ def test_months_at_risk_are_what_the_risk_costs_against_a_healthy_learner():
     # given the default cap (24) and healthy p_churn (0.08), E(p) = (1 - (1 - p)^24) / p
     healthy = (1 - 0.92**24) / 0.08  # 10.8103
     # when learners below, at and above the healthy score, and one without a score, are projected
-    at_risk = months_at_risk(np.array([0.02, 0.08, 0.2, np.nan]))
+    at_risk = months_at_risk(expected_months(np.array([0.02, 0.08, 0.2, np.nan])))
     # then the safe ones risk nothing, the risky one E(0.08) - E(0.2), and no score stays NaN
     assert at_risk[:2].tolist() == [0.0, 0.0]
     assert at_risk[2] == pytest.approx(healthy - (1 - 0.8**24) / 0.2)  # 5.8339
@@ -130,7 +130,7 @@ def test_months_at_risk_grow_with_p_churn_and_never_pass_the_healthy_months():
     # given scores from healthy to certain churn
     p_churn = np.linspace(0.08, 1.0, 50)
     # when
-    at_risk = months_at_risk(p_churn)
+    at_risk = months_at_risk(expected_months(p_churn))
     # then the riskier learner always risks more (value at risk follows p at equal value)
     assert (np.diff(at_risk) > 0).all()
     assert at_risk[-1] == pytest.approx((1 - 0.92**24) / 0.08 - 1.0)
