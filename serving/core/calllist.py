@@ -14,9 +14,11 @@ import pandas as pd
 
 URGENT_PRIORITIES: tuple[str, ...] = ("P1", "P2")
 """Priorities that put a learner on the call list."""
-VALUE_FIELDS: tuple[str, ...] = ("value_at_risk", "expected_months", "projected_value")
-"""What a learner is worth: value at risk and the lifetime projection (``rules.lifetime``'s
-``LIFETIME_COLUMNS``, spelled here so that ``lstep status`` imports no rules engine)."""
+LIFETIME_FIELDS: tuple[str, ...] = ("expected_months", "projected_value")
+"""The lifetime projection (``rules.lifetime``'s ``LIFETIME_COLUMNS``, spelled here so that
+``lstep status`` imports no rules engine)."""
+VALUE_FIELDS: tuple[str, ...] = ("value_at_risk", *LIFETIME_FIELDS)
+"""What a learner is worth: value at risk and the lifetime projection."""
 CALL_LIST_ORDER = (
     ["priority", "value_at_risk", "p_churn", "customer_id"],
     [True, False, False, True],
@@ -66,4 +68,11 @@ def value_texts(score: Mapping[str, Any], missing: str = "—") -> dict[str, str
     }
 
 
-__all__ = ["URGENT_PRIORITIES", "VALUE_FIELDS", "call_list", "urgent_rows", "value_texts"]
+__all__ = [
+    "LIFETIME_FIELDS",
+    "URGENT_PRIORITIES",
+    "VALUE_FIELDS",
+    "call_list",
+    "urgent_rows",
+    "value_texts",
+]

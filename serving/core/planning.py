@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serving.core.calllist import VALUE_FIELDS
+from serving.core.calllist import LIFETIME_FIELDS
 from serving.core.frames import (
     DECISIONS_SCHEMA,
     SCORES_INPUT_SCHEMA,
@@ -164,9 +164,8 @@ def score_rows(
     rows["run_id"] = run_id
     for column in ("campaign_id", "channel", "behaviour_tags"):  # none before campaigns
         rows[column] = rows[column].astype(object) if column in rows else None
-    # The lifetime columns (VALUE_FIELDS: rules.lifetime's, spelled in serving.core.calllist so
-    # that reading a status loads no rules engine); decisions built without the engine have none.
-    for column in VALUE_FIELDS[1:]:
+    # Decisions built without the engine have no lifetime projection.
+    for column in LIFETIME_FIELDS:
         rows[column] = rows[column].astype(float) if column in rows else np.nan
     return rows[list(STORED_SCORES_SCHEMA.columns)]
 
