@@ -7,10 +7,12 @@ the rules engine already gives its decisions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # the CLI's renderer imports this module: pandas would cost every command
+    import pandas as pd
 
 URGENT_PRIORITIES: tuple[str, ...] = ("P1", "P2")
 """Priorities that put a learner on the call list."""
@@ -59,7 +61,11 @@ def value_texts(score: Mapping[str, Any], missing: str = "—") -> dict[str, str
     value, months, projected = (score.get(name) for name in VALUE_FIELDS)
 
     def missing_value(cell: Any) -> bool:
-        return cell is None or bool(pd.isna(cell))
+        if cell is None or isinstance(cell, float):
+            return cell is None or math.isnan(cell)
+        import pandas as pd  # a cell that is not a float came from a frame: pandas is loaded
+
+        return bool(pd.isna(cell))
 
     return {
         "value_at_risk": missing if missing_value(value) else f"{float(value):,.2f}",

@@ -12,12 +12,14 @@ import sys
 import pytest
 
 HEAVY = ("mlflow", "lightgbm", "shap", "bentoml", "duckdb", "sklearn", "matplotlib")
+FRAMES = ("pandas", "pandera", "pyarrow", "sqlalchemy")
+"""The frame and store libraries: ~1 s of imports that `lstep --help` and typos need not pay."""
 
 
-def _imported_heavy(module: str) -> list[str]:
+def _imported_heavy(module: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
     code = (
         f"import json, sys, {module}\n"
-        f"print(json.dumps([name for name in {HEAVY!r} if name in sys.modules]))"
+        f"print(json.dumps([name for name in {heavy!r} if name in sys.modules]))"
     )
     completed = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
@@ -41,6 +43,14 @@ def test_importing_a_cli_module_loads_no_heavy_library_it_does_not_need(module):
         "models.pyfunc": ["lightgbm", "sklearn"],
     }.get(module, [])
     assert imported == needed
+
+
+@pytest.mark.parametrize("module", ["serving.cli", "serving.cli.render"])
+def test_the_cli_root_loads_no_frame_library(module):
+    # given a fresh interpreter / when the CLI (every command's parser) or its renderer is imported
+    imported = _imported_heavy(module, FRAMES)
+    # then pandas, pandera, pyarrow and SQLAlchemy wait for the command that reads a frame
+    assert imported == []
 
 
 def test_the_pure_assess_path_does_not_load_mlflow():
