@@ -11,7 +11,8 @@ day) table has ~25M groups and costs several times more than this.
 
 1. window: every event joined to each as_of whose window [t-30d, t) holds it, with ``lag`` = days
    from the event's UTC day to t's day (t is a midnight, so lag 1..7 is exactly "the last 7
-   days"), then one GROUP BY (learner, as_of) of FILTERed counts/sums and a bitmask of active days.
+   days"), then one GROUP BY (learner, as_of) of conditional counts/sums and a bitmask of
+   active days.
    Distinct feature items come from a second, much smaller aggregation of feature_used events.
 2. history: the events before each window, per (learner, bucket of as_of dates); a spine row
    adds up the buckets up to its date and its own window (last timestamps, lesson totals, ...).
@@ -96,45 +97,66 @@ FROM {events} AS e JOIN {window_days} AS w ON CAST(e.ts AS DATE) = w.day
 WHERE e.ts >= {first_window_start} AND e.ts < {until} {customer_filter}
 """
 
+
+def _count(condition: str) -> str:
+    """``count(*) FILTER (condition)``, written as a CASE (see ``_WINDOW_AGGREGATES``)."""
+    return f"count(CASE WHEN {condition} THEN 1 END)"
+
+
+def _sum(value: str, condition: str) -> str:
+    """``sum(value) FILTER (condition)``: null when no row matches, as the FILTER form."""
+    return f"sum(CASE WHEN {condition} THEN {value} END)"
+
+
+def _count_of(value: str, condition: str) -> str:
+    """``count(value) FILTER (condition)``: the matching rows whose value is not null."""
+    return f"count(CASE WHEN {condition} THEN {value} END)"
+
+
+def _max(value: str, condition: str) -> str:
+    """``max(value) FILTER (condition)``: null when no row matches."""
+    return f"max(CASE WHEN {condition} THEN {value} END)"
+
+
 # One aggregate per measure: at 50M events each extra aggregate costs ~0.5 s of CPU, so the list is
 # kept to what the catalog needs (community posts + replies share one 7-day count, active days are
-# one bitmask with bit lag-1 set).
+# one bitmask with bit lag-1 set). Conditional aggregates are CASEs, not FILTER clauses: DuckDB
+# (2.0) runs each FILTER as a selection of its own over the rows, and with ~40 of them this GROUP BY
+# took twice the CPU (200k learners: 7.8 s -> 4.0 s, the same values; Spark reads CASE alike).
 _WINDOW_AGGREGATES = {
-    "ev7": "count(*) FILTER (lag <= 7)",
+    "ev7": _count("lag <= 7"),
     "ev30": "count(*)",
-    "wk1": "count(*) FILTER (lag BETWEEN 22 AND 28)",
+    "wk1": _count("lag BETWEEN 22 AND 28"),
     # sum over the 4 weeks of (2x - 5) * events, x = 1 (oldest) .. 4 (last 7 days): 10 * slope
-    "slope_x10": "sum(3 - 2 * ((lag - 1) // 7)) FILTER (lag <= 28)",
+    "slope_x10": _sum("3 - 2 * ((lag - 1) // 7)", "lag <= 28"),
     "active_mask": "bit_or(CAST(1 AS BIGINT) << (lag - 1))",
     "last_ts": "max(ts)",
-    "last_session_ts": "max(ts) FILTER (event_type = 'session')",
-    "last_milestone_ts": "max(ts) FILTER (event_type = 'milestone_completed')",
+    "last_session_ts": _max("ts", "event_type = 'session'"),
+    "last_milestone_ts": _max("ts", "event_type = 'milestone_completed'"),
     # events on each of the last 7 days (the shape of the last week, and its intensity when the
     # log has no durations): day1 = the day before as_of
-    **{f"day{lag}": f"count(*) FILTER (lag = {lag})" for lag in range(1, 8)},
-    "ses7": "count(*) FILTER (event_type = 'session' AND lag <= 7)",
-    "ses14": "count(*) FILTER (event_type = 'session' AND lag <= 14)",
-    "ses30": "count(*) FILTER (event_type = 'session')",
-    "ses_s7": "sum(duration_s) FILTER (event_type = 'session' AND lag <= 7)",
-    "ses_s30": "sum(duration_s) FILTER (event_type = 'session')",
-    "ses_timed7": "count(duration_s) FILTER (event_type = 'session' AND lag <= 7)",
-    "ses_timed30": "count(duration_s) FILTER (event_type = 'session')",
-    "les7": "count(*) FILTER (event_type = 'lesson_completed' AND lag <= 7)",
-    "les14": "count(*) FILTER (event_type = 'lesson_completed' AND lag <= 14)",
-    "les30": "count(*) FILTER (event_type = 'lesson_completed')",
-    "mil30": "count(*) FILTER (event_type = 'milestone_completed')",
-    "qa30": "count(*) FILTER (event_type = 'quiz_attempted')",
-    "qp30": "count(*) FILTER (event_type = 'quiz_passed')",
-    "can30": "count(*) FILTER (event_type = 'subscription_cancelled')",
-    "community7": (
-        "count(*) FILTER (event_type IN ('community_post', 'community_reply') AND lag <= 7)"
-    ),
-    "post30": "count(*) FILTER (event_type = 'community_post')",
-    "reply30": "count(*) FILTER (event_type = 'community_reply')",
-    "vid30": "count(*) FILTER (event_type = 'video_watched')",
-    "vid_s30": "sum(duration_s) FILTER (event_type = 'video_watched')",
-    "vid_timed30": "count(duration_s) FILTER (event_type = 'video_watched')",
-    "mob30": "count(*) FILTER (channel = 'mobile')",
+    **{f"day{lag}": _count(f"lag = {lag}") for lag in range(1, 8)},
+    "ses7": _count("event_type = 'session' AND lag <= 7"),
+    "ses14": _count("event_type = 'session' AND lag <= 14"),
+    "ses30": _count("event_type = 'session'"),
+    "ses_s7": _sum("duration_s", "event_type = 'session' AND lag <= 7"),
+    "ses_s30": _sum("duration_s", "event_type = 'session'"),
+    "ses_timed7": _count_of("duration_s", "event_type = 'session' AND lag <= 7"),
+    "ses_timed30": _count_of("duration_s", "event_type = 'session'"),
+    "les7": _count("event_type = 'lesson_completed' AND lag <= 7"),
+    "les14": _count("event_type = 'lesson_completed' AND lag <= 14"),
+    "les30": _count("event_type = 'lesson_completed'"),
+    "mil30": _count("event_type = 'milestone_completed'"),
+    "qa30": _count("event_type = 'quiz_attempted'"),
+    "qp30": _count("event_type = 'quiz_passed'"),
+    "can30": _count("event_type = 'subscription_cancelled'"),
+    "community7": _count("event_type IN ('community_post', 'community_reply') AND lag <= 7"),
+    "post30": _count("event_type = 'community_post'"),
+    "reply30": _count("event_type = 'community_reply'"),
+    "vid30": _count("event_type = 'video_watched'"),
+    "vid_s30": _sum("duration_s", "event_type = 'video_watched'"),
+    "vid_timed30": _count_of("duration_s", "event_type = 'video_watched'"),
+    "mob30": _count("channel = 'mobile'"),
     "chan30": "count(channel)",
 }
 
@@ -167,15 +189,16 @@ FROM (SELECT bucket,
 """
 
 # Measures of the events before the window per (learner, bucket); a spine row at bucket k adds
-# up buckets 1..k and its own window. Days are matched by equality (a hash join), as above.
+# up buckets 1..k and its own window. Days are matched by equality (a hash join), as above;
+# conditional aggregates are CASEs for the reason given at _WINDOW_AGGREGATES.
 _HISTORY_TABLE = """
 CREATE TEMP TABLE {name} AS
 SELECT e.customer_id, coalesce(b.bucket, 1) AS bucket,
        max(e.ts) AS last_ts,
-       max(e.ts) FILTER (e.event_type = 'session') AS last_session_ts,
-       max(e.ts) FILTER (e.event_type = 'milestone_completed') AS last_milestone_ts,
-       count(*) FILTER (e.event_type = 'lesson_completed') AS lessons,
-       count(*) FILTER (e.event_type = 'milestone_completed') AS milestones
+       max(CASE WHEN e.event_type = 'session' THEN e.ts END) AS last_session_ts,
+       max(CASE WHEN e.event_type = 'milestone_completed' THEN e.ts END) AS last_milestone_ts,
+       count(CASE WHEN e.event_type = 'lesson_completed' THEN 1 END) AS lessons,
+       count(CASE WHEN e.event_type = 'milestone_completed' THEN 1 END) AS milestones
 FROM {events} AS e LEFT JOIN {bucket_days} AS b ON CAST(e.ts AS DATE) = b.day
 WHERE e.ts < {last_window_start} {customer_filter}
 GROUP BY ALL
@@ -197,7 +220,7 @@ _TYPE_FIRSTS_TABLE = """
 CREATE TEMP TABLE {name} AS
 SELECT event_type,
        min(ts) AS first_ts,
-       min(ts) FILTER (duration_s IS NOT NULL) AS first_timed_ts
+       min(CASE WHEN duration_s IS NOT NULL THEN ts END) AS first_timed_ts
 FROM {events}
 WHERE ts < {until}
 GROUP BY event_type
