@@ -132,13 +132,15 @@ def active_learner_rate(log: pd.DataFrame) -> Kpi:
     """Share of live learners whose latest tag is ST_001 or ST_002."""
     latest = log.drop_duplicates("customer_id", keep="last")["to_tag"]
     live = latest[latest != CHURNED_TAG]
-    active = int(live.isin(ACTIVE_TAGS).sum())
+    return active_kpi(int(live.isin(ACTIVE_TAGS).sum()), len(live))
+
+
+def active_kpi(active: int, live: int) -> Kpi:
+    """The active learner rate of ``active`` learners in ST_001/ST_002 out of ``live`` ones."""
     detail = (
-        f"{active} of {len(live)} live learners in ST_001/ST_002"
-        if len(live)
-        else "no live learners yet"
+        f"{active} of {live} live learners in ST_001/ST_002" if live else "no live learners yet"
     )
-    return _kpi("active_learner_rate", _percent(active, len(live)), detail)
+    return _kpi("active_learner_rate", _percent(active, live), detail)
 
 
 NO_DECISIONS = "no daily decision inputs (feature snapshots and scores) given"
@@ -189,16 +191,40 @@ def progression_velocity(
 ) -> Kpi:
     """Median days from entering ST_001 to first qualifying for the move to ST_002 (``runs``:
     ``qualifying_runs`` into ST_002, when already found)."""
-    moves = _moves_into(log, "ST_002", from_tag="ST_001")
-    if not len(moves):
-        return _kpi("progression_velocity", None, "no ST_001 -> ST_002 moves yet")
-    if decisions is None:
-        return _kpi("progression_velocity", None, NO_DECISIONS)
+    moves = progression_moves(log)
+    measured = None
+    if len(moves) and decisions is not None:
+        measured = progression_runs(moves, decisions, runs)
+    return progression_kpi(len(moves), measured, decisions)
+
+
+def progression_moves(log: pd.DataFrame) -> pd.DataFrame:
+    """The automatic ST_001 -> ST_002 moves progression velocity measures (``_moves_into``)."""
+    return _moves_into(log, "ST_002", from_tag="ST_001")
+
+
+def progression_runs(
+    moves: pd.DataFrame, decisions: DecisionDays, runs: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """``run_starts`` of ``progression_moves``, onboarded learners' moves marked ``ONBOARDED``.
+
+    Each move's row depends on that move alone, not on the day the KPI describes.
+    """
     runs = run_starts(moves, decisions, "ST_002", runs)
     # A learner first tagged when the history began (the day before has no stored inputs) was
     # onboarded into ST_001 then; when they really began is unknown.
     onboarded = runs["entered_new"] & ~(runs["entered"] - DAY).isin(decisions.days)
     runs.loc[onboarded & (runs["status"] == MEASURED), "status"] = ONBOARDED
+    return runs
+
+
+def progression_kpi(moves: int, runs: pd.DataFrame | None, decisions: DecisionDays | None) -> Kpi:
+    """Progression velocity of ``moves`` moves, measured by ``runs`` (``progression_runs``;
+    None without decision inputs)."""
+    if not moves:
+        return _kpi("progression_velocity", None, "no ST_001 -> ST_002 moves yet")
+    if decisions is None or runs is None:
+        return _kpi("progression_velocity", None, NO_DECISIONS)
     measured = runs[runs["status"] == MEASURED]
     days = (measured["first_day"] - measured["entered"]).dt.days
     value = float(days.median()) if len(days) else None
@@ -221,10 +247,29 @@ def mastery_within_60_days(log: pd.DataFrame, customers: pd.DataFrame, as_of: pd
     """
     if log.empty:
         return _kpi("mastery_60d", None, "no history yet: no learner tagged")
-    history_start = log["as_of"].min()
+    learners = mastery_learners(log, customers)
+    return mastery_kpi(log["as_of"].min(), as_of, learners)
+
+
+def mastery_learners(log: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
+    """Each customer's ``enrolled_day`` and ``mastered_after`` (their first ST_003 in ``log``
+    minus the enrolment day; NaT without one), one row per customer.
+
+    Any later log gives the same verdicts on a day: a first ST_003 after that day is also more
+    than 60 days after the enrolment of a learner enrolled 60+ days before it.
+    """
     enrolled_day = customers["enrolled_at"].dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
-    covered = customers.assign(enrolled_day=enrolled_day)
-    covered = covered[covered["enrolled_day"] >= history_start - DAY]
+    first_mastery = (
+        log[log["to_tag"] == MASTERY_TAG].groupby("customer_id")["as_of"].min().rename("mastery")
+    )
+    mastery = customers[["customer_id"]].join(first_mastery, on="customer_id")["mastery"]
+    return pd.DataFrame({"enrolled_day": enrolled_day, "mastered_after": mastery - enrolled_day})
+
+
+def mastery_kpi(history_start: pd.Timestamp, as_of: pd.Timestamp, learners: pd.DataFrame) -> Kpi:
+    """Mastery within 60 days at ``as_of`` of ``mastery_learners``, the history beginning on
+    ``history_start`` (the first logged day)."""
+    covered = learners[learners["enrolled_day"] >= history_start - DAY]
     cohort = covered[covered["enrolled_day"] <= as_of - MASTERY_WINDOW]
     if cohort.empty:
         earliest = covered["enrolled_day"].min() if len(covered) else history_start - DAY
@@ -235,11 +280,7 @@ def mastery_within_60_days(log: pd.DataFrame, customers: pd.DataFrame, as_of: pd
             f"not enough history: measurable from {ready} (history starts {history_start.date()}; "
             "learners enrolled earlier may have reached ST_003 before it)",
         )
-    first_mastery = (
-        log[log["to_tag"] == MASTERY_TAG].groupby("customer_id")["as_of"].min().rename("mastery")
-    )
-    cohort = cohort.join(first_mastery, on="customer_id")
-    reached = int((cohort["mastery"] - cohort["enrolled_day"] <= MASTERY_WINDOW).sum())
+    reached = int((cohort["mastered_after"] <= MASTERY_WINDOW).sum())
     detail = (
         f"{reached} of {len(cohort)} learners enrolled since {(history_start - DAY).date()} and "
         "60+ days ago reached ST_003 within 60 days"
@@ -256,15 +297,30 @@ def risk_detection_days(
     A move by a rule that reads the state rather than the learner's activity (R16: a retention
     campaign's box ended) detects nothing: such moves are left out.
     """
+    moves = detection_moves(log, decisions)
+    measured = None
+    if len(moves) and decisions is not None:
+        measured = run_starts(moves, decisions, RISK_TAG, runs)
+    return detection_kpi(len(moves), measured, decisions)
+
+
+def detection_moves(log: pd.DataFrame, decisions: DecisionDays | None) -> pd.DataFrame:
+    """The automatic moves into ST_004 detection speed measures: those of rules reading the
+    learner's activity (all of them without decision inputs)."""
     moves = _moves_into(log, RISK_TAG)
     if decisions is not None:
         state_rules = [rule.id for rule in decisions.ruleset.rules if reads_state(rule)]
         moves = moves[~moves["rule_id"].isin(state_rules)]
-    if not len(moves):
+    return moves
+
+
+def detection_kpi(moves: int, runs: pd.DataFrame | None, decisions: DecisionDays | None) -> Kpi:
+    """Detection speed of ``moves`` moves, measured by ``runs`` (``run_starts`` of
+    ``detection_moves``; None without decision inputs)."""
+    if not moves:
         return _kpi("risk_detection_days", None, "no automatic ST_004 moves yet")
-    if decisions is None:
+    if decisions is None or runs is None:
         return _kpi("risk_detection_days", None, NO_DECISIONS)
-    runs = run_starts(moves, decisions, RISK_TAG, runs)
     measured = runs[runs["status"] == MEASURED]
     days = (measured["as_of"] - measured["first_day"]).dt.days
     value = float(days.median()) if len(days) else None
@@ -277,26 +333,36 @@ def risk_detection_days(
     return _kpi("risk_detection_days", value, detail + _left_out(runs, decisions))
 
 
-def _risk_episodes(log: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """One row per risk episode: start day, ``ended``, ``recovered`` and the ``control`` flag."""
+def risk_episodes(log: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per risk episode: start day (``as_of``), the exit's day and tag (``ended_on``,
+    ``to_tag``; null while open) and the ``control`` flag of the start day's score."""
     was_at_risk = log["from_tag"].isin(RISK_TAGS)
     is_at_risk = log["to_tag"].isin(RISK_TAGS)
     starts = log.loc[~was_at_risk & is_at_risk, ["customer_id", "as_of"]]
-    ends = log.loc[was_at_risk & ~is_at_risk, ["customer_id", "to_tag"]]
+    ends = log.loc[was_at_risk & ~is_at_risk, ["customer_id", "as_of", "to_tag"]]
+    ends = ends.rename(columns={"as_of": "ended_on"})
     # Entries and exits alternate per learner: the n-th exit closes the n-th episode.
     starts = starts.assign(episode=starts.groupby("customer_id").cumcount())
     ends = ends.assign(episode=ends.groupby("customer_id").cumcount())
     episodes = starts.merge(ends, on=["customer_id", "episode"], how="left")
-    episodes["ended"] = episodes["to_tag"].notna()
-    episodes["recovered"] = episodes["to_tag"].isin(ACTIVE_TAGS)
     flags = scores[["customer_id", "as_of", "control"]]
     return episodes.merge(flags, on=["customer_id", "as_of"], how="left")
 
 
 def recovery_rate(log: pd.DataFrame, scores: pd.DataFrame) -> Kpi:
     """Share of ended ST_004/ST_005 episodes ending in ST_001/ST_002, treated and control."""
-    episodes = _risk_episodes(log, scores)
-    ended = episodes[episodes["ended"]]
+    return recovery_kpi(risk_episodes(log, scores), None)
+
+
+def recovery_kpi(episodes: pd.DataFrame, as_of: pd.Timestamp | None) -> Kpi:
+    """Recovery of ``risk_episodes`` begun by ``as_of``, those whose exit came later counted
+    as open (None: every episode, as the log holding them says)."""
+    ended_on = episodes["ended_on"]
+    if as_of is not None:
+        episodes = episodes[episodes["as_of"] <= as_of]
+        ended_on = episodes["ended_on"].where(episodes["ended_on"] <= as_of)
+    ended = episodes[ended_on.notna()]
+    ended = ended.assign(recovered=ended["to_tag"].isin(ACTIVE_TAGS))
     recovered = int(ended["recovered"].sum())
     # A learner without a score that day has no known group: counted overall only.
     treated = ended[ended["control"].eq(False)]
@@ -345,27 +411,49 @@ def automation_accuracy(log: pd.DataFrame, as_of: pd.Timestamp, labels: pd.DataF
         labels: complete labels known at ``as_of`` (``complete_labels``), or None when no event
             log was given: risk moves are then judged on reverts only.
     """
+    automatic = automatic_moves(log)
+    churned = None if labels is None else moves_churned(automatic, labels)
+    return accuracy_kpi(automatic, as_of, churned)
+
+
+def automatic_moves(log: pd.DataFrame) -> pd.DataFrame:
+    """The automatic transitions of ``log`` (``_log_until``): ``customer_id``, ``as_of``,
+    ``to_tag`` and ``reverted`` (``_reverted``)."""
     automatic = log[log["rule_id"].notna()]
+    return automatic[["customer_id", "as_of", "to_tag"]].assign(reverted=_reverted(automatic))
+
+
+def moves_churned(automatic: pd.DataFrame, labels: pd.DataFrame) -> pd.Series:
+    """Each automatic move's label (1.0 churned, 0.0 not, NaN without one), on its index."""
+    keyed = automatic[["customer_id", "as_of"]].merge(
+        labels[["customer_id", "as_of", "churned"]], on=["customer_id", "as_of"], how="left"
+    )
+    return pd.Series(keyed["churned"].to_numpy(dtype="float64"), index=automatic.index)
+
+
+def accuracy_kpi(automatic: pd.DataFrame, as_of: pd.Timestamp, churned: pd.Series | None) -> Kpi:
+    """Automation accuracy at ``as_of`` of ``automatic_moves`` (those up to ``as_of``).
+
+    Args:
+        automatic: ``automatic_moves`` of the log up to ``as_of``.
+        as_of: the KPI day.
+        churned: ``moves_churned`` of the labels complete at ``as_of``, or None without labels.
+    """
     settled = automatic["as_of"] + REVERT_WINDOW <= as_of
     judged = automatic[settled]
-    reverted = _reverted(judged)
+    reverted = judged["reverted"]
     is_risk = judged["to_tag"] == RISK_TAG
-    churned = pd.Series(np.nan, index=judged.index)
-    if labels is not None:
-        keyed = judged[["customer_id", "as_of"]].merge(
-            labels[["customer_id", "as_of", "churned"]], on=["customer_id", "as_of"], how="left"
-        )
-        churned = pd.Series(keyed["churned"].to_numpy(dtype="float64"), index=judged.index)
-    refuted = is_risk & churned.eq(0)
-    confirmed = int((is_risk & churned.eq(1)).sum())
-    waiting = int((is_risk & churned.isna()).sum())
+    known = pd.Series(np.nan, index=judged.index) if churned is None else churned[settled]
+    refuted = is_risk & known.eq(0)
+    confirmed = int((is_risk & known.eq(1)).sum())
+    waiting = int((is_risk & known.isna()).sum())
     correct = int((~reverted & ~refuted).sum())
     if not len(judged):
         detail = f"no automatic transitions 7+ days old yet ({int((~settled).sum())} younger)"
     else:
         labelled = (
             "no labels given: risk moves judged on reverts only"
-            if labels is None
+            if churned is None
             else f"risk moves vs their complete label: {confirmed} confirmed, {int(refuted.sum())}"
             f" refuted, {waiting} without a complete label (judged on reverts only)"
         )
