@@ -48,24 +48,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, timedelta
-from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
 from features.schemas import customers_schema, labels_schema
-from serving.app.kpi_targets import KPI_DEFINITIONS, KPI_TARGETS
-from serving.app.qualifying import (
-    BEFORE_HISTORY,
-    MEASURED,
-    NO_INPUTS,
-    NOT_QUALIFYING,
-    DecisionDays,
-    qualifying_runs,
-    reads_state,
-    run_starts,
-)
+from serving.app.kpi_model import Kpi, kpi_of, percent
+from serving.app.kpi_runs import progression_velocity, risk_detection_days
+from serving.app.qualifying import DecisionDays, qualifying_runs
 from serving.core.frames import STORED_SCORES_SCHEMA, TRANSITIONS_SCHEMA, validate_frame
 from serving.core.tags import CHURNED_TAG, MANUAL_ONLY_TAG, RISK_TAG
 
@@ -81,39 +71,6 @@ RISK_FOLLOW_UPS: tuple[str, ...] = (MANUAL_ONLY_TAG, CHURNED_TAG)
 """Manual moves after an automatic ST_004 that agree with it (re-engagement, churn)."""
 SCORE_COLUMNS: tuple[str, ...] = ("customer_id", "as_of", "control")
 """The stored scores' columns the KPIs read (recovery's treated/control split)."""
-
-
-class Kpi(BaseModel):
-    """One KPI at ``as_of``: its value against the target, and how it was obtained."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
-    name: str
-    value: float | None
-    target: float
-    comparison: Literal[">=", "<="]
-    unit: str
-    meets_target: bool | None
-    detail: str
-    definition: str
-    treated: float | None = None
-    control: float | None = None
-
-
-def _kpi(kpi_id: str, value: float | None, detail: str, **split: float | None) -> Kpi:
-    name, comparison, target, unit = KPI_TARGETS[kpi_id]
-    meets: bool | None = None  # no value, no verdict
-    if value is not None:
-        meets = value >= target if comparison == ">=" else value <= target
-    return Kpi(
-        id=kpi_id, name=name, value=value, target=target, comparison=comparison, unit=unit,
-        meets_target=meets, detail=detail, definition=KPI_DEFINITIONS[kpi_id], **split,
-    )  # fmt: skip
-
-
-def _percent(part: int, whole: int) -> float | None:
-    return None if whole == 0 else 100.0 * part / whole
 
 
 def _log_until(transitions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -132,110 +89,15 @@ def active_learner_rate(log: pd.DataFrame) -> Kpi:
     """Share of live learners whose latest tag is ST_001 or ST_002."""
     latest = log.drop_duplicates("customer_id", keep="last")["to_tag"]
     live = latest[latest != CHURNED_TAG]
-    return active_kpi(int(live.isin(ACTIVE_TAGS).sum()), len(live))
+    return activekpi_of(int(live.isin(ACTIVE_TAGS).sum()), len(live))
 
 
-def active_kpi(active: int, live: int) -> Kpi:
+def activekpi_of(active: int, live: int) -> Kpi:
     """The active learner rate of ``active`` learners in ST_001/ST_002 out of ``live`` ones."""
     detail = (
         f"{active} of {live} live learners in ST_001/ST_002" if live else "no live learners yet"
     )
-    return _kpi("active_learner_rate", _percent(active, live), detail)
-
-
-NO_DECISIONS = "no daily decision inputs (feature snapshots and scores) given"
-ONBOARDED = "onboarded"
-"""A run status: the learner's entry into the from tag was their onboarding into the store."""
-
-
-def _moves_into(log: pd.DataFrame, target: str, from_tag: str | None = None) -> pd.DataFrame:
-    """The automatic moves into ``target`` with the day each learner entered their from tag."""
-    moves = log[(log["to_tag"] == target) & log["rule_id"].notna()]
-    if from_tag is not None:
-        moves = moves[(moves["from_tag"] == from_tag) & (moves["previous_to_tag"] == from_tag)]
-    # The previous transition put the learner in from_tag; none means a learner seen first.
-    entered = moves["previous_as_of"].where(moves["from_tag"].notna())
-    return pd.DataFrame(
-        {
-            "customer_id": moves["customer_id"].astype(str).to_numpy(),
-            "as_of": moves["as_of"].to_numpy(),
-            "from_tag": moves["from_tag"].astype(object).to_numpy(),
-            "rule_id": moves["rule_id"].astype(object).to_numpy(),
-            "entered": pd.to_datetime(entered).to_numpy(),
-            # entered from_tag as a new learner: their first tag in the store
-            "entered_new": (moves["previous_from_tag"].isna() & entered.notna()).to_numpy(),
-        }
-    )
-
-
-def _left_out(runs: pd.DataFrame, decisions: DecisionDays) -> str:
-    """What the detail says of the moves a run could not measure, and of missing snapshots."""
-    counts = runs["status"].value_counts()
-    reasons = {
-        BEFORE_HISTORY: "whose run starts before the stored days or at a missing snapshot",
-        NO_INPUTS: "on days without a snapshot",
-        NOT_QUALIFYING: "whose day no longer meets the rules",
-        ONBOARDED: "tagged ST_001 on their first stored day, when they may have long been in it",
-    }
-    parts = [f"{int(counts[key])} {text}" for key, text in reasons.items() if counts.get(key, 0)]
-    note = f"; left out: {', '.join(parts)}" if parts else ""
-    if decisions.missing:
-        days = ", ".join(str(day) for day in decisions.missing[:3])
-        more = "..." if len(decisions.missing) > 3 else ""
-        note += f"; snapshots missing for {len(decisions.missing)} batch days ({days}{more})"
-    return note
-
-
-def progression_velocity(
-    log: pd.DataFrame, decisions: DecisionDays | None, runs: pd.DataFrame | None = None
-) -> Kpi:
-    """Median days from entering ST_001 to first qualifying for the move to ST_002 (``runs``:
-    ``qualifying_runs`` into ST_002, when already found)."""
-    moves = progression_moves(log)
-    measured = None
-    if len(moves) and decisions is not None:
-        measured = progression_runs(moves, decisions, runs)
-    return progression_kpi(len(moves), measured, decisions)
-
-
-def progression_moves(log: pd.DataFrame) -> pd.DataFrame:
-    """The automatic ST_001 -> ST_002 moves progression velocity measures (``_moves_into``)."""
-    return _moves_into(log, "ST_002", from_tag="ST_001")
-
-
-def progression_runs(
-    moves: pd.DataFrame, decisions: DecisionDays, runs: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """``run_starts`` of ``progression_moves``, onboarded learners' moves marked ``ONBOARDED``.
-
-    Each move's row depends on that move alone, not on the day the KPI describes.
-    """
-    runs = run_starts(moves, decisions, "ST_002", runs)
-    # A learner first tagged when the history began (the day before has no stored inputs) was
-    # onboarded into ST_001 then; when they really began is unknown.
-    onboarded = runs["entered_new"] & ~(runs["entered"] - DAY).isin(decisions.days)
-    runs.loc[onboarded & (runs["status"] == MEASURED), "status"] = ONBOARDED
-    return runs
-
-
-def progression_kpi(moves: int, runs: pd.DataFrame | None, decisions: DecisionDays | None) -> Kpi:
-    """Progression velocity of ``moves`` moves, measured by ``runs`` (``progression_runs``;
-    None without decision inputs)."""
-    if not moves:
-        return _kpi("progression_velocity", None, "no ST_001 -> ST_002 moves yet")
-    if decisions is None or runs is None:
-        return _kpi("progression_velocity", None, NO_DECISIONS)
-    measured = runs[runs["status"] == MEASURED]
-    days = (measured["first_day"] - measured["entered"]).dt.days
-    value = float(days.median()) if len(days) else None
-    detail = (
-        f"median of {len(days)} ST_001 -> ST_002 moves, days to the first qualifying day "
-        f"(range {days.min()}-{days.max()}; the moves themselves came after a median "
-        f"{(measured['as_of'] - measured['entered']).dt.days.median():.0f} days)"
-        if len(days)
-        else "no ST_001 -> ST_002 move could be measured"
-    )
-    return _kpi("progression_velocity", value, detail + _left_out(runs, decisions))
+    return kpi_of("active_learner_rate", percent(active, live), detail)
 
 
 def mastery_within_60_days(log: pd.DataFrame, customers: pd.DataFrame, as_of: pd.Timestamp) -> Kpi:
@@ -246,9 +108,9 @@ def mastery_within_60_days(log: pd.DataFrame, customers: pd.DataFrame, as_of: pd
     logged day. Learners enrolled earlier may have reached ST_003 before the history began.
     """
     if log.empty:
-        return _kpi("mastery_60d", None, "no history yet: no learner tagged")
+        return kpi_of("mastery_60d", None, "no history yet: no learner tagged")
     learners = mastery_learners(log, customers)
-    return mastery_kpi(log["as_of"].min(), as_of, learners)
+    return masterykpi_of(log["as_of"].min(), as_of, learners)
 
 
 def mastery_learners(log: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
@@ -266,7 +128,7 @@ def mastery_learners(log: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame
     return pd.DataFrame({"enrolled_day": enrolled_day, "mastered_after": mastery - enrolled_day})
 
 
-def mastery_kpi(history_start: pd.Timestamp, as_of: pd.Timestamp, learners: pd.DataFrame) -> Kpi:
+def masterykpi_of(history_start: pd.Timestamp, as_of: pd.Timestamp, learners: pd.DataFrame) -> Kpi:
     """Mastery within 60 days at ``as_of`` of ``mastery_learners``, the history beginning on
     ``history_start`` (the first logged day)."""
     covered = learners[learners["enrolled_day"] >= history_start - DAY]
@@ -274,7 +136,7 @@ def mastery_kpi(history_start: pd.Timestamp, as_of: pd.Timestamp, learners: pd.D
     if cohort.empty:
         earliest = covered["enrolled_day"].min() if len(covered) else history_start - DAY
         ready = (earliest + MASTERY_WINDOW).date()
-        return _kpi(
+        return kpi_of(
             "mastery_60d",
             None,
             f"not enough history: measurable from {ready} (history starts {history_start.date()}; "
@@ -285,52 +147,7 @@ def mastery_kpi(history_start: pd.Timestamp, as_of: pd.Timestamp, learners: pd.D
         f"{reached} of {len(cohort)} learners enrolled since {(history_start - DAY).date()} and "
         "60+ days ago reached ST_003 within 60 days"
     )
-    return _kpi("mastery_60d", _percent(reached, len(cohort)), detail)
-
-
-def risk_detection_days(
-    log: pd.DataFrame, decisions: DecisionDays | None, runs: pd.DataFrame | None = None
-) -> Kpi:
-    """Median days from the first day a learner met an ST_004 condition to the automatic move
-    (``runs``: ``qualifying_runs`` into ST_004, when already found).
-
-    A move by a rule that reads the state rather than the learner's activity (R16: a retention
-    campaign's box ended) detects nothing: such moves are left out.
-    """
-    moves = detection_moves(log, decisions)
-    measured = None
-    if len(moves) and decisions is not None:
-        measured = run_starts(moves, decisions, RISK_TAG, runs)
-    return detection_kpi(len(moves), measured, decisions)
-
-
-def detection_moves(log: pd.DataFrame, decisions: DecisionDays | None) -> pd.DataFrame:
-    """The automatic moves into ST_004 detection speed measures: those of rules reading the
-    learner's activity (all of them without decision inputs)."""
-    moves = _moves_into(log, RISK_TAG)
-    if decisions is not None:
-        state_rules = [rule.id for rule in decisions.ruleset.rules if reads_state(rule)]
-        moves = moves[~moves["rule_id"].isin(state_rules)]
-    return moves
-
-
-def detection_kpi(moves: int, runs: pd.DataFrame | None, decisions: DecisionDays | None) -> Kpi:
-    """Detection speed of ``moves`` moves, measured by ``runs`` (``run_starts`` of
-    ``detection_moves``; None without decision inputs)."""
-    if not moves:
-        return _kpi("risk_detection_days", None, "no automatic ST_004 moves yet")
-    if decisions is None or runs is None:
-        return _kpi("risk_detection_days", None, NO_DECISIONS)
-    measured = runs[runs["status"] == MEASURED]
-    days = (measured["as_of"] - measured["first_day"]).dt.days
-    value = float(days.median()) if len(days) else None
-    detail = (
-        f"median of {len(days)} automatic ST_004 moves (range {days.min()}-{days.max()} days, "
-        f"{int((days <= 1).sum())} within a day)"
-        if len(days)
-        else "no automatic ST_004 move could be measured"
-    )
-    return _kpi("risk_detection_days", value, detail + _left_out(runs, decisions))
+    return kpi_of("mastery_60d", percent(reached, len(cohort)), detail)
 
 
 def risk_episodes(log: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
@@ -351,10 +168,10 @@ def risk_episodes(log: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
 
 def recovery_rate(log: pd.DataFrame, scores: pd.DataFrame) -> Kpi:
     """Share of ended ST_004/ST_005 episodes ending in ST_001/ST_002, treated and control."""
-    return recovery_kpi(risk_episodes(log, scores), None)
+    return recoverykpi_of(risk_episodes(log, scores), None)
 
 
-def recovery_kpi(episodes: pd.DataFrame, as_of: pd.Timestamp | None) -> Kpi:
+def recoverykpi_of(episodes: pd.DataFrame, as_of: pd.Timestamp | None) -> Kpi:
     """Recovery of ``risk_episodes`` begun by ``as_of``, those whose exit came later counted
     as open (None: every episode, as the log holding them says)."""
     ended_on = episodes["ended_on"]
@@ -378,12 +195,12 @@ def recovery_kpi(episodes: pd.DataFrame, as_of: pd.Timestamp | None) -> Kpi:
         detail = f"no ST_004/ST_005 episode has ended yet ({len(episodes)} open)"
     else:
         detail = "no ST_004 episodes yet"
-    return _kpi(
+    return kpi_of(
         "recovery_rate",
-        _percent(recovered, len(ended)),
+        percent(recovered, len(ended)),
         detail,
-        treated=_percent(int(treated["recovered"].sum()), len(treated)),
-        control=_percent(int(control["recovered"].sum()), len(control)),
+        treated=percent(int(treated["recovered"].sum()), len(treated)),
+        control=percent(int(control["recovered"].sum()), len(control)),
     )
 
 
@@ -413,7 +230,7 @@ def automation_accuracy(log: pd.DataFrame, as_of: pd.Timestamp, labels: pd.DataF
     """
     automatic = automatic_moves(log)
     churned = None if labels is None else moves_churned(automatic, labels)
-    return accuracy_kpi(automatic, as_of, churned)
+    return accuracykpi_of(automatic, as_of, churned)
 
 
 def automatic_moves(log: pd.DataFrame) -> pd.DataFrame:
@@ -431,7 +248,7 @@ def moves_churned(automatic: pd.DataFrame, labels: pd.DataFrame) -> pd.Series:
     return pd.Series(keyed["churned"].to_numpy(dtype="float64"), index=automatic.index)
 
 
-def accuracy_kpi(automatic: pd.DataFrame, as_of: pd.Timestamp, churned: pd.Series | None) -> Kpi:
+def accuracykpi_of(automatic: pd.DataFrame, as_of: pd.Timestamp, churned: pd.Series | None) -> Kpi:
     """Automation accuracy at ``as_of`` of ``automatic_moves`` (those up to ``as_of``).
 
     Args:
@@ -462,7 +279,7 @@ def accuracy_kpi(automatic: pd.DataFrame, as_of: pd.Timestamp, churned: pd.Serie
             f"reverted by a person within 7 days; {labelled}; {int((~settled).sum())} younger "
             "than 7 days not judged"
         )
-    return _kpi("automation_accuracy", _percent(correct, len(judged)), detail)
+    return kpi_of("automation_accuracy", percent(correct, len(judged)), detail)
 
 
 def compute_kpis(
