@@ -52,11 +52,9 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from features.schemas import customers_schema, labels_schema
 from serving.app.kpi_model import Kpi, kpi_of, percent
 from serving.app.kpi_runs import progression_velocity, risk_detection_days
-from serving.app.qualifying import DecisionDays, qualifying_runs
-from serving.core.frames import STORED_SCORES_SCHEMA, TRANSITIONS_SCHEMA, validate_frame
+from serving.app.qualifying import DecisionDays
 from serving.core.tags import CHURNED_TAG, MANUAL_ONLY_TAG, RISK_TAG
 
 ACTIVE_TAGS: tuple[str, ...] = ("ST_001", "ST_002")
@@ -69,6 +67,7 @@ LABEL_HORIZON_DAYS = 30
 """The churn window W of the labels (DESIGN §4), the default of ``features.labels``."""
 RISK_FOLLOW_UPS: tuple[str, ...] = (MANUAL_ONLY_TAG, CHURNED_TAG)
 """Manual moves after an automatic ST_004 that agree with it (re-engagement, churn)."""
+NO_HISTORY = "no history yet: no learner tagged"
 SCORE_COLUMNS: tuple[str, ...] = ("customer_id", "as_of", "control")
 """The stored scores' columns the KPIs read (recovery's treated/control split)."""
 
@@ -89,10 +88,10 @@ def active_learner_rate(log: pd.DataFrame) -> Kpi:
     """Share of live learners whose latest tag is ST_001 or ST_002."""
     latest = log.drop_duplicates("customer_id", keep="last")["to_tag"]
     live = latest[latest != CHURNED_TAG]
-    return activekpi_of(int(live.isin(ACTIVE_TAGS).sum()), len(live))
+    return active_kpi(int(live.isin(ACTIVE_TAGS).sum()), len(live))
 
 
-def activekpi_of(active: int, live: int) -> Kpi:
+def active_kpi(active: int, live: int) -> Kpi:
     """The active learner rate of ``active`` learners in ST_001/ST_002 out of ``live`` ones."""
     detail = (
         f"{active} of {live} live learners in ST_001/ST_002" if live else "no live learners yet"
@@ -108,9 +107,9 @@ def mastery_within_60_days(log: pd.DataFrame, customers: pd.DataFrame, as_of: pd
     logged day. Learners enrolled earlier may have reached ST_003 before the history began.
     """
     if log.empty:
-        return kpi_of("mastery_60d", None, "no history yet: no learner tagged")
+        return kpi_of("mastery_60d", None, NO_HISTORY)
     learners = mastery_learners(log, customers)
-    return masterykpi_of(log["as_of"].min(), as_of, learners)
+    return mastery_kpi(log["as_of"].min(), as_of, learners)
 
 
 def mastery_learners(log: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
@@ -128,7 +127,7 @@ def mastery_learners(log: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame
     return pd.DataFrame({"enrolled_day": enrolled_day, "mastered_after": mastery - enrolled_day})
 
 
-def masterykpi_of(history_start: pd.Timestamp, as_of: pd.Timestamp, learners: pd.DataFrame) -> Kpi:
+def mastery_kpi(history_start: pd.Timestamp, as_of: pd.Timestamp, learners: pd.DataFrame) -> Kpi:
     """Mastery within 60 days at ``as_of`` of ``mastery_learners``, the history beginning on
     ``history_start`` (the first logged day)."""
     covered = learners[learners["enrolled_day"] >= history_start - DAY]
@@ -168,10 +167,10 @@ def risk_episodes(log: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
 
 def recovery_rate(log: pd.DataFrame, scores: pd.DataFrame) -> Kpi:
     """Share of ended ST_004/ST_005 episodes ending in ST_001/ST_002, treated and control."""
-    return recoverykpi_of(risk_episodes(log, scores), None)
+    return recovery_kpi(risk_episodes(log, scores), None)
 
 
-def recoverykpi_of(episodes: pd.DataFrame, as_of: pd.Timestamp | None) -> Kpi:
+def recovery_kpi(episodes: pd.DataFrame, as_of: pd.Timestamp | None) -> Kpi:
     """Recovery of ``risk_episodes`` begun by ``as_of``, those whose exit came later counted
     as open (None: every episode, as the log holding them says)."""
     ended_on = episodes["ended_on"]
@@ -230,7 +229,7 @@ def automation_accuracy(log: pd.DataFrame, as_of: pd.Timestamp, labels: pd.DataF
     """
     automatic = automatic_moves(log)
     churned = None if labels is None else moves_churned(automatic, labels)
-    return accuracykpi_of(automatic, as_of, churned)
+    return accuracy_kpi(automatic, as_of, churned)
 
 
 def automatic_moves(log: pd.DataFrame) -> pd.DataFrame:
@@ -248,7 +247,7 @@ def moves_churned(automatic: pd.DataFrame, labels: pd.DataFrame) -> pd.Series:
     return pd.Series(keyed["churned"].to_numpy(dtype="float64"), index=automatic.index)
 
 
-def accuracykpi_of(automatic: pd.DataFrame, as_of: pd.Timestamp, churned: pd.Series | None) -> Kpi:
+def accuracy_kpi(automatic: pd.DataFrame, as_of: pd.Timestamp, churned: pd.Series | None) -> Kpi:
     """Automation accuracy at ``as_of`` of ``automatic_moves`` (those up to ``as_of``).
 
     Args:
@@ -317,9 +316,9 @@ def compute_kpis_on_days(
 ) -> dict[date, list[Kpi]]:
     """The six KPIs on each of ``days`` (00:00 UTC of each), each day's from what was known then.
 
-    What does not depend on the day is done once: the frames' checks, the runs of qualifying
-    days (the stored inputs'), and narrowing the scores to the learner-days recovery reads (an
-    episode begins on a transition's day; a score on another day is never joined).
+    What does not depend on the day is found once (``serving.app.kpi_days``): the frames'
+    checks, the moves, their runs of qualifying days, the risk episodes, the automatic moves and
+    their labels; each day then keeps the rows known by its end.
 
     Args:
         transitions: the audit log (``TRANSITIONS_SCHEMA``), any period; later rows are ignored.
@@ -336,33 +335,16 @@ def compute_kpis_on_days(
     Raises:
         ValueError: a frame breaks its contract (names the frame, column and values).
     """
-    transitions = validate_frame(transitions, TRANSITIONS_SCHEMA)
-    # Only the columns read are checked: callers may pass a narrow read of the store.
-    score_schema = STORED_SCORES_SCHEMA.select_columns(list(SCORE_COLUMNS))
-    known_scores = validate_frame(scores[list(SCORE_COLUMNS)], score_schema)
-    moved = pd.MultiIndex.from_frame(transitions[["customer_id", "as_of"]])
-    known_scores = known_scores[
-        pd.MultiIndex.from_frame(known_scores[["customer_id", "as_of"]]).isin(moved)
-    ]
-    customers = validate_frame(customers, customers_schema())
-    labels = None if outcomes is None else validate_frame(outcomes, labels_schema())
-    runs = {}
-    if decisions is not None:
-        runs = {tag: qualifying_runs(decisions, tag) for tag in ("ST_002", RISK_TAG)}
-    kpis = {}
-    for as_of in days:
-        day = pd.Timestamp(as_of.year, as_of.month, as_of.day)
-        log = _log_until(transitions, day)
-        complete = None if labels is None else complete_labels(labels, day, horizon_days)
-        kpis[as_of] = [
-            active_learner_rate(log),
-            progression_velocity(log, decisions, runs.get("ST_002")),
-            mastery_within_60_days(log, customers, day),
-            risk_detection_days(log, decisions, runs.get(RISK_TAG)),
-            recovery_rate(log, known_scores[known_scores["as_of"] <= day]),
-            automation_accuracy(log, day, complete),
-        ]
-    return kpis
+    # kpi_days builds on this module's KPI functions: imported here, where both are loaded.
+    from serving.app.kpi_days import kpi_history, kpis_on_days
+
+    if not days:
+        return {}
+    history = kpi_history(
+        transitions, scores, customers, until=max(days), outcomes=outcomes, decisions=decisions,
+        horizon_days=horizon_days,
+    )  # fmt: skip
+    return kpis_on_days(history, days)
 
 
 __all__ = [

@@ -1,0 +1,293 @@
+"""The six KPIs on many days at once: what no day changes is found once, each day is a mask.
+
+``compute_kpis_on_days`` (``serving.app.kpis``) used to rebuild each day's audit log and every
+KPI from it: a pandas pass over the whole log per day and KPI (~45 s for 14 days at a million
+learners). Most of that work does not depend on the day:
+
+- a learner's transitions in append order (``id``) come in day order, so the log known at a day
+  is a prefix of each learner's log: the previous transition of a move, the n-th exit closing
+  the n-th risk episode, a move's run of qualifying days are the same on every later day;
+- a learner's tag at the end of a day is that of their last transition on or before it, and the
+  next transition closes it: counting on many days is counting intervals (``np.searchsorted``);
+- a label or a revert seen later than the day changes no verdict of that day (the KPI functions'
+  docstrings say why for each).
+
+So ``kpi_history`` finds the moves, runs, episodes, automatic moves and their labels once, and
+``kpis_on_days`` keeps, on each day, the rows known then. A log whose days go back within a
+learner (an id order that is not the day order) breaks the prefix argument: its KPIs are
+computed day by day (``kpis_day_by_day``), as before. ``tests/serving/app/test_kpi_days.py``
+checks that both give the same KPIs, details included, on every day of hand-built histories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields, replace
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from features.schemas import customers_schema, labels_schema
+from serving.app.kpi_model import Kpi, kpi_of
+from serving.app.kpi_runs import (
+    detection_kpi,
+    detection_moves,
+    progression_kpi,
+    progression_moves,
+    progression_runs,
+    progression_velocity,
+    risk_detection_days,
+)
+from serving.app.kpis import (
+    ACTIVE_TAGS,
+    DAY,
+    NO_HISTORY,
+    SCORE_COLUMNS,
+    _log_until,
+    accuracy_kpi,
+    active_kpi,
+    active_learner_rate,
+    automatic_moves,
+    automation_accuracy,
+    complete_labels,
+    mastery_kpi,
+    mastery_learners,
+    mastery_within_60_days,
+    moves_churned,
+    recovery_kpi,
+    recovery_rate,
+    risk_episodes,
+)
+from serving.app.qualifying import DecisionDays, qualifying_runs, run_starts
+from serving.core.frames import STORED_SCORES_SCHEMA, TRANSITIONS_SCHEMA, validate_frame
+from serving.core.tags import CHURNED_TAG, RISK_TAG
+
+
+@dataclass(frozen=True)
+class KpiHistory:
+    """The checked frames of the KPIs and what no day up to ``until`` changes in them.
+
+    Attributes:
+        transitions: the checked audit log; ``scores``: the checked scores of the learner-days
+            a transition happened on (the only ones recovery joins); ``customers``, ``labels``
+            (None: no event log) checked too; ``runs``: ``qualifying_runs`` by target tag.
+        decisions: the batch days' decision inputs (None: none given).
+        horizon_days: the labels' churn window W in days.
+        until: the last day the history serves.
+        log: ``_log_until(transitions, until)``.
+        in_day_order: whether every learner's transitions in ``id`` order have non-decreasing
+            days (what the day masks rely on).
+        learners: ``mastery_learners`` of every customer, with ``customer_id``.
+        progression, detection: the moves into ST_002 and ST_004 the KPIs measure, each with
+            its run status (``progression_runs``, ``run_starts``) when decisions are given.
+        episodes: ``risk_episodes``; ``automatic``: ``automatic_moves``; ``churned``:
+            ``moves_churned`` of every label (None: no labels).
+    """
+
+    transitions: pd.DataFrame
+    scores: pd.DataFrame
+    customers: pd.DataFrame
+    labels: pd.DataFrame | None
+    runs: dict[str, pd.DataFrame]
+    decisions: DecisionDays | None
+    horizon_days: int
+    until: pd.Timestamp
+    log: pd.DataFrame
+    in_day_order: bool
+    learners: pd.DataFrame
+    progression: pd.DataFrame
+    detection: pd.DataFrame
+    episodes: pd.DataFrame
+    automatic: pd.DataFrame
+    churned: pd.Series | None
+
+    def of_learners(self, customer_ids: Iterable[str]) -> KpiHistory:
+        """The same history for only ``customer_ids``: every frame's rows of those learners.
+
+        Every row above is a learner's own (moves, runs, episodes, labels), so keeping a
+        learner's rows gives what their history alone would. Decision inputs without a list of
+        loaded days date the stored days by the learners present: then all is found again.
+        """
+        chosen = pd.Index(pd.unique(np.asarray(list(customer_ids), dtype=object)))
+        kept = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, pd.DataFrame | pd.Series) and item.name != "churned":
+                kept[item.name] = _of(value, chosen)
+        kept["runs"] = {tag: _of(frame, chosen) for tag, frame in self.runs.items()}
+        kept["churned"] = None if self.churned is None else self.churned[kept["automatic"].index]
+        decisions = self.decisions
+        if decisions is not None:
+            decisions = replace(decisions, inputs=_of(decisions.inputs, chosen))
+            if decisions.loaded is None:
+                return _prepare(
+                    kept["transitions"], kept["scores"], kept["customers"], kept.get("labels"),
+                    decisions, self.horizon_days, self.until,
+                )  # fmt: skip
+        return replace(self, **kept, decisions=decisions)
+
+
+def _of(frame: pd.DataFrame | pd.Series | None, chosen: pd.Index) -> pd.DataFrame | None:
+    if frame is None:
+        return None
+    ids = frame["customer_id"].astype(str) if isinstance(frame, pd.DataFrame) else frame
+    return frame[ids.isin(chosen)]
+
+
+def kpi_history(
+    transitions: pd.DataFrame,
+    scores: pd.DataFrame,
+    customers: pd.DataFrame,
+    *,
+    until: date,
+    outcomes: pd.DataFrame | None,
+    decisions: DecisionDays | None,
+    horizon_days: int,
+) -> KpiHistory:
+    """Check the KPIs' frames (``compute_kpis_on_days``' arguments) and find what no day up to
+    ``until`` changes.
+
+    Raises:
+        ValueError: a frame breaks its contract (names the frame, column and values).
+    """
+    transitions = validate_frame(transitions, TRANSITIONS_SCHEMA)
+    # Only the columns read are checked: callers may pass a narrow read of the store.
+    score_schema = STORED_SCORES_SCHEMA.select_columns(list(SCORE_COLUMNS))
+    known_scores = validate_frame(scores[list(SCORE_COLUMNS)], score_schema)
+    moved = pd.MultiIndex.from_frame(transitions[["customer_id", "as_of"]])
+    known_scores = known_scores[
+        pd.MultiIndex.from_frame(known_scores[["customer_id", "as_of"]]).isin(moved)
+    ]
+    customers = validate_frame(customers, customers_schema())
+    labels = None if outcomes is None else validate_frame(outcomes, labels_schema())
+    day = pd.Timestamp(until.year, until.month, until.day)
+    return _prepare(transitions, known_scores, customers, labels, decisions, horizon_days, day)
+
+
+def _prepare(
+    transitions: pd.DataFrame,
+    scores: pd.DataFrame,
+    customers: pd.DataFrame,
+    labels: pd.DataFrame | None,
+    decisions: DecisionDays | None,
+    horizon_days: int,
+    until: pd.Timestamp,
+) -> KpiHistory:
+    runs = {}
+    if decisions is not None:
+        runs = {tag: qualifying_runs(decisions, tag) for tag in ("ST_002", RISK_TAG)}
+    log = _log_until(transitions, until)
+    went_back = log["as_of"] < log["previous_as_of"]
+    progression = progression_moves(log)
+    detection = detection_moves(log, decisions)
+    if decisions is not None:
+        progression = progression_runs(progression, decisions, runs["ST_002"])
+        detection = run_starts(detection, decisions, RISK_TAG, runs[RISK_TAG])
+    automatic = automatic_moves(log)
+    learners = mastery_learners(log, customers)
+    return KpiHistory(
+        transitions=transitions, scores=scores, customers=customers, labels=labels, runs=runs,
+        decisions=decisions, horizon_days=horizon_days, until=until,
+        log=log[["customer_id", "as_of", "to_tag", "next_as_of"]],
+        in_day_order=not bool(went_back.any()),
+        learners=learners.assign(customer_id=customers["customer_id"].to_numpy()),
+        progression=progression, detection=detection, episodes=risk_episodes(log, scores),
+        automatic=automatic,
+        churned=None if labels is None else moves_churned(automatic, labels),
+    )  # fmt: skip
+
+
+def kpis_on_days(history: KpiHistory, days: Sequence[date]) -> dict[date, list[Kpi]]:
+    """The six KPIs on each of ``days`` (none after ``history.until``), from what was known then.
+
+    Raises:
+        ValueError: a day after the history's last day (its log was cut there).
+    """
+    stamps = [pd.Timestamp(day.year, day.month, day.day) for day in days]
+    late = [day for day, stamp in zip(days, stamps, strict=True) if stamp > history.until]
+    if late:
+        raise ValueError(f"days {late} come after the KPI history's last day {history.until}")
+    if not history.in_day_order:
+        return kpis_day_by_day(history, days)
+    counts = _active_counts(history.log, stamps)
+    start = history.log["as_of"].min() if len(history.log) else None
+    kpis = {}
+    for day, stamp, (active, live) in zip(days, stamps, counts, strict=True):
+        kpis[day] = [
+            active_kpi(active, live),
+            _measured(progression_kpi, history.progression, stamp, history.decisions),
+            _mastery(history.learners, start, stamp),
+            _measured(detection_kpi, history.detection, stamp, history.decisions),
+            recovery_kpi(history.episodes, stamp),
+            _accuracy(history, stamp),
+        ]
+    return kpis
+
+
+def kpis_day_by_day(history: KpiHistory, days: Sequence[date]) -> dict[date, list[Kpi]]:
+    """The six KPIs on each of ``days``, each from that day's log rebuilt (the reference)."""
+    kpis = {}
+    for as_of in days:
+        day = pd.Timestamp(as_of.year, as_of.month, as_of.day)
+        log = _log_until(history.transitions, day)
+        labels = history.labels
+        complete = None if labels is None else complete_labels(labels, day, history.horizon_days)
+        kpis[as_of] = [
+            active_learner_rate(log),
+            progression_velocity(log, history.decisions, history.runs.get("ST_002")),
+            mastery_within_60_days(log, history.customers, day),
+            risk_detection_days(log, history.decisions, history.runs.get(RISK_TAG)),
+            recovery_rate(log, history.scores[history.scores["as_of"] <= day]),
+            automation_accuracy(log, day, complete),
+        ]
+    return kpis
+
+
+def _active_counts(log: pd.DataFrame, days: list[pd.Timestamp]) -> list[tuple[int, int]]:
+    """(active, live) learners at the end of each day: a transition holds its learner's tag
+    from its day until the day of their next one (``next_as_of``) or for good."""
+    opened = log["as_of"].to_numpy(dtype="datetime64[us]")
+    closed = log["next_as_of"].to_numpy(dtype="datetime64[us]")
+    tags = log["to_tag"].astype(object).to_numpy()
+    wanted = np.array(days, dtype="datetime64[us]")
+
+    def holding(rows: np.ndarray) -> np.ndarray:
+        begun = np.searchsorted(np.sort(opened[rows]), wanted, side="right")
+        ends = closed[rows]
+        over = np.searchsorted(np.sort(ends[~np.isnat(ends)]), wanted, side="right")
+        return begun - over
+
+    live = holding(tags != CHURNED_TAG)
+    active = holding(np.isin(tags, ACTIVE_TAGS))
+    return [(int(a), int(b)) for a, b in zip(active, live, strict=True)]
+
+
+def _measured(
+    kpi: Callable[[int, pd.DataFrame | None, DecisionDays | None], Kpi],
+    moves: pd.DataFrame,
+    day: pd.Timestamp,
+    decisions: DecisionDays | None,
+) -> Kpi:
+    """A run-based KPI on ``day`` of the ``moves`` made by then (with their runs)."""
+    known = moves[moves["as_of"] <= day]
+    return kpi(len(known), known if decisions is not None else None, decisions)
+
+
+def _mastery(learners: pd.DataFrame, start: pd.Timestamp | None, day: pd.Timestamp) -> Kpi:
+    if start is None or day < start:
+        return kpi_of("mastery_60d", None, NO_HISTORY)
+    return mastery_kpi(start, day, learners)
+
+
+def _accuracy(history: KpiHistory, day: pd.Timestamp) -> Kpi:
+    automatic = history.automatic[history.automatic["as_of"] <= day]
+    churned = None
+    if history.churned is not None:
+        # A label is known once its window [t, t + W) ends by the end of the day.
+        complete = automatic["as_of"] + pd.Timedelta(days=history.horizon_days) <= day + DAY
+        churned = history.churned[automatic.index].where(complete)
+    return accuracy_kpi(automatic, day, churned)
+
+
+__all__ = ["KpiHistory", "kpi_history", "kpis_day_by_day", "kpis_on_days"]
