@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import date
 from typing import Literal
 
@@ -26,8 +25,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from features.vocabulary import PRODUCT_TAGS
+from serving.app.kpi_days import KpiHistory, kpi_history, kpis_on_days
 from serving.app.kpi_inputs import KpiInputs
-from serving.app.kpis import compute_kpis_on_days
+from serving.app.kpis import LABEL_HORIZON_DAYS
 from serving.core.calllist import CALL_LIST_ORDER, URGENT_PRIORITIES
 from serving.core.tags import STATUS_TAGS
 
@@ -276,6 +276,7 @@ def kpi_trend(
     customers: pd.DataFrame,
     days: Sequence[date],
     learners: pd.DataFrame | None = None,
+    history: KpiHistory | None = None,
 ) -> pd.DataFrame:
     """The six KPIs (``serving.app.kpis.compute_kpis_on_days``, the one implementation) on each day.
 
@@ -284,25 +285,25 @@ def kpi_trend(
         customers: the customers contract.
         days: the batch days to compute them on.
         learners: only these learners' history (``customer_id``); None for everyone.
+        history: ``inputs`` and ``customers`` already found as a ``KpiHistory`` reaching the
+            last of ``days`` (``DashboardCache.kpi_history``: once per stored history, so that
+            a filter only narrows it); None finds it here.
 
     Returns:
         One row per day and KPI: ``day``, ``id``, ``name``, ``value`` (NaN without data),
         ``target``, ``comparison``, ``unit``.
     """
+    columns = ["day", "id", "name", "value", "target", "comparison", "unit"]
+    if not days:
+        return pd.DataFrame(columns=columns).astype({"value": "float64"})
+    if history is None:
+        history = kpi_history(
+            inputs.transitions, inputs.scores, customers, until=max(days),
+            outcomes=inputs.outcomes, decisions=inputs.decisions, horizon_days=LABEL_HORIZON_DAYS,
+        )  # fmt: skip
     if learners is not None:
-        chosen = set(learners["customer_id"].astype(str))
-
-        def keep(frame: pd.DataFrame) -> pd.DataFrame:
-            return frame[frame["customer_id"].astype(str).isin(chosen)]
-
-        decisions = replace(inputs.decisions, inputs=keep(inputs.decisions.inputs))
-        outcomes = None if inputs.outcomes is None else keep(inputs.outcomes)
-        inputs = KpiInputs(keep(inputs.transitions), keep(inputs.scores), decisions, outcomes)
-        customers = keep(customers)
-    on_days = compute_kpis_on_days(
-        inputs.transitions, inputs.scores, customers, days=sorted(days),
-        outcomes=inputs.outcomes, decisions=inputs.decisions,
-    )  # fmt: skip
+        history = history.of_learners(learners["customer_id"].astype(str))
+    on_days = kpis_on_days(history, sorted(days))
     rows = [
         {
             "day": pd.Timestamp(day),
@@ -316,7 +317,6 @@ def kpi_trend(
         for day, kpis in on_days.items()
         for kpi in kpis
     ]
-    columns = ["day", "id", "name", "value", "target", "comparison", "unit"]
     return pd.DataFrame(rows, columns=columns).astype({"value": "float64"})
 
 

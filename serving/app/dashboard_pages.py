@@ -164,7 +164,9 @@ def overview_page(
     trend = _memo(
         frames,
         ("kpis", filters),
-        lambda: kpi_trend(cache.kpi_inputs(frames), frames.customers, days, chosen),
+        lambda: kpi_trend(
+            cache.kpi_inputs(frames), frames.customers, days, chosen, cache.kpi_history(frames)
+        ),
     )
     values = value_by_tier_tag(frames.latest_scores, learners)
     charts = [{"id": "tags-chart", **tag_area_chart(series)}, *kpi_charts(trend)]

@@ -22,7 +22,7 @@ checks that both give the same KPIs, details included, on every day of hand-buil
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import date
 
 import numpy as np
@@ -78,11 +78,16 @@ class KpiHistory:
         log: ``_log_until(transitions, until)``.
         in_day_order: whether every learner's transitions in ``id`` order have non-decreasing
             days (what the day masks rely on).
-        learners: ``mastery_learners`` of every customer, with ``customer_id``.
+        learners: ``mastery_learners`` of every customer.
         progression, detection: the moves into ST_002 and ST_004 the KPIs measure, each with
             its run status (``progression_runs``, ``run_starts``) when decisions are given.
         episodes: ``risk_episodes``; ``automatic``: ``automatic_moves``; ``churned``:
             ``moves_churned`` of every label (None: no labels).
+        ids: the learners' ids; the frames from ``log`` on carry each row's learner as a
+            position in it (``learner``) and only the columns a day reads, categorical: a day's
+            masks, and a filter's, then cost by the row, not by the string.
+        chosen: the learners kept by ``of_learners`` (None: all); the checked frames above
+            ``log`` are narrowed to them only when read (``kpis_day_by_day``).
     """
 
     transitions: pd.DataFrame
@@ -101,6 +106,8 @@ class KpiHistory:
     episodes: pd.DataFrame
     automatic: pd.DataFrame
     churned: pd.Series | None
+    ids: pd.Index
+    chosen: pd.Index | None = None
 
     def of_learners(self, customer_ids: Iterable[str]) -> KpiHistory:
         """The same history for only ``customer_ids``: every frame's rows of those learners.
@@ -110,29 +117,41 @@ class KpiHistory:
         loaded days date the stored days by the learners present: then all is found again.
         """
         chosen = pd.Index(pd.unique(np.asarray(list(customer_ids), dtype=object)))
-        kept = {}
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if isinstance(value, pd.DataFrame | pd.Series) and item.name != "churned":
-                kept[item.name] = _of(value, chosen)
-        kept["runs"] = {tag: _of(frame, chosen) for tag, frame in self.runs.items()}
-        kept["churned"] = None if self.churned is None else self.churned[kept["automatic"].index]
+        if self.chosen is not None:
+            chosen = chosen.intersection(self.chosen)
+        if self.decisions is not None and self.decisions.loaded is None:
+            return _prepare(*self.checked(chosen), self.horizon_days, self.until)
+        selected = np.zeros(len(self.ids), dtype=bool)
+        positions = self.ids.get_indexer(chosen)
+        selected[positions[positions >= 0]] = True
+        kept = {
+            name: frame[selected[frame["learner"].to_numpy()]]
+            for name in ("log", "learners", "progression", "detection", "episodes", "automatic")
+            if (frame := getattr(self, name)) is not None
+        }
+        churned = None if self.churned is None else self.churned[kept["automatic"].index]
+        return replace(self, **kept, churned=churned, chosen=chosen)
+
+    def checked(
+        self, chosen: pd.Index | None = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame | None, DecisionDays | None]:
+        """The checked frames (transitions, scores, customers, labels, decisions) of the chosen
+        learners (``chosen``, else ``self.chosen``; None: all)."""
+        chosen = self.chosen if chosen is None else chosen
+        frames = (self.transitions, self.scores, self.customers, self.labels)
+        if chosen is None:
+            return (*frames, self.decisions)
         decisions = self.decisions
         if decisions is not None:
             decisions = replace(decisions, inputs=_of(decisions.inputs, chosen))
-            if decisions.loaded is None:
-                return _prepare(
-                    kept["transitions"], kept["scores"], kept["customers"], kept.get("labels"),
-                    decisions, self.horizon_days, self.until,
-                )  # fmt: skip
-        return replace(self, **kept, decisions=decisions)
+        transitions, scores, customers, labels = (_of(frame, chosen) for frame in frames)
+        return transitions, scores, customers, labels, decisions
 
 
-def _of(frame: pd.DataFrame | pd.Series | None, chosen: pd.Index) -> pd.DataFrame | None:
+def _of(frame: pd.DataFrame | None, chosen: pd.Index) -> pd.DataFrame | None:
     if frame is None:
         return None
-    ids = frame["customer_id"].astype(str) if isinstance(frame, pd.DataFrame) else frame
-    return frame[ids.isin(chosen)]
+    return frame[frame["customer_id"].astype(str).isin(chosen)]
 
 
 def kpi_history(
@@ -185,17 +204,42 @@ def _prepare(
         progression = progression_runs(progression, decisions, runs["ST_002"])
         detection = run_starts(detection, decisions, RISK_TAG, runs[RISK_TAG])
     automatic = automatic_moves(log)
-    learners = mastery_learners(log, customers)
+    learners = mastery_learners(log, customers).assign(customer_id=customers["customer_id"])
+    ids = pd.Index(pd.unique(pd.concat([customers["customer_id"], log["customer_id"]]).astype(str)))
+    slim = _Slim(ids)
     return KpiHistory(
         transitions=transitions, scores=scores, customers=customers, labels=labels, runs=runs,
         decisions=decisions, horizon_days=horizon_days, until=until,
-        log=log[["customer_id", "as_of", "to_tag", "next_as_of"]],
+        log=slim(log, ["as_of", "to_tag", "next_as_of"]),
         in_day_order=not bool(went_back.any()),
-        learners=learners.assign(customer_id=customers["customer_id"].to_numpy()),
-        progression=progression, detection=detection, episodes=risk_episodes(log, scores),
-        automatic=automatic,
-        churned=None if labels is None else moves_churned(automatic, labels),
+        learners=slim(learners, ["enrolled_day", "mastered_after"]),
+        progression=slim(progression, RUN_COLUMNS), detection=slim(detection, RUN_COLUMNS),
+        episodes=slim(risk_episodes(log, scores), ["as_of", "ended_on", "to_tag", "control"]),
+        automatic=slim(automatic, ["as_of", "to_tag", "reverted"]),
+        churned=None if labels is None else moves_churned(automatic, labels), ids=ids,
     )  # fmt: skip
+
+
+RUN_COLUMNS = ["as_of", "status", "first_day", "entered"]
+"""What the run-based KPIs read of a day's moves (``status`` only without decision inputs)."""
+
+
+@dataclass(frozen=True)
+class _Slim:
+    """A frame's ``columns`` (text as categories) with its rows' ``learner`` positions."""
+
+    ids: pd.Index
+
+    def __call__(self, frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        kept = {}
+        for name in columns:
+            if name not in frame:
+                continue  # a run status without decision inputs
+            column = frame[name]
+            is_text = column.dtype == object or pd.api.types.is_string_dtype(column.dtype)
+            kept[name] = column.astype("category") if is_text and name != "control" else column
+        learner = self.ids.get_indexer(frame["customer_id"].astype(str))
+        return pd.DataFrame({"learner": learner, **kept}, index=frame.index)
 
 
 def kpis_on_days(history: KpiHistory, days: Sequence[date]) -> dict[date, list[Kpi]]:
@@ -227,18 +271,21 @@ def kpis_on_days(history: KpiHistory, days: Sequence[date]) -> dict[date, list[K
 
 def kpis_day_by_day(history: KpiHistory, days: Sequence[date]) -> dict[date, list[Kpi]]:
     """The six KPIs on each of ``days``, each from that day's log rebuilt (the reference)."""
+    transitions, scores, customers, labels, decisions = history.checked()
+    runs = history.runs
+    if history.chosen is not None:
+        runs = {tag: _of(frame, history.chosen) for tag, frame in runs.items()}
     kpis = {}
     for as_of in days:
         day = pd.Timestamp(as_of.year, as_of.month, as_of.day)
-        log = _log_until(history.transitions, day)
-        labels = history.labels
+        log = _log_until(transitions, day)
         complete = None if labels is None else complete_labels(labels, day, history.horizon_days)
         kpis[as_of] = [
             active_learner_rate(log),
-            progression_velocity(log, history.decisions, history.runs.get("ST_002")),
-            mastery_within_60_days(log, history.customers, day),
-            risk_detection_days(log, history.decisions, history.runs.get(RISK_TAG)),
-            recovery_rate(log, history.scores[history.scores["as_of"] <= day]),
+            progression_velocity(log, decisions, runs.get("ST_002")),
+            mastery_within_60_days(log, customers, day),
+            risk_detection_days(log, decisions, runs.get(RISK_TAG)),
+            recovery_rate(log, scores[scores["as_of"] <= day]),
             automation_accuracy(log, day, complete),
         ]
     return kpis
