@@ -21,7 +21,7 @@ checks that both give the same KPIs, details included, on every day of hand-buil
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 
@@ -29,39 +29,38 @@ import numpy as np
 import pandas as pd
 
 from features.schemas import customers_schema, labels_schema
-from serving.app.kpi_model import Kpi, kpi_of
+from serving.app.kpi_masks import (
+    accuracy_on_days,
+    active_counts,
+    mastery_on_days,
+    recovery_on_days,
+    runs_on_days,
+)
+from serving.app.kpi_model import Kpi
 from serving.app.kpi_runs import (
-    detection_kpi,
     detection_moves,
-    progression_kpi,
     progression_moves,
     progression_runs,
     progression_velocity,
     risk_detection_days,
 )
 from serving.app.kpis import (
-    ACTIVE_TAGS,
-    DAY,
-    NO_HISTORY,
     SCORE_COLUMNS,
     _log_until,
-    accuracy_kpi,
     active_kpi,
     active_learner_rate,
     automatic_moves,
     automation_accuracy,
     complete_labels,
-    mastery_kpi,
     mastery_learners,
     mastery_within_60_days,
     moves_churned,
-    recovery_kpi,
     recovery_rate,
     risk_episodes,
 )
 from serving.app.qualifying import DecisionDays, qualifying_runs, run_starts
 from serving.core.frames import STORED_SCORES_SCHEMA, TRANSITIONS_SCHEMA, validate_frame
-from serving.core.tags import CHURNED_TAG, RISK_TAG
+from serving.core.tags import RISK_TAG
 
 
 @dataclass(frozen=True)
@@ -254,19 +253,18 @@ def kpis_on_days(history: KpiHistory, days: Sequence[date]) -> dict[date, list[K
         raise ValueError(f"days {late} come after the KPI history's last day {history.until}")
     if not history.in_day_order:
         return kpis_day_by_day(history, days)
-    counts = _active_counts(history.log, stamps)
     start = history.log["as_of"].min() if len(history.log) else None
-    kpis = {}
-    for day, stamp, (active, live) in zip(days, stamps, counts, strict=True):
-        kpis[day] = [
-            active_kpi(active, live),
-            _measured(progression_kpi, history.progression, stamp, history.decisions),
-            _mastery(history.learners, start, stamp),
-            _measured(detection_kpi, history.detection, stamp, history.decisions),
-            recovery_kpi(history.episodes, stamp),
-            _accuracy(history, stamp),
-        ]
-    return kpis
+    decisions = history.decisions
+    columns = zip(
+        [active_kpi(active, live) for active, live in active_counts(history.log, stamps)],
+        runs_on_days(history.progression, stamps, decisions, "ST_002"),
+        mastery_on_days(history.learners, start, stamps),
+        runs_on_days(history.detection, stamps, decisions, RISK_TAG),
+        recovery_on_days(history.episodes, stamps),
+        accuracy_on_days(history.automatic, history.churned, stamps, history.horizon_days),
+        strict=True,
+    )
+    return {day: list(kpis) for day, kpis in zip(days, columns, strict=True)}
 
 
 def kpis_day_by_day(history: KpiHistory, days: Sequence[date]) -> dict[date, list[Kpi]]:
@@ -289,52 +287,6 @@ def kpis_day_by_day(history: KpiHistory, days: Sequence[date]) -> dict[date, lis
             automation_accuracy(log, day, complete),
         ]
     return kpis
-
-
-def _active_counts(log: pd.DataFrame, days: list[pd.Timestamp]) -> list[tuple[int, int]]:
-    """(active, live) learners at the end of each day: a transition holds its learner's tag
-    from its day until the day of their next one (``next_as_of``) or for good."""
-    opened = log["as_of"].to_numpy(dtype="datetime64[us]")
-    closed = log["next_as_of"].to_numpy(dtype="datetime64[us]")
-    tags = log["to_tag"].astype(object).to_numpy()
-    wanted = np.array(days, dtype="datetime64[us]")
-
-    def holding(rows: np.ndarray) -> np.ndarray:
-        begun = np.searchsorted(np.sort(opened[rows]), wanted, side="right")
-        ends = closed[rows]
-        over = np.searchsorted(np.sort(ends[~np.isnat(ends)]), wanted, side="right")
-        return begun - over
-
-    live = holding(tags != CHURNED_TAG)
-    active = holding(np.isin(tags, ACTIVE_TAGS))
-    return [(int(a), int(b)) for a, b in zip(active, live, strict=True)]
-
-
-def _measured(
-    kpi: Callable[[int, pd.DataFrame | None, DecisionDays | None], Kpi],
-    moves: pd.DataFrame,
-    day: pd.Timestamp,
-    decisions: DecisionDays | None,
-) -> Kpi:
-    """A run-based KPI on ``day`` of the ``moves`` made by then (with their runs)."""
-    known = moves[moves["as_of"] <= day]
-    return kpi(len(known), known if decisions is not None else None, decisions)
-
-
-def _mastery(learners: pd.DataFrame, start: pd.Timestamp | None, day: pd.Timestamp) -> Kpi:
-    if start is None or day < start:
-        return kpi_of("mastery_60d", None, NO_HISTORY)
-    return mastery_kpi(start, day, learners)
-
-
-def _accuracy(history: KpiHistory, day: pd.Timestamp) -> Kpi:
-    automatic = history.automatic[history.automatic["as_of"] <= day]
-    churned = None
-    if history.churned is not None:
-        # A label is known once its window [t, t + W) ends by the end of the day.
-        complete = automatic["as_of"] + pd.Timedelta(days=history.horizon_days) <= day + DAY
-        churned = history.churned[automatic.index].where(complete)
-    return accuracy_kpi(automatic, day, churned)
 
 
 __all__ = ["KpiHistory", "kpi_history", "kpis_day_by_day", "kpis_on_days"]

@@ -7,8 +7,10 @@ and the verdict on a day, so that a trend finds the former once (``serving.app.k
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 
 from serving.app.kpi_model import Kpi
@@ -50,9 +52,9 @@ def _moves_into(log: pd.DataFrame, target: str, from_tag: str | None = None) -> 
     )
 
 
-def _left_out(runs: pd.DataFrame, decisions: DecisionDays) -> str:
-    """What the detail says of the moves a run could not measure, and of missing snapshots."""
-    counts = runs["status"].value_counts()
+def _left_out(counts: Mapping[str, int], decisions: DecisionDays) -> str:
+    """What the detail says of the moves a run could not measure (``counts`` by status), and
+    of missing snapshots."""
     reasons = {
         BEFORE_HISTORY: "whose run starts before the stored days or at a missing snapshot",
         NO_INPUTS: "on days without a snapshot",
@@ -108,16 +110,30 @@ def progression_kpi(moves: int, runs: pd.DataFrame | None, decisions: DecisionDa
     if decisions is None or runs is None:
         return _kpi("progression_velocity", None, NO_DECISIONS)
     measured = runs[runs["status"] == MEASURED]
-    days = (measured["first_day"] - measured["entered"]).dt.days
-    value = float(days.median()) if len(days) else None
+    days = (measured["first_day"] - measured["entered"]).dt.days.to_numpy()
+    after = (measured["as_of"] - measured["entered"]).dt.days.to_numpy()
+    return progression_verdict(days, after, status_counts(runs), decisions)
+
+
+def status_counts(runs: pd.DataFrame) -> dict[str, int]:
+    """How many moves have each run status."""
+    return {str(key): int(count) for key, count in runs["status"].value_counts().items()}
+
+
+def progression_verdict(
+    days: np.ndarray, after: np.ndarray, counts: Mapping[str, int], decisions: DecisionDays
+) -> Kpi:
+    """Progression velocity of the measured moves' ``days`` to their first qualifying day and
+    ``after`` days to the move, the moves counted by run status in ``counts``."""
+    value = float(np.median(days)) if len(days) else None
     detail = (
         f"median of {len(days)} ST_001 -> ST_002 moves, days to the first qualifying day "
         f"(range {days.min()}-{days.max()}; the moves themselves came after a median "
-        f"{(measured['as_of'] - measured['entered']).dt.days.median():.0f} days)"
+        f"{np.median(after):.0f} days)"
         if len(days)
         else "no ST_001 -> ST_002 move could be measured"
     )
-    return _kpi("progression_velocity", value, detail + _left_out(runs, decisions))
+    return _kpi("progression_velocity", value, detail + _left_out(counts, decisions))
 
 
 def risk_detection_days(
@@ -154,15 +170,21 @@ def detection_kpi(moves: int, runs: pd.DataFrame | None, decisions: DecisionDays
     if decisions is None or runs is None:
         return _kpi("risk_detection_days", None, NO_DECISIONS)
     measured = runs[runs["status"] == MEASURED]
-    days = (measured["as_of"] - measured["first_day"]).dt.days
-    value = float(days.median()) if len(days) else None
+    days = (measured["as_of"] - measured["first_day"]).dt.days.to_numpy()
+    return detection_verdict(days, status_counts(runs), decisions)
+
+
+def detection_verdict(days: np.ndarray, counts: Mapping[str, int], decisions: DecisionDays) -> Kpi:
+    """Detection speed of the measured moves' ``days`` from their first qualifying day, the
+    moves counted by run status in ``counts``."""
+    value = float(np.median(days)) if len(days) else None
     detail = (
         f"median of {len(days)} automatic ST_004 moves (range {days.min()}-{days.max()} days, "
         f"{int((days <= 1).sum())} within a day)"
         if len(days)
         else "no automatic ST_004 move could be measured"
     )
-    return _kpi("risk_detection_days", value, detail + _left_out(runs, decisions))
+    return _kpi("risk_detection_days", value, detail + _left_out(counts, decisions))
 
 
 __all__ = [
@@ -170,9 +192,12 @@ __all__ = [
     "ONBOARDED",
     "detection_kpi",
     "detection_moves",
+    "detection_verdict",
     "progression_kpi",
     "progression_moves",
     "progression_runs",
     "progression_velocity",
+    "progression_verdict",
     "risk_detection_days",
+    "status_counts",
 ]

@@ -132,8 +132,18 @@ def mastery_kpi(history_start: pd.Timestamp, as_of: pd.Timestamp, learners: pd.D
     ``history_start`` (the first logged day)."""
     covered = learners[learners["enrolled_day"] >= history_start - DAY]
     cohort = covered[covered["enrolled_day"] <= as_of - MASTERY_WINDOW]
-    if cohort.empty:
-        earliest = covered["enrolled_day"].min() if len(covered) else history_start - DAY
+    earliest = covered["enrolled_day"].min() if len(covered) else None
+    reached = int((cohort["mastered_after"] <= MASTERY_WINDOW).sum())
+    return mastery_verdict(history_start, len(cohort), reached, earliest)
+
+
+def mastery_verdict(
+    history_start: pd.Timestamp, cohort: int, reached: int, earliest: pd.Timestamp | None
+) -> Kpi:
+    """Mastery of ``reached`` of a ``cohort`` of learners, the earliest enrolment the history
+    covers being ``earliest`` (None: no learner enrolled since it began)."""
+    if not cohort:
+        earliest = history_start - DAY if earliest is None else earliest
         ready = (earliest + MASTERY_WINDOW).date()
         return kpi_of(
             "mastery_60d",
@@ -141,12 +151,11 @@ def mastery_kpi(history_start: pd.Timestamp, as_of: pd.Timestamp, learners: pd.D
             f"not enough history: measurable from {ready} (history starts {history_start.date()}; "
             "learners enrolled earlier may have reached ST_003 before it)",
         )
-    reached = int((cohort["mastered_after"] <= MASTERY_WINDOW).sum())
     detail = (
-        f"{reached} of {len(cohort)} learners enrolled since {(history_start - DAY).date()} and "
+        f"{reached} of {cohort} learners enrolled since {(history_start - DAY).date()} and "
         "60+ days ago reached ST_003 within 60 days"
     )
-    return kpi_of("mastery_60d", percent(reached, len(cohort)), detail)
+    return kpi_of("mastery_60d", percent(reached, cohort), detail)
 
 
 def risk_episodes(log: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
@@ -178,28 +187,40 @@ def recovery_kpi(episodes: pd.DataFrame, as_of: pd.Timestamp | None) -> Kpi:
         episodes = episodes[episodes["as_of"] <= as_of]
         ended_on = episodes["ended_on"].where(episodes["ended_on"] <= as_of)
     ended = episodes[ended_on.notna()]
-    ended = ended.assign(recovered=ended["to_tag"].isin(ACTIVE_TAGS))
-    recovered = int(ended["recovered"].sum())
+    back = ended["to_tag"].isin(ACTIVE_TAGS)
     # A learner without a score that day has no known group: counted overall only.
-    treated = ended[ended["control"].eq(False)]
-    control = ended[ended["control"].eq(True)]
-    if len(ended):
+    treated, control = ended["control"].eq(False), ended["control"].eq(True)
+    counts = [len(ended), int(back.sum()), int(treated.sum()), int((back & treated).sum())]
+    return recovery_verdict(len(episodes), *counts, int(control.sum()), int((back & control).sum()))
+
+
+def recovery_verdict(
+    episodes: int,
+    ended: int,
+    recovered: int,
+    treated: int,
+    treated_back: int,
+    control: int,
+    control_back: int,
+) -> Kpi:
+    """Recovery of ``recovered`` of ``ended`` of ``episodes`` risk episodes, ``treated_back``
+    of the ``treated`` ones and ``control_back`` of the ``control`` group's."""
+    if ended:
         detail = (
-            f"{recovered} of {len(ended)} ended ST_004/ST_005 episodes back in ST_001/ST_002 "
-            f"({len(episodes) - len(ended)} still open); treated "
-            f"{int(treated['recovered'].sum())}/{len(treated)}, control "
-            f"{int(control['recovered'].sum())}/{len(control)}"
+            f"{recovered} of {ended} ended ST_004/ST_005 episodes back in ST_001/ST_002 "
+            f"({episodes - ended} still open); treated {treated_back}/{treated}, control "
+            f"{control_back}/{control}"
         )
-    elif len(episodes):
-        detail = f"no ST_004/ST_005 episode has ended yet ({len(episodes)} open)"
+    elif episodes:
+        detail = f"no ST_004/ST_005 episode has ended yet ({episodes} open)"
     else:
         detail = "no ST_004 episodes yet"
     return kpi_of(
         "recovery_rate",
-        percent(recovered, len(ended)),
+        percent(recovered, ended),
         detail,
-        treated=percent(int(treated["recovered"].sum()), len(treated)),
-        control=percent(int(control["recovered"].sum()), len(control)),
+        treated=percent(treated_back, treated),
+        control=percent(control_back, control),
     )
 
 
@@ -261,24 +282,42 @@ def accuracy_kpi(automatic: pd.DataFrame, as_of: pd.Timestamp, churned: pd.Serie
     is_risk = judged["to_tag"] == RISK_TAG
     known = pd.Series(np.nan, index=judged.index) if churned is None else churned[settled]
     refuted = is_risk & known.eq(0)
-    confirmed = int((is_risk & known.eq(1)).sum())
-    waiting = int((is_risk & known.isna()).sum())
-    correct = int((~reverted & ~refuted).sum())
-    if not len(judged):
-        detail = f"no automatic transitions 7+ days old yet ({int((~settled).sum())} younger)"
+    return accuracy_verdict(
+        judged=len(judged), correct=int((~reverted & ~refuted).sum()),
+        reverted=int(reverted.sum()), confirmed=int((is_risk & known.eq(1)).sum()),
+        refuted=int(refuted.sum()), waiting=int((is_risk & known.isna()).sum()),
+        younger=int((~settled).sum()), labelled=churned is not None,
+    )  # fmt: skip
+
+
+def accuracy_verdict(
+    *,
+    judged: int,
+    correct: int,
+    reverted: int,
+    confirmed: int,
+    refuted: int,
+    waiting: int,
+    younger: int,
+    labelled: bool,
+) -> Kpi:
+    """Automation accuracy of ``correct`` of ``judged`` automatic transitions (``reverted``
+    by a person; risk moves ``confirmed``, ``refuted`` or ``waiting`` for a complete label when
+    ``labelled``); ``younger`` ones not judged yet."""
+    if not judged:
+        detail = f"no automatic transitions 7+ days old yet ({younger} younger)"
     else:
-        labelled = (
-            "no labels given: risk moves judged on reverts only"
-            if churned is None
-            else f"risk moves vs their complete label: {confirmed} confirmed, {int(refuted.sum())}"
-            f" refuted, {waiting} without a complete label (judged on reverts only)"
+        against = (
+            f"risk moves vs their complete label: {confirmed} confirmed, {refuted} refuted, "
+            f"{waiting} without a complete label (judged on reverts only)"
+            if labelled
+            else "no labels given: risk moves judged on reverts only"
         )
         detail = (
-            f"{correct} of {len(judged)} automatic transitions held up: {int(reverted.sum())} "
-            f"reverted by a person within 7 days; {labelled}; {int((~settled).sum())} younger "
-            "than 7 days not judged"
+            f"{correct} of {judged} automatic transitions held up: {reverted} reverted by a "
+            f"person within 7 days; {against}; {younger} younger than 7 days not judged"
         )
-    return kpi_of("automation_accuracy", percent(correct, len(judged)), detail)
+    return kpi_of("automation_accuracy", percent(correct, judged), detail)
 
 
 def compute_kpis(
