@@ -21,6 +21,7 @@ from datetime import date
 from typing import Literal
 
 import duckdb
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
@@ -154,6 +155,22 @@ def learners_of(
     if where:
         sql += " WHERE " + " AND ".join(where)
     return con.execute(sql, params).df()[LEARNER_COLUMNS]
+
+
+def narrow_learners(learners: pd.DataFrame, filters: DashboardFilters) -> pd.DataFrame:
+    """The rows of ``learners_of`` everyone (no filter) that ``filters`` select: what
+    ``learners_of`` with those filters gives, without joining the customers again.
+
+    Args:
+        learners: ``learners_of(customers, tags, DashboardFilters())``.
+        filters: the lead's filters (tier, cohort and tag narrow; the dates do not).
+    """
+    keep = np.ones(len(learners), dtype=bool)
+    wanted = {"product_tag": filters.tier, "cohort": filters.cohort, "tag": filters.tag}
+    for column, value in wanted.items():
+        if value is not None:
+            keep &= (learners[column] == value).to_numpy(dtype=bool, na_value=False)
+    return learners[keep].reset_index(drop=True)
 
 
 def tag_series(
@@ -329,6 +346,7 @@ __all__ = [
     "kpi_trend",
     "latest_tags",
     "learners_of",
+    "narrow_learners",
     "tag_series",
     "value_by_tier_tag",
 ]

@@ -35,6 +35,7 @@ from serving.app.dashboard_data import (
     kpi_trend,
     latest_tags,
     learners_of,
+    narrow_learners,
     tag_series,
     value_by_tier_tag,
 )
@@ -160,7 +161,8 @@ def overview_page(
     end = days[-1] if days else frames.latest_day
     learners = _memo(frames, ("learners", filters), lambda: _learners(frames, filters, end))
     chosen = learners if filters.narrows_learners else None
-    series = tag_series(frames.transitions, chosen, days)
+    # Every part is kept per filter: a page seen again, by anyone, is a render.
+    series = _memo(frames, ("tags", filters), lambda: tag_series(frames.transitions, chosen, days))
     trend = _memo(
         frames,
         ("kpis", filters),
@@ -168,11 +170,14 @@ def overview_page(
             cache.kpi_inputs(frames), frames.customers, days, chosen, cache.kpi_history(frames)
         ),
     )
-    values = value_by_tier_tag(frames.latest_scores, learners)
+    values = _memo(
+        frames, ("values", filters), lambda: value_by_tier_tag(frames.latest_scores, learners)
+    )
     charts = [{"id": "tags-chart", **tag_area_chart(series)}, *kpi_charts(trend)]
     charts.append({"id": "value-chart", **value_chart(values)})
+    options = _memo(frames, ("options",), lambda: filter_options(frames))
     context = {
-        "page": "overview", "links": links, "filters": filters, "options": filter_options(frames),
+        "page": "overview", "links": links, "filters": filters, "options": options,
         "days": days, "latest_day": frames.latest_day, "learners": len(learners),
         "kpis": _latest_kpis(trend), "values": values.to_dict("records"),
         "charts": charts, "charts_json": _charts_json(charts),
@@ -315,7 +320,16 @@ def filter_options(frames: DashboardFrames) -> dict[str, list[str]]:
 
 
 def _learners(frames: DashboardFrames, filters: DashboardFilters, end: Any) -> pd.DataFrame:
-    return learners_of(frames.customers, latest_tags(frames.transitions, end), filters)
+    # Everyone's tier, cohort and tag at the range's end, found once per end day: a filter
+    # then only masks it.
+    everyone = _memo(
+        frames,
+        ("everyone", end),
+        lambda: learners_of(
+            frames.customers, latest_tags(frames.transitions, end), DashboardFilters()
+        ),
+    )
+    return narrow_learners(everyone, filters)
 
 
 def _latest_kpis(trend: pd.DataFrame) -> list[dict[str, str]]:
