@@ -44,7 +44,8 @@ def dashboard_cache() -> DashboardCache:
         data_dir=settings.data_path,
         ruleset=load_rules(ServiceSettings().rules_dir),
     )
-    return DashboardCache(source, utc_now)
+    # A batch day moves the history: viewers keep the previous frames while a thread reads it.
+    return DashboardCache(source, utc_now, background=True)
 
 
 def dashboard_app(cache: Callable[[], DashboardCache] = dashboard_cache) -> Any:

@@ -180,6 +180,7 @@ def overview_page(
         "page": "overview", "links": links, "filters": filters, "options": options,
         "days": days, "latest_day": frames.latest_day, "learners": len(learners),
         "kpis": _latest_kpis(trend), "values": values.to_dict("records"),
+        "refreshing": cache.refreshing,
         "charts": charts, "charts_json": _charts_json(charts),
     }  # fmt: skip
     return render_html(context, "dashboard_overview.html.j2")
@@ -216,6 +217,7 @@ def calls_page(
     context = {
         "page": "calls", "links": links, "latest_day": frames.latest_day, "rows": listed,
         "matched": matched, "search": search or "", "sort": sort, "sorts": list(SORTS),
+        "refreshing": cache.refreshing,
         "charts": [], "charts_json": "[]",
     }  # fmt: skip
     return render_html(context, "dashboard_calls.html.j2")
