@@ -23,6 +23,7 @@ from serving.app.dashboard_pages import (
     learner_page,
     overview_page,
     plotly_js,
+    warm_overview,
 )
 from serving.core.problems import NotFound
 from serving.infra.rulesets import load_rules
@@ -45,7 +46,7 @@ def dashboard_cache() -> DashboardCache:
         ruleset=load_rules(ServiceSettings().rules_dir),
     )
     # A batch day moves the history: viewers keep the previous frames while a thread reads it.
-    return DashboardCache(source, utc_now, background=True)
+    return DashboardCache(source, utc_now, background=True, warm=warm_overview)
 
 
 def dashboard_app(cache: Callable[[], DashboardCache] = dashboard_cache) -> Any:

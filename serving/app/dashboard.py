@@ -133,11 +133,17 @@ class DashboardCache:
     """
 
     def __init__(
-        self, source: DashboardSource, clock: Callable[[], datetime], *, background: bool = False
+        self,
+        source: DashboardSource,
+        clock: Callable[[], datetime],
+        *,
+        background: bool = False,
+        warm: Callable[[DashboardCache, DashboardFrames], None] | None = None,
     ) -> None:
         self.source = source
         self.clock = clock  # events after the clock's instant are an error in the labels' read
         self.background = background
+        self.warm = warm  # what a background refresh computes on new frames before serving them
         self._frames: DashboardFrames | None = None
         self._lock = threading.Lock()
         self._refresh: threading.Thread | None = None
@@ -175,6 +181,8 @@ class DashboardCache:
             frames = read_frames(self.source, key)
             if frames.days:
                 self._load_history(frames)
+                if self.warm is not None:
+                    self.warm(self, frames)
         except Exception as error:  # handed to the next request, not lost
             with self._lock:
                 self._failed = error

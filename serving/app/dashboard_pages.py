@@ -157,6 +157,28 @@ def overview_page(
 ) -> str:  # the page's parts are each one call; together they read as the page
     """The overview page of the filtered learners."""
     frames = cache.frames()
+    days, learners, series, trend, values, options = overview_parts(cache, frames, filters)
+    charts = [{"id": "tags-chart", **tag_area_chart(series)}, *kpi_charts(trend)]
+    charts.append({"id": "value-chart", **value_chart(values)})
+    context = {
+        "page": "overview", "links": links, "filters": filters, "options": options,
+        "days": days, "latest_day": frames.latest_day, "learners": len(learners),
+        "kpis": _latest_kpis(trend), "values": values.to_dict("records"),
+        "refreshing": cache.refreshing,
+        "charts": charts, "charts_json": _charts_json(charts),
+    }  # fmt: skip
+    return render_html(context, "dashboard_overview.html.j2")
+
+
+def overview_parts(
+    cache: DashboardCache, frames: DashboardFrames, filters: DashboardFilters
+) -> tuple:
+    """The overview's figures on ``frames``, each kept per filter: the days shown, the learners
+    selected, the tag series, the KPI trend, the value by tier and tag, the filter options.
+
+    A cache refreshing in the background calls it (``warm_overview``) on the frames it read
+    before serving them, so the first viewer of a new history gets a render.
+    """
     days = days_in_range(frames.days, filters)
     end = days[-1] if days else frames.latest_day
     learners = _memo(frames, ("learners", filters), lambda: _learners(frames, filters, end))
@@ -173,17 +195,13 @@ def overview_page(
     values = _memo(
         frames, ("values", filters), lambda: value_by_tier_tag(frames.latest_scores, learners)
     )
-    charts = [{"id": "tags-chart", **tag_area_chart(series)}, *kpi_charts(trend)]
-    charts.append({"id": "value-chart", **value_chart(values)})
     options = _memo(frames, ("options",), lambda: filter_options(frames))
-    context = {
-        "page": "overview", "links": links, "filters": filters, "options": options,
-        "days": days, "latest_day": frames.latest_day, "learners": len(learners),
-        "kpis": _latest_kpis(trend), "values": values.to_dict("records"),
-        "refreshing": cache.refreshing,
-        "charts": charts, "charts_json": _charts_json(charts),
-    }  # fmt: skip
-    return render_html(context, "dashboard_overview.html.j2")
+    return days, learners, series, trend, values, options
+
+
+def warm_overview(cache: DashboardCache, frames: DashboardFrames) -> None:
+    """Compute the unfiltered overview's figures on ``frames`` (``DashboardCache``'s ``warm``)."""
+    overview_parts(cache, frames, DashboardFilters())
 
 
 def calls_page(
@@ -376,8 +394,10 @@ __all__ = [
     "kpi_charts",
     "learner_page",
     "overview_page",
+    "overview_parts",
     "plotly_js",
     "tag_area_chart",
     "value_chart",
+    "warm_overview",
     "write_dashboard",
 ]

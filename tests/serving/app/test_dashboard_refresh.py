@@ -113,17 +113,22 @@ def test_a_refresh_that_fails_raises_its_error_to_the_next_request_then_retries(
     assert cache.frames().key == (2,)
 
 
-def test_a_refresh_finds_the_kpis_history_before_serving_the_new_frames(reads, monkeypatch):
-    # Given frames with a batch day: the refresh also finds their KPIs' history, so that no
-    # viewer pays it
-    found = []
+def test_a_refresh_finds_the_kpis_history_and_warms_the_pages_before_serving_them(
+    reads, monkeypatch
+):
+    # Given frames with a batch day: the refresh also finds their KPIs' history and computes
+    # what the warm hook asks (the service's: the unfiltered overview), so that no viewer pays it
+    found, warmed = [], []
     monkeypatch.setattr(
         DashboardCache, "_load_history", lambda self, frames: found.append(frames.key)
     )
     monkeypatch.setattr(dashboard, "read_frames", lambda _s, key: _frames(key, [date(2026, 5, 1)]))
     cache, store = _cache(background=True)
+    cache.warm = lambda _cache, frames: warmed.append((frames.key, cache.frames().key))
     cache.frames()
     store.head = (2,)
     cache.frames()
     cache._refresh.join(timeout=10)
-    assert found == [(2,)] and cache.frames().key == (2,)
+    # Then both ran on the new frames while the previous ones were still served
+    assert found == [(2,)] and warmed == [((2,), (1,))]
+    assert cache.frames().key == (2,)
