@@ -23,6 +23,7 @@ from serving.app.dashboard_pages import (
     learner_page,
     overview_page,
     plotly_js,
+    warm_overview,
 )
 from serving.core.problems import NotFound
 from serving.infra.rulesets import load_rules
@@ -44,7 +45,8 @@ def dashboard_cache() -> DashboardCache:
         data_dir=settings.data_path,
         ruleset=load_rules(ServiceSettings().rules_dir),
     )
-    return DashboardCache(source, utc_now)
+    # A batch day moves the history: viewers keep the previous frames while a thread reads it.
+    return DashboardCache(source, utc_now, background=True, warm=warm_overview)
 
 
 def dashboard_app(cache: Callable[[], DashboardCache] = dashboard_cache) -> Any:

@@ -4,7 +4,14 @@ A page aggregates in DuckDB over frames (``serving.app.dashboard_data``); readin
 learners' audit log from SQL costs seconds, so ``DashboardCache`` keeps the frames it read and
 reads again only when the store's history moved (``StateStore.audit_head``: a new transition, a
 completed run, an override set or cleared). The KPIs' inputs (every day's scores and decision
-inputs) are read on the first page that needs them.
+inputs) are read on the first page that needs them, and what no KPI day changes in them is found
+once (``KpiHistory``): a filter narrows it to its learners rather than finding it again.
+
+A cache opened with ``background=True`` (the service's) never makes a viewer wait for a history
+that moved when it has frames to show: the request that finds the store moved starts one
+refresh (the frames and the KPIs' history) on a thread and is served the previous frames, with
+``refreshing`` set for the page to say so; the next requests get the new frames once read. Only
+the first request of a process, with no frames at all, waits for them.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ import pandas as pd
 from features.schemas import CUSTOMER_COLUMNS
 from features.validation import valid_customers
 from rules import RuleSet
+from serving.app.kpi_days import KpiHistory, kpi_history
 from serving.app.kpi_inputs import KpiInputs, StoredEvents, load_kpi_inputs
+from serving.app.kpis import LABEL_HORIZON_DAYS
 from serving.core.problems import NotFound
 from serving.infra.store import StateStore
 
@@ -58,6 +67,7 @@ class DashboardFrames:
         latest_scores: the last completed day's stored scores (empty without a day).
         kpi_inputs: the KPIs' inputs, read on first use (``DashboardCache.kpi_inputs``).
         memo: results a page computed on these frames, by the page's key (figures are small).
+        kpi_history: the KPIs' inputs found for every day (``DashboardCache.kpi_history``).
     """
 
     key: tuple[Any, ...]
@@ -67,6 +77,7 @@ class DashboardFrames:
     latest_scores: pd.DataFrame
     kpi_inputs: KpiInputs | None = None
     memo: dict[Any, Any] = field(default_factory=dict)
+    kpi_history: KpiHistory | None = None
 
     @property
     def latest_day(self) -> date:
@@ -117,36 +128,100 @@ class DashboardCache:
     """The frames of the store's current history, read again only when it moved.
 
     Thread-safe: the pages app serves requests on a thread pool; one reader reads, the others
-    wait for its frames rather than each reading a million rows.
+    wait for its frames (or, with ``background``, are served the previous ones) rather than each
+    reading a million rows.
     """
 
-    def __init__(self, source: DashboardSource, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        source: DashboardSource,
+        clock: Callable[[], datetime],
+        *,
+        background: bool = False,
+        warm: Callable[[DashboardCache, DashboardFrames], None] | None = None,
+    ) -> None:
         self.source = source
         self.clock = clock  # events after the clock's instant are an error in the labels' read
+        self.background = background
+        self.warm = warm  # what a background refresh computes on new frames before serving them
         self._frames: DashboardFrames | None = None
         self._lock = threading.Lock()
+        self._refresh: threading.Thread | None = None
+        self._failed: Exception | None = None  # a refresh's error, raised to the next request
+
+    @property
+    def refreshing(self) -> bool:
+        """Whether newer frames are being read while the previous ones are served."""
+        refresh = self._refresh
+        return refresh is not None and refresh.is_alive()
 
     def frames(self) -> DashboardFrames:
-        """The frames of the current history."""
+        """The frames of the current history (with ``background``, the previous ones while the
+        current are read, when there are previous ones)."""
         key = self.source.store.audit_head()
         with self._lock:
-            if self._frames is None or self._frames.key != key:
+            current, failed, self._failed = self._frames, self._failed, None
+            if failed is not None:
+                raise failed
+            if current is not None and current.key == key:
+                return current
+            if current is None or not self.background:
                 self._frames = read_frames(self.source, key)
-            return self._frames
+                return self._frames
+            if not self.refreshing:
+                self._refresh = threading.Thread(
+                    target=self._read_ahead, args=(key,), name="dashboard-refresh", daemon=True
+                )
+                self._refresh.start()
+            return current
+
+    def _read_ahead(self, key: tuple[Any, ...]) -> None:
+        """Read the frames of ``key`` and their KPIs' history, then serve them."""
+        try:
+            frames = read_frames(self.source, key)
+            if frames.days:
+                self._load_history(frames)
+                if self.warm is not None:
+                    self.warm(self, frames)
+        except Exception as error:  # handed to the next request, not lost
+            with self._lock:
+                self._failed = error
+            return
+        with self._lock:
+            self._frames = frames
 
     def kpi_inputs(self, frames: DashboardFrames) -> KpiInputs:
         """The KPIs' inputs up to the frames' latest day, read once per history."""
         with self._lock:
-            if frames.kpi_inputs is None:
-                events = None
-                if self.source.events_path.exists():
-                    events = StoredEvents(self.source.events_path, self.clock())
-                frames.kpi_inputs = load_kpi_inputs(
-                    self.source.store, frames.latest_day, events=events,
-                    ruleset=self.source.ruleset, data_dir=self.source.data_dir,
-                    transitions=frames.transitions,
-                )  # fmt: skip
-            return frames.kpi_inputs
+            return self._load_inputs(frames)
+
+    def kpi_history(self, frames: DashboardFrames) -> KpiHistory:
+        """What no KPI day up to the frames' latest changes (``kpi_days.kpi_history``), found
+        once per history."""
+        with self._lock:
+            return self._load_history(frames)
+
+    def _load_inputs(self, frames: DashboardFrames) -> KpiInputs:
+        if frames.kpi_inputs is None:
+            events = None
+            if self.source.events_path.exists():
+                events = StoredEvents(self.source.events_path, self.clock())
+            frames.kpi_inputs = load_kpi_inputs(
+                self.source.store, frames.latest_day, events=events,
+                ruleset=self.source.ruleset, data_dir=self.source.data_dir,
+                transitions=frames.transitions,
+            )  # fmt: skip
+        return frames.kpi_inputs
+
+    def _load_history(self, frames: DashboardFrames) -> KpiHistory:
+        if frames.kpi_history is None:
+            inputs = self._load_inputs(frames)
+            frames.kpi_history = kpi_history(
+                inputs.transitions, inputs.scores, frames.customers, until=frames.latest_day,
+                outcomes=inputs.outcomes, decisions=inputs.decisions,
+                horizon_days=LABEL_HORIZON_DAYS,
+            )  # fmt: skip
+        return frames.kpi_history
 
 
 __all__ = [

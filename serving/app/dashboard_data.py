@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import date
 from typing import Literal
 
 import duckdb
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from features.vocabulary import PRODUCT_TAGS
+from serving.app.kpi_days import KpiHistory, kpi_history, kpis_on_days
 from serving.app.kpi_inputs import KpiInputs
-from serving.app.kpis import compute_kpis_on_days
+from serving.app.kpis import LABEL_HORIZON_DAYS
 from serving.core.calllist import CALL_LIST_ORDER, URGENT_PRIORITIES
 from serving.core.tags import STATUS_TAGS
 
@@ -156,6 +157,22 @@ def learners_of(
     return con.execute(sql, params).df()[LEARNER_COLUMNS]
 
 
+def narrow_learners(learners: pd.DataFrame, filters: DashboardFilters) -> pd.DataFrame:
+    """The rows of ``learners_of`` everyone (no filter) that ``filters`` select: what
+    ``learners_of`` with those filters gives, without joining the customers again.
+
+    Args:
+        learners: ``learners_of(customers, tags, DashboardFilters())``.
+        filters: the lead's filters (tier, cohort and tag narrow; the dates do not).
+    """
+    keep = np.ones(len(learners), dtype=bool)
+    wanted = {"product_tag": filters.tier, "cohort": filters.cohort, "tag": filters.tag}
+    for column, value in wanted.items():
+        if value is not None:
+            keep &= (learners[column] == value).to_numpy(dtype=bool, na_value=False)
+    return learners[keep].reset_index(drop=True)
+
+
 def tag_series(
     transitions: pd.DataFrame, learners: pd.DataFrame | None, days: Sequence[date]
 ) -> pd.DataFrame:
@@ -276,6 +293,7 @@ def kpi_trend(
     customers: pd.DataFrame,
     days: Sequence[date],
     learners: pd.DataFrame | None = None,
+    history: KpiHistory | None = None,
 ) -> pd.DataFrame:
     """The six KPIs (``serving.app.kpis.compute_kpis_on_days``, the one implementation) on each day.
 
@@ -284,25 +302,25 @@ def kpi_trend(
         customers: the customers contract.
         days: the batch days to compute them on.
         learners: only these learners' history (``customer_id``); None for everyone.
+        history: ``inputs`` and ``customers`` already found as a ``KpiHistory`` reaching the
+            last of ``days`` (``DashboardCache.kpi_history``: once per stored history, so that
+            a filter only narrows it); None finds it here.
 
     Returns:
         One row per day and KPI: ``day``, ``id``, ``name``, ``value`` (NaN without data),
         ``target``, ``comparison``, ``unit``.
     """
+    columns = ["day", "id", "name", "value", "target", "comparison", "unit"]
+    if not days:
+        return pd.DataFrame(columns=columns).astype({"value": "float64"})
+    if history is None:
+        history = kpi_history(
+            inputs.transitions, inputs.scores, customers, until=max(days),
+            outcomes=inputs.outcomes, decisions=inputs.decisions, horizon_days=LABEL_HORIZON_DAYS,
+        )  # fmt: skip
     if learners is not None:
-        chosen = set(learners["customer_id"].astype(str))
-
-        def keep(frame: pd.DataFrame) -> pd.DataFrame:
-            return frame[frame["customer_id"].astype(str).isin(chosen)]
-
-        decisions = replace(inputs.decisions, inputs=keep(inputs.decisions.inputs))
-        outcomes = None if inputs.outcomes is None else keep(inputs.outcomes)
-        inputs = KpiInputs(keep(inputs.transitions), keep(inputs.scores), decisions, outcomes)
-        customers = keep(customers)
-    on_days = compute_kpis_on_days(
-        inputs.transitions, inputs.scores, customers, days=sorted(days),
-        outcomes=inputs.outcomes, decisions=inputs.decisions,
-    )  # fmt: skip
+        history = history.of_learners(learners["customer_id"].astype(str))
+    on_days = kpis_on_days(history, sorted(days))
     rows = [
         {
             "day": pd.Timestamp(day),
@@ -316,7 +334,6 @@ def kpi_trend(
         for day, kpis in on_days.items()
         for kpi in kpis
     ]
-    columns = ["day", "id", "name", "value", "target", "comparison", "unit"]
     return pd.DataFrame(rows, columns=columns).astype({"value": "float64"})
 
 
@@ -329,6 +346,7 @@ __all__ = [
     "kpi_trend",
     "latest_tags",
     "learners_of",
+    "narrow_learners",
     "tag_series",
     "value_by_tier_tag",
 ]

@@ -35,6 +35,7 @@ from serving.app.dashboard_data import (
     kpi_trend,
     latest_tags,
     learners_of,
+    narrow_learners,
     tag_series,
     value_by_tier_tag,
 )
@@ -156,26 +157,51 @@ def overview_page(
 ) -> str:  # the page's parts are each one call; together they read as the page
     """The overview page of the filtered learners."""
     frames = cache.frames()
+    days, learners, series, trend, values, options = overview_parts(cache, frames, filters)
+    charts = [{"id": "tags-chart", **tag_area_chart(series)}, *kpi_charts(trend)]
+    charts.append({"id": "value-chart", **value_chart(values)})
+    context = {
+        "page": "overview", "links": links, "filters": filters, "options": options,
+        "days": days, "latest_day": frames.latest_day, "learners": len(learners),
+        "kpis": _latest_kpis(trend), "values": values.to_dict("records"),
+        "refreshing": cache.refreshing,
+        "charts": charts, "charts_json": _charts_json(charts),
+    }  # fmt: skip
+    return render_html(context, "dashboard_overview.html.j2")
+
+
+def overview_parts(
+    cache: DashboardCache, frames: DashboardFrames, filters: DashboardFilters
+) -> tuple:
+    """The overview's figures on ``frames``, each kept per filter: the days shown, the learners
+    selected, the tag series, the KPI trend, the value by tier and tag, the filter options.
+
+    A cache refreshing in the background calls it (``warm_overview``) on the frames it read
+    before serving them, so the first viewer of a new history gets a render.
+    """
     days = days_in_range(frames.days, filters)
     end = days[-1] if days else frames.latest_day
     learners = _memo(frames, ("learners", filters), lambda: _learners(frames, filters, end))
     chosen = learners if filters.narrows_learners else None
-    series = tag_series(frames.transitions, chosen, days)
+    # Every part is kept per filter: a page seen again, by anyone, is a render.
+    series = _memo(frames, ("tags", filters), lambda: tag_series(frames.transitions, chosen, days))
     trend = _memo(
         frames,
         ("kpis", filters),
-        lambda: kpi_trend(cache.kpi_inputs(frames), frames.customers, days, chosen),
+        lambda: kpi_trend(
+            cache.kpi_inputs(frames), frames.customers, days, chosen, cache.kpi_history(frames)
+        ),
     )
-    values = value_by_tier_tag(frames.latest_scores, learners)
-    charts = [{"id": "tags-chart", **tag_area_chart(series)}, *kpi_charts(trend)]
-    charts.append({"id": "value-chart", **value_chart(values)})
-    context = {
-        "page": "overview", "links": links, "filters": filters, "options": filter_options(frames),
-        "days": days, "latest_day": frames.latest_day, "learners": len(learners),
-        "kpis": _latest_kpis(trend), "values": values.to_dict("records"),
-        "charts": charts, "charts_json": _charts_json(charts),
-    }  # fmt: skip
-    return render_html(context, "dashboard_overview.html.j2")
+    values = _memo(
+        frames, ("values", filters), lambda: value_by_tier_tag(frames.latest_scores, learners)
+    )
+    options = _memo(frames, ("options",), lambda: filter_options(frames))
+    return days, learners, series, trend, values, options
+
+
+def warm_overview(cache: DashboardCache, frames: DashboardFrames) -> None:
+    """Compute the unfiltered overview's figures on ``frames`` (``DashboardCache``'s ``warm``)."""
+    overview_parts(cache, frames, DashboardFilters())
 
 
 def calls_page(
@@ -209,6 +235,7 @@ def calls_page(
     context = {
         "page": "calls", "links": links, "latest_day": frames.latest_day, "rows": listed,
         "matched": matched, "search": search or "", "sort": sort, "sorts": list(SORTS),
+        "refreshing": cache.refreshing,
         "charts": [], "charts_json": "[]",
     }  # fmt: skip
     return render_html(context, "dashboard_calls.html.j2")
@@ -313,7 +340,16 @@ def filter_options(frames: DashboardFrames) -> dict[str, list[str]]:
 
 
 def _learners(frames: DashboardFrames, filters: DashboardFilters, end: Any) -> pd.DataFrame:
-    return learners_of(frames.customers, latest_tags(frames.transitions, end), filters)
+    # Everyone's tier, cohort and tag at the range's end, found once per end day: a filter
+    # then only masks it.
+    everyone = _memo(
+        frames,
+        ("everyone", end),
+        lambda: learners_of(
+            frames.customers, latest_tags(frames.transitions, end), DashboardFilters()
+        ),
+    )
+    return narrow_learners(everyone, filters)
 
 
 def _latest_kpis(trend: pd.DataFrame) -> list[dict[str, str]]:
@@ -358,8 +394,10 @@ __all__ = [
     "kpi_charts",
     "learner_page",
     "overview_page",
+    "overview_parts",
     "plotly_js",
     "tag_area_chart",
     "value_chart",
+    "warm_overview",
     "write_dashboard",
 ]

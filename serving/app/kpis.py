@@ -48,25 +48,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, timedelta
-from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
-from features.schemas import customers_schema, labels_schema
-from serving.app.kpi_targets import KPI_DEFINITIONS, KPI_TARGETS
-from serving.app.qualifying import (
-    BEFORE_HISTORY,
-    MEASURED,
-    NO_INPUTS,
-    NOT_QUALIFYING,
-    DecisionDays,
-    qualifying_runs,
-    reads_state,
-    run_starts,
-)
-from serving.core.frames import STORED_SCORES_SCHEMA, TRANSITIONS_SCHEMA, validate_frame
+from serving.app.kpi_model import Kpi, kpi_of, percent
+from serving.app.kpi_runs import progression_velocity, risk_detection_days
+from serving.app.qualifying import DecisionDays
 from serving.core.tags import CHURNED_TAG, MANUAL_ONLY_TAG, RISK_TAG
 
 ACTIVE_TAGS: tuple[str, ...] = ("ST_001", "ST_002")
@@ -79,41 +67,9 @@ LABEL_HORIZON_DAYS = 30
 """The churn window W of the labels (DESIGN §4), the default of ``features.labels``."""
 RISK_FOLLOW_UPS: tuple[str, ...] = (MANUAL_ONLY_TAG, CHURNED_TAG)
 """Manual moves after an automatic ST_004 that agree with it (re-engagement, churn)."""
+NO_HISTORY = "no history yet: no learner tagged"
 SCORE_COLUMNS: tuple[str, ...] = ("customer_id", "as_of", "control")
 """The stored scores' columns the KPIs read (recovery's treated/control split)."""
-
-
-class Kpi(BaseModel):
-    """One KPI at ``as_of``: its value against the target, and how it was obtained."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
-    name: str
-    value: float | None
-    target: float
-    comparison: Literal[">=", "<="]
-    unit: str
-    meets_target: bool | None
-    detail: str
-    definition: str
-    treated: float | None = None
-    control: float | None = None
-
-
-def _kpi(kpi_id: str, value: float | None, detail: str, **split: float | None) -> Kpi:
-    name, comparison, target, unit = KPI_TARGETS[kpi_id]
-    meets: bool | None = None  # no value, no verdict
-    if value is not None:
-        meets = value >= target if comparison == ">=" else value <= target
-    return Kpi(
-        id=kpi_id, name=name, value=value, target=target, comparison=comparison, unit=unit,
-        meets_target=meets, detail=detail, definition=KPI_DEFINITIONS[kpi_id], **split,
-    )  # fmt: skip
-
-
-def _percent(part: int, whole: int) -> float | None:
-    return None if whole == 0 else 100.0 * part / whole
 
 
 def _log_until(transitions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -132,84 +88,15 @@ def active_learner_rate(log: pd.DataFrame) -> Kpi:
     """Share of live learners whose latest tag is ST_001 or ST_002."""
     latest = log.drop_duplicates("customer_id", keep="last")["to_tag"]
     live = latest[latest != CHURNED_TAG]
-    active = int(live.isin(ACTIVE_TAGS).sum())
+    return active_kpi(int(live.isin(ACTIVE_TAGS).sum()), len(live))
+
+
+def active_kpi(active: int, live: int) -> Kpi:
+    """The active learner rate of ``active`` learners in ST_001/ST_002 out of ``live`` ones."""
     detail = (
-        f"{active} of {len(live)} live learners in ST_001/ST_002"
-        if len(live)
-        else "no live learners yet"
+        f"{active} of {live} live learners in ST_001/ST_002" if live else "no live learners yet"
     )
-    return _kpi("active_learner_rate", _percent(active, len(live)), detail)
-
-
-NO_DECISIONS = "no daily decision inputs (feature snapshots and scores) given"
-ONBOARDED = "onboarded"
-"""A run status: the learner's entry into the from tag was their onboarding into the store."""
-
-
-def _moves_into(log: pd.DataFrame, target: str, from_tag: str | None = None) -> pd.DataFrame:
-    """The automatic moves into ``target`` with the day each learner entered their from tag."""
-    moves = log[(log["to_tag"] == target) & log["rule_id"].notna()]
-    if from_tag is not None:
-        moves = moves[(moves["from_tag"] == from_tag) & (moves["previous_to_tag"] == from_tag)]
-    # The previous transition put the learner in from_tag; none means a learner seen first.
-    entered = moves["previous_as_of"].where(moves["from_tag"].notna())
-    return pd.DataFrame(
-        {
-            "customer_id": moves["customer_id"].astype(str).to_numpy(),
-            "as_of": moves["as_of"].to_numpy(),
-            "from_tag": moves["from_tag"].astype(object).to_numpy(),
-            "rule_id": moves["rule_id"].astype(object).to_numpy(),
-            "entered": pd.to_datetime(entered).to_numpy(),
-            # entered from_tag as a new learner: their first tag in the store
-            "entered_new": (moves["previous_from_tag"].isna() & entered.notna()).to_numpy(),
-        }
-    )
-
-
-def _left_out(runs: pd.DataFrame, decisions: DecisionDays) -> str:
-    """What the detail says of the moves a run could not measure, and of missing snapshots."""
-    counts = runs["status"].value_counts()
-    reasons = {
-        BEFORE_HISTORY: "whose run starts before the stored days or at a missing snapshot",
-        NO_INPUTS: "on days without a snapshot",
-        NOT_QUALIFYING: "whose day no longer meets the rules",
-        ONBOARDED: "tagged ST_001 on their first stored day, when they may have long been in it",
-    }
-    parts = [f"{int(counts[key])} {text}" for key, text in reasons.items() if counts.get(key, 0)]
-    note = f"; left out: {', '.join(parts)}" if parts else ""
-    if decisions.missing:
-        days = ", ".join(str(day) for day in decisions.missing[:3])
-        more = "..." if len(decisions.missing) > 3 else ""
-        note += f"; snapshots missing for {len(decisions.missing)} batch days ({days}{more})"
-    return note
-
-
-def progression_velocity(
-    log: pd.DataFrame, decisions: DecisionDays | None, runs: pd.DataFrame | None = None
-) -> Kpi:
-    """Median days from entering ST_001 to first qualifying for the move to ST_002 (``runs``:
-    ``qualifying_runs`` into ST_002, when already found)."""
-    moves = _moves_into(log, "ST_002", from_tag="ST_001")
-    if not len(moves):
-        return _kpi("progression_velocity", None, "no ST_001 -> ST_002 moves yet")
-    if decisions is None:
-        return _kpi("progression_velocity", None, NO_DECISIONS)
-    runs = run_starts(moves, decisions, "ST_002", runs)
-    # A learner first tagged when the history began (the day before has no stored inputs) was
-    # onboarded into ST_001 then; when they really began is unknown.
-    onboarded = runs["entered_new"] & ~(runs["entered"] - DAY).isin(decisions.days)
-    runs.loc[onboarded & (runs["status"] == MEASURED), "status"] = ONBOARDED
-    measured = runs[runs["status"] == MEASURED]
-    days = (measured["first_day"] - measured["entered"]).dt.days
-    value = float(days.median()) if len(days) else None
-    detail = (
-        f"median of {len(days)} ST_001 -> ST_002 moves, days to the first qualifying day "
-        f"(range {days.min()}-{days.max()}; the moves themselves came after a median "
-        f"{(measured['as_of'] - measured['entered']).dt.days.median():.0f} days)"
-        if len(days)
-        else "no ST_001 -> ST_002 move could be measured"
-    )
-    return _kpi("progression_velocity", value, detail + _left_out(runs, decisions))
+    return kpi_of("active_learner_rate", percent(active, live), detail)
 
 
 def mastery_within_60_days(log: pd.DataFrame, customers: pd.DataFrame, as_of: pd.Timestamp) -> Kpi:
@@ -220,104 +107,120 @@ def mastery_within_60_days(log: pd.DataFrame, customers: pd.DataFrame, as_of: pd
     logged day. Learners enrolled earlier may have reached ST_003 before the history began.
     """
     if log.empty:
-        return _kpi("mastery_60d", None, "no history yet: no learner tagged")
-    history_start = log["as_of"].min()
+        return kpi_of("mastery_60d", None, NO_HISTORY)
+    learners = mastery_learners(log, customers)
+    return mastery_kpi(log["as_of"].min(), as_of, learners)
+
+
+def mastery_learners(log: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
+    """Each customer's ``enrolled_day`` and ``mastered_after`` (their first ST_003 in ``log``
+    minus the enrolment day; NaT without one), one row per customer.
+
+    Any later log gives the same verdicts on a day: a first ST_003 after that day is also more
+    than 60 days after the enrolment of a learner enrolled 60+ days before it.
+    """
     enrolled_day = customers["enrolled_at"].dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
-    covered = customers.assign(enrolled_day=enrolled_day)
-    covered = covered[covered["enrolled_day"] >= history_start - DAY]
+    first_mastery = (
+        log[log["to_tag"] == MASTERY_TAG].groupby("customer_id")["as_of"].min().rename("mastery")
+    )
+    mastery = customers[["customer_id"]].join(first_mastery, on="customer_id")["mastery"]
+    return pd.DataFrame({"enrolled_day": enrolled_day, "mastered_after": mastery - enrolled_day})
+
+
+def mastery_kpi(history_start: pd.Timestamp, as_of: pd.Timestamp, learners: pd.DataFrame) -> Kpi:
+    """Mastery within 60 days at ``as_of`` of ``mastery_learners``, the history beginning on
+    ``history_start`` (the first logged day)."""
+    covered = learners[learners["enrolled_day"] >= history_start - DAY]
     cohort = covered[covered["enrolled_day"] <= as_of - MASTERY_WINDOW]
-    if cohort.empty:
-        earliest = covered["enrolled_day"].min() if len(covered) else history_start - DAY
+    earliest = covered["enrolled_day"].min() if len(covered) else None
+    reached = int((cohort["mastered_after"] <= MASTERY_WINDOW).sum())
+    return mastery_verdict(history_start, len(cohort), reached, earliest)
+
+
+def mastery_verdict(
+    history_start: pd.Timestamp, cohort: int, reached: int, earliest: pd.Timestamp | None
+) -> Kpi:
+    """Mastery of ``reached`` of a ``cohort`` of learners, the earliest enrolment the history
+    covers being ``earliest`` (None: no learner enrolled since it began)."""
+    if not cohort:
+        earliest = history_start - DAY if earliest is None else earliest
         ready = (earliest + MASTERY_WINDOW).date()
-        return _kpi(
+        return kpi_of(
             "mastery_60d",
             None,
             f"not enough history: measurable from {ready} (history starts {history_start.date()}; "
             "learners enrolled earlier may have reached ST_003 before it)",
         )
-    first_mastery = (
-        log[log["to_tag"] == MASTERY_TAG].groupby("customer_id")["as_of"].min().rename("mastery")
-    )
-    cohort = cohort.join(first_mastery, on="customer_id")
-    reached = int((cohort["mastery"] - cohort["enrolled_day"] <= MASTERY_WINDOW).sum())
     detail = (
-        f"{reached} of {len(cohort)} learners enrolled since {(history_start - DAY).date()} and "
+        f"{reached} of {cohort} learners enrolled since {(history_start - DAY).date()} and "
         "60+ days ago reached ST_003 within 60 days"
     )
-    return _kpi("mastery_60d", _percent(reached, len(cohort)), detail)
+    return kpi_of("mastery_60d", percent(reached, cohort), detail)
 
 
-def risk_detection_days(
-    log: pd.DataFrame, decisions: DecisionDays | None, runs: pd.DataFrame | None = None
-) -> Kpi:
-    """Median days from the first day a learner met an ST_004 condition to the automatic move
-    (``runs``: ``qualifying_runs`` into ST_004, when already found).
-
-    A move by a rule that reads the state rather than the learner's activity (R16: a retention
-    campaign's box ended) detects nothing: such moves are left out.
-    """
-    moves = _moves_into(log, RISK_TAG)
-    if decisions is not None:
-        state_rules = [rule.id for rule in decisions.ruleset.rules if reads_state(rule)]
-        moves = moves[~moves["rule_id"].isin(state_rules)]
-    if not len(moves):
-        return _kpi("risk_detection_days", None, "no automatic ST_004 moves yet")
-    if decisions is None:
-        return _kpi("risk_detection_days", None, NO_DECISIONS)
-    runs = run_starts(moves, decisions, RISK_TAG, runs)
-    measured = runs[runs["status"] == MEASURED]
-    days = (measured["as_of"] - measured["first_day"]).dt.days
-    value = float(days.median()) if len(days) else None
-    detail = (
-        f"median of {len(days)} automatic ST_004 moves (range {days.min()}-{days.max()} days, "
-        f"{int((days <= 1).sum())} within a day)"
-        if len(days)
-        else "no automatic ST_004 move could be measured"
-    )
-    return _kpi("risk_detection_days", value, detail + _left_out(runs, decisions))
-
-
-def _risk_episodes(log: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """One row per risk episode: start day, ``ended``, ``recovered`` and the ``control`` flag."""
+def risk_episodes(log: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per risk episode: start day (``as_of``), the exit's day and tag (``ended_on``,
+    ``to_tag``; null while open) and the ``control`` flag of the start day's score."""
     was_at_risk = log["from_tag"].isin(RISK_TAGS)
     is_at_risk = log["to_tag"].isin(RISK_TAGS)
     starts = log.loc[~was_at_risk & is_at_risk, ["customer_id", "as_of"]]
-    ends = log.loc[was_at_risk & ~is_at_risk, ["customer_id", "to_tag"]]
+    ends = log.loc[was_at_risk & ~is_at_risk, ["customer_id", "as_of", "to_tag"]]
+    ends = ends.rename(columns={"as_of": "ended_on"})
     # Entries and exits alternate per learner: the n-th exit closes the n-th episode.
     starts = starts.assign(episode=starts.groupby("customer_id").cumcount())
     ends = ends.assign(episode=ends.groupby("customer_id").cumcount())
     episodes = starts.merge(ends, on=["customer_id", "episode"], how="left")
-    episodes["ended"] = episodes["to_tag"].notna()
-    episodes["recovered"] = episodes["to_tag"].isin(ACTIVE_TAGS)
     flags = scores[["customer_id", "as_of", "control"]]
     return episodes.merge(flags, on=["customer_id", "as_of"], how="left")
 
 
 def recovery_rate(log: pd.DataFrame, scores: pd.DataFrame) -> Kpi:
     """Share of ended ST_004/ST_005 episodes ending in ST_001/ST_002, treated and control."""
-    episodes = _risk_episodes(log, scores)
-    ended = episodes[episodes["ended"]]
-    recovered = int(ended["recovered"].sum())
+    return recovery_kpi(risk_episodes(log, scores), None)
+
+
+def recovery_kpi(episodes: pd.DataFrame, as_of: pd.Timestamp | None) -> Kpi:
+    """Recovery of ``risk_episodes`` begun by ``as_of``, those whose exit came later counted
+    as open (None: every episode, as the log holding them says)."""
+    ended_on = episodes["ended_on"]
+    if as_of is not None:
+        episodes = episodes[episodes["as_of"] <= as_of]
+        ended_on = episodes["ended_on"].where(episodes["ended_on"] <= as_of)
+    ended = episodes[ended_on.notna()]
+    back = ended["to_tag"].isin(ACTIVE_TAGS)
     # A learner without a score that day has no known group: counted overall only.
-    treated = ended[ended["control"].eq(False)]
-    control = ended[ended["control"].eq(True)]
-    if len(ended):
+    treated, control = ended["control"].eq(False), ended["control"].eq(True)
+    counts = [len(ended), int(back.sum()), int(treated.sum()), int((back & treated).sum())]
+    return recovery_verdict(len(episodes), *counts, int(control.sum()), int((back & control).sum()))
+
+
+def recovery_verdict(
+    episodes: int,
+    ended: int,
+    recovered: int,
+    treated: int,
+    treated_back: int,
+    control: int,
+    control_back: int,
+) -> Kpi:
+    """Recovery of ``recovered`` of ``ended`` of ``episodes`` risk episodes, ``treated_back``
+    of the ``treated`` ones and ``control_back`` of the ``control`` group's."""
+    if ended:
         detail = (
-            f"{recovered} of {len(ended)} ended ST_004/ST_005 episodes back in ST_001/ST_002 "
-            f"({len(episodes) - len(ended)} still open); treated "
-            f"{int(treated['recovered'].sum())}/{len(treated)}, control "
-            f"{int(control['recovered'].sum())}/{len(control)}"
+            f"{recovered} of {ended} ended ST_004/ST_005 episodes back in ST_001/ST_002 "
+            f"({episodes - ended} still open); treated {treated_back}/{treated}, control "
+            f"{control_back}/{control}"
         )
-    elif len(episodes):
-        detail = f"no ST_004/ST_005 episode has ended yet ({len(episodes)} open)"
+    elif episodes:
+        detail = f"no ST_004/ST_005 episode has ended yet ({episodes} open)"
     else:
         detail = "no ST_004 episodes yet"
-    return _kpi(
+    return kpi_of(
         "recovery_rate",
-        _percent(recovered, len(ended)),
+        percent(recovered, ended),
         detail,
-        treated=_percent(int(treated["recovered"].sum()), len(treated)),
-        control=_percent(int(control["recovered"].sum()), len(control)),
+        treated=percent(treated_back, treated),
+        control=percent(control_back, control),
     )
 
 
@@ -345,36 +248,76 @@ def automation_accuracy(log: pd.DataFrame, as_of: pd.Timestamp, labels: pd.DataF
         labels: complete labels known at ``as_of`` (``complete_labels``), or None when no event
             log was given: risk moves are then judged on reverts only.
     """
+    automatic = automatic_moves(log)
+    churned = None if labels is None else moves_churned(automatic, labels)
+    return accuracy_kpi(automatic, as_of, churned)
+
+
+def automatic_moves(log: pd.DataFrame) -> pd.DataFrame:
+    """The automatic transitions of ``log`` (``_log_until``): ``customer_id``, ``as_of``,
+    ``to_tag`` and ``reverted`` (``_reverted``)."""
     automatic = log[log["rule_id"].notna()]
+    return automatic[["customer_id", "as_of", "to_tag"]].assign(reverted=_reverted(automatic))
+
+
+def moves_churned(automatic: pd.DataFrame, labels: pd.DataFrame) -> pd.Series:
+    """Each automatic move's label (1.0 churned, 0.0 not, NaN without one), on its index."""
+    keyed = automatic[["customer_id", "as_of"]].merge(
+        labels[["customer_id", "as_of", "churned"]], on=["customer_id", "as_of"], how="left"
+    )
+    return pd.Series(keyed["churned"].to_numpy(dtype="float64"), index=automatic.index)
+
+
+def accuracy_kpi(automatic: pd.DataFrame, as_of: pd.Timestamp, churned: pd.Series | None) -> Kpi:
+    """Automation accuracy at ``as_of`` of ``automatic_moves`` (those up to ``as_of``).
+
+    Args:
+        automatic: ``automatic_moves`` of the log up to ``as_of``.
+        as_of: the KPI day.
+        churned: ``moves_churned`` of the labels complete at ``as_of``, or None without labels.
+    """
     settled = automatic["as_of"] + REVERT_WINDOW <= as_of
     judged = automatic[settled]
-    reverted = _reverted(judged)
+    reverted = judged["reverted"]
     is_risk = judged["to_tag"] == RISK_TAG
-    churned = pd.Series(np.nan, index=judged.index)
-    if labels is not None:
-        keyed = judged[["customer_id", "as_of"]].merge(
-            labels[["customer_id", "as_of", "churned"]], on=["customer_id", "as_of"], how="left"
-        )
-        churned = pd.Series(keyed["churned"].to_numpy(dtype="float64"), index=judged.index)
-    refuted = is_risk & churned.eq(0)
-    confirmed = int((is_risk & churned.eq(1)).sum())
-    waiting = int((is_risk & churned.isna()).sum())
-    correct = int((~reverted & ~refuted).sum())
-    if not len(judged):
-        detail = f"no automatic transitions 7+ days old yet ({int((~settled).sum())} younger)"
+    known = pd.Series(np.nan, index=judged.index) if churned is None else churned[settled]
+    refuted = is_risk & known.eq(0)
+    return accuracy_verdict(
+        judged=len(judged), correct=int((~reverted & ~refuted).sum()),
+        reverted=int(reverted.sum()), confirmed=int((is_risk & known.eq(1)).sum()),
+        refuted=int(refuted.sum()), waiting=int((is_risk & known.isna()).sum()),
+        younger=int((~settled).sum()), labelled=churned is not None,
+    )  # fmt: skip
+
+
+def accuracy_verdict(
+    *,
+    judged: int,
+    correct: int,
+    reverted: int,
+    confirmed: int,
+    refuted: int,
+    waiting: int,
+    younger: int,
+    labelled: bool,
+) -> Kpi:
+    """Automation accuracy of ``correct`` of ``judged`` automatic transitions (``reverted``
+    by a person; risk moves ``confirmed``, ``refuted`` or ``waiting`` for a complete label when
+    ``labelled``); ``younger`` ones not judged yet."""
+    if not judged:
+        detail = f"no automatic transitions 7+ days old yet ({younger} younger)"
     else:
-        labelled = (
-            "no labels given: risk moves judged on reverts only"
-            if labels is None
-            else f"risk moves vs their complete label: {confirmed} confirmed, {int(refuted.sum())}"
-            f" refuted, {waiting} without a complete label (judged on reverts only)"
+        against = (
+            f"risk moves vs their complete label: {confirmed} confirmed, {refuted} refuted, "
+            f"{waiting} without a complete label (judged on reverts only)"
+            if labelled
+            else "no labels given: risk moves judged on reverts only"
         )
         detail = (
-            f"{correct} of {len(judged)} automatic transitions held up: {int(reverted.sum())} "
-            f"reverted by a person within 7 days; {labelled}; {int((~settled).sum())} younger "
-            "than 7 days not judged"
+            f"{correct} of {judged} automatic transitions held up: {reverted} reverted by a "
+            f"person within 7 days; {against}; {younger} younger than 7 days not judged"
         )
-    return _kpi("automation_accuracy", _percent(correct, len(judged)), detail)
+    return kpi_of("automation_accuracy", percent(correct, judged), detail)
 
 
 def compute_kpis(
@@ -412,9 +355,9 @@ def compute_kpis_on_days(
 ) -> dict[date, list[Kpi]]:
     """The six KPIs on each of ``days`` (00:00 UTC of each), each day's from what was known then.
 
-    What does not depend on the day is done once: the frames' checks, the runs of qualifying
-    days (the stored inputs'), and narrowing the scores to the learner-days recovery reads (an
-    episode begins on a transition's day; a score on another day is never joined).
+    What does not depend on the day is found once (``serving.app.kpi_days``): the frames'
+    checks, the moves, their runs of qualifying days, the risk episodes, the automatic moves and
+    their labels; each day then keeps the rows known by its end.
 
     Args:
         transitions: the audit log (``TRANSITIONS_SCHEMA``), any period; later rows are ignored.
@@ -431,33 +374,16 @@ def compute_kpis_on_days(
     Raises:
         ValueError: a frame breaks its contract (names the frame, column and values).
     """
-    transitions = validate_frame(transitions, TRANSITIONS_SCHEMA)
-    # Only the columns read are checked: callers may pass a narrow read of the store.
-    score_schema = STORED_SCORES_SCHEMA.select_columns(list(SCORE_COLUMNS))
-    known_scores = validate_frame(scores[list(SCORE_COLUMNS)], score_schema)
-    moved = pd.MultiIndex.from_frame(transitions[["customer_id", "as_of"]])
-    known_scores = known_scores[
-        pd.MultiIndex.from_frame(known_scores[["customer_id", "as_of"]]).isin(moved)
-    ]
-    customers = validate_frame(customers, customers_schema())
-    labels = None if outcomes is None else validate_frame(outcomes, labels_schema())
-    runs = {}
-    if decisions is not None:
-        runs = {tag: qualifying_runs(decisions, tag) for tag in ("ST_002", RISK_TAG)}
-    kpis = {}
-    for as_of in days:
-        day = pd.Timestamp(as_of.year, as_of.month, as_of.day)
-        log = _log_until(transitions, day)
-        complete = None if labels is None else complete_labels(labels, day, horizon_days)
-        kpis[as_of] = [
-            active_learner_rate(log),
-            progression_velocity(log, decisions, runs.get("ST_002")),
-            mastery_within_60_days(log, customers, day),
-            risk_detection_days(log, decisions, runs.get(RISK_TAG)),
-            recovery_rate(log, known_scores[known_scores["as_of"] <= day]),
-            automation_accuracy(log, day, complete),
-        ]
-    return kpis
+    # kpi_days builds on this module's KPI functions: imported here, where both are loaded.
+    from serving.app.kpi_days import kpi_history, kpis_on_days
+
+    if not days:
+        return {}
+    history = kpi_history(
+        transitions, scores, customers, until=max(days), outcomes=outcomes, decisions=decisions,
+        horizon_days=horizon_days,
+    )  # fmt: skip
+    return kpis_on_days(history, days)
 
 
 __all__ = [

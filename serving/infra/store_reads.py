@@ -26,6 +26,7 @@ from serving.core.frames import (
 )
 from serving.core.problems import Unavailable
 from serving.core.state import StateRow, state_row
+from serving.infra.audit_log import read_transitions
 from serving.infra.score_files import learner_row, read_scores, score_file
 from serving.infra.sql import (
     driver_frame,
@@ -156,7 +157,7 @@ class ReadsMixin:
         if until is not None:
             stmt = stmt.where(Transition.as_of <= until)
         with self._connect() as conn:
-            return read_frame(conn, stmt, TRANSITIONS_SCHEMA)
+            return read_transitions(conn, stmt)  # typed by the column, not by the row
 
     def scores_frame(
         self, as_of: date | None = None, *, columns: Sequence[str] | None = None

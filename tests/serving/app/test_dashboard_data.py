@@ -14,6 +14,7 @@ from serving.app.dashboard_data import (
     days_in_range,
     latest_tags,
     learners_of,
+    narrow_learners,
     tag_series,
     value_by_tier_tag,
 )
@@ -86,6 +87,27 @@ def test_learners_of_filters_by_tier_cohort_and_tag_at_the_ranges_end():
     assert april_pro["customer_id"].tolist() == ["c"]
     risk = learners_of(CUSTOMERS, tags, DashboardFilters(tag="ST_004"))
     assert risk["customer_id"].tolist() == ["a"]
+
+
+def test_narrowing_everyone_selects_what_learners_of_the_filters_selects():
+    # Given everyone's tier, cohort and tag at D2 (d has no tag: no transition)
+    tags = latest_tags(LOG, D2)
+    everyone = learners_of(CUSTOMERS, tags, DashboardFilters())
+    # When each filter narrows everyone / Then the rows are those learners_of selects
+    filters = [
+        DashboardFilters(tier="PT_001"), DashboardFilters(tier="PT_001", cohort="2026-04"),
+        DashboardFilters(tag="ST_004"), DashboardFilters(cohort="2026-04", tag="ST_001"),
+        DashboardFilters(),
+    ]  # fmt: skip
+    for chosen in filters:
+        narrowed = narrow_learners(everyone, chosen).sort_values("customer_id")
+        expected = learners_of(CUSTOMERS, tags, chosen).sort_values("customer_id")
+        # (d's missing tag is NaN in one frame and None in the other: both are "no tag")
+        assert narrowed.fillna("-").to_dict("records") == expected.fillna("-").to_dict("records")
+    assert narrow_learners(everyone, DashboardFilters(tier="PT_001"))["customer_id"].tolist() in (
+        ["a", "c"], ["c", "a"],
+    )  # fmt: skip
+    assert narrow_learners(everyone, DashboardFilters(tag="ST_006")).empty
 
 
 def test_filters_refuse_what_they_cannot_mean_naming_it():

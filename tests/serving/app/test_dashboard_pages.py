@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -115,3 +116,20 @@ def test_the_static_export_links_its_pages_relatively_with_plotly_beside_them(da
     assert 'src="plotly.min.js"' in (tmp_path / "index.html").read_text()
     assert "/dashboard" not in calls  # no link to the service from a file
     assert (tmp_path / "plotly.min.js").stat().st_size > 1_000_000
+
+
+def test_a_page_served_while_the_history_refreshes_says_so(dashboard):
+    # Given a refresh running (a thread the test holds)
+    _, cache = dashboard
+    gate = threading.Event()
+    cache._refresh = threading.Thread(target=gate.wait, daemon=True)
+    cache._refresh.start()
+    try:
+        # Then the pages served meanwhile say their figures are being refreshed
+        assert 'id="refreshing"' in calls_page(cache, Links("/dashboard"))
+        assert 'id="refreshing"' in overview_page(cache, DashboardFilters(), Links("/dashboard"))
+    finally:
+        gate.set()
+        cache._refresh.join()
+    # And once it is over they do not
+    assert 'id="refreshing"' not in calls_page(cache, Links("/dashboard"))

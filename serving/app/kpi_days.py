@@ -1,0 +1,292 @@
+"""The six KPIs on many days at once: what no day changes is found once, each day is a mask.
+
+``compute_kpis_on_days`` (``serving.app.kpis``) used to rebuild each day's audit log and every
+KPI from it: a pandas pass over the whole log per day and KPI (~45 s for 14 days at a million
+learners). Most of that work does not depend on the day:
+
+- a learner's transitions in append order (``id``) come in day order, so the log known at a day
+  is a prefix of each learner's log: the previous transition of a move, the n-th exit closing
+  the n-th risk episode, a move's run of qualifying days are the same on every later day;
+- a learner's tag at the end of a day is that of their last transition on or before it, and the
+  next transition closes it: counting on many days is counting intervals (``np.searchsorted``);
+- a label or a revert seen later than the day changes no verdict of that day (the KPI functions'
+  docstrings say why for each).
+
+So ``kpi_history`` finds the moves, runs, episodes, automatic moves and their labels once, and
+``kpis_on_days`` keeps, on each day, the rows known then. A log whose days go back within a
+learner (an id order that is not the day order) breaks the prefix argument: its KPIs are
+computed day by day (``kpis_day_by_day``), as before. ``tests/serving/app/test_kpi_days.py``
+checks that both give the same KPIs, details included, on every day of hand-built histories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from features.schemas import customers_schema, labels_schema
+from serving.app.kpi_masks import (
+    accuracy_on_days,
+    active_counts,
+    mastery_on_days,
+    recovery_on_days,
+    runs_on_days,
+)
+from serving.app.kpi_model import Kpi
+from serving.app.kpi_runs import (
+    detection_moves,
+    progression_moves,
+    progression_runs,
+    progression_velocity,
+    risk_detection_days,
+)
+from serving.app.kpis import (
+    SCORE_COLUMNS,
+    _log_until,
+    active_kpi,
+    active_learner_rate,
+    automatic_moves,
+    automation_accuracy,
+    complete_labels,
+    mastery_learners,
+    mastery_within_60_days,
+    moves_churned,
+    recovery_rate,
+    risk_episodes,
+)
+from serving.app.qualifying import DecisionDays, qualifying_runs, run_starts
+from serving.core.frames import STORED_SCORES_SCHEMA, TRANSITIONS_SCHEMA, validate_frame
+from serving.core.tags import RISK_TAG
+
+
+@dataclass(frozen=True)
+class KpiHistory:
+    """The checked frames of the KPIs and what no day up to ``until`` changes in them.
+
+    Attributes:
+        transitions: the checked audit log; ``scores``: the checked scores of the learner-days
+            a transition happened on (the only ones recovery joins); ``customers``, ``labels``
+            (None: no event log) checked too; ``runs``: ``qualifying_runs`` by target tag.
+        decisions: the batch days' decision inputs (None: none given).
+        horizon_days: the labels' churn window W in days.
+        until: the last day the history serves.
+        log: ``_log_until(transitions, until)``.
+        in_day_order: whether every learner's transitions in ``id`` order have non-decreasing
+            days (what the day masks rely on).
+        learners: ``mastery_learners`` of every customer.
+        progression, detection: the moves into ST_002 and ST_004 the KPIs measure, each with
+            its run status (``progression_runs``, ``run_starts``) when decisions are given.
+        episodes: ``risk_episodes``; ``automatic``: ``automatic_moves``; ``churned``:
+            ``moves_churned`` of every label (None: no labels).
+        ids: the learners' ids; the frames from ``log`` on carry each row's learner as a
+            position in it (``learner``) and only the columns a day reads, categorical: a day's
+            masks, and a filter's, then cost by the row, not by the string.
+        chosen: the learners kept by ``of_learners`` (None: all); the checked frames above
+            ``log`` are narrowed to them only when read (``kpis_day_by_day``).
+    """
+
+    transitions: pd.DataFrame
+    scores: pd.DataFrame
+    customers: pd.DataFrame
+    labels: pd.DataFrame | None
+    runs: dict[str, pd.DataFrame]
+    decisions: DecisionDays | None
+    horizon_days: int
+    until: pd.Timestamp
+    log: pd.DataFrame
+    in_day_order: bool
+    learners: pd.DataFrame
+    progression: pd.DataFrame
+    detection: pd.DataFrame
+    episodes: pd.DataFrame
+    automatic: pd.DataFrame
+    churned: pd.Series | None
+    ids: pd.Index
+    chosen: pd.Index | None = None
+
+    def of_learners(self, customer_ids: Iterable[str]) -> KpiHistory:
+        """The same history for only ``customer_ids``: every frame's rows of those learners.
+
+        Every row above is a learner's own (moves, runs, episodes, labels), so keeping a
+        learner's rows gives what their history alone would. Decision inputs without a list of
+        loaded days date the stored days by the learners present: then all is found again.
+        """
+        chosen = pd.Index(pd.unique(np.asarray(list(customer_ids), dtype=object)))
+        if self.chosen is not None:
+            chosen = chosen.intersection(self.chosen)
+        if self.decisions is not None and self.decisions.loaded is None:
+            return _prepare(*self.checked(chosen), self.horizon_days, self.until)
+        selected = np.zeros(len(self.ids), dtype=bool)
+        positions = self.ids.get_indexer(chosen)
+        selected[positions[positions >= 0]] = True
+        kept = {
+            name: frame[selected[frame["learner"].to_numpy()]]
+            for name in ("log", "learners", "progression", "detection", "episodes", "automatic")
+            if (frame := getattr(self, name)) is not None
+        }
+        churned = None if self.churned is None else self.churned[kept["automatic"].index]
+        return replace(self, **kept, churned=churned, chosen=chosen)
+
+    def checked(
+        self, chosen: pd.Index | None = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame | None, DecisionDays | None]:
+        """The checked frames (transitions, scores, customers, labels, decisions) of the chosen
+        learners (``chosen``, else ``self.chosen``; None: all)."""
+        chosen = self.chosen if chosen is None else chosen
+        frames = (self.transitions, self.scores, self.customers, self.labels)
+        if chosen is None:
+            return (*frames, self.decisions)
+        decisions = self.decisions
+        if decisions is not None:
+            decisions = replace(decisions, inputs=_of(decisions.inputs, chosen))
+        transitions, scores, customers, labels = (_of(frame, chosen) for frame in frames)
+        return transitions, scores, customers, labels, decisions
+
+
+def _of(frame: pd.DataFrame | None, chosen: pd.Index) -> pd.DataFrame | None:
+    if frame is None:
+        return None
+    return frame[frame["customer_id"].astype(str).isin(chosen)]
+
+
+def kpi_history(
+    transitions: pd.DataFrame,
+    scores: pd.DataFrame,
+    customers: pd.DataFrame,
+    *,
+    until: date,
+    outcomes: pd.DataFrame | None,
+    decisions: DecisionDays | None,
+    horizon_days: int,
+) -> KpiHistory:
+    """Check the KPIs' frames (``compute_kpis_on_days``' arguments) and find what no day up to
+    ``until`` changes.
+
+    Raises:
+        ValueError: a frame breaks its contract (names the frame, column and values).
+    """
+    transitions = validate_frame(transitions, TRANSITIONS_SCHEMA)
+    # Only the columns read are checked: callers may pass a narrow read of the store.
+    score_schema = STORED_SCORES_SCHEMA.select_columns(list(SCORE_COLUMNS))
+    known_scores = validate_frame(scores[list(SCORE_COLUMNS)], score_schema)
+    moved = pd.MultiIndex.from_frame(transitions[["customer_id", "as_of"]])
+    known_scores = known_scores[
+        pd.MultiIndex.from_frame(known_scores[["customer_id", "as_of"]]).isin(moved)
+    ]
+    customers = validate_frame(customers, customers_schema())
+    labels = None if outcomes is None else validate_frame(outcomes, labels_schema())
+    day = pd.Timestamp(until.year, until.month, until.day)
+    return _prepare(transitions, known_scores, customers, labels, decisions, horizon_days, day)
+
+
+def _prepare(
+    transitions: pd.DataFrame,
+    scores: pd.DataFrame,
+    customers: pd.DataFrame,
+    labels: pd.DataFrame | None,
+    decisions: DecisionDays | None,
+    horizon_days: int,
+    until: pd.Timestamp,
+) -> KpiHistory:
+    runs = {}
+    if decisions is not None:
+        runs = {tag: qualifying_runs(decisions, tag) for tag in ("ST_002", RISK_TAG)}
+    log = _log_until(transitions, until)
+    went_back = log["as_of"] < log["previous_as_of"]
+    progression = progression_moves(log)
+    detection = detection_moves(log, decisions)
+    if decisions is not None:
+        progression = progression_runs(progression, decisions, runs["ST_002"])
+        detection = run_starts(detection, decisions, RISK_TAG, runs[RISK_TAG])
+    automatic = automatic_moves(log)
+    learners = mastery_learners(log, customers).assign(customer_id=customers["customer_id"])
+    ids = pd.Index(pd.unique(pd.concat([customers["customer_id"], log["customer_id"]]).astype(str)))
+    slim = _Slim(ids)
+    return KpiHistory(
+        transitions=transitions, scores=scores, customers=customers, labels=labels, runs=runs,
+        decisions=decisions, horizon_days=horizon_days, until=until,
+        log=slim(log, ["as_of", "to_tag", "next_as_of"]),
+        in_day_order=not bool(went_back.any()),
+        learners=slim(learners, ["enrolled_day", "mastered_after"]),
+        progression=slim(progression, RUN_COLUMNS), detection=slim(detection, RUN_COLUMNS),
+        episodes=slim(risk_episodes(log, scores), ["as_of", "ended_on", "to_tag", "control"]),
+        automatic=slim(automatic, ["as_of", "to_tag", "reverted"]),
+        churned=None if labels is None else moves_churned(automatic, labels), ids=ids,
+    )  # fmt: skip
+
+
+RUN_COLUMNS = ["as_of", "status", "first_day", "entered"]
+"""What the run-based KPIs read of a day's moves (``status`` only without decision inputs)."""
+
+
+@dataclass(frozen=True)
+class _Slim:
+    """A frame's ``columns`` (text as categories) with its rows' ``learner`` positions."""
+
+    ids: pd.Index
+
+    def __call__(self, frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        kept = {}
+        for name in columns:
+            if name not in frame:
+                continue  # a run status without decision inputs
+            column = frame[name]
+            is_text = column.dtype == object or pd.api.types.is_string_dtype(column.dtype)
+            kept[name] = column.astype("category") if is_text and name != "control" else column
+        learner = self.ids.get_indexer(frame["customer_id"].astype(str))
+        return pd.DataFrame({"learner": learner, **kept}, index=frame.index)
+
+
+def kpis_on_days(history: KpiHistory, days: Sequence[date]) -> dict[date, list[Kpi]]:
+    """The six KPIs on each of ``days`` (none after ``history.until``), from what was known then.
+
+    Raises:
+        ValueError: a day after the history's last day (its log was cut there).
+    """
+    stamps = [pd.Timestamp(day.year, day.month, day.day) for day in days]
+    late = [day for day, stamp in zip(days, stamps, strict=True) if stamp > history.until]
+    if late:
+        raise ValueError(f"days {late} come after the KPI history's last day {history.until}")
+    if not history.in_day_order:
+        return kpis_day_by_day(history, days)
+    start = history.log["as_of"].min() if len(history.log) else None
+    decisions = history.decisions
+    columns = zip(
+        [active_kpi(active, live) for active, live in active_counts(history.log, stamps)],
+        runs_on_days(history.progression, stamps, decisions, "ST_002"),
+        mastery_on_days(history.learners, start, stamps),
+        runs_on_days(history.detection, stamps, decisions, RISK_TAG),
+        recovery_on_days(history.episodes, stamps),
+        accuracy_on_days(history.automatic, history.churned, stamps, history.horizon_days),
+        strict=True,
+    )
+    return {day: list(kpis) for day, kpis in zip(days, columns, strict=True)}
+
+
+def kpis_day_by_day(history: KpiHistory, days: Sequence[date]) -> dict[date, list[Kpi]]:
+    """The six KPIs on each of ``days``, each from that day's log rebuilt (the reference)."""
+    transitions, scores, customers, labels, decisions = history.checked()
+    runs = history.runs
+    if history.chosen is not None:
+        runs = {tag: _of(frame, history.chosen) for tag, frame in runs.items()}
+    kpis = {}
+    for as_of in days:
+        day = pd.Timestamp(as_of.year, as_of.month, as_of.day)
+        log = _log_until(transitions, day)
+        complete = None if labels is None else complete_labels(labels, day, history.horizon_days)
+        kpis[as_of] = [
+            active_learner_rate(log),
+            progression_velocity(log, decisions, runs.get("ST_002")),
+            mastery_within_60_days(log, customers, day),
+            risk_detection_days(log, decisions, runs.get(RISK_TAG)),
+            recovery_rate(log, scores[scores["as_of"] <= day]),
+            automation_accuracy(log, day, complete),
+        ]
+    return kpis
+
+
+__all__ = ["KpiHistory", "kpi_history", "kpis_day_by_day", "kpis_on_days"]

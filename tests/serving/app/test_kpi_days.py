@@ -1,0 +1,140 @@
+"""The KPIs of many days at once (``serving.app.kpi_days``) against each day's log rebuilt.
+
+The hand-built histories of ``test_kpis`` (whose values are counted by hand there) are measured
+on every day they span: the day masks over what was found once must give the very KPIs, details
+and splits included, that rebuilding each day's log gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, timedelta
+
+import pandas as pd
+import pytest
+
+from serving.app.kpi_days import kpi_history, kpis_day_by_day, kpis_on_days
+from serving.app.kpis import compute_kpis_on_days
+from tests.serving.app.test_kpis import (
+    CONTROL_FLAGS,
+    ENROLLED,
+    HISTORY,
+    RUN_HISTORY,
+    RUN_INPUTS,
+    customers_frame,
+    decision_days,
+    labels_frame,
+    scores_frame,
+    transitions_frame,
+)
+
+# b's risk move did not churn, c's did, a's label is for a non-risk move; i's is complete late.
+LABELS = [("b", "2024-03-20", 0), ("c", "2024-05-01", 1), ("a", "2024-03-12", 1)]
+LABELS += [("i", "2024-06-28", 0)]
+
+
+def _days(first: str, last: str) -> list[date]:
+    return [stamp.date() for stamp in pd.date_range(first, last)]
+
+
+def _history(history, decisions=None, labels=LABELS, enrolled=ENROLLED, until=date(2024, 8, 1)):
+    return kpi_history(
+        transitions_frame(history), scores_frame(CONTROL_FLAGS), customers_frame(enrolled),
+        until=until, outcomes=None if labels is None else labels_frame(labels),
+        decisions=decisions, horizon_days=30,
+    )  # fmt: skip
+
+
+def test_every_day_of_the_hand_built_history_gives_the_kpis_of_its_log_rebuilt():
+    # Given the hand-built history (Jan 2 - Jul 2), its control flags and labels
+    history = _history(HISTORY)
+    assert history.in_day_order
+    # When the KPIs of every fifth day from before the log to August, and of the days around
+    # a revert window's or a label window's end, are computed at once
+    edges = ["2024-03-26", "2024-03-27", "2024-04-17", "2024-04-18", "2024-05-29", "2024-05-30"]
+    edges += ["2024-06-16", "2024-06-17", "2024-07-26", "2024-07-27", "2024-07-02", "2024-07-03"]
+    days = sorted(
+        {*_days("2024-01-01", "2024-08-01")[::5], *(date.fromisoformat(d) for d in edges)}
+    )
+    at_once = kpis_on_days(history, days)
+    # Then each day's six KPIs are those of that day's log rebuilt, to the detail
+    assert at_once == kpis_day_by_day(history, days)
+    # and the days do differ (active rate, recovery, accuracy move over the months)
+    for position in (0, 4, 5):
+        assert len({kpis[position].detail for kpis in at_once.values()}) > 5
+    # the label of b's risk move (Mar 20) counts from Apr 18, its window's last day
+    accuracy = {day: kpis[5].detail for day, kpis in at_once.items()}
+    assert "0 refuted" in accuracy[date(2024, 4, 17)] and "1 refuted" in accuracy[date(2024, 4, 18)]
+
+
+def test_the_run_based_kpis_of_every_day_equal_those_of_the_days_log_rebuilt():
+    # Given the runs' history of June 1-10 and its decision inputs (with the days they loaded,
+    # and without: the days are then those present in the inputs)
+    decisions = decision_days(RUN_INPUTS)
+    for given in (decisions, replace(decisions, loaded=tuple(_days("2024-06-01", "2024-06-10")))):
+        history = _history(RUN_HISTORY, decisions=given, labels=None)
+        days = _days("2024-05-31", "2024-06-12")
+        # When every day is computed at once / Then it is each day's log rebuilt
+        at_once = kpis_on_days(history, days)
+        assert at_once == kpis_day_by_day(history, days)
+        # and detection speed is measured on June 8 (r and s, 3.5 days: test_kpis counts it)
+        assert at_once[date(2024, 6, 8)][3].value == pytest.approx(3.5)
+        assert at_once[date(2024, 6, 7)][3].value is None
+
+
+def test_a_learner_s_history_alone_is_the_history_of_that_learner_s_rows():
+    # Given the whole history's KPI inputs found once, without and with decision inputs
+    runs = decision_days(RUN_INPUTS)
+    cases = [
+        (HISTORY, None, LABELS, {"b", "c", "i"}, _days("2024-01-01", "2024-08-01")[::6]),
+        (RUN_HISTORY, runs, None, {"r", "q"}, _days("2024-06-01", "2024-06-10")),
+    ]
+    for rows, decisions, labels, chosen, days in cases:
+        whole = _history(rows, decisions=decisions, labels=labels)
+        # When narrowed to some learners
+        narrowed = whole.of_learners(sorted(chosen))
+        # Then their KPIs are those of a history of their rows alone, every day
+        own = None
+        if decisions is not None:
+            own = replace(
+                decisions, inputs=decisions.inputs[decisions.inputs["customer_id"].isin(chosen)]
+            )
+        alone = _history(
+            [row for row in rows if row[0] in chosen], decisions=own,
+            labels=None if labels is None else [row for row in labels if row[0] in chosen],
+            enrolled={key: day for key, day in ENROLLED.items() if key in chosen},
+        )  # fmt: skip
+        assert kpis_on_days(narrowed, days) == kpis_on_days(alone, days)
+        assert kpis_on_days(narrowed, days) != kpis_on_days(whole, days)
+
+
+def test_a_log_whose_days_go_back_within_a_learner_is_measured_day_by_day():
+    # Given x's second transition (by id) dated before the first, as a rerun of an earlier day
+    # can record it
+    history = [
+        ("x", "2024-06-10", None, "ST_001", "R01", "2024-06-10 01:00"),
+        ("x", "2024-06-05", "ST_001", "ST_004", "R04", "2024-06-11 01:00"),
+        ("y", "2024-06-01", None, "ST_001", "R01", "2024-06-01 01:00"),
+    ]
+    found = _history(history, labels=None, until=date(2024, 6, 20))
+    # Then the masks are not trusted: the day-by-day reference gives the KPIs
+    assert not found.in_day_order
+    days = _days("2024-06-01", "2024-06-20")
+    assert kpis_on_days(found, days) == kpis_day_by_day(found, days)
+    # On June 7 the log holds y (ST_001) and x's ST_004 move: 1 of 2 live learners active
+    assert kpis_on_days(found, [date(2024, 6, 7)])[date(2024, 6, 7)][0].value == 50.0
+
+
+def test_a_day_after_the_history_is_refused_and_no_day_gives_no_kpis():
+    history = _history(HISTORY, until=date(2024, 6, 30))
+    with pytest.raises(ValueError, match="after the KPI history's last day"):
+        kpis_on_days(history, [date(2024, 6, 30) + timedelta(days=1)])
+    assert (
+        compute_kpis_on_days(
+            transitions_frame(HISTORY),
+            scores_frame(CONTROL_FLAGS),
+            customers_frame(ENROLLED),
+            days=[],
+        )
+        == {}
+    )
