@@ -32,6 +32,7 @@ from serving.core.calllist import CALL_LIST_ORDER, URGENT_PRIORITIES
 from serving.core.tags import STATUS_TAGS
 
 COHORT = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+BEHAVIOUR = re.compile(r"^BT_\d{3}$")
 SORTS: dict[str, tuple[list[str], list[bool]]] = {
     "priority": CALL_LIST_ORDER,
     "value_at_risk": (["value_at_risk", "customer_id"], [False, True]),
@@ -48,6 +49,8 @@ class DashboardFilters(BaseModel):
         tier: a product tag (PT_001..PT_003).
         cohort: an enrolment month, ``YYYY-MM``.
         tag: a status tag (ST_001..ST_006): learners in it at the end of the date range.
+        behaviour: a behaviour tag (BT_xxx): learners holding it on the latest batch day (the
+            pages refuse one no learner holds, naming those that are).
         start: the first batch day shown; ``end`` the last.
     """
 
@@ -56,10 +59,11 @@ class DashboardFilters(BaseModel):
     tier: str | None = None
     cohort: str | None = None
     tag: str | None = None
+    behaviour: str | None = None
     start: date | None = None
     end: date | None = None
 
-    @field_validator("tier", "cohort", "tag", mode="before")
+    @field_validator("tier", "cohort", "tag", "behaviour", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -78,6 +82,13 @@ class DashboardFilters(BaseModel):
             raise ValueError(f"unknown status tag {value!r}: one of {', '.join(STATUS_TAGS)}")
         return value
 
+    @field_validator("behaviour")
+    @classmethod
+    def _behaviour_id(cls, value: str | None) -> str | None:
+        if value is not None and not BEHAVIOUR.match(value):
+            raise ValueError(f"behaviour tag {value!r} is not a BT_xxx id")
+        return value
+
     @field_validator("cohort")
     @classmethod
     def _month(cls, value: str | None) -> str | None:
@@ -94,7 +105,8 @@ class DashboardFilters(BaseModel):
     @property
     def narrows_learners(self) -> bool:
         """Whether the filters select some learners rather than everyone."""
-        return any(value is not None for value in (self.tier, self.cohort, self.tag))
+        chosen = (self.tier, self.cohort, self.tag, self.behaviour)
+        return any(value is not None for value in chosen)
 
 
 def days_in_range(days: Sequence[date], filters: DashboardFilters) -> list[date]:
