@@ -5,7 +5,8 @@
 - ``tag_flows`` / ``moves_by_rule``: the moves between tags over a period (the Sankey's links)
   and the same moves by rule, with the rule's description from the audit log's reason.
 - ``present_behaviours`` / ``holding_behaviour``: the behaviour tags (BT_xxx) the latest scores
-  carry, and the learners holding one.
+  carry, and the learners holding one; ``behaviours_held`` / ``with_behaviour`` the same over the
+  cached frames (the filter's options, and the filter refusing a tag no learner holds).
 
 A learner's tag on a day is their last transition on or before it (the audit log's order, ``id``,
 breaks ties within a day). The audit log only knows a learner from their first transition (the
@@ -23,6 +24,7 @@ import duckdb
 import pandas as pd
 
 from rules.behaviours import SEPARATOR
+from serving.app.dashboard import DashboardFrames
 from serving.core.tags import CHURNED_TAG, STATUS_TAGS
 
 NEW = "new"
@@ -245,14 +247,43 @@ def holding_behaviour(learners: pd.DataFrame, scores: pd.DataFrame, behaviour: s
     ).df()[list(learners.columns)]
 
 
+def with_behaviour(
+    frames: DashboardFrames, learners: pd.DataFrame, behaviour: str | None
+) -> pd.DataFrame:
+    """``learners`` narrowed to those holding ``behaviour`` on the latest batch day.
+
+    Raises:
+        ValueError: no learner holds ``behaviour`` (naming the tags held).
+    """
+    if behaviour is None:
+        return learners
+    held = behaviours_held(frames)
+    if behaviour not in held:
+        raise ValueError(
+            f"behaviour tag {behaviour!r} is held by no learner on {frames.latest_day}: "
+            f"one of {', '.join(held) or 'none'}"
+        )
+    return holding_behaviour(learners, frames.latest_scores, behaviour)
+
+
+def behaviours_held(frames: DashboardFrames) -> list[str]:
+    """The behaviour tags the latest scores carry (the filter's options), read once per history."""
+    key = ("behaviours-held",)
+    if key not in frames.memo:
+        frames.memo[key] = present_behaviours(frames.latest_scores)
+    return frames.memo[key]
+
+
 __all__ = [
     "GRID_COLUMNS",
     "MANUAL",
     "NEW",
+    "behaviours_held",
     "holding_behaviour",
     "known_rules",
     "moves_by_rule",
     "present_behaviours",
     "retention_grid",
     "tag_flows",
+    "with_behaviour",
 ]

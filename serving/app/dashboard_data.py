@@ -299,7 +299,8 @@ def kpi_trend(
 
     Returns:
         One row per day and KPI: ``day``, ``id``, ``name``, ``value`` (NaN without data),
-        ``target``, ``comparison``, ``unit``.
+        ``target``, ``comparison``, ``unit``, and ``treated`` / ``control``: the value split by
+        the control group where the KPI is split (``Kpi.treated``/``control``), NaN elsewhere.
     """
     if learners is not None:
         chosen = set(learners["customer_id"].astype(str))
@@ -324,12 +325,15 @@ def kpi_trend(
             "target": kpi.target,
             "comparison": kpi.comparison,
             "unit": kpi.unit,
+            "treated": kpi.treated,
+            "control": kpi.control,
         }
         for day, kpis in on_days.items()
         for kpi in kpis
     ]
-    columns = ["day", "id", "name", "value", "target", "comparison", "unit"]
-    return pd.DataFrame(rows, columns=columns).astype({"value": "float64"})
+    columns = ["day", "id", "name", "value", "target", "comparison", "unit", "treated", "control"]
+    floats = {"value": "float64", "treated": "float64", "control": "float64"}
+    return pd.DataFrame(rows, columns=columns).astype(floats)
 
 
 __all__ = [
