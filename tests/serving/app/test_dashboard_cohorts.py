@@ -41,8 +41,8 @@ ROWS = [
     (4, "a", "2026-04-08", "ST_001", "ST_004", "R06", "declining"),
     (5, "c", "2026-04-08", "ST_001", "ST_003", "R02", "mastery"),
     (6, "c", "2026-04-08", "ST_003", "ST_004", None, "CS lead: stalled"),  # later the same day
-    (7, "b", "2026-04-10", "ST_002", "ST_006", "R09", "churned"),
-    (8, "a", "2026-04-15", "ST_004", "ST_006", "R09", "churned"),
+    (7, "a", "2026-04-15", "ST_004", "ST_006", "R09", "churned"),
+    (8, "b", "2026-04-16", "ST_002", "ST_006", "R09", "churned"),  # the last day of b's week 5
 ]
 LOG = pd.DataFrame(
     ROWS, columns=["id", "customer_id", "as_of", "from_tag", "to_tag", "rule_id", "reason"]
@@ -64,7 +64,7 @@ def test_the_grid_counts_each_known_learners_tag_at_the_end_of_each_week():
     # week 4: a Active (04-05), b Progressing (04-09) -> 2 known, 2 live
     week4 = _cell(grid, "2026-03", 4)
     assert week4[["known", "live", "ST_001", "ST_002"]].tolist() == [2, 2, 1, 1]
-    # week 5: a Declining (04-12), b Churned (04-16) -> half live
+    # week 5: a Declining (04-12), b Churned on 04-16, its week's last day -> half live
     week5 = _cell(grid, "2026-03", 5)
     assert week5[["known", "live", "ST_004", "ST_006"]].tolist() == [2, 1, 1, 1]
     assert week5["share_live"] == 0.5
@@ -114,7 +114,7 @@ def test_moves_by_rule_name_the_rules_reason_and_count_its_moves():
     assert by_rule["moves"].to_dict() == {"R09": 2, "R02": 1, "R06": 1, MANUAL: 1}
     assert by_rule.loc["R09", "description"] == "churned"
     assert by_rule.loc[MANUAL, "description"] == "CS lead: stalled"
-    assert moves_by_rule(LOG, date(2026, 4, 16), LATEST).empty
+    assert moves_by_rule(LOG, date(2026, 4, 17), LATEST).empty
     assert known_rules(LOG, ["R01", "R16"]) == ["R01", "R02", "R06", "R09", "R11", "R16", MANUAL]
 
 
