@@ -35,6 +35,8 @@ from serving.core.tags import STATUS_TAGS
 
 NEW_COLOR = "#aab7b8"
 COLORS = dict(zip(STATUS_TAGS, TAG_COLORS, strict=True)) | {NEW: NEW_COLOR}
+LIVE_SCALE = [[0.0, "#c0392b"], [0.5, "#f4d03f"], [1.0, "#1e8449"]]
+"""0 % live red, half yellow, all live green (plotly.js knows no "RdYlGn" by name)."""
 NO_TAGS = pd.DataFrame({"customer_id": pd.Series(dtype=str), "tag": pd.Series(dtype=str)})
 
 
@@ -64,7 +66,7 @@ def retention_heatmap(grid: pd.DataFrame) -> dict[str, Any]:
             "type": "heatmap", "x": weeks, "y": cohorts,
             "z": z.astype(object).where(z.notna(), None).values.tolist(),
             "text": text.values.tolist(), "hovertemplate": "%{text}<extra></extra>",
-            "colorscale": "RdYlGn", "zmin": 0, "zmax": 100, "hoverongaps": False,
+            "colorscale": LIVE_SCALE, "zmin": 0, "zmax": 100, "hoverongaps": False,
             "colorbar": {"title": {"text": "% live"}},
         }
     ]  # fmt: skip
