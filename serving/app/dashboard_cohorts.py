@@ -32,14 +32,17 @@ NEW = "new"
 MANUAL = "manual"
 """The rule id of a person's move (the audit log's null ``rule_id``)."""
 GRID_COLUMNS = ["cohort", "week", "cohort_size", "known", "live", "share_live", *STATUS_TAGS]
+FLOW_COLUMNS = ["id", "customer_id", "as_of", "from_tag", "to_tag", "rule_id", "reason"]
 WEEK_DAYS = 7
 LAST_DAY_OF_WEEK = WEEK_DAYS - 1
 
 
-def _log(transitions: pd.DataFrame, learners: pd.DataFrame | None) -> duckdb.DuckDBPyConnection:
-    """A connection with the audit log registered as ``log``, narrowed to ``learners``."""
+def _log(
+    transitions: pd.DataFrame, learners: pd.DataFrame | None, columns: list[str]
+) -> duckdb.DuckDBPyConnection:
+    """A connection with the audit log's ``columns`` registered as ``log``, narrowed to
+    ``learners`` (a scan reads every registered column: the long reasons only when asked)."""
     con = duckdb.connect()
-    columns = ["id", "customer_id", "as_of", "from_tag", "to_tag", "rule_id", "reason"]
     con.register("full_log", transitions[columns])
     if learners is None:
         con.execute("CREATE VIEW log AS SELECT * FROM full_log")
@@ -103,20 +106,15 @@ def retention_grid(
         ST_006, ``share_live`` = live / known (NaN when none is known: a blank cell, not 0) and
         one count per status tag.
     """
-    con = _log(transitions, learners)
-    people = pd.DataFrame(
-        {
-            "customer_id": customers["customer_id"].astype(str).to_numpy(),
-            "enrolled": pd.to_datetime(customers["enrolled_at"], utc=True)
-            .dt.tz_localize(None)
-            .dt.normalize()
-            .to_numpy(),
-        }
-    )
+    con = _log(transitions, learners, ["id", "customer_id", "as_of", "to_tag"])
+    enrolled = pd.to_datetime(customers["enrolled_at"], utc=True).dt.tz_localize(None)
+    # The ids stay in their column's (Arrow) strings: a numpy copy costs a Python str each.
+    people = pd.DataFrame({"customer_id": customers["customer_id"], "enrolled": enrolled})
     con.register("all_people", people)
     chosen = "SEMI JOIN chosen USING (customer_id)" if learners is not None else ""
     con.execute(
-        "CREATE TABLE people AS SELECT customer_id, enrolled::DATE AS enrolled, "
+        "CREATE TABLE people AS SELECT customer_id::VARCHAR AS customer_id, "
+        "enrolled::DATE AS enrolled, "
         f"strftime(enrolled, '%Y-%m') AS cohort FROM all_people {chosen}"
     )
     con.execute(f"CREATE TABLE changes AS {_spans_sql()}", {"latest": pd.Timestamp(latest_day)})
@@ -190,7 +188,7 @@ def tag_flows(
     Returns:
         ``from_tag`` (``NEW`` for an onboarding), ``to_tag``, ``moves``: most moves first.
     """
-    con = _log(transitions, learners)
+    con = _log(transitions, learners, FLOW_COLUMNS)
     _period(con, start, end, rule)
     return con.execute(
         "SELECT from_tag, to_tag, count(*) AS moves FROM moves GROUP BY ALL "
@@ -212,7 +210,7 @@ def moves_by_rule(
     should a rule's text have changed over the period); a person's moves are ``MANUAL``, their
     description the most frequent reason given. Most moves first.
     """
-    con = _log(transitions, learners)
+    con = _log(transitions, learners, FLOW_COLUMNS)
     _period(con, start, end, rule)
     return con.execute(
         "SELECT rule_id, mode(reason) AS description, count(*) AS moves FROM moves "

@@ -135,8 +135,8 @@ def cohorts_page(cache: DashboardCache, filters: DashboardFilters, links: Links)
     """
     frames = cache.frames()
     latest = frames.latest_day
-    key = ("grid", filters.tier, filters.cohort, filters.behaviour)
-    chosen = selected_learners(frames, filters)
+    chosen = _memo(frames, _selection(filters), lambda: selected_learners(frames, filters))
+    key = ("grid", *_selection(filters)[1:])
     grid = _memo(
         frames, key, lambda: retention_grid(frames.transitions, frames.customers, latest, chosen)
     )
@@ -144,7 +144,7 @@ def cohorts_page(cache: DashboardCache, filters: DashboardFilters, links: Links)
     charts = [] if known.empty else [{"id": "retention-chart", **retention_heatmap(grid)}]
     context = {
         "page": "cohorts", "links": links, "filters": filters, "latest_day": latest,
-        "first_day": frames.days[0], "options": filter_options(frames),
+        "first_day": frames.days[0], "options": _options(frames),
         "learners": len(frames.customers) if chosen is None else len(chosen),
         "cells": known.to_dict("records"), "tags": list(STATUS_TAGS),
         "charts": charts, "charts_json": _charts_json(charts),
@@ -167,18 +167,28 @@ def flows_page(
     if rule is not None and rule not in rules:
         raise ValueError(f"unknown rule {rule!r}: one of {', '.join(rules)}")
     start, end = filters.start or frames.days[0], filters.end or frames.latest_day
-    chosen = selected_learners(frames, filters)
+    chosen = _memo(frames, _selection(filters), lambda: selected_learners(frames, filters))
     key = ("flows", filters, rule)
     flows, by_rule = _memo(frames, key, lambda: _flows(frames, start, end, rule, chosen))
     charts = [] if flows.empty else [{"id": "flows-chart", **flows_sankey(flows)}]
     context = {
         "page": "flows", "links": links, "filters": filters, "rule": rule, "rules": rules,
         "start": start, "end": end, "latest_day": frames.latest_day,
-        "options": filter_options(frames), "moves": int(flows["moves"].sum()),
+        "options": _options(frames), "moves": int(flows["moves"].sum()),
         "flows": flows.to_dict("records"), "by_rule": by_rule.to_dict("records"),
         "charts": charts, "charts_json": _charts_json(charts),
     }  # fmt: skip
     return render_html(context, "dashboard_flows.html.j2")
+
+
+def _options(frames: DashboardFrames) -> dict[str, list[str]]:
+    # The months of a million enrolments cost a tenth of a second: once per history.
+    return _memo(frames, ("filter-options",), lambda: filter_options(frames))
+
+
+def _selection(filters: DashboardFilters) -> tuple[str, str | None, str | None, str | None]:
+    """The memo key of the learners the tier, cohort and behaviour filters select."""
+    return ("flow-learners", filters.tier, filters.cohort, filters.behaviour)
 
 
 def _flows(
