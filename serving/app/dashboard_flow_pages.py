@@ -137,11 +137,7 @@ def cohorts_page(cache: DashboardCache, filters: DashboardFilters, links: Links)
     latest = frames.latest_day
     chosen = _memo(frames, _selection(filters), lambda: selected_learners(frames, filters))
     key = ("grid", *_selection(filters)[1:])
-    grid = _memo(
-        frames, key, lambda: retention_grid(frames.transitions, frames.customers, latest, chosen)
-    )
-    known = grid[grid["known"] > 0]
-    charts = [] if known.empty else [{"id": "retention-chart", **retention_heatmap(grid)}]
+    known, charts = _memo(frames, key, lambda: _grid(frames, latest, chosen))
     context = {
         "page": "cohorts", "links": links, "filters": filters, "latest_day": latest,
         "first_day": frames.days[0], "options": _options(frames),
@@ -179,6 +175,15 @@ def flows_page(
         "charts": charts, "charts_json": _charts_json(charts),
     }  # fmt: skip
     return render_html(context, "dashboard_flows.html.j2")
+
+
+def _grid(
+    frames: DashboardFrames, latest: date, chosen: pd.DataFrame | None
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The grid's known cells and its heatmap (none when no cell is known)."""
+    grid = retention_grid(frames.transitions, frames.customers, latest, chosen)
+    known = grid[grid["known"] > 0]
+    return known, [] if known.empty else [{"id": "retention-chart", **retention_heatmap(grid)}]
 
 
 def _options(frames: DashboardFrames) -> dict[str, list[str]]:
