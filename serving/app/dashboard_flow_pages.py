@@ -158,18 +158,19 @@ def flows_page(
         ValueError: an unknown rule (naming the known ones) or a behaviour tag no learner holds.
     """
     frames = cache.frames()
+    latest = frames.latest_day  # NotFound before any other question
     rules = _memo(frames, ("rules",), lambda: _known_rules(cache, frames))
     rule = rule.strip() if rule and rule.strip() else None
     if rule is not None and rule not in rules:
         raise ValueError(f"unknown rule {rule!r}: one of {', '.join(rules)}")
-    start, end = filters.start or frames.days[0], filters.end or frames.latest_day
+    start, end = filters.start or frames.days[0], filters.end or latest
     chosen = _memo(frames, _selection(filters), lambda: selected_learners(frames, filters))
     key = ("flows", filters, rule)
     flows, by_rule = _memo(frames, key, lambda: _flows(frames, start, end, rule, chosen))
     charts = [] if flows.empty else [{"id": "flows-chart", **flows_sankey(flows)}]
     context = {
         "page": "flows", "links": links, "filters": filters, "rule": rule, "rules": rules,
-        "start": start, "end": end, "latest_day": frames.latest_day,
+        "start": start, "end": end, "latest_day": latest,
         "options": _options(frames), "moves": int(flows["moves"].sum()),
         "flows": flows.to_dict("records"), "by_rule": by_rule.to_dict("records"),
         "charts": charts, "charts_json": _charts_json(charts),

@@ -4,11 +4,14 @@ Three pages, each served live (``/dashboard``, ``/dashboard/calls``,
 ``/dashboard/learner/{id}``) and written as files by ``lstep dashboard --out DIR``:
 
 - **overview**: status tags over time (stacked area) for the filtered learners, the six KPIs as
-  trends over the batch days against their targets, and revenue at risk and projected lifetime
-  value by tier and tag;
+  trends over the batch days against their targets (treated vs control where a KPI is split), and
+  revenue at risk and projected lifetime value by tier and tag;
 - **calls**: the latest day's call list, searched by learner id and sorted;
 - **learner**: one learner's tag history (each move's rule and the facts it fired on), latest
   score and overrides.
+
+The cohorts (retention grid) and flows (Sankey of tag moves) pages are
+``serving.app.dashboard_flow_pages``; they link and filter as these do.
 
 Figures are plain Plotly JSON specs (no Python figure objects: they validate every attribute and
 cost more than the page); the browser draws them with ``plotly.min.js``, which ships inside the
