@@ -174,3 +174,22 @@ def test_the_static_export_writes_the_cohorts_and_flows_pages(dashboard, tmp_pat
     flows = (tmp_path / "flows.html").read_text()
     assert 'href="cohorts.html"' in flows and "/dashboard" not in flows
     assert "retention-chart" in _charts((tmp_path / "cohorts.html").read_text())
+
+
+def test_before_any_batch_day_both_pages_say_so(tmp_path):
+    from serving.core.problems import NotFound
+    from serving.infra.store import StateStore
+
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", scores_dir=tmp_path / "scores")
+    try:
+        source = DashboardSource(
+            store=store, customers_path=tmp_path / "none.parquet",
+            events_path=tmp_path / "none.parquet", data_dir=tmp_path,
+            ruleset=packaged_ruleset(None),
+        )  # fmt: skip
+        cache = DashboardCache(source, lambda: NOW)
+        for page in (cohorts_page, flows_page):
+            with pytest.raises(NotFound, match="no completed batch run"):
+                page(cache, DashboardFilters(), LINKS)
+    finally:
+        store.close()
