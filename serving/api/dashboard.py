@@ -87,6 +87,29 @@ def dashboard_app(cache: Callable[[], DashboardCache] = dashboard_cache) -> Any:
         except NotFound as error:
             return problem(error, HTTPStatus.NOT_FOUND)
 
+    _add_flow_routes(app, cache, links, problem)
+
+    @app.get("/learner/{customer_id}", response_class=HTMLResponse, response_model=None)
+    def learner(customer_id: str):
+        try:
+            return HTMLResponse(learner_page(cache().source.store, customer_id, links))
+        except NotFound as error:
+            return problem(error, HTTPStatus.NOT_FOUND)
+
+    @app.get(f"/static/{PLOTLY_JS}", response_model=None)
+    def script():
+        headers = {"Cache-Control": JS_CACHE}
+        return Response(_plotly_bytes(), media_type="text/javascript", headers=headers)
+
+    return app
+
+
+def _add_flow_routes(
+    app: Any, cache: Callable[[], DashboardCache], links: Links, problem: Callable[..., Any]
+) -> None:
+    """``/cohorts`` (the retention grid) and ``/flows`` (moves between tags) on ``app``."""
+    from fastapi.responses import HTMLResponse
+
     @app.get("/cohorts", response_class=HTMLResponse, response_model=None)
     def cohorts(tier: str | None = None, cohort: str | None = None, behaviour: str | None = None):
         try:
@@ -111,20 +134,6 @@ def dashboard_app(cache: Callable[[], DashboardCache] = dashboard_cache) -> Any:
             return problem(_first_error(error), HTTPStatus.BAD_REQUEST)
         except NotFound as error:
             return problem(error, HTTPStatus.NOT_FOUND)
-
-    @app.get("/learner/{customer_id}", response_class=HTMLResponse, response_model=None)
-    def learner(customer_id: str):
-        try:
-            return HTMLResponse(learner_page(cache().source.store, customer_id, links))
-        except NotFound as error:
-            return problem(error, HTTPStatus.NOT_FOUND)
-
-    @app.get(f"/static/{PLOTLY_JS}", response_model=None)
-    def script():
-        headers = {"Cache-Control": JS_CACHE}
-        return Response(_plotly_bytes(), media_type="text/javascript", headers=headers)
-
-    return app
 
 
 @functools.cache
