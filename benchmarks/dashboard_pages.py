@@ -29,6 +29,7 @@ import pandas as pd
 
 from serving.app.dashboard import DashboardCache, DashboardSource
 from serving.app.dashboard_data import DashboardFilters
+from serving.app.dashboard_flow_pages import cohorts_page, flows_page
 from serving.app.dashboard_pages import (
     Links,
     calls_page,
@@ -117,7 +118,8 @@ def _scores(rng: np.random.Generator, ids: np.ndarray, day: date) -> pd.DataFram
         "p_high": np.minimum(p * 1.1, 1), "confidence": rng.random(n),
         "priority": rng.choice(["P1", "P2", "P3", "P4"], n), "action": "call",
         "control": rng.random(n) < 0.1, "value_at_risk": p * 100, "model_version": "1",
-        "run_id": f"run-{day}", "campaign_id": None, "channel": None, "behaviour_tags": None,
+        "run_id": f"run-{day}", "campaign_id": None, "channel": None,
+        "behaviour_tags": rng.choice(["", "BT_001", "BT_002,BT_006", "BT_001,BT_004,BT_008"], n),
         "expected_months": 12 * (1 - p), "projected_value": 1000 * (1 - p),
     })  # fmt: skip
 
@@ -204,8 +206,27 @@ def main() -> None:
             scan,
         )
         timed("learner", lambda: learner_page(source.store, "S000000042", links), scan)
+        flow_pages(source, links)
         background_day(source, cache, links)
         source.store.close()
+
+
+def flow_pages(source: DashboardSource, links: Links) -> None:
+    """The cohorts and flows pages on a cache of their own: cold reads the store's frames."""
+    cache = DashboardCache(source, lambda: NOW)
+    filtered = DashboardFilters(tier="PT_001", behaviour="BT_002")
+    everyone = DashboardFilters()
+    timed("cohorts, cold (reads the store)", lambda: cohorts_page(cache, everyone, links))
+    timed("cohorts, warm", lambda: cohorts_page(cache, everyone, links))
+    timed("cohorts, tier + behaviour, first", lambda: cohorts_page(cache, filtered, links))
+    timed("cohorts, tier + behaviour, again", lambda: cohorts_page(cache, filtered, links))
+    cold = DashboardCache(source, lambda: NOW)
+    timed("flows, cold (reads the store)", lambda: flows_page(cold, everyone, links))
+    timed("flows, warm", lambda: flows_page(cold, everyone, links))
+    timed("flows, rule R01 + tier + behaviour, first",
+          lambda: flows_page(cold, filtered, links, rule="R01"))  # fmt: skip
+    timed("flows, rule R01 + tier + behaviour, again",
+          lambda: flows_page(cold, filtered, links, rule="R01"))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The live dashboard beside the API: ``GET /dashboard`` (overview), ``/dashboard/calls``,
+``/dashboard/cohorts`` (retention grid), ``/dashboard/flows`` (moves between tags),
 ``/dashboard/learner/{id}`` and the plotly.js they draw with (``/dashboard/static/plotly.min.js``).
 
 Read-only, no token. Each process keeps one ``DashboardCache`` (opened on the first request) over
@@ -16,6 +17,7 @@ from typing import Any
 from serving.api.bento import ServiceSettings
 from serving.app.dashboard import DashboardCache, DashboardSource
 from serving.app.dashboard_data import DashboardFilters
+from serving.app.dashboard_flow_pages import cohorts_page, flows_page
 from serving.app.dashboard_pages import (
     PLOTLY_JS,
     Links,
@@ -65,12 +67,13 @@ def dashboard_app(cache: Callable[[], DashboardCache] = dashboard_cache) -> Any:
     @app.get("/", response_class=HTMLResponse, response_model=None)
     def overview(
         tier: str | None = None, cohort: str | None = None, tag: str | None = None,
-        start: str | None = None, end: str | None = None,
+        start: str | None = None, end: str | None = None, behaviour: str | None = None,
     ):  # fmt: skip
         try:
             filters = DashboardFilters(
-                tier=tier, cohort=cohort, tag=tag, start=_day(start), end=_day(end)
-            )
+                tier=tier, cohort=cohort, tag=tag, behaviour=behaviour,
+                start=_day(start), end=_day(end),
+            )  # fmt: skip
             return HTMLResponse(overview_page(cache(), filters, links))
         except ValueError as error:
             return problem(_first_error(error), HTTPStatus.BAD_REQUEST)
@@ -86,6 +89,8 @@ def dashboard_app(cache: Callable[[], DashboardCache] = dashboard_cache) -> Any:
         except NotFound as error:
             return problem(error, HTTPStatus.NOT_FOUND)
 
+    _add_flow_routes(app, cache, links, problem)
+
     @app.get("/learner/{customer_id}", response_class=HTMLResponse, response_model=None)
     def learner(customer_id: str):
         try:
@@ -99,6 +104,38 @@ def dashboard_app(cache: Callable[[], DashboardCache] = dashboard_cache) -> Any:
         return Response(_plotly_bytes(), media_type="text/javascript", headers=headers)
 
     return app
+
+
+def _add_flow_routes(
+    app: Any, cache: Callable[[], DashboardCache], links: Links, problem: Callable[..., Any]
+) -> None:
+    """``/cohorts`` (the retention grid) and ``/flows`` (moves between tags) on ``app``."""
+    from fastapi.responses import HTMLResponse
+
+    @app.get("/cohorts", response_class=HTMLResponse, response_model=None)
+    def cohorts(tier: str | None = None, cohort: str | None = None, behaviour: str | None = None):
+        try:
+            filters = DashboardFilters(tier=tier, cohort=cohort, behaviour=behaviour)
+            return HTMLResponse(cohorts_page(cache(), filters, links))
+        except ValueError as error:
+            return problem(_first_error(error), HTTPStatus.BAD_REQUEST)
+        except NotFound as error:
+            return problem(error, HTTPStatus.NOT_FOUND)
+
+    @app.get("/flows", response_class=HTMLResponse, response_model=None)
+    def flows(
+        start: str | None = None, end: str | None = None, rule: str | None = None,
+        tier: str | None = None, cohort: str | None = None, behaviour: str | None = None,
+    ):  # fmt: skip
+        try:
+            filters = DashboardFilters(
+                tier=tier, cohort=cohort, behaviour=behaviour, start=_day(start), end=_day(end)
+            )
+            return HTMLResponse(flows_page(cache(), filters, links, rule=rule))
+        except ValueError as error:
+            return problem(_first_error(error), HTTPStatus.BAD_REQUEST)
+        except NotFound as error:
+            return problem(error, HTTPStatus.NOT_FOUND)
 
 
 @functools.cache

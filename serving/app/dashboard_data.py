@@ -33,6 +33,7 @@ from serving.core.calllist import CALL_LIST_ORDER, URGENT_PRIORITIES
 from serving.core.tags import STATUS_TAGS
 
 COHORT = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+BEHAVIOUR = re.compile(r"^BT_\d{3}$")
 SORTS: dict[str, tuple[list[str], list[bool]]] = {
     "priority": CALL_LIST_ORDER,
     "value_at_risk": (["value_at_risk", "customer_id"], [False, True]),
@@ -49,6 +50,8 @@ class DashboardFilters(BaseModel):
         tier: a product tag (PT_001..PT_003).
         cohort: an enrolment month, ``YYYY-MM``.
         tag: a status tag (ST_001..ST_006): learners in it at the end of the date range.
+        behaviour: a behaviour tag (BT_xxx): learners holding it on the latest batch day (the
+            pages refuse one no learner holds, naming those that are).
         start: the first batch day shown; ``end`` the last.
     """
 
@@ -57,10 +60,11 @@ class DashboardFilters(BaseModel):
     tier: str | None = None
     cohort: str | None = None
     tag: str | None = None
+    behaviour: str | None = None
     start: date | None = None
     end: date | None = None
 
-    @field_validator("tier", "cohort", "tag", mode="before")
+    @field_validator("tier", "cohort", "tag", "behaviour", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -79,6 +83,13 @@ class DashboardFilters(BaseModel):
             raise ValueError(f"unknown status tag {value!r}: one of {', '.join(STATUS_TAGS)}")
         return value
 
+    @field_validator("behaviour")
+    @classmethod
+    def _behaviour_id(cls, value: str | None) -> str | None:
+        if value is not None and not BEHAVIOUR.match(value):
+            raise ValueError(f"behaviour tag {value!r} is not a BT_xxx id")
+        return value
+
     @field_validator("cohort")
     @classmethod
     def _month(cls, value: str | None) -> str | None:
@@ -95,7 +106,8 @@ class DashboardFilters(BaseModel):
     @property
     def narrows_learners(self) -> bool:
         """Whether the filters select some learners rather than everyone."""
-        return any(value is not None for value in (self.tier, self.cohort, self.tag))
+        chosen = (self.tier, self.cohort, self.tag, self.behaviour)
+        return any(value is not None for value in chosen)
 
 
 def days_in_range(days: Sequence[date], filters: DashboardFilters) -> list[date]:
@@ -308,11 +320,13 @@ def kpi_trend(
 
     Returns:
         One row per day and KPI: ``day``, ``id``, ``name``, ``value`` (NaN without data),
-        ``target``, ``comparison``, ``unit``.
+        ``target``, ``comparison``, ``unit``, and ``treated`` / ``control``: the value split by
+        the control group where the KPI is split (``Kpi.treated``/``control``), NaN elsewhere.
     """
-    columns = ["day", "id", "name", "value", "target", "comparison", "unit"]
+    columns = ["day", "id", "name", "value", "target", "comparison", "unit", "treated", "control"]
+    floats = {"value": "float64", "treated": "float64", "control": "float64"}
     if not days:
-        return pd.DataFrame(columns=columns).astype({"value": "float64"})
+        return pd.DataFrame(columns=columns).astype(floats)
     if history is None:
         history = kpi_history(
             inputs.transitions, inputs.scores, customers, until=max(days),
@@ -330,11 +344,13 @@ def kpi_trend(
             "target": kpi.target,
             "comparison": kpi.comparison,
             "unit": kpi.unit,
+            "treated": kpi.treated,
+            "control": kpi.control,
         }
         for day, kpis in on_days.items()
         for kpi in kpis
     ]
-    return pd.DataFrame(rows, columns=columns).astype({"value": "float64"})
+    return pd.DataFrame(rows, columns=columns).astype(floats)
 
 
 __all__ = [

@@ -4,11 +4,14 @@ Three pages, each served live (``/dashboard``, ``/dashboard/calls``,
 ``/dashboard/learner/{id}``) and written as files by ``lstep dashboard --out DIR``:
 
 - **overview**: status tags over time (stacked area) for the filtered learners, the six KPIs as
-  trends over the batch days against their targets, and revenue at risk and projected lifetime
-  value by tier and tag;
+  trends over the batch days against their targets (treated vs control where a KPI is split), and
+  revenue at risk and projected lifetime value by tier and tag;
 - **calls**: the latest day's call list, searched by learner id and sorted;
 - **learner**: one learner's tag history (each move's rule and the facts it fired on), latest
   score and overrides.
+
+The cohorts (retention grid) and flows (Sankey of tag moves) pages are
+``serving.app.dashboard_flow_pages``; they link and filter as these do.
 
 Figures are plain Plotly JSON specs (no Python figure objects: they validate every attribute and
 cost more than the page); the browser draws them with ``plotly.min.js``, which ships inside the
@@ -27,6 +30,7 @@ import pandas as pd
 
 from serving.app.charts import TAG_COLORS
 from serving.app.dashboard import DashboardCache, DashboardFrames
+from serving.app.dashboard_cohorts import behaviours_held, with_behaviour
 from serving.app.dashboard_data import (
     SORTS,
     DashboardFilters,
@@ -76,6 +80,12 @@ class Links:
 
     def calls(self, **query: Any) -> str:
         return "calls.html" if self.static else self._with(f"{self.root}/calls", query)
+
+    def cohorts(self, **query: Any) -> str:
+        return "cohorts.html" if self.static else self._with(f"{self.root}/cohorts", query)
+
+    def flows(self, **query: Any) -> str:
+        return "flows.html" if self.static else self._with(f"{self.root}/flows", query)
 
     def learner(self, customer_id: str) -> str:
         if self.static:
@@ -130,13 +140,33 @@ def kpi_charts(trend: pd.DataFrame) -> list[dict[str, Any]]:
                 "y": [target] * len(days),
                 "line": {"dash": "dash", "color": "#c0392b"},
             },
+            *_split_traces(rows, days),
         ]
         layout = {
             "title": {"text": f"{name} ({comparison} {target:g} {unit})"}, "height": 260,
-            "showlegend": False, "yaxis": {"title": unit}, "margin": {"t": 40, "b": 40},
+            "showlegend": len(data) > 2, "yaxis": {"title": unit}, "margin": {"t": 40, "b": 40},
+            "legend": {"orientation": "h", "y": -0.25},
         }  # fmt: skip
         charts.append({"id": f"kpi-{kpi_id}", "data": data, "layout": layout})
     return charts
+
+
+def _split_traces(rows: pd.DataFrame, days: list[str]) -> list[dict[str, Any]]:
+    """A KPI's treated and control lines (dotted), when the KPI is split on some day."""
+    if rows.empty or not rows[["treated", "control"]].notna().to_numpy().any():
+        return []
+    styles = {"treated": "#1e8449", "control": "#7f8c8d"}
+    return [
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": group,
+            "x": days,
+            "y": [None if pd.isna(v) else round(float(v), 2) for v in rows[group]],
+            "line": {"dash": "dot", "color": color},
+        }
+        for group, color in styles.items()
+    ]
 
 
 def value_chart(values: pd.DataFrame) -> dict[str, Any]:
@@ -279,8 +309,8 @@ def learner_page(store: StateStore, customer_id: str, links: Links) -> str:
 def write_dashboard(cache: DashboardCache, out: Path, *, learners: int = CALLS_SHOWN) -> list[Path]:
     """The pages as static files in ``out``, linked relatively, with plotly.js beside them.
 
-    The overview (unfiltered: a file has no server to filter with), the call list and a page
-    for each of its first ``learners`` learners.
+    The overview, the retention grid and the flows (unfiltered: a file has no server to filter
+    with), the call list and a page for each of its first ``learners`` learners.
 
     Returns:
         The files written.
@@ -288,12 +318,16 @@ def write_dashboard(cache: DashboardCache, out: Path, *, learners: int = CALLS_S
     Raises:
         NotFound: no completed batch day yet.
     """
+    from serving.app.dashboard_flow_pages import cohorts_page, flows_page  # it imports Links
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     links = Links(None)
     pages = {
         "index.html": overview_page(cache, DashboardFilters(), links),
         "calls.html": calls_page(cache, links, limit=learners),
+        "cohorts.html": cohorts_page(cache, DashboardFilters(), links),
+        "flows.html": flows_page(cache, DashboardFilters(), links),
     }
     listed, _ = call_rows(cache.frames().latest_scores, None, limit=learners)
     for customer_id in listed["customer_id"].astype(str):
@@ -328,13 +362,15 @@ def history_chart(history: pd.DataFrame) -> dict[str, Any]:
 
 
 def filter_options(frames: DashboardFrames) -> dict[str, list[str]]:
-    """What each filter can be set to: tiers, enrolment months, tags and batch days."""
+    """What each filter can be set to: tiers, enrolment months, tags, behaviour tags held on the
+    latest batch day and batch days."""
     enrolled = pd.to_datetime(frames.customers["enrolled_at"], utc=True)
     months = sorted(enrolled.dt.strftime("%Y-%m").unique()) if len(enrolled) else []
     return {
         "tiers": sorted(frames.customers["product_tag"].astype(str).unique()),
         "cohorts": months,
         "tags": list(STATUS_TAGS),
+        "behaviours": behaviours_held(frames),
         "days": [day.isoformat() for day in frames.days],
     }
 
@@ -349,18 +385,22 @@ def _learners(frames: DashboardFrames, filters: DashboardFilters, end: Any) -> p
             frames.customers, latest_tags(frames.transitions, end), DashboardFilters()
         ),
     )
-    return narrow_learners(everyone, filters)
+    return with_behaviour(frames, narrow_learners(everyone, filters), filters.behaviour)
 
 
-def _latest_kpis(trend: pd.DataFrame) -> list[dict[str, str]]:
+def _latest_kpis(trend: pd.DataFrame) -> list[dict[str, Any]]:
     if trend.empty:
         return []
     last = trend[trend["day"] == trend["day"].max()]
+    split = trend.groupby("id")[["treated", "control"]].apply(lambda f: f.notna().any().any())
     return [
         {
             "name": row.name,
             "target": f"{row.comparison} {format_kpi_value(row.target, row.unit)}",
             "value": format_kpi_value(None if pd.isna(row.value) else row.value, row.unit),
+            "split": bool(split[row.id]),
+            "treated": format_kpi_value(None if pd.isna(row.treated) else row.treated, row.unit),
+            "control": format_kpi_value(None if pd.isna(row.control) else row.control, row.unit),
         }
         for row in last.itertuples(index=False)
     ]
