@@ -121,14 +121,35 @@ def learner_page(
         "score": None if status.score is None else _score_view(status.score),
         "why": _why_view(why), "override_url": override_url, "tags": STATUS_TAGS,
         "campaigns": campaign_rows(outbox, catalogue or Catalogue()).to_dict("records"),
-        "overrides": overrides.astype(object).where(overrides.notna(), None).to_dict("records"),
+        "overrides": override_rows(overrides).to_dict("records"),
         "charts": charts, "charts_json": charts_json(charts),
     }  # fmt: skip
     return render_html(context, "dashboard_learner.html.j2")
 
 
+def override_rows(overrides: pd.DataFrame) -> pd.DataFrame:
+    """The overrides table: data days as days, "—" where a field is empty (``OVERRIDES_SCHEMA``
+    in, tag, kind, actor, reason, from, expires, cleared out)."""
+
+    def day(column: str) -> pd.Series:
+        return pd.to_datetime(overrides[column]).dt.strftime("%Y-%m-%d").fillna("—")
+
+    cleared = pd.to_datetime(overrides["cleared_as_of"]).dt.strftime("%Y-%m-%d")
+    by = overrides["cleared_by"].astype(object).fillna("")
+    return pd.DataFrame(
+        {
+            "tag": overrides["tag"], "kind": overrides["kind"], "actor": overrides["actor"],
+            "reason": overrides["reason"], "from": day("effective_as_of"),
+            "expires": day("expires"), "cleared": (cleared + " " + by).str.strip().fillna("—"),
+        }
+    )  # fmt: skip
+
+
 def history_chart(history: pd.DataFrame) -> dict[str, Any]:
-    """The learner's tag over time as a step line (one point per transition)."""
+    """The learner's tag over time as a step line (one point per transition).
+
+    A single move gets a week around it: plotly would otherwise zoom a lone day to milliseconds.
+    """
     tags = list(STATUS_TAGS)
     data = [
         {
@@ -142,10 +163,13 @@ def history_chart(history: pd.DataFrame) -> dict[str, Any]:
         }
     ]
     axis = {"tickvals": list(range(len(tags))), "ticktext": tags, "range": [-0.5, len(tags) - 0.5]}
-    return {
-        "data": data,
-        "layout": {"title": {"text": "tag history"}, "yaxis": axis, "height": 300},
-    }
+    days = pd.to_datetime(history["as_of"])
+    xaxis: dict[str, Any] = {"type": "date"}
+    if len(days) and days.min() == days.max():
+        week = [days.min() - pd.Timedelta(days=3), days.min() + pd.Timedelta(days=3)]
+        xaxis["range"] = [day.date().isoformat() for day in week]
+    layout = {"title": {"text": "tag history"}, "yaxis": axis, "xaxis": xaxis, "height": 300}
+    return {"data": data, "layout": layout}
 
 
 def charts_json(charts: list[dict[str, Any]]) -> str:
@@ -208,4 +232,5 @@ __all__ = [
     "charts_json",
     "history_chart",
     "learner_page",
+    "override_rows",
 ]

@@ -128,7 +128,10 @@ def waterfall_chart(why: Why) -> dict[str, Any]:
             "x": steps["value"].round(6).tolist(),
             "hovertext": steps["hover"].tolist(),
             "hoverinfo": "text",
-            "text": [f"{value:+.1f}" for value in steps["value"]],
+            "text": [
+                f"{value:+.1f}" if measure == "relative" else f"{value:.1f}%"
+                for measure, value in zip(steps["measure"], steps["value"], strict=True)
+            ],
             "increasing": {"marker": {"color": "#c0392b"}},  # more risk
             "decreasing": {"marker": {"color": "#27ae60"}},
             "totals": {"marker": {"color": "#2e86c1"}},

@@ -14,7 +14,13 @@ import pytest
 from models.explain import Explanation, Reason
 from rules.campaigns import Catalogue
 from serving.app.dashboard import DashboardCache, DashboardSource
-from serving.app.dashboard_learner import OUTBOX_COLUMNS, campaign_rows, learner_page
+from serving.app.dashboard_learner import (
+    OUTBOX_COLUMNS,
+    campaign_rows,
+    history_chart,
+    learner_page,
+    override_rows,
+)
 from serving.app.dashboard_pages import Links, write_dashboard
 from serving.app.dashboard_why import (
     NoReasons,
@@ -126,6 +132,34 @@ def test_the_campaigns_table_names_states_and_marks_the_control_group():
 
 def test_no_messages_is_an_empty_table():
     assert campaign_rows(_outbox([]), Catalogue()).empty
+
+
+def test_overrides_read_as_data_days_and_a_clear_names_who():
+    overrides = pd.DataFrame(
+        {
+            "tag": ["ST_005", "ST_001"], "kind": ["campaign", "hold"], "actor": ["ana", "bo"],
+            "reason": ["called", "on leave"],
+            "effective_as_of": pd.to_datetime(["2026-05-21", "2026-05-02"]),
+            "expires": pd.to_datetime(["2026-06-18", None]),
+            "cleared_as_of": pd.to_datetime([None, "2026-05-10"]),
+            "cleared_by": [None, "cy"],
+        }
+    )  # fmt: skip
+    rows = override_rows(overrides)
+    assert rows["from"].tolist() == ["2026-05-21", "2026-05-02"]
+    assert rows["expires"].tolist() == ["2026-06-18", "—"]
+    assert rows["cleared"].tolist() == ["—", "2026-05-10 cy"]
+
+
+def test_a_lone_move_is_drawn_in_a_week_around_it_and_tags_on_their_axis():
+    history = pd.DataFrame({"as_of": pd.to_datetime(["2026-05-19"]), "to_tag": ["ST_004"]})
+    chart = history_chart(history)
+    assert chart["layout"]["xaxis"]["range"] == ["2026-05-16", "2026-05-22"]
+    assert chart["data"][0]["y"] == [3]  # ST_004 is the fourth tick
+    two = pd.DataFrame(
+        {"as_of": pd.to_datetime(["2026-05-19", "2026-05-21"]), "to_tag": ["ST_004", "ST_001"]}
+    )
+    assert "range" not in history_chart(two)["layout"]["xaxis"]
 
 
 # --- on a workspace the batch scored with the session's champion --------------------------------
