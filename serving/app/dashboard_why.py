@@ -213,10 +213,19 @@ class ReasonSource:
         try:
             if row.empty:
                 raise NoReasons(f"no reasons: the snapshot of {as_of} has no row for the learner")
-            explanation = explain_frame(self.model_for(version), row)[0]
+            explanation = explain_one(self.model_for(version), row)
         except NoReasons as error:
             return Why(**found, note=str(error))
         return replace(why_of(explanation, float(score["p_churn"]), top=self.top), **found)
+
+
+def explain_one(model: ChurnModel, row: pd.DataFrame) -> Explanation:
+    """``explain_frame`` of one row, its TreeSHAP taken the way the service's answers take it
+    (``model_values`` then ``raw_contributions``: the same numbers without the pandera pass of
+    ``contributions``, which costs ~0.15 s on one row)."""
+    values = model.raw_contributions(model.model_values(row))
+    contributions = pd.DataFrame(values, columns=[*model.feature_names, "bias"], index=row.index)
+    return explain_frame(model, row, contributions=contributions)[0]
 
 
 def snapshot_row(data_dir: Path, as_of: date, customer_id: str) -> pd.DataFrame:
@@ -253,6 +262,7 @@ __all__ = [
     "NoReasons",
     "ReasonSource",
     "Why",
+    "explain_one",
     "indicators_of",
     "snapshot_row",
     "waterfall_chart",

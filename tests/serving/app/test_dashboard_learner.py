@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import pytest
 
-from models.explain import Explanation, Reason
+from models.explain import Explanation, Reason, explain_frame
 from rules.campaigns import Catalogue
 from serving.app.dashboard import DashboardCache, DashboardSource
 from serving.app.dashboard_learner import (
@@ -25,6 +25,7 @@ from serving.app.dashboard_pages import Links, write_dashboard
 from serving.app.dashboard_why import (
     NoReasons,
     ReasonSource,
+    explain_one,
     snapshot_row,
     waterfall_chart,
     waterfall_steps,
@@ -328,3 +329,13 @@ def test_a_snapshot_row_keeps_the_batch_dtypes_and_a_missing_day_is_empty(scored
     assert row["customer_id"].tolist() == [customer_id]
     assert row.dtypes.equals(whole.dtypes)
     assert snapshot_row(workspace.settings.data_path, date(2001, 1, 1), customer_id).empty
+
+
+def test_explain_one_is_explain_frame_without_its_pandera_pass(scored):
+    workspace, champion = scored
+    customer_id, _ = _listed(workspace)
+    row = snapshot_row(workspace.settings.data_path, workspace.last_day, customer_id)
+    fast, full = explain_one(champion.model, row), explain_frame(champion.model, row)[0]
+    assert (fast.p_base, fast.p_raw) == pytest.approx((full.p_base, full.p_raw), abs=1e-12)
+    assert [r.text for r in fast.reasons] == [r.text for r in full.reasons]
+    assert [r.points for r in fast.reasons] == pytest.approx([r.points for r in full.reasons])
