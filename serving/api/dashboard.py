@@ -35,9 +35,22 @@ _SERVED: dict[str, Any] = {}
 """The champion this worker's service loaded (``share_champion``), under ``"champion"``."""
 
 
-def share_champion(champion: Any) -> None:
-    """Hand the worker's loaded champion (None: rules only) to the learner page's reasons."""
+def share_champion(champion: Any, answers: Any = None) -> None:
+    """Hand the worker's loaded champion (None: rules only) and its day's answers (an
+    ``AnswerKeeper``, None: none) to the learner page's reasons."""
     _SERVED["champion"] = champion
+    _SERVED["answers"] = answers
+
+
+def served_row(as_of: date, customer_id: str) -> Any:
+    """The learner's row of the service's day's answers (memory-mapped, a binary search), or
+    None when the answers are of another day (or not loaded): the snapshot is read then."""
+    keeper = _SERVED.get("answers")
+    answers = None if keeper is None else keeper.current
+    if answers is None or answers.as_of != as_of:
+        return None
+    row = answers.features_of([customer_id])
+    return None if row.empty else row
 
 
 def served_model(version: str) -> Any:
@@ -62,7 +75,7 @@ def served_model(version: str) -> Any:
 @functools.cache
 def served_reasons() -> ReasonSource:
     """The learner page's reasons: the workspace's snapshots and the service's champion."""
-    return ReasonSource(Settings().data_path, served_model)
+    return ReasonSource(Settings().data_path, served_model, rows=served_row)
 
 
 @functools.cache
@@ -180,5 +193,6 @@ __all__ = [
     "dashboard_cache",
     "served_model",
     "served_reasons",
+    "served_row",
     "share_champion",
 ]

@@ -157,7 +157,8 @@ class LstepService:
         self.data = LearnerData.open(settings.data_path)
         fetch = in_process(self.data)
         self.online = load_online(settings, self.config, self.store, reference, fetch)
-        share_champion(self.online.champion)  # the dashboard's reasons: this very model
+        # The dashboard's reasons: this very model, and the day's rows it keeps mapped.
+        share_champion(self.online.champion, self.online.keeper)
         self.scored = scored_learners_counter()
         quiet_client_errors()
         Readiness.register(f"the state store {safe_url(self.store.url)}", self._store_ready)

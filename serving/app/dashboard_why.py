@@ -50,6 +50,8 @@ class NoReasons(Exception):
 
 ModelFor = Callable[[str], ChurnModel]
 """The ``ChurnModel`` of a registered version; raises ``NoReasons`` saying why there is none."""
+RowLookup = Callable[[date, str], "pd.DataFrame | None"]
+"""A learner's feature row of a batch day, None when this lookup does not hold the day."""
 
 
 @dataclass(frozen=True)
@@ -155,12 +157,15 @@ class ReasonSource:
         model_for: the model of a version (``ModelFor``).
         deadline_s: how long a page waits (None: as long as it takes, for static files).
         top: reason codes drawn as their own bars.
+        rows: where the day's rows are looked up first (the service's memory-mapped answers:
+            a binary search, where the snapshot's one row group grows with the day's learners).
     """
 
     data_dir: Path
     model_for: ModelFor
     deadline_s: float | None = EXPLAIN_DEADLINE_S
     top: int = WATERFALL_REASONS
+    rows: RowLookup | None = None
     _kept: OrderedDict[tuple[str, date, str], Why] = field(default_factory=OrderedDict)
     _running: dict[tuple[str, date, str], Future[Why]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -208,7 +213,9 @@ class ReasonSource:
 
     def _explained(self, key: tuple[str, date, str], score: dict[str, Any]) -> Why:
         customer_id, as_of, version = key
-        row = snapshot_row(self.data_dir, as_of, customer_id)
+        row = None if self.rows is None else self.rows(as_of, customer_id)
+        if row is None:
+            row = snapshot_row(self.data_dir, as_of, customer_id)
         found = {"as_of": as_of, "version": version, "indicators": indicators_of(row)}
         try:
             if row.empty:
@@ -261,6 +268,7 @@ __all__ = [
     "ModelFor",
     "NoReasons",
     "ReasonSource",
+    "RowLookup",
     "Why",
     "explain_one",
     "indicators_of",

@@ -339,3 +339,37 @@ def test_explain_one_is_explain_frame_without_its_pandera_pass(scored):
     assert (fast.p_base, fast.p_raw) == pytest.approx((full.p_base, full.p_raw), abs=1e-12)
     assert [r.text for r in fast.reasons] == [r.text for r in full.reasons]
     assert [r.points for r in fast.reasons] == pytest.approx([r.points for r in full.reasons])
+
+
+def test_the_services_answers_give_the_row_and_the_same_reasons_as_the_snapshot(scored):
+    # given the day's answers the service keeps (built in memory from the day's snapshot)
+    from types import SimpleNamespace
+
+    from serving.api.dashboard import served_row, share_champion
+    from serving.app.answers import DayAnswers
+
+    workspace, champion = scored
+    customer_id, score = _listed(workspace)
+    day = workspace.last_day
+    snapshot = pd.read_parquet(workspace.settings.data_path / "features" / f"as_of={day}.parquet")
+    answers = DayAnswers.build(
+        snapshot, champion=champion, ruleset=packaged_ruleset(champion),
+        state=workspace.store.state_frame(day), as_of=day,
+    )  # fmt: skip
+    share_champion(champion, SimpleNamespace(current=answers))
+    try:
+        # when the page's rows come from them: the learner's row on that day, none on another
+        assert served_row(day, customer_id)["customer_id"].tolist() == [customer_id]
+        assert served_row(date(2001, 1, 1), customer_id) is None
+        assert served_row(day, "nobody") is None
+        by_answers = ReasonSource(
+            workspace.settings.data_path, _model_for(champion), deadline_s=None, rows=served_row
+        ).why(customer_id, score)
+    finally:
+        share_champion(None, None)
+    # then the reasons are those of the snapshot's row
+    by_snapshot = ReasonSource(
+        workspace.settings.data_path, _model_for(champion), deadline_s=None
+    ).why(customer_id, score)
+    assert [r.text for r in by_answers.reasons] == [r.text for r in by_snapshot.reasons]
+    assert by_answers.p_raw == pytest.approx(by_snapshot.p_raw, abs=1e-12)
