@@ -10,8 +10,10 @@
   the bearer token the user types (never kept: not in the page, not in a cookie). The form is
   absent from static files, which have no service to post to.
 
-Every read is keyed by the learner (the status, history, latest score, overrides and outbox rows
-are indexed by ``customer_id``): the page costs the same at 5k learners as at a million.
+Every store read is keyed by the learner (the status, history, latest score, overrides and outbox
+rows are indexed by ``customer_id``). The reasons' feature row is a binary search in the service's
+day answers, else a read of the snapshot's row group (which grows with the day's learners);
+``benchmarks/dashboard_learner.py`` times the page.
 """
 
 from __future__ import annotations
