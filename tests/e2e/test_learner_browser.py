@@ -1,5 +1,5 @@
 """The learner page in a real browser against the real service: Debian's headless Chromium driven
-by Playwright, ``bentoml serve`` on 127.0.0.1 over a workspace of its own (two batch days with the
+by Playwright, ``bentoml serve`` on 127.0.0.1 over a state store of its own (two batch days with the
 session's champion; the test writes an override, so it shares no workspace with other tests).
 
 From the call list to a learner: the SHAP waterfall is drawn; the override form is sent first with
@@ -10,12 +10,20 @@ is intercepted: one that would leave 127.0.0.1 is aborted and fails the test.
 
 from __future__ import annotations
 
+import shutil
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, LOCAL_HOST, require_browser
-from tests.serving.service_fixtures import API_TOKEN, build_workspace, start_service
+from tests.serving.service_fixtures import (
+    API_TOKEN,
+    SNAPSHOT_DAY,
+    ServedWorkspace,
+    shared_workspace,
+    start_service,
+)
 
 DRAWN = """div => [...div.querySelectorAll(".cartesianlayer .trace path")]
     .filter(path => (path.getAttribute("d") || "").length > 4).length"""
@@ -25,13 +33,39 @@ REASON = "browser test: called, wants a break"
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, simulated_log, champion_tracking_uri, champion):
-    """The service on a workspace of this module's own."""
-    from tests.serving.fixtures import packaged_ruleset
+    """The service on a state store and data directory of this module's own.
 
-    root = tmp_path_factory.mktemp("learner-browser")
-    workspace = build_workspace(
-        root, simulated_log, champion_tracking_uri, champion, packaged_ruleset(champion)
+    BentoML settles on one model store per process, so the champion comes from the process's
+    shared served workspace (imported there once); the store written here is this module's.
+    """
+    from serving.infra.store import StateStore
+    from serving.settings import Settings
+    from tests.serving.fixtures import packaged_ruleset, run_batch_day
+
+    ruleset = packaged_ruleset(champion)
+    shared = shared_workspace(
+        tmp_path_factory, simulated_log, champion_tracking_uri, champion, ruleset
     )
+    root = tmp_path_factory.mktemp("learner-browser")
+    data_dir = root / "data"
+    data_dir.mkdir()
+    for source in (simulated_log.events_path, simulated_log.customers_path):
+        shutil.copy(source, data_dir / source.name)
+    settings = Settings(
+        home=root / "home", data_dir=data_dir, mlflow_tracking_uri=champion_tracking_uri
+    )
+    with StateStore.from_settings(settings) as store:
+        for day in (SNAPSHOT_DAY - timedelta(days=1), SNAPSHOT_DAY):
+            run_batch_day(
+                day, simulated_log, store, champion, ruleset, run_id=f"batch-{day}",
+                data_dir=data_dir,
+            )  # fmt: skip
+    environment = shared.environment | {
+        "LSTEP_HOME": str(settings.home.resolve()),
+        "LSTEP_DATA_DIR": str(data_dir.resolve()),
+        "LSTEP_STATE_URL": settings.state_database_url,
+    }
+    workspace = ServedWorkspace(settings.home, settings, environment, shared.bento_tag)
     served = start_service(workspace, root / "bentoml-serve.log")
     try:
         yield served
