@@ -3,7 +3,10 @@
 ``/dashboard/learner/{id}`` and the plotly.js they draw with (``/dashboard/static/plotly.min.js``).
 
 Read-only, no token. Each process keeps one ``DashboardCache`` (opened on the first request) over
-the workspace's store: pages aggregate over frames read once per stored history.
+the workspace's store: pages aggregate over frames read once per stored history. The learner
+page's reasons are explained with the champion the service's worker loaded (``share_champion``:
+the model ``/explain`` uses, not a second copy), and its override form posts to the service's
+own ``POST /override`` with the token the user types: the dashboard itself writes nothing.
 """
 
 from __future__ import annotations
@@ -18,15 +21,16 @@ from serving.api.bento import ServiceSettings
 from serving.app.dashboard import DashboardCache, DashboardSource
 from serving.app.dashboard_data import DashboardFilters
 from serving.app.dashboard_flow_pages import cohorts_page, flows_page
+from serving.app.dashboard_learner import learner_page
 from serving.app.dashboard_pages import (
     PLOTLY_JS,
     Links,
     calls_page,
-    learner_page,
     overview_page,
     plotly_js,
     warm_overview,
 )
+from serving.app.dashboard_why import NoReasons, ReasonSource
 from serving.core.problems import NotFound
 from serving.infra.rulesets import load_rules
 from serving.infra.workspace import open_workspace_store
@@ -34,6 +38,53 @@ from serving.settings import Settings, utc_now
 
 MOUNT = "/dashboard"
 JS_CACHE = "public, max-age=86400"
+OVERRIDE_ROUTE = "/override"
+"""The service's override endpoint, which the learner page's form posts to."""
+_SERVED: dict[str, Any] = {}
+"""The champion this worker's service loaded (``share_champion``), under ``"champion"``."""
+
+
+def share_champion(champion: Any, answers: Any = None) -> None:
+    """Hand the worker's loaded champion (None: rules only) and its day's answers (an
+    ``AnswerKeeper``, None: none) to the learner page's reasons."""
+    _SERVED["champion"] = champion
+    _SERVED["answers"] = answers
+
+
+def served_row(as_of: date, customer_id: str) -> Any:
+    """The learner's row of the service's day's answers (memory-mapped, a binary search), or
+    None when the answers are of another day (or not loaded): the snapshot is read then."""
+    keeper = _SERVED.get("answers")
+    answers = None if keeper is None else keeper.current
+    if answers is None or answers.as_of != as_of:
+        return None
+    row = answers.features_of([customer_id])
+    return None if row.empty else row
+
+
+def served_model(version: str) -> Any:
+    """The service's champion's ``ChurnModel`` when it is the version that scored the day.
+
+    Raises:
+        NoReasons: no champion, or the day was scored by another version (saying which).
+    """
+    if "champion" not in _SERVED:
+        raise NoReasons("no reasons: the service has not loaded its champion yet")
+    champion = _SERVED["champion"]
+    if champion is None:
+        raise NoReasons("no reasons: no champion (the service runs on the rules alone)")
+    if str(champion.version) != version:
+        raise NoReasons(
+            f"no reasons here: version {version} scored this day and the service's champion is "
+            f"version {champion.version}; `lstep explain` explains with version {version}"
+        )
+    return champion.model
+
+
+@functools.cache
+def served_reasons() -> ReasonSource:
+    """The learner page's reasons: the workspace's snapshots and the service's champion."""
+    return ReasonSource(Settings().data_path, served_model, rows=served_row)
 
 
 @functools.cache
@@ -51,9 +102,13 @@ def dashboard_cache() -> DashboardCache:
     return DashboardCache(source, utc_now, background=True, warm=warm_overview)
 
 
-def dashboard_app(cache: Callable[[], DashboardCache] = dashboard_cache) -> Any:
+def dashboard_app(
+    cache: Callable[[], DashboardCache] = dashboard_cache,
+    reasons: Callable[[], ReasonSource] = served_reasons,
+) -> Any:
     """The FastAPI app mounted at ``/dashboard``; ``cache`` gives the pages' cache (the
-    workspace's by default, opened on the first request)."""
+    workspace's by default, opened on the first request), ``reasons`` the learner page's
+    reasons (the service's champion by default)."""
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, Response
 
@@ -94,7 +149,12 @@ def dashboard_app(cache: Callable[[], DashboardCache] = dashboard_cache) -> Any:
     @app.get("/learner/{customer_id}", response_class=HTMLResponse, response_model=None)
     def learner(customer_id: str):
         try:
-            return HTMLResponse(learner_page(cache().source.store, customer_id, links))
+            source = cache().source
+            page = learner_page(
+                source.store, customer_id, links, catalogue=source.ruleset.campaigns,
+                reasons=reasons(), override_url=OVERRIDE_ROUTE,
+            )  # fmt: skip
+            return HTMLResponse(page)
         except NotFound as error:
             return problem(error, HTTPStatus.NOT_FOUND)
 
@@ -171,4 +231,13 @@ def _escape(text: str) -> str:
     return html.escape(text)
 
 
-__all__ = ["MOUNT", "dashboard_app", "dashboard_cache"]
+__all__ = [
+    "MOUNT",
+    "OVERRIDE_ROUTE",
+    "dashboard_app",
+    "dashboard_cache",
+    "served_model",
+    "served_reasons",
+    "served_row",
+    "share_champion",
+]

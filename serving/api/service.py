@@ -36,7 +36,7 @@ import anyio
 import bentoml
 
 from serving.api.bento import HINT, SERVED_MODEL_TAG, ServiceSettings, load_served_champion
-from serving.api.dashboard import dashboard_app
+from serving.api.dashboard import dashboard_app, share_champion
 from serving.api.feedback_models import CampaignEventRequest, CampaignEventResponse
 from serving.api.guards import Readiness, RequestGuardMiddleware, quiet_client_errors
 from serving.api.models import (
@@ -157,6 +157,8 @@ class LstepService:
         self.data = LearnerData.open(settings.data_path)
         fetch = in_process(self.data)
         self.online = load_online(settings, self.config, self.store, reference, fetch)
+        # The dashboard's reasons: this very model, and the day's rows it keeps mapped.
+        share_champion(self.online.champion, self.online.keeper)
         self.scored = scored_learners_counter()
         quiet_client_errors()
         Readiness.register(f"the state store {safe_url(self.store.url)}", self._store_ready)

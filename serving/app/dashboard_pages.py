@@ -7,8 +7,8 @@ Three pages, each served live (``/dashboard``, ``/dashboard/calls``,
   trends over the batch days against their targets (treated vs control where a KPI is split), and
   revenue at risk and projected lifetime value by tier and tag;
 - **calls**: the latest day's call list, searched by learner id and sorted;
-- **learner**: one learner's tag history (each move's rule and the facts it fired on), latest
-  score and overrides.
+- **learner**: ``serving.app.dashboard_learner`` (why this score, tag history, campaigns received,
+  overrides and the override form); ``learner_page`` and ``history_chart`` are imported here too.
 
 The cohorts (retention grid) and flows (Sankey of tag moves) pages are
 ``serving.app.dashboard_flow_pages``; they link and filter as these do.
@@ -20,7 +20,6 @@ cost more than the page); the browser draws them with ``plotly.min.js``, which s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,12 +42,12 @@ from serving.app.dashboard_data import (
     tag_series,
     value_by_tier_tag,
 )
+from serving.app.dashboard_learner import charts_json, history_chart, learner_page
+from serving.app.dashboard_why import ReasonSource
 from serving.app.kpi_targets import KPI_TARGETS
 from serving.app.report import format_kpi_value, learner_anchor, render_html
-from serving.app.status import learner_status
 from serving.core.calllist import value_texts
 from serving.core.tags import STATUS_TAGS
-from serving.infra.store import StateStore
 
 CALLS_SHOWN = 100
 PLOTLY_JS = "plotly.min.js"
@@ -271,46 +270,19 @@ def calls_page(
     return render_html(context, "dashboard_calls.html.j2")
 
 
-def learner_page(store: StateStore, customer_id: str, links: Links) -> str:
-    """One learner's tag history, latest score and overrides.
-
-    Raises:
-        NotFound: the store has no status for the learner.
-    """
-    status = learner_status(store, customer_id)
-    history = status.history.assign(
-        by=status.history["rule_id"]
-        .astype(object)
-        .where(status.history["rule_id"].notna(), status.history["actor"])
-    )
-    moves = [
-        {
-            "as_of": pd.Timestamp(row["as_of"]).date().isoformat(),
-            "from_tag": row["from_tag"] if pd.notna(row["from_tag"]) else "new",
-            "to_tag": row["to_tag"],
-            "by": row["by"],
-            "reason": row["reason"],
-            "why": None if pd.isna(row["why"]) else row["why"],
-        }
-        for row in history.to_dict("records")
-    ]
-    score = status.score
-    overrides = store.overrides_frame(customer_id)
-    charts = [{"id": "history-chart", **history_chart(history)}]
-    context = {
-        "page": "learner", "links": links, "status": status, "moves": moves,
-        "score": None if score is None else _score_view(score),
-        "overrides": overrides.astype(object).where(overrides.notna(), None).to_dict("records"),
-        "charts": charts, "charts_json": _charts_json(charts),
-    }  # fmt: skip
-    return render_html(context, "dashboard_learner.html.j2")
-
-
-def write_dashboard(cache: DashboardCache, out: Path, *, learners: int = CALLS_SHOWN) -> list[Path]:
+def write_dashboard(
+    cache: DashboardCache,
+    out: Path,
+    *,
+    learners: int = CALLS_SHOWN,
+    reasons: ReasonSource | None = None,
+) -> list[Path]:
     """The pages as static files in ``out``, linked relatively, with plotly.js beside them.
 
     The overview, the retention grid and the flows (unfiltered: a file has no server to filter
-    with), the call list and a page for each of its first ``learners`` learners.
+    with), the call list and a page for each of its first ``learners`` learners, with their
+    reasons from ``reasons`` (none without) and no override form (a file has no service to post
+    to).
 
     Returns:
         The files written.
@@ -331,34 +303,16 @@ def write_dashboard(cache: DashboardCache, out: Path, *, learners: int = CALLS_S
     }
     listed, _ = call_rows(cache.frames().latest_scores, None, limit=learners)
     for customer_id in listed["customer_id"].astype(str):
-        pages[links.learner(customer_id)] = learner_page(cache.source.store, customer_id, links)
+        pages[links.learner(customer_id)] = learner_page(
+            cache.source.store, customer_id, links, catalogue=cache.source.ruleset.campaigns,
+            reasons=reasons,
+        )  # fmt: skip
     written = [out / PLOTLY_JS]
     written[0].write_bytes(plotly_js())
     for name, html in pages.items():
         (out / name).write_text(html, encoding="utf-8")
         written.append(out / name)
     return written
-
-
-def history_chart(history: pd.DataFrame) -> dict[str, Any]:
-    """The learner's tag over time as a step line (one point per transition)."""
-    tags = list(STATUS_TAGS)
-    data = [
-        {
-            "type": "scatter",
-            "mode": "lines+markers",
-            "line": {"shape": "hv"},
-            "name": "tag",
-            "x": [pd.Timestamp(day).date().isoformat() for day in history["as_of"]],
-            "y": [tags.index(tag) for tag in history["to_tag"]],
-            "text": history["to_tag"].astype(str).tolist(),
-        }
-    ]
-    axis = {"tickvals": list(range(len(tags))), "ticktext": tags, "range": [-0.5, len(tags) - 0.5]}
-    return {
-        "data": data,
-        "layout": {"title": {"text": "tag history"}, "yaxis": axis, "height": 300},
-    }
 
 
 def filter_options(frames: DashboardFrames) -> dict[str, list[str]]:
@@ -406,23 +360,8 @@ def _latest_kpis(trend: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def _score_view(score: dict[str, Any]) -> dict[str, Any]:
-    p_churn = score.get("p_churn")
-    confidence = score.get("confidence")
-    return {
-        "as_of": pd.Timestamp(score["as_of"]).date().isoformat(),
-        "p_churn": "—" if p_churn is None or pd.isna(p_churn) else f"{p_churn:.1%}",
-        "confidence": "—" if confidence is None or pd.isna(confidence) else f"{confidence:.2f}",
-        "priority": score.get("priority"),
-        "action": score.get("action"),
-        "control": bool(score.get("control")),
-        **value_texts(score),
-    }
-
-
 def _charts_json(charts: list[dict[str, Any]]) -> str:
-    # "</" cannot close the script element the JSON sits in.
-    return json.dumps(charts, separators=(",", ":")).replace("</", "<\\/")
+    return charts_json(charts)
 
 
 __all__ = [
