@@ -145,6 +145,25 @@ def dashboard_app(
             return problem(error, HTTPStatus.NOT_FOUND)
 
     _add_flow_routes(app, cache, links, problem)
+    _add_learner_route(app, cache, reasons, links, problem)
+
+    @app.get(f"/static/{PLOTLY_JS}", response_model=None)
+    def script():
+        headers = {"Cache-Control": JS_CACHE}
+        return Response(_plotly_bytes(), media_type="text/javascript", headers=headers)
+
+    return app
+
+
+def _add_learner_route(
+    app: Any,
+    cache: Callable[[], DashboardCache],
+    reasons: Callable[[], ReasonSource],
+    links: Links,
+    problem: Callable[..., Any],
+) -> None:
+    """``/learner/{id}`` on ``app``: one learner's reasons, history, campaigns and overrides."""
+    from fastapi.responses import HTMLResponse
 
     @app.get("/learner/{customer_id}", response_class=HTMLResponse, response_model=None)
     def learner(customer_id: str):
@@ -157,13 +176,6 @@ def dashboard_app(
             return HTMLResponse(page)
         except NotFound as error:
             return problem(error, HTTPStatus.NOT_FOUND)
-
-    @app.get(f"/static/{PLOTLY_JS}", response_model=None)
-    def script():
-        headers = {"Cache-Control": JS_CACHE}
-        return Response(_plotly_bytes(), media_type="text/javascript", headers=headers)
-
-    return app
 
 
 def _add_flow_routes(
