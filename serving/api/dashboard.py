@@ -24,6 +24,7 @@ from serving.app.dashboard_pages import (
     overview_page,
     plotly_js,
 )
+from serving.app.dashboard_value_page import value_page
 from serving.core.problems import NotFound
 from serving.infra.rulesets import load_rules
 from serving.infra.workspace import open_workspace_store
@@ -70,6 +71,21 @@ def dashboard_app(cache: Callable[[], DashboardCache] = dashboard_cache) -> Any:
                 tier=tier, cohort=cohort, tag=tag, start=_day(start), end=_day(end)
             )
             return HTMLResponse(overview_page(cache(), filters, links))
+        except ValueError as error:
+            return problem(_first_error(error), HTTPStatus.BAD_REQUEST)
+        except NotFound as error:
+            return problem(error, HTTPStatus.NOT_FOUND)
+
+    @app.get("/value", response_class=HTMLResponse, response_model=None)
+    def value(
+        tier: str | None = None, cohort: str | None = None, tag: str | None = None,
+        start: str | None = None, end: str | None = None,
+    ):  # fmt: skip
+        try:
+            filters = DashboardFilters(
+                tier=tier, cohort=cohort, tag=tag, start=_day(start), end=_day(end)
+            )
+            return HTMLResponse(value_page(cache(), filters, links))
         except ValueError as error:
             return problem(_first_error(error), HTTPStatus.BAD_REQUEST)
         except NotFound as error:

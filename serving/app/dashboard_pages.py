@@ -76,6 +76,12 @@ class Links:
     def calls(self, **query: Any) -> str:
         return "calls.html" if self.static else self._with(f"{self.root}/calls", query)
 
+    def value(self, **query: Any) -> str:
+        return "value.html" if self.static else self._with(f"{self.root}/value", query)
+
+    def model(self) -> str:
+        return "model.html" if self.static else f"{self.root}/model"
+
     def learner(self, customer_id: str) -> str:
         if self.static:
             return f"{learner_anchor(customer_id)}.html"
