@@ -16,6 +16,7 @@ from typing import Any
 from serving.api.bento import ServiceSettings
 from serving.app.dashboard import DashboardCache, DashboardSource
 from serving.app.dashboard_data import DashboardFilters
+from serving.app.dashboard_model_page import ChampionSource, model_page
 from serving.app.dashboard_pages import (
     PLOTLY_JS,
     Links,
@@ -48,9 +49,19 @@ def dashboard_cache() -> DashboardCache:
     return DashboardCache(source, utc_now)
 
 
-def dashboard_app(cache: Callable[[], DashboardCache] = dashboard_cache) -> Any:
+@functools.cache
+def champion_source() -> ChampionSource:
+    """The process's view of the registry's champion (the workspace's MLflow)."""
+    return ChampionSource(Settings())
+
+
+def dashboard_app(
+    cache: Callable[[], DashboardCache] = dashboard_cache,
+    champions: Callable[[], ChampionSource] = champion_source,
+) -> Any:
     """The FastAPI app mounted at ``/dashboard``; ``cache`` gives the pages' cache (the
-    workspace's by default, opened on the first request)."""
+    workspace's by default, opened on the first request), ``champions`` the model page's
+    champion."""
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, Response
 
@@ -88,6 +99,13 @@ def dashboard_app(cache: Callable[[], DashboardCache] = dashboard_cache) -> Any:
             return HTMLResponse(value_page(cache(), filters, links))
         except ValueError as error:
             return problem(_first_error(error), HTTPStatus.BAD_REQUEST)
+        except NotFound as error:
+            return problem(error, HTTPStatus.NOT_FOUND)
+
+    @app.get("/model", response_class=HTMLResponse, response_model=None)
+    def model():
+        try:
+            return HTMLResponse(model_page(cache(), champions(), links))
         except NotFound as error:
             return problem(error, HTTPStatus.NOT_FOUND)
 
@@ -148,4 +166,4 @@ def _escape(text: str) -> str:
     return html.escape(text)
 
 
-__all__ = ["MOUNT", "dashboard_app", "dashboard_cache"]
+__all__ = ["MOUNT", "champion_source", "dashboard_app", "dashboard_cache"]
