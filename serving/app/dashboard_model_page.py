@@ -149,7 +149,7 @@ def reliability_chart(bins: pd.DataFrame) -> dict[str, Any]:
         "xaxis": {"title": "predicted p_churn", "range": [0, 1]},
         "yaxis": {"title": "observed churn rate", "range": [0, 1]},
         "yaxis2": {"title": "learner-days", "overlaying": "y", "side": "right"},
-        "height": 400,
+        "legend": {"orientation": "h", "y": -0.2}, "height": 420,
     }  # fmt: skip
     return {"data": data, "layout": layout}
 

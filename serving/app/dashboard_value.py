@@ -44,6 +44,7 @@ ROI_COLUMNS: tuple[str, ...] = (
     "campaign_id",
     "treated",  # treated learners with a complete window
     "control",  # control learners with a complete window
+    "pending",  # learners of either arm whose window is not complete yet
     "contacts",  # messages sent to the treated learners' first runs
     "cost",
     "value_at_risk",  # sum over the treated learners, on their trigger day
@@ -151,7 +152,7 @@ def roi_table(effect: pd.DataFrame, totals: pd.DataFrame) -> pd.DataFrame:
         totals: ``treated_totals``.
     """
     rows = campaign_rows(effect)[
-        ["campaign_id", "suppressed", "uplift", "ci_low", "ci_high", "enough"]
+        ["campaign_id", "suppressed", "pending", "uplift", "ci_low", "ci_high", "enough"]
     ]
     frame = rows.rename(columns={"suppressed": "control", "enough": "measured"}).merge(
         totals, on="campaign_id", how="left"

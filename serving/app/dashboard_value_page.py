@@ -134,7 +134,8 @@ def roi_rows(roi: pd.DataFrame) -> list[dict[str, Any]]:
         rows.append(
             {
                 "campaign_id": row["campaign_id"], "treated": row["treated"],
-                "control": row["control"], "contacts": row["contacts"], "cost": money(row["cost"]),
+                "control": row["control"], "pending": row["pending"], "contacts": row["contacts"],
+                "cost": money(row["cost"]),
                 "value_at_risk": money(row["value_at_risk"]),
                 "uplift": "—" if pd.isna(row["uplift"]) else f"{row['uplift'] * 100:+.1f} pts",
                 "interval": "—" if pd.isna(row["ci_low"]) else interval,
@@ -182,8 +183,9 @@ def value_page(cache: DashboardCache, filters: DashboardFilters, links: Links) -
     roi = campaigns["roi"]
     if roi is not None and (drawn := roi_chart(roi)) is not None:
         charts.append({"id": "roi-chart", **drawn})
-    if campaigns["spend"] is not None:
-        charts.append({"id": "spend-chart", **spend_chart(campaigns["spend"])})
+    spend = campaigns["spend"]
+    if spend is not None and spend["sent"].sum() > 0:  # nothing sent yet: nothing to draw
+        charts.append({"id": "spend-chart", **spend_chart(spend)})
     context = {
         "page": "value", "links": links, "filters": filters, "options": filter_options(frames),
         "days": days, "end": end, "latest_day": frames.latest_day, "learners": len(learners),
