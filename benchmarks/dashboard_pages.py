@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from dashboard_value_bench import time_value_and_model
 
 from serving.app.dashboard import DashboardCache, DashboardSource
 from serving.app.dashboard_data import DashboardFilters
@@ -145,6 +146,7 @@ def main() -> None:
             lambda: calls_page(cache, links, search="0042", sort="p_churn"),
         )
         timed("learner", lambda: learner_page(source.store, "S000000042", links))
+        time_value_and_model(source, Path(scratch), timed, NOW)
         source.store.close()
 
 
