@@ -23,9 +23,12 @@ def dashboard(
     ] = 100,
     rules_dir: RulesDirOpt = None,
 ) -> None:
-    """Write the dashboard (overview, call list, learner pages, plotly.js) as static files."""
+    """Write the dashboard (overview, call list, learner pages, value, model health, plotly.js)
+    as static files."""
     from serving.app.dashboard import DashboardCache, DashboardSource
+    from serving.app.dashboard_model_page import ChampionSource
     from serving.app.dashboard_pages import write_dashboard
+    from serving.app.dashboard_value_export import write_value_and_model
     from serving.infra.rulesets import load_rules
     from serving.settings import utc_now
 
@@ -35,5 +38,7 @@ def dashboard(
         events_path=current.events_path, data_dir=current.data_path,
         ruleset=load_rules(rules_dir),
     )  # fmt: skip
-    written = write_dashboard(DashboardCache(source, utc_now), out, learners=learners)
+    cache = DashboardCache(source, utc_now)
+    written = write_dashboard(cache, out, learners=learners)
+    written += write_value_and_model(cache, ChampionSource(current), out)
     console.print(f"[green]wrote[/] {len(written)} files to {out} (open {out / 'index.html'})")

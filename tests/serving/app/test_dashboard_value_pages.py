@@ -17,6 +17,7 @@ from serving.app.dashboard_model import brier_score, labelled_days, labelled_sco
 from serving.app.dashboard_model_page import ChampionSource, model_page
 from serving.app.dashboard_pages import Links
 from serving.app.dashboard_value import campaign_roi
+from serving.app.dashboard_value_export import write_value_and_model
 from serving.app.dashboard_value_page import read_campaign_inputs, value_page
 from serving.infra.store import StateStore
 from serving.settings import Settings
@@ -142,3 +143,16 @@ def test_without_a_champion_the_model_page_says_so(pages, tmp_path):
     )
     html = model_page(cache, empty, LINKS)
     assert 'id="no-champion"' in html and _charts(html) == {}
+
+
+def test_the_static_export_writes_both_pages_linked_side_by_side(pages, tmp_path):
+    # given the workspace, when `lstep dashboard --out` writes the value and model pages
+    _, cache, champions = pages
+    written = write_value_and_model(cache, champions, tmp_path)
+    # then both files are there, linked relatively and drawing with the plotly.js beside them
+    assert [path.name for path in written] == ["value.html", "model.html"]
+    for path in written:
+        html = path.read_text(encoding="utf-8")
+        assert 'href="index.html"' in html and 'src="plotly.min.js"' in html
+        assert 'href="/dashboard' not in html
+    assert 'id="filters"' not in written[0].read_text(encoding="utf-8")  # no server to filter
