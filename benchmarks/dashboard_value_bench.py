@@ -2,14 +2,15 @@
 
 What the synthetic store lacks for these pages is added (fast, no simulation):
 
-- an event log of sessions (~12 per learner over the batch days and the 60 days around them),
-  so that campaign conversions and churn labels can be read;
+- an event log of sessions (~12 per learner over the 60 days before the batch days and the
+  batch days), so that campaign conversions and churn labels can be read;
 - campaign runs in the outbox: 30% of the learners get one of six campaigns on a random batch
   day (10% of them control, suppressed), an e-mail sent, a CSM task for a fifth of the treated;
 - the latest batch day's feature snapshot (``build_features`` over that log);
 - a stand-in champion: the model page's figures need the champion's feature names, label window
   and training window, not a trained booster; its card (read from MLflow once per version, not
-  per page) is a fixed table here.
+  per page) is a fixed table here. Its label window is 7 days, so that the 14 batch days have
+  seven labelled days to calibrate on, as a 30-day model has after 37 batch days.
 
 The pages are timed as ``dashboard_pages.py`` times the others: cold (reads), then warm.
 """
@@ -43,12 +44,12 @@ CARD = {
 }  # fmt: skip
 
 
-def add_events(root: Path, ids: np.ndarray, first, now, rng: np.random.Generator) -> None:
-    """~12 sessions per learner between 60 days before ``first`` and ``now``."""
+def add_events(root: Path, ids: np.ndarray, first, end, rng: np.random.Generator) -> None:
+    """~12 sessions per learner between 60 days before ``first`` and ``end`` (a day)."""
     counts = rng.poisson(12, len(ids))
     who = np.repeat(ids, counts)
     start = pd.Timestamp(first - timedelta(days=60), tz="UTC")
-    span = (pd.Timestamp(now) - start).total_seconds()
+    span = (pd.Timestamp(end, tz="UTC") - start).total_seconds()
     seconds = rng.uniform(0, span - 1, len(who))
     events = pd.DataFrame(
         {
@@ -94,8 +95,8 @@ def _row(who: str, day, campaign: str, step: int, channel: str, control: bool) -
 
 
 def stand_in(first) -> SimpleNamespace:
-    """A ChampionSource whose champion has the catalog's features and a 30-day label window."""
-    model = SimpleNamespace(feature_names=load_catalog().names, horizon_days=30)
+    """A ChampionSource whose champion has the catalog's features and a 7-day label window."""
+    model = SimpleNamespace(feature_names=load_catalog().names, horizon_days=7)
     champion = SimpleNamespace(model=model, version="bench")
     params = {
         "split.train.first_as_of": (first - timedelta(days=60)).isoformat(),
@@ -117,7 +118,7 @@ def time_value_and_model(
     customers.to_parquet(root / "customers.parquet", index=False)  # the event store's unit
     ids = customers["customer_id"].to_numpy()
     days = len(source.store.runs())
-    add_events(root, ids, FIRST, now, rng)
+    add_events(root, ids, FIRST, FIRST + timedelta(days=days), rng)
     rows = add_outbox(root, ids, FIRST, days, rng)
     last = FIRST + timedelta(days=days - 1)
     snapshot = build_features(root / "events.parquet", root / "customers.parquet", as_of=[last])

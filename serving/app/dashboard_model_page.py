@@ -16,9 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from features.windows import build_features, read_features
+from features.windows import build_features, eligible_spine, read_features
 from serving.app.dashboard import DashboardCache, DashboardFrames
 from serving.app.dashboard_model import (
+    DRIFT_SAMPLE,
     PSI_BANDS,
     RECENT_LABELLED_DAYS,
     brier_score,
@@ -26,6 +27,7 @@ from serving.app.dashboard_model import (
     labelled_days,
     labelled_scores,
     reliability,
+    sample_rows,
     training_window,
 )
 from serving.app.dashboard_pages import Links, _charts_json
@@ -123,10 +125,14 @@ def drift_section(cache: DashboardCache, frames: DashboardFrames, view: Champion
     if not snapshots or not source.events_path.exists():
         return {"note": "no batch-day feature snapshot or event log to compare with"}
     latest_day, latest_path = snapshots[-1]
-    reference = build_features(source.events_path, source.customers_path, as_of=[window.last_as_of])
-    drift = drift_table(reference, read_features(latest_path), view.champion.model.feature_names)
+    inputs = (source.events_path, source.customers_path)
+    spine = sample_rows(eligible_spine(*inputs, [window.last_as_of]))
+    reference = build_features(*inputs, spine=spine)
+    current = sample_rows(read_features(latest_path))
+    drift = drift_table(reference, current, view.champion.model.feature_names)
     return {
         "note": None, "window": window, "reference_rows": len(reference), "latest": latest_day,
+        "current_rows": len(current), "sample": DRIFT_SAMPLE,
         "bands": PSI_BANDS, "rows": drift.to_dict("records"),
     }  # fmt: skip
 

@@ -17,6 +17,7 @@ from serving.app.dashboard_model import (
     labelled_scores,
     psi_band,
     reliability,
+    sample_rows,
     training_window,
 )
 
@@ -116,3 +117,11 @@ def test_the_training_window_comes_from_the_runs_split_parameters():
     params = {"split.train.first_as_of": "2026-01-31", "split.train.last_as_of": "2026-02-14"}
     assert training_window(params) == TrainingWindow(date(2026, 1, 31), date(2026, 2, 14))
     assert training_window({"split.train.first_as_of": "2026-01-31"}) is None
+
+
+def test_drift_samples_a_large_side_with_a_seed_and_keeps_a_small_one_whole():
+    frame = pd.DataFrame({"x": range(10)})
+    assert sample_rows(frame, size=10) is frame
+    sampled = sample_rows(frame, size=4)
+    assert len(sampled) == 4 and sampled.equals(sample_rows(frame, size=4))  # same seed, same rows
+    assert set(sampled["x"]) <= set(range(10))
