@@ -176,7 +176,9 @@ def value_page(cache: DashboardCache, filters: DashboardFilters, links: Links) -
     end = days[-1] if days else frames.latest_day
     learners = _memo(frames, ("learners", filters), lambda: _learners(frames, filters, end))
     chosen = learners if filters.narrows_learners else None
-    values = value_by_tier_tag(frames.latest_scores, learners)
+    values = _memo(
+        frames, ("values", filters), lambda: value_by_tier_tag(frames.latest_scores, learners)
+    )
     key = ("campaigns", filters)
     campaigns = _memo(frames, key, lambda: _campaign_section(cache, frames, chosen, end))
     charts = [{"id": "value-chart", **value_chart(values)}]
