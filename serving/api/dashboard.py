@@ -1,5 +1,6 @@
 """The live dashboard beside the API: ``GET /dashboard`` (overview), ``/dashboard/calls``,
-``/dashboard/learner/{id}`` and the plotly.js they draw with (``/dashboard/static/plotly.min.js``).
+``/dashboard/learner/{id}``, ``/dashboard/value``, ``/dashboard/model`` and the plotly.js they
+draw with (``/dashboard/static/plotly.min.js``).
 
 Read-only, no token. Each process keeps one ``DashboardCache`` (opened on the first request) over
 the workspace's store: pages aggregate over frames read once per stored history.
@@ -87,28 +88,6 @@ def dashboard_app(
         except NotFound as error:
             return problem(error, HTTPStatus.NOT_FOUND)
 
-    @app.get("/value", response_class=HTMLResponse, response_model=None)
-    def value(
-        tier: str | None = None, cohort: str | None = None, tag: str | None = None,
-        start: str | None = None, end: str | None = None,
-    ):  # fmt: skip
-        try:
-            filters = DashboardFilters(
-                tier=tier, cohort=cohort, tag=tag, start=_day(start), end=_day(end)
-            )
-            return HTMLResponse(value_page(cache(), filters, links))
-        except ValueError as error:
-            return problem(_first_error(error), HTTPStatus.BAD_REQUEST)
-        except NotFound as error:
-            return problem(error, HTTPStatus.NOT_FOUND)
-
-    @app.get("/model", response_class=HTMLResponse, response_model=None)
-    def model():
-        try:
-            return HTMLResponse(model_page(cache(), champions(), links))
-        except NotFound as error:
-            return problem(error, HTTPStatus.NOT_FOUND)
-
     @app.get("/calls", response_class=HTMLResponse, response_model=None)
     def calls(q: str | None = None, sort: str = "priority"):
         try:
@@ -125,12 +104,50 @@ def dashboard_app(
         except NotFound as error:
             return problem(error, HTTPStatus.NOT_FOUND)
 
+    _value_and_model_routes(app, cache, champions, links)
+
     @app.get(f"/static/{PLOTLY_JS}", response_model=None)
     def script():
         headers = {"Cache-Control": JS_CACHE}
         return Response(_plotly_bytes(), media_type="text/javascript", headers=headers)
 
     return app
+
+
+def _value_and_model_routes(
+    app: Any,
+    cache: Callable[[], DashboardCache],
+    champions: Callable[[], ChampionSource],
+    links: Links,
+) -> None:
+    """``/value`` (the overview's filters) and ``/model`` on ``app``."""
+    from fastapi.responses import HTMLResponse
+
+    def respond(render: Callable[[], str]) -> Any:
+        try:
+            return HTMLResponse(render())
+        except ValueError as error:
+            text = _escape(_first_error(error))
+            return HTMLResponse(f"<p>{text}</p>", status_code=HTTPStatus.BAD_REQUEST)
+        except NotFound as error:
+            return HTMLResponse(f"<p>{_escape(str(error))}</p>", status_code=HTTPStatus.NOT_FOUND)
+
+    @app.get("/value", response_class=HTMLResponse, response_model=None)
+    def value(
+        tier: str | None = None, cohort: str | None = None, tag: str | None = None,
+        start: str | None = None, end: str | None = None,
+    ):  # fmt: skip
+        def render() -> str:
+            filters = DashboardFilters(
+                tier=tier, cohort=cohort, tag=tag, start=_day(start), end=_day(end)
+            )
+            return value_page(cache(), filters, links)
+
+        return respond(render)
+
+    @app.get("/model", response_class=HTMLResponse, response_model=None)
+    def model():
+        return respond(lambda: model_page(cache(), champions(), links))
 
 
 @functools.cache
