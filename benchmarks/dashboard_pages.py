@@ -26,6 +26,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+from dashboard_value_bench import time_value_and_model
 
 from serving.app.dashboard import DashboardCache, DashboardSource
 from serving.app.dashboard_data import DashboardFilters
@@ -208,6 +209,7 @@ def main() -> None:
         timed("learner", lambda: learner_page(source.store, "S000000042", links), scan)
         flow_pages(source, links)
         background_day(source, cache, links)
+        time_value_and_model(source, Path(scratch), timed, NOW)
         source.store.close()
 
 

@@ -43,6 +43,7 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from rules.behaviours import BehaviourLookup
+from rules.costs import COSTS_KEY, ChannelCosts, parse_costs
 from rules.errors import RulesError
 
 if TYPE_CHECKING:
@@ -236,6 +237,8 @@ class Catalogue(_Frozen):
     campaigns: tuple[Campaign, ...] = ()
     templates_dir: str | None = None
     """Where the templates were checked (None: no campaigns file)."""
+    costs: ChannelCosts = Field(default_factory=ChannelCosts)
+    """Cost per contact by channel (``rules.costs``), for the dashboard's intervention ROI."""
 
     @property
     def ids(self) -> list[str]:
@@ -286,7 +289,7 @@ def load_campaigns(
     if not (directory / CAMPAIGNS_FILE).is_file():
         return Catalogue()
     file, content = read_yaml(directory, CAMPAIGNS_FILE)
-    extra = sorted(set(content) - {"products", "campaigns"})
+    extra = sorted(set(content) - {"products", "campaigns", COSTS_KEY})
     if extra:
         raise RulesError(file, f"unknown top-level keys {extra}", field=extra[0])
     raw_list = content.get("campaigns")
@@ -307,7 +310,10 @@ def load_campaigns(
     templates = templates_path(directory)
     for campaign in campaigns:
         _check_templates(campaign, templates, file)
-    return Catalogue(products=products, campaigns=campaigns, templates_dir=str(templates))
+    costs = parse_costs(content.get(COSTS_KEY), file)
+    return Catalogue(
+        products=products, campaigns=campaigns, templates_dir=str(templates), costs=costs
+    )
 
 
 def _parse_campaign(raw: object, index: int, file: str) -> Campaign:

@@ -1,6 +1,7 @@
 """The live dashboard beside the API: ``GET /dashboard`` (overview), ``/dashboard/calls``,
 ``/dashboard/cohorts`` (retention grid), ``/dashboard/flows`` (moves between tags),
-``/dashboard/learner/{id}`` and the plotly.js they draw with (``/dashboard/static/plotly.min.js``).
+``/dashboard/learner/{id}``, ``/dashboard/value``, ``/dashboard/model`` and the plotly.js they
+draw with (``/dashboard/static/plotly.min.js``).
 
 Read-only, no token. Each process keeps one ``DashboardCache`` (opened on the first request) over
 the workspace's store: pages aggregate over frames read once per stored history. The learner
@@ -22,6 +23,7 @@ from serving.app.dashboard import DashboardCache, DashboardSource
 from serving.app.dashboard_data import DashboardFilters
 from serving.app.dashboard_flow_pages import cohorts_page, flows_page
 from serving.app.dashboard_learner import learner_page
+from serving.app.dashboard_model_page import ChampionSource, model_page
 from serving.app.dashboard_pages import (
     PLOTLY_JS,
     Links,
@@ -30,6 +32,7 @@ from serving.app.dashboard_pages import (
     plotly_js,
     warm_overview,
 )
+from serving.app.dashboard_value_page import value_page
 from serving.app.dashboard_why import NoReasons, ReasonSource
 from serving.core.problems import NotFound
 from serving.infra.rulesets import load_rules
@@ -102,13 +105,20 @@ def dashboard_cache() -> DashboardCache:
     return DashboardCache(source, utc_now, background=True, warm=warm_overview)
 
 
+@functools.cache
+def champion_source() -> ChampionSource:
+    """The process's view of the registry's champion (the workspace's MLflow)."""
+    return ChampionSource(Settings())
+
+
 def dashboard_app(
     cache: Callable[[], DashboardCache] = dashboard_cache,
     reasons: Callable[[], ReasonSource] = served_reasons,
+    champions: Callable[[], ChampionSource] = champion_source,
 ) -> Any:
     """The FastAPI app mounted at ``/dashboard``; ``cache`` gives the pages' cache (the
     workspace's by default, opened on the first request), ``reasons`` the learner page's
-    reasons (the service's champion by default)."""
+    reasons (the service's champion by default), ``champions`` the model page's champion."""
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, Response
 
@@ -146,6 +156,8 @@ def dashboard_app(
 
     _add_flow_routes(app, cache, links, problem)
     _add_learner_route(app, cache, reasons, links, problem)
+
+    _value_and_model_routes(app, cache, champions, links)
 
     @app.get(f"/static/{PLOTLY_JS}", response_model=None)
     def script():
@@ -210,6 +222,42 @@ def _add_flow_routes(
             return problem(error, HTTPStatus.NOT_FOUND)
 
 
+def _value_and_model_routes(
+    app: Any,
+    cache: Callable[[], DashboardCache],
+    champions: Callable[[], ChampionSource],
+    links: Links,
+) -> None:
+    """``/value`` (the overview's filters) and ``/model`` on ``app``."""
+    from fastapi.responses import HTMLResponse
+
+    def respond(render: Callable[[], str]) -> Any:
+        try:
+            return HTMLResponse(render())
+        except ValueError as error:
+            text = _escape(_first_error(error))
+            return HTMLResponse(f"<p>{text}</p>", status_code=HTTPStatus.BAD_REQUEST)
+        except NotFound as error:
+            return HTMLResponse(f"<p>{_escape(str(error))}</p>", status_code=HTTPStatus.NOT_FOUND)
+
+    @app.get("/value", response_class=HTMLResponse, response_model=None)
+    def value(
+        tier: str | None = None, cohort: str | None = None, tag: str | None = None,
+        start: str | None = None, end: str | None = None,
+    ):  # fmt: skip
+        def render() -> str:
+            filters = DashboardFilters(
+                tier=tier, cohort=cohort, tag=tag, start=_day(start), end=_day(end)
+            )
+            return value_page(cache(), filters, links)
+
+        return respond(render)
+
+    @app.get("/model", response_class=HTMLResponse, response_model=None)
+    def model():
+        return respond(lambda: model_page(cache(), champions(), links))
+
+
 @functools.cache
 def _plotly_bytes() -> bytes:
     return plotly_js()
@@ -246,6 +294,7 @@ def _escape(text: str) -> str:
 __all__ = [
     "MOUNT",
     "OVERRIDE_ROUTE",
+    "champion_source",
     "dashboard_app",
     "dashboard_cache",
     "served_model",

@@ -86,6 +86,12 @@ class Links:
     def flows(self, **query: Any) -> str:
         return "flows.html" if self.static else self._with(f"{self.root}/flows", query)
 
+    def value(self, **query: Any) -> str:
+        return "value.html" if self.static else self._with(f"{self.root}/value", query)
+
+    def model(self) -> str:
+        return "model.html" if self.static else f"{self.root}/model"
+
     def learner(self, customer_id: str) -> str:
         if self.static:
             return f"{learner_anchor(customer_id)}.html"

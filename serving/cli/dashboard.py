@@ -35,13 +35,16 @@ def dashboard(
     ] = 100,
     rules_dir: RulesDirOpt = None,
 ) -> None:
-    """Write the dashboard (overview, call list, learner pages, plotly.js) as static files.
+    """Write the dashboard (overview, cohorts, flows, call list, learner pages, value, model
+    health, plotly.js) as static files.
 
     A learner page's reasons are explained with the version that scored the day (the model
     cache ``lstep explain`` uses); the override form is left out (a file cannot post).
     """
     from serving.app.dashboard import DashboardCache, DashboardSource
+    from serving.app.dashboard_model_page import ChampionSource
     from serving.app.dashboard_pages import write_dashboard
+    from serving.app.dashboard_value_export import write_value_and_model
     from serving.app.dashboard_why import ReasonSource
     from serving.infra.rulesets import load_rules
     from serving.settings import utc_now
@@ -55,6 +58,7 @@ def dashboard(
     reasons = ReasonSource(current.data_path, _version_model(current), deadline_s=None)
     cache = DashboardCache(source, utc_now)
     written = write_dashboard(cache, out, learners=learners, reasons=reasons)
+    written += write_value_and_model(cache, ChampionSource(current), out)
     console.print(f"[green]wrote[/] {len(written)} files to {out} (open {out / 'index.html'})")
 
 

@@ -1,0 +1,223 @@
+"""The value page's figures: what the at-risk learners are worth, and what each campaign earned.
+
+Pure over frames, the day asked (``as_of``) passed in; the store, the outbox and the event log are
+read at the edge (``serving.app.dashboard_value_page``).
+
+**Intervention ROI** of a campaign = value saved / what its messages cost, where
+
+- the **uplift** is the campaign's measured effect (``serving.app.campaign_effect``: treated vs
+  control re-engagement per learner's first run, Newcombe's interval), never recomputed here; a
+  campaign whose sample cannot tell (``enough`` false: the minimum detectable effect is above the
+  smallest effect worth knowing) is **not measured yet**: its ROI is left out, not guessed;
+- the **value saved** = uplift x the sum of the treated learners' value at risk on the run's
+  trigger day (``planned_on``). Value at risk is the monthly value x the months the learner's
+  risk costs against a healthy learner (``rules.lifetime``): the money the call list ranks by, so
+  the ROI is in the priority's currency, and each learner re-engaged beyond the control's rate is
+  counted as brought back to a healthy learner's lifetime (no more: a re-engaged learner may slip
+  again). The uplift's interval is carried through: saved low/high = ci_low/ci_high x that sum;
+- the **cost** = every message of the treated learners' first runs that was sent, at its
+  channel's cost per contact (``rules.costs``, ``campaigns.yaml``). Suppressed (control), pending
+  and dead messages cost nothing. A campaign on free channels has no ROI (nothing spent), only a
+  value saved.
+
+Only treated learners whose conversion window is complete are counted, as in the uplift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from serving.app.campaign_effect import (
+    ALL_VARIANTS,
+    EffectSettings,
+    effect_table,
+    learner_outcomes,
+)
+from serving.core.messages import SENT
+
+ROI_COLUMNS: tuple[str, ...] = (
+    "campaign_id",
+    "treated",  # treated learners with a complete window
+    "control",  # control learners with a complete window
+    "pending",  # learners of either arm whose window is not complete yet
+    "contacts",  # messages sent to the treated learners' first runs
+    "cost",
+    "value_at_risk",  # sum over the treated learners, on their trigger day
+    "uplift",
+    "ci_low",
+    "ci_high",
+    "value_saved",
+    "saved_low",
+    "saved_high",
+    "roi",  # value saved / cost; NaN when nothing was spent or the uplift is not measured
+    "roi_low",
+    "roi_high",
+    "measured",  # campaign_effect's verdict: the sample is large enough to tell
+)
+"""Columns of ``campaign_roi``, one row per campaign."""
+
+
+def run_costs(outbox: pd.DataFrame, as_of: date, costs: Mapping[str, float]) -> pd.DataFrame:
+    """Each learner's first run of each campaign: its trigger day, contacts and cost.
+
+    The run is ``campaign_effect.first_runs``' (every message of the campaign planned for the
+    learner on their earliest trigger day), found in DuckDB: ``first_runs`` also gathers each
+    run's message ids as lists, a Python pass per run the cost does not need.
+
+    Args:
+        outbox: outbox rows (``campaign_effect.OUTBOX_COLUMNS``).
+        as_of: the day asked; runs planned later are not counted (as ``first_runs``).
+        costs: cost per contact by channel (``ChannelCosts.by_channel``).
+
+    Returns:
+        customer_id, campaign_id, planned_on, contacts (messages sent), cost (their cost).
+
+    Raises:
+        ValueError: a sent message's channel has no cost (naming the channels).
+    """
+    columns = ["customer_id", "campaign_id", "planned_on", "channel", "state"]
+    messages = outbox.loc[pd.to_datetime(outbox["planned_on"]) <= pd.Timestamp(as_of), columns]
+    sent = messages["state"] == SENT
+    unpriced = sorted(set(messages.loc[sent, "channel"]) - set(costs))
+    if unpriced:
+        raise ValueError(f"no cost per contact for channel(s) {unpriced}: set them in costs")
+    priced = messages.assign(
+        planned_on=pd.to_datetime(messages["planned_on"]),
+        contacts=sent.astype("int64"),
+        cost=messages["channel"].map(dict(costs)).where(sent, 0.0).astype(float),
+    )
+    con = duckdb.connect()
+    con.register("messages", priced.drop(columns=["channel", "state"]))
+    return con.execute(
+        """
+        SELECT customer_id, campaign_id, planned_on, sum(contacts)::BIGINT AS contacts,
+               sum(cost)::DOUBLE AS cost
+        FROM messages SEMI JOIN (
+            SELECT customer_id, campaign_id, min(planned_on) AS planned_on
+            FROM messages GROUP BY customer_id, campaign_id
+        ) USING (customer_id, campaign_id, planned_on)
+        GROUP BY ALL ORDER BY customer_id, campaign_id
+        """
+    ).df()
+
+
+def treated_totals(
+    outcomes: pd.DataFrame, costs: pd.DataFrame, scores: pd.DataFrame
+) -> pd.DataFrame:
+    """Per campaign, the complete treated learners' count, contacts, cost and value at risk.
+
+    Args:
+        outcomes: ``campaign_effect.learner_outcomes``.
+        costs: ``run_costs`` of the same outbox and day.
+        scores: stored scores (``as_of``, ``customer_id``, ``value_at_risk``) of the trigger days;
+            a learner without one counts as 0 value.
+    """
+    con = duckdb.connect()
+    treated = outcomes.loc[
+        outcomes["complete"] & ~outcomes["control"], ["customer_id", "campaign_id"]
+    ]
+    con.register("treated", treated.astype(str))
+    con.register("costs", costs.astype({"customer_id": str, "campaign_id": str}))
+    con.register("scores", scores[["as_of", "customer_id", "value_at_risk"]])
+    return con.execute(
+        """
+        SELECT t.campaign_id, count(*) AS treated, sum(c.contacts)::BIGINT AS contacts,
+               sum(c.cost)::DOUBLE AS cost,
+               coalesce(sum(s.value_at_risk), 0)::DOUBLE AS value_at_risk
+        FROM treated t JOIN costs c USING (customer_id, campaign_id)
+        LEFT JOIN scores s ON s.customer_id = t.customer_id
+            AND s.as_of::DATE = c.planned_on::DATE
+        GROUP BY t.campaign_id ORDER BY t.campaign_id
+        """
+    ).df()
+
+
+def campaign_rows(effect: pd.DataFrame) -> pd.DataFrame:
+    """One effect row per campaign: its all-variants total when it has one, else its only row."""
+    total = effect[effect["variant"] == ALL_VARIANTS]
+    single = effect[~effect["campaign_id"].isin(total["campaign_id"])]
+    return pd.concat([total, single]).sort_values("campaign_id", ignore_index=True)
+
+
+def roi_table(effect: pd.DataFrame, totals: pd.DataFrame) -> pd.DataFrame:
+    """``ROI_COLUMNS`` from the measured effect and the treated learners' totals.
+
+    Args:
+        effect: ``campaign_effect.effect_table`` (uplift, interval, ``enough``).
+        totals: ``treated_totals``.
+    """
+    rows = campaign_rows(effect)[
+        ["campaign_id", "suppressed", "pending", "uplift", "ci_low", "ci_high", "enough"]
+    ]
+    frame = rows.rename(columns={"suppressed": "control", "enough": "measured"}).merge(
+        totals, on="campaign_id", how="left"
+    )
+    frame[["treated", "contacts"]] = frame[["treated", "contacts"]].fillna(0).astype("int64")
+    frame[["cost", "value_at_risk"]] = frame[["cost", "value_at_risk"]].fillna(0.0)
+    frame["measured"] = frame["measured"].astype(bool)
+    for rate, saved, roi in (
+        ("uplift", "value_saved", "roi"),
+        ("ci_low", "saved_low", "roi_low"),
+        ("ci_high", "saved_high", "roi_high"),
+    ):
+        frame[saved] = frame[rate] * frame["value_at_risk"]
+        spent = frame["cost"].where(frame["cost"] > 0)  # nothing spent: no ratio
+        frame[roi] = (frame[saved] / spent).where(frame["measured"], np.nan)
+    return frame[list(ROI_COLUMNS)]
+
+
+def campaign_roi(
+    outbox: pd.DataFrame,
+    feedback: pd.DataFrame,
+    events: pd.DataFrame,
+    scores: pd.DataFrame,
+    as_of: date,
+    costs: Mapping[str, float],
+    settings: EffectSettings | None = None,
+) -> pd.DataFrame:
+    """The ROI of each campaign at ``as_of`` (``ROI_COLUMNS``; see the module docstring).
+
+    Args:
+        outbox: outbox rows (``campaign_effect.OUTBOX_COLUMNS``).
+        feedback: feedback rows (``campaign_effect.FEEDBACK_COLUMNS``).
+        events: the event log (``customer_id``, ``ts``, ``event_type``).
+        scores: stored scores of the trigger days (``as_of``, ``customer_id``, ``value_at_risk``).
+        as_of: the day asked (data time).
+        costs: cost per contact by channel.
+        settings: how the campaign effect is judged.
+    """
+    outcomes = learner_outcomes(outbox, feedback, events, as_of, settings)
+    effect = effect_table(outcomes, settings)
+    totals = treated_totals(outcomes, run_costs(outbox, as_of, costs), scores)
+    return roi_table(effect, totals)
+
+
+def spend_by_channel(outbox: pd.DataFrame, as_of: date, costs: Mapping[str, float]) -> pd.DataFrame:
+    """Messages sent and their cost per channel, planned by ``as_of`` (every run, not only the
+    first: what the campaigns cost in all).
+
+    Returns:
+        channel, cost_per_contact, sent, cost; one row per priced channel, in ``costs``' order.
+    """
+    planned = outbox[pd.to_datetime(outbox["planned_on"]) <= pd.Timestamp(as_of)]
+    sent = planned.loc[planned["state"] == SENT, "channel"].value_counts()
+    frame = pd.DataFrame({"channel": list(costs), "cost_per_contact": list(costs.values())})
+    frame["sent"] = frame["channel"].map(sent).fillna(0).astype("int64")
+    frame["cost"] = frame["sent"] * frame["cost_per_contact"]
+    return frame
+
+
+__all__ = [
+    "ROI_COLUMNS",
+    "campaign_roi",
+    "campaign_rows",
+    "roi_table",
+    "run_costs",
+    "spend_by_channel",
+    "treated_totals",
+]
