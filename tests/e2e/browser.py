@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -46,6 +47,35 @@ def require_browser() -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true: {message}")
     pytest.skip(message)
+
+
+@contextmanager
+def offline_page(width: int = 1200, height: int = 900) -> Iterator[tuple[Any, list[str]]]:
+    """A Chromium page that may reach 127.0.0.1 only; yields it and the list of the URLs of
+    other hosts it asked for (each aborted), which a test expects to stay empty.
+
+    Skips (fails under CI=true) without Chromium or Playwright, as ``require_browser``.
+    """
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    left: list[str] = []
+
+    def local_only(route: Any) -> None:
+        if urlsplit(route.request.url).hostname == LOCAL_HOST:
+            route.continue_()
+        else:
+            left.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.route("**/*", local_only)
+            yield page, left
+        finally:
+            browser.close()
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, LOCAL_HOST, require_browser, serving
+from tests.e2e.browser import offline_page, serving
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 """The dashboard's clock: after every simulated event (the labels' read refuses later ones)."""
@@ -73,55 +73,37 @@ def _selected(page) -> int:
 def test_the_dashboard_filters_draws_every_chart_and_reaches_a_learner_offline(
     dashboard_url, tmp_path
 ):
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    left: list[str] = []
-
-    def local_only(route) -> None:
-        if urlsplit(route.request.url).hostname == LOCAL_HOST:
-            route.continue_()
-        else:
-            left.append(route.request.url)
-            route.abort()
-
-    with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.route("**/*", local_only)
-            # given the overview of everyone: the tag areas, six KPI trends and the value bars
-            page.goto(dashboard_url, wait_until="load")
-            _assert_every_chart_drawn(page, at_least=8)
-            everyone = _selected(page)
-            page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
-            # when a lead narrows it to one tier and one tag through the form
-            page.select_option("#filters select[name=tier]", "PT_001")
-            page.select_option("#filters select[name=tag]", "ST_001")
-            with page.expect_navigation(wait_until="load"):
-                page.click("#filters button[type=submit]")
-            # then the page is the filtered one, fewer learners, every chart drawn again
-            query = parse_qs(urlsplit(page.url).query)
-            assert (query["tier"], query["tag"]) == (["PT_001"], ["ST_001"])
-            assert page.locator("#filters select[name=tier]").input_value() == "PT_001"
-            assert 0 < _selected(page) < everyone
-            _assert_every_chart_drawn(page, at_least=8)
-            page.screenshot(path=str(tmp_path / "overview-filtered.png"), full_page=True)
-            # when the lead opens the call list and follows its first learner's link
-            page.click("#nav-calls")
-            page.wait_for_load_state("load")
-            first = page.locator("a.learner-link").first
-            customer_id = first.inner_text()
-            page.screenshot(path=str(tmp_path / "calls.png"), full_page=True)
-            with page.expect_navigation(wait_until="load"):
-                first.click()
-            # then it is that learner's page, with the tag history drawn
-            assert urlsplit(page.url).path.endswith(f"/learner/{customer_id}")
-            assert customer_id in page.locator("h1").inner_text()
-            _assert_every_chart_drawn(page, at_least=1)
-            page.screenshot(path=str(tmp_path / "learner.png"), full_page=True)
-        finally:
-            browser.close()
+    with offline_page() as (page, left):
+        # given the overview of everyone: the tag areas, six KPI trends and the value bars
+        page.goto(dashboard_url, wait_until="load")
+        _assert_every_chart_drawn(page, at_least=8)
+        everyone = _selected(page)
+        page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
+        # when a lead narrows it to one tier and one tag through the form
+        page.select_option("#filters select[name=tier]", "PT_001")
+        page.select_option("#filters select[name=tag]", "ST_001")
+        with page.expect_navigation(wait_until="load"):
+            page.click("#filters button[type=submit]")
+        # then the page is the filtered one, fewer learners, every chart drawn again
+        query = parse_qs(urlsplit(page.url).query)
+        assert (query["tier"], query["tag"]) == (["PT_001"], ["ST_001"])
+        assert page.locator("#filters select[name=tier]").input_value() == "PT_001"
+        assert 0 < _selected(page) < everyone
+        _assert_every_chart_drawn(page, at_least=8)
+        page.screenshot(path=str(tmp_path / "overview-filtered.png"), full_page=True)
+        # when the lead opens the call list and follows its first learner's link
+        page.click("#nav-calls")
+        page.wait_for_load_state("load")
+        first = page.locator("a.learner-link").first
+        customer_id = first.inner_text()
+        page.screenshot(path=str(tmp_path / "calls.png"), full_page=True)
+        with page.expect_navigation(wait_until="load"):
+            first.click()
+        # then it is that learner's page, with the tag history drawn
+        assert urlsplit(page.url).path.endswith(f"/learner/{customer_id}")
+        assert customer_id in page.locator("h1").inner_text()
+        _assert_every_chart_drawn(page, at_least=1)
+        page.screenshot(path=str(tmp_path / "learner.png"), full_page=True)
     # and nothing was asked of any host but 127.0.0.1
     assert left == []
     shots = ("overview.png", "overview-filtered.png", "calls.png", "learner.png")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlsplit
 
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, LOCAL_HOST, require_browser
+from tests.e2e.browser import offline_page
 from tests.e2e.test_dashboard_browser import dashboard_url  # noqa: F401 (the served app)
 
 DRAWN = """div => ({
@@ -78,29 +78,11 @@ def _flows(page, tmp_path) -> None:
 
 
 def test_the_cohort_and_flow_pages_draw_and_filter_offline(dashboard_url, tmp_path):  # noqa: F811
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    left: list[str] = []
-
-    def local_only(route) -> None:
-        if urlsplit(route.request.url).hostname == LOCAL_HOST:
-            route.continue_()
-        else:
-            left.append(route.request.url)
-            route.abort()
-
-    with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.route("**/*", local_only)
-            # given the dashboard, when a lead opens the cohorts, then the flows, and filters them
-            page.goto(f"{dashboard_url}calls", wait_until="load")
-            _cohorts(page, tmp_path)
-            _flows(page, tmp_path)
-        finally:
-            browser.close()
+    with offline_page() as (page, left):
+        # given the dashboard, when a lead opens the cohorts, then the flows, and filters them
+        page.goto(f"{dashboard_url}calls", wait_until="load")
+        _cohorts(page, tmp_path)
+        _flows(page, tmp_path)
     # then every chart drew, and nothing was asked of any host but 127.0.0.1
     assert left == []
     shots = ("cohorts.png", "flows.png", "flows-filtered.png")

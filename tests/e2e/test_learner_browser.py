@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, LOCAL_HOST, require_browser
+from tests.e2e.browser import offline_page
 from tests.serving.service_fixtures import (
     API_TOKEN,
     SNAPSHOT_DAY,
@@ -105,62 +105,44 @@ def _submit(page, *, tag: str, token: str) -> str:
 
 
 def test_a_lead_reads_why_and_overrides_a_learner_with_the_token_only(service, tmp_path):
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    left: list[str] = []
-
-    def local_only(route) -> None:
-        if urlsplit(route.request.url).hostname == LOCAL_HOST:
-            route.continue_()
-        else:
-            left.append(route.request.url)
-            route.abort()
-
-    with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.route("**/*", local_only)
-            # given the call list's first learner, opened from its link
-            page.goto(f"{service.url}/dashboard/calls", wait_until="load")
-            first = page.locator("a.learner-link").first
-            customer_id = first.inner_text()
-            with page.expect_navigation(wait_until="load"):
-                first.click()
-            url = page.url
-            assert urlsplit(url).path == f"/dashboard/learner/{customer_id}"
-            _open_with_waterfall(page, url)
-            # then the waterfall and the history are drawn, and the reasons listed
-            assert _drawn(page, "waterfall-chart") > 0 and _drawn(page, "history-chart") > 0
-            assert page.locator("#reasons tbody tr").count() >= 3
-            page.screenshot(path=str(tmp_path / "learner.png"), full_page=True)
-            before = page.locator("#current-tag").inner_text()
-            target = "ST_002" if before == "ST_001" else "ST_001"
-            # when the lead sends the form with a wrong token
-            refused = _submit(page, tag=target, token="not-the-token")
-            # then the page shows the service's 401 and nothing moved
-            assert refused.startswith("refused (401)"), refused
-            page.reload(wait_until="load")
-            assert page.locator("#current-tag").inner_text() == before
-            assert REASON not in page.locator("#overrides").inner_text()
-            # when the lead sends it with the right token
-            _open_with_waterfall(page, url)
-            recorded = _submit(page, tag=target, token=API_TOKEN)
-            # then the page says so and shows its reloaded data: the new tag, the override
-            assert recorded.startswith(f"recorded: {customer_id} is now {target}"), recorded
-            page.wait_for_function(
-                f"() => document.getElementById('current-tag').textContent === '{target}'"
-            )
-            overrides = page.locator("#override-rows").inner_text()
-            assert target in overrides and REASON in overrides and "cs-lead" in overrides
-            assert _drawn(page, "history-chart") > 0  # charts drawn again after the reload
-            assert page.locator("#override-form input[name=token]").input_value() == ""
-            page.screenshot(path=str(tmp_path / "learner-overridden.png"), full_page=True)
-            cookies = page.context.cookies()
-            storage = page.evaluate("() => localStorage.length + sessionStorage.length")
-        finally:
-            browser.close()
+    with offline_page() as (page, left):
+        # given the call list's first learner, opened from its link
+        page.goto(f"{service.url}/dashboard/calls", wait_until="load")
+        first = page.locator("a.learner-link").first
+        customer_id = first.inner_text()
+        with page.expect_navigation(wait_until="load"):
+            first.click()
+        url = page.url
+        assert urlsplit(url).path == f"/dashboard/learner/{customer_id}"
+        _open_with_waterfall(page, url)
+        # then the waterfall and the history are drawn, and the reasons listed
+        assert _drawn(page, "waterfall-chart") > 0 and _drawn(page, "history-chart") > 0
+        assert page.locator("#reasons tbody tr").count() >= 3
+        page.screenshot(path=str(tmp_path / "learner.png"), full_page=True)
+        before = page.locator("#current-tag").inner_text()
+        target = "ST_002" if before == "ST_001" else "ST_001"
+        # when the lead sends the form with a wrong token
+        refused = _submit(page, tag=target, token="not-the-token")
+        # then the page shows the service's 401 and nothing moved
+        assert refused.startswith("refused (401)"), refused
+        page.reload(wait_until="load")
+        assert page.locator("#current-tag").inner_text() == before
+        assert REASON not in page.locator("#overrides").inner_text()
+        # when the lead sends it with the right token
+        _open_with_waterfall(page, url)
+        recorded = _submit(page, tag=target, token=API_TOKEN)
+        # then the page says so and shows its reloaded data: the new tag, the override
+        assert recorded.startswith(f"recorded: {customer_id} is now {target}"), recorded
+        page.wait_for_function(
+            f"() => document.getElementById('current-tag').textContent === '{target}'"
+        )
+        overrides = page.locator("#override-rows").inner_text()
+        assert target in overrides and REASON in overrides and "cs-lead" in overrides
+        assert _drawn(page, "history-chart") > 0  # charts drawn again after the reload
+        assert page.locator("#override-form input[name=token]").input_value() == ""
+        page.screenshot(path=str(tmp_path / "learner-overridden.png"), full_page=True)
+        cookies = page.context.cookies()
+        storage = page.evaluate("() => localStorage.length + sessionStorage.length")
     # and the token was kept nowhere, and nothing was asked of any host but 127.0.0.1
     assert cookies == [] and storage == 0
     assert left == []
