@@ -79,6 +79,13 @@ class DashboardFrames:
     memo: dict[Any, Any] = field(default_factory=dict)
     kpi_history: KpiHistory | None = None
 
+    def remembered(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``'s result for ``key``, computed once on these frames (a page's figures
+        are a function of the stored history they were read at)."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
+
     @property
     def latest_day(self) -> date:
         """The last completed batch day.

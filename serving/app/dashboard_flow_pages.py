@@ -120,12 +120,6 @@ def _translucent(color: str) -> str:
     return f"rgba({red},{green},{blue},0.4)"
 
 
-def _memo(frames: DashboardFrames, key: Any, compute: Any) -> Any:
-    if key not in frames.memo:
-        frames.memo[key] = compute()
-    return frames.memo[key]
-
-
 def cohorts_page(cache: DashboardCache, filters: DashboardFilters, links: Links) -> str:
     """The retention grid of the learners the tier, cohort and behaviour filters select.
 
@@ -135,9 +129,9 @@ def cohorts_page(cache: DashboardCache, filters: DashboardFilters, links: Links)
     """
     frames = cache.frames()
     latest = frames.latest_day
-    chosen = _memo(frames, _selection(filters), lambda: selected_learners(frames, filters))
+    chosen = frames.remembered(_selection(filters), lambda: selected_learners(frames, filters))
     key = ("grid", *_selection(filters)[1:])
-    known, charts = _memo(frames, key, lambda: _grid(frames, latest, chosen))
+    known, charts = frames.remembered(key, lambda: _grid(frames, latest, chosen))
     context = {
         "page": "cohorts", "links": links, "filters": filters, "latest_day": latest,
         "first_day": frames.days[0], "options": _options(frames),
@@ -159,14 +153,14 @@ def flows_page(
     """
     frames = cache.frames()
     latest = frames.latest_day  # NotFound before any other question
-    rules = _memo(frames, ("rules",), lambda: _known_rules(cache, frames))
+    rules = frames.remembered(("rules",), lambda: _known_rules(cache, frames))
     rule = rule.strip() if rule and rule.strip() else None
     if rule is not None and rule not in rules:
         raise ValueError(f"unknown rule {rule!r}: one of {', '.join(rules)}")
     start, end = filters.start or frames.days[0], filters.end or latest
-    chosen = _memo(frames, _selection(filters), lambda: selected_learners(frames, filters))
+    chosen = frames.remembered(_selection(filters), lambda: selected_learners(frames, filters))
     key = ("flows", filters, rule)
-    flows, by_rule = _memo(frames, key, lambda: _flows(frames, start, end, rule, chosen))
+    flows, by_rule = frames.remembered(key, lambda: _flows(frames, start, end, rule, chosen))
     charts = [] if flows.empty else [{"id": "flows-chart", **flows_sankey(flows)}]
     context = {
         "page": "flows", "links": links, "filters": filters, "rule": rule, "rules": rules,
@@ -189,7 +183,7 @@ def _grid(
 
 def _options(frames: DashboardFrames) -> dict[str, list[str]]:
     # The months of a million enrolments cost a tenth of a second: once per history.
-    return _memo(frames, ("filter-options",), lambda: filter_options(frames))
+    return frames.remembered(("filter-options",), lambda: filter_options(frames))
 
 
 def _selection(filters: DashboardFilters) -> tuple[str, str | None, str | None, str | None]:

@@ -103,12 +103,6 @@ class Links:
         return f"{path}?{urlencode(kept)}" if kept else path
 
 
-def _memo(frames: DashboardFrames, key: Any, compute: Any) -> Any:
-    if key not in frames.memo:
-        frames.memo[key] = compute()
-    return frames.memo[key]
-
-
 def tag_area_chart(series: pd.DataFrame) -> dict[str, Any]:
     """Stacked areas of learners per tag at the end of each batch day."""
     days = [day.date().isoformat() for day in series["day"]]
@@ -216,21 +210,22 @@ def overview_parts(
     """
     days = days_in_range(frames.days, filters)
     end = days[-1] if days else frames.latest_day
-    learners = _memo(frames, ("learners", filters), lambda: _learners(frames, filters, end))
+    learners = frames.remembered(("learners", filters), lambda: _learners(frames, filters, end))
     chosen = learners if filters.narrows_learners else None
     # Every part is kept per filter: a page seen again, by anyone, is a render.
-    series = _memo(frames, ("tags", filters), lambda: tag_series(frames.transitions, chosen, days))
-    trend = _memo(
-        frames,
+    series = frames.remembered(
+        ("tags", filters), lambda: tag_series(frames.transitions, chosen, days)
+    )
+    trend = frames.remembered(
         ("kpis", filters),
         lambda: kpi_trend(
             cache.kpi_inputs(frames), frames.customers, days, chosen, cache.kpi_history(frames)
         ),
     )
-    values = _memo(
-        frames, ("values", filters), lambda: value_by_tier_tag(frames.latest_scores, learners)
+    values = frames.remembered(
+        ("values", filters), lambda: value_by_tier_tag(frames.latest_scores, learners)
     )
-    options = _memo(frames, ("options",), lambda: filter_options(frames))
+    options = frames.remembered(("options",), lambda: filter_options(frames))
     return days, learners, series, trend, values, options
 
 
@@ -338,8 +333,7 @@ def filter_options(frames: DashboardFrames) -> dict[str, list[str]]:
 def _learners(frames: DashboardFrames, filters: DashboardFilters, end: Any) -> pd.DataFrame:
     # Everyone's tier, cohort and tag at the range's end, found once per end day: a filter
     # then only masks it.
-    everyone = _memo(
-        frames,
+    everyone = frames.remembered(
         ("everyone", end),
         lambda: learners_of(
             frames.customers, latest_tags(frames.transitions, end), DashboardFilters()

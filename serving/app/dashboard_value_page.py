@@ -150,7 +150,7 @@ def _campaign_section(
     cache: DashboardCache, frames: DashboardFrames, learners: pd.DataFrame | None, end: date
 ) -> dict[str, Any]:
     """The ROI and spend of the campaigns planned by ``end`` (their learners' when given)."""
-    inputs = _memo(frames, "campaign-inputs", lambda: read_campaign_inputs(cache, frames))
+    inputs = frames.remembered("campaign-inputs", lambda: read_campaign_inputs(cache, frames))
     costs = cache.source.ruleset.campaigns.costs.by_channel()
     outbox = inputs.outbox
     if learners is not None:
@@ -174,13 +174,13 @@ def value_page(cache: DashboardCache, filters: DashboardFilters, links: Links) -
     frames = cache.frames()
     days = days_in_range(frames.days, filters)
     end = days[-1] if days else frames.latest_day
-    learners = _memo(frames, ("learners", filters), lambda: _learners(frames, filters, end))
+    learners = frames.remembered(("learners", filters), lambda: _learners(frames, filters, end))
     chosen = learners if filters.narrows_learners else None
-    values = _memo(
-        frames, ("values", filters), lambda: value_by_tier_tag(frames.latest_scores, learners)
+    values = frames.remembered(
+        ("values", filters), lambda: value_by_tier_tag(frames.latest_scores, learners)
     )
     key = ("campaigns", filters)
-    campaigns = _memo(frames, key, lambda: _campaign_section(cache, frames, chosen, end))
+    campaigns = frames.remembered(key, lambda: _campaign_section(cache, frames, chosen, end))
     charts = [{"id": "value-chart", **value_chart(values)}]
     roi = campaigns["roi"]
     if roi is not None and (drawn := roi_chart(roi)) is not None:
@@ -196,12 +196,6 @@ def value_page(cache: DashboardCache, filters: DashboardFilters, links: Links) -
         "charts": charts, "charts_json": _charts_json(charts),
     }  # fmt: skip
     return render_html(context, "dashboard_value.html.j2")
-
-
-def _memo(frames: DashboardFrames, key: Any, compute: Any) -> Any:
-    if key not in frames.memo:
-        frames.memo[key] = compute()
-    return frames.memo[key]
 
 
 __all__ = [
