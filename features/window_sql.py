@@ -122,7 +122,8 @@ def _max(value: str, condition: str) -> str:
 # kept to what the catalog needs (community posts + replies share one 7-day count, active days are
 # one bitmask with bit lag-1 set). Conditional aggregates are CASEs, not FILTER clauses: DuckDB
 # (2.0) runs each FILTER as a selection of its own over the rows, and with ~40 of them this GROUP BY
-# took twice the CPU (200k learners: 7.8 s -> 4.0 s, the same values; Spark reads CASE alike).
+# took 1.3-1.5x the CPU on a quiet machine, twice under load (200k learners: 3.3 s -> 2.2-2.5 s
+# quiet; the same values; Spark reads CASE alike).
 _WINDOW_AGGREGATES = {
     "ev7": _count("lag <= 7"),
     "ev30": "count(*)",
