@@ -8,18 +8,13 @@ Read-only: the served workspace is shared with the other service tests.
 from __future__ import annotations
 
 import html
-import json
 import re
 import time
 
 import httpx
 
+from tests.serving.dashboard_helpers import page_charts
 from tests.serving.service_fixtures import SNAPSHOT_DAY
-
-
-def _charts(page: str) -> dict[str, dict]:
-    data = re.search(r'<script id="charts-data" type="application/json">(.*?)</script>', page, re.S)
-    return {chart["id"]: chart for chart in json.loads(data.group(1))}
 
 
 def test_the_learner_page_explains_like_explain_and_lists_campaigns(served, workspace):
@@ -43,7 +38,7 @@ def test_the_learner_page_explains_like_explain_and_lists_campaigns(served, work
     shown = re.findall(r'<tr><td>([^<]+)</td><td class="num">', table)
     assert shown == [reason["text"] for reason in explained["reasons"][:8]]
     # and the waterfall ends on the stored p_churn, in points
-    (trace,) = _charts(response.text)["waterfall-chart"]["data"]
+    (trace,) = page_charts(response.text)["waterfall-chart"]["data"]
     with workspace.open_store() as store:
         score = store.latest_score(customer_id)
         campaigns = set(store.outbox_frame(customer_ids=[customer_id])["campaign_id"])

@@ -3,17 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import httpx
 
+from tests.serving.dashboard_helpers import page_charts
 from tests.serving.service_fixtures import ServedService
-
-
-def _charts(html: str) -> dict[str, dict]:
-    data = re.search(r'<script id="charts-data" type="application/json">(.*?)</script>', html, re.S)
-    return {chart["id"]: chart for chart in json.loads(data.group(1))}
 
 
 def test_the_cohorts_page_is_served_with_its_heatmap_and_filters(served: ServedService):
@@ -24,9 +19,9 @@ def test_the_cohorts_page_is_served_with_its_heatmap_and_filters(served: ServedS
     # then both draw a heatmap with the plotly.js the service serves, the filter narrowing it
     assert everyone.status_code == 200 and pro.status_code == 200
     assert 'src="/dashboard/static/plotly.min.js"' in everyone.text
-    grid = _charts(everyone.text)["retention-chart"]["data"][0]
+    grid = page_charts(everyone.text)["retention-chart"]["data"][0]
     assert grid["type"] == "heatmap"
-    assert _charts(pro.text)["retention-chart"]["data"][0]["z"] != grid["z"]
+    assert page_charts(pro.text)["retention-chart"]["data"][0]["z"] != grid["z"]
     selected = [int(re.search(r"(\d+) learner\(s\) selected", page.text).group(1))
                 for page in (everyone, pro)]  # fmt: skip
     assert 0 < selected[1] < selected[0]
@@ -39,13 +34,13 @@ def test_the_flows_page_narrows_to_a_rule_and_refuses_bad_input(served: ServedSe
     base = f"{served.url}/dashboard"
     everything = httpx.get(f"{base}/flows", timeout=120)
     assert everything.status_code == 200
-    sankey = _charts(everything.text)["flows-chart"]["data"][0]
+    sankey = page_charts(everything.text)["flows-chart"]["data"][0]
     total = sum(sankey["link"]["value"])
     assert sankey["type"] == "sankey" and f"{total} move(s)" in everything.text
     # the table's rule links narrow the flows to that rule: fewer moves, that rule's only
     rule = re.search(r'class="rule-link" href="[^"]*rule=(R\d\d)', everything.text).group(1)
     one = httpx.get(f"{base}/flows", params={"rule": rule}, timeout=120)
-    moved = sum(_charts(one.text)["flows-chart"]["data"][0]["link"]["value"])
+    moved = sum(page_charts(one.text)["flows-chart"]["data"][0]["link"]["value"])
     assert one.status_code == 200 and 0 < moved < total
     assert re.findall(r'class="rule-link" href="[^"]*rule=(\w+)', one.text) == [rule]
     # a bad rule or day is a 400 naming it

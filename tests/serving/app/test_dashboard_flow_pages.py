@@ -3,9 +3,8 @@ three weekly batch days of the session's log, rules only (the pages read the sto
 
 from __future__ import annotations
 
-import json
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -17,30 +16,10 @@ from serving.app.dashboard_data import DashboardFilters, kpi_trend
 from serving.app.dashboard_flow_pages import cohorts_page, flows_page
 from serving.app.dashboard_pages import Links, overview_page, write_dashboard
 from serving.app.kpis import compute_kpis
+from tests.serving.dashboard_helpers import DASHBOARD_NOW, page_charts
 from tests.serving.fixtures import packaged_ruleset
 
-NOW = datetime(2026, 6, 1, tzinfo=UTC)
 LINKS = Links("/dashboard")
-
-
-@pytest.fixture(scope="module")
-def dashboard(tmp_path_factory, simulated_log):
-    from tests.e2e.workspace import build_workspace
-
-    root = tmp_path_factory.mktemp("dashboard-flows")
-    workspace = build_workspace(root, simulated_log, None, f"sqlite:///{root / 'm.db'}")
-    source = DashboardSource(
-        store=workspace.store, customers_path=simulated_log.customers_path,
-        events_path=simulated_log.events_path, data_dir=workspace.settings.data_path,
-        ruleset=packaged_ruleset(None),
-    )  # fmt: skip
-    yield workspace, DashboardCache(source, lambda: NOW)
-    workspace.store.close()
-
-
-def _charts(html: str) -> dict[str, dict]:
-    data = re.search(r'<script id="charts-data" type="application/json">(.*?)</script>', html, re.S)
-    return {chart["id"]: chart for chart in json.loads(data.group(1))}
 
 
 def _naive_grid(transitions: pd.DataFrame, customers: pd.DataFrame, latest: date) -> pd.Series:
@@ -83,14 +62,14 @@ def test_the_grid_is_the_as_of_tag_of_every_learner_at_every_week_end(dashboard)
 def test_the_cohorts_page_draws_the_grid_with_the_tag_mix_and_filters_it(dashboard):
     _, cache = dashboard
     html = cohorts_page(cache, DashboardFilters(), LINKS)
-    heatmap = _charts(html)["retention-chart"]["data"][0]
+    heatmap = page_charts(html)["retention-chart"]["data"][0]
     cells = [value for row in heatmap["z"] for value in row if value is not None]
     assert heatmap["type"] == "heatmap" and cells and all(0 <= value <= 100 for value in cells)
     assert any(value is None for row in heatmap["z"] for value in row)  # unknown weeks: blank
     hover = next(text for row in heatmap["text"] for text in row if text)
     assert "% live of" in hover and "ST_006 Status:Churned" in hover
     assert "left blank (not 0)" in html and 'id="retention-table"' in html
-    pro = _charts(cohorts_page(cache, DashboardFilters(tier="PT_001"), LINKS))
+    pro = page_charts(cohorts_page(cache, DashboardFilters(tier="PT_001"), LINKS))
     assert pro["retention-chart"]["data"][0]["z"] != heatmap["z"]
 
 
@@ -100,13 +79,13 @@ def test_the_flows_page_counts_every_move_of_the_period_and_narrows_to_a_rule(da
     log = cache.frames().transitions
     # when the flows of the whole history are drawn
     html = flows_page(cache, DashboardFilters(), LINKS)
-    sankey = _charts(html)["flows-chart"]["data"][0]
+    sankey = page_charts(html)["flows-chart"]["data"][0]
     # then the Sankey's links carry every logged move, onboarding from "new"
     assert sankey["type"] == "sankey" and sum(sankey["link"]["value"]) == len(log)
     assert sankey["node"]["label"][0] == NEW
     assert f"{len(log)} move(s)" in html
     # and one rule's flows are that rule's moves only
-    r01 = _charts(flows_page(cache, DashboardFilters(), LINKS, rule="R01"))["flows-chart"]
+    r01 = page_charts(flows_page(cache, DashboardFilters(), LINKS, rule="R01"))["flows-chart"]
     assert sum(r01["data"][0]["link"]["value"]) == int((log["rule_id"] == "R01").sum())
     assert r01["data"][0]["node"]["label"][0] == NEW  # R01 onboards
     # and a later period counts the moves of its days
@@ -117,7 +96,7 @@ def test_the_flows_page_counts_every_move_of_the_period_and_narrows_to_a_rule(da
     with pytest.raises(ValueError, match="unknown rule 'R77'"):
         flows_page(cache, DashboardFilters(), LINKS, rule="R77")
     empty = flows_page(cache, DashboardFilters(start=days[-1] + timedelta(days=1)), LINKS)
-    assert 'id="no-moves"' in empty and "flows-chart" not in _charts(empty)
+    assert 'id="no-moves"' in empty and "flows-chart" not in page_charts(empty)
 
 
 def test_the_behaviour_filter_offers_the_tags_held_and_refuses_others(dashboard):
@@ -160,7 +139,7 @@ def test_treated_and_control_are_the_kpis_split_drawn_where_it_exists(dashboard)
     assert split == ["recovery_rate"]  # the one KPI compute_kpis splits here
     # and the overview draws those lines on that KPI's chart only, and says the others have none
     html = overview_page(cache, DashboardFilters(), LINKS)
-    charts = _charts(html)
+    charts = page_charts(html)
     names = {chart_id: [t["name"] for t in chart["data"]] for chart_id, chart in charts.items()}
     assert {"treated", "control"} <= set(names["kpi-recovery_rate"])
     assert "treated" not in names["kpi-active_learner_rate"]
@@ -173,7 +152,7 @@ def test_the_static_export_writes_the_cohorts_and_flows_pages(dashboard, tmp_pat
     assert {"cohorts.html", "flows.html"} <= names
     flows = (tmp_path / "flows.html").read_text()
     assert 'href="cohorts.html"' in flows and "/dashboard" not in flows
-    assert "retention-chart" in _charts((tmp_path / "cohorts.html").read_text())
+    assert "retention-chart" in page_charts((tmp_path / "cohorts.html").read_text())
 
 
 def test_before_any_batch_day_both_pages_say_so(tmp_path):
@@ -187,7 +166,7 @@ def test_before_any_batch_day_both_pages_say_so(tmp_path):
             events_path=tmp_path / "none.parquet", data_dir=tmp_path,
             ruleset=packaged_ruleset(None),
         )  # fmt: skip
-        cache = DashboardCache(source, lambda: NOW)
+        cache = DashboardCache(source, lambda: DASHBOARD_NOW)
         for page in (cohorts_page, flows_page):
             with pytest.raises(NotFound, match="no completed batch run"):
                 page(cache, DashboardFilters(), LINKS)

@@ -3,7 +3,6 @@ stored score (the words ``/explain`` gives), the deadline, and the page itself (
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from datetime import UTC, date, datetime
@@ -33,6 +32,7 @@ from serving.app.dashboard_why import (
 )
 from serving.core.assess import assess
 from serving.core.problems import NotFound
+from tests.serving.dashboard_helpers import page_charts
 from tests.serving.fixtures import packaged_ruleset
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -52,11 +52,6 @@ TINY = Explanation(
     p_raw=0.50,
     reasons=(_reason("a", 20.0), _reason("b", 15.0), _reason("c", -8.0), _reason("d", 3.0)),
 )
-
-
-def _charts(html: str) -> dict[str, dict]:
-    data = re.search(r'<script id="charts-data" type="application/json">(.*?)</script>', html, re.S)
-    return {chart["id"]: chart for chart in json.loads(data.group(1))}
 
 
 def test_the_waterfall_adds_up_from_the_base_rate_to_the_raw_probability_and_p_churn():
@@ -266,7 +261,7 @@ def test_the_learner_page_shows_reasons_waterfall_campaigns_and_the_form(scored)
         reasons=source, override_url="/override",
     )  # fmt: skip
     # then it draws the waterfall and the history, lists the reasons and the campaigns
-    assert {"waterfall-chart", "history-chart"} <= set(_charts(html))
+    assert {"waterfall-chart", "history-chart"} <= set(page_charts(html))
     assert 'id="reasons"' in html
     mine = outbox[outbox["customer_id"] == customer_id]["campaign_id"]
     for campaign_id in set(mine):
@@ -296,7 +291,7 @@ def test_a_learner_without_messages_reads_none_and_an_unknown_one_is_not_found(s
     html = learner_page(_WithoutMessages(workspace.store), customer_id, Links("/dashboard"))
     assert "No campaign messages: none." in html and "campaign-messages" not in html
     assert "no reasons: no champion to explain with" in html  # no reason source given
-    assert "waterfall-chart" not in _charts(html)
+    assert "waterfall-chart" not in page_charts(html)
     with pytest.raises(NotFound, match="nobody"):
         learner_page(workspace.store, "nobody", Links("/dashboard"))
 
@@ -316,7 +311,7 @@ def test_the_static_export_has_reasons_but_no_override_form(scored, tmp_path):
     for page in pages:
         html = page.read_text()
         assert "override-form" not in html and 'id="override-static"' in html
-        assert "waterfall-chart" in _charts(html)
+        assert "waterfall-chart" in page_charts(html)
 
 
 def test_a_snapshot_row_keeps_the_batch_dtypes_and_a_missing_day_is_empty(scored):

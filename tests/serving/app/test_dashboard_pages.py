@@ -3,42 +3,18 @@
 
 from __future__ import annotations
 
-import json
 import re
 import threading
-from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 
-from serving.app.dashboard import DashboardCache, DashboardSource
 from serving.app.dashboard_data import DashboardFilters, kpi_trend
 from serving.app.dashboard_pages import Links, calls_page, overview_page, write_dashboard
 from serving.app.kpi_inputs import kpis_at
 from serving.app.kpis import compute_kpis
+from tests.serving.dashboard_helpers import page_charts
 from tests.serving.fixtures import packaged_ruleset
-
-NOW = datetime(2026, 6, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def dashboard(tmp_path_factory, simulated_log):
-    from tests.e2e.workspace import build_workspace
-
-    root = tmp_path_factory.mktemp("dashboard")
-    workspace = build_workspace(root, simulated_log, None, f"sqlite:///{root / 'm.db'}")
-    source = DashboardSource(
-        store=workspace.store, customers_path=simulated_log.customers_path,
-        events_path=simulated_log.events_path, data_dir=workspace.settings.data_path,
-        ruleset=packaged_ruleset(None),
-    )  # fmt: skip
-    yield workspace, DashboardCache(source, lambda: NOW)
-    workspace.store.close()
-
-
-def _charts(html: str) -> dict[str, dict]:
-    data = re.search(r'<script id="charts-data" type="application/json">(.*?)</script>', html, re.S)
-    return {chart["id"]: chart for chart in json.loads(data.group(1))}
 
 
 def test_the_kpi_trend_ends_on_the_kpis_of_lstep_kpis(dashboard, simulated_log):
@@ -83,12 +59,14 @@ def test_the_overview_draws_tags_kpis_and_value_and_filters_narrow_it(dashboard)
     _, cache = dashboard
     links = Links("/dashboard")
     everyone = overview_page(cache, DashboardFilters(), links)
-    charts = _charts(everyone)
+    charts = page_charts(everyone)
     assert {"tags-chart", "value-chart"} <= set(charts)
     assert len([name for name in charts if name.startswith("kpi-")]) == 6
     total = sum(sum(trace["y"][-1:]) for trace in charts["tags-chart"]["data"])
     # a filter to one tier and one tag counts fewer learners, all in that tag
-    narrowed = _charts(overview_page(cache, DashboardFilters(tier="PT_001", tag="ST_001"), links))
+    narrowed = page_charts(
+        overview_page(cache, DashboardFilters(tier="PT_001", tag="ST_001"), links)
+    )
     last = {trace["name"][:6]: trace["y"][-1] for trace in narrowed["tags-chart"]["data"]}
     assert 0 < last["ST_001"] < total
     assert sum(count for tag, count in last.items() if tag != "ST_001") == 0

@@ -4,7 +4,6 @@ store, and each page says so when it has nothing to show (no campaign messages, 
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +20,7 @@ from serving.app.dashboard_value_export import write_value_and_model
 from serving.app.dashboard_value_page import read_campaign_inputs, value_page
 from serving.infra.store import StateStore
 from serving.settings import Settings
+from tests.serving.dashboard_helpers import page_charts
 from tests.serving.fixtures import FIRST_DAY, packaged_ruleset, run_batch_day
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -48,11 +48,6 @@ def pages(tmp_path_factory, simulated_log, champion, champion_tracking_uri):
     workspace.store.close()
 
 
-def _charts(html: str) -> dict[str, dict]:
-    data = re.search(r'<script id="charts-data" type="application/json">(.*?)</script>', html, re.S)
-    return {chart["id"]: chart for chart in json.loads(data.group(1))}
-
-
 def _table_rows(html: str, table_id: str) -> list[list[str]]:
     body = re.search(rf'<table id="{table_id}">.*?<tbody>(.*?)</tbody>', html, re.S).group(1)
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)
@@ -77,7 +72,7 @@ def test_the_value_page_shows_each_campaigns_roi_as_computed_from_the_store(page
     for row, measured in zip(rows, roi["measured"], strict=True):
         assert (row[-1] == "not measured yet") == (not measured)
     # and the value chart is drawn; no message was dispatched, so nothing was spent or drawn
-    charts = _charts(html)
+    charts = page_charts(html)
     assert "value-chart" in charts and "spend-chart" not in charts
     assert 'id="spend-note"' in html
     costs_shown = {row[0]: float(row[1]) for row in _table_rows(html, "cost-table")}
@@ -106,7 +101,7 @@ def test_without_campaign_messages_the_value_page_says_so_and_keeps_its_value_ch
         html = value_page(cache, DashboardFilters(), LINKS)
     # then it says there are no campaign results, draws the value chart and lists the costs
     assert "no campaign results yet" in html
-    assert set(_charts(html)) == {"value-chart"}
+    assert set(page_charts(html)) == {"value-chart"}
     assert [row[0] for row in _table_rows(html, "cost-table")] == list(
         ruleset.campaigns.costs.by_channel()
     )
@@ -128,7 +123,7 @@ def test_the_model_page_shows_the_card_recent_calibration_and_drift(pages):
     scores = scores[scores["as_of"].dt.date.isin(days)]
     labelled = labelled_scores(scores, workspace.log.events_path, view.horizon_days, log_end)
     assert f"Brier score <strong>{brier_score(labelled):.4f}</strong>" in html
-    charts = _charts(html)
+    charts = page_charts(html)
     assert {"calibration-chart", "drift-chart"} == set(charts)
     counts = charts["calibration-chart"]["data"][0]["y"]
     assert sum(counts) == len(labelled)
@@ -142,7 +137,7 @@ def test_without_a_champion_the_model_page_says_so(pages, tmp_path):
         Settings(home=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path}/m.db")
     )
     html = model_page(cache, empty, LINKS)
-    assert 'id="no-champion"' in html and _charts(html) == {}
+    assert 'id="no-champion"' in html and page_charts(html) == {}
 
 
 def test_the_static_export_writes_both_pages_linked_side_by_side(pages, tmp_path):
