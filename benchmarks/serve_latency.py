@@ -570,7 +570,7 @@ def _call_list(path: Path) -> list[str]:
     """The first learners of the day's call list (those the warm-up explains first)."""
     from serving.infra.answers_file import open_answers_file
 
-    table = open_answers_file(path)
+    table = open_answers_file(path).table
     rows = table.column("lstep.call_order").slice(0, REQUESTS_AT_SCALE).to_pylist()
     return [key.decode() for key in table.column("lstep.key").take(rows).to_pylist()]
 
@@ -594,9 +594,9 @@ def _report_scale(console: Console, result: dict) -> None:
     total = sum(row["rss_gib"] for row in result["memory_after_load"])
     pss = sum(row["pss_gib"] for row in result["memory_after_load"])
     anon = sum(row["anon_gib"] for row in result["memory_after_load"])
-    # The mapped file's pages are page cache shared by the workers and reclaimable; the heap
-    # (anonymous memory) is what grows a process, so the verdict is on that, both are printed.
-    met = result["ready_s"] <= TARGET_START_S and anon <= TARGET_RSS_GIB
+    # The verdict is on the sum of the processes' RSS, each counting the mapped answers pages it
+    # holds (a worker lets them go past ``RESIDENT_BUDGET_BYTES``): the strict reading.
+    met = result["ready_s"] <= TARGET_START_S and total <= TARGET_RSS_GIB
     console.print(
         f"{result['learners']:,} learners (answers file {result['answers_file_gib']:.2f} GiB): "
         f"ready in {result['ready_s']:.1f} s; first /score {result['first_request_ms']:.1f} ms; "
@@ -626,7 +626,7 @@ def _report_scale(console: Console, result: dict) -> None:
     table.caption = (
         f"total after the load: RSS {total:.2f} GiB (mapped pages counted once per process), "
         f"PSS {pss:.2f} GiB, anonymous (heap, not file-backed) {anon:.2f} GiB; "
-        f"target start-up <= {TARGET_START_S:.0f} s, anonymous memory <= "
+        f"target start-up <= {TARGET_START_S:.0f} s, total RSS <= "
         f"{TARGET_RSS_GIB:.0f} GiB: {'met' if met else 'NOT met'}"
     )
     console.print(table)

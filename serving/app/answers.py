@@ -66,6 +66,7 @@ from serving.core.assess import (
 from serving.core.records import is_on, learner_record, risk_flags
 from serving.core.state import StateRow
 from serving.infra.answers_file import (
+    MappedAnswers,
     answers_path,
     build_lock,
     open_answers_file,
@@ -95,12 +96,13 @@ class DayAnswers:
 
     def __init__(
         self,
-        table: pa.Table,
+        answers: MappedAnswers,
         *,
         model: ChurnModel | None,
         top_reasons: int = TOP_REASONS,
         cache_size: int = REASONS_CACHE,
     ) -> None:
+        table = answers.table
         metadata = table.schema.metadata
         self.as_of = date.fromisoformat(metadata[META_AS_OF].decode())
         self.model_version = metadata[META_MODEL].decode() or None
@@ -108,6 +110,7 @@ class DayAnswers:
         self.top_reasons = top_reasons
         self.feature_columns: list[str] = json.loads(metadata[META_FEATURES])
         self._table = table
+        self._mapped = answers  # counts the rows read; lets the mapped pages go past a budget
         keys = column_of(table, KEY)
         width = keys.type.byte_width
         # A view of the (memory-mapped) key bytes: the binary search pages in ~20 of them.
@@ -143,7 +146,8 @@ class DayAnswers:
             as_of=as_of, model_version=version,
         )  # fmt: skip
         model = None if champion is None else champion.model
-        return cls(table, model=model, top_reasons=top_reasons, cache_size=cache_size)
+        answers = MappedAnswers(table)
+        return cls(answers, model=model, top_reasons=top_reasons, cache_size=cache_size)
 
     def __len__(self) -> int:
         return self._table.num_rows
@@ -189,6 +193,7 @@ class DayAnswers:
 
     def record_at(self, position: int) -> dict[str, Any]:
         """``learner_record`` of the learner at ``position`` (``Assessment.record``'s fields)."""
+        self._mapped.touched(1)
         score = {"customer_id": self._keys[position].decode(), "as_of": self.as_of}
         score |= {name: values[position].as_py() for name, values in self._scores.items()}
         decision = {name: values[position].as_py() for name, values in self._decisions.items()}
@@ -206,6 +211,7 @@ class DayAnswers:
         return self._rows(held)
 
     def _rows(self, positions: Sequence[int]) -> pd.DataFrame:
+        self._mapped.touched(len(positions))
         rows = self._table.take(pa.array(positions, type=pa.int64()))
         return rows.select(self.feature_columns).to_pandas()
 
@@ -297,16 +303,16 @@ def load_day_answers(
     as_of, snapshot = snapshots[-1]
     version = None if champion is None else champion.version
     path = answers_path(data_dir, as_of, answers_tag(version, ruleset))
-    table = open_answers_file(path)
-    if table is None and build:
+    answers = open_answers_file(path)
+    if answers is None and build:
         with build_lock(path) as held:
-            table = open_answers_file(path)  # another process may have finished meanwhile
-            if table is None and held:
-                table = _built(path, read_features(snapshot), champion, ruleset, store, as_of)
-    if table is None:
+            answers = open_answers_file(path)  # another process may have finished meanwhile
+            if answers is None and held:
+                answers = _built(path, read_features(snapshot), champion, ruleset, store, as_of)
+    if answers is None:
         return None
     model = None if champion is None else champion.model
-    return DayAnswers(table, model=model, top_reasons=top_reasons, cache_size=cache_size)
+    return DayAnswers(answers, model=model, top_reasons=top_reasons, cache_size=cache_size)
 
 
 def _built(
@@ -316,7 +322,7 @@ def _built(
     ruleset: RuleSet,
     store: StateStore,
     as_of: date,
-) -> pa.Table:
+) -> MappedAnswers:
     """Decide the day from its snapshot, write the file and map it (in memory if unwritable)."""
     table = answers_table(
         features, score_features(features, champion), ruleset=ruleset,
@@ -327,8 +333,8 @@ def _built(
         write_answers_file(table, path)
     except OSError as error:
         logger.warning("the day's answers stay in memory: cannot write %s (%s)", path, error)
-        return table
-    return open_answers_file(path) or table
+        return MappedAnswers(table)
+    return open_answers_file(path) or MappedAnswers(table)
 
 
 def _warm(answers: DayAnswers, limit: int) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from serving.infra.answers_file import (
@@ -23,7 +25,7 @@ def test_a_written_table_reads_back_whole_and_memory_mapped(tmp_path):
     path = write_answers_file(table, answers_path(tmp_path, DAY, "model-1.rules-abc"))
     # when it is opened
     allocated = pa.total_allocated_bytes()
-    read = open_answers_file(path)
+    read = open_answers_file(path).table
     # then it is the same table, in one chunk per column, and nothing was copied into the heap
     assert read.equals(table) and read.column("x").num_chunks == 1
     assert pa.total_allocated_bytes() - allocated < 4096
@@ -57,3 +59,34 @@ def test_one_process_at_a_time_holds_the_build_lock(tmp_path):
     # and once released, the next one gets it
     with build_lock(path) as third:
         assert third
+
+
+def _resident_bytes(path: Path) -> int:
+    """This process's resident bytes of its mappings of ``path`` (``/proc/self/smaps``)."""
+    resident, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isdigit() or line[:1] in "abcdef":  # a mapping's header line
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            resident += int(line.split()[1]) * 1024
+    return resident
+
+
+def test_reading_past_the_budget_lets_the_mapped_pages_go(tmp_path):
+    # given an answers file of ~13 MB opened with a 1 MiB resident budget, and read whole
+    rng = np.random.default_rng(7)
+    table = pa.table({f"x{i}": rng.random(200_000) for i in range(8)})
+    path = write_answers_file(table, answers_path(tmp_path, DAY, "model-1.rules-abc"))
+    mapped = open_answers_file(path, budget_bytes=2**20)
+    total = sum(float(np.sum(column.to_numpy())) for column in mapped.table.columns)
+    assert _resident_bytes(path) > 10 * 2**20
+    # when fewer rows than the budget allows are counted, nothing is let go
+    mapped.touched(5)
+    assert mapped.releases == 0 and _resident_bytes(path) > 10 * 2**20
+    # when the rows read pass the budget
+    mapped.touched(1_000)
+    # then the process's resident share of the file is let go, and every value still reads back
+    assert mapped.releases == 1
+    assert _resident_bytes(path) < 2**20
+    assert sum(float(np.sum(column.to_numpy())) for column in mapped.table.columns) == total
+    assert mapped.table.equals(table)
