@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 ANSWERS_SUBDIR = "answers"
-RESIDENT_BUDGET_BYTES = 512 * 2**20
+RESIDENT_BUDGET_BYTES = 256 * 2**20
 """How much of the mapped file a process may hold resident before it lets its pages go."""
 _DAY_IN_NAME = re.compile(r"as_of=(\d{4}-\d{2}-\d{2})\.")
 
