@@ -80,6 +80,9 @@ logger = logging.getLogger("bentoml.lstep")
 FEATURE_SOURCE = "snapshot"
 WARM_CHUNK = 256
 """Learners explained per TreeSHAP call of the background warm-up."""
+ROWS_READ_WHOLE = 4
+"""Up to this many rows are read in one take; more are read a few columns at a time."""
+COLUMNS_PER_READ = 8
 REASONS_CACHE = 100_000
 """Learners whose reason codes a worker keeps (least recently asked about go first)."""
 
@@ -123,6 +126,12 @@ class DayAnswers:
         names = tuple(name for name in self.feature_columns if name not in KEY_COLUMNS)
         self._flags = risk_flags(names)
         self._flag_values = {name: column_of(table, name) for name, _ in self._flags}
+        self._record_columns = [KEY, *(SCORE + n for n in self._scores)]
+        self._record_columns += [
+            *(DECISION + n for n in self._decisions),
+            *STATE,
+            *self._flag_values,
+        ]
         self._cache: OrderedDict[int, list[Reason]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -193,7 +202,7 @@ class DayAnswers:
 
     def record_at(self, position: int) -> dict[str, Any]:
         """``learner_record`` of the learner at ``position`` (``Assessment.record``'s fields)."""
-        self._mapped.touched(1)
+        self._mapped.touched(1, self._record_columns)
         score = {"customer_id": self._keys[position].decode(), "as_of": self.as_of}
         score |= {name: values[position].as_py() for name, values in self._scores.items()}
         decision = {name: values[position].as_py() for name, values in self._decisions.items()}
@@ -211,9 +220,20 @@ class DayAnswers:
         return self._rows(held)
 
     def _rows(self, positions: Sequence[int]) -> pd.DataFrame:
-        self._mapped.touched(len(positions))
-        rows = self._table.take(pa.array(positions, type=pa.int64()))
-        return rows.select(self.feature_columns).to_pandas()
+        """The snapshot rows at ``positions``, a few columns at a time: rows spread over the
+        file touch every page of a column, which is let go before the next columns are read."""
+        indices = pa.array(positions, type=pa.int64())
+        if len(positions) <= ROWS_READ_WHOLE:
+            self._mapped.touched(len(positions), self.feature_columns)
+            return self._table.select(self.feature_columns).take(indices).to_pandas()
+        parts = []
+        for start in range(0, len(self.feature_columns), COLUMNS_PER_READ):
+            columns = self.feature_columns[start : start + COLUMNS_PER_READ]
+            parts.append(self._table.select(columns).take(indices))
+            self._mapped.let_go(columns)
+        return pa.Table.from_arrays(
+            [column for part in parts for column in part.columns], names=self.feature_columns
+        ).to_pandas()
 
     def reasons(self, positions: Sequence[int], *, num_threads: int = 0) -> list[list[Reason]]:
         """The top reason codes of the learners at ``positions``; kept in a bounded LRU cache.

@@ -23,7 +23,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -32,8 +32,10 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 ANSWERS_SUBDIR = "answers"
-RESIDENT_BUDGET_BYTES = 256 * 2**20
+RESIDENT_BUDGET_BYTES = 384 * 2**20
 """How much of the mapped file a process may hold resident before it lets its pages go."""
+FOLIO_BYTES = 2 * 2**20
+"""The most one read of a mapped page can make resident (a page-cache folio, mapped whole)."""
 _DAY_IN_NAME = re.compile(r"as_of=(\d{4}-\d{2}-\d{2})\.")
 
 
@@ -64,8 +66,15 @@ def write_answers_file(table: pa.Table, path: Path) -> Path:
 class MappedAnswers:
     """An answers file's table over a read-only memory map, with a bound on its resident pages.
 
+    Each read of a mapped page can make a whole page-cache folio resident in the process (Linux
+    maps large folios whole: 1.5-2 MiB per random read of one value here), so one learner's
+    lookup across ~90 columns can add ~100 MiB. The reads are counted at that cost
+    (``touched``) and, past the budget, the process lets the whole map go; a read of many rows
+    lets each column's range go once it has read it (``let_go``).
+
     Attributes:
         table: the file's table; its buffers are views of the map (nothing copied).
+        releases: how many times the whole map was let go.
     """
 
     def __init__(
@@ -77,21 +86,31 @@ class MappedAnswers:
     ) -> None:
         self.table = table
         self._mapping = mapping  # None: a table held in memory (nothing to let go)
-        self._budget_pages = max(budget_bytes // mmap.PAGESIZE, 1)
-        self._row_pages = sum(_buffers(column) for column in table.columns) + _search_pages(table)
+        self._budget = budget_bytes
+        self._cost = {name: _read_cost(table.column(name)) for name in table.column_names}
+        self._ranges = {} if mapping is None else _column_ranges(table, mapping)
         self._touched = 0
         self._lock = threading.Lock()
         self.releases = 0
 
-    def touched(self, rows: int) -> None:
-        """Count ``rows`` rows read (at most one page per buffer each, plus the id search);
-        past the budget, let the process's mapped pages go."""
+    def touched(self, rows: int, columns: Iterable[str]) -> None:
+        """Count ``rows`` rows read from ``columns``; past the budget, let the map go."""
+        cost = rows * sum(self._cost[name] for name in columns)
         with self._lock:
-            self._touched += rows * self._row_pages
-            if self._touched < self._budget_pages:
+            self._touched += cost
+            if self._touched < self._budget:
                 return
             self._touched = 0
         self.release()
+
+    def let_go(self, columns: Iterable[str]) -> None:
+        """Let go the mapped pages of ``columns`` (after a read of many of their rows)."""
+        if self._mapping is None:
+            return
+        for name in columns:
+            start, length = self._ranges[name]
+            if length:
+                self._mapping.madvise(mmap.MADV_DONTNEED, start, length)
 
     def release(self) -> None:
         """Drop this process's mapped pages; the next read pages them in from the page cache."""
@@ -100,13 +119,25 @@ class MappedAnswers:
             self.releases += 1
 
 
-def _buffers(column: pa.ChunkedArray) -> int:
-    return sum(1 for chunk in column.chunks for buffer in chunk.buffers() if buffer is not None)
+def _buffers(column: pa.ChunkedArray) -> list[pa.Buffer]:
+    return [buffer for chunk in column.chunks for buffer in chunk.buffers() if buffer is not None]
 
 
-def _search_pages(table: pa.Table) -> int:
-    """Pages a binary search over the rows reads (one per halving)."""
-    return max(table.num_rows, 1).bit_length()
+def _read_cost(column: pa.ChunkedArray) -> int:
+    """What reading one row of ``column`` may make resident: a folio per buffer at most."""
+    return sum(min(buffer.size, FOLIO_BYTES) for buffer in _buffers(column))
+
+
+def _column_ranges(table: pa.Table, mapping: mmap.mmap) -> dict[str, tuple[int, int]]:
+    """Each column's buffers as one page-aligned (offset, length) range of the map."""
+    base = pa.py_buffer(mapping).address
+    ranges = {}
+    for name in table.column_names:
+        spans = [(b.address - base, b.address - base + b.size) for b in _buffers(table[name])]
+        first = min((begin for begin, _ in spans), default=0) // mmap.PAGESIZE * mmap.PAGESIZE
+        last = max((end for _, end in spans), default=first)
+        ranges[name] = (first, last - first)
+    return ranges
 
 
 def open_answers_file(

@@ -73,20 +73,38 @@ def _resident_bytes(path: Path) -> int:
 
 
 def test_reading_past_the_budget_lets_the_mapped_pages_go(tmp_path):
-    # given an answers file of ~13 MB opened with a 1 MiB resident budget, and read whole
+    # given an answers file of ~13 MB opened with a 64 MiB resident budget, and read whole
     rng = np.random.default_rng(7)
     table = pa.table({f"x{i}": rng.random(200_000) for i in range(8)})
     path = write_answers_file(table, answers_path(tmp_path, DAY, "model-1.rules-abc"))
-    mapped = open_answers_file(path, budget_bytes=2**20)
+    mapped = open_answers_file(path, budget_bytes=64 * 2**20)
     total = sum(float(np.sum(column.to_numpy())) for column in mapped.table.columns)
     assert _resident_bytes(path) > 10 * 2**20
-    # when fewer rows than the budget allows are counted, nothing is let go
-    mapped.touched(5)
+    # when fewer rows than the budget allows are counted (each up to a 2 MiB folio per buffer)
+    # then nothing is let go
+    mapped.touched(5, ["x0"])
     assert mapped.releases == 0 and _resident_bytes(path) > 10 * 2**20
     # when the rows read pass the budget
-    mapped.touched(1_000)
+    mapped.touched(1_000, ["x0"])
     # then the process's resident share of the file is let go, and every value still reads back
     assert mapped.releases == 1
     assert _resident_bytes(path) < 2**20
     assert sum(float(np.sum(column.to_numpy())) for column in mapped.table.columns) == total
     assert mapped.table.equals(table)
+
+
+def test_a_columns_range_is_let_go_and_the_others_stay(tmp_path):
+    # given an answers file of eight ~1.6 MB columns, read whole
+    rng = np.random.default_rng(8)
+    table = pa.table({f"x{i}": rng.random(200_000) for i in range(8)})
+    path = write_answers_file(table, answers_path(tmp_path, DAY, "model-1.rules-abc"))
+    mapped = open_answers_file(path)
+    for column in mapped.table.columns:
+        column.to_numpy().sum()
+    resident = _resident_bytes(path)
+    # when two columns are let go
+    mapped.let_go(["x0", "x1"])
+    # then about their two columns' bytes left the resident set, not the whole file
+    freed = resident - _resident_bytes(path)
+    assert 2 * 1.5e6 < freed < 3 * 1.7e6
+    assert mapped.releases == 0 and mapped.table.equals(table)
