@@ -128,6 +128,15 @@ class ReadsMixin:
         with self._connect() as conn:
             return read_frame(conn, stmt, RUNS_SCHEMA)
 
+    def completed_run(self, as_of: date) -> dict[str, Any] | None:
+        """The completed run of ``as_of`` (``run_id``, ``model_version``, ``rules_only``), or
+        None: one keyed read, where ``runs`` reads and types every run."""
+        stmt = select(BatchRun.run_id, BatchRun.model_version, BatchRun.rules_only).where(
+            BatchRun.as_of == as_of, BatchRun.status == "completed"
+        )
+        with self._connect() as conn:
+            return first_mapping(conn, stmt)
+
     def audit_head(self) -> tuple[int | None, str | None, int, int]:
         """What changes whenever the stored history does: the last transition's id, the last
         completed run's id, the number of overrides and the number of cleared ones (two index
