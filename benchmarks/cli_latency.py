@@ -4,13 +4,17 @@ Each command runs ``--repeat`` times as a fresh process (``subprocess`` + ``time
 like hyperfine without its statistics), on a workspace: ``--home`` (an ``LSTEP_HOME`` that
 ``lstep demo`` filled), or a new one built with ``lstep demo`` in a temporary folder (~1-2 min).
 ``python -c pass`` and ``lstep --help`` are timed beside them: the floor of any Python process
-and of the CLI itself. Targets (issue 13): ``status`` and ``kpis`` under 1.5 s, ``explain`` on a
-batch day under 2.5 s. Wall time depends on the machine's load (2 shared cores here), so each
-run's CPU time (user + system, from ``getrusage`` of the children) is printed beside it: on a busy
-machine it is the steadier figure. Both depend on whether Python finds compiled bytecode
-(``PYTHONDONTWRITEBYTECODE=1`` with no ``.pyc`` yet makes every run compile what it imports).
-To time another checkout's code on the same workspace, run this file with that checkout's
-``.venv/bin/python`` (``PYTHONPATH`` does not do it: the editable install's finder comes first).
+and of the CLI itself. ``kpis`` runs twice per round: once computed (its stored file
+``data/kpis/as_of=DAY.json`` removed first: the run computes and stores it again, the peer), once
+read from that file (what a batch day leaves behind); the ratio of the two is printed. The commands
+run interleaved, round by round, so that a change of load hits them all alike. Targets (issue 13):
+``status`` and ``kpis`` under 1.5 s, ``explain`` on a batch day under 2.5 s. Wall time depends on
+the machine's load (2 shared cores here), so each run's CPU time (user + system, from ``getrusage``
+of the children) is printed beside it: on a busy machine it is the steadier figure. Both depend on
+whether Python finds compiled bytecode (``PYTHONDONTWRITEBYTECODE=1`` with no ``.pyc`` yet makes
+every run compile what it imports). To time another checkout's code on the same workspace, run this
+file with that checkout's ``.venv/bin/python`` (``PYTHONPATH`` does not do it: the editable
+install's finder comes first).
 
     .venv/bin/python benchmarks/cli_latency.py [--home DIR] [--repeat 5] [--customer ID]
 """
@@ -18,6 +22,7 @@ To time another checkout's code on the same workspace, run this file with that c
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -30,7 +35,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-TARGETS_S = {"status": 1.5, "kpis": 1.5, "explain": 2.5}
+TARGETS_S = {"status": 1.5, "kpis": 1.5, "kpis (computed)": 1.5, "explain": 2.5}
 TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "BENTOML_DO_NOT_TRACK": "true"}
 RUN_TIMEOUT_S = 300.0
 DEMO_TIMEOUT_S = 1800.0
@@ -70,20 +75,22 @@ def scored_customer(home: Path) -> str:
     return str(pq.read_table(snapshots[-1], columns=["customer_id"]).column(0)[0])
 
 
-def time_runs(command: list[str], env: dict[str, str], repeat: int) -> list[tuple[float, float]]:
-    """(wall, CPU) seconds of ``repeat`` runs of ``command``; a failing run stops the benchmark."""
-    timings = []
-    for _ in range(repeat):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        done = subprocess.run(command, env=env, capture_output=True, timeout=RUN_TIMEOUT_S)
-        wall = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        timings.append((wall, cpu))
-        if done.returncode != 0:
-            raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr.decode()[-2000:]}")
-    return timings
+def time_run(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run of ``command``; a failing run stops the benchmark."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, timeout=RUN_TIMEOUT_S)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr.decode()[-2000:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def stored_kpis(home: Path) -> Path:
+    """The stored KPIs file of the workspace's latest batch day (``serving.app.kpi_files``)."""
+    meta = json.loads((home / "data" / "meta.json").read_text(encoding="utf-8"))
+    return home / "data" / "kpis" / f"as_of={meta['data_end']}.json"
 
 
 def commands(customer: str) -> dict[str, list[str]]:
@@ -93,9 +100,25 @@ def commands(customer: str) -> dict[str, list[str]]:
         "python -c pass": [sys.executable, "-c", "pass"],
         "lstep --help": [lstep, "--help"],
         "status": [lstep, "status", customer],
+        "kpis (computed)": [lstep, "kpis"],
         "kpis": [lstep, "kpis"],
         "explain": [lstep, "explain", customer],
     }
+
+
+def time_rounds(home: Path, customer: str, repeat: int) -> dict[str, list[tuple[float, float]]]:
+    """``repeat`` rounds of every command; ``kpis (computed)`` without the stored file."""
+    env = environment(home)
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands(customer)}
+    stored = stored_kpis(home)
+    for _ in range(repeat):
+        for name, command in commands(customer).items():
+            if name == "kpis (computed)":
+                stored.unlink(missing_ok=True)  # this run computes, then stores it again
+            results[name].append(time_run(command, env))
+    if not stored.is_file():
+        raise SystemExit(f"{stored}: `lstep kpis` did not store the day's KPIs")
+    return results
 
 
 def report(results: dict[str, list[tuple[float, float]]], title: str) -> Table:
@@ -133,18 +156,20 @@ def main() -> None:
         if home is None:
             home = Path(scratch) / "home"
             build_workspace(home, args.customers, args.backfill_days)
-        env = environment(home)
         customer = args.customer or scored_customer(home)
-        results = {
-            name: time_runs(command, env, args.repeat)
-            for name, command in commands(customer).items()
-        }
+        results = time_rounds(home, customer, args.repeat)
     bytecode = "set" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "unset"
     title = (
         f"lstep CLI, {args.repeat} runs each (PYTHONDONTWRITEBYTECODE {bytecode}, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
     )
     Console().print(report(results, title))
+    for measure, index in (("wall", 0), ("CPU", 1)):
+        stored, computed = (
+            statistics.median(timing[index] for timing in results[name])
+            for name in ("kpis", "kpis (computed)")
+        )
+        print(f"kpis stored / computed, median {measure}: {stored / computed:.2f}")
 
 
 if __name__ == "__main__":

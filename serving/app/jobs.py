@@ -15,6 +15,7 @@ Example ``job.yaml`` for a backfill in rules-only mode::
 from __future__ import annotations
 
 import dataclasses
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -27,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving.app.batch import BatchContext, BatchInputs, BatchProgress, run_day, run_range
+from serving.app.kpi_files import EventStore, day_kpis
 from serving.app.summary import TOP_LEARNERS, BatchResult
 from serving.core.problems import Invalid, NotFound
 from serving.infra.champion import load_champion, require_champion
@@ -36,6 +38,7 @@ from serving.infra.workspace import open_workspace_store
 from serving.settings import Settings
 
 JobT = TypeVar("JobT", bound=BaseModel)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -133,6 +136,29 @@ class _BatchFields(Job):
             allow_unknown=self.allow_unknown,
         )  # fmt: skip
 
+    def _store_kpis(
+        self, runtime: Runtime, context: BatchContext, results: list[BatchResult]
+    ) -> None:
+        """Store the last day's KPIs as ``lstep kpis`` computes them (``serving.app.kpi_files``):
+        the first ``lstep kpis`` of the day then reads them. Only the last day's: each later day
+        moves the audit head that keys an earlier day's."""
+        if self.dry_run or not results or results[-1].run is None:
+            return
+        version = None if context.champion is None else str(context.champion.version)
+        settings = runtime.settings
+        sources = EventStore(
+            data_dir=settings.data_path, events=settings.events_path,
+            customers=settings.customers_path, rules_dir=self.rules_dir,
+        )  # fmt: skip
+        try:
+            day_kpis(
+                context.store, results[-1].as_of, sources, lambda _: (context.ruleset, version),
+                now=runtime.now,
+            )  # fmt: skip
+        except ValueError as error:  # the day is committed: a bad event store file only costs
+            # the stored KPIs (`lstep kpis` then names the problem)
+            logger.warning("the KPIs of %s were not stored: %s", results[-1].as_of, error)
+
     def _report(self, runtime: Runtime, results: list[BatchResult]) -> Path | None:
         if not self.report or self.dry_run:
             return None
@@ -166,6 +192,7 @@ class BatchJob(_BatchFields):
             result = run_day(
                 self.as_of, inputs, context, dry_run=self.dry_run, replace=self.replace
             )
+            self._store_kpis(runtime, context, [result])
         return BatchOutcome(results=[result], report=self._report(runtime, [result]))
 
 
@@ -180,6 +207,7 @@ class BackfillJob(_BatchFields):
         inputs = self._inputs(runtime.settings)
         with self._engine(runtime, self._context(runtime)) as context:
             results = run_range(self.start, self.end, inputs, context, dry_run=self.dry_run)
+            self._store_kpis(runtime, context, results)
         return BatchOutcome(results=results, report=self._report(runtime, results))
 
 

@@ -285,9 +285,47 @@ def kpis_at(
     )  # fmt: skip
 
 
+def event_store_inputs(
+    events: Path, customers: Path, now: datetime
+) -> tuple[pd.DataFrame | StoredEvents | None, pd.DataFrame]:
+    """The event log as the KPIs read it, and the customers (what ``lstep kpis`` reads).
+
+    A parquet log is read lazily (``StoredEvents``: only the learners the labels need, checked
+    against the contract); another format is validated whole. Without both files there are no
+    labels, and without customers no mastery cohort (an empty frame).
+
+    Raises:
+        ValueError: the customers (or a non-parquet log) break their contract (each error).
+    """
+    from features.layout import PARQUET_SUFFIXES
+    from features.validation import load_customers, load_valid_inputs, valid_customers
+
+    if events.exists() and customers.exists():
+        if events.suffix.lower() not in PARQUET_SUFFIXES:
+            return load_valid_inputs(events, customers, now=now)
+        return StoredEvents(events, now), valid_customers(customers, as_of_limit=now)
+    if customers.exists():
+        return None, load_customers(customers)[0]
+    return None, pd.DataFrame(columns=["customer_id", "product_tag", "enrolled_at", "mrr"])
+
+
+def event_store_kpis(
+    store: StateStore, as_of: date, *, events: Path, customers: Path, ruleset: RuleSet,
+    data_dir: Path, now: datetime,
+) -> list[Kpi]:  # fmt: skip
+    """``kpis_at`` of the event store's files (``event_store_inputs``): ``lstep kpis``'s KPIs."""
+    event_log, customer_frame = event_store_inputs(events, customers, now)
+    return kpis_at(
+        store, as_of, customers=customer_frame, events=event_log, ruleset=ruleset,
+        data_dir=data_dir,
+    )  # fmt: skip
+
+
 __all__ = [
     "KpiInputs",
     "StoredEvents",
+    "event_store_inputs",
+    "event_store_kpis",
     "kpis_at",
     "load_decision_days",
     "load_kpi_inputs",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -23,7 +24,6 @@ from serving.cli.common import (
     console,
     err_console,
     friendly_errors,
-    load_inputs,
     open_store,
     parse_date,
     runtime,
@@ -310,73 +310,41 @@ def kpis(
     customers: OptionalCustomersOpt = None,
     rules_dir: RulesDirOpt = None,
 ) -> None:
-    """The six lifecycle KPIs against their targets, in data days, each with its definition."""
-    from serving.infra.rulesets import load_rules
+    """The six lifecycle KPIs against their targets, in data days, each with its definition.
+
+    A batch day's KPIs are read from ``<data_dir>/kpis/`` while nothing they depend on changed
+    (``serving.app.kpi_files``); otherwise they are computed, and stored for the next call.
+    """
+    from serving.app.kpi_files import EventStore, day_kpis
+    from serving.cli.render import kpi_table
 
     current = settings()
     store = open_store(current)
     day = parse_date(as_of) if as_of else store.latest_batch_day()
     if day is None:
         raise UserError("no completed batch run yet: run `lstep score --as-of DAY` first")
-    customers = customers or current.customers_path
-    events = events or current.events_path
-    if events.exists() and customers.exists():
-        event_frame, customer_frame = _kpi_inputs(events, customers)
-    else:  # no event log: no labels, and no cohorts without customers
-        event_frame, customer_frame = None, _customers_or_empty(customers)
-    table = kpi_table_at(
-        store, day, customers=customer_frame, events=event_frame,
-        ruleset=load_rules(rules_dir), data_dir=current.data_path,
+    sources = EventStore(
+        data_dir=current.data_path, events=events or current.events_path,
+        customers=customers or current.customers_path, rules_dir=rules_dir,
     )  # fmt: skip
-    console.print(table)
+    found = day_kpis(store, day, sources, rules_of_version(current, rules_dir), now=utc_now())
+    console.print(kpi_table(found, day))
 
 
-def _kpi_inputs(events: Path, customers: Path) -> tuple[object, object]:
-    """The event log as the KPIs read it, and the validated customers.
+def rules_of_version(current: object, rules_dir: Path | None) -> Callable[[str | None], tuple]:
+    """The rules resolved against a version's operating points, as the batch resolved them for
+    the days that version scored (``serving.app.kpi_files.RulesFor``)."""
 
-    A parquet log is read lazily (``StoredEvents``: only the learners the labels need, checked
-    against the contract); another format is validated whole, as every command does.
-    """
-    from features.layout import PARQUET_SUFFIXES
-    from serving.app.kpi_inputs import StoredEvents
+    def rules_for(version: str | None) -> tuple[RuleSet, str | None]:
+        from serving.cli.explain_inputs import version_points
+        from serving.infra.rulesets import load_rules
 
-    if events.suffix.lower() not in PARQUET_SUFFIXES:
-        return load_inputs(events, customers, None, False)
-    return StoredEvents(events, utc_now()), _valid_customers(customers)
+        points = None if version is None else version_points(current, version, warn=_note)
+        if points is None:  # rules only, or a version the registry no longer holds
+            return load_rules(rules_dir), None
+        return load_rules(rules_dir, champion=points), version
 
-
-def _valid_customers(customers: Path) -> object:
-    """The customers file, validated (a ``UserError`` naming each error otherwise)."""
-    from features.validation import valid_customers
-
-    try:
-        return valid_customers(customers, as_of_limit=utc_now())
-    except ValueError as error:
-        raise UserError(str(error)) from None
-
-
-def _customers_or_empty(customers: Path) -> object:
-    """The customers file's frame, or an empty one (the KPIs then have no mastery cohort)."""
-    import pandas as pd
-
-    from features.validation import load_customers
-
-    if customers.exists():
-        return load_customers(customers)[0]
-    return pd.DataFrame(columns=["customer_id", "product_tag", "enrolled_at", "mrr"])
-
-
-def kpi_table_at(
-    store: object, day: date, *, customers: object, events: object, ruleset: object, data_dir: Path
-) -> object:
-    """Compute the KPIs at ``day`` (``serving.app.kpi_inputs.kpis_at``) and lay them out."""
-    from serving.app.kpi_inputs import kpis_at
-    from serving.cli.render import kpi_table
-
-    results = kpis_at(
-        store, day, customers=customers, events=events, ruleset=ruleset, data_dir=data_dir
-    )
-    return kpi_table(results, day)
+    return rules_for
 
 
 @friendly_errors

@@ -124,8 +124,8 @@ def _backfill(data: Path, events: Any, customers: Any, days: int) -> date:
     """Run the daily batch over the log's last ``days`` days (completed days are skipped)."""
     from serving.app.batch import BatchInputs, run_range
     from serving.app.jobs import batch_context
-    from serving.cli.daily import kpi_table_at
-    from serving.cli.render import RichBatchProgress, batch_summary
+    from serving.app.kpi_files import EventStore, day_kpis
+    from serving.cli.render import RichBatchProgress, batch_summary, kpi_table
 
     end = date.fromisoformat(json.loads((data / "meta.json").read_text())["data_end"])
     start = end - timedelta(days=days - 1)
@@ -140,11 +140,14 @@ def _backfill(data: Path, events: Any, customers: Any, days: int) -> date:
 
         cache_version(settings(), context.champion.version, context.champion.model)
     console.print(batch_summary(results[-1]))
-    table = kpi_table_at(
-        context.store, end, customers=customers, events=events, ruleset=context.ruleset,
-        data_dir=data,
-    )  # fmt: skip
-    console.print(table)
+    # Stored for the first `lstep kpis`, as a `lstep score` stores its last day's.
+    current = settings()
+    sources = EventStore(data, events=current.events_path, customers=current.customers_path)
+    version = None if context.champion is None else str(context.champion.version)
+    found = day_kpis(
+        context.store, end, sources, lambda _: (context.ruleset, version), now=utc_now()
+    )
+    console.print(kpi_table(found, end))
     return end
 
 

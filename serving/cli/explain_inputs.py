@@ -15,6 +15,7 @@ calibrator; TreeSHAP needs only LightGBM's ``Booster``.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from models.churn import ChurnModel
 
 CACHE_SUBDIR = Path("cache") / "models"
+MODEL_METADATA = "model.json"
+"""``models.churn.METADATA_FILE``, named here so that reading it needs no LightGBM import."""
 Warn = Callable[[str], None]
 
 
@@ -146,6 +149,43 @@ def version_model(
     return model
 
 
+@dataclass(frozen=True)
+class VersionFacts:
+    """What the rules read of a registered version: its operating points and label window."""
+
+    operating_points: dict[str, float]
+    horizon_days: int | None
+
+
+@dataclass(frozen=True)
+class VersionPoints:
+    """A version as ``serving.infra.rulesets.load_rules`` reads a champion."""
+
+    model: VersionFacts
+    version: str
+
+
+def version_points(
+    current: Settings, version: str, *, warn: Warn | None = None
+) -> VersionPoints | None:
+    """The operating points of a registered version, from its cached ``model.json`` when cached
+    (no LightGBM, no MLflow), else through ``version_model`` (which caches the version).
+
+    Returns:
+        None when the registry does not hold that version (any more).
+    """
+    path = model_cache_dir(current, version) / MODEL_METADATA
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+        facts = VersionFacts(metadata.get("operating_points", {}), metadata.get("horizon_days"))
+    except (OSError, ValueError, AttributeError):  # not cached (or not a model's metadata)
+        model = version_model(current, version, warn=warn)
+        if model is None:
+            return None
+        facts = VersionFacts(model.operating_points, model.horizon_days)
+    return VersionPoints(facts, version)
+
+
 def cache_version(
     current: Settings, version: str, model: ChurnModel | None = None, *, warn: Warn | None = None
 ) -> None:
@@ -197,9 +237,12 @@ def _write_cache(model: ChurnModel, directory: Path, warn: Warn | None) -> None:
 
 __all__ = [
     "StoredScoreModel",
+    "VersionFacts",
     "VersionModel",
+    "VersionPoints",
     "cache_version",
     "model_cache_dir",
     "stored_day_inputs",
     "version_model",
+    "version_points",
 ]

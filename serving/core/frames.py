@@ -1,25 +1,29 @@
 """Frames and records that cross the state store's boundary, in both directions (DESIGN §5).
 
 pandera schemas of the frames the store takes (decisions, scores) and gives (state, audit log,
-stored scores, batch runs), and ``RunRecord``, one batch run as stored. Frames follow the
-project's time convention (``features.schemas``): dates (``as_of``, ``since``, ``expires``) are
-naive ``datetime64[us]`` at midnight, meaning 00:00 UTC of that day; instants (``created_at``,
-``updated_at``) are ``datetime64[us, UTC]``.
+stored scores, batch runs), and ``RunRecord``, one batch run as stored. The schemas live in
+``serving.core.frame_schemas`` and are handed out here by name (``TRANSITIONS_SCHEMA``, ...) on
+first use: reading the store's own rows needs only their column types (``StoredColumns``), and
+importing pandera costs ~0.3 s that ``lstep status`` and a stored ``lstep kpis`` need not pay.
+
+Frames follow the project's time convention (``features.schemas``): dates (``as_of``, ``since``,
+``expires``) are naive ``datetime64[us]`` at midnight, meaning 00:00 UTC of that day; instants
+(``created_at``, ``updated_at``) are ``datetime64[us, UTC]``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 from pydantic import BaseModel, ConfigDict
 
-from features.schemas import AS_OF_DTYPE, UTC_INSTANT
-from serving.core.tags import STATUS_TAGS
+if TYPE_CHECKING:
+    import pandera.pandas as pa
 
 RunStatus = Literal["running", "completed", "failed"]
 RUN_STATUSES: tuple[str, ...] = ("running", "completed", "failed")
@@ -44,24 +48,91 @@ class RunRecord(BaseModel):
     summary: dict[str, Any] | None
 
 
-_DATE = AS_OF_DTYPE
-_INSTANT = UTC_INSTANT
-_TAG_CHECK = pa.Check.isin(list(STATUS_TAGS))
-_PROBABILITY = pa.Check.in_range(0.0, 1.0)
+SCHEMAS: tuple[str, ...] = (
+    "DECISIONS_SCHEMA",
+    "OVERRIDES_SCHEMA",
+    "RUNS_SCHEMA",
+    "SCORES_INPUT_SCHEMA",
+    "STATE_SCHEMA",
+    "STORED_SCORES_SCHEMA",
+    "TRANSITIONS_SCHEMA",
+)
+"""The pandera schemas of ``serving.core.frame_schemas``, importable from here (lazily)."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in SCHEMAS:  # pandera only for the caller that validates
+        from serving.core import frame_schemas
+
+        return getattr(frame_schemas, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def validate_frame(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
     """Validate (and coerce) a frame; a failure is a ValueError naming the frame and column."""
+    import pandera.errors
+
     try:
         return schema.validate(frame)
-    except (pa.errors.SchemaError, pa.errors.SchemaErrors) as error:
+    except (pandera.errors.SchemaError, pandera.errors.SchemaErrors) as error:
         raise ValueError(f"{schema.name}: {error}") from None
 
 
-def stored_frame(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
+TEXT, DAY, INSTANT = "str", "datetime64[ns]", "datetime64[us, UTC]"
+"""The types validation gives text, date (naive midnight) and instant columns."""
+
+
+@dataclass(frozen=True)
+class StoredColumns:
+    """What typing the store's own rows needs of a schema: its name, the type validation gives
+    each column (``TEXT``, ``DAY``, ``INSTANT`` or a numpy type), and the optional columns.
+    ``tests/serving/core`` holds each equal to its pandera schema."""
+
+    name: str
+    dtypes: Mapping[str, str]
+    optional: frozenset[str] = frozenset()
+
+    def select(self, columns: Sequence[str]) -> StoredColumns:
+        """These columns only (as ``select_columns`` of the pandera schema)."""
+        dtypes = {name: self.dtypes[name] for name in columns}
+        return StoredColumns(self.name, dtypes, self.optional.intersection(dtypes))
+
+
+def _columns(name: str, optional: Iterable[str] = (), **dtypes: str) -> StoredColumns:
+    return StoredColumns(name, dtypes, frozenset(optional))
+
+
+_PROBABILITIES = dict.fromkeys(("p_churn", "p_low", "p_high", "confidence"), "float64")
+STATE_COLUMNS = _columns(
+    "state", customer_id=TEXT, tag=TEXT, since=DAY, override_tag=TEXT, override_expires=DAY,
+    override_kind=TEXT,
+)  # fmt: skip
+OVERRIDES_COLUMNS = _columns(
+    "overrides", id="int64", customer_id=TEXT, tag=TEXT, kind=TEXT, actor=TEXT, reason=TEXT,
+    created_at=INSTANT, effective_as_of=DAY, expires=DAY, cleared_at=INSTANT, cleared_as_of=DAY,
+    cleared_by=TEXT, clear_reason=TEXT,
+)  # fmt: skip
+TRANSITIONS_COLUMNS = _columns(
+    "transitions", ["why"], id="int64", customer_id=TEXT, as_of=DAY, from_tag=TEXT, to_tag=TEXT,
+    rule_id=TEXT, actor=TEXT, reason=TEXT, why=TEXT, signal=TEXT, p_churn="float64",
+    confidence="float64", model_version=TEXT, run_id=TEXT, created_at=INSTANT,
+)  # fmt: skip
+STORED_SCORES_COLUMNS = _columns(
+    "scores", ["campaign_id", "channel", "behaviour_tags"], customer_id=TEXT, as_of=DAY,
+    **_PROBABILITIES, priority=TEXT, action=TEXT, control="bool", value_at_risk="float64",
+    model_version=TEXT, run_id=TEXT, campaign_id=TEXT, channel=TEXT, behaviour_tags=TEXT,
+    expected_months="float64", projected_value="float64",
+)  # fmt: skip
+RUNS_COLUMNS = _columns(
+    "batch_runs", run_id=TEXT, as_of=DAY, status=TEXT, started_at=INSTANT, finished_at=INSTANT,
+    model_version=TEXT, rules_only="bool", summary="object",
+)  # fmt: skip
+
+
+def stored_frame(frame: pd.DataFrame, columns: StoredColumns) -> pd.DataFrame:
     """A frame of rows the store wrote itself, typed as ``validate_frame`` types it.
 
-    Only the column set is checked and each column coerced to the schema's type: the value
+    Only the column set is checked and each column converted to the schema's type: the value
     checks (tags, probabilities, uniqueness) guard what goes into the store, whose constraints
     and writers keep them, so checking them again on every read only costs time (the pandera
     pass took ~0.1 s of each ``lstep status`` and ``kpis``). ``tests/serving/core`` compares
@@ -70,121 +141,30 @@ def stored_frame(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFram
     Raises:
         ValueError: a required column is missing or an unknown one present (names both).
     """
-    required = {name for name, column in schema.columns.items() if column.required}
-    missing, unknown = required - set(frame.columns), set(frame.columns) - set(schema.columns)
+    required = set(columns.dtypes) - columns.optional
+    missing, unknown = required - set(frame.columns), set(frame.columns) - set(columns.dtypes)
     if missing or unknown:
         raise ValueError(
-            f"{schema.name}: missing columns {sorted(missing)}, unexpected {sorted(unknown)}"
+            f"{columns.name}: missing columns {sorted(missing)}, unexpected {sorted(unknown)}"
         )
-    columns = {name: schema.columns[name].dtype.coerce(frame[name]) for name in frame.columns}
-    return pd.DataFrame(columns, index=frame.index)
+    typed = {name: _typed(frame[name], columns.dtypes[name]) for name in frame.columns}
+    return pd.DataFrame(typed, index=frame.index)
 
 
-def _text(nullable: bool = True, **kwargs: Any) -> pa.Column:
-    return pa.Column(str, nullable=nullable, **kwargs)
-
-
-def _tag(nullable: bool) -> pa.Column:
-    return pa.Column(str, _TAG_CHECK, nullable=nullable)
-
-
-def _probability() -> pa.Column:
-    return pa.Column(float, _PROBABILITY, nullable=True)
-
-
-def _frame_schema(name: str, columns: dict[str, pa.Column]) -> pa.DataFrameSchema:
-    return pa.DataFrameSchema(columns, name=name, strict=True, coerce=True)
-
-
-DECISIONS_SCHEMA = _frame_schema(
-    "decisions",
-    {
-        "customer_id": _text(nullable=False, unique=True),
-        "as_of": pa.Column(_DATE),
-        "from_tag": _tag(nullable=True),
-        "to_tag": _tag(nullable=True),
-        "changed": pa.Column(bool),
-        "rule_id": _text(),
-        "description": _text(),
-        "signal": _text(),
-        "p_churn": _probability(),
-        "confidence": _probability(),
-        "priority": _text(),
-        "action": _text(),
-        # The campaign the decision triggers and its channel (issue 12); optional so that
-        # decisions built without a campaign catalogue still load.
-        "campaign_id": _text(required=False),
-        "channel": _text(required=False),
-        "control": pa.Column(bool),
-        "value_at_risk": pa.Column(float, nullable=True),
-        # The lifetime projection (rules.lifetime); optional so that decisions built without
-        # the engine still load: their scores then project nothing.
-        "expected_months": pa.Column(float, nullable=True, required=False),
-        "projected_value": pa.Column(float, nullable=True, required=False),
-        "held": _text(),  # why a due move was held ("cooldown", "override"), else null
-        # The behaviour tags held: sorted ids joined by ",", "" for none (optional, as above).
-        "behaviour_tags": _text(required=False),
-        # The facts that made the deciding rule fire, in words (null for a stay); optional so
-        # that decisions built without the engine still load: their transitions quote none.
-        "why": _text(required=False),
-        # The day's capacity moved the learner to automated outreach (null: not applied).
-        "over_capacity": pa.Column("boolean", nullable=True, required=False),
-    },
-)
-"""Input of ``apply_batch``: the rules engine's decision per learner for one ``as_of``
-(``rules.DECISION_COLUMNS``; categorical columns are read as text)."""
-
-SCORES_INPUT_SCHEMA = _frame_schema(
-    "scores",
-    {
-        "customer_id": _text(nullable=False, unique=True),
-        "as_of": pa.Column(_DATE, required=False),
-        "p_churn": _probability(),
-        "p_low": _probability(),
-        "p_high": _probability(),
-        "confidence": _probability(),
-    },
-)
-"""Input of ``apply_batch``: the model's calibrated score and interval per learner."""
-
-STATE_SCHEMA = _frame_schema(
-    "state",
-    {
-        "customer_id": _text(nullable=False, unique=True),
-        "tag": _tag(nullable=False),
-        "since": pa.Column(_DATE),
-        "override_tag": _tag(nullable=True),
-        "override_expires": pa.Column(_DATE, nullable=True),
-        "override_kind": _text(),
-    },
-)
-"""Output of ``state_frame``: each learner's tag on a day and the override applying, if any."""
-
-OVERRIDES_SCHEMA = _frame_schema(
-    "overrides",
-    {
-        "id": pa.Column(int),
-        "customer_id": _text(nullable=False),
-        "tag": _tag(nullable=False),
-        "kind": _text(nullable=False),
-        "actor": _text(nullable=False),
-        "reason": _text(nullable=False),
-        "created_at": pa.Column(_INSTANT),
-        "effective_as_of": pa.Column(_DATE),
-        "expires": pa.Column(_DATE, nullable=True),
-        "cleared_at": pa.Column(_INSTANT, nullable=True),
-        "cleared_as_of": pa.Column(_DATE, nullable=True),
-        "cleared_by": _text(),
-        "clear_reason": _text(),
-    },
-)
-"""Output of ``overrides_frame``: data days (effective_as_of, expires, cleared_as_of) beside the
-wall-clock instants they were recorded (created_at, cleared_at)."""
+def _typed(values: pd.Series, dtype: str) -> pd.Series:
+    """``values`` as pandera's coercion to ``dtype`` gives them (dates and instants parsed)."""
+    if dtype == INSTANT:  # naive values are UTC, aware ones converted
+        return pd.to_datetime(values, utc=True).astype(INSTANT)
+    if dtype == DAY:
+        return pd.to_datetime(values).astype(DAY)
+    return values if dtype == "object" else values.astype(dtype)
 
 
 def empty_state() -> pd.DataFrame:
     """A state frame without learners (a fresh store): every learner is new."""
-    columns = {name: pd.Series(dtype=object) for name in STATE_SCHEMA.columns}
+    from serving.core.frame_schemas import STATE_SCHEMA
+
+    columns = {name: pd.Series(dtype=object) for name in STATE_COLUMNS.dtypes}
     return validate_frame(pd.DataFrame(columns), STATE_SCHEMA)
 
 
@@ -204,90 +184,28 @@ def state_frame_of_rows(rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
         rows: (customer_id, tag, since, override_tag, override_expires, override_kind) tuples;
             days are ``date`` objects, missing values None.
     """
-    columns = list(zip(*rows, strict=True)) or [()] * len(STATE_SCHEMA.columns)
-    values = dict(zip(STATE_SCHEMA.columns, columns, strict=True))
+    names = list(STATE_COLUMNS.dtypes)
+    columns = list(zip(*rows, strict=True)) or [()] * len(names)
+    values = dict(zip(names, columns, strict=True))
     frame = {
         name: pd.array(values[name], dtype="str")
         if name in _STATE_TEXT
         else np.array(values[name], dtype="datetime64[D]").astype("datetime64[ns]")
-        for name in STATE_SCHEMA.columns
+        for name in names
     }
     return pd.DataFrame(frame)
 
 
-TRANSITIONS_SCHEMA = _frame_schema(
-    "transitions",
-    {
-        "id": pa.Column(int),
-        "customer_id": _text(nullable=False),
-        "as_of": pa.Column(_DATE),
-        "from_tag": _tag(nullable=True),
-        "to_tag": _tag(nullable=False),
-        "rule_id": _text(),
-        "actor": _text(),
-        "reason": _text(nullable=False),
-        "why": _text(required=False),  # absent from frames built before rule reasons
-        "signal": _text(),
-        "p_churn": _probability(),
-        "confidence": _probability(),
-        "model_version": _text(),
-        "run_id": _text(),
-        "created_at": pa.Column(_INSTANT),
-    },
-)
-"""The audit log as a frame (``transitions_frame``, ``history``); an input of the KPIs."""
-
-STORED_SCORES_SCHEMA = _frame_schema(
-    "scores",
-    {
-        "customer_id": _text(nullable=False),
-        "as_of": pa.Column(_DATE),
-        "p_churn": _probability(),
-        "p_low": _probability(),
-        "p_high": _probability(),
-        "confidence": _probability(),
-        "priority": _text(),
-        "action": _text(),
-        "control": pa.Column(bool),
-        "value_at_risk": pa.Column(float, nullable=True),
-        "model_version": _text(),
-        "run_id": _text(nullable=False),
-        "campaign_id": _text(required=False),
-        "channel": _text(required=False),
-        "behaviour_tags": _text(required=False),  # comma-separated ids, e.g. "BT_001,BT_004"
-        # The lifetime projection (rules.lifetime): null on days stored before it existed.
-        "expected_months": pa.Column(float, nullable=True),
-        "projected_value": pa.Column(float, nullable=True),
-    },
-)
-"""Stored scores as a frame (``scores_frame``); an input of the KPIs."""
-
-RUNS_SCHEMA = _frame_schema(
-    "batch_runs",
-    {
-        "run_id": _text(nullable=False, unique=True),
-        "as_of": pa.Column(_DATE, unique=True),
-        "status": pa.Column(str, pa.Check.isin(list(RUN_STATUSES))),
-        "started_at": pa.Column(_INSTANT),
-        "finished_at": pa.Column(_INSTANT, nullable=True),
-        "model_version": _text(),
-        "rules_only": pa.Column(bool),
-        "summary": pa.Column(object, nullable=True),
-    },
-)
-"""Output of ``runs``: one row per batch day."""
-
 __all__ = [
-    "DECISIONS_SCHEMA",
-    "OVERRIDES_SCHEMA",
-    "RUNS_SCHEMA",
+    "OVERRIDES_COLUMNS",
+    "RUNS_COLUMNS",
     "RUN_STATUSES",
-    "SCORES_INPUT_SCHEMA",
-    "STATE_SCHEMA",
-    "STORED_SCORES_SCHEMA",
-    "TRANSITIONS_SCHEMA",
+    "STATE_COLUMNS",
+    "STORED_SCORES_COLUMNS",
+    "TRANSITIONS_COLUMNS",
     "RunRecord",
     "RunStatus",
+    "StoredColumns",
     "empty_state",
     "state_frame_of_rows",
     "stored_frame",

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 
 from serving.core.frames import validate_frame
 from serving.core.messages import (
@@ -27,26 +27,35 @@ from serving.core.messages import (
     message_key,
 )
 
-MESSAGES_SCHEMA = pa.DataFrameSchema(
-    {
-        "message_id": pa.Column(str, unique=True),
-        "planned_on": pa.Column("datetime64[us]"),
-        "due_on": pa.Column("datetime64[us]"),
-        "customer_id": pa.Column(str),
-        "campaign_id": pa.Column(str),
-        "step": pa.Column(int, pa.Check.ge(0)),
-        "channel": pa.Column(str, pa.Check.isin(list(CHANNELS))),
-        "template_id": pa.Column(str),
-        "variant": pa.Column(str),
-        "control": pa.Column(bool),
-        "context": pa.Column(str),
-    },
-    name="campaign messages",
-    strict=True,
-    coerce=True,
-    ordered=False,
-)
-"""A planned day's messages (``MESSAGE_COLUMNS``), as the outbox takes them."""
+if TYPE_CHECKING:
+    import pandera.pandas as pa
+
+
+@cache
+def messages_schema() -> pa.DataFrameSchema:
+    """A planned day's messages (``MESSAGE_COLUMNS``), as the outbox takes them (built on first
+    use: pandera is imported by the batch that plans messages, not by every store reader)."""
+    import pandera.pandas as pa
+
+    return pa.DataFrameSchema(
+        {
+            "message_id": pa.Column(str, unique=True),
+            "planned_on": pa.Column("datetime64[us]"),
+            "due_on": pa.Column("datetime64[us]"),
+            "customer_id": pa.Column(str),
+            "campaign_id": pa.Column(str),
+            "step": pa.Column(int, pa.Check.ge(0)),
+            "channel": pa.Column(str, pa.Check.isin(list(CHANNELS))),
+            "template_id": pa.Column(str),
+            "variant": pa.Column(str),
+            "control": pa.Column(bool),
+            "context": pa.Column(str),
+        },
+        name="campaign messages",
+        strict=True,
+        coerce=True,
+        ordered=False,
+    )
 
 
 def empty_messages() -> pd.DataFrame:
@@ -65,7 +74,7 @@ def outbox_rows(as_of: date, messages: pd.DataFrame, run_id: str, now: datetime)
     if "control" in messages:  # coercion would read any text, "false" too, as True
         not_bool = ~messages["control"].map(lambda value: isinstance(value, bool | np.bool_))
         _refuse(messages, not_bool, "have a control flag that is not true or false")
-    frame = validate_frame(messages, MESSAGES_SCHEMA)[list(MESSAGE_COLUMNS)].copy()
+    frame = validate_frame(messages, messages_schema())[list(MESSAGE_COLUMNS)].copy()
     day = pd.Timestamp(as_of)
     _refuse(frame, frame["planned_on"] != day, f"are planned on another day than {as_of}")
     _refuse(frame, frame["due_on"] < frame["planned_on"], "are due before they were planned")
@@ -157,10 +166,10 @@ def cap_until(sent_at: list[datetime], cap: int, window: timedelta, now: datetim
 
 
 __all__ = [
-    "MESSAGES_SCHEMA",
     "QuietHours",
     "cap_until",
     "empty_messages",
+    "messages_schema",
     "outbox_rows",
     "retry_at",
 ]

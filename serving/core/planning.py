@@ -14,14 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from serving.core import frames  # its pandera schemas are read when a batch is applied
 from serving.core.calllist import LIFETIME_FIELDS
-from serving.core.frames import (
-    DECISIONS_SCHEMA,
-    SCORES_INPUT_SCHEMA,
-    STORED_SCORES_SCHEMA,
-    TRANSITIONS_SCHEMA,
-    validate_frame,
-)
+from serving.core.frames import STORED_SCORES_COLUMNS, TRANSITIONS_COLUMNS, validate_frame
 from serving.core.tags import CHURNED_TAG, MANUAL_ONLY_TAG
 
 EXAMPLES = 10
@@ -100,7 +95,7 @@ def _examples(values: pd.Series) -> list[str]:
 
 def checked_decisions(as_of: date, decisions: pd.DataFrame) -> pd.DataFrame:
     """The validated decisions of ``as_of``; changed rows must say where to and why."""
-    checked = validate_frame(decisions, DECISIONS_SCHEMA)
+    checked = validate_frame(decisions, frames.DECISIONS_SCHEMA)
     other_day = checked[checked["as_of"] != pd.Timestamp(as_of)]
     if len(other_day):
         raise ValueError(
@@ -134,7 +129,7 @@ def score_rows(
     """One ``scores`` row per decision; the model frame adds the interval ``p_low``/``p_high``."""
     model = validate_frame(
         scores if scores is not None else pd.DataFrame(columns=list(_MODEL_SCORE_COLUMNS)),
-        SCORES_INPUT_SCHEMA,
+        frames.SCORES_INPUT_SCHEMA,
     )
     off_day = model[model["as_of"] != pd.Timestamp(as_of)] if "as_of" in model else model[:0]
     if len(off_day):
@@ -167,7 +162,7 @@ def score_rows(
     # Decisions built without the engine have no lifetime projection.
     for column in LIFETIME_FIELDS:
         rows[column] = rows[column].astype(float) if column in rows else np.nan
-    return rows[list(STORED_SCORES_SCHEMA.columns)]
+    return rows[list(STORED_SCORES_COLUMNS.dtypes)]
 
 
 def plan_transitions(
@@ -208,7 +203,7 @@ def transition_rows(
     rows["model_version"] = model_version
     rows["run_id"] = run_id
     rows["created_at"] = now
-    return rows[[column for column in TRANSITIONS_SCHEMA.columns if column != "id"]]
+    return rows[[column for column in TRANSITIONS_COLUMNS.dtypes if column != "id"]]
 
 
 def run_summary(

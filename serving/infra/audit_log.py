@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Connection, Select
 
-from serving.core.frames import TRANSITIONS_SCHEMA, stored_frame
+from serving.core.frames import TRANSITIONS_COLUMNS, stored_frame
 from serving.infra.sql import driver_frame
 
 
@@ -27,7 +27,7 @@ def read_transitions(conn: Connection, stmt: Select[Any]) -> pd.DataFrame:
     frame = driver_frame(conn, stmt)
     frame["as_of"] = pd.to_datetime(frame["as_of"])
     frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
-    return stored_frame(frame, TRANSITIONS_SCHEMA)
+    return stored_frame(frame, TRANSITIONS_COLUMNS)
 
 
 __all__ = ["read_transitions"]

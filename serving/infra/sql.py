@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 from pandas.api.types import is_bool_dtype, is_float_dtype
 from sqlalchemy import (
     Connection,
@@ -41,7 +40,7 @@ from sqlalchemy.exc import (
     OperationalError,
 )
 
-from serving.core.frames import RunRecord, stored_frame
+from serving.core.frames import RunRecord, StoredColumns, stored_frame
 from serving.core.problems import Invalid, Unavailable
 from serving.infra.tables import BatchRun, Score, Status, Transition
 
@@ -123,10 +122,10 @@ def _begin_sqlite_transaction(conn: Connection) -> None:
 # ---- reading helpers -------------------------------------------------------------------------
 
 
-def read_frame(conn: Connection, stmt: Select[Any], schema: pa.DataFrameSchema) -> pd.DataFrame:
-    """The select's rows typed by ``schema``: the store's own rows (``stored_frame``)."""
+def read_frame(conn: Connection, stmt: Select[Any], columns: StoredColumns) -> pd.DataFrame:
+    """The select's rows typed by ``columns``: the store's own rows (``stored_frame``)."""
     result = conn.execute(stmt)
-    return stored_frame(result_frame(result), schema)
+    return stored_frame(result_frame(result), columns)
 
 
 def result_frame(result: Result[Any]) -> pd.DataFrame:

@@ -16,11 +16,11 @@ import pandas as pd
 from sqlalchemy import Connection, exists, func, select
 
 from serving.core.frames import (
-    OVERRIDES_SCHEMA,
-    RUNS_SCHEMA,
-    STATE_SCHEMA,
-    STORED_SCORES_SCHEMA,
-    TRANSITIONS_SCHEMA,
+    OVERRIDES_COLUMNS,
+    RUNS_COLUMNS,
+    STATE_COLUMNS,
+    STORED_SCORES_COLUMNS,
+    TRANSITIONS_COLUMNS,
     state_frame_of_rows,
     stored_frame,
 )
@@ -62,7 +62,7 @@ class ReadsMixin:
         with self._connect() as conn:
             # The batch reads a million learners' state twice a day: the driver's rows (dates
             # as SQLite's ISO text, typed by the schema's coercion) cost half SQLAlchemy's.
-            return stored_frame(driver_frame(conn, stmt), STATE_SCHEMA)
+            return stored_frame(driver_frame(conn, stmt), STATE_COLUMNS)
 
     def state_rows(self, customer_ids: Sequence[str], as_of: date) -> dict[str, StateRow]:
         """``state_frame(as_of, customer_ids)`` as ``StateRow`` tuples, in one indexed query.
@@ -98,7 +98,7 @@ class ReadsMixin:
         """One learner's transitions, oldest first (``TRANSITIONS_SCHEMA``; empty if unknown)."""
         stmt = transitions_select().where(Transition.customer_id == customer_id)
         with self._connect() as conn:
-            return read_frame(conn, stmt, TRANSITIONS_SCHEMA)
+            return read_frame(conn, stmt, TRANSITIONS_COLUMNS)
 
     def current(self, customer_id: str) -> dict[str, Any] | None:
         """A learner's status row plus their open override (``override`` is None without one)."""
@@ -126,7 +126,16 @@ class ReadsMixin:
         """Every batch run, oldest ``as_of`` first (``RUNS_SCHEMA``)."""
         stmt = select(*BatchRun.__table__.columns).order_by(BatchRun.as_of)
         with self._connect() as conn:
-            return read_frame(conn, stmt, RUNS_SCHEMA)
+            return read_frame(conn, stmt, RUNS_COLUMNS)
+
+    def completed_run(self, as_of: date) -> dict[str, Any] | None:
+        """The completed run of ``as_of`` (``run_id``, ``model_version``, ``rules_only``), or
+        None: one keyed read, where ``runs`` reads and types every run."""
+        stmt = select(BatchRun.run_id, BatchRun.model_version, BatchRun.rules_only).where(
+            BatchRun.as_of == as_of, BatchRun.status == "completed"
+        )
+        with self._connect() as conn:
+            return first_mapping(conn, stmt)
 
     def audit_head(self) -> tuple[int | None, str | None, int, int]:
         """What changes whenever the stored history does: the last transition's id, the last
@@ -173,9 +182,9 @@ class ReadsMixin:
             Unavailable: a completed day's scores are neither in a file nor in SQL (a missing
                 file, or a store opened without the scores directory its days were written to).
         """
-        schema = STORED_SCORES_SCHEMA
+        schema = STORED_SCORES_COLUMNS
         if columns is not None:
-            schema = schema.select_columns(list(columns))
+            schema = schema.select(list(columns))
         files, sql_days = self._score_sources(as_of)
         paths = [path for _, path in files]
         if not paths:
@@ -260,7 +269,7 @@ class ReadsMixin:
                 cleared by then; future-dated ones included).
         """
         with self._connect() as conn:
-            return read_frame(conn, overrides_select(customer_id, live_from), OVERRIDES_SCHEMA)
+            return read_frame(conn, overrides_select(customer_id, live_from), OVERRIDES_COLUMNS)
 
 
 def _missing_scores(day: date, run_id: str, path: Path | None) -> str:

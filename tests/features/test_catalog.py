@@ -76,3 +76,12 @@ def test_evidence_must_name_a_catalog_feature():
             "group": "risk", "phrase": "{value:.0f}", "evidence": "no_such_feature"}  # fmt: skip
     with pytest.raises(ValidationError, match=r"risk_x -> no_such_feature"):
         FeatureCatalog.model_validate({"features": [flag]})
+
+
+def test_the_catalog_read_by_libyaml_is_the_one_the_pure_python_loader_reads():
+    # given the packaged catalog's text
+    import yaml
+
+    text = (Path(__file__).parents[2] / "features" / "catalog.yaml").read_text(encoding="utf-8")
+    # when it is read by the pure-Python safe loader / then load_catalog (libyaml) agrees
+    assert load_catalog() == FeatureCatalog.model_validate(yaml.load(text, Loader=yaml.SafeLoader))

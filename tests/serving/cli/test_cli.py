@@ -189,6 +189,32 @@ def test_rules_only_batch_then_status_override_and_kpis(population, lstep_home):
     assert ">= 70.0%" in kpis.output
 
 
+def test_a_batch_day_stores_its_kpis_and_kpis_prints_them_as_it_computes_them(
+    population, lstep_home
+):
+    # given the population as the workspace's event store, and one rules-only batch day
+    data = lstep_home / "data"
+    data.mkdir()
+    for name in ("events.parquet", "customers.parquet"):
+        (data / name).write_bytes((population / name).read_bytes())
+    scored = runner.invoke(app, ["score", "--as-of", "2026-04-01", "--rules-only"])
+    assert scored.exit_code == 0, scored.output
+    stored = data / "kpis" / "as_of=2026-04-01.json"
+    written = stored.stat().st_mtime_ns
+    # when the KPIs are printed from the stored file, then again computed without it
+    from_file = runner.invoke(app, ["kpis"])
+    untouched = stored.stat().st_mtime_ns == written
+    stored.unlink()
+    computed = runner.invoke(app, ["kpis"])
+    # then the batch stored them, the first print read them (the file was not rewritten), and
+    # both prints are the same text; the computing one stored them again
+    assert from_file.exit_code == 0 and computed.exit_code == 0, computed.output
+    assert untouched
+    assert "KPIs on 2026-04-01" in from_file.output
+    assert from_file.output == computed.output
+    assert stored.is_file()
+
+
 def test_kpis_name_the_customers_file_that_breaks_the_contract(population, lstep_home, tmp_path):
     # given one rules-only batch day, then a customers file with one learner twice
     inputs = ["--events", str(population / "events.parquet"),

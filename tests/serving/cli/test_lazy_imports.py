@@ -70,3 +70,12 @@ def test_a_learners_status_does_not_load_the_rules_engine():
     # ``RuleSet`` only for typing
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("module", ["serving.app.status", "serving.infra.workspace"])
+def test_reading_the_store_does_not_load_pandera(module):
+    # given a fresh interpreter / when what `lstep status` and a stored `lstep kpis` use (the
+    # store, its reads typed by serving.core.frames.StoredColumns) is imported
+    imported = _imported_heavy(module, ("pandera",))
+    # then pandera (and the pyspark.pandas it pulls in) waits for a command that validates
+    assert imported == []

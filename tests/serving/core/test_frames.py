@@ -8,10 +8,15 @@ import pandas as pd
 import pytest
 
 from serving.core.frames import (
+    OVERRIDES_COLUMNS,
     OVERRIDES_SCHEMA,
+    RUNS_COLUMNS,
     RUNS_SCHEMA,
+    STATE_COLUMNS,
     STATE_SCHEMA,
+    STORED_SCORES_COLUMNS,
     STORED_SCORES_SCHEMA,
+    TRANSITIONS_COLUMNS,
     TRANSITIONS_SCHEMA,
     stored_frame,
     validate_frame,
@@ -75,7 +80,7 @@ def test_a_stored_frame_without_a_required_column_or_with_an_unknown_one_is_refu
     with pytest.raises(
         ValueError, match=r"transitions: missing columns \['reason'\], unexpected \['excuse'\]"
     ):
-        stored_frame(frame, TRANSITIONS_SCHEMA)
+        stored_frame(frame, TRANSITIONS_COLUMNS)
 
 
 def test_a_stored_frame_takes_the_optional_columns_it_has_and_keeps_their_order():
@@ -83,6 +88,31 @@ def test_a_stored_frame_takes_the_optional_columns_it_has_and_keeps_their_order(
     frame = pd.DataFrame({"run_id": ["r"], "as_of": [date(2024, 3, 1)], "customer_id": ["a"]})
     schema = STORED_SCORES_SCHEMA.select_columns(["customer_id", "as_of", "run_id"])
     # When it is typed, then the columns stay in the frame's order, with the schema's types
-    typed = stored_frame(frame, schema)
+    typed = stored_frame(frame, STORED_SCORES_COLUMNS.select(["customer_id", "as_of", "run_id"]))
     assert list(typed.columns) == ["run_id", "as_of", "customer_id"]
     assert typed["as_of"].dtype == validate_frame(frame, schema)["as_of"].dtype
+
+
+@pytest.mark.parametrize(
+    ("columns", "schema"),
+    [
+        (STATE_COLUMNS, STATE_SCHEMA),
+        (OVERRIDES_COLUMNS, OVERRIDES_SCHEMA),
+        (TRANSITIONS_COLUMNS, TRANSITIONS_SCHEMA),
+        (STORED_SCORES_COLUMNS, STORED_SCORES_SCHEMA),
+        (RUNS_COLUMNS, RUNS_SCHEMA),
+    ],
+    ids=lambda value: getattr(value, "name", None),
+)
+def test_the_stored_columns_of_a_frame_are_its_schemas_names_types_and_optional_columns(
+    columns, schema
+):
+    # Given the plain column types that type the store's reads, and the pandera schema
+    # When both are listed in order / Then they agree column by column
+    assert columns.name == schema.name
+    assert list(columns.dtypes) == list(schema.columns)
+    for name, column in schema.columns.items():
+        assert pd.api.types.pandas_dtype(columns.dtypes[name]) == column.dtype.type, name
+    assert columns.optional == {
+        name for name, column in schema.columns.items() if not column.required
+    }

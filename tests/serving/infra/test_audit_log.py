@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 import pandas as pd
 from sqlalchemy import insert
 
-from serving.core.frames import TRANSITIONS_SCHEMA
+from serving.core.frames import TRANSITIONS_COLUMNS
 from serving.infra.sql import read_frame, transitions_select
 from serving.infra.tables import Transition
 from tests.serving.batches import FIRST_DAY, apply
@@ -17,7 +17,7 @@ DAY1, DAY2 = date(2024, 3, 1), date(2024, 3, 2)
 
 def _orm_read(store) -> pd.DataFrame:
     with store._connect() as conn:
-        return read_frame(conn, transitions_select(), TRANSITIONS_SCHEMA)
+        return read_frame(conn, transitions_select(), TRANSITIONS_COLUMNS)
 
 
 def test_the_typed_read_of_the_audit_log_is_the_orm_read(store):
