@@ -205,8 +205,8 @@ def overview_parts(
     """The overview's figures on ``frames``, each kept per filter: the days shown, the learners
     selected, the tag series, the KPI trend, the value by tier and tag, the filter options.
 
-    A cache refreshing in the background calls it (``warm_overview``) on the frames it read
-    before serving them, so the first viewer of a new history gets a render.
+    A cache refreshing in the background calls it (``dashboard_warm.warm_pages``) on the frames
+    it read before serving them, so the first viewer of a new history gets a render.
     """
     days = days_in_range(frames.days, filters)
     end = days[-1] if days else frames.latest_day
@@ -227,11 +227,6 @@ def overview_parts(
     )
     options = frames.remembered(("options",), lambda: filter_options(frames))
     return days, learners, series, trend, values, options
-
-
-def warm_overview(cache: DashboardCache, frames: DashboardFrames) -> None:
-    """Compute the unfiltered overview's figures on ``frames`` (``DashboardCache``'s ``warm``)."""
-    overview_parts(cache, frames, DashboardFilters())
 
 
 def calls_page(
@@ -377,6 +372,5 @@ __all__ = [
     "plotly_js",
     "tag_area_chart",
     "value_chart",
-    "warm_overview",
     "write_dashboard",
 ]

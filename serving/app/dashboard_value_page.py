@@ -23,7 +23,7 @@ from serving.app.campaign_effect import FEEDBACK_COLUMNS, OUTBOX_COLUMNS, REENGA
 from serving.app.dashboard import DashboardCache, DashboardFrames
 from serving.app.dashboard_data import DashboardFilters, days_in_range, value_by_tier_tag
 from serving.app.dashboard_pages import Links, _charts_json, _learners, filter_options, value_chart
-from serving.app.dashboard_value import campaign_roi, spend_by_channel
+from serving.app.dashboard_value import learner_roi, roi_of_learners, spend_by_channel
 from serving.app.report import render_html
 
 LOG_END = "log_end"
@@ -149,7 +149,11 @@ def roi_rows(roi: pd.DataFrame) -> list[dict[str, Any]]:
 def _campaign_section(
     cache: DashboardCache, frames: DashboardFrames, learners: pd.DataFrame | None, end: date
 ) -> dict[str, Any]:
-    """The ROI and spend of the campaigns planned by ``end`` (their learners' when given)."""
+    """The ROI and spend of the campaigns planned by ``end`` (their learners' when given).
+
+    The per-learner ROI rows of everyone are found once per ``end`` (``learner_roi``); a
+    filter narrows them and the outbox to its learners, then counts (``roi_of_learners``).
+    """
     inputs = frames.remembered("campaign-inputs", lambda: read_campaign_inputs(cache, frames))
     costs = cache.source.ruleset.campaigns.costs.by_channel()
     outbox = inputs.outbox
@@ -164,14 +168,46 @@ def _campaign_section(
     if inputs.events is None:
         section["note"] = f"no event log at {cache.source.events_path}: uplift is not measured"
         return section
-    roi = campaign_roi(outbox, inputs.feedback, inputs.events, inputs.scores, end, costs)
-    section["roi"] = roi
+    rows = frames.remembered(
+        ("campaign-learners", end),
+        lambda: learner_roi(
+            inputs.outbox, inputs.feedback, inputs.events, inputs.scores, end, costs
+        ),
+    )
+    if learners is not None:
+        rows = rows[rows["customer_id"].isin(outbox["customer_id"])]
+    section["roi"] = roi_of_learners(rows)
     return section
 
 
 def value_page(cache: DashboardCache, filters: DashboardFilters, links: Links) -> str:
     """The value page of the filtered learners: value charts, ROI per campaign, costs used."""
     frames = cache.frames()
+    days, end, learners, values, campaigns = value_parts(cache, frames, filters)
+    charts = [{"id": "value-chart", **value_chart(values)}]
+    roi = campaigns["roi"]
+    if roi is not None and (drawn := roi_chart(roi)) is not None:
+        charts.append({"id": "roi-chart", **drawn})
+    spend = campaigns["spend"]
+    if spend is not None and spend["sent"].sum() > 0:  # nothing sent yet: nothing to draw
+        charts.append({"id": "spend-chart", **spend_chart(spend)})
+    context = {
+        "page": "value", "links": links, "filters": filters, "options": _options(frames),
+        "days": days, "end": end, "latest_day": frames.latest_day, "learners": len(learners),
+        "values": values.to_dict("records"), "campaigns": campaigns,
+        "roi_rows": [] if roi is None else roi_rows(roi), "chart_ids": [c["id"] for c in charts],
+        "refreshing": cache.refreshing,
+        "charts": charts, "charts_json": _charts_json(charts),
+    }  # fmt: skip
+    return render_html(context, "dashboard_value.html.j2")
+
+
+def value_parts(
+    cache: DashboardCache, frames: DashboardFrames, filters: DashboardFilters
+) -> tuple[list[date], date, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The value page's figures on ``frames``, each kept per filter: the days in range, the
+    range's end, the learners selected, the value by tier and tag and the campaign section
+    (``warm_pages`` computes them for everyone before a refreshed history is served)."""
     days = days_in_range(frames.days, filters)
     end = days[-1] if days else frames.latest_day
     learners = frames.remembered(("learners", filters), lambda: _learners(frames, filters, end))
@@ -181,21 +217,12 @@ def value_page(cache: DashboardCache, filters: DashboardFilters, links: Links) -
     )
     key = ("campaigns", filters)
     campaigns = frames.remembered(key, lambda: _campaign_section(cache, frames, chosen, end))
-    charts = [{"id": "value-chart", **value_chart(values)}]
-    roi = campaigns["roi"]
-    if roi is not None and (drawn := roi_chart(roi)) is not None:
-        charts.append({"id": "roi-chart", **drawn})
-    spend = campaigns["spend"]
-    if spend is not None and spend["sent"].sum() > 0:  # nothing sent yet: nothing to draw
-        charts.append({"id": "spend-chart", **spend_chart(spend)})
-    context = {
-        "page": "value", "links": links, "filters": filters, "options": filter_options(frames),
-        "days": days, "end": end, "latest_day": frames.latest_day, "learners": len(learners),
-        "values": values.to_dict("records"), "campaigns": campaigns,
-        "roi_rows": [] if roi is None else roi_rows(roi), "chart_ids": [c["id"] for c in charts],
-        "charts": charts, "charts_json": _charts_json(charts),
-    }  # fmt: skip
-    return render_html(context, "dashboard_value.html.j2")
+    _options(frames)
+    return days, end, learners, values, campaigns
+
+
+def _options(frames: DashboardFrames) -> dict[str, list[str]]:
+    return frames.remembered(("options",), lambda: filter_options(frames))
 
 
 __all__ = [
@@ -207,4 +234,5 @@ __all__ = [
     "roi_rows",
     "spend_chart",
     "value_page",
+    "value_parts",
 ]
