@@ -61,6 +61,13 @@ ROI_COLUMNS: tuple[str, ...] = (
 )
 """Columns of ``campaign_roi``, one row per campaign."""
 
+ROI_INPUTS: tuple[str, ...] = (
+    "campaign_id", "variant", "control", "complete", "sent", "opened", "clicked",
+    "feedback_converted", "log_converted", "contacts", "cost", "value_at_risk",
+)  # fmt: skip
+"""The columns of ``learner_roi`` that ``roi_of_learners`` counts (a segment's rows are narrowed
+to these: the learner ids and days are the bulk of a take)."""
+
 
 def run_costs(outbox: pd.DataFrame, as_of: date, costs: Mapping[str, float]) -> pd.DataFrame:
     """Each learner's first run of each campaign: its trigger day, contacts and cost.
@@ -158,11 +165,11 @@ def treated_totals(rows: pd.DataFrame) -> pd.DataFrame:
     """Per campaign, the complete treated learners' count, contacts, cost and value at risk.
 
     Args:
-        rows: ``learner_roi`` (or a segment of it).
+        rows: ``learner_roi`` (or a segment of it; ``ROI_INPUTS`` are enough).
     """
     treated = rows[rows["complete"].to_numpy(bool) & ~rows["control"].to_numpy(bool)]
     totals = treated.groupby("campaign_id", sort=True).agg(
-        treated=("customer_id", "size"), contacts=("contacts", "sum"), cost=("cost", "sum"),
+        treated=("campaign_id", "size"), contacts=("contacts", "sum"), cost=("cost", "sum"),
         value_at_risk=("value_at_risk", "sum"),
     )  # fmt: skip
     return totals.reset_index().astype({"contacts": "int64", "cost": float})
@@ -227,8 +234,9 @@ def campaign_roi(
 
 
 def roi_of_learners(rows: pd.DataFrame, settings: EffectSettings | None = None) -> pd.DataFrame:
-    """``ROI_COLUMNS`` of the learners in ``rows`` (``learner_roi``, or a segment of it): the
-    measured effect (``campaign_effect.effect_table``) and the treated learners' totals."""
+    """``ROI_COLUMNS`` of the learners in ``rows`` (``learner_roi``, or a segment of it, its
+    ``ROI_INPUTS`` enough): the measured effect (``campaign_effect.effect_table``) and the
+    treated learners' totals."""
     return roi_table(effect_table(rows, settings), treated_totals(rows))
 
 
@@ -249,6 +257,7 @@ def spend_by_channel(outbox: pd.DataFrame, as_of: date, costs: Mapping[str, floa
 
 __all__ = [
     "ROI_COLUMNS",
+    "ROI_INPUTS",
     "campaign_roi",
     "campaign_rows",
     "learner_roi",
