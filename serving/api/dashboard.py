@@ -159,8 +159,10 @@ def dashboard_app(
         return page_response(render)
 
     @app.get("/calls", response_class=_html(), response_model=None)
-    def calls(q: str | None = None, sort: str = "priority"):
-        return page_response(lambda: calls_page(cache(), links, search=q, sort=sort))
+    def calls(q: str | None = None, sort: str = "priority", behaviour: str | None = None):
+        return page_response(
+            lambda: calls_page(cache(), links, search=q, sort=sort, behaviour=behaviour)
+        )
 
     _add_flow_routes(app, cache, links)
     _add_learner_route(app, cache, reasons, links)
@@ -267,17 +269,18 @@ def _value_and_model_routes(
     champions: Callable[[], ChampionSource],
     links: Links,
 ) -> None:
-    """``/value`` (the overview's filters) and ``/model`` on ``app``."""
+    """``/value`` (the overview's filters, behaviour tag included) and ``/model`` on ``app``."""
 
     @app.get("/value", response_class=_html(), response_model=None)
     def value(
         tier: str | None = None, cohort: str | None = None, tag: str | None = None,
-        start: str | None = None, end: str | None = None,
+        start: str | None = None, end: str | None = None, behaviour: str | None = None,
     ):  # fmt: skip
         def render() -> str:
             filters = DashboardFilters(
-                tier=tier, cohort=cohort, tag=tag, start=_day(start), end=_day(end)
-            )
+                tier=tier, cohort=cohort, tag=tag, behaviour=behaviour,
+                start=_day(start), end=_day(end),
+            )  # fmt: skip
             return value_page(cache(), filters, links)
 
         return page_response(render)

@@ -60,8 +60,14 @@ def test_the_behaviour_filter_over_http(served: ServedService):
     narrowed = get_prepared(f"{base}/", params={"behaviour": offered[0]}, timeout=300)
     holders = int(re.search(r"(\d+) learner\(s\) selected", narrowed.text).group(1))
     assert narrowed.status_code == 200 and 0 < holders < everyone
+    # the call list and the value page narrow to the tag's holders too
+    for page in ("/calls", "/value"):
+        both = [get_prepared(f"{base}{page}", params=params, timeout=300)
+                for params in ({}, {"behaviour": offered[0]})]  # fmt: skip
+        assert [answer.status_code for answer in both] == [200, 200], page
+        assert f'<option value="{offered[0]}" selected>' in both[1].text, page
     absent = next(f"BT_{n:03d}" for n in range(1, 999) if f"BT_{n:03d}" not in offered)
-    for page in ("/", "/cohorts", "/flows"):
+    for page in ("/", "/cohorts", "/flows", "/calls", "/value"):
         refused = get_prepared(f"{base}{page}", params={"behaviour": absent}, timeout=120)
         assert refused.status_code == 400 and absent in refused.text, page
     malformed = get_prepared(f"{base}/flows", params={"behaviour": "BT_1"}, timeout=60)
