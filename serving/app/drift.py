@@ -88,8 +88,14 @@ def _psi_bins(expected: pd.Series, actual: pd.Series, bins: int) -> tuple[pd.Ser
 
 
 def _category_labels(series: pd.Series) -> pd.Series:
-    text = series.astype(object).astype(str)  # str() of each value, as Python prints it
-    return pd.Series(np.where(series.isna(), "missing", text), index=series.index)
+    """Each value as Python prints it (``str``), missing values ``missing``.
+
+    The distinct values are printed, not every row: building a million-row string column cost
+    ~0.1 s per feature and sample (12 of the model page's 19 s of PSI at 100k learners).
+    """
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)  # missing: -1, the last name
+    names = np.array([str(value) for value in uniques.astype(object)] + ["missing"], dtype=object)
+    return pd.Series(names[codes], index=series.index)
 
 
 def feature_drift(
