@@ -81,7 +81,9 @@ def _psi_bins(expected: pd.Series, actual: pd.Series, bins: int) -> tuple[pd.Ser
         def label(series: pd.Series) -> pd.Series:
             cut = pd.cut(series.astype(float), edges, labels=False, include_lowest=True)
             codes = np.where(cut.isna(), len(names) - 1, cut.fillna(0)).astype(int)
-            return pd.Series(names[codes], index=series.index)
+            return pd.Series(
+                names[codes], index=series.index, dtype=object
+            )  # not Arrow text: a copy
 
         return label(expected), label(actual)
     return _category_labels(expected), _category_labels(actual)
@@ -95,7 +97,7 @@ def _category_labels(series: pd.Series) -> pd.Series:
     """
     codes, uniques = pd.factorize(series, use_na_sentinel=True)  # missing: -1, the last name
     names = np.array([str(value) for value in uniques.astype(object)] + ["missing"], dtype=object)
-    return pd.Series(names[codes], index=series.index)
+    return pd.Series(names[codes], index=series.index, dtype=object)  # no Arrow copy
 
 
 def feature_drift(
