@@ -11,6 +11,13 @@ read alone (the audit log's rows out of SQL, what any cold page must at least do
 page, and DuckDB's one pass over the cached audit log and last day's scores (a group-by of each,
 what any page aggregating them must at least do) for the others.
 
+Then the service's two background cases (``DashboardCache(background=True,
+warm=warm_pages(...))``, the value and model pages' data added by ``dashboard_value_bench``):
+a batch day lands (the request is served the previous frames while a thread reads the new ones
+and warms every page), and the first request after a start (``start()`` reads and warms on a
+thread; a page asked meanwhile answers "preparing" at once): the time to that answer, the time
+until every page is ready (beside the store read's floor), and each page right after.
+
     .venv/bin/python benchmarks/dashboard_pages.py --learners 100000
 """
 
@@ -26,18 +33,16 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
-from dashboard_value_bench import time_value_and_model
+from dashboard_value_bench import stand_in, time_value_and_model
 
+from serving.api.dashboard import page_response
 from serving.app.dashboard import DashboardCache, DashboardSource
 from serving.app.dashboard_data import DashboardFilters
 from serving.app.dashboard_flow_pages import cohorts_page, flows_page
-from serving.app.dashboard_pages import (
-    Links,
-    calls_page,
-    learner_page,
-    overview_page,
-    warm_overview,
-)
+from serving.app.dashboard_model_page import model_page
+from serving.app.dashboard_pages import Links, calls_page, learner_page, overview_page
+from serving.app.dashboard_value_page import value_page
+from serving.app.dashboard_warm import warm_pages
 from serving.infra.rulesets import load_rules
 from serving.infra.score_files import write_scores
 from serving.infra.store import StateStore
@@ -146,8 +151,9 @@ def scan_floor(cache: DashboardCache) -> None:
 
 def background_day(source: DashboardSource, cache: DashboardCache, links: Links) -> None:
     """A batch day lands (a transition is appended): with a background cache, the request
-    that finds it is served the previous frames while a thread reads the new ones."""
-    served = DashboardCache(source, lambda: NOW, background=True, warm=warm_overview)
+    that finds it is served the previous frames while a thread reads the new ones and warms
+    every page."""
+    served = DashboardCache(source, lambda: NOW, background=True, warm=_warm())
     served._frames = cache.frames()  # the service had read the history before the day
     with sqlite3.connect(source.store.url.removeprefix("sqlite:///")) as conn:
         conn.execute(
@@ -160,8 +166,45 @@ def background_day(source: DashboardSource, cache: DashboardCache, links: Links)
           lambda: overview_page(served, DashboardFilters(), links))  # fmt: skip
     start = time.perf_counter()
     served._refresh.join()
-    print(f"{'  (the refresh behind it took)':<44} {time.perf_counter() - start:8.3f} s more")
-    timed("overview, after the refresh", lambda: overview_page(served, DashboardFilters(), links))
+    print(
+        f"{'  (the refresh + warm behind it took)':<44} {time.perf_counter() - start:8.3f} s more"
+    )
+    every_page(served, links, "after the refresh")
+
+
+def first_start(source: DashboardSource, links: Links, read: tuple[str, float]) -> None:
+    """The service starts: its cache reads the history and warms every page on a thread, and a
+    page asked meanwhile is answered "preparing" (503) at once."""
+    served = DashboardCache(source, lambda: NOW, background=True, warm=_warm())
+    start = time.perf_counter()
+    served.start()
+    answer = page_response(lambda: overview_page(served, DashboardFilters(), links))
+    waited = time.perf_counter() - start
+    print(f"{f'start: first request answered {answer.status_code}':<44} {waited:8.3f} s")
+    served._refresh.join()
+    ready = time.perf_counter() - start
+    print(
+        f"{'start: every page ready after':<44} {ready:8.3f} s   {ready / read[1]:6.1f} x {read[0]}"
+    )
+    every_page(served, links, "after the start")
+
+
+def every_page(cache: DashboardCache, links: Links, when: str) -> None:
+    everyone = DashboardFilters()
+    pages = {
+        "overview": lambda: overview_page(cache, everyone, links),
+        "cohorts": lambda: cohorts_page(cache, everyone, links),
+        "flows": lambda: flows_page(cache, everyone, links),
+        "value": lambda: value_page(cache, everyone, links),
+        "model": lambda: model_page(cache, stand_in(FIRST), links),  # type: ignore[arg-type]
+    }
+    for page, render in pages.items():
+        timed(f"{page}, {when}", render)
+
+
+def _warm():
+    champions = stand_in(FIRST)
+    return warm_pages(lambda: champions)  # type: ignore[arg-type,return-value]
 
 
 def main() -> None:
@@ -208,8 +251,9 @@ def main() -> None:
         )
         timed("learner", lambda: learner_page(source.store, "S000000042", links), scan)
         flow_pages(source, links)
-        background_day(source, cache, links)
         time_value_and_model(source, Path(scratch), timed, NOW)
+        background_day(source, cache, links)
+        first_start(source, links, read)
         source.store.close()
 
 

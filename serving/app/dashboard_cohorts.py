@@ -266,10 +266,7 @@ def with_behaviour(
 
 def behaviours_held(frames: DashboardFrames) -> list[str]:
     """The behaviour tags the latest scores carry (the filter's options), read once per history."""
-    key = ("behaviours-held",)
-    if key not in frames.memo:
-        frames.memo[key] = present_behaviours(frames.latest_scores)
-    return frames.memo[key]
+    return frames.remembered(("behaviours-held",), lambda: present_behaviours(frames.latest_scores))
 
 
 __all__ = [

@@ -128,18 +128,30 @@ def cohorts_page(cache: DashboardCache, filters: DashboardFilters, links: Links)
         ValueError: a behaviour tag no learner holds.
     """
     frames = cache.frames()
+    chosen, known, charts = cohorts_parts(frames, filters)
+    context = {
+        "page": "cohorts", "links": links, "filters": filters, "latest_day": frames.latest_day,
+        "first_day": frames.days[0], "options": _options(frames),
+        "learners": len(frames.customers) if chosen is None else len(chosen),
+        "cells": known.to_dict("records"), "tags": list(STATUS_TAGS),
+        "refreshing": cache.refreshing,
+        "charts": charts, "charts_json": _charts_json(charts),
+    }  # fmt: skip
+    return render_html(context, "dashboard_cohorts.html.j2")
+
+
+def cohorts_parts(
+    frames: DashboardFrames, filters: DashboardFilters
+) -> tuple[pd.DataFrame | None, pd.DataFrame, list[dict[str, Any]]]:
+    """The cohorts page's figures on ``frames``, each kept per filter: the learners selected
+    (None: everyone), the grid's known cells and its heatmap (``warm_pages`` computes them
+    for everyone before a refreshed history is served)."""
     latest = frames.latest_day
     chosen = frames.remembered(_selection(filters), lambda: selected_learners(frames, filters))
     key = ("grid", *_selection(filters)[1:])
     known, charts = frames.remembered(key, lambda: _grid(frames, latest, chosen))
-    context = {
-        "page": "cohorts", "links": links, "filters": filters, "latest_day": latest,
-        "first_day": frames.days[0], "options": _options(frames),
-        "learners": len(frames.customers) if chosen is None else len(chosen),
-        "cells": known.to_dict("records"), "tags": list(STATUS_TAGS),
-        "charts": charts, "charts_json": _charts_json(charts),
-    }  # fmt: skip
-    return render_html(context, "dashboard_cohorts.html.j2")
+    _options(frames)
+    return chosen, known, charts
 
 
 def flows_page(
@@ -152,6 +164,29 @@ def flows_page(
         ValueError: an unknown rule (naming the known ones) or a behaviour tag no learner holds.
     """
     frames = cache.frames()
+    rules, rule, (start, end), flows, by_rule = flows_parts(cache, frames, filters, rule)
+    charts = [] if flows.empty else [{"id": "flows-chart", **flows_sankey(flows)}]
+    context = {
+        "page": "flows", "links": links, "filters": filters, "rule": rule, "rules": rules,
+        "start": start, "end": end, "latest_day": frames.latest_day,
+        "options": _options(frames), "moves": int(flows["moves"].sum()),
+        "flows": flows.to_dict("records"), "by_rule": by_rule.to_dict("records"),
+        "refreshing": cache.refreshing,
+        "charts": charts, "charts_json": _charts_json(charts),
+    }  # fmt: skip
+    return render_html(context, "dashboard_flows.html.j2")
+
+
+def flows_parts(
+    cache: DashboardCache, frames: DashboardFrames, filters: DashboardFilters, rule: str | None
+) -> tuple[list[str], str | None, tuple[date, date], pd.DataFrame, pd.DataFrame]:
+    """The flows page's figures on ``frames``, each kept per filter and rule: the rules known,
+    the rule asked (blank: None), the period, the flows and the moves by rule.
+
+    Raises:
+        NotFound: no completed batch day yet.
+        ValueError: an unknown rule or a behaviour tag no learner holds.
+    """
     latest = frames.latest_day  # NotFound before any other question
     rules = frames.remembered(("rules",), lambda: _known_rules(cache, frames))
     rule = rule.strip() if rule and rule.strip() else None
@@ -161,15 +196,8 @@ def flows_page(
     chosen = frames.remembered(_selection(filters), lambda: selected_learners(frames, filters))
     key = ("flows", filters, rule)
     flows, by_rule = frames.remembered(key, lambda: _flows(frames, start, end, rule, chosen))
-    charts = [] if flows.empty else [{"id": "flows-chart", **flows_sankey(flows)}]
-    context = {
-        "page": "flows", "links": links, "filters": filters, "rule": rule, "rules": rules,
-        "start": start, "end": end, "latest_day": latest,
-        "options": _options(frames), "moves": int(flows["moves"].sum()),
-        "flows": flows.to_dict("records"), "by_rule": by_rule.to_dict("records"),
-        "charts": charts, "charts_json": _charts_json(charts),
-    }  # fmt: skip
-    return render_html(context, "dashboard_flows.html.j2")
+    _options(frames)
+    return rules, rule, (start, end), flows, by_rule
 
 
 def _grid(
@@ -183,7 +211,7 @@ def _grid(
 
 def _options(frames: DashboardFrames) -> dict[str, list[str]]:
     # The months of a million enrolments cost a tenth of a second: once per history.
-    return frames.remembered(("filter-options",), lambda: filter_options(frames))
+    return frames.remembered(("options",), lambda: filter_options(frames))
 
 
 def _selection(filters: DashboardFilters) -> tuple[str, str | None, str | None, str | None]:
@@ -205,7 +233,9 @@ def _known_rules(cache: DashboardCache, frames: DashboardFrames) -> list[str]:
 
 __all__ = [
     "cohorts_page",
+    "cohorts_parts",
     "flows_page",
+    "flows_parts",
     "flows_sankey",
     "retention_heatmap",
     "selected_learners",

@@ -187,17 +187,12 @@ def model_page(cache: DashboardCache, champions: ChampionSource, links: Links) -
     view = champions.current()
     context: dict[str, Any] = {
         "page": "model", "links": links, "latest_day": frames.latest_day, "view": view,
+        "refreshing": cache.refreshing,
         "recent": RECENT_LABELLED_DAYS, "charts": [], "charts_json": "[]",
     }  # fmt: skip
     if view is None:
         return render_html(context, "dashboard_model.html.j2")
-    key = ("model-health", view.version)
-    if key not in frames.memo:
-        frames.memo[key] = (
-            calibration_section(cache, frames, view.horizon_days),
-            drift_section(cache, frames, view),
-        )
-    calibration, drift = frames.memo[key]
+    calibration, drift = model_parts(cache, frames, view)
     charts = []
     if calibration["note"] is None:
         charts.append({"id": "calibration-chart", **reliability_chart(calibration["bins"])})
@@ -208,6 +203,20 @@ def model_page(cache: DashboardCache, champions: ChampionSource, links: Links) -
     return render_html(context, "dashboard_model.html.j2")
 
 
+def model_parts(
+    cache: DashboardCache, frames: DashboardFrames, view: ChampionView
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The calibration and drift sections of ``view``'s champion on ``frames``, kept per
+    version (``warm_pages`` computes them before a refreshed history is served)."""
+    return frames.remembered(
+        ("model-health", view.version),
+        lambda: (
+            calibration_section(cache, frames, view.horizon_days),
+            drift_section(cache, frames, view),
+        ),
+    )
+
+
 __all__ = [
     "ChampionSource",
     "ChampionView",
@@ -215,5 +224,6 @@ __all__ = [
     "drift_chart",
     "drift_section",
     "model_page",
+    "model_parts",
     "reliability_chart",
 ]

@@ -205,8 +205,8 @@ def overview_parts(
     """The overview's figures on ``frames``, each kept per filter: the days shown, the learners
     selected, the tag series, the KPI trend, the value by tier and tag, the filter options.
 
-    A cache refreshing in the background calls it (``warm_overview``) on the frames it read
-    before serving them, so the first viewer of a new history gets a render.
+    A cache refreshing in the background calls it (``dashboard_warm.warm_pages``) on the frames
+    it read before serving them, so the first viewer of a new history gets a render.
     """
     days = days_in_range(frames.days, filters)
     end = days[-1] if days else frames.latest_day
@@ -229,11 +229,6 @@ def overview_parts(
     return days, learners, series, trend, values, options
 
 
-def warm_overview(cache: DashboardCache, frames: DashboardFrames) -> None:
-    """Compute the unfiltered overview's figures on ``frames`` (``DashboardCache``'s ``warm``)."""
-    overview_parts(cache, frames, DashboardFilters())
-
-
 def calls_page(
     cache: DashboardCache,
     links: Links,
@@ -241,17 +236,39 @@ def calls_page(
     search: str | None = None,
     sort: str = "priority",
     limit: int = CALLS_SHOWN,
+    behaviour: str | None = None,
 ) -> str:
-    """The latest day's call list, searched by learner id and sorted.
+    """The latest day's call list, searched by learner id, narrowed to the learners holding a
+    behaviour tag (BT_xxx, None: all) and sorted.
 
     Raises:
-        ValueError: an unknown sort (naming the ones there are).
+        ValueError: an unknown sort (naming the ones there are), or a behaviour tag no learner
+            holds (naming those held).
     """
     if sort not in SORTS:
         raise ValueError(f"unknown sort {sort!r}: one of {', '.join(SORTS)}")
+    behaviour = DashboardFilters(behaviour=behaviour).behaviour  # a BT_xxx id, blank is none
     frames = cache.frames()
-    rows, matched = call_rows(frames.latest_scores, None, search=search, sort=sort, limit=limit)
-    listed = [
+    holders = None
+    if behaviour is not None:
+        everyone = frames.latest_scores[["customer_id"]]
+        holders = frames.remembered(
+            ("call-learners", behaviour), lambda: with_behaviour(frames, everyone, behaviour)
+        )
+    rows, matched = call_rows(frames.latest_scores, holders, search=search, sort=sort, limit=limit)
+    context = {
+        "page": "calls", "links": links, "latest_day": frames.latest_day,
+        "rows": _call_list(rows, links), "matched": matched, "search": search or "",
+        "sort": sort, "sorts": list(SORTS), "behaviour": behaviour,
+        "behaviours": behaviours_held(frames), "refreshing": cache.refreshing,
+        "charts": [], "charts_json": "[]",
+    }  # fmt: skip
+    return render_html(context, "dashboard_calls.html.j2")
+
+
+def _call_list(rows: pd.DataFrame, links: Links) -> list[dict[str, Any]]:
+    """The call list's rows as printed, each linked to the learner's page."""
+    return [
         {
             "customer_id": str(row["customer_id"]),
             "href": links.learner(str(row["customer_id"])),
@@ -262,13 +279,6 @@ def calls_page(
         }
         for row in rows.to_dict("records")
     ]
-    context = {
-        "page": "calls", "links": links, "latest_day": frames.latest_day, "rows": listed,
-        "matched": matched, "search": search or "", "sort": sort, "sorts": list(SORTS),
-        "refreshing": cache.refreshing,
-        "charts": [], "charts_json": "[]",
-    }  # fmt: skip
-    return render_html(context, "dashboard_calls.html.j2")
 
 
 def write_dashboard(
@@ -377,6 +387,5 @@ __all__ = [
     "plotly_js",
     "tag_area_chart",
     "value_chart",
-    "warm_overview",
     "write_dashboard",
 ]

@@ -61,6 +61,13 @@ ROI_COLUMNS: tuple[str, ...] = (
 )
 """Columns of ``campaign_roi``, one row per campaign."""
 
+ROI_INPUTS: tuple[str, ...] = (
+    "campaign_id", "variant", "control", "complete", "sent", "opened", "clicked",
+    "feedback_converted", "log_converted", "contacts", "cost", "value_at_risk",
+)  # fmt: skip
+"""The columns of ``learner_roi`` that ``roi_of_learners`` counts (a segment's rows are narrowed
+to these: the learner ids and days are the bulk of a take)."""
+
 
 def run_costs(outbox: pd.DataFrame, as_of: date, costs: Mapping[str, float]) -> pd.DataFrame:
     """Each learner's first run of each campaign: its trigger day, contacts and cost.
@@ -106,35 +113,66 @@ def run_costs(outbox: pd.DataFrame, as_of: date, costs: Mapping[str, float]) -> 
     ).df()
 
 
-def treated_totals(
-    outcomes: pd.DataFrame, costs: pd.DataFrame, scores: pd.DataFrame
+def learner_roi(
+    outbox: pd.DataFrame,
+    feedback: pd.DataFrame,
+    events: pd.DataFrame,
+    scores: pd.DataFrame,
+    as_of: date,
+    costs: Mapping[str, float],
+    settings: EffectSettings | None = None,
 ) -> pd.DataFrame:
-    """Per campaign, the complete treated learners' count, contacts, cost and value at risk.
+    """One row per learner and campaign (the first run): what the ROI counts of them.
+
+    Each learner's row depends on that learner's messages alone (and on the log's end, which
+    ``events`` carries for everyone), so the rows of a segment of learners are these rows
+    narrowed to them: the dashboard finds them once per day asked, and a filter only narrows.
 
     Args:
-        outcomes: ``campaign_effect.learner_outcomes``.
-        costs: ``run_costs`` of the same outbox and day.
-        scores: stored scores (``as_of``, ``customer_id``, ``value_at_risk``) of the trigger days;
-            a learner without one counts as 0 value.
+        outbox, feedback, events, as_of, settings: as ``campaign_roi``'s.
+        scores: stored scores (``as_of``, ``customer_id``, ``value_at_risk``) of the trigger
+            days; a learner without one counts as 0 value.
+        costs: cost per contact by channel.
+
+    Returns:
+        ``campaign_effect.learner_outcomes``' columns plus ``contacts`` and ``cost`` of the run
+        (``run_costs``) and ``value_at_risk`` on its trigger day.
     """
+    outcomes = learner_outcomes(outbox, feedback, events, as_of, settings)
+    runs = run_costs(outbox, as_of, costs)
     con = duckdb.connect()
-    treated = outcomes.loc[
-        outcomes["complete"] & ~outcomes["control"], ["customer_id", "campaign_id"]
-    ]
-    con.register("treated", treated.astype(str))
-    con.register("costs", costs.astype({"customer_id": str, "campaign_id": str}))
+    con.register("outcomes", outcomes.astype({"customer_id": str, "campaign_id": str}))
+    con.register("runs", runs.astype({"customer_id": str, "campaign_id": str}))
     con.register("scores", scores[["as_of", "customer_id", "value_at_risk"]])
     return con.execute(
         """
-        SELECT t.campaign_id, count(*) AS treated, sum(c.contacts)::BIGINT AS contacts,
-               sum(c.cost)::DOUBLE AS cost,
-               coalesce(sum(s.value_at_risk), 0)::DOUBLE AS value_at_risk
-        FROM treated t JOIN costs c USING (customer_id, campaign_id)
-        LEFT JOIN scores s ON s.customer_id = t.customer_id
-            AND s.as_of::DATE = c.planned_on::DATE
-        GROUP BY t.campaign_id ORDER BY t.campaign_id
+        SELECT o.*, coalesce(r.contacts, 0)::BIGINT AS contacts,
+               coalesce(r.cost, 0)::DOUBLE AS cost,
+               coalesce(v.value_at_risk, 0)::DOUBLE AS value_at_risk
+        FROM outcomes o LEFT JOIN runs r USING (customer_id, campaign_id)
+        LEFT JOIN (
+            SELECT s.customer_id, r.campaign_id, sum(s.value_at_risk) AS value_at_risk
+            FROM runs r JOIN scores s ON s.customer_id = r.customer_id
+                AND s.as_of::DATE = r.planned_on::DATE
+            GROUP BY ALL
+        ) v USING (customer_id, campaign_id)
+        ORDER BY customer_id, campaign_id
         """
     ).df()
+
+
+def treated_totals(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per campaign, the complete treated learners' count, contacts, cost and value at risk.
+
+    Args:
+        rows: ``learner_roi`` (or a segment of it; ``ROI_INPUTS`` are enough).
+    """
+    treated = rows[rows["complete"].to_numpy(bool) & ~rows["control"].to_numpy(bool)]
+    totals = treated.groupby("campaign_id", sort=True).agg(
+        treated=("campaign_id", "size"), contacts=("contacts", "sum"), cost=("cost", "sum"),
+        value_at_risk=("value_at_risk", "sum"),
+    )  # fmt: skip
+    return totals.reset_index().astype({"contacts": "int64", "cost": float})
 
 
 def campaign_rows(effect: pd.DataFrame) -> pd.DataFrame:
@@ -191,10 +229,15 @@ def campaign_roi(
         costs: cost per contact by channel.
         settings: how the campaign effect is judged.
     """
-    outcomes = learner_outcomes(outbox, feedback, events, as_of, settings)
-    effect = effect_table(outcomes, settings)
-    totals = treated_totals(outcomes, run_costs(outbox, as_of, costs), scores)
-    return roi_table(effect, totals)
+    rows = learner_roi(outbox, feedback, events, scores, as_of, costs, settings)
+    return roi_of_learners(rows, settings)
+
+
+def roi_of_learners(rows: pd.DataFrame, settings: EffectSettings | None = None) -> pd.DataFrame:
+    """``ROI_COLUMNS`` of the learners in ``rows`` (``learner_roi``, or a segment of it, its
+    ``ROI_INPUTS`` enough): the measured effect (``campaign_effect.effect_table``) and the
+    treated learners' totals."""
+    return roi_table(effect_table(rows, settings), treated_totals(rows))
 
 
 def spend_by_channel(outbox: pd.DataFrame, as_of: date, costs: Mapping[str, float]) -> pd.DataFrame:
@@ -214,8 +257,11 @@ def spend_by_channel(outbox: pd.DataFrame, as_of: date, costs: Mapping[str, floa
 
 __all__ = [
     "ROI_COLUMNS",
+    "ROI_INPUTS",
     "campaign_roi",
     "campaign_rows",
+    "learner_roi",
+    "roi_of_learners",
     "roi_table",
     "run_costs",
     "spend_by_channel",

@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,7 +24,12 @@ from serving.app.campaign_effect import FEEDBACK_COLUMNS, OUTBOX_COLUMNS, REENGA
 from serving.app.dashboard import DashboardCache, DashboardFrames
 from serving.app.dashboard_data import DashboardFilters, days_in_range, value_by_tier_tag
 from serving.app.dashboard_pages import Links, _charts_json, _learners, filter_options, value_chart
-from serving.app.dashboard_value import campaign_roi, spend_by_channel
+from serving.app.dashboard_value import (
+    ROI_INPUTS,
+    learner_roi,
+    roi_of_learners,
+    spend_by_channel,
+)
 from serving.app.report import render_html
 
 LOG_END = "log_end"
@@ -81,6 +87,13 @@ def read_campaign_inputs(cache: DashboardCache, frames: DashboardFrames) -> Camp
     events = reengagement_events(cache.source.events_path, learners)
     scores = store.scores_frame(columns=["as_of", "customer_id", "value_at_risk"])
     return CampaignInputs(outbox, feedback, events, scores)
+
+
+def among(ids: pd.Series, chosen: pd.Series) -> np.ndarray:
+    """Whether each of ``ids`` is one of ``chosen`` (Arrow's hash lookup: pandas' ``isin`` on
+    Arrow-backed strings walks them in Python, ~1 s per 100k rows)."""
+    found = pc.is_in(pa.array(ids, pa.string()), value_set=pa.array(chosen, pa.string()))
+    return found.to_numpy(zero_copy_only=False).astype(bool)
 
 
 def roi_chart(roi: pd.DataFrame) -> dict[str, Any] | None:
@@ -149,12 +162,16 @@ def roi_rows(roi: pd.DataFrame) -> list[dict[str, Any]]:
 def _campaign_section(
     cache: DashboardCache, frames: DashboardFrames, learners: pd.DataFrame | None, end: date
 ) -> dict[str, Any]:
-    """The ROI and spend of the campaigns planned by ``end`` (their learners' when given)."""
+    """The ROI and spend of the campaigns planned by ``end`` (their learners' when given).
+
+    The per-learner ROI rows of everyone are found once per ``end`` (``learner_roi``); a
+    filter narrows them and the outbox to its learners, then counts (``roi_of_learners``).
+    """
     inputs = frames.remembered("campaign-inputs", lambda: read_campaign_inputs(cache, frames))
     costs = cache.source.ruleset.campaigns.costs.by_channel()
     outbox = inputs.outbox
     if learners is not None:
-        outbox = outbox[outbox["customer_id"].isin(learners["customer_id"])]
+        outbox = outbox[among(outbox["customer_id"], learners["customer_id"])]
     outbox = outbox[outbox["planned_on"] <= pd.Timestamp(end)]
     section: dict[str, Any] = {"costs": costs, "roi": None, "spend": None, "note": None}
     if outbox.empty:
@@ -164,14 +181,46 @@ def _campaign_section(
     if inputs.events is None:
         section["note"] = f"no event log at {cache.source.events_path}: uplift is not measured"
         return section
-    roi = campaign_roi(outbox, inputs.feedback, inputs.events, inputs.scores, end, costs)
-    section["roi"] = roi
+    rows = frames.remembered(
+        ("campaign-learners", end),
+        lambda: learner_roi(
+            inputs.outbox, inputs.feedback, inputs.events, inputs.scores, end, costs
+        ),
+    )
+    if learners is not None:
+        rows = rows.loc[among(rows["customer_id"], outbox["customer_id"]), list(ROI_INPUTS)]
+    section["roi"] = roi_of_learners(rows)
     return section
 
 
 def value_page(cache: DashboardCache, filters: DashboardFilters, links: Links) -> str:
     """The value page of the filtered learners: value charts, ROI per campaign, costs used."""
     frames = cache.frames()
+    days, end, learners, values, campaigns = value_parts(cache, frames, filters)
+    charts = [{"id": "value-chart", **value_chart(values)}]
+    roi = campaigns["roi"]
+    if roi is not None and (drawn := roi_chart(roi)) is not None:
+        charts.append({"id": "roi-chart", **drawn})
+    spend = campaigns["spend"]
+    if spend is not None and spend["sent"].sum() > 0:  # nothing sent yet: nothing to draw
+        charts.append({"id": "spend-chart", **spend_chart(spend)})
+    context = {
+        "page": "value", "links": links, "filters": filters, "options": _options(frames),
+        "days": days, "end": end, "latest_day": frames.latest_day, "learners": len(learners),
+        "values": values.to_dict("records"), "campaigns": campaigns,
+        "roi_rows": [] if roi is None else roi_rows(roi), "chart_ids": [c["id"] for c in charts],
+        "refreshing": cache.refreshing,
+        "charts": charts, "charts_json": _charts_json(charts),
+    }  # fmt: skip
+    return render_html(context, "dashboard_value.html.j2")
+
+
+def value_parts(
+    cache: DashboardCache, frames: DashboardFrames, filters: DashboardFilters
+) -> tuple[list[date], date, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The value page's figures on ``frames``, each kept per filter: the days in range, the
+    range's end, the learners selected, the value by tier and tag and the campaign section
+    (``warm_pages`` computes them for everyone before a refreshed history is served)."""
     days = days_in_range(frames.days, filters)
     end = days[-1] if days else frames.latest_day
     learners = frames.remembered(("learners", filters), lambda: _learners(frames, filters, end))
@@ -181,30 +230,23 @@ def value_page(cache: DashboardCache, filters: DashboardFilters, links: Links) -
     )
     key = ("campaigns", filters)
     campaigns = frames.remembered(key, lambda: _campaign_section(cache, frames, chosen, end))
-    charts = [{"id": "value-chart", **value_chart(values)}]
-    roi = campaigns["roi"]
-    if roi is not None and (drawn := roi_chart(roi)) is not None:
-        charts.append({"id": "roi-chart", **drawn})
-    spend = campaigns["spend"]
-    if spend is not None and spend["sent"].sum() > 0:  # nothing sent yet: nothing to draw
-        charts.append({"id": "spend-chart", **spend_chart(spend)})
-    context = {
-        "page": "value", "links": links, "filters": filters, "options": filter_options(frames),
-        "days": days, "end": end, "latest_day": frames.latest_day, "learners": len(learners),
-        "values": values.to_dict("records"), "campaigns": campaigns,
-        "roi_rows": [] if roi is None else roi_rows(roi), "chart_ids": [c["id"] for c in charts],
-        "charts": charts, "charts_json": _charts_json(charts),
-    }  # fmt: skip
-    return render_html(context, "dashboard_value.html.j2")
+    _options(frames)
+    return days, end, learners, values, campaigns
+
+
+def _options(frames: DashboardFrames) -> dict[str, list[str]]:
+    return frames.remembered(("options",), lambda: filter_options(frames))
 
 
 __all__ = [
     "LOG_END",
     "CampaignInputs",
+    "among",
     "read_campaign_inputs",
     "reengagement_events",
     "roi_chart",
     "roi_rows",
     "spend_chart",
     "value_page",
+    "value_parts",
 ]

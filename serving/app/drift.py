@@ -81,15 +81,23 @@ def _psi_bins(expected: pd.Series, actual: pd.Series, bins: int) -> tuple[pd.Ser
         def label(series: pd.Series) -> pd.Series:
             cut = pd.cut(series.astype(float), edges, labels=False, include_lowest=True)
             codes = np.where(cut.isna(), len(names) - 1, cut.fillna(0)).astype(int)
-            return pd.Series(names[codes], index=series.index)
+            return pd.Series(
+                names[codes], index=series.index, dtype=object
+            )  # not Arrow text: a copy
 
         return label(expected), label(actual)
     return _category_labels(expected), _category_labels(actual)
 
 
 def _category_labels(series: pd.Series) -> pd.Series:
-    text = series.astype(object).astype(str)  # str() of each value, as Python prints it
-    return pd.Series(np.where(series.isna(), "missing", text), index=series.index)
+    """Each value as Python prints it (``str``), missing values ``missing``.
+
+    The distinct values are printed, not every row: building a million-row string column cost
+    ~0.1 s per feature and sample (12 of the model page's 19 s of PSI at 100k learners).
+    """
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)  # missing: -1, the last name
+    names = np.array([str(value) for value in uniques.astype(object)] + ["missing"], dtype=object)
+    return pd.Series(names[codes], index=series.index, dtype=object)  # no Arrow copy
 
 
 def feature_drift(

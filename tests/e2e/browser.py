@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.serving.dashboard_helpers import PREPARED_WITHIN_S
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -100,3 +102,12 @@ def serving(app: Any, timeout_s: float = 30.0) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout_s)
         listener.close()
+
+
+def open_prepared(page, url: str) -> None:
+    """Open ``url`` in a Playwright page, reloading while the dashboard says it is preparing."""
+    deadline = time.monotonic() + PREPARED_WITHIN_S
+    page.goto(url, wait_until="load")
+    while page.locator("#preparing").count() and time.monotonic() < deadline:
+        page.wait_for_timeout(1000)
+        page.goto(url, wait_until="load")

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.browser import offline_page
+from tests.e2e.browser import offline_page, open_prepared
 from tests.serving.service_fixtures import (
     API_TOKEN,
     SNAPSHOT_DAY,
@@ -107,7 +107,7 @@ def _submit(page, *, tag: str, token: str) -> str:
 def test_a_lead_reads_why_and_overrides_a_learner_with_the_token_only(service, tmp_path):
     with offline_page() as (page, left):
         # given the call list's first learner, opened from its link
-        page.goto(f"{service.url}/dashboard/calls", wait_until="load")
+        open_prepared(page, f"{service.url}/dashboard/calls")  # the service prepares at start
         first = page.locator("a.learner-link").first
         customer_id = first.inner_text()
         with page.expect_navigation(wait_until="load"):

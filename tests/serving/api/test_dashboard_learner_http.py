@@ -13,14 +13,14 @@ import time
 
 import httpx
 
-from tests.serving.dashboard_helpers import page_charts
+from tests.serving.dashboard_helpers import get_prepared, page_charts
 from tests.serving.service_fixtures import SNAPSHOT_DAY
 
 
 def test_the_learner_page_explains_like_explain_and_lists_campaigns(served, workspace):
     # given the first learner of the served call list
     base = f"{served.url}/dashboard"
-    calls = httpx.get(f"{base}/calls", timeout=60).text
+    calls = get_prepared(f"{base}/calls", timeout=60).text
     href = re.search(r'class="learner-link" href="(/dashboard/learner/([^"]+))"', calls)
     assert href is not None
     customer_id = href.group(2)
@@ -53,7 +53,7 @@ def test_the_learner_page_explains_like_explain_and_lists_campaigns(served, work
 
 def _page_with_reasons(url: str, attempts: int = 10) -> httpx.Response:
     for _ in range(attempts):
-        response = httpx.get(url, timeout=60)
+        response = get_prepared(url, timeout=60)
         assert response.status_code == 200, response.text
         if 'id="reasons"' in response.text:
             return response
@@ -63,5 +63,5 @@ def _page_with_reasons(url: str, attempts: int = 10) -> httpx.Response:
 
 
 def test_an_unknown_learner_page_is_a_404_naming_them(served):
-    response = httpx.get(f"{served.url}/dashboard/learner/nobody-here", timeout=60)
+    response = get_prepared(f"{served.url}/dashboard/learner/nobody-here", timeout=60)
     assert response.status_code == 404 and "nobody-here" in response.text

@@ -14,6 +14,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from tests.serving.dashboard_helpers import get_prepared
 from tests.serving.fixtures import assert_same, packaged_ruleset
 from tests.serving.service_fixtures import (
     API_TOKEN,
@@ -328,9 +329,7 @@ def test_an_empty_token_over_http_refuses_every_write_and_warns_at_start_up(
 def test_the_dashboard_is_served_read_only_with_its_own_plotly(served, workspace):
     # given the service over the batch workspace, when the overview is asked with two filters
     base = f"{served.url}/dashboard"
-    overview = httpx.get(
-        base, params={"tier": "PT_001", "tag": "ST_001"}, timeout=60, follow_redirects=True
-    )
+    overview = get_prepared(base, params={"tier": "PT_001", "tag": "ST_001"}, timeout=60)
     # then it draws its charts with the plotly.js the service itself serves, cached
     assert overview.status_code == 200
     assert (
@@ -343,7 +342,7 @@ def test_the_dashboard_is_served_read_only_with_its_own_plotly(served, workspace
         script.headers["content-type"].startswith("text/javascript") and len(script.content) > 1e6
     )
     # and the call list links learners to their pages, which show their history
-    calls = httpx.get(f"{base}/calls", params={"sort": "p_churn"}, timeout=60)
+    calls = get_prepared(f"{base}/calls", params={"sort": "p_churn"}, timeout=60)
     learner = re.search(r'class="learner-link" href="(/dashboard/learner/[^"]+)"', calls.text)
     assert learner is not None
     page = httpx.get(f"{served.url}{learner.group(1)}", timeout=60)

@@ -9,12 +9,17 @@ import threading
 import pandas as pd
 import pytest
 
+from serving.app.dashboard_cohorts import behaviours_held, with_behaviour
 from serving.app.dashboard_data import DashboardFilters, kpi_trend
 from serving.app.dashboard_pages import Links, calls_page, overview_page, write_dashboard
+from serving.app.dashboard_value_page import value_page
 from serving.app.kpi_inputs import kpis_at
 from serving.app.kpis import compute_kpis
+from serving.core.calllist import URGENT_PRIORITIES
 from tests.serving.dashboard_helpers import page_charts
 from tests.serving.fixtures import packaged_ruleset
+
+LINKS = Links("/dashboard")
 
 
 def test_the_kpi_trend_ends_on_the_kpis_of_lstep_kpis(dashboard, simulated_log):
@@ -111,3 +116,37 @@ def test_a_page_served_while_the_history_refreshes_says_so(dashboard):
         cache._refresh.join()
     # And once it is over they do not
     assert 'id="refreshing"' not in calls_page(cache, Links("/dashboard"))
+
+
+def test_the_call_list_narrows_to_a_behaviour_tags_holders_and_refuses_one_nobody_holds(dashboard):
+    # given the latest day's scores and a behaviour tag some learners hold
+    _, cache = dashboard
+    scores = cache.frames().latest_scores
+    behaviour = behaviours_held(cache.frames())[0]
+    holds = scores["behaviour_tags"].fillna("").str.split(",").map(lambda tags: behaviour in tags)
+    urgent = scores["priority"].isin(list(URGENT_PRIORITIES)) & ~scores["control"].astype(bool)
+    # when the call list is asked for everyone and for the tag's holders
+    everyone = calls_page(cache, LINKS, limit=1000)
+    holders = calls_page(cache, LINKS, limit=1000, behaviour=behaviour)
+    # then it lists the urgent learners who hold it, no one else
+    listed = re.findall(r'class="learner-link" href="[^"]+">([^<]+)</a>', holders)
+    assert sorted(listed) == sorted(scores.loc[urgent & holds, "customer_id"].astype(str))
+    assert f"{int((urgent & holds).sum())} learner(s) to call" in holders
+    assert 0 < len(listed) < len(re.findall(r'class="learner-link"', everyone))
+    # and a tag nobody holds, or a malformed one, is refused naming it
+    with pytest.raises(ValueError, match="BT_999"):
+        calls_page(cache, LINKS, behaviour="BT_999")
+    with pytest.raises(ValueError, match="BT_1"):
+        calls_page(cache, LINKS, behaviour="BT_1")
+
+
+def test_the_value_page_narrows_to_a_behaviour_tags_holders(dashboard):
+    _, cache = dashboard
+    behaviour = behaviours_held(cache.frames())[0]
+    everyone = value_page(cache, DashboardFilters(), LINKS)
+    holders = value_page(cache, DashboardFilters(behaviour=behaviour), LINKS)
+    counts = [int(re.search(r"(\d+) learner\(s\) selected", page).group(1))
+              for page in (everyone, holders)]  # fmt: skip
+    expected = with_behaviour(cache.frames(), cache.frames().latest_scores, behaviour)
+    assert 0 < counts[1] == len(expected) < counts[0]
+    assert f'<option value="{behaviour}" selected>' in holders

@@ -1,9 +1,12 @@
 """The dashboard cache's background refresh: a moved history is read on a thread while the
-previous frames are served, then the new ones; a refresh's error reaches the next request."""
+previous frames are served, then the new ones; a refresh's error reaches the next request. A
+started cache reads its first frames on a thread too, answering "preparing" meanwhile; the
+frames' memo keeps the recently used figures and every warmed one."""
 
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, date, datetime
 from types import SimpleNamespace
 
@@ -11,7 +14,13 @@ import pandas as pd
 import pytest
 
 import serving.app.dashboard as dashboard
-from serving.app.dashboard import DashboardCache, DashboardFrames
+from serving.app.dashboard import (
+    MEMO_LIMIT,
+    DashboardCache,
+    DashboardFrames,
+    Preparing,
+    ReadFailed,
+)
 
 
 class MovingStore:
@@ -132,3 +141,94 @@ def test_a_refresh_finds_the_kpis_history_and_warms_the_pages_before_serving_the
     # Then both ran on the new frames while the previous ones were still served
     assert found == [(2,)] and warmed == [((2,), (1,))]
     assert cache.frames().key == (2,)
+
+
+def _started(tmp_path, learners: int | None) -> tuple[DashboardCache, MovingStore]:
+    """A background cache over a customers file of ``learners`` rows (None: no file)."""
+    customers = tmp_path / "customers.parquet"
+    if learners is not None:
+        pd.DataFrame({"customer_id": [f"C{i}" for i in range(learners)]}).to_parquet(customers)
+    store = MovingStore()
+    source = SimpleNamespace(store=store, customers_path=customers)
+    clock = lambda: datetime(2026, 6, 1, tzinfo=UTC)  # noqa: E731
+    return DashboardCache(source, clock, background=True), store
+
+
+def test_a_started_cache_answers_preparing_at_once_until_its_first_read_is_done(reads, tmp_path):
+    # Given a cache started at the service's start-up, its first read not done
+    cache, _ = _started(tmp_path, learners=3)
+    cache.start()
+    # When pages ask for the frames meanwhile
+    began = time.monotonic()
+    for _ in range(2):
+        with pytest.raises(Preparing, match="3 learners' history being read") as raised:
+            cache.frames()
+    # Then each is told at once, with the learners being read; one read runs, not one each
+    assert time.monotonic() - began < 1.0 and raised.value.learners == 3 and cache.refreshing
+    _open(reads, (1,))
+    cache._refresh.join(timeout=10)
+    assert cache.frames().key == (1,) and reads.done == [(1,)]
+
+
+def test_a_started_first_read_that_fails_says_why_once_then_prepares_again(reads, tmp_path):
+    # Given a started cache whose first read fails (the store does not answer)
+    cache, _ = _started(tmp_path, learners=None)
+    reads.failures[(1,)] = OSError("state.db: database is locked")
+    _open(reads, (1,))
+    cache.start()
+    cache._refresh.join(timeout=10)
+    # When the next request comes / Then it is told why, in one line naming the store's error
+    with pytest.raises(ReadFailed, match=r"could not read the stored history: state\.db: database"):
+        cache.frames()
+    # And the one after starts the read again and is told the dashboard is being prepared
+    del reads.failures[(1,)]
+    with pytest.raises(Preparing, match="the learners' history being read"):
+        cache.frames()
+    cache._refresh.join(timeout=10)
+    assert cache.frames().key == (1,) and reads.done == [(1,), (1,)]
+
+
+def test_a_warm_hook_that_fails_is_logged_and_the_frames_are_served(monkeypatch, caplog):
+    # Given a refresh whose warm hook fails on one page
+    monkeypatch.setattr(dashboard, "read_frames", lambda _s, key: _frames(key, [date(2026, 5, 1)]))
+    monkeypatch.setattr(DashboardCache, "_load_history", lambda self, frames: None)
+    cache, store = _cache(background=True)
+
+    def warm(_cache, frames):
+        frames.remembered("overview", lambda: "drawn")
+        raise ValueError("campaigns.yaml: no cost for channel fax")
+
+    cache.warm = warm
+    cache.frames()
+    store.head = (2,)
+    cache.frames()
+    cache._refresh.join(timeout=10)
+    # Then the new frames are served with what was warmed, and the failure is in the log
+    served = cache.frames()
+    assert served.key == (2,) and served.memo["overview"] == "drawn"
+    assert "warming the dashboard's pages failed" in caplog.text and "fax" in caplog.text
+
+
+def test_the_memo_keeps_the_recently_used_entries_and_every_warmed_one():
+    # Given frames with a warmed entry and MEMO_LIMIT filtered ones, the first used again
+    frames, computed = _frames((1,)), []
+
+    def remember(key):
+        return frames.remembered(key, lambda: computed.append(key) or key)
+
+    with frames.keeping():
+        remember("everyone")
+    for index in range(MEMO_LIMIT):
+        remember(("filter", index))
+    remember(("filter", 0))
+    # When one more filter is seen
+    remember(("filter", MEMO_LIMIT))
+    # Then the least recently used filter is dropped, never the warmed entry
+    assert len(frames.memo) == MEMO_LIMIT + 1
+    assert "everyone" in frames.memo and ("filter", 0) in frames.memo
+    assert ("filter", 1) not in frames.memo
+    # And a dropped entry is computed again when asked; a kept one is not
+    remember(("filter", 1))
+    remember("everyone")
+    assert computed.count(("filter", 1)) == 2 and computed.count("everyone") == 1
+    assert computed.count(("filter", 0)) == 1

@@ -25,7 +25,14 @@ import pytest
 
 from rules.costs import ChannelCosts
 from serving.app.campaign_effect import EffectSettings, first_runs, uplift_interval
-from serving.app.dashboard_value import ROI_COLUMNS, campaign_roi, run_costs, spend_by_channel
+from serving.app.dashboard_value import (
+    ROI_COLUMNS,
+    campaign_roi,
+    learner_roi,
+    roi_of_learners,
+    run_costs,
+    spend_by_channel,
+)
 from serving.core.messages import DEAD, SENT, SUPPRESSED, message_key
 
 MARCH = date(2026, 3, 1)
@@ -120,6 +127,26 @@ def test_a_campaign_too_small_to_tell_has_no_roi(roi):
     assert not bool(cp02["measured"])
     assert np.isnan(cp02["roi"]) and np.isnan(cp02["roi_low"]) and np.isnan(cp02["roi_high"])
     assert cp02["value_at_risk"] == pytest.approx(10.0)  # A0 7 + A1 3
+
+
+def test_a_segments_roi_is_everyones_learner_rows_narrowed_to_it():
+    # given everyone's rows, and a segment: the even treated and control learners, A0 and B0
+    rows = learner_roi(_outbox(), _empty_feedback(), _events(), _scores(), AS_OF, COSTS, SETTINGS)
+    segment = {f"{arm}{i:02d}" for arm in "TK" for i in range(0, 30, 2)} | {"A0", "B0"}
+    # when the rows are narrowed to the segment and counted
+    narrowed = roi_of_learners(rows[rows["customer_id"].isin(segment)], SETTINGS)
+    # then it is the ROI of the segment's own outbox, computed from scratch
+    outbox = _outbox()
+    alone = outbox[outbox["customer_id"].isin(segment)]
+    direct = campaign_roi(alone, _empty_feedback(), _events(), _scores(), AS_OF, COSTS, SETTINGS)
+    pd.testing.assert_frame_equal(narrowed, direct)
+    # counted by hand: T00..T28 even (15, of whom T00..T14 even came back: 8), K00..K28 even
+    # (15, K00 and K02 back: 2); each worth 10; 15 e-mails, T28's sent too, and T00's CSM task
+    cp01 = narrowed.set_index("campaign_id").loc["CP_01"]
+    assert (cp01["treated"], cp01["control"], cp01["contacts"]) == (15, 15, 16)
+    assert cp01["uplift"] == pytest.approx(8 / 15 - 2 / 15)
+    assert cp01["value_at_risk"] == pytest.approx(150.0)
+    assert cp01["cost"] == pytest.approx(15 * 0.01 + 25.0)
 
 
 def test_run_costs_count_only_sent_messages_of_the_first_run():

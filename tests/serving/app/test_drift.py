@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.app.drift import feature_drift, population_stability_index
+from serving.app.drift import _category_labels, feature_drift, population_stability_index
 
 
 def test_psi_is_zero_for_identical_samples_and_large_for_a_shifted_one():
@@ -50,3 +50,22 @@ def test_feature_drift_flags_features_above_the_threshold_largest_first():
     assert drift["warning"].tolist() == [True, False]
     with pytest.raises(ValueError, match="lacks columns \\['mrr'\\]"):
         feature_drift(first, last, ["mrr"])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series([True, None, False, True], dtype="boolean"),
+        pd.Series([1.0, np.nan, 2.5, 1.0]),
+        pd.Series([1, None, 3, 1], dtype="Int64"),
+        pd.Series(["web", None, "api", "web"]),
+    ],
+)
+def test_categories_are_labelled_as_python_prints_each_value_missing_apart(values):
+    # given a flag, number or text column with a missing value
+    # when it is labelled for the PSI / then each value reads as str() prints it
+    labels = _category_labels(values).tolist()
+    assert labels == [
+        "missing" if pd.isna(value) else str(value) for value in values.astype(object)
+    ]
+    assert labels[1] == "missing" and labels[0] == labels[3] != labels[2]
