@@ -54,9 +54,9 @@ from features.workspace import TableInput, connect
 from rules import RuleSet
 from serving.app.answers_table import write_day_answers
 from serving.app.day_campaigns import CampaignPlanner, catalogue_planner, plan_day_campaigns
-from serving.app.summary import TOP_LEARNERS, BatchResult, is_in, summarise, tag_counts
+from serving.app.summary import TOP_LEARNERS, BatchResult, summarise, tag_counts
 from serving.core.assess import Assessment, AssessOptions, ModelHandle, assess
-from serving.core.frames import RunRecord
+from serving.core.frames import RunRecord, is_in
 from serving.core.planning import BatchDay
 from serving.core.tags import CHURNED_TAG
 from serving.infra.snapshots import write_feature_snapshot

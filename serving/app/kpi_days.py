@@ -59,7 +59,7 @@ from serving.app.kpis import (
     risk_episodes,
 )
 from serving.app.qualifying import DecisionDays, qualifying_runs, run_starts
-from serving.core.frames import STORED_SCORES_SCHEMA, TRANSITIONS_SCHEMA, validate_frame
+from serving.core.frames import STORED_SCORES_SCHEMA, TRANSITIONS_SCHEMA, is_in, validate_frame
 from serving.core.tags import RISK_TAG
 
 
@@ -150,7 +150,7 @@ class KpiHistory:
 def _of(frame: pd.DataFrame | None, chosen: pd.Index) -> pd.DataFrame | None:
     if frame is None:
         return None
-    return frame[frame["customer_id"].astype(str).isin(chosen)]
+    return frame[is_in(frame["customer_id"], chosen)]
 
 
 def kpi_history(

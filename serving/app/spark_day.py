@@ -41,8 +41,8 @@ from models.churn import PREDICTION_COLUMNS
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity
 from rules.engine import codes_of, decision_order
 from serving.app.batch import AssessedDay, BatchContext, BatchInputs, Stage, spine_of
-from serving.app.summary import is_in
 from serving.core.assess import Assessment, decide_learners
+from serving.core.frames import is_in
 from serving.core.problems import Invalid, NotFound
 from serving.core.scoring import SCORES_SCHEMA
 from serving.settings import Settings

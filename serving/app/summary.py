@@ -11,14 +11,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from serving.core.assess import Assessment
 from serving.core.calllist import call_list, urgent_rows
-from serving.core.frames import RunRecord
+from serving.core.frames import RunRecord, is_in
 from serving.core.tags import STATUS_TAGS
 
 TOP_LEARNERS = 20
@@ -175,13 +172,4 @@ def _top_learners(assessment: Assessment, top: int) -> tuple[tuple[TopLearner, .
     return learners, int(urgent_rows(decisions)["control"].sum())
 
 
-def is_in(values: pd.Series, candidates: pd.Series) -> np.ndarray:
-    """``values.isin(candidates)`` by an Arrow hash lookup.
-
-    pandas' isin on a million Arrow-backed strings is pathologically slow; Arrow's is not.
-    """
-    found = pc.is_in(pa.array(values.astype(str)), value_set=pa.array(candidates.astype(str)))
-    return found.to_numpy(zero_copy_only=False)
-
-
-__all__ = ["TOP_LEARNERS", "BatchResult", "TopLearner", "is_in", "summarise", "tag_counts"]
+__all__ = ["TOP_LEARNERS", "BatchResult", "TopLearner", "summarise", "tag_counts"]

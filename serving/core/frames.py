@@ -196,6 +196,20 @@ def state_frame_of_rows(rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
     return pd.DataFrame(frame)
 
 
+def is_in(values: Any, candidates: Any) -> np.ndarray:
+    """``values.isin(candidates)`` for strings (ids, tags), as a boolean array; nulls are never in.
+
+    pandas 3's ``isin`` on Arrow-backed strings walks a large candidate set in Python (a million
+    ids against 300k: ~5 s of CPU); Arrow's hash lookup takes ~0.2 s.
+    """
+    import pyarrow as pa  # pandas' strings already loaded it; kept off this module's import
+    import pyarrow.compute as pc
+
+    value_set = pa.array(candidates, pa.string())
+    found = pc.is_in(pa.array(values, pa.string()), value_set=value_set)
+    return found.fill_null(False).to_numpy(zero_copy_only=False)
+
+
 __all__ = [
     "OVERRIDES_COLUMNS",
     "RUNS_COLUMNS",
@@ -207,6 +221,7 @@ __all__ = [
     "RunStatus",
     "StoredColumns",
     "empty_state",
+    "is_in",
     "state_frame_of_rows",
     "stored_frame",
     "validate_frame",

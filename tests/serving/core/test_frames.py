@@ -18,6 +18,7 @@ from serving.core.frames import (
     STORED_SCORES_SCHEMA,
     TRANSITIONS_COLUMNS,
     TRANSITIONS_SCHEMA,
+    is_in,
     stored_frame,
     validate_frame,
 )
@@ -116,3 +117,17 @@ def test_the_stored_columns_of_a_frame_are_its_schemas_names_types_and_optional_
     assert columns.optional == {
         name for name, column in schema.columns.items() if not column.required
     }
+
+
+@pytest.mark.parametrize("dtype", ["str", "object", "category"])
+def test_is_in_agrees_with_pandas_isin_and_never_finds_a_null(dtype):
+    # given ids of a string dtype, one of them null, and candidates holding some of them
+    ids = pd.Series(["C1", "C2", None, "C4", "C2"], dtype=dtype)
+    candidates = pd.Index(["C2", "C4", "C9"])
+    # when they are looked up
+    found = is_in(ids, candidates)
+    # then the answer is pandas' for every present id, and the null is not in
+    assert found.dtype == bool
+    assert found.tolist() == [False, True, False, True, True]
+    present = ids.notna().to_numpy()
+    assert (found[present] == ids[present].isin(candidates).to_numpy()).all()
