@@ -72,6 +72,15 @@ class Columns:
             self._values[name] = values
         return values
 
+    def to_numpy(self, name: str, dtype: Any = None) -> np.ndarray:
+        """The column's values as ``frame[name].to_numpy(dtype)`` gives them (not kept)."""
+        if dtype is None:
+            return self[name]
+        array = self._arrays[name]
+        if isinstance(array, np.ndarray):
+            return np.asarray(array, dtype=dtype)
+        return array.to_numpy(dtype=dtype)
+
     def array(self, name: str) -> Any:
         """The column as stored: a numpy array or a pandas extension array (its dtype kept)."""
         return self._arrays[name]

@@ -103,7 +103,7 @@ class Moves:
 def decide(
     ruleset: RuleSet,
     state: pd.DataFrame,
-    scored: pd.DataFrame,
+    scored: pd.DataFrame | Columns,
     as_of: date,
     *,
     check_inputs: bool = True,
@@ -120,7 +120,8 @@ def decide(
             ``hold``). Naive timestamps are UTC; tz-aware ones are converted to UTC.
         scored: one row per learner to decide: customer_id, product_tag, mrr, p_churn and
             confidence (NaN when there is no model), risk_indicator_count and every feature the
-            rules read. Other columns are ignored.
+            rules read. Other columns are ignored. A frame, or its ``rules.columns.Columns``
+            (a caller that holds its columns already: no frame is built for the engine).
         as_of: the decision day (00:00 UTC of that day; a datetime counts as its day).
         check_inputs: validate ``scored`` and ``state`` against ``scored_schema`` and
             ``state_schema`` (the contract's checks and coercion). A caller that built both
@@ -156,7 +157,8 @@ def decide(
     schema = scored_schema(ruleset, wording.columns)
     # Every column is taken out once (``rules.columns``): the steps below read arrays, not Series.
     if check_inputs:
-        columns = Columns.of(validate_frame(schema, scored))
+        frame = scored.frame() if isinstance(scored, Columns) else scored
+        columns = Columns.of(validate_frame(schema, frame))
     else:
         columns = conformed_columns(schema, scored)
     _check_references_resolved(ruleset, columns)

@@ -230,7 +230,7 @@ def conform(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
     return conformed_columns(schema, frame).frame(index=frame.index)
 
 
-def conformed_columns(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> Columns:
+def conformed_columns(schema: pa.DataFrameSchema, frame: pd.DataFrame | Columns) -> Columns:
     """``frame``'s columns with the schema's dtypes, without its checks (a trusted caller's frame).
 
     Each column whose dtype the schema would coerce is coerced as validation would: float64
@@ -243,7 +243,7 @@ def conformed_columns(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> Column
     Raises:
         DecisionInputError: a required column is missing.
     """
-    columns = Columns.of(frame)
+    columns = frame if isinstance(frame, Columns) else Columns.of(frame)
     changed: dict[str, Any] = {}
     for name, column in schema.columns.items():
         if name not in columns:
@@ -260,7 +260,7 @@ def conformed_columns(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> Column
                 else array.to_numpy(np.float64, na_value=np.nan)
             )
         else:
-            changed[name] = column.dtype.coerce(frame[name]).array
+            changed[name] = column.dtype.coerce(pd.Series(array, name=name)).array
     return columns.with_values(changed) if changed else columns
 
 

@@ -74,16 +74,28 @@ def score_features(features: pd.DataFrame, champion: ModelHandle | None) -> pd.D
 
 def keys_of(features: pd.DataFrame) -> pd.DataFrame:
     """customer_id and as_of of a feature frame, checked: both present, ids unique."""
+    check_keys(features)
+    # One constructor from the two arrays: ``features[[...]]`` takes from every feature block.
+    return pd.DataFrame({name: features[name].array for name in KEY_COLUMNS})
+
+
+def check_keys(features: pd.DataFrame) -> None:
+    """Refuse a feature frame without customer_id or as_of, or that repeats a customer_id.
+
+    Raises:
+        ValueError: naming the missing columns, or the repeated ids.
+    """
     missing = [column for column in KEY_COLUMNS if column not in features.columns]
     if missing:
         raise ValueError(f"feature frame: missing key columns {missing}")
+    if len(features) < 2:  # one learner cannot repeat
+        return
     repeated = features["customer_id"][features["customer_id"].duplicated()]
     if len(repeated):
         raise ValueError(
             f"feature frame: {len(repeated)} rows repeat a customer_id "
             f"(e.g. {repeated.head(3).tolist()}); score one row per learner"
         )
-    return features[list(KEY_COLUMNS)].reset_index(drop=True)
 
 
 def _scores_frame(keys: pd.DataFrame, predicted: pd.DataFrame | None) -> pd.DataFrame:
@@ -121,6 +133,7 @@ def scores_and_contributions(
 __all__ = [
     "SCORES_SCHEMA",
     "ModelHandle",
+    "check_keys",
     "keys_of",
     "score_features",
     "scores_and_contributions",
