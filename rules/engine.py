@@ -293,9 +293,7 @@ def fire_rules(
     return fired, rules_side, model_side
 
 
-def choose_moves(
-    ruleset: RuleSet, scored: pd.DataFrame | Columns, current: CurrentState
-) -> Moves:
+def choose_moves(ruleset: RuleSet, scored: pd.DataFrame | Columns, current: CurrentState) -> Moves:
     """Pick the winning rule per learner and apply cooldowns and overrides."""
     fired, rules_side, model_side = fire_rules(ruleset, scored, current)
     tag_index = {tag: i for i, tag in enumerate(ruleset.tag_ids)}
