@@ -49,7 +49,6 @@ from rules.schemas import (
     HELD_REASONS,
     SIGNALS,
     DecisionInputError,
-    conform,
     conformed_columns,
     decision_schema,
     scored_schema,
@@ -127,9 +126,10 @@ def decide(
             ``state_schema`` (the contract's checks and coercion). A caller that built both
             frames itself with the contract's dtypes and values (the online scorer: features,
             scores and stored state of its own making) passes False: the frames are only
-            coerced to the schemas' dtypes (``rules.schemas.conform``), so valid inputs give the
-            same decisions, and invalid ones give undefined decisions instead of an error. An
-            active override that disagrees with the stored tag is an error either way.
+            coerced to the schemas' dtypes (``rules.schemas.conformed_columns``), so valid
+            inputs give the same decisions, and invalid ones give undefined decisions instead of
+            an error. An active override that disagrees with the stored tag is an error either
+            way.
         check_output: re-check the decisions against ``decision_schema`` (a self-check of the
             engine). A caller on a latency budget that tests the
             engine's output elsewhere passes False: the frame is the same either way.
@@ -162,7 +162,12 @@ def decide(
     else:
         columns = conformed_columns(schema, scored)
     _check_references_resolved(ruleset, columns)
-    state = (validate_frame if check_inputs else conform)(state_schema(ruleset, as_of_ts), state)
+    states = state_schema(ruleset, as_of_ts)
+    state = (
+        Columns.of(validate_frame(states, state))
+        if check_inputs
+        else conformed_columns(states, state)
+    )
     current = current_state(ruleset, state, columns.array("customer_id"), as_of_ts)
     moves = choose_moves(ruleset, columns, current)
     read = {
@@ -198,20 +203,21 @@ def _check_references_resolved(ruleset: RuleSet, scored: pd.DataFrame | Columns)
 
 
 def current_state(
-    ruleset: RuleSet, state: pd.DataFrame, customer_ids: ArrayLike, as_of: pd.Timestamp
+    ruleset: RuleSet, state: pd.DataFrame | Columns, customer_ids: ArrayLike, as_of: pd.Timestamp
 ) -> CurrentState:
     """Look each scored learner up in the (validated) state; absent ones are new."""
+    state = state if isinstance(state, Columns) else Columns.of(state)
     _check_overrides_agree(state, as_of)
     new_code = len(ruleset.tag_ids)
     if len(state) == 0:
         rows = len(customer_ids)
         nothing = np.zeros(rows, bool)
         return CurrentState(np.full(rows, new_code), np.zeros(rows, np.int64), nothing, nothing)
-    positions = codes_of(customer_ids, state["customer_id"])
+    positions = codes_of(customer_ids, state.array("customer_id"))
     known = positions >= 0
     safe = np.where(known, positions, 0)  # any valid row; masked out by ``known``
-    tag_codes = codes_of(state["tag"], ruleset.tag_ids)
-    entered = state["since"].to_numpy().astype("datetime64[D]")
+    tag_codes = codes_of(state.array("tag"), ruleset.tag_ids)
+    entered = state["since"].astype("datetime64[D]")
     days = (as_of.to_datetime64().astype("datetime64[D]") - entered).astype(np.int64)
     active = _override_active(state, as_of)
     campaign = active & (_override_kinds(state) == "campaign")
@@ -223,11 +229,11 @@ def current_state(
     )
 
 
-def _override_kinds(state: pd.DataFrame) -> np.ndarray:
+def _override_kinds(state: Columns) -> np.ndarray:
     """Each row's override kind; ``hold`` where the column is missing or null."""
     if "override_kind" not in state:
         return np.full(len(state), "hold", dtype=object)
-    kinds = state["override_kind"].to_numpy(object)
+    kinds = state.to_numpy("override_kind", object)
     return np.where(pd.isna(kinds), "hold", kinds).astype(object)
 
 
@@ -240,26 +246,26 @@ def codes_of(values: ArrayLike, categories: Sequence[str] | pd.Series) -> np.nda
     return pc.fill_null(found, -1).to_numpy().astype(np.int64)
 
 
-def _override_active(state: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:
+def _override_active(state: Columns, as_of: pd.Timestamp) -> np.ndarray:
     """Overrides in force on ``as_of``: set, and without expiry or expiring after as_of.
 
     On the validated state's naive datetime64 values (numpy: a few Series operations were a
     tenth of deciding one learner); any other column is compared as a Series.
     """
-    has_override = ~pd.isna(state["override_tag"].to_numpy())
-    expires = state["override_expires"].to_numpy()
+    has_override = ~pd.isna(state["override_tag"])
+    expires = state["override_expires"]
     if expires.dtype.kind == "M":
         return has_override & (np.isnat(expires) | (expires > as_of.to_datetime64()))
-    column = state["override_expires"]
+    column = pd.Series(state.array("override_expires"))
     return has_override & (column.isna() | (column > as_of)).to_numpy()
 
 
-def _check_overrides_agree(state: pd.DataFrame, as_of: pd.Timestamp) -> None:
+def _check_overrides_agree(state: Columns, as_of: pd.Timestamp) -> None:
     """An active override must be the learner's stored tag, or the store is inconsistent."""
-    stored = state["override_tag"].to_numpy(object) != state["tag"].to_numpy(object)
+    stored = state.to_numpy("override_tag", object) != state.to_numpy("tag", object)
     disagree = _override_active(state, as_of) & stored
     if disagree.any():
-        examples = state.loc[disagree, ["customer_id", "tag", "override_tag"]].head(3)
+        examples = state.frame().loc[disagree, ["customer_id", "tag", "override_tag"]].head(3)
         raise DecisionInputError(
             f"state: {int(disagree.sum())} rows have an active override whose override_tag is not "
             f"their tag (e.g. {examples.to_dict('records')}); fix the state store first"

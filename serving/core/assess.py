@@ -15,7 +15,7 @@ Nothing here reads a clock, a file or a database: the state comes in as a frame.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date
@@ -309,7 +309,7 @@ class Assessment:
         points, _, _ = points_of(contributions)
         names = self.model.feature_names
         for index, position in enumerate(positions):
-            row = {name: values[position] for name, values in self._columns.items()}
+            row = _Row(self._columns, position)
             self._reasons[position] = ranked_reasons(row, names, points[index], self.top_reasons)
 
     @cached_property
@@ -336,13 +336,31 @@ class Assessment:
 
     @cached_property
     def _flags(self) -> tuple[tuple[str, str], ...]:
-        return risk_flags(tuple(self._columns))
+        return risk_flags(tuple(self._columns.names()))
 
     @cached_property
-    def _columns(self) -> dict[str, np.ndarray]:
-        """The feature columns the reason texts quote, as arrays (a row costs no frame)."""
-        columns = Columns.of(self.features)
-        return {name: columns[name] for name in columns if name not in KEY_COLUMNS}
+    def _columns(self) -> Columns:
+        """The feature columns the reason texts quote, as arrays (a row costs no frame); each
+        converted when first read: a reason quotes a few of some sixty columns."""
+        return Columns.of(self.features)
+
+
+class _Row(Mapping[str, Any]):
+    """One learner's feature values (keys excluded), read from the columns only when asked."""
+
+    def __init__(self, columns: Columns, position: int) -> None:
+        self._columns, self._position = columns, position
+
+    def __getitem__(self, name: str) -> Any:
+        if name in KEY_COLUMNS or name not in self._columns:
+            raise KeyError(name)
+        return self._columns[name][self._position]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in self._columns if name not in KEY_COLUMNS)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 @dataclass(frozen=True)

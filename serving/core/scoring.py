@@ -7,13 +7,11 @@ also returns the TreeSHAP contributions of the same model matrix, for the paths 
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
-from pandera.engines import pandas_engine
 
 from features.schemas import KEY_COLUMNS
 from models.churn import PREDICTION_COLUMNS, ChurnModel
@@ -115,10 +113,10 @@ def scores_and_contributions(
     """``score_features`` and the TreeSHAP contributions from one model matrix (one pass).
 
     ``predict_with_contributions`` checked the probabilities and ``check_keys`` the ids'
-    uniqueness; the full schema run costs ~10 ms per one-learner request, so a column is only
-    coerced by the schema's own dtype where its dtype differs: the frame equals the one
-    ``score_features`` returns. It is built in one constructor (setting columns one by one on a
-    one-learner frame cost more than the TreeSHAP call).
+    uniqueness; the full schema run costs ~10 ms per one-learner request, so the keys are only
+    coerced by the schema's own dtypes (the scores are float64 already): the frame equals the
+    one ``score_features`` returns. It is built in one constructor (setting columns one by one
+    on a one-learner frame cost more than the TreeSHAP call).
     """
     check_keys(features)
     predicted, contributions = champion.model.predict_with_contributions(features)
@@ -127,18 +125,12 @@ def scores_and_contributions(
     missing = int(pd.isna(ids).sum() + pd.isna(days).sum())
     if missing:
         raise ValueError(f"feature frame: {missing} missing customer_id or as_of values")
-    arrays = {"customer_id": ids, "as_of": days}
+    arrays = {
+        name: SCORES_SCHEMA.columns[name].dtype.coerce(pd.Series(values)).array
+        for name, values in (("customer_id", ids), ("as_of", days))
+    }
     arrays |= {name: np.asarray(predicted[name], dtype=np.float64) for name in PREDICTION_COLUMNS}
-    for name, column in SCORES_SCHEMA.columns.items():
-        if not _fits(column.dtype, arrays[name].dtype):
-            arrays[name] = column.dtype.coerce(pd.Series(arrays[name])).array
     return pd.DataFrame(arrays), contributions.to_numpy(dtype=np.float64)
-
-
-@functools.lru_cache(maxsize=64)
-def _fits(target: pandas_engine.DataType, dtype: Any) -> bool:
-    """A column of ``dtype`` needs no coercion to ``target`` (pandera's own dtype check)."""
-    return bool(target.check(pandas_engine.Engine.dtype(dtype)))
 
 
 __all__ = [
