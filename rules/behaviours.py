@@ -18,6 +18,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from rules.columns import Columns
 from rules.conditions import Condition, ConditionError, evaluate, iter_leaves, parse_condition
 from rules.errors import RulesError
 
@@ -106,10 +107,11 @@ def behaviour_features(behaviours: Sequence[Behaviour]) -> list[str]:
     return sorted({leaf.feature for b in behaviours for _, leaf in iter_leaves(b.condition)})
 
 
-def behaviour_masks(behaviours: Sequence[Behaviour], frame: pd.DataFrame) -> np.ndarray:
+def behaviour_masks(behaviours: Sequence[Behaviour], frame: pd.DataFrame | Columns) -> np.ndarray:
     """A (behaviours x learners) boolean array: who holds which tag.
 
-    A feature missing from ``frame`` reads as null, so its leaves are false.
+    A feature missing from ``frame`` reads as null, so its leaves are false. ``frame`` may be
+    the engine's ``rules.columns.Columns`` (read alike, without building Series).
     """
     rows = len(frame)
     columns = {name: _as_floats(frame, name, rows) for name in behaviour_features(behaviours)}
@@ -119,17 +121,17 @@ def behaviour_masks(behaviours: Sequence[Behaviour], frame: pd.DataFrame) -> np.
     return masks
 
 
-def _as_floats(frame: pd.DataFrame, name: str, rows: int) -> np.ndarray:
+def _as_floats(frame: pd.DataFrame | Columns, name: str, rows: int) -> np.ndarray:
     """A column's values as floats (non-numbers and a missing column read as null)."""
     if name not in frame:
         return np.full(rows, np.nan)
-    column = frame[name]
+    column = frame[name]  # a Series, or an array of the engine's ``rules.columns.Columns``
     if column.dtype == np.float64:  # the engine's coerced features: no conversion to pay for
-        return column.to_numpy()
-    return pd.to_numeric(column, errors="coerce").astype(float).to_numpy()
+        return np.asarray(column)
+    return np.asarray(pd.to_numeric(column, errors="coerce"), dtype=float)
 
 
-def behaviour_tags(behaviours: Sequence[Behaviour], frame: pd.DataFrame) -> np.ndarray:
+def behaviour_tags(behaviours: Sequence[Behaviour], frame: pd.DataFrame | Columns) -> np.ndarray:
     """Each learner's behaviour tags: sorted ids joined by ",", "" for none (object array).
 
     Vectorised: the tags a learner holds form a bit pattern; each distinct pattern is joined once.

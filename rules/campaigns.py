@@ -464,7 +464,7 @@ def match_campaigns(
     priority = words.of(decisions["priority"])
     products = words.of(
         product_tags
-        if isinstance(product_tags, pd.Series)
+        if isinstance(product_tags, pd.Series | np.ndarray)
         else pd.Series(list(product_tags), dtype=object)
     )
     changed = decisions["changed"].to_numpy(bool)
@@ -501,18 +501,23 @@ class _Codes:
             else:
                 words |= {w for w in (trigger.tag, trigger.product_tag, trigger.priority) if w}
         self.words = sorted(words)
+        self._index = {word: code for code, word in enumerate(self.words)}
 
     def code(self, word: str) -> int:
-        return self.words.index(word)
+        return self._index[word]
 
-    def of(self, values: pd.Series) -> np.ndarray:
+    def of(self, values: pd.Series | np.ndarray) -> np.ndarray:
         """The code of each value; -1 for null and for words no trigger names.
 
-        A categorical is recoded on its categories; other strings take Arrow's hash lookup
-        (iterating a million Arrow-backed strings in Python costs most of a second).
+        A categorical is recoded by a table over its few categories (the last entry answers
+        for null, code -1): ``cat.set_categories`` builds and checks a new dtype per call. Other
+        strings take Arrow's hash lookup (iterating a million Arrow-backed strings in Python
+        costs most of a second).
         """
         if isinstance(values.dtype, pd.CategoricalDtype):
-            return np.asarray(values.cat.set_categories(self.words).cat.codes, dtype=np.int64)
+            categories = values.cat.categories
+            table = np.array([self._index.get(word, -1) for word in categories] + [-1])
+            return table[np.asarray(values.cat.codes)].astype(np.int64, copy=False)
         array = pa.array(values, from_pandas=True)
         if pa.types.is_null(array.type):  # an all-null column names nothing
             return np.full(len(values), -1, dtype=np.int64)
@@ -545,9 +550,16 @@ def campaign_columns(
         channel_code[mine] = CHANNELS.index(first.channel)
         for tag, channel in reversed(list(first.prefer.items())):  # the first listed wins
             channel_code[mine & behaviours.holds(tag)] = CHANNELS.index(channel)
-    campaign_id = pd.Categorical.from_codes(found, categories=catalogue.ids)
-    channel = pd.Categorical.from_codes(channel_code, categories=list(CHANNELS))
+    campaign_id = pd.Categorical.from_codes(found, dtype=_dtype(tuple(catalogue.ids)))
+    channel = pd.Categorical.from_codes(channel_code, dtype=_dtype(CHANNELS))
     return campaign_id, channel
+
+
+@lru_cache(maxsize=64)
+def _dtype(categories: tuple[str, ...]) -> pd.CategoricalDtype:
+    """A categorical dtype built once: building one checks its categories (an Index per call).
+    Dtypes are immutable, so sharing one is safe."""
+    return pd.CategoricalDtype(list(categories))
 
 
 def unreachable_triggers(ruleset: RuleSet) -> list[str]:

@@ -39,6 +39,7 @@ from numpy.typing import ArrayLike
 
 from rules.behaviours import behaviour_tags
 from rules.campaigns import campaign_columns
+from rules.columns import Columns
 from rules.conditions import evaluate
 from rules.config import MODEL_SCORE_COLUMNS, RuleSet
 from rules.interventions import control_flags, value_at_risk
@@ -48,7 +49,7 @@ from rules.schemas import (
     HELD_REASONS,
     SIGNALS,
     DecisionInputError,
-    conform,
+    conformed_columns,
     decision_schema,
     scored_schema,
     state_schema,
@@ -101,7 +102,7 @@ class Moves:
 def decide(
     ruleset: RuleSet,
     state: pd.DataFrame,
-    scored: pd.DataFrame,
+    scored: pd.DataFrame | Columns,
     as_of: date,
     *,
     check_inputs: bool = True,
@@ -118,15 +119,17 @@ def decide(
             ``hold``). Naive timestamps are UTC; tz-aware ones are converted to UTC.
         scored: one row per learner to decide: customer_id, product_tag, mrr, p_churn and
             confidence (NaN when there is no model), risk_indicator_count and every feature the
-            rules read. Other columns are ignored.
+            rules read. Other columns are ignored. A frame, or its ``rules.columns.Columns``
+            (a caller that holds its columns already: no frame is built for the engine).
         as_of: the decision day (00:00 UTC of that day; a datetime counts as its day).
         check_inputs: validate ``scored`` and ``state`` against ``scored_schema`` and
             ``state_schema`` (the contract's checks and coercion). A caller that built both
             frames itself with the contract's dtypes and values (the online scorer: features,
             scores and stored state of its own making) passes False: the frames are only
-            coerced to the schemas' dtypes (``rules.schemas.conform``), so valid inputs give the
-            same decisions, and invalid ones give undefined decisions instead of an error. An
-            active override that disagrees with the stored tag is an error either way.
+            coerced to the schemas' dtypes (``rules.schemas.conformed_columns``), so valid
+            inputs give the same decisions, and invalid ones give undefined decisions instead of
+            an error. An active override that disagrees with the stored tag is an error either
+            way.
         check_output: re-check the decisions against ``decision_schema`` (a self-check of the
             engine). A caller on a latency budget that tests the
             engine's output elsewhere passes False: the frame is the same either way.
@@ -151,24 +154,36 @@ def decide(
     """
     as_of_ts = pd.Timestamp(as_of.year, as_of.month, as_of.day)  # the day, even from a datetime
     wording = wording or Wording()
-    checked = validate_frame if check_inputs else conform
-    scored = checked(scored_schema(ruleset, wording.columns), scored)
-    _check_references_resolved(ruleset, scored)
-    state = checked(state_schema(ruleset, as_of_ts), state)
-    current = current_state(ruleset, state, scored["customer_id"], as_of_ts)
-    moves = choose_moves(ruleset, scored, current)
+    schema = scored_schema(ruleset, wording.columns)
+    # Every column is taken out once (``rules.columns``): the steps below read arrays, not Series.
+    if check_inputs:
+        frame = scored.frame() if isinstance(scored, Columns) else scored
+        columns = Columns.of(validate_frame(schema, frame))
+    else:
+        columns = conformed_columns(schema, scored)
+    _check_references_resolved(ruleset, columns)
+    states = state_schema(ruleset, as_of_ts)
+    state = (
+        Columns.of(validate_frame(states, state))
+        if check_inputs
+        else conformed_columns(states, state)
+    )
+    current = current_state(ruleset, state, columns.array("customer_id"), as_of_ts)
+    moves = choose_moves(ruleset, columns, current)
     read = {
-        name: scored[name] for name in [*ruleset.features_used, *wording.columns] if name in scored
+        name: columns[name]
+        for name in [*ruleset.features_used, *wording.columns]
+        if name in columns
     }
-    read["campaign_active"] = pd.Series(current.campaign_active, index=scored.index)
+    read["campaign_active"] = current.campaign_active
     why = why_texts(ruleset, read, moves.winner, moves.moved | (moves.held_code >= 0), wording)
-    decisions = decision_frame(ruleset, scored, current, moves, as_of_ts, why=why)
+    decisions = decision_frame(ruleset, columns, current, moves, as_of_ts, why=why)
     if not check_output:
         return decisions
     return validate_frame(decision_schema(ruleset), decisions)
 
 
-def _check_references_resolved(ruleset: RuleSet, scored: pd.DataFrame) -> None:
+def _check_references_resolved(ruleset: RuleSet, scored: pd.DataFrame | Columns) -> None:
     """Refuse model scores judged by rules whose operating points were never resolved.
 
     Unresolved ``@name`` leaves are false (rules-only mode has no scores to compare); with
@@ -178,7 +193,7 @@ def _check_references_resolved(ruleset: RuleSet, scored: pd.DataFrame) -> None:
     if not references:
         return
     scores = [name for name in MODEL_SCORE_COLUMNS if name in scored]
-    if scores and scored[scores].notna().any().any():
+    if any((~pd.isna(np.asarray(scored[name]))).any() for name in scores):
         rule_id, _, leaf = references[0]
         raise ValueError(
             f"rules: rule {rule_id} names the operating point '@{leaf.reference}', which was not "
@@ -188,20 +203,21 @@ def _check_references_resolved(ruleset: RuleSet, scored: pd.DataFrame) -> None:
 
 
 def current_state(
-    ruleset: RuleSet, state: pd.DataFrame, customer_ids: pd.Series, as_of: pd.Timestamp
+    ruleset: RuleSet, state: pd.DataFrame | Columns, customer_ids: ArrayLike, as_of: pd.Timestamp
 ) -> CurrentState:
     """Look each scored learner up in the (validated) state; absent ones are new."""
+    state = state if isinstance(state, Columns) else Columns.of(state)
     _check_overrides_agree(state, as_of)
     new_code = len(ruleset.tag_ids)
     if len(state) == 0:
         rows = len(customer_ids)
         nothing = np.zeros(rows, bool)
         return CurrentState(np.full(rows, new_code), np.zeros(rows, np.int64), nothing, nothing)
-    positions = codes_of(customer_ids, state["customer_id"])
+    positions = codes_of(customer_ids, state.array("customer_id"))
     known = positions >= 0
     safe = np.where(known, positions, 0)  # any valid row; masked out by ``known``
-    tag_codes = codes_of(state["tag"], ruleset.tag_ids)
-    entered = state["since"].to_numpy().astype("datetime64[D]")
+    tag_codes = codes_of(state.array("tag"), ruleset.tag_ids)
+    entered = state["since"].astype("datetime64[D]")
     days = (as_of.to_datetime64().astype("datetime64[D]") - entered).astype(np.int64)
     active = _override_active(state, as_of)
     campaign = active & (_override_kinds(state) == "campaign")
@@ -213,15 +229,15 @@ def current_state(
     )
 
 
-def _override_kinds(state: pd.DataFrame) -> np.ndarray:
+def _override_kinds(state: Columns) -> np.ndarray:
     """Each row's override kind; ``hold`` where the column is missing or null."""
     if "override_kind" not in state:
         return np.full(len(state), "hold", dtype=object)
-    kinds = state["override_kind"].to_numpy(object)
+    kinds = state.to_numpy("override_kind", object)
     return np.where(pd.isna(kinds), "hold", kinds).astype(object)
 
 
-def codes_of(values: pd.Series, categories: Sequence[str] | pd.Series) -> np.ndarray:
+def codes_of(values: ArrayLike, categories: Sequence[str] | pd.Series) -> np.ndarray:
     """Position of each value in ``categories`` (first match), -1 where absent or null.
 
     Arrow's hash lookup is several times faster than a pandas Index on a million strings.
@@ -230,26 +246,26 @@ def codes_of(values: pd.Series, categories: Sequence[str] | pd.Series) -> np.nda
     return pc.fill_null(found, -1).to_numpy().astype(np.int64)
 
 
-def _override_active(state: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:
+def _override_active(state: Columns, as_of: pd.Timestamp) -> np.ndarray:
     """Overrides in force on ``as_of``: set, and without expiry or expiring after as_of.
 
     On the validated state's naive datetime64 values (numpy: a few Series operations were a
     tenth of deciding one learner); any other column is compared as a Series.
     """
-    has_override = ~pd.isna(state["override_tag"].to_numpy())
-    expires = state["override_expires"].to_numpy()
+    has_override = ~pd.isna(state["override_tag"])
+    expires = state["override_expires"]
     if expires.dtype.kind == "M":
         return has_override & (np.isnat(expires) | (expires > as_of.to_datetime64()))
-    column = state["override_expires"]
+    column = pd.Series(state.array("override_expires"))
     return has_override & (column.isna() | (column > as_of)).to_numpy()
 
 
-def _check_overrides_agree(state: pd.DataFrame, as_of: pd.Timestamp) -> None:
+def _check_overrides_agree(state: Columns, as_of: pd.Timestamp) -> None:
     """An active override must be the learner's stored tag, or the store is inconsistent."""
-    stored = state["override_tag"].to_numpy(object) != state["tag"].to_numpy(object)
+    stored = state.to_numpy("override_tag", object) != state.to_numpy("tag", object)
     disagree = _override_active(state, as_of) & stored
     if disagree.any():
-        examples = state.loc[disagree, ["customer_id", "tag", "override_tag"]].head(3)
+        examples = state.frame().loc[disagree, ["customer_id", "tag", "override_tag"]].head(3)
         raise DecisionInputError(
             f"state: {int(disagree.sum())} rows have an active override whose override_tag is not "
             f"their tag (e.g. {examples.to_dict('records')}); fix the state store first"
@@ -257,7 +273,7 @@ def _check_overrides_agree(state: pd.DataFrame, as_of: pd.Timestamp) -> None:
 
 
 def fire_rules(
-    ruleset: RuleSet, scored: pd.DataFrame, current: CurrentState
+    ruleset: RuleSet, scored: pd.DataFrame | Columns, current: CurrentState
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Evaluate every rule on every learner (scored columns, and the state's ``STATE_COLUMNS``).
 
@@ -267,7 +283,7 @@ def fire_rules(
     """
     rows, from_code = len(scored), current.from_code
     # Each column's values once: the leaves reading a column would otherwise each convert it.
-    columns = {name: scored[name].to_numpy() for name in ruleset.features_used}
+    columns = {name: np.asarray(scored[name]) for name in ruleset.features_used}
     columns["campaign_active"] = current.campaign_active
     source_index = {tag: i for i, tag in enumerate(ruleset.tag_ids)} | {"new": len(ruleset.tag_ids)}
     fired = np.zeros((len(ruleset.rules), rows), bool)
@@ -283,7 +299,7 @@ def fire_rules(
     return fired, rules_side, model_side
 
 
-def choose_moves(ruleset: RuleSet, scored: pd.DataFrame, current: CurrentState) -> Moves:
+def choose_moves(ruleset: RuleSet, scored: pd.DataFrame | Columns, current: CurrentState) -> Moves:
     """Pick the winning rule per learner and apply cooldowns and overrides."""
     fired, rules_side, model_side = fire_rules(ruleset, scored, current)
     tag_index = {tag: i for i, tag in enumerate(ruleset.tag_ids)}
@@ -352,7 +368,7 @@ def _signal_codes(
 
 def decision_frame(
     ruleset: RuleSet,
-    scored: pd.DataFrame,
+    scored: Columns,
     current: CurrentState,
     moves: Moves,
     as_of: pd.Timestamp,
@@ -364,8 +380,9 @@ def decision_frame(
     ``why`` (aligned with ``scored``, ``rules.reasons.why_texts``) is all null when not given.
     """
     tags = ruleset.tag_ids
-    customer_ids = scored["customer_id"].array
-    product_code = codes_of(scored["product_tag"], ruleset.interventions.product_tags)
+    customer_ids = scored.array("customer_id")  # the stored array: the decisions keep its dtype
+    p_churn = scored["p_churn"]
+    product_code = codes_of(scored.array("product_tag"), ruleset.interventions.product_tags)
     priority_code, action_code, actions = _priority_and_action(ruleset, product_code, moves.to_code)
     from_code = np.where(current.from_code < len(tags), current.from_code, NO_CODE)
     lifetime = _lifetime_columns(ruleset, scored, product_code)
@@ -379,10 +396,10 @@ def decision_frame(
             "rule_id": _categorical(
                 np.where(moves.moved, moves.winner, NO_CODE), [rule.id for rule in ruleset.rules]
             ),
-            "description": _descriptions(ruleset, current, moves, scored["p_churn"].isna()),
+            "description": _descriptions(ruleset, current, moves, np.isnan(p_churn)),
             "signal": _categorical(moves.signal_code, SIGNALS),
-            "p_churn": scored["p_churn"].to_numpy(),
-            "confidence": scored["confidence"].to_numpy(),
+            "p_churn": p_churn,
+            "confidence": scored["confidence"],
             "priority": _categorical(
                 priority_code, ruleset.interventions.priority_order, ordered=True
             ),
@@ -399,9 +416,7 @@ def decision_frame(
     campaign_id, channel = campaign_columns(ruleset.campaigns, decisions, scored["product_tag"])
     decisions.insert(decisions.columns.get_loc("action") + 1, "campaign_id", campaign_id)
     decisions.insert(decisions.columns.get_loc("campaign_id") + 1, "channel", channel)
-    order = decision_order(
-        priority_code, lifetime["value_at_risk"], scored["p_churn"].to_numpy(float), customer_ids
-    )
+    order = decision_order(priority_code, lifetime["value_at_risk"], p_churn, customer_ids)
     return decisions.take(order).reset_index(drop=True)
 
 
@@ -469,17 +484,21 @@ def _priority_and_action(
 
 
 def _lifetime_columns(
-    ruleset: RuleSet, scored: pd.DataFrame, product_code: np.ndarray
+    ruleset: RuleSet, scored: Columns, product_code: np.ndarray
 ) -> dict[str, np.ndarray]:
     """``value_at_risk``, ``expected_months`` and ``projected_value`` (``rules.lifetime``)."""
     interventions = ruleset.interventions
     weights = np.array(list(interventions.value_weights.values()), dtype=float)
-    p_churn = scored["p_churn"].to_numpy(float)
-    mrr = scored["mrr"].to_numpy(float)
+    p_churn = np.asarray(scored["p_churn"], dtype=float)
+    mrr = np.asarray(scored["mrr"], dtype=float)
     months = expected_months(p_churn, interventions.lifetime)
     at_risk = months_at_risk(months, interventions.lifetime)
     value = value_at_risk(
-        p_churn, scored["risk_indicator_count"].to_numpy(float), mrr, weights[product_code], at_risk
+        p_churn,
+        np.asarray(scored["risk_indicator_count"], dtype=float),
+        mrr,
+        weights[product_code],
+        at_risk,
     )
     return {
         "value_at_risk": value,
@@ -489,7 +508,7 @@ def _lifetime_columns(
 
 
 def _descriptions(
-    ruleset: RuleSet, current: CurrentState, moves: Moves, model_absent: pd.Series
+    ruleset: RuleSet, current: CurrentState, moves: Moves, model_absent: np.ndarray
 ) -> pd.Categorical:
     """The audit-log sentence per learner, chosen from a small table of texts by code."""
     rules = ruleset.rules
@@ -524,7 +543,7 @@ def _descriptions(
         ],
         3 * count,
     )
-    codes = base + model_absent.to_numpy() * (3 * count + 3)
+    codes = base + model_absent * (3 * count + 3)
     unique = list(dict.fromkeys(texts))  # two rules may share a description
     remap = np.array([unique.index(text) for text in texts])
     return _categorical(remap[codes], unique)

@@ -101,7 +101,7 @@ class Wording:
 
 def why_texts(
     ruleset: RuleSet,
-    columns: Mapping[str, pd.Series],
+    columns: Mapping[str, pd.Series | np.ndarray],
     winner: np.ndarray,
     needed: np.ndarray,
     wording: Wording,
@@ -111,7 +111,8 @@ def why_texts(
     Args:
         ruleset: the rules ``winner`` indexes.
         columns: the scored learners' columns by name (the rules' features, and the wording's
-            indicators and evidence where present), as the engine reads them.
+            indicators and evidence where present), as the engine reads them (Series or their
+            values).
         winner: per learner, the index of the rule that decided (moved or held), -1 for none.
         needed: per learner, whether to put the decision into words (it moved or was held).
         wording: labels, phrases and indicators from the caller.
@@ -122,7 +123,7 @@ def why_texts(
         has no leaves (the default entry rule).
     """
     wanted = needed & (winner >= 0)
-    arrays = {name: column.to_numpy() for name, column in columns.items()}
+    arrays = {name: np.asarray(column) for name, column in columns.items()}
     said = _Said()
     for index in np.unique(winner[wanted]):
         picked = np.flatnonzero(wanted & (winner == index))

@@ -19,6 +19,7 @@ import pandera.pandas as pa
 from pandera.engines import pandas_engine
 
 from rules.campaigns import CHANNELS
+from rules.columns import Columns
 from rules.config import MODEL_SCORE_COLUMNS, RuleSet
 from rules.interventions import RISK_INDICATOR_TOTAL
 
@@ -221,39 +222,46 @@ def validate_frame(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFr
 
 
 def conform(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with the schema's dtypes, without its checks (a trusted caller's frame).
-
-    Each column whose dtype the schema would coerce is coerced as validation would: float64
-    columns (counts, nullable counts, flags) in one numpy conversion, the rest by the schema's
-    own ``coerce``. Columns are not filtered (the engine reads by name) and no check runs: a
-    frame that breaks the contract gives undefined decisions, so only frames the caller built
-    with these dtypes and values (``serving.core``'s online path) should come here.
+    """``frame`` with the schema's dtypes, without its checks (``conformed_columns`` as a frame).
 
     Raises:
         DecisionInputError: a required column is missing.
     """
-    dtypes = dict(zip(frame.columns, frame.dtypes, strict=True))
-    floats, others = [], {}
+    return conformed_columns(schema, frame).frame(index=frame.index)
+
+
+def conformed_columns(schema: pa.DataFrameSchema, frame: pd.DataFrame | Columns) -> Columns:
+    """``frame``'s columns with the schema's dtypes, without its checks (a trusted caller's frame).
+
+    Each column whose dtype the schema would coerce is coerced as validation would: float64
+    columns (counts, nullable counts, flags) by one numpy conversion each, the rest by the
+    schema's own ``coerce``. Columns are not filtered (the engine reads by name) and no check
+    runs: a frame that breaks the contract gives undefined decisions, so only frames the caller
+    built with these dtypes and values (``serving.core``'s online path) should come here. The
+    columns are taken out of the frame once (``rules.columns``): no frame is copied or set.
+
+    Raises:
+        DecisionInputError: a required column is missing.
+    """
+    columns = frame if isinstance(frame, Columns) else Columns.of(frame)
+    changed: dict[str, Any] = {}
     for name, column in schema.columns.items():
-        dtype = dtypes.get(name)
-        if dtype is None:
+        if name not in columns:
             if column.required:
                 raise DecisionInputError(f"{schema.name}: missing column(s) [{name!r}]")
             continue
-        if _fits(column.dtype, dtype):
+        array = columns.array(name)
+        if _fits(column.dtype, array.dtype):
             continue
         if column.dtype.type == np.float64:
-            floats.append(name)
+            changed[name] = (
+                array.astype(np.float64)
+                if isinstance(array, np.ndarray)
+                else array.to_numpy(np.float64, na_value=np.nan)
+            )
         else:
-            others[name] = column.dtype.coerce(frame[name])
-    if not floats and not others:
-        return frame
-    conformed = frame.copy(deep=False)
-    if floats:
-        conformed[floats] = frame[floats].to_numpy(np.float64, na_value=np.nan)
-    for name, values in others.items():
-        conformed[name] = values
-    return conformed
+            changed[name] = column.dtype.coerce(pd.Series(array, name=name)).array
+    return columns.with_values(changed) if changed else columns
 
 
 @functools.lru_cache(maxsize=1024)

@@ -15,7 +15,7 @@ Nothing here reads a clock, a file or a database: the state comes in as a frame.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date
@@ -31,11 +31,12 @@ from features.schemas import KEY_COLUMNS
 from models.churn import PREDICTION_COLUMNS, ChurnModel
 from models.explain import Explanation, Reason, explain_frame, points_of, ranked_reasons
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity, decide
+from rules.columns import Columns
 from serving.core.records import is_on, learner_record, risk_flags, rule_wording
 from serving.core.scoring import (
     SCORES_SCHEMA,
     ModelHandle,
-    keys_of,
+    check_keys,
     score_features,
     scores_and_contributions,
 )
@@ -102,9 +103,10 @@ def decide_learners(
     Raises:
         ValueError: when features hold another day, or features and scores name other learners.
     """
-    _check_day(features, as_of)
-    keys = keys_of(features)
-    scored = _with_scores(features, scores[["customer_id", *PREDICTION_COLUMNS]], len(keys))
+    check_keys(features)
+    columns = Columns.of(features)
+    _check_day(columns, as_of)
+    scored = _with_scores(features, columns, Columns.of(scores))
     decisions = decide(
         ruleset,
         state,
@@ -115,7 +117,8 @@ def decide_learners(
         wording=rule_wording(),
     )
     if whole_day:
-        products = scored.set_index("customer_id")["product_tag"]
+        ids = pd.Index(scored.array("customer_id"), name="customer_id")
+        products = pd.Series(scored.array("product_tag"), index=ids, name="product_tag")
         decisions = cut_to_capacity(ruleset, decisions, product_tags=products)
         over = decisions[OVER_CAPACITY].astype("boolean")
     else:
@@ -125,45 +128,41 @@ def decide_learners(
     return decisions
 
 
-def _with_scores(
-    features: pd.DataFrame, score_columns: pd.DataFrame, learners: int
-) -> pd.DataFrame:
-    """``features`` with the score columns of the same learners (the engine's ``scored``).
+def _with_scores(features: pd.DataFrame, columns: Columns, score_columns: Columns) -> Columns:
+    """``features`` (and their ``columns``) with the score columns of the same learners: the
+    engine's ``scored``.
 
     Scores made from this very frame (every caller's case) list the same ids in the same order:
-    their columns are set as they are. A merge, which copies every feature block (~10 ms for one
-    learner), is the general case.
+    their arrays join the feature columns as they are, and no frame is built. A merge, which
+    copies every feature block (~10 ms for one learner), is the general case.
 
     Raises:
         ValueError: features and scores name other learners.
     """
+    learners = len(columns)
+    ids = score_columns["customer_id"]
+    if len(ids) == learners and np.array_equal(ids, columns["customer_id"]):
+        return columns.with_values({name: score_columns[name] for name in PREDICTION_COLUMNS})
     present = [name for name in PREDICTION_COLUMNS if name in features.columns]
-    base = features.drop(columns=present) if present else features  # a drop copies every block
-    ids = score_columns["customer_id"].to_numpy()
-    if len(ids) == learners and np.array_equal(ids, base["customer_id"].to_numpy()):
-        base = base.reset_index(drop=True)
-        for name in PREDICTION_COLUMNS:
-            base[name] = score_columns[name].to_numpy()
-        return base
+    base = features.drop(columns=present) if present else features
+    kept = score_columns.frame()[["customer_id", *PREDICTION_COLUMNS]]
     # A merge indicator, not Series.isin: isin on a million Arrow-backed strings is very slow.
-    scored = base.merge(
-        score_columns, on="customer_id", how="left", validate="one_to_one", indicator=True
-    )
+    scored = base.merge(kept, on="customer_id", how="left", validate="one_to_one", indicator=True)
     unscored = int((scored["_merge"] == "left_only").sum())
     if unscored or len(score_columns) != learners:
         raise ValueError(
             f"scores: {len(score_columns)} rows for {learners} learners "
             f"({unscored} learners without a score row); score the same frame you decide on"
         )
-    return scored.drop(columns="_merge")
+    return Columns.of(scored.drop(columns="_merge"))
 
 
-def _check_day(features: pd.DataFrame, as_of: date) -> None:
-    if features.empty:
+def _check_day(features: Columns, as_of: date) -> None:
+    if not len(features):
         return
-    other = features["as_of"] != pd.Timestamp(as_of.year, as_of.month, as_of.day)
+    other = features["as_of"] != pd.Timestamp(as_of.year, as_of.month, as_of.day).to_datetime64()
     if other.any():
-        days = sorted({str(pd.Timestamp(day).date()) for day in features.loc[other, "as_of"]})
+        days = sorted({str(pd.Timestamp(day).date()) for day in features["as_of"][other]})
         raise ValueError(
             f"feature frame: {int(other.sum())} rows are for {days[:5]}, not as_of {as_of}"
         )
@@ -310,35 +309,58 @@ class Assessment:
         points, _, _ = points_of(contributions)
         names = self.model.feature_names
         for index, position in enumerate(positions):
-            row = {name: values[position] for name, values in self._columns.items()}
+            row = _Row(self._columns, position)
             self._reasons[position] = ranked_reasons(row, names, points[index], self.top_reasons)
 
     @cached_property
+    def _scored(self) -> Columns:
+        return Columns.of(self.scores)
+
+    @cached_property
     def _ids(self) -> list[str]:
-        return self.scores["customer_id"].astype(str).tolist()
+        return [str(customer_id) for customer_id in self._scored["customer_id"]]
 
     @cached_property
     def _score_values(self) -> dict[str, np.ndarray]:
-        return {name: self.scores[name].to_numpy(np.float64) for name in PREDICTION_COLUMNS}
+        return {name: self._scored.to_numpy(name, np.float64) for name in PREDICTION_COLUMNS}
 
     @cached_property
     def _decided(self) -> dict[str, np.ndarray]:
         """The decision fields row for row with ``features`` (the engine sorts by priority)."""
-        decided = self.decisions["customer_id"].astype(str).tolist()
+        decisions = Columns.of(self.decisions)
+        decided = [str(customer_id) for customer_id in decisions["customer_id"]]
         if decided == self._ids:  # already in input order (always so for one learner)
-            return {name: self.decisions[name].to_numpy(object) for name in DECISION_FIELDS}
+            return {name: decisions.to_numpy(name, object) for name in DECISION_FIELDS}
         aligned = self.decisions.set_index("customer_id").reindex(pd.Index(self._ids, dtype=object))
         return {name: aligned[name].to_numpy(object) for name in DECISION_FIELDS}
 
     @cached_property
     def _flags(self) -> tuple[tuple[str, str], ...]:
-        return risk_flags(tuple(self._columns))
+        return risk_flags(tuple(self._columns.names()))
 
     @cached_property
-    def _columns(self) -> dict[str, np.ndarray]:
-        """The feature columns the reason texts quote, as arrays (a row costs no frame)."""
-        names = [name for name in self.features.columns if name not in KEY_COLUMNS]
-        return {name: self.features[name].to_numpy() for name in names}
+    def _columns(self) -> Columns:
+        """The feature columns the reason texts quote, as arrays (a row costs no frame); each
+        converted when first read: a reason quotes a few of some sixty columns."""
+        return Columns.of(self.features)
+
+
+class _Row(Mapping[str, Any]):
+    """One learner's feature values (keys excluded), read from the columns only when asked."""
+
+    def __init__(self, columns: Columns, position: int) -> None:
+        self._columns, self._position = columns, position
+
+    def __getitem__(self, name: str) -> Any:
+        if name in KEY_COLUMNS or name not in self._columns:
+            raise KeyError(name)
+        return self._columns[name][self._position]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in self._columns if name not in KEY_COLUMNS)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 @dataclass(frozen=True)

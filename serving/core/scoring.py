@@ -74,16 +74,28 @@ def score_features(features: pd.DataFrame, champion: ModelHandle | None) -> pd.D
 
 def keys_of(features: pd.DataFrame) -> pd.DataFrame:
     """customer_id and as_of of a feature frame, checked: both present, ids unique."""
+    check_keys(features)
+    # One constructor from the two arrays: ``features[[...]]`` takes from every feature block.
+    return pd.DataFrame({name: features[name].array for name in KEY_COLUMNS})
+
+
+def check_keys(features: pd.DataFrame) -> None:
+    """Refuse a feature frame without customer_id or as_of, or that repeats a customer_id.
+
+    Raises:
+        ValueError: naming the missing columns, or the repeated ids.
+    """
     missing = [column for column in KEY_COLUMNS if column not in features.columns]
     if missing:
         raise ValueError(f"feature frame: missing key columns {missing}")
+    if len(features) < 2:  # one learner cannot repeat
+        return
     repeated = features["customer_id"][features["customer_id"].duplicated()]
     if len(repeated):
         raise ValueError(
             f"feature frame: {len(repeated)} rows repeat a customer_id "
             f"(e.g. {repeated.head(3).tolist()}); score one row per learner"
         )
-    return features[list(KEY_COLUMNS)].reset_index(drop=True)
 
 
 def _scores_frame(keys: pd.DataFrame, predicted: pd.DataFrame | None) -> pd.DataFrame:
@@ -100,27 +112,31 @@ def scores_and_contributions(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """``score_features`` and the TreeSHAP contributions from one model matrix (one pass).
 
-    ``predict_with_contributions`` checked the probabilities and ``_keys`` the ids' uniqueness;
-    the full schema run costs ~10 ms per one-learner request, so each column is only coerced by
-    the schema's own dtype: the frame equals the one ``score_features`` returns.
+    ``predict_with_contributions`` checked the probabilities and ``check_keys`` the ids'
+    uniqueness; the full schema run costs ~10 ms per one-learner request, so the keys are only
+    coerced by the schema's own dtypes (the scores are float64 already): the frame equals the
+    one ``score_features`` returns. It is built in one constructor (setting columns one by one
+    on a one-learner frame cost more than the TreeSHAP call).
     """
-    keys = keys_of(features)
+    check_keys(features)
     predicted, contributions = champion.model.predict_with_contributions(features)
     check_flags_present(features, champion.model.feature_dtypes)
-    missing = int(keys["customer_id"].isna().sum() + keys["as_of"].isna().sum())
+    ids, days = features["customer_id"].array, features["as_of"].array
+    missing = int(pd.isna(ids).sum() + pd.isna(days).sum())
     if missing:
         raise ValueError(f"feature frame: {missing} missing customer_id or as_of values")
-    scores = keys
-    for name in PREDICTION_COLUMNS:
-        scores[name] = np.asarray(predicted[name], dtype=np.float64)
-    for name, column in SCORES_SCHEMA.columns.items():
-        scores[name] = column.dtype.coerce(scores[name])
-    return scores, contributions.to_numpy(dtype=np.float64)
+    arrays = {
+        name: SCORES_SCHEMA.columns[name].dtype.coerce(pd.Series(values)).array
+        for name, values in (("customer_id", ids), ("as_of", days))
+    }
+    arrays |= {name: np.asarray(predicted[name], dtype=np.float64) for name in PREDICTION_COLUMNS}
+    return pd.DataFrame(arrays), contributions.to_numpy(dtype=np.float64)
 
 
 __all__ = [
     "SCORES_SCHEMA",
     "ModelHandle",
+    "check_keys",
     "keys_of",
     "score_features",
     "scores_and_contributions",

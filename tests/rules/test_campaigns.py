@@ -101,6 +101,30 @@ def test_matching_many_decisions_at_once_gives_each_its_own(ruleset):
     assert got == [case["campaign"] for case in MATCHING]
 
 
+def test_matching_categorical_decisions_gives_what_their_strings_give(ruleset):
+    # given the matching cases as the engine hands them over: tags and priorities as
+    # categoricals over every tag and priority (most of which no trigger names; nulls are
+    # "no tag"), and the product tiers as a numpy array
+    rows = [BOOK["defaults"] | case["decision"] for case in MATCHING]
+    as_strings = pd.DataFrame(rows)
+    categories = {
+        "from_tag": ruleset.tag_ids,
+        "to_tag": ruleset.tag_ids,
+        "priority": ruleset.interventions.priority_order,
+    }
+    as_categoricals = as_strings.assign(
+        **{name: pd.Categorical(as_strings[name], categories=c) for name, c in categories.items()}
+    )
+    products = as_strings["product_tag"].to_numpy(object)
+    # when matched both ways
+    from_strings = match_campaigns(ruleset.campaigns, as_strings, as_strings["product_tag"])
+    from_categoricals = match_campaigns(ruleset.campaigns, as_categoricals, products)
+    # then every decision maps to the same campaign, the expected one
+    assert from_categoricals.tolist() == from_strings.tolist()
+    got = [ruleset.campaigns.ids[i] if i >= 0 else None for i in from_categoricals]
+    assert got == [case["campaign"] for case in MATCHING]
+
+
 @pytest.mark.parametrize("case", INVALID, ids=[case["name"] for case in INVALID])
 def test_a_broken_catalogue_fails_naming_file_id_and_field(tmp_path, known_features, case):
     directory = copy_rules_with_campaigns(tmp_path / "rules")

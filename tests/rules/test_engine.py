@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rules.columns import Columns
 from rules.config import load_ruleset
 from rules.engine import decide, decision_order
 from rules.interventions import control_draw
@@ -428,6 +429,23 @@ def test_unchecked_inputs_of_the_contracts_dtypes_decide_as_checked_ones(ruleset
     unchecked = decide(ruleset, state_frame(book), scored, book["as_of"], check_inputs=False)
     # then the decisions are the same frame
     pd.testing.assert_frame_equal(unchecked, checked)
+
+
+@pytest.mark.parametrize("check_inputs", [True, False], ids=["checked", "unchecked"])
+@pytest.mark.parametrize("name", CASE_FILES)
+def test_a_frames_columns_decide_as_the_frame_does(ruleset, name, check_inputs):
+    # given a case file's scored frame, and the same frame's columns taken out once
+    book = BOOKS[name]
+    scored = scored_frame(book)
+    # when each is decided, with or without the input checks
+    from_frame = decide(
+        ruleset, state_frame(book), scored, book["as_of"], check_inputs=check_inputs
+    )
+    from_columns = decide(
+        ruleset, state_frame(book), Columns.of(scored), book["as_of"], check_inputs=check_inputs
+    )
+    # then the decisions are the same frame
+    pd.testing.assert_frame_equal(from_columns, from_frame)
 
 
 def test_unchecked_inputs_still_refuse_an_override_that_disagrees_and_a_missing_column(ruleset):

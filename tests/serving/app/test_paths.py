@@ -21,6 +21,7 @@ import pytest
 
 import serving.core.assess as assess_module
 from features.windows import build_features
+from rules.columns import Columns
 from rules.schemas import conform, scored_schema, state_schema, validate_frame
 from serving.app.answers import DayAnswers
 from serving.app.online import OnlineScoring
@@ -224,5 +225,7 @@ def test_the_scorer_hands_the_engine_frames_that_keep_its_contract(
         "state": state_schema(ruleset, pd.Timestamp(DAY)),
     }
     for name, schema in schemas.items():
-        valid = validate_frame(schema, seen[name])
-        pd.testing.assert_frame_equal(conform(schema, seen[name])[valid.columns], valid)
+        # the scorer hands the engine its columns (rules.columns), not a frame: as one frame
+        given = seen[name].frame() if isinstance(seen[name], Columns) else seen[name]
+        valid = validate_frame(schema, given)
+        pd.testing.assert_frame_equal(conform(schema, given)[valid.columns], valid)
