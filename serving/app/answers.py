@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from features.schemas import KEY_COLUMNS
 from features.windows import read_features
@@ -80,9 +79,6 @@ logger = logging.getLogger("bentoml.lstep")
 FEATURE_SOURCE = "snapshot"
 WARM_CHUNK = 256
 """Learners explained per TreeSHAP call of the background warm-up."""
-ROWS_READ_WHOLE = 4
-"""Up to this many rows are read in one take; more are read a few columns at a time."""
-COLUMNS_PER_READ = 8
 REASONS_CACHE = 100_000
 """Learners whose reason codes a worker keeps (least recently asked about go first)."""
 
@@ -220,20 +216,7 @@ class DayAnswers:
         return self._rows(held)
 
     def _rows(self, positions: Sequence[int]) -> pd.DataFrame:
-        """The snapshot rows at ``positions``, a few columns at a time: rows spread over the
-        file touch every page of a column, which is let go before the next columns are read."""
-        indices = pa.array(positions, type=pa.int64())
-        if len(positions) <= ROWS_READ_WHOLE:
-            self._mapped.touched(len(positions), self.feature_columns)
-            return self._table.select(self.feature_columns).take(indices).to_pandas()
-        parts = []
-        for start in range(0, len(self.feature_columns), COLUMNS_PER_READ):
-            columns = self.feature_columns[start : start + COLUMNS_PER_READ]
-            parts.append(self._table.select(columns).take(indices))
-            self._mapped.let_go(columns)
-        return pa.Table.from_arrays(
-            [column for part in parts for column in part.columns], names=self.feature_columns
-        ).to_pandas()
+        return self._mapped.take(positions, self.feature_columns).to_pandas()
 
     def reasons(self, positions: Sequence[int], *, num_threads: int = 0) -> list[list[Reason]]:
         """The top reason codes of the learners at ``positions``; kept in a bounded LRU cache.

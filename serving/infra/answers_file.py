@@ -23,7 +23,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -34,6 +34,9 @@ import pyarrow.ipc as ipc
 ANSWERS_SUBDIR = "answers"
 RESIDENT_BUDGET_BYTES = 384 * 2**20
 """How much of the mapped file a process may hold resident before it lets its pages go."""
+ROWS_READ_WHOLE = 4
+"""Up to this many rows are taken in one read; more are read a few columns at a time."""
+COLUMNS_PER_READ = 8
 FOLIO_BYTES = 2 * 2**20
 """The most one read of a mapped page can make resident (a page-cache folio, mapped whole)."""
 _DAY_IN_NAME = re.compile(r"as_of=(\d{4}-\d{2}-\d{2})\.")
@@ -102,6 +105,21 @@ class MappedAnswers:
                 return
             self._touched = 0
         self.release()
+
+    def take(self, positions: Sequence[int], columns: Sequence[str]) -> pa.Table:
+        """The rows at ``positions`` of ``columns``; many rows are read a few columns at a time,
+        each group let go once taken (rows spread over the file touch every page of a column)."""
+        indices = pa.array(positions, type=pa.int64())
+        if len(positions) <= ROWS_READ_WHOLE:
+            self.touched(len(positions), columns)
+            return self.table.select(list(columns)).take(indices)
+        parts = []
+        for start in range(0, len(columns), COLUMNS_PER_READ):
+            group = list(columns[start : start + COLUMNS_PER_READ])
+            parts.append(self.table.select(group).take(indices))
+            self.let_go(group)
+        arrays = [column for part in parts for column in part.columns]
+        return pa.Table.from_arrays(arrays, names=list(columns))
 
     def let_go(self, columns: Iterable[str]) -> None:
         """Let go the mapped pages of ``columns`` (after a read of many of their rows)."""

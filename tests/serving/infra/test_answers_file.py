@@ -108,3 +108,21 @@ def test_a_columns_range_is_let_go_and_the_others_stay(tmp_path):
     freed = resident - _resident_bytes(path)
     assert 2 * 1.5e6 < freed < 3 * 1.7e6
     assert mapped.releases == 0 and mapped.table.equals(table)
+
+
+def test_many_rows_are_taken_a_few_columns_at_a_time_and_let_go(tmp_path):
+    # given an answers file of eight ~1.6 MB columns, opened with nothing resident
+    rng = np.random.default_rng(9)
+    table = pa.table({f"x{i}": rng.random(200_000) for i in range(8)})
+    path = write_answers_file(table, answers_path(tmp_path, DAY, "model-1.rules-abc"))
+    mapped = open_answers_file(path)
+    # when 500 rows spread over the file are taken from five columns, and then 2 rows
+    positions = sorted(rng.choice(200_000, size=500, replace=False).tolist())
+    many = mapped.take(positions, ["x3", "x0", "x5", "x1", "x7"])
+    few = mapped.take([7, 3], ["x2"])
+    # then they are the table's rows of those columns, in that order
+    assert many.equals(table.select(["x3", "x0", "x5", "x1", "x7"]).take(positions))
+    assert few.column("x2").to_pylist() == [table["x2"][7].as_py(), table["x2"][3].as_py()]
+    # and the many rows' columns were let go once read: of the five (~8 MB), at most the two
+    # rows' folio stays resident (a folio is mapped whole: up to 2 MiB)
+    assert _resident_bytes(path) < 3e6
