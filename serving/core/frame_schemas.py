@@ -12,7 +12,7 @@ from typing import Any
 import pandera.pandas as pa
 
 from features.schemas import AS_OF_DTYPE, UTC_INSTANT
-from serving.core.frames import RUN_STATUSES
+from serving.core.frames import RUN_STATUSES, SCHEMAS
 from serving.core.tags import STATUS_TAGS
 
 _DATE = AS_OF_DTYPE
@@ -185,12 +185,4 @@ RUNS_SCHEMA = _frame_schema(
 )
 """Output of ``runs``: one row per batch day."""
 
-__all__ = [
-    "DECISIONS_SCHEMA",
-    "OVERRIDES_SCHEMA",
-    "RUNS_SCHEMA",
-    "SCORES_INPUT_SCHEMA",
-    "STATE_SCHEMA",
-    "STORED_SCORES_SCHEMA",
-    "TRANSITIONS_SCHEMA",
-]
+__all__ = list(SCHEMAS)  # the names serving.core.frames hands out lazily: one list
