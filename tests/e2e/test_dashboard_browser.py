@@ -9,6 +9,8 @@ Every request is intercepted: one that would leave 127.0.0.1 is aborted and fail
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,14 +30,16 @@ DRAWN = """divs => divs.map(div => ({
 SELECTED = re.compile(r"(\d+) learner\(s\) selected")
 
 
-@pytest.fixture(scope="module")
-def dashboard_url(e2e_workspace):
-    """The dashboard app mounted at /dashboard as the service mounts it, on 127.0.0.1."""
+@contextmanager
+def served_dashboard(e2e_workspace, *, with_champions: bool = False) -> Iterator[str]:
+    """The dashboard app mounted at /dashboard as the service mounts it, on 127.0.0.1 (its
+    model page on the workspace's MLflow when ``with_champions``): the pages' base URL."""
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
     from serving.api.dashboard import MOUNT, dashboard_app
     from serving.app.dashboard import DashboardCache, DashboardSource
+    from serving.app.dashboard_model_page import ChampionSource
     from tests.serving.fixtures import packaged_ruleset
 
     workspace, champion = e2e_workspace
@@ -45,9 +49,20 @@ def dashboard_url(e2e_workspace):
         ruleset=packaged_ruleset(champion),
     )  # fmt: skip
     cache = DashboardCache(source, lambda: NOW)
-    app = Starlette(routes=[Mount(MOUNT, app=dashboard_app(cache=lambda: cache))])
-    with serving(app) as base:
+    extra = {}
+    if with_champions:
+        champions = ChampionSource(workspace.settings)
+        extra["champions"] = lambda: champions
+    app = dashboard_app(cache=lambda: cache, **extra)
+    with serving(Starlette(routes=[Mount(MOUNT, app=app)])) as base:
         yield f"{base}{MOUNT}/"
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(e2e_workspace):
+    """The dashboard app mounted at /dashboard as the service mounts it, on 127.0.0.1."""
+    with served_dashboard(e2e_workspace) as url:
+        yield url
 
 
 def _charts_drawn(page) -> list[dict]:

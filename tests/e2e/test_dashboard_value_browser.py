@@ -13,32 +13,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.e2e.browser import offline_page, serving
-from tests.e2e.test_dashboard_browser import NOW, _assert_every_chart_drawn
+from tests.e2e.browser import offline_page
+from tests.e2e.test_dashboard_browser import _assert_every_chart_drawn, served_dashboard
 
 
 @pytest.fixture(scope="module")
 def dashboard_url(e2e_workspace):
     """The dashboard app mounted at /dashboard, its model page on the workspace's MLflow."""
-    from starlette.applications import Starlette
-    from starlette.routing import Mount
-
-    from serving.api.dashboard import MOUNT, dashboard_app
-    from serving.app.dashboard import DashboardCache, DashboardSource
-    from serving.app.dashboard_model_page import ChampionSource
-    from tests.serving.fixtures import packaged_ruleset
-
-    workspace, champion = e2e_workspace
-    source = DashboardSource(
-        store=workspace.store, customers_path=workspace.log.customers_path,
-        events_path=workspace.log.events_path, data_dir=workspace.settings.data_path,
-        ruleset=packaged_ruleset(champion),
-    )  # fmt: skip
-    cache = DashboardCache(source, lambda: NOW)
-    champions = ChampionSource(workspace.settings)
-    app = dashboard_app(cache=lambda: cache, champions=lambda: champions)
-    with serving(Starlette(routes=[Mount(MOUNT, app=app)])) as base:
-        yield f"{base}{MOUNT}/"
+    with served_dashboard(e2e_workspace, with_champions=True) as url:
+        yield url
 
 
 def test_the_value_and_model_pages_draw_every_chart_offline(dashboard_url, tmp_path):
