@@ -55,6 +55,8 @@ NEW = "new"
 CHANNELS: tuple[str, ...] = ("email", "push", "in_app", "csm_task", "webhook")
 """The channels a campaign step may use (``serving.core.messages`` re-exports them)."""
 Channel = Literal["email", "push", "in_app", "csm_task", "webhook"]
+Decisions = pd.DataFrame | Mapping[str, Any]
+"""Decision columns by name: a frame, or the rules engine's arrays before it builds one."""
 BehaviourId = Annotated[str, Field(pattern=r"^BT_\d{3}$")]
 SUBJECT_PREFIX = "Subject:"
 
@@ -443,17 +445,23 @@ def _check_templates(campaign: Campaign, templates: Path, file: str) -> None:
 
 
 def match_campaigns(
-    catalogue: Catalogue, decisions: pd.DataFrame, product_tags: Iterable[str | None]
+    catalogue: Catalogue,
+    decisions: Decisions,
+    product_tags: Iterable[str | None],
+    *,
+    behaviours: BehaviourLookup | None = None,
 ) -> np.ndarray:
     """The campaign of each decision: index into ``catalogue.campaigns``, -1 for none.
 
     Args:
         catalogue: the campaigns, in precedence order (first match wins).
-        decisions: from_tag, to_tag, changed, priority and behaviour_tags per learner.
+        decisions: from_tag, to_tag, changed, priority and behaviour_tags per learner: a frame,
+            or its columns by name (Series, arrays, categoricals; the rules engine's own).
         product_tags: each decision's product tier (aligned with the rows; None: unknown, so
             triggers naming a product do not match).
+        behaviours: the lookup of ``decisions["behaviour_tags"]`` when the caller has it.
     """
-    rows = len(decisions)
+    rows = len(decisions["changed"])
     found = np.full(rows, -1, dtype=np.int64)
     if not catalogue.campaigns or rows == 0:
         return found
@@ -467,8 +475,8 @@ def match_campaigns(
         if isinstance(product_tags, pd.Series | np.ndarray)
         else pd.Series(list(product_tags), dtype=object)
     )
-    changed = decisions["changed"].to_numpy(bool)
-    behaviours = BehaviourLookup(decisions["behaviour_tags"])
+    changed = np.asarray(decisions["changed"], dtype=bool)
+    behaviours = behaviours or BehaviourLookup(decisions["behaviour_tags"])
     for index in reversed(range(len(catalogue.campaigns))):  # the first match is written last
         trigger = catalogue.campaigns[index].trigger
         if isinstance(trigger, TransitionTrigger):
@@ -506,7 +514,7 @@ class _Codes:
     def code(self, word: str) -> int:
         return self._index[word]
 
-    def of(self, values: pd.Series | np.ndarray) -> np.ndarray:
+    def of(self, values: pd.Series | pd.Categorical | np.ndarray) -> np.ndarray:
         """The code of each value; -1 for null and for words no trigger names.
 
         A categorical is recoded by a table over its few categories (the last entry answers
@@ -515,9 +523,10 @@ class _Codes:
         costs most of a second).
         """
         if isinstance(values.dtype, pd.CategoricalDtype):
-            categories = values.cat.categories
+            categorical = values.cat if isinstance(values, pd.Series) else values
+            categories = categorical.categories
             table = np.array([self._index.get(word, -1) for word in categories] + [-1])
-            return table[np.asarray(values.cat.codes)].astype(np.int64, copy=False)
+            return table[np.asarray(categorical.codes)].astype(np.int64, copy=False)
         array = pa.array(values, from_pandas=True)
         if pa.types.is_null(array.type):  # an all-null column names nothing
             return np.full(len(values), -1, dtype=np.int64)
@@ -536,12 +545,16 @@ def step_channels(step: Step, behaviour_tags: np.ndarray | pd.Series) -> np.ndar
 
 
 def campaign_columns(
-    catalogue: Catalogue, decisions: pd.DataFrame, product_tags: Iterable[str | None]
+    catalogue: Catalogue, decisions: Decisions, product_tags: Iterable[str | None]
 ) -> tuple[pd.Categorical, pd.Categorical]:
-    """``campaign_id`` and ``channel`` (the first step's, personalised) per decision; null: none."""
-    found = match_campaigns(catalogue, decisions, product_tags)
-    channel_code = np.full(len(decisions), -1, dtype=np.int64)
-    behaviours = BehaviourLookup(decisions["behaviour_tags"]) if len(decisions) else None
+    """``campaign_id`` and ``channel`` (the first step's, personalised) per decision; null: none.
+
+    ``decisions`` as :func:`match_campaigns` reads it.
+    """
+    rows = len(decisions["changed"])
+    behaviours = BehaviourLookup(decisions["behaviour_tags"]) if rows else None
+    found = match_campaigns(catalogue, decisions, product_tags, behaviours=behaviours)
+    channel_code = np.full(rows, -1, dtype=np.int64)
     for index, campaign in enumerate(catalogue.campaigns):
         mine = found == index
         if not mine.any():
