@@ -275,12 +275,38 @@ def _block_values(frame: pd.DataFrame, dtypes: Mapping[str, FeatureDtype]) -> np
     values[:, [names.index(name) for name in numeric]] = block
     for position, name in enumerate(names):
         if dtypes[name] == "category":
-            categorical, problem = _category_column(frame[name])
-            if problem:
+            codes = _tier_codes(frame[name])
+            if codes is None:
                 return None
-            codes = np.asarray(categorical.codes)
-            values[:, position] = np.where(codes < 0, np.nan, codes)
+            values[:, position] = codes
     return values
+
+
+def _tier_codes(series: pd.Series) -> np.ndarray | None:
+    """The training codes of a few tiers (NaN for null), as ``_category_column`` gives them, or
+    None where it would find a problem: a value looked up in a dict, not a Categorical built
+    per call (~0.5 ms on one learner)."""
+    dtype = series.dtype
+    if not (
+        pd.api.types.is_string_dtype(dtype)
+        or pd.api.types.is_object_dtype(dtype)
+        or isinstance(dtype, pd.CategoricalDtype)
+    ):
+        return None
+    codes = np.empty(len(series), dtype=np.float64)
+    for row, value in enumerate(series.array):
+        if pd.isna(value):
+            codes[row] = np.nan
+        elif isinstance(value, str) and value in _tier_index():
+            codes[row] = _tier_index()[value]
+        else:
+            return None
+    return codes
+
+
+@cache
+def _tier_index() -> dict[str, int]:
+    return {tier: code for code, tier in enumerate(PRODUCT_TAG_CATEGORIES)}
 
 
 def _float_block(frame: pd.DataFrame, names: list[str]) -> np.ndarray:

@@ -50,6 +50,7 @@ from rules.schemas import (
     HELD_REASONS,
     SIGNALS,
     DecisionInputError,
+    built_once,
     conformed_columns,
     decision_schema,
     scored_schema,
@@ -173,7 +174,7 @@ def decide(
     moves = choose_moves(ruleset, columns, current)
     read = {
         name: columns[name]
-        for name in [*ruleset.features_used, *wording.columns]
+        for name in [*_features_used(ruleset), *wording.columns]
         if name in columns
     }
     read["campaign_active"] = current.campaign_active
@@ -184,13 +185,18 @@ def decide(
     return validate_frame(decision_schema(ruleset), decisions)
 
 
+def _features_used(ruleset: RuleSet) -> tuple[str, ...]:
+    """``ruleset.features_used``, walked once per ruleset (every decision reads it)."""
+    return built_once(ruleset, "features_used", lambda: tuple(ruleset.features_used))
+
+
 def _check_references_resolved(ruleset: RuleSet, scored: pd.DataFrame | Columns) -> None:
     """Refuse model scores judged by rules whose operating points were never resolved.
 
     Unresolved ``@name`` leaves are false (rules-only mode has no scores to compare); with
     scores present they would silently never fire.
     """
-    references = ruleset.references
+    references = built_once(ruleset, "references", lambda: tuple(ruleset.references))
     if not references:
         return
     scores = [name for name in MODEL_SCORE_COLUMNS if name in scored]
@@ -284,7 +290,7 @@ def fire_rules(
     """
     rows, from_code = len(scored), current.from_code
     # Each column's values once: the leaves reading a column would otherwise each convert it.
-    columns = {name: np.asarray(scored[name]) for name in ruleset.features_used}
+    columns = {name: np.asarray(scored[name]) for name in _features_used(ruleset)}
     columns["campaign_active"] = current.campaign_active
     source_index = {tag: i for i, tag in enumerate(ruleset.tag_ids)} | {"new": len(ruleset.tag_ids)}
     fired = np.zeros((len(ruleset.rules), rows), bool)

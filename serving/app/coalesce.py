@@ -24,6 +24,8 @@ from typing import Any
 import anyio
 import pandas as pd
 
+from serving.core.frames import numbered
+
 Run = Callable[[pd.DataFrame, Hashable], Any]
 """The assessment of a merged frame of one key (a day), run in a worker thread."""
 
@@ -61,7 +63,11 @@ class Coalescer:
             taken = {id(call) for call in batch}
             self._waiting[key] = [w for w in self._waiting[key] if id(w) not in taken]
             try:  # whatever fails, every waiting request hears of it: none may hang
-                merged = pd.concat([w.frame for w in batch], ignore_index=True)
+                merged = (
+                    numbered(batch[0].frame)  # alone: concat would copy every column
+                    if len(batch) == 1
+                    else pd.concat([w.frame for w in batch], ignore_index=True)
+                )
                 result = await anyio.to_thread.run_sync(self._run, merged, key)
             except Exception as error:  # every waiting request gets the failure
                 for waiting in batch:

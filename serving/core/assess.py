@@ -32,6 +32,7 @@ from models.churn import PREDICTION_COLUMNS, ChurnModel
 from models.explain import Explanation, Reason, explain_frame, points_of, ranked_reasons
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity, decide
 from rules.columns import Columns
+from serving.core.frames import numbered
 from serving.core.records import is_on, learner_record, risk_flags, rule_wording
 from serving.core.scoring import (
     SCORES_SCHEMA,
@@ -221,6 +222,8 @@ class Assessment:
         Raises:
             KeyError: naming a learner the assessment does not hold.
         """
+        if list(customer_ids) == self._ids:  # the ask's own learners, in its order
+            return list(range(len(self._ids)))
         ids = pyarrow_lib.array(self.scores["customer_id"].astype(str))
         found = pc.index_in(pyarrow_lib.array(list(customer_ids), pyarrow_lib.string()), ids)
         positions = found.to_pylist()
@@ -436,7 +439,7 @@ def assess(
         )
     assessment = Assessment(
         as_of=as_of,
-        features=features.reset_index(drop=True),
+        features=numbered(features),
         scores=scores,
         decisions=decisions,
         model=None if champion is None else champion.model,

@@ -210,6 +210,15 @@ def is_in(values: Any, candidates: Any) -> np.ndarray:
     return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 
+def numbered(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with rows numbered 0..n-1: itself when they already are (no copy; a one-row
+    feature frame's ``reset_index`` copies its sixty-odd columns, ~0.2 ms a request)."""
+    index = frame.index
+    if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
+        return frame
+    return frame.reset_index(drop=True)
+
+
 __all__ = [
     "OVERRIDES_COLUMNS",
     "RUNS_COLUMNS",
@@ -222,6 +231,7 @@ __all__ = [
     "StoredColumns",
     "empty_state",
     "is_in",
+    "numbered",
     "state_frame_of_rows",
     "stored_frame",
     "validate_frame",

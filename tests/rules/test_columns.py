@@ -21,6 +21,10 @@ def _mixed_frame() -> pd.DataFrame:
             "risk_inactive_14d": [True, False],
             "over_capacity": pd.array([None, True], dtype="boolean"),
             "to_tag": pd.Categorical(["ST_004", None], categories=["ST_001", "ST_004"]),
+            # read through a table of the categories: ordered, all set, and numeric ones too
+            "priority": pd.Categorical(["P2", "P1"], categories=["P1", "P2"], ordered=True),
+            "cohort": pd.Categorical([3, None], categories=[1, 3]),
+            "week": pd.Categorical([1, 3], categories=[1, 3]),
         },
         index=[7, 3],  # an index that is not 0..n-1: the values are read by position
     )
