@@ -255,7 +255,7 @@ def _booster_values(frame: pd.DataFrame, dtypes: Mapping[str, FeatureDtype]) -> 
 def _block_values(frame: pd.DataFrame, dtypes: Mapping[str, FeatureDtype]) -> np.ndarray | None:
     """The booster's array of ``frame`` in one conversion, or None where a column needs the
     per-column path (missing, another dtype, an infinite or fractional value, a tier)."""
-    present = dict(zip(frame.columns, frame.dtypes, strict=True))
+    present = dict(zip(frame.columns.tolist(), frame.dtypes.tolist(), strict=True))
     if len(present) != len(frame.columns) or any(name not in present for name in dtypes):
         return None
     names = list(dtypes)
@@ -328,7 +328,7 @@ def _column_arrays(frame: pd.DataFrame) -> dict[str, Any]:
     """Each column's array by name (numpy, or a pandas extension array), without building a
     Series per column (~0.1 ms each here): pandas' own column walk, ``DataFrame.items`` minus
     the Series. The column names must be unique (the callers check)."""
-    return dict(zip(frame.columns, frame._iter_column_arrays(), strict=True))
+    return dict(zip(frame.columns.tolist(), frame._iter_column_arrays(), strict=True))
 
 
 @cache

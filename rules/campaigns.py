@@ -17,6 +17,7 @@ dispatcher calls. Nothing here imports ``serving``: ``serving.core.messages`` im
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -466,7 +467,8 @@ def match_campaigns(
     if not catalogue.campaigns or rows == 0:
         return found
     # Every column becomes integer codes once; each trigger is then a few integer compares.
-    words = _Codes(catalogue)
+    triggers = _triggers_of(catalogue)
+    words = triggers.words
     to_tag = words.of(decisions["to_tag"])
     from_tag = words.of(decisions["from_tag"])
     priority = words.of(decisions["priority"])
@@ -478,23 +480,88 @@ def match_campaigns(
     changed = np.asarray(decisions["changed"], dtype=bool)
     behaviours = behaviours or BehaviourLookup(decisions["behaviour_tags"])
     for index in reversed(range(len(catalogue.campaigns))):  # the first match is written last
-        trigger = catalogue.campaigns[index].trigger
-        if isinstance(trigger, TransitionTrigger):
-            hit = changed & (to_tag == words.code(trigger.into))
-            if trigger.sources:
-                # A new learner has no from_tag: its code is -1, which "new" stands for.
-                sources = [-1 if tag == NEW else words.code(tag) for tag in trigger.sources]
-                hit = hit & np.isin(from_tag, sources)
-        else:
-            hit = to_tag == words.code(trigger.tag)
-            if trigger.product_tag is not None:
-                hit = hit & (products == words.code(trigger.product_tag))
-            if trigger.priority is not None:
-                hit = hit & (priority == words.code(trigger.priority))
+        trigger = triggers.codes[index]
+        hit = to_tag == trigger.tag
+        if trigger.transition:
+            hit &= changed
+        if trigger.sources is not None:
+            hit &= trigger.sources[from_tag + 1]  # code -1 ("new": no from_tag) reads entry 0
+        if trigger.product is not None:
+            hit &= products == trigger.product
+        if trigger.priority is not None:
+            hit &= priority == trigger.priority
         if trigger.behaviour is not None:
-            hit = hit & behaviours.holds(trigger.behaviour)
+            hit &= behaviours.holds(trigger.behaviour)
         found[hit] = index
     return found
+
+
+@dataclass(frozen=True)
+class _TriggerCodes:
+    """One trigger in the codes of ``_Codes``: what ``match_campaigns`` compares."""
+
+    transition: bool
+    tag: int
+    """The tag entered (a transition's ``into``) or held (a state's ``tag``)."""
+    sources: np.ndarray | None
+    """Which from-tags match, by code + 1 (entry 0: a new learner); None: any."""
+    product: int | None
+    priority: int | None
+    behaviour: str | None
+
+
+@dataclass(frozen=True)
+class _Triggers:
+    words: _Codes
+    codes: tuple[_TriggerCodes, ...]
+
+
+_TRIGGERS: dict[int, tuple[weakref.ref[Catalogue], _Triggers]] = {}
+"""Compiled triggers per catalogue, by identity (it holds dicts, so it is not hashable)."""
+
+
+def _triggers_of(catalogue: Catalogue) -> _Triggers:
+    """The catalogue's triggers as codes, compiled on first use (every decision matches them:
+    compiling them per call was most of matching one learner)."""
+    ident = id(catalogue)
+    entry = _TRIGGERS.get(ident)
+    if entry is None or entry[0]() is not catalogue:
+        entry = (weakref.ref(catalogue, lambda ref: _forget(ident, ref)), _compiled(catalogue))
+        _TRIGGERS[ident] = entry
+    return entry[1]
+
+
+def _forget(ident: int, ref: weakref.ref[Catalogue]) -> None:
+    entry = _TRIGGERS.get(ident)
+    if entry is not None and entry[0] is ref:
+        _TRIGGERS.pop(ident, None)
+
+
+def _compiled(catalogue: Catalogue) -> _Triggers:
+    words = _Codes(catalogue)
+
+    def code(word: str | None) -> int | None:
+        return None if word is None else words.code(word)
+
+    compiled = []
+    for campaign in catalogue.campaigns:
+        trigger = campaign.trigger
+        if isinstance(trigger, TransitionTrigger):
+            sources = None
+            if trigger.sources:
+                sources = np.zeros(len(words.words) + 1, dtype=bool)
+                for tag in trigger.sources:
+                    sources[0 if tag == NEW else words.code(tag) + 1] = True
+            into = words.code(trigger.into)
+            compiled.append(_TriggerCodes(True, into, sources, None, None, trigger.behaviour))
+        else:
+            product, priority = code(trigger.product_tag), code(trigger.priority)
+            compiled.append(
+                _TriggerCodes(
+                    False, words.code(trigger.tag), None, product, priority, trigger.behaviour
+                )
+            )
+    return _Triggers(words, tuple(compiled))
 
 
 class _Codes:
@@ -555,11 +622,9 @@ def campaign_columns(
     behaviours = BehaviourLookup(decisions["behaviour_tags"]) if rows else None
     found = match_campaigns(catalogue, decisions, product_tags, behaviours=behaviours)
     channel_code = np.full(rows, -1, dtype=np.int64)
-    for index, campaign in enumerate(catalogue.campaigns):
+    for index in np.unique(found[found >= 0]).tolist():  # only the campaigns matched
         mine = found == index
-        if not mine.any():
-            continue
-        first = campaign.steps[0]
+        first = catalogue.campaigns[index].steps[0]
         channel_code[mine] = CHANNELS.index(first.channel)
         for tag, channel in reversed(list(first.prefer.items())):  # the first listed wins
             channel_code[mine & behaviours.holds(tag)] = CHANNELS.index(channel)

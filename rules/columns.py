@@ -47,12 +47,15 @@ class Columns:
         Raises:
             ValueError: the frame repeats a column name (a name must say which column).
         """
-        if not frame.columns.is_unique:
+        # The names as a list first: iterating an Arrow-backed Index, or asking it is_unique
+        # (a hash table per call), cost half of taking one learner's columns out.
+        names = frame.columns.tolist()
+        if len(set(names)) != len(names):
             repeated = frame.columns[frame.columns.duplicated()].unique().tolist()
             raise ValueError(f"frame: repeated column names {repeated}")
         # ``_iter_column_arrays`` is pandas' own column walk (``DataFrame.items`` without the
         # Series); tests/rules/test_columns.py pins its values to ``frame[name].to_numpy()``.
-        arrays = dict(zip(frame.columns, frame._iter_column_arrays(), strict=True))
+        arrays = dict(zip(names, frame._iter_column_arrays(), strict=True))
         return cls(arrays, len(frame))
 
     def __len__(self) -> int:

@@ -183,7 +183,7 @@ class OnlineScoring:
             Problem: the most telling problem among the learners that have no features.
         """
         answers = None if self.keeper is None else self.keeper.current
-        held = DayFeatures(pd.DataFrame())
+        held = DayFeatures.of(None, FEATURE_SOURCE)  # no rows (shared: no frame built)
         if answers is not None and answers.as_of == asks[0].as_of:
             by_id = [ask.customer_id for ask in asks if not ask.inline]
             held = DayFeatures.of(answers.features_of(by_id), FEATURE_SOURCE)

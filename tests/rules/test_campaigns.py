@@ -125,6 +125,33 @@ def test_matching_categorical_decisions_gives_what_their_strings_give(ruleset):
     assert got == [case["campaign"] for case in MATCHING]
 
 
+def test_the_engines_arrays_match_as_the_frame_and_each_catalogue_by_its_own_triggers(ruleset):
+    # given the matching cases as the rules engine holds them before it builds a frame: a dict
+    # of categoricals and arrays
+    frame = pd.DataFrame([BOOK["defaults"] | case["decision"] for case in MATCHING])
+    arrays = {
+        "from_tag": pd.Categorical(frame["from_tag"], categories=ruleset.tag_ids),
+        "to_tag": pd.Categorical(frame["to_tag"], categories=ruleset.tag_ids),
+        "priority": pd.Categorical(
+            frame["priority"], categories=ruleset.interventions.priority_order, ordered=True
+        ),
+        "changed": frame["changed"].to_numpy(bool),
+        "behaviour_tags": frame["behaviour_tags"].to_numpy(object),
+    }
+    products = frame["product_tag"].to_numpy(object)
+    # and a second catalogue holding only the campaign the first case matches
+    catalogue = ruleset.campaigns
+    first_match = match_campaigns(catalogue, frame, frame["product_tag"])[0]
+    alone = catalogue.model_copy(update={"campaigns": (catalogue.campaigns[first_match],)})
+    # when the arrays are matched against both (the first catalogue's triggers compiled already)
+    found = match_campaigns(catalogue, arrays, products)
+    found_alone = match_campaigns(alone, arrays, products)
+    # then the arrays match as the frame does, and the second catalogue by its own one trigger
+    assert found.tolist() == match_campaigns(catalogue, frame, frame["product_tag"]).tolist()
+    assert found_alone[0] == 0
+    assert set(found_alone.tolist()) <= {-1, 0}
+
+
 @pytest.mark.parametrize("case", INVALID, ids=[case["name"] for case in INVALID])
 def test_a_broken_catalogue_fails_naming_file_id_and_field(tmp_path, known_features, case):
     directory = copy_rules_with_campaigns(tmp_path / "rules")
