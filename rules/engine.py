@@ -292,13 +292,11 @@ def fire_rules(
     # Each column's values once: the leaves reading a column would otherwise each convert it.
     columns = {name: np.asarray(scored[name]) for name in _features_used(ruleset)}
     columns["campaign_active"] = current.campaign_active
-    source_index = {tag: i for i, tag in enumerate(ruleset.tag_ids)} | {"new": len(ruleset.tag_ids)}
+    applies_from = _tables(ruleset).applies_from
     fired = np.zeros((len(ruleset.rules), rows), bool)
     rules_side, model_side = np.zeros_like(fired), np.zeros_like(fired)
     for i, rule in enumerate(ruleset.rules):
-        applies_from = np.zeros(len(source_index), bool)
-        applies_from[[source_index[source] for source in rule.sources]] = True
-        applicable = applies_from[from_code]
+        applicable = applies_from[i][from_code]
         outcome = evaluate(rule.condition, columns, MODEL_SCORE_COLUMNS, rows)
         fired[i] = outcome.fired & applicable
         rules_side[i] = outcome.rules_side & applicable
@@ -309,15 +307,12 @@ def fire_rules(
 def choose_moves(ruleset: RuleSet, scored: pd.DataFrame | Columns, current: CurrentState) -> Moves:
     """Pick the winning rule per learner and apply cooldowns and overrides."""
     fired, rules_side, model_side = fire_rules(ruleset, scored, current)
-    tag_index = {tag: i for i, tag in enumerate(ruleset.tag_ids)}
-    # One extra slot at the end of each table answers for the NO_CODE (-1) index.
-    rule_to = np.array([tag_index[rule.to] for rule in ruleset.rules] + [NO_CODE])
-    terminal = np.array([tag.terminal for tag in ruleset.tags] + [False])
-    winner = _winning_rule(ruleset, fired, terminal[rule_to[:-1]])
+    tables = _tables(ruleset)
+    rule_to, terminal, cooldowns = tables.rule_to, tables.terminal, tables.cooldowns
+    winner = _winning_rule(fired, tables.precedence)
     target = rule_to[winner]
     has_winner = winner != NO_CODE
     exempt = terminal[target]  # moves to a terminal tag ignore cooldowns and overrides
-    cooldowns = np.array([ruleset.cooldown_days.get(tag, 0) for tag in ruleset.tag_ids] + [0])
     held_override = has_winner & ~exempt & current.override_active
     held_cooldown = (
         has_winner & ~exempt & ~held_override & (current.days_in_tag < cooldowns[current.from_code])
@@ -336,14 +331,52 @@ def choose_moves(ruleset: RuleSet, scored: pd.DataFrame | Columns, current: Curr
     )
 
 
-def _winning_rule(ruleset: RuleSet, fired: np.ndarray, to_terminal: np.ndarray) -> np.ndarray:
-    """The firing rule with the highest precedence: terminal targets first, then file order."""
-    ranked = [i for i in range(len(ruleset.rules)) if to_terminal[i]]
-    ranked += [i for i in range(len(ruleset.rules)) if not to_terminal[i]]
-    winner = np.full(fired.shape[1], NO_CODE)
-    for i in reversed(ranked):
-        winner = np.where(fired[i], i, winner)
-    return winner
+def _winning_rule(fired: np.ndarray, precedence: np.ndarray) -> np.ndarray:
+    """The firing rule that comes first in ``precedence`` (rule indices), NO_CODE for none."""
+    if len(precedence) == 0:
+        return np.full(fired.shape[1], NO_CODE)
+    ranked = fired[precedence]
+    first = precedence[ranked.argmax(axis=0)]
+    return np.where(ranked.any(axis=0), first, NO_CODE)
+
+
+@dataclass(frozen=True)
+class _RuleTables:
+    """What a ruleset's decisions look up, built once per ruleset (``built_once``).
+
+    The tables indexed by tag code have one extra slot at the end, which answers for the
+    NO_CODE (-1) index.
+    """
+
+    applies_from: np.ndarray
+    """(rules x (tags + new)): the rule applies to a learner in that tag (last: new)."""
+    rule_to: np.ndarray
+    """Each rule's target tag code, then NO_CODE."""
+    terminal: np.ndarray
+    """Each tag is terminal, then False."""
+    cooldowns: np.ndarray
+    """Each tag's cooldown days, then 0."""
+    precedence: np.ndarray
+    """Rule indices by precedence: rules into a terminal tag first, then file order."""
+
+    @classmethod
+    def of(cls, ruleset: RuleSet) -> _RuleTables:
+        tag_index = {tag: i for i, tag in enumerate(ruleset.tag_ids)}
+        source_index = tag_index | {"new": len(ruleset.tag_ids)}
+        applies_from = np.zeros((len(ruleset.rules), len(source_index)), bool)
+        for i, rule in enumerate(ruleset.rules):
+            applies_from[i, [source_index[source] for source in rule.sources]] = True
+        rule_to = np.array([tag_index[rule.to] for rule in ruleset.rules] + [NO_CODE])
+        terminal = np.array([tag.terminal for tag in ruleset.tags] + [False])
+        to_terminal = terminal[rule_to[:-1]]
+        ranked = [i for i in range(len(ruleset.rules)) if to_terminal[i]]
+        ranked += [i for i in range(len(ruleset.rules)) if not to_terminal[i]]
+        cooldowns = np.array([ruleset.cooldown_days.get(tag, 0) for tag in ruleset.tag_ids] + [0])
+        return cls(applies_from, rule_to, terminal, cooldowns, np.array(ranked, dtype=np.int64))
+
+
+def _tables(ruleset: RuleSet) -> _RuleTables:
+    return built_once(ruleset, "rule_tables", lambda: _RuleTables.of(ruleset))
 
 
 def _signal_codes(
