@@ -230,7 +230,7 @@ def explain(
     scored it (``serving.cli.explain_inputs``); on other days, or with --events/--customers, the
     features are built from the events and the current champion explains them.
     """
-    from serving.cli.explain_inputs import stored_day_inputs
+    from serving.cli.explain_inputs import assess_options, stored_day_inputs
     from serving.cli.render import decision_lines, reasons_table
     from serving.core.assess import assess
     from serving.infra.rulesets import load_rules
@@ -244,7 +244,9 @@ def explain(
     row, champion = stored or _built_inputs(current, customer_id, day, events, customers)
     state = store.state_frame(day, customer_ids=[customer_id])  # point-in-time: as on that day
     ruleset = load_rules(champion=champion)
-    assessment = assess(row, champion=champion, ruleset=ruleset, state=state, as_of=day)
+    assessment = assess(
+        row, champion=champion, ruleset=ruleset, state=state, as_of=day, options=assess_options()
+    )
     explanation = assessment.explanation(0)
     scores = assessment.scores.iloc[0]
     title = (

@@ -31,6 +31,7 @@ from serving.settings import Settings
 
 if TYPE_CHECKING:
     from models.churn import ChurnModel
+    from serving.core.assess import AssessOptions
 
 CACHE_SUBDIR = Path("cache") / "models"
 MODEL_METADATA = "model.json"
@@ -68,8 +69,27 @@ class StoredScoreModel:
         columns = {name: [value] for name, value in self.score.items()}
         return pd.DataFrame(columns, index=X.index, dtype="float64")
 
+    def predict_with_contributions(self, X: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``predict`` and the model's TreeSHAP ``contributions`` of ``X`` (what
+        ``serving.core.scoring.scores_and_contributions`` asks of a champion's model).
+
+        Raises:
+            ValueError: when the stored score breaks the prediction contract (probabilities in
+                [0, 1], p_churn inside [p_low, p_high]): the same check as the model's.
+        """
+        if "customer_id" not in X or X["customer_id"].tolist() != [self.customer_id]:
+            return self.model.predict_with_contributions(X)
+        return _checked(self.predict(X)), self.model.contributions(X)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
+
+
+def _checked(predictions: pd.DataFrame) -> pd.DataFrame:
+    """``predictions`` after ``ChurnModel.predict_with_contributions``'s numpy check."""
+    from models.churn import _checked_predictions
+
+    return _checked_predictions(predictions)
 
 
 def _probability(value: Any) -> float:
@@ -107,6 +127,21 @@ def stored_day_inputs(
         return None
     stored = StoredScoreModel(model, customer_id, score)
     return row.reset_index(drop=True), VersionModel(stored, version)
+
+
+def assess_options() -> AssessOptions:
+    """How ``lstep explain`` assesses its learner: scores and TreeSHAP in one pass, inputs
+    coerced, not re-checked.
+
+    The frames are lstep's own, as on the service's online path: the batch's snapshot row (or
+    features built and checked from the events), the stored score (``StoredScoreModel`` checks
+    it with numpy) and the store's state. The rules engine then coerces them without a pandera
+    pass: valid inputs get the same decisions, and the first pass alone (pandera registers its
+    backend and imports its hypothesis strategies) cost ~0.1 s of the command.
+    """
+    from serving.core.assess import AssessOptions
+
+    return AssessOptions(explain=True, check_inputs=False)
 
 
 def _model_score(store: Any, customer_id: str, day: date) -> Mapping[str, Any] | None:
@@ -240,6 +275,7 @@ __all__ = [
     "VersionFacts",
     "VersionModel",
     "VersionPoints",
+    "assess_options",
     "cache_version",
     "model_cache_dir",
     "stored_day_inputs",

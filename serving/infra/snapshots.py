@@ -11,10 +11,10 @@ import re
 import uuid
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from features.windows import read_features
+if TYPE_CHECKING:
+    import pandas as pd
 
 FEATURES_SUBDIR = "features"
 _SNAPSHOT_NAME = re.compile(r"^as_of=(\d{4}-\d{2}-\d{2})\.parquet$")
@@ -88,6 +88,10 @@ def latest_feature_snapshot(data_dir: Path) -> tuple[date, pd.DataFrame] | None:
     snapshots = batch_snapshots(data_dir)
     if not snapshots:
         return None
+    # Imported here: features.windows brings DuckDB and pandera (~0.25 s), which the readers
+    # of a snapshot's path or of one row (``lstep explain``) do not need.
+    from features.windows import read_features
+
     as_of, path = snapshots[-1]
     return as_of, read_features(path)
 

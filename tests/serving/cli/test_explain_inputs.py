@@ -41,7 +41,11 @@ COMMAND_IMPORTS = textwrap.dedent(
     except SystemExit as exit:
         code = exit.code
     heavy = ("mlflow", "duckdb", "bentoml", "matplotlib", "sklearn", "alembic")
-    print(json.dumps({"code": code, "imported": [m for m in heavy if m in sys.modules]}))
+    imported = [m for m in heavy if m in sys.modules]
+    # pandera registers its pandas backend (and imports its hypothesis strategies, ~0.1 s) on
+    # the first validation only
+    validated = "pandera.backends.pandas.register" in sys.modules
+    print(json.dumps({"code": code, "imported": imported, "validated": validated}))
     """
 )
 
@@ -134,9 +138,11 @@ def test_a_cached_version_explains_without_mlflow_duckdb_or_bentoml(batch_home):
     _explain(batch_home)
     # when a fresh `lstep explain` runs on the batch day
     ran = _in_a_fresh_process(batch_home, "explain", batch_home.customer_id)
-    # then it needed neither MLflow nor BentoML nor matplotlib (DuckDB: the snapshot module's;
-    # scikit-learn: LightGBM's own import), nor Alembic: the store is at head, nothing to migrate
-    assert ran == {"code": 0, "imported": ["duckdb", "sklearn"]}
+    # then it needed neither MLflow nor BentoML nor matplotlib, nor DuckDB (the snapshot row is
+    # read with pandas), nor Alembic (the store is at head, nothing to migrate); scikit-learn is
+    # LightGBM's own import. No pandera pass ran: the row, the stored score and the state are
+    # lstep's own frames, coerced as the online path coerces them
+    assert ran == {"code": 0, "imported": ["sklearn"], "validated": False}
 
 
 @pytest.mark.slow
@@ -146,7 +152,7 @@ def test_status_and_kpis_import_no_heavy_library(batch_home):
     kpis = _in_a_fresh_process(batch_home, "kpis")
     # then neither loads the model's libraries, nor Alembic for a store at head (kpis reads the
     # event log for its labels: DuckDB builds them)
-    assert status == {"code": 0, "imported": []}
+    assert (status["code"], status["imported"]) == (0, [])
     assert kpis["code"] == 0 and not {"mlflow", "sklearn", "alembic"} & set(kpis["imported"])
 
 
@@ -199,3 +205,68 @@ def test_the_stored_score_is_what_the_version_predicts_for_the_learners_row(batc
     other = row.assign(customer_id="someone else")
     version = champion.model.model
     pd.testing.assert_frame_equal(champion.model.predict(other), version.predict(other))
+
+
+def test_the_stored_score_comes_with_the_versions_contributions(batch_home):
+    # given explain's inputs of a batch day whose learner's version is cached
+    cache_version(batch_home.settings, batch_home.version)
+    with StateStore.from_settings(batch_home.settings) as store:
+        row, champion = stored_day_inputs(
+            batch_home.settings, store, batch_home.customer_id, SNAPSHOT_DAY
+        )
+    version = champion.model.model
+    # when the scores and contributions are asked in one pass (``assess`` with explain=True)
+    predicted, contributions = champion.model.predict_with_contributions(row)
+    # then they are the stored score and the version's TreeSHAP of the row, exactly what the
+    # version computes in one pass; any other frame is the version's own
+    assert predicted.loc[0, "p_churn"] == batch_home.p_churn
+    expected_scores, expected_contributions = version.predict_with_contributions(row)
+    pd.testing.assert_frame_equal(predicted, expected_scores)
+    pd.testing.assert_frame_equal(contributions, expected_contributions)
+    other = row.assign(customer_id="someone else")
+    for got, expected in zip(
+        champion.model.predict_with_contributions(other),
+        version.predict_with_contributions(other),
+        strict=True,
+    ):
+        pd.testing.assert_frame_equal(got, expected)
+
+
+def test_a_broken_stored_score_is_refused_as_the_models_own_would_be(batch_home):
+    # given explain's inputs whose stored score lies outside its interval (a corrupted store)
+    cache_version(batch_home.settings, batch_home.version)
+    with StateStore.from_settings(batch_home.settings) as store:
+        row, champion = stored_day_inputs(
+            batch_home.settings, store, batch_home.customer_id, SNAPSHOT_DAY
+        )
+    broken = StoredScoreModel(
+        champion.model.model,
+        batch_home.customer_id,
+        {"p_churn": 0.9, "p_low": 0.1, "p_high": 0.2, "confidence": 0.8},
+    )
+    # when / then the one-pass prediction refuses it, naming the broken check
+    with pytest.raises(ValueError, match=r"p_churn outside \[p_low, p_high\]"):
+        broken.predict_with_contributions(row)
+
+
+def test_explains_options_decide_and_explain_as_the_checked_default(batch_home, champion):
+    # given learners of the batch day, their stored state and the rules of the champion
+    from serving.cli.explain_inputs import assess_options
+    from serving.core.assess import AssessOptions, assess
+    from serving.infra.rulesets import load_rules
+
+    frame = pd.read_parquet(snapshot_path(batch_home.settings.data_path, SNAPSHOT_DAY)).head(40)
+    with StateStore.from_settings(batch_home.settings) as store:
+        state = store.state_frame(SNAPSHOT_DAY, customer_ids=frame["customer_id"].tolist())
+    ruleset = load_rules(champion=champion)
+    inputs = {"champion": champion, "ruleset": ruleset, "state": state, "as_of": SNAPSHOT_DAY}
+    # when they are assessed as `lstep explain` does (one pass, inputs coerced, not re-checked)
+    # and with the default options (every input checked by pandera, contributions later)
+    fast = assess(frame, **inputs, options=assess_options())
+    checked = assess(frame, **inputs, options=AssessOptions())
+    # then the scores, the decisions, the records and the explanations are the same
+    pd.testing.assert_frame_equal(fast.scores, checked.scores)
+    pd.testing.assert_frame_equal(fast.decisions, checked.decisions)
+    assert fast.records() == checked.records()
+    positions = range(len(frame))
+    assert [fast.explanation(p) for p in positions] == [checked.explanation(p) for p in positions]

@@ -36,13 +36,18 @@ def test_importing_a_cli_module_loads_no_heavy_library_it_does_not_need(module):
     # given a fresh interpreter / when the module is imported
     imported = _imported_heavy(module)
     # then only what the module itself needs is loaded: the churn model needs LightGBM (which
-    # imports scikit-learn; explain imports the model when it loads one), explain's snapshot
-    # module DuckDB; nothing needs MLflow to import
-    needed = {
-        "serving.cli.explain_inputs": ["duckdb"],
-        "models.pyfunc": ["lightgbm", "sklearn"],
-    }.get(module, [])
+    # imports scikit-learn; explain imports the model when it loads one); nothing needs MLflow
+    # to import, and explain reads its snapshot row without DuckDB
+    needed = {"models.pyfunc": ["lightgbm", "sklearn"]}.get(module, [])
     assert imported == needed
+
+
+def test_a_snapshots_path_needs_no_feature_builder():
+    # given a fresh interpreter / when the snapshot module (paths, listing, writing) is imported
+    imported = _imported_heavy("serving.infra.snapshots", ("duckdb", "features.windows"))
+    # then the feature builder and its DuckDB wait for the one reader that validates a whole
+    # snapshot (latest_feature_snapshot): `lstep explain` reads one row with pandas
+    assert imported == []
 
 
 @pytest.mark.parametrize("module", ["serving.cli", "serving.cli.render"])
