@@ -459,7 +459,9 @@ def decision_frame(
         "behaviour_tags": pd.array(tags_held, dtype=str),
         "why": pd.array([None] * len(scored), dtype=str) if why is None else why,
     }
-    decisions = pd.DataFrame({name: columns[name] for name in DECISION_COLUMNS})
+    # copy=False: every array is this call's own or immutable (Arrow ids); same-dtype columns
+    # are stacked into blocks (a copy) either way.
+    decisions = pd.DataFrame({name: columns[name] for name in DECISION_COLUMNS}, copy=False)
     order = decision_order(priority_code, lifetime["value_at_risk"], p_churn, customer_ids)
     if np.array_equal(order, np.arange(len(order))):  # one learner, or already in order
         return decisions
