@@ -13,12 +13,11 @@ learner in its heap, and a lookup is a binary search (``np.searchsorted``) over 
 A service whose champion or rules differ from the batch's builds its own file once, in the
 background (one worker process, under a lock), answering on demand meanwhile.
 
-Answering is a lookup, a check that the learner's stored state is still the state the answer was
-decided on, and the learner's reason codes: one TreeSHAP row, computed on first use and kept in a
-bounded LRU cache (TreeSHAP costs milliseconds per learner, too much for millions up front). Each
-answer is ``assess``'s own record for the same inputs, so it equals what the on-demand path
-computes; when the learner's state moved (an override, an applied move), ``DayAnswers.record``
-returns None and the request is assessed on demand, on the new state.
+Answering is a lookup, a check that the learner's stored state is still the one the answer was
+decided on, and the reason codes: one TreeSHAP row, computed on first use and kept in a bounded
+LRU cache (milliseconds per learner: too much for millions up front). Each answer is ``assess``'s
+own record for the same inputs; when the learner's state moved (an override, an applied move),
+``DayAnswers.record`` returns None and the request is assessed on demand, on the new state.
 """
 
 from __future__ import annotations
@@ -432,10 +431,7 @@ class AnswerKeeper:
         One query reads the learners' stored state; a learner the answers do not hold, or whose
         state moved since they were decided, sends the whole request to the on-demand path.
         """
-        answers = self.current
-        if answers is None or as_of != answers.as_of:
-            if answers is None or as_of > answers.as_of:
-                self.refresh_soon()
+        if (answers := self.current) is None or not self.holds(as_of, answers):
             return None
         positions = answers.positions(customer_ids)
         if (positions < 0).any():
@@ -447,6 +443,16 @@ class AnswerKeeper:
                 return None
             records.append(answers.record_at(position) | {"feature_source": FEATURE_SOURCE})
         return records
+
+    def holds(self, as_of: date, answers: DayAnswers | None = None) -> bool:
+        """Whether ``answers`` (default: the current ones) are of ``as_of``, without I/O; a later
+        day, or none held, makes the keeper look for a newer snapshot in the background."""
+        answers = self.current if answers is None else answers
+        if answers is not None and as_of == answers.as_of:
+            return True
+        if answers is None or as_of > answers.as_of:
+            self.refresh_soon()
+        return False
 
     def refresh_soon(self) -> None:
         """Look for a newer snapshot in the background, unless looked for lately."""

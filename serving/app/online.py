@@ -197,6 +197,8 @@ class OnlineScoring:
     ) -> list[dict[str, Any]] | None:
         if self.keeper is None or any(ask.inline for ask in asks):
             return None
+        if not self.keeper.holds(as_of):  # another day: no thread hop to learn it
+            return None
         ids = [ask.customer_id for ask in asks]
         return await anyio.to_thread.run_sync(self.keeper.answer, ids, as_of)
 
