@@ -132,25 +132,8 @@ def _as_floats(frame: pd.DataFrame | Columns, name: str, rows: int) -> np.ndarra
 
 
 def behaviour_tags(behaviours: Sequence[Behaviour], frame: pd.DataFrame | Columns) -> np.ndarray:
-    """Each learner's behaviour tags: sorted ids joined by ",", "" for none (object array).
-
-    Vectorised: the tags a learner holds form a bit pattern; each distinct pattern is joined once.
-    """
-    ordered = sorted(behaviours, key=lambda behaviour: behaviour.id)
-    masks = behaviour_masks(ordered, frame)
-    if not ordered:
-        return np.full(len(frame), "", dtype=object)
-    weights = (1 << np.arange(len(ordered), dtype=np.int64))[:, None]
-    patterns = (masks * weights).sum(axis=0)
-    unique, inverse = np.unique(patterns, return_inverse=True)
-    texts = np.array(
-        [
-            SEPARATOR.join(b.id for bit, b in enumerate(ordered) if int(pattern) >> bit & 1)
-            for pattern in unique
-        ],
-        dtype=object,
-    )
-    return texts[inverse.reshape(-1)] if len(frame) else np.array([], dtype=object)
+    """Each learner's behaviour tags: sorted ids joined by ",", "" for none (object array)."""
+    return BehaviourLookup.of(behaviours, frame).tags()
 
 
 def holds(tags: pd.Series | np.ndarray, behaviour_id: str) -> np.ndarray:
@@ -167,9 +150,36 @@ class BehaviourLookup:
 
     def __init__(self, tags: pd.Series | np.ndarray) -> None:
         column = tags if isinstance(tags, pd.Series) else pd.Series(np.asarray(tags, dtype=object))
-        self._codes, uniques = pd.factorize(column)  # Arrow strings: a dictionary encode
-        self._codes = np.asarray(self._codes)
+        codes, uniques = pd.factorize(column)  # Arrow strings: a dictionary encode
+        self._codes = np.asarray(codes)
+        self._uniques = np.asarray(uniques, dtype=object)
         self._held = [set(str(value).split(SEPARATOR)) for value in uniques]
+
+    @classmethod
+    def of(cls, behaviours: Sequence[Behaviour], frame: pd.DataFrame | Columns) -> BehaviourLookup:
+        """The tags ``behaviours`` give each learner of ``frame``, with no column to factorise.
+
+        Vectorised: the tags a learner holds form a bit pattern; each distinct pattern is joined
+        once, and the patterns are the lookup's codes.
+        """
+        ordered = sorted(behaviours, key=lambda behaviour: behaviour.id)
+        masks = behaviour_masks(ordered, frame)
+        weights = (1 << np.arange(len(ordered), dtype=np.int64))[:, None]
+        patterns = (masks * weights).sum(axis=0) if ordered else np.zeros(len(frame), np.int64)
+        unique, inverse = np.unique(patterns, return_inverse=True)
+        held = [
+            [b.id for bit, b in enumerate(ordered) if int(pattern) >> bit & 1] for pattern in unique
+        ]
+        lookup = cls.__new__(cls)
+        lookup._codes = inverse.reshape(-1).astype(np.int64)
+        lookup._uniques = np.array([SEPARATOR.join(ids) for ids in held] or [""], dtype=object)
+        lookup._held = [set(ids) for ids in held]
+        return lookup
+
+    def tags(self) -> np.ndarray:
+        """Each learner's tags as the column holds them (object array; null stays null)."""
+        with_null = np.append(self._uniques, None)  # code -1 (null) reads the trailing None
+        return with_null[self._codes]
 
     def holds(self, behaviour_id: str) -> np.ndarray:
         """A boolean per learner; null or "" holds nothing."""

@@ -612,14 +612,19 @@ def step_channels(step: Step, behaviour_tags: np.ndarray | pd.Series) -> np.ndar
 
 
 def campaign_columns(
-    catalogue: Catalogue, decisions: Decisions, product_tags: Iterable[str | None]
+    catalogue: Catalogue,
+    decisions: Decisions,
+    product_tags: Iterable[str | None],
+    *,
+    behaviours: BehaviourLookup | None = None,
 ) -> tuple[pd.Categorical, pd.Categorical]:
     """``campaign_id`` and ``channel`` (the first step's, personalised) per decision; null: none.
 
-    ``decisions`` as :func:`match_campaigns` reads it.
+    ``decisions``, ``product_tags`` and ``behaviours`` as :func:`match_campaigns` reads them.
     """
     rows = len(decisions["changed"])
-    behaviours = BehaviourLookup(decisions["behaviour_tags"]) if rows else None
+    if behaviours is None and rows:
+        behaviours = BehaviourLookup(decisions["behaviour_tags"])
     found = match_campaigns(catalogue, decisions, product_tags, behaviours=behaviours)
     channel_code = np.full(rows, -1, dtype=np.int64)
     for index in np.unique(found[found >= 0]).tolist():  # only the campaigns matched

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
-from rules.behaviours import behaviour_tags
+from rules.behaviours import BehaviourLookup
 from rules.campaigns import campaign_columns
 from rules.columns import Columns
 from rules.conditions import evaluate
@@ -426,7 +426,8 @@ def decision_frame(
     priority_code, action_code, actions = _priority_and_action(ruleset, product_code, moves.to_code)
     from_code = np.where(current.from_code < len(tags), current.from_code, NO_CODE)
     lifetime = _lifetime_columns(ruleset, scored, product_code)
-    tags_held = behaviour_tags(ruleset.behaviours, scored)
+    held_lookup = BehaviourLookup.of(ruleset.behaviours, scored)
+    tags_held = held_lookup.tags()
     columns = {
         "customer_id": customer_ids,
         "as_of": np.full(len(scored), as_of.to_datetime64(), dtype="datetime64[ns]"),
@@ -447,8 +448,9 @@ def decision_frame(
     # Campaigns are matched on the arrays, before any frame exists: the frame is built once,
     # in its documented column order (inserting two columns into it cost a tenth of deciding
     # one learner).
+    products = _categorical(product_code, ruleset.interventions.product_tags)
     columns["campaign_id"], columns["channel"] = campaign_columns(
-        ruleset.campaigns, columns, scored["product_tag"]
+        ruleset.campaigns, columns, products, behaviours=held_lookup
     )
     columns |= {
         "control": control_flags(

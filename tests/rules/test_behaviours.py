@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from rules import decide
-from rules.behaviours import behaviour_tags, holds
+from rules.behaviours import BehaviourLookup, behaviour_tags, holds
 from tests.rules.casebook import load_casebook, scored_frame, state_frame
 
 QUIET = {
@@ -66,6 +66,23 @@ def test_many_learners_are_tagged_at_once_in_their_order(ruleset):
     tags = behaviour_tags(ruleset.behaviours, pd.DataFrame(rows))
     assert tags[:3].tolist() == ["BT_001", "", "BT_002"]
     assert (tags[3:6] == tags[:3]).all() and len(tags) == 3000
+
+
+def test_the_lookup_from_the_conditions_holds_what_the_tags_column_holds(ruleset):
+    # given learners holding no tag, one tag and three tags
+    rows = [QUIET, QUIET | {"active_days_7d": 6}, QUIET | {"video_share_30d": 0.9}]
+    rows.append(QUIET | {"video_share_30d": 0.9, "active_days_7d": 7, "mobile_share_30d": 1.0})
+    frame = pd.DataFrame(rows)
+    # when the engine's lookup is built from the conditions, and another from the tags column
+    from_conditions = BehaviourLookup.of(ruleset.behaviours, frame)
+    from_column = BehaviourLookup(pd.Series(from_conditions.tags()))
+    # then both give the tags, and each tag to the same learners
+    assert from_conditions.tags().tolist() == ["", "BT_001", "BT_006", "BT_001,BT_002,BT_006"]
+    for behaviour in ruleset.behaviours:
+        assert from_conditions.holds(behaviour.id).tolist() == (
+            from_column.holds(behaviour.id).tolist()
+        )
+    assert from_conditions.holds("BT_001").tolist() == [False, True, False, True]
 
 
 def test_holds_matches_whole_ids_only():
