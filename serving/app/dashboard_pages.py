@@ -21,6 +21,7 @@ cost more than the page); the browser draws them with ``plotly.min.js``, which s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -340,15 +341,20 @@ def filter_options(frames: DashboardFrames) -> dict[str, list[str]]:
     }
 
 
-def _learners(frames: DashboardFrames, filters: DashboardFilters, end: Any) -> pd.DataFrame:
-    # Everyone's tier, cohort and tag at the range's end, found once per end day: a filter
-    # then only masks it.
-    everyone = frames.remembered(
+def everyone_at(frames: DashboardFrames, end: date) -> pd.DataFrame:
+    """Every learner's tier, cohort and tag at the end of ``end`` (``learners_of`` everyone),
+    found once per end day and kept with the frames: a filter then only masks it
+    (``narrow_learners``). The unfiltered overview finds it at the latest day."""
+    return frames.remembered(
         ("everyone", end),
         lambda: learners_of(
             frames.customers, latest_tags(frames.transitions, end), DashboardFilters()
         ),
     )
+
+
+def _learners(frames: DashboardFrames, filters: DashboardFilters, end: date) -> pd.DataFrame:
+    everyone = everyone_at(frames, end)
     return with_behaviour(frames, narrow_learners(everyone, filters), filters.behaviour)
 
 
@@ -378,6 +384,7 @@ __all__ = [
     "PLOTLY_JS",
     "Links",
     "calls_page",
+    "everyone_at",
     "filter_options",
     "history_chart",
     "kpi_charts",

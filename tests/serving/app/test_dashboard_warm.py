@@ -29,7 +29,7 @@ PAGES = {
 }
 COMPUTATIONS = {
     overview_pages: ("tag_series", "kpi_trend", "value_by_tier_tag", "learners_of"),
-    flow_pages: ("retention_grid", "tag_flows", "moves_by_rule", "learners_of"),
+    flow_pages: ("retention_grid", "tag_flows", "moves_by_rule", "everyone_at"),
     value_pages: ("learner_roi", "roi_of_learners", "spend_by_channel", "value_by_tier_tag"),
 }
 """What the pages compute their figures with, by the module that calls it."""
