@@ -23,6 +23,7 @@ from typing import Literal
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from features.vocabulary import PRODUCT_TAGS
@@ -185,8 +186,29 @@ def narrow_learners(learners: pd.DataFrame, filters: DashboardFilters) -> pd.Dat
     return learners[keep].reset_index(drop=True)
 
 
+def tag_spans(transitions: pd.DataFrame) -> pa.Table:
+    """Each transition's tag, the day it opens and the day the learner's next transition closes
+    it (null: still held), as Arrow (no Python string per row).
+
+    Finding the closing day sorts every learner's log (a window): ~0.2 s at 300k learners. The
+    dashboard finds it once per stored history, and a filter's ``tag_series`` only narrows it.
+
+    Args:
+        transitions: the audit log (``id``, ``customer_id``, ``as_of``, ``to_tag``).
+    """
+    con = duckdb.connect()
+    con.register("log", transitions[["id", "customer_id", "as_of", "to_tag"]])
+    return con.sql(
+        "SELECT customer_id, to_tag AS tag, as_of AS opened, "
+        "lead(as_of) OVER (PARTITION BY customer_id ORDER BY id) AS closed FROM log"
+    ).to_arrow_table()
+
+
 def tag_series(
-    transitions: pd.DataFrame, learners: pd.DataFrame | None, days: Sequence[date]
+    transitions: pd.DataFrame,
+    learners: pd.DataFrame | None,
+    days: Sequence[date],
+    spans: pa.Table | None = None,
 ) -> pd.DataFrame:
     """Learners per status tag at the end of each of ``days`` (one column per tag).
 
@@ -197,27 +219,23 @@ def tag_series(
         transitions: the audit log (``id``, ``customer_id``, ``as_of``, ``to_tag``).
         learners: only these learners' (``customer_id``); None for everyone.
         days: the batch days to count on.
+        spans: ``tag_spans(transitions)`` when already found; None finds it here.
     """
     columns = ["day", *STATUS_TAGS]
     if not days:
         return pd.DataFrame(columns=columns)
     con = duckdb.connect()
-    con.register("log", transitions[["id", "customer_id", "as_of", "to_tag"]])
-    source = "log"
+    con.register("spans", tag_spans(transitions) if spans is None else spans)
+    source = "spans"
     if learners is not None:
         con.register("chosen", learners[["customer_id"]])
-        source = "(SELECT * FROM log SEMI JOIN chosen USING (customer_id))"
+        source = "(SELECT * FROM spans SEMI JOIN chosen USING (customer_id))"
     deltas = con.execute(
         f"""
-        WITH spans AS (
-            SELECT to_tag AS tag, as_of AS opened,
-                   lead(as_of) OVER (PARTITION BY customer_id ORDER BY id) AS closed
-            FROM {source}
-        )
         SELECT day, tag, sum(change)::BIGINT AS change FROM (
-            SELECT opened AS day, tag, 1 AS change FROM spans
+            SELECT opened AS day, tag, 1 AS change FROM {source}
             UNION ALL
-            SELECT closed AS day, tag, -1 AS change FROM spans WHERE closed IS NOT NULL
+            SELECT closed AS day, tag, -1 AS change FROM {source} WHERE closed IS NOT NULL
         ) GROUP BY day, tag
         """
     ).df()
@@ -364,5 +382,6 @@ __all__ = [
     "learners_of",
     "narrow_learners",
     "tag_series",
+    "tag_spans",
     "value_by_tier_tag",
 ]

@@ -41,6 +41,7 @@ from serving.app.dashboard_data import (
     learners_of,
     narrow_learners,
     tag_series,
+    tag_spans,
     value_by_tier_tag,
 )
 from serving.app.dashboard_learner import charts_json, history_chart, learner_page
@@ -214,8 +215,10 @@ def overview_parts(
     learners = frames.remembered(("learners", filters), lambda: _learners(frames, filters, end))
     chosen = learners if filters.narrows_learners else None
     # Every part is kept per filter: a page seen again, by anyone, is a render.
+    # Every learner's tag spans, found once per history: a filter's series only narrows them.
+    spans = frames.remembered(("tag-spans",), lambda: tag_spans(frames.transitions))
     series = frames.remembered(
-        ("tags", filters), lambda: tag_series(frames.transitions, chosen, days)
+        ("tags", filters), lambda: tag_series(frames.transitions, chosen, days, spans)
     )
     trend = frames.remembered(
         ("kpis", filters),

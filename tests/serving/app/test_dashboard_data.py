@@ -16,6 +16,7 @@ from serving.app.dashboard_data import (
     learners_of,
     narrow_learners,
     tag_series,
+    tag_spans,
     value_by_tier_tag,
 )
 
@@ -72,6 +73,24 @@ def test_tag_series_of_chosen_learners_and_of_a_day_before_the_log():
     assert series.loc[pd.Timestamp(date(2026, 4, 30))].sum() == 0
     assert series.loc[pd.Timestamp(D2)].to_dict()["ST_004"] == 1
     assert series.loc[pd.Timestamp(D2)].sum() == 1
+
+
+def test_tag_spans_close_each_tag_on_the_learners_next_move_and_narrow_to_the_same_series():
+    # Given the log's spans found once
+    spans = tag_spans(LOG).to_pandas().sort_values(["customer_id", "opened"], kind="stable")
+    # Then each tag is closed on the learner's next move's day, the last one left open
+    a_and_b = spans[spans["customer_id"].isin(["a", "b"])]
+    assert a_and_b["tag"].tolist() == ["ST_001", "ST_004", "ST_001", "ST_006"]
+    assert a_and_b["closed"].tolist()[0] == pd.Timestamp(D2)
+    assert a_and_b["closed"].isna().tolist() == [False, True, False, True]
+    # and a series of them, everyone's or some learners', is the series found from the log
+    chosen = [None, pd.DataFrame({"customer_id": ["a"]}), pd.DataFrame({"customer_id": ["b", "c"]})]
+    for learners in chosen:
+        again = tag_series(LOG, learners, [D1, D2, D3], tag_spans(LOG))
+        assert again.equals(tag_series(LOG, learners, [D1, D2, D3]))
+    narrowed = tag_series(LOG, chosen[2], [D3], tag_spans(LOG)).set_index("day")
+    assert narrowed.loc[pd.Timestamp(D3)].to_dict()["ST_006"] == 1
+    assert narrowed.loc[pd.Timestamp(D3)].sum() == 2
 
 
 def test_learners_of_filters_by_tier_cohort_and_tag_at_the_ranges_end():
