@@ -153,6 +153,7 @@ def cohorts_parts(
     key = ("grid", *_selection(filters)[1:])
     known, charts = frames.remembered(key, lambda: _grid(frames, latest, chosen))
     _options(frames)
+    everyone_at(frames, latest)  # with the unfiltered page (warmed): a first filter only masks
     return chosen, known, charts
 
 
@@ -199,6 +200,7 @@ def flows_parts(
     key = ("flows", filters, rule)
     flows, by_rule = frames.remembered(key, lambda: _flows(frames, start, end, rule, chosen))
     _options(frames)
+    everyone_at(frames, latest)  # as the cohorts page
     return rules, rule, (start, end), flows, by_rule
 
 

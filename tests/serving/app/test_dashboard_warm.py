@@ -37,7 +37,7 @@ COMPUTATIONS = {
         "value_by_tier_tag",
         "learners_of",
     ),
-    flow_pages: ("retention_grid", "tag_flows", "moves_by_rule", "everyone_at"),
+    flow_pages: ("retention_grid", "tag_flows", "moves_by_rule"),
     value_pages: ("learner_roi", "roi_of_learners", "spend_by_channel", "values_of"),
 }
 """What the pages compute their figures with, by the module that calls it."""
