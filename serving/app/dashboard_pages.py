@@ -20,12 +20,15 @@ cost more than the page); the browser draws them with ``plotly.min.js``, which s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import pandas as pd
+import pyarrow as pa
 
 from serving.app.charts import TAG_COLORS
 from serving.app.dashboard import DashboardCache, DashboardFrames
@@ -39,8 +42,12 @@ from serving.app.dashboard_data import (
     latest_tags,
     learners_of,
     narrow_learners,
+    rows_of,
     tag_series,
+    tag_spans,
     value_by_tier_tag,
+    value_of_rows,
+    with_learner,
 )
 from serving.app.dashboard_learner import charts_json, history_chart, learner_page
 from serving.app.dashboard_why import ReasonSource
@@ -214,7 +221,7 @@ def overview_parts(
     chosen = learners if filters.narrows_learners else None
     # Every part is kept per filter: a page seen again, by anyone, is a render.
     series = frames.remembered(
-        ("tags", filters), lambda: tag_series(frames.transitions, chosen, days)
+        ("tags", filters), lambda: tags_of(frames, filters, days, end, chosen)
     )
     trend = frames.remembered(
         ("kpis", filters),
@@ -223,10 +230,58 @@ def overview_parts(
         ),
     )
     values = frames.remembered(
-        ("values", filters), lambda: value_by_tier_tag(frames.latest_scores, learners)
+        ("values", filters), lambda: values_of(frames, filters, end, learners)
     )
     options = frames.remembered(("options",), lambda: filter_options(frames))
     return days, learners, series, trend, values, options
+
+
+def tags_of(
+    frames: DashboardFrames,
+    filters: DashboardFilters,
+    days: list[date],
+    end: date,
+    chosen: pd.DataFrame | None,
+) -> pd.DataFrame:
+    """The overview's tag series (``tag_series``) of the ``chosen`` learners (None: everyone).
+
+    Every learner's tag spans are found once per history, and joined to everyone's tier,
+    cohort and tag at the latest day (the unfiltered page does both, warmed): a tier, cohort or
+    tag filter then masks them. A behaviour, or a range ending earlier, semi-joins its learners.
+    """
+    spans = frames.remembered(("tag-spans",), lambda: tag_spans(frames.transitions))
+    joined = _with_everyone(frames, "tag-spans", lambda: spans, end)
+    if chosen is None or joined is None or filters.behaviour is not None:
+        return tag_series(frames.transitions, chosen, days, spans)
+    return tag_series(frames.transitions, None, days, rows_of(joined, filters))
+
+
+VALUE_ROW_COLUMNS = ["customer_id", "value_at_risk", "projected_value"]
+"""What the value table reads of a day's scores."""
+
+
+def values_of(
+    frames: DashboardFrames, filters: DashboardFilters, end: date, learners: pd.DataFrame
+) -> pd.DataFrame:
+    """``value_by_tier_tag`` of the latest scores and ``learners`` (the filters' selection at
+    ``end``): the scores joined to everyone once per history, then masked, as ``tags_of``."""
+    scores = frames.latest_scores
+    scored = _with_everyone(frames, "latest-scores", lambda: scores[VALUE_ROW_COLUMNS], end)
+    if scored is None or filters.behaviour is not None:
+        return value_by_tier_tag(frames.latest_scores, learners)
+    return value_of_rows(rows_of(scored, filters))
+
+
+def _with_everyone(
+    frames: DashboardFrames, name: str, rows: Callable[[], Any], end: date
+) -> pa.Table | None:
+    """``rows()`` joined to everyone at the latest day (``with_learner``), once per history;
+    None for another day (a date range ending earlier: not worth a join of its own)."""
+    if end != frames.latest_day:
+        return None
+    return frames.remembered(
+        (name, "with-learner"), lambda: with_learner(rows(), everyone_at(frames, end))
+    )
 
 
 def calls_page(
@@ -340,15 +395,20 @@ def filter_options(frames: DashboardFrames) -> dict[str, list[str]]:
     }
 
 
-def _learners(frames: DashboardFrames, filters: DashboardFilters, end: Any) -> pd.DataFrame:
-    # Everyone's tier, cohort and tag at the range's end, found once per end day: a filter
-    # then only masks it.
-    everyone = frames.remembered(
+def everyone_at(frames: DashboardFrames, end: date) -> pd.DataFrame:
+    """Every learner's tier, cohort and tag at the end of ``end`` (``learners_of`` everyone),
+    found once per end day and kept with the frames: a filter then only masks it
+    (``narrow_learners``). The unfiltered overview finds it at the latest day."""
+    return frames.remembered(
         ("everyone", end),
         lambda: learners_of(
             frames.customers, latest_tags(frames.transitions, end), DashboardFilters()
         ),
     )
+
+
+def _learners(frames: DashboardFrames, filters: DashboardFilters, end: date) -> pd.DataFrame:
+    everyone = everyone_at(frames, end)
     return with_behaviour(frames, narrow_learners(everyone, filters), filters.behaviour)
 
 
@@ -378,6 +438,7 @@ __all__ = [
     "PLOTLY_JS",
     "Links",
     "calls_page",
+    "everyone_at",
     "filter_options",
     "history_chart",
     "kpi_charts",

@@ -21,8 +21,15 @@ import pyarrow.dataset as ds
 
 from serving.app.campaign_effect import FEEDBACK_COLUMNS, OUTBOX_COLUMNS, REENGAGEMENT_KINDS
 from serving.app.dashboard import DashboardCache, DashboardFrames
-from serving.app.dashboard_data import DashboardFilters, days_in_range, value_by_tier_tag
-from serving.app.dashboard_pages import Links, _charts_json, _learners, filter_options, value_chart
+from serving.app.dashboard_data import DashboardFilters, days_in_range
+from serving.app.dashboard_pages import (
+    Links,
+    _charts_json,
+    _learners,
+    filter_options,
+    value_chart,
+    values_of,
+)
 from serving.app.dashboard_value import (
     ROI_INPUTS,
     learner_roi,
@@ -219,7 +226,7 @@ def value_parts(
     learners = frames.remembered(("learners", filters), lambda: _learners(frames, filters, end))
     chosen = learners if filters.narrows_learners else None
     values = frames.remembered(
-        ("values", filters), lambda: value_by_tier_tag(frames.latest_scores, learners)
+        ("values", filters), lambda: values_of(frames, filters, end, learners)
     )
     key = ("campaigns", filters)
     campaigns = frames.remembered(key, lambda: _campaign_section(cache, frames, chosen, end))

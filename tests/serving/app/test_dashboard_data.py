@@ -15,8 +15,12 @@ from serving.app.dashboard_data import (
     latest_tags,
     learners_of,
     narrow_learners,
+    rows_of,
     tag_series,
+    tag_spans,
     value_by_tier_tag,
+    value_of_rows,
+    with_learner,
 )
 
 D1, D2, D3 = date(2026, 5, 1), date(2026, 5, 2), date(2026, 5, 3)
@@ -72,6 +76,24 @@ def test_tag_series_of_chosen_learners_and_of_a_day_before_the_log():
     assert series.loc[pd.Timestamp(date(2026, 4, 30))].sum() == 0
     assert series.loc[pd.Timestamp(D2)].to_dict()["ST_004"] == 1
     assert series.loc[pd.Timestamp(D2)].sum() == 1
+
+
+def test_tag_spans_close_each_tag_on_the_learners_next_move_and_narrow_to_the_same_series():
+    # Given the log's spans found once
+    spans = tag_spans(LOG).to_pandas().sort_values(["customer_id", "opened"], kind="stable")
+    # Then each tag is closed on the learner's next move's day, the last one left open
+    a_and_b = spans[spans["customer_id"].isin(["a", "b"])]
+    assert a_and_b["tag"].tolist() == ["ST_001", "ST_004", "ST_001", "ST_006"]
+    assert a_and_b["closed"].tolist()[0] == pd.Timestamp(D2)
+    assert a_and_b["closed"].isna().tolist() == [False, True, False, True]
+    # and a series of them, everyone's or some learners', is the series found from the log
+    chosen = [None, pd.DataFrame({"customer_id": ["a"]}), pd.DataFrame({"customer_id": ["b", "c"]})]
+    for learners in chosen:
+        again = tag_series(LOG, learners, [D1, D2, D3], tag_spans(LOG))
+        assert again.equals(tag_series(LOG, learners, [D1, D2, D3]))
+    narrowed = tag_series(LOG, chosen[2], [D3], tag_spans(LOG)).set_index("day")
+    assert narrowed.loc[pd.Timestamp(D3)].to_dict()["ST_006"] == 1
+    assert narrowed.loc[pd.Timestamp(D3)].sum() == 2
 
 
 def test_learners_of_filters_by_tier_cohort_and_tag_at_the_ranges_end():
@@ -157,3 +179,28 @@ def test_value_by_tier_tag_sums_the_selected_learners_values():
     assert values.loc[("PT_001", "ST_002"), "projected_value"] == 0.0  # c has no projection
     assert values.loc[("PT_002", "untagged"), "learners"] == 1
     assert values["value_at_risk"].sum() == 95.0  # e is not a customer of the selection
+
+
+def test_rows_joined_to_everyone_once_then_masked_are_those_of_the_filters_learners():
+    # Given the scores and the log's spans joined once to everyone at D3 (d has no tag)
+    everyone = learners_of(CUSTOMERS, latest_tags(LOG, D3), DashboardFilters())
+    scored = with_learner(SCORES[["customer_id", "value_at_risk", "projected_value"]], everyone)
+    spans = with_learner(tag_spans(LOG), everyone)
+    filters = [
+        DashboardFilters(), DashboardFilters(tier="PT_001"), DashboardFilters(tag="ST_006"),
+        DashboardFilters(cohort="2026-04"), DashboardFilters(tier="PT_001", tag="ST_002"),
+        DashboardFilters(tier="PT_002", tag="ST_001"),  # d: no tag, so in no tag's rows
+    ]  # fmt: skip
+    for chosen in filters:
+        learners = narrow_learners(everyone, chosen)
+        # When a filter masks the joined rows
+        values = value_of_rows(rows_of(scored, chosen))
+        series = tag_series(LOG, None, [D1, D2, D3], rows_of(spans, chosen))
+        # Then they give what joining the filter's learners gives
+        assert values.equals(value_by_tier_tag(SCORES, learners)), chosen
+        assert series.equals(tag_series(LOG, learners, [D1, D2, D3])), chosen
+    # and a mask selects the learners' own rows: a, c of PT_001, b alone in ST_006 at D3
+    tier = rows_of(spans, DashboardFilters(tier="PT_001")).to_pandas()
+    assert sorted(set(tier["customer_id"])) == ["a", "c"]
+    assert set(rows_of(scored, DashboardFilters(tag="ST_006"))["customer_id"].to_pylist()) == {"b"}
+    assert rows_of(scored, DashboardFilters(tier="PT_002", tag="ST_001")).num_rows == 0

@@ -12,8 +12,8 @@ import pytest
 
 from serving.app.dashboard import DashboardCache, DashboardSource
 from serving.app.dashboard_cohorts import NEW, retention_grid
-from serving.app.dashboard_data import DashboardFilters, kpi_trend
-from serving.app.dashboard_flow_pages import cohorts_page, flows_page
+from serving.app.dashboard_data import DashboardFilters, kpi_trend, learners_of
+from serving.app.dashboard_flow_pages import cohorts_page, flows_page, selected_learners
 from serving.app.dashboard_pages import Links, overview_page, write_dashboard
 from serving.app.kpis import compute_kpis
 from tests.serving.dashboard_helpers import DASHBOARD_NOW, page_charts
@@ -57,6 +57,33 @@ def test_the_grid_is_the_as_of_tag_of_every_learner_at_every_week_end(dashboard)
     assert known["known"].tolist() == naive["size"].tolist()
     assert known["live"].tolist() == naive["sum"].astype(int).tolist()
     assert (known["known"] <= known["cohort_size"]).all()
+
+
+def test_the_learners_selected_are_those_the_customers_joined_again_select(dashboard):
+    # Given the workspace's frames, its overview seen (everyone's tiers and cohorts kept)
+    _, cache = dashboard
+    overview_page(cache, DashboardFilters(), LINKS)
+    frames = cache.frames()
+    no_tags = pd.DataFrame({"customer_id": pd.Series(dtype=str), "tag": pd.Series(dtype=str)})
+    cohort = pd.to_datetime(frames.customers["enrolled_at"]).dt.strftime("%Y-%m").iloc[0]
+    tier = str(frames.customers["product_tag"].iloc[0])
+    cases = [
+        DashboardFilters(tier=tier),
+        DashboardFilters(cohort=cohort),
+        DashboardFilters(tier=tier, cohort=cohort),
+        DashboardFilters(tier=tier, tag="ST_001"),  # these pages select nobody by a tag
+        DashboardFilters(tier="PT_003", cohort="1999-01"),
+    ]
+    for filters in cases:
+        # When the cohorts and flows pages select the filters' learners
+        chosen = selected_learners(frames, filters)
+        # Then they are those the customers joined again with no tags select (the former way)
+        joined = learners_of(frames.customers, no_tags, filters)
+        assert sorted(chosen["customer_id"]) == sorted(joined["customer_id"]), filters
+        assert chosen["tag"].isna().all()
+    assert len(selected_learners(frames, cases[0])) > 0
+    assert selected_learners(frames, cases[3]).empty
+    assert selected_learners(frames, DashboardFilters(tag="ST_001")) is None
 
 
 def test_the_cohorts_page_draws_the_grid_with_the_tag_mix_and_filters_it(dashboard):

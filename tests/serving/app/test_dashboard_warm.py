@@ -28,9 +28,17 @@ PAGES = {
     "value": lambda cache: value_page(cache, EVERYONE, LINKS),
 }
 COMPUTATIONS = {
-    overview_pages: ("tag_series", "kpi_trend", "value_by_tier_tag", "learners_of"),
-    flow_pages: ("retention_grid", "tag_flows", "moves_by_rule", "learners_of"),
-    value_pages: ("learner_roi", "roi_of_learners", "spend_by_channel", "value_by_tier_tag"),
+    overview_pages: (
+        "tag_series",
+        "tag_spans",
+        "with_learner",
+        "kpi_trend",
+        "value_of_rows",
+        "value_by_tier_tag",
+        "learners_of",
+    ),
+    flow_pages: ("retention_grid", "tag_flows", "moves_by_rule"),
+    value_pages: ("learner_roi", "roi_of_learners", "spend_by_channel", "values_of"),
 }
 """What the pages compute their figures with, by the module that calls it."""
 

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from serving.app.kpi_days import kpi_history, kpis_day_by_day, kpis_on_days
+from serving.app.kpi_days import kpi_history, kpis_day_by_day, kpis_on_days, unique_ids
 from serving.app.kpis import compute_kpis_on_days
 from tests.serving.app.test_kpis import (
     CONTROL_FLAGS,
@@ -106,6 +106,43 @@ def test_a_learner_s_history_alone_is_the_history_of_that_learner_s_rows():
         )  # fmt: skip
         assert kpis_on_days(narrowed, days) == kpis_on_days(alone, days)
         assert kpis_on_days(narrowed, days) != kpis_on_days(whole, days)
+
+
+def test_the_learners_chosen_are_the_same_whatever_sequence_names_them():
+    # Given the whole history found once
+    whole = _history(HISTORY)
+    days = _days("2024-01-01", "2024-08-01")[::6]
+    listed = kpis_on_days(whole.of_learners(["b", "c", "i"]), days)
+    # When the same learners come as Arrow strings with repeats and an id nobody has, as a
+    # generator, or narrowed twice
+    arrow = pd.Series(["i", "c", "b", "c", "nobody"], dtype="string[pyarrow]")
+    named = [
+        whole.of_learners(arrow),
+        whole.of_learners(key for key in "icb"),
+        whole.of_learners(["a", "b", "c", "i"]).of_learners(["b", "c", "i", "e"]),
+    ]
+    # Then each gives the KPIs of the plain list, and only those learners are chosen
+    for narrowed in named:
+        assert kpis_on_days(narrowed, days) == listed
+        assert set(narrowed.chosen) - {"nobody"} == {"b", "c", "i"}
+    assert listed != kpis_on_days(whole, days)
+
+
+def test_unique_ids_keep_the_first_of_each_id_in_order():
+    # Given ids with repeats, as a list, Arrow strings, a numpy array and a set
+    ids = ["b", "a", "b", "c", "a"]
+    # When made unique
+    found = [
+        unique_ids(ids),
+        unique_ids(pd.Series(ids, dtype="string[pyarrow]")),
+        unique_ids(pd.Series(ids, dtype=object).to_numpy()),
+    ]
+    # Then each is the ids first seen first, as strings
+    for index in found:
+        assert index.tolist() == ["b", "a", "c"]
+        assert index.dtype == "str"
+    assert sorted(unique_ids({"x", "y"})) == ["x", "y"]
+    assert unique_ids([]).empty
 
 
 def test_a_log_whose_days_go_back_within_a_learner_is_measured_day_by_day():
