@@ -15,6 +15,7 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
+from serving.app import day_decisions
 from serving.app.answers_table import answers_table, answers_tag
 from serving.app.day_decisions import DecidedDay, answers_decisions, changed_states
 from serving.core.assess import Assessment, decide_learners
@@ -76,13 +77,27 @@ def days(mode, simulated_log, tmp_path_factory):
     store.close()
 
 
-def test_reused_decisions_equal_a_full_second_decide_every_day(days):
+def spied_decides(monkeypatch) -> list[tuple[int, bool]]:
+    """Record (learners, whole_day) of each decide ``answers_decisions`` makes."""
+    calls = []
+
+    def spy(features, *args, **options):
+        calls.append((len(features), options.get("whole_day", False)))
+        return decide_learners(features, *args, **options)
+
+    monkeypatch.setattr(day_decisions, "decide_learners", spy)
+    return calls
+
+
+def test_reused_decisions_equal_a_full_second_decide_every_day(days, monkeypatch):
     ruleset, _, done = days
-    witnessed = {"changed": 0, "reused": 0, "cut": 0, "cut_shifted": 0, "override": 0}
+    calls = spied_decides(monkeypatch)
+    witnessed = {"changed": 0, "reused": 0, "cut": 0, "override": 0, "partial_days": 0}
     for day in done:
         # given a committed day: its features, scores and first decide, and the state it left
         features, scores = day.assessment.features, day.assessment.scores
         first = day.assessment.decisions
+        ids = features["customer_id"]
         # when the answers decide it again, reusing the first decide, and from scratch
         reused = answers_decisions(
             features, scores, ruleset, day.after, day.as_of, DecidedDay(day.before, first)
@@ -91,17 +106,44 @@ def test_reused_decisions_equal_a_full_second_decide_every_day(days):
         # then the two frames are equal: rows, order, values and dtypes
         pd.testing.assert_frame_equal(reused, full)
         changed = changed_states(features["customer_id"].array, day.before, day.after)
+        # and only the changed learners and those the first cut moved were decided again
+        redone = int((changed | first.set_index("customer_id").loc[ids, "over_capacity"]).sum())
+        assert calls.pop(0) == (redone, False)
+        witnessed["partial_days"] += redone < len(features)  # the first load decides everyone
         witnessed["changed"] += int(changed.sum())
         witnessed["reused"] += int((~changed).sum())
         witnessed["cut"] += int(full["over_capacity"].sum())
         witnessed["override"] += int(day.after["override_tag"].notna().sum())
-        over_before = first.set_index("customer_id")["over_capacity"]
-        over_after = full.set_index("customer_id")["over_capacity"].reindex(over_before.index)
-        unchanged = ~pd.Series(changed, index=features["customer_id"]).reindex(over_before.index)
-        witnessed["cut_shifted"] += int(((over_before != over_after) & unchanged).sum())
     # and the days exercised every case: moved and kept learners, a binding cut, overrides
-    assert all(count > 0 for name, count in witnessed.items() if name != "cut_shifted"), witnessed
-    assert witnessed["changed"] < witnessed["reused"], witnessed
+    assert all(count > 0 for count in witnessed.values()), witnessed
+    assert witnessed["partial_days"] == DAYS - 1, witnessed
+
+
+def test_learners_the_cut_called_on_the_state_before_are_cut_again(days, monkeypatch):
+    # given a day whose state before had the learners the day calls churned (no call for
+    # them), so that its first decide called others, who keep their state
+    ruleset, _, done = days
+    day = done[-1]
+    features, scores = day.assessment.features, day.assessment.scores
+    full = decide_learners(features, scores, ruleset, day.after, day.as_of, whole_day=True)
+    called = full.loc[full["priority"].isin(["P1", "P2"]) & ~full["control"], "customer_id"]
+    called = called[~full.loc[called.index, "over_capacity"].astype(bool)]
+    before = day.after.copy()
+    rows = before["customer_id"].isin(called)
+    before.loc[rows, "tag"] = "ST_006"
+    before.loc[rows, ["override_tag", "override_expires", "override_kind"]] = None
+    first = decide_learners(features, scores, ruleset, before, day.as_of, whole_day=True)
+    # when the answers decide the day on the state after, reusing that first decide
+    decided, calls = DecidedDay(before, first), spied_decides(monkeypatch)
+    reused = answers_decisions(features, scores, ruleset, day.after, day.as_of, decided)
+    # then they are the full decide's, although the cut moved learners whose state is the same
+    pd.testing.assert_frame_equal(reused, full)
+    over = pd.DataFrame({"first": first.set_index("customer_id")["over_capacity"]})
+    over["full"] = full.set_index("customer_id")["over_capacity"]
+    shifted = over[~over["first"] & over["full"] & ~over.index.isin(called)]
+    assert len(called) == CAPACITY and len(shifted) > 0
+    [(redone, whole_day)] = calls  # one decide, of a part of the day
+    assert not whole_day and len(shifted) <= redone < len(features)
 
 
 def test_the_batch_writes_the_answers_a_full_second_decide_gives(days, mode):
