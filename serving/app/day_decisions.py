@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity
-from rules.engine import codes_of, decision_order
+from rules.engine import NO_CODE, codes_of, decision_order
 from serving.core.assess import decide_learners
 from serving.core.frames import is_in
 
@@ -67,7 +67,8 @@ def answers_decisions(
     """Every learner of ``features`` decided on ``state``, the day's capacity applied.
 
     Equal to ``decide_learners(features, scores, ruleset, state, as_of, whole_day=True)``; with
-    the day's first decide (``decided``), only the learners it cannot answer for are decided.
+    the day's first decide (``decided``), only the learners it cannot answer for are decided:
+    those whose state changed, and those its cut moved when one of its callers changed.
 
     Args:
         features: the day's learners (every one: the capacity is the day's).
@@ -77,26 +78,77 @@ def answers_decisions(
         as_of: the day.
         decided: the day's first decide on another state; None decides everyone.
     """
-    if decided is None or not _same_columns(decided.state, state):
+
+    def everyone() -> pd.DataFrame:
         return decide_learners(features, scores, ruleset, state, as_of, whole_day=True)
+
+    first = None if decided is None else decided.decisions
+    if first is None or not _same_columns(decided.state, state) or first[OVER_CAPACITY].hasnans:
+        return everyone()  # (a null over_capacity: decisions the cut never saw)
     ids = features["customer_id"].array
-    reused = codes_of(ids, decided.decisions["customer_id"].array)
-    redo = reused < 0  # a learner the first decide did not see
-    over = decided.decisions[OVER_CAPACITY].to_numpy(dtype=bool, na_value=True)
-    redo |= over[np.where(redo, 0, reused)]
-    redo |= changed_states(ids, decided.state, state)
+    reused = codes_of(ids, first["customer_id"].array)
+    redo = (reused < 0) | changed_states(ids, decided.state, state)
+    over = np.zeros(len(ids), bool)
+    over[~redo] = first[OVER_CAPACITY].to_numpy(bool)[reused[~redo]]
+    kept = first.iloc[reused[~redo & ~over]].drop(columns=OVER_CAPACITY)
+    still_over = over if overflow_stays(ruleset, kept) else np.zeros(len(ids), bool)
+    redo |= over & ~still_over
     rows = np.flatnonzero(redo)
     again = features.iloc[rows].reset_index(drop=True)
     fresh = decide_learners(
         again, scores.iloc[rows].reset_index(drop=True), ruleset,
         state[is_in(state["customer_id"], again["customer_id"])], as_of,
     ).drop(columns=OVER_CAPACITY)  # fmt: skip
-    kept = decided.decisions.iloc[reused[~redo]].drop(columns=OVER_CAPACITY)
     kept = _typed_as(kept, fresh)
     if kept is None:  # a value the fresh dtypes cannot hold: decide everyone instead
-        return decide_learners(features, scores, ruleset, state, as_of, whole_day=True)
-    combined = pd.concat([kept, fresh], ignore_index=True)
-    return whole_day_decisions(ruleset, combined, features)
+        return everyone()
+    cut = whole_day_decisions(ruleset, pd.concat([kept, fresh], ignore_index=True), features)
+    if not still_over.any():
+        return cut
+    whole = _with_overflow(ruleset, cut, first.iloc[reused[still_over]])
+    return everyone() if whole is None else whole
+
+
+def overflow_stays(ruleset: RuleSet, kept: pd.DataFrame) -> bool:
+    """Whether every learner the first cut moved is past the cut again, whatever changed.
+
+    ``kept`` are the first decide's rows the cut did not touch, of learners whose state is the
+    same. A learner is over capacity when ``capacity`` calls (non-control personal learners)
+    come before them in decision order (``rules.capacity``). When ``kept`` still holds
+    ``capacity`` calls, they are the first cut's callers, all unchanged: they still come
+    before every learner that cut moved (whose rows are unchanged too), so those learners are
+    past the cut again, and their overflow decision (priority, action, control draw,
+    campaign) is the first cut's: it depends on the learner's own row alone. Otherwise a
+    caller changed, and the moved learners are decided again.
+    """
+    capacity = ruleset.interventions.capacity
+    if capacity is None or kept.empty:
+        return False
+    interventions = ruleset.interventions
+    priority = codes_of(kept["priority"].astype(object), interventions.priority_order)
+    personal = (priority != NO_CODE) & (priority < len(interventions.personal_priorities()))
+    calls = int((personal & ~kept["control"].to_numpy(bool)).sum())
+    return calls >= capacity.personal_outreach_per_day
+
+
+def _with_overflow(
+    ruleset: RuleSet, cut: pd.DataFrame, overflow: pd.DataFrame
+) -> pd.DataFrame | None:
+    """The cut day with the first cut's ``overflow`` rows added, in decision order (None: their
+    values do not fit the cut's dtypes)."""
+    automated = list(dict.fromkeys(ruleset.interventions.capacity.automated_actions.values()))
+    actions = cut["action"].cat.categories
+    missing = [action for action in automated if action not in actions]
+    if missing:  # as the whole day's cut adds them (it moved someone)
+        cut = cut.assign(action=cut["action"].cat.add_categories(missing))
+    overflow = _typed_as(overflow, cut)
+    if overflow is None:
+        return None
+    whole = pd.concat([cut, overflow], ignore_index=True)
+    priority = codes_of(whole["priority"].astype(object), ruleset.interventions.priority_order)
+    value, p_churn = (whole[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
+    order = decision_order(priority, value, p_churn, whole["customer_id"].array)
+    return whole.take(order).reset_index(drop=True)
 
 
 def changed_states(ids: pd.api.extensions.ExtensionArray, before: pd.DataFrame,
@@ -151,4 +203,9 @@ def _typed_as(kept: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame | None:
     return kept.assign(**retyped) if retyped else kept
 
 
-__all__ = ["DecidedDay", "answers_decisions", "changed_states", "whole_day_decisions"]
+__all__ = [
+    "DecidedDay",
+    "answers_decisions",
+    "changed_states",
+    "whole_day_decisions",
+]

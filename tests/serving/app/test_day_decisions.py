@@ -92,7 +92,8 @@ def spied_decides(monkeypatch) -> list[tuple[int, bool]]:
 def test_reused_decisions_equal_a_full_second_decide_every_day(days, monkeypatch):
     ruleset, _, done = days
     calls = spied_decides(monkeypatch)
-    witnessed = {"changed": 0, "reused": 0, "cut": 0, "override": 0, "partial_days": 0}
+    witnessed = dict.fromkeys(["changed", "reused", "cut", "override", "partial_days"], 0)
+    witnessed["overflow_reused"] = 0
     for day in done:
         # given a committed day: its features, scores and first decide, and the state it left
         features, scores = day.assessment.features, day.assessment.scores
@@ -106,10 +107,14 @@ def test_reused_decisions_equal_a_full_second_decide_every_day(days, monkeypatch
         # then the two frames are equal: rows, order, values and dtypes
         pd.testing.assert_frame_equal(reused, full)
         changed = changed_states(features["customer_id"].array, day.before, day.after)
-        # and only the changed learners and those the first cut moved were decided again
-        redone = int((changed | first.set_index("customer_id").loc[ids, "over_capacity"]).sum())
-        assert calls.pop(0) == (redone, False)
-        witnessed["partial_days"] += redone < len(features)  # the first load decides everyone
+        # and only the changed learners and some of those the first cut moved were decided
+        # again (when none of its callers changed, the others
+        # are past the cut again: ``overflow_stays``)
+        at_most = int((changed | first.set_index("customer_id").loc[ids, "over_capacity"]).sum())
+        learners, whole_day = calls.pop(0)
+        assert not whole_day and int(changed.sum()) <= learners <= at_most
+        witnessed["partial_days"] += learners < len(features)  # the first load decides everyone
+        witnessed["overflow_reused"] += at_most - learners
         witnessed["changed"] += int(changed.sum())
         witnessed["reused"] += int((~changed).sum())
         witnessed["cut"] += int(full["over_capacity"].sum())
@@ -119,31 +124,40 @@ def test_reused_decisions_equal_a_full_second_decide_every_day(days, monkeypatch
     assert witnessed["partial_days"] == DAYS - 1, witnessed
 
 
-def test_learners_the_cut_called_on_the_state_before_are_cut_again(days, monkeypatch):
-    # given a day whose state before had the learners the day calls churned (no call for
-    # them), so that its first decide called others, who keep their state
+@pytest.mark.parametrize("callers", ["churned before", "churned after"])
+def test_a_cut_that_shifts_onto_learners_whose_state_is_the_same_is_redone(
+    days, monkeypatch, callers
+):
+    # given the last day's state, and the same state with the learners the day calls churned
+    # (no call for them: the cut reaches further down the list)
     ruleset, _, done = days
     day = done[-1]
     features, scores = day.assessment.features, day.assessment.scores
-    full = decide_learners(features, scores, ruleset, day.after, day.as_of, whole_day=True)
-    called = full.loc[full["priority"].isin(["P1", "P2"]) & ~full["control"], "customer_id"]
-    called = called[~full.loc[called.index, "over_capacity"].astype(bool)]
-    before = day.after.copy()
-    rows = before["customer_id"].isin(called)
-    before.loc[rows, "tag"] = "ST_006"
-    before.loc[rows, ["override_tag", "override_expires", "override_kind"]] = None
+    decided = decide_learners(features, scores, ruleset, day.after, day.as_of, whole_day=True)
+    called = decided["priority"].isin(["P1", "P2"]) & ~decided["control"]
+    called = decided.loc[called & ~decided["over_capacity"].astype(bool), "customer_id"]
+    churned = day.after.copy()
+    rows = churned["customer_id"].isin(called)
+    churned.loc[rows, "tag"] = "ST_006"
+    churned.loc[rows, ["override_tag", "override_expires", "override_kind"]] = None
+    # (churned before: learners called first are past the cut after; churned after: learners
+    # past the first cut get a call after)
+    before, after = (churned, day.after) if callers == "churned before" else (day.after, churned)
     first = decide_learners(features, scores, ruleset, before, day.as_of, whole_day=True)
-    # when the answers decide the day on the state after, reusing that first decide
-    decided, calls = DecidedDay(before, first), spied_decides(monkeypatch)
-    reused = answers_decisions(features, scores, ruleset, day.after, day.as_of, decided)
+    full = decide_learners(features, scores, ruleset, after, day.as_of, whole_day=True)
+    # when the answers decide the day on the state after, reusing the first decide
+    calls = spied_decides(monkeypatch)
+    reused = answers_decisions(
+        features, scores, ruleset, after, day.as_of, DecidedDay(before, first)
+    )
     # then they are the full decide's, although the cut moved learners whose state is the same
     pd.testing.assert_frame_equal(reused, full)
     over = pd.DataFrame({"first": first.set_index("customer_id")["over_capacity"]})
     over["full"] = full.set_index("customer_id")["over_capacity"]
-    shifted = over[~over["first"] & over["full"] & ~over.index.isin(called)]
+    shifted = over[(over["first"] != over["full"]) & ~over.index.isin(called)]
     assert len(called) == CAPACITY and len(shifted) > 0
     [(redone, whole_day)] = calls  # one decide, of a part of the day
-    assert not whole_day and len(shifted) <= redone < len(features)
+    assert not whole_day and CAPACITY <= redone < len(features)
 
 
 def test_the_batch_writes_the_answers_a_full_second_decide_gives(days, mode):
