@@ -91,74 +91,44 @@ def answers_decisions(
     over = np.zeros(len(ids), bool)
     over[~redo] = first[OVER_CAPACITY].to_numpy(bool)[reused[~redo]]
     kept = first.iloc[reused[~redo & ~over]].drop(columns=OVER_CAPACITY)
-    fresh = _decide_rows(features, scores, ruleset, state, as_of, np.flatnonzero(redo))
+    still_over = over if overflow_stays(ruleset, kept) else np.zeros(len(ids), bool)
+    redo |= over & ~still_over
+    rows = np.flatnonzero(redo)
+    again = features.iloc[rows].reset_index(drop=True)
+    fresh = decide_learners(
+        again, scores.iloc[rows].reset_index(drop=True), ruleset,
+        state[is_in(state["customer_id"], again["customer_id"])], as_of,
+    ).drop(columns=OVER_CAPACITY)  # fmt: skip
     kept = _typed_as(kept, fresh)
     if kept is None:  # a value the fresh dtypes cannot hold: decide everyone instead
         return everyone()
-    known = pd.concat([kept, fresh], ignore_index=True)
-    still_over = over.any() and overflow_stays(ruleset, first, known)
-    if not still_over and over.any():
-        moved = _decide_rows(features, scores, ruleset, state, as_of, np.flatnonzero(over))
-        known = pd.concat([known, moved], ignore_index=True)
-    cut = whole_day_decisions(ruleset, known, features)
-    if not still_over:
+    cut = whole_day_decisions(ruleset, pd.concat([kept, fresh], ignore_index=True), features)
+    if not still_over.any():
         return cut
-    whole = _with_overflow(ruleset, cut, first.iloc[reused[over]])
+    whole = _with_overflow(ruleset, cut, first.iloc[reused[still_over]])
     return everyone() if whole is None else whole
 
 
-def overflow_stays(ruleset: RuleSet, first: pd.DataFrame, known: pd.DataFrame) -> bool:
+def overflow_stays(ruleset: RuleSet, kept: pd.DataFrame) -> bool:
     """Whether every learner the first cut moved is past the cut again, whatever changed.
 
-    A learner is over capacity when ``capacity`` calls (non-control personal learners) come
-    before them in decision order (``rules.capacity``). Every learner the first cut moved came
-    after its last caller; their rows are unchanged, so when the day's other decisions
-    (``known``: the first decide's untouched rows of unchanged learners and the changed ones
-    decided again) still hold ``capacity`` calls up to that last caller, the moved learners are
+    ``kept`` are the first decide's rows the cut did not touch, of learners whose state is the
+    same. A learner is over capacity when ``capacity`` calls (non-control personal learners)
+    come before them in decision order (``rules.capacity``). When ``kept`` still holds
+    ``capacity`` calls, they are the first cut's callers, all unchanged: they still come
+    before every learner that cut moved (whose rows are unchanged too), so those learners are
     past the cut again, and their overflow decision (priority, action, control draw,
-    campaign) is the first cut's: it depends on the learner's own row alone.
+    campaign) is the first cut's: it depends on the learner's own row alone. Otherwise a
+    caller changed, and the moved learners are decided again.
     """
     capacity = ruleset.interventions.capacity
-    if capacity is None or known.empty:
+    if capacity is None or kept.empty:
         return False
-    need = capacity.personal_outreach_per_day
-    moved = first[OVER_CAPACITY].to_numpy(bool)
-    callers = first[~moved]
-    if callers.empty:
-        return False
-    keys = _call_keys(ruleset, callers)
-    if int(keys[0].sum()) < need:
-        return False
-    called = np.flatnonzero(keys[0])
-    order = decision_order(keys[1][called], keys[5][called], keys[6][called], keys[4][called])
-    line = called[order[-1]]  # the first cut's last caller
-    mine = _call_keys(ruleset, known)
-    before_line = _not_after(mine, tuple(key[line] for key in keys))
-    return int((mine[0] & before_line).sum()) >= need
-
-
-def _call_keys(ruleset: RuleSet, decisions: pd.DataFrame) -> tuple[np.ndarray, ...]:
-    """(is a call, priority code, value key, p_churn key, id, value, p_churn) per decision: the
-    call flag and ``decision_order``'s sort keys (descending, NaN last) of uncut decisions."""
     interventions = ruleset.interventions
-    priority = codes_of(decisions["priority"].astype(object), interventions.priority_order)
+    priority = codes_of(kept["priority"].astype(object), interventions.priority_order)
     personal = (priority != NO_CODE) & (priority < len(interventions.personal_priorities()))
-    call = personal & ~decisions["control"].to_numpy(bool)
-    value, p_churn = (decisions[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
-    value_key, churn_key = (np.where(np.isnan(v), np.inf, -v) for v in (value, p_churn))
-    ids = decisions["customer_id"].to_numpy(object)
-    return call, priority, value_key, churn_key, ids, value, p_churn
-
-
-def _not_after(keys: tuple[np.ndarray, ...], line: tuple) -> np.ndarray:
-    """Rows whose (priority, value key, p_churn key, id) is at or before ``line``'s."""
-    _, priority, value_key, churn_key, ids, _, _ = keys
-    _, line_priority, line_value, line_churn, line_id, _, _ = line
-    same_priority, same_value = priority == line_priority, value_key == line_value
-    before = (priority < line_priority) | (same_priority & (value_key < line_value))
-    before |= same_priority & same_value & (churn_key < line_churn)
-    at_or_before = same_priority & same_value & (churn_key == line_churn) & (ids <= line_id)
-    return before | at_or_before
+    calls = int((personal & ~kept["control"].to_numpy(bool)).sum())
+    return calls >= capacity.personal_outreach_per_day
 
 
 def _with_overflow(
@@ -179,22 +149,6 @@ def _with_overflow(
     value, p_churn = (whole[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
     order = decision_order(priority, value, p_churn, whole["customer_id"].array)
     return whole.take(order).reset_index(drop=True)
-
-
-def _decide_rows(
-    features: pd.DataFrame,
-    scores: pd.DataFrame,
-    ruleset: RuleSet,
-    state: pd.DataFrame,
-    as_of: date,
-    rows: np.ndarray,
-) -> pd.DataFrame:
-    """The uncut decisions of the learners at ``rows`` of ``features`` (without the column)."""
-    again = features.iloc[rows].reset_index(drop=True)
-    own = state[is_in(state["customer_id"], again["customer_id"])]
-    scored = scores.iloc[rows].reset_index(drop=True)
-    decided = decide_learners(again, scored, ruleset, own, as_of)
-    return decided.drop(columns=OVER_CAPACITY)
 
 
 def changed_states(ids: pd.api.extensions.ExtensionArray, before: pd.DataFrame,

@@ -111,10 +111,8 @@ def test_reused_decisions_equal_a_full_second_decide_every_day(days, monkeypatch
         # again (when none of its callers changed, the others
         # are past the cut again: ``overflow_stays``)
         at_most = int((changed | first.set_index("customer_id").loc[ids, "over_capacity"]).sum())
-        learners = sum(count for count, _ in calls)
-        assert not any(whole_day for _, whole_day in calls)
-        assert int(changed.sum()) <= learners <= at_most
-        calls.clear()
+        learners, whole_day = calls.pop(0)
+        assert not whole_day and int(changed.sum()) <= learners <= at_most
         witnessed["partial_days"] += learners < len(features)  # the first load decides everyone
         witnessed["overflow_reused"] += at_most - learners
         witnessed["changed"] += int(changed.sum())
@@ -158,9 +156,8 @@ def test_a_cut_that_shifts_onto_learners_whose_state_is_the_same_is_redone(
     over["full"] = full.set_index("customer_id")["over_capacity"]
     shifted = over[(over["first"] != over["full"]) & ~over.index.isin(called)]
     assert len(called) == CAPACITY and len(shifted) > 0
-    redone = sum(count for count, _ in calls)  # decides of parts of the day only
-    assert not any(whole_day for _, whole_day in calls)
-    assert CAPACITY <= redone < len(features)
+    [(redone, whole_day)] = calls  # one decide, of a part of the day
+    assert not whole_day and CAPACITY <= redone < len(features)
 
 
 def test_the_batch_writes_the_answers_a_full_second_decide_gives(days, mode):
