@@ -210,13 +210,17 @@ def _batch_day(
 
 @contextmanager
 def _profiled(path: str | None):
-    """cProfile around the block, its stats dumped to ``path`` (nothing when None)."""
+    """cProfile around the block, its stats dumped to ``path`` (nothing when None).
+
+    Timed in CPU seconds of this process (``time.process_time``), not wall: the machine is
+    shared, and a busy neighbour would otherwise inflate every function's figure.
+    """
     if path is None:
         yield
         return
     import cProfile
 
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.process_time)
     profiler.enable()
     try:
         yield

@@ -21,7 +21,8 @@ import pyarrow as pa
 
 from models.churn import PREDICTION_COLUMNS
 from rules import RuleSet
-from serving.core.assess import DECISION_FIELDS, decide_learners
+from serving.app.day_decisions import DecidedDay, answers_decisions
+from serving.core.assess import DECISION_FIELDS
 from serving.core.state import without_later_states
 from serving.infra.answers_file import answers_path, remove_older_answers, write_answers_file
 
@@ -52,6 +53,7 @@ def answers_table(
     state: pd.DataFrame,
     as_of: date,
     model_version: str | None,
+    decided: DecidedDay | None = None,
 ) -> pa.Table:
     """Decide every learner of one day on ``state`` and lay the answers out by ``customer_id``.
 
@@ -63,6 +65,8 @@ def answers_table(
             left out (that day can no longer be decided for them: the scorer says so).
         as_of: the day.
         model_version: the champion's version, None in rules-only mode.
+        decided: the day's first decide (the batch's, on the state before the day): only the
+            learners it cannot answer for are decided again (``answers_decisions``).
 
     Returns:
         The snapshot's columns, then the scores, the decision fields, the state decided on and
@@ -72,7 +76,7 @@ def answers_table(
     features = features.reset_index(drop=True)
     ids = pd.Index(features["customer_id"].astype(str), dtype=object)
     scores = _aligned(scores, ids)
-    decisions = decide_learners(features, scores, ruleset, state, as_of, whole_day=True)
+    decisions = answers_decisions(features, scores, ruleset, state, as_of, decided)
     keys = np.char.encode(ids.to_numpy(dtype=str), "utf-8")
     order = np.argsort(keys, kind="stable")
     columns: dict[str, Any] = {KEY: pa.array(keys, type=pa.binary(max(keys.dtype.itemsize, 1)))}
@@ -145,18 +149,21 @@ def write_day_answers(
     state: pd.DataFrame,
     as_of: date,
     model_version: str | None,
+    decided: DecidedDay | None = None,
 ) -> Path:
     """Decide a day's learners on ``state`` (the state the day left) and write the answers file.
 
     The batch job calls this after committing a day, with its features and scores: the service
-    then opens the file instead of assessing everyone at start-up.
+    then opens the file instead of assessing everyone at start-up; with the day's first decide
+    (``decided``) only the learners it cannot answer for are decided again.
 
     Raises:
         OSError: the data directory cannot be written.
     """
     table = answers_table(
-        features, scores, ruleset=ruleset, state=state, as_of=as_of, model_version=model_version
-    )
+        features, scores, ruleset=ruleset, state=state, as_of=as_of,
+        model_version=model_version, decided=decided,
+    )  # fmt: skip
     path = answers_path(data_dir, as_of, answers_tag(model_version, ruleset))
     write_answers_file(table, path)
     remove_older_answers(data_dir, as_of)  # only the latest day is served

@@ -54,6 +54,7 @@ from features.workspace import TableInput, connect
 from rules import RuleSet
 from serving.app.answers_table import write_day_answers
 from serving.app.day_campaigns import CampaignPlanner, catalogue_planner, plan_day_campaigns
+from serving.app.day_decisions import DecidedDay
 from serving.app.summary import TOP_LEARNERS, BatchResult, summarise, tag_counts
 from serving.core.assess import Assessment, AssessOptions, ModelHandle, assess
 from serving.core.frames import RunRecord, is_in
@@ -243,7 +244,7 @@ def run_day(
     step = context.step or duckdb_step
     day = step(as_of, inputs, context, state, timer)
     assessment, features = day.assessment, day.assessment.features
-    run, snapshot = (None, None) if dry_run else _write(context, day, replace, timer)
+    run, snapshot = (None, None) if dry_run else _write(context, day, state, replace, timer)
     with timer("summary"):
         stored = _stored_tags(context.store, run)
         summary = summarise(assessment, state, run, stored, context.top)
@@ -421,7 +422,7 @@ def spine_of(eligible: pd.DataFrame, state: pd.DataFrame, as_of: date) -> pd.Dat
 
 
 def _write(
-    context: BatchContext, day: AssessedDay, replace: bool, stage: Stage
+    context: BatchContext, day: AssessedDay, state: pd.DataFrame, replace: bool, stage: Stage
 ) -> tuple[RunRecord, Path | None]:
     """Write the day's feature snapshot (and the engine's own files), then commit the day.
 
@@ -450,12 +451,13 @@ def _write(
         run = context.store.apply_day(batch_day, assessment.decisions, scores, plan)
     with stage("answers"):
         if context.data_dir is not None:
-            _write_answers(context, assessment)
+            _write_answers(context, assessment, DecidedDay(state, assessment.decisions))
     return run, snapshot
 
 
-def _write_answers(context: BatchContext, assessment: Assessment) -> None:
-    """The day's answers file for the service, decided on the state the day left.
+def _write_answers(context: BatchContext, assessment: Assessment, decided: DecidedDay) -> None:
+    """The day's answers file for the service, decided on the state the day left (only the
+    learners whose state the commit changed, or whom the cut moved, decided again: ``decided``).
 
     The day is committed: a failure here costs the service a rebuild, not the day (warned).
     """
@@ -463,7 +465,7 @@ def _write_answers(context: BatchContext, assessment: Assessment) -> None:
         write_day_answers(
             Path(context.data_dir), assessment.features, assessment.scores,
             ruleset=context.ruleset, state=context.store.state_frame(assessment.as_of),
-            as_of=assessment.as_of, model_version=assessment.model_version,
+            as_of=assessment.as_of, model_version=assessment.model_version, decided=decided,
         )  # fmt: skip
     except OSError as error:
         logger.warning("the day's answers file was not written (%s); the service builds it", error)

@@ -38,9 +38,9 @@ import pandas as pd
 from features.windows import frame_dtypes
 from features.workspace import naive_utc
 from models.churn import PREDICTION_COLUMNS
-from rules import OVER_CAPACITY, RuleSet, cut_to_capacity
-from rules.engine import codes_of, decision_order
+from rules import OVER_CAPACITY, RuleSet
 from serving.app.batch import AssessedDay, BatchContext, BatchInputs, Stage, spine_of
+from serving.app.day_decisions import whole_day_decisions
 from serving.core.assess import Assessment, decide_learners
 from serving.core.frames import is_in
 from serving.core.problems import Invalid, NotFound
@@ -360,20 +360,6 @@ def decisions_frame(
         elif wanted is not None:
             typed[name] = typed[name].astype(wanted)
     return typed
-
-
-def whole_day_decisions(
-    ruleset: RuleSet, decisions: pd.DataFrame, features: pd.DataFrame
-) -> pd.DataFrame:
-    """The day's capacity cut over every decision, in ``rules.decide``'s order."""
-    priority = codes_of(decisions["priority"].astype(object), ruleset.interventions.priority_order)
-    value, p_churn = (decisions[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
-    order = decision_order(priority, value, p_churn, decisions["customer_id"].array)
-    ordered = decisions.take(order).reset_index(drop=True)
-    products = features.set_index("customer_id")["product_tag"]
-    cut = cut_to_capacity(ruleset, ordered, product_tags=products)
-    cut[OVER_CAPACITY] = cut[OVER_CAPACITY].astype("boolean")
-    return cut
 
 
 @contextmanager

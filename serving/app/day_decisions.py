@@ -1,0 +1,211 @@
+"""A whole day's decisions from decisions made in parts: the capacity cut over all of them.
+
+``rules.decide`` is row-wise: a learner's decision before the day's capacity cut is a function
+of their own features, scores and stored state row and of ``as_of`` alone. Only the cut
+(``rules.cut_to_capacity``) reads the whole day. Two callers lean on that:
+
+- the Spark engine decides each partition alone and cuts the collected day on the driver
+  (``whole_day_decisions``);
+- the batch's answers (``answers_decisions``) must decide every learner again on the state the
+  day left. A learner whose stored state the commit did not change gets the same decision as in
+  the day's first decide, unless the cut rewrote it (over capacity: its own priority, action,
+  control draw and campaign are gone). So only the learners whose state changed and those the
+  cut moved are decided again, and the cut runs over the combined day: row for row what
+  ``decide_learners(..., whole_day=True)`` gives on the state after the commit
+  (``tests/serving/app/test_day_decisions.py`` compares them over simulated days).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from rules import OVER_CAPACITY, RuleSet, cut_to_capacity
+from rules.engine import NO_CODE, codes_of, decision_order
+from serving.core.assess import decide_learners
+from serving.core.frames import is_in
+
+
+@dataclass(frozen=True)
+class DecidedDay:
+    """The day's first decide, which the answers may reuse.
+
+    Attributes:
+        state: the stored state the day was decided on (the state before the day).
+        decisions: the day's decisions on it, the capacity cut applied (``over_capacity`` set).
+    """
+
+    state: pd.DataFrame
+    decisions: pd.DataFrame
+
+
+def whole_day_decisions(
+    ruleset: RuleSet, decisions: pd.DataFrame, features: pd.DataFrame
+) -> pd.DataFrame:
+    """The day's capacity cut over every (uncut) decision, in ``rules.decide``'s order."""
+    priority = codes_of(decisions["priority"].astype(object), ruleset.interventions.priority_order)
+    value, p_churn = (decisions[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
+    order = decision_order(priority, value, p_churn, decisions["customer_id"].array)
+    ordered = decisions.take(order).reset_index(drop=True)
+    products = features.set_index("customer_id")["product_tag"]
+    cut = cut_to_capacity(ruleset, ordered, product_tags=products)
+    cut[OVER_CAPACITY] = cut[OVER_CAPACITY].astype("boolean")
+    return cut
+
+
+def answers_decisions(
+    features: pd.DataFrame,
+    scores: pd.DataFrame,
+    ruleset: RuleSet,
+    state: pd.DataFrame,
+    as_of: date,
+    decided: DecidedDay | None = None,
+) -> pd.DataFrame:
+    """Every learner of ``features`` decided on ``state``, the day's capacity applied.
+
+    Equal to ``decide_learners(features, scores, ruleset, state, as_of, whole_day=True)``; with
+    the day's first decide (``decided``), only the learners it cannot answer for are decided:
+    those whose state changed, and those its cut moved when one of its callers changed.
+
+    Args:
+        features: the day's learners (every one: the capacity is the day's).
+        scores: their scores, row for row with ``features``.
+        ruleset: the rules of the first decide too.
+        state: the stored state to decide on (the state the day left).
+        as_of: the day.
+        decided: the day's first decide on another state; None decides everyone.
+    """
+
+    def everyone() -> pd.DataFrame:
+        return decide_learners(features, scores, ruleset, state, as_of, whole_day=True)
+
+    first = None if decided is None else decided.decisions
+    if first is None or not _same_columns(decided.state, state) or first[OVER_CAPACITY].hasnans:
+        return everyone()  # (a null over_capacity: decisions the cut never saw)
+    ids = features["customer_id"].array
+    reused = codes_of(ids, first["customer_id"].array)
+    redo = (reused < 0) | changed_states(ids, decided.state, state)
+    over = np.zeros(len(ids), bool)
+    over[~redo] = first[OVER_CAPACITY].to_numpy(bool)[reused[~redo]]
+    kept = first.iloc[reused[~redo & ~over]].drop(columns=OVER_CAPACITY)
+    still_over = over if overflow_stays(ruleset, kept) else np.zeros(len(ids), bool)
+    redo |= over & ~still_over
+    rows = np.flatnonzero(redo)
+    again = features.iloc[rows].reset_index(drop=True)
+    fresh = decide_learners(
+        again, scores.iloc[rows].reset_index(drop=True), ruleset,
+        state[is_in(state["customer_id"], again["customer_id"])], as_of,
+    ).drop(columns=OVER_CAPACITY)  # fmt: skip
+    kept = _typed_as(kept, fresh)
+    if kept is None:  # a value the fresh dtypes cannot hold: decide everyone instead
+        return everyone()
+    cut = whole_day_decisions(ruleset, pd.concat([kept, fresh], ignore_index=True), features)
+    if not still_over.any():
+        return cut
+    whole = _with_overflow(ruleset, cut, first.iloc[reused[still_over]])
+    return everyone() if whole is None else whole
+
+
+def overflow_stays(ruleset: RuleSet, kept: pd.DataFrame) -> bool:
+    """Whether every learner the first cut moved is past the cut again, whatever changed.
+
+    ``kept`` are the first decide's rows the cut did not touch, of learners whose state is the
+    same. A learner is over capacity when ``capacity`` calls (non-control personal learners)
+    come before them in decision order (``rules.capacity``). When ``kept`` still holds
+    ``capacity`` calls, they are the first cut's callers, all unchanged: they still come
+    before every learner that cut moved (whose rows are unchanged too), so those learners are
+    past the cut again, and their overflow decision (priority, action, control draw,
+    campaign) is the first cut's: it depends on the learner's own row alone. Otherwise a
+    caller changed, and the moved learners are decided again.
+    """
+    capacity = ruleset.interventions.capacity
+    if capacity is None or kept.empty:
+        return False
+    interventions = ruleset.interventions
+    priority = codes_of(kept["priority"].astype(object), interventions.priority_order)
+    personal = (priority != NO_CODE) & (priority < len(interventions.personal_priorities()))
+    calls = int((personal & ~kept["control"].to_numpy(bool)).sum())
+    return calls >= capacity.personal_outreach_per_day
+
+
+def _with_overflow(
+    ruleset: RuleSet, cut: pd.DataFrame, overflow: pd.DataFrame
+) -> pd.DataFrame | None:
+    """The cut day with the first cut's ``overflow`` rows added, in decision order (None: their
+    values do not fit the cut's dtypes)."""
+    automated = list(dict.fromkeys(ruleset.interventions.capacity.automated_actions.values()))
+    actions = cut["action"].cat.categories
+    missing = [action for action in automated if action not in actions]
+    if missing:  # as the whole day's cut adds them (it moved someone)
+        cut = cut.assign(action=cut["action"].cat.add_categories(missing))
+    overflow = _typed_as(overflow, cut)
+    if overflow is None:
+        return None
+    whole = pd.concat([cut, overflow], ignore_index=True)
+    priority = codes_of(whole["priority"].astype(object), ruleset.interventions.priority_order)
+    value, p_churn = (whole[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
+    order = decision_order(priority, value, p_churn, whole["customer_id"].array)
+    return whole.take(order).reset_index(drop=True)
+
+
+def changed_states(ids: pd.api.extensions.ExtensionArray, before: pd.DataFrame,
+                   after: pd.DataFrame) -> np.ndarray:  # fmt: skip
+    """Which learners' stored state row differs between two state frames (aligned with ``ids``).
+
+    A learner in one frame only has changed; in neither, not. Missing values equal each other.
+    """
+    in_before = codes_of(ids, before["customer_id"].array)
+    in_after = codes_of(ids, after["customer_id"].array)
+    changed = (in_before < 0) != (in_after < 0)
+    both = (in_before >= 0) & (in_after >= 0)
+    rows_before, rows_after = in_before[both], in_after[both]
+    differs = np.zeros(int(both.sum()), bool)
+    for name in before.columns.drop("customer_id"):
+        differs |= ~_equal(before[name].iloc[rows_before], after[name].iloc[rows_after])
+    changed[both] |= differs
+    return changed
+
+
+def _equal(left: pd.Series, right: pd.Series) -> np.ndarray:
+    """Element-wise equality, missing equal to missing (dates compared as instants)."""
+    left_missing, right_missing = left.isna().to_numpy(), right.isna().to_numpy()
+    if left.dtype.kind == "M" or right.dtype.kind == "M":
+        values = [pd.to_datetime(side).to_numpy("datetime64[ns]") for side in (left, right)]
+    else:
+        values = [side.to_numpy(object) for side in (left, right)]
+    same = values[0] == values[1]
+    return np.where(left_missing | right_missing, left_missing & right_missing, same)
+
+
+def _same_columns(before: pd.DataFrame, after: pd.DataFrame) -> bool:
+    """Both states hold the same columns (a rebuilt state may lack the override's kind)."""
+    return set(before.columns) == set(after.columns) and "customer_id" in before.columns
+
+
+def _typed_as(kept: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame | None:
+    """``kept`` with ``fresh``'s dtypes (the cut adds action categories), None if a value is lost.
+
+    The rows of ``kept`` are not over capacity: their values are the rules' own, which the
+    fresh decisions' categories (the ruleset's) hold.
+    """
+    if list(kept.columns) != list(fresh.columns):
+        return None
+    retyped = {}
+    for name in kept.columns:
+        wanted = fresh[name].dtype
+        if kept[name].dtype != wanted:
+            retyped[name] = kept[name].astype(wanted)
+            if int(retyped[name].isna().sum()) != int(kept[name].isna().sum()):
+                return None
+    return kept.assign(**retyped) if retyped else kept
+
+
+__all__ = [
+    "DecidedDay",
+    "answers_decisions",
+    "changed_states",
+    "whole_day_decisions",
+]
