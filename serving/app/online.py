@@ -184,8 +184,10 @@ class OnlineScoring:
         """
         answers = None if self.keeper is None else self.keeper.current
         held = DayFeatures.of(None, FEATURE_SOURCE)  # no rows (shared: no frame built)
-        if answers is not None and answers.as_of == asks[0].as_of:
-            by_id = [ask.customer_id for ask in asks if not ask.inline]
+        by_id = [ask.customer_id for ask in asks if not ask.inline]
+        if by_id and answers is not None and answers.as_of == asks[0].as_of:
+            # Inline asks alone read nothing here: taking no rows of the mapped file still
+            # built a frame of its sixty-odd columns (a tenth of an inline request).
             held = DayFeatures.of(answers.features_of(by_id), FEATURE_SOURCE)
         rest = [ask for ask in asks if ask.customer_id not in held.sources]
         features = held.merged(await self.fetch(rest)) if rest else held

@@ -125,8 +125,10 @@ def scores_and_contributions(
     missing = int(pd.isna(ids).sum() + pd.isna(days).sum())
     if missing:
         raise ValueError(f"feature frame: {missing} missing customer_id or as_of values")
+    # astype to the schema's own dtypes: what its coerce gives, without a Series and pandera's
+    # dispatch per column (~0.1 ms a request).
     arrays = {
-        name: SCORES_SCHEMA.columns[name].dtype.coerce(pd.Series(values)).array
+        name: values.astype(SCORES_SCHEMA.columns[name].dtype.type)
         for name, values in (("customer_id", ids), ("as_of", days))
     }
     arrays |= {name: np.asarray(predicted[name], dtype=np.float64) for name in PREDICTION_COLUMNS}
