@@ -79,10 +79,12 @@ class Coalescer:
 
 def _first_round(waiting: list[_Waiting]) -> list[_Waiting]:
     """The waiting calls, in order, whose learners are not held by an earlier one."""
+    if len(waiting) < 2:  # alone: nobody else to hold its learners
+        return list(waiting)
     seen: set[str] = set()
     round_ = []
     for call in waiting:
-        ids = set(call.frame["customer_id"]) if len(call.frame) else set()
+        ids = set(call.frame["customer_id"].tolist()) if len(call.frame) else set()
         if ids & seen:
             continue
         seen |= ids
