@@ -66,6 +66,7 @@ bench: $(STAMP)
 # batch day or an override writes). The surviving mutants and why they survive: docs/mutation.md.
 MUTATE := \
 	rules.engine.* \
+	rules.decisions.* \
 	rules.conditions.* \
 	features.windows.* \
 	features.window_sql.* \

@@ -22,7 +22,7 @@ import pandas as pd
 
 from rules.campaigns import campaign_columns
 from rules.config import RuleSet
-from rules.engine import NO_CODE, codes_of, decision_order
+from rules.decisions import NO_CODE, codes_of, decision_order
 from rules.interventions import control_flags
 
 OVER_CAPACITY = "over_capacity"

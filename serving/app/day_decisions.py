@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity
-from rules.engine import NO_CODE, codes_of, decision_order
+from rules.decisions import NO_CODE, codes_of, decision_order
 from serving.core.assess import decide_learners
 from serving.core.frames import is_in
 

@@ -25,7 +25,7 @@ CALL_LIST_ORDER = (
     ["priority", "value_at_risk", "p_churn", "customer_id"],
     [True, False, False, True],
 )
-"""``rules.engine.decision_order``'s keys, for stored scores read back in any order."""
+"""``rules.decisions.decision_order``'s keys, for stored scores read back in any order."""
 
 
 def urgent_rows(frame: pd.DataFrame) -> pd.DataFrame:

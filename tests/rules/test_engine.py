@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from rules.columns import Columns
 from rules.config import load_ruleset
-from rules.engine import decide, decision_order
+from rules.decisions import decision_order
+from rules.engine import decide
 from rules.interventions import control_draw
 from rules.schemas import (
     DAYS_KEPT,

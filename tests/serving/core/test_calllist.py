@@ -40,7 +40,7 @@ def test_call_list_puts_the_likelier_to_leave_first_among_equal_values_as_the_en
     )
     # when the call list is drawn from scores read back in any order
     listed = call_list(scores, top=3)
-    # then p_churn breaks the tie (no score last), as rules.engine.decision_order does
+    # then p_churn breaks the tie (no score last), as rules.decisions.decision_order does
     assert listed["customer_id"].tolist() == ["b", "a", "c"]
 
 
