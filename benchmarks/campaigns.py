@@ -1,7 +1,7 @@
 """Benchmark: behaviour tags, campaign matching and the campaign planner at scale.
 
 Builds a seeded synthetic day of decisions and features with numpy, then times
-``rules.behaviours.behaviour_tags`` and ``rules.campaigns.campaign_columns`` on every learner,
+``rules.behaviours.behaviour_tags`` and ``rules.campaign_matching.campaign_columns`` on every learner,
 and ``serving.core.campaigns.plan_campaigns`` with ``--triggered`` of them enrolled in a
 campaign today (a third of them with pending steps or a full cap already). Prints the wall and
 CPU seconds of each step and the number of planned messages.
@@ -20,7 +20,7 @@ import pandas as pd
 
 from features.catalog import load_catalog
 from rules.behaviours import behaviour_tags
-from rules.campaigns import campaign_columns
+from rules.campaign_matching import campaign_columns
 from rules.config import MODEL_SCORE_COLUMNS, load_ruleset
 from serving.core.campaigns import plan_campaigns
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rules.campaigns import campaign_columns
+from rules.campaign_matching import campaign_columns
 from rules.config import RuleSet
 from rules.decisions import NO_CODE, codes_of, decision_order
 from rules.interventions import control_flags

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
 from rules.behaviours import BehaviourLookup
-from rules.campaigns import campaign_columns
+from rules.campaign_matching import campaign_columns
 from rules.columns import Columns
 from rules.config import RuleSet
 from rules.interventions import control_flags, value_at_risk

@@ -27,7 +27,8 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from rules.campaigns import Campaign, Catalogue, step_channels
+from rules.campaign_matching import step_channels
+from rules.campaigns import Campaign, Catalogue
 from rules.interventions import control_draw
 from serving.core.messages import (
     MESSAGE_COLUMNS,

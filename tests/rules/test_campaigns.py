@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from rules.campaign_matching import match_campaigns
 from rules.campaigns import (
     SAMPLE_CONTEXT,
     TEMPLATE_FIELDS,
-    match_campaigns,
     render_message,
     render_problems,
     template_names,
@@ -246,7 +246,7 @@ def test_the_sample_context_has_every_template_field():
 
 
 def test_the_decisions_channel_is_the_first_steps_personalised(ruleset):
-    from rules.campaigns import campaign_columns
+    from rules.campaign_matching import campaign_columns
 
     # given two Freemium learners moving into ST_004 (CP_13: email, push for mobile-primary)
     row = BOOK["defaults"] | {"to_tag": "ST_004", "changed": True, "priority": "P2"}
