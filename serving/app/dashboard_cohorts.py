@@ -255,13 +255,22 @@ def with_behaviour(
     """
     if behaviour is None:
         return learners
+    check_held(frames, behaviour)
+    return holding_behaviour(learners, frames.latest_scores, behaviour)
+
+
+def check_held(frames: DashboardFrames, behaviour: str) -> None:
+    """Refuse a behaviour tag the latest scores do not carry.
+
+    Raises:
+        ValueError: no learner holds ``behaviour`` (naming the tags held).
+    """
     held = behaviours_held(frames)
     if behaviour not in held:
         raise ValueError(
             f"behaviour tag {behaviour!r} is held by no learner on {frames.latest_day}: "
             f"one of {', '.join(held) or 'none'}"
         )
-    return holding_behaviour(learners, frames.latest_scores, behaviour)
 
 
 def behaviours_held(frames: DashboardFrames) -> list[str]:
@@ -274,6 +283,7 @@ __all__ = [
     "MANUAL",
     "NEW",
     "behaviours_held",
+    "check_held",
     "holding_behaviour",
     "known_rules",
     "moves_by_rule",

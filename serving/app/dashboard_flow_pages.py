@@ -26,10 +26,10 @@ from serving.app.dashboard_cohorts import (
     moves_by_rule,
     retention_grid,
     tag_flows,
-    with_behaviour,
 )
-from serving.app.dashboard_data import DashboardFilters, narrow_learners
-from serving.app.dashboard_pages import Links, _charts_json, everyone_at, filter_options
+from serving.app.dashboard_data import DashboardFilters, narrowing
+from serving.app.dashboard_pages import Links, _charts_json, filter_options
+from serving.app.dashboard_selection import everyone_at, holding
 from serving.app.report import render_html
 from serving.core.tags import STATUS_TAGS
 
@@ -50,8 +50,12 @@ def selected_learners(frames: DashboardFrames, filters: DashboardFilters) -> pd.
     # Everyone's tier and cohort are the overview's (found once per history, warmed): masking
     # them costs milliseconds where joining the customers again cost ~1 s at 300k learners.
     # Their tag is dropped: these pages select no learner by tag (``learners_of`` with no tags).
-    everyone = everyone_at(frames, frames.latest_day).assign(tag=None)
-    return with_behaviour(frames, narrow_learners(everyone, filters), filters.behaviour)
+    latest = frames.latest_day
+    everyone = everyone_at(frames, latest).assign(tag=None)
+    keep = narrowing(everyone, filters)
+    if filters.behaviour is not None:  # the holders found once per history, as a mask
+        keep &= holding(frames, latest, filters.behaviour)
+    return everyone[keep].reset_index(drop=True)
 
 
 def retention_heatmap(grid: pd.DataFrame) -> dict[str, Any]:
