@@ -84,7 +84,7 @@ def test_the_run_based_kpis_of_every_day_equal_those_of_the_days_log_rebuilt():
 
 def test_a_learner_s_history_alone_is_the_history_of_that_learner_s_rows():
     # Given the whole history's KPI inputs found once, without and with decision inputs
-    runs, june = decision_days(RUN_INPUTS), date(2024, 6, 20)
+    runs = decision_days(RUN_INPUTS)
     cases = [
         (HISTORY, None, LABELS, {"b", "c", "i"}, _days("2024-01-01", "2024-08-01")[::6]),
         (RUN_HISTORY, runs, None, {"r", "q"}, _days("2024-06-01", "2024-06-10")),
