@@ -74,7 +74,9 @@ def _kept(frames: DashboardFrames, filters: DashboardFilters) -> np.ndarray:
             keep &= holding(frames, latest, filters.behaviour)
         return keep
 
-    return frames.remembered(("flow-kept", *_selection(filters)[1:]), mask)
+    # The tag is in the key: a tag masks everyone out here (its column is dropped above).
+    key = ("flow-kept", filters.tier, filters.cohort, filters.tag, filters.behaviour)
+    return frames.remembered(key, mask)
 
 
 def retention_heatmap(grid: pd.DataFrame) -> dict[str, Any]:

@@ -38,7 +38,7 @@ COMPUTATIONS = {
         "value_by_tier_tag",
     ),
     selection: ("learners_of", "latest_tags", "behaviour_rows"),
-    flow_pages: ("retention_grid", "tag_flows", "moves_by_rule"),
+    flow_pages: ("grid_of_weeks", "week_spans", "tag_flows", "moves_by_rule"),
     value_pages: ("learner_roi", "roi_of_learners", "spend_by_channel", "values_of"),
 }
 """What the pages compute their figures with, by the module that calls it."""
