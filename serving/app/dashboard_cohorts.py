@@ -1,7 +1,9 @@
 """The dashboard's cohort and flow figures: pure DuckDB aggregations over the store's frames.
 
 - ``retention_grid``: enrolment cohort (month) x weeks since enrolment, the share of the cohort's
-  known learners still live (not ST_006) at the end of each week, with the tag mix.
+  known learners still live (not ST_006) at the end of each week, with the tag mix;
+  ``week_spans`` / ``grid_of_weeks`` the same in two steps (everyone's weeks found once per
+  history, then counted for a filter's learners).
 - ``tag_flows`` / ``moves_by_rule``: the moves between tags over a period (the Sankey's links)
   and the same moves by rule, with the rule's description from the audit log's reason.
 - ``present_behaviours`` / ``holding_behaviour``: the behaviour tags (BT_xxx) the latest scores
