@@ -1,7 +1,9 @@
 """The dashboard's cohort and flow figures: pure DuckDB aggregations over the store's frames.
 
 - ``retention_grid``: enrolment cohort (month) x weeks since enrolment, the share of the cohort's
-  known learners still live (not ST_006) at the end of each week, with the tag mix.
+  known learners still live (not ST_006) at the end of each week, with the tag mix;
+  ``week_spans`` / ``grid_of_weeks`` the same in two steps (everyone's weeks found once per
+  history, then counted for a filter's learners).
 - ``tag_flows`` / ``moves_by_rule``: the moves between tags over a period (the Sankey's links)
   and the same moves by rule, with the rule's description from the audit log's reason.
 - ``present_behaviours`` / ``holding_behaviour``: the behaviour tags (BT_xxx) the latest scores
@@ -22,6 +24,7 @@ from datetime import date
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from rules.behaviours import SEPARATOR
 from serving.app.dashboard import DashboardFrames
@@ -54,8 +57,9 @@ def _log(
     return con
 
 
-def _spans_sql() -> str:
-    """Each transition as the weeks since enrolment whose last day it is the learner's tag on.
+def _weeks_sql(extra: str = "") -> str:
+    """Each transition as the weeks since enrolment whose last day it is the learner's tag on
+    (``cohort``, ``tag``, weeks ``lo``..``hi``; with the people's ``extra`` columns, e.g. ", row").
 
     Week ``w`` of a learner enrolled on day ``e`` is the days ``e + 7w .. e + 7w + 6``; a
     transition on day ``a`` holds until the learner's next one (day ``b``), or to the end of the
@@ -63,7 +67,7 @@ def _spans_sql() -> str:
     """
     return f"""
         WITH spans AS (
-            SELECT p.cohort, l.to_tag AS tag,
+            SELECT p.cohort, l.to_tag AS tag{extra},
                    date_diff('day', p.enrolled, l.as_of::DATE) AS opened,
                    date_diff('day', p.enrolled, coalesce(
                        lead(l.as_of::DATE) OVER (PARTITION BY l.customer_id ORDER BY l.id),
@@ -71,17 +75,23 @@ def _spans_sql() -> str:
             FROM log l JOIN people p USING (customer_id)
             WHERE l.as_of::DATE <= $latest::DATE
         ), weeks AS (
-            SELECT cohort, tag,
+            SELECT cohort, tag{extra.replace("p.", "")},
                    greatest(0, ceil((opened - {LAST_DAY_OF_WEEK}) / {WEEK_DAYS}.0))::BIGINT AS lo,
                    (ceil((closed - {LAST_DAY_OF_WEEK}) / {WEEK_DAYS}.0) - 1)::BIGINT AS hi
             FROM spans
         )
-        SELECT cohort, tag, week, sum(change)::BIGINT AS change FROM (
-            SELECT cohort, tag, lo AS week, 1 AS change FROM weeks WHERE lo <= hi
-            UNION ALL
-            SELECT cohort, tag, hi + 1 AS week, -1 AS change FROM weeks WHERE lo <= hi
-        ) GROUP BY ALL
+        SELECT * FROM weeks WHERE lo <= hi
     """
+
+
+_CHANGES_SQL = """
+    SELECT cohort, tag, week, sum(change)::BIGINT AS change FROM (
+        SELECT cohort, tag, lo AS week, 1 AS change FROM weeks
+        UNION ALL
+        SELECT cohort, tag, hi + 1 AS week, -1 AS change FROM weeks
+    ) GROUP BY ALL
+"""
+"""The weeks' openings and closings per cohort, tag and week (a running sum counts them)."""
 
 
 def retention_grid(
@@ -106,6 +116,16 @@ def retention_grid(
         ST_006, ``share_live`` = live / known (NaN when none is known: a blank cell, not 0) and
         one count per status tag.
     """
+    con = _people_log(transitions, customers, learners)
+    con.execute(f"CREATE TABLE weeks AS {_weeks_sql()}", {"latest": pd.Timestamp(latest_day)})
+    con.execute(f"CREATE TABLE changes AS {_CHANGES_SQL}")
+    return _widen(con.execute(_GRID_SQL).df())
+
+
+def _people_log(
+    transitions: pd.DataFrame, customers: pd.DataFrame, learners: pd.DataFrame | None
+) -> duckdb.DuckDBPyConnection:
+    """``_log`` with the (chosen) customers' enrolment day and cohort as ``people``."""
     con = _log(transitions, learners, ["id", "customer_id", "as_of", "to_tag"])
     enrolled = pd.to_datetime(customers["enrolled_at"], utc=True).dt.tz_localize(None)
     # The ids stay in their column's (Arrow) strings: a numpy copy costs a Python str each.
@@ -117,9 +137,36 @@ def retention_grid(
         "enrolled::DATE AS enrolled, "
         f"strftime(enrolled, '%Y-%m') AS cohort FROM all_people {chosen}"
     )
-    con.execute(f"CREATE TABLE changes AS {_spans_sql()}", {"latest": pd.Timestamp(latest_day)})
-    counts = con.execute(_GRID_SQL).df()
-    return _widen(counts)
+    return con
+
+
+def week_spans(
+    transitions: pd.DataFrame, customers: pd.DataFrame, latest_day: date, learners: pd.DataFrame
+) -> pa.Table:
+    """Every transition as the weeks it is its learner's tag at the end of (``retention_grid``
+    before it counts them), with the learner's ``row`` in ``learners`` (all the customers').
+
+    Found once per history: the grid of some learners is then their rows' (``grid_of_weeks``),
+    without the window over the whole log each filter ran again (~0.6 s at a million).
+    """
+    con = _people_log(transitions, customers, None)
+    rows = pd.DataFrame({"customer_id": learners["customer_id"], "row": range(len(learners))})
+    con.register("rows", rows)
+    con.execute("CREATE TABLE numbered AS SELECT * FROM people JOIN rows USING (customer_id)")
+    con.execute("DROP TABLE people")
+    con.execute("ALTER TABLE numbered RENAME TO people")
+    latest = {"latest": pd.Timestamp(latest_day)}
+    return con.sql(_weeks_sql(", p.row"), params=latest).to_arrow_table()
+
+
+def grid_of_weeks(weeks: pa.Table, cohorts: pd.Series) -> pd.DataFrame:
+    """``retention_grid`` of the learners whose ``week_spans`` rows are ``weeks`` and whose
+    enrolment months are ``cohorts`` (one per learner)."""
+    con = duckdb.connect()
+    con.register("weeks", weeks)
+    con.register("people", pd.DataFrame({"cohort": cohorts.to_numpy(dtype=object)}))
+    con.execute(f"CREATE TABLE changes AS {_CHANGES_SQL}")
+    return _widen(con.execute(_GRID_SQL).df())
 
 
 _GRID_SQL = f"""
@@ -255,13 +302,22 @@ def with_behaviour(
     """
     if behaviour is None:
         return learners
+    check_held(frames, behaviour)
+    return holding_behaviour(learners, frames.latest_scores, behaviour)
+
+
+def check_held(frames: DashboardFrames, behaviour: str) -> None:
+    """Refuse a behaviour tag the latest scores do not carry.
+
+    Raises:
+        ValueError: no learner holds ``behaviour`` (naming the tags held).
+    """
     held = behaviours_held(frames)
     if behaviour not in held:
         raise ValueError(
             f"behaviour tag {behaviour!r} is held by no learner on {frames.latest_day}: "
             f"one of {', '.join(held) or 'none'}"
         )
-    return holding_behaviour(learners, frames.latest_scores, behaviour)
 
 
 def behaviours_held(frames: DashboardFrames) -> list[str]:
@@ -274,11 +330,14 @@ __all__ = [
     "MANUAL",
     "NEW",
     "behaviours_held",
+    "check_held",
+    "grid_of_weeks",
     "holding_behaviour",
     "known_rules",
     "moves_by_rule",
     "present_behaviours",
     "retention_grid",
     "tag_flows",
+    "week_spans",
     "with_behaviour",
 ]

@@ -179,12 +179,18 @@ def narrow_learners(learners: pd.DataFrame, filters: DashboardFilters) -> pd.Dat
         learners: ``learners_of(customers, tags, DashboardFilters())``.
         filters: the lead's filters (tier, cohort and tag narrow; the dates do not).
     """
+    return learners[narrowing(learners, filters)].reset_index(drop=True)
+
+
+def narrowing(learners: pd.DataFrame, filters: DashboardFilters) -> np.ndarray:
+    """Whether ``filters``' tier, cohort and tag select each row of ``learners`` (a boolean
+    per row): ``narrow_learners``' mask, which a caller may combine with others."""
     keep = np.ones(len(learners), dtype=bool)
     wanted = {"product_tag": filters.tier, "cohort": filters.cohort, "tag": filters.tag}
     for column, value in wanted.items():
         if value is not None:
             keep &= (learners[column] == value).to_numpy(dtype=bool, na_value=False)
-    return learners[keep].reset_index(drop=True)
+    return keep
 
 
 def tag_spans(transitions: pd.DataFrame) -> pa.Table:
@@ -365,6 +371,7 @@ def kpi_trend(
     days: Sequence[date],
     learners: pd.DataFrame | None = None,
     history: KpiHistory | None = None,
+    positions: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The six KPIs (``serving.app.kpis.compute_kpis_on_days``, the one implementation) on each day.
 
@@ -376,6 +383,8 @@ def kpi_trend(
         history: ``inputs`` and ``customers`` already found as a ``KpiHistory`` reaching the
             last of ``days`` (``DashboardCache.kpi_history``: once per stored history, so that
             a filter only narrows it); None finds it here.
+        positions: ``learners`` as positions in ``history.ids`` (``KpiHistory.positions_of``,
+            with ``history``): narrowed by a mask, not by their ids; None: by their ids.
 
     Returns:
         One row per day and KPI: ``day``, ``id``, ``name``, ``value`` (NaN without data),
@@ -391,7 +400,9 @@ def kpi_trend(
             inputs.transitions, inputs.scores, customers, until=max(days),
             outcomes=inputs.outcomes, decisions=inputs.decisions, horizon_days=LABEL_HORIZON_DAYS,
         )  # fmt: skip
-    if learners is not None:
+    if learners is not None and positions is not None:
+        history = history.of_positions(positions)
+    elif learners is not None:
         history = history.of_learners(learners["customer_id"].astype(str))
     on_days = kpis_on_days(history, sorted(days))
     rows = [
@@ -423,6 +434,7 @@ __all__ = [
     "latest_tags",
     "learners_of",
     "narrow_learners",
+    "narrowing",
     "rows_of",
     "tag_series",
     "tag_spans",

@@ -16,20 +16,23 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from serving.app.charts import TAG_COLORS
 from serving.app.dashboard import DashboardCache, DashboardFrames
 from serving.app.dashboard_cohorts import (
     NEW,
+    grid_of_weeks,
     known_rules,
     moves_by_rule,
-    retention_grid,
     tag_flows,
-    with_behaviour,
+    week_spans,
 )
-from serving.app.dashboard_data import DashboardFilters, narrow_learners
-from serving.app.dashboard_pages import Links, _charts_json, everyone_at, filter_options
+from serving.app.dashboard_data import DashboardFilters, narrowing
+from serving.app.dashboard_pages import Links, _charts_json, filter_options
+from serving.app.dashboard_selection import everyone_at, holding
 from serving.app.report import render_html
 from serving.core.tags import STATUS_TAGS
 
@@ -45,13 +48,35 @@ def selected_learners(frames: DashboardFrames, filters: DashboardFilters) -> pd.
     Raises:
         ValueError: a behaviour tag no learner holds on the latest batch day (naming those held).
     """
-    if filters.tier is None and filters.cohort is None and filters.behaviour is None:
+    if not _selects(filters):
         return None
-    # Everyone's tier and cohort are the overview's (found once per history, warmed): masking
-    # them costs milliseconds where joining the customers again cost ~1 s at 300k learners.
-    # Their tag is dropped: these pages select no learner by tag (``learners_of`` with no tags).
     everyone = everyone_at(frames, frames.latest_day).assign(tag=None)
-    return with_behaviour(frames, narrow_learners(everyone, filters), filters.behaviour)
+    return everyone[_kept(frames, filters)].reset_index(drop=True)
+
+
+def _selects(filters: DashboardFilters) -> bool:
+    return not (filters.tier is None and filters.cohort is None and filters.behaviour is None)
+
+
+def _kept(frames: DashboardFrames, filters: DashboardFilters) -> np.ndarray:
+    """Whether the tier, cohort and behaviour filters select each of everyone at the latest
+    day, kept per filter.
+
+    Everyone's tier and cohort are the overview's (found once per history, warmed): masking
+    them costs milliseconds where joining the customers again cost ~1 s at 300k learners.
+    Their tag is dropped: these pages select no learner by tag (``learners_of`` with no tags).
+    """
+
+    def mask() -> np.ndarray:
+        latest = frames.latest_day
+        keep = narrowing(everyone_at(frames, latest).assign(tag=None), filters)
+        if filters.behaviour is not None:  # the holders found once per history, as a mask
+            keep &= holding(frames, latest, filters.behaviour)
+        return keep
+
+    # The tag is in the key: a tag masks everyone out here (its column is dropped above).
+    key = ("flow-kept", filters.tier, filters.cohort, filters.tag, filters.behaviour)
+    return frames.remembered(key, mask)
 
 
 def retention_heatmap(grid: pd.DataFrame) -> dict[str, Any]:
@@ -151,7 +176,7 @@ def cohorts_parts(
     latest = frames.latest_day
     chosen = frames.remembered(_selection(filters), lambda: selected_learners(frames, filters))
     key = ("grid", *_selection(filters)[1:])
-    known, charts = frames.remembered(key, lambda: _grid(frames, latest, chosen))
+    known, charts = frames.remembered(key, lambda: _grid(frames, latest, filters))
     _options(frames)
     everyone_at(frames, latest)  # with the unfiltered page (warmed): a first filter only masks
     return chosen, known, charts
@@ -205,10 +230,22 @@ def flows_parts(
 
 
 def _grid(
-    frames: DashboardFrames, latest: date, chosen: pd.DataFrame | None
+    frames: DashboardFrames, latest: date, filters: DashboardFilters
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """The grid's known cells and its heatmap (none when no cell is known)."""
-    grid = retention_grid(frames.transitions, frames.customers, latest, chosen)
+    """The grid's known cells and its heatmap (none when no cell is known): everyone's week
+    spans found once per history (with the unfiltered page, warmed), a filter's rows of them
+    counted (``retention_grid`` of its learners, without the window over the log again)."""
+    everyone = everyone_at(frames, latest)
+    weeks = frames.remembered(
+        ("week-spans",),
+        lambda: week_spans(frames.transitions, frames.customers, latest, everyone),
+    )
+    cohorts = everyone["cohort"]
+    if _selects(filters):
+        keep = _kept(frames, filters)
+        weeks = weeks.filter(pa.array(keep[weeks["row"].to_numpy()]))
+        cohorts = cohorts[keep]
+    grid = grid_of_weeks(weeks, cohorts)
     known = grid[grid["known"] > 0]
     return known, [] if known.empty else [{"id": "retention-chart", **retention_heatmap(grid)}]
 

@@ -39,9 +39,6 @@ from serving.app.dashboard_data import (
     call_rows,
     days_in_range,
     kpi_trend,
-    latest_tags,
-    learners_of,
-    narrow_learners,
     rows_of,
     tag_series,
     tag_spans,
@@ -50,6 +47,7 @@ from serving.app.dashboard_data import (
     with_learner,
 )
 from serving.app.dashboard_learner import charts_json, history_chart, learner_page
+from serving.app.dashboard_selection import everyone_at, kpi_positions, prime, selected
 from serving.app.dashboard_why import ReasonSource
 from serving.app.kpi_targets import KPI_TARGETS
 from serving.app.report import format_kpi_value, learner_anchor, render_html
@@ -224,16 +222,33 @@ def overview_parts(
         ("tags", filters), lambda: tags_of(frames, filters, days, end, chosen)
     )
     trend = frames.remembered(
-        ("kpis", filters),
-        lambda: kpi_trend(
-            cache.kpi_inputs(frames), frames.customers, days, chosen, cache.kpi_history(frames)
-        ),
+        ("kpis", filters), lambda: _trend(cache, frames, filters, days, chosen)
     )
     values = frames.remembered(
         ("values", filters), lambda: values_of(frames, filters, end, learners)
     )
     options = frames.remembered(("options",), lambda: filter_options(frames))
+    if chosen is None:
+        prime(cache, frames)  # with the unfiltered page (warmed): a first filter only masks
     return days, learners, series, trend, values, options
+
+
+def _trend(
+    cache: DashboardCache,
+    frames: DashboardFrames,
+    filters: DashboardFilters,
+    days: list[date],
+    chosen: pd.DataFrame | None,
+) -> pd.DataFrame:
+    """The KPI trend of the ``chosen`` learners (None: everyone), narrowed by their positions
+    in the KPI history (``kpi_positions``), not by their ids."""
+    positions = None
+    if chosen is not None:
+        end = days[-1] if days else frames.latest_day
+        positions = kpi_positions(cache, frames, end)[selected(frames, filters, end)]
+    history = cache.kpi_history(frames)
+    inputs = cache.kpi_inputs(frames)
+    return kpi_trend(inputs, frames.customers, days, chosen, history, positions)
 
 
 def tags_of(
@@ -395,21 +410,9 @@ def filter_options(frames: DashboardFrames) -> dict[str, list[str]]:
     }
 
 
-def everyone_at(frames: DashboardFrames, end: date) -> pd.DataFrame:
-    """Every learner's tier, cohort and tag at the end of ``end`` (``learners_of`` everyone),
-    found once per end day and kept with the frames: a filter then only masks it
-    (``narrow_learners``). The unfiltered overview finds it at the latest day."""
-    return frames.remembered(
-        ("everyone", end),
-        lambda: learners_of(
-            frames.customers, latest_tags(frames.transitions, end), DashboardFilters()
-        ),
-    )
-
-
 def _learners(frames: DashboardFrames, filters: DashboardFilters, end: date) -> pd.DataFrame:
-    everyone = everyone_at(frames, end)
-    return with_behaviour(frames, narrow_learners(everyone, filters), filters.behaviour)
+    """The learners the filters select at ``end``: everyone's rows the selection masks."""
+    return everyone_at(frames, end)[selected(frames, filters, end)].reset_index(drop=True)
 
 
 def _latest_kpis(trend: pd.DataFrame) -> list[dict[str, Any]]:

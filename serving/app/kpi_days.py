@@ -124,7 +124,31 @@ class KpiHistory:
             return _prepare(*self.checked(chosen), self.horizon_days, self.until)
         # Arrow's hash lookup of every id in the chosen ones: pandas' get_indexer of a third of
         # a million ids against a million costs ~0.45 s of CPU, this ~0.14 s.
-        selected = is_in(self.ids, chosen)
+        return self._narrowed(is_in(self.ids, chosen), chosen)
+
+    def of_positions(self, positions: np.ndarray) -> KpiHistory:
+        """``of_learners`` of the learners at ``positions`` in ``ids`` (-1: not there): a mask
+        of a million rows instead of a string lookup (~0.3 s of CPU at a million learners).
+
+        Args:
+            positions: ``positions_of`` the learners (found once per history by the caller).
+        """
+        known = np.asarray(positions)[np.asarray(positions) >= 0]
+        by_id = self.decisions is not None and self.decisions.loaded is None
+        if self.chosen is not None or by_id or not self.in_day_order:
+            return self.of_learners(self.ids[known])  # these read the checked frames by id
+        selected = np.zeros(len(self.ids), dtype=bool)
+        selected[known] = True
+        return self._narrowed(selected, self.ids[selected])
+
+    def positions_of(self, customer_ids: pd.Series | pd.Index) -> np.ndarray:
+        """Each of ``customer_ids``' position in ``ids`` (-1: not there), for ``of_positions``."""
+        found = pc.index_in(pa.array(customer_ids, pa.string()), value_set=pa.array(self.ids))
+        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def _narrowed(self, selected: np.ndarray, chosen: pd.Index) -> KpiHistory:
+        """The frames from ``log`` on narrowed to the rows of ``selected`` learners (a boolean
+        per ``ids``), remembering ``chosen`` (their ids)."""
         kept = {
             name: frame[selected[frame["learner"].to_numpy()]]
             for name in ("log", "learners", "progression", "detection", "episodes", "automatic")

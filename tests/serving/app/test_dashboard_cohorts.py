@@ -5,18 +5,21 @@ from __future__ import annotations
 from datetime import date
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
 from serving.app.dashboard_cohorts import (
     MANUAL,
     NEW,
+    grid_of_weeks,
     holding_behaviour,
     known_rules,
     moves_by_rule,
     present_behaviours,
     retention_grid,
     tag_flows,
+    week_spans,
 )
 from serving.app.dashboard_data import DashboardFilters, learners_of
 
@@ -90,6 +93,26 @@ def test_the_grid_of_chosen_learners_and_before_any_week_ends():
     assert _cell(grid, "2026-04", 0)["cohort_size"] == 1  # d is not chosen
     # as of 04-01 no week of anyone has ended inside the history: nothing to draw
     assert retention_grid(LOG, CUSTOMERS, date(2026, 4, 1)).empty
+
+
+def test_the_grid_of_some_learners_week_spans_is_the_grid_of_those_learners():
+    # Given everyone's week spans found once, numbered by a shuffled list of the learners
+    everyone = learners_of(CUSTOMERS, pd.DataFrame({"customer_id": [], "tag": []}),
+                           DashboardFilters()).sample(frac=1, random_state=3)  # fmt: skip
+    everyone, cells = everyone.reset_index(drop=True), []
+    for latest in (LATEST, date(2026, 4, 5), date(2026, 4, 1)):
+        weeks = week_spans(LOG, CUSTOMERS, latest, everyone)
+        for chosen in (["a", "b", "c", "d"], ["a", "c"], ["b"], ["d"], []):
+            # When a mask keeps some learners' spans and cohorts
+            keep = everyone["customer_id"].isin(chosen).to_numpy()
+            kept = weeks.filter(pa.array(keep[weeks["row"].to_numpy()]))
+            grid = grid_of_weeks(kept, everyone["cohort"][keep])
+            # Then the grid is retention_grid of those learners
+            learners = pd.DataFrame({"customer_id": chosen}, dtype="str")
+            expected = retention_grid(LOG, CUSTOMERS, latest, learners)
+            pd.testing.assert_frame_equal(grid, expected, check_index_type=False)
+            cells.append(len(grid))
+    assert min(cells) == 0 < max(cells)  # grids with cells and without were compared
 
 
 def test_flows_count_moves_between_tags_with_onboarding_as_new():

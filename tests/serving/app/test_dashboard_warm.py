@@ -10,6 +10,7 @@ import pytest
 
 import serving.app.dashboard_flow_pages as flow_pages
 import serving.app.dashboard_pages as overview_pages
+import serving.app.dashboard_selection as selection
 import serving.app.dashboard_value_page as value_pages
 from serving.app.dashboard import DashboardCache, Preparing
 from serving.app.dashboard_data import DashboardFilters
@@ -35,9 +36,9 @@ COMPUTATIONS = {
         "kpi_trend",
         "value_of_rows",
         "value_by_tier_tag",
-        "learners_of",
     ),
-    flow_pages: ("retention_grid", "tag_flows", "moves_by_rule"),
+    selection: ("learners_of", "latest_tags", "behaviour_rows"),
+    flow_pages: ("grid_of_weeks", "week_spans", "tag_flows", "moves_by_rule"),
     value_pages: ("learner_roi", "roi_of_learners", "spend_by_channel", "values_of"),
 }
 """What the pages compute their figures with, by the module that calls it."""

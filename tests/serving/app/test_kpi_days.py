@@ -128,6 +128,40 @@ def test_the_learners_chosen_are_the_same_whatever_sequence_names_them():
     assert listed != kpis_on_days(whole, days)
 
 
+def _ids(chosen: pd.Index | None) -> set[str]:
+    return set() if chosen is None else set(chosen)  # None: history found again for them
+
+
+def test_learners_narrowed_by_position_give_the_kpis_of_those_narrowed_by_id():
+    # Given whole histories (labels; decision inputs; a log going back within a learner) and
+    # learners named with repeats and an id nobody has
+    back = [
+        ("x", "2024-06-10", None, "ST_001", "R01", "2024-06-10 01:00"),
+        ("x", "2024-06-05", "ST_001", "ST_004", "R04", "2024-06-11 01:00"),
+        ("y", "2024-06-01", None, "ST_001", "R01", "2024-06-01 01:00"),
+    ]
+    runs, june = decision_days(RUN_INPUTS), date(2024, 6, 20)
+    cases = [
+        (_history(HISTORY), ["i", "c", "b", "c", "nobody"], _days("2024-01-01", "2024-08-01")[::6]),
+        (_history(RUN_HISTORY, runs, None), ["q", "r"], _days("2024-06-01", "2024-06-10")),
+        (_history(back, None, None, until=june), ["x"], _days("2024-06-01", "2024-06-20")),
+    ]  # fmt: skip
+    for whole, named, days in cases:
+        # When narrowed by their positions in the history's ids
+        positions = whole.positions_of(pd.Series(named, dtype="str"))
+        by_position = whole.of_positions(positions)
+        # Then the KPIs and the learners chosen are those narrowed by their ids
+        by_id = whole.of_learners(named)
+        assert kpis_on_days(by_position, days) == kpis_on_days(by_id, days)
+        assert kpis_on_days(by_position, days) != kpis_on_days(whole, days)
+        assert _ids(by_position.chosen) == _ids(by_id.chosen) - {"nobody"}
+        assert (positions == -1).tolist() == [name == "nobody" for name in named]
+    # And a history already narrowed is narrowed again by id (what both keep)
+    whole = cases[0][0]
+    twice = whole.of_learners(["a", "b"]).of_positions(whole.positions_of(pd.Index(["b", "c"])))
+    assert list(twice.chosen) == ["b"]
+
+
 def test_unique_ids_keep_the_first_of_each_id_in_order():
     # Given ids with repeats, as a list, Arrow strings, a numpy array and a set
     ids = ["b", "a", "b", "c", "a"]
