@@ -1,8 +1,8 @@
 """Benchmark: behaviour tags, campaign matching and the campaign planner at scale.
 
 Builds a seeded synthetic day of decisions and features with numpy, then times
-``rules.behaviours.behaviour_tags`` and ``rules.campaign_matching.campaign_columns`` on every learner,
-and ``serving.core.campaigns.plan_campaigns`` with ``--triggered`` of them enrolled in a
+``rules.behaviours.behaviour_tags`` and ``rules.campaign_matching.campaign_columns`` on every
+learner, and ``serving.core.campaigns.plan_campaigns`` with ``--triggered`` of them enrolled in a
 campaign today (a third of them with pending steps or a full cap already). Prints the wall and
 CPU seconds of each step and the number of planned messages.
 
