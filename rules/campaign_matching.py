@@ -10,7 +10,6 @@ The rules engine calls this on its own arrays before it builds the decisions' fr
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,6 +22,7 @@ import pyarrow.compute as pc
 
 from rules.behaviours import BehaviourLookup
 from rules.campaigns import CHANNELS, NEW, Catalogue, Step, TransitionTrigger
+from rules.schemas import built_once
 
 Decisions = pd.DataFrame | Mapping[str, Any]
 """Decision columns by name: a frame, or the rules engine's arrays before it builds one."""
@@ -99,25 +99,10 @@ class _Triggers:
     codes: tuple[_TriggerCodes, ...]
 
 
-_TRIGGERS: dict[int, tuple[weakref.ref[Catalogue], _Triggers]] = {}
-"""Compiled triggers per catalogue, by identity (it holds dicts, so it is not hashable)."""
-
-
 def _triggers_of(catalogue: Catalogue) -> _Triggers:
     """The catalogue's triggers as codes, compiled on first use (every decision matches them:
     compiling them per call was most of matching one learner)."""
-    ident = id(catalogue)
-    entry = _TRIGGERS.get(ident)
-    if entry is None or entry[0]() is not catalogue:
-        entry = (weakref.ref(catalogue, lambda ref: _forget(ident, ref)), _compiled(catalogue))
-        _TRIGGERS[ident] = entry
-    return entry[1]
-
-
-def _forget(ident: int, ref: weakref.ref[Catalogue]) -> None:
-    entry = _TRIGGERS.get(ident)
-    if entry is not None and entry[0] is ref:
-        _TRIGGERS.pop(ident, None)
+    return built_once(catalogue, "triggers", lambda: _compiled(catalogue))
 
 
 def _compiled(catalogue: Catalogue) -> _Triggers:

@@ -18,7 +18,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.engines import pandas_engine
 
-from rules.campaigns import CHANNELS
+from rules.campaigns import CHANNELS, Catalogue
 from rules.columns import Columns
 from rules.config import MODEL_SCORE_COLUMNS, RuleSet
 from rules.interventions import RISK_INDICATOR_TOTAL
@@ -54,20 +54,21 @@ class DecisionInputError(ValueError):
     """A ``scored`` or ``state`` frame the engine cannot decide on; says which column and rows."""
 
 
-_BUILT: dict[int, tuple[weakref.ref[RuleSet], dict[Hashable, Any]]] = {}
-"""Schemas built per ruleset (by identity: a RuleSet holds dicts, so it is not hashable)."""
+_BUILT: dict[int, tuple[weakref.ref[Any], dict[Hashable, Any]]] = {}
+"""What was built per ruleset (or catalogue), by identity: they hold dicts, so are not hashable."""
 DAYS_KEPT = 8
 """``state_schema`` days kept per ruleset: a service's current days, a backfill's recent ones."""
 
 
-def built_once(ruleset: RuleSet, key: Hashable, build: Callable[[], Any]) -> Any:
+def built_once(ruleset: RuleSet | Catalogue, key: Hashable, build: Callable[[], Any]) -> Any:
     """``build()`` for ``ruleset`` and ``key``, built on first use and then kept.
 
     For what depends only on the ruleset (and ``key``): a schema costs ~1 ms to build, as much
     as validating a one-row frame, and the engine asks for the same few on every call (and
-    for its lookup tables, ``rules.engine``). The entry goes with the ruleset (weak
-    reference), so a new ruleset reusing a dead one's ``id`` never sees the dead one's values.
-    Values are shared: never modify one.
+    for its lookup tables, ``rules.decisions``; the campaign catalogue's compiled triggers,
+    ``rules.campaign_matching``, are kept per catalogue alike). The entry goes with the ruleset
+    (weak reference), so a new ruleset reusing a dead one's ``id`` never sees the dead one's
+    values. Values are shared: never modify one.
     """
     ident = id(ruleset)
     entry = _BUILT.get(ident)
@@ -81,7 +82,7 @@ def built_once(ruleset: RuleSet, key: Hashable, build: Callable[[], Any]) -> Any
     return value
 
 
-def _forget(ident: int, ref: weakref.ref[RuleSet]) -> None:
+def _forget(ident: int, ref: weakref.ref[Any]) -> None:
     entry = _BUILT.get(ident)
     if entry is not None and entry[0] is ref:
         _BUILT.pop(ident, None)
