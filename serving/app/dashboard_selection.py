@@ -20,13 +20,12 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from rules.behaviours import BehaviourLookup
 from serving.app.dashboard import DashboardCache, DashboardFrames
 from serving.app.dashboard_cohorts import check_held
 from serving.app.dashboard_data import DashboardFilters, latest_tags, learners_of, narrowing
+from serving.core.frames import positions_in
 
 
 def everyone_at(frames: DashboardFrames, end: date) -> pd.DataFrame:
@@ -88,12 +87,7 @@ def behaviour_rows(
         scores: a day's scores (``customer_id``, ``behaviour_tags``).
         learners: the learners a mask is asked over (``customer_id``).
     """
-    # Arrow's hash lookup: pandas' get_indexer of a million ids in a million costs ~1 s of CPU.
-    found = pc.index_in(
-        pa.array(scores["customer_id"], pa.string()),
-        value_set=pa.array(learners["customer_id"], pa.string()),
-    )
-    rows = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = positions_in(scores["customer_id"], learners["customer_id"])
     return BehaviourLookup(scores["behaviour_tags"]), rows
 
 

@@ -61,7 +61,13 @@ from serving.app.kpis import (
     risk_episodes,
 )
 from serving.app.qualifying import DecisionDays, qualifying_runs, run_starts
-from serving.core.frames import STORED_SCORES_SCHEMA, TRANSITIONS_SCHEMA, is_in, validate_frame
+from serving.core.frames import (
+    STORED_SCORES_SCHEMA,
+    TRANSITIONS_SCHEMA,
+    is_in,
+    positions_in,
+    validate_frame,
+)
 from serving.core.tags import RISK_TAG
 
 
@@ -143,8 +149,7 @@ class KpiHistory:
 
     def positions_of(self, customer_ids: pd.Series | pd.Index) -> np.ndarray:
         """Each of ``customer_ids``' position in ``ids`` (-1: not there), for ``of_positions``."""
-        found = pc.index_in(pa.array(customer_ids, pa.string()), value_set=pa.array(self.ids))
-        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return positions_in(customer_ids, self.ids)
 
     def _narrowed(self, selected: np.ndarray, chosen: pd.Index) -> KpiHistory:
         """The frames from ``log`` on narrowed to the rows of ``selected`` learners (a boolean

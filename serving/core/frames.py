@@ -210,6 +210,19 @@ def is_in(values: Any, candidates: Any) -> np.ndarray:
     return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 
+def positions_in(values: Any, candidates: Any) -> np.ndarray:
+    """Each of ``values``' position in ``candidates`` (strings: ids), -1 where absent or null.
+
+    Arrow's hash lookup, as ``is_in``: pandas' ``get_indexer`` of a million ids in a million
+    costs ~1 s of CPU.
+    """
+    import pyarrow as pa  # as in is_in: kept off this module's import
+    import pyarrow.compute as pc
+
+    found = pc.index_in(pa.array(values, pa.string()), value_set=pa.array(candidates, pa.string()))
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def numbered(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with rows numbered 0..n-1: itself when they already are (no copy; a one-row
     feature frame's ``reset_index`` copies its sixty-odd columns, ~0.2 ms a request)."""
@@ -232,6 +245,7 @@ __all__ = [
     "empty_state",
     "is_in",
     "numbered",
+    "positions_in",
     "state_frame_of_rows",
     "stored_frame",
     "validate_frame",
