@@ -692,10 +692,21 @@ class ChurnModel:
         if values.size == 0:
             contributions = pd.DataFrame(columns=columns, index=X.index, dtype=np.float64)
             return self._calibrated(np.empty(0, dtype=np.float64), X.index), contributions
-        raw = np.asarray(self.booster.predict(values, **_threads(len(values))), dtype=np.float64)
-        predictions = _checked_predictions(self._calibrated(raw, X.index))
+        predictions = self.predict_rows(X, values)
         contributions = pd.DataFrame(self.raw_contributions(values), columns=columns, index=X.index)
         return predictions, contributions
+
+    def predict_rows(self, X: pd.DataFrame, values: np.ndarray) -> pd.DataFrame:
+        """``predict`` of ``X`` (non-empty) whose ``model_values`` the caller built: ``values``.
+
+        A caller holding the matrix predicts from it and computes ``raw_contributions`` of the
+        same rows when it likes (the service runs TreeSHAP beside the rules engine).
+
+        Raises:
+            ValueError: when a prediction breaks its contract (a bug, never the input's fault).
+        """
+        raw = np.asarray(self.booster.predict(values, **_threads(len(values))), dtype=np.float64)
+        return _checked_predictions(self._calibrated(raw, X.index))
 
     def model_values(self, X: pd.DataFrame) -> np.ndarray:
         """``X`` as the float64 array the booster reads (categories as their training codes).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -137,6 +138,9 @@ class OnlineScoring:
     def __post_init__(self) -> None:
         # A lambda, not the bound method: a test may replace ``_assess`` on the instance.
         self._coalesced = Coalescer(lambda frame, as_of: self._assess(frame, as_of))
+        # TreeSHAP runs here while the rules engine decides (``AssessOptions.explainer``): two
+        # threads, one per concurrent assessment (a coalesced round, an apply or an explain).
+        self._explainer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lstep-treeshap")
 
     async def score(self, asks: Sequence[LearnerAsk], *, apply: bool, now: datetime) -> ScoreResult:
         """Score, decide and explain the asks (one day, unique learners); apply the moves.
@@ -219,7 +223,10 @@ class OnlineScoring:
         (``check_inputs=False``): on one learner the checks cost more than the assessment.
         """
         state = self.store.state_of(frame["customer_id"].tolist(), as_of)
-        options = AssessOptions(top_reasons=self.top_reasons, explain=True, check_inputs=False)
+        options = AssessOptions(
+            top_reasons=self.top_reasons, explain=True, check_inputs=False,
+            explainer=self._explainer,
+        )  # fmt: skip
         return assess(
             frame, champion=self.champion, ruleset=self.ruleset, state=state, as_of=as_of,
             options=options,

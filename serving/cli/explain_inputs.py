@@ -30,6 +30,8 @@ from serving.infra.snapshots import snapshot_path
 from serving.settings import Settings
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from models.churn import ChurnModel
     from serving.core.assess import AssessOptions
 
@@ -69,24 +71,23 @@ class StoredScoreModel:
         columns = {name: [value] for name, value in self.score.items()}
         return pd.DataFrame(columns, index=X.index, dtype="float64")
 
-    def predict_with_contributions(self, X: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """``predict`` and the model's TreeSHAP ``contributions`` of ``X`` (what
-        ``serving.core.scoring.scores_and_contributions`` asks of a champion's model).
+    def predict_rows(self, X: pd.DataFrame, values: np.ndarray) -> pd.DataFrame:
+        """``predict`` of ``X`` (checked as the model checks it), whose model matrix the caller
+        built (``values``: what ``scores_and_contributions`` asks of a champion's model).
 
         Raises:
-            ValueError: when the stored score breaks the prediction contract (probabilities in
-                [0, 1], p_churn inside [p_low, p_high]): the same check as the model's.
+            ValueError: when the stored score breaks the prediction contract.
         """
         if "customer_id" not in X or X["customer_id"].tolist() != [self.customer_id]:
-            return self.model.predict_with_contributions(X)
-        return _checked(self.predict(X)), self.model.contributions(X)
+            return self.model.predict_rows(X, values)
+        return _checked(self.predict(X))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
 
 
 def _checked(predictions: pd.DataFrame) -> pd.DataFrame:
-    """``predictions`` after ``ChurnModel.predict_with_contributions``'s numpy check."""
+    """``predictions`` after ``ChurnModel.predict_rows``' numpy check."""
     from models.churn import _checked_predictions
 
     return _checked_predictions(predictions)

@@ -16,6 +16,7 @@ Nothing here reads a clock, a file or a database: the state comes in as a frame.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date
@@ -28,7 +29,7 @@ import pyarrow as pyarrow_lib
 import pyarrow.compute as pc
 
 from features.schemas import KEY_COLUMNS
-from models.churn import PREDICTION_COLUMNS, ChurnModel
+from models.churn import PREDICTION_COLUMNS, SMALL_BATCH_ROWS, ChurnModel
 from models.explain import Explanation, Reason, explain_frame, points_of, ranked_reasons
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity, decide
 from rules.columns import Columns
@@ -382,6 +383,10 @@ class AssessOptions:
         whole_day: the features are every learner of the day, so the day's capacity for
             personal outreach is applied (the batch and the day's answers); an on-demand ask
             of a few learners is decided without it (``decide_learners``).
+        explainer: with ``explain``, where TreeSHAP of a few learners (up to
+            ``SMALL_BATCH_ROWS``) runs while the rules engine decides (the online scorer's
+            thread: LightGBM releases the GIL, so a second core takes its ~2.4 ms per learner
+            off the request's path); None: before deciding, on the caller's thread.
     """
 
     top_reasons: int = TOP_REASONS
@@ -389,6 +394,7 @@ class AssessOptions:
     check_inputs: bool = True
     check_output: bool = False
     whole_day: bool = False
+    explainer: Executor | None = None
 
 
 def _no_stage(_name: str) -> AbstractContextManager[None]:
@@ -423,7 +429,8 @@ def assess(
     contributions = None
     with stage("score"):
         if champion is not None and options.explain and not features.empty:
-            scores, contributions = scores_and_contributions(features, champion)
+            beside = options.explainer if len(features) <= SMALL_BATCH_ROWS else None
+            scores, contributions = scores_and_contributions(features, champion, beside=beside)
         else:
             scores = score_features(features, champion)
     with stage("decide"):
@@ -447,7 +454,7 @@ def assess(
         top_reasons=options.top_reasons,
     )
     if contributions is not None:
-        assessment.keep_contributions(contributions)
+        assessment.keep_contributions(contributions())
     return assessment
 
 

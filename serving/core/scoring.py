@@ -7,6 +7,8 @@ also returns the TreeSHAP contributions of the same model matrix, for the paths 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Protocol
 
 import numpy as np
@@ -30,6 +32,11 @@ SCORES_SCHEMA = pa.DataFrameSchema(
     name="scores",
 )
 """What ``score_features`` returns: one row per learner; NaN scores mean rules-only."""
+
+
+EXPLAIN_DEADLINE_S = 60.0
+"""How long ``assess`` waits for TreeSHAP run beside it (one learner: ~2.4 ms; a few hundred
+rows: tens of ms); past it the request fails naming the wait, not hangs."""
 
 
 class ModelHandle(Protocol):
@@ -108,19 +115,41 @@ def _scores_frame(keys: pd.DataFrame, predicted: pd.DataFrame | None) -> pd.Data
 
 
 def scores_and_contributions(
-    features: pd.DataFrame, champion: ModelHandle
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """``score_features`` and the TreeSHAP contributions from one model matrix (one pass).
+    features: pd.DataFrame, champion: ModelHandle, *, beside: Executor | None = None
+) -> tuple[pd.DataFrame, Callable[[], np.ndarray]]:
+    """``score_features`` and the TreeSHAP contributions of the same model matrix (built once).
 
-    ``predict_with_contributions`` checked the probabilities and ``check_keys`` the ids'
-    uniqueness; the full schema run costs ~10 ms per one-learner request, so the keys are only
-    coerced by the schema's own dtypes (the scores are float64 already): the frame equals the
-    one ``score_features`` returns. It is built in one constructor (setting columns one by one
-    on a one-learner frame cost more than the TreeSHAP call).
+    ``predict_rows`` checked the probabilities and ``check_keys`` the ids' uniqueness; the
+    full schema run costs ~10 ms per one-learner request, so the keys are only coerced by the
+    schema's own dtypes (the scores are float64 already): the frame equals the one
+    ``score_features`` returns. It is built in one constructor (setting columns one by one on a
+    one-learner frame cost more than the TreeSHAP call).
+
+    Args:
+        features: one row per learner, as ``score_features`` takes.
+        champion: the loaded champion.
+        beside: where TreeSHAP runs while the caller goes on (the rules engine decides
+            meanwhile: LightGBM releases the GIL, so on a second core a one-learner request
+            no longer waits ~2.4 ms for it); None: computed here, before returning.
+
+    Returns:
+        The scores, and a call giving the contributions (``ChurnModel.raw_contributions`` rows:
+        the features, then ``bias``), waiting at most ``EXPLAIN_DEADLINE_S`` for them.
     """
     check_keys(features)
-    predicted, contributions = champion.model.predict_with_contributions(features)
-    check_flags_present(features, champion.model.feature_dtypes)
+    model = champion.model
+    values = model.model_values(features)
+    check_flags_present(features, model.feature_dtypes)
+    scores = _keyed_scores(features, model, values)
+    if beside is None or not len(values):
+        contributions = model.raw_contributions(values) if len(values) else _no_rows(model)
+        return scores, lambda: contributions
+    pending = beside.submit(model.raw_contributions, values)
+    return scores, lambda: pending.result(timeout=EXPLAIN_DEADLINE_S)
+
+
+def _keyed_scores(features: pd.DataFrame, model: ChurnModel, values: np.ndarray) -> pd.DataFrame:
+    """The scores frame of ``values`` (rows of ``features``' model matrix) with their keys."""
     ids, days = features["customer_id"].array, features["as_of"].array
     missing = int(pd.isna(ids).sum() + pd.isna(days).sum())
     if missing:
@@ -128,14 +157,23 @@ def scores_and_contributions(
     # astype to the schema's own dtypes: what its coerce gives, without a Series and pandera's
     # dispatch per column (~0.1 ms a request).
     arrays = {
-        name: values.astype(SCORES_SCHEMA.columns[name].dtype.type)
-        for name, values in (("customer_id", ids), ("as_of", days))
+        name: column.astype(SCORES_SCHEMA.columns[name].dtype.type)
+        for name, column in (("customer_id", ids), ("as_of", days))
     }
-    arrays |= {name: np.asarray(predicted[name], dtype=np.float64) for name in PREDICTION_COLUMNS}
-    return pd.DataFrame(arrays), contributions.to_numpy(dtype=np.float64)
+    predicted = model.predict_rows(features, values) if len(values) else None
+    for name in PREDICTION_COLUMNS:
+        column = np.empty(0) if predicted is None else predicted[name]
+        arrays[name] = np.asarray(column, dtype=np.float64)
+    return pd.DataFrame(arrays)
+
+
+def _no_rows(model: ChurnModel) -> np.ndarray:
+    """The contributions of no learner: no row of the features and ``bias``."""
+    return np.empty((0, len(model.feature_names) + 1), dtype=np.float64)
 
 
 __all__ = [
+    "EXPLAIN_DEADLINE_S",
     "SCORES_SCHEMA",
     "ModelHandle",
     "check_keys",

@@ -11,6 +11,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -23,6 +24,7 @@ from serving.cli.explain_inputs import (
     stored_day_inputs,
     version_model,
 )
+from serving.core.scoring import scores_and_contributions
 from serving.infra.snapshots import snapshot_path
 from serving.infra.store import StateStore
 from serving.settings import TELEMETRY_ENV, Settings
@@ -215,21 +217,21 @@ def test_the_stored_score_comes_with_the_versions_contributions(batch_home):
             batch_home.settings, store, batch_home.customer_id, SNAPSHOT_DAY
         )
     version = champion.model.model
-    # when the scores and contributions are asked in one pass (``assess`` with explain=True)
-    predicted, contributions = champion.model.predict_with_contributions(row)
-    # then they are the stored score and the version's TreeSHAP of the row, exactly what the
-    # version computes in one pass; any other frame is the version's own
-    assert predicted.loc[0, "p_churn"] == batch_home.p_churn
-    expected_scores, expected_contributions = version.predict_with_contributions(row)
-    pd.testing.assert_frame_equal(predicted, expected_scores)
-    pd.testing.assert_frame_equal(contributions, expected_contributions)
+    # when the scores and contributions are asked as ``assess`` asks them (one model matrix)
+    scores, contributions = scores_and_contributions(row, champion)
+    # then they are the stored score and the version's TreeSHAP of the row; any other frame is
+    # the version's own prediction
+    assert scores.loc[0, "p_churn"] == batch_home.p_churn
+    _, expected_contributions = version.predict_with_contributions(row)
+    np.testing.assert_array_equal(contributions(), expected_contributions.to_numpy())
+    values = version.model_values(row)
+    pd.testing.assert_frame_equal(
+        champion.model.predict_rows(row, values), champion.model.predict(row)
+    )
     other = row.assign(customer_id="someone else")
-    for got, expected in zip(
-        champion.model.predict_with_contributions(other),
-        version.predict_with_contributions(other),
-        strict=True,
-    ):
-        pd.testing.assert_frame_equal(got, expected)
+    pd.testing.assert_frame_equal(
+        champion.model.predict_rows(other, values), version.predict_rows(other, values)
+    )
 
 
 def test_a_broken_stored_score_is_refused_as_the_models_own_would_be(batch_home):
@@ -244,9 +246,9 @@ def test_a_broken_stored_score_is_refused_as_the_models_own_would_be(batch_home)
         batch_home.customer_id,
         {"p_churn": 0.9, "p_low": 0.1, "p_high": 0.2, "confidence": 0.8},
     )
-    # when / then the one-pass prediction refuses it, naming the broken check
+    # when / then the prediction from the model matrix refuses it, naming the broken check
     with pytest.raises(ValueError, match=r"p_churn outside \[p_low, p_high\]"):
-        broken.predict_with_contributions(row)
+        broken.predict_rows(row, broken.model_values(row))
 
 
 def test_explains_options_decide_and_explain_as_the_checked_default(batch_home, champion):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 
 from features.catalog import load_catalog
 from features.windows import build_features
-from models.churn import PREDICTION_COLUMNS, FeatureFrameError
+from models.churn import PREDICTION_COLUMNS, SMALL_BATCH_ROWS, FeatureFrameError
 from models.explain import explain_frame
 from models.pyfunc import to_pyfunc_input
 from serving.core.assess import AssessOptions, assess, decide_learners, score_features
@@ -278,3 +280,59 @@ def test_explanations_give_each_learner_their_top_reasons(
     full = explain_frame(champion.model, day_features.head(5))
     assert reasons == [explanation.top(2) for explanation in full]
     assert [scored.explanation(position) for position in range(5)] == full
+
+
+class _CountingExecutor(ThreadPoolExecutor):
+    """A thread pool that counts what it was given and on which threads it ran."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="test-treeshap")
+        self.submitted = 0
+        self.threads: set[str] = set()
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.submitted += 1
+
+        def run():
+            self.threads.add(threading.current_thread().name)
+            return fn(*args, **kwargs)
+
+        return super().submit(run)
+
+
+def test_treeshap_beside_the_rules_gives_the_same_assessment(
+    day_features, champion, ruleset, empty_state
+):
+    # Given an executor for TreeSHAP (the online scorer's) and 40 learners
+    with _CountingExecutor() as explainer:
+        options = AssessOptions(explain=True, explainer=explainer)
+        # When they are assessed with TreeSHAP run beside the rules engine
+        beside = assess(
+            day_features, champion=champion, ruleset=ruleset, state=empty_state,
+            as_of=FIRST_DAY, options=options,
+        )  # fmt: skip
+    inline = assessed(day_features, champion, ruleset, empty_state)
+    # Then it ran once, on the executor's thread, not the caller's
+    assert explainer.submitted == 1
+    assert explainer.threads and all(name.startswith("test-treeshap") for name in explainer.threads)
+    # And scores, decisions and every record (reasons included) equal the in-line pass's
+    pd.testing.assert_frame_equal(beside.scores, inline.scores)
+    pd.testing.assert_frame_equal(beside.decisions, inline.decisions)
+    assert beside.records() == inline.records()
+
+
+def test_a_large_frame_is_explained_in_line(day_features, champion, ruleset, empty_state):
+    # Given more learners than a small batch (LightGBM's own threads serve a large one better)
+    many = pd.concat([day_features] * 7, ignore_index=True)
+    many["customer_id"] = [f"L{index:04d}" for index in range(len(many))]
+    assert len(many) > SMALL_BATCH_ROWS
+    with _CountingExecutor() as explainer:
+        options = AssessOptions(explain=True, explainer=explainer)
+        # When they are assessed with an executor for TreeSHAP
+        scored = assess(
+            many, champion=champion, ruleset=ruleset, state=empty_state, as_of=FIRST_DAY,
+            options=options,
+        )  # fmt: skip
+    # Then the executor was not used, and every learner is explained
+    assert explainer.submitted == 0
+    assert all(len(reasons) == 3 for reasons in scored.reasons(range(len(many))))
