@@ -230,7 +230,9 @@ def explain(
     scored it (``serving.cli.explain_inputs``); on other days, or with --events/--customers, the
     features are built from the events and the current champion explains them.
     """
-    from serving.cli.explain_inputs import assess_options, stored_day_inputs
+    from serving.cli.explain_inputs import assess_options, import_lightgbm_alone, stored_day_inputs
+
+    import_lightgbm_alone()  # before anything imports it: models.churn, serving.core.assess
     from serving.cli.render import decision_lines, reasons_table
     from serving.core.assess import assess
     from serving.infra.rulesets import load_rules

@@ -141,10 +141,11 @@ def test_a_cached_version_explains_without_mlflow_duckdb_or_bentoml(batch_home):
     # when a fresh `lstep explain` runs on the batch day
     ran = _in_a_fresh_process(batch_home, "explain", batch_home.customer_id)
     # then it needed neither MLflow nor BentoML nor matplotlib, nor DuckDB (the snapshot row is
-    # read with pandas), nor Alembic (the store is at head, nothing to migrate); scikit-learn is
-    # LightGBM's own import. No pandera pass ran: the row, the stored score and the state are
-    # lstep's own frames, coerced as the online path coerces them
-    assert ran == {"code": 0, "imported": ["sklearn"], "validated": False}
+    # read with pandas), nor Alembic (the store is at head, nothing to migrate), nor
+    # scikit-learn (LightGBM imported without it; the stored score needs no calibrator). No
+    # pandera pass ran: the row, the stored score and the state are lstep's own frames, coerced
+    # as the online path coerces them
+    assert ran == {"code": 0, "imported": [], "validated": False}
 
 
 @pytest.mark.slow

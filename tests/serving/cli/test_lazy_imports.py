@@ -84,3 +84,53 @@ def test_reading_the_store_does_not_load_pandera(module):
     imported = _imported_heavy(module, ("pandera",))
     # then pandera (and the pyspark.pandas it pulls in) waits for a command that validates
     assert imported == []
+
+
+LIGHTGBM_ALONE = """
+import json, sys
+from serving.cli.explain_inputs import import_lightgbm_alone
+import_lightgbm_alone()
+import lightgbm
+alone = "sklearn" not in sys.modules
+booster = lightgbm.Booster(model_str=BOOSTER)  # the Booster lstep uses still loads and predicts
+prediction = float(booster.predict([[0.0], [1.0]])[1])
+try:
+    lightgbm.LGBMClassifier()
+    wrappers = "built"
+except Exception as error:
+    wrappers = str(error)
+import sklearn  # imports as usual afterwards
+print(json.dumps({"alone": alone, "prediction": prediction, "wrappers": wrappers}))
+"""
+
+
+def _lightgbm_alone(prelude: str = "") -> dict:
+    import lightgbm
+    import numpy as np
+
+    data = lightgbm.Dataset(np.array([[0.0], [1.0]] * 20), label=np.array([0.0, 1.0] * 20))
+    params = {"objective": "regression", "verbose": -1, "min_data_in_leaf": 1}
+    booster = lightgbm.train(params, data, num_boost_round=2)
+    code = f"{prelude}\nBOOSTER = {booster.model_to_string()!r}\n{LIGHTGBM_ALONE}"
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_explain_imports_lightgbm_without_scikit_learn():
+    # given a fresh interpreter / when explain imports LightGBM alone
+    ran = _lightgbm_alone()
+    # then scikit-learn was not imported with it, the Booster still predicts, LightGBM's
+    # scikit-learn wrappers refuse (naming scikit-learn), and scikit-learn imports afterwards
+    assert ran["alone"] is True
+    assert ran["prediction"] > 0.5
+    assert "scikit-learn" in ran["wrappers"]
+
+
+def test_lightgbm_imported_before_keeps_its_scikit_learn_wrappers():
+    # given a process that imported scikit-learn before (a notebook, a training run)
+    ran = _lightgbm_alone(prelude="import sklearn")
+    # when explain asks for LightGBM alone / then it changed nothing: the wrappers are built
+    assert ran["wrappers"] == "built"
