@@ -19,11 +19,25 @@ thread; a page asked meanwhile answers "preparing" at once): the time to that an
 until every page is ready (beside the store read's floor), and each page right after.
 
     .venv/bin/python benchmarks/dashboard_pages.py --learners 100000
+
+``--only start`` builds the store with what the value and model pages read and times only the
+start: first where its time goes, each stage run alone in order on one thread (the store read,
+the KPIs' inputs, the KPIs' history, each page's warm; ``--profile FILE`` keeps a CPU-time
+cProfile of those stages and prints its top), then the service's threaded start, then each page
+after it.
+``--store DIR`` keeps the built store in DIR and reuses it on the next run of the same size (a
+1M store takes minutes to build); the start case never writes to it.
+
+    .venv/bin/python benchmarks/dashboard_pages.py --only start --learners 1000000 \\
+        --store benchmarks/.cache/dash-1m --profile benchmarks/.cache/start.prof
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import json
+import pstats
 import sqlite3
 import tempfile
 import time
@@ -33,16 +47,16 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
-from dashboard_value_bench import stand_in, time_value_and_model
+from dashboard_value_bench import add_value_inputs, stand_in, time_value_and_model
 
 from serving.api.dashboard import page_response
-from serving.app.dashboard import DashboardCache, DashboardSource
+from serving.app.dashboard import DashboardCache, DashboardSource, read_frames
 from serving.app.dashboard_data import DashboardFilters
 from serving.app.dashboard_flow_pages import cohorts_page, flows_page
 from serving.app.dashboard_model_page import model_page
 from serving.app.dashboard_pages import Links, calls_page, learner_page, overview_page
 from serving.app.dashboard_value_page import value_page
-from serving.app.dashboard_warm import warm_pages
+from serving.app.dashboard_warm import page_parts, warm_pages
 from serving.infra.rulesets import load_rules
 from serving.infra.score_files import write_scores
 from serving.infra.store import StateStore
@@ -207,11 +221,95 @@ def _warm():
     return warm_pages(lambda: champions)  # type: ignore[arg-type,return-value]
 
 
+def source_at(root: Path) -> DashboardSource:
+    """The source of a store ``build`` wrote at ``root``."""
+    return DashboardSource(
+        StateStore(f"sqlite:///{root / 'state.db'}", scores_dir=root / "scores"),
+        root / "customers.parquet", root / "events.parquet", root, load_rules(None),
+    )  # fmt: skip
+
+
+def kept_store(root: Path, learners: int, days: int) -> DashboardSource:
+    """The store at ``root`` with the value and model pages' inputs, built when ``root`` holds
+    none of this size (a stamp file says what was built)."""
+    stamp = root / "built.json"
+    size = {"learners": learners, "days": days}
+    if stamp.exists() and json.loads(stamp.read_text()) == size:
+        print(f"reusing the store at {root}")
+        return source_at(root)
+    if root.exists() and any(root.iterdir()):
+        raise SystemExit(f"{root} holds something else than a store of {size}: remove it first")
+    root.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    source = build(root, learners, days)
+    add_value_inputs(source, root)
+    source.store.close()
+    stamp.write_text(json.dumps(size))
+    print(f"built {learners:,} learners x {days} days in {time.perf_counter() - start:.1f} s")
+    return source_at(root)
+
+
+def start_stages(source: DashboardSource, profile: Path | None) -> dict[str, float]:
+    """What a start does (``DashboardCache._read_ahead`` then ``warm_pages``), each stage alone
+    in order on this thread: wall and CPU seconds of each, a cProfile of all when asked."""
+    cache = DashboardCache(source, lambda: NOW)
+    champions = stand_in(FIRST)
+    # CPU time, not wall: on a shared machine a wall profile charts waits for a core as cost.
+    profiler = cProfile.Profile(time.process_time) if profile else None
+    seconds: dict[str, float] = {}
+
+    def stage(name: str, call) -> object:
+        wall, cpu = time.perf_counter(), time.process_time()
+        if profiler:
+            profiler.enable()
+        result = call()
+        if profiler:
+            profiler.disable()
+        seconds[name] = time.perf_counter() - wall
+        print(f"{'  stage: ' + name:<44} {seconds[name]:8.3f} s  "
+              f"{time.process_time() - cpu:7.3f} s CPU")  # fmt: skip
+        return result
+
+    frames = stage("store read", lambda: read_frames(source, source.store.audit_head()))
+    stage("KPI inputs", lambda: cache._load_inputs(frames))
+    stage("KPI history", lambda: cache._load_history(frames))
+    with frames.keeping():
+        for page, compute in page_parts(cache, frames, lambda: champions).items():  # type: ignore[arg-type,return-value]
+            stage(f"warm {page}", compute)
+    print(f"{'  stages in all':<44} {sum(seconds.values()):8.3f} s")
+    if profiler and profile:
+        profiler.dump_stats(profile)
+        pstats.Stats(str(profile)).sort_stats("cumulative").print_stats(40)
+    return seconds
+
+
+def only_start(args: argparse.Namespace) -> None:
+    """The start case alone, on a kept store (``--store``) or a scratch one."""
+    with tempfile.TemporaryDirectory(prefix="lstep-dash-") as scratch:
+        root = args.store or Path(scratch) / "store"
+        source = kept_store(root, args.learners, args.days)
+        links = Links("/dashboard")
+        read = (
+            "store read",
+            timed("floor: the audit log's store read", source.store.transitions_frame),
+        )
+        print("where a start's time goes (each stage alone, in order):")
+        start_stages(source, args.profile)
+        first_start(source, links, read)
+        source.store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--learners", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=14)
+    parser.add_argument("--only", choices=["start"], help="time only this case")
+    parser.add_argument("--store", type=Path, help="keep (and reuse) the built store here")
+    parser.add_argument("--profile", type=Path, help="cProfile the start's stages to this file")
     args = parser.parse_args()
+    if args.only == "start":
+        only_start(args)
+        return
     with tempfile.TemporaryDirectory(prefix="lstep-dash-") as scratch:
         start = time.perf_counter()
         source = build(Path(scratch), args.learners, args.days)

@@ -106,10 +106,8 @@ def stand_in(first) -> SimpleNamespace:
     return SimpleNamespace(current=lambda: view)
 
 
-def time_value_and_model(
-    source: DashboardSource, root: Path, timed: Callable[[str, Callable], float], now
-) -> None:
-    """Add what the two pages read to the store, then time them cold and warm."""
+def add_value_inputs(source: DashboardSource, root: Path) -> None:
+    """Add what the value and model pages read to the store ``build`` wrote at ``root``."""
     from dashboard_pages import FIRST  # run as a script: benchmarks/ is on the path
 
     rng = np.random.default_rng(11)
@@ -124,6 +122,15 @@ def time_value_and_model(
     snapshot = build_features(root / "events.parquet", root / "customers.parquet", as_of=[last])
     write_feature_snapshot(snapshot, root, last)
     print(f"added {rows:,} outbox rows, the event log and the {last} snapshot")
+
+
+def time_value_and_model(
+    source: DashboardSource, root: Path, timed: Callable[[str, Callable], float], now
+) -> None:
+    """Add what the two pages read to the store, then time them cold and warm."""
+    from dashboard_pages import FIRST  # run as a script: benchmarks/ is on the path
+
+    add_value_inputs(source, root)
     cache, champions = DashboardCache(source, lambda: now), stand_in(FIRST)
     links = Links("/dashboard")
     pro = DashboardFilters(tier="PT_001")

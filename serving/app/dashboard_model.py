@@ -133,6 +133,10 @@ def labelled_scores(
         source, scored[["customer_id", "as_of"]], horizon_days=horizon_days,
         observed_until=log_end,
     )  # fmt: skip
+    if len(labels) == len(scored) and not labels.attrs.get("excluded_incomplete"):
+        # Every pair labelled, in the spine's order (``compute_labels``' promise): the merge's
+        # inner join would give these rows again, after hashing millions of (id, day) keys.
+        return scored.reset_index(drop=True).assign(churned=labels["churned"].to_numpy())
     return scored.merge(labels, on=["customer_id", "as_of"], how="inner")
 
 

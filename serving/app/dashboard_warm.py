@@ -33,21 +33,30 @@ def warm_pages(champions: Callable[[], ChampionSource] | None = None) -> Warm:
     """
 
     def warm(cache: DashboardCache, frames: DashboardFrames) -> None:
-        everyone = DashboardFilters()
-        parts: dict[str, Callable[[], object]] = {
-            "overview": lambda: overview_parts(cache, frames, everyone),
-            "cohorts": lambda: cohorts_parts(frames, everyone),
-            "flows": lambda: flows_parts(cache, frames, everyone, None),
-            "value": lambda: value_parts(cache, frames, everyone),
-            "model": lambda: _model(cache, frames, champions),
-        }
-        for page, compute in parts.items():
+        for page, compute in page_parts(cache, frames, champions).items():
             try:
                 compute()
             except Exception:  # that page fails again, naming why, in the request asking it
                 logger.exception("warming the dashboard's %s page failed", page)
 
     return warm
+
+
+def page_parts(
+    cache: DashboardCache,
+    frames: DashboardFrames,
+    champions: Callable[[], ChampionSource] | None,
+) -> dict[str, Callable[[], object]]:
+    """Each page's unfiltered figures on ``frames``, by page, to compute in this order (what
+    ``warm_pages`` runs; the benchmark times each)."""
+    everyone = DashboardFilters()
+    return {
+        "overview": lambda: overview_parts(cache, frames, everyone),
+        "cohorts": lambda: cohorts_parts(frames, everyone),
+        "flows": lambda: flows_parts(cache, frames, everyone, None),
+        "value": lambda: value_parts(cache, frames, everyone),
+        "model": lambda: _model(cache, frames, champions),
+    }
 
 
 def _model(
@@ -58,4 +67,4 @@ def _model(
         model_parts(cache, frames, view)
 
 
-__all__ = ["Warm", "warm_pages"]
+__all__ = ["Warm", "page_parts", "warm_pages"]

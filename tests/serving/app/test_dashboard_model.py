@@ -93,6 +93,35 @@ def test_labelled_scores_join_the_kpis_labels_and_leave_out_open_windows():
     assert labelled.set_index("customer_id")["p_churn"].to_dict() == {"A": 0.1, "B": 0.8, "C": 0.4}
 
 
+def test_labelled_scores_with_every_window_closed_keep_the_scores_order_and_labels():
+    # given scores of B then A on 1 May, unsorted, every window closed by 20 May (W = 7)
+    scores = pd.DataFrame(
+        {
+            "as_of": pd.to_datetime([MAY, MAY]),
+            "customer_id": ["B", "A"],
+            "p_churn": [0.8, 0.1],
+        },
+        index=[7, 3],
+    )
+    events = pd.DataFrame(
+        {
+            "customer_id": ["A"],
+            "ts": pd.to_datetime(["2026-05-03 10:00"], utc=True),
+            "event_type": ["session"],
+            "duration_s": [60.0],
+            "channel": ["web"],
+            "item": [None],
+        }
+    )
+    labelled = labelled_scores(scores, events, 7, date(2026, 5, 20))
+    # then each row keeps its own label (B silent: 1, A came back: 0), in the scores' order,
+    # numbered from 0 as the inner join numbered them
+    assert labelled["customer_id"].tolist() == ["B", "A"]
+    assert labelled["churned"].tolist() == [1, 0]
+    assert labelled.index.tolist() == [0, 1]
+    assert str(labelled["churned"].dtype) == "int8"
+
+
 def test_psi_bands_split_at_a_tenth_and_a_quarter():
     assert [psi_band(v) for v in (0.05, 0.1, 0.25, 0.26)] == [
         "stable", "moderate", "moderate", "major",
