@@ -232,6 +232,7 @@ class Outbox(Base):
         CheckConstraint(f"channel IN ({_sql_list(CHANNELS)})", name="channel"),
         Index(None, "state", "due_on"),
         Index(None, "customer_id", "sent_at"),
+        Index(None, "customer_id", "campaign_id", "planned_on", "state"),
         Index(None, "planned_on"),
     )
 
