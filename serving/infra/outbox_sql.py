@@ -118,44 +118,39 @@ def _pairs_table(conn: Connection, name: str, pairs: pd.DataFrame) -> Iterator[N
     """A temporary table ``name`` of the distinct (customer_id, campaign_id) ``pairs`` and the
     frame's other columns (``since``: a date), for the statements of the block to join.
 
-    Filled by COPY on PostgreSQL, executemany on SQLite, in key order (the primary key's
-    b-tree is then built by appending). Dropped after the block; after an error too (on SQLite;
-    PostgreSQL's rollback drops it with the rest of the failed transaction).
+    Filled by COPY on PostgreSQL, executemany on SQLite (dates as the ISO text SQLAlchemy
+    stores there), in key order, without a key of its own: the pairs are made unique here, and
+    a primary key cost SQLite more to build than it saved the joins. Dropped after the block;
+    after an error too (on SQLite; PostgreSQL's rollback drops it with the failed transaction).
     """
     kinds = {"customer_id": "VARCHAR(64)", "campaign_id": "VARCHAR(16)", "since": "DATE"}
-    columns = list(pairs.columns)
-    definition = ", ".join(f"{column} {kinds[column]}" for column in columns)
-    conn.exec_driver_sql(
-        f"CREATE TEMPORARY TABLE {name} ({definition}, PRIMARY KEY (customer_id, campaign_id))"
-    )
     unique = pairs.drop_duplicates(list(PAIR_COLUMNS)).sort_values(list(PAIR_COLUMNS))
-    values = list(unique.itertuples(index=False, name=None))
+    postgres = conn.dialect.name == "postgresql"
+    columns = [
+        unique[name].tolist() if postgres or name != "since" else _iso_days(unique[name])
+        for name in unique.columns
+    ]
+    values = list(zip(*columns, strict=True))
+    definition = ", ".join(f"{column} {kinds[column]}" for column in unique.columns)
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} ({definition})")
     try:
-        if conn.dialect.name == "postgresql":
-            copy_rows(conn, name, columns, values)
+        if postgres:
+            copy_rows(conn, name, list(unique.columns), values)
         else:
-            _insert_sqlite_rows(conn, name, columns, values)
+            marks = ", ".join("?" for _ in unique.columns)
+            conn.exec_driver_sql(f"INSERT INTO {name} VALUES ({marks})", values)
         yield
     except BaseException:
-        if conn.dialect.name != "postgresql":
+        if not postgres:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
         raise
     conn.exec_driver_sql(f"DROP TABLE {name}")
 
 
-def _insert_sqlite_rows(conn: Connection, name: str, columns: list[str], values: list) -> None:
-    """Rows into a SQLite table, dates as the ISO text SQLAlchemy stores them as there."""
-    marks = ", ".join("?" for _ in columns)
-    insert = f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({marks})"
-    for start in range(0, len(values), _CHUNK_ROWS):
-        chunk = values[start : start + _CHUNK_ROWS]
-        conn.exec_driver_sql(
-            insert, [tuple(_sqlite_value(value) for value in row) for row in chunk]
-        )
-
-
-def _sqlite_value(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, date) else value
+def _iso_days(days: pd.Series) -> list[str]:
+    """Dates as ISO text, each distinct one formatted once (a few window starts per day)."""
+    texts = {day: day.isoformat() for day in days.unique()}
+    return days.map(texts).tolist()
 
 
 def outbox_select(
@@ -218,12 +213,14 @@ def window_counts(
 ) -> pd.DataFrame:
     """``in_window_select``'s counts of the (customer_id, campaign_id) ``pairs`` only.
 
-    What the planner needs on a steady day: the window counts of the pairs the day's decisions
-    name (tens of thousands), not of every pair with a message in a window (nearly every
-    learner's at a million). The pairs go to a temporary table with their campaign's window
-    start (``since``) and drive the join through the outbox's (customer_id, campaign_id,
-    planned_on, state) index: a few index entries per pair, no table row read. ``CROSS JOIN``
-    keeps them the outer loop on SQLite. Pairs of campaigns without a window are not counted.
+    The planner needs the counts of the pairs the day's decisions name only: about one per
+    learner, against every pair with a message in any window. The pairs go to a temporary
+    table with their campaign's window start (``since``) and drive the join (``CROSS JOIN``
+    keeps them the outer loop on SQLite) through the outbox's (customer_id, campaign_id,
+    planned_on, state) index: a seek and the few entries in the window per pair, no table row,
+    so the cost follows the learners, not the outbox's history. On PostgreSQL the planner's
+    choice (a hash join over the outbox) costs about what the whole count did. Pairs of
+    campaigns without a window are not counted.
     """
     starts = {campaign: as_of - timedelta(days=days - 1) for campaign, days in windows.items()}
     rows = pairs[list(PAIR_COLUMNS)].astype(str)
