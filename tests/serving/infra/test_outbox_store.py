@@ -434,6 +434,8 @@ def test_scores_keep_the_campaign_channel_and_behaviour_tags_the_decisions_carry
 
 
 PAIR_INDEX = "ix_outbox_customer_id_campaign_id_planned_on_state"
+DUE_INDEX = "ix_outbox_state_due_on"
+SENDABLE_INDEX = "ix_outbox_state_due_on_planned_on_customer_id_campaign_id"
 
 
 def outbox_indexes(url: str) -> set[str]:
@@ -444,20 +446,23 @@ def outbox_indexes(url: str) -> set[str]:
         engine.dispose()
 
 
-def test_migration_0005_indexes_the_outbox_by_pair_and_downgrades_with_its_rows(store_url):
-    # Given a store at 0004 with a message of a in CP_09
+def test_migration_0005_indexes_the_planners_reads_and_downgrades_with_the_rows(store_url):
+    # Given a store at 0004 with a pending message of a in CP_09
     migrate_store(store_url, "0004_lifetime_value")
     old = StateStore(store_url, auto_migrate=False)
-    _put_message(old, DAY1, "CP_09", SENT)
-    assert PAIR_INDEX not in outbox_indexes(store_url)
+    _put_message(old, DAY1, "CP_09", PENDING)
+    assert DUE_INDEX in outbox_indexes(store_url)
     # When upgraded to head
     migrate_store(store_url, "head")
-    # Then the pair index is there and the pair's window count reads the message
-    assert PAIR_INDEX in outbox_indexes(store_url)
+    # Then the pair index is there, the (state, due_on) one widened, and the planner reads a
+    indexes = outbox_indexes(store_url)
+    assert {PAIR_INDEX, SENDABLE_INDEX} <= indexes and DUE_INDEX not in indexes
     pairs = pd.DataFrame({"customer_id": ["a"], "campaign_id": ["CP_09"]})
     assert old.messages_in_window(DAY2, {"CP_09": 30}, pairs)["messages"].tolist() == [1]
-    # When downgraded to 0004, Then the index is gone and the message stays
+    assert old.pending_pairs(DAY2)["customer_id"].tolist() == ["a"]
+    # When downgraded to 0004, Then its indexes are back and the message stays
     migrate_store(store_url, "0004_lifetime_value", down=True)
-    assert PAIR_INDEX not in outbox_indexes(store_url)
+    indexes = outbox_indexes(store_url)
+    assert DUE_INDEX in indexes and not {PAIR_INDEX, SENDABLE_INDEX} & indexes
     assert old.outbox_frame()["customer_id"].tolist() == ["a"]
     old.close()

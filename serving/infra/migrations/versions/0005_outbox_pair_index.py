@@ -1,4 +1,4 @@
-"""The outbox's (learner, campaign) index: the planner's window counts of the day's pairs.
+"""The outbox's indexes for the campaign planner's reads: window counts, pending pairs.
 
 Revision ID: 0005_outbox_pair_index
 Revises: 0004_lifetime_value
@@ -9,6 +9,9 @@ Create Date: 2027-02-01
   (``serving.infra.outbox_sql.window_counts``), and cancels the sendable ones of the pairs it
   cancels. Each pair is then a few entries of this index and no table row: through the
   ``customer_id`` index every message of the learner was a table row read.
+- ``ix_outbox_state_due_on`` widened with (planned_on, customer_id, campaign_id): the planner's
+  pending pairs (sendable messages planned before the day) come from the index alone, not a
+  table row per sendable message; a dispatcher's claim reads the same (state, due_on) prefix.
 """
 
 from __future__ import annotations
@@ -22,14 +25,24 @@ down_revision: str | Sequence[str] | None = "0004_lifetime_value"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_NAME = "ix_outbox_customer_id_campaign_id_planned_on_state"
+_PAIRS = ("customer_id", "campaign_id", "planned_on", "state")
+_DUE = ("state", "due_on")
+_SENDABLE = (*_DUE, "planned_on", "customer_id", "campaign_id")
+
+
+def _name(columns: tuple[str, ...]) -> str:
+    return "ix_outbox_" + "_".join(columns)  # the tables' naming convention
 
 
 def upgrade() -> None:
-    """Index the outbox by learner, campaign, planned day and state."""
-    op.create_index(_NAME, "outbox", ["customer_id", "campaign_id", "planned_on", "state"])
+    """Index the outbox by pair; widen the (state, due_on) index."""
+    op.create_index(_name(_PAIRS), "outbox", list(_PAIRS))
+    op.create_index(_name(_SENDABLE), "outbox", list(_SENDABLE))
+    op.drop_index(_name(_DUE), table_name="outbox")
 
 
 def downgrade() -> None:
-    """Drop the index (the planner's reads fall back to the ``customer_id`` index)."""
-    op.drop_index(_NAME, table_name="outbox")
+    """Back to 0004's indexes (the planner's reads then go through table rows again)."""
+    op.create_index(_name(_DUE), "outbox", list(_DUE))
+    op.drop_index(_name(_SENDABLE), table_name="outbox")
+    op.drop_index(_name(_PAIRS), table_name="outbox")
