@@ -68,7 +68,7 @@ def plan_campaigns(
             cap window before ``as_of`` (``cap_windows``), cancelled ones aside: customer_id,
             campaign_id, messages. One row per pair, not per message: at a million learners
             the messages of the windows are millions of rows a day. Only the pairs of
-            ``triggered_pairs(decisions)`` are read; others may be there or not.
+            ``candidate_pairs(decisions, pending)`` are read; others may be there or not.
     """
     return CampaignPlan(
         messages=_planned(decisions, features, catalogue, as_of, pending, in_window),
@@ -104,11 +104,12 @@ def _triggered(decisions: pd.DataFrame) -> pd.DataFrame:
     return triggered.assign(campaign_id=triggered["campaign_id"].astype(str))
 
 
-def triggered_pairs(decisions: pd.DataFrame) -> pd.DataFrame:
-    """The (customer_id, campaign_id) pairs the day's decisions name: the only ones the planner
-    may enrol today, so the only ones whose ``in_window`` counts it reads (a learner's messages
-    of other campaigns, or of a day they triggered nothing, change nothing today)."""
-    pairs = _triggered(decisions)[list(PAIR_COLUMNS)]
+def candidate_pairs(decisions: pd.DataFrame, pending: pd.DataFrame) -> pd.DataFrame:
+    """The (customer_id, campaign_id) pairs the planner may enrol today: named by the day's
+    decisions, without pending steps. Only their ``in_window`` counts change the plan (a
+    learner's messages of other campaigns, or of a day they trigger nothing, do not), so only
+    theirs are read."""
+    pairs = _without_pending(_triggered(decisions), pending)[list(PAIR_COLUMNS)]
     return pairs.astype({"customer_id": str}).reset_index(drop=True)
 
 
@@ -287,4 +288,10 @@ def _empty_messages() -> pd.DataFrame:
     return frame.astype({"step": np.int64, "control": bool})
 
 
-__all__ = ["CampaignPlan", "assign_variants", "cap_windows", "plan_campaigns", "triggered_pairs"]
+__all__ = [
+    "CampaignPlan",
+    "assign_variants",
+    "candidate_pairs",
+    "cap_windows",
+    "plan_campaigns",
+]

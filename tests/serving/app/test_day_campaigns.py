@@ -60,17 +60,18 @@ class CountingStore:
         return self.store.messages_in_window(as_of, windows, pairs)
 
 
-def test_the_triggered_pairs_are_counted_as_the_whole_outbox_counts_them(store, ruleset):
-    # Given the outbox of six learners' earlier messages, and one already planned today
+def test_the_candidate_pairs_are_counted_as_the_whole_outbox_counts_them(store, ruleset):
+    # Given the outbox of six learners' earlier messages, one pending, one planned today
     put(store, "old", CAPPED, 89, SENT)  # inside the 90-day window on its last day
     put(store, "older", CAPPED, 90, SENT)  # just out of it
     put(store, "cancelled", CAPPED, 10, CANCELLED)  # never sent: does not count
     put(store, "elsewhere", CAPPED, 5, SENT)  # another campaign than today's trigger
     put(store, "quiet", CAPPED, 5, SENT)  # in the window, but triggers nothing today
     put(store, "replaced", CAPPED, 0, PENDING)  # today's own: the day is being replaced
+    put(store, "running", CAPPED, 3, PENDING)  # a step still to send: not enrolled again
     triggers = {
         "old": CAPPED, "older": CAPPED, "cancelled": CAPPED, "elsewhere": OTHER,
-        "quiet": None, "replaced": CAPPED,
+        "quiet": None, "replaced": CAPPED, "running": CAPPED,
     }  # fmt: skip
     counting = CountingStore(store)
     # When today is planned
@@ -80,8 +81,11 @@ def test_the_triggered_pairs_are_counted_as_the_whole_outbox_counts_them(store, 
     assert enrolled == {
         ("older", CAPPED), ("cancelled", CAPPED), ("elsewhere", OTHER), ("replaced", CAPPED)
     }  # fmt: skip
-    # And the window was read for the triggered pairs only, never the quiet learner's
+    # And the window was read for the pairs that could be enrolled only: not the quiet
+    # learner's, not the running one's
     (asked,) = counting.asked
     assert set(zip(asked["customer_id"], asked["campaign_id"], strict=True)) == {
-        (learner, campaign) for learner, campaign in triggers.items() if campaign is not None
+        (learner, campaign)
+        for learner, campaign in triggers.items()
+        if campaign is not None and learner != "running"
     }
