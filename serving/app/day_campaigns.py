@@ -19,7 +19,7 @@ import pandas as pd
 from rules import RuleSet
 from rules.campaigns import Catalogue
 from serving.core.assess import Assessment
-from serving.core.campaigns import cap_windows, plan_campaigns
+from serving.core.campaigns import candidate_pairs, cap_windows, plan_campaigns
 from serving.core.messages import CampaignPlan
 from serving.infra.store import StateStore
 
@@ -28,10 +28,16 @@ class CampaignPlanner(Protocol):
     """Plans a day's campaign messages (``serving.core.campaigns.plan_campaigns`` with its
     catalogue bound): pure, given the day's decisions and features and the outbox's state.
 
-    ``windows`` are the cap windows (campaign id -> days) whose ``in_window`` counts it reads.
+    ``windows`` are the cap windows (campaign id -> days) whose ``in_window`` counts it reads;
+    ``candidates`` the (customer_id, campaign_id) pairs of the day's decisions it may enrol
+    given the pending ones, the only pairs whose counts the store reads for it.
     """
 
     windows: Mapping[str, int]
+
+    def candidates(self, decisions: pd.DataFrame, pending: pd.DataFrame) -> pd.DataFrame:
+        """The pairs whose ``in_window`` counts the plan of ``decisions`` depends on."""
+        ...
 
     def __call__(
         self,
@@ -55,6 +61,9 @@ class CataloguePlanner:
     @property
     def windows(self) -> Mapping[str, int]:
         return cap_windows(self.catalogue)
+
+    def candidates(self, decisions: pd.DataFrame, pending: pd.DataFrame) -> pd.DataFrame:
+        return candidate_pairs(decisions, pending)
 
     def __call__(
         self,
@@ -81,6 +90,12 @@ def plan_day_campaigns(
     """The day's campaign plan, given, per learner and campaign, the messages still pending and
     those planned in the campaign's cap window; None without a planner.
 
+    Pending pairs are read whole (the planner cancels those whose learner meets the exit; where
+    the dispatcher keeps up they are a few days' unsent steps); window counts only for the
+    planner's ``candidates``. Nearly every learner's decision names a campaign (the caps are
+    what hold most back), so these are about one pair per learner without pending steps,
+    against every pair with a message in any window, a number that grows with the windows.
+
     The day's own earlier messages are left out of both: a replaced day is planned against the
     outbox as it stood before that day (its unsent messages are dropped in the replacing
     transaction; its sent ones come back with the same ids and are not inserted twice).
@@ -88,7 +103,8 @@ def plan_day_campaigns(
     if planner is None:
         return None
     pending = store.pending_pairs(assessment.as_of)
-    in_window = store.messages_in_window(assessment.as_of, planner.windows)
+    candidates = planner.candidates(assessment.decisions, pending)
+    in_window = store.messages_in_window(assessment.as_of, planner.windows, candidates)
     return planner(
         assessment.decisions,
         assessment.features,

@@ -67,7 +67,8 @@ def plan_campaigns(
         in_window: per learner and campaign, the ``messages`` planned within that campaign's
             cap window before ``as_of`` (``cap_windows``), cancelled ones aside: customer_id,
             campaign_id, messages. One row per pair, not per message: at a million learners
-            the messages of the windows are millions of rows a day.
+            the messages of the windows are millions of rows a day. Only the pairs of
+            ``candidate_pairs(decisions, pending)`` are read; others may be there or not.
     """
     return CampaignPlan(
         messages=_planned(decisions, features, catalogue, as_of, pending, in_window),
@@ -84,8 +85,7 @@ def _planned(
     in_window: pd.DataFrame,
 ) -> pd.DataFrame:
     """One message per cadence step of every learner enrolled today."""
-    triggered = decisions.loc[decisions["campaign_id"].notna()]
-    triggered = triggered.assign(campaign_id=triggered["campaign_id"].astype(str))
+    triggered = _triggered(decisions)
     triggered = _without_pending(triggered, pending)
     triggered = _under_cap(triggered, catalogue, in_window)
     if triggered.empty:
@@ -96,6 +96,21 @@ def _planned(
         for campaign_id, rows in triggered.groupby("campaign_id", sort=True)
     ]
     return pd.concat(frames, ignore_index=True)[list(MESSAGE_COLUMNS)]
+
+
+def _triggered(decisions: pd.DataFrame) -> pd.DataFrame:
+    """The decisions that name a campaign, its id as a string."""
+    triggered = decisions.loc[decisions["campaign_id"].notna()]
+    return triggered.assign(campaign_id=triggered["campaign_id"].astype(str))
+
+
+def candidate_pairs(decisions: pd.DataFrame, pending: pd.DataFrame) -> pd.DataFrame:
+    """The (customer_id, campaign_id) pairs the planner may enrol today: named by the day's
+    decisions, without pending steps. Only their ``in_window`` counts change the plan (a
+    learner's messages of other campaigns, or of a day they trigger nothing, do not), so only
+    theirs are read."""
+    pairs = _without_pending(_triggered(decisions), pending)[list(PAIR_COLUMNS)]
+    return pairs.astype({"customer_id": str}).reset_index(drop=True)
 
 
 def _without_pending(triggered: pd.DataFrame, pending: pd.DataFrame) -> pd.DataFrame:
@@ -273,4 +288,10 @@ def _empty_messages() -> pd.DataFrame:
     return frame.astype({"step": np.int64, "control": bool})
 
 
-__all__ = ["CampaignPlan", "assign_variants", "plan_campaigns"]
+__all__ = [
+    "CampaignPlan",
+    "assign_variants",
+    "candidate_pairs",
+    "cap_windows",
+    "plan_campaigns",
+]

@@ -9,7 +9,8 @@ a day adds nothing twice. Dispatchers claim due rows with a lease (``claimed_by`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -31,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from serving.core.messages import CANCELLED, FAILED, PENDING, SUPPRESSED
+from serving.core.messages import CANCELLED, FAILED, PAIR_COLUMNS, PENDING, SUPPRESSED
 from serving.infra.sql import copy_rows, driver_chunks
 from serving.infra.tables import CampaignFeedback, Outbox
 
@@ -99,20 +100,6 @@ def cancel_pairs(conn: Connection, pairs: pd.DataFrame, as_of: date, now: dateti
     """
     if pairs.empty:
         return 0
-    conn.exec_driver_sql(
-        "CREATE TEMPORARY TABLE cancelled_pairs (customer_id VARCHAR(64), "
-        "campaign_id VARCHAR(16), PRIMARY KEY (customer_id, campaign_id))"
-    )
-    unique = pairs[["customer_id", "campaign_id"]].astype(str).drop_duplicates()
-    values = list(unique.sort_values(["customer_id", "campaign_id"]).itertuples(index=False))
-    if conn.dialect.name == "postgresql":
-        copy_rows(conn, "cancelled_pairs", ["customer_id", "campaign_id"], values)
-    else:
-        for start in range(0, len(values), _CHUNK_ROWS):
-            conn.exec_driver_sql(
-                "INSERT INTO cancelled_pairs (customer_id, campaign_id) VALUES (?, ?)",
-                [tuple(value) for value in values[start : start + _CHUNK_ROWS]],
-            )
     sendable = ", ".join(f"'{state}'" for state in SENDABLE)  # constants, not input
     statement = text(
         f"UPDATE outbox SET state = '{CANCELLED}', last_error = NULL, next_attempt_at = NULL "
@@ -120,9 +107,50 @@ def cancel_pairs(conn: Connection, pairs: pd.DataFrame, as_of: date, now: dateti
         "WHERE o.customer_id = c.customer_id AND o.campaign_id = c.campaign_id "
         f"AND o.state IN ({sendable}) AND o.planned_on < :as_of)"
     ).bindparams(bindparam("as_of", type_=Date))
-    result = conn.execute(statement, {"as_of": as_of})
-    conn.exec_driver_sql("DROP TABLE cancelled_pairs")
+    rows = pairs[["customer_id", "campaign_id"]].astype(str)
+    with _pairs_table(conn, "cancelled_pairs", rows):
+        result = conn.execute(statement, {"as_of": as_of})
     return max(result.rowcount, 0)
+
+
+@contextmanager
+def _pairs_table(conn: Connection, name: str, pairs: pd.DataFrame) -> Iterator[None]:
+    """A temporary table ``name`` of the distinct (customer_id, campaign_id) ``pairs`` and the
+    frame's other columns (``since``: a date), for the statements of the block to join.
+
+    Filled by COPY on PostgreSQL, executemany on SQLite (dates as the ISO text SQLAlchemy
+    stores there), in key order, without a key of its own: the pairs are made unique here, and
+    a primary key cost SQLite more to build than it saved the joins. Dropped after the block;
+    after an error too (on SQLite; PostgreSQL's rollback drops it with the failed transaction).
+    """
+    kinds = {"customer_id": "VARCHAR(64)", "campaign_id": "VARCHAR(16)", "since": "DATE"}
+    unique = pairs.drop_duplicates(list(PAIR_COLUMNS)).sort_values(list(PAIR_COLUMNS))
+    postgres = conn.dialect.name == "postgresql"
+    columns = [
+        unique[name].tolist() if postgres or name != "since" else _iso_days(unique[name])
+        for name in unique.columns
+    ]
+    values = list(zip(*columns, strict=True))
+    definition = ", ".join(f"{column} {kinds[column]}" for column in unique.columns)
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} ({definition})")
+    try:
+        if postgres:
+            copy_rows(conn, name, list(unique.columns), values)
+        else:
+            marks = ", ".join("?" for _ in unique.columns)
+            conn.exec_driver_sql(f"INSERT INTO {name} VALUES ({marks})", values)
+        yield
+    except BaseException:
+        if not postgres:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+        raise
+    conn.exec_driver_sql(f"DROP TABLE {name}")
+
+
+def _iso_days(days: pd.Series) -> list[str]:
+    """Dates as ISO text, each distinct one formatted once (a few window starts per day)."""
+    texts = {day: day.isoformat() for day in days.unique()}
+    return days.map(texts).tolist()
 
 
 def outbox_select(
@@ -178,6 +206,38 @@ def in_window_select(as_of: date, windows: Mapping[str, int]) -> Select[Any]:
         Outbox.planned_on >= case(starts, value=Outbox.campaign_id, else_=as_of),
         Outbox.state != CANCELLED,
     )
+
+
+def window_counts(
+    conn: Connection, as_of: date, windows: Mapping[str, int], pairs: pd.DataFrame
+) -> pd.DataFrame:
+    """``in_window_select``'s counts of the (customer_id, campaign_id) ``pairs`` only.
+
+    The planner needs the counts of the pairs the day's decisions name only: about one per
+    learner, against every pair with a message in any window. The pairs go to a temporary
+    table with their campaign's window start (``since``) and drive the join (``CROSS JOIN``
+    keeps them the outer loop on SQLite) through the outbox's (customer_id, campaign_id,
+    planned_on, state) index: a seek and the few entries in the window per pair, no table row,
+    so the cost follows the learners, not the outbox's history. On PostgreSQL the planner's
+    choice (a hash join over the outbox) costs about what the whole count did. Pairs of
+    campaigns without a window are not counted.
+    """
+    starts = {campaign: as_of - timedelta(days=days - 1) for campaign, days in windows.items()}
+    rows = pairs[list(PAIR_COLUMNS)].astype(str)
+    rows = rows.assign(since=rows["campaign_id"].map(starts)).dropna(subset=["since"])
+    columns = [*PAIR_COLUMNS, "messages"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    statement = text(
+        "SELECT p.customer_id, p.campaign_id, count(*) AS messages "
+        "FROM window_pairs p CROSS JOIN outbox o "
+        "WHERE o.customer_id = p.customer_id AND o.campaign_id = p.campaign_id "
+        f"AND o.planned_on >= p.since AND o.planned_on < :as_of AND o.state != '{CANCELLED}' "
+        "GROUP BY p.customer_id, p.campaign_id"
+    ).bindparams(bindparam("as_of", type_=Date))
+    with _pairs_table(conn, "window_pairs", rows):
+        result = conn.execute(statement, {"as_of": as_of})
+        return pd.DataFrame.from_records(result.cursor.fetchall(), columns=columns)
 
 
 def feedback_select(message_ids: list[str] | None = None) -> Select[Any]:
@@ -340,4 +400,5 @@ __all__ = [
     "pending_pairs_select",
     "release",
     "sent_times",
+    "window_counts",
 ]

@@ -45,6 +45,7 @@ from serving.infra.outbox_sql import (
     pending_pairs_select,
     release,
     sent_times,
+    window_counts,
 )
 from serving.infra.sql import driver_frame, latest_completed, result_frame
 from serving.infra.tables import BatchRun, Outbox, column_names
@@ -145,12 +146,21 @@ class OutboxMixin:
             frame = driver_frame(conn, pending_pairs_select(as_of))
         return _pair_counts(frame)
 
-    def messages_in_window(self, as_of: date, windows: Mapping[str, int]) -> pd.DataFrame:
+    def messages_in_window(
+        self, as_of: date, windows: Mapping[str, int], pairs: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
         """The planner's ``in_window``: per learner and campaign, the ``messages`` planned in
         the campaign's ``windows`` days before ``as_of``, cancelled ones aside
-        (``outbox_sql.in_window_select``); customer_id, campaign_id, messages."""
+        (``outbox_sql.in_window_select``); customer_id, campaign_id, messages.
+
+        With ``pairs`` (customer_id, campaign_id), only theirs (``outbox_sql.window_counts``):
+        the pairs a day's decisions name instead of every pair with a message in a window.
+        """
         with self._connect() as conn:
-            frame = driver_frame(conn, in_window_select(as_of, windows))
+            if pairs is None:
+                frame = driver_frame(conn, in_window_select(as_of, windows))
+            else:
+                frame = window_counts(conn, as_of, windows, pairs)
         return _pair_counts(frame)
 
     def outbox_frame(

@@ -230,8 +230,9 @@ class Outbox(Base):
     __table_args__ = (
         CheckConstraint(f"state IN ({_sql_list(MESSAGE_STATES)})", name="state"),
         CheckConstraint(f"channel IN ({_sql_list(CHANNELS)})", name="channel"),
-        Index(None, "state", "due_on"),
+        Index(None, "state", "due_on", "planned_on", "customer_id", "campaign_id"),
         Index(None, "customer_id", "sent_at"),
+        Index(None, "customer_id", "campaign_id", "planned_on", "state"),
         Index(None, "planned_on"),
     )
 

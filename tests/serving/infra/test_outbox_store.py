@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 import serving.infra.outbox_store as outbox_store_module
 from serving.core.messages import CANCELLED, PENDING, SENT, SUPPRESSED
@@ -146,9 +146,52 @@ def test_messages_in_window_ignore_campaigns_without_a_window(store):
     assert store.messages_in_window(DAY2, {}).empty
 
 
-def _put_message(store: StateStore, day: date, campaign: str, state: str) -> None:
-    """One outbox row of learner a, as a dispatcher would have left it."""
-    row = messages(day, ["a"], campaign=campaign).assign(
+def test_the_window_counts_of_some_pairs_are_the_full_counts_of_those_pairs(store):
+    # Given learners' messages of CP_09 (30-day window) and CP_14 (365 days) on several days,
+    # in several states, and the day being planned already holding one (a replaced day)
+    today = DAY1 + timedelta(days=400)
+    outbox = [
+        ("a", "CP_09", 29, SENT), ("a", "CP_09", 3, PENDING), ("a", "CP_14", 364, SENT),
+        ("b", "CP_09", 30, SENT), ("b", "CP_14", 10, CANCELLED), ("c", "CP_09", 1, SENT),
+        ("d", "CP_09", 0, PENDING), ("d", "CP_99", 2, SENT), ("e", "CP_14", 2, SUPPRESSED),
+    ]  # fmt: skip
+    for learner, campaign, days_ago, state in outbox:
+        _put_message(store, today - timedelta(days=days_ago), campaign, state, learner)
+    windows = {"CP_09": 30, "CP_14": 365}
+    full = store.messages_in_window(today, windows)
+    # When only some pairs are asked for: c left out; d's and x's pairs have nothing counted
+    pairs = pd.DataFrame(
+        [("a", "CP_09"), ("a", "CP_14"), ("b", "CP_09"), ("b", "CP_14"), ("d", "CP_09"),
+         ("d", "CP_99"), ("e", "CP_14"), ("x", "CP_09"), ("a", "CP_09")],
+        columns=["customer_id", "campaign_id"],
+    )  # fmt: skip
+    narrowed = store.messages_in_window(today, windows, pairs)
+    # Then each asked pair counts what the full read counts, and no other pair comes
+    counted = {(r.customer_id, r.campaign_id): r.messages for r in narrowed.itertuples()}
+    assert counted == {("a", "CP_09"): 2, ("a", "CP_14"): 1, ("e", "CP_14"): 1}
+    everything = {(r.customer_id, r.campaign_id): r.messages for r in full.itertuples()}
+    assert counted == {pair: n for pair, n in everything.items() if pair[0] != "c"}
+    assert narrowed.dtypes.to_dict() == full.dtypes.to_dict()
+    # And no pair, or only pairs of campaigns without a window, count nothing
+    assert store.messages_in_window(today, windows, pairs.iloc[:0]).empty
+    assert store.messages_in_window(today, windows, pairs.iloc[5:6]).empty
+
+
+def test_the_window_counts_of_pairs_leave_no_table_behind(store):
+    # Given a message of a in CP_09, counted for its pair twice over one store
+    _put_message(store, DAY1, "CP_09", SENT)
+    pairs = pd.DataFrame({"customer_id": ["a"], "campaign_id": ["CP_09"]})
+    for _ in range(2):
+        # When counted, Then the count is the same each time (the temporary table went)
+        counted = store.messages_in_window(DAY2, {"CP_09": 30}, pairs)
+        assert counted["messages"].tolist() == [1]
+
+
+def _put_message(
+    store: StateStore, day: date, campaign: str, state: str, learner: str = "a"
+) -> None:
+    """One outbox row of ``learner``, as a dispatcher would have left it."""
+    row = messages(day, [learner], campaign=campaign).assign(
         state=state, tries=0, run_id=f"run-{day}", created_at=at(day)
     )
     with store._engine.begin() as conn:
@@ -388,3 +431,38 @@ def test_scores_keep_the_campaign_channel_and_behaviour_tags_the_decisions_carry
     assert scores.loc["a", "behaviour_tags"] == "BT_002,BT_005"
     assert scores.loc["b", "behaviour_tags"] == ""
     assert scores.loc[["c"], ["campaign_id", "channel", "behaviour_tags"]].isna().all(axis=None)
+
+
+PAIR_INDEX = "ix_outbox_customer_id_campaign_id_planned_on_state"
+DUE_INDEX = "ix_outbox_state_due_on"
+SENDABLE_INDEX = "ix_outbox_state_due_on_planned_on_customer_id_campaign_id"
+
+
+def outbox_indexes(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return {index["name"] for index in inspect(engine).get_indexes("outbox")}
+    finally:
+        engine.dispose()
+
+
+def test_migration_0005_indexes_the_planners_reads_and_downgrades_with_the_rows(store_url):
+    # Given a store at 0004 with a pending message of a in CP_09
+    migrate_store(store_url, "0004_lifetime_value")
+    old = StateStore(store_url, auto_migrate=False)
+    _put_message(old, DAY1, "CP_09", PENDING)
+    assert DUE_INDEX in outbox_indexes(store_url)
+    # When upgraded to head
+    migrate_store(store_url, "head")
+    # Then the pair index is there, the (state, due_on) one widened, and the planner reads a
+    indexes = outbox_indexes(store_url)
+    assert {PAIR_INDEX, SENDABLE_INDEX} <= indexes and DUE_INDEX not in indexes
+    pairs = pd.DataFrame({"customer_id": ["a"], "campaign_id": ["CP_09"]})
+    assert old.messages_in_window(DAY2, {"CP_09": 30}, pairs)["messages"].tolist() == [1]
+    assert old.pending_pairs(DAY2)["customer_id"].tolist() == ["a"]
+    # When downgraded to 0004, Then its indexes are back and the message stays
+    migrate_store(store_url, "0004_lifetime_value", down=True)
+    indexes = outbox_indexes(store_url)
+    assert DUE_INDEX in indexes and not {PAIR_INDEX, SENDABLE_INDEX} & indexes
+    assert old.outbox_frame()["customer_id"].tolist() == ["a"]
+    old.close()
