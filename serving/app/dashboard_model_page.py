@@ -19,6 +19,7 @@ import pandas as pd
 from features.windows import build_features, eligible_spine, read_features
 from serving.app.dashboard import DashboardCache, DashboardFrames
 from serving.app.dashboard_model import (
+    CALIBRATION_SAMPLE,
     DRIFT_SAMPLE,
     PSI_BANDS,
     RECENT_LABELLED_DAYS,
@@ -106,11 +107,15 @@ def calibration_section(
                 f"close before {log_end} (the log's end)"}  # fmt: skip
     columns = ["as_of", "customer_id", "p_churn"]
     scores = pd.concat([source.store.scores_frame(day, columns=columns) for day in days])
-    labelled = labelled_scores(scores, source.events_path, horizon, log_end)
+    scored = scores.loc[scores["p_churn"].notna()]
+    labelled = labelled_scores(
+        sample_rows(scored, CALIBRATION_SAMPLE), source.events_path, horizon, log_end
+    )
     if labelled.empty:
         return {"note": f"no model score on the labelled days {days[0]}..{days[-1]}"}
     return {
-        "note": None, "days": days, "rows": len(labelled), "brier": brier_score(labelled),
+        "note": None, "days": days, "rows": len(labelled), "scored": len(scored),
+        "sampled": len(scored) > CALIBRATION_SAMPLE, "brier": brier_score(labelled),
         "churn_rate": float(labelled["churned"].mean()), "bins": reliability(labelled),
     }  # fmt: skip
 

@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rules.campaigns import Catalogue
+from serving.app import dashboard_model_page
 from serving.app.dashboard import DashboardCache, DashboardSource
 from serving.app.dashboard_data import DashboardFilters
 from serving.app.dashboard_model import brier_score, labelled_days, labelled_scores
-from serving.app.dashboard_model_page import ChampionSource, model_page
+from serving.app.dashboard_model_page import ChampionSource, calibration_section, model_page
 from serving.app.dashboard_pages import Links
 from serving.app.dashboard_value import campaign_roi
 from serving.app.dashboard_value_export import write_value_and_model
@@ -129,6 +130,28 @@ def test_the_model_page_shows_the_card_recent_calibration_and_drift(pages):
     assert sum(counts) == len(labelled)
     psi = charts["drift-chart"]["data"][0]["x"]
     assert psi == sorted(psi, reverse=True) and len(psi) == len(view.champion.model.feature_names)
+
+
+def test_many_labelled_learner_days_are_calibrated_on_a_seeded_sample(pages, monkeypatch):
+    # given more scored learner-days on the labelled days than the calibration labels
+    _, cache, champions = pages
+    frames, view = cache.frames(), champions.current()
+    whole = calibration_section(cache, frames, view.horizon_days)
+    assert whole["sampled"] is False and whole["rows"] > 40
+    monkeypatch.setattr(dashboard_model_page, "CALIBRATION_SAMPLE", 40)
+    # when the section is computed (twice)
+    first = calibration_section(cache, frames, view.horizon_days)
+    again = calibration_section(cache, frames, view.horizon_days)
+    # then it labels a sample of at most 40 of them, says so, and the same one each time
+    assert first["sampled"] is True and first["scored"] == whole["scored"]
+    assert 0 < first["rows"] <= 40 and int(first["bins"]["learners"].sum()) == first["rows"]
+    assert first["brier"] == again["brier"] and first["bins"].equals(again["bins"])
+    # and the page says it is a sample of how many (computed again with that section)
+    monkeypatch.setattr(dashboard_model_page, "calibration_section", lambda *_: first)
+    frames.memo.clear()  # a page's figures are remembered per history
+    html = model_page(cache, champions, LINKS)
+    frames.memo.clear()
+    assert f"(a seeded sample of the {whole['scored']} scored)" in html
 
 
 def test_without_a_champion_the_model_page_says_so(pages, tmp_path):
