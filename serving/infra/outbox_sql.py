@@ -187,6 +187,12 @@ def pending_pairs_select(as_of: date) -> Select[Any]:
     )
 
 
+def window_starts(as_of: date, windows: Mapping[str, int]) -> dict[str, date]:
+    """Each campaign's cap window's first day: ``windows`` days up to ``as_of``, the day itself
+    counted (planned on or after ``as_of - days + 1``)."""
+    return {campaign: as_of - timedelta(days=days - 1) for campaign, days in windows.items()}
+
+
 def in_window_select(as_of: date, windows: Mapping[str, int]) -> Select[Any]:
     """Per learner and campaign, the messages planned in that campaign's window before ``as_of``.
 
@@ -195,7 +201,7 @@ def in_window_select(as_of: date, windows: Mapping[str, int]) -> Select[Any]:
     as it stood before it); cancelled messages do not count; campaigns not in ``windows`` never
     match. One row per (customer_id, campaign_id) with ``messages``.
     """
-    starts = {campaign: as_of - timedelta(days=days - 1) for campaign, days in windows.items()}
+    starts = window_starts(as_of, windows)
     counted = select(Outbox.customer_id, Outbox.campaign_id, func.count().label("messages"))
     counted = counted.group_by(Outbox.customer_id, Outbox.campaign_id)
     if not starts:
@@ -222,7 +228,7 @@ def window_counts(
     choice (a hash join over the outbox) costs about what the whole count did. Pairs of
     campaigns without a window are not counted.
     """
-    starts = {campaign: as_of - timedelta(days=days - 1) for campaign, days in windows.items()}
+    starts = window_starts(as_of, windows)
     rows = pairs[list(PAIR_COLUMNS)].astype(str)
     rows = rows.assign(since=rows["campaign_id"].map(starts)).dropna(subset=["since"])
     columns = [*PAIR_COLUMNS, "messages"]
