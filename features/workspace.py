@@ -181,8 +181,22 @@ class Workspace:
         self.until = timestamp_literal(self.last_as_of)
         self.first_window_start = timestamp_literal(dates.min() - pd.Timedelta(days=WINDOW_DAYS))
         if restrict_to is not None:
-            ids = self.register("spine_ids", restrict_to[["customer_id"]].drop_duplicates())
-            self.customer_filter = f"AND customer_id IN (SELECT customer_id FROM {ids})"
+            learners = restrict_to[["customer_id"]].drop_duplicates()
+            if self._worth_filtering(len(learners)):
+                ids = self.register("spine_ids", learners)
+                self.customer_filter = f"AND customer_id IN (SELECT customer_id FROM {ids})"
+
+    def _worth_filtering(self, learners: int) -> bool:
+        """Whether reading only the spine learners' events pays for the filter's semi-join.
+
+        The filter probes every event of the log; it pays when it leaves out many of them (a few
+        learners' features), not for a batch day's spine of nearly everyone: at 200k learners
+        (186k in the spine) the probes cost ~0.5 s of CPU on the window scan and as much again on
+        the items and history scans, and left out ~0.1 s of aggregation. Only the events read
+        change, never the result: every table is joined to the spine.
+        """
+        customers = self.con.execute(f"SELECT count(*) FROM {self.customers}").fetchall()[0][0]
+        return 2 * learners < customers
 
     def use_type_firsts(self, firsts: pd.DataFrame) -> None:
         """Take availability from ``event_type_firsts`` of another log (see ``build_features``).
