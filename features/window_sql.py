@@ -547,8 +547,12 @@ def _available_condition(spec: FeatureSpec) -> str | None:
     return " AND ".join(f"({c})" for c in conditions) or None
 
 
-def _feature_select(catalog: FeatureCatalog, measures: str) -> str:
-    """The final SELECT: each catalog feature, masked by its availability, in catalog order."""
+def _feature_select(catalog: FeatureCatalog, measures: str, *, ordered: bool = True) -> str:
+    """The final SELECT: each catalog feature, masked by its availability, in catalog order.
+
+    Its rows come in ``row_id`` order, or in any order when not ``ordered`` (the caller orders
+    them).
+    """
     columns = []
     for spec in catalog.features:
         if spec.name == RISK_COUNT:
@@ -566,7 +570,8 @@ def _feature_select(catalog: FeatureCatalog, measures: str) -> str:
     )
     return (
         f"WITH m AS ({measures}), f AS (SELECT row_id, customer_id, as_of, {', '.join(columns)} "
-        f"FROM m) SELECT row_id, customer_id, as_of, {output} FROM f ORDER BY row_id"
+        f"FROM m) SELECT row_id, customer_id, as_of, {output} FROM f"
+        + (" ORDER BY row_id" if ordered else "")
     )
 
 
