@@ -99,8 +99,12 @@ WHERE e.ts >= {first_window_start} AND e.ts < {until} {customer_filter}
 
 
 def _count(condition: str) -> str:
-    """``count(*) FILTER (condition)``, written as a CASE (see ``_WINDOW_AGGREGATES``)."""
-    return f"count(CASE WHEN {condition} THEN 1 END)"
+    """``count(*) FILTER (condition)`` as ``count_if`` (see ``_WINDOW_AGGREGATES``).
+
+    ``condition`` must never be null: DuckDB's ``count_if`` of a group whose conditions are all
+    null is NULL where Spark's is 0 (a nullable column is counted by ``_count_of``, see mob30).
+    """
+    return f"count_if({condition})"
 
 
 def _sum(value: str, condition: str) -> str:
@@ -123,7 +127,9 @@ def _max(value: str, condition: str) -> str:
 # one bitmask with bit lag-1 set). Conditional aggregates are CASEs, not FILTER clauses: DuckDB
 # (2.0) runs each FILTER as a selection of its own over the rows, and with ~40 of them this GROUP BY
 # took 1.3-1.5x the CPU on a quiet machine, twice under load (200k learners: 3.3 s -> 2.2-2.5 s
-# quiet; the same values; Spark reads CASE alike).
+# quiet; the same values; Spark reads CASE alike). Counts are count_if, whose boolean input DuckDB
+# aggregates without a CASE's selection and null vector: ~15-25% less CPU for this GROUP BY than
+# count(CASE WHEN c THEN 1 END) (200k learners: 2.3-3.0 s -> 1.8-2.2 s, alternated).
 _WINDOW_AGGREGATES = {
     "ev7": _count("lag <= 7"),
     "ev30": "count(*)",
@@ -157,7 +163,8 @@ _WINDOW_AGGREGATES = {
     "vid30": _count("event_type = 'video_watched'"),
     "vid_s30": _sum("duration_s", "event_type = 'video_watched'"),
     "vid_timed30": _count_of("duration_s", "event_type = 'video_watched'"),
-    "mob30": _count("channel = 'mobile'"),
+    # channel is nullable: a learner whose events all lack a channel has mob30 0, not NULL
+    "mob30": _count_of("1", "channel = 'mobile'"),
     "chan30": "count(channel)",
 }
 
@@ -198,8 +205,8 @@ SELECT e.customer_id, coalesce(b.bucket, 1) AS bucket,
        max(e.ts) AS last_ts,
        max(CASE WHEN e.event_type = 'session' THEN e.ts END) AS last_session_ts,
        max(CASE WHEN e.event_type = 'milestone_completed' THEN e.ts END) AS last_milestone_ts,
-       count(CASE WHEN e.event_type = 'lesson_completed' THEN 1 END) AS lessons,
-       count(CASE WHEN e.event_type = 'milestone_completed' THEN 1 END) AS milestones
+       count_if(e.event_type = 'lesson_completed') AS lessons,
+       count_if(e.event_type = 'milestone_completed') AS milestones
 FROM {events} AS e LEFT JOIN {bucket_days} AS b ON CAST(e.ts AS DATE) = b.day
 WHERE e.ts < {last_window_start} {customer_filter}
 GROUP BY ALL
@@ -540,8 +547,12 @@ def _available_condition(spec: FeatureSpec) -> str | None:
     return " AND ".join(f"({c})" for c in conditions) or None
 
 
-def _feature_select(catalog: FeatureCatalog, measures: str) -> str:
-    """The final SELECT: each catalog feature, masked by its availability, in catalog order."""
+def _feature_select(catalog: FeatureCatalog, measures: str, *, ordered: bool = True) -> str:
+    """The final SELECT: each catalog feature, masked by its availability, in catalog order.
+
+    Its rows come in ``row_id`` order, or in any order when not ``ordered`` (the caller orders
+    them).
+    """
     columns = []
     for spec in catalog.features:
         if spec.name == RISK_COUNT:
@@ -559,7 +570,8 @@ def _feature_select(catalog: FeatureCatalog, measures: str) -> str:
     )
     return (
         f"WITH m AS ({measures}), f AS (SELECT row_id, customer_id, as_of, {', '.join(columns)} "
-        f"FROM m) SELECT row_id, customer_id, as_of, {output} FROM f ORDER BY row_id"
+        f"FROM m) SELECT row_id, customer_id, as_of, {output} FROM f"
+        + (" ORDER BY row_id" if ordered else "")
     )
 
 

@@ -119,7 +119,8 @@ def normalize_spine(spine: pd.DataFrame, *, source: str = "spine") -> pd.DataFra
         raise ValueError(f"{source}: column customer_id: {null_ids} rows are null")
     pairs = pd.DataFrame(
         {
-            "customer_id": spine["customer_id"].astype("str").to_numpy(),
+            # an array of the str dtype: to_numpy() of no rows is an object array, no longer str
+            "customer_id": spine["customer_id"].astype("str").array,
             "as_of": as_of_series(spine["as_of"], source=f"{source}: column as_of").to_numpy(),
         }
     )
@@ -129,7 +130,10 @@ def normalize_spine(spine: pd.DataFrame, *, source: str = "spine") -> pd.DataFra
         raise ValueError(
             f"{source}: {len(duplicated)} rows repeat a (customer_id, as_of) pair, e.g. {examples}"
         )
-    return SPINE_SCHEMA.validate(pairs)
+    # Not re-validated by SPINE_SCHEMA: the checks above are its checks (two str/datetime64[us]
+    # columns, no nulls, as_of at midnight by as_of_series, unique pairs); at 186k pairs the
+    # schema redid them (a second duplicated() included) for ~0.06 s of CPU.
+    return pairs
 
 
 def feature_dtypes(catalog: FeatureCatalog | None = None) -> dict[str, str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from features.catalog import FeatureCatalog
@@ -180,9 +181,31 @@ class Workspace:
         self.last_as_of = dates.max()
         self.until = timestamp_literal(self.last_as_of)
         self.first_window_start = timestamp_literal(dates.min() - pd.Timedelta(days=WINDOW_DAYS))
-        if restrict_to is not None:
+        if restrict_to is not None and self._worth_filtering(restrict_to, len(dates)):
             ids = self.register("spine_ids", restrict_to[["customer_id"]].drop_duplicates())
             self.customer_filter = f"AND customer_id IN (SELECT customer_id FROM {ids})"
+
+    def _worth_filtering(self, pairs: Any, dates: int) -> bool:
+        """Whether reading only the learners of ``pairs`` pays for the filter's semi-join.
+
+        ``pairs`` are distinct (learner, date) pairs over ``dates`` dates, so they name between
+        len / dates and len learners; the learners are counted only when those bounds leave the
+        answer open (a batch day's single date never does).
+
+        The filter probes every event of the log; it pays when it leaves out many of them (a few
+        learners' features), not for a batch day's spine of nearly everyone: at 200k learners
+        (186k in the spine) the probes cost ~0.5 s of CPU on the window scan and as much again on
+        the items and history scans, and left out ~0.1 s of aggregation. Only the events read
+        change, never the result: every table is joined to the spine.
+        """
+        if not isinstance(pairs, pd.DataFrame):
+            return True  # an engine's own frame (Spark's): counting it would be a job of its own
+        customers = self.con.execute(f"SELECT count(*) FROM {self.customers}").fetchall()[0][0]
+        if 2 * len(pairs) < customers:
+            return True
+        if 2 * len(pairs) >= customers * dates:
+            return False
+        return 2 * pairs["customer_id"].nunique() < customers
 
     def use_type_firsts(self, firsts: pd.DataFrame) -> None:
         """Take availability from ``event_type_firsts`` of another log (see ``build_features``).
@@ -225,16 +248,22 @@ class Workspace:
 
     def features(self, pairs: pd.DataFrame, window: str, catalog: FeatureCatalog) -> pd.DataFrame:
         """The raw feature rows of ``pairs`` (row_id, keys, catalog columns), in pairs' order."""
-        return self.con.execute(self.features_sql(pairs, window, catalog)).df()
+        raw = self.con.execute(self.features_sql(pairs, window, catalog, ordered=False)).df()
+        # row_id is the spine position: ordering ~190k rows x 67 columns in DuckDB moved every
+        # row's payload (~0.25 s of CPU at 200k learners), a stable argsort of row_id ~0.03 s
+        return raw.take(np.argsort(raw["row_id"].to_numpy(), kind="stable"))
 
-    def features_sql(self, pairs: TableInput, window: str, catalog: FeatureCatalog) -> str:
+    def features_sql(
+        self, pairs: TableInput, window: str, catalog: FeatureCatalog, *, ordered: bool = True
+    ) -> str:
         """The query of ``features`` (its tables created), for an engine that runs it lazily.
 
-        ``pairs`` is a pandas frame, or whatever frame the engine's ``numbered`` accepts.
+        ``pairs`` is a pandas frame, or whatever frame the engine's ``numbered`` accepts. The rows
+        come in ``row_id`` order unless not ``ordered``.
         """
         spine = self._spine_table(pairs)
         measures = self._measures_sql(spine, window, catalog)
-        return _feature_select(catalog, measures)
+        return _feature_select(catalog, measures, ordered=ordered)
 
     def _spine_table(self, pairs: pd.DataFrame) -> str:
         raw = self.register("spine_pairs", self.engine.numbered(pairs))

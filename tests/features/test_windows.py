@@ -21,15 +21,18 @@ from features.catalog import FeatureCatalog, FeatureSpec, load_catalog
 from features.schemas import feature_frame_schema
 from features.vocabulary import CANONICAL_EVENT_TYPES
 from features.windows import (
+    SPINE_SCHEMA,
     build_features,
     check_catalog_coverage,
     eligible_spine,
     event_type_firsts,
     feature_dtypes,
+    normalize_spine,
     observation_dates,
     read_features,
     write_features,
 )
+from features.workspace import Workspace, workspace
 from tests.features.event_frames import customers_frame, events_frame, utc
 
 CASES = yaml.safe_load((Path(__file__).parent / "window_cases.yaml").read_text())["cases"]
@@ -686,3 +689,117 @@ def test_features_are_written_into_new_folders_and_over_an_earlier_file(tmp_path
     assert len(frame) == 1
     pd.testing.assert_frame_equal(read_features(target), frame)
     assert list(pd.read_parquet(target).columns) == list(frame.columns)
+
+
+# --- the batch-scale shortcuts: each gives what the long way gives ------------------------------
+
+
+def _mixed_log() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Six learners with sessions, lessons, feature use and history before the windows."""
+    rows = []
+    for index, learner in enumerate("abcdef"):
+        rows += [
+            [learner, f"2024-01-{10 + index} 08:00:00", "lesson_completed", None, "web", "L1"],
+            [learner, f"2024-03-{10 + index} 09:00:00", "session", 60.0 * (index + 1), "mobile"],
+            [learner, f"2024-03-{20 + index} 10:00:00", "feature_used", None, None, f"F{index}"],
+            [learner, f"2024-03-{25 + index} 11:00:00", "milestone_completed", None, "web", "M"],
+        ]
+    customers = customers_frame([[learner] for learner in "abcdefgh"])
+    return events_frame(rows), customers
+
+
+@pytest.mark.parametrize("learners", [["b"], ["a", "c", "g"], list("abcdefgh")])
+def test_the_spine_learner_filter_changes_which_events_are_read_never_the_features(
+    monkeypatch, learners
+):
+    # given a spine at two dates, in no particular order, with learners without events ("g", "h")
+    events, customers = _mixed_log()
+    spine = pd.DataFrame(
+        {
+            "customer_id": learners[::-1] + learners,
+            "as_of": [T] * len(learners) + [date(2024, 3, 28)] * len(learners),
+        }
+    )
+
+    # when the learners' events are read through the filter, and without it
+    frames = {}
+    for filtered in (True, False):
+        monkeypatch.setattr(Workspace, "_worth_filtering", lambda *_, on=filtered: on)
+        frames[filtered] = build_features(events, customers, spine=spine)
+
+    # then
+    pd.testing.assert_frame_equal(frames[True], frames[False], check_exact=True)
+    assert frames[True]["customer_id"].tolist() == spine["customer_id"].tolist()
+    assert frames[True]["lessons_total"].sum() == len(
+        [x for x in spine.customer_id if x not in "gh"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("learners", "dates", "given_dates", "worth"),
+    [
+        (4, 1, 1, True),  # a few learners of 10
+        (5, 1, 1, False),  # half of them: the filter probes every event for little
+        (4, 3, 3, True),  # 12 pairs, 4 learners: counted, a minority
+        (6, 2, 3, False),  # 12 pairs over 3 dates could be 4 learners: counted, 6
+        (10, 3, 3, False),  # 30 pairs over 3 dates are at least 10 learners: not counted
+    ],
+)
+def test_the_spine_filter_is_used_only_for_a_minority_of_the_customers(
+    learners, dates, given_dates, worth
+):
+    # given 10 customers and a spine of `learners` at `dates` dates
+    customers = customers_frame([[f"c{i}"] for i in range(10)])
+    pairs = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(learners)] * dates,
+            "as_of": [
+                d for d in pd.date_range("2024-04-01", periods=dates) for _ in range(learners)
+            ],
+        }
+    )
+    with workspace() as ws:
+        ws.register_inputs(events_frame([]), customers)
+
+        # when / then
+        assert ws._worth_filtering(pairs, given_dates) is worth
+        assert ws._worth_filtering(object(), given_dates) is True  # an engine's own frame
+
+
+def test_feature_rows_come_in_row_id_order_whatever_order_the_query_returns(monkeypatch):
+    # given a query whose rows come out of row_id order
+    shuffled = pd.DataFrame({"row_id": [2, 0, 3, 1], "value": [20, 0, 30, 10]})
+    monkeypatch.setattr(Workspace, "features_sql", lambda *_, **__: "SELECT * FROM shuffled")
+    with workspace() as ws:
+        ws.con.register("shuffled", shuffled)
+
+        # when
+        rows = ws.features(shuffled, "", CATALOG)
+
+    # then
+    assert rows["row_id"].tolist() == [0, 1, 2, 3]
+    assert rows["value"].tolist() == [0, 10, 20, 30]
+
+
+@pytest.mark.parametrize(
+    "spine",
+    [
+        pd.DataFrame(
+            {"customer_id": pd.Series([], dtype="str"), "as_of": pd.Series([], dtype="M8[us]")}
+        ),
+        pd.DataFrame({"customer_id": [3, 1], "as_of": pd.to_datetime(["2024-04-01"] * 2)}),
+        pd.DataFrame(
+            {"customer_id": ["a"], "as_of": pd.to_datetime(["2024-04-01"]).tz_localize("UTC")},
+            index=[7],
+        ),
+    ],
+    ids=["empty", "int ids", "utc timestamps"],
+)
+def test_a_normalized_spine_is_what_the_spine_schema_would_make_of_it(spine):
+    # when (normalize_spine checks what SPINE_SCHEMA checks, and no longer re-runs it)
+    pairs = normalize_spine(spine)
+
+    # then
+    pd.testing.assert_frame_equal(pairs, SPINE_SCHEMA.validate(pairs.copy()), check_exact=True)
+    assert pairs.dtypes.astype(str).tolist() == ["str", "datetime64[us]"]
+    assert pairs.index.tolist() == list(range(len(spine)))
