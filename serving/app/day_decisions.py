@@ -50,7 +50,10 @@ def whole_day_decisions(
     value, p_churn = (decisions[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
     order = decision_order(priority, value, p_churn, decisions["customer_id"].array)
     ordered = decisions.take(order).reset_index(drop=True)
-    products = features.set_index("customer_id")["product_tag"]
+    # Built from the two columns: set_index would copy every feature column of the day.
+    products = pd.Series(
+        features["product_tag"].array, index=pd.Index(features["customer_id"].array)
+    )
     cut = cut_to_capacity(ruleset, ordered, product_tags=products)
     cut[OVER_CAPACITY] = cut[OVER_CAPACITY].astype("boolean")
     return cut

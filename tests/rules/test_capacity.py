@@ -185,3 +185,20 @@ def test_the_overflow_takes_the_campaign_of_its_automated_priority(tmp_path, kno
     # and without the products, a product-specific trigger cannot match the overflow
     blind = cut_to_capacity(ruleset, decided.reset_index()).set_index("customer_id")
     assert "CP_05" not in set(blind.loc[["L00", "L05"], "campaign_id"])
+
+
+@pytest.mark.parametrize("dtype", [object, "string[pyarrow]", "category"])
+@pytest.mark.parametrize("id_dtype", [object, "string[pyarrow]"])
+def test_the_overflow_products_are_those_series_map_finds(dtype, id_dtype):
+    from rules.capacity import _products_of
+
+    # given overflow rows (one learner without a product entry, one with a null product) and
+    # product tiers indexed by customer_id in another order
+    rows = pd.DataFrame({"customer_id": pd.array(["b", "z", "a", "c"], dtype=id_dtype)})
+    tiers = pd.array(["PT_001", "PT_002", None, "PT_003"], dtype=dtype)
+    products = pd.Series(tiers, index=pd.Index(["a", "b", "c", "d"], dtype=id_dtype))
+    # when looked up, then each row gets what the map of ids gives, None where it has none
+    reference = rows["customer_id"].map(products).astype(object).where(lambda s: s.notna(), None)
+    found = _products_of(rows, products)
+    assert list(found) == list(reference) == ["PT_002", None, "PT_001", None]
+    assert _products_of(rows.iloc[:0], products).tolist() == []

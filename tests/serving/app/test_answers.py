@@ -21,7 +21,7 @@ from serving.app.answers import (
     load_day_answers,
     write_day_answers,
 )
-from serving.app.answers_table import answers_table
+from serving.app.answers_table import STATE, answers_table
 from serving.core.assess import AssessOptions, assess
 from serving.core.scoring import score_features
 from serving.core.state import state_row, state_rows_of
@@ -431,3 +431,64 @@ def test_one_process_builds_a_missing_file_the_others_answer_on_demand(
         time.sleep(0.1)
     ids = list(features["customer_id"].iloc[:2])
     assert path.is_file() and [r["customer_id"] for r in keeper.answer(ids, as_of)] == ids
+
+
+def test_decisions_are_laid_out_by_id_as_a_reindex_lays_them_out():
+    from serving.app.answers_table import _decisions_by_id
+
+    # given decisions in call order (categorical, nullable and Arrow columns) and the day's ids
+    decisions = pd.DataFrame(
+        {
+            "customer_id": pd.array(["c", "a", "d", "b"], dtype="string[pyarrow]"),
+            "priority": pd.Categorical(["P1", "P2", None, "P4"], ordered=True),
+            "over_capacity": pd.array([True, None, False, False], dtype="boolean"),
+            "value_at_risk": [4.0, float("nan"), 2.0, 1.0],
+        }
+    )
+    decision_ids = decisions["customer_id"].astype(str).to_numpy(object)
+    for ids in (["a", "b", "c", "d"], ["d", "c", "b", "a"], ["a", "x", "c", "d"]):
+        index = pd.Index(ids, dtype=object)
+        # when laid out in the ids' order (one id without a decision: the reindex's nulls)
+        laid_out = _decisions_by_id(decisions, decision_ids, index)
+        reference = decisions.set_index(pd.Index(decision_ids, dtype=object)).reindex(index)
+        # then every column holds the reindex's values and dtypes, row for row
+        for name in decisions.columns.drop("customer_id"):
+            pd.testing.assert_series_equal(
+                laid_out[name].reset_index(drop=True), reference[name].reset_index(drop=True)
+            )
+
+
+def _reindexed_state_columns(state: pd.DataFrame, ids: pd.Index) -> dict[str, pa.Array]:
+    """The state columns as a reindex by customer_id laid them out (the reference)."""
+    aligned = state.set_index(state["customer_id"].astype(str)).reindex(ids)
+    day = lambda name: pa.array(  # noqa: E731
+        pd.to_datetime(aligned[name]).to_numpy(dtype="datetime64[D]"),
+        type=pa.date32(), from_pandas=True,
+    )  # fmt: skip
+    text = lambda name: pa.array(aligned[name].astype(object), type=pa.string(), from_pandas=True)  # noqa: E731
+    return dict(zip(STATE, [text("tag"), day("since"), text("override_tag"),
+                            day("override_expires")], strict=True))  # fmt: skip
+
+
+def test_the_state_columns_are_those_a_reindex_by_id_gives():
+    from serving.app.answers_table import _state_columns
+
+    # given a stored state (nulls, a learner without state among the ids, tz-aware instants)
+    state = pd.DataFrame(
+        {
+            "customer_id": ["b", "a", "c"],
+            "tag": ["ST_002", "ST_004", None],
+            "since": pd.to_datetime(["2026-01-02", "2026-01-03", "2026-01-04"]),
+            "override_tag": [None, "ST_004", None],
+            "override_expires": pd.to_datetime([None, "2026-02-01", None], utc=True),
+        }
+    )
+    for ids in (["a", "b", "c"], ["x", "c", "a"], []):
+        index = pd.Index(ids, dtype=object)
+        # when laid out, then each column equals the reindexed one (null: no state)
+        assert _state_columns(state, index) == _reindexed_state_columns(state, index)
+        empty = _state_columns(state.iloc[:0], index)
+        assert empty == _reindexed_state_columns(state.iloc[:0], index)
+    # and a repeated learner is refused, as the reindex refused it
+    with pytest.raises(ValueError, match="duplicate"):
+        _state_columns(pd.concat([state, state.iloc[:1]]), pd.Index(["a"], dtype=object))
