@@ -61,7 +61,7 @@ from serving.core.frames import RunRecord, is_in
 from serving.core.planning import BatchDay
 from serving.core.tags import CHURNED_TAG
 from serving.infra.snapshots import write_feature_snapshot
-from serving.infra.store import StateStore
+from serving.infra.store import MarkedState, StateStore
 
 logger = logging.getLogger("lstep")
 
@@ -240,14 +240,14 @@ def run_day(
         return _already_done(done, context.store)
     timer = _Timer(context, as_of)
     with timer("learners"):
-        state = _state_before(context.store, as_of, completed, replace=replace)
+        read = _state_before(context.store, as_of, completed, replace=replace)
     step = context.step or duckdb_step
-    day = step(as_of, inputs, context, state, timer)
+    day = step(as_of, inputs, context, read.state, timer)
     assessment, features = day.assessment, day.assessment.features
-    run, snapshot = (None, None) if dry_run else _write(context, day, state, replace, timer)
+    run, snapshot = (None, None) if dry_run else _write(context, day, read, replace, timer)
     with timer("summary"):
         stored = _stored_tags(context.store, run)
-        summary = summarise(assessment, state, run, stored, context.top)
+        summary = summarise(assessment, read.state, run, stored, context.top)
     return BatchResult(
         as_of=as_of, run=run, dry_run=dry_run, already_done=False,
         rules_only=assessment.rules_only, model_version=assessment.model_version,
@@ -390,11 +390,13 @@ def _already_done(run: RunRecord, store: StateStore) -> BatchResult:
 
 def _state_before(
     store: StateStore, as_of: date, completed: pd.DataFrame, *, replace: bool
-) -> pd.DataFrame:
-    """The state the day is decided on: the store's, or for a replace the one before that day."""
+) -> MarkedState:
+    """The state the day is decided on: the store's, or for a replace the one before that day;
+    with the store's mark before it, for the answers to read only what the day changed."""
+    mark = store.state_mark()
     state = store.state_frame(as_of)
     if not replace:
-        return state
+        return MarkedState(state, mark)
     replaced_run = completed.loc[completed["as_of"].dt.date == as_of, "run_id"].iloc[0]
     log = store.transitions_frame(until=as_of)
     kept = log[log["run_id"].isna() | (log["run_id"] != replaced_run)]
@@ -404,7 +406,7 @@ def _state_before(
     )
     overrides = state[["customer_id", "override_tag", "override_expires"]]
     rebuilt = before.merge(overrides, on="customer_id", how="left")
-    return rebuilt.sort_values("customer_id", ignore_index=True)
+    return MarkedState(rebuilt.sort_values("customer_id", ignore_index=True), mark)
 
 
 def spine_of(eligible: pd.DataFrame, state: pd.DataFrame, as_of: date) -> pd.DataFrame:
@@ -422,7 +424,7 @@ def spine_of(eligible: pd.DataFrame, state: pd.DataFrame, as_of: date) -> pd.Dat
 
 
 def _write(
-    context: BatchContext, day: AssessedDay, state: pd.DataFrame, replace: bool, stage: Stage
+    context: BatchContext, day: AssessedDay, read: MarkedState, replace: bool, stage: Stage
 ) -> tuple[RunRecord, Path | None]:
     """Write the day's feature snapshot (and the engine's own files), then commit the day.
 
@@ -451,20 +453,21 @@ def _write(
         run = context.store.apply_day(batch_day, assessment.decisions, scores, plan)
     with stage("answers"):
         if context.data_dir is not None:
-            _write_answers(context, assessment, DecidedDay(state, assessment.decisions))
+            _write_answers(context, assessment, read)
     return run, snapshot
 
 
-def _write_answers(context: BatchContext, assessment: Assessment, decided: DecidedDay) -> None:
+def _write_answers(context: BatchContext, assessment: Assessment, read: MarkedState) -> None:
     """The day's answers file for the service, decided on the state the day left (only the
     learners whose state the commit changed, or whom the cut moved, decided again: ``decided``).
 
     The day is committed: a failure here costs the service a rebuild, not the day (warned).
     """
+    decided = DecidedDay(read.state, assessment.decisions)
     try:
         write_day_answers(
             Path(context.data_dir), assessment.features, assessment.scores,
-            ruleset=context.ruleset, state=context.store.state_frame(assessment.as_of),
+            ruleset=context.ruleset, state=context.store.state_after(assessment.as_of, *read),
             as_of=assessment.as_of, model_version=assessment.model_version, decided=decided,
         )  # fmt: skip
     except OSError as error:

@@ -11,6 +11,7 @@ an earlier day run after overrides were recorded.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -22,19 +23,25 @@ from sqlalchemy import (
     Select,
     bindparam,
     case,
+    column,
+    func,
     literal,
     or_,
     select,
+    table,
+    union,
     union_all,
     update,
 )
 
 from serving.core.planning import MANUAL_SIGNAL
 from serving.core.tags import HOLD_KIND
-from serving.infra.sql import driver_frame
-from serving.infra.tables import Override, Status, Transition
+from serving.infra.sql import copy_rows, driver_frame
+from serving.infra.tables import BatchRun, Override, Status, Transition
 
 Day = date | BindParameter[date]
+_DAY_LEARNERS = table("day_learners", column("customer_id"))
+"""``read_tags_of``'s temporary table of learners."""
 
 
 def override_active(as_of: Day | None) -> Any:
@@ -94,11 +101,94 @@ STATE_ROWS = state_select(bindparam("as_of", type_=Date), bindparam("customer_id
 """``state_rows``' query, built once: SQLAlchemy then reuses its compiled form (~1 ms a call)."""
 
 
-def read_tags(conn: Connection, as_of: date, customer_ids: list[str] | None = None) -> pd.DataFrame:
-    """customer_id and db_tag of every learner (or of ``customer_ids``) on ``as_of``."""
+def read_tags(conn: Connection, as_of: date, customer_ids: Any = None) -> pd.DataFrame:
+    """customer_id and db_tag of every learner (or of ``customer_ids``: a list, or a select of
+    one column) on ``as_of``."""
     tags = _tags_on(as_of, customer_ids)
     frame = driver_frame(conn, select(tags.c.customer_id, tags.c.tag.label("db_tag")))
     return frame if len(frame.columns) else pd.DataFrame(columns=["customer_id", "db_tag"])
+
+
+def read_tags_of(conn: Connection, as_of: date, customer_ids: pd.Series) -> pd.DataFrame:
+    """``read_tags`` of the learners ``customer_ids`` only, however many.
+
+    The batch checks only its changed decisions against the stored tags: a few thousand
+    learners of a 200k day, whose whole state cost a third of a second of the commit (and five
+    times that at 1M). The ids go through a temporary table, not an ``IN`` list: SQLite takes
+    at most 32,766 parameters a statement, and a day at 1M moves about 100k learners.
+    """
+    ids = sorted(set(customer_ids.tolist()))
+    if not ids:
+        return pd.DataFrame(columns=["customer_id", "db_tag"])
+    postgres = conn.dialect.name == "postgresql"
+    rows = [(customer_id,) for customer_id in ids]
+    conn.exec_driver_sql("CREATE TEMPORARY TABLE day_learners (customer_id VARCHAR(64))")
+    try:
+        if postgres:
+            copy_rows(conn, "day_learners", ["customer_id"], rows)
+        else:
+            conn.exec_driver_sql("INSERT INTO day_learners VALUES (?)", rows)
+        tags = read_tags(conn, as_of, select(_DAY_LEARNERS.c.customer_id))
+    except BaseException:
+        if not postgres:  # PostgreSQL's rollback drops it with the failed transaction
+            conn.exec_driver_sql("DROP TABLE IF EXISTS day_learners")
+        raise
+    conn.exec_driver_sql("DROP TABLE day_learners")
+    return tags
+
+
+@dataclass(frozen=True)
+class StateMark:
+    """Where the state store stood before a read of the state (``state_mark``): the last
+    transition's id and the completed runs, (as_of, run_id) by day."""
+
+    last_transition_id: int | None
+    runs: tuple[tuple[date, str], ...]
+
+
+def state_mark(conn: Connection) -> StateMark:
+    last_id = conn.execute(select(func.max(Transition.id))).scalar()
+    return StateMark(last_id, _completed_runs(conn))
+
+
+def _completed_runs(conn: Connection) -> tuple[tuple[date, str], ...]:
+    stmt = select(BatchRun.as_of, BatchRun.run_id).where(BatchRun.status == "completed")
+    return tuple((day, run_id) for day, run_id in conn.execute(stmt.order_by(BatchRun.as_of)))
+
+
+def changed_since(mark: StateMark) -> Select[Any]:
+    """The learners whose state on any day may differ from what it was at ``mark`` (an undo
+    aside: ``undone_since``), as a select of their ids.
+
+    A state changes by a transition (each gets a new, higher id: writers are serialised), by an
+    override row (set, cleared or closed: every learner with one is taken), or by a run's undo.
+    """
+    moved = select(Transition.customer_id)
+    if mark.last_transition_id is not None:
+        moved = moved.where(Transition.id > mark.last_transition_id)
+    return union(moved, select(Override.customer_id))
+
+
+def undone_since(conn: Connection, as_of: date, mark: StateMark) -> bool:
+    """Whether a run may have been undone since ``mark`` (a replace deletes transitions): a
+    completed run other than ``mark``'s on a day other than ``as_of``, or ``as_of`` completed
+    at ``mark`` already (the day itself replaced)."""
+    runs = tuple(run for run in _completed_runs(conn) if run[0] != as_of)
+    return runs != mark.runs or any(day == as_of for day, _ in mark.runs)
+
+
+def sorts_as_python(conn: Connection) -> bool:
+    """Whether ``ORDER BY customer_id`` is Python's (code point) order: SQLite's binary
+    collation, or PostgreSQL's in a C locale (a language's locale sorts otherwise)."""
+    if conn.dialect.name != "postgresql":
+        return True
+    collation = conn.exec_driver_sql(
+        "SELECT coalesce(nullif(c.collname, 'default'), d.datcollate) FROM pg_attribute a "
+        "JOIN pg_collation c ON c.oid = a.attcollation "
+        "JOIN pg_database d ON d.datname = current_database() "
+        "WHERE a.attrelid = 'status'::regclass AND a.attname = 'customer_id'"
+    ).scalar()
+    return collation in ("C", "POSIX", "ucs_basic") or str(collation).startswith("C.")
 
 
 def active_hold_ids(conn: Connection, as_of: date) -> set[str]:
@@ -199,13 +289,19 @@ def overrides_select(customer_id: str | None, live_from: date | None) -> Select[
 
 __all__ = [
     "STATE_ROWS",
+    "StateMark",
     "active_hold_ids",
+    "changed_since",
     "clear_override",
     "close_overrides_of_moved",
     "open_override",
     "override_active",
     "overrides_select",
     "read_tags",
+    "read_tags_of",
+    "sorts_as_python",
+    "state_mark",
     "state_select",
+    "undone_since",
     "write_override",
 ]

@@ -97,9 +97,10 @@ from serving.infra.state_sql import (
     close_overrides_of_moved,
     open_override,
     read_tags,
+    read_tags_of,
     write_override,
 )
-from serving.infra.store_reads import ReadsMixin
+from serving.infra.store_reads import MarkedState, ReadsMixin
 from serving.infra.tables import BatchRun, Score, Status, Transition
 from serving.settings import Settings, utc_now
 
@@ -350,7 +351,10 @@ class StateStore(ReadsMixin, OutboxMixin):
             return existing, None  # another process completed the day while we waited
         if existing is not None:
             undo_run(conn, existing, batch.now)  # also the day's SQL scores of a store before
-        tags_then = read_tags(conn, batch.as_of)
+        # Only the changed decisions are checked against the stored tags (plan_transitions).
+        tags_then = read_tags_of(
+            conn, batch.as_of, decisions.loc[decisions["changed"], "customer_id"]
+        )
         plan = plan_transitions(decisions, tags_then, active_hold_ids(conn, batch.as_of))
         if self.scores_dir is None:  # else written to the run's file before this transaction
             bulk_insert(conn, Score.__table__, scores)
@@ -430,4 +434,10 @@ class StateStore(ReadsMixin, OutboxMixin):
                 yield conn
 
 
-__all__ = ["MIGRATIONS_LOCATION", "AppliedResult", "ApplyRefused", "StateStore"]
+__all__ = [
+    "MIGRATIONS_LOCATION",
+    "AppliedResult",
+    "ApplyRefused",
+    "MarkedState",
+    "StateStore",
+]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 from sqlalchemy import Connection, exists, func, select
@@ -21,6 +21,7 @@ from serving.core.frames import (
     STATE_COLUMNS,
     STORED_SCORES_COLUMNS,
     TRANSITIONS_COLUMNS,
+    is_in,
     state_frame_of_rows,
     stored_frame,
 )
@@ -35,8 +36,24 @@ from serving.infra.sql import (
     result_frame,
     transitions_select,
 )
-from serving.infra.state_sql import STATE_ROWS, overrides_select, state_select
+from serving.infra.state_sql import (
+    STATE_ROWS,
+    StateMark,
+    changed_since,
+    overrides_select,
+    sorts_as_python,
+    state_mark,
+    state_select,
+    undone_since,
+)
 from serving.infra.tables import BatchRun, Override, Score, Status, Transition
+
+
+class MarkedState(NamedTuple):
+    """A ``state_frame`` and the ``state_mark`` taken before it (``ReadsMixin.state_after``)."""
+
+    state: pd.DataFrame
+    mark: StateMark
 
 
 class ReadsMixin:
@@ -63,6 +80,40 @@ class ReadsMixin:
             # The batch reads a million learners' state twice a day: the driver's rows (dates
             # as SQLite's ISO text, typed by the schema's coercion) cost half SQLAlchemy's.
             return stored_frame(driver_frame(conn, stmt), STATE_COLUMNS)
+
+    def state_mark(self) -> StateMark:
+        """Where the store stands now, for a later ``state_after`` of a state read after this."""
+        with self._connect() as conn:
+            return state_mark(conn)
+
+    def state_after(self, as_of: date, before: pd.DataFrame, mark: StateMark) -> pd.DataFrame:
+        """``state_frame(as_of)`` now, given ``before``, the ``state_frame(as_of)`` read after
+        ``mark`` was taken: only the learners whose state may have changed since are read.
+
+        The batch reads the whole state before its day and again after the commit, for the
+        answers; the commit moved a few thousand of the 200k learners. The learners that may
+        differ are those of ``state_sql.changed_since``; a replace in between, or a database
+        that does not sort ids as Python does (the frame is in ``customer_id`` order), reads
+        the whole state again instead.
+        """
+        changed = changed_since(mark)
+        with self._connect() as conn:
+            if sorts_as_python(conn):
+                fresh = driver_frame(conn, state_select(as_of, changed))
+                ids = driver_frame(conn, changed)  # read again: as they are now
+                # Checked after the reads: an undo until then reads everything again.
+                whole = undone_since(conn, as_of, mark)
+            else:
+                whole = True
+            if whole:
+                return stored_frame(driver_frame(conn, state_select(as_of)), STATE_COLUMNS)
+        if ids.empty:
+            return before.copy()  # a frame of its own, as a read gives
+        fresh = stored_frame(fresh, STATE_COLUMNS) if len(fresh) else before.iloc[:0]
+        kept = before[~is_in(before["customer_id"], ids.iloc[:, 0])]
+        after = pd.concat([kept, fresh], ignore_index=True)
+        # Both parts are typed by stored_frame already: the union needs no other pass.
+        return after.sort_values("customer_id", ignore_index=True, kind="stable")
 
     def state_rows(self, customer_ids: Sequence[str], as_of: date) -> dict[str, StateRow]:
         """``state_frame(as_of, customer_ids)`` as ``StateRow`` tuples, in one indexed query.
@@ -282,4 +333,4 @@ def _missing_scores(day: date, run_id: str, path: Path | None) -> str:
     return f"scores of {day} (run {run_id}): {path} is missing; restore it from a backup"
 
 
-__all__ = ["ReadsMixin"]
+__all__ = ["MarkedState", "ReadsMixin"]

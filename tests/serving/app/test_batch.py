@@ -114,6 +114,31 @@ def test_replacing_the_latest_day_decides_it_again_from_the_state_before_it(
     assert set(redone.loc[redone["as_of"] == pd.Timestamp(second_day), "run_id"]) == {"redo"}
 
 
+def test_the_answers_are_decided_on_the_state_a_whole_read_gives(
+    store, simulated_log, champion, ruleset, tmp_path, monkeypatch
+):
+    # Given the store's state_after watched: each call held to a whole read of the same day
+    from serving.infra.store import StateStore
+
+    shortcut, calls = StateStore.state_after, []
+
+    def state_after(self, as_of, before, mark):
+        after = shortcut(self, as_of, before, mark)
+        pd.testing.assert_frame_equal(after, self.state_frame(as_of))
+        calls.append(as_of)
+        return after
+
+    monkeypatch.setattr(StateStore, "state_after", state_after)
+    # When a first day, a second one and a replace of the second run (on SQLite and PostgreSQL)
+    second_day = FIRST_DAY + timedelta(days=1)
+    days = [(FIRST_DAY, "one", False), (second_day, "two", False), (second_day, "redo", True)]
+    for day, run_id, replace in days:
+        run(store, simulated_log, champion, ruleset, day=day, run_id=run_id,
+            data_dir=tmp_path / "data", replace=replace)  # fmt: skip
+    # Then each day's answers read the state after the day through it, equal to a whole read
+    assert calls == [day for day, _, _ in days]
+
+
 # --- backfill -------------------------------------------------------------------------------------
 
 
