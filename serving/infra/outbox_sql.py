@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from serving.core.messages import CANCELLED, FAILED, PAIR_COLUMNS, PENDING, SUPPRESSED
-from serving.infra.sql import copy_rows, driver_chunks
+from serving.infra.sql import copy_rows, driver_chunks, temporary_table
 from serving.infra.tables import CampaignFeedback, Outbox
 
 _CHUNK_ROWS = 5_000
@@ -118,10 +118,7 @@ def _pairs_table(conn: Connection, name: str, pairs: pd.DataFrame) -> Iterator[N
     """A temporary table ``name`` of the distinct (customer_id, campaign_id) ``pairs`` and the
     frame's other columns (``since``: a date), for the statements of the block to join.
 
-    Filled by COPY on PostgreSQL, executemany on SQLite (dates as the ISO text SQLAlchemy
-    stores there), in key order, without a key of its own: the pairs are made unique here, and
-    a primary key cost SQLite more to build than it saved the joins. Dropped after the block;
-    after an error too (on SQLite; PostgreSQL's rollback drops it with the failed transaction).
+    In key order (``sql.temporary_table``; dates as the ISO text SQLAlchemy stores on SQLite).
     """
     kinds = {"customer_id": "VARCHAR(64)", "campaign_id": "VARCHAR(16)", "since": "DATE"}
     unique = pairs.drop_duplicates(list(PAIR_COLUMNS)).sort_values(list(PAIR_COLUMNS))
@@ -131,20 +128,8 @@ def _pairs_table(conn: Connection, name: str, pairs: pd.DataFrame) -> Iterator[N
         for name in unique.columns
     ]
     values = list(zip(*columns, strict=True))
-    definition = ", ".join(f"{column} {kinds[column]}" for column in unique.columns)
-    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} ({definition})")
-    try:
-        if postgres:
-            copy_rows(conn, name, list(unique.columns), values)
-        else:
-            marks = ", ".join("?" for _ in unique.columns)
-            conn.exec_driver_sql(f"INSERT INTO {name} VALUES ({marks})", values)
+    with temporary_table(conn, name, {column: kinds[column] for column in unique.columns}, values):
         yield
-    except BaseException:
-        if not postgres:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
-        raise
-    conn.exec_driver_sql(f"DROP TABLE {name}")
 
 
 def _iso_days(days: pd.Series) -> list[str]:

@@ -272,6 +272,36 @@ def copy_rows(
             copy.write_row(row)
 
 
+@contextmanager
+def temporary_table(
+    conn: Connection, name: str, kinds: dict[str, str], rows: list[tuple[Any, ...]]
+) -> Iterator[None]:
+    """A temporary table ``name`` (columns and SQL types ``kinds``) holding ``rows``, for the
+    statements of the block to join; dropped after it.
+
+    For sets of keys too large for an ``IN`` list (SQLite takes at most 32,766 parameters a
+    statement). Filled by COPY on PostgreSQL, executemany on SQLite; without a key of its own
+    (the callers give distinct rows, and a primary key cost SQLite more to build than it saved
+    the joins). Dropped after an error too on SQLite; PostgreSQL's rollback drops it with the
+    failed transaction.
+    """
+    postgres = conn.dialect.name == "postgresql"
+    definition = ", ".join(f"{column} {kind}" for column, kind in kinds.items())
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} ({definition})")
+    try:
+        if postgres:
+            copy_rows(conn, name, list(kinds), rows)
+        else:
+            marks = ", ".join("?" for _ in kinds)
+            conn.exec_driver_sql(f"INSERT INTO {name} VALUES ({marks})", rows)
+        yield
+    except BaseException:
+        if not postgres:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+        raise
+    conn.exec_driver_sql(f"DROP TABLE {name}")
+
+
 def update_status_from_run(conn: Connection, run_id: str) -> None:
     """Set each learner the run moved to the tag of their transition in it (one statement)."""
     dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert

@@ -36,7 +36,7 @@ from sqlalchemy import (
 
 from serving.core.planning import MANUAL_SIGNAL
 from serving.core.tags import HOLD_KIND
-from serving.infra.sql import copy_rows, driver_frame
+from serving.infra.sql import driver_frame, temporary_table
 from serving.infra.tables import BatchRun, Override, Status, Transition
 
 Day = date | BindParameter[date]
@@ -120,21 +120,9 @@ def read_tags_of(conn: Connection, as_of: date, customer_ids: pd.Series) -> pd.D
     ids = sorted(set(customer_ids.tolist()))
     if not ids:
         return pd.DataFrame(columns=["customer_id", "db_tag"])
-    postgres = conn.dialect.name == "postgresql"
     rows = [(customer_id,) for customer_id in ids]
-    conn.exec_driver_sql("CREATE TEMPORARY TABLE day_learners (customer_id VARCHAR(64))")
-    try:
-        if postgres:
-            copy_rows(conn, "day_learners", ["customer_id"], rows)
-        else:
-            conn.exec_driver_sql("INSERT INTO day_learners VALUES (?)", rows)
-        tags = read_tags(conn, as_of, select(_DAY_LEARNERS.c.customer_id))
-    except BaseException:
-        if not postgres:  # PostgreSQL's rollback drops it with the failed transaction
-            conn.exec_driver_sql("DROP TABLE IF EXISTS day_learners")
-        raise
-    conn.exec_driver_sql("DROP TABLE day_learners")
-    return tags
+    with temporary_table(conn, "day_learners", {"customer_id": "VARCHAR(64)"}, rows):
+        return read_tags(conn, as_of, select(_DAY_LEARNERS.c.customer_id))
 
 
 @dataclass(frozen=True)
