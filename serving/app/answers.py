@@ -127,7 +127,7 @@ class DayAnswers:
             *STATE,
             *self._flag_values,
         ]
-        self._cache: OrderedDict[int, list[Reason]] = OrderedDict()
+        self._cache: OrderedDict[int, PackedReasons] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -226,7 +226,7 @@ class DayAnswers:
             return [[] for _ in positions]
         wanted = [int(position) for position in positions]
         with self._lock:
-            kept = {p: self._cache[p] for p in wanted if p in self._cache}
+            kept = {p: _unpacked(self._cache[p]) for p in wanted if p in self._cache}
             for position in kept:
                 self._cache.move_to_end(position)
         waiting = sorted(set(wanted) - kept.keys())
@@ -234,7 +234,7 @@ class DayAnswers:
             explained = dict(zip(waiting, self._explain(waiting, num_threads), strict=True))
             kept |= explained
             with self._lock:
-                self._cache.update(explained)
+                self._cache.update((p, _packed(found)) for p, found in explained.items())
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return [kept[position] for position in wanted]
@@ -275,6 +275,19 @@ class DayAnswers:
         for start in range(0, len(order), chunk):
             self.reasons(order[start : start + chunk], num_threads=1)
         return len(order)
+
+
+PackedReasons = tuple[tuple[str, Any, float, str], ...]
+"""A learner's reasons as the cache keeps them: plain tuples of atomic values, which the garbage
+collector stops tracking, so a full cache adds nothing to a full collection's walk."""
+
+
+def _packed(reasons: list[Reason]) -> PackedReasons:
+    return tuple((r.feature, r.value, r.points, r.text) for r in reasons)
+
+
+def _unpacked(packed: PackedReasons) -> list[Reason]:
+    return [Reason(*fields) for fields in packed]
 
 
 def load_day_answers(
@@ -339,11 +352,14 @@ def _built(
     return open_answers_file(path) or MappedAnswers(table)
 
 
-def _warm(answers: DayAnswers, limit: int) -> None:
-    """Background: the reasons of the day's first ``limit`` learners (call-list order)."""
+def _warm(answers: DayAnswers, limit: int, after: Callable[[], None] | None) -> None:
+    """Background: the reasons of the day's first ``limit`` learners (call-list order), then
+    ``after`` (when given)."""
     started = time.perf_counter()
     try:
         kept = answers.warm_reasons(limit)
+        if after is not None:
+            after()
     except Exception:  # a background thread: log; requests explain on the spot instead
         logger.exception("computing the reasons of the day's learners ahead failed")
         return
@@ -359,11 +375,13 @@ class ReasonOptions:
         top_reasons: reason codes per learner.
         warm_reasons: learners of the call list explained in the background after a load.
         cache_size: learners whose reason codes a worker keeps.
+        after_warm: called once a warm-up has finished (the service freezes its heap there).
     """
 
     top_reasons: int = TOP_REASONS
     warm_reasons: int = 0
     cache_size: int = REASONS_CACHE
+    after_warm: Callable[[], None] | None = None
 
 
 class AnswerKeeper:
@@ -394,6 +412,7 @@ class AnswerKeeper:
         self.top_reasons = reasons.top_reasons
         self.warm_reasons = reasons.warm_reasons
         self.cache_size = reasons.cache_size
+        self.after_warm = reasons.after_warm
         self.recheck_s = recheck_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -418,7 +437,7 @@ class AnswerKeeper:
                 "day answers of %s: %d learners in %.1f s", answers.as_of, len(answers), seconds
             )
             if self.warm_reasons and not answers.rules_only:
-                self._start(_warm, answers, self.warm_reasons)
+                self._start(_warm, answers, self.warm_reasons, self.after_warm)
         return answers
 
     @staticmethod

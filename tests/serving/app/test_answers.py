@@ -6,6 +6,8 @@ here); the keeper's tests use a copy of the snapshot and a fresh SQLite store of
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
 from datetime import date, timedelta
 
@@ -17,6 +19,7 @@ import pytest
 from serving.app.answers import (
     AnswerKeeper,
     DayAnswers,
+    ReasonOptions,
     answers_tag,
     load_day_answers,
     write_day_answers,
@@ -149,13 +152,16 @@ def test_reasons_warm_in_call_list_order_and_match_those_made_on_the_spot(day, c
     kept = warm.warm_reasons(40, chunk=16)
     # then exactly those are kept, P1 ones first, and they equal reasons computed one at a time
     first = warm.call_order(40)
-    kept_reasons = dict(warm._cache)
-    assert kept == 40 and set(kept_reasons) == set(first)
+    assert kept == 40 and set(warm._cache) == set(first)
     priorities = [warm.record_at(position)["priority"] for position in first]
     assert priorities == sorted(priorities, key=lambda p: (p is None, str(p)))
     for position in first:
-        assert kept_reasons[position] == cold.reasons([position])[0]
-        assert len(kept_reasons[position]) == 3
+        kept_reasons = warm.reasons([position])[0]
+        assert kept_reasons == cold.reasons([position])[0] and len(kept_reasons) == 3
+    # and the cache holds nothing the garbage collector walks (a full collection's pause does
+    # not grow with the learners warmed)
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in warm._cache.values())
 
 
 def test_rules_only_answers_have_no_scores_and_no_reasons(day, ruleset):
@@ -431,6 +437,28 @@ def test_one_process_builds_a_missing_file_the_others_answer_on_demand(
         time.sleep(0.1)
     ids = list(features["customer_id"].iloc[:2])
     assert path.is_file() and [r["customer_id"] for r in keeper.answer(ids, as_of)] == ids
+
+
+def test_the_keeper_calls_after_warm_once_the_day_s_reasons_are_kept(
+    data_dir, sqlite_store, champion, ruleset
+):
+    # given a keeper warming 12 learners' reasons, told what to do once it has
+    cached_when_called: list[int] = []
+    called = threading.Event()
+
+    def after_warm() -> None:
+        cached_when_called.append(len(keeper.current._cache))
+        called.set()
+
+    options = ReasonOptions(warm_reasons=12, after_warm=after_warm)
+    # when it starts
+    keeper = AnswerKeeper(
+        data_dir, champion=champion, ruleset=ruleset, store=sqlite_store, reasons=options
+    )
+    # then after_warm runs once, after the 12 learners' reasons are kept
+    assert called.wait(120)
+    time.sleep(0.2)
+    assert cached_when_called == [12]
 
 
 def test_decisions_are_laid_out_by_id_as_a_reindex_lays_them_out():
