@@ -57,7 +57,7 @@ from serving.api.problems import (
     http_problems,
 )
 from serving.api.responses import explain_response, score_response, status_response
-from serving.app.answers import AnswerKeeper, ReasonOptions
+from serving.app.answer_keeper import AnswerKeeper, ReasonOptions
 from serving.app.feedback import record_campaign_event
 from serving.app.online import FeatureFetch, OnlineScoring, check_size, in_process, resolve_as_of
 from serving.app.status import clear_override, learner_status, set_override

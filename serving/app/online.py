@@ -21,7 +21,8 @@ import anyio
 import pandas as pd
 
 from rules import RuleSet
-from serving.app.answers import FEATURE_SOURCE, AnswerKeeper
+from serving.app.answer_keeper import AnswerKeeper
+from serving.app.answers import FEATURE_SOURCE
 from serving.app.coalesce import Coalescer
 from serving.core.asks import LearnerAsk
 from serving.core.assess import TOP_REASONS, Assessment, AssessOptions, ModelHandle, assess

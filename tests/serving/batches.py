@@ -84,6 +84,17 @@ def decisions(day: date, moves: list[tuple[str, str | None, str]]) -> pd.DataFra
     return frame
 
 
+def tag_learner(store, customer_id: str, tag: str, as_of: date) -> None:
+    """Give a learner of an empty store a tag on ``as_of`` (a move written as the API writes it)."""
+    store.apply_learners(
+        as_of,
+        decisions(as_of, [(customer_id, None, tag)]),
+        run_id="api-test",
+        model_version=None,
+        now=at(as_of, 10),
+    )
+
+
 def apply(
     store: StateStore, day: date, moves, *, run_id: str | None = None, **options
 ) -> RunRecord:

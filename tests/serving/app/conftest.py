@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import date
+
+import pandas as pd
 import pytest
 
 from serving.settings import Settings
@@ -36,3 +39,31 @@ def dashboard(tmp_path_factory, simulated_log):
     )  # fmt: skip
     yield workspace, DashboardCache(source, lambda: DASHBOARD_NOW)
     workspace.store.close()
+
+
+@pytest.fixture(scope="module")
+def day(workspace) -> tuple[date, pd.DataFrame, pd.DataFrame]:
+    """The workspace's latest snapshot day, its features and the stored state on that day.
+
+    The workspace is shared with the other serving test modules of this worker, which may have
+    moved some learners after that day (applied moves, overrides): those learners are the
+    scorer's to refuse (422), so the day here is made of the others.
+    """
+    from serving.infra.snapshots import latest_feature_snapshot
+
+    as_of, features = latest_feature_snapshot(workspace.settings.data_path)
+    with workspace.open_store() as store:
+        state = store.state_frame(as_of)
+    later = state.loc[state["since"] > pd.Timestamp(as_of), "customer_id"]
+    features = features[~features["customer_id"].isin(later)].reset_index(drop=True)
+    state = state[~state["customer_id"].isin(later)].reset_index(drop=True)
+    return as_of, features, state
+
+
+@pytest.fixture
+def data_dir(tmp_path, day):
+    """A data directory holding a copy of the workspace's snapshot only."""
+    as_of, features, _ = day
+    (tmp_path / "features").mkdir()
+    features.to_parquet(tmp_path / "features" / f"as_of={as_of}.parquet")
+    return tmp_path

@@ -7,19 +7,14 @@ here); the keeper's tests use a copy of the snapshot and a fresh SQLite store of
 from __future__ import annotations
 
 import gc
-import threading
-import time
 from datetime import date, timedelta
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
 from serving.app.answers import (
-    AnswerKeeper,
     DayAnswers,
-    ReasonOptions,
     answers_tag,
     load_day_answers,
     write_day_answers,
@@ -28,28 +23,9 @@ from serving.app.answers_table import STATE, answers_table
 from serving.core.assess import AssessOptions, assess
 from serving.core.scoring import score_features
 from serving.core.state import state_row, state_rows_of
-from serving.infra.answers_file import answers_path, build_lock
-from serving.infra.snapshots import latest_feature_snapshot
-from tests.serving.batches import at, decisions, set_override
+from tests.serving.batches import at, set_override, tag_learner
 from tests.serving.fixtures import packaged_ruleset
 from tests.serving.service_fixtures import SNAPSHOT_DAY
-
-
-@pytest.fixture(scope="module")
-def day(workspace) -> tuple[date, pd.DataFrame, pd.DataFrame]:
-    """The workspace's latest snapshot day, its features and the stored state on that day.
-
-    The workspace is shared with the other serving test modules of this worker, which may have
-    moved some learners after that day (applied moves, overrides): those learners are the
-    scorer's to refuse (422), so the day here is made of the others.
-    """
-    as_of, features = latest_feature_snapshot(workspace.settings.data_path)
-    with workspace.open_store() as store:
-        state = store.state_frame(as_of)
-    later = state.loc[state["since"] > pd.Timestamp(as_of), "customer_id"]
-    features = features[~features["customer_id"].isin(later)].reset_index(drop=True)
-    state = state[~state["customer_id"].isin(later)].reset_index(drop=True)
-    return as_of, features, state
 
 
 @pytest.fixture(scope="module")
@@ -66,17 +42,6 @@ def online_records(features, champion, ruleset, state, as_of, whole_day=False) -
         options=AssessOptions(explain=True, whole_day=whole_day),
     )  # fmt: skip
     return assessment.records()
-
-
-def tag_learner(store, customer_id: str, tag: str, as_of: date) -> None:
-    """Give a learner of an empty store a tag on ``as_of`` (a move written as the API writes it)."""
-    store.apply_learners(
-        as_of,
-        decisions(as_of, [(customer_id, None, tag)]),
-        run_id="api-test",
-        model_version=None,
-        now=at(as_of, 10),
-    )
 
 
 def stored_state(state: pd.DataFrame, customer_id: str):
@@ -174,82 +139,6 @@ def test_rules_only_answers_have_no_scores_and_no_reasons(day, ruleset):
     assert record["model_version"] is None and record["p_churn"] is None
     assert record["reasons"] == [] and record["rule_description"].endswith("rules only]")
     assert built.warm_reasons(10) == 0
-
-
-# --- the keeper: loading, answering whole requests, a newer day -----------------------------------
-
-
-@pytest.fixture
-def data_dir(tmp_path, day):
-    """A data directory holding a copy of the workspace's snapshot only."""
-    as_of, features, _ = day
-    (tmp_path / "features").mkdir()
-    features.to_parquet(tmp_path / "features" / f"as_of={as_of}.parquet")
-    return tmp_path
-
-
-def test_the_keeper_answers_whole_requests_and_only_those_it_holds(
-    data_dir, sqlite_store, champion, ruleset, day
-):
-    # given a keeper on the snapshot and an empty store (every learner is new)
-    as_of, features, _ = day
-    keeper = AnswerKeeper(data_dir, champion=champion, ruleset=ruleset, store=sqlite_store)
-    ids = list(features["customer_id"].iloc[:3])
-    # when whole requests are answered
-    records = keeper.answer(ids, as_of)
-    # then each learner gets their record, new learners with no current tag
-    assert [record["customer_id"] for record in records] == ids
-    assert all(record["current_tag"] is None for record in records)
-    # and a request with one learner it cannot answer, or for another day, goes to the scorer
-    assert keeper.answer([*ids, "nobody-by-this-id"], as_of) is None
-    assert keeper.answer(ids, as_of - timedelta(days=1)) is None
-
-
-def test_the_keeper_notices_a_learner_whose_state_moved(
-    data_dir, sqlite_store, champion, ruleset, day
-):
-    # given a keeper built while a learner was new
-    as_of, features, _ = day
-    keeper = AnswerKeeper(data_dir, champion=champion, ruleset=ruleset, store=sqlite_store)
-    customer_id = features["customer_id"].iloc[5]
-    assert keeper.answer([customer_id], as_of) is not None
-    # when the store learns their tag (a move applied through the API)
-    tag_learner(sqlite_store, customer_id, "ST_002", as_of)
-    # then the keeper no longer answers for them: the scorer decides on the new state
-    assert keeper.answer([customer_id], as_of) is None
-
-
-def test_the_keeper_builds_the_answers_of_a_newer_snapshot(
-    data_dir, sqlite_store, champion, ruleset, day
-):
-    # given a keeper on the snapshot, and the batch job's snapshot of the next day appearing
-    as_of, features, _ = day
-    clock = iter(np.arange(0.0, 1000.0, 100.0))
-    keeper = AnswerKeeper(
-        data_dir, champion=champion, ruleset=ruleset, store=sqlite_store, clock=lambda: next(clock)
-    )
-    next_day = as_of + timedelta(days=1)
-    features.assign(as_of=pd.Timestamp(next_day)).to_parquet(
-        data_dir / "features" / f"as_of={next_day}.parquet"
-    )
-    ids = list(features["customer_id"].iloc[:2])
-    # when asked about the next day, the keeper sends the request on and looks (in background)
-    assert keeper.answer(ids, next_day) is None
-    keeper.refresh()  # what the background look does, here in the foreground
-    # then it answers for the next day
-    assert keeper.current.as_of == next_day
-    assert [record["as_of"] for record in keeper.answer(ids, next_day)] == [str(next_day)] * 2
-    assert not keeper.refresh()  # nothing newer now
-
-
-def test_no_snapshot_means_no_answers(tmp_path, sqlite_store, champion, ruleset):
-    # given a data directory where the batch job has not run yet
-    # when the answers are loaded, then there are none (every request goes to the scorer)
-    assert (
-        load_day_answers(tmp_path, champion=champion, ruleset=ruleset, store=sqlite_store) is None
-    )
-    keeper = AnswerKeeper(tmp_path, champion=champion, ruleset=ruleset, store=sqlite_store)
-    assert keeper.current is None and keeper.answer(["C0000001"], date(2026, 5, 20)) is None
 
 
 def test_a_whole_state_frame_converts_as_each_row_does(day):
@@ -415,50 +304,6 @@ def test_answers_of_another_champion_or_rules_are_not_served(
     )
     assert built.model_version == again.model_version == champion.version
     assert len(list((data_dir / "answers").glob("*.arrow"))) == 2
-
-
-def test_one_process_builds_a_missing_file_the_others_answer_on_demand(
-    data_dir, sqlite_store, champion, ruleset, day
-):
-    # given another worker process building the day's answers file (it holds the lock)
-    as_of, features, _ = day
-    path = answers_path(data_dir, as_of, answers_tag(champion.version, ruleset))
-    with build_lock(path) as held:
-        assert held
-        # when this worker starts, then it builds nothing and has no answers yet
-        keeper = AnswerKeeper(data_dir, champion=champion, ruleset=ruleset, store=sqlite_store)
-        assert keeper.current is None and not path.exists()
-    # when the lock is free, a background start builds the file and then answers from it
-    keeper = AnswerKeeper(
-        data_dir, champion=champion, ruleset=ruleset, store=sqlite_store, background=True
-    )
-    deadline = time.monotonic() + 120
-    while keeper.current is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    ids = list(features["customer_id"].iloc[:2])
-    assert path.is_file() and [r["customer_id"] for r in keeper.answer(ids, as_of)] == ids
-
-
-def test_the_keeper_calls_after_warm_once_the_day_s_reasons_are_kept(
-    data_dir, sqlite_store, champion, ruleset
-):
-    # given a keeper warming 12 learners' reasons, told what to do once it has
-    cached_when_called: list[int] = []
-    called = threading.Event()
-
-    def after_warm() -> None:
-        cached_when_called.append(len(keeper.current._cache))
-        called.set()
-
-    options = ReasonOptions(warm_reasons=12, after_warm=after_warm)
-    # when it starts
-    keeper = AnswerKeeper(
-        data_dir, champion=champion, ruleset=ruleset, store=sqlite_store, reasons=options
-    )
-    # then after_warm runs once, after the 12 learners' reasons are kept
-    assert called.wait(120)
-    time.sleep(0.2)
-    assert cached_when_called == [12]
 
 
 def test_decisions_are_laid_out_by_id_as_a_reindex_lays_them_out():
