@@ -72,7 +72,7 @@ MUTATE := \
 	features.window_sql.* \
 	features.workspace.* \
 	features.labels.* \
-	models.churn.xǁVennAbersCalibrationǁ* \
+	models.calibration.xǁVennAbersCalibrationǁ* \
 	models.churn.x_decision_confidence__mutmut_* \
 	models.churn.xǁChurnModelǁ_calibrated__mutmut_* \
 	models.churn.x__checked_predictions__mutmut_* \

@@ -189,7 +189,7 @@ def explain_frame(
             (``ChurnModel.predict_with_contributions``), so TreeSHAP does not run twice.
 
     Raises:
-        models.churn.FeatureFrameError: naming every missing or mistyped model column.
+        models.matrix.FeatureFrameError: naming every missing or mistyped model column.
         ValueError: when ``contributions`` has not one row per row of ``features``.
     """
     if contributions is None:

@@ -48,7 +48,8 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import load_catalog
-from models.churn import ChurnModel, FeatureFrameError, model_feature_dtypes, to_model_matrix
+from models.churn import ChurnModel
+from models.matrix import FeatureFrameError, model_feature_dtypes, to_model_matrix
 
 if TYPE_CHECKING:
     from mlflow.models import ModelSignature

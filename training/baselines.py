@@ -26,7 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from models.churn import to_model_matrix
+from models.matrix import to_model_matrix
 
 CATEGORICAL_FEATURES = ("product_tag",)
 # Isotonic outputs can be exactly 0 or 1 on a training step with a single class; log loss would

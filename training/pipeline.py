@@ -51,7 +51,8 @@ from rich.progress import (
 from features.labels import load_labels
 from features.schemas import labels_schema
 from features.validation import load_valid_inputs
-from models.churn import ChurnModel, model_feature_names, to_model_matrix
+from models.churn import ChurnModel
+from models.matrix import model_feature_names, to_model_matrix
 from models.pyfunc import log_churn_model, mlflow_uris
 from training.baselines import Scorer, fit_baselines
 from training.dataset import TrainingSet, build_training_set

@@ -40,7 +40,7 @@ from mlflow.exceptions import MlflowException
 from numpy.typing import ArrayLike
 from scipy.stats import bootstrap
 
-from models.churn import model_feature_names
+from models.matrix import model_feature_names
 from models.metrics import expected_calibration_error, pr_auc
 from models.pyfunc import to_pyfunc_input
 from training.early_warning import CLAIM_LEAD_DAYS, EARLY_WARNING, counts_at

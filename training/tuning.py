@@ -196,7 +196,7 @@ def tune(
     """Search LightGBM parameters with a seeded TPE sampler and a median pruner.
 
     Args:
-        X: The model matrix (``models.churn.to_model_matrix``) of the training slice.
+        X: The model matrix (``models.matrix.to_model_matrix``) of the training slice.
         y: 0/1 labels aligned with ``X``.
         folds: Expanding-window folds over ``X``'s rows.
         config: Trials, timeout, seed, metric and LightGBM limits.

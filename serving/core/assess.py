@@ -29,8 +29,9 @@ import pyarrow as pyarrow_lib
 import pyarrow.compute as pc
 
 from features.schemas import KEY_COLUMNS
-from models.churn import PREDICTION_COLUMNS, SMALL_BATCH_ROWS, ChurnModel
+from models.churn import PREDICTION_COLUMNS, ChurnModel
 from models.explain import Explanation, Reason, explain_frame, points_of, ranked_reasons
+from models.matrix import SMALL_BATCH_ROWS
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity, decide
 from rules.columns import Columns
 from serving.core.frames import numbered

@@ -69,7 +69,7 @@ def score_features(features: pd.DataFrame, champion: ModelHandle | None) -> pd.D
 
     Raises:
         ValueError: missing keys or repeated learners.
-        models.churn.FeatureFrameError: missing or mistyped model columns, or missing flags.
+        models.matrix.FeatureFrameError: missing or mistyped model columns, or missing flags.
     """
     keys = keys_of(features)
     if champion is None or features.empty:

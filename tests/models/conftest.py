@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.churn import ChurnModel, VennAbersCalibration
+from models.calibration import VennAbersCalibration
+from models.churn import ChurnModel
 from tests.models.synthetic import TEST_PARAMS, TEST_ROUNDS, make_feature_frame
 
 OVERFIT_PARAMS = {"num_leaves": 63, "learning_rate": 0.3, "min_data_in_leaf": 5, "num_threads": 1}

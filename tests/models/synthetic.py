@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import load_catalog
-from models.churn import PRODUCT_TAG_CATEGORIES
+from models.matrix import PRODUCT_TAG_CATEGORIES
 
 AS_OF = np.datetime64("2025-03-01", "us")
 TEST_PARAMS = {"num_leaves": 15, "learning_rate": 0.1, "min_data_in_leaf": 40, "num_threads": 1}

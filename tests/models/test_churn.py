@@ -11,19 +11,21 @@ import pytest
 from scipy.stats import spearmanr
 
 from features.catalog import load_catalog
+from models.calibration import VennAbersCalibration
 from models.churn import (
     PREDICTION_COLUMNS,
-    PRODUCT_TAG_CATEGORIES,
     ChurnModel,
-    FeatureFrameError,
-    VennAbersCalibration,
-    _block_values,
-    _booster_values,
     _checked_predictions,
-    _lightgbm_values,
-    _typed_matrix,
     decision_confidence,
     lightgbm_params,
+)
+from models.matrix import (
+    PRODUCT_TAG_CATEGORIES,
+    FeatureFrameError,
+    _block_values,
+    _typed_matrix,
+    booster_values,
+    lightgbm_values,
     model_feature_dtypes,
     model_feature_names,
     to_model_matrix,
@@ -107,7 +109,7 @@ def test_model_matrix_rejects_mistyped_values_with_a_clear_message(column, value
 
 
 def _per_column(frame: pd.DataFrame) -> np.ndarray:
-    return _lightgbm_values(_typed_matrix(frame, model_feature_dtypes()))
+    return lightgbm_values(_typed_matrix(frame, model_feature_dtypes()))
 
 
 @pytest.mark.parametrize("rows", [1, 4, 300], ids=["one row", "a request", "past the block"])
@@ -121,7 +123,7 @@ def test_the_boosters_array_of_a_small_frame_is_the_per_column_one(rows):
     frame["product_tag"] = pd.array(frame["product_tag"].astype(str), dtype="str")
     frame = frame[frame.columns[::-1]]
     # when the booster's array is built (in one block up to SMALL_BATCH_ROWS rows)
-    values = _booster_values(frame, model_feature_dtypes())
+    values = booster_values(frame, model_feature_dtypes())
     # then it is the per-column array, value for value and column-major
     np.testing.assert_array_equal(values, _per_column(frame))
     assert values.flags.f_contiguous
@@ -149,10 +151,10 @@ def test_a_small_frame_the_block_cannot_take_gets_the_per_column_values_or_error
         expected = _per_column(frame)
     except FeatureFrameError as error:
         with pytest.raises(FeatureFrameError) as raised:
-            _booster_values(frame, model_feature_dtypes())
+            booster_values(frame, model_feature_dtypes())
         assert str(raised.value) == str(error)
     else:
-        np.testing.assert_array_equal(_booster_values(frame, model_feature_dtypes()), expected)
+        np.testing.assert_array_equal(booster_values(frame, model_feature_dtypes()), expected)
 
 
 # --- behaviour on the planted signal --------------------------------------------------------------

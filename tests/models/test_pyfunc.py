@@ -28,7 +28,8 @@ from typer.testing import CliRunner
 
 from features.simulator import SimulationConfig, simulate
 from features.windows import feature_dtypes
-from models.churn import PREDICTION_COLUMNS, FeatureFrameError, model_feature_names
+from models.churn import PREDICTION_COLUMNS
+from models.matrix import FeatureFrameError, model_feature_names
 from models.pyfunc import (
     input_schema,
     log_churn_model,

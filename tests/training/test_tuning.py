@@ -8,7 +8,7 @@ import lightgbm as lgb
 import optuna
 import pytest
 
-from models.churn import to_model_matrix
+from models.matrix import to_model_matrix
 from tests.training.frames import feature_frame, weekly_dates
 from training.splits import expanding_folds
 from training.tuning import TuningConfig, pruning_callback, tune

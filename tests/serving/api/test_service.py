@@ -21,7 +21,7 @@ import pytest
 from pydantic import ValidationError
 
 from features.windows import build_features
-from models.churn import model_feature_names
+from models.matrix import model_feature_names
 from serving.api.bento import (
     SERVED_MODEL_TAG,
     ServiceSettings,

@@ -12,8 +12,9 @@ import pytest
 
 from features.catalog import load_catalog
 from features.windows import build_features
-from models.churn import PREDICTION_COLUMNS, SMALL_BATCH_ROWS, FeatureFrameError
+from models.churn import PREDICTION_COLUMNS
 from models.explain import explain_frame
+from models.matrix import SMALL_BATCH_ROWS, FeatureFrameError
 from models.pyfunc import to_pyfunc_input
 from serving.core.assess import AssessOptions, assess, decide_learners, score_features
 from serving.core.frames import empty_state as no_state
