@@ -14,7 +14,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(__file__).resolve().parent / ".cache"
-SIMULATOR_SOURCES = ("features/simulator.py", "features/vocabulary.py")
+SIMULATOR_SOURCES = (
+    *sorted(str(path.relative_to(REPO)) for path in (REPO / "features/simulator").glob("*.py")),
+    "features/vocabulary.py",
+)
 """The code a simulated population comes from (its cache key)."""
 
 

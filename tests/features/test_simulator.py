@@ -27,6 +27,7 @@ from features.simulator import (
     simulate,
     simulate_chunk,
 )
+from features.simulator import files as simulator_files
 from features.validation import validate_inputs
 from features.vocabulary import CANONICAL_EVENT_TYPES, CHANNELS
 
@@ -303,7 +304,7 @@ def test_chunks_continue_the_ids_and_report_progress(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given chunks of 40 learners and 100 learners to simulate
-    monkeypatch.setattr(simulator, "CHUNK_SIZE", 40)
+    monkeypatch.setattr(simulator_files, "CHUNK_SIZE", 40)
     finished: list[int] = []
     config = SimulationConfig(customers=100, days=40, seed=1, truth_paths=8)
     # When simulated
