@@ -404,7 +404,8 @@ def train(
         artifact_location: artifact root for a new experiment (default: beside a SQLite file).
 
     Raises:
-        features.validation.InputError: when the inputs fail validation (the rendered report).
+        features.validation_report.InputError: when the inputs fail validation (the rendered
+            report).
         ValueError: when the log is too short for the split, or the test slice has one class.
     """
     console = console or Console()

@@ -28,7 +28,7 @@ from serving.core.tags import STATUS_TAGS
 
 if TYPE_CHECKING:  # for annotations only: importing these at run time would cost every command
     # the whole batch path (LightGBM, MLflow, DuckDB, pandera) just to draw one table
-    from features.validation import ValidationReport
+    from features.validation_report import ValidationReport
     from serving.app.kpis import Kpi
     from serving.app.status import LearnerStatus
     from serving.app.summary import BatchResult

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.frame_checks import validate_frame
 from features.mapping import EventMapping, MappingError
 from features.schemas import (
     UTC_INSTANT,
@@ -18,17 +19,14 @@ from features.schemas import (
     feature_frame_schema,
 )
 from features.validation import (
-    InputError,
-    Problem,
-    ValidationReport,
     exact_duplicates,
     load_customers,
     load_events,
     load_valid_inputs,
     valid_customers,
-    validate_frame,
     validate_inputs,
 )
+from features.validation_report import InputError, Problem, ValidationReport
 
 DATA = Path(__file__).parent / "data"
 NOW = datetime(2026, 3, 1, tzinfo=UTC)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from features.validation import Problem, ValidationReport
+from features.validation_report import Problem, ValidationReport
 from serving.app.status import LearnerStatus
 from serving.app.summary import BatchResult
 from serving.cli.render import (
