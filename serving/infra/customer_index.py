@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.online import Customer
+from features.online_inputs import Customer
 from features.validation import valid_customers
 from features.vocabulary import PRODUCT_TAGS
 from serving.infra.sidecars import fixed_width, open_sidecar, sorted_position

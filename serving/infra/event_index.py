@@ -5,14 +5,14 @@ at the demo's size, seconds at millions of learners). ``EventIndex.open`` keeps 
 it, built once per version of the log (its size and mtime) and reused by every later process:
 
 - ``events.arrow``: the events sorted by (customer_id, ts), as an uncompressed Arrow IPC file of
-  the columns ``features.online.LearnerEvents`` takes (ts in microseconds, event type and channel
-  as codes, duration, item). It is memory-mapped: a learner's rows are a zero-copy slice, and the
-  pages of learners nobody asks about never enter memory.
+  the columns ``features.online_inputs.LearnerEvents`` takes (ts in microseconds, event type and
+  channel as codes, duration, item). It is memory-mapped: a learner's rows are a zero-copy slice,
+  and the pages of learners nobody asks about never enter memory.
 - ``ids.npy`` (fixed-width bytes, sorted), ``starts.npy`` and ``stops.npy`` (row ranges):
   memory-mapped too, looked up by binary search.
 - ``meta.json``: the log's stamp, row and learner counts and when each event type first appeared
-  (``features.online.TypeAvailability``, which every learner's features take from the whole log),
-  written last (``serving.infra.sidecars``: built under a lock, renamed into place).
+  (``features.online_inputs.TypeAvailability``, which every learner's features take from the
+  whole log), written last (``serving.infra.sidecars``: built under a lock, renamed into place).
 
 The sort runs in DuckDB (out of core, bounded memory) and streams into the file batch by batch,
 so no step holds the log's events as Python objects: a 5M-learner log needs its ids (fixed-width
@@ -29,7 +29,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.online import EVENT_TYPES, NO_CHANNEL, OTHER_CODE, LearnerEvents, TypeAvailability
+from features.online_inputs import (
+    EVENT_TYPES,
+    NO_CHANNEL,
+    OTHER_CODE,
+    LearnerEvents,
+    TypeAvailability,
+)
 from features.vocabulary import CHANNELS
 from features.windows import event_type_firsts
 from features.workspace import connect

@@ -29,12 +29,12 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from features.online import (
+from features.online import features_frame
+from features.online_inputs import (
     Customer,
     LearnerEvents,
     TypeAvailability,
     channel_code,
-    features_frame,
     instant_us,
     type_code,
 )

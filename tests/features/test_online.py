@@ -16,15 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.online import (
+from features.online import features_frame, learner_features
+from features.online_inputs import (
     Customer,
     LearnerEvents,
     TypeAvailability,
     customers_by_id,
     events_by_learner,
-    features_frame,
     instant_us,
-    learner_features,
 )
 from features.simulator import SimulationConfig, simulate
 from features.vocabulary import CANONICAL_EVENT_TYPES, CHANNELS, PRODUCT_TAGS

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.online import events_by_learner
+from features.online_inputs import events_by_learner
 from serving.infra import event_index
 from serving.infra.event_index import EventIndex
 from serving.infra.sidecars import META_FILE

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from features.online import TypeAvailability
+from features.online_inputs import TypeAvailability
 from features.windows import build_features, event_type_firsts
 from serving.core.asks import LearnerAsk
 from serving.core.problems import Invalid, NotFound, TooLarge
