@@ -9,15 +9,15 @@ trigger matches (``rules.campaign_matching``), like the synergy lookup.
 Templates are Jinja2 files ``templates/<template>.<channel>.j2`` (an A/B variant may have its own
 ``<template>.<channel>.<variant>.j2``), rendered in a sandbox with ``StrictUndefined``: the loader
 refuses a template that reads a variable the planner does not provide (``TEMPLATE_FIELDS``), and
-``lstep rules check`` renders each one with a sample context. :func:`render_message` is what the
-dispatcher calls. Nothing here imports ``serving``: ``serving.core.messages`` imports
+``lstep rules check`` renders each one with a sample context;
+``rules.campaign_rendering.render_message`` is what the dispatcher calls. Nothing here imports
+``serving``: ``serving.core.messages`` imports
 ``CHANNELS`` from here.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -44,7 +44,7 @@ from rules.costs import COSTS_KEY, ChannelCosts, parse_costs
 from rules.errors import RulesError
 
 if TYPE_CHECKING:
-    from rules.config import RuleSet
+    pass
 
 CAMPAIGNS_FILE = "campaigns.yaml"
 TEMPLATES_DIR = "templates"
@@ -388,6 +388,23 @@ def _check_coherence(campaign: Campaign, file: str) -> None:
         )
 
 
+@lru_cache(maxsize=8)
+def template_environment(templates_dir: str) -> SandboxedEnvironment:
+    """A sandboxed environment over one templates folder: undefined variables are errors.
+
+    Kept per folder: an environment compiles each template once (and reloads a changed file);
+    a new one per message made the dispatcher compile every template again, ~1 ms a message.
+    """
+    return SandboxedEnvironment(
+        loader=FileSystemLoader(templates_dir),
+        undefined=StrictUndefined,
+        autoescape=False,  # plain-text messages; a webhook template writes JSON with |tojson
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+
+
 def templates_path(directory: Traversable | Path | None = None) -> Path:
     """The templates folder of a rules directory (the packaged ``rules/templates`` for None)."""
     base = resources.files("rules") if directory is None else directory
@@ -410,7 +427,7 @@ def template_names(campaign: Campaign) -> list[tuple[str, str, str]]:
 
 def _check_templates(campaign: Campaign, templates: Path, file: str) -> None:
     """Each template exists and reads only ``TEMPLATE_FIELDS``."""
-    env = _environment(str(templates))
+    env = template_environment(str(templates))
     for field, name, variant in template_names(campaign):
         stem = name.removesuffix(".j2")
         path = templates / (f"{stem}.{variant}.j2" if variant else name)
@@ -436,165 +453,6 @@ def _check_templates(campaign: Campaign, templates: Path, file: str) -> None:
             )
 
 
-def unreachable_triggers(ruleset: RuleSet) -> list[str]:
-    """The campaigns whose trigger no rule (or manual move, or priority) can produce, in words.
-
-    A transition trigger needs a rule from one of its sources (any, when none is given) into its
-    tag; a state trigger needs a reachable tag (``new`` or a manual entry reaches it through the
-    rules) and, when it names a priority, a product tier that the interventions (synergy row,
-    tag default, escalation, or the capacity's overflow) can give that priority in that tag.
-    """
-    problems = []
-    for campaign in ruleset.campaigns.campaigns:
-        trigger = campaign.trigger
-        if isinstance(trigger, TransitionTrigger):
-            sources = set(trigger.sources)
-            moves = [
-                rule
-                for rule in ruleset.rules
-                if rule.to == trigger.into and (not sources or sources & set(rule.sources))
-            ]
-            if not moves:
-                which = f" from {', '.join(trigger.sources)}" if trigger.sources else ""
-                problems.append(
-                    f"{campaign.id} ({campaign.name}): no rule moves a learner into "
-                    f"{trigger.into}{which}"
-                )
-        elif trigger.tag not in _reachable_tags(ruleset):
-            problems.append(f"{campaign.id} ({campaign.name}): no rule reaches {trigger.tag}")
-        elif trigger.priority is not None and not _priority_possible(ruleset, trigger):
-            problems.append(
-                f"{campaign.id} ({campaign.name}): the interventions never give priority "
-                f"{trigger.priority} in {trigger.tag}"
-                + (f" to {trigger.product_tag}" if trigger.product_tag else "")
-            )
-    return problems
-
-
-def _reachable_tags(ruleset: RuleSet) -> set[str]:
-    reached = {NEW, *ruleset.manual_tags}
-    frontier = set(reached)
-    while frontier:
-        frontier = {rule.to for rule in ruleset.rules if set(rule.sources) & frontier} - reached
-        reached |= frontier
-    return reached
-
-
-def _priority_possible(ruleset: RuleSet, trigger: StateTrigger) -> bool:
-    interventions = ruleset.interventions
-    products = [trigger.product_tag] if trigger.product_tag else interventions.product_tags
-    personal = interventions.personal_priorities()
-    for product in products:
-        own = interventions.lookup(product, trigger.tag).priority
-        possible = {own}
-        if own in personal and trigger.tag in interventions.capacity.automated_actions:
-            possible.add(interventions.capacity.overflow_priority)
-        if trigger.priority in possible:
-            return True
-    return False
-
-
-# --- rendering -----------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=8)
-def _environment(templates_dir: str) -> SandboxedEnvironment:
-    """A sandboxed environment over one templates folder: undefined variables are errors.
-
-    Kept per folder: an environment compiles each template once (and reloads a changed file);
-    a new one per message made the dispatcher compile every template again, ~1 ms a message.
-    """
-    return SandboxedEnvironment(
-        loader=FileSystemLoader(templates_dir),
-        undefined=StrictUndefined,
-        autoescape=False,  # plain-text messages; a webhook template writes JSON with |tojson
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=False,
-    )
-
-
-def _template_file(templates: Path, template_id: str, channel: str, variant: str) -> str:
-    """The file a (template, channel, variant) renders: the variant's own, else the step's."""
-    if variant and (templates / f"{template_id}.{channel}.{variant}.j2").is_file():
-        return f"{template_id}.{channel}.{variant}.j2"
-    return f"{template_id}.{channel}.j2"
-
-
-def render_message(
-    template_id: str,
-    channel: str,
-    variant: str,
-    context: Mapping[str, Any],
-    *,
-    templates_dir: Path | str | None = None,
-) -> RenderedMessage:
-    """Render one message (what the dispatcher calls with an outbox row's fields).
-
-    A first line ``Subject: ...`` becomes the subject (an email's); the rest is the body.
-
-    Args:
-        template_id: the step's template id.
-        channel: the message's channel (after personalisation).
-        variant: the A/B variant ("" for none).
-        context: the message's context (``TEMPLATE_FIELDS``; the outbox's JSON, parsed).
-        templates_dir: a templates folder; None for the packaged ``rules/templates``.
-
-    Raises:
-        jinja2.TemplateError: a missing template or variable, or a sandbox violation.
-    """
-    templates = Path(templates_dir) if templates_dir is not None else templates_path()
-    env = _environment(str(templates))
-    name = _template_file(templates, template_id, channel, variant)
-    text = env.get_template(name).render(dict(context)).strip()
-    first, _, rest = text.partition("\n")
-    if first.startswith(SUBJECT_PREFIX):
-        return RenderedMessage(first.removeprefix(SUBJECT_PREFIX).strip(), rest.strip())
-    return RenderedMessage("", text)
-
-
-def sample_contexts() -> list[dict[str, Any]]:
-    """The sample context, and its edge cases: no name, no reasons, no behaviour tags."""
-    bare = SAMPLE_CONTEXT | {"name": None, "greeting": "Hello", "reasons": [], "behaviours": []}
-    return [dict(SAMPLE_CONTEXT), bare]
-
-
-def render_problems(catalogue: Catalogue) -> list[str]:
-    """Render every template of every campaign with the sample contexts; the failures, in words.
-
-    Each problem names the campaign's file, the campaign id, the template and what failed
-    (for a missing variable: which one).
-    """
-    problems = []
-    templates = Path(catalogue.templates_dir or templates_path())
-    for campaign in catalogue.campaigns:
-        for field, name, variant in template_names(campaign):
-            template_id, channel, _ = name.split(".")
-            for context in sample_contexts():
-                try:
-                    rendered = render_message(
-                        template_id, channel, variant, context, templates_dir=templates
-                    )
-                except TemplateError as error:
-                    problems.append(
-                        f"{CAMPAIGNS_FILE}: rule {campaign.id}: field {field}: template "
-                        f"{_template_file(templates, template_id, channel, variant)}: {error}"
-                    )
-                    break
-                if not rendered.body:
-                    problems.append(
-                        f"{CAMPAIGNS_FILE}: rule {campaign.id}: field {field}: template {name} "
-                        "renders an empty body"
-                    )
-                    break
-    return list(dict.fromkeys(problems))
-
-
-def context_json(context: Mapping[str, Any]) -> str:
-    """A context as the outbox keeps it (compact JSON, keys sorted)."""
-    return json.dumps(context, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 __all__ = [
     "CAMPAIGNS_FILE",
     "CHANNELS",
@@ -610,11 +468,7 @@ __all__ = [
     "TransitionTrigger",
     "Variant",
     "Vocabulary",
-    "context_json",
     "load_campaigns",
-    "render_message",
-    "render_problems",
-    "sample_contexts",
+    "template_environment",
     "templates_path",
-    "unreachable_triggers",
 ]

@@ -57,7 +57,8 @@ def rules_check(rules_dir: RulesDirOpt = None) -> None:
     move or priority can produce are flagged.
     """
     from rules import mermaid
-    from rules.campaigns import render_problems, unreachable_triggers
+    from rules.campaign_rendering import render_problems
+    from rules.graph import unreachable_triggers
     from serving.cli.render import campaigns_table
     from serving.infra.rulesets import load_rules
 

@@ -1,7 +1,7 @@
 """Campaign delivery: ``lstep dispatch`` sends the outbox's due messages; ``lstep outbox`` counts.
 
 Sinks, retries, quiet hours and caps come from the settings (``LSTEP_DISPATCH__*``, see
-``serving.settings.DispatchSettings``); templates from ``rules.campaigns.render_message``.
+``serving.settings.DispatchSettings``); templates from ``rules.campaign_rendering.render_message``.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def summary_line(summary: Any, due: int) -> str:
 def dispatcher(store: Any, config: Any, file_path: Path) -> Any:
     """The parts of a dispatch run: the store, sinks by ``config`` (the file sink writing to
     ``file_path``), the campaign templates' renderer and the wall clock."""
-    from rules.campaigns import render_message
+    from rules.campaign_rendering import render_message
     from serving.app.dispatch import Dispatcher
     from serving.infra.sinks import build_sinks
 

@@ -12,15 +12,10 @@ import pytest
 import yaml
 
 from rules.campaign_matching import match_campaigns
-from rules.campaigns import (
-    SAMPLE_CONTEXT,
-    TEMPLATE_FIELDS,
-    render_message,
-    render_problems,
-    template_names,
-    unreachable_triggers,
-)
+from rules.campaign_rendering import render_message, render_problems
+from rules.campaigns import SAMPLE_CONTEXT, TEMPLATE_FIELDS, template_names
 from rules.config import RulesError, load_ruleset
+from rules.graph import unreachable_triggers
 from tests.rules.casebook import CASES_DIR, with_casebook_points
 
 BOOK = yaml.safe_load((CASES_DIR / "campaigns.yaml").read_text(encoding="utf-8"))

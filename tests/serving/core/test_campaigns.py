@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rules.campaign_rendering import render_message
 from rules.campaigns import CHANNELS as RULES_CHANNELS
-from rules.campaigns import TEMPLATE_FIELDS, Variant, render_message
+from rules.campaigns import TEMPLATE_FIELDS, Variant
 from serving.core.campaigns import assign_variants, cap_windows, plan_campaigns
 from serving.core.messages import CHANNELS, MESSAGE_COLUMNS, message_key
 
