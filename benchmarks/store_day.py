@@ -7,8 +7,9 @@
 into ``DIR/state.db`` and, on the steady day, saves the store as it stood before the day
 (``DIR/before.db``) and what the batch handed the store (``DIR/day.pkl``: the ``BatchDay``,
 decisions, scores and campaign plan). ``replay`` copies ``before.db`` and times, in CPU seconds
-(``time.process_time``), what the batch asks the store on that day: the state before the day,
-the pending pairs, ``apply_day`` and the state after it, ``--repeat`` times on fresh copies.
+(``time.process_time``, first line) and wall seconds (second line), what the batch asks the
+store on that day: the state before the day, the pending pairs, ``apply_day`` and the state
+after it, ``--repeat`` times on fresh copies.
 Run it with ``PYTHONPATH`` set to another checkout to A/B the store's code on the same day.
 
 ``--url`` replays on PostgreSQL instead: each replay loads ``before.db`` into a fresh schema of
@@ -133,7 +134,7 @@ def _postgres_copy(args: argparse.Namespace) -> Iterator[str]:
 
 
 def _replay_once(args: argparse.Namespace, day: tuple, scratch: Path) -> dict[str, float]:
-    """One replay of the day on a fresh copy of ``before.db``: CPU seconds by call."""
+    """One replay of the day on a fresh copy of ``before.db``: CPU and wall seconds by call."""
     if args.url is None:
         return _replay_on(args, day, scratch, _sqlite_copy(args, scratch))
     with _postgres_copy(args) as url:
@@ -165,9 +166,10 @@ def _replay_on(args: argparse.Namespace, day: tuple, scratch: Path, url: str) ->
     }
     times = {}
     for name, call in calls.items():
-        started = time.process_time()
+        started, started_wall = time.process_time(), time.perf_counter()
         results[name] = call()
         times[name] = time.process_time() - started
+        times[f"{name} wall"] = time.perf_counter() - started_wall
     if args.dump:
         _dump(store, batch.as_of, results, Path(args.dump))
     store.close()
@@ -227,8 +229,11 @@ def replay(args: argparse.Namespace) -> None:
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
-        print("  ".join(f"{name} {seconds:5.2f}" for name, seconds in times.items()),
-              f" total {sum(times.values()):5.2f}", flush=True)  # fmt: skip
+        for kind in ("cpu", "wall"):
+            picked = {name.removesuffix(" wall"): seconds for name, seconds in times.items()
+                      if name.endswith(" wall") == (kind == "wall")}  # fmt: skip
+            columns = "  ".join(f"{name} {seconds:5.2f}" for name, seconds in picked.items())
+            print(f"{kind:4s} {columns}  total {sum(picked.values()):5.2f}", flush=True)
 
 
 def main() -> None:
