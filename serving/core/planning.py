@@ -176,7 +176,8 @@ def score_rows(
         model_columns[column] = rows[column].fillna(_model_column(model, column, found_at))
     rows = rows.assign(**model_columns, as_of=as_of, model_version=model_version, run_id=run_id)
     for column in ("campaign_id", "channel", "behaviour_tags"):  # none before campaigns
-        rows[column] = rows[column].astype(object) if column in rows else None
+        if column not in rows:
+            rows[column] = None
     # Decisions built without the engine have no lifetime projection.
     for column in LIFETIME_FIELDS:
         rows[column] = rows[column].astype(float) if column in rows else np.nan
