@@ -7,9 +7,17 @@
 into ``DIR/state.db`` and, on the steady day, saves the store as it stood before the day
 (``DIR/before.db``) and what the batch handed the store (``DIR/day.pkl``: the ``BatchDay``,
 decisions, scores and campaign plan). ``replay`` copies ``before.db`` and times, in CPU seconds
-(``time.process_time``), what the batch asks the store on that day: the state before the day,
-the pending pairs, ``apply_day`` and the state after it, ``--repeat`` times on fresh copies.
+(``time.process_time``, first line) and wall seconds (second line), what the batch asks the
+store on that day: the state before the day, the pending pairs, ``apply_day`` and the state
+after it, ``--repeat`` times on fresh copies.
 Run it with ``PYTHONPATH`` set to another checkout to A/B the store's code on the same day.
+
+``--url`` replays on PostgreSQL instead: each replay loads ``before.db`` into a fresh schema of
+that server (not timed) and drops it after. ``--sql-scores`` keeps the day's scores in the SQL
+``scores`` table (a store without a scores directory) instead of the run's parquet file.
+``--dump DIR`` saves, beside the frames the batch reads, every table of the store after the day
+and the day's scores as ``scores_frame`` reads them; ``compare DIR DIR`` asserts two dumps equal
+(``check_exact``): old and new code leave the same store.
 """
 
 from __future__ import annotations
@@ -20,6 +28,9 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -70,14 +81,74 @@ def capture(args: argparse.Namespace) -> None:
     print({key: value for key, value in day.items() if key != "stages"}, day["stages"])
 
 
+def _sqlite_copy(args: argparse.Namespace, scratch: Path) -> str:
+    """A fresh copy of ``before.db`` in ``scratch``, as a store URL."""
+    db = scratch / "state.db"
+    shutil.copy(Path(args.out) / "before.db", db)
+    return f"sqlite:///{db}"
+
+
+@contextmanager
+def _postgres_copy(args: argparse.Namespace) -> Iterator[str]:
+    """``before.db`` loaded into a fresh schema of ``args.url`` (dropped after), as a store URL.
+
+    Every table goes through the store's own bulk writer (binary COPY) with the rows SQLAlchemy
+    reads from SQLite, ids included; the id sequences then continue after them.
+    """
+    from sqlalchemy import create_engine, select, text
+    from sqlalchemy.engine import make_url
+
+    from serving.infra.sql import bulk_insert, result_frame
+    from serving.infra.store import StateStore
+    from serving.infra.tables import Base
+
+    schema = f"store_day_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(args.url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = make_url(args.url).update_query_dict({"options": f"-csearch_path={schema}"})
+    url = url.render_as_string(hide_password=False)
+    try:
+        StateStore(url).close()  # the schema at head, empty
+        source = create_engine(f"sqlite:///{Path(args.out) / 'before.db'}")
+        target = create_engine(url)
+        with source.connect() as read, target.begin() as write:
+            for table in Base.metadata.sorted_tables:
+                frame = result_frame(read.execute(select(table)))
+                if table.name == "batch_runs" and len(frame):  # JSON summaries: plain inserts
+                    write.execute(table.insert(), frame.to_dict("records"))
+                elif "customer_id" in frame:
+                    bulk_insert(write, table, frame)
+                elif len(frame):
+                    raise ValueError(f"{table.name}: rows to load without a customer_id")
+                if "id" in table.c and table.c.id.autoincrement is True and len(frame):
+                    write.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', "
+                                       f"'id'), {int(frame['id'].max())})"))  # fmt: skip
+        source.dispose()
+        target.dispose()
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
 def _replay_once(args: argparse.Namespace, day: tuple, scratch: Path) -> dict[str, float]:
-    """One replay of the day on a fresh copy of ``before.db``: CPU seconds by call."""
+    """One replay of the day on a fresh copy of ``before.db``: CPU and wall seconds by call."""
+    if args.url is None:
+        return _replay_on(args, day, scratch, _sqlite_copy(args, scratch))
+    with _postgres_copy(args) as url:
+        return _replay_on(args, day, scratch, url)
+
+
+def _replay_on(args: argparse.Namespace, day: tuple, scratch: Path, url: str) -> dict[str, float]:
+    """The day's store calls on the store at ``url``, timed; dumped when asked."""
     from serving.infra.store import StateStore
 
     batch, decisions, scores, plan = day
-    db = scratch / "state.db"
-    shutil.copy(Path(args.out) / "before.db", db)
-    store = StateStore(f"sqlite:///{db}", scores_dir=scratch / "scores")
+    scores_dir = None if args.sql_scores else scratch / "scores"
+    # A fixed clock: finished_at is then the same in every replay (the dumps compare it).
+    store = StateStore(url, scores_dir=scores_dir, clock=lambda: batch.now)
     marked = hasattr(store, "state_mark")  # the code before state_after read the state again
     results = {}
 
@@ -95,16 +166,52 @@ def _replay_once(args: argparse.Namespace, day: tuple, scratch: Path) -> dict[st
     }
     times = {}
     for name, call in calls.items():
-        started = time.process_time()
+        started, started_wall = time.process_time(), time.perf_counter()
         results[name] = call()
         times[name] = time.process_time() - started
-    store.close()
+        times[f"{name} wall"] = time.perf_counter() - started_wall
     if args.dump:
-        for name in ("state before", "pending pairs", "state after"):
-            results[name].to_pickle(Path(args.dump) / f"{name.replace(' ', '_')}.pkl")
-        summary = results["apply_day"].summary
-        (Path(args.dump) / "summary.txt").write_text(repr(sorted(summary.items())))
+        _dump(store, batch.as_of, results, Path(args.dump))
+    store.close()
     return times
+
+
+def _dump(store, as_of, results: dict, out: Path) -> None:
+    """The frames the batch read, the run summary, every table after the day and the day's
+    scores as the store reads them, pickled under ``out``."""
+    from sqlalchemy import select
+
+    from serving.infra.sql import result_frame
+    from serving.infra.tables import Base
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("state before", "pending pairs", "state after"):
+        results[name].to_pickle(out / f"{name.replace(' ', '_')}.pkl")
+    summary = results["apply_day"].summary
+    (out / "summary.txt").write_text(repr(sorted(summary.items())))
+    with store._connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            keys = list(table.primary_key.columns)
+            frame = result_frame(conn.execute(select(table).order_by(*keys)))
+            frame.to_pickle(out / f"table_{table.name}.pkl")
+    store.scores_frame(as_of).to_pickle(out / "scores_of_the_day.pkl")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Assert that two dumps hold the same frames, value for value."""
+    import pandas as pd
+
+    first, second = (Path(name) for name in args.dirs)
+    names = sorted(path.name for path in first.glob("*.pkl"))
+    if names != sorted(path.name for path in second.glob("*.pkl")):
+        raise SystemExit(f"the dumps hold different files: {first} {second}")
+    for name in names:
+        left, right = pd.read_pickle(first / name), pd.read_pickle(second / name)
+        pd.testing.assert_frame_equal(left, right, check_exact=True, obj=name)
+        print(f"{name:32s} {len(left):9,d} rows x {len(left.columns):2d} columns: equal")
+    if (first / "summary.txt").read_text() != (second / "summary.txt").read_text():
+        raise SystemExit("the run summaries differ")
+    print("summary.txt: equal")
 
 
 def replay(args: argparse.Namespace) -> None:
@@ -122,14 +229,20 @@ def replay(args: argparse.Namespace) -> None:
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
-        print("  ".join(f"{name} {seconds:5.2f}" for name, seconds in times.items()),
-              f" total {sum(times.values()):5.2f}", flush=True)  # fmt: skip
+        for kind in ("cpu", "wall"):
+            picked = {name.removesuffix(" wall"): seconds for name, seconds in times.items()
+                      if name.endswith(" wall") == (kind == "wall")}  # fmt: skip
+            columns = "  ".join(f"{name} {seconds:5.2f}" for name, seconds in picked.items())
+            print(f"{kind:4s} {columns}  total {sum(picked.values()):5.2f}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["capture", "replay"])
-    parser.add_argument("--out", required=True)
+    parser.add_argument("mode", choices=["capture", "replay", "compare"])
+    parser.add_argument("dirs", nargs="*", help="compare: the two --dump directories")
+    parser.add_argument("--out")
+    parser.add_argument("--url", help="replay on this PostgreSQL server (a fresh schema each)")
+    parser.add_argument("--sql-scores", action="store_true", help="scores in SQL, not parquet")
     parser.add_argument("--customers", type=int, default=200_000)
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--seed", type=int, default=7)
@@ -137,7 +250,7 @@ def main() -> None:
     parser.add_argument("--profile")
     parser.add_argument("--dump", help="directory to pickle the frames read into")
     args = parser.parse_args()
-    capture(args) if args.mode == "capture" else replay(args)
+    {"capture": capture, "replay": replay, "compare": compare}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,13 @@ import pandas as pd
 
 from serving.core import frames  # its pandera schemas are read when a batch is applied
 from serving.core.calllist import LIFETIME_FIELDS
-from serving.core.frames import STORED_SCORES_COLUMNS, TRANSITIONS_COLUMNS, validate_frame
+from serving.core.frames import (
+    STORED_SCORES_COLUMNS,
+    TRANSITIONS_COLUMNS,
+    numbered,
+    positions_in,
+    validate_frame,
+)
 from serving.core.tags import CHURNED_TAG, MANUAL_ONLY_TAG
 
 EXAMPLES = 10
@@ -93,9 +99,32 @@ def _examples(values: pd.Series) -> list[str]:
     return [str(value) for value in values.head(EXAMPLES)]
 
 
+def text_of_categories(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
+    """``frame`` with its categorical columns that ``schema`` (pandera) types as text already
+    coerced: each category once, then taken by the codes.
+
+    The rules engine's decisions hold ten categorical columns; pandera coerces a category
+    column row by row through Python strings (~0.2 s of CPU on a 200k-learner day, 15x this).
+    The values and dtype are the ones pandera's own coercion gives (the categories go through
+    it), and the schema still checks every row of the result: only the conversion is cheaper.
+    """
+    coerced = {}
+    for name, column in schema.columns.items():
+        values = frame.get(name)
+        if values is None or not isinstance(values.dtype, pd.CategoricalDtype):
+            continue
+        if not pd.api.types.is_string_dtype(column.dtype.type):
+            continue  # a code of -1 (missing) has no fill value in every dtype: left to pandera
+        categories = column.dtype.coerce(pd.Series(values.cat.categories)).array
+        taken = categories.take(values.cat.codes.to_numpy(), allow_fill=True)
+        coerced[name] = pd.Series(taken, index=values.index, name=name)
+    return frame.assign(**coerced) if coerced else frame
+
+
 def checked_decisions(as_of: date, decisions: pd.DataFrame) -> pd.DataFrame:
     """The validated decisions of ``as_of``; changed rows must say where to and why."""
-    checked = validate_frame(decisions, frames.DECISIONS_SCHEMA)
+    schema = frames.DECISIONS_SCHEMA
+    checked = validate_frame(text_of_categories(decisions, schema), schema)
     other_day = checked[checked["as_of"] != pd.Timestamp(as_of)]
     if len(other_day):
         raise ValueError(
@@ -126,7 +155,8 @@ def score_rows(
     run_id: str,
     model_version: str | None,
 ) -> pd.DataFrame:
-    """One ``scores`` row per decision; the model frame adds the interval ``p_low``/``p_high``."""
+    """One ``scores`` row per decision, in the decisions' order (the store writes them by
+    customer_id); the model frame adds the interval ``p_low``/``p_high``."""
     model = validate_frame(
         scores if scores is not None else pd.DataFrame(columns=list(_MODEL_SCORE_COLUMNS)),
         frames.SCORES_INPUT_SCHEMA,
@@ -137,32 +167,42 @@ def score_rows(
             f"scores: {len(off_day)} rows have an as_of other than {as_of} "
             f"(customers {_examples(off_day['customer_id'])})"
         )
-    # An outer merge finds scores without a decision; Series.isin against a million
-    # ids is pathologically slow for pandas' Arrow-backed strings.
-    rows = decisions.merge(
-        model.drop(columns="as_of", errors="ignore"),
-        on="customer_id",
-        how="outer",
-        suffixes=("", "_model"),
-        indicator=True,
-    )
-    undecided = rows[rows["_merge"] == "right_only"]
-    if len(undecided):
-        raise ValueError(
-            f"scores: {len(undecided)} customers have a score but no decision "
-            f"(e.g. {_examples(undecided['customer_id'])})"
-        )
+    # Arrow's hash lookup: an outer merge on a day's ids cost ~0.2 s at 200k (it sorts them).
+    found_at = positions_in(decisions["customer_id"], model["customer_id"])
+    _refuse_undecided(model, found_at)
+    rows = numbered(decisions)
+    model_columns = {name: _model_column(model, name, found_at) for name in ("p_low", "p_high")}
     for column in ("p_churn", "confidence"):  # what the rules used wins; the model fills gaps
-        rows[column] = rows[column].fillna(rows[f"{column}_model"])
-    rows["as_of"] = as_of
-    rows["model_version"] = model_version
-    rows["run_id"] = run_id
+        model_columns[column] = rows[column].fillna(_model_column(model, column, found_at))
+    rows = rows.assign(**model_columns, as_of=as_of, model_version=model_version, run_id=run_id)
     for column in ("campaign_id", "channel", "behaviour_tags"):  # none before campaigns
-        rows[column] = rows[column].astype(object) if column in rows else None
+        if column not in rows:
+            rows[column] = None
     # Decisions built without the engine have no lifetime projection.
     for column in LIFETIME_FIELDS:
         rows[column] = rows[column].astype(float) if column in rows else np.nan
     return rows[list(STORED_SCORES_COLUMNS.dtypes)]
+
+
+def _refuse_undecided(model: pd.DataFrame, found_at: np.ndarray) -> None:
+    """Refuse model scores of learners without a decision (``found_at``: each decision's row in
+    ``model``, -1 for none)."""
+    decided = np.zeros(len(model), dtype=bool)
+    decided[found_at[found_at >= 0]] = True
+    undecided = model.loc[~decided, "customer_id"]
+    if len(undecided):
+        raise ValueError(
+            f"scores: {len(undecided)} customers have a score but no decision "
+            f"(e.g. {_examples(undecided)})"
+        )
+
+
+def _model_column(model: pd.DataFrame, name: str, found_at: np.ndarray) -> pd.Series:
+    """``model[name]`` lined up with the decisions (``found_at``), NaN where no score."""
+    values = np.full(len(found_at), np.nan)
+    found = found_at >= 0
+    values[found] = model[name].to_numpy(dtype=float)[found_at[found]]
+    return pd.Series(values, name=name)
 
 
 def plan_transitions(

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from serving.core.planning import plan_transitions, run_summary, score_rows, transition_rows
+from serving.core import frames
+from serving.core.planning import (
+    checked_decisions,
+    plan_transitions,
+    run_summary,
+    score_rows,
+    transition_rows,
+)
 from serving.core.tags import STATUS_TAGS
 from tests.serving.batches import decisions
 
@@ -45,6 +53,51 @@ def test_score_rows_take_what_the_rules_used_and_the_model_fills_the_gaps():
     assert rows.loc["b", "confidence"] == 0.8 and rows.loc["a", "p_low"] == 0.8
     assert set(rows["model_version"]) == {"7"} and set(rows["run_id"]) == {"run-1"}
     assert set(rows["as_of"]) == {DAY}
+
+
+def test_categorical_decisions_check_as_the_same_decisions_in_text():
+    # given the engine's categorical columns, categories in no particular order, some missing
+    decided = decisions(DAY, MOVES)
+    decided["to_tag"] = decided["to_tag"].cat.reorder_categories(list(reversed(STATUS_TAGS)))
+    decided["held"] = pd.Categorical([None, "cooldown", None], categories=["override", "cooldown"])
+    as_text = decided.astype({name: object for name in decided.select_dtypes("category")})
+    # when checked
+    checked = checked_decisions(DAY, decided)
+    # then they are what pandera makes of the same values as text, value for value and dtype
+    expected = frames.validate_frame(as_text, frames.DECISIONS_SCHEMA)
+    pd.testing.assert_frame_equal(checked, expected, check_exact=True)
+    assert checked["held"].tolist()[1] == "cooldown" and checked["held"].isna().sum() == 2
+
+
+def test_a_categorical_tag_outside_the_list_is_still_refused():
+    # given a decision whose categorical to_tag is no status tag
+    decided = decisions(DAY, MOVES)
+    decided["to_tag"] = decided["to_tag"].cat.add_categories(["ST_999"])
+    decided.loc[decided["customer_id"] == "a", "to_tag"] = "ST_999"
+    # when checked, then the schema names the column
+    with pytest.raises(ValueError, match=r"decisions: .*to_tag"):
+        checked_decisions(DAY, decided)
+
+
+def test_score_rows_follow_the_decisions_and_line_the_model_up_by_learner():
+    # given decisions c, a, b and model scores of b and a only, in another order
+    decided = decisions(DAY, [("c", "ST_001", "ST_001"), *MOVES[:2]])
+    model = model_scores(ids=("b", "a")).assign(p_low=[0.2, 0.1], p_high=[0.6, 0.5])
+    model.loc[0, "p_churn"] = 0.55
+    decided.loc[decided["customer_id"] == "b", "p_churn"] = None
+    # when the score rows are planned
+    rows = score_rows(DAY, decided, model, "r", "7")
+    # then one row per decision in their order, each with its own learner's interval
+    assert rows["customer_id"].tolist() == ["c", "a", "b"]
+    assert rows["p_low"].tolist()[1:] == [0.1, 0.2] and rows["p_high"].tolist()[1:] == [0.5, 0.6]
+    assert np.isnan(rows.loc[0, "p_low"]) and rows.loc[0, "p_churn"] == 0.4
+    assert rows.loc[2, "p_churn"] == 0.55  # b's gap filled by b's own score
+    assert list(rows.index) == [0, 1, 2]
+
+
+def test_score_rows_refuse_a_score_without_a_decision():
+    with pytest.raises(ValueError, match=r"1 customers have a score but no decision.*'ghost'"):
+        score_rows(DAY, decisions(DAY, MOVES), model_scores(ids=("a", "ghost")), "r", "7")
 
 
 def tags(**current: str) -> pd.DataFrame:

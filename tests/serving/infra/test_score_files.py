@@ -296,3 +296,22 @@ def test_the_workspace_store_keeps_scores_under_the_data_directory(tmp_path):
     with StateStore.from_settings(settings) as same:
         assert same.scores_dir == store.scores_dir
     store.close()
+
+
+def test_each_learner_is_stored_with_their_own_model_interval_whatever_the_order(scores_store):
+    # Given decisions c, b, a (c rules only) and the model's scores of b and a in another order
+    day = [("c", None, "ST_001"), ("b", None, "ST_001"), ("a", None, "ST_001")]
+    scores_store.apply_batch(
+        DAY1, decisions(DAY1, day), MODEL.iloc[::-1], run_id="r1", model_version="v3",
+        rules_only=False, now=at(DAY1),
+    )  # fmt: skip
+    # When the day's scores are read back, from SQL or from the run's file
+    stored = scores_store.scores_frame(DAY1)
+    # Then one row per learner, by learner, each with their own interval (none for c)
+    assert stored["customer_id"].tolist() == ["a", "b", "c"]
+    assert stored["p_low"].tolist()[:2] == [0.05, 0.8] and stored["p_high"].tolist()[:2] == [
+        0.2,
+        0.95,
+    ]
+    assert stored["p_low"].isna().tolist() == [False, False, True]
+    assert stored["priority"].tolist() == ["P2"] * 3 and stored["action"].tolist() == ["call"] * 3
