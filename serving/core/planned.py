@@ -66,8 +66,11 @@ def coded_texts(column: pd.Series) -> tuple[np.ndarray, list[str | None]]:
     return np.where(codes < 0, len(texts), codes), [*texts, None]
 
 
-def json_objects(fields: Mapping[str, ContextField], count: int) -> pa.LargeStringArray:
-    """Each of ``count`` learners' fields as one JSON object, keys in the mapping's order.
+def json_objects(
+    fields: Mapping[str, ContextField], count: int, rows: np.ndarray | None = None
+) -> pa.LargeStringArray:
+    """Each of ``count`` learners' fields as one JSON object, keys in the mapping's order: of
+    every learner, or of the learners at positions ``rows``, in that order.
 
     Byte for byte ``json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode`` of
     the learner's dict (the encoder writes an object as "{", its ``"key":value`` pairs joined
@@ -77,8 +80,9 @@ def json_objects(fields: Mapping[str, ContextField], count: int) -> pa.LargeStri
     Raises:
         ValueError: a field without one code per learner.
     """
+    size = count if rows is None else len(rows)
     if not fields:
-        return pa.array(["{}"] * count, pa.large_string())
+        return pa.array(["{}"] * size, pa.large_string())
     pieces = []
     last = len(fields) - 1
     for position, (key, field) in enumerate(fields.items()):
@@ -89,7 +93,8 @@ def json_objects(fields: Mapping[str, ContextField], count: int) -> pa.LargeStri
         written = pa.array(
             [head + _ENCODE(value) + tail for value in field.values], pa.large_string()
         )
-        pieces.append(written.take(pa.array(field.codes, pa.int64())))
+        codes = np.asarray(field.codes) if rows is None else np.asarray(field.codes)[rows]
+        pieces.append(written.take(pa.array(codes, pa.int64())))
     return pc.binary_join_element_wise(*pieces, pa.scalar(",", pa.large_string()))
 
 
@@ -178,7 +183,7 @@ def planned_messages(
     learners = np.concatenate([step.learners for step in steps]) if steps else np.array([], int)
     if len(learners) and (learners.min() < 0 or learners.max() >= len(ids)):
         raise ValueError("planned messages: a step names a learner the plan does not have")
-    texts = json_objects(contexts, len(ids)).take(pa.array(learners, pa.int64()))
+    texts = _contexts(steps, contexts, len(ids))
     customers = [ids[step.learners] for step in steps]
     keys = [
         key
@@ -202,6 +207,30 @@ def planned_messages(
         copy=False,
     )
     return PlannedMessages._built(frame[list(MESSAGE_COLUMNS)])
+
+
+def _contexts(
+    steps: Sequence[StepMessages], contexts: Mapping[str, ContextField], count: int
+) -> pa.LargeStringArray:
+    """Each message's context: its learner's JSON object.
+
+    A campaign's steps name the same learners: their JSON is written once, into one stretch
+    of text per run of steps with the same learners, and each step's contexts are that stretch
+    copied end to end (a sequential copy; picking a million texts one by one out of all the
+    learners' cost several times more).
+    """
+    runs: list[np.ndarray] = []
+    spans: list[tuple[int, int]] = []  # per step: where its learners' texts start, how many
+    start = 0
+    for step in steps:
+        if not runs or not np.array_equal(runs[-1], step.learners):
+            start += len(runs[-1]) if runs else 0
+            runs.append(step.learners)
+        spans.append((start, len(step.learners)))
+    if not runs:
+        return pa.array([], pa.large_string())
+    texts = json_objects(contexts, count, np.concatenate(runs))
+    return pa.concat_arrays([texts.slice(offset, length) for offset, length in spans])
 
 
 def _each_step(steps: Sequence[StepMessages], value: Any, dtype: Any) -> np.ndarray:
