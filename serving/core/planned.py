@@ -127,6 +127,8 @@ class StepMessages:
         sizes = {len(self.learners), len(self.channels), len(self.variants), len(self.control)}
         if len(sizes) != 1:
             raise ValueError(f"{self.campaign_id} step {self.step}: columns of unequal length")
+        if np.asarray(self.control).dtype != np.bool_:  # bool("false") is True: never coerced
+            raise ValueError(f"{self.campaign_id} step {self.step}: control flags are not bools")
 
 
 class PlannedMessages:

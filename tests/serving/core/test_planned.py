@@ -133,6 +133,9 @@ def test_planned_messages_survive_a_pickle_as_they_were():
 def test_steps_that_do_not_line_up_with_the_learners_are_refused():
     with pytest.raises(ValueError, match="a step names a learner the plan does not have"):
         planned_messages(DAY, ["L1"], contexts_of(["L1"]), [step_of([0, 1])])
+    with pytest.raises(ValueError, match="control flags are not bools"):
+        StepMessages("CP_01", 0, DAY, "t", np.array([0]), np.array(["email"]),
+                     np.array([""]), np.array(["false"], dtype=object))  # fmt: skip
     with pytest.raises(ValueError, match="unequal length"):
         StepMessages("CP_01", 0, DAY, "t", np.array([0, 1]), np.array(["email"]),
                      np.array(["", ""]), np.array([False, False]))  # fmt: skip
