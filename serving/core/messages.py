@@ -12,13 +12,16 @@ measurement (``serving.app``). Nothing here does I/O.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
+from hashlib import sha256
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from serving.core.planned import PlannedMessages
 
 MESSAGE_COLUMNS: tuple[str, ...] = (
     "message_id",  # str: message_key(...), the outbox id and the sinks' Idempotency-Key
@@ -66,19 +69,38 @@ def no_pairs() -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=object) for name in PAIR_COLUMNS})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class CampaignPlan:
     """What a batch day does to the outbox: the planner's output, the store's input.
 
+    Built as ``CampaignPlan(messages, cancels)``.
+
     Attributes:
-        messages: the planned messages, exactly ``MESSAGE_COLUMNS``.
+        handover: the planned messages as the store takes them: the planner's
+            ``PlannedMessages`` (ids and contexts right by construction, ``serving.core.planned``)
+            or any frame of exactly ``MESSAGE_COLUMNS`` (checked in full by the store).
         cancels: (customer_id, campaign_id) pairs whose learner met the campaign's exit today:
             their still-sendable messages planned before the day are cancelled. Pairs, not
             message ids: the planner then reads one row per pending pair, not every message.
     """
 
-    messages: pd.DataFrame
-    cancels: pd.DataFrame = field(default_factory=no_pairs)
+    handover: pd.DataFrame | PlannedMessages
+    cancels: pd.DataFrame
+
+    def __init__(
+        self, messages: pd.DataFrame | PlannedMessages, cancels: pd.DataFrame | None = None
+    ) -> None:
+        object.__setattr__(self, "handover", messages)
+        object.__setattr__(self, "cancels", no_pairs() if cancels is None else cancels)
+
+    @property
+    def messages(self) -> pd.DataFrame:
+        """The planned messages as a frame of ``MESSAGE_COLUMNS`` (the planner's: a copy)."""
+        from serving.core.planned import PlannedMessages  # pandas only once a plan exists
+
+        if isinstance(self.handover, PlannedMessages):
+            return self.handover.frame
+        return self.handover
 
 
 def message_key(planned_on: date, customer_id: str, campaign_id: str, step: int) -> str:
@@ -88,8 +110,21 @@ def message_key(planned_on: date, customer_id: str, campaign_id: str, step: int)
         >>> message_key(date(2026, 6, 1), "C1", "CP_01", 0)
         'msg-d282b16e2e89e70b3c21'
     """
-    raw = f"{planned_on.isoformat()}|{customer_id}|{campaign_id}|{step}".encode()
-    return "msg-" + hashlib.sha256(raw).hexdigest()[:20]
+    return message_keys(planned_on, [customer_id], campaign_id, step)[0]
+
+
+def message_keys(
+    planned_on: date, customer_ids: Iterable[str], campaign_id: str, step: int
+) -> list[str]:
+    """``message_key`` of each learner's message of one (day, campaign, step): the one
+    definition of the id (``message_key`` is this for one learner), hashed in one loop.
+
+    Example:
+        >>> message_keys(date(2026, 6, 1), ["C1", "C2"], "CP_01", 0)[0]
+        'msg-d282b16e2e89e70b3c21'
+    """
+    head, tail = f"{planned_on.isoformat()}|", f"|{campaign_id}|{step}"
+    return ["msg-" + sha256(f"{head}{c}{tail}".encode()).hexdigest()[:20] for c in customer_ids]
 
 
 __all__ = [
@@ -105,4 +140,5 @@ __all__ = [
     "SUPPRESSED",
     "CampaignPlan",
     "message_key",
+    "message_keys",
 ]

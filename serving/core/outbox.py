@@ -1,10 +1,10 @@
 """The outbox's rules, pure: which planned messages a day writes, and when a message may go.
 
-The planner (``serving.core.campaigns``) gives a frame of ``MESSAGE_COLUMNS`` and the ids to
-cancel; ``outbox_rows`` checks it against the day and turns it into outbox rows (control rows
-``suppressed``, the rest ``pending``). The dispatcher (``serving.app.dispatch``) asks
-``quiet_until``, ``retry_at`` and ``cap_until`` when a message may be (re)tried; every instant
-is passed in, none is read here.
+The planner (``serving.core.campaigns``) gives its messages (``PlannedMessages``, or any frame of
+``MESSAGE_COLUMNS``) and the pairs to cancel; ``outbox_rows`` checks them against the day and
+turns them into outbox rows (control rows ``suppressed``, the rest ``pending``). The dispatcher
+(``serving.app.dispatch``) asks ``quiet_until``, ``retry_at`` and ``cap_until`` when a message
+may be (re)tried; every instant is passed in, none is read here.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from serving.core.messages import (
     MESSAGE_COLUMNS,
     PENDING,
     SUPPRESSED,
-    message_key,
+    message_keys,
 )
+from serving.core.planned import PlannedMessages
 
 if TYPE_CHECKING:
     import pandera.pandas as pa
@@ -63,38 +64,69 @@ def empty_messages() -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=object) for name in MESSAGE_COLUMNS})
 
 
-def outbox_rows(as_of: date, messages: pd.DataFrame, run_id: str, now: datetime) -> pd.DataFrame:
+def outbox_rows(
+    as_of: date, messages: pd.DataFrame | PlannedMessages, run_id: str, now: datetime
+) -> pd.DataFrame:
     """The outbox rows of a day's planned messages: control rows suppressed, the rest pending.
+
+    Every message is checked as below. The planner's ``PlannedMessages`` have their ids and
+    contexts right by construction (``serving.core.planned``): for them those two are not
+    worked out again (a hash per message, a JSON parse per context); a plain frame has them
+    checked like the rest.
 
     Raises:
         ValueError: a column missing or mistyped, an unknown channel, a repeated id, a message
-            planned on another day, due before it was planned, or whose id is not the stable
-            ``message_key`` of its (day, learner, campaign, step), naming rows and values.
+            planned on another day, due before it was planned, or (a plain frame) whose id is
+            not the stable ``message_key`` of its (day, learner, campaign, step) or whose
+            context is not a JSON object, naming rows and values.
     """
-    if "control" in messages:  # coercion would read any text, "false" too, as True
-        not_bool = ~messages["control"].map(lambda value: isinstance(value, bool | np.bool_))
-        _refuse(messages, not_bool, "have a control flag that is not true or false")
-    frame = validate_frame(messages, messages_schema())[list(MESSAGE_COLUMNS)].copy()
-    day = pd.Timestamp(as_of)
-    _refuse(frame, frame["planned_on"] != day, f"are planned on another day than {as_of}")
-    _refuse(frame, frame["due_on"] < frame["planned_on"], "are due before they were planned")
-    keys = [
-        message_key(planned.date(), customer, campaign, int(step))
-        for planned, customer, campaign, step in zip(
-            frame["planned_on"], frame["customer_id"], frame["campaign_id"], frame["step"],
-            strict=True,
+    planned = isinstance(messages, PlannedMessages)
+    frame = _checked(as_of, messages.frame if planned else messages)
+    if not planned:
+        _refuse(
+            frame, frame["message_id"] != _keys(frame), "have an id other than message_key(...)"
         )
-    ]  # fmt: skip
-    _refuse(frame, frame["message_id"] != keys, "have an id other than message_key(...)")
-    bad_context = frame["context"].isin(_not_json_objects(frame["context"]))
-    _refuse(frame, bad_context, "have a context that is not a JSON object")
+        bad_context = frame["context"].isin(_not_json_objects(frame["context"]))
+        _refuse(frame, bad_context, "have a context that is not a JSON object")
     for column in ("planned_on", "due_on"):
-        frame[column] = frame[column].dt.date
+        frame[column] = _days(frame[column])
     frame["state"] = frame["control"].map({True: SUPPRESSED, False: PENDING})
     frame["tries"] = 0
     frame["run_id"] = run_id
     frame["created_at"] = now
     return frame
+
+
+def _checked(as_of: date, messages: pd.DataFrame) -> pd.DataFrame:
+    """The messages validated (``messages_schema``), planned on ``as_of``, due on or after."""
+    control = messages.get("control")
+    # Coercion would read any text, "false" too, as True; a numpy bool column holds only bools.
+    if control is not None and control.dtype != np.bool_:
+        not_bool = ~control.map(lambda value: isinstance(value, bool | np.bool_))
+        _refuse(messages, not_bool, "have a control flag that is not true or false")
+    frame = validate_frame(messages, messages_schema())[list(MESSAGE_COLUMNS)].copy()
+    day = pd.Timestamp(as_of)
+    _refuse(frame, frame["planned_on"] != day, f"are planned on another day than {as_of}")
+    _refuse(frame, frame["due_on"] < frame["planned_on"], "are due before they were planned")
+    return frame
+
+
+def _keys(frame: pd.DataFrame) -> np.ndarray:
+    """``message_key`` of each row's (day, learner, campaign, step): ``message_keys`` per
+    (day, campaign, step) block, put back in the rows' order."""
+    keys = np.empty(len(frame), dtype=object)
+    blocks = frame.groupby(["planned_on", "campaign_id", "step"], sort=False).indices
+    customers = frame["customer_id"].to_numpy(object)
+    for (planned, campaign, step), rows in blocks.items():
+        keys[rows] = message_keys(planned.date(), customers[rows], campaign, int(step))
+    return keys
+
+
+def _days(column: pd.Series) -> pd.Series:
+    """Midnights as ``datetime.date`` objects, each distinct day converted once."""
+    codes, days = pd.factorize(column, use_na_sentinel=False)
+    dates = np.asarray([day.date() for day in days], dtype=object)
+    return pd.Series(dates[codes], index=column.index, dtype=object)
 
 
 def _refuse(frame: pd.DataFrame, mask: pd.Series, what: str) -> None:

@@ -60,7 +60,7 @@ def planned_rows(
     """A plan's outbox rows (checked before anything is written) and its pairs to cancel."""
     if plan is None:
         return None, no_pairs()
-    return outbox_rows(as_of, plan.messages, run_id, now), plan.cancels
+    return outbox_rows(as_of, plan.handover, run_id, now), plan.cancels
 
 
 class OutboxMixin:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -14,6 +14,8 @@ from rules.campaigns import CHANNELS as RULES_CHANNELS
 from rules.campaigns import TEMPLATE_FIELDS, Variant
 from serving.core.campaigns import assign_variants, cap_windows, plan_campaigns
 from serving.core.messages import CHANNELS, MESSAGE_COLUMNS, message_key
+from serving.core.outbox import outbox_rows
+from serving.core.planned import PlannedMessages
 
 AS_OF = date(2026, 6, 1)
 NO_PENDING = pd.DataFrame(columns=["customer_id", "campaign_id", "messages"])
@@ -213,3 +215,83 @@ def test_the_planned_variant_is_the_learners(ruleset):
     messages = plan([decision("L1", "CP_09")], features_of("L1"), ruleset).messages
     expected = assign_variants(np.array(["L1"], dtype=object), ruleset.campaigns.get("CP_09"))[0]
     assert set(messages["variant"]) == {expected}
+
+
+ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+"""How each learner's context was written before it was written field by field."""
+
+
+def per_row_reasons(why):
+    """The reasons of one ``why``, worked out for that row alone (the planner's rule)."""
+    if not isinstance(why, str) or not why.strip():
+        return []
+    return [part.strip() for part in why.split(";") if part.strip()][:3]
+
+
+def test_reasons_worked_out_per_distinct_why_are_each_learners_own(ruleset):
+    # given learners sharing some whys, with blanks, a missing one and more than three reasons
+    whys = ["a; b", "a; b", " ; c;; d ;e; f", None, "  ", "a; b", "solo", " ; c;; d ;e; f"]
+    ids = [f"L{i}" for i in range(len(whys))]
+    decisions = [decision(i, "CP_09", why=why) for i, why in zip(ids, whys, strict=True)]
+    # when planned
+    messages = plan(decisions, features_of(*ids), ruleset).messages
+    # then every message quotes its own learner's reasons
+    reasons = {r.customer_id: json.loads(r.context)["reasons"] for r in messages.itertuples()}
+    assert reasons == {i: per_row_reasons(why) for i, why in zip(ids, whys, strict=True)}
+    assert reasons["L2"] == ["c", "d", "e"]
+
+
+def test_each_context_is_the_json_of_the_learners_own_fields_byte_for_byte(ruleset):
+    # given learners with awkward values: quotes and accents in names, a blank name, counts
+    # missing, behaviour tags, no product, categorical decision columns
+    decided = pd.DataFrame(
+        [
+            decision("Q", "CP_09", behaviour_tags="BT_002,BT_006", why="x; y"),
+            decision("B", "CP_05", to_tag="ST_004", priority="P1", why=None),
+            decision("N", "CP_09", action='say "hi"\n'),
+        ]
+    ).astype({"to_tag": "category", "priority": "category", "action": "category"})
+    features = features_of("Q", "B", "N", name=['Zoë "Z"', "  ", None])
+    features.loc[1, ["lessons_30d", "product_tag"]] = [np.nan, None]
+    messages = plan(decided, features, ruleset).messages
+    # then each context is exactly what json writes of that learner's fields, keys sorted
+    first = messages.drop_duplicates("customer_id").set_index("customer_id")["context"]
+    quoted = {
+        "action": "upgrade nurturing campaign", "behaviours": ["BT_002", "BT_006"],
+        "campaign_id": "CP_09", "campaign_name": ruleset.campaigns.get("CP_09").name,
+        "customer_id": "Q", "days_inactive": 1, "greeting": 'Hi Zoë "Z"', "lessons_30d": 5,
+        "lessons_total": 14, "milestones_30d": 1, "milestones_total": 2, "name": 'Zoë "Z"',
+        "next_milestone": 3, "priority": "P3", "product_name": "PPAL Freemium",
+        "product_tag": "PT_003", "reasons": ["x", "y"], "tag": "ST_002",
+        "tag_name": "Learning:Progressing",
+    }  # fmt: skip
+    blank = quoted | {
+        "behaviours": [], "campaign_id": "CP_05", "customer_id": "B",
+        "campaign_name": ruleset.campaigns.get("CP_05").name, "greeting": "Hello",
+        "lessons_30d": 0, "name": None, "priority": "P1", "product_name": None,
+        "product_tag": None, "reasons": [], "tag": "ST_004", "tag_name": "Risk:Declining",
+    }  # fmt: skip
+    unnamed = quoted | {
+        "action": 'say "hi"\n', "behaviours": [], "customer_id": "N", "greeting": "Hello",
+        "name": None, "reasons": ["3 milestones in 30 days", "12 lessons"],
+    }  # fmt: skip
+    assert first.to_dict() == {"Q": ENCODE(quoted), "B": ENCODE(blank), "N": ENCODE(unnamed)}
+
+
+def test_the_planner_hands_over_messages_the_store_takes_as_their_plain_frame(ruleset):
+    # given a day enrolling learners in three campaigns, one of them in the control group
+    decisions = [decision("L1", "CP_09"), decision("L2", "CP_05"),
+                 decision("L3", "CP_22", control=True), decision("L4", "CP_09")]  # fmt: skip
+    result = plan(decisions, features_of("L1", "L2", "L3", "L4"), ruleset)
+    # then the store reads the planner's messages (ids and contexts unchecked, right by
+    # construction) exactly as it reads their plain frame (checked in full)
+    assert isinstance(result.handover, PlannedMessages)
+    now = datetime(2026, 6, 2, tzinfo=UTC)
+    fast = outbox_rows(AS_OF, result.handover, "r", now)
+    full = outbox_rows(AS_OF, result.messages, "r", now)
+    pd.testing.assert_frame_equal(fast, full, check_exact=True)
+    # campaign by campaign in id order, step by step, learners in decision order
+    blocks = fast[["campaign_id", "step"]].drop_duplicates().to_records(index=False).tolist()
+    assert blocks == [("CP_05", 0), ("CP_05", 1), ("CP_09", 0), ("CP_09", 1), ("CP_09", 2),
+                      ("CP_22", 0)]  # fmt: skip
+    assert fast.loc[fast["campaign_id"] == "CP_09", "customer_id"].tolist() == ["L1", "L4"] * 3

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import serving.core.outbox as outbox_module
 from serving.core.messages import PENDING, SUPPRESSED
 from serving.core.outbox import QuietHours, cap_until, empty_messages, outbox_rows, retry_at
+from serving.core.planned import ContextField, PlannedMessages, StepMessages, planned_messages
 from tests.serving.outbox_fixtures import messages
 
 DAY = date(2026, 5, 10)
@@ -94,3 +98,87 @@ def test_the_cap_holds_a_learner_until_the_oldest_message_leaves_the_window():
     assert cap_until(sent, 2, window, NOW) == NOW + timedelta(hours=4)
     assert cap_until(sent, 1, window, NOW) == NOW + timedelta(hours=22)
     assert cap_until([], 1, window, NOW) is None
+
+
+def test_a_plain_frame_with_an_id_other_than_the_message_key_is_refused_naming_it():
+    # given learners of two campaigns and two steps, one id not its message_key
+    frame = pd.concat(
+        [messages(DAY, ["a", "b"], steps=(0, 1)), messages(DAY, ["a"], campaign="CP_09")],
+        ignore_index=True,
+    )
+    frame.loc[3, "message_id"] = "msg-wrong"
+    # then the store's boundary refuses it, naming the id
+    expected = "campaign messages: 1 have an id other than message_key(...) (e.g. ['msg-wrong'])"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        outbox_rows(DAY, frame, "r", NOW)
+
+
+def test_a_plain_frame_whose_context_is_not_a_json_object_is_refused_naming_it():
+    frame = messages(DAY, ["a", "b", "c"])
+    frame.loc[0, "context"] = "[1, 2]"
+    frame.loc[2, "context"] = "{not json"
+    ids = [frame.loc[0, "message_id"], frame.loc[2, "message_id"]]
+    expected = f"campaign messages: 2 have a context that is not a JSON object (e.g. {ids})"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        outbox_rows(DAY, frame, "r", NOW)
+
+
+def test_a_nullable_boolean_control_with_a_missing_flag_is_refused():
+    frame = messages(DAY, ["a", "b"]).astype({"control": "boolean"})
+    frame.loc[1, "control"] = pd.NA
+    with pytest.raises(ValueError, match="1 have a control flag that is not true or false"):
+        outbox_rows(DAY, frame, "r", NOW)
+
+
+def planned(day: date, *, due_in: int = 0, channel: str = "email") -> PlannedMessages:
+    """What the planner hands over: two learners, two steps (built by its builder)."""
+    ids = ["a", "z"]
+    fields = {"customer_id": ContextField.each(ids), "step_two": ContextField([0, 0], [True])}
+    steps = [
+        StepMessages("CP_01", step, day + timedelta(days=due_in * step), f"t{step}",
+                     np.array([0, 1]), np.array([channel] * 2, dtype=object),
+                     np.array(["", "B"], dtype=object), np.array([False, True]))
+        for step in (0, 1)
+    ]  # fmt: skip
+    return planned_messages(day, ids, fields, steps)
+
+
+@pytest.mark.parametrize(
+    ("day", "due_in", "channel", "refused"),
+    [
+        (DAY, 2, "email", None),
+        (DAY + timedelta(days=1), 2, "email", "are planned on another day"),
+        (DAY, -1, "email", "are due before they were planned"),
+        (DAY, 2, "carrier_pigeon", "channel"),
+    ],
+)
+def test_the_planners_messages_are_accepted_and_refused_as_their_plain_frame(
+    day, due_in, channel, refused
+):
+    # given the planner's messages, and the same messages as a plain frame
+    handed = planned(day, due_in=due_in, channel=channel)
+    # then both are turned into the same rows, or refused with the same words
+    if refused is None:
+        fast, full = (outbox_rows(DAY, m, "r", NOW) for m in (handed, handed.frame))
+        pd.testing.assert_frame_equal(fast, full, check_exact=True)
+        assert fast["state"].tolist() == [PENDING, SUPPRESSED] * 2
+        return
+    errors = []
+    for handover in (handed, handed.frame):
+        with pytest.raises(ValueError, match=refused) as error:
+            outbox_rows(DAY, handover, "r", NOW)
+        errors.append(str(error.value))
+    assert errors[0] == errors[1]
+
+
+def test_the_planners_ids_and_contexts_are_not_worked_out_again(monkeypatch):
+    # ids and contexts are right by construction (tests/serving/core/test_planned.py): the
+    # boundary neither hashes nor parses them again; a plain frame still has both checked
+    def refuse(*_):
+        raise AssertionError("worked out again")
+
+    monkeypatch.setattr(outbox_module, "message_keys", refuse)
+    monkeypatch.setattr(outbox_module, "_is_json_object", refuse)
+    assert len(outbox_rows(DAY, planned(DAY), "r", NOW)) == 4
+    with pytest.raises(AssertionError, match="worked out again"):
+        outbox_rows(DAY, planned(DAY).frame, "r", NOW)
