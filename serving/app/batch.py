@@ -53,6 +53,7 @@ from features.workspace import TableInput, connect
 from rules import RuleSet
 from serving.app.batch_write import stored_tags, write_day
 from serving.app.day_campaigns import CampaignPlanner, catalogue_planner, plan_day_campaigns
+from serving.app.day_decisions import DecidedDay, cut_day
 from serving.app.summary import TOP_LEARNERS, BatchResult, summarise, tag_counts
 from serving.core.assess import Assessment, AssessOptions, ModelHandle, assess
 from serving.core.frames import RunRecord, is_in
@@ -130,11 +131,14 @@ class AssessedDay:
         eligible: how many of them are eligible (the rest are live-tagged but inactive).
         write_outputs: writes the engine's own files of the day (before the commit, like the
             feature snapshot); None when it has none.
+        decided: the day's decide with what its capacity cut overwrote (``cut_day``), for the
+            answers to reuse; None: the answers reuse ``assessment.decisions`` alone.
     """
 
     assessment: Assessment
     eligible: int
     write_outputs: Callable[[], None] | None = None
+    decided: DecidedDay | None = None
 
 
 Stage = Callable[[str], AbstractContextManager[None]]
@@ -275,12 +279,17 @@ def duckdb_step(
             features = build_features(inputs.events, inputs.customers, spine=spine, con=con)
     finally:
         con.close()
-    options = AssessOptions(check_output=True, whole_day=True)  # a whole day: its capacity
+    # A whole day, cut to its capacity here rather than in assess (``whole_day=True``, the same
+    # decisions): ``cut_day`` keeps what the cut overwrote, which the answers reuse.
+    options = AssessOptions(check_output=True)
     assessment = assess(
         features, champion=context.champion, ruleset=context.ruleset, state=state, as_of=as_of,
         options=options, stage=stage,
     )  # fmt: skip
-    return AssessedDay(assessment, len(eligible))
+    with stage("decide"):
+        decided = cut_day(context.ruleset, state, assessment.decisions, features)
+    assessment = dataclasses.replace(assessment, decisions=decided.decisions)
+    return AssessedDay(assessment, len(eligible), decided=decided)
 
 
 def run_range(

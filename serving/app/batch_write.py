@@ -18,7 +18,6 @@ import pandas as pd
 from serving.app.answers_table import write_day_answers
 from serving.app.day_campaigns import catalogue_planner, plan_day_campaigns
 from serving.app.day_decisions import DecidedDay
-from serving.core.assess import Assessment
 from serving.core.frames import RunRecord
 from serving.core.planning import BatchDay
 from serving.infra.snapshots import write_feature_snapshot
@@ -60,17 +59,19 @@ def write_day(
         run = context.store.apply_day(batch_day, assessment.decisions, scores, plan)
     with stage("answers"):
         if context.data_dir is not None:
-            _write_answers(context, assessment, read)
+            _write_answers(context, day, read)
     return run, snapshot
 
 
-def _write_answers(context: BatchContext, assessment: Assessment, read: MarkedState) -> None:
+def _write_answers(context: BatchContext, day: AssessedDay, read: MarkedState) -> None:
     """The day's answers file for the service, decided on the state the day left (only the
-    learners whose state the commit changed, or whom the cut moved, decided again: ``decided``).
+    learners whose state the commit changed decided again, and those the cut moved when the
+    engine kept no uncut decisions: ``decided``).
 
     The day is committed: a failure here costs the service a rebuild, not the day (warned).
     """
-    decided = DecidedDay(read.state, assessment.decisions)
+    assessment = day.assessment
+    decided = day.decided or DecidedDay(read.state, assessment.decisions)
     try:
         write_day_answers(
             Path(context.data_dir), assessment.features, assessment.scores,
