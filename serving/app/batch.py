@@ -11,14 +11,14 @@ One day reads as its stages, one call each, I/O at the ends:
 4. **score** and 5. **decide**: ``serving.core.assess`` with the champion
    (``models:/lstep-churn@champion``) or, in rules-only mode, without; the run, every score row
    and every decision say which.
-6. **write**: ``StateStore.apply_day``: transitions, the day's campaign messages
-   (``plan_day_campaigns``: the rules' campaign catalogue, ``serving.core.campaigns``) and the
-   run record in one transaction, the scores in the run's parquet file under
-   ``<data_dir>/scores/`` that the commit makes the day's (``serving.infra.score_files``; in SQL
-   for a store opened without a scores directory), idempotent per ``as_of`` (a completed day is
-   not recomputed); a dry run writes nothing. The day's feature frame goes to
-   ``<data_dir>/features/as_of=YYYY-MM-DD.parquet`` (the service's snapshot of the day) just
-   before the commit, so a completed day has its snapshot.
+6. **write** (``serving.app.batch_write``): ``StateStore.apply_day``: transitions, the day's
+   campaign messages (``plan_day_campaigns``: the rules' campaign catalogue,
+   ``serving.core.campaigns``) and the run record in one transaction, the scores in the run's
+   parquet file under ``<data_dir>/scores/`` that the commit makes the day's
+   (``serving.infra.score_files``; in SQL for a store opened without a scores directory), idempotent
+   per ``as_of`` (a completed day is not recomputed); a dry run writes nothing. The day's feature
+   frame goes to ``<data_dir>/features/as_of=YYYY-MM-DD.parquet`` (the service's snapshot of the
+   day) just before the commit, so a completed day has its snapshot.
    After the commit, the day's answers (every learner decided on the state the day left) go to
    ``<data_dir>/answers/`` (``serving.app.answers.write_day_answers``): the service maps them
    instead of assessing every learner at start-up.
@@ -36,7 +36,6 @@ that day: the store undoes the day's automatic transitions in the same transacti
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -52,18 +51,14 @@ from features.validation import load_valid_inputs
 from features.windows import build_features, eligible_spine
 from features.workspace import TableInput, connect
 from rules import RuleSet
-from serving.app.answers_table import write_day_answers
+from serving.app.batch_write import stored_tags, write_day
 from serving.app.day_campaigns import CampaignPlanner, catalogue_planner, plan_day_campaigns
-from serving.app.day_decisions import DecidedDay
+from serving.app.day_decisions import DecidedDay, cut_day
 from serving.app.summary import TOP_LEARNERS, BatchResult, summarise, tag_counts
 from serving.core.assess import Assessment, AssessOptions, ModelHandle, assess
 from serving.core.frames import RunRecord, is_in
-from serving.core.planning import BatchDay
 from serving.core.tags import CHURNED_TAG
-from serving.infra.snapshots import write_feature_snapshot
 from serving.infra.store import MarkedState, StateStore
-
-logger = logging.getLogger("lstep")
 
 STAGES: dict[str, str] = {
     "inputs": "validate inputs",
@@ -136,11 +131,14 @@ class AssessedDay:
         eligible: how many of them are eligible (the rest are live-tagged but inactive).
         write_outputs: writes the engine's own files of the day (before the commit, like the
             feature snapshot); None when it has none.
+        decided: the day's decide with what its capacity cut overwrote (``cut_day``), for the
+            answers to reuse; None: the answers reuse ``assessment.decisions`` alone.
     """
 
     assessment: Assessment
     eligible: int
     write_outputs: Callable[[], None] | None = None
+    decided: DecidedDay | None = None
 
 
 Stage = Callable[[str], AbstractContextManager[None]]
@@ -244,9 +242,9 @@ def run_day(
     step = context.step or duckdb_step
     day = step(as_of, inputs, context, read.state, timer)
     assessment, features = day.assessment, day.assessment.features
-    run, snapshot = (None, None) if dry_run else _write(context, day, read, replace, timer)
+    run, snapshot = (None, None) if dry_run else write_day(context, day, read, replace, timer)
     with timer("summary"):
-        stored = _stored_tags(context.store, run)
+        stored = stored_tags(context.store, run)
         summary = summarise(assessment, read.state, run, stored, context.top)
     return BatchResult(
         as_of=as_of, run=run, dry_run=dry_run, already_done=False,
@@ -281,12 +279,17 @@ def duckdb_step(
             features = build_features(inputs.events, inputs.customers, spine=spine, con=con)
     finally:
         con.close()
-    options = AssessOptions(check_output=True, whole_day=True)  # a whole day: its capacity
+    # A whole day, cut to its capacity here rather than in assess (``whole_day=True``, the same
+    # decisions): ``cut_day`` keeps what the cut overwrote, which the answers reuse.
+    options = AssessOptions(check_output=True)
     assessment = assess(
         features, champion=context.champion, ruleset=context.ruleset, state=state, as_of=as_of,
         options=options, stage=stage,
     )  # fmt: skip
-    return AssessedDay(assessment, len(eligible))
+    with stage("decide"):
+        decided = cut_day(context.ruleset, state, assessment.decisions, features)
+    assessment = dataclasses.replace(assessment, decisions=decided.decisions)
+    return AssessedDay(assessment, len(eligible), decided=decided)
 
 
 def run_range(
@@ -421,63 +424,6 @@ def spine_of(eligible: pd.DataFrame, state: pd.DataFrame, as_of: date) -> pd.Dat
     kept = pd.DataFrame({"customer_id": extra.to_numpy(), "as_of": day})
     spine = pd.concat([eligible[["customer_id", "as_of"]], kept], ignore_index=True)
     return spine.sort_values("customer_id", ignore_index=True)
-
-
-def _write(
-    context: BatchContext, day: AssessedDay, read: MarkedState, replace: bool, stage: Stage
-) -> tuple[RunRecord, Path | None]:
-    """Write the day's feature snapshot (and the engine's own files), then commit the day.
-
-    The snapshot comes first: features are a function of the log alone, so a snapshot whose
-    commit never came is the one a rerun writes again, while a committed day always has its
-    snapshot (a crash between the two used to leave a completed day without one, for good).
-    Each part is its own stage, so a slow day says which part was slow.
-    """
-    assessment, snapshot = day.assessment, None
-    with stage("snapshot"):
-        if day.write_outputs is not None:
-            day.write_outputs()
-        if context.data_dir is not None:
-            snapshot = write_feature_snapshot(
-                assessment.features, Path(context.data_dir), assessment.as_of
-            )
-    with stage("plan"):
-        planner = context.planner or catalogue_planner(context.ruleset)
-        plan = plan_day_campaigns(assessment, context.store, planner if context.campaigns else None)
-    batch_day = BatchDay(
-        assessment.as_of, context.run_id, assessment.model_version, assessment.rules_only,
-        context.now, replace,
-    )  # fmt: skip
-    scores = None if assessment.rules_only else assessment.scores
-    with stage("write"):
-        run = context.store.apply_day(batch_day, assessment.decisions, scores, plan)
-    with stage("answers"):
-        if context.data_dir is not None:
-            _write_answers(context, assessment, read)
-    return run, snapshot
-
-
-def _write_answers(context: BatchContext, assessment: Assessment, read: MarkedState) -> None:
-    """The day's answers file for the service, decided on the state the day left (only the
-    learners whose state the commit changed, or whom the cut moved, decided again: ``decided``).
-
-    The day is committed: a failure here costs the service a rebuild, not the day (warned).
-    """
-    decided = DecidedDay(read.state, assessment.decisions)
-    try:
-        write_day_answers(
-            Path(context.data_dir), assessment.features, assessment.scores,
-            ruleset=context.ruleset, state=context.store.state_after(assessment.as_of, *read),
-            as_of=assessment.as_of, model_version=assessment.model_version, decided=decided,
-        )  # fmt: skip
-    except OSError as error:
-        logger.warning("the day's answers file was not written (%s); the service builds it", error)
-
-
-def _stored_tags(store: StateStore, run: RunRecord | None) -> pd.Series | None:
-    """The store's tags when it left some moves out (the summary must say what it holds)."""
-    skipped = dict((run.summary or {}).get("skipped", {})) if run is not None else {}
-    return store.state_frame()["tag"] if any(skipped.values()) else None
 
 
 __all__ = [

@@ -7,12 +7,16 @@ of their own features, scores and stored state row and of ``as_of`` alone. Only 
 - the Spark engine decides each partition alone and cuts the collected day on the driver
   (``whole_day_decisions``);
 - the batch's answers (``answers_decisions``) must decide every learner again on the state the
-  day left. A learner whose stored state the commit did not change gets the same decision as in
-  the day's first decide, unless the cut rewrote it (over capacity: its own priority, action,
-  control draw and campaign are gone). So only the learners whose state changed and those the
-  cut moved are decided again, and the cut runs over the combined day: row for row what
-  ``decide_learners(..., whole_day=True)`` gives on the state after the commit
-  (``tests/serving/app/test_day_decisions.py`` compares them over simulated days).
+  day left. A learner whose stored state the commit did not change gets the same decision
+  before the cut as in the day's first decide. The cut rewrites the learners it moves (their
+  own priority, action, control draw and campaign, ``rules.CUT_COLUMNS``), so the batch cuts
+  its day with ``cut_day``, which keeps what the rules had decided for them
+  (``DecidedDay.uncut``): only the learners whose state changed are decided again, and the cut
+  runs over the combined day, taking the first cut's overflow rows of the unchanged learners
+  it moves again: row for row what ``decide_learners(..., whole_day=True)`` gives on the state
+  after the commit (``tests/serving/app/test_day_decisions.py`` compares them over simulated
+  days). Without ``uncut`` (a Spark day), the learners the cut moved are decided again too,
+  unless none of its callers changed (``overflow_stays``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity
+from rules.capacity import CUT_COLUMNS, rows_set
 from rules.decisions import NO_CODE, codes_of, decision_order
 from serving.core.assess import decide_learners
 from serving.core.frames import is_in
@@ -36,25 +41,57 @@ class DecidedDay:
     Attributes:
         state: the stored state the day was decided on (the state before the day).
         decisions: the day's decisions on it, the capacity cut applied (``over_capacity`` set).
+        uncut: for each learner the cut moved, the rules' own values of the columns the cut
+            rewrote (``customer_id`` and ``rules.CUT_COLUMNS``), as ``cut_day`` keeps them;
+            None: not kept (the answers decide those learners again).
     """
 
     state: pd.DataFrame
     decisions: pd.DataFrame
+    uncut: pd.DataFrame | None = None
+
+
+def cut_day(
+    ruleset: RuleSet, state: pd.DataFrame, decisions: pd.DataFrame, features: pd.DataFrame
+) -> DecidedDay:
+    """The day's capacity cut over its uncut ``decisions``, keeping what the cut overwrote.
+
+    Args:
+        ruleset: the rules the decisions were made with.
+        state: the stored state they were decided on.
+        decisions: ``decide_learners(..., whole_day=False)`` of every learner of the day.
+        features: those learners' features (their product tiers match the overflow's campaign).
+
+    Returns:
+        ``decisions`` cut (``whole_day_decisions``: what ``whole_day=True`` gives), with the
+        moved learners' own values of ``rules.CUT_COLUMNS`` beside them (``uncut``).
+    """
+    cut = whole_day_decisions(ruleset, decisions, features)
+    moved = cut.loc[cut[OVER_CAPACITY].to_numpy(bool), "customer_id"]
+    rows = codes_of(moved.array, decisions["customer_id"].array)
+    kept = ["customer_id", *(name for name in CUT_COLUMNS if name in decisions)]
+    return DecidedDay(state, cut, decisions[kept].take(rows).reset_index(drop=True))
 
 
 def whole_day_decisions(
-    ruleset: RuleSet, decisions: pd.DataFrame, features: pd.DataFrame
+    ruleset: RuleSet,
+    decisions: pd.DataFrame,
+    features: pd.DataFrame,
+    moved_before: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The day's capacity cut over every (uncut) decision, in ``rules.decide``'s order."""
+    """The day's capacity cut over every (uncut) decision, in ``rules.decide``'s order
+    (``moved_before``: an earlier cut's overflow rows of unchanged learners, as
+    ``rules.cut_to_capacity`` takes them)."""
     priority = codes_of(decisions["priority"].astype(object), ruleset.interventions.priority_order)
     value, p_churn = (decisions[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
     order = decision_order(priority, value, p_churn, decisions["customer_id"].array)
-    ordered = decisions.take(order).reset_index(drop=True)
+    in_order = bool((order == np.arange(len(order))).all())  # the batch's: as decide sorts
+    ordered = (decisions if in_order else decisions.take(order)).reset_index(drop=True)
     # Built from the two columns: set_index would copy every feature column of the day.
     products = pd.Series(
         features["product_tag"].array, index=pd.Index(features["customer_id"].array)
     )
-    cut = cut_to_capacity(ruleset, ordered, product_tags=products)
+    cut = cut_to_capacity(ruleset, ordered, product_tags=products, moved_before=moved_before)
     cut[OVER_CAPACITY] = cut[OVER_CAPACITY].astype("boolean")
     return cut
 
@@ -71,7 +108,8 @@ def answers_decisions(
 
     Equal to ``decide_learners(features, scores, ruleset, state, as_of, whole_day=True)``; with
     the day's first decide (``decided``), only the learners it cannot answer for are decided:
-    those whose state changed, and those its cut moved when one of its callers changed.
+    those whose state changed (and, when it kept no ``uncut`` values, those its cut moved when
+    one of its callers changed).
 
     Args:
         features: the day's learners (every one: the capacity is the day's).
@@ -91,11 +129,9 @@ def answers_decisions(
     ids = features["customer_id"].array
     reused = codes_of(ids, first["customer_id"].array)
     redo = (reused < 0) | changed_states(ids, decided.state, state)
-    over = np.zeros(len(ids), bool)
-    over[~redo] = first[OVER_CAPACITY].to_numpy(bool)[reused[~redo]]
-    kept = first.iloc[reused[~redo & ~over]].drop(columns=OVER_CAPACITY)
-    still_over = over if overflow_stays(ruleset, kept) else np.zeros(len(ids), bool)
-    redo |= over & ~still_over
+    kept, redo, still_over, moved_before = _reusable(ruleset, decided, reused, redo)
+    if kept is None:
+        return everyone()
     rows = np.flatnonzero(redo)
     again = features.iloc[rows].reset_index(drop=True)
     fresh = decide_learners(
@@ -105,7 +141,8 @@ def answers_decisions(
     kept = _typed_as(kept, fresh)
     if kept is None:  # a value the fresh dtypes cannot hold: decide everyone instead
         return everyone()
-    cut = whole_day_decisions(ruleset, pd.concat([kept, fresh], ignore_index=True), features)
+    day = pd.concat([kept, fresh], ignore_index=True)
+    cut = whole_day_decisions(ruleset, day, features, moved_before)
     if not still_over.any():
         return cut
     whole = _with_overflow(ruleset, cut, first.iloc[reused[still_over]])
@@ -132,6 +169,47 @@ def overflow_stays(ruleset: RuleSet, kept: pd.DataFrame) -> bool:
     personal = (priority != NO_CODE) & (priority < len(interventions.personal_priorities()))
     calls = int((personal & ~kept["control"].to_numpy(bool)).sum())
     return calls >= capacity.personal_outreach_per_day
+
+
+def _reusable(
+    ruleset: RuleSet, decided: DecidedDay, reused: np.ndarray, redo: np.ndarray
+) -> tuple[pd.DataFrame | None, np.ndarray, np.ndarray, pd.DataFrame | None]:
+    """What the answers take from the first decide: its rows reused before the cut, the
+    learners to decide again (``redo`` and any more), those who keep the first cut's overflow
+    row as it is (masks aligned with ``reused``, the day's learners' rows in the first
+    decide), and the first cut's overflow rows the new cut may take (``moved_before``).
+
+    With ``uncut``, every learner not redone is reused as the rules decided them, and the cut
+    runs again over all; without it, the rows the first cut moved are reused only when they
+    stay past the cut (``overflow_stays``), and are decided again otherwise. No rows (None):
+    the reuse cannot be trusted (a moved learner without its ``uncut`` row): decide everyone.
+    """
+    first = decided.decisions
+    if decided.uncut is not None:
+        unchanged = first.iloc[reused[~redo]]
+        moved = unchanged[unchanged[OVER_CAPACITY].to_numpy(bool)]
+        kept = _uncut_rows(unchanged, decided.uncut)
+        nobody = np.zeros(len(reused), bool)
+        return kept, redo, nobody, moved[list(decided.uncut.columns)]
+    over = np.zeros(len(reused), bool)
+    over[~redo] = first[OVER_CAPACITY].to_numpy(bool)[reused[~redo]]
+    kept = first.iloc[reused[~redo & ~over]].drop(columns=OVER_CAPACITY)
+    still_over = over if overflow_stays(ruleset, kept) else np.zeros(len(reused), bool)
+    return kept, redo | (over & ~still_over), still_over, None
+
+
+def _uncut_rows(first: pd.DataFrame, uncut: pd.DataFrame) -> pd.DataFrame | None:
+    """``first``'s rows (the first cut's) with the rules' own values back where the cut moved
+    a learner, ``over_capacity`` dropped: the first decide before its cut (None: a moved
+    learner has no ``uncut`` row, so its own values are not known)."""
+    moved = np.flatnonzero(first[OVER_CAPACITY].to_numpy(bool))
+    at = codes_of(first["customer_id"].array[moved], uncut["customer_id"].array)
+    if (at < 0).any():
+        return None
+    # The cut's dtypes: its categories hold the rules' values too.
+    names = uncut.columns.drop("customer_id")
+    restored = {name: rows_set(first[name], moved, uncut[name].take(at)) for name in names}
+    return first.assign(**restored).drop(columns=OVER_CAPACITY)
 
 
 def _with_overflow(
@@ -210,5 +288,6 @@ __all__ = [
     "DecidedDay",
     "answers_decisions",
     "changed_states",
+    "cut_day",
     "whole_day_decisions",
 ]

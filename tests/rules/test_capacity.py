@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from rules.capacity import cut_to_capacity, over_capacity_rows
+from rules.capacity import CUT_COLUMNS, cut_to_capacity, over_capacity_rows, rows_set
 from rules.config import load_ruleset
 from rules.engine import decide
 from rules.interventions import control_draw
@@ -202,3 +202,75 @@ def test_the_overflow_products_are_those_series_map_finds(dtype, id_dtype):
     found = _products_of(rows, products)
     assert list(found) == list(reference) == ["PT_002", None, "PT_001", None]
     assert _products_of(rows.iloc[:0], products).tolist() == []
+
+
+def _campaign_day(tmp_path, known_features, capacity: int):
+    """The campaign rules with ``capacity`` calls and a control share of a half, on ``DAY``."""
+    from tests.rules.test_campaigns import copy_rules_with_campaigns
+
+    rules_dir = copy_rules_with_campaigns(tmp_path / "rules")
+    ruleset = _with_interventions(rules_dir, known_features, capacity=capacity, control_share=0.5)
+    scored, state, as_of = _declining_day(DAY)
+    products = scored.set_index("customer_id")["product_tag"]
+    return ruleset, decide(ruleset, state, scored, as_of), products
+
+
+def test_the_cut_rewrites_only_its_cut_columns(tmp_path, known_features):
+    # given a day whose cut moves learners (campaigns on, so every cut column is there)
+    ruleset, decided, products = _campaign_day(tmp_path, known_features, capacity=1)
+    # when it is cut
+    cut = cut_to_capacity(ruleset, decided, product_tags=products).set_index("customer_id")
+    before = decided.set_index("customer_id").loc[cut.index]
+    # then the columns whose values changed are CUT_COLUMNS, and no other
+    changed = {
+        name
+        for name in before.columns
+        if not before[name].astype(object).equals(cut[name].astype(object))
+    }
+    assert cut["over_capacity"].sum() >= 4
+    assert {"priority", "action", "campaign_id"} <= changed <= set(CUT_COLUMNS)
+
+
+def test_an_earlier_cuts_overflow_is_taken_as_drawing_it_again_gives(tmp_path, known_features):
+    # given a day cut once (capacity 1: five learners moved), and that cut's overflow rows
+    ruleset, decided, products = _campaign_day(tmp_path, known_features, capacity=1)
+    first = cut_to_capacity(ruleset, decided, product_tags=products)
+    moved = first.loc[first["over_capacity"], ["customer_id", *CUT_COLUMNS]]
+    # when the same decisions are cut again with a capacity of 2, taking the first overflow
+    wider = _with_interventions(tmp_path / "rules", known_features, capacity=2, control_share=0.5)
+    drawn = cut_to_capacity(wider, decided, product_tags=products)
+    taken = cut_to_capacity(wider, decided, product_tags=products, moved_before=moved)
+    # then the result is the one drawn afresh, although one learner moved before is called now
+    pd.testing.assert_frame_equal(taken, drawn)
+    called_now = set(moved["customer_id"]) - set(drawn.loc[drawn["over_capacity"], "customer_id"])
+    assert len(called_now) == 1
+    # and the overflow values are taken, not drawn: a marked value in them comes through
+    marked = moved.assign(channel=moved["channel"].cat.add_categories(["marked"]))
+    marked["channel"] = pd.Categorical(["marked"] * len(marked), dtype=marked["channel"].dtype)
+    with pytest.raises(TypeError):  # not one of the decisions' channels: refused, not dropped
+        cut_to_capacity(wider, decided, product_tags=products, moved_before=marked)
+
+
+@pytest.mark.parametrize(
+    "kind", ["category", "no categories", "category into object", "bool", "str"]
+)
+def test_rows_set_equals_iloc_setitem(kind):
+    # given a column and values for two of its rows (a null among them), of several dtypes
+    base = {"category": ["a", "b", None, "c"], "bool": [True, False, True, False]}
+    values = {"category": ["c", None], "bool": [False, True]}
+    name = "bool" if kind == "bool" else "category"
+    dtype = {"category": pd.CategoricalDtype(["a", "b", "c", "x"]), "bool": bool}
+    column = pd.Series(base[name], dtype=dtype.get(kind, "str" if kind == "str" else None),
+                       name="col")  # fmt: skip
+    if kind in ("category", "no categories"):
+        column = column.astype(dtype["category"])
+        kept = ["c", "b"] if kind == "category" else []  # (an empty one: every value null)
+        new = pd.Series(values[name] if kept else [None, None], dtype=pd.CategoricalDtype(kept))
+    else:
+        new = pd.Series(values[name], dtype=pd.CategoricalDtype(["c"]) if "into" in kind else None)
+    rows = np.array([1, 2])
+    # when set by rows_set and by iloc
+    expected = column.copy()
+    expected.iloc[rows] = new.to_numpy()
+    # then both give the same column
+    pd.testing.assert_series_equal(rows_set(column, rows, new), expected)

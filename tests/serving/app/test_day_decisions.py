@@ -17,7 +17,7 @@ import pytest
 
 from serving.app import day_decisions
 from serving.app.answers_table import answers_table, answers_tag
-from serving.app.day_decisions import DecidedDay, answers_decisions, changed_states
+from serving.app.day_decisions import DecidedDay, answers_decisions, changed_states, cut_day
 from serving.core.assess import Assessment, decide_learners
 from serving.infra.answers_file import answers_path, open_answers_file
 from serving.infra.store import StateStore
@@ -199,3 +199,55 @@ def test_a_state_row_that_differs_in_any_column_is_changed():
     changed = changed_states(ids, before, after.reset_index(drop=True))
     # then exactly the moved, the released and the one-sided learners count as changed
     assert changed.tolist() == [True, True, False, False, True, True]
+
+
+def test_the_uncut_decisions_the_batch_keeps_answer_without_redeciding_the_cut(days, monkeypatch):
+    ruleset, _, done = days
+    witnessed = dict.fromkeys(["changed", "over_reused", "override", "new", "moved_back"], 0)
+    for day in done:
+        # given a day's decide before its cut, cut as the batch cuts it (keeping what it moved)
+        features, scores = day.assessment.features, day.assessment.scores
+        uncut = decide_learners(features, scores, ruleset, day.before, day.as_of)
+        decided = cut_day(ruleset, day.before, uncut, features)
+        # then its decisions are the ones the batch committed, and those of a whole-day decide
+        pd.testing.assert_frame_equal(decided.decisions, day.assessment.decisions)
+        # when the answers reuse it, and when every learner is decided again on the state after
+        calls = spied_decides(monkeypatch)
+        reused = answers_decisions(features, scores, ruleset, day.after, day.as_of, decided)
+        full = decide_learners(features, scores, ruleset, day.after, day.as_of, whole_day=True)
+        # then they are equal, and only the learners whose state changed were decided again
+        pd.testing.assert_frame_equal(reused, full)
+        ids = features["customer_id"].array
+        changed = changed_states(ids, day.before, day.after)
+        assert calls == [(int(changed.sum()), False)]
+        over_first = decided.decisions.set_index("customer_id").loc[ids, "over_capacity"]
+        over_full = full.set_index("customer_id").loc[ids, "over_capacity"]
+        witnessed["changed"] += int(changed.sum())
+        witnessed["over_reused"] += int((over_first.to_numpy(bool) & ~changed).sum())
+        witnessed["moved_back"] += int(
+            (over_first.to_numpy(bool) & ~over_full.to_numpy(bool)).sum()
+        )
+        unchanged_ids = pd.Index(ids)[~changed]
+        held = day.after["override_tag"].notna() & day.after["customer_id"].isin(unchanged_ids)
+        witnessed["override"] += int(held.sum())
+        witnessed["new"] += int((~pd.Index(ids).isin(day.before["customer_id"])).sum())
+    # and the days held each case: learners whose state changed, unchanged learners past the
+    # cut, unchanged learners with an override, new learners, and learners the cut gave back
+    assert all(count > 0 for count in witnessed.values()), witnessed
+
+
+def test_a_moved_learner_without_its_uncut_row_is_not_guessed(days, monkeypatch):
+    # given the last day's cut decide, its uncut rows missing one learner the cut moved
+    ruleset, _, done = days
+    day = done[-1]
+    features, scores = day.assessment.features, day.assessment.scores
+    uncut = decide_learners(features, scores, ruleset, day.before, day.as_of)
+    decided = cut_day(ruleset, day.before, uncut, features)
+    partial = DecidedDay(day.before, decided.decisions, decided.uncut.iloc[1:])
+    # when the answers reuse it
+    calls = spied_decides(monkeypatch)
+    reused = answers_decisions(features, scores, ruleset, day.after, day.as_of, partial)
+    # then every learner is decided again (one whole-day decide), and the answers are right
+    assert calls == [(len(features), True)]
+    full = decide_learners(features, scores, ruleset, day.after, day.as_of, whole_day=True)
+    pd.testing.assert_frame_equal(reused, full)
