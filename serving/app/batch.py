@@ -108,7 +108,7 @@ class BatchInputs:
         """These inputs validated (files read and checked against the contracts).
 
         Raises:
-            features.validation.InputError: the inputs fail validation (the rendered report).
+            features.validation_report.InputError: the inputs fail validation (the rendered report).
         """
         if self.validated:
             return self
@@ -229,7 +229,7 @@ def run_day(
     """Run the daily batch for one ``as_of`` (see the module docstring).
 
     Raises:
-        features.validation.InputError: the inputs fail validation (the rendered report).
+        features.validation_report.InputError: the inputs fail validation (the rendered report).
         ValueError: a day before the latest completed one, or a replace of another day.
     """
     completed = _completed_runs(context.store)
@@ -265,7 +265,7 @@ def duckdb_step(
     """The embedded engine: validation, learners and features in DuckDB, ``assess`` in pandas.
 
     Raises:
-        features.validation.InputError: the inputs fail validation (the rendered report).
+        features.validation_report.InputError: the inputs fail validation (the rendered report).
     """
     if not inputs.validated:
         with stage("inputs"):
@@ -303,7 +303,7 @@ def run_range(
 
     Raises:
         ValueError: ``end`` before ``start``, or a multi-day dry run.
-        features.validation.InputError: as ``run_day``.
+        features.validation_report.InputError: as ``run_day``.
     """
     if end < start:
         raise ValueError(f"backfill: --to {end} is before --from {start}")
