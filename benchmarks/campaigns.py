@@ -21,7 +21,8 @@ import pandas as pd
 from features.catalog import load_catalog
 from rules.behaviours import behaviour_tags
 from rules.campaign_matching import campaign_columns
-from rules.config import MODEL_SCORE_COLUMNS, load_ruleset
+from rules.config import MODEL_SCORE_COLUMNS
+from rules.loading import load_ruleset
 from serving.core.campaigns import plan_campaigns
 
 AS_OF = date(2026, 6, 1)

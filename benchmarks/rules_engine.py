@@ -25,8 +25,9 @@ import pandas as pd
 from targets import verdict
 
 from features.catalog import load_catalog
-from rules.config import MODEL_SCORE_COLUMNS, load_ruleset
+from rules.config import MODEL_SCORE_COLUMNS
 from rules.engine import decide
+from rules.loading import load_ruleset
 from serving.core.records import rule_wording
 
 OPERATING_POINTS = {"early_warning": 0.6, "recovered": 0.3}

@@ -5,9 +5,10 @@ frames, and the caller passes the known feature names when loading.
 """
 
 from rules.capacity import OVER_CAPACITY, cut_to_capacity
-from rules.config import MODEL_SCORE_COLUMNS, RulesError, RuleSet, load_ruleset
+from rules.config import MODEL_SCORE_COLUMNS, RulesError, RuleSet
 from rules.engine import decide
 from rules.graph import mermaid
+from rules.loading import load_ruleset
 from rules.reasons import Wording
 from rules.schemas import DECISION_COLUMNS, DecisionInputError
 

@@ -73,7 +73,7 @@ def decide(
     """Decide today's status tag, priority and action of every scored learner.
 
     Args:
-        ruleset: the validated rules (:func:`rules.config.load_ruleset`).
+        ruleset: the validated rules (:func:`rules.loading.load_ruleset`).
         state: current tag of known learners: customer_id, tag, since (day the tag was entered),
             override_tag (nullable), override_expires (nullable; null means no expiry),
             override_kind (optional; ``hold`` or ``campaign``, a missing column or null means

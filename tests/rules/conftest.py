@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from features.catalog import load_catalog
-from rules.config import MODEL_SCORE_COLUMNS, RuleSet, load_ruleset
+from rules.config import MODEL_SCORE_COLUMNS, RuleSet
+from rules.loading import load_ruleset
 from tests.rules.casebook import copy_packaged_rules, with_casebook_points
 
 

@@ -14,8 +14,9 @@ import yaml
 from rules.campaign_matching import match_campaigns
 from rules.campaign_rendering import render_message, render_problems
 from rules.campaigns import SAMPLE_CONTEXT, TEMPLATE_FIELDS, template_names
-from rules.config import RulesError, load_ruleset
+from rules.config import RulesError
 from rules.graph import unreachable_triggers
+from rules.loading import load_ruleset
 from tests.rules.casebook import CASES_DIR, with_casebook_points
 
 BOOK = yaml.safe_load((CASES_DIR / "campaigns.yaml").read_text(encoding="utf-8"))

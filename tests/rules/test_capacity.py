@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from rules.capacity import CUT_COLUMNS, cut_to_capacity, over_capacity_rows, rows_set
-from rules.config import load_ruleset
 from rules.engine import decide
 from rules.interventions import control_draw
+from rules.loading import load_ruleset
 from tests.rules.casebook import load_casebook, scored_frame, state_frame, with_casebook_points
 
 AUTOMATED_RETENTION = "automated retention campaign - emails and in-app messages"

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rules.config import RulesError, load_ruleset
+from rules.config import RulesError
+from rules.loading import load_ruleset
 from tests.rules.casebook import CASES_DIR, with_casebook_points
 
 INVALID_CASES = yaml.safe_load((CASES_DIR / "invalid_rules.yaml").read_text(encoding="utf-8"))[

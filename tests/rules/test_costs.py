@@ -6,8 +6,9 @@ import pytest
 import yaml
 
 from rules.campaigns import CHANNELS
-from rules.config import RulesError, load_ruleset
+from rules.config import RulesError
 from rules.costs import ChannelCosts
+from rules.loading import load_ruleset
 from tests.rules.test_campaigns import copy_rules_with_campaigns
 
 

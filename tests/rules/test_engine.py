@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.columns import Columns
-from rules.config import load_ruleset
 from rules.decisions import decision_order
 from rules.engine import decide
 from rules.interventions import control_draw
+from rules.loading import load_ruleset
 from rules.schemas import (
     DAYS_KEPT,
     DECISION_COLUMNS,
