@@ -22,7 +22,7 @@ import pandas as pd
 
 from rules.campaign_matching import campaign_columns
 from rules.config import RuleSet
-from rules.decisions import NO_CODE, codes_of, decision_order
+from rules.decisions import NO_CODE, codes_of, decision_order, frame_order
 from rules.interventions import control_flags
 
 OVER_CAPACITY = "over_capacity"
@@ -97,9 +97,7 @@ def cut_to_capacity(
         drawn = over & (known < 0)
     if drawn.any():
         cut = _overflow(ruleset, cut, drawn, automated, product_tags)
-    priority = codes_of(cut["priority"].astype(object), ruleset.interventions.priority_order)
-    value, p_churn = (cut[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
-    order = decision_order(priority, value, p_churn, cut["customer_id"].array)
+    order = frame_order(cut, ruleset.interventions.priority_order)
     return cut.take(order).reset_index(drop=True)
 
 

@@ -331,6 +331,14 @@ def _description_table(ruleset: RuleSet) -> tuple[list[str], np.ndarray]:
     return unique, np.array([position[text] for text in texts])
 
 
+def frame_order(decisions: pd.DataFrame, priority_order: Sequence[str]) -> np.ndarray:
+    """``decision_order`` of a decisions frame's rows: its priorities coded by
+    ``priority_order``, its value at risk, p_churn and customer ids."""
+    priority = codes_of(decisions["priority"].astype(object), priority_order)
+    value, p_churn = (decisions[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
+    return decision_order(priority, value, p_churn, decisions["customer_id"].array)
+
+
 __all__ = [
     "NO_CODE",
     "CurrentState",
@@ -338,5 +346,6 @@ __all__ = [
     "codes_of",
     "decision_frame",
     "decision_order",
+    "frame_order",
     "rule_tables",
 ]

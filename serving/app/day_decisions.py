@@ -29,7 +29,7 @@ import pandas as pd
 
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity
 from rules.capacity import CUT_COLUMNS, rows_set
-from rules.decisions import NO_CODE, codes_of, decision_order
+from rules.decisions import NO_CODE, codes_of, frame_order
 from serving.core.assess import decide_learners
 from serving.core.frames import is_in
 
@@ -82,9 +82,7 @@ def whole_day_decisions(
     """The day's capacity cut over every (uncut) decision, in ``rules.decide``'s order
     (``moved_before``: an earlier cut's overflow rows of unchanged learners, as
     ``rules.cut_to_capacity`` takes them)."""
-    priority = codes_of(decisions["priority"].astype(object), ruleset.interventions.priority_order)
-    value, p_churn = (decisions[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
-    order = decision_order(priority, value, p_churn, decisions["customer_id"].array)
+    order = frame_order(decisions, ruleset.interventions.priority_order)
     in_order = bool((order == np.arange(len(order))).all())  # the batch's: as decide sorts
     ordered = (decisions if in_order else decisions.take(order)).reset_index(drop=True)
     # Built from the two columns: set_index would copy every feature column of the day.
@@ -226,9 +224,7 @@ def _with_overflow(
     if overflow is None:
         return None
     whole = pd.concat([cut, overflow], ignore_index=True)
-    priority = codes_of(whole["priority"].astype(object), ruleset.interventions.priority_order)
-    value, p_churn = (whole[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
-    order = decision_order(priority, value, p_churn, whole["customer_id"].array)
+    order = frame_order(whole, ruleset.interventions.priority_order)
     return whole.take(order).reset_index(drop=True)
 
 
