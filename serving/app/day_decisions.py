@@ -5,7 +5,7 @@ of their own features, scores and stored state row and of ``as_of`` alone. Only 
 (``rules.cut_to_capacity``) reads the whole day. Two callers lean on that:
 
 - the Spark engine decides each partition alone and cuts the collected day on the driver
-  (``whole_day_decisions``);
+  (``cut_day``, as the embedded engine cuts its day);
 - the batch's answers (``answers_decisions``) must decide every learner again on the state the
   day left. A learner whose stored state the commit did not change gets the same decision
   before the cut as in the day's first decide. The cut rewrites the learners it moves (their
@@ -15,8 +15,9 @@ of their own features, scores and stored state row and of ``as_of`` alone. Only 
   runs over the combined day, taking the first cut's overflow rows of the unchanged learners
   it moves again: row for row what ``decide_learners(..., whole_day=True)`` gives on the state
   after the commit (``tests/serving/app/test_day_decisions.py`` compares them over simulated
-  days). Without ``uncut`` (a Spark day), the learners the cut moved are decided again too,
-  unless none of its callers changed (``overflow_stays``).
+  days). Both engines keep ``uncut``; without it (a ``DecidedDay`` built from the committed
+  decisions alone), the learners the cut moved are decided again too, unless none of its
+  callers changed (``overflow_stays``).
 """
 
 from __future__ import annotations

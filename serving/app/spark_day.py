@@ -40,7 +40,7 @@ from features.workspace import naive_utc
 from models.churn import PREDICTION_COLUMNS
 from rules import OVER_CAPACITY, RuleSet
 from serving.app.batch import AssessedDay, BatchContext, BatchInputs, Stage, spine_of
-from serving.app.day_decisions import whole_day_decisions
+from serving.app.day_decisions import DecidedDay, cut_day
 from serving.core.assess import Assessment, decide_learners
 from serving.core.frames import is_in
 from serving.core.problems import Invalid, NotFound
@@ -167,9 +167,9 @@ class SparkDay:
             scored = self._keep(self._scored(features))
         with stage("decide"):
             decided = decide_partitions(scored, context.ruleset, state, as_of)
-            assessment = self._assessment(scored, decided, context, state, as_of)
+            assessment, day = self._assessment(scored, decided, context, state, as_of)
         writer = None if self.output_dir is None else lambda: self._write(scored, as_of)
-        return AssessedDay(assessment, len(eligible), write_outputs=writer)
+        return AssessedDay(assessment, len(eligible), write_outputs=writer, decided=day)
 
     def release(self) -> None:
         """Drop the frames the previous day cached."""
@@ -213,19 +213,21 @@ class SparkDay:
         context: BatchContext,
         state: pd.DataFrame,
         as_of: date,
-    ) -> Assessment:
-        """Features, scores and decisions on the driver, the day's capacity cut applied."""
+    ) -> tuple[Assessment, DecidedDay]:
+        """Features, scores and decisions on the driver, the day's capacity cut applied; the
+        cut's ``DecidedDay`` beside them (what it overwrote, which the answers reuse)."""
         with _spark_errors(self.model_uri):
             features, scores = features_and_scores(scored)
             collected = decided.toArrow().to_pandas()
             decisions = decisions_frame(collected, features, scores, state, context.ruleset)
-            decisions = whole_day_decisions(context.ruleset, decisions, features)
+            day = cut_day(context.ruleset, state, decisions, features)
         champion = context.champion if self.model_uri is not None else None
-        return Assessment(
-            as_of=as_of, features=features, scores=scores, decisions=decisions,
+        assessment = Assessment(
+            as_of=as_of, features=features, scores=scores, decisions=day.decisions,
             model=None if champion is None else champion.model,
             model_version=None if champion is None else champion.version,
         )  # fmt: skip
+        return assessment, day
 
     def _write(self, scored: SparkFrame, as_of: date) -> None:
         """The day's features and scores as parquet partitioned by as_of (that day replaced)."""
@@ -421,5 +423,4 @@ __all__ = [
     "signature_names",
     "spark_step",
     "version_uri",
-    "whole_day_decisions",
 ]

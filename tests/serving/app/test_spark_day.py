@@ -11,6 +11,8 @@ tests' shared ``spark``.
 
 from __future__ import annotations
 
+import dataclasses
+from contextlib import nullcontext
 from datetime import timedelta
 
 import pandas as pd
@@ -18,14 +20,20 @@ import pytest
 
 from features.spark import SparkEngine, check_master_reachable
 from features.windows import feature_dtypes
-from serving.app.batch import BatchContext, BatchInputs, run_day
+from serving.app.batch import BatchContext, BatchInputs, duckdb_step, run_day
 from serving.app.jobs import BatchJob, Runtime
 from serving.app.spark_day import EngineFeatures, SparkDay
 from serving.core.problems import Invalid
 from serving.infra.store import StateStore
-from tests.serving.fixtures import FIRST_DAY, NOW
+from tests.serving.fixtures import FIRST_DAY, NOW, limited_ruleset
 
 SECOND_DAY = FIRST_DAY + timedelta(days=1)
+
+
+def no_stage(name):
+    return nullcontext()
+
+
 COMPARED = ["customer_id", "from_tag", "to_tag", "rule_id", "priority", "action", "control"]
 
 
@@ -218,3 +226,28 @@ def test_a_master_that_cannot_be_reached_is_named_and_nothing_is_written(workspa
     # And the store is unchanged
     for name, frame in store_contents(runtime.open_store()).items():
         pd.testing.assert_frame_equal(frame, before[name], obj=name)
+
+
+def test_the_spark_step_keeps_what_its_capacity_cut_overwrote_as_duckdb_does(
+    two_days, simulated_log, champion, tmp_path
+):
+    # Given a third day's state, read from the DuckDB store both engines have kept alike, and
+    # rules whose daily capacity of personal outreach binds
+    duck_store, _, _, step, _ = two_days
+    third = SECOND_DAY + timedelta(days=1)
+    state = duck_store.state_frame(third)
+    ruleset = limited_ruleset(tmp_path / "rules", personal_outreach_per_day=2)
+    context = BatchContext(
+        store=duck_store, champion=champion, ruleset=ruleset, run_id="t", now=NOW
+    )
+    inputs = BatchInputs(events=simulated_log.events, customers=simulated_log.customers)
+    # When each engine's step assesses it (nothing committed)
+    duck = duckdb_step(third, dataclasses.replace(inputs, validated=True), context, state, no_stage)
+    spark = step(third, inputs, context, state, no_stage)
+    # Then both hand the answers the cut's overwritten values, learner for learner
+    assert duck.decided.uncut is not None and len(duck.decided.uncut) > 0
+    assert spark.decided is not None and spark.decided.state is state
+    pd.testing.assert_frame_equal(
+        spark.decided.uncut.sort_values("customer_id", ignore_index=True),
+        duck.decided.uncut.sort_values("customer_id", ignore_index=True),
+    )
