@@ -181,8 +181,13 @@ class Workspace:
         self.last_as_of = dates.max()
         self.until = timestamp_literal(self.last_as_of)
         self.first_window_start = timestamp_literal(dates.min() - pd.Timedelta(days=WINDOW_DAYS))
-        if restrict_to is not None and self._worth_filtering(restrict_to, len(dates)):
-            ids = self.register("spine_ids", restrict_to[["customer_id"]].drop_duplicates())
+        if restrict_to is not None:
+            self.restrict_to(restrict_to, dates=len(dates))
+
+    def restrict_to(self, pairs: Any, *, dates: int) -> None:
+        """Read only the events of ``pairs``' learners from now on, when that pays (see below)."""
+        if self._worth_filtering(pairs, dates):
+            ids = self.register("spine_ids", pairs[["customer_id"]].drop_duplicates())
             self.customer_filter = f"AND customer_id IN (SELECT customer_id FROM {ids})"
 
     def _worth_filtering(self, pairs: Any, dates: int) -> bool:
