@@ -4,7 +4,8 @@
 events with ``ts < t``. The project-wide representation of t is a naive ``datetime64[us]`` value
 at midnight (UTC implied); python ``date``s are accepted everywhere and converted.
 
-The SQL of the features is ``features.window_sql``; where it runs (a DuckDB connection or another
+The SQL of the features is ``features.window_sql`` (the measures) and ``features.feature_sql``
+(each feature over them); where it runs (a DuckDB connection or another
 engine, and the temporary objects of one call) is ``features.workspace``. This module is what
 callers use: the as_of and spine conventions, the feature dtypes, reading and writing feature
 frames, and the entry points ``build_features``, ``eligible_spine``, ``feature_day`` (both of one
@@ -24,8 +25,9 @@ import pandas as pd
 import pandera.pandas as pa
 
 from features.catalog import FeatureCatalog, FeatureSpec, load_catalog
+from features.feature_sql import FEATURE_SQL
 from features.schemas import KEY_COLUMNS, feature_frame_schema
-from features.window_sql import _ACTIVE_PAIRS_TABLE, _WINDOW_TABLE, FEATURE_SQL, RISK_COUNT
+from features.window_sql import _ACTIVE_PAIRS_TABLE, _WINDOW_TABLE, RISK_COUNT
 from features.workspace import SqlEngine, TableInput, Workspace, workspace
 
 _PANDAS_DTYPES = {"float": "float64", "bool": "bool", "category": "str"}
@@ -337,7 +339,7 @@ def check_catalog_coverage(catalog: FeatureCatalog) -> None:
     without_spec = sorted(set(FEATURE_SQL) - catalog_names)
     if without_sql or without_spec:
         raise ValueError(
-            "features/catalog.yaml and features/window_sql.py disagree: "
+            "features/catalog.yaml and features/feature_sql.py disagree: "
             f"catalog features without SQL {without_sql}; SQL features not in the catalog "
             f"{without_spec}"
         )

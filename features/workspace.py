@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import FeatureCatalog
+from features.feature_sql import _availability_sql, _feature_select
 from features.layout import PARQUET_SUFFIXES
 from features.window_sql import (
     _BUCKET_DAYS_TABLE,
@@ -44,8 +45,6 @@ from features.window_sql import (
     CUSTOMER_COLUMNS,
     EVENT_COLUMNS,
     WINDOW_DAYS,
-    _availability_sql,
-    _feature_select,
     _sql_literal,
     timestamp_literal,
 )
