@@ -70,6 +70,7 @@ MUTATE := \
 	rules.conditions.* \
 	features.windows.* \
 	features.window_sql.* \
+	features.feature_sql.* \
 	features.workspace.* \
 	features.labels.* \
 	models.calibration.xǁVennAbersCalibrationǁ* \

@@ -5,7 +5,7 @@ needs the same numbers for one learner in well under a millisecond, without a Du
 a pandera validation of a one-row frame. This module is that second implementation. The catalog
 (``features/catalog.yaml``) stays the one definition of what each feature means: the column order,
 the dtypes and the availability rule (``needs``, ``needs_duration``) are read from it, and
-``features.window_sql`` (``FEATURE_SQL``) is the reference each expression below mirrors, measure
+``features.feature_sql`` (``FEATURE_SQL``) is the reference each expression below mirrors, measure
 for measure. ``tests/features/test_online.py`` proves the two equal (nulls included) on random logs
 and on the simulator.
 
@@ -203,7 +203,7 @@ def _last(history: LearnerEvents, code: int) -> int | None:
     return int(history.ts_us[hits[-1]]) if len(hits) else None
 
 
-# --- the feature expressions (features.window_sql.FEATURE_SQL, in Python) -------------------------
+# --- the feature expressions (features.feature_sql.FEATURE_SQL, in Python) ------------------------
 
 
 def _days_since(instant_us: int | None, as_of_us: int) -> float | None:
@@ -367,7 +367,7 @@ FEATURES: dict[str, Callable[[Measures], Any]] = {
     ),
 }
 """Each catalog feature (risk_indicator_count aside: the sum of the masked risk flags) as a
-function of the measures; the mirror of ``features.window_sql.FEATURE_SQL``."""
+function of the measures; the mirror of ``features.feature_sql.FEATURE_SQL``."""
 
 
 @cache

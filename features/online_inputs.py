@@ -231,7 +231,7 @@ class TypeAvailability:
 
 
 def _has_needs(spec: FeatureSpec, seen: set[str], timed: set[str]) -> bool:
-    """``features.window_sql._available_condition``, on sets of event types."""
+    """``features.feature_sql._available_condition``, on sets of event types."""
     if spec.needs and not seen.intersection(spec.needs):
         return False
     if spec.needs_duration:

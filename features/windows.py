@@ -4,15 +4,19 @@
 events with ``ts < t``. The project-wide representation of t is a naive ``datetime64[us]`` value
 at midnight (UTC implied); python ``date``s are accepted everywhere and converted.
 
-The SQL of the features is ``features.window_sql``; where it runs (a DuckDB connection or another
+The SQL of the features is ``features.window_sql`` (the measures) and ``features.feature_sql``
+(each feature over them); where it runs (a DuckDB connection or another
 engine, and the temporary objects of one call) is ``features.workspace``. This module is what
 callers use: the as_of and spine conventions, the feature dtypes, reading and writing feature
-frames, and the entry points ``build_features``, ``eligible_spine`` and ``event_type_firsts``.
+frames, and the entry points ``build_features``, ``eligible_spine``, ``feature_day`` (both of one
+day on a single pass over the window) and ``event_type_firsts``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -21,9 +25,10 @@ import pandas as pd
 import pandera.pandas as pa
 
 from features.catalog import FeatureCatalog, FeatureSpec, load_catalog
+from features.feature_sql import FEATURE_SQL
 from features.schemas import KEY_COLUMNS, feature_frame_schema
-from features.window_sql import _ACTIVE_PAIRS_TABLE, _WINDOW_TABLE, FEATURE_SQL, RISK_COUNT
-from features.workspace import SqlEngine, TableInput, workspace
+from features.window_sql import _ACTIVE_PAIRS_TABLE, _WINDOW_TABLE, RISK_COUNT
+from features.workspace import SqlEngine, TableInput, Workspace, workspace
 
 _PANDAS_DTYPES = {"float": "float64", "bool": "bool", "category": "str"}
 
@@ -233,12 +238,73 @@ def build_features(
     with workspace(con) as ws:
         ws.register_inputs(events, customers)
         ws.register_dates(dates, restrict_to=pairs)
-        window = ws.create("TABLE", "window", _WINDOW_TABLE, **ws.window_parts())
+        window = _window_table(ws)
         pairs = ws.eligible(window) if pairs is None else pairs
         if type_firsts is not None:
             ws.use_type_firsts(type_firsts)
         raw = ws.features(pairs, window, catalog) if len(pairs) else _empty_frame(catalog)
     return _typed_features(raw, catalog)
+
+
+@dataclass(frozen=True)
+class FeatureDay:
+    """One as_of's window aggregated once, for its eligible learners and then its features.
+
+    ``eligible_spine`` followed by ``build_features(spine=...)`` scans the window twice (its
+    distinct pairs, then its aggregates); here the eligible pairs are read off the aggregates, as
+    ``build_features(as_of=...)`` does. Made by ``feature_day``; valid inside its ``with``.
+    """
+
+    workspace: Workspace
+    window: str
+    day: pd.Timestamp
+
+    def eligible(self) -> pd.DataFrame:
+        """``eligible_spine(events, customers, [day])``: the eligible pairs, sorted by id."""
+        return self.workspace.eligible(self.window)
+
+    def features(self, spine: pd.DataFrame) -> pd.DataFrame:
+        """``build_features(events, customers, spine=spine)`` for a spine of this day only.
+
+        Called once per ``FeatureDay``: its tables are named after the day's workspace.
+
+        Raises:
+            ValueError: on a bad spine, a spine pair of another day, or unknown learners.
+        """
+        catalog = load_catalog()
+        check_catalog_coverage(catalog)
+        pairs = normalize_spine(spine)
+        if pairs.empty:
+            return _typed_features(_empty_frame(catalog), catalog)
+        other_days = pairs.loc[pairs["as_of"] != self.day, "as_of"]
+        if len(other_days):
+            raise ValueError(
+                f"spine: {len(other_days)} rows are not at {self.day.date()}, "
+                f"e.g. {other_days.iloc[0].date()}"
+            )
+        self.workspace.restrict_to(pairs, dates=1)
+        return _typed_features(self.workspace.features(pairs, self.window, catalog), catalog)
+
+
+@contextmanager
+def feature_day(
+    events: TableInput,
+    customers: TableInput,
+    as_of: date,
+    *,
+    con: duckdb.DuckDBPyConnection | SqlEngine | None = None,
+) -> Iterator[FeatureDay]:
+    """The batch day's learners and features on one pass over the window (``FeatureDay``).
+
+    The same frames as ``eligible_spine`` and ``build_features(spine=...)``; the window's
+    aggregates are computed for every learner with an event in it (the eligible ones), which is
+    what a day's spine is made of.
+    """
+    dates = _as_of_dates([as_of])
+    with workspace(con) as ws:
+        ws.register_inputs(events, customers)
+        ws.register_dates(dates)
+        yield FeatureDay(ws, _window_table(ws), dates.iloc[0])
 
 
 def event_type_firsts(
@@ -273,7 +339,7 @@ def check_catalog_coverage(catalog: FeatureCatalog) -> None:
     without_spec = sorted(set(FEATURE_SQL) - catalog_names)
     if without_sql or without_spec:
         raise ValueError(
-            "features/catalog.yaml and features/window_sql.py disagree: "
+            "features/catalog.yaml and features/feature_sql.py disagree: "
             f"catalog features without SQL {without_sql}; SQL features not in the catalog "
             f"{without_spec}"
         )
@@ -295,6 +361,11 @@ def _as_of_dates(as_of: Sequence[date] | None) -> pd.Series:
     return as_of_series(list(as_of)).drop_duplicates().sort_values(ignore_index=True)
 
 
+def _window_table(ws: Workspace) -> str:
+    """The window's aggregates per (learner, as_of) with an event in it (``_WINDOW_TABLE``)."""
+    return ws.create("TABLE", "window", _WINDOW_TABLE, **ws.window_parts())
+
+
 def _typed_features(raw: pd.DataFrame, catalog: FeatureCatalog) -> pd.DataFrame:
     """The raw SQL result with the catalog dtypes, validated by the shared feature-frame schema."""
     dtypes = frame_dtypes(catalog)
@@ -308,12 +379,14 @@ def _empty_frame(catalog: FeatureCatalog) -> pd.DataFrame:
 
 __all__ = [
     "SPINE_SCHEMA",
+    "FeatureDay",
     "as_of_column",
     "as_of_series",
     "build_features",
     "check_catalog_coverage",
     "eligible_spine",
     "event_type_firsts",
+    "feature_day",
     "feature_dtypes",
     "frame_dtypes",
     "normalize_spine",

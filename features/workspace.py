@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import FeatureCatalog
+from features.feature_sql import _availability_sql, _feature_select
 from features.layout import PARQUET_SUFFIXES
 from features.window_sql import (
     _BUCKET_DAYS_TABLE,
@@ -44,8 +45,6 @@ from features.window_sql import (
     CUSTOMER_COLUMNS,
     EVENT_COLUMNS,
     WINDOW_DAYS,
-    _availability_sql,
-    _feature_select,
     _sql_literal,
     timestamp_literal,
 )
@@ -181,8 +180,13 @@ class Workspace:
         self.last_as_of = dates.max()
         self.until = timestamp_literal(self.last_as_of)
         self.first_window_start = timestamp_literal(dates.min() - pd.Timedelta(days=WINDOW_DAYS))
-        if restrict_to is not None and self._worth_filtering(restrict_to, len(dates)):
-            ids = self.register("spine_ids", restrict_to[["customer_id"]].drop_duplicates())
+        if restrict_to is not None:
+            self.restrict_to(restrict_to, dates=len(dates))
+
+    def restrict_to(self, pairs: Any, *, dates: int) -> None:
+        """Read only the events of ``pairs``' learners from now on, when that pays (see below)."""
+        if self._worth_filtering(pairs, dates):
+            ids = self.register("spine_ids", pairs[["customer_id"]].drop_duplicates())
             self.customer_filter = f"AND customer_id IN (SELECT customer_id FROM {ids})"
 
     def _worth_filtering(self, pairs: Any, dates: int) -> bool:

@@ -4,10 +4,11 @@ One day reads as its stages, one call each, I/O at the ends:
 
 1. **inputs**: events and customers validated (``features.validation.load_valid_inputs``); a
    backfill validates them once for all its days.
-2. **learners**: everyone eligible at ``as_of`` (``features.windows.eligible_spine``) plus every
+2. **learners**: everyone eligible at ``as_of`` (``features.windows.feature_day``) plus every
    learner whose stored tag is live (not ST_006). A learner who stopped being active is no longer
    eligible, but must still be decided on, or "30 days inactive -> ST_006" (R09) could never fire.
-3. **features**: ``build_features(spine=...)``, the code training uses.
+3. **features**: ``build_features(spine=...)``'s frame, the code training uses, on the window
+   aggregates the learners stage computed.
 4. **score** and 5. **decide**: ``serving.core.assess`` with the champion
    (``models:/lstep-churn@champion``) or, in rules-only mode, without; the run, every score row
    and every decision say which.
@@ -38,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -48,8 +49,8 @@ import pandas as pd
 
 from features.mapping import EventMapping
 from features.validation import load_valid_inputs
-from features.windows import build_features, eligible_spine
-from features.workspace import TableInput, connect
+from features.windows import feature_day
+from features.workspace import TableInput
 from rules import RuleSet
 from serving.app.batch_write import stored_tags, write_day
 from serving.app.day_campaigns import CampaignPlanner, catalogue_planner, plan_day_campaigns
@@ -270,15 +271,17 @@ def duckdb_step(
     if not inputs.validated:
         with stage("inputs"):
             inputs = inputs.loaded(context.now)
-    con = connect()  # one DuckDB workspace: the learners' and the features' scans share it
-    try:
+    with ExitStack() as open_day:
         with stage("learners"):
-            eligible = eligible_spine(inputs.events, inputs.customers, [as_of], con=con)
+            # one DuckDB workspace, one pass over the window: the eligible learners are read off
+            # the window's aggregates that the features then use (a pass of their own, the
+            # window's distinct learners, cost ~0.4 s of CPU at 200k learners), so this stage
+            # now holds the window's GROUP BY and "features" the rest
+            day = open_day.enter_context(feature_day(inputs.events, inputs.customers, as_of))
+            eligible = day.eligible()
             spine = spine_of(eligible, state, as_of)
         with stage("features"):
-            features = build_features(inputs.events, inputs.customers, spine=spine, con=con)
-    finally:
-        con.close()
+            features = day.features(spine)
     # A whole day, cut to its capacity here rather than in assess (``whole_day=True``, the same
     # decisions): ``cut_day`` keeps what the cut overwrote, which the answers reuse.
     options = AssessOptions(check_output=True)

@@ -26,6 +26,7 @@ from features.windows import (
     check_catalog_coverage,
     eligible_spine,
     event_type_firsts,
+    feature_day,
     feature_dtypes,
     normalize_spine,
     observation_dates,
@@ -428,6 +429,51 @@ def test_eligibility_needs_enrolment_before_t_and_recent_activity_or_a_recent_st
     assert spine["customer_id"].tolist() == ["active", "edge_active", "new"]
     assert spine["as_of"].tolist() == [T_MIDNIGHT] * 3
     pd.testing.assert_frame_equal(frame[["customer_id", "as_of"]], spine)
+
+
+def day_log() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two active learners, one silent for 40 days (live-tagged in a batch), one new."""
+    customers = customers_frame([["active"], ["busy"], ["silent"], ["new", "2024-03-29 00:00:00"]])
+    events = events_frame(
+        [
+            ["active", "2024-03-31 10:00:00", "session", 60.0],
+            ["busy", "2024-03-20 10:00:00", "lesson_completed", None],
+            ["busy", "2024-02-01 10:00:00", "milestone_completed", None],
+            ["silent", "2024-02-20 10:00:00", "session", 30.0],
+        ]
+    )
+    return events, customers
+
+
+def test_feature_day_gives_what_eligible_spine_and_build_features_give_apart():
+    # given a day's log and a spine of its eligible learners plus a live but silent one
+    events, customers = day_log()
+
+    # when the day's learners and features come from one feature_day
+    with feature_day(events, customers, T) as day:
+        eligible = day.eligible()
+        spine = pd.concat([eligible, pd.DataFrame({"customer_id": ["silent"], "as_of": [T]})])
+        features = day.features(spine.sort_values("customer_id", ignore_index=True))
+
+    # then they are the separate calls' frames, exactly
+    pd.testing.assert_frame_equal(eligible, eligible_spine(events, customers, [T]))
+    expected = build_features(
+        events, customers, spine=spine.sort_values("customer_id", ignore_index=True)
+    )
+    pd.testing.assert_frame_equal(features, expected, check_exact=True)
+    assert features["customer_id"].tolist() == ["active", "busy", "new", "silent"]
+    assert features_of(features, "busy")["milestones_total"] == 1
+
+
+def test_feature_day_refuses_a_spine_pair_of_another_day():
+    # given a day's log
+    events, customers = day_log()
+
+    # when a spine pair is at another day, then it is refused, naming the day
+    with feature_day(events, customers, T) as day:
+        other = pd.DataFrame({"customer_id": ["active"], "as_of": [T + timedelta(days=1)]})
+        with pytest.raises(ValueError, match="1 rows are not at 2024-04-01"):
+            day.features(other)
 
 
 def test_observation_dates_run_every_n_days_up_to_and_including_the_end():
