@@ -22,16 +22,13 @@ import pickle
 import shutil
 import sys
 import tempfile
-import time
-from datetime import date, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import answers_day
 import batch_scale
-
-DAYS = ("first", "steady")
 
 
 def _capture_day(population: str, out: str, tracking_uri: str, as_of, run_id: str) -> dict:
@@ -62,24 +59,8 @@ def _capture_day(population: str, out: str, tracking_uri: str, as_of, run_id: st
 
 
 def capture(args: argparse.Namespace) -> None:
-    population, _ = batch_scale._population(args.customers, args.days, args.seed)
-    tracking_uri = batch_scale._champion_store()
-    out = Path(args.out)
-    for name in DAYS:
-        (out / name).mkdir(parents=True, exist_ok=True)
-    url = f"sqlite:///{out / 'state.db'}"
-    end = date(2026, 1, 1) + timedelta(days=args.days)  # batch_scale.py's measured day
-    first = end - timedelta(days=2)
-    day = batch_scale._in_child(_capture_day, str(population), str(out / "first"), tracking_uri,
-                                first, "d1")  # fmt: skip
-    print("first ", day["stages"])
-    batch_scale._mark_due_sent(url, first)
-    batch_scale._in_child(batch_scale._batch_day, str(population), url, tracking_uri,
-                          first + timedelta(days=1), "w1", "duckdb")  # fmt: skip
-    batch_scale._mark_due_sent(url, end - timedelta(days=1))
-    day = batch_scale._in_child(_capture_day, str(population), str(out / "steady"),
-                                tracking_uri, end, "d2")  # fmt: skip
-    print("steady", day["stages"])
+    """``answers_day.py capture``'s days, saving the plan's inputs (``_capture_day``)."""
+    answers_day.capture(args, _capture_day)
 
 
 def replay(args: argparse.Namespace) -> None:
@@ -97,18 +78,9 @@ def replay(args: argparse.Namespace) -> None:
         shutil.copy(Path(args.out) / args.day / "before.db", db)
         with StateStore(f"sqlite:///{db}") as store:
             for _ in range(args.repeat):
-                profiler = None
-                if args.profile:
-                    import cProfile
-
-                    profiler = cProfile.Profile(time.process_time)
-                    profiler.enable()
-                cpu, wall = time.process_time(), time.perf_counter()
-                plan = plan_day_campaigns(assessment, store, day["planner"])
-                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-                if profiler is not None:
-                    profiler.disable()
-                    profiler.dump_stats(args.profile)
+                plan, cpu, wall = answers_day.timed(
+                    lambda: plan_day_campaigns(assessment, store, day["planner"]), args.profile
+                )
                 print(f"plan  cpu {cpu:6.2f} s  wall {wall:6.2f} s  messages "
                       f"{len(plan.messages):,}  cancelled {len(plan.cancels):,}",
                       flush=True)  # fmt: skip
@@ -136,21 +108,7 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["capture", "replay", "compare"])
-    parser.add_argument("out", nargs="?", help="compare: the first plan")
-    parser.add_argument("other", nargs="?", help="compare: the second plan")
-    parser.add_argument("--out", dest="out_dir")
-    parser.add_argument("--day", choices=DAYS, default="steady")
-    parser.add_argument("--customers", type=int, default=200_000)
-    parser.add_argument("--days", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--profile")
-    parser.add_argument("--dump", help="write the last replay's plan to this pickle")
-    args = parser.parse_args()
-    if args.mode != "compare":
-        args.out = args.out_dir
+    args = answers_day.arguments(__doc__, "plan", "pickle")
     {"capture": capture, "replay": replay, "compare": compare}[args.mode](args)
 
 
