@@ -63,7 +63,10 @@ def _capture_day(population: str, out: str, tracking_uri: str, as_of, run_id: st
     return result
 
 
-def capture(args: argparse.Namespace) -> None:
+def capture(args: argparse.Namespace, capture_day=None) -> None:
+    """The days into ``args.out``: ``capture_day`` (``_capture_day``, or another tool's, with
+    the same arguments) saves what the first and the steady day need in their folders."""
+    capture_day = capture_day or _capture_day
     population, _ = batch_scale._population(args.customers, args.days, args.seed)
     tracking_uri = batch_scale._champion_store()
     out = Path(args.out)
@@ -73,14 +76,14 @@ def capture(args: argparse.Namespace) -> None:
     end = date(2026, 1, 1) + timedelta(days=args.days)  # batch_scale.py's measured day
     first = end - timedelta(days=2)
     common = (str(population), tracking_uri)
-    day = batch_scale._in_child(_capture_day, common[0], str(out / "first"), common[1], first,
+    day = batch_scale._in_child(capture_day, common[0], str(out / "first"), common[1], first,
                                 "d1")  # fmt: skip
     print("first ", {key: value for key, value in day.items() if key != "stages"}, day["stages"])
     batch_scale._mark_due_sent(url, first)
     batch_scale._in_child(batch_scale._batch_day, common[0], url, common[1],
                           first + timedelta(days=1), "w1", "duckdb")  # fmt: skip
     batch_scale._mark_due_sent(url, end - timedelta(days=1))
-    day = batch_scale._in_child(_capture_day, common[0], str(out / "steady"), common[1], end, "d2")
+    day = batch_scale._in_child(capture_day, common[0], str(out / "steady"), common[1], end, "d2")
     print("steady", {key: value for key, value in day.items() if key != "stages"}, day["stages"])
 
 
@@ -97,6 +100,23 @@ def _answers_inputs(path: Path) -> dict:
     return inputs
 
 
+def timed(call, profile: str | None):
+    """``call()``'s result, CPU and wall seconds (under cProfile, dumped to ``profile``)."""
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile(time.process_time)
+        profiler.enable()
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = call()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
+    return result, cpu, wall
+
+
 def replay(args: argparse.Namespace) -> None:
     import pyarrow as pa
     import pyarrow.ipc as ipc
@@ -106,18 +126,7 @@ def replay(args: argparse.Namespace) -> None:
     inputs = _answers_inputs(Path(args.out) / args.day / "answers_in.pkl")
     table = None
     for _ in range(args.repeat):
-        profiler = None
-        if args.profile:
-            import cProfile
-
-            profiler = cProfile.Profile(time.process_time)
-            profiler.enable()
-        cpu, wall = time.process_time(), time.perf_counter()
-        table = answers_table(**inputs)
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        if profiler is not None:
-            profiler.disable()
-            profiler.dump_stats(args.profile)
+        table, cpu, wall = timed(lambda: answers_table(**inputs), args.profile)
         print(f"answers_table  cpu {cpu:6.2f} s  wall {wall:6.2f} s  rows {table.num_rows:,}",
               flush=True)  # fmt: skip
     if args.dump and table is not None:
@@ -142,11 +151,12 @@ def compare(args: argparse.Namespace) -> None:
     sys.exit(0 if equal else 1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str, what: str, dumped: str) -> argparse.Namespace:
+    """The command line of a replay tool (capture, replay or compare ``what`` it dumps)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("mode", choices=["capture", "replay", "compare"])
-    parser.add_argument("out", nargs="?", help="compare: the first table")
-    parser.add_argument("other", nargs="?", help="compare: the second table")
+    parser.add_argument("out", nargs="?", help=f"compare: the first {what}")
+    parser.add_argument("other", nargs="?", help=f"compare: the second {what}")
     parser.add_argument("--out", dest="out_dir")
     parser.add_argument("--day", choices=DAYS, default="steady")
     parser.add_argument("--customers", type=int, default=200_000)
@@ -154,10 +164,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile")
-    parser.add_argument("--dump", help="write the last replay's table to this Arrow file")
+    parser.add_argument("--dump", help=f"write the last replay's {what} to this {dumped}")
     args = parser.parse_args()
     if args.mode != "compare":
         args.out = args.out_dir
+    return args
+
+
+def main() -> None:
+    args = arguments(__doc__, "table", "Arrow file")
     {"capture": capture, "replay": replay, "compare": compare}[args.mode](args)
 
 

@@ -88,7 +88,7 @@ def answers_table(
     decision_ids = decisions["customer_id"].astype(str).to_numpy(object)
     decided = _decisions_by_id(decisions, decision_ids, ids)
     for name in DECISION_FIELDS:
-        columns[DECISION + name] = pa.array(decided[name].astype(object), from_pandas=True)
+        columns[DECISION + name] = _decision_array(decided[name])
     columns |= _state_columns(state, ids)
     unsorted = codes_of(_texts(decision_ids), _texts(ids))
     table = pa.Table.from_pandas(features, preserve_index=False)
@@ -129,6 +129,27 @@ def _decisions_by_id(
     if len(decision_ids) != len(ids) or (at < 0).any():
         return decisions.set_index(pd.Index(decision_ids, dtype=object)).reindex(ids)
     return decisions.take(at)
+
+
+def _decision_array(column: pd.Series) -> pa.Array:
+    """``pa.array(column.astype(object), from_pandas=True)``: the array the service reads.
+
+    Arrow takes a number, flag, text or categorical column of text from its own buffers (or
+    codes) instead of one Python object per learner and inferring the type again from them (a
+    tenth of a steady day's answers). A column without one value goes the object way: Arrow
+    infers the null type there.
+    """
+    dtype = column.dtype
+    text = isinstance(dtype, pd.StringDtype) or (
+        isinstance(dtype, pd.CategoricalDtype) and dtype.categories.inferred_type == "string"
+    )
+    numeric = dtype.kind in "fb" or isinstance(dtype, pd.BooleanDtype)
+    if not (text or numeric) or not column.notna().any():
+        return pa.array(column.astype(object), from_pandas=True)
+    values = pa.array(column, from_pandas=True)
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    return values.cast(pa.string()) if text else values
 
 
 def _state_columns(state: pd.DataFrame, ids: pd.Index) -> dict[str, pa.Array]:

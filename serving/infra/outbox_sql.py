@@ -217,7 +217,8 @@ def window_counts(
     rows = pairs[list(PAIR_COLUMNS)].astype(str)
     rows = rows.assign(since=rows["campaign_id"].map(starts)).dropna(subset=["since"])
     columns = [*PAIR_COLUMNS, "messages"]
-    if rows.empty:
+    first = min((starts[campaign] for campaign in rows["campaign_id"].unique()), default=as_of)
+    if rows.empty or not _planned_between(conn, first, as_of):
         return pd.DataFrame(columns=columns)
     statement = text(
         "SELECT p.customer_id, p.campaign_id, count(*) AS messages "
@@ -229,6 +230,14 @@ def window_counts(
     with _pairs_table(conn, "window_pairs", rows):
         result = conn.execute(statement, {"as_of": as_of})
         return pd.DataFrame.from_records(result.cursor.fetchall(), columns=columns)
+
+
+def _planned_between(conn: Connection, first: date, before: date) -> bool:
+    """Whether any message was planned on a day in [first, before): one seek of the
+    ``planned_on`` index. Without one every count is 0 and the pairs' temporary table (a pair
+    per learner: most of a first load's plan) is not worth making."""
+    probe = select(Outbox.message_id).where(Outbox.planned_on >= first, Outbox.planned_on < before)
+    return conn.execute(probe.limit(1)).first() is not None
 
 
 def feedback_select(message_ids: list[str] | None = None) -> Select[Any]:

@@ -365,3 +365,30 @@ def test_the_state_columns_are_those_a_reindex_by_id_gives():
     # and a repeated learner is refused, as the reindex refused it
     with pytest.raises(ValueError, match="duplicate"):
         _state_columns(pd.concat([state, state.iloc[:1]]), pd.Index(["a"], dtype=object))
+
+
+def test_decision_columns_reach_arrow_as_their_object_values_would():
+    from serving.app.answers_table import _decision_array
+
+    # given decision columns as the engine types them: categorical (with and without nulls,
+    # one all null), Arrow text, nullable flags, numbers with NaN, all-NaN numbers
+    columns = {
+        "to_tag": pd.Categorical(["ST_001", "ST_004", "ST_001"]),
+        "rule_id": pd.Categorical(["R01", None, "R04"]),
+        "held": pd.Categorical([None, None, None], categories=["cooldown", "override"]),
+        "why": pd.array(["a; b", None, ""], dtype="string[pyarrow]"),
+        "behaviour_tags": pd.Series(["BT_001", "", "BT_002,BT_003"], dtype="str"),
+        "control": [True, False, True],
+        "over_capacity": pd.array([True, None, False], dtype="boolean"),
+        "value_at_risk": [4.0, float("nan"), 2.0],
+        "nothing": [float("nan")] * 3,
+        "codes": [1, 2, 3],
+    }
+    for name, values in columns.items():
+        column = pd.Series(values)
+        # when converted, then the values and the type are those of the object conversion
+        # (an all-null column: Arrow's null type, as before)
+        expected = pa.array(column.astype(object), from_pandas=True)
+        converted = _decision_array(column)
+        assert converted.type == expected.type, name
+        assert converted.equals(expected), name

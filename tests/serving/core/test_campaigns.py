@@ -295,3 +295,45 @@ def test_the_planner_hands_over_messages_the_store_takes_as_their_plain_frame(ru
     assert blocks == [("CP_05", 0), ("CP_05", 1), ("CP_09", 0), ("CP_09", 1), ("CP_09", 2),
                       ("CP_22", 0)]  # fmt: skip
     assert fast.loc[fast["campaign_id"] == "CP_09", "customer_id"].tolist() == ["L1", "L4"] * 3
+
+
+def test_the_engines_typed_decisions_plan_as_plain_ones(ruleset):
+    # given decisions as the engine types them (Arrow text ids, categorical tags and campaigns)
+    # and the same as plain objects, with pending pairs, cap counts and an exit to meet
+    plain = pd.DataFrame(
+        [
+            decision("A", "CP_09"),  # pending steps of CP_09: not enrolled
+            decision("B", "CP_09"),  # a full window: not enrolled
+            decision("C", "CP_09"),  # enrolled
+            decision("D", "CP_05"),  # pending CP_09 steps of another campaign: enrolled
+            decision("E", None, from_tag="ST_005", to_tag="ST_001"),  # leaves CP_21
+        ]
+    )
+    typed = plain.astype(
+        {
+            "customer_id": "string[pyarrow]",
+            "to_tag": "category",
+            "campaign_id": "category",
+            "why": "string[pyarrow]",
+        }
+    )
+    pending = pd.DataFrame(
+        {
+            "customer_id": ["A", "D", "E", "Z"],
+            "campaign_id": ["CP_09", "CP_09", "CP_21", "CP_21"],
+            "messages": [1, 2, 1, 1],
+        }
+    )
+    counts = pd.DataFrame({"customer_id": ["B", "C"], "campaign_id": ["CP_09", "CP_01"],
+                           "messages": [3, 9]})  # fmt: skip
+    features = features_of("A", "B", "C", "D", "E")
+    # when both are planned
+    runs = [
+        plan_campaigns(frame, features, ruleset.campaigns, AS_OF, pending=pending, in_window=counts)
+        for frame in (plain, typed)
+    ]
+    # then the same messages and cancels: C and D enrolled, E's retention steps cancelled
+    assert set(runs[0].messages["customer_id"]) == {"C", "D"}
+    assert runs[0].cancels.to_dict("records") == [{"customer_id": "E", "campaign_id": "CP_21"}]
+    pd.testing.assert_frame_equal(runs[0].messages, runs[1].messages)
+    pd.testing.assert_frame_equal(runs[0].cancels, runs[1].cancels)

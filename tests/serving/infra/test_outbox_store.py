@@ -466,3 +466,24 @@ def test_migration_0005_indexes_the_planners_reads_and_downgrades_with_the_rows(
     assert DUE_INDEX in indexes and not {PAIR_INDEX, SENDABLE_INDEX} & indexes
     assert old.outbox_frame()["customer_id"].tolist() == ["a"]
     old.close()
+
+
+def test_pairs_are_not_sent_to_the_server_when_no_message_falls_in_any_window(store):
+    from sqlalchemy import event
+
+    # Given an outbox whose only message is older than every window (a first load's outbox
+    # is empty: the pairs, one per learner, would all count 0)
+    _put_message(store, DAY1, "CP_09", SENT)
+    today = DAY1 + timedelta(days=40)
+    pairs = pd.DataFrame({"customer_id": ["a", "b"], "campaign_id": ["CP_09", "CP_09"]})
+    statements: list[str] = []
+    event.listen(store._engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, *args: statements.append(sql))  # fmt: skip
+    # When the pairs' window counts are read
+    counted = store.messages_in_window(today, {"CP_09": 30}, pairs)
+    # Then nothing is counted, and no temporary table of the pairs was made
+    assert counted.empty and list(counted.columns) == ["customer_id", "campaign_id", "messages"]
+    assert not [sql for sql in statements if "window_pairs" in sql]
+    # And a message in the window is counted as before (the probe does not hide it)
+    _put_message(store, today - timedelta(days=29), "CP_09", SENT)
+    assert store.messages_in_window(today, {"CP_09": 30}, pairs)["messages"].tolist() == [1]
