@@ -236,21 +236,19 @@ def driver_chunks(
 
 
 def bulk_insert(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
-    """Insert a frame of ``table`` columns: COPY on PostgreSQL, driver executemany elsewhere
-    (secondary indexes built after the rows when they outnumber the table's: ``indexes_after``).
-    """
+    """Insert a frame of ``table`` columns: COPY on PostgreSQL, driver executemany elsewhere."""
     if frame.empty:
         return
     columns = list(frame.columns)
-    # Key order makes the primary-key and customer_id index inserts sequential.
+    # Key order makes the primary-key and customer_id index inserts sequential (building the
+    # indexes after the rows instead, ``indexes_after``, saved nothing on a first load).
     chunks = driver_chunks(conn, table, frame, order_by="customer_id")
-    with indexes_after(conn, table, len(frame)):
-        if conn.dialect.name == "postgresql":
-            copy_rows(conn, table.name, columns, (row for chunk in chunks for row in chunk))
-            return
-        insert_sql = str(table.insert().compile(dialect=conn.dialect, column_keys=columns))
-        for chunk in chunks:
-            conn.exec_driver_sql(insert_sql, chunk)
+    if conn.dialect.name == "postgresql":
+        copy_rows(conn, table.name, columns, (row for chunk in chunks for row in chunk))
+        return
+    insert_sql = str(table.insert().compile(dialect=conn.dialect, column_keys=columns))
+    for chunk in chunks:
+        conn.exec_driver_sql(insert_sql, chunk)
 
 
 def holds_fewer_rows(conn: Connection, table: Table, count: int) -> bool:
@@ -264,9 +262,9 @@ def indexes_after(conn: Connection, table: Table, incoming: int) -> Iterator[Non
     """The block's inserts of ``incoming`` rows into ``table``, with its secondary indexes
     dropped before them and built again after, when the table holds fewer rows than come.
 
-    A first load (a million learners' transitions, 1.5M outbox messages) otherwise inserts
-    every row into every index at a random place; one sort per index after the rows costs a
-    fraction of that (SQLite and PostgreSQL alike). Only the non-unique indexes: the primary
+    A first load (1.5M outbox messages at 1M learners, in ``message_id`` order) otherwise
+    inserts every row into every index at a random place; one sort per index after the rows
+    costs a fraction of that (SQLite and PostgreSQL alike). Only the non-unique indexes: the primary
     key and unique indexes keep enforcing what they enforce (``ON CONFLICT`` needs them). DDL is
     transactional on both databases: the day stays all-or-nothing, and a block that raises
     leaves the rollback to restore the indexes. On PostgreSQL ``DROP INDEX`` locks the table

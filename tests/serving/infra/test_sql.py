@@ -1,23 +1,27 @@
 """``serving.infra.sql`` on SQLite and PostgreSQL: ``temporary_table``, the keys table the
 store's bulk joins read (its rows while the block runs, gone after it, after a failing statement
-too), and ``bulk_insert``'s first load, whose secondary indexes are built after its rows
-(``indexes_after``)."""
+too), and ``indexes_after``, which builds the outbox's secondary indexes after a first load's
+messages."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-import pandas as pd
 import pytest
-from sqlalchemy import event, inspect
+from sqlalchemy import Connection, event, inspect
 from sqlalchemy.exc import DBAPIError
 
-from serving.infra.sql import bulk_insert, indexes_after, temporary_table
+from serving.core.outbox import outbox_rows
+from serving.infra.outbox_sql import insert_messages
+from serving.infra.sql import indexes_after, temporary_table
 from serving.infra.store import StateStore
-from serving.infra.tables import Transition
+from serving.infra.tables import Outbox
+from tests.serving.outbox_fixtures import messages
 
 KINDS = {"customer_id": "VARCHAR(64)", "campaign_id": "VARCHAR(16)"}
 ROWS = [("a", "CP_01"), ("b", "CP_02"), ("c", "CP_01")]
+DAY = date(2026, 1, 5)
+NOW = datetime(2026, 1, 5, 6, tzinfo=UTC)
 
 
 def test_the_rows_are_there_in_the_block_and_the_table_gone_after(store):
@@ -44,74 +48,72 @@ def test_a_failing_statement_in_the_block_leaves_no_table_behind_on_sqlite(tmp_p
             assert conn.exec_driver_sql("SELECT count(*) FROM some_pairs").scalar() == 3
 
 
-TRANSITIONS = Transition.__table__
-SECONDARY_INDEXES = sorted(str(index.name) for index in TRANSITIONS.indexes)
-
-
-def _moves(*customer_ids: str) -> pd.DataFrame:
-    """Automatic transitions of ``customer_ids`` into ST_001 (the columns a batch writes)."""
-    count = len(customer_ids)
-    return pd.DataFrame(
-        {
-            "customer_id": list(customer_ids), "as_of": [date(2026, 1, 5)] * count,
-            "to_tag": ["ST_001"] * count, "rule_id": ["R01"] * count,
-            "reason": ["new learner"] * count, "run_id": ["d1"] * count,
-            "created_at": [datetime(2026, 1, 5, tzinfo=UTC)] * count,
-        }
-    )  # fmt: skip
+OUTBOX = Outbox.__table__
+SECONDARY_INDEXES = sorted(str(index.name) for index in OUTBOX.indexes)
 
 
 def _statements_of(store: StateStore) -> list[str]:
     """Every statement the store's engine sends from now on, as sent."""
     sent: list[str] = []
-    event.listen(
-        store._engine, "before_cursor_execute", lambda *args: sent.append(args[2]), retval=False
-    )
+    event.listen(store._engine, "before_cursor_execute", lambda *args: sent.append(args[2]))
     return sent
 
 
-def _transition_indexes(store: StateStore) -> list[str]:
-    with store._connect() as conn:
-        return sorted(index["name"] for index in inspect(conn).get_indexes("transitions"))
+def _outbox_indexes(conn: Connection) -> list[str]:
+    return sorted(index["name"] for index in inspect(conn).get_indexes("outbox"))
 
 
-def test_a_first_load_builds_the_secondary_indexes_after_its_rows(store):
-    # Given an empty transitions table, and every statement recorded
-    sent = _statements_of(store)
-    # When a batch of moves goes in
+def _starting(sent: list[str], words: str) -> list[str]:
+    return [sql for sql in sent if sql.lstrip().startswith(words)]
+
+
+def test_a_first_load_inserts_without_the_secondary_indexes_and_builds_them_after(store):
+    # Given an empty outbox
     with store._writer() as conn:
-        bulk_insert(conn, TRANSITIONS, _moves("a", "b", "c"))
+        # When a block inserts more rows than it holds
+        with indexes_after(conn, OUTBOX, 3):
+            inside = _outbox_indexes(conn)
+        # Then the block ran without the secondary indexes, and they are all there after it
+        assert inside == []
+        assert _outbox_indexes(conn) == SECONDARY_INDEXES
+
+
+def test_the_days_messages_go_into_an_empty_outbox_before_its_indexes(store):
+    # Given an empty outbox, and every statement recorded
+    sent = _statements_of(store)
+    rows = outbox_rows(DAY, messages(DAY, ["a", "b", "c"]), "d1", NOW)
+    # When a day's messages go in
+    with store._writer() as conn:
+        inserted = insert_messages(conn, rows)
     # Then each secondary index was dropped before the rows and built again after them
-    dropped = [sql for sql in sent if sql.lstrip().startswith("DROP INDEX")]
-    created = [sql for sql in sent if sql.lstrip().startswith("CREATE INDEX")]
-    assert len(dropped) == len(created) == len(SECONDARY_INDEXES) == 2
-    assert _transition_indexes(store) == SECONDARY_INDEXES
+    assert inserted == 3 and len(store.outbox_frame()) == 3
+    assert len(_starting(sent, "DROP INDEX")) == len(_starting(sent, "CREATE INDEX")) == 4
     with store._connect() as conn:
-        assert conn.exec_driver_sql("SELECT count(*) FROM transitions").scalar() == 3
+        assert _outbox_indexes(conn) == SECONDARY_INDEXES
 
 
-def test_a_table_holding_more_rows_than_come_keeps_its_indexes(store):
-    # Given transitions holding three rows
+def test_an_outbox_holding_more_rows_than_come_keeps_its_indexes(store):
+    # Given an outbox holding three messages
     with store._writer() as conn:
-        bulk_insert(conn, TRANSITIONS, _moves("a", "b", "c"))
+        insert_messages(conn, outbox_rows(DAY, messages(DAY, ["a", "b", "c"]), "d1", NOW))
     sent = _statements_of(store)
-    # When two more go in
+    # When two more go in, one of them there already
     with store._writer() as conn:
-        bulk_insert(conn, TRANSITIONS, _moves("d", "e"))
-    # Then no index was touched: inserting into them costs less than building them again
+        inserted = insert_messages(conn, outbox_rows(DAY, messages(DAY, ["c", "d"]), "d1", NOW))
+    # Then only the new one went in, and no index was touched (inserting into them is cheaper)
+    assert inserted == 1 and len(store.outbox_frame()) == 4
     assert not [sql for sql in sent if "INDEX" in sql]
-    assert _transition_indexes(store) == SECONDARY_INDEXES
 
 
 def test_a_failing_first_load_leaves_the_indexes_as_they_were(store):
-    # Given an empty transitions table
+    # Given an empty outbox
     # When the block of a first load fails after the indexes were dropped
     with (
         pytest.raises(RuntimeError),
         store._writer() as conn,
-        indexes_after(conn, TRANSITIONS, 3),
+        indexes_after(conn, OUTBOX, 3),
     ):
-        assert _transition_indexes(store) == SECONDARY_INDEXES  # another connection's view
         raise RuntimeError("the day failed")
     # Then the rollback restored them (DDL is transactional on both databases)
-    assert _transition_indexes(store) == SECONDARY_INDEXES
+    with store._connect() as conn:
+        assert _outbox_indexes(conn) == SECONDARY_INDEXES
