@@ -6,7 +6,10 @@
 ``capture`` runs ``batch_scale.py``'s days (day 1, one unmeasured day, the dispatcher's effect)
 into ``DIR/state.db`` and, on the steady day, saves the store as it stood before the day
 (``DIR/before.db``) and what the batch handed the store (``DIR/day.pkl``: the ``BatchDay``,
-decisions, scores and campaign plan). ``replay`` copies ``before.db`` and times, in CPU seconds
+decisions, scores and campaign plan); on the first load (day 1: every learner new, tagged and
+enrolled) the same as ``DIR/first_before.db`` and ``DIR/first_day.pkl``. ``replay --day first``
+replays the first load, ``--day steady`` (the default) the steady day.
+``replay`` copies ``before.db`` and times, in CPU seconds
 (``time.process_time``, first line) and wall seconds (second line), what the batch asks the
 store on that day: the state before the day, the pending pairs, ``apply_day`` and the state
 after it, ``--repeat`` times on fresh copies.
@@ -38,12 +41,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import batch_scale
 
+DAY_FILES = {"steady": ("before.db", "day.pkl"), "first": ("first_before.db", "first_day.pkl")}
+"""The captured files of each day: the store before the day and the store's inputs."""
 
-def _capture_day(population: str, out: str, tracking_uri: str, as_of, run_id: str) -> dict:
-    """``batch_scale._batch_day`` with the store's ``apply_day`` inputs saved on the way."""
+
+def _capture_day(
+    population: str, out: str, tracking_uri: str, as_of, run_id: str, day: str = "steady"
+) -> dict:
+    """``batch_scale._batch_day`` with the store's ``apply_day`` inputs saved on the way (as
+    ``DAY_FILES[day]``)."""
     from serving.infra.store import StateStore
 
     original = StateStore.apply_day
+    before, inputs = DAY_FILES[day]
 
     def apply_day(self, batch, decisions, scores, plan=None):
         import sqlite3
@@ -51,10 +61,10 @@ def _capture_day(population: str, out: str, tracking_uri: str, as_of, run_id: st
         # The backup API, not a file copy: committed pages may still be in the WAL only.
         with (
             sqlite3.connect(Path(out) / "state.db") as src,
-            sqlite3.connect(Path(out) / "before.db") as dst,
+            sqlite3.connect(Path(out) / before) as dst,
         ):
             src.backup(dst)
-        with open(Path(out) / "day.pkl", "wb") as file:
+        with open(Path(out) / inputs, "wb") as file:
             pickle.dump((batch, decisions, scores, plan), file)
         return original(self, batch, decisions, scores, plan)
 
@@ -72,7 +82,8 @@ def capture(args: argparse.Namespace) -> None:
     end = date(2026, 1, 1) + timedelta(days=args.days)  # batch_scale.py's measured day
     first = end - timedelta(days=2)
     inputs = (str(population), url, tracking_uri)
-    batch_scale._in_child(batch_scale._batch_day, *inputs, first, "d1", "duckdb")
+    batch_scale._in_child(_capture_day, str(population), str(out), tracking_uri, first, "d1",
+                          "first")  # fmt: skip
     batch_scale._mark_due_sent(url, first)
     batch_scale._in_child(batch_scale._batch_day, *inputs, first + timedelta(days=1), "w1",
                           "duckdb")  # fmt: skip
@@ -84,7 +95,7 @@ def capture(args: argparse.Namespace) -> None:
 def _sqlite_copy(args: argparse.Namespace, scratch: Path) -> str:
     """A fresh copy of ``before.db`` in ``scratch``, as a store URL."""
     db = scratch / "state.db"
-    shutil.copy(Path(args.out) / "before.db", db)
+    shutil.copy(Path(args.out) / DAY_FILES[args.day][0], db)
     return f"sqlite:///{db}"
 
 
@@ -110,7 +121,7 @@ def _postgres_copy(args: argparse.Namespace) -> Iterator[str]:
     url = url.render_as_string(hide_password=False)
     try:
         StateStore(url).close()  # the schema at head, empty
-        source = create_engine(f"sqlite:///{Path(args.out) / 'before.db'}")
+        source = create_engine(f"sqlite:///{Path(args.out) / DAY_FILES[args.day][0]}")
         target = create_engine(url)
         with source.connect() as read, target.begin() as write:
             for table in Base.metadata.sorted_tables:
@@ -215,7 +226,7 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def replay(args: argparse.Namespace) -> None:
-    with open(Path(args.out) / "day.pkl", "rb") as file:
+    with open(Path(args.out) / DAY_FILES[args.day][1], "rb") as file:
         day = pickle.load(file)
     for _ in range(args.repeat):
         profiler = None
@@ -242,6 +253,8 @@ def main() -> None:
     parser.add_argument("dirs", nargs="*", help="compare: the two --dump directories")
     parser.add_argument("--out")
     parser.add_argument("--url", help="replay on this PostgreSQL server (a fresh schema each)")
+    parser.add_argument("--day", choices=sorted(DAY_FILES), default="steady",
+                        help="replay: the first load (day 1) or the steady day")  # fmt: skip
     parser.add_argument("--sql-scores", action="store_true", help="scores in SQL, not parquet")
     parser.add_argument("--customers", type=int, default=200_000)
     parser.add_argument("--days", type=int, default=60)

@@ -36,7 +36,7 @@ from sqlalchemy import (
 
 from serving.core.planning import MANUAL_SIGNAL
 from serving.core.tags import HOLD_KIND
-from serving.infra.sql import driver_frame, temporary_table
+from serving.infra.sql import driver_frame, holds_fewer_rows, temporary_table
 from serving.infra.tables import BatchRun, Override, Status, Transition
 
 Day = date | BindParameter[date]
@@ -114,11 +114,14 @@ def read_tags_of(conn: Connection, as_of: date, customer_ids: pd.Series) -> pd.D
 
     The batch checks only its changed decisions against the stored tags: a few thousand
     learners of a 200k day, whose whole state cost a third of a second of the commit (and five
-    times that at 1M). The ids go through a temporary table, not an ``IN`` list: SQLite takes
-    at most 32,766 parameters a statement, and a day at 1M moves about 100k learners.
+    times that at 1M); none when the store has no status row yet. The ids go through a
+    temporary table, not an ``IN`` list: SQLite takes at most 32,766 parameters a statement,
+    and a day at 1M moves about 100k learners.
     """
     ids = sorted(set(customer_ids.tolist()))
-    if not ids:
+    # A store without status rows has no tags to read: the first load, where every learner
+    # is new and changed (at 1M the ids' table and the join cost ~2 s for no row).
+    if not ids or holds_fewer_rows(conn, Status.__table__, 1):
         return pd.DataFrame(columns=["customer_id", "db_tag"])
     rows = [(customer_id,) for customer_id in ids]
     with temporary_table(conn, "day_learners", {"customer_id": "VARCHAR(64)"}, rows):

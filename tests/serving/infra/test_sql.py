@@ -1,16 +1,27 @@
-"""``serving.infra.sql.temporary_table``, the keys table the store's bulk joins read, on SQLite
-and PostgreSQL: its rows while the block runs, gone after it, after a failing statement too."""
+"""``serving.infra.sql`` on SQLite and PostgreSQL: ``temporary_table``, the keys table the
+store's bulk joins read (its rows while the block runs, gone after it, after a failing statement
+too), and ``indexes_after``, which builds the outbox's secondary indexes after a first load's
+messages."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
 import pytest
+from sqlalchemy import Connection, event, inspect
 from sqlalchemy.exc import DBAPIError
 
-from serving.infra.sql import temporary_table
+from serving.core.outbox import outbox_rows
+from serving.infra.outbox_sql import insert_messages
+from serving.infra.sql import indexes_after, temporary_table
 from serving.infra.store import StateStore
+from serving.infra.tables import Outbox
+from tests.serving.outbox_fixtures import messages
 
 KINDS = {"customer_id": "VARCHAR(64)", "campaign_id": "VARCHAR(16)"}
 ROWS = [("a", "CP_01"), ("b", "CP_02"), ("c", "CP_01")]
+DAY = date(2026, 1, 5)
+NOW = datetime(2026, 1, 5, 6, tzinfo=UTC)
 
 
 def test_the_rows_are_there_in_the_block_and_the_table_gone_after(store):
@@ -35,3 +46,74 @@ def test_a_failing_statement_in_the_block_leaves_no_table_behind_on_sqlite(tmp_p
         # Then the table went with the error: the name can be created again on the connection
         with temporary_table(conn, "some_pairs", KINDS, ROWS):
             assert conn.exec_driver_sql("SELECT count(*) FROM some_pairs").scalar() == 3
+
+
+OUTBOX = Outbox.__table__
+SECONDARY_INDEXES = sorted(str(index.name) for index in OUTBOX.indexes)
+
+
+def _statements_of(store: StateStore) -> list[str]:
+    """Every statement the store's engine sends from now on, as sent."""
+    sent: list[str] = []
+    event.listen(store._engine, "before_cursor_execute", lambda *args: sent.append(args[2]))
+    return sent
+
+
+def _outbox_indexes(conn: Connection) -> list[str]:
+    return sorted(index["name"] for index in inspect(conn).get_indexes("outbox"))
+
+
+def _starting(sent: list[str], words: str) -> list[str]:
+    return [sql for sql in sent if sql.lstrip().startswith(words)]
+
+
+def test_a_first_load_inserts_without_the_secondary_indexes_and_builds_them_after(store):
+    # Given an empty outbox
+    with store._writer() as conn:
+        # When a block inserts more rows than it holds
+        with indexes_after(conn, OUTBOX, 3):
+            inside = _outbox_indexes(conn)
+        # Then the block ran without the secondary indexes, and they are all there after it
+        assert inside == []
+        assert _outbox_indexes(conn) == SECONDARY_INDEXES
+
+
+def test_the_days_messages_go_into_an_empty_outbox_before_its_indexes(store):
+    # Given an empty outbox, and every statement recorded
+    sent = _statements_of(store)
+    rows = outbox_rows(DAY, messages(DAY, ["a", "b", "c"]), "d1", NOW)
+    # When a day's messages go in
+    with store._writer() as conn:
+        inserted = insert_messages(conn, rows)
+    # Then each secondary index was dropped before the rows and built again after them
+    assert inserted == 3 and len(store.outbox_frame()) == 3
+    assert len(_starting(sent, "DROP INDEX")) == len(_starting(sent, "CREATE INDEX")) == 4
+    with store._connect() as conn:
+        assert _outbox_indexes(conn) == SECONDARY_INDEXES
+
+
+def test_an_outbox_holding_more_rows_than_come_keeps_its_indexes(store):
+    # Given an outbox holding three messages
+    with store._writer() as conn:
+        insert_messages(conn, outbox_rows(DAY, messages(DAY, ["a", "b", "c"]), "d1", NOW))
+    sent = _statements_of(store)
+    # When two more go in, one of them there already
+    with store._writer() as conn:
+        inserted = insert_messages(conn, outbox_rows(DAY, messages(DAY, ["c", "d"]), "d1", NOW))
+    # Then only the new one went in, and no index was touched (inserting into them is cheaper)
+    assert inserted == 1 and len(store.outbox_frame()) == 4
+    assert not [sql for sql in sent if "INDEX" in sql]
+
+
+def test_a_failing_first_load_leaves_the_indexes_as_they_were(store):
+    # Given an empty outbox
+    # When the block of a first load fails after the indexes were dropped
+    with (
+        pytest.raises(RuntimeError),
+        store._writer() as conn,
+        indexes_after(conn, OUTBOX, 3),
+    ):
+        raise RuntimeError("the day failed")
+    # Then the rollback restored them (DDL is transactional on both databases)
+    with store._connect() as conn:
+        assert _outbox_indexes(conn) == SECONDARY_INDEXES
