@@ -86,11 +86,11 @@ def answers_table(
         SCORE + name: pa.array(scores[name], from_pandas=True) for name in PREDICTION_COLUMNS
     }
     decision_ids = decisions["customer_id"].astype(str).to_numpy(object)
-    decided = _decisions_by_id(decisions, decision_ids, ids)
+    id_texts, decision_texts = _texts(ids), _texts(decision_ids)  # each converted once
+    decided, unsorted = _decisions_by_id(decisions, decision_texts, id_texts)
     for name in DECISION_FIELDS:
         columns[DECISION + name] = _decision_array(decided[name])
-    columns |= _state_columns(state, ids)
-    unsorted = codes_of(_texts(decision_ids), _texts(ids))
+    columns |= _state_columns(state, id_texts)
     table = pa.Table.from_pandas(features, preserve_index=False)
     for name, values in columns.items():
         table = table.append_column(name, values)
@@ -118,17 +118,26 @@ def _aligned(scores: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
 
 
 def _decisions_by_id(
-    decisions: pd.DataFrame, decision_ids: np.ndarray, ids: pd.Index
-) -> pd.DataFrame:
-    """The decisions row for row with ``ids``, as ``reindex`` by customer_id gives them.
+    decisions: pd.DataFrame, decision_ids: pa.Array, ids: pa.Array
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The decisions row for row with ``ids``, as ``reindex`` by customer_id gives them, and
+    the row of ``ids`` holding each decision's learner (-1 for none).
 
     Every learner has one decision (``answers_decisions``): the rows are taken by an Arrow hash
     lookup, not a reindex on a pandas Index of the day's ids (a tenth of the answers stage).
+    Then the lookup is a permutation (the day's ids are distinct), and the rows of the
+    decisions' learners are its inverse, not a second lookup.
     """
-    at = codes_of(_texts(ids), _texts(decision_ids))
+    at = codes_of(ids, decision_ids)
     if len(decision_ids) != len(ids) or (at < 0).any():
-        return decisions.set_index(pd.Index(decision_ids, dtype=object)).reindex(ids)
-    return decisions.take(at)
+        by_id = pd.Index(decision_ids.to_numpy(zero_copy_only=False), dtype=object)
+        reindexed = decisions.set_index(by_id).reindex(ids.to_numpy(zero_copy_only=False))
+        return reindexed, codes_of(decision_ids, ids)
+    rows = np.full(len(at), -1, dtype=np.int64)
+    rows[at] = np.arange(len(at))
+    if (rows < 0).any():  # a repeated id: not a permutation, so look the decisions up
+        rows = codes_of(decision_ids, ids)
+    return decisions.take(at), rows
 
 
 def _decision_array(column: pd.Series) -> pa.Array:
@@ -152,7 +161,7 @@ def _decision_array(column: pd.Series) -> pa.Array:
     return values.cast(pa.string()) if text else values
 
 
-def _state_columns(state: pd.DataFrame, ids: pd.Index) -> dict[str, pa.Array]:
+def _state_columns(state: pd.DataFrame, ids: pa.Array) -> dict[str, pa.Array]:
     """Each learner's stored state (null tag: a new learner), in ``ids`` order, as Arrow.
 
     Each column is converted once on the state's rows and then taken into ``ids`` order, a null
@@ -162,7 +171,7 @@ def _state_columns(state: pd.DataFrame, ids: pd.Index) -> dict[str, pa.Array]:
     state_ids = _texts(state["customer_id"].astype(str))
     if pc.count_distinct(state_ids).as_py() != len(state_ids):
         raise ValueError("cannot reindex on an axis with duplicate labels")  # as reindex did
-    found = codes_of(_texts(ids), state_ids)
+    found = codes_of(ids, state_ids)
     rows = pa.array(found, mask=found < 0)
 
     def day(name: str) -> pa.Array:

@@ -47,8 +47,10 @@ class CampaignPlanner(Protocol):
         *,
         pending: pd.DataFrame,
         in_window: pd.DataFrame,
+        candidates: pd.DataFrame | None = None,
     ) -> CampaignPlan:
-        """The messages planned on ``as_of`` and the pending pairs to cancel."""
+        """The messages planned on ``as_of`` and the pending pairs to cancel (``candidates``:
+        what ``candidates`` gave for these decisions, when the caller holds it)."""
         ...
 
 
@@ -73,10 +75,12 @@ class CataloguePlanner:
         *,
         pending: pd.DataFrame,
         in_window: pd.DataFrame,
+        candidates: pd.DataFrame | None = None,
     ) -> CampaignPlan:
         return plan_campaigns(
-            decisions, features, self.catalogue, as_of, pending=pending, in_window=in_window
-        )
+            decisions, features, self.catalogue, as_of,
+            pending=pending, in_window=in_window, candidates=candidates,
+        )  # fmt: skip
 
 
 def catalogue_planner(ruleset: RuleSet) -> CampaignPlanner:
@@ -111,4 +115,5 @@ def plan_day_campaigns(
         assessment.as_of,
         pending=pending,
         in_window=in_window,
+        candidates=candidates,
     )

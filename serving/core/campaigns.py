@@ -56,6 +56,7 @@ def plan_campaigns(
     *,
     pending: pd.DataFrame,
     in_window: pd.DataFrame,
+    candidates: pd.DataFrame | None = None,
 ) -> CampaignPlan:
     """Plan the day's campaign messages and the cancellations (see the module docstring).
 
@@ -73,26 +74,27 @@ def plan_campaigns(
             campaign_id, messages. One row per pair, not per message: at a million learners
             the messages of the windows are millions of rows a day. Only the pairs of
             ``candidate_pairs(decisions, pending)`` are read; others may be there or not.
+        candidates: ``candidate_pairs(decisions, pending)`` when the caller holds it (the
+            pairs are not matched against ``pending`` again); None works them out.
     """
+    enrollable = _enrollable(decisions, pending, candidates)
     return CampaignPlan(
-        _planned(decisions, features, catalogue, as_of, pending, in_window),
+        _planned(enrollable, features, catalogue, as_of, in_window),
         _cancelled(decisions, catalogue, pending),
     )
 
 
 def _planned(
-    decisions: pd.DataFrame,
+    enrollable: pd.DataFrame,
     features: pd.DataFrame,
     catalogue: Catalogue,
     as_of: date,
-    pending: pd.DataFrame,
     in_window: pd.DataFrame,
 ) -> PlannedMessages:
-    """One message per cadence step of every learner enrolled today, campaign by campaign (in
-    id order), step by step, learners in decision order."""
-    triggered = _triggered(decisions)
-    triggered = _without_pending(triggered, pending)
-    triggered = _under_cap(triggered, catalogue, in_window)
+    """One message per cadence step of every learner enrolled today (of the ``enrollable``
+    decisions, those under the cap), campaign by campaign (in id order), step by step,
+    learners in decision order."""
+    triggered = _under_cap(enrollable, catalogue, in_window)
     customer_ids = _texts(triggered["customer_id"])
     codes, campaign_ids = pd.factorize(triggered["campaign_id"], sort=True)
     steps = [
@@ -116,9 +118,24 @@ def candidate_pairs(decisions: pd.DataFrame, pending: pd.DataFrame) -> pd.DataFr
     """The (customer_id, campaign_id) pairs the planner may enrol today: named by the day's
     decisions, without pending steps. Only their ``in_window`` counts change the plan (a
     learner's messages of other campaigns, or of a day they trigger nothing, do not), so only
-    theirs are read."""
-    pairs = _without_pending(_triggered(decisions), pending)[list(PAIR_COLUMNS)]
-    return pairs.astype({"customer_id": str}).reset_index(drop=True)
+    theirs are read.
+
+    Indexed by their decisions' row positions: ``plan_campaigns`` takes those rows back
+    (``candidates``) instead of matching a million pairs against the pending ones again.
+    """
+    positions = decisions.reset_index(drop=True)  # no copy: the index only
+    pairs = _without_pending(_triggered(positions), pending)[list(PAIR_COLUMNS)]
+    return pairs.astype({"customer_id": str})
+
+
+def _enrollable(
+    decisions: pd.DataFrame, pending: pd.DataFrame, candidates: pd.DataFrame | None
+) -> pd.DataFrame:
+    """The decisions that name a campaign without pending steps (``_triggered`` rows), from
+    the ``candidate_pairs`` of the caller when it holds them."""
+    if candidates is None:
+        return _without_pending(_triggered(decisions), pending)
+    return _triggered(decisions.iloc[candidates.index.to_numpy()])
 
 
 def _without_pending(triggered: pd.DataFrame, pending: pd.DataFrame) -> pd.DataFrame:

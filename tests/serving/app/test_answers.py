@@ -307,7 +307,7 @@ def test_answers_of_another_champion_or_rules_are_not_served(
 
 
 def test_decisions_are_laid_out_by_id_as_a_reindex_lays_them_out():
-    from serving.app.answers_table import _decisions_by_id
+    from serving.app.answers_table import _decisions_by_id, _texts
 
     # given decisions in call order (categorical, nullable and Arrow columns) and the day's ids
     decisions = pd.DataFrame(
@@ -319,16 +319,20 @@ def test_decisions_are_laid_out_by_id_as_a_reindex_lays_them_out():
         }
     )
     decision_ids = decisions["customer_id"].astype(str).to_numpy(object)
-    for ids in (["a", "b", "c", "d"], ["d", "c", "b", "a"], ["a", "x", "c", "d"]):
+    ids_cases = (["a", "b", "c", "d"], ["d", "c", "b", "a"], ["a", "x", "c", "d"], ["b"] * 4)
+    for ids in ids_cases:
         index = pd.Index(ids, dtype=object)
         # when laid out in the ids' order (one id without a decision: the reindex's nulls)
-        laid_out = _decisions_by_id(decisions, decision_ids, index)
+        laid_out, rows = _decisions_by_id(decisions, _texts(decision_ids), _texts(index))
         reference = decisions.set_index(pd.Index(decision_ids, dtype=object)).reindex(index)
         # then every column holds the reindex's values and dtypes, row for row
         for name in decisions.columns.drop("customer_id"):
             pd.testing.assert_series_equal(
                 laid_out[name].reset_index(drop=True), reference[name].reset_index(drop=True)
             )
+        # and each decision's row among the ids is the first holding its learner (-1: none)
+        expected = [ids.index(learner) if learner in ids else -1 for learner in decision_ids]
+        assert rows.tolist() == expected
 
 
 def _reindexed_state_columns(state: pd.DataFrame, ids: pd.Index) -> dict[str, pa.Array]:
@@ -344,7 +348,7 @@ def _reindexed_state_columns(state: pd.DataFrame, ids: pd.Index) -> dict[str, pa
 
 
 def test_the_state_columns_are_those_a_reindex_by_id_gives():
-    from serving.app.answers_table import _state_columns
+    from serving.app.answers_table import _state_columns, _texts
 
     # given a stored state (nulls, a learner without state among the ids, tz-aware instants)
     state = pd.DataFrame(
@@ -359,12 +363,12 @@ def test_the_state_columns_are_those_a_reindex_by_id_gives():
     for ids in (["a", "b", "c"], ["x", "c", "a"], []):
         index = pd.Index(ids, dtype=object)
         # when laid out, then each column equals the reindexed one (null: no state)
-        assert _state_columns(state, index) == _reindexed_state_columns(state, index)
-        empty = _state_columns(state.iloc[:0], index)
+        assert _state_columns(state, _texts(index)) == _reindexed_state_columns(state, index)
+        empty = _state_columns(state.iloc[:0], _texts(index))
         assert empty == _reindexed_state_columns(state.iloc[:0], index)
     # and a repeated learner is refused, as the reindex refused it
     with pytest.raises(ValueError, match="duplicate"):
-        _state_columns(pd.concat([state, state.iloc[:1]]), pd.Index(["a"], dtype=object))
+        _state_columns(pd.concat([state, state.iloc[:1]]), _texts(pd.Index(["a"], dtype=object)))
 
 
 def test_decision_columns_reach_arrow_as_their_object_values_would():

@@ -31,7 +31,9 @@ class Planner:
     def candidates(self, decisions, pending) -> pd.DataFrame:
         return decisions[["customer_id"]].assign(campaign_id="CP_01")
 
-    def __call__(self, decisions, features, as_of, *, pending, in_window) -> CampaignPlan:
+    def __call__(
+        self, decisions, features, as_of, *, pending, in_window, candidates=None
+    ) -> CampaignPlan:
         self.seen.append(
             {"as_of": as_of, "pending": pending, "in_window": in_window, "n": len(features)}
         )

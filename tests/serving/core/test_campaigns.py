@@ -12,7 +12,7 @@ import pytest
 from rules.campaign_rendering import render_message
 from rules.campaigns import CHANNELS as RULES_CHANNELS
 from rules.campaigns import TEMPLATE_FIELDS, Variant
-from serving.core.campaigns import assign_variants, cap_windows, plan_campaigns
+from serving.core.campaigns import assign_variants, candidate_pairs, cap_windows, plan_campaigns
 from serving.core.messages import CHANNELS, MESSAGE_COLUMNS, message_key
 from serving.core.outbox import outbox_rows
 from serving.core.planned import PlannedMessages
@@ -337,3 +337,27 @@ def test_the_engines_typed_decisions_plan_as_plain_ones(ruleset):
     assert runs[0].cancels.to_dict("records") == [{"customer_id": "E", "campaign_id": "CP_21"}]
     pd.testing.assert_frame_equal(runs[0].messages, runs[1].messages)
     pd.testing.assert_frame_equal(runs[0].cancels, runs[1].cancels)
+
+
+def test_the_callers_candidate_pairs_plan_as_the_planners_own(ruleset):
+    # given decisions under a label index of their own (not positions), pending steps for one
+    plain = pd.DataFrame(
+        [decision("A", "CP_09"), decision("B", None), decision("C", "CP_09"),
+         decision("D", "CP_05")],
+        index=[40, 30, 20, 10],
+    )  # fmt: skip
+    pending = pd.DataFrame({"customer_id": ["A"], "campaign_id": ["CP_09"], "messages": [1]})
+    features = features_of("A", "B", "C", "D")
+    # when the caller's candidate pairs are handed to the planner
+    candidates = candidate_pairs(plain, pending)
+    given = plan_campaigns(plain, features, ruleset.campaigns, AS_OF, pending=pending,
+                           in_window=NO_IN_WINDOW, candidates=candidates)  # fmt: skip
+    own = plan_campaigns(plain, features, ruleset.campaigns, AS_OF, pending=pending,
+                         in_window=NO_IN_WINDOW)  # fmt: skip
+    # then the pairs are C's and D's, at their rows, and the plan is the one worked out alone
+    assert candidates.to_dict("index") == {
+        2: {"customer_id": "C", "campaign_id": "CP_09"},
+        3: {"customer_id": "D", "campaign_id": "CP_05"},
+    }
+    assert set(given.messages["customer_id"]) == {"C", "D"}
+    pd.testing.assert_frame_equal(given.messages, own.messages)
