@@ -128,22 +128,51 @@ it is the sum of the catalog's risk flags after the availability rule)."""
 # --- the catalog-driven SELECTs -------------------------------------------------------------------
 
 
+def _availability_flags(catalog: FeatureCatalog) -> dict[str, tuple[str | None, bool]]:
+    """The flags the catalog's availability rules read (``_available_condition``), by name:
+    (the event type, None for any type; whether it must carry a duration)."""
+    flags: dict[str, tuple[str | None, bool]] = {}
+    for spec in catalog.features:
+        for event_type in spec.needs:
+            flags[f"seen_{event_type}"] = (event_type, False)
+        if spec.needs_duration:
+            for event_type in spec.needs or (None,):
+                flags[f"timed_{event_type or 'any'}"] = (event_type, True)
+    return dict(sorted(flags.items()))
+
+
 def _availability_sql(catalog: FeatureCatalog, dates: str, type_firsts: str) -> str:
     """Per as_of, whether each needed type (and a timed event of it) appeared before it."""
-    needed = sorted({t for spec in catalog.features for t in spec.needs})
-    flags = ["coalesce(bool_or(f.first_timed_ts < d.as_of), FALSE) AS timed_any"]
-    for event_type in needed:
-        is_type = f"f.event_type = {_sql_literal(event_type)}"
-        flags.append(
-            f"coalesce(bool_or({is_type} AND f.first_ts < d.as_of), FALSE) AS seen_{event_type}"
+    flags = []
+    for name, (event_type, timed) in _availability_flags(catalog).items():
+        first = f"f.{'first_timed_ts' if timed else 'first_ts'} < d.as_of"
+        seen = (
+            first
+            if event_type is None
+            else f"f.event_type = {_sql_literal(event_type)} AND {first}"
         )
-        flags.append(
-            f"coalesce(bool_or({is_type} AND f.first_timed_ts < d.as_of), FALSE)"
-            f" AS timed_{event_type}"
-        )
+        flags.append(f"coalesce(bool_or({seen}), FALSE) AS {name}")
     return (
         f"SELECT d.as_of, {', '.join(flags)} FROM {dates} AS d "
         f"LEFT JOIN {type_firsts} AS f ON TRUE GROUP BY d.as_of"
+    )
+
+
+def _all_available_sql(catalog: FeatureCatalog, dates: str) -> str:
+    """``_availability_sql``'s table when every flag holds at every as_of."""
+    flags = ", ".join(f"TRUE AS {name}" for name in _availability_flags(catalog))
+    return f"SELECT as_of, {flags} FROM {dates}"
+
+
+def _all_flags_hold(catalog: FeatureCatalog, kinds: set[tuple[str, bool]]) -> bool:
+    """Whether events of the (event type, has a duration) ``kinds`` set every flag."""
+    timed_types = {event_type for event_type, timed in kinds if timed}
+    seen_types = {event_type for event_type, _ in kinds}
+    return all(
+        (event_type in timed_types if event_type else bool(timed_types))
+        if timed
+        else event_type in seen_types
+        for event_type, timed in _availability_flags(catalog).values()
     )
 
 

@@ -370,7 +370,9 @@ def _typed_features(raw: pd.DataFrame, catalog: FeatureCatalog) -> pd.DataFrame:
     """The raw SQL result with the catalog dtypes, validated by the shared feature-frame schema."""
     dtypes = frame_dtypes(catalog)
     frame = raw[list(dtypes)].astype(dtypes).reset_index(drop=True)
-    return feature_frame_schema(catalog).validate(frame)
+    # In place: the frame is this function's own, and pandera's copy of its ~67 columns was a
+    # quarter of the check (200k learners: 0.11-0.19 -> 0.08-0.09 s of CPU; the same frame)
+    return feature_frame_schema(catalog).validate(frame, inplace=True)
 
 
 def _empty_frame(catalog: FeatureCatalog) -> pd.DataFrame:

@@ -22,7 +22,12 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import FeatureCatalog
-from features.feature_sql import _availability_sql, _feature_select
+from features.feature_sql import (
+    _all_available_sql,
+    _all_flags_hold,
+    _availability_sql,
+    _feature_select,
+)
 from features.layout import PARQUET_SUFFIXES
 from features.window_sql import (
     _BUCKET_DAYS_TABLE,
@@ -37,6 +42,8 @@ from features.window_sql import (
     _ITEMS_TABLE,
     _LAGS,
     _MEASURES,
+    _SAMPLE_KINDS,
+    _SAMPLE_ROWS,
     _SEQUENCE,
     _SPINE_TABLE,
     _TYPE_FIRSTS_TABLE,
@@ -178,6 +185,7 @@ class Workspace:
             "TABLE", "window_days", _WINDOW_DAYS_TABLE, dates=self.dates, lags=_LAGS
         )
         self.last_as_of = dates.max()
+        self.first_as_of = timestamp_literal(dates.min())
         self.until = timestamp_literal(self.last_as_of)
         self.first_window_start = timestamp_literal(dates.min() - pd.Timedelta(days=WINDOW_DAYS))
         if restrict_to is not None:
@@ -322,15 +330,29 @@ class Workspace:
 
     def _availability(self, catalog: FeatureCatalog) -> str:
         """Per as_of, which event types (with a duration or not) the log had before it."""
-        firsts = self.type_firsts or self.create(
-            "TABLE", "type_firsts", _TYPE_FIRSTS_TABLE, events=self.events, until=self.until
-        )
+        if self.type_firsts is None and self._all_seen_early(catalog):
+            query = _all_available_sql(catalog, self.dates)
+        else:
+            firsts = self.type_firsts or self.create(
+                "TABLE", "type_firsts", _TYPE_FIRSTS_TABLE, events=self.events, until=self.until
+            )
+            query = _availability_sql(catalog, self.dates, firsts)
         return self.create(
-            "TABLE",
-            "availability",
-            "CREATE TEMP TABLE {name} AS {query}",
-            query=_availability_sql(catalog, self.dates, firsts),
+            "TABLE", "availability", "CREATE TEMP TABLE {name} AS {query}", query=query
         )
+
+    def _all_seen_early(self, catalog: FeatureCatalog) -> bool:
+        """Whether a few events before the first as_of already set every availability flag.
+
+        Then every flag holds at every as_of, and the first timestamps of each type (a
+        GROUP BY over the whole log: ~0.37 s of CPU at 200k learners, ~2 s at 1M) are not
+        needed. Exact: an event of a type before the first as_of is before each of them.
+        Otherwise (a type absent, or only in the sample's rest) the firsts are computed.
+        """
+        kinds = self.con.execute(
+            _SAMPLE_KINDS.format(events=self.events, before=self.first_as_of, rows=_SAMPLE_ROWS)
+        ).fetchall()
+        return _all_flags_hold(catalog, {(event_type, bool(timed)) for event_type, timed in kinds})
 
 
 def naive_utc(column: pd.Series) -> pd.Series:

@@ -849,3 +849,42 @@ def test_a_normalized_spine_is_what_the_spine_schema_would_make_of_it(spine):
     pd.testing.assert_frame_equal(pairs, SPINE_SCHEMA.validate(pairs.copy()), check_exact=True)
     assert pairs.dtypes.astype(str).tolist() == ["str", "datetime64[us]"]
     assert pairs.index.tolist() == list(range(len(spine)))
+
+
+def every_kind_of_event(customer_id: str, day: str) -> list[list]:
+    """One event of each canonical type on ``day``, sessions and videos with a duration."""
+    timed = {"session": 600.0, "video_watched": 300.0}
+    return [
+        [customer_id, f"{day} 09:00:00", event_type, timed.get(event_type), "web", "F1"]
+        for event_type in sorted(CANONICAL_EVENT_TYPES)
+    ]
+
+
+def test_a_log_with_every_type_before_the_first_date_skips_the_type_firsts(monkeypatch):
+    # Given a log whose every event type (sessions and videos timed) comes before the first
+    # as_of, and learner b's events after it
+    events = events_frame(
+        [
+            *every_kind_of_event("a", "2024-03-05"),
+            ["b", "2024-03-20 09:00:00", "session", None, "web"],
+            ["b", "2024-04-02 09:00:00", "quiz_attempted", None, "web"],
+        ]
+    )
+    customers = customers_frame([["a"], ["b"]])
+    created: list[str] = []
+    create = Workspace.create
+
+    def recorded(self, kind, role, template, **parts):
+        created.append(role)
+        return create(self, kind, role, template, **parts)
+
+    monkeypatch.setattr(Workspace, "create", recorded)
+    dates = [date(2024, 3, 25), T]
+    # When the features are built from the log, and with its type firsts given
+    frame = build_features(events, customers, as_of=dates)
+    given = build_features(events, customers, as_of=dates, type_firsts=event_type_firsts(events))
+    # Then the first of each type was never computed over the log, and the features are those
+    # the firsts give: every type available on both days
+    assert "type_firsts" not in created
+    pd.testing.assert_frame_equal(frame, given, check_exact=True)
+    assert frame["quiz_attempts_30d"].notna().all() and frame["lessons_total"].notna().all()

@@ -13,6 +13,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, text
 
+from serving.core.frames import STATE_SCHEMA, validate_frame
+from serving.infra.state_sql import state_select
 from serving.infra.store import MIGRATIONS_LOCATION, StateStore
 from tests.serving.batches import FIRST_DAY, apply, at, set_override
 
@@ -143,6 +145,25 @@ def test_a_replayed_day_before_an_override_decides_as_it_did_before(store):
     # And the moves of day 2 cannot be rewritten by the override: the day is refused
     with pytest.raises(ValueError, match="already decided"):
         set_override(store, "b", None, actor="kim", reason="late", now=WALL, effective=DAY2)
+
+
+def test_the_state_frame_types_its_rows_as_the_state_schema_does(store):
+    # Given moves on days 1-3, a campaign from day 3 (expiring) and a hold on c (open-ended)
+    apply(store, DAY1, FIRST_DAY)
+    apply(store, DAY2, [("a", "ST_001", "ST_004")])
+    set_override(store, "a", "ST_005", actor="kim", reason="campaign", now=WALL, days=14)
+    set_override(store, "c", "ST_002", actor="kim", reason="hold", now=WALL, effective=DAY3)
+    apply(store, DAY3, [("b", "ST_001", "ST_002")])
+    for day in (DAY1, DAY2, DAY3, DAY5, date(2024, 3, 20), None):
+        # When the state of the day is read (b's tag on day 1 and 2 comes from the log)
+        state = store.state_frame(day)
+        # Then it is the frame the state schema makes of SQLAlchemy's rows of the same query:
+        # the same dtypes, days at midnight, missing text NaN and missing days NaT
+        with store._connect() as conn:
+            rows = conn.execute(state_select(day)).mappings().all()
+        expected = validate_frame(pd.DataFrame([dict(row) for row in rows]), STATE_SCHEMA)
+        pd.testing.assert_frame_equal(state, expected, check_exact=True)
+    assert state["override_kind"].tolist()[0] == "campaign" and pd.isna(state["override_tag"][1])
 
 
 def migrate_store(url: str, revision: str, *, down: bool = False) -> None:
