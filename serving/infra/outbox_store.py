@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -118,10 +119,14 @@ class OutboxMixin:
         if existing is not None:
             return existing
         try:
-            self._write_scores(batch, rows)  # the run's file: seen once the run is completed
-            with self._writer() as conn:
-                record, replaced = self._write_batch(conn, batch, checked, rows)
-                record = self._write_messages(conn, batch, messages, cancels, record)
+            with ThreadPoolExecutor(max_workers=1) as pool:  # its exit waits for the file
+                # The run's file (seen once the run is completed) is written while the SQL
+                # transaction does its work: pyarrow and sqlite3 both release the GIL.
+                file_written = pool.submit(self._write_scores, batch, rows)
+                with self._writer() as conn:
+                    record, replaced = self._write_batch(conn, batch, checked, rows)
+                    record = self._write_messages(conn, batch, messages, cancels, record)
+                    file_written.result()  # before the commit: no day commits without its file
         except Exception as error:
             self._discard_scores(as_of, run_id)
             self._mark_failed(as_of, error)
