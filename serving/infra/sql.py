@@ -116,6 +116,47 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+@contextmanager
+def wal_synced_commit(conn: Connection) -> Iterator[None]:
+    """SQLite: the block's commit syncs the WAL itself and leaves copying it into the database
+    file (the checkpoint) to ``checkpoint_wal``; the connection's settings are restored after.
+
+    The store runs ``synchronous=NORMAL``: a commit writes the WAL unsynced and the automatic
+    checkpoint (past 1000 pages) syncs it, copies every page into the file and syncs that, all
+    inside the commit: a steady day's 90 MB of WAL at 200k learners (random outbox index pages)
+    cost ~0.35 s of CPU and ~0.65 s of wall there. ``synchronous=FULL`` syncs the WAL at the
+    commit, so the day is as durable when the commit returns as it was after that checkpoint;
+    the copy then runs off the write's path. A no-op elsewhere (PostgreSQL syncs its own log).
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    # On the driver's connection: a statement through SQLAlchemy would begin a transaction.
+    driver = conn.connection.driver_connection
+    driver.execute("PRAGMA synchronous=FULL")
+    driver.execute("PRAGMA wal_autocheckpoint=0")
+    try:
+        yield
+    finally:
+        driver.execute("PRAGMA wal_autocheckpoint=1000")  # SQLite's default
+        driver.execute("PRAGMA synchronous=NORMAL")
+
+
+def checkpoint_wal(engine: Engine) -> None:
+    """Copy the committed WAL into a SQLite database file (``PRAGMA wal_checkpoint(PASSIVE)``:
+    never waits for readers or writers; what it leaves, the next automatic checkpoint copies).
+
+    Best effort: the WAL it copies is synced already (``wal_synced_commit``).
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    try:
+        with engine.connect() as conn:
+            conn.connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except Exception:  # nothing is lost: a later checkpoint copies the (synced) WAL
+        return
+
+
 def _begin_sqlite_transaction(conn: Connection) -> None:
     writer = conn.get_execution_options().get(WRITER_OPTION, False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")

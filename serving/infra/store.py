@@ -34,6 +34,9 @@ Guarantees, and how they are kept:
   state changed after the snapshot the decisions came from), are skipped and counted in the run
   summary, never silently.
 - **Campaign messages commit with their day** (``apply_day``): ``serving.infra.outbox_store``.
+- **A committed day is on disk when its commit returns.** On SQLite the day's commit syncs its
+  WAL (``sql.wal_synced_commit``); copying the WAL into the file (the checkpoint) runs on a
+  thread after it, off the day's path, and ``close`` waits for it.
 - **Status is derived from the log.** A learner's status row always holds the ``to_tag`` and
   ``as_of`` of their latest transition.
 
@@ -48,8 +51,9 @@ expires`` (and before ``cleared_as_of``); reads of a day are point-in-time.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -83,6 +87,7 @@ from serving.infra.sql import (
     WRITER_OPTION,
     bulk_insert,
     check_run_id_free,
+    checkpoint_wal,
     existing_run,
     latest_completed,
     open_engine,
@@ -90,6 +95,7 @@ from serving.infra.sql import (
     undo_run,
     update_status_from_run,
     upsert_run,
+    wal_synced_commit,
 )
 from serving.infra.state_sql import (
     active_hold_ids,
@@ -135,6 +141,7 @@ class StateStore(ReadsMixin, OutboxMixin):
         self.scores_dir = None if scores_dir is None else Path(scores_dir)
         self._clock = clock
         self._engine = open_engine(url)
+        self._checkpoint: threading.Thread | None = None
         if auto_migrate:
             self.migrate()
 
@@ -145,7 +152,10 @@ class StateStore(ReadsMixin, OutboxMixin):
         return cls(settings.state_database_url, scores_dir=settings.data_path / SCORES_SUBDIR)
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Wait for a batch's checkpoint (``_checkpoint_later``), then close every pooled
+        connection."""
+        if self._checkpoint is not None:
+            self._checkpoint.join()
         self._engine.dispose()
 
     def __enter__(self) -> StateStore:
@@ -417,11 +427,30 @@ class StateStore(ReadsMixin, OutboxMixin):
         with store_errors(self.url), self._engine.connect() as conn:
             yield conn
 
+    def _checkpoint_later(self) -> None:
+        """Copy a batch's WAL (committed and synced: ``_writer(synced=True)``) into the SQLite
+        file on a thread of its own, off the batch's path; ``close`` waits for it."""
+        if self._engine.dialect.name != "sqlite":
+            return
+        if self._checkpoint is not None:
+            self._checkpoint.join()
+        self._checkpoint = threading.Thread(
+            target=checkpoint_wal, args=(self._engine,), name="lstep-wal-checkpoint"
+        )
+        self._checkpoint.start()
+
     @contextmanager
-    def _writer(self) -> Iterator[Connection]:
-        """A transaction that holds the store's single-writer lock until it ends."""
-        with self._connect() as conn:
+    def _writer(self, *, synced: bool = False) -> Iterator[Connection]:
+        """A transaction that holds the store's single-writer lock until it ends.
+
+        Args:
+            synced: SQLite: the commit syncs the WAL and skips the automatic checkpoint
+                (``sql.wal_synced_commit``); the caller checkpoints (``_checkpoint_later``).
+        """
+        with self._connect() as conn, ExitStack() as settings:
             conn.execution_options(**{WRITER_OPTION: True})
+            if synced:
+                settings.enter_context(wal_synced_commit(conn))
             with conn.begin():
                 if conn.dialect.name == "postgresql":
                     conn.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date
 from pathlib import Path
 
@@ -244,6 +245,32 @@ def test_a_scores_directory_that_cannot_be_written_leaves_the_state_unchanged(tm
     assert runs["status"].tolist() == ["failed"]
     assert "Not a directory" in runs["summary"].iloc[0]["error"]
     store.close()
+
+
+def test_a_failing_transaction_waits_for_the_days_file_and_removes_it(
+    parquet_store, scores_dir, monkeypatch
+):
+    # Given a scores file still being written when the day's SQL transaction fails
+    # (the file is written while the transaction runs)
+    real_write = store_module.write_scores
+    written = []
+
+    def slow_write(*args):
+        time.sleep(0.3)
+        written.append(real_write(*args))
+
+    def failing_batch(*args):
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(store_module, "write_scores", slow_write)
+    monkeypatch.setattr(StateStore, "_write_batch", failing_batch)
+    # When the day is applied, Then the transaction's error comes out
+    with pytest.raises(RuntimeError, match="the disk is full"):
+        apply(parquet_store, DAY1, FIRST_DAY, run_id="r1")
+    # And the file was finished before it was removed: no file, partial or not, is left
+    assert len(written) == 1 and not written[0].exists()
+    assert [path.name for path in scores_dir.rglob("*") if path.is_file()] == []
+    assert parquet_store.runs()["status"].tolist() == ["failed"]
 
 
 def test_days_stored_in_sql_before_are_still_read_and_replaced(tmp_path):

@@ -1,10 +1,11 @@
 """``serving.infra.sql`` on SQLite and PostgreSQL: ``temporary_table``, the keys table the
 store's bulk joins read (its rows while the block runs, gone after it, after a failing statement
-too), and ``indexes_after``, which builds the outbox's secondary indexes after a first load's
-messages."""
+too), ``indexes_after``, which builds the outbox's secondary indexes after a first load's
+messages, and ``wal_synced_commit``, a batch's commit on SQLite (its WAL synced, copied after)."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, date, datetime
 
 import pytest
@@ -16,6 +17,7 @@ from serving.infra.outbox_sql import insert_messages
 from serving.infra.sql import indexes_after, temporary_table
 from serving.infra.store import StateStore
 from serving.infra.tables import Outbox
+from tests.serving.batches import FIRST_DAY, apply
 from tests.serving.outbox_fixtures import messages
 
 KINDS = {"customer_id": "VARCHAR(64)", "campaign_id": "VARCHAR(16)"}
@@ -117,3 +119,32 @@ def test_a_failing_first_load_leaves_the_indexes_as_they_were(store):
     # Then the rollback restored them (DDL is transactional on both databases)
     with store._connect() as conn:
         assert _outbox_indexes(conn) == SECONDARY_INDEXES
+
+
+def test_a_batch_commit_syncs_its_wal_and_a_thread_copies_it_into_the_file(tmp_path):
+    # Given a SQLite store whose every statement (and the checkpoint thread's) is recorded
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", scores_dir=tmp_path / "scores")
+    statements: list[str] = []
+    event.listen(
+        store._engine, "connect", lambda dbapi, _: dbapi.set_trace_callback(statements.append)
+    )
+    store._engine.dispose()  # the pool's connections are made again, traced
+    # When a batch day is applied and the store closed
+    apply(store, DAY, FIRST_DAY)
+    store.close()
+    # Then the day's transaction committed with the WAL synced and no checkpoint of its own
+    commit = statements.index("COMMIT", statements.index("PRAGMA synchronous=FULL"))
+    assert "PRAGMA wal_autocheckpoint=0" in statements[:commit]
+    # And the connection got the store's settings back after it
+    assert statements[commit + 1 : commit + 3] == [
+        "PRAGMA wal_autocheckpoint=1000",
+        "PRAGMA synchronous=NORMAL",
+    ]
+    # And the checkpoint ran after the commit, leaving nothing in the WAL to copy
+    assert "PRAGMA wal_checkpoint(PASSIVE)" in statements[commit:]
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        assert conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone() == (0, 0, 0)
+    # And the day reads back whole
+    with StateStore(f"sqlite:///{tmp_path / 'state.db'}", scores_dir=tmp_path / "scores") as again:
+        assert len(again.state_frame()) == len(FIRST_DAY)
+        assert len(again.scores_frame(DAY)) == len(FIRST_DAY)
