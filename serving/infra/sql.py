@@ -185,10 +185,17 @@ def driver_frame(conn: Connection, stmt: Select[Any]) -> pd.DataFrame:
     result processors: values come as the driver gives them (SQLite: dates as ISO strings,
     booleans as integers), so callers read only plain columns or convert them.
     """
+    columns, rows = fetched_rows(conn, stmt)
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def fetched_rows(conn: Connection, stmt: Select[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """A select's column names and its rows as the driver's tuples (``driver_frame`` without
+    the frame, for a caller that types the rows itself)."""
     result = conn.execute(stmt)
     columns = list(result.keys())
     try:
-        return pd.DataFrame.from_records(result.cursor.fetchall(), columns=columns)
+        return columns, result.cursor.fetchall()
     finally:
         result.close()
 

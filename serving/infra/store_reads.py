@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import Connection, exists, func, select
+from sqlalchemy import Connection, Select, exists, func, select
 
 from serving.core.frames import (
     DAY,
@@ -33,6 +33,7 @@ from serving.infra.audit_log import read_transitions
 from serving.infra.score_files import learner_row, read_scores, score_file
 from serving.infra.sql import (
     driver_frame,
+    fetched_rows,
     first_mapping,
     read_frame,
     result_frame,
@@ -81,6 +82,14 @@ def _state_frame_of_driver_rows(rows: list[tuple], *, text_days: bool) -> pd.Dat
 _STATE_NAMES = list(STATE_COLUMNS.dtypes)
 
 
+def _read_state(conn: Connection, stmt: Select[Any]) -> pd.DataFrame:
+    """The state frame of a ``state_select`` (the batch reads a million learners' state before
+    its day: the driver's rows cost half SQLAlchemy's, and Arrow types their columns in a tenth
+    of what pandas took)."""
+    _, rows = fetched_rows(conn, stmt)
+    return _state_frame_of_driver_rows(rows, text_days=conn.dialect.name == "sqlite")
+
+
 class ReadsMixin:
     """Read methods of ``StateStore`` (which provides the connections)."""
 
@@ -102,14 +111,7 @@ class ReadsMixin:
         """
         stmt = state_select(as_of, None if customer_ids is None else list(customer_ids))
         with self._connect() as conn:
-            # The batch reads a million learners' state before its day: the driver's rows cost
-            # half SQLAlchemy's, and Arrow types their columns in a tenth of what pandas took.
-            result = conn.execute(stmt)
-            try:
-                rows = result.cursor.fetchall()
-            finally:
-                result.close()
-            return _state_frame_of_driver_rows(rows, text_days=conn.dialect.name == "sqlite")
+            return _read_state(conn, stmt)
 
     def state_mark(self) -> StateMark:
         """Where the store stands now, for a later ``state_after`` of a state read after this."""
@@ -129,20 +131,20 @@ class ReadsMixin:
         changed = changed_since(mark)
         with self._connect() as conn:
             if sorts_as_python(conn):
-                fresh = driver_frame(conn, state_select(as_of, changed))
+                fresh = _read_state(conn, state_select(as_of, changed))
                 ids = driver_frame(conn, changed)  # read again: as they are now
                 # Checked after the reads: an undo until then reads everything again.
                 whole = undone_since(conn, as_of, mark)
             else:
                 whole = True
             if whole:
-                return stored_frame(driver_frame(conn, state_select(as_of)), STATE_COLUMNS)
+                return _read_state(conn, state_select(as_of))
         if ids.empty:
             return before.copy()  # a frame of its own, as a read gives
-        fresh = stored_frame(fresh, STATE_COLUMNS) if len(fresh) else before.iloc[:0]
+        fresh = fresh if len(fresh) else before.iloc[:0]
         kept = before[~is_in(before["customer_id"], ids.iloc[:, 0])]
         after = pd.concat([kept, fresh], ignore_index=True)
-        # Both parts are typed by stored_frame already: the union needs no other pass.
+        # Both parts are typed by _read_state already: the union needs no other pass.
         return after.sort_values("customer_id", ignore_index=True, kind="stable")
 
     def state_rows(self, customer_ids: Sequence[str], as_of: date) -> dict[str, StateRow]:
