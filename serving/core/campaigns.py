@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from rules.campaign_matching import step_channels
 from rules.campaigns import Campaign, Catalogue
+from rules.decisions import codes_of
 from rules.interventions import control_draw
 from serving.core.messages import PAIR_COLUMNS, CampaignPlan, no_pairs
 from serving.core.planned import (
@@ -159,8 +160,7 @@ def _pair_rows(pairs: pd.DataFrame, table: pd.DataFrame) -> np.ndarray:
         texts = pa.concat_arrays([_arrow_texts(pairs[name]), _arrow_texts(table[name])])
         coded = pc.dictionary_encode(texts, null_encoding="encode")
         keys = keys * len(coded.dictionary) + coded.indices.to_numpy().astype(np.int64)
-    found = pc.index_in(pa.array(keys[:left]), value_set=pa.array(keys[left:]))
-    return pc.fill_null(found, -1).to_numpy().astype(np.int64)
+    return codes_of(keys[:left], keys[left:])
 
 
 def _arrow_texts(column: pd.Series) -> pa.LargeStringArray:
@@ -342,10 +342,7 @@ def _cancelled(
     rows = pending[list(PAIR_COLUMNS)].astype(str)
     rows = rows.loc[rows["campaign_id"].isin(list(exits)).to_numpy()]  # none else is cancelled
     # Each pending learner's decision today (decisions hold one row per learner), by hash.
-    today = pc.index_in(
-        _arrow_texts(rows["customer_id"]), value_set=_arrow_texts(decisions["customer_id"])
-    )
-    today = pc.fill_null(today, -1).to_numpy().astype(np.int64)
+    today = codes_of(_arrow_texts(rows["customer_id"]), _arrow_texts(decisions["customer_id"]))
     rows = rows.loc[today >= 0]
     tags = pd.Series(decisions["to_tag"].astype(object).to_numpy()[today[today >= 0]])
     cancel = np.zeros(len(rows), bool)
