@@ -48,10 +48,6 @@ from serving.infra.tables import BatchRun, Score, Status, Transition
 
 SQLITE_BUSY_TIMEOUT_S = 120
 """How long a SQLite writer waits for another writer (a 1M-row batch commits in well under this)."""
-SQLITE_CACHE_KIB = -65_536
-"""Every SQLite connection's page cache (``PRAGMA cache_size``, negative: KiB): 64 MiB."""
-SQLITE_BATCH_CACHE_KIB = -524_288
-"""A batch day's writer's page cache while its transaction runs (``batch_page_cache``): 512 MiB."""
 WRITER_OPTION = "lstep_writer"
 """Execution option marking a writer connection (SQLite then begins IMMEDIATE)."""
 _CHUNK_ROWS = 50_000
@@ -116,33 +112,8 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     # 64 MiB of page cache: index inserts of a million-row batch stop thrashing the default 2 MiB.
-    cursor.execute(f"PRAGMA cache_size={SQLITE_CACHE_KIB}")
+    cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()
-
-
-@contextmanager
-def batch_page_cache(conn: Connection) -> Iterator[None]:
-    """SQLite: the block runs with a page cache of ``SQLITE_BATCH_CACHE_KIB``; the connection's
-    own is restored after (shrinking frees the pages above it). A no-op elsewhere.
-
-    A steady day inserts its messages into an outbox of millions of rows whose four secondary
-    indexes it touches at random pages: at 1M learners about every page of them (~500 MB).
-    With 64 MiB the transaction spilled dirty pages to the WAL and read them back for the next
-    insert; with the indexes' pages held until the commit the insert cost a third less CPU
-    (62k messages into a 2.5M-row outbox: 1.2 s instead of 1.7). Only the batch's writer:
-    the cache grows only with the pages a transaction touches, but a reader's connection
-    holding 512 MiB would keep it while pooled.
-    """
-    if conn.dialect.name != "sqlite":
-        yield
-        return
-    # On the driver's connection: a statement through SQLAlchemy would begin a transaction.
-    driver = conn.connection.driver_connection
-    driver.execute(f"PRAGMA cache_size={SQLITE_BATCH_CACHE_KIB}")
-    try:
-        yield
-    finally:
-        driver.execute(f"PRAGMA cache_size={SQLITE_CACHE_KIB}")
 
 
 @contextmanager

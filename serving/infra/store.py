@@ -85,7 +85,6 @@ from serving.infra.outbox_store import OutboxMixin
 from serving.infra.score_files import SCORES_SUBDIR, remove_files, score_file, write_scores
 from serving.infra.sql import (
     WRITER_OPTION,
-    batch_page_cache,
     bulk_insert,
     check_run_id_free,
     checkpoint_wal,
@@ -445,15 +444,12 @@ class StateStore(ReadsMixin, OutboxMixin):
         """A transaction that holds the store's single-writer lock until it ends.
 
         Args:
-            synced: SQLite, a batch day: the commit syncs the WAL and skips the automatic
-                checkpoint (``sql.wal_synced_commit``), the caller checkpoints
-                (``_checkpoint_later``); the transaction gets a larger page cache
-                (``sql.batch_page_cache``).
+            synced: SQLite: the commit syncs the WAL and skips the automatic checkpoint
+                (``sql.wal_synced_commit``); the caller checkpoints (``_checkpoint_later``).
         """
         with self._connect() as conn, ExitStack() as settings:
             conn.execution_options(**{WRITER_OPTION: True})
-            if synced:  # a batch day's transaction
-                settings.enter_context(batch_page_cache(conn))
+            if synced:
                 settings.enter_context(wal_synced_commit(conn))
             with conn.begin():
                 if conn.dialect.name == "postgresql":

@@ -14,12 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from serving.core.outbox import outbox_rows
 from serving.infra.outbox_sql import insert_messages
-from serving.infra.sql import (
-    SQLITE_BATCH_CACHE_KIB,
-    SQLITE_CACHE_KIB,
-    indexes_after,
-    temporary_table,
-)
+from serving.infra.sql import indexes_after, temporary_table
 from serving.infra.store import StateStore
 from serving.infra.tables import Outbox
 from tests.serving.batches import FIRST_DAY, apply
@@ -153,25 +148,3 @@ def test_a_batch_commit_syncs_its_wal_and_a_thread_copies_it_into_the_file(tmp_p
     with StateStore(f"sqlite:///{tmp_path / 'state.db'}", scores_dir=tmp_path / "scores") as again:
         assert len(again.state_frame()) == len(FIRST_DAY)
         assert len(again.scores_frame(DAY)) == len(FIRST_DAY)
-
-
-def test_a_batch_day_runs_with_a_larger_page_cache_and_leaves_the_connection_as_it_was(tmp_path):
-    # Given a SQLite store whose every statement is recorded
-    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", scores_dir=tmp_path / "scores")
-    statements: list[str] = []
-    event.listen(
-        store._engine, "connect", lambda dbapi, _: dbapi.set_trace_callback(statements.append)
-    )
-    store._engine.dispose()  # the pool's connections are made again, traced
-    # When a batch day is applied
-    apply(store, DAY, FIRST_DAY)
-    # Then its transaction ran with the batch's page cache
-    larger = statements.index(f"PRAGMA cache_size={SQLITE_BATCH_CACHE_KIB}")
-    commit = statements.index("COMMIT", larger)
-    assert "INSERT INTO transitions" in " ".join(statements[larger:commit])  # the day's writes
-    # And the connection went back to the store's page cache after the commit
-    assert f"PRAGMA cache_size={SQLITE_CACHE_KIB}" in statements[commit:]
-    with store._connect() as conn:
-        cache = conn.connection.driver_connection.execute("PRAGMA cache_size").fetchone()
-    assert cache == (SQLITE_CACHE_KIB,)
-    store.close()
