@@ -222,8 +222,9 @@ def in_window_select(as_of: date, windows: Mapping[str, int]) -> Select[Any]:
 
 def window_counts(
     conn: Connection, as_of: date, windows: Mapping[str, int], pairs: pd.DataFrame
-) -> pd.DataFrame:
-    """``in_window_select``'s counts of the (customer_id, campaign_id) ``pairs`` only.
+) -> list[tuple[Any, ...]]:
+    """``in_window_select``'s counts of the (customer_id, campaign_id) ``pairs`` only, as the
+    driver's (customer_id, campaign_id, messages) rows (the store makes the frame).
 
     The planner needs the counts of the pairs the day's decisions name only: about one per
     learner, against every pair with a message in any window. The pairs go to a temporary
@@ -237,10 +238,9 @@ def window_counts(
     starts = window_starts(as_of, windows)
     rows = pairs[list(PAIR_COLUMNS)].astype(str)
     rows = rows.assign(since=rows["campaign_id"].map(starts)).dropna(subset=["since"])
-    columns = [*PAIR_COLUMNS, "messages"]
     first = min((starts[campaign] for campaign in rows["campaign_id"].unique()), default=as_of)
     if rows.empty or not _planned_between(conn, first, as_of):
-        return pd.DataFrame(columns=columns)
+        return []
     statement = text(
         "SELECT p.customer_id, p.campaign_id, count(*) AS messages "
         "FROM window_pairs p CROSS JOIN outbox o "
@@ -250,7 +250,7 @@ def window_counts(
     ).bindparams(bindparam("as_of", type_=Date))
     with _pairs_table(conn, "window_pairs", rows):
         result = conn.execute(statement, {"as_of": as_of})
-        return pd.DataFrame.from_records(result.cursor.fetchall(), columns=columns)
+        return result.cursor.fetchall()
 
 
 def _planned_between(conn: Connection, first: date, before: date) -> bool:

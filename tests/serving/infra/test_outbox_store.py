@@ -177,6 +177,32 @@ def test_the_window_counts_of_some_pairs_are_the_full_counts_of_those_pairs(stor
     assert store.messages_in_window(today, windows, pairs.iloc[5:6]).empty
 
 
+@pytest.mark.parametrize("held", [True, False])
+def test_the_planners_pair_frames_hold_python_strings_and_int64_counts(store, held):
+    # Given a pending message of a in CP_09 yesterday, or an empty outbox
+    if held:
+        _put_message(store, DAY2 - timedelta(days=1), "CP_09", PENDING)
+    pairs = pd.DataFrame({"customer_id": ["a", "b"], "campaign_id": ["CP_09", "CP_09"]})
+    # When the planner's three pair frames are read for DAY2
+    frames = [
+        store.pending_pairs(DAY2),
+        store.messages_in_window(DAY2, {"CP_09": 30}),
+        store.messages_in_window(DAY2, {"CP_09": 30}, pairs),
+    ]
+    # Then each is (customer_id, campaign_id) as object columns of Python str and an int64 count
+    rows = [("a", "CP_09", 1)] if held else []
+    expected = pd.DataFrame(
+        {
+            "customer_id": pd.Series([row[0] for row in rows], dtype=object),
+            "campaign_id": pd.Series([row[1] for row in rows], dtype=object),
+            "messages": pd.Series([row[2] for row in rows], dtype="int64"),
+        }
+    )
+    for frame in frames:
+        pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+        assert all(type(value) is str for value in frame["customer_id"])
+
+
 def test_the_window_counts_of_pairs_leave_no_table_behind(store):
     # Given a message of a in CP_09, counted for its pair twice over one store
     _put_message(store, DAY1, "CP_09", SENT)
