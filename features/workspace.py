@@ -140,7 +140,10 @@ class DuckDBEngine:
         relation = self.con.sql(sql)
         if not {str(kind) for kind in relation.types} <= _ARROW_FETCHED:
             return relation.df()
-        return relation.to_arrow_table().to_pandas(types_mapper=_ARROW_TO_PANDAS.get)
+        # one chunk a column, as .df() gives: Arrow code downstream (serving's pair lookups)
+        # reads a str column as one array, not the ~120k-row batches DuckDB hands over
+        table = relation.to_arrow_table().combine_chunks()
+        return table.to_pandas(types_mapper=_ARROW_TO_PANDAS.get)
 
 
 class Workspace:

@@ -6,6 +6,7 @@ from datetime import date
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from features.windows import feature_day
@@ -33,6 +34,20 @@ def test_an_arrow_fetch_gives_the_frame_df_gives_nulls_included():
     assert fetched["flag"].isna().tolist() == [False, True]
     assert fetched["events"].isna().tolist() == [False, True]
     assert str(fetched["name"].dtype) == "str"
+
+
+def test_fetched_text_is_one_arrow_array_as_with_df():
+    # given a result that DuckDB hands over in several Arrow batches
+    con = duckdb.connect(config={"threads": 2})
+    query = "SELECT CAST(i AS VARCHAR) AS name FROM range(300000) AS r(i)"
+    assert con.sql(query).to_arrow_table().column("name").num_chunks > 1
+
+    # when
+    fetched = DuckDBEngine(con).fetch(query)
+
+    # then: pa.array of the column is one array (code downstream concatenates such arrays)
+    assert isinstance(pa.array(fetched["name"], from_pandas=True), pa.Array)
+    assert fetched["name"].iloc[-1] == "299999"
 
 
 @pytest.mark.parametrize(
