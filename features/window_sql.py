@@ -103,7 +103,9 @@ def _count(condition: str) -> str:
     ``condition`` must never be null: DuckDB's ``count_if`` of a group whose conditions are all
     null is NULL where Spark's is 0 (a nullable column is counted by ``_count_of``, see mob30).
     """
-    return f"count_if({condition})"
+    # DuckDB's count_if is a HUGEINT: cast, so that the window table, the joins and arithmetic
+    # over it and the fetch to pandas work on 64-bit integers, as Spark's BIGINT count_if does
+    return f"CAST(count_if({condition}) AS BIGINT)"
 
 
 def _sum(value: str, condition: str) -> str:
@@ -134,7 +136,7 @@ _WINDOW_AGGREGATES = {
     "ev30": "count(*)",
     "wk1": _count("lag BETWEEN 22 AND 28"),
     # sum over the 4 weeks of (2x - 5) * events, x = 1 (oldest) .. 4 (last 7 days): 10 * slope
-    "slope_x10": _sum("3 - 2 * ((lag - 1) // 7)", "lag <= 28"),
+    "slope_x10": f"CAST({_sum('3 - 2 * ((lag - 1) // 7)', 'lag <= 28')} AS BIGINT)",
     "active_mask": "bit_or(CAST(1 AS BIGINT) << (lag - 1))",
     "last_ts": "max(ts)",
     "last_session_ts": _max("ts", "event_type = 'session'"),
@@ -204,8 +206,8 @@ SELECT e.customer_id, coalesce(b.bucket, 1) AS bucket,
        max(e.ts) AS last_ts,
        max(CASE WHEN e.event_type = 'session' THEN e.ts END) AS last_session_ts,
        max(CASE WHEN e.event_type = 'milestone_completed' THEN e.ts END) AS last_milestone_ts,
-       count_if(e.event_type = 'lesson_completed') AS lessons,
-       count_if(e.event_type = 'milestone_completed') AS milestones
+       CAST(count_if(e.event_type = 'lesson_completed') AS BIGINT) AS lessons,
+       CAST(count_if(e.event_type = 'milestone_completed') AS BIGINT) AS milestones
 FROM {events} AS e LEFT JOIN {bucket_days} AS b ON CAST(e.ts AS DATE) = b.day
 WHERE e.ts < {last_window_start} {customer_filter}
 GROUP BY ALL
@@ -217,8 +219,8 @@ SELECT s.row_id,
        max(h.last_ts) AS last_ts,
        max(h.last_session_ts) AS last_session_ts,
        max(h.last_milestone_ts) AS last_milestone_ts,
-       sum(h.lessons) AS lessons_before,
-       sum(h.milestones) AS milestones_before
+       CAST(sum(h.lessons) AS BIGINT) AS lessons_before,
+       CAST(sum(h.milestones) AS BIGINT) AS milestones_before
 FROM {spine} AS s JOIN {history} AS h ON h.customer_id = s.customer_id AND h.bucket <= s.bucket
 GROUP BY s.row_id
 """

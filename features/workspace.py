@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from features.catalog import FeatureCatalog
 from features.feature_sql import (
@@ -55,6 +56,25 @@ from features.window_sql import (
     _sql_literal,
     timestamp_literal,
 )
+
+_ARROW_TO_PANDAS = {
+    **{kind: pd.StringDtype("pyarrow", np.nan) for kind in (pa.string(), pa.large_string())},
+    pa.bool_(): pd.BooleanDtype(),
+    **{
+        getattr(pa, f"int{bits}")(): pd.api.types.pandas_dtype(f"Int{bits}")
+        for bits in (8, 16, 32, 64)
+    },
+}
+"""How DuckDB's Arrow results become pandas: strings as pandas' ``str`` dtype rather than objects;
+booleans and integers as masked arrays, so that a null stays a null (``to_pandas`` would make it
+None in an object column, which ``astype(bool)`` reads as False, or NaN in a float64 one), as
+``.df()`` does.
+"""
+
+_ARROW_FETCHED = frozenset(
+    ["BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "DOUBLE", "VARCHAR", "TIMESTAMP"]
+)
+"""The DuckDB types ``DuckDBEngine.fetch`` takes through Arrow (``_ARROW_TO_PANDAS``)."""
 
 TableInput = pd.DataFrame | str | Path
 """A pandas frame, or the path of a parquet file that DuckDB reads directly."""
@@ -110,6 +130,21 @@ class DuckDBEngine:
         """The spine pairs with ``row_id`` = their position, the output's order."""
         return pairs.assign(row_id=range(len(pairs)))
 
+    def fetch(self, sql: str) -> pd.DataFrame:
+        """A query's rows as pandas, through Arrow when its columns are of the plain types.
+
+        ``.df()`` built the ~67 columns of a batch day's features in ~0.24 s of CPU at 200k
+        learners, an Arrow table and its ``to_pandas`` ~0.10 s (the same frame once typed).
+        Other types (DECIMAL, DATE, ...) take ``.df()``, whose conversions Arrow's differ from.
+        """
+        relation = self.con.sql(sql)
+        if not {str(kind) for kind in relation.types} <= _ARROW_FETCHED:
+            return relation.df()
+        # one chunk a column, as .df() gives: Arrow code downstream (serving's pair lookups)
+        # reads a str column as one array, not the ~120k-row batches DuckDB hands over
+        table = relation.to_arrow_table().combine_chunks()
+        return table.to_pandas(types_mapper=_ARROW_TO_PANDAS.get)
+
 
 class Workspace:
     """The temporary DuckDB objects of one call, named uniquely and dropped on close.
@@ -145,6 +180,12 @@ class Workspace:
         self.con.register(name, frame)
         self._registered.append(name)
         return name
+
+    def fetch(self, sql: str) -> pd.DataFrame:
+        """A query's rows as a pandas frame (DuckDB's through Arrow, see ``DuckDBEngine.fetch``)."""
+        if isinstance(self.engine, DuckDBEngine):
+            return self.engine.fetch(sql)
+        return self.con.execute(sql).df()
 
     def close(self) -> None:
         """Drop every temporary object this workspace created on the connection."""
@@ -255,12 +296,12 @@ class Workspace:
         sql = _ELIGIBLE.format(customers=self.customers, dates=self.dates, active=active)
         # built by SQL from unique customers and dates: typed, not re-validated (1M rows cost 0.6 s;
         # the feature frame's schema checks uniqueness at the boundary anyway)
-        pairs = self.con.execute(sql).df().reset_index(drop=True)
+        pairs = self.fetch(sql).reset_index(drop=True)
         return pairs.astype({"customer_id": "str", "as_of": "datetime64[us]"})
 
     def features(self, pairs: pd.DataFrame, window: str, catalog: FeatureCatalog) -> pd.DataFrame:
         """The raw feature rows of ``pairs`` (row_id, keys, catalog columns), in pairs' order."""
-        raw = self.con.execute(self.features_sql(pairs, window, catalog, ordered=False)).df()
+        raw = self.fetch(self.features_sql(pairs, window, catalog, ordered=False))
         # row_id is the spine position: ordering ~190k rows x 67 columns in DuckDB moved every
         # row's payload (~0.25 s of CPU at 200k learners), a stable argsort of row_id ~0.03 s
         return raw.take(np.argsort(raw["row_id"].to_numpy(), kind="stable"))

@@ -1,0 +1,129 @@
+"""The workspace's engine seam: how DuckDB results reach pandas, and the types of its tables."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from features.windows import feature_day
+from features.workspace import DuckDBEngine, workspace
+from tests.features.event_frames import customers_frame, events_frame
+
+PLAIN = """
+SELECT * FROM (VALUES
+    (TRUE, CAST(3 AS TINYINT), CAST(7 AS BIGINT), CAST(1.5 AS DOUBLE), 'a',
+     TIMESTAMP '2024-04-01 00:00:00'),
+    (NULL, NULL, NULL, NULL, NULL, NULL)
+) AS t(flag, small, events, share, name, moment)
+"""
+
+
+def test_an_arrow_fetch_gives_the_frame_df_gives_nulls_included():
+    # given
+    con = duckdb.connect()
+
+    # when
+    fetched = DuckDBEngine(con).fetch(PLAIN)
+
+    # then: the same columns, dtypes and values as .df(); a null flag stays null, not False
+    pd.testing.assert_frame_equal(fetched, con.execute(PLAIN).df(), check_exact=True)
+    assert fetched["flag"].isna().tolist() == [False, True]
+    assert fetched["events"].isna().tolist() == [False, True]
+    assert str(fetched["name"].dtype) == "str"
+
+
+def test_fetched_text_is_one_arrow_array_as_with_df():
+    # given a result that DuckDB hands over in several Arrow batches
+    con = duckdb.connect(config={"threads": 2})
+    query = "SELECT CAST(i AS VARCHAR) AS name FROM range(300000) AS r(i)"
+    assert con.sql(query).to_arrow_table().column("name").num_chunks > 1
+
+    # when
+    fetched = DuckDBEngine(con).fetch(query)
+
+    # then: pa.array of the column is one array (code downstream concatenates such arrays)
+    assert isinstance(pa.array(fetched["name"], from_pandas=True), pa.Array)
+    assert fetched["name"].iloc[-1] == "299999"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM (VALUES (1.5), (NULL)) AS t(price)",  # a DECIMAL
+        "SELECT * FROM (VALUES (DATE '2024-04-01'), (NULL)) AS t(day)",
+        "SELECT * FROM (VALUES (CAST(2 AS HUGEINT)), (NULL)) AS t(big)",
+    ],
+    ids=["decimal", "date", "hugeint"],
+)
+def test_a_result_of_other_types_is_fetched_as_df_fetches_it(query):
+    # given
+    con = duckdb.connect()
+
+    # when
+    fetched = DuckDBEngine(con).fetch(query)
+
+    # then (Arrow's to_pandas would give Decimal objects, dates as objects, ...)
+    pd.testing.assert_frame_equal(fetched, con.execute(query).df(), check_exact=True)
+
+
+def test_the_window_and_history_counts_are_64_bit_integers():
+    # given a log with events in the window and before it
+    events = events_frame(
+        [
+            ["a", "2024-03-30 09:00:00", "session", 600.0, "web"],
+            ["a", "2024-03-29 09:00:00", "lesson_completed", None, "mobile"],
+            ["a", "2024-01-20 09:00:00", "milestone_completed", None, "web"],
+        ]
+    )
+    customers = customers_frame([["a"]])
+
+    # when
+    with feature_day(events, customers, date(2024, 4, 1)) as day:
+        frame = day.features(day.eligible())
+        ws = day.workspace
+        columns = {
+            role: {row[0]: row[1] for row in ws.con.execute(f"DESCRIBE {ws.name(role)}").fetchall()}
+            for role in ("window", "history", "history_at")
+        }
+
+    # then: no HUGEINT (DuckDB's count_if and integer sums) reaches the tables or the frame
+    assert columns["window"]["ev7"] == "BIGINT"
+    assert columns["window"]["slope_x10"] == "BIGINT"
+    assert columns["history"]["lessons"] == "BIGINT"
+    assert columns["history_at"]["milestones_before"] == "BIGINT"
+    kinds = {kind for table in columns.values() for kind in table.values()}
+    assert "HUGEINT" not in kinds
+    assert frame.loc[0, "lessons_total"] == 1
+    assert frame.loc[0, "milestones_total"] == 1
+
+
+def test_a_workspace_on_another_engine_fetches_with_its_df():
+    # given an engine that is not a DuckDB connection (a stand-in with the SqlEngine methods)
+    class Result:
+        def df(self) -> pd.DataFrame:
+            return pd.DataFrame({"x": [1]})
+
+    class Engine:
+        def execute(self, sql: str) -> Result:
+            self.sql = sql
+            return Result()
+
+        def register(self, name, frame): ...
+        def unregister(self, name): ...
+        def parquet_relation(self, ws, path, role): ...
+        def column_names(self, relation): ...
+        def numbered(self, pairs): ...
+
+    engine = Engine()
+
+    # when
+    with workspace(engine) as ws:
+        fetched = ws.fetch("SELECT 1 AS x")
+
+    # then
+    assert engine.sql == "SELECT 1 AS x"
+    assert fetched["x"].tolist() == [1]
