@@ -165,10 +165,13 @@ def _pair_rows(pairs: pd.DataFrame, table: pd.DataFrame) -> np.ndarray:
 
 def _arrow_texts(column: pd.Series) -> pa.LargeStringArray:
     """A column's ``astype(str)`` as Arrow text: a ``str`` or categorical column's own Arrow
-    data (no Python string made), anything else through ``astype(str)``."""
+    data (no Python string made), anything else through ``astype(str)``. One array even when
+    the column's Arrow data comes in chunks (a frame fetched from DuckDB in batches)."""
     if isinstance(column.dtype, pd.StringDtype | pd.CategoricalDtype) or column.dtype == object:
         try:
             texts = pa.array(column, from_pandas=True)
+            if isinstance(texts, pa.ChunkedArray):
+                texts = texts.combine_chunks()
             if pa.types.is_dictionary(texts.type):
                 texts = texts.dictionary_decode()
             if pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type):

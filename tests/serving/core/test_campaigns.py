@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from rules.campaign_rendering import render_message
@@ -361,3 +362,22 @@ def test_the_callers_candidate_pairs_plan_as_the_planners_own(ruleset):
     }
     assert set(given.messages["customer_id"]) == {"C", "D"}
     pd.testing.assert_frame_equal(given.messages, own.messages)
+
+
+def test_pending_pairs_held_in_chunked_arrow_text_are_found_as_plain_ones(ruleset):
+    # given the same pending pairs as plain strings and as Arrow text in several chunks (a frame
+    # fetched from DuckDB in record batches holds its strings so)
+    plain = pd.DataFrame({"customer_id": ["A", "B"], "campaign_id": ["CP_21", "CP_21"]})
+    chunked = pd.DataFrame(
+        {
+            name: pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([values[:1], values[1:]])))
+            for name, values in plain.to_dict("list").items()
+        }
+    )
+    decisions = [decision("A", None, from_tag="ST_005", to_tag="ST_001", changed=True)]
+    # when both plan the day
+    by_plain = plan(decisions, features_of("A"), ruleset, pending=plain.assign(messages=1))
+    by_chunked = plan(decisions, features_of("A"), ruleset, pending=chunked.assign(messages=1))
+    # then the chunked texts find the same pair (A's CP_21 cancelled) rather than failing
+    assert by_chunked.cancels.to_dict("records") == [{"customer_id": "A", "campaign_id": "CP_21"}]
+    assert by_chunked.cancels.equals(by_plain.cancels)
