@@ -43,7 +43,7 @@ def over_capacity_rows(ruleset: RuleSet, decisions: pd.DataFrame) -> np.ndarray:
     if capacity is None or decisions.empty:
         return np.zeros(len(decisions), bool)
     interventions = ruleset.interventions
-    priority = codes_of(decisions["priority"].astype(object), interventions.priority_order)
+    priority = codes_of(decisions["priority"], interventions.priority_order)
     personal = (priority != NO_CODE) & (priority < len(interventions.personal_priorities()))
     value = decisions["value_at_risk"].to_numpy(float)
     p_churn = decisions["p_churn"].to_numpy(float)

@@ -168,7 +168,7 @@ def overflow_stays(ruleset: RuleSet, kept: pd.DataFrame) -> bool:
     if capacity is None or kept.empty:
         return False
     interventions = ruleset.interventions
-    priority = codes_of(kept["priority"].astype(object), interventions.priority_order)
+    priority = codes_of(kept["priority"], interventions.priority_order)
     personal = (priority != NO_CODE) & (priority < len(interventions.personal_priorities()))
     calls = int((personal & ~kept["control"].to_numpy(bool)).sum())
     return calls >= capacity.personal_outreach_per_day
