@@ -76,18 +76,16 @@ def answers_table(
     """
     features, state, _ = without_later_states(features, state, as_of)
     features = features.reset_index(drop=True)
-    ids = pd.Index(features["customer_id"].astype(str), dtype=object)
-    scores = _aligned(scores, ids)
+    id_texts = _id_texts(features["customer_id"])  # the ids as Arrow, converted once
+    scores = _aligned(scores, id_texts)
     decisions = answers_decisions(features, scores, ruleset, state, as_of, decided)
-    keys = np.char.encode(ids.to_numpy(dtype=str), "utf-8")
+    keys = _utf8_keys(id_texts)
     order = np.argsort(keys, kind="stable")
     columns: dict[str, Any] = {KEY: pa.array(keys, type=pa.binary(max(keys.dtype.itemsize, 1)))}
     columns |= {
         SCORE + name: pa.array(scores[name], from_pandas=True) for name in PREDICTION_COLUMNS
     }
-    decision_ids = decisions["customer_id"].astype(str).to_numpy(object)
-    id_texts, decision_texts = _texts(ids), _texts(decision_ids)  # each converted once
-    decided, unsorted = _decisions_by_id(decisions, decision_texts, id_texts)
+    decided, unsorted = _decisions_by_id(decisions, _id_texts(decisions["customer_id"]), id_texts)
     for name in DECISION_FIELDS:
         columns[DECISION + name] = _decision_array(decided[name])
     columns |= _state_columns(state, id_texts)
@@ -109,12 +107,12 @@ def answers_table(
     return table.replace_schema_metadata(metadata)
 
 
-def _aligned(scores: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
+def _aligned(scores: pd.DataFrame, ids: pa.Array) -> pd.DataFrame:
     """``scores`` in the order of ``ids`` (the batch's come aligned: a 1M-row reindex saved)."""
-    score_ids = scores["customer_id"].astype(str).to_numpy(object)
-    if len(score_ids) == len(ids) and (score_ids == ids.to_numpy(object)).all():
+    if _id_texts(scores["customer_id"]).equals(ids):
         return scores.reset_index(drop=True)
-    return scores.set_index(scores["customer_id"].astype(str)).loc[ids].reset_index(drop=True)
+    by_id = pd.Index(ids.to_numpy(zero_copy_only=False), dtype=object)
+    return scores.set_index(scores["customer_id"].astype(str)).loc[by_id].reset_index(drop=True)
 
 
 def _decisions_by_id(
@@ -168,7 +166,7 @@ def _state_columns(state: pd.DataFrame, ids: pa.Array) -> dict[str, pa.Array]:
     where a learner has no state: the same arrays as a reindex by customer_id then converted,
     without the reindex's pandas Index of the ids (a sixth of the answers stage).
     """
-    state_ids = _texts(state["customer_id"].astype(str))
+    state_ids = _id_texts(state["customer_id"])
     if pc.count_distinct(state_ids).as_py() != len(state_ids):
         raise ValueError("cannot reindex on an axis with duplicate labels")  # as reindex did
     found = codes_of(ids, state_ids)
@@ -194,6 +192,38 @@ def _state_columns(state: pd.DataFrame, ids: pa.Array) -> dict[str, pa.Array]:
 def _texts(values: pd.Index | pd.Series | np.ndarray) -> pa.Array:
     """Ids as an Arrow string array (typed: an empty object array would be Arrow's null type)."""
     return pa.array(np.asarray(values, dtype=object), pa.string())
+
+
+def _id_texts(ids: pd.Series) -> pa.Array:
+    """``_texts(ids.astype(str))``: a text column's own Arrow buffers when it has no nulls, not
+    a Python string per learner (two round trips of a day's ids were a sixth of the answers)."""
+    if isinstance(ids.dtype, pd.StringDtype):
+        texts = pa.array(ids.array)
+        if isinstance(texts, pa.ChunkedArray):  # a column concatenated from several frames
+            texts = texts.combine_chunks()
+        if texts.null_count == 0:
+            return texts.cast(pa.string())
+    return _texts(ids.astype(str))
+
+
+def _utf8_keys(ids: pa.Array) -> np.ndarray:
+    """``np.char.encode(ids.to_numpy(dtype=str), "utf-8")``, from Arrow's UTF-8 bytes.
+
+    Each id's bytes, NUL-padded to the longest, as numpy's fixed-width bytes; numpy's strings
+    end at their last non-NUL character, so trailing NULs are no part of a key or its width.
+    Copied one byte position at a time (a dozen vectorised passes), not one id at a time.
+    """
+    ids = ids.cast(pa.large_string())
+    offsets = np.frombuffer(ids.buffers()[1], np.int64)[ids.offset : ids.offset + len(ids) + 1]
+    data = np.frombuffer(ids.buffers()[2] or b"", np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    matrix = np.zeros((len(ids), max(int(lengths.max(initial=0)), 1)), np.uint8)
+    for position in range(matrix.shape[1]):
+        has = np.flatnonzero(lengths > position)
+        matrix[has, position] = data[starts[has] + position]
+    used = np.flatnonzero(matrix.any(axis=0))
+    width = int(used[-1]) + 1 if used.size else 1
+    return np.ascontiguousarray(matrix[:, :width]).view(f"S{width}").ravel()
 
 
 def column_of(table: pa.Table, name: str) -> pa.Array:

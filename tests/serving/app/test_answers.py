@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -396,3 +397,33 @@ def test_decision_columns_reach_arrow_as_their_object_values_would():
         converted = _decision_array(column)
         assert converted.type == expected.type, name
         assert converted.equals(expected), name
+
+
+ODD_IDS = ["b", "", "a\x00", "a\x00b", "é", "日本-ü", "x\x00\x00", "emoji-😀", "z" * 40]
+
+
+@pytest.mark.parametrize("dtype", ["str", "string[pyarrow]", object])
+def test_the_keys_are_numpys_utf8_encoding_of_the_ids_from_arrow_buffers(dtype):
+    from serving.app.answers_table import _id_texts, _texts, _utf8_keys
+
+    # given odd ids (empty, unicode, NULs inside and at the end), in a column of each dtype,
+    # sliced so that the Arrow array starts at an offset
+    column = pd.Series(["pad", *ODD_IDS], dtype=dtype).iloc[1:].reset_index(drop=True)
+    # when turned into texts and sort keys
+    texts = _id_texts(column)
+    keys = _utf8_keys(texts)
+    # then the texts are the object conversion's, and the keys numpy's encoding of them
+    # (trailing NULs stripped, the width of the longest)
+    assert texts.equals(_texts(column.astype(str)))
+    expected = np.char.encode(
+        pd.Index(column.astype(str), dtype=object).to_numpy(dtype=str), "utf-8"
+    )
+    assert keys.dtype == expected.dtype and keys.tolist() == expected.tolist()
+
+
+def test_the_keys_of_no_ids_or_only_empty_ids_are_one_byte_wide():
+    from serving.app.answers_table import _texts, _utf8_keys
+
+    for ids in ([], ["", ""]):
+        keys = _utf8_keys(_texts(pd.Index(ids, dtype=object)))
+        assert keys.dtype == np.dtype("S1") and keys.tolist() == [b""] * len(ids)
