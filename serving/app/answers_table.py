@@ -167,7 +167,7 @@ def _state_columns(state: pd.DataFrame, ids: pa.Array) -> dict[str, pa.Array]:
     without the reindex's pandas Index of the ids (a sixth of the answers stage).
     """
     state_ids = _id_texts(state["customer_id"])
-    if pc.count_distinct(state_ids).as_py() != len(state_ids):
+    if not _distinct(state_ids):
         raise ValueError("cannot reindex on an axis with duplicate labels")  # as reindex did
     found = codes_of(ids, state_ids)
     rows = pa.array(found, mask=found < 0)
@@ -177,8 +177,10 @@ def _state_columns(state: pd.DataFrame, ids: pa.Array) -> dict[str, pa.Array]:
         return pa.array(values, type=pa.date32(), from_pandas=True).take(rows)
 
     def text(name: str) -> pa.Array:
-        values = state[name].astype(object)
-        return pa.array(values, type=pa.string(), from_pandas=True).take(rows)
+        values = _arrow_text(state[name])
+        if values is None:
+            values = pa.array(state[name].astype(object), type=pa.string(), from_pandas=True)
+        return values.take(rows)
 
     tag, since, override, expires = STATE
     return {
@@ -194,15 +196,31 @@ def _texts(values: pd.Index | pd.Series | np.ndarray) -> pa.Array:
     return pa.array(np.asarray(values, dtype=object), pa.string())
 
 
+def _distinct(ids: pa.Array) -> bool:
+    """No id repeats: seen without hashing when the ids are sorted strictly (the store's are)."""
+    if ids.null_count == 0 and len(ids) > 1 and pc.all(pc.less(ids[:-1], ids[1:])).as_py():
+        return True
+    return pc.count_distinct(ids).as_py() == len(ids)
+
+
+def _arrow_text(column: pd.Series) -> pa.Array | None:
+    """A text column's own Arrow buffers as ``string`` (nulls as nulls), None for another
+    dtype: what ``pa.array(column.astype(object), pa.string(), from_pandas=True)`` gives,
+    without a Python string per row."""
+    if not isinstance(column.dtype, pd.StringDtype):
+        return None
+    texts = pa.array(column.array)
+    if isinstance(texts, pa.ChunkedArray):  # a column concatenated from several frames
+        texts = texts.combine_chunks()
+    return texts.cast(pa.string())
+
+
 def _id_texts(ids: pd.Series) -> pa.Array:
-    """``_texts(ids.astype(str))``: a text column's own Arrow buffers when it has no nulls, not
-    a Python string per learner (two round trips of a day's ids were a sixth of the answers)."""
-    if isinstance(ids.dtype, pd.StringDtype):
-        texts = pa.array(ids.array)
-        if isinstance(texts, pa.ChunkedArray):  # a column concatenated from several frames
-            texts = texts.combine_chunks()
-        if texts.null_count == 0:
-            return texts.cast(pa.string())
+    """``_texts(ids.astype(str))``, from the column's Arrow buffers when it is text without
+    nulls (two round trips of a day's ids through Python strings were a sixth of the answers)."""
+    texts = _arrow_text(ids)
+    if texts is not None and texts.null_count == 0:
+        return texts
     return _texts(ids.astype(str))
 
 

@@ -427,3 +427,26 @@ def test_the_keys_of_no_ids_or_only_empty_ids_are_one_byte_wide():
     for ids in ([], ["", ""]):
         keys = _utf8_keys(_texts(pd.Index(ids, dtype=object)))
         assert keys.dtype == np.dtype("S1") and keys.tolist() == [b""] * len(ids)
+
+
+@pytest.mark.parametrize("dtype", ["str", object])
+def test_state_columns_of_a_sorted_state_equal_the_reindex_and_a_sorted_repeat_is_refused(dtype):
+    from serving.app.answers_table import _state_columns, _texts
+
+    # given a state sorted by id (as the store reads it), text columns with nulls
+    state = pd.DataFrame(
+        {
+            "customer_id": pd.Series(["a", "b", "c", "d"], dtype=dtype),
+            "tag": pd.Series(["ST_002", None, "ST_004", "ST_001"], dtype=dtype),
+            "since": pd.to_datetime(["2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]),
+            "override_tag": pd.Series([None, None, "ST_004", None], dtype=dtype),
+            "override_expires": pd.to_datetime([None, None, "2026-02-01", None]),
+        }
+    )
+    index = pd.Index(["d", "x", "a", "c"], dtype=object)
+    # when laid out, then each column equals the reindexed one
+    assert _state_columns(state, _texts(index)) == _reindexed_state_columns(state, index)
+    # and a learner repeated next to itself in a sorted state is refused
+    repeated = state.iloc[[0, 1, 1, 2]].reset_index(drop=True)
+    with pytest.raises(ValueError, match="duplicate"):
+        _state_columns(repeated, _texts(index))
