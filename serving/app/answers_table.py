@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from models.churn import PREDICTION_COLUMNS
 from rules import RuleSet
 from rules.decisions import codes_of
-from serving.app.day_decisions import DecidedDay, answers_decisions
+from serving.app.day_decisions import DecidedDay, answers_decisions, arrow_text
 from serving.core.assess import DECISION_FIELDS
 from serving.core.state import without_later_states
 from serving.infra.answers_file import answers_path, remove_older_answers, write_answers_file
@@ -177,7 +177,7 @@ def _state_columns(state: pd.DataFrame, ids: pa.Array) -> dict[str, pa.Array]:
         return pa.array(values, type=pa.date32(), from_pandas=True).take(rows)
 
     def text(name: str) -> pa.Array:
-        values = _arrow_text(state[name])
+        values = arrow_text(state[name])
         if values is None:
             values = pa.array(state[name].astype(object), type=pa.string(), from_pandas=True)
         return values.take(rows)
@@ -203,22 +203,10 @@ def _distinct(ids: pa.Array) -> bool:
     return pc.count_distinct(ids).as_py() == len(ids)
 
 
-def _arrow_text(column: pd.Series) -> pa.Array | None:
-    """A text column's own Arrow buffers as ``string`` (nulls as nulls), None for another
-    dtype: what ``pa.array(column.astype(object), pa.string(), from_pandas=True)`` gives,
-    without a Python string per row."""
-    if not isinstance(column.dtype, pd.StringDtype):
-        return None
-    texts = pa.array(column.array)
-    if isinstance(texts, pa.ChunkedArray):  # a column concatenated from several frames
-        texts = texts.combine_chunks()
-    return texts.cast(pa.string())
-
-
 def _id_texts(ids: pd.Series) -> pa.Array:
     """``_texts(ids.astype(str))``, from the column's Arrow buffers when it is text without
     nulls (two round trips of a day's ids through Python strings were a sixth of the answers)."""
-    texts = _arrow_text(ids)
+    texts = arrow_text(ids)
     if texts is not None and texts.null_count == 0:
         return texts
     return _texts(ids.astype(str))

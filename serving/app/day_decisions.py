@@ -27,6 +27,8 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity
 from rules.capacity import CUT_COLUMNS, rows_set
@@ -254,12 +256,28 @@ def changed_states(ids: pd.api.extensions.ExtensionArray, before: pd.DataFrame,
 def _equal(left: pd.Series, right: pd.Series) -> np.ndarray:
     """Element-wise equality, missing equal to missing (dates compared as instants)."""
     left_missing, right_missing = left.isna().to_numpy(), right.isna().to_numpy()
-    if left.dtype.kind == "M" or right.dtype.kind == "M":
+    texts = [arrow_text(side) for side in (left, right)]
+    if texts[0] is not None and texts[1] is not None:  # compared in Arrow, not as objects
+        same = pc.fill_null(pc.equal(*texts), False).to_numpy(zero_copy_only=False)
+    elif left.dtype.kind == "M" or right.dtype.kind == "M":
         values = [pd.to_datetime(side).to_numpy("datetime64[ns]") for side in (left, right)]
+        same = values[0] == values[1]
     else:
         values = [side.to_numpy(object) for side in (left, right)]
-    same = values[0] == values[1]
+        same = values[0] == values[1]
     return np.where(left_missing | right_missing, left_missing & right_missing, same)
+
+
+def arrow_text(column: pd.Series) -> pa.Array | None:
+    """A text column's own Arrow buffers as ``string`` (nulls as nulls), None for another
+    dtype: what ``pa.array(column.astype(object), pa.string(), from_pandas=True)`` gives,
+    without a Python string per row."""
+    if not isinstance(column.dtype, pd.StringDtype):
+        return None
+    texts = pa.array(column.array)
+    if isinstance(texts, pa.ChunkedArray):  # a column concatenated from several frames
+        texts = texts.combine_chunks()
+    return texts.cast(pa.string())
 
 
 def _same_columns(before: pd.DataFrame, after: pd.DataFrame) -> bool:
@@ -288,6 +306,7 @@ def _typed_as(kept: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame | None:
 __all__ = [
     "DecidedDay",
     "answers_decisions",
+    "arrow_text",
     "changed_states",
     "cut_day",
     "whole_day_decisions",

@@ -251,3 +251,31 @@ def test_a_moved_learner_without_its_uncut_row_is_not_guessed(days, monkeypatch)
     assert calls == [(len(features), True)]
     full = decide_learners(features, scores, ruleset, day.after, day.as_of, whole_day=True)
     pd.testing.assert_frame_equal(reused, full)
+
+
+@pytest.mark.parametrize(("before_dtype", "after_dtype"), [("str", "str"), ("str", object)])
+def test_a_changed_text_of_the_state_is_seen_whatever_the_columns_dtypes(before_dtype, after_dtype):
+    # given text columns: a tag changed, an override set, one cleared, nulls on both sides
+    def state(tags: list, overrides: list, dtype) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "customer_id": pd.Series(["a", "b", "c", "d", "e"], dtype=dtype),
+                "tag": pd.Series(tags, dtype=dtype),
+                "override_tag": pd.Series(overrides, dtype=dtype),
+            }
+        )
+
+    before = state(
+        ["ST_001", "ST_002", "ST_003", "ST_004", None],
+        [None, None, "ST_003", "é", None],
+        before_dtype,
+    )
+    after = state(
+        ["ST_002", "ST_002", "ST_003", "ST_004", None],
+        [None, "ST_002", None, "é", None],
+        after_dtype,
+    )
+    # when compared
+    changed = changed_states(pd.array(["a", "b", "c", "d", "e"], dtype=object), before, after)
+    # then the three learners whose text changed are changed; equal texts and nulls are not
+    assert changed.tolist() == [True, True, True, False, False]
