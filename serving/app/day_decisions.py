@@ -104,6 +104,8 @@ def answers_decisions(
     state: pd.DataFrame,
     as_of: date,
     decided: DecidedDay | None = None,
+    *,
+    state_rows: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Every learner of ``features`` decided on ``state``, the day's capacity applied.
 
@@ -119,6 +121,8 @@ def answers_decisions(
         state: the stored state to decide on (the state the day left).
         as_of: the day.
         decided: the day's first decide on another state; None decides everyone.
+        state_rows: each learner's row in ``state`` (``codes_of`` of their ids among its
+            ``customer_id``), when the caller has looked them up already.
     """
 
     def everyone() -> pd.DataFrame:
@@ -129,7 +133,7 @@ def answers_decisions(
         return everyone()  # (a null over_capacity: decisions the cut never saw)
     ids = features["customer_id"].array
     reused = codes_of(ids, first["customer_id"].array)
-    redo = (reused < 0) | changed_states(ids, decided.state, state)
+    redo = (reused < 0) | changed_states(ids, decided.state, state, after_rows=state_rows)
     kept, redo, still_over, moved_before = _reusable(ruleset, decided, reused, redo)
     if kept is None:
         return everyone()
@@ -236,13 +240,15 @@ def _with_overflow(
 
 
 def changed_states(ids: pd.api.extensions.ExtensionArray, before: pd.DataFrame,
-                   after: pd.DataFrame) -> np.ndarray:  # fmt: skip
+                   after: pd.DataFrame, *, after_rows: np.ndarray | None = None,
+                   ) -> np.ndarray:  # fmt: skip
     """Which learners' stored state row differs between two state frames (aligned with ``ids``).
 
     A learner in one frame only has changed; in neither, not. Missing values equal each other.
+    ``after_rows``: each id's row in ``after`` (``codes_of``), when the caller has it.
     """
     in_before = codes_of(ids, before["customer_id"].array)
-    in_after = codes_of(ids, after["customer_id"].array)
+    in_after = codes_of(ids, after["customer_id"].array) if after_rows is None else after_rows
     changed = (in_before < 0) != (in_after < 0)
     both = (in_before >= 0) & (in_after >= 0)
     rows_before, rows_after = in_before[both], in_after[both]

@@ -15,6 +15,7 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
+from rules.decisions import codes_of
 from serving.app import day_decisions
 from serving.app.answers_table import answers_table, answers_tag
 from serving.app.day_decisions import DecidedDay, answers_decisions, changed_states, cut_day
@@ -279,3 +280,15 @@ def test_a_changed_text_of_the_state_is_seen_whatever_the_columns_dtypes(before_
     changed = changed_states(pd.array(["a", "b", "c", "d", "e"], dtype=object), before, after)
     # then the three learners whose text changed are changed; equal texts and nulls are not
     assert changed.tolist() == [True, True, True, False, False]
+
+
+def test_state_rows_the_caller_found_give_the_changes_a_lookup_gives():
+    # given two states and the ids' rows in the later one, looked up by the caller
+    before = pd.DataFrame({"customer_id": ["a", "b", "c"], "tag": ["ST_001", "ST_002", "ST_003"]})
+    after = pd.DataFrame({"customer_id": ["c", "a", "d"], "tag": ["ST_003", "ST_004", "ST_001"]})
+    ids = pd.array(["a", "b", "c", "d", "e"], dtype=object)
+    rows = codes_of(ids, after["customer_id"].array)
+    # when compared with and without them, then the changes are the same and right
+    expected = [True, True, False, True, False]
+    assert changed_states(ids, before, after, after_rows=rows).tolist() == expected
+    assert changed_states(ids, before, after).tolist() == expected
