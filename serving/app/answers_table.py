@@ -78,8 +78,7 @@ def answers_table(
     features = features.reset_index(drop=True)
     id_texts = _id_texts(features["customer_id"])  # the ids as Arrow, converted once
     scores = _aligned(scores, id_texts)
-    # Each learner's state row, found once: the reuse's change check and the state columns
-    # both need it (a lookup of a million ids among a million is a tenth of the answers).
+    # Found once for the reuse's change check and the state columns (a million among a million)
     state_rows = codes_of(id_texts, _id_texts(state["customer_id"]))
     decisions = answers_decisions(
         features, scores, ruleset, state, as_of, decided, state_rows=state_rows
@@ -104,10 +103,17 @@ def answers_table(
     unsorted_to_sorted[order] = np.arange(len(order))
     call_order = unsorted_to_sorted[unsorted]
     table = table.append_column(CALL_ORDER, pa.array(call_order))
+    return _with_metadata(table, as_of, model_version, list(features.columns))
+
+
+def _with_metadata(
+    table: pa.Table, as_of: date, model_version: str | None, features: list[str]
+) -> pa.Table:
+    """``table`` with the day, the champion's version and the snapshot's columns in its schema."""
     metadata = dict(table.schema.metadata or {}) | {
         META_AS_OF: as_of.isoformat().encode(),
         META_MODEL: (model_version or "").encode(),
-        META_FEATURES: json.dumps(list(features.columns)).encode(),
+        META_FEATURES: json.dumps(features).encode(),
     }
     return table.replace_schema_metadata(metadata)
 
