@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/answers_day.py capture --customers 200000 --out DIR
     .venv/bin/python benchmarks/answers_day.py replay --out DIR [--day steady|first]
         [--repeat 3] [--profile FILE] [--dump FILE.arrow]
+    .venv/bin/python benchmarks/answers_day.py replay-decide --out DIR [...the same options]
     .venv/bin/python benchmarks/answers_day.py compare A.arrow B.arrow
 
 ``capture`` runs ``batch_scale.py``'s days into ``DIR/state.db`` (a first load, the day after it,
@@ -15,6 +16,9 @@ fields), the decisions it committed (``committed.pkl``) and the answers file it 
 fields the replaying code knows, so a capture made by newer code replays on older code. Run it
 with ``PYTHONPATH`` set to another checkout to A/B the code on the same day, and ``compare`` the
 tables two replays (or two captures) dumped: every column, values and schema metadata.
+``replay-decide`` times the batch's own decide stage of that day instead, on the same inputs
+(the rules on the state before the day, as ``assess`` calls them, then ``cut_day``), and dumps
+its decisions: the stage the answers reuse, replayed alone.
 """
 
 from __future__ import annotations
@@ -118,9 +122,6 @@ def timed(call, profile: str | None):
 
 
 def replay(args: argparse.Namespace) -> None:
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
     from serving.app.answers_table import answers_table
 
     inputs = _answers_inputs(Path(args.out) / args.day / "answers_in.pkl")
@@ -130,8 +131,42 @@ def replay(args: argparse.Namespace) -> None:
         print(f"answers_table  cpu {cpu:6.2f} s  wall {wall:6.2f} s  rows {table.num_rows:,}",
               flush=True)  # fmt: skip
     if args.dump and table is not None:
-        with pa.OSFile(args.dump, "wb") as sink, ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
+        dump(table, args.dump)
+
+
+def replay_decide(args: argparse.Namespace) -> None:
+    """The day's first decide, as the batch's ``decide`` stage runs it, timed and dumped."""
+    import pyarrow as pa
+
+    from serving.app.day_decisions import cut_day
+    from serving.core.assess import decide_learners
+
+    inputs = _answers_inputs(Path(args.out) / args.day / "answers_in.pkl")
+    features, scores, ruleset = inputs["features"], inputs["scores"], inputs["ruleset"]
+    state, as_of = inputs["decided"].state, inputs["as_of"]
+
+    def first_decide():
+        decisions = decide_learners(
+            features, scores, ruleset, state, as_of, check_inputs=True, check_output=True
+        )
+        return cut_day(ruleset, state, decisions, features)
+
+    decided = None
+    for _ in range(args.repeat):
+        decided, cpu, wall = timed(first_decide, args.profile)
+        print(f"decide  cpu {cpu:6.2f} s  wall {wall:6.2f} s  rows {len(decided.decisions):,}",
+              flush=True)  # fmt: skip
+    if args.dump and decided is not None:
+        dump(pa.Table.from_pandas(decided.decisions, preserve_index=False), args.dump)
+
+
+def dump(table, path: str) -> None:
+    """Write ``table`` to the Arrow file ``path`` (what ``compare`` reads)."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    with pa.OSFile(path, "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -151,10 +186,13 @@ def compare(args: argparse.Namespace) -> None:
     sys.exit(0 if equal else 1)
 
 
-def arguments(doc: str, what: str, dumped: str) -> argparse.Namespace:
-    """The command line of a replay tool (capture, replay or compare ``what`` it dumps)."""
+def arguments(
+    doc: str, what: str, dumped: str, more_modes: tuple[str, ...] = ()
+) -> argparse.Namespace:
+    """The command line of a replay tool (capture, replay or compare ``what`` it dumps; the
+    tool's ``more_modes`` too)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("mode", choices=["capture", "replay", "compare"])
+    parser.add_argument("mode", choices=["capture", "replay", "compare", *more_modes])
     parser.add_argument("out", nargs="?", help=f"compare: the first {what}")
     parser.add_argument("other", nargs="?", help=f"compare: the second {what}")
     parser.add_argument("--out", dest="out_dir")
@@ -172,8 +210,9 @@ def arguments(doc: str, what: str, dumped: str) -> argparse.Namespace:
 
 
 def main() -> None:
-    args = arguments(__doc__, "table", "Arrow file")
-    {"capture": capture, "replay": replay, "compare": compare}[args.mode](args)
+    args = arguments(__doc__, "table", "Arrow file", ("replay-decide",))
+    modes = {"capture": capture, "replay": replay, "replay-decide": replay_decide}
+    (modes | {"compare": compare})[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def over_capacity_rows(ruleset: RuleSet, decisions: pd.DataFrame) -> np.ndarray:
     if capacity is None or decisions.empty:
         return np.zeros(len(decisions), bool)
     interventions = ruleset.interventions
-    priority = codes_of(decisions["priority"].astype(object), interventions.priority_order)
+    priority = codes_of(decisions["priority"], interventions.priority_order)
     personal = (priority != NO_CODE) & (priority < len(interventions.personal_priorities()))
     value = decisions["value_at_risk"].to_numpy(float)
     p_churn = decisions["p_churn"].to_numpy(float)
@@ -119,13 +119,18 @@ def _overflow(
         automated,
         ruleset.interventions.control_share,
     )
-    actions = cut["action"].copy()
-    actions[over] = np.array(automated, dtype=object)[action_code]
-    priorities = cut["priority"].copy()
-    priorities[over] = capacity.overflow_priority
+    rows = np.flatnonzero(over)
+    # Set on the categoricals' codes: setitem looks each of the overflow's values up again.
+    # Indexed as ``np.array(automated)[action_code]`` was (a -1 is the last action).
+    actions = _categorical(automated, np.arange(len(automated))[action_code])
+    priorities = _categorical([capacity.overflow_priority], np.zeros(len(rows), np.int64))
     controls = cut["control"].to_numpy(bool).copy()
     controls[over] = control
-    cut = cut.assign(priority=priorities, action=actions, control=controls)
+    cut = cut.assign(
+        priority=rows_set(cut["priority"], rows, priorities),
+        action=rows_set(cut["action"], rows, actions),
+        control=controls,
+    )
     if "campaign_id" in cut:
         cut = _rematch_campaigns(ruleset, cut, over, product_tags)
     return cut
@@ -171,10 +176,16 @@ def _rematch_campaigns(
     rows = cut.loc[over]
     products = [None] * len(rows) if product_tags is None else _products_of(rows, product_tags)
     campaign_id, channel = campaign_columns(ruleset.campaigns, rows, products)
-    campaigns, channels = cut["campaign_id"].copy(), cut["channel"].copy()
-    campaigns[over] = np.asarray(campaign_id, dtype=object)
-    channels[over] = np.asarray(channel, dtype=object)
-    return cut.assign(campaign_id=campaigns, channel=channels)
+    at = np.flatnonzero(over)
+    return cut.assign(
+        campaign_id=rows_set(cut["campaign_id"], at, pd.Series(campaign_id)),
+        channel=rows_set(cut["channel"], at, pd.Series(channel)),
+    )
+
+
+def _categorical(texts: list[str], codes: np.ndarray) -> pd.Series:
+    """``texts[codes]`` as a categorical Series (``texts`` distinct), for ``rows_set``."""
+    return pd.Series(pd.Categorical.from_codes(codes, categories=texts))
 
 
 def _products_of(rows: pd.DataFrame, product_tags: pd.Series) -> np.ndarray:

@@ -117,10 +117,51 @@ def rule_tables(ruleset: RuleSet) -> _RuleTables:
 def codes_of(values: ArrayLike, categories: Sequence[str] | pd.Series) -> np.ndarray:
     """Position of each value in ``categories`` (first match), -1 where absent or null.
 
-    Arrow's hash lookup is several times faster than a pandas Index on a million strings.
+    Arrow's hash lookup is several times faster than a pandas Index on a million strings; a
+    categorical (a Series or ``pd.Categorical``) is coded by its few categories, its codes then
+    mapped, rather than each of its million values looked up.
     """
-    found = pc.index_in(pa.array(values), value_set=pa.array(categories))
+    if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+        categorical = values if isinstance(values, pd.Categorical) else values.array
+        into = np.append(codes_of(categorical.categories, categories), NO_CODE)  # [-1]: null
+        return into[categorical.codes]
+    values, categories = _arrow(values), _arrow(categories)
+    few = len(categories) >= INVERTED_FROM and len(categories) >= 4 * len(values)
+    if few and values.type == categories.type and len(values):
+        return _codes_inverted(values, categories)
+    return _index_in(values, categories)
+
+
+INVERTED_FROM = 50_000
+"""Categories from which a lookup of at most a quarter as many values hashes the values, not
+the categories: building the hash table is most of a lookup (a million ids: 0.23 s of CPU to
+find 40k values among them, 0.03 s to find them among the 40k)."""
+
+
+def _codes_inverted(values: pa.Array, categories: pa.Array) -> np.ndarray:
+    """``codes_of`` with the lookup turned round: each category finds the first value equal to
+    it; a value's code is the first category row that found it, a repeated value takes its
+    first occurrence's code."""
+    first = _index_in(values, values)  # each value's first occurrence (a value finds itself)
+    found = _index_in(categories, values)
+    rows = np.flatnonzero(found >= 0)
+    # np.unique's index is the first: the rows are in ascending order
+    matched, at = np.unique(found[rows], return_index=True)
+    code_of_first = np.full(len(values), NO_CODE, dtype=np.int64)
+    code_of_first[matched] = rows[at]
+    return np.where(first >= 0, code_of_first[first], NO_CODE)
+
+
+def _index_in(values: pa.Array, categories: pa.Array) -> np.ndarray:
+    """Arrow's hash lookup: each value's first position in ``categories``, -1 where absent."""
+    found = pc.index_in(values, value_set=categories)
     return pc.fill_null(found, -1).to_numpy().astype(np.int64)
+
+
+def _arrow(values: ArrayLike) -> pa.Array:
+    """``values`` as one Arrow array (a column concatenated from several frames is chunked)."""
+    array = pa.array(values)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def decision_frame(
@@ -334,7 +375,7 @@ def _description_table(ruleset: RuleSet) -> tuple[list[str], np.ndarray]:
 def frame_order(decisions: pd.DataFrame, priority_order: Sequence[str]) -> np.ndarray:
     """``decision_order`` of a decisions frame's rows: its priorities coded by
     ``priority_order``, its value at risk, p_churn and customer ids."""
-    priority = codes_of(decisions["priority"].astype(object), priority_order)
+    priority = codes_of(decisions["priority"], priority_order)
     value, p_churn = (decisions[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
     return decision_order(priority, value, p_churn, decisions["customer_id"].array)
 

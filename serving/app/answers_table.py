@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from models.churn import PREDICTION_COLUMNS
 from rules import RuleSet
 from rules.decisions import codes_of
-from serving.app.day_decisions import DecidedDay, answers_decisions
+from serving.app.day_decisions import DecidedDay, answers_decisions, arrow_text
 from serving.core.assess import DECISION_FIELDS
 from serving.core.state import without_later_states
 from serving.infra.answers_file import answers_path, remove_older_answers, write_answers_file
@@ -76,21 +76,23 @@ def answers_table(
     """
     features, state, _ = without_later_states(features, state, as_of)
     features = features.reset_index(drop=True)
-    ids = pd.Index(features["customer_id"].astype(str), dtype=object)
-    scores = _aligned(scores, ids)
-    decisions = answers_decisions(features, scores, ruleset, state, as_of, decided)
-    keys = np.char.encode(ids.to_numpy(dtype=str), "utf-8")
+    id_texts = _id_texts(features["customer_id"])  # the ids as Arrow, converted once
+    scores = _aligned(scores, id_texts)
+    # Found once for the reuse's change check and the state columns (a million among a million)
+    state_rows = codes_of(id_texts, _id_texts(state["customer_id"]))
+    decisions = answers_decisions(
+        features, scores, ruleset, state, as_of, decided, state_rows=state_rows
+    )
+    keys = _utf8_keys(id_texts)
     order = np.argsort(keys, kind="stable")
     columns: dict[str, Any] = {KEY: pa.array(keys, type=pa.binary(max(keys.dtype.itemsize, 1)))}
     columns |= {
         SCORE + name: pa.array(scores[name], from_pandas=True) for name in PREDICTION_COLUMNS
     }
-    decision_ids = decisions["customer_id"].astype(str).to_numpy(object)
-    id_texts, decision_texts = _texts(ids), _texts(decision_ids)  # each converted once
-    decided, unsorted = _decisions_by_id(decisions, decision_texts, id_texts)
+    decided, unsorted = _decisions_by_id(decisions, _id_texts(decisions["customer_id"]), id_texts)
     for name in DECISION_FIELDS:
         columns[DECISION + name] = _decision_array(decided[name])
-    columns |= _state_columns(state, id_texts)
+    columns |= _state_columns(state, id_texts, state_rows)
     table = pa.Table.from_pandas(features, preserve_index=False)
     for name, values in columns.items():
         table = table.append_column(name, values)
@@ -101,20 +103,27 @@ def answers_table(
     unsorted_to_sorted[order] = np.arange(len(order))
     call_order = unsorted_to_sorted[unsorted]
     table = table.append_column(CALL_ORDER, pa.array(call_order))
+    return _with_metadata(table, as_of, model_version, list(features.columns))
+
+
+def _with_metadata(
+    table: pa.Table, as_of: date, model_version: str | None, features: list[str]
+) -> pa.Table:
+    """``table`` with the day, the champion's version and the snapshot's columns in its schema."""
     metadata = dict(table.schema.metadata or {}) | {
         META_AS_OF: as_of.isoformat().encode(),
         META_MODEL: (model_version or "").encode(),
-        META_FEATURES: json.dumps(list(features.columns)).encode(),
+        META_FEATURES: json.dumps(features).encode(),
     }
     return table.replace_schema_metadata(metadata)
 
 
-def _aligned(scores: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
+def _aligned(scores: pd.DataFrame, ids: pa.Array) -> pd.DataFrame:
     """``scores`` in the order of ``ids`` (the batch's come aligned: a 1M-row reindex saved)."""
-    score_ids = scores["customer_id"].astype(str).to_numpy(object)
-    if len(score_ids) == len(ids) and (score_ids == ids.to_numpy(object)).all():
+    if _id_texts(scores["customer_id"]).equals(ids):
         return scores.reset_index(drop=True)
-    return scores.set_index(scores["customer_id"].astype(str)).loc[ids].reset_index(drop=True)
+    by_id = pd.Index(ids.to_numpy(zero_copy_only=False), dtype=object)
+    return scores.set_index(scores["customer_id"].astype(str)).loc[by_id].reset_index(drop=True)
 
 
 def _decisions_by_id(
@@ -161,17 +170,20 @@ def _decision_array(column: pd.Series) -> pa.Array:
     return values.cast(pa.string()) if text else values
 
 
-def _state_columns(state: pd.DataFrame, ids: pa.Array) -> dict[str, pa.Array]:
-    """Each learner's stored state (null tag: a new learner), in ``ids`` order, as Arrow.
+def _state_columns(
+    state: pd.DataFrame, ids: pa.Array, found: np.ndarray | None = None
+) -> dict[str, pa.Array]:
+    """Each learner's stored state (null tag: a new learner), in ``ids`` order, as Arrow
+    (``found``: each id's state row, ``codes_of(ids, state ids)``, when the caller has it).
 
     Each column is converted once on the state's rows and then taken into ``ids`` order, a null
     where a learner has no state: the same arrays as a reindex by customer_id then converted,
     without the reindex's pandas Index of the ids (a sixth of the answers stage).
     """
-    state_ids = _texts(state["customer_id"].astype(str))
-    if pc.count_distinct(state_ids).as_py() != len(state_ids):
+    state_ids = _id_texts(state["customer_id"])
+    if not _distinct(state_ids):
         raise ValueError("cannot reindex on an axis with duplicate labels")  # as reindex did
-    found = codes_of(ids, state_ids)
+    found = codes_of(ids, state_ids) if found is None else found
     rows = pa.array(found, mask=found < 0)
 
     def day(name: str) -> pa.Array:
@@ -179,8 +191,10 @@ def _state_columns(state: pd.DataFrame, ids: pa.Array) -> dict[str, pa.Array]:
         return pa.array(values, type=pa.date32(), from_pandas=True).take(rows)
 
     def text(name: str) -> pa.Array:
-        values = state[name].astype(object)
-        return pa.array(values, type=pa.string(), from_pandas=True).take(rows)
+        values = arrow_text(state[name])
+        if values is None:
+            values = pa.array(state[name].astype(object), type=pa.string(), from_pandas=True)
+        return values.take(rows)
 
     tag, since, override, expires = STATE
     return {
@@ -194,6 +208,42 @@ def _state_columns(state: pd.DataFrame, ids: pa.Array) -> dict[str, pa.Array]:
 def _texts(values: pd.Index | pd.Series | np.ndarray) -> pa.Array:
     """Ids as an Arrow string array (typed: an empty object array would be Arrow's null type)."""
     return pa.array(np.asarray(values, dtype=object), pa.string())
+
+
+def _distinct(ids: pa.Array) -> bool:
+    """No id repeats: seen without hashing when the ids are sorted strictly (the store's are)."""
+    if ids.null_count == 0 and len(ids) > 1 and pc.all(pc.less(ids[:-1], ids[1:])).as_py():
+        return True
+    return pc.count_distinct(ids).as_py() == len(ids)
+
+
+def _id_texts(ids: pd.Series) -> pa.Array:
+    """``_texts(ids.astype(str))``, from the column's Arrow buffers when it is text without
+    nulls (two round trips of a day's ids through Python strings were a sixth of the answers)."""
+    texts = arrow_text(ids)
+    if texts is not None and texts.null_count == 0:
+        return texts
+    return _texts(ids.astype(str))
+
+
+def _utf8_keys(ids: pa.Array) -> np.ndarray:
+    """``np.char.encode(ids.to_numpy(dtype=str), "utf-8")``, from Arrow's UTF-8 bytes.
+
+    Each id's bytes, NUL-padded to the longest, as numpy's fixed-width bytes; numpy's strings
+    end at their last non-NUL character, so trailing NULs are no part of a key or its width.
+    Copied one byte position at a time (a dozen vectorised passes), not one id at a time.
+    """
+    ids = ids.cast(pa.large_string())
+    offsets = np.frombuffer(ids.buffers()[1], np.int64)[ids.offset : ids.offset + len(ids) + 1]
+    data = np.frombuffer(ids.buffers()[2] or b"", np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    matrix = np.zeros((len(ids), max(int(lengths.max(initial=0)), 1)), np.uint8)
+    for position in range(matrix.shape[1]):
+        has = np.flatnonzero(lengths > position)
+        matrix[has, position] = data[starts[has] + position]
+    used = np.flatnonzero(matrix.any(axis=0))
+    width = int(used[-1]) + 1 if used.size else 1
+    return np.ascontiguousarray(matrix[:, :width]).view(f"S{width}").ravel()
 
 
 def column_of(table: pa.Table, name: str) -> pa.Array:

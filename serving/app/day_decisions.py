@@ -27,6 +27,8 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity
 from rules.capacity import CUT_COLUMNS, rows_set
@@ -102,6 +104,8 @@ def answers_decisions(
     state: pd.DataFrame,
     as_of: date,
     decided: DecidedDay | None = None,
+    *,
+    state_rows: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Every learner of ``features`` decided on ``state``, the day's capacity applied.
 
@@ -117,6 +121,8 @@ def answers_decisions(
         state: the stored state to decide on (the state the day left).
         as_of: the day.
         decided: the day's first decide on another state; None decides everyone.
+        state_rows: each learner's row in ``state`` (``codes_of`` of their ids among its
+            ``customer_id``), when the caller has looked them up already.
     """
 
     def everyone() -> pd.DataFrame:
@@ -127,7 +133,7 @@ def answers_decisions(
         return everyone()  # (a null over_capacity: decisions the cut never saw)
     ids = features["customer_id"].array
     reused = codes_of(ids, first["customer_id"].array)
-    redo = (reused < 0) | changed_states(ids, decided.state, state)
+    redo = (reused < 0) | changed_states(ids, decided.state, state, after_rows=state_rows)
     kept, redo, still_over, moved_before = _reusable(ruleset, decided, reused, redo)
     if kept is None:
         return everyone()
@@ -168,7 +174,7 @@ def overflow_stays(ruleset: RuleSet, kept: pd.DataFrame) -> bool:
     if capacity is None or kept.empty:
         return False
     interventions = ruleset.interventions
-    priority = codes_of(kept["priority"].astype(object), interventions.priority_order)
+    priority = codes_of(kept["priority"], interventions.priority_order)
     personal = (priority != NO_CODE) & (priority < len(interventions.personal_priorities()))
     calls = int((personal & ~kept["control"].to_numpy(bool)).sum())
     return calls >= capacity.personal_outreach_per_day
@@ -234,13 +240,15 @@ def _with_overflow(
 
 
 def changed_states(ids: pd.api.extensions.ExtensionArray, before: pd.DataFrame,
-                   after: pd.DataFrame) -> np.ndarray:  # fmt: skip
+                   after: pd.DataFrame, *, after_rows: np.ndarray | None = None,
+                   ) -> np.ndarray:  # fmt: skip
     """Which learners' stored state row differs between two state frames (aligned with ``ids``).
 
     A learner in one frame only has changed; in neither, not. Missing values equal each other.
+    ``after_rows``: each id's row in ``after`` (``codes_of``), when the caller has it.
     """
     in_before = codes_of(ids, before["customer_id"].array)
-    in_after = codes_of(ids, after["customer_id"].array)
+    in_after = codes_of(ids, after["customer_id"].array) if after_rows is None else after_rows
     changed = (in_before < 0) != (in_after < 0)
     both = (in_before >= 0) & (in_after >= 0)
     rows_before, rows_after = in_before[both], in_after[both]
@@ -254,12 +262,28 @@ def changed_states(ids: pd.api.extensions.ExtensionArray, before: pd.DataFrame,
 def _equal(left: pd.Series, right: pd.Series) -> np.ndarray:
     """Element-wise equality, missing equal to missing (dates compared as instants)."""
     left_missing, right_missing = left.isna().to_numpy(), right.isna().to_numpy()
-    if left.dtype.kind == "M" or right.dtype.kind == "M":
+    texts = [arrow_text(side) for side in (left, right)]
+    if texts[0] is not None and texts[1] is not None:  # compared in Arrow, not as objects
+        same = pc.fill_null(pc.equal(*texts), False).to_numpy(zero_copy_only=False)
+    elif left.dtype.kind == "M" or right.dtype.kind == "M":
         values = [pd.to_datetime(side).to_numpy("datetime64[ns]") for side in (left, right)]
+        same = values[0] == values[1]
     else:
         values = [side.to_numpy(object) for side in (left, right)]
-    same = values[0] == values[1]
+        same = values[0] == values[1]
     return np.where(left_missing | right_missing, left_missing & right_missing, same)
+
+
+def arrow_text(column: pd.Series) -> pa.Array | None:
+    """A text column's own Arrow buffers as ``string`` (nulls as nulls), None for another
+    dtype: what ``pa.array(column.astype(object), pa.string(), from_pandas=True)`` gives,
+    without a Python string per row."""
+    if not isinstance(column.dtype, pd.StringDtype):
+        return None
+    texts = pa.array(column.array)
+    if isinstance(texts, pa.ChunkedArray):  # a column concatenated from several frames
+        texts = texts.combine_chunks()
+    return texts.cast(pa.string())
 
 
 def _same_columns(before: pd.DataFrame, after: pd.DataFrame) -> bool:
@@ -288,6 +312,7 @@ def _typed_as(kept: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame | None:
 __all__ = [
     "DecidedDay",
     "answers_decisions",
+    "arrow_text",
     "changed_states",
     "cut_day",
     "whole_day_decisions",

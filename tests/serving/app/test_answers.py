@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -396,3 +397,56 @@ def test_decision_columns_reach_arrow_as_their_object_values_would():
         converted = _decision_array(column)
         assert converted.type == expected.type, name
         assert converted.equals(expected), name
+
+
+ODD_IDS = ["b", "", "a\x00", "a\x00b", "é", "日本-ü", "x\x00\x00", "emoji-😀", "z" * 40]
+
+
+@pytest.mark.parametrize("dtype", ["str", "string[pyarrow]", object])
+def test_the_keys_are_numpys_utf8_encoding_of_the_ids_from_arrow_buffers(dtype):
+    from serving.app.answers_table import _id_texts, _texts, _utf8_keys
+
+    # given odd ids (empty, unicode, NULs inside and at the end), in a column of each dtype,
+    # sliced so that the Arrow array starts at an offset
+    column = pd.Series(["pad", *ODD_IDS], dtype=dtype).iloc[1:].reset_index(drop=True)
+    # when turned into texts and sort keys
+    texts = _id_texts(column)
+    keys = _utf8_keys(texts)
+    # then the texts are the object conversion's, and the keys numpy's encoding of them
+    # (trailing NULs stripped, the width of the longest)
+    assert texts.equals(_texts(column.astype(str)))
+    expected = np.char.encode(
+        pd.Index(column.astype(str), dtype=object).to_numpy(dtype=str), "utf-8"
+    )
+    assert keys.dtype == expected.dtype and keys.tolist() == expected.tolist()
+
+
+def test_the_keys_of_no_ids_or_only_empty_ids_are_one_byte_wide():
+    from serving.app.answers_table import _texts, _utf8_keys
+
+    for ids in ([], ["", ""]):
+        keys = _utf8_keys(_texts(pd.Index(ids, dtype=object)))
+        assert keys.dtype == np.dtype("S1") and keys.tolist() == [b""] * len(ids)
+
+
+@pytest.mark.parametrize("dtype", ["str", object])
+def test_state_columns_of_a_sorted_state_equal_the_reindex_and_a_sorted_repeat_is_refused(dtype):
+    from serving.app.answers_table import _state_columns, _texts
+
+    # given a state sorted by id (as the store reads it), text columns with nulls
+    state = pd.DataFrame(
+        {
+            "customer_id": pd.Series(["a", "b", "c", "d"], dtype=dtype),
+            "tag": pd.Series(["ST_002", None, "ST_004", "ST_001"], dtype=dtype),
+            "since": pd.to_datetime(["2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]),
+            "override_tag": pd.Series([None, None, "ST_004", None], dtype=dtype),
+            "override_expires": pd.to_datetime([None, None, "2026-02-01", None]),
+        }
+    )
+    index = pd.Index(["d", "x", "a", "c"], dtype=object)
+    # when laid out, then each column equals the reindexed one
+    assert _state_columns(state, _texts(index)) == _reindexed_state_columns(state, index)
+    # and a learner repeated next to itself in a sorted state is refused
+    repeated = state.iloc[[0, 1, 1, 2]].reset_index(drop=True)
+    with pytest.raises(ValueError, match="duplicate"):
+        _state_columns(repeated, _texts(index))

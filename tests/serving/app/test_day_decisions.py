@@ -15,6 +15,7 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
+from rules.decisions import codes_of
 from serving.app import day_decisions
 from serving.app.answers_table import answers_table, answers_tag
 from serving.app.day_decisions import DecidedDay, answers_decisions, changed_states, cut_day
@@ -251,3 +252,43 @@ def test_a_moved_learner_without_its_uncut_row_is_not_guessed(days, monkeypatch)
     assert calls == [(len(features), True)]
     full = decide_learners(features, scores, ruleset, day.after, day.as_of, whole_day=True)
     pd.testing.assert_frame_equal(reused, full)
+
+
+@pytest.mark.parametrize(("before_dtype", "after_dtype"), [("str", "str"), ("str", object)])
+def test_a_changed_text_of_the_state_is_seen_whatever_the_columns_dtypes(before_dtype, after_dtype):
+    # given text columns: a tag changed, an override set, one cleared, nulls on both sides
+    def state(tags: list, overrides: list, dtype) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "customer_id": pd.Series(["a", "b", "c", "d", "e"], dtype=dtype),
+                "tag": pd.Series(tags, dtype=dtype),
+                "override_tag": pd.Series(overrides, dtype=dtype),
+            }
+        )
+
+    before = state(
+        ["ST_001", "ST_002", "ST_003", "ST_004", None],
+        [None, None, "ST_003", "é", None],
+        before_dtype,
+    )
+    after = state(
+        ["ST_002", "ST_002", "ST_003", "ST_004", None],
+        [None, "ST_002", None, "é", None],
+        after_dtype,
+    )
+    # when compared
+    changed = changed_states(pd.array(["a", "b", "c", "d", "e"], dtype=object), before, after)
+    # then the three learners whose text changed are changed; equal texts and nulls are not
+    assert changed.tolist() == [True, True, True, False, False]
+
+
+def test_state_rows_the_caller_found_give_the_changes_a_lookup_gives():
+    # given two states and the ids' rows in the later one, looked up by the caller
+    before = pd.DataFrame({"customer_id": ["a", "b", "c"], "tag": ["ST_001", "ST_002", "ST_003"]})
+    after = pd.DataFrame({"customer_id": ["c", "a", "d"], "tag": ["ST_003", "ST_004", "ST_001"]})
+    ids = pd.array(["a", "b", "c", "d", "e"], dtype=object)
+    rows = codes_of(ids, after["customer_id"].array)
+    # when compared with and without them, then the changes are the same and right
+    expected = [True, True, False, True, False]
+    assert changed_states(ids, before, after, after_rows=rows).tolist() == expected
+    assert changed_states(ids, before, after).tolist() == expected
