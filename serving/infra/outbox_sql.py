@@ -187,9 +187,12 @@ def pending_pairs_select(as_of: date) -> Select[Any]:
     """The (customer_id, campaign_id) pairs with still-sendable messages planned before
     ``as_of``, one row each, with how many (``messages``).
 
-    SQLite groups them in a temporary B-tree, about half the query on a 200k steady day; the
-    ungrouped rows grouped in Python instead (Arrow or ``pd.factorize``) measured within noise
-    of it, the rows' Python objects being the rest of the cost."""
+    SQLite groups them in a temporary B-tree, about half the query on a 200k steady day (0.23
+    against 0.12 CPU s ungrouped). Fetched ungrouped and counted in Python instead (ids coded
+    by Arrow, pair codes counted by ``np.unique``) it saved nothing in the batch's process:
+    the 226k rows' Python objects (the day's frames in memory for the collector to walk) cost
+    what the sort did, and the pairs out of key order slowed ``candidate_pairs`` (0.15 -> 0.18
+    s); ``pending_pairs`` 0.35 either way."""
     return (
         select(Outbox.customer_id, Outbox.campaign_id, func.count().label("messages"))
         .where(Outbox.state.in_(SENDABLE), Outbox.planned_on < as_of)
