@@ -185,7 +185,14 @@ def outbox_select(
 
 def pending_pairs_select(as_of: date) -> Select[Any]:
     """The (customer_id, campaign_id) pairs with still-sendable messages planned before
-    ``as_of``, one row each, with how many (``messages``)."""
+    ``as_of``, one row each, with how many (``messages``).
+
+    SQLite groups them in a temporary B-tree, about half the query on a 200k steady day (0.23
+    against 0.12 CPU s ungrouped). Fetched ungrouped and counted in Python instead (ids coded
+    by Arrow, pair codes counted by ``np.unique``) it saved nothing in the batch's process:
+    the 226k rows' Python objects (the day's frames in memory for the collector to walk) cost
+    what the sort did, and the pairs out of key order slowed ``candidate_pairs`` (0.15 -> 0.18
+    s); ``pending_pairs`` 0.35 either way."""
     return (
         select(Outbox.customer_id, Outbox.campaign_id, func.count().label("messages"))
         .where(Outbox.state.in_(SENDABLE), Outbox.planned_on < as_of)
@@ -234,6 +241,14 @@ def window_counts(
     so the cost follows the learners, not the outbox's history. On PostgreSQL the planner's
     choice (a hash join over the outbox) costs about what the whole count did. Pairs of
     campaigns without a window are not counted.
+
+    Measured against this on a 200k steady day (97k pairs, 87k of them with a message in a
+    window, so few pairs could be left out; CPU s, 0.37 for all of this): the in-window rows
+    grouped in SQL (``in_window_select``: 365k groups, fetched only) 0.97; the window start as
+    a ``CASE`` on the campaign instead of a column 0.42; the pairs as one ``json_each`` text
+    instead of a table 0.48; grouping by the pair's position 0.36 (noise);
+    ``temp_store=MEMORY`` no change. One read with ``pending_pairs_select`` would scan every
+    learner's history, not only the pairs'.
     """
     starts = window_starts(as_of, windows)
     rows = pairs[list(PAIR_COLUMNS)].astype(str)

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 import serving.infra.outbox_store as outbox_store_module
-from serving.core.messages import CANCELLED, PENDING, SENT, SUPPRESSED
+from serving.core.messages import CANCELLED, FAILED, PENDING, SENT, SUPPRESSED
 from serving.core.problems import NotFound
 from serving.infra.store import StateStore
 from serving.infra.tables import Outbox
@@ -201,6 +201,23 @@ def test_the_planners_pair_frames_hold_python_strings_and_int64_counts(store, he
     for frame in frames:
         pd.testing.assert_frame_equal(frame, expected, check_exact=True)
         assert all(type(value) is str for value in frame["customer_id"])
+
+
+def test_pending_pairs_count_each_pairs_sendable_messages_before_the_day(store):
+    # Given a's CP_09 messages of two days and its CP_01 one, b's failed CP_09 one, and
+    # messages that are not pending before DAY3: sent, cancelled, or planned on DAY3 itself
+    for day, campaign, state, learner in [
+        (DAY1, "CP_09", PENDING, "a"), (DAY1, "CP_01", PENDING, "a"),
+        (DAY2, "CP_09", FAILED, "b"), (DAY2, "CP_09", PENDING, "a"),
+        (DAY2, "CP_09", SENT, "c"), (DAY2, "CP_09", CANCELLED, "d"),
+        (DAY3, "CP_09", PENDING, "e"),
+    ]:  # fmt: skip
+        _put_message(store, day, campaign, state, learner)
+    # When the planner's pending pairs are read for DAY3
+    pending = store.pending_pairs(DAY3)
+    # Then each sendable pair comes once with its number of messages
+    rows = pending.sort_values(["customer_id", "campaign_id"]).itertuples(index=False)
+    assert [tuple(row) for row in rows] == [("a", "CP_01", 1), ("a", "CP_09", 2), ("b", "CP_09", 1)]
 
 
 def test_the_window_counts_of_pairs_leave_no_table_behind(store):
