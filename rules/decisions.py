@@ -119,7 +119,8 @@ def codes_of(values: ArrayLike, categories: Sequence[str] | pd.Series) -> np.nda
 
     Arrow's hash lookup is several times faster than a pandas Index on a million strings; a
     categorical (a Series or ``pd.Categorical``) is coded by its few categories, its codes then
-    mapped, rather than each of its million values looked up.
+    mapped, rather than each of its million values looked up. The day's ids, sorted by the
+    store on one side of the lookup at least, are found by binary search (``_codes_sorted``).
     """
     if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
         categorical = values if isinstance(values, pd.Categorical) else values.array
