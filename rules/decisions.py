@@ -119,13 +119,18 @@ def codes_of(values: ArrayLike, categories: Sequence[str] | pd.Series) -> np.nda
 
     Arrow's hash lookup is several times faster than a pandas Index on a million strings; a
     categorical (a Series or ``pd.Categorical``) is coded by its few categories, its codes then
-    mapped, rather than each of its million values looked up.
+    mapped, rather than each of its million values looked up. The day's ids, sorted by the
+    store on one side of the lookup at least, are found by binary search (``_codes_sorted``).
     """
     if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
         categorical = values if isinstance(values, pd.Categorical) else values.array
         into = np.append(codes_of(categorical.categories, categories), NO_CODE)  # [-1]: null
         return into[categorical.codes]
     values, categories = _arrow(values), _arrow(categories)
+    if len(categories) >= SORTED_FROM and len(values) >= SORTED_FROM:
+        searched = _codes_sorted(values, categories)
+        if searched is not None:
+            return searched
     few = len(categories) >= INVERTED_FROM and len(categories) >= 4 * len(values)
     if few and values.type == categories.type and len(values):
         return _codes_inverted(values, categories)
@@ -136,6 +141,83 @@ INVERTED_FROM = 50_000
 """Categories from which a lookup of at most a quarter as many values hashes the values, not
 the categories: building the hash table is most of a lookup (a million ids: 0.23 s of CPU to
 find 40k values among them, 0.03 s to find them among the 40k)."""
+
+
+SORTED_FROM = 10_000
+"""Values and categories from which ids sorted by the store are looked up by binary search on
+their bytes as integers (``_codes_sorted``): a hash lookup of a million ids among a million is
+~0.3 s of CPU, the search a tenth of that."""
+
+
+def _codes_sorted(values: pa.Array, categories: pa.Array) -> np.ndarray | None:
+    """``codes_of`` by binary search, when one side is sorted (None: it does not apply).
+
+    Texts of one width up to eight bytes without nulls (the day's customer ids) are read as
+    big-endian integers, which order as their bytes do. Strictly increasing categories (so
+    distinct) are searched for each value; else strictly increasing values are searched for
+    each category and the result inverted, when no value is found twice. Anything else,
+    or a precondition that does not hold, is left to the hash lookup.
+    """
+    keyed = _int_keys(values), _int_keys(categories)
+    if keyed[0] is None or keyed[1] is None:
+        return None
+    (value_keys, value_width), (category_keys, category_width) = keyed
+    if value_width != category_width:  # texts of other widths: none equals another
+        return np.full(len(values), NO_CODE, dtype=np.int64)
+    if _increasing(category_keys):
+        return _found_in(value_keys, category_keys)
+    if not _increasing(value_keys):
+        return None
+    at = _found_in(category_keys, value_keys)
+    found = np.flatnonzero(at >= 0)
+    if len(found) and np.bincount(at[found]).max() > 1:  # a repeated category: first matters
+        return None
+    codes = np.full(len(values), NO_CODE, dtype=np.int64)
+    codes[at[found]] = found
+    return codes
+
+
+def _found_in(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Each key's position in the strictly increasing ``sorted_keys``, -1 where absent.
+
+    Keys out of order are searched in order, then put back: a million searches in random
+    order miss the cache (0.27 s of CPU), in order with the sort they are 0.12 s.
+    """
+    order = None if _increasing(keys) else np.argsort(keys)
+    searched = keys if order is None else keys[order]
+    at = np.minimum(np.searchsorted(sorted_keys, searched), len(sorted_keys) - 1)
+    found = np.where(sorted_keys[at] == searched, at, NO_CODE).astype(np.int64)
+    if order is None:
+        return found
+    codes = np.empty_like(found)
+    codes[order] = found
+    return codes
+
+
+def _increasing(keys: np.ndarray) -> bool:
+    """Strictly increasing (so distinct)."""
+    return bool((keys[:-1] < keys[1:]).all())
+
+
+def _int_keys(texts: pa.Array) -> tuple[np.ndarray, int] | None:
+    """Each text's UTF-8 bytes as one unsigned integer, read big-endian (zero-padded to eight
+    bytes), and the texts' width; None unless every text is present and of one width from 1
+    to 8 bytes (zero padding would make "a" and "a\\0" one key)."""
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        return None
+    if texts.null_count or not len(texts):
+        return None
+    offset_type = np.int64 if pa.types.is_large_string(texts.type) else np.int32
+    offsets = np.frombuffer(texts.buffers()[1], offset_type)[texts.offset :][: len(texts) + 1]
+    width = int(offsets[1] - offsets[0])
+    if not 1 <= width <= 8 or int(offsets[-1] - offsets[0]) != width * len(texts):
+        return None
+    if not (np.diff(offsets) == width).all():
+        return None
+    data = np.frombuffer(texts.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    padded = np.zeros((len(texts), 8), np.uint8)
+    padded[:, :width] = data.reshape(len(texts), width)
+    return padded.view(">u8").ravel().astype(np.uint64), width
 
 
 def _codes_inverted(values: pa.Array, categories: pa.Array) -> np.ndarray:

@@ -115,13 +115,7 @@ def decide(
     """
     as_of_ts = pd.Timestamp(as_of.year, as_of.month, as_of.day)  # the day, even from a datetime
     wording = wording or Wording()
-    schema = scored_schema(ruleset, wording.columns)
-    # Every column is taken out once (``rules.columns``): the steps below read arrays, not Series.
-    if check_inputs:
-        frame = scored.frame() if isinstance(scored, Columns) else scored
-        columns = Columns.of(validate_frame(schema, frame))
-    else:
-        columns = conformed_columns(schema, scored)
+    columns = _scored_columns(ruleset, scored, wording.columns, check_inputs)
     _check_references_resolved(ruleset, columns)
     states = state_schema(ruleset, as_of_ts)
     state = (
@@ -141,7 +135,29 @@ def decide(
     decisions = decision_frame(ruleset, columns, current, moves, as_of_ts, why=why)
     if not check_output:
         return decisions
-    return validate_frame(decision_schema(ruleset), decisions)
+    # The engine's own new frame: checked in place, not copied.
+    return validate_frame(decision_schema(ruleset), decisions, inplace=True)
+
+
+def _scored_columns(
+    ruleset: RuleSet, scored: pd.DataFrame | Columns, optional: tuple[str, ...], check: bool
+) -> Columns:
+    """``scored``'s columns the engine reads, validated (``check``) or coerced to the schema.
+
+    Every column is taken out once (``rules.columns``): the steps below read arrays, not Series.
+    A caller's frame is validated on pandera's copy (its coercion must not touch the caller's
+    frame); from ``Columns``, the engine builds a frame of the schema's columns alone for the
+    check, and validates that frame in place: the same checks and coercion, without the copy.
+    """
+    schema = scored_schema(ruleset, optional)
+    if not check:
+        return conformed_columns(schema, scored)
+    if not isinstance(scored, Columns):
+        return Columns.of(validate_frame(schema, scored))
+    kept = {name: scored.array(name) for name in scored.names() if name in schema.columns}
+    frame = Columns(kept, len(scored)).frame()
+    in_place = scored_schema(ruleset, optional, filtered=False)
+    return Columns.of(validate_frame(in_place, frame, inplace=True))
 
 
 def _features_used(ruleset: RuleSet) -> tuple[str, ...]:

@@ -80,3 +80,74 @@ def test_few_values_among_many_categories_hash_the_values_not_the_categories(mon
     # when coded, then no hash table of the many categories was built
     assert codes_of(values, categories).tolist() == [7, 3, -1]
     assert max(hashed) == len(values)
+
+
+def _ids(numbers: np.ndarray, large: bool = False) -> pa.Array:
+    """Ids of one width, as the store writes them (``C`` and seven digits)."""
+    return pa.array([f"C{n:07d}" for n in numbers], pa.large_string() if large else pa.string())
+
+
+def _plain(values: pa.Array, categories: pa.Array) -> np.ndarray:
+    """Arrow's hash lookup: what ``codes_of`` gives whichever way it looks up."""
+    return pc.fill_null(pc.index_in(values, value_set=categories), -1).to_numpy()
+
+
+@pytest.mark.parametrize(
+    ("values_sorted", "categories_sorted", "large"),
+    [(True, True, False), (False, True, True), (True, False, False), (False, False, False)],
+    ids=["both sorted", "categories sorted", "values sorted", "neither"],
+)
+def test_ids_of_one_width_are_coded_as_the_hash_lookup_codes_them(
+    values_sorted, categories_sorted, large
+):
+    # given many ids of one width, some absent from the other side, sorted or shuffled
+    rng = np.random.default_rng(5)
+    size = decisions.SORTED_FROM * 3
+    pool = rng.choice(4 * size, 2 * size, replace=False)
+    categories, values = np.sort(pool[:size] // 2 * 2), np.sort(pool[size // 2 :])
+    categories = np.unique(categories) if categories_sorted else rng.permutation(categories)
+    values = values if values_sorted else rng.permutation(values)
+    categories, values = _ids(categories, large), _ids(values, large)
+    # when coded, then each code is the hash lookup's, and many values were found
+    codes = codes_of(values, categories)
+    assert np.array_equal(codes, _plain(values, categories))
+    assert (codes >= 0).sum() > size // 4
+
+
+def test_sorted_ids_are_searched_not_hashed(monkeypatch):
+    # given a day's sorted ids among the store's sorted ids, and Arrow's hash lookup refused
+    size = decisions.SORTED_FROM
+    categories, values = _ids(np.arange(0, 4 * size, 2)), _ids(np.arange(size, 3 * size))
+    expected = _plain(values, categories)
+    monkeypatch.setattr(pc, "index_in", lambda *args, **kwargs: pytest.fail("hashed"))
+    # when coded, then the codes are the lookup's all the same
+    assert np.array_equal(codes_of(values, categories), expected)
+    # and a sorted side of sliced arrays (an offset into their buffers) is searched alike
+    assert np.array_equal(codes_of(values[5:], categories[3:]), _plain_shifted(expected[5:], 3))
+
+
+def _plain_shifted(codes: np.ndarray, dropped: int) -> np.ndarray:
+    """Codes among categories with the first ``dropped`` taken off."""
+    return np.where(codes >= dropped, codes - dropped, -1)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    ["repeated category", "other widths", "a null value", "mixed widths"],
+)
+def test_ids_breaking_the_searchs_preconditions_are_coded_as_the_hash_lookup_codes_them(edit):
+    # given sorted values and shuffled categories, broken in one way the search must notice
+    rng = np.random.default_rng(8)
+    size = decisions.SORTED_FROM * 2
+    values = _ids(np.arange(size))
+    categories = _ids(rng.permutation(np.arange(size // 2, 2 * size)))
+    if edit == "repeated category":  # the first of the two positions is the code
+        categories = pa.concat_arrays([categories, categories])
+    elif edit == "other widths":
+        categories = pa.array([f"D{n:08d}" for n in range(size)])
+    elif edit == "a null value":
+        values = pa.concat_arrays([values, pa.array([None], pa.string())])
+    else:
+        values = pa.concat_arrays([values, pa.array(["C1"])])
+    # when coded, then each code is the hash lookup's
+    assert np.array_equal(codes_of(values, categories), _plain(values, categories))

@@ -22,6 +22,7 @@ from rules.schemas import (
     decision_schema,
     scored_schema,
     state_schema,
+    validate_frame,
 )
 from tests.rules.casebook import (
     copy_packaged_rules,
@@ -368,13 +369,54 @@ def _one_learner() -> tuple[pd.DataFrame, pd.DataFrame]:
         "override disagrees with tag",
     ],
 )
-def test_a_broken_input_frame_is_refused_with_a_clear_message(ruleset, edit, message):
-    # given a valid batch, broken in one way
+@pytest.mark.parametrize("as_columns", [False, True], ids=["frame", "columns"])
+def test_a_broken_input_frame_is_refused_with_a_clear_message(ruleset, edit, message, as_columns):
+    # given a valid batch, broken in one way, as a frame or as its columns (checked in place)
     scored, state = edit(*_one_learner())
     # when / then
     with pytest.raises(DecisionInputError) as error:
-        decide(ruleset, state, scored, AS_OF)
+        decide(ruleset, state, Columns.of(scored) if as_columns else scored, AS_OF)
     assert message in str(error.value)
+
+
+def test_columns_checked_in_place_leave_the_callers_arrays_and_keep_only_the_schemas(ruleset):
+    # given a learner's columns with an extra column and counts the contract coerces to floats
+    scored, state = _one_learner()
+    scored = scored.assign(sessions_7d=[3, 4], milestones_total=pd.array([2, None], "Int64"))
+    columns = Columns.of(scored)
+    before = {name: columns.array(name) for name in columns.names()}
+    # when decided from the columns and from the frame
+    from_columns = decide(ruleset, state, columns, AS_OF)
+    from_frame = decide(ruleset, state, scored, AS_OF)
+    # then the decisions agree, and the caller's columns are the same arrays, uncoerced
+    pd.testing.assert_frame_equal(from_columns, from_frame)
+    assert all(columns.array(name) is array for name, array in before.items())
+    assert columns.array("milestones_total").dtype == "Int64"
+
+
+def test_a_frame_validated_in_place_is_the_same_frame_and_still_refused_when_broken(ruleset):
+    # given the decisions the engine made, and a copy broken in one column
+    scored, state = _one_learner()
+    decisions = decide(ruleset, state, scored, AS_OF, check_output=False)
+    broken = decisions.assign(p_churn=[1.5, 0.2])
+    schema = decision_schema(ruleset)
+    # when validated in place, then the frame itself comes back (no copy) ...
+    assert validate_frame(schema, decisions, inplace=True) is decisions
+    assert validate_frame(schema, decisions) is not decisions
+    # ... and the broken one is refused as on a copy
+    with pytest.raises(DecisionInputError, match="column 'p_churn' fails in_range"):
+        validate_frame(schema, broken, inplace=True)
+
+
+def test_a_filtering_schema_is_not_validated_in_place(ruleset):
+    # given the scored schema, which drops the columns it does not name
+    scored, _ = _one_learner()
+    # when / then: pandera would not filter the frame in place, so it is refused outright
+    with pytest.raises(ValueError, match="cannot validate in place"):
+        validate_frame(scored_schema(ruleset), scored, inplace=True)
+    unfiltered = scored_schema(ruleset, filtered=False)
+    assert unfiltered is not scored_schema(ruleset)
+    assert unfiltered.columns.keys() == scored_schema(ruleset).columns.keys()
 
 
 def test_extra_columns_are_ignored_and_nullable_integers_are_accepted(ruleset):
