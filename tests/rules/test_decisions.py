@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -151,3 +153,35 @@ def test_ids_breaking_the_searchs_preconditions_are_coded_as_the_hash_lookup_cod
         values = pa.concat_arrays([values, pa.array(["C1"])])
     # when coded, then each code is the hash lookup's
     assert np.array_equal(codes_of(values, categories), _plain(values, categories))
+
+
+@pytest.mark.parametrize("values_sorted", [True, False], ids=["values sorted", "values shuffled"])
+def test_wide_ids_sorted_on_one_side_are_searched_as_the_hash_lookup_codes_them(
+    monkeypatch, values_sorted
+):
+    # given UUIDs (36 bytes) among the store's sorted UUIDs, some absent, and no hash lookup
+    rng = np.random.default_rng(11)
+    size = decisions.SORTED_FROM * 2
+    pool = np.unique(rng.integers(0, 2**62, 3 * size))
+    texts = [str(uuid.UUID(int=int(n) << 64 | int(n))) for n in pool]
+    categories = pa.array(texts[: 2 * size])  # sorted: the pool is, and so are its UUIDs' texts
+    values = texts[size : 3 * size]
+    values = pa.array(values if values_sorted else list(rng.permutation(values)))
+    expected = _plain(values, categories)
+    monkeypatch.setattr(pc, "index_in", lambda *args, **kwargs: pytest.fail("hashed"))
+    # when coded, then each code is the hash lookup's and half the values were found
+    codes = codes_of(values, categories)
+    assert np.array_equal(codes, expected)
+    assert (codes >= 0).sum() == len(pool[size : 2 * size])
+
+
+def test_wide_ids_differing_only_in_a_trailing_nul_stay_apart():
+    # given ids of one width whose bytes differ only by a trailing NUL against a letter
+    size = decisions.SORTED_FROM
+    nul = "\x00"
+    categories = pa.array([f"learner-{n:08d}{nul}" for n in range(size)])
+    values = pa.array([f"learner-{n:08d}{nul if n % 2 else 'a'}" for n in range(size)])
+    # when coded, then only the ids with the NUL are found, each at its own position
+    codes = codes_of(values, categories)
+    assert np.array_equal(codes, _plain(values, categories))
+    assert np.array_equal(codes, np.where(np.arange(size) % 2 == 1, np.arange(size), -1))
