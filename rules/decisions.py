@@ -250,8 +250,13 @@ def _index_in(values: pa.Array, categories: pa.Array) -> np.ndarray:
 
 
 def _arrow(values: ArrayLike) -> pa.Array:
-    """``values`` as one Arrow array (a column concatenated from several frames is chunked)."""
-    array = pa.array(values)
+    """``values`` as one Arrow array."""
+    return one_array(pa.array(values))
+
+
+def one_array(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``array`` as one Arrow array: a pandas column concatenated from several frames, or
+    fetched from DuckDB in record batches, converts to a chunked one."""
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
@@ -479,5 +484,6 @@ __all__ = [
     "decision_frame",
     "decision_order",
     "frame_order",
+    "one_array",
     "rule_tables",
 ]

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity
 from rules.capacity import CUT_COLUMNS, rows_set
-from rules.decisions import NO_CODE, codes_of, frame_order
+from rules.decisions import NO_CODE, codes_of, frame_order, one_array
 from serving.core.assess import decide_learners
 from serving.core.frames import is_in
 
@@ -280,10 +280,7 @@ def arrow_text(column: pd.Series) -> pa.Array | None:
     without a Python string per row."""
     if not isinstance(column.dtype, pd.StringDtype):
         return None
-    texts = pa.array(column.array)
-    if isinstance(texts, pa.ChunkedArray):  # a column concatenated from several frames
-        texts = texts.combine_chunks()
-    return texts.cast(pa.string())
+    return one_array(pa.array(column.array)).cast(pa.string())
 
 
 def _same_columns(before: pd.DataFrame, after: pd.DataFrame) -> bool:

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from rules.campaign_matching import step_channels
 from rules.campaigns import Campaign, Catalogue
-from rules.decisions import codes_of
+from rules.decisions import codes_of, one_array
 from rules.interventions import control_draw
 from serving.core.messages import PAIR_COLUMNS, CampaignPlan, no_pairs
 from serving.core.planned import (
@@ -169,9 +169,7 @@ def _arrow_texts(column: pd.Series) -> pa.LargeStringArray:
     the column's Arrow data comes in chunks (a frame fetched from DuckDB in batches)."""
     if isinstance(column.dtype, pd.StringDtype | pd.CategoricalDtype) or column.dtype == object:
         try:
-            texts = pa.array(column, from_pandas=True)
-            if isinstance(texts, pa.ChunkedArray):
-                texts = texts.combine_chunks()
+            texts = one_array(pa.array(column, from_pandas=True))
             if pa.types.is_dictionary(texts.type):
                 texts = texts.dictionary_decode()
             if pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type):
