@@ -306,9 +306,10 @@ def holds_fewer_rows(conn: Connection, table: Table, count: int) -> bool:
 
 
 @contextmanager
-def indexes_after(conn: Connection, table: Table, incoming: int) -> Iterator[None]:
+def indexes_after(conn: Connection, table: Table, incoming: int) -> Iterator[bool]:
     """The block's inserts of ``incoming`` rows into ``table``, with its secondary indexes
-    dropped before them and built again after, when the table holds fewer rows than come.
+    dropped before them and built again after, when the table holds fewer rows than come;
+    the block is told whether they were (the order its rows best go in depends on it).
 
     A first load (1.5M outbox messages at 1M learners, in ``message_id`` order) otherwise
     inserts every row into every index at a random place; one sort per index after the rows
@@ -321,11 +322,11 @@ def indexes_after(conn: Connection, table: Table, incoming: int) -> Iterator[Non
     """
     indexes = sorted((index for index in table.indexes if not index.unique), key=_index_name)
     if not indexes or not holds_fewer_rows(conn, table, incoming):
-        yield
+        yield False
         return
     for index in indexes:
         index.drop(conn)
-    yield
+    yield True
     for index in indexes:
         index.create(conn)
 

@@ -6,7 +6,7 @@ messages, and ``wal_synced_commit``, a batch's commit on SQLite (its WAL synced,
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import Connection, event, inspect
@@ -105,6 +105,43 @@ def test_an_outbox_holding_more_rows_than_come_keeps_its_indexes(store):
     # Then only the new one went in, and no index was touched (inserting into them is cheaper)
     assert inserted == 1 and len(store.outbox_frame()) == 4
     assert not [sql for sql in sent if "INDEX" in sql]
+
+
+LEARNERS = [f"learner_{number:02d}" for number in range(12)]
+
+
+def _placed(conn: Connection, column: str) -> list[str]:
+    """``column`` of the outbox's rows in the order they were stored (rowid, ctid)."""
+    stored = "ctid" if conn.dialect.name == "postgresql" else "rowid"
+    return list(conn.exec_driver_sql(f"SELECT {column} FROM outbox ORDER BY {stored}").scalars())
+
+
+def test_messages_go_into_an_outbox_with_its_indexes_in_learner_order(store):
+    # Given an outbox holding the learners' messages of the day before, and a day whose
+    # message ids are not in learner order
+    before = DAY - timedelta(days=1)
+    with store._writer() as conn:
+        insert_messages(conn, outbox_rows(before, messages(before, LEARNERS), "d0", NOW))
+    rows = outbox_rows(DAY, messages(DAY, LEARNERS), "d1", NOW)
+    assert rows.sort_values("message_id")["customer_id"].tolist() != LEARNERS
+    # When the day's messages go in (the indexes kept: the outbox holds as many rows as come)
+    with store._writer() as conn:
+        insert_messages(conn, rows)
+        placed = _placed(conn, "customer_id")[len(LEARNERS) :]
+    # Then they were stored learner by learner: each index led by customer_id is written in
+    # its order (the message_id hash would put every row at a random place of them)
+    assert placed == LEARNERS
+
+
+def test_a_first_load_goes_in_message_id_order(store):
+    # Given an empty outbox, and a day whose learners are not in message id order
+    rows = outbox_rows(DAY, messages(DAY, LEARNERS), "d1", NOW)
+    # When the day's messages go in (the secondary indexes built after them)
+    with store._writer() as conn:
+        insert_messages(conn, rows)
+        placed = _placed(conn, "message_id")
+    # Then they were stored in primary-key order, the one index written row by row
+    assert placed == sorted(rows["message_id"])
 
 
 def test_a_failing_first_load_leaves_the_indexes_as_they_were(store):
