@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -46,13 +47,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
+from sqlalchemy.engine import make_url
 
 from features.mapping import EventMapping
 from features.validation import load_valid_inputs
 from features.windows import feature_day
 from features.workspace import TableInput
 from rules import RuleSet
-from serving.app.batch_write import stored_tags, write_day
+from serving.app.batch_write import WrittenDay, stored_tags, write_day
 from serving.app.day_campaigns import CampaignPlanner, catalogue_planner, plan_day_campaigns
 from serving.app.day_decisions import DecidedDay, cut_day
 from serving.app.summary import TOP_LEARNERS, BatchResult, summarise, tag_counts
@@ -67,10 +69,10 @@ STAGES: dict[str, str] = {
     "features": "build features",
     "score": "score with the champion",
     "decide": "apply the rules",
-    "snapshot": "write the feature snapshot",
+    "snapshot": "finish the feature snapshot",
     "plan": "plan campaign messages",
     "write": "commit the day to the state store",
-    "answers": "write the service's answers",
+    "answers": "finish the service's answers",
     "summary": "summarise",
 }
 
@@ -238,15 +240,15 @@ def run_day(
     if done is not None:
         return _already_done(done, context.store)
     timer = _Timer(context, as_of)
-    with timer("learners"):
-        read = _state_before(context.store, as_of, completed, replace=replace)
-    step = context.step or duckdb_step
-    day = step(as_of, inputs, context, read.state, timer)
-    assessment, features = day.assessment, day.assessment.features
-    run, snapshot = (None, None) if dry_run else write_day(context, day, read, replace, timer)
-    with timer("summary"):
-        stored = stored_tags(context.store, run)
-        summary = summarise(assessment, read.state, run, stored, context.top)
+    # One thread beside this one for the day's work that releases the GIL (``_assessed``,
+    # ``write_day``); the ``with`` joins it, so it never outlives the day.
+    with _beside(context.store) as beside:
+        reading = beside.submit(_state_before, context.store, as_of, completed, replace=replace)
+        day, read = _assessed(as_of, inputs, context, reading, timer)
+        assessment, features = day.assessment, day.assessment.features
+        written = None if dry_run else write_day(context, day, read, replace, timer, beside)
+        summary = _summary(context, assessment, read, written, timer)
+    run, snapshot = (None, None) if written is None else (written.run, written.snapshot)
     return BatchResult(
         as_of=as_of, run=run, dry_run=dry_run, already_done=False,
         rules_only=assessment.rules_only, model_version=assessment.model_version,
@@ -254,6 +256,74 @@ def run_day(
         stage_seconds=dict(timer.seconds), feature_snapshot=snapshot, assessment=assessment,
         **summary,
     )  # fmt: skip
+
+
+def _beside(store: StateStore) -> Executor:
+    """The day's thread beside the caller's; for an in-memory SQLite store (a database per
+    thread: another thread sees an empty one) the jobs run in turn on the caller's, as before."""
+    url = make_url(store.url)
+    in_memory = url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or "memory" in str(url.query.get("mode"))
+    )
+    return _InTurn() if in_memory else ThreadPoolExecutor(1, thread_name_prefix="lstep-day")
+
+
+class _InTurn(Executor):
+    """Runs each job as it is submitted, on the caller's thread (the day's sequential path)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        job: Future[Any] = Future()
+        try:
+            job.set_result(fn(*args, **kwargs))
+        except Exception as error:
+            job.set_exception(error)
+        return job
+
+
+def _assessed(
+    as_of: date,
+    inputs: BatchInputs,
+    context: BatchContext,
+    reading: Future[MarkedState],
+    stage: Stage,
+) -> tuple[AssessedDay, MarkedState]:
+    """The engine's step of the day and the state it was decided on, being read by ``reading``.
+
+    DuckDB's window runs while the state is read (``_duckdb_day``); another engine gets the
+    state first, its wait timed as "learners". A failed read fails the day with its own
+    exception, even when the step failed too (as when the read came first).
+    """
+    try:
+        if context.step is None:
+            day = _duckdb_day(as_of, inputs, context, lambda: reading.result().state, stage)
+        else:
+            with stage("learners"):
+                state = reading.result().state
+            day = context.step(as_of, inputs, context, state, stage)
+    finally:
+        read = reading.result()
+    return day, read
+
+
+def _summary(
+    context: BatchContext,
+    assessment: Assessment,
+    read: MarkedState,
+    written: WrittenDay | None,
+    stage: Stage,
+) -> dict[str, Any]:
+    """The day's summary, summarised while the answers file is written beside it; then the
+    wait for the answers ("answers" times what is left of it). The answers' failure wins over
+    the summary's, as when they came first."""
+    run = None if written is None else written.run
+    try:
+        with stage("summary"):
+            stored = stored_tags(context.store, run)
+            return summarise(assessment, read.state, run, stored, context.top)
+    finally:
+        if written is not None and written.answers is not None:
+            with stage("answers"):
+                written.answers.result()
 
 
 def duckdb_step(
@@ -268,6 +338,18 @@ def duckdb_step(
     Raises:
         features.validation_report.InputError: the inputs fail validation (the rendered report).
     """
+    return _duckdb_day(as_of, inputs, context, lambda: state, stage)
+
+
+def _duckdb_day(
+    as_of: date,
+    inputs: BatchInputs,
+    context: BatchContext,
+    read_state: Callable[[], pd.DataFrame],
+    stage: Stage,
+) -> AssessedDay:
+    """``duckdb_step`` with the stored state asked of ``read_state`` only once the window's
+    eligible learners are known (``run_day`` reads it on a thread meanwhile)."""
     if not inputs.validated:
         with stage("inputs"):
             inputs = inputs.loaded(context.now)
@@ -279,6 +361,7 @@ def duckdb_step(
             # now holds the window's GROUP BY and "features" the rest
             day = open_day.enter_context(feature_day(inputs.events, inputs.customers, as_of))
             eligible = day.eligible()
+            state = read_state()
             spine = spine_of(eligible, state, as_of)
         with stage("features"):
             features = day.features(spine)

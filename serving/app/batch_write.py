@@ -1,15 +1,17 @@
 """The batch day's write: the feature snapshot, the campaign plan, the commit, the answers.
 
 Stage 6 of ``serving.app.batch`` (see its docstring), shared by every engine: ``write_day``
-writes the day's feature snapshot (and the engine's own files), plans the day's campaign
-messages, commits the day to the state store (``StateStore.apply_day``) and then writes the
-service's answers file, decided on the state the day left; ``stored_tags`` is what the summary
-reads back when the store left some moves out.
+writes the day's feature snapshot (and the engine's own files) on a thread beside the campaign
+plan, commits the day to the state store (``StateStore.apply_day``) once both are done, and then
+starts the service's answers file, decided on the state the day left, on a thread beside the
+summary; ``stored_tags`` is what the summary reads back when the store left some moves out.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,27 +31,51 @@ if TYPE_CHECKING:  # batch.py imports this module: its types only for the annota
 logger = logging.getLogger("lstep")
 
 
+@dataclass(frozen=True)
+class WrittenDay:
+    """A committed day.
+
+    Attributes:
+        run: the day's run record.
+        snapshot: the feature snapshot's path (None without a data directory).
+        answers: the answers file being written beside the caller; its ``result()`` waits for it
+            and raises what the write raised (None without a data directory).
+    """
+
+    run: RunRecord
+    snapshot: Path | None
+    answers: Future[None] | None
+
+
 def write_day(
-    context: BatchContext, day: AssessedDay, read: MarkedState, replace: bool, stage: Stage
-) -> tuple[RunRecord, Path | None]:
+    context: BatchContext,
+    day: AssessedDay,
+    read: MarkedState,
+    replace: bool,
+    stage: Stage,
+    beside: Executor,
+) -> WrittenDay:
     """Write the day's feature snapshot (and the engine's own files), then commit the day.
 
-    The snapshot comes first: features are a function of the log alone, so a snapshot whose
-    commit never came is the one a rerun writes again, while a committed day always has its
-    snapshot (a crash between the two used to leave a completed day without one, for good).
-    Each part is its own stage, so a slow day says which part was slow.
+    The snapshot is written on a thread of ``beside`` while this one plans the campaign messages
+    (the parquet write releases the GIL), and is waited for before the commit: features are a
+    function of the log alone, so a snapshot whose commit never came is the one a rerun writes
+    again, while a committed day always has its snapshot (a crash between the two used to leave
+    a completed day without one, for good); a failed snapshot fails the day before the commit
+    with its own exception, even when the plan failed too (as when it came first). The
+    "snapshot" stage is what is left to wait for at that join. After the commit the answers file
+    is started on ``beside`` (``WrittenDay.answers``): the caller waits for it.
     """
-    assessment, snapshot = day.assessment, None
-    with stage("snapshot"):
-        if day.write_outputs is not None:
-            day.write_outputs()
-        if context.data_dir is not None:
-            snapshot = write_feature_snapshot(
-                assessment.features, Path(context.data_dir), assessment.as_of
-            )
-    with stage("plan"):
-        planner = context.planner or catalogue_planner(context.ruleset)
-        plan = plan_day_campaigns(assessment, context.store, planner if context.campaigns else None)
+    assessment = day.assessment
+    snapshot_job = beside.submit(_write_snapshot, context, day)
+    try:
+        with stage("plan"):
+            planner = context.planner or catalogue_planner(context.ruleset)
+            campaigns = planner if context.campaigns else None
+            plan = plan_day_campaigns(assessment, context.store, campaigns)
+    finally:  # the snapshot's failure wins over the plan's, as when it ran first
+        with stage("snapshot"):
+            snapshot = snapshot_job.result()
     batch_day = BatchDay(
         assessment.as_of, context.run_id, assessment.model_version, assessment.rules_only,
         context.now, replace,
@@ -57,10 +83,20 @@ def write_day(
     scores = None if assessment.rules_only else assessment.scores
     with stage("write"):
         run = context.store.apply_day(batch_day, assessment.decisions, scores, plan)
-    with stage("answers"):
-        if context.data_dir is not None:
-            _write_answers(context, day, read)
-    return run, snapshot
+    answers = None
+    if context.data_dir is not None:
+        answers = beside.submit(_write_answers, context, day, read)
+    return WrittenDay(run, snapshot, answers)
+
+
+def _write_snapshot(context: BatchContext, day: AssessedDay) -> Path | None:
+    """The engine's own files of the day, then the feature snapshot (its path, if written)."""
+    if day.write_outputs is not None:
+        day.write_outputs()
+    if context.data_dir is None:
+        return None
+    features = day.assessment.features
+    return write_feature_snapshot(features, Path(context.data_dir), day.assessment.as_of)
 
 
 def _write_answers(context: BatchContext, day: AssessedDay, read: MarkedState) -> None:
@@ -88,4 +124,4 @@ def stored_tags(store: StateStore, run: RunRecord | None) -> pd.Series | None:
     return store.state_frame()["tag"] if any(skipped.values()) else None
 
 
-__all__ = ["stored_tags", "write_day"]
+__all__ = ["WrittenDay", "stored_tags", "write_day"]
