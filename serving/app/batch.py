@@ -19,7 +19,8 @@ One day reads as its stages, one call each, I/O at the ends:
    (``serving.infra.score_files``; in SQL for a store opened without a scores directory), idempotent
    per ``as_of`` (a completed day is not recomputed); a dry run writes nothing. The day's feature
    frame goes to ``<data_dir>/features/as_of=YYYY-MM-DD.parquet`` (the service's snapshot of the
-   day) just before the commit, so a completed day has its snapshot.
+   day) while the campaign messages are planned, and is waited for before the commit, so a
+   completed day has its snapshot.
    After the commit, the day's answers (every learner decided on the state the day left) go to
    ``<data_dir>/answers/`` (``serving.app.answers.write_day_answers``): the service maps them
    instead of assessing every learner at start-up.
@@ -29,6 +30,13 @@ One day reads as its stages, one call each, I/O at the ends:
 Stages 2-5 are the engine's step (``DayStep``): ``duckdb_step`` here, ``serving.app.spark_day``
 for ``--engine spark``; the day order, the state before the day, the write and the summary are
 shared, so both engines commit and report a day the same way.
+
+Work that releases the GIL runs on one thread beside the day's (``_beside``; a ``with`` joins
+it, so it never outlives the day): the state read (SQLite's steps) beside DuckDB's window, the
+snapshot's parquet write beside the plan. Each is waited for where its result is needed
+("snapshot" times what is left of that wait), and when both sides fail, the exception of the one
+that used to come first is raised, as before.
+Outputs are those of the days run in turn (``_InTurn``, what an in-memory SQLite store gets).
 
 A replaced day (``replace``, the latest completed day only) is decided against the state before
 that day: the store undoes the day's automatic transitions in the same transaction.
@@ -54,7 +62,7 @@ from features.validation import load_valid_inputs
 from features.windows import feature_day
 from features.workspace import TableInput
 from rules import RuleSet
-from serving.app.batch_write import WrittenDay, stored_tags, write_day
+from serving.app.batch_write import stored_tags, write_day
 from serving.app.day_campaigns import CampaignPlanner, catalogue_planner, plan_day_campaigns
 from serving.app.day_decisions import DecidedDay, cut_day
 from serving.app.summary import TOP_LEARNERS, BatchResult, summarise, tag_counts
@@ -72,7 +80,7 @@ STAGES: dict[str, str] = {
     "snapshot": "finish the feature snapshot",
     "plan": "plan campaign messages",
     "write": "commit the day to the state store",
-    "answers": "finish the service's answers",
+    "answers": "write the service's answers",
     "summary": "summarise",
 }
 
@@ -247,8 +255,10 @@ def run_day(
         day, read = _assessed(as_of, inputs, context, reading, timer)
         assessment, features = day.assessment, day.assessment.features
         written = None if dry_run else write_day(context, day, read, replace, timer, beside)
-        summary = _summary(context, assessment, read, written, timer)
-    run, snapshot = (None, None) if written is None else (written.run, written.snapshot)
+    run, snapshot = (None, None) if written is None else written
+    with timer("summary"):
+        stored = stored_tags(context.store, run)
+        summary = summarise(assessment, read.state, run, stored, context.top)
     return BatchResult(
         as_of=as_of, run=run, dry_run=dry_run, already_done=False,
         rules_only=assessment.rules_only, model_version=assessment.model_version,
@@ -303,27 +313,6 @@ def _assessed(
     finally:
         read = reading.result()
     return day, read
-
-
-def _summary(
-    context: BatchContext,
-    assessment: Assessment,
-    read: MarkedState,
-    written: WrittenDay | None,
-    stage: Stage,
-) -> dict[str, Any]:
-    """The day's summary, summarised while the answers file is written beside it; then the
-    wait for the answers ("answers" times what is left of it). The answers' failure wins over
-    the summary's, as when they came first."""
-    run = None if written is None else written.run
-    try:
-        with stage("summary"):
-            stored = stored_tags(context.store, run)
-            return summarise(assessment, read.state, run, stored, context.top)
-    finally:
-        if written is not None and written.answers is not None:
-            with stage("answers"):
-                written.answers.result()
 
 
 def duckdb_step(

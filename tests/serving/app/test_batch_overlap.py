@@ -1,5 +1,5 @@
 """The batch day's work beside each other: the state read beside DuckDB's window, the feature
-snapshot beside the plan, the answers beside the summary; failures and outputs as in turn."""
+snapshot beside the plan; failures and outputs as in turn."""
 
 from __future__ import annotations
 
@@ -77,11 +77,11 @@ def test_the_state_is_read_while_duckdb_builds_the_window(
     assert result.run.status == "completed"
 
 
-def test_the_snapshot_is_written_while_the_plan_runs_and_the_answers_while_the_summary_does(
+def test_the_snapshot_is_written_while_the_plan_runs(
     sqlite_store, simulated_log, ruleset, tmp_path, monkeypatch
 ):
-    # given a snapshot that waits for the plan, answers that wait for the summary
-    planning, summarising = threading.Event(), threading.Event()
+    # given a snapshot that can only finish once the plan has started
+    planning = threading.Event()
     monkeypatch.setattr(
         batch_write, "plan_day_campaigns", sets(planning, batch_write.plan_day_campaigns)
     )
@@ -90,15 +90,10 @@ def test_the_snapshot_is_written_while_the_plan_runs_and_the_answers_while_the_s
         "write_feature_snapshot",
         waits_for(planning, batch_write.write_feature_snapshot),
     )
-    monkeypatch.setattr(batch, "summarise", sets(summarising, batch.summarise))
-    monkeypatch.setattr(
-        batch_write, "write_day_answers", waits_for(summarising, batch_write.write_day_answers)
-    )
     # when the day runs with a data directory
     result = run(sqlite_store, simulated_log, ruleset, tmp_path / "data")
-    # then it completes with its snapshot and its answers file
+    # then it completes with its snapshot
     assert result.run.status == "completed" and result.feature_snapshot.exists()
-    assert list((tmp_path / "data" / "answers").glob(f"as_of={FIRST_DAY}.*.arrow"))
 
 
 def test_a_failed_snapshot_fails_the_day_before_the_commit_even_when_the_plan_fails_too(
