@@ -10,7 +10,7 @@ summary reads back when the store left some moves out.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,12 +36,12 @@ def write_day(
     read: MarkedState,
     replace: bool,
     stage: Stage,
-    beside: Executor,
 ) -> tuple[RunRecord, Path | None]:
     """Write the day's feature snapshot (and the engine's own files), then commit the day.
 
-    The snapshot is written on a thread of ``beside`` while this one plans the campaign messages
-    (the parquet write releases the GIL), and is waited for before the commit: features are a
+    The snapshot is written on a thread of its own while this one plans the campaign messages
+    (the parquet write releases the GIL), and is waited for before the commit (the ``with``
+    joins the thread, whatever happens): features are a
     function of the log alone, so a snapshot whose commit never came is the one a rerun writes
     again, while a committed day always has its snapshot (a crash between the two used to leave
     a completed day without one, for good); a failed snapshot fails the day before the commit
@@ -51,15 +51,16 @@ def write_day(
     nothing at 200k learners (summary + answers 0.69 s, 0.70 s in turn, medians of 6 runs).
     """
     assessment = day.assessment
-    snapshot_job = beside.submit(_write_snapshot, context, day)
-    try:
-        with stage("plan"):
-            planner = context.planner or catalogue_planner(context.ruleset)
-            campaigns = planner if context.campaigns else None
-            plan = plan_day_campaigns(assessment, context.store, campaigns)
-    finally:  # the snapshot's failure wins over the plan's, as when it ran first
-        with stage("snapshot"):
-            snapshot = snapshot_job.result()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstep-snapshot") as beside:
+        snapshot_job = beside.submit(_write_snapshot, context, day)
+        try:
+            with stage("plan"):
+                planner = context.planner or catalogue_planner(context.ruleset)
+                campaigns = planner if context.campaigns else None
+                plan = plan_day_campaigns(assessment, context.store, campaigns)
+        finally:  # the snapshot's failure wins over the plan's, as when it ran first
+            with stage("snapshot"):
+                snapshot = snapshot_job.result()
     batch_day = BatchDay(
         assessment.as_of, context.run_id, assessment.model_version, assessment.rules_only,
         context.now, replace,
