@@ -39,9 +39,13 @@ def answers_tag(model_version: str | None, ruleset: RuleSet) -> str:
     """Names what decided a day's answers: the champion's version and the rules' content.
 
     A service serving another champion or other rules than the batch's must not answer from
-    the batch's file: its own answers would differ.
+    the batch's file: its own answers would differ. Where the rules were read from is not their
+    content: the rules directory (``source``) and its templates folder (``templates_dir``) are
+    left out, so that a service installed elsewhere than the batch (another checkout, a
+    container) finds the batch's file instead of building its own. No answer reads a template.
     """
-    rules = ruleset.model_dump_json(exclude={"source"}).encode()
+    where = {"source": True, "campaigns": {"templates_dir": True}}
+    rules = ruleset.model_dump_json(exclude=where).encode()
     digest = hashlib.sha256(rules).hexdigest()[:12]
     model = "rules-only" if model_version is None else f"model-{model_version}"
     return re.sub(r"[^A-Za-z0-9_-]", "_", model) + f".rules-{digest}"

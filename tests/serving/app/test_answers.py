@@ -7,13 +7,18 @@ here); the keeper's tests use a copy of the snapshot and a fresh SQLite store of
 from __future__ import annotations
 
 import gc
+import shutil
 from datetime import date, timedelta
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
+from features.catalog import load_catalog
+from rules import MODEL_SCORE_COLUMNS, RuleSet, load_ruleset
 from serving.app.answers import (
     DayAnswers,
     answers_tag,
@@ -450,3 +455,31 @@ def test_state_columns_of_a_sorted_state_equal_the_reindex_and_a_sorted_repeat_i
     repeated = state.iloc[[0, 1, 1, 2]].reset_index(drop=True)
     with pytest.raises(ValueError, match="duplicate"):
         _state_columns(repeated, _texts(index))
+
+
+def _rules_copy(folder: Path, edit: tuple[str, str] | None = None) -> RuleSet:
+    """The packaged rules copied to ``folder`` (one text of transitions.yaml replaced), loaded."""
+    shutil.copytree(
+        resources.files("rules"), folder, ignore=shutil.ignore_patterns("*.py", "__pycache__")
+    )
+    if edit is not None:
+        transitions = folder / "transitions.yaml"
+        text = transitions.read_text()
+        assert edit[0] in text
+        transitions.write_text(text.replace(edit[0], edit[1]))
+    return load_ruleset(folder, known_features=[*load_catalog().names, *MODEL_SCORE_COLUMNS])
+
+
+def test_the_answers_tag_names_the_rules_content_not_where_they_were_read(tmp_path):
+    # given the same rules read from two folders (a batch and a service installed apart),
+    # and a third copy whose one rule says something else
+    batch = _rules_copy(tmp_path / "batch")
+    service = _rules_copy(tmp_path / "service")
+    edited = _rules_copy(
+        tmp_path / "edited", ("30 or more days without any activity", "30 idle days or more")
+    )
+    assert batch.campaigns.templates_dir != service.campaigns.templates_dir
+
+    # when / then: the folders do not change the tag; the content does
+    assert answers_tag("7", batch) == answers_tag("7", service)
+    assert answers_tag("7", edited) != answers_tag("7", batch)
