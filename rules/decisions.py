@@ -145,7 +145,7 @@ find 40k values among them, 0.03 s to find them among the 40k)."""
 
 SORTED_FROM = 10_000
 """Values and categories from which ids sorted by the store are looked up by binary search on
-their bytes as integers (``_codes_sorted``): a hash lookup of a million ids among a million is
+their bytes (``_codes_sorted``): a hash lookup of a million ids among a million is
 ~0.3 s of CPU, the search a tenth of that."""
 
 
@@ -256,8 +256,11 @@ def _arrow(values: ArrayLike) -> pa.Array:
 
 def one_array(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     """``array`` as one Arrow array: a pandas column concatenated from several frames, or
-    fetched from DuckDB in record batches, converts to a chunked one."""
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    fetched from DuckDB in record batches, converts to a chunked one. A single chunk is
+    returned as it is, not copied (a memory-mapped file's column stays a view of the map)."""
+    if not isinstance(array, pa.ChunkedArray):
+        return array
+    return array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
 
 
 def decision_frame(

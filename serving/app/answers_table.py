@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from models.churn import PREDICTION_COLUMNS
 from rules import RuleSet
-from rules.decisions import codes_of
+from rules.decisions import codes_of, one_array
 from serving.app.day_decisions import DecidedDay, answers_decisions, arrow_text
 from serving.core.assess import DECISION_FIELDS
 from serving.core.state import without_later_states
@@ -252,8 +252,7 @@ def _utf8_keys(ids: pa.Array) -> np.ndarray:
 
 def column_of(table: pa.Table, name: str) -> pa.Array:
     """One column as one array (a memory-mapped file holds one chunk: a view, no copy)."""
-    column = table.column(name)
-    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return one_array(table.column(name))
 
 
 def write_day_answers(

@@ -39,6 +39,7 @@ from features.online_inputs import (
 from features.vocabulary import CHANNELS
 from features.windows import event_type_firsts
 from features.workspace import connect
+from rules.decisions import one_array
 from serving.infra.sidecars import fixed_width, open_sidecar, read_meta, sorted_position
 
 logger = logging.getLogger("bentoml.lstep")
@@ -148,9 +149,7 @@ class EventIndex:
 
 def _numbers(rows: pa.Table, name: str) -> np.ndarray:
     """A numeric column as numpy (nulls of duration_s as NaN)."""
-    column = rows.column(name)
-    array = column.chunk(0) if column.num_chunks == 1 else pa.concat_arrays(column.chunks)
-    return array.to_numpy(zero_copy_only=False)
+    return one_array(rows.column(name)).to_numpy(zero_copy_only=False)
 
 
 def _write(events_path: Path, directory: Path) -> dict:

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pytest
 
 from rules import decisions
-from rules.decisions import codes_of
+from rules.decisions import codes_of, one_array
 
 CATEGORIES = ["P1", "P2", "P3", "P2"]  # a repeated category: the first position counts
 VALUES = ["P2", "P1", None, "P9", "P2", "P3"]
@@ -185,3 +185,18 @@ def test_wide_ids_differing_only_in_a_trailing_nul_stay_apart():
     codes = codes_of(values, categories)
     assert np.array_equal(codes, _plain(values, categories))
     assert np.array_equal(codes, np.where(np.arange(size) % 2 == 1, np.arange(size), -1))
+
+
+def test_one_array_keeps_a_single_chunk_as_it_is_and_joins_several():
+    # given a column of one chunk (a memory-mapped file's) and one of two chunks
+    single = pa.chunked_array([pa.array(["a", "b"])])
+    several = pa.chunked_array([pa.array(["a"]), pa.array(["b", "c"])])
+
+    # when
+    kept, joined = one_array(single), one_array(several)
+
+    # then: the single chunk is the very array (its buffers not copied); the chunks are one
+    assert kept.buffers()[2].address == single.chunk(0).buffers()[2].address
+    assert isinstance(joined, pa.Array)
+    assert joined.to_pylist() == ["a", "b", "c"]
+    assert one_array(pa.chunked_array([], type=pa.string())).to_pylist() == []
