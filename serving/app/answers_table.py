@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from rules.decisions import codes_of, one_array
 from serving.app.day_decisions import DecidedDay, answers_decisions, arrow_text
 from serving.core.assess import DECISION_FIELDS
 from serving.core.state import without_later_states
-from serving.infra.answers_file import answers_path, remove_older_answers, write_answers_file
+from serving.infra.answers_file import answers_path, remove_older_answers, stage_answers_file
 
 KEY, CALL_ORDER = "lstep.key", "lstep.call_order"
 SCORE, DECISION = "lstep.score.", "lstep.decision."
@@ -279,10 +280,50 @@ def write_day_answers(
         features, scores, ruleset=ruleset, state=state, as_of=as_of,
         model_version=model_version, decided=decided,
     )  # fmt: skip
+    return stage_answers(data_dir, table, ruleset=ruleset).place()
+
+
+@dataclass(frozen=True)
+class StagedAnswers:
+    """A day's answers file written under a temporary name, not yet the day's (``stage_answers``).
+
+    Attributes:
+        staged: where it is written.
+        path: the day's answers file it becomes (``answers_path``).
+        data_dir: the data directory.
+        as_of: its day.
+    """
+
+    staged: Path
+    path: Path
+    data_dir: Path
+    as_of: date
+
+    def place(self) -> Path:
+        """Make it the day's answers file, and remove older days' files."""
+        self.staged.replace(self.path)
+        remove_older_answers(self.data_dir, self.as_of)  # only the latest day is served
+        return self.path
+
+    def discard(self) -> None:
+        """Remove it (its day's answers are not these)."""
+        self.staged.unlink(missing_ok=True)
+
+
+def stage_answers(data_dir: Path, table: pa.Table, *, ruleset: RuleSet) -> StagedAnswers:
+    """Write an ``answers_table`` beside its day's answers file, for ``place`` to publish.
+
+    The day and the champion's version are read from the table's metadata, so that the file's
+    name always says what its answers were decided with.
+
+    Raises:
+        OSError: the data directory cannot be written.
+    """
+    metadata = table.schema.metadata
+    as_of = date.fromisoformat(metadata[META_AS_OF].decode())
+    model_version = metadata[META_MODEL].decode() or None
     path = answers_path(data_dir, as_of, answers_tag(model_version, ruleset))
-    write_answers_file(table, path)
-    remove_older_answers(data_dir, as_of)  # only the latest day is served
-    return path
+    return StagedAnswers(stage_answers_file(table, path), path, Path(data_dir), as_of)
 
 
 __all__ = [
@@ -294,8 +335,10 @@ __all__ = [
     "META_MODEL",
     "SCORE",
     "STATE",
+    "StagedAnswers",
     "answers_table",
     "answers_tag",
     "column_of",
+    "stage_answers",
     "write_day_answers",
 ]

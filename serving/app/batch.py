@@ -21,9 +21,11 @@ One day reads as its stages, one call each, I/O at the ends:
    frame goes to ``<data_dir>/features/as_of=YYYY-MM-DD.parquet`` (the service's snapshot of the
    day) on a thread beside the campaign plan, waited for before the commit, so a completed day
    has its snapshot.
-   After the commit, the day's answers (every learner decided on the state the day left) go to
-   ``<data_dir>/answers/`` (``serving.app.answers.write_day_answers``): the service maps them
-   instead of assessing every learner at start-up.
+   The day's answers (every learner decided on the state the day leaves) go to
+   ``<data_dir>/answers/`` (``serving.app.answers_table``): the service maps them instead of
+   assessing every learner at start-up. They are decided on a thread while the day is planned
+   and committed, on the state its moves predict, and kept after the commit when the store's
+   state is that one (decided again on it otherwise).
 7. **summary**: tag distribution and its change, transitions by rule, and the call list with
    each learner's reasons (``serving.app.summary``); the CLI renders it.
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from serving.core.frames import is_in
+
 StateRow = tuple[str, date, str | None, date | None]
 """A learner's stored state on a day: tag, since, active override's tag and expiry (or None)."""
 
@@ -64,6 +66,34 @@ def without_later_states(
     return kept_features, kept_state, later
 
 
+def state_after_moves(before: pd.DataFrame, decisions: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """The state frame the store reads on ``as_of`` once the day's moves are committed, as
+    predicted from the state the day was decided on (``before``, a ``state_frame(as_of)``).
+
+    Each learner the decisions move (``changed``) holds its new tag (``to_tag``) since
+    ``as_of``, without an override (the store ends the overrides that applied to a learner it
+    moves); every other row is ``before``'s. The frame is built as ``StateStore.state_after``
+    builds its own (the unchanged rows, then the new ones, sorted by customer_id, stably), so
+    that the two are ``equals`` when the store applied every move: the batch decides the day's
+    answers on this while the store commits the day and keeps them only when the state it then
+    reads is this one (a move the store left out, or a learner's state changed in between, is
+    a difference: the answers are decided again on the store's).
+    """
+    changed = decisions["changed"].to_numpy(dtype=bool)
+    moves = decisions.loc[changed, ["customer_id", "to_tag"]]
+    kept = before[~is_in(before["customer_id"], moves["customer_id"])]
+    moved = pd.DataFrame(
+        {
+            "customer_id": moves["customer_id"].to_numpy(dtype=object),
+            "tag": moves["to_tag"].to_numpy(dtype=object),
+            "since": pd.Timestamp(as_of),
+        }
+    )
+    moved = moved.reindex(columns=before.columns).astype(before.dtypes.to_dict())
+    after = pd.concat([kept, moved], ignore_index=True)
+    return after.sort_values("customer_id", ignore_index=True, kind="stable")
+
+
 def _days(column: pd.Series) -> list[date | None]:
     """A datetime column as ``date`` objects, None where missing."""
     return column.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]").tolist()
@@ -82,6 +112,7 @@ def _day(value: Any) -> date | None:
 __all__ = [
     "StateRow",
     "later_states",
+    "state_after_moves",
     "state_row",
     "state_rows_of",
     "without_later_states",

