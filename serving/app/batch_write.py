@@ -11,6 +11,7 @@ summary reads back when the store left some moves out.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,10 @@ def write_day(
     read: MarkedState,
     replace: bool,
     stage: Stage,
+    pending: Callable[[], pd.DataFrame | None] = lambda: None,
 ) -> tuple[RunRecord, Path | None]:
-    """Write the day's feature snapshot (and the engine's own files), then commit the day.
+    """Write the day's feature snapshot (and the engine's own files), then commit the day
+    (``pending``: the outbox's pending pairs when the caller read them already, else None).
 
     The snapshot is written on a thread of its own while this one plans the campaign messages
     (the parquet write releases the GIL; the plan is Python), and is waited for before the
@@ -67,7 +70,8 @@ def write_day(
             with stage("plan"):
                 planner = context.planner or catalogue_planner(context.ruleset)
                 campaigns = planner if context.campaigns else None
-                plan = plan_day_campaigns(assessment, context.store, campaigns)
+                pairs = pending() if campaigns is not None else None
+                plan = plan_day_campaigns(assessment, context.store, campaigns, pairs)
         finally:  # the snapshot's failure wins over the plan's, as when it ran first
             with stage("snapshot"):
                 snapshot = snapshot_job.result()

@@ -89,7 +89,10 @@ def catalogue_planner(ruleset: RuleSet) -> CampaignPlanner:
 
 
 def plan_day_campaigns(
-    assessment: Assessment, store: StateStore, planner: CampaignPlanner | None
+    assessment: Assessment,
+    store: StateStore,
+    planner: CampaignPlanner | None,
+    pending: pd.DataFrame | None = None,
 ) -> CampaignPlan | None:
     """The day's campaign plan, given, per learner and campaign, the messages still pending and
     those planned in the campaign's cap window; None without a planner.
@@ -103,10 +106,14 @@ def plan_day_campaigns(
     The day's own earlier messages are left out of both: a replaced day is planned against the
     outbox as it stood before that day (its unsent messages are dropped in the replacing
     transaction; its sent ones come back with the same ids and are not inserted twice).
+
+    ``pending``: ``store.pending_pairs(as_of)`` when the caller has read it already (the batch
+    reads it while the day is decided: it does not depend on the decisions); read here if not.
     """
     if planner is None:
         return None
-    pending = store.pending_pairs(assessment.as_of)
+    if pending is None:
+        pending = store.pending_pairs(assessment.as_of)
     candidates = planner.candidates(assessment.decisions, pending)
     in_window = store.messages_in_window(assessment.as_of, planner.windows, candidates)
     return planner(
