@@ -23,7 +23,9 @@ import pyarrow as pa
 from serving.app.answers_table import StagedAnswers, answers_table, stage_answers
 from serving.app.day_campaigns import catalogue_planner, plan_day_campaigns
 from serving.app.day_decisions import DecidedDay
+from serving.core.assess import Assessment
 from serving.core.frames import RunRecord
+from serving.core.messages import CampaignPlan
 from serving.core.planning import BatchDay
 from serving.core.state import state_after_moves
 from serving.infra.snapshots import write_feature_snapshot
@@ -59,19 +61,16 @@ def write_day(
     While the store commits, the answers are decided and written on the second thread
     (``_predicted_answers``), and published after the commit if the store then holds the state
     they were decided on (``_write_answers``). They start with the commit, not the plan: the
-    plan is Python too and only waited longer beside them (a 1M first load's plan 6.6 -> 10.5
-    s), while the commit is mostly SQLite's own work. A failed commit waits for them before it
-    is raised, and their file is removed.
+    plan is Python too, and beside them on a loaded machine a 1M first load's plan took 10.5 s
+    instead of 6.6, while the commit is mostly SQLite's own work. A failed commit waits for
+    them before it is raised, and their file is removed.
     """
     assessment = day.assessment
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="lstep-write") as beside:
         snapshot_job = beside.submit(_write_snapshot, context, day)
         try:
             with stage("plan"):
-                planner = context.planner or catalogue_planner(context.ruleset)
-                campaigns = planner if context.campaigns else None
-                pairs = pending() if campaigns is not None else None
-                plan = plan_day_campaigns(assessment, context.store, campaigns, pairs)
+                plan = _plan(context, assessment, pending)
         finally:  # the snapshot's failure wins over the plan's, as when it ran first
             with stage("snapshot"):
                 snapshot = snapshot_job.result()
@@ -93,6 +92,16 @@ def write_day(
             if context.data_dir is not None:
                 _write_answers(context, day, read, predicted)
     return run, snapshot
+
+
+def _plan(
+    context: BatchContext, assessment: Assessment, pending: Callable[[], pd.DataFrame | None]
+) -> CampaignPlan | None:
+    """The day's campaign plan (None: campaigns are off), on the pending pairs read already."""
+    planner = context.planner or catalogue_planner(context.ruleset)
+    campaigns = planner if context.campaigns else None
+    pairs = pending() if campaigns is not None else None
+    return plan_day_campaigns(assessment, context.store, campaigns, pairs)
 
 
 def _write_snapshot(context: BatchContext, day: AssessedDay) -> Path | None:
