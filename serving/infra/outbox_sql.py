@@ -34,6 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from serving.core.messages import CANCELLED, FAILED, PAIR_COLUMNS, PENDING, SUPPRESSED
 from serving.infra.sql import (
+    checks_once,
     copy_rows,
     driver_chunks,
     holds_fewer_rows,
@@ -55,7 +56,8 @@ def insert_messages(conn: Connection, rows: pd.DataFrame) -> int:
     """Insert outbox rows whose ``message_id`` is not there yet; return how many went in.
 
     Rows go in the way ``bulk_insert`` puts scores in: COPY on PostgreSQL (``_copy_messages``),
-    the driver's executemany on SQLite; into an outbox holding fewer rows than come (the first
+    the driver's executemany on SQLite (the CHECKs once per distinct value, ``sql.checks_once``);
+    into an outbox holding fewer rows than come (the first
     load) the secondary indexes are built after the rows (``sql.indexes_after``) and the rows go
     in ``message_id`` order (the primary key's index, the one written row by row, then grows at
     its end). Into an outbox with its indexes they go in ``customer_id`` order: the two indexes
@@ -82,7 +84,8 @@ def insert_messages(conn: Connection, rows: pd.DataFrame) -> int:
             return _copy_messages(conn, columns, flat, len(rows))
         statement = sqlite.insert(Outbox).on_conflict_do_nothing(index_elements=["message_id"])
         insert_sql = str(statement.compile(dialect=conn.dialect, column_keys=columns))
-        return sum(conn.exec_driver_sql(insert_sql, chunk).rowcount for chunk in chunks)
+        with checks_once(conn, Outbox.__table__, rows):
+            return sum(conn.exec_driver_sql(insert_sql, chunk).rowcount for chunk in chunks)
 
 
 def _copy_messages(
