@@ -8,7 +8,7 @@ are the store's business.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from itertools import chain
@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pandas.api.types import is_bool_dtype, is_float_dtype
 from sqlalchemy import (
     CheckConstraint,
@@ -45,6 +47,7 @@ from sqlalchemy.exc import (
     OperationalError,
 )
 
+from rules.decisions import one_array
 from serving.core.frames import RunRecord, StoredColumns, stored_frame
 from serving.core.problems import Invalid, Unavailable
 from serving.infra.tables import BatchRun, Score, Status, Transition
@@ -54,6 +57,7 @@ SQLITE_BUSY_TIMEOUT_S = 120
 WRITER_OPTION = "lstep_writer"
 """Execution option marking a writer connection (SQLite then begins IMMEDIATE)."""
 _CHUNK_ROWS = 50_000
+_SAMPLE_ROWS = 10_000
 SQLITE_PARAMETERS = 32_766
 """The most parameters SQLite takes in one statement (``SQLITE_MAX_VARIABLE_NUMBER``)."""
 
@@ -281,11 +285,65 @@ def driver_chunks(
     """``driver_rows`` of the frame in ``order_by`` order, ``_CHUNK_ROWS`` rows at a time.
 
     A million rows as Python tuples at once cost gigabytes (the day's peak at scale); a chunk
-    at a time holds one chunk's. The order is taken chunk by chunk too, not by a sorted copy.
+    at a time holds one chunk's. The order is taken chunk by chunk too, not by a sorted copy:
+    each column is made ready once (``_column_picker``) and picks a chunk's rows from that.
+    Taking every chunk's rows of the whole frame (``iloc``) then converting them cost 4.8 CPU s
+    on a 1M first load's 1.55M messages, half of it Arrow's take of every text column.
     """
     order = frame[order_by].argsort(kind="stable").to_numpy()
+    pickers = [_column_picker(conn, table, name, frame[name]) for name in frame.columns]
     for start in range(0, len(frame), _CHUNK_ROWS):
-        yield driver_rows(conn, table, frame.iloc[order[start : start + _CHUNK_ROWS]])
+        rows = order[start : start + _CHUNK_ROWS]
+        yield list(zip(*(pick(rows) for pick in pickers), strict=True))
+
+
+def _column_picker(
+    conn: Connection, table: Table, name: str, series: pd.Series
+) -> Callable[[np.ndarray], list[Any]]:
+    """A function giving the values of ``series`` at some positions as ``driver_rows`` does.
+
+    A column with a bind processor (dates, instants: few distinct values a day) is coded once
+    and each distinct value processed once; Arrow text is taken from its one array (Python
+    strings made for the chunk only, None for missing); numbers and flags from their numpy
+    array; anything else (objects) as ``driver_rows`` converts it.
+    """
+    processor = table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    plain = is_float_dtype(series.dtype) or is_bool_dtype(series.dtype)
+    if processor is not None and not plain:
+        codes, distinct = pd.factorize(series)  # missing values get code -1
+        lookup = [processor(value) for value in distinct.to_numpy(dtype=object)] + [None]
+        looked_up = np.asarray(lookup, dtype=object)
+        return lambda rows: looked_up[codes[rows]].tolist()
+    if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
+        return _text_picker(one_array(pa.array(series.array)))
+    if series.dtype == np.float64:
+        numbers = series.to_numpy()
+        return lambda rows: _floats_or_none(numbers[rows])
+    if series.dtype in (np.int64, np.bool_):
+        values = series.to_numpy()
+        return lambda rows: values[rows].tolist()
+    return lambda rows: series.iloc[rows].to_numpy(dtype=object, na_value=None).tolist()
+
+
+def _text_picker(text: pa.Array) -> Callable[[np.ndarray], list[str | None]]:
+    """Arrow text's values at some positions: a column of few distinct values (a campaign, a
+    state, a run id: judged on its first ``_SAMPLE_ROWS``) coded once, each distinct value one
+    Python string shared by its rows (0.18 -> 0.03 CPU s a column of 1.55M messages); ids and
+    contexts taken from Arrow chunk by chunk, their strings made for the chunk only."""
+    sample = text.slice(0, _SAMPLE_ROWS)
+    if len(sample) and pc.count_distinct(sample, mode="all").as_py() * 10 > len(sample):
+        return lambda rows: text.take(rows).to_pylist()
+    coded = text.dictionary_encode()
+    distinct = np.asarray([*coded.dictionary.to_pylist(), None], dtype=object)
+    codes = coded.indices.fill_null(len(coded.dictionary)).to_numpy()
+    return lambda rows: distinct[codes[rows]].tolist()
+
+
+def _floats_or_none(numbers: np.ndarray) -> list[float | None]:
+    """Python floats, None for NaN (the driver's missing value)."""
+    values = numbers.astype(object)
+    values[np.isnan(numbers)] = None
+    return values.tolist()
 
 
 def bulk_insert(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
