@@ -94,7 +94,7 @@ def test_the_days_messages_go_into_an_empty_outbox_before_its_indexes(store):
         inserted = insert_messages(conn, rows)
     # Then each secondary index was dropped before the rows and built again after them
     assert inserted == 3 and len(store.outbox_frame()) == 3
-    assert len(_starting(sent, "DROP INDEX")) == len(_starting(sent, "CREATE INDEX")) == 4
+    assert len(_starting(sent, "DROP INDEX")) == len(_starting(sent, "CREATE INDEX")) == 3
     with store._connect() as conn:
         assert _outbox_indexes(conn) == SECONDARY_INDEXES
 
