@@ -47,7 +47,6 @@ from sqlalchemy.exc import (
     OperationalError,
 )
 
-from rules.decisions import one_array
 from serving.core.frames import RunRecord, StoredColumns, stored_frame
 from serving.core.problems import Invalid, Unavailable
 from serving.infra.tables import BatchRun, Score, Status, Transition
@@ -315,7 +314,7 @@ def _column_picker(
         looked_up = np.asarray(lookup, dtype=object)
         return lambda rows: looked_up[codes[rows]].tolist()
     if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
-        return _text_picker(one_array(pa.array(series.array)))
+        return _text_picker(_one_text_array(pa.array(series.array)))
     if series.dtype == np.float64:
         numbers = series.to_numpy()
         return lambda rows: _floats_or_none(numbers[rows])
@@ -337,6 +336,15 @@ def _text_picker(text: pa.Array) -> Callable[[np.ndarray], list[str | None]]:
     distinct = np.asarray([*coded.dictionary.to_pylist(), None], dtype=object)
     codes = coded.indices.fill_null(len(coded.dictionary)).to_numpy()
     return lambda rows: distinct[codes[rows]].tolist()
+
+
+def _one_text_array(text: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A column of concatenated frames comes chunked: its chunks joined, a single one taken
+    as it is (joining it would copy a day's contexts). ``rules.decisions.one_array``'s rule;
+    not imported from there: ``rules`` adds half a second to importing the store."""
+    if not isinstance(text, pa.ChunkedArray):
+        return text
+    return text.chunk(0) if text.num_chunks == 1 else text.combine_chunks()
 
 
 def _floats_or_none(numbers: np.ndarray) -> list[float | None]:
@@ -367,7 +375,7 @@ def bulk_insert(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
 def checks_once(conn: Connection, table: Table, frame: pd.DataFrame) -> Iterator[None]:
     """SQLite: the block's row-by-row inserts of ``frame`` into ``table`` with the table's
     CHECK constraints evaluated once per distinct combination of the values they read
-    (``_refuse_failed_checks``) instead of once per row (``ignore_check_constraints`` for the
+    (``_refuse_failed_check``) instead of once per row (``ignore_check_constraints`` for the
     block, restored after it); a frame that would fail one raises ``IntegrityError`` naming
     it before anything is inserted, as SQLite would have on its first such row.
 
