@@ -263,3 +263,36 @@ def test_sqlite_checks_the_distinct_values_once_then_inserts_row_by_row_without_
     with pytest.raises(IntegrityError, match="CHECK constraint failed"), store._writer() as conn:
         conn.execute(OUTBOX.insert(), {**bad.iloc[0].to_dict(), "state": "lost"})
     store.close()
+
+
+def test_driver_chunks_give_the_rows_driver_rows_gives_in_key_order(store, monkeypatch):
+    # Given a frame of every kind of column a bulk insert takes: Arrow text with few and with
+    # many distinct values and missing ones, dates, instants, numbers with NaN, flags, ints
+    import serving.infra.sql as sql
+
+    count = 25
+    frame = pd.DataFrame(
+        {
+            "customer_id": pd.Series(
+                [f"learner_{(7 * n) % count:02d}" for n in range(count)], dtype="str"
+            ),
+            "as_of": [DAY + timedelta(days=n % 2) for n in range(count)],
+            "from_tag": pd.Series([None if n % 3 else "ST_001" for n in range(count)], dtype="str"),
+            "to_tag": pd.Series(["ST_002"] * count, dtype="str"),
+            "p_churn": [float("nan") if n % 4 == 0 else n / count for n in range(count)],
+            "created_at": pd.Series([NOW] * count),
+        }
+    )
+    monkeypatch.setattr(sql, "_CHUNK_ROWS", 10)  # several chunks
+    monkeypatch.setattr(sql, "_SAMPLE_ROWS", 20)  # customer_id judged many values, the tags few
+    # When its driver rows are made chunk by chunk
+    with store._connect() as conn:
+        chunks = list(sql.driver_chunks(conn, TRANSITIONS, frame, order_by="customer_id"))
+        whole = sql.driver_rows(conn, TRANSITIONS, frame.sort_values("customer_id", kind="stable"))
+    # Then they are the rows of the whole frame in key order, value for value, type for type
+    rows = [row for chunk in chunks for row in chunk]
+    assert [len(chunk) for chunk in chunks] == [10, 10, 5]
+    assert rows == whole
+    assert [[type(value) for value in row] for row in rows] == [
+        [type(value) for value in row] for row in whole
+    ]
