@@ -33,10 +33,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from serving.core.messages import CANCELLED, FAILED, PAIR_COLUMNS, PENDING, SUPPRESSED
+from serving.infra.driver_rows import checks_once, driver_chunks
 from serving.infra.sql import (
-    checks_once,
     copy_rows,
-    driver_chunks,
     holds_fewer_rows,
     indexes_after,
     temporary_table,

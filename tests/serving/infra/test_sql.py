@@ -268,7 +268,7 @@ def test_sqlite_checks_the_distinct_values_once_then_inserts_row_by_row_without_
 def test_driver_chunks_give_the_rows_driver_rows_gives_in_key_order(store, monkeypatch):
     # Given a frame of every kind of column a bulk insert takes: Arrow text with few and with
     # many distinct values and missing ones, dates, instants, numbers with NaN, flags, ints
-    import serving.infra.sql as sql
+    import serving.infra.driver_rows as rows_module
 
     count = 25
     frame = pd.DataFrame(
@@ -283,12 +283,16 @@ def test_driver_chunks_give_the_rows_driver_rows_gives_in_key_order(store, monke
             "created_at": pd.Series([NOW] * count),
         }
     )
-    monkeypatch.setattr(sql, "_CHUNK_ROWS", 10)  # several chunks
-    monkeypatch.setattr(sql, "_SAMPLE_ROWS", 20)  # customer_id judged many values, the tags few
+    monkeypatch.setattr(rows_module, "_CHUNK_ROWS", 10)  # several chunks
+    monkeypatch.setattr(
+        rows_module, "_SAMPLE_ROWS", 20
+    )  # customer_id judged many values, the tags few
     # When its driver rows are made chunk by chunk
     with store._connect() as conn:
-        chunks = list(sql.driver_chunks(conn, TRANSITIONS, frame, order_by="customer_id"))
-        whole = sql.driver_rows(conn, TRANSITIONS, frame.sort_values("customer_id", kind="stable"))
+        chunks = list(rows_module.driver_chunks(conn, TRANSITIONS, frame, order_by="customer_id"))
+        whole = rows_module.driver_rows(
+            conn, TRANSITIONS, frame.sort_values("customer_id", kind="stable")
+        )
     # Then they are the rows of the whole frame in key order, value for value, type for type
     rows = [row for chunk in chunks for row in chunk]
     assert [len(chunk) for chunk in chunks] == [10, 10, 5]
