@@ -20,7 +20,9 @@ that server (not timed) and drops it after. ``--sql-scores`` keeps the day's sco
 ``scores`` table (a store without a scores directory) instead of the run's parquet file.
 ``--dump DIR`` saves, beside the frames the batch reads, every table of the store after the day
 and the day's scores as ``scores_frame`` reads them; ``compare DIR DIR`` asserts two dumps equal
-(``check_exact``): old and new code leave the same store.
+(``check_exact``): old and new code leave the same store. Tables are dumped in parts
+(``table_NAME.NNNN.pkl``, ``DUMP_PART_ROWS`` rows each, in key order), compared part by part:
+a 1M first load's dump fits in memory.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import batch_scale
 
+DUMP_PART_ROWS = 200_000
+"""Rows of a table per ``--dump`` part: a part of the 1M outbox is a few hundred MB."""
 DAY_FILES = {"steady": ("before.db", "day.pkl"), "first": ("first_before.db", "first_day.pkl")}
 """The captured files of each day: the store before the day and the store's inputs."""
 
@@ -189,10 +193,8 @@ def _replay_on(args: argparse.Namespace, day: tuple, scratch: Path, url: str) ->
 
 def _dump(store, as_of, results: dict, out: Path) -> None:
     """The frames the batch read, the run summary, every table after the day and the day's
-    scores as the store reads them, pickled under ``out``."""
-    from sqlalchemy import select
-
-    from serving.infra.sql import result_frame
+    scores as the store reads them, pickled under ``out``; each table in parts of
+    ``DUMP_PART_ROWS`` rows in key order (``_dump_table``)."""
     from serving.infra.tables import Base
 
     out.mkdir(parents=True, exist_ok=True)
@@ -202,10 +204,27 @@ def _dump(store, as_of, results: dict, out: Path) -> None:
     (out / "summary.txt").write_text(repr(sorted(summary.items())))
     with store._connect() as conn:
         for table in Base.metadata.sorted_tables:
-            keys = list(table.primary_key.columns)
-            frame = result_frame(conn.execute(select(table).order_by(*keys)))
-            frame.to_pickle(out / f"table_{table.name}.pkl")
+            _dump_table(conn, table, out)
     store.scores_frame(as_of).to_pickle(out / "scores_of_the_day.pkl")
+
+
+def _dump_table(conn, table, out: Path) -> None:
+    """One table's rows in key order as ``table_NAME.NNNN.pkl`` parts of ``DUMP_PART_ROWS``
+    rows (``result_frame``'s frames), one part in memory at a time: the 1M first load's outbox
+    read whole took more than 9 GiB. An empty table leaves one empty part (its columns)."""
+    import pandas as pd
+    from sqlalchemy import select
+
+    keys = list(table.primary_key.columns)
+    result = conn.execute(select(table).order_by(*keys))
+    columns = list(result.keys())
+    part = 0
+    for rows in result.partitions(DUMP_PART_ROWS):
+        frame = pd.DataFrame.from_records([tuple(row) for row in rows], columns=columns)
+        frame.to_pickle(out / f"table_{table.name}.{part:04d}.pkl")
+        part += 1
+    if part == 0:
+        pd.DataFrame(columns=columns).to_pickle(out / f"table_{table.name}.0000.pkl")
 
 
 def compare(args: argparse.Namespace) -> None:

@@ -33,9 +33,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from serving.core.messages import CANCELLED, FAILED, PAIR_COLUMNS, PENDING, SUPPRESSED
+from serving.infra.driver_rows import checks_once, driver_chunks
 from serving.infra.sql import (
     copy_rows,
-    driver_chunks,
     holds_fewer_rows,
     indexes_after,
     temporary_table,
@@ -55,17 +55,17 @@ def insert_messages(conn: Connection, rows: pd.DataFrame) -> int:
     """Insert outbox rows whose ``message_id`` is not there yet; return how many went in.
 
     Rows go in the way ``bulk_insert`` puts scores in: COPY on PostgreSQL (``_copy_messages``),
-    the driver's executemany on SQLite; into an outbox holding fewer rows than come (the first
+    the driver's executemany on SQLite (the CHECKs once per distinct value, ``sql.checks_once``);
+    into an outbox holding fewer rows than come (the first
     load) the secondary indexes are built after the rows (``sql.indexes_after``) and the rows go
     in ``message_id`` order (the primary key's index, the one written row by row, then grows at
     its end). Into an outbox with its indexes they go in ``customer_id`` order: the two indexes
     led by customer_id are then written in their order, only the primary key's at random places
     (``message_id`` is a hash); 76k rows into a 3.1M-row outbox at 1M learners, the statements
     alone, 3.1 -> 1.9 CPU s (PostgreSQL's COPY and ``INSERT ... SELECT``: 10.7 -> 5.3 s wall).
-    Not done yet: one (customer_id, campaign_id, planned_on, state, sent_at) index instead of
-    the two customer_id-led ones (builds over 3.1M rows 3.2 + 3.9 -> 4.2 CPU s, so about 1.5 s
-    off a first load; about 0.1 s off the steady day's inserts): ``sent_times`` would then
-    check sent_at in it (plans unchecked); a migration and ``store.HEAD_REVISION``. The count is
+    One (customer_id, campaign_id, planned_on, state, sent_at) index instead of the two
+    customer_id-led ones (migration 0006: one sort less on a first load; ``sent_times`` checks
+    sent_at in it, SQLite and PostgreSQL reading the index alone). The count is
     the statements' own: the one ``INSERT ... SELECT`` on PostgreSQL, the sum over executemany
     on SQLite (sqlite3 adds up its statements' changes, and a row skipped by ``DO NOTHING``
     changes nothing). Counting the run's rows afterwards instead scanned the whole outbox
@@ -82,7 +82,8 @@ def insert_messages(conn: Connection, rows: pd.DataFrame) -> int:
             return _copy_messages(conn, columns, flat, len(rows))
         statement = sqlite.insert(Outbox).on_conflict_do_nothing(index_elements=["message_id"])
         insert_sql = str(statement.compile(dialect=conn.dialect, column_keys=columns))
-        return sum(conn.exec_driver_sql(insert_sql, chunk).rowcount for chunk in chunks)
+        with checks_once(conn, Outbox.__table__, rows):
+            return sum(conn.exec_driver_sql(insert_sql, chunk).rowcount for chunk in chunks)
 
 
 def _copy_messages(
@@ -396,7 +397,8 @@ def release(conn: Connection, message_id: str, token: str, not_before: datetime 
 
 
 def sent_times(conn: Connection, customer_ids: list[str], since: datetime) -> dict[str, list]:
-    """When each of ``customer_ids`` was sent a message at or after ``since``."""
+    """When each of ``customer_ids`` was sent a message at or after ``since``: from the
+    learner's entries of the (customer_id, ..., sent_at) index, no table row."""
     found: dict[str, list] = {customer_id: [] for customer_id in customer_ids}
     for start in range(0, len(customer_ids), _CHUNK_ROWS):
         rows = conn.execute(

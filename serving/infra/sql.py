@@ -14,9 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from pandas.api.types import is_bool_dtype, is_float_dtype
 from sqlalchemy import (
     Connection,
     Engine,
@@ -44,13 +42,13 @@ from sqlalchemy.exc import (
 
 from serving.core.frames import RunRecord, StoredColumns, stored_frame
 from serving.core.problems import Invalid, Unavailable
+from serving.infra.driver_rows import checks_once, driver_chunks
 from serving.infra.tables import BatchRun, Score, Status, Transition
 
 SQLITE_BUSY_TIMEOUT_S = 120
 """How long a SQLite writer waits for another writer (a 1M-row batch commits in well under this)."""
 WRITER_OPTION = "lstep_writer"
 """Execution option marking a writer connection (SQLite then begins IMMEDIATE)."""
-_CHUNK_ROWS = 50_000
 
 # ---- engine ----------------------------------------------------------------------------------
 
@@ -249,40 +247,6 @@ def existing_run(conn: Connection, as_of: date, replace: bool) -> RunRecord | No
 # ---- writing helpers -------------------------------------------------------------------------
 
 
-def driver_rows(conn: Connection, table: Table, frame: pd.DataFrame) -> list[tuple[Any, ...]]:
-    """Rows as the DBAPI driver takes them: None for missing values, column types applied.
-
-    Each column's SQLAlchemy bind processor (dates to text on SQLite, UTC for instants) runs
-    once per distinct value rather than once per row: batch columns such as ``as_of`` or
-    ``created_at`` hold one value for a million rows.
-    """
-    columns = []
-    for name in frame.columns:
-        series = frame[name]
-        processor = table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-        # Python floats and bools are what every driver takes already.
-        if processor is None or is_float_dtype(series.dtype) or is_bool_dtype(series.dtype):
-            columns.append(series.to_numpy(dtype=object, na_value=None).tolist())
-            continue
-        codes, distinct = pd.factorize(series)  # missing values get code -1
-        lookup = [processor(value) for value in distinct.to_numpy(dtype=object)] + [None]
-        columns.append(np.asarray(lookup, dtype=object)[codes].tolist())
-    return list(zip(*columns, strict=True))
-
-
-def driver_chunks(
-    conn: Connection, table: Table, frame: pd.DataFrame, order_by: str
-) -> Iterator[list[tuple[Any, ...]]]:
-    """``driver_rows`` of the frame in ``order_by`` order, ``_CHUNK_ROWS`` rows at a time.
-
-    A million rows as Python tuples at once cost gigabytes (the day's peak at scale); a chunk
-    at a time holds one chunk's. The order is taken chunk by chunk too, not by a sorted copy.
-    """
-    order = frame[order_by].argsort(kind="stable").to_numpy()
-    for start in range(0, len(frame), _CHUNK_ROWS):
-        yield driver_rows(conn, table, frame.iloc[order[start : start + _CHUNK_ROWS]])
-
-
 def bulk_insert(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
     """Insert a frame of ``table`` columns: COPY on PostgreSQL, driver executemany elsewhere."""
     if frame.empty:
@@ -295,8 +259,9 @@ def bulk_insert(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
         copy_rows(conn, table.name, columns, (row for chunk in chunks for row in chunk))
         return
     insert_sql = str(table.insert().compile(dialect=conn.dialect, column_keys=columns))
-    for chunk in chunks:
-        conn.exec_driver_sql(insert_sql, chunk)
+    with checks_once(conn, table, frame):
+        for chunk in chunks:
+            conn.exec_driver_sql(insert_sql, chunk)
 
 
 def holds_fewer_rows(conn: Connection, table: Table, count: int) -> bool:

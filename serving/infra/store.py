@@ -112,7 +112,7 @@ from serving.infra.tables import BatchRun, Score, Status, Transition
 from serving.settings import Settings, utc_now
 
 MIGRATIONS_LOCATION = "serving.infra:migrations"
-HEAD_REVISION = "0005_outbox_pair_index"
+HEAD_REVISION = "0006_outbox_learner_index"
 """The newest migration (a test holds it to Alembic's head): a store there needs no Alembic."""
 _ADVISORY_LOCK_CLASS = 0x15_7E_90  # first key of pg_advisory_xact_lock: "lstep state store"
 

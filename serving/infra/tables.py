@@ -231,8 +231,8 @@ class Outbox(Base):
         CheckConstraint(f"state IN ({_sql_list(MESSAGE_STATES)})", name="state"),
         CheckConstraint(f"channel IN ({_sql_list(CHANNELS)})", name="channel"),
         Index(None, "state", "due_on", "planned_on", "customer_id", "campaign_id"),
-        Index(None, "customer_id", "sent_at"),
-        Index(None, "customer_id", "campaign_id", "planned_on", "state"),
+        # Window counts, cancellations and what a learner was sent (migration 0006).
+        Index(None, "customer_id", "campaign_id", "planned_on", "state", "sent_at"),
         Index(None, "planned_on"),
     )
 

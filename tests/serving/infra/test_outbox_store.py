@@ -495,8 +495,8 @@ def test_migration_0005_indexes_the_planners_reads_and_downgrades_with_the_rows(
     old = StateStore(store_url, auto_migrate=False)
     _put_message(old, DAY1, "CP_09", PENDING)
     assert DUE_INDEX in outbox_indexes(store_url)
-    # When upgraded to head
-    migrate_store(store_url, "head")
+    # When upgraded to 0005
+    migrate_store(store_url, "0005_outbox_pair_index")
     # Then the pair index is there, the (state, due_on) one widened, and the planner reads a
     indexes = outbox_indexes(store_url)
     assert {PAIR_INDEX, SENDABLE_INDEX} <= indexes and DUE_INDEX not in indexes
@@ -507,6 +507,38 @@ def test_migration_0005_indexes_the_planners_reads_and_downgrades_with_the_rows(
     migrate_store(store_url, "0004_lifetime_value", down=True)
     indexes = outbox_indexes(store_url)
     assert DUE_INDEX in indexes and not {PAIR_INDEX, SENDABLE_INDEX} & indexes
+    assert old.outbox_frame()["customer_id"].tolist() == ["a"]
+    old.close()
+
+
+LEARNER_INDEX = "ix_outbox_customer_id_campaign_id_planned_on_state_sent_at"
+SENT_INDEX = "ix_outbox_customer_id_sent_at"
+
+
+def test_migration_0006_makes_one_learner_index_of_two_and_downgrades_with_the_rows(store_url):
+    # Given a store at 0005 with a message of a in CP_09 sent on DAY1
+    migrate_store(store_url, "0005_outbox_pair_index")
+    old = StateStore(store_url, auto_migrate=False)
+    row = messages(DAY1, ["a"], campaign="CP_09").assign(
+        state=SENT, tries=1, sent_at=at(DAY1), run_id="run-1", created_at=at(DAY1)
+    )
+    with old._engine.begin() as conn:
+        conn.execute(Outbox.__table__.insert(), row.to_dict("records"))
+    assert {PAIR_INDEX, SENT_INDEX} <= outbox_indexes(store_url)
+    sent_before = old.sent_since(["a", "b"], at(DAY1) - timedelta(days=1))
+    # When upgraded to head
+    migrate_store(store_url, "head")
+    # Then one index led by the learner replaces the two, and the reads find what they found
+    indexes = outbox_indexes(store_url)
+    assert LEARNER_INDEX in indexes and not {PAIR_INDEX, SENT_INDEX} & indexes
+    assert old.sent_since(["a", "b"], at(DAY1) - timedelta(days=1)) == sent_before
+    assert len(sent_before["a"]) == 1 and sent_before["b"] == []
+    pairs = pd.DataFrame({"customer_id": ["a"], "campaign_id": ["CP_09"]})
+    assert old.messages_in_window(DAY2, {"CP_09": 30}, pairs)["messages"].tolist() == [1]
+    # When downgraded to 0005, Then its indexes are back and the message stays
+    migrate_store(store_url, "0005_outbox_pair_index", down=True)
+    indexes = outbox_indexes(store_url)
+    assert {PAIR_INDEX, SENT_INDEX} <= indexes and LEARNER_INDEX not in indexes
     assert old.outbox_frame()["customer_id"].tolist() == ["a"]
     old.close()
 

@@ -1,22 +1,26 @@
 """``serving.infra.sql`` on SQLite and PostgreSQL: ``temporary_table``, the keys table the
 store's bulk joins read (its rows while the block runs, gone after it, after a failing statement
 too), ``indexes_after``, which builds the outbox's secondary indexes after a first load's
-messages, and ``wal_synced_commit``, a batch's commit on SQLite (its WAL synced, copied after)."""
+messages, ``wal_synced_commit``, a batch's commit on SQLite (its WAL synced, copied after), and
+``checks_once``: bulk rows failing a CHECK are refused, on SQLite by one check of their distinct
+values before the rows go in without SQLite's per-row checks."""
 
 from __future__ import annotations
 
 import sqlite3
 from datetime import UTC, date, datetime, timedelta
 
+import pandas as pd
+import psycopg
 import pytest
 from sqlalchemy import Connection, event, inspect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from serving.core.outbox import outbox_rows
 from serving.infra.outbox_sql import insert_messages
-from serving.infra.sql import indexes_after, temporary_table
+from serving.infra.sql import bulk_insert, indexes_after, temporary_table
 from serving.infra.store import StateStore
-from serving.infra.tables import Outbox
+from serving.infra.tables import Outbox, Transition
 from tests.serving.batches import FIRST_DAY, apply
 from tests.serving.outbox_fixtures import messages
 
@@ -51,6 +55,7 @@ def test_a_failing_statement_in_the_block_leaves_no_table_behind_on_sqlite(tmp_p
 
 
 OUTBOX = Outbox.__table__
+TRANSITIONS = Transition.__table__
 SECONDARY_INDEXES = sorted(str(index.name) for index in OUTBOX.indexes)
 
 
@@ -89,7 +94,7 @@ def test_the_days_messages_go_into_an_empty_outbox_before_its_indexes(store):
         inserted = insert_messages(conn, rows)
     # Then each secondary index was dropped before the rows and built again after them
     assert inserted == 3 and len(store.outbox_frame()) == 3
-    assert len(_starting(sent, "DROP INDEX")) == len(_starting(sent, "CREATE INDEX")) == 4
+    assert len(_starting(sent, "DROP INDEX")) == len(_starting(sent, "CREATE INDEX")) == 3
     with store._connect() as conn:
         assert _outbox_indexes(conn) == SECONDARY_INDEXES
 
@@ -185,3 +190,113 @@ def test_a_batch_commit_syncs_its_wal_and_a_thread_copies_it_into_the_file(tmp_p
     with StateStore(f"sqlite:///{tmp_path / 'state.db'}", scores_dir=tmp_path / "scores") as again:
         assert len(again.state_frame()) == len(FIRST_DAY)
         assert len(again.scores_frame(DAY)) == len(FIRST_DAY)
+
+
+def _transitions(to_tags: list[str], actors: list[str | None]) -> pd.DataFrame:
+    """Automatic (rule R01) or manual (an actor) transitions of as many learners as tags."""
+    count = len(to_tags)
+    return pd.DataFrame(
+        {
+            "customer_id": [f"learner_{number:02d}" for number in range(count)],
+            "as_of": [DAY] * count,
+            "from_tag": [None] * count,
+            "to_tag": to_tags,
+            "rule_id": [None if actor else "R01" for actor in actors],
+            "actor": actors,
+            "reason": ["a reason"] * count,
+            "run_id": ["d1"] * count,
+            "created_at": [NOW] * count,
+        }
+    )
+
+
+REFUSED = (IntegrityError, psycopg.IntegrityError)
+
+
+def test_rows_failing_a_check_are_refused_and_none_goes_in(store):
+    # Given a day's messages, one of them in a state the outbox does not know, and
+    # transitions, one of them with neither a rule nor an actor
+    rows = outbox_rows(DAY, messages(DAY, ["a", "b", "c"]), "d1", NOW)
+    rows.loc[1, "state"] = "lost"
+    moves = _transitions(["ST_001", "ST_002"], [None, None])
+    moves.loc[1, "rule_id"] = None
+    # When they go in, Then each insert is refused naming the check (SQLite: before any row;
+    # PostgreSQL's COPY raises the driver's own error)
+    with pytest.raises(REFUSED, match="state"), store._writer() as conn:
+        insert_messages(conn, rows)
+    with pytest.raises(REFUSED, match="rule_or_actor"), store._writer() as conn:
+        bulk_insert(conn, TRANSITIONS, moves)
+    # And nothing was written
+    assert store.outbox_frame().empty and store.transitions_frame().empty
+
+
+def test_rows_passing_the_checks_go_in_with_missing_values_where_allowed(store):
+    # Given transitions by a rule (no actor) and by an actor (no rule): a CHECK passes NULLs
+    moves = _transitions(["ST_001", "ST_002", "ST_003"], [None, "ops", None])
+    # When they go in
+    with store._writer() as conn:
+        bulk_insert(conn, TRANSITIONS, moves)
+    # Then all of them are there
+    assert store.transitions_frame()["actor"].fillna("").tolist() == ["", "ops", ""]
+
+
+def test_sqlite_checks_the_distinct_values_once_then_inserts_row_by_row_without_them(tmp_path):
+    # Given a SQLite store whose every statement is recorded, as SQLite runs it
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    statements: list[str] = []
+    event.listen(
+        store._engine, "connect", lambda dbapi, _: dbapi.set_trace_callback(statements.append)
+    )
+    store._engine.dispose()
+    # When a day's messages go in
+    with store._writer() as conn:
+        insert_messages(conn, outbox_rows(DAY, messages(DAY, LEARNERS), "d1", NOW))
+    # Then the outbox's two checks ran once each over the distinct values, and the rows went
+    # in with SQLite's per-row checks off, turned on again right after them
+    on = statements.index("PRAGMA ignore_check_constraints=ON")
+    off = statements.index("PRAGMA ignore_check_constraints=OFF")
+    inserts = [at for at, sql in enumerate(statements) if sql.startswith("INSERT INTO outbox")]
+    assert len(_starting(statements[:on], "WITH checked")) == 2
+    assert on < min(inserts) and max(inserts) < off
+    # And a row breaking a check after them is refused by SQLite itself
+    bad = outbox_rows(DAY, messages(DAY, ["z"]), "d1", NOW)
+    with pytest.raises(IntegrityError, match="CHECK constraint failed"), store._writer() as conn:
+        conn.execute(OUTBOX.insert(), {**bad.iloc[0].to_dict(), "state": "lost"})
+    store.close()
+
+
+def test_driver_chunks_give_the_rows_driver_rows_gives_in_key_order(store, monkeypatch):
+    # Given a frame of every kind of column a bulk insert takes: Arrow text with few and with
+    # many distinct values and missing ones, dates, instants, numbers with NaN, flags, ints
+    import serving.infra.driver_rows as rows_module
+
+    count = 25
+    frame = pd.DataFrame(
+        {
+            "customer_id": pd.Series(
+                [f"learner_{(7 * n) % count:02d}" for n in range(count)], dtype="str"
+            ),
+            "as_of": [DAY + timedelta(days=n % 2) for n in range(count)],
+            "from_tag": pd.Series([None if n % 3 else "ST_001" for n in range(count)], dtype="str"),
+            "to_tag": pd.Series(["ST_002"] * count, dtype="str"),
+            "p_churn": [float("nan") if n % 4 == 0 else n / count for n in range(count)],
+            "created_at": pd.Series([NOW] * count),
+        }
+    )
+    monkeypatch.setattr(rows_module, "_CHUNK_ROWS", 10)  # several chunks
+    monkeypatch.setattr(
+        rows_module, "_SAMPLE_ROWS", 20
+    )  # customer_id judged many values, the tags few
+    # When its driver rows are made chunk by chunk
+    with store._connect() as conn:
+        chunks = list(rows_module.driver_chunks(conn, TRANSITIONS, frame, order_by="customer_id"))
+        whole = rows_module.driver_rows(
+            conn, TRANSITIONS, frame.sort_values("customer_id", kind="stable")
+        )
+    # Then they are the rows of the whole frame in key order, value for value, type for type
+    rows = [row for chunk in chunks for row in chunk]
+    assert [len(chunk) for chunk in chunks] == [10, 10, 5]
+    assert rows == whole
+    assert [[type(value) for value in row] for row in rows] == [
+        [type(value) for value in row] for row in whole
+    ]
