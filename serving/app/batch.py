@@ -14,8 +14,7 @@ One day reads as its stages, one call each, I/O at the ends:
    and every decision say which.
 6. **write** (``serving.app.batch_write``): ``StateStore.apply_day``: transitions, the day's
    campaign messages (``plan_day_campaigns``: the rules' campaign catalogue,
-   ``serving.core.campaigns``, whose pending pairs are read on a thread while the day is
-   decided: ``_pending_beside``) and the run record in one transaction, the scores in the run's
+   ``serving.core.campaigns``) and the run record in one transaction, the scores in the run's
    parquet file under ``<data_dir>/scores/`` that the commit makes the day's
    (``serving.infra.score_files``; in SQL for a store opened without a scores directory), idempotent
    per ``as_of`` (a completed day is not recomputed); a dry run writes nothing. The day's feature
@@ -43,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -208,20 +206,15 @@ class BatchContext:
 
 @dataclass
 class _Timer:
-    """Wall time per stage, around the context's own progress; ``on_start``: what to start
-    when a stage is first entered (by stage name)."""
+    """Wall time per stage, around the context's own progress."""
 
     context: BatchContext
     as_of: date
     seconds: dict[str, float] = field(default_factory=dict)
-    on_start: dict[str, Callable[[], None]] = field(default_factory=dict)
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
         started = time.perf_counter()
-        starting = self.on_start.pop(name, None)
-        if starting is not None:
-            starting()
         with self.context.stage(self.as_of, name):
             yield
         # Added up: the shared part of a stage (the state read of "learners") and the engine's.
@@ -251,12 +244,9 @@ def run_day(
     with timer("learners"):
         read = _state_before(context.store, as_of, completed, replace=replace)
     step = context.step or duckdb_step
-    with _pending_beside(context, as_of, timer, dry_run=dry_run) as pending:
-        day = step(as_of, inputs, context, read.state, timer)
-        assessment, features = day.assessment, day.assessment.features
-        run, snapshot = (
-            (None, None) if dry_run else write_day(context, day, read, replace, timer, pending)
-        )
+    day = step(as_of, inputs, context, read.state, timer)
+    assessment, features = day.assessment, day.assessment.features
+    run, snapshot = (None, None) if dry_run else write_day(context, day, read, replace, timer)
     with timer("summary"):
         stored = stored_tags(context.store, run)
         summary = summarise(assessment, read.state, run, stored, context.top)
@@ -267,33 +257,6 @@ def run_day(
         stage_seconds=dict(timer.seconds), feature_snapshot=snapshot, assessment=assessment,
         **summary,
     )  # fmt: skip
-
-
-@contextmanager
-def _pending_beside(
-    context: BatchContext, as_of: date, timer: _Timer, *, dry_run: bool
-) -> Iterator[Callable[[], pd.DataFrame | None]]:
-    """The campaign plan's pending pairs (``StateStore.pending_pairs``), read on a thread of
-    their own from the moment the day is decided; yields what gives them (None: not read).
-
-    They depend on the day and the outbox only, not on the decisions, and the decide stage is
-    one core's work (the learners and features stages are DuckDB's two threads, the score
-    LightGBM's): at 1M learners the read (a million pairs) took ~1.5 s of the plan. The outbox is
-    read a few seconds earlier than the plan would, as the plan always read it seconds before
-    the commit. Not read beside a dry run (no plan), without campaigns, or from a store only
-    this thread can read (in-memory SQLite).
-    """
-    if dry_run or not context.campaigns or not context.store.readable_beside:
-        yield lambda: None
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstep-pending") as beside:
-        read: list[Future[pd.DataFrame]] = []
-
-        def start() -> None:
-            read.append(beside.submit(context.store.pending_pairs, as_of))
-
-        timer.on_start["decide"] = start
-        yield lambda: read[0].result() if read else None
 
 
 def duckdb_step(

@@ -11,7 +11,6 @@ summary reads back when the store left some moves out.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +42,8 @@ def write_day(
     read: MarkedState,
     replace: bool,
     stage: Stage,
-    pending: Callable[[], pd.DataFrame | None] = lambda: None,
 ) -> tuple[RunRecord, Path | None]:
-    """Write the day's feature snapshot (and the engine's own files), then commit the day
-    (``pending``: the outbox's pending pairs when the caller read them already, else None).
+    """Write the day's feature snapshot (and the engine's own files), then commit the day.
 
     The snapshot is written on a thread of its own while this one plans the campaign messages
     (the parquet write releases the GIL; the plan is Python), and is waited for before the
@@ -70,7 +67,7 @@ def write_day(
         snapshot_job = beside.submit(_write_snapshot, context, day)
         try:
             with stage("plan"):
-                plan = _plan(context, assessment, pending)
+                plan = _plan(context, assessment)
         finally:  # the snapshot's failure wins over the plan's, as when it ran first
             with stage("snapshot"):
                 snapshot = snapshot_job.result()
@@ -94,14 +91,11 @@ def write_day(
     return run, snapshot
 
 
-def _plan(
-    context: BatchContext, assessment: Assessment, pending: Callable[[], pd.DataFrame | None]
-) -> CampaignPlan | None:
-    """The day's campaign plan (None: campaigns are off), on the pending pairs read already."""
+def _plan(context: BatchContext, assessment: Assessment) -> CampaignPlan | None:
+    """The day's campaign plan (None: campaigns are off)."""
     planner = context.planner or catalogue_planner(context.ruleset)
     campaigns = planner if context.campaigns else None
-    pairs = pending() if campaigns is not None else None
-    return plan_day_campaigns(assessment, context.store, campaigns, pairs)
+    return plan_day_campaigns(assessment, context.store, campaigns)
 
 
 def _write_snapshot(context: BatchContext, day: AssessedDay) -> Path | None:

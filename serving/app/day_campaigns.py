@@ -89,10 +89,7 @@ def catalogue_planner(ruleset: RuleSet) -> CampaignPlanner:
 
 
 def plan_day_campaigns(
-    assessment: Assessment,
-    store: StateStore,
-    planner: CampaignPlanner | None,
-    pending: pd.DataFrame | None = None,
+    assessment: Assessment, store: StateStore, planner: CampaignPlanner | None
 ) -> CampaignPlan | None:
     """The day's campaign plan, given, per learner and campaign, the messages still pending and
     those planned in the campaign's cap window; None without a planner.
@@ -107,13 +104,14 @@ def plan_day_campaigns(
     outbox as it stood before that day (its unsent messages are dropped in the replacing
     transaction; its sent ones come back with the same ids and are not inserted twice).
 
-    ``pending``: ``store.pending_pairs(as_of)`` when the caller has read it already (the batch
-    reads it while the day is decided: it does not depend on the decisions); read here if not.
+    Measured and not taken: the pending pairs read on a thread while the day is decided (they
+    do not depend on the decisions). At 1M learners decide went 3.44 -> 4.32 s and the plan
+    6.18 -> 5.86 s (one run each, machine otherwise idle): the read's million rows are fetched
+    one driver step at a time, each taking the GIL back from the decide's pandas work.
     """
     if planner is None:
         return None
-    if pending is None:
-        pending = store.pending_pairs(assessment.as_of)
+    pending = store.pending_pairs(assessment.as_of)
     candidates = planner.candidates(assessment.decisions, pending)
     in_window = store.messages_in_window(assessment.as_of, planner.windows, candidates)
     return planner(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import threading
 from datetime import date, timedelta
 
 import pandas as pd
@@ -20,7 +19,6 @@ from tests.serving.fixtures import FIRST_DAY, NOW
 
 RULES_ONLY_NOTE = "[no model score: decided on rules only]"
 BACKFILL_DAYS = 10
-WAIT_S = 20.0
 
 
 def context_of(store, champion, ruleset, *, rules_only=False, **fields) -> BatchContext:
@@ -364,55 +362,3 @@ def test_a_day_whose_commit_failed_has_its_snapshot_and_a_rerun_completes_it(
     monkeypatch.setattr(sqlite_store, "apply_day", real)
     again = run(sqlite_store, simulated_log, None, ruleset, rules_only=True, data_dir=data_dir)
     assert again.run.status == "completed" and again.feature_snapshot.exists()
-
-
-# ---- the plan's pending pairs, read while the day is decided ---------------------------------
-
-
-def test_the_pending_pairs_are_read_while_the_day_is_decided(
-    sqlite_store, simulated_log, ruleset, monkeypatch
-):
-    # given day 1 done, then a day 2 whose capacity cut (the last of the decide stage) can only
-    # go on once the pending pairs are being read (in turn, the plan reads them after it)
-    from serving.app import batch
-
-    run(sqlite_store, simulated_log, None, ruleset, rules_only=True)
-    reading, threads = threading.Event(), []
-    read, cut = sqlite_store.pending_pairs, batch.cut_day
-
-    def pending_pairs(as_of):
-        threads.append(threading.current_thread())
-        reading.set()
-        return read(as_of)
-
-    def cut_day(*args, **kwargs):
-        assert reading.wait(WAIT_S), "the pending pairs were not read while the day was decided"
-        return cut(*args, **kwargs)
-
-    monkeypatch.setattr(sqlite_store, "pending_pairs", pending_pairs)
-    monkeypatch.setattr(batch, "cut_day", cut_day)
-    # when day 2 runs
-    result = run(sqlite_store, simulated_log, None, ruleset, FIRST_DAY + timedelta(1),
-                 rules_only=True)  # fmt: skip
-    # then the pairs were read once, on a thread of their own, and the day planned its messages
-    assert result.run.status == "completed"
-    assert len(threads) == 1 and threads[0] is not threading.main_thread()
-    assert result.run.summary["messages"]["planned"] > 0
-
-
-def test_a_day_on_an_in_memory_store_reads_its_pending_pairs_on_its_own_thread(
-    simulated_log, ruleset
-):
-    # given an in-memory store (each thread's connection is a database of its own)
-    from serving.infra.store import StateStore
-
-    with StateStore("sqlite://") as store:
-        # when two days run, the second with pairs still pending from the first
-        run(store, simulated_log, None, ruleset, rules_only=True)
-        pending = store.pending_pairs(FIRST_DAY + timedelta(1))
-        result = run(store, simulated_log, None, ruleset, FIRST_DAY + timedelta(1),
-                     rules_only=True)  # fmt: skip
-        # then the day completes, planned against the pairs its store holds
-        assert len(pending) > 0
-        assert result.run.status == "completed"
-        assert result.run.summary["messages"]["planned"] > 0
