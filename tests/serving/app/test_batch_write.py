@@ -235,10 +235,11 @@ def test_the_answers_are_decided_again_when_a_state_changed_during_the_day(
     assert table.column("lstep.state.override_tag")[at].as_py() == held[0]["from_tag"]
 
 
-def test_a_failed_commit_leaves_no_answers_file(
-    sqlite_store, simulated_log, ruleset, tmp_path, monkeypatch
+@pytest.mark.parametrize("failing", ["plan", "commit"])
+def test_a_failed_plan_or_commit_leaves_no_answers_file(
+    sqlite_store, simulated_log, ruleset, tmp_path, monkeypatch, failing
 ):
-    # given a commit that fails once the day's answers are written beside it
+    # given a plan or a commit that fails once the day's answers are written beside it
     build = batch_write.answers_table
     written = threading.Event()
 
@@ -248,12 +249,15 @@ def test_a_failed_commit_leaves_no_answers_file(
         return table
 
     def fails(*args, **kwargs):
-        assert written.wait(WAIT_S), "the answers were not decided beside the commit"
+        assert written.wait(WAIT_S), "the answers were not decided beside the plan and commit"
         raise OSError("database is locked")
 
     monkeypatch.setattr(batch_write, "answers_table", decided)
-    monkeypatch.setattr(sqlite_store, "apply_day", fails)
-    # when the day runs, then the commit's failure is raised
+    if failing == "plan":
+        monkeypatch.setattr(batch_write, "plan_day_campaigns", fails)
+    else:
+        monkeypatch.setattr(sqlite_store, "apply_day", fails)
+    # when the day runs, then the failure is raised
     with pytest.raises(OSError, match="database is locked"):
         run(sqlite_store, simulated_log, ruleset, tmp_path / "data")
     # and no answers file is left, published or not
