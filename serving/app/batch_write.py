@@ -164,14 +164,15 @@ def _write_answers(
 
     The ``predicted`` answers are published when the store's state after the commit is the
     state they were decided on (the normal day: the store applied every move and nobody changed
-    a learner's state meanwhile); otherwise they are removed and decided again on the store's.
+    a learner's state meanwhile); otherwise they are removed and decided again on the store's,
+    as they are when deciding them ahead failed (warned: the day's answers do not depend on it).
     The day is committed: a failure here costs the service a rebuild, not the day (warned).
     """
     try:
         made = predicted.result() if predicted is not None else None
-    except OSError as error:
-        logger.warning("the day's answers file was not written (%s); the service builds it", error)
-        return
+    except Exception as error:  # a shortcut only: decided on the store's state below
+        logger.warning("the day's answers were not ready at the commit (%s); deciding them", error)
+        made = None
     state = context.store.state_after(day.assessment.as_of, *read)
     try:
         if made is not None and made.state.equals(state):

@@ -263,3 +263,22 @@ def test_a_failed_plan_or_commit_leaves_no_answers_file(
     # and no answers file is left, published or not
     answers_dir = tmp_path / "data" / "answers"
     assert not answers_dir.exists() or not list(answers_dir.iterdir())
+
+
+def test_answers_that_failed_ahead_of_the_commit_are_decided_on_the_stored_state(
+    sqlite_store, simulated_log, ruleset, tmp_path, monkeypatch, caplog
+):
+    # given a day whose prediction of the state after it fails
+    def fails(*args, **kwargs):
+        raise RuntimeError("unexpected decisions")
+
+    monkeypatch.setattr(batch_write, "state_after_moves", fails)
+    states = counted_answers(monkeypatch)
+    # when the day runs
+    result = run(sqlite_store, simulated_log, ruleset, tmp_path / "data")
+    # then it completes, its answers decided once, on the state the store holds, and warned
+    assert result.run.status == "completed"
+    assert len(states) == 1
+    pd.testing.assert_frame_equal(states[0], sqlite_store.state_frame(FIRST_DAY))
+    assert answers_file(tmp_path / "data").num_rows == len(result.assessment.features)
+    assert "unexpected decisions" in caplog.text
