@@ -58,8 +58,9 @@ def write_day(
     While the day is planned and committed, the answers are decided and written on the second
     thread (``_predicted_answers``), and published after the commit if the store then holds the
     state they were decided on (``_write_answers``). They start with the plan, not the commit:
-    at 1M learners a steady day's plan + write + answers took 10.0 s against 11.2 s started
-    with the commit (one run each, machine otherwise idle), the first load's plan ~2 s longer
+    at 1M learners a steady day's plan + write + answers took 10.7 s against 12.0 s started
+    with the commit (one run each, machine otherwise idle; 10.0 against 11.2 s with the plan's
+    pending pairs read beside the decide stage, not taken), the first load's plan ~2 s longer
     (answers of every learner beside it) while its 30 s commit hid them either way. A failed
     plan or commit waits for them before it is raised, and their file is removed.
     """
@@ -125,11 +126,12 @@ class _Predicted:
 
 def _predicted_answers(context: BatchContext, day: AssessedDay, read: MarkedState) -> _Predicted:
     """The day's answers decided on the state its moves will leave and written under a
-    temporary name, while the store commits the day.
+    temporary name, while the day is planned and committed.
 
     They waited for the commit and a read of the state after it: at 1M learners ~3.6 s on a
     steady day, ~8.6 s on a first load (every learner moved, so decided again). Deciding and
-    writing them is Python and Arrow, beside the commit's SQLite work, which releases the GIL.
+    writing them is Python and Arrow, beside the plan's and the commit's SQLite work, which
+    releases the GIL.
 
     Raises:
         OSError: the data directory cannot be written.
