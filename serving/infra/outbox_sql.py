@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 from sqlalchemy import (
     Connection,
     Date,
@@ -33,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from serving.core.messages import CANCELLED, FAILED, PAIR_COLUMNS, PENDING, SUPPRESSED
+from serving.infra.arrow_reads import TemporaryRows, read_table
 from serving.infra.driver_rows import checks_once, driver_chunks
 from serving.infra.sql import (
     copy_rows,
@@ -145,23 +147,46 @@ def cancel_pairs(conn: Connection, pairs: pd.DataFrame, as_of: date, now: dateti
     return max(result.rowcount, 0)
 
 
+_PAIR_KINDS = {"customer_id": "VARCHAR(64)", "campaign_id": "VARCHAR(16)", "since": "DATE"}
+
+
+def _unique_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The distinct (customer_id, campaign_id) ``pairs`` with their other columns, in key
+    order (``sql.temporary_table``)."""
+    return pairs.drop_duplicates(list(PAIR_COLUMNS)).sort_values(list(PAIR_COLUMNS))
+
+
 @contextmanager
 def _pairs_table(conn: Connection, name: str, pairs: pd.DataFrame) -> Iterator[None]:
     """A temporary table ``name`` of the distinct (customer_id, campaign_id) ``pairs`` and the
     frame's other columns (``since``: a date), for the statements of the block to join.
 
-    In key order (``sql.temporary_table``; dates as the ISO text SQLAlchemy stores on SQLite).
+    Dates as the ISO text SQLAlchemy stores on SQLite.
     """
-    kinds = {"customer_id": "VARCHAR(64)", "campaign_id": "VARCHAR(16)", "since": "DATE"}
-    unique = pairs.drop_duplicates(list(PAIR_COLUMNS)).sort_values(list(PAIR_COLUMNS))
+    unique = _unique_pairs(pairs)
     postgres = conn.dialect.name == "postgresql"
     columns = [
         unique[name].tolist() if postgres or name != "since" else _iso_days(unique[name])
         for name in unique.columns
     ]
     values = list(zip(*columns, strict=True))
-    with temporary_table(conn, name, {column: kinds[column] for column in unique.columns}, values):
+    kinds = {column: _PAIR_KINDS[column] for column in unique.columns}
+    with temporary_table(conn, name, kinds, values):
         yield
+
+
+def _temporary_pairs(name: str, pairs: pd.DataFrame) -> TemporaryRows:
+    """``_pairs_table``'s rows as a ``read_table`` temporary table (``since`` as days)."""
+    unique = _unique_pairs(pairs)
+    rows = pa.table(
+        {
+            column: pa.array(
+                unique[column], pa.date32() if column == "since" else pa.string(), from_pandas=True
+            )
+            for column in unique.columns
+        }
+    )
+    return TemporaryRows(name, {column: _PAIR_KINDS[column] for column in unique.columns}, rows)
 
 
 def _iso_days(days: pd.Series) -> list[str]:
@@ -192,6 +217,12 @@ def outbox_select(
     if until is not None:
         stmt = stmt.where(Outbox.planned_on <= until)
     return stmt
+
+
+PAIR_COUNTS = pa.schema(
+    [("customer_id", pa.string()), ("campaign_id", pa.string()), ("messages", pa.int64())]
+)
+"""The planner's per-pair counts (``pending_pairs_select``, ``window_counts``) as Arrow."""
 
 
 def pending_pairs_select(as_of: date) -> Select[Any]:
@@ -240,9 +271,9 @@ def in_window_select(as_of: date, windows: Mapping[str, int]) -> Select[Any]:
 
 def window_counts(
     conn: Connection, as_of: date, windows: Mapping[str, int], pairs: pd.DataFrame
-) -> list[tuple[Any, ...]]:
-    """``in_window_select``'s counts of the (customer_id, campaign_id) ``pairs`` only, as the
-    driver's (customer_id, campaign_id, messages) rows (the store makes the frame).
+) -> pa.Table:
+    """``in_window_select``'s counts of the (customer_id, campaign_id) ``pairs`` only, as a
+    ``PAIR_COUNTS`` table (the store makes the frame).
 
     The planner needs the counts of the pairs the day's decisions name only: about one per
     learner, against every pair with a message in any window. The pairs go to a temporary
@@ -260,23 +291,24 @@ def window_counts(
     instead of a table 0.48; grouping by the pair's position 0.36 (noise);
     ``temp_store=MEMORY`` no change. One read with ``pending_pairs_select`` would scan every
     learner's history, not only the pairs'.
+
+    On a SQLite file the pairs' table and the join are the reader process's (``arrow_reads``):
+    at 1M learners (483k pairs) 1.0 s against 2.1-2.4 s through the driver's rows.
     """
     starts = window_starts(as_of, windows)
     rows = pairs[list(PAIR_COLUMNS)].astype(str)
     rows = rows.assign(since=rows["campaign_id"].map(starts)).dropna(subset=["since"])
     first = min((starts[campaign] for campaign in rows["campaign_id"].unique()), default=as_of)
     if rows.empty or not _planned_between(conn, first, as_of):
-        return []
+        return PAIR_COUNTS.empty_table()
     statement = text(
         "SELECT p.customer_id, p.campaign_id, count(*) AS messages "
         "FROM window_pairs p CROSS JOIN outbox o "
         "WHERE o.customer_id = p.customer_id AND o.campaign_id = p.campaign_id "
         f"AND o.planned_on >= p.since AND o.planned_on < :as_of AND o.state != '{CANCELLED}' "
         "GROUP BY p.customer_id, p.campaign_id"
-    ).bindparams(bindparam("as_of", type_=Date))
-    with _pairs_table(conn, "window_pairs", rows):
-        result = conn.execute(statement, {"as_of": as_of})
-        return result.cursor.fetchall()
+    ).bindparams(bindparam("as_of", as_of, type_=Date))
+    return read_table(conn, statement, PAIR_COUNTS, (_temporary_pairs("window_pairs", rows),))
 
 
 def _planned_between(conn: Connection, first: date, before: date) -> bool:
@@ -432,6 +464,7 @@ def insert_feedback(
 
 
 __all__ = [
+    "PAIR_COUNTS",
     "SENDABLE",
     "cancel_pairs",
     "claim_due",

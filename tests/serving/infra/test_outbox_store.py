@@ -178,7 +178,7 @@ def test_the_window_counts_of_some_pairs_are_the_full_counts_of_those_pairs(stor
 
 
 @pytest.mark.parametrize("held", [True, False])
-def test_the_planners_pair_frames_hold_python_strings_and_int64_counts(store, held):
+def test_the_planners_pair_frames_hold_text_ids_and_int64_counts(store, held):
     # Given a pending message of a in CP_09 yesterday, or an empty outbox
     if held:
         _put_message(store, DAY2 - timedelta(days=1), "CP_09", PENDING)
@@ -189,12 +189,13 @@ def test_the_planners_pair_frames_hold_python_strings_and_int64_counts(store, he
         store.messages_in_window(DAY2, {"CP_09": 30}),
         store.messages_in_window(DAY2, {"CP_09": 30}, pairs),
     ]
-    # Then each is (customer_id, campaign_id) as object columns of Python str and an int64 count
+    # Then each is (customer_id, campaign_id) as pandas text columns (Arrow's, read by ADBC
+    # on SQLite or built from the driver's rows on PostgreSQL) and an int64 count
     rows = [("a", "CP_09", 1)] if held else []
     expected = pd.DataFrame(
         {
-            "customer_id": pd.Series([row[0] for row in rows], dtype=object),
-            "campaign_id": pd.Series([row[1] for row in rows], dtype=object),
+            "customer_id": pd.Series([row[0] for row in rows], dtype="str"),
+            "campaign_id": pd.Series([row[1] for row in rows], dtype="str"),
             "messages": pd.Series([row[2] for row in rows], dtype="int64"),
         }
     )
