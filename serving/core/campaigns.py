@@ -124,8 +124,9 @@ def candidate_pairs(decisions: pd.DataFrame, pending: pd.DataFrame) -> pd.DataFr
     Indexed by their decisions' row positions: ``plan_campaigns`` takes those rows back
     (``candidates``) instead of matching a million pairs against the pending ones again.
     """
-    positions = decisions.reset_index(drop=True)  # no copy: the index only
-    pairs = _without_pending(_triggered(positions), pending)[list(PAIR_COLUMNS)]
+    # the pair columns only: filtering every decision column copied ~0.28 s at 1M learners
+    positions = decisions[list(PAIR_COLUMNS)].reset_index(drop=True)
+    pairs = _without_pending(_triggered(positions), pending)
     return pairs.astype({"customer_id": str})
 
 

@@ -81,6 +81,7 @@ from serving.core.planning import (
     transition_rows,
 )
 from serving.core.problems import ApplyRefused, Unavailable
+from serving.infra.arrow_reads import sqlite_path, start_reader
 from serving.infra.outbox_store import OutboxMixin
 from serving.infra.score_files import SCORES_SUBDIR, remove_files, score_file, write_scores
 from serving.infra.sql import (
@@ -142,6 +143,8 @@ class StateStore(ReadsMixin, OutboxMixin):
         self._clock = clock
         self._engine = open_engine(url)
         self._checkpoint: threading.Thread | None = None
+        if sqlite_path(self._engine.url) is not None:
+            start_reader()  # its whole-table reads (``arrow_reads``) find it ready
         if auto_migrate:
             self.migrate()
 
