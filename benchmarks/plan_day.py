@@ -37,12 +37,12 @@ def _capture_day(population: str, out: str, tracking_uri: str, as_of, run_id: st
 
     original = write_module.plan_day_campaigns
 
-    def plan_day_campaigns(assessment, store, planner):
+    def plan_day_campaigns(assessment, store, planner, **kwargs):
         day = {"as_of": assessment.as_of, "decisions": assessment.decisions,
                "features": assessment.features, "planner": planner}  # fmt: skip
         with open(Path(out) / "plan_in.pkl", "wb") as file:
             pickle.dump(day, file)
-        return original(assessment, store, planner)
+        return original(assessment, store, planner, **kwargs)
 
     write_module.plan_day_campaigns = plan_day_campaigns
     state = Path(out).parent / "state.db"

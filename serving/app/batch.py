@@ -14,7 +14,8 @@ One day reads as its stages, one call each, I/O at the ends:
    and every decision say which.
 6. **write** (``serving.app.batch_write``): ``StateStore.apply_day``: transitions, the day's
    campaign messages (``plan_day_campaigns``: the rules' campaign catalogue,
-   ``serving.core.campaigns``) and the run record in one transaction, the scores in the run's
+   ``serving.core.campaigns``; its pending pairs read by the store's reader process while the
+   day is scored and decided) and the run record in one transaction, the scores in the run's
    parquet file under ``<data_dir>/scores/`` that the commit makes the day's
    (``serving.infra.score_files``; in SQL for a store opened without a scores directory), idempotent
    per ``as_of`` (a completed day is not recomputed); a dry run writes nothing. The day's feature
@@ -42,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -244,9 +246,12 @@ def run_day(
     with timer("learners"):
         read = _state_before(context.store, as_of, completed, replace=replace)
     step = context.step or duckdb_step
-    day = step(as_of, inputs, context, read.state, timer)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstep-pending") as early:
+        pending = None if dry_run else _pending_pairs_early(early, context, as_of)
+        day = step(as_of, inputs, context, read.state, timer)
+        write = None if dry_run else write_day(context, day, read, replace, timer, pending)
     assessment, features = day.assessment, day.assessment.features
-    run, snapshot = (None, None) if dry_run else write_day(context, day, read, replace, timer)
+    run, snapshot = (None, None) if write is None else write
     with timer("summary"):
         stored = stored_tags(context.store, run)
         summary = summarise(assessment, read.state, run, stored, context.top)
@@ -420,6 +425,21 @@ def _state_before(
     overrides = state[["customer_id", "override_tag", "override_expires"]]
     rebuilt = before.merge(overrides, on="customer_id", how="left")
     return MarkedState(rebuilt.sort_values("customer_id", ignore_index=True), mark)
+
+
+def _pending_pairs_early(
+    early: ThreadPoolExecutor, context: BatchContext, as_of: date
+) -> Future[pd.DataFrame] | None:
+    """The plan's pending pairs (``store.pending_pairs``), read from now on while the day is
+    scored and decided: they depend on the outbox before the day only. None when campaigns
+    are off.
+
+    At 1M learners the read is ~0.8 s of the store's reader process (``arrow_reads``), not of
+    this one: the thread only waits for it.
+    """
+    if not context.campaigns:
+        return None
+    return early.submit(context.store.pending_pairs, as_of)
 
 
 def spine_of(eligible: pd.DataFrame, state: pd.DataFrame, as_of: date) -> pd.DataFrame:

@@ -42,6 +42,7 @@ def write_day(
     read: MarkedState,
     replace: bool,
     stage: Stage,
+    pending: Future[pd.DataFrame] | None = None,
 ) -> tuple[RunRecord, Path | None]:
     """Write the day's feature snapshot (and the engine's own files), then commit the day.
 
@@ -63,6 +64,9 @@ def write_day(
     pending pairs read beside the decide stage, not taken), the first load's plan ~2 s longer
     (answers of every learner beside it) while its 30 s commit hid them either way. A failed
     plan or commit waits for them before it is raised, and their file is removed.
+
+    ``pending``: the plan's pending pairs, being read since before the day was scored
+    (``run_day``); None reads them in the plan.
     """
     assessment = day.assessment
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="lstep-write") as beside:
@@ -73,7 +77,7 @@ def write_day(
         try:
             try:
                 with stage("plan"):
-                    plan = _plan(context, assessment)
+                    plan = _plan(context, assessment, pending)
             finally:  # the snapshot's failure wins over the plan's, as when it ran first
                 with stage("snapshot"):
                     snapshot = snapshot_job.result()
@@ -99,11 +103,14 @@ def _batch_day(context: BatchContext, assessment: Assessment, replace: bool) -> 
     )  # fmt: skip
 
 
-def _plan(context: BatchContext, assessment: Assessment) -> CampaignPlan | None:
+def _plan(
+    context: BatchContext, assessment: Assessment, pending: Future[pd.DataFrame] | None
+) -> CampaignPlan | None:
     """The day's campaign plan (None: campaigns are off)."""
     planner = context.planner or catalogue_planner(context.ruleset)
     campaigns = planner if context.campaigns else None
-    return plan_day_campaigns(assessment, context.store, campaigns)
+    pairs = None if pending is None else pending.result()
+    return plan_day_campaigns(assessment, context.store, campaigns, pending=pairs)
 
 
 def _write_snapshot(context: BatchContext, day: AssessedDay) -> Path | None:

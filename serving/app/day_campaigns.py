@@ -89,7 +89,11 @@ def catalogue_planner(ruleset: RuleSet) -> CampaignPlanner:
 
 
 def plan_day_campaigns(
-    assessment: Assessment, store: StateStore, planner: CampaignPlanner | None
+    assessment: Assessment,
+    store: StateStore,
+    planner: CampaignPlanner | None,
+    *,
+    pending: pd.DataFrame | None = None,
 ) -> CampaignPlan | None:
     """The day's campaign plan, given, per learner and campaign, the messages still pending and
     those planned in the campaign's cap window; None without a planner.
@@ -104,14 +108,16 @@ def plan_day_campaigns(
     outbox as it stood before that day (its unsent messages are dropped in the replacing
     transaction; its sent ones come back with the same ids and are not inserted twice).
 
-    Measured and not taken: the pending pairs read on a thread while the day is decided (they
-    do not depend on the decisions). At 1M learners decide went 3.44 -> 4.32 s and the plan
-    6.18 -> 5.86 s (one run each, machine otherwise idle): the read's million rows are fetched
-    one driver step at a time, each taking the GIL back from the decide's pandas work.
+    ``pending``: ``store.pending_pairs(as_of)`` when the caller read it already (the batch
+    reads it while the day is scored and decided: ``run_day``); None reads it here. Through the
+    ``sqlite3`` driver that overlap lost (at 1M learners decide 3.44 -> 4.32 s, the plan only
+    6.18 -> 5.86 s: each fetched row took the GIL back from the decide's pandas work); the read
+    is the store's reader process's now (``serving.infra.arrow_reads``), which holds no GIL.
     """
     if planner is None:
         return None
-    pending = store.pending_pairs(assessment.as_of)
+    if pending is None:
+        pending = store.pending_pairs(assessment.as_of)
     candidates = planner.candidates(assessment.decisions, pending)
     in_window = store.messages_in_window(assessment.as_of, planner.windows, candidates)
     return planner(

@@ -44,6 +44,9 @@ from serving.infra import adbc_reader
 from serving.infra.adbc_reader import ReadFailed, TemporaryRows
 from serving.infra.sql import SQLITE_BUSY_TIMEOUT_S, fetched_rows, safe_url, temporary_table
 
+READER_SUPPORTED = os.name == "posix"
+"""Whether this system has the reader (its deadline waits on the pipe with ``select``, which
+takes no pipe on Windows: there the driver reads)."""
 READ_DEADLINE_S = 600
 """How long a read in the reader process may take (a million learners' state: ~1 s)."""
 
@@ -130,7 +133,8 @@ def sqlite_path(url: URL) -> str | None:
 def start_reader() -> None:
     """Start this process's reader now, if it is not running: its interpreter and imports
     (~0.4 s) then load while the caller gets on, instead of in its first read."""
-    _reader_process()
+    if READER_SUPPORTED:
+        _reader_process()
 
 
 def read_table(
@@ -146,7 +150,7 @@ def read_table(
     Raises:
         Unavailable: the SQLite file cannot be opened or read (one line naming the store).
     """
-    path = sqlite_file(conn)
+    path = sqlite_file(conn) if READER_SUPPORTED else None
     if path is None:
         return _driver_read(conn, stmt, schema, tables)
     sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))

@@ -11,13 +11,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from serving.app import batch_write
+from serving.app import batch, batch_write
 from serving.app.batch import BatchContext, BatchInputs, run_day
 from serving.infra.store import StateStore
 from tests.serving.batches import set_override
 from tests.serving.fixtures import FIRST_DAY, NOW
 
 WAIT_S = 20.0
+DAY = timedelta(days=1)
 
 
 class SnapshotFailed(Exception):
@@ -84,6 +85,51 @@ def test_the_snapshot_is_written_while_the_plan_runs(
     result = run(sqlite_store, simulated_log, ruleset, tmp_path / "data")
     # then it completes with its snapshot
     assert result.run.status == "completed" and result.feature_snapshot.exists()
+
+
+def test_the_plans_pending_pairs_are_read_once_while_the_day_is_decided(
+    sqlite_store, simulated_log, ruleset, tmp_path, monkeypatch
+):
+    # given a decide stage that can only go on once the pending pairs are being read (read in
+    # the plan, after it, the wait fails), and the reads counted
+    reading, reads = threading.Event(), []
+    pending_pairs, cut_day = sqlite_store.pending_pairs, batch.cut_day
+
+    def read(as_of):
+        reads.append(as_of)
+        reading.set()
+        return pending_pairs(as_of)
+
+    def decided(*args, **kwargs):
+        assert reading.wait(WAIT_S), "the pending pairs were read after the day was decided"
+        return cut_day(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite_store, "pending_pairs", read)
+    monkeypatch.setattr(batch, "cut_day", decided)
+    # when two days run (the second one with pending messages of the first)
+    run(sqlite_store, simulated_log, ruleset, tmp_path / "data")
+    result = run(sqlite_store, simulated_log, ruleset, tmp_path / "data", FIRST_DAY + DAY)
+    # then each read them once, and the second planned on them as a read in the plan would
+    assert reads == [FIRST_DAY, FIRST_DAY + DAY] and result.run.status == "completed"
+
+
+def test_a_dry_run_or_a_day_without_campaigns_reads_no_pending_pairs(
+    sqlite_store, simulated_log, ruleset, monkeypatch
+):
+    # given the pending pairs' reads counted
+    reads = []
+    monkeypatch.setattr(sqlite_store, "pending_pairs", lambda as_of: reads.append(as_of))
+    inputs = BatchInputs(events=simulated_log.events, customers=simulated_log.customers,
+                         validated=True)  # fmt: skip
+    # when a day runs dry, and one runs with campaigns off
+    for dry_run, campaigns in [(True, True), (False, False)]:
+        context = BatchContext(
+            store=sqlite_store, champion=None, ruleset=ruleset, run_id=f"run-{dry_run}",
+            now=NOW, campaigns=campaigns,
+        )  # fmt: skip
+        run_day(FIRST_DAY, inputs, context, dry_run=dry_run)
+    # then neither read them
+    assert reads == []
 
 
 def test_a_failed_snapshot_fails_the_day_before_the_commit_even_when_the_plan_fails_too(
@@ -212,11 +258,11 @@ def test_the_answers_are_decided_again_when_a_state_changed_during_the_day(
     run(sqlite_store, simulated_log, ruleset, tmp_path / "data")
     plan, held = batch_write.plan_day_campaigns, []
 
-    def planned(assessment, store, campaigns):
+    def planned(assessment, store, campaigns, **kwargs):
         decisions = assessment.decisions
         held.append(decisions.loc[decisions["from_tag"].notna() & ~decisions["changed"]].iloc[0])
         set_override(store, held[0]["customer_id"], None, actor="kim", reason="call", now=NOW)
-        return plan(assessment, store, campaigns)
+        return plan(assessment, store, campaigns, **kwargs)
 
     monkeypatch.setattr(batch_write, "plan_day_campaigns", planned)
     states = counted_answers(monkeypatch)
