@@ -10,6 +10,7 @@ Seen here: a ``sqlite3`` connection of the process that had just read by ADBC fa
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 import sys
@@ -99,4 +100,7 @@ if __name__ == "__main__":
     # By its package name: what it pickles (``ReadFailed``) must unpickle in the parent.
     from serving.infra import adbc_reader
 
-    adbc_reader.serve(sys.stdin.buffer, sys.stdout.buffer)
+    # The answers get stdout's pipe to themselves: anything printed goes to stderr instead.
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    adbc_reader.serve(sys.stdin.buffer, answers)

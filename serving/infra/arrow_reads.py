@@ -8,12 +8,13 @@ state, 1.7-2.1 s for the pending pairs. ADBC's SQLite driver (Apache Arrow's
 
 ADBC links a SQLite of its own, and two SQLite libraries must not open one database in one
 process (``adbc_reader``'s docstring says what broke). So on a SQLite file these reads run in a
-reader process (``python -m serving.infra.adbc_reader``, one per process, started on the first
-read, ADBC only), on pipes: the table comes back pickled as Arrow buffers, and the batch's
-process is free meanwhile. Not ``multiprocessing``: its spawned children import the parent's
-main script again, which a user's script without a ``__main__`` guard does not survive. Elsewhere
-(PostgreSQL, an in-memory SQLite) they go through the driver's rows, made Arrow by one struct
-array. Either way the caller gets ``schema``'s columns and types.
+reader process (``python -m serving.infra.adbc_reader``, one per process, started with a SQLite
+store or else by the first read; ADBC only; no file of this process open in it), on pipes: the
+table comes back pickled as Arrow buffers, and the batch's process is free meanwhile. Not
+``multiprocessing``: its spawned children import the parent's main script again, which a user's
+script without a ``__main__`` guard does not survive. Elsewhere (PostgreSQL, an in-memory
+SQLite) they go through the driver's rows, made Arrow by one struct array. Either way the caller
+gets ``schema``'s columns and types.
 
 A read in the reader process is a connection, and so a snapshot, of its own: only for a
 statement (with the temporary tables it joins) that needs no other read's snapshot, outside any
@@ -127,7 +128,9 @@ def sqlite_path(url: URL) -> str | None:
     """The SQLite database file of ``url``, None for another database or one in memory."""
     if url.get_backend_name() != "sqlite" or "uri" in url.query:
         return None
-    return url.database if url.database and url.database != ":memory:" else None
+    if not url.database or url.database == ":memory:":
+        return None
+    return os.path.abspath(url.database)  # the reader's working directory may not be ours
 
 
 def start_reader() -> None:

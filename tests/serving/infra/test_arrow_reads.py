@@ -12,7 +12,7 @@ from unittest.mock import patch
 
 import pyarrow as pa
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, make_url, text
 
 from serving.core.problems import Unavailable
 from serving.infra import arrow_reads
@@ -21,6 +21,7 @@ from serving.infra.arrow_reads import (
     driver_table,
     read_table,
     sqlite_file,
+    sqlite_path,
     typed_table,
 )
 from serving.infra.sql import open_engine
@@ -191,3 +192,14 @@ def test_an_in_memory_database_reads_through_its_driver():
         assert table.to_pylist() == [{"name": "a", "day": date(2026, 1, 2), "count": 7}]
     finally:
         engine.dispose()
+
+
+def test_a_relative_sqlite_path_is_made_absolute_and_other_urls_have_none(tmp_path, monkeypatch):
+    # Given this process in tmp (the reader keeps the directory it started in)
+    monkeypatch.chdir(tmp_path)
+    # When store URLs are resolved to the file a reader opens
+    # Then a relative file is tmp's, and a memory database or PostgreSQL has no file
+    assert sqlite_path(make_url("sqlite:///state.db")) == str(tmp_path / "state.db")
+    assert sqlite_path(make_url("sqlite://")) is None
+    assert sqlite_path(make_url("sqlite:///:memory:")) is None
+    assert sqlite_path(make_url("postgresql+psycopg://lstep@localhost/test")) is None
