@@ -14,8 +14,9 @@ One day reads as its stages, one call each, I/O at the ends:
    and every decision say which.
 6. **write** (``serving.app.batch_write``): ``StateStore.apply_day``: transitions, the day's
    campaign messages (``plan_day_campaigns``: the rules' campaign catalogue,
-   ``serving.core.campaigns``; its pending pairs read by the store's reader process while the
-   day is scored and decided) and the run record in one transaction, the scores in the run's
+   ``serving.core.campaigns``; its pending pairs read by the store's reader process from the
+   end of the state read on, while features are built and the day scored and decided) and the
+   run record in one transaction, the scores in the run's
    parquet file under ``<data_dir>/scores/`` that the commit makes the day's
    (``serving.infra.score_files``; in SQL for a store opened without a scores directory), idempotent
    per ``as_of`` (a completed day is not recomputed); a dry run writes nothing. The day's feature
@@ -430,12 +431,14 @@ def _state_before(
 def _pending_pairs_early(
     early: ThreadPoolExecutor, context: BatchContext, as_of: date
 ) -> Future[pd.DataFrame] | None:
-    """The plan's pending pairs (``store.pending_pairs``), read from now on while the day is
-    scored and decided: they depend on the outbox before the day only. None when campaigns
-    are off.
+    """The plan's pending pairs (``store.pending_pairs``), read from now on (after the state
+    read, before the engine's step) while features are built and the day scored and decided:
+    they depend on the outbox before the day only. None when campaigns are off.
 
     At 1M learners the read is ~0.8 s of the store's reader process (``arrow_reads``), not of
-    this one: the thread only waits for it.
+    this one: the thread only waits for it. Started here it competes with DuckDB's two threads
+    over the window; at the decide stage a core would be idle for it (not done: it needs a
+    hook in each engine's step).
     """
     if not context.campaigns:
         return None
