@@ -433,14 +433,17 @@ def _pending_pairs_early(
 ) -> Future[pd.DataFrame] | None:
     """The plan's pending pairs (``store.pending_pairs``), read from now on (after the state
     read, before the engine's step) while features are built and the day scored and decided:
-    they depend on the outbox before the day only. None when campaigns are off.
+    they depend on the outbox before the day only. None when campaigns are off, or when
+    another thread would not see the store's database (an in-memory SQLite's is one per
+    thread's connection).
 
     At 1M learners the read is ~0.8 s of the store's reader process (``arrow_reads``), not of
     this one: the thread only waits for it. Started here it competes with DuckDB's two threads
-    over the window; at the decide stage a core would be idle for it (not done: it needs a
-    hook in each engine's step).
+    over the window; at the decide stage a core would be idle for it. A start hook on the
+    stage timer did that for the ``sqlite3`` read (reverted in 1f9b18f: that read held the
+    GIL); with the reader it is not re-measured yet.
     """
-    if not context.campaigns:
+    if not context.campaigns or not context.store.readable_beside:
         return None
     return early.submit(context.store.pending_pairs, as_of)
 

@@ -60,6 +60,7 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Connection, inspect, select, text, update
+from sqlalchemy.pool import SingletonThreadPool
 
 from serving.core.frames import (
     RunRecord,
@@ -166,6 +167,12 @@ class StateStore(ReadsMixin, OutboxMixin):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @property
+    def readable_beside(self) -> bool:
+        """Whether another thread may read the store while this one uses it: its connections
+        see one database (an in-memory SQLite database is one per thread's connection)."""
+        return not isinstance(self._engine.pool, SingletonThreadPool)
 
     def is_empty(self) -> bool:
         """True when the database holds no lstep schema yet (new, deleted or dropped)."""

@@ -328,3 +328,18 @@ def test_answers_that_failed_ahead_of_the_commit_are_decided_on_the_stored_state
     pd.testing.assert_frame_equal(states[0], sqlite_store.state_frame(FIRST_DAY))
     assert answers_file(tmp_path / "data").num_rows == len(result.assessment.features)
     assert "unexpected decisions" in caplog.text
+
+
+def test_a_day_on_an_in_memory_store_reads_its_pending_pairs_on_its_own_thread(
+    simulated_log, ruleset
+):
+    # given an in-memory store (each thread's connection is a database of its own)
+    with StateStore("sqlite://") as store:
+        # when two days run, the second with pairs still pending from the first
+        run(store, simulated_log, ruleset)
+        pending = store.pending_pairs(FIRST_DAY + DAY)
+        result = run(store, simulated_log, ruleset, day=FIRST_DAY + DAY)
+        # then the day completes, planned against the pairs its store holds
+        assert len(pending) > 0
+        assert result.run.status == "completed"
+        assert result.run.summary["messages"]["planned"] > 0
