@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/batch_scale.py --customers 1000000 [--days 60] [--seed 7]
         [--engine duckdb|spark|both] [--history 1] [--spark-days all|measured] [--profile FILE]
+        [--keep-store DIR]
 
 Data: the simulation of ``benchmarks/features_scale.py``
 (``benchmarks/.cache/sim-{N}x{D}-s{seed}-code{version}``), simulated here when absent. The
@@ -42,6 +43,14 @@ peak is the driver's Python process plus the JVM's (the Python workers are not c
 left before its own measured day (the engines' parity tests hold their stores equal): at 1M
 learners Spark's first load and wave day would take most of an hour on 2 cores and are not what
 the comparison is about.
+
+Each stage prints its wall seconds and the CPU seconds spent meanwhile by the batch's process
+(all its threads) and its children (the store's reader process): CPU near 2x wall is a stage
+that keeps both cores busy, near 1x one that leaves a core idle for work to overlap with it.
+
+``--keep-store DIR`` keeps DuckDB's store as it is before the measured day in ``DIR`` (the
+first run fills it; later runs with the same population and ``--history`` start from it and run
+only the measured day): a change to the measured day is timed in a minute rather than four.
 
 The floor, for comparison: the time DuckDB takes just to scan the window's events (every column the
 features read, in [as_of - 30 d, as_of)) plus LightGBM's raw predict on the same learners' rows.
@@ -183,6 +192,7 @@ def _batch_day(
 
     disable_telemetry()
     started = time.perf_counter()
+    cpu = _CpuStages()
     champion = load_champion(tracking_uri)
     ruleset = load_rules(champion=champion)  # its operating points resolve the rules' @names
     loading = time.perf_counter() - started
@@ -196,7 +206,7 @@ def _batch_day(
     with store, _engine_step(engine, champion, tracking_uri) as step:
         context = BatchContext(
             store=store, champion=champion, ruleset=ruleset, run_id=run_id, now=NOW,
-            data_dir=data_dir, step=step,
+            data_dir=data_dir, step=step, progress=cpu,
         )  # fmt: skip
         if step is not None:
             step.output_dir = data_dir / "spark"
@@ -206,11 +216,53 @@ def _batch_day(
         jvm_gib = _jvm_peak_gib(step)
     return {
         "stages": {"load champion + rules": loading, **result.stage_seconds},
+        "cpu": cpu.seconds,
         "seconds": time.perf_counter() - started,
         "learners": result.learners,
         "transitions": result.transitions,
         "peak_rss_gib": _peak_rss_gib() + jvm_gib,
     }
+
+
+class _CpuStages:
+    """A ``BatchProgress`` that adds up the CPU seconds spent during each stage.
+
+    CPU of this process (every thread) and of its children (the store's reader process), read
+    by psutil at the stage's ends, user and system apart: CPU beside wall says whether a stage
+    kept both cores busy, and system time is mostly the kernel handing the process fresh pages
+    (this machine's virtual memory makes a first touch of a page costly).
+    """
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self.seconds: dict[str, tuple[float, float]] = {}
+
+    def _cpu(self) -> tuple[float, float]:
+        processes = [self._process, *self._process.children(recursive=True)]
+        user = system = 0.0
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except Exception:  # a child that ended between the listing and the read
+                continue
+            user, system = user + times.user, system + times.system
+        return user, system
+
+    @contextmanager
+    def stage(self, as_of: date, name: str):
+        user, system = self._cpu()
+        yield
+        user_now, system_now = self._cpu()
+        spent_user, spent_system = self.seconds.get(name, (0.0, 0.0))
+        self.seconds[name] = (
+            spent_user + user_now - user,
+            spent_system + system_now - system,
+        )
+
+    def days(self, total: int):
+        return lambda day: None
 
 
 @contextmanager
@@ -320,8 +372,13 @@ def _print_day(name: str, day: dict) -> None:
         f"{name}  {day['seconds']:6.1f} s  peak {day['peak_rss_gib']:.2f} GiB  "
         f"{day['learners']:,} learners, {day['transitions']:,} transitions"
     )
+    cpu = day.get("cpu", {})
     for stage, seconds in day["stages"].items():
-        print(f"    {stage:<24} {seconds:6.2f} s")
+        spent = ""
+        if stage in cpu:
+            user, system = cpu[stage]
+            spent = f"  cpu {user + system:6.2f} s (system {system:5.2f} s)"
+        print(f"    {stage:<24} {seconds:6.2f} s{spent}")
 
 
 def _two_days(
@@ -353,6 +410,8 @@ def _two_days(
         _mark_due_sent(state_url, end - timedelta(days=1))
         if before_measured is not None:
             _copied(scratch, before_measured)
+            population_of = _kept_population(args)
+            (before_measured / "kept-population.json").write_text(json.dumps(population_of))
     profile = None if args.profile is None else f"{args.profile}.{engine}"
     day = _in_child(_batch_day, *inputs, end, "d2", engine, profile)
     label = "measured" if history == 1 else "measured, steady"
@@ -454,6 +513,22 @@ def _print_verdicts(
     )
 
 
+def _kept_population(args: argparse.Namespace) -> dict:
+    return {key: getattr(args, key) for key in ("customers", "days", "seed", "history")}
+
+
+def _check_kept(kept: Path, args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Refuse a kept store of another population or history (its marker says which it is)."""
+    marker = kept / "kept-population.json"
+    if not kept.exists():
+        return
+    if not marker.exists():
+        parser.error(f"--keep-store {kept}: exists but holds no store this benchmark kept")
+    made = json.loads(marker.read_text())
+    if made != _kept_population(args):
+        parser.error(f"--keep-store {kept}: kept for {made}, not {_kept_population(args)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=TARGET_CUSTOMERS)
@@ -479,7 +554,15 @@ def main() -> None:
         help="with --engine both: Spark runs every day in its own store (all) or only the "
         "measured day, on a copy of DuckDB's store before it (measured)",
     )
+    parser.add_argument(
+        "--keep-store",
+        metavar="DIR",
+        help="keep the store before the measured day in DIR; a later run with the same "
+        "population and --history starts from it and runs only the measured day",
+    )
     args = parser.parse_args()
+    if args.keep_store is not None:
+        _check_kept(Path(args.keep_store), args, parser)
     if args.history < 1:
         parser.error(f"--history must be at least 1, got {args.history}")
     if args.spark_days == "measured" and args.engine != "both":
@@ -493,6 +576,8 @@ def main() -> None:
     steady = {}
     with tempfile.TemporaryDirectory(prefix="lstep-batch-scale-") as scratch:
         shared = Path(scratch) / "before-measured" if args.spark_days == "measured" else None
+        if args.keep_store is not None:
+            shared = Path(args.keep_store)
         for engine in engines:
             steady[engine] = _two_days(
                 engine, Path(scratch) / engine, population, tracking_uri, end, args, shared
