@@ -286,14 +286,27 @@ def _dtype_kind(dtype: Any) -> str:
     return "f" if pd.api.types.is_float_dtype(dtype) else "o"
 
 
-def lightgbm_values(matrix: pd.DataFrame) -> np.ndarray:
+def lightgbm_values(matrix: pd.DataFrame, out: np.ndarray | None = None) -> np.ndarray:
     """The matrix as one column-major float64 array, categories as their codes (NaN if missing).
 
     LightGBM reads column-major arrays without copying; handing it the DataFrame instead costs
     two more copies of every row, which is most of the scoring time for a million learners.
     The codes are those LightGBM saw in training: the categories are fixed, so they match.
+
+    Args:
+        matrix: a model matrix (``to_model_matrix``).
+        out: a column-major float64 array of the matrix's shape to fill and return (a buffer
+            reused across chunks); None: a new one.
+
+    Raises:
+        ValueError: ``out`` is not a column-major float64 array of the matrix's shape.
     """
-    values = np.empty(matrix.shape, dtype=np.float64, order="F")
+    values = np.empty(matrix.shape, dtype=np.float64, order="F") if out is None else out
+    if values.shape != matrix.shape or values.dtype != np.float64 or not values.flags.f_contiguous:
+        raise ValueError(
+            f"out: expected a column-major float64 array of shape {matrix.shape}, got "
+            f"{values.dtype} {values.shape}"
+        )
     for position, name in enumerate(matrix.columns):
         column = matrix[name]
         if isinstance(column.dtype, pd.CategoricalDtype):

@@ -96,6 +96,21 @@ def _per_column(frame: pd.DataFrame) -> np.ndarray:
     return lightgbm_values(_typed_matrix(frame, model_feature_dtypes()))
 
 
+def test_the_boosters_array_fills_a_given_buffer_and_refuses_one_of_another_shape():
+    # given a model matrix of 5 rows and a reused column-major buffer of its shape
+    matrix = _typed_matrix(make_feature_frame(5, seed=10)[0], model_feature_dtypes())
+    buffer = np.full(matrix.shape, -1.0, order="F")
+    # when the array is built into it
+    values = lightgbm_values(matrix, buffer)
+    # then it is the buffer, holding what a new array would
+    assert values is buffer
+    np.testing.assert_array_equal(buffer, lightgbm_values(matrix))
+    # and a buffer of another shape or a row-major one is refused, naming the shape wanted
+    for wrong in (np.empty((4, matrix.shape[1]), order="F"), np.empty(matrix.shape, order="C")):
+        with pytest.raises(ValueError, match=rf"shape \({matrix.shape[0]}, {matrix.shape[1]}\)"):
+            lightgbm_values(matrix, wrong)
+
+
 @pytest.mark.parametrize("rows", [1, 4, 300], ids=["one row", "a request", "past the block"])
 def test_the_boosters_array_of_a_small_frame_is_the_per_column_one(rows):
     # given features with the dtypes the feature assembly gives: nullable counts (one missing),
