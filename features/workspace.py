@@ -140,10 +140,26 @@ class DuckDBEngine:
         relation = self.con.sql(sql)
         if not {str(kind) for kind in relation.types} <= _ARROW_FETCHED:
             return relation.df()
-        # one chunk a column, as .df() gives: Arrow code downstream (serving's pair lookups)
-        # reads a str column as one array, not the ~120k-row batches DuckDB hands over
-        table = relation.to_arrow_table().combine_chunks()
+        table = _strings_in_one_chunk(relation.to_arrow_table())
         return table.to_pandas(types_mapper=_ARROW_TO_PANDAS.get)
+
+
+def _strings_in_one_chunk(table: pa.Table) -> pa.Table:
+    """``table`` with each text column in one chunk, the other columns as they are.
+
+    Arrow code downstream (serving's pair lookups) reads a ``str`` column as one array, as
+    ``.df()`` gives it, not the ~120k-row batches DuckDB hands over; ``to_pandas`` joins the
+    chunks of the other columns into its own arrays anyway. Combining every column first copied
+    a day's ~90 feature columns once more: ~0.7 s of page faults at 1M learners on these VMs.
+    """
+    columns = [
+        column.combine_chunks() if _is_text(column.type) else column for column in table.columns
+    ]
+    return pa.Table.from_arrays(columns, names=table.column_names)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
 class Workspace:

@@ -50,6 +50,25 @@ def test_fetched_text_is_one_arrow_array_as_with_df():
     assert fetched["name"].iloc[-1] == "299999"
 
 
+def test_a_result_of_many_batches_is_fetched_whole_text_in_one_array_numbers_joined():
+    # given text, nullable counts and flags that DuckDB hands over in several Arrow batches
+    con = duckdb.connect(config={"threads": 2})
+    query = (
+        "SELECT CAST(i AS VARCHAR) AS name, CASE WHEN i % 7 = 0 THEN NULL ELSE i END AS events, "
+        "CASE WHEN i % 5 = 0 THEN NULL ELSE i % 2 = 0 END AS flag, i / 3 AS share "
+        "FROM range(300000) AS r(i) ORDER BY i"
+    )
+    assert con.sql(query).to_arrow_table().column("events").num_chunks > 1
+
+    # when
+    fetched = DuckDBEngine(con).fetch(query)
+
+    # then every row is there as .df() gives it, and the text is one Arrow array
+    pd.testing.assert_frame_equal(fetched, con.execute(query).df(), check_exact=True)
+    assert isinstance(pa.array(fetched["name"], from_pandas=True), pa.Array)
+    assert fetched["events"].isna().sum() == len(range(0, 300000, 7))
+
+
 @pytest.mark.parametrize(
     "query",
     [
