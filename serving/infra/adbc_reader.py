@@ -81,7 +81,7 @@ def read(path: str, sql: str, busy_timeout_ms: int, tables: tuple[TemporaryRows,
 def serve(requests: BinaryIO, responses: BinaryIO) -> None:
     """Answer ``read`` requests until ``requests`` ends: each a pickled ``(path, sql,
     busy_timeout_ms, tables)`` behind its length, each answer a pickled ``(table, None)`` or
-    ``(None, ReadFailed)`` behind its length (``arrow_reads._Reader`` is the other end)."""
+    ``(None, ReadFailed)`` (``_send``; ``arrow_reads._Reader`` is the other end)."""
     while header := requests.read(LENGTH.size):
         (size,) = LENGTH.unpack(header)
         request = pickle.loads(requests.read(size))
@@ -91,9 +91,29 @@ def serve(requests: BinaryIO, responses: BinaryIO) -> None:
             answer = (None, error)
         except Exception as error:  # a bug: said, not a dead reader
             answer = (None, ReadFailed(f"{type(error).__name__}: {error}", operational=False))
-        data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        responses.write(LENGTH.pack(len(data)) + data)
-        responses.flush()
+        _send(responses, answer)
+
+
+def _send(responses: BinaryIO, answer: tuple[pa.Table | None, ReadFailed | None]) -> None:
+    """One answer: how many Arrow buffers, the sizes of the pickle and of each buffer, the
+    pickle, then the buffers as they are (pickle protocol 5, out of band).
+
+    In band, the answer was copied into the pickle, then into the message, then joined and
+    copied again out of the pickle by the parent, each copy into fresh pages (costly on these
+    VMs). Now the buffers go from Arrow's memory to the pipe, and from the pipe into the
+    parent's buffers, which the table then uses. At 1M learners the gain is small, the parent's
+    part of a read being small already: the state 0.56-0.83 -> 0.55-0.68 s wall, the pending
+    pairs 0.59-0.66 -> 0.53-0.58 s (alternated, three each).
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(answer, protocol=5, buffer_callback=buffers.append)
+    raws = [buffer.raw() for buffer in buffers]
+    sizes = [len(data), *(raw.nbytes for raw in raws)]
+    responses.write(LENGTH.pack(len(raws)) + b"".join(LENGTH.pack(size) for size in sizes))
+    responses.write(data)
+    for raw in raws:
+        responses.write(raw)
+    responses.flush()
 
 
 if __name__ == "__main__":

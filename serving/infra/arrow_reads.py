@@ -29,6 +29,7 @@ import dataclasses
 import os
 import pickle
 import select
+import struct
 import subprocess
 import sys
 import threading
@@ -88,26 +89,31 @@ class _Reader:
                 self._process.stdin.flush()
             except (BrokenPipeError, OSError):
                 raise ReaderDied from None
-            (size,) = _LENGTH.unpack(self._receive(_LENGTH.size, deadline))
-            table, error = pickle.loads(self._receive(size, deadline))
+            (count,) = _LENGTH.unpack(self._receive(_LENGTH.size, deadline))
+            header = self._receive(_LENGTH.size * (count + 1), deadline)
+            sizes = struct.unpack(f"<{count + 1}Q", header)
+            data = self._receive(sizes[0], deadline)
+            buffers = [self._receive(size, deadline) for size in sizes[1:]]
+            table, error = pickle.loads(data, buffers=buffers)
         if error is not None:
             raise error
         return table
 
-    def _receive(self, size: int, deadline: float) -> bytes:
-        """``size`` bytes from the reader, by ``deadline``."""
-        pipe, chunks, missing = self._process.stdout.fileno(), [], size
-        while missing:
+    def _receive(self, size: int, deadline: float) -> bytearray:
+        """``size`` bytes from the reader, by ``deadline``, read straight into one buffer (an
+        answer's Arrow buffers are used where they land: ``adbc_reader._send``)."""
+        pipe, received = self._process.stdout.fileno(), bytearray(size)
+        view, filled = memoryview(received), 0
+        while filled < size:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([pipe], [], [], remaining)[0]:
                 self.stop()
                 raise TimeoutError
-            chunk = os.read(pipe, min(missing, 1 << 24))
-            if not chunk:
+            count = os.readv(pipe, [view[filled : filled + (1 << 24)]])
+            if not count:
                 raise ReaderDied
-            chunks.append(chunk)
-            missing -= len(chunk)
-        return b"".join(chunks)
+            filled += count
+        return received
 
     def stop(self) -> None:
         """End the reader (it also ends by itself when this process's end of its pipe closes)."""
