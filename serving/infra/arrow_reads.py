@@ -66,7 +66,10 @@ class _Reader:
         self.pid = os.getpid()
         environment = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "serving.infra.adbc_reader"],
+            # -P: the working directory is not put first on the path, so the reader imports the
+            # code this process runs (its path, above), never a ``serving`` package that happens
+            # to sit in the directory the batch was started from (another version's checkout)
+            [sys.executable, "-P", "-m", "serving.infra.adbc_reader"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=environment,

@@ -6,6 +6,7 @@ and the process's own ``sqlite3`` connections keep working beside it."""
 from __future__ import annotations
 
 import sqlite3
+import warnings
 from datetime import date
 from pathlib import Path
 from unittest.mock import patch
@@ -173,6 +174,27 @@ def test_a_reader_that_died_is_warned_of_and_the_driver_reads_instead(engine):
         assert table.num_rows == LATE + 1 and arrow_reads._reader is None
         assert _select_all(conn).num_rows == LATE + 1
         assert arrow_reads._reader is not None
+
+
+def test_the_reader_runs_this_process_code_not_a_package_in_the_working_directory(
+    engine, tmp_path, monkeypatch
+):
+    # Given a working directory holding a ``serving`` package of its own (another checkout),
+    # whose reader would answer nothing, and a reader started from there
+    decoy = tmp_path / "elsewhere" / "serving" / "infra"
+    decoy.mkdir(parents=True)
+    for package in (decoy.parent, decoy):
+        (package / "__init__.py").write_text("")
+    (decoy / "adbc_reader.py").write_text("raise SystemExit('the decoy reader')\n")
+    monkeypatch.chdir(decoy.parent.parent)
+    arrow_reads._forget_reader()
+    # When a read is asked
+    with engine.connect() as conn, warnings.catch_warnings():
+        warnings.simplefilter("error")  # a dead reader would only warn and read by the driver
+        table = _select_all(conn)
+    # Then this process's reader answered it
+    assert table.num_rows == LATE + 1
+    assert arrow_reads._reader is not None and arrow_reads._reader._process.poll() is None
 
 
 def test_a_table_of_other_columns_than_the_schemas_is_refused():
