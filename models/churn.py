@@ -63,8 +63,8 @@ from features.catalog import FeatureDtype
 from models.calibration import VennAbersCalibration
 from models.matrix import (
     SMALL_BATCH_ROWS,
-    FeatureFrameError,
     booster_values,
+    chunk_values,
     column_arrays,
     lightgbm_values,
     model_feature_dtypes,
@@ -87,16 +87,6 @@ BOOSTER_FILE = "booster.txt"
 CALIBRATOR_FILE = "calibrator.npz"
 METADATA_FILE = "model.json"
 
-PREDICT_CHUNK_ROWS = 131_072
-"""Rows that ``ChurnModel.raw_probability`` types, converts and predicts at a time.
-
-A million learners' matrix is two fresh ~0.5 GB arrays (the typed columns, then LightGBM's
-column-major copy); on this project's virtual machines a fresh page costs far more than the copy
-into it (the host backs it on first touch), ~1.5 s of CPU for the two, single-threaded before
-LightGBM starts. Chunks reuse one ~70 MB array and the allocator's small blocks: 921k learners
-5.6-5.9 s -> 3.7-4.0 s wall (system time 2.0-2.3 -> 0.1-0.4 s), the same numbers. The chunk is
-large enough that LightGBM's per-call set-up (its thread team, ~ms) is noise.
-"""
 
 _ROUND_ALIASES = frozenset(
     {"num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round"}
@@ -339,34 +329,14 @@ class ChurnModel:
         return to_model_matrix(X, feature_dtypes=self.feature_dtypes)
 
     def raw_probability(self, X: pd.DataFrame) -> np.ndarray:
-        """Uncalibrated LightGBM churn probability per row of ``X``.
+        """Uncalibrated LightGBM churn probability per row of ``X`` (in chunks when large).
 
         Raises:
-            FeatureFrameError: naming every missing or mistyped model column of ``X`` (counted
-                over the whole frame, also when it is scored in chunks).
+            FeatureFrameError: naming every missing or mistyped model column of ``X``.
         """
-        if len(X) > PREDICT_CHUNK_ROWS:
-            return self._raw_in_chunks(X)
-        matrix = self.model_matrix(X)
-        if matrix.empty:
-            return np.empty(0, dtype=np.float64)
-        values = lightgbm_values(matrix)
-        return np.asarray(self.booster.predict(values, **_threads(len(values))), dtype=np.float64)
-
-    def _raw_in_chunks(self, X: pd.DataFrame) -> np.ndarray:
-        """``raw_probability`` of a large frame, ``PREDICT_CHUNK_ROWS`` rows at a time, each
-        chunk's column-major array in one reused buffer (see ``PREDICT_CHUNK_ROWS``)."""
         raw = np.empty(len(X), dtype=np.float64)
-        buffer = np.empty(PREDICT_CHUNK_ROWS * len(self.feature_dtypes), dtype=np.float64)
-        for start in range(0, len(X), PREDICT_CHUNK_ROWS):
-            chunk = X.iloc[start : start + PREDICT_CHUNK_ROWS]
-            try:
-                matrix = self.model_matrix(chunk)
-            except FeatureFrameError:
-                self.model_matrix(X)  # the whole frame's problems, counted over every row
-                raise
-            values = buffer[: matrix.size].reshape(matrix.shape, order="F")
-            raw[start : start + len(chunk)] = self.booster.predict(lightgbm_values(matrix, values))
+        for rows, values in chunk_values(X, self.feature_dtypes):
+            raw[rows] = self.booster.predict(values, **_threads(len(values)))
         return raw
 
     def predict(self, X: pd.DataFrame) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from models import churn
+from models import matrix
 from models.calibration import VennAbersCalibration
 from models.churn import (
     PREDICTION_COLUMNS,
@@ -252,7 +252,7 @@ def test_raw_probability_matches_lightgbm_scoring_the_data_frame_itself(fitted):
 def test_a_frame_scored_in_chunks_gets_the_scores_of_one_matrix(fitted, monkeypatch):
     # given chunks of 64 rows and 300 rows: four whole chunks and a short last one, with a
     # missing tag and a missing count in the last
-    monkeypatch.setattr(churn, "PREDICT_CHUNK_ROWS", 64)
+    monkeypatch.setattr(matrix, "PREDICT_CHUNK_ROWS", 64)
     rows = fitted.test_frame.iloc[:300].copy()
     rows.loc[rows.index[290:], "product_tag"] = None
     rows.loc[rows.index[299], "sessions_7d"] = np.nan
@@ -265,7 +265,7 @@ def test_a_frame_scored_in_chunks_gets_the_scores_of_one_matrix(fitted, monkeypa
 
 def test_a_frame_scored_in_chunks_counts_its_bad_values_over_every_chunk(fitted, monkeypatch):
     # given chunks of 64 rows and fractional session counts in the second chunk and the third
-    monkeypatch.setattr(churn, "PREDICT_CHUNK_ROWS", 64)
+    monkeypatch.setattr(matrix, "PREDICT_CHUNK_ROWS", 64)
     rows = fitted.test_frame.iloc[:300].copy()
     rows["sessions_7d"] = rows["sessions_7d"].astype("float64")
     rows.loc[rows.index[[70, 71, 150]], "sessions_7d"] = 1.5
