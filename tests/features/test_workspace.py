@@ -69,6 +69,31 @@ def test_a_result_of_many_batches_is_fetched_whole_text_in_one_array_numbers_joi
     assert fetched["events"].isna().sum() == len(range(0, 300000, 7))
 
 
+def test_a_result_fetched_in_order_is_the_frame_taken_by_that_column():
+    # given a result of many batches in an order of its own: text, nullable counts and flags
+    con = duckdb.connect(config={"threads": 2})
+    query = (
+        "SELECT (i * 7919) % 300000 AS row_id, CAST(i AS VARCHAR) AS name, "
+        "CASE WHEN i % 7 = 0 THEN NULL ELSE i END AS events, "
+        "CASE WHEN i % 5 = 0 THEN NULL ELSE i % 2 = 0 END AS flag, i / 3 AS share "
+        "FROM range(300000) AS r(i)"
+    )
+    engine = DuckDBEngine(con)
+    unordered = engine.fetch(query)
+
+    # when
+    ordered = engine.fetch(query, order_by="row_id")
+
+    # then it is the unordered frame taken by row_id, column for column and dtype for dtype
+    expected = unordered.sort_values("row_id", kind="stable", ignore_index=True)
+    pd.testing.assert_frame_equal(ordered, expected, check_exact=True)
+    assert ordered["row_id"].tolist() == list(range(300000))
+    assert isinstance(pa.array(ordered["name"], from_pandas=True), pa.Array)
+    # and a result .df() fetches is ordered the same way
+    decimals = "SELECT * FROM (VALUES (3, 1.5), (1, NULL), (2, 2.5)) AS t(row_id, price)"
+    assert engine.fetch(decimals, order_by="row_id")["row_id"].tolist() == [1, 2, 3]
+
+
 @pytest.mark.parametrize(
     "query",
     [
