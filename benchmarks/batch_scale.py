@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/batch_scale.py --customers 1000000 [--days 60] [--seed 7]
         [--engine duckdb|spark|both] [--history 1] [--spark-days all|measured] [--profile FILE]
-        [--keep-store DIR]
+        [--keep-store DIR] [--spans]
 
 Data: the simulation of ``benchmarks/features_scale.py``
 (``benchmarks/.cache/sim-{N}x{D}-s{seed}-code{version}``), simulated here when absent. The
@@ -51,6 +51,9 @@ that keeps both cores busy, near 1x one that leaves a core idle for work to over
 ``--keep-store DIR`` keeps DuckDB's store as it is before the measured day in ``DIR`` (the
 first run fills it; later runs with the same population and ``--history`` start from it and run
 only the measured day): a change to the measured day is timed in a minute rather than four.
+``--spans`` prints the measured day's stages as CLOCK_MONOTONIC intervals: under
+``perf record -k CLOCK_MONOTONIC -g``, ``perf report --time START,END`` profiles one stage,
+native code and kernel included (where cProfile sees Python only, and one thread).
 
 The floor, for comparison: the time DuckDB takes just to scan the window's events (every column the
 features read, in [as_of - 30 d, as_of)) plus LightGBM's raw predict on the same learners' rows.
@@ -217,6 +220,7 @@ def _batch_day(
     return {
         "stages": {"load champion + rules": loading, **result.stage_seconds},
         "cpu": cpu.seconds,
+        "spans": cpu.spans,
         "seconds": time.perf_counter() - started,
         "learners": result.learners,
         "transitions": result.transitions,
@@ -238,6 +242,7 @@ class _CpuStages:
 
         self._process = psutil.Process()
         self.seconds: dict[str, tuple[float, float]] = {}
+        self.spans: list[tuple[str, float, float]] = []
 
     def _cpu(self) -> tuple[float, float]:
         processes = [self._process, *self._process.children(recursive=True)]
@@ -253,7 +258,9 @@ class _CpuStages:
     @contextmanager
     def stage(self, as_of: date, name: str):
         user, system = self._cpu()
+        began = time.monotonic()
         yield
+        self.spans.append((name, began, time.monotonic()))
         user_now, system_now = self._cpu()
         spent_user, spent_system = self.seconds.get(name, (0.0, 0.0))
         self.seconds[name] = (
@@ -419,6 +426,9 @@ def _two_days(
     print(f"    {_planned_on(state_url, end):,} campaign messages planned")
     if profile is not None:
         print(f"    cProfile of the measured day: {profile} (python -m pstats {profile})")
+    if args.spans:
+        for name, began, ended in day["spans"]:
+            print(f"    span {name:<10} {began:.3f},{ended:.3f}")
     return first, day
 
 
@@ -553,6 +563,12 @@ def main() -> None:
         default="all",
         help="with --engine both: Spark runs every day in its own store (all) or only the "
         "measured day, on a copy of DuckDB's store before it (measured)",
+    )
+    parser.add_argument(
+        "--spans",
+        action="store_true",
+        help="print each stage's start and end on CLOCK_MONOTONIC, for "
+        "`perf record -k CLOCK_MONOTONIC` and `perf report --time START,END`",
     )
     parser.add_argument(
         "--keep-store",
