@@ -87,7 +87,6 @@ BOOSTER_FILE = "booster.txt"
 CALIBRATOR_FILE = "calibrator.npz"
 METADATA_FILE = "model.json"
 
-
 _ROUND_ALIASES = frozenset(
     {"num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round"}
     | {"num_rounds", "nrounds", "num_boost_round", "n_estimators", "max_iter"}

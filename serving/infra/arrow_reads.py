@@ -29,7 +29,6 @@ import dataclasses
 import os
 import pickle
 import select
-import struct
 import subprocess
 import sys
 import threading
@@ -94,7 +93,7 @@ class _Reader:
                 raise ReaderDied from None
             (count,) = _LENGTH.unpack(self._receive(_LENGTH.size, deadline))
             header = self._receive(_LENGTH.size * (count + 1), deadline)
-            sizes = struct.unpack(f"<{count + 1}Q", header)
+            sizes = [size for (size,) in _LENGTH.iter_unpack(header)]
             data = self._receive(sizes[0], deadline)
             buffers = [self._receive(size, deadline) for size in sizes[1:]]
             table, error = pickle.loads(data, buffers=buffers)
