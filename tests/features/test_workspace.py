@@ -50,14 +50,18 @@ def test_fetched_text_is_one_arrow_array_as_with_df():
     assert fetched["name"].iloc[-1] == "299999"
 
 
+MANY_BATCH_COLUMNS = (
+    "CAST(i AS VARCHAR) AS name, CASE WHEN i % 7 = 0 THEN NULL ELSE i END AS events, "
+    "CASE WHEN i % 5 = 0 THEN NULL ELSE i % 2 = 0 END AS flag, i / 3 AS share"
+)
+"""Text, nullable counts, flags and floats of ``i``, over a range DuckDB hands over in several
+Arrow batches."""
+
+
 def test_a_result_of_many_batches_is_fetched_whole_text_in_one_array_numbers_joined():
     # given text, nullable counts and flags that DuckDB hands over in several Arrow batches
     con = duckdb.connect(config={"threads": 2})
-    query = (
-        "SELECT CAST(i AS VARCHAR) AS name, CASE WHEN i % 7 = 0 THEN NULL ELSE i END AS events, "
-        "CASE WHEN i % 5 = 0 THEN NULL ELSE i % 2 = 0 END AS flag, i / 3 AS share "
-        "FROM range(300000) AS r(i) ORDER BY i"
-    )
+    query = f"SELECT {MANY_BATCH_COLUMNS} FROM range(300000) AS r(i) ORDER BY i"
     assert con.sql(query).to_arrow_table().column("events").num_chunks > 1
 
     # when
@@ -72,12 +76,8 @@ def test_a_result_of_many_batches_is_fetched_whole_text_in_one_array_numbers_joi
 def test_a_result_fetched_in_order_is_the_frame_taken_by_that_column():
     # given a result of many batches in an order of its own: text, nullable counts and flags
     con = duckdb.connect(config={"threads": 2})
-    query = (
-        "SELECT (i * 7919) % 300000 AS row_id, CAST(i AS VARCHAR) AS name, "
-        "CASE WHEN i % 7 = 0 THEN NULL ELSE i END AS events, "
-        "CASE WHEN i % 5 = 0 THEN NULL ELSE i % 2 = 0 END AS flag, i / 3 AS share "
-        "FROM range(300000) AS r(i)"
-    )
+    # (7919 is prime to 300000: row_id is a permutation of the rows)
+    query = f"SELECT (i * 7919) % 300000 AS row_id, {MANY_BATCH_COLUMNS} FROM range(300000) AS r(i)"
     engine = DuckDBEngine(con)
     unordered = engine.fetch(query)
 

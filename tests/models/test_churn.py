@@ -238,29 +238,23 @@ def test_a_calibrator_file_holding_pickled_objects_is_refused(tmp_path):
 # --- explanations, persistence --------------------------------------------------------------------
 
 
-def test_raw_probability_matches_lightgbm_scoring_the_data_frame_itself(fitted):
-    # given rows with a missing product tag (the fast path passes category codes, NaN if missing)
+@pytest.mark.parametrize("chunk_rows", [None, 64], ids=["one matrix", "chunks of 64"])
+def test_raw_probability_matches_lightgbm_scoring_the_data_frame_itself(
+    fitted, monkeypatch, chunk_rows
+):
+    # given rows with missing product tags first and last (the fast path passes category codes,
+    # NaN if missing) and a missing count; in chunks of 64, 300 rows are four and a short one
+    if chunk_rows is not None:
+        monkeypatch.setattr(matrix, "PREDICT_CHUNK_ROWS", chunk_rows)
     rows = fitted.test_frame.iloc[:300].copy()
     rows.loc[rows.index[:5], "product_tag"] = None
-    # when
-    fast = fitted.model.raw_probability(rows)
-    # then
-    reference = fitted.model.booster.predict(to_model_matrix(rows))
-    np.testing.assert_array_equal(fast, reference)
-
-
-def test_a_frame_scored_in_chunks_gets_the_scores_of_one_matrix(fitted, monkeypatch):
-    # given chunks of 64 rows and 300 rows: four whole chunks and a short last one, with a
-    # missing tag and a missing count in the last
-    monkeypatch.setattr(matrix, "PREDICT_CHUNK_ROWS", 64)
-    rows = fitted.test_frame.iloc[:300].copy()
     rows.loc[rows.index[290:], "product_tag"] = None
     rows.loc[rows.index[299], "sessions_7d"] = np.nan
     # when
-    chunked = fitted.model.raw_probability(rows)
+    fast = fitted.model.raw_probability(rows)
     # then every row has the score LightGBM gives the whole frame's matrix, in the frame's order
     reference = fitted.model.booster.predict(to_model_matrix(rows))
-    np.testing.assert_array_equal(chunked, reference)
+    np.testing.assert_array_equal(fast, reference)
 
 
 def test_a_frame_scored_in_chunks_counts_its_bad_values_over_every_chunk(fitted, monkeypatch):
