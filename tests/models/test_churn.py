@@ -368,6 +368,14 @@ def test_an_empty_frame_gets_an_empty_prediction(fitted):
     assert predictions.empty
 
 
+def test_an_empty_frame_missing_a_model_column_is_refused_all_the_same(fitted):
+    # given no rows, and no sessions_7d column
+    rows = fitted.test_frame.iloc[:0].drop(columns="sessions_7d")
+    # when / then
+    with pytest.raises(FeatureFrameError, match=r"missing columns \['sessions_7d'\]"):
+        fitted.model.predict(rows)
+
+
 # --- fitting ----------------------------------------------------------------------------------
 
 
