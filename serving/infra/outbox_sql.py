@@ -62,9 +62,10 @@ def insert_messages(conn: Connection, rows: pd.DataFrame) -> int:
     load) the secondary indexes are built after the rows (``sql.indexes_after``) and the rows go
     in ``message_id`` order (the primary key's index, the one written row by row, then grows at
     its end). Into an outbox with its indexes they go in ``customer_id`` order: the two indexes
-    led by customer_id are then written in their order, only the primary key's at random places
-    (``message_id`` is a hash); 76k rows into a 3.1M-row outbox at 1M learners, the statements
-    alone, 3.1 -> 1.9 CPU s (PostgreSQL's COPY and ``INSERT ... SELECT``: 10.7 -> 5.3 s wall).
+    led by customer_id are then written in their order; 76k rows into a 3.1M-row outbox at 1M
+    learners, the statements alone, 3.1 -> 1.9 CPU s (PostgreSQL's COPY and ``INSERT ...
+    SELECT``: 10.7 -> 5.3 s wall). The primary key's index takes the day's ids at its end (they
+    lead with the day, ``message_key``; a bare hash put them at random places of it).
     One (customer_id, campaign_id, planned_on, state, sent_at) index instead of the two
     customer_id-led ones (migration 0006: one sort less on a first load; ``sent_times`` checks
     sent_at in it, SQLite and PostgreSQL reading the index alone). The count is
@@ -120,6 +121,24 @@ def drop_unsent_of_day(conn: Connection, as_of: date) -> None:
             Outbox.claimed_by.is_(None),
         )
     )
+
+
+def without_kept_steps(conn: Connection, as_of: date, rows: pd.DataFrame) -> pd.DataFrame:
+    """A replaced day's new ``rows`` less the messages of that day the outbox still holds
+    (``drop_unsent_of_day`` keeps those sent or being sent), matched by learner, campaign and
+    step whatever their id: a day planned by an earlier version has ids of another form
+    (``message_key``), which the insert's conflict on ``message_id`` would not see, and its
+    sent messages would go out twice."""
+    kept = conn.execute(
+        select(Outbox.customer_id, Outbox.campaign_id, Outbox.step).where(
+            Outbox.planned_on == as_of
+        )
+    ).all()
+    if not kept or rows.empty:
+        return rows
+    steps = pd.MultiIndex.from_frame(rows[["customer_id", "campaign_id", "step"]].astype(object))
+    held = pd.MultiIndex.from_tuples([tuple(row) for row in kept]).astype(object)
+    return rows.loc[~steps.isin(held)]
 
 
 def cancel_pairs(conn: Connection, pairs: pd.DataFrame, as_of: date, now: datetime) -> int:
@@ -482,4 +501,5 @@ __all__ = [
     "release",
     "sent_times",
     "window_counts",
+    "without_kept_steps",
 ]

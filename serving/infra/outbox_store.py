@@ -50,6 +50,7 @@ from serving.infra.outbox_sql import (
     release,
     sent_times,
     window_counts,
+    without_kept_steps,
 )
 from serving.infra.sql import latest_completed, result_frame
 from serving.infra.tables import BatchRun, Outbox, column_names
@@ -303,7 +304,10 @@ class OutboxMixin:
             drop_unsent_of_day(conn, batch.as_of)
         if messages is None and cancels.empty:
             return record
-        inserted = 0 if messages is None else insert_messages(conn, messages)
+        inserted = 0
+        if messages is not None:
+            fresh = without_kept_steps(conn, batch.as_of, messages) if batch.replace else messages
+            inserted = insert_messages(conn, fresh)
         cancelled = cancel_pairs(conn, cancels, batch.as_of, batch.now)
         summary = {
             **(record.summary or {}),

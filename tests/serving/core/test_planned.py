@@ -107,8 +107,16 @@ def test_message_keys_are_the_stable_hash_of_day_learner_campaign_and_step():
     # the formula is pinned: a changed id would plan a rerun's messages again
     ids = ["C1", "C2", "é x|y"]
     raw = [f"2026-05-10|{i}|CP_03|2".encode() for i in ids]
-    assert message_keys(DAY, ids, "CP_03", 2) == ["msg-" + sha256(r).hexdigest()[:20] for r in raw]
-    assert message_key(date(2026, 6, 1), "C1", "CP_01", 0) == "msg-d282b16e2e89e70b3c21"
+    hashes = [sha256(r).hexdigest()[:20] for r in raw]
+    assert message_keys(DAY, ids, "CP_03", 2) == [f"msg-20260510-{h}" for h in hashes]
+    assert message_key(date(2026, 6, 1), "C1", "CP_01", 0) == "msg-20260601-d282b16e2e89e70b3c21"
+
+
+def test_message_keys_sort_by_their_day_first():
+    # the outbox's primary key index then grows at its end (a hash alone sorted at random)
+    first_day = message_key(date(2026, 6, 1), "C1", "CP_01", 0)  # its hash begins with d2
+    next_day = message_keys(date(2026, 6, 2), ["C1", "C2", "C3"], "CP_01", 0)
+    assert all(first_day < key for key in next_day)
 
 
 def test_planned_messages_cannot_be_made_or_changed_but_by_the_planners_builder():

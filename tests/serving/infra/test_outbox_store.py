@@ -98,6 +98,37 @@ def test_a_rerun_adds_nothing_and_a_replace_keeps_what_was_sent(store):
     assert set(store.outbox_frame()["run_id"]) == {"run-2024-03-02", "redo"}
 
 
+def test_a_replace_keeps_a_sent_message_whose_id_has_an_older_form(store):
+    # Given day 2 planned with ids of the form before the day led them (a bare hash): two steps
+    # three days apart for a by email and for b by push; a's first step sent since
+    apply(store, DAY1, FIRST_DAY)
+    apply_with_plan(store, DAY2, MOVES, plan(_two_steps_for_a_and_b()))
+    with store._engine.begin() as conn:  # 'msg-20240302-<hash>' -> 'msg-<hash>'
+        conn.execute(text("UPDATE outbox SET message_id = 'msg-' || substr(message_id, 14)"))
+    assert all(len(key) == len("msg-") + 20 for key in store.outbox_frame()["message_id"])
+    claimed = store.claim_messages(
+        "d1", data_day=DAY2, now=WALL, channels=("email",), lease=LEASE, limit=5
+    )
+    assert [(row["customer_id"], row["step"]) for row in claimed] == [("a", 0)]
+    store.record_sent(claimed[0]["message_id"], "d1", subject="s", body="b", now=WALL)
+    # When the day is replaced with the same messages under today's ids
+    redo = plan(_two_steps_for_a_and_b())
+    record = apply_with_plan(store, DAY2, MOVES, redo, run_id="redo", replace=True)
+    # Then a's sent step is not planned again; the three unsent ones are, under today's ids
+    assert states(store) == {"a:0": SENT, "a:1": PENDING, "b:0": PENDING, "b:1": PENDING}
+    assert len(store.outbox_frame()) == 4
+    assert record.summary["messages"]["inserted"] == 3
+
+
+def _two_steps_for_a_and_b() -> pd.DataFrame:
+    return pd.concat(
+        [
+            messages(DAY2, ["a"], steps=(0, 1), delay_days=3),
+            messages(DAY2, ["b"], steps=(0, 1), delay_days=3, channel="push"),
+        ]
+    )
+
+
 def test_the_inserted_count_leaves_out_messages_already_there(store):
     # Given day 2 applied with messages for a and b, a's since sent
     apply(store, DAY1, FIRST_DAY)
