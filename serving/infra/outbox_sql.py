@@ -127,18 +127,11 @@ def without_kept_steps(conn: Connection, as_of: date, rows: pd.DataFrame) -> pd.
     """A replaced day's new ``rows`` less the messages of that day the outbox still holds
     (``drop_unsent_of_day`` keeps those sent or being sent), matched by learner, campaign and
     step whatever their id: a day planned by an earlier version has ids of another form
-    (``message_key``), which the insert's conflict on ``message_id`` would not see, and its
-    sent messages would go out twice."""
-    kept = conn.execute(
-        select(Outbox.customer_id, Outbox.campaign_id, Outbox.step).where(
-            Outbox.planned_on == as_of
-        )
-    ).all()
-    if not kept or rows.empty:
-        return rows
+    (``message_key``) that the insert's conflict on ``message_id`` would miss: sent twice."""
+    key = (Outbox.customer_id, Outbox.campaign_id, Outbox.step)
+    kept = [tuple(row) for row in conn.execute(select(*key).where(Outbox.planned_on == as_of))]
     steps = pd.MultiIndex.from_frame(rows[["customer_id", "campaign_id", "step"]].astype(object))
-    held = pd.MultiIndex.from_tuples([tuple(row) for row in kept]).astype(object)
-    return rows.loc[~steps.isin(held)]
+    return rows.loc[~steps.isin(kept)] if kept else rows
 
 
 def cancel_pairs(conn: Connection, pairs: pd.DataFrame, as_of: date, now: datetime) -> int:
