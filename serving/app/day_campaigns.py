@@ -109,7 +109,7 @@ def plan_day_campaigns(
     transaction; its sent ones come back with the same ids and are not inserted twice).
 
     ``pending``: ``store.pending_pairs(as_of)`` when the caller read it already (the batch
-    reads it from the start of the engine's step on: ``run_day``); None reads it here. Through the
+    reads it while the day is decided: ``run_day``); None reads it here. Through the
     ``sqlite3`` driver that overlap lost (at 1M learners decide 3.44 -> 4.32 s, the plan only
     6.18 -> 5.86 s: each fetched row took the GIL back from the decide's pandas work); the read
     is the store's reader process's now (``serving.infra.arrow_reads``), which holds no GIL.

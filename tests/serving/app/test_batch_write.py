@@ -113,6 +113,28 @@ def test_the_plans_pending_pairs_are_read_once_while_the_day_is_decided(
     assert reads == [FIRST_DAY, FIRST_DAY + DAY] and result.run.status == "completed"
 
 
+def test_the_plans_pending_pairs_are_not_read_before_the_day_is_decided(
+    sqlite_store, simulated_log, ruleset, tmp_path, monkeypatch
+):
+    # given the reads counted, and what had been read when the day's scoring began
+    reads, read_before_scoring = [], []
+    pending_pairs, assess = sqlite_store.pending_pairs, batch.assess
+
+    def scored(*args, **kwargs):
+        read_before_scoring.append(list(reads))
+        return assess(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite_store, "pending_pairs", lambda as_of: reads.append(as_of) or
+                        pending_pairs(as_of))  # fmt: skip
+    monkeypatch.setattr(batch, "assess", scored)
+    # when a day runs
+    result = run(sqlite_store, simulated_log, ruleset, tmp_path / "data")
+    # then nothing was read while the window was built (DuckDB's two threads take both cores
+    # there), and the day's read came after
+    assert read_before_scoring == [[]] and reads == [FIRST_DAY]
+    assert result.run.status == "completed"
+
+
 def test_a_dry_run_or_a_day_without_campaigns_reads_no_pending_pairs(
     sqlite_store, simulated_log, ruleset, monkeypatch
 ):
