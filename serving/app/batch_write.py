@@ -60,12 +60,11 @@ def write_day(
     thread (``_predicted_answers``), and published after the commit if the store then holds the
     state they were decided on (``_write_answers``). They start with the plan, not the commit:
     at 1M learners a steady day's plan + write + answers took 10.7 s against 12.0 s started
-    with the commit (one run each, machine otherwise idle; 10.0 against 11.2 s with the plan's
-    pending pairs read beside the decide stage, not taken), the first load's plan ~2 s longer
+    with the commit (one run each, machine otherwise idle), the first load's plan ~2 s longer
     (answers of every learner beside it) while its 30 s commit hid them either way. A failed
     plan or commit waits for them before it is raised, and their file is removed.
 
-    ``pending``: the plan's pending pairs, being read since before the day was scored
+    ``pending``: the plan's pending pairs, being read since the day's decide stage began
     (``run_day``); None reads them in the plan.
     """
     assessment = day.assessment
