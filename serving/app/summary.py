@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -96,8 +97,20 @@ class BatchResult:
 
 def tag_counts(tags: pd.Series) -> dict[str, int]:
     """Learners per status tag, in tag order (tags with none left out)."""
-    counts = tags.astype(str).value_counts()
-    return {tag: int(counts[tag]) for tag in STATUS_TAGS if tag in counts.index}
+    return _in_tag_order(_counts(tags))
+
+
+def _counts(tags: pd.Series) -> Counter[str]:
+    """How many of each value ``tags`` holds (nulls left out), by its text.
+
+    Counted on the column itself: a categorical (the decisions' tags) counts its codes, where
+    ``astype(str)`` first made a million strings at 1M learners (~0.25 s a call).
+    """
+    return Counter({str(tag): int(count) for tag, count in tags.value_counts().items()})
+
+
+def _in_tag_order(counts: Counter[str]) -> dict[str, int]:
+    return {tag: counts[tag] for tag in STATUS_TAGS if counts[tag]}
 
 
 def summarise(
@@ -119,7 +132,6 @@ def summarise(
     """
     decisions = assessment.decisions
     skipped = dict((run.summary or {}).get("skipped", {})) if run is not None else {}
-    after = stored_tags if stored_tags is not None else _tags_after(state, decisions)
     by_rule = decisions.loc[decisions["changed"], "rule_id"].astype(str).value_counts()
     held = decisions["held"].dropna().astype(str).value_counts()
     listed, control_excluded = _top_learners(assessment, top)
@@ -128,7 +140,9 @@ def summarise(
     moved_to = decisions.loc[over, "priority"].astype(str).unique()
     return {
         "tags_before": tag_counts(state["tag"]),
-        "tags_after": tag_counts(after),
+        "tags_after": (
+            tag_counts(stored_tags) if stored_tags is not None else _counts_after(state, decisions)
+        ),
         "transitions_by_rule": {str(rule): int(count) for rule, count in by_rule.items()},
         "held": {str(reason): int(count) for reason, count in held.items()},
         "skipped": {str(reason): int(count) for reason, count in skipped.items()},
@@ -140,12 +154,12 @@ def summarise(
     }
 
 
-def _tags_after(state: pd.DataFrame, decisions: pd.DataFrame) -> pd.Series:
-    """Each learner's tag once the decisions are applied (unchanged learners keep theirs)."""
+def _counts_after(state: pd.DataFrame, decisions: pd.DataFrame) -> dict[str, int]:
+    """``tag_counts`` of each learner's tag once the decisions are applied (learners without a
+    decision keep theirs): the decided learners' new tags counted, then the others' stored."""
     decided = decisions.loc[decisions["to_tag"].notna(), ["customer_id", "to_tag"]]
-    decided = decided.astype({"customer_id": str, "to_tag": str})
     undecided = state.loc[~is_in(state["customer_id"], decided["customer_id"]), "tag"]
-    return pd.concat([undecided.astype(str), decided["to_tag"]], ignore_index=True)
+    return _in_tag_order(_counts(decided["to_tag"]) + _counts(undecided))
 
 
 def _top_learners(assessment: Assessment, top: int) -> tuple[tuple[TopLearner, ...], int]:

@@ -224,15 +224,25 @@ class Assessment:
         Raises:
             KeyError: naming a learner the assessment does not hold.
         """
-        if list(customer_ids) == self._ids:  # the ask's own learners, in its order
+        asked = list(customer_ids)
+        # the ask's own learners, in its order (the length first: the day's ids as a list of a
+        # million strings cost ~0.2 s, for a call list of 20)
+        if len(asked) == len(self) and asked == self._ids:
             return list(range(len(self._ids)))
+        # The few learners asked for are the lookup's table, the day's ids its probes: a table
+        # of a million ids (the batch's call list of 20) cost ~0.2 s to build
+        distinct = list(dict.fromkeys(asked))
         ids = pyarrow_lib.array(self.scores["customer_id"].astype(str))
-        found = pc.index_in(pyarrow_lib.array(list(customer_ids), pyarrow_lib.string()), ids)
-        positions = found.to_pylist()
-        for customer_id, position in zip(customer_ids, positions, strict=True):
+        found = pc.index_in(ids, value_set=pyarrow_lib.array(distinct, pyarrow_lib.string()))
+        which = found.fill_null(-1).to_numpy(zero_copy_only=False)
+        first: dict[int, int] = {}
+        for row in np.flatnonzero(which >= 0).tolist():
+            first.setdefault(int(which[row]), row)
+        at = {customer_id: first.get(index) for index, customer_id in enumerate(distinct)}
+        for customer_id, position in at.items():
             if position is None:
                 raise KeyError(f"learner {customer_id!r} was not assessed on {self.as_of}")
-        return positions
+        return [at[customer_id] for customer_id in asked]
 
     def record(self, position: int) -> dict[str, Any]:
         """What lstep says of the learner at ``position`` (the API's ``LearnerScore`` fields)."""

@@ -29,8 +29,13 @@ CALL_LIST_ORDER = (
 
 
 def urgent_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows (decisions or stored scores) whose priority is urgent, control group included."""
-    return frame[frame["priority"].astype(str).isin(URGENT_PRIORITIES)]
+    """Rows (decisions or stored scores) whose priority is urgent, control group included.
+
+    ``isin`` on the column itself: a categorical (the decisions') is matched by its few
+    categories; ``astype(str)`` first made a million strings at 1M learners, ~0.2 s a call and
+    three calls in a batch day's summary.
+    """
+    return frame[frame["priority"].isin(URGENT_PRIORITIES)]
 
 
 def call_list(frame: pd.DataFrame, top: int, *, ordered: bool = False) -> pd.DataFrame:

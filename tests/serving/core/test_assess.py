@@ -176,6 +176,21 @@ def test_records_match_the_decisions_they_come_from(day_features, champion, rule
         assert record["why"] == (None if pd.isna(decision["why"]) else decision["why"])
 
 
+def test_positions_of_some_learners_are_their_rows_in_the_order_asked(
+    day_features, ruleset, empty_state
+):
+    # Given a day's assessment, and some of its learners asked for out of order, one twice
+    scored = assessed(day_features, None, ruleset, empty_state)
+    ids = scored.scores["customer_id"].astype(str).tolist()
+    asked = [ids[5], ids[0], ids[5], ids[-1]]
+    # When / Then each is its row, in the order asked; all of them in order are every row
+    assert scored.positions_of(asked) == [5, 0, 5, len(ids) - 1]
+    assert scored.positions_of(pd.Series(ids, dtype="str")) == list(range(len(ids)))
+    # And a learner the day does not hold is named
+    with pytest.raises(KeyError, match="nobody"):
+        scored.positions_of([ids[1], "nobody"])
+
+
 def test_a_record_says_in_the_catalogs_words_why_its_rule_fired(
     day_features, champion, ruleset, empty_state
 ):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from rules.lifetime import LIFETIME_COLUMNS
-from serving.core.calllist import VALUE_FIELDS, call_list, value_texts
+from serving.core.calllist import VALUE_FIELDS, call_list, urgent_rows, value_texts
 
 
 def test_call_list_keeps_p1_p2_outside_control_ordered_by_priority_then_value():
@@ -42,6 +43,25 @@ def test_call_list_puts_the_likelier_to_leave_first_among_equal_values_as_the_en
     listed = call_list(scores, top=3)
     # then p_churn breaks the tie (no score last), as rules.decisions.decision_order does
     assert listed["customer_id"].tolist() == ["b", "a", "c"]
+
+
+PRIORITIES = ["P3", "P1", None, "P2", "P4", "P1"]
+
+
+@pytest.mark.parametrize(
+    "priority",
+    [
+        pd.Categorical(PRIORITIES, categories=["P1", "P2", "P3", "P4"], ordered=True),
+        pd.array(PRIORITIES, dtype="str"),
+        pd.array(PRIORITIES, dtype=object),
+    ],
+    ids=["the engine's categorical", "stored text", "objects"],
+)
+def test_urgent_rows_are_the_p1_and_p2_rows_whatever_the_priority_dtype(priority):
+    # given decisions or stored scores, a priority missing
+    frame = pd.DataFrame({"customer_id": list("abcdef"), "priority": priority})
+    # when / then the P1 and P2 rows, in the frame's order; no priority is not urgent
+    assert urgent_rows(frame)["customer_id"].tolist() == ["b", "d", "f"]
 
 
 def test_the_value_fields_are_value_at_risk_and_the_rules_lifetime_columns():
