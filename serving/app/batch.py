@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -61,11 +61,12 @@ from rules import RuleSet
 from serving.app.batch_write import stored_tags, write_day
 from serving.app.day_campaigns import CampaignPlanner, catalogue_planner, plan_day_campaigns
 from serving.app.day_decisions import DecidedDay, cut_day
+from serving.app.day_reads import pending_pairs_at_decide, state_read
 from serving.app.summary import TOP_LEARNERS, BatchResult, summarise, tag_counts
 from serving.core.assess import Assessment, AssessOptions, ModelHandle, assess
 from serving.core.frames import RunRecord, is_in
 from serving.core.tags import CHURNED_TAG
-from serving.infra.store import MarkedState, StateStore
+from serving.infra.store import StateStore
 
 STAGES: dict[str, str] = {
     "inputs": "validate inputs",
@@ -152,6 +153,11 @@ Stage = Callable[[str], AbstractContextManager[None]]
 """Times a named stage of the day: ``with stage("features"): ...``."""
 
 
+StateRead = Callable[[], pd.DataFrame]
+"""The stored state before the day, being read while the engine's step begins: the first call
+waits for it (``run_day``), later ones give the same frame."""
+
+
 class DayStep(Protocol):
     """Learners -> features -> score -> decide of one day: the part an engine runs.
 
@@ -164,7 +170,7 @@ class DayStep(Protocol):
         as_of: date,
         inputs: BatchInputs,
         context: BatchContext,
-        state: pd.DataFrame,
+        state: StateRead,
         stage: Stage,
     ) -> AssessedDay:
         """Assess the learners of ``as_of`` given their stored ``state``, timing ``stage``s."""
@@ -253,13 +259,16 @@ def run_day(
     if done is not None:
         return _already_done(done, context.store)
     timer = _Timer(context, as_of)
-    with timer("learners"):
-        read = _state_before(context.store, as_of, completed, replace=replace)
     step = context.step or duckdb_step
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstep-pending") as early:
-        pending = None if dry_run else _pending_pairs_at_decide(early, context, as_of, timer)
-        day = step(as_of, inputs, context, read.state, timer)
-        write = None if dry_run else write_day(context, day, read, replace, timer, pending())
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstep-early") as early:
+        reading = state_read(early, context.store, as_of, completed, replace=replace)
+        pending = None
+        if not dry_run and context.campaigns:
+            pending = pending_pairs_at_decide(early, context.store, as_of, timer.on_start)
+        day = step(as_of, inputs, context, lambda: reading.result().state, timer)
+        read = reading.result()
+        pairs = None if pending is None else pending()
+        write = None if dry_run else write_day(context, day, read, replace, timer, pairs)
     assessment, features = day.assessment, day.assessment.features
     run, snapshot = (None, None) if write is None else write
     with timer("summary"):
@@ -278,7 +287,7 @@ def duckdb_step(
     as_of: date,
     inputs: BatchInputs,
     context: BatchContext,
-    state: pd.DataFrame,
+    stored: StateRead,
     stage: Stage,
 ) -> AssessedDay:
     """The embedded engine: validation, learners and features in DuckDB, ``assess`` in pandas.
@@ -297,6 +306,7 @@ def duckdb_step(
             # now holds the window's GROUP BY and "features" the rest
             day = open_day.enter_context(feature_day(inputs.events, inputs.customers, as_of))
             eligible = day.eligible()
+            state = stored()
             spine = spine_of(eligible, state, as_of)
         with stage("features"):
             features = day.features(spine)
@@ -412,55 +422,6 @@ def _already_done(run: RunRecord, store: StateStore) -> BatchResult:
     )
 
 
-def _state_before(
-    store: StateStore, as_of: date, completed: pd.DataFrame, *, replace: bool
-) -> MarkedState:
-    """The state the day is decided on: the store's, or for a replace the one before that day;
-    with the store's mark before it, for the answers to read only what the day changed.
-
-    Read before DuckDB's window, not on a thread beside it: DuckDB's two threads fill both cores
-    (read + window at 200k: 1.62 s beside, 1.57 s in turn, medians of 7; the 200k day's
-    "learners" 1.77 s beside, 1.62 s in turn, medians of 6 alternated runs)."""
-    mark = store.state_mark()
-    state = store.state_frame(as_of)
-    if not replace:
-        return MarkedState(state, mark)
-    replaced_run = completed.loc[completed["as_of"].dt.date == as_of, "run_id"].iloc[0]
-    log = store.transitions_frame(until=as_of)
-    kept = log[log["run_id"].isna() | (log["run_id"] != replaced_run)]
-    last = kept.sort_values("id").groupby("customer_id", sort=False).tail(1)
-    before = last[["customer_id", "to_tag", "as_of"]].rename(
-        columns={"to_tag": "tag", "as_of": "since"}
-    )
-    overrides = state[["customer_id", "override_tag", "override_expires"]]
-    rebuilt = before.merge(overrides, on="customer_id", how="left")
-    return MarkedState(rebuilt.sort_values("customer_id", ignore_index=True), mark)
-
-
-def _pending_pairs_at_decide(
-    early: ThreadPoolExecutor, context: BatchContext, as_of: date, timer: _Timer
-) -> Callable[[], Future[pd.DataFrame] | None]:
-    """The plan's pending pairs (``store.pending_pairs``), read from the start of the decide
-    stage on, while the day is decided: they depend on the outbox before the day only. Gives
-    the read's future once the step is done; None when campaigns are off, when another thread
-    would not see the store's database (an in-memory SQLite's is one per thread's connection),
-    or when the engine has no decide stage (the plan reads them itself).
-
-    At 1M learners the read is ~0.8 s of the store's reader process (``arrow_reads``), not of
-    this one: the thread only waits for it. The decide stage is pandas on one core, so the
-    other core does the read. Started after the state read instead, it competed with DuckDB's
-    two threads over the window: the 1M steady day's "learners" 6.0-7.5 -> 5.2-5.9 s, the
-    decide stage unchanged (3.2-3.5 s), alternated runs.
-    """
-    if not context.campaigns or not context.store.readable_beside:
-        return lambda: None
-    started: list[Future[pd.DataFrame]] = []
-    timer.on_start(
-        "decide", lambda: started.append(early.submit(context.store.pending_pairs, as_of))
-    )
-    return lambda: started[0] if started else None
-
-
 def spine_of(eligible: pd.DataFrame, state: pd.DataFrame, as_of: date) -> pd.DataFrame:
     """The spine to decide on: the ``eligible`` learners UNION the live-tagged ones of ``state``.
 
@@ -484,6 +445,7 @@ __all__ = [
     "CampaignPlanner",
     "DayStep",
     "Stage",
+    "StateRead",
     "catalogue_planner",
     "duckdb_step",
     "plan_day_campaigns",

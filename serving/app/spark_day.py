@@ -39,7 +39,7 @@ from features.windows import frame_dtypes
 from features.workspace import naive_utc
 from models.churn import PREDICTION_COLUMNS
 from rules import OVER_CAPACITY, RuleSet
-from serving.app.batch import AssessedDay, BatchContext, BatchInputs, Stage, spine_of
+from serving.app.batch import AssessedDay, BatchContext, BatchInputs, Stage, StateRead, spine_of
 from serving.app.day_decisions import DecidedDay, cut_day
 from serving.core.assess import Assessment, decide_learners
 from serving.core.frames import is_in
@@ -152,13 +152,14 @@ class SparkDay:
         as_of: date,
         inputs: BatchInputs,
         context: BatchContext,
-        state: pd.DataFrame,
+        stored: StateRead,
         stage: Stage,
     ) -> AssessedDay:
         """Assess the day on Spark; the capacity cut on the driver (it needs the whole day)."""
         self.release()
         with stage("learners"):
             eligible = self.source.eligible(inputs, as_of)
+            state = stored()
             spine = spine_of(eligible, state, as_of)
         with stage("features"):
             features = self._keep(self.source.features(inputs, spine))

@@ -113,6 +113,35 @@ def test_the_plans_pending_pairs_are_read_once_while_the_day_is_decided(
     assert reads == [FIRST_DAY, FIRST_DAY + DAY] and result.run.status == "completed"
 
 
+def test_the_state_before_the_day_is_read_while_the_window_is_built(
+    sqlite_store, simulated_log, ruleset, monkeypatch
+):
+    # given a state read that can only go on once DuckDB's window is being built (read before
+    # it, the wait fails)
+    building, state_frame, feature_day = (
+        threading.Event(),
+        sqlite_store.state_frame,
+        batch.feature_day,
+    )
+
+    def window(*args, **kwargs):
+        building.set()
+        return feature_day(*args, **kwargs)
+
+    def read(*args, **kwargs):
+        assert building.wait(WAIT_S), "the state was read before the window was built"
+        return state_frame(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "feature_day", window)
+    monkeypatch.setattr(sqlite_store, "state_frame", read)
+    # when two days run (the second on the state the first left)
+    first = run(sqlite_store, simulated_log, ruleset)
+    building.clear()
+    second = run(sqlite_store, simulated_log, ruleset, day=FIRST_DAY + DAY)
+    # then both completed, the second decided on the tags the first left
+    assert second.run.status == "completed" and second.tags_before == first.tags_after
+
+
 def test_the_plans_pending_pairs_are_not_read_before_the_day_is_decided(
     sqlite_store, simulated_log, ruleset, tmp_path, monkeypatch
 ):

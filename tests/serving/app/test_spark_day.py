@@ -242,8 +242,9 @@ def test_the_spark_step_keeps_what_its_capacity_cut_overwrote_as_duckdb_does(
     )
     inputs = BatchInputs(events=simulated_log.events, customers=simulated_log.customers)
     # When each engine's step assesses it (nothing committed)
-    duck = duckdb_step(third, dataclasses.replace(inputs, validated=True), context, state, no_stage)
-    spark = step(third, inputs, context, state, no_stage)
+    checked = dataclasses.replace(inputs, validated=True)
+    duck = duckdb_step(third, checked, context, lambda: state, no_stage)
+    spark = step(third, inputs, context, lambda: state, no_stage)
     # Then both hand the answers the cut's overwritten values, learner for learner
     assert duck.decided.uncut is not None and len(duck.decided.uncut) > 0
     assert spark.decided is not None and spark.decided.state is state
