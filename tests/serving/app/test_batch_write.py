@@ -47,6 +47,26 @@ def run(store, log, ruleset, data_dir=None, day=FIRST_DAY):
     return run_day(day, inputs, context)
 
 
+def in_order(monkeypatch, first: tuple, then: tuple, failure: str) -> threading.Event:
+    """Patch ``first`` (owner, name) to set an event once called, and ``then`` to wait for it
+    (``failure`` after ``WAIT_S``): ``then`` can only go on once ``first`` has begun. Returns
+    the event (cleared, the order is asked of the next calls again)."""
+    begun = threading.Event()
+    first_call, then_call = getattr(*first), getattr(*then)
+
+    def started(*args, **kwargs):
+        begun.set()
+        return first_call(*args, **kwargs)
+
+    def waited(*args, **kwargs):
+        assert begun.wait(WAIT_S), failure
+        return then_call(*args, **kwargs)
+
+    monkeypatch.setattr(*first, started)
+    monkeypatch.setattr(*then, waited)
+    return begun
+
+
 def store_contents(store: StateStore) -> dict[str, pd.DataFrame]:
     return {
         "state": store.state_frame(),
@@ -68,19 +88,9 @@ def test_the_snapshot_is_written_while_the_plan_runs(
 ):
     # given a snapshot that can only be written once the plan has started (in turn, the plan
     # would come after it: the wait fails)
-    planning = threading.Event()
-    plan, snapshot = batch_write.plan_day_campaigns, batch_write.write_feature_snapshot
-
-    def planned(*args, **kwargs):
-        planning.set()
-        return plan(*args, **kwargs)
-
-    def written(*args, **kwargs):
-        assert planning.wait(WAIT_S), "the snapshot was written before the plan began"
-        return snapshot(*args, **kwargs)
-
-    monkeypatch.setattr(batch_write, "plan_day_campaigns", planned)
-    monkeypatch.setattr(batch_write, "write_feature_snapshot", written)
+    first = (batch_write, "plan_day_campaigns")
+    then = (batch_write, "write_feature_snapshot")
+    in_order(monkeypatch, first, then, "the snapshot was written before the plan began")
     # when the day runs with a data directory
     result = run(sqlite_store, simulated_log, ruleset, tmp_path / "data")
     # then it completes with its snapshot
@@ -118,22 +128,8 @@ def test_the_state_before_the_day_is_read_while_the_window_is_built(
 ):
     # given a state read that can only go on once DuckDB's window is being built (read before
     # it, the wait fails)
-    building, state_frame, feature_day = (
-        threading.Event(),
-        sqlite_store.state_frame,
-        batch.feature_day,
-    )
-
-    def window(*args, **kwargs):
-        building.set()
-        return feature_day(*args, **kwargs)
-
-    def read(*args, **kwargs):
-        assert building.wait(WAIT_S), "the state was read before the window was built"
-        return state_frame(*args, **kwargs)
-
-    monkeypatch.setattr(batch, "feature_day", window)
-    monkeypatch.setattr(sqlite_store, "state_frame", read)
+    first, then = (batch, "feature_day"), (sqlite_store, "state_frame")
+    building = in_order(monkeypatch, first, then, "the state was read before the window was built")
     # when two days run (the second on the state the first left)
     first = run(sqlite_store, simulated_log, ruleset)
     building.clear()
