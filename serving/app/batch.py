@@ -64,7 +64,7 @@ from serving.app.day_decisions import DecidedDay, cut_day
 from serving.app.day_reads import pending_pairs_at_decide, state_read
 from serving.app.summary import TOP_LEARNERS, BatchResult, summarise, tag_counts
 from serving.core.assess import Assessment, AssessOptions, ModelHandle, assess
-from serving.core.frames import RunRecord, is_in
+from serving.core.frames import RunRecord, is_in, sorted_by_id
 from serving.core.tags import CHURNED_TAG
 from serving.infra.store import StateStore
 
@@ -433,7 +433,7 @@ def spine_of(eligible: pd.DataFrame, state: pd.DataFrame, as_of: date) -> pd.Dat
     day = pd.Timestamp(as_of.year, as_of.month, as_of.day).as_unit("us")
     kept = pd.DataFrame({"customer_id": extra.to_numpy(), "as_of": day})
     spine = pd.concat([eligible[["customer_id", "as_of"]], kept], ignore_index=True)
-    return spine.sort_values("customer_id", ignore_index=True)
+    return sorted_by_id(spine)
 
 
 __all__ = [

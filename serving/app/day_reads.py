@@ -14,6 +14,7 @@ from datetime import date
 
 import pandas as pd
 
+from serving.core.frames import sorted_by_id
 from serving.infra.store import MarkedState, StateStore
 
 
@@ -59,7 +60,7 @@ def state_before(
     )
     overrides = state[["customer_id", "override_tag", "override_expires"]]
     rebuilt = before.merge(overrides, on="customer_id", how="left")
-    return MarkedState(rebuilt.sort_values("customer_id", ignore_index=True), mark)
+    return MarkedState(sorted_by_id(rebuilt), mark)
 
 
 def pending_pairs_at_decide(

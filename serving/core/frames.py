@@ -210,6 +210,20 @@ def is_in(values: Any, candidates: Any) -> np.ndarray:
     return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 
+def sorted_by_id(frame: pd.DataFrame, column: str = "customer_id") -> pd.DataFrame:
+    """``frame.sort_values(column, ignore_index=True, kind="stable")`` for a text column
+    without nulls (learner ids), as an ``argsort`` and a ``take``.
+
+    The same rows: pandas 3's ``sort_values`` of a million Arrow-backed ids cost ~0.45 s where
+    their stable ``argsort`` and a ``take`` of the frame cost ~0.08 s. A column with nulls
+    takes ``sort_values`` (``argsort`` would not put them last).
+    """
+    ids = frame[column]
+    if ids.hasnans:
+        return frame.sort_values(column, ignore_index=True, kind="stable")
+    return frame.take(ids.argsort(kind="stable").to_numpy()).reset_index(drop=True)
+
+
 def positions_in(values: Any, candidates: Any) -> np.ndarray:
     """Each of ``values``' position in ``candidates`` (strings: ids), -1 where absent or null.
 
@@ -246,6 +260,7 @@ __all__ = [
     "is_in",
     "numbered",
     "positions_in",
+    "sorted_by_id",
     "state_frame_of_rows",
     "stored_frame",
     "validate_frame",

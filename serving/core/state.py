@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from serving.core.frames import is_in
+from serving.core.frames import is_in, sorted_by_id
 
 StateRow = tuple[str, date, str | None, date | None]
 """A learner's stored state on a day: tag, since, active override's tag and expiry (or None)."""
@@ -91,7 +91,7 @@ def state_after_moves(before: pd.DataFrame, decisions: pd.DataFrame, as_of: date
     )
     moved = moved.reindex(columns=before.columns).astype(before.dtypes.to_dict())
     after = pd.concat([kept, moved], ignore_index=True)
-    return after.sort_values("customer_id", ignore_index=True, kind="stable")
+    return sorted_by_id(after)
 
 
 def _days(column: pd.Series) -> list[date | None]:

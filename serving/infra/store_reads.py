@@ -24,6 +24,7 @@ from serving.core.frames import (
     STORED_SCORES_COLUMNS,
     TRANSITIONS_COLUMNS,
     is_in,
+    sorted_by_id,
     state_frame_of_rows,
     stored_frame,
 )
@@ -149,7 +150,7 @@ class ReadsMixin:
         kept = before[~is_in(before["customer_id"], ids.iloc[:, 0])]
         after = pd.concat([kept, fresh], ignore_index=True)
         # Both parts are typed by _read_state already: the union needs no other pass.
-        return after.sort_values("customer_id", ignore_index=True, kind="stable")
+        return sorted_by_id(after)
 
     def state_rows(self, customer_ids: Sequence[str], as_of: date) -> dict[str, StateRow]:
         """``state_frame(as_of, customer_ids)`` as ``StateRow`` tuples, in one indexed query.

@@ -19,6 +19,7 @@ from serving.core.frames import (
     TRANSITIONS_COLUMNS,
     TRANSITIONS_SCHEMA,
     is_in,
+    sorted_by_id,
     stored_frame,
     validate_frame,
 )
@@ -131,3 +132,20 @@ def test_is_in_agrees_with_pandas_isin_and_never_finds_a_null(dtype):
     assert found.tolist() == [False, True, False, True, True]
     present = ids.notna().to_numpy()
     assert (found[present] == ids[present].isin(candidates).to_numpy()).all()
+
+
+ODD_IDS = ["b", "a", "é", "B", "a", "10", "9", "", "日本", "z\x00"]
+
+
+@pytest.mark.parametrize("dtype", ["str", "object"])
+def test_sorted_by_id_is_a_stable_sort_values_of_the_ids(dtype):
+    # given ids out of order (a repeat, unicode, upper case, digits, empty) and a row number
+    frame = pd.DataFrame({"customer_id": pd.Series(ODD_IDS, dtype=dtype), "row": range(10)})
+    frame.index = range(100, 110)
+    # when / then the frame sort_values gives, repeats in their order, a fresh index
+    expected = frame.sort_values("customer_id", ignore_index=True, kind="stable")
+    pd.testing.assert_frame_equal(sorted_by_id(frame), expected)
+    # and ids with a null are sorted as sort_values sorts them (the null last)
+    with_null = frame.assign(customer_id=pd.Series([None, *ODD_IDS[1:]], dtype=dtype).to_numpy())
+    expected = with_null.sort_values("customer_id", ignore_index=True, kind="stable")
+    pd.testing.assert_frame_equal(sorted_by_id(with_null), expected)
