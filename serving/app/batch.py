@@ -11,7 +11,8 @@ One day reads as its stages, one call each, I/O at the ends:
    aggregates the learners stage computed.
 4. **score** and 5. **decide**: ``serving.core.assess`` with the champion
    (``models:/lstep-churn@champion``) or, in rules-only mode, without; the run, every score row
-   and every decision say which.
+   and every decision say which. A large day is scored in parts, each part decided on a thread
+   while the next one is scored (``serving.core.parts``): "score" then holds most decisions too.
 6. **write** (``serving.app.batch_write``): ``StateStore.apply_day``: transitions, the day's
    campaign messages (``plan_day_campaigns``: the rules' campaign catalogue,
    ``serving.core.campaigns``; its pending pairs read by the store's reader process from the

@@ -20,7 +20,7 @@ from concurrent.futures import Executor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from rules import OVER_CAPACITY, RuleSet, cut_to_capacity, decide
 from rules.columns import Columns
 from rules.decisions import codes_of, one_array
 from serving.core.frames import numbered
+from serving.core.parts import in_parts, scored_and_decided
 from serving.core.records import is_on, learner_record, risk_flags, rule_wording
 from serving.core.scoring import (
     SCORES_SCHEMA,
@@ -426,12 +427,27 @@ def assess(
         as_of: the decision day.
         options: reasons per learner, explain now, self-check the rules engine.
         stage: wraps the ``score`` and ``decide`` steps (the batch times them and shows
-            progress; this module reads no clock).
+            progress; this module reads no clock). A large day with a model is scored in parts,
+            each decided while the next is scored (``serving.core.parts``): the same frames.
 
     Raises:
         ValueError: features of another day, missing keys or repeated learners.
     """
+
+    def decide(part: pd.DataFrame, scores: pd.DataFrame, state: pd.DataFrame) -> pd.DataFrame:
+        return decide_learners(
+            part, scores, ruleset, state, as_of, check_inputs=options.check_inputs,
+            check_output=options.check_output, whole_day=options.whole_day,
+        )  # fmt: skip
+
     contributions = None
+    whole = options.explain or options.whole_day  # explained now, or cut to the day's capacity
+    if champion is not None and not whole and in_parts(len(features)):
+        check_keys(features)  # each part checks its own keys: a learner in two parts is not
+        score = partial(score_features, champion=champion)
+        order = ruleset.interventions.priority_order
+        scores, decisions = scored_and_decided(features, state, score, decide, order, stage)
+        return _assessment(as_of, features, scores, decisions, champion, options)
     with stage("score"):
         if champion is not None and options.explain and not features.empty:
             beside = options.explainer if len(features) <= SMALL_BATCH_ROWS else None
@@ -439,17 +455,22 @@ def assess(
         else:
             scores = score_features(features, champion)
     with stage("decide"):
-        decisions = decide_learners(
-            features,
-            scores,
-            ruleset,
-            state,
-            as_of,
-            check_inputs=options.check_inputs,
-            check_output=options.check_output,
-            whole_day=options.whole_day,
-        )
-    assessment = Assessment(
+        decisions = decide(features, scores, state)
+    assessment = _assessment(as_of, features, scores, decisions, champion, options)
+    if contributions is not None:
+        assessment.keep_contributions(contributions())
+    return assessment
+
+
+def _assessment(
+    as_of: date,
+    features: pd.DataFrame,
+    scores: pd.DataFrame,
+    decisions: pd.DataFrame,
+    champion: ModelHandle | None,
+    options: AssessOptions,
+) -> Assessment:
+    return Assessment(
         as_of=as_of,
         features=numbered(features),
         scores=scores,
@@ -458,9 +479,6 @@ def assess(
         model_version=None if champion is None else champion.version,
         top_reasons=options.top_reasons,
     )
-    if contributions is not None:
-        assessment.keep_contributions(contributions())
-    return assessment
 
 
 __all__ = [
