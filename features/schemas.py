@@ -31,6 +31,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from features.catalog import FeatureCatalog, FeatureSpec, load_catalog
+from features.keys import KEY_COLUMNS
 from features.layout import CUSTOMERS_FILE, EVENTS_FILE
 from features.vocabulary import CANONICAL_EVENT_TYPES, CHANNELS, OTHER_EVENT_TYPE, PRODUCT_TAGS
 
@@ -38,8 +39,6 @@ UTC_INSTANT = pd.DatetimeTZDtype(unit="us", tz="UTC")
 """dtype of every instant column (``ts``, ``enrolled_at``)."""
 AS_OF_DTYPE = np.dtype("datetime64[us]")
 """dtype of ``as_of``: naive, at midnight, meaning 00:00 UTC of that day."""
-KEY_COLUMNS: tuple[str, str] = ("customer_id", "as_of")
-"""Keys of the label and feature frames."""
 EARLIEST_INSTANT = pd.Timestamp("2000-01-01", tz="UTC")
 """No course log starts before this: an earlier ts or enrolled_at is a typo (0001-01-01) or an
 epoch zero, and is refused by the contracts rather than read as 25 years of inactivity."""
@@ -245,11 +244,15 @@ def feature_column(spec: FeatureSpec) -> pa.Column:
     return pa.Column(str, pa.Check.isin(tuple(PRODUCT_TAGS)), nullable=True, coerce=True)
 
 
-def feature_frame_schema(catalog: FeatureCatalog | None = None) -> pa.DataFrameSchema:
+def feature_frame_schema(
+    catalog: FeatureCatalog | None = None, *, unique_keys: bool = True
+) -> pa.DataFrameSchema:
     """The feature frame built from the catalog: keys, then every catalog feature in catalog order.
 
     Args:
         catalog: the catalog to build from; the packaged ``features/catalog.yaml`` by default.
+        unique_keys: check that no (customer_id, as_of) pair repeats; False for a frame whose
+            keys the caller showed unique (``features.keys.keys_in_order``).
 
     Returns:
         A strict, ordered schema, unique on (customer_id, as_of); see ``feature_column`` for dtypes.
@@ -266,7 +269,7 @@ def feature_frame_schema(catalog: FeatureCatalog | None = None) -> pa.DataFrameS
         name="feature frame",
         strict=True,
         ordered=True,
-        unique=list(KEY_COLUMNS),
+        unique=list(KEY_COLUMNS) if unique_keys else None,
         report_duplicates="all",
     )
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from features.keys import repeated_ids
 from features.schemas import KEY_COLUMNS
 from models.churn import PREDICTION_COLUMNS, ChurnModel
 from models.pyfunc import check_flags_present
@@ -97,7 +98,7 @@ def check_keys(features: pd.DataFrame) -> None:
         raise ValueError(f"feature frame: missing key columns {missing}")
     if len(features) < 2:  # one learner cannot repeat
         return
-    repeated = features["customer_id"][features["customer_id"].duplicated()]
+    repeated = features["customer_id"][repeated_ids(features["customer_id"])]
     if len(repeated):
         raise ValueError(
             f"feature frame: {len(repeated)} rows repeat a customer_id "
