@@ -9,7 +9,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+import serving.core.campaigns as campaigns_module
 from rules.campaign_rendering import render_message
 from rules.campaigns import CHANNELS as RULES_CHANNELS
 from rules.campaigns import TEMPLATE_FIELDS, Variant
@@ -381,3 +384,24 @@ def test_pending_pairs_held_in_chunked_arrow_text_are_found_as_plain_ones(rulese
     # then the chunked texts find the same pair (A's CP_21 cancelled) rather than failing
     assert by_chunked.cancels.to_dict("records") == [{"customer_id": "A", "campaign_id": "CP_21"}]
     assert by_chunked.cancels.equals(by_plain.cancels)
+
+
+def _pairs_of(learners: list[str]):
+    campaigns = st.sampled_from(["CP_01", "CP_02", None])
+    return st.lists(st.tuples(st.sampled_from(learners), campaigns), max_size=8)
+
+
+@given(_pairs_of(["L1", "L2", "L3"]), _pairs_of(["L1", "L2", "L4"]), st.booleans())
+def test_each_pair_finds_the_first_row_holding_it(pairs, table, one_per_learner):
+    # given pairs (each learner once, as a day's decisions, or not) and a table of pairs
+    if one_per_learner:
+        pairs = list({learner: (learner, campaign) for learner, campaign in pairs}.values())
+    left = pd.DataFrame(pairs, columns=["customer_id", "campaign_id"], dtype=object)
+    right = pd.DataFrame(table, columns=["customer_id", "campaign_id"], dtype=object)
+    # when each pair's row is looked up
+    found = campaigns_module._pair_rows(left, right)
+    # then it is the first table row with the same learner and campaign (nulls equal), or -1
+    expected = [
+        next((row for row, other in enumerate(table) if other == pair), -1) for pair in pairs
+    ]
+    assert found.tolist() == expected
