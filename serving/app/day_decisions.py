@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from rules import OVER_CAPACITY, RuleSet, cut_to_capacity
 from rules.capacity import CUT_COLUMNS, rows_set
 from rules.decisions import NO_CODE, codes_of, frame_order, one_array
+from rules.ordered import in_frame_order
 from serving.core.assess import decide_learners
 from serving.core.frames import is_in
 
@@ -85,9 +86,11 @@ def whole_day_decisions(
     """The day's capacity cut over every (uncut) decision, in ``rules.decide``'s order
     (``moved_before``: an earlier cut's overflow rows of unchanged learners, as
     ``rules.cut_to_capacity`` takes them)."""
-    order = frame_order(decisions, ruleset.interventions.priority_order)
-    in_order = bool((order == np.arange(len(order))).all())  # the batch's: as decide sorts
-    ordered = (decisions if in_order else decisions.take(order)).reset_index(drop=True)
+    priorities = ruleset.interventions.priority_order
+    if in_frame_order(decisions, priorities):  # the batch's: as decide sorts
+        ordered = decisions.reset_index(drop=True)
+    else:
+        ordered = decisions.take(frame_order(decisions, priorities)).reset_index(drop=True)
     # Built from the two columns: set_index would copy every feature column of the day.
     products = pd.Series(
         features["product_tag"].array, index=pd.Index(features["customer_id"].array)

@@ -200,14 +200,13 @@ def is_in(values: Any, candidates: Any) -> np.ndarray:
     """``values.isin(candidates)`` for strings (ids, tags), as a boolean array; nulls are never in.
 
     pandas 3's ``isin`` on Arrow-backed strings walks a large candidate set in Python (a million
-    ids against 300k: ~5 s of CPU); Arrow's hash lookup takes ~0.2 s.
+    ids against 300k: ~5 s of CPU); Arrow's hash lookup takes ~0.3 s, and ``codes_of``'s binary
+    search, when one side is the day's ids in order (the spine's live learners among the
+    eligible ones, the state's among the decided), ~0.06 s.
     """
-    import pyarrow as pa  # pandas' strings already loaded it; kept off this module's import
-    import pyarrow.compute as pc
+    from rules.decisions import codes_of  # kept off this module's import: rules loads pandera
 
-    value_set = pa.array(candidates, pa.string())
-    found = pc.is_in(pa.array(values, pa.string()), value_set=value_set)
-    return found.fill_null(False).to_numpy(zero_copy_only=False)
+    return codes_of(values, candidates) >= 0
 
 
 def sorted_by_id(frame: pd.DataFrame, column: str = "customer_id") -> pd.DataFrame:

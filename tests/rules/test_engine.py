@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.columns import Columns
-from rules.decisions import decision_order
+from rules.decisions import decision_order, frame_order
 from rules.engine import decide
 from rules.interventions import control_draw
 from rules.loading import load_ruleset
+from rules.ordered import in_frame_order
 from rules.schemas import (
     DAYS_KEPT,
     DECISION_COLUMNS,
@@ -212,6 +213,33 @@ def test_decision_order_puts_the_likelier_to_leave_first_among_equal_values():
     order = decision_order(priority_code, value, p_churn, ids)
     # then value first, then p_churn descending with no score last, not the ids
     assert order.tolist() == [3, 1, 0, 2]
+
+
+PRIORITIES = ("P1", "P2", "P3")
+_ROW = st.tuples(
+    st.sampled_from(["P1", "P2", "P3", None]),
+    st.sampled_from([1.0, 3.0, float("nan")]),
+    st.sampled_from([0.2, 0.5, float("nan")]),
+)
+
+
+@given(st.lists(_ROW, max_size=8), st.booleans(), st.randoms(use_true_random=False))
+def test_a_frame_is_in_frame_order_exactly_when_its_order_is_its_own(rows, ordered, random):
+    # given decisions of distinct learners with ties on every key, in frame order or shuffled
+    frame = pd.DataFrame(
+        {
+            "customer_id": pd.Series([f"L{i}" for i in random.sample(range(50), len(rows))]),
+            "priority": pd.Categorical([row[0] for row in rows], ["P1", "P2", "P3"]),
+            "value_at_risk": [row[1] for row in rows],
+            "p_churn": [row[2] for row in rows],
+        }
+    )
+    if ordered:
+        frame = frame.take(frame_order(frame, PRIORITIES)).reset_index(drop=True)
+    # when checked on neighbours, then the answer is whether sorting it would move nothing
+    expected = bool((frame_order(frame, PRIORITIES) == np.arange(len(frame))).all())
+    assert in_frame_order(frame, PRIORITIES) is expected
+    assert in_frame_order(frame, PRIORITIES) or not ordered
 
 
 def test_control_flag_is_the_hash_draw_of_customer_and_action(ruleset):

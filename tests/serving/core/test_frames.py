@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -132,6 +133,23 @@ def test_is_in_agrees_with_pandas_isin_and_never_finds_a_null(dtype):
     assert found.tolist() == [False, True, False, True, True]
     present = ids.notna().to_numpy()
     assert (found[present] == ids[present].isin(candidates).to_numpy()).all()
+
+
+@pytest.mark.parametrize("ids_in_order", [True, False])
+@pytest.mark.parametrize("candidates_in_order", [True, False])
+def test_is_in_a_day_of_ids_agrees_with_pandas_isin(ids_in_order, candidates_in_order):
+    # given a day's worth of ids (in id order or not: binary search or hash lookup) and
+    # candidates holding every third of them and others
+    numbers = np.random.default_rng(7).permutation(30_000)
+    ids = pd.Series([f"C{n:06d}" for n in numbers], dtype="str")
+    candidates = pd.Series([f"C{n:06d}" for n in numbers[::3]] + ["C999999"], dtype="str")
+    ids = ids.sort_values(ignore_index=True) if ids_in_order else ids
+    if candidates_in_order:
+        candidates = candidates.sort_values(ignore_index=True)
+    # when they are looked up, then the answer is pandas'
+    found = is_in(ids, candidates)
+    assert found.sum() == 10_000
+    assert (found == ids.isin(candidates).to_numpy()).all()
 
 
 ODD_IDS = ["b", "a", "é", "B", "a", "10", "9", "", "日本", "z\x00"]
