@@ -341,10 +341,9 @@ def decision_order(
     rows tied on all of them are then ordered by customer id, so that a million strings are
     sorted only when the values really tie.
     """
-    priority = np.where(priority_code < 0, np.iinfo(np.int64).max, priority_code)
-    keys = [np.where(np.isnan(v), np.inf, -v) for v in (np.asarray(p_churn, float), value_at_risk)]
-    order = np.lexsort((*keys, priority))
-    sorted_keys = [key[order] for key in (priority, *keys)]
+    keys = order_keys(priority_code, value_at_risk, p_churn)
+    order = np.lexsort(keys[::-1])  # lexsort sorts by its last key first
+    sorted_keys = [key[order] for key in keys]
     tied = np.logical_and.reduce([key[1:] == key[:-1] for key in sorted_keys])
     if not tied.any():
         return order
@@ -469,6 +468,15 @@ def _description_table(ruleset: RuleSet) -> tuple[list[str], np.ndarray]:
     unique = list(dict.fromkeys(texts))  # two rules may share a description
     position = {text: index for index, text in enumerate(unique)}
     return unique, np.array([position[text] for text in texts])
+
+
+def order_keys(
+    priority_code: np.ndarray, value_at_risk: np.ndarray, p_churn: np.ndarray
+) -> list[np.ndarray]:
+    """``decision_order``'s numeric keys, the first first, ascending (none and NaN last)."""
+    priority = np.where(priority_code < 0, np.iinfo(np.int64).max, priority_code)
+    numbers = (np.asarray(value, float) for value in (value_at_risk, p_churn))
+    return [priority, *(np.where(np.isnan(value), np.inf, -value) for value in numbers)]
 
 
 def frame_order(decisions: pd.DataFrame, priority_order: Sequence[str]) -> np.ndarray:
