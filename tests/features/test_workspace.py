@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from features.windows import feature_day
-from features.workspace import DuckDBEngine, workspace
+from features.workspace import DuckDBEngine, connect, workspace
 from tests.features.event_frames import customers_frame, events_frame
 
 PLAIN = """
@@ -34,6 +34,26 @@ def test_an_arrow_fetch_gives_the_frame_df_gives_nulls_included():
     assert fetched["flag"].isna().tolist() == [False, True]
     assert fetched["events"].isna().tolist() == [False, True]
     assert str(fetched["name"].dtype) == "str"
+
+
+def test_a_workspace_connection_keeps_its_freed_memory_and_reads_files_uncached():
+    # given a connection for 2 threads and 1 GB
+    con = connect(threads=2, memory_limit="1GB")
+
+    # when its settings are read back
+    settings = dict(
+        con.execute(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN ('threads', "
+            "'allocator_flush_threshold', 'memory_limit', 'enable_external_file_cache')"
+        ).fetchall()
+    )
+
+    # then the allocator hands memory back only above the connection's limit (not DuckDB's
+    # 128 MB default), and parquet reads bypass the external file cache
+    assert settings["threads"] == "2"
+    assert settings["allocator_flush_threshold"] == "1GB"
+    assert settings["enable_external_file_cache"] == "false"
+    con.close()
 
 
 def test_fetched_text_is_one_arrow_array_as_with_df():
