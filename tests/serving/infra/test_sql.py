@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from serving.core.outbox import outbox_rows
 from serving.infra.outbox_sql import insert_messages
-from serving.infra.sql import bulk_insert, indexes_after, temporary_table
+from serving.infra.sql import SORT_THREADS, bulk_insert, indexes_after, open_engine, temporary_table
 from serving.infra.store import StateStore
 from serving.infra.tables import Outbox, Transition
 from tests.serving.batches import FIRST_DAY, apply
@@ -41,6 +41,20 @@ def test_the_rows_are_there_in_the_block_and_the_table_gone_after(store):
         with temporary_table(conn, "some_pairs", KINDS, ROWS[:1]):
             count = conn.exec_driver_sql("SELECT count(*) FROM some_pairs").scalar()
         assert count == 1
+
+
+def test_a_sqlite_store_connection_sorts_with_a_helper_thread_per_core(tmp_path):
+    # Given a SQLite store engine
+    engine = open_engine(f"sqlite:///{tmp_path / 'state.db'}")
+
+    # When a connection is opened
+    with engine.connect() as conn:
+        threads = conn.exec_driver_sql("PRAGMA threads").scalar_one()
+
+    # Then its large sorts (a first load's CREATE INDEX) may use SORT_THREADS helpers, not
+    # SQLite's default of none
+    assert threads == SORT_THREADS >= 1
+    engine.dispose()
 
 
 def test_a_failing_statement_in_the_block_leaves_no_table_behind_on_sqlite(tmp_path):
