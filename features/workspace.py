@@ -83,15 +83,11 @@ TableInput = pd.DataFrame | str | Path
 def connect(*, threads: int = 2, memory_limit: str = "4GB") -> duckdb.DuckDBPyConnection:
     """Open an in-memory DuckDB connection sized for the 2-core, 6 GiB target machine.
 
-    Spills go to the system temporary directory rather than a ``.tmp`` folder in the cwd.
-
-    The allocator keeps what it freed up to the memory limit (its default hands memory above
-    128 MB back to the system after each task, and the next task's pages are faulted in and
-    zeroed again), and parquet reads skip DuckDB's external file cache (a copy of every column
-    chunk read into fresh memory; a feature day reads each file region once or twice). At 1M
-    learners, alternated from one kept store: the steady day's "learners" 5.7-6.1 -> 4.6-5.3 s
-    (its system CPU 1.3-3.0 -> 0.9-1.3 s), "features" 5.3-5.6 -> 4.9-5.2 s; peak memory the same.
-    """
+    Spills go to the system temporary directory, not a ``.tmp`` folder in the cwd. The allocator
+    keeps what it freed up to the memory limit (by default memory above 128 MB went back after
+    each task, to be faulted in and zeroed again), parquet reads skip the file cache (a copy of
+    each chunk read into fresh memory): at 1M learners "learners" 5.7-6.1 -> 4.6-5.3 s, "features"
+    5.3-5.6 -> 4.9-5.2 s (alternated, one kept store), peak the same."""
     return duckdb.connect(
         config={
             "threads": threads,
