@@ -227,7 +227,9 @@ def _distinct(ids: pa.Array) -> bool:
     """No id repeats: seen without hashing when the ids are sorted strictly (the store's are)."""
     if ids.null_count == 0 and len(ids) > 1 and pc.all(pc.less(ids[:-1], ids[1:])).as_py():
         return True
-    return pc.count_distinct(ids).as_py() == len(ids)
+    # unique, not count_distinct: the latter grows more than linearly (4.66M ids 2.1-3.7 s
+    # against unique's 0.77 s)
+    return ids.null_count == 0 and len(pc.unique(ids)) == len(ids)
 
 
 def _id_texts(ids: pd.Series) -> pa.Array:
