@@ -36,6 +36,13 @@ def strictly_increasing(values: pd.Series) -> bool:
         return False
 
 
+def repeats_any(values: pa.Array) -> bool:
+    """Whether a value of ``values`` occurs twice (a null counts as one value), by Arrow's
+    ``unique``: its ``count_distinct`` grows more than linearly (932k ids 0.19 s against
+    ``unique``'s 0.09 s; 4.66M ids 2.1-3.7 s against 0.77 s)."""
+    return len(pc.unique(values)) < len(values)
+
+
 def keys_in_order(frame: pd.DataFrame) -> bool:
     """Whether ``frame`` holds one as_of and its ids in increasing order: no key repeats."""
     return _one_day(frame["as_of"]) and strictly_increasing(frame["customer_id"])

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from features.keys import keys_in_order, repeated_ids, repeated_keys, strictly_increasing
+from features.keys import (
+    keys_in_order,
+    repeated_ids,
+    repeated_keys,
+    repeats_any,
+    strictly_increasing,
+)
 
 DAYS = np.array(["2026-03-01", "2026-03-02"], dtype="datetime64[us]")
 ARROW_TEXT = pd.StringDtype("pyarrow", np.nan)
@@ -60,3 +67,9 @@ def test_repeated_keys_are_the_rows_duplicated_finds(rows, in_id_order):
     pd.testing.assert_series_equal(repeated_keys(frame), expected, check_names=False)
     ids = frame["customer_id"]
     pd.testing.assert_series_equal(repeated_ids(ids), ids.duplicated(), check_names=False)
+
+
+@given(st.lists(st.sampled_from(["C1", "C2", "C3", "C4", None]), max_size=6))
+def test_repeats_any_is_whether_some_value_null_included_occurs_twice(values):
+    # given ids, some null, repeated or not; when checked, then the answer is a set's
+    assert repeats_any(pa.array(values, pa.large_string())) is (len(set(values)) < len(values))

@@ -44,7 +44,7 @@ def test_a_workspace_connection_keeps_its_freed_memory_and_reads_files_uncached(
     settings = dict(
         con.execute(
             "SELECT name, value FROM duckdb_settings() WHERE name IN ('threads', "
-            "'allocator_flush_threshold', 'memory_limit', 'enable_external_file_cache')"
+            "'allocator_flush_threshold', 'enable_external_file_cache')"
         ).fetchall()
     )
 
