@@ -141,15 +141,17 @@ def cancel_pairs(conn: Connection, pairs: pd.DataFrame, as_of: date, now: dateti
     One statement over a temporary table of the pairs. The pairs drive the join (``CROSS JOIN``
     keeps them the outer loop on SQLite, whose planner otherwise walks the ``(state, due_on)``
     index, i.e. every pending message of every day, once per pair): each pair then finds its
-    learner's messages through the ``customer_id`` index. The day's own messages are never
-    cancelled: a learner may leave one campaign and enter another on the same day.
+    learner's messages through the pair index, by ``rowid`` on SQLite (no probe of the growing
+    primary-key index a row, as by ``message_id``: 150k pairs of a 1M store 5.2-5.6 -> 4.6-4.8
+    s). The day's own messages are never cancelled: a learner may change campaigns in a day.
     """
     if pairs.empty:
         return 0
     sendable = ", ".join(f"'{state}'" for state in SENDABLE)  # constants, not input
+    row = "rowid" if conn.dialect.name == "sqlite" else "message_id"
     statement = text(
         f"UPDATE outbox SET state = '{CANCELLED}', last_error = NULL, next_attempt_at = NULL "
-        "WHERE message_id IN (SELECT o.message_id FROM cancelled_pairs c CROSS JOIN outbox o "
+        f"WHERE {row} IN (SELECT o.{row} FROM cancelled_pairs c CROSS JOIN outbox o "
         "WHERE o.customer_id = c.customer_id AND o.campaign_id = c.campaign_id "
         f"AND o.state IN ({sendable}) AND o.planned_on < :as_of)"
     ).bindparams(bindparam("as_of", type_=Date))
