@@ -61,6 +61,7 @@ from numpy.typing import ArrayLike
 
 from features.catalog import FeatureDtype
 from models.calibration import VennAbersCalibration
+from models.compiled import probabilities
 from models.matrix import (
     SMALL_BATCH_ROWS,
     booster_values,
@@ -335,7 +336,7 @@ class ChurnModel:
         """
         raw = np.empty(len(X), dtype=np.float64)
         for rows, values in chunk_values(X, self.feature_dtypes):
-            raw[rows] = self.booster.predict(values, **_threads(len(values)))
+            raw[rows] = probabilities(self.booster, values, _threads(len(values)))
         return raw
 
     def predict(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -382,7 +383,7 @@ class ChurnModel:
         Raises:
             ValueError: when a prediction breaks its contract (a bug, never the input's fault).
         """
-        raw = np.asarray(self.booster.predict(values, **_threads(len(values))), dtype=np.float64)
+        raw = probabilities(self.booster, values, _threads(len(values)))
         return _checked_predictions(self._calibrated(raw, X.index))
 
     def model_values(self, X: pd.DataFrame) -> np.ndarray:

@@ -53,6 +53,15 @@ def frozen_clock(monkeypatch):
     return TESTS_NOW
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_models_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Compiled models (``models.compiled``) go to the session's directory, never to the
+    developer's cache; the CLI's subprocesses inherit it."""
+    compiled = tmp_path_factory.mktemp("compiled")
+    os.environ["LSTEP_COMPILED_DIR"] = str(compiled)
+    return compiled
+
+
 @pytest.fixture
 def lstep_home(tmp_path, monkeypatch):
     """A fresh LSTEP_HOME for one test, so no test touches the developer's ./.lstep.

@@ -1,0 +1,167 @@
+"""The booster's trees compiled to native code: LightGBM's probabilities to the bit, or LightGBM."""
+
+from __future__ import annotations
+
+import logging
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+import tl2cgen
+
+from models import compiled as compiled_module
+from models.compiled import (
+    MIN_ROWS,
+    ZERO,
+    boundary_rows,
+    compile_booster,
+    probabilities,
+)
+
+ALL_ONES_LOW = 3.4999999999999996
+"""A double whose low 32 bits are all ones: tl2cgen's compiled code reads it as missing."""
+
+
+def _booster(seed: int = 0) -> lgb.Booster:
+    """A small binary model over a numerical column with NaNs (NaN-aware splits), a
+    categorical column and a plain one."""
+    generator = np.random.default_rng(seed)
+    rows = 4_000
+    numeric = generator.normal(3.5, 1.0, rows)
+    numeric[generator.random(rows) < 0.2] = np.nan
+    category = generator.integers(0, 4, rows).astype(float)
+    plain = generator.random(rows)
+    signal = np.nan_to_num(numeric, nan=6.0) - 3.5 + (category == 2) + plain
+    label = (signal + generator.normal(0, 0.5, rows) > 1.0).astype(int)
+    data = lgb.Dataset(
+        np.column_stack([numeric, category, plain]), label=label, categorical_feature=[1]
+    )
+    params = {"objective": "binary", "num_leaves": 8, "verbose": -1, "seed": seed}
+    return lgb.train({**params, "deterministic": True}, data, num_boost_round=40)
+
+
+def _rows(booster: lgb.Booster, count: int, seed: int = 1) -> np.ndarray:
+    """Rows of the model's boundaries, some holding tiny values, NaNs and all-ones low bits."""
+    rows = boundary_rows(booster, count, seed=seed)
+    generator = np.random.default_rng(seed)
+    rows[generator.random(count) < 0.05, 0] = ALL_ONES_LOW
+    rows[generator.random(count) < 0.05, 2] = -ZERO / 3
+    return rows
+
+
+@pytest.fixture(scope="module")
+def booster() -> lgb.Booster:
+    return _booster()
+
+
+def test_compiled_trees_give_lightgbms_probabilities_bit_for_bit(booster, tmp_path):
+    # Given a model compiled, and rows at every threshold with NaNs, tiny values and all-ones
+    # low bits, column-major as the model's matrix comes
+    compiled = compile_booster(booster, tmp_path)
+    assert compiled is not None and compiled.library.exists()
+    rows = np.asfortranarray(_rows(booster, 2 * MIN_ROWS))
+    # When a large batch is predicted
+    predicted = probabilities(booster, rows, {})
+    # Then it is LightGBM's, to the last bit, and the compiled trees made it
+    assert np.array_equal(predicted, booster.predict(rows))
+    assert np.array_equal(predicted, compiled.probabilities(rows, booster))
+
+
+def test_rows_read_as_missing_by_the_compiled_code_are_predicted_by_lightgbm(booster, tmp_path):
+    # Given rows whose NaN-aware column holds a value the compiled code reads as missing
+    compiled = compile_booster(booster, tmp_path)
+    rows = _rows(booster, MIN_ROWS)
+    rows[:, 0] = ALL_ONES_LOW
+    lightgbm = booster.predict(rows)
+    # (the compiled code alone takes it for missing: its results differ from LightGBM's)
+    alone = compiled.predictor.predict(tl2cgen.DMatrix(rows)).reshape(-1)
+    assert not np.array_equal(alone, lightgbm)
+    # When they are predicted, Then the result is LightGBM's
+    assert np.array_equal(probabilities(booster, rows, {}), lightgbm)
+
+
+def test_a_small_batch_is_predicted_by_lightgbm(booster, tmp_path, monkeypatch):
+    # Given a compiled model whose compiled predict would fail if called
+    compiled = compile_booster(booster, tmp_path)
+
+    def not_for_small_batches(*args, **kwargs):
+        raise AssertionError("the compiled trees predicted a small batch")
+
+    monkeypatch.setattr(type(compiled), "probabilities", not_for_small_batches)
+    rows = _rows(booster, MIN_ROWS - 1)
+    # When fewer than MIN_ROWS rows are predicted, Then LightGBM gives them
+    assert np.array_equal(probabilities(booster, rows, {"num_threads": 1}), booster.predict(rows))
+
+
+def test_without_a_c_compiler_lightgbm_predicts_with_a_warning(tmp_path, monkeypatch, caplog):
+    # Given a machine without a C compiler and a model not compiled yet
+    booster = _booster(seed=2)
+    monkeypatch.setenv("CC", "no-such-compiler-lstep")
+    # When it is compiled
+    with caplog.at_level(logging.WARNING, logger="lstep"):
+        compiled = compile_booster(booster, tmp_path)
+    # Then nothing is compiled, one warning says why and what would, and LightGBM predicts
+    assert compiled is None
+    assert not list(tmp_path.glob("*.so"))
+    (warned,) = [record.getMessage() for record in caplog.records if record.name == "lstep"]
+    assert "no C compiler" in warned and "LightGBM predicts" in warned
+    rows = _rows(booster, MIN_ROWS)
+    assert np.array_equal(probabilities(booster, rows, {}), booster.predict(rows))
+
+
+def test_a_cached_library_that_predicts_otherwise_is_built_again(tmp_path):
+    # Given the cached library of another model under this model's name
+    booster, other = _booster(seed=3), _booster(seed=4)
+    elsewhere = compile_booster(other, tmp_path / "other")
+    library = tmp_path / elsewhere.library.name.replace(
+        compiled_module._model_key(other), compiled_module._model_key(booster)
+    )
+    library.write_bytes(elsewhere.library.read_bytes())
+    # When this model is compiled into that cache
+    compiled = compile_booster(booster, tmp_path)
+    # Then the library was built again and predicts as LightGBM does
+    assert compiled is not None and compiled.library == library
+    assert library.read_bytes() != elsewhere.library.read_bytes()
+    rows = _rows(booster, MIN_ROWS)
+    assert np.array_equal(probabilities(booster, rows, {}), booster.predict(rows))
+
+
+def test_a_compiled_library_is_reused_not_built_again(booster, tmp_path, monkeypatch):
+    # Given a model compiled once
+    first = compile_booster(booster, tmp_path)
+    built = []
+    monkeypatch.setattr(compiled_module, "_build", lambda *args: built.append(args))
+    # When it is compiled again (another process, the next day), Then the library is reused
+    again = compile_booster(booster, tmp_path)
+    assert again is not None and again.library == first.library
+    assert built == []
+
+
+def test_boundary_rows_hold_every_threshold_and_the_doubles_beside_it(booster):
+    # Given the model's numerical splits
+    splits = [s for s in compiled_module._splits(booster) if s["decision_type"] != "=="]
+    assert splits
+    # When boundary rows are drawn
+    rows = boundary_rows(booster, 20_000)
+    # Then each threshold, and its neighbouring doubles, are among its feature's values
+    for split in splits:
+        column, threshold = rows[:, split["split_feature"]], float(split["threshold"])
+        for value in (threshold, *(np.nextafter(threshold, way) for way in (-np.inf, np.inf))):
+            assert (column == value).any(), (split, value)
+    assert np.isnan(rows).any(axis=0).all()  # and NaN in every column
+
+
+@pytest.mark.parametrize(
+    ("split", "turns"),
+    [
+        ({"decision_type": "<=", "missing_type": "None", "threshold": 0.0}, True),
+        ({"decision_type": "<=", "missing_type": "None", "threshold": -ZERO}, True),
+        ({"decision_type": "<=", "missing_type": "None", "threshold": ZERO}, False),
+        ({"decision_type": "<=", "missing_type": "None", "threshold": 0.5}, False),
+        ({"decision_type": "<=", "missing_type": "Zero", "threshold": 0.5}, True),
+        ({"decision_type": "<=", "missing_type": "NaN", "threshold": 0.5}, False),
+        ({"decision_type": "==", "missing_type": "None", "threshold": "0||2"}, False),
+    ],
+)
+def test_tiny_values_are_zeroed_only_where_a_split_could_tell_them_from_zero(split, turns):
+    assert compiled_module._turns_near_zero(split) is turns
