@@ -33,8 +33,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,14 @@ class CompiledMismatch(RuntimeError):
 @dataclass(frozen=True)
 class CompiledTrees:
     """A booster's compiled library, its loaded predictor (``tl2cgen.Predictor``), and whether
-    its rows need values within ``ZERO`` of zero made zero (``zeroes_tiny``)."""
+    its rows need values within ``ZERO`` of zero made zero (``zeroes_tiny``). One predict at a
+    time (``lock``): the predictor's thread pool is its own, and a service answers requests on
+    several threads."""
 
     library: Path
     predictor: Any
     zeroes_tiny: bool
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     def probabilities(self, values: np.ndarray, booster: lgb.Booster) -> np.ndarray:
         """``booster.predict(values)`` (rows of the booster's features), by the compiled trees."""
@@ -78,8 +82,9 @@ class CompiledTrees:
             rows = np.where(np.abs(rows) <= ZERO, 0.0, rows)
         low_halves = rows.view(np.uint32)[:, _LOW_HALF::2]
         read_as_missing = (low_halves == _ALL_ONES).any(axis=1)
-        predicted = np.asarray(self.predictor.predict(tl2cgen.DMatrix(rows)), dtype=np.float64)
-        predicted = predicted.reshape(-1)
+        with self.lock:
+            predicted = self.predictor.predict(tl2cgen.DMatrix(rows))
+        predicted = np.asarray(predicted, dtype=np.float64).reshape(-1)
         if read_as_missing.any():
             predicted[read_as_missing] = booster.predict(rows[read_as_missing], num_threads=1)
         return predicted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import lightgbm as lgb
 import numpy as np
@@ -78,6 +79,18 @@ def test_rows_read_as_missing_by_the_compiled_code_are_predicted_by_lightgbm(boo
     assert not np.array_equal(alone, lightgbm)
     # When they are predicted, Then the result is LightGBM's
     assert np.array_equal(probabilities(booster, rows, {}), lightgbm)
+
+
+def test_batches_predicted_on_several_threads_at_once_are_each_lightgbms(booster, tmp_path):
+    # Given a compiled model, as a service holds it, and four different batches
+    compile_booster(booster, tmp_path)
+    batches = [_rows(booster, MIN_ROWS, seed=seed) for seed in range(4)]
+    # When they are predicted on four threads at once
+    with ThreadPoolExecutor(max_workers=4) as threads:
+        predicted = list(threads.map(lambda rows: probabilities(booster, rows, {}), batches))
+    # Then each is LightGBM's for its own rows
+    for rows, result in zip(batches, predicted, strict=True):
+        assert np.array_equal(result, booster.predict(rows))
 
 
 def test_a_small_batch_is_predicted_by_lightgbm(booster, tmp_path, monkeypatch):
