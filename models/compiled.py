@@ -104,12 +104,12 @@ def compile_booster(booster: lgb.Booster, cache_dir: Path) -> CompiledTrees | No
     check them against LightGBM, and predict its large batches with them from now on.
 
     Returns:
-        The compiled trees; None (warned) when they cannot be built, loaded or trusted:
-        LightGBM then predicts, as without this call.
+        The compiled trees; None (warned, with the reason) when they cannot be built, loaded or
+        trusted, whatever the error: LightGBM then predicts, as without this call.
     """
     try:
         compiled = _checked(booster, Path(cache_dir))
-    except (OSError, subprocess.SubprocessError, CompiledMismatch) as error:
+    except Exception as error:  # a faster path only: whatever fails, the model still predicts
         logger.warning(
             "the model's trees were not compiled (%s): LightGBM predicts, the same scores more "
             "slowly (a C compiler, e.g. Debian's gcc, compiles them)",
@@ -191,9 +191,13 @@ def _build(booster: lgb.Booster, library: Path) -> None:
         sources = [str(path) for path in sorted(Path(work).glob("*.c"))]
         built = Path(work) / library.name
         command = [compiler, "-O3", "-std=c99", "-fPIC", "-shared", "-o", str(built), *sources]
-        subprocess.run(
-            [*command, "-lm"], check=True, capture_output=True, timeout=COMPILE_TIMEOUT_S
-        )
+        try:
+            subprocess.run(
+                [*command, "-lm"], check=True, capture_output=True, timeout=COMPILE_TIMEOUT_S
+            )
+        except subprocess.CalledProcessError as failed:
+            said = failed.stderr.decode(errors="replace").strip().splitlines()[-1:]
+            raise subprocess.SubprocessError(f"{compiler} failed: {' '.join(said)}") from None
         os.replace(built, library)
 
 

@@ -122,6 +122,39 @@ def test_without_a_c_compiler_lightgbm_predicts_with_a_warning(tmp_path, monkeyp
     assert np.array_equal(probabilities(booster, rows, {}), booster.predict(rows))
 
 
+def test_a_compiler_that_fails_leaves_lightgbm_predicting_and_says_so(
+    tmp_path, monkeypatch, caplog
+):
+    # Given a C compiler that fails on the trees' code (`false` exits 1, saying nothing)
+    booster = _booster(seed=5)
+    monkeypatch.setenv("CC", "false")
+    # When the model is compiled
+    with caplog.at_level(logging.WARNING, logger="lstep"):
+        compiled = compile_booster(booster, tmp_path)
+    # Then nothing is compiled, the warning names the compiler, and LightGBM predicts
+    assert compiled is None
+    (warned,) = [record.getMessage() for record in caplog.records if record.name == "lstep"]
+    assert "false failed" in warned
+    rows = _rows(booster, MIN_ROWS)
+    assert np.array_equal(probabilities(booster, rows, {}), booster.predict(rows))
+
+
+def test_an_unexpected_error_while_compiling_never_fails_the_load(tmp_path, monkeypatch, caplog):
+    # Given a model tl2cgen cannot read (an error no one planned for)
+    booster = _booster(seed=6)
+
+    def unreadable(model):
+        raise RuntimeError("unsupported model")
+
+    monkeypatch.setattr("treelite.frontend.from_lightgbm", unreadable)
+    # When it is compiled, Then a warning names the error and LightGBM predicts
+    with caplog.at_level(logging.WARNING, logger="lstep"):
+        assert compile_booster(booster, tmp_path) is None
+    assert "unsupported model" in caplog.text
+    rows = _rows(booster, MIN_ROWS)
+    assert np.array_equal(probabilities(booster, rows, {}), booster.predict(rows))
+
+
 def test_a_cached_library_that_predicts_otherwise_is_built_again(tmp_path):
     # Given the cached library of another model under this model's name
     booster, other = _booster(seed=3), _booster(seed=4)
