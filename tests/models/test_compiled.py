@@ -211,3 +211,62 @@ def test_boundary_rows_hold_every_threshold_and_the_doubles_beside_it(booster):
 )
 def test_tiny_values_are_zeroed_only_where_a_split_could_tell_them_from_zero(split, turns):
     assert compiled_module._turns_near_zero(split) is turns
+
+
+def _split(feature: int, threshold: float | str, decision: str = "<=") -> dict:
+    return {"split_feature": feature, "threshold": threshold, "decision_type": decision}
+
+
+def test_the_row_order_keys_on_the_most_split_on_numerical_features_within_its_bits():
+    # Given splits: feature 2 used three times (two thresholds), feature 0 twice, feature 1
+    # once, feature 3 only in categorical splits
+    splits = [
+        _split(2, 1.0), _split(2, 1.0), _split(2, 5.0), _split(0, 0.5), _split(0, -1.0),
+        _split(1, 7.0), _split(3, "0||2", "=="), _split(3, "1", "=="), _split(3, "2", "=="),
+        _split(3, "0", "=="),
+    ]  # fmt: skip
+    # When the order is made of them
+    order = compiled_module.RowOrder.of_splits(splits)
+    # Then it keys on 2, then 0, then 1 (the categorical feature left out), each with its
+    # distinct thresholds ascending
+    assert [feature for feature, _ in order.edges] == [2, 0, 1]
+    assert [list(thresholds) for _, thresholds in order.edges] == [[1.0, 5.0], [-1.0, 0.5], [7.0]]
+
+
+def test_a_feature_whose_bins_do_not_fit_the_key_is_left_out(monkeypatch):
+    # Given a key of 3 bits, and a feature of 4 thresholds (5 bins: 3 bits) used most, one of
+    # 2 thresholds (2 bits) next, one of 1 threshold (1 bit) last
+    monkeypatch.setattr(compiled_module, "KEY_BITS", 4)
+    splits = [_split(0, t) for t in (1.0, 2.0, 3.0, 4.0)] + [_split(1, 1.0), _split(1, 2.0)]
+    splits.append(_split(2, 0.0))
+    # When the order is made, Then the first and the last fit (3 + 1 bits), the second not
+    order = compiled_module.RowOrder.of_splits(splits)
+    assert [feature for feature, _ in order.edges] == [0, 2]
+
+
+def test_rows_are_sequenced_by_their_bins_first_feature_first_ties_in_their_own_order():
+    # Given an order on feature 1 (threshold 0) then feature 0 (thresholds 10, 20)
+    order = compiled_module.RowOrder(((1, np.array([0.0])), (0, np.array([10.0, 20.0]))))
+    rows = np.array(
+        [[25.0, 1.0], [5.0, 1.0], [15.0, -1.0], [5.0, -1.0], [np.nan, -1.0], [6.0, 1.0]]
+    )
+    # When the rows are sequenced
+    sequence = order.sequence(rows)
+    # Then feature 1's low side comes first (by feature 0's bin, NaN in the last), ties kept
+    assert sequence.tolist() == [3, 2, 4, 1, 5, 0]
+
+
+def test_predictions_made_in_chunks_out_of_order_come_back_in_the_rows_order(
+    booster, tmp_path, monkeypatch
+):
+    # Given chunks far smaller than the batch, and rows in no particular order
+    monkeypatch.setattr(compiled_module, "CHUNK_ROWS", 1_000)
+    compiled = compile_booster(booster, tmp_path)
+    rows = _rows(booster, 3 * MIN_ROWS + 17, seed=5)
+    # (the order moves rows: predicting in the rows' own order would not be this one)
+    sequence = compiled.order.sequence(rows)
+    assert not np.array_equal(sequence, np.arange(len(rows)))
+    # When the batch is predicted
+    predicted = compiled.probabilities(rows, booster)
+    # Then each row has its own probability: LightGBM's, to the last bit
+    assert np.array_equal(predicted, booster.predict(rows))
