@@ -270,3 +270,26 @@ def test_predictions_made_in_chunks_out_of_order_come_back_in_the_rows_order(
     predicted = compiled.probabilities(rows, booster)
     # Then each row has its own probability: LightGBM's, to the last bit
     assert np.array_equal(predicted, booster.predict(rows))
+
+
+def test_batches_made_row_major_in_one_kept_buffer_each_get_their_own_rows(
+    booster, tmp_path, monkeypatch
+):
+    # Given a kept buffer of 9,000 rows, and column-major batches of 9,000 then 5,000 rows
+    monkeypatch.setattr(compiled_module, "SCRATCH_ROWS", 9_000)
+    compiled = compile_booster(booster, tmp_path)
+    first = np.asfortranarray(_rows(booster, 9_000, seed=7))
+    second = np.asfortranarray(_rows(booster, 5_000, seed=8))
+    # When both are predicted in turn
+    predicted_first = compiled.probabilities(first, booster)
+    buffer = compiled.scratch["rows"]
+    predicted_second = compiled.probabilities(second, booster)
+    # Then each is LightGBM's (the second never reads the first's rows), through one buffer
+    assert np.array_equal(predicted_first, booster.predict(first))
+    assert np.array_equal(predicted_second, booster.predict(second))
+    assert compiled.scratch["rows"] is buffer and buffer.shape == (9_000, first.shape[1])
+    # and a batch beyond the buffer gets an array of its own, the buffer left as it was
+    kept = buffer.copy()
+    third = np.asfortranarray(_rows(booster, 9_001, seed=9))
+    assert np.array_equal(compiled.probabilities(third, booster), booster.predict(third))
+    assert np.array_equal(compiled.scratch["rows"], kept, equal_nan=True)
