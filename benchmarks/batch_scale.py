@@ -367,32 +367,26 @@ def _floor(population: str, tracking_uri: str, snapshot: str, as_of: date) -> di
     import pandas as pd
 
     model: ChurnModel = load_champion(tracking_uri).model  # its trees compiled, when they can be
-    matrix = model.model_matrix(pd.read_parquet(snapshot))
+    features = pd.read_parquet(snapshot)
+    matrix = model.model_matrix(features)
     started = time.perf_counter()
     model.booster.predict(matrix, num_threads=2)
     predict = time.perf_counter() - started
-    return {"scan": scan, "predict": predict, "compiled": _compiled_predict(model, matrix),
-            "rows": len(matrix)}  # fmt: skip
+    compiled = _compiled_predict(model, features)
+    return {"scan": scan, "predict": predict, "compiled": compiled, "rows": len(matrix)}
 
 
-def _compiled_predict(model, matrix) -> float:
-    """Seconds the day's predict takes for ``matrix``: ``models.compiled.probabilities`` on
-    column-major chunks of ``PREDICT_CHUNK_ROWS`` rows, as ``ChurnModel.raw_probability`` hands
-    them over (the copies into the chunk left out of the time)."""
-    import numpy as np
-
+def _compiled_predict(model, features) -> float:
+    """Seconds the day's predict takes for ``features``: ``models.compiled.probabilities`` on
+    the column-major chunks ``models.matrix.chunk_values`` hands ``ChurnModel.raw_probability``
+    (the chunks' typing left out of the time)."""
     from models.compiled import probabilities
-    from models.matrix import PREDICT_CHUNK_ROWS, lightgbm_values
+    from models.matrix import chunk_values
 
-    values = lightgbm_values(matrix)
-    chunk = np.empty((min(PREDICT_CHUNK_ROWS, len(values)), values.shape[1]), order="F")
     seconds = 0.0
-    for start in range(0, len(values), PREDICT_CHUNK_ROWS):
-        rows = values[start : start + PREDICT_CHUNK_ROWS]
-        part = chunk[: len(rows)]
-        part[...] = rows
+    for _, values in chunk_values(features, model.feature_dtypes):
         started = time.perf_counter()
-        probabilities(model.booster, part, {})
+        probabilities(model.booster, values, {})
         seconds += time.perf_counter() - started
     return seconds
 
