@@ -183,6 +183,20 @@ def test_a_compiled_library_is_reused_not_built_again(booster, tmp_path, monkeyp
     assert built == []
 
 
+def test_a_library_generated_with_other_parameters_is_not_reused(booster, tmp_path, monkeypatch):
+    # Given a model compiled with the code generator's parameters of this version (quantized)
+    first = compile_booster(booster, tmp_path)
+    # When the same model is compiled with other parameters (a library of an earlier version)
+    monkeypatch.setattr(compiled_module, "CODEGEN_PARAMS", {})
+    again = compile_booster(booster, tmp_path)
+    # Then that is another library, built beside the first, and both predict as LightGBM does
+    assert first is not None and again is not None
+    assert again.library != first.library and first.library.exists()
+    rows = _rows(booster, MIN_ROWS)
+    for compiled in (first, again):
+        assert np.array_equal(compiled.probabilities(rows, booster), booster.predict(rows))
+
+
 def test_boundary_rows_hold_every_threshold_and_the_doubles_beside_it(booster):
     # Given the model's numerical splits
     splits = [s for s in compiled_module._splits(booster) if s["decision_type"] != "=="]
