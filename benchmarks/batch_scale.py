@@ -155,6 +155,7 @@ def _time_ordered(population: Path) -> Path:
 
 def _sorted_by_time(population: str, out: str) -> float:
     """Write ``out``: ``population``'s customers and its events by time (then learner)."""
+    from features.window_sql import _sql_literal
     from features.workspace import connect
 
     source, done = Path(population), Path(out)
@@ -164,9 +165,9 @@ def _sorted_by_time(population: str, out: str) -> float:
     shutil.copyfile(source / "customers.parquet", work / "customers.parquet")
     started = time.perf_counter()
     con = connect(memory_limit="8GB")
+    events, ordered = (_sql_literal(str(path / "events.parquet")) for path in (source, work))
     con.execute(
-        f"COPY (SELECT * FROM read_parquet('{source / 'events.parquet'}') ORDER BY ts, "
-        f"customer_id) TO '{work / 'events.parquet'}' "
+        f"COPY (SELECT * FROM read_parquet({events}) ORDER BY ts, customer_id) TO {ordered} "
         "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1200000)"
     )
     con.close()
