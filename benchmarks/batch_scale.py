@@ -30,10 +30,11 @@ a steady day instead: day 1 is the log's end - N, days in between run unmeasured
 with the dispatcher's effect between them (due messages marked sent, as ``lstep dispatch`` would
 leave them; its own cost is ``benchmarks/dispatch.py``'s), and the log's end is measured.
 
-Input validation (``load_valid_inputs``: pandas + pandera over every event) is not part of the
-run: the batch reads the parquet files with DuckDB (``inputs_validated=True``). ``--validate``
-times it on its own in a third child; at 1M learners (~60M events) it needs tens of GiB, so it is
-off by default.
+The inputs' check is not part of the measured day (its inputs are marked validated): the line
+``inputs`` times what ``lstep score`` runs before each day on its own, in a child, DuckDB's proof
+that the files meet their contracts (``features.parquet_check``). ``--validate`` also times the
+full validation (``load_valid_inputs``: pandas + pandera over every event), what a log the proof
+refuses costs; at 1M learners (~60M events) it needs ~9.4 GiB, so it is off by default.
 
 ``--engine spark`` runs the same two days through ``serving.app.spark_day.SparkDay`` on a
 ``local[2]`` session (features by ``features.spark``); ``both`` runs DuckDB then Spark on the
@@ -376,6 +377,20 @@ def _jvm_peak_gib(step) -> float:
     return kib / 1024**2
 
 
+def _prove(population: str) -> dict:
+    """The batch's check of its inputs: DuckDB's proof that the files meet their contracts."""
+    from features.parquet_check import prove_clean
+
+    started = time.perf_counter()
+    proof = prove_clean(f"{population}/events.parquet", f"{population}/customers.parquet", now=NOW)
+    return {
+        "seconds": time.perf_counter() - started,
+        "clean": proof.clean,
+        "reason": proof.reason,
+        "peak_rss_gib": _peak_rss_gib(),
+    }
+
+
 def _validate(population: str) -> dict:
     from features.validation import load_valid_inputs
 
@@ -692,6 +707,7 @@ def main() -> None:
             )
         snapshot = Path(scratch) / engines[0] / "data" / "features" / f"as_of={end}.parquet"
         floor = _in_child(_floor, str(population), tracking_uri, str(snapshot), end)
+    proof = _in_child(_prove, str(population))
     validation = _in_child(_validate, str(population)) if args.validate else None
     print(
         f"floor      {floor['scan'] + floor['predict']:6.1f} s  (DuckDB scan of the window "
@@ -701,10 +717,17 @@ def main() -> None:
         "(models.compiled, in the day's chunks; LightGBM's when they could not be compiled): "
         "the day's predict, not the floor's"
     )
+    print(
+        f"inputs     {proof['seconds']:6.1f} s  peak {proof['peak_rss_gib']:.2f} GiB  (DuckDB's "
+        f"check of the files, {'clean' if proof['clean'] else 'not clean: ' + proof['reason']}: "
+        "what `lstep score` runs before its day, not part of the run above)"
+    )
     if validation is not None:
+        ratio = validation["seconds"] / proof["seconds"]
         print(
             f"validation {validation['seconds']:6.1f} s  peak {validation['peak_rss_gib']:.2f} GiB"
-            f"  ({validation['events']:,} events; not part of the run above)"
+            f"  ({validation['events']:,} events; the full validation, {ratio:.1f}x the check "
+            "above: what a log the check refuses costs)"
         )
     floor_seconds = floor["scan"] + floor["predict"]
     if len(steady) > 1:

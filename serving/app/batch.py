@@ -2,8 +2,10 @@
 
 One day reads as its stages, one call each, I/O at the ends:
 
-1. **inputs**: events and customers validated (``features.validation.load_valid_inputs``); a
-   backfill validates them once for all its days.
+1. **inputs**: events and customers validated: parquet files proved clean by DuckDB
+   (``features.parquet_check``) are read as they are, anything else is loaded and checked by
+   ``features.validation.load_valid_inputs``, whose report a bad log fails with; a backfill
+   validates them once for all its days.
 2. **learners**: everyone eligible at ``as_of`` (``features.windows.feature_day``) plus every
    learner whose stored tag is live (not ST_006). A learner who stopped being active is no longer
    eligible, but must still be decided on, or "30 days inactive -> ST_006" (R09) could never fire.
@@ -54,11 +56,9 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from features.mapping import EventMapping
-from features.validation import load_valid_inputs
 from features.windows import feature_day
-from features.workspace import TableInput
 from rules import RuleSet
+from serving.app.batch_inputs import BatchInputs
 from serving.app.batch_write import stored_tags, write_day
 from serving.app.day_campaigns import CampaignPlanner, catalogue_planner, plan_day_campaigns
 from serving.app.day_decisions import DecidedDay, cut_day
@@ -93,42 +93,6 @@ class BatchProgress(Protocol):
     def days(self, total: int) -> Callable[[date], None]:
         """Starts a backfill of ``total`` days; the callable is told each day done."""
         ...
-
-
-@dataclass(frozen=True)
-class BatchInputs:
-    """The event log a run reads: frames or files, validated once.
-
-    Attributes:
-        events: events (frame or parquet/CSV path).
-        customers: customers (frame or parquet/CSV path).
-        validated: the inputs already passed ``load_valid_inputs``.
-        mapping: event-type mapping (YAML path or ``EventMapping``) for a foreign log.
-        allow_unknown: load event types the mapping does not cover as ``other``.
-    """
-
-    events: TableInput
-    customers: TableInput
-    validated: bool = False
-    mapping: EventMapping | str | Path | None = None
-    allow_unknown: bool = False
-
-    def loaded(self, now: datetime) -> BatchInputs:
-        """These inputs validated (files read and checked against the contracts).
-
-        Raises:
-            features.validation_report.InputError: the inputs fail validation (the rendered report).
-        """
-        if self.validated:
-            return self
-        events, customers = load_valid_inputs(
-            self.events,
-            self.customers,
-            mapping=self.mapping,
-            allow_unknown=self.allow_unknown,
-            now=now,
-        )
-        return BatchInputs(events=events, customers=customers, validated=True)
 
 
 @dataclass(frozen=True)
@@ -296,9 +260,9 @@ def duckdb_step(
     Raises:
         features.validation_report.InputError: the inputs fail validation (the rendered report).
     """
-    if not inputs.validated:
+    if not inputs.validated or inputs.proved:  # proved files: unchanged since, or again
         with stage("inputs"):
-            inputs = inputs.loaded(context.now)
+            inputs = inputs.checked(context.now)
     with ExitStack() as open_day:
         with stage("learners"):
             # one DuckDB workspace, one pass over the window: the eligible learners are read off
@@ -346,7 +310,7 @@ def run_range(
             "state the previous day writes"
         )
     if context.step is None:  # another engine reads (and checks) the inputs itself
-        inputs = inputs.loaded(context.now)
+        inputs = inputs.checked(context.now)
     # One bar over the days rather than a bar per stage per day: a month's backfill would
     # otherwise print some 200 lines.
     done = context.progress.days(len(days)) if context.progress is not None else None

@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+import serving.app.batch_inputs as batch_inputs_module
+from features.validation_report import InputError
 from serving.app.batch import BatchContext, BatchInputs, run_day, run_range
 from serving.cli.render import batch_summary
 from serving.core.problems import NoChampionError
@@ -237,6 +239,65 @@ def test_summary_renders_tags_rules_and_the_call_list(backfill):
     for rule in last.transitions_by_rule:
         assert rule in text
     assert last.top_learners[0].customer_id in text
+
+
+# --- inputs: files proved clean, or the full validation ------------------------------------------
+
+
+def test_a_day_on_proved_files_equals_the_day_on_validated_frames(
+    sqlite_store, simulated_log, champion, ruleset, tmp_path, monkeypatch
+):
+    # Given the day run on the validated frames, and a second store
+    from serving.infra.store import StateStore
+    from tests.serving.conftest import FINISHED_AT
+
+    run(sqlite_store, simulated_log, champion, ruleset, run_id="day")
+    on_files = StateStore(f"sqlite:///{tmp_path / 'files.db'}", clock=lambda: FINISHED_AT)
+    # When the same day runs on the files, with the pandas validation made to fail if called
+    monkeypatch.setattr(batch_inputs_module, "load_valid_inputs", _not_called)
+    inputs = BatchInputs(events=simulated_log.events_path, customers=simulated_log.customers_path)
+    context = context_of(on_files, champion, ruleset, run_id="day")
+    result = run_day(FIRST_DAY, inputs, context)
+    # Then DuckDB proved them clean, read them as they are, and the day is the same to the row
+    assert result.transitions > 0
+    expected, actual = store_contents(sqlite_store), store_contents(on_files)
+    for name, frame in expected.items():
+        pd.testing.assert_frame_equal(actual[name], frame, check_like=True)
+    on_files.close()
+
+
+def _not_called(*args, **kwargs):
+    raise AssertionError("load_valid_inputs ran on inputs DuckDB proved clean")
+
+
+def test_a_log_the_proof_refuses_is_validated_in_full_and_fails_with_its_report(
+    sqlite_store, champion, ruleset, tmp_path, simulated_log
+):
+    # Given the simulated log with one event of a type outside the vocabulary
+    events = pd.read_parquet(simulated_log.events_path)
+    events.loc[events.index[10], "event_type"] = "login"
+    events.to_parquet(tmp_path / "events.parquet", index=False)
+    inputs = BatchInputs(events=tmp_path / "events.parquet", customers=simulated_log.customers_path)
+    # When the day runs, then it stops with the validation's report, naming the file and type
+    with pytest.raises(InputError, match=r"(?s)events\.parquet.*event_type.*login"):
+        run_day(FIRST_DAY, inputs, context_of(sqlite_store, champion, ruleset))
+    assert sqlite_store.runs().empty
+
+
+def test_proved_files_that_changed_since_are_proved_again(tmp_path, simulated_log):
+    # Given the simulated files, proved clean
+    events = pd.read_parquet(simulated_log.events_path)
+    events.to_parquet(tmp_path / "events.parquet", index=False)
+    inputs = BatchInputs(events=tmp_path / "events.parquet", customers=simulated_log.customers_path)
+    proved = inputs.checked(NOW)
+    assert proved.validated and proved.proved and proved.events == inputs.events
+    assert proved.checked(NOW) is proved  # unchanged: not proved again
+    # When the log is rewritten with an event in the future
+    events.loc[events.index[0], "ts"] = pd.Timestamp(NOW) + pd.Timedelta(days=1)
+    events.to_parquet(tmp_path / "events.parquet", index=False)
+    # Then the next check proves it again and the validation reports the event
+    with pytest.raises(InputError, match=r"ts in the future"):
+        proved.checked(NOW)
 
 
 # --- modes: rules only, no champion, dry run ------------------------------------------------------
