@@ -1,7 +1,7 @@
 """A proof in DuckDB that parquet inputs already meet their contracts: the batch's fast path.
 
 ``features.validation`` reads both files into pandas and checks every value. At 1M learners x 60
-days (59M events) that took 60-77 s and 9.4 GiB of memory (2 cores), every day, before the
+days (59M events) that took 60-79 s and 9.4 GiB of memory (2 cores), every day, before the
 batch's DuckDB read the same files again for the features. A log that meets its contracts, as a
 scheduled day's log does, needs none of that: ``prove_clean`` runs the contracts' checks as
 counts in DuckDB, over the files as they are, in bounded memory:
@@ -15,9 +15,9 @@ counts in DuckDB, over the files as they are, in bounded memory:
    from 2000 on and not after ``now``, mrr neither negative, infinite nor NaN;
 3. one pass over the events joined to the customers: the same checks of their columns, canonical
    event types and channels, every id a customer's, no event before its learner's enrolment;
-4. no exact duplicate events: as many distinct hashes of the rows (ts to the microsecond, as the
-   validation compares them) as rows. Equal rows hash equal, so a hash collision can only refuse
-   a clean log, never pass a duplicate.
+4. no exact duplicate events: no two equal hashes of the rows (ts to the microsecond, as the
+   validation compares them), found by sorting the hashes. Equal rows hash equal, so a hash
+   collision can only refuse a clean log, never pass a duplicate.
 
 It decides, it does not report. Anything it finds, or cannot judge (a mapping, CSV, a frame,
 another column type, NaN where pandas reads a null), sends the caller to the full validation,
@@ -35,6 +35,7 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -150,15 +151,35 @@ def _values_proof(
             events.name,
             _EVENT_CHECKS.format(events=event_source, customers=customer_source, **limits),
         ),
-        (events.name, _DUPLICATES.format(events=event_source)),
     )
     for name, sql in steps:
-        counts = con.execute(sql).fetch_df().iloc[0]
-        failed = {check: int(count) for check, count in counts.items() if count}
-        if failed:
-            listed = ", ".join(f"{check} {count:,}" for check, count in failed.items())
-            return Proof(False, f"{name}: {listed}")
-    return Proof(True)
+        # over no rows DuckDB's count_if is null, not 0: nothing to refuse (an empty log is
+        # the duplicates step's ``no_events``)
+        counts = con.execute(sql).fetch_df().iloc[0].fillna(0)
+        proof = _proof_of(name, {check: int(count) for check, count in counts.items()})
+        if not proof.clean:
+            return proof
+    return _proof_of(events.name, _duplicates(con, event_source))
+
+
+def _proof_of(name: str, counts: dict[str, int]) -> Proof:
+    """Clean when every count is 0, else the counts that are not, after the file's name."""
+    failed = {check: count for check, count in counts.items() if count}
+    listed = ", ".join(f"{check} {count:,}" for check, count in failed.items())
+    return Proof(not failed, f"{name}: {listed}" if failed else "")
+
+
+def _duplicates(con: duckdb.DuckDBPyConnection, events: str) -> dict[str, int]:
+    """Rows whose hash equals the previous one's once the hashes are sorted (an empty log too).
+
+    The hashes are sorted by numpy: at 1M learners (59M events) DuckDB's
+    ``count(DISTINCT hash)`` took 8.7 s at 2.6 GiB peak (a hash table of every row), fetching the
+    hashes and sorting them 3.3 s at 1.0 GiB.
+    """
+    hashes = con.execute(_ROW_HASHES.format(events=events)).fetchnumpy()["row_hash"]
+    hashes = np.sort(np.asarray(hashes))
+    repeats = np.count_nonzero(hashes[1:] == hashes[:-1])
+    return {"no_events": int(len(hashes) == 0), "exact_duplicates_or_hash_collisions": repeats}
 
 
 def _read(path: Path) -> str:
@@ -226,12 +247,11 @@ SELECT count_if(e.customer_id IS NULL OR {_blank("e.customer_id")}) AS null_or_b
 FROM {{events}} AS e LEFT JOIN {{customers}} AS c ON c.customer_id = e.customer_id
 """
 
-# An empty log is left to the validation too (it reports what an empty file means).
-_DUPLICATES = """
-SELECT count(*) = 0 AS no_events,
-       count(*) - count(DISTINCT hash(customer_id, epoch_us(ts), event_type,
-                                      CAST(duration_s AS DOUBLE), channel, item))
-           AS exact_duplicates_or_hash_collisions
+# Equal rows hash equal (ts to the microsecond, as the validation compares them): sorted, a
+# duplicate sits next to its twin. An empty log is left to the validation too.
+_ROW_HASHES = """
+SELECT hash(customer_id, epoch_us(ts), event_type, CAST(duration_s AS DOUBLE), channel, item)
+           AS row_hash
 FROM {events}
 """
 

@@ -150,6 +150,8 @@ REFUSED = {
         ),
         valid=True,
     ),
+    "no events": Case(lambda e, c: (e.iloc[:0], c), valid=True),
+    "no customers": Case(lambda e, c: (e, c.iloc[:0])),
     "integer durations": Case(
         lambda e, c: (e.assign(duration_s=e["duration_s"].fillna(0).astype("int64")), c),
         valid=True,
