@@ -3,6 +3,7 @@ validation passes, and what the proof passes gives the features the validated fr
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -14,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.parquet_check import prove_clean
+from features.parquet_check import WHITESPACE_CODES, prove_clean
 from features.validation import validate_inputs
 from features.windows import build_features
 
@@ -101,10 +102,6 @@ def events_case(column: str, value: object, *, valid: bool = False) -> Case:
 
 def customers_case(column: str, value: object, *, valid: bool = False) -> Case:
     return Case(lambda e, c: (e, set_at(c, column, 1, value)), valid=valid)
-
-
-def _with_column(frame: pd.DataFrame, column: str, values: object) -> pd.DataFrame:
-    return frame.assign(**{column: values})
 
 
 REFUSED = {
@@ -205,7 +202,8 @@ def test_what_cannot_be_a_parquet_file_is_left_to_the_validation(tmp_path):
     events_frame().to_csv(csv, index=False)
     # then none of them is proved, each reason naming the input
     assert "a frame" in prove_clean(events_frame(), customers, now=NOW).reason
-    assert "events.csv is not a parquet file" in prove_clean(csv, customers, now=NOW).reason
+    expected = "events: expected a parquet file, got events.csv"
+    assert prove_clean(csv, customers, now=NOW).reason == expected
     missing = prove_clean(events, tmp_path / "nope.parquet", now=NOW)
     assert not missing.clean and "nope.parquet" in missing.reason
     broken = tmp_path / "broken.parquet"
@@ -239,3 +237,9 @@ def test_proved_files_give_the_features_of_the_validated_frames(tmp_path, typed)
     from_files = build_features(events_path, customers_path, as_of=[AS_OF])
     assert len(from_files) == 3
     pd.testing.assert_frame_equal(from_files, from_frames)
+
+
+def test_the_blank_id_check_knows_every_character_python_strips():
+    # given Python's whitespace (what the validation's `str.strip` strips), then the list is it
+    python = [code for code in range(sys.maxunicode + 1) if chr(code).isspace()]
+    assert list(WHITESPACE_CODES) == python
