@@ -43,7 +43,7 @@ from features.schemas import CUSTOMER_CONTRACT, EARLIEST_INSTANT, EVENT_CONTRACT
 from features.validation_report import utc_instant
 from features.vocabulary import CANONICAL_EVENT_TYPES, CHANNELS, PRODUCT_TAGS
 from features.window_sql import _sql_literal
-from features.workspace import TableInput, _parquet_path, connect
+from features.workspace import TableInput, _parquet_path, connect, parquet_source
 
 WHITESPACE_CODES = (
     9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 133, 160, 5760, 8192, 8193, 8194, 8195, 8196, 8197,
@@ -98,6 +98,9 @@ def prove_clean(
     con = connect() if con is None else con
     try:
         return _values_proof(con, events_path, customers_path, _instant_us(now))
+    except duckdb.Error as error:  # a type or value DuckDB cannot read as the checks do
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return Proof(False, f"could not be checked in DuckDB ({first})")
     finally:
         if own:
             con.close()
@@ -192,7 +195,7 @@ def _read(path: Path) -> str:
     float column without recorded NaN for one without any (``parquet_can_have_nan`` is false by
     default, duckdb/duckdb#25521): ``isnan`` of a pyarrow-written column was folded to false.
     """
-    return f"read_parquet({_sql_literal(str(path))}, can_have_nan = true)"
+    return parquet_source(path, ", can_have_nan = true")
 
 
 def _instant_us(value: datetime | pd.Timestamp) -> int:

@@ -21,6 +21,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from features.catalog import FeatureCatalog
 from features.feature_sql import (
@@ -126,7 +127,7 @@ class DuckDBEngine:
 
     def parquet_relation(self, ws: Workspace, path: str | Path, role: str) -> str:
         """DuckDB reads a local parquet file in the FROM clause itself."""
-        return f"read_parquet({_sql_literal(str(_parquet_path(path, role)))})"
+        return parquet_source(_parquet_path(path, role))
 
     def column_names(self, relation: str) -> list[str]:
         """The columns of a relation (a FROM-clause)."""
@@ -453,6 +454,26 @@ class Workspace:
         return _all_flags_hold(catalog, {(event_type, bool(timed)) for event_type, timed in kinds})
 
 
+def parquet_source(path: Path, options: str = "") -> str:
+    """``read_parquet`` of a file (with the reader's ``options``, e.g. ``", can_have_nan = true"``)
+    as a FROM-clause in which every timestamp is one ``epoch_us`` takes.
+
+    pandas writes a zoned datetime in nanoseconds, which DuckDB reads as TIMESTAMPTZ_NS, and
+    DuckDB (2.0) has no ``epoch_us`` of that type: such a column is made naive UTC microseconds,
+    truncated as the validation truncates them (``naive_utc``), not rounded as a cast would.
+    """
+    reader = f"read_parquet({_sql_literal(str(path))}{options})"
+    zoned = [
+        field.name
+        for field in pq.read_schema(path)
+        if pa.types.is_timestamp(field.type) and field.type.tz and field.type.unit == "ns"
+    ]
+    if not zoned:
+        return reader
+    made = ", ".join(f'make_timestamp(epoch_ns("{name}") // 1000) AS "{name}"' for name in zoned)
+    return f"(SELECT * REPLACE ({made}) FROM {reader})"
+
+
 def naive_utc(column: pd.Series) -> pd.Series:
     """Timestamps as naive UTC (the views' convention); naive input already is UTC."""
     moments = pd.to_datetime(column)
@@ -496,5 +517,6 @@ __all__ = [
     "Workspace",
     "connect",
     "naive_utc",
+    "parquet_source",
     "workspace",
 ]

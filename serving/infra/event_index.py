@@ -38,7 +38,7 @@ from features.online_inputs import (
 )
 from features.vocabulary import CHANNELS
 from features.windows import event_type_firsts
-from features.workspace import connect
+from features.workspace import connect, parquet_source
 from rules.decisions import one_array
 from serving.infra.sidecars import fixed_width, open_sidecar, read_meta, sorted_position
 
@@ -72,7 +72,7 @@ SELECT CAST(customer_id AS VARCHAR) AS customer_id,
        CAST(duration_s AS DOUBLE) AS duration_s,
        {_code_sql("CAST(channel AS VARCHAR)", CHANNELS, len(CHANNELS), NO_CHANNEL)} AS channel_code,
        CAST(item AS VARCHAR) AS item
-FROM read_parquet(?)
+FROM {{source}}
 ORDER BY customer_id, ts_us
 """
 """The log sorted by learner and time, with the codes of ``features.online``."""
@@ -165,7 +165,8 @@ def _write_sorted(events_path: Path, directory: Path) -> tuple[int, int]:
     """Write the sorted events and the learners' row ranges; return (rows, learners)."""
     con = connect(memory_limit=SORT_MEMORY_LIMIT)
     try:
-        reader = con.sql(_SORTED_SQL, params=[str(events_path)]).to_arrow_reader(BATCH_ROWS)
+        sql = _SORTED_SQL.format(source=parquet_source(Path(events_path)))
+        reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
         runs = _Runs()
         rows = 0
         schema = reader.schema.remove(reader.schema.get_field_index("customer_id"))

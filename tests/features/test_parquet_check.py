@@ -211,6 +211,27 @@ def test_what_cannot_be_a_parquet_file_is_left_to_the_validation(tmp_path):
     assert "unreadable" in prove_clean(broken, customers, now=NOW).reason
 
 
+def test_what_duckdb_cannot_read_as_the_checks_do_is_left_to_the_validation(tmp_path, monkeypatch):
+    # given clean files, and a DuckDB that fails on the checks' query (as on a type it has no
+    # function for)
+    import duckdb
+
+    import features.parquet_check as parquet_check
+
+    events_path, customers_path = write(tmp_path, events_frame(), customers_frame())
+
+    def fail(*_args):
+        raise duckdb.BinderException("Binder Error: No function matches epoch_us(X)\nmore")
+
+    monkeypatch.setattr(parquet_check, "_values_proof", fail)
+    # when they are proved, then the proof says it could not check them, in one line
+    proof = prove_clean(events_path, customers_path, now=NOW)
+    assert not proof.clean
+    assert proof.reason == (
+        "could not be checked in DuckDB (Binder Error: No function matches epoch_us(X))"
+    )
+
+
 @pytest.mark.parametrize(
     "typed",
     [
@@ -222,6 +243,12 @@ def test_what_cannot_be_a_parquet_file_is_left_to_the_validation(tmp_path):
         pytest.param(
             lambda ts: ts.dt.tz_localize("UTC").dt.tz_convert("America/New_York"),
             id="aware, another time zone",
+        ),
+        pytest.param(  # pandas' own unit for a zoned datetime: DuckDB's TIMESTAMPTZ_NS
+            lambda ts: (ts.astype("datetime64[ns]") + pd.to_timedelta([0] * 5 + [500], unit="ns"))
+            .dt.tz_localize("UTC")
+            .dt.tz_convert("Asia/Kolkata"),
+            id="aware nanoseconds",
         ),
     ],
 )
