@@ -191,16 +191,21 @@ def driver_table(conn: Connection, stmt: Executable, schema: pa.Schema) -> pa.Ta
     """``stmt``'s rows through ``conn``'s driver (in its transaction), as ``schema``'s table.
 
     The rows go to Arrow as one struct array whose fields are the columns (a tenth of what
-    pandas took to transpose and type them). SQLite's driver gives days as ISO text.
+    pandas took to transpose and type them). SQLite's driver gives days and instants as ISO
+    text (naive instants: UTC, as the store writes them).
     """
-    text_days = conn.dialect.name == "sqlite"
+    text_times = conn.dialect.name == "sqlite"
     read_as = [
-        pa.field(field.name, pa.string() if text_days and field.type == pa.date32() else field.type)
+        pa.field(field.name, pa.string() if text_times and _is_time(field.type) else field.type)
         for field in schema
     ]
     _, rows = fetched_rows(conn, stmt)
     columns = pa.array(rows, type=pa.struct(read_as)).flatten()
     return typed_table(pa.Table.from_arrays(columns, schema=pa.schema(read_as)), schema)
+
+
+def _is_time(kind: pa.DataType) -> bool:
+    return kind == pa.date32() or (pa.types.is_timestamp(kind) and kind.tz is None)
 
 
 def typed_table(table: pa.Table, schema: pa.Schema) -> pa.Table:

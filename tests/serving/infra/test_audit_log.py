@@ -42,3 +42,22 @@ def test_the_typed_read_of_the_audit_log_is_the_orm_read(store):
     assert typed["created_at"].iloc[-1] == pd.Timestamp("2024-03-02 23:59:58.123456", tz="UTC")
     # and the read up to a day keeps the days up to it
     assert store.transitions_frame(until=DAY1)["as_of"].eq(pd.Timestamp(DAY1)).all()
+
+
+def test_the_audit_log_read_through_the_driver_is_the_readers(store, monkeypatch):
+    # Given a log with a person's move far from midnight
+    from serving.infra import arrow_reads
+
+    apply(store, DAY1, FIRST_DAY)
+    with store._engine.begin() as conn:
+        conn.execute(
+            insert(Transition).values(
+                customer_id="c", as_of=DAY2, from_tag="ST_001", to_tag="ST_005", rule_id=None,
+                actor="kim", reason="called",
+                created_at=datetime(2024, 3, 2, 23, 59, 58, 123456, tzinfo=UTC),
+            )
+        )  # fmt: skip
+    # When it is read where no reader process can run (days and instants come as the
+    # driver's text on SQLite), then it is the ORM's frame too
+    monkeypatch.setattr(arrow_reads, "READER_SUPPORTED", False)
+    pd.testing.assert_frame_equal(store.transitions_frame(), _orm_read(store))
