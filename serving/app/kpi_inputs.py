@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from features.labels import compute_labels
 from features.validation import load_events
+from features.workspace import connect
 from rules import MODEL_SCORE_COLUMNS, RuleSet
 from serving.app.kpis import LABEL_HORIZON_DAYS, SCORE_COLUMNS, Kpi, compute_kpis
 from serving.app.qualifying import DecisionDays
@@ -122,13 +123,30 @@ class StoredEvents:
     now: datetime
 
     def last_event(self) -> pd.Timestamp | None:
-        """The log's last event (naive UTC), None for an empty log."""
-        return _last_instant(pq.read_table(self.path, columns=["ts"]).column("ts"))
+        """The log's last event (naive UTC), None for an empty log.
+
+        A timestamp column's maximum is DuckDB's, which reads it off the row groups'
+        statistics (59M events: 0.01 s, against 2.6 s reading every ``ts``; to the
+        microsecond); a text one is read whole.
+        """
+        if not pa.types.is_timestamp(pq.read_schema(self.path).field("ts").type):
+            return _last_instant(pq.read_table(self.path, columns=["ts"]).column("ts"))
+        con = connect()
+        try:
+            last = con.execute("SELECT max(ts) FROM read_parquet(?)", [str(self.path)]).fetchone()
+        finally:
+            con.close()
+        return _last_instant(pa.chunked_array([pa.array([last[0]])]))
 
     def of_learners(
         self, customer_ids: Sequence[str], window: tuple[pd.Timestamp, pd.Timestamp] | None = None
     ) -> pd.DataFrame:
         """The validated events of ``customer_ids``, only those in ``window`` when given.
+
+        The scan keeps the window's rows (a filter on ``ts``, which the row groups' statistics
+        can skip whole); the learners are picked from those. Reading the whole file first, then
+        filtering, cost ``lstep kpis`` 15 s and gigabytes at 1M learners (59M events), even
+        for no learner at all, which now reads nothing.
 
         Args:
             customer_ids: the learners to read.
@@ -138,11 +156,14 @@ class StoredEvents:
         Raises:
             ValueError: those rows break the events contract (each error, naming the file).
         """
-        log = pq.read_table(self.path)
-        wanted = pc.is_in(log.column("customer_id"), pa.array(list(customer_ids), pa.string()))
-        if window is not None and pa.types.is_timestamp(log.schema.field("ts").type):
-            wanted = pc.and_(wanted, _within(log.column("ts"), *window))
-        events, problems, _ = load_events(log.filter(wanted).to_pandas(), as_of_limit=self.now)
+        log = ds.dataset(str(self.path), format="parquet")
+        if len(customer_ids) == 0:
+            rows = log.schema.empty_table()
+        else:
+            rows = log.to_table(filter=_window_filter(log.schema.field("ts").type, window))
+            learners = pa.array(list(customer_ids), pa.string())
+            rows = rows.filter(pc.is_in(rows.column("customer_id"), learners))
+        events, problems, _ = load_events(rows.to_pandas(), as_of_limit=self.now)
         errors = [replace(problem, source=self.path.name) for problem in problems]
         errors = [str(problem) for problem in errors if problem.severity == "error"]
         if errors:
@@ -150,12 +171,17 @@ class StoredEvents:
         return events
 
 
-def _within(stamps: pa.ChunkedArray, start: pd.Timestamp, end: pd.Timestamp) -> pa.ChunkedArray:
-    """``start <= ts < end`` (naive UTC bounds) on a timestamp column, with or without a zone."""
-    zone = stamps.type.tz
-    bounds = [moment.tz_localize("UTC") if zone else moment for moment in (start, end)]
-    low, high = (pa.scalar(moment.to_pydatetime(), stamps.type) for moment in bounds)
-    return pc.and_(pc.greater_equal(stamps, low), pc.less(stamps, high))
+def _window_filter(
+    stamp_type: pa.DataType, window: tuple[pd.Timestamp, pd.Timestamp] | None
+) -> ds.Expression | None:
+    """``start <= ts < end`` (naive UTC bounds) on a timestamp column, with or without a zone;
+    None (every row) without a window or for a column of another type."""
+    if window is None or not pa.types.is_timestamp(stamp_type):
+        return None
+    zone = stamp_type.tz
+    bounds = [moment.tz_localize("UTC") if zone else moment for moment in window]
+    low, high = (pa.scalar(moment.to_pydatetime(), stamp_type) for moment in bounds)
+    return (pc.field("ts") >= low) & (pc.field("ts") < high)
 
 
 def _last_instant(stamps: pa.ChunkedArray) -> pd.Timestamp | None:

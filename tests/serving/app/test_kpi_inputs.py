@@ -213,3 +213,48 @@ def test_events_outside_every_complete_label_window_are_not_read(three_days, tmp
     # Then the labels were computed from the window's rows only (none: a churned); the
     # batch, which reads the whole log, is where those rows are refused
     assert "1 confirmed, 0 refuted" in kpis["automation_accuracy"].detail
+
+
+def test_no_learner_to_read_reads_no_row_of_the_log(tmp_path, monkeypatch):
+    # Given a stored log, and a scan that would fail if the file's rows were read
+    import pyarrow.dataset as ds
+
+    path = tmp_path / "events.parquet"
+    _events([("a", "2024-03-02 10:00")]).to_parquet(path)
+    opened = ds.dataset
+
+    class NoScan:
+        def __init__(self, *args, **kwargs) -> None:
+            self.schema = opened(*args, **kwargs).schema
+
+        def to_table(self, *_args, **_kwargs):
+            raise AssertionError("the log's rows were read")
+
+    monkeypatch.setattr(ds, "dataset", NoScan)
+    # When no learner's events are asked for, then none come, typed as the validated log's
+    events = StoredEvents(path, datetime(2031, 1, 1, tzinfo=UTC)).of_learners([])
+    assert events.empty and list(events.columns)[:3] == ["customer_id", "ts", "event_type"]
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        pytest.param(lambda ts: ts, id="naive nanoseconds"),
+        pytest.param(lambda ts: ts.dt.tz_localize("UTC").dt.tz_convert("Asia/Tokyo"), id="zoned"),
+        pytest.param(lambda ts: ts.astype("datetime64[ms]"), id="milliseconds"),
+        pytest.param(lambda ts: ts.astype(str), id="text"),
+    ],
+)
+def test_the_logs_last_event_is_its_latest_instant_in_utc(tmp_path, typed):
+    # Given a log whose latest event is not its last row, its instants typed as writers type them
+    moments = pd.Series(
+        pd.to_datetime(["2024-03-05 10:00", "2024-04-05 23:59:58", "2024-03-01"], format="ISO8601")
+    )
+    frame = _events(
+        [("a", "2024-03-05 10:00"), ("b", "2024-04-05 10:00"), ("c", "2024-03-01 10:00")]
+    )
+    path = tmp_path / "events.parquet"
+    frame.assign(ts=typed(moments)).to_parquet(path)
+    # When its last event is asked for, then it is the latest instant, naive UTC
+    last = StoredEvents(path, datetime(2031, 1, 1, tzinfo=UTC)).last_event()
+    assert last == pd.Timestamp("2024-04-05 23:59:58") and last.tzinfo is None
