@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from sqlalchemy import Connection, Engine, update
@@ -33,6 +34,7 @@ from serving.core.planning import BatchDay, checked_decisions, require_aware, sc
 from serving.core.problems import NotFound
 from serving.infra.arrow_reads import read_table
 from serving.infra.outbox_sql import (
+    MEASURED_OUTBOX,
     PAIR_COUNTS,
     cancel_pairs,
     claim_due,
@@ -44,6 +46,7 @@ from serving.infra.outbox_sql import (
     insert_feedback,
     insert_messages,
     mark_attempts,
+    measured_select,
     message_exists,
     outbox_select,
     pending_pairs_select,
@@ -201,6 +204,20 @@ class OutboxMixin:
         with self._connect() as conn:
             frame = result_frame(conn.execute(stmt))
         return _outbox_frame(frame, column_names(Outbox) if columns is None else list(columns))
+
+    def measured_outbox(self, until: date | None = None) -> pd.DataFrame:
+        """What the campaign measurement reads of the outbox (``campaign_effect``'s
+        ``OUTBOX_COLUMNS``): the messages planned on or before ``until`` (all when None), as
+        ``outbox_frame`` gives them, with an empty ``context`` (the templates' fields: the
+        outbox's bulk, which no measure reads).
+
+        Read as Arrow (``arrow_reads.read_table``) rather than as the driver's rows: at 1M
+        learners (3.1M messages) ``outbox_frame()`` took ~60 s inside ``lstep report``.
+        """
+        with self._connect() as conn:
+            table = read_table(conn, measured_select(until), MEASURED_OUTBOX)
+        frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow", np.nan)}.get)
+        return _outbox_frame(frame, MEASURED_OUTBOX.names).assign(context="")
 
     def feedback_frame(self, message_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """Feedback events (message_id, kind, recorded_at, source), oldest first."""

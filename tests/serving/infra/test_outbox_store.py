@@ -594,3 +594,30 @@ def test_pairs_are_not_sent_to_the_server_when_no_message_falls_in_any_window(st
     # And a message in the window is counted as before (the probe does not hide it)
     _put_message(store, today - timedelta(days=29), "CP_09", SENT)
     assert store.messages_in_window(today, {"CP_09": 30}, pairs)["messages"].tolist() == [1]
+
+
+def test_the_measured_outbox_is_the_outbox_frame_of_its_columns_with_no_template_fields(store):
+    # Given a day with a two-step campaign (z in the control) of which a's first message was
+    # sent, and a later day with a message of another campaign for b
+    apply(store, DAY1, FIRST_DAY)
+    first = messages(DAY2, ["a", "b", "z"], steps=(0, 1), delay_days=3, control=("z",))
+    apply_with_plan(store, DAY2, MOVES, plan(first))
+    claimed = store.claim_messages(
+        "d1", data_day=DAY2, now=WALL, channels=("email",), lease=LEASE, limit=1
+    )
+    store.record_sent(claimed[0]["message_id"], "d1", subject="s", body="b", now=WALL)
+    apply_with_plan(store, DAY3, MOVES, plan(messages(DAY3, ["b"], campaign="CP_02")))
+    columns = [
+        "message_id", "planned_on", "due_on", "customer_id", "campaign_id", "step", "channel",
+        "template_id", "variant", "control", "state",
+    ]  # fmt: skip
+    # When the campaign measurement reads the outbox, whole and up to day 2
+    whole, until_day2 = store.measured_outbox(), store.measured_outbox(until=DAY2)
+    # Then it is what outbox_frame gives of those columns (the same rows, order and types),
+    # with an empty context, and the day bound keeps the planned days up to it
+    expected = store.outbox_frame(columns=columns).assign(context="")
+    pd.testing.assert_frame_equal(whole, expected)
+    assert sorted(whole["state"].unique()) == [PENDING, SENT, SUPPRESSED]
+    assert whole["control"].sum() == 2 and set(whole["campaign_id"]) == {"CP_01", "CP_02"}
+    pd.testing.assert_frame_equal(until_day2, expected[expected["planned_on"] <= "2024-03-02"])
+    assert len(until_day2) == 6
