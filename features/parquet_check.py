@@ -39,11 +39,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.parquet_source import parquet_path as _parquet_path
+from features.parquet_source import parquet_source
 from features.schemas import CUSTOMER_CONTRACT, EARLIEST_INSTANT, EVENT_CONTRACT, ColumnContract
 from features.validation_report import utc_instant
 from features.vocabulary import CANONICAL_EVENT_TYPES, CHANNELS, PRODUCT_TAGS
 from features.window_sql import _sql_literal
-from features.workspace import TableInput, _parquet_path, connect, parquet_source
+from features.workspace import TableInput, connect
 
 WHITESPACE_CODES = (
     9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 133, 160, 5760, 8192, 8193, 8194, 8195, 8196, 8197,

@@ -21,7 +21,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from features.catalog import FeatureCatalog
 from features.feature_sql import (
@@ -30,7 +29,8 @@ from features.feature_sql import (
     _availability_sql,
     _feature_select,
 )
-from features.layout import PARQUET_SUFFIXES
+from features.parquet_source import parquet_path as _parquet_path
+from features.parquet_source import parquet_source
 from features.window_sql import (
     _BUCKET_DAYS_TABLE,
     _CUSTOMERS_VIEW,
@@ -54,7 +54,6 @@ from features.window_sql import (
     CUSTOMER_COLUMNS,
     EVENT_COLUMNS,
     WINDOW_DAYS,
-    _sql_literal,
     timestamp_literal,
 )
 
@@ -454,41 +453,12 @@ class Workspace:
         return _all_flags_hold(catalog, {(event_type, bool(timed)) for event_type, timed in kinds})
 
 
-def parquet_source(path: Path, options: str = "") -> str:
-    """``read_parquet`` of a file (with the reader's ``options``, e.g. ``", can_have_nan = true"``)
-    as a FROM-clause in which every timestamp is one ``epoch_us`` takes.
-
-    pandas writes a zoned datetime in nanoseconds, which DuckDB reads as TIMESTAMPTZ_NS, and
-    DuckDB (2.0) has no ``epoch_us`` of that type: such a column is made naive UTC microseconds,
-    truncated as the validation truncates them (``naive_utc``), not rounded as a cast would.
-    """
-    reader = f"read_parquet({_sql_literal(str(path))}{options})"
-    zoned = [
-        field.name
-        for field in pq.read_schema(path)
-        if pa.types.is_timestamp(field.type) and field.type.tz and field.type.unit == "ns"
-    ]
-    if not zoned:
-        return reader
-    made = ", ".join(f'make_timestamp(epoch_ns("{name}") // 1000) AS "{name}"' for name in zoned)
-    return f"(SELECT * REPLACE ({made}) FROM {reader})"
-
-
 def naive_utc(column: pd.Series) -> pd.Series:
     """Timestamps as naive UTC (the views' convention); naive input already is UTC."""
     moments = pd.to_datetime(column)
     if moments.dt.tz is not None:
         moments = moments.dt.tz_convert("UTC").dt.tz_localize(None)
     return moments.astype("datetime64[us]")
-
-
-def _parquet_path(data: str | Path, role: str) -> Path:
-    path = Path(data)
-    if not path.is_file():
-        raise FileNotFoundError(f"{role}: no such file {path}")
-    if path.suffix.lower() not in PARQUET_SUFFIXES:
-        raise ValueError(f"{role}: expected a parquet file, got {path.name}")
-    return path
 
 
 def _describe(data: TableInput, role: str) -> str:
@@ -517,6 +487,5 @@ __all__ = [
     "Workspace",
     "connect",
     "naive_utc",
-    "parquet_source",
     "workspace",
 ]

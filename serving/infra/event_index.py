@@ -36,9 +36,10 @@ from features.online_inputs import (
     LearnerEvents,
     TypeAvailability,
 )
+from features.parquet_source import parquet_source
 from features.vocabulary import CHANNELS
 from features.windows import event_type_firsts
-from features.workspace import connect, parquet_source
+from features.workspace import connect
 from rules.decisions import one_array
 from serving.infra.sidecars import fixed_width, open_sidecar, read_meta, sorted_position
 

@@ -233,30 +233,6 @@ def outbox_select(
     return stmt
 
 
-MEASURED_OUTBOX = pa.schema(
-    [
-        ("message_id", pa.string()),
-        ("planned_on", pa.date32()),
-        ("due_on", pa.date32()),
-        ("customer_id", pa.string()),
-        ("campaign_id", pa.string()),
-        ("step", pa.int64()),
-        ("channel", pa.string()),
-        ("template_id", pa.string()),
-        ("variant", pa.string()),
-        ("control", pa.bool_()),
-        ("state", pa.string()),
-    ]
-)
-"""The outbox columns the campaign measurement reads (``measured_select``), as Arrow."""
-
-
-def measured_select(until: date | None) -> Select[Any]:
-    """``MEASURED_OUTBOX``'s columns of the messages planned on or before ``until`` (every
-    message when None), by planned day then id as ``outbox_select``."""
-    return outbox_select(until=until, columns=tuple(MEASURED_OUTBOX.names))
-
-
 PAIR_COUNTS = pa.schema(
     [("customer_id", pa.string()), ("campaign_id", pa.string()), ("messages", pa.int64())]
 )
@@ -502,7 +478,6 @@ def insert_feedback(
 
 
 __all__ = [
-    "MEASURED_OUTBOX",
     "PAIR_COUNTS",
     "SENDABLE",
     "cancel_pairs",
@@ -515,7 +490,6 @@ __all__ = [
     "insert_feedback",
     "insert_messages",
     "mark_attempts",
-    "measured_select",
     "message_exists",
     "outbox_select",
     "pending_pairs_select",

@@ -34,7 +34,6 @@ from serving.core.planning import BatchDay, checked_decisions, require_aware, sc
 from serving.core.problems import NotFound
 from serving.infra.arrow_reads import read_table
 from serving.infra.outbox_sql import (
-    MEASURED_OUTBOX,
     PAIR_COUNTS,
     cancel_pairs,
     claim_due,
@@ -46,7 +45,6 @@ from serving.infra.outbox_sql import (
     insert_feedback,
     insert_messages,
     mark_attempts,
-    measured_select,
     message_exists,
     outbox_select,
     pending_pairs_select,
@@ -60,6 +58,24 @@ from serving.infra.tables import BatchRun, Outbox, column_names
 
 SENDABLE_STATES = (PENDING, FAILED)
 """States a message is still to be sent in."""
+
+
+MEASURED_OUTBOX = pa.schema(
+    [
+        ("message_id", pa.string()),
+        ("planned_on", pa.date32()),
+        ("due_on", pa.date32()),
+        ("customer_id", pa.string()),
+        ("campaign_id", pa.string()),
+        ("step", pa.int64()),
+        ("channel", pa.string()),
+        ("template_id", pa.string()),
+        ("variant", pa.string()),
+        ("control", pa.bool_()),
+        ("state", pa.string()),
+    ]
+)
+"""The outbox columns the campaign measurement reads (``measured_outbox``), as Arrow."""
 
 
 def planned_rows(
@@ -215,7 +231,8 @@ class OutboxMixin:
         learners (3.1M messages) ``outbox_frame()`` took ~60 s inside ``lstep report``.
         """
         with self._connect() as conn:
-            table = read_table(conn, measured_select(until), MEASURED_OUTBOX)
+            stmt = outbox_select(until=until, columns=tuple(MEASURED_OUTBOX.names))
+            table = read_table(conn, stmt, MEASURED_OUTBOX)
         frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow", np.nan)}.get)
         return _outbox_frame(frame, MEASURED_OUTBOX.names).assign(context="")
 

@@ -245,9 +245,11 @@ def test_what_duckdb_cannot_read_as_the_checks_do_is_left_to_the_validation(tmp_
             id="aware, another time zone",
         ),
         pytest.param(  # pandas' own unit for a zoned datetime: DuckDB's TIMESTAMPTZ_NS
-            lambda ts: (ts.astype("datetime64[ns]") + pd.to_timedelta([0] * 5 + [500], unit="ns"))
-            .dt.tz_localize("UTC")
-            .dt.tz_convert("Asia/Kolkata"),
+            lambda ts: (
+                (ts.astype("datetime64[ns]") + pd.to_timedelta([0] * 5 + [500], unit="ns"))
+                .dt.tz_localize("UTC")
+                .dt.tz_convert("Asia/Kolkata")
+            ),
             id="aware nanoseconds",
         ),
     ],
