@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
-from serving.app.campaign_effect import FEEDBACK_COLUMNS, OUTBOX_COLUMNS, REENGAGEMENT_KINDS
+from serving.app.campaign_effect import FEEDBACK_COLUMNS
+from serving.app.campaign_inputs import reengagement_events
 from serving.app.dashboard import DashboardCache, DashboardFrames
 from serving.app.dashboard_data import DashboardFilters, days_in_range
 from serving.app.dashboard_pages import (
@@ -38,12 +35,6 @@ from serving.app.dashboard_value import (
 )
 from serving.app.report import render_html
 from serving.core.frames import is_in
-
-LOG_END = "log_end"
-"""The event type of the one row that carries the whole log's last instant into the narrowed
-read: the campaign effect dates complete windows by the log's last event, which the outbox
-learners' re-engagement events alone could place too early (it is no re-engagement kind, so it
-converts nobody)."""
 
 
 @dataclass(frozen=True)
@@ -65,30 +56,10 @@ class CampaignInputs:
     scores: pd.DataFrame
 
 
-def reengagement_events(path: Path, customer_ids: list[str]) -> pd.DataFrame | None:
-    """The re-engagement events of ``customer_ids`` in the events parquet, plus ``LOG_END``.
-
-    Returns:
-        customer_id, ts (aware UTC), event_type; None when there is no file.
-    """
-    if not Path(path).exists():
-        return None
-    log = ds.dataset(str(path), format="parquet")
-    wanted = pc.field("event_type").isin(pa.array(REENGAGEMENT_KINDS, pa.string()))
-    wanted = wanted & pc.field("customer_id").isin(pa.array(customer_ids, pa.string()))
-    columns = ["customer_id", "ts", "event_type"]
-    events = log.to_table(columns=columns, filter=wanted).to_pandas()
-    last = pc.max(log.to_table(columns=["ts"]).column("ts")).as_py()
-    end = pd.DataFrame({"customer_id": [""], "ts": [last], "event_type": [LOG_END]})
-    both = pd.concat([events, end.dropna()], ignore_index=True)
-    return both.assign(ts=pd.to_datetime(both["ts"], utc=True))
-
-
 def read_campaign_inputs(cache: DashboardCache, frames: DashboardFrames) -> CampaignInputs:
     """The ROI's inputs of the frames' history (see ``CampaignInputs``)."""
     store = cache.source.store
-    columns = [column for column in OUTBOX_COLUMNS if column != "context"]
-    outbox = store.outbox_frame(until=frames.latest_day, columns=columns).assign(context="")
+    outbox = store.measured_outbox(until=frames.latest_day)
     feedback = store.feedback_frame()[list(FEEDBACK_COLUMNS)]
     learners = sorted(outbox["customer_id"].astype(str).unique())
     events = reengagement_events(cache.source.events_path, learners)
@@ -239,10 +210,8 @@ def _options(frames: DashboardFrames) -> dict[str, list[str]]:
 
 
 __all__ = [
-    "LOG_END",
     "CampaignInputs",
     "read_campaign_inputs",
-    "reengagement_events",
     "roi_chart",
     "roi_rows",
     "spend_chart",

@@ -24,11 +24,13 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
+import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving.app.batch import BatchContext, BatchInputs, BatchProgress, run_day, run_range
 from serving.app.kpi_files import EventStore, day_kpis
+from serving.app.kpi_inputs import StoredEvents
 from serving.app.summary import TOP_LEARNERS, BatchResult
 from serving.core.problems import Invalid, NotFound
 from serving.infra.champion import load_champion, require_champion
@@ -235,15 +237,36 @@ class ReportJob(Job):
         events, customers = event_store_paths(settings, self.events, self.customers)
         progress = runtime.progress
         with nullcontext() if progress is None else progress.stage(day, "inputs"):
-            inputs = BatchInputs(events=events, customers=customers).loaded(runtime.now)
+            event_log, customer_frame = _report_inputs(events, customers, runtime.now)
         champion = load_champion(settings.tracking_uri, settings.model_name)
         sources = ReportInputs(
             champion=champion,
             ruleset=load_rules(self.rules_dir, champion=champion),
-            events=inputs.events,
-            customers=inputs.customers,
+            events=event_log,
+            customers=customer_frame,
         )
         return write_report(store, settings, as_of=day, inputs=sources, out=self.out)
+
+
+def _report_inputs(
+    events: Path, customers: Path, now: datetime
+) -> tuple[pd.DataFrame | StoredEvents, pd.DataFrame]:
+    """The event log as the report reads it, and the validated customers.
+
+    Parquet files DuckDB proves clean (``BatchInputs.checked``, as ``lstep score`` does) are
+    read as files: only the rows each section needs (``StoredEvents``); anything else is
+    validated whole, as before. At 1M learners x 60 days the whole validation took ~60 s at
+    9.4 GiB before the report read anything.
+
+    Raises:
+        features.validation_report.InputError: the inputs fail validation (the full report).
+    """
+    from features.validation import valid_customers
+
+    checked = BatchInputs(events=events, customers=customers).checked(now)
+    if not checked.proved:
+        return checked.events, checked.customers
+    return StoredEvents(events, now), valid_customers(customers, as_of_limit=now)
 
 
 def batch_context(

@@ -43,11 +43,12 @@ import pandera.pandas as pa
 from features.windows import build_features, read_features
 from models.explain import format_points
 from rules import RuleSet
-from serving.app.campaign_effect import campaign_report_frame
+from serving.app.campaign_effect import effect_summary
+from serving.app.campaign_inputs import measured_effect
 from serving.app.charts import png_data_uri, rules_bar_figure, tag_area_figure, waterfall_uri
 from serving.app.dashboard_data import tag_series
 from serving.app.drift import drift_section
-from serving.app.kpi_inputs import kpis_at
+from serving.app.kpi_inputs import StoredEvents, kpis_at
 from serving.app.kpi_targets import KPI_TARGETS
 from serving.app.kpis import Kpi
 from serving.app.model_card import model_card_section
@@ -91,15 +92,23 @@ class ReportInputs:
         champion: the loaded champion; None for rules-only, in which case the call list carries
             risk indicators and the model card says so.
         ruleset: the rules ``assess`` decides with (the call list's reasons go through it).
-        events: validated events (``features.validation.load_valid_inputs``), used to rebuild
-            call-list features when the day has no snapshot.
+        events: validated events (``features.validation.load_valid_inputs``), or the event
+            store's parquet file proved clean (``StoredEvents``: the KPIs read their labels'
+            rows of it, the campaign effect its re-engagement events, and the call list's
+            features are built from it as the batch builds them); the KPIs' labels, the campaign
+            effect, and the call-list features when the day has no snapshot.
         customers: validated customers (KPI cohorts, feature rebuilding).
     """
 
     champion: Champion | None
     ruleset: RuleSet
-    events: pd.DataFrame
+    events: pd.DataFrame | StoredEvents
     customers: pd.DataFrame
+
+    @property
+    def event_log(self) -> pd.DataFrame | Path:
+        """The validated frame, or the proved file's path."""
+        return self.events.path if isinstance(self.events, StoredEvents) else self.events
 
 
 def build_report(
@@ -145,7 +154,9 @@ def build_report(
         "rules": rules_section(transitions_by_rule(transitions)),
         "call_list": call_list_section(store, settings.data_path, as_of, inputs, top),
         "campaigns": campaigns_section(store.scores_frame(as_of)),
-        "campaign_effect": effect_section(campaign_report_frame(store, inputs.events, as_of)),
+        "campaign_effect": effect_section(
+            effect_summary(measured_effect(store, inputs.event_log, as_of))
+        ),
         "model_card": model_card_section(settings, champion),
         "drift": drift_section(settings.data_path, as_of, champion),
     }
@@ -361,7 +372,7 @@ def _listed_features(
         features = read_features(snapshot)
         return features[features["customer_id"].isin(listed["customer_id"])]
     spine = listed[["customer_id"]].assign(as_of=day)
-    return build_features(inputs.events, inputs.customers, spine=spine)
+    return build_features(inputs.event_log, inputs.customers, spine=spine)
 
 
 def _listed_learner(score: dict[str, Any], assessment: Assessment) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 The outbox and the feedback are read from the state store through ``store_records`` (the
 ``CampaignRecords`` contract of ``serving.app.campaign_effect``); conversions come from the event
-log. The numbers are computed by ``serving.app.campaign_effect.campaign_effect_at``.
+log (``serving.app.campaign_inputs.measured_effect``: the event store's parquet file once DuckDB
+proves it clean, else the validated log). The numbers are ``serving.app.campaign_effect``'s.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from serving.cli.common import (
     OptionalEventsOpt,
     UserError,
     console,
+    err_console,
     friendly_errors,
-    load_inputs,
     open_store,
     parse_date,
     settings,
@@ -51,7 +52,10 @@ def campaigns(
 ) -> None:
     """Per campaign and variant: sent, opened, clicked, converted, the control's rate, the
     uplift with a 95% interval and p-value, and whether the sample is large enough to tell."""
-    from serving.app.campaign_effect import EffectSettings, campaign_effect_at, effect_summary
+    from serving.app.batch_inputs import BatchInputs
+    from serving.app.campaign_effect import EffectSettings, effect_summary
+    from serving.app.campaign_inputs import measured_effect
+    from serving.settings import utc_now
 
     effect_settings = _effect_settings(EffectSettings, window_days, min_effect)
     current = settings()
@@ -64,8 +68,11 @@ def campaigns(
     customers = customers or current.customers_path
     if not events.exists():
         raise UserError(f"no event log at {events}: conversions are read from it (--events)")
-    event_frame, _ = load_inputs(events, customers, None, False)
-    effect = campaign_effect_at(records, event_frame, day, effect_settings)
+    with err_console.status("checking the event log"):
+        # proved clean by DuckDB: read as a file (only the re-engagement events the measure
+        # needs); otherwise validated whole, as lstep score does
+        log = BatchInputs(events=events, customers=customers).checked(utc_now()).events
+    effect = measured_effect(records, log, day, effect_settings)
     console.print(effect_table(effect_summary(effect), day, effect_settings))
 
 
@@ -98,7 +105,7 @@ def store_records(store: Any) -> Any:
         present = inspect(engine).has_table(OUTBOX_TABLE)
     finally:
         engine.dispose()
-    readable = all(hasattr(store, name) for name in ("outbox_frame", "feedback_frame"))
+    readable = all(hasattr(store, name) for name in ("measured_outbox", "feedback_frame"))
     if not (present and readable):
         raise UserError(
             f"state store {safe_url(store.url)} has no campaign outbox yet: campaigns are "

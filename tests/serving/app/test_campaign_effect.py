@@ -20,14 +20,16 @@ from serving.app.campaign_effect import (
     EFFECT_COLUMNS,
     EffectSettings,
     campaign_effect,
-    campaign_report_frame,
     effect_summary,
+    first_runs,
     learner_outcomes,
     minimum_detectable_effect,
+    reengagement_days,
     two_proportion_p_value,
     uplift_interval,
     wilson_interval,
 )
+from serving.app.campaign_inputs import measured_effect
 from serving.core.messages import MESSAGE_COLUMNS, SENT, SUPPRESSED, message_key
 
 DUE = date(2026, 5, 1)
@@ -293,21 +295,22 @@ class FrameRecords:
     def __init__(self, outbox: pd.DataFrame, feedback: pd.DataFrame) -> None:
         self._outbox, self._feedback = outbox, feedback
 
-    def outbox_frame(self) -> pd.DataFrame:
-        return self._outbox
+    def measured_outbox(self, until: date | None = None) -> pd.DataFrame:
+        planned = pd.to_datetime(self._outbox["planned_on"])
+        return self._outbox if until is None else self._outbox[planned <= pd.Timestamp(until)]
 
     def feedback_frame(self) -> pd.DataFrame:
         return self._feedback
 
 
-def test_the_report_frame_reads_the_records():
+def test_the_measured_effect_reads_the_records_up_to_the_day():
     # given records holding 3 of 4 treated and 1 of 4 control learners converted
     messages = [message(f"T{i}") for i in range(4)]
     messages += [message(f"K{i}", control=True) for i in range(4)]
     events = [event(f"T{i}", DUE) for i in range(3)] + [event("K0", DUE)]
     outbox, feedback, log = frames(messages, events)
-    # when the report asks for its table
-    report = campaign_report_frame(FrameRecords(outbox, feedback), log, LATER)
+    # when the effect is measured from them, as the report and lstep campaigns measure it
+    report = effect_summary(measured_effect(FrameRecords(outbox, feedback), log, LATER))
     # then it is the summary of the effect of those frames, MDE included
     assert report.equals(effect_summary(campaign_effect(outbox, feedback, log, as_of=LATER)))
     assert (report.iloc[0]["Treated %"], report.iloc[0]["Control %"]) == (75.0, 25.0)
@@ -347,3 +350,149 @@ def test_adjusted_p_values_follow_benjamini_hochberg_and_keep_the_unknown():
     reference = multipletests(p_values[[0, 1, 3, 4]], method="fdr_bh")[1]
     np.testing.assert_allclose(adjusted[[0, 1, 3, 4]], reference, rtol=1e-12)
     assert np.isnan(adjusted[2]) and adjusted[0] > p_values[0]
+
+
+# --- the vectorised runs against a plain reference, on random small outboxes ----------------------
+
+
+def random_records(seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A random small outbox (re-triggers, cadences, exact ties, lost control flags), feedback
+    on some of its messages, and a log of a few learners (some with no message)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(int(rng.integers(0, 50))):
+        control = bool(rng.random() < 0.3)
+        row = message(
+            f"L{rng.integers(8)}",
+            campaign=f"CP_0{rng.integers(1, 4)}",
+            planned=DUE + timedelta(days=int(rng.integers(0, 6))),
+            delay=int(rng.integers(0, 4)),
+            step=int(rng.integers(0, 3)),
+            control=None if rng.random() < 0.1 else control,
+            variant=str(rng.choice(["", "a", "b"])),
+            state=str(rng.choice([SENT, SENT, "pending", "dead", SUPPRESSED, "cancelled"])),
+        )
+        rows.append(row)
+    rows += [dict(rows[i]) for i in rng.integers(0, len(rows), 3)] if rows else []  # exact ties
+    outbox = pd.DataFrame(rows, columns=[*MESSAGE_COLUMNS, "state"])
+    ids = outbox["message_id"].tolist()
+    kinds = ["opened", "clicked", "converted", "delivered"]
+    picked = [(str(rng.choice(ids)), str(rng.choice(kinds))) for _ in range(len(ids) // 2)]
+    _, feedback, _ = frames([], [], [*picked, ("no-such-message", "opened")])
+    events = [
+        event(
+            f"L{rng.integers(10)}",
+            DUE + timedelta(days=int(rng.integers(-3, 26))),
+            str(rng.choice(["session", "lesson_completed", "video_watched"])),
+            hour=int(rng.integers(0, 24)),
+        )
+        for _ in range(int(rng.integers(1, 80)))
+    ]
+    return outbox, feedback, pd.DataFrame(events).sample(frac=1.0, random_state=seed)
+
+
+def reference_outcomes(
+    outbox: pd.DataFrame, feedback: pd.DataFrame, events: pd.DataFrame, as_of: date, windows
+) -> list[dict]:
+    """``learner_outcomes`` as the module docstring says it, one message at a time."""
+    stamps = pd.to_datetime(events["ts"], utc=True).dt.tz_localize(None)
+    until = min(pd.Timestamp(as_of), stamps.max().floor("D")) + timedelta(days=1)
+    active = {
+        (customer, stamp.floor("D"))
+        for customer, stamp, kind in zip(
+            events["customer_id"], stamps, events["event_type"], strict=True
+        )
+        if kind in ("session", "lesson_completed")
+    }
+    heard = set(zip(feedback["message_id"], feedback["kind"], strict=True))
+    pairs: dict[tuple[str, str], list[tuple[int, dict]]] = {}
+    for position, row in enumerate(outbox.to_dict("records")):
+        if pd.Timestamp(row["planned_on"]) <= pd.Timestamp(as_of):
+            pairs.setdefault((row["customer_id"], row["campaign_id"]), []).append((position, row))
+    outcomes = []
+    for (customer, campaign), messages in sorted(pairs.items()):
+        order = [(r["planned_on"], r["due_on"], r["step"], p) for p, r in messages]
+        first = messages[order.index(min(order))][1]
+        run = [r for _, r in messages if r["planned_on"] == first["planned_on"]]
+        due = pd.Timestamp(first["due_on"])
+        end = due + timedelta(days=(windows or {}).get(campaign, WINDOW))
+        flags = {k: any((r["message_id"], k) in heard for r in run) for k in ("opened", "clicked")}
+        outcomes.append(
+            {
+                "customer_id": customer,
+                "campaign_id": campaign,
+                "variant": first["variant"],
+                "control": bool(first["control"]) or first["state"] == SUPPRESSED,
+                "due_on": due,
+                "sent": any(r["state"] == SENT for r in run),
+                "complete": end <= until,
+                **flags,
+                "feedback_converted": any((r["message_id"], "converted") in heard for r in run),
+                "log_converted": any(c == customer and due <= d < end for c, d in active),
+                "message_ids": [r["message_id"] for r in run],
+            }
+        )
+    return outcomes
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_learner_outcomes_and_first_runs_match_a_plain_reference(seed):
+    # given a random small outbox, its feedback and a shuffled log, asked on a random day
+    outbox, feedback, events = random_records(seed)
+    as_of = DUE + timedelta(days=int(np.random.default_rng(seed).integers(-1, 30)))
+    windows = {"CP_02": 3} if seed % 2 else None
+    # when the outcomes are measured, then they are the reference's, row for row
+    expected = reference_outcomes(outbox, feedback, events, as_of, windows)
+    outcomes = learner_outcomes(outbox, feedback, events, as_of, windows=windows)
+    assert outcomes.to_dict("records") == [
+        {k: v for k, v in row.items() if k != "message_ids"} for row in expected
+    ]
+    # and the first runs carry each run's message ids in the outbox's order
+    runs = first_runs(outbox, as_of)
+    assert runs["message_ids"].tolist() == [row["message_ids"] for row in expected]
+    assert isinstance(runs.index, pd.RangeIndex) and outcomes.index.equals(runs.index)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_reengagement_days_are_the_first_pairs_in_day_order(seed):
+    # given a shuffled log with learners missing, stamps missing and other kinds
+    rng = np.random.default_rng(seed)
+    _, _, events = random_records(seed)
+    events.loc[events.sample(frac=0.1, random_state=seed).index, "ts"] = pd.NaT
+    events.loc[events.sample(frac=0.1, random_state=seed + 1).index, "customer_id"] = None
+    events["ts"] = events["ts"].dt.tz_convert(str(rng.choice(["UTC", "Europe/Berlin"])))
+    # when the re-engagement days are listed
+    days = reengagement_days(events)
+    # then each (learner, UTC day) pair comes once, by day (no time last), then by first event
+    pairs: list[tuple] = []
+    for customer, stamp, kind in zip(
+        events["customer_id"], events["ts"], events["event_type"], strict=True
+    ):
+        day = None if pd.isna(stamp) else stamp.tz_convert("UTC").tz_localize(None).floor("D")
+        pair = (None if pd.isna(customer) else customer, day)
+        if kind in ("session", "lesson_completed") and pair not in pairs:
+            pairs.append(pair)
+    pairs.sort(key=lambda pair: (pair[1] is None, pair[1] or pd.Timestamp(0)))
+    listed = [
+        (None if pd.isna(c) else c, None if pd.isna(d) else d)
+        for c, d in zip(days["customer_id"], days["day"], strict=True)
+    ]
+    assert listed == pairs
+    assert str(days["day"].dtype) == "datetime64[us]"
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled", "too large to pack"])
+def test_first_of_each_finds_every_key_at_its_first_position(order):
+    from serving.app.campaign_runs import _first_of_each
+
+    # given keys with repeats: in order (a log sorted by learner), shuffled, or too large to
+    # pack with their positions into int64
+    rng = np.random.default_rng(3)
+    keys = np.sort(rng.integers(0, 50, 400))
+    if order != "sorted":
+        keys = rng.permutation(keys)
+    if order == "too large to pack":
+        keys = keys + 2**62
+    # then the first occurrences are np.unique's, key by key
+    expected = np.unique(keys, return_index=True)[1]
+    np.testing.assert_array_equal(_first_of_each(keys), expected)

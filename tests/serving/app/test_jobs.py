@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 
@@ -91,3 +92,31 @@ def test_a_report_job_needs_a_completed_day_and_the_event_store(workspace_settin
     elsewhere = Settings(home=tmp_path / "h2", data_dir=tmp_path / "nothing")
     with pytest.raises(NotFound, match=r"events\.parquet does not exist"):
         ReportJob(as_of=FIRST_DAY).run(Runtime(elsewhere, NOW))
+
+
+def test_the_report_reads_proved_files_lazily_and_validates_the_rest(
+    simulated_log, monkeypatch, tmp_path
+):
+    # given the simulated log's clean parquet files, and a validation that fails if it runs
+    import serving.app.batch_inputs as batch_inputs
+    from features.validation_report import InputError
+    from serving.app.jobs import _report_inputs
+    from serving.app.kpi_inputs import StoredEvents
+
+    log = simulated_log
+
+    def whole_validation(*_args, **_kwargs):
+        raise AssertionError("the whole log was validated")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(batch_inputs, "load_valid_inputs", whole_validation)
+        # when the report's inputs are read, then the log stays a file and the customers
+        # are the validated ones
+        events, customers = _report_inputs(log.events_path, log.customers_path, NOW)
+    assert isinstance(events, StoredEvents) and events.path == log.events_path
+    pd.testing.assert_frame_equal(customers, log.customers)
+    # and a log the proof refuses is validated whole, failing with the validation's report
+    bad = log.events.assign(event_type="teleported").head(3)
+    bad.to_parquet(tmp_path / "events.parquet")
+    with pytest.raises(InputError, match="teleported"):
+        _report_inputs(tmp_path / "events.parquet", log.customers_path, NOW)

@@ -160,6 +160,34 @@ def test_report_has_every_section_embeds_its_images_and_loads_nothing(report_wor
     assert latest_report_html(ws.settings.reports_path) == html
 
 
+def test_the_report_of_the_proved_files_is_the_report_of_the_validated_log(
+    report_workspace, champion, tmp_path
+):
+    # given the workspace's log as its parquet files, read as lstep report reads them once
+    # DuckDB proved them clean: lazily, each section the rows it needs
+    from features.validation import valid_customers
+    from serving.app.kpi_inputs import StoredEvents
+    from serving.app.report import ReportInputs, _listed_features
+    from tests.serving.fixtures import NOW
+
+    ws = report_workspace
+    log = StoredEvents(ws.log.events_path, NOW)
+    customers = valid_customers(ws.log.customers_path, as_of_limit=NOW)
+    lazy = ReportInputs(champion, packaged_ruleset(champion), log, customers)
+    # when the report is built from them and from the validated frames
+    from_files = build_report(ws.store, ws.settings, as_of=ws.last_day, inputs=lazy)
+    from_frames = build_report(ws.store, ws.settings, as_of=ws.last_day, inputs=ws.inputs(champion))
+    # then it is the same page, campaign effect and KPIs included
+    assert "campaign-effect-table" in from_files and from_files == from_frames
+    # and a day without a snapshot builds its call list's features from the file as from the
+    # frames
+    listed = call_list(ws.store.scores_frame(ws.last_day), 10)
+    rebuilt = _listed_features(tmp_path, ws.last_day, listed, lazy)
+    expected = _listed_features(tmp_path, ws.last_day, listed, ws.inputs(champion))
+    assert len(rebuilt) == len(listed)
+    pd.testing.assert_frame_equal(rebuilt, expected)
+
+
 def test_report_drift_compares_the_earliest_and_latest_snapshots(report_workspace, champion):
     # given the workspace's three snapshots
     ws = report_workspace
