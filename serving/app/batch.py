@@ -70,7 +70,7 @@ from serving.core.tags import CHURNED_TAG
 from serving.infra.store import StateStore
 
 STAGES: dict[str, str] = {
-    "inputs": "validate inputs",
+    "inputs": "check the inputs",
     "learners": "select learners",
     "features": "build features",
     "score": "score with the champion",
