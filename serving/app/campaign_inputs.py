@@ -63,7 +63,10 @@ def reengagement_events(
     con = connect()
     try:
         source = parquet_source(Path(path))
-        kept = con.sql(_REENGAGEMENT_SQL.format(source=source), params=[since_us]).to_arrow_table()
+        # the day's bound only on a timestamp column: DuckDB binds epoch_us(ts) even when the
+        # bound is NULL, and a text ts (a log the validation accepts) has no epoch_us
+        bound = "" if since_us is None else f" AND epoch_us(ts) >= {since_us}"
+        kept = con.sql(_REENGAGEMENT_SQL.format(source=source) + bound).to_arrow_table()
         last = con.execute(f"SELECT max(ts) FROM {source}").fetchone()
     finally:
         con.close()
@@ -78,7 +81,7 @@ _KINDS = ", ".join(f"'{kind}'" for kind in REENGAGEMENT_KINDS)
 _REENGAGEMENT_SQL = f"""
 SELECT CAST(customer_id AS VARCHAR) AS customer_id, ts, CAST(event_type AS VARCHAR) AS event_type
 FROM {{source}}
-WHERE event_type IN ({_KINDS}) AND ($1 IS NULL OR epoch_us(ts) >= $1)
+WHERE event_type IN ({_KINDS})
 """
 
 

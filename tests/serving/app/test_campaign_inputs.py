@@ -119,3 +119,19 @@ def test_a_missing_log_is_no_events_and_a_missing_file_to_measure_is_an_error(tm
     records = _Records(_outbox(["a"]))
     with pytest.raises(FileNotFoundError, match=r"events: no such file .*events\.parquet"):
         measured_effect(records, tmp_path / "events.parquet", AS_OF)
+
+
+def test_a_log_with_text_instants_is_read_whole_for_the_learners(tmp_path):
+    # given an event store whose instants are ISO text (a log the validation accepts)
+    log = pd.DataFrame(
+        {"customer_id": ["a", "a", "b"], "ts": ["2026-01-01T10:00:00Z", "2026-01-03T08:00:00Z",
+         "2026-01-04T09:00:00Z"], "event_type": ["session", "video_watched", "lesson_completed"]}
+    )  # fmt: skip
+    path = tmp_path / "events.parquet"
+    log.to_parquet(path)
+    # when the dashboard reads a's and b's re-engagement events, from a day or not
+    for since in (None, date(2026, 1, 2)):
+        read = reengagement_events(path, ["a", "b"], since=since)
+        # then every re-engagement event is read (no day bound on text), and the log's end
+        assert read["event_type"].tolist() == ["session", "lesson_completed", LOG_END]
+        assert read["ts"].iloc[-1] == pd.Timestamp("2026-01-04 09:00", tz="UTC")
