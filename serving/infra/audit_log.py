@@ -17,15 +17,15 @@ import pandas as pd
 import pyarrow as pa
 from sqlalchemy import Connection, Select
 
-from serving.core.frames import TRANSITIONS_COLUMNS, stored_frame
+from serving.core.frames import DAY, INSTANT, TEXT, TRANSITIONS_COLUMNS, stored_frame
 from serving.infra.arrow_reads import read_table
 
 _ARROW_TYPES = {
     "int64": pa.int64(),
-    "str": pa.string(),
+    TEXT: pa.string(),
     "float64": pa.float64(),
-    "datetime64[ns]": pa.date32(),  # a day: ISO text on SQLite, a date on PostgreSQL
-    "datetime64[us, UTC]": pa.timestamp("us"),  # UTC: naive text on SQLite, converted on PG
+    DAY: pa.date32(),  # ISO text on SQLite, a date on PostgreSQL
+    INSTANT: pa.timestamp("us"),  # UTC: naive text on SQLite, converted on PostgreSQL
 }
 
 
