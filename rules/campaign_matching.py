@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rules.arrivals import ARRIVAL_FEATURE, onboarded
 from rules.behaviours import BehaviourLookup
 from rules.campaigns import CHANNELS, NEW, Catalogue, Step, TransitionTrigger
 from rules.schemas import built_once
@@ -40,7 +41,9 @@ def match_campaigns(
     Args:
         catalogue: the campaigns, in precedence order (first match wins).
         decisions: from_tag, to_tag, changed, priority and behaviour_tags per learner: a frame,
-            or its columns by name (Series, arrays, categoricals; the rules engine's own).
+            or its columns by name (Series, arrays, categoricals; the rules engine's own);
+            ``tenure_days`` too where known, which tells an arrival from an onboarding
+            (``rules.arrivals``: an onboarding's first tag matches no transition trigger).
         product_tags: each decision's product tier (aligned with the rows; None: unknown, so
             triggers naming a product do not match).
         behaviours: the lookup of ``decisions["behaviour_tags"]`` when the caller has it.
@@ -53,7 +56,10 @@ def match_campaigns(
     triggers = _triggers_of(catalogue)
     words = triggers.words
     to_tag = words.of(decisions["to_tag"])
-    from_tag = words.of(decisions["from_tag"])
+    new = np.asarray(pd.isna(decisions["from_tag"]), dtype=bool)
+    # a from-tag no trigger names reads the sources' last entry (False), a new learner entry 0
+    from_tag = np.where(new, 0, words.of(decisions["from_tag"]) + 1)
+    from_tag[~new & (from_tag == 0)] = -1
     priority = words.of(decisions["priority"])
     products = words.of(
         product_tags
@@ -61,14 +67,17 @@ def match_campaigns(
         else pd.Series(list(product_tags), dtype=object)
     )
     changed = np.asarray(decisions["changed"], dtype=bool)
+    # an onboarding is audited as a move, but matches as a day without one (``rules.arrivals``)
+    tenure = decisions.get(ARRIVAL_FEATURE)
+    moved = changed & ~onboarded(new, tenure, catalogue.arrival_days)
     behaviours = behaviours or BehaviourLookup(decisions["behaviour_tags"])
     for index in reversed(range(len(catalogue.campaigns))):  # the first match is written last
         trigger = triggers.codes[index]
         hit = to_tag == trigger.tag
         if trigger.transition:
-            hit &= changed
+            hit &= moved
         if trigger.sources is not None:
-            hit &= trigger.sources[from_tag + 1]  # code -1 ("new": no from_tag) reads entry 0
+            hit &= trigger.sources[from_tag]
         if trigger.product is not None:
             hit &= products == trigger.product
         if trigger.priority is not None:
@@ -87,7 +96,8 @@ class _TriggerCodes:
     tag: int
     """The tag entered (a transition's ``into``) or held (a state's ``tag``)."""
     sources: np.ndarray | None
-    """Which from-tags match, by code + 1 (entry 0: a new learner); None: any."""
+    """Which from-tags match, by code + 1 (entry 0: a new learner; the last, False: a tag no
+    trigger names); None: any."""
     product: int | None
     priority: int | None
     behaviour: str | None
@@ -117,7 +127,7 @@ def _compiled(catalogue: Catalogue) -> _Triggers:
         if isinstance(trigger, TransitionTrigger):
             sources = None
             if trigger.sources:
-                sources = np.zeros(len(words.words) + 1, dtype=bool)
+                sources = np.zeros(len(words.words) + 2, dtype=bool)
                 for tag in trigger.sources:
                     sources[0 if tag == NEW else words.code(tag) + 1] = True
             into = words.code(trigger.into)

@@ -40,6 +40,7 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
+from rules.arrivals import ARRIVAL_DAYS, ARRIVAL_KEY, parse_arrival_days
 from rules.costs import COSTS_KEY, ChannelCosts, parse_costs
 from rules.errors import RulesError
 
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 
 CAMPAIGNS_FILE = "campaigns.yaml"
 TEMPLATES_DIR = "templates"
+
 NEW = "new"
 CHANNELS: tuple[str, ...] = ("email", "push", "in_app", "csm_task", "webhook")
 """The channels a campaign step may use (``serving.core.messages`` re-exports them)."""
@@ -236,6 +238,8 @@ class Catalogue(_Frozen):
     """Where the templates were checked (None: no campaigns file)."""
     costs: ChannelCosts = Field(default_factory=ChannelCosts)
     """Cost per contact by channel (``rules.costs``), for the dashboard's intervention ROI."""
+    arrival_days: int | None = Field(default=ARRIVAL_DAYS, ge=0)
+    """A first tagging is an arrival within this many days of enrolment (``rules.arrivals``)."""
 
     @property
     def ids(self) -> list[str]:
@@ -286,7 +290,7 @@ def load_campaigns(
     if not (directory / CAMPAIGNS_FILE).is_file():
         return Catalogue()
     file, content = read_yaml(directory, CAMPAIGNS_FILE)
-    extra = sorted(set(content) - {"products", "campaigns", COSTS_KEY})
+    extra = sorted(set(content) - {"products", "campaigns", COSTS_KEY, ARRIVAL_KEY})
     if extra:
         raise RulesError(file, f"unknown top-level keys {extra}", field=extra[0])
     raw_list = content.get("campaigns")
@@ -308,9 +312,11 @@ def load_campaigns(
     for campaign in campaigns:
         _check_templates(campaign, templates, file)
     costs = parse_costs(content.get(COSTS_KEY), file)
+    arrival_days = parse_arrival_days(content, file)
     return Catalogue(
-        products=products, campaigns=campaigns, templates_dir=str(templates), costs=costs
-    )
+        products=products, campaigns=campaigns, templates_dir=str(templates), costs=costs,
+        arrival_days=arrival_days,
+    )  # fmt: skip
 
 
 def _parse_campaign(raw: object, index: int, file: str) -> Campaign:

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
+from rules.arrivals import ARRIVAL_FEATURE
 from rules.campaign_matching import campaign_columns
+from rules.columns import Columns
 from rules.config import RuleSet
 from rules.decisions import NO_CODE, codes_of, decision_order, frame_order
 from rules.interventions import control_flags
@@ -60,6 +63,7 @@ def cut_to_capacity(
     decisions: pd.DataFrame,
     *,
     product_tags: pd.Series | None = None,
+    tenure_days: pd.Series | None = None,
     moved_before: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Apply the day's capacity to all of one day's decisions (see the module docstring).
@@ -70,6 +74,9 @@ def cut_to_capacity(
         product_tags: each learner's product tier, indexed by customer_id: the overflow's
             campaign is matched again on its new priority (without it, campaign triggers that
             name a product do not match the overflow).
+        tenure_days: each learner's days since enrolment (``rules.arrivals.ARRIVAL_FEATURE``),
+            indexed by customer_id: an onboarded learner of the overflow matches no transition
+            trigger again (without it, every first tagging of the overflow arrives).
         moved_before: an earlier cut's rows (``customer_id`` and ``CUT_COLUMNS``) of learners
             it moved whose decision rows are the same in ``decisions``: when this cut moves
             them too, their overflow values are taken from there, not drawn and matched again
@@ -96,7 +103,7 @@ def cut_to_capacity(
         cut = _with_values(cut, np.flatnonzero(known >= 0), moved_before.take(known[known >= 0]))
         drawn = over & (known < 0)
     if drawn.any():
-        cut = _overflow(ruleset, cut, drawn, automated, product_tags)
+        cut = _overflow(ruleset, cut, drawn, automated, (product_tags, tenure_days))
     order = frame_order(cut, ruleset.interventions.priority_order)
     return cut.take(order).reset_index(drop=True)
 
@@ -106,10 +113,11 @@ def _overflow(
     cut: pd.DataFrame,
     over: np.ndarray,
     automated: list[str],
-    product_tags: pd.Series | None,
+    learners: tuple[pd.Series | None, pd.Series | None],
 ) -> pd.DataFrame:
     """``cut`` with the ``over`` rows moved: the overflow priority, the automated action of
-    their tag, a fresh control draw for it and the campaign matched on them."""
+    their tag, a fresh control draw for it and the campaign matched on them (``learners``:
+    ``cut_to_capacity``'s product_tags and tenure_days)."""
     capacity = ruleset.interventions.capacity
     tags = cut.loc[over, "to_tag"].astype(str)
     action_code = codes_of(tags.map(capacity.automated_actions), automated)
@@ -132,8 +140,36 @@ def _overflow(
         control=controls,
     )
     if "campaign_id" in cut:
-        cut = _rematch_campaigns(ruleset, cut, over, product_tags)
+        cut = _rematch_campaigns(ruleset, cut, over, *learners)
     return cut
+
+
+def cut_whole_day(
+    ruleset: RuleSet,
+    decisions: pd.DataFrame,
+    learners: pd.DataFrame | Columns,
+    moved_before: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """``cut_to_capacity`` of a whole day's ``decisions``, given the day's learners
+    (``learners``: the features, or their ``Columns``): their product tier and tenure, on
+    which the overflow's campaign is matched again, taken by customer_id where present.
+
+    Built from the columns it reads: ``set_index`` would copy every feature column of the day.
+    """
+
+    def array(name: str) -> ArrayLike:
+        return learners.array(name) if isinstance(learners, Columns) else learners[name].array
+
+    ids = pd.Index(array("customer_id"), name="customer_id")
+    by_id = {
+        name: pd.Series(array(name), index=ids, name=name)
+        for name in ("product_tag", ARRIVAL_FEATURE)
+        if name in learners
+    }
+    return cut_to_capacity(
+        ruleset, decisions, product_tags=by_id.get("product_tag"),
+        tenure_days=by_id.get(ARRIVAL_FEATURE), moved_before=moved_before,
+    )  # fmt: skip
 
 
 def _with_values(cut: pd.DataFrame, rows: np.ndarray, values: pd.DataFrame) -> pd.DataFrame:
@@ -170,11 +206,17 @@ def rows_set(column: pd.Series, rows: np.ndarray, values: pd.Series) -> pd.Serie
 
 
 def _rematch_campaigns(
-    ruleset: RuleSet, cut: pd.DataFrame, over: np.ndarray, product_tags: pd.Series | None
+    ruleset: RuleSet,
+    cut: pd.DataFrame,
+    over: np.ndarray,
+    product_tags: pd.Series | None,
+    tenure_days: pd.Series | None,
 ) -> pd.DataFrame:
     """The campaign and channel of the overflow, matched on its automated priority and action."""
     rows = cut.loc[over]
-    products = [None] * len(rows) if product_tags is None else _products_of(rows, product_tags)
+    products = [None] * len(rows) if product_tags is None else _by_learner(rows, product_tags)
+    if tenure_days is not None:
+        rows = rows.assign(**{ARRIVAL_FEATURE: _by_learner(rows, tenure_days)})
     campaign_id, channel = campaign_columns(ruleset.campaigns, rows, products)
     at = np.flatnonzero(over)
     return cut.assign(
@@ -188,15 +230,16 @@ def _categorical(texts: list[str], codes: np.ndarray) -> pd.Series:
     return pd.Series(pd.Categorical.from_codes(codes, categories=texts))
 
 
-def _products_of(rows: pd.DataFrame, product_tags: pd.Series) -> np.ndarray:
-    """Each row's product tier by customer_id (None: unknown or null), as ``Series.map`` gives.
+def _by_learner(rows: pd.DataFrame, by_id: pd.Series) -> np.ndarray:
+    """Each row's value of ``by_id`` (indexed by customer_id; None: unknown or null), as
+    ``Series.map`` gives.
 
     An Arrow hash lookup, not ``map``: the pandas Index of a day's ids cost a fifth of the cut.
-    ``product_tags`` has one entry per learner (``decide`` checks the keys); on a repeated id
-    this takes the first entry where ``map`` would raise.
+    ``by_id`` has one entry per learner (``decide`` checks the keys); on a repeated id this
+    takes the first entry where ``map`` would raise.
     """
-    found = codes_of(rows["customer_id"].array, product_tags.index.array)
-    values = product_tags.to_numpy(dtype=object)
+    found = codes_of(rows["customer_id"].array, by_id.index.array)
+    values = by_id.to_numpy(dtype=object)
     products = np.full(len(rows), None, dtype=object)
     known = found >= 0
     products[known] = values[found[known]]
@@ -204,4 +247,11 @@ def _products_of(rows: pd.DataFrame, product_tags: pd.Series) -> np.ndarray:
     return products
 
 
-__all__ = ["CUT_COLUMNS", "OVER_CAPACITY", "cut_to_capacity", "over_capacity_rows", "rows_set"]
+__all__ = [
+    "CUT_COLUMNS",
+    "OVER_CAPACITY",
+    "cut_to_capacity",
+    "cut_whole_day",
+    "over_capacity_rows",
+    "rows_set",
+]

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
+from rules.arrivals import arrival_of
 from rules.behaviours import BehaviourLookup
 from rules.campaign_matching import campaign_columns
 from rules.columns import Columns
@@ -29,7 +30,6 @@ from rules.lifetime import expected_months, months_at_risk, projected_value
 from rules.schemas import DECISION_COLUMNS, HELD_REASONS, SIGNALS, built_once
 
 MODEL_ABSENT_NOTE = " [no model score: decided on rules only]"
-
 
 NO_CODE = -1
 """Categorical code for null (no rule, no tag, not held)."""
@@ -307,7 +307,7 @@ def decision_frame(
     # one learner).
     products = _categorical(product_code, ruleset.interventions.product_tags)
     columns["campaign_id"], columns["channel"] = campaign_columns(
-        ruleset.campaigns, columns, products, behaviours=held_lookup
+        ruleset.campaigns, columns | arrival_of(scored), products, behaviours=held_lookup
     )
     columns |= {
         "control": control_flags(

@@ -18,6 +18,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.engines import pandas_engine
 
+from rules.arrivals import ARRIVAL_FEATURE
 from rules.campaigns import CHANNELS, Catalogue
 from rules.columns import Columns
 from rules.config import MODEL_SCORE_COLUMNS, RuleSet
@@ -139,7 +140,9 @@ def _scored_schema(
         else:
             columns[feature] = pa.Column(str if feature in strings else float, nullable=True)
     # Behaviour tags read their features where present: a missing one is null, so not held.
-    for name in [*optional, *ruleset.behaviour_features]:
+    # The campaigns read the learner's tenure where present (``rules.arrivals``).
+    arrivals = [ARRIVAL_FEATURE] if ruleset.campaigns.arrival_days is not None else []
+    for name in [*optional, *ruleset.behaviour_features, *arrivals]:
         columns.setdefault(name, pa.Column(float, nullable=True, required=False))
     strict = "filter" if filtered else False
     return pa.DataFrameSchema(columns, strict=strict, coerce=True, name="scored")

@@ -30,8 +30,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rules import OVER_CAPACITY, RuleSet, cut_to_capacity
-from rules.capacity import CUT_COLUMNS, rows_set
+from rules import OVER_CAPACITY, RuleSet
+from rules.capacity import CUT_COLUMNS, cut_whole_day, rows_set
 from rules.decisions import NO_CODE, codes_of, frame_order, one_array
 from rules.ordered import in_frame_order
 from serving.core.assess import decide_learners
@@ -91,11 +91,7 @@ def whole_day_decisions(
         ordered = decisions.reset_index(drop=True)
     else:
         ordered = decisions.take(frame_order(decisions, priorities)).reset_index(drop=True)
-    # Built from the two columns: set_index would copy every feature column of the day.
-    products = pd.Series(
-        features["product_tag"].array, index=pd.Index(features["customer_id"].array)
-    )
-    cut = cut_to_capacity(ruleset, ordered, product_tags=products, moved_before=moved_before)
+    cut = cut_whole_day(ruleset, ordered, features, moved_before)
     cut[OVER_CAPACITY] = cut[OVER_CAPACITY].astype("boolean")
     return cut
 

@@ -31,7 +31,8 @@ from features.schemas import KEY_COLUMNS
 from models.churn import PREDICTION_COLUMNS, ChurnModel
 from models.explain import Explanation, Reason, explain_frame, points_of, ranked_reasons
 from models.matrix import SMALL_BATCH_ROWS
-from rules import OVER_CAPACITY, RuleSet, cut_to_capacity, decide
+from rules import OVER_CAPACITY, RuleSet, decide
+from rules.capacity import cut_whole_day
 from rules.columns import Columns
 from rules.decisions import codes_of, one_array
 from serving.core.frames import numbered
@@ -121,9 +122,7 @@ def decide_learners(
         wording=rule_wording(),
     )
     if whole_day:
-        ids = pd.Index(scored.array("customer_id"), name="customer_id")
-        products = pd.Series(scored.array("product_tag"), index=ids, name="product_tag")
-        decisions = cut_to_capacity(ruleset, decisions, product_tags=products)
+        decisions = cut_whole_day(ruleset, decisions, scored)
         over = decisions[OVER_CAPACITY].astype("boolean")
     else:
         over = pd.array([pd.NA] * len(decisions), dtype="boolean")

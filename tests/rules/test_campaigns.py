@@ -133,6 +133,7 @@ def test_the_engines_arrays_match_as_the_frame_and_each_catalogue_by_its_own_tri
         ),
         "changed": frame["changed"].to_numpy(bool),
         "behaviour_tags": frame["behaviour_tags"].to_numpy(object),
+        "tenure_days": frame["tenure_days"].to_numpy(float),
     }
     products = frame["product_tag"].to_numpy(object)
     # and a second catalogue holding only the campaign the first case matches
@@ -146,6 +147,48 @@ def test_the_engines_arrays_match_as_the_frame_and_each_catalogue_by_its_own_tri
     assert found.tolist() == match_campaigns(catalogue, frame, frame["product_tag"]).tolist()
     assert found_alone[0] == 0
     assert set(found_alone.tolist()) <= {-1, 0}
+
+
+def test_a_move_from_a_tag_no_trigger_names_is_not_a_new_learners(ruleset):
+    # given a catalogue of the welcome alone ({into: ST_001, from: [new]}): its triggers name
+    # ST_001 only
+    catalogue = ruleset.campaigns
+    welcome = catalogue.model_copy(update={"campaigns": (catalogue.get("CP_01"),)})
+    decisions = pd.DataFrame(
+        {
+            "from_tag": ["ST_004", None],
+            "to_tag": ["ST_001", "ST_001"],
+            "changed": [True, True],
+            "priority": ["P4", "P4"],
+            "behaviour_tags": ["", ""],
+        }
+    )
+    # when a learner back from risk and a new learner are matched
+    found = match_campaigns(welcome, decisions, ["PT_001", "PT_001"])
+    # then only the new learner is welcomed: a tag the triggers do not name is still a tag
+    assert found.tolist() == [-1, 0]
+
+
+def test_an_onboarding_arrives_when_the_catalogue_sets_no_arrival_days(ruleset):
+    # given a learner enrolled a year ago, tagged active for the first time
+    decisions = pd.DataFrame(
+        {
+            "from_tag": [None],
+            "to_tag": ["ST_001"],
+            "changed": [True],
+            "priority": ["P4"],
+            "behaviour_tags": [""],
+            "tenure_days": [365.0],
+        }
+    )
+    unlimited = ruleset.campaigns.model_copy(update={"arrival_days": None})
+    # when matched with the packaged arrival days and with none
+    onboarded = match_campaigns(ruleset.campaigns, decisions, ["PT_001"])[0]
+    arrived = match_campaigns(unlimited, decisions, ["PT_001"])[0]
+    # then the packaged catalogue gives the tag's default, the unlimited one the welcome
+    assert ruleset.campaigns.arrival_days == 7
+    assert ruleset.campaigns.ids[onboarded] == "CP_22"
+    assert unlimited.ids[arrived] == "CP_01"
 
 
 @pytest.mark.parametrize("case", INVALID, ids=[case["name"] for case in INVALID])

@@ -190,7 +190,7 @@ def test_the_overflow_takes_the_campaign_of_its_automated_priority(tmp_path, kno
 @pytest.mark.parametrize("dtype", [object, "string[pyarrow]", "category"])
 @pytest.mark.parametrize("id_dtype", [object, "string[pyarrow]"])
 def test_the_overflow_products_are_those_series_map_finds(dtype, id_dtype):
-    from rules.capacity import _products_of
+    from rules.capacity import _by_learner
 
     # given overflow rows (one learner without a product entry, one with a null product) and
     # product tiers indexed by customer_id in another order
@@ -199,9 +199,9 @@ def test_the_overflow_products_are_those_series_map_finds(dtype, id_dtype):
     products = pd.Series(tiers, index=pd.Index(["a", "b", "c", "d"], dtype=id_dtype))
     # when looked up, then each row gets what the map of ids gives, None where it has none
     reference = rows["customer_id"].map(products).astype(object).where(lambda s: s.notna(), None)
-    found = _products_of(rows, products)
+    found = _by_learner(rows, products)
     assert list(found) == list(reference) == ["PT_002", None, "PT_001", None]
-    assert _products_of(rows.iloc[:0], products).tolist() == []
+    assert _by_learner(rows.iloc[:0], products).tolist() == []
 
 
 def _campaign_day(tmp_path, known_features, capacity: int):
@@ -274,3 +274,30 @@ def test_rows_set_equals_iloc_setitem(kind):
     expected.iloc[rows] = new.to_numpy()
     # then both give the same column
     pd.testing.assert_series_equal(rows_set(column, rows, new), expected)
+
+
+@pytest.mark.parametrize(
+    ("tenure", "campaign"), [(365.0, "CP_18"), (1.0, "CP_13"), (None, "CP_13")]
+)
+def test_the_overflow_of_a_first_load_gets_no_campaign_of_a_move(
+    tmp_path, known_features, tenure, campaign
+):
+    from tests.rules.test_campaigns import copy_rules_with_campaigns
+
+    # given the day above with 3 calls, as the store's first day: every learner tagged for
+    # the first time (no from_tag), enrolled ``tenure`` days ago (None: not known)
+    rules_dir = copy_rules_with_campaigns(tmp_path / "rules")
+    ruleset = _with_interventions(rules_dir, known_features, capacity=3, control_share=0.0)
+    scored, state, as_of = _declining_day(DAY)
+    decided = decide(ruleset, state, scored, as_of)
+    first = decided.assign(from_tag=decided["from_tag"].cat.set_categories([]))
+    ids = scored["customer_id"].to_numpy()
+    products = pd.Series(scored["product_tag"].to_numpy(), index=ids)
+    tenure_days = None if tenure is None else pd.Series(tenure, index=ids)
+    # when the day is cut
+    cut = cut_to_capacity(ruleset, first, product_tags=products, tenure_days=tenure_days)
+    over = cut.set_index("customer_id").loc[["L00", "L05", "L03", "L06"]]
+    # then the overflow, now P3, gets the early warning of a move only when it arrived (or
+    # may have): learners enrolled a year ago get the automated retention of their tag
+    assert over["over_capacity"].all()
+    assert set(over["campaign_id"]) == {campaign}

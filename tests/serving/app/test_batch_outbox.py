@@ -134,3 +134,31 @@ def test_the_catalogue_plans_the_decided_campaigns_and_a_replace_adds_nothing_tw
     again = run_day(day, log, context(sqlite_store, ruleset, "cat-again"), replace=True)
     assert again.run.summary["messages"]["planned"] == len(outbox)
     assert sorted(sqlite_store.outbox_frame()["message_id"]) == sorted(outbox["message_id"])
+
+
+def test_a_first_load_welcomes_the_learners_who_just_enrolled_only(sqlite_store, ruleset):
+    # Given a store's first day: "veteran" enrolled two months before it, "newcomer" the day
+    # before, both active on that day
+    day = DAY_ONE
+    events = events_frame(
+        [
+            ["veteran", "2024-03-09 08:00:00", "session", 600.0, "web"],
+            ["newcomer", "2024-03-09 18:00:00", "session", 600.0, "web"],
+        ]
+    )
+    customers = customers_frame([["veteran", "2024-01-10 09:00:00"], ["newcomer", "2024-03-09"]])
+    log = BatchInputs(events=events, customers=customers)
+    # When the day runs with the packaged catalogue
+    run_day(day, log, context(sqlite_store, ruleset, "first"))
+    # Then both are tagged for the first time, in the audit log as moves from "new"
+    moves = sqlite_store.transitions_frame().set_index("customer_id")
+    assert moves.loc[["veteran", "newcomer"], "from_tag"].isna().all()
+    # and the newcomer is welcomed, while the veteran gets the campaign of the tag they hold,
+    # no campaign of a move (a welcome or a celebration)
+    decided = sqlite_store.scores_frame(day).set_index("customer_id")["campaign_id"]
+    moved_into = {c.id for c in ruleset.campaigns.campaigns if hasattr(c.trigger, "into")}
+    assert decided["newcomer"] == "CP_01"
+    assert decided["veteran"] not in moved_into
+    assert ruleset.campaigns.get(decided["veteran"]).trigger.tag == moves.loc["veteran", "to_tag"]
+    welcomed = sqlite_store.outbox_frame().query("campaign_id == 'CP_01'")
+    assert set(welcomed["customer_id"]) == {"newcomer"}
