@@ -23,10 +23,11 @@ peak RSS is its own):
 2. ``day 2`` (as_of = the log's end): the measured day, a learner moving here and there, reading
    the state day 1 wrote. Seconds per stage, total, peak RSS.
 
-Campaigns make the day after a first load a wave, not a steady day: day 1 enrols every learner
-in its move's campaign ("into" triggers), so the tag campaigns of every learner start on day 2
-(~1.6 messages a learner at 100k, against ~0.1 on later days). ``--history N`` (N > 1) measures
-a steady day instead: day 1 is the log's end - N, days in between run unmeasured (one line each)
+The day after a first load is not a steady day either: day 1 starts the tag campaigns of every
+learner (an existing learner is onboarded, not welcomed: ``rules.arrivals``; 1.64M messages at
+1M learners), and the day after plans their second wave and the arrivals' (246k messages at 1M,
+against ~75k on a steady day; 1.57M before onboardings, when day 1 fired every learner's "into"
+campaign and day 2 all the tag campaigns). ``--history N`` (N > 1) measures a steady day instead: day 1 is the log's end - N, days in between run unmeasured (one line each)
 with the dispatcher's effect between them (due messages marked sent, as ``lstep dispatch`` would
 leave them; its own cost is ``benchmarks/dispatch.py``'s), and the log's end is measured.
 
