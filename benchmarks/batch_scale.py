@@ -28,8 +28,9 @@ learner (an existing learner is onboarded, not welcomed: ``rules.arrivals``; 1.6
 1M learners), and the day after still plans ~3x a steady day (246k messages at 1M against ~75k:
 learners whose decision names another campaign than on day 1, the arrivals' welcomes, the win-back
 of the churned; 1.57M before onboardings, when day 1 fired every learner's "into" campaign and
-day 2 all the tag campaigns). ``--history N`` (N > 1) measures a steady day instead: day 1 is the log's end - N, days in between run unmeasured (one line each)
-with the dispatcher's effect between them (due messages marked sent, as ``lstep dispatch`` would
+day 2 all the tag campaigns). ``--history N`` (N > 1) measures a steady day instead: day 1 is
+the log's end - N, days in between run unmeasured (one line each) with the dispatcher's effect
+between them (due messages marked sent, as ``lstep dispatch`` would
 leave them; its own cost is ``benchmarks/dispatch.py``'s), and the log's end is measured.
 
 The inputs' check is not part of the measured day (its inputs are marked validated): the line

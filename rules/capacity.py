@@ -23,9 +23,10 @@ from numpy.typing import ArrayLike
 
 from rules.arrivals import ARRIVAL_FEATURE
 from rules.campaign_matching import campaign_columns
+from rules.codes import NO_CODE, codes_of
 from rules.columns import Columns
 from rules.config import RuleSet
-from rules.decisions import NO_CODE, codes_of, decision_order, frame_order
+from rules.decisions import decision_order, frame_order
 from rules.interventions import control_flags
 
 OVER_CAPACITY = "over_capacity"

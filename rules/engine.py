@@ -32,16 +32,15 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from rules.codes import NO_CODE, codes_of
 from rules.columns import Columns
 from rules.conditions import evaluate
 from rules.config import MODEL_SCORE_COLUMNS, RuleSet
 from rules.decisions import (
     COOLDOWN,
-    NO_CODE,
     OVERRIDE,
     CurrentState,
     Moves,
-    codes_of,
     decision_frame,
     rule_tables,
 )

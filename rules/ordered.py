@@ -9,7 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rules.decisions import codes_of, one_array, order_keys
+from rules.codes import codes_of, one_array
+from rules.decisions import order_keys
 
 
 def in_frame_order(decisions: pd.DataFrame, priority_order: Sequence[str]) -> bool:

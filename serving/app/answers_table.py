@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from features.keys import repeats_any
 from models.churn import PREDICTION_COLUMNS
 from rules import RuleSet
-from rules.decisions import codes_of, one_array
+from rules.codes import codes_of, one_array
 from serving.app.day_decisions import DecidedDay, answers_decisions, arrow_text
 from serving.core.assess import DECISION_FIELDS
 from serving.core.state import without_later_states

@@ -32,7 +32,8 @@ import pyarrow.compute as pc
 
 from rules import OVER_CAPACITY, RuleSet
 from rules.capacity import CUT_COLUMNS, cut_whole_day, rows_set
-from rules.decisions import NO_CODE, codes_of, frame_order, one_array
+from rules.codes import NO_CODE, codes_of, one_array
+from rules.decisions import frame_order
 from rules.ordered import in_frame_order
 from serving.core.assess import decide_learners
 from serving.core.frames import is_in

@@ -33,8 +33,8 @@ from models.explain import Explanation, Reason, explain_frame, points_of, ranked
 from models.matrix import SMALL_BATCH_ROWS
 from rules import OVER_CAPACITY, RuleSet, decide
 from rules.capacity import cut_whole_day
+from rules.codes import codes_of, one_array
 from rules.columns import Columns
-from rules.decisions import codes_of, one_array
 from serving.core.frames import numbered
 from serving.core.parts import in_parts, scored_and_decided
 from serving.core.records import is_on, learner_record, risk_flags, rule_wording

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from features.keys import repeats_any
 from rules.campaign_matching import step_channels
 from rules.campaigns import Campaign, Catalogue
-from rules.decisions import codes_of, one_array
+from rules.codes import codes_of, one_array
 from rules.interventions import control_draw
 from serving.core.messages import PAIR_COLUMNS, CampaignPlan, no_pairs
 from serving.core.planned import (
@@ -277,9 +277,8 @@ def _context_fields(
     Each field comes coded (``ContextField``): most have few distinct values (tags, counts,
     the reasons of a ``why`` many learners share), which are worked out and written once each.
     """
-    wanted = ["customer_id", "product_tag", "days_since_last_event", *_COUNTS, "name"]
-    present = [name for name in wanted if name in features.columns]
-    rows = triggered.merge(features[present], on="customer_id", how="left", suffixes=("", "_f"))
+    wanted = ["product_tag", "days_since_last_event", *_COUNTS, "name"]
+    rows = _with_features(triggered, features, [name for name in wanted if name in features])
     count = len(rows)
     numbers = {
         name: _whole(rows[name]) if name in rows else np.zeros(count, np.int64)
@@ -311,6 +310,26 @@ def _context_fields(
         "tag": tags,
         "tag_name": _mapped(tags, lambda tag: STATUS_TAGS.get(tag) if tag else None),
     }
+
+
+def _with_features(
+    triggered: pd.DataFrame, features: pd.DataFrame, names: list[str]
+) -> pd.DataFrame:
+    """``triggered`` with each learner's feature ``names`` (null where ``features`` lacks the
+    learner; a decision's own column of the same name is kept), as a left merge on customer_id
+    gives them.
+
+    The triggered ids are looked up among the day's (sorted: searched, ``codes_of``) rather
+    than merged: the merge's hash table over every learner of the day was ~1.5 s of a 1M
+    steady day's plan, for the ~75k learners it enrols.
+    """
+    at = codes_of(triggered["customer_id"].array, features["customer_id"].array)
+    taken = {
+        name: pd.api.extensions.take(features[name].array, at, allow_fill=True)
+        for name in names
+        if name not in triggered.columns
+    }
+    return triggered.reset_index(drop=True).assign(**taken)
 
 
 def _coded(column: pd.Series, read: Callable[[str | None], object] | None = None) -> ContextField:

@@ -204,7 +204,7 @@ def is_in(values: Any, candidates: Any) -> np.ndarray:
     search, when one side is the day's ids in order (the spine's live learners among the
     eligible ones, the state's among the decided), ~0.06 s.
     """
-    from rules.decisions import codes_of  # kept off this module's import: rules loads pandera
+    from rules.codes import codes_of  # kept off this module's import: rules loads pandera
 
     return codes_of(values, candidates) >= 0
 
@@ -229,7 +229,7 @@ def positions_in(values: Any, candidates: Any) -> np.ndarray:
     ``codes_of``, as ``is_in``: pandas' ``get_indexer`` of a million ids in a million costs ~1 s
     of CPU.
     """
-    from rules.decisions import codes_of  # as in is_in: kept off this module's import
+    from rules.codes import codes_of  # as in is_in: kept off this module's import
 
     return codes_of(values, candidates)
 

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from models.matrix import PREDICT_CHUNK_ROWS
-from rules.decisions import codes_of, frame_order
+from rules.codes import codes_of
+from rules.decisions import frame_order
 
 PART_ROWS = 2 * PREDICT_CHUNK_ROWS
 """Learners per part: whole prediction chunks, so that no part ends in a short chunk."""

@@ -110,7 +110,7 @@ def _text_picker(text: pa.Array) -> Callable[[np.ndarray], list[str | None]]:
 
 def _one_text_array(text: pa.Array | pa.ChunkedArray) -> pa.Array:
     """A column of concatenated frames comes chunked: its chunks joined, a single one taken
-    as it is (joining it would copy a day's contexts). ``rules.decisions.one_array``'s rule;
+    as it is (joining it would copy a day's contexts). ``rules.codes.one_array``'s rule;
     not imported from there: ``rules`` adds half a second to importing the store."""
     if not isinstance(text, pa.ChunkedArray):
         return text

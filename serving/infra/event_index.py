@@ -40,7 +40,7 @@ from features.parquet_source import parquet_source
 from features.vocabulary import CHANNELS
 from features.windows import event_type_firsts
 from features.workspace import connect
-from rules.decisions import one_array
+from rules.codes import one_array
 from serving.infra.sidecars import fixed_width, open_sidecar, read_meta, sorted_position
 
 logger = logging.getLogger("bentoml.lstep")

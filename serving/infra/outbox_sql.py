@@ -10,7 +10,6 @@ a day adds nothing twice. Dispatchers claim due rows with a lease (``claimed_by`
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -34,13 +33,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from serving.core.messages import CANCELLED, FAILED, PAIR_COLUMNS, PENDING, SUPPRESSED
-from serving.infra.arrow_reads import TemporaryRows, read_table
+from serving.infra.arrow_reads import read_table
 from serving.infra.driver_rows import checks_once, driver_chunks
+from serving.infra.pair_tables import pairs_table, temporary_pairs
 from serving.infra.sql import (
     copy_rows,
     holds_fewer_rows,
     indexes_after,
-    temporary_table,
 )
 from serving.infra.tables import CampaignFeedback, Outbox
 
@@ -156,57 +155,9 @@ def cancel_pairs(conn: Connection, pairs: pd.DataFrame, as_of: date, now: dateti
         f"AND o.state IN ({sendable}) AND o.planned_on < :as_of)"
     ).bindparams(bindparam("as_of", type_=Date))
     rows = pairs[["customer_id", "campaign_id"]].astype(str)
-    with _pairs_table(conn, "cancelled_pairs", rows):
+    with pairs_table(conn, "cancelled_pairs", rows):
         result = conn.execute(statement, {"as_of": as_of})
     return max(result.rowcount, 0)
-
-
-_PAIR_KINDS = {"customer_id": "VARCHAR(64)", "campaign_id": "VARCHAR(16)", "since": "DATE"}
-
-
-def _unique_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
-    """The distinct (customer_id, campaign_id) ``pairs`` with their other columns, in key
-    order (``sql.temporary_table``)."""
-    return pairs.drop_duplicates(list(PAIR_COLUMNS)).sort_values(list(PAIR_COLUMNS))
-
-
-@contextmanager
-def _pairs_table(conn: Connection, name: str, pairs: pd.DataFrame) -> Iterator[None]:
-    """A temporary table ``name`` of the distinct (customer_id, campaign_id) ``pairs`` and the
-    frame's other columns (``since``: a date), for the statements of the block to join.
-
-    Dates as the ISO text SQLAlchemy stores on SQLite.
-    """
-    unique = _unique_pairs(pairs)
-    postgres = conn.dialect.name == "postgresql"
-    columns = [
-        unique[name].tolist() if postgres or name != "since" else _iso_days(unique[name])
-        for name in unique.columns
-    ]
-    values = list(zip(*columns, strict=True))
-    kinds = {column: _PAIR_KINDS[column] for column in unique.columns}
-    with temporary_table(conn, name, kinds, values):
-        yield
-
-
-def _temporary_pairs(name: str, pairs: pd.DataFrame) -> TemporaryRows:
-    """``_pairs_table``'s rows as a ``read_table`` temporary table (``since`` as days)."""
-    unique = _unique_pairs(pairs)
-    rows = pa.table(
-        {
-            column: pa.array(
-                unique[column], pa.date32() if column == "since" else pa.string(), from_pandas=True
-            )
-            for column in unique.columns
-        }
-    )
-    return TemporaryRows(name, {column: _PAIR_KINDS[column] for column in unique.columns}, rows)
-
-
-def _iso_days(days: pd.Series) -> list[str]:
-    """Dates as ISO text, each distinct one formatted once (a few window starts per day)."""
-    texts = {day: day.isoformat() for day in days.unique()}
-    return days.map(texts).tolist()
 
 
 def outbox_select(
@@ -322,7 +273,7 @@ def window_counts(
         f"AND o.planned_on >= p.since AND o.planned_on < :as_of AND o.state != '{CANCELLED}' "
         "GROUP BY p.customer_id, p.campaign_id"
     ).bindparams(bindparam("as_of", as_of, type_=Date))
-    return read_table(conn, statement, PAIR_COUNTS, (_temporary_pairs("window_pairs", rows),))
+    return read_table(conn, statement, PAIR_COUNTS, (temporary_pairs("window_pairs", rows),))
 
 
 def _planned_between(conn: Connection, first: date, before: date) -> bool:

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from rules.decisions import codes_of
+from rules.codes import codes_of
 from serving.app import day_decisions
 from serving.app.answers_table import answers_table, answers_tag
 from serving.app.day_decisions import DecidedDay, answers_decisions, changed_states, cut_day

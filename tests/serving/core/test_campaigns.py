@@ -405,3 +405,35 @@ def test_each_pair_finds_the_first_row_holding_it(pairs, table, one_per_learner)
         next((row for row, other in enumerate(table) if other == pair), -1) for pair in pairs
     ]
     assert found.tolist() == expected
+
+
+@pytest.mark.parametrize("id_dtype", ["str", object])
+def test_the_context_reads_the_features_a_left_merge_on_the_learner_gives(id_dtype):
+    # given triggered learners in decision order (one the features lack, one with a decision
+    # column of a feature's name) and the day's features sorted by id
+    triggered = pd.DataFrame(
+        {
+            "customer_id": pd.array(["C3", "C1", "C9", "C2"], dtype=id_dtype),
+            "to_tag": ["ST_001", "ST_002", "ST_001", "ST_004"],
+            "name": ["decided", None, None, None],
+        },
+        index=[7, 3, 5, 1],
+    )
+    features = pd.DataFrame(
+        {
+            "customer_id": pd.array(["C1", "C2", "C3", "C4"], dtype=id_dtype),
+            "product_tag": pd.array(["PT_001", "PT_002", None, "PT_003"], dtype="str"),
+            "lessons_total": [1.0, np.nan, 3.0, 4.0],
+            "days_since_last_event": np.array([5, 6, 7, 8], dtype=np.int64),
+            "name": ["Ann", "Bo", "Cy", "Di"],
+        }
+    )
+    names = ["product_tag", "lessons_total", "days_since_last_event", "name"]
+    # when each learner's features are read
+    got = campaigns_module._with_features(triggered, features, names)
+    # then they are the merge's, the decision's own column kept, nulls where a learner is absent
+    merged = triggered.merge(features, on="customer_id", how="left", suffixes=("", "_f"))
+    expected = merged.drop(columns="name_f")
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert got["days_since_last_event"].tolist()[:2] == [7, 5]
+    assert pd.isna(got.loc[2, "days_since_last_event"]) and pd.isna(got.loc[2, "product_tag"])

@@ -1,4 +1,4 @@
-"""Tests for rules.decisions.codes_of: each value's position among categories."""
+"""Tests for rules.codes.codes_of: each value's position among categories."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from rules import decisions
-from rules.decisions import codes_of, one_array
+from rules import codes as codes_module
+from rules.codes import codes_of, one_array
 
 CATEGORIES = ["P1", "P2", "P3", "P2"]  # a repeated category: the first position counts
 VALUES = ["P2", "P1", None, "P9", "P2", "P3"]
@@ -54,7 +54,7 @@ def test_few_values_among_many_categories_are_coded_as_a_plain_lookup_codes_them
     # given many categories (repeats, a null, an empty text) and far fewer values (repeats,
     # absent ones, a null, an empty text), enough to turn the lookup round
     rng = np.random.default_rng(3)
-    size = decisions.INVERTED_FROM * 2
+    size = codes_module.INVERTED_FROM * 2
     categories = pa.array([f"C{i}" for i in rng.integers(0, size, size)] + ["", None])
     values = pa.array(
         [f"C{i}" for i in rng.integers(0, 2 * size, size // 5)] + [None, "C1", "C1", "", "x"]
@@ -69,7 +69,7 @@ def test_few_values_among_many_categories_are_coded_as_a_plain_lookup_codes_them
 
 def test_few_values_among_many_categories_hash_the_values_not_the_categories(monkeypatch):
     # given few values among many categories, and Arrow's lookup recorded
-    categories = pa.array([f"C{i}" for i in range(decisions.INVERTED_FROM)])
+    categories = pa.array([f"C{i}" for i in range(codes_module.INVERTED_FROM)])
     values = pa.array(["C7", "C3", "nope"])
     hashed = []
     original = pc.index_in
@@ -104,7 +104,7 @@ def test_ids_of_one_width_are_coded_as_the_hash_lookup_codes_them(
 ):
     # given many ids of one width, some absent from the other side, sorted or shuffled
     rng = np.random.default_rng(5)
-    size = decisions.SORTED_FROM * 3
+    size = codes_module.SORTED_FROM * 3
     pool = rng.choice(4 * size, 2 * size, replace=False)
     categories, values = np.sort(pool[:size] // 2 * 2), np.sort(pool[size // 2 :])
     categories = np.unique(categories) if categories_sorted else rng.permutation(categories)
@@ -118,7 +118,7 @@ def test_ids_of_one_width_are_coded_as_the_hash_lookup_codes_them(
 
 def test_sorted_ids_are_searched_not_hashed(monkeypatch):
     # given a day's sorted ids among the store's sorted ids, and Arrow's hash lookup refused
-    size = decisions.SORTED_FROM
+    size = codes_module.SORTED_FROM
     categories, values = _ids(np.arange(0, 4 * size, 2)), _ids(np.arange(size, 3 * size))
     expected = _plain(values, categories)
     monkeypatch.setattr(pc, "index_in", lambda *args, **kwargs: pytest.fail("hashed"))
@@ -126,6 +126,25 @@ def test_sorted_ids_are_searched_not_hashed(monkeypatch):
     assert np.array_equal(codes_of(values, categories), expected)
     # and a sorted side of sliced arrays (an offset into their buffers) is searched alike
     assert np.array_equal(codes_of(values[5:], categories[3:]), _plain_shifted(expected[5:], 3))
+
+
+@pytest.mark.parametrize("repeats", [False, True], ids=["distinct", "categories repeat"])
+def test_ids_in_no_order_are_sorted_and_searched_not_hashed(monkeypatch, repeats):
+    # given shuffled ids on both sides (some values absent, some categories there twice or
+    # more), and Arrow's hash lookup's codes worked out before it is refused
+    rng = np.random.default_rng(11)
+    size = codes_module.SORTED_FROM * 2
+    numbers = rng.permutation(size)
+    if repeats:
+        numbers = np.concatenate([numbers, rng.choice(size, size // 2)])
+    categories = _ids(numbers)
+    values = _ids(rng.permutation(np.arange(size // 2, size + size // 2)))
+    expected = _plain(values, categories)
+    monkeypatch.setattr(pc, "index_in", lambda *args, **kwargs: pytest.fail("hashed"))
+    # when coded, then each value has the first position of its id, -1 where absent
+    codes = codes_of(values, categories)
+    assert np.array_equal(codes, expected)
+    assert 0 < (codes >= 0).sum() < len(values)
 
 
 def _plain_shifted(codes: np.ndarray, dropped: int) -> np.ndarray:
@@ -140,7 +159,7 @@ def _plain_shifted(codes: np.ndarray, dropped: int) -> np.ndarray:
 def test_ids_breaking_the_searchs_preconditions_are_coded_as_the_hash_lookup_codes_them(edit):
     # given sorted values and shuffled categories, broken in one way the search must notice
     rng = np.random.default_rng(8)
-    size = decisions.SORTED_FROM * 2
+    size = codes_module.SORTED_FROM * 2
     values = _ids(np.arange(size))
     categories = _ids(rng.permutation(np.arange(size // 2, 2 * size)))
     if edit == "repeated category":  # the first of the two positions is the code
@@ -161,7 +180,7 @@ def test_wide_ids_sorted_on_one_side_are_searched_as_the_hash_lookup_codes_them(
 ):
     # given UUIDs (36 bytes) among the store's sorted UUIDs, some absent, and no hash lookup
     rng = np.random.default_rng(11)
-    size = decisions.SORTED_FROM * 2
+    size = codes_module.SORTED_FROM * 2
     pool = np.unique(rng.integers(0, 2**62, 3 * size))
     texts = [str(uuid.UUID(int=int(n) << 64 | int(n))) for n in pool]
     categories = pa.array(texts[: 2 * size])  # sorted: the pool is, and so are its UUIDs' texts
@@ -177,7 +196,7 @@ def test_wide_ids_sorted_on_one_side_are_searched_as_the_hash_lookup_codes_them(
 
 def test_wide_ids_differing_only_in_a_trailing_nul_stay_apart():
     # given ids of one width whose bytes differ only by a trailing NUL against a letter
-    size = decisions.SORTED_FROM
+    size = codes_module.SORTED_FROM
     nul = "\x00"
     categories = pa.array([f"learner-{n:08d}{nul}" for n in range(size)])
     values = pa.array([f"learner-{n:08d}{nul if n % 2 else 'a'}" for n in range(size)])
