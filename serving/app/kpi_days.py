@@ -216,14 +216,30 @@ def kpi_history(
     # Only the columns read are checked: callers may pass a narrow read of the store.
     score_schema = STORED_SCORES_SCHEMA.select_columns(list(SCORE_COLUMNS))
     known_scores = validate_frame(scores[list(SCORE_COLUMNS)], score_schema)
-    moved = pd.MultiIndex.from_frame(transitions[["customer_id", "as_of"]])
-    known_scores = known_scores[
-        pd.MultiIndex.from_frame(known_scores[["customer_id", "as_of"]]).isin(moved)
-    ]
+    known_scores = known_scores[_learner_days_in(known_scores, transitions)]
     customers = validate_frame(customers, customers_schema())
     labels = None if outcomes is None else validate_frame(outcomes, labels_schema())
     day = pd.Timestamp(until.year, until.month, until.day)
     return _prepare(transitions, known_scores, customers, labels, decisions, horizon_days, day)
+
+
+def _learner_days_in(frame: pd.DataFrame, other: pd.DataFrame) -> np.ndarray:
+    """Whether each (customer_id, as_of) of ``frame`` is one of ``other``'s.
+
+    Each pair as one integer (the learner's position among ``other``'s distinct ids, then
+    the day): two ``MultiIndex`` objects and their ``isin`` cost ~1.2 s at 1M learners.
+    """
+    ids = pd.unique(other["customer_id"].astype(str).array)
+    theirs = _day_keys(positions_in(other["customer_id"].astype(str).array, ids), other)
+    mine = _day_keys(positions_in(frame["customer_id"].astype(str).array, ids), frame)
+    return np.isin(mine, theirs) & (mine >= 0)
+
+
+def _day_keys(learner: np.ndarray, frame: pd.DataFrame) -> np.ndarray:
+    """(learner, day) as one integer, the day counted from 1970 in the low 20 bits (to the
+    year 4840); -1 for a learner not found."""
+    days = frame["as_of"].to_numpy("datetime64[D]").astype(np.int64)
+    return np.where(learner >= 0, (learner.astype(np.int64) << 20) | days, -1)
 
 
 def _prepare(
@@ -280,7 +296,7 @@ class _Slim:
             column = frame[name]
             is_text = column.dtype == object or pd.api.types.is_string_dtype(column.dtype)
             kept[name] = column.astype("category") if is_text and name != "control" else column
-        learner = self.ids.get_indexer(frame["customer_id"].astype(str))
+        learner = positions_in(frame["customer_id"].astype(str).array, self.ids.array)
         return pd.DataFrame({"learner": learner, **kept}, index=frame.index)
 
 

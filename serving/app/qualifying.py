@@ -23,6 +23,7 @@ import pandas as pd
 from rules import MODEL_SCORE_COLUMNS, RuleSet
 from rules.conditions import evaluate, iter_leaves
 from rules.config import NEW, STATE_COLUMNS, Rule
+from serving.core.frames import distinct_sorted
 
 DAY = timedelta(days=1)
 MEASURED = "measured"
@@ -60,6 +61,9 @@ class DecisionDays:
         return frozenset(pd.to_datetime(days))
 
 
+RUN_KEYS = ["customer_id", "from_tag", "as_of"]
+"""The order of the qualifying days: a learner's runs from one tag, day after day."""
+
 _EMPTY_QUALIFYING = pd.DataFrame(
     {
         "customer_id": pd.Series(dtype=str),
@@ -74,21 +78,27 @@ def qualifying_days(decisions: DecisionDays, target: str) -> pd.DataFrame:
 
     Returns:
         ``customer_id``, ``as_of``, ``from_tag`` (``rules.config.NEW`` for a learner not yet in
-        the store), one row per qualifying combination.
+        the store), one row per qualifying combination, sorted by ``RUN_KEYS``.
     """
     inputs = decisions.inputs
     columns = _rule_columns(inputs, decisions.ruleset)
-    # Typed like the frames it is concatenated with: an untyped (object) empty frame would make
-    # pandas box every as_of into an object Timestamp (~1 s for a 60-day demo's kpis).
-    frames = [_EMPTY_QUALIFYING]
+    held_from: dict[str, np.ndarray] = {}  # per source tag: the rows a rule from it holds on
     for rule in decisions.ruleset.rules:
         if rule.to != target or reads_state(rule):
             continue  # the state columns (campaign_active) are not among the stored inputs
         fired = evaluate(rule.condition, columns, MODEL_SCORE_COLUMNS, len(inputs)).fired
-        held = inputs.loc[fired, ["customer_id", "as_of"]]
-        frames.extend(held.assign(from_tag=source) for source in rule.sources)
-    found = pd.concat(frames, ignore_index=True).drop_duplicates(ignore_index=True)
-    return found.astype({"customer_id": str, "from_tag": str, "as_of": "datetime64[us]"})
+        for source in rule.sources:
+            held_from[source] = held_from.get(source, False) | np.asarray(fired, dtype=bool)
+    # Typed like the frames it is concatenated with: an untyped (object) empty frame would make
+    # pandas box every as_of into an object Timestamp (~1 s for a 60-day demo's kpis).
+    frames = [_EMPTY_QUALIFYING]
+    frames += [
+        inputs.loc[held, ["customer_id", "as_of"]].assign(from_tag=source)
+        for source, held in held_from.items()
+    ]
+    found = pd.concat(frames, ignore_index=True)
+    found = found.astype({"customer_id": str, "from_tag": str, "as_of": "datetime64[us]"})
+    return distinct_sorted(found, RUN_KEYS).reset_index(drop=True)
 
 
 def reads_state(rule: Rule) -> bool:
@@ -175,9 +185,9 @@ def run_starts(
     return result.assign(first_day=first.where(result["status"] == MEASURED).to_numpy())
 
 
-def _runs(qualifying: pd.DataFrame) -> pd.DataFrame:
-    """Each qualifying day with ``run_start``: the first day of its run of consecutive days."""
-    ordered = qualifying.sort_values(["customer_id", "from_tag", "as_of"], ignore_index=True)
+def _runs(ordered: pd.DataFrame) -> pd.DataFrame:
+    """Each qualifying day with ``run_start``: the first day of its run of consecutive days
+    (``ordered``: ``qualifying_days``', distinct and sorted by ``RUN_KEYS``)."""
     same = (ordered["customer_id"] == ordered["customer_id"].shift()) & (
         ordered["from_tag"] == ordered["from_tag"].shift()
     )

@@ -234,6 +234,30 @@ def positions_in(values: Any, candidates: Any) -> np.ndarray:
     return codes_of(values, candidates)
 
 
+def distinct_sorted(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """``frame.drop_duplicates(keys).sort_values(keys)``: each distinct key's first row, in
+    key order, nulls last (two nulls equal), index labels kept.
+
+    Arrow sorts the keys (stably: a key's first row stays first) and a row is kept where its
+    key differs from the one before: pandas' ``drop_duplicates`` and a multi-key
+    ``sort_values`` (a lexsort through categoricals) of ~500k text pairs cost ~1 s.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = pa.table({name: pa.array(frame[name], from_pandas=True) for name in keys})
+    order = pc.sort_indices(table, sort_keys=[(name, "ascending", "at_end") for name in keys])
+    order = order.to_numpy()
+    first = np.zeros(len(order), dtype=bool)  # a key's first row: one that differs somewhere
+    first[:1] = True
+    for name in keys if len(order) > 1 else ():
+        column = table[name].take(order).combine_chunks()
+        before, after = column.slice(0, len(column) - 1), column.slice(1)
+        same = pc.or_kleene(pc.equal(before, after), pc.and_(before.is_null(), after.is_null()))
+        first[1:] |= ~same.fill_null(False).to_numpy(zero_copy_only=False)
+    return frame.iloc[order[first]]
+
+
 def numbered(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with rows numbered 0..n-1: itself when they already are (no copy; a one-row
     feature frame's ``reset_index`` copies its sixty-odd columns, ~0.2 ms a request)."""
@@ -253,6 +277,7 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "StoredColumns",
+    "distinct_sorted",
     "empty_state",
     "is_in",
     "numbered",

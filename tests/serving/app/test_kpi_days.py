@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -209,3 +210,29 @@ def test_a_day_after_the_history_is_refused_and_no_day_gives_no_kpis():
         )
         == {}
     )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_scores_kept_are_those_of_the_learner_days_a_multiindex_finds(seed):
+    from serving.app.kpi_days import _learner_days_in
+
+    # given scores and transitions over overlapping learners and days (other resolutions)
+    rng = np.random.default_rng(seed)
+    learners = np.array([f"C{n:04d}" for n in range(400)])
+    days = pd.date_range("2026-01-01", periods=30).to_numpy()
+
+    def frame(rows: int, ids: np.ndarray, unit: str) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "customer_id": pd.array(rng.choice(ids, rows), dtype="str"),
+                "as_of": pd.to_datetime(rng.choice(days, rows)).astype(f"datetime64[{unit}]"),
+            }
+        )
+
+    scores, transitions = frame(3000, learners, "us"), frame(900, learners[150:], "ns")
+    # when each score's learner-day is looked up among the transitions'
+    found = _learner_days_in(scores, transitions)
+    # then it is found exactly where the MultiIndex of the pairs finds it
+    moved = pd.MultiIndex.from_frame(transitions.astype({"as_of": "datetime64[us]"}))
+    expected = pd.MultiIndex.from_frame(scores).isin(moved)
+    assert found.tolist() == expected.tolist() and 0 < found.sum() < len(scores)

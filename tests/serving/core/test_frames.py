@@ -19,6 +19,7 @@ from serving.core.frames import (
     STORED_SCORES_SCHEMA,
     TRANSITIONS_COLUMNS,
     TRANSITIONS_SCHEMA,
+    distinct_sorted,
     is_in,
     sorted_by_id,
     stored_frame,
@@ -167,3 +168,25 @@ def test_sorted_by_id_is_a_stable_sort_values_of_the_ids(dtype):
     with_null = frame.assign(customer_id=pd.Series([None, *ODD_IDS[1:]], dtype=dtype).to_numpy())
     expected = with_null.sort_values("customer_id", ignore_index=True, kind="stable")
     pd.testing.assert_frame_equal(sorted_by_id(with_null), expected)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_distinct_sorted_rows_are_pandas_first_rows_of_each_key_in_key_order(seed):
+    # given rows whose (text, text, day) keys repeat, some parts missing, in no order, with
+    # a column that differs between the rows of one key and index labels of their own
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(0, 300))
+    days = pd.to_datetime(["2026-03-01", "2026-03-02", "2026-03-03"]).astype("datetime64[us]")
+    frame = pd.DataFrame(
+        {
+            "customer_id": pd.array(rng.choice(["C1", "C2", "C10", None], rows), dtype="str"),
+            "from_tag": rng.choice(np.array(["ST_001", "new", None], dtype=object), rows),
+            "as_of": rng.choice(days, rows),
+            "row": np.arange(rows),
+        },
+        index=rng.permutation(rows) + 100,
+    )
+    keys = ["customer_id", "from_tag", "as_of"]
+    # when made distinct and sorted, then the rows are pandas' own, labels included
+    expected = frame.drop_duplicates(keys).sort_values(keys, na_position="last", kind="stable")
+    pd.testing.assert_frame_equal(distinct_sorted(frame, keys), expected)
