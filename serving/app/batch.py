@@ -83,6 +83,11 @@ STAGES: dict[str, str] = {
 }
 
 
+JOB_STAGES: dict[str, str] = {"kpis": "store the day's KPIs"}
+"""Work of a job after its days (``serving.app.jobs``), drawn as the days' ``STAGES`` are: at 1M
+learners the stored KPIs take ~15 s after the last day's summary."""
+
+
 class BatchProgress(Protocol):
     """Where a run reports its progress (the CLI draws bars; tests and schedulers need none)."""
 
@@ -402,6 +407,7 @@ def spine_of(eligible: pd.DataFrame, state: pd.DataFrame, as_of: date) -> pd.Dat
 
 
 __all__ = [
+    "JOB_STAGES",
     "STAGES",
     "AssessedDay",
     "BatchContext",

@@ -152,14 +152,16 @@ class _BatchFields(Job):
             data_dir=settings.data_path, events=settings.events_path,
             customers=settings.customers_path, rules_dir=self.rules_dir,
         )  # fmt: skip
+        day = results[-1].as_of
         try:
-            day_kpis(
-                context.store, results[-1].as_of, sources, lambda _: (context.ruleset, version),
-                now=runtime.now,
-            )  # fmt: skip
+            with context.stage(day, "kpis"):
+                day_kpis(
+                    context.store, day, sources, lambda _: (context.ruleset, version),
+                    now=runtime.now,
+                )  # fmt: skip
         except ValueError as error:  # the day is committed: a bad event store file only costs
             # the stored KPIs (`lstep kpis` then names the problem)
-            logger.warning("the KPIs of %s were not stored: %s", results[-1].as_of, error)
+            logger.warning("the KPIs of %s were not stored: %s", day, error)
 
     def _report(self, runtime: Runtime, results: list[BatchResult]) -> Path | None:
         if not self.report or self.dry_run:

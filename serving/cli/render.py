@@ -73,9 +73,10 @@ class RichBatchProgress:
 
     @contextmanager
     def stage(self, as_of: date, name: str) -> Iterator[None]:
-        from serving.app.batch import STAGES  # a batch is running: its modules are loaded
+        from serving.app.batch import JOB_STAGES, STAGES  # a batch runs: its modules are loaded
 
-        task = self.bars.add_task(f"{as_of} {STAGES.get(name, name)}", total=1)
+        label = STAGES.get(name) or JOB_STAGES.get(name, name)
+        task = self.bars.add_task(f"{as_of} {label}", total=1)
         yield
         self.bars.update(task, completed=1)
 

@@ -199,6 +199,7 @@ def test_a_batch_day_stores_its_kpis_and_kpis_prints_them_as_it_computes_them(
         (data / name).write_bytes((population / name).read_bytes())
     scored = runner.invoke(app, ["score", "--as-of", "2026-04-01", "--rules-only"])
     assert scored.exit_code == 0, scored.output
+    assert "2026-04-01 store the day's KPIs" in scored.output  # a bar of its own, after the day
     stored = data / "kpis" / "as_of=2026-04-01.json"
     written = stored.stat().st_mtime_ns
     # when the KPIs are printed from the stored file, then again computed without it
