@@ -242,10 +242,11 @@ def distinct_sorted(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     key differs from the one before: pandas' ``drop_duplicates`` and a multi-key
     ``sort_values`` (a lexsort through categoricals) of ~500k text pairs cost ~1 s.
     """
-    import pyarrow as pa
+    # pyarrow.compute is imported on first use, as pandera is: `lstep status` never sorts
+    import pyarrow
     import pyarrow.compute as pc
 
-    table = pa.table({name: pa.array(frame[name], from_pandas=True) for name in keys})
+    table = pyarrow.table({name: pyarrow.array(frame[name], from_pandas=True) for name in keys})
     order = pc.sort_indices(table, sort_keys=[(name, "ascending", "at_end") for name in keys])
     order = order.to_numpy()
     first = np.zeros(len(order), dtype=bool)  # a key's first row: one that differs somewhere
