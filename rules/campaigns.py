@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 CAMPAIGNS_FILE = "campaigns.yaml"
 TEMPLATES_DIR = "templates"
-
 NEW = "new"
 CHANNELS: tuple[str, ...] = ("email", "push", "in_app", "csm_task", "webhook")
 """The channels a campaign step may use (``serving.core.messages`` re-exports them)."""
