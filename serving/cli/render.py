@@ -318,7 +318,14 @@ def campaigns_table(ruleset: Any) -> Table:
     """The campaign catalogue (``lstep rules check``): trigger, cadence, cap, exit, variants."""
     from rules.campaigns import TransitionTrigger
 
-    table = Table(title="campaigns (first matching trigger wins, top to bottom)")
+    days = ruleset.campaigns.arrival_days
+    arrivals = (
+        "a first tag fires a move's campaign for every learner (arrival_days: null)"
+        if days is None
+        else f"a first tag fires a move's campaign only for a learner enrolled in the last "
+        f"{days} days (arrival_days); anyone else is onboarded onto their tag's campaigns"
+    )
+    table = Table(title="campaigns (first matching trigger wins, top to bottom)", caption=arrivals)
     for name in ("id", "name", "trigger", "cadence", "cap", "exit", "A/B"):
         table.add_column(name, overflow="fold")
     for campaign in ruleset.campaigns.campaigns:

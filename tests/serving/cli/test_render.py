@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -167,6 +168,11 @@ def test_the_campaigns_table_lists_every_campaign_with_its_cadence(ruleset):
     assert all(campaign_id in text for campaign_id in ruleset.campaigns.ids)
     assert "d0 email (BT_002: push), d3 push, d7 email" in text  # CP_09
     assert "A:0.5 B:0.5" in text
+    # and says which first taggings fire a move's campaign
+    assert "enrolled in the last 7 days (arrival_days)" in " ".join(text.split())
+    unlimited = ruleset.campaigns.model_copy(update={"arrival_days": None})
+    other = _text(campaigns_table(SimpleNamespace(campaigns=unlimited)))
+    assert "(arrival_days: null)" in " ".join(other.split())
 
 
 def test_explain_names_the_campaign_and_the_behaviour_tags():
