@@ -33,6 +33,10 @@ the log's end - N, days in between run unmeasured (one line each) with the dispa
 between them (due messages marked sent, as ``lstep dispatch`` would
 leave them; its own cost is ``benchmarks/dispatch.py``'s), and the log's end is measured.
 
+After the measured day, the line ``kpis`` times what ``lstep score`` then does on its own when
+the event store is its data directory's: the day's KPIs computed and stored
+(``serving.app.kpi_files.day_kpis``), in a child, on the store the day left.
+
 The inputs' check is not part of the measured day (its inputs are marked validated): the line
 ``inputs`` times what ``lstep score`` runs before each day on its own, in a child, DuckDB's proof
 that the files meet their contracts (``features.parquet_check``). ``--validate`` also times the
@@ -277,6 +281,28 @@ def _batch_day(
     }
 
 
+def _day_kpis(population: str, state_url: str, tracking_uri: str, as_of: date) -> dict:
+    """The day's KPIs computed and stored as ``lstep score`` does after its day
+    (``BatchJob._store_kpis``: ``serving.app.kpi_files.day_kpis``), on the store the day left."""
+    from serving.app.kpi_files import EventStore, day_kpis
+    from serving.infra.champion import load_champion
+    from serving.infra.rulesets import load_rules
+    from serving.infra.store import StateStore
+    from serving.settings import disable_telemetry
+
+    disable_telemetry()
+    champion = load_champion(tracking_uri)
+    ruleset, version = load_rules(champion=champion), str(champion.version)
+    data_dir = Path(state_url.removeprefix("sqlite:///")).parent / "data"
+    sources = EventStore(
+        data_dir, Path(population) / "events.parquet", Path(population) / "customers.parquet"
+    )
+    started = time.perf_counter()
+    with StateStore(state_url, scores_dir=data_dir / "scores") as store:
+        day_kpis(store, as_of, sources, lambda _: (ruleset, version), now=NOW)
+    return {"seconds": time.perf_counter() - started, "peak_rss_gib": _peak_rss_gib()}
+
+
 class _CpuStages:
     """A ``BatchProgress`` that adds up the CPU seconds spent during each stage.
 
@@ -508,6 +534,13 @@ def _two_days(
     print(f"    {_planned_on(state_url, end):,} campaign messages planned")
     if profile is not None:
         print(f"    cProfile of the measured day: {profile} (python -m pstats {profile})")
+    if engine == "duckdb":
+        kpis = _in_child(_day_kpis, *inputs, end)
+        print(
+            f"    kpis  {kpis['seconds']:6.1f} s  peak {kpis['peak_rss_gib']:.2f} GiB  (what "
+            "`lstep score` stores after its day when the event store is its data directory's: "
+            "not part of the day above)"
+        )
     if args.spans:
         for name, began, ended in day["spans"]:
             print(f"    span {name:<10} {began:.3f},{ended:.3f}")
