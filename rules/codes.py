@@ -76,8 +76,11 @@ def _codes_sorted(values: pa.Array, categories: pa.Array) -> np.ndarray | None:
     if not _increasing(value_keys):
         # ids of up to eight bytes (integers) sort fast; wider ones cost more than the hash
         # (36-byte UUIDs: 0.49 s against 0.36 s), as does sorting many more categories than
-        # values (``_codes_inverted`` hashes the values)
-        sortable = category_keys.dtype == np.uint64 and len(categories) < 4 * len(values)
+        # values (``_codes_inverted`` hashes the values) or many more values than categories
+        # (16M repeated ids among 921k: 3.7 s sorted against 1.0 s hashed; up to 4x as many,
+        # in order or not, sorting still wins: 3.7M among 921k 0.33-0.69 s against 0.62-1.16)
+        few_each = len(categories) < 4 * len(values) and len(values) <= 4 * len(categories)
+        sortable = category_keys.dtype == np.uint64 and few_each
         return _found_sorting(value_keys, category_keys) if sortable else None
     at = _found_in(category_keys, value_keys)
     found = np.flatnonzero(at >= 0)

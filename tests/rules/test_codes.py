@@ -147,6 +147,20 @@ def test_ids_in_no_order_are_sorted_and_searched_not_hashed(monkeypatch, repeats
     assert 0 < (codes >= 0).sum() < len(values)
 
 
+def test_many_more_ids_than_categories_in_no_order_are_hashed(monkeypatch):
+    # given five times as many repeated ids as shuffled categories, and the sort refused
+    rng = np.random.default_rng(12)
+    size = codes_module.SORTED_FROM * 2
+    categories = _ids(rng.permutation(size))
+    values = _ids(rng.integers(0, 2 * size, 5 * size))
+    expected = _plain(values, categories)
+    monkeypatch.setattr(
+        codes_module, "_found_sorting", lambda *args: pytest.fail("sorted: the hash is cheaper")
+    )
+    # when coded, then the hash lookup gave the codes
+    assert np.array_equal(codes_of(values, categories), expected)
+
+
 def _plain_shifted(codes: np.ndarray, dropped: int) -> np.ndarray:
     """Codes among categories with the first ``dropped`` taken off."""
     return np.where(codes >= dropped, codes - dropped, -1)
