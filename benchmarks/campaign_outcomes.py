@@ -1,7 +1,7 @@
 """Benchmark: the campaign effect's per-learner outcomes (``serving.app.campaign_effect``).
 
 Builds a seeded synthetic outbox, its feedback and an event log with numpy (no simulation, no
-store), then times ``first_runs``, ``reengagement_days`` and ``learner_outcomes`` on them and
+store), then times ``first_runs`` and ``learner_outcomes`` on them and
 prints the wall and CPU seconds of each and the peak RSS. The default size is the 1M-learner
 report's: ~1.8M first runs, ~3.1M messages (a tenth of the runs triggered again later, 10% of
 them control, suppressed), feedback on the sent messages (half delivered, 10% opened, 3% clicked,
@@ -13,12 +13,16 @@ by learner then time as the event store writes them.
 Before and after the runs were vectorised, twice each on a 2-core VM where fresh memory costs
 up to ~2 s per GiB (so the times move with what was allocated before):
 
-- this benchmark at its default size: first_runs 10.2-11.5 s -> 5.0-5.6 s, reengagement_days
-  16.5-17.1 s -> 8.7-10.3 s, learner_outcomes 34.5-36.1 s -> 6.7-6.9 s; peak RSS 8.3 -> 6.4 GiB
+- this benchmark at its default size: first_runs 10.2-11.5 s -> 5.0-5.6 s, the re-engagement
+  days 16.5-17.1 s -> 8.7-10.3 s, learner_outcomes 34.5-36.1 s -> 6.7-6.9 s; peak RSS 8.3 -> 6.4 GiB
   (the inputs alone: 4.6 GiB); ~1 min in all;
 - the 1M-learner report's store (3.1M messages, 59M events): first_runs 10.7-13.1 s -> 5.6-6.0 s,
-  reengagement_days 13.8-15.3 s -> 7.4-8.6 s, learner_outcomes 24-32 s at +2.4-3.1 GiB over its
+  the re-engagement days 13.8-15.3 s -> 7.4-8.6 s, learner_outcomes 24-32 s at +2.4-3.1 GiB over its
   inputs -> 5.3-6.7 s at +0.2-0.5 GiB.
+
+(The re-engagement days were ``reengagement_days``' frame of (learner, day) pairs; no measure
+reads that frame since ``learner_outcomes`` keys the log's days itself, ``log_converted``, and
+the function is gone.)
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from serving.app.campaign_effect import first_runs, learner_outcomes, reengagement_days
+from serving.app.campaign_effect import first_runs, learner_outcomes
 from serving.core.messages import MESSAGE_COLUMNS
 
 AS_OF = date(2026, 3, 1)
@@ -164,12 +168,11 @@ def main() -> None:
     )
     for _ in range(max(args.repeat, 1)):
         runs = timed("first_runs", lambda: first_runs(outbox, AS_OF))
-        days = timed("reengagement_days", lambda: reengagement_days(events))
         outcomes = timed(
             "learner_outcomes", lambda: learner_outcomes(outbox, feedback, events, AS_OF)
         )
     print(
-        f"{len(runs):,} first runs, {len(days):,} re-engagement days,"
+        f"{len(runs):,} first runs,"
         f" {int(outcomes['log_converted'].sum()):,} converted by the log,"
         f" {int(outcomes['opened'].sum()):,} opened"
     )

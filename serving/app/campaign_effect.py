@@ -62,7 +62,6 @@ from serving.app.campaign_runs import (
     first_runs,
     log_converted,
     observed_until,
-    reengagement_days,
 )
 from serving.core.messages import MESSAGE_COLUMNS
 
@@ -379,7 +378,6 @@ __all__ = [
     "learner_outcomes",
     "minimum_detectable_effect",
     "observed_until",
-    "reengagement_days",
     "two_proportion_p_value",
     "uplift_interval",
     "wilson_interval",

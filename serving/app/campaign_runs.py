@@ -36,69 +36,6 @@ row, and each builds the learners' hash table again (~0.12 s for 921k). CPU for 
 4M-event slices 4.2 s, 16M 2.6 s, the whole log at once 2.2 s but +0.6-1.1 GiB of memory."""
 
 
-def reengagement_days(events: pd.DataFrame) -> pd.DataFrame:
-    """The (customer_id, day) pairs with a re-engagement event, sorted by day (data days, UTC).
-
-    Within a day, pairs keep the order of their first event (as the stable sort of the
-    deduplicated frame did). Deduplicated as int64 keys (learner code * width + day) in numpy
-    instead of ``drop_duplicates`` over a string and a datetime column and a sort: 59M events
-    (29.8M re-engagements, 12.4M pairs), 14-15 s at +1.9 GiB -> 6-9 s at +1.5 GiB.
-    ``learner_outcomes`` does not need the pairs as a frame (see ``log_converted``).
-    """
-    kept, ticks, unit = _reengagement_ticks(events)
-    customers = events["customer_id"].astype(str)
-    ids = pd.Index(pd.unique(customers))  # a missing id is one learner, as drop_duplicates saw it
-    codes = _positions_in(customers, ids)
-    if not kept.all():
-        codes, ticks = codes[kept], ticks[kept]
-    missing, slots = ticks == _NAT, ticks // _DAY_TICKS[unit]
-    known = slots[~missing] if missing.any() else slots
-    start = int(known.min()) if len(known) else 0
-    width = int(known.max()) - start + 2 if len(known) else 1
-    slots -= start
-    slots[missing] = width - 1  # no time (NaT): the last slot
-    keys = codes.astype(np.int64)  # in place: a 29.8M-row temporary cost 0.3-1 s (page faults)
-    keys *= width
-    keys += slots
-    pairs = keys[np.sort(_first_of_each(keys))]  # each pair, at its first event
-    by_day = pairs % width
-    by_day = by_day.astype(np.int16) if width <= np.iinfo(np.int16).max else by_day
-    code, slot = np.divmod(pairs[np.argsort(by_day, kind="stable")], width)  # int16: radix
-    stamps = (slot + start) * _DAY_TICKS[unit]
-    if missing.any():
-        stamps[slot == width - 1] = _NAT
-    customer = pd.Series(ids.take(code)).astype(str)
-    return pd.DataFrame({"customer_id": customer, "day": stamps.view(f"datetime64[{unit}]")})
-
-
-def _first_of_each(keys: np.ndarray) -> np.ndarray:
-    """The position of the first occurrence of each distinct key (keys >= 0), in key order.
-
-    Keys in order (a log sorted by learner, then time, as the event store writes it) need no
-    sort. Otherwise one sort of ``key * n + position`` when it fits in int64 (29.8M shuffled
-    keys: ~1.7 s, as ``np.unique(..., return_index=True)``'s stable argsort takes ~5 s).
-    """
-    n = len(keys)
-    if n and not (keys[1:] < keys[:-1]).any():
-        return np.flatnonzero(_starts(keys))
-    if not n or (int(keys.max()) + 1) * n > np.iinfo(np.int64).max:
-        return np.unique(keys, return_index=True)[1]
-    packed = keys * n
-    for row in range(0, n, _SLICE):  # the positions a slice at a time: no n-long arange
-        packed[row : row + _SLICE] += np.arange(row, min(row + _SLICE, n))
-    packed.sort()
-    first = _starts(packed // n)
-    return packed[first] % n
-
-
-def _starts(ordered: np.ndarray) -> np.ndarray:
-    """Where each run of equal values of ``ordered`` starts (a boolean mask)."""
-    starts = np.empty(len(ordered), dtype=bool)
-    starts[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
-    return starts
-
-
 def _reengagement_ticks(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, str]:
     """Which events are re-engagements, every event's instant as UTC ticks (NaT: ``_NAT``), and
     the ticks' unit."""
@@ -264,8 +201,8 @@ def log_converted(runs: pd.DataFrame, events: pd.DataFrame) -> np.ndarray:
     (``np.searchsorted``) and converted if it is before its window's end. The keys are built
     a slice of the log at a time: at 59M events a whole-log pass allocated ~1.2 GiB of
     temporaries, and fresh memory cost up to ~2 s per GiB on the 2-core VM measured. 1.8M runs
-    and 59M events: 2.9-3.2 s, where ``reengagement_days``' frame and a ``merge_asof`` by string
-    ids on it took 14.7 + 1.4 s.
+    and 59M events: 2.9-3.2 s, where a frame of the log's (learner, day) pairs and a
+    ``merge_asof`` by string ids on it took 14.7 + 1.4 s.
     """
     if not len(runs):
         return np.zeros(0, dtype=bool)
@@ -309,5 +246,4 @@ __all__ = [
     "first_runs",
     "log_converted",
     "observed_until",
-    "reengagement_days",
 ]

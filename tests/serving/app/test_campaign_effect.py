@@ -24,7 +24,6 @@ from serving.app.campaign_effect import (
     first_runs,
     learner_outcomes,
     minimum_detectable_effect,
-    reengagement_days,
     two_proportion_p_value,
     uplift_interval,
     wilson_interval,
@@ -451,48 +450,3 @@ def test_learner_outcomes_and_first_runs_match_a_plain_reference(seed):
     runs = first_runs(outbox, as_of)
     assert runs["message_ids"].tolist() == [row["message_ids"] for row in expected]
     assert isinstance(runs.index, pd.RangeIndex) and outcomes.index.equals(runs.index)
-
-
-@pytest.mark.parametrize("seed", range(10))
-def test_reengagement_days_are_the_first_pairs_in_day_order(seed):
-    # given a shuffled log with learners missing, stamps missing and other kinds
-    rng = np.random.default_rng(seed)
-    _, _, events = random_records(seed)
-    events.loc[events.sample(frac=0.1, random_state=seed).index, "ts"] = pd.NaT
-    events.loc[events.sample(frac=0.1, random_state=seed + 1).index, "customer_id"] = None
-    events["ts"] = events["ts"].dt.tz_convert(str(rng.choice(["UTC", "Europe/Berlin"])))
-    # when the re-engagement days are listed
-    days = reengagement_days(events)
-    # then each (learner, UTC day) pair comes once, by day (no time last), then by first event
-    pairs: list[tuple] = []
-    for customer, stamp, kind in zip(
-        events["customer_id"], events["ts"], events["event_type"], strict=True
-    ):
-        day = None if pd.isna(stamp) else stamp.tz_convert("UTC").tz_localize(None).floor("D")
-        pair = (None if pd.isna(customer) else customer, day)
-        if kind in ("session", "lesson_completed") and pair not in pairs:
-            pairs.append(pair)
-    pairs.sort(key=lambda pair: (pair[1] is None, pair[1] or pd.Timestamp(0)))
-    listed = [
-        (None if pd.isna(c) else c, None if pd.isna(d) else d)
-        for c, d in zip(days["customer_id"], days["day"], strict=True)
-    ]
-    assert listed == pairs
-    assert str(days["day"].dtype) == "datetime64[us]"
-
-
-@pytest.mark.parametrize("order", ["sorted", "shuffled", "too large to pack"])
-def test_first_of_each_finds_every_key_at_its_first_position(order):
-    from serving.app.campaign_runs import _first_of_each
-
-    # given keys with repeats: in order (a log sorted by learner), shuffled, or too large to
-    # pack with their positions into int64
-    rng = np.random.default_rng(3)
-    keys = np.sort(rng.integers(0, 50, 400))
-    if order != "sorted":
-        keys = rng.permutation(keys)
-    if order == "too large to pack":
-        keys = keys + 2**62
-    # then the first occurrences are np.unique's, key by key
-    expected = np.unique(keys, return_index=True)[1]
-    np.testing.assert_array_equal(_first_of_each(keys), expected)
