@@ -22,7 +22,6 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 from sqlalchemy import Connection, Engine, update
@@ -233,8 +232,8 @@ class OutboxMixin:
         with self._connect() as conn:
             stmt = outbox_select(until=until, columns=tuple(MEASURED_OUTBOX.names))
             table = read_table(conn, stmt, MEASURED_OUTBOX)
-        frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow", np.nan)}.get)
-        return _outbox_frame(frame, MEASURED_OUTBOX.names).assign(context="")
+        # text comes out as pandas' str dtype (Arrow-backed, NaN for null), as outbox_frame's
+        return _outbox_frame(table.to_pandas(), MEASURED_OUTBOX.names).assign(context="")
 
     def feedback_frame(self, message_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """Feedback events (message_id, kind, recorded_at, source), oldest first."""
