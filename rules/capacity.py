@@ -104,7 +104,7 @@ def cut_to_capacity(
         cut = _with_values(cut, np.flatnonzero(known >= 0), moved_before.take(known[known >= 0]))
         drawn = over & (known < 0)
     if drawn.any():
-        cut = _overflow(ruleset, cut, drawn, automated, (product_tags, tenure_days))
+        cut = _overflow(ruleset, cut, drawn, automated, product_tags, tenure_days)
     order = frame_order(cut, ruleset.interventions.priority_order)
     return cut.take(order).reset_index(drop=True)
 
@@ -114,10 +114,11 @@ def _overflow(
     cut: pd.DataFrame,
     over: np.ndarray,
     automated: list[str],
-    learners: tuple[pd.Series | None, pd.Series | None],
+    product_tags: pd.Series | None,
+    tenure_days: pd.Series | None,
 ) -> pd.DataFrame:
     """``cut`` with the ``over`` rows moved: the overflow priority, the automated action of
-    their tag, a fresh control draw for it and the campaign matched on them (``learners``:
+    their tag, a fresh control draw for it and the campaign matched on them (by
     ``cut_to_capacity``'s product_tags and tenure_days)."""
     capacity = ruleset.interventions.capacity
     tags = cut.loc[over, "to_tag"].astype(str)
@@ -141,7 +142,7 @@ def _overflow(
         control=controls,
     )
     if "campaign_id" in cut:
-        cut = _rematch_campaigns(ruleset, cut, over, *learners)
+        cut = _rematch_campaigns(ruleset, cut, over, product_tags, tenure_days)
     return cut
 
 
@@ -241,11 +242,11 @@ def _by_learner(rows: pd.DataFrame, by_id: pd.Series) -> np.ndarray:
     """
     found = codes_of(rows["customer_id"].array, by_id.index.array)
     values = by_id.to_numpy(dtype=object)
-    products = np.full(len(rows), None, dtype=object)
+    by_row = np.full(len(rows), None, dtype=object)
     known = found >= 0
-    products[known] = values[found[known]]
-    products[pd.isna(products)] = None
-    return products
+    by_row[known] = values[found[known]]
+    by_row[pd.isna(by_row)] = None
+    return by_row
 
 
 __all__ = [
