@@ -2,13 +2,16 @@
 
 ``driver_rows`` and ``driver_chunks`` turn a frame into the driver's tuples (column types
 applied, None for missing values), a chunk at a time in key order; ``checks_once`` lets SQLite
-check a bulk insert's CHECK constraints once per distinct value instead of once per row.
+check a bulk insert's CHECK constraints once per distinct value instead of once per row;
+``sqlite_insert`` writes the columns holding one value in every row into the statement
+instead of binding them row after row.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
 from typing import Any
@@ -49,9 +52,14 @@ def driver_rows(conn: Connection, table: Table, frame: pd.DataFrame) -> list[tup
 
 
 def driver_chunks(
-    conn: Connection, table: Table, frame: pd.DataFrame, order_by: str
+    conn: Connection,
+    table: Table,
+    frame: pd.DataFrame,
+    order_by: str,
+    columns: Sequence[str] | None = None,
 ) -> Iterator[list[tuple[Any, ...]]]:
-    """``driver_rows`` of the frame in ``order_by`` order, ``_CHUNK_ROWS`` rows at a time.
+    """``driver_rows`` of the frame's ``columns`` (all: None) in ``order_by`` order,
+    ``_CHUNK_ROWS`` rows at a time.
 
     A million rows as Python tuples at once cost gigabytes (the day's peak at scale); a chunk
     at a time holds one chunk's. The order is taken chunk by chunk too, not by a sorted copy:
@@ -60,7 +68,8 @@ def driver_chunks(
     on a 1M first load's 1.55M messages, half of it Arrow's take of every text column.
     """
     order = frame[order_by].argsort(kind="stable").to_numpy()
-    pickers = [_column_picker(conn, table, name, frame[name]) for name in frame.columns]
+    names = frame.columns if columns is None else columns
+    pickers = [_column_picker(conn, table, name, frame[name]) for name in names]
     for start in range(0, len(frame), _CHUNK_ROWS):
         rows = order[start : start + _CHUNK_ROWS]
         yield list(zip(*(pick(rows) for pick in pickers), strict=True))
@@ -191,4 +200,83 @@ def _refuse_failed_check(
         raise IntegrityError(statement, None, ValueError(reason))
 
 
-__all__ = ["SQLITE_PARAMETERS", "checks_once", "driver_chunks", "driver_rows"]
+def sqlite_insert(
+    conn: Connection, table: Table, frame: pd.DataFrame, keep: Collection[str] = ()
+) -> tuple[str, list[str]]:
+    """SQLite: an ``INSERT`` of ``frame``'s rows into ``table`` and the columns it binds.
+
+    A column holding one value in every row (a day's ``as_of``, run id, creation time, the
+    missing values of columns a batch leaves empty) is written into the statement as the
+    literal of what the driver would bind (``constant_literals``), once, rather than bound
+    row after row: executemany binds each row's every parameter, and the outbox's first load
+    binds 22 per message, 12 of them the same in every row (1.64M synthetic messages through
+    ``sqlite3``: 15.0-19.6 s with all 22 bound, 9.5-13.1 s with the 11 that vary). ``keep``
+    stays bound whatever it holds. The caller makes the rows of the bound columns
+    (``driver_chunks(..., columns=bound)``) and adds any ``ON CONFLICT`` clause.
+    """
+    literals = constant_literals(conn, table, frame, keep)
+    bound = [name for name in frame.columns if name not in literals]
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(name) for name in [*bound, *literals])
+    values = ", ".join(["?"] * len(bound) + list(literals.values()))
+    return f"INSERT INTO {quote(table.name)} ({names}) VALUES ({values})", bound
+
+
+def constant_literals(
+    conn: Connection, table: Table, frame: pd.DataFrame, keep: Collection[str] = ()
+) -> dict[str, str]:
+    """The columns of ``frame`` (but ``keep``) that hold one value in every row, each with
+    the SQL literal of that value as the driver binds it (``sql_literal``; a value it cannot
+    write stays bound). None when the frame has fewer than two rows, or when nothing else
+    would be left to bind: a statement binds at least one column.
+    """
+    if len(frame) < 2:
+        return {}
+    constant = [name for name in frame.columns if name not in keep and _one_value(frame[name])]
+    if not constant or len(constant) == len(frame.columns):
+        return {}
+    first = driver_rows(conn, table, frame.iloc[:1][constant])[0]
+    literals = {name: sql_literal(value) for name, value in zip(constant, first, strict=True)}
+    return {name: literal for name, literal in literals.items() if literal is not None}
+
+
+def sql_literal(value: Any) -> str | None:
+    """A driver value as an SQLite literal that stores what binding it stores (the same type
+    and value): NULL, integers (flags as 0/1), finite floats (``repr`` reads back exactly),
+    text with its quotes doubled; None for anything else (bytes, text holding NUL)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool | int):
+        return str(int(value)) if -(2**63) <= value < 2**63 else None
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else None
+    if isinstance(value, str) and "\x00" not in value:
+        return "'" + value.replace("'", "''") + "'"
+    return None
+
+
+def _one_value(series: pd.Series) -> bool:
+    """Whether every row of ``series`` holds the same value, or every row misses one.
+
+    The first ``_SAMPLE_ROWS`` decide first: an id or a context differs within them, and
+    only a column that might be constant is compared whole.
+    """
+    missing = series.isna()
+    if missing.iloc[0]:
+        return bool(missing.all())
+    first = series.iloc[0]
+    head = series.iloc[:_SAMPLE_ROWS]
+    if missing.iloc[:_SAMPLE_ROWS].any() or not bool((head == first).all()):
+        return False
+    return not bool(missing.any()) and bool((series == first).all())
+
+
+__all__ = [
+    "SQLITE_PARAMETERS",
+    "checks_once",
+    "constant_literals",
+    "driver_chunks",
+    "driver_rows",
+    "sql_literal",
+    "sqlite_insert",
+]

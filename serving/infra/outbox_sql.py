@@ -34,7 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from serving.core.messages import CANCELLED, FAILED, PAIR_COLUMNS, PENDING, SUPPRESSED
 from serving.infra.arrow_reads import read_table
-from serving.infra.driver_rows import checks_once, driver_chunks
+from serving.infra.driver_rows import checks_once, driver_chunks, sqlite_insert
 from serving.infra.pair_tables import pairs_table, temporary_pairs
 from serving.infra.sql import (
     copy_rows,
@@ -75,16 +75,17 @@ def insert_messages(conn: Connection, rows: pd.DataFrame) -> int:
     """
     if rows.empty:
         return 0
-    columns = list(rows.columns)
-    with indexes_after(conn, Outbox.__table__, len(rows)) as rebuilt:
+    table = Outbox.__table__
+    with indexes_after(conn, table, len(rows)) as rebuilt:
         order = "message_id" if rebuilt else "customer_id"
-        chunks = driver_chunks(conn, Outbox.__table__, rows, order_by=order)
         if conn.dialect.name == "postgresql":
+            chunks = driver_chunks(conn, table, rows, order_by=order)
             flat = (row for chunk in chunks for row in chunk)
-            return _copy_messages(conn, columns, flat, len(rows))
-        statement = sqlite.insert(Outbox).on_conflict_do_nothing(index_elements=["message_id"])
-        insert_sql = str(statement.compile(dialect=conn.dialect, column_keys=columns))
-        with checks_once(conn, Outbox.__table__, rows):
+            return _copy_messages(conn, list(rows.columns), flat, len(rows))
+        insert_sql, bound = sqlite_insert(conn, table, rows, keep=["message_id"])
+        chunks = driver_chunks(conn, table, rows, order_by=order, columns=bound)
+        insert_sql += " ON CONFLICT (message_id) DO NOTHING"
+        with checks_once(conn, table, rows):
             return sum(conn.exec_driver_sql(insert_sql, chunk).rowcount for chunk in chunks)
 
 

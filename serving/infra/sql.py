@@ -43,7 +43,7 @@ from sqlalchemy.exc import (
 
 from serving.core.frames import RunRecord, StoredColumns, stored_frame
 from serving.core.problems import Invalid, Unavailable
-from serving.infra.driver_rows import checks_once, driver_chunks
+from serving.infra.driver_rows import checks_once, driver_chunks, sqlite_insert
 from serving.infra.tables import BatchRun, Score, Status, Transition
 
 SQLITE_BUSY_TIMEOUT_S = 120
@@ -259,14 +259,15 @@ def bulk_insert(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
     """Insert a frame of ``table`` columns: COPY on PostgreSQL, driver executemany elsewhere."""
     if frame.empty:
         return
-    columns = list(frame.columns)
     # Key order makes the primary-key and customer_id index inserts sequential (building the
     # indexes after the rows instead, ``indexes_after``, saved nothing on a first load).
-    chunks = driver_chunks(conn, table, frame, order_by="customer_id")
     if conn.dialect.name == "postgresql":
-        copy_rows(conn, table.name, columns, (row for chunk in chunks for row in chunk))
+        chunks = driver_chunks(conn, table, frame, order_by="customer_id")
+        rows = (row for chunk in chunks for row in chunk)
+        copy_rows(conn, table.name, list(frame.columns), rows)
         return
-    insert_sql = str(table.insert().compile(dialect=conn.dialect, column_keys=columns))
+    insert_sql, bound = sqlite_insert(conn, table, frame)
+    chunks = driver_chunks(conn, table, frame, order_by="customer_id", columns=bound)
     with checks_once(conn, table, frame):
         for chunk in chunks:
             conn.exec_driver_sql(insert_sql, chunk)
