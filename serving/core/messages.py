@@ -34,9 +34,15 @@ MESSAGE_COLUMNS: tuple[str, ...] = (
     "template_id",  # str: the template the dispatcher renders
     "variant",  # str: the A/B variant ("" when the campaign has none)
     "control",  # bool: the learner is in the control group: kept as SUPPRESSED, never sent
-    "context",  # str: JSON object of the learner fields the template reads
+    "context",  # str: JSON object of the learner fields the template reads (SHARED_CONTEXT)
 )
 """Columns of a planned message, in order (the planner's output, the outbox's input)."""
+
+SHARED_CONTEXT = ""
+"""The outbox's context of a message whose context is its group's: the messages one day plans
+for one learner and campaign (its cadence steps) have one context, which the outbox keeps on
+the group's first step only. Readers of the outbox get every message's own (the store fills
+them in); a frame handed to the store carries a JSON object in every row."""
 
 CHANNELS: tuple[str, ...] = ("email", "push", "in_app", "csm_task", "webhook")
 """The channels a campaign step may use."""

@@ -23,6 +23,7 @@ from serving.core.messages import (
     CHANNELS,
     MESSAGE_COLUMNS,
     PENDING,
+    SHARED_CONTEXT,
     SUPPRESSED,
     message_keys,
 )
@@ -71,8 +72,9 @@ def outbox_rows(
 
     Every message is checked as below. The planner's ``PlannedMessages`` have their ids and
     contexts right by construction (``serving.core.planned``): for them those two are not
-    worked out again (a hash per message, a JSON parse per context); a plain frame has them
-    checked like the rest.
+    worked out again (a hash per message, a JSON parse per context), and their rows carry each
+    (learner, campaign)'s context once (``SHARED_CONTEXT`` on its other steps), as the outbox
+    keeps it; a plain frame has them checked like the rest.
 
     Raises:
         ValueError: a column missing or mistyped, an unknown channel, a repeated id, a message
@@ -81,7 +83,7 @@ def outbox_rows(
             context is not a JSON object, naming rows and values.
     """
     planned = isinstance(messages, PlannedMessages)
-    frame = _checked(as_of, messages.frame if planned else messages)
+    frame = _checked(as_of, messages.stored if planned else messages)
     if not planned:
         _refuse(
             frame, frame["message_id"] != _keys(frame), "have an id other than message_key(...)"
@@ -95,6 +97,25 @@ def outbox_rows(
     frame["run_id"] = run_id
     frame["created_at"] = now
     return frame
+
+
+def own_contexts(rows: pd.DataFrame, holders: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with each ``SHARED_CONTEXT`` replaced by its group's context in ``holders``
+    (outbox rows of the same day: the messages of a (learner, campaign) share one).
+
+    What a replaced day needs when it leaves out messages already sent: a left-out message
+    may be the one holding its group's context.
+    """
+    shared = rows["context"] == SHARED_CONTEXT
+    if not shared.any():
+        return rows
+    keys = ["customer_id", "campaign_id"]
+    held = holders.loc[holders["context"] != SHARED_CONTEXT, [*keys, "context"]]
+    held = held.drop_duplicates(keys)
+    found = rows.loc[shared, keys].merge(held, on=keys, how="left")["context"].to_numpy()
+    filled = rows.copy()
+    filled.loc[shared, "context"] = found
+    return filled
 
 
 def _checked(as_of: date, messages: pd.DataFrame) -> pd.DataFrame:
@@ -203,5 +224,6 @@ __all__ = [
     "empty_messages",
     "messages_schema",
     "outbox_rows",
+    "own_contexts",
     "retry_at",
 ]

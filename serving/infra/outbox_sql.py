@@ -32,9 +32,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from serving.core.messages import CANCELLED, FAILED, PAIR_COLUMNS, PENDING, SUPPRESSED
+from serving.core.messages import (
+    CANCELLED,
+    FAILED,
+    PAIR_COLUMNS,
+    PENDING,
+    SUPPRESSED,
+)
+from serving.core.outbox import own_contexts
 from serving.infra.arrow_reads import read_table
 from serving.infra.driver_rows import checks_once, driver_chunks, sqlite_insert
+from serving.infra.outbox_contexts import with_own_contexts
 from serving.infra.pair_tables import pairs_table, temporary_pairs
 from serving.infra.sql import (
     copy_rows,
@@ -130,8 +138,11 @@ def without_kept_steps(conn: Connection, as_of: date, rows: pd.DataFrame) -> pd.
     (``message_key``) that the insert's conflict on ``message_id`` would miss: sent twice."""
     key = (Outbox.customer_id, Outbox.campaign_id, Outbox.step)
     kept = [tuple(row) for row in conn.execute(select(*key).where(Outbox.planned_on == as_of))]
+    if not kept:
+        return rows
     steps = pd.MultiIndex.from_frame(rows[["customer_id", "campaign_id", "step"]].astype(object))
-    return rows.loc[~steps.isin(kept)] if kept else rows
+    # a message left out may hold the context its group's others share
+    return own_contexts(rows.loc[~steps.isin(kept)], rows)
 
 
 def cancel_pairs(conn: Connection, pairs: pd.DataFrame, as_of: date, now: datetime) -> int:
@@ -344,7 +355,7 @@ def claim_due(
     chosen = due_select(data_day, now, channels, lease).limit(limit)
     if conn.dialect.name == "postgresql":
         chosen = chosen.with_for_update(skip_locked=True)
-    rows = [dict(row._mapping) for row in conn.execute(chosen)]
+    rows = with_own_contexts(conn, [dict(row._mapping) for row in conn.execute(chosen)])
     ids = [row["message_id"] for row in rows]
     if ids:
         conn.execute(

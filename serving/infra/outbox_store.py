@@ -32,6 +32,7 @@ from serving.core.outbox import outbox_rows
 from serving.core.planning import BatchDay, checked_decisions, require_aware, score_rows
 from serving.core.problems import NotFound
 from serving.infra.arrow_reads import read_table
+from serving.infra.outbox_contexts import frame_with_own_contexts
 from serving.infra.outbox_sql import (
     PAIR_COUNTS,
     cancel_pairs,
@@ -209,15 +210,20 @@ class OutboxMixin:
 
         Dates (``planned_on``, ``due_on``) are ``datetime64[us]``; instants are aware UTC.
         """
+        wanted = None if columns is None else list(columns)
+        if wanted is not None and "context" in wanted:  # a shared context is found by its group
+            wanted = list(dict.fromkeys([*wanted, "customer_id", "campaign_id", "planned_on"]))
         stmt = outbox_select(
             states=None if states is None else tuple(states),
             customer_ids=None if customer_ids is None else list(customer_ids),
             since=since,
             until=until,
-            columns=None if columns is None else tuple(columns),
+            columns=None if wanted is None else tuple(wanted),
         )
         with self._connect() as conn:
-            frame = result_frame(conn.execute(stmt))
+            frame = frame_with_own_contexts(conn, result_frame(conn.execute(stmt)))
+        if columns is not None and len(frame.columns):
+            frame = frame[list(columns)]
         return _outbox_frame(frame, column_names(Outbox) if columns is None else list(columns))
 
     def measured_outbox(self, until: date | None = None) -> pd.DataFrame:
@@ -257,7 +263,8 @@ class OutboxMixin:
         """Messages a dispatcher could claim now (what ``--dry-run`` renders), nothing claimed."""
         stmt = due_select(data_day, now, None if channels is None else tuple(channels), lease)
         with self._connect() as conn:
-            return _outbox_frame(result_frame(conn.execute(stmt)), column_names(Outbox))
+            frame = frame_with_own_contexts(conn, result_frame(conn.execute(stmt)))
+        return _outbox_frame(frame, column_names(Outbox))
 
     def claim_messages(
         self,

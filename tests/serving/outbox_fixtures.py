@@ -17,7 +17,7 @@ import pandas as pd
 
 import serving.infra.outbox_store as outbox_store_module
 from rules.campaigns import SAMPLE_CONTEXT
-from serving.core.messages import PAIR_COLUMNS, CampaignPlan, message_key
+from serving.core.messages import PAIR_COLUMNS, SHARED_CONTEXT, CampaignPlan, message_key
 from serving.core.planning import BatchDay
 from serving.infra.store import StateStore
 from tests.serving.batches import at, decisions
@@ -106,3 +106,10 @@ def run_paused_planned_batch(url: str, work_dir: str, pause_s: float) -> None:
     except BaseException:
         (work / "error.txt").write_text(traceback.format_exc())
         raise
+
+
+def assert_contexts_once(rows: pd.DataFrame) -> None:
+    """Each (learner, campaign)'s context is on its first step only, SHARED_CONTEXT after."""
+    first = ~rows.duplicated(["customer_id", "campaign_id"])
+    assert (rows.loc[first, "context"] != SHARED_CONTEXT).all()
+    assert (rows.loc[~first, "context"] == SHARED_CONTEXT).all()

@@ -18,8 +18,9 @@ from rules.campaigns import CHANNELS as RULES_CHANNELS
 from rules.campaigns import TEMPLATE_FIELDS, Variant
 from serving.core.campaigns import assign_variants, candidate_pairs, cap_windows, plan_campaigns
 from serving.core.messages import CHANNELS, MESSAGE_COLUMNS, message_key
-from serving.core.outbox import outbox_rows
+from serving.core.outbox import outbox_rows, own_contexts
 from serving.core.planned import PlannedMessages
+from tests.serving.outbox_fixtures import assert_contexts_once
 
 AS_OF = date(2026, 6, 1)
 NO_PENDING = pd.DataFrame(columns=["customer_id", "campaign_id", "messages"])
@@ -293,7 +294,8 @@ def test_the_planner_hands_over_messages_the_store_takes_as_their_plain_frame(ru
     now = datetime(2026, 6, 2, tzinfo=UTC)
     fast = outbox_rows(AS_OF, result.handover, "r", now)
     full = outbox_rows(AS_OF, result.messages, "r", now)
-    pd.testing.assert_frame_equal(fast, full, check_exact=True)
+    pd.testing.assert_frame_equal(own_contexts(fast, fast), full, check_exact=True)
+    assert_contexts_once(fast)  # the store keeps a (learner, campaign)'s context once
     # campaign by campaign in id order, step by step, learners in decision order
     blocks = fast[["campaign_id", "step"]].drop_duplicates().to_records(index=False).tolist()
     assert blocks == [("CP_05", 0), ("CP_05", 1), ("CP_09", 0), ("CP_09", 1), ("CP_09", 2),

@@ -13,9 +13,16 @@ from hypothesis import strategies as st
 
 import serving.core.outbox as outbox_module
 from serving.core.messages import PENDING, SUPPRESSED
-from serving.core.outbox import QuietHours, cap_until, empty_messages, outbox_rows, retry_at
+from serving.core.outbox import (
+    QuietHours,
+    cap_until,
+    empty_messages,
+    outbox_rows,
+    own_contexts,
+    retry_at,
+)
 from serving.core.planned import ContextField, PlannedMessages, StepMessages, planned_messages
-from tests.serving.outbox_fixtures import messages
+from tests.serving.outbox_fixtures import assert_contexts_once, messages
 
 DAY = date(2026, 5, 10)
 NOW = datetime(2026, 5, 11, 2, tzinfo=UTC)
@@ -160,7 +167,8 @@ def test_the_planners_messages_are_accepted_and_refused_as_their_plain_frame(
     # then both are turned into the same rows, or refused with the same words
     if refused is None:
         fast, full = (outbox_rows(DAY, m, "r", NOW) for m in (handed, handed.frame))
-        pd.testing.assert_frame_equal(fast, full, check_exact=True)
+        pd.testing.assert_frame_equal(own_contexts(fast, fast), full, check_exact=True)
+        assert_contexts_once(fast)
         assert fast["state"].tolist() == [PENDING, SUPPRESSED] * 2
         return
     errors = []

@@ -14,7 +14,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serving.core.messages import MESSAGE_COLUMNS, CampaignPlan, message_key, message_keys
+from serving.core.messages import (
+    MESSAGE_COLUMNS,
+    SHARED_CONTEXT,
+    CampaignPlan,
+    message_key,
+    message_keys,
+)
 from serving.core.planned import (
     ContextField,
     PlannedMessages,
@@ -131,11 +137,39 @@ def test_planned_messages_cannot_be_made_or_changed_but_by_the_planners_builder(
     assert planned.frame.loc[0, "message_id"] == message_key(DAY, "L1", "CP_01", 0)
 
 
+def test_the_stored_messages_hold_a_campaigns_context_once_and_the_frame_each_its_own():
+    # given a three-step campaign for two learners, a campaign whose second step names other
+    # learners than its first, and a one-step campaign
+    ids = ["L1", "L2", "L3"]
+    steps = [
+        *(step_of([0, 1], step=step) for step in range(3)),
+        step_of([2], "CP_05", 0),
+        step_of([1, 2], "CP_05", 1),
+        step_of([0], "CP_09"),
+    ]
+    planned = planned_messages(DAY, ids, contexts_of(ids), steps)
+    # when read as the store keeps them, and as a frame
+    stored, frame = planned.stored, planned.frame
+    # then the stored rows hold a context on the first step of each run of the same learners
+    # only, the same text the frame gives every message of the run
+    holds = [True, True, False, False, False, False, True, True, True, True]
+    assert (stored["context"] != SHARED_CONTEXT).tolist() == holds
+    pd.testing.assert_series_equal(stored["context"][holds], frame["context"][holds])
+    assert [json.loads(text)["customer_id"] for text in frame["context"]] == frame[
+        "customer_id"
+    ].tolist()
+    # and everything else is the same
+    others = [name for name in MESSAGE_COLUMNS if name != "context"]
+    pd.testing.assert_frame_equal(stored[others], frame[others])
+
+
 def test_planned_messages_survive_a_pickle_as_they_were():
-    planned = planned_messages(DAY, ["L1", "L2"], contexts_of(["L1", "L2"]), [step_of([1, 0])])
+    steps = [step_of([1, 0]), step_of([1, 0], step=1)]
+    planned = planned_messages(DAY, ["L1", "L2"], contexts_of(["L1", "L2"]), steps)
     again = pickle.loads(pickle.dumps(CampaignPlan(planned)))
     assert isinstance(again.handover, PlannedMessages)
     assert again.messages.equals(planned.frame)
+    assert again.handover.stored.equals(planned.stored)
 
 
 def test_steps_that_do_not_line_up_with_the_learners_are_refused():

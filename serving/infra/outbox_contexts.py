@@ -1,0 +1,65 @@
+"""The outbox's shared contexts: the messages one day plans for one learner and campaign keep
+their context once, on one of them (``serving.core.messages.SHARED_CONTEXT`` on the others);
+what reads messages to render or show them gets each its own from here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+from operator import itemgetter
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, select, tuple_
+
+from serving.core.messages import SHARED_CONTEXT
+from serving.infra.tables import Outbox
+
+_HOLDER_KEYS = 10_000
+"""Groups per statement of ``holder_contexts`` (3 parameters each, under SQLite's limit)."""
+
+
+def holder_contexts(
+    conn: Connection, groups: Iterable[tuple[str, str, date]]
+) -> dict[tuple[str, str, date], str]:
+    """The context each (customer_id, campaign_id, planned_on) group of messages holds: the
+    outbox keeps it on one of them, ``SHARED_CONTEXT`` on the others (``serving.core.messages``).
+    Found through the (customer_id, campaign_id, planned_on, ...) index, ``_HOLDER_KEYS``
+    groups a statement."""
+    wanted = list(dict.fromkeys(groups))
+    group = tuple_(Outbox.customer_id, Outbox.campaign_id, Outbox.planned_on)
+    found: dict[tuple[str, str, date], str] = {}
+    for start in range(0, len(wanted), _HOLDER_KEYS):
+        chunk = wanted[start : start + _HOLDER_KEYS]
+        stmt = select(
+            Outbox.customer_id, Outbox.campaign_id, Outbox.planned_on, Outbox.context
+        ).where(group.in_(chunk), Outbox.context != SHARED_CONTEXT)
+        for customer_id, campaign_id, planned_on, context in conn.execute(stmt):
+            found.setdefault((customer_id, campaign_id, planned_on), context)
+    return found
+
+
+def with_own_contexts(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Outbox rows (the driver's) with each ``SHARED_CONTEXT`` replaced by its group's
+    (``holder_contexts``); the group's holder among ``rows`` is used without a read."""
+    key = itemgetter("customer_id", "campaign_id", "planned_on")
+    shared = [row for row in rows if row["context"] == SHARED_CONTEXT]
+    if not shared:
+        return rows
+    held = {key(row): row["context"] for row in rows if row["context"] != SHARED_CONTEXT}
+    held.update(holder_contexts(conn, (key(row) for row in shared if key(row) not in held)))
+    for row in shared:
+        row["context"] = held.get(key(row), SHARED_CONTEXT)
+    return rows
+
+
+def frame_with_own_contexts(conn: Connection, frame: pd.DataFrame) -> pd.DataFrame:
+    """``with_own_contexts`` of a frame of outbox rows (the driver's values: ``planned_on`` a
+    date); a frame without ``context`` as it is."""
+    if "context" not in frame or not (frame["context"] == SHARED_CONTEXT).any():
+        return frame
+    rows = with_own_contexts(conn, frame.to_dict("records"))
+    return frame.assign(context=[row["context"] for row in rows])
+
+
+__all__ = ["frame_with_own_contexts", "holder_contexts", "with_own_contexts"]
