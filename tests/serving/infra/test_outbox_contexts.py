@@ -10,13 +10,14 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 from sqlalchemy import text
 
+import serving.infra.outbox_contexts as outbox_contexts
 from serving.core.messages import SHARED_CONTEXT, CampaignPlan
 from serving.core.planned import ContextField, StepMessages, planned_messages
 from serving.infra.store import StateStore
 from tests.serving.batches import FIRST_DAY, apply
 from tests.serving.outbox_fixtures import apply_with_plan
 
-DAY1, DAY2 = date(2024, 3, 1), date(2024, 3, 2)
+DAY1, DAY2, DAY3 = date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)
 STEP_DAYS = 3
 WALL = datetime(2024, 3, 9, 9, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
@@ -39,7 +40,10 @@ def planned_plan(day: date, ids: list[str]) -> CampaignPlan:
         )
         for step in range(2)
     ]
-    contexts = {"customer_id": ContextField.each(ids), "name": ContextField(everyone * 0, ["Ann"])}
+    contexts = {
+        "customer_id": ContextField.each(ids),
+        "day": ContextField(everyone * 0, [day.isoformat()]),
+    }
     return CampaignPlan(planned_messages(day, ids, contexts, steps))
 
 
@@ -50,9 +54,12 @@ def stored_contexts(store: StateStore) -> dict[str, str]:
     return {f"{customer}:{step}": context for customer, step, context in rows}
 
 
-def own(contexts, customer_ids) -> bool:
-    """Whether each context is its learner's JSON object."""
-    return [json.loads(context)["customer_id"] for context in contexts] == list(customer_ids)
+def own(contexts, customer_ids, days=None) -> bool:
+    """Whether each context is its learner's JSON object (of its planned day, when given)."""
+    read = [json.loads(context) for context in contexts]
+    if days is not None and [text["day"] for text in read] != [str(day)[:10] for day in days]:
+        return False
+    return [text["customer_id"] for text in read] == list(customer_ids)
 
 
 def test_a_campaigns_context_is_stored_once_and_read_back_on_every_message(store):
@@ -71,26 +78,32 @@ def test_a_campaigns_context_is_stored_once_and_read_back_on_every_message(store
     assert own(some["context"], frame["customer_id"])
 
 
-def test_messages_read_without_the_one_holding_their_context_still_get_it(store):
-    # Given the first steps sent: the messages holding the contexts
+def test_messages_read_without_the_one_holding_their_context_still_get_it(store, monkeypatch):
+    # Given a and b enrolled on day 2, a again on day 3, and the first steps sent: the
+    # messages holding the contexts; each learner's holders looked up by a statement of its own
+    monkeypatch.setattr(outbox_contexts, "_HOLDER_LEARNERS", 1)
     apply(store, DAY1, FIRST_DAY)
     apply_with_plan(store, DAY2, MOVES, planned_plan(DAY2, ["a", "b"]))
-    first = store.claim_messages("d1", data_day=DAY2, now=WALL, channels=None, lease=LEASE, limit=9)
-    assert [row["step"] for row in first] == [0, 0]
+    apply_with_plan(store, DAY3, MOVES[:1], planned_plan(DAY3, ["a"]))
+    first = store.claim_messages("d1", data_day=DAY3, now=WALL, channels=None, lease=LEASE, limit=9)
+    assert [row["step"] for row in first] == [0, 0, 0]
     for row in first:
         store.record_sent(row["message_id"], "d1", subject="s", body="b", now=WALL)
     # When the second steps are read pending, due, then claimed
-    later = DAY2 + timedelta(days=STEP_DAYS)
+    later = DAY3 + timedelta(days=STEP_DAYS)
     pending = store.outbox_frame(states=["pending"])
     due = store.due_messages(data_day=later, now=WALL, channels=None, lease=LEASE)
     claimed = store.claim_messages(
         "d2", data_day=later, now=WALL, channels=None, lease=LEASE, limit=9
     )
-    # Then each of them has its learner's context
-    assert pending["step"].tolist() == due["step"].tolist() == [1, 1]
-    assert own(pending["context"], pending["customer_id"])
-    assert own(due["context"], due["customer_id"])
-    assert own([row["context"] for row in claimed], [row["customer_id"] for row in claimed])
+    # Then each of them has its learner's context of its own planned day
+    assert pending["step"].tolist() == due["step"].tolist() == [1, 1, 1]
+    assert own(pending["context"], pending["customer_id"], pending["planned_on"])
+    assert own(due["context"], due["customer_id"], due["planned_on"])
+    contexts, learners, days = zip(
+        *((row["context"], row["customer_id"], row["planned_on"]) for row in claimed), strict=True
+    )
+    assert len(claimed) == 3 and own(contexts, learners, days)
 
 
 def test_a_replaced_day_that_keeps_a_sent_holder_stores_contexts_on_what_it_replans(store):
