@@ -68,11 +68,25 @@ def with_own_contexts(conn: Connection, rows: list[dict[str, Any]]) -> list[dict
 
 def frame_with_own_contexts(conn: Connection, frame: pd.DataFrame) -> pd.DataFrame:
     """``with_own_contexts`` of a frame of outbox rows (the driver's values: ``planned_on`` a
-    date); a frame without ``context`` as it is."""
-    if "context" not in frame or not (frame["context"] == SHARED_CONTEXT).any():
+    date), by column: the holders among its rows by a merge, the others read
+    (``holder_contexts``); a frame without ``context`` as it is."""
+    if "context" not in frame:
         return frame
-    rows = with_own_contexts(conn, frame.to_dict("records"))
-    return frame.assign(context=[row["context"] for row in rows])
+    shared = (frame["context"] == SHARED_CONTEXT).to_numpy()
+    if not shared.any():
+        return frame
+    keys = ["customer_id", "campaign_id", "planned_on"]
+    held = frame.loc[~shared, [*keys, "context"]].drop_duplicates(keys)
+    groups = frame.loc[shared, keys]
+    found = groups.merge(held, on=keys, how="left")["context"].to_numpy(object)
+    absent = pd.isna(found)
+    if absent.any():
+        wanted = list(groups[absent].itertuples(index=False, name=None))
+        read = holder_contexts(conn, wanted)
+        found[absent] = [read.get(group, SHARED_CONTEXT) for group in wanted]
+    filled = frame["context"].copy()
+    filled[shared] = found
+    return frame.assign(context=filled)
 
 
 __all__ = ["frame_with_own_contexts", "holder_contexts", "with_own_contexts"]
