@@ -196,6 +196,18 @@ class Campaign(_Frozen):
     frequency_cap: FrequencyCap
     exit: Exit | None = None
     variants: tuple[Variant, ...] = ()
+    spread: bool = False
+    """Planned for each learner on a day of their own in every ``frequency_cap.per_days``
+    (``rules.spread``), not on the day they first match: a tag trigger's campaigns only."""
+
+    @model_validator(mode="after")
+    def _spread_by_tag(self) -> Campaign:
+        if self.spread and isinstance(self.trigger, TransitionTrigger):
+            raise ValueError(
+                "spread needs a tag trigger: a move into a tag happens on one day, and a "
+                "learner whose own day it is not would never get the campaign"
+            )
+        return self
 
     @property
     def steps(self) -> tuple[Step, ...]:

@@ -11,7 +11,9 @@ out, which the batch writes to the outbox in the day's transaction.
   cadence would exceed ``max_messages`` (a rerun of the day plans the same messages again, with
   the same ids, and the store inserts none of them twice). Enrolment plans one message per
   cadence step, due on ``as_of + delay_days``, on the step's channel personalised by the
-  behaviour tags.
+  behaviour tags. A ``spread`` campaign (a recurring digest) enrols a learner only on their own
+  day in every ``per_days`` (``rules.spread``), so that a population tagged on one day does not
+  get it as one wave.
 - The A/B variant is a stable hash of (learner, campaign) (``rules.interventions.control_draw``)
   over the variants' cumulative weights; the control flag is the decision's (the outbox keeps a
   control learner's messages as suppressed, never sends them).
@@ -35,6 +37,7 @@ from rules.campaign_matching import step_channels
 from rules.campaigns import Campaign, Catalogue
 from rules.codes import codes_of, one_array
 from rules.interventions import control_draw
+from rules.spread import on_their_day
 from serving.core.messages import PAIR_COLUMNS, CampaignPlan, no_pairs
 from serving.core.planned import (
     ContextField,
@@ -96,7 +99,8 @@ def _planned(
     """One message per cadence step of every learner enrolled today (of the ``enrollable``
     decisions, those under the cap), campaign by campaign (in id order), step by step,
     learners in decision order."""
-    triggered = _under_cap(enrollable, catalogue, in_window)
+    dated = _on_their_days(enrollable, catalogue, as_of)
+    triggered = _under_cap(dated, catalogue, in_window)
     customer_ids = _texts(triggered["customer_id"])
     codes, campaign_ids = pd.factorize(triggered["campaign_id"], sort=True)
     steps = [
@@ -209,6 +213,23 @@ def cap_windows(catalogue: Catalogue) -> dict[str, int]:
     """Each campaign's frequency-cap window in days (``frequency_cap.per_days``): what the store
     counts a learner's earlier messages over (``in_window``)."""
     return {campaign.id: campaign.frequency_cap.per_days for campaign in catalogue.campaigns}
+
+
+def _on_their_days(triggered: pd.DataFrame, catalogue: Catalogue, as_of: date) -> pd.DataFrame:
+    """Keep, of each ``spread`` campaign's learners, those whose own day ``as_of`` is in its
+    cap window (``rules.spread``); other campaigns' as they are."""
+    spread = [campaign for campaign in catalogue.campaigns if campaign.spread]
+    if not spread or triggered.empty:
+        return triggered
+    campaign_ids = triggered["campaign_id"].to_numpy(object)
+    keep = np.ones(len(triggered), dtype=bool)
+    for campaign in spread:
+        rows = np.flatnonzero(campaign_ids == campaign.id)
+        if rows.size:
+            ids = _arrow_texts(triggered["customer_id"]).take(pa.array(rows))
+            per_days = campaign.frequency_cap.per_days
+            keep[rows] = on_their_day(ids, campaign.id, per_days, as_of)
+    return triggered.loc[keep]
 
 
 def _under_cap(
