@@ -195,7 +195,7 @@ def test_pending_messages_are_cancelled_when_the_learner_meets_the_exit(ruleset)
 
 
 def test_the_control_flag_is_the_decisions(ruleset):
-    decisions = [decision("T", "CP_22", control=False), decision("C", "CP_22", control=True)]
+    decisions = [decision("T", "CP_09", control=False), decision("C", "CP_09", control=True)]
     messages = plan(decisions, features_of("T", "C"), ruleset).messages
     assert messages.set_index("customer_id")["control"].to_dict() == {"T": False, "C": True}
 
@@ -286,7 +286,7 @@ def test_each_context_is_the_json_of_the_learners_own_fields_byte_for_byte(rules
 def test_the_planner_hands_over_messages_the_store_takes_as_their_plain_frame(ruleset):
     # given a day enrolling learners in three campaigns, one of them in the control group
     decisions = [decision("L1", "CP_09"), decision("L2", "CP_05"),
-                 decision("L3", "CP_22", control=True), decision("L4", "CP_09")]  # fmt: skip
+                 decision("L3", "CP_24", control=True), decision("L4", "CP_09")]  # fmt: skip
     result = plan(decisions, features_of("L1", "L2", "L3", "L4"), ruleset)
     # then the store reads the planner's messages (ids and contexts unchecked, right by
     # construction) exactly as it reads their plain frame (checked in full)
@@ -299,7 +299,7 @@ def test_the_planner_hands_over_messages_the_store_takes_as_their_plain_frame(ru
     # campaign by campaign in id order, step by step, learners in decision order
     blocks = fast[["campaign_id", "step"]].drop_duplicates().to_records(index=False).tolist()
     assert blocks == [("CP_05", 0), ("CP_05", 1), ("CP_09", 0), ("CP_09", 1), ("CP_09", 2),
-                      ("CP_22", 0)]  # fmt: skip
+                      ("CP_24", 0), ("CP_24", 1)]  # fmt: skip
     assert fast.loc[fast["campaign_id"] == "CP_09", "customer_id"].tolist() == ["L1", "L4"] * 3
 
 
