@@ -359,7 +359,7 @@ def campaigns_table(ruleset: Any) -> Table:
             escape(campaign.name),
             when,
             steps,
-            f"{cap.max_messages}/{cap.per_days}d",
+            f"{cap.max_messages}/{cap.per_days}d" + (" spread" if campaign.spread else ""),
             exit_text,
             " ".join(f"{v.id}:{v.weight:g}" for v in campaign.variants),
         )

@@ -168,6 +168,12 @@ def test_the_campaigns_table_lists_every_campaign_with_its_cadence(ruleset):
     assert all(campaign_id in text for campaign_id in ruleset.campaigns.ids)
     assert "d0 email (BT_002: push), d3 push, d7 email" in text  # CP_09
     assert "A:0.5 B:0.5" in text
+    # and which campaigns go to each learner on a day of their own (the digests)
+    lines = text.splitlines()
+    spread = {
+        cid for cid in ruleset.campaigns.ids for line in lines if cid in line and "spread" in line
+    }
+    assert spread == {c.id for c in ruleset.campaigns.campaigns if c.spread} == {"CP_22", "CP_23"}
     # and says which first taggings fire a move's campaign
     assert "enrolled in the last 7 days (arrival_days)" in " ".join(text.split())
     unlimited = ruleset.campaigns.model_copy(update={"arrival_days": None})
