@@ -31,12 +31,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import aliased
 
 from serving.core.messages import (
     CANCELLED,
     FAILED,
     PAIR_COLUMNS,
     PENDING,
+    SHARED_CONTEXT,
     SUPPRESSED,
 )
 from serving.core.outbox import own_contexts
@@ -120,15 +122,32 @@ def _copy_messages(
 
 
 def drop_unsent_of_day(conn: Connection, as_of: date) -> None:
-    """Before a replaced day's new plan: drop its messages nobody has tried to send yet."""
-    conn.execute(
-        delete(Outbox).where(
-            Outbox.planned_on == as_of,
-            Outbox.state.in_((PENDING, SUPPRESSED)),
-            Outbox.tries == 0,
-            Outbox.claimed_by.is_(None),
-        )
+    """Before a replaced day's new plan: drop its messages nobody has tried to send yet.
+
+    A message it keeps whose context is its group's (``SHARED_CONTEXT``) gets its own first:
+    the message holding it may be one of those dropped.
+    """
+    unsent = and_(
+        Outbox.planned_on == as_of,
+        Outbox.state.in_((PENDING, SUPPRESSED)),
+        Outbox.tries == 0,
+        Outbox.claimed_by.is_(None),
     )
+    holder = aliased(Outbox)
+    own = (
+        select(holder.context)
+        .where(
+            holder.customer_id == Outbox.customer_id,
+            holder.campaign_id == Outbox.campaign_id,
+            holder.planned_on == Outbox.planned_on,
+            holder.context != SHARED_CONTEXT,
+        )
+        .limit(1)
+        .scalar_subquery()
+    )
+    kept_shared = and_(Outbox.planned_on == as_of, Outbox.context == SHARED_CONTEXT, ~unsent)
+    conn.execute(update(Outbox).where(kept_shared).values(context=own))
+    conn.execute(delete(Outbox).where(unsent))
 
 
 def without_kept_steps(conn: Connection, as_of: date, rows: pd.DataFrame) -> pd.DataFrame:

@@ -24,7 +24,7 @@ LEASE = timedelta(minutes=5)
 MOVES = [("a", "ST_001", "ST_004"), ("b", "ST_001", "ST_004")]
 
 
-def planned_plan(day: date, ids: list[str]) -> CampaignPlan:
+def planned_plan(day: date, ids: list[str], channels=("email", "email")) -> CampaignPlan:
     """The planner's messages of a two-step campaign (the second 3 days later) for ``ids``."""
     everyone = np.arange(len(ids))
     steps = [
@@ -34,7 +34,7 @@ def planned_plan(day: date, ids: list[str]) -> CampaignPlan:
             due_on=day + timedelta(days=STEP_DAYS * step),
             template_id="t",
             learners=everyone,
-            channels=np.full(len(ids), "email", object),
+            channels=np.full(len(ids), channels[step], object),
             variants=np.full(len(ids), "", object),
             control=np.zeros(len(ids), bool),
         )
@@ -124,3 +124,22 @@ def test_a_replaced_day_that_keeps_a_sent_holder_stores_contexts_on_what_it_repl
     assert own([held[f"{sent}:1"], held[f"{other}:1"]], [sent, other])
     frame = store.outbox_frame()
     assert len(frame) == 4 and own(frame["context"], frame["customer_id"])
+
+
+def test_a_replace_that_drops_the_holder_of_a_kept_message_leaves_it_its_context(store):
+    # Given a's second step (push) sent while its first (email, the context's holder) was not
+    apply(store, DAY1, FIRST_DAY)
+    apply_with_plan(store, DAY2, MOVES, planned_plan(DAY2, ["a"], channels=("email", "push")))
+    later = DAY2 + timedelta(days=STEP_DAYS)
+    claimed = store.claim_messages(
+        "d1", data_day=later, now=WALL, channels=("push",), lease=LEASE, limit=9
+    )
+    assert [(row["customer_id"], row["step"]) for row in claimed] == [("a", 1)]
+    store.record_sent(claimed[0]["message_id"], "d1", subject="s", body="b", now=WALL)
+    # When the day is replaced with a plan without a: the unsent first step goes
+    apply_with_plan(store, DAY2, MOVES, planned_plan(DAY2, ["b"]), run_id="redo", replace=True)
+    # Then the sent step kept its context, now its own
+    held = stored_contexts(store)
+    assert "a:0" not in held and own([held["a:1"]], ["a"])
+    frame = store.outbox_frame(customer_ids=["a"])
+    assert own(frame["context"], ["a"], frame["planned_on"])
