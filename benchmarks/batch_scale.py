@@ -29,9 +29,9 @@ learner (an existing learner is onboarded, not welcomed: ``rules.arrivals``; the
 1.64M before the spread), and the day after still plans ~2x a steady day (205k messages at 1M
 against ~98k: learners whose decision names another campaign than on day 1, the arrivals'
 welcomes, the win-back of the churned; 1.57M before onboardings, when day 1 fired every
-learner's "into" campaign and day 2 all the tag campaigns). ``--history N`` (N > 1) measures a steady day instead: day 1 is
-the log's end - N, days in between run unmeasured (one line each) with the dispatcher's effect
-between them (due messages marked sent, as ``lstep dispatch`` would
+learner's "into" campaign and day 2 all the tag campaigns). ``--history N`` (N > 1) measures a
+steady day instead: day 1 is the log's end - N, days in between run unmeasured (one line each)
+with the dispatcher's effect between them (due messages marked sent, as ``lstep dispatch`` would
 leave them; its own cost is ``benchmarks/dispatch.py``'s), and the log's end is measured.
 
 After the measured day, the line ``kpis`` times what ``lstep score`` then does on its own when
