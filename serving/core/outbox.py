@@ -99,23 +99,26 @@ def outbox_rows(
     return frame
 
 
+CONTEXT_GROUP = ["customer_id", "campaign_id", "planned_on"]
+"""The messages sharing one context (``SHARED_CONTEXT``): one day's for a learner and campaign."""
+
+
 def own_contexts(rows: pd.DataFrame, holders: pd.DataFrame) -> pd.DataFrame:
     """``rows`` with each ``SHARED_CONTEXT`` replaced by its group's context in ``holders``
-    (outbox rows of the same day: the messages of a (learner, campaign) share one).
+    (``CONTEXT_GROUP``); ``SHARED_CONTEXT`` still where ``holders`` lack the group.
 
-    What a replaced day needs when it leaves out messages already sent: a left-out message
-    may be the one holding its group's context.
+    What a replaced day needs when it leaves out messages already sent (a left-out message
+    may be the one holding its group's context), and what the store's reads start from.
     """
-    shared = rows["context"] == SHARED_CONTEXT
+    shared = (rows["context"] == SHARED_CONTEXT).to_numpy()
     if not shared.any():
         return rows
-    keys = ["customer_id", "campaign_id"]
-    held = holders.loc[holders["context"] != SHARED_CONTEXT, [*keys, "context"]]
-    held = held.drop_duplicates(keys)
-    found = rows.loc[shared, keys].merge(held, on=keys, how="left")["context"].to_numpy()
-    filled = rows.copy()
-    filled.loc[shared, "context"] = found
-    return filled
+    held = holders.loc[holders["context"] != SHARED_CONTEXT, [*CONTEXT_GROUP, "context"]]
+    held = held.drop_duplicates(CONTEXT_GROUP)
+    found = rows.loc[shared, CONTEXT_GROUP].merge(held, on=CONTEXT_GROUP, how="left")["context"]
+    filled = rows["context"].copy()
+    filled[shared] = found.fillna(SHARED_CONTEXT).to_numpy(object)
+    return rows.assign(context=filled)
 
 
 def _checked(as_of: date, messages: pd.DataFrame) -> pd.DataFrame:
@@ -219,6 +222,7 @@ def cap_until(sent_at: list[datetime], cap: int, window: timedelta, now: datetim
 
 
 __all__ = [
+    "CONTEXT_GROUP",
     "QuietHours",
     "cap_until",
     "empty_messages",

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date
-from operator import itemgetter
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import Connection, select
 
 from serving.core.messages import SHARED_CONTEXT
+from serving.core.outbox import CONTEXT_GROUP, own_contexts
 from serving.infra.tables import Outbox
 
 _HOLDER_LEARNERS = 10_000
@@ -54,39 +54,31 @@ def holder_contexts(
 
 def with_own_contexts(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Outbox rows (the driver's) with each ``SHARED_CONTEXT`` replaced by its group's
-    (``holder_contexts``); the group's holder among ``rows`` is used without a read."""
-    key = itemgetter("customer_id", "campaign_id", "planned_on")
-    shared = [row for row in rows if row["context"] == SHARED_CONTEXT]
-    if not shared:
+    (``frame_with_own_contexts``)."""
+    if not any(row["context"] == SHARED_CONTEXT for row in rows):
         return rows
-    held = {key(row): row["context"] for row in rows if row["context"] != SHARED_CONTEXT}
-    held.update(holder_contexts(conn, (key(row) for row in shared if key(row) not in held)))
-    for row in shared:
-        row["context"] = held.get(key(row), SHARED_CONTEXT)
+    contexts = frame_with_own_contexts(conn, pd.DataFrame(rows))["context"]
+    for row, context in zip(rows, contexts, strict=True):
+        row["context"] = context
     return rows
 
 
 def frame_with_own_contexts(conn: Connection, frame: pd.DataFrame) -> pd.DataFrame:
-    """``with_own_contexts`` of a frame of outbox rows (the driver's values: ``planned_on`` a
-    date), by column: the holders among its rows by a merge, the others read
-    (``holder_contexts``); a frame without ``context`` as it is."""
+    """A frame of outbox rows (the driver's values: ``planned_on`` a date) with each
+    ``SHARED_CONTEXT`` replaced by its group's: from the holders among its rows
+    (``own_contexts``), the others read (``holder_contexts``); a frame without ``context`` as
+    it is."""
     if "context" not in frame:
         return frame
-    shared = (frame["context"] == SHARED_CONTEXT).to_numpy()
+    filled = own_contexts(frame, frame)
+    shared = (filled["context"] == SHARED_CONTEXT).to_numpy()
     if not shared.any():
-        return frame
-    keys = ["customer_id", "campaign_id", "planned_on"]
-    held = frame.loc[~shared, [*keys, "context"]].drop_duplicates(keys)
-    groups = frame.loc[shared, keys]
-    found = groups.merge(held, on=keys, how="left")["context"].to_numpy(object)
-    absent = pd.isna(found)
-    if absent.any():
-        wanted = list(groups[absent].itertuples(index=False, name=None))
-        read = holder_contexts(conn, wanted)
-        found[absent] = [read.get(group, SHARED_CONTEXT) for group in wanted]
-    filled = frame["context"].copy()
-    filled[shared] = found
-    return frame.assign(context=filled)
+        return filled
+    wanted = list(filled.loc[shared, CONTEXT_GROUP].itertuples(index=False, name=None))
+    read = holder_contexts(conn, wanted)
+    contexts = filled["context"].copy()
+    contexts[shared] = [read.get(group, SHARED_CONTEXT) for group in wanted]
+    return filled.assign(context=contexts)
 
 
 __all__ = ["frame_with_own_contexts", "holder_contexts", "with_own_contexts"]
