@@ -222,11 +222,12 @@ def _on_their_days(triggered: pd.DataFrame, catalogue: Catalogue, as_of: date) -
     if not spread or triggered.empty:
         return triggered
     campaign_ids = triggered["campaign_id"].to_numpy(object)
+    customer_ids = _arrow_texts(triggered["customer_id"])
     keep = np.ones(len(triggered), dtype=bool)
     for campaign in spread:
         rows = np.flatnonzero(campaign_ids == campaign.id)
         if rows.size:
-            ids = _arrow_texts(triggered["customer_id"]).take(pa.array(rows))
+            ids = customer_ids.take(pa.array(rows))
             per_days = campaign.frequency_cap.per_days
             keep[rows] = on_their_day(ids, campaign.id, per_days, as_of)
     return triggered.loc[keep]

@@ -242,15 +242,15 @@ def _contexts(
         the message holding its context (its own on a run's first step).
     """
     runs: list[np.ndarray] = []
-    sources: list[int | None] = []  # per step: its run's position among the runs' texts, or None
+    sources: list[int | None] = []  # per step: where its run's texts start, or None
     holders: list[np.ndarray] = []
-    first = at = 0  # message positions: the current run's first step, the current step
+    written = first = at = 0  # texts so far; message positions: the run's first step, this step
     for step in steps:
         size = len(step.learners)
-        fresh = not runs or not np.array_equal(runs[-1], step.learners)
-        if fresh:
-            sources.append(sum(len(run) for run in runs))
+        if not runs or not np.array_equal(runs[-1], step.learners):
+            sources.append(written)
             runs.append(step.learners)
+            written += size
             first = at
         else:
             sources.append(None)
@@ -259,9 +259,9 @@ def _contexts(
     if not steps:
         return pa.array([], pa.large_string()), np.array([], np.int64)
     texts = json_objects(contexts, count, np.concatenate(runs))
-    shared = pa.array([SHARED_CONTEXT], pa.large_string())
+    shared = pa.scalar(SHARED_CONTEXT, pa.large_string())
     pieces = [
-        shared.take(pa.array(np.zeros(len(step.learners), np.int64)))
+        pa.repeat(shared, len(step.learners))
         if source is None
         else texts.slice(source, len(step.learners))
         for step, source in zip(steps, sources, strict=True)
