@@ -6,7 +6,7 @@ days) is matched every day a learner holds the tag, and its frequency cap spaces
 store's first load onboards every existing learner), every learner's first message goes out
 that day and the next ones every ``per_days`` days after it: the campaign sends its weekly
 volume as one wave on one weekday, forever. A campaign with ``spread: true`` is planned for a
-learner only on their own day in every ``per_days``: ``day_of(learner)`` is a stable hash of
+learner only on their own day in every ``per_days``: that day (``days_of``) is a stable hash of
 the learner and the campaign (the control draw's, ``rules.interventions.control_draw``, of
 ``"spread <campaign>"``: independent of the learner's control group and A/B variant), and a
 day ``as_of`` is theirs when ``as_of``'s ordinal is that day modulo ``per_days``. The cap then
