@@ -264,16 +264,15 @@ def cache_version(
 
 def _registered_model(current: Settings, version: str) -> ChurnModel | None:
     """Load ``models:/<name>/<version>`` through MLflow (the slow path: ~1 s of imports)."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    from models.pyfunc import mlflow_uris
+    from models.pyfunc import load_pyfunc, mlflow_uris
     from serving.infra.champion import unwrap_churn_model
 
     uri = f"models:/{current.model_name}/{version}"
     try:
         with mlflow_uris(current.tracking_uri):
-            pyfunc = mlflow.pyfunc.load_model(uri)
+            pyfunc = load_pyfunc(uri)
     except MlflowException:
         return None
     return unwrap_churn_model(pyfunc, uri)

@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 
 from models.churn import ChurnModel
 from models.compiled import compile_booster, default_cache_dir
-from models.pyfunc import ChurnPyfunc, mlflow_uris
+from models.pyfunc import ChurnPyfunc, load_pyfunc, mlflow_uris
 from serving.core.problems import NoChampionError
 from serving.settings import CHAMPION_ALIAS, DEFAULT_MODEL_NAME, champion_uri
 
@@ -89,7 +89,7 @@ def load_champion(tracking_uri: str, model_name: str = DEFAULT_MODEL_NAME) -> Ch
         if version is None:
             return None
         with mlflow_uris(tracking_uri):
-            pyfunc = mlflow.pyfunc.load_model(uri)
+            pyfunc = load_pyfunc(uri)
         if _champion_version(client, model_name) == version:
             model = unwrap_churn_model(pyfunc, uri)
             compile_booster(model.booster, default_cache_dir())  # large batches predict faster

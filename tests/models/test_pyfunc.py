@@ -10,7 +10,9 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -31,9 +33,12 @@ from features.windows import feature_dtypes
 from models.churn import PREDICTION_COLUMNS
 from models.matrix import FeatureFrameError, model_feature_names
 from models.pyfunc import (
+    RequirementMismatchWarning,
     input_schema,
+    load_pyfunc,
     log_churn_model,
     pinned_requirements,
+    requirement_mismatches,
     to_pyfunc_input,
 )
 from serving.cli import app
@@ -180,6 +185,81 @@ def test_pip_requirements_are_pinned_to_the_installed_versions():
     assert all("==" in line for line in requirements)
     assert f"mlflow=={mlflow.__version__}" in requirements
     assert any(line.startswith("venn-abers==") for line in requirements)
+
+
+NUMPY = metadata.version("numpy")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (f"numpy=={NUMPY}", None),
+        ("numpy>=1", None),
+        ("numpy", None),
+        ("numpy==0.0.1", f"logged with numpy==0.0.1, installed {NUMPY}"),
+        ("numpy==0.0.1  # a comment after the pin", f"logged with numpy==0.0.1, installed {NUMPY}"),
+        (
+            "lstep-no-such-distribution==1.0",
+            "logged with lstep-no-such-distribution==1.0, not installed",
+        ),
+        ('numpy==0.0.1; python_version < "3"', None),
+        ("", None),
+        ("# only a comment", None),
+        ("-r other-requirements.txt", None),
+        ("https://example.invalid/a.whl", None),
+    ],
+)
+def test_requirement_mismatches_name_each_pin_the_environment_does_not_meet(line, expected):
+    # given one line of a model's requirements.txt
+    # when it is compared with the installed distributions
+    found = requirement_mismatches([line])
+    # then an unmet pin is one line naming both versions; anything else is nothing
+    assert found == ([] if expected is None else [expected])
+
+
+@pytest.mark.slow
+def test_the_champion_loads_without_mlflows_scan_of_every_installed_file(
+    fitted, registry, monkeypatch
+):
+    # given MLflow's own requirement check (it stats every installed file) made to fail if it runs
+    def scan(requirements):
+        raise AssertionError(f"MLflow's requirement check ran on {requirements}")
+
+    monkeypatch.setattr(mlflow.pyfunc, "warn_dependency_requirement_mismatches", scan)
+    # when the champion is loaded through the registry, any mismatch warning made an error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RequirementMismatchWarning)
+        model = load_pyfunc(registry.champion_uri)
+    # then it scores as the fitted model (its pins are this environment's: nothing to warn)
+    rows = fitted.test_frame.iloc[:20]
+    pd.testing.assert_frame_equal(model.predict(rows), fitted.model.predict(rows))
+
+
+@pytest.mark.slow
+def test_a_model_logged_with_another_version_loads_with_a_warning_naming_it(
+    fitted, registry, tmp_path
+):
+    # given the champion's files with lightgbm pinned to a version that is not the installed one
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=registry.champion_uri, dst_path=str(tmp_path)
+        )
+    )
+    requirements = local / "requirements.txt"
+    pins = requirements.read_text().splitlines()
+    assert any(pin.startswith("lightgbm==") for pin in pins)
+    moved = ["lightgbm==0.0.1" if pin.startswith("lightgbm==") else pin for pin in pins]
+    requirements.write_text("\n".join(moved) + "\n")
+    # when they are loaded
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_pyfunc(str(local))
+    # then that pin, and only it, is warned with both versions, and the model still scores
+    mismatches = [str(w.message) for w in caught if w.category is RequirementMismatchWarning]
+    installed = metadata.version("lightgbm")
+    assert mismatches == [f"{local}: logged with lightgbm==0.0.1, installed {installed}"]
+    rows = fitted.test_frame.iloc[:5]
+    pd.testing.assert_frame_equal(model.predict(rows), fitted.model.predict(rows))
 
 
 @pytest.mark.slow
