@@ -13,6 +13,7 @@ from __future__ import annotations
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -75,6 +76,8 @@ _ARROW_FETCHED = frozenset(
     ["BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "DOUBLE", "VARCHAR", "TIMESTAMP"]
 )
 """The DuckDB types ``DuckDBEngine.fetch`` takes through Arrow (``_ARROW_TO_PANDAS``)."""
+_CONVERT_THREADS = 2
+"""Columns of a fetched result ordered and converted at once (the target machine's cores)."""
 
 TableInput = pd.DataFrame | str | Path
 """A pandas frame, or the path of a parquet file that DuckDB reads directly."""
@@ -166,7 +169,7 @@ def _in_order(frame: pd.DataFrame, order_by: str | None) -> pd.DataFrame:
 
 
 def _ordered_frame(table: pa.Table, order_by: str) -> pd.DataFrame:
-    """The table's rows by its ``order_by`` column as pandas, one column at a time.
+    """The table's rows by its ``order_by`` column as pandas, column by column (two at once).
 
     Ordering the whole pandas frame (``take``) made a second fresh copy of every column after
     ``to_pandas``' own; column by column, each column's ordered Arrow array lives only until
@@ -175,13 +178,19 @@ def _ordered_frame(table: pa.Table, order_by: str) -> pd.DataFrame:
     columns at 1M learners: ``to_pandas`` + ``take`` 0.5-1.2 s -> 0.22-0.25 s, the same frame).
     """
     order = pa.array(np.argsort(table.column(order_by).to_numpy(), kind="stable"))
-    columns = {}
-    for name, column in zip(table.column_names, table.columns, strict=True):
+
+    def ordered_column(column: pa.ChunkedArray) -> pd.Series:
         ordered = column.take(order)
         if _is_text(ordered.type):  # one array, as _strings_in_one_chunk gives text
             ordered = ordered.combine_chunks()
-        columns[name] = ordered.to_pandas(types_mapper=_ARROW_TO_PANDAS.get)
-    return pd.DataFrame(columns, copy=False)
+        return ordered.to_pandas(types_mapper=_ARROW_TO_PANDAS.get)
+
+    # Arrow's take and conversion release the GIL: two columns at once keep the second core busy
+    # (a batch day's fetch of 68 feature columns at 1M learners, its query included: 1.87-1.96
+    # -> 1.37-1.42 s, the same CPU, alternated)
+    with ThreadPoolExecutor(max_workers=_CONVERT_THREADS) as pool:
+        columns = list(pool.map(ordered_column, table.columns))
+    return pd.DataFrame(dict(zip(table.column_names, columns, strict=True)), copy=False)
 
 
 def _strings_in_one_chunk(table: pa.Table) -> pa.Table:
