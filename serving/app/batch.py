@@ -24,8 +24,8 @@ One day reads as its stages, one call each, I/O at the ends:
    (``serving.infra.score_files``; in SQL for a store opened without a scores directory), idempotent
    per ``as_of`` (a completed day is not recomputed); a dry run writes nothing. The day's feature
    frame goes to ``<data_dir>/features/as_of=YYYY-MM-DD.parquet`` (the service's snapshot of the
-   day) on a thread beside the campaign plan, waited for before the commit, so a completed day
-   has its snapshot.
+   day) on a thread, from the decide stage on (DuckDB) or beside the campaign plan (Spark),
+   waited for before the commit, so a completed day has its snapshot.
    The day's answers (every learner decided on the state the day leaves) go to
    ``<data_dir>/answers/`` (``serving.app.answers_table``): the service maps them instead of
    assessing every learner at start-up. They are decided on a thread while the day is planned
@@ -47,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -59,7 +59,7 @@ import pandas as pd
 from features.windows import feature_day
 from rules import RuleSet
 from serving.app.batch_inputs import BatchInputs
-from serving.app.batch_write import stored_tags, write_day
+from serving.app.batch_write import start_snapshot, stored_tags, write_day
 from serving.app.day_campaigns import CampaignPlanner, catalogue_planner, plan_day_campaigns
 from serving.app.day_decisions import DecidedDay, cut_day
 from serving.app.day_reads import pending_pairs_at_decide, state_read
@@ -111,12 +111,15 @@ class AssessedDay:
             feature snapshot); None when it has none.
         decided: the day's decide with what its capacity cut overwrote (``cut_day``), for the
             answers to reuse; None: the answers reuse ``assessment.decisions`` alone.
+        snapshot: the feature snapshot, being written since the engine had its features
+            (``batch_write.start_snapshot``); None: ``write_day`` writes it.
     """
 
     assessment: Assessment
     eligible: int
     write_outputs: Callable[[], None] | None = None
     decided: DecidedDay | None = None
+    snapshot: Future[Path] | None = None
 
 
 Stage = Callable[[str], AbstractContextManager[None]]
@@ -157,7 +160,8 @@ class BatchContext:
         ruleset: the loaded rules.
         run_id: the run's id (a backfill suffixes each day).
         now: the current instant (aware): validation limit and the run's ``started_at``.
-        data_dir: where feature snapshots go (none written when None).
+        data_dir: where feature snapshots go (none written when None; a dry run's engine step
+            is handed None).
         progress: where stage progress goes (None: nowhere).
         top: length of the call list in the summary.
         planner: plans the day's campaign messages; None: the catalogue of ``ruleset``
@@ -235,7 +239,9 @@ def run_day(
         pending = None
         if not dry_run and context.campaigns:
             pending = pending_pairs_at_decide(early, context.store, as_of, timer.on_start)
-        day = step(as_of, inputs, context, lambda: reading.result().state, timer)
+        # a dry run writes nothing: its engine has no data directory to start a snapshot in
+        day_context = dataclasses.replace(context, data_dir=None) if dry_run else context
+        day = step(as_of, inputs, day_context, lambda: reading.result().state, timer)
         read = reading.result()
         pairs = None if pending is None else pending()
         write = None if dry_run else write_day(context, day, read, replace, timer, pairs)
@@ -287,10 +293,11 @@ def duckdb_step(
         features, champion=context.champion, ruleset=context.ruleset, state=state, as_of=as_of,
         options=options, stage=stage,
     )  # fmt: skip
+    snapshot = start_snapshot(context, features, as_of)  # beside the decide's one busy core
     with stage("decide"):
         decided = cut_day(context.ruleset, state, assessment.decisions, features)
     assessment = dataclasses.replace(assessment, decisions=decided.decisions)
-    return AssessedDay(assessment, len(eligible), decided=decided)
+    return AssessedDay(assessment, len(eligible), decided=decided, snapshot=snapshot)
 
 
 def run_range(
