@@ -115,18 +115,31 @@ def remove_files(paths: Iterable[Path]) -> None:
             continue
 
 
-def read_scores(paths: Sequence[Path], columns: Sequence[str] | None = None) -> pd.DataFrame:
+def read_scores(
+    paths: Sequence[Path],
+    columns: Sequence[str] | None = None,
+    learners: Sequence[pa.Array] | None = None,
+) -> pd.DataFrame:
     """The rows of ``paths`` in their order (only ``columns`` when given), dates as
     ``datetime64[us]`` like every frame of the store.
+
+    Args:
+        paths: the days' files.
+        columns: the columns to read (None: all).
+        learners: per path, the ids whose rows to keep (None: every row of every file).
 
     Raises:
         Unavailable: a file cannot be read.
     """
     names = list(SCORES_ARROW_SCHEMA.names) if columns is None else list(columns)
+    kept = [None] * len(paths) if learners is None else list(learners)
     tables = []
-    for path in paths:
+    for path, ids in zip(paths, kept, strict=True):
+        rows = None if ids is None else pc.field("customer_id").isin(ids)
         with _file_errors(_scores_dir_of(path)):
-            tables.append(pq.read_table(path, columns=names, schema=SCORES_ARROW_SCHEMA))
+            tables.append(
+                pq.read_table(path, columns=names, schema=SCORES_ARROW_SCHEMA, filters=rows)
+            )
     if not tables:
         tables = [SCORES_ARROW_SCHEMA.empty_table().select(names)]
     frame = pa.concat_tables(tables).to_pandas(date_as_object=False)

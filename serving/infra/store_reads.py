@@ -6,12 +6,13 @@ rows for the service's hot path. Scores come from SQL, or from the day's parquet
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from sqlalchemy import Connection, Select, exists, func, select
@@ -257,7 +258,11 @@ class ReadsMixin:
             return read_transitions(conn, stmt)  # typed by the column, not by the row
 
     def scores_frame(
-        self, as_of: date | None = None, *, columns: Sequence[str] | None = None
+        self,
+        as_of: date | None = None,
+        *,
+        columns: Sequence[str] | None = None,
+        learners: Callable[[date], pa.Array] | None = None,
     ) -> pd.DataFrame:
         """Stored scores (``STORED_SCORES_SCHEMA``), of one day when ``as_of`` is given, and
         only ``columns`` when given, in that order: every day's scores (learners x days rows) cost
@@ -265,6 +270,12 @@ class ReadsMixin:
 
         With a scores directory, each completed day's rows come from its run's file, or from SQL
         for a day stored before (``serving.infra.score_files``); the frame is the same.
+
+        Args:
+            as_of: the day (None: every completed day).
+            columns: the columns (None: all).
+            learners: the ids whose rows to keep of each day (None: every learner's): a day's
+                file is filtered as it is read, so rows left out never become pandas.
 
         Raises:
             Unavailable: a completed day's scores are neither in a file nor in SQL (a missing
@@ -275,15 +286,16 @@ class ReadsMixin:
             schema = schema.select(list(columns))
         files, sql_days = self._score_sources(as_of)
         paths = [path for _, path in files]
+        kept = None if learners is None else [learners(day) for day, _ in files]
         if not paths:
-            return stored_frame(self._sql_scores(as_of, columns), schema)
+            return stored_frame(self._sql_scores(as_of, columns, learners=learners), schema)
         if not sql_days:
-            return stored_frame(read_scores(paths, columns), schema)
+            return stored_frame(read_scores(paths, columns, kept), schema)
         # Days of both kinds: each read with its keys, so that the union sorts as SQL would.
         keyed = None if columns is None else list(dict.fromkeys(["as_of", "customer_id", *columns]))
-        from_sql = self._sql_scores(as_of, keyed, only_days=sql_days)
+        from_sql = self._sql_scores(as_of, keyed, only_days=sql_days, learners=learners)
         from_sql["as_of"] = pd.to_datetime(from_sql["as_of"]).astype("datetime64[us]")
-        both = pd.concat([read_scores(paths, keyed), from_sql], ignore_index=True)
+        both = pd.concat([read_scores(paths, keyed, kept), from_sql], ignore_index=True)
         both = both.sort_values(["as_of", "customer_id"], ignore_index=True)
         return stored_frame(both if columns is None else both[list(columns)], schema)
 
@@ -307,17 +319,30 @@ class ReadsMixin:
         as_of: date | None,
         columns: Sequence[str] | None,
         only_days: Sequence[date] | None = None,
+        learners: Callable[[date], pa.Array] | None = None,
     ) -> pd.DataFrame:
-        """Score rows in SQL (of ``only_days`` when given), by day and learner."""
+        """Score rows in SQL (of ``only_days`` when given, of each day's ``learners`` when
+        given), by day and learner."""
         table = Score.__table__.columns
         chosen = list(table) if columns is None else [table[name] for name in columns]
+        names = [column.name for column in chosen]
+        if learners is not None:  # the filter needs the keys; the caller's columns are returned
+            chosen = [table[name] for name in dict.fromkeys(["as_of", "customer_id", *names])]
         stmt = select(*chosen).order_by(Score.as_of, Score.customer_id)
         if as_of is not None:
             stmt = stmt.where(Score.as_of == as_of)
         if only_days is not None:
             stmt = stmt.where(Score.as_of.in_(list(only_days)))
         with self._connect() as conn:
-            return result_frame(conn.execute(stmt))
+            frame = result_frame(conn.execute(stmt))
+        if learners is None:
+            return frame
+        days = pd.to_datetime(frame["as_of"]).dt.date
+        kept = np.zeros(len(frame), dtype=bool)
+        for day in days.unique():
+            on_day = (days == day).to_numpy()
+            kept[on_day] = is_in(frame.loc[on_day, "customer_id"], learners(day))
+        return frame.loc[kept, names].reset_index(drop=True)
 
     def _score_sources(self, as_of: date | None) -> tuple[list[tuple[date, Path]], list[date]]:
         """The completed days (``as_of`` only, when given), oldest first, split into the days

@@ -7,10 +7,11 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import pytest
 
-from serving.app.kpi_inputs import StoredEvents, kpis_at, load_decision_days
+from serving.app.kpi_inputs import StoredEvents, kpis_at, load_decision_days, measured_since
+from serving.app.kpis import compute_kpis
 from serving.infra.snapshots import snapshot_path, write_feature_snapshot
 from tests.serving.app.test_kpis import customers_frame
-from tests.serving.batches import FIRST_DAY, apply
+from tests.serving.batches import FIRST_DAY, apply, at, set_override
 from tests.serving.fixtures import packaged_ruleset
 
 DAY_1, DAY_2, DAY_3 = date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)
@@ -120,6 +121,79 @@ def test_snapshots_with_different_columns_are_read_as_each_day_alone_would_be(th
     assert inputs["lessons_total"].isna().tolist() == [True, True, False, False, True, True]
     assert inputs.loc[inputs["as_of"] == pd.Timestamp(DAY_2), "lessons_total"].tolist() == [3, 7]
     assert inputs.loc[inputs["customer_id"] == "a", "risk_indicator_count"].tolist() == [0, 12, 12]
+
+
+@pytest.fixture
+def staggered(store, tmp_path):
+    """a, b, c tagged on March 1; b moved into ST_002 on March 2, a into ST_004 on March 3."""
+    apply(store, DAY_1, FIRST_DAY)
+    apply(store, DAY_2, [("b", "ST_001", "ST_002")])
+    apply(store, DAY_3, [("a", "ST_001", "ST_004")])
+    for day, at_risk in ((DAY_1, set()), (DAY_2, {"a"}), (DAY_3, {"a"})):
+        _snapshot(tmp_path, day, at_risk)
+    return store, tmp_path
+
+
+def test_each_day_keeps_the_learners_with_a_measured_move_on_it_or_later(staggered):
+    store, data_dir = staggered
+    # when the learners the run-based KPIs read are found for each day
+    since = measured_since(store.transitions_frame())
+    # then a day keeps whoever moves into ST_002 or ST_004 by rule that day or later: not c
+    # (moved into ST_001 only), and not b after its move on March 2
+    assert [sorted(since(day).to_pylist()) for day in (DAY_1, DAY_2, DAY_3)] == [
+        ["a", "b"],
+        ["a", "b"],
+        ["a"],
+    ]
+    # and the decision days loaded through it hold exactly those learner-days
+    decisions = load_decision_days(
+        data_dir, store.scores_frame(), packaged_ruleset(), [DAY_1, DAY_2, DAY_3], since
+    )
+    assert decisions.inputs[["customer_id", "as_of"]].values.tolist() == [
+        ["a", pd.Timestamp(DAY_1)],
+        ["b", pd.Timestamp(DAY_1)],
+        ["a", pd.Timestamp(DAY_2)],
+        ["b", pd.Timestamp(DAY_2)],
+        ["a", pd.Timestamp(DAY_3)],
+    ]
+    assert decisions.loaded == (DAY_1, DAY_2, DAY_3)
+
+
+def test_the_kpis_of_the_narrow_reads_equal_those_of_every_learners_every_day(staggered):
+    store, data_dir = staggered
+    customers = customers_frame({"a": "2024-02-20", "b": "2024-02-20", "c": "2024-02-20"})
+    ruleset = packaged_ruleset()
+    # when the KPIs are computed as kpis_at reads the store (each day's learners only) and from
+    # every learner's scores and decision inputs of every day
+    narrow = kpis_at(
+        store, DAY_3, customers=customers, events=None, ruleset=ruleset, data_dir=data_dir
+    )
+    scores = store.scores_frame()
+    every = load_decision_days(data_dir, scores, ruleset, [DAY_1, DAY_2, DAY_3])
+    full = compute_kpis(store.transitions_frame(), scores, customers, as_of=DAY_3, decisions=every)
+    # then they are the same KPIs, a's detection measured from its run
+    assert narrow == full
+    assert {kpi.id: kpi for kpi in narrow}["risk_detection_days"].value == pytest.approx(1.0)
+
+
+def test_recovery_reads_the_control_flag_on_the_day_of_a_manual_entry(store, tmp_path):
+    # given bz (control) put at risk by hand from March 2 (not a move the run-based KPIs
+    # measure) and back in ST_001 by rule on March 3, a (treated) never at risk
+    apply(store, DAY_1, [("a", None, "ST_001"), ("bz", None, "ST_001")])
+    set_override(store, "bz", "ST_004", actor="kim", reason="call", days=1, now=at(DAY_1, 9))
+    apply(store, DAY_2, [("a", "ST_001", "ST_001"), ("bz", "ST_004", "ST_004")])
+    apply(store, DAY_3, [("bz", "ST_004", "ST_001")])
+    customers = customers_frame({"a": "2024-02-20", "bz": "2024-02-20"})
+    # when kpis_at reads the store (each day's scores of the learners moved that day)
+    found = kpis_at(
+        store, DAY_3, customers=customers, events=None, ruleset=packaged_ruleset(),
+        data_dir=tmp_path,
+    )  # fmt: skip
+    # then bz's ended episode counts on the control side, as from every learner's scores
+    recovery = {kpi.id: kpi for kpi in found}["recovery_rate"]
+    assert "treated 0/0, control 1/1" in recovery.detail
+    full = compute_kpis(store.transitions_frame(), store.scores_frame(), customers, as_of=DAY_3)
+    assert recovery == {kpi.id: kpi for kpi in full}["recovery_rate"]
 
 
 def test_no_learner_to_keep_loads_no_rows_instead_of_failing(three_days):

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -233,6 +234,27 @@ def test_a_narrow_scores_read_equals_those_columns_of_the_full_read(scores_store
     # Then they come in that order, with the same rows, values and dtypes as in the full read
     assert list(narrow.columns) == columns
     pd.testing.assert_frame_equal(narrow, scores_store.scores_frame()[columns])
+
+
+@pytest.mark.parametrize("columns", [None, ["control", "p_low"]])
+def test_a_read_of_each_days_learners_keeps_only_their_rows(scores_store, columns):
+    # Given two days of scores
+    apply(scores_store, DAY1, FIRST_DAY)
+    apply(scores_store, DAY2, [("a", "ST_001", "ST_002"), ("b", "ST_001", "ST_001")])
+    wanted = {DAY1: ["b", "dz", "nobody"], DAY2: ["a"]}
+    # When each day is read for its own learners only (with all columns, or two without keys)
+    kept = scores_store.scores_frame(
+        columns=columns, learners=lambda day: pa.array(wanted[day], pa.string())
+    )
+    # Then the rows are the full read's rows of those learners on those days, in its order
+    full = scores_store.scores_frame()
+    rows = [
+        customer in wanted[day.date()]
+        for customer, day in zip(full["customer_id"], full["as_of"], strict=True)
+    ]
+    expected = full[rows].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, expected if columns is None else expected[columns])
+    assert len(kept) == 2  # b on day 1, a on day 2
 
 
 def test_unchanged_decisions_are_scored_but_not_logged(scores_store):
