@@ -17,7 +17,7 @@ from serving.app.kpi_files import (
     rules_digest,
 )
 from serving.app.kpi_inputs import StoredEvents, kpis_at
-from tests.serving.app.test_kpi_inputs import DAY_1, DAY_2, DAY_3, _events, _snapshot
+from tests.serving.app.test_kpi_inputs import DAY_1, DAY_3, _events, _snapshot, batch_days
 from tests.serving.app.test_kpis import customers_frame
 from tests.serving.batches import FIRST_DAY, apply
 from tests.serving.fixtures import packaged_ruleset
@@ -29,11 +29,7 @@ DAY_5 = date(2024, 4, 11)
 @pytest.fixture
 def workspace(store, tmp_path):
     """Three rules-only batch days with their snapshots, and an event store's two files."""
-    apply(store, DAY_1, FIRST_DAY)
-    apply(store, DAY_2, [("a", "ST_001", "ST_001")])
-    apply(store, DAY_3, [("a", "ST_001", "ST_004")])
-    for day, at_risk in ((DAY_1, set()), (DAY_2, {"a"}), (DAY_3, {"a"})):
-        _snapshot(tmp_path, day, at_risk)
+    batch_days(store, tmp_path, [("a", "ST_001", "ST_001")])
     _events([("a", "2024-03-02 10:00"), ("b", "2024-04-05 10:00")]).to_parquet(
         tmp_path / "events.parquet"
     )

@@ -30,6 +30,16 @@ def _snapshot(data_dir, day: date, at_risk: set[str]) -> None:
     write_feature_snapshot(frame, data_dir, day)
 
 
+def batch_days(store, data_dir, second_day: list) -> None:
+    """March 1 (a, b, c tagged), March 2 (``second_day``'s moves), March 3 (a moved into ST_004),
+    each with its snapshot; a meets a risk condition from March 2."""
+    apply(store, DAY_1, FIRST_DAY)
+    apply(store, DAY_2, second_day)
+    apply(store, DAY_3, [("a", "ST_001", "ST_004")])
+    for day, at_risk in ((DAY_1, set()), (DAY_2, {"a"}), (DAY_3, {"a"})):
+        _snapshot(data_dir, day, at_risk)
+
+
 def _events(rows: list[tuple[str, str]]) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -50,11 +60,7 @@ def three_days(store, tmp_path, monkeypatch):
     The clock is pinned years away from the data: nothing may depend on it.
     """
     monkeypatch.setenv("LSTEP_NOW", "2031-01-01T00:00:00Z")
-    apply(store, DAY_1, FIRST_DAY)
-    apply(store, DAY_2, [("a", "ST_001", "ST_001")])
-    apply(store, DAY_3, [("a", "ST_001", "ST_004")])
-    for day, at_risk in ((DAY_1, set()), (DAY_2, {"a"}), (DAY_3, {"a"})):
-        _snapshot(tmp_path, day, at_risk)
+    batch_days(store, tmp_path, [("a", "ST_001", "ST_001")])
     # a is never seen again (churned); b's event on April 5 shows the log runs until then
     events = _events([("a", "2024-03-02 10:00"), ("b", "2024-04-05 10:00")])
     return store, tmp_path, events
@@ -126,11 +132,7 @@ def test_snapshots_with_different_columns_are_read_as_each_day_alone_would_be(th
 @pytest.fixture
 def staggered(store, tmp_path):
     """a, b, c tagged on March 1; b moved into ST_002 on March 2, a into ST_004 on March 3."""
-    apply(store, DAY_1, FIRST_DAY)
-    apply(store, DAY_2, [("b", "ST_001", "ST_002")])
-    apply(store, DAY_3, [("a", "ST_001", "ST_004")])
-    for day, at_risk in ((DAY_1, set()), (DAY_2, {"a"}), (DAY_3, {"a"})):
-        _snapshot(tmp_path, day, at_risk)
+    batch_days(store, tmp_path, [("b", "ST_001", "ST_002")])
     return store, tmp_path
 
 
