@@ -35,6 +35,7 @@ from serving.app.dashboard_value import (
 )
 from serving.app.report import render_html
 from serving.core.frames import is_in
+from serving.infra.store_reads import day_learners
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ class CampaignInputs:
         feedback: feedback rows (``FEEDBACK_COLUMNS``).
         events: the outbox learners' re-engagement events and the ``LOG_END`` row; None when the
             workspace has no event log (nothing can be measured).
-        scores: every day's ``as_of``, ``customer_id``, ``value_at_risk``.
+        scores: ``as_of``, ``customer_id``, ``value_at_risk`` of the learners messaged, on
+            the days their messages were planned (a run's trigger day is one of them).
     """
 
     outbox: pd.DataFrame
@@ -63,7 +65,12 @@ def read_campaign_inputs(cache: DashboardCache, frames: DashboardFrames) -> Camp
     feedback = store.feedback_frame()[list(FEEDBACK_COLUMNS)]
     learners = sorted(outbox["customer_id"].astype(str).unique())
     events = reengagement_events(cache.source.events_path, learners)
-    scores = store.scores_frame(columns=["as_of", "customer_id", "value_at_risk"])
+    # Only the trigger days' scores of the learners messaged (``learner_roi`` joins them on a
+    # run's planned day): every learner's every day grew the service's memory by a day a day.
+    scores = store.scores_frame(
+        columns=["as_of", "customer_id", "value_at_risk"],
+        learners=day_learners(outbox, "planned_on"),
+    )
     return CampaignInputs(outbox, feedback, events, scores)
 
 

@@ -32,6 +32,7 @@ from serving.core.frames import is_in
 from serving.core.tags import RISK_TAG
 from serving.infra.snapshots import snapshot_path
 from serving.infra.store import StateStore
+from serving.infra.store_reads import day_learners
 
 KEYS = ["customer_id", "as_of"]
 
@@ -110,18 +111,6 @@ def measured_since(transitions: pd.DataFrame) -> Callable[[date], pa.Array]:
 
     def of(day: date) -> pa.Array:
         return ids.filter(pa.array(last_days >= np.datetime64(day, "D")))
-
-    return of
-
-
-def _moved_on(transitions: pd.DataFrame) -> Callable[[date], pa.Array]:
-    """Per day, the learners with a move on it (the KPIs read a learner's score on the days
-    they moved: ``kpi_days.kpi_history``, ``kpis.risk_episodes``)."""
-    ids = pa.array(transitions["customer_id"].astype(str).to_numpy(dtype=object), pa.string())
-    days = transitions["as_of"].to_numpy("datetime64[D]")
-
-    def of(day: date) -> pa.Array:
-        return ids.filter(pa.array(days == np.datetime64(day, "D")))
 
     return of
 
@@ -331,7 +320,7 @@ def load_kpi_inputs(
     # move's day) and of those the decision inputs read (``measured_since``): every learner's
     # every day grew the read by a day of scores a day.
     since = measured_since(transitions)
-    moved_on = _moved_on(transitions)
+    moved_on = day_learners(transitions)  # the KPIs read a score on its move's day
     scores = store.scores_frame(
         columns=[*SCORE_COLUMNS, *model_columns],
         learners=lambda day: pa.concat_arrays([moved_on(day), since(day)]),

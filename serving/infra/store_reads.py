@@ -385,6 +385,18 @@ class ReadsMixin:
             return read_frame(conn, overrides_select(customer_id, live_from), OVERRIDES_COLUMNS)
 
 
+def day_learners(frame: pd.DataFrame, day_column: str = "as_of") -> Callable[[date], pa.Array]:
+    """``scores_frame``'s ``learners`` for the rows of ``frame``: per day, the ``customer_id``s
+    of its rows whose ``day_column`` is that day (a move's day, a message's planned day)."""
+    ids = pa.array(frame["customer_id"].astype(str).to_numpy(dtype=object), pa.string())
+    days = pd.to_datetime(frame[day_column]).to_numpy("datetime64[D]")
+
+    def of(day: date) -> pa.Array:
+        return ids.filter(pa.array(days == np.datetime64(day, "D")))
+
+    return of
+
+
 def _missing_scores(day: date, run_id: str, path: Path | None) -> str:
     """Why a completed day has no scores to read, and what to do."""
     if path is None:
@@ -395,4 +407,4 @@ def _missing_scores(day: date, run_id: str, path: Path | None) -> str:
     return f"scores of {day} (run {run_id}): {path} is missing; restore it from a backup"
 
 
-__all__ = ["MarkedState", "ReadsMixin"]
+__all__ = ["MarkedState", "ReadsMixin", "day_learners"]

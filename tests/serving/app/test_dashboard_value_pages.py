@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pytest
 
 from rules.campaigns import Catalogue
@@ -16,7 +17,7 @@ from serving.app.dashboard_data import DashboardFilters
 from serving.app.dashboard_model import brier_score, labelled_days, labelled_scores
 from serving.app.dashboard_model_page import ChampionSource, calibration_section, model_page
 from serving.app.dashboard_pages import Links
-from serving.app.dashboard_value import campaign_roi
+from serving.app.dashboard_value import campaign_roi, learner_roi
 from serving.app.dashboard_value_export import write_value_and_model
 from serving.app.dashboard_value_page import read_campaign_inputs, value_page
 from serving.infra.store import StateStore
@@ -78,6 +79,26 @@ def test_the_value_page_shows_each_campaigns_roi_as_computed_from_the_store(page
     assert 'id="spend-note"' in html
     costs_shown = {row[0]: float(row[1]) for row in _table_rows(html, "cost-table")}
     assert costs_shown == costs
+
+
+def test_the_scores_read_for_the_roi_give_the_roi_of_every_stored_score(pages):
+    # given the workspace's inputs, the scores read only on the messaged learners' planned days
+    _, cache, _ = pages
+    frames = cache.frames()
+    inputs = read_campaign_inputs(cache, frames)
+    every = cache.source.store.scores_frame(columns=["as_of", "customer_id", "value_at_risk"])
+    assert 0 < len(inputs.scores) < len(every)
+    # when the ROI's learner rows are found from them and from every stored score
+    costs = cache.source.ruleset.campaigns.costs.by_channel()
+
+    def rows(scores):
+        return learner_roi(
+            inputs.outbox, inputs.feedback, inputs.events, scores, frames.latest_day, costs
+        )
+
+    # then they are the same rows, value at risk included
+    pd.testing.assert_frame_equal(rows(inputs.scores), rows(every))
+    assert rows(every)["value_at_risk"].sum() > 0
 
 
 def test_a_filter_narrows_the_value_page_to_its_learners(pages):
