@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -106,13 +105,7 @@ def measured_since(transitions: pd.DataFrame) -> Callable[[date], pa.Array]:
     """
     measured = transitions["rule_id"].notna() & transitions["to_tag"].isin([RISK_TAG, "ST_002"])
     last = transitions[measured].groupby("customer_id", sort=False)["as_of"].max()
-    ids = pa.array(last.index.astype(str).to_numpy(dtype=object), pa.string())
-    last_days = last.to_numpy("datetime64[D]")
-
-    def of(day: date) -> pa.Array:
-        return ids.filter(pa.array(last_days >= np.datetime64(day, "D")))
-
-    return of
+    return day_learners(last.reset_index(), or_later=True)  # each learner once, by their last
 
 
 def _same_columns(paths: list[Path], wanted: list[str]) -> Iterator[tuple[list[str], list[Path]]]:

@@ -385,14 +385,18 @@ class ReadsMixin:
             return read_frame(conn, overrides_select(customer_id, live_from), OVERRIDES_COLUMNS)
 
 
-def day_learners(frame: pd.DataFrame, day_column: str = "as_of") -> Callable[[date], pa.Array]:
+def day_learners(
+    frame: pd.DataFrame, day_column: str = "as_of", *, or_later: bool = False
+) -> Callable[[date], pa.Array]:
     """``scores_frame``'s ``learners`` for the rows of ``frame``: per day, the ``customer_id``s
-    of its rows whose ``day_column`` is that day (a move's day, a message's planned day)."""
+    of its rows whose ``day_column`` is that day (a move's day, a message's planned day), or
+    that day or a later one when ``or_later``."""
     ids = pa.array(frame["customer_id"].astype(str).to_numpy(dtype=object), pa.string())
     days = pd.to_datetime(frame[day_column]).to_numpy("datetime64[D]")
 
     def of(day: date) -> pa.Array:
-        return ids.filter(pa.array(days == np.datetime64(day, "D")))
+        at = np.datetime64(day, "D")
+        return ids.filter(pa.array(days >= at if or_later else days == at))
 
     return of
 
