@@ -28,6 +28,7 @@ from rules.columns import Columns
 from rules.config import RuleSet
 from rules.interventions import control_flags, value_at_risk
 from rules.lifetime import expected_months, months_at_risk, projected_value
+from rules.ordered import keys_in_order, order_keys
 from rules.schemas import DECISION_COLUMNS, HELD_REASONS, SIGNALS, built_once
 
 MODEL_ABSENT_NOTE = " [no model score: decided on rules only]"
@@ -188,9 +189,13 @@ def decision_order(
     Learners as safe as a healthy one all have value at risk 0 (``rules.lifetime``): among
     ties the likelier to leave comes first. The numeric keys are sorted first; only runs of
     rows tied on all of them are then ordered by customer id, so that a million strings are
-    sorted only when the values really tie.
+    sorted only when the values really tie. Rows in that order already (a cut of the day's
+    sorted decisions) are recognised in a few comparisons (``rules.ordered.keys_in_order``)
+    and not sorted again.
     """
     keys = order_keys(priority_code, value_at_risk, p_churn)
+    if keys_in_order(keys, customer_ids):
+        return np.arange(len(keys[0]))
     order = np.lexsort(keys[::-1])  # lexsort sorts by its last key first
     sorted_keys = [key[order] for key in keys]
     tied = np.logical_and.reduce([key[1:] == key[:-1] for key in sorted_keys])
@@ -317,15 +322,6 @@ def _description_table(ruleset: RuleSet) -> tuple[list[str], np.ndarray]:
     unique = list(dict.fromkeys(texts))  # two rules may share a description
     position = {text: index for index, text in enumerate(unique)}
     return unique, np.array([position[text] for text in texts])
-
-
-def order_keys(
-    priority_code: np.ndarray, value_at_risk: np.ndarray, p_churn: np.ndarray
-) -> list[np.ndarray]:
-    """``decision_order``'s numeric keys, the first first, ascending (none and NaN last)."""
-    priority = np.where(priority_code < 0, np.iinfo(np.int64).max, priority_code)
-    numbers = (np.asarray(value, float) for value in (value_at_risk, p_churn))
-    return [priority, *(np.where(np.isnan(value), np.inf, -value) for value in numbers)]
 
 
 def frame_order(decisions: pd.DataFrame, priority_order: Sequence[str]) -> np.ndarray:
