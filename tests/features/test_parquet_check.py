@@ -14,8 +14,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from features.parquet_check import WHITESPACE_CODES, prove_clean
+from features.parquet_check import WHITESPACE_CODES, hash_repeats, prove_clean
 from features.validation import validate_inputs
 from features.windows import build_features
 
@@ -272,3 +274,27 @@ def test_the_blank_id_check_knows_every_character_python_strips():
     # given Python's whitespace (what the validation's `str.strip` strips), then the list is it
     python = [code for code in range(sys.maxunicode + 1) if chr(code).isspace()]
     assert list(WHITESPACE_CODES) == python
+
+
+# hashes at and around the slices' edges (the top bits' boundaries), so that repeats fall in
+# every slice and next to its ends
+_EDGES = [0, 1, 2**61 - 1, 2**61, 2**62, 2**63 - 1, 2**63, 2**63 + 1, 3 * 2**62, 2**64 - 1]
+
+
+@given(st.lists(st.sampled_from(_EDGES) | st.integers(0, 2**64 - 1), max_size=40),
+       st.sampled_from([1, 2, 4, 8]))  # fmt: skip
+def test_hash_repeats_counts_what_one_sort_of_every_hash_finds(values, parts):
+    # given 64-bit row hashes, some equal, in any order
+    hashes = np.array(values, dtype=np.uint64)
+    # when their repeats are counted slice by slice on threads
+    repeats = hash_repeats(hashes, parts)
+    # then they are the equal neighbours of one sort of them all (the hashes left as they were)
+    ordered = np.sort(hashes)
+    assert repeats == int(np.count_nonzero(ordered[1:] == ordered[:-1]))
+    assert hashes.tolist() == values
+
+
+@pytest.mark.parametrize("parts", [0, 3, 6])
+def test_hash_repeats_refuses_parts_that_do_not_cut_the_range_evenly(parts):
+    with pytest.raises(ValueError, match=f"power of two, got {parts}"):
+        hash_repeats(np.zeros(3, np.uint64), parts)
