@@ -231,16 +231,38 @@ def _learner_days_in(frame: pd.DataFrame, other: pd.DataFrame) -> np.ndarray:
     """
     their_ids = other["customer_id"].astype(str).array
     ids = pd.unique(their_ids)
-    theirs = _day_keys(positions_in(their_ids, ids), other)
-    mine = _day_keys(positions_in(frame["customer_id"].astype(str).array, ids), frame)
+    their_days, my_days = (_days(part) for part in (other, frame))
+    first, span = _day_span(their_days, my_days)
+    theirs = _day_keys(positions_in(their_ids, ids), their_days - first, span)
+    mine = _day_keys(
+        positions_in(frame["customer_id"].astype(str).array, ids), my_days - first, span
+    )
     return np.isin(mine, theirs) & (mine >= 0)
 
 
-def _day_keys(learner: np.ndarray, frame: pd.DataFrame) -> np.ndarray:
-    """(learner, day) as one integer, the day counted from 1970 in the low 20 bits (to the
-    year 4840); -1 for a learner not found."""
-    days = frame["as_of"].to_numpy("datetime64[D]").astype(np.int64)
-    return np.where(learner >= 0, (learner.astype(np.int64) << 20) | days, -1)
+def _days(frame: pd.DataFrame) -> np.ndarray:
+    """The frame's ``as_of`` as days since 1970."""
+    return frame["as_of"].to_numpy("datetime64[D]").astype(np.int64)
+
+
+def _day_span(*days: np.ndarray) -> tuple[int, int]:
+    """The first of the days and how many days from it to the last (1 when there are none)."""
+    known = [part for part in days if len(part)]
+    if not known:
+        return 0, 1
+    first = min(int(part.min()) for part in known)
+    return first, max(int(part.max()) for part in known) - first + 1
+
+
+def _day_keys(learner: np.ndarray, day: np.ndarray, span: int) -> np.ndarray:
+    """(learner, day) as one integer, ``learner * span + day`` (``day`` counted from the first
+    of ``span`` days); -1 for a learner not found.
+
+    Dense keys: ``np.isin`` looks them up in a table of that many (one pass over each side)
+    instead of sorting both (2.8M learner-days of 1M learners among 950k, over 3 days: 1.83-1.92
+    -> 0.70-0.74 s).
+    """
+    return np.where(learner >= 0, learner.astype(np.int64) * span + day, -1)
 
 
 def _prepare(

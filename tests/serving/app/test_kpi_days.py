@@ -236,3 +236,29 @@ def test_the_scores_kept_are_those_of_the_learner_days_a_multiindex_finds(seed):
     moved = pd.MultiIndex.from_frame(transitions.astype({"as_of": "datetime64[us]"}))
     expected = pd.MultiIndex.from_frame(scores).isin(moved)
     assert found.tolist() == expected.tolist() and 0 < found.sum() < len(scores)
+
+
+@pytest.mark.parametrize(
+    ("scores_days", "moved_days"),
+    [
+        ([], ["2026-01-02"]),
+        (["2026-01-02", "2026-01-03"], []),
+        (["2024-01-01", "2026-12-31", "2026-12-31"], ["2024-01-01", "2026-12-31"]),
+        (["2024-01-01", "2026-12-31"], ["2026-12-31", "2024-01-01"]),
+    ],
+)
+def test_learner_days_are_found_whatever_the_days_span_or_an_empty_side(scores_days, moved_days):
+    from serving.app.kpi_days import _learner_days_in
+
+    # given scores and transitions on days years apart, or none on one side
+    def frame(days: list[str]) -> pd.DataFrame:
+        ids = [f"C{n}" for n in range(len(days))]
+        return pd.DataFrame(
+            {"customer_id": pd.array(ids, dtype="str"), "as_of": pd.to_datetime(days)}
+        )
+
+    scores, transitions = frame(scores_days), frame(moved_days)
+    # when looked up, then exactly the (learner, day) pairs the transitions hold are found
+    moved = set(zip(transitions["customer_id"], transitions["as_of"], strict=True))
+    expected = [pair in moved for pair in zip(scores["customer_id"], scores["as_of"], strict=True)]
+    assert _learner_days_in(scores, transitions).tolist() == expected
