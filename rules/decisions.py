@@ -332,11 +332,21 @@ def frame_order(decisions: pd.DataFrame, priority_order: Sequence[str]) -> np.nd
     return decision_order(priority, value, p_churn, decisions["customer_id"].array)
 
 
+def in_decision_order(decisions: pd.DataFrame, priority_order: Sequence[str]) -> pd.DataFrame:
+    """``decisions`` in ``frame_order``, on a fresh index; a frame in that order already is
+    not taken again (``decision_order`` recognises it in a few comparisons)."""
+    order = frame_order(decisions, priority_order)
+    if np.array_equal(order, np.arange(len(order))):
+        return decisions.reset_index(drop=True)
+    return decisions.take(order).reset_index(drop=True)
+
+
 __all__ = [
     "CurrentState",
     "Moves",
     "decision_frame",
     "decision_order",
     "frame_order",
+    "in_decision_order",
     "rule_tables",
 ]

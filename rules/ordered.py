@@ -3,15 +3,12 @@ rows are in it already."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
-from rules.codes import codes_of, one_array
+from rules.codes import one_array
 
 
 def order_keys(
@@ -43,12 +40,3 @@ def keys_in_order(keys: list[np.ndarray], customer_ids: ArrayLike) -> bool:
     ids = one_array(pa.array(customer_ids))
     less = pc.less(ids.take(pa.array(rows)), ids.take(pa.array(rows + 1)))
     return bool(pc.all(less.fill_null(False)).as_py())
-
-
-def in_frame_order(decisions: pd.DataFrame, priority_order: Sequence[str]) -> bool:
-    """Whether ``decisions``' rows are in ``rules.decisions.frame_order`` already
-    (``keys_in_order`` of its priorities coded by ``priority_order``, value at risk, p_churn
-    and ids)."""
-    priority = codes_of(decisions["priority"], priority_order)
-    value, p_churn = (decisions[name].to_numpy(float) for name in ("value_at_risk", "p_churn"))
-    return keys_in_order(order_keys(priority, value, p_churn), decisions["customer_id"].array)

@@ -33,8 +33,7 @@ import pyarrow.compute as pc
 from rules import OVER_CAPACITY, RuleSet
 from rules.capacity import CUT_COLUMNS, cut_whole_day, rows_set
 from rules.codes import NO_CODE, codes_of, one_array
-from rules.decisions import frame_order
-from rules.ordered import in_frame_order
+from rules.decisions import in_decision_order
 from serving.core.assess import decide_learners
 from serving.core.frames import is_in
 
@@ -87,11 +86,7 @@ def whole_day_decisions(
     """The day's capacity cut over every (uncut) decision, in ``rules.decide``'s order
     (``moved_before``: an earlier cut's overflow rows of unchanged learners, as
     ``rules.cut_to_capacity`` takes them)."""
-    priorities = ruleset.interventions.priority_order
-    if in_frame_order(decisions, priorities):  # the batch's: as decide sorts
-        ordered = decisions.reset_index(drop=True)
-    else:
-        ordered = decisions.take(frame_order(decisions, priorities)).reset_index(drop=True)
+    ordered = in_decision_order(decisions, ruleset.interventions.priority_order)
     cut = cut_whole_day(ruleset, ordered, features, moved_before)
     cut[OVER_CAPACITY] = cut[OVER_CAPACITY].astype("boolean")
     return cut
@@ -235,8 +230,7 @@ def _with_overflow(
     if overflow is None:
         return None
     whole = pd.concat([cut, overflow], ignore_index=True)
-    order = frame_order(whole, ruleset.interventions.priority_order)
-    return whole.take(order).reset_index(drop=True)
+    return in_decision_order(whole, ruleset.interventions.priority_order)
 
 
 def changed_states(ids: pd.api.extensions.ExtensionArray, before: pd.DataFrame,

@@ -313,7 +313,7 @@ def load_kpi_inputs(
     # move's day) and of those the decision inputs read (``measured_since``): every learner's
     # every day grew the read by a day of scores a day.
     since = measured_since(transitions)
-    moved_on = day_learners(transitions)  # the KPIs read a score on its move's day
+    moved_on = day_learners(transitions)
     scores = store.scores_frame(
         columns=[*SCORE_COLUMNS, *model_columns],
         learners=lambda day: pa.concat_arrays([moved_on(day), since(day)]),

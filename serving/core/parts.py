@@ -27,7 +27,7 @@ import pandas as pd
 
 from models.matrix import PREDICT_CHUNK_ROWS
 from rules.codes import codes_of
-from rules.decisions import frame_order
+from rules.decisions import in_decision_order
 
 PART_ROWS = 2 * PREDICT_CHUNK_ROWS
 """Learners per part: whole prediction chunks, so that no part ends in a short chunk."""
@@ -81,7 +81,7 @@ def scored_and_decided(
                     decided.append(beside.submit(_decided, decide, part, scored[-1], states, index))
             with stage("decide"):
                 decisions = _joined([job.result() for job in decided])
-                return _joined(scored), _in_decision_order(decisions, priority_order)
+                return _joined(scored), in_decision_order(decisions, priority_order)
         except BaseException:
             for job in decided:
                 job.cancel()
@@ -112,11 +112,3 @@ def _decided(
 
 def _joined(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
-
-
-def _in_decision_order(decisions: pd.DataFrame, priority_order: tuple[str, ...]) -> pd.DataFrame:
-    """The parts' decisions in the order ``rules.decide`` gives one frame of them all."""
-    order = frame_order(decisions, priority_order)
-    if np.array_equal(order, np.arange(len(order))):
-        return decisions
-    return decisions.take(order).reset_index(drop=True)

@@ -10,12 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rules.codes import codes_of
 from rules.columns import Columns
 from rules.decisions import decision_order, frame_order
 from rules.engine import decide
 from rules.interventions import control_draw
 from rules.loading import load_ruleset
-from rules.ordered import in_frame_order
+from rules.ordered import keys_in_order, order_keys
 from rules.schemas import (
     DAYS_KEPT,
     DECISION_COLUMNS,
@@ -224,7 +225,7 @@ _ROW = st.tuples(
 
 
 @given(st.lists(_ROW, max_size=8), st.booleans(), st.randoms(use_true_random=False))
-def test_a_frame_is_in_frame_order_exactly_when_its_order_is_its_own(rows, ordered, random):
+def test_a_frame_is_in_order_exactly_when_its_order_is_its_own(rows, ordered, random):
     # given decisions of distinct learners with ties on every key, in frame order or shuffled
     frame = pd.DataFrame(
         {
@@ -238,8 +239,11 @@ def test_a_frame_is_in_frame_order_exactly_when_its_order_is_its_own(rows, order
         frame = frame.take(frame_order(frame, PRIORITIES)).reset_index(drop=True)
     # when checked on neighbours, then the answer is whether sorting it would move nothing
     expected = bool((frame_order(frame, PRIORITIES) == np.arange(len(frame))).all())
-    assert in_frame_order(frame, PRIORITIES) is expected
-    assert in_frame_order(frame, PRIORITIES) or not ordered
+    priority = codes_of(frame["priority"], PRIORITIES)
+    keys = order_keys(priority, frame["value_at_risk"].to_numpy(), frame["p_churn"].to_numpy())
+    in_order = keys_in_order(keys, frame["customer_id"].array)
+    assert in_order is expected
+    assert in_order or not ordered
 
 
 def test_control_flag_is_the_hash_draw_of_customer_and_action(ruleset):
