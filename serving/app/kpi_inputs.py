@@ -25,6 +25,7 @@ from features.parquet_source import parquet_source
 from features.validation import load_events
 from features.workspace import connect
 from rules import MODEL_SCORE_COLUMNS, RuleSet
+from serving.app.decision_runs import ScoresOf, load_run_days, measured_moves
 from serving.app.kpis import LABEL_HORIZON_DAYS, SCORE_COLUMNS, Kpi, compute_kpis
 from serving.app.qualifying import DecisionDays
 from serving.core.frames import is_in
@@ -54,7 +55,7 @@ def load_decision_days(
         ruleset: the rules whose conditions will be evaluated.
         days: the completed batch days to load.
         customer_ids: the learners to keep: the same on every day, or each day's own
-            (``measured_since``); None: all.
+            (a callable of the day); None: all.
     """
     wanted = [name for name in ruleset.features_used if name not in MODEL_SCORE_COLUMNS]
     paths, missing, loaded = [], [], []
@@ -92,20 +93,6 @@ def _learners(customer_ids: Sequence[str] | pa.Array) -> pc.Expression:
     """The rows of these learners (typed: an empty list is "no learner", not a null-typed set)."""
     ids = customer_ids if isinstance(customer_ids, pa.Array) else pa.array(list(customer_ids))
     return pc.field("customer_id").isin(ids.cast(pa.string()))
-
-
-def measured_since(transitions: pd.DataFrame) -> Callable[[date], pa.Array]:
-    """Per batch day, the learners with an automatic move into ST_002 or ST_004 on it or later.
-
-    The run-based KPIs (progression velocity, detection speed) read a learner's decision inputs
-    from such a move back (``serving.app.qualifying.run_starts``), never after it: a day's
-    inputs of a learner whose last measured move came before it are never read. At a million
-    learners half of them move into one of the two tags on the store's first day, and all
-    their days were read again every day (the KPIs after 9 stored days: 28 s at 4.1 GiB).
-    """
-    measured = transitions["rule_id"].notna() & transitions["to_tag"].isin([RISK_TAG, "ST_002"])
-    last = transitions[measured].groupby("customer_id", sort=False)["as_of"].max()
-    return day_learners(last.reset_index(), or_later=True)  # each learner once, by their last
 
 
 def _same_columns(paths: list[Path], wanted: list[str]) -> Iterator[tuple[list[str], list[Path]]]:
@@ -309,24 +296,27 @@ def load_kpi_inputs(
     # Only what the KPIs and the rules' conditions read of the scores: the read of every day's
     # scores costs by the column, and the first-qualifying days need no other model column.
     model_columns = sorted(MODEL_SCORE_COLUMNS.intersection(ruleset.features_used))
-    # Of each day, the scores of the learners moved that day (the KPIs read a score on its
-    # move's day) and of those the decision inputs read (``measured_since``): every learner's
-    # every day grew the read by a day of scores a day.
-    since = measured_since(transitions)
-    moved_on = day_learners(transitions)
+    # Of each day, the scores of the learners moved that day: the KPIs read a score on its
+    # move's day (every learner's every day grew the read by a day of scores a day).
     scores = store.scores_frame(
-        columns=[*SCORE_COLUMNS, *model_columns],
-        learners=lambda day: pa.concat_arrays([moved_on(day), since(day)]),
+        columns=[*SCORE_COLUMNS, *model_columns], learners=day_learners(transitions)
     )
     runs = store.runs()
     completed = runs[(runs["status"] == "completed") & (runs["as_of"].dt.date <= as_of)]
-    # Only learners with an automatic move the run-based KPIs measure, up to their last one.
-    decisions = load_decision_days(
-        data_dir, scores, ruleset, [day.date() for day in completed["as_of"]],
-        customer_ids=since,
+    # Only the days of each measured move's run, walked back from the move (decision_runs).
+    decisions = load_run_days(
+        data_dir, ruleset, [day.date() for day in completed["as_of"]],
+        measured_moves(transitions), _scores_of(store, [*KEYS, *model_columns]),
     )  # fmt: skip
     outcomes = None if events is None else risk_move_labels(events, transitions, as_of)
     return KpiInputs(transitions, scores, decisions, outcomes)
+
+
+def _scores_of(store: StateStore, columns: list[str]) -> ScoresOf:
+    """A day's stored ``columns`` of some learners, read from the store."""
+    return lambda day, learners: store.scores_frame(
+        day, columns=columns, learners=lambda _: learners
+    )
 
 
 def kpis_at(

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import pytest
 
-from serving.app.kpi_inputs import StoredEvents, kpis_at, load_decision_days, measured_since
+from serving.app.kpi_inputs import StoredEvents, kpis_at, load_decision_days
 from serving.app.kpis import compute_kpis
 from serving.infra.snapshots import snapshot_path, write_feature_snapshot
 from tests.serving.app.test_kpis import customers_frame
@@ -134,31 +134,6 @@ def staggered(store, tmp_path):
     """a, b, c tagged on March 1; b moved into ST_002 on March 2, a into ST_004 on March 3."""
     batch_days(store, tmp_path, [("b", "ST_001", "ST_002")])
     return store, tmp_path
-
-
-def test_each_day_keeps_the_learners_with_a_measured_move_on_it_or_later(staggered):
-    store, data_dir = staggered
-    # when the learners the run-based KPIs read are found for each day
-    since = measured_since(store.transitions_frame())
-    # then a day keeps whoever moves into ST_002 or ST_004 by rule that day or later: not c
-    # (moved into ST_001 only), and not b after its move on March 2
-    assert [sorted(since(day).to_pylist()) for day in (DAY_1, DAY_2, DAY_3)] == [
-        ["a", "b"],
-        ["a", "b"],
-        ["a"],
-    ]
-    # and the decision days loaded through it hold exactly those learner-days
-    decisions = load_decision_days(
-        data_dir, store.scores_frame(), packaged_ruleset(), [DAY_1, DAY_2, DAY_3], since
-    )
-    assert decisions.inputs[["customer_id", "as_of"]].values.tolist() == [
-        ["a", pd.Timestamp(DAY_1)],
-        ["b", pd.Timestamp(DAY_1)],
-        ["a", pd.Timestamp(DAY_2)],
-        ["b", pd.Timestamp(DAY_2)],
-        ["a", pd.Timestamp(DAY_3)],
-    ]
-    assert decisions.loaded == (DAY_1, DAY_2, DAY_3)
 
 
 def test_the_kpis_of_the_narrow_reads_equal_those_of_every_learners_every_day(staggered):
