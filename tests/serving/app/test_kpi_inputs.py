@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from serving.app.kpi_inputs import StoredEvents, kpis_at, load_decision_days
@@ -309,3 +311,25 @@ def test_the_logs_last_event_is_its_latest_instant_in_utc(tmp_path, typed):
     # When its last event is asked for, then it is the latest instant, naive UTC
     last = StoredEvents(path, datetime(2031, 1, 1, tzinfo=UTC)).last_event()
     assert last == pd.Timestamp("2024-04-05 23:59:58") and last.tzinfo is None
+
+
+@pytest.mark.parametrize(
+    "id_type", [pa.string(), pa.large_string(), pa.dictionary(pa.int32(), pa.string())]
+)
+def test_the_moved_learners_rows_are_read_whatever_type_stores_their_ids(
+    three_days, tmp_path, id_type
+):
+    # Given a stored log whose ids are plain, large or dictionary-encoded text; a's session
+    # inside its window (March 3 - April 1) keeps it from churning, c (never moved) has events
+    store, data_dir, _ = three_days
+    rows = [("a", "2024-03-10 10:00"), ("c", "2024-03-11 10:00"), ("b", "2024-04-05 10:00")]
+    table = pa.Table.from_pandas(_events(rows), preserve_index=False)
+    column = table.schema.get_field_index("customer_id")
+    table = table.set_column(column, "customer_id", table.column("customer_id").cast(id_type))
+    path = tmp_path / "events.parquet"
+    pq.write_table(table, path)
+    stored = StoredEvents(path, datetime(2031, 1, 1, tzinfo=UTC))
+    # When a's events are read, then they are a's alone, and its label is refuted
+    assert stored.of_learners(["a"])["customer_id"].tolist() == ["a"]
+    accuracy = _kpis(store, data_dir, stored, DAY_4)["automation_accuracy"]
+    assert "0 confirmed, 1 refuted" in accuracy.detail
