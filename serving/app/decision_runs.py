@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rules import MODEL_SCORE_COLUMNS, RuleSet
+from rules.conditions import iter_leaves
 from rules.config import NEW
 from serving.app.qualifying import DecisionDays, qualifying_days
 from serving.core.tags import RISK_TAG
@@ -77,7 +78,7 @@ def load_run_days(
         moves: the moves to measure (``measured_moves``).
         scores_of: a day's stored scores of the given learners.
     """
-    wanted = [name for name in ruleset.features_used if name not in MODEL_SCORE_COLUMNS]
+    wanted = _measured_features(ruleset)
     moves_on = {day: group[RUN] for day, group in moves.groupby("as_of")}
     open_runs, frames, missing, loaded = _NO_RUNS, [], [], []
     for day in sorted(set(days), reverse=True):
@@ -100,6 +101,19 @@ def load_run_days(
 
 
 _NO_RUNS = pd.DataFrame({name: pd.Series(dtype=str) for name in RUN})
+
+
+def _measured_features(ruleset: RuleSet) -> list[str]:
+    """The stored features the conditions of the rules into ``MEASURED_TARGETS`` read: the
+    columns of a snapshot the runs need (a day's snapshot is decoded for its few rows, so each
+    column left out is read from no day)."""
+    read = {
+        leaf.feature
+        for rule in ruleset.rules
+        if rule.to in MEASURED_TARGETS
+        for _, leaf in iter_leaves(rule.condition)
+    }
+    return [name for name in ruleset.features_used if name in read - MODEL_SCORE_COLUMNS]
 
 
 def _day_inputs(
