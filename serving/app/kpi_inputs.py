@@ -266,7 +266,7 @@ class KpiInputs:
 
     Attributes:
         transitions: the audit log up to ``as_of``.
-        scores: every day's stored scores, the columns the KPIs and the rules read.
+        scores: every day's stored scores of the learners moved that day, the KPIs' columns.
         decisions: the completed batch days' decision inputs.
         outcomes: the labels of the automatic ST_004 moves complete by ``as_of`` (None: no
             event log); ``compute_kpis`` keeps, for an earlier day, those complete by then.
@@ -303,14 +303,12 @@ def load_kpi_inputs(
         transitions = store.transitions_frame(until=as_of)
     else:
         transitions = transitions[transitions["as_of"] <= pd.Timestamp(as_of)]
-    # Only what the KPIs and the rules' conditions read of the scores: the read of every day's
-    # scores costs by the column, and the first-qualifying days need no other model column.
+    # Of each day, the KPIs' columns of the scores of the learners moved that day: the KPIs read
+    # a score on its move's day (every learner's every day grew the read by a day a day), and a
+    # day's file is decoded by the column.
+    scores = store.scores_frame(columns=list(SCORE_COLUMNS), learners=day_learners(transitions))
+    # The rules' conditions read these model columns, on the days of the measured moves' runs.
     model_columns = sorted(MODEL_SCORE_COLUMNS.intersection(ruleset.features_used))
-    # Of each day, the scores of the learners moved that day: the KPIs read a score on its
-    # move's day (every learner's every day grew the read by a day of scores a day).
-    scores = store.scores_frame(
-        columns=[*SCORE_COLUMNS, *model_columns], learners=day_learners(transitions)
-    )
     runs = store.runs()
     completed = runs[(runs["status"] == "completed") & (runs["as_of"].dt.date <= as_of)]
     # Only the days of each measured move's run, walked back from the move (decision_runs).
