@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from rules import MODEL_SCORE_COLUMNS, RuleSet
 from rules.conditions import iter_leaves
 from rules.config import NEW
-from serving.app.qualifying import DecisionDays, qualifying_days
+from serving.app.qualifying import DecisionDays, qualifying_days, qualifying_of
 from serving.core.tags import RISK_TAG
 from serving.infra.snapshots import snapshot_path
 
@@ -81,6 +81,7 @@ def load_run_days(
     wanted = _measured_features(ruleset)
     moves_on = {day: group[RUN] for day, group in moves.groupby("as_of")}
     open_runs, frames, missing, loaded = _NO_RUNS, [], [], []
+    found: dict[str, list[pd.DataFrame]] = {target: [] for target in MEASURED_TARGETS}
     for day in sorted(set(days), reverse=True):
         path = snapshot_path(data_dir, day)
         if not path.exists():  # no inputs: no one qualifies, every open run ends here
@@ -94,10 +95,16 @@ def load_run_days(
         learners = pa.array(runs["customer_id"].unique(), pa.string())
         inputs = _day_inputs(path, wanted, learners, scores_of(day, learners))
         frames.append(inputs)
-        open_runs = runs.merge(_qualifying(inputs, ruleset), on=RUN)
+        qualifying = DecisionDays(ruleset, inputs)
+        for target, rows in found.items():
+            rows.append(qualifying_days(qualifying, target))
+        open_runs = runs.merge(_runs_of(qualifying), on=RUN)
     inputs = pd.concat(frames[::-1], ignore_index=True) if frames else pd.DataFrame(columns=KEYS)
     inputs = inputs.astype({"customer_id": str, "as_of": "datetime64[us]"})
-    return DecisionDays(ruleset, inputs, missing=tuple(missing[::-1]), loaded=tuple(loaded[::-1]))
+    days = DecisionDays(ruleset, inputs, missing=tuple(missing[::-1]), loaded=tuple(loaded[::-1]))
+    # The conditions are row by row: each day's qualifying rows are the whole inputs' on it.
+    days.found.update({target: qualifying_of(rows) for target, rows in found.items()})
+    return days
 
 
 _NO_RUNS = pd.DataFrame({name: pd.Series(dtype=str) for name in RUN})
@@ -130,10 +137,9 @@ def _day_inputs(
     return features.merge(scores, on=KEYS, how="left")
 
 
-def _qualifying(inputs: pd.DataFrame, ruleset: RuleSet) -> pd.DataFrame:
-    """The runs ``inputs`` (one day's) qualify for: ``RUN``, one row each."""
-    day = DecisionDays(ruleset, inputs)
-    found = [qualifying_days(day, target).assign(to_tag=target) for target in MEASURED_TARGETS]
+def _runs_of(day: DecisionDays) -> pd.DataFrame:
+    """The runs one day's inputs qualify for (``qualifying_days`` found): ``RUN``, one row each."""
+    found = [day.found[target].assign(to_tag=target) for target in MEASURED_TARGETS]
     return pd.concat(found, ignore_index=True)[RUN].drop_duplicates()
 
 

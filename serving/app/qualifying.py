@@ -53,6 +53,10 @@ class DecisionDays:
     inputs: pd.DataFrame
     missing: tuple[date, ...] = field(default=())
     loaded: tuple[date, ...] | None = None
+    found: dict[str, pd.DataFrame] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    """``qualifying_days`` by target once found (a copy made by ``replace`` finds them anew)."""
 
     @property
     def days(self) -> frozenset[pd.Timestamp]:
@@ -80,6 +84,8 @@ def qualifying_days(decisions: DecisionDays, target: str) -> pd.DataFrame:
         ``customer_id``, ``as_of``, ``from_tag`` (``rules.config.NEW`` for a learner not yet in
         the store), one row per qualifying combination, sorted by ``RUN_KEYS``.
     """
+    if target in decisions.found:
+        return decisions.found[target]
     inputs = decisions.inputs
     columns = _rule_columns(inputs, decisions.ruleset)
     held_from: dict[str, np.ndarray] = {}  # per source tag: the rows a rule from it holds on
@@ -89,14 +95,20 @@ def qualifying_days(decisions: DecisionDays, target: str) -> pd.DataFrame:
         fired = evaluate(rule.condition, columns, MODEL_SCORE_COLUMNS, len(inputs)).fired
         for source in rule.sources:
             held_from[source] = held_from.get(source, False) | np.asarray(fired, dtype=bool)
-    # Typed like the frames it is concatenated with: an untyped (object) empty frame would make
-    # pandas box every as_of into an object Timestamp (~1 s for a 60-day demo's kpis).
-    frames = [_EMPTY_QUALIFYING]
-    frames += [
+    frames = [
         inputs.loc[held, ["customer_id", "as_of"]].assign(from_tag=source)
         for source, held in held_from.items()
     ]
-    found = pd.concat(frames, ignore_index=True)
+    decisions.found[target] = qualifying_of(frames)
+    return decisions.found[target]
+
+
+def qualifying_of(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Qualifying (learner, day, source tag) rows found in parts, as ``qualifying_days`` gives
+    them: distinct, typed and sorted by ``RUN_KEYS``."""
+    # Typed like the frames it is concatenated with: an untyped (object) empty frame would make
+    # pandas box every as_of into an object Timestamp (~1 s for a 60-day demo's kpis).
+    found = pd.concat([_EMPTY_QUALIFYING, *frames], ignore_index=True)
     found = found.astype({"customer_id": str, "from_tag": str, "as_of": "datetime64[us]"})
     return distinct_sorted(found, RUN_KEYS).reset_index(drop=True)
 
@@ -203,6 +215,7 @@ __all__ = [
     "NO_INPUTS",
     "DecisionDays",
     "qualifying_days",
+    "qualifying_of",
     "qualifying_runs",
     "reads_state",
     "run_starts",

@@ -11,6 +11,7 @@ import pytest
 from serving.app.decision_runs import load_run_days, measured_moves
 from serving.app.kpi_inputs import kpis_at, load_decision_days
 from serving.app.kpis import compute_kpis
+from serving.app.qualifying import DecisionDays, qualifying_days
 from serving.infra.snapshots import snapshot_path, write_feature_snapshot
 from tests.serving.app.test_kpis import customers_frame
 from tests.serving.batches import FIRST_DAY, apply, at, decisions
@@ -150,5 +151,10 @@ def test_the_kpis_of_the_walked_runs_equal_those_of_every_learners_every_day(sto
     assert "median of" in by_id["risk_detection_days"].detail
     # and fewer learner-days were read than every learner's every day
     moves = measured_moves(store.transitions_frame())
-    read = load_run_days(tmp_path, ruleset, days, moves, _scores_of(store)).inputs
-    assert 0 < len(read) < len(every.inputs)
+    walked_days = load_run_days(tmp_path, ruleset, days, moves, _scores_of(store))
+    assert 0 < len(walked_days.inputs) < len(every.inputs)
+    # and the qualifying days the walk found day by day are those of its inputs found at once
+    anew = DecisionDays(ruleset, walked_days.inputs)
+    for target in ("ST_002", "ST_004"):
+        assert len(walked_days.found[target])
+        pd.testing.assert_frame_equal(walked_days.found[target], qualifying_days(anew, target))
