@@ -31,13 +31,10 @@ import pyarrow.parquet as pq
 from rules import MODEL_SCORE_COLUMNS, RuleSet
 from rules.conditions import iter_leaves
 from rules.config import NEW
-from serving.app.qualifying import DecisionDays, qualifying_days, qualifying_of
-from serving.core.tags import RISK_TAG
+from serving.app.qualifying import MEASURED_TARGETS, DecisionDays, qualifying_days, qualifying_of
 from serving.infra.snapshots import snapshot_path
 
 KEYS = ["customer_id", "as_of"]
-MEASURED_TARGETS = ("ST_002", RISK_TAG)
-"""The tags whose automatic moves the run-based KPIs measure."""
 RUN = ["customer_id", "from_tag", "to_tag"]
 """A measured run: the learner, the tag they qualified from and the tag they qualified for."""
 
@@ -95,9 +92,10 @@ def load_run_days(
         learners = pa.array(runs["customer_id"].unique(), pa.string())
         inputs = _day_inputs(path, wanted, learners, scores_of(day, learners))
         frames.append(inputs)
-        qualifying = DecisionDays(ruleset, inputs)
+        day = DecisionDays(ruleset, inputs)
+        qualifying = {target: qualifying_days(day, target) for target in MEASURED_TARGETS}
         for target, rows in found.items():
-            rows.append(qualifying_days(qualifying, target))
+            rows.append(qualifying[target])
         open_runs = runs.merge(_runs_of(qualifying), on=RUN)
     inputs = pd.concat(frames[::-1], ignore_index=True) if frames else pd.DataFrame(columns=KEYS)
     inputs = inputs.astype({"customer_id": str, "as_of": "datetime64[us]"})
@@ -137,10 +135,11 @@ def _day_inputs(
     return features.merge(scores, on=KEYS, how="left")
 
 
-def _runs_of(day: DecisionDays) -> pd.DataFrame:
-    """The runs one day's inputs qualify for (``qualifying_days`` found): ``RUN``, one row each."""
-    found = [day.found[target].assign(to_tag=target) for target in MEASURED_TARGETS]
+def _runs_of(qualifying: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The runs of one day's qualifying rows by target (``qualifying_days``): ``RUN``, one row
+    each."""
+    found = [rows.assign(to_tag=target) for target, rows in qualifying.items()]
     return pd.concat(found, ignore_index=True)[RUN].drop_duplicates()
 
 
-__all__ = ["MEASURED_TARGETS", "ScoresOf", "load_run_days", "measured_moves"]
+__all__ = ["ScoresOf", "load_run_days", "measured_moves"]

@@ -60,7 +60,7 @@ from serving.app.kpis import (
     recovery_rate,
     risk_episodes,
 )
-from serving.app.qualifying import DecisionDays, qualifying_runs, run_starts
+from serving.app.qualifying import MEASURED_TARGETS, DecisionDays, qualifying_runs, run_starts
 from serving.core.frames import (
     STORED_SCORES_SCHEMA,
     TRANSITIONS_SCHEMA,
@@ -276,7 +276,7 @@ def _prepare(
 ) -> KpiHistory:
     runs = {}
     if decisions is not None:
-        runs = {tag: qualifying_runs(decisions, tag) for tag in ("ST_002", RISK_TAG)}
+        runs = {tag: qualifying_runs(decisions, tag) for tag in MEASURED_TARGETS}
     log = _log_until(transitions, until)
     went_back = log["as_of"] < log["previous_as_of"]
     progression = progression_moves(log)

@@ -9,7 +9,7 @@ automatic ST_004 moves; then it hands them to the pure ``compute_kpis``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -42,7 +42,7 @@ def load_decision_days(
     scores: pd.DataFrame,
     ruleset: RuleSet,
     days: Iterable[date],
-    customer_ids: Sequence[str] | Callable[[date], pa.Array] | None = None,
+    customer_ids: Sequence[str] | None = None,
 ) -> DecisionDays:
     """Each batch day's feature snapshot joined with that day's stored scores.
 
@@ -54,8 +54,7 @@ def load_decision_days(
         scores: the stored scores (``StateStore.scores_frame``).
         ruleset: the rules whose conditions will be evaluated.
         days: the completed batch days to load.
-        customer_ids: the learners to keep: the same on every day, or each day's own
-            (a callable of the day); None: all.
+        customer_ids: the learners to keep (None: all).
     """
     wanted = [name for name in ruleset.features_used if name not in MODEL_SCORE_COLUMNS]
     paths, missing, loaded = [], [], []
@@ -66,17 +65,9 @@ def load_decision_days(
             paths.append(path)
         else:
             missing.append(day)
-    groups = list(_same_columns(paths, wanted))
-    if callable(customer_ids):  # each day its own learners: a scan per day
-        groups = [(columns, [path]) for columns, group in groups for path in group]
-        filters = [_learners(customer_ids(day)) for day in loaded]
-    else:
-        rows = None if customer_ids is None else _learners(customer_ids)
-        filters = [rows] * len(groups)
-    frames = [
-        _read_snapshots(group, columns, rows)
-        for (columns, group), rows in zip(groups, filters, strict=True)
-    ]
+    rows = None if customer_ids is None else _learners(customer_ids)
+    groups = _same_columns(paths, wanted)
+    frames = [_read_snapshots(group, columns, rows) for columns, group in groups]
     features = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=KEYS)
     features = features.astype({"customer_id": str, "as_of": "datetime64[us]"})
     model = [name for name in MODEL_SCORE_COLUMNS if name in scores]
@@ -89,10 +80,9 @@ def load_decision_days(
     return DecisionDays(ruleset, inputs, missing=tuple(missing), loaded=tuple(loaded))
 
 
-def _learners(customer_ids: Sequence[str] | pa.Array) -> pc.Expression:
+def _learners(customer_ids: Sequence[str]) -> pc.Expression:
     """The rows of these learners (typed: an empty list is "no learner", not a null-typed set)."""
-    ids = customer_ids if isinstance(customer_ids, pa.Array) else pa.array(list(customer_ids))
-    return pc.field("customer_id").isin(ids.cast(pa.string()))
+    return pc.field("customer_id").isin(pa.array(list(customer_ids), pa.string()))
 
 
 def _same_columns(paths: list[Path], wanted: list[str]) -> Iterator[tuple[list[str], list[Path]]]:

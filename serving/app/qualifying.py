@@ -24,6 +24,7 @@ from rules import MODEL_SCORE_COLUMNS, RuleSet
 from rules.conditions import evaluate, iter_leaves
 from rules.config import NEW, STATE_COLUMNS, Rule
 from serving.core.frames import distinct_sorted
+from serving.core.tags import RISK_TAG
 
 DAY = timedelta(days=1)
 MEASURED = "measured"
@@ -65,6 +66,9 @@ class DecisionDays:
         return frozenset(pd.to_datetime(days))
 
 
+MEASURED_TARGETS = ("ST_002", RISK_TAG)
+"""The tags whose automatic moves the run-based KPIs measure (progression velocity into ST_002,
+detection speed into ST_004)."""
 RUN_KEYS = ["customer_id", "from_tag", "as_of"]
 """The order of the qualifying days: a learner's runs from one tag, day after day."""
 
@@ -211,6 +215,7 @@ def _runs(ordered: pd.DataFrame) -> pd.DataFrame:
 __all__ = [
     "BEFORE_HISTORY",
     "MEASURED",
+    "MEASURED_TARGETS",
     "NOT_QUALIFYING",
     "NO_INPUTS",
     "DecisionDays",
