@@ -36,7 +36,10 @@ leave them; its own cost is ``benchmarks/dispatch.py``'s), and the log's end is 
 
 After the measured day, the line ``kpis`` times what ``lstep score`` then does on its own when
 the event store is its data directory's: the day's KPIs computed and stored
-(``serving.app.kpi_files.day_kpis``), in a child, on the store the day left.
+(``serving.app.kpi_files.day_kpis``), in a child, on the store the day left. DuckDB's first load
+and unmeasured days are followed by theirs too (a ``kpis`` line under each), as a daily
+``lstep score`` would, so the measured day's KPIs find the run ledger up to the day before
+(``serving.app.decision_runs``).
 
 The inputs' check is not part of the measured day (its inputs are marked validated): the line
 ``inputs`` times what ``lstep score`` runs before each day on its own, in a child, DuckDB's proof
@@ -561,6 +564,7 @@ def _history(engine: str, inputs: tuple, end: date, history: int) -> dict:
     start = end - timedelta(days=history)
     first = _in_child(_batch_day, *inputs, start, "d1", engine)
     _print_day(f"[{engine}] day 1 ({start}, first load)", first)
+    _history_kpis(engine, inputs, start)
     for offset in range(1, history):
         day = start + timedelta(days=offset)
         _mark_due_sent(state_url, day - timedelta(days=1))
@@ -569,7 +573,17 @@ def _history(engine: str, inputs: tuple, end: date, history: int) -> dict:
             f"[{engine}] day {offset + 1} ({day}, not measured) {warm['seconds']:6.1f} s  "
             f"{_planned_on(state_url, day):,} messages planned"
         )
+        _history_kpis(engine, inputs, day)
     return first
+
+
+def _history_kpis(engine: str, inputs: tuple, day: date) -> None:
+    """The KPIs ``lstep score`` stores after an unmeasured day (DuckDB's store only): the
+    measured day's KPIs then find what a daily schedule leaves (the run ledger up to the day
+    before, ``serving.app.decision_runs``)."""
+    if engine == "duckdb":
+        kpis = _in_child(_day_kpis, *inputs, day)
+        print(f"    kpis  {kpis['seconds']:6.1f} s  peak {kpis['peak_rss_gib']:.2f} GiB")
 
 
 def _checkpointed(database: Path) -> None:

@@ -25,7 +25,8 @@ from features.parquet_source import parquet_source
 from features.validation import load_events
 from features.workspace import connect
 from rules import MODEL_SCORE_COLUMNS, RuleSet
-from serving.app.decision_runs import ScoresOf, load_run_days, measured_moves
+from serving.app.decision_runs import ScoresOf, measured_moves, run_ledger
+from serving.app.kpi_files import code_digest
 from serving.app.kpis import LABEL_HORIZON_DAYS, SCORE_COLUMNS, Kpi, compute_kpis
 from serving.app.qualifying import DecisionDays
 from serving.core.frames import is_in
@@ -301,20 +302,18 @@ def load_kpi_inputs(
     model_columns = sorted(MODEL_SCORE_COLUMNS.intersection(ruleset.features_used))
     runs = store.runs()
     completed = runs[(runs["status"] == "completed") & (runs["as_of"].dt.date <= as_of)]
-    # Only the days of each measured move's run, walked back from the move (decision_runs).
-    decisions = load_run_days(
-        data_dir, ruleset, [day.date() for day in completed["as_of"]],
-        measured_moves(transitions), _scores_of(store, [*KEYS, *model_columns]),
+    # The measured moves' runs, kept day by day in the ledger beside the KPIs (decision_runs).
+    decisions = run_ledger(
+        data_dir, ruleset, list(zip(completed["as_of"].dt.date, completed["run_id"], strict=True)),
+        measured_moves(transitions), _scores_of(store, [*KEYS, *model_columns]), code=code_digest(),
     )  # fmt: skip
     outcomes = None if events is None else risk_move_labels(events, transitions, as_of)
     return KpiInputs(transitions, scores, decisions, outcomes)
 
 
 def _scores_of(store: StateStore, columns: list[str]) -> ScoresOf:
-    """A day's stored ``columns`` of some learners, read from the store."""
-    return lambda day, learners: store.scores_frame(
-        day, columns=columns, learners=lambda _: learners
-    )
+    """A day's stored ``columns`` of every learner, read from the store."""
+    return lambda day: store.scores_frame(day, columns=columns)
 
 
 def kpis_at(

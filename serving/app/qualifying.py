@@ -48,12 +48,16 @@ class DecisionDays:
         loaded: the days whose inputs were loaded (None: the days present in ``inputs``). A
             loader that keeps only some learners says which days it read, so that a day is not
             taken for a gap because none of those learners was scored on it.
+        runs: ``qualifying_runs`` by target when a loader found them without keeping the inputs
+            (``serving.app.decision_runs.run_ledger``: the rows of the measured moves' days
+            only); None: found from ``inputs``.
     """
 
     ruleset: RuleSet
     inputs: pd.DataFrame
     missing: tuple[date, ...] = field(default=())
     loaded: tuple[date, ...] | None = None
+    runs: dict[str, pd.DataFrame] | None = field(default=None, compare=False, repr=False)
     found: dict[str, pd.DataFrame] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
@@ -149,6 +153,8 @@ def qualifying_runs(decisions: DecisionDays, target: str) -> pd.DataFrame:
     It depends on the stored inputs only, not on the day the KPIs describe: a caller measuring
     many days finds it once and passes it to ``run_starts``.
     """
+    if decisions.runs is not None:
+        return decisions.runs[target]
     return _runs(qualifying_days(decisions, target))
 
 
