@@ -10,8 +10,10 @@ learners a stored day cost ~0.3 s to decode for its few rows, so a year ~2 minut
 ``run_ledger`` keeps, per completed batch day, two small parquet files under
 ``<data_dir>/kpis/runs/<digest>/``:
 
-- ``as_of=DAY.open.parquet``: the runs open at the end of the day, one row per learner, source
-  tag and target they qualified for that day (``RUN``), with ``run_start``, the run's first day;
+- ``as_of=DAY.open.parquet``: the runs open at the end of the day: one row per learner who
+  qualified for a move that day, one column per target and source tag a rule into a measured tag
+  is from (``ST_004|ST_001`` ...), holding the first day of the learner's run for it (null: not
+  qualifying for it that day);
 - ``as_of=DAY.moves.parquet``: the day's measured moves (``measured_moves``) with their run's
   ``run_start`` (a move whose learner did not qualify on its day has none: not qualifying).
 
@@ -39,32 +41,36 @@ from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rules import MODEL_SCORE_COLUMNS, RuleSet
+from rules.codes import codes_of, one_array
 from rules.conditions import iter_leaves
 from rules.config import NEW
-from serving.app.qualifying import MEASURED_TARGETS, DecisionDays, qualifying_days
+from serving.app.qualifying import MEASURED_TARGETS, DecisionDays, held_from, reads_state
 from serving.infra.snapshots import snapshot_path
 
 KEYS = ["customer_id", "as_of"]
 RUN = ["customer_id", "from_tag", "to_tag"]
 """A measured run: the learner, the tag they qualified from and the tag they qualified for."""
 RUNS_SUBDIR = "runs"
-LEDGER_LAYOUT = 1
+LEDGER_LAYOUT = 2
 KEY_METADATA = b"lstep.run_ledger"
 """The schema metadata entry holding a ledger file's chained key."""
+NO_RUN = np.iinfo(np.int32).min
+"""A run start (days since 1970-01-01) meaning: not qualifying."""
 
 ScoresOf = Callable[[date], pd.DataFrame]
 """A day's stored scores of every learner: ``KEYS`` and the model columns the rules read."""
 
-_OPEN_SCHEMA = pa.schema(
-    [("customer_id", pa.string()), ("from_tag", pa.string()), ("to_tag", pa.string()),
-     ("run_start", pa.date32())]
+_MOVES_SCHEMA = pa.schema(
+    [("customer_id", pa.string()), ("as_of", pa.date32()), ("from_tag", pa.string()),
+     ("to_tag", pa.string()), ("run_start", pa.date32())]
 )  # fmt: skip
-_MOVES_SCHEMA = _OPEN_SCHEMA.insert(1, pa.field("as_of", pa.date32()))
 
 
 def measured_moves(transitions: pd.DataFrame) -> pd.DataFrame:
@@ -104,42 +110,104 @@ def run_ledger(
         code: the digest of the code that computes the runs (``kpi_files.code_digest``).
     """
     days = sorted(days)
-    folder = ledger_dir(data_dir, ruleset, code)
+    folder, pairs = ledger_dir(data_dir, ruleset, code), measured_pairs(ruleset)
     keys = _chained_keys(data_dir, days)
     valid = _valid_prefix(folder, [day for day, _ in days], keys)
-    moved = [_read(_path(folder, day, "moves")) for day, _ in days[:valid]]
-    open_runs = _read(_path(folder, days[valid - 1][0], "open")) if valid else _empty(_OPEN_SCHEMA)
+    moved = [pq.read_table(_path(folder, day, "moves")) for day, _ in days[:valid]]
+    open_runs = pq.read_table(_path(folder, days[valid - 1][0], "open")) if valid else None
     moves_on = {day.date(): group[RUN] for day, group in moves.groupby("as_of")}
     wanted = measured_features(ruleset)
     for (day, _), key in zip(days[valid:], keys[valid:], strict=True):
         path = snapshot_path(data_dir, day)
-        if path.exists():
-            inputs = _day_inputs(path, wanted, scores_of(day))
-            carried = open_runs if valid and days[valid - 1][0] == day - timedelta(days=1) else None
-            open_runs = open_on(day, DecisionDays(ruleset, inputs), carried)
-        else:  # no inputs: no one qualifies, every open run ends here
-            open_runs = _empty(_OPEN_SCHEMA)
-        found = moves_on.get(day, pd.DataFrame(columns=RUN)).merge(open_runs, on=RUN)
-        moved.append(found.assign(as_of=day)[_MOVES_SCHEMA.names])
-        _write(_path(folder, day, "open"), open_runs, _OPEN_SCHEMA, key)
-        _write(_path(folder, day, "moves"), moved[-1], _MOVES_SCHEMA, key)
+        carried = open_runs if valid and days[valid - 1][0] == day - timedelta(days=1) else None
+        inputs = _day_inputs(path, wanted, scores_of(day)) if path.exists() else None
+        # no inputs: no one qualifies, every open run ends here
+        open_runs = open_on(day, inputs, ruleset, pairs, carried)
+        moved.append(moves_runs(day, moves_on.get(day), open_runs))
+        _write(_path(folder, day, "open"), open_runs, key)
+        _write(_path(folder, day, "moves"), moved[-1], key)
         valid += 1
     return _decision_days(data_dir, ruleset, [day for day, _ in days], moved)
 
 
-def open_on(day: date, inputs: DecisionDays, carried: pd.DataFrame | None) -> pd.DataFrame:
-    """The runs open at the end of ``day``: each (learner, source, target) qualifying on it,
-    with its run's first day: that of the run open the day before (``carried``; None: the day
-    before has no stored inputs), else ``day``."""
-    found = [
-        qualifying_days(inputs, target)[["customer_id", "from_tag"]].assign(to_tag=target)
-        for target in MEASURED_TARGETS
-    ]
-    today = pd.concat(found, ignore_index=True)
-    if carried is None or carried.empty:
-        return today.assign(run_start=day)[_OPEN_SCHEMA.names]
-    today = today.merge(carried, on=RUN, how="left")
-    return today.assign(run_start=today["run_start"].fillna(day))[_OPEN_SCHEMA.names]
+def measured_pairs(ruleset: RuleSet) -> list[tuple[str, str]]:
+    """The (target, source tag) of every rule into ``MEASURED_TARGETS`` the runs measure (rules
+    reading a state column are not: see ``held_from``), in a stable order."""
+    return sorted(
+        {(rule.to, source) for rule in ruleset.rules if rule.to in MEASURED_TARGETS
+         and not reads_state(rule) for source in rule.sources}
+    )  # fmt: skip
+
+
+def open_on(
+    day: date,
+    inputs: pd.DataFrame | None,
+    ruleset: RuleSet,
+    pairs: list[tuple[str, str]],
+    carried: pa.Table | None,
+) -> pa.Table:
+    """The runs open at the end of ``day``: a row per learner qualifying for a pair of ``pairs``
+    on ``day`` (``inputs``: its decision inputs; None: it has none), a column per pair with the
+    run's first day: the run's open the day before (``carried``; None: none was), else ``day``.
+    """
+    today = (day - date(1970, 1, 1)).days
+    held = {} if inputs is None else held_from(inputs, ruleset, MEASURED_TARGETS)
+    rows = np.zeros(0 if inputs is None else len(inputs), dtype=bool)
+    for mask in held.values():
+        rows |= mask
+    ids = pa.array(inputs["customer_id"].to_numpy()[rows] if len(rows) else [], pa.string())
+    before = None if carried is None or not carried.num_rows else codes_of(ids, _ids(carried))
+    columns = {"customer_id": ids}
+    for target, source in pairs:
+        mask = held.get((target, source))
+        start = np.full(len(ids), NO_RUN, dtype=np.int32)
+        if mask is not None:
+            start[mask[rows]] = today
+        if before is not None and _column(target, source) in carried.column_names:
+            kept = _starts(carried, target, source)[np.maximum(before, 0)]
+            start = np.where((start != NO_RUN) & (before >= 0) & (kept != NO_RUN), kept, start)
+        columns[_column(target, source)] = pa.array(start, mask=start == NO_RUN).cast(pa.date32())
+    return pa.table(columns)
+
+
+def moves_runs(day: date, moves: pd.DataFrame | None, open_runs: pa.Table) -> pa.Table:
+    """``day``'s measured moves (``RUN``) with their run's first day, from the runs open at the
+    end of it; a move whose learner did not qualify for it that day is left out."""
+    if moves is None or not len(moves) or not open_runs.num_rows:
+        return _MOVES_SCHEMA.empty_table()
+    at = codes_of(moves["customer_id"], _ids(open_runs))
+    start = np.full(len(moves), NO_RUN, dtype=np.int32)
+    for name in open_runs.column_names[1:]:
+        target, source = name.split("|", 1)
+        chosen = (moves["to_tag"].to_numpy() == target) & (moves["from_tag"].to_numpy() == source)
+        chosen &= at >= 0
+        start[chosen] = _starts(open_runs, target, source)[at[chosen]]
+    found = start != NO_RUN
+    return pa.table(
+        {
+            "customer_id": pa.array(moves["customer_id"].to_numpy()[found], pa.string()),
+            "as_of": pa.array(np.full(found.sum(), day), pa.date32()),
+            "from_tag": pa.array(moves["from_tag"].to_numpy()[found], pa.string()),
+            "to_tag": pa.array(moves["to_tag"].to_numpy()[found], pa.string()),
+            "run_start": pa.array(start[found]).cast(pa.date32()),
+        },
+        schema=_MOVES_SCHEMA,
+    )
+
+
+def _ids(table: pa.Table) -> pa.Array:
+    """A ledger table's ids as one typed array (a table read back may hold no chunk at all)."""
+    return one_array(table.column("customer_id"))
+
+
+def _column(target: str, source: str) -> str:
+    return f"{target}|{source}"
+
+
+def _starts(table: pa.Table, target: str, source: str) -> np.ndarray:
+    """A pair's run starts as days since 1970-01-01, ``NO_RUN`` where null."""
+    days = table.column(_column(target, source)).cast(pa.int32())
+    return pc.fill_null(days, NO_RUN).to_numpy().astype(np.int32, copy=False)
 
 
 def measured_features(ruleset: RuleSet) -> list[str]:
@@ -200,17 +268,8 @@ def _path(folder: Path, day: date, kind: str) -> Path:
     return folder / f"as_of={day.isoformat()}.{kind}.parquet"
 
 
-def _read(path: Path) -> pd.DataFrame:
-    return pq.read_table(path).to_pandas(types_mapper=None).astype({"customer_id": str})
-
-
-def _empty(schema: pa.Schema) -> pd.DataFrame:
-    return schema.empty_table().to_pandas()
-
-
-def _write(path: Path, frame: pd.DataFrame, schema: pa.Schema, key: str) -> None:
+def _write(path: Path, table: pa.Table, key: str) -> None:
     """Write one ledger file (temporary name, then rename); a failed write is only a miss."""
-    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     table = table.replace_schema_metadata({KEY_METADATA: key.encode()})
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     try:
@@ -230,19 +289,22 @@ def _day_inputs(path: Path, wanted: list[str], scores: pd.DataFrame) -> pd.DataF
     present = set(pq.read_schema(path).names)
     columns = [name for name in KEYS + wanted if name in present]
     features = pq.read_table(path, columns=columns).to_pandas()
-    features = features.astype({"customer_id": str, "as_of": "datetime64[us]"})
-    scores = scores.astype({"customer_id": str, "as_of": "datetime64[us]"})
-    return features.merge(scores, on=KEYS, how="left")
+    at = codes_of(features["customer_id"], scores["customer_id"])
+    for name in scores.columns.difference(KEYS):
+        values = scores[name].to_numpy(dtype="float64", na_value=np.nan)
+        features[name] = np.where(at >= 0, values[np.maximum(at, 0)], np.nan)
+    return features
 
 
 def _decision_days(
-    data_dir: Path, ruleset: RuleSet, days: list[date], moved: list[pd.DataFrame]
+    data_dir: Path, ruleset: RuleSet, days: list[date], moved: list[pa.Table]
 ) -> DecisionDays:
     """The ``DecisionDays`` of the moves' runs: no inputs, the stored and missing days, and
     per target the rows ``qualifying_runs`` would give for the moves' days."""
     loaded = tuple(day for day in days if snapshot_path(data_dir, day).exists())
     missing = tuple(day for day in days if day not in set(loaded))
-    found = pd.concat([_empty(_MOVES_SCHEMA), *moved], ignore_index=True).astype(_TYPES)
+    table = pa.concat_tables([_MOVES_SCHEMA.empty_table(), *moved])
+    found = table.to_pandas(date_as_object=False).astype(_TYPES)
     runs = {
         target: found.loc[found["to_tag"] == target, _RUN_DAYS].reset_index(drop=True)
         for target in MEASURED_TARGETS
@@ -252,13 +314,20 @@ def _decision_days(
 
 
 _TYPES = {
-    "customer_id": str,
-    "from_tag": str,
-    "as_of": "datetime64[us]",
+    "customer_id": str, "from_tag": str, "to_tag": str, "as_of": "datetime64[us]",
     "run_start": "datetime64[us]",
-}
+}  # fmt: skip
 _RUN_DAYS = ["customer_id", "as_of", "from_tag", "run_start"]
 """The columns of ``qualifying_runs`` that ``run_starts`` reads."""
 
 
-__all__ = ["ScoresOf", "ledger_dir", "measured_features", "measured_moves", "open_on", "run_ledger"]
+__all__ = [
+    "ScoresOf",
+    "ledger_dir",
+    "measured_features",
+    "measured_moves",
+    "measured_pairs",
+    "moves_runs",
+    "open_on",
+    "run_ledger",
+]

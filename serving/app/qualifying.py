@@ -14,6 +14,7 @@ so a rule added into a tag (say from ST_005 to ST_004) is picked up without a ch
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -95,20 +96,31 @@ def qualifying_days(decisions: DecisionDays, target: str) -> pd.DataFrame:
     if target in decisions.found:
         return decisions.found[target]
     inputs = decisions.inputs
-    columns = _rule_columns(inputs, decisions.ruleset)
-    held_from: dict[str, np.ndarray] = {}  # per source tag: the rows a rule from it holds on
-    for rule in decisions.ruleset.rules:
-        if rule.to != target or reads_state(rule):
-            continue  # the state columns (campaign_active) are not among the stored inputs
-        fired = evaluate(rule.condition, columns, MODEL_SCORE_COLUMNS, len(inputs)).fired
-        for source in rule.sources:
-            held_from[source] = held_from.get(source, False) | np.asarray(fired, dtype=bool)
     frames = [
         inputs.loc[held, ["customer_id", "as_of"]].assign(from_tag=source)
-        for source, held in held_from.items()
+        for (_, source), held in held_from(inputs, decisions.ruleset, [target]).items()
     ]
     decisions.found[target] = qualifying_of(frames)
     return decisions.found[target]
+
+
+def held_from(
+    inputs: pd.DataFrame, ruleset: RuleSet, targets: Sequence[str]
+) -> dict[tuple[str, str], np.ndarray]:
+    """Per (target, source tag): whether a rule from that tag into that target holds on each row
+    of ``inputs`` (a boolean per row; rules that read a state column are left out, the state
+    columns, ``campaign_active``, not being among the stored inputs)."""
+    columns = _rule_columns(inputs, ruleset)
+    held: dict[tuple[str, str], np.ndarray] = {}
+    for rule in ruleset.rules:
+        if rule.to not in targets or reads_state(rule):
+            continue
+        fired = np.asarray(
+            evaluate(rule.condition, columns, MODEL_SCORE_COLUMNS, len(inputs)).fired, dtype=bool
+        )
+        for source in rule.sources:
+            held[rule.to, source] = held.get((rule.to, source), False) | fired
+    return held
 
 
 def qualifying_of(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -225,6 +237,7 @@ __all__ = [
     "NOT_QUALIFYING",
     "NO_INPUTS",
     "DecisionDays",
+    "held_from",
     "qualifying_days",
     "qualifying_of",
     "qualifying_runs",
