@@ -36,8 +36,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -59,6 +61,9 @@ RUN = ["customer_id", "from_tag", "to_tag"]
 """A measured run: the learner, the tag they qualified from and the tag they qualified for."""
 RUNS_SUBDIR = "runs"
 LEDGER_LAYOUT = 2
+STALE_AFTER = timedelta(days=7)
+"""A ledger not written to for this long before the one being written is removed (the ledgers
+of earlier code or rules: each new day would otherwise leave them behind for good)."""
 KEY_METADATA = b"lstep.run_ledger"
 """The schema metadata entry holding a ledger file's chained key."""
 NO_RUN = np.iinfo(np.int32).min
@@ -110,24 +115,50 @@ def run_ledger(
         code: the digest of the code that computes the runs (``kpi_files.code_digest``).
     """
     days = sorted(days)
-    folder, pairs = ledger_dir(data_dir, ruleset, code), measured_pairs(ruleset)
+    folder = ledger_dir(data_dir, ruleset, code)
     keys = _chained_keys(data_dir, days)
     valid = _valid_prefix(folder, [day for day, _ in days], keys)
     moved = [pq.read_table(_path(folder, day, "moves")) for day, _ in days[:valid]]
-    open_runs = pq.read_table(_path(folder, days[valid - 1][0], "open")) if valid else None
-    moves_on = {day.date(): group[RUN] for day, group in moves.groupby("as_of")}
-    wanted = measured_features(ruleset)
-    for (day, _), key in zip(days[valid:], keys[valid:], strict=True):
-        path = snapshot_path(data_dir, day)
-        carried = open_runs if valid and days[valid - 1][0] == day - timedelta(days=1) else None
-        inputs = _day_inputs(path, wanted, scores_of(day)) if path.exists() else None
-        # no inputs: no one qualifies, every open run ends here
-        open_runs = open_on(day, inputs, ruleset, pairs, carried)
-        moved.append(moves_runs(day, moves_on.get(day), open_runs))
-        _write(_path(folder, day, "open"), open_runs, key)
-        _write(_path(folder, day, "moves"), moved[-1], key)
-        valid += 1
+    if valid < len(days):
+        open_runs = pq.read_table(_path(folder, days[valid - 1][0], "open")) if valid else None
+        ledger = _Ledger(data_dir, ruleset, folder, scores_of)
+        moved += ledger.extend([day for day, _ in days], keys, valid, open_runs, moves)
+        _prune_stale(folder)
     return _decision_days(data_dir, ruleset, [day for day, _ in days], moved)
+
+
+@dataclass(frozen=True)
+class _Ledger:
+    """Where one ledger is written, and what its days are computed from."""
+
+    data_dir: Path
+    ruleset: RuleSet
+    folder: Path
+    scores_of: ScoresOf
+
+    def extend(
+        self,
+        days: list[date],
+        keys: list[str],
+        start: int,
+        open_runs: pa.Table | None,
+        moves: pd.DataFrame,
+    ) -> list[pa.Table]:
+        """Compute and write the days from ``days[start]`` on, from the runs open at the end of
+        the day before (``open_runs``): their moves' runs, day by day."""
+        pairs, wanted = measured_pairs(self.ruleset), measured_features(self.ruleset)
+        moves_on = {day.date(): group[RUN] for day, group in moves.groupby("as_of")}
+        moved = []
+        for index in range(start, len(days)):
+            day, path = days[index], snapshot_path(self.data_dir, days[index])
+            follows = index > 0 and days[index - 1] == day - timedelta(days=1)
+            # no inputs: no one qualifies, every open run ends here
+            inputs = _day_inputs(path, wanted, self.scores_of(day)) if path.exists() else None
+            open_runs = open_on(day, inputs, self.ruleset, pairs, open_runs if follows else None)
+            moved.append(moves_runs(day, moves_on.get(day), open_runs))
+            _write(_path(self.folder, day, "open"), open_runs, keys[index])
+            _write(_path(self.folder, day, "moves"), moved[-1], keys[index])
+        return moved
 
 
 def measured_pairs(ruleset: RuleSet) -> list[tuple[str, str]]:
@@ -281,6 +312,17 @@ def _write(path: Path, table: pa.Table, key: str) -> None:
             partial.unlink(missing_ok=True)
     except OSError:
         pass  # a read-only workspace: computed again next time
+
+
+def _prune_stale(folder: Path) -> None:
+    """Remove the sibling ledgers last written ``STALE_AFTER`` before ``folder`` was."""
+    try:
+        written = folder.stat().st_mtime
+        for other in folder.parent.iterdir():
+            if other != folder and other.stat().st_mtime < written - STALE_AFTER.total_seconds():
+                shutil.rmtree(other, ignore_errors=True)
+    except OSError:
+        pass  # nothing written (a read-only workspace) or a sibling gone meanwhile
 
 
 def _day_inputs(path: Path, wanted: list[str], scores: pd.DataFrame) -> pd.DataFrame:

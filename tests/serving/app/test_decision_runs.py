@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import date, timedelta
 
@@ -183,6 +184,23 @@ def test_other_rules_keep_their_own_ledger(store, tmp_path):
     assert ledger_dir(tmp_path, fewer, code) != ledger_dir(tmp_path, ruleset, code)
     assert qualifying_runs(found, "ST_004").empty
     assert len(qualifying_runs(_ledger(store, tmp_path), "ST_004")) == 1
+
+
+def test_a_ledger_left_unwritten_for_a_week_before_this_one_is_removed(store, tmp_path):
+    # given two other ledgers: one last written 8 days before, one 6 days before
+    days = _three_learners(store, tmp_path)
+    _ledger(store, tmp_path, until=days[3])
+    folder = ledger_dir(tmp_path, packaged_ruleset(), code_digest())
+    now = folder.stat().st_mtime
+    stale, recent = folder.parent / "stale", folder.parent / "recent"
+    for other, age_days in ((stale, 8), (recent, 6)):
+        other.mkdir()
+        (other / "as_of=2024-03-01.open.parquet").write_bytes(b"")
+        os.utime(other, (now - age_days * 86400, now - age_days * 86400))
+    # when a new day is written into this ledger
+    _ledger(store, tmp_path)
+    # then the stale ledger is gone and the recent one kept
+    assert not stale.exists() and recent.exists()
 
 
 def test_a_workspace_that_cannot_be_written_still_measures(store, tmp_path):
