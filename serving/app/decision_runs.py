@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -54,6 +52,7 @@ from rules.codes import codes_of, one_array
 from rules.conditions import iter_leaves
 from rules.config import NEW
 from serving.app.qualifying import MEASURED_TARGETS, DecisionDays, held_from, reads_state
+from serving.infra.keyed_files import key_of, write_keyed
 from serving.infra.snapshots import snapshot_path
 
 KEYS = ["customer_id", "as_of"]
@@ -66,6 +65,7 @@ STALE_AFTER = timedelta(days=7)
 of earlier code or rules: each new day would otherwise leave them behind for good)."""
 KEY_METADATA = b"lstep.run_ledger"
 """The schema metadata entry holding a ledger file's chained key."""
+KINDS = ("open", "moves")
 NO_RUN = np.iinfo(np.int32).min
 """A run start (days since 1970-01-01) meaning: not qualifying."""
 
@@ -156,8 +156,8 @@ class _Ledger:
             inputs = _day_inputs(path, wanted, self.scores_of(day)) if path.exists() else None
             open_runs = open_on(day, inputs, self.ruleset, pairs, open_runs if follows else None)
             moved.append(moves_runs(day, moves_on.get(day), open_runs))
-            _write(_path(self.folder, day, "open"), open_runs, keys[index])
-            _write(_path(self.folder, day, "moves"), moved[-1], keys[index])
+            write_keyed(_path(self.folder, day, "open"), open_runs, KEY_METADATA, keys[index])
+            write_keyed(_path(self.folder, day, "moves"), moved[-1], KEY_METADATA, keys[index])
         return moved
 
 
@@ -282,36 +282,13 @@ def _chained_keys(data_dir: Path, days: Sequence[tuple[date, str]]) -> list[str]
 def _valid_prefix(folder: Path, days: list[date], keys: list[str]) -> int:
     """How many of the first days have both files under their key."""
     for index, (day, key) in enumerate(zip(days, keys, strict=True)):
-        if not all(_key_of(_path(folder, day, kind)) == key for kind in ("open", "moves")):
+        if not all(key_of(_path(folder, day, kind), KEY_METADATA) == key for kind in KINDS):
             return index
     return len(days)
 
 
-def _key_of(path: Path) -> str | None:
-    try:
-        metadata = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowException):
-        return None
-    return metadata.get(KEY_METADATA, b"").decode() or None
-
-
 def _path(folder: Path, day: date, kind: str) -> Path:
     return folder / f"as_of={day.isoformat()}.{kind}.parquet"
-
-
-def _write(path: Path, table: pa.Table, key: str) -> None:
-    """Write one ledger file (temporary name, then rename); a failed write is only a miss."""
-    table = table.replace_schema_metadata({KEY_METADATA: key.encode()})
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            pq.write_table(table, partial)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-    except OSError:
-        pass  # a read-only workspace: computed again next time
 
 
 def _prune_stale(folder: Path) -> None:

@@ -46,7 +46,8 @@ KPIS_SUBDIR = "kpis"
 RULES_SUFFIXES = (".yaml", ".yml")
 RULES_TEMPLATES = "templates"
 KPI_MODULES = ("kpis.py", "kpi_days.py", "kpi_inputs.py", "kpi_masks.py", "kpi_model.py",
-               "kpi_runs.py", "kpi_targets.py", "qualifying.py", "decision_runs.py")  # fmt: skip
+               "kpi_runs.py", "kpi_targets.py", "qualifying.py", "decision_runs.py",
+               "moved_scores.py")  # fmt: skip
 """The modules of ``serving.app`` whose code decides the KPIs' values and texts."""
 
 

@@ -28,12 +28,12 @@ from rules import MODEL_SCORE_COLUMNS, RuleSet
 from serving.app.decision_runs import ScoresOf, measured_moves, run_ledger
 from serving.app.kpi_files import code_digest
 from serving.app.kpis import LABEL_HORIZON_DAYS, SCORE_COLUMNS, Kpi, compute_kpis
+from serving.app.moved_scores import moved_scores
 from serving.app.qualifying import DecisionDays
 from serving.core.frames import is_in
 from serving.core.tags import RISK_TAG
 from serving.infra.snapshots import snapshot_path
 from serving.infra.store import StateStore
-from serving.infra.store_reads import day_learners
 
 KEYS = ["customer_id", "as_of"]
 
@@ -294,18 +294,18 @@ def load_kpi_inputs(
         transitions = store.transitions_frame(until=as_of)
     else:
         transitions = transitions[transitions["as_of"] <= pd.Timestamp(as_of)]
-    # Of each day, the KPIs' columns of the scores of the learners moved that day: the KPIs read
-    # a score on its move's day (every learner's every day grew the read by a day a day), and a
-    # day's file is decoded by the column.
-    scores = store.scores_frame(columns=list(SCORE_COLUMNS), learners=day_learners(transitions))
-    # The rules' conditions read these model columns, on the days of the measured moves' runs.
-    model_columns = sorted(MODEL_SCORE_COLUMNS.intersection(ruleset.features_used))
     runs = store.runs()
     completed = runs[(runs["status"] == "completed") & (runs["as_of"].dt.date <= as_of)]
-    # The measured moves' runs, kept day by day in the ledger beside the KPIs (decision_runs).
+    days = list(zip(completed["as_of"].dt.date, completed["run_id"], strict=True))
+    # Of each day, the KPIs' columns of the scores of the learners moved that day (the KPIs read
+    # a score on its move's day), kept once read (moved_scores).
+    scores = moved_scores(store, data_dir, transitions, days, SCORE_COLUMNS)
+    # The measured moves' runs, kept day by day in the ledger beside the KPIs (decision_runs):
+    # the rules' conditions read these model columns, on a new day's every learner once.
+    model_columns = sorted(MODEL_SCORE_COLUMNS.intersection(ruleset.features_used))
     decisions = run_ledger(
-        data_dir, ruleset, list(zip(completed["as_of"].dt.date, completed["run_id"], strict=True)),
-        measured_moves(transitions), _scores_of(store, [*KEYS, *model_columns]), code=code_digest(),
+        data_dir, ruleset, days, measured_moves(transitions),
+        _scores_of(store, [*KEYS, *model_columns]), code=code_digest(),
     )  # fmt: skip
     outcomes = None if events is None else risk_move_labels(events, transitions, as_of)
     return KpiInputs(transitions, scores, decisions, outcomes)

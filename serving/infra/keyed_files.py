@@ -1,0 +1,59 @@
+"""Parquet files kept beside the data with the key they were computed under.
+
+The KPIs keep what a completed day adds (``serving.app.decision_runs``' run ledger,
+``serving.app.moved_scores``) in parquet files whose schema metadata holds a key naming
+everything the content depends on. A reader takes a file only under the same key: a missing,
+unreadable or differently keyed file is a miss, never an error, and the caller computes the
+content again. A file is written to a temporary name and renamed, so a reader never sees half
+of one; a workspace that cannot be written costs only speed.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def key_of(path: Path, entry: bytes) -> str | None:
+    """The key ``path`` was written under (its footer only), or None: no such readable file."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    return metadata.get(entry, b"").decode() or None
+
+
+def read_keyed(path: Path, entry: bytes, key: str) -> pa.Table | None:
+    """The table of ``path`` when it was written under ``key``, else None."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException):
+        return None
+    return table if (table.schema.metadata or {}).get(entry, b"").decode() == key else None
+
+
+def write_keyed(path: Path, table: pa.Table, entry: bytes, key: str) -> bool:
+    """Write ``table`` under ``key`` (temporary name, then rename).
+
+    Returns:
+        Whether it was written (False: the directory or the file could not be).
+    """
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), entry: key.encode()})
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            pq.write_table(table, partial)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+    except OSError:
+        return False
+    return True
+
+
+__all__ = ["key_of", "read_keyed", "write_keyed"]
