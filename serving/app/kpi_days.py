@@ -48,6 +48,7 @@ from serving.app.kpi_runs import (
 )
 from serving.app.kpis import (
     SCORE_COLUMNS,
+    TRANSITION_COLUMNS,
     _log_until,
     active_kpi,
     active_learner_rate,
@@ -212,8 +213,11 @@ def kpi_history(
     Raises:
         ValueError: a frame breaks its contract (names the frame, column and values).
     """
-    transitions = validate_frame(transitions, TRANSITIONS_SCHEMA)
     # Only the columns read are checked: callers may pass a narrow read of the store.
+    transitions = validate_frame(
+        transitions[list(TRANSITION_COLUMNS)],
+        TRANSITIONS_SCHEMA.select_columns(list(TRANSITION_COLUMNS)),
+    )
     score_schema = STORED_SCORES_SCHEMA.select_columns(list(SCORE_COLUMNS))
     known_scores = validate_frame(scores[list(SCORE_COLUMNS)], score_schema)
     known_scores = known_scores[_learner_days_in(known_scores, transitions)]

@@ -27,7 +27,13 @@ from features.workspace import connect
 from rules import MODEL_SCORE_COLUMNS, RuleSet
 from serving.app.decision_runs import ScoresOf, measured_moves, run_ledger
 from serving.app.kpi_files import code_digest
-from serving.app.kpis import LABEL_HORIZON_DAYS, SCORE_COLUMNS, Kpi, compute_kpis
+from serving.app.kpis import (
+    LABEL_HORIZON_DAYS,
+    SCORE_COLUMNS,
+    TRANSITION_COLUMNS,
+    Kpi,
+    compute_kpis,
+)
 from serving.app.moved_scores import moved_scores
 from serving.app.qualifying import DecisionDays
 from serving.core.frames import is_in
@@ -291,7 +297,7 @@ def load_kpi_inputs(
             learners' log costs seconds to read twice); None reads it.
     """
     if transitions is None:
-        transitions = store.transitions_frame(until=as_of)
+        transitions = store.transitions_frame(until=as_of, columns=TRANSITION_COLUMNS)
     else:
         transitions = transitions[transitions["as_of"] <= pd.Timestamp(as_of)]
     runs = store.runs()

@@ -70,6 +70,11 @@ RISK_FOLLOW_UPS: tuple[str, ...] = (MANUAL_ONLY_TAG, CHURNED_TAG)
 NO_HISTORY = "no history yet: no learner tagged"
 SCORE_COLUMNS: tuple[str, ...] = ("customer_id", "as_of", "control")
 """The stored scores' columns the KPIs read (recovery's treated/control split)."""
+TRANSITION_COLUMNS: tuple[str, ...] = (
+    "id", "customer_id", "as_of", "from_tag", "to_tag", "rule_id", "actor",
+)  # fmt: skip
+"""The audit log's columns the KPIs read (not its texts: ``why`` and ``reason`` are half of a
+million learners' log as pandas)."""
 
 
 def _log_until(transitions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -390,6 +395,7 @@ __all__ = [
     "ACTIVE_TAGS",
     "RISK_TAGS",
     "SCORE_COLUMNS",
+    "TRANSITION_COLUMNS",
     "DecisionDays",
     "Kpi",
     "active_learner_rate",

@@ -14,6 +14,7 @@ read again from the store; one that cannot be written costs only speed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -48,7 +49,7 @@ def moved_scores(
         days: the completed days and their runs' ids.
         columns: the scores' columns to read (``customer_id`` and ``as_of`` among them).
     """
-    learners = day_learners(transitions)
+    learners = functools.cache(lambda: day_learners(transitions))  # only for a day read anew
     stamps = _day_stamps(transitions)
     frames = []
     for day, run_id in sorted(days):
@@ -56,22 +57,24 @@ def moved_scores(
         path = Path(data_dir) / "kpis" / SCORES_SUBDIR / f"as_of={day.isoformat()}.parquet"
         kept = read_keyed(path, KEY_METADATA, key)
         if kept is None:
-            frame = store.scores_frame(day, columns=list(columns), learners=learners)
+            frame = store.scores_frame(day, columns=list(columns), learners=learners())
             write_keyed(path, pa.Table.from_pandas(frame, preserve_index=False), KEY_METADATA, key)
         else:
             frame = kept.to_pandas()
         frames.append(frame)
     if not frames:
-        return store.scores_frame(columns=list(columns), learners=learners)
+        return store.scores_frame(columns=list(columns), learners=learners())
     return pd.concat(frames, ignore_index=True)
 
 
 def _day_stamps(transitions: pd.DataFrame) -> dict[date, tuple[int, int]]:
     """Per day: the count and the last id of its transitions."""
-    days = pd.to_datetime(transitions["as_of"]).dt.date
-    grouped = transitions["id"].groupby(days.to_numpy())
-    return {day: (int(count), int(last)) for day, count, last in zip(
-        grouped.size().index, grouped.size(), grouped.max(), strict=True)}  # fmt: skip
+    days = pd.to_datetime(transitions["as_of"]).to_numpy("datetime64[D]")
+    stamps = pd.Series(transitions["id"].to_numpy()).groupby(days).agg(["size", "max"])
+    return {
+        day.date(): (int(count), int(last))
+        for day, count, last in zip(stamps.index, stamps["size"], stamps["max"], strict=True)
+    }
 
 
 __all__ = ["moved_scores"]

@@ -34,7 +34,7 @@ def read_transitions(conn: Connection, stmt: Select[Any]) -> pd.DataFrame:
     names = [column.name for column in stmt.selected_columns]
     schema = pa.schema([(name, _ARROW_TYPES[TRANSITIONS_COLUMNS.dtypes[name]]) for name in names])
     frame = read_table(conn, stmt, schema).to_pandas(date_as_object=False)
-    return stored_frame(frame, TRANSITIONS_COLUMNS)
+    return stored_frame(frame, TRANSITIONS_COLUMNS.select(names))
 
 
 __all__ = ["read_transitions"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -206,8 +206,11 @@ def fetched_rows(conn: Connection, stmt: Select[Any]) -> tuple[list[str], list[t
         result.close()
 
 
-def transitions_select() -> Select[Any]:
-    return select(*Transition.__table__.columns).order_by(Transition.id)
+def transitions_select(columns: Sequence[str] | None = None) -> Select[Any]:
+    """The audit log in append order (only ``columns`` when given, in that order)."""
+    table = Transition.__table__.columns
+    chosen = list(table) if columns is None else [table[name] for name in columns]
+    return select(*chosen).order_by(Transition.id)
 
 
 def first_mapping(conn: Connection, stmt: Select[Any]) -> dict[str, Any] | None:

@@ -42,6 +42,10 @@ def test_the_typed_read_of_the_audit_log_is_the_orm_read(store):
     assert typed["created_at"].iloc[-1] == pd.Timestamp("2024-03-02 23:59:58.123456", tz="UTC")
     # and the read up to a day keeps the days up to it
     assert store.transitions_frame(until=DAY1)["as_of"].eq(pd.Timestamp(DAY1)).all()
+    # and a read of some columns is those columns of the whole read, in the order asked
+    columns = ["to_tag", "id", "as_of", "actor", "created_at"]
+    narrow = store.transitions_frame(columns=columns)
+    pd.testing.assert_frame_equal(narrow, typed[columns])
 
 
 def test_the_audit_log_read_through_the_driver_is_the_readers(store, monkeypatch):
