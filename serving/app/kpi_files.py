@@ -23,8 +23,6 @@ reader never sees half of one.
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -35,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from serving.app.kpi_model import Kpi
+from serving.infra.atomic import write_atomically
 
 if TYPE_CHECKING:
     from rules import RuleSet
@@ -164,17 +163,8 @@ def store_kpis(data_dir: Path, key: KpiKey, kpis: Sequence[Kpi]) -> Path | None:
     """
     path = kpis_path(data_dir, key.as_of)
     content = StoredKpis(layout=LAYOUT, key=key, kpis=tuple(kpis)).model_dump_json()
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}")  # the umask's mode, unlike mkstemp
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            partial.write_text(content, encoding="utf-8")
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-    except OSError:
-        return None
-    return path
+    written = write_atomically(path, lambda partial: partial.write_text(content, encoding="utf-8"))
+    return path if written else None
 
 
 def kpi_key(

@@ -1,9 +1,11 @@
 """The KPIs' inputs, loaded at the edge: the store's frames, the batch's decision inputs, labels.
 
-``kpis_at`` is what ``lstep kpis``, ``lstep demo`` and the report call: it reads the audit log,
-the stored scores and runs, each completed batch day's feature snapshot (joined with that day's
-scores: what the rules decided on) and, when the event log is given, the churn labels of the
-automatic ST_004 moves; then it hands them to the pure ``compute_kpis``.
+``kpis_at`` is what ``lstep kpis``, ``lstep demo`` and the report call: it reads the audit log
+(the KPIs' columns), the runs, each day's moved learners' scores (``moved_scores``), the measured
+moves' runs of qualifying days (the run ledger of ``decision_runs``, which reads a new day's
+feature snapshot joined with its scores: what the rules decided on) and, when the event log is
+given, the churn labels of the automatic ST_004 moves; then it hands them to the pure
+``compute_kpis``.
 """
 
 from __future__ import annotations

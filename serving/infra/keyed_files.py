@@ -5,17 +5,17 @@ The KPIs keep what a completed day adds (``serving.app.decision_runs``' run ledg
 everything the content depends on. A reader takes a file only under the same key: a missing,
 unreadable or differently keyed file is a miss, never an error, and the caller computes the
 content again. A file is written to a temporary name and renamed, so a reader never sees half
-of one; a workspace that cannot be written costs only speed.
+of one; a workspace that cannot be written costs only speed (``serving.infra.atomic``).
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from serving.infra.atomic import write_atomically
 
 
 def key_of(path: Path, entry: bytes) -> str | None:
@@ -43,17 +43,7 @@ def write_keyed(path: Path, table: pa.Table, entry: bytes, key: str) -> bool:
         Whether it was written (False: the directory or the file could not be).
     """
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), entry: key.encode()})
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            pq.write_table(table, partial)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-    except OSError:
-        return False
-    return True
+    return write_atomically(path, lambda partial: pq.write_table(table, partial))
 
 
 __all__ = ["key_of", "read_keyed", "write_keyed"]
