@@ -179,7 +179,8 @@ def open_on(
 ) -> pa.Table:
     """The runs open at the end of ``day``: a row per learner qualifying for a pair of ``pairs``
     on ``day`` (``inputs``: its decision inputs; None: it has none), a column per pair with the
-    run's first day: the run's open the day before (``carried``; None: none was), else ``day``.
+    run's first day: that of the run open the day before (``carried``; None: none was), else
+    ``day``.
     """
     today = (day - date(1970, 1, 1)).days
     held = {} if inputs is None else held_from(inputs, ruleset, MEASURED_TARGETS)
