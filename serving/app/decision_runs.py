@@ -22,8 +22,9 @@ evaluated against the rules once), and the KPIs read the moves' files: O(learner
 O(moves) for the KPIs instead of O(days x learners).
 
 Each day's files carry a key chained from the first stored day: the day, its completed run, its
-snapshot's file version (size, modification time, inode), and the key of the day before, so a
-replaced or backfilled day, a rewritten or lost snapshot invalidate that day and every later one.
+snapshot's file version (size and modification time, so a store copied with its times keeps its
+ledger), and the key of the day before, so a replaced or backfilled day, a rewritten or lost
+snapshot invalidate that day and every later one.
 The directory's ``digest`` is that of the rules into the measured tags (as resolved: operating
 points are numbers by then) and of the KPIs' code, so the batch's and another caller's rules
 keep separate ledgers instead of overwriting each other's. A file that is missing, unreadable or
@@ -271,7 +272,7 @@ def _chained_keys(data_dir: Path, days: Sequence[tuple[date, str]]) -> list[str]
     for day, run_id in days:
         try:
             status = snapshot_path(data_dir, day).stat()
-            snapshot = f"{status.st_size}:{status.st_mtime_ns}:{status.st_ino}"
+            snapshot = f"{status.st_size}:{status.st_mtime_ns}"
         except FileNotFoundError:
             snapshot = "missing"
         text = f"{previous}|{day.isoformat()}|{run_id}|{snapshot}"

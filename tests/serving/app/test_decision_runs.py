@@ -130,6 +130,21 @@ def test_a_new_day_reads_only_its_own_snapshot(store, tmp_path, monkeypatch):
     assert read == [days[4]]
 
 
+def test_a_data_directory_copied_with_its_times_keeps_its_ledger(store, tmp_path, monkeypatch):
+    # given the ledger of five days, then the data directory copied (a backup restored)
+    _three_learners(store, tmp_path)
+    _ledger(store, tmp_path)
+    copy = tmp_path / "copy"
+    for name in (FEATURES_SUBDIR, "kpis"):
+        shutil.copytree(tmp_path / name, copy / name)
+    read = _counted_reads(monkeypatch)
+    # when the copy's runs are asked for
+    found = _ledger(store, copy)
+    # then no snapshot is read again and a's run is the same
+    assert read == []
+    assert len(qualifying_runs(found, "ST_004")) == 1
+
+
 def test_a_rewritten_snapshot_recomputes_from_its_day(store, tmp_path, monkeypatch):
     # given the ledger of five days, then day 3's snapshot rewritten: a no longer qualifying
     days = _three_learners(store, tmp_path)
