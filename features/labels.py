@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 CANCELLATION = "subscription_cancelled"
 LABEL_COLUMNS = ("customer_id", "as_of", "churned")
+LABEL_EVENT_COLUMNS = ("customer_id", "ts", "event_type")
+"""The events' columns a label reads: who, when, and whether it was a cancellation."""
 
 _LAST_EVENT = "SELECT max(ts) FROM {events}"
 
@@ -193,4 +195,4 @@ def _describe_failures(file_name: str, failures: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CANCELLATION", "compute_labels", "load_labels"]
+__all__ = ["CANCELLATION", "LABEL_EVENT_COLUMNS", "compute_labels", "load_labels"]

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from features.labels import compute_labels
+from features.labels import LABEL_EVENT_COLUMNS, compute_labels
 from features.parquet_source import parquet_source
 from features.validation import load_events
 from features.workspace import connect
@@ -141,7 +141,10 @@ class StoredEvents:
         return last_instant(self.path)
 
     def of_learners(
-        self, customer_ids: Sequence[str], window: tuple[pd.Timestamp, pd.Timestamp] | None = None
+        self,
+        customer_ids: Sequence[str],
+        window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+        columns: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """The validated events of ``customer_ids``, only those in ``window`` when given.
 
@@ -154,11 +157,15 @@ class StoredEvents:
             customer_ids: the learners to read.
             window: [start, end) as naive UTC instants; applied to a timestamp ``ts`` column
                 (a text one is read whole: it is parsed by the validation).
+            columns: the contract's columns to read and check (None: all); the others come
+                back null (the validation's note), so a caller reading three of six columns
+                decodes half the file.
 
         Raises:
             ValueError: those rows break the events contract (each error, naming the file).
         """
         log = ds.dataset(str(self.path), format="parquet")
+        columns = None if columns is None else list(columns)
         if len(customer_ids) == 0:
             rows = log.schema.empty_table()
         else:
@@ -171,9 +178,9 @@ class StoredEvents:
                 # learners: 4.2 -> 1.6 s)
                 of_learners = pc.field("customer_id").isin(learners.cast(id_type))
                 both = of_learners if window_rows is None else window_rows & of_learners
-                rows = log.to_table(filter=both)
+                rows = log.to_table(filter=both, columns=columns)
             else:
-                rows = log.to_table(filter=window_rows)
+                rows = log.to_table(filter=window_rows, columns=columns)
                 rows = rows.filter(pc.is_in(rows.column("customer_id"), learners))
         events, problems, _ = load_events(rows.to_pandas(), as_of_limit=self.now)
         errors = [replace(problem, source=self.path.name) for problem in problems]
@@ -255,7 +262,7 @@ def risk_move_labels(
         complete = spine[spine["as_of"] + horizon <= until]
         window = (complete["as_of"].min(), complete["as_of"].max() + horizon)
         learners = complete["customer_id"].unique().tolist()
-        events = events.of_learners(learners, window if learners else None)
+        events = events.of_learners(learners, window if learners else None, LABEL_EVENT_COLUMNS)
     return compute_labels(events, spine, horizon_days=horizon_days, observed_until=until)
 
 

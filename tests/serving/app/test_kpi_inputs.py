@@ -254,6 +254,22 @@ def test_a_moved_learners_event_that_breaks_the_contract_is_refused_by_name(thre
         _kpis(store, data_dir, StoredEvents(path, datetime(2031, 1, 1, tzinfo=UTC)), DAY_4)
 
 
+def test_only_the_columns_a_label_reads_are_read_and_checked(three_days, tmp_path):
+    # Given a stored log whose event of a (moved) inside a's window has a channel no contract
+    # allows: a column the labels do not read
+    store, data_dir, _ = three_days
+    path = tmp_path / "events.parquet"
+    events = _events([("a", "2024-03-10 10:00"), ("b", "2024-04-05 10:00")])
+    events.assign(channel=["carrier pigeon", None]).to_parquet(path)
+    stored = StoredEvents(path, datetime(2031, 1, 1, tzinfo=UTC))
+    # When the KPIs read it, then a's session keeps a in: the move is refuted, no error
+    kpis = _kpis(store, data_dir, stored, DAY_4)
+    assert "0 confirmed, 1 refuted" in kpis["automation_accuracy"].detail
+    # and a read of every column refuses that channel by name
+    with pytest.raises(ValueError, match=r"channel"):
+        stored.of_learners(["a"])
+
+
 def test_events_outside_every_complete_label_window_are_not_read(three_days, tmp_path):
     # Given a stored log whose only events out of a's window (March 3 - April 1) break the
     # contract: a's before it, c's (never moved) inside it; b's dates the log
