@@ -59,10 +59,6 @@ class DecisionDays:
     missing: tuple[date, ...] = field(default=())
     loaded: tuple[date, ...] | None = None
     runs: dict[str, pd.DataFrame] | None = field(default=None, compare=False, repr=False)
-    found: dict[str, pd.DataFrame] = field(
-        default_factory=dict, init=False, compare=False, repr=False
-    )
-    """``qualifying_days`` by target once found (a copy made by ``replace`` finds them anew)."""
 
     @property
     def days(self) -> frozenset[pd.Timestamp]:
@@ -93,15 +89,16 @@ def qualifying_days(decisions: DecisionDays, target: str) -> pd.DataFrame:
         ``customer_id``, ``as_of``, ``from_tag`` (``rules.config.NEW`` for a learner not yet in
         the store), one row per qualifying combination, sorted by ``RUN_KEYS``.
     """
-    if target in decisions.found:
-        return decisions.found[target]
     inputs = decisions.inputs
     frames = [
         inputs.loc[held, ["customer_id", "as_of"]].assign(from_tag=source)
         for (_, source), held in held_from(inputs, decisions.ruleset, [target]).items()
     ]
-    decisions.found[target] = qualifying_of(frames)
-    return decisions.found[target]
+    # Typed like the frames it is concatenated with: an untyped (object) empty frame would make
+    # pandas box every as_of into an object Timestamp (~1 s for a 60-day demo's kpis).
+    found = pd.concat([_EMPTY_QUALIFYING, *frames], ignore_index=True)
+    found = found.astype({"customer_id": str, "from_tag": str, "as_of": "datetime64[us]"})
+    return distinct_sorted(found, RUN_KEYS).reset_index(drop=True)
 
 
 def held_from(
@@ -121,16 +118,6 @@ def held_from(
         for source in rule.sources:
             held[rule.to, source] = held.get((rule.to, source), False) | fired
     return held
-
-
-def qualifying_of(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Qualifying (learner, day, source tag) rows found in parts, as ``qualifying_days`` gives
-    them: distinct, typed and sorted by ``RUN_KEYS``."""
-    # Typed like the frames it is concatenated with: an untyped (object) empty frame would make
-    # pandas box every as_of into an object Timestamp (~1 s for a 60-day demo's kpis).
-    found = pd.concat([_EMPTY_QUALIFYING, *frames], ignore_index=True)
-    found = found.astype({"customer_id": str, "from_tag": str, "as_of": "datetime64[us]"})
-    return distinct_sorted(found, RUN_KEYS).reset_index(drop=True)
 
 
 def reads_state(rule: Rule) -> bool:
@@ -239,7 +226,6 @@ __all__ = [
     "DecisionDays",
     "held_from",
     "qualifying_days",
-    "qualifying_of",
     "qualifying_runs",
     "reads_state",
     "run_starts",
