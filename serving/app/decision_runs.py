@@ -52,6 +52,7 @@ from rules import MODEL_SCORE_COLUMNS, RuleSet
 from rules.codes import codes_of, one_array
 from rules.conditions import iter_leaves
 from rules.config import NEW
+from serving.app.kpi_files import KPIS_SUBDIR
 from serving.app.qualifying import MEASURED_TARGETS, DecisionDays, held_from, reads_state
 from serving.infra.keyed_files import key_of, write_keyed
 from serving.infra.snapshots import snapshot_path
@@ -117,15 +118,17 @@ def run_ledger(
     """
     days = sorted(days)
     folder = ledger_dir(data_dir, ruleset, code)
-    keys = _chained_keys(data_dir, days)
+    versions = [_snapshot_version(data_dir, day) for day, _ in days]
+    keys = _chained_keys(days, versions)
+    loaded = tuple(day for (day, _), version in zip(days, versions, strict=True) if version)
     valid = _valid_prefix(folder, [day for day, _ in days], keys)
     moved = [pq.read_table(_path(folder, day, "moves")) for day, _ in days[:valid]]
     if valid < len(days):
         open_runs = pq.read_table(_path(folder, days[valid - 1][0], "open")) if valid else None
         ledger = _Ledger(data_dir, ruleset, folder, scores_of)
-        moved += ledger.extend([day for day, _ in days], keys, valid, open_runs, moves)
+        moved += ledger.extend([day for day, _ in days], keys, valid, open_runs, moves, loaded)
         _prune_stale(folder)
-    return _decision_days(data_dir, ruleset, [day for day, _ in days], moved)
+    return _decision_days(ruleset, [day for day, _ in days], loaded, moved)
 
 
 @dataclass(frozen=True)
@@ -144,9 +147,11 @@ class _Ledger:
         start: int,
         open_runs: pa.Table | None,
         moves: pd.DataFrame,
+        loaded: tuple[date, ...],
     ) -> list[pa.Table]:
         """Compute and write the days from ``days[start]`` on, from the runs open at the end of
-        the day before (``open_runs``): their moves' runs, day by day."""
+        the day before (``open_runs``): their moves' runs, day by day (``loaded``: the days
+        with a snapshot)."""
         pairs, wanted = measured_pairs(self.ruleset), measured_features(self.ruleset)
         moves_on = {day.date(): group[RUN] for day, group in moves.groupby("as_of")}
         moved = []
@@ -154,7 +159,7 @@ class _Ledger:
             day, path = days[index], snapshot_path(self.data_dir, days[index])
             follows = index > 0 and days[index - 1] == day - timedelta(days=1)
             # no inputs: no one qualifies, every open run ends here
-            inputs = _day_inputs(path, wanted, self.scores_of(day)) if path.exists() else None
+            inputs = _day_inputs(path, wanted, self.scores_of(day)) if day in loaded else None
             open_runs = open_on(day, inputs, self.ruleset, pairs, open_runs if follows else None)
             moved.append(moves_runs(day, moves_on.get(day), open_runs))
             write_keyed(_path(self.folder, day, "open"), open_runs, KEY_METADATA, keys[index])
@@ -263,19 +268,24 @@ def ledger_dir(data_dir: Path, ruleset: RuleSet, code: str) -> Path:
         "features": measured_features(ruleset), "strings": sorted(ruleset.string_features),
     }  # fmt: skip
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(data_dir) / "kpis" / RUNS_SUBDIR / digest
+    return Path(data_dir) / KPIS_SUBDIR / RUNS_SUBDIR / digest
 
 
-def _chained_keys(data_dir: Path, days: Sequence[tuple[date, str]]) -> list[str]:
+def _snapshot_version(data_dir: Path, day: date) -> str | None:
+    """A day's snapshot's size and modification time (None: no snapshot), so a store copied
+    with its times keeps its ledger."""
+    try:
+        status = snapshot_path(data_dir, day).stat()
+    except FileNotFoundError:
+        return None
+    return f"{status.st_size}:{status.st_mtime_ns}"
+
+
+def _chained_keys(days: Sequence[tuple[date, str]], versions: list[str | None]) -> list[str]:
     """Each day's key: its day, run and snapshot version, chained to the day before's."""
     keys, previous = [], ""
-    for day, run_id in days:
-        try:
-            status = snapshot_path(data_dir, day).stat()
-            snapshot = f"{status.st_size}:{status.st_mtime_ns}"
-        except FileNotFoundError:
-            snapshot = "missing"
-        text = f"{previous}|{day.isoformat()}|{run_id}|{snapshot}"
+    for (day, run_id), version in zip(days, versions, strict=True):
+        text = f"{previous}|{day.isoformat()}|{run_id}|{version or 'missing'}"
         previous = hashlib.sha256(text.encode()).hexdigest()[:32]
         keys.append(previous)
     return keys
@@ -318,12 +328,11 @@ def _day_inputs(path: Path, wanted: list[str], scores: pd.DataFrame) -> pd.DataF
 
 
 def _decision_days(
-    data_dir: Path, ruleset: RuleSet, days: list[date], moved: list[pa.Table]
+    ruleset: RuleSet, days: list[date], loaded: tuple[date, ...], moved: list[pa.Table]
 ) -> DecisionDays:
-    """The ``DecisionDays`` of the moves' runs: no inputs, the stored and missing days, and
-    per target the rows ``qualifying_runs`` would give for the moves' days."""
-    loaded = tuple(day for day in days if snapshot_path(data_dir, day).exists())
-    missing = tuple(day for day in days if day not in set(loaded))
+    """The ``DecisionDays`` of the moves' runs: no inputs, the stored (``loaded``) and missing
+    days, and per target the rows ``qualifying_runs`` would give for the moves' days."""
+    missing = tuple(sorted(set(days) - set(loaded)))
     table = pa.concat_tables([_MOVES_SCHEMA.empty_table(), *moved])
     found = table.to_pandas(date_as_object=False).astype(_TYPES)
     runs = {

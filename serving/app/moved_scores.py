@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from serving.app.kpi_files import KPIS_SUBDIR
 from serving.infra.keyed_files import read_keyed, write_keyed
 from serving.infra.store import StateStore
 from serving.infra.store_reads import day_learners
@@ -54,7 +55,7 @@ def moved_scores(
     frames = []
     for day, run_id in sorted(days):
         key = f"{LAYOUT}|{run_id}|{stamps.get(day, (0, 0))}|{','.join(columns)}"
-        path = Path(data_dir) / "kpis" / SCORES_SUBDIR / f"as_of={day.isoformat()}.parquet"
+        path = Path(data_dir) / KPIS_SUBDIR / SCORES_SUBDIR / f"as_of={day.isoformat()}.parquet"
         kept = read_keyed(path, KEY_METADATA, key)
         if kept is None:
             frame = store.scores_frame(day, columns=list(columns), learners=learners())
