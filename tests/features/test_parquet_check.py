@@ -120,6 +120,7 @@ REFUSED = {
     "unknown event type": events_case("event_type", "login"),
     "negative duration": events_case("duration_s", -1.0),
     "infinite duration": events_case("duration_s", np.inf),
+    "minus infinite duration": events_case("duration_s", -np.inf),
     "unknown channel": events_case("channel", "fax"),
     "unknown customer": events_case("customer_id", "C9"),
     "event before enrolment": events_case("ts", pd.Timestamp("2026-01-01 23:59:59.999999")),
