@@ -347,7 +347,7 @@ class _CpuStages:
             spent_system + system_now - system,
         )
 
-    def days(self, total: int):
+    def days(self, total: int, what: str = "backfill days"):
         return lambda day: None
 
 

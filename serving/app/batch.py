@@ -95,8 +95,9 @@ class BatchProgress(Protocol):
         """Wraps one stage of one day (``STAGES``)."""
         ...
 
-    def days(self, total: int) -> Callable[[date], None]:
-        """Starts a backfill of ``total`` days; the callable is told each day done."""
+    def days(self, total: int, what: str = "backfill days") -> Callable[[date], None]:
+        """Starts ``what`` (a backfill, the KPIs' run ledger) of ``total`` days; the callable is
+        told each day done."""
         ...
 
 

@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving.app.batch import BatchContext, BatchInputs, BatchProgress, run_day, run_range
-from serving.app.kpi_files import EventStore, day_kpis
+from serving.app.kpi_files import EventStore, day_kpis, ledger_bar
 from serving.app.kpi_inputs import StoredEvents
 from serving.app.summary import TOP_LEARNERS, BatchResult
 from serving.core.problems import Invalid, NotFound
@@ -157,7 +157,7 @@ class _BatchFields(Job):
             with context.stage(day, "kpis"):
                 day_kpis(
                     context.store, day, sources, lambda _: (context.ruleset, version),
-                    now=runtime.now,
+                    now=runtime.now, ledger_days=ledger_bar(context.progress),
                 )  # fmt: skip
         except ValueError as error:  # the day is committed: a bad event store file only costs
             # the stored KPIs (`lstep kpis` then names the problem)

@@ -37,6 +37,7 @@ from serving.infra.atomic import write_atomically
 
 if TYPE_CHECKING:
     from rules import RuleSet
+    from serving.app.batch import BatchProgress
     from serving.infra.store import StateStore
 
 LAYOUT = 1
@@ -198,6 +199,27 @@ RulesFor = Callable[[str | None], "tuple[RuleSet, str | None]"]
 """The rules resolved against a version's operating points (None: rules only), with the version
 that actually resolved them (None: unresolved, e.g. the version is gone from the registry)."""
 
+DaysProgress = Callable[[int], Callable[[date], None]]
+"""Where long KPI work reports its days: told how many are to be computed, it returns what is
+told each day done (``BatchProgress.days``)."""
+
+LEDGER_DAYS = "KPI run ledger days"
+"""The bar of the run ledger's days (``ledger_bar``)."""
+
+
+def ledger_bar(progress: BatchProgress | None) -> DaysProgress | None:
+    """A bar of the run ledger's days on ``progress`` when it computes more than one (a first
+    ``lstep kpis`` on a store, an upgrade: every stored day); a daily run's one day draws none."""
+    if progress is None:
+        return None
+
+    def started(total: int) -> Callable[[date], None]:
+        if total <= 1:
+            return lambda _day: None
+        return progress.days(total, LEDGER_DAYS)
+
+    return started
+
 
 @dataclass(frozen=True)
 class EventStore:
@@ -217,7 +239,13 @@ class EventStore:
 
 
 def day_kpis(
-    store: StateStore, as_of: date, sources: EventStore, rules_for: RulesFor, *, now: datetime
+    store: StateStore,
+    as_of: date,
+    sources: EventStore,
+    rules_for: RulesFor,
+    *,
+    now: datetime,
+    ledger_days: DaysProgress | None = None,
 ) -> list[Kpi]:
     """The KPIs of ``as_of``: stored ones when their key still holds, else computed and stored.
 
@@ -231,6 +259,8 @@ def day_kpis(
         sources: the event store's files, the data directory and the rules directory.
         rules_for: loads the rules resolved against a version (only on a miss).
         now: the current instant (events after it are an error, as everywhere).
+        ledger_days: told the run ledger's days to compute, when there are any
+            (``serving.app.decision_runs.run_ledger``; None: nowhere).
 
     Raises:
         ValueError: the customers (or a non-parquet log) break their contract.
@@ -249,7 +279,7 @@ def day_kpis(
     ruleset, resolved = rules_for(version)
     kpis = event_store_kpis(
         store, as_of, events=sources.events, customers=sources.customers, ruleset=ruleset,
-        data_dir=sources.data_dir, now=now,
+        data_dir=sources.data_dir, now=now, ledger_days=ledger_days,
     )  # fmt: skip
     if resolved == version:
         store_kpis(sources.data_dir, key, kpis)
@@ -259,6 +289,8 @@ def day_kpis(
 __all__ = [
     "KPIS_SUBDIR",
     "LAYOUT",
+    "LEDGER_DAYS",
+    "DaysProgress",
     "EventStore",
     "FileStamp",
     "KpiKey",
@@ -268,6 +300,7 @@ __all__ = [
     "file_stamp",
     "kpi_key",
     "kpis_path",
+    "ledger_bar",
     "packaged_rules_dir",
     "read_stored_kpis",
     "rules_digest",

@@ -28,7 +28,7 @@ from features.validation import load_events
 from features.workspace import connect
 from rules import MODEL_SCORE_COLUMNS, RuleSet
 from serving.app.decision_runs import ScoresOf, measured_moves, run_ledger
-from serving.app.kpi_files import code_digest
+from serving.app.kpi_files import DaysProgress, code_digest
 from serving.app.kpis import (
     LABEL_HORIZON_DAYS,
     SCORE_COLUMNS,
@@ -292,6 +292,7 @@ def load_kpi_inputs(
     ruleset: RuleSet,
     data_dir: Path,
     transitions: pd.DataFrame | None = None,
+    ledger_days: DaysProgress | None = None,
 ) -> KpiInputs:
     """The KPIs' inputs from the store, the snapshots and (when given) the event log.
 
@@ -304,6 +305,7 @@ def load_kpi_inputs(
         data_dir: where the batch's feature snapshots are.
         transitions: the store's audit log when the caller has read it already (a million
             learners' log costs seconds to read twice); None reads it.
+        ledger_days: told the run ledger's days to compute (``run_ledger``; None: nowhere).
     """
     if transitions is None:
         transitions = store.transitions_frame(until=as_of, columns=TRANSITION_COLUMNS)
@@ -320,7 +322,7 @@ def load_kpi_inputs(
     model_columns = sorted(MODEL_SCORE_COLUMNS.intersection(ruleset.features_used))
     decisions = run_ledger(
         data_dir, ruleset, days, measured_moves(transitions),
-        _scores_of(store, [*KEYS, *model_columns]), code=code_digest(),
+        _scores_of(store, [*KEYS, *model_columns]), code=code_digest(), progress=ledger_days,
     )  # fmt: skip
     outcomes = None if events is None else risk_move_labels(events, transitions, as_of)
     return KpiInputs(transitions, scores, decisions, outcomes)
@@ -339,6 +341,7 @@ def kpis_at(
     events: pd.DataFrame | StoredEvents | None,
     ruleset: RuleSet,
     data_dir: Path,
+    ledger_days: DaysProgress | None = None,
 ) -> list[Kpi]:
     """The six KPIs at ``as_of`` from the store, the snapshots and (when given) the event log.
 
@@ -350,8 +353,11 @@ def kpis_at(
             automation accuracy (None: no labels).
         ruleset: the rules whose conditions date the first qualifying days.
         data_dir: where the batch's feature snapshots are.
+        ledger_days: told the run ledger's days to compute (``run_ledger``; None: nowhere).
     """
-    inputs = load_kpi_inputs(store, as_of, events=events, ruleset=ruleset, data_dir=data_dir)
+    inputs = load_kpi_inputs(
+        store, as_of, events=events, ruleset=ruleset, data_dir=data_dir, ledger_days=ledger_days
+    )
     return compute_kpis(
         inputs.transitions, inputs.scores, customers, as_of=as_of, outcomes=inputs.outcomes,
         decisions=inputs.decisions,
@@ -384,13 +390,13 @@ def event_store_inputs(
 
 def event_store_kpis(
     store: StateStore, as_of: date, *, events: Path, customers: Path, ruleset: RuleSet,
-    data_dir: Path, now: datetime,
+    data_dir: Path, now: datetime, ledger_days: DaysProgress | None = None,
 ) -> list[Kpi]:  # fmt: skip
     """``kpis_at`` of the event store's files (``event_store_inputs``): ``lstep kpis``'s KPIs."""
     event_log, customer_frame = event_store_inputs(events, customers, now)
     return kpis_at(
         store, as_of, customers=customer_frame, events=event_log, ruleset=ruleset,
-        data_dir=data_dir,
+        data_dir=data_dir, ledger_days=ledger_days,
     )  # fmt: skip
 
 

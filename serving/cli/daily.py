@@ -320,8 +320,8 @@ def kpis(
     A batch day's KPIs are read from ``<data_dir>/kpis/`` while nothing they depend on changed
     (``serving.app.kpi_files``); otherwise they are computed, and stored for the next call.
     """
-    from serving.app.kpi_files import EventStore, day_kpis
-    from serving.cli.render import kpi_table
+    from serving.app.kpi_files import EventStore, day_kpis, ledger_bar
+    from serving.cli.render import RichBatchProgress, kpi_table
 
     current = settings()
     store = open_store(current)
@@ -332,7 +332,12 @@ def kpis(
         data_dir=current.data_path, events=events or current.events_path,
         customers=customers or current.customers_path, rules_dir=rules_dir,
     )  # fmt: skip
-    found = day_kpis(store, day, sources, rules_of_version(current, rules_dir), now=utc_now())
+    progress = RichBatchProgress(err_console)  # draws only a long build of the run ledger
+    with progress.running():
+        found = day_kpis(
+            store, day, sources, rules_of_version(current, rules_dir), now=utc_now(),
+            ledger_days=ledger_bar(progress),
+        )  # fmt: skip
     console.print(kpi_table(found, day))
 
 

@@ -80,11 +80,11 @@ class RichBatchProgress:
         yield
         self.bars.update(task, completed=1)
 
-    def days(self, total: int) -> Callable[[date], None]:
-        task = self.bars.add_task("backfill days", total=total)
+    def days(self, total: int, what: str = "backfill days") -> Callable[[date], None]:
+        task = self.bars.add_task(what, total=total)
 
         def done(day: date) -> None:
-            self.bars.update(task, advance=1, description=f"backfill days (done {day})")
+            self.bars.update(task, advance=1, description=f"{what} (done {day})")
 
         return done
 

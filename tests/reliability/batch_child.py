@@ -25,7 +25,7 @@ class KillAt:
             os.kill(os.getpid(), signal.SIGKILL)
         return nullcontext()
 
-    def days(self, total: int):
+    def days(self, total: int, what: str = "backfill days"):
         return lambda day: None
 
 

@@ -41,7 +41,7 @@ def _days(count: int) -> list[date]:
     return [START + timedelta(days=offset) for offset in range(count)]
 
 
-def _ledger(store, data_dir, ruleset=None, *, until: date | None = None, without=()):
+def _ledger(store, data_dir, ruleset=None, *, until: date | None = None, without=(), progress=None):
     """``run_ledger`` as ``load_kpi_inputs`` calls it, over the completed days up to ``until``
     (less those ``without``)."""
     runs = store.runs()
@@ -52,7 +52,7 @@ def _ledger(store, data_dir, ruleset=None, *, until: date | None = None, without
     return run_ledger(
         data_dir, ruleset or packaged_ruleset(), days, measured_moves(store.transitions_frame()),
         lambda day: store.scores_frame(day, columns=["customer_id", "as_of", *MODEL]),
-        code=code_digest(),
+        code=code_digest(), progress=progress,
     )  # fmt: skip
 
 
@@ -128,6 +128,29 @@ def test_a_new_day_reads_only_its_own_snapshot(store, tmp_path, monkeypatch):
     _ledger(store, tmp_path)
     # then only day 5's snapshot was read, once
     assert read == [days[4]]
+
+
+def test_the_days_the_ledger_computes_are_told_as_each_is_written(store, tmp_path):
+    # given five stored days, and where progress goes
+    days = _three_learners(store, tmp_path)
+    told: list[object] = []
+
+    def started(total: int):
+        told.append(total)
+        return told.append
+
+    # when the ledger is built up to day 4, then extended to day 5, then asked again
+    _ledger(store, tmp_path, until=days[3], progress=started)
+    first = list(told)
+    told.clear()
+    _ledger(store, tmp_path, progress=started)
+    extended = list(told)
+    told.clear()
+    _ledger(store, tmp_path, progress=started)
+    # then the first build tells its four days, the extension its one, a held ledger nothing
+    assert first == [4, *days[:4]]
+    assert extended == [1, days[4]]
+    assert told == []
 
 
 def test_a_data_directory_copied_with_its_times_keeps_its_ledger(store, tmp_path, monkeypatch):

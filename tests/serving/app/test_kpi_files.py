@@ -9,10 +9,12 @@ from datetime import UTC, date, datetime
 import pytest
 
 from serving.app.kpi_files import (
+    LEDGER_DAYS,
     EventStore,
     day_kpis,
     kpi_key,
     kpis_path,
+    ledger_bar,
     read_stored_kpis,
     rules_digest,
 )
@@ -167,3 +169,31 @@ def test_a_day_without_an_event_store_stores_kpis_keyed_on_no_files(store, tmp_p
     assert first == second
     stored = json.loads(kpis_path(tmp_path, DAY_1).read_text(encoding="utf-8"))
     assert stored["key"]["events"] is None and stored["key"]["customers"] is None
+
+
+class DrawnBars:
+    """A ``BatchProgress`` that keeps the bars it is asked for, and what each was told."""
+
+    def __init__(self) -> None:
+        self.bars: list[tuple[str, int, list[date]]] = []
+
+    def stage(self, as_of, name):
+        raise AssertionError("the ledger's days draw no stage")
+
+    def days(self, total: int, what: str = "backfill days"):
+        told: list[date] = []
+        self.bars.append((what, total, told))
+        return told.append
+
+
+def test_the_ledger_draws_a_bar_of_its_days_only_when_it_computes_several():
+    # given where a command draws its bars
+    drawn = DrawnBars()
+    bar = ledger_bar(drawn)
+    # when the ledger computes one day (a daily run), then three (a first build)
+    bar(1)(DAY_1)
+    bar(3)(DAY_3)
+    # then only the three days have a bar, named and told their day
+    assert drawn.bars == [(LEDGER_DAYS, 3, [DAY_3])]
+    # and nothing is drawn without progress
+    assert ledger_bar(None) is None

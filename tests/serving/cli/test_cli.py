@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -214,6 +215,27 @@ def test_a_batch_day_stores_its_kpis_and_kpis_prints_them_as_it_computes_them(
     assert "KPIs on 2026-04-01" in from_file.output
     assert from_file.output == computed.output
     assert stored.is_file()
+
+
+def test_kpis_draw_a_bar_while_they_build_a_run_ledger_of_several_days(population, lstep_home):
+    # given three rules-only batch days on the workspace's event store, then the stored KPIs
+    # and run ledger gone (an upgrade: every stored day is computed again)
+    data = lstep_home / "data"
+    data.mkdir()
+    for name in ("events.parquet", "customers.parquet"):
+        (data / name).write_bytes((population / name).read_bytes())
+    scored = runner.invoke(
+        app, ["score", "--from", "2026-03-30", "--to", "2026-04-01", "--rules-only"]
+    )
+    assert scored.exit_code == 0, scored.output
+    assert "KPI run ledger days (done 2026-04-01)" in scored.output  # the backfill's KPIs too
+    shutil.rmtree(data / "kpis")
+    # when the KPIs are asked for
+    computed = runner.invoke(app, ["kpis"])
+    # then the ledger's three days have their bar, and the KPIs follow
+    assert computed.exit_code == 0, computed.output
+    assert "KPI run ledger days (done 2026-04-01)" in computed.output
+    assert "KPIs on 2026-04-01" in computed.output
 
 
 def test_kpis_name_the_customers_file_that_breaks_the_contract(population, lstep_home, tmp_path):
