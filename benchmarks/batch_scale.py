@@ -45,7 +45,9 @@ The inputs' check is not part of the measured day (its inputs are marked validat
 ``inputs`` times what ``lstep score`` runs before each day on its own, in a child, DuckDB's proof
 that the files meet their contracts (``features.parquet_check``). ``--validate`` also times the
 full validation (``load_valid_inputs``: pandas + pandera over every event), what a log the proof
-refuses costs; at 1M learners (~60M events) it needs ~9.4 GiB, so it is off by default.
+refuses costs; at 1M learners (~60M events) it needs ~9.4 GiB, so it is off by default. The
+line ``lstep score`` adds up what the command spends on its day: the inputs' check, the measured
+day and its KPIs (each in its own child; the command's start-up aside).
 
 ``--engine spark`` runs the same two days through ``serving.app.spark_day.SparkDay`` on a
 ``local[2]`` session (features by ``features.spark``); ``both`` runs DuckDB then Spark on the
@@ -540,6 +542,7 @@ def _two_days(
         print(f"    cProfile of the measured day: {profile} (python -m pstats {profile})")
     if engine == "duckdb":
         kpis = _in_child(_day_kpis, *inputs, end)
+        day["kpis_seconds"] = kpis["seconds"]
         print(
             f"    kpis  {kpis['seconds']:6.1f} s  peak {kpis['peak_rss_gib']:.2f} GiB  (what "
             "`lstep score` stores after its day when the event store is its data directory's: "
@@ -773,6 +776,14 @@ def main() -> None:
         f"check of the files, {'clean' if proof['clean'] else 'not clean: ' + proof['reason']}: "
         "what `lstep score` runs before its day, not part of the run above)"
     )
+    for engine, (_, day) in steady.items():
+        if "kpis_seconds" in day:
+            whole = proof["seconds"] + day["seconds"] + day["kpis_seconds"]
+            print(
+                f"lstep score {whole:6.1f} s  ({engine}: inputs {proof['seconds']:.1f} + the "
+                f"measured day {day['seconds']:.1f} + its KPIs {day['kpis_seconds']:.1f}: the "
+                "whole command's day, its start-up aside)"
+            )
     if validation is not None:
         ratio = validation["seconds"] / proof["seconds"]
         print(
