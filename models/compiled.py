@@ -117,12 +117,14 @@ class RowOrder:
         return cls(tuple(edges))
 
     def sequence(self, values: np.ndarray) -> np.ndarray:
-        """The positions of ``values``' rows in this order (a permutation, stable on ties)."""
+        """The positions of ``values``' rows in this order (a permutation; rows of one key in any
+        order, as each row's prediction is its own: numpy's unstable argsort is vectorised,
+        ~4x the stable one on these machines)."""
         key = np.zeros(len(values), dtype=np.uint64)
         for feature, thresholds in self.edges:
             bins = np.searchsorted(thresholds, values[:, feature]).astype(np.uint64)
             key = (key << np.uint64(_bin_bits(len(thresholds)))) | bins
-        return np.argsort(key, kind="stable")
+        return np.argsort(key)
 
 
 @dataclass(frozen=True)
