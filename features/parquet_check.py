@@ -231,8 +231,10 @@ def _blank(column: str) -> str:
 
 
 def _bad_number(column: str) -> str:
-    """Negative, infinite, or NaN (a value to DuckDB, a null to the validation's pandas)."""
-    return f"(isnan({column}) OR isinf({column}) OR {column} < 0)"
+    """Negative, infinite, or NaN (a value to DuckDB, a null to the validation's pandas); null
+    when the value is. DuckDB orders NaN above every number, infinity too, so two comparisons
+    find all of them: over 59M durations 0.64-0.99 s against ``isnan OR isinf OR < 0``'s 1.2 s."""
+    return f"({column} < 0 OR {column} >= 'infinity'::DOUBLE)"
 
 
 def _bad_instant(column: str) -> str:
@@ -249,7 +251,7 @@ SELECT count_if(customer_id IS NULL OR {_blank("customer_id")}) AS null_or_blank
        count_if(product_tag IS NULL OR product_tag NOT IN {_in(list(PRODUCT_TAGS))})
            AS unknown_product_tag,
        count_if({_bad_instant("enrolled_at")}) AS enrolled_at_missing_early_or_future,
-       count_if(coalesce({_bad_number("mrr")}, false)) AS mrr_negative_infinite_or_nan
+       count_if({_bad_number("mrr")}) AS mrr_negative_infinite_or_nan
 FROM {{customers}}
 """
 
@@ -272,11 +274,9 @@ SELECT sum(l.events) FILTER (WHERE l.customer_id IS NULL OR {_blank("l.customer_
            AS learners_with_events_before_enrolment
 FROM learners AS l LEFT JOIN {{customers}} AS c ON c.customer_id = l.customer_id
 """,
-    # DuckDB orders NaN above every number, infinity too: one comparison finds NaN and +inf
     f"""
 SELECT count_if({_bad_instant("ts")}) AS ts_missing_early_or_future,
-       count_if(duration_s < 0 OR duration_s >= 'infinity'::DOUBLE)
-           AS duration_negative_infinite_or_nan
+       count_if({_bad_number("duration_s")}) AS duration_negative_infinite_or_nan
 FROM {{events}}
 """,
     f"""
