@@ -121,21 +121,20 @@ def run_ledger(
             learners), a daily run one.
     """
     days = sorted(days)
+    dates = [day for day, _ in days]
     folder = ledger_dir(data_dir, ruleset, code)
-    versions = [_snapshot_version(data_dir, day) for day, _ in days]
+    versions = [_snapshot_version(data_dir, day) for day in dates]
     keys = _chained_keys(days, versions)
-    loaded = tuple(day for (day, _), version in zip(days, versions, strict=True) if version)
-    valid = _valid_prefix(folder, [day for day, _ in days], keys)
-    moved = [pq.read_table(_path(folder, day, "moves")) for day, _ in days[:valid]]
-    if valid < len(days):
-        open_runs = pq.read_table(_path(folder, days[valid - 1][0], "open")) if valid else None
+    loaded = tuple(day for day, version in zip(dates, versions, strict=True) if version)
+    valid = _valid_prefix(folder, dates, keys)
+    moved = [pq.read_table(_path(folder, day, "moves")) for day in dates[:valid]]
+    if valid < len(dates):
+        open_runs = pq.read_table(_path(folder, dates[valid - 1], "open")) if valid else None
         ledger = _Ledger(data_dir, ruleset, folder, scores_of)
-        done = None if progress is None else progress(len(days) - valid)
-        moved += ledger.extend(
-            [day for day, _ in days], keys, valid, open_runs, moves, loaded, done=done
-        )
+        done = None if progress is None else progress(len(dates) - valid)
+        moved += ledger.extend(dates, keys, valid, open_runs, moves, loaded, done=done)
         _prune_stale(folder)
-    return _decision_days(ruleset, [day for day, _ in days], loaded, moved)
+    return _decision_days(ruleset, dates, loaded, moved)
 
 
 @dataclass(frozen=True)
