@@ -178,6 +178,34 @@ def _index_in(values: pa.Array, categories: pa.Array) -> np.ndarray:
     return pc.fill_null(found, -1).to_numpy().astype(np.int64)
 
 
+def text_order(values: ArrayLike) -> np.ndarray | None:
+    """The stable order that sorts ``values`` by their UTF-8 bytes (Arrow's and pandas' order of
+    text), from their byte keys (``_byte_keys``); None when the keys do not apply (a null, texts
+    of several widths): the caller sorts some other way.
+
+    A million ids of one width: ~0.02-0.04 s of CPU for the keys and numpy's sort (one or two
+    runs already in order, as the store's ids are, cost the sort almost nothing) against
+    Arrow's ``sort_indices``' 0.08-0.36 s.
+    """
+    keyed = _byte_keys(_arrow(values))
+    if keyed is None:
+        return None
+    keys = keyed[0]
+    return np.argsort(keys, kind="stable")
+
+
+def texts_repeat(values: ArrayLike) -> bool | None:
+    """Whether a text of ``values`` occurs twice, from their byte keys of up to eight bytes
+    sorted (``_byte_keys``; a million ids: ~0.01-0.02 s of CPU against Arrow's hash, ~0.1-0.4 s
+    with its fresh table's pages); None when the keys do not apply (a null, texts of several
+    widths or of more than eight bytes): the caller finds out some other way."""
+    keyed = _byte_keys(_arrow(values))
+    if keyed is None or keyed[0].dtype != np.uint64:
+        return None
+    keys = np.sort(keyed[0])
+    return bool((keys[1:] == keys[:-1]).any())
+
+
 def _arrow(values: ArrayLike) -> pa.Array:
     """``values`` as one Arrow array."""
     return one_array(pa.array(values))
@@ -192,4 +220,4 @@ def one_array(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     return array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
 
 
-__all__ = ["NO_CODE", "codes_of", "one_array"]
+__all__ = ["NO_CODE", "codes_of", "one_array", "text_order", "texts_repeat"]

@@ -170,6 +170,20 @@ def test_sorted_by_id_is_a_stable_sort_values_of_the_ids(dtype):
     pd.testing.assert_frame_equal(sorted_by_id(with_null), expected)
 
 
+@pytest.mark.parametrize("in_order", [False, True])
+def test_sorted_by_id_of_ids_of_one_width_is_a_stable_sort_values(in_order):
+    # given ids of one width (as a store's are), repeats among them, in no order or in order
+    rng = np.random.default_rng(3)
+    ids = [f"C{number:07d}" for number in rng.integers(0, 500, 2_000)]
+    frame = pd.DataFrame({"customer_id": pd.Series(ids, dtype="str"), "row": range(2_000)})
+    if in_order:
+        frame = frame.sort_values("customer_id", kind="stable")
+    frame.index = range(5_000, 7_000)
+    # when / then: the rows sort_values gives, repeats in their order, a fresh index
+    expected = frame.sort_values("customer_id", ignore_index=True, kind="stable")
+    pd.testing.assert_frame_equal(sorted_by_id(frame), expected)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_distinct_sorted_rows_are_pandas_first_rows_of_each_key_in_key_order(seed):
     # given rows whose (text, text, day) keys repeat, some parts missing, in no order, with
