@@ -12,6 +12,7 @@ from typing import Any
 import pandera.pandas as pa
 
 from features.schemas import AS_OF_DTYPE, UTC_INSTANT
+from rules.schemas import unique_ids
 from serving.core.frames import RUN_STATUSES, SCHEMAS
 from serving.core.tags import STATUS_TAGS
 
@@ -21,8 +22,8 @@ _TAG_CHECK = pa.Check.isin(list(STATUS_TAGS))
 _PROBABILITY = pa.Check.in_range(0.0, 1.0)
 
 
-def _text(nullable: bool = True, **kwargs: Any) -> pa.Column:
-    return pa.Column(str, nullable=nullable, **kwargs)
+def _text(*checks: pa.Check, nullable: bool = True, **kwargs: Any) -> pa.Column:
+    return pa.Column(str, list(checks), nullable=nullable, **kwargs)
 
 
 def _tag(nullable: bool) -> pa.Column:
@@ -40,7 +41,7 @@ def _frame_schema(name: str, columns: dict[str, pa.Column]) -> pa.DataFrameSchem
 DECISIONS_SCHEMA = _frame_schema(
     "decisions",
     {
-        "customer_id": _text(nullable=False, unique=True),
+        "customer_id": _text(unique_ids(), nullable=False),
         "as_of": pa.Column(_DATE),
         "from_tag": _tag(nullable=True),
         "to_tag": _tag(nullable=True),
@@ -78,7 +79,7 @@ DECISIONS_SCHEMA = _frame_schema(
 SCORES_INPUT_SCHEMA = _frame_schema(
     "scores",
     {
-        "customer_id": _text(nullable=False, unique=True),
+        "customer_id": _text(unique_ids(), nullable=False),
         "as_of": pa.Column(_DATE, required=False),
         "p_churn": _probability(),
         "p_low": _probability(),
@@ -91,7 +92,7 @@ SCORES_INPUT_SCHEMA = _frame_schema(
 STATE_SCHEMA = _frame_schema(
     "state",
     {
-        "customer_id": _text(nullable=False, unique=True),
+        "customer_id": _text(unique_ids(), nullable=False),
         "tag": _tag(nullable=False),
         "since": pa.Column(_DATE),
         "override_tag": _tag(nullable=True),

@@ -19,11 +19,12 @@ from features.keys import repeated_ids
 from features.schemas import KEY_COLUMNS
 from models.churn import PREDICTION_COLUMNS, ChurnModel
 from models.pyfunc import check_flags_present
+from rules.schemas import unique_ids
 
 _PROBABILITY = pa.Check.in_range(0.0, 1.0)
 SCORES_SCHEMA = pa.DataFrameSchema(
     {
-        "customer_id": pa.Column(str, nullable=False, unique=True),
+        "customer_id": pa.Column(str, unique_ids(), nullable=False),
         "as_of": pa.Column("datetime64[us]", nullable=False),
         **{name: pa.Column("float64", _PROBABILITY, nullable=True) for name in PREDICTION_COLUMNS},
     },

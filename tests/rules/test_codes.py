@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pytest
 
 from rules import codes as codes_module
-from rules.codes import codes_of, one_array
+from rules.codes import codes_of, one_array, text_order, texts_repeat
 
 CATEGORIES = ["P1", "P2", "P3", "P2"]  # a repeated category: the first position counts
 VALUES = ["P2", "P1", None, "P9", "P2", "P3"]
@@ -233,3 +233,54 @@ def test_one_array_keeps_a_single_chunk_as_it_is_and_joins_several():
     assert isinstance(joined, pa.Array)
     assert joined.to_pylist() == ["a", "b", "c"]
     assert one_array(pa.chunked_array([], type=pa.string())).to_pylist() == []
+
+
+@pytest.mark.parametrize("width", [1, 3, 8, 9, 36])
+@pytest.mark.parametrize("seed", range(3))
+def test_text_order_sorts_ids_of_one_width_as_arrows_stable_sort(width, seed):
+    # given ids of one width in no order, with repeats, bytes beyond ASCII and a NUL inside
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list("AZaz09\x00\x7f"), dtype=object)
+    pool = ["".join(rng.choice(alphabet, width)) for _ in range(300)]
+    ids = pa.array([pool[i] for i in rng.integers(0, len(pool), 2_000)])
+
+    # when
+    order = text_order(ids)
+
+    # then: the very permutation of Arrow's stable sort (repeats keep their order)
+    expected = pc.sort_indices(ids).to_numpy()
+    assert order is not None
+    assert np.array_equal(order, expected)
+
+
+@pytest.mark.parametrize(
+    "values", [["b", "a", None], ["bb", "a", "cc"], []], ids=["null", "widths", "empty"]
+)
+def test_text_order_leaves_what_its_keys_cannot_order_to_the_caller(values):
+    # given ids with a null, ids of several widths, no ids
+    # when / then: no order, so that the caller sorts another way
+    assert text_order(pa.array(values, pa.string())) is None
+
+
+@pytest.mark.parametrize("width", [1, 5, 8])
+def test_texts_repeat_tells_whether_an_id_of_one_width_occurs_twice(width):
+    # given distinct ids of one width, in no order, and the same with one id written twice
+    rng = np.random.default_rng(width)
+    distinct = [f"{number:0{width}d}" for number in rng.permutation(min(10**width, 5_000))]
+    repeated = [*distinct, distinct[len(distinct) // 2]]
+
+    # when / then: a repeat is found wherever it is, and none among distinct ids
+    assert texts_repeat(pa.array(distinct)) is False
+    assert texts_repeat(pa.array(repeated)) is True
+    assert texts_repeat(pa.array(list(reversed(repeated)))) is True
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["a", None], ["a", "bb"], ["x" * 9, "y" * 9], []],
+    ids=["null", "widths", "wider than eight bytes", "empty"],
+)
+def test_texts_repeat_leaves_what_its_keys_cannot_tell_to_the_caller(values):
+    # given ids with a null, of several widths, of nine bytes, none
+    # when / then: no answer, so that the caller asks pandas
+    assert texts_repeat(pa.array(values, pa.string())) is None
