@@ -21,12 +21,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.keys import repeats_any
 from models.churn import PREDICTION_COLUMNS
 from rules import RuleSet
 from rules.codes import codes_of, one_array
 from serving.app.day_decisions import DecidedDay, answers_decisions, arrow_text
 from serving.core.assess import DECISION_FIELDS
+from serving.core.frames import repeats_in
 from serving.core.state import without_later_states
 from serving.infra.answers_file import answers_path, remove_older_answers, stage_answers_file
 
@@ -228,7 +228,7 @@ def _distinct(ids: pa.Array) -> bool:
     """No id repeats: seen without hashing when the ids are sorted strictly (the store's are)."""
     if ids.null_count == 0 and len(ids) > 1 and pc.all(pc.less(ids[:-1], ids[1:])).as_py():
         return True
-    return ids.null_count == 0 and not repeats_any(ids)
+    return ids.null_count == 0 and not repeats_in(ids)
 
 
 def _id_texts(ids: pd.Series) -> pa.Array:

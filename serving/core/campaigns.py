@@ -32,12 +32,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.keys import repeats_any
 from rules.campaign_matching import step_channels
 from rules.campaigns import Campaign, Catalogue
 from rules.codes import codes_of, one_array
 from rules.interventions import control_draw
 from rules.spread import on_their_day
+from serving.core.frames import repeats_in
 from serving.core.messages import PAIR_COLUMNS, CampaignPlan, no_pairs
 from serving.core.planned import (
     ContextField,
@@ -163,7 +163,7 @@ def _pair_rows(pairs: pd.DataFrame, table: pd.DataFrame) -> np.ndarray:
     steady day's plan: two dictionary encodings of ~2.3M texts.
     """
     learners = _arrow_texts(pairs["customer_id"])
-    if repeats_any(learners):
+    if repeats_in(learners):
         return _pair_rows_coded(pairs, table)
     at = codes_of(_arrow_texts(table["customer_id"]), learners)  # each row's pair, or -1
     rows = np.flatnonzero(at >= 0)

@@ -6,6 +6,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from serving.core.frames import (
@@ -21,6 +22,7 @@ from serving.core.frames import (
     TRANSITIONS_SCHEMA,
     distinct_sorted,
     is_in,
+    repeats_in,
     sorted_by_id,
     stored_frame,
     validate_frame,
@@ -151,6 +153,21 @@ def test_is_in_a_day_of_ids_agrees_with_pandas_isin(ids_in_order, candidates_in_
     found = is_in(ids, candidates)
     assert found.sum() == 10_000
     assert (found == ids.isin(candidates).to_numpy()).all()
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["C03", "C01", "C02"], False),
+        (["C03", "C01", "C03"], True),  # one width: the byte keys tell
+        (["a", "bb", "a"], True),  # several widths: Arrow's hash tells
+        (["a", "bb", "ccc"], False),
+        (["a", None, None], True),  # two nulls are one value twice
+        (["a", None], False),
+    ],
+)
+def test_repeats_in_tells_whether_a_value_occurs_twice(values, expected):
+    assert repeats_in(pa.array(values, pa.string())) is expected
 
 
 ODD_IDS = ["b", "a", "é", "B", "a", "10", "9", "", "日本", "z\x00"]
