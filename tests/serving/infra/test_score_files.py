@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import create_engine, text
@@ -14,7 +15,7 @@ from sqlalchemy import create_engine, text
 import serving.infra.store as store_module
 from serving.core.frames import STORED_SCORES_SCHEMA
 from serving.core.problems import Unavailable
-from serving.infra.score_files import SCORES_ARROW_SCHEMA, score_file
+from serving.infra.score_files import SCORES_ARROW_SCHEMA, score_file, scores_table
 from serving.infra.store import StateStore
 from serving.infra.workspace import open_workspace_store
 from serving.settings import Settings
@@ -100,6 +101,23 @@ def test_a_day_is_one_file_per_run_sorted_by_learner_and_sql_holds_no_score(
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM scores")).scalar_one() == 0
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [["C03", "C10", "C01", "C02"], ["b", "a10", "", "a9", "é"]],
+    ids=["one width", "several widths"],
+)
+def test_a_scores_table_is_its_rows_in_the_order_of_their_ids(ids):
+    # Given score rows in decision order, ids of one width (byte keys) or of several (Arrow)
+    rows = pd.DataFrame({name: [None] * len(ids) for name in SCORES_ARROW_SCHEMA.names})
+    rows = rows.assign(customer_id=ids, p_churn=[float(n) / 10 for n in range(len(ids))])
+    # When the file's table is made
+    table = scores_table(rows)
+    # Then its rows are the ones given, by id as Arrow sorts text, each with its own values
+    expected = pa.Table.from_pandas(rows, schema=SCORES_ARROW_SCHEMA, preserve_index=False)
+    assert table.equals(expected.sort_by("customer_id"))
+    assert table.column("customer_id").to_pylist() == sorted(ids, key=str.encode)
 
 
 def test_parquet_and_sql_stores_give_the_same_frames_and_latest_rows(tmp_path):
