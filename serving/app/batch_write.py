@@ -27,7 +27,7 @@ from serving.core.assess import Assessment
 from serving.core.frames import RunRecord
 from serving.core.messages import CampaignPlan
 from serving.core.planning import BatchDay
-from serving.core.state import state_after_moves
+from serving.core.state import moves_match, state_after_moves
 from serving.infra.snapshots import write_feature_snapshot
 from serving.infra.store import MarkedState, StateStore
 
@@ -204,8 +204,15 @@ def _write_answers(
     except Exception as error:  # a shortcut only: decided on the store's state below
         logger.warning("the day's answers were not ready at the commit (%s); deciding them", error)
         made = None
-    state = context.store.state_after(day.assessment.as_of, *read)
+    as_of = day.assessment.as_of
+    changes = context.store.state_changes(as_of, *read)
     try:
+        decisions = day.assessment.decisions
+        ahead = made is not None and changes is not None
+        if ahead and moves_match(read.state, decisions, as_of, changes.ids, changes.fresh):
+            made.answers.place()  # the store's state is the one they were decided on
+            return
+        state = context.store.state_after(as_of, *read, changes=changes)
         if made is not None and made.state.equals(state):
             made.answers.place()
             return

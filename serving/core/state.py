@@ -76,12 +76,48 @@ def state_after_moves(before: pd.DataFrame, decisions: pd.DataFrame, as_of: date
     builds its own (the unchanged rows, then the new ones, sorted by customer_id, stably), so
     that the two are ``equals`` when the store applied every move: the batch decides the day's
     answers on this while the store commits the day and keeps them only when the state it then
-    reads is this one (a move the store left out, or a learner's state changed in between, is
-    a difference: the answers are decided again on the store's).
+    holds is this one (``moves_match``; a move the store left out, or a learner's state changed
+    in between, is a difference: the answers are decided again on the store's).
     """
+    moved = _moved_rows(before, decisions, as_of)
+    kept = before[~is_in(before["customer_id"], moved["customer_id"])]
+    return sorted_by_id(pd.concat([kept, moved], ignore_index=True))
+
+
+def moves_match(
+    before: pd.DataFrame,
+    decisions: pd.DataFrame,
+    as_of: date,
+    changed: pd.Series,
+    fresh: pd.DataFrame,
+) -> bool:
+    """Whether ``state_after_moves(before, decisions, as_of)`` is the state the store holds,
+    given the learners whose state may have changed since ``before`` was read (``changed``)
+    and their rows now (``fresh``, in customer_id order): ``StateStore.state_changes``.
+
+    Both are ``before`` outside their own learners (the prediction outside the moved ones, the
+    store's state outside the changed ones), so they are equal when every moved learner is
+    among the changed ones and holds the predicted row, and every other changed learner holds
+    its row of ``before`` (``state_sql.changed_since`` names every learner with an override row,
+    however old). Only those learners are compared: a 1M day's 23k moves in a few hundredths of
+    a second, where building the store's whole state and comparing the two frames took ~0.5 s.
+    """
+    moved = sorted_by_id(_moved_rows(before, decisions, as_of))
+    if not is_in(moved["customer_id"], changed).all():
+        return False
+    theirs = fresh[is_in(fresh["customer_id"], moved["customer_id"])]
+    if not _same_rows(theirs, moved):
+        return False
+    others = changed[~is_in(changed, moved["customer_id"])]
+    return _same_rows(
+        fresh[is_in(fresh["customer_id"], others)], before[is_in(before["customer_id"], others)]
+    )
+
+
+def _moved_rows(before: pd.DataFrame, decisions: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """The state rows of the learners the decisions move, typed as ``before``'s."""
     changed = decisions["changed"].to_numpy(dtype=bool)
     moves = decisions.loc[changed, ["customer_id", "to_tag"]]
-    kept = before[~is_in(before["customer_id"], moves["customer_id"])]
     moved = pd.DataFrame(
         {
             "customer_id": moves["customer_id"].to_numpy(dtype=object),
@@ -89,9 +125,11 @@ def state_after_moves(before: pd.DataFrame, decisions: pd.DataFrame, as_of: date
             "since": pd.Timestamp(as_of),
         }
     )
-    moved = moved.reindex(columns=before.columns).astype(before.dtypes.to_dict())
-    after = pd.concat([kept, moved], ignore_index=True)
-    return sorted_by_id(after)
+    return moved.reindex(columns=before.columns).astype(before.dtypes.to_dict())
+
+
+def _same_rows(left: pd.DataFrame, right: pd.DataFrame) -> bool:
+    return left.reset_index(drop=True).equals(right.reset_index(drop=True))
 
 
 def _days(column: pd.Series) -> list[date | None]:
@@ -112,6 +150,7 @@ def _day(value: Any) -> date | None:
 __all__ = [
     "StateRow",
     "later_states",
+    "moves_match",
     "state_after_moves",
     "state_row",
     "state_rows_of",

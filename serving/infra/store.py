@@ -108,7 +108,7 @@ from serving.infra.state_sql import (
     read_tags_of,
     write_override,
 )
-from serving.infra.store_reads import MarkedState, ReadsMixin
+from serving.infra.store_reads import MarkedState, ReadsMixin, StateChanges
 from serving.infra.tables import BatchRun, Score, Status, Transition
 from serving.settings import Settings, utc_now
 
@@ -478,5 +478,6 @@ __all__ = [
     "AppliedResult",
     "ApplyRefused",
     "MarkedState",
+    "StateChanges",
     "StateStore",
 ]

@@ -14,6 +14,7 @@ from features.validation_report import InputError
 from serving.app.batch import BatchContext, BatchInputs, run_day, run_range
 from serving.cli.render import batch_summary
 from serving.core.problems import NoChampionError
+from serving.core.state import state_after_moves
 from serving.infra.champion import require_champion
 from serving.infra.snapshots import latest_feature_snapshot
 from tests.features.event_frames import customers_frame, events_frame
@@ -119,26 +120,39 @@ def test_replacing_the_latest_day_decides_it_again_from_the_state_before_it(
 def test_the_answers_are_decided_on_the_state_a_whole_read_gives(
     store, simulated_log, champion, ruleset, tmp_path, monkeypatch
 ):
-    # Given the store's state_after watched: each call held to a whole read of the same day
-    from serving.infra.store import StateStore
+    # Given the store's state_after and the answers' moves_match watched: each call held to a
+    # whole read of the same day (the state after, and whether the day's moves predicted it)
+    from serving.app import batch_write
+    from serving.infra.store import StateChanges, StateStore
 
-    shortcut, calls = StateStore.state_after, []
+    shortcut, match, calls = StateStore.state_after, batch_write.moves_match, []
 
-    def state_after(self, as_of, before, mark):
-        after = shortcut(self, as_of, before, mark)
+    def state_after(self, as_of, before, mark, changes=None):
+        after = shortcut(self, as_of, before, mark, changes)
         pd.testing.assert_frame_equal(after, self.state_frame(as_of))
-        calls.append(as_of)
+        calls.append(("read", as_of))
         return after
 
+    def moves_match(before, decisions, as_of, changed, fresh):
+        matched = match(before, decisions, as_of, changed, fresh)
+        whole = store.state_frame(as_of)
+        pd.testing.assert_frame_equal(StateChanges(changed, fresh).applied_to(before), whole)
+        assert matched == state_after_moves(before, decisions, as_of).equals(whole)
+        calls.append(("matched" if matched else "unmatched", as_of))
+        return matched
+
     monkeypatch.setattr(StateStore, "state_after", state_after)
+    monkeypatch.setattr(batch_write, "moves_match", moves_match)
     # When a first day, a second one and a replace of the second run (on SQLite and PostgreSQL)
     second_day = FIRST_DAY + timedelta(days=1)
     days = [(FIRST_DAY, "one", False), (second_day, "two", False), (second_day, "redo", True)]
     for day, run_id, replace in days:
         run(store, simulated_log, champion, ruleset, day=day, run_id=run_id,
             data_dir=tmp_path / "data", replace=replace)  # fmt: skip
-    # Then each day's answers read the state after the day through it, equal to a whole read
-    assert calls == [day for day, _, _ in days]
+    # Then the first day (an empty store before it) reads the whole state after it, the second
+    # day's predicted state is the store's (its learners compared only), and the replace (which
+    # decides no answers ahead) reads the state after it
+    assert calls == [("read", FIRST_DAY), ("matched", second_day), ("read", second_day)]
 
 
 # --- backfill -------------------------------------------------------------------------------------

@@ -12,13 +12,20 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import pytest
 
-from serving.core.state import state_after_moves
+from serving.core.state import moves_match, state_after_moves
 from serving.infra.state_sql import read_tags, read_tags_of
 from serving.infra.store import StateStore
 from tests.serving.batches import FIRST_DAY, apply, decisions, set_override
 
 DAY1, DAY2, DAY3 = (date(2024, 3, day) for day in range(1, 4))
 WALL = datetime(2024, 12, 2, 15, tzinfo=UTC)
+
+
+def matched(store: StateStore, day: date, before, mark, moves) -> bool:
+    """``moves_match`` of the day's decisions on the store's changes since ``mark``."""
+    changes = store.state_changes(day, before, mark)
+    assert changes is not None
+    return moves_match(before, decisions(day, moves), day, changes.ids, changes.fresh)
 
 
 def assert_after_is_a_whole_read(store: StateStore, day: date, before, mark) -> pd.DataFrame:
@@ -132,6 +139,8 @@ def test_the_predicted_state_after_a_first_day_is_what_the_store_reads(store):
     predicted = state_after_moves(before, decisions(DAY1, moves), DAY1)
     pd.testing.assert_frame_equal(predicted, store.state_after(DAY1, before, mark))
     assert predicted.equals(store.state_frame(DAY1))
+    # And the store hands no changes of its own: a first load's state is read whole
+    assert store.state_changes(DAY1, before, mark) is None
 
 
 def test_the_predicted_state_after_ends_the_overrides_of_moved_learners(store):
@@ -149,6 +158,8 @@ def test_the_predicted_state_after_ends_the_overrides_of_moved_learners(store):
     after = store.state_after(DAY2, before, mark)
     pd.testing.assert_frame_equal(predicted, after)
     assert predicted.equals(after)
+    # And the moves match the store's changes, compared on the changed learners only
+    assert matched(store, DAY2, before, mark, moves)
     by_id = predicted.set_index("customer_id")
     assert by_id.loc["b", "override_kind"] == "hold" and pd.isna(by_id.loc["e", "override_kind"])
 
@@ -166,3 +177,37 @@ def test_the_predicted_state_differs_when_the_store_left_a_move_out(store):
     after = store.state_after(DAY2, before, mark)
     assert after.set_index("customer_id").loc["b", "tag"] == "ST_001"
     assert not predicted.equals(after)
+    assert not matched(store, DAY2, before, mark, moves)
+
+
+@pytest.mark.parametrize("held_meanwhile", [False, True])
+def test_the_moves_match_unless_an_operator_changed_a_learner_meanwhile(store, held_meanwhile):
+    # Given day 1 with an old hold on c (so c is among the changed learners of every later
+    # day), and day 2's state read after a mark
+    apply(store, DAY1, FIRST_DAY)
+    set_override(store, "c", "ST_001", actor="kim", reason="call", now=WALL)
+    mark, before = store.state_mark(), store.state_frame(DAY2)
+    # When b is put on hold before day 2 commits (or not), and day 2 moves a alone
+    if held_meanwhile:
+        set_override(store, "b", "ST_001", actor="kim", reason="call", now=WALL)
+    moves = [("a", "ST_001", "ST_002")]
+    apply(store, DAY2, moves)
+    # Then the moves match the store's changes exactly when the whole frames are equal: c's
+    # old hold changes nothing, b's new one (a learner the day did not move) does
+    predicted = state_after_moves(before, decisions(DAY2, moves), DAY2)
+    assert predicted.equals(store.state_after(DAY2, before, mark)) is not held_meanwhile
+    assert matched(store, DAY2, before, mark, moves) is not held_meanwhile
+
+
+def test_the_moves_do_not_match_when_a_moved_learner_holds_another_row(store):
+    # Given day 1 and day 2's state read after a mark
+    apply(store, DAY1, FIRST_DAY)
+    mark, before = store.state_mark(), store.state_frame(DAY2)
+    # When day 2 commits a's move to ST_002, but the answers predicted ST_003 for a
+    apply(store, DAY2, [("a", "ST_001", "ST_002")])
+    # Then the prediction does not match (a's row differs), as the whole frames do not
+    predicted_moves = [("a", "ST_001", "ST_003")]
+    assert not matched(store, DAY2, before, mark, predicted_moves)
+    assert not state_after_moves(before, decisions(DAY2, predicted_moves), DAY2).equals(
+        store.state_after(DAY2, before, mark)
+    )
