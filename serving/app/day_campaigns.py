@@ -35,8 +35,11 @@ class CampaignPlanner(Protocol):
 
     windows: Mapping[str, int]
 
-    def candidates(self, decisions: pd.DataFrame, pending: pd.DataFrame) -> pd.DataFrame:
-        """The pairs whose ``in_window`` counts the plan of ``decisions`` depends on."""
+    def candidates(
+        self, decisions: pd.DataFrame, pending: pd.DataFrame, as_of: date
+    ) -> pd.DataFrame:
+        """The pairs whose ``in_window`` counts the plan of ``decisions`` on ``as_of`` depends
+        on."""
         ...
 
     def __call__(
@@ -64,8 +67,10 @@ class CataloguePlanner:
     def windows(self) -> Mapping[str, int]:
         return cap_windows(self.catalogue)
 
-    def candidates(self, decisions: pd.DataFrame, pending: pd.DataFrame) -> pd.DataFrame:
-        return candidate_pairs(decisions, pending)
+    def candidates(
+        self, decisions: pd.DataFrame, pending: pd.DataFrame, as_of: date
+    ) -> pd.DataFrame:
+        return candidate_pairs(decisions, pending, self.catalogue, as_of)
 
     def __call__(
         self,
@@ -118,7 +123,7 @@ def plan_day_campaigns(
         return None
     if pending is None:
         pending = store.pending_pairs(assessment.as_of)
-    candidates = planner.candidates(assessment.decisions, pending)
+    candidates = planner.candidates(assessment.decisions, pending, assessment.as_of)
     in_window = store.messages_in_window(assessment.as_of, planner.windows, candidates)
     return planner(
         assessment.decisions,

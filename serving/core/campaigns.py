@@ -78,11 +78,12 @@ def plan_campaigns(
             cap window before ``as_of`` (``cap_windows``), cancelled ones aside: customer_id,
             campaign_id, messages. One row per pair, not per message: at a million learners
             the messages of the windows are millions of rows a day. Only the pairs of
-            ``candidate_pairs(decisions, pending)`` are read; others may be there or not.
-        candidates: ``candidate_pairs(decisions, pending)`` when the caller holds it (the
-            pairs are not matched against ``pending`` again); None works them out.
+            ``candidate_pairs(decisions, pending, catalogue, as_of)`` are read; others may be
+            there or not.
+        candidates: ``candidate_pairs(decisions, pending, catalogue, as_of)`` when the caller
+            holds it (the pairs are not matched against ``pending`` again); None works them out.
     """
-    enrollable = _enrollable(decisions, pending, candidates)
+    enrollable = _enrollable(decisions, pending, catalogue, as_of, candidates)
     return CampaignPlan(
         _planned(enrollable, features, catalogue, as_of, in_window),
         _cancelled(decisions, catalogue, pending),
@@ -99,8 +100,7 @@ def _planned(
     """One message per cadence step of every learner enrolled today (of the ``enrollable``
     decisions, those under the cap), campaign by campaign (in id order), step by step,
     learners in decision order."""
-    dated = _on_their_days(enrollable, catalogue, as_of)
-    triggered = _under_cap(dated, catalogue, in_window)
+    triggered = _under_cap(enrollable, catalogue, in_window)
     customer_ids = _texts(triggered["customer_id"])
     codes, campaign_ids = pd.factorize(triggered["campaign_id"], sort=True)
     steps = [
@@ -120,28 +120,36 @@ def _triggered(decisions: pd.DataFrame) -> pd.DataFrame:
     return triggered.assign(campaign_id=triggered["campaign_id"].astype(str))
 
 
-def candidate_pairs(decisions: pd.DataFrame, pending: pd.DataFrame) -> pd.DataFrame:
+def candidate_pairs(
+    decisions: pd.DataFrame, pending: pd.DataFrame, catalogue: Catalogue, as_of: date
+) -> pd.DataFrame:
     """The (customer_id, campaign_id) pairs the planner may enrol today: named by the day's
-    decisions, without pending steps. Only their ``in_window`` counts change the plan (a
-    learner's messages of other campaigns, or of a day they trigger nothing, do not), so only
-    theirs are read.
+    decisions, without pending steps, and for a ``spread`` campaign on the learner's own day
+    (``_on_their_days``). Only their ``in_window`` counts change the plan (a learner's
+    messages of other campaigns, of a day they trigger nothing, or of a spread campaign's day
+    not theirs, do not), so only theirs are read: at 1M learners 227k pairs of the 489k
+    without pending steps, the digests' learners being a seventh or a fourteenth each day.
 
     Indexed by their decisions' row positions: ``plan_campaigns`` takes those rows back
     (``candidates``) instead of matching a million pairs against the pending ones again.
     """
     # the pair columns only: filtering every decision column copied ~0.28 s at 1M learners
     positions = decisions[list(PAIR_COLUMNS)].reset_index(drop=True)
-    pairs = _without_pending(_triggered(positions), pending)
+    pairs = _on_their_days(_without_pending(_triggered(positions), pending), catalogue, as_of)
     return pairs.astype({"customer_id": str})
 
 
 def _enrollable(
-    decisions: pd.DataFrame, pending: pd.DataFrame, candidates: pd.DataFrame | None
+    decisions: pd.DataFrame,
+    pending: pd.DataFrame,
+    catalogue: Catalogue,
+    as_of: date,
+    candidates: pd.DataFrame | None,
 ) -> pd.DataFrame:
-    """The decisions that name a campaign without pending steps (``_triggered`` rows), from
-    the ``candidate_pairs`` of the caller when it holds them."""
+    """The decisions that name a campaign without pending steps, on their day of a spread one
+    (``_triggered`` rows), from the ``candidate_pairs`` of the caller when it holds them."""
     if candidates is None:
-        return _without_pending(_triggered(decisions), pending)
+        return _on_their_days(_without_pending(_triggered(decisions), pending), catalogue, as_of)
     return _triggered(decisions.iloc[candidates.index.to_numpy()])
 
 

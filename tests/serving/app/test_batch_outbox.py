@@ -28,7 +28,7 @@ class Planner:
         self.seen: list[dict] = []
         self.windows = {"CP_01": 30}
 
-    def candidates(self, decisions, pending) -> pd.DataFrame:
+    def candidates(self, decisions, pending, as_of) -> pd.DataFrame:
         return decisions[["customer_id"]].assign(campaign_id="CP_01")
 
     def __call__(

@@ -16,6 +16,7 @@ import serving.core.campaigns as campaigns_module
 from rules.campaign_rendering import render_message
 from rules.campaigns import CHANNELS as RULES_CHANNELS
 from rules.campaigns import TEMPLATE_FIELDS, Variant
+from rules.spread import on_their_day
 from serving.core.campaigns import assign_variants, candidate_pairs, cap_windows, plan_campaigns
 from serving.core.messages import CHANNELS, MESSAGE_COLUMNS, message_key
 from serving.core.outbox import outbox_rows, own_contexts
@@ -355,7 +356,7 @@ def test_the_callers_candidate_pairs_plan_as_the_planners_own(ruleset):
     pending = pd.DataFrame({"customer_id": ["A"], "campaign_id": ["CP_09"], "messages": [1]})
     features = features_of("A", "B", "C", "D")
     # when the caller's candidate pairs are handed to the planner
-    candidates = candidate_pairs(plain, pending)
+    candidates = candidate_pairs(plain, pending, ruleset.campaigns, AS_OF)
     given = plan_campaigns(plain, features, ruleset.campaigns, AS_OF, pending=pending,
                            in_window=NO_IN_WINDOW, candidates=candidates)  # fmt: skip
     own = plan_campaigns(plain, features, ruleset.campaigns, AS_OF, pending=pending,
@@ -367,6 +368,29 @@ def test_the_callers_candidate_pairs_plan_as_the_planners_own(ruleset):
     }
     assert set(given.messages["customer_id"]) == {"C", "D"}
     pd.testing.assert_frame_equal(given.messages, own.messages)
+
+
+def test_candidate_pairs_of_a_spread_campaign_are_the_learners_on_their_day(ruleset):
+    # given 60 learners whose decisions name the spread weekly digest CP_22, none pending
+    digest = ruleset.campaigns.get("CP_22")
+    assert digest.spread
+    ids = [f"L{number:03d}" for number in range(60)]
+    plain = pd.DataFrame([decision(customer_id, "CP_22", to_tag="ST_001") for customer_id in ids])
+    # when the caller's candidate pairs are worked out
+    candidates = candidate_pairs(plain, NO_PENDING, ruleset.campaigns, AS_OF)
+    # then they are the learners whose own day of the digest is today, some but not all
+    per_days = digest.frequency_cap.per_days
+    on_day = on_their_day(pa.array(ids), "CP_22", per_days, AS_OF)
+    assert 0 < on_day.sum() < len(ids)
+    assert candidates["customer_id"].tolist() == [ids[row] for row in np.flatnonzero(on_day)]
+    # and the plan from them is the one the planner works out alone, its learners theirs
+    features = features_of(*ids)
+    given = plan_campaigns(plain, features, ruleset.campaigns, AS_OF, pending=NO_PENDING,
+                           in_window=NO_IN_WINDOW, candidates=candidates)  # fmt: skip
+    own = plan_campaigns(plain, features, ruleset.campaigns, AS_OF, pending=NO_PENDING,
+                         in_window=NO_IN_WINDOW)  # fmt: skip
+    pd.testing.assert_frame_equal(given.messages, own.messages)
+    assert set(given.messages["customer_id"]) == set(candidates["customer_id"])
 
 
 def test_pending_pairs_held_in_chunked_arrow_text_are_found_as_plain_ones(ruleset):
