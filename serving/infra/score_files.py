@@ -86,7 +86,7 @@ def scores_table(rows: pd.DataFrame) -> pa.Table:
     from rules.codes import text_order  # kept off this module's import: rules loads pandera
 
     table = pa.Table.from_pandas(rows, schema=SCORES_ARROW_SCHEMA, preserve_index=False)
-    # ids of one width ordered by their byte keys: a million in ~0.03 s against Arrow's ~0.2 s
+    # ids of up to eight bytes ordered by their byte keys: a million in ~0.03 s against ~0.2 s
     order = text_order(table.column("customer_id"))
     return table.sort_by("customer_id") if order is None else table.take(order)
 

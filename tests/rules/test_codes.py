@@ -235,7 +235,7 @@ def test_one_array_keeps_a_single_chunk_as_it_is_and_joins_several():
     assert one_array(pa.chunked_array([], type=pa.string())).to_pylist() == []
 
 
-@pytest.mark.parametrize("width", [1, 3, 8, 9, 36])
+@pytest.mark.parametrize("width", [1, 3, 7, 8])
 @pytest.mark.parametrize("seed", range(3))
 def test_text_order_sorts_ids_of_one_width_as_arrows_stable_sort(width, seed):
     # given ids of one width in no order, with repeats, bytes beyond ASCII and a NUL inside
@@ -254,10 +254,12 @@ def test_text_order_sorts_ids_of_one_width_as_arrows_stable_sort(width, seed):
 
 
 @pytest.mark.parametrize(
-    "values", [["b", "a", None], ["bb", "a", "cc"], []], ids=["null", "widths", "empty"]
+    "values",
+    [["b", "a", None], ["bb", "a", "cc"], ["y" * 9, "x" * 9], []],
+    ids=["null", "widths", "wider than eight bytes", "empty"],
 )
 def test_text_order_leaves_what_its_keys_cannot_order_to_the_caller(values):
-    # given ids with a null, ids of several widths, no ids
+    # given ids with a null, ids of several widths, of nine bytes, no ids
     # when / then: no order, so that the caller sorts another way
     assert text_order(pa.array(values, pa.string())) is None
 
