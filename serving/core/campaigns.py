@@ -147,9 +147,9 @@ def _enrollable(
     candidates: pd.DataFrame | None,
 ) -> pd.DataFrame:
     """The decisions that name a campaign without pending steps, on their day of a spread one
-    (``_triggered`` rows), from the ``candidate_pairs`` of the caller when it holds them."""
+    (``_triggered`` rows): those of ``candidate_pairs``, the caller's when it holds them."""
     if candidates is None:
-        return _on_their_days(_without_pending(_triggered(decisions), pending), catalogue, as_of)
+        candidates = candidate_pairs(decisions, pending, catalogue, as_of)
     return _triggered(decisions.iloc[candidates.index.to_numpy()])
 
 
