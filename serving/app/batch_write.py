@@ -212,7 +212,7 @@ def _write_answers(
         if ahead and moves_match(read.state, decisions, as_of, changes.ids, changes.fresh):
             made.answers.place()  # the store's state is the one they were decided on
             return
-        state = context.store.state_after(as_of, *read, changes=changes)
+        state = context.store.state_with(as_of, read.state, changes)
         if made is not None and made.state.equals(state):
             made.answers.place()
             return

@@ -163,25 +163,22 @@ class ReadsMixin:
         learners = ids.iloc[:, 0].astype("str") if len(ids.columns) else pd.Series([], dtype="str")
         return StateChanges(learners, fresh)
 
-    def state_after(
-        self,
-        as_of: date,
-        before: pd.DataFrame,
-        mark: StateMark,
-        changes: StateChanges | None = None,
-    ) -> pd.DataFrame:
+    def state_after(self, as_of: date, before: pd.DataFrame, mark: StateMark) -> pd.DataFrame:
         """``state_frame(as_of)`` now, given ``before``, the ``state_frame(as_of)`` read after
         ``mark`` was taken: only the learners whose state may have changed since are read
-        (``state_changes``; ``changes``: those the caller read already).
+        (``state_changes``).
 
         The batch reads the whole state before its day and again after the commit, for the
         answers; the commit moved a few thousand of the 200k learners.
         """
-        if changes is None:
-            changes = self.state_changes(as_of, before, mark)
-        if changes is None:
-            return self.state_frame(as_of)
-        return changes.applied_to(before)
+        return self.state_with(as_of, before, self.state_changes(as_of, before, mark))
+
+    def state_with(
+        self, as_of: date, before: pd.DataFrame, changes: StateChanges | None
+    ) -> pd.DataFrame:
+        """``state_after`` from what ``state_changes`` gave: ``before`` with the changes, or
+        the whole state read again when it gave None."""
+        return self.state_frame(as_of) if changes is None else changes.applied_to(before)
 
     def state_rows(self, customer_ids: Sequence[str], as_of: date) -> dict[str, StateRow]:
         """``state_frame(as_of, customer_ids)`` as ``StateRow`` tuples, in one indexed query.

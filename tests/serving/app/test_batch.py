@@ -120,15 +120,15 @@ def test_replacing_the_latest_day_decides_it_again_from_the_state_before_it(
 def test_the_answers_are_decided_on_the_state_a_whole_read_gives(
     store, simulated_log, champion, ruleset, tmp_path, monkeypatch
 ):
-    # Given the store's state_after and the answers' moves_match watched: each call held to a
+    # Given the store's state_with and the answers' moves_match watched: each call held to a
     # whole read of the same day (the state after, and whether the day's moves predicted it)
     from serving.app import batch_write
     from serving.infra.store import StateChanges, StateStore
 
-    shortcut, match, calls = StateStore.state_after, batch_write.moves_match, []
+    shortcut, match, calls = StateStore.state_with, batch_write.moves_match, []
 
-    def state_after(self, as_of, before, mark, changes=None):
-        after = shortcut(self, as_of, before, mark, changes)
+    def state_with(self, as_of, before, changes):
+        after = shortcut(self, as_of, before, changes)
         pd.testing.assert_frame_equal(after, self.state_frame(as_of))
         calls.append(("read", as_of))
         return after
@@ -141,7 +141,7 @@ def test_the_answers_are_decided_on_the_state_a_whole_read_gives(
         calls.append(("matched" if matched else "unmatched", as_of))
         return matched
 
-    monkeypatch.setattr(StateStore, "state_after", state_after)
+    monkeypatch.setattr(StateStore, "state_with", state_with)
     monkeypatch.setattr(batch_write, "moves_match", moves_match)
     # When a first day, a second one and a replace of the second run (on SQLite and PostgreSQL)
     second_day = FIRST_DAY + timedelta(days=1)
