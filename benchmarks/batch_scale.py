@@ -558,9 +558,7 @@ def _two_days(
     day = _measured_day(engine, inputs, end, args, profile, before_measured, scratch)
     label = "measured" if history == 1 else "measured, steady"
     _print_day(f"[{engine}] day {history + 1} ({end}, {label})  ", day)
-    if len(day["runs"]) > 1:
-        runs = ", ".join(f"{seconds:.1f}" for seconds in day["runs"])
-        print(f"    {len(day['runs'])} runs: {runs} s (the median run above)")
+    _print_runs("    ", day)
     print(f"    {_planned_on(state_url, end):,} campaign messages planned")
     if profile is not None:
         print(f"    cProfile of the measured day: {profile} (python -m pstats {profile})")
@@ -596,15 +594,27 @@ def _measured_day(
             shutil.rmtree(scratch)
             _copied(before_measured, scratch)
         days.append(_in_child(_batch_day, *inputs, end, "d2", engine, profile))
-    ranked = sorted(days, key=lambda day: day["seconds"])
-    return {**ranked[(len(ranked) - 1) // 2], "runs": [day["seconds"] for day in days]}
+    return _median_run(days, lambda day: day["seconds"])
 
 
 def _median_floor(population: str, tracking_uri: str, snapshot: str, end: date, runs: int) -> dict:
     """``_floor`` measured ``runs`` times: the run of the median total (scan + predict)."""
     floors = [_in_child(_floor, population, tracking_uri, snapshot, end) for _ in range(runs)]
-    ranked = sorted(floors, key=lambda floor: floor["scan"] + floor["predict"])
-    return {**ranked[(len(ranked) - 1) // 2], "runs": [f["scan"] + f["predict"] for f in floors]}
+    return _median_run(floors, lambda floor: floor["scan"] + floor["predict"])
+
+
+def _median_run(runs: list[dict], seconds) -> dict:
+    """The run of the median ``seconds`` (the lower of two middles), with every run's seconds
+    under ``runs``, in the order they ran."""
+    ranked = sorted(runs, key=seconds)
+    return {**ranked[(len(ranked) - 1) // 2], "runs": [seconds(run) for run in runs]}
+
+
+def _print_runs(indent: str, run: dict) -> None:
+    """Each run's seconds, when there were several (``_median_run``)."""
+    if len(run["runs"]) > 1:
+        seconds = ", ".join(f"{value:.1f}" for value in run["runs"])
+        print(f"{indent}{len(run['runs'])} runs: {seconds} s (the median run above)")
 
 
 def _copied(source: Path, target: Path) -> None:
@@ -835,9 +845,7 @@ def main() -> None:
         "(models.compiled, in the day's chunks; LightGBM's when they could not be compiled): "
         "the day's predict, not the floor's"
     )
-    if len(floor["runs"]) > 1:
-        runs = ", ".join(f"{seconds:.1f}" for seconds in floor["runs"])
-        print(f"           {len(floor['runs'])} runs: {runs} s (the median run above)")
+    _print_runs(" " * 11, floor)
     print(
         f"inputs     {proof['seconds']:6.1f} s  peak {proof['peak_rss_gib']:.2f} GiB  (DuckDB's "
         f"check of the files, {'clean' if proof['clean'] else 'not clean: ' + proof['reason']}: "
