@@ -464,6 +464,7 @@ def _validate(population: str) -> dict:
 def _floor(population: str, tracking_uri: str, snapshot: str, as_of: date) -> dict:
     """DuckDB's bare scan of the window's events + LightGBM's raw predict on the learners' rows
     (and, beside the floor, the same rows predicted as the day predicts them: compiled trees)."""
+    from features.machine import usable_cores
     from features.workspace import connect
     from models.churn import ChurnModel
     from serving.infra.champion import load_champion
@@ -484,7 +485,7 @@ def _floor(population: str, tracking_uri: str, snapshot: str, as_of: date) -> di
     features = pd.read_parquet(snapshot)
     matrix = model.model_matrix(features)
     started = time.perf_counter()
-    model.booster.predict(matrix, num_threads=2)
+    model.booster.predict(matrix, num_threads=usable_cores())  # the day's DuckDB's cores too
     predict = time.perf_counter() - started
     compiled = _compiled_predict(model, features)
     return {"scan": scan, "predict": predict, "compiled": compiled, "rows": len(matrix)}

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from features.catalog import load_catalog
+from features.machine import usable_cores
 from features.window_sql import _ACTIVE_PAIRS_TABLE, _ELIGIBLE, _WINDOW_TABLE
 from features.windows import (
     _as_of_dates,
@@ -116,7 +117,7 @@ def local_cores(master: str) -> int | None:
     if not (master.startswith("local[") and master.endswith("]")):
         return None
     count = master[len("local[") : -1].split(",")[0]
-    return os.cpu_count() or 1 if count == "*" else int(count)
+    return usable_cores() if count == "*" else int(count)
 
 
 def check_master_reachable(master: str) -> None:

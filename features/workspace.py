@@ -30,6 +30,7 @@ from features.feature_sql import (
     _availability_sql,
     _feature_select,
 )
+from features.machine import usable_cores
 from features.parquet_source import parquet_path as _parquet_path
 from features.parquet_source import parquet_source
 from features.window_sql import (
@@ -76,15 +77,15 @@ _ARROW_FETCHED = frozenset(
     ["BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "DOUBLE", "VARCHAR", "TIMESTAMP"]
 )
 """The DuckDB types ``DuckDBEngine.fetch`` takes through Arrow (``_ARROW_TO_PANDAS``)."""
-_CONVERT_THREADS = 2
-"""Columns of a fetched result ordered and converted at once (the target machine's cores)."""
 
 TableInput = pd.DataFrame | str | Path
 """A pandas frame, or the path of a parquet file that DuckDB reads directly."""
 
 
-def connect(*, threads: int = 2, memory_limit: str = "4GB") -> duckdb.DuckDBPyConnection:
-    """Open an in-memory DuckDB connection sized for the 2-core, 6 GiB target machine.
+def connect(*, threads: int | None = None, memory_limit: str = "4GB") -> duckdb.DuckDBPyConnection:
+    """Open an in-memory DuckDB connection on ``threads`` (default ``usable_cores()``: not two
+    fixed for the 2-core target, nor DuckDB's count of the host's CPUs in a CPU-limited
+    container), its memory sized for the 6 GiB target machine.
 
     Spills go to the system temporary directory, not a ``.tmp`` folder in the cwd. The allocator
     keeps what it freed up to the memory limit (by default memory above 128 MB went back after
@@ -93,7 +94,7 @@ def connect(*, threads: int = 2, memory_limit: str = "4GB") -> duckdb.DuckDBPyCo
     5.3-5.6 -> 4.9-5.2 s (alternated, one kept store), peak the same."""
     return duckdb.connect(
         config={
-            "threads": threads,
+            "threads": usable_cores() if threads is None else threads,
             "memory_limit": memory_limit,
             "allocator_flush_threshold": memory_limit,
             "allocator_bulk_deallocation_flush_threshold": memory_limit,
@@ -169,7 +170,7 @@ def _in_order(frame: pd.DataFrame, order_by: str | None) -> pd.DataFrame:
 
 
 def _ordered_frame(table: pa.Table, order_by: str) -> pd.DataFrame:
-    """The table's rows by its ``order_by`` column as pandas, column by column (two at once).
+    """The table's rows by its ``order_by`` column as pandas, column by column (one per core).
 
     Ordering the whole pandas frame (``take``) made a second fresh copy of every column after
     ``to_pandas``' own; column by column, each column's ordered Arrow array lives only until
@@ -185,10 +186,9 @@ def _ordered_frame(table: pa.Table, order_by: str) -> pd.DataFrame:
             ordered = ordered.combine_chunks()
         return ordered.to_pandas(types_mapper=_ARROW_TO_PANDAS.get)
 
-    # Arrow's take and conversion release the GIL: two columns at once keep the second core busy
-    # (a batch day's fetch of 68 feature columns at 1M learners, its query included: 1.87-1.96
-    # -> 1.37-1.42 s, the same CPU, alternated)
-    with ThreadPoolExecutor(max_workers=_CONVERT_THREADS) as pool:
+    # Arrow's take and conversion release the GIL: a column per core (on 2 cores, a batch day's
+    # 68 feature columns at 1M learners with their query 1.87-1.96 -> 1.37-1.42 s, alternated)
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         columns = list(pool.map(ordered_column, table.columns))
     return pd.DataFrame(dict(zip(table.column_names, columns, strict=True)), copy=False)
 

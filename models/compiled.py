@@ -49,6 +49,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from features.machine import usable_cores
 from models.matrix import PREDICT_CHUNK_ROWS
 
 logger = logging.getLogger("lstep")
@@ -248,7 +249,7 @@ def _loaded(library: Path, *, again: bool) -> Any:
     it replaced, loaded through a copy (``dlopen`` gives a path it loaded before its old code)."""
     import tl2cgen
 
-    threads = os.cpu_count() or 1
+    threads = usable_cores()  # a container's quota, not the host's CPUs
     if not again:
         return tl2cgen.Predictor(library, nthread=threads)
     with tempfile.TemporaryDirectory(dir=library.parent) as work:

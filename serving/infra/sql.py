@@ -7,7 +7,6 @@ are the store's business.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from sqlalchemy.exc import (
     OperationalError,
 )
 
+from features.machine import usable_cores
 from serving.core.frames import RunRecord, StoredColumns, stored_frame
 from serving.core.problems import Invalid, Unavailable
 from serving.infra.driver_rows import checks_once, driver_chunks, sqlite_insert
@@ -48,8 +48,8 @@ from serving.infra.tables import BatchRun, Score, Status, Transition
 
 SQLITE_BUSY_TIMEOUT_S = 120
 """How long a SQLite writer waits for another writer (a 1M-row batch commits in well under this)."""
-SORT_THREADS = min(os.cpu_count() or 1, 8)
-"""SQLite's helper threads for a large sort, one per core (8 is the most SQLite allows)."""
+SORT_THREADS_MAX = 8
+"""The most helper threads SQLite allows a sort."""
 WRITER_OPTION = "lstep_writer"
 """Execution option marking a writer connection (SQLite then begins IMMEDIATE)."""
 
@@ -118,7 +118,7 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     # per core (SQLite's default is none): the outbox's three indexes over its 3.1M rows at 1M
     # learners 14.1-14.8 -> 11.6-11.9 s alone; in the 1M benchmark's day after a first load
     # (the 3.1M-row rebuild) the write 32.5-38.9 -> 30.9-32.8 s, the first load's within noise.
-    cursor.execute(f"PRAGMA threads={SORT_THREADS}")
+    cursor.execute(f"PRAGMA threads={sort_threads()}")
     cursor.close()
 
 
@@ -161,6 +161,12 @@ def checkpoint_wal(engine: Engine) -> None:
             conn.connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
     except Exception:  # nothing is lost: a later checkpoint copies the (synced) WAL
         return
+
+
+def sort_threads() -> int:
+    """SQLite's helper threads for a large sort: one per core the process may use
+    (``features.machine.usable_cores``), at most ``SORT_THREADS_MAX``."""
+    return min(usable_cores(), SORT_THREADS_MAX)
 
 
 def _begin_sqlite_transaction(conn: Connection) -> None:

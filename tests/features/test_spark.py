@@ -184,6 +184,13 @@ def test_local_cores_reads_the_master(master, cores):
     assert local_cores(master) == cores
 
 
+def test_local_star_counts_the_cores_the_process_may_use(monkeypatch):
+    # given a process allowed 3 CPUs (LSTEP_THREADS), whatever the host has
+    monkeypatch.setenv("LSTEP_THREADS", "3")
+    # when local[*]'s cores are read / then they are those 3, not os.cpu_count()
+    assert local_cores("local[*]") == 3
+
+
 # --- the CLI --------------------------------------------------------------------------------------
 
 runner = CliRunner()

@@ -18,7 +18,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from serving.core.outbox import outbox_rows
 from serving.infra.outbox_sql import insert_messages
-from serving.infra.sql import SORT_THREADS, bulk_insert, indexes_after, open_engine, temporary_table
+from serving.infra.sql import (
+    SORT_THREADS_MAX,
+    bulk_insert,
+    indexes_after,
+    open_engine,
+    sort_threads,
+    temporary_table,
+)
 from serving.infra.store import StateStore
 from serving.infra.tables import Outbox, Transition
 from tests.serving.batches import FIRST_DAY, apply
@@ -43,17 +50,21 @@ def test_the_rows_are_there_in_the_block_and_the_table_gone_after(store):
         assert count == 1
 
 
-def test_a_sqlite_store_connection_sorts_with_a_helper_thread_per_core(tmp_path):
-    # Given a SQLite store engine
+@pytest.mark.parametrize(("cores", "helpers"), [("3", 3), ("1", 1), ("20", SORT_THREADS_MAX)])
+def test_a_sqlite_store_connection_sorts_with_a_helper_thread_per_usable_core(
+    tmp_path, monkeypatch, cores, helpers
+):
+    # Given a process allowed `cores` CPUs (LSTEP_THREADS) and a SQLite store engine
+    monkeypatch.setenv("LSTEP_THREADS", cores)
     engine = open_engine(f"sqlite:///{tmp_path / 'state.db'}")
 
     # When a connection is opened
     with engine.connect() as conn:
         threads = conn.exec_driver_sql("PRAGMA threads").scalar_one()
 
-    # Then its large sorts (a first load's CREATE INDEX) may use SORT_THREADS helpers, not
-    # SQLite's default of none
-    assert threads == SORT_THREADS >= 1
+    # Then its large sorts (a first load's CREATE INDEX) may use a helper per core, at most
+    # SQLite's 8, not SQLite's default of none
+    assert threads == sort_threads() == helpers
     engine.dispose()
 
 
