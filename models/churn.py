@@ -60,6 +60,7 @@ import pandera.pandas as pa
 from numpy.typing import ArrayLike
 
 from features.catalog import FeatureDtype
+from features.machine import usable_cores
 from models.calibration import VennAbersCalibration
 from models.compiled import probabilities
 from models.matrix import (
@@ -98,8 +99,8 @@ _ROUND_ALIASES = frozenset(
 
 
 def _threads(rows: int) -> dict[str, int]:
-    """LightGBM's predict options for ``rows`` rows: one thread for a small batch."""
-    return {"num_threads": 1} if rows <= SMALL_BATCH_ROWS else {}
+    """LightGBM's options for ``rows`` rows: one thread for a small batch, else one per core."""
+    return {"num_threads": 1 if rows <= SMALL_BATCH_ROWS else usable_cores()}
 
 
 def decision_confidence(p_churn: ArrayLike, p_low: ArrayLike, p_high: ArrayLike) -> np.ndarray:

@@ -257,6 +257,26 @@ def test_raw_probability_matches_lightgbm_scoring_the_data_frame_itself(
     np.testing.assert_array_equal(fast, reference)
 
 
+@pytest.mark.parametrize(("rows", "threads"), [(40, 1), (300, 3)])
+def test_lightgbm_predicts_a_large_batch_on_the_cores_the_process_may_use(
+    fitted, monkeypatch, rows, threads
+):
+    # given a process allowed 3 CPUs (LSTEP_THREADS) and LightGBM's predict watched
+    monkeypatch.setenv("LSTEP_THREADS", "3")
+    asked = []
+    predict = fitted.model.booster.predict
+    monkeypatch.setattr(
+        fitted.model.booster,
+        "predict",
+        lambda values, **options: asked.append(options) or predict(values, **options),
+    )
+    # when a small batch and a large one are scored
+    fitted.model.raw_probability(fitted.test_frame.iloc[:rows])
+    # then the small one runs on one thread, the large one on the 3 cores, not OpenMP's count of
+    # the host's
+    assert asked == [{"num_threads": threads}]
+
+
 def test_a_frame_scored_in_chunks_counts_its_bad_values_over_every_chunk(fitted, monkeypatch):
     # given chunks of 64 rows and fractional session counts in the second chunk and the third
     monkeypatch.setattr(matrix, "PREDICT_CHUNK_ROWS", 64)
