@@ -32,6 +32,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from features.machine import usable_cores
 from serving.app.campaign_effect import (
     ALL_VARIANTS,
     EffectSettings,
@@ -98,7 +99,7 @@ def run_costs(outbox: pd.DataFrame, as_of: date, costs: Mapping[str, float]) -> 
         contacts=sent.astype("int64"),
         cost=messages["channel"].map(dict(costs)).where(sent, 0.0).astype(float),
     )
-    con = duckdb.connect()
+    con = duckdb.connect(config={"threads": usable_cores()})
     con.register("messages", priced.drop(columns=["channel", "state"]))
     return con.execute(
         """
@@ -140,7 +141,7 @@ def learner_roi(
     """
     outcomes = learner_outcomes(outbox, feedback, events, as_of, settings)
     runs = run_costs(outbox, as_of, costs)
-    con = duckdb.connect()
+    con = duckdb.connect(config={"threads": usable_cores()})
     con.register("outcomes", outcomes.astype({"customer_id": str, "campaign_id": str}))
     con.register("runs", runs.astype({"customer_id": str, "campaign_id": str}))
     con.register("scores", scores[["as_of", "customer_id", "value_at_risk"]])
