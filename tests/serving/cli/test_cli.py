@@ -123,6 +123,23 @@ def test_missing_file_is_one_readable_line(tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_a_bad_thread_count_is_one_line_naming_the_variable(population, tmp_path, monkeypatch):
+    # given LSTEP_THREADS set to a word
+    monkeypatch.setenv("LSTEP_THREADS", "zero")
+    # when a command opens DuckDB
+    result = runner.invoke(
+        app,
+        ["features", "--events", str(population / "events.parquet"),
+         "--customers", str(population / "customers.parquet"), "--as-of", "2026-03-01",
+         "--out", str(tmp_path / "f.parquet")],
+    )  # fmt: skip
+    # then it fails with one line naming the variable and its value, and writes nothing
+    assert result.exit_code == 1
+    assert "LSTEP_THREADS must be a whole number of threads >= 1, got 'zero'" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "f.parquet").exists()
+
+
 def test_rules_check_prints_the_mermaid_graph(lstep_home):
     result = runner.invoke(app, ["rules", "check"])
     assert result.exit_code == 0, result.output
