@@ -111,31 +111,30 @@ def test_features_requires_exactly_one_way_to_say_where(population, tmp_path):
     assert "exactly one of --as-of, --every-days, --spine" in result.output
 
 
-def test_missing_file_is_one_readable_line(tmp_path):
+@pytest.mark.parametrize(
+    ("threads", "events", "said"),
+    [
+        (None, "nope.parquet", "nope.parquet"),  # a file that is not there
+        ("zero", "", "LSTEP_THREADS must be a whole number of threads >= 1, got 'zero'"),
+    ],
+    ids=["missing file", "bad LSTEP_THREADS"],
+)
+def test_a_features_failure_is_one_readable_line(
+    population, tmp_path, monkeypatch, threads, events, said
+):
+    # given a missing events file, or LSTEP_THREADS set to a word
+    if threads is not None:
+        monkeypatch.setenv("LSTEP_THREADS", threads)
+    found = tmp_path / events if events else population / "events.parquet"
+    # when the features are asked for
     result = runner.invoke(
         app,
-        ["features", "--events", str(tmp_path / "nope.parquet"),
-         "--customers", str(tmp_path / "nope2.parquet"), "--as-of", "2026-03-01",
-         "--out", str(tmp_path / "f.parquet")],
+        ["features", "--events", str(found), "--customers", str(population / "customers.parquet"),
+         "--as-of", "2026-03-01", "--out", str(tmp_path / "f.parquet")],
     )  # fmt: skip
+    # then the command fails with one line naming what was wrong, and writes nothing
     assert result.exit_code == 1
-    assert "nope.parquet" in result.output
-    assert "Traceback" not in result.output
-
-
-def test_a_bad_thread_count_is_one_line_naming_the_variable(population, tmp_path, monkeypatch):
-    # given LSTEP_THREADS set to a word
-    monkeypatch.setenv("LSTEP_THREADS", "zero")
-    # when a command opens DuckDB
-    result = runner.invoke(
-        app,
-        ["features", "--events", str(population / "events.parquet"),
-         "--customers", str(population / "customers.parquet"), "--as-of", "2026-03-01",
-         "--out", str(tmp_path / "f.parquet")],
-    )  # fmt: skip
-    # then it fails with one line naming the variable and its value, and writes nothing
-    assert result.exit_code == 1
-    assert "LSTEP_THREADS must be a whole number of threads >= 1, got 'zero'" in result.output
+    assert said in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "f.parquet").exists()
 
