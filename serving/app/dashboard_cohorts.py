@@ -26,9 +26,9 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from features.machine import usable_cores
 from rules.behaviours import SEPARATOR
 from serving.app.dashboard import DashboardFrames
+from serving.app.dashboard_data import query_connection
 from serving.core.tags import CHURNED_TAG, STATUS_TAGS
 
 NEW = "new"
@@ -46,7 +46,7 @@ def _log(
 ) -> duckdb.DuckDBPyConnection:
     """A connection with the audit log's ``columns`` registered as ``log``, narrowed to
     ``learners`` (a scan reads every registered column: the long reasons only when asked)."""
-    con = duckdb.connect(config={"threads": usable_cores()})
+    con = query_connection()
     con.register("full_log", transitions[columns])
     if learners is None:
         con.execute("CREATE VIEW log AS SELECT * FROM full_log")
@@ -163,7 +163,7 @@ def week_spans(
 def grid_of_weeks(weeks: pa.Table, cohorts: pd.Series) -> pd.DataFrame:
     """``retention_grid`` of the learners whose ``week_spans`` rows are ``weeks`` and whose
     enrolment months are ``cohorts`` (one per learner)."""
-    con = duckdb.connect(config={"threads": usable_cores()})
+    con = query_connection()
     con.register("weeks", weeks)
     con.register("people", pd.DataFrame({"cohort": cohorts.to_numpy(dtype=object)}))
     con.execute(f"CREATE TABLE changes AS {_CHANGES_SQL}")
@@ -283,7 +283,7 @@ def present_behaviours(scores: pd.DataFrame) -> list[str]:
 
 def holding_behaviour(learners: pd.DataFrame, scores: pd.DataFrame, behaviour: str) -> pd.DataFrame:
     """The rows of ``learners`` whose score in ``scores`` holds ``behaviour`` (BT_xxx)."""
-    con = duckdb.connect(config={"threads": usable_cores()})
+    con = query_connection()
     con.register("learners", learners)
     con.register("scores", scores[["customer_id", "behaviour_tags"]])
     return con.execute(

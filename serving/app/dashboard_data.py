@@ -113,6 +113,12 @@ class DashboardFilters(BaseModel):
         return any(value is not None for value in chosen)
 
 
+def query_connection() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection for a dashboard query, on the cores the process may use (DuckDB's
+    own count is the host's CPUs, a container's quota aside)."""
+    return duckdb.connect(config={"threads": usable_cores()})
+
+
 def days_in_range(days: Sequence[date], filters: DashboardFilters) -> list[date]:
     """The batch days inside the filters' date range, oldest first."""
     return sorted(
@@ -125,7 +131,7 @@ def days_in_range(days: Sequence[date], filters: DashboardFilters) -> list[date]
 
 def latest_tags(transitions: pd.DataFrame, until: date) -> pd.DataFrame:
     """Each learner's tag at the end of ``until`` (their last transition on or before it)."""
-    con = duckdb.connect(config={"threads": usable_cores()})
+    con = query_connection()
     con.register("log", transitions[["id", "customer_id", "as_of", "to_tag"]])
     return con.execute(
         "SELECT customer_id, arg_max(to_tag, id) AS tag FROM log "
@@ -152,7 +158,7 @@ def learners_of(
             "enrolled": enrolled.to_numpy(),
         }
     )
-    con = duckdb.connect(config={"threads": usable_cores()})
+    con = query_connection()
     con.register("customers", frame)
     con.register("tags", tags)
     where, params = [], []
@@ -204,7 +210,7 @@ def tag_spans(transitions: pd.DataFrame) -> pa.Table:
     Args:
         transitions: the audit log (``id``, ``customer_id``, ``as_of``, ``to_tag``).
     """
-    con = duckdb.connect(config={"threads": usable_cores()})
+    con = query_connection()
     con.register("log", transitions[["id", "customer_id", "as_of", "to_tag"]])
     return con.sql(
         "SELECT customer_id, to_tag AS tag, as_of AS opened, "
@@ -232,7 +238,7 @@ def tag_series(
     columns = ["day", *STATUS_TAGS]
     if not days:
         return pd.DataFrame(columns=columns)
-    con = duckdb.connect(config={"threads": usable_cores()})
+    con = query_connection()
     con.register("spans", tag_spans(transitions) if spans is None else spans)
     source = "spans"
     if learners is not None:
@@ -274,7 +280,7 @@ def value_by_tier_tag(scores: pd.DataFrame, learners: pd.DataFrame) -> pd.DataFr
 def value_of_rows(scored: pa.Table) -> pd.DataFrame:
     """``value_by_tier_tag`` of a day's scores already joined to their learners
     (``with_learner``), e.g. narrowed by a filter (``rows_of``)."""
-    con = duckdb.connect(config={"threads": usable_cores()})
+    con = query_connection()
     con.register("scored", scored)
     return con.execute(
         """
@@ -299,7 +305,7 @@ def with_learner(rows: pa.Table | pd.DataFrame, learners: pd.DataFrame) -> pa.Ta
     (``learners_of`` with no filter), a filter then only masks them (``rows_of``): what joining
     the filter's learners gives, for tens of milliseconds.
     """
-    con = duckdb.connect(config={"threads": usable_cores()})
+    con = query_connection()
     con.register("source", rows)
     con.register("learners", learners[["customer_id", *LEARNER_OF_ROW.values()]])
     added = ", ".join(f"l.{column} AS {name}" for name, column in LEARNER_OF_ROW.items())
@@ -346,7 +352,7 @@ def call_rows(
         f"{column} {'ASC' if up else 'DESC'} NULLS LAST"
         for column, up in zip(columns, ascending, strict=True)
     )
-    con = duckdb.connect(config={"threads": usable_cores()})
+    con = query_connection()
     con.register("scores", scores)
     source = "scores"
     if learners is not None:
@@ -436,6 +442,7 @@ __all__ = [
     "learners_of",
     "narrow_learners",
     "narrowing",
+    "query_connection",
     "rows_of",
     "tag_series",
     "tag_spans",

@@ -28,17 +28,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date
 
-import duckdb
 import numpy as np
 import pandas as pd
 
-from features.machine import usable_cores
 from serving.app.campaign_effect import (
     ALL_VARIANTS,
     EffectSettings,
     effect_table,
     learner_outcomes,
 )
+from serving.app.dashboard_data import query_connection
 from serving.core.messages import SENT
 
 ROI_COLUMNS: tuple[str, ...] = (
@@ -99,7 +98,7 @@ def run_costs(outbox: pd.DataFrame, as_of: date, costs: Mapping[str, float]) -> 
         contacts=sent.astype("int64"),
         cost=messages["channel"].map(dict(costs)).where(sent, 0.0).astype(float),
     )
-    con = duckdb.connect(config={"threads": usable_cores()})
+    con = query_connection()
     con.register("messages", priced.drop(columns=["channel", "state"]))
     return con.execute(
         """
@@ -141,7 +140,7 @@ def learner_roi(
     """
     outcomes = learner_outcomes(outbox, feedback, events, as_of, settings)
     runs = run_costs(outbox, as_of, costs)
-    con = duckdb.connect(config={"threads": usable_cores()})
+    con = query_connection()
     con.register("outcomes", outcomes.astype({"customer_id": str, "campaign_id": str}))
     con.register("runs", runs.astype({"customer_id": str, "campaign_id": str}))
     con.register("scores", scores[["as_of", "customer_id", "value_at_risk"]])
