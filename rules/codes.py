@@ -189,10 +189,8 @@ def text_order(values: ArrayLike) -> np.ndarray | None:
     Arrow's ``sort_indices``' 0.08-0.36 s. Wider ids (36-byte UUIDs) sorted as numpy bytes
     cost more than Arrow's sort when in no order (0.51 against 0.44 s), so they are left to it.
     """
-    keyed = _byte_keys(_arrow(values))
-    if keyed is None or keyed[0].dtype != np.uint64:
-        return None
-    return np.argsort(keyed[0], kind="stable")
+    keys = _integer_keys(values)
+    return None if keys is None else np.argsort(keys, kind="stable")
 
 
 def texts_repeat(values: ArrayLike) -> bool | None:
@@ -200,11 +198,17 @@ def texts_repeat(values: ArrayLike) -> bool | None:
     sorted (``_byte_keys``; a million ids: ~0.01-0.02 s of CPU against Arrow's hash, ~0.1-0.4 s
     with its fresh table's pages); None when the keys do not apply (a null, texts of several
     widths or of more than eight bytes): the caller finds out some other way."""
-    keyed = _byte_keys(_arrow(values))
-    if keyed is None or keyed[0].dtype != np.uint64:
+    keys = _integer_keys(values)
+    if keys is None:
         return None
-    keys = np.sort(keyed[0])
+    keys = np.sort(keys)
     return bool((keys[1:] == keys[:-1]).any())
+
+
+def _integer_keys(values: ArrayLike) -> np.ndarray | None:
+    """The texts' ``_byte_keys`` when they are integers (one width of up to eight bytes)."""
+    keyed = _byte_keys(_arrow(values))
+    return None if keyed is None or keyed[0].dtype != np.uint64 else keyed[0]
 
 
 def _arrow(values: ArrayLike) -> pa.Array:
