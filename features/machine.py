@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 THREADS_VARIABLE = "LSTEP_THREADS"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def usable_cores(environ: dict[str, str] | None = None, cgroup_root: Path | None = None) -> int:
+def usable_cores(environ: Mapping[str, str] | None = None, cgroup_root: Path | None = None) -> int:
     """The CPUs this process may use: ``LSTEP_THREADS`` when set, else its affinity within the
     cgroup quota (at least 1).
 

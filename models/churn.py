@@ -404,7 +404,7 @@ class ChurnModel:
 
         Args:
             values: rows of ``model_values``.
-            num_threads: LightGBM threads (0: the model's setting); a background job passes 1
+            num_threads: LightGBM threads (0: ``_threads``, by the rows); a background job passes 1
                 to leave the other cores to requests.
         """
         options = {"num_threads": num_threads} if num_threads else _threads(len(values))
