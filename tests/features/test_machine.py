@@ -7,6 +7,8 @@ import os
 import pytest
 
 from features.machine import cgroup_quota, usable_cores
+from features.workspace import connect
+from serving.app.dashboard_data import query_connection
 
 
 def _cgroup(root, files: dict[str, str]):
@@ -78,3 +80,20 @@ def test_a_bad_lstep_threads_is_refused_naming_it(value):
     # then the error names the variable and the value
     with pytest.raises(ValueError, match=rf"LSTEP_THREADS .*{value!r}"):
         usable_cores(environ={"LSTEP_THREADS": value})
+
+
+@pytest.mark.parametrize("open_connection", [connect, query_connection], ids=["batch", "dashboard"])
+@pytest.mark.parametrize("cores", ["1", "3"])
+def test_duckdb_connections_run_on_the_cores_the_process_may_use(
+    monkeypatch, open_connection, cores
+):
+    # given a process allowed `cores` CPUs (LSTEP_THREADS; 2 on the machine that runs this)
+    monkeypatch.setenv("LSTEP_THREADS", cores)
+
+    # when the batch's or a dashboard's DuckDB connection is opened without a thread count
+    con = open_connection()
+    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    con.close()
+
+    # then DuckDB runs on those cores: neither two fixed nor its own count of the host's CPUs
+    assert threads == int(cores)

@@ -56,20 +56,6 @@ def test_a_workspace_connection_keeps_its_freed_memory_and_reads_files_uncached(
     con.close()
 
 
-@pytest.mark.parametrize("cores", ["1", "3"])
-def test_a_workspace_connection_runs_on_the_cores_the_process_may_use(monkeypatch, cores):
-    # given a process allowed `cores` CPUs (LSTEP_THREADS; 2 on the machine that runs this)
-    monkeypatch.setenv("LSTEP_THREADS", cores)
-
-    # when a connection is opened without a thread count
-    con = connect()
-    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
-    con.close()
-
-    # then DuckDB runs on those cores: neither two fixed nor its own count of the host's CPUs
-    assert threads == int(cores)
-
-
 def test_fetched_text_is_one_arrow_array_as_with_df():
     # given a result that DuckDB hands over in several Arrow batches
     con = duckdb.connect(config={"threads": 2})

@@ -15,7 +15,6 @@ from serving.app.dashboard_data import (
     latest_tags,
     learners_of,
     narrow_learners,
-    query_connection,
     rows_of,
     tag_series,
     tag_spans,
@@ -205,15 +204,3 @@ def test_rows_joined_to_everyone_once_then_masked_are_those_of_the_filters_learn
     assert sorted(set(tier["customer_id"])) == ["a", "c"]
     assert set(rows_of(scored, DashboardFilters(tag="ST_006"))["customer_id"].to_pylist()) == {"b"}
     assert rows_of(scored, DashboardFilters(tier="PT_002", tag="ST_001")).num_rows == 0
-
-
-@pytest.mark.parametrize("cores", ["1", "3"])
-def test_a_dashboard_query_runs_on_the_cores_the_process_may_use(monkeypatch, cores):
-    # given a process allowed `cores` CPUs (LSTEP_THREADS)
-    monkeypatch.setenv("LSTEP_THREADS", cores)
-    # when a dashboard query's connection is opened
-    con = query_connection()
-    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
-    con.close()
-    # then DuckDB runs on those cores, not its own count of the host's CPUs
-    assert threads == int(cores)
