@@ -136,6 +136,8 @@ def measures(events: LearnerEvents, customer: Customer, as_of_us: int) -> Measur
     window_days = min(WINDOW_DAYS, as_of_day - customer.enrolled_us // DAY_US)
     counts = _type_counts(window.type_code, lag)
     timed = ~np.isnan(window.duration_s)
+    # whole microseconds, as the SQL's sums (features.window_sql.DURATION_US; durations are >= 0)
+    duration_us = np.floor(window.duration_s * 1e6 + 0.5)
     is_session, is_video = window.type_code == SESSION, window.type_code == VIDEO
     in7, weeks = lag <= 7, lag <= 28
     community = (window.type_code == POST) | (window.type_code == REPLY)
@@ -163,8 +165,8 @@ def measures(events: LearnerEvents, customer: Customer, as_of_us: int) -> Measur
         ses7=counts[SESSION, 0],
         ses14=counts[SESSION, 1],
         ses30=counts[SESSION, 2],
-        ses_s7=float(np.sum(window.duration_s[is_session & timed & in7])),
-        ses_s30=float(np.sum(window.duration_s[is_session & timed])),
+        ses_s7=_seconds(duration_us[is_session & timed & in7]),
+        ses_s30=_seconds(duration_us[is_session & timed]),
         ses_timed7=int(np.count_nonzero(is_session & timed & in7)),
         ses_timed30=int(np.count_nonzero(is_session & timed)),
         les7=counts[LESSON, 0],
@@ -178,7 +180,7 @@ def measures(events: LearnerEvents, customer: Customer, as_of_us: int) -> Measur
         post30=counts[POST, 2],
         reply30=counts[REPLY, 2],
         vid30=counts[VIDEO, 2],
-        vid_s30=float(np.sum(window.duration_s[is_video & timed])),
+        vid_s30=_seconds(duration_us[is_video & timed]),
         vid_timed30=int(np.count_nonzero(is_video & timed)),
         mob30=int(np.count_nonzero(window.channel_code == MOBILE)),
         chan30=int(np.count_nonzero(window.channel_code != NO_CHANNEL)),
@@ -187,6 +189,11 @@ def measures(events: LearnerEvents, customer: Customer, as_of_us: int) -> Measur
         active_lags=tuple(days.tolist()),
         lag_before=int(as_of_day - history.ts_us[start - 1] // DAY_US) if start else None,
     )
+
+
+def _seconds(duration_us: np.ndarray) -> float:
+    """A sum of whole microseconds in seconds, as the SQL divides it."""
+    return float(np.sum(duration_us)) / 1_000_000
 
 
 def _type_counts(codes: np.ndarray, lag: np.ndarray) -> dict[tuple[int, int], int]:

@@ -38,6 +38,10 @@ WINDOW_DAYS = 30
 EVENT_COLUMNS = ("customer_id", "ts", "event_type", "duration_s", "channel", "item")
 CUSTOMER_COLUMNS = ("customer_id", "product_tag", "enrolled_at", "mrr")
 RISK_COUNT = "risk_indicator_count"
+DURATION_US = "round(duration_s * 1000000)"
+"""An event's duration in whole microseconds (a DOUBLE), as every window sum adds it."""
+_DURATION_SUMS = {"ses_us7": "ses_s7", "ses_us30": "ses_s30", "vid_us30": "vid_s30"}
+"""The window's microsecond sums and the seconds the feature expressions read."""
 
 # --- SQL ------------------------------------------------------------------------------------------
 # Placeholders in braces are names of temporary objects or already-quoted literals, never user data.
@@ -147,8 +151,12 @@ _WINDOW_AGGREGATES = {
     "ses7": _count("event_type = 'session' AND lag <= 7"),
     "ses14": _count("event_type = 'session' AND lag <= 14"),
     "ses30": _count("event_type = 'session'"),
-    "ses_s7": _sum("duration_s", "event_type = 'session' AND lag <= 7"),
-    "ses_s30": _sum("duration_s", "event_type = 'session'"),
+    # durations are summed as whole microseconds held in a DOUBLE: sums of integers below 2**53
+    # (285 years of one learner's window) are exact in any order, so that the window carried
+    # from the day before (features.carry: added and taken away a day at a time) equals the one
+    # aggregated from the log, to the last bit, and DuckDB's parallel sums repeat exactly
+    "ses_us7": _sum(DURATION_US, "event_type = 'session' AND lag <= 7"),
+    "ses_us30": _sum(DURATION_US, "event_type = 'session'"),
     "ses_timed7": _count_of("duration_s", "event_type = 'session' AND lag <= 7"),
     "ses_timed30": _count_of("duration_s", "event_type = 'session'"),
     "les7": _count("event_type = 'lesson_completed' AND lag <= 7"),
@@ -162,7 +170,7 @@ _WINDOW_AGGREGATES = {
     "post30": _count("event_type = 'community_post'"),
     "reply30": _count("event_type = 'community_reply'"),
     "vid30": _count("event_type = 'video_watched'"),
-    "vid_s30": _sum("duration_s", "event_type = 'video_watched'"),
+    "vid_us30": _sum(DURATION_US, "event_type = 'video_watched'"),
     "vid_timed30": _count_of("duration_s", "event_type = 'video_watched'"),
     # channel is nullable: a learner whose events all lack a channel has mob30 0, not NULL
     "mob30": _count_of("1", "channel = 'mobile'"),
@@ -401,6 +409,19 @@ def _sequence_template() -> str:  # pragma: no mutate block
 _DERIVED = _DERIVED.replace("{mask_measures}", _mask_measures())
 _SEQUENCE = _sequence_template()
 """The derived measures of ``_DERIVED`` (its query as ``{derived}``) plus the sequence measures."""
+
+
+def measure_columns() -> str:
+    """The window's aggregates as ``_MEASURES`` selects them: 0 for a learner without events in
+    the window (a missing timestamp stays missing), durations in seconds."""
+    columns = []
+    for name in _WINDOW_AGGREGATES:
+        if name.endswith("_ts"):
+            continue
+        value = f"coalesce(w.{name}, 0)"
+        seconds = _DURATION_SUMS.get(name)
+        columns.append(f"{value} / 1000000 AS {seconds}" if seconds else f"{value} AS {name}")
+    return ", ".join(columns)
 
 
 # --- literals -------------------------------------------------------------------------------------

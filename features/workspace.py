@@ -56,6 +56,7 @@ from features.window_sql import (
     CUSTOMER_COLUMNS,
     EVENT_COLUMNS,
     WINDOW_DAYS,
+    measure_columns,
     timestamp_literal,
 )
 
@@ -227,6 +228,7 @@ class Workspace:
         self._registered: list[str] = []
         self.customer_filter = ""
         self.type_firsts: str | None = None
+        self.history_table: str | None = None  # the history before the window (``history``)
 
     def name(self, role: str) -> str:
         """The unique name of this call's object playing ``role``."""
@@ -406,13 +408,8 @@ class Workspace:
     def _measures_sql(self, spine: str, window: str, catalog: FeatureCatalog) -> str:
         """Create the items, history and availability tables; return the measures query."""
         items = self.create("TABLE", "items", _ITEMS_TABLE, in_window=self.in_window())
-        window_columns = ", ".join(
-            f"coalesce(w.{name}, 0) AS {name}"
-            for name in _WINDOW_AGGREGATES
-            if not name.endswith("_ts")  # a missing timestamp stays missing
-        )
         measures = _MEASURES.format(
-            window_columns=window_columns,
+            window_columns=measure_columns(),
             spine=spine,
             window=window,
             items=items,
@@ -421,18 +418,21 @@ class Workspace:
         )
         return _SEQUENCE.format(derived=_DERIVED.format(measures=measures))
 
+    def history(self) -> str:
+        """The events before each date's window per (learner, bucket) (``_HISTORY_TABLE``), made
+        once (or given: ``features.carry``)."""
+        if self.history_table is None:
+            days = self.create("TABLE", "bucket_days", _BUCKET_DAYS_TABLE, dates=self.dates)
+            start = timestamp_literal(self.last_as_of - pd.Timedelta(days=WINDOW_DAYS))
+            self.history_table = self.create(
+                "TABLE", "history", _HISTORY_TABLE, events=self.events, bucket_days=days,
+                last_window_start=start, customer_filter=self.customer_filter,
+            )  # fmt: skip
+        return self.history_table
+
     def _history_at(self, spine: str) -> str:
         """The all-history measures before each spine row's window."""
-        bucket_days = self.create("TABLE", "bucket_days", _BUCKET_DAYS_TABLE, dates=self.dates)
-        history = self.create(
-            "TABLE",
-            "history",
-            _HISTORY_TABLE,
-            events=self.events,
-            bucket_days=bucket_days,
-            last_window_start=timestamp_literal(self.last_as_of - pd.Timedelta(days=WINDOW_DAYS)),
-            customer_filter=self.customer_filter,
-        )
+        history = self.history()
         return self.create("TABLE", "history_at", _HISTORY_AT_TABLE, spine=spine, history=history)
 
     def _availability(self, catalog: FeatureCatalog) -> str:
