@@ -255,7 +255,7 @@ def _batch_day(
     from serving.infra.champion import load_champion
     from serving.infra.rulesets import load_rules
     from serving.infra.store import StateStore
-    from serving.settings import disable_telemetry
+    from serving.settings import Settings, disable_telemetry
 
     disable_telemetry()
     started = time.perf_counter()
@@ -274,6 +274,7 @@ def _batch_day(
         context = BatchContext(
             store=store, champion=champion, ruleset=ruleset, run_id=run_id, now=NOW,
             data_dir=data_dir, step=step, progress=cpu,
+            carry_window=Settings().carry_window,  # LSTEP_CARRY_WINDOW=false: aggregate each day
         )  # fmt: skip
         if step is not None:
             step.output_dir = data_dir / "spark"

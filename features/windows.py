@@ -14,6 +14,7 @@ day on a single pass over the window) and ``event_type_firsts``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,12 +25,15 @@ import duckdb
 import pandas as pd
 import pandera.pandas as pa
 
+from features.carry import aggregated_window, day_window
 from features.catalog import FeatureCatalog, FeatureSpec, load_catalog
 from features.feature_sql import FEATURE_SQL
 from features.keys import keys_in_order, repeated_keys
 from features.schemas import KEY_COLUMNS, feature_frame_schema
-from features.window_sql import _ACTIVE_PAIRS_TABLE, _WINDOW_TABLE, RISK_COUNT
-from features.workspace import SqlEngine, TableInput, Workspace, workspace
+from features.window_sql import _ACTIVE_PAIRS_TABLE, RISK_COUNT
+from features.workspace import DuckDBEngine, SqlEngine, TableInput, Workspace, workspace
+
+logger = logging.getLogger(__name__)
 
 _PANDAS_DTYPES = {"float": "float64", "bool": "bool", "category": "str"}
 
@@ -239,7 +243,7 @@ def build_features(
     with workspace(con) as ws:
         ws.register_inputs(events, customers)
         ws.register_dates(dates, restrict_to=pairs)
-        window = _window_table(ws)
+        window = aggregated_window(ws)
         pairs = ws.eligible(window) if pairs is None else pairs
         if type_firsts is not None:
             ws.use_type_firsts(type_firsts)
@@ -294,18 +298,31 @@ def feature_day(
     as_of: date,
     *,
     con: duckdb.DuckDBPyConnection | SqlEngine | None = None,
+    carry: Path | None = None,
 ) -> Iterator[FeatureDay]:
     """The batch day's learners and features on one pass over the window (``FeatureDay``).
 
     The same frames as ``eligible_spine`` and ``build_features(spine=...)``; the window's
     aggregates are computed for every learner with an event in it (the eligible ones), which is
     what a day's spine is made of.
+
+    Args:
+        carry: a directory where the day's window and history are kept for the next day, and
+            the day before's are read from when they hold (``features.carry``: the same
+            frames); None aggregates the window from the log. Used only for an events file
+            on DuckDB.
     """
     dates = _as_of_dates([as_of])
     with workspace(con) as ws:
         ws.register_inputs(events, customers)
         ws.register_dates(dates)
-        yield FeatureDay(ws, _window_table(ws), dates.iloc[0])
+        on_file = not isinstance(events, pd.DataFrame) and isinstance(ws.engine, DuckDBEngine)
+        if carry is not None and on_file:
+            window, how = day_window(ws, Path(events), Path(carry))
+            logger.info("features of %s: the window %s", dates.iloc[0].date(), how)
+        else:
+            window = aggregated_window(ws)
+        yield FeatureDay(ws, window, dates.iloc[0])
 
 
 def event_type_firsts(
@@ -360,11 +377,6 @@ def _as_of_dates(as_of: Sequence[date] | None) -> pd.Series:
     if as_of is None or len(as_of) == 0:
         raise ValueError("as_of: give at least one date")
     return as_of_series(list(as_of)).drop_duplicates().sort_values(ignore_index=True)
-
-
-def _window_table(ws: Workspace) -> str:
-    """The window's aggregates per (learner, as_of) with an event in it (``_WINDOW_TABLE``)."""
-    return ws.create("TABLE", "window", _WINDOW_TABLE, **ws.window_parts())
 
 
 def _typed_features(raw: pd.DataFrame, catalog: FeatureCatalog) -> pd.DataFrame:

@@ -149,6 +149,8 @@ class Settings(BaseSettings):
     bentoml_home: Path | None = None
     reports_dir: Path | None = None
     model_name: str = DEFAULT_MODEL_NAME
+    carry_window: bool = True
+    """Keep each batch day's window for the next day (``features.carry``; off: aggregated)."""
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
 
     @property

@@ -56,6 +56,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from features.carry import CARRY_SUBDIR
 from features.windows import feature_day
 from rules import RuleSet
 from serving.app.batch_inputs import BatchInputs
@@ -170,6 +171,8 @@ class BatchContext:
         campaigns: False plans no message at all (the outbox is left alone).
         step: the engine that runs learners -> features -> score -> decide (``DayStep``);
             None: DuckDB in this process (``duckdb_step``).
+        carry_window: keep the day's window under ``data_dir`` for the next day, and start
+            from the day before's (``features.carry``); False aggregates every day's.
     """
 
     store: StateStore
@@ -183,6 +186,7 @@ class BatchContext:
     planner: CampaignPlanner | None = None
     campaigns: bool = True
     step: DayStep | None = None
+    carry_window: bool = True
 
     def stage(self, as_of: date, name: str) -> AbstractContextManager[None]:
         return nullcontext() if self.progress is None else self.progress.stage(as_of, name)
@@ -281,7 +285,11 @@ def duckdb_step(
             # the window's aggregates that the features then use (a pass of their own, the
             # window's distinct learners, cost ~0.4 s of CPU at 200k learners), so this stage
             # now holds the window's GROUP BY and "features" the rest
-            day = open_day.enter_context(feature_day(inputs.events, inputs.customers, as_of))
+            carry = None if context.data_dir is None else context.data_dir / CARRY_SUBDIR
+            carry = carry if context.carry_window else None
+            day = open_day.enter_context(
+                feature_day(inputs.events, inputs.customers, as_of, carry=carry)
+            )
             eligible = day.eligible()
             state = stored()
             spine = spine_of(eligible, state, as_of)

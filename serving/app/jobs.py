@@ -291,6 +291,7 @@ def batch_context(
         data_dir=settings.data_path,
         progress=runtime.progress,
         top=top,
+        carry_window=settings.carry_window,
     )
 
 

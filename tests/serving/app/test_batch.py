@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from datetime import date, timedelta
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 from rich.console import Console
 
 import serving.app.batch_inputs as batch_inputs_module
+from features.carry import CARRY_SUBDIR
 from features.validation_report import InputError
 from serving.app.batch import BatchContext, BatchInputs, run_day, run_range
 from serving.cli.render import batch_summary
@@ -17,7 +19,7 @@ from serving.core.problems import NoChampionError
 from serving.core.state import state_after_moves
 from serving.infra.champion import require_champion
 from serving.infra.snapshots import latest_feature_snapshot
-from tests.features.event_frames import customers_frame, events_frame
+from tests.features.event_frames import customers_frame, events_frame, time_ordered_log
 from tests.serving.fixtures import FIRST_DAY, NOW
 
 RULES_ONLY_NOTE = "[no model score: decided on rules only]"
@@ -278,6 +280,41 @@ def test_a_day_on_proved_files_equals_the_day_on_validated_frames(
     for name, frame in expected.items():
         pd.testing.assert_frame_equal(actual[name], frame, check_like=True)
     on_files.close()
+
+
+def test_days_carried_from_the_day_before_are_the_days_aggregated_from_the_log(
+    simulated_log, champion, ruleset, tmp_path, caplog
+):
+    # Given the simulated log in time order, and two stores: one keeps each day's window
+    from serving.infra.store import StateStore
+    from tests.serving.conftest import FINISHED_AT
+
+    events = time_ordered_log(simulated_log.events_path, tmp_path)
+    inputs = BatchInputs(events=events, customers=simulated_log.customers_path)
+    days = [FIRST_DAY + timedelta(days=offset) for offset in range(3)]
+    contents = {}
+    caplog.set_level(logging.INFO, logger="features.windows")
+    # When three days run on each, the window carried from the day before or aggregated
+    for carried in (True, False):
+        store = StateStore(f"sqlite:///{tmp_path / f'{carried}.db'}", clock=lambda: FINISHED_AT)
+        context = context_of(
+            store, champion, ruleset, run_id="days", data_dir=tmp_path / f"data-{carried}",
+            carry_window=carried,
+        )  # fmt: skip
+        results = run_range(days[0], days[-1], inputs, context)
+        contents[carried] = store_contents(store)
+        store.close()
+    # Then the carrying run carried its second and third days' windows from the day before
+    messages = [record.getMessage() for record in caplog.records]
+    carried = [message for message in messages if "the window carried from" in message]
+    assert len(carried) == 2
+    # and the stores hold the same rows, and only the carrying run kept its last two windows
+    assert sum(result.transitions for result in results) > 0
+    for name, frame in contents[False].items():
+        pd.testing.assert_frame_equal(contents[True][name], frame, check_like=True)
+    kept = sorted(path.name for path in (tmp_path / "data-True" / CARRY_SUBDIR).glob("*.parquet"))
+    assert kept == [f"window.as_of={day.isoformat()}.parquet" for day in days[1:]]
+    assert not (tmp_path / "data-False" / CARRY_SUBDIR).exists()
 
 
 def _not_called(*args, **kwargs):
