@@ -242,14 +242,51 @@ def boundary_days(until: pd.Timestamp) -> dict[str, str]:
     return ranges
 
 
+# The learners' distinct feature items in the window (items30) cannot be carried as a count: an
+# item seen twice leaves the window only with its last sighting. Each (learner, item) pair is
+# kept with the last day it was seen; the day t-1 adds its pairs, and pairs last seen before
+# the window drop out.
+_FEATURE_ITEM = "event_type = 'feature_used' AND item IS NOT NULL"
+ITEM_PAIRS_AGGREGATED = f"""
+CREATE TEMP TABLE {{name}} AS
+SELECT customer_id, item, max(CAST(ts AS DATE)) AS last_day
+FROM {{events}}
+WHERE {_FEATURE_ITEM} AND ts >= {{window_start}} AND ts < {{until}}
+GROUP BY customer_id, item
+"""
+"""The (learner, item) pairs of the window's feature events, each with its last day."""
+ITEM_PAIRS_CARRIED = f"""
+CREATE TEMP TABLE {{name}} AS
+SELECT customer_id, item, max(last_day) AS last_day
+FROM (SELECT customer_id, item, last_day FROM {{pairs}}
+      WHERE last_day >= CAST({{window_start}} AS DATE)
+      UNION ALL
+      SELECT customer_id, item, CAST(ts AS DATE) AS last_day FROM {{events}}
+      WHERE {_FEATURE_ITEM} AND {{day1}})
+GROUP BY customer_id, item
+"""
+"""``ITEM_PAIRS_AGGREGATED`` at t from the pairs at t-1 (``{pairs}``) and the day t-1."""
+ITEMS_OF_PAIRS = """
+CREATE TEMP TABLE {name} AS
+SELECT p.customer_id, d.as_of, count(*) AS items30
+FROM {pairs} AS p CROSS JOIN {dates} AS d
+GROUP BY p.customer_id, d.as_of
+"""
+"""``_ITEMS_TABLE`` of the pairs."""
+
+
 def carry_version(engine_version: str) -> str:
     """Names what a carried state was computed by: its SQL, the window's and the engine's."""
-    text = "\n".join([carry_template(), str(_WINDOW_AGGREGATES), _HISTORY_TABLE, engine_version])
+    parts = [carry_template(), ITEM_PAIRS_AGGREGATED, ITEM_PAIRS_CARRIED, ITEMS_OF_PAIRS]
+    text = "\n".join([*parts, str(_WINDOW_AGGREGATES), _HISTORY_TABLE, engine_version])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 __all__ = [
     "HISTORY_COLUMNS",
+    "ITEMS_OF_PAIRS",
+    "ITEM_PAIRS_AGGREGATED",
+    "ITEM_PAIRS_CARRIED",
     "LEAVING",
     "ROW_HASH",
     "boundary_days",

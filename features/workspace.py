@@ -229,6 +229,7 @@ class Workspace:
         self.customer_filter = ""
         self.type_firsts: str | None = None
         self.history_table: str | None = None  # the history before the window (``history``)
+        self.items_table: str | None = None  # given (features.carry), else ``_ITEMS_TABLE``
 
     def name(self, role: str) -> str:
         """The unique name of this call's object playing ``role``."""
@@ -407,15 +408,13 @@ class Workspace:
 
     def _measures_sql(self, spine: str, window: str, catalog: FeatureCatalog) -> str:
         """Create the items, history and availability tables; return the measures query."""
-        items = self.create("TABLE", "items", _ITEMS_TABLE, in_window=self.in_window())
-        measures = _MEASURES.format(
-            window_columns=measure_columns(),
-            spine=spine,
-            window=window,
-            items=items,
-            history_at=self._history_at(spine),
-            availability=self._availability(catalog),
+        items = self.items_table or self.create(
+            "TABLE", "items", _ITEMS_TABLE, in_window=self.in_window()
         )
+        measures = _MEASURES.format(
+            window_columns=measure_columns(), spine=spine, window=window, items=items,
+            history_at=self._history_at(spine), availability=self._availability(catalog),
+        )  # fmt: skip
         return _SEQUENCE.format(derived=_DERIVED.format(measures=measures))
 
     def history(self) -> str:

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from features.carry import CarryRecord, in_time_order, state_path
+from features.carry import CarryRecord, in_time_order, items_path, state_path
 from features.carry_sql import carried_measures
 from features.window_sql import _WINDOW_AGGREGATES
 from features.windows import feature_day
@@ -64,8 +64,11 @@ def test_a_carried_window_is_the_aggregated_one_day_after_day(simulated_log, tmp
     assert hows(caplog)[0] == f"aggregated: no state of {FIRST - timedelta(days=1)}"
     assert hows(caplog)[1:] == [f"carried from {FIRST + timedelta(days=k)}" for k in range(7)]
     # and only the last two states are kept (a rerun of the last day needs the one before)
-    kept = sorted(path.name for path in carry.glob("*.parquet"))
-    assert kept == [state_path(carry, FIRST + timedelta(days=k)).name for k in (6, 7)]
+    kept = sorted(path.name for path in carry.iterdir())
+    last_two = [FIRST + timedelta(days=k) for k in (6, 7)]
+    files = [path(carry, day) for day in last_two for path in (items_path, state_path)]
+    files += [state_path(carry, day).with_suffix(".json") for day in last_two]
+    assert kept == sorted(file.name for file in files)
 
 
 def test_a_log_appended_since_is_carried_once_its_past_is_proved(simulated_log, tmp_path, caplog):

@@ -312,8 +312,10 @@ def test_days_carried_from_the_day_before_are_the_days_aggregated_from_the_log(
     assert sum(result.transitions for result in results) > 0
     for name, frame in contents[False].items():
         pd.testing.assert_frame_equal(contents[True][name], frame, check_like=True)
-    kept = sorted(path.name for path in (tmp_path / "data-True" / CARRY_SUBDIR).glob("*.parquet"))
-    assert kept == [f"window.as_of={day.isoformat()}.parquet" for day in days[1:]]
+    kept = sorted(path.name for path in (tmp_path / "data-True" / CARRY_SUBDIR).glob("window.*"))
+    assert kept == [
+        f"window.as_of={day.isoformat()}.{kind}" for day in days[1:] for kind in ("json", "parquet")
+    ]
     assert not (tmp_path / "data-False" / CARRY_SUBDIR).exists()
 
 
