@@ -4,9 +4,10 @@ Aggregating a day's window reads its thirty days of events, and its history ever
 them: each day, the whole log. A batch that ran yesterday already holds all of it but one day:
 ``day_window`` keeps each learner's window measures and history in a state file beside the
 day's other outputs, and the next day adds the day that entered the window and takes away what
-left it (six days of the log read instead of all of it). The carried window equals the
-aggregated one to the last bit (durations are summed in whole microseconds); a test holds them
-equal day after day.
+left it (six days of the log read instead of all of it). The learners' feature items
+are kept as (learner, item, last day seen) pairs. The carried window equals the aggregated one
+to the last bit (durations are summed in whole microseconds); a test holds them equal day after
+day.
 
 It holds only if the log before yesterday's midnight is the one yesterday read. That is proved
 by the events file being the very file (its size and modification time), or else, for a log
@@ -26,7 +27,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from features.carry_sql import (
     HISTORY_COLUMNS,
@@ -93,29 +94,19 @@ def day_window(ws: Workspace, events: Path, directory: Path) -> tuple[str, str]:
     record = _stamped(events, ws.last_as_of.date())
     previous, why = _previous(ws, directory, record)
     pairs = _item_pairs(ws, directory, previous)
-    ws.items_table = ws.create(
-        "TABLE", "carried_items", ITEMS_OF_PAIRS, pairs=pairs, dates=ws.dates
-    )
+    ws.items_table = ws.create("TABLE", "items", ITEMS_OF_PAIRS, pairs=pairs, dates=ws.dates)
     if previous is None:
         window, ws.history_table = aggregated_window(ws), ws.history()
-        rows, fingerprint = _log_before(ws, ws.last_as_of)
         state = _state_of(window, ws.history_table)
+        record = record.model_copy(update=_log_before(ws, ws.last_as_of))
         how = f"aggregated: {why}"
     else:
-        state = _carried(ws, directory, previous)
+        state, record = _carried(ws, directory, previous, record)
         window = ws.create("TABLE", "carried_window", _window_of(state, ws.dates))
         ws.history_table = ws.create("TABLE", "carried_history", _history_of(state))
-        rows, fingerprint = ws.con.execute(
-            f"SELECT coalesce(sum(day1), 0), coalesce(sum(day_fingerprint), 0) FROM {state}"
-        ).fetchall()[0]
-        rows, fingerprint = previous.rows + int(rows), previous.fingerprint + int(fingerprint)
         how = f"carried from {previous.as_of}"
-    record = record.model_copy(update={"rows": rows, "fingerprint": fingerprint})
-    _save(
-        ws,
-        {state: state_path(directory, record.as_of), pairs: items_path(directory, record.as_of)},
-        record,
-    )
+    saved = {state: state_path(directory, record.as_of), pairs: items_path(directory, record.as_of)}
+    _save(ws, saved, record)
     if previous is not None:  # its window and history are copied out: free the ~45 columns of
         ws.con.execute(f"DROP TABLE {state}")  # every learner (~0.3 GiB at 1M) for the day
     return window, how
@@ -164,7 +155,9 @@ def _previous(
         return None, f"no state of {day_before}"
     try:
         previous = CarryRecord.model_validate_json(path.with_suffix(".json").read_bytes())
-    except (OSError, ValidationError) as error:
+        for table in saved[1:]:
+            pq.read_metadata(table)  # a file cut short has no footer
+    except (OSError, ValueError) as error:  # pydantic's ValidationError, pyarrow's ArrowInvalid
         return None, f"the state of {day_before} is unreadable ({type(error).__name__})"
     if previous.version != record.version or previous.as_of != day_before:
         return None, f"the state of {day_before} was computed otherwise (another version)"
@@ -173,26 +166,30 @@ def _previous(
     stamp = (record.events_size, record.events_mtime_ns)
     if (previous.events_size, previous.events_mtime_ns) == stamp:
         return previous, ""  # the very file: the log before the day before is the one read
-    rows, fingerprint = _log_before(ws, pd.Timestamp(day_before))
-    if (rows, fingerprint) != (previous.rows, previous.fingerprint):
-        changed = f"{rows:,} events, were {previous.rows:,}"
+    log = _log_before(ws, pd.Timestamp(day_before))
+    if (log["rows"], log["fingerprint"]) != (previous.rows, previous.fingerprint):
+        changed = f"{log['rows']:,} events, were {previous.rows:,}"
         return None, f"the log before {day_before} changed since ({changed})"
     return previous, ""
 
 
-def _log_before(ws: Workspace, until: pd.Timestamp) -> tuple[int, int]:
-    """The count and the sum of the row hashes of the log's events before ``until``."""
+def _log_before(ws: Workspace, until: pd.Timestamp) -> dict[str, int]:
+    """``rows`` and ``fingerprint``: the count and the sum of the row hashes of the log's events
+    before ``until``."""
     rows, fingerprint = ws.con.execute(
         f"SELECT count(*), coalesce(sum({ROW_HASH}), 0) FROM {ws.events} "
         f"WHERE ts < {timestamp_literal(until)}"
     ).fetchall()[0]
-    return int(rows), int(fingerprint)
+    return {"rows": int(rows), "fingerprint": int(fingerprint)}
 
 
-def _carried(ws: Workspace, directory: Path, previous: CarryRecord) -> str:
-    """The day's state: the day before's plus the events of the days where a measure moves."""
+def _carried(
+    ws: Workspace, directory: Path, previous: CarryRecord, record: CarryRecord
+) -> tuple[str, CarryRecord]:
+    """The day's state (the day before's plus the days where a measure moves) and its record
+    (the day before's count and sum of the row hashes plus the day t-1's)."""
     as_of = ws.last_as_of
-    return ws.create(
+    state = ws.create(
         "TABLE", "carry", carry_template(),
         state=_read(state_path(directory, previous.as_of)),
         events=ws.events,
@@ -200,6 +197,14 @@ def _carried(ws: Workspace, directory: Path, previous: CarryRecord) -> str:
         **boundary_days(as_of),
         window_start=timestamp_literal(as_of - pd.Timedelta(days=WINDOW_DAYS)),
     )  # fmt: skip
+    rows, fingerprint = ws.con.execute(
+        f"SELECT coalesce(sum(day1), 0), coalesce(sum(day_fingerprint), 0) FROM {state}"
+    ).fetchall()[0]
+    added = {
+        "rows": previous.rows + int(rows),
+        "fingerprint": previous.fingerprint + int(fingerprint),
+    }
+    return state, record.model_copy(update=added)
 
 
 def in_time_order(events: Path, as_of: pd.Timestamp) -> bool:

@@ -124,6 +124,7 @@ def test_a_changed_past_is_aggregated_again(simulated_log, tmp_path, caplog, cha
     [
         ("gap", "no state of {before}"),
         ("record", "the state of {before} is unreadable (ValidationError)"),
+        ("parquet", "the state of {before} is unreadable (ArrowInvalid)"),
         ("version", "the state of {before} was computed otherwise (another version)"),
         ("log", "the state of {before} is of another log (/elsewhere/events.parquet)"),
     ],
@@ -137,6 +138,9 @@ def test_a_state_that_does_not_hold_is_not_read(simulated_log, tmp_path, caplog,
     record = state_path(carry, before).with_suffix(".json")
     if spoil == "record":
         record.write_text("{not json")
+    elif spoil == "parquet":
+        table = state_path(carry, before)
+        table.write_bytes(table.read_bytes()[:1000])
     elif spoil in {"version", "log"}:
         fields = json.loads(record.read_text())
         fields.update(
