@@ -34,7 +34,6 @@ from features.carry_sql import (
     ITEM_PAIRS_AGGREGATED,
     ITEM_PAIRS_CARRIED,
     ITEMS_OF_PAIRS,
-    LEAVING,
     ROW_HASH,
     boundary_days,
     boundary_lags,
@@ -208,8 +207,9 @@ def _carried(
 
 
 def in_time_order(events: Path, as_of: pd.Timestamp) -> bool:
-    """Whether the log's row groups are in time order enough that reading the boundary days
-    skips at least half of the month before ``as_of`` (read off their ``ts`` statistics).
+    """Whether the log's row groups are in time order enough that the boundary days before
+    ``as_of`` lie in at most half of the row groups the aggregated window and history read (all
+    those before ``as_of``), by their ``ts`` statistics.
 
     On a log whose row groups each span most days (one stored learner by learner) the six days
     cost more than the window and the history they replace (a million learners in learner
@@ -218,18 +218,17 @@ def in_time_order(events: Path, as_of: pd.Timestamp) -> bool:
     """
     metadata = pq.ParquetFile(events).metadata
     column = metadata.schema.names.index("ts")
-    first = as_of - pd.Timedelta(days=LEAVING)
     days = [(as_of - pd.Timedelta(days=lag), as_of - pd.Timedelta(days=lag - 1))
             for lag in boundary_lags()]  # fmt: skip
-    in_month = in_days = 0
+    before = in_days = 0
     for index in range(metadata.num_row_groups):
         stats = metadata.row_group(index).column(column).statistics
         if stats is None or not stats.has_min_max:
             return False
         low, high = _naive(stats.min), _naive(stats.max)
-        in_month += low < as_of and high >= first
+        before += low < as_of
         in_days += any(low < end and high >= start for start, end in days)
-    return 2 * in_days <= in_month
+    return 2 * in_days <= before
 
 
 def _naive(value: object) -> pd.Timestamp:
