@@ -118,9 +118,9 @@ def boundary_lags() -> list[int]:
     return sorted(lags)
 
 
-_PARTS = ((1,), (8, 15, 22, 29), (LEAVING,))
+_PARTS = ((1,), tuple(lag for lag in boundary_lags() if lag not in (1, LEAVING)), (LEAVING,))
 """The boundary days in the queries that aggregate them: the day that entered the window, the
-days inside it whose weights change (few measures each), the day that left it."""
+days inside it whose weights change (8, 15, 22, 29: few measures each), the day that left it."""
 
 
 def _part_of(lag: int) -> tuple[int, ...]:
