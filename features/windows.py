@@ -263,6 +263,9 @@ class FeatureDay:
     workspace: Workspace
     window: str
     day: pd.Timestamp
+    window_made: str = ""
+    """How the window was made when a carry directory was given (``features.carry``: "carried
+    from D" or "aggregated: why"), else empty."""
 
     def eligible(self) -> pd.DataFrame:
         """``eligible_spine(events, customers, [day])``: the eligible pairs, sorted by id."""
@@ -317,12 +320,13 @@ def feature_day(
         ws.register_inputs(events, customers)
         ws.register_dates(dates)
         on_file = not isinstance(events, pd.DataFrame) and isinstance(ws.engine, DuckDBEngine)
+        how = ""
         if carry is not None and on_file:
             window, how = day_window(ws, Path(events), Path(carry))
             logger.info("features of %s: the window %s", dates.iloc[0].date(), how)
         else:
             window = aggregated_window(ws)
-        yield FeatureDay(ws, window, dates.iloc[0])
+        yield FeatureDay(ws, window, dates.iloc[0], how)
 
 
 def event_type_firsts(

@@ -115,6 +115,7 @@ class AssessedDay:
             answers to reuse; None: the answers reuse ``assessment.decisions`` alone.
         snapshot: the feature snapshot, being written since the engine had its features
             (``batch_write.start_snapshot``); None: ``write_day`` writes it.
+        window: how the day's window was made (``FeatureDay.window_made``); empty: not said.
     """
 
     assessment: Assessment
@@ -122,6 +123,7 @@ class AssessedDay:
     write_outputs: Callable[[], None] | None = None
     decided: DecidedDay | None = None
     snapshot: Future[Path] | None = None
+    window: str = ""
 
 
 Stage = Callable[[str], AbstractContextManager[None]]
@@ -260,6 +262,7 @@ def run_day(
         rules_only=assessment.rules_only, model_version=assessment.model_version,
         learners=len(features), eligible=day.eligible, live_inactive=len(features) - day.eligible,
         stage_seconds=dict(timer.seconds), feature_snapshot=snapshot, assessment=assessment,
+        window=day.window,
         **summary,
     )  # fmt: skip
 
@@ -306,7 +309,9 @@ def duckdb_step(
     with stage("decide"):
         decided = cut_day(context.ruleset, state, assessment.decisions, features)
     assessment = dataclasses.replace(assessment, decisions=decided.decisions)
-    return AssessedDay(assessment, len(eligible), decided=decided, snapshot=snapshot)
+    return AssessedDay(
+        assessment, len(eligible), decided=decided, snapshot=snapshot, window=day.window_made
+    )
 
 
 def run_range(

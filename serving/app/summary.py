@@ -64,6 +64,8 @@ class BatchResult:
         stage_seconds: wall time per stage.
         feature_snapshot: where the day's features were written (None for a dry run).
         assessment: the day's assessment (None when the day was done before).
+        window: how the day's window was made when it could be carried (``features.carry``):
+            "carried from D" or "aggregated: why"; empty otherwise.
     """
 
     as_of: date
@@ -88,6 +90,7 @@ class BatchResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     feature_snapshot: Path | None = None
     assessment: Assessment | None = field(default=None, repr=False, compare=False)
+    window: str = ""
 
     @property
     def transitions(self) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import logging
 from datetime import date, timedelta
 
 import pandas as pd
@@ -283,7 +282,7 @@ def test_a_day_on_proved_files_equals_the_day_on_validated_frames(
 
 
 def test_days_carried_from_the_day_before_are_the_days_aggregated_from_the_log(
-    simulated_log, champion, ruleset, tmp_path, caplog
+    simulated_log, champion, ruleset, tmp_path
 ):
     # Given the simulated log in time order, and two stores: one keeps each day's window
     from serving.infra.store import StateStore
@@ -292,8 +291,7 @@ def test_days_carried_from_the_day_before_are_the_days_aggregated_from_the_log(
     events = time_ordered_log(simulated_log.events_path, tmp_path)
     inputs = BatchInputs(events=events, customers=simulated_log.customers_path)
     days = [FIRST_DAY + timedelta(days=offset) for offset in range(3)]
-    contents = {}
-    caplog.set_level(logging.INFO, logger="features.windows")
+    contents, results = {}, {}
     # When three days run on each, the window carried from the day before or aggregated
     for carried in (True, False):
         store = StateStore(f"sqlite:///{tmp_path / f'{carried}.db'}", clock=lambda: FINISHED_AT)
@@ -301,15 +299,22 @@ def test_days_carried_from_the_day_before_are_the_days_aggregated_from_the_log(
             store, champion, ruleset, run_id="days", data_dir=tmp_path / f"data-{carried}",
             carry_window=carried,
         )  # fmt: skip
-        results = run_range(days[0], days[-1], inputs, context)
+        results[carried] = run_range(days[0], days[-1], inputs, context)
         contents[carried] = store_contents(store)
         store.close()
-    # Then the carrying run carried its second and third days' windows from the day before
-    messages = [record.getMessage() for record in caplog.records]
-    carried = [message for message in messages if "the window carried from" in message]
-    assert len(carried) == 2
+    # Then the carrying run aggregated its first day and carried the two others, and says so
+    windows = [result.window for result in results[True]]
+    assert windows == [
+        f"aggregated: no state of {days[0] - timedelta(days=1)}",
+        f"carried from {days[0]}",
+        f"carried from {days[1]}",
+    ]
+    assert [result.window for result in results[False]] == ["", "", ""]
+    console = Console(record=True, width=200)
+    console.print(batch_summary(results[True][-1]))
+    assert f"window: carried from {days[1]}" in console.export_text()
     # and the stores hold the same rows, and only the carrying run kept its last two windows
-    assert sum(result.transitions for result in results) > 0
+    assert sum(result.transitions for result in results[True]) > 0
     for name, frame in contents[False].items():
         pd.testing.assert_frame_equal(contents[True][name], frame, check_like=True)
     kept = sorted(path.name for path in (tmp_path / "data-True" / CARRY_SUBDIR).glob("window.*"))
