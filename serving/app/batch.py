@@ -9,6 +9,8 @@ One day reads as its stages, one call each, I/O at the ends:
 2. **learners**: everyone eligible at ``as_of`` (``features.windows.feature_day``) plus every
    learner whose stored tag is live (not ST_006). A learner who stopped being active is no longer
    eligible, but must still be decided on, or "30 days inactive -> ST_006" (R09) could never fire.
+   On an events file in time order the window is carried from the day before's, kept under
+   ``<data_dir>/carry/`` (``features.carry``; ``BatchContext.carry_window``).
 3. **features**: ``build_features(spine=...)``'s frame, the code training uses, on the window
    aggregates the learners stage computed.
 4. **score** and 5. **decide**: ``serving.core.assess`` with the champion
