@@ -22,6 +22,7 @@ import hashlib
 import pandas as pd
 
 from features.window_sql import (
+    _DURATION_SUMS,
     _HISTORY_TABLE,
     _WINDOW_AGGREGATES,
     DURATION_US,
@@ -51,7 +52,7 @@ def _lags(first: int, last: int) -> dict[int, int]:
 
 
 _SLOPE = {lag: 3 - 2 * ((lag - 1) // 7) for lag in range(1, 29)}
-# name: (the condition an event counts under, or a value it adds; its weight by lag)
+# name: (the events it counts, or whose durations it sums (``_DURATION_SUMS``); weight by lag)
 _SUMS: dict[str, tuple[str, dict[int, int]]] = {
     "ev7": ("TRUE", _lags(1, 7)),
     "ev30": ("TRUE", _lags(1, 30)),
@@ -60,8 +61,8 @@ _SUMS: dict[str, tuple[str, dict[int, int]]] = {
     "ses7": (SESSION, _lags(1, 7)),
     "ses14": (SESSION, _lags(1, 14)),
     "ses30": (SESSION, _lags(1, 30)),
-    "ses_us7": (f"value:{SESSION} AND {TIMED}", _lags(1, 7)),
-    "ses_us30": (f"value:{SESSION} AND {TIMED}", _lags(1, 30)),
+    "ses_us7": (f"{SESSION} AND {TIMED}", _lags(1, 7)),
+    "ses_us30": (f"{SESSION} AND {TIMED}", _lags(1, 30)),
     "ses_timed7": (f"{SESSION} AND {TIMED}", _lags(1, 7)),
     "ses_timed30": (f"{SESSION} AND {TIMED}", _lags(1, 30)),
     "les7": ("event_type = 'lesson_completed'", _lags(1, 7)),
@@ -75,7 +76,7 @@ _SUMS: dict[str, tuple[str, dict[int, int]]] = {
     "post30": ("event_type = 'community_post'", _lags(1, 30)),
     "reply30": ("event_type = 'community_reply'", _lags(1, 30)),
     "vid30": (VIDEO, _lags(1, 30)),
-    "vid_us30": (f"value:{VIDEO} AND {TIMED}", _lags(1, 30)),
+    "vid_us30": (f"{VIDEO} AND {TIMED}", _lags(1, 30)),
     "vid_timed30": (f"{VIDEO} AND {TIMED}", _lags(1, 30)),
     "mob30": ("channel = 'mobile'", _lags(1, 30)),
     "chan30": ("channel IS NOT NULL", _lags(1, 30)),
@@ -185,14 +186,10 @@ def _moved(name: str, found: _Aggregates) -> str:
     """Measure ``name`` at t from the state at t-1 (``s``) and the boundary days (``e``)."""
     if name in _SUMS:
         condition, weights = _SUMS[name]
-        duration = condition.startswith("value:")
+        aggregate_of = found.duration if name in _DURATION_SUMS else found.count
         terms = [f"coalesce(s.{name}, 0)"]
         for lag, step in _changes(weights).items():
-            if duration:
-                aggregate = found.duration(condition.removeprefix("value:"), lag)
-            else:
-                aggregate = found.count(condition, lag)
-            terms.append(f"{step} * coalesce({aggregate}, 0)")
+            terms.append(f"{step} * coalesce({aggregate_of(condition, lag)}, 0)")
         return " + ".join(terms)
     if name in _LATEST:  # greatest() passes over a NULL
         kept = f"CASE WHEN s.{name} >= {{window_start}} THEN s.{name} END"
