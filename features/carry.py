@@ -41,6 +41,7 @@ from features.carry_sql import (
     carry_template,
     carry_version,
 )
+from features.parquet_source import parquet_source
 from features.window_sql import _WINDOW_TABLE, WINDOW_DAYS, _sql_literal, timestamp_literal
 from features.workspace import Workspace
 
@@ -91,13 +92,13 @@ def day_window(ws: Workspace, events: Path, directory: Path) -> tuple[str, str]:
     if not in_time_order(events, ws.last_as_of):
         return aggregated_window(ws), "aggregated: the log is not in time order (nothing carried)"
     record = _stamped(events, ws.last_as_of.date())
-    previous, why = _previous(ws, directory, record)
+    previous, why, log = _previous(ws, directory, record)
     pairs = _item_pairs(ws, directory, previous)
     ws.items_table = ws.create("TABLE", "items", ITEMS_OF_PAIRS, pairs=pairs, dates=ws.dates)
     if previous is None:
         window, ws.history_table = aggregated_window(ws), ws.history()
         state = _state_of(window, ws.history_table)
-        record = record.model_copy(update=_log_before(ws, ws.last_as_of))
+        record = record.model_copy(update=log or _log_before(ws, ws.last_as_of)[0])
         how = f"aggregated: {why}"
     else:
         state, record = _carried(ws, directory, previous, record)
@@ -122,12 +123,8 @@ def _item_pairs(ws: Workspace, directory: Path, previous: CarryRecord | None) ->
     day1 = boundary_days(ws.last_as_of)["day1"]
     return ws.create(
         "TABLE", "item_pairs", ITEM_PAIRS_CARRIED, events=ws.events, window_start=window_start,
-        pairs=_read(items_path(directory, previous.as_of)), day1=day1,
+        pairs=parquet_source(items_path(directory, previous.as_of)), day1=day1,
     )  # fmt: skip
-
-
-def _read(path: Path) -> str:
-    return f"read_parquet({_sql_literal(str(path))})"
 
 
 def _stamped(events: Path, as_of: date) -> CarryRecord:
@@ -145,41 +142,50 @@ def _stamped(events: Path, as_of: date) -> CarryRecord:
 
 def _previous(
     ws: Workspace, directory: Path, record: CarryRecord
-) -> tuple[CarryRecord | None, str]:
-    """The day before's record when its state holds for this day, else None and why not."""
+) -> tuple[CarryRecord | None, str, dict[str, int] | None]:
+    """The day before's record when its state holds for this day, else None and why not; and
+    the log's count and sum before this day when the proof read them (a changed log's day is
+    aggregated and keeps them: one scan, not two)."""
     day_before = record.as_of - timedelta(days=1)
     path = state_path(directory, day_before)
     saved = (path.with_suffix(".json"), path, items_path(directory, day_before))
     if not all(file.is_file() for file in saved):
-        return None, f"no state of {day_before}"
+        return None, f"no state of {day_before}", None
     try:
         previous = CarryRecord.model_validate_json(path.with_suffix(".json").read_bytes())
         for table in saved[1:]:
             pq.read_metadata(table)  # a file cut short has no footer
     except (OSError, ValueError) as error:  # pydantic's ValidationError, pyarrow's ArrowInvalid
-        return None, f"the state of {day_before} is unreadable ({type(error).__name__})"
+        return None, f"the state of {day_before} is unreadable ({type(error).__name__})", None
     if previous.version != record.version or previous.as_of != day_before:
-        return None, f"the state of {day_before} was computed otherwise (another version)"
+        return None, f"the state of {day_before} was computed otherwise (another version)", None
     if previous.events_path != record.events_path:
-        return None, f"the state of {day_before} is of another log ({previous.events_path})"
+        return None, f"the state of {day_before} is of another log ({previous.events_path})", None
     stamp = (record.events_size, record.events_mtime_ns)
     if (previous.events_size, previous.events_mtime_ns) == stamp:
-        return previous, ""  # the very file: the log before the day before is the one read
-    log = _log_before(ws, pd.Timestamp(day_before))
-    if (log["rows"], log["fingerprint"]) != (previous.rows, previous.fingerprint):
-        changed = f"{log['rows']:,} events, were {previous.rows:,}"
-        return None, f"the log before {day_before} changed since ({changed})"
-    return previous, ""
+        return previous, "", None  # the very file: the log before the day before is the one read
+    before, today = _log_before(ws, pd.Timestamp(day_before), ws.last_as_of)
+    if (before["rows"], before["fingerprint"]) != (previous.rows, previous.fingerprint):
+        changed = f"{before['rows']:,} events, were {previous.rows:,}"
+        return None, f"the log before {day_before} changed since ({changed})", today
+    return previous, "", None
 
 
-def _log_before(ws: Workspace, until: pd.Timestamp) -> dict[str, int]:
-    """``rows`` and ``fingerprint``: the count and the sum of the row hashes of the log's events
-    before ``until``."""
-    rows, fingerprint = ws.con.execute(
-        f"SELECT count(*), coalesce(sum({ROW_HASH}), 0) FROM {ws.events} "
-        f"WHERE ts < {timestamp_literal(until)}"
+def _log_before(ws: Workspace, *bounds: pd.Timestamp) -> list[dict[str, int]]:
+    """For each bound, ``rows`` and ``fingerprint``: the count and the sum of the row hashes of
+    the log's events before it (one scan)."""
+    sums = ", ".join(
+        f"count(*) FILTER (ts < {timestamp_literal(bound)}), "
+        f"coalesce(sum({ROW_HASH}) FILTER (ts < {timestamp_literal(bound)}), 0)"
+        for bound in bounds
+    )
+    values = ws.con.execute(
+        f"SELECT {sums} FROM {ws.events} WHERE ts < {timestamp_literal(max(bounds))}"
     ).fetchall()[0]
-    return {"rows": int(rows), "fingerprint": int(fingerprint)}
+    return [
+        {"rows": int(values[2 * index]), "fingerprint": int(values[2 * index + 1])}
+        for index in range(len(bounds))
+    ]
 
 
 def _carried(
@@ -190,7 +196,7 @@ def _carried(
     as_of = ws.last_as_of
     state = ws.create(
         "TABLE", "carry", carry_template(),
-        state=_read(state_path(directory, previous.as_of)),
+        state=parquet_source(state_path(directory, previous.as_of)),
         events=ws.events,
         until=ws.until,
         **boundary_days(as_of),

@@ -118,6 +118,11 @@ def test_a_changed_past_is_aggregated_again(simulated_log, tmp_path, caplog, cha
     aggregated = day_features(events, simulated_log.customers_path, FIRST, None)
     pd.testing.assert_frame_equal(carried, aggregated, check_exact=True)
 
+    # and the sums it kept prove the next day's log (written again, the same rows): carried
+    frame.to_parquet(events, row_group_size=max(1, len(frame) // 150), index=False)
+    day_features(events, simulated_log.customers_path, FIRST + timedelta(days=1), carry)
+    assert hows(caplog)[-1] == f"carried from {FIRST}"
+
 
 @pytest.mark.parametrize(
     ("spoil", "why"),
