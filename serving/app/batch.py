@@ -290,8 +290,8 @@ def duckdb_step(
             # the window's aggregates that the features then use (a pass of their own, the
             # window's distinct learners, cost ~0.4 s of CPU at 200k learners), so this stage
             # now holds the window's GROUP BY and "features" the rest
-            carry = None if context.data_dir is None else context.data_dir / CARRY_SUBDIR
-            carry = carry if context.carry_window else None
+            keeps = context.data_dir is not None and context.carry_window
+            carry = context.data_dir / CARRY_SUBDIR if keeps else None
             day = open_day.enter_context(
                 feature_day(inputs.events, inputs.customers, as_of, carry=carry)
             )
