@@ -16,7 +16,8 @@ counts in DuckDB, over the files as they are, in bounded memory:
 3. the events' columns: ids (per distinct learner, with their event counts and first event,
    which alone meet the customers: every id a customer's, no event before its learner's
    enrolment), timestamps and durations row by row, event types and channels per distinct value
-   against the vocabularies (``_EVENT_CHECKS``: four narrow passes, not one join of every event);
+   against the vocabularies (``_LEARNER_CHECKS``, ``_ROW_CHECKS``: four narrow passes, not one join
+   of every event);
 4. no exact duplicate events: no two equal hashes of the rows (ts to the microsecond, as the
    validation compares them), found by sorting the hashes. Equal rows hash equal, so a hash
    collision can only refuse a clean log, never pass a duplicate.
@@ -65,10 +66,13 @@ class Proof:
     Attributes:
         clean: every check held: the files can be read as they are.
         reason: why not (one line naming the file and the check), empty when clean.
+        how: what was checked: "in full", or (``features.kept_proof``) the events since a
+            kept proof's bound, or in full and why not since it.
     """
 
     clean: bool
     reason: str = ""
+    how: str = "in full"
 
 
 def prove_clean(
@@ -89,6 +93,23 @@ def prove_clean(
     Returns:
         ``Proof(True)`` when every check held; else the first reason, for the caller's log.
     """
+    files = checkable_files(events, customers)
+    if isinstance(files, Proof):
+        return files
+    own = con is None
+    con = connect() if con is None else con
+    try:
+        return values_proof(con, *files, instant_us(now))
+    except duckdb.Error as error:
+        return unreadable(error)
+    finally:
+        if own:
+            con.close()
+
+
+def checkable_files(events: TableInput, customers: TableInput) -> tuple[Path, Path] | Proof:
+    """The events and customers parquet files when their schemas read as the contracts' (step 1
+    of the module docstring), else why not."""
     files = _parquet_file(events, "events"), _parquet_file(customers, "customers")
     for checked in files:
         if isinstance(checked, Proof):
@@ -98,16 +119,13 @@ def prove_clean(
         problem = _schema_problem(path, contract)
         if problem:
             return Proof(False, f"{path.name}: {problem}")
-    own = con is None
-    con = connect() if con is None else con
-    try:
-        return _values_proof(con, events_path, customers_path, _instant_us(now))
-    except duckdb.Error as error:  # a type or value DuckDB cannot read as the checks do
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        return Proof(False, f"could not be checked in DuckDB ({first})")
-    finally:
-        if own:
-            con.close()
+    return events_path, customers_path
+
+
+def unreadable(error: duckdb.Error) -> Proof:
+    """A type or value DuckDB cannot read as the checks do: left to the validation."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return Proof(False, f"could not be checked in DuckDB ({first})")
 
 
 def _parquet_file(data: TableInput, role: str) -> Path | Proof:
@@ -149,27 +167,41 @@ def _reads_as(kind: pa.DataType, column: ColumnContract) -> bool:
     return pa.types.is_float64(kind) or pa.types.is_float32(kind)
 
 
-def _values_proof(
+def values_proof(
     con: duckdb.DuckDBPyConnection, events: Path, customers: Path, now_us: int
 ) -> Proof:
     """Steps 2-4 of the module docstring: the first file whose counts are not all zero."""
-    limits = {"earliest": _instant_us(EARLIEST_INSTANT), "now": now_us}
-    customer_source, event_source = (_read(path) for path in (customers, events))
+    event_source = read_checked(events)
+    learners = _LEARNERS.format(events=event_source)
+    return checks_proof(con, events.name, event_source, learners, customers, now_us)
+
+
+def checks_proof(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    events: str,
+    learners: str,
+    customers: Path,
+    now_us: int,
+) -> Proof:
+    """Steps 2-4 over the relation ``events`` (of the file ``name``) whose per-learner counts
+    and first events are ``learners`` (``_LEARNERS``' columns): the customers' checks, the
+    learners', the rows', the duplicates'; the first whose counts are not all zero."""
+    limits = {"earliest": instant_us(EARLIEST_INSTANT), "now": now_us}
+    customer_source = read_checked(customers)
     steps = (
         (customers.name, _CUSTOMER_CHECKS.format(customers=customer_source, **limits)),
-        *(
-            (events.name, checks.format(events=event_source, customers=customer_source, **limits))
-            for checks in _EVENT_CHECKS
-        ),
+        (name, _LEARNER_CHECKS.format(learners=learners, customers=customer_source)),
+        *((name, checks.format(events=events, **limits)) for checks in _ROW_CHECKS),
     )
-    for name, sql in steps:
+    for file_name, sql in steps:
         # over no rows DuckDB's count_if is null, not 0: nothing to refuse (an empty log is
         # the duplicates step's ``no_events``)
         counts = con.execute(sql).fetch_df().iloc[0].fillna(0)
-        proof = _proof_of(name, {check: int(count) for check, count in counts.items()})
+        proof = _proof_of(file_name, {check: int(count) for check, count in counts.items()})
         if not proof.clean:
             return proof
-    return _proof_of(events.name, _duplicates(con, event_source))
+    return _proof_of(name, _duplicates(con, events))
 
 
 def _proof_of(name: str, counts: dict[str, int]) -> Proof:
@@ -203,7 +235,7 @@ def hash_repeats(hashes: np.ndarray) -> int:
     return int(np.count_nonzero(hashes[1:] == hashes[:-1]))
 
 
-def _read(path: Path) -> str:
+def read_checked(path: Path) -> str:
     """The file as DuckDB reads it for the checks: NaN possible in every float column.
 
     Parquet's min/max statistics leave NaN out (the format says so), and DuckDB (2.0) takes a
@@ -213,7 +245,7 @@ def _read(path: Path) -> str:
     return parquet_source(path, ", can_have_nan = true")
 
 
-def _instant_us(value: datetime | pd.Timestamp) -> int:
+def instant_us(value: datetime | pd.Timestamp) -> int:
     """Microseconds since the epoch of an instant (naive means UTC, as the validation reads it)."""
     return int(utc_instant(value).value // 1000)  # Timestamp.value is in ns whatever the unit
 
@@ -260,20 +292,20 @@ FROM {{customers}}
 # to its customer took 5.3-5.6 s and 8.5-9.9 s: the join of every event and the text checks of
 # every row's id cost more than grouping the ids and checking the ~1M distinct ones. A learner
 # counts once in the enrolment check (their first event is before it), each event elsewhere.
-_EVENT_CHECKS = (
-    f"""
-WITH learners AS (
-    SELECT customer_id, count(*) AS events, min(epoch_us(ts)) AS first_us
-    FROM {{events}} GROUP BY customer_id
-)
+_LEARNERS = """
+(SELECT customer_id, count(*) AS events, min(epoch_us(ts)) AS first_us
+ FROM {events} GROUP BY customer_id)
+"""
+_LEARNER_CHECKS = f"""
 SELECT sum(l.events) FILTER (WHERE l.customer_id IS NULL OR {_blank("l.customer_id")})
            AS null_or_blank_id,
        sum(l.events) FILTER (WHERE l.customer_id IS NOT NULL AND c.customer_id IS NULL)
            AS unknown_customer,
        count_if(coalesce(l.first_us < epoch_us(c.enrolled_at), false))
            AS learners_with_events_before_enrolment
-FROM learners AS l LEFT JOIN {{customers}} AS c ON c.customer_id = l.customer_id
-""",
+FROM {{learners}} AS l LEFT JOIN {{customers}} AS c ON c.customer_id = l.customer_id
+"""
+_ROW_CHECKS = (
     f"""
 SELECT count_if({_bad_instant("ts")}) AS ts_missing_early_or_future,
        count_if({_bad_number("duration_s")}) AS duration_negative_infinite_or_nan
@@ -293,11 +325,24 @@ FROM (SELECT channel, count(*) AS events FROM {{events}} GROUP BY channel)
 
 # Equal rows hash equal (ts to the microsecond, as the validation compares them): sorted, a
 # duplicate sits next to its twin. An empty log is left to the validation too.
-_ROW_HASHES = """
-SELECT hash(customer_id, epoch_us(ts), event_type, CAST(duration_s AS DOUBLE), channel, item)
-           AS row_hash
-FROM {events}
-"""
+ROW_HASH = "hash(customer_id, epoch_us(ts), event_type, CAST(duration_s AS DOUBLE), channel, item)"
+"""A row's hash, as the duplicates step compares them (and ``features.kept_proof`` sums them)."""
+_ROW_HASHES = f"SELECT {ROW_HASH} AS row_hash FROM {{events}}"
+
+CHECKS_SQL = (_CUSTOMER_CHECKS, _LEARNERS, _LEARNER_CHECKS, *_ROW_CHECKS, _ROW_HASHES)
+"""Every check's SQL (what a kept proof's version hashes: another check, another proof)."""
 
 
-__all__ = ["Proof", "hash_repeats", "prove_clean"]
+__all__ = [
+    "CHECKS_SQL",
+    "ROW_HASH",
+    "Proof",
+    "checkable_files",
+    "checks_proof",
+    "hash_repeats",
+    "instant_us",
+    "prove_clean",
+    "read_checked",
+    "unreadable",
+    "values_proof",
+]

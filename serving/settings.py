@@ -151,6 +151,9 @@ class Settings(BaseSettings):
     model_name: str = DEFAULT_MODEL_NAME
     carry_window: bool = True
     """Keep each batch day's window for the next day (``features.carry``; off: aggregated)."""
+    carry_proof: bool = True
+    """Keep each batch day's proof of its inputs for the next day, which then checks only the
+    events since (``features.kept_proof``; off: the whole log is proved every day)."""
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
 
     @property

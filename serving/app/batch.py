@@ -118,6 +118,7 @@ class AssessedDay:
         snapshot: the feature snapshot, being written since the engine had its features
             (``batch_write.start_snapshot``); None: ``write_day`` writes it.
         window: how the day's window was made (``FeatureDay.window_made``); empty: not said.
+        inputs: how the day's inputs were checked (``BatchInputs.how``); empty: not said.
     """
 
     assessment: Assessment
@@ -126,6 +127,7 @@ class AssessedDay:
     decided: DecidedDay | None = None
     snapshot: Future[Path] | None = None
     window: str = ""
+    inputs: str = ""
 
 
 Stage = Callable[[str], AbstractContextManager[None]]
@@ -177,6 +179,9 @@ class BatchContext:
             None: DuckDB in this process (``duckdb_step``).
         carry_window: keep the day's window under ``data_dir`` for the next day, and start
             from the day before's (``features.carry``); False aggregates every day's.
+        carry_proof: keep the proof of the inputs under ``data_dir`` for the next day, which
+            then checks only the events since (``features.kept_proof``); False proves the
+            whole log every day.
     """
 
     store: StateStore
@@ -191,6 +196,17 @@ class BatchContext:
     campaigns: bool = True
     step: DayStep | None = None
     carry_window: bool = True
+    carry_proof: bool = True
+
+    @property
+    def carry_dir(self) -> Path | None:
+        """Where the day's states for the next day are kept (None: no data directory)."""
+        return None if self.data_dir is None else self.data_dir / CARRY_SUBDIR
+
+    @property
+    def kept_proof(self) -> Path | None:
+        """Where the inputs' proof is kept (``carry_proof``), else None."""
+        return self.carry_dir if self.carry_proof else None
 
     def stage(self, as_of: date, name: str) -> AbstractContextManager[None]:
         return nullcontext() if self.progress is None else self.progress.stage(as_of, name)
@@ -264,7 +280,7 @@ def run_day(
         rules_only=assessment.rules_only, model_version=assessment.model_version,
         learners=len(features), eligible=day.eligible, live_inactive=len(features) - day.eligible,
         stage_seconds=dict(timer.seconds), feature_snapshot=snapshot, assessment=assessment,
-        window=day.window,
+        window=day.window, inputs=day.inputs,
         **summary,
     )  # fmt: skip
 
@@ -283,15 +299,14 @@ def duckdb_step(
     """
     if not inputs.validated or inputs.proved:  # proved files: unchanged since, or again
         with stage("inputs"):
-            inputs = inputs.checked(context.now)
+            inputs = inputs.checked(context.now, kept=context.kept_proof)
     with ExitStack() as open_day:
         with stage("learners"):
             # one DuckDB workspace, one pass over the window: the eligible learners are read off
             # the window's aggregates that the features then use (a pass of their own, the
             # window's distinct learners, cost ~0.4 s of CPU at 200k learners), so this stage
             # now holds the window's GROUP BY and "features" the rest
-            keeps = context.data_dir is not None and context.carry_window
-            carry = context.data_dir / CARRY_SUBDIR if keeps else None
+            carry = context.carry_dir if context.carry_window else None
             day = open_day.enter_context(
                 feature_day(inputs.events, inputs.customers, as_of, carry=carry)
             )
@@ -312,8 +327,9 @@ def duckdb_step(
         decided = cut_day(context.ruleset, state, assessment.decisions, features)
     assessment = dataclasses.replace(assessment, decisions=decided.decisions)
     return AssessedDay(
-        assessment, len(eligible), decided=decided, snapshot=snapshot, window=day.window_made
-    )
+        assessment, len(eligible), decided=decided, snapshot=snapshot, window=day.window_made,
+        inputs=inputs.how,
+    )  # fmt: skip
 
 
 def run_range(
@@ -338,7 +354,7 @@ def run_range(
             "state the previous day writes"
         )
     if context.step is None:  # another engine reads (and checks) the inputs itself
-        inputs = inputs.checked(context.now)
+        inputs = inputs.checked(context.now, kept=None if dry_run else context.kept_proof)
     # One bar over the days rather than a bar per stage per day: a month's backfill would
     # otherwise print some 200 lines.
     done = context.progress.days(len(days)) if context.progress is not None else None

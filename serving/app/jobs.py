@@ -292,6 +292,7 @@ def batch_context(
         progress=runtime.progress,
         top=top,
         carry_window=settings.carry_window,
+        carry_proof=settings.carry_proof,
     )
 
 

@@ -66,6 +66,9 @@ class BatchResult:
         assessment: the day's assessment (None when the day was done before).
         window: how the day's window was made when it could be carried (``features.carry``):
             "carried from D" or "aggregated: why"; empty otherwise.
+        inputs: how the day's inputs were checked (``BatchInputs.how``): "proved in full",
+            "proved since D: ..." (``features.kept_proof``), "validated in full: why"; empty
+            when they were checked before the day (another engine, a backfill's later days).
     """
 
     as_of: date
@@ -91,6 +94,7 @@ class BatchResult:
     feature_snapshot: Path | None = None
     assessment: Assessment | None = field(default=None, repr=False, compare=False)
     window: str = ""
+    inputs: str = ""
 
     @property
     def transitions(self) -> int:

@@ -127,6 +127,8 @@ def batch_summary(result: BatchResult) -> RenderableType:
     if any(result.skipped.values()):
         parts.append(f"[yellow]moves the store skipped: {result.skipped}[/]")
     parts.append(_top_table(result))
+    if result.inputs:  # tells a scheduler whether the log is checked since the day before
+        parts.append(f"[dim]inputs: {result.inputs}[/]")
     if result.window:  # tells a scheduler whether the log's order lets the window be carried
         parts.append(f"[dim]window: {result.window}[/]")
     if result.over_capacity:

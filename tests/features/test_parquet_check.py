@@ -227,7 +227,7 @@ def test_what_duckdb_cannot_read_as_the_checks_do_is_left_to_the_validation(tmp_
     def fail(*_args):
         raise duckdb.BinderException("Binder Error: No function matches epoch_us(X)\nmore")
 
-    monkeypatch.setattr(parquet_check, "_values_proof", fail)
+    monkeypatch.setattr(parquet_check, "values_proof", fail)
     # when they are proved, then the proof says it could not check them, in one line
     proof = prove_clean(events_path, customers_path, now=NOW)
     assert not proof.clean

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from datetime import date, timedelta
 
@@ -321,7 +322,45 @@ def test_days_carried_from_the_day_before_are_the_days_aggregated_from_the_log(
     assert kept == [
         f"window.as_of={day.isoformat()}.{kind}" for day in days[1:] for kind in ("json", "parquet")
     ]
-    assert not (tmp_path / "data-False" / CARRY_SUBDIR).exists()
+    assert not list((tmp_path / "data-False" / CARRY_SUBDIR).glob("window.*"))
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["proof kept", "proof not kept"])
+def test_a_day_checks_the_events_since_the_proof_the_day_before_kept(
+    simulated_log, champion, ruleset, tmp_path, kept
+):
+    # Given the simulated log up to the first day, and a store with a data directory
+    from serving.infra.store import StateStore
+    from tests.serving.conftest import FINISHED_AT
+
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", clock=lambda: FINISHED_AT)
+    context = context_of(
+        store, champion, ruleset, data_dir=tmp_path / "data", carry_proof=kept
+    )  # fmt: skip
+    days = [FIRST_DAY, FIRST_DAY + timedelta(days=1)]
+    results = []
+    # When each day runs as `lstep score` runs it (new inputs, checked), on the log appended
+    # with the day before
+    for day in days:
+        time_ordered_log(simulated_log.events_path, tmp_path, until=pd.Timestamp(day, tz="UTC"))
+        inputs = BatchInputs(
+            events=tmp_path / "events.parquet", customers=simulated_log.customers_path
+        )
+        results.append(run_day(day, inputs, dataclasses.replace(context, run_id=f"run-{day}")))
+    store.close()
+    # Then the first day proved the whole log, and the second only the events since the first
+    # day's last midnight when the proof was kept, and it says so in its summary
+    whole = "proved in full: no kept proof" if kept else "proved in full"
+    assert results[0].inputs == whole
+    if kept:
+        since = f"proved since {days[0] - timedelta(days=1)}: "
+        assert results[1].inputs.startswith(since) and " kept" in results[1].inputs
+    else:
+        assert results[1].inputs == whole
+    assert (tmp_path / "data" / CARRY_SUBDIR / "inputs.json").exists() == kept
+    console = Console(record=True, width=200)
+    console.print(batch_summary(results[1]))
+    assert f"inputs: {results[1].inputs}" in console.export_text()
 
 
 def _not_called(*args, **kwargs):
