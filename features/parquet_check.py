@@ -173,7 +173,15 @@ def values_proof(
     """Steps 2-4 of the module docstring: the first file whose counts are not all zero."""
     event_source = read_checked(events)
     learners = _LEARNERS.format(events=event_source)
-    return checks_proof(con, events.name, event_source, learners, customers, now_us)
+    return checks_proof(con, events.name, event_source, learners, customers, now_us)[0]
+
+
+@dataclass(frozen=True)
+class HashTally:
+    """The rows of a condition and the sum of their ``ROW_HASH`` modulo 2**64 (``fingerprint``)."""
+
+    rows: int
+    fingerprint: int
 
 
 def checks_proof(
@@ -183,10 +191,16 @@ def checks_proof(
     learners: str,
     customers: Path,
     now_us: int,
-) -> Proof:
+    *,
+    tally: str | None = None,
+) -> tuple[Proof, HashTally | None]:
     """Steps 2-4 over the relation ``events`` (of the file ``name``) whose per-learner counts
     and first events are ``learners`` (``_LEARNERS``' columns): the customers' checks, the
-    learners', the rows', the duplicates'; the first whose counts are not all zero."""
+    learners', the rows', the duplicates'; the first whose counts are not all zero.
+
+    ``tally``: a condition on the events whose rows and hash sum the duplicates step counts
+    from the hashes it fetches anyway (``features.kept_proof``), returned when every check held.
+    """
     limits = {"earliest": instant_us(EARLIEST_INSTANT), "now": now_us}
     customer_source = read_checked(customers)
     steps = (
@@ -200,8 +214,10 @@ def checks_proof(
         counts = con.execute(sql).fetch_df().iloc[0].fillna(0)
         proof = _proof_of(file_name, {check: int(count) for check, count in counts.items()})
         if not proof.clean:
-            return proof
-    return _proof_of(name, _duplicates(con, events))
+            return proof, None
+    counts, tallied = _duplicates(con, events, tally)
+    proof = _proof_of(name, counts)
+    return proof, tallied if proof.clean else None
 
 
 def _proof_of(name: str, counts: dict[str, int]) -> Proof:
@@ -211,16 +227,27 @@ def _proof_of(name: str, counts: dict[str, int]) -> Proof:
     return Proof(not failed, f"{name}: {listed}" if failed else "")
 
 
-def _duplicates(con: duckdb.DuckDBPyConnection, events: str) -> dict[str, int]:
-    """Rows whose hash equals another row's (``hash_repeats``; an empty log too).
+def _duplicates(
+    con: duckdb.DuckDBPyConnection, events: str, tally: str | None = None
+) -> tuple[dict[str, int], HashTally | None]:
+    """Rows whose hash equals another row's (``hash_repeats``; an empty log too), and the
+    ``HashTally`` of the rows where ``tally`` holds (None without it).
 
     The hashes are sorted by numpy: at 1M learners (59M events) DuckDB's
     ``count(DISTINCT hash)`` took 8.7 s at 2.6 GiB peak (a hash table of every row), fetching the
     hashes 2.1 s and sorting them 1.1 s at 1.0 GiB.
     """
-    hashes = con.execute(_ROW_HASHES.format(events=events)).fetchnumpy()["row_hash"]
-    repeats = hash_repeats(np.asarray(hashes, dtype=np.uint64))
-    return {"no_events": int(len(hashes) == 0), "exact_duplicates_or_hash_collisions": repeats}
+    flag = "" if tally is None else f", coalesce({tally}, false) AS tallied"
+    fetched = con.execute(_ROW_HASHES.format(events=events, tallied=flag)).fetchnumpy()
+    hashes = np.asarray(fetched["row_hash"], dtype=np.uint64)
+    tallied = None
+    if tally is not None:  # before the sort: the flags are in the fetched rows' order
+        rows = np.asarray(fetched["tallied"], dtype=bool)
+        fingerprint = np.sum(hashes, where=rows, dtype=np.uint64)  # wraps: modulo 2**64
+        tallied = HashTally(int(np.count_nonzero(rows)), int(fingerprint))
+    repeats = hash_repeats(hashes)
+    counts = {"no_events": int(len(hashes) == 0), "exact_duplicates_or_hash_collisions": repeats}
+    return counts, tallied
 
 
 def hash_repeats(hashes: np.ndarray) -> int:
@@ -327,7 +354,7 @@ FROM (SELECT channel, count(*) AS events FROM {{events}} GROUP BY channel)
 # duplicate sits next to its twin. An empty log is left to the validation too.
 ROW_HASH = "hash(customer_id, epoch_us(ts), event_type, CAST(duration_s AS DOUBLE), channel, item)"
 """A row's hash, as the duplicates step compares them (and ``features.kept_proof`` sums them)."""
-_ROW_HASHES = f"SELECT {ROW_HASH} AS row_hash FROM {{events}}"
+_ROW_HASHES = f"SELECT {ROW_HASH} AS row_hash{{tallied}} FROM {{events}}"
 
 CHECKS_SQL = (_CUSTOMER_CHECKS, _LEARNERS, _LEARNER_CHECKS, *_ROW_CHECKS, _ROW_HASHES)
 """Every check's SQL (what a kept proof's version hashes: another check, another proof)."""
@@ -336,6 +363,7 @@ CHECKS_SQL = (_CUSTOMER_CHECKS, _LEARNERS, _LEARNER_CHECKS, *_ROW_CHECKS, _ROW_H
 __all__ = [
     "CHECKS_SQL",
     "ROW_HASH",
+    "HashTally",
     "Proof",
     "checkable_files",
     "checks_proof",

@@ -29,8 +29,8 @@ from tests.features.test_parquet_check import (
     write,
 )
 
-BOUND = pd.Timestamp("2026-01-18")  # the midnight of the base log's last day
-NEXT_BOUND = pd.Timestamp("2026-01-20")  # and of the appended log's
+BOUND = pd.Timestamp("2026-01-17")  # the midnight of the day before the base log's last day
+NEXT_BOUND = pd.Timestamp("2026-01-19")  # and of the appended log's
 
 
 def appended() -> pd.DataFrame:
@@ -69,12 +69,12 @@ def kept_part(events: Path, before: pd.Timestamp) -> tuple[int, int, pd.DataFram
     """The count, the hash sum and the learners of the log's events before ``before``."""
     con = duckdb.connect()
     where = f"FROM read_parquet('{events}') WHERE ts < TIMESTAMP '{before}'"
-    rows, fingerprint = con.execute(f"SELECT count(*), sum({ROW_HASH}) {where}").fetchall()[0]
+    rows, total = con.execute(f"SELECT count(*), sum({ROW_HASH}) {where}").fetchall()[0]
     learners = con.execute(
         f"SELECT customer_id, count(*) AS events, min(epoch_us(ts)) AS first_us {where} "
         "GROUP BY customer_id ORDER BY customer_id"
     ).df()
-    return rows, fingerprint, learners
+    return rows, total % 2**64, learners
 
 
 def kept_learners(directory: Path) -> pd.DataFrame:
@@ -82,9 +82,10 @@ def kept_learners(directory: Path) -> pd.DataFrame:
     return frame.sort_values("customer_id", ignore_index=True)
 
 
-def test_the_whole_proof_keeps_the_events_before_the_log_s_last_day(kept):
+def test_the_whole_proof_keeps_the_events_before_the_day_before_the_log_s_last(kept):
     # given the base log proved with its proof kept (the fixture), then the record holds its
-    # events before the midnight of its last day: their count, hash sum and learners
+    # events before the midnight of the day before its last day (an event a day late is new):
+    # their count, hash sum (modulo 2**64) and learners
     events, _, directory = kept
     record = record_of(directory)
     rows, fingerprint, learners = kept_part(events, BOUND)
@@ -101,16 +102,27 @@ def test_an_appended_log_is_checked_since_the_kept_bound_and_its_proof_moves_on(
     proof = prove_kept(events, customers, now=NOW, directory=directory)
     # then it is clean, only the events since the bound checked
     assert proof.clean
-    assert proof.how == "since 2026-01-18: 4 events checked, 5 kept"
+    assert proof.how == "since 2026-01-17: 4 events checked, 5 kept"
     # and the kept proof moved to the appended log's last day, as a whole proof keeps it
     record = record_of(directory)
     rows, fingerprint, learners = kept_part(events, NEXT_BOUND)
     assert (record.before, record.rows, record.fingerprint) == (NEXT_BOUND, rows, fingerprint)
-    assert rows == 7
+    assert rows == 6
     pd.testing.assert_frame_equal(kept_learners(directory), learners, check_dtype=False)
     # and the day after is checked since that bound
     again = prove_kept(events, customers, now=NOW, directory=directory)
-    assert again.clean and again.how == "since 2026-01-20: 2 events checked, 7 kept"
+    assert again.clean and again.how == "since 2026-01-19: 3 events checked, 6 kept"
+
+
+def test_an_event_a_day_late_is_checked_as_new_not_as_a_changed_past(kept):
+    # given the kept proof, and the appended log with an event of the day before the base log's
+    # last day that arrived only now
+    events, customers_path, directory = kept
+    late = appended().iloc[[6]].assign(ts=pd.Timestamp("2026-01-17 12:00"))
+    write(events.parent, pd.concat([appended(), late]), customers_frame())
+    # when it is proved, then it is checked since the kept bound, the late event among the new
+    proof = prove_kept(events, customers_path, now=NOW, directory=directory)
+    assert proof.clean and proof.how == "since 2026-01-17: 5 events checked, 5 kept"
 
 
 @dataclass(frozen=True)
@@ -194,7 +206,7 @@ def test_the_kept_proof_refuses_what_the_whole_proof_refuses(kept, case):
     assert not proof.clean
     assert proof.reason.startswith(("events.parquet:", "customers.parquet:")), proof.reason
     assert "\n" not in proof.reason
-    assert proof.how.startswith("since 2026-01-18:" if case.since else "in full: the log before")
+    assert proof.how.startswith("since 2026-01-17:" if case.since else "in full: the log before")
     # and nothing is kept of a log that is not clean: the record is the base log's
     assert record_of(directory).before == BOUND
 
@@ -217,7 +229,7 @@ def test_a_clean_log_whose_past_changed_is_proved_in_full_and_kept_again(kept, c
     # when it is proved, then it is clean, proved in full, and says what changed
     proof = prove_kept(events, customers_path, now=NOW, directory=directory)
     assert proof.clean
-    assert proof.how == f"in full: the log before 2026-01-18 changed since ({counts})"
+    assert proof.how == f"in full: the log before 2026-01-17 changed since ({counts})"
     # and its own proof is kept: the record is this log's
     rows, fingerprint, _ = kept_part(events, NEXT_BOUND)
     assert (record_of(directory).rows, record_of(directory).fingerprint) == (rows, fingerprint)
@@ -272,7 +284,7 @@ def test_a_kept_proof_that_does_not_hold_is_not_used_and_is_made_again(kept, spo
     assert proof.clean and proof.how == f"in full: {why}"
     # and a sound proof is kept again: the next one is checked since its bound
     again = prove_kept(events, customers_path, now=NOW, directory=directory)
-    assert again.clean and again.how.startswith("since 2026-01-20:")
+    assert again.clean and again.how.startswith("since 2026-01-19:")
 
 
 def test_a_proof_that_cannot_be_kept_is_one_warning(tmp_path, caplog):
@@ -307,10 +319,10 @@ def test_a_proof_that_cannot_be_kept_is_one_warning(tmp_path, caplog):
 def test_the_bound_is_a_utc_midnight_whatever_the_log_s_timestamps(tmp_path, typed):
     # given logs whose timestamps are typed as other writers type them, proved on a DuckDB
     # session in another time zone (where a naive midnight is not the UTC one), with an event
-    # 4 hours before the UTC midnight of the base log's last day (after Tokyo's)
+    # 4 hours before the kept bound's UTC midnight (after Tokyo's)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'Asia/Tokyo'")
-    late = pd.Timestamp("2026-01-17 20:00")
+    late = BOUND - pd.Timedelta(hours=4)
 
     def log(frame: pd.DataFrame) -> pd.DataFrame:
         frame = pd.concat([frame, frame.iloc[[0]].assign(ts=late)], ignore_index=True)
@@ -323,8 +335,8 @@ def test_the_bound_is_a_utc_midnight_whatever_the_log_s_timestamps(tmp_path, typ
     write(tmp_path, log(appended()), customers_frame())
     proof = prove_kept(events, customers_path, now=NOW, directory=directory, con=con)
     # then it is checked since the UTC midnight of the base log's last day, as a naive log is
-    assert proof.clean and proof.how == "since 2026-01-18: 4 events checked, 6 kept"
-    assert record_of(directory).before == NEXT_BOUND and record_of(directory).rows == 8
+    assert proof.clean and proof.how == "since 2026-01-17: 4 events checked, 6 kept"
+    assert record_of(directory).before == NEXT_BOUND and record_of(directory).rows == 7
 
 
 def test_a_log_without_events_keeps_nothing(tmp_path):
