@@ -12,6 +12,7 @@ from rich.console import Console
 
 import serving.app.batch_inputs as batch_inputs_module
 from features.carry import CARRY_SUBDIR
+from features.kept_proof import LATE_DAYS
 from features.validation_report import InputError
 from serving.app.batch import BatchContext, BatchInputs, run_day, run_range
 from serving.cli.render import batch_summary
@@ -348,12 +349,13 @@ def test_a_day_checks_the_events_since_the_proof_the_day_before_kept(
         )
         results.append(run_day(day, inputs, dataclasses.replace(context, run_id=f"run-{day}")))
     store.close()
-    # Then the first day proved the whole log, and the second only the events since the first
-    # day's last midnight when the proof was kept, and it says so in its summary
+    # Then the first day proved the whole log, and the second only the events since the kept
+    # bound (the first day's log ends the day before it; a day late is new) when the proof was
+    # kept, and it says so in its summary
     whole = "proved in full: no kept proof" if kept else "proved in full"
     assert results[0].inputs == whole
     if kept:
-        since = f"proved since {days[0] - timedelta(days=1)}: "
+        since = f"proved since {days[0] - timedelta(days=1 + LATE_DAYS)}: "
         assert results[1].inputs.startswith(since) and " kept" in results[1].inputs
     else:
         assert results[1].inputs == whole
