@@ -41,6 +41,7 @@ from features.carry_sql import (
     carry_template,
     carry_version,
 )
+from features.kept_proof import kept_record
 from features.parquet_source import parquet_source
 from features.window_sql import _WINDOW_TABLE, WINDOW_DAYS, _sql_literal, timestamp_literal
 from features.workspace import Workspace
@@ -164,11 +165,30 @@ def _previous(
     stamp = (record.events_size, record.events_mtime_ns)
     if (previous.events_size, previous.events_mtime_ns) == stamp:
         return previous, "", None  # the very file: the log before the day before is the one read
+    if _proved_since(directory, record, previous):
+        return previous, "", None
     before, today = _log_before(ws, pd.Timestamp(day_before), ws.last_as_of)
     if (before["rows"], before["fingerprint"]) != (previous.rows, previous.fingerprint):
         changed = f"{before['rows']:,} events, were {previous.rows:,}"
         return None, f"the log before {day_before} changed since ({changed})", today
     return previous, "", None
+
+
+def _proved_since(directory: Path, record: CarryRecord, previous: CarryRecord) -> bool:
+    """Whether the inputs' proof kept beside the state (``features.kept_proof``, which
+    ``lstep score`` runs before its day) proved this file's events before the day before's
+    midnight to be those of the file the day before's state read: then no scan of our own."""
+    proof = kept_record(directory)
+    if proof is None or proof.same_as is None:
+        return False
+    this = (proof.events_path, proof.events_size, proof.events_mtime_ns)
+    then = (proof.same_as.events_size, proof.same_as.events_mtime_ns)
+    day_before = pd.Timestamp(previous.as_of)
+    return (
+        this == (record.events_path, record.events_size, record.events_mtime_ns)
+        and then == (previous.events_size, previous.events_mtime_ns)
+        and pd.Timestamp(proof.same_as.before) >= day_before
+    )
 
 
 def _log_before(ws: Workspace, *bounds: pd.Timestamp) -> list[dict[str, int]]:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import duckdb
@@ -86,12 +86,28 @@ _WHOLE_KEPT = """
 """
 _KEPT_PART = "SELECT count(*), coalesce(sum({hash}), 0) FROM {events} WHERE {before}"
 _GROUPED = "SELECT customer_id, count(*) AS events, min(epoch_us(ts)) AS first_us FROM {events}"
+_DAYS = """
+SELECT CAST(make_timestamp(epoch_us(ts)) AS DATE) AS day, count(*), sum({hash})
+FROM {events} WHERE {where} GROUP BY day
+"""
 _MERGED = """
 (SELECT customer_id, sum(events) AS events, min(first_us) AS first_us FROM (
     SELECT customer_id, events, first_us FROM {kept}
     UNION ALL {grouped} WHERE {recent} GROUP BY customer_id
 ) GROUP BY customer_id)
 """
+
+
+class SameAs(BaseModel):
+    """A proved file's events before ``before`` are those of the file proved the day before."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    events_size: int
+    events_mtime_ns: int
+    """The stamp of the file proved the day before."""
+    before: datetime
+    """A midnight (naive UTC): the events before it are the same in both files."""
 
 
 class ProofRecord(BaseModel):
@@ -101,6 +117,9 @@ class ProofRecord(BaseModel):
 
     version: str
     events_path: str
+    events_size: int
+    events_mtime_ns: int
+    """The proved file's stamp, as it was when the proof began."""
     now: datetime
     """The instant the log was proved at (a later day's ``now`` may not be earlier)."""
     before: datetime
@@ -110,6 +129,10 @@ class ProofRecord(BaseModel):
     """The sum of the kept events' ``ROW_HASH`` modulo 2**64 (``parquet_check.HashTally``)."""
     learners: int
     """Rows of the learners file."""
+    days: dict[date, tuple[int, int]]
+    """Per day from ``before`` on, the count and hash sum (modulo 2**64) of its events."""
+    same_as: SameAs | None = None
+    """What the proof since the day before's proved of the file it read (None: a whole proof)."""
 
 
 def prove_kept(
@@ -147,6 +170,8 @@ def _proved(
     con: duckdb.DuckDBPyConnection, events: Path, customers: Path, now: pd.Timestamp, at: Path
 ) -> Proof:
     now_us = instant_us(now)
+    stat = events.stat()
+    stamp = {"events_size": stat.st_size, "events_mtime_ns": stat.st_mtime_ns}
     record, why = _kept_record(at, events, now_us)
     if record is not None:
         source = read_checked(events)
@@ -154,10 +179,10 @@ def _proved(
             _KEPT_PART.format(hash=ROW_HASH, events=source, before=_bound(events, record.before))
         ).fetchall()[0]
         if (rows, fingerprint % 2**64) == (record.rows, record.fingerprint):
-            return _since(con, record, events, customers, now_us, at)
+            return _since(con, record, events, customers, now_us, at, stamp)
         changed = f"{rows:,} events, were {record.rows:,}"
         why = f"the log before {record.before:%Y-%m-%d} changed since ({changed})"
-    proof = _whole(con, events, customers, now, at)
+    proof = _whole(con, events, customers, now, at, stamp)
     return Proof(proof.clean, proof.reason, f"in full: {why}")
 
 
@@ -180,6 +205,19 @@ def _kept_record(at: Path, events: Path, now_us: int) -> tuple[ProofRecord | Non
     return record, ""
 
 
+def kept_record(directory: Path) -> ProofRecord | None:
+    """The proof kept in ``directory`` when it is whole and of these checks, else None: what
+    ``features.carry`` reads to know, without a scan of its own, that a log appended since the
+    day before holds the events that day read (``ProofRecord.same_as``)."""
+    record_path, learners_path = directory / RECORD_NAME, directory / LEARNERS_NAME
+    try:
+        record = ProofRecord.model_validate_json(record_path.read_bytes())
+        whole = pq.read_metadata(learners_path).num_rows == record.learners
+    except (OSError, ValueError):  # none, or unreadable: pydantic's and pyarrow's errors
+        return None
+    return record if whole and record.version == proof_version() else None
+
+
 def _since(
     con: duckdb.DuckDBPyConnection,
     record: ProofRecord,
@@ -187,6 +225,7 @@ def _since(
     customers: Path,
     now_us: int,
     at: Path,
+    stamp: dict[str, int],
 ) -> Proof:
     """The events from the record's bound on checked as a whole log's, every learner merged."""
     recent = _bound(events, record.before, ">=") + " OR ts IS NULL"  # a null ts: new (and bad)
@@ -199,9 +238,31 @@ def _since(
     added = con.execute("SELECT count(*) FROM proof_recent").fetchall()[0][0]
     how = f"since {record.before:%Y-%m-%d}: {added:,} events checked, {record.rows:,} kept"
     if proof.clean:
-        _keep_since(con, record, events, kept, at, now_us)
+        days = _day_tallies(con, "proof_recent", "ts IS NOT NULL")
+        same_as = SameAs(
+            events_size=record.events_size, events_mtime_ns=record.events_mtime_ns,
+            before=_same_before(record, days),
+        )  # fmt: skip
+        _keep_since(con, record, events, kept, at, now_us, {**stamp, "same_as": same_as})
     con.execute("DROP TABLE proof_recent")
     return Proof(proof.clean, proof.reason, how)
+
+
+def _same_before(record: ProofRecord, days: dict[date, tuple[int, int]]) -> datetime:
+    """The midnight before which a file whose events before the record's bound are the kept
+    ones, and whose days from it on tally ``days``, holds the events of the record's file: the
+    first of the record's days that differs, or the midnight after the record's last day."""
+    first, last = record.before.date(), max(record.days, default=None)
+    day = first
+    while last is not None and day <= last and days.get(day) == record.days.get(day):
+        day += timedelta(days=1)
+    return datetime.combine(day, time())
+
+
+def _day_tallies(con: duckdb.DuckDBPyConnection, events: str, where: str) -> dict:
+    """Per day (UTC) of the events where ``where`` holds: their count and hash sum mod 2**64."""
+    rows = con.execute(_DAYS.format(hash=ROW_HASH, events=events, where=where)).fetchall()
+    return {day: (count, total % 2**64) for day, count, total in rows}
 
 
 def _keep_since(
@@ -211,6 +272,7 @@ def _keep_since(
     kept: str,
     at: Path,
     now_us: int,
+    update: dict[str, object],
 ) -> None:
     """The next day's state: the record's kept part plus the new events before the midnight of
     the log's last day."""
@@ -229,13 +291,20 @@ def _keep_since(
             "before": before,
             "rows": record.rows + rows,
             "fingerprint": (record.fingerprint + fingerprint) % 2**64,
+            "days": _day_tallies(con, "proof_recent", _bound(events, before, ">=")),
+            **update,
         }
     )
     _save(con, learners, updated, at)
 
 
 def _whole(
-    con: duckdb.DuckDBPyConnection, events: Path, customers: Path, now: pd.Timestamp, at: Path
+    con: duckdb.DuckDBPyConnection,
+    events: Path,
+    customers: Path,
+    now: pd.Timestamp,
+    at: Path,
+    stamp: dict[str, int],
 ) -> Proof:
     """The whole proof, which keeps a clean log's events before its kept bound: their learners
     from its learners' step, their count and hash sum from its duplicates' step."""
@@ -251,9 +320,10 @@ def _whole(
     )
     if tally is not None:
         naive = now.tz_convert("UTC").tz_localize(None) if now.tzinfo else now
+        days = _day_tallies(con, source, _bound(events, before, ">="))
         record = ProofRecord(
             version=proof_version(), events_path=str(events.resolve()), now=naive, before=before,
-            rows=tally.rows, fingerprint=tally.fingerprint, learners=0,
+            rows=tally.rows, fingerprint=tally.fingerprint, learners=0, days=days, **stamp,
         )  # fmt: skip
         _save(con, _WHOLE_KEPT, record, at)
     con.execute("DROP TABLE proof_learners")
@@ -284,6 +354,7 @@ def proof_version() -> str:
     """A digest of the checks and of what they compare with: a kept proof of other checks is
     not this one's."""
     parts = (*CHECKS_SQL, _RECENT, _KEPT_PART, _GROUPED, _MERGED, _WHOLE_LEARNERS, _WHOLE_KEPT)
+    parts += (_DAYS,)
     parts += (str(EARLIEST_INSTANT), str(LATE_DAYS))
     text = "\n".join((*parts, duckdb.__version__))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -310,4 +381,13 @@ def _bound(events: Path, before: datetime, compare: str = "<") -> str:
     return f"ts {compare} {literal}"
 
 
-__all__ = ["LEARNERS_NAME", "RECORD_NAME", "ProofRecord", "proof_version", "prove_kept"]
+__all__ = [
+    "LATE_DAYS",
+    "LEARNERS_NAME",
+    "RECORD_NAME",
+    "ProofRecord",
+    "SameAs",
+    "kept_record",
+    "proof_version",
+    "prove_kept",
+]

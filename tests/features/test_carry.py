@@ -15,13 +15,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+import features.carry as carry_module
 from features.carry import CarryRecord, in_time_order, items_path, state_path
 from features.carry_sql import carried_measures
+from features.kept_proof import prove_kept
 from features.window_sql import _WINDOW_AGGREGATES
 from features.windows import feature_day
 from tests.features.event_frames import time_ordered_log
 
 FIRST = date(2026, 3, 10)  # the simulated log starts 2026-01-01: days with full histories
+PROVED_AT = pd.Timestamp("2030-01-01", tz="UTC")  # after every simulated event
 
 
 def by_time(simulated_log, out: Path, *, days: int | None = None) -> Path:
@@ -86,6 +89,46 @@ def test_a_log_appended_since_is_carried_once_its_past_is_proved(simulated_log, 
     assert hows(caplog) == [f"carried from {FIRST - timedelta(days=1)}"]
     aggregated = day_features(events, simulated_log.customers_path, FIRST, None)
     pd.testing.assert_frame_equal(carried, aggregated, check_exact=True)
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["one day appended", "and an event late"])
+def test_a_log_the_inputs_proof_kept_is_carried_without_a_scan_of_its_own(
+    simulated_log, tmp_path, caplog, monkeypatch, late
+):
+    # given yesterday's inputs proof and window state, kept in one directory as `lstep score`
+    # keeps them
+    carry, customers, now = tmp_path / "carry", simulated_log.customers_path, PROVED_AT
+    events = by_time(simulated_log, tmp_path, days=0)
+    assert prove_kept(events, customers, now=now, directory=carry).clean
+    day_features(events, customers, FIRST - timedelta(days=1), carry)
+    # when the log is written again with one more day (and maybe an event of the day before
+    # yesterday that arrived late), and proved since yesterday's proof
+    by_time(simulated_log, tmp_path, days=1)
+    if late:
+        frame = pd.read_parquet(events)
+        day = pd.Timestamp(FIRST - timedelta(days=2), tz="UTC")
+        old = frame.index[(frame["ts"] >= day) & (frame["ts"] < day + pd.Timedelta(days=1))][0]
+        copy = frame.loc[[old]].assign(ts=frame.loc[[old], "ts"] + pd.Timedelta(seconds=1))
+        frame = pd.concat([frame, copy]).sort_values("ts", kind="stable", ignore_index=True)
+        frame.to_parquet(events, row_group_size=max(1, len(frame) // 150), index=False)
+    assert prove_kept(events, customers, now=now, directory=carry).how.startswith("since ")
+    scans = []
+    scan = carry_module._log_before
+    monkeypatch.setattr(carry_module, "_log_before", lambda *a: scans.append(a) or scan(*a))
+    caplog.set_level(logging.INFO, logger="features.windows")
+    carried = day_features(events, customers, FIRST, carry)
+
+    # then the window is carried without a scan of the log's past when the proof says the log
+    # before yesterday's midnight is yesterday's; with the late event, the carry's own scan
+    # finds that past changed and aggregates: the aggregated features either way
+    aggregated = day_features(events, customers, FIRST, None)
+    pd.testing.assert_frame_equal(carried, aggregated, check_exact=True)
+    (how,) = hows(caplog)
+    if late:
+        assert len(scans) == 1
+        assert how.startswith(f"aggregated: the log before {FIRST - timedelta(days=1)} changed")
+    else:
+        assert scans == [] and how == f"carried from {FIRST - timedelta(days=1)}"
 
 
 @pytest.mark.parametrize(

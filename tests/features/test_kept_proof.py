@@ -18,7 +18,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.kept_proof import LEARNERS_NAME, RECORD_NAME, ProofRecord, prove_kept
+from features.kept_proof import (
+    LEARNERS_NAME,
+    RECORD_NAME,
+    ProofRecord,
+    SameAs,
+    kept_record,
+    prove_kept,
+)
 from features.parquet_check import ROW_HASH, prove_clean
 from tests.features.test_parquet_check import (
     NOW,
@@ -123,6 +130,64 @@ def test_an_event_a_day_late_is_checked_as_new_not_as_a_changed_past(kept):
     # when it is proved, then it is checked since the kept bound, the late event among the new
     proof = prove_kept(events, customers_path, now=NOW, directory=directory)
     assert proof.clean and proof.how == "since 2026-01-17: 5 events checked, 5 kept"
+
+
+def day_tallies(events: Path, since: pd.Timestamp) -> dict:
+    """Per UTC day of the log's events from ``since`` on: their count and hash sum mod 2**64."""
+    rows = (
+        duckdb.connect()
+        .execute(
+            f"SELECT CAST(ts AS DATE), count(*), sum({ROW_HASH}) FROM read_parquet('{events}') "
+            f"WHERE ts >= TIMESTAMP '{since}' GROUP BY 1"
+        )
+        .fetchall()
+    )
+    return {day: (count, total % 2**64) for day, count, total in rows}
+
+
+def test_a_whole_proof_keeps_the_days_since_its_bound_and_no_continuity(kept):
+    # given the base log proved in full (the fixture), then its record holds its stamp, the
+    # days from its bound on, and nothing proved of another file
+    events, _, directory = kept
+    record = record_of(directory)
+    stat = events.stat()
+    assert (record.events_size, record.events_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert record.days == day_tallies(events, BOUND) and len(record.days) == 1
+    assert record.same_as is None
+
+
+SAME_BEFORE = {
+    "the day before's events all there": (lambda e: e, "2026-01-19"),
+    "a new event on its last day": (
+        lambda e: pd.concat([e, e.iloc[[6]].assign(ts=pd.Timestamp("2026-01-18 12:00"))]),
+        "2026-01-18",
+    ),
+    "a new event on the bound's day": (
+        lambda e: pd.concat([e, e.iloc[[6]].assign(ts=pd.Timestamp("2026-01-17 12:00"))]),
+        "2026-01-17",
+    ),
+}
+
+
+@pytest.mark.parametrize(("change", "before"), SAME_BEFORE.values(), ids=SAME_BEFORE.keys())
+def test_a_proof_since_says_until_when_the_log_is_the_day_before_s(kept, change, before):
+    # given the kept proof of the base log (events up to 2026-01-18), and the log written again
+    # with two more days and maybe an event within the days it checks again
+    events, customers_path, directory = kept
+    base = events.stat()
+    write(events.parent, change(appended()), customers_frame())
+    # when it is proved since the kept bound
+    proof = prove_kept(events, customers_path, now=NOW, directory=directory)
+    assert proof.clean and proof.how.startswith("since 2026-01-17:")
+    # then its record says the new file holds the base file's events up to the first day that
+    # differs (the midnight after the base file's last day when none does), and its own days
+    record = record_of(directory)
+    assert record.same_as == SameAs(
+        events_size=base.st_size, events_mtime_ns=base.st_mtime_ns,
+        before=pd.Timestamp(before).to_pydatetime(),
+    )  # fmt: skip
+    assert record.days == day_tallies(events, NEXT_BOUND) and len(record.days) == 2
+    assert kept_record(directory) == record
 
 
 @dataclass(frozen=True)
@@ -278,6 +343,8 @@ def test_a_kept_proof_that_does_not_hold_is_not_used_and_is_made_again(kept, spo
     # given the kept proof spoiled, and the appended log
     events, customers_path, directory = kept
     spoil(directory)
+    valid_elsewhere = why.startswith(("the kept proof is of another", "the kept proof was made at"))
+    assert (kept_record(directory) is not None) == valid_elsewhere
     write(events.parent, appended(), customers_frame())
     # when it is proved, then in full, saying why, and clean
     proof = prove_kept(events, customers_path, now=NOW, directory=directory)
