@@ -10,9 +10,12 @@ to the last bit (durations are summed in whole microseconds); a test holds them 
 day.
 
 It holds only if the log before yesterday's midnight is the one yesterday read. That is proved
-by the events file being the very file (its size and modification time), or else, for a log
-appended since, by the count and the sum of the row hashes of its events before that midnight
-being yesterday's (one scan of the log; a change, a late event or a deletion before it shows).
+by the events file being the very file (its size and modification time), or, for a log
+appended since, by the inputs' proof kept beside the state (``features.kept_proof``: its record
+says until which midnight this file holds the events of the file proved the day before, the one
+yesterday's state read), or else by the count and the sum of the row hashes of its events
+before that midnight being yesterday's (one scan of the log; a change, a late event or a
+deletion before it shows).
 Otherwise, and on the first day, the day is aggregated from the log as without a state, and
 its state saved for the next day. The state is a cache: deleting it costs one aggregated day.
 """

@@ -23,6 +23,11 @@ from the bound on are checked, as the whole log would be:
 - every learner, kept and new, against today's customers file (unknown ids, events before the
   enrolment), and the customers file in full.
 
+The record also keeps the proved file's stamp and, per day from its bound on, the count and
+hash sum of its events; the next day's proof compares its own days with them and records until
+which midnight its file holds the events of the day before's (``SameAs``). ``features.carry``
+reads that instead of scanning the log's past again (2.4-2.6 s of the day's window at 1M).
+
 At 1M x 60 that day takes 3.6-4.0 s in learner order and 3.6-4.3 s in time order (the scan of
 the kept part 1.1-1.5 s and 2.0-2.5 s of it), and the whole proof that keeps its state 0.2 s
 more than one that does not.
