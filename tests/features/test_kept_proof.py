@@ -156,16 +156,15 @@ def test_a_whole_proof_keeps_the_days_since_its_bound_and_no_continuity(kept):
     assert record.same_as is None
 
 
+def with_copy(row: int, at: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """A change that adds a copy of event ``row`` at ``at``."""
+    return lambda e: pd.concat([e, e.iloc[[row]].assign(ts=pd.Timestamp(at))])
+
+
 SAME_BEFORE = {
     "the day before's events all there": (lambda e: e, "2026-01-19"),
-    "a new event on its last day": (
-        lambda e: pd.concat([e, e.iloc[[6]].assign(ts=pd.Timestamp("2026-01-18 12:00"))]),
-        "2026-01-18",
-    ),
-    "a new event on the bound's day": (
-        lambda e: pd.concat([e, e.iloc[[6]].assign(ts=pd.Timestamp("2026-01-17 12:00"))]),
-        "2026-01-17",
-    ),
+    "a new event on its last day": (with_copy(6, "2026-01-18 12:00"), "2026-01-18"),
+    "a new event on the bound's day": (with_copy(6, "2026-01-17 12:00"), "2026-01-17"),
 }
 
 
@@ -279,10 +278,7 @@ def test_the_kept_proof_refuses_what_the_whole_proof_refuses(kept, case):
 PAST_CHANGES = {
     "an event's duration": (lambda e: set_at(e, "duration_s", 0, 601.0), "5 events, were 5"),
     "an event removed": (lambda e: e.drop(index=1), "4 events, were 5"),
-    "a late event": (
-        lambda e: pd.concat([e, e.iloc[[0]].assign(ts=pd.Timestamp("2026-01-10 12:00"))]),
-        "6 events, were 5",
-    ),
+    "a late event": (with_copy(0, "2026-01-10 12:00"), "6 events, were 5"),
 }
 
 
