@@ -193,16 +193,9 @@ def _proved(
 
 def _kept_record(at: Path, events: Path, now_us: int) -> tuple[ProofRecord | None, str]:
     """The kept proof when it can serve this log at ``now``, else None and why not."""
-    record_path, learners_path = at / RECORD_NAME, at / LEARNERS_NAME
-    if not record_path.is_file():
-        return None, "no kept proof"
-    try:
-        record = ProofRecord.model_validate_json(record_path.read_bytes())
-        learners = pq.read_metadata(learners_path).num_rows  # a file cut short has no footer
-    except (OSError, ValueError) as error:  # pydantic's ValidationError, pyarrow's ArrowInvalid
-        return None, f"the kept proof is unreadable ({type(error).__name__})"
-    if record.version != proof_version() or learners != record.learners:
-        return None, "the kept proof was made otherwise (other checks or another version)"
+    record, why = _whole_record(at)
+    if record is None:
+        return None, why
     if record.events_path != str(events.resolve()):
         return None, f"the kept proof is of another log ({record.events_path})"
     if instant_us(record.now) > now_us:
@@ -214,13 +207,23 @@ def kept_record(directory: Path) -> ProofRecord | None:
     """The proof kept in ``directory`` when it is whole and of these checks, else None: what
     ``features.carry`` reads to know, without a scan of its own, that a log appended since the
     day before holds the events that day read (``ProofRecord.same_as``)."""
+    return _whole_record(directory)[0]
+
+
+def _whole_record(directory: Path) -> tuple[ProofRecord | None, str]:
+    """The record kept in ``directory`` when it is whole (its learners file too) and of these
+    checks, else None and why not."""
     record_path, learners_path = directory / RECORD_NAME, directory / LEARNERS_NAME
+    if not record_path.is_file():
+        return None, "no kept proof"
     try:
         record = ProofRecord.model_validate_json(record_path.read_bytes())
-        whole = pq.read_metadata(learners_path).num_rows == record.learners
-    except (OSError, ValueError):  # none, or unreadable: pydantic's and pyarrow's errors
-        return None
-    return record if whole and record.version == proof_version() else None
+        learners = pq.read_metadata(learners_path).num_rows  # a file cut short has no footer
+    except (OSError, ValueError) as error:  # pydantic's ValidationError, pyarrow's ArrowInvalid
+        return None, f"the kept proof is unreadable ({type(error).__name__})"
+    if record.version != proof_version() or learners != record.learners:
+        return None, "the kept proof was made otherwise (other checks or another version)"
+    return record, ""
 
 
 def _since(
@@ -279,8 +282,8 @@ def _keep_since(
     now_us: int,
     update: dict[str, object],
 ) -> None:
-    """The next day's state: the record's kept part plus the new events before the midnight of
-    the log's last day."""
+    """The next day's state: the record's kept part plus the new events before the bound of
+    the log's last event (``_kept_bound``), and the days from that bound on."""
     latest = con.execute("SELECT max(ts) FROM proof_recent").fetchall()[0][0]
     before = record.before if latest is None else max(record.before, _kept_bound(latest))
     bound = _bound(events, before)
