@@ -46,6 +46,7 @@ from features.carry_sql import (
 )
 from features.kept_proof import kept_record
 from features.parquet_source import parquet_source
+from features.validation_report import utc_instant
 from features.window_sql import _WINDOW_TABLE, WINDOW_DAYS, _sql_literal, timestamp_literal
 from features.workspace import Workspace
 
@@ -262,8 +263,7 @@ def in_time_order(events: Path, as_of: pd.Timestamp) -> bool:
 
 def _naive(value: object) -> pd.Timestamp:
     """A parquet statistic of ``ts`` as a naive UTC timestamp."""
-    stamp = pd.Timestamp(value)
-    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo else stamp
+    return utc_instant(value).tz_localize(None)
 
 
 def aggregated_window(ws: Workspace) -> str:

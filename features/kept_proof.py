@@ -65,6 +65,7 @@ from features.parquet_check import (
 )
 from features.parquet_source import parquet_source
 from features.schemas import EARLIEST_INSTANT
+from features.validation_report import utc_instant
 from features.window_sql import _sql_literal, timestamp_literal
 from features.workspace import TableInput, connect
 
@@ -251,7 +252,8 @@ def _since(
             events_size=record.events_size, events_mtime_ns=record.events_mtime_ns,
             before=_same_before(record, days),
         )  # fmt: skip
-        _keep_since(con, record, events, kept, at, now_us, {**stamp, "same_as": same_as})
+        update = {**stamp, "same_as": same_as}
+        _keep_since(con, record, events, kept, at, now_us, days, update)
     con.execute("DROP TABLE proof_recent")
     return Proof(proof.clean, proof.reason, how)
 
@@ -280,12 +282,14 @@ def _keep_since(
     kept: str,
     at: Path,
     now_us: int,
+    days: dict[date, tuple[int, int]],
     update: dict[str, object],
 ) -> None:
     """The next day's state: the record's kept part plus the new events before the bound of
-    the log's last event (``_kept_bound``), and the days from that bound on."""
-    latest = con.execute("SELECT max(ts) FROM proof_recent").fetchall()[0][0]
-    before = record.before if latest is None else max(record.before, _kept_bound(latest))
+    the log's last event (``_kept_bound``), and of ``days`` (the new events' days, as
+    ``_day_tallies`` counts them) those from that bound on."""
+    last = max(days, default=None)
+    before = record.before if last is None else max(record.before, _kept_bound(last))
     bound = _bound(events, before)
     rows, fingerprint = con.execute(
         _KEPT_PART.format(hash=ROW_HASH, events="proof_recent", before=bound)
@@ -299,7 +303,7 @@ def _keep_since(
             "before": before,
             "rows": record.rows + rows,
             "fingerprint": (record.fingerprint + fingerprint) % 2**64,
-            "days": _day_tallies(con, "proof_recent", _bound(events, before, ">=")),
+            "days": {day: tally for day, tally in days.items() if day >= before.date()},
             **update,
         }
     )
@@ -327,7 +331,7 @@ def _whole(
         con, events.name, source, "proof_learners", customers, instant_us(now), tally=kept
     )
     if tally is not None:
-        naive = now.tz_convert("UTC").tz_localize(None) if now.tzinfo else now
+        naive = utc_instant(now).tz_localize(None)
         days = _day_tallies(con, source, _bound(events, before, ">="))
         record = ProofRecord(
             version=proof_version(), events_path=str(events.resolve()), now=naive, before=before,
@@ -368,12 +372,10 @@ def proof_version() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _kept_bound(latest: datetime) -> pd.Timestamp:
-    """The kept part's bound of a log whose last event is ``latest`` (a ``ts`` DuckDB
-    returned): the midnight (naive UTC) ``LATE_DAYS`` before the one that begins its day."""
-    stamp = pd.Timestamp(latest)
-    stamp = stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo else stamp
-    return stamp.floor("D") - pd.Timedelta(days=LATE_DAYS)
+def _kept_bound(latest: date | datetime) -> pd.Timestamp:
+    """The kept part's bound of a log whose last event is ``latest`` (a ``ts`` DuckDB returned,
+    or its UTC day): the midnight (naive UTC) ``LATE_DAYS`` before the one that begins its day."""
+    return utc_instant(latest).tz_localize(None).floor("D") - pd.Timedelta(days=LATE_DAYS)
 
 
 def _bound(events: Path, before: datetime, compare: str = "<") -> str:
