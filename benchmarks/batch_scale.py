@@ -451,7 +451,8 @@ def _prove(population: str) -> dict:
 def _prove_kept(population: str) -> dict:
     """The check of ``lstep score`` with a data directory (``features.kept_proof``): the whole
     proof that keeps its state (a first day), then the next day's, which checks the events
-    since the log's last midnight (the same file: an appended log's day checks as many)."""
+    since the kept bound, a day before the log's last one (the same file: an appended log's
+    day checks a day more)."""
     from features.kept_proof import prove_kept
 
     files = f"{population}/events.parquet", f"{population}/customers.parquet"

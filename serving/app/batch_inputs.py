@@ -82,7 +82,7 @@ class BatchInputs:
         """
         if self.validated and (not self.proved or _stamps(self) == self.proved):
             return self
-        unproved = dataclasses.replace(self, validated=False, proved=(), how="")
+        unproved = dataclasses.replace(self, validated=False, proved=())
         if self.mapping is not None:
             return dataclasses.replace(unproved.loaded(now), how="validated in full: a mapping")
         stamps = _stamps(self)
