@@ -23,7 +23,6 @@ its state saved for the next day. The state is a cache: deleting it costs one ag
 from __future__ import annotations
 
 import logging
-import os
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
+from features.atomic import replace_whole
 from features.carry_sql import (
     HISTORY_COLUMNS,
     ITEM_PAIRS_AGGREGATED,
@@ -45,9 +45,9 @@ from features.carry_sql import (
     carry_version,
 )
 from features.kept_proof import kept_record
-from features.parquet_source import parquet_source
+from features.parquet_source import copy_whole, parquet_source
 from features.validation_report import utc_instant
-from features.window_sql import _WINDOW_TABLE, WINDOW_DAYS, _sql_literal, timestamp_literal
+from features.window_sql import _WINDOW_TABLE, WINDOW_DAYS, timestamp_literal
 from features.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -304,20 +304,16 @@ def _history_of(state: str) -> str:
 
 def _save(ws: Workspace, tables: dict[str, Path], record: CarryRecord) -> None:
     """Write the day's tables (or queries) to their paths, then its record (last: it says the
-    state is whole)."""
+    state is whole), each file whole or not at all (``features.parquet_source.copy_whole``)."""
     directory = next(iter(tables.values())).parent
+    record_path = state_path(directory, record.as_of).with_suffix(".json")
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        state_path(directory, record.as_of).with_suffix(".json").unlink(missing_ok=True)
+        record_path.unlink(missing_ok=True)
         for table, path in tables.items():
             columns = ", ".join(_state_columns()) if path.name.startswith("window.") else "*"
-            part = path.with_name(path.name + ".part")
-            target = _sql_literal(str(part))
-            ws.con.execute(f"COPY (SELECT {columns} FROM {table}) TO {target} (FORMAT parquet)")
-            os.replace(part, path)
-        state_path(directory, record.as_of).with_suffix(".json").write_text(
-            record.model_dump_json()
-        )
+            copy_whole(ws.con, f"SELECT {columns} FROM {table}", path)
+        replace_whole(record_path, lambda partial: partial.write_text(record.model_dump_json()))
         _remove_older(directory, record.as_of - timedelta(days=1))
     except (OSError, duckdb.IOException) as error:
         logger.warning(

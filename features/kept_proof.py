@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
@@ -52,6 +51,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
+from features.atomic import replace_whole
 from features.parquet_check import (
     CHECKS_SQL,
     ROW_HASH,
@@ -63,10 +63,10 @@ from features.parquet_check import (
     unreadable,
     values_proof,
 )
-from features.parquet_source import parquet_source
+from features.parquet_source import copy_whole, parquet_source
 from features.schemas import EARLIEST_INSTANT
 from features.validation_report import utc_instant
-from features.window_sql import _sql_literal, timestamp_literal
+from features.window_sql import timestamp_literal
 from features.workspace import TableInput, connect
 
 logger = logging.getLogger(__name__)
@@ -343,18 +343,15 @@ def _whole(
 
 
 def _save(con: duckdb.DuckDBPyConnection, learners: str, record: ProofRecord, at: Path) -> None:
-    """Write the learners, then the record (last: it says the state is whole)."""
+    """Write the learners, then the record (last: it says the state is whole), each file whole
+    or not at all (``features.parquet_source.copy_whole``)."""
     record_path, learners_path = at / RECORD_NAME, at / LEARNERS_NAME
-    part = learners_path.with_name(learners_path.name + ".part")
     try:
         at.mkdir(parents=True, exist_ok=True)
         record_path.unlink(missing_ok=True)
-        con.execute(
-            f"COPY (SELECT * FROM {learners}) TO {_sql_literal(str(part))} (FORMAT parquet)"
-        )
-        os.replace(part, learners_path)
-        count = pq.read_metadata(learners_path).num_rows
-        record_path.write_text(record.model_copy(update={"learners": count}).model_dump_json())
+        copy_whole(con, f"SELECT * FROM {learners}", learners_path)
+        whole = record.model_copy(update={"learners": pq.read_metadata(learners_path).num_rows})
+        replace_whole(record_path, lambda partial: partial.write_text(whole.model_dump_json()))
     except (OSError, duckdb.IOException) as error:
         logger.warning(
             "inputs: the proof could not be kept in %s (%s); the next day proves the whole log",

@@ -1,16 +1,20 @@
 """How DuckDB reads a parquet file of the event store: the path checked, the columns typed.
 
 Shared by the features (``features.workspace``), the check of the inputs
-(``features.parquet_check``) and the readers in ``serving`` that scan the event store with DuckDB.
+(``features.parquet_check``) and the readers in ``serving`` that scan the event store with DuckDB;
+``copy_whole`` writes the states the batch keeps beside its data (``features.carry``,
+``features.kept_proof``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.atomic import replace_whole
 from features.layout import PARQUET_SUFFIXES
 from features.window_sql import _sql_literal
 
@@ -51,4 +55,19 @@ def parquet_source(path: Path, options: str = "") -> str:
     return f"(SELECT * REPLACE ({made}) FROM {reader})"
 
 
-__all__ = ["parquet_path", "parquet_source"]
+def copy_whole(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> None:
+    """DuckDB's ``COPY (query) TO path`` as parquet, written whole or not at all
+    (``features.atomic.replace_whole``).
+
+    Raises:
+        OSError, duckdb.IOException: the file cannot be written (``path`` untouched).
+    """
+    replace_whole(
+        path,
+        lambda partial: con.execute(
+            f"COPY ({query}) TO {_sql_literal(str(partial))} (FORMAT parquet)"
+        ),
+    )
+
+
+__all__ = ["copy_whole", "parquet_path", "parquet_source"]

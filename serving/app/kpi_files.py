@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from features.atomic import write_atomically
 from serving.app.kpi_model import Kpi
-from serving.infra.atomic import write_atomically
 
 if TYPE_CHECKING:
     from rules import RuleSet

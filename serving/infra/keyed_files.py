@@ -5,7 +5,7 @@ The KPIs keep what a completed day adds (``serving.app.decision_runs``' run ledg
 everything the content depends on. A reader takes a file only under the same key: a missing,
 unreadable or differently keyed file is a miss, never an error, and the caller computes the
 content again. A file is written to a temporary name and renamed, so a reader never sees half
-of one; a workspace that cannot be written costs only speed (``serving.infra.atomic``).
+of one; a workspace that cannot be written costs only speed (``features.atomic``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serving.infra.atomic import write_atomically
+from features.atomic import write_atomically
 
 
 def key_of(path: Path, entry: bytes) -> str | None:

@@ -229,6 +229,26 @@ def test_a_state_that_cannot_be_saved_is_one_warning(simulated_log, tmp_path, ca
     assert len(warnings) == 1 and "the next day aggregates its window" in warnings[0]
 
 
+def test_a_state_that_cannot_be_replaced_leaves_no_record_and_no_part(
+    simulated_log, tmp_path, caplog
+):
+    # given a carry directory where the day's window file is in the way (a directory)
+    events = by_time(simulated_log, tmp_path)
+    carry = tmp_path / "carry"
+    state_path(carry, FIRST).mkdir(parents=True)
+
+    # when a day is computed
+    caplog.set_level(logging.WARNING)
+    carried = day_features(events, simulated_log.customers_path, FIRST, carry)
+
+    # then its features are right, one warning says so, and neither a record nor a file
+    # written half-way is left beside what was in the way
+    aggregated = day_features(events, simulated_log.customers_path, FIRST, None)
+    pd.testing.assert_frame_equal(carried, aggregated, check_exact=True)
+    assert len(caplog.records) == 1
+    assert sorted(path.name for path in carry.iterdir()) == [state_path(carry, FIRST).name]
+
+
 def test_a_log_in_learner_order_is_aggregated_and_nothing_kept(simulated_log, tmp_path, caplog):
     # given the simulated log as written, learner after learner
     carry = tmp_path / "carry"

@@ -362,6 +362,20 @@ def test_a_proof_that_cannot_be_kept_is_one_warning(tmp_path, caplog):
     assert len(warnings) == 1 and "could not be kept in" in warnings[0], warnings
 
 
+def test_a_proof_whose_files_cannot_be_replaced_keeps_no_record_and_no_part(tmp_path, caplog):
+    # given clean files, and a directory where the learners' file is in the way (a directory)
+    events, customers_path = write(tmp_path, events_frame(), customers_frame())
+    directory = tmp_path / "kept"
+    (directory / LEARNERS_NAME).mkdir(parents=True)
+    caplog.set_level(logging.WARNING, logger="features.kept_proof")
+    # when they are proved, then the proof holds and one warning says it was not kept
+    assert prove_kept(events, customers_path, now=NOW, directory=directory).clean
+    assert len(caplog.records) == 1 and "could not be kept in" in caplog.records[0].getMessage()
+    # and nothing else is there: no record, no file written half-way
+    assert sorted(path.name for path in directory.iterdir()) == [LEARNERS_NAME]
+    assert kept_record(directory) is None
+
+
 @pytest.mark.parametrize(
     "typed",
     [
