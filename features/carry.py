@@ -1,21 +1,23 @@
 """The batch day's window and history carried from the day before (``features.carry_sql``).
 
 Aggregating a day's window reads its thirty days of events, and its history every event before
-them: each day, the whole log. A batch that ran yesterday already holds all of it but one day:
+them: each day, the whole log. A batch that ran yesterday already holds all of it but a few days:
 ``day_window`` keeps each learner's window measures and history in a state file beside the
-day's other outputs, and the next day adds the day that entered the window and takes away what
-left it (six days of the log read instead of all of it). The learners' feature items
-are kept as (learner, item, last day seen) pairs. The carried window equals the aggregated one
-to the last bit (durations are summed in whole microseconds); a test holds them equal day after
-day.
+day's other outputs, and the next day adds the day that entered it and takes away what left it
+(eight days of the log read instead of all of it). The window's last ``FRESH_DAYS`` days are not
+kept: they are aggregated from the log every day and added to the kept part, so that an event
+that arrives a day or two late (what the inputs' kept proof checks as new,
+``features.kept_proof``) is read as any other. The learners' feature items are kept as (learner,
+item, last day seen) pairs. The carried window equals the aggregated one to the last bit
+(durations are summed in whole microseconds); a test holds them equal day after day.
 
-It holds only if the log before yesterday's midnight is the one yesterday read. That is proved
-by the events file being the very file (its size and modification time), or, for a log
-appended since, by the inputs' proof kept beside the state (``features.kept_proof``: its record
-says until which midnight this file holds the events of the file proved the day before, the one
-yesterday's state read), or else by the count and the sum of the row hashes of its events
-before that midnight being yesterday's (one scan of the log; a change, a late event or a
-deletion before it shows).
+It holds only if the log before the kept part's end the day before (its midnight
+``FRESH_DAYS`` days before yesterday's) is the one yesterday read. That is proved by the events
+file being the very file (its size and modification time), or, for a log appended since, by the
+inputs' proof kept beside the state (its record says until which midnight this file holds the
+events of the file proved the day before, the one yesterday's state read), or else by the count
+and the sum of the row hashes of its events before that midnight being yesterday's (one scan of
+the log; a change, an event more than two days late or a deletion before it shows).
 Otherwise, and on the first day, the day is aggregated from the log as without a state, and
 its state saved for the next day. The state is a cache: deleting it costs one aggregated day.
 """
@@ -33,6 +35,8 @@ from pydantic import BaseModel, ConfigDict
 
 from features.atomic import replace_whole
 from features.carry_sql import (
+    ENTERING,
+    FRESH_DAYS,
     HISTORY_COLUMNS,
     ITEM_PAIRS_AGGREGATED,
     ITEM_PAIRS_CARRIED,
@@ -43,6 +47,8 @@ from features.carry_sql import (
     carried_measures,
     carry_template,
     carry_version,
+    combined_window,
+    fresh_template,
 )
 from features.kept_proof import kept_record
 from features.parquet_source import copy_whole, parquet_source
@@ -67,7 +73,7 @@ class CarryRecord(BaseModel):
     events_size: int
     events_mtime_ns: int
     rows: int
-    """The log's events before ``as_of``."""
+    """The log's events before the kept part's end: ``FRESH_DAYS`` days before ``as_of``."""
     fingerprint: int
     """The sum of their ``ROW_HASH``."""
 
@@ -86,9 +92,9 @@ def day_window(ws: Workspace, events: Path, directory: Path) -> tuple[str, str]:
     """The window table of the workspace's one as_of, carried or aggregated, and its history.
 
     On a log in time order (``in_time_order``), sets ``ws.history_table`` (the history before
-    the window, per learner) and saves the day's state under ``directory`` for the next day. A
-    state that cannot be saved (a read-only directory) is one warning: the features are right
-    either way.
+    the window, per learner) and ``ws.items_table``, and saves the day's state under
+    ``directory`` for the next day. A state that cannot be saved (a read-only directory) is one
+    warning: the features are right either way.
 
     Returns:
         The window table's name (``_WINDOW_TABLE``'s columns, the learners with events in the
@@ -98,18 +104,30 @@ def day_window(ws: Workspace, events: Path, directory: Path) -> tuple[str, str]:
         return aggregated_window(ws), "aggregated: the log is not in time order (nothing carried)"
     record = _stamped(events, ws.last_as_of.date())
     previous, why, log = _previous(ws, directory, record)
-    pairs = _item_pairs(ws, directory, previous)
-    ws.items_table = ws.create("TABLE", "items", ITEMS_OF_PAIRS, pairs=pairs, dates=ws.dates)
+    fresh = timestamp_literal(_kept_until(ws.last_as_of))
+    pairs = _item_pairs(ws, directory, previous, fresh)
+    fresh_pairs = ws.create(
+        "TABLE", "fresh_pairs", ITEM_PAIRS_AGGREGATED, events=ws.events, window_start=fresh,
+        until=ws.until,
+    )  # fmt: skip
+    ws.items_table = ws.create(
+        "TABLE", "items", ITEMS_OF_PAIRS, kept=pairs, fresh=fresh_pairs, dates=ws.dates
+    )
     if previous is None:
-        window, ws.history_table = aggregated_window(ws), ws.history()
-        state = _state_of(window, ws.history_table)
-        record = record.model_copy(update=log or _log_before(ws, ws.last_as_of)[0])
+        kept = aggregated_window(ws, "kept_window", until=fresh)
+        ws.history_table = ws.history()
+        state = _state_of(kept, ws.history_table)
+        record = record.model_copy(update=log or _log_before(ws, _kept_until(ws.last_as_of))[0])
         how = f"aggregated: {why}"
     else:
         state, record = _carried(ws, directory, previous, record)
-        window = ws.create("TABLE", "carried_window", _window_of(state, ws.dates))
+        kept = state
         ws.history_table = ws.create("TABLE", "carried_history", _history_of(state))
         how = f"carried from {previous.as_of}"
+    window = ws.create(
+        "TABLE", "carried_window", combined_window(), kept=kept,
+        fresh=_fresh_window(ws), dates=ws.dates,
+    )  # fmt: skip
     saved = {state: state_path(directory, record.as_of), pairs: items_path(directory, record.as_of)}
     _save(ws, saved, record)
     if previous is not None:  # its window and history are copied out: free the ~45 columns of
@@ -117,18 +135,32 @@ def day_window(ws: Workspace, events: Path, directory: Path) -> tuple[str, str]:
     return window, how
 
 
-def _item_pairs(ws: Workspace, directory: Path, previous: CarryRecord | None) -> str:
-    """The (learner, item) pairs of the window's feature events, carried or aggregated."""
+def _fresh_window(ws: Workspace) -> str:
+    """The window's measures of the fresh days alone, per learner (``fresh_template``)."""
+    return ws.create(
+        "TABLE", "fresh_window", fresh_template(), events=ws.events, until=ws.until,
+        **boundary_days(ws.last_as_of),
+    )  # fmt: skip
+
+
+def _kept_until(as_of: pd.Timestamp) -> pd.Timestamp:
+    """Where the kept part of ``as_of``'s window ends: the first fresh day's midnight."""
+    return as_of - pd.Timedelta(days=FRESH_DAYS)
+
+
+def _item_pairs(ws: Workspace, directory: Path, previous: CarryRecord | None, fresh: str) -> str:
+    """The (learner, item) pairs of the kept part's feature events (before ``fresh``), carried
+    or aggregated."""
     window_start = timestamp_literal(ws.last_as_of - pd.Timedelta(days=WINDOW_DAYS))
     if previous is None:
         return ws.create(
             "TABLE", "item_pairs", ITEM_PAIRS_AGGREGATED, events=ws.events,
-            window_start=window_start, until=ws.until,
+            window_start=window_start, until=fresh,
         )  # fmt: skip
-    day1 = boundary_days(ws.last_as_of)["day1"]
+    entering = boundary_days(ws.last_as_of)[f"day{ENTERING}"]
     return ws.create(
         "TABLE", "item_pairs", ITEM_PAIRS_CARRIED, events=ws.events, window_start=window_start,
-        pairs=parquet_source(items_path(directory, previous.as_of)), day1=day1,
+        pairs=parquet_source(items_path(directory, previous.as_of)), entering=entering,
     )  # fmt: skip
 
 
@@ -149,8 +181,8 @@ def _previous(
     ws: Workspace, directory: Path, record: CarryRecord
 ) -> tuple[CarryRecord | None, str, dict[str, int] | None]:
     """The day before's record when its state holds for this day, else None and why not; and
-    the log's count and sum before this day when the proof read them (a changed log's day is
-    aggregated and keeps them: one scan, not two)."""
+    the log's count and sum before this day's kept part when the proof read them (a changed
+    log's day is aggregated and keeps them: one scan, not two)."""
     day_before = record.as_of - timedelta(days=1)
     path = state_path(directory, day_before)
     saved = (path.with_suffix(".json"), path, items_path(directory, day_before))
@@ -169,29 +201,32 @@ def _previous(
     stamp = (record.events_size, record.events_mtime_ns)
     if (previous.events_size, previous.events_mtime_ns) == stamp:
         return previous, "", None  # the very file: the log before the day before is the one read
-    if _proved_since(directory, record, previous):
+    kept_until = _kept_until(pd.Timestamp(day_before))
+    if _proved_since(directory, record, previous, kept_until):
         return previous, "", None
-    before, today = _log_before(ws, pd.Timestamp(day_before), ws.last_as_of)
+    before, today = _log_before(ws, kept_until, _kept_until(ws.last_as_of))
     if (before["rows"], before["fingerprint"]) != (previous.rows, previous.fingerprint):
         changed = f"{before['rows']:,} events, were {previous.rows:,}"
-        return None, f"the log before {day_before} changed since ({changed})", today
+        return None, f"the log before {kept_until.date()} changed since ({changed})", today
     return previous, "", None
 
 
-def _proved_since(directory: Path, record: CarryRecord, previous: CarryRecord) -> bool:
+def _proved_since(
+    directory: Path, record: CarryRecord, previous: CarryRecord, kept_until: pd.Timestamp
+) -> bool:
     """Whether the inputs' proof kept beside the state (``features.kept_proof``, which
-    ``lstep score`` runs before its day) proved this file's events before the day before's
-    midnight to be those of the file the day before's state read: then no scan of our own."""
+    ``lstep score`` runs before its day) proved this file's events before ``kept_until`` (where
+    the day before's kept part ended) to be those of the file the day before's state read: then
+    no scan of our own."""
     proof = kept_record(directory)
     if proof is None or proof.same_as is None:
         return False
     this = (proof.events_path, proof.events_size, proof.events_mtime_ns)
     then = (proof.same_as.events_size, proof.same_as.events_mtime_ns)
-    day_before = pd.Timestamp(previous.as_of)
     return (
         this == (record.events_path, record.events_size, record.events_mtime_ns)
         and then == (previous.events_size, previous.events_mtime_ns)
-        and pd.Timestamp(proof.same_as.before) >= day_before
+        and pd.Timestamp(proof.same_as.before) >= kept_until
     )
 
 
@@ -215,8 +250,8 @@ def _log_before(ws: Workspace, *bounds: pd.Timestamp) -> list[dict[str, int]]:
 def _carried(
     ws: Workspace, directory: Path, previous: CarryRecord, record: CarryRecord
 ) -> tuple[str, CarryRecord]:
-    """The day's state (the day before's plus the days where a measure moves) and its record
-    (the day before's count and sum of the row hashes plus the day t-1's)."""
+    """The day's state (the day before's plus the days where a kept measure moves) and its
+    record (the day before's count and sum of the row hashes plus the entering day's)."""
     as_of = ws.last_as_of
     state = ws.create(
         "TABLE", "carry", carry_template(),
@@ -227,7 +262,7 @@ def _carried(
         window_start=timestamp_literal(as_of - pd.Timedelta(days=WINDOW_DAYS)),
     )  # fmt: skip
     rows, fingerprint = ws.con.execute(
-        f"SELECT coalesce(sum(day1), 0), coalesce(sum(day_fingerprint), 0) FROM {state}"
+        f"SELECT coalesce(sum(day{ENTERING}), 0), coalesce(sum(day_fingerprint), 0) FROM {state}"
     ).fetchall()[0]
     added = {
         "rows": previous.rows + int(rows),
@@ -248,8 +283,9 @@ def in_time_order(events: Path, as_of: pd.Timestamp) -> bool:
     """
     metadata = pq.ParquetFile(events).metadata
     column = metadata.schema.names.index("ts")
+    lags = [*range(1, FRESH_DAYS + 1), *boundary_lags()]
     days = [(as_of - pd.Timedelta(days=lag), as_of - pd.Timedelta(days=lag - 1))
-            for lag in boundary_lags()]  # fmt: skip
+            for lag in lags]  # fmt: skip
     before = in_days = 0
     for index in range(metadata.num_row_groups):
         stats = metadata.row_group(index).column(column).statistics
@@ -266,13 +302,18 @@ def _naive(value: object) -> pd.Timestamp:
     return utc_instant(value).tz_localize(None)
 
 
-def aggregated_window(ws: Workspace) -> str:
-    """The window's aggregates per (learner, as_of) with an event in it (``_WINDOW_TABLE``)."""
-    return ws.create("TABLE", "window", _WINDOW_TABLE, **ws.window_parts())
+def aggregated_window(
+    ws: Workspace, role: str = "window", *, since: str | None = None, until: str | None = None
+) -> str:
+    """The window's aggregates per (learner, as_of) with an event in it (``_WINDOW_TABLE``, named
+    for ``role``), of the events from ``since`` and before ``until`` (timestamp literals) when
+    given."""
+    parts = ws.window_parts(since=since, until=until)
+    return ws.create("TABLE", role, _WINDOW_TABLE, **parts)
 
 
-def _state_of(window: str, history: str) -> str:
-    """The day's state (as ``carry_template``'s columns) of an aggregated window and history."""
+def _state_of(kept: str, history: str) -> str:
+    """The day's state (as ``carry_template``'s columns) of an aggregated kept part and history."""
     measures = ", ".join(
         f"w.{name} AS {name}" if name.endswith("_ts") else f"coalesce(w.{name}, 0) AS {name}"
         for name in carried_measures()
@@ -280,16 +321,7 @@ def _state_of(window: str, history: str) -> str:
     history_columns = ", ".join(f"h.{name[2:]} AS {name}" for name in HISTORY_COLUMNS)
     return (
         f"(SELECT coalesce(w.customer_id, h.customer_id) AS customer_id, {measures}, "
-        f"{history_columns} FROM {window} AS w FULL JOIN {history} AS h USING (customer_id))"
-    )
-
-
-def _window_of(state: str, dates: str) -> str:
-    """``_WINDOW_TABLE`` of a state: its learners with events in the window."""
-    measures = ", ".join(f"s.{name}" for name in carried_measures())
-    return (
-        f"CREATE TEMP TABLE {{name}} AS SELECT s.customer_id, d.as_of, {measures} "
-        f"FROM {state} AS s CROSS JOIN {dates} AS d WHERE s.ev30 > 0"
+        f"{history_columns} FROM {kept} AS w FULL JOIN {history} AS h USING (customer_id))"
     )
 
 

@@ -77,7 +77,8 @@ RECORD_NAME, LEARNERS_NAME = "inputs.json", "inputs.learners.parquet"
 LATE_DAYS = 1
 """Days before the log's last one whose events are checked again the next day: an event that
 arrives a day late (a phone offline overnight) is among the new events, not a change to the
-kept part, which would cost a whole proof."""
+kept part, which would cost a whole proof. The carried window reads these days (and the last
+one) from the log every day for the same reason (``features.carry_sql.FRESH_DAYS``)."""
 
 _RECENT = "CREATE OR REPLACE TEMP TABLE proof_recent AS SELECT * FROM {events} WHERE {recent}"
 _WHOLE_LEARNERS = """

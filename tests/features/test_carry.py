@@ -17,8 +17,8 @@ import pytest
 
 import features.carry as carry_module
 from features.carry import CarryRecord, in_time_order, items_path, state_path
-from features.carry_sql import carried_measures
-from features.kept_proof import prove_kept
+from features.carry_sql import FRESH_DAYS, carried_measures
+from features.kept_proof import LATE_DAYS, prove_kept
 from features.window_sql import _WINDOW_AGGREGATES
 from features.windows import feature_day
 from tests.features.event_frames import time_ordered_log
@@ -45,6 +45,13 @@ def hows(caplog) -> list[str]:
 def test_every_window_measure_is_carried():
     # given the window's aggregates, when the carry lists what it moves, then it is all of them
     assert carried_measures() == list(_WINDOW_AGGREGATES)
+
+
+def test_the_fresh_days_are_those_the_kept_proof_checks_anew():
+    # given the inputs' kept proof, whose bound is LATE_DAYS before the log's last day, when the
+    # carry reads its fresh days from the log, then they are those days and the last one: an
+    # event the proof takes as new is in a day the carry reads again
+    assert FRESH_DAYS == LATE_DAYS + 1
 
 
 def test_a_carried_window_is_the_aggregated_one_day_after_day(simulated_log, tmp_path, caplog):
@@ -91,9 +98,17 @@ def test_a_log_appended_since_is_carried_once_its_past_is_proved(simulated_log, 
     pd.testing.assert_frame_equal(carried, aggregated, check_exact=True)
 
 
-@pytest.mark.parametrize("late", [False, True], ids=["one day appended", "and an event late"])
+@pytest.mark.parametrize(
+    ("late", "proof", "carried"),
+    [
+        pytest.param(None, "since ", True, id="one day appended"),
+        pytest.param(2, "since ", True, id="and an event of the day before yesterday"),
+        pytest.param(3, "in full: ", True, id="and an event of three days ago"),
+        pytest.param(4, "in full: ", False, id="and an event of four days ago"),
+    ],
+)
 def test_a_log_the_inputs_proof_kept_is_carried_without_a_scan_of_its_own(
-    simulated_log, tmp_path, caplog, monkeypatch, late
+    simulated_log, tmp_path, caplog, monkeypatch, late, proof, carried
 ):
     # given yesterday's inputs proof and window state, kept in one directory as `lstep score`
     # keeps them
@@ -101,34 +116,36 @@ def test_a_log_the_inputs_proof_kept_is_carried_without_a_scan_of_its_own(
     events = by_time(simulated_log, tmp_path, days=0)
     assert prove_kept(events, customers, now=now, directory=carry).clean
     day_features(events, customers, FIRST - timedelta(days=1), carry)
-    # when the log is written again with one more day (and maybe an event of the day before
-    # yesterday that arrived late), and proved since yesterday's proof
+    # when the log is written again with one more day (and maybe an event of an earlier day
+    # that arrived late), and proved since yesterday's proof where it can be
     by_time(simulated_log, tmp_path, days=1)
-    if late:
+    if late is not None:
         frame = pd.read_parquet(events)
-        day = pd.Timestamp(FIRST - timedelta(days=2), tz="UTC")
+        day = pd.Timestamp(FIRST - timedelta(days=late), tz="UTC")
         old = frame.index[(frame["ts"] >= day) & (frame["ts"] < day + pd.Timedelta(days=1))][0]
         copy = frame.loc[[old]].assign(ts=frame.loc[[old], "ts"] + pd.Timedelta(seconds=1))
         frame = pd.concat([frame, copy]).sort_values("ts", kind="stable", ignore_index=True)
         frame.to_parquet(events, row_group_size=max(1, len(frame) // 150), index=False)
-    assert prove_kept(events, customers, now=now, directory=carry).how.startswith("since ")
+    assert prove_kept(events, customers, now=now, directory=carry).how.startswith(proof)
     scans = []
     scan = carry_module._log_before
     monkeypatch.setattr(carry_module, "_log_before", lambda *a: scans.append(a) or scan(*a))
     caplog.set_level(logging.INFO, logger="features.windows")
-    carried = day_features(events, customers, FIRST, carry)
+    computed = day_features(events, customers, FIRST, carry)
 
-    # then the window is carried without a scan of the log's past when the proof says the log
-    # before yesterday's midnight is yesterday's; with the late event, the carry's own scan
-    # finds that past changed and aggregates: the aggregated features either way
+    # then the features are the aggregated ones whatever happened
     aggregated = day_features(events, customers, FIRST, None)
-    pd.testing.assert_frame_equal(carried, aggregated, check_exact=True)
+    pd.testing.assert_frame_equal(computed, aggregated, check_exact=True)
+    # and the window is carried without a scan of the log's past when the proof says the log
+    # before the kept part's end (three days before today) is yesterday's; when the proof was
+    # made in full, the carry scans the past itself: it still holds for an event of a fresh day
+    # yesterday (three days ago), and aggregates for one before
     (how,) = hows(caplog)
-    if late:
-        assert len(scans) == 1
-        assert how.startswith(f"aggregated: the log before {FIRST - timedelta(days=1)} changed")
+    assert len(scans) == (0 if proof == "since " else 1)
+    if carried:
+        assert how == f"carried from {FIRST - timedelta(days=1)}"
     else:
-        assert scans == [] and how == f"carried from {FIRST - timedelta(days=1)}"
+        assert how.startswith(f"aggregated: the log before {FIRST - timedelta(days=3)} changed")
 
 
 @pytest.mark.parametrize(
@@ -157,7 +174,7 @@ def test_a_changed_past_is_aggregated_again(simulated_log, tmp_path, caplog, cha
 
     # then the day is aggregated from the log, and says why
     (how,) = hows(caplog)
-    assert how.startswith(f"aggregated: the log before {FIRST - timedelta(days=1)} changed since")
+    assert how.startswith(f"aggregated: the log before {FIRST - timedelta(days=3)} changed since")
     aggregated = day_features(events, simulated_log.customers_path, FIRST, None)
     pd.testing.assert_frame_equal(carried, aggregated, check_exact=True)
 
