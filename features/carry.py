@@ -302,14 +302,10 @@ def _naive(value: object) -> pd.Timestamp:
     return utc_instant(value).tz_localize(None)
 
 
-def aggregated_window(
-    ws: Workspace, role: str = "window", *, since: str | None = None, until: str | None = None
-) -> str:
+def aggregated_window(ws: Workspace, role: str = "window", *, until: str | None = None) -> str:
     """The window's aggregates per (learner, as_of) with an event in it (``_WINDOW_TABLE``, named
-    for ``role``), of the events from ``since`` and before ``until`` (timestamp literals) when
-    given."""
-    parts = ws.window_parts(since=since, until=until)
-    return ws.create("TABLE", role, _WINDOW_TABLE, **parts)
+    for ``role``), of the events before ``until`` (a timestamp literal) when given."""
+    return ws.create("TABLE", role, _WINDOW_TABLE, **ws.window_parts(until=until))
 
 
 def _state_of(kept: str, history: str) -> str:

@@ -352,12 +352,15 @@ t-1 (``{pairs}``) and the day that entered the kept part (``{entering}``)."""
 ITEMS_OF_PAIRS = """
 CREATE TEMP TABLE {name} AS
 SELECT p.customer_id, d.as_of, count(*) AS items30
-FROM (SELECT customer_id, item FROM {kept} UNION SELECT customer_id, item FROM {fresh}) AS p
+FROM (SELECT customer_id FROM {kept}
+      UNION ALL
+      SELECT f.customer_id FROM {fresh} AS f ANTI JOIN {kept} AS k USING (customer_id, item)) AS p
 CROSS JOIN {dates} AS d
 GROUP BY p.customer_id, d.as_of
 """
 """``_ITEMS_TABLE`` of the kept part's pairs and the fresh days' (an item seen in both counts
-once)."""
+once: each side's pairs are distinct, and the fresh ones the kept part has are left out; a
+UNION of the two cost ~0.2 s more at 1M learners)."""
 
 
 def combined_window() -> str:

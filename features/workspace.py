@@ -345,22 +345,21 @@ class Workspace:
         )
         self.type_firsts = self.register("type_firsts_input", naive)
 
-    def in_window(self, *, since: str | None = None, until: str | None = None) -> str:
+    def in_window(self, *, until: str | None = None) -> str:
         """SQL of the events joined to the windows holding them, with their ``lag``; only those
-        from ``since`` and before ``until`` (timestamp literals) when given (the carry's parts
-        of a window, ``features.carry``)."""
+        before ``until`` (a timestamp literal: the carry's kept part, ``features.carry``)."""
         return _IN_WINDOW.format(
             events=self.events,
             window_days=self.window_days,
-            first_window_start=since or self.first_window_start,
+            first_window_start=self.first_window_start,
             until=until or self.until,
             customer_filter=self.customer_filter,
         )
 
-    def window_parts(self, *, since: str | None = None, until: str | None = None) -> dict[str, str]:
+    def window_parts(self, *, until: str | None = None) -> dict[str, str]:
         """The placeholders of ``_WINDOW_TABLE`` (of the events ``in_window`` picks)."""
         aggregates = ", ".join(f"{sql} AS {name}" for name, sql in _WINDOW_AGGREGATES.items())
-        return {"aggregates": aggregates, "in_window": self.in_window(since=since, until=until)}
+        return {"aggregates": aggregates, "in_window": self.in_window(until=until)}
 
     def eligible(self, active: str) -> pd.DataFrame:
         """Eligible pairs, given a table of the (customer_id, as_of) with events in the window."""
