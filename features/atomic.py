@@ -2,11 +2,13 @@
 
 The caches kept beside the data use it: the batch's carried window and its kept proof of the
 inputs (``features.carry``, ``features.kept_proof``), the stored KPIs and keyed tables
-(``serving.app.kpi_files``, ``serving.infra.keyed_files``). Each temporary name is unique (two
-runs writing the same file never write into one temporary file) and hidden, it takes the
-umask's mode (unlike ``mkstemp``'s 0600), and it is removed whatever happens: a failed write
-leaves the target as it was and nothing beside it. A reader sees the old file or the new one,
-never a part of one.
+(``serving.app.kpi_files``, ``serving.infra.keyed_files``), the days' scores and feature
+snapshots (``serving.infra.score_files``, ``serving.infra.snapshots``). Each temporary name
+(``partial_path``) is unique (two runs writing the same file never write into one temporary
+file), hidden and named after its process (``serving.infra.snapshots`` removes those of
+processes gone), it takes the umask's mode (unlike ``mkstemp``'s 0600), and it is removed
+whatever happens: a failed write leaves the target as it was and nothing beside it. A reader
+sees the old file or the new one, never a part of one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def partial_path(path: Path) -> Path:
+    """A temporary name beside ``path`` no reader opens: ``.<name>.<pid>.<8 hex>.partial``."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+
+
 def replace_whole(path: Path, write: Callable[[Path], object]) -> None:
     """``write`` the file at a unique temporary name beside ``path``, then rename it over ``path``
     (creating ``path``'s directory first).
@@ -25,7 +32,7 @@ def replace_whole(path: Path, write: Callable[[Path], object]) -> None:
         Whatever ``write`` raises (the temporary file removed, ``path`` untouched), and
         ``OSError`` when the directory cannot be made or the file cannot be renamed.
     """
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    partial = partial_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         write(partial)
@@ -48,4 +55,4 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> bool:
     return True
 
 
-__all__ = ["replace_whole", "write_atomically"]
+__all__ = ["partial_path", "replace_whole", "write_atomically"]

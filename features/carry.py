@@ -104,7 +104,8 @@ def day_window(ws: Workspace, events: Path, directory: Path) -> tuple[str, str]:
         return aggregated_window(ws), "aggregated: the log is not in time order (nothing carried)"
     record = _stamped(events, ws.last_as_of.date())
     previous, why, log = _previous(ws, directory, record)
-    fresh = timestamp_literal(_kept_until(ws.last_as_of))
+    kept_until = _kept_until(ws.last_as_of)
+    fresh = timestamp_literal(kept_until)
     pairs = _item_pairs(ws, directory, previous, fresh)
     fresh_pairs = ws.create(
         "TABLE", "fresh_pairs", ITEM_PAIRS_AGGREGATED, events=ws.events, window_start=fresh,
@@ -117,7 +118,7 @@ def day_window(ws: Workspace, events: Path, directory: Path) -> tuple[str, str]:
         kept = aggregated_window(ws, "kept_window", until=fresh)
         ws.history_table = ws.history()
         state = _state_of(kept, ws.history_table)
-        record = record.model_copy(update=log or _log_before(ws, _kept_until(ws.last_as_of))[0])
+        record = record.model_copy(update=log or _log_before(ws, kept_until)[0])
         how = f"aggregated: {why}"
     else:
         state, record = _carried(ws, directory, previous, record)

@@ -3,8 +3,8 @@
 A window measure at t is a sum over the events of [t-30d, t) of a value times a weight of the
 event's ``lag`` (days from its day to t's day; ``features.window_sql``). The window is carried
 in two parts: the kept part, the events of lag ``FRESH_DAYS`` + 1 and more, and the fresh part,
-the last ``FRESH_DAYS`` days, aggregated from the log every day (``FRESH_WINDOW``) and added to
-the kept part (``COMBINED_WINDOW``). The fresh days are the ones the inputs' kept proof checks
+the last ``FRESH_DAYS`` days, aggregated from the log every day (``fresh_template``) and added to
+the kept part (``combined_window``). The fresh days are the ones the inputs' kept proof checks
 anew every day (``features.kept_proof``: its bound is a day before the log's last day): an
 event that arrives a day or two late changes only days the carry reads again, so the day is
 still carried.
@@ -147,10 +147,6 @@ Lags = int | tuple[int, ...]
 """The day of one lag, or the days of several (all of one part)."""
 
 
-def _as_tuple(lags: Lags) -> tuple[int, ...]:
-    return (lags,) if isinstance(lags, int) else lags
-
-
 def _when(condition: str, lags: tuple[int, ...], part: tuple[int, ...]) -> str:
     """The condition an aggregate of the days of ``lags`` counts under in the query of their
     ``part`` ("": every row)."""
@@ -185,19 +181,21 @@ class _Aggregates:
         return f"e{part[0]}.{columns[sql]}"
 
     def count(self, condition: str, lags: Lags) -> str:
-        days = _as_tuple(lags)
-        when = _when(condition, days, self._part_of(days))
+        days, when = self._when(condition, lags)
         return self.of(days, f"CAST(count_if({when}) AS BIGINT)" if when else "count(*)")
 
     def duration(self, condition: str, lags: Lags) -> str:
-        days = _as_tuple(lags)
-        when = _when(condition, days, self._part_of(days))
+        days, when = self._when(condition, lags)
         return self.of(days, f"sum(CASE WHEN {when} THEN {DURATION_US} END)")
 
     def latest(self, condition: str, lags: Lags) -> str:
-        days = _as_tuple(lags)
-        when = _when(condition, days, self._part_of(days))
+        days, when = self._when(condition, lags)
         return self.of(days, f"max(CASE WHEN {when} THEN ts END)" if when else "max(ts)")
+
+    def _when(self, condition: str, lags: Lags) -> tuple[tuple[int, ...], str]:
+        """The days of ``lags`` and the condition their aggregate counts under (``_when``)."""
+        days = (lags,) if isinstance(lags, int) else lags
+        return days, _when(condition, days, self._part_of(days))
 
     def query(self, part: tuple[int, ...]) -> str:
         """The part's aggregates per learner (the entering day's with its fingerprint)."""
@@ -313,8 +311,7 @@ def fresh_template() -> str:
 
 def boundary_days(until: pd.Timestamp) -> dict[str, str]:
     """``day{lag}``: the condition on ``ts`` of the events of each fresh or boundary day before
-    ``until``
-    (a midnight), a range the parquet reader skips the row groups outside of."""
+    ``until`` (a midnight), a range the parquet reader skips the row groups outside of."""
     ranges = {}
     for lag in (*_FRESH, *boundary_lags()):
         start = until - pd.Timedelta(days=lag)

@@ -22,7 +22,6 @@ import mmap
 import os
 import re
 import threading
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
+
+from features.atomic import partial_path
 
 ANSWERS_SUBDIR = "answers"
 RESIDENT_BUDGET_BYTES = 384 * 2**20
@@ -70,7 +71,7 @@ def stage_answers_file(table: pa.Table, path: Path) -> Path:
         OSError: the directory cannot be written (the caller says what it means).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    partial = partial_path(path)
     try:
         combined = table.combine_chunks()
         with pa.OSFile(str(partial), "wb") as sink, ipc.new_file(sink, combined.schema) as writer:

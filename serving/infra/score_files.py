@@ -30,8 +30,6 @@ This module is the file half; the union with SQL is ``serving.infra.store_reads`
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -44,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from features.atomic import replace_whole
 from serving.core.problems import Unavailable
 
 SCORES_SUBDIR = "scores"
@@ -99,14 +98,10 @@ def write_scores(scores_dir: Path, as_of: date, run_id: str, rows: pd.DataFrame)
     """
     table = scores_table(rows)
     target = score_file(scores_dir, as_of, run_id)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     with _file_errors(scores_dir):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            pq.write_table(table, partial, row_group_size=ROW_GROUP_ROWS)
-            partial.replace(target)
-        finally:
-            partial.unlink(missing_ok=True)
+        replace_whole(
+            target, lambda partial: pq.write_table(table, partial, row_group_size=ROW_GROUP_ROWS)
+        )
     return target
 
 

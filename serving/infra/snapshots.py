@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from features.atomic import replace_whole
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,12 +37,7 @@ def write_feature_snapshot(features: pd.DataFrame, data_dir: Path, as_of: date) 
     target = snapshot_path(data_dir, as_of)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(target.parent)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        features.to_parquet(partial, index=False)
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
+    replace_whole(target, lambda partial: features.to_parquet(partial, index=False))
     return target
 
 
