@@ -253,6 +253,19 @@ def test_text_order_sorts_ids_of_one_width_as_arrows_stable_sort(width, seed):
     assert np.array_equal(order, expected)
 
 
+def test_text_order_of_a_tables_column_reads_its_chunk_in_place(monkeypatch):
+    # given a table's id column (a ChunkedArray of one chunk) in no order
+    ids = pa.table({"customer_id": ["C3", "C1", "C2"]}).column("customer_id")
+    seen = []
+    monkeypatch.setattr(codes_module, "_byte_keys", lambda texts: seen.append(texts) or None)
+
+    # when
+    text_order(ids)
+
+    # then: the keys are read off the column's own chunk, not a copy made value by value
+    assert seen[0].buffers()[2].address == ids.chunk(0).buffers()[2].address
+
+
 @pytest.mark.parametrize(
     "values",
     [["b", "a", None], ["bb", "a", "cc"], ["y" * 9, "x" * 9], []],
