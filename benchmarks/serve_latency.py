@@ -142,7 +142,7 @@ def _workspace(customers: int, days: int, seed: int, console: Console) -> Worksp
 
 def _build(settings: Settings, config: SimulationConfig, as_of: date, console: Console) -> None:
     """Simulate, train a small champion, run the batch on ``as_of``, import the champion."""
-    from serving.app.batch import BatchContext, BatchInputs, run_day
+    from serving.app.batch import BatchContext, BatchInputs, Models, run_day
     from serving.infra.champion import load_champion
     from serving.infra.rulesets import load_rules
     from serving.infra.store import StateStore
@@ -163,7 +163,7 @@ def _build(settings: Settings, config: SimulationConfig, as_of: date, console: C
     with console.status("running the batch job"), StateStore.from_settings(settings) as store:
         champion = load_champion(settings.tracking_uri)
         context = BatchContext(
-            store=store, champion=champion, ruleset=load_rules(champion=champion),
+            store=store, models=Models(champion, load_rules(champion=champion)),
             run_id=f"bench-{as_of}", now=now, data_dir=data,
         )  # fmt: skip
         run_day(as_of, inputs, context)

@@ -69,6 +69,7 @@ from serving.app.day_reads import pending_pairs_at_decide, state_read
 from serving.app.summary import TOP_LEARNERS, BatchResult, summarise, tag_counts
 from serving.core.assess import Assessment, AssessOptions, ModelHandle, assess
 from serving.core.frames import RunRecord, is_in, sorted_by_id
+from serving.core.problems import Unavailable
 from serving.core.tags import CHURNED_TAG
 from serving.infra.store import StateStore
 
@@ -159,13 +160,29 @@ class DayStep(Protocol):
 
 
 @dataclass(frozen=True)
+class Models:
+    """What a run scores and decides with: the champion (None: rules only) and the rules
+    (which resolve their operating points from it)."""
+
+    champion: ModelHandle | None
+    ruleset: RuleSet
+
+
+MODELS_DEADLINE_S = 300.0
+"""How long a day waits for its models to load on their thread (~1 s, most of it MLflow's
+imports); past it the day fails naming the wait, not hangs."""
+
+
+@dataclass(frozen=True)
 class BatchContext:
     """What every day of a run shares, resolved once by the caller.
 
     Attributes:
         store: the state store.
-        champion: the loaded champion, or None for a rules-only run.
-        ruleset: the loaded rules.
+        models: the champion and the rules (``Models``), or their load still running on a
+            thread (``serving.app.jobs.load_models_beside``): ``champion`` and ``ruleset``
+            wait for it, so a day's first stages (the inputs' check, the window) run while
+            they load.
         run_id: the run's id (a backfill suffixes each day).
         now: the current instant (aware): validation limit and the run's ``started_at``.
         data_dir: where feature snapshots go (none written when None; a dry run's engine step
@@ -185,8 +202,7 @@ class BatchContext:
     """
 
     store: StateStore
-    champion: ModelHandle | None
-    ruleset: RuleSet
+    models: Models | Future[Models]
     run_id: str
     now: datetime
     data_dir: Path | None = None
@@ -197,6 +213,32 @@ class BatchContext:
     step: DayStep | None = None
     carry_window: bool = True
     carry_proof: bool = True
+
+    @property
+    def champion(self) -> ModelHandle | None:
+        """The loaded champion, or None for a rules-only run (waits for ``models``)."""
+        return self.loaded().champion
+
+    @property
+    def ruleset(self) -> RuleSet:
+        """The loaded rules (waits for ``models``)."""
+        return self.loaded().ruleset
+
+    def loaded(self) -> Models:
+        """``models``, once loaded.
+
+        Raises:
+            Unavailable: they did not load within ``MODELS_DEADLINE_S``.
+            Whatever loading them raised (``NoChampionError``, a rules file's error).
+        """
+        if isinstance(self.models, Models):
+            return self.models
+        try:
+            return self.models.result(timeout=MODELS_DEADLINE_S)
+        except TimeoutError:
+            raise Unavailable(
+                f"the champion and the rules did not load within {MODELS_DEADLINE_S:.0f} s"
+            ) from None
 
     @property
     def carry_dir(self) -> Path | None:
@@ -454,6 +496,7 @@ __all__ = [
     "BatchProgress",
     "CampaignPlanner",
     "DayStep",
+    "Models",
     "Stage",
     "StateRead",
     "catalogue_planner",

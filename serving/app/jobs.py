@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -28,7 +29,14 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from serving.app.batch import BatchContext, BatchInputs, BatchProgress, run_day, run_range
+from serving.app.batch import (
+    BatchContext,
+    BatchInputs,
+    BatchProgress,
+    Models,
+    run_day,
+    run_range,
+)
 from serving.app.kpi_files import EventStore, day_kpis, ledger_bar
 from serving.app.kpi_inputs import StoredEvents
 from serving.app.summary import TOP_LEARNERS, BatchResult
@@ -276,16 +284,16 @@ def batch_context(
 ) -> BatchContext:
     """Store, champion (unless rules-only), rules and a new run id: what every day shares.
 
-    Raises:
-        NoChampionError: no champion and not rules-only.
+    The champion and the rules load on a thread (``load_models_beside``): their error, such as
+    a ``NoChampionError`` (no champion and not rules-only), comes from the first day that
+    needs them.
     """
     settings = runtime.settings
-    loaded = None if rules_only else load_champion(settings.tracking_uri, settings.model_name)
-    champion = require_champion(loaded, rules_only=rules_only, model_name=settings.model_name)
     return BatchContext(
         store=runtime.open_store(),
-        champion=champion,
-        ruleset=load_rules(rules_dir, champion=champion),
+        models=load_models_beside(
+            settings.tracking_uri, settings.model_name, rules_only=rules_only, rules_dir=rules_dir
+        ),
         run_id=f"run-{uuid.uuid4().hex[:12]}",
         now=runtime.now,
         data_dir=settings.data_path,
@@ -294,6 +302,38 @@ def batch_context(
         carry_window=settings.carry_window,
         carry_proof=settings.carry_proof,
     )
+
+
+def load_models(
+    tracking_uri: str, model_name: str, *, rules_only: bool, rules_dir: Path | None = None
+) -> Models:
+    """The champion (None in rules-only mode) and the rules it resolves.
+
+    Raises:
+        NoChampionError: no champion and not rules-only.
+    """
+    loaded = None if rules_only else load_champion(tracking_uri, model_name)
+    champion = require_champion(loaded, rules_only=rules_only, model_name=model_name)
+    return Models(champion, load_rules(rules_dir, champion=champion))
+
+
+def load_models_beside(
+    tracking_uri: str, model_name: str, *, rules_only: bool, rules_dir: Path | None = None
+) -> Future[Models]:
+    """``load_models`` on a thread of its own, from now on.
+
+    Loading the champion is ~1 s of Python, most of it MLflow's imports, which held up a whole
+    day's start; the inputs' check and the window are DuckDB's, which leaves the GIL and part
+    of a core free. A million learners' steady day (the time-ordered log): champion load and
+    window in turn 7.6-8.7 s, side by side 6.9-7.3 s (3 alternated runs).
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstep-models")
+    try:
+        return pool.submit(
+            load_models, tracking_uri, model_name, rules_only=rules_only, rules_dir=rules_dir
+        )
+    finally:
+        pool.shutdown(wait=False)  # its one thread ends with the load
 
 
 def event_store_paths(
@@ -325,4 +365,6 @@ __all__ = [
     "batch_context",
     "event_store_paths",
     "load_job",
+    "load_models",
+    "load_models_beside",
 ]

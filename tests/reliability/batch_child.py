@@ -8,7 +8,7 @@ from contextlib import nullcontext
 from datetime import date
 from pathlib import Path
 
-from serving.app.batch import BatchContext, BatchInputs, run_day
+from serving.app.batch import BatchContext, BatchInputs, Models, run_day
 from serving.infra.rulesets import load_rules
 from serving.infra.store import StateStore
 from tests.serving.fixtures import NOW
@@ -35,7 +35,7 @@ def run_rules_only_day(
     """One rules-only batch day on the files, killed when ``kill_at`` begins (never for None)."""
     with StateStore(url, scores_dir=Path(data_dir) / "scores") as store:  # as the apps open it
         context = BatchContext(
-            store=store, champion=None, ruleset=load_rules(), run_id=f"run-{day}-{kill_at}",
+            store=store, models=Models(None, load_rules()), run_id=f"run-{day}-{kill_at}",
             now=NOW, data_dir=Path(data_dir), progress=KillAt(kill_at),
         )  # fmt: skip
         run_day(day, BatchInputs(events=events, customers=customers), context)

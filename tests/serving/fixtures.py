@@ -97,11 +97,11 @@ def run_batch_day(
 ) -> Any:
     """One batch day on the validated log, as ``lstep score`` runs it (``options``: dry_run,
     replace)."""
-    from serving.app.batch import BatchContext, BatchInputs, run_day
+    from serving.app.batch import BatchContext, BatchInputs, Models, run_day
 
     inputs = BatchInputs(events=log.events, customers=log.customers, validated=True)
     context = BatchContext(
-        store=store, champion=champion, ruleset=ruleset, run_id=run_id, now=NOW, data_dir=data_dir
+        store=store, models=Models(champion, ruleset), run_id=run_id, now=NOW, data_dir=data_dir
     )
     return run_day(day, inputs, context, **options)
 

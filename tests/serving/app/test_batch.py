@@ -14,7 +14,7 @@ import serving.app.batch_inputs as batch_inputs_module
 from features.carry import CARRY_SUBDIR
 from features.kept_proof import LATE_DAYS
 from features.validation_report import InputError
-from serving.app.batch import BatchContext, BatchInputs, run_day, run_range
+from serving.app.batch import BatchContext, BatchInputs, Models, run_day, run_range
 from serving.cli.render import batch_summary
 from serving.core.problems import NoChampionError
 from serving.core.state import state_after_moves
@@ -31,7 +31,7 @@ def context_of(store, champion, ruleset, *, rules_only=False, **fields) -> Batch
     """What the jobs build: the champion as ``require_champion`` lets it through."""
     fields.setdefault("run_id", "run")
     champion = require_champion(champion, rules_only=rules_only)
-    return BatchContext(store=store, champion=champion, ruleset=ruleset, now=NOW, **fields)
+    return BatchContext(store=store, models=Models(champion, ruleset), now=NOW, **fields)
 
 
 def run(store, log, champion, ruleset, day=FIRST_DAY, *, rules_only=False, **options):

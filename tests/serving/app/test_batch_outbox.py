@@ -13,7 +13,7 @@ from datetime import date
 
 import pandas as pd
 
-from serving.app.batch import BatchContext, BatchInputs, run_day
+from serving.app.batch import BatchContext, BatchInputs, Models, run_day
 from serving.core.messages import CANCELLED, PENDING, SUPPRESSED, CampaignPlan, message_key
 from tests.features.event_frames import customers_frame, events_frame
 from tests.serving.fixtures import FIRST_DAY, NOW
@@ -66,7 +66,7 @@ def inputs() -> BatchInputs:
 
 def context(store, ruleset, run_id: str, planner=None) -> BatchContext:
     return BatchContext(
-        store=store, champion=None, ruleset=ruleset, run_id=run_id, now=NOW, planner=planner
+        store=store, models=Models(None, ruleset), run_id=run_id, now=NOW, planner=planner
     )
 
 

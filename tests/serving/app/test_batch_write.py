@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from serving.app import batch, batch_write
-from serving.app.batch import BatchContext, BatchInputs, run_day
+from serving.app.batch import BatchContext, BatchInputs, Models, run_day
 from serving.infra.store import StateStore
 from tests.serving.batches import set_override
 from tests.serving.fixtures import FIRST_DAY, NOW
@@ -40,7 +40,7 @@ class InTurn(Executor):
 def run(store, log, ruleset, data_dir=None, day=FIRST_DAY):
     """One rules-only day on the simulated log."""
     context = BatchContext(
-        store=store, champion=None, ruleset=ruleset, run_id=f"run-{day}", now=NOW,
+        store=store, models=Models(None, ruleset), run_id=f"run-{day}", now=NOW,
         data_dir=data_dir,
     )  # fmt: skip
     inputs = BatchInputs(events=log.events, customers=log.customers, validated=True)
@@ -171,7 +171,7 @@ def test_a_dry_run_or_a_day_without_campaigns_reads_no_pending_pairs(
     # when a day runs dry, and one runs with campaigns off
     for dry_run, campaigns in [(True, True), (False, False)]:
         context = BatchContext(
-            store=sqlite_store, champion=None, ruleset=ruleset, run_id=f"run-{dry_run}",
+            store=sqlite_store, models=Models(None, ruleset), run_id=f"run-{dry_run}",
             now=NOW, campaigns=campaigns,
         )  # fmt: skip
         run_day(FIRST_DAY, inputs, context, dry_run=dry_run)

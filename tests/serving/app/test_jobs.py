@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
+from contextlib import contextmanager
 from datetime import date
 
 import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from serving.app import batch
+from serving.app.batch import BatchContext
 from serving.app.jobs import BackfillJob, BatchJob, ReportJob, Runtime, load_job
-from serving.core.problems import Invalid, NoChampionError, NotFound
+from serving.core.problems import Invalid, NoChampionError, NotFound, Unavailable
 from serving.settings import Settings
 from tests.serving.fixtures import FIRST_DAY, NOW
 from training.jobs import TrainJob
@@ -84,6 +89,58 @@ def test_without_a_champion_a_job_stops_with_the_way_out(workspace_settings, tmp
     with pytest.raises(NoChampionError, match="run `lstep train` first, or pass --rules-only"):
         BatchJob(as_of=FIRST_DAY).run(Runtime(empty, NOW))
     assert Runtime(empty, NOW).open_store().runs().empty
+
+
+def test_the_champion_loads_beside_the_days_first_stages(workspace_settings, monkeypatch):
+    # given a champion load that can end only once the day has built its features
+    import serving.app.jobs as jobs
+
+    features_begun = threading.Event()
+    real_load = jobs.load_champion
+
+    def load_after_features(*args, **kwargs):
+        assert features_begun.wait(timeout=30), "the day waited for the champion before features"
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "load_champion", load_after_features)
+    progress = _StageStarts(on_features=features_begun.set)
+
+    # when a dry batch day runs from the settings
+    outcome = BatchJob(as_of=FIRST_DAY, dry_run=True).run(
+        Runtime(workspace_settings, NOW, progress=progress)
+    )
+
+    # then the learners and features came first, and the champion still scored the day
+    assert progress.names[: progress.names.index("score")] == ["inputs", "learners", "features"]
+    assert outcome.results[0].model_version is not None and not outcome.results[0].rules_only
+
+
+def test_a_day_waits_for_its_models_no_longer_than_its_deadline(store, monkeypatch):
+    # given models whose load never ends, and a short deadline
+    monkeypatch.setattr(batch, "MODELS_DEADLINE_S", 0.05)
+    context = BatchContext(store=store, models=Future(), run_id="r", now=NOW)
+
+    # when the day needs them, then it fails naming the wait, not hangs
+    with pytest.raises(Unavailable, match="did not load within"):
+        _ = context.champion
+
+
+class _StageStarts:
+    """Progress that records the stages in the order they start."""
+
+    def __init__(self, on_features) -> None:
+        self.names: list[str] = []
+        self.on_features = on_features
+
+    @contextmanager
+    def stage(self, as_of, name):
+        self.names.append(name)
+        if name == "features":
+            self.on_features()
+        yield
+
+    def days(self, total, what="backfill days"):
+        return lambda day: None
 
 
 def test_a_report_job_needs_a_completed_day_and_the_event_store(workspace_settings, tmp_path):

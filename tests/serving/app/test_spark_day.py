@@ -20,7 +20,7 @@ import pytest
 
 from features.spark import SparkEngine, check_master_reachable
 from features.windows import feature_dtypes
-from serving.app.batch import BatchContext, BatchInputs, duckdb_step, run_day
+from serving.app.batch import BatchContext, BatchInputs, Models, duckdb_step, run_day
 from serving.app.jobs import BatchJob, Runtime
 from serving.app.spark_day import EngineFeatures, SparkDay
 from serving.core.problems import Invalid
@@ -52,7 +52,7 @@ def spark_step(spark, champion, tracking_uri, tmp_path) -> SparkDay:
 
 def run(store, log, champion, ruleset, day, *, step=None, run_id=None):
     context = BatchContext(
-        store=store, champion=champion, ruleset=ruleset, run_id=run_id or f"run-{day}",
+        store=store, models=Models(champion, ruleset), run_id=run_id or f"run-{day}",
         now=NOW, step=step,
     )  # fmt: skip
     inputs = BatchInputs(events=log.events, customers=log.customers, validated=True)
@@ -237,9 +237,7 @@ def test_the_spark_step_keeps_what_its_capacity_cut_overwrote_as_duckdb_does(
     third = SECOND_DAY + timedelta(days=1)
     state = duck_store.state_frame(third)
     ruleset = limited_ruleset(tmp_path / "rules", personal_outreach_per_day=2)
-    context = BatchContext(
-        store=duck_store, champion=champion, ruleset=ruleset, run_id="t", now=NOW
-    )
+    context = BatchContext(store=duck_store, models=Models(champion, ruleset), run_id="t", now=NOW)
     inputs = BatchInputs(events=simulated_log.events, customers=simulated_log.customers)
     # When each engine's step assesses it (nothing committed)
     checked = dataclasses.replace(inputs, validated=True)
