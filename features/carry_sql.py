@@ -54,7 +54,10 @@ HISTORY_COLUMNS = {
 """The carried history before the window (``_HISTORY_TABLE``'s columns, prefixed) and how a day
 adds to it."""
 
-_LAG = "date_diff('day', CAST(ts AS DATE), CAST({until} AS DATE))"
+_LAG = "(epoch_us({until}) - 1 - epoch_us(ts)) // 86400000000 + 1"
+"""Days from an event's UTC day to t's (t a midnight, the event before it): ``date_diff`` of
+the two dates, in integer arithmetic (on the four middle boundary days' 4M events at 1M
+learners, 0.82 -> 0.62 s)."""
 SESSION, VIDEO = "event_type = 'session'", "event_type = 'video_watched'"
 TIMED = "duration_s IS NOT NULL"
 
