@@ -65,11 +65,11 @@ from serving.app.batch_inputs import BatchInputs
 from serving.app.batch_write import start_snapshot, stored_tags, write_day
 from serving.app.day_campaigns import CampaignPlanner, catalogue_planner, plan_day_campaigns
 from serving.app.day_decisions import DecidedDay, cut_day
+from serving.app.day_models import Models, loaded
 from serving.app.day_reads import pending_pairs_at_decide, state_read
 from serving.app.summary import TOP_LEARNERS, BatchResult, summarise, tag_counts
 from serving.core.assess import Assessment, AssessOptions, ModelHandle, assess
 from serving.core.frames import RunRecord, is_in, sorted_by_id
-from serving.core.problems import Unavailable
 from serving.core.tags import CHURNED_TAG
 from serving.infra.store import StateStore
 
@@ -160,20 +160,6 @@ class DayStep(Protocol):
 
 
 @dataclass(frozen=True)
-class Models:
-    """What a run scores and decides with: the champion (None: rules only) and the rules
-    (which resolve their operating points from it)."""
-
-    champion: ModelHandle | None
-    ruleset: RuleSet
-
-
-MODELS_DEADLINE_S = 300.0
-"""How long a day waits for its models to load on their thread (~1 s, most of it MLflow's
-imports); past it the day fails naming the wait, not hangs."""
-
-
-@dataclass(frozen=True)
 class BatchContext:
     """What every day of a run shares, resolved once by the caller.
 
@@ -225,20 +211,8 @@ class BatchContext:
         return self.loaded().ruleset
 
     def loaded(self) -> Models:
-        """``models``, once loaded.
-
-        Raises:
-            Unavailable: they did not load within ``MODELS_DEADLINE_S``.
-            Whatever loading them raised (``NoChampionError``, a rules file's error).
-        """
-        if isinstance(self.models, Models):
-            return self.models
-        try:
-            return self.models.result(timeout=MODELS_DEADLINE_S)
-        except TimeoutError:
-            raise Unavailable(
-                f"the champion and the rules did not load within {MODELS_DEADLINE_S:.0f} s"
-            ) from None
+        """``models``, once loaded (``serving.app.day_models.loaded``)."""
+        return loaded(self.models)
 
     @property
     def carry_dir(self) -> Path | None:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from serving.app import batch
+from serving.app import day_models
 from serving.app.batch import BatchContext
 from serving.app.jobs import BackfillJob, BatchJob, ReportJob, Runtime, load_job
 from serving.core.problems import Invalid, NoChampionError, NotFound, Unavailable
@@ -117,7 +117,7 @@ def test_the_champion_loads_beside_the_days_first_stages(workspace_settings, mon
 
 def test_a_day_waits_for_its_models_no_longer_than_its_deadline(store, monkeypatch):
     # given models whose load never ends, and a short deadline
-    monkeypatch.setattr(batch, "MODELS_DEADLINE_S", 0.05)
+    monkeypatch.setattr(day_models, "MODELS_DEADLINE_S", 0.05)
     context = BatchContext(store=store, models=Future(), run_id="r", now=NOW)
 
     # when the day needs them, then it fails naming the wait, not hangs
