@@ -259,10 +259,6 @@ def _batch_day(
     disable_telemetry()
     started = time.perf_counter()
     cpu = _CpuStages()
-    # as ``lstep score`` loads them (``batch_context``): on a thread, beside the day's first stages
-    models = load_models_beside(tracking_uri, DEFAULT_MODEL_NAME, rules_only=False)
-    loaded_at: list[float] = []
-    models.add_done_callback(lambda _: loaded_at.append(time.perf_counter()))
     inputs = BatchInputs(
         events=f"{population}/events.parquet",
         customers=f"{population}/customers.parquet",
@@ -270,6 +266,11 @@ def _batch_day(
     )
     data_dir = Path(state_url.removeprefix("sqlite:///")).parent / "data"
     store = StateStore(state_url, scores_dir=data_dir / "scores")  # as the apps open it
+    # as ``lstep score`` loads them (``batch_context``, after the store): on a thread, beside the
+    # day's first stages
+    models = load_models_beside(tracking_uri, DEFAULT_MODEL_NAME, rules_only=False)
+    loaded_at: list[float] = []
+    models.add_done_callback(lambda _: loaded_at.append(time.perf_counter()))
     spark_champion = models.result().champion if engine == "spark" else None
     with store, _engine_step(engine, spark_champion, tracking_uri) as step:
         context = BatchContext(

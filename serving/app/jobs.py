@@ -327,6 +327,13 @@ def load_models_beside(
     of a core free. A million learners' steady day (the time-ordered log): champion load and
     window in turn 7.6-8.7 s, side by side 6.9-7.3 s (3 alternated runs).
     """
+    # Two threads importing one package at once can meet it half-initialised (alembic's
+    # import cycle, MLflow's store beside the state store's migration: "cannot import name
+    # '_ProxyTransaction' from partially initialized module"): what the load shares with the
+    # day is imported here first, at no cost once the store has been opened.
+    import alembic.command  # noqa: F401
+    import sqlalchemy.orm  # noqa: F401
+
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstep-models")
     try:
         return pool.submit(

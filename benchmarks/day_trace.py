@@ -1,0 +1,144 @@
+"""Benchmark tool: where a kept store's measured day spends its time, call by call and thread by
+thread (issue 14).
+
+    .venv/bin/python benchmarks/day_trace.py --keep-store DIR [--function MODULE.NAME ...]
+
+``batch_scale.py --keep-store DIR`` keeps the store as it stood before its measured day; this
+runs that day once more, in this process, on a copy of the store, with each chosen function
+wrapped: every call's thread, start and end are printed in the order they began, beside the
+day's stages. A call that takes longer here than alone is waiting for a core or the GIL, and
+the thread beside it says for what (how the scores file's id conversion was found holding the
+GIL through the day's commit: its stored-tag read 0.82 s here against 0.2 s alone).
+
+A function is named where the day looks it up: ``serving.infra.outbox_store.checked_decisions``
+(imported by name there), not ``serving.core.planning.checked_decisions``; a method as
+``module.Class.name``. Without ``--function`` the day's main calls (``DAY_FUNCTIONS``) are traced.
+Run it with ``PYTHONPATH`` set to another checkout to trace that checkout's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import json
+import sys
+import tempfile
+import threading
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import batch_scale
+
+DAY_FUNCTIONS = (
+    "features.windows.day_window",
+    "features.windows.FeatureDay.eligible",
+    "features.windows.FeatureDay.features",
+    "serving.app.batch.spine_of",
+    "serving.core.assess.score_features",
+    "serving.app.batch.cut_day",
+    "serving.app.batch_write.write_feature_snapshot",
+    "serving.app.batch_write._plan",
+    "serving.app.batch_write.state_after_moves",
+    "serving.app.batch_write.answers_table",
+    "serving.app.batch_write.stage_answers",
+    "serving.infra.outbox_store.checked_decisions",
+    "serving.infra.outbox_store.score_rows",
+    "serving.infra.store.write_scores",
+    "serving.infra.store.read_tags_of",
+    "serving.infra.store.StateStore._write_batch",
+    "serving.infra.outbox_store.insert_messages",
+    "serving.infra.outbox_store.cancel_pairs",
+    "serving.app.batch.summarise",
+)
+"""The day's main calls, each where the day looks it up."""
+
+Span = tuple[str, str, float, float]
+"""A call's thread, function, start and end (seconds from the day's start)."""
+
+
+def traced(path: str, spans: list[Span], origin: list[float]) -> None:
+    """Wrap the function at ``path`` so that each call appends its span to ``spans``.
+
+    Raises:
+        SystemExit: no such module or attribute (naming the path).
+    """
+    owner, name = _owner(path)
+    function = getattr(owner, name, None)
+    if function is None:
+        raise SystemExit(f"--function {path}: {name} is not an attribute of {owner!r}")
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        began = time.monotonic()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            ended = time.monotonic()
+            thread = threading.current_thread().name
+            spans.append((thread, name, began - origin[0], ended - origin[0]))
+
+    setattr(owner, name, wrapper)
+
+
+def _owner(path: str) -> tuple[Any, str]:
+    """The module or class holding the last part of ``path``, and that part."""
+    holder, _, name = path.rpartition(".")
+    try:
+        return importlib.import_module(holder), name
+    except ModuleNotFoundError:
+        module, _, cls = holder.rpartition(".")
+        try:
+            return getattr(importlib.import_module(module), cls), name
+        except (ModuleNotFoundError, AttributeError, ValueError):
+            raise SystemExit(f"--function {path}: no module or class {holder}") from None
+
+
+def _kept_population(store: Path) -> tuple[Path, date]:
+    """The kept store's population (its log in the order it was run with) and measured day."""
+    kept = store / "kept-population.json"
+    if not kept.exists():
+        raise SystemExit(
+            f"{store}: not a store kept by batch_scale.py --keep-store (no {kept.name})"
+        )
+    population_of = json.loads(kept.read_text())
+    population, _ = batch_scale._population(
+        population_of["customers"], population_of["days"], population_of["seed"]
+    )
+    if population_of.get("log_order") == "time":
+        population = batch_scale._time_ordered(population)
+    return population, date(2026, 1, 1) + timedelta(days=population_of["days"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep-store", type=Path, required=True)
+    parser.add_argument("--function", action="append", help="MODULE.NAME to trace (repeatable)")
+    args = parser.parse_args()
+    population, measured = _kept_population(args.keep_store)
+    spans: list[Span] = []
+    origin = [time.monotonic()]
+    for path in args.function or DAY_FUNCTIONS:
+        traced(path, spans, origin)
+    tracking_uri = batch_scale._champion_store()
+    with tempfile.TemporaryDirectory(prefix="lstep-day-trace-") as scratch:
+        run = Path(scratch) / "store"
+        batch_scale._copied(args.keep_store, run)
+        origin[0] = time.monotonic()
+        day = batch_scale._batch_day(
+            str(population), f"sqlite:///{run / 'state.db'}", tracking_uri, measured, "trace",
+            "duckdb",
+        )  # fmt: skip
+    print(f"day {measured}: {day['seconds']:.2f} s")
+    for name, began, ended in day["spans"]:
+        print(f"  stage {name:<10} {began - origin[0]:7.2f} {ended - origin[0]:7.2f}")
+    for thread, name, began, ended in sorted(spans, key=lambda span: span[2]):
+        print(f"  {thread[:16]:<16} {name:<28} {began:7.2f} {ended:7.2f} {ended - began:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
