@@ -159,6 +159,17 @@ def _population(customers: int, days: int, seed: int) -> tuple[Path, dict]:
     return out, sim
 
 
+def ordered_log(population: Path, log_order: str) -> Path:
+    """The population whose log is in ``log_order`` (``--log-order``): its own, or its copy
+    ordered by time (``_time_ordered``)."""
+    return _time_ordered(population) if log_order == "time" else population
+
+
+def last_day(days: int) -> date:
+    """The measured day of a population of ``days`` days: the day after its log's last."""
+    return date(2026, 1, 1) + timedelta(days=days)
+
+
 def _time_ordered(population: Path) -> Path:
     """The population with its events ordered by time (then learner), as a log appended day
     after day is: made once beside it (``--log-order time``), its customers the same file.
@@ -252,6 +263,7 @@ def _batch_day(
     """One ``run_day`` over the parquet files, as ``lstep score`` runs it (under cProfile,
     its stats dumped to ``profile``, when that is given)."""
     from serving.app.batch import BatchContext, BatchInputs, run_day
+    from serving.app.day_models import loaded
     from serving.app.jobs import load_models_beside
     from serving.infra.store import StateStore
     from serving.settings import DEFAULT_MODEL_NAME, Settings, disable_telemetry
@@ -271,7 +283,7 @@ def _batch_day(
     models = load_models_beside(tracking_uri, DEFAULT_MODEL_NAME, rules_only=False)
     loaded_at: list[float] = []
     models.add_done_callback(lambda _: loaded_at.append(time.perf_counter()))
-    spark_champion = models.result().champion if engine == "spark" else None
+    spark_champion = loaded(models).champion if engine == "spark" else None
     with store, _engine_step(engine, spark_champion, tracking_uri) as step:
         context = BatchContext(
             store=store, models=models, run_id=run_id, now=NOW,
@@ -855,10 +867,9 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores; population {args.customers:,} x {args.days} days")
     population, sim = _population(args.customers, args.days, args.seed)
     print(f"events     {sim['events']:,} (simulated in {sim['seconds']:.0f} s)")
-    if args.log_order == "time":
-        population = _time_ordered(population)
+    population = ordered_log(population, args.log_order)
     tracking_uri = _champion_store()
-    end = date(2026, 1, 1) + timedelta(days=args.days)
+    end = last_day(args.days)
     engines = ["duckdb", "spark"] if args.engine == "both" else [args.engine]
     steady = {}
     with tempfile.TemporaryDirectory(prefix="lstep-batch-scale-") as scratch:

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +109,10 @@ def _kept_population(store: Path) -> tuple[Path, date]:
     population, _ = batch_scale._population(
         population_of["customers"], population_of["days"], population_of["seed"]
     )
-    if population_of.get("log_order") == "time":
-        population = batch_scale._time_ordered(population)
-    return population, date(2026, 1, 1) + timedelta(days=population_of["days"])
+    log_order = population_of.get("log_order", "learner")  # kept before the option: learner
+    return batch_scale.ordered_log(population, log_order), batch_scale.last_day(
+        population_of["days"]
+    )
 
 
 def main() -> None:

@@ -202,17 +202,13 @@ class BatchContext:
 
     @property
     def champion(self) -> ModelHandle | None:
-        """The loaded champion, or None for a rules-only run (waits for ``models``)."""
-        return self.loaded().champion
+        """The loaded champion, or None for a rules-only run (waits for ``models``: ``loaded``)."""
+        return loaded(self.models).champion
 
     @property
     def ruleset(self) -> RuleSet:
-        """The loaded rules (waits for ``models``)."""
-        return self.loaded().ruleset
-
-    def loaded(self) -> Models:
-        """``models``, once loaded (``serving.app.day_models.loaded``)."""
-        return loaded(self.models)
+        """The loaded rules (waits for ``models``: ``loaded``)."""
+        return loaded(self.models).ruleset
 
     @property
     def carry_dir(self) -> Path | None:
