@@ -14,6 +14,10 @@ A function is named where the day looks it up: ``serving.infra.outbox_store.chec
 (imported by name there), not ``serving.core.planning.checked_decisions``; a method as
 ``module.Class.name``. Without ``--function`` the day's main calls (``DAY_FUNCTIONS``) are traced.
 Run it with ``PYTHONPATH`` set to another checkout to trace that checkout's code.
+
+``--first-load`` traces the kept population's first load instead: the day the kept store's
+history began on (its measured day - ``history``), run into an empty store (the first batch
+ever: every learner new and tagged, every tag campaign started).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +102,9 @@ def _owner(path: str) -> tuple[Any, str]:
             raise SystemExit(f"--function {path}: no module or class {holder}") from None
 
 
-def _kept_population(store: Path) -> tuple[Path, date]:
-    """The kept store's population (its log in the order it was run with) and measured day."""
+def _kept_population(store: Path) -> tuple[Path, date, int]:
+    """The kept store's population (its log in the order it was run with), its measured day and
+    the days of history before it."""
     kept = store / "kept-population.json"
     if not kept.exists():
         raise SystemExit(
@@ -110,17 +115,21 @@ def _kept_population(store: Path) -> tuple[Path, date]:
         population_of["customers"], population_of["days"], population_of["seed"]
     )
     log_order = population_of.get("log_order", "learner")  # kept before the option: learner
-    return batch_scale.ordered_log(population, log_order), batch_scale.last_day(
-        population_of["days"]
-    )
+    measured = batch_scale.last_day(population_of["days"])
+    return batch_scale.ordered_log(population, log_order), measured, population_of.get("history", 1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-store", type=Path, required=True)
     parser.add_argument("--function", action="append", help="MODULE.NAME to trace (repeatable)")
+    parser.add_argument(
+        "--first-load", action="store_true", help="trace the population's first load instead"
+    )
     args = parser.parse_args()
-    population, measured = _kept_population(args.keep_store)
+    population, measured, history = _kept_population(args.keep_store)
+    if args.first_load:
+        measured -= timedelta(days=history)
     spans: list[Span] = []
     origin = [time.monotonic()]
     for path in args.function or DAY_FUNCTIONS:
@@ -128,7 +137,10 @@ def main() -> None:
     tracking_uri = batch_scale._champion_store()
     with tempfile.TemporaryDirectory(prefix="lstep-day-trace-") as scratch:
         run = Path(scratch) / "store"
-        batch_scale._copied(args.keep_store, run)
+        if args.first_load:
+            run.mkdir()
+        else:
+            batch_scale._copied(args.keep_store, run)
         origin[0] = time.monotonic()
         day = batch_scale._batch_day(
             str(population), f"sqlite:///{run / 'state.db'}", tracking_uri, measured, "trace",
