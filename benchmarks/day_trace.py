@@ -147,7 +147,7 @@ def _kept_population(store: Path) -> tuple[Path, date, int]:
     )
     log_order = population_of.get("log_order", "learner")  # kept before the option: learner
     measured = batch_scale.last_day(population_of["days"])
-    return batch_scale.ordered_log(population, log_order), measured, population_of.get("history", 1)
+    return batch_scale.ordered_log(population, log_order), measured, population_of["history"]
 
 
 def main() -> None:
