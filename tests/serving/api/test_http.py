@@ -297,12 +297,13 @@ def test_the_openapi_document_declares_every_status_the_api_answers(served):
         assert {"200", "400", "401", "404", "409", "413", "415", "422", "503"} <= declared, route
 
 
-@pytest.mark.parametrize("blank", ["", "   "])
 def test_an_empty_token_over_http_refuses_every_write_and_warns_at_start_up(
-    workspace: ServedWorkspace, learners: list[str], tmp_path, blank: str
+    workspace: ServedWorkspace, learners: list[str], tmp_path
 ):
-    # given the service started as `LSTEP_API_TOKEN= lstep serve` (set, but empty or blank)
-    served = start_service(workspace, tmp_path / "serve.log", {"LSTEP_API_TOKEN": blank})
+    # given the service started as `LSTEP_API_TOKEN= lstep serve` (set, but empty; a blank one
+    # is read by the same settings, which test_service.py holds to it in process: a service
+    # start here costs ~19 s of CI)
+    served = start_service(workspace, tmp_path / "serve.log", {"LSTEP_API_TOKEN": ""})
     try:
         with workspace.open_store() as store:
             before = (store.current(learners[0]), len(store.overrides_frame()))
