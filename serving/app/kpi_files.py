@@ -47,7 +47,7 @@ RULES_SUFFIXES = (".yaml", ".yml")
 RULES_TEMPLATES = "templates"
 KPI_MODULES = ("kpis.py", "kpi_days.py", "kpi_inputs.py", "kpi_masks.py", "kpi_model.py",
                "kpi_runs.py", "kpi_targets.py", "qualifying.py", "decision_runs.py",
-               "moved_scores.py")  # fmt: skip
+               "moved_scores.py", "kept_labels.py")  # fmt: skip
 """The modules of ``serving.app`` whose code decides the KPIs' values and texts."""
 
 

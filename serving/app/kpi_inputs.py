@@ -22,12 +22,21 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from features.carry import CARRY_SUBDIR
+from features.kept_proof import kept_record
 from features.labels import LABEL_EVENT_COLUMNS, compute_labels
 from features.parquet_source import parquet_source
 from features.validation import load_events
 from features.workspace import connect
 from rules import MODEL_SCORE_COLUMNS, RuleSet
 from serving.app.decision_runs import ScoresOf, measured_moves, run_ledger
+from serving.app.kept_labels import (
+    LabelsKey,
+    empty_labels,
+    keep_labels,
+    kept_labels,
+    labels_key,
+)
 from serving.app.kpi_files import DaysProgress, code_digest
 from serving.app.kpis import (
     LABEL_HORIZON_DAYS,
@@ -233,6 +242,7 @@ def risk_move_labels(
     transitions: pd.DataFrame,
     as_of: date,
     horizon_days: int = LABEL_HORIZON_DAYS,
+    kept: Path | None = None,
 ) -> pd.DataFrame:
     """Churn labels (``features.labels``) of the automatic ST_004 moves, complete by ``as_of``.
 
@@ -245,9 +255,14 @@ def risk_move_labels(
         transitions: the audit log up to ``as_of``.
         as_of: the KPI day.
         horizon_days: the churn window of the labels.
+        kept: the data directory whose kept labels are read and kept (``serving.app.
+            kept_labels``; only with the store's file); None: every label is computed.
     """
     risk = transitions[(transitions["to_tag"] == RISK_TAG) & transitions["rule_id"].notna()]
     spine = risk[KEYS].drop_duplicates().astype({"as_of": "datetime64[us]"})
+    key = None
+    if isinstance(events, StoredEvents) and kept is not None:
+        key = labels_key(Path(events.path), horizon_days)  # the log's version before its read
     if isinstance(events, StoredEvents):
         last_event = events.last_event()
     else:
@@ -257,13 +272,40 @@ def risk_move_labels(
     last = None if last_event is None else last_event.floor("D") + timedelta(days=1)
     until = end_of_day if last is None else min(end_of_day, last)
     if isinstance(events, StoredEvents):
-        # compute_labels reads only these events: [first window's start, last window's end).
-        horizon = pd.Timedelta(days=horizon_days)
-        complete = spine[spine["as_of"] + horizon <= until]
-        window = (complete["as_of"].min(), complete["as_of"].max() + horizon)
-        learners = complete["customer_id"].unique().tolist()
-        events = events.of_learners(learners, window if learners else None, LABEL_EVENT_COLUMNS)
+        return _stored_labels(events, spine, until, horizon_days, (kept, key))
     return compute_labels(events, spine, horizon_days=horizon_days, observed_until=until)
+
+
+def _stored_labels(
+    events: StoredEvents,
+    spine: pd.DataFrame,
+    until: pd.Timestamp,
+    horizon_days: int,
+    kept: tuple[Path | None, LabelsKey | None],
+) -> pd.DataFrame:
+    """``compute_labels`` of the stored log: only the events of the complete windows are read
+    (their learners', within them), and only for the labels not kept in the data directory
+    under the log's version (``kept``: the directory and the key, or no key: none kept)."""
+    horizon = pd.Timedelta(days=horizon_days)
+    complete = spine[spine["as_of"] + horizon <= until].astype({"customer_id": "str"})
+    data_dir, key = kept
+    known = empty_labels()
+    if data_dir is not None and key is not None:
+        known = kept_labels(data_dir, key, kept_record(Path(data_dir) / CARRY_SUBDIR))
+    found = complete.merge(known[KEYS], on=KEYS, how="left", indicator=True)
+    new = complete[(found["_merge"] == "left_only").to_numpy()]
+    learners = new["customer_id"].unique().tolist()
+    window = (new["as_of"].min(), new["as_of"].max() + horizon) if learners else None
+    rows = events.of_learners(learners, window, LABEL_EVENT_COLUMNS)
+    fresh = compute_labels(rows, new, horizon_days=horizon_days, observed_until=until)
+    if data_dir is not None and key == labels_key(Path(events.path), horizon_days):  # unmoved
+        keep_labels(data_dir, key, known, fresh)
+    labels = complete[KEYS].merge(pd.concat([known, fresh]), on=KEYS, how="left")  # its order
+    labels.attrs.update(
+        excluded_incomplete=len(spine) - len(complete), observed_until=until,
+        horizon_days=horizon_days,
+    )  # fmt: skip
+    return labels
 
 
 @dataclass(frozen=True)
@@ -324,7 +366,9 @@ def load_kpi_inputs(
         data_dir, ruleset, days, measured_moves(transitions),
         _scores_of(store, [*KEYS, *model_columns]), code=code_digest(), progress=ledger_days,
     )  # fmt: skip
-    outcomes = None if events is None else risk_move_labels(events, transitions, as_of)
+    outcomes = None
+    if events is not None:
+        outcomes = risk_move_labels(events, transitions, as_of, kept=data_dir)
     return KpiInputs(transitions, scores, decisions, outcomes)
 
 
