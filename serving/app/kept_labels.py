@@ -3,9 +3,9 @@
 Automation accuracy reads a label per automatic move into ST_004 whose window is complete
 (``serving.app.kpi_inputs.risk_move_labels``). Reading them anew after every batch day scanned
 the event log from the first complete move's day on: the moved learners' events over a span that
-grows with every day stored (at 100k learners x 40 stored days 0.9-1.1 s of the KPIs' 2.1-2.7 s;
-after a year, most of the log every day). A complete label reads only its learner's events inside its
-window ``[as_of, as_of + horizon)``, so it holds for as long as those events do:
+grows with every day stored (at 100k learners x 40 stored days 0.9-1.1 s of the KPIs' 2.1-2.7
+s; after a year, most of the log every day). A complete label reads only its learner's events
+inside its window ``[as_of, as_of + horizon)``, so it holds for as long as those events do:
 
 - in the very file it was computed from (the same path, size and modification time);
 - in a file that the inputs' proof kept beside the carried window (``features.kept_proof``,
