@@ -50,7 +50,7 @@ from features.carry_sql import (
     combined_window,
     fresh_template,
 )
-from features.kept_proof import kept_record
+from features.kept_proof import kept_record, same_before
 from features.parquet_source import copy_whole, parquet_source
 from features.validation_report import utc_instant
 from features.window_sql import _WINDOW_TABLE, WINDOW_DAYS, timestamp_literal
@@ -219,16 +219,12 @@ def _proved_since(
     ``lstep score`` runs before its day) proved this file's events before ``kept_until`` (where
     the day before's kept part ended) to be those of the file the day before's state read: then
     no scan of our own."""
-    proof = kept_record(directory)
-    if proof is None or proof.same_as is None:
-        return False
-    this = (proof.events_path, proof.events_size, proof.events_mtime_ns)
-    then = (proof.same_as.events_size, proof.same_as.events_mtime_ns)
-    return (
-        this == (record.events_path, record.events_size, record.events_mtime_ns)
-        and then == (previous.events_size, previous.events_mtime_ns)
-        and pd.Timestamp(proof.same_as.before) >= kept_until
+    before = same_before(
+        kept_record(directory),
+        (record.events_path, record.events_size, record.events_mtime_ns),
+        (previous.events_size, previous.events_mtime_ns),
     )
+    return before is not None and pd.Timestamp(before) >= kept_until
 
 
 def _log_before(ws: Workspace, *bounds: pd.Timestamp) -> list[dict[str, int]]:

@@ -212,6 +212,20 @@ def kept_record(directory: Path) -> ProofRecord | None:
     return _whole_record(directory)[0]
 
 
+def same_before(
+    proof: ProofRecord | None, events: tuple[str, int, int], then: tuple[int, int]
+) -> datetime | None:
+    """The midnight before which, as ``proof`` says, the proved file ``events`` (its path, size
+    and modification time) holds the events of that file's version ``then`` (size and
+    modification time); None when the proof says nothing of those two (none, a whole proof,
+    another file or version)."""
+    if proof is None or proof.same_as is None:
+        return None
+    proved = (proof.events_path, proof.events_size, proof.events_mtime_ns)
+    since = (proof.same_as.events_size, proof.same_as.events_mtime_ns)
+    return proof.same_as.before if (proved, since) == (events, then) else None
+
+
 def _whole_record(directory: Path) -> tuple[ProofRecord | None, str]:
     """The record kept in ``directory`` when it is whole (its learners file too) and of these
     checks, else None and why not."""
@@ -398,4 +412,5 @@ __all__ = [
     "kept_record",
     "proof_version",
     "prove_kept",
+    "same_before",
 ]

@@ -29,7 +29,8 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 import features.labels
-from features.kept_proof import ProofRecord
+from features.kept_proof import ProofRecord, same_before
+from features.labels import LABEL_COLUMNS
 from serving.app.kpi_files import KPIS_SUBDIR
 from serving.infra.keyed_files import key_of, read_keyed, write_keyed
 
@@ -37,7 +38,6 @@ LAYOUT = 1
 LABELS_NAME = "labels.parquet"
 KEY_METADATA = b"lstep.kept_labels"
 """The schema metadata entry holding the file's ``LabelsKey``."""
-LABEL_COLUMNS = ["customer_id", "as_of", "churned"]
 
 
 class LabelsKey(BaseModel):
@@ -92,7 +92,7 @@ def kept_labels(data_dir: Path, key: LabelsKey, proof: ProofRecord | None) -> pd
     table = None if until is None else read_keyed(path, KEY_METADATA, text)
     if table is None:
         return empty_labels()
-    labels = table.to_pandas()[LABEL_COLUMNS]
+    labels = table.to_pandas()[list(LABEL_COLUMNS)]
     whole = labels["as_of"] + pd.Timedelta(days=key.horizon_days) <= until
     return labels[whole].reset_index(drop=True)
 
@@ -116,13 +116,8 @@ def trusted_until(
         return None
     if _version(kept) == _version(now):
         return pd.Timestamp.max
-    if proof is None or proof.same_as is None:
-        return None
-    proved = (proof.events_path, proof.events_size, proof.events_mtime_ns)
-    then = (proof.same_as.events_size, proof.same_as.events_mtime_ns)
-    if proved != (now.events_path, *_version(now)) or then != _version(kept):
-        return None
-    return pd.Timestamp(proof.same_as.before)
+    before = same_before(proof, (now.events_path, *_version(now)), _version(kept))
+    return None if before is None else pd.Timestamp(before)
 
 
 _VERSION = {"events_size", "events_mtime_ns"}
@@ -142,7 +137,7 @@ def keep_labels(data_dir: Path, key: LabelsKey, known: pd.DataFrame, fresh: pd.D
     path = labels_path(data_dir)
     if fresh.empty and key_of(path, KEY_METADATA) == key.model_dump_json():
         return True  # the very file, nothing new: ``known`` is all of it
-    frame = pd.concat([known, fresh], ignore_index=True)[LABEL_COLUMNS].astype(
+    frame = pd.concat([known, fresh], ignore_index=True)[list(LABEL_COLUMNS)].astype(
         {"customer_id": "str", "as_of": "datetime64[us]", "churned": "int8"}
     )
     table = pa.Table.from_pandas(frame, preserve_index=False)

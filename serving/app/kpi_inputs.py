@@ -272,7 +272,7 @@ def risk_move_labels(
     last = None if last_event is None else last_event.floor("D") + timedelta(days=1)
     until = end_of_day if last is None else min(end_of_day, last)
     if isinstance(events, StoredEvents):
-        return _stored_labels(events, spine, until, horizon_days, (kept, key))
+        return _stored_labels(events, spine, until, horizon_days, kept, key)
     return compute_labels(events, spine, horizon_days=horizon_days, observed_until=until)
 
 
@@ -281,14 +281,14 @@ def _stored_labels(
     spine: pd.DataFrame,
     until: pd.Timestamp,
     horizon_days: int,
-    kept: tuple[Path | None, LabelsKey | None],
+    data_dir: Path | None,
+    key: LabelsKey | None,
 ) -> pd.DataFrame:
     """``compute_labels`` of the stored log: only the events of the complete windows are read
-    (their learners', within them), and only for the labels not kept in the data directory
-    under the log's version (``kept``: the directory and the key, or no key: none kept)."""
+    (their learners', within them), and only for the labels not kept in ``data_dir`` under the
+    log's version ``key`` (None: none kept)."""
     horizon = pd.Timedelta(days=horizon_days)
     complete = spine[spine["as_of"] + horizon <= until].astype({"customer_id": "str"})
-    data_dir, key = kept
     known = empty_labels()
     if data_dir is not None and key is not None:
         known = kept_labels(data_dir, key, kept_record(Path(data_dir) / CARRY_SUBDIR))
