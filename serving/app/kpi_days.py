@@ -54,6 +54,7 @@ from serving.app.kpis import (
     active_learner_rate,
     automatic_moves,
     automation_accuracy,
+    coded_log_until,
     complete_labels,
     mastery_learners,
     mastery_within_60_days,
@@ -78,7 +79,8 @@ class KpiHistory:
 
     Attributes:
         transitions: the checked audit log; ``scores``: the checked scores of the learner-days
-            a transition happened on (the only ones recovery joins); ``customers``, ``labels``
+            a transition up to ``until`` happened on (the only ones recovery joins);
+            ``customers``, ``labels``
             (None: no event log) checked too; ``runs``: ``qualifying_runs`` by target tag.
         decisions: the batch days' decision inputs (None: none given).
         horizon_days: the labels' churn window W in days.
@@ -220,24 +222,31 @@ def kpi_history(
     )
     score_schema = STORED_SCORES_SCHEMA.select_columns(list(SCORE_COLUMNS))
     known_scores = validate_frame(scores[list(SCORE_COLUMNS)], score_schema)
-    known_scores = known_scores[_learner_days_in(known_scores, transitions)]
     customers = validate_frame(customers, customers_schema())
     labels = None if outcomes is None else validate_frame(outcomes, labels_schema())
     day = pd.Timestamp(until.year, until.month, until.day)
     return _prepare(transitions, known_scores, customers, labels, decisions, horizon_days, day)
 
 
-def _learner_days_in(frame: pd.DataFrame, other: pd.DataFrame) -> np.ndarray:
+def _learner_days_in(
+    frame: pd.DataFrame, other: pd.DataFrame, coded: tuple[np.ndarray, pd.Index] | None = None
+) -> np.ndarray:
     """Whether each (customer_id, as_of) of ``frame`` is one of ``other``'s.
 
     Each pair as one integer (the learner's position among ``other``'s distinct ids, then
     the day): two ``MultiIndex`` objects and their ``isin`` cost ~1.2 s at 1M learners.
+    ``coded``: ``other``'s rows' learners as codes into its distinct ids, when known
+    (``coded_log_until``): ``other``'s ids are then not looked up again.
     """
-    their_ids = other["customer_id"].astype(str).array
-    ids = pd.unique(their_ids)
+    if coded is None:
+        their_ids = other["customer_id"].astype(str).array
+        ids = pd.unique(their_ids)
+        their_codes = positions_in(their_ids, ids)
+    else:
+        their_codes, ids = coded[0], coded[1].astype(str).array
     their_days, my_days = (_days(part) for part in (other, frame))
     first, span = _day_span(their_days, my_days)
-    theirs = _day_keys(positions_in(their_ids, ids), their_days - first, span)
+    theirs = _day_keys(their_codes, their_days - first, span)
     mine = _day_keys(
         positions_in(frame["customer_id"].astype(str).array, ids), my_days - first, span
     )
@@ -281,7 +290,9 @@ def _prepare(
     runs = {}
     if decisions is not None:
         runs = {tag: qualifying_runs(decisions, tag) for tag in MEASURED_TARGETS}
-    log = _log_until(transitions, until)
+    log, codes, log_ids = coded_log_until(transitions, until)
+    # the scores of the learner-days the log moved someone on (the only ones recovery joins)
+    scores = scores[_learner_days_in(scores, log, (codes, log_ids))]
     went_back = log["as_of"] < log["previous_as_of"]
     progression = progression_moves(log)
     detection = detection_moves(log, decisions)
@@ -290,17 +301,22 @@ def _prepare(
         detection = run_starts(detection, decisions, RISK_TAG, runs[RISK_TAG])
     automatic = automatic_moves(log)
     learners = mastery_learners(log, customers).assign(customer_id=customers["customer_id"])
-    ids = pd.Index(pd.unique(pd.concat([customers["customer_id"], log["customer_id"]]).astype(str)))
+    # the customers' ids, then the log's others; each log row's position found through its
+    # code (a null id's -1 picks the -1 appended)
+    known = pd.concat([customers["customer_id"], pd.Series(log_ids.array)], ignore_index=True)
+    ids = pd.Index(pd.unique(known.astype(str)))
+    at = np.append(positions_in(log_ids.astype(str).array, ids.array), -1)[codes]
     slim = _Slim(ids)
     return KpiHistory(
         transitions=transitions, scores=scores, customers=customers, labels=labels, runs=runs,
         decisions=decisions, horizon_days=horizon_days, until=until,
-        log=slim(log, ["as_of", "to_tag", "next_as_of"]),
+        log=slim(log, ["as_of", "to_tag", "next_as_of"], at),
         in_day_order=not bool(went_back.any()),
         learners=slim(learners, ["enrolled_day", "mastered_after"]),
         progression=slim(progression, RUN_COLUMNS), detection=slim(detection, RUN_COLUMNS),
         episodes=slim(risk_episodes(log, scores), ["as_of", "ended_on", "to_tag", "control"]),
-        automatic=slim(automatic, ["as_of", "to_tag", "reverted"]),
+        # the automatic moves are rows of the log, labelled by their positions in it
+        automatic=slim(automatic, ["as_of", "to_tag", "reverted"], at[automatic.index]),
         churned=None if labels is None else moves_churned(automatic, labels), ids=ids,
     )  # fmt: skip
 
@@ -311,11 +327,14 @@ RUN_COLUMNS = ["as_of", "status", "first_day", "entered"]
 
 @dataclass(frozen=True)
 class _Slim:
-    """A frame's ``columns`` (text as categories) with its rows' ``learner`` positions."""
+    """A frame's ``columns`` (text as categories) with its rows' ``learner`` positions (found
+    among ``ids``, or given)."""
 
     ids: pd.Index
 
-    def __call__(self, frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    def __call__(
+        self, frame: pd.DataFrame, columns: list[str], learner: np.ndarray | None = None
+    ) -> pd.DataFrame:
         kept = {}
         for name in columns:
             if name not in frame:
@@ -323,7 +342,8 @@ class _Slim:
             column = frame[name]
             is_text = column.dtype == object or pd.api.types.is_string_dtype(column.dtype)
             kept[name] = column.astype("category") if is_text and name != "control" else column
-        learner = positions_in(frame["customer_id"].astype(str).array, self.ids.array)
+        if learner is None:
+            learner = positions_in(frame["customer_id"].astype(str).array, self.ids.array)
         return pd.DataFrame({"learner": learner, **kept}, index=frame.index)
 
 

@@ -79,14 +79,31 @@ million learners' log as pandas)."""
 
 def _log_until(transitions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     """The transitions known at ``as_of`` in append order, with each learner's previous and next."""
-    log = transitions[transitions["as_of"] <= as_of].sort_values("id").reset_index(drop=True)
-    by_learner = log.groupby("customer_id", sort=False)
+    return coded_log_until(transitions, as_of)[0]
+
+
+def coded_log_until(
+    transitions: pd.DataFrame, as_of: pd.Timestamp
+) -> tuple[pd.DataFrame, np.ndarray, pd.Index]:
+    """``_log_until``, each of its rows' learner as a code (a position in the distinct ids) and
+    those distinct ids, in the order they first come in the log.
+
+    The log's learners are coded once, to group it; the caller keeps the codes for its own
+    lookups instead of looking the ids up again (15.5M rows: grouping by the text ids, then
+    finding each row's id among the learners' twice, cost ~12 s of the KPIs' ~22 s).
+    """
+    log = transitions[transitions["as_of"] <= as_of]
+    if not log["id"].is_monotonic_increasing:  # the store reads its log in id order
+        log = log.sort_values("id")
+    log = log.reset_index(drop=True)
+    codes, learners = pd.factorize(log["customer_id"])
+    by_learner = log.groupby(codes, sort=False)
     log["previous_as_of"] = by_learner["as_of"].shift(1)
     log["previous_to_tag"] = by_learner["to_tag"].shift(1)
     log["previous_from_tag"] = by_learner["from_tag"].shift(1)
     for column in ("to_tag", "actor", "as_of"):
         log[f"next_{column}"] = by_learner[column].shift(-1)
-    return log
+    return log, codes, pd.Index(learners)
 
 
 def active_learner_rate(log: pd.DataFrame) -> Kpi:

@@ -236,6 +236,50 @@ def test_the_scores_kept_are_those_of_the_learner_days_a_multiindex_finds(seed):
     moved = pd.MultiIndex.from_frame(transitions.astype({"as_of": "datetime64[us]"}))
     expected = pd.MultiIndex.from_frame(scores).isin(moved)
     assert found.tolist() == expected.tolist() and 0 < found.sum() < len(scores)
+    # and the transitions' learners given as codes into their distinct ids find the same
+    codes, distinct = pd.factorize(transitions["customer_id"])
+    coded = _learner_days_in(scores, transitions, (codes, pd.Index(distinct)))
+    assert coded.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_the_coded_log_is_the_log_and_its_codes_name_each_rows_learner(shuffled):
+    from serving.app.kpis import _log_until, coded_log_until
+
+    # given an audit log of interleaved learners, in id order or not
+    rng = np.random.default_rng(5)
+    rows = 600
+    log = pd.DataFrame(
+        {
+            "id": np.arange(rows),
+            "customer_id": pd.array(rng.choice([f"C{n:03d}" for n in range(90)], rows), "str"),
+            "as_of": pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(rows) // 20, "D"),
+            "from_tag": pd.array(rng.choice(["ST_001", "ST_004", None], rows), "str"),
+            "to_tag": pd.array(rng.choice(["ST_002", "ST_004", "ST_006"], rows), "str"),
+            "rule_id": pd.array(rng.choice(["R01", None], rows), "str"),
+            "actor": pd.array(rng.choice(["batch", "cs@x"], rows), "str"),
+        }
+    )
+    if shuffled:
+        log = log.sample(frac=1.0, random_state=1)
+    until = pd.Timestamp("2026-01-20")
+    # when it is cut at a day with its learners coded
+    coded, codes, distinct = coded_log_until(log, until)
+    # then it is the log known then in append order, each row with its learner's previous and
+    # next transition (grouped by the ids themselves here), as _log_until gives it too
+    expected = log[log["as_of"] <= until].sort_values("id").reset_index(drop=True)
+    by_learner = expected.groupby("customer_id", sort=False)
+    for column in ("as_of", "to_tag", "from_tag"):
+        expected[f"previous_{column}"] = by_learner[column].shift(1)
+    for column in ("to_tag", "actor", "as_of"):
+        expected[f"next_{column}"] = by_learner[column].shift(-1)
+    pd.testing.assert_frame_equal(coded, expected)
+    pd.testing.assert_frame_equal(_log_until(log, until), expected)
+    assert coded["id"].is_monotonic_increasing and len(coded) == (log["as_of"] <= until).sum()
+    assert coded.loc[1:, "previous_as_of"].notna().any()
+    # and each row's code names its learner among the distinct ids, in order of first sight
+    assert distinct[codes].tolist() == coded["customer_id"].tolist()
+    assert distinct.tolist() == list(dict.fromkeys(coded["customer_id"]))
 
 
 @pytest.mark.parametrize(
