@@ -229,28 +229,40 @@ def kpi_history(
 
 
 def _learner_days_in(
-    frame: pd.DataFrame, other: pd.DataFrame, coded: tuple[np.ndarray, pd.Index] | None = None
+    frame: pd.DataFrame, other: pd.DataFrame, coded: tuple[np.ndarray, np.ndarray] | None = None
 ) -> np.ndarray:
     """Whether each (customer_id, as_of) of ``frame`` is one of ``other``'s.
 
     Each pair as one integer (the learner's position among ``other``'s distinct ids, then
     the day): two ``MultiIndex`` objects and their ``isin`` cost ~1.2 s at 1M learners.
-    ``coded``: ``other``'s rows' learners as codes into its distinct ids, when known
-    (``coded_log_until``): ``other``'s ids are then not looked up again.
+    ``coded``: ``frame``'s and ``other``'s rows' learners as codes into ``other``'s distinct
+    ids (-1: none), when known (``coded_log_until``): the ids are then not looked up again.
     """
     if coded is None:
         their_ids = other["customer_id"].astype(str).array
         ids = pd.unique(their_ids)
-        their_codes = positions_in(their_ids, ids)
-    else:
-        their_codes, ids = coded[0], coded[1].astype(str).array
+        coded = (
+            positions_in(frame["customer_id"].astype(str).array, ids),
+            positions_in(their_ids, ids),
+        )
     their_days, my_days = (_days(part) for part in (other, frame))
     first, span = _day_span(their_days, my_days)
-    theirs = _day_keys(their_codes, their_days - first, span)
-    mine = _day_keys(
-        positions_in(frame["customer_id"].astype(str).array, ids), my_days - first, span
-    )
-    return np.isin(mine, theirs) & (mine >= 0)
+    theirs = _day_keys(coded[1], their_days - first, span)
+    mine = _day_keys(coded[0], my_days - first, span)
+    return _found(mine, theirs) & (mine >= 0)
+
+
+def _found(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Whether each of the integer ``keys`` is one of ``wanted``: numpy's table of their range
+    when it is small (one pass over each side), else a hash set. ``np.isin`` sorts both sides
+    once the range is too wide for its table: 4M learner-days among 4M over 120 days cost 4.7 s
+    that way, 0.36 s hashed; 2.8M among 950k over 3 days 0.03 s by the table, 0.17 s hashed.
+    """
+    if not len(keys) or not len(wanted):
+        return np.zeros(len(keys), dtype=bool)
+    if int(wanted.max()) - int(wanted.min()) <= 6 * (len(keys) + len(wanted)):  # numpy's bound
+        return np.isin(keys, wanted, kind="table")
+    return pd.Series(keys, copy=False).isin(wanted).to_numpy()
 
 
 def _days(frame: pd.DataFrame) -> np.ndarray:
@@ -271,9 +283,9 @@ def _day_keys(learner: np.ndarray, day: np.ndarray, span: int) -> np.ndarray:
     """(learner, day) as one integer, ``learner * span + day`` (``day`` counted from the first
     of ``span`` days); -1 for a learner not found.
 
-    Dense keys: ``np.isin`` looks them up in a table of that many (one pass over each side)
-    instead of sorting both (2.8M learner-days of 1M learners among 950k, over 3 days: 1.83-1.92
-    -> 0.70-0.74 s).
+    Dense keys: over a few days ``np.isin`` looks them up in a table of that many (one pass
+    over each side) instead of sorting both (2.8M learner-days of 1M learners among 950k, over 3
+    days: 1.83-1.92 -> 0.70-0.74 s); over many, a hash set does (``_found``).
     """
     return np.where(learner >= 0, learner.astype(np.int64) * span + day, -1)
 
@@ -292,7 +304,9 @@ def _prepare(
         runs = {tag: qualifying_runs(decisions, tag) for tag in MEASURED_TARGETS}
     log, codes, log_ids = coded_log_until(transitions, until)
     # the scores of the learner-days the log moved someone on (the only ones recovery joins)
-    scores = scores[_learner_days_in(scores, log, (codes, log_ids))]
+    score_codes = positions_in(scores["customer_id"].astype(str).array, log_ids.astype(str).array)
+    moved_on = _learner_days_in(scores, log, (score_codes, codes))
+    scores, score_codes = scores[moved_on], score_codes[moved_on]
     went_back = log["as_of"] < log["previous_as_of"]
     progression = progression_moves(log)
     detection = detection_moves(log, decisions)
@@ -314,7 +328,10 @@ def _prepare(
         in_day_order=not bool(went_back.any()),
         learners=slim(learners, ["enrolled_day", "mastered_after"]),
         progression=slim(progression, RUN_COLUMNS), detection=slim(detection, RUN_COLUMNS),
-        episodes=slim(risk_episodes(log, scores), ["as_of", "ended_on", "to_tag", "control"]),
+        episodes=slim(
+            risk_episodes(log, scores, (codes, score_codes)),
+            ["as_of", "ended_on", "to_tag", "control"],
+        ),
         # the automatic moves are rows of the log, labelled by their positions in it
         automatic=slim(automatic, ["as_of", "to_tag", "reverted"], at[automatic.index]),
         churned=None if labels is None else moves_churned(automatic, labels), ids=ids,

@@ -180,20 +180,33 @@ def mastery_verdict(
     return kpi_of("mastery_60d", percent(reached, cohort), detail)
 
 
-def risk_episodes(log: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+def risk_episodes(
+    log: pd.DataFrame, scores: pd.DataFrame, learners: tuple[np.ndarray, np.ndarray] | None = None
+) -> pd.DataFrame:
     """One row per risk episode: start day (``as_of``), the exit's day and tag (``ended_on``,
-    ``to_tag``; null while open) and the ``control`` flag of the start day's score."""
+    ``to_tag``; null while open) and the ``control`` flag of the start day's score.
+
+    ``learners``: each log row's and each score's learner as an integer code (one code per
+    learner across both), when the caller has them (``kpi_days``): the episodes are then
+    numbered and joined by the codes rather than by the text ids, which cost most of this on a
+    long log (a year of a million learners' moves: 4M rows).
+    """
     was_at_risk = log["from_tag"].isin(RISK_TAGS)
     is_at_risk = log["to_tag"].isin(RISK_TAGS)
-    starts = log.loc[~was_at_risk & is_at_risk, ["customer_id", "as_of"]]
-    ends = log.loc[was_at_risk & ~is_at_risk, ["customer_id", "as_of", "to_tag"]]
+    entering, leaving = ~was_at_risk & is_at_risk, was_at_risk & ~is_at_risk
+    log_key, score_key = log["customer_id"], scores["customer_id"]
+    if learners is not None:
+        log_key = pd.Series(learners[0], index=log.index)
+        score_key = pd.Series(learners[1], index=scores.index)
+    starts = log.loc[entering, ["customer_id", "as_of"]].assign(key=log_key[entering])
+    ends = log.loc[leaving, ["as_of", "to_tag"]].assign(key=log_key[leaving])
     ends = ends.rename(columns={"as_of": "ended_on"})
     # Entries and exits alternate per learner: the n-th exit closes the n-th episode.
-    starts = starts.assign(episode=starts.groupby("customer_id").cumcount())
-    ends = ends.assign(episode=ends.groupby("customer_id").cumcount())
-    episodes = starts.merge(ends, on=["customer_id", "episode"], how="left")
-    flags = scores[["customer_id", "as_of", "control"]]
-    return episodes.merge(flags, on=["customer_id", "as_of"], how="left")
+    starts = starts.assign(episode=starts.groupby("key").cumcount())
+    ends = ends.assign(episode=ends.groupby("key").cumcount())
+    episodes = starts.merge(ends, on=["key", "episode"], how="left")
+    flags = scores[["as_of", "control"]].assign(key=score_key)
+    return episodes.merge(flags, on=["key", "as_of"], how="left").drop(columns="key")
 
 
 def recovery_rate(log: pd.DataFrame, scores: pd.DataFrame) -> Kpi:

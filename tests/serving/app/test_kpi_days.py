@@ -238,7 +238,8 @@ def test_the_scores_kept_are_those_of_the_learner_days_a_multiindex_finds(seed):
     assert found.tolist() == expected.tolist() and 0 < found.sum() < len(scores)
     # and the transitions' learners given as codes into their distinct ids find the same
     codes, distinct = pd.factorize(transitions["customer_id"])
-    coded = _learner_days_in(scores, transitions, (codes, pd.Index(distinct)))
+    score_codes = pd.Index(distinct).get_indexer(scores["customer_id"])
+    coded = _learner_days_in(scores, transitions, (score_codes, codes))
     assert coded.tolist() == expected.tolist()
 
 
@@ -306,3 +307,87 @@ def test_learner_days_are_found_whatever_the_days_span_or_an_empty_side(scores_d
     moved = set(zip(transitions["customer_id"], transitions["as_of"], strict=True))
     expected = [pair in moved for pair in zip(scores["customer_id"], scores["as_of"], strict=True)]
     assert _learner_days_in(scores, transitions).tolist() == expected
+
+
+@pytest.mark.parametrize("spread", [1, 10, 10_000])
+def test_keys_are_found_alike_by_the_table_and_by_the_hash_set(spread):
+    from serving.app.kpi_days import _found
+
+    # given integer keys over a narrow range (numpy's table) or a wide one (a hash set)
+    rng = np.random.default_rng(spread)
+    wanted = rng.integers(0, 500, 400) * spread
+    keys = np.concatenate([rng.integers(0, 500, 600) * spread, [-1, 500 * spread + 1]])
+    # when each key is looked up, then exactly the wanted ones are found
+    expected = [int(key) in set(wanted.tolist()) for key in keys]
+    assert _found(keys, wanted).tolist() == expected and 0 < sum(expected) < len(keys)
+    # and an empty side finds nothing
+    assert not _found(keys, wanted[:0]).any() and len(_found(keys[:0], wanted)) == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_risk_episodes_numbered_and_joined_by_codes_equal_those_by_the_ids(seed):
+    from serving.app.kpis import _log_until, risk_episodes
+
+    # given a log of learners wandering in and out of the risk tags, and some days' scores
+    rng = np.random.default_rng(seed)
+    rows, tags = 800, ["ST_001", "ST_002", "ST_004", "ST_005", "ST_006"]
+    learners = rng.choice([f"C{n:03d}" for n in range(60)], rows)
+    now: dict[str, str | None] = {}
+    from_tags, to_tags = [], []
+    for learner in learners:  # each move starts from the learner's tag (none at first)
+        from_tags.append(now.get(learner))
+        to_tags.append(rng.choice([tag for tag in tags if tag != from_tags[-1]]))
+        now[learner] = to_tags[-1]
+    moves = pd.DataFrame(
+        {
+            "id": np.arange(rows),
+            "customer_id": pd.array(learners, "str"),
+            "as_of": pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(rows) // 25, "D"),
+            "from_tag": pd.array(from_tags, "str"),
+            "to_tag": pd.array(to_tags, "str"),
+            "rule_id": pd.array(["R01"] * rows, "str"),
+            "actor": pd.array(["batch"] * rows, "str"),
+        }
+    )
+    log = _log_until(moves, pd.Timestamp("2026-12-31"))
+    scores = log[["customer_id", "as_of"]].drop_duplicates().sample(frac=0.7, random_state=seed)
+    scores = scores.assign(control=rng.random(len(scores)) < 0.3)
+    # when the episodes are found by the text ids, and by codes of one learner numbering
+    codes, distinct = pd.factorize(log["customer_id"])
+    score_codes = pd.Index(distinct).get_indexer(scores["customer_id"])
+    by_ids = risk_episodes(log, scores)
+    by_codes = risk_episodes(log, scores, (codes, score_codes))
+    # then they are the same episodes, exits and control flags, in the same order
+    pd.testing.assert_frame_equal(by_codes, by_ids)
+    assert by_ids["ended_on"].notna().any() and by_ids["control"].notna().any()
+    assert by_ids["ended_on"].isna().any() and (by_ids["episode"] > 0).any()
+    # and they are the episodes a walk through each learner's moves finds
+    found = [
+        (row.customer_id, row.as_of, row.ended_on, row.to_tag, row.control)
+        for row in by_ids.itertuples()
+    ]
+    assert _plain(found) == _plain(_episodes_walked(log, scores))
+
+
+def _plain(episodes: list[tuple]) -> list[tuple]:
+    """Episodes as sorted text, every missing value (NaT, NA, NaN) the empty text."""
+    return sorted(tuple("" if pd.isna(value) else str(value) for value in row) for row in episodes)
+
+
+def _episodes_walked(log: pd.DataFrame, scores: pd.DataFrame) -> list[tuple]:
+    """Each risk episode (learner, start, end, exit tag, control flag) found by walking the
+    learners' moves one by one: entering ST_004/ST_005 opens one, leaving both closes it."""
+    risk = {"ST_004", "ST_005"}
+    flags = {(row.customer_id, row.as_of): row.control for row in scores.itertuples()}
+    found, open_at = [], {}
+    for row in log.itertuples():  # in append order
+        was, now = row.from_tag in risk, row.to_tag in risk
+        if not was and now:
+            open_at.setdefault(row.customer_id, []).append(row.as_of)
+        elif was and not now and open_at.get(row.customer_id):
+            start = open_at[row.customer_id].pop(0)
+            control = flags.get((row.customer_id, start))
+            found.append((row.customer_id, start, row.as_of, row.to_tag, control))
+    for learner, starts in open_at.items():
+        found += [(learner, start, None, None, flags.get((learner, start))) for start in starts]
+    return found
