@@ -188,24 +188,37 @@ def test_ids_breaking_the_searchs_preconditions_are_coded_as_the_hash_lookup_cod
     assert np.array_equal(codes_of(values, categories), _plain(values, categories))
 
 
-@pytest.mark.parametrize("values_sorted", [True, False], ids=["values sorted", "values shuffled"])
-def test_wide_ids_sorted_on_one_side_are_searched_as_the_hash_lookup_codes_them(
-    monkeypatch, values_sorted
+@pytest.mark.parametrize(
+    ("values_sorted", "share", "searched"),
+    [(True, 1.0, True), (False, 0.5, True), (False, 1.0, False), (False, 2.0, False)],
+    ids=["values sorted", "fewer shuffled", "as many shuffled", "more shuffled"],
+)
+def test_wide_ids_sorted_on_one_side_are_coded_as_the_hash_lookup_codes_them(
+    monkeypatch, values_sorted, share, searched
 ):
-    # given UUIDs (36 bytes) among the store's sorted UUIDs, some absent, and no hash lookup
+    # given UUIDs (36 bytes) among the store's sorted UUIDs, some absent: the values sorted,
+    # or shuffled and fewer than, as many as or more than the categories
     rng = np.random.default_rng(11)
     size = codes_module.SORTED_FROM * 2
     pool = np.unique(rng.integers(0, 2**62, 3 * size))
     texts = [str(uuid.UUID(int=int(n) << 64 | int(n))) for n in pool]
     categories = pa.array(texts[: 2 * size])  # sorted: the pool is, and so are its UUIDs' texts
     values = texts[size : 3 * size]
-    values = pa.array(values if values_sorted else list(rng.permutation(values)))
+    values = values if values_sorted else list(rng.choice(values, int(share * 2 * size)))
+    values = pa.array(values)
     expected = _plain(values, categories)
-    monkeypatch.setattr(pc, "index_in", lambda *args, **kwargs: pytest.fail("hashed"))
+    hashed = []
+    index_in = pc.index_in
+    monkeypatch.setattr(
+        pc, "index_in", lambda *args, **kwargs: hashed.append(1) or index_in(*args, **kwargs)
+    )
     # when coded, then each code is the hash lookup's and half the values were found
     codes = codes_of(values, categories)
     assert np.array_equal(codes, expected)
-    assert (codes >= 0).sum() == len(pool[size : 2 * size])
+    assert 0.4 < (codes >= 0).mean() < 0.6
+    # and sorted or fewer values were searched; as many or more in no order, hashed (their
+    # sort costs more than the hash)
+    assert not hashed if searched else hashed
 
 
 def test_wide_ids_differing_only_in_a_trailing_nul_stay_apart():
