@@ -80,8 +80,8 @@ class KpiHistory:
     Attributes:
         transitions: the checked audit log; ``scores``: the checked scores of the learner-days
             a transition up to ``until`` happened on (the only ones recovery joins);
-            ``customers``, ``labels``
-            (None: no event log) checked too; ``runs``: ``qualifying_runs`` by target tag.
+            ``customers``, ``labels`` (None: no event log) checked too; ``runs``:
+            ``qualifying_runs`` by target tag.
         decisions: the batch days' decision inputs (None: none given).
         horizon_days: the labels' churn window W in days.
         until: the last day the history serves.
@@ -304,7 +304,8 @@ def _prepare(
         runs = {tag: qualifying_runs(decisions, tag) for tag in MEASURED_TARGETS}
     log, codes, log_ids = coded_log_until(transitions, until)
     # the scores of the learner-days the log moved someone on (the only ones recovery joins)
-    score_codes = positions_in(scores["customer_id"].astype(str).array, log_ids.astype(str).array)
+    log_texts = log_ids.astype(str).array
+    score_codes = positions_in(scores["customer_id"].astype(str).array, log_texts)
     moved_on = _learner_days_in(scores, log, (score_codes, codes))
     scores, score_codes = scores[moved_on], score_codes[moved_on]
     went_back = log["as_of"] < log["previous_as_of"]
@@ -317,9 +318,9 @@ def _prepare(
     learners = mastery_learners(log, customers).assign(customer_id=customers["customer_id"])
     # the customers' ids, then the log's others; each log row's position found through its
     # code (a null id's -1 picks the -1 appended)
-    known = pd.concat([customers["customer_id"], pd.Series(log_ids.array)], ignore_index=True)
+    known = pd.concat([customers["customer_id"], pd.Series(log_texts)], ignore_index=True)
     ids = pd.Index(pd.unique(known.astype(str)))
-    at = np.append(positions_in(log_ids.astype(str).array, ids.array), -1)[codes]
+    at = np.append(positions_in(log_texts, ids.array), -1)[codes]
     slim = _Slim(ids)
     return KpiHistory(
         transitions=transitions, scores=scores, customers=customers, labels=labels, runs=runs,
